@@ -1,0 +1,40 @@
+"""chatkit: a plugin-extensible chat server.
+
+Plugins import what they need from here: ``hookimpl``, the objects hooks receive
+(:class:`Session`, :class:`Message`, :class:`CommandContext`), what they return
+(:class:`Reject`, :class:`Drop`) and the errors they raise.
+"""
+
+from __future__ import annotations
+
+from chatkit.commands import Command, CommandContext, Register
+from chatkit.config import Config, Limits, load_config
+from chatkit.errors import ChatkitError, CommandError, UsageError
+from chatkit.events import Message
+from chatkit.hookspecs import hookimpl
+from chatkit.protocol import Frame
+from chatkit.results import Drop, Reject
+from chatkit.server import Server
+from chatkit.session import Session
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChatkitError",
+    "Command",
+    "CommandContext",
+    "CommandError",
+    "Config",
+    "Drop",
+    "Frame",
+    "Limits",
+    "Message",
+    "Register",
+    "Reject",
+    "Server",
+    "Session",
+    "UsageError",
+    "__version__",
+    "hookimpl",
+    "load_config",
+]

@@ -1,0 +1,1 @@
+"""chatkit's own features, each an ordinary plugin (see ``chatkit.plugins``)."""

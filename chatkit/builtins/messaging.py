@@ -1,0 +1,24 @@
+"""/msg and /me: private messages and actions."""
+
+from __future__ import annotations
+
+from chatkit import CommandContext, Register, hookimpl
+
+
+def msg_command(ctx: CommandContext) -> None:
+    nick, _, text = ctx.args.partition(" ")
+    if not nick or not text.strip():
+        raise ctx.usage_error()
+    ctx.hub.private(ctx.client, nick, text.strip())
+
+
+def me_command(ctx: CommandContext) -> None:
+    if not ctx.args:
+        raise ctx.usage_error()
+    ctx.hub.say(ctx.client, ctx.room, ctx.args, action=True)
+
+
+@hookimpl
+def chatkit_register_commands(register: Register) -> None:
+    register("msg", msg_command, help="send a private message", usage="NICK TEXT")
+    register("me", me_command, help="act: /me waves", usage="ACTION")

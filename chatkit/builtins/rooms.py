@@ -1,0 +1,45 @@
+"""/join, /part, /rooms and /who: moving between rooms and seeing who is there."""
+
+from __future__ import annotations
+
+from chatkit import CommandContext, CommandError, Register, hookimpl
+
+
+def join_command(ctx: CommandContext) -> None:
+    if not ctx.args or " " in ctx.args:
+        raise ctx.usage_error()
+    if not ctx.hub.join(ctx.client, ctx.args):
+        ctx.reply(f"you are in {ctx.client.current_room}; lines now go there", room=ctx.args)
+
+
+def part_command(ctx: CommandContext) -> None:
+    room, _, text = ctx.args.partition(" ")
+    if not room.startswith("#"):
+        room, text = ctx.room or "", ctx.args
+    if not room:
+        raise CommandError("you are in no room", "not_in_room")
+    ctx.hub.part(ctx.client, room, f"part: {text.strip()}" if text.strip() else "part")
+
+
+def rooms_command(ctx: CommandContext) -> None:
+    rooms = ctx.hub.rooms()
+    listing = ", ".join(f"{name} ({count})" for name, count in rooms.items())
+    ctx.reply(f"rooms: {listing or 'none'}", rooms=rooms)
+
+
+def who_command(ctx: CommandContext) -> None:
+    room = ctx.args or ctx.room
+    if not room:
+        raise CommandError("you are in no room; name one: /who #room", "not_in_room")
+    nicks = ctx.hub.who(room)
+    if nicks is None:
+        raise CommandError(f"no room {room}", "no_such_room")
+    ctx.reply(f"{room} ({len(nicks)}): {', '.join(nicks)}", room=room, nicks=nicks)
+
+
+@hookimpl
+def chatkit_register_commands(register: Register) -> None:
+    register("join", join_command, help="join a room (lines then go there)", usage="#ROOM")
+    register("part", part_command, help="leave a room", usage="[#ROOM] [REASON]")
+    register("rooms", rooms_command, help="list the rooms")
+    register("who", who_command, help="list who is in a room", usage="[#ROOM]")

@@ -1,0 +1,31 @@
+"""/nick, /quit and /ping: renaming, leaving, and checking the line."""
+
+from __future__ import annotations
+
+from chatkit import CommandContext, Register, hookimpl
+
+
+def nick_command(ctx: CommandContext) -> None:
+    if not ctx.args or " " in ctx.args:
+        raise ctx.usage_error()
+    old = ctx.client.nick
+    ctx.hub.rename(ctx.client, ctx.args)
+    if old == ctx.client.nick:
+        ctx.reply(f"you are already {old}", nick=old)
+
+
+def quit_command(ctx: CommandContext) -> None:
+    reason = f"quit: {ctx.args}" if ctx.args else "quit"
+    ctx.reply("bye", reason=reason)
+    ctx.client.disconnect(reason)
+
+
+def ping_command(ctx: CommandContext) -> None:
+    ctx.reply("pong")
+
+
+@hookimpl
+def chatkit_register_commands(register: Register) -> None:
+    register("nick", nick_command, help="change your nick", usage="NEW")
+    register("quit", quit_command, help="leave the chat", usage="[REASON]")
+    register("ping", ping_command, help="check that the server answers (it says pong)")

@@ -1,0 +1,238 @@
+"""The ``chatkit`` command: a thin layer over :class:`chatkit.Server` and :mod:`chatkit.plugins`.
+
+All user-facing output of chatkit goes through here; the library only logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chatkit import __version__
+from chatkit.config import Config, load_config
+from chatkit.errors import UsageError
+from chatkit.plugins import list_plugins
+from chatkit.server import Server
+
+__all__ = ["app", "main"]
+
+DEFAULT_CONFIG = Path("chatkit.toml")
+
+app = typer.Typer(
+    name="chatkit",
+    help="A plugin-extensible chat server. Run one with 'chatkit serve'; talk to it with nc.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(exc: UsageError) -> typer.Exit:
+    typer.echo(f"Error: {exc}", err=True)
+    return typer.Exit(2)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"chatkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_version_callback),
+    ] = False,
+) -> None:
+    """A plugin-extensible chat server. Run one with 'chatkit serve'; talk to it with nc."""
+
+
+def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config:
+    path = config_path or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    config = load_config(path) if path else Config()
+    for key in ("host", "port", "log_level", "default_room"):
+        if overrides.get(key) is not None:
+            setattr(config, key, overrides[key])
+    config.plugins = [*config.plugins, *overrides["plugins"]]
+    config.disable = [*config.disable, *overrides["disable"]]
+    limits = config.limits
+    for key, value in overrides["limits"].items():
+        if value is not None:
+            setattr(limits, key, value)
+    limits.__post_init__()  # re-check the flags' values
+    return config
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on; 0 picks a free one. [default: 9090]")
+    ] = None,
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            "-p",
+            help="Enable a plugin: a builtin, an installed one, or a dotted module path. "
+            "Repeat for more; they run in the order given.",
+        ),
+    ] = None,
+    no_plugin: Annotated[
+        list[str] | None,
+        typer.Option("--no-plugin", help="Disable a default plugin (e.g. log). Repeatable."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="TOML config file. [default: ./chatkit.toml if it exists]",
+            dir_okay=False,
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning or error. [default: info]")
+    ] = None,
+    default_room: Annotated[
+        str | None, typer.Option(help="The room every client joins. [default: #general]")
+    ] = None,
+    max_line: Annotated[
+        int | None, typer.Option(help="Longest line a client may send, in bytes. [default: 8192]")
+    ] = None,
+    max_sendq: Annotated[
+        int | None,
+        typer.Option(help="Bytes queued for a client before it is cut off. [default: 1048576]"),
+    ] = None,
+    max_clients: Annotated[
+        int | None, typer.Option(help="Connections in total. [default: 10000]")
+    ] = None,
+    max_clients_per_address: Annotated[
+        int | None,
+        typer.Option(help="Connections per IP address, loopback exempt. [default: 20]"),
+    ] = None,
+    login_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a connection has to log in. [default: 30]")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds of silence before a client is pinged. [default: 300]"),
+    ] = None,
+    ping_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds a pinged client has to answer. [default: 60]"),
+    ] = None,
+) -> None:
+    """Run a chat server until Ctrl+C or SIGTERM.
+
+    Clients connect with 'nc HOST PORT' (type a nick, then chat) or speak the JSON
+    protocol (docs/protocol.md). Flags win over the config file.
+    """
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "default_room": default_room,
+        "plugins": plugin or [],
+        "disable": no_plugin or [],
+        "limits": {
+            "max_line": max_line,
+            "max_sendq": max_sendq,
+            "max_clients": max_clients,
+            "max_clients_per_address": max_clients_per_address,
+            "login_timeout": login_timeout,
+            "idle_timeout": idle_timeout,
+            "ping_timeout": ping_timeout,
+        },
+    }
+    try:
+        cfg = _build_config(config, overrides)
+        level = logging.getLevelName(cfg.log_level.upper())
+        if not isinstance(level, int):
+            raise UsageError(
+                f"unknown log level {cfg.log_level!r}; use debug, info, warning or error"
+            )
+        logging.basicConfig(
+            level=level,
+            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        server = Server(config=cfg)
+        signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl+C
+        server.start()
+    except UsageError as exc:
+        raise _fail(exc) from None
+    host_, port_ = server.address
+    typer.echo(f"chatkit {__version__} listening on {host_}:{port_}")
+    typer.echo(f"plugins: {', '.join(info.name for info in server.plugin_infos)}")
+    if cfg.source:
+        typer.echo(f"config: {cfg.source}")
+    typer.echo(f"try: nc {host_} {port_}   (type a nick, then chat; Ctrl+C here stops the server)")
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(3600)  # the server runs in its threads; this waits for a signal
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl+C must not break shutdown
+        typer.echo("shutting down")
+        server.shutdown()
+    typer.echo("stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@app.command("plugins")
+def plugins_command(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list, for scripts.")
+    ] = False,
+    hook: Annotated[str | None, typer.Option(help="Only plugins that implement this hook.")] = None,
+) -> None:
+    """List every builtin and installed plugin, its package, hooks and commands."""
+    rows = list_plugins()
+    if hook:
+        rows = [r for r in rows if hook in r.hooks]
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    table = Table(title="chatkit plugins")
+    for column in ("name", "origin", "package", "version", "default", "hooks", "commands"):
+        table.add_column(column)
+    for r in rows:
+        if r.error:
+            table.add_row(
+                r.name, r.origin, r.package, r.version, r.default, f"[red]error: {r.error}[/]", ""
+            )
+        else:
+            table.add_row(
+                r.name,
+                r.origin,
+                r.package,
+                r.version,
+                r.default,
+                "\n".join(r.hooks),
+                " ".join(f"/{c}" for c in r.commands),
+            )
+    Console().print(table)
+
+
+def main() -> None:
+    """Entry point of the ``chatkit`` script."""
+    app()

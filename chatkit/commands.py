@@ -1,0 +1,133 @@
+"""Chat commands: the registry that ``chatkit_register_commands`` fills, and dispatch.
+
+The commands themselves live in plugins (``chatkit/builtins/``); this file only
+knows how to register, find and run them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chatkit.errors import CommandError, UsageError
+
+if TYPE_CHECKING:
+    from chatkit.hub import Hub
+    from chatkit.session import Session
+
+__all__ = ["Command", "CommandContext", "CommandRegistry", "Handler", "Register"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["CommandContext"], None]
+
+
+class Register(Protocol):
+    """The ``register`` callable handed to ``chatkit_register_commands``."""
+
+    def __call__(self, name: str, handler: Handler, *, help: str, usage: str = "") -> None: ...
+
+
+@dataclass(frozen=True)
+class Command:
+    """A registered chat command."""
+
+    name: str
+    """Its name without the slash, lower case."""
+    handler: Handler
+    """Called with a :class:`CommandContext` on the typing client's reader thread."""
+    help: str
+    """One line saying what it does."""
+    usage: str
+    """Its arguments, e.g. ``NICK TEXT`` (empty if none)."""
+    plugin: str
+    """The name of the plugin that registered it."""
+
+
+@dataclass
+class CommandContext:
+    """What a command handler receives."""
+
+    client: Session
+    """The session of the client who typed the command."""
+    name: str
+    """The command's name, lower case, no slash."""
+    args: str
+    """Everything after the name, stripped."""
+    room: str | None
+    """The room the command was typed in (the session's current room by default)."""
+    hub: Hub
+    """The chat state, to act on (``hub.join``, ``hub.private``, ...)."""
+    command: Command = field(repr=False, default=None)  # type: ignore[assignment]
+    """The :class:`Command` being run."""
+
+    def reply(self, text: str, **data: Any) -> None:
+        """Send the typing client a ``reply`` frame with ``text`` and machine-readable ``data``."""
+        self.client.reply(self.name, text, data)
+
+    def usage_error(self) -> CommandError:
+        """A :class:`CommandError` telling the usage of this command; ``raise`` it."""
+        usage = f"/{self.name} {self.command.usage}".rstrip()
+        return CommandError(f"usage: {usage}", code="bad_usage")
+
+
+class CommandRegistry:
+    """Commands by name. Filled once at startup; read-only afterwards, so no lock."""
+
+    def __init__(self) -> None:
+        self._commands: dict[str, Command] = {}
+
+    def register_for(self, plugin: str) -> Register:
+        """A ``register`` callable that records commands as coming from ``plugin``."""
+
+        def register(name: str, handler: Handler, *, help: str, usage: str = "") -> None:
+            key = name.lower().lstrip("/")
+            if not key or not key.isidentifier():
+                raise UsageError(f"plugin {plugin!r} registered a bad command name {name!r}")
+            if key in self._commands:
+                other = self._commands[key].plugin
+                raise UsageError(
+                    f"command /{key} is registered by both plugin {other!r} and plugin "
+                    f"{plugin!r}; disable one of them"
+                )
+            self._commands[key] = Command(key, handler, help, usage, plugin)
+
+        return register
+
+    def get(self, name: str) -> Command | None:
+        """The command called ``name`` (any case), or ``None``."""
+        return self._commands.get(name.lower())
+
+    def all(self) -> list[Command]:
+        """Every command, sorted by name."""
+        return sorted(self._commands.values(), key=lambda c: c.name)
+
+    def dispatch(self, ctx: CommandContext) -> None:
+        """Run the command named in ``ctx``; errors go to the user, never up.
+
+        Sends ``unknown_command`` for a name nobody registered, the text of a
+        :class:`CommandError`, or ``internal error in /NAME`` (and logs the
+        traceback) for any other exception.
+        """
+        command = self.get(ctx.name)
+        if command is None:
+            ctx.client.error(
+                "unknown_command", f"unknown command /{ctx.name}; type /help for the list"
+            )
+            return
+        ctx.command = command
+        try:
+            command.handler(ctx)
+        except CommandError as exc:
+            ctx.client.error(exc.code, exc.text)
+        except Exception:
+            log.exception("command /%s of plugin %r failed", command.name, command.plugin)
+            ctx.client.error("internal_error", f"internal error in /{command.name}")
+
+
+def split_command(text: str) -> tuple[str, str]:
+    """Split ``/name args`` into ``("name", "args")``."""
+    name, _, args = text[1:].partition(" ")
+    return name.lower(), args.strip()

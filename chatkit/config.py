@@ -1,0 +1,186 @@
+"""Server settings: defaults, the TOML config file, and per-plugin tables.
+
+A config file looks like this (every key optional)::
+
+    [server]
+    host = "127.0.0.1"
+    port = 9090
+    plugins = ["profanity"]       # enable these (besides the defaults)
+    disable = ["log"]             # turn off these default plugins
+    default_room = "#general"
+    log_level = "info"
+
+    [limits]
+    max_line = 8192
+
+    [plugins.profanity]           # handed to the plugin via chatkit_configure
+    action = "mask"
+
+Command-line flags win over the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chatkit.errors import UsageError
+from chatkit.protocol import MAX_LINE_BYTES
+
+__all__ = ["Config", "Limits", "load_config"]
+
+MAX_SENDQ_BYTES = 1024 * 1024  # bytes queued for one client before it is cut off as a
+# slow consumer; about 5,000 chat lines, minutes of a busy room for a person.
+MAX_CLIENTS = 10_000  # connections in total; each costs a thread and a file descriptor.
+MAX_CLIENTS_PER_ADDRESS = 20  # connections from one IP address (not loopback, by default).
+MAX_NICK_CHARS = 32  # characters in a nick; IRC's NICKLEN is typically 9 to 30.
+MAX_ROOM_CHARS = 50  # characters in a room name, "#" included (IRC's CHANNELLEN is 50).
+LOGIN_TIMEOUT = 30.0  # seconds a connection may take to log in.
+IDLE_TIMEOUT = 300.0  # seconds of silence before the server pings a client.
+PING_TIMEOUT = 60.0  # seconds a pinged client has to send anything back.
+
+
+@dataclass
+class Limits:
+    """Every limit the server enforces; each has a default, a config key and a flag."""
+
+    max_line: int = MAX_LINE_BYTES
+    """Longest line a client may send, in bytes (``--max-line``)."""
+    max_sendq: int = MAX_SENDQ_BYTES
+    """Bytes queued for one client before it is disconnected (``--max-sendq``)."""
+    max_clients: int = MAX_CLIENTS
+    """Connections in total (``--max-clients``)."""
+    max_clients_per_address: int = MAX_CLIENTS_PER_ADDRESS
+    """Connections from one IP address (``--max-clients-per-address``)."""
+    limit_loopback: bool = False
+    """Apply ``max_clients_per_address`` to loopback addresses too."""
+    max_nick: int = MAX_NICK_CHARS
+    """Longest nick, in characters."""
+    max_room: int = MAX_ROOM_CHARS
+    """Longest room name, in characters, ``#`` included."""
+    login_timeout: float = LOGIN_TIMEOUT
+    """Seconds a new connection has to log in (``--login-timeout``)."""
+    idle_timeout: float = IDLE_TIMEOUT
+    """Seconds of silence before the server pings a client (``--idle-timeout``)."""
+    ping_timeout: float = PING_TIMEOUT
+    """Seconds a pinged client has to answer before it is dropped (``--ping-timeout``)."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or f.type == "bool":
+                continue
+            if value <= 0:
+                raise UsageError(f"limit {f.name} must be positive, not {value!r}")
+
+
+@dataclass
+class Config:
+    """Everything a :class:`~chatkit.Server` is configured with."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = 9090
+    """Port to listen on; 0 picks a free one."""
+    plugins: list[str] = field(default_factory=list)
+    """Plugins to enable besides the defaults, in call order."""
+    disable: list[str] = field(default_factory=list)
+    """Default plugins to turn off."""
+    default_room: str = "#general"
+    """The room every client joins on login."""
+    log_level: str = "info"
+    """Logging level for ``chatkit serve``."""
+    limits: Limits = field(default_factory=Limits)
+    """The server's limits."""
+    plugin_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-plugin settings: the ``[plugins.NAME]`` tables of the config file."""
+    source: Path | None = None
+    """The file this config was read from, if any."""
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        """The settings table of plugin ``name`` (empty if the file has none)."""
+        return dict(self.plugin_config.get(name, {}))
+
+
+_SERVER_KEYS = {"host", "port", "plugins", "disable", "default_room", "log_level"}
+
+
+def _check_type(where: str, value: Any, expected: type | tuple[type, ...]) -> None:
+    ok = False if isinstance(value, bool) and expected is not bool else isinstance(value, expected)
+    if not ok:
+        names = expected.__name__ if isinstance(expected, type) else "number"
+        raise UsageError(f"{where} must be a {names}, not {value!r}")
+
+
+def load_config(path: Path | str) -> Config:
+    """Read a TOML config file; raise :class:`UsageError` naming any bad key or value."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    return config_from_dict(data, source=path)
+
+
+def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
+    """Build a :class:`Config` from the parsed TOML document ``data``."""
+    where = f"{source}: " if source else ""
+    unknown = set(data) - {"server", "limits", "plugins"}
+    if unknown:
+        raise UsageError(
+            f"{where}unknown section(s) {', '.join(sorted(unknown))}; "
+            "expected [server], [limits] and [plugins.NAME]"
+        )
+    config = Config(source=source)
+    server = data.get("server", {})
+    _check_type(f"{where}[server]", server, dict)
+    for key, value in server.items():
+        if key not in _SERVER_KEYS:
+            expected = ", ".join(sorted(_SERVER_KEYS))
+            raise UsageError(f"{where}unknown key server.{key}; expected one of {expected}")
+        if key == "port":
+            _check_type(f"{where}server.port", value, int)
+        elif key in ("plugins", "disable"):
+            _check_type(f"{where}server.{key}", value, list)
+            for item in value:
+                _check_type(f"{where}server.{key} items", item, str)
+            value = list(value)
+        else:
+            _check_type(f"{where}server.{key}", value, str)
+        setattr(config, key, value)
+    limits = data.get("limits", {})
+    _check_type(f"{where}[limits]", limits, dict)
+    known = {f.name: f for f in dataclasses.fields(Limits)}
+    values: dict[str, Any] = {}
+    for key, value in limits.items():
+        if key not in known:
+            raise UsageError(
+                f"{where}unknown key limits.{key}; expected one of {', '.join(sorted(known))}"
+            )
+        default = getattr(Limits(), key)
+        if isinstance(default, bool):
+            _check_type(f"{where}limits.{key}", value, bool)
+        elif isinstance(default, float):
+            _check_type(f"{where}limits.{key}", value, (int, float))
+            value = float(value)
+        else:
+            _check_type(f"{where}limits.{key}", value, int)
+        values[key] = value
+    try:
+        config.limits = Limits(**values)
+    except UsageError as exc:
+        raise UsageError(f"{where}{exc}") from None
+    plugins = data.get("plugins", {})
+    _check_type(f"{where}[plugins]", plugins, dict)
+    for name, table in plugins.items():
+        _check_type(f"{where}[plugins.{name}]", table, dict)
+    config.plugin_config = {name: dict(table) for name, table in plugins.items()}
+    return config

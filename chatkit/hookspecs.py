@@ -1,0 +1,254 @@
+"""The plugin contract: every hook chatkit calls, in one file.
+
+Rules that hold for every hook unless its docstring says otherwise:
+
+* Hooks are called plugin by plugin: plugins named with ``--plugin`` first, in the
+  order given, then the builtins; ``tryfirst``/``trylast`` override that.
+* Connection and message hooks run on the **reader thread of the client that caused
+  the event**, so many run at once. A plugin that keeps state guards it with its own
+  lock. No chatkit lock is held while a hook runs, so a hook may call back into the
+  server (send, join, rename...).
+* A hook must not block for long: the client whose thread it runs on waits.
+* No hook is ever called once per recipient of a message.
+* If a notify hook (``chatkit_on_*``, ``chatkit_server_*``) raises, the error is
+  logged with the plugin's name and the remaining plugins still run. Veto and filter
+  hooks fail closed: an exception counts as a refusal. Startup hooks
+  (``chatkit_configure``, ``chatkit_register_commands``) stop the server from
+  starting.
+* Hook wrappers are not supported.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from chatkit.commands import Register
+    from chatkit.config import Config
+    from chatkit.events import Message
+    from chatkit.results import Drop, Reject
+    from chatkit.server import Server
+    from chatkit.session import Session
+
+__all__ = ["hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("chatkit")
+hookimpl = pluggy.HookimplMarker("chatkit")
+
+
+# ---------------------------------------------------------------------------
+# Startup
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def chatkit_configure(config: Config, pluginmanager: pluggy.PluginManager) -> None:
+    """Read settings and prepare, once, before the server listens.
+
+    Startup runs ``chatkit_configure`` → ``chatkit_register_commands`` →
+    ``chatkit_server_start``, all on the thread that starts the server.
+
+    :param config: The server's :class:`~chatkit.Config`. A plugin's own settings
+        are ``config.plugin_settings("NAME")`` (the ``[plugins.NAME]`` table).
+    :param pluginmanager: The server's pluggy ``PluginManager``.
+
+    Return value is ignored. A plugin may not change ``config``. Raise
+    :class:`~chatkit.UsageError` for a bad setting: the server does not start and
+    the CLI prints the message; any other exception also stops the start, reported
+    with the plugin's name.
+    """
+
+
+@hookspec
+def chatkit_register_commands(register: Register) -> None:
+    """Register chat commands, once at startup, after ``chatkit_configure``.
+
+    :param register: Call ``register(name, handler, help="...", usage="...")`` once
+        per command. ``handler(ctx)`` receives a :class:`~chatkit.CommandContext`
+        and runs on the reader thread of the client who typed the command. It
+        may raise :class:`~chatkit.CommandError` to send the user an error; any
+        other exception gives the user ``internal error in /NAME`` and the log a
+        traceback.
+
+    Return value is ignored. Registering a name that another plugin already
+    registered stops the server from starting with an error naming both plugins.
+    An exception stops the start too.
+    """
+
+
+@hookspec
+def chatkit_server_start(server: Server) -> None:
+    """Called once the server listens, before the first client is accepted.
+
+    :param server: The :class:`~chatkit.Server`; ``server.address`` is bound.
+
+    Return value is ignored. Runs on the thread that called ``Server.start()``.
+    If it raises, the error is logged and the other plugins still run.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Connection
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def chatkit_allow_login(client: Session, nick: str) -> Reject | None:
+    """Decide whether a client may log in as ``nick``.
+
+    A login runs ``chatkit_allow_login`` → (nick taken? then ``nick_taken``) →
+    ``welcome`` and ``join`` frames → ``chatkit_on_login`` → ``chatkit_on_join``
+    for the default room. The nick's syntax is checked before this hook.
+
+    :param client: The session asking; ``client.nick`` is still ``None``.
+    :param nick: The nick asked for.
+
+    Return ``None`` to allow, or a :class:`~chatkit.Reject` to refuse: the first
+    plugin to reject wins, there is no "force allow", and the client may try
+    another nick. Must not change its arguments. If it raises, the login is
+    refused (fail closed) and the error logged.
+    """
+
+
+@hookspec(firstresult=True)
+def chatkit_allow_nick(client: Session, nick: str) -> Reject | None:
+    """Decide whether a logged-in client may change its nick to ``nick`` (``/nick``).
+
+    ``/nick`` runs syntax check → ``chatkit_allow_nick`` → (taken?) → ``nick``
+    frames to everyone who shares a room with the client → ``chatkit_on_nick``.
+
+    :param client: The session; ``client.nick`` is the current nick.
+    :param nick: The nick asked for.
+
+    Return ``None`` to allow or a :class:`~chatkit.Reject` to refuse (first wins).
+    If it raises, the change is refused (fail closed) and the error logged.
+    """
+
+
+@hookspec
+def chatkit_on_login(client: Session) -> None:
+    """Called after a client logged in and received its ``welcome``.
+
+    Runs on the client's reader thread, before ``chatkit_on_join`` for the default
+    room. :param client: the session, ``client.nick`` set. A good place to
+    send a greeting with ``client.notice(...)``.
+
+    Return value is ignored. If it raises, the error is logged and the other
+    plugins still run.
+    """
+
+
+@hookspec(firstresult=True)
+def chatkit_allow_join(client: Session, room: str) -> Reject | None:
+    """Decide whether a client may join ``room`` (at login for the default room, and ``/join``).
+
+    A join runs room-name check → ``chatkit_allow_join`` → ``join`` frames to every
+    member, the joiner included → ``chatkit_on_join``.
+
+    :param client: The session.
+    :param room: The room's name as the client typed it (``#`` included).
+
+    Return ``None`` to allow or a :class:`~chatkit.Reject` to refuse (first wins).
+    A refused default room does not refuse the login: the client is logged in
+    with no room. If it raises, the join is refused (fail closed) and logged.
+    """
+
+
+@hookspec
+def chatkit_on_join(client: Session, room: str) -> None:
+    """Called after ``client`` joined ``room`` and every member was sent the ``join``.
+
+    Return value is ignored. If it raises, the error is logged and the other
+    plugins still run.
+    """
+
+
+@hookspec
+def chatkit_on_nick(client: Session, old: str) -> None:
+    """Called after ``client`` changed its nick from ``old`` to ``client.nick``.
+
+    Return value is ignored. If it raises, the error is logged and the other
+    plugins still run.
+    """
+
+
+@hookspec
+def chatkit_on_leave(client: Session, room: str, reason: str) -> None:
+    """Called after ``client`` left ``room`` and the remaining members were told.
+
+    :param reason: ``part``, ``part: <text>`` for ``/part``, or the reason of the
+        logout (``quit: <text>``, ``connection closed``, ``send queue exceeded``,
+        ``ping timeout``, ``server shutdown``) when the client leaves every room
+        because it disconnects.
+
+    Return value is ignored. If it raises, the error is logged and the other
+    plugins still run.
+    """
+
+
+@hookspec
+def chatkit_on_logout(client: Session, reason: str) -> None:
+    """Called once when a logged-in client is gone, however it went.
+
+    Runs after ``chatkit_on_leave`` for each of its rooms, also for abrupt
+    disconnects, on the client's reader thread. ``client.nick`` is its last nick
+    and it can no longer be sent anything.
+
+    :param reason: As for ``chatkit_on_leave``.
+
+    Return value is ignored. If it raises, the error is logged and the other
+    plugins still run.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def chatkit_filter_message(client: Session, message: Message) -> Drop | None:
+    """Inspect, change or stop a room or private message before anyone receives it.
+
+    A line from a client runs: command? → the command's handler (``/msg`` and
+    ``/me`` then send through here); otherwise ``chatkit_filter_message`` → ``id``
+    and ``ts`` assigned and the frame queued to every recipient →
+    ``chatkit_on_message``.
+
+    :param client: The sender's session.
+    :param message: The :class:`~chatkit.Message`; ``message.id`` is still ``None``.
+
+    May change ``message.text`` in place (later filters see the change). Return
+    ``None`` to let the message go on, or a :class:`~chatkit.Drop` to stop it: the
+    sender is told the drop's reason and later filters do not run. If a filter
+    raises, the message is not delivered and the sender is told (fail closed).
+    """
+
+
+@hookspec
+def chatkit_on_message(client: Session, message: Message) -> None:
+    """Called once after a message was queued to every recipient.
+
+    :param client: The sender's session.
+    :param message: The delivered message, ``id`` and ``ts`` set. Do not change it.
+
+    Called once per message, never per recipient. Return value is ignored. If it
+    raises, the error is logged and the other plugins still run.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Shutdown
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def chatkit_server_stop(server: Server) -> None:
+    """Called once when the server has stopped: clients are gone, threads joined.
+
+    Runs on the thread that called ``Server.shutdown()``; release resources here.
+    Return value is ignored. If it raises, the error is logged and the other
+    plugins still run.
+    """

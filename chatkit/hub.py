@@ -1,0 +1,453 @@
+"""The chat itself: who is logged in, which rooms exist, and where each line goes.
+
+Every method runs on the reader thread of the client that caused it. One lock
+guards all chat state; it is never held across a hook call or socket I/O. Frames
+are queued to recipients under the lock (a buffer append each), so every member of
+a room sees that room's events in the same order, the order of their ids; the
+writer thread is woken once, after the lock is released.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from chatkit import protocol
+from chatkit.commands import CommandContext, CommandRegistry, split_command
+from chatkit.errors import CommandError
+from chatkit.events import Message
+from chatkit.protocol import Frame
+from chatkit.results import Drop, Reject
+
+if TYPE_CHECKING:
+    from chatkit.config import Config
+    from chatkit.plugins import HookRunner
+    from chatkit.session import Session
+
+__all__ = ["Hub", "valid_nick", "valid_room"]
+
+_NICK_EXTRA = set("_-.[]{}|^`")
+
+
+def valid_nick(nick: str, max_len: int) -> str | None:
+    """Why ``nick`` is not acceptable, or ``None`` if it is."""
+    rule = (
+        f"nicks are 1 to {max_len} letters, digits or _-.[]{{}}|^` "
+        "and do not start with a digit, '-' or '.'"
+    )
+    if not nick or len(nick) > max_len:
+        return rule
+    if nick[0].isdigit() or nick[0] in "-.":
+        return rule
+    if not all(c.isalnum() or c in _NICK_EXTRA for c in nick):
+        return rule
+    return None
+
+
+def valid_room(room: str, max_len: int) -> str | None:
+    """Why ``room`` is not an acceptable room name, or ``None`` if it is."""
+    body = room[1:]
+    if (
+        not room.startswith("#")
+        or not body
+        or len(room) > max_len
+        or not all(c.isalnum() or c in "_-." for c in body)
+    ):
+        return f"room names are '#' and 1 to {max_len - 1} letters, digits, '_', '-' or '.'"
+    return None
+
+
+def _key(name: str) -> str:
+    return name.casefold()
+
+
+def _iso(ms: int) -> str:
+    when = datetime.fromtimestamp(ms / 1000, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc_now() -> str:
+    """The current time as UTC ISO 8601 with milliseconds (``2026-11-24T09:45:00.123Z``)."""
+    return _iso(time.time_ns() // 1_000_000)
+
+
+class IdClock:
+    """Message ids: unique and time-ordered, also across restarts.
+
+    An id is milliseconds since the epoch times 1000 plus a counter, so ids keep
+    increasing as long as the clock does not go back by more than the gap between
+    two runs. Not thread-safe: the hub calls it under its lock.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> tuple[int, str]:
+        """A new id and its timestamp (UTC ISO 8601 with milliseconds)."""
+        self._last = max(self._last + 1, time.time_ns() // 1_000_000 * 1000)
+        return self._last, _iso(self._last // 1000)
+
+
+class Room:
+    """A room and its members. Guarded by the hub's lock."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        """The display name, as its first member typed it."""
+        self.members: dict[int, Session] = {}
+        """Members by session id, in join order."""
+
+
+class Hub:
+    """Sessions, nicks (unique ignoring case), rooms and routing."""
+
+    def __init__(
+        self,
+        config: Config,
+        hooks: HookRunner,
+        commands: CommandRegistry,
+        wake: Callable[[], None],
+    ) -> None:
+        self.config = config
+        """The server's configuration."""
+        self.hooks = hooks
+        """Calls the plugins' hooks."""
+        self.commands = commands
+        """The registered commands."""
+        self.closing = False
+        """Set at shutdown: leaving clients are no longer announced to the others."""
+        self._wake = wake
+        # Synchronize access to the chat state: _sessions, _rooms, _ids and each
+        # session's nick, rooms and current_room. Never held across a hook call or
+        # socket I/O; frames are only appended to send queues under it.
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}  # case-folded nick -> session
+        self._rooms: dict[str, Room] = {}  # case-folded room name -> room
+        self._ids = IdClock()
+
+    # -- reading the state (any thread) ---------------------------------------
+
+    def find(self, nick: str) -> Session | None:
+        """The logged-in session called ``nick`` (any case), or ``None``."""
+        with self._lock:
+            return self._sessions.get(_key(nick))
+
+    def sessions(self) -> list[Session]:
+        """Every logged-in session."""
+        with self._lock:
+            return list(self._sessions.values())
+
+    def who(self, room: str) -> list[str] | None:
+        """The nicks in ``room`` in join order, or ``None`` if no such room."""
+        with self._lock:
+            found = self._rooms.get(_key(room))
+            return None if found is None else [s.nick or "" for s in found.members.values()]
+
+    def rooms(self) -> dict[str, int]:
+        """Every room with its number of members, sorted by name."""
+        with self._lock:
+            return {r.name: len(r.members) for r in sorted(self._rooms.values(), key=_room_key)}
+
+    # -- events from the server -----------------------------------------------
+
+    def handle(self, session: Session, event: protocol.Event) -> None:
+        """Act on one event from ``session``'s client; refusals go back to it as errors."""
+        try:
+            if isinstance(event, protocol.Say):
+                if not session.logged_in:
+                    raise CommandError("log in first: send a hello frame", "not_logged_in")
+                if event.command:
+                    self.run_command(session, event.text, event.room)
+                else:
+                    self.say(session, event.room, event.text)
+            elif isinstance(event, protocol.Ping):
+                session.send(Frame("pong"))
+            elif isinstance(event, protocol.Hello):
+                if session.logged_in:
+                    raise CommandError(
+                        f"already logged in as {session.nick}; use /nick to change", "bad_frame"
+                    )
+                self.login(session, event.nick)
+            # Pong only proves the client is alive; the server noted that already.
+        except CommandError as exc:
+            session.error(exc.code, exc.text)
+
+    def run_command(self, session: Session, text: str, room: str | None) -> None:
+        """Run the command line ``text`` (``/name args``) typed by ``session``."""
+        name, args = split_command(text)
+        ctx = CommandContext(session, name, args, room or session.current_room, self)
+        self.commands.dispatch(ctx)
+
+    # -- login and logout -------------------------------------------------------
+
+    def login(self, session: Session, nick: str) -> None:
+        """Log ``session`` in as ``nick`` and join the default room.
+
+        Raises :class:`CommandError` (``bad_nick``, ``nick_taken``, or a plugin's
+        refusal); the client may then try again.
+        """
+        limits = self.config.limits
+        problem = valid_nick(nick, limits.max_nick)
+        if problem:
+            raise CommandError(f"bad nick {nick!r}: {problem}", "bad_nick")
+        self._check(self.hooks.first("chatkit_allow_login", _reject, client=session, nick=nick))
+        room = self.config.default_room
+        allowed = self.hooks.first("chatkit_allow_join", _reject, client=session, room=room)
+        joined = allowed is None
+        with self._lock:
+            if _key(nick) in self._sessions:
+                raise CommandError(f"nick {nick!r} is taken; try another", "nick_taken")
+            self._sessions[_key(nick)] = session
+            session.nick = nick
+            wake = session.push(
+                Frame(
+                    "welcome",
+                    nick=nick,
+                    server="chatkit",
+                    version=_version(),
+                    rooms=[room] if joined else [],
+                )
+            )
+            if joined:
+                wake |= self._enter(session, room)
+        self._wake_if(wake)
+        if not joined:
+            session.error(allowed.code, f"cannot join {room}: {allowed.reason}")
+        self.hooks.notify("chatkit_on_login", client=session)
+        if joined:
+            self.hooks.notify("chatkit_on_join", client=session, room=session.current_room)
+
+    def logout(self, session: Session, reason: str) -> None:
+        """Remove a session that is gone: leave every room, free its nick, call hooks.
+
+        Does nothing for a session that never logged in; idempotent.
+        """
+        with self._lock:
+            if session.nick is None or self._sessions.get(_key(session.nick)) is not session:
+                return
+            del self._sessions[_key(session.nick)]
+            left = list(session.rooms.values())
+            wake = False
+            for name in left:
+                wake |= self._leave(session, name, reason, announce=not self.closing)
+        self._wake_if(wake)
+        for name in left:
+            self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason)
+        self.hooks.notify("chatkit_on_logout", client=session, reason=reason)
+
+    # -- rooms -------------------------------------------------------------------
+
+    def join(self, session: Session, room: str) -> bool:
+        """Join ``room`` (creating it) and make it current; False if already a member.
+
+        Raises :class:`CommandError` for a bad name or a plugin's refusal.
+        """
+        problem = valid_room(room, self.config.limits.max_room)
+        if problem:
+            raise CommandError(f"bad room name {room!r}: {problem}", "bad_room")
+        with self._lock:
+            if _key(room) in session.rooms:
+                session.current_room = session.rooms[_key(room)]
+                return False
+        self._check(self.hooks.first("chatkit_allow_join", _reject, client=session, room=room))
+        with self._lock:
+            if _key(room) in session.rooms:  # joined meanwhile by a plugin
+                return False
+            wake = self._enter(session, room)
+            name = session.rooms[_key(room)]
+        self._wake_if(wake)
+        self.hooks.notify("chatkit_on_join", client=session, room=name)
+        return True
+
+    def part(self, session: Session, room: str, reason: str = "part") -> None:
+        """Leave ``room``; raises :class:`CommandError` ``not_in_room`` if not a member."""
+        with self._lock:
+            name = session.rooms.get(_key(room))
+            if name is None:
+                raise CommandError(f"you are not in {room}", "not_in_room")
+            wake = self._leave(session, name, reason, announce=True, tell_self=True)
+        self._wake_if(wake)
+        self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason)
+
+    def _enter(self, session: Session, room: str) -> bool:
+        """Add ``session`` to ``room`` and queue the ``join`` to every member (itself too)."""
+        assert self._lock.locked()
+        found = self._rooms.get(_key(room))
+        if found is None:
+            found = self._rooms[_key(room)] = Room(room)
+        found.members[session.id] = session
+        session.rooms[_key(room)] = found.name
+        session.current_room = found.name
+        frame = Frame("join", room=found.name, nick=session.nick, ts=utc_now())
+        return self._fanout(frame, found.members.values())
+
+    def _leave(
+        self, session: Session, name: str, reason: str, *, announce: bool, tell_self: bool = False
+    ) -> bool:
+        """Remove ``session`` from room ``name``; queue the ``leave`` to who should see it."""
+        assert self._lock.locked()
+        room = self._rooms[_key(name)]
+        del room.members[session.id]
+        del session.rooms[_key(name)]
+        if session.current_room == name:
+            session.current_room = next(reversed(session.rooms.values()), None)
+        if not room.members:
+            del self._rooms[_key(name)]
+        wake = False
+        if announce:
+            frame = Frame("leave", room=name, nick=session.nick, ts=utc_now(), reason=reason)
+            wake = self._fanout(frame, room.members.values())
+            if tell_self:
+                wake |= session.push(frame)
+        return wake
+
+    # -- nicks -------------------------------------------------------------------
+
+    def rename(self, session: Session, new: str) -> None:
+        """Change ``session``'s nick and tell everyone who shares a room with it.
+
+        Raises :class:`CommandError` (``bad_nick``, ``nick_taken``, a refusal).
+        """
+        problem = valid_nick(new, self.config.limits.max_nick)
+        if problem:
+            raise CommandError(f"bad nick {new!r}: {problem}", "bad_nick")
+        self._check(self.hooks.first("chatkit_allow_nick", _reject, client=session, nick=new))
+        with self._lock:
+            old = session.nick
+            assert old is not None
+            other = self._sessions.get(_key(new))
+            if other is not None and other is not session:
+                raise CommandError(f"nick {new!r} is taken; try another", "nick_taken")
+            if old == new:
+                return
+            del self._sessions[_key(old)]
+            self._sessions[_key(new)] = session
+            session.nick = new
+            audience = {session.id: session}
+            for key in session.rooms:
+                audience.update(self._rooms[key].members)
+            wake = self._fanout(Frame("nick", old=old, new=new), audience.values())
+        self._wake_if(wake)
+        self.hooks.notify("chatkit_on_nick", client=session, old=old)
+
+    # -- messages ----------------------------------------------------------------
+
+    def say(
+        self, session: Session, room: str | None, text: str, *, action: bool = False
+    ) -> Message | None:
+        """Send ``text`` to ``room`` (default: the current room) through the filters.
+
+        Returns the delivered :class:`Message`, or raises :class:`CommandError`
+        (``not_in_room``, ``dropped``).
+        """
+        name = self._member_room(session, room)
+        message = Message(nick=session.nick or "", text=text, room=name, action=action)
+        self._filter(session, message)
+        with self._lock:
+            found = self._rooms.get(_key(name))
+            if found is None or session.id not in found.members:
+                raise CommandError(f"you are not in {name}", "not_in_room")
+            message.id, message.ts = self._ids.next()
+            fields = {"id": message.id, "ts": message.ts, "room": found.name}
+            fields.update(nick=message.nick, text=message.text)
+            if action:
+                fields["action"] = True
+            wake = self._fanout(Frame("message", **fields), found.members.values())
+        self._wake_if(wake)
+        self.hooks.notify("chatkit_on_message", client=session, message=message)
+        return message
+
+    def private(self, session: Session, nick: str, text: str, *, action: bool = False) -> Message:
+        """Send ``text`` privately to ``nick``; both sides receive the ``private`` frame.
+
+        Raises :class:`CommandError` (``no_such_nick``, ``dropped``).
+        """
+        target = self.find(nick)
+        if target is None:
+            raise CommandError(f"no one is called {nick!r}", "no_such_nick")
+        message = Message(nick=session.nick or "", text=text, to=target.nick, action=action)
+        self._filter(session, message)
+        with self._lock:
+            if target.nick is None or self._sessions.get(_key(target.nick)) is not target:
+                raise CommandError(f"{nick} has left", "no_such_nick")
+            message.id, message.ts = self._ids.next()
+            message.to = target.nick
+            fields = {"id": message.id, "ts": message.ts, "from": message.nick}
+            fields.update(to=message.to, text=message.text)
+            if action:
+                fields["action"] = True
+            frame = Frame("private", **fields)
+            wake = self._fanout(frame, {session.id: session, target.id: target}.values())
+        self._wake_if(wake)
+        self.hooks.notify("chatkit_on_message", client=session, message=message)
+        return message
+
+    def announce(self, text: str, room: str | None = None) -> None:
+        """Send a ``notice`` to everyone in ``room``, or to everyone if ``room`` is None."""
+        with self._lock:
+            if room is None:
+                members: Iterable[Session] = list(self._sessions.values())
+            else:
+                found = self._rooms.get(_key(room))
+                members = [] if found is None else list(found.members.values())
+            wake = self._fanout(Frame("notice", text=text), members)
+        self._wake_if(wake)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _member_room(self, session: Session, room: str | None) -> str:
+        with self._lock:
+            if room is None:
+                if session.current_room is None:
+                    raise CommandError("you are in no room; /join #room first", "not_in_room")
+                return session.current_room
+            name = session.rooms.get(_key(room))
+        if name is None:
+            raise CommandError(f"you are not in {room}; /join {room} first", "not_in_room")
+        return name
+
+    def _filter(self, session: Session, message: Message) -> None:
+        result = self.hooks.first("chatkit_filter_message", _drop, client=session, message=message)
+        if isinstance(result, Drop):
+            raise CommandError(f"message not delivered: {result.reason}", "dropped")
+
+    def _check(self, result: object) -> None:
+        if isinstance(result, Reject):
+            raise CommandError(result.reason, result.code)
+
+    def _fanout(self, frame: Frame, sessions: Iterable[Session]) -> bool:
+        """Queue ``frame`` to each session: one encoding per mode, one append each.
+
+        Returns True if the writer must be woken (the caller does it after
+        releasing the lock).
+        """
+        assert self._lock.locked()
+        wake = False
+        for session in sessions:
+            wake |= session.push(frame)
+        return wake
+
+    def _wake_if(self, wake: bool) -> None:
+        if wake:
+            self._wake()
+
+
+def _room_key(room: Room) -> str:
+    return _key(room.name)
+
+
+def _reject(plugin: str) -> Reject:
+    return Reject(f"internal error in plugin {plugin!r}; try again later", "internal_error")
+
+
+def _drop(plugin: str) -> Drop:
+    return Drop(f"internal error in plugin {plugin!r}")
+
+
+def _version() -> str:
+    from chatkit import __version__
+
+    return __version__

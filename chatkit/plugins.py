@@ -1,0 +1,363 @@
+"""Finding, loading and calling plugins.
+
+Builtins and third-party plugins enter through the same door: each is a module (or
+an object) registered with the server's own pluggy ``PluginManager`` under a short
+name. Installed packages are found through the ``chatkit.plugins`` entry-point group
+but are never enabled just by being installed.
+
+Nothing here runs at import time; every ``Server`` builds its own manager.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from chatkit import hookspecs
+from chatkit.commands import CommandRegistry
+from chatkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from chatkit.config import Config
+
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "ESSENTIAL_PLUGINS",
+    "HookRunner",
+    "PluginInfo",
+    "build_plugin_manager",
+    "list_plugins",
+]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "chatkit.plugins"
+
+ESSENTIAL_PLUGINS = (
+    "help",  # /help: how a person finds every other command; cannot be disabled
+    "session",  # /nick and /quit: every client must be able to rename and leave
+)
+DEFAULT_PLUGINS = (
+    "rooms",  # /join, /part, /rooms, /who
+    "messaging",  # /msg and /me
+    "log",  # the console log of logins, joins, leaves and logouts
+)
+BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS
+
+
+@dataclass
+class PluginInfo:
+    """What ``chatkit plugins`` tells about one plugin."""
+
+    name: str
+    """The name it is enabled and registered by."""
+    origin: str
+    """``builtin``, ``entry point`` or ``object`` (registered by a program)."""
+    package: str
+    """The distribution that provides it."""
+    version: str
+    """That distribution's version."""
+    default: str
+    """``essential`` (always on), ``default`` (on unless disabled) or ``off``."""
+    hooks: list[str] = field(default_factory=list)
+    """The hooks it implements, sorted."""
+    commands: list[str] = field(default_factory=list)
+    """The commands it registers, sorted, without slash."""
+    error: str | None = None
+    """Why it could not be loaded, for a broken plugin."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object ``chatkit plugins --json`` prints for it."""
+        return {
+            "name": self.name,
+            "origin": self.origin,
+            "package": self.package,
+            "version": self.version,
+            "default": self.default,
+            "hooks": self.hooks,
+            "commands": self.commands,
+            "error": self.error,
+        }
+
+
+def _version() -> str:
+    from chatkit import __version__
+
+    return __version__
+
+
+def installed_entry_points() -> dict[str, EntryPoint]:
+    """Entry points of the ``chatkit.plugins`` group by name (first one wins)."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def _instantiate(obj: Any) -> Any:
+    # A stateful plugin is a class: register an instance of it, so its state
+    # belongs to one server.
+    return obj() if isinstance(obj, type) else obj
+
+
+def _builtin_info(name: str) -> PluginInfo:
+    default = "essential" if name in ESSENTIAL_PLUGINS else "default"
+    return PluginInfo(name, "builtin", "chatkit", _version(), default)
+
+
+def _entry_point_info(ep: EntryPoint) -> PluginInfo:
+    dist = ep.dist
+    package = dist.name if dist is not None else ep.module
+    version = dist.version if dist is not None else "?"
+    return PluginInfo(ep.name, "entry point", package, version, "off")
+
+
+def _import_error(name: str, info: PluginInfo, exc: BaseException) -> UsageError:
+    return UsageError(
+        f'Error importing plugin "{name}" (package {info.package} {info.version}): '
+        f"{type(exc).__name__}: {exc}"
+    )
+
+
+def _unknown(name: str, available: Iterable[str]) -> UsageError:
+    names = sorted(set(available))
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return UsageError(
+        f"Unknown plugin {name!r}.{hint} Available plugins: {', '.join(names) or 'none'}"
+    )
+
+
+def resolve_plugin(name: str, eps: dict[str, EntryPoint] | None = None) -> tuple[Any, PluginInfo]:
+    """Import the plugin called ``name``: a builtin, an entry point, or a dotted module path.
+
+    Raise :class:`UsageError` for an unknown name or a plugin that fails to import.
+    """
+    eps = installed_entry_points() if eps is None else eps
+    if name in BUILTIN_PLUGINS:
+        return importlib.import_module(f"chatkit.builtins.{name}"), _builtin_info(name)
+    if name in eps:
+        info = _entry_point_info(eps[name])
+        try:
+            return _instantiate(eps[name].load()), info
+        except Exception as exc:
+            raise _import_error(name, info, exc) from exc
+    if "." in name:
+        module_name, _, attr = name.partition(":")
+        info = PluginInfo(name, "module", module_name.split(".")[0], "?", "off")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            if attr:
+                obj = getattr(obj, attr)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                raise _unknown(name, [*BUILTIN_PLUGINS, *eps]) from None
+            raise _import_error(name, info, exc) from exc
+        except Exception as exc:
+            raise _import_error(name, info, exc) from exc
+        return _instantiate(obj), info
+    raise _unknown(name, [*BUILTIN_PLUGINS, *eps])
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    """An empty manager that knows chatkit's hooks."""
+    pm = pluggy.PluginManager("chatkit")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except ValueError as exc:  # already registered under this name or object
+        raise UsageError(f"plugin {name!r} is enabled twice") from exc
+    except pluggy.PluginValidationError as exc:
+        raise UsageError(f"plugin {name!r} is invalid: {exc}") from exc
+    for caller in pm.get_hookcallers(plugin) or []:
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
+                pm.unregister(plugin)
+                raise UsageError(
+                    f"plugin {name!r} implements {caller.name} as a hook wrapper, "
+                    "which chatkit does not support"
+                )
+
+
+def object_name(plugin: Any) -> str:
+    """The name a plugin object passed by a program is registered under."""
+    name = getattr(plugin, "name", None) or getattr(plugin, "__name__", None)
+    return str(name) if name else type(plugin).__name__
+
+
+def build_plugin_manager(
+    config: Config, extra: Iterable[Any] = ()
+) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+    """The plugin manager for a server: builtins, then ``config.plugins``, then ``extra``.
+
+    ``config.plugins`` are names; ``extra`` are plugin objects (modules or
+    instances) a program passes directly. Later-registered plugins are called
+    first, so ``--plugin`` plugins run before builtins, and they are registered
+    in reverse so that they run in the order given.
+    """
+    eps = installed_entry_points()
+    known = {*BUILTIN_PLUGINS, *eps}
+    for name in config.disable:
+        if name in ESSENTIAL_PLUGINS:
+            raise UsageError(f"plugin {name!r} cannot be disabled (it is essential)")
+        if name not in known:
+            raise _unknown(name, known)
+    pm = new_plugin_manager()
+    infos: list[PluginInfo] = []
+    for name in BUILTIN_PLUGINS:
+        if name not in config.disable:
+            plugin, info = resolve_plugin(name, eps)
+            _register(pm, plugin, name)
+            infos.append(info)
+    chosen: list[tuple[str, Any, PluginInfo]] = []
+    for name in config.plugins:
+        if name in BUILTIN_PLUGINS and name not in config.disable:
+            continue  # already on
+        plugin, info = resolve_plugin(name, eps)
+        chosen.append((name, plugin, info))
+    for obj in extra:
+        name = object_name(obj)
+        chosen.append((name, obj, PluginInfo(name, "object", "?", "?", "off")))
+    for name, plugin, _info in reversed(chosen):
+        _register(pm, plugin, name)
+    infos.extend(info for _, _, info in chosen)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise UsageError(f"{exc} (chatkit hooks are listed in docs/hooks.md)") from exc
+    return pm, infos
+
+
+def hooks_of(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
+    """Names of the hooks ``plugin`` implements, sorted."""
+    return sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+
+
+def collect_commands(
+    pm: pluggy.PluginManager, registry: CommandRegistry | None = None
+) -> CommandRegistry:
+    """Call ``chatkit_register_commands`` on every plugin; raise on a clash or error."""
+    registry = CommandRegistry() if registry is None else registry
+    for impl in HookRunner(pm).impls("chatkit_register_commands"):
+        try:
+            impl.function(register=registry.register_for(impl.plugin_name))
+        except UsageError:
+            raise
+        except Exception as exc:
+            raise UsageError(
+                f"plugin {impl.plugin_name!r} failed in chatkit_register_commands: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    return registry
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Every builtin and installed plugin, sorted by name; broken ones carry ``error``.
+
+    Never raises for a broken plugin: its import error becomes the row's ``error``.
+    """
+    eps = installed_entry_points()
+    rows: list[PluginInfo] = []
+    names = [*BUILTIN_PLUGINS, *(n for n in eps if n not in BUILTIN_PLUGINS)]
+    for name in names:
+        info = _builtin_info(name) if name in BUILTIN_PLUGINS else _entry_point_info(eps[name])
+        try:
+            plugin, info = resolve_plugin(name, eps)
+            pm = new_plugin_manager()
+            _register(pm, plugin, name)
+            pm.check_pending()
+            info.hooks = hooks_of(pm, plugin)
+            info.commands = [c.name for c in collect_commands(pm).all()]
+        except Exception as exc:
+            info.error = str(exc)
+        rows.append(info)
+    return sorted(rows, key=lambda r: r.name)
+
+
+Monitor = Callable[[str, dict[str, Any]], None]
+
+
+class HookRunner:
+    """Calls hooks plugin by plugin, so one failing plugin never stops the others.
+
+    pluggy stops a hook call at the first exception; chatkit instead logs it with
+    the plugin's name and goes on (notify hooks) or turns it into a refusal (veto
+    and filter hooks, which fail closed).
+    """
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        """The plugin manager whose hooks are called."""
+        self._monitors: list[Monitor] = []
+
+    def add_monitor(self, monitor: Monitor) -> Callable[[], None]:
+        """Call ``monitor(hook_name, kwargs)`` before every hook call; returns an undo."""
+        self._monitors = [*self._monitors, monitor]  # copy: readers iterate without a lock
+
+        def remove() -> None:
+            self._monitors = [m for m in self._monitors if m is not monitor]
+
+        return remove
+
+    def impls(self, name: str) -> Iterator[pluggy.HookImpl]:
+        """Implementations of hook ``name`` in call order."""
+        caller: pluggy.HookCaller = getattr(self.pm.hook, name)
+        # pluggy keeps them in reverse call order (it calls the last one first).
+        return reversed(caller.get_hookimpls())
+
+    def _call(self, impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
+        return impl.function(*[kwargs[arg] for arg in impl.argnames])
+
+    def notify(self, name: str, **kwargs: Any) -> None:
+        """Call every implementation; log and skip the ones that raise."""
+        for monitor in self._monitors:
+            monitor(name, kwargs)
+        for impl in self.impls(name):
+            try:
+                self._call(impl, kwargs)
+            except Exception:
+                log.exception("plugin %r failed in %s", impl.plugin_name, name)
+
+    def first(self, name: str, on_error: Callable[[str], Any], **kwargs: Any) -> Any:
+        """Call implementations until one returns non-``None``; return that or ``None``.
+
+        If one raises, the error is logged and ``on_error(plugin_name)`` is
+        returned instead (the hook fails closed).
+        """
+        for monitor in self._monitors:
+            monitor(name, kwargs)
+        for impl in self.impls(name):
+            try:
+                result = self._call(impl, kwargs)
+            except Exception:
+                log.exception("plugin %r failed in %s", impl.plugin_name, name)
+                return on_error(impl.plugin_name)
+            if result is not None:
+                return result
+        return None
+
+    def startup(self, name: str, **kwargs: Any) -> None:
+        """Call every implementation; an exception becomes a :class:`UsageError`."""
+        for monitor in self._monitors:
+            monitor(name, kwargs)
+        for impl in self.impls(name):
+            try:
+                self._call(impl, kwargs)
+            except UsageError:
+                raise
+            except Exception as exc:
+                raise UsageError(
+                    f"plugin {impl.plugin_name!r} failed in {name}: {type(exc).__name__}: {exc}"
+                ) from exc

@@ -1,0 +1,445 @@
+"""chatkit's wire protocol, sans I/O: bytes in, events out; frames in, bytes out.
+
+This file knows no socket and no thread. :class:`ServerProtocol` holds the state of
+one connection as the server sees it; the server feeds it what ``recv`` returned and
+sends what its :meth:`ServerProtocol.send` returns. docs/protocol.md is the
+reference for people; this module is the reference for the code.
+
+Rules of the wire: UTF-8, one frame per line ending in ``\\n`` (a ``\\r`` before it
+is ignored). The first non-empty line chooses the mode for the whole connection: a
+JSON object selects JSON mode (one JSON object per line), anything else selects text
+mode (for ``nc`` and telnet: the first line is the nick, every later line a message).
+
+Errors::
+
+    ProtocolError
+    ├── LocalProtocolError    chatkit misused this module (a bug on our side)
+    └── RemoteProtocolError   the client sent a bad line; carries the error code
+                              to reply with; the line is discarded and the
+                              connection stays usable
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "Closed",
+    "Event",
+    "Frame",
+    "Hello",
+    "LineDecoder",
+    "LineTooLong",
+    "LocalProtocolError",
+    "Mode",
+    "Ping",
+    "Pong",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "Say",
+    "ServerProtocol",
+    "clean_text",
+]
+
+MAX_LINE_BYTES = 8192  # bytes, without the "\n". IRC allows 512 and ngIRCd 2 KiB;
+# chat lines here may carry JSON framing and multi-byte text, so 8 KiB leaves room
+# for a long paragraph while bounding what a client can make the server buffer.
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """Base class of the protocol's errors."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This module was used wrongly, e.g. a frame sent before the mode is known."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The client sent something this protocol does not accept.
+
+    :attr:`code` is the error code to send back (``bad_frame``,
+    ``bad_encoding`` or ``line_too_long``); the offending line is gone and the
+    connection may go on.
+    """
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        """Stable error code for the ``error`` frame."""
+        self.text = text
+        """Human explanation for the ``error`` frame."""
+
+
+# ---------------------------------------------------------------------------
+# Modes and events (what a client sends)
+# ---------------------------------------------------------------------------
+
+
+class Mode(enum.Enum):
+    """How a connection speaks, chosen by its first non-empty line."""
+
+    UNKNOWN = "unknown"
+    """No line yet."""
+    JSON = "json"
+    """One JSON object per line, both ways."""
+    TEXT = "text"
+    """Human-readable lines, for ``nc`` and telnet."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The client asks to log in as :attr:`nick` (may be repeated after an error)."""
+
+    nick: str
+
+
+@dataclass(frozen=True)
+class Say:
+    """A line of chat: a message, or a command if :attr:`text` starts with ``/``.
+
+    :attr:`room` is ``None`` when the client named no room (text mode always);
+    the server then uses the session's current room. A leading ``//`` has already
+    been turned into a literal ``/`` and :attr:`command` is then False.
+    """
+
+    text: str
+    room: str | None = None
+    command: bool = False
+
+
+@dataclass(frozen=True)
+class Ping:
+    """The client asks for a ``pong``."""
+
+
+@dataclass(frozen=True)
+class Pong:
+    """The client answers the server's ``ping``."""
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The client closed its side; no event follows."""
+
+
+Event = Hello | Say | Ping | Pong | Closed
+
+
+# ---------------------------------------------------------------------------
+# Framing
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LineTooLong:
+    """Stands in :class:`LineDecoder`'s output for a line that was over the limit."""
+
+    limit: int
+
+
+class LineDecoder:
+    """Splits a byte stream into lines, never holding more than about ``max_line`` bytes.
+
+    A line longer than ``max_line`` bytes is not buffered: its bytes are dropped
+    as they arrive, up to and including its ``\\n``, and a single
+    :class:`LineTooLong` takes its place in the output.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self.max_line = max_line
+        """Longest accepted line in bytes, not counting the ``\\n``."""
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf already known to hold no b"\n"
+        self._discarding = False  # inside an overlong line whose end is not seen yet
+        self._pending: list[bytes | LineTooLong] = []
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes; after calling this you must drain :meth:`next_line`."""
+        if self._discarding:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self._discarding = False
+            data = data[end + 1 :]
+        self._buf += data
+        self._split()
+
+    def next_line(self) -> bytes | LineTooLong | None:
+        """Return the next complete line (without ``\\n``), a marker, or ``None``."""
+        if self._pending:
+            return self._pending.pop(0)
+        return None
+
+    def _split(self) -> None:
+        buf = self._buf
+        while True:
+            end = buf.find(b"\n", self._scanned)
+            if end < 0:
+                if len(buf) > self.max_line:
+                    # The line is already too long and has no end yet: drop what we
+                    # have and the rest of it as it comes (see feed()).
+                    buf.clear()
+                    self._discarding = True
+                    self._pending.append(LineTooLong(self.max_line))
+                self._scanned = len(buf)
+                return
+            line = bytes(buf[:end])
+            del buf[: end + 1]
+            self._scanned = 0
+            if len(line) > self.max_line:
+                self._pending.append(LineTooLong(self.max_line))
+            else:
+                self._pending.append(line)
+
+
+# Control characters would let one client redraw another's terminal or forge a
+# line in text mode; they become U+FFFD (tab becomes a space).
+_CONTROL = {c: "\ufffd" for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]}
+_CONTROL[0x09] = " "
+
+
+def clean_text(text: str) -> str:
+    """Return ``text`` with control characters replaced (tab by a space, others by U+FFFD)."""
+    return text.translate(_CONTROL)
+
+
+# ---------------------------------------------------------------------------
+# Frames (what the server sends)
+# ---------------------------------------------------------------------------
+
+
+class Frame:
+    """One server-to-client frame: a ``type`` and its fields, encoded once per mode.
+
+    A broadcast builds one frame and hands the same bytes to every recipient of a
+    mode: :meth:`encode` caches its result. Frames are immutable once built.
+    """
+
+    __slots__ = ("_encoded", "fields", "type")
+
+    def __init__(self, type: str, **fields: Any) -> None:
+        self.type = type
+        """The frame type (``message``, ``join``, ...)."""
+        self.fields = fields
+        """The frame's fields, in documented order; do not change after building."""
+        self._encoded: dict[Mode, bytes] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of this frame."""
+        return {"type": self.type, **self.fields}
+
+    def encode(self, mode: Mode) -> bytes:
+        """The bytes of this frame in ``mode``, newline included (cached)."""
+        data = self._encoded.get(mode)
+        if data is None:
+            # Two threads may both get here for one frame; both compute the same
+            # bytes, so the race is harmless and needs no lock.
+            if mode is Mode.JSON:
+                text = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+            elif mode is Mode.TEXT:
+                text = render_text(self)
+            else:
+                raise LocalProtocolError("cannot encode a frame before the mode is known")
+            data = (text + "\n").encode("utf-8")
+            self._encoded[mode] = data
+        return data
+
+    def __repr__(self) -> str:
+        return f"Frame({self.type!r}, {self.fields!r})"
+
+
+def _render_message(f: dict[str, Any]) -> str:
+    if "room" in f:
+        if f.get("action"):
+            return f"[{f['room']}] * {f['nick']} {f['text']}"
+        return f"[{f['room']}] <{f['nick']}> {f['text']}"
+    if f.get("action"):
+        return f"[pm] * {f['from']} -> {f['to']}: {f['text']}"
+    return f"[pm] <{f['from']} -> {f['to']}> {f['text']}"
+
+
+def _render_leave(f: dict[str, Any]) -> str:
+    reason = f.get("reason")
+    return f"* {f['nick']} left {f['room']}" + (f" ({reason})" if reason else "")
+
+
+_TEXT_RENDERERS: dict[str, Any] = {
+    "welcome": lambda f: (
+        f"* Welcome to chatkit {f['version']}, {f['nick']}! You are in "
+        f"{', '.join(f['rooms'])}. Type /help for commands."
+    ),
+    "message": _render_message,
+    "private": _render_message,
+    "join": lambda f: f"* {f['nick']} joined {f['room']}",
+    "leave": _render_leave,
+    "nick": lambda f: f"* {f['old']} is now known as {f['new']}",
+    "reply": lambda f: f["text"],
+    "notice": lambda f: f"*** {f['text']}",
+    "error": lambda f: f"error [{f['code']}]: {f['text']}",
+    "pong": lambda f: "pong",
+    "ping": lambda f: "ping? (send any line, even an empty one, to stay connected)",
+}
+
+
+def render_text(frame: Frame) -> str:
+    """The text-mode rendering of ``frame`` (possibly several lines, no final newline)."""
+    renderer = _TEXT_RENDERERS.get(frame.type)
+    if renderer is None:
+        return f"{frame.type}: {json.dumps(frame.fields, ensure_ascii=False)}"
+    text: str = renderer(frame.fields)
+    return text
+
+
+# ---------------------------------------------------------------------------
+# The connection state machine
+# ---------------------------------------------------------------------------
+
+
+def _decode(line: bytes) -> str:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RemoteProtocolError(
+            "bad_encoding", f"line is not valid UTF-8 (bad byte at offset {exc.start})"
+        ) from None
+    if text.endswith("\r"):
+        text = text[:-1]
+    return text.removeprefix("\ufeff")
+
+
+def _parse_json(text: str) -> dict[str, Any] | None:
+    """The JSON object in ``text``, or ``None`` if it is not JSON at all."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _field(obj: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = obj.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        what = "a string" if required else "a string when given"
+        raise RemoteProtocolError("bad_frame", f"'{obj['type']}' needs '{name}' as {what}")
+    return value
+
+
+def _say(text: str, room: str | None) -> Say:
+    text = clean_text(text)
+    if text.startswith("//"):
+        return Say(text[1:], room)
+    return Say(text, room, command=text.startswith("/"))
+
+
+def _json_event(obj: dict[str, Any]) -> Event:
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise RemoteProtocolError("bad_frame", "a frame needs a 'type' string")
+    if kind == "hello":
+        return Hello(clean_text(_field(obj, "nick") or ""))
+    if kind == "say":
+        text = _field(obj, "text") or ""
+        return _say(text, _field(obj, "room", required=False))
+    if kind == "ping":
+        return Ping()
+    if kind == "pong":
+        return Pong()
+    raise RemoteProtocolError(
+        "bad_frame", f"unknown frame type {kind!r} (expected hello, say, ping or pong)"
+    )
+
+
+class ServerProtocol:
+    """The server's side of one connection.
+
+    Receiving data: call :meth:`receive_data` with what ``recv`` returned (or
+    :meth:`receive_eof` when it returned ``b""``), then call :meth:`next_event`
+    until it returns ``None``. Handle each event before asking for the next:
+    in text mode the meaning of a line depends on :attr:`logged_in`, which the
+    caller sets once the login succeeded.
+
+    Sending events: :meth:`send` turns a :class:`Frame` into bytes for this
+    connection's mode; the caller writes them to the socket.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self.mode = Mode.UNKNOWN
+        """The connection's mode, fixed by its first non-empty line."""
+        self.logged_in = False
+        """Set by the caller once the client is logged in (text mode reads lines
+        as nicks until then)."""
+        self._decoder = LineDecoder(max_line)
+        self._eof = False
+        self._closed_sent = False
+
+    # -- receiving data ------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the socket; after calling this you must drain :meth:`next_event`."""
+        if self._eof:
+            raise LocalProtocolError("receive_data() after receive_eof()")
+        self._decoder.feed(data)
+
+    def receive_eof(self) -> None:
+        """Note that the client closed its side; a partial last line is discarded.
+
+        After calling this you must drain :meth:`next_event`, whose last event is
+        :class:`Closed`. ``receive_eof()`` is idempotent.
+        """
+        self._eof = True
+
+    def next_event(self) -> Event | None:
+        """Return the next event, or ``None`` if more data is needed.
+
+        Three outcomes: an event, which you handle before calling again; ``None``,
+        after which you must feed more data; or :class:`RemoteProtocolError`, which
+        means one bad line was discarded: reply with its ``code`` and call again.
+        """
+        while True:
+            item = self._decoder.next_line()
+            if item is None:
+                if self._eof and not self._closed_sent:
+                    self._closed_sent = True
+                    return Closed()
+                return None
+            if isinstance(item, LineTooLong):
+                raise RemoteProtocolError(
+                    "line_too_long", f"line longer than {item.limit} bytes was discarded"
+                )
+            text = _decode(item)
+            if not text.strip():
+                continue  # empty lines carry nothing (they still count as activity)
+            if self.mode is Mode.UNKNOWN:
+                obj = _parse_json(text) if text.lstrip().startswith("{") else None
+                self.mode = Mode.JSON if obj is not None else Mode.TEXT
+                if obj is not None:
+                    return _json_event(obj)
+            if self.mode is Mode.JSON:
+                obj = _parse_json(text)
+                if obj is None:
+                    raise RemoteProtocolError("bad_frame", "not a JSON object")
+                return _json_event(obj)
+            if not self.logged_in:
+                return Hello(clean_text(text.strip()))
+            return _say(text, None)
+
+    # -- sending events ------------------------------------------------------
+
+    def send(self, frame: Frame) -> bytes:
+        """Return the bytes of ``frame`` for this connection; you must then write them.
+
+        Before the mode is known (the server refuses a connection before its first
+        line) frames are sent as JSON, which people can still read.
+        """
+        return frame.encode(Mode.JSON if self.mode is Mode.UNKNOWN else self.mode)

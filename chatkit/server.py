@@ -1,0 +1,680 @@
+"""Sockets and threads: the only file that calls ``accept``, ``recv`` and ``send``.
+
+Threads:
+
+* the **acceptor** accepts connections, refuses those over the limits, and starts
+  one reader thread for each;
+* a **reader** per connection receives bytes, turns them into events with
+  :mod:`chatkit.protocol` and hands them to the :class:`~chatkit.hub.Hub`; hooks run
+  here. A reader never sends: it appends frames to send queues;
+* one **writer** sends everything queued for a connection in one ``send`` (so under
+  load many frames leave in one syscall) and waits with a selector where a socket is
+  full. A client whose queue passes ``max_sendq`` is cut off as a slow consumer;
+* a **watchdog** enforces the login and idle timeouts.
+
+Sockets stay blocking for the reader; the writer sends with ``MSG_DONTWAIT``
+(POSIX), so the two never disturb each other.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import ipaddress
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any, Self
+
+from chatkit import plugins as plugins_mod
+from chatkit.commands import CommandRegistry
+from chatkit.config import Config
+from chatkit.errors import UsageError
+from chatkit.hub import Hub
+from chatkit.protocol import Closed, Frame, Mode, RemoteProtocolError, ServerProtocol
+from chatkit.session import Session
+
+__all__ = ["Connection", "Server", "Writer"]
+
+log = logging.getLogger(__name__)
+
+RECV_BYTES = 65536  # bytes asked of one recv(); a burst of lines is decoded in one go.
+SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
+
+
+class Connection:
+    """One accepted socket: its protocol state, its send queue and its lifecycle.
+
+    The reader thread owns receiving; the writer thread owns sending and is the
+    only one that closes the socket, once the reader has retired it.
+    """
+
+    def __init__(
+        self, sock: socket.socket, address: tuple[str, int], max_line: int, max_sendq: int
+    ) -> None:
+        self.sock = sock
+        """The socket (blocking; the writer sends with ``MSG_DONTWAIT``)."""
+        self.address = address
+        """The peer's (host, port)."""
+        self.protocol = ServerProtocol(max_line)
+        """The connection's sans-I/O protocol state (reader thread only)."""
+        self.max_sendq = max_sendq
+        """Bytes that may wait in the send queue before the client is cut off."""
+        self.session: Session
+        """The session of this connection (set right after creation)."""
+        now = time.monotonic()
+        self.connected_at = now
+        """When it was accepted (monotonic seconds)."""
+        # last_seen and pinged_at are written by the reader and the watchdog
+        # without a lock: each write is atomic, and the worst interleaving sends
+        # one needless ping, which any later line answers.
+        self.last_seen = now
+        """When the client last sent anything."""
+        self.pinged_at: float | None = None
+        """When the watchdog pinged the silent client, or None."""
+        # Synchronize access to the send queue (_out, _out_bytes, _scheduled), the
+        # lifecycle flags and close_reason, and to the socket's shutdown() and
+        # close(): holding it there means no thread shuts down a descriptor number
+        # that the writer has already closed and the kernel given to a new client.
+        self._lock = threading.Lock()
+        self._out: collections.deque[bytes] = collections.deque()
+        self._out_bytes = 0
+        self._scheduled = False  # in the writer's ready list or waiting for POLLOUT
+        self._finishing = False  # close once the queue is sent
+        self._aborting = False  # shut down now, queue or not
+        self._closed = False  # the writer closed the socket
+        self.close_reason: str | None = None
+        """Why the server is closing this connection, if it is."""
+        self._writer: Writer | None = None
+
+    @property
+    def mode(self) -> Mode:
+        """The protocol mode; JSON until the first line says otherwise."""
+        mode = self.protocol.mode
+        return Mode.JSON if mode is Mode.UNKNOWN else mode
+
+    @property
+    def finishing(self) -> bool:
+        """True once the connection is being closed; the reader stops reading then."""
+        return self._finishing or self._aborting
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in the send queue."""
+        return self._out_bytes
+
+    def push(self, data: bytes) -> bool:
+        """Append ``data`` to the send queue; True if the writer must be woken.
+
+        Never blocks and never sends. Past ``max_sendq`` the queue is dropped and
+        the connection closed as a slow consumer.
+        """
+        assert self._writer is not None
+        with self._lock:
+            if self._closed or self._aborting or self._finishing:
+                return False  # closing: what comes now would not be sent anyway
+            if self._out_bytes + len(data) > self.max_sendq:
+                self._out.clear()
+                self._out_bytes = 0
+                self.close_reason = "send queue exceeded"
+                self._aborting = True
+            else:
+                self._out.append(data)
+                self._out_bytes += len(data)
+            if self._scheduled:
+                return False
+            self._scheduled = True
+        return self._writer.schedule(self)
+
+    def finish(self, reason: str) -> None:
+        """Send what is queued, then close; the logout reason will be ``reason``.
+
+        The reader stops reading at once. ``finish()`` is idempotent; the first
+        reason wins.
+        """
+        assert self._writer is not None
+        with self._lock:
+            if self.close_reason is None:
+                self.close_reason = reason
+            self._finishing = True
+            if self._scheduled or self._closed:
+                return
+            self._scheduled = True
+        if self._writer.schedule(self):
+            self._writer.wake()
+
+    def abort(self, reason: str) -> None:
+        """Shut the socket down now, unsent data or not; the reader then retires it."""
+        with self._lock:
+            if self.close_reason is None:
+                self.close_reason = reason
+            self._aborting = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        assert self._lock.locked()
+        if not self._closed:
+            # Wakes the reader if it is blocked in recv(); never blocks itself.
+            # OSError: the peer is already gone, which is what we wanted.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class Writer:
+    """The one thread that sends: it drains send queues and waits where sockets are full."""
+
+    def __init__(self) -> None:
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        # Synchronize access to _ready, _retired, _wake_pending and _stopping,
+        # which other threads fill and the writer thread empties.
+        self._lock = threading.Lock()
+        self._ready: list[Connection] = []
+        self._retired: list[Connection] = []
+        self._wake_pending = False
+        self._stopping = False
+        self._waiting: set[Connection] = set()  # registered for EVENT_WRITE; writer thread only
+        self.thread = threading.Thread(target=self._run, name="chatkit-writer", daemon=True)
+        """The writer thread."""
+        self.sends = 0
+        """Number of send() calls made: divided by lines delivered, the coalescing."""
+
+    def start(self) -> None:
+        """Create the selector and the wake pipe, and start the thread."""
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self.thread.start()
+
+    def schedule(self, conn: Connection) -> bool:
+        """Put ``conn`` on the list to flush; True if the writer must be woken."""
+        with self._lock:
+            self._ready.append(conn)
+            if self._wake_pending:
+                return False
+            self._wake_pending = True
+            return True
+
+    def wake(self) -> None:
+        """Wake the writer thread (cheap; call after releasing any lock)."""
+        if self._wake_w is None:
+            return  # not started: nothing to wake
+        # OSError: the pipe is full, so the writer will wake anyway (or it is closed).
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def retire(self, conn: Connection) -> None:
+        """Hand over a connection whose reader is done: flush once, then close it."""
+        with self._lock:
+            self._retired.append(conn)
+            wake = not self._wake_pending
+            self._wake_pending = True
+        if wake:
+            self.wake()
+
+    def stop(self) -> None:
+        """Stop the thread after it has processed what was handed to it; idempotent."""
+        with self._lock:
+            self._stopping = True
+        self.wake()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join()
+
+    def _run(self) -> None:
+        """Thread entry point: nothing above catches errors."""
+        assert self._selector is not None and self._wake_r is not None
+        assert self._wake_w is not None
+        try:
+            while True:
+                events = self._selector.select()
+                # Drain the wake pipe before taking the lists: a wake sent after the
+                # swap below then stays in the pipe for the next select().
+                self._drain_wake()
+                with self._lock:
+                    ready, self._ready = self._ready, []
+                    retired, self._retired = self._retired, []
+                    self._wake_pending = False
+                    stopping = self._stopping
+                for key, _mask in events:
+                    if key.fileobj is not self._wake_r:
+                        self._flush(key.data)
+                for conn in ready:
+                    self._flush(conn)
+                for conn in retired:
+                    self._flush(conn)
+                    self._close(conn)
+                if stopping:
+                    break
+        except Exception:
+            # This branch should never run. It's a safety net in case of bugs.
+            log.error("writer thread failed", exc_info=True)
+        finally:
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _drain_wake(self) -> None:
+        assert self._wake_r is not None
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _flush(self, conn: Connection) -> None:
+        """Send everything queued for ``conn`` in one ``send``; wait for POLLOUT if full."""
+        with conn._lock:
+            conn._scheduled = False
+            if conn._closed:
+                return
+            if conn._aborting:
+                conn._shutdown()
+                self._unwait(conn)
+                return
+            if not conn._out:
+                if conn._finishing:
+                    conn._shutdown()
+                self._unwait(conn)
+                return
+            out = conn._out
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+        try:
+            sent = conn.sock.send(data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            conn.abort("connection lost")
+            self._unwait(conn)
+            return
+        self.sends += 1
+        with conn._lock:
+            conn._out_bytes -= sent
+            if sent < len(data):
+                if not conn._aborting:
+                    # Unsent bytes go back in front: anything pushed meanwhile is
+                    # behind them, so the queue stays FIFO.
+                    conn._out.appendleft(data[sent:])
+                    conn._scheduled = True  # pushes need not wake us: POLLOUT will
+                    self._wait(conn)
+                    return
+            elif conn._finishing and not conn._out:
+                conn._shutdown()
+        self._unwait(conn)
+
+    def _wait(self, conn: Connection) -> None:
+        assert self._selector is not None
+        if conn not in self._waiting:
+            self._waiting.add(conn)
+            self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
+
+    def _unwait(self, conn: Connection) -> None:
+        assert self._selector is not None
+        if conn in self._waiting:
+            self._waiting.discard(conn)
+            self._selector.unregister(conn.sock)
+
+    def _close(self, conn: Connection) -> None:
+        self._unwait(conn)
+        with conn._lock:
+            if not conn._closed:
+                conn._closed = True
+                conn._out.clear()
+                conn._out_bytes = 0
+                conn.sock.close()
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("raised the open-files limit from %d to %d", soft, hard)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        log.warning(
+            "the open-files hard limit (%d) is below max_clients (%d): raise it (ulimit -Hn) "
+            "or lower max_clients",
+            hard,
+            wanted,
+        )
+
+
+class Server:
+    """A chat server, to run in a program or a test.
+
+    ::
+
+        with chatkit.Server(port=0, plugins=["profanity"]) as server:
+            host, port = server.address
+            ...
+
+    ``start()`` returns once the server listens (serving in background threads);
+    ``serve_forever()`` blocks until ``shutdown()``.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        plugins: Iterable[Any] = (),
+        config: Config | None = None,
+    ) -> None:
+        """Build the server and load its plugins (nothing listens yet).
+
+        :param host: Address to listen on (default ``config.host``).
+        :param port: Port to listen on, 0 for any free one (default ``config.port``).
+        :param plugins: Plugins to enable besides the defaults: names (as for
+            ``--plugin``) or plugin objects (modules or instances), called in order.
+        :param config: Settings; a default :class:`Config` if omitted.
+
+        Raises :class:`UsageError` for an unknown or broken plugin.
+        """
+        config = config or Config()
+        names = [p for p in plugins if isinstance(p, str)]
+        objects = [p for p in plugins if not isinstance(p, str)]
+        config.plugins = [*config.plugins, *names]
+        if host is not None:
+            config.host = host
+        if port is not None:
+            config.port = port
+        self.config = config
+        """The server's settings."""
+        self.pluginmanager, self.plugin_infos = plugins_mod.build_plugin_manager(config, objects)
+        """The server's own pluggy ``PluginManager`` and what was loaded."""
+        self.hooks = plugins_mod.HookRunner(self.pluginmanager)
+        """Calls hooks plugin by plugin (see :class:`chatkit.plugins.HookRunner`)."""
+        self.commands = CommandRegistry()
+        """The registered commands (filled by ``start()``)."""
+        self.writer = Writer()
+        """The writer thread's state."""
+        self.hub = Hub(config, self.hooks, self.commands, self.writer.wake)
+        """The chat state."""
+        self.address: tuple[str, int] = (config.host, config.port)
+        """Where the server listens; the real port once started."""
+        self._listener: socket.socket | None = None
+        # Synchronize access to _conns and _per_address (acceptor, readers, watchdog,
+        # shutdown) and to the lifecycle flags _started and _stopped.
+        self._lock = threading.Lock()
+        self._conns: dict[Connection, threading.Thread] = {}
+        self._per_address: collections.Counter[str] = collections.Counter()
+        self._started = False
+        self._stopped = False
+        self._stop_event = threading.Event()
+        self._accept_sel: selectors.BaseSelector | None = None
+        self._accept_wake_r: socket.socket | None = None
+        self._accept_wake_w: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Configure plugins, register commands, listen, and start serving.
+
+        Steps: ``chatkit_configure`` → ``chatkit_register_commands`` → bind and
+        listen → start the writer, watchdog and acceptor threads →
+        ``chatkit_server_start``. Raises :class:`UsageError` if a plugin refuses
+        its settings or the address cannot be bound. Returns the server.
+        """
+        with self._lock:
+            if self._started:
+                raise RuntimeError("Server.start() called twice")
+            self._started = True
+        self.hooks.startup(
+            "chatkit_configure", config=self.config, pluginmanager=self.pluginmanager
+        )
+        plugins_mod.collect_commands(self.pluginmanager, self.commands)
+        limits = self.config.limits
+        _raise_fd_limit(limits.max_clients + 64)
+        try:
+            listener = socket.create_server(
+                (self.config.host, self.config.port), backlog=1024, reuse_port=False
+            )
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
+            ) from None
+        listener.setblocking(False)
+        self._listener = listener
+        self.address = listener.getsockname()[:2]
+        self._accept_wake_r, self._accept_wake_w = socket.socketpair()
+        self._accept_sel = selectors.DefaultSelector()
+        self._accept_sel.register(listener, selectors.EVENT_READ)
+        self._accept_sel.register(self._accept_wake_r, selectors.EVENT_READ)
+        self.writer.start()
+        for target, name in (
+            (self._watchdog, "chatkit-watchdog"),
+            (self._accept, "chatkit-acceptor"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        log.info("listening on %s:%d", *self.address)
+        self.hooks.notify("chatkit_server_start", server=self)
+        return self
+
+    def serve_forever(self) -> None:
+        """Start if needed, then block until :meth:`shutdown` is called (from another thread)."""
+        if not self._started:
+            self.start()
+        self._stop_event.wait()
+
+    def shutdown(self) -> None:
+        """Stop the server; returns when every thread is done. Idempotent.
+
+        Steps: stop accepting; send every client a notice and close its connection
+        once its queue is sent (``SHUTDOWN_GRACE`` seconds at most, then cut);
+        join the reader threads (logout hooks run there with reason ``server
+        shutdown``); stop the writer and watchdog; ``chatkit_server_stop``.
+        """
+        with self._lock:
+            if self._stopped or not self._started:
+                self._stopped = True
+                self._stop_event.set()
+                return
+            self._stopped = True
+        self._stop_event.set()  # stops the watchdog and releases serve_forever()
+        assert self._accept_wake_w is not None and self._accept_wake_r is not None
+        self._accept_wake_w.send(b"\0")
+        for thread in self._threads:
+            thread.join()
+        self.hub.closing = True
+        notice = Frame("notice", text="server shutting down")
+        with self._lock:
+            conns = list(self._conns.items())
+        for conn, _thread in conns:
+            conn.push(conn.protocol.send(notice))
+            conn.finish("server shutdown")
+        self.writer.wake()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        for conn, thread in conns:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                conn.abort("server shutdown")
+        for _conn, thread in conns:
+            thread.join()
+        self.writer.stop()
+        if self._listener is not None:
+            self._listener.close()
+        if self._accept_sel is not None:
+            self._accept_sel.close()
+        self._accept_wake_r.close()
+        self._accept_wake_w.close()
+        log.info("server stopped")
+        self.hooks.notify("chatkit_server_stop", server=self)
+
+    def __enter__(self) -> Self:
+        if not self._started:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    @property
+    def connections(self) -> list[Connection]:
+        """The open connections, logged in or not."""
+        with self._lock:
+            return list(self._conns)
+
+    # -- threads -------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        """Thread entry point: nothing above catches errors."""
+        assert self._listener is not None and self._accept_sel is not None
+        try:
+            while not self._stop_event.is_set():
+                for key, _mask in self._accept_sel.select():
+                    if key.fileobj is self._accept_wake_r:
+                        return
+                try:
+                    sock, addr = self._listener.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        log.warning("cannot accept a connection: %s; retrying", exc.strerror)
+                        # Out of descriptors: the pending connection stays in the
+                        # backlog, so wait a little instead of spinning on it.
+                        self._stop_event.wait(0.1)
+                        continue
+                    raise
+                self._admit(sock, addr)
+        except Exception:
+            # This branch should never run. It's a safety net in case of bugs.
+            log.error("acceptor thread failed", exc_info=True)
+
+    def _admit(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        sock.setblocking(True)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # A lone chat line must not wait for a delayed ACK (~40 ms).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        limits = self.config.limits
+        host = str(addr[0])
+        counted = limits.limit_loopback or not ipaddress.ip_address(host).is_loopback
+        refusal: tuple[str, str] | None = None
+        thread: threading.Thread | None = None
+        with self._lock:
+            if len(self._conns) >= limits.max_clients:
+                refusal = ("server_full", f"server full ({limits.max_clients} clients); try later")
+            elif counted and self._per_address[host] >= limits.max_clients_per_address:
+                refusal = (
+                    "too_many_connections",
+                    f"too many connections from {host} (at most {limits.max_clients_per_address})",
+                )
+            else:
+                conn = Connection(sock, (host, int(addr[1])), limits.max_line, limits.max_sendq)
+                conn._writer = self.writer
+                conn.session = Session(conn, self.writer.wake)
+                thread = threading.Thread(
+                    target=self._serve, args=(conn,), name=f"chatkit-reader-{host}:{addr[1]}"
+                )
+                thread.daemon = True
+                # Register before starting the thread, or shutdown() could miss it.
+                self._conns[conn] = thread
+                if counted:
+                    self._per_address[host] += 1
+        if thread is None:
+            assert refusal is not None
+            log.warning("refused %s:%s: %s", host, addr[1], refusal[1])
+            frame = Frame("error", code=refusal[0], text=refusal[1])
+            with contextlib.suppress(OSError):
+                sock.send(frame.encode(Mode.JSON), socket.MSG_DONTWAIT)
+            sock.close()
+            return
+        thread.start()
+
+    def _serve(self, conn: Connection) -> None:
+        """Thread entry point for one connection: nothing above catches errors."""
+        session = conn.session
+        reason = "connection closed"
+        try:
+            while not conn.finishing:
+                try:
+                    data = conn.sock.recv(RECV_BYTES)
+                except OSError as exc:
+                    reason = f"connection lost ({exc.strerror or exc})"
+                    break
+                conn.last_seen = time.monotonic()
+                conn.pinged_at = None
+                if data:
+                    conn.protocol.receive_data(data)
+                else:
+                    conn.protocol.receive_eof()
+                if not self._handle_events(conn) or not data:
+                    break
+        except Exception:
+            # This branch should never run. It's a safety net in case of bugs.
+            log.error("connection handler failed", exc_info=True)
+            reason = "internal error"
+        finally:
+            try:
+                self.hub.logout(session, conn.close_reason or reason)
+            except Exception:
+                log.error("logout failed", exc_info=True)
+            with self._lock:
+                self._conns.pop(conn, None)
+                host = conn.address[0]
+                if self._per_address.get(host):
+                    self._per_address[host] -= 1
+                    if not self._per_address[host]:
+                        del self._per_address[host]
+            self.writer.retire(conn)
+
+    def _handle_events(self, conn: Connection) -> bool:
+        """Handle every complete event; False once the connection is done."""
+        protocol = conn.protocol
+        session = conn.session
+        while True:
+            try:
+                event = protocol.next_event()
+            except RemoteProtocolError as exc:
+                session.error(exc.code, exc.text)
+                continue
+            if event is None:
+                return True
+            if isinstance(event, Closed):
+                return False
+            self.hub.handle(session, event)
+            protocol.logged_in = session.logged_in
+            if conn.finishing:
+                return False
+
+    def _watchdog(self) -> None:
+        """Thread entry point: nothing above catches errors."""
+        limits = self.config.limits
+        tick = max(
+            0.02, min(1.0, limits.login_timeout, limits.idle_timeout, limits.ping_timeout) / 4
+        )
+        try:
+            while not self._stop_event.wait(tick):
+                now = time.monotonic()
+                for conn in self.connections:
+                    if conn.finishing:
+                        continue
+                    if not conn.session.logged_in:
+                        if now - conn.connected_at > limits.login_timeout:
+                            conn.session.error(
+                                "login_timeout",
+                                f"no login within {limits.login_timeout:g} seconds",
+                            )
+                            conn.finish("login timeout")
+                    elif conn.pinged_at is not None:
+                        if now - conn.pinged_at > limits.ping_timeout:
+                            conn.abort("ping timeout")
+                    elif now - conn.last_seen > limits.idle_timeout:
+                        conn.pinged_at = now
+                        conn.session.send(Frame("ping"))
+        except Exception:
+            # This branch should never run. It's a safety net in case of bugs.
+            log.error("watchdog thread failed", exc_info=True)

@@ -1,0 +1,107 @@
+"""One client as the chat and the plugins see it: its nick, rooms, and a way to send.
+
+A :class:`Session` is what every hook receives as ``client``. It knows nothing of
+sockets: it hands encoded frames to its :class:`Transport` (the server's
+connection), which queues them without blocking.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from chatkit.protocol import Frame, Mode
+
+__all__ = ["Session", "Transport"]
+
+
+class Transport(Protocol):
+    """What a session needs from its connection (see :class:`chatkit.server.Connection`)."""
+
+    address: tuple[str, int]
+
+    @property
+    def mode(self) -> Mode: ...
+
+    def push(self, data: bytes) -> bool:
+        """Queue ``data``; return True if the writer must be woken. Never blocks."""
+        ...
+
+    def finish(self, reason: str) -> None:
+        """Send what is queued, then close; ``reason`` is the logout reason."""
+        ...
+
+
+_ids = itertools.count(1)
+
+
+class Session:
+    """A connected client: before login (``nick is None``) and after.
+
+    The attributes :attr:`nick`, :attr:`rooms` and :attr:`current_room` belong to
+    the hub and change under its lock; read them freely (a read is atomic), but
+    change them only through the hub (``hub.rename``, ``hub.join``, ...).
+    """
+
+    def __init__(self, transport: Transport, wake: Callable[[], None]) -> None:
+        self.id = next(_ids)
+        """A number unique to this session within the process."""
+        self.nick: str | None = None
+        """The nick, or ``None`` before login."""
+        self.rooms: dict[str, str] = {}
+        """Rooms joined: case-folded key to display name, in join order."""
+        self.current_room: str | None = None
+        """Where lines without a room go: the room joined last (or ``/join``-ed again)."""
+        self.data: dict[str, Any] = {}
+        """Free space for plugins, keyed by plugin name; guard it yourself."""
+        self._transport = transport
+        self._wake = wake
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.nick or '(not logged in)'} from {self.address}>"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The client's (host, port)."""
+        return self._transport.address
+
+    @property
+    def mode(self) -> Mode:
+        """How the client speaks: ``Mode.JSON`` or ``Mode.TEXT``."""
+        return self._transport.mode
+
+    @property
+    def logged_in(self) -> bool:
+        """True once the client has a nick."""
+        return self.nick is not None
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, frame: Frame) -> None:
+        """Queue ``frame`` for this client. Never blocks; safe from any thread."""
+        if self._transport.push(frame.encode(self._transport.mode)):
+            self._wake()
+
+    def push(self, frame: Frame) -> bool:
+        """Queue ``frame`` without waking the writer; return True if it must be woken.
+
+        For the hub, which fans out under its lock and wakes once afterwards.
+        """
+        return self._transport.push(frame.encode(self._transport.mode))
+
+    def notice(self, text: str) -> None:
+        """Send a ``notice`` frame."""
+        self.send(Frame("notice", text=text))
+
+    def error(self, code: str, text: str) -> None:
+        """Send an ``error`` frame with a stable ``code`` and a human ``text``."""
+        self.send(Frame("error", code=code, text=text))
+
+    def reply(self, command: str, text: str, data: dict[str, Any] | None = None) -> None:
+        """Send the ``reply`` frame of a command."""
+        self.send(Frame("reply", command=command, text=text, data=data or {}))
+
+    def disconnect(self, reason: str) -> None:
+        """Send what is queued, then close the connection; logout hooks see ``reason``."""
+        self._transport.finish(reason)

@@ -1,0 +1,390 @@
+"""Test machinery for chatkit and its plugins: real servers on port 0, real clients.
+
+Opt in from a ``conftest.py``::
+
+    pytest_plugins = ["chatkit.testing"]
+
+and then, in a test::
+
+    def test_greets(chat_server_factory, chat_client):
+        server = chat_server_factory(plugins=[MyPlugin()])
+        alice = chat_client(server, "alice")
+        alice.expect("notice", text="welcome, alice")
+
+Everything here uses real sockets on the loopback interface; nothing is mocked.
+``chat_client`` waits with deadlines, never with sleeps: :meth:`ChatClient.sync`
+relies on the server's ordering promise (each connection's output is FIFO), so
+"nothing else arrived" is a question with a definite answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from chatkit.config import Config, Limits
+from chatkit.server import Server
+
+__all__ = [
+    "ChatClient",
+    "HookRecorder",
+    "TextClient",
+    "run_server",
+]
+
+DEFAULT_TIMEOUT = 5.0  # seconds a test waits for an expected frame before failing
+
+
+def make_config(config: Config | None = None, **limits: Any) -> Config:
+    """A :class:`Config` on port 0 with ``limits`` changed (e.g. ``max_line=100``)."""
+    config = config or Config()
+    config.port = 0
+    if limits:
+        values = {**config.limits.__dict__, **limits}
+        config.limits = Limits(**values)
+    return config
+
+
+@contextmanager
+def run_server(
+    plugins: Iterable[Any] = (), config: Config | None = None, **limits: Any
+) -> Iterator[Server]:
+    """Run a real server on 127.0.0.1, port 0; shut it down and join it on exit."""
+    server = Server(plugins=plugins, config=make_config(config, **limits))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+class _LineClient:
+    """A socket that is read line by line, with deadlines."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        """Default seconds to wait in ``expect``."""
+        self.sock = socket.create_connection(address, timeout=timeout)
+        """The client's socket."""
+        self.eof = False
+        """True once the server closed the connection."""
+        self._buf = b""
+
+    def send_raw(self, data: bytes) -> None:
+        """Send bytes as they are."""
+        self.sock.sendall(data)
+
+    def _read_lines(self, deadline: float) -> list[bytes] | None:
+        """Lines that arrived before ``deadline``; ``None`` on timeout; [] at EOF."""
+        while b"\n" not in self._buf:
+            if self.eof:
+                return []
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                return None
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self.eof = True
+            self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        return lines
+
+    def wait_closed(self, timeout: float | None = None) -> None:
+        """Read and drop everything until the server closes the connection."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not self.eof:
+            if self._read_lines(deadline) is None:
+                raise AssertionError("the server did not close the connection in time")
+            self._buf = b""
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+    def __enter__(self) -> _LineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+Match = str | Callable[[dict[str, Any]], bool] | None
+
+
+class ChatClient(_LineClient):
+    """A JSON-mode client for tests: send frames, expect frames."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(address, timeout)
+        self.pending: list[dict[str, Any]] = []
+        """Frames received and not yet consumed by :meth:`expect`."""
+        self.received: list[dict[str, Any]] = []
+        """Every frame received, in order."""
+        self.nick: str | None = None
+        """The nick after a successful :meth:`login`."""
+
+    def send(self, frame: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Send one frame: a dict, or its fields (``send(type="ping")``)."""
+        data = {**(frame or {}), **fields}
+        self.send_raw(json.dumps(data).encode() + b"\n")
+
+    def say(self, text: str, room: str | None = None) -> None:
+        """Send a ``say`` frame (a message, or a command if ``text`` starts with ``/``)."""
+        frame: dict[str, Any] = {"type": "say", "text": text}
+        if room is not None:
+            frame["room"] = room
+        self.send(frame)
+
+    def login(self, nick: str) -> dict[str, Any]:
+        """Log in as ``nick``; return the ``welcome`` frame (fail on an error frame)."""
+        self.send(type="hello", nick=nick)
+        frame = self.expect(lambda f: f["type"] in ("welcome", "error"))
+        if frame["type"] == "error":
+            raise AssertionError(f"login as {nick!r} refused: {frame}")
+        self.nick = nick
+        return frame
+
+    def _fill(self, deadline: float) -> bool:
+        lines = self._read_lines(deadline)
+        if not lines:
+            return False
+        for line in lines:
+            if line.strip():
+                frame = json.loads(line)
+                self.pending.append(frame)
+                self.received.append(frame)
+        return True
+
+    def expect(
+        self, match: Match = None, timeout: float | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Return the first frame that matches, dropping the frames before it.
+
+        ``match`` is a frame type, a predicate, or ``None`` (any); every keyword
+        must equal the frame's field of that name. Fails the test if no such frame
+        arrives within ``timeout`` seconds or the server closes the connection.
+        """
+
+        def ok(frame: dict[str, Any]) -> bool:
+            if isinstance(match, str) and frame.get("type") != match:
+                return False
+            if callable(match) and not match(frame):
+                return False
+            return all(frame.get(k) == v for k, v in fields.items())
+
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            for i, frame in enumerate(self.pending):
+                if ok(frame):
+                    del self.pending[: i + 1]
+                    return frame
+            if not self._fill(deadline):
+                what = "closed the connection" if self.eof else "sent nothing matching in time"
+                raise AssertionError(
+                    f"expected {match!r} {fields or ''}; the server {what}. "
+                    f"Unmatched frames: {self.pending}"
+                )
+
+    def sync(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Ping, wait for the pong, and return (consuming) every pending frame before it.
+
+        Because each connection's output is FIFO, the result holds everything the
+        server had queued for this client before it read the ping.
+        """
+        self.send(type="ping")
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        before: list[dict[str, Any]] = []
+        while True:
+            while self.pending:
+                frame = self.pending.pop(0)
+                if frame.get("type") == "pong":
+                    return before
+                before.append(frame)
+            if not self._fill(deadline):
+                raise AssertionError(f"no pong; frames so far: {before}")
+
+
+class TextClient(_LineClient):
+    """A text-mode client for tests, as a person with ``nc`` would type."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(address, timeout)
+        self.pending: list[str] = []
+        """Lines received and not yet consumed by :meth:`expect`."""
+
+    def send_line(self, line: str) -> None:
+        """Send one line (the newline is added)."""
+        self.send_raw(line.encode() + b"\n")
+
+    def expect(
+        self, match: str | re.Pattern[str] | Callable[[str], bool], timeout: float | None = None
+    ) -> str:
+        """Return the first line that contains ``match`` (or matches the pattern or predicate)."""
+
+        def ok(line: str) -> bool:
+            if isinstance(match, str):
+                return match in line
+            if isinstance(match, re.Pattern):
+                return match.search(line) is not None
+            return match(line)
+
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            for i, line in enumerate(self.pending):
+                if ok(line):
+                    del self.pending[: i + 1]
+                    return line
+            lines = self._read_lines(deadline)
+            if not lines:
+                what = "closed the connection" if self.eof else "sent nothing matching in time"
+                raise AssertionError(
+                    f"expected {match!r}; the server {what}. Lines: {self.pending}"
+                )
+            self.pending.extend(line.decode("utf-8", "replace").rstrip("\r") for line in lines)
+
+    def sync(self, timeout: float | None = None) -> list[str]:
+        """Send ``/ping`` and return every line that arrived before its ``pong``."""
+        self.send_line("/ping")
+        before: list[str] = []
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            while self.pending:
+                line = self.pending.pop(0)
+                if line == "pong":
+                    return before
+                before.append(line)
+            lines = self._read_lines(deadline)
+            if not lines:
+                raise AssertionError(f"no pong; lines so far: {before}")
+            self.pending.extend(line.decode("utf-8", "replace").rstrip("\r") for line in lines)
+
+
+class HookRecorder:
+    """Records every hook call of a server: ``getcalls("chatkit_on_join")``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        """(hook name, arguments) in call order."""
+        # Synchronize access to calls: hooks run on many reader threads.
+        self._lock = threading.Lock()
+
+    def attach(self, server: Server) -> None:
+        """Start recording ``server``'s hook calls."""
+        server.hooks.add_monitor(self._record)
+
+    def _record(self, name: str, kwargs: dict[str, Any]) -> None:
+        with self._lock:
+            self.calls.append((name, dict(kwargs)))
+
+    def getcalls(self, name: str) -> list[dict[str, Any]]:
+        """The arguments of every call of hook ``name`` so far."""
+        with self._lock:
+            return [kwargs for hook, kwargs in self.calls if hook == name]
+
+    def names(self) -> list[str]:
+        """The hook names called so far, in order."""
+        with self._lock:
+            return [hook for hook, _ in self.calls]
+
+
+# ---------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chat_server_factory() -> Iterator[Callable[..., Server]]:
+    """Start real servers: ``chat_server_factory(plugins=[...], config=None, **limits)``.
+
+    Each server listens on 127.0.0.1 on a free port with the default plugins plus
+    ``plugins``; all are shut down (threads joined) when the test ends. For tests
+    that need their own plugins or limits; isolates nothing else.
+    """
+    servers: list[Server] = []
+
+    def factory(plugins: Iterable[Any] = (), config: Config | None = None, **limits: Any) -> Server:
+        server = Server(plugins=plugins, config=make_config(config, **limits))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def chat_server(chat_server_factory: Callable[..., Server]) -> Server:
+    """A real server with the default plugins, on a free port, for one test."""
+    return chat_server_factory()
+
+
+@pytest.fixture
+def chat_client(chat_server: Server) -> Iterator[Callable[..., ChatClient]]:
+    """Connect JSON clients: ``chat_client(nick)`` or ``chat_client(server, nick)``.
+
+    With a nick the client is logged in (its ``welcome`` consumed); with
+    ``nick=None`` it is only connected. Defaults to ``chat_server``. All are
+    closed at the end of the test.
+    """
+    clients: list[ChatClient] = []
+
+    def connect(*args: Any, timeout: float = DEFAULT_TIMEOUT) -> ChatClient:
+        server = args[0] if args and isinstance(args[0], Server) else chat_server
+        rest = args[1:] if args and isinstance(args[0], Server) else args
+        nick = rest[0] if rest else None
+        client = ChatClient(server.address, timeout=timeout)
+        clients.append(client)
+        if nick is not None:
+            client.login(nick)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def text_client(chat_server: Server) -> Iterator[Callable[..., TextClient]]:
+    """Connect text-mode clients, as ``nc`` would: ``text_client(nick)`` or ``(server, nick)``.
+
+    With a nick, sends it as the first line and waits for the welcome line.
+    """
+    clients: list[TextClient] = []
+
+    def connect(*args: Any, timeout: float = DEFAULT_TIMEOUT) -> TextClient:
+        server = args[0] if args and isinstance(args[0], Server) else chat_server
+        rest = args[1:] if args and isinstance(args[0], Server) else args
+        nick = rest[0] if rest else None
+        client = TextClient(server.address, timeout=timeout)
+        clients.append(client)
+        if nick is not None:
+            client.send_line(nick)
+            client.expect("Welcome to chatkit")
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def hook_recorder(chat_server: Server) -> HookRecorder:
+    """Records the hook calls of ``chat_server`` from now on (not its startup hooks)."""
+    recorder = HookRecorder()
+    recorder.attach(chat_server)
+    return recorder

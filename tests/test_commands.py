@@ -1,0 +1,252 @@
+"""Every builtin command, and command dispatch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from chatkit import CommandContext, CommandError, Register, Server, UsageError, hookimpl
+from chatkit.testing import ChatClient, TextClient
+
+Connect = Callable[..., ChatClient]
+
+
+def test_help_lists_every_command_with_its_plugin(chat_client: Connect) -> None:
+    """/help lists each command, its usage and the plugin that provides it."""
+    alice = chat_client("alice")
+    alice.say("/help")
+    reply = alice.expect("reply", command="help")
+    names = {c["name"]: c["plugin"] for c in reply["data"]["commands"]}
+    assert names == {
+        "help": "help",
+        "join": "rooms",
+        "me": "messaging",
+        "msg": "messaging",
+        "nick": "session",
+        "part": "rooms",
+        "ping": "session",
+        "quit": "session",
+        "rooms": "rooms",
+        "who": "rooms",
+    }
+    assert "/msg NICK TEXT" in reply["text"]
+
+
+def test_help_explains_one_command(chat_client: Connect) -> None:
+    """/help NAME gives that command's usage and help; an unknown name is an error."""
+    alice = chat_client("alice")
+    alice.say("/help /msg")
+    reply = alice.expect("reply")
+    assert reply["data"]["usage"] == "NICK TEXT"
+    assert reply["data"]["plugin"] == "messaging"
+    alice.say("/help nope")
+    assert alice.expect("error")["code"] == "unknown_command"
+
+
+def test_unknown_command(chat_client: Connect) -> None:
+    """An unknown /command gets unknown_command and is not sent as a message."""
+    alice = chat_client("alice")
+    alice.say("/dance")
+    error = alice.expect("error")
+    assert error["code"] == "unknown_command" and "/help" in error["text"]
+    assert not [f for f in alice.sync() if f["type"] == "message"]
+
+
+def test_double_slash_sends_a_literal_slash(chat_client: Connect) -> None:
+    """//text is a message that starts with one slash."""
+    alice = chat_client("alice")
+    alice.say("//shrug")
+    assert alice.expect("message")["text"] == "/shrug"
+
+
+def test_who_lists_members(chat_client: Connect) -> None:
+    """/who lists the nicks in the current room or a named one."""
+    alice = chat_client("alice")
+    chat_client("bob")
+    alice.say("/who")
+    reply = alice.expect("reply", command="who")
+    assert reply["data"] == {"room": "#general", "nicks": ["alice", "bob"]}
+    alice.say("/who #nowhere")
+    assert alice.expect("error")["code"] == "no_such_room"
+
+
+def test_nick_renames_and_tells_the_room(chat_client: Connect) -> None:
+    """/nick changes the nick and everyone sharing a room sees it."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    alice.say("/nick alicia")
+    assert bob.expect("nick") == {"type": "nick", "old": "alice", "new": "alicia"}
+    assert alice.expect("nick")["new"] == "alicia"
+    bob.say("/msg alicia hi")
+    assert alice.expect("private")["to"] == "alicia"
+
+
+def test_nick_errors(chat_client: Connect) -> None:
+    """/nick refuses taken and invalid nicks and a missing argument."""
+    alice = chat_client("alice")
+    chat_client("bob")
+    alice.say("/nick BOB")
+    assert alice.expect("error")["code"] == "nick_taken"
+    alice.say("/nick bad nick")
+    assert alice.expect("error")["code"] == "bad_usage"
+    alice.say("/nick -x")
+    assert alice.expect("error")["code"] == "bad_nick"
+    alice.say("/nick ALICE")  # a change of case is allowed
+    assert alice.expect("nick")["new"] == "ALICE"
+
+
+def test_msg_is_private_to_both_parties(chat_client: Connect) -> None:
+    """/msg reaches the recipient and the sender, nobody else."""
+    alice, bob, carol = chat_client("alice"), chat_client("bob"), chat_client("carol")
+    alice.say("/msg BOB psst, bob")
+    for client in (alice, bob):
+        frame = client.expect("private")
+        assert (frame["from"], frame["to"], frame["text"]) == ("alice", "bob", "psst, bob")
+        assert isinstance(frame["id"], int)
+    assert not [f for f in carol.sync() if f["type"] == "private"]
+
+
+def test_msg_errors(chat_client: Connect) -> None:
+    """/msg to nobody gives no_such_nick; without text, its usage."""
+    alice = chat_client("alice")
+    alice.say("/msg ghost hello")
+    assert alice.expect("error")["code"] == "no_such_nick"
+    alice.say("/msg ghost")
+    assert alice.expect("error") == {
+        "type": "error",
+        "code": "bad_usage",
+        "text": "usage: /msg NICK TEXT",
+    }
+
+
+def test_me_sends_an_action(chat_client: Connect) -> None:
+    """/me sends a message marked as an action."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    alice.say("/me waves")
+    frame = bob.expect("message")
+    assert frame["action"] is True and frame["text"] == "waves" and frame["nick"] == "alice"
+    alice.say("/me")
+    assert alice.expect("error")["code"] == "bad_usage"
+
+
+def test_join_part_and_rooms(chat_client: Connect) -> None:
+    """/join creates and enters a room, /rooms lists rooms, /part leaves with a reason."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    bob.say("/join #Side")
+    alice.say("/join #side")
+    join = bob.expect("join", nick="alice")
+    assert join["room"] == "#Side"  # the name as first typed; rooms ignore case
+    alice.say("now here")  # the current room is the one joined last
+    assert bob.expect("message")["room"] == "#Side"
+    alice.say("/rooms")
+    assert alice.expect("reply", command="rooms")["data"]["rooms"] == {"#general": 2, "#Side": 2}
+    alice.say("/part #side gone fishing")
+    leave = bob.expect("leave", nick="alice")
+    assert leave["room"] == "#Side" and leave["reason"] == "part: gone fishing"
+    assert alice.expect("leave")["room"] == "#Side"  # the leaver is told too
+    alice.say("/part #side")
+    assert alice.expect("error")["code"] == "not_in_room"
+    alice.say("back in general")  # current room falls back to a remaining one
+    assert bob.expect("message", text="back in general")["room"] == "#general"
+
+
+def test_join_again_switches_the_current_room(chat_client: Connect) -> None:
+    """/join of a room already joined makes it current without a new join."""
+    alice = chat_client("alice")
+    alice.say("/join #a")
+    alice.expect("join", room="#a")
+    alice.say("/join #general")
+    assert alice.expect("reply", command="join")["data"]["room"] == "#general"
+    alice.say("x")
+    assert alice.expect("message")["room"] == "#general"
+
+
+def test_bad_room_names(chat_client: Connect) -> None:
+    """/join refuses names without # or with spaces, and says what is allowed."""
+    alice = chat_client("alice")
+    for bad in ["/join general", "/join #", "/join #" + "x" * 60]:
+        alice.say(bad)
+        error = alice.expect("error")
+        assert error["code"] == "bad_room", bad
+    alice.say("/join #a b")
+    assert alice.expect("error")["code"] == "bad_usage"
+
+
+def test_part_of_the_last_room_leaves_lines_nowhere(chat_client: Connect) -> None:
+    """After leaving every room, a plain line says how to join one."""
+    alice = chat_client("alice")
+    alice.say("/part")
+    alice.expect("leave")
+    alice.say("hello?")
+    error = alice.expect("error")
+    assert error["code"] == "not_in_room" and "/join" in error["text"]
+
+
+def test_quit_closes_with_a_reason(chat_client: Connect) -> None:
+    """/quit says bye, closes the connection and tells the room the reason."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    bob.say("/quit off to lunch")
+    assert bob.expect("reply", command="quit")["text"] == "bye"
+    bob.wait_closed()
+    assert alice.expect("leave", nick="bob")["reason"] == "quit: off to lunch"
+
+
+def test_ping_command(text_client: Callable[..., TextClient]) -> None:
+    """/ping answers pong, for people on nc."""
+    bob = text_client("bob")
+    bob.send_line("/ping")
+    assert bob.expect("pong") == "pong"
+
+
+class Failing:
+    """Commands that fail in the two ways a handler can."""
+
+    @hookimpl
+    def chatkit_register_commands(self, register: Register) -> None:
+        register("refuse", self.refuse, help="always refuses")
+        register("crash", self.crash, help="always crashes")
+
+    def refuse(self, ctx: CommandContext) -> None:
+        raise CommandError("no, and that is final", "refused")
+
+    def crash(self, ctx: CommandContext) -> None:
+        raise RuntimeError("boom")
+
+
+def test_command_errors_reach_the_user_and_crashes_are_contained(
+    chat_server_factory: Callable[..., Server],
+    chat_client: Connect,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A CommandError's text goes to the user; any other error says 'internal error' and logs."""
+    server = chat_server_factory(plugins=[Failing()])
+    alice = chat_client(server, "alice")
+    alice.say("/refuse")
+    assert alice.expect("error") == {
+        "type": "error",
+        "code": "refused",
+        "text": "no, and that is final",
+    }
+    alice.say("/crash")
+    assert alice.expect("error") == {
+        "type": "error",
+        "code": "internal_error",
+        "text": "internal error in /crash",
+    }
+    assert "boom" in caplog.text and "Failing" in caplog.text
+    alice.say("still here")
+    alice.expect("message", text="still here")
+
+
+class Clash:
+    @hookimpl
+    def chatkit_register_commands(self, register: Register) -> None:
+        register("who", lambda ctx: None, help="another /who")
+
+
+def test_a_duplicate_command_name_stops_the_start() -> None:
+    """Two plugins registering one command name is a startup error naming both."""
+    server = Server(port=0, plugins=[Clash()])
+    with pytest.raises(UsageError, match=r"/who is registered by both plugin") as info:
+        server.start()
+    assert "'rooms'" in str(info.value) and "'Clash'" in str(info.value)

@@ -1,0 +1,183 @@
+"""Chat behaviour: logins, nicks, rooms and routing, through a real server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from chatkit import Server
+from chatkit.hub import IdClock, valid_nick, valid_room
+from chatkit.testing import ChatClient, TextClient
+
+Connect = Callable[..., ChatClient]
+
+
+def test_login_sends_welcome_and_joins_the_default_room(chat_client: Connect) -> None:
+    """A client that says hello gets a welcome and its own join to #general."""
+    alice = chat_client()
+    welcome = alice.login("alice")
+    assert welcome["nick"] == "alice"
+    assert welcome["rooms"] == ["#general"]
+    assert welcome["server"] == "chatkit"
+    join = alice.expect("join")
+    assert join["room"] == "#general" and join["nick"] == "alice"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", join["ts"])
+
+
+def test_others_see_a_join(chat_client: Connect) -> None:
+    """Members of the room are told when someone joins."""
+    alice = chat_client("alice")
+    chat_client("bob")
+    alice.expect("join", nick="bob", room="#general")
+
+
+def test_nick_clash_gets_an_error_and_another_try_works(chat_client: Connect) -> None:
+    """A taken nick (in any case) is refused with nick_taken; the client may try again."""
+    chat_client("alice")
+    other = chat_client()
+    other.send(type="hello", nick="ALICE")
+    assert other.expect("error")["code"] == "nick_taken"
+    assert other.login("alice2")["nick"] == "alice2"
+
+
+def test_bad_nicks_are_refused_with_the_rule(chat_client: Connect) -> None:
+    """Nicks with spaces, control characters, or of the wrong length get bad_nick."""
+    client = chat_client()
+    for nick in ["", "a b", "x" * 33, "1abc", "-x", "a\u0007"]:
+        client.send(type="hello", nick=nick)
+        error = client.expect("error")
+        assert error["code"] == "bad_nick"
+        assert "letters, digits" in error["text"]
+    assert client.login("a" * 32)["nick"] == "a" * 32
+
+
+def test_hello_twice_is_an_error(chat_client: Connect) -> None:
+    """A second hello is refused: /nick renames."""
+    alice = chat_client("alice")
+    alice.send(type="hello", nick="other")
+    assert alice.expect("error")["code"] == "bad_frame"
+
+
+def test_say_before_login_is_an_error(chat_client: Connect) -> None:
+    """Messages before hello get not_logged_in; login still works afterwards."""
+    client = chat_client()
+    client.send(type="say", text="hi")
+    assert client.expect("error")["code"] == "not_logged_in"
+    client.login("late")
+
+
+def test_messages_reach_every_member_the_sender_included(chat_client: Connect) -> None:
+    """A room message goes to every member, the sender's copy confirming it."""
+    alice, bob, carol = chat_client("alice"), chat_client("bob"), chat_client("carol")
+    alice.say("hello all")
+    frames = [c.expect("message") for c in (alice, bob, carol)]
+    assert {f["text"] for f in frames} == {"hello all"}
+    assert len({f["id"] for f in frames}) == 1
+    assert frames[0]["nick"] == "alice" and frames[0]["room"] == "#general"
+    assert "action" not in frames[0]
+
+
+def test_messages_do_not_reach_other_rooms(chat_client: Connect) -> None:
+    """A message in one room is not delivered to clients who are not in it."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    alice.say("/join #side")
+    alice.expect("join", room="#side")
+    alice.say("only here", room="#side")
+    alice.expect("message", text="only here")
+    assert not [f for f in bob.sync() if f["type"] == "message"]
+
+
+def test_saying_in_a_room_you_are_not_in_is_refused(chat_client: Connect) -> None:
+    """say to a room the client has not joined gives not_in_room."""
+    alice = chat_client("alice")
+    alice.say("hi", room="#elsewhere")
+    assert alice.expect("error")["code"] == "not_in_room"
+
+
+def test_ids_are_unique_and_increasing(chat_client: Connect) -> None:
+    """Message ids grow in the order the room receives the messages."""
+    alice = chat_client("alice")
+    for i in range(50):
+        alice.say(f"m{i}")
+    ids = [alice.expect("message")["id"] for _ in range(50)]
+    assert ids == sorted(ids) and len(set(ids)) == 50
+
+
+def test_id_clock_is_time_ordered() -> None:
+    """Ids are milliseconds * 1000 plus a counter, and the ts matches the id."""
+    clock = IdClock()
+    first, ts = clock.next()
+    second, _ = clock.next()
+    assert second > first
+    assert ts.endswith("Z") and len(ts) == len("2026-01-01T00:00:00.000Z")
+
+
+def test_a_message_queued_before_a_ping_arrives_before_the_pong(chat_client: Connect) -> None:
+    """Ordering promise: an event that reached the hub is queued before a later pong."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    alice.say("first")
+    alice.expect("message", text="first")  # the hub has handled it
+    frames = bob.sync()
+    assert [f["text"] for f in frames if f["type"] == "message"] == ["first"]
+
+
+def test_every_member_sees_the_same_order(chat_client: Connect) -> None:
+    """Messages from several senders reach every member in one order, the id order."""
+    clients = [chat_client(f"user{i}") for i in range(4)]
+    for round_ in range(25):
+        for c in clients:
+            c.say(f"{c.nick}-{round_}")
+    seen = []
+    for c in clients:
+        seen.append([c.expect("message")["id"] for _ in range(100)])
+    assert all(s == seen[0] for s in seen)
+    assert seen[0] == sorted(seen[0])
+
+
+def test_leave_is_announced_on_disconnect(chat_client: Connect) -> None:
+    """Closing the socket announces a leave with a reason to the room."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    bob.close()
+    leave = alice.expect("leave", nick="bob")
+    assert leave["room"] == "#general"
+    assert leave["reason"] == "connection closed"
+
+
+def test_a_nick_is_free_again_after_its_owner_left(chat_client: Connect) -> None:
+    """Logging out frees the nick."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    bob.close()
+    alice.expect("leave", nick="bob")
+    chat_client("bob")
+
+
+def test_text_and_json_clients_talk_to_each_other(
+    chat_client: Connect, text_client: Callable[..., TextClient]
+) -> None:
+    """nc users and JSON programs share rooms; each sees the other's lines in its mode."""
+    alice = chat_client("alice")
+    bob = text_client("bob")
+    alice.expect("join", nick="bob")
+    bob.send_line("hello from nc")
+    assert alice.expect("message")["text"] == "hello from nc"
+    alice.say("hi bob")
+    assert bob.expect("<alice>") == "[#general] <alice> hi bob"
+
+
+def test_announce_reaches_a_room(chat_server: Server, chat_client: Connect) -> None:
+    """hub.announce sends a notice to a room's members (for plugins)."""
+    alice = chat_client("alice")
+    chat_server.hub.announce("maintenance at noon", room="#general")
+    assert alice.expect("notice")["text"] == "maintenance at noon"
+    chat_server.hub.announce("to everyone")
+    assert alice.expect("notice")["text"] == "to everyone"
+
+
+def test_name_rules() -> None:
+    """Nick and room validation say what is allowed."""
+    assert valid_nick("Zoë_1", 32) is None
+    assert valid_nick("a b", 32) is not None
+    assert valid_room("#général", 50) is None
+    assert valid_room("general", 50) is not None
+    assert valid_room("#", 50) is not None
+    assert valid_room("#" + "x" * 50, 50) is not None

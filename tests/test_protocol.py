@@ -1,0 +1,230 @@
+"""The sans-I/O protocol: no sockets here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chatkit.protocol import (
+    Closed,
+    Frame,
+    Hello,
+    LineDecoder,
+    LineTooLong,
+    LocalProtocolError,
+    Mode,
+    Ping,
+    Pong,
+    RemoteProtocolError,
+    Say,
+    ServerProtocol,
+    clean_text,
+)
+
+
+def lines(decoder: LineDecoder) -> list[bytes | LineTooLong]:
+    out = []
+    while (item := decoder.next_line()) is not None:
+        out.append(item)
+    return out
+
+
+def events(proto: ServerProtocol) -> list[object]:
+    out: list[object] = []
+    while True:
+        try:
+            event = proto.next_event()
+        except RemoteProtocolError as exc:
+            out.append(exc.code)
+            continue
+        if event is None:
+            return out
+        out.append(event)
+
+
+def test_decoder_joins_a_line_split_across_reads() -> None:
+    """A line that arrives in pieces comes out whole, once."""
+    d = LineDecoder()
+    d.feed(b"hel")
+    assert lines(d) == []
+    d.feed(b"lo\nwor")
+    assert lines(d) == [b"hello"]
+    d.feed(b"ld\n")
+    assert lines(d) == [b"world"]
+
+
+def test_decoder_splits_several_lines_in_one_read() -> None:
+    """Several lines in one read come out separately, in order."""
+    d = LineDecoder()
+    d.feed(b"a\nbb\n\nccc\n")
+    assert lines(d) == [b"a", b"bb", b"", b"ccc"]
+
+
+def test_decoder_replaces_an_overlong_line_without_buffering_it() -> None:
+    """A line over the limit is dropped as it arrives and reported once."""
+    d = LineDecoder(max_line=10)
+    d.feed(b"x" * 8)
+    d.feed(b"y" * 8)  # now over the limit, with no end yet
+    assert lines(d) == [LineTooLong(10)]
+    assert len(d._buf) == 0
+    d.feed(b"z" * 100_000)  # the rest of the long line is never stored
+    assert len(d._buf) == 0
+    d.feed(b"zz\nok\n")
+    assert lines(d) == [b"ok"]
+
+
+def test_decoder_accepts_a_line_of_exactly_the_limit() -> None:
+    """max_line bytes are allowed; one more is not."""
+    d = LineDecoder(max_line=5)
+    d.feed(b"12345\n123456\nend\n")
+    assert lines(d) == [b"12345", LineTooLong(5), b"end"]
+
+
+def test_json_mode_is_chosen_by_a_json_first_line() -> None:
+    """A JSON object as first line selects JSON mode and is parsed."""
+    p = ServerProtocol()
+    p.receive_data(b'{"type":"hello","nick":"alice"}\r\n{"type":"ping"}\n{"type":"pong"}\n')
+    assert events(p) == [Hello("alice"), Ping(), Pong()]
+    assert p.mode is Mode.JSON
+
+
+def test_text_mode_reads_a_nick_then_messages() -> None:
+    """In text mode lines are nicks until logged in, then messages or commands."""
+    p = ServerProtocol()
+    p.receive_data(b"alice\r\n")
+    assert events(p) == [Hello("alice")]
+    assert p.mode is Mode.TEXT
+    p.logged_in = True
+    p.receive_data(b"hi there\n/who #x\n//not a command\n\n")
+    assert events(p) == [
+        Say("hi there"),
+        Say("/who #x", command=True),
+        Say("/not a command"),
+    ]
+
+
+def test_a_nick_and_a_message_in_one_read_are_read_in_turn() -> None:
+    """Text-mode lines are interpreted one at a time, after the previous one is handled."""
+    p = ServerProtocol()
+    p.receive_data(b"alice\nhello\n")
+    assert p.next_event() == Hello("alice")
+    p.logged_in = True
+    assert p.next_event() == Say("hello")
+
+
+def test_say_frames() -> None:
+    """say frames carry text and an optional room; // escapes a slash."""
+    p = ServerProtocol()
+    p.receive_data(
+        b'{"type":"say","text":"hi","room":"#x"}\n{"type":"say","text":"/me waves"}\n'
+        b'{"type":"say","text":"//etc"}\n'
+    )
+    assert events(p) == [Say("hi", "#x"), Say("/me waves", None, True), Say("/etc")]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json",
+        b'{"type": 1}',
+        b'{"nick": "x"}',
+        b'{"type": "dance"}',
+        b'{"type": "hello"}',
+        b'{"type": "hello", "nick": 5}',
+        b'{"type": "say", "text": ["x"]}',
+        b'{"type": "say", "text": "x", "room": 3}',
+        b"[1, 2]",
+        b"[" * 4000 + b"]" * 4000,
+        b'{"type": "say", "text": ' + b"[" * 4000 + b"]" * 4000 + b"}",
+        b'{"type": "say", "text": "' + b"9" * 10 + b'", "n": ' + b"9" * 5000 + b"}",
+    ],
+)
+def test_bad_json_frames_are_bad_frame(line: bytes) -> None:
+    """Malformed JSON, wrong types, unknown types and deep nesting all give bad_frame."""
+    p = ServerProtocol()
+    p.receive_data(b'{"type":"ping"}\n' + line + b'\n{"type":"ping"}\n')
+    assert events(p) == [Ping(), "bad_frame", Ping()]
+
+
+def test_invalid_utf8_is_bad_encoding_and_the_connection_goes_on() -> None:
+    """A line that is not UTF-8 gives bad_encoding; the next line is read normally."""
+    p = ServerProtocol()
+    p.receive_data(b'{"type":"ping"}\n\xff\xfe oops\n{"type":"ping"}\n')
+    assert events(p) == [Ping(), "bad_encoding", Ping()]
+
+
+def test_an_overlong_line_is_line_too_long() -> None:
+    """The protocol reports line_too_long and then reads on."""
+    p = ServerProtocol(max_line=20)
+    p.receive_data(b"alice\n" + b"x" * 50 + b"\n")
+    assert p.next_event() == Hello("alice")
+    p.logged_in = True
+    p.receive_data(b"short\n")
+    assert events(p) == ["line_too_long", Say("short")]
+
+
+def test_eof_discards_a_partial_line_and_reports_closed() -> None:
+    """A client that vanishes mid-line yields Closed and nothing of the partial line."""
+    p = ServerProtocol()
+    p.receive_data(b'{"type":"ping"}\n{"type":"pi')
+    p.receive_eof()
+    p.receive_eof()  # idempotent
+    assert events(p) == [Ping(), Closed()]
+    assert p.next_event() is None
+    with pytest.raises(LocalProtocolError):
+        p.receive_data(b"more")
+
+
+def test_control_characters_are_cleaned() -> None:
+    """Escape sequences and newlines cannot reach other terminals."""
+    assert clean_text("a\x1b[2Jb\tc\u2028d\x85") == "a\ufffd[2Jb c\ufffdd\ufffd"
+    p = ServerProtocol()
+    p.receive_data(b'{"type":"say","text":"x\\ny\\u001b"}\n')
+    assert events(p) == [Say("x\ufffdy\ufffd")]
+
+
+def test_frames_encode_to_json_and_text_once() -> None:
+    """A frame is encoded once per mode and the bytes are reused."""
+    frame = Frame("message", id=1, ts="t", room="#general", nick="alice", text="hi é")
+    data = frame.encode(Mode.JSON)
+    assert data.endswith(b"\n")
+    assert json.loads(data) == {
+        "type": "message",
+        "id": 1,
+        "ts": "t",
+        "room": "#general",
+        "nick": "alice",
+        "text": "hi é",
+    }
+    assert frame.encode(Mode.JSON) is data
+    assert frame.encode(Mode.TEXT) == "[#general] <alice> hi é\n".encode()
+    with pytest.raises(LocalProtocolError):
+        frame.encode(Mode.UNKNOWN)
+
+
+@pytest.mark.parametrize(
+    ("frame", "text"),
+    [
+        (Frame("join", room="#a", nick="bob", ts="t"), "* bob joined #a"),
+        (Frame("leave", room="#a", nick="bob", ts="t", reason="quit"), "* bob left #a (quit)"),
+        (Frame("nick", old="bob", new="rob"), "* bob is now known as rob"),
+        (Frame("message", room="#a", nick="bob", text="waves", action=True), "[#a] * bob waves"),
+        (Frame("private", **{"from": "a", "to": "b", "text": "psst"}), "[pm] <a -> b> psst"),
+        (Frame("notice", text="hello"), "*** hello"),
+        (Frame("error", code="nick_taken", text="taken"), "error [nick_taken]: taken"),
+        (Frame("reply", command="who", text="a\nb", data={}), "a\nb"),
+        (Frame("pong"), "pong"),
+        (Frame("custom", x=1), 'custom: {"x": 1}'),
+    ],
+)
+def test_text_rendering(frame: Frame, text: str) -> None:
+    """Each frame type has a readable text form."""
+    assert frame.encode(Mode.TEXT) == (text + "\n").encode()
+
+
+def test_send_before_the_mode_is_known_uses_json() -> None:
+    """Refusals sent before the first line are JSON, which people can still read."""
+    p = ServerProtocol()
+    data = p.send(Frame("error", code="server_full", text="full"))
+    assert json.loads(data)["code"] == "server_full"
