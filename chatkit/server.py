@@ -122,11 +122,15 @@ class Connection:
                 self._out_bytes = 0
                 self.close_reason = "send queue exceeded"
                 self._aborting = True
+                # Schedule even if already scheduled: a connection that waits for
+                # POLLOUT may never get it (its client does not read), and the
+                # writer must shut it down now. (Not here: no syscall under the
+                # hub's lock, which our caller may hold.)
             else:
                 self._out.append(data)
                 self._out_bytes += len(data)
-            if self._scheduled:
-                return False
+                if self._scheduled:
+                    return False
             self._scheduled = True
         return self._writer.schedule(self)
 

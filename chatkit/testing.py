@@ -196,7 +196,7 @@ class ChatClient(_LineClient):
                 what = "closed the connection" if self.eof else "sent nothing matching in time"
                 raise AssertionError(
                     f"expected {match!r} {fields or ''}; the server {what}. "
-                    f"Unmatched frames: {self.pending}"
+                    f"{len(self.pending)} unmatched frames, the last ones: {self.pending[-3:]}"
                 )
 
     def sync(self, timeout: float | None = None) -> list[dict[str, Any]]:

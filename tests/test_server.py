@@ -1,0 +1,289 @@
+"""The threaded server: framing on real sockets, limits, hostile clients, shutdown."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from chatkit import Server, Session, hookimpl
+from chatkit.testing import ChatClient, TextClient, run_server
+
+Connect = Callable[..., ChatClient]
+Factory = Callable[..., Server]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+def test_lines_split_into_single_bytes_are_reassembled(chat_client: Connect) -> None:
+    """A frame sent one byte at a time is one frame."""
+    alice = chat_client("alice")
+    for byte in b'{"type":"say","text":"slow"}\n':
+        alice.send_raw(bytes([byte]))
+    assert alice.expect("message")["text"] == "slow"
+
+
+def test_many_frames_in_one_segment_are_all_handled(chat_client: Connect) -> None:
+    """Frames merged into one send are handled one by one, in order."""
+    alice = chat_client("alice")
+    alice.send_raw(b"".join(b'{"type":"say","text":"m%d"}\n' % i for i in range(200)))
+    assert [alice.expect("message")["text"] for _ in range(200)] == [f"m{i}" for i in range(200)]
+
+
+def test_accepted_sockets_have_nodelay(chat_server: Server, chat_client: Connect) -> None:
+    """TCP_NODELAY is set so a lone line is not held back for a delayed ACK."""
+    chat_client("alice")
+    (conn,) = chat_server.connections
+    assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_an_overlong_line_is_refused_and_the_connection_goes_on(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A line over max_line gets line_too_long; the next line works."""
+    server = chat_server_factory(max_line=200)
+    alice = chat_client(server, "alice")
+    alice.send_raw(b'{"type":"say","text":"' + b"x" * 300 + b'"}\n')
+    error = alice.expect("error")
+    assert error["code"] == "line_too_long" and "200 bytes" in error["text"]
+    alice.say("fine")
+    assert alice.expect("message")["text"] == "fine"
+
+
+def test_a_huge_line_without_newline_is_not_buffered(
+    chat_server: Server, chat_client: Connect
+) -> None:
+    """Megabytes without a newline are dropped as they come, and the client goes on."""
+    alice = chat_client("alice")
+    alice.send_raw(b"y" * 4_000_000)
+    alice.send_raw(b'\n{"type":"say","text":"after"}\n')
+    assert alice.expect("error")["code"] == "line_too_long"
+    assert alice.expect("message")["text"] == "after"
+    (conn,) = chat_server.connections
+    assert len(conn.protocol._decoder._buf) <= chat_server.config.limits.max_line
+
+
+def test_bad_encoding_and_bad_frames_keep_the_connection(chat_client: Connect) -> None:
+    """Invalid UTF-8 and bad JSON get their error codes; the client stays logged in."""
+    alice = chat_client("alice")
+    alice.send_raw(b"\xc3\x28 invalid\n")
+    assert alice.expect("error")["code"] == "bad_encoding"
+    alice.send_raw(b"{not json\n")
+    assert alice.expect("error")["code"] == "bad_frame"
+    alice.send(type="nope")
+    assert alice.expect("error")["code"] == "bad_frame"
+    alice.say("still here")
+    assert alice.expect("message")["text"] == "still here"
+
+
+def test_text_mode_nick_retry_as_in_the_classroom_chat(
+    chat_client: Connect, text_client: Callable[..., TextClient]
+) -> None:
+    """In text mode a taken nick gets an error line and the next line is tried."""
+    chat_client("alice")
+    raw = text_client()
+    raw.send_line("alice")
+    assert raw.expect("error [nick_taken]").startswith("error [nick_taken]")
+    raw.send_line("bob")
+    raw.expect("Welcome to chatkit")
+    raw.expect("* bob joined #general")
+    raw.send_line("/me waves")
+    assert raw.expect("* bob waves") == "[#general] * bob waves"
+
+
+def test_a_client_that_vanishes_mid_line_is_logged_out(chat_client: Connect) -> None:
+    """A half-sent line then a close: nothing is delivered, the leave is announced."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    bob.send_raw(b'{"type":"say","text":"never fin')
+    bob.close()
+    assert alice.expect("leave", nick="bob")["reason"] == "connection closed"
+    assert not [f for f in alice.sync() if f["type"] == "message"]
+
+
+def test_a_reset_connection_is_logged_out(chat_client: Connect) -> None:
+    """A client whose connection is reset is logged out and announced."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    bob.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    bob.send_raw(b"{")  # unread data makes close() send a RST
+    bob.close()
+    leave = alice.expect("leave", nick="bob")
+    assert leave["reason"] in ("connection closed", "connection lost (Connection reset by peer)")
+
+
+def test_login_timeout(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A connection that does not log in within login_timeout is told and closed."""
+    server = chat_server_factory(login_timeout=0.2)
+    idle = chat_client(server)
+    assert idle.expect("error", timeout=5)["code"] == "login_timeout"
+    idle.wait_closed()
+    alice = chat_client(server, "alice")  # logged-in clients are not affected
+    alice.say("hi")
+    alice.expect("message")
+
+
+def test_idle_clients_are_pinged_and_kept_if_they_answer(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A silent client is pinged after idle_timeout; a pong keeps it connected."""
+    server = chat_server_factory(idle_timeout=0.1, ping_timeout=30)
+    alice = chat_client(server, "alice")
+    alice.expect("ping")
+    alice.send(type="pong")
+    alice.say("still alive")
+    assert alice.expect("message")["text"] == "still alive"
+
+
+def test_clients_that_do_not_answer_a_ping_are_dropped(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A pinged client that stays silent past ping_timeout is disconnected."""
+    server = chat_server_factory(idle_timeout=0.1, ping_timeout=0.2)
+    alice = chat_client(server, "alice", timeout=10)
+    watcher = chat_client(server, "watcher", timeout=10)
+    alice.expect("ping")
+    leave = None
+    while leave is None:  # the watcher answers its own pings while it waits
+        frame = watcher.expect(lambda f: f["type"] in ("ping", "leave"))
+        if frame["type"] == "ping":
+            watcher.send(type="pong")
+        elif frame["nick"] == "alice":
+            leave = frame
+    assert leave["reason"] == "ping timeout"
+    alice.wait_closed()
+
+
+def test_max_clients(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """Past max_clients a connection gets server_full and is closed; others go on."""
+    server = chat_server_factory(max_clients=2)
+    a, b = chat_client(server, "a"), chat_client(server, "b")
+    third = chat_client(server)
+    assert third.expect("error")["code"] == "server_full"
+    third.wait_closed()
+    b.close()
+    a.expect("leave", nick="b")
+    wait_for(lambda: len(server.connections) == 1)
+    chat_client(server, "c")  # room again
+
+
+def test_max_clients_per_address(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """With limit_loopback, a second connection from one address is refused."""
+    server = chat_server_factory(max_clients_per_address=1, limit_loopback=True)
+    chat_client(server, "a")
+    second = chat_client(server)
+    error = second.expect("error")
+    assert error["code"] == "too_many_connections" and "127.0.0.1" in error["text"]
+
+
+def test_loopback_is_exempt_from_the_per_address_limit_by_default(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Local tests and benchmarks can open many connections."""
+    server = chat_server_factory(max_clients_per_address=1)
+    for i in range(5):
+        chat_client(server, f"user{i}")
+
+
+def test_a_slow_consumer_is_cut_off_and_others_are_unaffected(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A client that never reads is disconnected at max_sendq; the others get every line."""
+    server = chat_server_factory(max_sendq=256 * 1024)
+    slow = ChatClient(server.address)
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.login("slow")  # and never reads again
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    count = 4000  # 8 MB: more than the kernel's socket buffers (up to 4 MB) can absorb
+    received: list[int] = []
+
+    def read_bob() -> None:
+        for _ in range(count):
+            received.append(bob.expect("message", timeout=20)["id"])
+
+    reader = threading.Thread(target=read_bob)
+    reader.start()
+    payload = "x" * 2000
+    seen: list[dict[str, object]] = []
+    for i in range(count):
+        alice.say(f"{i} {payload}")
+        if i % 20 == 0:
+            seen += alice.sync()  # read our own copies: alice is no slow consumer herself
+    reader.join(30)
+    assert len(received) == count
+    assert received == sorted(received)
+    leaves = [f for f in seen if f["type"] == "leave" and f["nick"] == "slow"]
+    if not leaves:  # the slow client's logout may come after our last sync
+        leaves = [alice.expect("leave", nick="slow", timeout=10)]
+    assert leaves[0]["reason"] == "send queue exceeded"
+    slow.close()
+
+
+def test_shutdown_tells_clients_and_closes_them(chat_client: Connect) -> None:
+    """shutdown() sends every client a notice, closes it, and runs logout hooks."""
+    reasons: list[str] = []
+
+    class Recorder:
+        @hookimpl
+        def chatkit_on_logout(self, client: Session, reason: str) -> None:
+            reasons.append(reason)
+
+    with run_server(plugins=[Recorder()]) as server:
+        clients = [ChatClient(server.address) for _ in range(3)]
+        for i, c in enumerate(clients):
+            c.login(f"u{i}")
+        unlogged = ChatClient(server.address)
+        server.shutdown()
+        for c in clients:
+            assert c.expect("notice")["text"] == "server shutting down"
+            c.wait_closed()
+        unlogged.wait_closed()
+        server.shutdown()  # idempotent
+    assert reasons == ["server shutdown"] * 3
+    assert not server.connections
+    assert not server.writer.thread.is_alive()
+
+
+def test_shutdown_cuts_clients_that_do_not_read(chat_server_factory: Factory) -> None:
+    """A client with a full socket cannot hold up shutdown forever."""
+    server = chat_server_factory(max_sendq=10_000_000)
+    stuck = ChatClient(server.address)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.login("stuck")
+    talker = ChatClient(server.address)
+    talker.login("talker")
+    for i in range(4000):  # 6 MB, more than the kernel's buffers hold
+        talker.say("z" * 1500)
+        if i % 100 == 0:
+            talker.sync()
+    wait_for(lambda: any(c.queued_bytes for c in server.connections))
+    server.shutdown()
+    assert not server.connections
+
+
+def test_a_server_can_be_embedded_and_serve_forever(chat_client: Connect) -> None:
+    """serve_forever() blocks until shutdown() from another thread."""
+    server = Server(port=0)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    wait_for(lambda: server.address[1] != 0)
+    with ChatClient(server.address) as c:
+        c.login("embedded")
+    server.shutdown()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_start_twice_is_an_error() -> None:
+    """A server starts once."""
+    with run_server() as server, pytest.raises(RuntimeError):
+        server.start()
