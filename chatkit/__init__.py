@@ -5,8 +5,6 @@ Plugins import what they need from here: ``hookimpl``, the objects hooks receive
 (:class:`Reject`, :class:`Drop`) and the errors they raise.
 """
 
-from __future__ import annotations
-
 from chatkit.commands import Command, CommandContext, Register
 from chatkit.config import Config, Limits, load_config
 from chatkit.errors import ChatkitError, CommandError, UsageError

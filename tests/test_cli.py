@@ -1,0 +1,211 @@
+"""The chatkit command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chatkit.testing import ChatClient, TextClient
+
+CHATKIT = str(Path(sys.executable).parent / "chatkit")
+
+
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CHATKIT, *args], capture_output=True, text=True, timeout=30, cwd=cwd, env=env
+    )
+
+
+class ServeProcess:
+    """A `chatkit serve --port 0` subprocess and the address it printed."""
+
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [CHATKIT, "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+        )
+        assert self.proc.stdout is not None
+        self.lines: list[str] = []
+        for line in self.proc.stdout:  # readline blocks until the server speaks or dies
+            self.lines.append(line)
+            match = re.search(r"listening on (\S+):(\d+)", line)
+            if match:
+                self.address = (match.group(1), int(match.group(2)))
+                break
+        else:
+            raise AssertionError(
+                f"server did not start: {self.proc.stderr.read() if self.proc.stderr else ''}"
+            )
+        self.lines.append(self.proc.stdout.readline())  # the plugins line
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str, str]:
+        self.proc.send_signal(signum)
+        out, err = self.proc.communicate(timeout=10)
+        return self.proc.returncode, "".join(self.lines) + out, err
+
+
+@pytest.fixture
+def serve() -> Iterator[type[ServeProcess]]:
+    procs: list[ServeProcess] = []
+
+    class Tracked(ServeProcess):
+        def __init__(self, *args: str, cwd: Path | None = None) -> None:
+            super().__init__(*args, cwd=cwd)
+            procs.append(self)
+
+    yield Tracked
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()
+
+
+def test_serve_chats_and_stops_cleanly_on_sigterm(serve: type[ServeProcess]) -> None:
+    """chatkit serve: nc-style and JSON clients chat; SIGTERM tells them and exits 0."""
+    server = serve()
+    assert "plugins: help, session, rooms, messaging, log" in server.lines[-1]
+    nc = TextClient(server.address)
+    nc.send_line("alice")
+    nc.expect("Welcome to chatkit")
+    bob = ChatClient(server.address)
+    bob.login("bob")
+    nc.send_line("hi bob")
+    assert bob.expect("message")["text"] == "hi bob"
+    bob.say("hi alice")
+    assert nc.expect("<bob>") == "[#general] <bob> hi alice"
+    code, out, err = server.stop(signal.SIGTERM)
+    assert code == 0
+    assert bob.expect("notice")["text"] == "server shutting down"
+    bob.wait_closed()
+    nc.expect("*** server shutting down")
+    assert "stopped" in out
+    assert "alice logged in" in err and "bob left #general (server shutdown)" in err
+
+
+def test_ctrl_c_stops_cleanly(serve: type[ServeProcess]) -> None:
+    """SIGINT (Ctrl+C) stops the server with exit status 0 and no traceback."""
+    server = serve()
+    client = ChatClient(server.address)
+    client.login("alice")
+    code, _out, err = server.stop(signal.SIGINT)
+    assert code == 0
+    assert "Traceback" not in err
+    client.wait_closed()
+
+
+def test_serve_with_an_unknown_plugin_exits_2(tmp_path: Path) -> None:
+    """An unknown --plugin exits 2 with a suggestion and the available names."""
+    result = run("serve", "--port", "0", "--plugin", "room")
+    assert result.returncode == 2
+    assert "Unknown plugin 'room'. Did you mean 'rooms'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_with_a_broken_plugin_exits_2(tmp_path: Path) -> None:
+    """A plugin that fails to import exits 2 naming the plugin and its package."""
+    (tmp_path / "brokenplug.py").write_text("raise ImportError('needs libfoo')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = run("serve", "--port", "0", "--plugin", "brokenplug.x", env=env)
+    assert result.returncode == 2, result.stderr
+    assert 'Error importing plugin "brokenplug.x"' in result.stderr
+    assert "needs libfoo" in result.stderr
+
+
+def test_serve_cannot_bind_exits_2(serve: type[ServeProcess]) -> None:
+    """A port in use is a clear error, not a traceback."""
+    first = serve()
+    result = run("serve", "--port", str(first.address[1]))
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{first.address[1]}" in result.stderr
+
+
+def test_config_file_and_flags(serve: type[ServeProcess], tmp_path: Path) -> None:
+    """A TOML config sets limits and rooms; flags win over the file."""
+    config = tmp_path / "chatkit.toml"
+    config.write_text(
+        '[server]\ndefault_room = "#lobby"\ndisable = ["log"]\n\n[limits]\nmax_line = 100\n'
+    )
+    server = serve("--max-line", "150", cwd=tmp_path)  # ./chatkit.toml is read by default
+    assert "plugins: help, session, rooms, messaging\n" in server.lines[-1]
+    alice = ChatClient(server.address)
+    assert alice.login("alice")["rooms"] == ["#lobby"]
+    alice.say("x" * 120)  # over the file's 100, under the flag's 150
+    assert alice.expect("message")["room"] == "#lobby"
+    alice.say("x" * 160)
+    assert alice.expect("error")["code"] == "line_too_long"
+    code, out, _ = server.stop()
+    assert code == 0 and "config: chatkit.toml" in out
+
+
+def test_a_bad_config_file_exits_2(tmp_path: Path) -> None:
+    """Unknown keys and bad values in the config file are named."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[limits]\nmax_lines = 5\n")
+    result = run("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert "unknown key limits.max_lines" in result.stderr
+    result = run("serve", "--config", str(tmp_path / "missing.toml"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_plugins_json() -> None:
+    """chatkit plugins --json lists every plugin with package, version, hooks and commands."""
+    result = run("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["name"] for r in rows] == sorted(r["name"] for r in rows)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["messaging"] == {
+        "name": "messaging",
+        "origin": "builtin",
+        "package": "chatkit",
+        "version": by_name["messaging"]["version"],
+        "default": "default",
+        "hooks": ["chatkit_register_commands"],
+        "commands": ["me", "msg"],
+        "error": None,
+    }
+    result = run("plugins", "--json", "--hook", "chatkit_on_join")
+    assert [r["name"] for r in json.loads(result.stdout)] == ["log"]
+
+
+def test_plugins_table() -> None:
+    """chatkit plugins prints a table for people."""
+    result = run("plugins")
+    assert result.returncode == 0
+    assert "messaging" in result.stdout and "/msg" in result.stdout
+
+
+def test_help_and_version() -> None:
+    """--help documents serve's limits; --version prints the version; python -m works."""
+    result = run("serve", "--help")
+    assert result.returncode == 0
+    for flag in (
+        "--plugin",
+        "--no-plugin",
+        "--config",
+        "--max-line",
+        "--max-sendq",
+        "--idle-timeout",
+    ):
+        assert flag in result.stdout
+    version = run("--version")
+    assert re.fullmatch(r"chatkit \d+\.\d+\.\d+\n", version.stdout)
+    module = subprocess.run(
+        [sys.executable, "-m", "chatkit", "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert module.stdout == version.stdout

@@ -1,0 +1,80 @@
+"""Reading settings from TOML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatkit import Config, Limits, UsageError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "chatkit.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_full_config_file(tmp_path: Path) -> None:
+    """Every section is read: server, limits and per-plugin tables."""
+    config = load_config(
+        write(
+            tmp_path,
+            """
+            [server]
+            host = "0.0.0.0"
+            port = 7000
+            plugins = ["profanity"]
+            disable = ["log"]
+            default_room = "#lobby"
+            log_level = "debug"
+
+            [limits]
+            max_line = 1024
+            idle_timeout = 10
+            limit_loopback = true
+
+            [plugins.profanity]
+            action = "drop"
+            """.replace("\n            ", "\n"),
+        )
+    )
+    assert (config.host, config.port, config.default_room) == ("0.0.0.0", 7000, "#lobby")
+    assert config.plugins == ["profanity"] and config.disable == ["log"]
+    assert config.limits.max_line == 1024
+    assert config.limits.idle_timeout == 10.0
+    assert config.limits.limit_loopback is True
+    assert config.limits.max_sendq == Limits().max_sendq
+    assert config.plugin_settings("profanity") == {"action": "drop"}
+    assert config.plugin_settings("other") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[serverr]\n", "unknown section(s) serverr"),
+        ("[server]\nprot = 1\n", "unknown key server.prot"),
+        ('[server]\nport = "9090"\n', "server.port must be a int"),
+        ('[server]\nplugins = "x"\n', "server.plugins must be a list"),
+        ("[limits]\nmax_line = -1\n", "limit max_line must be positive"),
+        ("[limits]\nmax_line = true\n", "limits.max_line must be a int"),
+        ('[limits]\nlimit_loopback = "yes"\n', "limits.limit_loopback must be a bool"),
+        ("[plugins]\nprofanity = 3\n", "[plugins.profanity] must be a dict"),
+        ("[server\n", "is not valid TOML"),
+    ],
+)
+def test_bad_config_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    """Each mistake in a config file is a UsageError naming the key and the fix."""
+    with pytest.raises(UsageError) as info:
+        load_config(write(tmp_path, text))
+    assert message in str(info.value)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_defaults() -> None:
+    """The defaults are the documented ones."""
+    config = Config()
+    assert (config.host, config.port, config.default_room) == ("127.0.0.1", 9090, "#general")
+    limits = config.limits
+    assert (limits.max_line, limits.max_sendq) == (8192, 1024 * 1024)
+    assert (limits.login_timeout, limits.idle_timeout, limits.ping_timeout) == (30, 300, 60)

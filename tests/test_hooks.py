@@ -1,0 +1,373 @@
+"""One test per hook (test_hook_<name>), and the hook reference's completeness."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import pytest
+
+from chatkit import (
+    Config,
+    Drop,
+    Message,
+    Register,
+    Reject,
+    Server,
+    Session,
+    UsageError,
+    hookimpl,
+    hookspecs,
+)
+from chatkit.testing import ChatClient, HookRecorder, run_server
+
+Connect = Callable[..., ChatClient]
+Factory = Callable[..., Server]
+
+DOCS = Path(__file__).parent.parent / "docs" / "hooks.md"
+
+
+def hook_names() -> list[str]:
+    return sorted(name for name in dir(hookspecs) if name.startswith("chatkit_"))
+
+
+def test_every_hook_has_a_test() -> None:
+    """Each hook in hookspecs.py has a test_hook_<name> here."""
+    here = sys.modules[__name__]
+    missing = [
+        n for n in hook_names() if not hasattr(here, f"test_hook_{n.removeprefix('chatkit_')}")
+    ]
+    assert not missing
+
+
+def test_every_hook_is_documented_with_its_signature() -> None:
+    """docs/hooks.md shows every hook with its exact signature."""
+    text = DOCS.read_text()
+    for name in hook_names():
+        spec = getattr(hookspecs, name)
+        params = ", ".join(inspect.signature(spec).parameters)
+        assert f"{name}({params})" in text, name
+
+
+def test_every_hook_says_what_happens_if_it_raises() -> None:
+    """Each hook's docstring covers returns and exceptions."""
+    for name in hook_names():
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        assert "raise" in doc.lower(), name
+        assert "Return" in doc or "return" in doc, name
+
+
+def test_hook_configure() -> None:
+    """chatkit_configure gets the config with plugin settings; a UsageError stops the start."""
+    seen: list[Any] = []
+
+    class Settings:
+        @hookimpl
+        def chatkit_configure(self, config: Config, pluginmanager: pluggy.PluginManager) -> None:
+            seen.append((config.plugin_settings("settings"), pluginmanager.has_plugin("rooms")))
+            if config.plugin_settings("settings").get("action") == "bogus":
+                raise UsageError("settings: action must be mask or drop, not 'bogus'")
+
+    config = Config(plugin_config={"settings": {"action": "mask"}})
+    with run_server(plugins=[Settings()], config=config):
+        assert seen == [({"action": "mask"}, True)]
+    server = Server(
+        port=0, plugins=[Settings()], config=Config(plugin_config={"settings": {"action": "bogus"}})
+    )
+    with pytest.raises(UsageError, match="action must be mask or drop"):
+        server.start()
+
+
+def test_hook_configure_crash_names_the_plugin() -> None:
+    """Any other exception in chatkit_configure stops the start, naming the plugin."""
+
+    class Crashing:
+        @hookimpl
+        def chatkit_configure(self, config: Config) -> None:
+            raise KeyError("missing")
+
+    with pytest.raises(UsageError, match="plugin 'Crashing' failed in chatkit_configure"):
+        Server(port=0, plugins=[Crashing()]).start()
+
+
+def test_hook_register_commands(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A registered command runs with a context; /help shows it with its plugin."""
+
+    class Dice:
+        name = "dice"
+
+        @hookimpl
+        def chatkit_register_commands(self, register: Register) -> None:
+            register(
+                "roll",
+                lambda ctx: ctx.reply(f"{ctx.client.nick} rolls {ctx.args}", n=4),
+                help="roll",
+                usage="NdM",
+            )
+
+    server = chat_server_factory(plugins=[Dice()])
+    alice = chat_client(server, "alice")
+    alice.say("/ROLL 1d6")
+    reply = alice.expect("reply")
+    assert reply == {
+        "type": "reply",
+        "command": "roll",
+        "text": "alice rolls 1d6",
+        "data": {"n": 4},
+    }
+    alice.say("/help roll")
+    assert alice.expect("reply")["data"]["plugin"] == "dice"
+
+
+def test_hook_server_start() -> None:
+    """chatkit_server_start runs once the server listens."""
+    addresses: list[tuple[str, int]] = []
+
+    class Starter:
+        @hookimpl
+        def chatkit_server_start(self, server: Server) -> None:
+            addresses.append(server.address)
+
+    with run_server(plugins=[Starter()]) as server:
+        assert addresses == [server.address]
+        assert server.address[1] != 0
+
+
+def test_hook_server_stop() -> None:
+    """chatkit_server_stop runs once after every client is gone."""
+    calls: list[int] = []
+
+    class Stopper:
+        @hookimpl
+        def chatkit_server_stop(self, server: Server) -> None:
+            calls.append(len(server.connections))
+
+    with run_server(plugins=[Stopper()]) as server:
+        ChatClient(server.address).login("x")
+    assert calls == [0]
+
+
+class Bouncer:
+    name = "bouncer"
+
+    @hookimpl
+    def chatkit_allow_login(self, client: Session, nick: str) -> Reject | None:
+        if nick.lower() == "admin":
+            return Reject("that nick is reserved", "nick_reserved")
+        return None
+
+    @hookimpl
+    def chatkit_allow_nick(self, client: Session, nick: str) -> Reject | None:
+        return self.chatkit_allow_login(client, nick)
+
+    @hookimpl
+    def chatkit_allow_join(self, client: Session, room: str) -> Reject | None:
+        if room == "#secret":
+            return Reject("invitation only")
+        return None
+
+
+def test_hook_allow_login(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A Reject from chatkit_allow_login refuses the nick; the client may try another."""
+    server = chat_server_factory(plugins=[Bouncer()])
+    client = chat_client(server)
+    client.send(type="hello", nick="Admin")
+    assert client.expect("error") == {
+        "type": "error",
+        "code": "nick_reserved",
+        "text": "that nick is reserved",
+    }
+    client.login("alice")
+
+
+def test_hook_allow_nick(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A Reject from chatkit_allow_nick refuses /nick."""
+    server = chat_server_factory(plugins=[Bouncer()])
+    alice = chat_client(server, "alice")
+    alice.say("/nick admin")
+    assert alice.expect("error")["code"] == "nick_reserved"
+
+
+def test_hook_allow_join(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A Reject from chatkit_allow_join refuses /join with the plugin's reason."""
+    server = chat_server_factory(plugins=[Bouncer()])
+    alice = chat_client(server, "alice")
+    alice.say("/join #secret")
+    assert alice.expect("error") == {
+        "type": "error",
+        "code": "forbidden",
+        "text": "invitation only",
+    }
+    alice.say("/join #open")
+    alice.expect("join", room="#open")
+
+
+def test_hook_allow_join_refusing_the_default_room(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A refused default room does not refuse the login."""
+
+    class NoGeneral:
+        @hookimpl
+        def chatkit_allow_join(self, client: Session, room: str) -> Reject | None:
+            return Reject("closed today") if room == "#general" else None
+
+    server = chat_server_factory(plugins=[NoGeneral()])
+    alice = chat_client(server)
+    assert alice.login("alice")["rooms"] == []
+    assert "closed today" in alice.expect("error")["text"]
+
+
+def test_hook_allow_login_that_raises_fails_closed(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A veto hook that raises refuses the login with internal_error."""
+
+    class Crashing:
+        @hookimpl
+        def chatkit_allow_login(self, client: Session, nick: str) -> None:
+            raise RuntimeError("db down")
+
+    server = chat_server_factory(plugins=[Crashing()])
+    client = chat_client(server)
+    client.send(type="hello", nick="alice")
+    assert client.expect("error")["code"] == "internal_error"
+
+
+def test_hook_on_login(chat_client: Connect, hook_recorder: HookRecorder) -> None:
+    """chatkit_on_login runs after the welcome, with the nick set, before on_join."""
+    chat_client("alice")
+    chat_client("bob").sync()
+    calls = hook_recorder.getcalls("chatkit_on_login")
+    assert [c["client"].nick for c in calls] == ["alice", "bob"]
+    names = hook_recorder.names()
+    assert names.index("chatkit_on_login") < names.index("chatkit_on_join")
+    assert names.index("chatkit_allow_login") < names.index("chatkit_on_login")
+
+
+def test_hook_on_join(chat_client: Connect, hook_recorder: HookRecorder) -> None:
+    """chatkit_on_join runs for the default room and for /join."""
+    alice = chat_client("alice")
+    alice.say("/join #x")
+    alice.expect("join", room="#x")
+    alice.sync()
+    rooms = [c["room"] for c in hook_recorder.getcalls("chatkit_on_join")]
+    assert rooms == ["#general", "#x"]
+
+
+def test_hook_on_nick(chat_client: Connect, hook_recorder: HookRecorder) -> None:
+    """chatkit_on_nick gets the old nick; client.nick is the new one."""
+    alice = chat_client("alice")
+    alice.say("/nick alicia")
+    alice.expect("nick")
+    alice.sync()
+    (call,) = hook_recorder.getcalls("chatkit_on_nick")
+    assert call["old"] == "alice" and call["client"].nick == "alicia"
+
+
+def test_hook_on_leave(chat_client: Connect, hook_recorder: HookRecorder) -> None:
+    """chatkit_on_leave runs for /part and for every room at logout, with the reason."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    bob.say("/join #x")
+    bob.expect("join", room="#x")
+    bob.say("/part #x bored")
+    bob.expect("leave", room="#x")
+    bob.say("/join #y")
+    bob.expect("join", room="#y")
+    bob.close()
+    alice.expect("leave", nick="bob")
+    alice.sync()
+    calls = [(c["room"], c["reason"]) for c in hook_recorder.getcalls("chatkit_on_leave")]
+    assert calls[0] == ("#x", "part: bored")
+    assert sorted(calls[1:]) == [("#general", "connection closed"), ("#y", "connection closed")]
+
+
+def test_hook_on_logout(chat_client: Connect, hook_recorder: HookRecorder) -> None:
+    """chatkit_on_logout runs once per logged-in client, after its leaves, however it went."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    never = chat_client()  # not logged in: no logout hook
+    bob.say("/quit bye")
+    alice.expect("leave", nick="bob")
+    never.close()
+    alice.sync()
+    calls = hook_recorder.getcalls("chatkit_on_logout")
+    assert [(c["client"].nick, c["reason"]) for c in calls] == [("bob", "quit: bye")]
+    names = hook_recorder.names()
+    assert names.index("chatkit_on_leave") < names.index("chatkit_on_logout")
+
+
+class Censor:
+    name = "censor"
+
+    @hookimpl
+    def chatkit_filter_message(self, client: Session, message: Message) -> Drop | None:
+        if "spam" in message.text:
+            return Drop("no spam here")
+        message.text = message.text.replace("darn", "d**n")
+        return None
+
+
+def test_hook_filter_message(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """Filters may change text in place or drop the message, for rooms and private messages."""
+    server = chat_server_factory(plugins=[Censor()])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.say("darn it")
+    assert bob.expect("message")["text"] == "d**n it"
+    alice.say("buy spam")
+    assert alice.expect("error") == {
+        "type": "error",
+        "code": "dropped",
+        "text": "message not delivered: no spam here",
+    }
+    alice.say("/msg bob darn spam")
+    assert alice.expect("error")["code"] == "dropped"
+    alice.say("/msg bob darn")
+    assert bob.expect("private")["text"] == "d**n"
+    alice.say("/me says darn")
+    assert bob.expect("message")["text"] == "says d**n"
+    assert not [f for f in bob.sync() if "spam" in str(f.get("text"))]
+
+
+def test_hook_on_message(chat_client: Connect, hook_recorder: HookRecorder) -> None:
+    """chatkit_on_message runs once per message (not per recipient), with id and ts set."""
+    alice = chat_client("alice")
+    chat_client("bob")
+    chat_client("carol")
+    alice.say("hello")
+    alice.say("/msg bob psst")
+    alice.expect("private")
+    alice.sync()
+    calls = hook_recorder.getcalls("chatkit_on_message")
+    assert [(c["message"].text, c["message"].room, c["message"].to) for c in calls] == [
+        ("hello", "#general", None),
+        ("psst", None, "bob"),
+    ]
+    assert all(isinstance(c["message"].id, int) and c["message"].ts for c in calls)
+
+
+def test_hooks_may_call_back_into_the_server(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """No lock is held while a hook runs: a hook can send and join (no deadlock)."""
+
+    class Echo:
+        @hookimpl
+        def chatkit_on_join(self, client: Session, room: str) -> None:
+            client.notice(f"welcome to {room}")
+
+        @hookimpl
+        def chatkit_on_message(self, client: Session, message: Message) -> None:
+            if message.text == "take me":
+                server.hub.join(client, "#taken")
+
+    server = chat_server_factory(plugins=[Echo()])
+    alice = chat_client(server, "alice")
+    assert alice.expect("notice")["text"] == "welcome to #general"
+    alice.say("take me")
+    alice.expect("join", room="#taken")
+    assert re.match("welcome to #taken", alice.expect("notice")["text"])

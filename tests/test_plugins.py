@@ -1,0 +1,289 @@
+"""Plugin loading, discovery, ordering and failure isolation."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from chatkit import Config, Drop, Message, Server, Session, UsageError, hookimpl
+from chatkit.plugins import (
+    DEFAULT_PLUGINS,
+    ESSENTIAL_PLUGINS,
+    build_plugin_manager,
+    list_plugins,
+    resolve_plugin,
+)
+from chatkit.testing import ChatClient
+
+Connect = Callable[..., ChatClient]
+Factory = Callable[..., Server]
+
+
+def install_distribution(
+    site: Path, dist: str, version: str, entry_points: dict[str, str], modules: dict[str, str]
+) -> None:
+    """Lay out an installed distribution (dist-info with entry points) under ``site``."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[chatkit.plugins]\n{lines}\n")
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+GREETER = """
+from chatkit import hookimpl
+
+@hookimpl
+def chatkit_on_login(client):
+    client.notice(f"hello, {client.nick}")
+
+@hookimpl
+def chatkit_register_commands(register):
+    register("greet", lambda ctx: ctx.reply("hi!"), help="say hi")
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory on sys.path holding installed test distributions."""
+    path = tmp_path / "site"
+    path.mkdir()
+    monkeypatch.syspath_prepend(str(path))
+    return path
+
+
+def test_an_installed_plugin_is_found_but_not_enabled(
+    site: Path, chat_client: Connect, chat_server_factory: Factory
+) -> None:
+    """An entry-point plugin is listed, off until named, and works once enabled."""
+    install_distribution(
+        site, "chatkit-greeter", "1.2.3", {"greeter": "greeter_mod"}, {"greeter_mod": GREETER}
+    )
+    rows = {r.name: r for r in list_plugins()}
+    assert rows["greeter"].package == "chatkit-greeter"
+    assert rows["greeter"].version == "1.2.3"
+    assert rows["greeter"].default == "off"
+    assert rows["greeter"].hooks == ["chatkit_on_login", "chatkit_register_commands"]
+    assert rows["greeter"].commands == ["greet"]
+    plain = chat_server_factory()
+    assert "greeter" not in {name for name, _ in plain.pluginmanager.list_name_plugin()}
+    server = chat_server_factory(plugins=["greeter"])
+    alice = chat_client(server, "alice")
+    assert alice.expect("notice")["text"] == "hello, alice"
+    alice.say("/greet")
+    assert alice.expect("reply")["text"] == "hi!"
+
+
+def test_a_broken_installed_plugin_is_an_error_row_and_a_clear_startup_error(site: Path) -> None:
+    """A plugin that fails to import shows as an error row; enabling it names it and its package."""
+    install_distribution(
+        site,
+        "chatkit-broken",
+        "0.1",
+        {"broken": "broken_mod"},
+        {"broken_mod": "import no_such_dependency_xyz\n"},
+    )
+    rows = {r.name: r for r in list_plugins()}
+    assert "no_such_dependency_xyz" in (rows["broken"].error or "")
+    with pytest.raises(UsageError) as info:
+        Server(port=0, plugins=["broken"])
+    message = str(info.value)
+    assert message.startswith('Error importing plugin "broken" (package chatkit-broken 0.1)')
+    assert "no_such_dependency_xyz" in message
+
+
+def test_unknown_plugin_suggests_a_close_name() -> None:
+    """A misspelt plugin name gets 'Did you mean' and the list of names."""
+    with pytest.raises(UsageError) as info:
+        resolve_plugin("room")
+    assert "Unknown plugin 'room'. Did you mean 'rooms'?" in str(info.value)
+    assert "help" in str(info.value)
+
+
+def test_a_dotted_module_path_is_a_plugin(
+    site: Path, chat_client: Connect, chat_server_factory: Factory
+) -> None:
+    """--plugin pkg.module loads a module that is not packaged."""
+    pkg = site / "localplugins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "greet.py").write_text(GREETER)
+    server = chat_server_factory(plugins=["localplugins.greet"])
+    alice = chat_client(server, "alice")
+    assert alice.expect("notice")["text"] == "hello, alice"
+    with pytest.raises(UsageError, match=r"Unknown plugin 'localplugins\.nope'"):
+        resolve_plugin("localplugins.nope")
+
+
+def test_essential_plugins_cannot_be_disabled() -> None:
+    """--no-plugin help is refused with a reason."""
+    with pytest.raises(UsageError, match="plugin 'help' cannot be disabled"):
+        build_plugin_manager(Config(disable=["help"]))
+
+
+def test_disabling_an_unknown_plugin_is_an_error() -> None:
+    """--no-plugin with a typo is not silently ignored."""
+    with pytest.raises(UsageError, match="Did you mean 'log'"):
+        build_plugin_manager(Config(disable=["logg"]))
+
+
+def test_default_plugins_can_be_disabled(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """--no-plugin rooms removes its commands; the rest works."""
+    server = chat_server_factory(config=Config(disable=["rooms"]))
+    names = {name for name, _ in server.pluginmanager.list_name_plugin()}
+    assert names == set(ESSENTIAL_PLUGINS + DEFAULT_PLUGINS) - {"rooms"}
+    alice = chat_client(server, "alice")
+    alice.say("/join #x")
+    assert alice.expect("error")["code"] == "unknown_command"
+
+
+class Tagger:
+    """A filter that appends its tag, to see the call order."""
+
+    def __init__(self, tag: str) -> None:
+        self.name = tag
+
+    @hookimpl
+    def chatkit_filter_message(self, client: Session, message: Message) -> None:
+        message.text += f" {self.name}"
+
+
+class FirstTagger(Tagger):
+    @hookimpl(tryfirst=True)
+    def chatkit_filter_message(self, client: Session, message: Message) -> None:
+        message.text += f" {self.name}"
+
+
+def test_plugins_run_in_the_order_given(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """Filters run in the order plugins were named; tryfirst overrides it."""
+    server = chat_server_factory(plugins=[Tagger("a"), Tagger("b"), FirstTagger("first")])
+    alice = chat_client(server, "alice")
+    alice.say("x")
+    assert alice.expect("message")["text"] == "x first a b"
+
+
+class Exploding:
+    name = "exploding"
+
+    @hookimpl
+    def chatkit_on_message(self, client: Session, message: Message) -> None:
+        raise RuntimeError("kaboom")
+
+    @hookimpl
+    def chatkit_on_login(self, client: Session) -> None:
+        raise RuntimeError("kaboom at login")
+
+
+class Counting:
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    @hookimpl
+    def chatkit_on_message(self, client: Session, message: Message) -> None:
+        self.messages.append(message.text)
+
+
+def test_a_failing_plugin_is_logged_and_others_go_on(
+    chat_server_factory: Factory, chat_client: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notify hook that raises is logged with the plugin's name; other plugins still run."""
+    counting = Counting()
+    server = chat_server_factory(plugins=[Exploding(), counting])
+    alice = chat_client(server, "alice")
+    alice.say("hello")
+    alice.expect("message")
+    alice.sync()
+    assert counting.messages == ["hello"]
+    assert "plugin 'exploding' failed in chatkit_on_message" in caplog.text
+    assert "plugin 'exploding' failed in chatkit_on_login" in caplog.text
+
+
+class BrokenFilter:
+    name = "brokenfilter"
+
+    @hookimpl
+    def chatkit_filter_message(self, client: Session, message: Message) -> Drop | None:
+        raise ValueError("bad regex")
+
+
+def test_a_failing_filter_fails_closed(
+    chat_server_factory: Factory, chat_client: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If a filter raises, the message is not delivered and the sender is told."""
+    server = chat_server_factory(plugins=[BrokenFilter()])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.say("hello")
+    error = alice.expect("error")
+    assert error["code"] == "dropped" and "brokenfilter" in error["text"]
+    assert not [f for f in bob.sync() if f["type"] == "message"]
+    assert "plugin 'brokenfilter' failed in chatkit_filter_message" in caplog.text
+
+
+class Wrapper:
+    @hookimpl(wrapper=True)
+    def chatkit_on_message(self, client: Session, message: Message):  # type: ignore[no-untyped-def]
+        return (yield)
+
+
+def test_hook_wrappers_are_refused() -> None:
+    """chatkit does not support hook wrappers; a plugin using one is a startup error."""
+    with pytest.raises(UsageError, match="hook wrapper"):
+        Server(port=0, plugins=[Wrapper()])
+
+
+class Misspelt:
+    @hookimpl
+    def chatkit_on_mesage(self, client: Session, message: Message) -> None:
+        pass
+
+
+def test_an_unknown_hook_name_is_a_startup_error() -> None:
+    """A misspelt hook is reported, not silently never called."""
+    with pytest.raises(UsageError, match="chatkit_on_mesage"):
+        Server(port=0, plugins=[Misspelt()])
+
+
+class BadArgs:
+    @hookimpl
+    def chatkit_on_login(self, client: Session, nonsense: int) -> None:
+        pass
+
+
+def test_a_hook_with_unknown_arguments_is_a_startup_error() -> None:
+    """pluggy's validation reaches the user as a UsageError naming the plugin."""
+    with pytest.raises(UsageError, match="BadArgs"):
+        Server(port=0, plugins=[BadArgs()])
+
+
+def test_the_same_plugin_twice_is_an_error() -> None:
+    """Enabling one plugin object twice is reported."""
+    plugin = Counting()
+    with pytest.raises(UsageError, match="enabled twice"):
+        Server(port=0, plugins=[plugin, plugin])
+
+
+def test_naming_a_default_plugin_again_is_harmless(chat_server_factory: Factory) -> None:
+    """--plugin rooms when rooms is on by default loads it once."""
+    server = chat_server_factory(plugins=["rooms"])
+    names = [name for name, _ in server.pluginmanager.list_name_plugin()]
+    assert names.count("rooms") == 1
+
+
+def test_list_plugins_covers_every_builtin() -> None:
+    """chatkit plugins lists each builtin with its hooks and commands."""
+    rows = {r.name: r for r in list_plugins()}
+    assert rows["help"].default == "essential"
+    assert rows["rooms"].default == "default"
+    assert rows["rooms"].commands == ["join", "part", "rooms", "who"]
+    assert rows["log"].hooks == sorted(rows["log"].hooks)
+    assert "chatkit_on_join" in rows["log"].hooks
+    assert all(r.error is None for r in rows.values() if r.origin == "builtin")
