@@ -279,8 +279,9 @@ class HookRecorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         """(hook name, arguments) in call order."""
-        # Synchronize access to calls: hooks run on many reader threads.
-        self._lock = threading.Lock()
+        # Synchronize access to calls (hooks run on many reader threads) and let
+        # wait() sleep until a call is recorded.
+        self._lock = threading.Condition()
 
     def attach(self, server: Server) -> None:
         """Start recording ``server``'s hook calls."""
@@ -289,6 +290,27 @@ class HookRecorder:
     def _record(self, name: str, kwargs: dict[str, Any]) -> None:
         with self._lock:
             self.calls.append((name, dict(kwargs)))
+            self._lock.notify_all()
+
+    def wait(
+        self, name: str, count: int = 1, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[dict[str, Any]]:
+        """Wait until hook ``name`` was called ``count`` times; return its calls.
+
+        Hooks run on the reader thread of the client that caused them, often after
+        the frames a test sees (a ``leave`` is sent before ``chatkit_on_leave``
+        runs), so a test waits for the call itself. Note that the monitor sees a
+        call as it starts, before the plugins run.
+        """
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self._calls_of(name)) >= count, timeout):
+                raise AssertionError(
+                    f"{name} was called {len(self._calls_of(name))} times, not {count}"
+                )
+            return self._calls_of(name)
+
+    def _calls_of(self, name: str) -> list[dict[str, Any]]:
+        return [kwargs for hook, kwargs in self.calls if hook == name]
 
     def getcalls(self, name: str) -> list[dict[str, Any]]:
         """The arguments of every call of hook ``name`` so far."""

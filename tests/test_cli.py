@@ -53,8 +53,12 @@ class ServeProcess:
 
     def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str, str]:
         self.proc.send_signal(signum)
-        out, err = self.proc.communicate(timeout=10)
-        return self.proc.returncode, "".join(self.lines) + out, err
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        # Read through the text buffers (communicate() would skip what readline()
+        # already buffered); the server exits, so both reach EOF.
+        out = self.proc.stdout.read()
+        err = self.proc.stderr.read()
+        return self.proc.wait(timeout=10), "".join(self.lines) + out, err
 
 
 @pytest.fixture

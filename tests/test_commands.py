@@ -133,6 +133,7 @@ def test_join_part_and_rooms(chat_client: Connect) -> None:
     """/join creates and enters a room, /rooms lists rooms, /part leaves with a reason."""
     alice, bob = chat_client("alice"), chat_client("bob")
     bob.say("/join #Side")
+    bob.expect("join", room="#Side")
     alice.say("/join #side")
     join = bob.expect("join", nick="alice")
     assert join["room"] == "#Side"  # the name as first typed; rooms ignore case
