@@ -121,7 +121,7 @@ class CommandRegistry:
         try:
             command.handler(ctx)
         except CommandError as exc:
-            ctx.client.error(exc.code, exc.text)
+            ctx.client.error(exc.code, exc.text, **exc.details)
         except Exception:
             log.exception("command /%s of plugin %r failed", command.name, command.plugin)
             ctx.client.error("internal_error", f"internal error in /{command.name}")

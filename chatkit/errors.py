@@ -12,6 +12,8 @@ Protocol errors (a client's bad bytes) live in :mod:`chatkit.protocol`.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["ChatkitError", "CommandError", "UsageError"]
 
 
@@ -34,9 +36,11 @@ class CommandError(ChatkitError):
     and the exception's text; nothing is logged.
     """
 
-    def __init__(self, text: str, code: str = "command_failed") -> None:
+    def __init__(self, text: str, code: str = "command_failed", **details: Any) -> None:
         super().__init__(text)
         self.text = text
         """What the user is told."""
         self.code = code
         """The stable error code of the ``error`` frame (see docs/protocol.md)."""
+        self.details = details
+        """Extra fields of the ``error`` frame (e.g. ``retry_after``)."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from chatkit import protocol
     from chatkit.commands import Register
     from chatkit.config import Config
     from chatkit.events import Message
@@ -92,6 +93,26 @@ def chatkit_server_start(server: Server) -> None:
 # ---------------------------------------------------------------------------
 # Connection
 # ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def chatkit_allow_input(client: Session, event: protocol.Hello | protocol.Say) -> Reject | None:
+    """Decide whether the server handles a ``hello`` or ``say`` from a client at all.
+
+    Runs first for every such event, logged in or not, before any other hook;
+    ``ping`` and ``pong`` never pass through it. Rate limits live here (the builtin
+    ``flood`` plugin).
+
+    :param client: The session that sent it.
+    :param event: :class:`chatkit.protocol.Hello` (``event.nick``) or
+        :class:`chatkit.protocol.Say` (``event.text``, ``event.room``,
+        ``event.command``).
+
+    Return ``None`` to go on, or a :class:`~chatkit.Reject` to drop the event: the
+    client receives an ``error`` frame with the reject's code, reason and
+    ``details`` (e.g. ``retry_after``), and nothing else happens. First
+    rejection wins. If it raises, the event is refused (fail closed) and logged.
+    """
 
 
 @hookspec(firstresult=True)

@@ -156,6 +156,10 @@ class Hub:
     def handle(self, session: Session, event: protocol.Event) -> None:
         """Act on one event from ``session``'s client; refusals go back to it as errors."""
         try:
+            if isinstance(event, protocol.Hello | protocol.Say):
+                self._check(
+                    self.hooks.first("chatkit_allow_input", _reject, client=session, event=event)
+                )
             if isinstance(event, protocol.Say):
                 if not session.logged_in:
                     raise CommandError("log in first: send a hello frame", "not_logged_in")
@@ -173,7 +177,7 @@ class Hub:
                 self.login(session, event.nick)
             # Pong only proves the client is alive; the server noted that already.
         except CommandError as exc:
-            session.error(exc.code, exc.text)
+            session.error(exc.code, exc.text, **exc.details)
 
     def run_command(self, session: Session, text: str, room: str | None) -> None:
         """Run the command line ``text`` (``/name args``) typed by ``session``."""
@@ -416,7 +420,7 @@ class Hub:
 
     def _check(self, result: object) -> None:
         if isinstance(result, Reject):
-            raise CommandError(result.reason, result.code)
+            raise CommandError(result.reason, result.code, **result.details)
 
     def _fanout(self, frame: Frame, sessions: Iterable[Session]) -> bool:
         """Queue ``frame`` to each session: one encoding per mode, one append each.

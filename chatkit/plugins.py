@@ -48,9 +48,15 @@ ESSENTIAL_PLUGINS = (
 DEFAULT_PLUGINS = (
     "rooms",  # /join, /part, /rooms, /who
     "messaging",  # /msg and /me
+    "flood",  # a token bucket per client: refuses lines beyond a rate
     "log",  # the console log of logins, joins, leaves and logouts
 )
 BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS
+
+# Where each builtin lives: a module of hook functions, or "module:Class" for a
+# stateful plugin, instantiated once per server.
+_BUILTIN_TARGETS = {name: f"chatkit.builtins.{name}" for name in BUILTIN_PLUGINS}
+_BUILTIN_TARGETS["flood"] = "chatkit.builtins.flood:Flood"
 
 
 @dataclass
@@ -143,7 +149,9 @@ def resolve_plugin(name: str, eps: dict[str, EntryPoint] | None = None) -> tuple
     """
     eps = installed_entry_points() if eps is None else eps
     if name in BUILTIN_PLUGINS:
-        return importlib.import_module(f"chatkit.builtins.{name}"), _builtin_info(name)
+        module_name, _, attr = _BUILTIN_TARGETS[name].partition(":")
+        module = importlib.import_module(module_name)
+        return _instantiate(getattr(module, attr) if attr else module), _builtin_info(name)
     if name in eps:
         info = _entry_point_info(eps[name])
         try:
@@ -280,8 +288,8 @@ def list_plugins() -> list[PluginInfo]:
             pm.check_pending()
             info.hooks = hooks_of(pm, plugin)
             info.commands = [c.name for c in collect_commands(pm).all()]
-        except Exception as exc:
-            info.error = str(exc)
+        except (Exception, SystemExit) as exc:  # a plugin may even call sys.exit() on import
+            info.error = str(exc) or type(exc).__name__
         rows.append(info)
     return sorted(rows, key=lambda r: r.name)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Drop", "Reject"]
 
@@ -19,6 +20,8 @@ class Reject:
     """Why, in words for the user ("that nick is reserved")."""
     code: str = "forbidden"
     """The error code sent to the client."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Extra fields of the ``error`` frame, e.g. ``{"retry_after": 0.4}``."""
 
 
 @dataclass(frozen=True)

@@ -463,7 +463,7 @@ class Server:
             thread = threading.Thread(target=target, name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
-        log.info("listening on %s:%d", *self.address)
+        log.debug("listening on %s:%d", *self.address)
         self.hooks.notify("chatkit_server_start", server=self)
         return self
 

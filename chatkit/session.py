@@ -94,9 +94,9 @@ class Session:
         """Send a ``notice`` frame."""
         self.send(Frame("notice", text=text))
 
-    def error(self, code: str, text: str) -> None:
-        """Send an ``error`` frame with a stable ``code`` and a human ``text``."""
-        self.send(Frame("error", code=code, text=text))
+    def error(self, code: str, text: str, **details: Any) -> None:
+        """Send an ``error`` frame with a stable ``code``, a human ``text`` and extra fields."""
+        self.send(Frame("error", code=code, text=text, **details))
 
     def reply(self, command: str, text: str, data: dict[str, Any] | None = None) -> None:
         """Send the ``reply`` frame of a command."""

@@ -43,10 +43,12 @@ __all__ = [
 DEFAULT_TIMEOUT = 5.0  # seconds a test waits for an expected frame before failing
 
 
-def make_config(config: Config | None = None, **limits: Any) -> Config:
-    """A :class:`Config` on port 0 with ``limits`` changed (e.g. ``max_line=100``)."""
+def make_config(config: Config | None = None, disable: Iterable[str] = (), **limits: Any) -> Config:
+    """A :class:`Config` on port 0, with the ``disable``-d default plugins off and
+    ``limits`` changed (e.g. ``max_line=100``)."""
     config = config or Config()
     config.port = 0
+    config.disable = [*config.disable, *disable]
     if limits:
         values = {**config.limits.__dict__, **limits}
         config.limits = Limits(**values)
@@ -55,10 +57,18 @@ def make_config(config: Config | None = None, **limits: Any) -> Config:
 
 @contextmanager
 def run_server(
-    plugins: Iterable[Any] = (), config: Config | None = None, **limits: Any
+    plugins: Iterable[Any] = (),
+    config: Config | None = None,
+    disable: Iterable[str] = (),
+    **limits: Any,
 ) -> Iterator[Server]:
-    """Run a real server on 127.0.0.1, port 0; shut it down and join it on exit."""
-    server = Server(plugins=plugins, config=make_config(config, **limits))
+    """Run a real server on 127.0.0.1, port 0; shut it down and join it on exit.
+
+    ``plugins`` are enabled besides the defaults, ``disable`` turns default plugins
+    off (e.g. ``["flood"]`` for a test that sends bursts), ``limits`` override
+    :class:`~chatkit.Limits` fields.
+    """
+    server = Server(plugins=plugins, config=make_config(config, disable, **limits))
     server.start()
     try:
         yield server
@@ -330,16 +340,23 @@ class HookRecorder:
 
 @pytest.fixture
 def chat_server_factory() -> Iterator[Callable[..., Server]]:
-    """Start real servers: ``chat_server_factory(plugins=[...], config=None, **limits)``.
+    """Start real servers: ``chat_server_factory(plugins=[], config=None, disable=[], **limits)``.
 
     Each server listens on 127.0.0.1 on a free port with the default plugins plus
-    ``plugins``; all are shut down (threads joined) when the test ends. For tests
-    that need their own plugins or limits; isolates nothing else.
+    ``plugins``, less ``disable`` (e.g. ``["flood"]`` to send bursts), and with
+    ``limits`` overriding :class:`~chatkit.Limits` fields; all are shut down
+    (threads joined) when the test ends. For tests that need their own plugins or
+    limits; isolates nothing else.
     """
     servers: list[Server] = []
 
-    def factory(plugins: Iterable[Any] = (), config: Config | None = None, **limits: Any) -> Server:
-        server = Server(plugins=plugins, config=make_config(config, **limits))
+    def factory(
+        plugins: Iterable[Any] = (),
+        config: Config | None = None,
+        disable: Iterable[str] = (),
+        **limits: Any,
+    ) -> Server:
+        server = Server(plugins=plugins, config=make_config(config, disable, **limits))
         server.start()
         servers.append(server)
         return server

@@ -24,6 +24,7 @@ from chatkit import (
     hookimpl,
     hookspecs,
 )
+from chatkit.protocol import Hello, Say
 from chatkit.testing import ChatClient, HookRecorder, run_server
 
 Connect = Callable[..., ChatClient]
@@ -52,6 +53,16 @@ def test_every_hook_is_documented_with_its_signature() -> None:
         spec = getattr(hookspecs, name)
         params = ", ".join(inspect.signature(spec).parameters)
         assert f"{name}({params})" in text, name
+
+
+def test_hook_reference_is_up_to_date() -> None:
+    """docs/hooks.md is what tests/hookdoc.py makes of hookspecs.py (regenerate it if not)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        import hookdoc
+    finally:
+        sys.path.pop(0)
+    assert DOCS.read_text() == hookdoc.render(), "run: uv run python tests/hookdoc.py"
 
 
 def test_every_hook_says_what_happens_if_it_raises() -> None:
@@ -150,6 +161,39 @@ def test_hook_server_stop() -> None:
     with run_server(plugins=[Stopper()]) as server:
         ChatClient(server.address).login("x")
     assert calls == [0]
+
+
+class Gate:
+    name = "gate"
+
+    @hookimpl
+    def chatkit_allow_input(self, client: Session, event: Hello | Say) -> Reject | None:
+        if isinstance(event, Say) and "forbidden" in event.text:
+            return Reject("not that word", "gated", {"hint": "try another"})
+        return None
+
+
+def test_hook_allow_input(
+    chat_server_factory: Factory, chat_client: Connect, hook_recorder: HookRecorder
+) -> None:
+    """chatkit_allow_input sees every hello and say first; a Reject stops the line with details."""
+    server = chat_server_factory(plugins=[Gate()])
+    alice = chat_client(server, "alice")
+    alice.say("/nick forbidden")  # commands pass through it too
+    assert alice.expect("error") == {
+        "type": "error",
+        "code": "gated",
+        "text": "not that word",
+        "hint": "try another",
+    }
+    alice.say("forbidden fruit")
+    assert alice.expect("error")["code"] == "gated"
+    assert not [f for f in alice.sync() if f["type"] in ("message", "nick")]
+    other = chat_client("bob")  # on the default server: the recorder sees every hello and say
+    other.say("hi")
+    other.sync()
+    events = [type(c["event"]).__name__ for c in hook_recorder.getcalls("chatkit_allow_input")]
+    assert events == ["Hello", "Say"]
 
 
 class Bouncer:

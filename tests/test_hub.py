@@ -10,6 +10,7 @@ from chatkit.hub import IdClock, valid_nick, valid_room
 from chatkit.testing import ChatClient, TextClient
 
 Connect = Callable[..., ChatClient]
+Factory = Callable[..., Server]
 
 
 def test_login_sends_welcome_and_joins_the_default_room(chat_client: Connect) -> None:
@@ -94,9 +95,9 @@ def test_saying_in_a_room_you_are_not_in_is_refused(chat_client: Connect) -> Non
     assert alice.expect("error")["code"] == "not_in_room"
 
 
-def test_ids_are_unique_and_increasing(chat_client: Connect) -> None:
+def test_ids_are_unique_and_increasing(chat_server_factory: Factory, chat_client: Connect) -> None:
     """Message ids grow in the order the room receives the messages."""
-    alice = chat_client("alice")
+    alice = chat_client(chat_server_factory(disable=["flood"]), "alice")
     for i in range(50):
         alice.say(f"m{i}")
     ids = [alice.expect("message")["id"] for _ in range(50)]
@@ -121,9 +122,12 @@ def test_a_message_queued_before_a_ping_arrives_before_the_pong(chat_client: Con
     assert [f["text"] for f in frames if f["type"] == "message"] == ["first"]
 
 
-def test_every_member_sees_the_same_order(chat_client: Connect) -> None:
+def test_every_member_sees_the_same_order(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
     """Messages from several senders reach every member in one order, the id order."""
-    clients = [chat_client(f"user{i}") for i in range(4)]
+    server = chat_server_factory(disable=["flood"])
+    clients = [chat_client(server, f"user{i}") for i in range(4)]
     for round_ in range(25):
         for c in clients:
             c.say(f"{c.nick}-{round_}")

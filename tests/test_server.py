@@ -34,9 +34,11 @@ def test_lines_split_into_single_bytes_are_reassembled(chat_client: Connect) -> 
     assert alice.expect("message")["text"] == "slow"
 
 
-def test_many_frames_in_one_segment_are_all_handled(chat_client: Connect) -> None:
+def test_many_frames_in_one_segment_are_all_handled(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
     """Frames merged into one send are handled one by one, in order."""
-    alice = chat_client("alice")
+    alice = chat_client(chat_server_factory(disable=["flood"]), "alice")
     alice.send_raw(b"".join(b'{"type":"say","text":"m%d"}\n' % i for i in range(200)))
     assert [alice.expect("message")["text"] for _ in range(200)] == [f"m{i}" for i in range(200)]
 
@@ -198,7 +200,7 @@ def test_a_slow_consumer_is_cut_off_and_others_are_unaffected(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
     """A client that never reads is disconnected at max_sendq; the others get every line."""
-    server = chat_server_factory(max_sendq=256 * 1024)
+    server = chat_server_factory(max_sendq=256 * 1024, disable=["flood"])
     slow = ChatClient(server.address)
     slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.login("slow")  # and never reads again
@@ -255,7 +257,7 @@ def test_shutdown_tells_clients_and_closes_them(chat_client: Connect) -> None:
 
 def test_shutdown_cuts_clients_that_do_not_read(chat_server_factory: Factory) -> None:
     """A client with a full socket cannot hold up shutdown forever."""
-    server = chat_server_factory(max_sendq=10_000_000)
+    server = chat_server_factory(max_sendq=10_000_000, disable=["flood"])
     stuck = ChatClient(server.address)
     stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stuck.login("stuck")

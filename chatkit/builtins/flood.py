@@ -1,0 +1,87 @@
+"""Flood control: a token bucket per client, on by default.
+
+Each client may send ``burst`` lines at once, then ``rate`` lines per second. A line
+over the limit is refused (not delayed, not queued) with ``rate_limited`` and the
+number of seconds after which the next one will be accepted. ``ping`` is never
+limited. With ``kick_after`` set, a client refused that many times in a row is
+disconnected.
+
+Settings (``[plugins.flood]``): ``rate`` (5.0), ``burst`` (10), ``kick_after`` (0: never).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from chatkit import Config, Reject, Session, UsageError, hookimpl
+from chatkit.protocol import Hello, Say
+
+RATE = 5.0  # lines per second, sustained: faster than anyone types
+BURST = 10  # lines at once: a pasted paragraph, or a client's queued lines after a reconnect
+KICK_AFTER = 0  # refusals in a row before disconnecting; 0 never disconnects
+
+
+@dataclass
+class Bucket:
+    """One client's allowance. Only that client's reader thread touches it: no lock."""
+
+    tokens: float
+    at: float
+    refused: int = 0
+
+
+def _number(settings: dict[str, Any], key: str, default: float, minimum: float) -> float:
+    value = settings.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        raise UsageError(f"flood: {key} must be a number of at least {minimum:g}, not {value!r}")
+    return float(value)
+
+
+class Flood:
+    """The ``flood`` plugin; one instance per server, registered only when enabled."""
+
+    def __init__(self) -> None:
+        self.rate = RATE
+        """Lines per second refilled."""
+        self.burst = float(BURST)
+        """Bucket size: lines accepted at once."""
+        self.kick_after = KICK_AFTER
+        """Refusals in a row before a disconnect (0: never)."""
+
+    @hookimpl
+    def chatkit_configure(self, config: Config) -> None:
+        settings = config.plugin_settings("flood")
+        unknown = set(settings) - {"rate", "burst", "kick_after"}
+        if unknown:
+            raise UsageError(
+                f"flood: unknown setting(s) {', '.join(sorted(unknown))}; "
+                "expected rate, burst and kick_after"
+            )
+        self.rate = _number(settings, "rate", RATE, 0.001)
+        self.burst = _number(settings, "burst", BURST, 1)
+        self.kick_after = int(_number(settings, "kick_after", KICK_AFTER, 0))
+
+    @hookimpl
+    def chatkit_allow_input(self, client: Session, event: Hello | Say) -> Reject | None:
+        now = time.monotonic()
+        bucket = client.data.get("flood")
+        if bucket is None:
+            bucket = client.data["flood"] = Bucket(self.burst, now)
+        tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
+        bucket.at = now
+        if tokens >= 1:
+            bucket.tokens = tokens - 1
+            bucket.refused = 0
+            return None
+        bucket.tokens = tokens
+        bucket.refused += 1
+        if self.kick_after and bucket.refused >= self.kick_after:
+            client.disconnect("flooding")
+        retry = (1 - tokens) / self.rate
+        return Reject(
+            f"too many lines: wait {retry:.2g} s (at most {self.rate:g} a second)",
+            "rate_limited",
+            {"retry_after": round(retry, 3)},
+        )

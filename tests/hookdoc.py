@@ -1,0 +1,92 @@
+"""Writes docs/hooks.md from chatkit/hookspecs.py: ``uv run python tests/hookdoc.py``.
+
+tests/test_hooks.py checks that the committed page equals what this produces, so the
+hook reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from pathlib import Path
+
+from chatkit import hookspecs
+
+PAGE = Path(__file__).parent.parent / "docs" / "hooks.md"
+
+INTRO = """\
+# Hook reference
+
+Every hook chatkit calls, as defined in [`chatkit/hookspecs.py`](../chatkit/hookspecs.py), the one
+file that holds the plugin contract. Implement a hook by writing a function (or method) of the same
+name, decorated with `chatkit.hookimpl`, taking any subset of the listed arguments by name.
+See [plugins.md](plugins.md) for a walk-through. This page is generated from the hook
+specifications by `tests/hookdoc.py`; a test fails if it is out of date.
+
+## Rules for every hook
+
+{rules}
+
+## The order of calls
+
+```text
+startup:   chatkit_configure → chatkit_register_commands → (listen) → chatkit_server_start
+any line:  chatkit_allow_input (hello and say; never ping/pong) → one of:
+login:     (nick syntax) → chatkit_allow_login → chatkit_allow_join (default room)
+           → (nick free?) → welcome and join frames → chatkit_on_login → chatkit_on_join
+a command: its handler (/msg and /me then go on as a message)
+a message: chatkit_filter_message → id, ts, frame queued to every recipient → chatkit_on_message
+/join:     (room syntax) → chatkit_allow_join → join frames → chatkit_on_join
+/nick:     (nick syntax) → chatkit_allow_nick → (nick free?) → nick frames → chatkit_on_nick
+/part:     leave frames → chatkit_on_leave
+logout:    leave frames → chatkit_on_leave for each room → chatkit_on_logout
+shutdown:  notices, connections closed (logouts as above) → chatkit_server_stop
+```
+
+| kind | hooks | what a return does | if it raises |
+| --- | --- | --- | --- |
+| startup | `chatkit_configure`, `chatkit_register_commands` | ignored | the server does not start (a `UsageError`'s text is shown as is) |
+| veto (first result) | `chatkit_allow_input`, `chatkit_allow_login`, `chatkit_allow_nick`, `chatkit_allow_join` | a `Reject` refuses; the first one wins | refused (fail closed), logged |
+| filter (first result) | `chatkit_filter_message` | a `Drop` stops the message; may change `message.text` | not delivered (fail closed), logged |
+| notify | `chatkit_server_start`, `chatkit_on_*`, `chatkit_server_stop` | ignored | logged with the plugin's name; other plugins still run |
+"""
+
+
+def sections() -> list[tuple[str, list[str]]]:
+    found: list[tuple[str, list[str]]] = []
+    for line in inspect.getsource(hookspecs).splitlines():
+        banner = re.match(r"^# (Startup|Connection|Messages|Shutdown)$", line)
+        if banner:
+            found.append((banner.group(1), []))
+        hook = re.match(r"^def (chatkit_\w+)\(", line)
+        if hook:
+            found[-1][1].append(hook.group(1))
+    return found
+
+
+def render() -> str:
+    rules = (inspect.getdoc(hookspecs) or "").split("\n\n", 1)[1]
+    out = [INTRO.format(rules=rules)]
+    for title, names in sections():
+        out += [f"## {title}", ""]
+        for name in names:
+            spec = getattr(hookspecs, name)
+            signature = inspect.signature(spec)
+            params = ", ".join(signature.parameters)
+            out += [
+                f"### `{name}({params})`",
+                "",
+                "```python",
+                f"def {name}{str(signature).replace(chr(39), '')}",
+                "```",
+                "",
+                inspect.getdoc(spec) or "",
+                "",
+            ]
+    return "\n".join(out).replace("``", "`").rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    PAGE.write_text(render())
+    sys.stdout.write(f"wrote {PAGE}\n")

@@ -1,0 +1,101 @@
+"""The flood builtin: a token bucket per client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from chatkit import Config, Server, UsageError
+from chatkit.testing import ChatClient
+
+Connect = Callable[..., ChatClient]
+Factory = Callable[..., Server]
+
+
+def flood_config(**settings: object) -> Config:
+    return Config(plugin_config={"flood": dict(settings)})
+
+
+def test_a_flood_is_refused_and_others_get_through(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Hundreds of lines at once: a burst is accepted, the rest refused; others still talk."""
+    server = chat_server_factory()
+    flooder, bob, carol = (
+        chat_client(server, "flooder"),
+        chat_client(server, "bob"),
+        chat_client(server, "carol"),
+    )
+    flooder.send_raw(b"".join(b'{"type":"say","text":"spam %d"}\n' % i for i in range(300)))
+    bob.say("can anyone hear me?")
+    assert carol.expect("message", nick="bob")["text"] == "can anyone hear me?"
+    frames = flooder.sync()
+    accepted = [f for f in frames if f["type"] == "message" and f["nick"] == "flooder"]
+    refused = [f for f in frames if f["type"] == "error"]
+    assert len(accepted) + len(refused) == 300
+    assert 9 <= len(accepted) < 300  # the burst less the hello, plus what refilled meanwhile
+    assert {f["code"] for f in refused} == {"rate_limited"}
+    assert all(0 < f["retry_after"] <= 0.2 for f in refused)
+    assert [f["text"] for f in accepted] == [f"spam {i}" for i in range(len(accepted))]
+
+
+def test_ping_is_never_limited(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """After the bucket is empty, pings still get pongs."""
+    server = chat_server_factory(config=flood_config(rate=0.001, burst=1))
+    alice = chat_client(server, "alice")  # the hello took the only token
+    alice.say("refused")
+    assert alice.expect("error")["code"] == "rate_limited"
+    alice.send_raw(b'{"type":"ping"}\n' * 50)
+    for _ in range(50):
+        alice.expect("pong")
+
+
+def test_settings_take_effect(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """burst and rate come from [plugins.flood]."""
+    server = chat_server_factory(config=flood_config(rate=0.001, burst=3))
+    alice = chat_client(server, "alice")
+    for i in range(3):
+        alice.say(f"m{i}")
+    frames = [f for f in alice.sync() if f["type"] in ("message", "error")]
+    assert [f["type"] for f in frames] == ["message", "message", "error"]  # the hello took one
+    assert frames[-1]["retry_after"] > 100
+
+
+def test_repeat_offenders_are_disconnected_when_configured(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """With kick_after, a client refused that many times in a row is disconnected."""
+    server = chat_server_factory(config=flood_config(rate=0.001, burst=2, kick_after=3))
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.send_raw(b'{"type":"say","text":"x"}\n' * 10)
+    alice.wait_closed()
+    assert bob.expect("leave", nick="alice")["reason"] == "flooding"
+
+
+def test_flood_can_be_disabled(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """--no-plugin flood lifts the limit."""
+    server = chat_server_factory(disable=["flood"])
+    alice = chat_client(server, "alice")
+    alice.send_raw(
+        b"".join(json.dumps({"type": "say", "text": f"m{i}"}).encode() + b"\n" for i in range(300))
+    )
+    assert len([f for f in alice.sync() if f["type"] == "message"]) == 300
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"rate": 0}, "rate must be a number of at least"),
+        ({"burst": "ten"}, "burst must be a number"),
+        ({"kick_after": -1}, "kick_after must be a number of at least 0"),
+        ({"rates": 5}, "unknown setting(s) rates"),
+    ],
+)
+def test_bad_settings_stop_the_start(settings: dict[str, object], message: str) -> None:
+    """A bad [plugins.flood] value is a startup error naming it."""
+    server = Server(port=0, config=flood_config(**settings))
+    with pytest.raises(UsageError) as info:
+        server.start()
+    assert message in str(info.value)
