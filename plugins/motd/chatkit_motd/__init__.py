@@ -1,0 +1,35 @@
+"""chatkit-motd: a message of the day on login, and a /motd command."""
+
+from chatkit import CommandContext, Config, Register, Session, UsageError, hookimpl
+
+__all__ = ["Motd"]
+
+DEFAULT = "Welcome, {nick}! Be kind, and type /help to see what you can do."
+
+
+class Motd:
+    """One instance per server, so each server keeps its own text."""
+
+    def __init__(self) -> None:
+        self.text = DEFAULT
+
+    @hookimpl
+    def chatkit_configure(self, config: Config) -> None:
+        text = config.plugin_settings("motd").get("text", DEFAULT)
+        if not isinstance(text, str) or not text.strip():
+            raise UsageError(f"motd: text must be a non-empty string, not {text!r}")
+        self.text = text
+
+    def message_for(self, client: Session) -> str:
+        return self.text.replace("{nick}", client.nick or "")
+
+    @hookimpl
+    def chatkit_on_login(self, client: Session) -> None:
+        client.notice(self.message_for(client))
+
+    @hookimpl
+    def chatkit_register_commands(self, register: Register) -> None:
+        register("motd", self.motd_command, help="show the message of the day")
+
+    def motd_command(self, ctx: CommandContext) -> None:
+        ctx.reply(self.message_for(ctx.client), motd=self.message_for(ctx.client))

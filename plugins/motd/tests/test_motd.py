@@ -1,0 +1,38 @@
+"""chatkit-motd through a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from chatkit import Config, Server, UsageError
+from chatkit.testing import ChatClient
+
+Connect = Callable[..., ChatClient]
+Factory = Callable[..., Server]
+
+
+def test_the_motd_greets_each_login(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A client gets the message of the day, with its nick, when it logs in."""
+    server = chat_server_factory(plugins=["motd"])
+    alice = chat_client(server, "alice")
+    assert alice.expect("notice")["text"].startswith("Welcome, alice!")
+
+
+def test_motd_command_and_settings(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """/motd repeats the configured text."""
+    config = Config(plugin_config={"motd": {"text": "Hi {nick}, lunch at noon"}})
+    server = chat_server_factory(plugins=["motd"], config=config)
+    bob = chat_client(server, "bob")
+    assert bob.expect("notice")["text"] == "Hi bob, lunch at noon"
+    bob.say("/motd")
+    reply = bob.expect("reply", command="motd")
+    assert reply["text"] == "Hi bob, lunch at noon" and reply["data"]["motd"] == reply["text"]
+
+
+def test_an_empty_motd_is_refused() -> None:
+    """A blank text is a startup error."""
+    server = Server(port=0, plugins=["motd"], config=Config(plugin_config={"motd": {"text": " "}}))
+    with pytest.raises(UsageError, match="motd: text must be a non-empty string"):
+        server.start()
