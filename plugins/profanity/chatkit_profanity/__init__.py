@@ -51,8 +51,9 @@ class Profanity:
         settings = config.plugin_settings("profanity")
         unknown = sorted(set(settings) - set(SETTINGS))
         if unknown:
+            expected = ", ".join(SETTINGS)
             raise UsageError(
-                f"profanity: unknown setting(s) {', '.join(unknown)}; expected {', '.join(SETTINGS)}"
+                f"profanity: unknown setting(s) {', '.join(unknown)}; expected {expected}"
             )
         action = settings.get("action", "mask")
         if action not in ACTIONS:
