@@ -21,6 +21,7 @@ from chatkit import __version__
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
 from chatkit.plugins import list_plugins
+from chatkit.scaffold import create_plugin
 from chatkit.server import Server
 
 __all__ = ["app", "main"]
@@ -231,6 +232,29 @@ def plugins_command(
                 " ".join(f"/{c}" for c in r.commands),
             )
     Console().print(table)
+
+
+plugin_app = typer.Typer(
+    name="plugin", help="Tools for plugin authors.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(plugin_app)
+
+
+@plugin_app.command("new")
+def plugin_new(
+    name: Annotated[str, typer.Argument(help="The plugin's name, e.g. welcome_bot.")],
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to create chatkit-NAME/.", file_okay=False)
+    ] = Path("."),
+) -> None:
+    """Create a ready-to-install plugin package: pyproject with the entry point, a module
+    with one hook, a test that uses chatkit's fixtures, and a README."""
+    try:
+        root = create_plugin(name, directory)
+    except UsageError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"created {root}")
+    typer.echo(f"next: cd {root} && uv run pytest")
 
 
 def main() -> None:

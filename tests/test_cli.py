@@ -213,3 +213,28 @@ def test_help_and_version() -> None:
         [sys.executable, "-m", "chatkit", "--version"], capture_output=True, text=True, timeout=30
     )
     assert module.stdout == version.stdout
+
+
+def test_our_plugin_packages_are_listed_and_load(serve: type[ServeProcess]) -> None:
+    """Each package under plugins/ is installed: listed with its version, hooks and commands, and loadable by name."""
+    rows = {r["name"]: r for r in json.loads(run("plugins", "--json").stdout)}
+    assert rows["profanity"]["package"] == "chatkit-profanity"
+    assert rows["profanity"]["origin"] == "entry point"
+    assert rows["profanity"]["default"] == "off"
+    assert rows["profanity"]["version"] == "0.1.0"
+    assert "chatkit_filter_message" in rows["profanity"]["hooks"]
+    assert rows["motd"]["commands"] == ["motd"]
+    assert rows["motd"]["hooks"] == [
+        "chatkit_configure",
+        "chatkit_on_login",
+        "chatkit_register_commands",
+    ]
+    server = serve("--plugin", "motd", "--plugin", "profanity")
+    assert (
+        "plugins: help, session, rooms, messaging, flood, log, motd, profanity" in server.lines[-1]
+    )
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    assert alice.expect("notice")["text"].startswith("Welcome, alice")
+    alice.say("oh shit")
+    assert alice.expect("message")["text"] == "oh ****"
