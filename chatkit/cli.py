@@ -87,7 +87,7 @@ def serve(
         typer.Option(
             "--plugin",
             "-p",
-            help="Enable a plugin: a builtin, an installed one, or a dotted module path. "
+            help="Enable a plugin: a builtin, an installed one, or a module path (pkg.mod[:obj]). "
             "Repeat for more; they run in the order given.",
         ),
     ] = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -142,8 +143,14 @@ def _unknown(name: str, available: Iterable[str]) -> UsageError:
     )
 
 
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?")
+
+
 def resolve_plugin(name: str, eps: dict[str, EntryPoint] | None = None) -> tuple[Any, PluginInfo]:
-    """Import the plugin called ``name``: a builtin, an entry point, or a dotted module path.
+    """Import the plugin called ``name``: a builtin, an entry point, or a module path.
+
+    A module path is an importable module (``mine.shout``, or ``shout`` on
+    ``PYTHONPATH``), optionally with ``:attribute`` naming an object or a class in it.
 
     Raise :class:`UsageError` for an unknown name or a plugin that fails to import.
     """
@@ -158,7 +165,7 @@ def resolve_plugin(name: str, eps: dict[str, EntryPoint] | None = None) -> tuple
             return _instantiate(eps[name].load()), info
         except Exception as exc:
             raise _import_error(name, info, exc) from exc
-    if "." in name:
+    if _MODULE_PATH.fullmatch(name):
         module_name, _, attr = name.partition(":")
         info = PluginInfo(name, "module", module_name.split(".")[0], "?", "off")
         try:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
+import types
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,21 +18,43 @@ DOCS = Path(__file__).parent.parent / "docs"
 ROOT = DOCS.parent
 
 
-def python_blocks(page: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), re.S)
+def samples(page: str, language: str = "python") -> dict[str, str]:
+    """The code blocks of ``page`` in ``language``, by the file name in their first line."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", (DOCS / page).read_text(), re.S)
+    named = {}
+    for block in blocks:
+        first = block.splitlines()[0]
+        assert first.startswith("# "), (
+            f"a {language} sample in {page} does not name its file: {first}"
+        )
+        named[first[2:].strip()] = block
+    return named
 
 
-def test_every_plugin_guide_sample_is_tested() -> None:
-    """The plugin guide has the four samples the tests below run."""
-    assert len(python_blocks("plugins.md")) == 4
+def load(source: str, name: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    exec(compile(source, name, "exec"), module.__dict__)
+    return module
+
+
+def test_every_plugin_guide_sample_is_run() -> None:
+    """Each Python and TOML sample of the plugin guide is one the tests below use."""
+    assert set(samples("plugins.md")) == {
+        "shout.py",
+        "reserved.py",
+        "counter.py",
+        "configurable.py",
+        "chatkit_motd/__init__.py",
+        "conftest.py",
+        "test_shout.py",
+    }
+    assert set(samples("plugins.md", "toml")) == {"chatkit.toml", "pyproject.toml"}
 
 
 def test_guide_first_plugin_and_its_tests(tmp_path: Path) -> None:
-    """shout.py and test_shout.py from the guide pass as written, run by pytest."""
-    shout, _counter, _configurable, tests = python_blocks("plugins.md")
-    (tmp_path / "shout.py").write_text(shout)
-    (tmp_path / "test_shout.py").write_text(tests)
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["chatkit.testing"]\n')
+    """shout.py, conftest.py and test_shout.py from the guide pass as written, under pytest."""
+    for name in ("shout.py", "conftest.py", "test_shout.py"):
+        (tmp_path / name).write_text(samples("plugins.md")[name])
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         capture_output=True,
@@ -43,11 +66,23 @@ def test_guide_first_plugin_and_its_tests(tmp_path: Path) -> None:
     assert "2 passed" in result.stdout
 
 
+def test_guide_veto_sample() -> None:
+    """reserved.py refuses reserved nicks at login and on /nick."""
+    reserved = load(samples("plugins.md")["reserved.py"], "reserved")
+    with run_server(plugins=[reserved]) as server:
+        client = ChatClient(server.address)
+        client.send(type="hello", nick="Admin")
+        error = client.expect("error")
+        assert error["code"] == "nick_reserved" and "reserved" in error["text"]
+        client.login("alice")
+        client.say("/nick root")
+        assert client.expect("error")["code"] == "nick_reserved"
+        client.close()
+
+
 def test_guide_stateful_plugin_counts() -> None:
     """The Counter sample counts messages per nick."""
-    namespace: dict[str, Any] = {}
-    exec(python_blocks("plugins.md")[1], namespace)
-    counter = namespace["Counter"]()
+    counter = load(samples("plugins.md")["counter.py"], "counter").Counter()
     with run_server(plugins=[counter]) as server:
         alice = ChatClient(server.address)
         alice.login("alice")
@@ -59,22 +94,40 @@ def test_guide_stateful_plugin_counts() -> None:
     assert counter.counts == {"alice": 2}
 
 
-def test_guide_settings_sample_refuses_a_bad_value() -> None:
-    """The Configurable sample reads its table and refuses a bad action."""
-    namespace: dict[str, Any] = {}
-    exec(python_blocks("plugins.md")[2], namespace)
-    good = namespace["Configurable"]()
-    with run_server(
-        plugins=[good], config=Config(plugin_config={"configurable": {"action": "drop"}})
-    ):
-        assert good.action == "drop"
-    bad = Config(port=0, plugin_config={"configurable": {"action": "explode"}})
-    with pytest.raises(UsageError, match="action must be one of"):
-        Server(plugins=[namespace["Configurable"]()], config=bad).start()
+def test_guide_settings_sample(tmp_path: Path) -> None:
+    """The Configurable sample reads the guide's chatkit.toml and refuses bad values."""
+    module = load(samples("plugins.md")["configurable.py"], "configurable")
+    toml = tomllib.loads(samples("plugins.md", "toml")["chatkit.toml"])
+    assert toml["server"]["plugins"] == ["configurable"]
+    plugin = module.Configurable()
+    config = Config(plugin_config=toml["plugins"])
+    with run_server(plugins=[plugin], config=config):
+        assert plugin.action == "drop"
+    for settings, message in [
+        ({"action": "explode"}, "action must be one of"),
+        ({"acton": "x"}, "unknown setting"),
+    ]:
+        bad = Config(port=0, plugin_config={"configurable": settings})
+        with pytest.raises(UsageError, match=message):
+            Server(plugins=[module.Configurable()], config=bad).start()
+
+
+def test_guide_motd_is_the_real_plugin() -> None:
+    """The line-by-line walk-through shows plugins/motd exactly as it is (its tests run it)."""
+    shown = samples("plugins.md")["chatkit_motd/__init__.py"]
+    real = (ROOT / "plugins/motd/chatkit_motd/__init__.py").read_text()
+    assert shown.split("\n", 1)[1] == real
+
+
+def test_guide_packaging_sample_declares_an_entry_point() -> None:
+    """The pyproject sample names the entry-point group chatkit looks in."""
+    data = tomllib.loads(samples("plugins.md", "toml")["pyproject.toml"])
+    assert data["project"]["entry-points"]["chatkit.plugins"] == {"shout": "chatkit_shout"}
 
 
 def test_docs_link_to_pages_that_exist() -> None:
     """Relative links in README and docs point at files that exist."""
-    for page in [ROOT / "README.md", *DOCS.glob("*.md")]:
+    pages = [ROOT / "README.md", *DOCS.glob("*.md"), *ROOT.glob("plugins/*/README.md")]
+    for page in pages:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
-            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+            assert (page.parent / target).exists(), f"{page} links to missing {target}"

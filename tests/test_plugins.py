@@ -287,3 +287,14 @@ def test_list_plugins_covers_every_builtin() -> None:
     assert rows["log"].hooks == sorted(rows["log"].hooks)
     assert "chatkit_on_join" in rows["log"].hooks
     assert all(r.error is None for r in rows.values() if r.origin == "builtin")
+
+
+def test_a_plain_module_and_a_class_in_it_are_plugins(site: Path) -> None:
+    """--plugin takes any importable module, and module:Class for a stateful plugin."""
+    (site / "loose_plugin.py").write_text(GREETER + "\n\nclass Stateful:\n    count = 0\n")
+    module, info = resolve_plugin("loose_plugin")
+    assert module.__name__ == "loose_plugin" and info.origin == "module"
+    instance, _ = resolve_plugin("loose_plugin:Stateful")
+    assert type(instance).__name__ == "Stateful"
+    with pytest.raises(UsageError, match="Unknown plugin 'loose_plugn'"):
+        resolve_plugin("loose_plugn")
