@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from chatkit.results import Drop, Reject
 if TYPE_CHECKING:
     from chatkit.config import Config
     from chatkit.plugins import HookRunner
+    from chatkit.server import Writer
     from chatkit.session import Session
 
 __all__ = ["Hub", "valid_nick", "valid_room"]
@@ -109,7 +110,7 @@ class Hub:
         config: Config,
         hooks: HookRunner,
         commands: CommandRegistry,
-        wake: Callable[[], None],
+        outbox: Writer,
     ) -> None:
         self.config = config
         """The server's configuration."""
@@ -119,7 +120,7 @@ class Hub:
         """The registered commands."""
         self.closing = False
         """Set at shutdown: leaving clients are no longer announced to the others."""
-        self._wake = wake
+        self._outbox = outbox
         # Synchronize access to the chat state: _sessions, _rooms, _ids and each
         # session's nick, rooms and current_room. Never held across a hook call or
         # socket I/O; frames are only appended to send queues under it.
@@ -127,6 +128,8 @@ class Hub:
         self._sessions: dict[str, Session] = {}  # case-folded nick -> session
         self._rooms: dict[str, Room] = {}  # case-folded room name -> room
         self._ids = IdClock()
+        self.deliveries = 0
+        """Frames queued to recipients by fan-out since start (a metric; under the lock)."""
 
     # -- reading the state (any thread) ---------------------------------------
 
@@ -429,14 +432,13 @@ class Hub:
         releasing the lock).
         """
         assert self._lock.locked()
-        wake = False
-        for session in sessions:
-            wake |= session.push(frame)
-        return wake
+        conns = [session.transport for session in sessions]
+        self.deliveries += len(conns)
+        return self._outbox.fanout(frame, conns)
 
     def _wake_if(self, wake: bool) -> None:
         if wake:
-            self._wake()
+            self._outbox.wake()
 
 
 def _room_key(room: Room) -> str:

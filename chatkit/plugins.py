@@ -52,12 +52,16 @@ DEFAULT_PLUGINS = (
     "flood",  # a token bucket per client: refuses lines beyond a rate
     "log",  # the console log of logins, joins, leaves and logouts
 )
-BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS
+OPTIONAL_PLUGINS = (
+    "stats",  # /stats: the server's counters; off unless enabled
+)
+BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
 
 # Where each builtin lives: a module of hook functions, or "module:Class" for a
 # stateful plugin, instantiated once per server.
 _BUILTIN_TARGETS = {name: f"chatkit.builtins.{name}" for name in BUILTIN_PLUGINS}
 _BUILTIN_TARGETS["flood"] = "chatkit.builtins.flood:Flood"
+_BUILTIN_TARGETS["stats"] = "chatkit.builtins.stats:Stats"
 
 
 @dataclass
@@ -116,7 +120,10 @@ def _instantiate(obj: Any) -> Any:
 
 
 def _builtin_info(name: str) -> PluginInfo:
-    default = "essential" if name in ESSENTIAL_PLUGINS else "default"
+    if name in ESSENTIAL_PLUGINS:
+        default = "essential"
+    else:
+        default = "default" if name in DEFAULT_PLUGINS else "off"
     return PluginInfo(name, "builtin", "chatkit", _version(), default)
 
 
@@ -231,14 +238,14 @@ def build_plugin_manager(
             raise _unknown(name, known)
     pm = new_plugin_manager()
     infos: list[PluginInfo] = []
-    for name in BUILTIN_PLUGINS:
+    for name in ESSENTIAL_PLUGINS + DEFAULT_PLUGINS:
         if name not in config.disable:
             plugin, info = resolve_plugin(name, eps)
             _register(pm, plugin, name)
             infos.append(info)
     chosen: list[tuple[str, Any, PluginInfo]] = []
     for name in config.plugins:
-        if name in BUILTIN_PLUGINS and name not in config.disable:
+        if name in ESSENTIAL_PLUGINS + DEFAULT_PLUGINS and name not in config.disable:
             continue  # already on
         plugin, info = resolve_plugin(name, eps)
         chosen.append((name, plugin, info))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import functools
 import ipaddress
 import logging
 import selectors
@@ -50,11 +51,17 @@ class Connection:
     """One accepted socket: its protocol state, its send queue and its lifecycle.
 
     The reader thread owns receiving; the writer thread owns sending and is the
-    only one that closes the socket, once the reader has retired it.
+    only one that closes the socket, once the reader has retired it. The send
+    queue belongs to the :class:`Writer` and is guarded by its lock.
     """
 
     def __init__(
-        self, sock: socket.socket, address: tuple[str, int], max_line: int, max_sendq: int
+        self,
+        sock: socket.socket,
+        address: tuple[str, int],
+        max_line: int,
+        max_sendq: int,
+        writer: Writer,
     ) -> None:
         self.sock = sock
         """The socket (blocking; the writer sends with ``MSG_DONTWAIT``)."""
@@ -66,6 +73,10 @@ class Connection:
         """Bytes that may wait in the send queue before the client is cut off."""
         self.session: Session
         """The session of this connection (set right after creation)."""
+        self.writer = writer
+        """The writer that sends this connection's queue."""
+        self.text_mode = False
+        """True once the client chose text mode (set by the reader; read by fan-out)."""
         now = time.monotonic()
         self.connected_at = now
         """When it was accepted (monotonic seconds)."""
@@ -76,26 +87,24 @@ class Connection:
         """When the client last sent anything."""
         self.pinged_at: float | None = None
         """When the watchdog pinged the silent client, or None."""
-        # Synchronize access to the send queue (_out, _out_bytes, _scheduled), the
-        # lifecycle flags and close_reason, and to the socket's shutdown() and
-        # close(): holding it there means no thread shuts down a descriptor number
-        # that the writer has already closed and the kernel given to a new client.
-        self._lock = threading.Lock()
+        # The send queue and the flags below are guarded by the writer's lock.
         self._out: collections.deque[bytes] = collections.deque()
         self._out_bytes = 0
-        self._scheduled = False  # in the writer's ready list or waiting for POLLOUT
+        self._scheduled = False  # in the writer's ready queue, or waiting for POLLOUT
         self._finishing = False  # close once the queue is sent
         self._aborting = False  # shut down now, queue or not
-        self._closed = False  # the writer closed the socket
         self.close_reason: str | None = None
         """Why the server is closing this connection, if it is."""
-        self._writer: Writer | None = None
+        # Synchronize the socket's shutdown() and close(): holding it means no
+        # thread shuts down a descriptor number that the writer has already closed
+        # and the kernel given to a new client. Guards _closed.
+        self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def mode(self) -> Mode:
         """The protocol mode; JSON until the first line says otherwise."""
-        mode = self.protocol.mode
-        return Mode.JSON if mode is Mode.UNKNOWN else mode
+        return Mode.TEXT if self.text_mode else Mode.JSON
 
     @property
     def finishing(self) -> bool:
@@ -108,31 +117,8 @@ class Connection:
         return self._out_bytes
 
     def push(self, data: bytes) -> bool:
-        """Append ``data`` to the send queue; True if the writer must be woken.
-
-        Never blocks and never sends. Past ``max_sendq`` the queue is dropped and
-        the connection closed as a slow consumer.
-        """
-        assert self._writer is not None
-        with self._lock:
-            if self._closed or self._aborting or self._finishing:
-                return False  # closing: what comes now would not be sent anyway
-            if self._out_bytes + len(data) > self.max_sendq:
-                self._out.clear()
-                self._out_bytes = 0
-                self.close_reason = "send queue exceeded"
-                self._aborting = True
-                # Schedule even if already scheduled: a connection that waits for
-                # POLLOUT may never get it (its client does not read), and the
-                # writer must shut it down now. (Not here: no syscall under the
-                # hub's lock, which our caller may hold.)
-            else:
-                self._out.append(data)
-                self._out_bytes += len(data)
-                if self._scheduled:
-                    return False
-            self._scheduled = True
-        return self._writer.schedule(self)
+        """Queue ``data``; True if the writer must be woken. Never blocks or sends."""
+        return self.writer.push(self, data)
 
     def finish(self, reason: str) -> None:
         """Send what is queued, then close; the logout reason will be ``reason``.
@@ -140,43 +126,50 @@ class Connection:
         The reader stops reading at once. ``finish()`` is idempotent; the first
         reason wins.
         """
-        assert self._writer is not None
-        with self._lock:
-            if self.close_reason is None:
-                self.close_reason = reason
-            self._finishing = True
-            if self._scheduled or self._closed:
-                return
-            self._scheduled = True
-        if self._writer.schedule(self):
-            self._writer.wake()
+        if self.writer.finish(self, reason):
+            self.writer.wake()
 
     def abort(self, reason: str) -> None:
         """Shut the socket down now, unsent data or not; the reader then retires it."""
-        with self._lock:
-            if self.close_reason is None:
-                self.close_reason = reason
-            self._aborting = True
-            self._shutdown()
+        self.writer.abort(self, reason)
+        self.shutdown()
 
-    def _shutdown(self) -> None:
-        assert self._lock.locked()
-        if not self._closed:
-            # Wakes the reader if it is blocked in recv(); never blocks itself.
-            # OSError: the peer is already gone, which is what we wanted.
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
+    def shutdown(self) -> None:
+        """Shut the socket down (both ways), unless already closed; never blocks.
+
+        Wakes the reader if it is blocked in ``recv()``.
+        """
+        with self._lock:
+            if not self._closed:
+                # OSError: the peer is already gone, which is what we wanted.
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Close the socket (the writer does this, once the reader is done)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.sock.close()
 
 
 class Writer:
-    """The one thread that sends: it drains send queues and waits where sockets are full."""
+    """The one thread that sends: it drains send queues and waits where sockets are full.
+
+    Producers (readers, the watchdog, plugins) append to a connection's queue
+    under this writer's one lock and put the connection in the ready queue; a
+    fan-out takes the lock once for all its recipients. The writer takes each
+    connection's whole queue and sends it with one ``send``.
+    """
 
     def __init__(self) -> None:
         self._selector: selectors.BaseSelector | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
-        # Synchronize access to _ready, _retired, _wake_pending and _stopping,
-        # which other threads fill and the writer thread empties.
+        # Synchronize access to every connection's send queue (_out, _out_bytes,
+        # _scheduled, _finishing, _aborting, close_reason) and to _ready,
+        # _retired, _wake_pending and _stopping. Held only for list and counter
+        # updates, never across a syscall.
         self._lock = threading.Lock()
         self._ready: list[Connection] = []
         self._retired: list[Connection] = []
@@ -186,7 +179,9 @@ class Writer:
         self.thread = threading.Thread(target=self._run, name="chatkit-writer", daemon=True)
         """The writer thread."""
         self.sends = 0
-        """Number of send() calls made: divided by lines delivered, the coalescing."""
+        """send() calls made (writer thread only): divided by frames queued, the coalescing."""
+        self.bytes_sent = 0
+        """Bytes the kernel accepted (writer thread only)."""
 
     def start(self) -> None:
         """Create the selector and the wake pipe, and start the thread."""
@@ -197,14 +192,86 @@ class Writer:
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self.thread.start()
 
-    def schedule(self, conn: Connection) -> bool:
-        """Put ``conn`` on the list to flush; True if the writer must be woken."""
-        with self._lock:
+    # -- producers (any thread) ----------------------------------------------------
+
+    def _append(self, conn: Connection, data: bytes) -> bool:
+        """Queue ``data`` for ``conn``; True if ``conn`` was newly scheduled."""
+        assert self._lock.locked()
+        if conn._finishing or conn._aborting:
+            return False  # closing: what comes now would not be sent anyway
+        size = conn._out_bytes + len(data)
+        if size > conn.max_sendq:
+            # A slow consumer: drop its queue and have the writer shut it down now,
+            # even if it waits for POLLOUT, which a client that never reads never
+            # gives. (Not here: no syscall under this lock.)
+            conn._out.clear()
+            conn._out_bytes = 0
+            conn._aborting = True
+            if conn.close_reason is None:
+                conn.close_reason = "send queue exceeded"
             self._ready.append(conn)
-            if self._wake_pending:
-                return False
-            self._wake_pending = True
             return True
+        conn._out.append(data)
+        conn._out_bytes = size
+        if conn._scheduled:
+            return False
+        conn._scheduled = True
+        self._ready.append(conn)
+        return True
+
+    def _need_wake(self) -> bool:
+        assert self._lock.locked()
+        if self._wake_pending:
+            return False
+        self._wake_pending = True
+        return True
+
+    def push(self, conn: Connection, data: bytes) -> bool:
+        """Queue ``data`` for ``conn``; True if the caller must :meth:`wake` the writer."""
+        with self._lock:
+            return self._append(conn, data) and self._need_wake()
+
+    def fanout(self, frame: Frame, conns: Iterable[Connection]) -> bool:
+        """Queue ``frame`` to every connection: one encoding per mode, one append each.
+
+        The hot path of a broadcast: no hook, no syscall, one lock for all.
+        Returns True if the caller must :meth:`wake` the writer (after releasing
+        any lock of its own).
+        """
+        json_data = frame.encode(Mode.JSON)
+        text_data: bytes | None = None
+        scheduled = False
+        append = self._append
+        with self._lock:
+            for conn in conns:
+                if conn.text_mode:
+                    if text_data is None:
+                        text_data = frame.encode(Mode.TEXT)
+                    scheduled |= append(conn, text_data)
+                else:
+                    scheduled |= append(conn, json_data)
+            return scheduled and self._need_wake()
+
+    def finish(self, conn: Connection, reason: str) -> bool:
+        """Mark ``conn`` to close once its queue is sent; True if the writer must be woken."""
+        with self._lock:
+            if conn.close_reason is None:
+                conn.close_reason = reason
+            conn._finishing = True
+            if conn._scheduled:
+                return False
+            conn._scheduled = True
+            self._ready.append(conn)
+            return self._need_wake()
+
+    def abort(self, conn: Connection, reason: str) -> None:
+        """Mark ``conn`` as closing now; its queue is dropped (the caller shuts it down)."""
+        with self._lock:
+            if conn.close_reason is None:
+                conn.close_reason = reason
+            conn._aborting = True
+            conn._out.clear()
+            conn._out_bytes = 0
 
     def wake(self) -> None:
         """Wake the writer thread (cheap; call after releasing any lock)."""
@@ -218,8 +285,7 @@ class Writer:
         """Hand over a connection whose reader is done: flush once, then close it."""
         with self._lock:
             self._retired.append(conn)
-            wake = not self._wake_pending
-            self._wake_pending = True
+            wake = self._need_wake()
         if wake:
             self.wake()
 
@@ -230,6 +296,8 @@ class Writer:
         self.wake()
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join()
+
+    # -- the writer thread -------------------------------------------------------
 
     def _run(self) -> None:
         """Thread entry point: nothing above catches errors."""
@@ -274,22 +342,19 @@ class Writer:
 
     def _flush(self, conn: Connection) -> None:
         """Send everything queued for ``conn`` in one ``send``; wait for POLLOUT if full."""
-        with conn._lock:
+        with self._lock:
             conn._scheduled = False
-            if conn._closed:
-                return
-            if conn._aborting:
-                conn._shutdown()
-                self._unwait(conn)
-                return
-            if not conn._out:
-                if conn._finishing:
-                    conn._shutdown()
-                self._unwait(conn)
-                return
             out = conn._out
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
+            idle = conn._aborting or not out
+            shut = conn._aborting or conn._finishing
+            if not idle:
+                conn._out = collections.deque()
+        if idle:
+            self._unwait(conn)
+            if shut:
+                conn.shutdown()
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
         try:
             sent = conn.sock.send(data, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
@@ -299,19 +364,24 @@ class Writer:
             self._unwait(conn)
             return
         self.sends += 1
-        with conn._lock:
+        self.bytes_sent += sent
+        wait = shut = False
+        with self._lock:
             conn._out_bytes -= sent
-            if sent < len(data):
-                if not conn._aborting:
-                    # Unsent bytes go back in front: anything pushed meanwhile is
-                    # behind them, so the queue stays FIFO.
-                    conn._out.appendleft(data[sent:])
-                    conn._scheduled = True  # pushes need not wake us: POLLOUT will
-                    self._wait(conn)
-                    return
-            elif conn._finishing and not conn._out:
-                conn._shutdown()
+            if sent < len(data) and not conn._aborting:
+                # Unsent bytes go back in front: anything pushed meanwhile is
+                # behind them, so the queue stays FIFO.
+                conn._out.appendleft(data[sent:])
+                conn._scheduled = True  # pushes need not wake us: POLLOUT will
+                wait = True
+            else:
+                shut = conn._aborting or (conn._finishing and not conn._out)
+        if wait:
+            self._wait(conn)
+            return
         self._unwait(conn)
+        if shut:
+            conn.shutdown()
 
     def _wait(self, conn: Connection) -> None:
         assert self._selector is not None
@@ -327,12 +397,17 @@ class Writer:
 
     def _close(self, conn: Connection) -> None:
         self._unwait(conn)
-        with conn._lock:
-            if not conn._closed:
-                conn._closed = True
-                conn._out.clear()
-                conn._out_bytes = 0
-                conn.sock.close()
+        with self._lock:
+            conn._out.clear()
+            conn._out_bytes = 0
+            conn._aborting = True  # nothing more is queued for it
+        conn.close()
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_loopback(host: str) -> bool:
+    # Cached: parsing an address costs more than the rest of accepting a client.
+    return ipaddress.ip_address(host).is_loopback
 
 
 def _raise_fd_limit(wanted: int) -> None:
@@ -402,7 +477,7 @@ class Server:
         """The registered commands (filled by ``start()``)."""
         self.writer = Writer()
         """The writer thread's state."""
-        self.hub = Hub(config, self.hooks, self.commands, self.writer.wake)
+        self.hub = Hub(config, self.hooks, self.commands, self.writer)
         """The chat state."""
         self.address: tuple[str, int] = (config.host, config.port)
         """Where the server listens; the real port once started."""
@@ -413,6 +488,7 @@ class Server:
         self._conns: dict[Connection, threading.Thread] = {}
         self._per_address: collections.Counter[str] = collections.Counter()
         self._started = False
+        self._started_at = time.monotonic()
         self._stopped = False
         self._stop_event = threading.Event()
         self._accept_sel: selectors.BaseSelector | None = None
@@ -434,6 +510,7 @@ class Server:
             if self._started:
                 raise RuntimeError("Server.start() called twice")
             self._started = True
+            self._started_at = time.monotonic()
         self.hooks.startup(
             "chatkit_configure", config=self.config, pluginmanager=self.pluginmanager
         )
@@ -525,6 +602,22 @@ class Server:
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
 
+    def stats(self) -> dict[str, Any]:
+        """Counters for operators and benchmarks (see the ``stats`` plugin)."""
+        conns = self.connections
+        deliveries = self.hub.deliveries
+        sends = self.writer.sends
+        return {
+            "connections": len(conns),
+            "logged_in": len(self.hub.sessions()),
+            "rooms": len(self.hub.rooms()),
+            "queued_bytes": sum(c.queued_bytes for c in conns),
+            "deliveries": deliveries,
+            "sends": sends,
+            "bytes_sent": self.writer.bytes_sent,
+            "uptime": round(time.monotonic() - self._started_at, 3),
+        }
+
     @property
     def connections(self) -> list[Connection]:
         """The open connections, logged in or not."""
@@ -536,36 +629,43 @@ class Server:
     def _accept(self) -> None:
         """Thread entry point: nothing above catches errors."""
         assert self._listener is not None and self._accept_sel is not None
+        listener = self._listener
+        # socket.accept() would look up the listener's family and type as enums
+        # for every client; that costs more than the accept itself.
+        family, kind = int(listener.family), int(listener.type)
         try:
             while not self._stop_event.is_set():
                 for key, _mask in self._accept_sel.select():
                     if key.fileobj is self._accept_wake_r:
                         return
-                try:
-                    sock, addr = self._listener.accept()
-                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                    continue
-                except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.warning("cannot accept a connection: %s; retrying", exc.strerror)
-                        # Out of descriptors: the pending connection stays in the
-                        # backlog, so wait a little instead of spinning on it.
-                        self._stop_event.wait(0.1)
+                while True:  # take every pending connection before selecting again
+                    try:
+                        fd, addr = listener._accept()  # type: ignore[attr-defined]
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except ConnectionAbortedError:
                         continue
-                    raise
-                self._admit(sock, addr)
+                    except OSError as exc:
+                        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                            log.warning("cannot accept a connection: %s; retrying", exc.strerror)
+                            # Out of descriptors: the pending connection stays in
+                            # the backlog, so wait a little instead of spinning.
+                            self._stop_event.wait(0.1)
+                            break
+                        raise
+                    self._admit(socket.socket(family, kind, 0, fileno=fd), addr)
         except Exception:
             # This branch should never run. It's a safety net in case of bugs.
             log.error("acceptor thread failed", exc_info=True)
 
     def _admit(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         sock.setblocking(True)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            # A lone chat line must not wait for a delayed ACK (~40 ms).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A lone chat line must not wait for a delayed ACK (~40 ms). The listener
+        # is TCP (create_server), so every accepted socket is.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         limits = self.config.limits
         host = str(addr[0])
-        counted = limits.limit_loopback or not ipaddress.ip_address(host).is_loopback
+        counted = limits.limit_loopback or not _is_loopback(host)
         refusal: tuple[str, str] | None = None
         thread: threading.Thread | None = None
         with self._lock:
@@ -577,8 +677,9 @@ class Server:
                     f"too many connections from {host} (at most {limits.max_clients_per_address})",
                 )
             else:
-                conn = Connection(sock, (host, int(addr[1])), limits.max_line, limits.max_sendq)
-                conn._writer = self.writer
+                conn = Connection(
+                    sock, (host, int(addr[1])), limits.max_line, limits.max_sendq, self.writer
+                )
                 conn.session = Session(conn, self.writer.wake)
                 thread = threading.Thread(
                     target=self._serve, args=(conn,), name=f"chatkit-reader-{host}:{addr[1]}"
@@ -643,12 +744,15 @@ class Server:
             try:
                 event = protocol.next_event()
             except RemoteProtocolError as exc:
+                conn.text_mode = protocol.mode is Mode.TEXT
                 session.error(exc.code, exc.text)
                 continue
             if event is None:
                 return True
             if isinstance(event, Closed):
                 return False
+            # The first line fixes the mode; fan-out reads this flag, not the protocol.
+            conn.text_mode = protocol.mode is Mode.TEXT
             self.hub.handle(session, event)
             protocol.logged_in = session.logged_in
             if conn.finishing:

@@ -1,36 +1,22 @@
 """One client as the chat and the plugins see it: its nick, rooms, and a way to send.
 
 A :class:`Session` is what every hook receives as ``client``. It knows nothing of
-sockets: it hands encoded frames to its :class:`Transport` (the server's
-connection), which queues them without blocking.
+sockets: it hands encoded frames to its connection, which queues them without
+blocking.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from chatkit.protocol import Frame, Mode
 
-__all__ = ["Session", "Transport"]
+if TYPE_CHECKING:
+    from chatkit.server import Connection
 
-
-class Transport(Protocol):
-    """What a session needs from its connection (see :class:`chatkit.server.Connection`)."""
-
-    address: tuple[str, int]
-
-    @property
-    def mode(self) -> Mode: ...
-
-    def push(self, data: bytes) -> bool:
-        """Queue ``data``; return True if the writer must be woken. Never blocks."""
-        ...
-
-    def finish(self, reason: str) -> None:
-        """Send what is queued, then close; ``reason`` is the logout reason."""
-        ...
+__all__ = ["Session"]
 
 
 _ids = itertools.count(1)
@@ -44,7 +30,7 @@ class Session:
     change them only through the hub (``hub.rename``, ``hub.join``, ...).
     """
 
-    def __init__(self, transport: Transport, wake: Callable[[], None]) -> None:
+    def __init__(self, transport: Connection, wake: Callable[[], None]) -> None:
         self.id = next(_ids)
         """A number unique to this session within the process."""
         self.nick: str | None = None
@@ -55,7 +41,8 @@ class Session:
         """Where lines without a room go: the room joined last (or ``/join``-ed again)."""
         self.data: dict[str, Any] = {}
         """Free space for plugins, keyed by plugin name; guard it yourself."""
-        self._transport = transport
+        self.transport = transport
+        """The server's connection behind this session (internal: use the methods)."""
         self._wake = wake
 
     def __repr__(self) -> str:
@@ -64,12 +51,12 @@ class Session:
     @property
     def address(self) -> tuple[str, int]:
         """The client's (host, port)."""
-        return self._transport.address
+        return self.transport.address
 
     @property
     def mode(self) -> Mode:
         """How the client speaks: ``Mode.JSON`` or ``Mode.TEXT``."""
-        return self._transport.mode
+        return self.transport.mode
 
     @property
     def logged_in(self) -> bool:
@@ -80,7 +67,7 @@ class Session:
 
     def send(self, frame: Frame) -> None:
         """Queue ``frame`` for this client. Never blocks; safe from any thread."""
-        if self._transport.push(frame.encode(self._transport.mode)):
+        if self.transport.push(frame.encode(self.transport.mode)):
             self._wake()
 
     def push(self, frame: Frame) -> bool:
@@ -88,7 +75,7 @@ class Session:
 
         For the hub, which fans out under its lock and wakes once afterwards.
         """
-        return self._transport.push(frame.encode(self._transport.mode))
+        return self.transport.push(frame.encode(self.transport.mode))
 
     def notice(self, text: str) -> None:
         """Send a ``notice`` frame."""
@@ -104,4 +91,4 @@ class Session:
 
     def disconnect(self, reason: str) -> None:
         """Send what is queued, then close the connection; logout hooks see ``reason``."""
-        self._transport.finish(reason)
+        self.transport.finish(reason)

@@ -1,0 +1,335 @@
+"""A load generator for chat servers: chatkit's JSON protocol, or the baseline's text one.
+
+It runs in its own process (asyncio; uvloop if installed), apart from the server it
+measures. Receivers only count line ends, at C speed; a few probe clients parse their
+lines to measure latency from the send time carried in each message's text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PAYLOAD = 64  # bytes of text per message
+PROBES = 3  # clients that parse lines to measure latency
+STAMP = re.compile(rb"t=(\d+)")
+
+
+@dataclass
+class Step:
+    """One measured step of a fan-out run."""
+
+    rate: int
+    """Messages per second asked of all senders together."""
+    sent: int = 0
+    received: int = 0
+    expected: int = 0
+    seconds: float = 0.0
+    deliveries_per_s: float = 0.0
+    complete: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    dropped: int = 0
+    generator_cpu: float = 0.0
+    generator_saturated: bool = False
+    server_sends: int | None = None
+    server_deliveries: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Counts toward capacity: p99 ≤ 1 s, ≥ 99 % complete, nobody dropped, generator not saturated."""
+        return (
+            self.p99_ms <= 1000
+            and self.complete >= 0.99
+            and self.dropped == 0
+            and not self.generator_saturated
+        )
+
+
+class Client(asyncio.Protocol):
+    """One connection: counts the lines it receives; probes also time them."""
+
+    def __init__(self, probe: bool, on_lost: Callable[[], None]) -> None:
+        self.probe = probe
+        self.lines = 0
+        self.latencies: list[float] = []
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.buffer = b""
+        self.partial = b""
+        self.waiters: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._on_lost = on_lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.lines += data.count(b"\n")
+        if self.waiters:
+            self.buffer += data
+            for marker, future in list(self.waiters):
+                if marker in self.buffer and not future.done():
+                    future.set_result(None)
+                    self.waiters.remove((marker, future))
+            if not self.waiters:
+                self.buffer = b""
+        if self.probe:
+            now = time.monotonic_ns()
+            # Only whole lines: a stamp split across two reads must not be misread.
+            *lines, self.partial = (self.partial + data).split(b"\n")
+            for line in lines:
+                match = STAMP.search(line)
+                if match:
+                    self.latencies.append((now - int(match.group(1))) / 1e6)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._on_lost()
+        for _, future in self.waiters:
+            if not future.done():
+                future.set_exception(ConnectionError("closed"))
+
+    def wait_for(self, marker: bytes) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append((marker, future))
+        return future
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+
+class Load:
+    """Connections to one server, speaking ``protocol`` ("json" for chatkit, "text" for the baseline)."""
+
+    def __init__(self, host: str, port: int, protocol: str, payload: int = PAYLOAD) -> None:
+        self.host, self.port, self.protocol = host, port, protocol
+        self.payload = payload
+        self.clients: list[Client] = []
+        self.lost = 0
+        self.stats_calls = 0
+
+    def _lost(self) -> None:
+        self.lost += 1
+
+    async def connect(self, nick: str, probe: bool = False, rcvbuf: int | None = None) -> Client:
+        loop = asyncio.get_running_loop()
+        transport, client = await loop.create_connection(
+            lambda: Client(probe, self._lost), self.host, self.port
+        )
+        client.transport = transport  # uvloop may call connection_made later
+        if rcvbuf:
+            transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf
+            )
+        if self.protocol == "json":
+            waiter = client.wait_for(b'"welcome"')
+            client.write(json.dumps({"type": "hello", "nick": nick}).encode() + b"\n")
+        else:
+            waiter = client.wait_for(f"{nick} joined".encode())
+            client.write(nick.encode() + b"\n")
+        await asyncio.wait_for(waiter, 30)
+        return client
+
+    async def connect_many(self, count: int, prefix: str, probes: int = 0) -> list[Client]:
+        semaphore = asyncio.Semaphore(100)  # stay under the server's accept backlog
+
+        async def one(i: int) -> Client:
+            async with semaphore:
+                return await self.connect(f"{prefix}{i}", probe=i >= count - probes)
+
+        clients = await asyncio.gather(*(one(i) for i in range(count)))
+        self.clients.extend(clients)
+        return list(clients)
+
+    def message(self, sender: int) -> bytes:
+        stamp = f"t={time.monotonic_ns()} s={sender} "
+        text = stamp + "x" * max(0, self.payload - len(stamp))
+        if self.protocol == "json":
+            return b'{"type":"say","text":"' + text.encode() + b'"}\n'
+        return text.encode() + b"\n"
+
+    async def stats(self) -> dict[str, Any] | None:
+        """The server's /stats counters (chatkit with the stats plugin), else None."""
+        if self.protocol != "json":
+            return None
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self.stats_calls += 1
+        writer.write(b'{"type":"hello","nick":"stats%d"}\n' % self.stats_calls)
+        writer.write(b'{"type":"say","text":"/stats"}\n')
+        await writer.drain()
+        try:
+            while True:
+                line = await asyncio.wait_for(reader.readline(), 10)
+                if not line:
+                    return None
+                frame = json.loads(line)
+                if frame.get("type") == "reply" and frame.get("command") == "stats":
+                    data: dict[str, Any] = frame["data"]
+                    return data
+                if frame.get("type") == "error" and frame.get("code") == "unknown_command":
+                    return None
+        finally:
+            writer.close()
+
+    def received(self) -> int:
+        return sum(c.lines for c in self.clients)
+
+    def close(self) -> None:
+        for c in self.clients:
+            if c.transport is not None:
+                c.transport.close()
+
+
+async def run_step(load: Load, senders: list[Client], rate: int, seconds: float) -> Step:
+    """Send ``rate`` messages/s for ``seconds``, then wait for every delivery (or a stall)."""
+    step = Step(rate)
+    receivers = len([c for c in load.clients if not c.closed])
+    for c in load.clients:
+        c.latencies.clear()
+    before_stats = await load.stats()
+    received0 = load.received()
+    lost0 = load.lost
+    cpu0 = time.process_time()
+    start = time.monotonic()
+    tick = 0.001  # 1 ms: senders pace their lines instead of writing them in bursts
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= seconds:
+            break
+        due = int(rate * min(elapsed + tick, seconds)) - step.sent
+        for _ in range(due):
+            sender = step.sent % len(senders)
+            senders[sender].write(load.message(sender))
+            step.sent += 1
+        await asyncio.sleep(tick)
+    step.expected = step.sent * receivers
+    # Wait for the backlog: until everything arrived, or nothing arrives for 2 s.
+    last_count, last_change = load.received(), time.monotonic()
+    while load.received() - received0 < step.expected:
+        await asyncio.sleep(0.01)
+        count = load.received()
+        if count != last_count:
+            last_count, last_change = count, time.monotonic()
+        elif time.monotonic() - last_change > 2:
+            break
+    end = last_change if load.received() - received0 < step.expected else time.monotonic()
+    wall = end - start
+    step.seconds = round(wall, 3)
+    step.received = load.received() - received0
+    step.complete = round(step.received / step.expected, 4) if step.expected else 0.0
+    step.deliveries_per_s = round(step.received / wall) if wall > 0 else 0.0
+    step.dropped = load.lost - lost0
+    step.generator_cpu = round((time.process_time() - cpu0) / wall, 3) if wall > 0 else 0.0
+    step.generator_saturated = step.generator_cpu > 0.9
+    latencies = sorted(x for c in load.clients if c.probe for x in c.latencies)
+    if latencies:
+        step.p50_ms = round(statistics.median(latencies), 3)
+        step.p99_ms = round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3)
+        step.max_ms = round(latencies[-1], 3)
+    after_stats = await load.stats()
+    if before_stats and after_stats:
+        step.server_sends = after_stats["sends"] - before_stats["sends"]
+        step.server_deliveries = after_stats["deliveries"] - before_stats["deliveries"]
+    return step
+
+
+@dataclass
+class FanOut:
+    """The result of a fan-out run: every step and the capacity."""
+
+    clients: int
+    senders: int
+    slow_consumer: bool
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def capacity(self) -> float:
+        """Deliveries per second of the best step that counts (see :attr:`Step.ok`)."""
+        return max((s.deliveries_per_s for s in self.steps if s.ok), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "clients": self.clients,
+            "senders": self.senders,
+            "slow_consumer": self.slow_consumer,
+            "capacity": self.capacity,
+            "steps": [{**asdict(s), "ok": s.ok} for s in self.steps],
+        }
+
+
+async def fan_out(
+    host: str,
+    port: int,
+    protocol: str,
+    clients: int,
+    senders: int = 10,
+    rates: tuple[int, ...] = (1000, 2000, 4000, 8000, 16000, 32000),
+    seconds: float = 3.0,
+    slow_consumer: bool = False,
+    deadline: float | None = None,
+    payload: int = PAYLOAD,
+) -> FanOut:
+    """C clients in one room, S of them sending at each rate in turn until the server fails.
+
+    With ``slow_consumer``, one more client joins that never reads.
+    """
+    load = Load(host, port, protocol, payload)
+    result = FanOut(clients, senders, slow_consumer)
+    try:
+        members = await load.connect_many(clients, "c", probes=PROBES)
+        if slow_consumer:
+            slow = await load.connect("slowpoke", rcvbuf=4096)
+            slow.transport.pause_reading()  # type: ignore[union-attr]  # it never reads again
+        for rate in rates:
+            if deadline and time.monotonic() > deadline:
+                break
+            step = await run_step(load, members[:senders], rate, seconds)
+            if slow_consumer:
+                step.dropped = max(
+                    0, step.dropped - 1
+                )  # the slow one may be cut: that is the point
+            result.steps.append(step)
+            if not step.ok:
+                break
+    finally:
+        load.close()
+    return result
+
+
+async def churn(host: str, port: int, protocol: str, workers: int, seconds: float) -> float:
+    """Connect, log in and quit in a loop with ``workers`` at once; return cycles per second."""
+    cycles = 0
+    stop = time.monotonic() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal cycles
+        n = 0
+        while time.monotonic() < stop:
+            nick = f"w{w}x{n}"
+            n += 1
+            reader, writer = await asyncio.open_connection(host, port)
+            if protocol == "json":
+                writer.write(b'{"type":"hello","nick":"%s"}\n' % nick.encode())
+                while b'"welcome"' not in await reader.readline():
+                    pass
+                writer.write(b'{"type":"say","text":"/quit"}\n')
+            else:
+                writer.write(nick.encode() + b"\n")
+                while f"{nick} joined".encode() not in await reader.readline():
+                    pass
+            writer.close()
+            await writer.wait_closed()
+            cycles += 1
+
+    start = time.monotonic()
+    await asyncio.gather(*(worker(w) for w in range(workers)))
+    return cycles / (time.monotonic() - start)

@@ -1,0 +1,294 @@
+"""Run chatkit's benchmarks beside the classroom baseline and print a Markdown table.
+
+    uv run python -m benchmarks.run            # the full suite (about 10 minutes)
+    uv run python -m benchmarks.run --quick    # a smaller one (under 2 minutes)
+
+Each scenario starts a fresh server (chatkit, then the baseline) pinned to core 0
+where ``taskset`` exists; this process, the load generator, pins itself to core 1.
+Every headline figure is reported as chatkit ÷ baseline from the same run, since
+this machine is shared and absolute figures drift. ``--json FILE`` writes every
+number (default: benchmarks/results/latest.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import loadgen
+
+ROOT = Path(__file__).parent.parent
+SERVERS = ("chatkit", "baseline")
+
+
+@dataclass
+class Plan:
+    fanout_clients: tuple[int, ...]
+    rates: tuple[int, ...]
+    step_seconds: float
+    idle_clients: tuple[int, ...]
+    churn_workers: int
+    churn_seconds: float
+    slow_rates: tuple[int, ...]
+    slow_seconds: float = 6.0  # at 1,000 msg/s of 1 KB: 6 MB for the client that never reads
+    slow_payload: int = 1000  # bytes: it must fall further behind than the kernel's buffers hold
+
+
+RATES = (1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000)
+FULL = Plan((100, 1000), RATES, 3.0, (1000, 10000), 10, 5.0, (1000,))
+QUICK = Plan((100,), RATES, 1.0, (500,), 10, 2.0, (1000,))
+# For the test that keeps the suite from rotting: every scenario, tiny and fast.
+TINY = Plan((20,), (200, 400), 0.5, (20,), 4, 0.5, (200,), slow_seconds=0.5, slow_payload=64)
+
+
+def raise_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def server_command(kind: str) -> list[str]:
+    if kind == "chatkit":
+        return [
+            sys.executable, "-m", "chatkit", "serve", "--port", "0", "--log-level", "warning",
+            "--no-plugin", "log", "--no-plugin", "flood", "--plugin", "stats",
+            "--max-clients", "20000", "--max-sendq", str(4 * 1024 * 1024),
+        ]  # fmt: skip
+    return [sys.executable, "-m", "benchmarks.baseline.server", "--port", "0"]
+
+
+@contextmanager
+def running(kind: str) -> Iterator[tuple[str, int, int]]:
+    """Start a server of ``kind``; yield (host, port, pid); stop it."""
+    command = server_command(kind)
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        command = ["taskset", "-c", "0", *command]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            match = re.search(r"listening on (\S+):(\d+)", line)
+            if match:
+                yield match.group(1), int(match.group(2)), proc.pid
+                return
+        raise RuntimeError(f"{kind} server did not start")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def scenario_fanout(plan: Plan, clients: int, slow: bool = False) -> dict[str, Any]:
+    rates = plan.slow_rates if slow else plan.rates
+    out: dict[str, Any] = {}
+    for kind in SERVERS:
+        with running(kind) as (host, port, _pid):
+            result = run(
+                loadgen.fan_out(
+                    host, port, "json" if kind == "chatkit" else "text", clients,
+                    rates=rates, seconds=plan.slow_seconds if slow else plan.step_seconds,
+                    slow_consumer=slow, payload=plan.slow_payload if slow else loadgen.PAYLOAD,
+                )
+            )  # fmt: skip
+            out[kind] = result.to_dict()
+    return out
+
+
+def scenario_idle(clients: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in SERVERS:
+        with running(kind) as (host, port, pid):
+            time.sleep(0.5)
+            before = rss_kib(pid)
+
+            async def hold(host: str = host, port: int = port, kind: str = kind) -> tuple[int, int]:
+                load = loadgen.Load(host, port, "json" if kind == "chatkit" else "text")
+                await load.connect_many(clients, "idle")
+                await asyncio.sleep(1.0)
+                after = rss_kib(pid)
+                connected = len([c for c in load.clients if not c.closed])
+                load.close()
+                return connected, after
+
+            connected, after = run(hold())
+            out[kind] = {
+                "clients": clients,
+                "connected": connected,
+                "rss_before_kib": before,
+                "rss_after_kib": after,
+                "kib_per_client": round((after - before) / clients, 2),
+            }
+    return out
+
+
+def scenario_churn(plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in SERVERS:
+        with running(kind) as (host, port, _pid):
+            protocol = "json" if kind == "chatkit" else "text"
+            rate = run(loadgen.churn(host, port, protocol, plan.churn_workers, plan.churn_seconds))
+            out[kind] = {"workers": plan.churn_workers, "cycles_per_s": round(rate, 1)}
+    return out
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "n/a"
+
+
+def best_step(result: dict[str, Any], rate: int) -> dict[str, Any] | None:
+    return next((s for s in result["steps"] if s["rate"] == rate), None)
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [
+        f"chatkit benchmarks, {results['mode']} run, {results['date']}",
+        "",
+        "| scenario | chatkit | baseline | chatkit ÷ baseline |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, value in results["scenarios"].items():
+        if key.startswith("fanout"):
+            c, b = value["chatkit"], value["baseline"]
+            lines.append(
+                f"| {key}: capacity, deliveries/s | {c['capacity']:,.0f} | {b['capacity']:,.0f} "
+                f"| {ratio(c['capacity'], b['capacity'])} |"
+            )
+            for rate in (1000, 2000):
+                cs, bs = best_step(c, rate), best_step(b, rate)
+                if cs and bs:
+                    lines.append(
+                        f"| {key}: p99 latency at {rate} msg/s | {cs['p99_ms']} ms | {bs['p99_ms']} ms "
+                        f"| {ratio(cs['p99_ms'], bs['p99_ms'])} |"
+                    )
+            sat = [s for s in c["steps"] if s["server_sends"] and s["server_deliveries"]]
+            if sat:
+                last = sat[-1]
+                lines.append(
+                    f"| {key}: chatkit sends per delivered line at {last['rate']} msg/s "
+                    f"| {last['server_sends'] / last['server_deliveries']:.4f} | | |"
+                )
+        elif key.startswith("slow"):
+            c, b = value["chatkit"], value["baseline"]
+            cs, bs = c["steps"][-1], b["steps"][-1]
+            lines.append(
+                f"| {key}: others' deliveries/s, one client never reads | {cs['deliveries_per_s']:,.0f} "
+                f"(p99 {cs['p99_ms']} ms, {cs['complete']:.1%} complete) | {bs['deliveries_per_s']:,.0f} "
+                f"(p99 {bs['p99_ms']} ms, {bs['complete']:.1%} complete) "
+                f"| {ratio(cs['deliveries_per_s'], bs['deliveries_per_s'])} |"
+            )
+        elif key.startswith("idle"):
+            c, b = value["chatkit"], value["baseline"]
+            lines.append(
+                f"| {key}: server memory per idle client | {c['kib_per_client']} KiB "
+                f"({c['connected']} held) | {b['kib_per_client']} KiB ({b['connected']} held) "
+                f"| {ratio(c['kib_per_client'], b['kib_per_client'])} |"
+            )
+        elif key == "churn":
+            c, b = value["chatkit"], value["baseline"]
+            lines.append(
+                f"| churn: connect, log in, quit; cycles/s ({c['workers']} workers) "
+                f"| {c['cycles_per_s']:,.0f} | {b['cycles_per_s']:,.0f} "
+                f"| {ratio(c['cycles_per_s'], b['cycles_per_s'])} |"
+            )
+    lines += [
+        "",
+        "Fan-out steps (rate msg/s → deliveries/s, complete, p50/p99/max ms, generator CPU):",
+        "",
+    ]
+    for key, value in results["scenarios"].items():
+        if not (key.startswith("fanout") or key.startswith("slow")):
+            continue
+        for kind in SERVERS:
+            for s in value[kind]["steps"]:
+                flag = " (generator saturated: not counted)" if s["generator_saturated"] else ""
+                lines.append(
+                    f"- {key} {kind} {s['rate']}: {s['deliveries_per_s']:,.0f}/s, {s['complete']:.1%}, "
+                    f"{s['p50_ms']}/{s['p99_ms']}/{s['max_ms']} ms, cpu {s['generator_cpu']:.0%}, "
+                    f"dropped {s['dropped']}{'' if s['ok'] else ' ✗'}{flag}"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under two minutes")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests
+    parser.add_argument(
+        "--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=("fanout", "slow", "idle", "churn"),
+        help="run only these",
+    )
+    args = parser.parse_args(argv)
+    plan = TINY if args.tiny else QUICK if args.quick else FULL
+    raise_fd_limit()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})  # the generator; servers run on core 0
+    only = set(args.only or ("fanout", "slow", "idle", "churn"))
+    scenarios: dict[str, Callable[[], dict[str, Any]]] = {}
+    if "fanout" in only:
+        for c in plan.fanout_clients:
+            scenarios[f"fanout C={c}"] = lambda c=c: scenario_fanout(plan, c)  # type: ignore[misc]
+    if "slow" in only:
+        scenarios["slow consumer C=100"] = lambda: scenario_fanout(plan, 100, slow=True)
+    if "idle" in only:
+        for n in plan.idle_clients:
+            scenarios[f"idle N={n}"] = lambda n=n: scenario_idle(n)  # type: ignore[misc]
+    if "churn" in only:
+        scenarios["churn"] = lambda: scenario_churn(plan)
+    results: dict[str, Any] = {
+        "mode": "tiny" if args.tiny else "quick" if args.quick else "full",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpus": os.cpu_count(),
+        "payload_bytes": loadgen.PAYLOAD,
+        "scenarios": {},
+    }
+    for name, scenario in scenarios.items():
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results["scenarios"][name] = scenario()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(report(results))
+    print(f"(all figures in {args.json})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

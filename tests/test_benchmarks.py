@@ -1,0 +1,37 @@
+"""The benchmark suite works (not how fast anything is): a tiny run against real servers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_suite_runs_every_scenario_against_both_servers(tmp_path: Path) -> None:
+    """benchmarks.run measures chatkit and the baseline in every scenario and prints the table."""
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--tiny", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| scenario | chatkit | baseline | chatkit ÷ baseline |" in result.stdout
+    data = json.loads(out.read_text())
+    scenarios = data["scenarios"]
+    assert set(scenarios) == {"fanout C=20", "slow consumer C=100", "idle N=20", "churn"}
+    for kind in ("chatkit", "baseline"):
+        steps = scenarios["fanout C=20"][kind]["steps"]
+        assert [s["rate"] for s in steps][:1] == [200]
+        assert steps[0]["sent"] > 0 and steps[0]["complete"] >= 0.99
+        assert steps[0]["p99_ms"] > 0
+        assert scenarios["idle N=20"][kind]["connected"] == 20
+        assert scenarios["churn"][kind]["cycles_per_s"] > 0
+    chatkit_step = scenarios["fanout C=20"]["chatkit"]["steps"][0]
+    assert chatkit_step["server_deliveries"] >= chatkit_step["sent"] * 20
+    assert chatkit_step["server_sends"] > 0
