@@ -104,7 +104,8 @@ class Client(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(data)
+        if not self.closed:  # a sender the server cut off counts as dropped, not as a crash
+            self.transport.write(data)
 
 
 class Load:

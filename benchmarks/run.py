@@ -192,12 +192,19 @@ def report(results: dict[str, Any]) -> str:
                         f"| {key}: p99 latency at {rate} msg/s | {cs['p99_ms']} ms | {bs['p99_ms']} ms "
                         f"| {ratio(cs['p99_ms'], bs['p99_ms'])} |"
                     )
-            sat = [s for s in c["steps"] if s["server_sends"] and s["server_deliveries"]]
-            if sat:
-                last = sat[-1]
+            counted = [s for s in c["steps"] if s["ok"] and s["server_deliveries"]]
+            if counted:
+                best = max(counted, key=lambda s: s["deliveries_per_s"])
                 lines.append(
-                    f"| {key}: chatkit sends per delivered line at {last['rate']} msg/s "
-                    f"| {last['server_sends'] / last['server_deliveries']:.4f} | | |"
+                    f"| {key}: chatkit send() calls per delivered line at capacity ({best['rate']} msg/s) "
+                    f"| {best['server_sends'] / best['server_deliveries']:.4f} | | |"
+                )
+            done = [s for s in b["steps"] if s["complete"] >= 0.99 and s["dropped"] == 0]
+            if done and max(s["deliveries_per_s"] for s in done) > b["capacity"]:
+                top = max(done, key=lambda s: s["deliveries_per_s"])
+                lines.append(
+                    f"| {key}: baseline's best complete step, generator saturated: the baseline holds at least this "
+                    f"| | {top['deliveries_per_s']:,.0f} | {ratio(c['capacity'], top['deliveries_per_s'])} |"
                 )
         elif key.startswith("slow"):
             c, b = value["chatkit"], value["baseline"]
