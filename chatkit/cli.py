@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import selectors
 import signal
 import sys
 import time
@@ -18,9 +20,11 @@ from rich.console import Console
 from rich.table import Table
 
 from chatkit import __version__
+from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
 from chatkit.plugins import list_plugins
+from chatkit.protocol import Frame, render_text
 from chatkit.scaffold import create_plugin
 from chatkit.server import Server
 
@@ -232,6 +236,124 @@ def plugins_command(
                 " ".join(f"/{c}" for c in r.commands),
             )
     Console().print(table)
+
+
+EXIT_OK = 0  # input ended and the server handled every line (or --stay: the server closed)
+EXIT_USAGE = 2  # bad flags
+EXIT_REFUSED = 3  # no server at that address
+EXIT_LOGIN = 4  # the nick was refused (taken, invalid, or a plugin said no)
+EXIT_LOST = 5  # the server closed the connection, or it broke
+
+
+def _render(frame: dict[str, Any]) -> str:
+    fields = {k: v for k, v in frame.items() if k != "type"}
+    return render_text(Frame(str(frame.get("type")), **fields))
+
+
+def _scripted(client: Client, as_json: bool, stay: bool) -> int:
+    """Send stdin's lines, print what the server sends; see ``join``'s help."""
+    out = sys.stdout
+    stdin = sys.stdin.buffer
+    selector = selectors.DefaultSelector()
+    selector.register(client.sock, selectors.EVENT_READ)
+    try:
+        selector.register(stdin, selectors.EVENT_READ)
+        selectable = True
+    except (PermissionError, ValueError):  # a regular file or /dev/null: always readable
+        selectable = False
+    pending = b""
+    input_done = quitting = False
+
+    def show(frame: dict[str, Any]) -> None:
+        out.write((json.dumps(frame, ensure_ascii=False) if as_json else _render(frame)) + "\n")
+        out.flush()
+
+    def send_line(raw: bytes) -> None:
+        nonlocal quitting
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        if line.strip():
+            quitting |= line.split(" ", 1)[0].lower() == "/quit"
+            client.say(line)
+
+    try:
+        while True:
+            busy = client.buffered() or (not selectable and not input_done)
+            ready = [key.fileobj for key, _ in selector.select(0 if busy else None)]
+            if stdin in ready or (not selectable and not input_done):
+                data = os.read(stdin.fileno(), 65536)
+                if data:
+                    *lines, pending = (pending + data).split(b"\n")
+                    for raw in lines:
+                        send_line(raw)
+                else:
+                    if selectable:
+                        selector.unregister(stdin)
+                    send_line(pending)
+                    input_done = True
+                    if not quitting:
+                        client.send({"type": "ping"})  # its pong: all our lines were handled
+            if client.sock in ready or client.buffered():
+                frame = client.receive()
+                if frame is None:
+                    if quitting or (input_done and stay):
+                        return EXIT_OK
+                    typer.echo("connection closed by the server", err=True)
+                    return EXIT_LOST
+                if frame["type"] == "ping":
+                    client.send({"type": "pong"})
+                elif frame["type"] == "pong" and input_done and not stay:
+                    return EXIT_OK
+                elif frame["type"] != "pong":
+                    show(frame)
+    except ConnectionLost as exc:
+        typer.echo(str(exc), err=True)
+        return EXIT_LOST
+
+
+@app.command()
+def join(
+    host: Annotated[str, typer.Option(help="The server's address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The server's port.")] = 9090,
+    nick: Annotated[str | None, typer.Option(help="Your nick.")] = None,
+    room: Annotated[str | None, typer.Option(help="A room to join (lines then go there).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per frame, for scripts.")
+    ] = False,
+    stay: Annotated[
+        bool, typer.Option(help="After input ends, keep printing until the server closes.")
+    ] = False,
+) -> None:
+    """Join a chat and send each line of standard input: a message, or a /command.
+
+    What the server sends is printed as readable lines (or JSON with --json). Exits
+    when input ends and the server has handled every line. Exit codes: 0 ok,
+    2 bad usage, 3 no server, 4 nick refused, 5 connection lost.
+
+    Examples: echo "hello" | chatkit join --nick bot;
+    chatkit join --nick watcher --json --stay < /dev/null
+    """
+    if not nick:
+        typer.echo("Error: --nick is required (the interactive client is not built yet)", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        client = Client.connect(host, port)
+    except ClientError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    with client:
+        try:
+            welcome = client.login(nick)
+            if room:
+                client.say(f"/join {room}")
+        except LoginRefused as exc:
+            typer.echo(f"nick {nick!r} refused: {exc}", err=True)
+            raise typer.Exit(EXIT_LOGIN) from None
+        except ConnectionLost as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(EXIT_LOST) from None
+        typer.echo(json.dumps(welcome) if as_json else _render(welcome))
+        code = _scripted(client, as_json, stay)
+    raise typer.Exit(code)
 
 
 plugin_app = typer.Typer(

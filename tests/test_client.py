@@ -1,0 +1,170 @@
+"""chatkit.client and `chatkit join` in scripts, against real servers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from chatkit import Server
+from chatkit.client import Client, ClientError, LoginRefused
+from chatkit.testing import ChatClient
+
+CHATKIT = str(Path(sys.executable).parent / "chatkit")
+Connect = Callable[..., ChatClient]
+Factory = Callable[..., Server]
+
+
+def join(server: Server, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    host, port = server.address
+    return subprocess.run(
+        [CHATKIT, "join", "--host", host, "--port", str(port), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_library_connect_login_say_and_read(chat_server: Server, chat_client: Connect) -> None:
+    """A program logs in, sends, and reads frames as dicts."""
+    watcher = chat_client("watcher")
+    with Client.connect(*chat_server.address) as bot:
+        assert bot.login("bot")["nick"] == "bot"
+        bot.say("beep")
+        assert watcher.expect("message")["text"] == "beep"
+        watcher.say("hi bot")
+        frames = bot.sync()
+        assert [f["text"] for f in frames if f["type"] == "message"] == ["beep", "hi bot"]
+    watcher.expect("leave", nick="bot")
+
+
+def test_library_errors_are_words(chat_server: Server, chat_client: Connect) -> None:
+    """Refused connections and nicks raise errors that say what happened."""
+    with pytest.raises(ClientError, match=r"no chatkit server at 127\.0\.0\.1:\d+"):
+        Client.connect("127.0.0.1", free_port())
+    chat_client("taken")
+    with Client.connect(*chat_server.address) as client, pytest.raises(LoginRefused) as info:
+        client.login("taken")
+    assert info.value.code == "nick_taken"
+
+
+def test_library_iterates_until_the_server_closes(chat_server_factory: Factory) -> None:
+    """Iterating a client ends when the server closes the connection."""
+    server = chat_server_factory()
+    client = Client.connect(*server.address)
+    client.login("iter")
+    server.shutdown()
+    types = [f["type"] for f in client]
+    assert types[-1] == "notice" and client.closed
+
+
+def test_join_sends_lines_and_prints_what_comes_back(
+    chat_server: Server, chat_client: Connect
+) -> None:
+    """echo "hello" | chatkit join --nick bot: the room gets it; the output is readable."""
+    alice = chat_client("alice")
+    result = join(chat_server, "--nick", "bot", stdin="hello\n/who\n\n/msg alice psst\n")
+    assert result.returncode == 0, result.stderr
+    assert alice.expect("message")["text"] == "hello"
+    assert alice.expect("private")["text"] == "psst"
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("* Welcome to chatkit")
+    assert "[#general] <bot> hello" in lines
+    assert "#general (2): alice, bot" in lines
+    assert "[pm] <bot -> alice> psst" in lines
+
+
+def test_join_json_output_and_room(chat_server: Server, chat_client: Connect) -> None:
+    """--json prints one frame per line; --room sends lines to that room."""
+    result = join(chat_server, "--nick", "bot", "--room", "#ops", "--json", stdin="deploying\n")
+    assert result.returncode == 0, result.stderr
+    frames = [json.loads(line) for line in result.stdout.splitlines()]
+    assert frames[0]["type"] == "welcome"
+    messages = [f for f in frames if f["type"] == "message"]
+    assert [(m["room"], m["text"]) for m in messages] == [("#ops", "deploying")]
+
+
+def test_join_exit_codes(chat_server: Server, chat_client: Connect) -> None:
+    """Exit codes: 3 no server, 4 nick refused, 2 no nick given, 0 after /quit."""
+    nobody = subprocess.run(
+        [CHATKIT, "join", "--port", str(free_port()), "--nick", "x"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert nobody.returncode == 3 and "no chatkit server at" in nobody.stderr
+    chat_client("alice")
+    taken = join(chat_server, "--nick", "alice")
+    assert taken.returncode == 4 and "is taken" in taken.stderr
+    bad = join(chat_server, "--nick", "no spaces")
+    assert bad.returncode == 4
+    assert join(chat_server).returncode == 2
+    quitting = join(chat_server, "--nick", "q", stdin="/quit bye now\nnever sent\n")
+    assert quitting.returncode == 0 and "bye" in quitting.stdout
+
+
+def test_join_stay_prints_until_the_server_closes(chat_server_factory: Factory) -> None:
+    """--stay keeps printing after input ends, and exits 0 when the server shuts down."""
+    server = chat_server_factory()
+    host, port = server.address
+    proc = subprocess.Popen(
+        [
+            CHATKIT,
+            "join",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--nick",
+            "watcher",
+            "--json",
+            "--stay",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["type"] == "welcome"
+    with ChatClient(server.address) as alice:
+        alice.login("alice")
+        alice.say("for the watcher")
+        while True:
+            frame = json.loads(proc.stdout.readline())
+            if frame["type"] == "message":
+                assert frame["text"] == "for the watcher"
+                break
+    server.shutdown()
+    assert proc.wait(timeout=10) == 0
+
+
+def test_join_reports_a_lost_connection(chat_server_factory: Factory) -> None:
+    """A server that goes away while input is still open gives exit code 5 and a message."""
+    server = chat_server_factory()
+    host, port = server.address
+    proc = subprocess.Popen(
+        [CHATKIT, "join", "--host", host, "--port", str(port), "--nick", "w"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert "Welcome" in proc.stdout.readline()
+    server.shutdown()
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 5
+    assert "closed by the server" in err
