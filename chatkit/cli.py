@@ -27,6 +27,7 @@ from chatkit.plugins import list_plugins
 from chatkit.protocol import Frame, render_text
 from chatkit.scaffold import create_plugin
 from chatkit.server import Server
+from chatkit.terminal import Terminal
 
 __all__ = ["app", "main"]
 
@@ -322,18 +323,33 @@ def join(
     stay: Annotated[
         bool, typer.Option(help="After input ends, keep printing until the server closes.")
     ] = False,
+    color: Annotated[
+        bool, typer.Option("--color/--no-color", help="Colours (also off if NO_COLOR is set).")
+    ] = True,
+    reconnect: Annotated[
+        bool, typer.Option("--reconnect/--no-reconnect", help="Reconnect after a lost connection.")
+    ] = True,
 ) -> None:
-    """Join a chat and send each line of standard input: a message, or a /command.
+    """Join a chat. In a terminal: an interactive client (type a line, Enter sends it;
+    /quit or Ctrl+D leaves). In a script: each line of standard input is sent (a message,
+    or a /command) and what the server sends is printed as readable lines (or JSON
+    with --json); it exits when input ends and the server has handled every line.
 
-    What the server sends is printed as readable lines (or JSON with --json). Exits
-    when input ends and the server has handled every line. Exit codes: 0 ok,
-    2 bad usage, 3 no server, 4 nick refused, 5 connection lost.
-
+    Exit codes: 0 ok, 2 bad usage, 3 no server, 4 nick refused, 5 connection lost.
     Examples: echo "hello" | chatkit join --nick bot;
     chatkit join --nick watcher --json --stay < /dev/null
     """
+    if sys.stdin.isatty() and sys.stdout.isatty() and not as_json:
+        colours = color and not os.environ.get("NO_COLOR")
+        terminal = Terminal(host, port, color=colours, reconnect=reconnect)
+        try:
+            code = terminal.run(nick)
+        except ClientError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(EXIT_REFUSED) from None
+        raise typer.Exit(code)
     if not nick:
-        typer.echo("Error: --nick is required (the interactive client is not built yet)", err=True)
+        typer.echo("Error: --nick is required when standard input is not a terminal", err=True)
         raise typer.Exit(EXIT_USAGE)
     try:
         client = Client.connect(host, port)

@@ -45,6 +45,7 @@ def test_library_connect_login_say_and_read(chat_server: Server, chat_client: Co
         bot.say("beep")
         assert watcher.expect("message")["text"] == "beep"
         watcher.say("hi bot")
+        watcher.expect("message", text="hi bot")  # the hub has handled it
         frames = bot.sync()
         assert [f["text"] for f in frames if f["type"] == "message"] == ["beep", "hi bot"]
     watcher.expect("leave", nick="bot")

@@ -1,0 +1,325 @@
+"""The interactive ``chatkit join``: incoming lines print above an input line that keeps
+what you are typing (prompt_toolkit), with history, completion and colours.
+
+Two threads: the main thread runs the prompt and sends what you type; a receiver
+thread reads frames and prints them above the prompt (prompt_toolkit's
+``patch_stdout`` makes that safe) and, after a lost connection, reconnects.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.patch_stdout import patch_stdout
+from prompt_toolkit.styles import Style
+
+from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused
+
+__all__ = ["Terminal"]
+
+NICK_COLOURS = ("ansicyan", "ansigreen", "ansiyellow", "ansiblue", "ansimagenta", "ansibrightred")
+BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # seconds between reconnection attempts
+
+STYLE = Style.from_dict(
+    {
+        "time": "#888888",
+        "dim": "#888888",
+        "error": "ansired bold",
+        "pm": "ansimagenta bold",
+        "action": "italic",
+        "notice": "ansiyellow",
+        "toolbar": "reverse",
+    }
+)
+
+
+def nick_style(nick: str) -> str:
+    """A stable colour per nick."""
+    return NICK_COLOURS[zlib.crc32(nick.encode()) % len(NICK_COLOURS)]
+
+
+def _clock(frame: dict[str, Any]) -> str:
+    ts = frame.get("ts")
+    if isinstance(ts, str):
+        try:
+            return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime("%H:%M")
+        except ValueError:
+            pass
+    return time.strftime("%H:%M")
+
+
+def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
+    """A frame as styled text fragments (without the final newline)."""
+    kind = frame.get("type")
+    out: list[tuple[str, str]] = [("class:time", _clock(frame) + " ")]
+    if kind == "message":
+        nick = frame["nick"]
+        out.append(("class:dim", f"[{frame['room']}] "))
+        if frame.get("action"):
+            out += [
+                ("class:action", "* "),
+                (nick_style(nick), nick),
+                ("class:action", f" {frame['text']}"),
+            ]
+        else:
+            out += [(nick_style(nick), f"<{nick}>"), ("", f" {frame['text']}")]
+    elif kind == "private":
+        out += [
+            ("class:pm", "[pm] "),
+            (nick_style(frame["from"]), frame["from"]),
+            ("class:pm", " -> "),
+            (nick_style(frame["to"]), frame["to"]),
+            ("", f"{': ' if frame.get('action') else ' '}{frame['text']}"),
+        ]
+    elif kind == "join":
+        out.append(("class:dim", f"* {frame['nick']} joined {frame['room']}"))
+    elif kind == "leave":
+        reason = f" ({frame['reason']})" if frame.get("reason") else ""
+        out.append(("class:dim", f"* {frame['nick']} left {frame['room']}{reason}"))
+    elif kind == "nick":
+        out.append(("class:dim", f"* {frame['old']} is now known as {frame['new']}"))
+    elif kind == "error":
+        out.append(("class:error", f"error: {frame['text']}"))
+    elif kind == "notice":
+        out.append(("class:notice", f"*** {frame['text']}"))
+    elif kind == "reply":
+        out.append(("", str(frame["text"])))
+    elif kind == "welcome":
+        rooms = ", ".join(frame.get("rooms", []))
+        out.append(
+            ("class:dim", f"* connected as {frame['nick']}, in {rooms}. /help lists commands.")
+        )
+    else:
+        out.append(("class:dim", f"{kind}: {frame}"))
+    return out
+
+
+class ChatCompleter(Completer):
+    """Completes /commands (from the server's /help) and nicks in the room."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.nicks: set[str] = set()
+
+    def get_completions(self, document: Document, event: CompleteEvent) -> Iterable[Completion]:
+        word = document.get_word_before_cursor(WORD=True)
+        if document.text_before_cursor == word and word.startswith("/"):
+            for name in self.commands:
+                if f"/{name}".startswith(word.lower()):
+                    yield Completion(f"/{name}", start_position=-len(word))
+            return
+        for nick in sorted(self.nicks):
+            if word and nick.lower().startswith(word.lower()):
+                yield Completion(nick, start_position=-len(word))
+
+
+class Terminal:
+    """One interactive session: the prompt, the receiver thread, reconnection."""
+
+    def __init__(self, host: str, port: int, color: bool = True, reconnect: bool = True) -> None:
+        self.host, self.port = host, port
+        self.color = color
+        self.reconnect = reconnect
+        self.nick = ""
+        self.room = ""
+        self.rooms: list[str] = []
+        self.client: Client | None = None
+        self.completer = ChatCompleter()
+        self.quitting = False
+        self.exit_code = 0
+        self.session: PromptSession[str] | None = None
+        self._silent = {"help": 0, "who": 0}  # replies we asked for ourselves
+
+    # -- output ----------------------------------------------------------------
+
+    def show(self, fragments: list[tuple[str, str]]) -> None:
+        if self.color:
+            print_formatted_text(FormattedText(fragments), style=STYLE)
+        else:
+            print_formatted_text("".join(text for _, text in fragments))
+
+    def say(self, text: str, style: str = "class:dim") -> None:
+        self.show([(style, text)])
+
+    # -- connecting --------------------------------------------------------------
+
+    def login(self, nick: str | None) -> bool:
+        """Connect and log in, asking for a nick until one is accepted; False to give up."""
+        self.client = Client.connect(self.host, self.port)
+        session: PromptSession[str] = PromptSession()
+        while True:
+            if not nick:
+                try:
+                    nick = session.prompt("nick: ").strip()
+                except (EOFError, KeyboardInterrupt):
+                    return False
+                if not nick:
+                    continue
+            try:
+                welcome = self.client.login(nick)
+            except LoginRefused as exc:
+                self.say(f"{exc}", "class:error")
+                nick = None
+                continue
+            self.nick = welcome["nick"]
+            self.rooms = list(welcome.get("rooms", []))
+            self.room = self.rooms[-1] if self.rooms else ""
+            self.show(format_frame(welcome))
+            self._after_login()
+            return True
+
+    def _after_login(self) -> None:
+        """Learn the commands and nicks for completion, before anything else is read.
+
+        Runs on the thread that reads the connection (main at first, the receiver
+        after a reconnect), so no other thread sees these replies.
+        """
+        client = self.client
+        assert client is not None
+        self._silent = {"help": 1, "who": 1}
+        try:
+            client.say("/help")
+            client.say("/who")
+            for frame in client.sync(timeout=10):
+                self.handle(frame)
+        except (ConnectionLost, TimeoutError):
+            pass  # the receiver finds the connection closed and reconnects or ends
+
+    def _reconnect(self) -> bool:
+        rooms = list(self.rooms)
+        for delay in BACKOFF * 100:
+            if self.quitting:
+                return False
+            self.say(f"* connection lost; reconnecting in {delay:g} s")
+            time.sleep(delay)
+            try:
+                client = Client.connect(self.host, self.port)
+                welcome = client.login(self.nick)
+            except LoginRefused as exc:
+                self.say(f"cannot log in again as {self.nick}: {exc}", "class:error")
+                return False
+            except ClientError:
+                continue
+            self.client = client
+            self.rooms = list(welcome.get("rooms", []))
+            self.say(f"* reconnected to {self.host}:{self.port} as {self.nick}")
+            for room in rooms:
+                if room not in self.rooms:
+                    client.say(f"/join {room}")
+            self._after_login()
+            return True
+        return False
+
+    # -- the receiver thread -------------------------------------------------------
+
+    def receive(self) -> None:
+        """Thread entry point: prints frames; on a lost connection, reconnects or ends."""
+        while True:
+            client = self.client
+            assert client is not None
+            try:
+                for frame in client:
+                    self.handle(frame)
+            except (ConnectionLost, OSError):
+                pass
+            if self.quitting:
+                return
+            if not self.reconnect or not self._reconnect():
+                self.say("* disconnected from the server", "class:error")
+                self.exit_code = 5
+                self.quitting = True
+                self._stop_prompt()
+                return
+
+    def _exit_if_quitting(self) -> None:
+        if self.quitting and self.session is not None:
+            self.session.app.exit(exception=EOFError())
+
+    def _stop_prompt(self) -> None:
+        # The prompt runs in the main thread's event loop: ask that loop to end it.
+        app = self.session.app if self.session is not None else None
+        if app is not None and app.is_running and app.loop is not None:
+            app.loop.call_soon_threadsafe(lambda: app.exit(exception=EOFError()))
+
+    def handle(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        client = self.client
+        if kind == "ping" and client is not None:
+            client.send({"type": "pong"})
+            return
+        if kind == "reply" and self._silent.get(frame.get("command", ""), 0):
+            self._silent[frame["command"]] -= 1
+            data = frame.get("data", {})
+            if frame["command"] == "help":
+                self.completer.commands = [c["name"] for c in data.get("commands", [])]
+            else:
+                self.completer.nicks = set(data.get("nicks", []))
+            return
+        if kind == "join":
+            self.completer.nicks.add(frame["nick"])
+            if frame["nick"] == self.nick:
+                self.room = frame["room"]
+                if frame["room"] not in self.rooms:
+                    self.rooms.append(frame["room"])
+        elif kind == "leave" and frame["nick"] == self.nick and frame["room"] in self.rooms:
+            self.rooms.remove(frame["room"])
+            self.room = self.rooms[-1] if self.rooms else ""
+        elif kind == "nick":
+            self.completer.nicks.discard(frame["old"])
+            self.completer.nicks.add(frame["new"])
+            if frame["old"] == self.nick:
+                self.nick = frame["new"]
+        self.show(format_frame(frame))
+
+    # -- the main loop -------------------------------------------------------------
+
+    def toolbar(self) -> str:
+        return f" {self.nick} @ {self.host}:{self.port}  {self.room or '(no room)'} "
+
+    def run(self, nick: str | None) -> int:
+        """Run until /quit, Ctrl+D or Ctrl+C (or a lost connection without reconnect)."""
+        if not self.login(nick):
+            return 0
+        session: PromptSession[str] = PromptSession(
+            completer=self.completer,
+            complete_while_typing=False,
+            bottom_toolbar=self.toolbar,
+            style=STYLE if self.color else None,
+        )
+        self.session = session
+        with patch_stdout(raw=True):
+            receiver = threading.Thread(target=self.receive, name="chatkit-receiver", daemon=True)
+            receiver.start()
+            while not self.quitting:
+                try:
+                    # pre_run: if the receiver gave up just before this prompt
+                    # started, _stop_prompt() found no running app to stop.
+                    line = session.prompt(
+                        lambda: f"{self.room or '>'} ", pre_run=self._exit_if_quitting
+                    )
+                except (EOFError, KeyboardInterrupt):
+                    line = "/quit"
+                if not line.strip() or self.quitting:
+                    continue
+                if line.split(" ", 1)[0].lower() == "/quit":
+                    self.quitting = True
+                client = self.client
+                try:
+                    if client is None or client.closed:
+                        raise ConnectionLost("not connected")
+                    client.say(line)
+                except ConnectionLost:
+                    self.say("not connected: the line was not sent", "class:error")
+            receiver.join(5)
+        if self.client is not None:
+            self.client.close()
+        return self.exit_code

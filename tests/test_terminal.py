@@ -1,0 +1,188 @@
+"""The interactive `chatkit join`, driven through a real pseudo-terminal (pexpect)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from chatkit import Server
+from chatkit.terminal import ChatCompleter, format_frame, nick_style
+from chatkit.testing import ChatClient
+
+CHATKIT = str(Path(sys.executable).parent / "chatkit")
+Connect = Callable[..., ChatClient]
+Factory = Callable[..., Server]
+
+
+@pytest.fixture
+def terminal() -> Iterator[Callable[..., pexpect.spawn]]:
+    """Spawn `chatkit join` in a pseudo-terminal of 100x30; killed after the test."""
+    children: list[pexpect.spawn] = []
+
+    def spawn(port: int, *args: str) -> pexpect.spawn:
+        env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+        child = pexpect.spawn(
+            CHATKIT, ["join", "--port", str(port), "--no-color", *args],
+            env=env, dimensions=(30, 100), encoding="utf-8", timeout=10,
+        )  # fmt: skip
+        children.append(child)
+        return child
+
+    yield spawn
+    for child in children:
+        child.close(force=True)
+
+
+def test_nick_clash_prompts_again(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """Without --nick it asks; a taken nick gets the server's reason and the prompt again."""
+    chat_client("alice")
+    child = terminal(chat_server.address[1])
+    child.expect("nick:")
+    child.send("alice\r")
+    child.expect("is taken")
+    child.expect("nick:")
+    child.send("bob\r")
+    child.expect("connected as bob")
+
+
+def test_typing_survives_incoming_messages(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """A line half typed when messages arrive is sent whole: the typed text stays intact."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob")
+    child.expect("connected as bob")
+    alice.expect("join", nick="bob")
+    child.send("half typed")
+    for i in range(5):
+        alice.say(f"interruption {i}")
+        child.expect(f"interruption {i}")
+    child.send(" and finished\r")
+    assert alice.expect("message", nick="bob")["text"] == "half typed and finished"
+
+
+def test_tab_completes_commands_and_nicks(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """Tab completes /commands from the server's /help and nicks in the room."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob")
+    child.expect("connected as bob")
+    child.send("/wh\t")
+    child.expect("who")  # the completion is drawn before more keys are sent
+    child.send(" #general\r")
+    child.expect(r"#general \(2\): alice, bob")
+    child.send("hi al\t")
+    child.expect("ice")
+    child.send("\r")
+    assert alice.expect("message", nick="bob")["text"] == "hi alice"
+
+
+@pytest.mark.parametrize(("keys", "reason"), [("\x04", "quit"), ("\x03", "quit")])
+def test_ctrl_d_and_ctrl_c_leave_cleanly(
+    chat_server: Server,
+    chat_client: Connect,
+    terminal: Callable[..., pexpect.spawn],
+    keys: str,
+    reason: str,
+) -> None:
+    """Ctrl+D and Ctrl+C quit: exit status 0, no traceback, the room sees the leave."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob")
+    child.expect("connected as bob")
+    child.send(keys)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "Traceback" not in (child.before or "")
+    assert alice.expect("leave", nick="bob")["reason"] == reason
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [CHATKIT, "serve", "--port", str(port), "--no-plugin", "log"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert "listening on" in proc.stdout.readline()
+    return proc
+
+
+def test_reconnects_after_the_server_restarts(terminal: Callable[..., pexpect.spawn]) -> None:
+    """After a lost connection it retries with backoff, logs in again and rejoins its rooms."""
+    port = free_port()
+    server = start_server(port)
+    try:
+        child = terminal(port, "--nick", "bob")
+        child.expect("connected as bob")
+        child.send("/join #ops\r")
+        child.expect("bob joined #ops")
+        server.terminate()
+        server.wait(10)
+        child.expect("reconnecting")
+        server = start_server(port)
+        child.expect("reconnected", timeout=20)
+        child.expect("bob joined #ops")
+        with ChatClient(("127.0.0.1", port)) as alice:
+            alice.login("alice")
+            alice.say("/who #ops")
+            assert alice.expect("reply")["data"]["nicks"] == ["bob"]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_no_reconnect_exits_with_5(terminal: Callable[..., pexpect.spawn]) -> None:
+    """--no-reconnect: a lost connection is told in words and exits with status 5."""
+    port = free_port()
+    server = start_server(port)
+    child = terminal(port, "--nick", "bob", "--no-reconnect")
+    child.expect("connected as bob")
+    server.terminate()
+    server.wait(10)
+    child.expect("disconnected from the server")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 5
+
+
+def test_refused_connection_is_told_in_words(terminal: Callable[..., pexpect.spawn]) -> None:
+    """No server: a sentence, exit status 3."""
+    child = terminal(free_port(), "--nick", "bob")
+    child.expect(r"no chatkit server at 127\.0\.0\.1:\d+")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 3
+
+
+def test_formatting_and_completion_units() -> None:
+    """Nick colours are stable; frames render with time and markers; completion lists match."""
+    assert nick_style("alice") == nick_style("alice")
+    text = "".join(
+        t for _, t in format_frame({"type": "private", "from": "a", "to": "b", "text": "hi"})
+    )
+    assert re.fullmatch(r"\d\d:\d\d \[pm\] a -> b hi", text)
+    completer = ChatCompleter()
+    completer.commands = ["who", "whois", "join"]
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    found = [c.text for c in completer.get_completions(Document("/wh"), CompleteEvent())]
+    assert found == ["/who", "/whois"]
