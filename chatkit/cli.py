@@ -343,7 +343,7 @@ def join(
         colours = color and not os.environ.get("NO_COLOR")
         terminal = Terminal(host, port, color=colours, reconnect=reconnect)
         try:
-            code = terminal.run(nick)
+            code = terminal.run(nick, room)
         except ClientError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(EXIT_REFUSED) from None

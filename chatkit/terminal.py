@@ -285,10 +285,12 @@ class Terminal:
     def toolbar(self) -> str:
         return f" {self.nick} @ {self.host}:{self.port}  {self.room or '(no room)'} "
 
-    def run(self, nick: str | None) -> int:
+    def run(self, nick: str | None, room: str | None = None) -> int:
         """Run until /quit, Ctrl+D or Ctrl+C (or a lost connection without reconnect)."""
         if not self.login(nick):
             return 0
+        if room and self.client is not None:
+            self.client.say(f"/join {room}")
         session: PromptSession[str] = PromptSession(
             completer=self.completer,
             complete_while_typing=False,

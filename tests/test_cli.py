@@ -238,3 +238,24 @@ def test_our_plugin_packages_are_listed_and_load(serve: type[ServeProcess]) -> N
     assert alice.expect("notice")["text"].startswith("Welcome, alice")
     alice.say("oh shit")
     assert alice.expect("message")["text"] == "oh ****"
+
+
+def test_join_script_against_a_serve_process(serve: type[ServeProcess]) -> None:
+    """Two real processes: `chatkit join` pipes lines into `chatkit serve`."""
+    server = serve()
+    watcher = ChatClient(server.address)
+    watcher.login("watcher")
+    host, port = server.address
+    result = subprocess.run(
+        [CHATKIT, "join", "--host", host, "--port", str(port), "--nick", "piper"],
+        input="first\nsecond\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [watcher.expect("message", nick="piper")["text"] for _ in range(2)] == [
+        "first",
+        "second",
+    ]
+    assert "[#general] <piper> second" in result.stdout

@@ -130,9 +130,8 @@ def test_reconnects_after_the_server_restarts(terminal: Callable[..., pexpect.sp
     port = free_port()
     server = start_server(port)
     try:
-        child = terminal(port, "--nick", "bob")
+        child = terminal(port, "--nick", "bob", "--room", "#ops")
         child.expect("connected as bob")
-        child.send("/join #ops\r")
         child.expect("bob joined #ops")
         server.terminate()
         server.wait(10)
