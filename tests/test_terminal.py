@@ -185,3 +185,19 @@ def test_formatting_and_completion_units() -> None:
 
     found = [c.text for c in completer.get_completions(Document("/wh"), CompleteEvent())]
     assert found == ["/who", "/whois"]
+
+
+def test_up_arrow_recalls_sent_lines(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """Up recalls the previous line; Enter sends it again."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob")
+    child.expect("connected as bob")
+    child.send("once more\r")
+    assert alice.expect("message", nick="bob")["text"] == "once more"
+    child.expect("once more")
+    child.send("\x1b[A")
+    child.expect("once more")
+    child.send("\r")
+    assert alice.expect("message", nick="bob")["text"] == "once more"
