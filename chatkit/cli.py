@@ -311,7 +311,7 @@ def _scripted(client: Client, as_json: bool, stay: bool) -> int:
         return EXIT_LOST
 
 
-@app.command()
+@app.command(short_help="Join a chat: a terminal client, or lines from a script.")
 def join(
     host: Annotated[str, typer.Option(help="The server's address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The server's port.")] = 9090,
