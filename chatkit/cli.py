@@ -176,18 +176,23 @@ def serve(
             stream=sys.stderr,
         )
         server = Server(config=cfg)
-        signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl+C
-        server.start()
     except UsageError as exc:
         raise _fail(exc) from None
-    host_, port_ = server.address
-    typer.echo(f"chatkit {__version__} listening on {host_}:{port_}")
-    typer.echo(f"plugins: {', '.join(info.name for info in server.plugin_infos)}")
-    if cfg.source:
-        typer.echo(f"config: {cfg.source}")
-    typer.echo(f"try: nc {host_} {port_}   (type a nick, then chat; Ctrl+C here stops the server)")
-    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl+C
+    # From here on a signal may arrive at any line, even during start(): every path
+    # ends in the finally below (shutdown() is idempotent and safe before start).
     try:
+        try:
+            server.start()
+        except UsageError as exc:
+            raise _fail(exc) from None
+        host_, port_ = server.address
+        typer.echo(f"chatkit {__version__} listening on {host_}:{port_}")
+        typer.echo(f"plugins: {', '.join(info.name for info in server.plugin_infos)}")
+        if cfg.source:
+            typer.echo(f"config: {cfg.source}")
+        typer.echo(f"try: nc {host_} {port_}   (type a nick, then chat; Ctrl+C here stops it)")
+        sys.stdout.flush()
         while True:
             time.sleep(3600)  # the server runs in its threads; this waits for a signal
     except KeyboardInterrupt:
@@ -195,7 +200,6 @@ def serve(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)  # a second Ctrl+C must not break shutdown
-        typer.echo("shutting down")
         server.shutdown()
     typer.echo("stopped")
 

@@ -567,8 +567,8 @@ class Server:
                 return
             self._stopped = True
         self._stop_event.set()  # stops the watchdog and releases serve_forever()
-        assert self._accept_wake_w is not None and self._accept_wake_r is not None
-        self._accept_wake_w.send(b"\0")
+        if self._accept_wake_w is not None:  # None if start() was interrupted early
+            self._accept_wake_w.send(b"\0")
         for thread in self._threads:
             thread.join()
         self.hub.closing = True
@@ -591,8 +591,9 @@ class Server:
             self._listener.close()
         if self._accept_sel is not None:
             self._accept_sel.close()
-        self._accept_wake_r.close()
-        self._accept_wake_w.close()
+        for sock in (self._accept_wake_r, self._accept_wake_w):
+            if sock is not None:
+                sock.close()
         log.info("server stopped")
         self.hooks.notify("chatkit_server_stop", server=self)
 
