@@ -412,7 +412,7 @@ def _is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
-def _raise_fd_limit(wanted: int) -> None:
+def _raise_fd_limit(max_clients: int) -> None:
     try:
         import resource
     except ImportError:  # not POSIX
@@ -421,12 +421,13 @@ def _raise_fd_limit(wanted: int) -> None:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         log.info("raised the open-files limit from %d to %d", soft, hard)
+    wanted = max_clients + 64  # and a few for the listener, the wake pipes, logs, plugins
     if hard != resource.RLIM_INFINITY and hard < wanted:
         log.warning(
             "the open-files hard limit (%d) is below max_clients (%d): raise it (ulimit -Hn) "
             "or lower max_clients",
             hard,
-            wanted,
+            max_clients,
         )
 
 
@@ -518,7 +519,7 @@ class Server:
         )
         plugins_mod.collect_commands(self.pluginmanager, self.commands)
         limits = self.config.limits
-        _raise_fd_limit(limits.max_clients + 64)
+        _raise_fd_limit(limits.max_clients)
         try:
             listener = socket.create_server(
                 (self.config.host, self.config.port), backlog=1024, reuse_port=False

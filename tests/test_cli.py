@@ -259,3 +259,24 @@ def test_join_script_against_a_serve_process(serve: type[ServeProcess]) -> None:
         "second",
     ]
     assert "[#general] <piper> second" in result.stdout
+
+
+def test_serve_raises_the_open_files_limit_and_warns_when_it_is_too_low() -> None:
+    """At start the soft limit goes up to the hard one; a max-clients above it is warned about."""
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.fail("this test needs a finite open-files hard limit")
+    proc = subprocess.Popen(
+        [CHATKIT, "serve", "--port", "0", "--log-level", "info", "--max-clients", str(hard * 2)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    )
+    assert proc.stdout is not None and "listening on" in proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=10)
+    assert f"raised the open-files limit from 256 to {hard}" in err
+    assert f"the open-files hard limit ({hard}) is below max_clients ({hard * 2})" in err
