@@ -24,9 +24,17 @@ from typing import Any, Self
 
 from chatkit.errors import ChatkitError
 
-__all__ = ["Client", "ClientError", "ConnectionLost", "LoginRefused"]
+__all__ = ["Client", "ClientError", "ConnectionLost", "LoginRefused", "say_frame"]
 
 RECV_BYTES = 65536  # bytes asked of one recv()
+
+
+def say_frame(text: str, room: str | None = None) -> dict[str, Any]:
+    """The ``say`` frame for ``text`` (a message, or a command if it starts with ``/``)."""
+    frame: dict[str, Any] = {"type": "say", "text": text}
+    if room is not None:
+        frame["room"] = room
+    return frame
 
 
 class ClientError(ChatkitError):
@@ -88,10 +96,7 @@ class Client:
 
     def say(self, text: str, room: str | None = None) -> None:
         """Send a line: a message, or a command if it starts with ``/``."""
-        frame: dict[str, Any] = {"type": "say", "text": text}
-        if room is not None:
-            frame["room"] = room
-        self.send(frame)
+        self.send(say_frame(text, room))
 
     def login(self, nick: str) -> dict[str, Any]:
         """Log in as ``nick``; return the ``welcome`` frame or raise :class:`LoginRefused`.

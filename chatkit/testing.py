@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from chatkit.client import say_frame
 from chatkit.config import Config, Limits
 from chatkit.server import Server
 
@@ -154,10 +155,7 @@ class ChatClient(_LineClient):
 
     def say(self, text: str, room: str | None = None) -> None:
         """Send a ``say`` frame (a message, or a command if ``text`` starts with ``/``)."""
-        frame: dict[str, Any] = {"type": "say", "text": text}
-        if room is not None:
-            frame["room"] = room
-        self.send(frame)
+        self.send(say_frame(text, room))
 
     def login(self, nick: str) -> dict[str, Any]:
         """Log in as ``nick``; return the ``welcome`` frame (fail on an error frame)."""
