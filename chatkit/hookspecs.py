@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from chatkit.commands import Register
     from chatkit.config import Config
     from chatkit.events import Message
+    from chatkit.protocol import Frame
     from chatkit.results import Drop, Reject
     from chatkit.server import Server
     from chatkit.session import Session
@@ -96,17 +97,20 @@ def chatkit_server_start(server: Server) -> None:
 
 
 @hookspec(firstresult=True)
-def chatkit_allow_input(client: Session, event: protocol.Hello | protocol.Say) -> Reject | None:
-    """Decide whether the server handles a ``hello`` or ``say`` from a client at all.
+def chatkit_allow_input(
+    client: Session, event: protocol.Hello | protocol.Say | protocol.Request
+) -> Reject | None:
+    """Decide whether the server handles a ``hello``, ``say`` or plugin request at all.
 
     Runs first for every such event, logged in or not, before any other hook;
     ``ping`` and ``pong`` never pass through it. Rate limits live here (the builtin
     ``flood`` plugin).
 
     :param client: The session that sent it.
-    :param event: :class:`chatkit.protocol.Hello` (``event.nick``) or
+    :param event: :class:`chatkit.protocol.Hello` (``event.nick``),
         :class:`chatkit.protocol.Say` (``event.text``, ``event.room``,
-        ``event.command``).
+        ``event.command``) or :class:`chatkit.protocol.Request` (``event.type``,
+        ``event.fields``: a JSON frame for ``chatkit_handle_request``).
 
     Return ``None`` to go on, or a :class:`~chatkit.Reject` to drop the event: the
     client receives an ``error`` frame with the reject's code, reason and
@@ -174,6 +178,33 @@ def chatkit_allow_join(client: Session, room: str) -> Reject | None:
     Return ``None`` to allow or a :class:`~chatkit.Reject` to refuse (first wins).
     A refused default room does not refuse the login: the client is logged in
     with no room. If it raises, the join is refused (fail closed) and logged.
+    """
+
+
+@hookspec(firstresult=True)
+def chatkit_room_replay(client: Session, room: str, last_id: int) -> list[Frame] | None:
+    """Give a client joining ``room`` the frames it sees first: the room's history.
+
+    Called for every join (the default room at login, and ``/join``) after
+    ``chatkit_allow_join``, on the joiner's reader thread, with no lock held, at
+    a moment chosen so that nothing is lost or doubled: every message of the room
+    with an id up to ``last_id`` has been stored (``chatkit_store_message``) and
+    delivered, and every later one reaches the joiner live, after this hook
+    returns. So return the room's stored messages with ids up to ``last_id``
+    (later ones may be stored already: leave them out); the joiner receives its
+    ``join`` frame, then these frames, then live traffic. The room's other
+    messages wait while it runs: keep it to one quick read.
+
+    :param client: The joining session.
+    :param room: The room's display name.
+    :param last_id: The last message id given out (in any room) when the join
+        took its place in the room's delivery order; 0 if none yet.
+
+    Return a list of :class:`~chatkit.Frame` (``message`` frames with
+    ``history=True``, typically, and a closing ``history`` frame) or ``None``
+    to leave it to the next plugin. The first list wins. If it raises, the error
+    is logged and the client joins without a replay. Implementing this hook
+    makes deliveries sequenced (see ``chatkit_store_message``).
     """
 
 
@@ -248,6 +279,32 @@ def chatkit_filter_message(client: Session, message: Message) -> Drop | None:
     """
 
 
+@hookspec(firstresult=True)
+def chatkit_store_message(client: Session, message: Message) -> Drop | None:
+    """Store a message before anyone receives it.
+
+    A message runs ``chatkit_filter_message`` → ``id`` and ``ts`` assigned →
+    ``chatkit_store_message`` → delivered to every recipient →
+    ``chatkit_on_message``. Runs once per message on the sender's reader thread,
+    with no lock held, so plugins may do I/O here; the sender's next line waits
+    until its message is delivered. Messages of one room (and private messages)
+    are still delivered in id order: one that is stored early waits for earlier
+    ids, and is delivered by whichever sender's thread completes the sequence.
+
+    :param client: The sender's session.
+    :param message: The :class:`~chatkit.Message`, ``id`` and ``ts`` set, text
+        final. Do not change it.
+
+    Return ``None`` once the message is stored as durably as the plugin
+    promises (every plugin is then called in turn), or a :class:`~chatkit.Drop`
+    if it cannot be stored: nobody receives the message, the sender gets an
+    ``error`` frame with code ``not_stored`` and the drop's reason, and later
+    plugins are not called. If it raises, the message is refused in the same way
+    (fail closed) and the error logged: an accepted message is never delivered
+    unstored.
+    """
+
+
 @hookspec
 def chatkit_on_message(client: Session, message: Message) -> None:
     """Called once after a message was queued to every recipient.
@@ -257,6 +314,26 @@ def chatkit_on_message(client: Session, message: Message) -> None:
 
     Called once per message, never per recipient. Return value is ignored. If it
     raises, the error is logged and the other plugins still run.
+    """
+
+
+@hookspec(firstresult=True)
+def chatkit_handle_request(client: Session, request: protocol.Request) -> bool | Reject | None:
+    """Answer a JSON frame of a type the core does not know (``{"type": "history", ...}``).
+
+    Lets a plugin extend the protocol with frames of its own. Runs on the
+    sender's reader thread after ``chatkit_allow_input``, only for logged-in
+    clients (others get ``not_logged_in``).
+
+    :param client: The session that sent it.
+    :param request: :class:`chatkit.protocol.Request`: ``request.type`` and
+        ``request.fields`` (the frame's other members, as sent: check them).
+
+    Return ``True`` once handled (send replies with ``client.send(...)``), a
+    :class:`~chatkit.Reject` to answer with an ``error`` frame (e.g. code
+    ``bad_frame`` for a bad field), or ``None`` if the type is not yours. If no
+    plugin handles it, the client gets ``bad_frame`` (unknown frame type). If it
+    raises, the client gets ``internal_error`` and the error is logged.
     """
 
 

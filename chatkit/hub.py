@@ -5,15 +5,26 @@ guards all chat state; it is never held across a hook call or socket I/O. Frames
 are queued to recipients under the lock (a buffer append each), so every member of
 a room sees that room's events in the same order, the order of their ids; the
 writer thread is woken once, after the lock is released.
+
+When a plugin stores messages (``chatkit_store_message``) or replays a room to
+joiners (``chatkit_room_replay``), deliveries are *sequenced*: a message gets its
+id under the lock and waits in its room's lane (a FIFO of pending deliveries) while
+its sender's thread calls the store hooks without the lock; whoever finds the head
+of a lane ready delivers it and every ready entry behind it, under the lock. So a
+message is stored before anyone receives it, and members still see ids in order.
+A join waits in the same lane: when it reaches the head, every earlier message has
+been stored and delivered and no later one is delivered until the joiner has its
+replay, so the replay and the live messages neither overlap nor leave a gap.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chatkit import protocol
 from chatkit.commands import CommandContext, CommandRegistry, split_command
@@ -28,7 +39,7 @@ if TYPE_CHECKING:
     from chatkit.server import Writer
     from chatkit.session import Session
 
-__all__ = ["Hub", "valid_nick", "valid_room"]
+__all__ = ["Hub", "message_frame", "valid_nick", "valid_room"]
 
 _NICK_EXTRA = set("_-.[]{}|^`")
 
@@ -91,6 +102,15 @@ class IdClock:
         self._last = max(self._last + 1, time.time_ns() // 1_000_000 * 1000)
         return self._last, _iso(self._last // 1000)
 
+    @property
+    def last(self) -> int:
+        """The last id given out (0 before the first)."""
+        return self._last
+
+    def advance(self, last: int) -> None:
+        """Make every later id greater than ``last`` (e.g. the last one stored)."""
+        self._last = max(self._last, last)
+
 
 class Room:
     """A room and its members. Guarded by the hub's lock."""
@@ -100,6 +120,82 @@ class Room:
         """The display name, as its first member typed it."""
         self.members: dict[int, Session] = {}
         """Members by session id, in join order."""
+        self.lane: deque[_Entry] = deque()
+        """Sequenced deliveries waiting for their turn, in id order (see the module doc).
+        A room with entries here is kept even when it has no members."""
+
+
+class _Entry:
+    """A pending delivery in a lane. Every field is guarded by the hub's lock."""
+
+    __slots__ = ("done", "event", "ready")
+
+    def __init__(self) -> None:
+        self.ready = False
+        """Set when the entry may be delivered (stored, or replay read)."""
+        self.done = False
+        """Set once delivered (or given up)."""
+        self.event: threading.Event | None = None
+        """Created, under the lock, only by an owner that has to wait; set with :attr:`done`
+        (or, for a join, when it reaches the head of its lane)."""
+
+    def deliver(self, hub: Hub) -> bool:
+        """Deliver under the hub's lock; True if the writer must be woken."""
+        raise NotImplementedError
+
+
+class _MessageEntry(_Entry):
+    """A room or private message between id assignment and delivery."""
+
+    __slots__ = ("audience", "frame", "refusal")
+
+    def __init__(self, frame: Frame, audience: Room | list[Session]) -> None:
+        super().__init__()
+        self.frame = frame
+        self.audience = audience
+        """The room (its members at delivery time) or the two parties of a private message."""
+        self.refusal: Drop | None = None
+        """Set if a store hook refused the message: it is then delivered to nobody."""
+
+    def deliver(self, hub: Hub) -> bool:
+        if self.refusal is not None:
+            return False
+        members = (
+            self.audience.members.values() if isinstance(self.audience, Room) else self.audience
+        )
+        return hub._fanout(self.frame, members)
+
+
+class _JoinEntry(_Entry):
+    """A join waiting for its turn, then for its replay."""
+
+    __slots__ = ("joined", "last_id", "replay", "room", "session", "turn")
+
+    def __init__(self, session: Session, room: Room, last_id: int) -> None:
+        super().__init__()
+        self.session = session
+        self.room = room
+        self.last_id = last_id
+        """The last id given out when the join entered the lane: messages with ids up
+        to it are delivered before the join, later ones after it."""
+        self.turn = False
+        """Set when the entry is at the head of its lane: every earlier message is
+        delivered, so the replay may be read."""
+        self.replay: list[Frame] = []
+        self.joined = False
+        """Whether delivering it made the session a member."""
+
+    def deliver(self, hub: Hub) -> bool:
+        session = self.session
+        if session.nick is None or hub._sessions.get(_key(session.nick)) is not session:
+            return False  # logged out while its replay was read
+        if _key(self.room.name) in session.rooms:
+            return False  # joined meanwhile (by a plugin)
+        wake = hub._enter(session, self.room.name)
+        for frame in self.replay:
+            wake |= session.push(frame)
+        self.joined = True
+        return wake
 
 
 class Hub:
@@ -128,8 +224,29 @@ class Hub:
         self._sessions: dict[str, Session] = {}  # case-folded nick -> session
         self._rooms: dict[str, Room] = {}  # case-folded room name -> room
         self._ids = IdClock()
+        self._sequenced = False  # set by prepare(): deliveries go through lanes
+        self._private_lane: deque[_Entry] = deque()  # sequenced private messages
         self.deliveries = 0
         """Frames queued to recipients by fan-out since start (a metric; under the lock)."""
+
+    def prepare(self) -> None:
+        """Decide, once the plugins are configured, whether deliveries are sequenced.
+
+        They are when any plugin implements ``chatkit_store_message`` or
+        ``chatkit_room_replay`` (see the module doc); otherwise a message is
+        fanned out at once, under the lock that gave it its id.
+        """
+        hooks = ("chatkit_store_message", "chatkit_room_replay")
+        self._sequenced = any(next(iter(self.hooks.impls(name)), None) for name in hooks)
+
+    def ensure_ids_after(self, last_id: int) -> None:
+        """Make every message id from now on greater than ``last_id``.
+
+        For a plugin that stores messages, at ``chatkit_server_start``: ids then
+        stay unique and increasing even if the clock went back since the last run.
+        """
+        with self._lock:
+            self._ids.advance(last_id)
 
     # -- reading the state (any thread) ---------------------------------------
 
@@ -159,7 +276,7 @@ class Hub:
     def handle(self, session: Session, event: protocol.Event) -> None:
         """Act on one event from ``session``'s client; refusals go back to it as errors."""
         try:
-            if isinstance(event, protocol.Hello | protocol.Say):
+            if isinstance(event, protocol.Hello | protocol.Say | protocol.Request):
                 self._check(
                     self.hooks.first("chatkit_allow_input", _reject, client=session, event=event)
                 )
@@ -178,9 +295,26 @@ class Hub:
                         f"already logged in as {session.nick}; use /nick to change", "bad_frame"
                     )
                 self.login(session, event.nick)
+            elif isinstance(event, protocol.Request):
+                if not session.logged_in:
+                    raise CommandError("log in first: send a hello frame", "not_logged_in")
+                self.request(session, event)
             # Pong only proves the client is alive; the server noted that already.
         except CommandError as exc:
             session.error(exc.code, exc.text, **exc.details)
+
+    def request(self, session: Session, request: protocol.Request) -> None:
+        """Hand a frame of a type the core does not know to the plugins."""
+        result = self.hooks.first(
+            "chatkit_handle_request", _request_failed, client=session, request=request
+        )
+        if result is None:
+            raise CommandError(
+                f"unknown frame type {request.type!r} "
+                "(expected hello, say, ping, pong, or one a plugin handles)",
+                "bad_frame",
+            )
+        self._check(result)
 
     def run_command(self, session: Session, text: str, room: str | None) -> None:
         """Run the command line ``text`` (``/name args``) typed by ``session``."""
@@ -218,9 +352,11 @@ class Hub:
                     rooms=[room] if joined else [],
                 )
             )
-            if joined:
+            if joined and not self._sequenced:
                 wake |= self._enter(session, room)
         self._wake_if(wake)
+        if joined and self._sequenced:
+            self._sequenced_join(session, room)
         if not joined:
             session.error(allowed.code, f"cannot join {room}: {allowed.reason}")
         self.hooks.notify("chatkit_on_login", client=session)
@@ -260,14 +396,55 @@ class Hub:
                 session.current_room = session.rooms[_key(room)]
                 return False
         self._check(self.hooks.first("chatkit_allow_join", _reject, client=session, room=room))
-        with self._lock:
-            if _key(room) in session.rooms:  # joined meanwhile by a plugin
+        if self._sequenced:
+            if not self._sequenced_join(session, room):
                 return False
-            wake = self._enter(session, room)
-            name = session.rooms[_key(room)]
-        self._wake_if(wake)
+            with self._lock:
+                name = session.rooms[_key(room)]
+        else:
+            with self._lock:
+                if _key(room) in session.rooms:  # joined meanwhile by a plugin
+                    return False
+                wake = self._enter(session, room)
+                name = session.rooms[_key(room)]
+            self._wake_if(wake)
         self.hooks.notify("chatkit_on_join", client=session, room=name)
         return True
+
+    def _sequenced_join(self, session: Session, room: str) -> bool:
+        """Join ``room`` through its lane, with the replay first; False if not joined."""
+        with self._lock:
+            if _key(room) in session.rooms:
+                return False
+            found = self._rooms.get(_key(room))
+            if found is None:
+                found = self._rooms[_key(room)] = Room(room)
+            # Ids are given out and entries appended under this lock, so every
+            # message of the room with an id up to last_id is ahead in the lane.
+            entry = _JoinEntry(session, found, self._ids.last)
+            found.lane.append(entry)
+            entry.turn = found.lane[0] is entry
+            if not entry.turn:
+                entry.event = threading.Event()
+        replay: list[Frame] | None = None
+        try:
+            if entry.event is not None:
+                entry.event.wait()  # until every earlier message of the room is delivered
+            replay = self.hooks.first(
+                "chatkit_room_replay",
+                _no_replay,
+                client=session,
+                room=found.name,
+                last_id=entry.last_id,
+            )
+        finally:
+            # Always, or the room's later deliveries would wait behind this entry forever.
+            with self._lock:
+                entry.replay = list(replay or [])
+                entry.ready = True
+                wake = self._drain_room(found)
+        self._wake_if(wake)
+        return entry.joined
 
     def part(self, session: Session, room: str, reason: str = "part") -> None:
         """Leave ``room``; raises :class:`CommandError` ``not_in_room`` if not a member."""
@@ -301,7 +478,7 @@ class Hub:
         del session.rooms[_key(name)]
         if session.current_room == name:
             session.current_room = next(reversed(session.rooms.values()), None)
-        if not room.members:
+        if not room.members and not room.lane:
             del self._rooms[_key(name)]
         wake = False
         if announce:
@@ -358,12 +535,17 @@ class Hub:
             if found is None or session.id not in found.members:
                 raise CommandError(f"you are not in {name}", "not_in_room")
             message.id, message.ts = self._ids.next()
-            fields = {"id": message.id, "ts": message.ts, "room": found.name}
-            fields.update(nick=message.nick, text=message.text)
-            if action:
-                fields["action"] = True
-            wake = self._fanout(Frame("message", **fields), found.members.values())
-        self._wake_if(wake)
+            message.room = found.name
+            frame = message_frame(message)
+            if self._sequenced:
+                entry = _MessageEntry(frame, found)
+                found.lane.append(entry)
+            else:
+                wake = self._fanout(frame, found.members.values())
+        if self._sequenced:
+            self._store_and_deliver(session, message, entry, found)
+        else:
+            self._wake_if(wake)
         self.hooks.notify("chatkit_on_message", client=session, message=message)
         return message
 
@@ -382,15 +564,48 @@ class Hub:
                 raise CommandError(f"{nick} has left", "no_such_nick")
             message.id, message.ts = self._ids.next()
             message.to = target.nick
-            fields = {"id": message.id, "ts": message.ts, "from": message.nick}
-            fields.update(to=message.to, text=message.text)
-            if action:
-                fields["action"] = True
-            frame = Frame("private", **fields)
-            wake = self._fanout(frame, {session.id: session, target.id: target}.values())
-        self._wake_if(wake)
+            frame = message_frame(message)
+            parties = list({session.id: session, target.id: target}.values())
+            if self._sequenced:
+                entry = _MessageEntry(frame, parties)
+                self._private_lane.append(entry)
+            else:
+                wake = self._fanout(frame, parties)
+        if self._sequenced:
+            self._store_and_deliver(session, message, entry, None)
+        else:
+            self._wake_if(wake)
         self.hooks.notify("chatkit_on_message", client=session, message=message)
         return message
+
+    def _store_and_deliver(
+        self, session: Session, message: Message, entry: _MessageEntry, room: Room | None
+    ) -> None:
+        """Call the store hooks, then deliver in lane order; return once delivered.
+
+        Runs on the sender's thread without the lock. Returning only once the
+        message is delivered keeps each client's promise that the answer to a
+        later ``ping`` comes after the echo of its earlier message.
+        """
+        refusal: object = None
+        try:
+            refusal = self.hooks.first(
+                "chatkit_store_message", _not_stored, client=session, message=message
+            )
+        finally:
+            # Always, or the lane's later deliveries would wait behind this entry forever.
+            with self._lock:
+                entry.refusal = refusal if isinstance(refusal, Drop) else None
+                entry.ready = True
+                wake = self._drain_room(room) if room else self._drain(self._private_lane)
+                if not entry.done:
+                    # An earlier entry is not ready yet: its owner delivers this one.
+                    entry.event = threading.Event()
+        self._wake_if(wake)
+        if entry.event is not None:
+            entry.event.wait()
+        if entry.refusal is not None:
+            raise CommandError(f"message not delivered: {entry.refusal.reason}", "not_stored")
 
     def announce(self, text: str, room: str | None = None) -> None:
         """Send a ``notice`` to everyone in ``room``, or to everyone if ``room`` is None."""
@@ -404,6 +619,31 @@ class Hub:
         self._wake_if(wake)
 
     # -- helpers -------------------------------------------------------------------
+
+    def _drain(self, lane: deque[_Entry]) -> bool:
+        """Deliver the ready entries at the head of ``lane``; True if the writer must be woken."""
+        assert self._lock.locked()
+        wake = False
+        while lane and lane[0].ready:
+            entry = lane.popleft()
+            wake |= entry.deliver(self)
+            entry.done = True
+            if entry.event is not None:
+                entry.event.set()
+        if lane:
+            head = lane[0]
+            if isinstance(head, _JoinEntry) and not head.turn:
+                head.turn = True  # every earlier entry is delivered: its replay may be read
+                if head.event is not None:
+                    head.event.set()
+        return wake
+
+    def _drain_room(self, room: Room) -> bool:
+        """:meth:`_drain` for a room's lane; forget the room once it is empty."""
+        wake = self._drain(room.lane)
+        if not room.members and not room.lane and self._rooms.get(_key(room.name)) is room:
+            del self._rooms[_key(room.name)]
+        return wake
 
     def _member_room(self, session: Session, room: str | None) -> str:
         with self._lock:
@@ -451,6 +691,33 @@ def _reject(plugin: str) -> Reject:
 
 def _drop(plugin: str) -> Drop:
     return Drop(f"internal error in plugin {plugin!r}")
+
+
+def _request_failed(plugin: str) -> Reject:
+    return Reject(f"internal error in plugin {plugin!r}", "internal_error")
+
+
+def _not_stored(plugin: str) -> Drop:
+    return Drop(f"it could not be stored (internal error in plugin {plugin!r})")
+
+
+def _no_replay(plugin: str) -> None:
+    return None
+
+
+def message_frame(message: Message, **extra: Any) -> Frame:
+    """The ``message`` (room) or ``private`` frame of a message that has an id."""
+    fields: dict[str, Any] = {"id": message.id, "ts": message.ts}
+    if message.room is not None:
+        fields.update(room=message.room, nick=message.nick, text=message.text)
+        kind = "message"
+    else:
+        fields.update({"from": message.nick, "to": message.to, "text": message.text})
+        kind = "private"
+    if message.action:
+        fields["action"] = True
+    fields.update(extra)
+    return Frame(kind, **fields)
 
 
 def _version() -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = [
     "Pong",
     "ProtocolError",
     "RemoteProtocolError",
+    "Request",
     "Say",
     "ServerProtocol",
     "clean_text",
@@ -117,6 +119,18 @@ class Say:
 
 
 @dataclass(frozen=True)
+class Request:
+    """A JSON frame of a type the core does not know (``history``, ...), for plugins.
+
+    :attr:`type` is a lower-case name; :attr:`fields` holds the frame's other
+    members as sent. Plugins handle it in ``chatkit_handle_request``.
+    """
+
+    type: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Ping:
     """The client asks for a ``pong``."""
 
@@ -131,7 +145,7 @@ class Closed:
     """The client closed its side; no event follows."""
 
 
-Event = Hello | Say | Ping | Pong | Closed
+Event = Hello | Say | Request | Ping | Pong | Closed
 
 
 # ---------------------------------------------------------------------------
@@ -258,13 +272,25 @@ class Frame:
 
 
 def _render_message(f: dict[str, Any]) -> str:
+    # History (replayed) messages carry their date and time after the room, so
+    # they cannot be mistaken for live ones: "[#general] 2026-11-24 09:45 <alice> hi".
+    when = f" {f['ts'][:10]} {f['ts'][11:16]}" if f.get("history") else ""
     if "room" in f:
         if f.get("action"):
-            return f"[{f['room']}] * {f['nick']} {f['text']}"
-        return f"[{f['room']}] <{f['nick']}> {f['text']}"
+            return f"[{f['room']}]{when} * {f['nick']} {f['text']}"
+        return f"[{f['room']}]{when} <{f['nick']}> {f['text']}"
     if f.get("action"):
-        return f"[pm] * {f['from']} -> {f['to']}: {f['text']}"
-    return f"[pm] <{f['from']} -> {f['to']}> {f['text']}"
+        return f"[pm]{when} * {f['from']} -> {f['to']}: {f['text']}"
+    return f"[pm]{when} <{f['from']} -> {f['to']}> {f['text']}"
+
+
+def _render_history(f: dict[str, Any]) -> str:
+    where = f.get("room") or f"your conversation with {f.get('with')}"
+    count = f["count"]
+    if not count:
+        return f"*** no earlier messages in {where}"
+    text = f"*** {count} earlier message{'s' if count != 1 else ''} of {where} above"
+    return text + ("; /history with a larger N shows more" if f.get("more") else "")
 
 
 def _render_leave(f: dict[str, Any]) -> str:
@@ -282,6 +308,7 @@ _TEXT_RENDERERS: dict[str, Any] = {
     "join": lambda f: f"* {f['nick']} joined {f['room']}",
     "leave": _render_leave,
     "nick": lambda f: f"* {f['old']} is now known as {f['new']}",
+    "history": _render_history,
     "reply": lambda f: f["text"],
     "notice": lambda f: f"*** {f['text']}",
     "error": lambda f: f"error [{f['code']}]: {f['text']}",
@@ -355,9 +382,14 @@ def _json_event(obj: dict[str, Any]) -> Event:
         return Ping()
     if kind == "pong":
         return Pong()
-    raise RemoteProtocolError(
-        "bad_frame", f"unknown frame type {kind!r} (expected hello, say, ping or pong)"
-    )
+    if not _REQUEST_TYPE.fullmatch(kind):
+        raise RemoteProtocolError(
+            "bad_frame", f"bad frame type {kind!r}: types are lower-case names (hello, say, ...)"
+        )
+    return Request(kind, {k: v for k, v in obj.items() if k != "type"})
+
+
+_REQUEST_TYPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 class ServerProtocol:

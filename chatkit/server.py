@@ -518,6 +518,7 @@ class Server:
             "chatkit_configure", config=self.config, pluginmanager=self.pluginmanager
         )
         plugins_mod.collect_commands(self.pluginmanager, self.commands)
+        self.hub.prepare()
         limits = self.config.limits
         _raise_fd_limit(limits.max_clients)
         try:

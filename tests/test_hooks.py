@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from chatkit import (
     Config,
     Drop,
+    Frame,
     Message,
     Register,
     Reject,
@@ -24,7 +26,8 @@ from chatkit import (
     hookimpl,
     hookspecs,
 )
-from chatkit.protocol import Hello, Say
+from chatkit.hub import message_frame
+from chatkit.protocol import Hello, Request, Say
 from chatkit.testing import ChatClient, HookRecorder, run_server
 
 Connect = Callable[..., ChatClient]
@@ -413,3 +416,156 @@ def test_hooks_may_call_back_into_the_server(
     alice.say("take me")
     alice.expect("join", room="#taken")
     assert re.match("welcome to #taken", alice.expect("notice")["text"])
+
+
+class GatedStore:
+    """Stores messages in a list; holds any message whose text starts with "slow"
+    until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.stored: list[Message] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self._changed = threading.Condition()  # guards stored
+
+    def wait_stored(self, texts: list[str]) -> None:
+        with self._changed:
+            ok = self._changed.wait_for(lambda: [m.text for m in self.stored] == texts, DEADLINE)
+        assert ok, f"stored {[m.text for m in self.stored]}, not {texts}"
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> Drop | None:
+        if message.text.startswith("slow"):
+            self.entered.set()
+            assert self.gate.wait(DEADLINE), "the test never opened the gate"
+        if message.text == "refuse me":
+            return Drop("the disk is full")
+        if message.text == "crash me":
+            raise OSError("disk on fire")
+        with self._changed:
+            self.stored.append(message)
+            self._changed.notify_all()
+        return None
+
+
+DEADLINE = 5.0  # seconds a test's helper thread waits for the test
+
+
+def test_hook_store_message(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """Nobody receives a message before it is stored; later ids wait for earlier ones."""
+    store = GatedStore()
+    server = chat_server_factory(plugins=[store], disable=["flood"])
+    alice, bob, carol = (chat_client(server, n) for n in ("alice", "bob", "carol"))
+    alice.say("slow one")
+    assert store.entered.wait(DEADLINE)
+    bob.say("fast two")  # stored at once, but its id is after "slow one"'s
+    store.wait_stored(["fast two"])
+    # Stored, yet delivered to nobody: "slow one" comes first and is not stored yet.
+    assert not [f for f in carol.sync() if f["type"] == "message"]
+    store.gate.set()
+    first, second = carol.expect("message"), carol.expect("message")
+    assert (first["text"], second["text"]) == ("slow one", "fast two")
+    assert first["id"] < second["id"]
+    assert [f["text"] for f in bob.sync() if f["type"] == "message"] == ["slow one", "fast two"]
+    assert sorted(m.text for m in store.stored) == ["fast two", "slow one"]
+
+
+def test_hook_store_message_refusal_and_crash_deliver_nothing(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A Drop or an exception from the store: the sender gets not_stored, nobody the message."""
+    store = GatedStore()
+    server = chat_server_factory(plugins=[store])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.say("refuse me")
+    assert alice.expect("error") == {
+        "type": "error",
+        "code": "not_stored",
+        "text": "message not delivered: the disk is full",
+    }
+    alice.say("/msg bob crash me")
+    error = alice.expect("error")
+    assert error["code"] == "not_stored" and "plugin 'GatedStore" in error["text"]
+    alice.say("fine")
+    assert bob.expect("message")["text"] == "fine"
+    assert not [f for f in bob.sync() if f["type"] in ("message", "private")]
+    assert [m.text for m in store.stored] == ["fine"]
+
+
+class Replayer(GatedStore):
+    """Replays every stored message of the room; holds bob's replay of "#slow" until the
+    gate opens."""
+
+    @hookimpl
+    def chatkit_room_replay(self, client: Session, room: str, last_id: int) -> list[Frame]:
+        if room == "#slow" and client.nick == "bob":
+            self.entered.set()
+            assert self.gate.wait(DEADLINE), "the test never opened the gate"
+        with self._changed:
+            mine = [m for m in self.stored if m.room == room and (m.id or 0) <= last_id]
+            mine.sort(key=lambda m: m.id or 0)
+        return [message_frame(m, history=True) for m in mine] + [Frame("history", room=room)]
+
+
+def test_hook_room_replay(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """The joiner gets its join, the replay, then live messages: none lost, none twice."""
+    store = Replayer()
+    server = chat_server_factory(plugins=[store], disable=["flood"])
+    alice, bob, carol = (chat_client(server, n) for n in ("alice", "bob", "carol"))
+    assert alice.expect("history") == {"type": "history", "room": "#general"}
+    for client in (alice, carol):
+        client.say("/join #slow")
+        client.expect("join", room="#slow", nick=client.nick)
+    alice.say("one", room="#slow")
+    alice.expect("message", text="one")
+    bob.say("/join #slow")
+    assert store.entered.wait(DEADLINE)  # bob's replay is being read...
+    alice.say("two", room="#slow")  # ...so this waits for it, and reaches bob live
+    store.wait_stored(["one", "two"])
+    assert [f["text"] for f in carol.sync() if f["type"] == "message"] == ["one"]
+    store.gate.set()
+    frames = [f for f in bob.sync() if f.get("room") == "#slow"]
+    assert [(f["type"], f.get("text"), f.get("history")) for f in frames] == [
+        ("join", None, None),
+        ("message", "one", True),
+        ("history", None, None),
+        ("message", "two", None),
+    ]
+    assert carol.expect("message")["text"] == "two"
+
+
+class Echoer:
+    @hookimpl
+    def chatkit_handle_request(self, client: Session, request: Request) -> bool | Reject | None:
+        if request.type != "echo":
+            return None
+        if request.fields.get("boom"):
+            raise RuntimeError("boom")
+        if not isinstance(request.fields.get("text"), str):
+            return Reject("echo needs 'text' as a string", "bad_frame")
+        client.send(Frame("echoed", text=request.fields["text"]))
+        return True
+
+
+def test_hook_handle_request(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """Plugins answer frame types of their own; unknown types and failures get errors."""
+    server = chat_server_factory(plugins=[Echoer()])
+    client = chat_client(server)
+    client.send(type="echo", text="hi")
+    assert client.expect("error")["code"] == "not_logged_in"
+    client.login("alice")
+    client.send(type="echo", text="hi")
+    assert client.expect("echoed") == {"type": "echoed", "text": "hi"}
+    client.send(type="echo", text=3)
+    assert client.expect("error") == {
+        "type": "error",
+        "code": "bad_frame",
+        "text": "echo needs 'text' as a string",
+    }
+    client.send(type="echo", boom=True)
+    assert client.expect("error")["code"] == "internal_error"
+    client.send(type="nosuch")
+    error = client.expect("error")
+    assert error["code"] == "bad_frame" and "unknown frame type 'nosuch'" in error["text"]
+    client.send(type="Bad Type!")
+    assert client.expect("error")["code"] == "bad_frame"

@@ -17,6 +17,7 @@ from chatkit.protocol import (
     Ping,
     Pong,
     RemoteProtocolError,
+    Request,
     Say,
     ServerProtocol,
     clean_text,
@@ -129,7 +130,7 @@ def test_say_frames() -> None:
         b"not json",
         b'{"type": 1}',
         b'{"nick": "x"}',
-        b'{"type": "dance"}',
+        b'{"type": "Dance!"}',
         b'{"type": "hello"}',
         b'{"type": "hello", "nick": 5}',
         b'{"type": "say", "text": ["x"]}',
@@ -145,6 +146,13 @@ def test_bad_json_frames_are_bad_frame(line: bytes) -> None:
     p = ServerProtocol()
     p.receive_data(b'{"type":"ping"}\n' + line + b'\n{"type":"ping"}\n')
     assert events(p) == [Ping(), "bad_frame", Ping()]
+
+
+def test_other_frame_types_are_requests_for_plugins() -> None:
+    """A JSON frame of a type the core does not know becomes a Request with its fields."""
+    p = ServerProtocol()
+    p.receive_data(b'{"type":"history","room":"#a","before":5}\n')
+    assert events(p) == [Request("history", {"room": "#a", "before": 5})]
 
 
 def test_invalid_utf8_is_bad_encoding_and_the_connection_goes_on() -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatkit import Config, Reject, Session, UsageError, hookimpl
-from chatkit.protocol import Hello, Say
+from chatkit.protocol import Hello, Request, Say
 
 RATE = 5.0  # lines per second, sustained: faster than anyone types
 BURST = 10  # lines at once: a pasted paragraph, or a client's queued lines after a reconnect
@@ -64,7 +64,7 @@ class Flood:
         self.kick_after = int(_number(settings, "kick_after", KICK_AFTER, 0))
 
     @hookimpl
-    def chatkit_allow_input(self, client: Session, event: Hello | Say) -> Reject | None:
+    def chatkit_allow_input(self, client: Session, event: Hello | Say | Request) -> Reject | None:
         now = time.monotonic()
         bucket = client.data.get("flood")
         if bucket is None:
