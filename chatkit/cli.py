@@ -71,6 +71,11 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
             setattr(config, key, overrides[key])
     config.plugins = [*config.plugins, *overrides["plugins"]]
     config.disable = [*config.disable, *overrides["disable"]]
+    if overrides.get("db"):
+        db = overrides["db"]
+        if db != ":memory:":
+            db = str(Path(db).absolute())
+        config.plugin_config.setdefault("history", {})["db"] = db
     limits = config.limits
     for key, value in overrides["limits"].items():
         if value is not None:
@@ -140,6 +145,14 @@ def serve(
         float | None,
         typer.Option(help="Seconds a pinged client has to answer. [default: 60]"),
     ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="The history database (SQLite file, or :memory:). "
+            "[default: history.sqlite3 in the user data directory]",
+        ),
+    ] = None,
 ) -> None:
     """Run a chat server until Ctrl+C or SIGTERM.
 
@@ -153,6 +166,7 @@ def serve(
         "default_room": default_room,
         "plugins": plugin or [],
         "disable": no_plugin or [],
+        "db": db,
         "limits": {
             "max_line": max_line,
             "max_sendq": max_sendq,

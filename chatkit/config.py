@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 from chatkit.errors import UsageError
 from chatkit.protocol import MAX_LINE_BYTES
 
-__all__ = ["Config", "Limits", "load_config"]
+__all__ = ["Config", "Limits", "check_settings", "load_config", "number_setting"]
 
 MAX_SENDQ_BYTES = 1024 * 1024  # bytes queued for one client before it is cut off as a
 # slow consumer; about 5,000 chat lines, minutes of a busy room for a person.
@@ -184,3 +185,24 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
         _check_type(f"{where}[plugins.{name}]", table, dict)
     config.plugin_config = {name: dict(table) for name, table in plugins.items()}
     return config
+
+
+def check_settings(plugin: str, settings: dict[str, Any], known: Iterable[str]) -> None:
+    """Raise :class:`UsageError` naming any key of ``[plugins.PLUGIN]`` not in ``known``."""
+    known = sorted(known)
+    unknown = set(settings) - set(known)
+    if unknown:
+        raise UsageError(
+            f"{plugin}: unknown setting(s) {', '.join(sorted(unknown))}; "
+            f"expected {', '.join(known)}"
+        )
+
+
+def number_setting(
+    plugin: str, settings: dict[str, Any], key: str, default: float, minimum: float
+) -> float:
+    """The number ``settings[key]`` (or ``default``); :class:`UsageError` if below ``minimum``."""
+    value = settings.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        raise UsageError(f"{plugin}: {key} must be a number of at least {minimum:g}, not {value!r}")
+    return float(value)

@@ -169,12 +169,14 @@ class _MessageEntry(_Entry):
 class _JoinEntry(_Entry):
     """A join waiting for its turn, then for its replay."""
 
-    __slots__ = ("joined", "last_id", "replay", "room", "session", "turn")
+    __slots__ = ("joined", "last_id", "replay", "room", "session", "turn", "welcome")
 
-    def __init__(self, session: Session, room: Room, last_id: int) -> None:
+    def __init__(self, session: Session, room: Room, last_id: int, welcome: Frame | None) -> None:
         super().__init__()
         self.session = session
         self.room = room
+        self.welcome = welcome
+        """The ``welcome`` frame of a login, queued just before the ``join``."""
         self.last_id = last_id
         """The last id given out when the join entered the lane: messages with ids up
         to it are delivered before the join, later ones after it."""
@@ -189,9 +191,13 @@ class _JoinEntry(_Entry):
         session = self.session
         if session.nick is None or hub._sessions.get(_key(session.nick)) is not session:
             return False  # logged out while its replay was read
+        wake = False
+        if self.welcome is not None:
+            session.welcomed = True
+            wake = session.push(self.welcome)
         if _key(self.room.name) in session.rooms:
-            return False  # joined meanwhile (by a plugin)
-        wake = hub._enter(session, self.room.name)
+            return wake  # joined meanwhile (by a plugin)
+        wake |= hub._enter(session, self.room.name)
         for frame in self.replay:
             wake |= session.push(frame)
         self.joined = True
@@ -253,12 +259,13 @@ class Hub:
     def find(self, nick: str) -> Session | None:
         """The logged-in session called ``nick`` (any case), or ``None``."""
         with self._lock:
-            return self._sessions.get(_key(nick))
+            found = self._sessions.get(_key(nick))
+            return found if found is not None and found.welcomed else None
 
     def sessions(self) -> list[Session]:
         """Every logged-in session."""
         with self._lock:
-            return list(self._sessions.values())
+            return [s for s in self._sessions.values() if s.welcomed]
 
     def who(self, room: str) -> list[str] | None:
         """The nicks in ``room`` in join order, or ``None`` if no such room."""
@@ -338,25 +345,29 @@ class Hub:
         room = self.config.default_room
         allowed = self.hooks.first("chatkit_allow_join", _reject, client=session, room=room)
         joined = allowed is None
+        welcome = Frame(
+            "welcome",
+            nick=nick,
+            server="chatkit",
+            version=_version(),
+            rooms=[room] if joined else [],
+        )
         with self._lock:
             if _key(nick) in self._sessions:
                 raise CommandError(f"nick {nick!r} is taken; try another", "nick_taken")
             self._sessions[_key(nick)] = session
             session.nick = nick
-            wake = session.push(
-                Frame(
-                    "welcome",
-                    nick=nick,
-                    server="chatkit",
-                    version=_version(),
-                    rooms=[room] if joined else [],
-                )
-            )
-            if joined and not self._sequenced:
-                wake |= self._enter(session, room)
+            wake = False
+            if not (joined and self._sequenced):
+                session.welcomed = True
+                wake = session.push(welcome)
+                if joined:
+                    wake |= self._enter(session, room)
         self._wake_if(wake)
         if joined and self._sequenced:
-            self._sequenced_join(session, room)
+            # The welcome goes out with the join, after the replay is read: until
+            # then the nick is taken but nobody can send to it (find() skips it).
+            self._sequenced_join(session, room, welcome)
         if not joined:
             session.error(allowed.code, f"cannot join {room}: {allowed.reason}")
         self.hooks.notify("chatkit_on_login", client=session)
@@ -411,8 +422,11 @@ class Hub:
         self.hooks.notify("chatkit_on_join", client=session, room=name)
         return True
 
-    def _sequenced_join(self, session: Session, room: str) -> bool:
-        """Join ``room`` through its lane, with the replay first; False if not joined."""
+    def _sequenced_join(self, session: Session, room: str, welcome: Frame | None = None) -> bool:
+        """Join ``room`` through its lane, with the replay first; False if not joined.
+
+        At login, ``welcome`` is queued to the session just before its ``join``.
+        """
         with self._lock:
             if _key(room) in session.rooms:
                 return False
@@ -421,7 +435,7 @@ class Hub:
                 found = self._rooms[_key(room)] = Room(room)
             # Ids are given out and entries appended under this lock, so every
             # message of the room with an id up to last_id is ahead in the lane.
-            entry = _JoinEntry(session, found, self._ids.last)
+            entry = _JoinEntry(session, found, self._ids.last, welcome)
             found.lane.append(entry)
             entry.turn = found.lane[0] is entry
             if not entry.turn:
@@ -611,7 +625,7 @@ class Hub:
         """Send a ``notice`` to everyone in ``room``, or to everyone if ``room`` is None."""
         with self._lock:
             if room is None:
-                members: Iterable[Session] = list(self._sessions.values())
+                members: Iterable[Session] = [s for s in self._sessions.values() if s.welcomed]
             else:
                 found = self._rooms.get(_key(room))
                 members = [] if found is None else list(found.members.values())

@@ -50,6 +50,7 @@ DEFAULT_PLUGINS = (
     "rooms",  # /join, /part, /rooms, /who
     "messaging",  # /msg and /me
     "flood",  # a token bucket per client: refuses lines beyond a rate
+    "history",  # messages stored in SQLite before delivery; replay on join, /history
     "log",  # the console log of logins, joins, leaves and logouts
 )
 OPTIONAL_PLUGINS = (
@@ -62,6 +63,7 @@ BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
 _BUILTIN_TARGETS = {name: f"chatkit.builtins.{name}" for name in BUILTIN_PLUGINS}
 _BUILTIN_TARGETS["flood"] = "chatkit.builtins.flood:Flood"
 _BUILTIN_TARGETS["stats"] = "chatkit.builtins.stats:Stats"
+_BUILTIN_TARGETS["history"] = "chatkit.builtins.history:History"
 
 
 @dataclass

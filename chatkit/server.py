@@ -361,8 +361,8 @@ class Writer:
             sent = conn.sock.send(data, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             sent = 0
-        except OSError:
-            conn.abort("connection lost")
+        except OSError as exc:
+            conn.abort(f"connection lost ({exc.strerror or exc})")
             self._unwait(conn)
             return
         self.sends += 1

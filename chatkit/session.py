@@ -39,6 +39,9 @@ class Session:
         """Rooms joined: case-folded key to display name, in join order."""
         self.current_room: str | None = None
         """Where lines without a room go: the room joined last (or ``/join``-ed again)."""
+        self.welcomed = False
+        """Set by the hub once the ``welcome`` is queued; before that, during a login,
+        the nick is taken but ``hub.find()`` does not return the session."""
         self.data: dict[str, Any] = {}
         """Free space for plugins, keyed by plugin name; guard it yourself."""
         self.transport = transport

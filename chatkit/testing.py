@@ -45,11 +45,14 @@ DEFAULT_TIMEOUT = 5.0  # seconds a test waits for an expected frame before faili
 
 
 def make_config(config: Config | None = None, disable: Iterable[str] = (), **limits: Any) -> Config:
-    """A :class:`Config` on port 0, with the ``disable``-d default plugins off and
-    ``limits`` changed (e.g. ``max_line=100``)."""
+    """A :class:`Config` on port 0, with the ``disable``-d default plugins off,
+    ``limits`` changed (e.g. ``max_line=100``), and history in memory unless the
+    config names a database (``[plugins.history] db``)."""
     config = config or Config()
     config.port = 0
     config.disable = [*config.disable, *disable]
+    # History on, but in memory: a test never touches the user's data directory.
+    config.plugin_config.setdefault("history", {}).setdefault("db", ":memory:")
     if limits:
         values = {**config.limits.__dict__, **limits}
         config.limits = Limits(**values)

@@ -20,6 +20,7 @@ def test_help_lists_every_command_with_its_plugin(chat_client: Connect) -> None:
     names = {c["name"]: c["plugin"] for c in reply["data"]["commands"]}
     assert names == {
         "help": "help",
+        "history": "history",
         "join": "rooms",
         "me": "messaging",
         "msg": "messaging",

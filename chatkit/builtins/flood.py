@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from chatkit import Config, Reject, Session, UsageError, hookimpl
+from chatkit import Config, Reject, Session, hookimpl
+from chatkit.config import check_settings, number_setting
 from chatkit.protocol import Hello, Request, Say
 
 RATE = 5.0  # lines per second, sustained: faster than anyone types
@@ -32,13 +32,6 @@ class Bucket:
     refused: int = 0
 
 
-def _number(settings: dict[str, Any], key: str, default: float, minimum: float) -> float:
-    value = settings.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise UsageError(f"flood: {key} must be a number of at least {minimum:g}, not {value!r}")
-    return float(value)
-
-
 class Flood:
     """The ``flood`` plugin; one instance per server, registered only when enabled."""
 
@@ -53,15 +46,10 @@ class Flood:
     @hookimpl
     def chatkit_configure(self, config: Config) -> None:
         settings = config.plugin_settings("flood")
-        unknown = set(settings) - {"rate", "burst", "kick_after"}
-        if unknown:
-            raise UsageError(
-                f"flood: unknown setting(s) {', '.join(sorted(unknown))}; "
-                "expected rate, burst and kick_after"
-            )
-        self.rate = _number(settings, "rate", RATE, 0.001)
-        self.burst = _number(settings, "burst", BURST, 1)
-        self.kick_after = int(_number(settings, "kick_after", KICK_AFTER, 0))
+        check_settings("flood", settings, ["rate", "burst", "kick_after"])
+        self.rate = number_setting("flood", settings, "rate", RATE, 0.001)
+        self.burst = number_setting("flood", settings, "burst", BURST, 1)
+        self.kick_after = int(number_setting("flood", settings, "kick_after", KICK_AFTER, 0))
 
     @hookimpl
     def chatkit_allow_input(self, client: Session, event: Hello | Say | Request) -> Reject | None:

@@ -1,0 +1,260 @@
+"""Message history: every room and private message stored in SQLite before delivery.
+
+On by default (``--no-plugin history`` turns it off). A client joining a room first
+receives the room's last messages, marked ``"history": true``; ``/history`` and the
+JSON ``history`` frame fetch earlier pages. Storage is in :mod:`chatkit.store`.
+
+Settings (``[plugins.history]``; ``chatkit serve --db PATH`` sets ``db``):
+
+* ``db``: the database file (default: ``history.sqlite3`` in the user's data
+  directory); ``":memory:"`` keeps nothing across restarts. A relative path in a
+  config file is relative to that file.
+* ``replay`` (50): messages replayed on joining a room; 0 for none.
+* ``page`` (50): messages ``/history`` and a ``history`` frame return by default.
+* ``max_page`` (500): the most they may ask for.
+* ``keep`` (10000): messages kept per room or private conversation; 0 for all.
+* ``keep_days`` (0): days a message is kept; 0 forever.
+* ``private`` (true): store private messages too.
+* ``synchronous`` ("normal"): "normal" survives the server being killed; "full" also
+  a power cut, at the price of an fsync per group commit.
+* ``max_batch`` (1000): messages committed in one transaction at most.
+* ``prune_interval`` (60): seconds between retention passes.
+* ``busy_timeout`` (5): seconds to wait for another program's lock at start.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from chatkit import (
+    CommandContext,
+    CommandError,
+    Config,
+    Drop,
+    Frame,
+    Message,
+    Register,
+    Reject,
+    Server,
+    Session,
+    UsageError,
+    hookimpl,
+)
+from chatkit.config import check_settings, number_setting
+from chatkit.hub import message_frame, valid_nick
+from chatkit.protocol import Request
+from chatkit.store import BUSY_TIMEOUT, MAX_BATCH, MessageStore, StoreError
+
+log = logging.getLogger(__name__)
+
+REPLAY = 50  # messages replayed on join: a screenful or two of context
+PAGE = 50  # messages per /history page by default
+MAX_PAGE = 500  # the most one request may ask for: bounds one read and one burst of output
+KEEP = 10_000  # messages kept per room or conversation: weeks of a busy team room
+KEEP_DAYS = 0  # days kept; 0 keeps messages until `keep` pushes them out
+PRUNE_INTERVAL = 60.0  # seconds between retention passes
+
+SETTINGS = (
+    "db",
+    "replay",
+    "page",
+    "max_page",
+    "keep",
+    "keep_days",
+    "private",
+    "synchronous",
+    "max_batch",
+    "prune_interval",
+    "busy_timeout",
+)
+
+
+def default_db() -> Path:
+    """Where the history lives unless told otherwise (the user's data directory)."""
+    return platformdirs.user_data_path("chatkit") / "history.sqlite3"
+
+
+class History:
+    """The ``history`` plugin; one instance per server, registered only when enabled."""
+
+    def __init__(self) -> None:
+        self.store: MessageStore | None = None
+        """The open store (after ``chatkit_configure``)."""
+        self.replay = REPLAY
+        self.page = PAGE
+        self.max_page = MAX_PAGE
+        self.private = True
+
+    # -- startup and shutdown ------------------------------------------------------
+
+    @hookimpl
+    def chatkit_configure(self, config: Config) -> None:
+        settings = config.plugin_settings("history")
+        check_settings("history", settings, SETTINGS)
+
+        def count(key: str, default: int, minimum: int = 0) -> int:
+            value = number_setting("history", settings, key, default, minimum)
+            if value != int(value):
+                raise UsageError(f"history: {key} must be a whole number, not {value!r}")
+            return int(value)
+
+        self.replay = count("replay", REPLAY)
+        self.max_page = count("max_page", MAX_PAGE, 1)
+        self.page = count("page", min(PAGE, self.max_page), 1)
+        if self.page > self.max_page:
+            raise UsageError(f"history: page ({self.page}) is more than max_page")
+        if self.replay > self.max_page:
+            raise UsageError(f"history: replay ({self.replay}) is more than max_page")
+        private = settings.get("private", True)
+        if not isinstance(private, bool):
+            raise UsageError(f"history: private must be true or false, not {private!r}")
+        self.private = private
+        synchronous = settings.get("synchronous", "normal")
+        if synchronous not in ("normal", "full"):
+            raise UsageError(
+                f"history: synchronous must be 'normal' or 'full', not {synchronous!r}"
+            )
+        db = settings.get("db")
+        if db is not None and (not isinstance(db, str) or not db):
+            raise UsageError(f"history: db must be a file name, not {db!r}")
+        if db is None:
+            path: str | Path = default_db()
+        elif db == ":memory:" or Path(db).is_absolute() or config.source is None:
+            path = db
+        else:
+            path = config.source.parent / db
+        self.store = MessageStore(
+            path,
+            synchronous=synchronous,
+            keep=count("keep", KEEP),
+            keep_days=number_setting("history", settings, "keep_days", KEEP_DAYS, 0),
+            max_batch=count("max_batch", MAX_BATCH, 1),
+            prune_interval=number_setting("history", settings, "prune_interval", PRUNE_INTERVAL, 0),
+            busy_timeout=number_setting("history", settings, "busy_timeout", BUSY_TIMEOUT, 0),
+            create_parent=db is None,
+        )
+        log.info("history in %s", self.store.path)
+
+    @hookimpl
+    def chatkit_server_start(self, server: Server) -> None:
+        # Ids must stay above the stored ones even if the clock went back since.
+        server.hub.ensure_ids_after(self._store.last_id())
+
+    @hookimpl
+    def chatkit_server_stop(self, server: Server) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    @property
+    def _store(self) -> MessageStore:
+        if self.store is None:
+            raise RuntimeError("the history plugin is not configured")
+        return self.store
+
+    # -- storing and replaying -------------------------------------------------------
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> Drop | None:
+        if message.private and not self.private:
+            return None
+        try:
+            self._store.add(message)
+        except StoreError as exc:
+            return Drop(str(exc))
+        return None
+
+    @hookimpl
+    def chatkit_room_replay(self, client: Session, room: str, last_id: int) -> list[Frame] | None:
+        if not self.replay:
+            return None
+        try:
+            messages, more = self._store.room_page(room, upto=last_id, limit=self.replay)
+        except StoreError as exc:
+            return [Frame("notice", text=f"no history for {room}: {exc}")]
+        if not messages:
+            return []
+        return _frames(messages, more, room=room)
+
+    # -- asking for more ---------------------------------------------------------------
+
+    @hookimpl
+    def chatkit_register_commands(self, register: Register) -> None:
+        register(
+            "history",
+            self.history_command,
+            help="show earlier messages of a room, or of your conversation with NICK",
+            usage="[#ROOM|NICK] [N]",
+        )
+
+    def history_command(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        limit = self.page
+        if words and words[-1].isdigit():
+            limit = int(words.pop())
+        if len(words) > 1 or not 1 <= limit <= self.max_page:
+            raise CommandError(
+                f"usage: /history [#ROOM|NICK] [N], N from 1 to {self.max_page}", "bad_usage"
+            )
+        target = words[0] if words else ctx.room
+        if target is None:
+            raise CommandError("you are in no room; /history #room or /history NICK", "not_in_room")
+        self._send_page(ctx.client, target, None, limit)
+
+    @hookimpl
+    def chatkit_handle_request(self, client: Session, request: Request) -> bool | Reject | None:
+        if request.type != "history":
+            return None
+        fields = request.fields
+        room, other = fields.get("room"), fields.get("with")
+        before, limit = fields.get("before"), fields.get("limit", self.page)
+        if room is not None and other is not None:
+            return Reject("history: give 'room' or 'with', not both", "bad_frame")
+        target = room if room is not None else other if other is not None else client.current_room
+        if not isinstance(target, str):
+            return Reject("history: 'room' and 'with' are strings", "bad_frame")
+        if before is not None and (not _is_int(before) or before <= 0):
+            return Reject("history: 'before' must be a message id", "bad_frame")
+        if not _is_int(limit) or not 1 <= limit <= self.max_page:
+            return Reject(f"history: 'limit' must be 1 to {self.max_page}", "bad_frame")
+        if room is not None and not room.startswith("#"):
+            return Reject("history: 'room' must start with '#'", "bad_frame")
+        try:
+            self._send_page(client, target, before, limit)
+        except CommandError as exc:
+            return Reject(exc.text, exc.code)
+        return True
+
+    def _send_page(self, client: Session, target: str, before: int | None, limit: int) -> None:
+        """Send a page of a room's (``#name``) or a private conversation's history."""
+        try:
+            if target.startswith("#"):
+                room = client.rooms.get(target.casefold())
+                if room is None:
+                    raise CommandError(f"you are not in {target}; /join it first", "not_in_room")
+                messages, more = self._store.room_page(room, before=before, limit=limit)
+                frames = _frames(messages, more, room=room)
+            else:
+                if valid_nick(target, 64):
+                    raise CommandError(f"no such room or nick: {target!r}", "bad_usage")
+                me = client.nick or ""
+                messages, more = self._store.private_page(me, target, before=before, limit=limit)
+                frames = _frames(messages, more, **{"with": target})
+        except StoreError as exc:
+            raise CommandError(str(exc), "internal_error") from None
+        for frame in frames:
+            client.send(frame)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _frames(messages: list[Message], more: bool, **where: str) -> list[Frame]:
+    """History frames for ``messages`` and the closing ``history`` frame."""
+    frames = [message_frame(m, history=True) for m in messages]
+    frames.append(Frame("history", **where, count=len(messages), more=more))
+    return frames

@@ -1,0 +1,511 @@
+"""The message store behind the ``history`` plugin: SQLite, one writer thread, group commit.
+
+:class:`MessageStore` keeps every stored room and private message in one table.
+Writes go through a single writer thread: :meth:`MessageStore.add` queues a row and
+waits until the transaction that holds it is committed, and the writer commits
+everything queued meanwhile in one transaction (group commit), so a burst of
+messages from many clients costs a few transactions, not one each. Reads
+(replay, paging) use a second connection, which in WAL mode never waits for the
+writer.
+
+Durability: the database runs in WAL mode. With ``synchronous = "normal"`` a
+commit is in the operating system's hands when :meth:`add` returns: it survives
+the server being killed, not a power cut or kernel crash (the last commits before
+one may be lost). With ``"full"`` every commit is also flushed to the disk
+(``fsync``) before :meth:`add` returns, and survives those too.
+
+Threads: :meth:`add` and the read methods may be called from any thread; the
+writer thread also prunes old rows (retention), in small transactions between
+commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatkit.errors import UsageError
+from chatkit.events import Message
+
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "MessageStore",
+    "StoreError",
+    "conversation",
+]
+
+log = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x63686B74  # "chkt": marks a SQLite file as a chatkit history database
+BUSY_TIMEOUT = 5.0  # seconds to wait for another program's lock before giving up
+MAX_BATCH = 1000  # rows committed in one transaction at most
+PRUNE_CHUNK = 500  # rows deleted in one transaction by retention, so commits interleave
+
+# Each migration takes the schema from version N to N + 1 (MIGRATIONS[N]); the
+# database's version is PRAGMA user_version. Never change a released step: add one.
+MIGRATIONS: list[str] = [
+    # 0 -> 1: the messages table.
+    """
+    CREATE TABLE messages (
+        id     INTEGER PRIMARY KEY,  -- the message id: ms since 1970 x 1000 + a counter
+        conv   TEXT NOT NULL,        -- '#room' or 'nick1 nick2' (private), case-folded
+        room   TEXT,                 -- the room as displayed; NULL for a private message
+        nick   TEXT NOT NULL,        -- the sender
+        target TEXT,                 -- the recipient of a private message
+        text   TEXT NOT NULL,
+        action INTEGER NOT NULL DEFAULT 0,
+        ts     TEXT NOT NULL         -- UTC ISO 8601 with milliseconds
+    );
+    CREATE INDEX messages_by_conv ON messages (conv, id);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_COLUMNS = "id, room, nick, target, text, action, ts"
+_MAX_ID = 2**63 - 1
+
+
+class StoreError(Exception):
+    """A message could not be stored or read; the text says why, for people."""
+
+
+def conversation(message: Message) -> str:
+    """The key a message is filed under: its room, or its two parties (case-folded)."""
+    if message.room is not None:
+        return message.room.casefold()
+    return private_conversation(message.nick, message.to or "")
+
+
+def private_conversation(a: str, b: str) -> str:
+    """The key of the private conversation between nicks ``a`` and ``b``."""
+    return " ".join(sorted((a.casefold(), b.casefold())))
+
+
+def _row(message: Message) -> tuple[object, ...]:
+    return (
+        message.id,
+        conversation(message),
+        message.room,
+        message.nick,
+        message.to,
+        message.text,
+        int(message.action),
+        message.ts,
+    )
+
+
+def _message(row: Sequence[object]) -> Message:
+    id_, room, nick, target, text, action, ts = row
+    return Message(
+        nick=str(nick),
+        text=str(text),
+        room=None if room is None else str(room),
+        to=None if target is None else str(target),
+        action=bool(action),
+        id=int(id_),  # type: ignore[call-overload]
+        ts=str(ts),
+    )
+
+
+@dataclass
+class _Batch:
+    """Rows committed together; :attr:`done` is set once they are (or failed)."""
+
+    rows: list[tuple[object, ...]] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
+class MessageStore:
+    """A SQLite database of messages, opened (created, checked, migrated) at construction.
+
+    :param path: The database file, or ``":memory:"`` (nothing survives a restart).
+    :param synchronous: ``"normal"`` or ``"full"`` (see the module doc).
+    :param keep: Messages kept per room or private conversation; 0 keeps all.
+    :param keep_days: Days a message is kept; 0 keeps them forever.
+    :param max_batch: Rows committed in one transaction at most.
+    :param prune_interval: Seconds between retention passes.
+    :param busy_timeout: Seconds to wait for another program's lock on the file.
+    :param create_parent: Create the file's directory if it is missing.
+
+    Raises :class:`~chatkit.UsageError` with a clear message if the file cannot be
+    opened or created, is locked, corrupt, not a chatkit database, or from a
+    newer chatkit.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "normal",
+        keep: int = 0,
+        keep_days: float = 0,
+        max_batch: int = MAX_BATCH,
+        prune_interval: float = 60.0,
+        busy_timeout: float = BUSY_TIMEOUT,
+        create_parent: bool = False,
+        migrations: Sequence[str] = MIGRATIONS,
+    ) -> None:
+        if synchronous not in ("normal", "full"):
+            raise UsageError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
+        self.path = str(path)
+        """Where the database is (``:memory:`` for none)."""
+        self.keep = keep
+        self.keep_days = keep_days
+        self.max_batch = max_batch
+        self.prune_interval = prune_interval
+        self._memory = self.path == ":memory:"
+        self._write_db = _open(self.path, create_parent, busy_timeout)
+        try:
+            _prepare(self._write_db, self.path, synchronous, migrations, busy_timeout)
+            if self._memory:
+                # One connection serves both: an in-memory database is private to it.
+                self._read_db = self._write_db
+            else:
+                self._read_db = _open(self.path, False, busy_timeout)
+                self._read_db.execute("PRAGMA query_only = ON")
+        except BaseException:
+            self._write_db.close()
+            raise
+        # Synchronize use of the write connection: the writer thread, and close().
+        # For ":memory:" it is also the read connection's lock (one connection).
+        self._write_lock = threading.Lock()
+        # Synchronize use of the read connection (sqlite3 connections are not
+        # thread-safe); readers never wait for the writer in WAL mode.
+        self._read_lock = self._write_lock if self._memory else threading.Lock()
+        # Guards _batches, _closing, _prune_due and _touched; the writer waits on it.
+        self._cond = threading.Condition(threading.Lock())
+        self._batches: deque[_Batch] = deque()
+        self._touched: set[str] = set()  # conversations written since the last prune
+        self._prune_all = True  # the first pass looks at every conversation
+        self._prune_due = False  # set by flush(): prune before releasing it
+        self._closing = False
+        self.commits = 0
+        """Transactions committed by the writer (a metric)."""
+        self._thread = threading.Thread(target=self._run, name="chatkit-history", daemon=True)
+        self._thread.start()
+
+    # -- writing -----------------------------------------------------------------
+
+    def add(self, message: Message) -> None:
+        """Store ``message`` (``id`` set); return once it is committed.
+
+        Raises :class:`StoreError` if the commit failed (disk full, I/O error...)
+        or the store is closed.
+        """
+        row = _row(message)
+        with self._cond:
+            if self._closing:
+                raise StoreError("the history database is closed")
+            batch = self._batches[-1] if self._batches else None
+            if batch is None or len(batch.rows) >= self.max_batch or batch.done.is_set():
+                batch = _Batch()
+                self._batches.append(batch)
+                self._cond.notify()
+            batch.rows.append(row)
+        batch.done.wait()
+        if batch.error is not None:
+            raise StoreError(batch.error)
+
+    def flush(self) -> None:
+        """Return once everything queued so far is written and a retention pass done."""
+        with self._cond:
+            if self._closing:
+                return
+            batch = _Batch()
+            self._batches.append(batch)
+            self._prune_due = True
+            self._cond.notify()
+        batch.done.wait()
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer thread, close the database. Idempotent."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        with self._write_lock:
+            if self._read_db is not self._write_db:
+                self._read_db.close()
+            self._write_db.close()
+
+    # -- reading -------------------------------------------------------------------
+
+    def last_id(self) -> int:
+        """The greatest stored message id, 0 if none."""
+        with self._read_lock:
+            row = self._read_db.execute("SELECT max(id) FROM messages").fetchone()
+        return int(row[0] or 0)
+
+    def room_page(
+        self, room: str, *, before: int | None = None, upto: int | None = None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """The last ``limit`` messages of ``room`` with ids below ``before`` and up to
+        ``upto``, oldest first, and whether there are earlier ones."""
+        return self._page(room.casefold(), before, upto, limit)
+
+    def private_page(
+        self, a: str, b: str, *, before: int | None = None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """Like :meth:`room_page`, for the private messages between nicks ``a`` and ``b``."""
+        return self._page(private_conversation(a, b), before, None, limit)
+
+    def _page(
+        self, conv: str, before: int | None, upto: int | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        high = min(
+            before - 1 if before is not None else _MAX_ID, upto if upto is not None else _MAX_ID
+        )
+        try:
+            with self._read_lock:
+                rows = self._read_db.execute(
+                    f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND id <= ?"
+                    " ORDER BY id DESC LIMIT ?",
+                    (conv, high, limit + 1),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            log.error("cannot read the history database %s: %s", self.path, exc)
+            raise StoreError(f"the history database cannot be read ({exc})") from exc
+        more = len(rows) > limit
+        return [_message(row) for row in reversed(rows[:limit])], more
+
+    # -- the writer thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        """Thread entry point: commit batches in order; prune between them."""
+        next_prune = time.monotonic()
+        while True:
+            with self._cond:
+                while not self._batches and not self._closing:
+                    timeout = next_prune - time.monotonic()
+                    if timeout <= 0 or self._prune_due:
+                        break
+                    self._cond.wait(timeout)
+                batch = self._batches.popleft() if self._batches else None
+                if batch is None and self._closing:
+                    return
+                prune = self._prune_due or time.monotonic() >= next_prune
+                self._prune_due = False
+            if batch is not None and batch.rows:
+                self._commit(batch)
+                continue  # keep committing while there is more; prune when idle
+            if prune:
+                self._prune()
+                next_prune = time.monotonic() + self.prune_interval
+            if batch is not None:
+                batch.done.set()  # a flush() barrier: released after the prune
+
+    def _commit(self, batch: _Batch) -> None:
+        """Commit ``batch`` in one transaction, then release its waiters."""
+        if batch.rows:
+            try:
+                with self._write_lock:
+                    db = self._write_db
+                    db.execute("BEGIN")
+                    try:
+                        db.executemany(
+                            "INSERT INTO messages (id, conv, room, nick, target, text, action, ts)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            batch.rows,
+                        )
+                        db.execute("COMMIT")
+                    except BaseException:
+                        if db.in_transaction:
+                            db.execute("ROLLBACK")
+                        raise
+                self.commits += 1
+            except sqlite3.Error as exc:
+                log.error(
+                    "cannot write %d message(s) to the history database %s: %s",
+                    len(batch.rows),
+                    self.path,
+                    exc,
+                )
+                batch.error = f"the history database cannot be written ({exc})"
+            else:
+                with self._cond:
+                    self._touched.update(str(row[1]) for row in batch.rows)
+            batch.done.set()
+
+    def _prune(self) -> None:
+        """One retention pass, in small transactions; errors are logged, never raised."""
+        try:
+            if self.keep_days > 0:
+                cutoff = int((time.time() - self.keep_days * 86400) * 1000) * 1000
+                self._delete_chunks("id < ?", (cutoff,))
+            if self.keep > 0:
+                with self._cond:
+                    touched, self._touched = self._touched, set()
+                if self._prune_all:
+                    self._prune_all = False
+                    with self._write_lock:
+                        rows = self._write_db.execute(
+                            "SELECT DISTINCT conv FROM messages"
+                        ).fetchall()
+                    touched = {str(row[0]) for row in rows}
+                for conv in sorted(touched):
+                    with self._write_lock:
+                        row = self._write_db.execute(
+                            "SELECT id FROM messages WHERE conv = ? ORDER BY id DESC"
+                            " LIMIT 1 OFFSET ?",
+                            (conv, self.keep),
+                        ).fetchone()
+                    if row is not None:
+                        self._delete_chunks("conv = ? AND id <= ?", (conv, row[0]))
+        except sqlite3.Error as exc:
+            log.error("retention in the history database %s failed: %s", self.path, exc)
+
+    def _delete_chunks(self, where: str, args: tuple[object, ...]) -> None:
+        """Delete the rows matching ``where`` a chunk per transaction, committing the
+        batches that arrive meanwhile first, so retention never holds up chat."""
+        while True:
+            with self._cond:
+                # Commit waiting messages first; a flush() barrier waits for the pass.
+                waiting = bool(self._batches) and bool(self._batches[0].rows)
+                pending = self._batches.popleft() if waiting else None
+            if pending is not None:
+                self._commit(pending)
+                continue
+            with self._write_lock:
+                cursor = self._write_db.execute(
+                    "DELETE FROM messages WHERE id IN"
+                    f" (SELECT id FROM messages WHERE {where} ORDER BY id LIMIT ?)",
+                    (*args, PRUNE_CHUNK),
+                )
+                deleted = cursor.rowcount
+            if deleted:
+                log.debug("retention: deleted %d message(s) from %s", deleted, self.path)
+            if deleted < PRUNE_CHUNK:
+                return
+
+
+def _open(path: str, create_parent: bool, busy_timeout: float) -> sqlite3.Connection:
+    """Connect to ``path``, turning every way that can fail into a clear :class:`UsageError`."""
+    if path != ":memory:":
+        file = Path(path)
+        if file.is_dir():
+            raise UsageError(f"history database {path} is a directory; give a file name")
+        if not file.parent.is_dir():
+            if create_parent:
+                try:
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise UsageError(
+                        f"cannot create the directory of history database {path}: "
+                        f"{exc.strerror or exc}"
+                    ) from None
+            else:
+                raise UsageError(
+                    f"cannot open history database {path}: directory {file.parent} does not exist"
+                )
+    try:
+        # Autocommit mode (isolation_level=None): transactions are explicit.
+        return sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise UsageError(f"cannot open history database {path}: {exc}") from None
+
+
+def _prepare(
+    db: sqlite3.Connection,
+    path: str,
+    synchronous: str,
+    migrations: Sequence[str],
+    busy_timeout: float,
+) -> None:
+    """Check what the file is, switch to WAL, migrate the schema, run a quick check."""
+    try:
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+        if app_id != APPLICATION_ID and (app_id or tables):
+            raise UsageError(
+                f"{path} is not a chatkit history database (it holds other data); "
+                "give another file with --db"
+            )
+        if version > len(migrations):
+            raise UsageError(
+                f"history database {path} was written by a newer chatkit (schema version "
+                f"{version}; this chatkit knows up to {len(migrations)}); upgrade chatkit "
+                "or give another file with --db"
+            )
+        if path != ":memory:":
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise UsageError(f"history database {path} cannot use WAL mode (got {mode})")
+        db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        if version < len(migrations):
+            migrate(db, migrations)
+            if version:
+                log.info(
+                    "history database %s migrated from schema version %d to %d",
+                    path,
+                    version,
+                    len(migrations),
+                )
+        problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise UsageError(
+                f"history database {path} is corrupt ({'; '.join(problems)}); "
+                "move it away (or restore a backup) and start again"
+            )
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(_explain(path, exc, busy_timeout)) from None
+
+
+def migrate(db: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Bring the schema up to ``len(migrations)`` in one transaction; return the old version."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        for step in migrations[version:]:
+            for statement in _statements(step):
+                db.execute(statement)
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version = {len(migrations)}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return version
+
+
+def _statements(script: str) -> Iterable[str]:
+    # executescript() would commit the transaction; run one statement at a time.
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+
+
+def _explain(path: str, exc: sqlite3.DatabaseError, busy_timeout: float) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (
+            f"history database {path} is locked by another program "
+            f"(waited {busy_timeout:g} s); stop it, or give another file with --db"
+        )
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (
+            f"history database {path} is corrupt or not a SQLite file ({text}); "
+            "move it away (or restore a backup) and start again"
+        )
+    if "readonly" in text or "unable to open" in text:
+        return f"cannot write history database {path} ({text}); check its permissions"
+    if "full" in text:
+        return f"cannot write history database {path}: the disk is full"
+    return f"history database {path} cannot be used: {text}"
