@@ -203,6 +203,9 @@ def serve(
         host_, port_ = server.address
         typer.echo(f"chatkit {__version__} listening on {host_}:{port_}")
         typer.echo(f"plugins: {', '.join(info.name for info in server.plugin_infos)}")
+        history = server.pluginmanager.get_plugin("history")
+        if history is not None and history.store is not None:
+            typer.echo(f"history: {history.store.path}")
         if cfg.source:
             typer.echo(f"config: {cfg.source}")
         typer.echo(f"try: nc {host_} {port_}   (type a nick, then chat; Ctrl+C here stops it)")

@@ -445,6 +445,10 @@ def _prepare(
             if str(mode).lower() != "wal":
                 raise UsageError(f"history database {path} cannot use WAL mode (got {mode})")
         db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        # Take the write lock once: another program holding it is found now, not
+        # at the first message.
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("COMMIT")
         if version < len(migrations):
             migrate(db, migrations)
             if version:

@@ -1,0 +1,517 @@
+"""The history plugin through real servers, real SQLite files and real `chatkit` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CHATKIT, ServeProcess
+
+from chatkit import Config, Message, Server, UsageError
+from chatkit.builtins.history import History
+from chatkit.config import config_from_dict
+from chatkit.store import MessageStore
+from chatkit.testing import ChatClient, TextClient
+
+Connect = Callable[..., ChatClient]
+Factory = Callable[..., Server]
+
+
+def history_config(**settings: Any) -> Config:
+    return config_from_dict({"plugins": {"history": settings}})
+
+
+def plugin(server: Server) -> History:
+    found = server.pluginmanager.get_plugin("history")
+    assert isinstance(found, History)
+    return found
+
+
+def messages(frames: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    return [
+        (f["type"], f["text"], bool(f.get("history")))
+        for f in frames
+        if f["type"] in ("message", "private")
+    ]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "history.sqlite3"
+
+
+def test_joining_replays_the_room_before_live_messages(
+    chat_server_factory: Factory, chat_client: Connect, db: Path
+) -> None:
+    """A joiner gets its join, the last messages (ids, times, marked history), then live ones."""
+    server = chat_server_factory(config=history_config(db=str(db), replay=3), disable=["flood"])
+    alice = chat_client(server, "alice")
+    sent = []
+    for i in range(5):
+        alice.say(f"m{i}")
+        sent.append(alice.expect("message"))
+    alice.say("/msg alice note to self")  # private: never in a room's replay
+    alice.expect("private")
+    bob = chat_client(server, "bob")
+    alice.say("live")
+    bob.expect("message", text="live")
+    frames = bob.received[1:]  # after the welcome
+    assert len(frames) == 6
+    assert frames[0]["type"] == "join" and frames[0]["nick"] == "bob"
+    replayed = frames[1:4]
+    assert [(f["id"], f["ts"], f["text"]) for f in replayed] == [
+        (s["id"], s["ts"], s["text"]) for s in sent[2:]
+    ]
+    assert all(f["history"] is True and f["room"] == "#general" for f in replayed)
+    assert frames[4] == {"type": "history", "room": "#general", "count": 3, "more": True}
+    assert frames[5]["text"] == "live" and "history" not in frames[5]
+
+
+def test_a_new_room_and_an_empty_history_replay_nothing(
+    chat_client: Connect,
+) -> None:
+    """Nothing stored for a room: no history frames at all, not even the closing one."""
+    alice = chat_client("alice")
+    alice.say("/join #new")
+    frames = alice.sync()
+    assert [f["type"] for f in frames] == ["join", "join"]  # #general at login, then #new
+
+
+def test_replay_on_join_of_another_room(chat_client: Connect) -> None:
+    """/join replays that room only."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    alice.say("/join #dev")
+    alice.say("in dev", room="#dev")
+    alice.say("in general", room="#general")
+    alice.expect("message", text="in general")
+    bob.sync()
+    bob.say("/join #dev")
+    assert messages(bob.sync()) == [("message", "in dev", True)]
+
+
+def test_text_mode_shows_history_distinctly(chat_client: Connect, text_client: Any) -> None:
+    """nc users see replayed lines with their date and time, then a closing line."""
+    alice = chat_client("alice")
+    alice.say("before you came")
+    ts = alice.expect("message")["ts"]
+    bob: TextClient = text_client("bob")
+    bob.expect(f"[#general] {ts[:10]} {ts[11:16]} <alice> before you came")
+    bob.expect("*** 1 earlier message of #general above")
+    alice.say("now")
+    bob.expect("[#general] <alice> now")
+
+
+def test_history_command_pages(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """/history [#room] [N] returns the last N; errors give the usage."""
+    server = chat_server_factory(config=history_config(max_page=5, replay=0), disable=["flood"])
+    alice = chat_client(server, "alice")
+    for i in range(7):
+        alice.say(f"m{i}")
+    alice.sync()
+    alice.say("/history 2")
+    assert messages(alice.sync()) == [("message", "m5", True), ("message", "m6", True)]
+    alice.say("/history #general")  # page defaults to 50, capped at max_page
+    frames = alice.sync()
+    assert [t for _, t, _ in messages(frames)] == ["m2", "m3", "m4", "m5", "m6"]
+    assert frames[-1] == {"type": "history", "room": "#general", "count": 5, "more": True}
+    for bad in ("/history 6", "/history 0", "/history #a #b", "/history #general x y"):
+        alice.say(bad)
+        assert alice.expect("error")["code"] == "bad_usage", bad
+    alice.say("/history #elsewhere")
+    assert alice.expect("error")["code"] == "not_in_room"
+
+
+def test_history_frame_scrolls_back_with_before(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """JSON clients page back with `before` until `more` is false; every message once."""
+    server = chat_server_factory(disable=["flood"])
+    alice = chat_client(server, "alice")
+    for i in range(12):
+        alice.say(f"m{i}")
+    alice.sync()
+    seen: list[str] = []
+    before = None
+    while True:
+        request: dict[str, Any] = {"type": "history", "room": "#general", "limit": 5}
+        if before is not None:
+            request["before"] = before
+        alice.send(request)
+        page = alice.sync()
+        texts = [t for _, t, _ in messages(page)]
+        seen = texts + seen
+        end = page[-1]
+        assert end["type"] == "history" and end["count"] == len(texts)
+        if not end["more"]:
+            break
+        before = page[0]["id"]
+    assert seen == [f"m{i}" for i in range(12)]
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "text"),
+    [
+        ({"limit": 0}, "bad_frame", "'limit' must be 1 to 500"),
+        ({"limit": 501}, "bad_frame", "'limit' must be 1 to 500"),
+        ({"limit": "5"}, "bad_frame", "'limit' must be 1 to 500"),
+        ({"before": "x"}, "bad_frame", "'before' must be a message id"),
+        ({"before": True}, "bad_frame", "'before' must be a message id"),
+        ({"room": "#general", "with": "bob"}, "bad_frame", "not both"),
+        ({"room": 5}, "bad_frame", "strings"),
+        ({"room": "general"}, "bad_frame", "must start with '#'"),
+        ({"room": "#nowhere"}, "not_in_room", "you are not in #nowhere"),
+        ({"with": "no body"}, "bad_usage", "no such room or nick"),
+    ],
+)
+def test_bad_history_frames_get_clear_errors(
+    chat_client: Connect, request_: dict[str, Any], code: str, text: str
+) -> None:
+    """Each bad field of a history frame is named in the error; the connection goes on."""
+    alice = chat_client("alice")
+    alice.send({"type": "history", **request_})
+    error = alice.expect("error")
+    assert error["code"] == code and text in error["text"]
+    alice.send(type="history")
+    assert alice.expect("history")["count"] == 0
+
+
+def test_private_history_only_for_its_two_parties(chat_client: Connect) -> None:
+    """/history NICK and {"with": NICK} show the conversation between you and NICK only."""
+    alice, bob, carol = chat_client("alice"), chat_client("bob"), chat_client("carol")
+    alice.say("/msg bob one")
+    bob.expect("private")
+    bob.say("/msg ALICE two")
+    alice.expect("private", text="two")
+    alice.say("/msg carol other")
+    carol.expect("private")
+    for client in (alice, bob, carol):
+        client.sync()
+    alice.say("/history bob")
+    assert messages(alice.sync()) == [("private", "one", True), ("private", "two", True)]
+    bob.send(type="history", **{"with": "Alice"})
+    frames = bob.sync()
+    assert [(f["from"], f["to"], f["text"]) for f in frames[:-1]] == [
+        ("alice", "bob", "one"),
+        ("bob", "alice", "two"),  # the recipient as its nick is spelled
+    ]
+    assert frames[-1] == {"type": "history", "with": "Alice", "count": 2, "more": False}
+    carol.say("/history bob")  # carol was never part of it
+    assert messages(carol.sync()) == []
+    carol.say("/history alice")
+    assert messages(carol.sync()) == [("private", "other", True)]
+
+
+def test_private_false_keeps_private_messages_out(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """With private = false, private messages are delivered but never stored."""
+    server = chat_server_factory(config=history_config(private=False))
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.say("/msg bob secret")
+    assert bob.expect("private")["text"] == "secret"
+    alice.expect("private")
+    alice.say("/history bob")
+    assert messages(alice.sync()) == []
+
+
+def test_history_survives_a_restart(chat_client: Connect, db: Path) -> None:
+    """A restarted server replays what the last one stored; new ids come after the old ones."""
+    config = history_config(db=str(db))
+    with Server(port=0, config=config) as first:
+        alice = chat_client(first, "alice")
+        alice.say("before the restart")
+        old = alice.expect("message")
+        alice.say("/msg alice kept too")
+        alice.expect("private")
+    with Server(port=0, config=history_config(db=str(db))) as second:
+        bob = chat_client(second, "bob")
+        frames = bob.sync()
+        assert messages(frames) == [("message", "before the restart", True)]
+        assert [f["id"] for f in frames if f["type"] == "message"] == [old["id"]]
+        bob.say("after")
+        assert bob.expect("message")["id"] > old["id"]
+        alice = chat_client(second, "alice")
+        alice.sync()
+        alice.say("/history alice")
+        assert messages(alice.sync()) == [("private", "kept too", True)]
+
+
+def test_ids_stay_above_stored_ones_when_the_clock_went_back(
+    chat_client: Connect, db: Path
+) -> None:
+    """A stored id from the future (a clock that went back since): new ids still exceed it."""
+    future = (int(time.time()) + 3600) * 1000 * 1000
+    store = MessageStore(db)
+    store.add(Message("old", "from the future", room="#general", id=future, ts="2099"))
+    store.close()
+    with Server(port=0, config=history_config(db=str(db))) as server:
+        alice = chat_client(server, "alice")
+        alice.say("now")
+        assert alice.expect("message", text="now")["id"] > future
+
+
+def test_retention_by_count_per_room(
+    chat_server_factory: Factory, chat_client: Connect, db: Path
+) -> None:
+    """keep = N keeps the last N messages of each room; other rooms are untouched."""
+    server = chat_server_factory(config=history_config(db=str(db), keep=3), disable=["flood"])
+    alice = chat_client(server, "alice")
+    alice.say("/join #quiet")
+    alice.say("stays", room="#quiet")
+    for i in range(6):
+        alice.say(f"m{i}", room="#general")
+    alice.sync()
+    plugin(server)._store.flush()  # waits for a retention pass
+    with sqlite3.connect(db) as check:
+        rows = check.execute("SELECT conv, text FROM messages ORDER BY id").fetchall()
+    assert rows == [("#quiet", "stays"), ("#general", "m3"), ("#general", "m4"), ("#general", "m5")]
+
+
+def test_retention_by_age(chat_server_factory: Factory, chat_client: Connect, db: Path) -> None:
+    """keep_days drops older messages at start and as time goes on."""
+    two_days_ago = int((time.time() - 2 * 86400) * 1000) * 1000
+    store = MessageStore(db)
+    store.add(Message("old", "ancient", room="#general", id=two_days_ago, ts="then"))
+    store.close()
+    server = chat_server_factory(config=history_config(db=str(db), keep_days=1))
+    plugin(server)._store.flush()
+    alice = chat_client(server, "alice")
+    assert messages(alice.sync()) == []
+
+
+def test_a_message_that_cannot_be_stored_is_not_delivered(
+    chat_server_factory: Factory, chat_client: Connect, db: Path
+) -> None:
+    """A full database: the sender is told (not_stored), nobody receives it, the log says why;
+    once there is room again, chat goes on."""
+    server = chat_server_factory(config=history_config(db=str(db)))
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    store = plugin(server)._store
+    with store._write_lock:  # SQLite's own limit stands in for a full disk: SQLITE_FULL
+        pages = store._write_db.execute("PRAGMA page_count").fetchone()[0]
+        store._write_db.execute(f"PRAGMA max_page_count = {pages}")
+    alice.say("x" * 5000)
+    error = alice.expect("error")
+    assert error["code"] == "not_stored"
+    assert "the history database cannot be written (database or disk is full)" in error["text"]
+    assert messages(bob.sync()) == []
+    with store._write_lock:
+        store._write_db.execute("PRAGMA max_page_count = 1000000")
+    alice.say("room again")
+    assert bob.expect("message")["text"] == "room again"
+
+
+def test_no_plugin_history_turns_it_off(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """Without the plugin: no replay, no /history, no history frame."""
+    server = chat_server_factory(disable=["history"])
+    alice = chat_client(server, "alice")
+    alice.say("said")
+    alice.sync()
+    bob = chat_client(server, "bob")
+    assert messages(bob.sync()) == []
+    bob.say("/history")
+    assert bob.expect("error")["code"] == "unknown_command"
+    bob.send(type="history")
+    assert bob.expect("error")["code"] == "bad_frame"
+
+
+# -- bad databases -----------------------------------------------------------------
+
+
+def make_directory(tmp_path: Path) -> Path:
+    path = tmp_path / "history.sqlite3"
+    path.mkdir()
+    return path
+
+
+def missing_directory(tmp_path: Path) -> Path:
+    return tmp_path / "no" / "such" / "history.sqlite3"
+
+
+def make_text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "history.sqlite3"
+    path.write_bytes(b"hello, I am a text file\n" * 100)
+    return path
+
+
+def make_foreign(tmp_path: Path) -> Path:
+    path = tmp_path / "history.sqlite3"
+    with sqlite3.connect(path) as other:
+        other.execute("CREATE TABLE accounts (id INTEGER)")
+    return path
+
+
+def make_newer(tmp_path: Path) -> Path:
+    path = tmp_path / "history.sqlite3"
+    MessageStore(path).close()
+    with sqlite3.connect(path) as newer:
+        newer.execute("PRAGMA user_version = 99")
+    return path
+
+
+def make_corrupt(tmp_path: Path) -> Path:
+    path = tmp_path / "history.sqlite3"
+    store = MessageStore(path)
+    for i in range(300):  # several pages of rows and index
+        store.add(Message("a", f"message {i} " + "x" * 200, room="#r", id=i + 1, ts="t"))
+    store.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[3 * page : 5 * page] = b"\xff" * (2 * page)  # wreck pages 4 and 5
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        (make_directory, "is a directory"),
+        (missing_directory, "does not exist"),
+        (make_text_file, "corrupt or not a SQLite file"),
+        (make_foreign, "is not a chatkit history database"),
+        (make_newer, "was written by a newer chatkit (schema version 99"),
+        (make_corrupt, "is corrupt"),
+    ],
+    ids=["directory", "missing-directory", "not-sqlite", "foreign", "newer", "corrupt"],
+)
+def test_bad_database_files_stop_the_start_with_a_clear_error(
+    tmp_path: Path, prepare: Callable[[Path], Path], message: str
+) -> None:
+    """Every kind of bad file gives a UsageError naming the file and what is wrong."""
+    path = prepare(tmp_path)
+    server = Server(port=0, config=history_config(db=str(path)))
+    with pytest.raises(UsageError, match=re.escape(message)) as info:
+        server.start()
+    assert str(path) in str(info.value)
+    server.shutdown()
+
+
+def test_a_locked_database_stops_the_start(tmp_path: Path, db: Path) -> None:
+    """Another program holding the file's lock: a clear error after busy_timeout."""
+    MessageStore(db).close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        server = Server(port=0, config=history_config(db=str(db), busy_timeout=0.1))
+        with pytest.raises(UsageError, match="is locked by another program"):
+            server.start()
+        server.shutdown()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"replay": -1}, "replay must be a number of at least 0"),
+        ({"replay": 2.5}, "replay must be a whole number"),
+        ({"replay": 600}, "replay (600) is more than max_page"),
+        ({"synchronous": "off"}, "synchronous must be 'normal' or 'full'"),
+        ({"private": "yes"}, "private must be true or false"),
+        ({"db": ""}, "db must be a file name"),
+        ({"keep_day": 3}, "unknown setting(s) keep_day"),
+    ],
+)
+def test_bad_settings_are_named(settings: dict[str, Any], message: str) -> None:
+    """A bad [plugins.history] value stops the start and names the setting."""
+    server = Server(port=0, config=history_config(**{"db": ":memory:", **settings}))
+    with pytest.raises(UsageError, match=re.escape(message)):
+        server.start()
+    server.shutdown()
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+def test_serve_uses_the_data_directory_by_default(tmp_path: Path) -> None:
+    """`chatkit serve` keeps history in the user's data directory and says where."""
+    server = ServeProcess()
+    try:
+        history_line = server.proc.stdout.readline() if server.proc.stdout else ""
+        expected = Path(os.environ["XDG_DATA_HOME"]) / "chatkit" / "history.sqlite3"
+        assert history_line == f"history: {expected}\n"
+        assert expected.is_file()
+    finally:
+        code, _out, _err = server.stop()
+    assert code == 0
+
+
+def test_serve_with_a_bad_db_exits_2(tmp_path: Path) -> None:
+    """--db naming a corrupt file: exit status 2 and the reason, no traceback."""
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"\0garbage" * 1000)
+    result = subprocess.run(
+        [CHATKIT, "serve", "--port", "0", "--db", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert f"Error: history database {bad} is corrupt or not a SQLite file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigkill_mid_burst_loses_nothing_any_client_received(tmp_path: Path) -> None:
+    """Kill -9 a real server while clients send: every message any client received is
+    replayed, with its id and text, by the restarted server."""
+    db = tmp_path / "history.sqlite3"
+    config = tmp_path / "chatkit.toml"
+    config.write_text("[plugins.history]\nreplay = 5000\nmax_page = 5000\n")
+    args = ("--db", str(db), "--config", str(config), "--no-plugin", "flood")
+    server = ServeProcess(*args)
+    watcher = ChatClient(server.address)
+    watcher.login("watcher")
+    senders = [ChatClient(server.address) for _ in range(6)]
+    for i, sender in enumerate(senders):
+        sender.login(f"sender{i}")
+    received: dict[int, str] = {}  # id -> text, from every client's copy
+    done = threading.Event()
+
+    def blast(client: ChatClient, n: int) -> None:
+        for k in range(2000):
+            if done.is_set():
+                return
+            try:
+                client.say(f"s{n}-{k} " + "x" * 2000)
+            except OSError:
+                return  # the server is gone
+
+    threads = [threading.Thread(target=blast, args=(s, n)) for n, s in enumerate(senders)]
+    for t in threads:
+        t.start()
+    while len(received) < 300:  # kill once the burst is well under way
+        frame = watcher.expect("message", timeout=10)
+        received[frame["id"]] = frame["text"]
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(timeout=10)
+    done.set()
+    for t in threads:
+        t.join(timeout=10)
+    for client in [watcher, *senders]:  # everything that reached any client before the kill
+        frames = list(client.pending)
+        while lines := client._read_lines(time.monotonic() + 5):  # [] at EOF
+            frames += [json.loads(line) for line in lines if line.strip()]
+        received.update({f["id"]: f["text"] for f in frames if f["type"] == "message"})
+        client.close()
+    restarted = ServeProcess(*args)
+    try:
+        reader = ChatClient(restarted.address)
+        reader.login("reader")
+        frames = reader.sync(timeout=20)
+        replayed = {f["id"]: f["text"] for f in frames if f.get("history")}
+        missing = {i: t for i, t in received.items() if replayed.get(i) != t}
+        assert not missing, f"{len(missing)} received messages were not replayed"
+        assert len(received) >= 300
+    finally:
+        restarted.stop()
