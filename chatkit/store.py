@@ -122,6 +122,8 @@ class _Batch:
     rows: list[tuple[object, ...]] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
+    barrier: bool = False
+    """A :meth:`MessageStore.flush` marker: no rows are ever added to it."""
 
 
 class MessageStore:
@@ -190,6 +192,8 @@ class MessageStore:
         self._closing = False
         self.commits = 0
         """Transactions committed by the writer (a metric)."""
+        self.queued = 0
+        """Messages waiting for their commit (a metric; changes under ``_cond``)."""
         self._thread = threading.Thread(target=self._run, name="chatkit-history", daemon=True)
         self._thread.start()
 
@@ -206,11 +210,12 @@ class MessageStore:
             if self._closing:
                 raise StoreError("the history database is closed")
             batch = self._batches[-1] if self._batches else None
-            if batch is None or len(batch.rows) >= self.max_batch or batch.done.is_set():
+            if batch is None or batch.barrier or len(batch.rows) >= self.max_batch:
                 batch = _Batch()
                 self._batches.append(batch)
-                self._cond.notify()
             batch.rows.append(row)
+            self.queued += 1
+            self._cond.notify_all()  # the writer, and anyone watching `queued`
         batch.done.wait()
         if batch.error is not None:
             raise StoreError(batch.error)
@@ -220,7 +225,7 @@ class MessageStore:
         with self._cond:
             if self._closing:
                 return
-            batch = _Batch()
+            batch = _Batch(barrier=True)
             self._batches.append(batch)
             self._prune_due = True
             self._cond.notify()
@@ -332,8 +337,9 @@ class MessageStore:
                     exc,
                 )
                 batch.error = f"the history database cannot be written ({exc})"
-            else:
-                with self._cond:
+            with self._cond:
+                self.queued -= len(batch.rows)
+                if batch.error is None:
                     self._touched.update(str(row[1]) for row in batch.rows)
             batch.done.set()
 

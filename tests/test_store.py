@@ -1,0 +1,123 @@
+"""The SQLite message store on its own: group commit, schema migration, closing."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from chatkit import Message, UsageError
+from chatkit.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, MessageStore, StoreError
+
+
+def message(i: int, room: str = "#r", text: str | None = None) -> Message:
+    return Message("alice", text or f"m{i}", room=room, id=i, ts=f"t{i}")
+
+
+def test_messages_queued_during_a_commit_share_the_next_one(tmp_path: Path) -> None:
+    """Group commit: 50 messages that arrive while the writer is busy cost at most two
+    transactions (the one it was starting, and one for all the others); all are kept."""
+    store = MessageStore(tmp_path / "h.db")
+    threads = [threading.Thread(target=store.add, args=(message(i),)) for i in range(1, 51)]
+    with store._write_lock:  # the writer cannot commit until the test lets go
+        for t in threads:
+            t.start()
+        with store._cond:
+            assert store._cond.wait_for(lambda: store.queued == 50, timeout=5)
+    for t in threads:
+        t.join()
+    assert store.commits <= 2
+    assert store.queued == 0
+    page, more = store.room_page("#r", limit=100)
+    assert [m.id for m in page] == list(range(1, 51)) and not more
+    store.close()
+
+
+def test_pages_are_oldest_first_and_say_whether_there_is_more(tmp_path: Path) -> None:
+    """room_page returns the last `limit` rows below `before` (or up to `upto`), in order."""
+    store = MessageStore(tmp_path / "h.db")
+    for i in range(1, 11):
+        store.add(message(i))
+    store.add(message(11, room="#other"))
+    assert [m.id for m in store.room_page("#R", limit=3)[0]] == [8, 9, 10]
+    assert store.room_page("#r", limit=3)[1] is True
+    assert [m.id for m in store.room_page("#r", before=4, limit=5)[0]] == [1, 2, 3]
+    assert store.room_page("#r", before=4, limit=5)[1] is False
+    assert [m.id for m in store.room_page("#r", upto=5, limit=2)[0]] == [4, 5]
+    assert store.last_id() == 11
+    store.close()
+
+
+def test_a_new_file_gets_the_current_schema_and_our_application_id(tmp_path: Path) -> None:
+    """PRAGMA user_version is the schema version; application_id marks the file as ours."""
+    MessageStore(tmp_path / "h.db").close()
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_an_older_schema_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+    """A file at version 1 opened by a chatkit that knows version 2 is migrated in place."""
+    path = tmp_path / "h.db"
+    store = MessageStore(path)
+    store.add(message(1, text="kept"))
+    store.close()
+    step = "ALTER TABLE messages ADD COLUMN edited INTEGER NOT NULL DEFAULT 0;"
+    newer = MessageStore(path, migrations=[*MIGRATIONS, step])
+    assert [m.text for m in newer.room_page("#r", limit=5)[0]] == ["kept"]
+    newer.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+        assert db.execute("SELECT edited FROM messages").fetchall() == [(0,)]
+    # And the older chatkit now refuses the file rather than misreading it.
+    with pytest.raises(UsageError, match="written by a newer chatkit"):
+        MessageStore(path)
+
+
+def test_a_failed_migration_changes_nothing(tmp_path: Path) -> None:
+    """A migration step that fails rolls back: the file keeps its version and rows."""
+    path = tmp_path / "h.db"
+    store = MessageStore(path)
+    store.add(message(1))
+    store.close()
+    with pytest.raises(UsageError, match="cannot be used"):
+        MessageStore(path, migrations=[*MIGRATIONS, "ALTER TABLE nosuch ADD COLUMN x;"])
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+
+
+def test_close_writes_what_is_queued_and_later_adds_fail(tmp_path: Path) -> None:
+    """close() is idempotent; add() after it raises StoreError instead of losing silently."""
+    store = MessageStore(tmp_path / "h.db")
+    store.add(message(1))
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.add(message(2))
+    reopened = MessageStore(tmp_path / "h.db")
+    assert reopened.last_id() == 1
+    reopened.close()
+
+
+def test_a_duplicate_id_fails_its_batch_only(tmp_path: Path) -> None:
+    """A row SQLite refuses fails its own commit with a StoreError; the next one works."""
+    store = MessageStore(tmp_path / "h.db")
+    store.add(message(1))
+    with pytest.raises(StoreError, match="UNIQUE constraint failed"):
+        store.add(message(1))
+    store.add(message(2))
+    assert [m.id for m in store.room_page("#r", limit=5)[0]] == [1, 2]
+    store.close()
+
+
+def test_memory_store_works_without_a_file(tmp_path: Path) -> None:
+    """':memory:' stores and reads through one connection."""
+    store = MessageStore(":memory:")
+    store.add(message(1))
+    assert store.last_id() == 1
+    store.close()
+    assert not list(tmp_path.iterdir())
