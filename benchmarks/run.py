@@ -21,6 +21,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -45,13 +46,22 @@ class Plan:
     slow_rates: tuple[int, ...]
     slow_seconds: float = 6.0  # at 1,000 msg/s of 1 KB: 6 MB for the client that never reads
     slow_payload: int = 1000  # bytes: it must fall further behind than the kernel's buffers hold
+    history_rates: tuple[int, ...] = ()  # msg/s steps of the history scenario (50 clients)
 
 
 RATES = (1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000)
-FULL = Plan((100, 1000), RATES, 3.0, (1000, 10000), 10, 5.0, (1000,))
-QUICK = Plan((100,), RATES, 1.0, (500,), 10, 2.0, (1000,))
+HISTORY_RATES = (1000, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 28000, 32000, 40000, 48000)  # fmt: skip
+HISTORY_CLIENTS = 50  # the issue's setting: one room, 50 clients, 10 of them sending
+FULL = Plan((100, 1000), RATES, 3.0, (1000, 10000), 10, 5.0, (1000,), history_rates=HISTORY_RATES)
+QUICK = Plan((100,), RATES, 1.0, (500,), 10, 2.0, (1000,), history_rates=HISTORY_RATES)
 # For the test that keeps the suite from rotting: every scenario, tiny and fast.
-TINY = Plan((20,), (200, 400), 0.5, (20,), 4, 0.5, (200,), slow_seconds=0.5, slow_payload=64)
+TINY = Plan(
+    (20,), (200, 400), 0.5, (20,), 4, 0.5, (200,), slow_seconds=0.5, slow_payload=64,
+    history_rates=(200,),
+)  # fmt: skip
+# The history scenario's servers: chatkit without history (as in every other
+# scenario), with it (the default, synchronous = "normal"), and with "full".
+HISTORY_KINDS = ("history off", "history on", "history on, synchronous full")
 
 
 def raise_fd_limit() -> None:
@@ -59,20 +69,31 @@ def raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def server_command(kind: str) -> list[str]:
-    if kind == "chatkit":
-        return [
-            sys.executable, "-m", "chatkit", "serve", "--port", "0", "--log-level", "warning",
-            "--no-plugin", "log", "--no-plugin", "flood", "--plugin", "stats",
-            "--max-clients", "20000", "--max-sendq", str(4 * 1024 * 1024),
-        ]  # fmt: skip
-    return [sys.executable, "-m", "benchmarks.baseline.server", "--port", "0"]
+def server_command(kind: str, workdir: Path) -> list[str]:
+    """The command line of a server of ``kind`` (see SERVERS and HISTORY_KINDS)."""
+    if kind == "baseline":
+        return [sys.executable, "-m", "benchmarks.baseline.server", "--port", "0"]
+    command = [
+        sys.executable, "-m", "chatkit", "serve", "--port", "0", "--log-level", "warning",
+        "--no-plugin", "log", "--no-plugin", "flood", "--plugin", "stats",
+        "--max-clients", "20000", "--max-sendq", str(4 * 1024 * 1024),
+    ]  # fmt: skip
+    if kind in ("chatkit", "history off"):
+        return [*command, "--no-plugin", "history"]
+    config = workdir / "chatkit.toml"
+    synchronous = "full" if kind.endswith("full") else "normal"
+    config.write_text(f'[plugins.history]\nsynchronous = "{synchronous}"\n')
+    # A fresh database each time, on the disk the results directory is on.
+    return [*command, "--db", str(workdir / "history.sqlite3"), "--config", str(config)]
 
 
 @contextmanager
 def running(kind: str) -> Iterator[tuple[str, int, int]]:
     """Start a server of ``kind``; yield (host, port, pid); stop it."""
-    command = server_command(kind)
+    scratch = ROOT / "benchmarks" / "results"
+    scratch.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="chatkit-bench-", dir=scratch))
+    command = server_command(kind, workdir)
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         command = ["taskset", "-c", "0", *command]
     proc = subprocess.Popen(
@@ -93,6 +114,7 @@ def running(kind: str) -> Iterator[tuple[str, int, int]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def rss_kib(pid: int) -> int:
@@ -150,6 +172,25 @@ def scenario_idle(clients: int) -> dict[str, Any]:
                 "rss_after_kib": after,
                 "kib_per_client": round((after - before) / clients, 2),
             }
+    return out
+
+
+def scenario_history(plan: Plan) -> dict[str, Any]:
+    """Messages per second stored, and latency, with history off, on, and on with fsync."""
+    out: dict[str, Any] = {}
+    for kind in HISTORY_KINDS:
+        with running(kind) as (host, port, _pid):
+            result = run(
+                loadgen.fan_out(
+                    host, port, "json", HISTORY_CLIENTS, rates=plan.history_rates,
+                    seconds=plan.step_seconds,
+                )
+            ).to_dict()  # fmt: skip
+            counted = [s for s in result["steps"] if s["ok"]]
+            result["messages_per_s"] = round(
+                max((s["deliveries_per_s"] for s in counted), default=0.0) / HISTORY_CLIENTS
+            )
+            out[kind] = result
     return out
 
 
@@ -222,6 +263,22 @@ def report(results: dict[str, Any]) -> str:
                 f"({c['connected']} held) | {b['kib_per_client']} KiB ({b['connected']} held) "
                 f"| {ratio(c['kib_per_client'], b['kib_per_client'])} |"
             )
+        elif key.startswith("history"):
+            off = value["history off"]
+            for kind in HISTORY_KINDS:
+                r = value[kind]
+                share = ratio(r["messages_per_s"], off["messages_per_s"])
+                lines.append(
+                    f"| {key}: messages/s stored and delivered, {kind} | {r['messages_per_s']:,} "
+                    f"| | {share} of history off |"
+                )
+                for rate in (1000, 4000):
+                    s = best_step(r, rate)
+                    if s:
+                        lines.append(
+                            f"| {key}: p50/p99 latency at {rate} msg/s, {kind} "
+                            f"| {s['p50_ms']}/{s['p99_ms']} ms | | |"
+                        )
         elif key == "churn":
             c, b = value["chatkit"], value["baseline"]
             lines.append(
@@ -235,9 +292,9 @@ def report(results: dict[str, Any]) -> str:
         "",
     ]
     for key, value in results["scenarios"].items():
-        if not (key.startswith("fanout") or key.startswith("slow")):
+        if not (key.startswith(("fanout", "slow", "history"))):
             continue
-        for kind in SERVERS:
+        for kind in value:
             for s in value[kind]["steps"]:
                 flag = " (generator saturated: not counted)" if s["generator_saturated"] else ""
                 lines.append(
@@ -260,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("fanout", "slow", "idle", "churn"),
+        choices=("fanout", "slow", "idle", "churn", "history"),
         help="run only these",
     )
     args = parser.parse_args(argv)
@@ -268,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # the generator; servers run on core 0
-    only = set(args.only or ("fanout", "slow", "idle", "churn"))
+    only = set(args.only or ("fanout", "slow", "idle", "churn", "history"))
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {}
     if "fanout" in only:
         for c in plan.fanout_clients:
@@ -280,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             scenarios[f"idle N={n}"] = lambda n=n: scenario_idle(n)  # type: ignore[misc]
     if "churn" in only:
         scenarios["churn"] = lambda: scenario_churn(plan)
+    if "history" in only:
+        scenarios[f"history C={HISTORY_CLIENTS}"] = lambda: scenario_history(plan)
     results: dict[str, Any] = {
         "mode": "tiny" if args.tiny else "quick" if args.quick else "full",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from chatkit import protocol
     from chatkit.commands import Register
     from chatkit.config import Config
@@ -279,29 +281,31 @@ def chatkit_filter_message(client: Session, message: Message) -> Drop | None:
     """
 
 
-@hookspec(firstresult=True)
-def chatkit_store_message(client: Session, message: Message) -> Drop | None:
+@hookspec
+def chatkit_store_message(client: Session, message: Message) -> Future[None] | Drop | None:
     """Store a message before anyone receives it.
 
     A message runs ``chatkit_filter_message`` → ``id`` and ``ts`` assigned →
-    ``chatkit_store_message`` → delivered to every recipient →
-    ``chatkit_on_message``. Runs once per message on the sender's reader thread,
-    with no lock held, so plugins may do I/O here; the sender's next line waits
-    until its message is delivered. Messages of one room (and private messages)
-    are still delivered in id order: one that is stored early waits for earlier
-    ids, and is delivered by whichever sender's thread completes the sequence.
+    ``chatkit_store_message`` → (stored) → delivered to every recipient →
+    ``chatkit_on_message``. Called once per message, plugin by plugin, on the
+    sender's reader thread with no lock held. Messages of one room (and private
+    messages) are still delivered in id order: one that is stored early waits
+    for earlier ids.
 
     :param client: The sender's session.
     :param message: The :class:`~chatkit.Message`, ``id`` and ``ts`` set, text
         final. Do not change it.
 
     Return ``None`` once the message is stored as durably as the plugin
-    promises (every plugin is then called in turn), or a :class:`~chatkit.Drop`
-    if it cannot be stored: nobody receives the message, the sender gets an
-    ``error`` frame with code ``not_stored`` and the drop's reason, and later
-    plugins are not called. If it raises, the message is refused in the same way
-    (fail closed) and the error logged: an accepted message is never delivered
-    unstored.
+    promises; or a :class:`concurrent.futures.Future` that completes when it
+    is (so the client's next lines are read meanwhile: its consecutive messages
+    are stored in a pipeline, and delivered, with ``chatkit_on_message``, before
+    the reader waits for more input or handles anything but a message); or a
+    :class:`~chatkit.Drop` if it cannot be stored, which stops later plugins.
+    If it raises (the error is logged), or the future fails, it is as for a
+    Drop: nobody receives the message and the sender gets an ``error`` frame
+    with code ``not_stored`` and the reason. An accepted message is never delivered
+    unstored; one plugin may have stored a message another refused.
     """
 
 

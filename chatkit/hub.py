@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -282,6 +283,8 @@ class Hub:
 
     def handle(self, session: Session, event: protocol.Event) -> None:
         """Act on one event from ``session``'s client; refusals go back to it as errors."""
+        if session.unsettled and not (isinstance(event, protocol.Say) and not event.command):
+            self.settle(session)  # a ping, command or request answers after earlier messages
         try:
             if isinstance(event, protocol.Hello | protocol.Say | protocol.Request):
                 self._check(
@@ -293,7 +296,8 @@ class Hub:
                 if event.command:
                     self.run_command(session, event.text, event.room)
                 else:
-                    self.say(session, event.room, event.text)
+                    # Consecutive messages are stored in a pipeline; settle() ends it.
+                    self.say(session, event.room, event.text, defer=True)
             elif isinstance(event, protocol.Ping):
                 session.send(Frame("pong"))
             elif isinstance(event, protocol.Hello):
@@ -308,6 +312,8 @@ class Hub:
                 self.request(session, event)
             # Pong only proves the client is alive; the server noted that already.
         except CommandError as exc:
+            if session.unsettled:
+                self.settle(session)  # answers come in the order of the lines
             session.error(exc.code, exc.text, **exc.details)
 
     def request(self, session: Session, request: protocol.Request) -> None:
@@ -534,12 +540,20 @@ class Hub:
     # -- messages ----------------------------------------------------------------
 
     def say(
-        self, session: Session, room: str | None, text: str, *, action: bool = False
-    ) -> Message | None:
+        self,
+        session: Session,
+        room: str | None,
+        text: str,
+        *,
+        action: bool = False,
+        defer: bool = False,
+    ) -> Message:
         """Send ``text`` to ``room`` (default: the current room) through the filters.
 
         Returns the delivered :class:`Message`, or raises :class:`CommandError`
-        (``not_in_room``, ``dropped``).
+        (``not_in_room``, ``dropped``, ``not_stored``). With ``defer`` (the
+        reader's own lines) it may return once the message is being stored; it is
+        then delivered by :meth:`settle`.
         """
         name = self._member_room(session, room)
         message = Message(nick=session.nick or "", text=text, room=name, action=action)
@@ -557,7 +571,8 @@ class Hub:
             else:
                 wake = self._fanout(frame, found.members.values())
         if self._sequenced:
-            self._store_and_deliver(session, message, entry, found)
+            if not self._store_and_deliver(session, message, entry, found, defer):
+                return message  # settle() delivers it and calls chatkit_on_message
         else:
             self._wake_if(wake)
         self.hooks.notify("chatkit_on_message", client=session, message=message)
@@ -593,33 +608,81 @@ class Hub:
         return message
 
     def _store_and_deliver(
-        self, session: Session, message: Message, entry: _MessageEntry, room: Room | None
-    ) -> None:
-        """Call the store hooks, then deliver in lane order; return once delivered.
+        self,
+        session: Session,
+        message: Message,
+        entry: _MessageEntry,
+        room: Room | None,
+        defer: bool = False,
+    ) -> bool:
+        """Call the store hooks, then deliver in lane order; True once delivered.
 
-        Runs on the sender's thread without the lock. Returning only once the
-        message is delivered keeps each client's promise that the answer to a
-        later ``ping`` comes after the echo of its earlier message.
+        Runs on the sender's thread without the lock. If a store hook answered
+        with a future and ``defer`` is set, returns False at once: the message
+        is then delivered by :meth:`settle`, which the sender's reader calls
+        before it waits for more input or handles anything but a message.
         """
-        refusal: object = None
+        # Refused until the hooks answer: nothing is delivered unstored, even if a
+        # BaseException (KeyboardInterrupt) escapes them.
+        refusal: Drop | None = Drop("it could not be stored (internal error)")
+        futures: list[Future[Any]] = []
+        deferred = False
         try:
-            refusal = self.hooks.first(
-                "chatkit_store_message", _not_stored, client=session, message=message
+            results = self.hooks.collect(
+                "chatkit_store_message",
+                _not_stored,
+                lambda result: isinstance(result, Drop),
+                client=session,
+                message=message,
             )
+            refusal = next((r for r in results if isinstance(r, Drop)), None)
+            futures = [r for r in results if isinstance(r, Future)]
+            if futures and refusal is None:
+                if defer:
+                    session.unsettled.append((message, entry, futures, room))
+                    deferred = True
+                    return False
+                refusal = _outcome(futures)
         finally:
-            # Always, or the lane's later deliveries would wait behind this entry forever.
-            with self._lock:
-                entry.refusal = refusal if isinstance(refusal, Drop) else None
-                entry.ready = True
-                wake = self._drain_room(room) if room else self._drain(self._private_lane)
-                if not entry.done:
-                    # An earlier entry is not ready yet: its owner delivers this one.
-                    entry.event = threading.Event()
+            if not deferred:
+                # Always, or the lane's later deliveries would wait behind it forever.
+                self._deliver_stored(entry, room, refusal)
+        return True
+
+    def settle(self, session: Session) -> None:
+        """Deliver the messages ``session`` sent while their storing went on.
+
+        Called on the session's reader thread. For each, in order: wait until it
+        is stored, deliver it (in lane order), then run ``chatkit_on_message``,
+        or tell the sender it was not stored. Returns once all are delivered, so
+        whatever the client sent next is answered after them.
+        """
+        while session.unsettled:
+            message, entry, futures, room = session.unsettled.pop(0)
+            refusal = _outcome(futures)
+            try:
+                self._deliver_stored(entry, room, refusal)
+            except CommandError as exc:
+                session.error(exc.code, exc.text, **exc.details)
+            else:
+                self.hooks.notify("chatkit_on_message", client=session, message=message)
+
+    def _deliver_stored(
+        self, entry: _MessageEntry, room: Room | None, refusal: Drop | None
+    ) -> None:
+        """Mark ``entry`` stored (or refused), deliver what is ready, and wait for it."""
+        with self._lock:
+            entry.refusal = refusal
+            entry.ready = True
+            wake = self._drain_room(room) if room else self._drain(self._private_lane)
+            if not entry.done:
+                # An earlier entry is not ready yet: its owner delivers this one.
+                entry.event = threading.Event()
         self._wake_if(wake)
         if entry.event is not None:
             entry.event.wait()
-        if entry.refusal is not None:
-            raise CommandError(f"message not delivered: {entry.refusal.reason}", "not_stored")
+        if refusal is not None:
+            raise CommandError(f"message not delivered: {refusal.reason}", "not_stored")
 
     def announce(self, text: str, room: str | None = None) -> None:
         """Send a ``notice`` to everyone in ``room``, or to everyone if ``room`` is None."""
@@ -709,6 +772,16 @@ def _drop(plugin: str) -> Drop:
 
 def _request_failed(plugin: str) -> Reject:
     return Reject(f"internal error in plugin {plugin!r}", "internal_error")
+
+
+def _outcome(futures: list[Future[Any]]) -> Drop | None:
+    """Wait for a message's store futures: ``None`` if all succeeded, else a :class:`Drop`."""
+    for future in futures:
+        try:
+            future.result()
+        except Exception as exc:
+            return Drop(str(exc) or type(exc).__name__)
+    return None
 
 
 def _not_stored(plugin: str) -> Drop:

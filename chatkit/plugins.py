@@ -372,6 +372,30 @@ class HookRunner:
                 return result
         return None
 
+    def collect(
+        self, name: str, on_error: Callable[[str], Any], stop: Callable[[Any], bool], **kwargs: Any
+    ) -> list[Any]:
+        """Call implementations in order; return their non-``None`` results.
+
+        Stops after a result for which ``stop(result)`` is true. If one raises,
+        the error is logged and ``on_error(plugin_name)`` ends the list.
+        """
+        for monitor in self._monitors:
+            monitor(name, kwargs)
+        results: list[Any] = []
+        for impl in self.impls(name):
+            try:
+                result = self._call(impl, kwargs)
+            except Exception:
+                log.exception("plugin %r failed in %s", impl.plugin_name, name)
+                results.append(on_error(impl.plugin_name))
+                break
+            if result is not None:
+                results.append(result)
+                if stop(result):
+                    break
+        return results
+
     def startup(self, name: str, **kwargs: Any) -> None:
         """Call every implementation; an exception becomes a :class:`UsageError`."""
         for monitor in self._monitors:

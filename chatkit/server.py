@@ -710,6 +710,10 @@ class Server:
         reason = "connection closed"
         try:
             while not conn.finishing:
+                if session.unsettled:
+                    # Lines handled so far may still be being stored: deliver them
+                    # before waiting for more (see Hub.settle).
+                    self.hub.settle(session)
                 try:
                     data = conn.sock.recv(RECV_BYTES)
                 except OSError as exc:
@@ -729,6 +733,7 @@ class Server:
             reason = "internal error"
         finally:
             try:
+                self.hub.settle(session)  # an accepted message is delivered, even now
                 self.hub.logout(session, conn.close_reason or reason)
             except Exception:
                 log.error("logout failed", exc_info=True)

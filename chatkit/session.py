@@ -39,6 +39,9 @@ class Session:
         """Rooms joined: case-folded key to display name, in join order."""
         self.current_room: str | None = None
         """Where lines without a room go: the room joined last (or ``/join``-ed again)."""
+        self.unsettled: list[Any] = []
+        """The hub's: messages from this client still being stored (see ``Hub.settle``).
+        Only this client's reader thread touches it."""
         self.welcomed = False
         """Set by the hub once the ``welcome`` is queued; before that, during a login,
         the nick is taken but ``hub.find()`` does not return the session."""

@@ -27,6 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,11 +118,10 @@ def _message(row: Sequence[object]) -> Message:
 
 @dataclass
 class _Batch:
-    """Rows committed together; :attr:`done` is set once they are (or failed)."""
+    """Rows committed together; :attr:`future` completes once they are (or failed)."""
 
     rows: list[tuple[object, ...]] = field(default_factory=list)
-    done: threading.Event = field(default_factory=threading.Event)
-    error: str | None = None
+    future: Future[None] = field(default_factory=Future)
     barrier: bool = False
     """A :meth:`MessageStore.flush` marker: no rows are ever added to it."""
 
@@ -205,6 +205,15 @@ class MessageStore:
         Raises :class:`StoreError` if the commit failed (disk full, I/O error...)
         or the store is closed.
         """
+        self.submit(message).result()
+
+    def submit(self, message: Message) -> Future[None]:
+        """Queue ``message`` (``id`` set) for the next commit; return at once.
+
+        The future (shared by every message of the same transaction) completes
+        with ``None`` once the message is committed, or with :class:`StoreError`
+        if the commit failed. Raises :class:`StoreError` if the store is closed.
+        """
         row = _row(message)
         with self._cond:
             if self._closing:
@@ -216,9 +225,7 @@ class MessageStore:
             batch.rows.append(row)
             self.queued += 1
             self._cond.notify_all()  # the writer, and anyone watching `queued`
-        batch.done.wait()
-        if batch.error is not None:
-            raise StoreError(batch.error)
+        return batch.future
 
     def flush(self) -> None:
         """Return once everything queued so far is written and a retention pass done."""
@@ -229,7 +236,7 @@ class MessageStore:
             self._batches.append(batch)
             self._prune_due = True
             self._cond.notify()
-        batch.done.wait()
+        batch.future.result()
 
     def close(self) -> None:
         """Write what is queued, stop the writer thread, close the database. Idempotent."""
@@ -308,40 +315,43 @@ class MessageStore:
                 self._prune()
                 next_prune = time.monotonic() + self.prune_interval
             if batch is not None:
-                batch.done.set()  # a flush() barrier: released after the prune
+                batch.future.set_result(None)  # a flush() barrier: released after the prune
 
     def _commit(self, batch: _Batch) -> None:
-        """Commit ``batch`` in one transaction, then release its waiters."""
-        if batch.rows:
-            try:
-                with self._write_lock:
-                    db = self._write_db
-                    db.execute("BEGIN")
-                    try:
-                        db.executemany(
-                            "INSERT INTO messages (id, conv, room, nick, target, text, action, ts)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            batch.rows,
-                        )
-                        db.execute("COMMIT")
-                    except BaseException:
-                        if db.in_transaction:
-                            db.execute("ROLLBACK")
-                        raise
-                self.commits += 1
-            except sqlite3.Error as exc:
-                log.error(
-                    "cannot write %d message(s) to the history database %s: %s",
-                    len(batch.rows),
-                    self.path,
-                    exc,
-                )
-                batch.error = f"the history database cannot be written ({exc})"
-            with self._cond:
-                self.queued -= len(batch.rows)
-                if batch.error is None:
-                    self._touched.update(str(row[1]) for row in batch.rows)
-            batch.done.set()
+        """Commit ``batch`` in one transaction, then complete its future."""
+        failure: StoreError | None = None
+        try:
+            with self._write_lock:
+                db = self._write_db
+                db.execute("BEGIN")
+                try:
+                    db.executemany(
+                        "INSERT INTO messages (id, conv, room, nick, target, text, action, ts)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        batch.rows,
+                    )
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            self.commits += 1
+        except sqlite3.Error as exc:
+            log.error(
+                "cannot write %d message(s) to the history database %s: %s",
+                len(batch.rows),
+                self.path,
+                exc,
+            )
+            failure = StoreError(f"the history database cannot be written ({exc})")
+        with self._cond:
+            self.queued -= len(batch.rows)
+            if failure is None:
+                self._touched.update(str(row[1]) for row in batch.rows)
+        if failure is None:
+            batch.future.set_result(None)
+        else:
+            batch.future.set_exception(failure)
 
     def _prune(self) -> None:
         """One retention pass, in small transactions; errors are logged, never raised."""

@@ -24,7 +24,13 @@ def test_the_suite_runs_every_scenario_against_both_servers(tmp_path: Path) -> N
     assert "| scenario | chatkit | baseline | chatkit ÷ baseline |" in result.stdout
     data = json.loads(out.read_text())
     scenarios = data["scenarios"]
-    assert set(scenarios) == {"fanout C=20", "slow consumer C=100", "idle N=20", "churn"}
+    assert set(scenarios) == {
+        "fanout C=20",
+        "slow consumer C=100",
+        "idle N=20",
+        "churn",
+        "history C=50",
+    }
     for kind in ("chatkit", "baseline"):
         steps = scenarios["fanout C=20"][kind]["steps"]
         assert [s["rate"] for s in steps][:1] == [200]
@@ -35,3 +41,8 @@ def test_the_suite_runs_every_scenario_against_both_servers(tmp_path: Path) -> N
     chatkit_step = scenarios["fanout C=20"]["chatkit"]["steps"][0]
     assert chatkit_step["server_deliveries"] >= chatkit_step["sent"] * 20
     assert chatkit_step["server_sends"] > 0
+    for kind in ("history off", "history on", "history on, synchronous full"):
+        history = scenarios["history C=50"][kind]
+        assert history["clients"] == 50 and history["steps"][0]["complete"] >= 0.99
+        assert history["messages_per_s"] > 0
+    assert "history C=50: messages/s stored and delivered, history on |" in result.stdout

@@ -311,6 +311,21 @@ def test_a_message_that_cannot_be_stored_is_not_delivered(
     assert bob.expect("message")["text"] == "room again"
 
 
+def test_pages_fit_in_the_send_queue(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """Long messages make shorter pages (a quarter of max_sendq): asking for many never
+    gets the asker cut off as a slow consumer."""
+    server = chat_server_factory(disable=["flood"], max_sendq=64 * 1024)
+    alice = chat_client(server, "alice")
+    for i in range(20):
+        alice.say(f"m{i} " + "x" * 4000)
+    alice.sync()
+    alice.say("/history 20")
+    frames = alice.sync()
+    texts = [t.split()[0] for _, t, _ in messages(frames)]
+    assert texts == ["m17", "m18", "m19"]  # 4 KB each: three fit in 16 KiB
+    assert frames[-1] == {"type": "history", "room": "#general", "count": 3, "more": True}
+
+
 def test_no_plugin_history_turns_it_off(chat_server_factory: Factory, chat_client: Connect) -> None:
     """Without the plugin: no replay, no /history, no history frame."""
     server = chat_server_factory(disable=["history"])
@@ -462,13 +477,16 @@ def test_serve_with_a_bad_db_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_sigkill_mid_burst_loses_nothing_any_client_received(tmp_path: Path) -> None:
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+def test_sigkill_mid_burst_loses_nothing_any_client_received(
+    tmp_path: Path, synchronous: str
+) -> None:
     """Kill -9 a real server while clients send: every message any client received is
     replayed, with its id and text, by the restarted server."""
     db = tmp_path / "history.sqlite3"
     config = tmp_path / "chatkit.toml"
-    config.write_text("[plugins.history]\nreplay = 5000\nmax_page = 5000\n")
-    args = ("--db", str(db), "--config", str(config), "--no-plugin", "flood")
+    config.write_text(f'[plugins.history]\nsynchronous = "{synchronous}"\n')
+    args = ("--db", str(db), "--no-plugin", "flood", "--config", str(config))
     server = ServeProcess(*args)
     watcher = ChatClient(server.address)
     watcher.login("watcher")
@@ -508,8 +526,19 @@ def test_sigkill_mid_burst_loses_nothing_any_client_received(tmp_path: Path) -> 
     try:
         reader = ChatClient(restarted.address)
         reader.login("reader")
-        frames = reader.sync(timeout=20)
-        replayed = {f["id"]: f["text"] for f in frames if f.get("history")}
+        replayed: dict[int, str] = {}
+        before = None
+        while True:  # scroll back through everything the restarted server has
+            request: dict[str, Any] = {"type": "history", "room": "#general", "limit": 500}
+            if before is not None:
+                request["before"] = before
+            reader.send(request)
+            end = reader.expect("history", timeout=20)
+            page = [f for f in reader.received if f.get("history")]
+            replayed.update({f["id"]: f["text"] for f in page})
+            if not end["more"]:
+                break
+            before = min(replayed)
         missing = {i: t for i, t in received.items() if replayed.get(i) != t}
         assert not missing, f"{len(missing)} received messages were not replayed"
         assert len(received) >= 300

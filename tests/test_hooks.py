@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from chatkit import (
     hookimpl,
     hookspecs,
 )
+from chatkit.client import say_frame
 from chatkit.hub import message_frame
 from chatkit.protocol import Hello, Request, Say
 from chatkit.testing import ChatClient, HookRecorder, run_server
@@ -569,3 +572,58 @@ def test_hook_handle_request(chat_server_factory: Factory, chat_client: Connect)
     assert error["code"] == "bad_frame" and "unknown frame type 'nosuch'" in error["text"]
     client.send(type="Bad Type!")
     assert client.expect("error")["code"] == "bad_frame"
+
+
+class FutureStore:
+    """Answers every store call with a future the test completes."""
+
+    def __init__(self) -> None:
+        self.futures: list[tuple[str, Future[None]]] = []
+        self._changed = threading.Condition()
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> Future[None]:
+        future: Future[None] = Future()
+        with self._changed:
+            self.futures.append((message.text, future))
+            self._changed.notify_all()
+        return future
+
+    def wait_for(self, count: int) -> list[tuple[str, Future[None]]]:
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.futures) >= count, DEADLINE)
+            return list(self.futures)
+
+
+def test_hook_store_message_with_futures_pipelines_a_clients_lines(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A future lets the sender's next lines be read while earlier ones are stored; they
+    are delivered in order once stored, a failed one is refused, and a ping is answered
+    after all of them."""
+    store = FutureStore()
+    server = chat_server_factory(plugins=[store], disable=["flood"])
+    recorder = HookRecorder()
+    recorder.attach(server)
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.send_raw(b"".join(json.dumps(say_frame(t)).encode() + b"\n" for t in "abc"))
+    alice.send(type="ping")
+    pending = store.wait_for(3)  # all three read before any is stored
+    assert [text for text, _ in pending] == ["a", "b", "c"]
+    assert not [f for f in bob.sync() if f["type"] == "message"]
+    pending[1][1].set_exception(OSError("disk on fire"))
+    pending[2][1].set_result(None)
+    assert not [f for f in bob.sync() if f["type"] == "message"]  # "a" holds up the others
+    pending[0][1].set_result(None)
+    assert [f["text"] for f in (bob.expect("message"), bob.expect("message"))] == ["a", "c"]
+    # sync() returns what came before the first pong: the answer to the ping sent
+    # right after the three lines comes after all three outcomes.
+    frames = [f for f in alice.sync() if f["type"] in ("message", "error")]
+    assert [(f["type"], f.get("text", "")[:14]) for f in frames] == [
+        ("message", "a"),
+        ("error", "message not de"),
+        ("message", "c"),
+    ]
+    assert frames[1]["code"] == "not_stored" and "disk on fire" in frames[1]["text"]
+    calls = recorder.wait("chatkit_on_message", 2)
+    assert [c["message"].text for c in calls] == ["a", "c"]

@@ -25,6 +25,7 @@ Settings (``[plugins.history]``; ``chatkit serve --db PATH`` sets ``db``):
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,8 @@ class History:
         self.page = PAGE
         self.max_page = MAX_PAGE
         self.private = True
+        self.page_bytes = 1 << 18
+        """Most bytes of frames in one page (a quarter of ``max_sendq``)."""
 
     # -- startup and shutdown ------------------------------------------------------
 
@@ -113,6 +116,9 @@ class History:
         if not isinstance(private, bool):
             raise UsageError(f"history: private must be true or false, not {private!r}")
         self.private = private
+        # A page must fit well within the client's send queue, or sending it would
+        # cut the client off as a slow consumer: long messages make shorter pages.
+        self.page_bytes = config.limits.max_sendq // 4
         synchronous = settings.get("synchronous", "normal")
         if synchronous not in ("normal", "full"):
             raise UsageError(
@@ -158,14 +164,16 @@ class History:
     # -- storing and replaying -------------------------------------------------------
 
     @hookimpl
-    def chatkit_store_message(self, client: Session, message: Message) -> Drop | None:
+    def chatkit_store_message(
+        self, client: Session, message: Message
+    ) -> Future[None] | Drop | None:
         if message.private and not self.private:
             return None
         try:
-            self._store.add(message)
+            # The writer thread commits it with whatever else arrives meanwhile.
+            return self._store.submit(message)
         except StoreError as exc:
             return Drop(str(exc))
-        return None
 
     @hookimpl
     def chatkit_room_replay(self, client: Session, room: str, last_id: int) -> list[Frame] | None:
@@ -177,7 +185,7 @@ class History:
             return [Frame("notice", text=f"no history for {room}: {exc}")]
         if not messages:
             return []
-        return _frames(messages, more, room=room)
+        return self._frames(client, messages, more, room=room)
 
     # -- asking for more ---------------------------------------------------------------
 
@@ -228,6 +236,24 @@ class History:
             return Reject(exc.text, exc.code)
         return True
 
+    def _frames(
+        self, client: Session, messages: list[Message], more: bool, **where: str
+    ) -> list[Frame]:
+        """History frames for the newest of ``messages`` that fit in ``page_bytes``,
+        oldest first, and the closing ``history`` frame."""
+        frames: list[Frame] = []
+        size = 0
+        for message in reversed(messages):
+            frame = message_frame(message, history=True)
+            size += len(frame.encode(client.mode))
+            if size > self.page_bytes and frames:
+                more = True  # the rest is for the next page
+                break
+            frames.append(frame)
+        frames.reverse()
+        frames.append(Frame("history", **where, count=len(frames), more=more))
+        return frames
+
     def _send_page(self, client: Session, target: str, before: int | None, limit: int) -> None:
         """Send a page of a room's (``#name``) or a private conversation's history."""
         try:
@@ -236,13 +262,13 @@ class History:
                 if room is None:
                     raise CommandError(f"you are not in {target}; /join it first", "not_in_room")
                 messages, more = self._store.room_page(room, before=before, limit=limit)
-                frames = _frames(messages, more, room=room)
+                frames = self._frames(client, messages, more, room=room)
             else:
                 if valid_nick(target, 64):
                     raise CommandError(f"no such room or nick: {target!r}", "bad_usage")
                 me = client.nick or ""
                 messages, more = self._store.private_page(me, target, before=before, limit=limit)
-                frames = _frames(messages, more, **{"with": target})
+                frames = self._frames(client, messages, more, **{"with": target})
         except StoreError as exc:
             raise CommandError(str(exc), "internal_error") from None
         for frame in frames:
@@ -251,10 +277,3 @@ class History:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _frames(messages: list[Message], more: bool, **where: str) -> list[Frame]:
-    """History frames for ``messages`` and the closing ``history`` frame."""
-    frames = [message_frame(m, history=True) for m in messages]
-    frames.append(Frame("history", **where, count=len(messages), more=more))
-    return frames
