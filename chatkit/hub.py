@@ -148,7 +148,7 @@ class _Entry:
 class _MessageEntry(_Entry):
     """A room or private message between id assignment and delivery."""
 
-    __slots__ = ("audience", "frame", "refusal")
+    __slots__ = ("audience", "frame", "refusal", "tell")
 
     def __init__(self, frame: Frame, audience: Room | list[Session]) -> None:
         super().__init__()
@@ -157,10 +157,15 @@ class _MessageEntry(_Entry):
         """The room (its members at delivery time) or the two parties of a private message."""
         self.refusal: Drop | None = None
         """Set if a store hook refused the message: it is then delivered to nobody."""
+        self.tell: Session | None = None
+        """For a message settled later: the sender, told of a refusal in lane order."""
 
     def deliver(self, hub: Hub) -> bool:
         if self.refusal is not None:
-            return False
+            if self.tell is None:
+                return False
+            text = f"message not delivered: {self.refusal.reason}"
+            return self.tell.push(Frame("error", code="not_stored", text=text))
         members = (
             self.audience.members.values() if isinstance(self.audience, Room) else self.audience
         )
@@ -639,6 +644,7 @@ class Hub:
             futures = [r for r in results if isinstance(r, Future)]
             if futures and refusal is None:
                 if defer:
+                    entry.tell = session  # a refusal is then reported in lane order
                     session.unsettled.append((message, entry, futures, room))
                     deferred = True
                     return False
@@ -652,20 +658,42 @@ class Hub:
     def settle(self, session: Session) -> None:
         """Deliver the messages ``session`` sent while their storing went on.
 
-        Called on the session's reader thread. For each, in order: wait until it
-        is stored, deliver it (in lane order), then run ``chatkit_on_message``,
-        or tell the sender it was not stored. Returns once all are delivered, so
-        whatever the client sent next is answered after them.
+        Called on the session's reader thread. Waits until they are stored,
+        delivers them (in lane order, all under one acquisition of the lock),
+        then, in order, runs ``chatkit_on_message`` for each or tells the sender
+        it was not stored. Returns once all are delivered, so whatever the
+        client sent next is answered after them.
         """
         while session.unsettled:
-            message, entry, futures, room = session.unsettled.pop(0)
-            refusal = _outcome(futures)
-            try:
-                self._deliver_stored(entry, room, refusal)
-            except CommandError as exc:
-                session.error(exc.code, exc.text, **exc.details)
-            else:
-                self.hooks.notify("chatkit_on_message", client=session, message=message)
+            records, session.unsettled = session.unsettled, []
+            refusals: list[Drop | None] = []
+            last: tuple[list[Future[Any]], Drop | None] | None = None
+            for _message, _entry, futures, _room in records:
+                # Messages committed together share one future: wait for it once.
+                if last is None or last[0] != futures:
+                    last = (futures, _outcome(futures))
+                refusals.append(last[1])
+            with self._lock:
+                lanes: dict[int, Room | None] = {}
+                for (_message, entry, _futures, room), refusal in zip(
+                    records, refusals, strict=True
+                ):
+                    entry.refusal = refusal
+                    entry.ready = True
+                    lanes[id(room)] = room
+                wake = False
+                for room in lanes.values():
+                    wake |= self._drain_room(room) if room else self._drain(self._private_lane)
+                for _message, entry, _futures, _room in records:
+                    if not entry.done:
+                        # An earlier entry is not ready yet: its owner delivers this one.
+                        entry.event = threading.Event()
+            self._wake_if(wake)
+            for (message, entry, _futures, _room), refusal in zip(records, refusals, strict=True):
+                if entry.event is not None:
+                    entry.event.wait()
+                if refusal is None:  # (a refusal was sent to the sender on delivery)
+                    self.hooks.notify("chatkit_on_message", client=session, message=message)
 
     def _deliver_stored(
         self, entry: _MessageEntry, room: Room | None, refusal: Drop | None

@@ -16,11 +16,13 @@ one may be lost). With ``"full"`` every commit is also flushed to the disk
 
 Threads: :meth:`add` and the read methods may be called from any thread; the
 writer thread also prunes old rows (retention), in small transactions between
-commits.
+commits. A third thread checkpoints the WAL into the database file every second,
+so no commit waits for a checkpoint's disk flush.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -49,6 +51,7 @@ APPLICATION_ID = 0x63686B74  # "chkt": marks a SQLite file as a chatkit history 
 BUSY_TIMEOUT = 5.0  # seconds to wait for another program's lock before giving up
 MAX_BATCH = 1000  # rows committed in one transaction at most
 PRUNE_CHUNK = 500  # rows deleted in one transaction by retention, so commits interleave
+CHECKPOINT_INTERVAL = 1.0  # seconds between WAL checkpoints (by their own thread)
 
 # Each migration takes the schema from version N to N + 1 (MIGRATIONS[N]); the
 # database's version is PRAGMA user_version. Never change a released step: add one.
@@ -174,6 +177,10 @@ class MessageStore:
             else:
                 self._read_db = _open(self.path, False, busy_timeout)
                 self._read_db.execute("PRAGMA query_only = ON")
+                # Checkpoints (copying the WAL into the database file, with an fsync)
+                # would stall the commit that triggers them by milliseconds: the
+                # checkpointer thread runs them instead, beside the writer.
+                self._write_db.execute("PRAGMA wal_autocheckpoint = 0")
         except BaseException:
             self._write_db.close()
             raise
@@ -196,6 +203,16 @@ class MessageStore:
         """Messages waiting for their commit (a metric; changes under ``_cond``)."""
         self._thread = threading.Thread(target=self._run, name="chatkit-history", daemon=True)
         self._thread.start()
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if not self._memory:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoints,
+                args=(_open(self.path, False, busy_timeout),),
+                name="chatkit-history-checkpoint",
+                daemon=True,
+            )
+            self._checkpointer.start()
 
     # -- writing -----------------------------------------------------------------
 
@@ -222,9 +239,9 @@ class MessageStore:
             if batch is None or batch.barrier or len(batch.rows) >= self.max_batch:
                 batch = _Batch()
                 self._batches.append(batch)
+                self._cond.notify()  # the writer waits only when it has no batch
             batch.rows.append(row)
             self.queued += 1
-            self._cond.notify_all()  # the writer, and anyone watching `queued`
         return batch.future
 
     def flush(self) -> None:
@@ -246,10 +263,27 @@ class MessageStore:
             self._closing = True
             self._cond.notify()
         self._thread.join()
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            self._checkpointer.join()
         with self._write_lock:
             if self._read_db is not self._write_db:
                 self._read_db.close()
+                with contextlib.suppress(sqlite3.Error):  # leave a short WAL behind
+                    self._write_db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._write_db.close()
+
+    def _checkpoints(self, db: sqlite3.Connection) -> None:
+        """Thread entry point: copy the WAL into the database now and then (never blocks
+        the writer: a PASSIVE checkpoint does what it can without waiting)."""
+        try:
+            while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint of the history database %s failed: %s", self.path, exc)
+        finally:
+            db.close()
 
     # -- reading -------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,10 @@ def test_messages_queued_during_a_commit_share_the_next_one(tmp_path: Path) -> N
     with store._write_lock:  # the writer cannot commit until the test lets go
         for t in threads:
             t.start()
-        with store._cond:
-            assert store._cond.wait_for(lambda: store.queued == 50, timeout=5)
+        deadline = time.monotonic() + 5
+        while store.queued < 50:  # every thread has queued its message
+            assert time.monotonic() < deadline, f"only {store.queued} queued"
+            time.sleep(0.001)
     for t in threads:
         t.join()
     assert store.commits <= 2
