@@ -47,14 +47,20 @@ class Plan:
     slow_seconds: float = 6.0  # at 1,000 msg/s of 1 KB: 6 MB for the client that never reads
     slow_payload: int = 1000  # bytes: it must fall further behind than the kernel's buffers hold
     history_rates: tuple[int, ...] = ()  # msg/s steps of the history scenario (50 clients)
+    history_repeats: int = 1  # rounds of the history scenario; each kind keeps its best
 
 
 RATES = (1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000)
 # 1,000 msg/s apart near the top, so that the two capacities compare finely.
 HISTORY_RATES = (1000, 2000, 4000, 6000, 8000, *range(10000, 40001, 1000))
 HISTORY_CLIENTS = 50  # the issue's setting: one room, 50 clients, 10 of them sending
-FULL = Plan((100, 1000), RATES, 3.0, (1000, 10000), 10, 5.0, (1000,), history_rates=HISTORY_RATES)
-QUICK = Plan((100,), RATES, 1.0, (500,), 10, 2.0, (1000,), history_rates=HISTORY_RATES)
+FULL = Plan(
+    (100, 1000), RATES, 3.0, (1000, 10000), 10, 5.0, (1000,),
+    history_rates=HISTORY_RATES, history_repeats=3,
+)  # fmt: skip
+QUICK = Plan(
+    (100,), RATES, 1.0, (500,), 10, 2.0, (1000,), history_rates=HISTORY_RATES, history_repeats=2
+)
 # For the test that keeps the suite from rotting: every scenario, tiny and fast.
 TINY = Plan(
     (20,), (200, 400), 0.5, (20,), 4, 0.5, (200,), slow_seconds=0.5, slow_payload=64,
@@ -177,21 +183,31 @@ def scenario_idle(clients: int) -> dict[str, Any]:
 
 
 def scenario_history(plan: Plan) -> dict[str, Any]:
-    """Messages per second stored, and latency, with history off, on, and on with fsync."""
+    """Messages per second stored, and latency, with history off, on, and on with fsync.
+
+    The kinds take turns, ``plan.history_repeats`` rounds of them, and each keeps its
+    best round: on a shared machine a round is only ever slowed down by others, so
+    the best is the least disturbed, and taking turns exposes every kind to the same
+    disturbances.
+    """
     out: dict[str, Any] = {}
-    for kind in HISTORY_KINDS:
-        with running(kind) as (host, port, _pid):
-            result = run(
-                loadgen.fan_out(
-                    host, port, "json", HISTORY_CLIENTS, rates=plan.history_rates,
-                    seconds=plan.step_seconds,
-                )
-            ).to_dict()  # fmt: skip
+    for _round in range(plan.history_repeats):
+        for kind in HISTORY_KINDS:
+            with running(kind) as (host, port, _pid):
+                result = run(
+                    loadgen.fan_out(
+                        host, port, "json", HISTORY_CLIENTS, rates=plan.history_rates,
+                        seconds=plan.step_seconds,
+                    )
+                ).to_dict()  # fmt: skip
             counted = [s for s in result["steps"] if s["ok"]]
             result["messages_per_s"] = round(
                 max((s["deliveries_per_s"] for s in counted), default=0.0) / HISTORY_CLIENTS
             )
-            out[kind] = result
+            rounds = [*out.get(kind, {}).get("rounds", []), result["messages_per_s"]]
+            if kind not in out or result["messages_per_s"] > out[kind]["messages_per_s"]:
+                out[kind] = result
+            out[kind]["rounds"] = rounds
     return out
 
 
@@ -269,9 +285,10 @@ def report(results: dict[str, Any]) -> str:
             for kind in HISTORY_KINDS:
                 r = value[kind]
                 share = ratio(r["messages_per_s"], off["messages_per_s"])
+                rounds = ", ".join(f"{x:,}" for x in r.get("rounds", []))
                 lines.append(
-                    f"| {key}: messages/s stored and delivered, {kind} | {r['messages_per_s']:,} "
-                    f"| | {share} of history off |"
+                    f"| {key}: messages/s stored and delivered, {kind} (best of rounds: {rounds}) "
+                    f"| {r['messages_per_s']:,} | | {share} of history off |"
                 )
                 for rate in (1000, 4000):
                     s = best_step(r, rate)

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 RECV_BYTES = 4096  # bytes asked of one recv(). Each idle reader blocks in recv() holding a
 # buffer of this size: 64 KiB cost 47 KiB of memory per idle client at 10,000 clients,
 # 4 KiB costs 25 KiB (benchmarks/, idle scenario); a busy reader still takes ~50 lines a call.
+RECV_BYTES_BUSY = 65536  # bytes asked of recv() right after one that filled its buffer: a
+# client sending fast gets its lines in bigger pieces, each piece stored in one pipeline.
 SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
 
 
@@ -708,6 +710,7 @@ class Server:
         """Thread entry point for one connection: nothing above catches errors."""
         session = conn.session
         reason = "connection closed"
+        size = RECV_BYTES
         try:
             while not conn.finishing:
                 if session.unsettled:
@@ -715,7 +718,9 @@ class Server:
                     # before waiting for more (see Hub.settle).
                     self.hub.settle(session)
                 try:
-                    data = conn.sock.recv(RECV_BYTES)
+                    data = conn.sock.recv(size)
+                    # Idle readers block with a small buffer; a full one means more waits.
+                    size = RECV_BYTES_BUSY if len(data) == size else RECV_BYTES
                 except OSError as exc:
                     reason = f"connection lost ({exc.strerror or exc})"
                     break
