@@ -634,14 +634,14 @@ class Hub:
         deferred = False
         try:
             results = self.hooks.collect(
-                "chatkit_store_message",
-                _not_stored,
-                lambda result: isinstance(result, Drop),
-                client=session,
-                message=message,
+                "chatkit_store_message", _not_stored, _is_drop, client=session, message=message
             )
-            refusal = next((r for r in results if isinstance(r, Drop)), None)
-            futures = [r for r in results if isinstance(r, Future)]
+            refusal = None  # the hooks answered
+            for result in results:
+                if isinstance(result, Future):
+                    futures.append(result)
+                elif isinstance(result, Drop):
+                    refusal = result
             if futures and refusal is None:
                 if defer:
                     entry.tell = session  # a refusal is then reported in lane order
@@ -800,6 +800,10 @@ def _drop(plugin: str) -> Drop:
 
 def _request_failed(plugin: str) -> Reject:
     return Reject(f"internal error in plugin {plugin!r}", "internal_error")
+
+
+def _is_drop(result: object) -> bool:
+    return isinstance(result, Drop)
 
 
 def _outcome(futures: list[Future[Any]]) -> Drop | None:

@@ -190,8 +190,10 @@ class MessageStore:
         # Synchronize use of the read connection (sqlite3 connections are not
         # thread-safe); readers never wait for the writer in WAL mode.
         self._read_lock = self._write_lock if self._memory else threading.Lock()
-        # Guards _batches, _closing, _prune_due and _touched; the writer waits on it.
-        self._cond = threading.Condition(threading.Lock())
+        # Guards _batches, _closing, _prune_due, _touched and queued; the writer waits
+        # on _cond, built on it.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._batches: deque[_Batch] = deque()
         self._touched: set[str] = set()  # conversations written since the last prune
         self._prune_all = True  # the first pass looks at every conversation
@@ -232,7 +234,7 @@ class MessageStore:
         if the commit failed. Raises :class:`StoreError` if the store is closed.
         """
         row = _row(message)
-        with self._cond:
+        with self._lock:
             if self._closing:
                 raise StoreError("the history database is closed")
             batch = self._batches[-1] if self._batches else None
@@ -381,7 +383,7 @@ class MessageStore:
         with self._cond:
             self.queued -= len(batch.rows)
             if failure is None:
-                self._touched.update(str(row[1]) for row in batch.rows)
+                self._touched.update({str(row[1]) for row in batch.rows})
         if failure is None:
             batch.future.set_result(None)
         else:
