@@ -1,7 +1,8 @@
 """Run chatkit's benchmarks beside the classroom baseline and print a Markdown table.
 
-    uv run python -m benchmarks.run            # the full suite (about 10 minutes)
-    uv run python -m benchmarks.run --quick    # a smaller one (under 2 minutes)
+    uv run python -m benchmarks.run            # the full suite (about 45 minutes)
+    uv run python -m benchmarks.run --quick    # a smaller one (about 8 minutes)
+    uv run python -m benchmarks.run --only history   # history off vs on
 
 Each scenario starts a fresh server (chatkit, then the baseline) pinned to core 0
 where ``taskset`` exists; this process, the load generator, pins itself to core 1.
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="a smaller run, under two minutes")
+    parser.add_argument("--quick", action="store_true", help="a smaller run, about 8 minutes")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # for the tests
     parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json"
