@@ -12,6 +12,9 @@ id under the lock and waits in its room's lane (a FIFO of pending deliveries) wh
 its sender's thread calls the store hooks without the lock; whoever finds the head
 of a lane ready delivers it and every ready entry behind it, under the lock. So a
 message is stored before anyone receives it, and members still see ids in order.
+A store hook may answer with a future: the sender's reader then reads on, and
+:meth:`Hub.settle` delivers the client's stored messages before the reader waits
+for input or handles anything but a message (docs/architecture.md walks through it).
 A join waits in the same lane: when it reaches the head, every earlier message has
 been stored and delivered and no later one is delivered until the joiner has its
 replay, so the replay and the live messages neither overlap nor leave a gap.

@@ -198,6 +198,7 @@ class MessageStore:
         self._touched: set[str] = set()  # conversations written since the last prune
         self._prune_all = True  # the first pass looks at every conversation
         self._prune_due = False  # set by flush(): prune before releasing it
+        self._current: _Batch | None = None  # the batch the writer has in hand
         self._closing = False
         self.commits = 0
         """Transactions committed by the writer (a metric)."""
@@ -330,7 +331,22 @@ class MessageStore:
     # -- the writer thread -------------------------------------------------------
 
     def _run(self) -> None:
-        """Thread entry point: commit batches in order; prune between them."""
+        """Thread entry point: nothing above catches errors."""
+        try:
+            self._write_loop()
+        except BaseException:
+            # This branch should never run. It's a safety net in case of bugs: fail
+            # every waiting message (its sender is told) rather than leave it hanging.
+            log.error("the history writer thread failed", exc_info=True)
+            with self._cond:
+                self._closing = True
+                batches, self._batches = [self._current, *self._batches], deque()
+            for batch in batches:
+                if batch is not None and not batch.future.done():
+                    batch.future.set_exception(StoreError("the history writer failed"))
+
+    def _write_loop(self) -> None:
+        """Commit batches in order; prune between them."""
         next_prune = time.monotonic()
         while True:
             with self._cond:
@@ -340,6 +356,7 @@ class MessageStore:
                         break
                     self._cond.wait(timeout)
                 batch = self._batches.popleft() if self._batches else None
+                self._current = batch  # for the safety net in _run()
                 if batch is None and self._closing:
                     return
                 prune = self._prune_due or time.monotonic() >= next_prune
