@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -545,3 +546,40 @@ def test_sigkill_mid_burst_loses_nothing_any_client_received(
         assert len(received) >= 300
     finally:
         restarted.stop()
+
+
+def test_a_join_during_a_burst_sees_no_gap_and_no_duplicate(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """While alice sends a numbered burst, bob joins: his replay and the live messages after
+    it are one unbroken run of alice's numbers, whatever the moment he joined."""
+    server = chat_server_factory(config=history_config(replay=500), disable=["flood"])
+    alice = chat_client(server, "alice")
+    bob = chat_client(server)
+    burst = 3000
+    alice.send_raw(b"".join(b'{"type":"say","text":"n%d"}\n' % i for i in range(burst)))
+    alice.expect("message", text="n20")  # the burst is under way
+    bob.login("bob")
+    bob.expect("message", text=f"n{burst - 1}", timeout=30)
+    frames = [f for f in bob.received if f["type"] == "message" and f["nick"] == "alice"]
+    numbers = [int(f["text"][1:]) for f in frames]
+    replayed = [f for f in frames if f.get("history")]
+    assert replayed, "bob joined after n20, so his replay holds messages"
+    assert frames[: len(replayed)] == replayed  # the replay comes first
+    assert numbers == list(range(numbers[0], burst))  # in order, none missing, none twice
+
+
+def test_messages_of_a_client_that_leaves_at_once_are_delivered(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A client that sends a burst and closes its socket at once: every line it sent is
+    stored and delivered (the reader settles them before logging it out)."""
+    server = chat_server_factory(disable=["flood"])
+    bob = chat_client(server, "bob")
+    alice = chat_client(server, "alice")
+    alice.send_raw(b"".join(b'{"type":"say","text":"m%d"}\n' % i for i in range(200)))
+    alice.sock.shutdown(socket.SHUT_WR)  # gone: the server reads the lines, then the end
+    leave = bob.expect("leave", nick="alice", timeout=20)
+    texts = [f["text"] for f in bob.received if f["type"] == "message"]
+    assert texts == [f"m{i}" for i in range(200)]
+    assert leave["reason"] == "connection closed"
