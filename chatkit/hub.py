@@ -733,7 +733,31 @@ class Hub:
         assert self._lock.locked()
         wake = False
         while lane and lane[0].ready:
-            entry = lane.popleft()
+            entry = lane[0]
+            if isinstance(entry, _MessageEntry) and isinstance(entry.audience, Room):
+                # A run of stored messages to one room leaves as one piece per member.
+                run: list[_MessageEntry] = []
+                while lane:
+                    head = lane[0]
+                    if not (
+                        head.ready
+                        and isinstance(head, _MessageEntry)
+                        and head.audience is entry.audience
+                        and head.refusal is None
+                    ):
+                        break
+                    run.append(head)
+                    lane.popleft()
+                if run:
+                    wake |= self._fanout_many(
+                        [e.frame for e in run], entry.audience.members.values()
+                    )
+                    for done in run:
+                        done.done = True
+                        if done.event is not None:
+                            done.event.set()
+                    continue
+            lane.popleft()
             wake |= entry.deliver(self)
             entry.done = True
             if entry.event is not None:
@@ -783,6 +807,13 @@ class Hub:
         conns = [session.transport for session in sessions]
         self.deliveries += len(conns)
         return self._outbox.fanout(frame, conns)
+
+    def _fanout_many(self, frames: list[Frame], sessions: Iterable[Session]) -> bool:
+        """:meth:`_fanout` for a run of frames to the same sessions, as one piece each."""
+        assert self._lock.locked()
+        conns = [session.transport for session in sessions]
+        self.deliveries += len(conns) * len(frames)
+        return self._outbox.fanout_many(frames, conns)
 
     def _wake_if(self, wake: bool) -> None:
         if wake:

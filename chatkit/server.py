@@ -28,7 +28,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
 from chatkit import plugins as plugins_mod
@@ -242,7 +242,19 @@ class Writer:
         Returns True if the caller must :meth:`wake` the writer (after releasing
         any lock of its own).
         """
-        json_data = frame.encode(Mode.JSON)
+        return self.fanout_many((frame,), conns)
+
+    def fanout_many(self, frames: Sequence[Frame], conns: Iterable[Connection]) -> bool:
+        """Queue ``frames``, in order, to every connection, as one piece per mode.
+
+        For a run of messages to the same room (stored messages are delivered in
+        runs): the frames are encoded and joined once per mode, and each
+        recipient costs one append for all of them. Returns as :meth:`fanout`.
+        """
+        if len(frames) == 1:
+            json_data = frames[0].encode(Mode.JSON)
+        else:
+            json_data = b"".join([frame.encode(Mode.JSON) for frame in frames])
         text_data: bytes | None = None
         scheduled = False
         append = self._append
@@ -250,7 +262,7 @@ class Writer:
             for conn in conns:
                 if conn.text_mode:
                     if text_data is None:
-                        text_data = frame.encode(Mode.TEXT)
+                        text_data = b"".join([frame.encode(Mode.TEXT) for frame in frames])
                     scheduled |= append(conn, text_data)
                 else:
                     scheduled |= append(conn, json_data)
