@@ -583,3 +583,20 @@ def test_messages_of_a_client_that_leaves_at_once_are_delivered(
     texts = [f["text"] for f in bob.received if f["type"] == "message"]
     assert texts == [f"m{i}" for i in range(200)]
     assert leave["reason"] == "connection closed"
+
+
+def test_runs_of_stored_messages_reach_text_and_json_members_in_order(
+    chat_server_factory: Factory, chat_client: Connect, text_client: Any
+) -> None:
+    """Stored messages leave in runs (one piece per member): nc users and JSON clients both
+    get every message of a burst, in order, each on its own line."""
+    server = chat_server_factory(disable=["flood"])
+    nc: TextClient = text_client(server, "nc")
+    json_member = chat_client(server, "member")
+    alice = chat_client(server, "alice")
+    alice.send_raw(b"".join(b'{"type":"say","text":"n%d"}\n' % i for i in range(300)))
+    json_member.expect("message", text="n299", timeout=20)
+    texts = [f["text"] for f in json_member.received if f["type"] == "message"]
+    assert texts == [f"n{i}" for i in range(300)]
+    lines = [nc.expect("<alice>") for _ in range(300)]
+    assert lines == [f"[#general] <alice> n{i}" for i in range(300)]
