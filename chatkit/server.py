@@ -438,10 +438,11 @@ def _raise_fd_limit(max_clients: int) -> None:
     wanted = max_clients + 64  # and a few for the listener, the wake pipes, logs, plugins
     if hard != resource.RLIM_INFINITY and hard < wanted:
         log.warning(
-            "the open-files hard limit (%d) is below max_clients (%d): raise it (ulimit -Hn) "
-            "or lower max_clients",
+            "the open-files hard limit (%d) is below max_clients (%d) plus %d for the server "
+            "itself: raise it (ulimit -Hn) or lower max_clients",
             hard,
             max_clients,
+            wanted - max_clients,
         )
 
 

@@ -227,4 +227,4 @@ def test_serve_raises_the_open_files_limit_and_warns_when_it_is_too_low() -> Non
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=10)
     assert f"raised the open-files limit from 256 to {hard}" in err
-    assert f"the open-files hard limit ({hard}) is below max_clients ({hard * 2})" in err
+    assert f"the open-files hard limit ({hard}) is below max_clients ({hard * 2}) plus 64" in err
