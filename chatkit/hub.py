@@ -654,6 +654,10 @@ class Hub:
                 refusal = _outcome(futures)
         finally:
             if not deferred:
+                if defer and session.unsettled:
+                    # This reader's earlier messages are ahead in the lane and only it
+                    # marks them ready: finish them first, or it would wait for itself.
+                    self.settle(session)
                 # Always, or the lane's later deliveries would wait behind it forever.
                 self._deliver_stored(entry, room, refusal)
         return True
@@ -663,9 +667,9 @@ class Hub:
 
         Called on the session's reader thread. Waits until they are stored,
         delivers them (in lane order, all under one acquisition of the lock),
-        then, in order, runs ``chatkit_on_message`` for each or tells the sender
-        it was not stored. Returns once all are delivered, so whatever the
-        client sent next is answered after them.
+        then, in order, runs ``chatkit_on_message`` for each (a refused one was
+        reported to the sender on its turn in the lane). Returns once all are
+        delivered, so whatever the client sent next is answered after them.
         """
         while session.unsettled:
             records, session.unsettled = session.unsettled, []

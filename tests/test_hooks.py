@@ -627,3 +627,26 @@ def test_hook_store_message_with_futures_pipelines_a_clients_lines(
     assert frames[1]["code"] == "not_stored" and "disk on fire" in frames[1]["text"]
     calls = recorder.wait("chatkit_on_message", 2)
     assert [c["message"].text for c in calls] == ["a", "c"]
+
+
+class SometimesStore:
+    """Stores through a future, except messages starting with "skip" (not stored at all)."""
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> Future[None] | None:
+        if message.text.startswith("skip"):
+            return None
+        future: Future[None] = Future()
+        threading.Timer(0.05, future.set_result, (None,)).start()  # a slow commit
+        return future
+
+
+def test_hook_store_message_mixing_futures_and_none(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A message stored at once right after one still being stored (same client) waits for
+    it instead of for itself: both arrive, in order."""
+    server = chat_server_factory(plugins=[SometimesStore()], disable=["flood", "history"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.send_raw(b'{"type":"say","text":"slow"}\n{"type":"say","text":"skip me"}\n')
+    assert [bob.expect("message")["text"] for _ in range(2)] == ["slow", "skip me"]
