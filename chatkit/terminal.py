@@ -23,6 +23,7 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.styles import Style
 
 from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused
+from chatkit.protocol import Frame, render_text
 
 __all__ = ["Terminal"]
 
@@ -48,20 +49,25 @@ def nick_style(nick: str) -> str:
 
 
 def _clock(frame: dict[str, Any]) -> str:
+    # A replayed message may be days old: it shows its date too.
+    shape = "%Y-%m-%d %H:%M" if frame.get("history") else "%H:%M"
     ts = frame.get("ts")
     if isinstance(ts, str):
         try:
-            return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime("%H:%M")
+            return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime(shape)
         except ValueError:
             pass
-    return time.strftime("%H:%M")
+    return time.strftime(shape)
 
 
 def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
     """A frame as styled text fragments (without the final newline)."""
     kind = frame.get("type")
     out: list[tuple[str, str]] = [("class:time", _clock(frame) + " ")]
-    if kind == "message":
+    if kind == "history":
+        fields = {k: v for k, v in frame.items() if k != "type"}
+        out.append(("class:dim", render_text(Frame("history", **fields))))
+    elif kind == "message":
         nick = frame["nick"]
         out.append(("class:dim", f"[{frame['room']}] "))
         if frame.get("action"):

@@ -178,6 +178,13 @@ def test_formatting_and_completion_units() -> None:
         t for _, t in format_frame({"type": "private", "from": "a", "to": "b", "text": "hi"})
     )
     assert re.fullmatch(r"\d\d:\d\d \[pm\] a -> b hi", text)
+    replayed = {"type": "message", "room": "#r", "nick": "a", "text": "old", "history": True}
+    replayed["ts"] = "2026-11-24T09:45:00.000Z"
+    text = "".join(t for _, t in format_frame(replayed))
+    assert re.fullmatch(r"2026-11-2[345] \d\d:\d\d \[#r\] <a> old", text)  # any time zone
+    end = {"type": "history", "room": "#r", "count": 1, "more": False}
+    text = "".join(t for _, t in format_frame(end))
+    assert text.endswith("*** 1 earlier message of #r above")
     completer = ChatCompleter()
     completer.commands = ["who", "whois", "join"]
     from prompt_toolkit.completion import CompleteEvent
