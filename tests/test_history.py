@@ -328,6 +328,26 @@ def test_pages_fit_in_the_send_queue(chat_server_factory: Factory, chat_client: 
     assert frames[-1] == {"type": "history", "room": "#general", "count": 3, "more": True}
 
 
+def test_a_replay_that_cannot_be_read_is_a_notice(
+    chat_server_factory: Factory, chat_client: Connect, db: Path
+) -> None:
+    """If the history cannot be read, the joiner is told, joins anyway, and chat goes on."""
+    server = chat_server_factory(config=history_config(db=str(db)))
+    alice = chat_client(server, "alice")
+    alice.say("before")
+    alice.expect("message")
+    store = plugin(server)._store
+    with store._read_lock:
+        store._read_db.close()  # any read now fails inside SQLite's module
+    bob = chat_client(server, "bob")
+    notice = bob.expect("notice")
+    assert notice["text"].startswith("no history for #general: the history database cannot be read")
+    alice.say("after")
+    assert bob.expect("message")["text"] == "after"
+    bob.say("/history")
+    assert bob.expect("error")["code"] == "internal_error"
+
+
 def test_no_plugin_history_turns_it_off(chat_server_factory: Factory, chat_client: Connect) -> None:
     """Without the plugin: no replay, no /history, no history frame."""
     server = chat_server_factory(disable=["history"])
