@@ -87,10 +87,10 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")
+        str | None, typer.Option(help="Address to listen on. \\[default: 127.0.0.1]")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port to listen on; 0 picks a free one. [default: 9090]")
+        int | None, typer.Option(help="Port to listen on; 0 picks a free one. \\[default: 9090]")
     ] = None,
     plugin: Annotated[
         list[str] | None,
@@ -110,47 +110,48 @@ def serve(
         typer.Option(
             "--config",
             "-c",
-            help="TOML config file. [default: ./chatkit.toml if it exists]",
+            help="TOML config file. \\[default: ./chatkit.toml if it exists]",
             dir_okay=False,
         ),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning or error. [default: info]")
+        str | None, typer.Option(help="debug, info, warning or error. \\[default: info]")
     ] = None,
     default_room: Annotated[
-        str | None, typer.Option(help="The room every client joins. [default: #general]")
+        str | None, typer.Option(help="The room every client joins. \\[default: #general]")
     ] = None,
     max_line: Annotated[
-        int | None, typer.Option(help="Longest line a client may send, in bytes. [default: 8192]")
+        int | None,
+        typer.Option(help="Longest line a client may send, in bytes. \\[default: 8192]"),
     ] = None,
     max_sendq: Annotated[
         int | None,
-        typer.Option(help="Bytes queued for a client before it is cut off. [default: 1048576]"),
+        typer.Option(help="Bytes queued for a client before it is cut off. \\[default: 1048576]"),
     ] = None,
     max_clients: Annotated[
-        int | None, typer.Option(help="Connections in total. [default: 10000]")
+        int | None, typer.Option(help="Connections in total. \\[default: 10000]")
     ] = None,
     max_clients_per_address: Annotated[
         int | None,
-        typer.Option(help="Connections per IP address, loopback exempt. [default: 20]"),
+        typer.Option(help="Connections per IP address, loopback exempt. \\[default: 20]"),
     ] = None,
     login_timeout: Annotated[
-        float | None, typer.Option(help="Seconds a connection has to log in. [default: 30]")
+        float | None, typer.Option(help="Seconds a connection has to log in. \\[default: 30]")
     ] = None,
     idle_timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds of silence before a client is pinged. [default: 300]"),
+        typer.Option(help="Seconds of silence before a client is pinged. \\[default: 300]"),
     ] = None,
     ping_timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds a pinged client has to answer. [default: 60]"),
+        typer.Option(help="Seconds a pinged client has to answer. \\[default: 60]"),
     ] = None,
     db: Annotated[
         str | None,
         typer.Option(
             "--db",
             help="The history database (SQLite file, or :memory:). "
-            "[default: history.sqlite3 in the user data directory]",
+            "\\[default: history.sqlite3 in the user data directory]",
         ),
     ] = None,
 ) -> None:

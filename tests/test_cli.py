@@ -143,7 +143,7 @@ def test_plugins_table() -> None:
 
 def test_help_and_version() -> None:
     """--help documents serve's limits; --version prints the version; python -m works."""
-    result = run("serve", "--help")
+    result = run("serve", "--help", env={**os.environ, "COLUMNS": "200"})  # one line each
     assert result.returncode == 0
     for flag in (
         "--plugin",
@@ -154,6 +154,9 @@ def test_help_and_version() -> None:
         "--idle-timeout",
     ):
         assert flag in result.stdout
+    # Every default is shown (Rich would swallow a literal "[default: ...]" in a help text).
+    for default in ("9090", "8192", "1048576", "#general", "history.sqlite3 in the user data"):
+        assert f"[default: {default}" in " ".join(result.stdout.split()), default
     version = run("--version")
     assert re.fullmatch(r"chatkit \d+\.\d+\.\d+\n", version.stdout)
     module = subprocess.run(
