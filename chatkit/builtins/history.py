@@ -91,6 +91,8 @@ class History:
         self.private = True
         self.page_bytes = 1 << 18
         """Most bytes of frames in one page (a quarter of ``max_sendq``)."""
+        self.max_nick = 32
+        """The server's nick limit: ``/history NICK`` checks names by it."""
 
     # -- startup and shutdown ------------------------------------------------------
 
@@ -119,6 +121,7 @@ class History:
         # A page must fit well within the client's send queue, or sending it would
         # cut the client off as a slow consumer: long messages make shorter pages.
         self.page_bytes = config.limits.max_sendq // 4
+        self.max_nick = config.limits.max_nick
         synchronous = settings.get("synchronous", "normal")
         if synchronous not in ("normal", "full"):
             raise UsageError(
@@ -264,7 +267,7 @@ class History:
                 messages, more = self._store.room_page(room, before=before, limit=limit)
                 frames = self._frames(client, messages, more, room=room)
             else:
-                if valid_nick(target, 64):
+                if valid_nick(target, self.max_nick):
                     raise CommandError(f"no such room or nick: {target!r}", "bad_usage")
                 me = client.nick or ""
                 messages, more = self._store.private_page(me, target, before=before, limit=limit)
