@@ -11,7 +11,6 @@ import os
 import selectors
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -211,14 +210,18 @@ def serve(
             typer.echo(f"config: {cfg.source}")
         typer.echo(f"try: nc {host_} {port_}   (type a nick, then chat; Ctrl+C here stops it)")
         sys.stdout.flush()
-        while True:
-            time.sleep(3600)  # the server runs in its threads; this waits for a signal
+        # The server runs in its threads; this waits for a signal, or for the server
+        # to stop itself (Server.fail).
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)  # a second Ctrl+C must not break shutdown
         server.shutdown()
+    if server.failure is not None:
+        typer.echo(f"chatkit stopped: {server.failure}", err=True)
+        raise typer.Exit(1)
     typer.echo("stopped")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -258,12 +259,19 @@ class Frame:
             # Two threads may both get here for one frame; both compute the same
             # bytes, so the race is harmless and needs no lock.
             if mode is Mode.JSON:
-                text = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+                # default=str: a plugin's field of another type is sent as its text,
+                # never an exception in the middle of a fan-out.
+                text = json.dumps(
+                    self.to_dict(), ensure_ascii=False, separators=(",", ":"), default=str
+                )
             elif mode is Mode.TEXT:
                 text = render_text(self)
             else:
                 raise LocalProtocolError("cannot encode a frame before the mode is known")
-            data = (text + "\n").encode("utf-8")
+            # Encodable by construction: what comes in is checked to be Unicode text
+            # (see _parse_json), and "replace" turns anything a plugin got wrong (a
+            # lone surrogate) into "?" rather than failing the send.
+            data = (text + "\n").encode("utf-8", "replace")
             self._encoded[mode] = data
         return data
 
@@ -320,10 +328,13 @@ _TEXT_RENDERERS: dict[str, Any] = {
 def render_text(frame: Frame) -> str:
     """The text-mode rendering of ``frame`` (possibly several lines, no final newline)."""
     renderer = _TEXT_RENDERERS.get(frame.type)
-    if renderer is None:
-        return f"{frame.type}: {json.dumps(frame.fields, ensure_ascii=False)}"
-    text: str = renderer(frame.fields)
-    return text
+    if renderer is not None:
+        try:
+            text: str = renderer(frame.fields)
+            return text
+        except (KeyError, TypeError, IndexError, AttributeError):
+            pass  # a plugin's frame without the usual fields: shown as its fields
+    return f"{frame.type}: {json.dumps(frame.fields, ensure_ascii=False, default=str)}"
 
 
 # ---------------------------------------------------------------------------
@@ -343,13 +354,80 @@ def _decode(line: bytes) -> str:
     return text.removeprefix("\ufeff")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+# JSON as RFC 8259 defines it: no NaN or Infinity (Python's json accepts them) and no
+# number that would only round-trip as one; a frame we parse can always be re-encoded.
+_JSON = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def _parse_json(text: str) -> dict[str, Any] | None:
-    """The JSON object in ``text``, or ``None`` if it is not JSON at all."""
+    """The JSON object in ``text``, or ``None`` if it is not JSON at all.
+
+    Raises :class:`RemoteProtocolError` (``bad_encoding``) if a string in it, key
+    or value, is not Unicode text: JSON's ``\\ud800`` escapes can spell lone
+    surrogates, which no UTF-8 encoder, database or terminal accepts.
+    """
     try:
-        obj = json.loads(text)
+        obj = _JSON.decode(text)
     except (ValueError, RecursionError):
         return None
-    return obj if isinstance(obj, dict) else None
+    if not isinstance(obj, dict):
+        return None
+    if "\\u" in text:  # the only way a surrogate gets in: the line itself is UTF-8
+        _check_strings(obj)
+    return obj
+
+
+def _check_strings(obj: dict[str, Any]) -> None:
+    """Raise ``bad_encoding`` naming the first member holding a lone surrogate."""
+    stack: list[tuple[str, Any]] = [(str(key), value) for key, value in obj.items()]
+    for key in obj:
+        if not _is_text(key):
+            raise _not_text("a member name")
+    while stack:  # iterative: a deeply nested value cannot exhaust the C stack
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if not _is_text(value):
+                raise _not_text(f"'{_printable(where)}'")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _is_text(key):
+                    raise _not_text(f"a member name in '{_printable(where)}'")
+                stack.append((where, item))
+        elif isinstance(value, list):
+            stack.extend((where, item) for item in value)
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is Unicode text (no lone surrogate), so UTF-8 can encode it."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    return name.encode("utf-8", "backslashreplace").decode("ascii", "replace")[:40]
+
+
+def _not_text(where: str) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        "bad_encoding",
+        f"{where} is not valid Unicode text (a lone surrogate such as \\ud800); send UTF-8 text",
+    )
 
 
 def _field(obj: dict[str, Any], name: str, *, required: bool = True) -> str | None:

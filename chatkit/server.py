@@ -513,6 +513,8 @@ class Server:
         self._accept_wake_r: socket.socket | None = None
         self._accept_wake_w: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self.failure: str | None = None
+        """Why the server stopped itself (see :meth:`fail`), or ``None``."""
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -613,6 +615,21 @@ class Server:
                 sock.close()
         log.info("server stopped")
         self.hooks.notify("chatkit_server_stop", server=self)
+
+    def fail(self, reason: str) -> None:
+        """Stop the server because a part it cannot run without has failed.
+
+        For plugins, from any thread: logs ``reason`` as critical, records it in
+        :attr:`failure` and shuts down on a thread of its own (so the caller may be
+        a thread that shutdown joins). ``chatkit serve`` then exits with status 1.
+        Better than limping on, e.g. refusing every message. Idempotent.
+        """
+        with self._lock:
+            if self.failure is not None:
+                return
+            self.failure = reason
+        log.critical("stopping the server: %s", reason)
+        threading.Thread(target=self.shutdown, name="chatkit-fail", daemon=True).start()
 
     def __enter__(self) -> Self:
         if not self._started:

@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,8 @@ from chatkit.events import Message
 
 __all__ = [
     "APPLICATION_ID",
+    "MAX_ID",
+    "MAX_WRITER_FAILURES",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "MessageStore",
@@ -52,6 +54,7 @@ BUSY_TIMEOUT = 5.0  # seconds to wait for another program's lock before giving u
 MAX_BATCH = 1000  # rows committed in one transaction at most
 PRUNE_CHUNK = 500  # rows deleted in one transaction by retention, so commits interleave
 CHECKPOINT_INTERVAL = 1.0  # seconds between WAL checkpoints (by their own thread)
+MAX_WRITER_FAILURES = 3  # unexpected writer errors in a row before the store gives up
 
 # Each migration takes the schema from version N to N + 1 (MIGRATIONS[N]); the
 # database's version is PRAGMA user_version. Never change a released step: add one.
@@ -74,7 +77,7 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = "id, room, nick, target, text, action, ts"
-_MAX_ID = 2**63 - 1
+MAX_ID = 2**63 - 1  # the largest id SQLite's INTEGER holds
 
 
 class StoreError(Exception):
@@ -104,6 +107,19 @@ def _row(message: Message) -> tuple[object, ...]:
         int(message.action),
         message.ts,
     )
+
+
+def _check_row(row: tuple[object, ...]) -> None:
+    """Raise :class:`StoreError` if SQLite could not take ``row``, before it joins a batch:
+    one bad message is refused alone, never the transaction (and the messages) around it."""
+    for value in row:
+        if isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise StoreError("the message is not valid Unicode text") from None
+        elif isinstance(value, int) and not -MAX_ID - 1 <= value <= MAX_ID:
+            raise StoreError("the message has a number SQLite cannot store")
 
 
 def _message(row: Sequence[object]) -> Message:
@@ -140,6 +156,9 @@ class MessageStore:
     :param prune_interval: Seconds between retention passes.
     :param busy_timeout: Seconds to wait for another program's lock on the file.
     :param create_parent: Create the file's directory if it is missing.
+    :param on_fatal: Called (on the writer thread, with a reason) if the writer fails
+        :data:`MAX_WRITER_FAILURES` times in a row and the store gives up; the
+        history plugin then stops the server rather than refuse every message.
 
     Raises :class:`~chatkit.UsageError` with a clear message if the file cannot be
     opened or created, is locked, corrupt, not a chatkit database, or from a
@@ -158,6 +177,7 @@ class MessageStore:
         busy_timeout: float = BUSY_TIMEOUT,
         create_parent: bool = False,
         migrations: Sequence[str] = MIGRATIONS,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         if synchronous not in ("normal", "full"):
             raise UsageError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
@@ -199,6 +219,8 @@ class MessageStore:
         self._prune_all = True  # the first pass looks at every conversation
         self._prune_due = False  # set by flush(): prune before releasing it
         self._current: _Batch | None = None  # the batch the writer has in hand
+        self._failures = 0  # unexpected writer failures since the last commit (writer thread)
+        self._on_fatal = on_fatal
         self._closing = False
         self.commits = 0
         """Transactions committed by the writer (a metric)."""
@@ -235,6 +257,7 @@ class MessageStore:
         if the commit failed. Raises :class:`StoreError` if the store is closed.
         """
         row = _row(message)
+        _check_row(row)
         with self._lock:
             if self._closing:
                 raise StoreError("the history database is closed")
@@ -313,7 +336,7 @@ class MessageStore:
         self, conv: str, before: int | None, upto: int | None, limit: int
     ) -> tuple[list[Message], bool]:
         high = min(
-            before - 1 if before is not None else _MAX_ID, upto if upto is not None else _MAX_ID
+            before - 1 if before is not None else MAX_ID, upto if upto is not None else MAX_ID
         )
         try:
             with self._read_lock:
@@ -332,18 +355,42 @@ class MessageStore:
 
     def _run(self) -> None:
         """Thread entry point: nothing above catches errors."""
-        try:
-            self._write_loop()
-        except BaseException:
-            # This branch should never run. It's a safety net in case of bugs: fail
-            # every waiting message (its sender is told) rather than leave it hanging.
-            log.error("the history writer thread failed", exc_info=True)
-            with self._cond:
-                self._closing = True
-                batches, self._batches = [self._current, *self._batches], deque()
-            for batch in batches:
+        while True:
+            try:
+                self._write_loop()
+                return
+            except Exception:
+                # This branch should never run. It's a safety net in case of bugs: the
+                # batch in hand fails (its senders are told `not_stored`) and the loop
+                # starts again, so one bad batch never stops every later message.
+                self._failures += 1
+                failures = self._failures
+                log.error("the history writer failed (%d in a row)", failures, exc_info=True)
+                with self._cond:
+                    batch, self._current = self._current, None
+                    if batch is not None and batch.rows:
+                        self.queued -= len(batch.rows)
                 if batch is not None and not batch.future.done():
                     batch.future.set_exception(StoreError("the history writer failed"))
+                if failures < MAX_WRITER_FAILURES:
+                    continue
+            except BaseException:
+                log.error("the history writer thread was stopped", exc_info=True)
+            # Failing again and again: stop for good, loudly, rather than limp on.
+            self._fail_everything()
+            if self._on_fatal is not None:
+                self._on_fatal("the history writer keeps failing; see the log above")
+            return
+
+    def _fail_everything(self) -> None:
+        """Close the store: fail every waiting message and refuse new ones."""
+        with self._cond:
+            self._closing = True
+            batches, self._batches = [self._current, *self._batches], deque()
+            self._current = None
+        for batch in batches:
+            if batch is not None and not batch.future.done():
+                batch.future.set_exception(StoreError("the history writer failed"))
 
     def _write_loop(self) -> None:
         """Commit batches in order; prune between them."""
@@ -389,7 +436,8 @@ class MessageStore:
                         db.execute("ROLLBACK")
                     raise
             self.commits += 1
-        except sqlite3.Error as exc:
+            self._failures = 0
+        except Exception as exc:  # sqlite3.Error, or a row SQLite refused to bind
             log.error(
                 "cannot write %d message(s) to the history database %s: %s",
                 len(batch.rows),

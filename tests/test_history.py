@@ -167,6 +167,7 @@ def test_history_frame_scrolls_back_with_before(
         ({"limit": "5"}, "bad_frame", "'limit' must be 1 to 500"),
         ({"before": "x"}, "bad_frame", "'before' must be a message id"),
         ({"before": True}, "bad_frame", "'before' must be a message id"),
+        ({"before": 2**64}, "bad_frame", "'before' must be a message id"),
         ({"room": "#general", "with": "bob"}, "bad_frame", "not both"),
         ({"room": 5}, "bad_frame", "strings"),
         ({"room": "general"}, "bad_frame", "must start with '#'"),
@@ -310,6 +311,47 @@ def test_a_message_that_cannot_be_stored_is_not_delivered(
         store._write_db.execute("PRAGMA max_page_count = 1000000")
     alice.say("room again")
     assert bob.expect("message")["text"] == "room again"
+
+
+def test_text_that_is_not_unicode_stops_nobody(chat_client: Connect) -> None:
+    """A lone surrogate in a say frame, a room name or a /quit reason is refused
+    (bad_encoding) where it enters; the history writer and everyone's chat go on."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    for frame in (
+        {"type": "say", "room": "#general", "text": "x\ud800y"},
+        {"type": "say", "room": "#x\ud800", "text": "hi"},
+        {"type": "say", "text": "/quit bye\ud800"},
+        {"type": "say", "text": "/join #a\udc00"},
+    ):
+        alice.send(frame)
+        assert alice.expect("error")["code"] == "bad_encoding"
+    alice.say("still here")
+    bob.say("me too")
+    assert [f["text"] for f in alice.sync() if f["type"] == "message"] == ["still here", "me too"]
+    assert [f["text"] for f in bob.sync() if f["type"] == "message"] == ["still here", "me too"]
+
+
+def test_a_history_writer_that_keeps_failing_stops_the_server(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A writer failing again and again (a bug) stops the server loudly, instead of
+    refusing every message from then on; one failure alone only fails its messages."""
+    server = chat_server_factory()
+    alice = chat_client(server, "alice")
+    store = plugin(server)._store
+
+    def broken(batch: object) -> None:
+        raise RuntimeError("a bug in the writer")
+
+    store._commit = broken  # type: ignore[method-assign]
+    alice.say("one")
+    assert alice.expect("error")["code"] == "not_stored"
+    assert server.failure is None
+    for text in ("two", "three"):
+        alice.say(text)
+        assert alice.expect("error")["code"] == "not_stored"
+    assert server._stop_event.wait(5)
+    assert server.failure is not None and "history" in server.failure
 
 
 def test_pages_fit_in_the_send_queue(chat_server_factory: Factory, chat_client: Connect) -> None:

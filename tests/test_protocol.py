@@ -236,3 +236,63 @@ def test_send_before_the_mode_is_known_uses_json() -> None:
     p = ServerProtocol()
     data = p.send(Frame("error", code="server_full", text="full"))
     assert json.loads(data)["code"] == "server_full"
+
+
+@pytest.mark.parametrize(
+    ("frame", "field"),
+    [
+        ({"type": "say", "room": "#general", "text": "x\ud800y"}, "'text'"),
+        ({"type": "say", "room": "#x\ud800", "text": "hi"}, "'room'"),
+        ({"type": "hello", "nick": "al\udfffice"}, "'nick'"),
+        ({"type": "say", "text": "/quit bye\ud800"}, "'text'"),
+        ({"type": "history", "with": ["ok", {"deep": "\ud83d"}]}, "'with'"),
+        ({"type": "history", "\ud800": 1}, "a member name"),
+    ],
+)
+def test_lone_surrogates_are_refused_naming_the_field(frame: dict[str, object], field: str) -> None:
+    """A JSON string escaping a lone surrogate is bad_encoding, naming where it is."""
+    proto = ServerProtocol()
+    proto.receive_data(json.dumps(frame).encode() + b"\n")
+    with pytest.raises(RemoteProtocolError) as info:
+        proto.next_event()
+    assert info.value.code == "bad_encoding"
+    assert field in info.value.text
+    proto.receive_data(b'{"type":"ping"}\n')
+    assert proto.next_event() == Ping()  # the connection goes on
+
+
+def test_escaped_text_that_is_valid_unicode_is_accepted() -> None:
+    """Escapes of real characters (a surrogate pair, an emoji) decode as text."""
+    proto = ServerProtocol()
+    proto.receive_data(b'{"type":"say","text":"\\ud83d\\ude00 \\u00e9 \\\\ud800"}\n')
+    assert proto.next_event() == Say("\U0001f600 \u00e9 \\ud800")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"history","limit":NaN}',
+        b'{"type":"history","limit":Infinity}',
+        b'{"type":"history","limit":-Infinity}',
+        b'{"type":"history","limit":1e400}',
+        b'{"type":"history","limit":' + b"9" * 5000 + b"}",
+        b'{"type":"history","x":' + b"[" * 3000 + b"]" * 3000 + b"}",
+    ],
+)
+def test_json_that_could_not_be_sent_back_is_not_a_frame(line: bytes) -> None:
+    """NaN, infinities, numbers too big to parse and nesting too deep are bad_frame."""
+    proto = ServerProtocol()
+    proto.receive_data(b'{"type":"ping"}\n' + line + b"\n")
+    assert proto.next_event() == Ping()
+    with pytest.raises(RemoteProtocolError) as info:
+        proto.next_event()
+    assert info.value.code == "bad_frame"
+
+
+def test_every_frame_is_encodable() -> None:
+    """A frame a plugin built with a lone surrogate or a non-JSON value still encodes."""
+    frame = Frame("notice", text="bad \ud800 text", extra={1, 2})
+    data = frame.encode(Mode.JSON)
+    assert json.loads(data)["text"] == "bad ? text"
+    assert Frame("message", text="\ud800").encode(Mode.TEXT).endswith(b"\n")
+    assert Frame("welcome").encode(Mode.TEXT).startswith(b"welcome: ")

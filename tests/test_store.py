@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from chatkit import Message, UsageError
-from chatkit.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, MessageStore, StoreError
+from chatkit.store import (
+    APPLICATION_ID,
+    MAX_WRITER_FAILURES,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    MessageStore,
+    StoreError,
+)
 
 
 def message(i: int, room: str = "#r", text: str | None = None) -> Message:
@@ -124,3 +131,56 @@ def test_memory_store_works_without_a_file(tmp_path: Path) -> None:
     assert store.last_id() == 1
     store.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_a_message_that_is_not_unicode_is_refused_alone(tmp_path: Path) -> None:
+    """A lone surrogate (or an id SQLite cannot hold) fails that message at submit();
+    the writer goes on storing the next ones."""
+    store = MessageStore(tmp_path / "h.db")
+    with pytest.raises(StoreError, match="not valid Unicode"):
+        store.submit(message(1, text="x\ud800y"))
+    with pytest.raises(StoreError, match="number"):
+        store.submit(Message("alice", "hi", room="#r", id=2**64, ts="t"))
+    store.add(message(2))
+    assert [m.text for m in store.room_page("#r", limit=10)[0]] == ["m2"]
+    store.close()
+
+
+class _BrokenOnce(MessageStore):
+    """A store whose commit raises an unexpected (non-SQLite) error a number of times."""
+
+    breaks = 1
+
+    def _commit(self, batch: object) -> None:
+        if type(self).breaks > 0:
+            type(self).breaks -= 1
+            raise RuntimeError("a bug in the writer")
+        super()._commit(batch)  # type: ignore[arg-type]
+
+
+def test_the_writer_survives_a_bug_and_fails_only_the_batch_in_hand(tmp_path: Path) -> None:
+    """An unexpected error fails the batch being written; later messages are stored."""
+    _BrokenOnce.breaks = 1
+    store = _BrokenOnce(tmp_path / "h.db")
+    with pytest.raises(StoreError, match="writer failed"):
+        store.add(message(1))
+    store.add(message(2))
+    assert [m.id for m in store.room_page("#r", limit=10)[0]] == [2]
+    assert store.queued == 0
+    store.close()
+
+
+def test_a_writer_that_keeps_failing_gives_up_loudly(tmp_path: Path) -> None:
+    """After MAX_WRITER_FAILURES failures in a row the store closes and calls on_fatal."""
+    reasons: list[str] = []
+    _BrokenOnce.breaks = MAX_WRITER_FAILURES
+    store = _BrokenOnce(tmp_path / "h.db", on_fatal=reasons.append)
+    for i in range(MAX_WRITER_FAILURES):
+        with pytest.raises(StoreError):
+            store.add(message(i + 1))
+    store._thread.join(5)
+    assert not store._thread.is_alive()
+    assert reasons and "keeps failing" in reasons[0]
+    with pytest.raises(StoreError, match="closed"):
+        store.submit(message(10))
+    store.close()

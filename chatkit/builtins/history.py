@@ -48,7 +48,7 @@ from chatkit import (
 from chatkit.config import check_settings, number_setting
 from chatkit.hub import message_frame, valid_nick
 from chatkit.protocol import Request
-from chatkit.store import BUSY_TIMEOUT, MAX_BATCH, MessageStore, StoreError
+from chatkit.store import BUSY_TIMEOUT, MAX_BATCH, MAX_ID, MessageStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class History:
         """Most bytes of frames in one page (a quarter of ``max_sendq``)."""
         self.max_nick = 32
         """The server's nick limit: ``/history NICK`` checks names by it."""
+        self._server: Server | None = None  # set at chatkit_server_start
 
     # -- startup and shutdown ------------------------------------------------------
 
@@ -145,13 +146,21 @@ class History:
             prune_interval=number_setting("history", settings, "prune_interval", PRUNE_INTERVAL, 0),
             busy_timeout=number_setting("history", settings, "busy_timeout", BUSY_TIMEOUT, 0),
             create_parent=db is None,
+            on_fatal=self._fatal,
         )
         log.info("history in %s", self.store.path)
 
     @hookimpl
     def chatkit_server_start(self, server: Server) -> None:
+        self._server = server
         # Ids must stay above the stored ones even if the clock went back since.
         server.hub.ensure_ids_after(self._store.last_id())
+
+    def _fatal(self, reason: str) -> None:
+        """The store gave up (its writer keeps failing): without it every message
+        would be refused, so the server stops, loudly (writer thread)."""
+        if self._server is not None:
+            self._server.fail(f"history: {reason}")
 
     @hookimpl
     def chatkit_server_stop(self, server: Server) -> None:
@@ -227,7 +236,7 @@ class History:
         target = room if room is not None else other if other is not None else client.current_room
         if not isinstance(target, str):
             return Reject("history: 'room' and 'with' are strings", "bad_frame")
-        if before is not None and (not _is_int(before) or before <= 0):
+        if before is not None and (not _is_int(before) or not 0 < before <= MAX_ID):
             return Reject("history: 'before' must be a message id", "bad_frame")
         if not _is_int(limit) or not 1 <= limit <= self.max_page:
             return Reject(f"history: 'limit' must be 1 to {self.max_page}", "bad_frame")
