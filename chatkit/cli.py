@@ -127,6 +127,13 @@ def serve(
         int | None,
         typer.Option(help="Bytes queued for a client before it is cut off. \\[default: 1048576]"),
     ] = None,
+    max_backlog: Annotated[
+        int | None,
+        typer.Option(
+            help="Bytes the server may be behind in sending before it pauses reading "
+            "from senders. \\[default: 16777216]"
+        ),
+    ] = None,
     max_clients: Annotated[
         int | None, typer.Option(help="Connections in total. \\[default: 10000]")
     ] = None,
@@ -170,6 +177,7 @@ def serve(
         "limits": {
             "max_line": max_line,
             "max_sendq": max_sendq,
+            "max_backlog": max_backlog,
             "max_clients": max_clients,
             "max_clients_per_address": max_clients_per_address,
             "login_timeout": login_timeout,

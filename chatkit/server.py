@@ -33,7 +33,7 @@ from typing import Any, Self
 
 from chatkit import plugins as plugins_mod
 from chatkit.commands import CommandRegistry
-from chatkit.config import Config
+from chatkit.config import MAX_BACKLOG_BYTES, Config
 from chatkit.errors import UsageError
 from chatkit.hub import Hub
 from chatkit.protocol import Closed, Frame, Mode, RemoteProtocolError, ServerProtocol
@@ -97,6 +97,7 @@ class Connection:
         self._scheduled = False  # in the writer's ready queue, or waiting for POLLOUT
         self._finishing = False  # close once the queue is sent
         self._aborting = False  # shut down now, queue or not
+        self._blocked = False  # the socket was full at the last send: waiting for POLLOUT
         self.close_reason: str | None = None
         """Why the server is closing this connection, if it is."""
         # Synchronize the socket's shutdown() and close(): holding it means no
@@ -166,7 +167,7 @@ class Writer:
     connection's whole queue and sends it with one ``send``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_backlog: int = MAX_BACKLOG_BYTES) -> None:
         self._selector: selectors.BaseSelector | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -180,6 +181,14 @@ class Writer:
         self._wake_pending = False
         self._stopping = False
         self._waiting: set[Connection] = set()  # registered for EVENT_WRITE; writer thread only
+        self.max_backlog = max_backlog
+        """Bytes the writer may be behind before readers pause (see :meth:`wait_for_room`)."""
+        self._queued = 0  # bytes in every send queue
+        self._blocked = 0  # of which bytes of connections whose socket is full
+        # Readers paused by wait_for_room() wait on it, built on _lock; the writer
+        # notifies it when the backlog has drained to half of max_backlog.
+        self._room = threading.Condition(self._lock)
+        self._paused = 0  # readers waiting in wait_for_room()
         self.thread = threading.Thread(target=self._run, name="chatkit-writer", daemon=True)
         """The writer thread."""
         self.sends = 0
@@ -204,12 +213,14 @@ class Writer:
         if conn._finishing or conn._aborting:
             return False  # closing: what comes now would not be sent anyway
         size = conn._out_bytes + len(data)
-        if size > conn.max_sendq:
-            # A slow consumer: drop its queue and have the writer shut it down now,
-            # even if it waits for POLLOUT, which a client that never reads never
-            # gives. (Not here: no syscall under this lock.)
-            conn._out.clear()
-            conn._out_bytes = 0
+        if conn._blocked and size > conn.max_sendq:
+            # A slow consumer: its own socket is full and its queue over the limit.
+            # (A queue that is long only because the writer is behind is the
+            # server's backlog, not the client's: readers pause for it instead,
+            # see wait_for_room.) Drop the queue and have the writer shut it down
+            # now, even if it waits for POLLOUT, which a client that never reads
+            # never gives. (Not here: no syscall under this lock.)
+            self._drop_queue(conn)
             conn._aborting = True
             if conn.close_reason is None:
                 conn.close_reason = "send queue exceeded"
@@ -217,11 +228,55 @@ class Writer:
             return True
         conn._out.append(data)
         conn._out_bytes = size
+        self._queued += len(data)
+        if conn._blocked:
+            self._blocked += len(data)
         if conn._scheduled:
             return False
         conn._scheduled = True
         self._ready.append(conn)
         return True
+
+    def _drop_queue(self, conn: Connection) -> None:
+        """Forget ``conn``'s queued bytes (it is closing)."""
+        assert self._lock.locked()
+        conn._out.clear()
+        self._queued -= conn._out_bytes
+        if conn._blocked:
+            self._blocked -= conn._out_bytes
+            conn._blocked = False
+        conn._out_bytes = 0
+
+    @property
+    def backlog(self) -> int:
+        """Bytes queued for clients whose sockets can take them: the writer's own delay.
+
+        Read without the lock (an int read is atomic; a stale value only makes a
+        reader pause or go on one line later).
+        """
+        return self._queued - self._blocked
+
+    def wait_for_room(self, timeout: float = 1.0) -> bool:
+        """Pause the calling reader while the writer is more than ``max_backlog`` behind.
+
+        Backpressure: when fan-out produces faster than the writer sends, the
+        senders wait (they stop reading, so TCP slows their clients) instead of the
+        queues growing until readers are cut as slow consumers. Returns once the
+        backlog is down to half of ``max_backlog``, or after ``timeout`` seconds
+        (the caller checks its connection and calls again). Never call it holding
+        a lock. True if the backlog is below the limit.
+        """
+        if self._queued - self._blocked <= self.max_backlog:
+            return True
+        with self._room:
+            self._paused += 1
+            try:
+                return self._room.wait_for(
+                    lambda: self._queued - self._blocked <= self.max_backlog // 2 or self._stopping,
+                    timeout,
+                )
+            finally:
+                self._paused -= 1
 
     def _need_wake(self) -> bool:
         assert self._lock.locked()
@@ -286,8 +341,7 @@ class Writer:
             if conn.close_reason is None:
                 conn.close_reason = reason
             conn._aborting = True
-            conn._out.clear()
-            conn._out_bytes = 0
+            self._drop_queue(conn)
 
     def wake(self) -> None:
         """Wake the writer thread (cheap; call after releasing any lock)."""
@@ -309,6 +363,7 @@ class Writer:
         """Stop the thread after it has processed what was handed to it; idempotent."""
         with self._lock:
             self._stopping = True
+            self._room.notify_all()  # paused readers go on (and find the server closing)
         self.wake()
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join()
@@ -338,6 +393,10 @@ class Writer:
                 for conn in retired:
                     self._flush(conn)
                     self._close(conn)
+                if self._paused:  # read without the lock: a miss is caught next round
+                    with self._lock:
+                        if self._queued - self._blocked <= self.max_backlog // 2:
+                            self._room.notify_all()
                 if stopping:
                     break
         except Exception:
@@ -383,14 +442,27 @@ class Writer:
         self.bytes_sent += sent
         wait = shut = False
         with self._lock:
-            conn._out_bytes -= sent
+            if conn._aborting:
+                pass  # abort() dropped the queue (and its bytes from the counters)
+            else:
+                conn._out_bytes -= sent
+                self._queued -= sent
+                if conn._blocked:
+                    self._blocked -= sent
             if sent < len(data) and not conn._aborting:
                 # Unsent bytes go back in front: anything pushed meanwhile is
                 # behind them, so the queue stays FIFO.
                 conn._out.appendleft(data[sent:])
                 conn._scheduled = True  # pushes need not wake us: POLLOUT will
+                if not conn._blocked:
+                    # The socket is full: what waits now is the client's backlog.
+                    conn._blocked = True
+                    self._blocked += conn._out_bytes
                 wait = True
             else:
+                if conn._blocked:
+                    conn._blocked = False
+                    self._blocked -= conn._out_bytes
                 shut = conn._aborting or (conn._finishing and not conn._out)
         if wait:
             self._wait(conn)
@@ -414,8 +486,7 @@ class Writer:
     def _close(self, conn: Connection) -> None:
         self._unwait(conn)
         with self._lock:
-            conn._out.clear()
-            conn._out_bytes = 0
+            self._drop_queue(conn)
             conn._aborting = True  # nothing more is queued for it
         conn.close()
 
@@ -493,7 +564,7 @@ class Server:
         """Calls hooks plugin by plugin (see :class:`chatkit.plugins.HookRunner`)."""
         self.commands = CommandRegistry()
         """The registered commands (filled by ``start()``)."""
-        self.writer = Writer()
+        self.writer = Writer(config.limits.max_backlog)
         """The writer thread's state."""
         self.hub = Hub(config, self.hooks, self.commands, self.writer)
         """The chat state."""
@@ -513,6 +584,8 @@ class Server:
         self._accept_wake_r: socket.socket | None = None
         self._accept_wake_w: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self.paused = 0
+        """Times a reader paused because the writer was behind (a metric)."""
         self.failure: str | None = None
         """Why the server stopped itself (see :meth:`fail`), or ``None``."""
 
@@ -798,10 +871,28 @@ class Server:
                 return False
             # The first line fixes the mode; fan-out reads this flag, not the protocol.
             conn.text_mode = protocol.mode is Mode.TEXT
+            if self.writer.backlog > self.writer.max_backlog:
+                self._pause(conn)
             self.hub.handle(session, event)
             protocol.logged_in = session.logged_in
             if conn.finishing:
                 return False
+
+    def _pause(self, conn: Connection) -> None:
+        """Wait, before handling the next line, until the writer has caught up.
+
+        The server is behind, not the client: its lines wait (unread lines slow
+        its client through TCP) rather than anyone being cut as a slow consumer.
+        Lines already accepted are delivered first (settle), so a pause never
+        holds up a room's lane.
+        """
+        session = conn.session
+        if session.unsettled:
+            self.hub.settle(session)
+        self.paused += 1  # a metric; a racy increment only miscounts
+        while not conn.finishing and not self._stop_event.is_set():
+            if self.writer.wait_for_room():
+                return
 
     def _watchdog(self) -> None:
         """Thread entry point: nothing above catches errors."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import selectors
 import socket
 import struct
 import threading
@@ -228,6 +229,59 @@ def test_a_slow_consumer_is_cut_off_and_others_are_unaffected(
         leaves = [alice.expect("leave", nick="slow", timeout=10)]
     assert leaves[0]["reason"] == "send queue exceeded"
     slow.close()
+
+
+@pytest.mark.parametrize("history", [True, False], ids=["history", "no-history"])
+def test_overload_slows_senders_and_cuts_no_reader(
+    chat_server_factory: Factory, history: bool
+) -> None:
+    """60 clients each send 60 lines at once (flood control off) to a server whose send
+    queues hold 16 KiB and whose writer may be 64 KiB behind: the writer falls behind,
+    the senders wait, nobody is cut as a slow consumer, everyone receives every message."""
+    clients, lines = 60, 60
+    server = chat_server_factory(
+        max_sendq=16 * 1024,
+        max_backlog=64 * 1024,
+        disable=["flood"] if history else ["flood", "history"],
+    )
+    socks = []
+    for i in range(clients):
+        sock = socket.create_connection(server.address)
+        sock.sendall(b'{"type":"hello","nick":"u%d"}\n' % i)
+        socks.append(sock)
+    for sock in socks:  # every client is logged in before the burst
+        seen = b""
+        while b'"welcome"' not in seen:
+            seen += sock.recv(65536)
+    wait_for(lambda: len(server.hub.who("#general") or []) == clients)
+    burst = b"".join(b'{"type":"say","text":"m%d %s"}\n' % (j, b"x" * 80) for j in range(lines))
+    for sock in socks:
+        sock.sendall(burst)
+    counts, rests, closed = [0] * clients, [b""] * clients, 0
+    selector = selectors.DefaultSelector()
+    for i, sock in enumerate(socks):
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ, i)
+    deadline = time.monotonic() + 30
+    while selector.get_map() and time.monotonic() < deadline:
+        for key, _ in selector.select(1):
+            i, sock = key.data, key.fileobj
+            data = sock.recv(1 << 20)  # type: ignore[union-attr]
+            if not data:
+                closed += 1
+                selector.unregister(sock)
+                continue
+            data = rests[i] + data
+            end = data.rfind(b"\n") + 1
+            rests[i] = data[end:]
+            counts[i] += data[:end].count(b'"type":"message"')
+            if counts[i] == clients * lines:
+                selector.unregister(sock)
+    for sock in socks:
+        sock.close()
+    assert closed == 0
+    assert counts == [clients * lines] * clients
+    assert server.paused > 0  # the senders did wait
 
 
 def test_shutdown_tells_clients_and_closes_them(chat_client: Connect) -> None:
