@@ -1,0 +1,83 @@
+"""Names people tell apart by sight: nicks and room names, normalised and compared.
+
+This file knows no socket and no chat state. Every face and plugin compares names
+through it, so one nick namespace holds however a client spelled a name:
+
+* :func:`normalize` is what a name is shown as: NFKC, so fullwidth ``ａｌｉｃｅ`` and
+  mathematical ``𝐚𝐥𝐢𝐜𝐞`` are plain ``alice``.
+* :func:`fold` is the key two names are *equal* by: NFKC, then a Unicode case fold
+  (``Alice`` and ``ALICE`` are one nick).
+* :func:`skeleton` is the key two names are *confusable* by (Unicode TS #39 section
+  4): Cyrillic ``аlice`` and Greek ``bοb`` have the skeletons of ``alice`` and
+  ``bob``. The prototypes come from Unicode's confusables.txt as packaged by
+  ``confusable-homoglyphs``; the server refuses a name whose skeleton another name
+  in use already has.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+
+__all__ = ["fold", "normalize", "skeleton"]
+
+# Marks that confusables.txt's comments put around right-to-left glyphs; they are
+# not part of the characters the package's data maps.
+_DIRECTION_MARKS = str.maketrans("", "", "\u200e\u200f")
+
+
+def normalize(name: str) -> str:
+    """``name`` as it is shown and stored: its NFKC form."""
+    return unicodedata.normalize("NFKC", name)
+
+
+def fold(name: str) -> str:
+    """The key of ``name`` for equality: NFKC, case-folded (and NFKC again, as folding
+    may leave text that is not in NFKC)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def skeleton(name: str) -> str:
+    """The key of ``name`` for confusability: TS #39's skeleton of its fold, folded.
+
+    Two names with one skeleton look alike (``alice``, ``аlice``, ``ALICE``).
+    """
+    table = _prototypes()
+    decomposed = unicodedata.normalize("NFD", fold(name))
+    mapped = "".join(table.get(c, c) for c in decomposed)
+    return unicodedata.normalize("NFD", mapped).casefold()
+
+
+@functools.cache
+def _prototypes() -> dict[str, str]:
+    """Each confusable character's prototype (TS #39's mapping), built once on first use.
+
+    The package keeps confusables.txt as a symmetric table (each character lists the
+    ones it is confusable with). A prototype is never itself mapped, so a character
+    listing a single partner that lists others is that partner's source; the rest of
+    each class maps to itself. Where two characters only list each other, either one
+    serves as the prototype: we take the one that is ASCII, else the lower.
+    """
+    from confusable_homoglyphs import confusables  # ~1 MB of data: loaded when first needed
+
+    data: dict[str, list[dict[str, str]]] = confusables.confusables_data
+    partners: dict[str, set[str]] = {}
+    for char, entries in data.items():
+        key = char.translate(_DIRECTION_MARKS)
+        found = partners.setdefault(key, set())
+        found.update(entry["c"].translate(_DIRECTION_MARKS) for entry in entries)
+    table: dict[str, str] = {}
+    for char, found in partners.items():
+        if len(char) != 1 or len(found) != 1:
+            continue  # a prototype (listing its sources), or a sequence
+        (partner,) = found
+        if len(partners.get(partner, ())) > 1 or len(partner) != 1:
+            table[char] = partner  # partner is the prototype of a class, or a sequence
+        elif _preferred(partner, char):
+            table[char] = partner  # a pair: map to the preferred one of the two
+    return table
+
+
+def _preferred(a: str, b: str) -> bool:
+    """Whether ``a`` rather than ``b`` stands for a pair of confusable characters."""
+    return (a.isascii(), -ord(a)) > (b.isascii(), -ord(b))
