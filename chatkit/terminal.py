@@ -79,13 +79,15 @@ def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
         else:
             out += [(nick_style(nick), f"<{nick}>"), ("", f" {frame['text']}")]
     elif kind == "private":
-        out += [
-            ("class:pm", "[pm] "),
-            (nick_style(frame["from"]), frame["from"]),
-            ("class:pm", " -> "),
-            (nick_style(frame["to"]), frame["to"]),
-            ("", f"{': ' if frame.get('action') else ' '}{frame['text']}"),
-        ]
+        sender, to = frame["from"], frame["to"]
+        out.append(("class:pm", "[pm] "))
+        if frame.get("action"):
+            out.append(("class:action", "* "))
+        out += [(nick_style(sender), sender), ("class:pm", " -> "), (nick_style(to), to)]
+        if frame.get("action"):
+            out.append(("class:action", f" {frame['text']}"))
+        else:
+            out.append(("", f": {frame['text']}"))
     elif kind == "join":
         out.append(("class:dim", f"* {frame['nick']} joined {frame['room']}"))
     elif kind == "leave":

@@ -174,10 +174,6 @@ def test_refused_connection_is_told_in_words(terminal: Callable[..., pexpect.spa
 def test_formatting_and_completion_units() -> None:
     """Nick colours are stable; frames render with time and markers; completion lists match."""
     assert nick_style("alice") == nick_style("alice")
-    text = "".join(
-        t for _, t in format_frame({"type": "private", "from": "a", "to": "b", "text": "hi"})
-    )
-    assert re.fullmatch(r"\d\d:\d\d \[pm\] a -> b hi", text)
     replayed = {"type": "message", "room": "#r", "nick": "a", "text": "old", "history": True}
     replayed["ts"] = "2026-11-24T09:45:00.000Z"
     text = "".join(t for _, t in format_frame(replayed))
@@ -208,3 +204,12 @@ def test_up_arrow_recalls_sent_lines(
     child.expect("once more")
     child.send("\r")
     assert alice.expect("message", nick="bob")["text"] == "once more"
+
+
+def test_private_messages_read_as_in_the_docs() -> None:
+    """A private message shows "[pm] a -> b: text"; a private action "[pm] * a -> b text"."""
+    pm = {"type": "private", "from": "a", "to": "b", "text": "coffee?"}
+    text = "".join(t for _, t in format_frame(pm))
+    assert re.fullmatch(r"\d\d:\d\d \[pm\] a -> b: coffee\?", text)
+    text = "".join(t for _, t in format_frame({**pm, "text": "waves", "action": True}))
+    assert re.fullmatch(r"\d\d:\d\d \[pm\] \* a -> b waves", text)
