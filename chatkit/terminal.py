@@ -127,7 +127,8 @@ class ChatCompleter(Completer):
             return
         for nick in sorted(self.nicks):
             if word and nick.lower().startswith(word.lower()):
-                yield Completion(nick, start_position=-len(word))
+                # The space ends the word: "/msg b<Tab>secret" must not become "bobsecret".
+                yield Completion(f"{nick} ", start_position=-len(word), display=nick)
 
 
 class Terminal:
@@ -318,7 +319,8 @@ class Terminal:
                     )
                 except (EOFError, KeyboardInterrupt):
                     line = "/quit"
-                if not line.strip() or self.quitting:
+                line = line.rstrip()  # e.g. the space a completed nick ends with
+                if not line or self.quitting:
                     continue
                 if line.split(" ", 1)[0].lower() == "/quit":
                     self.quitting = True

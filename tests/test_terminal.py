@@ -213,3 +213,17 @@ def test_private_messages_read_as_in_the_docs() -> None:
     assert re.fullmatch(r"\d\d:\d\d \[pm\] a -> b: coffee\?", text)
     text = "".join(t for _, t in format_frame({**pm, "text": "waves", "action": True}))
     assert re.fullmatch(r"\d\d:\d\d \[pm\] \* a -> b waves", text)
+
+
+def test_completing_a_nick_adds_a_space(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """A completed nick ends with a space, so the next word stays a word of its own."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob")
+    child.expect("connected as bob")
+    alice.expect("join", nick="bob")
+    child.send("/msg al\t")
+    child.expect("ice")  # the completion is drawn before more keys are sent
+    child.send("secret\r")
+    assert alice.expect("private", to="alice")["text"] == "secret"
