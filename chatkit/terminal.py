@@ -19,6 +19,7 @@ from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.styles import Style
 
@@ -129,6 +130,22 @@ class ChatCompleter(Completer):
             if word and nick.lower().startswith(word.lower()):
                 # The space ends the word: "/msg b<Tab>secret" must not become "bobsecret".
                 yield Completion(f"{nick} ", start_position=-len(word), display=nick)
+
+
+def _key_bindings() -> KeyBindings:
+    bindings = KeyBindings()
+
+    @bindings.add("c-c")
+    def _interrupt(event: KeyPressEvent) -> None:
+        """Ctrl+C clears a half-typed line (Up brings it back); on an empty line, quits."""
+        buffer = event.current_buffer
+        if buffer.text:
+            buffer.append_to_history()
+            buffer.reset()
+        else:
+            event.app.exit(exception=KeyboardInterrupt())
+
+    return bindings
 
 
 class Terminal:
@@ -295,7 +312,8 @@ class Terminal:
         return f" {self.nick} @ {self.host}:{self.port}  {self.room or '(no room)'} "
 
     def run(self, nick: str | None, room: str | None = None) -> int:
-        """Run until /quit, Ctrl+D or Ctrl+C (or a lost connection without reconnect)."""
+        """Run until /quit, Ctrl+D or Ctrl+C on an empty line (or a lost connection
+        without reconnect)."""
         if not self.login(nick):
             return 0
         if room and self.client is not None:
@@ -304,6 +322,7 @@ class Terminal:
             completer=self.completer,
             complete_while_typing=False,
             bottom_toolbar=self.toolbar,
+            key_bindings=_key_bindings(),
             style=STYLE if self.color else None,
         )
         self.session = session

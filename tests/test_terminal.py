@@ -227,3 +227,25 @@ def test_completing_a_nick_adds_a_space(
     child.expect("ice")  # the completion is drawn before more keys are sent
     child.send("secret\r")
     assert alice.expect("private", to="alice")["text"] == "secret"
+
+
+def test_ctrl_c_clears_a_half_typed_line_first(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """Ctrl+C on a half-typed line clears it; Up brings it back; Ctrl+C on an empty line quits."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob")
+    child.expect("connected as bob")
+    child.send("half typed")
+    child.expect("typed")
+    child.send("\x03")
+    child.send("whole\r")
+    assert alice.expect("message", nick="bob")["text"] == "whole"
+    child.send("\x1b[A\x1b[A")  # the cleared line is in the history, before "whole"
+    child.send("\r")
+    assert alice.expect("message", nick="bob")["text"] == "half typed"
+    child.send("\x03")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert alice.expect("leave", nick="bob")["reason"] == "quit"
