@@ -174,7 +174,8 @@ class Terminal:
             print_formatted_text("".join(text for _, text in fragments))
 
     def say(self, text: str, style: str = "class:dim") -> None:
-        self.show([(style, text)])
+        """Show a line of the client's own (a connection notice, an error), with the time."""
+        self.show([("class:time", time.strftime("%H:%M") + " "), (style, text)])
 
     # -- connecting --------------------------------------------------------------
 
@@ -193,7 +194,7 @@ class Terminal:
             try:
                 welcome = self.client.login(nick)
             except LoginRefused as exc:
-                self.say(f"{exc}", "class:error")
+                self.say(f"error: {exc}", "class:error")
                 nick = None
                 continue
             self.nick = welcome["nick"]
@@ -323,6 +324,9 @@ class Terminal:
             complete_while_typing=False,
             bottom_toolbar=self.toolbar,
             key_bindings=_key_bindings(),
+            # A sent line is shown once: the server's copy (with its id, in the
+            # order the server gave it), not also the prompt line it was typed on.
+            erase_when_done=True,
             style=STYLE if self.color else None,
         )
         self.session = session

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pexpect
+import pyte
 import pytest
 
 from chatkit import Server
@@ -41,6 +42,24 @@ def terminal() -> Iterator[Callable[..., pexpect.spawn]]:
         child.close(force=True)
 
 
+class Screen:
+    """What a terminal of 100x30 shows, fed with everything a child writes (pyte)."""
+
+    def __init__(self, child: pexpect.spawn) -> None:
+        self.screen = pyte.Screen(100, 30)
+        self.stream = pyte.Stream(self.screen)
+        child.logfile_read = self
+
+    def write(self, data: str) -> None:
+        self.stream.feed(data)
+
+    def flush(self) -> None:
+        pass
+
+    def lines(self) -> list[str]:
+        return [line.rstrip() for line in self.screen.display if line.strip()]
+
+
 def test_nick_clash_prompts_again(
     chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
 ) -> None:
@@ -49,7 +68,7 @@ def test_nick_clash_prompts_again(
     child = terminal(chat_server.address[1])
     child.expect("nick:")
     child.send("alice\r")
-    child.expect("is taken")
+    child.expect(r"\d\d:\d\d error: nick 'alice' is taken")
     child.expect("nick:")
     child.send("bob\r")
     child.expect("connected as bob")
@@ -135,9 +154,9 @@ def test_reconnects_after_the_server_restarts(terminal: Callable[..., pexpect.sp
         child.expect("bob joined #ops")
         server.terminate()
         server.wait(10)
-        child.expect("reconnecting")
+        child.expect(r"\d\d:\d\d \* connection lost; reconnecting")
         server = start_server(port)
-        child.expect("reconnected", timeout=20)
+        child.expect(r"\d\d:\d\d \* reconnected", timeout=20)
         child.expect("bob joined #ops")
         with ChatClient(("127.0.0.1", port)) as alice:
             alice.login("alice")
@@ -156,7 +175,7 @@ def test_no_reconnect_exits_with_5(terminal: Callable[..., pexpect.spawn]) -> No
     child.expect("connected as bob")
     server.terminate()
     server.wait(10)
-    child.expect("disconnected from the server")
+    child.expect(r"\d\d:\d\d \* disconnected from the server")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 5
@@ -249,3 +268,21 @@ def test_ctrl_c_clears_a_half_typed_line_first(
     child.close()
     assert child.exitstatus == 0
     assert alice.expect("leave", nick="bob")["reason"] == "quit"
+
+
+def test_a_sent_line_shows_once(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """A sent line shows once, as the server's copy with time and nick; the prompt is empty again."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob")
+    screen = Screen(child)
+    child.expect("connected as bob")
+    child.send("hello there\r")
+    alice.expect("message", text="hello there")
+    child.expect(r"<bob> hello there")
+    alice.say("and back")  # drawn after bob's copy: by then the screen is settled
+    child.expect("and back")
+    shown = [line for line in screen.lines() if "hello there" in line]
+    assert len(shown) == 1, screen.lines()
+    assert re.fullmatch(r"\d\d:\d\d \[#general\] <bob> hello there", shown[0])
