@@ -24,7 +24,7 @@ from typing import Any, Self
 
 from chatkit.errors import ChatkitError
 
-__all__ = ["Client", "ClientError", "ConnectionLost", "LoginRefused", "say_frame"]
+__all__ = ["Client", "ClientError", "ConnectionLost", "LoginRefused", "encode_frame", "say_frame"]
 
 RECV_BYTES = 65536  # bytes asked of one recv()
 
@@ -35,6 +35,14 @@ def say_frame(text: str, room: str | None = None) -> dict[str, Any]:
     if room is not None:
         frame["room"] = room
     return frame
+
+
+def encode_frame(frame: dict[str, Any]) -> bytes:
+    """The line :meth:`Client.send` sends for ``frame``, without its final newline.
+
+    Its length is what the server compares with its line limit (``max_line``).
+    """
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class ClientError(ChatkitError):
@@ -89,7 +97,7 @@ class Client:
     def send(self, frame: dict[str, Any]) -> None:
         """Send one frame (a dict with a ``type``)."""
         try:
-            self.sock.sendall(json.dumps(frame, ensure_ascii=False).encode() + b"\n")
+            self.sock.sendall(encode_frame(frame) + b"\n")
         except OSError as exc:
             self.closed = True
             raise ConnectionLost(f"connection lost: {exc.strerror or exc}") from None

@@ -22,9 +22,17 @@ from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.styles import Style
+from prompt_toolkit.validation import ValidationError, Validator
 
-from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused
-from chatkit.protocol import Frame, render_text
+from chatkit.client import (
+    Client,
+    ClientError,
+    ConnectionLost,
+    LoginRefused,
+    encode_frame,
+    say_frame,
+)
+from chatkit.protocol import MAX_LINE_BYTES, Frame, render_text
 
 __all__ = ["Terminal"]
 
@@ -130,6 +138,27 @@ class ChatCompleter(Completer):
             if word and nick.lower().startswith(word.lower()):
                 # The space ends the word: "/msg b<Tab>secret" must not become "bobsecret".
                 yield Completion(f"{nick} ", start_position=-len(word), display=nick)
+
+
+class LineLimit(Validator):
+    """Refuses, on Enter, a line whose ``say`` frame is over the server's line limit.
+
+    The line stays in the input with the reason below it, to be shortened, instead
+    of being sent and discarded by the server (``line_too_long``).
+    """
+
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        """The server's limit, in bytes of a line without its newline."""
+
+    def validate(self, document: Document) -> None:
+        size = len(encode_frame(say_frame(document.text.rstrip())))
+        if size > self.max_bytes:
+            raise ValidationError(
+                cursor_position=len(document.text),
+                message=f"too long to send: {size} bytes as a frame, the server takes "
+                f"{self.max_bytes}; shorten it (Ctrl+C clears it)",
+            )
 
 
 def _key_bindings() -> KeyBindings:
@@ -324,6 +353,8 @@ class Terminal:
             complete_while_typing=False,
             bottom_toolbar=self.toolbar,
             key_bindings=_key_bindings(),
+            validator=LineLimit(),
+            validate_while_typing=False,
             # A sent line is shown once: the server's copy (with its id, in the
             # order the server gave it), not also the prompt line it was typed on.
             erase_when_done=True,

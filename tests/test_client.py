@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from chatkit import Server
-from chatkit.client import Client, ClientError, LoginRefused
+from chatkit.client import Client, ClientError, LoginRefused, encode_frame, say_frame
+from chatkit.protocol import MAX_LINE_BYTES
 from chatkit.testing import ChatClient
 
 CHATKIT = str(Path(sys.executable).parent / "chatkit")
@@ -169,3 +170,15 @@ def test_join_reports_a_lost_connection(chat_server_factory: Factory) -> None:
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 5
     assert "closed by the server" in err
+
+
+def test_encode_frame_measures_what_the_server_limits(chat_server: Server) -> None:
+    """A say frame of exactly MAX_LINE_BYTES (by encode_frame) is accepted; one byte more is not."""
+    framing = len(encode_frame(say_frame("")))
+    with Client.connect(*chat_server.address) as client:
+        client.login("bot")
+        client.sync()
+        client.say("x" * (MAX_LINE_BYTES - framing))
+        assert [f["type"] for f in client.sync()] == ["message"]
+        client.say("x" * (MAX_LINE_BYTES - framing + 1))
+        assert [f.get("code") for f in client.sync()] == ["line_too_long"]

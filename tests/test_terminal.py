@@ -286,3 +286,18 @@ def test_a_sent_line_shows_once(
     shown = [line for line in screen.lines() if "hello there" in line]
     assert len(shown) == 1, screen.lines()
     assert re.fullmatch(r"\d\d:\d\d \[#general\] <bob> hello there", shown[0])
+
+
+def test_a_line_over_the_limit_is_not_sent(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """A line whose frame is over 8192 bytes is refused with the reason, not sent; it can be cleared."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob")
+    child.expect("connected as bob")
+    child.send("\x1b[200~" + "é" * 4100 + "\x1b[201~")  # 8,200 bytes of text, pasted
+    child.send("\r")
+    child.expect(r"too long to send: \d+ bytes as a frame, the server takes 8192")
+    child.send("\x03")
+    child.send("short\r")
+    assert alice.expect("message", nick="bob")["text"] == "short"
