@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chatkit import __version__
-from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused
+from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused, RoomRefused, room_name
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
 from chatkit.plugins import list_plugins
@@ -266,6 +266,7 @@ EXIT_USAGE = 2  # bad flags
 EXIT_REFUSED = 3  # no server at that address
 EXIT_LOGIN = 4  # the nick was refused (taken, invalid, or a plugin said no)
 EXIT_LOST = 5  # the server closed the connection, or it broke
+EXIT_ROOM = 6  # the server refused the --room (a bad name, or a plugin said no)
 
 
 def _render(frame: dict[str, Any]) -> str:
@@ -338,7 +339,10 @@ def join(
     host: Annotated[str, typer.Option(help="The server's address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The server's port.")] = 9090,
     nick: Annotated[str | None, typer.Option(help="Your nick.")] = None,
-    room: Annotated[str | None, typer.Option(help="A room to join (lines then go there).")] = None,
+    room: Annotated[
+        str | None,
+        typer.Option(help="Join this room instead of the default one ('#' may be left out)."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per frame, for scripts.")
     ] = False,
@@ -357,7 +361,8 @@ def join(
     or a /command) and what the server sends is printed as readable lines (or JSON
     with --json); it exits when input ends and the server has handled every line.
 
-    Exit codes: 0 ok, 2 bad usage, 3 no server, 4 nick refused, 5 connection lost.
+    Exit codes: 0 ok, 2 bad usage, 3 no server, 4 nick refused, 5 connection lost,
+    6 room refused.
     Examples: echo "hello" | chatkit join --nick bot;
     chatkit join --nick watcher --json --stay < /dev/null
     """
@@ -381,15 +386,22 @@ def join(
     with client:
         try:
             welcome = client.login(nick)
-            if room:
-                client.say(f"/join {room}")
+            frames = client.enter(room) if room else []
         except LoginRefused as exc:
             typer.echo(f"nick {nick!r} refused: {exc}", err=True)
             raise typer.Exit(EXIT_LOGIN) from None
-        except ConnectionLost as exc:
-            typer.echo(str(exc), err=True)
+        except RoomRefused as exc:
+            typer.echo(f"cannot join {room_name(room or '')}: {exc}", err=True)
+            raise typer.Exit(EXIT_ROOM) from None
+        except (ConnectionLost, TimeoutError) as exc:
+            typer.echo(str(exc) or "the server did not answer", err=True)
             raise typer.Exit(EXIT_LOST) from None
         typer.echo(json.dumps(welcome) if as_json else _render(welcome))
+        for frame in frames:
+            if frame["type"] == "ping":
+                client.send({"type": "pong"})
+            else:
+                typer.echo(json.dumps(frame) if as_json else _render(frame))
         code = _scripted(client, as_json, stay)
     raise typer.Exit(code)
 

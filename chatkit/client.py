@@ -24,7 +24,16 @@ from typing import Any, Self
 
 from chatkit.errors import ChatkitError
 
-__all__ = ["Client", "ClientError", "ConnectionLost", "LoginRefused", "encode_frame", "say_frame"]
+__all__ = [
+    "Client",
+    "ClientError",
+    "ConnectionLost",
+    "LoginRefused",
+    "RoomRefused",
+    "encode_frame",
+    "room_name",
+    "say_frame",
+]
 
 RECV_BYTES = 65536  # bytes asked of one recv()
 
@@ -45,6 +54,11 @@ def encode_frame(frame: dict[str, Any]) -> bytes:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def room_name(name: str) -> str:
+    """``name`` as a room name: ``general`` is ``#general`` (as ``/join general`` does)."""
+    return name if name.startswith("#") else f"#{name}"
+
+
 class ClientError(ChatkitError):
     """The client could not do what was asked; the text says why, in words."""
 
@@ -60,6 +74,15 @@ class LoginRefused(ClientError):
         super().__init__(text)
         self.code = code
         """The error code, e.g. ``nick_taken`` or ``bad_nick``."""
+
+
+class RoomRefused(ClientError):
+    """The server refused a room (a bad name, or a plugin said no)."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        """The error code, e.g. ``bad_room``."""
 
 
 class Client:
@@ -122,6 +145,26 @@ class Client:
             if frame["type"] == "error":
                 raise LoginRefused(frame["code"], frame["text"])
             self._pending.append(frame)
+
+    def enter(self, room: str, timeout: float | None = 10.0) -> list[dict[str, Any]]:
+        """Join ``room`` instead of the rooms the login put us in (the default room).
+
+        ``room`` may leave out its ``#``. Returns the frames that arrived meanwhile
+        (joins, replays, leaves, maybe a server ``ping`` to answer), for the caller
+        to show. Raises :class:`RoomRefused`, and stays where it was, if the server
+        refuses the room; ``TimeoutError`` if the server does not answer in time.
+        """
+        room = room_name(room)
+        self.say(f"/join {room}")
+        frames = self.sync(timeout)
+        for frame in frames:
+            if frame["type"] == "error":
+                raise RoomRefused(frame["code"], frame["text"])
+        welcome_rooms: list[str] = (self.welcome or {}).get("rooms", [])
+        others = [r for r in welcome_rooms if r.casefold() != room.casefold()]
+        for other in others:
+            self.say(f"/part {other}")
+        return frames + self.sync(timeout) if others else frames
 
     # -- receiving -----------------------------------------------------------
 

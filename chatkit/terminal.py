@@ -29,7 +29,9 @@ from chatkit.client import (
     ClientError,
     ConnectionLost,
     LoginRefused,
+    RoomRefused,
     encode_frame,
+    room_name,
     say_frame,
 )
 from chatkit.protocol import MAX_LINE_BYTES, Frame, render_text
@@ -271,6 +273,9 @@ class Terminal:
             for room in rooms:
                 if room not in self.rooms:
                     client.say(f"/join {room}")
+            for room in self.rooms:
+                if rooms and room not in rooms:  # e.g. the default room, left for --room
+                    client.say(f"/part {room}")
             self._after_login()
             return True
         return False
@@ -347,7 +352,16 @@ class Terminal:
         if not self.login(nick):
             return 0
         if room and self.client is not None:
-            self.client.say(f"/join {room}")
+            try:
+                frames = self.client.enter(room)
+            except RoomRefused as exc:
+                self.say(f"error: cannot join {room_name(room)}: {exc}", "class:error")
+                self.client.close()
+                return 6  # chatkit join's exit status for a refused room
+            except TimeoutError:
+                frames = []  # the receiver shows what comes
+            for frame in frames:
+                self.handle(frame)
         session: PromptSession[str] = PromptSession(
             completer=self.completer,
             complete_while_typing=False,

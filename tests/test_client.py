@@ -89,13 +89,26 @@ def test_join_sends_lines_and_prints_what_comes_back(
 
 
 def test_join_json_output_and_room(chat_server: Server, chat_client: Connect) -> None:
-    """--json prints one frame per line; --room sends lines to that room."""
-    result = join(chat_server, "--nick", "bot", "--room", "#ops", "--json", stdin="deploying\n")
+    """--json prints one frame per line; --room (with or without '#') replaces #general."""
+    result = join(
+        chat_server, "--nick", "bot", "--room", "ops", "--json", stdin="deploying\n/rooms\n"
+    )
     assert result.returncode == 0, result.stderr
     frames = [json.loads(line) for line in result.stdout.splitlines()]
     assert frames[0]["type"] == "welcome"
     messages = [f for f in frames if f["type"] == "message"]
     assert [(m["room"], m["text"]) for m in messages] == [("#ops", "deploying")]
+    leaves = [(f["room"], f["nick"]) for f in frames if f["type"] == "leave"]
+    assert leaves == [("#general", "bot")]
+    assert frames[-1]["data"]["rooms"] == {"#ops": 1}
+
+
+def test_join_a_refused_room_exits_6(chat_server: Server) -> None:
+    """A --room the server refuses is told in words, with exit status 6, and nothing is sent."""
+    result = join(chat_server, "--nick", "bot", "--room", "x!", stdin="never sent\n")
+    assert result.returncode == 6
+    assert "cannot join #x!: bad room name" in result.stderr
+    assert "never sent" not in result.stdout
 
 
 def test_join_exit_codes(chat_server: Server, chat_client: Connect) -> None:

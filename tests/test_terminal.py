@@ -301,3 +301,26 @@ def test_a_line_over_the_limit_is_not_sent(
     child.send("\x03")
     child.send("short\r")
     assert alice.expect("message", nick="bob")["text"] == "short"
+
+
+def test_room_option_replaces_the_default_room(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """--room ops joins #ops instead of #general, and plain lines go there."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob", "--room", "ops")
+    child.expect("bob joined #ops")
+    assert alice.expect("leave", nick="bob")["room"] == "#general"
+    child.send("/rooms\r")
+    child.expect(r"rooms: #general \(1\), #ops \(1\)")
+
+
+def test_a_refused_room_exits_6(
+    chat_server: Server, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """--room with a name the server refuses: the reason in words, exit status 6."""
+    child = terminal(chat_server.address[1], "--nick", "bob", "--room", "x!")
+    child.expect(r"\d\d:\d\d error: cannot join #x!: bad room name")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 6
