@@ -274,8 +274,12 @@ def _render(frame: dict[str, Any]) -> str:
     return render_text(Frame(str(frame.get("type")), **fields))
 
 
-def _scripted(client: Client, as_json: bool, stay: bool) -> int:
-    """Send stdin's lines, print what the server sends; see ``join``'s help."""
+def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> int:
+    """Send stdin's lines, print what the server sends; see ``join``'s help.
+
+    With ``wait``, it ends ``wait`` seconds after the last line was sent (once
+    the server has handled every line), not as soon as it has handled them.
+    """
     out = sys.stdout
     stdin = sys.stdin.buffer
     selector = selectors.DefaultSelector()
@@ -286,23 +290,30 @@ def _scripted(client: Client, as_json: bool, stay: bool) -> int:
     except (PermissionError, ValueError):  # a regular file or /dev/null: always readable
         selectable = False
     pending = b""
-    input_done = quitting = False
+    input_done = quitting = handled = False
+    last_sent = time.monotonic()
 
     def show(frame: dict[str, Any]) -> None:
         out.write((json.dumps(frame, ensure_ascii=False) if as_json else _render(frame)) + "\n")
         out.flush()
 
     def send_line(raw: bytes) -> None:
-        nonlocal quitting
+        nonlocal quitting, last_sent
         line = raw.decode("utf-8", "replace").rstrip("\r")
         if line.strip():
             quitting |= line.split(" ", 1)[0].lower() == "/quit"
             client.say(line)
+            last_sent = time.monotonic()
 
     try:
         while True:
             busy = client.buffered() or (not selectable and not input_done)
-            ready = [key.fileobj for key, _ in selector.select(0 if busy else None)]
+            timeout = None
+            if handled:  # --wait: every line was handled; show replies until the deadline
+                timeout = last_sent + wait - time.monotonic()
+                if timeout <= 0:
+                    return EXIT_OK
+            ready = [key.fileobj for key, _ in selector.select(0 if busy else timeout)]
             if stdin in ready or (not selectable and not input_done):
                 data = os.read(stdin.fileno(), 65536)
                 if data:
@@ -326,7 +337,9 @@ def _scripted(client: Client, as_json: bool, stay: bool) -> int:
                 if frame["type"] == "ping":
                     client.send({"type": "pong"})
                 elif frame["type"] == "pong" and input_done and not stay:
-                    return EXIT_OK
+                    if not wait:
+                        return EXIT_OK
+                    handled = True
                 elif frame["type"] != "pong":
                     show(frame)
     except ConnectionLost as exc:
@@ -349,6 +362,15 @@ def join(
     stay: Annotated[
         bool, typer.Option(help="After input ends, keep printing until the server closes.")
     ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="After input ends, keep printing until SECONDS after the last line sent "
+            "(for replies).",
+            metavar="SECONDS",
+        ),
+    ] = 0.0,
     color: Annotated[
         bool, typer.Option("--color/--no-color", help="Colours (also off if NO_COLOR is set).")
     ] = True,
@@ -363,7 +385,7 @@ def join(
 
     Exit codes: 0 ok, 2 bad usage, 3 no server, 4 nick refused, 5 connection lost,
     6 room refused.
-    Examples: echo "hello" | chatkit join --nick bot;
+    Examples: echo "hello" | chatkit join --nick bot --wait 2;
     chatkit join --nick watcher --json --stay < /dev/null
     """
     if sys.stdin.isatty() and sys.stdout.isatty() and not as_json:
@@ -377,6 +399,9 @@ def join(
         raise typer.Exit(code)
     if not nick:
         typer.echo("Error: --nick is required when standard input is not a terminal", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    if stay and wait:
+        typer.echo("Error: --stay and --wait do not go together; choose one", err=True)
         raise typer.Exit(EXIT_USAGE)
     try:
         client = Client.connect(host, port)
@@ -402,7 +427,7 @@ def join(
                 client.send({"type": "pong"})
             else:
                 typer.echo(json.dumps(frame) if as_json else _render(frame))
-        code = _scripted(client, as_json, stay)
+        code = _scripted(client, as_json, stay, wait)
     raise typer.Exit(code)
 
 

@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -195,3 +196,35 @@ def test_encode_frame_measures_what_the_server_limits(chat_server: Server) -> No
         assert [f["type"] for f in client.sync()] == ["message"]
         client.say("x" * (MAX_LINE_BYTES - framing + 1))
         assert [f.get("code") for f in client.sync()] == ["line_too_long"]
+
+
+def test_join_wait_shows_replies_to_the_last_line(
+    chat_server: Server, chat_client: Connect
+) -> None:
+    """--wait SECONDS stays that long after the last line sent, so replies to it are printed."""
+    alice = chat_client("alice")
+    host, port = chat_server.address
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [CHATKIT, "join", "--host", host, "--port", str(port), "--nick", "bot", "--wait", "3"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("!weather\n")
+    proc.stdin.close()
+    alice.expect("message", text="!weather")
+    alice.say("sunny")
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read()  # until it exits
+    assert proc.wait(timeout=10) == 0, proc.stderr.read()
+    assert "[#general] <alice> sunny" in out.splitlines()
+    assert time.monotonic() - started >= 3
+
+
+def test_join_stay_and_wait_are_exclusive(chat_server: Server) -> None:
+    """--stay and --wait together are a usage error (exit 2)."""
+    result = join(chat_server, "--nick", "bot", "--stay", "--wait", "1")
+    assert result.returncode == 2 and "--stay and --wait" in result.stderr
