@@ -5,11 +5,13 @@
     from chatkit.client import Client
 
     with Client.connect("127.0.0.1", 9090) as client:
-        client.login("bot")
-        client.say("hello")
+        me = client.login("echo")["nick"]
+        client.say("hello! '!echo TEXT' and I say TEXT")
         for frame in client:            # dicts, as in docs/protocol.md
-            if frame["type"] == "message" and frame["text"] == "!ping":
-                client.say("pong")
+            if frame["type"] != "message" or frame.get("history") or frame["nick"] == me:
+                continue                # skip replayed messages and its own lines
+            if frame["text"].startswith("!echo "):
+                client.say(frame["text"].removeprefix("!echo "), room=frame["room"])
 
 It speaks the JSON protocol over a blocking socket; ``chatkit join`` is built on it.
 """
