@@ -40,6 +40,7 @@ __all__ = ["Terminal"]
 
 NICK_COLOURS = ("ansicyan", "ansigreen", "ansiyellow", "ansiblue", "ansimagenta", "ansibrightred")
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # seconds between reconnection attempts
+MAX_MESSAGE_LINES = 20  # lines in one message (a paste); the server's default max_message_lines
 
 STYLE = Style.from_dict(
     {
@@ -71,8 +72,17 @@ def _clock(frame: dict[str, Any]) -> str:
     return time.strftime(shape)
 
 
+def _text(out: list[tuple[str, str]], style: str, text: str) -> None:
+    """Append ``text``; the lines after its first (a pasted message) start below it."""
+    indent = "\n" + " " * sum(len(part) for _, part in out)
+    out.append((style, text.replace("\n", indent)))
+
+
 def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
-    """A frame as styled text fragments (without the final newline)."""
+    """A frame as styled text fragments (without the final newline).
+
+    A message of several lines shows each line below the first, indented to it.
+    """
     kind = frame.get("type")
     out: list[tuple[str, str]] = [("class:time", _clock(frame) + " ")]
     if kind == "history":
@@ -82,13 +92,11 @@ def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
         nick = frame["nick"]
         out.append(("class:dim", f"[{frame['room']}] "))
         if frame.get("action"):
-            out += [
-                ("class:action", "* "),
-                (nick_style(nick), nick),
-                ("class:action", f" {frame['text']}"),
-            ]
+            out += [("class:action", "* "), (nick_style(nick), nick), ("class:action", " ")]
+            _text(out, "class:action", frame["text"])
         else:
-            out += [(nick_style(nick), f"<{nick}>"), ("", f" {frame['text']}")]
+            out += [(nick_style(nick), f"<{nick}>"), ("", " ")]
+            _text(out, "", frame["text"])
     elif kind == "private":
         sender, to = frame["from"], frame["to"]
         out.append(("class:pm", "[pm] "))
@@ -96,9 +104,11 @@ def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
             out.append(("class:action", "* "))
         out += [(nick_style(sender), sender), ("class:pm", " -> "), (nick_style(to), to)]
         if frame.get("action"):
-            out.append(("class:action", f" {frame['text']}"))
+            out.append(("class:action", " "))
+            _text(out, "class:action", frame["text"])
         else:
-            out.append(("", f": {frame['text']}"))
+            out.append(("", ": "))
+            _text(out, "", frame["text"])
     elif kind == "join":
         out.append(("class:dim", f"* {frame['nick']} joined {frame['room']}"))
     elif kind == "leave":
@@ -154,7 +164,15 @@ class LineLimit(Validator):
         """The server's limit, in bytes of a line without its newline."""
 
     def validate(self, document: Document) -> None:
-        size = len(encode_frame(say_frame(document.text.rstrip())))
+        text = document.text.rstrip()
+        lines = text.count("\n") + 1
+        if lines > MAX_MESSAGE_LINES:
+            raise ValidationError(
+                cursor_position=len(document.text),
+                message=f"too many lines to send: {lines}, the server takes "
+                f"{MAX_MESSAGE_LINES}; shorten it (Ctrl+C clears it)",
+            )
+        size = len(encode_frame(say_frame(text)))
         if size > self.max_bytes:
             raise ValidationError(
                 cursor_position=len(document.text),
@@ -369,6 +387,9 @@ class Terminal:
             key_bindings=_key_bindings(),
             validator=LineLimit(),
             validate_while_typing=False,
+            # A multi-line paste shows as it is, each line under the first; Enter
+            # sends it all as one message.
+            prompt_continuation=lambda width, line, soft_wrap: " " * width,
             # A sent line is shown once: the server's copy (with its id, in the
             # order the server gave it), not also the prompt line it was typed on.
             erase_when_done=True,

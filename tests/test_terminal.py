@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -324,3 +326,122 @@ def test_a_refused_room_exits_6(
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 6
+
+
+class EchoServer:
+    """Just enough of a chatkit server to see what the client sends, byte for byte.
+
+    It welcomes any nick, answers pings, records every frame, and sends a ``say``
+    back as a ``message`` with the text exactly as received (a real server cleans
+    it). For the client's half of features the server may not have yet.
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.frames: list[dict[str, object]] = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            for line in lines:
+                frame = json.loads(line)
+                self.frames.append(frame)
+                if frame["type"] == "hello":
+                    reply = {"type": "welcome", "nick": frame["nick"], "server": "chatkit"}
+                    reply |= {"version": "0", "rooms": ["#general"]}
+                elif frame["type"] == "ping":
+                    reply = {"type": "pong"}
+                elif frame["type"] == "say" and not frame["text"].startswith("/"):
+                    reply = {"type": "message", "room": "#general", "nick": "bob"}
+                    reply["text"] = frame["text"]
+                else:
+                    continue
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def paste(text: str) -> str:
+    """The keys a terminal sends for pasting ``text`` (bracketed paste, CR line ends)."""
+    return "\x1b[200~" + text.replace("\n", "\r\n") + "\x1b[201~"
+
+
+def test_a_multi_line_paste_is_sent_as_one_message(
+    terminal: Callable[..., pexpect.spawn],
+) -> None:
+    """A pasted block shows line under line; Enter sends it as one say; the echo is indented."""
+    server = EchoServer()
+    try:
+        child = terminal(server.port, "--nick", "bob")
+        screen = Screen(child)
+        child.expect("connected as bob")
+        child.send(paste("first line\n  second line\nthird"))
+        child.expect("third")
+        child.send("\r")
+        child.expect(r"<bob> first line")
+        child.expect("third")
+        says = [f for f in server.frames if f["type"] == "say" and f["text"] != "/help"]
+        assert [f["text"] for f in says if f["text"] != "/who"] == [
+            "first line\n  second line\nthird"
+        ]
+        lines = screen.lines()
+        at = next(i for i, line in enumerate(lines) if line.endswith("<bob> first line"))
+        column = lines[at].index("first")
+        assert lines[at + 1 : at + 3] == [" " * column + "  second line", " " * column + "third"]
+    finally:
+        server.close()
+
+
+@pytest.mark.xfail(
+    reason="NEEDS THE SERVER CHANGE: a JSON say text with '\\n' (max_message_lines); "
+    "until then the server turns each newline into U+FFFD. Remove this mark once merged.",
+    strict=False,
+)
+def test_a_multi_line_paste_round_trip_needs_server_multiline_text(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """A pasted block reaches others as one message of three lines and shows indented here."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob")
+    screen = Screen(child)
+    child.expect("connected as bob")
+    child.send(paste("first line\nsecond line\nthird"))
+    child.expect("third")
+    child.send("\r")
+    assert alice.expect("message", nick="bob")["text"] == "first line\nsecond line\nthird"
+    alice.say("after")
+    child.expect("after")
+    lines = screen.lines()
+    at = next(i for i, line in enumerate(lines) if line.endswith("<bob> first line"))
+    column = lines[at].index("first")
+    assert lines[at + 1 : at + 3] == [" " * column + "second line", " " * column + "third"]
+
+
+def test_a_paste_of_too_many_lines_is_not_sent(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """A paste of more lines than the server takes (20) is refused with the reason, not sent."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob")
+    child.expect("connected as bob")
+    child.send(paste("\n".join(f"line {i}" for i in range(21))))
+    child.send("\r")
+    child.expect(r"too many lines to send: 21, the server takes 20")
+    child.send("\x03")
+    child.send("short\r")
+    assert alice.expect("message", nick="bob")["text"] == "short"
+
+
+def test_multi_line_messages_are_indented_under_their_first_line() -> None:
+    """Each line of a multi-line message starts where its first line's text starts."""
+    frame = {"type": "message", "room": "#r", "nick": "a", "text": "one\ntwo"}
+    text = "".join(t for _, t in format_frame(frame))
+    first, second = text.split("\n")
+    assert first.endswith("<a> one") and second == " " * first.index("one") + "two"
+    frame = {"type": "private", "from": "a", "to": "b", "text": "one\ntwo", "action": True}
+    first, second = "".join(t for _, t in format_frame(frame)).split("\n")
+    assert first.endswith("* a -> b one") and second == " " * first.index("one") + "two"
