@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from time import monotonic
 from typing import Annotated, Any
 
 import typer
@@ -291,7 +292,7 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
         selectable = False
     pending = b""
     input_done = quitting = handled = False
-    last_sent = time.monotonic()
+    last_sent = monotonic()
 
     def show(frame: dict[str, Any]) -> None:
         out.write((json.dumps(frame, ensure_ascii=False) if as_json else _render(frame)) + "\n")
@@ -303,14 +304,14 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
         if line.strip():
             quitting |= line.split(" ", 1)[0].lower() == "/quit"
             client.say(line)
-            last_sent = time.monotonic()
+            last_sent = monotonic()
 
     try:
         while True:
             busy = client.buffered() or (not selectable and not input_done)
             timeout = None
             if handled:  # --wait: every line was handled; show replies until the deadline
-                timeout = last_sent + wait - time.monotonic()
+                timeout = last_sent + wait - monotonic()
                 if timeout <= 0:
                     return EXIT_OK
             ready = [key.fileobj for key, _ in selector.select(0 if busy else timeout)]
