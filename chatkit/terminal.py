@@ -22,6 +22,7 @@ from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.styles import Style
+from prompt_toolkit.utils import get_cwidth
 from prompt_toolkit.validation import ValidationError, Validator
 
 from chatkit.client import (
@@ -74,7 +75,7 @@ def _clock(frame: dict[str, Any]) -> str:
 
 def _text(out: list[tuple[str, str]], style: str, text: str) -> None:
     """Append ``text``; the lines after its first (a pasted message) start below it."""
-    indent = "\n" + " " * sum(len(part) for _, part in out)
+    indent = "\n" + " " * sum(get_cwidth(part) for _, part in out)  # columns, not characters
     out.append((style, text.replace("\n", indent)))
 
 

@@ -442,6 +442,9 @@ def test_multi_line_messages_are_indented_under_their_first_line() -> None:
     text = "".join(t for _, t in format_frame(frame))
     first, second = text.split("\n")
     assert first.endswith("<a> one") and second == " " * first.index("one") + "two"
+    frame = {"type": "message", "room": "#r", "nick": "中文", "text": "one\ntwo"}
+    second = "".join(t for _, t in format_frame(frame)).split("\n")[1]
+    assert second == " " * (len("00:00 [#r] <中文> ") + 2) + "two"  # wide characters: 2 columns
     frame = {"type": "private", "from": "a", "to": "b", "text": "one\ntwo", "action": True}
     first, second = "".join(t for _, t in format_frame(frame)).split("\n")
     assert first.endswith("* a -> b one") and second == " " * first.index("one") + "two"
