@@ -12,6 +12,7 @@ import selectors
 import signal
 import sys
 from pathlib import Path
+from time import monotonic
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chatkit import __version__
-from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused
+from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused, RoomRefused, room_name
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
 from chatkit.plugins import list_plugins
@@ -277,6 +278,7 @@ EXIT_USAGE = 2  # bad flags
 EXIT_REFUSED = 3  # no server at that address
 EXIT_LOGIN = 4  # the nick was refused (taken, invalid, or a plugin said no)
 EXIT_LOST = 5  # the server closed the connection, or it broke
+EXIT_ROOM = 6  # the server refused the --room (a bad name, or a plugin said no)
 
 
 def _render(frame: dict[str, Any]) -> str:
@@ -284,8 +286,12 @@ def _render(frame: dict[str, Any]) -> str:
     return render_text(Frame(str(frame.get("type")), **fields))
 
 
-def _scripted(client: Client, as_json: bool, stay: bool) -> int:
-    """Send stdin's lines, print what the server sends; see ``join``'s help."""
+def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> int:
+    """Send stdin's lines, print what the server sends; see ``join``'s help.
+
+    With ``wait``, it ends ``wait`` seconds after the last line was sent (once
+    the server has handled every line), not as soon as it has handled them.
+    """
     out = sys.stdout
     stdin = sys.stdin.buffer
     selector = selectors.DefaultSelector()
@@ -296,23 +302,30 @@ def _scripted(client: Client, as_json: bool, stay: bool) -> int:
     except (PermissionError, ValueError):  # a regular file or /dev/null: always readable
         selectable = False
     pending = b""
-    input_done = quitting = False
+    input_done = quitting = handled = False
+    last_sent = monotonic()
 
     def show(frame: dict[str, Any]) -> None:
         out.write((json.dumps(frame, ensure_ascii=False) if as_json else _render(frame)) + "\n")
         out.flush()
 
     def send_line(raw: bytes) -> None:
-        nonlocal quitting
+        nonlocal quitting, last_sent
         line = raw.decode("utf-8", "replace").rstrip("\r")
         if line.strip():
             quitting |= line.split(" ", 1)[0].lower() == "/quit"
             client.say(line)
+            last_sent = monotonic()
 
     try:
         while True:
             busy = client.buffered() or (not selectable and not input_done)
-            ready = [key.fileobj for key, _ in selector.select(0 if busy else None)]
+            timeout = None
+            if handled:  # --wait: every line was handled; show replies until the deadline
+                timeout = last_sent + wait - monotonic()
+                if timeout <= 0:
+                    return EXIT_OK
+            ready = [key.fileobj for key, _ in selector.select(0 if busy else timeout)]
             if stdin in ready or (not selectable and not input_done):
                 data = os.read(stdin.fileno(), 65536)
                 if data:
@@ -336,7 +349,9 @@ def _scripted(client: Client, as_json: bool, stay: bool) -> int:
                 if frame["type"] == "ping":
                     client.send({"type": "pong"})
                 elif frame["type"] == "pong" and input_done and not stay:
-                    return EXIT_OK
+                    if not wait:
+                        return EXIT_OK
+                    handled = True
                 elif frame["type"] != "pong":
                     show(frame)
     except ConnectionLost as exc:
@@ -349,13 +364,25 @@ def join(
     host: Annotated[str, typer.Option(help="The server's address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The server's port.")] = 9090,
     nick: Annotated[str | None, typer.Option(help="Your nick.")] = None,
-    room: Annotated[str | None, typer.Option(help="A room to join (lines then go there).")] = None,
+    room: Annotated[
+        str | None,
+        typer.Option(help="Join this room instead of the default one ('#' may be left out)."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per frame, for scripts.")
     ] = False,
     stay: Annotated[
         bool, typer.Option(help="After input ends, keep printing until the server closes.")
     ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="After input ends, keep printing until SECONDS after the last line sent "
+            "(for replies).",
+            metavar="SECONDS",
+        ),
+    ] = 0.0,
     color: Annotated[
         bool, typer.Option("--color/--no-color", help="Colours (also off if NO_COLOR is set).")
     ] = True,
@@ -368,8 +395,9 @@ def join(
     or a /command) and what the server sends is printed as readable lines (or JSON
     with --json); it exits when input ends and the server has handled every line.
 
-    Exit codes: 0 ok, 2 bad usage, 3 no server, 4 nick refused, 5 connection lost.
-    Examples: echo "hello" | chatkit join --nick bot;
+    Exit codes: 0 ok, 2 bad usage, 3 no server, 4 nick refused, 5 connection lost,
+    6 room refused.
+    Examples: echo "hello" | chatkit join --nick bot --wait 2;
     chatkit join --nick watcher --json --stay < /dev/null
     """
     if sys.stdin.isatty() and sys.stdout.isatty() and not as_json:
@@ -384,6 +412,9 @@ def join(
     if not nick:
         typer.echo("Error: --nick is required when standard input is not a terminal", err=True)
         raise typer.Exit(EXIT_USAGE)
+    if stay and wait:
+        typer.echo("Error: --stay and --wait do not go together; choose one", err=True)
+        raise typer.Exit(EXIT_USAGE)
     try:
         client = Client.connect(host, port)
     except ClientError as exc:
@@ -392,16 +423,23 @@ def join(
     with client:
         try:
             welcome = client.login(nick)
-            if room:
-                client.say(f"/join {room}")
+            frames = client.enter(room) if room else []
         except LoginRefused as exc:
             typer.echo(f"nick {nick!r} refused: {exc}", err=True)
             raise typer.Exit(EXIT_LOGIN) from None
-        except ConnectionLost as exc:
-            typer.echo(str(exc), err=True)
+        except RoomRefused as exc:
+            typer.echo(f"cannot join {room_name(room or '')}: {exc}", err=True)
+            raise typer.Exit(EXIT_ROOM) from None
+        except (ConnectionLost, TimeoutError) as exc:
+            typer.echo(str(exc) or "the server did not answer", err=True)
             raise typer.Exit(EXIT_LOST) from None
         typer.echo(json.dumps(welcome) if as_json else _render(welcome))
-        code = _scripted(client, as_json, stay)
+        for frame in frames:
+            if frame["type"] == "ping":
+                client.send({"type": "pong"})
+            else:
+                typer.echo(json.dumps(frame) if as_json else _render(frame))
+        code = _scripted(client, as_json, stay, wait)
     raise typer.Exit(code)
 
 

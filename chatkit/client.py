@@ -5,11 +5,13 @@
     from chatkit.client import Client
 
     with Client.connect("127.0.0.1", 9090) as client:
-        client.login("bot")
-        client.say("hello")
+        me = client.login("echo")["nick"]
+        client.say("hello! '!echo TEXT' and I say TEXT")
         for frame in client:            # dicts, as in docs/protocol.md
-            if frame["type"] == "message" and frame["text"] == "!ping":
-                client.say("pong")
+            if frame["type"] != "message" or frame.get("history") or frame["nick"] == me:
+                continue                # skip replayed messages and its own lines
+            if frame["text"].startswith("!echo "):
+                client.say(frame["text"].removeprefix("!echo "), room=frame["room"])
 
 It speaks the JSON protocol over a blocking socket; ``chatkit join`` is built on it.
 """
@@ -24,7 +26,16 @@ from typing import Any, Self
 
 from chatkit.errors import ChatkitError
 
-__all__ = ["Client", "ClientError", "ConnectionLost", "LoginRefused", "say_frame"]
+__all__ = [
+    "Client",
+    "ClientError",
+    "ConnectionLost",
+    "LoginRefused",
+    "RoomRefused",
+    "encode_frame",
+    "room_name",
+    "say_frame",
+]
 
 RECV_BYTES = 65536  # bytes asked of one recv()
 
@@ -35,6 +46,19 @@ def say_frame(text: str, room: str | None = None) -> dict[str, Any]:
     if room is not None:
         frame["room"] = room
     return frame
+
+
+def encode_frame(frame: dict[str, Any]) -> bytes:
+    """The line :meth:`Client.send` sends for ``frame``, without its final newline.
+
+    Its length is what the server compares with its line limit (``max_line``).
+    """
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def room_name(name: str) -> str:
+    """``name`` as a room name: ``general`` is ``#general`` (as ``/join general`` does)."""
+    return name if name.startswith("#") else f"#{name}"
 
 
 class ClientError(ChatkitError):
@@ -52,6 +76,15 @@ class LoginRefused(ClientError):
         super().__init__(text)
         self.code = code
         """The error code, e.g. ``nick_taken`` or ``bad_nick``."""
+
+
+class RoomRefused(ClientError):
+    """The server refused a room (a bad name, or a plugin said no)."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        """The error code, e.g. ``bad_room``."""
 
 
 class Client:
@@ -89,7 +122,7 @@ class Client:
     def send(self, frame: dict[str, Any]) -> None:
         """Send one frame (a dict with a ``type``)."""
         try:
-            self.sock.sendall(json.dumps(frame, ensure_ascii=False).encode() + b"\n")
+            self.sock.sendall(encode_frame(frame) + b"\n")
         except OSError as exc:
             self.closed = True
             raise ConnectionLost(f"connection lost: {exc.strerror or exc}") from None
@@ -114,6 +147,26 @@ class Client:
             if frame["type"] == "error":
                 raise LoginRefused(frame["code"], frame["text"])
             self._pending.append(frame)
+
+    def enter(self, room: str, timeout: float | None = 10.0) -> list[dict[str, Any]]:
+        """Join ``room`` instead of the rooms the login put us in (the default room).
+
+        ``room`` may leave out its ``#``. Returns the frames that arrived meanwhile
+        (joins, replays, leaves, maybe a server ``ping`` to answer), for the caller
+        to show. Raises :class:`RoomRefused`, and stays where it was, if the server
+        refuses the room; ``TimeoutError`` if the server does not answer in time.
+        """
+        room = room_name(room)
+        self.say(f"/join {room}")
+        frames = self.sync(timeout)
+        for frame in frames:
+            if frame["type"] == "error":
+                raise RoomRefused(frame["code"], frame["text"])
+        welcome_rooms: list[str] = (self.welcome or {}).get("rooms", [])
+        others = [r for r in welcome_rooms if r.casefold() != room.casefold()]
+        for other in others:
+            self.say(f"/part {other}")
+        return frames + self.sync(timeout) if others else frames
 
     # -- receiving -----------------------------------------------------------
 

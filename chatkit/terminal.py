@@ -19,16 +19,29 @@ from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.styles import Style
+from prompt_toolkit.utils import get_cwidth
+from prompt_toolkit.validation import ValidationError, Validator
 
-from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused
-from chatkit.protocol import Frame, render_text
+from chatkit.client import (
+    Client,
+    ClientError,
+    ConnectionLost,
+    LoginRefused,
+    RoomRefused,
+    encode_frame,
+    room_name,
+    say_frame,
+)
+from chatkit.protocol import MAX_LINE_BYTES, Frame, render_text
 
 __all__ = ["Terminal"]
 
 NICK_COLOURS = ("ansicyan", "ansigreen", "ansiyellow", "ansiblue", "ansimagenta", "ansibrightred")
 BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # seconds between reconnection attempts
+MAX_MESSAGE_LINES = 20  # lines in one message (a paste); the server's default max_message_lines
 
 STYLE = Style.from_dict(
     {
@@ -60,8 +73,17 @@ def _clock(frame: dict[str, Any]) -> str:
     return time.strftime(shape)
 
 
+def _text(out: list[tuple[str, str]], style: str, text: str) -> None:
+    """Append ``text``; the lines after its first (a pasted message) start below it."""
+    indent = "\n" + " " * sum(get_cwidth(part) for _, part in out)  # columns, not characters
+    out.append((style, text.replace("\n", indent)))
+
+
 def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
-    """A frame as styled text fragments (without the final newline)."""
+    """A frame as styled text fragments (without the final newline).
+
+    A message of several lines shows each line below the first, indented to it.
+    """
     kind = frame.get("type")
     out: list[tuple[str, str]] = [("class:time", _clock(frame) + " ")]
     if kind == "history":
@@ -71,21 +93,23 @@ def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
         nick = frame["nick"]
         out.append(("class:dim", f"[{frame['room']}] "))
         if frame.get("action"):
-            out += [
-                ("class:action", "* "),
-                (nick_style(nick), nick),
-                ("class:action", f" {frame['text']}"),
-            ]
+            out += [("class:action", "* "), (nick_style(nick), nick), ("class:action", " ")]
+            _text(out, "class:action", frame["text"])
         else:
-            out += [(nick_style(nick), f"<{nick}>"), ("", f" {frame['text']}")]
+            out += [(nick_style(nick), f"<{nick}>"), ("", " ")]
+            _text(out, "", frame["text"])
     elif kind == "private":
-        out += [
-            ("class:pm", "[pm] "),
-            (nick_style(frame["from"]), frame["from"]),
-            ("class:pm", " -> "),
-            (nick_style(frame["to"]), frame["to"]),
-            ("", f"{': ' if frame.get('action') else ' '}{frame['text']}"),
-        ]
+        sender, to = frame["from"], frame["to"]
+        out.append(("class:pm", "[pm] "))
+        if frame.get("action"):
+            out.append(("class:action", "* "))
+        out += [(nick_style(sender), sender), ("class:pm", " -> "), (nick_style(to), to)]
+        if frame.get("action"):
+            out.append(("class:action", " "))
+            _text(out, "class:action", frame["text"])
+        else:
+            out.append(("", ": "))
+            _text(out, "", frame["text"])
     elif kind == "join":
         out.append(("class:dim", f"* {frame['nick']} joined {frame['room']}"))
     elif kind == "leave":
@@ -125,7 +149,53 @@ class ChatCompleter(Completer):
             return
         for nick in sorted(self.nicks):
             if word and nick.lower().startswith(word.lower()):
-                yield Completion(nick, start_position=-len(word))
+                # The space ends the word: "/msg b<Tab>secret" must not become "bobsecret".
+                yield Completion(f"{nick} ", start_position=-len(word), display=nick)
+
+
+class LineLimit(Validator):
+    """Refuses, on Enter, a line whose ``say`` frame is over the server's line limit.
+
+    The line stays in the input with the reason below it, to be shortened, instead
+    of being sent and discarded by the server (``line_too_long``).
+    """
+
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        """The server's limit, in bytes of a line without its newline."""
+
+    def validate(self, document: Document) -> None:
+        text = document.text.rstrip()
+        lines = text.count("\n") + 1
+        if lines > MAX_MESSAGE_LINES:
+            raise ValidationError(
+                cursor_position=len(document.text),
+                message=f"too many lines to send: {lines}, the server takes "
+                f"{MAX_MESSAGE_LINES}; shorten it (Ctrl+C clears it)",
+            )
+        size = len(encode_frame(say_frame(text)))
+        if size > self.max_bytes:
+            raise ValidationError(
+                cursor_position=len(document.text),
+                message=f"too long to send: {size} bytes as a frame, the server takes "
+                f"{self.max_bytes}; shorten it (Ctrl+C clears it)",
+            )
+
+
+def _key_bindings() -> KeyBindings:
+    bindings = KeyBindings()
+
+    @bindings.add("c-c")
+    def _interrupt(event: KeyPressEvent) -> None:
+        """Ctrl+C clears a half-typed line (Up brings it back); on an empty line, quits."""
+        buffer = event.current_buffer
+        if buffer.text:
+            buffer.append_to_history()
+            buffer.reset()
+        else:
+            event.app.exit(exception=KeyboardInterrupt())
+
+    return bindings
 
 
 class Terminal:
@@ -154,7 +224,8 @@ class Terminal:
             print_formatted_text("".join(text for _, text in fragments))
 
     def say(self, text: str, style: str = "class:dim") -> None:
-        self.show([(style, text)])
+        """Show a line of the client's own (a connection notice, an error), with the time."""
+        self.show([("class:time", time.strftime("%H:%M") + " "), (style, text)])
 
     # -- connecting --------------------------------------------------------------
 
@@ -173,7 +244,7 @@ class Terminal:
             try:
                 welcome = self.client.login(nick)
             except LoginRefused as exc:
-                self.say(f"{exc}", "class:error")
+                self.say(f"error: {exc}", "class:error")
                 nick = None
                 continue
             self.nick = welcome["nick"]
@@ -221,6 +292,9 @@ class Terminal:
             for room in rooms:
                 if room not in self.rooms:
                     client.say(f"/join {room}")
+            for room in self.rooms:
+                if rooms and room not in rooms:  # e.g. the default room, left for --room
+                    client.say(f"/part {room}")
             self._after_login()
             return True
         return False
@@ -292,15 +366,34 @@ class Terminal:
         return f" {self.nick} @ {self.host}:{self.port}  {self.room or '(no room)'} "
 
     def run(self, nick: str | None, room: str | None = None) -> int:
-        """Run until /quit, Ctrl+D or Ctrl+C (or a lost connection without reconnect)."""
+        """Run until /quit, Ctrl+D or Ctrl+C on an empty line (or a lost connection
+        without reconnect)."""
         if not self.login(nick):
             return 0
         if room and self.client is not None:
-            self.client.say(f"/join {room}")
+            try:
+                frames = self.client.enter(room)
+            except RoomRefused as exc:
+                self.say(f"error: cannot join {room_name(room)}: {exc}", "class:error")
+                self.client.close()
+                return 6  # chatkit join's exit status for a refused room
+            except TimeoutError:
+                frames = []  # the receiver shows what comes
+            for frame in frames:
+                self.handle(frame)
         session: PromptSession[str] = PromptSession(
             completer=self.completer,
             complete_while_typing=False,
             bottom_toolbar=self.toolbar,
+            key_bindings=_key_bindings(),
+            validator=LineLimit(),
+            validate_while_typing=False,
+            # A multi-line paste shows as it is, each line under the first; Enter
+            # sends it all as one message.
+            prompt_continuation=lambda width, line, soft_wrap: " " * width,
+            # A sent line is shown once: the server's copy (with its id, in the
+            # order the server gave it), not also the prompt line it was typed on.
+            erase_when_done=True,
             style=STYLE if self.color else None,
         )
         self.session = session
@@ -316,7 +409,8 @@ class Terminal:
                     )
                 except (EOFError, KeyboardInterrupt):
                     line = "/quit"
-                if not line.strip() or self.quitting:
+                line = line.rstrip()  # e.g. the space a completed nick ends with
+                if not line or self.quitting:
                     continue
                 if line.split(" ", 1)[0].lower() == "/quit":
                     self.quitting = True

@@ -6,13 +6,15 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from chatkit import Server
-from chatkit.client import Client, ClientError, LoginRefused
+from chatkit.client import Client, ClientError, LoginRefused, encode_frame, say_frame
+from chatkit.protocol import MAX_LINE_BYTES
 from chatkit.testing import ChatClient
 
 CHATKIT = str(Path(sys.executable).parent / "chatkit")
@@ -88,13 +90,26 @@ def test_join_sends_lines_and_prints_what_comes_back(
 
 
 def test_join_json_output_and_room(chat_server: Server, chat_client: Connect) -> None:
-    """--json prints one frame per line; --room sends lines to that room."""
-    result = join(chat_server, "--nick", "bot", "--room", "#ops", "--json", stdin="deploying\n")
+    """--json prints one frame per line; --room (with or without '#') replaces #general."""
+    result = join(
+        chat_server, "--nick", "bot", "--room", "ops", "--json", stdin="deploying\n/rooms\n"
+    )
     assert result.returncode == 0, result.stderr
     frames = [json.loads(line) for line in result.stdout.splitlines()]
     assert frames[0]["type"] == "welcome"
     messages = [f for f in frames if f["type"] == "message"]
     assert [(m["room"], m["text"]) for m in messages] == [("#ops", "deploying")]
+    leaves = [(f["room"], f["nick"]) for f in frames if f["type"] == "leave"]
+    assert leaves == [("#general", "bot")]
+    assert frames[-1]["data"]["rooms"] == {"#ops": 1}
+
+
+def test_join_a_refused_room_exits_6(chat_server: Server) -> None:
+    """A --room the server refuses is told in words, with exit status 6, and nothing is sent."""
+    result = join(chat_server, "--nick", "bot", "--room", "x!", stdin="never sent\n")
+    assert result.returncode == 6
+    assert "cannot join #x!: bad room name" in result.stderr
+    assert "never sent" not in result.stdout
 
 
 def test_join_exit_codes(chat_server: Server, chat_client: Connect) -> None:
@@ -169,3 +184,47 @@ def test_join_reports_a_lost_connection(chat_server_factory: Factory) -> None:
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 5
     assert "closed by the server" in err
+
+
+def test_encode_frame_measures_what_the_server_limits(chat_server: Server) -> None:
+    """A say frame of exactly MAX_LINE_BYTES (by encode_frame) is accepted; one byte more is not."""
+    framing = len(encode_frame(say_frame("")))
+    with Client.connect(*chat_server.address) as client:
+        client.login("bot")
+        client.sync()
+        client.say("x" * (MAX_LINE_BYTES - framing))
+        assert [f["type"] for f in client.sync()] == ["message"]
+        client.say("x" * (MAX_LINE_BYTES - framing + 1))
+        assert [f.get("code") for f in client.sync()] == ["line_too_long"]
+
+
+def test_join_wait_shows_replies_to_the_last_line(
+    chat_server: Server, chat_client: Connect
+) -> None:
+    """--wait SECONDS stays that long after the last line sent, so replies to it are printed."""
+    alice = chat_client("alice")
+    host, port = chat_server.address
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [CHATKIT, "join", "--host", host, "--port", str(port), "--nick", "bot", "--wait", "3"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("!weather\n")
+    proc.stdin.close()
+    alice.expect("message", text="!weather")
+    alice.say("sunny")
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read()  # until it exits
+    assert proc.wait(timeout=10) == 0, proc.stderr.read()
+    assert "[#general] <alice> sunny" in out.splitlines()
+    assert time.monotonic() - started >= 3
+
+
+def test_join_stay_and_wait_are_exclusive(chat_server: Server) -> None:
+    """--stay and --wait together are a usage error (exit 2)."""
+    result = join(chat_server, "--nick", "bot", "--stay", "--wait", "1")
+    assert result.returncode == 2 and "--stay and --wait" in result.stderr

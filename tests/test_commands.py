@@ -163,10 +163,19 @@ def test_join_again_switches_the_current_room(chat_client: Connect) -> None:
     assert alice.expect("message")["room"] == "#general"
 
 
-def test_bad_room_names(chat_client: Connect) -> None:
-    """/join refuses names without # or with spaces, and says what is allowed."""
+def test_join_adds_a_missing_hash(chat_client: Connect) -> None:
+    """/join side joins #side; /join general is the room one is already in."""
     alice = chat_client("alice")
-    for bad in ["/join general", "/join #", "/join #" + "x" * 60]:
+    alice.say("/join side")
+    alice.expect("join", room="#side", nick="alice")
+    alice.say("/join general")
+    assert alice.expect("reply", command="join")["data"]["room"] == "#general"
+
+
+def test_bad_room_names(chat_client: Connect) -> None:
+    """/join refuses empty or long names and spaces, and says what is allowed."""
+    alice = chat_client("alice")
+    for bad in ["/join #", "/join #" + "x" * 60, "/join x!"]:
         alice.say(bad)
         error = alice.expect("error")
         assert error["code"] == "bad_room", bad

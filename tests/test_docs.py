@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 import tomllib
 import types
 from pathlib import Path
@@ -123,6 +124,29 @@ def test_guide_packaging_sample_declares_an_entry_point() -> None:
     """The pyproject sample names the entry-point group chatkit looks in."""
     data = tomllib.loads(samples("plugins.md", "toml")["pyproject.toml"])
     assert data["project"]["entry-points"]["chatkit.plugins"] == {"shout": "chatkit_shout"}
+
+
+def test_client_bot_sample_answers_live_messages_of_others_only() -> None:
+    """The bot of docs/client.md answers live messages, not replayed ones, nor its own."""
+    assert set(samples("client.md")) == {"bot.py"}
+    source = samples("client.md")["bot.py"]
+    assert '"127.0.0.1", 9090' in source
+    with run_server() as server:
+        alice = ChatClient(server.address)
+        alice.login("alice")
+        alice.say("!echo from before")  # replayed to the bot when it joins
+        alice.expect("message", text="!echo from before")
+        code = source.replace("9090", str(server.address[1]))
+        bot = threading.Thread(target=load, args=(code, "bot"), daemon=True)
+        bot.start()
+        assert alice.expect("message", nick="echo")["text"].startswith("hello!")
+        alice.say("!echo !echo hi")
+        assert alice.expect("message", nick="echo")["text"] == "!echo hi"
+        alice.say("!echo done")  # had it answered its own "!echo hi", "hi" would come first
+        assert alice.expect("message", nick="echo")["text"] == "done"
+        alice.close()
+    bot.join(10)  # the server closed: the bot's loop ends
+    assert not bot.is_alive()
 
 
 def test_docs_link_to_pages_that_exist() -> None:

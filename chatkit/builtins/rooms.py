@@ -8,8 +8,9 @@ from chatkit import CommandContext, CommandError, Register, hookimpl
 def join_command(ctx: CommandContext) -> None:
     if not ctx.args or " " in ctx.args:
         raise ctx.usage_error()
-    if not ctx.hub.join(ctx.client, ctx.args):
-        ctx.reply(f"you are in {ctx.client.current_room}; lines now go there", room=ctx.args)
+    room = ctx.args if ctx.args.startswith("#") else f"#{ctx.args}"  # "/join general" too
+    if not ctx.hub.join(ctx.client, room):
+        ctx.reply(f"you are in {ctx.client.current_room}; lines now go there", room=room)
 
 
 def part_command(ctx: CommandContext) -> None:
@@ -39,7 +40,12 @@ def who_command(ctx: CommandContext) -> None:
 
 @hookimpl
 def chatkit_register_commands(register: Register) -> None:
-    register("join", join_command, help="join a room (lines then go there)", usage="#ROOM")
+    register(
+        "join",
+        join_command,
+        help="join a room (lines then go there; '#' may be left out)",
+        usage="#ROOM",
+    )
     register("part", part_command, help="leave a room", usage="[#ROOM] [REASON]")
     register("rooms", rooms_command, help="list the rooms")
     register("who", who_command, help="list who is in a room", usage="[#ROOM]")
