@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PLUGINS",
+    "DISTRIBUTION",
     "ENTRY_POINT_GROUP",
     "ESSENTIAL_PLUGINS",
     "HookRunner",
@@ -41,6 +42,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "chatkit.plugins"
+DISTRIBUTION = "chatkit-server"  # chatkit's name on PyPI ("chatkit" there is someone else's)
 
 ESSENTIAL_PLUGINS = (
     "help",  # /help: how a person finds every other command; cannot be disabled
@@ -126,7 +128,7 @@ def _builtin_info(name: str) -> PluginInfo:
         default = "essential"
     else:
         default = "default" if name in DEFAULT_PLUGINS else "off"
-    return PluginInfo(name, "builtin", "chatkit", _version(), default)
+    return PluginInfo(name, "builtin", DISTRIBUTION, _version(), default)
 
 
 def _entry_point_info(ep: EntryPoint) -> PluginInfo:

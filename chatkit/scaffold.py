@@ -19,7 +19,7 @@ version = "0.1.0"
 description = "A chatkit plugin."
 readme = "README.md"
 requires-python = ">=3.11"
-dependencies = ["chatkit>={version}"]
+dependencies = ["chatkit-server>={version}"]
 
 # How chatkit finds the plugin: `chatkit serve --plugin {name}`.
 [project.entry-points."chatkit.plugins"]
@@ -35,7 +35,7 @@ build-backend = "hatchling.build"
     "README.md": """\
 # chatkit-{dash}
 
-A [chatkit](https://pypi.org/project/chatkit/) plugin.
+A [chatkit](https://pypi.org/project/chatkit-server/) plugin.
 
     pip install chatkit-{dash}
     chatkit serve --plugin {name}

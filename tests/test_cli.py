@@ -123,7 +123,7 @@ def test_plugins_json() -> None:
     assert by_name["messaging"] == {
         "name": "messaging",
         "origin": "builtin",
-        "package": "chatkit",
+        "package": "chatkit-server",
         "version": by_name["messaging"]["version"],
         "default": "default",
         "hooks": ["chatkit_register_commands"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import chatkit
 from chatkit import Config, Server, UsageError
+from chatkit.plugins import DISTRIBUTION
 from chatkit.testing import ChatClient, run_server
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -123,6 +126,16 @@ def test_guide_packaging_sample_declares_an_entry_point() -> None:
     """The pyproject sample names the entry-point group chatkit looks in."""
     data = tomllib.loads(samples("plugins.md", "toml")["pyproject.toml"])
     assert data["project"]["entry-points"]["chatkit.plugins"] == {"shout": "chatkit_shout"}
+
+
+def test_guide_packaging_sample_depends_on_our_distribution() -> None:
+    """The pyproject sample depends on chatkit's PyPI name, the one this checkout installs as."""
+    data = tomllib.loads(samples("plugins.md", "toml")["pyproject.toml"])
+    assert data["project"]["dependencies"] == [f"{DISTRIBUTION}>=0.1.0"]
+    assert importlib.metadata.version(DISTRIBUTION) == chatkit.__version__
+    for plugin in ROOT.glob("plugins/*/pyproject.toml"):
+        deps = tomllib.loads(plugin.read_text())["project"]["dependencies"]
+        assert DISTRIBUTION in deps, f"{plugin} does not depend on {DISTRIBUTION}"
 
 
 def test_docs_link_to_pages_that_exist() -> None:
