@@ -23,9 +23,9 @@ from chatkit import __version__
 from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
-from chatkit.plugins import list_plugins
+from chatkit.plugins import DISTRIBUTION, list_plugins
 from chatkit.protocol import Frame, render_text
-from chatkit.scaffold import create_plugin
+from chatkit.scaffold import create_plugin, installed_checkout
 from chatkit.server import Server
 from chatkit.terminal import Terminal
 
@@ -402,18 +402,43 @@ app.add_typer(plugin_app)
 
 @plugin_app.command("new")
 def plugin_new(
-    name: Annotated[str, typer.Argument(help="The plugin's name, e.g. welcome_bot.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="The plugin's name, e.g. welcome_bot (a chatkit_ or chatkit- prefix is dropped).",
+        ),
+    ],
     directory: Annotated[
-        Path, typer.Option("--dir", help="Where to create chatkit-NAME/.", file_okay=False)
+        Path,
+        typer.Option(
+            "--dir", metavar="DIR", help="Where to create chatkit-NAME/.", file_okay=False
+        ),
     ] = Path("."),
+    chatkit_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--chatkit-path",
+            metavar="PATH",
+            help="A chatkit source checkout to depend on (a uv path source). \\[default: the "
+            "checkout this chatkit is installed from in editable mode, else chatkit-server "
+            "from PyPI]",
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a ready-to-install plugin package: pyproject with the entry point, a module
     with one hook, a test that uses chatkit's fixtures, and a README."""
+    source = chatkit_path or installed_checkout()
     try:
-        root = create_plugin(name, directory)
+        root = create_plugin(name, directory, source)
     except UsageError as exc:
         raise _fail(exc) from None
     typer.echo(f"created {root}")
+    if source is None:
+        typer.echo(f"chatkit: {DISTRIBUTION} {__version__} or later, from PyPI")
+    else:
+        typer.echo(f"chatkit: {DISTRIBUTION} from {source.absolute()}")
     typer.echo(f"next: cd {root} && uv run pytest")
 
 
