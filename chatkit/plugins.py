@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +37,10 @@ __all__ = [
     "HookRunner",
     "PluginInfo",
     "build_plugin_manager",
+    "check_hook_names",
+    "hook_names",
     "list_plugins",
+    "suggest_hook",
 ]
 
 log = logging.getLogger(__name__)
@@ -206,7 +210,9 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
     except ValueError as exc:  # already registered under this name or object
         raise UsageError(f"plugin {name!r} is enabled twice") from exc
     except pluggy.PluginValidationError as exc:
-        raise UsageError(f"plugin {name!r} is invalid: {exc}") from exc
+        raise UsageError(
+            _bad_arguments(pm, plugin, name) or f"plugin {name!r} is invalid: {exc}"
+        ) from exc
     for caller in pm.get_hookcallers(plugin) or []:
         for impl in caller.get_hookimpls():
             if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
@@ -215,6 +221,28 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
                     f"plugin {name!r} implements {caller.name} as a hook wrapper, "
                     "which chatkit does not support"
                 )
+
+
+def _bad_arguments(pm: pluggy.PluginManager, plugin: Any, name: str) -> str | None:
+    """Say which argument of which hook of ``plugin`` no hook offers, or ``None``."""
+    for attr in dir(plugin):
+        caller = getattr(pm.hook, attr, None) if attr.startswith("chatkit_") else None
+        if not isinstance(caller, pluggy.HookCaller) or caller.spec is None:
+            continue
+        if pm.parse_hookimpl_opts(plugin, attr) is None:
+            continue
+        try:
+            params = inspect.signature(getattr(plugin, attr)).parameters
+        except (TypeError, ValueError):
+            continue
+        unknown = [p for p in params if p not in caller.spec.argnames and p != "self"]
+        if unknown:
+            offered = ", ".join(caller.spec.argnames)
+            return (
+                f"plugin {name!r}: {attr} takes no argument {unknown[0]!r}; "
+                f"it offers {offered} (take any of them, by name)"
+            )
+    return None
 
 
 def object_name(plugin: Any) -> str:
@@ -259,11 +287,37 @@ def build_plugin_manager(
     for name, plugin, _info in reversed(chosen):
         _register(pm, plugin, name)
     infos.extend(info for _, _, info in chosen)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise UsageError(f"{exc} (chatkit hooks are listed in docs/hooks.md)") from exc
+    check_hook_names(pm)
     return pm, infos
+
+
+def hook_names() -> list[str]:
+    """The name of every chatkit hook, sorted."""
+    return sorted(name for name in vars(hookspecs) if name.startswith("chatkit_"))
+
+
+def suggest_hook(name: str) -> str:
+    """`` Did you mean 'chatkit_X'?`` for the hook closest to ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, hook_names(), n=1, cutoff=0.7)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def check_hook_names(pm: pluggy.PluginManager) -> None:
+    """Raise :class:`UsageError` for a plugin implementing a hook chatkit does not have.
+
+    pluggy's own check names the plugin by its repr; this one names it as it was
+    enabled, and suggests the closest hook (a misspelt hook would never be called).
+    """
+    for name, plugin in pm.list_name_plugin():
+        for caller in pm.get_hookcallers(plugin) or []:
+            if caller.spec is not None:
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not impl.optionalhook:
+                    raise UsageError(
+                        f"plugin {name!r} implements an unknown hook {caller.name!r}."
+                        f"{suggest_hook(caller.name)} chatkit's hooks are listed in docs/hooks.md"
+                    )
 
 
 def hooks_of(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
@@ -303,7 +357,7 @@ def list_plugins() -> list[PluginInfo]:
             plugin, info = resolve_plugin(name, eps)
             pm = new_plugin_manager()
             _register(pm, plugin, name)
-            pm.check_pending()
+            check_hook_names(pm)
             info.hooks = hooks_of(pm, plugin)
             info.commands = [c.name for c in collect_commands(pm).all()]
         except (Exception, SystemExit) as exc:  # a plugin may even call sys.exit() on import
