@@ -10,6 +10,7 @@ import tomllib
 import types
 from pathlib import Path
 
+import apidoc
 import pytest
 
 import chatkit
@@ -144,3 +145,19 @@ def test_docs_link_to_pages_that_exist() -> None:
     for page in pages:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page} links to missing {target}"
+
+
+def test_guide_reference_matches_the_code() -> None:
+    """The plugin guide's reference section is what tests/apidoc.py makes of the code."""
+    assert apidoc.section((DOCS / "plugins.md").read_text()) == apidoc.render(), (
+        "docs/plugins.md is out of date: run `uv run python tests/apidoc.py`"
+    )
+
+
+@pytest.mark.parametrize("cls", [entry[0] for entry in apidoc.SURFACE], ids=lambda c: c.__name__)
+def test_guide_reference_covers_every_public_member(cls: type) -> None:
+    """Each public member of a class plugins use is shown in the guide or listed as internal."""
+    _, _, shown, internal = next(entry for entry in apidoc.SURFACE if entry[0] is cls)
+    public = apidoc.public_members(cls)
+    assert public - set(shown) - internal == set(), "show it in tests/apidoc.py or call it internal"
+    assert internal <= public, "tests/apidoc.py lists internal members that no longer exist"
