@@ -83,7 +83,6 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "ensure_ids_after",
             "handle",
             "hooks",
-            "limits",
             "login",
             "logout",
             "prepare",
