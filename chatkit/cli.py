@@ -10,6 +10,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -190,6 +191,8 @@ def serve(
             format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_said_by_banner)
         server = Server(config=cfg)
     except UsageError as exc:
         raise _fail(exc) from None
@@ -202,14 +205,18 @@ def serve(
         except UsageError as exc:
             raise _fail(exc) from None
         host_, port_ = server.address
-        typer.echo(f"chatkit {__version__} listening on {host_}:{port_}")
+        everywhere = host_ in _ANY_ADDRESS
+        where = " (all interfaces)" if everywhere else ""
+        typer.echo(f"chatkit {__version__} listening on {host_}:{port_}{where}")
         typer.echo(f"plugins: {', '.join(info.name for info in server.plugin_infos)}")
         history = server.pluginmanager.get_plugin("history")
         if history is not None and history.store is not None:
             typer.echo(f"history: {history.store.path}")
         if cfg.source:
             typer.echo(f"config: {cfg.source}")
-        typer.echo(f"try: nc {host_} {port_}   (type a nick, then chat; Ctrl+C here stops it)")
+        hosts = local_addresses(socket.AF_INET6 if ":" in host_ else socket.AF_INET)
+        tries = " or ".join(f"nc {h} {port_}" for h in (hosts if everywhere else [host_]))
+        typer.echo(f"try: {tries}   (type a nick, then chat; Ctrl+C here stops it)")
         sys.stdout.flush()
         while True:
             time.sleep(3600)  # the server runs in its threads; this waits for a signal
@@ -220,6 +227,66 @@ def serve(
             signal.signal(signum, signal.SIG_IGN)  # a second Ctrl+C must not break shutdown
         server.shutdown()
     typer.echo("stopped")
+
+
+_ANY_ADDRESS = ("0.0.0.0", "::", "")  # listening on every interface
+
+# Log lines that say what serve's own output already says: one line per fact.
+_BANNER_FACTS = {
+    ("chatkit.log", "chatkit listening on %s:%d"),
+    ("chatkit.builtins.history", "history in %s"),
+    ("chatkit.server", "server stopped"),
+}
+
+
+def _said_by_banner(record: logging.LogRecord) -> bool:
+    return (record.name, record.msg) not in _BANNER_FACTS
+
+
+_SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
+
+
+def local_addresses(family: socket.AddressFamily = socket.AF_INET) -> list[str]:
+    """This machine's addresses of ``family`` that others may connect to, loopback last.
+
+    Read from the interfaces on Linux (``/proc/net/if_inet6`` and an ioctl per
+    interface), else from the host name and the default route.
+    """
+    found: list[str] = []
+    if family == socket.AF_INET6:
+        try:
+            with open("/proc/net/if_inet6") as f:
+                for line in f:
+                    raw = line.split()[0]
+                    packed = bytes.fromhex(raw)
+                    if not (packed[0] == 0xFE and packed[1] & 0xC0 == 0x80):  # link-local
+                        found.append(socket.inet_ntop(socket.AF_INET6, packed))
+        except OSError:
+            pass
+    else:
+        try:
+            import fcntl
+            import struct
+
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                for _index, name in socket.if_nameindex():
+                    request = struct.pack("256s", name.encode()[:15])
+                    try:
+                        answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)
+                    except OSError:
+                        continue  # an interface without an IPv4 address
+                    found.append(socket.inet_ntoa(answer[20:24]))
+        except (ImportError, OSError, AttributeError):
+            pass
+    if not found:
+        try:
+            infos = socket.getaddrinfo(socket.gethostname(), None, family)
+            found = [str(info[4][0]) for info in infos]
+        except OSError:
+            pass
+    loopback = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    others = [a for a in dict.fromkeys(found) if not a.startswith("127.") and a != "::1"]
+    return [*others, loopback]
 
 
 def _interrupt(signum: int, frame: object) -> None:

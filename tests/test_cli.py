@@ -231,3 +231,37 @@ def test_serve_raises_the_open_files_limit_and_warns_when_it_is_too_low() -> Non
     _out, err = proc.communicate(timeout=10)
     assert f"raised the open-files limit from 256 to {hard}" in err
     assert f"the open-files hard limit ({hard}) is below max_clients ({hard * 2}) plus 64" in err
+
+
+def test_serve_on_all_interfaces_prints_addresses_people_can_use(
+    serve: type[ServeProcess],
+) -> None:
+    """--host 0.0.0.0 prints the machine's own addresses to connect to (loopback too), each of which works."""
+    server = serve("--host", "0.0.0.0")
+    assert server.proc.stdout is not None
+    while not server.lines[-1].startswith("try:"):
+        server.lines.append(server.proc.stdout.readline())
+    tries = re.findall(r"nc (\S+) (\d+)", server.lines[-1])
+    hosts = [host for host, port in tries if int(port) == server.address[1]]
+    assert len(hosts) == len(tries) and "127.0.0.1" in hosts
+    assert "0.0.0.0" not in server.lines[-1]
+    assert "(all interfaces)" in server.lines[0]
+    for i, host in enumerate(hosts):
+        nc = TextClient((host, server.address[1]))
+        nc.send_line(f"user{i}")
+        nc.expect("Welcome to chatkit")
+        nc.close()
+    code, _out, _err = server.stop()
+    assert code == 0
+
+
+def test_serve_says_each_startup_fact_once(serve: type[ServeProcess], tmp_path: Path) -> None:
+    """Where it listens, the history file and the stop each appear on one line, not in a log line too."""
+    db = tmp_path / "chat.sqlite3"
+    server = serve("--db", str(db))
+    code, out, err = server.stop()
+    assert code == 0
+    lines = (out + err).splitlines()
+    assert len([line for line in lines if "listening on" in line]) == 1, lines
+    assert len([line for line in lines if str(db) in line]) == 1, lines
+    assert len([line for line in lines if line.endswith("stopped")]) == 1, lines
