@@ -24,7 +24,7 @@ from chatkit import __version__
 from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
-from chatkit.plugins import DISTRIBUTION, list_plugins
+from chatkit.plugins import DISTRIBUTION, check_plugin_sections, list_plugins
 from chatkit.protocol import Frame, render_text
 from chatkit.scaffold import create_plugin, installed_checkout
 from chatkit.server import Server
@@ -72,6 +72,8 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
             setattr(config, key, overrides[key])
     config.plugins = [*config.plugins, *overrides["plugins"]]
     config.disable = [*config.disable, *overrides["disable"]]
+    for warning in check_plugin_sections(config, config.plugin_config):
+        typer.echo(f"Warning: {warning}", err=True)
     if overrides.get("db"):
         db = overrides["db"]
         if db != ":memory:":

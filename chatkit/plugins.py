@@ -38,6 +38,7 @@ __all__ = [
     "PluginInfo",
     "build_plugin_manager",
     "check_hook_names",
+    "check_plugin_sections",
     "hook_names",
     "list_plugins",
     "suggest_hook",
@@ -195,6 +196,35 @@ def resolve_plugin(name: str, eps: dict[str, EntryPoint] | None = None) -> tuple
             raise _import_error(name, info, exc) from exc
         return _instantiate(obj), info
     raise _unknown(name, [*BUILTIN_PLUGINS, *eps])
+
+
+def check_plugin_sections(config: Config, sections: Iterable[str]) -> list[str]:
+    """Check the config file's ``[plugins.NAME]`` tables against the plugins ``config`` enables.
+
+    Raise :class:`UsageError` for a table of a plugin that is neither a builtin nor
+    installed; return a warning for each table of a plugin that is installed but
+    not enabled (its settings would be silently unused).
+    """
+    where = f"{config.source}: " if config.source else ""
+    enabled = {*ESSENTIAL_PLUGINS, *config.plugins}
+    enabled |= {name for name in DEFAULT_PLUGINS if name not in config.disable}
+    known = sorted({*BUILTIN_PLUGINS, *installed_entry_points()})
+    warnings: list[str] = []
+    for name in sections:
+        if name in enabled:
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean [plugins.{close[0]}]?" if close else ""
+            raise UsageError(
+                f"{where}[plugins.{name}] is for an unknown plugin {name!r}.{hint} "
+                f"Install the plugin or remove the section; known plugins: {', '.join(known)}"
+            )
+        warnings.append(
+            f"{where}[plugins.{name}] is unused: plugin {name!r} is installed but not enabled; "
+            f"enable it with --plugin {name} or [server] plugins, or remove the section"
+        )
+    return warnings
 
 
 def new_plugin_manager() -> pluggy.PluginManager:

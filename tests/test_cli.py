@@ -265,3 +265,43 @@ def test_serve_says_each_startup_fact_once(serve: type[ServeProcess], tmp_path: 
     assert len([line for line in lines if "listening on" in line]) == 1, lines
     assert len([line for line in lines if str(db) in line]) == 1, lines
     assert len([line for line in lines if line.endswith("stopped")]) == 1, lines
+
+
+def test_a_config_section_for_an_unknown_plugin_exits_2(tmp_path: Path) -> None:
+    """A [plugins.NAME] table of a plugin that does not exist stops the start, naming the section and the fix."""
+    config = tmp_path / "chatkit.toml"
+    config.write_text('[plugins.profanty]\naction = "drop"\n')
+    result = run("serve", "--port", "0", "--config", str(config))
+    assert result.returncode == 2
+    assert (
+        f"{config}: [plugins.profanty] is for an unknown plugin 'profanty'. "
+        "Did you mean [plugins.profanity]? Install the plugin or remove the section"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_config_section_for_a_plugin_not_enabled_is_warned_about(
+    serve: type[ServeProcess], tmp_path: Path
+) -> None:
+    """A [plugins.NAME] table of an installed plugin that is not enabled is a warning; enabling it silences that."""
+    config = tmp_path / "chatkit.toml"
+    config.write_text('[plugins.profanity]\naction = "drop"\n')
+    server = serve("--config", str(config))
+    code, _out, err = server.stop()
+    assert code == 0
+    assert (
+        f"Warning: {config}: [plugins.profanity] is unused: plugin 'profanity' is installed but "
+        "not enabled; enable it with --plugin profanity or [server] plugins, or remove the section"
+    ) in err
+    server = serve("--config", str(config), "--plugin", "profanity")
+    code, _out, err = server.stop()
+    assert code == 0 and "Warning" not in err
+
+
+def test_a_wrong_type_in_the_config_file_says_what_it_got(tmp_path: Path) -> None:
+    """A value of the wrong type is named with its section, the type wanted and the value given."""
+    config = tmp_path / "chatkit.toml"
+    config.write_text('[limits]\nmax_nick = "abc"\n')
+    result = run("serve", "--port", "0", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}: [limits] max_nick must be an integer, not 'abc'" in result.stderr
