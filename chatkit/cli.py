@@ -13,18 +13,27 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from chatkit import __version__
 from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
-from chatkit.plugins import DISTRIBUTION, check_plugin_sections, list_plugins
+from chatkit.plugins import (
+    DISTRIBUTION,
+    check_plugin_sections,
+    hook_names,
+    list_plugins,
+    suggest_hook,
+)
 from chatkit.protocol import Frame, render_text
 from chatkit.scaffold import create_plugin, installed_checkout
 from chatkit.server import Server
@@ -300,34 +309,63 @@ def plugins_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON list, for scripts.")
     ] = False,
-    hook: Annotated[str | None, typer.Option(help="Only plugins that implement this hook.")] = None,
+    hook: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOOK",
+            help="Only plugins that implement this hook (chatkit_on_join, or on_join).",
+        ),
+    ] = None,
 ) -> None:
-    """List every builtin and installed plugin, its package, hooks and commands."""
+    """List every builtin and installed plugin: what it does, its package, hooks and commands."""
     rows = list_plugins()
     if hook:
-        rows = [r for r in rows if hook in r.hooks]
+        full = hook if hook.startswith("chatkit_") else f"chatkit_{hook}"
+        if full not in hook_names():
+            typer.echo(
+                f"Error: unknown hook {hook!r}.{suggest_hook(full)} "
+                "chatkit's hooks are listed in docs/hooks.md",
+                err=True,
+            )
+            raise typer.Exit(2)
+        rows = [r for r in rows if full in r.hooks]
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
-    table = Table(title="chatkit plugins")
-    for column in ("name", "origin", "package", "version", "default", "hooks", "commands"):
-        table.add_column(column)
+    # Readable at 80 columns: light borders, one hook or command a line, and long
+    # text folded rather than cut.
+    console = Console()
+    table = Table(
+        width=min(console.width, 120),
+        title="chatkit plugins",
+        caption="hooks without their chatkit_ prefix; on: enabled without --plugin",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        padding=0,
+        collapse_padding=True,
+    )
+
+    def widest(texts: Iterable[str], header: str) -> int:
+        return min(20, max([len(header), *(len(t) for t in texts)]))
+
+    hook_lines = [h.removeprefix("chatkit_") for r in rows for h in r.hooks]
+    table.add_column("name", overflow="fold", min_width=widest((r.name for r in rows), "name"))
+    table.add_column("what", overflow="fold", min_width=10)
+    table.add_column("package", overflow="fold")
+    table.add_column("on", overflow="fold", min_width=6)
+    table.add_column("hooks", overflow="fold", min_width=widest(hook_lines, "hooks"))
+    commands_ = [f"/{c}" for r in rows for c in r.commands]
+    table.add_column("commands", overflow="fold", min_width=widest(commands_, "commands"))
     for r in rows:
+        package = "builtin" if r.origin == "builtin" else f"{r.package}\n{r.version}"
+        hooks = "\n".join(h.removeprefix("chatkit_") for h in r.hooks)
         if r.error:
-            table.add_row(
-                r.name, r.origin, r.package, r.version, r.default, f"[red]error: {r.error}[/]", ""
-            )
-        else:
-            table.add_row(
-                r.name,
-                r.origin,
-                r.package,
-                r.version,
-                r.default,
-                "\n".join(r.hooks),
-                " ".join(f"/{c}" for c in r.commands),
-            )
-    Console().print(table)
+            hooks = f"[red]error: {escape(r.error)}[/]"
+        on = {"essential": "always", "default": "yes", "off": "no"}.get(r.default, r.default)
+        commands = "\n".join(f"/{c}" for c in r.commands)
+        table.add_row(r.name, escape(r.description), escape(package), on, hooks, commands)
+    console.print(table)
 
 
 EXIT_OK = 0  # input ended and the server handled every line (or --stay: the server closed)

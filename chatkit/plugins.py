@@ -15,6 +15,8 @@ import importlib
 import inspect
 import logging
 import re
+import sys
+import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -93,6 +95,8 @@ class PluginInfo:
     """The commands it registers, sorted, without slash."""
     error: str | None = None
     """Why it could not be loaded, for a broken plugin."""
+    description: str = ""
+    """One line: the first line of the plugin's docstring, else its package's summary."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object ``chatkit plugins --json`` prints for it."""
@@ -105,6 +109,7 @@ class PluginInfo:
             "hooks": self.hooks,
             "commands": self.commands,
             "error": self.error,
+            "description": self.description,
         }
 
 
@@ -140,7 +145,20 @@ def _entry_point_info(ep: EntryPoint) -> PluginInfo:
     dist = ep.dist
     package = dist.name if dist is not None else ep.module
     version = dist.version if dist is not None else "?"
-    return PluginInfo(ep.name, "entry point", package, version, "off")
+    summary = (dist.metadata["Summary"] or "") if dist is not None else ""
+    return PluginInfo(ep.name, "entry point", package, version, "off", description=summary)
+
+
+def _description(plugin: Any) -> str | None:
+    """The first line of the docstring of the plugin's module, or of its class."""
+    if isinstance(plugin, types.ModuleType):
+        docs = [inspect.getdoc(plugin)]
+    else:
+        docs = [inspect.getdoc(sys.modules.get(type(plugin).__module__)), inspect.getdoc(plugin)]
+    for doc in docs:
+        if doc and doc.strip():
+            return doc.strip().splitlines()[0]
+    return None
 
 
 def _import_error(name: str, info: PluginInfo, exc: BaseException) -> UsageError:
@@ -389,6 +407,7 @@ def list_plugins() -> list[PluginInfo]:
             _register(pm, plugin, name)
             check_hook_names(pm)
             info.hooks = hooks_of(pm, plugin)
+            info.description = _description(plugin) or info.description
             info.commands = [c.name for c in collect_commands(pm).all()]
         except (Exception, SystemExit) as exc:  # a plugin may even call sys.exit() on import
             info.error = str(exc) or type(exc).__name__

@@ -129,9 +129,22 @@ def test_plugins_json() -> None:
         "hooks": ["chatkit_register_commands"],
         "commands": ["me", "msg"],
         "error": None,
+        "description": "/msg and /me: private messages and actions.",
     }
+    assert by_name["motd"]["description"] == (
+        "chatkit-motd: a message of the day on login, and a /motd command."
+    )
     result = run("plugins", "--json", "--hook", "chatkit_on_join")
     assert [r["name"] for r in json.loads(result.stdout)] == ["log"]
+
+
+def test_plugins_hook_filter_takes_short_names_and_refuses_unknown_ones() -> None:
+    """--hook on_join equals --hook chatkit_on_join; an unknown hook exits 2 with a suggestion."""
+    result = run("plugins", "--json", "--hook", "on_join")
+    assert [r["name"] for r in json.loads(result.stdout)] == ["log"]
+    result = run("plugins", "--hook", "on_jion")
+    assert result.returncode == 2
+    assert "unknown hook 'on_jion'. Did you mean 'chatkit_on_join'?" in result.stderr
 
 
 def test_plugins_table() -> None:
@@ -139,6 +152,24 @@ def test_plugins_table() -> None:
     result = run("plugins")
     assert result.returncode == 0
     assert "messaging" in result.stdout and "/msg" in result.stdout
+
+
+def test_plugins_table_is_readable_at_80_columns() -> None:
+    """At 80 columns the table wraps instead of cutting: whole names, hooks and commands, and a description."""
+    result = run("plugins", env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in result.stdout
+    words = result.stdout.split()
+    rows = json.loads(run("plugins", "--json").stdout)
+    for row in rows:
+        assert row["name"] in words
+        for hook in row["hooks"]:
+            assert hook.removeprefix("chatkit_") in words
+        for command in row["commands"]:
+            assert f"/{command}" in words
+    assert "what" in words and "Flood" in words
 
 
 def test_help_and_version() -> None:
