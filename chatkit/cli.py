@@ -67,7 +67,9 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", help="Print the version and exit.", callback=_version_callback),
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_version_callback, metavar=""
+        ),
     ] = False,
 ) -> None:
     """A plugin-extensible chat server. Run one with 'chatkit serve'; talk to it with nc."""
@@ -99,10 +101,14 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on. \\[default: 127.0.0.1]")
+        str | None,
+        typer.Option(help="Address to listen on. \\[default: 127.0.0.1]", metavar="HOST"),
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port to listen on; 0 picks a free one. \\[default: 9090]")
+        int | None,
+        typer.Option(
+            help="Port to listen on; 0 picks a free one. \\[default: 9090]", metavar="PORT"
+        ),
     ] = None,
     plugin: Annotated[
         list[str] | None,
@@ -111,11 +117,14 @@ def serve(
             "-p",
             help="Enable a plugin: a builtin, an installed one, or a module path (pkg.mod[:obj]). "
             "Repeat for more; they run in the order given.",
+            metavar="NAME",
         ),
     ] = None,
     no_plugin: Annotated[
         list[str] | None,
-        typer.Option("--no-plugin", help="Disable a default plugin (e.g. log). Repeatable."),
+        typer.Option(
+            "--no-plugin", help="Disable a default plugin (e.g. log). Repeatable.", metavar="NAME"
+        ),
     ] = None,
     config: Annotated[
         Path | None,
@@ -124,39 +133,54 @@ def serve(
             "-c",
             help="TOML config file. \\[default: ./chatkit.toml if it exists]",
             dir_okay=False,
+            metavar="FILE",
         ),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning or error. \\[default: info]")
+        str | None,
+        typer.Option(help="debug, info, warning or error. \\[default: info]", metavar="LEVEL"),
     ] = None,
     default_room: Annotated[
-        str | None, typer.Option(help="The room every client joins. \\[default: #general]")
+        str | None,
+        typer.Option(help="The room every client joins. \\[default: #general]", metavar="ROOM"),
     ] = None,
     max_line: Annotated[
         int | None,
-        typer.Option(help="Longest line a client may send, in bytes. \\[default: 8192]"),
+        typer.Option(
+            help="Longest line a client may send, in bytes. \\[default: 8192]", metavar="BYTES"
+        ),
     ] = None,
     max_sendq: Annotated[
         int | None,
-        typer.Option(help="Bytes queued for a client before it is cut off. \\[default: 1048576]"),
+        typer.Option(
+            help="Bytes queued for a client before it is cut off. \\[default: 1048576]",
+            metavar="BYTES",
+        ),
     ] = None,
     max_clients: Annotated[
-        int | None, typer.Option(help="Connections in total. \\[default: 10000]")
+        int | None, typer.Option(help="Connections in total. \\[default: 10000]", metavar="N")
     ] = None,
     max_clients_per_address: Annotated[
         int | None,
-        typer.Option(help="Connections per IP address, loopback exempt. \\[default: 20]"),
+        typer.Option(
+            help="Connections per IP address, loopback exempt. \\[default: 20]", metavar="N"
+        ),
     ] = None,
     login_timeout: Annotated[
-        float | None, typer.Option(help="Seconds a connection has to log in. \\[default: 30]")
+        float | None,
+        typer.Option(help="Seconds a connection has to log in. \\[default: 30]", metavar="SECONDS"),
     ] = None,
     idle_timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds of silence before a client is pinged. \\[default: 300]"),
+        typer.Option(
+            help="Seconds of silence before a client is pinged. \\[default: 300]", metavar="SECONDS"
+        ),
     ] = None,
     ping_timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds a pinged client has to answer. \\[default: 60]"),
+        typer.Option(
+            help="Seconds a pinged client has to answer. \\[default: 60]", metavar="SECONDS"
+        ),
     ] = None,
     db: Annotated[
         str | None,
@@ -164,6 +188,7 @@ def serve(
             "--db",
             help="The history database (SQLite file, or :memory:). "
             "\\[default: history.sqlite3 in the user data directory]",
+            metavar="PATH",
         ),
     ] = None,
 ) -> None:
@@ -307,7 +332,7 @@ def _interrupt(signum: int, frame: object) -> None:
 @app.command("plugins")
 def plugins_command(
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON list, for scripts.")
+        bool, typer.Option("--json", help="Print a JSON list, for scripts.", metavar="")
     ] = False,
     hook: Annotated[
         str | None,
@@ -442,21 +467,31 @@ def _scripted(client: Client, as_json: bool, stay: bool) -> int:
 
 @app.command(short_help="Join a chat: a terminal client, or lines from a script.")
 def join(
-    host: Annotated[str, typer.Option(help="The server's address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="The server's port.")] = 9090,
-    nick: Annotated[str | None, typer.Option(help="Your nick.")] = None,
-    room: Annotated[str | None, typer.Option(help="A room to join (lines then go there).")] = None,
+    host: Annotated[str, typer.Option(help="The server's address.", metavar="HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The server's port.", metavar="PORT")] = 9090,
+    nick: Annotated[str | None, typer.Option(help="Your nick.", metavar="NICK")] = None,
+    room: Annotated[
+        str | None, typer.Option(help="A room to join (lines then go there).", metavar="ROOM")
+    ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object per frame, for scripts.")
+        bool,
+        typer.Option("--json", help="Print one JSON object per frame, for scripts.", metavar=""),
     ] = False,
     stay: Annotated[
-        bool, typer.Option(help="After input ends, keep printing until the server closes.")
+        bool,
+        typer.Option(help="After input ends, keep printing until the server closes.", metavar=""),
     ] = False,
     color: Annotated[
-        bool, typer.Option("--color/--no-color", help="Colours (also off if NO_COLOR is set).")
+        bool,
+        typer.Option(
+            "--color/--no-color", help="Colours (also off if NO_COLOR is set).", metavar=""
+        ),
     ] = True,
     reconnect: Annotated[
-        bool, typer.Option("--reconnect/--no-reconnect", help="Reconnect after a lost connection.")
+        bool,
+        typer.Option(
+            "--reconnect/--no-reconnect", help="Reconnect after a lost connection.", metavar=""
+        ),
     ] = True,
 ) -> None:
     """Join a chat. In a terminal: an interactive client (type a line, Enter sends it;

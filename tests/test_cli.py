@@ -336,3 +336,20 @@ def test_a_wrong_type_in_the_config_file_says_what_it_got(tmp_path: Path) -> Non
     result = run("serve", "--port", "0", "--config", str(config))
     assert result.returncode == 2
     assert f"{config}: [limits] max_nick must be an integer, not 'abc'" in result.stderr
+
+
+def test_help_shows_readable_metavars() -> None:
+    """Options show NAME, PATH, SECONDS ... in help, and flags show no type at all."""
+    env = {**os.environ, "COLUMNS": "200"}
+    serve_help = run("serve", "--help", env=env).stdout
+    assert "<list[str]>" not in serve_help and "<str>" not in serve_help
+    assert re.search(r"--plugin\s+-p\s+NAME", serve_help)
+    assert re.search(r"--db\s+PATH", serve_help)
+    assert re.search(r"--idle-timeout\s+SECONDS", serve_help)
+    join_help = run("join", "--help", env=env).stdout
+    flags = [
+        line for line in join_help.splitlines() if re.search(r"--(json|stay|color|reconnect)", line)
+    ]
+    assert len(flags) == 4 and not [line for line in flags if "<bool>" in line]
+    new_help = run("plugin", "new", "--help", env=env).stdout
+    assert re.search(r"--chatkit-path\s+PATH", new_help)
