@@ -348,7 +348,9 @@ def test_help_shows_readable_metavars() -> None:
     assert re.search(r"--idle-timeout\s+SECONDS", serve_help)
     join_help = run("join", "--help", env=env).stdout
     flags = [
-        line for line in join_help.splitlines() if re.search(r"--(json|stay|color|reconnect)", line)
+        line
+        for line in join_help.splitlines()
+        if re.match(r"\W*--(json|stay|color|reconnect)\b", line)
     ]
     assert len(flags) == 4 and not [line for line in flags if "<bool>" in line]
     new_help = run("plugin", "new", "--help", env=env).stdout
