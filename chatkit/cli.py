@@ -10,22 +10,32 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from time import monotonic
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from chatkit import __version__
 from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused, RoomRefused, room_name
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
-from chatkit.plugins import list_plugins
+from chatkit.plugins import (
+    DISTRIBUTION,
+    check_plugin_sections,
+    hook_names,
+    list_plugins,
+    suggest_hook,
+)
 from chatkit.protocol import Frame, render_text
-from chatkit.scaffold import create_plugin
+from chatkit.scaffold import create_plugin, installed_checkout
 from chatkit.server import Server
 from chatkit.terminal import Terminal
 
@@ -57,7 +67,9 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", help="Print the version and exit.", callback=_version_callback),
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_version_callback, metavar=""
+        ),
     ] = False,
 ) -> None:
     """A plugin-extensible chat server. Run one with 'chatkit serve'; talk to it with nc."""
@@ -71,6 +83,8 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
             setattr(config, key, overrides[key])
     config.plugins = [*config.plugins, *overrides["plugins"]]
     config.disable = [*config.disable, *overrides["disable"]]
+    for warning in check_plugin_sections(config, config.plugin_config):
+        typer.echo(f"Warning: {warning}", err=True)
     if overrides.get("db"):
         db = overrides["db"]
         if db != ":memory:":
@@ -87,10 +101,14 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on. \\[default: 127.0.0.1]")
+        str | None,
+        typer.Option(help="Address to listen on. \\[default: 127.0.0.1]", metavar="HOST"),
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port to listen on; 0 picks a free one. \\[default: 9090]")
+        int | None,
+        typer.Option(
+            help="Port to listen on; 0 picks a free one. \\[default: 9090]", metavar="PORT"
+        ),
     ] = None,
     plugin: Annotated[
         list[str] | None,
@@ -99,11 +117,14 @@ def serve(
             "-p",
             help="Enable a plugin: a builtin, an installed one, or a module path (pkg.mod[:obj]). "
             "Repeat for more; they run in the order given.",
+            metavar="NAME",
         ),
     ] = None,
     no_plugin: Annotated[
         list[str] | None,
-        typer.Option("--no-plugin", help="Disable a default plugin (e.g. log). Repeatable."),
+        typer.Option(
+            "--no-plugin", help="Disable a default plugin (e.g. log). Repeatable.", metavar="NAME"
+        ),
     ] = None,
     config: Annotated[
         Path | None,
@@ -112,21 +133,29 @@ def serve(
             "-c",
             help="TOML config file. \\[default: ./chatkit.toml if it exists]",
             dir_okay=False,
+            metavar="FILE",
         ),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning or error. \\[default: info]")
+        str | None,
+        typer.Option(help="debug, info, warning or error. \\[default: info]", metavar="LEVEL"),
     ] = None,
     default_room: Annotated[
-        str | None, typer.Option(help="The room every client joins. \\[default: #general]")
+        str | None,
+        typer.Option(help="The room every client joins. \\[default: #general]", metavar="ROOM"),
     ] = None,
     max_line: Annotated[
         int | None,
-        typer.Option(help="Longest line a client may send, in bytes. \\[default: 8192]"),
+        typer.Option(
+            help="Longest line a client may send, in bytes. \\[default: 8192]", metavar="BYTES"
+        ),
     ] = None,
     max_sendq: Annotated[
         int | None,
-        typer.Option(help="Bytes queued for a client before it is cut off. \\[default: 1048576]"),
+        typer.Option(
+            help="Bytes queued for a client before it is cut off. \\[default: 1048576]",
+            metavar="BYTES",
+        ),
     ] = None,
     max_backlog: Annotated[
         int | None,
@@ -136,22 +165,29 @@ def serve(
         ),
     ] = None,
     max_clients: Annotated[
-        int | None, typer.Option(help="Connections in total. \\[default: 10000]")
+        int | None, typer.Option(help="Connections in total. \\[default: 10000]", metavar="N")
     ] = None,
     max_clients_per_address: Annotated[
         int | None,
-        typer.Option(help="Connections per IP address, loopback exempt. \\[default: 20]"),
+        typer.Option(
+            help="Connections per IP address, loopback exempt. \\[default: 20]", metavar="N"
+        ),
     ] = None,
     login_timeout: Annotated[
-        float | None, typer.Option(help="Seconds a connection has to log in. \\[default: 30]")
+        float | None,
+        typer.Option(help="Seconds a connection has to log in. \\[default: 30]", metavar="SECONDS"),
     ] = None,
     idle_timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds of silence before a client is pinged. \\[default: 300]"),
+        typer.Option(
+            help="Seconds of silence before a client is pinged. \\[default: 300]", metavar="SECONDS"
+        ),
     ] = None,
     ping_timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds a pinged client has to answer. \\[default: 60]"),
+        typer.Option(
+            help="Seconds a pinged client has to answer. \\[default: 60]", metavar="SECONDS"
+        ),
     ] = None,
     db: Annotated[
         str | None,
@@ -159,6 +195,7 @@ def serve(
             "--db",
             help="The history database (SQLite file, or :memory:). "
             "\\[default: history.sqlite3 in the user data directory]",
+            metavar="PATH",
         ),
     ] = None,
 ) -> None:
@@ -198,6 +235,8 @@ def serve(
             format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_said_by_banner)
         server = Server(config=cfg)
     except UsageError as exc:
         raise _fail(exc) from None
@@ -210,14 +249,18 @@ def serve(
         except UsageError as exc:
             raise _fail(exc) from None
         host_, port_ = server.address
-        typer.echo(f"chatkit {__version__} listening on {host_}:{port_}")
+        everywhere = host_ in _ANY_ADDRESS
+        where = " (all interfaces)" if everywhere else ""
+        typer.echo(f"chatkit {__version__} listening on {host_}:{port_}{where}")
         typer.echo(f"plugins: {', '.join(info.name for info in server.plugin_infos)}")
         history = server.pluginmanager.get_plugin("history")
         if history is not None and history.store is not None:
             typer.echo(f"history: {history.store.path}")
         if cfg.source:
             typer.echo(f"config: {cfg.source}")
-        typer.echo(f"try: nc {host_} {port_}   (type a nick, then chat; Ctrl+C here stops it)")
+        hosts = local_addresses(socket.AF_INET6 if ":" in host_ else socket.AF_INET)
+        tries = " or ".join(f"nc {h} {port_}" for h in (hosts if everywhere else [host_]))
+        typer.echo(f"try: {tries}   (type a nick, then chat; Ctrl+C here stops it)")
         sys.stdout.flush()
         # The server runs in its threads; this waits for a signal, or for the server
         # to stop itself (Server.fail).
@@ -234,6 +277,66 @@ def serve(
     typer.echo("stopped")
 
 
+_ANY_ADDRESS = ("0.0.0.0", "::", "")  # listening on every interface
+
+# Log lines that say what serve's own output already says: one line per fact.
+_BANNER_FACTS = {
+    ("chatkit.log", "chatkit listening on %s:%d"),
+    ("chatkit.builtins.history", "history in %s"),
+    ("chatkit.server", "server stopped"),
+}
+
+
+def _said_by_banner(record: logging.LogRecord) -> bool:
+    return (record.name, record.msg) not in _BANNER_FACTS
+
+
+_SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address
+
+
+def local_addresses(family: socket.AddressFamily = socket.AF_INET) -> list[str]:
+    """This machine's addresses of ``family`` that others may connect to, loopback last.
+
+    Read from the interfaces on Linux (``/proc/net/if_inet6`` and an ioctl per
+    interface), else from the host name and the default route.
+    """
+    found: list[str] = []
+    if family == socket.AF_INET6:
+        try:
+            with open("/proc/net/if_inet6") as f:
+                for line in f:
+                    raw = line.split()[0]
+                    packed = bytes.fromhex(raw)
+                    if not (packed[0] == 0xFE and packed[1] & 0xC0 == 0x80):  # link-local
+                        found.append(socket.inet_ntop(socket.AF_INET6, packed))
+        except OSError:
+            pass
+    else:
+        try:
+            import fcntl
+            import struct
+
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                for _index, name in socket.if_nameindex():
+                    request = struct.pack("256s", name.encode()[:15])
+                    try:
+                        answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)
+                    except OSError:
+                        continue  # an interface without an IPv4 address
+                    found.append(socket.inet_ntoa(answer[20:24]))
+        except (ImportError, OSError, AttributeError):
+            pass
+    if not found:
+        try:
+            infos = socket.getaddrinfo(socket.gethostname(), None, family)
+            found = [str(info[4][0]) for info in infos]
+        except OSError:
+            pass
+    loopback = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    others = [a for a in dict.fromkeys(found) if not a.startswith("127.") and a != "::1"]
+    return [*others, loopback]
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -241,36 +344,65 @@ def _interrupt(signum: int, frame: object) -> None:
 @app.command("plugins")
 def plugins_command(
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON list, for scripts.")
+        bool, typer.Option("--json", help="Print a JSON list, for scripts.", metavar="")
     ] = False,
-    hook: Annotated[str | None, typer.Option(help="Only plugins that implement this hook.")] = None,
+    hook: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOOK",
+            help="Only plugins that implement this hook (chatkit_on_join, or on_join).",
+        ),
+    ] = None,
 ) -> None:
-    """List every builtin and installed plugin, its package, hooks and commands."""
+    """List every builtin and installed plugin: what it does, its package, hooks and commands."""
     rows = list_plugins()
     if hook:
-        rows = [r for r in rows if hook in r.hooks]
+        full = hook if hook.startswith("chatkit_") else f"chatkit_{hook}"
+        if full not in hook_names():
+            typer.echo(
+                f"Error: unknown hook {hook!r}.{suggest_hook(full)} "
+                "chatkit's hooks are listed in docs/hooks.md",
+                err=True,
+            )
+            raise typer.Exit(2)
+        rows = [r for r in rows if full in r.hooks]
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
-    table = Table(title="chatkit plugins")
-    for column in ("name", "origin", "package", "version", "default", "hooks", "commands"):
-        table.add_column(column)
+    # Readable at 80 columns: light borders, one hook or command a line, and long
+    # text folded rather than cut.
+    console = Console()
+    table = Table(
+        width=min(console.width, 120),
+        title="chatkit plugins",
+        caption="hooks without their chatkit_ prefix; on: enabled without --plugin",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        padding=0,
+        collapse_padding=True,
+    )
+
+    def widest(texts: Iterable[str], header: str) -> int:
+        return min(20, max([len(header), *(len(t) for t in texts)]))
+
+    hook_lines = [h.removeprefix("chatkit_") for r in rows for h in r.hooks]
+    table.add_column("name", overflow="fold", min_width=widest((r.name for r in rows), "name"))
+    table.add_column("what", overflow="fold", min_width=10)
+    table.add_column("package", overflow="fold")
+    table.add_column("on", overflow="fold", min_width=6)
+    table.add_column("hooks", overflow="fold", min_width=widest(hook_lines, "hooks"))
+    commands_ = [f"/{c}" for r in rows for c in r.commands]
+    table.add_column("commands", overflow="fold", min_width=widest(commands_, "commands"))
     for r in rows:
+        package = "builtin" if r.origin == "builtin" else f"{r.package}\n{r.version}"
+        hooks = "\n".join(h.removeprefix("chatkit_") for h in r.hooks)
         if r.error:
-            table.add_row(
-                r.name, r.origin, r.package, r.version, r.default, f"[red]error: {r.error}[/]", ""
-            )
-        else:
-            table.add_row(
-                r.name,
-                r.origin,
-                r.package,
-                r.version,
-                r.default,
-                "\n".join(r.hooks),
-                " ".join(f"/{c}" for c in r.commands),
-            )
-    Console().print(table)
+            hooks = f"[red]error: {escape(r.error)}[/]"
+        on = {"essential": "always", "default": "yes", "off": "no"}.get(r.default, r.default)
+        commands = "\n".join(f"/{c}" for c in r.commands)
+        table.add_row(r.name, escape(r.description), escape(package), on, hooks, commands)
+    console.print(table)
 
 
 EXIT_OK = 0  # input ended and the server handled every line (or --stay: the server closed)
@@ -361,18 +493,23 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
 
 @app.command(short_help="Join a chat: a terminal client, or lines from a script.")
 def join(
-    host: Annotated[str, typer.Option(help="The server's address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="The server's port.")] = 9090,
-    nick: Annotated[str | None, typer.Option(help="Your nick.")] = None,
+    host: Annotated[str, typer.Option(help="The server's address.", metavar="HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The server's port.", metavar="PORT")] = 9090,
+    nick: Annotated[str | None, typer.Option(help="Your nick.", metavar="NICK")] = None,
     room: Annotated[
         str | None,
-        typer.Option(help="Join this room instead of the default one ('#' may be left out)."),
+        typer.Option(
+            help="Join this room instead of the default one ('#' may be left out).",
+            metavar="ROOM",
+        ),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object per frame, for scripts.")
+        bool,
+        typer.Option("--json", help="Print one JSON object per frame, for scripts.", metavar=""),
     ] = False,
     stay: Annotated[
-        bool, typer.Option(help="After input ends, keep printing until the server closes.")
+        bool,
+        typer.Option(help="After input ends, keep printing until the server closes.", metavar=""),
     ] = False,
     wait: Annotated[
         float,
@@ -384,10 +521,16 @@ def join(
         ),
     ] = 0.0,
     color: Annotated[
-        bool, typer.Option("--color/--no-color", help="Colours (also off if NO_COLOR is set).")
+        bool,
+        typer.Option(
+            "--color/--no-color", help="Colours (also off if NO_COLOR is set).", metavar=""
+        ),
     ] = True,
     reconnect: Annotated[
-        bool, typer.Option("--reconnect/--no-reconnect", help="Reconnect after a lost connection.")
+        bool,
+        typer.Option(
+            "--reconnect/--no-reconnect", help="Reconnect after a lost connection.", metavar=""
+        ),
     ] = True,
 ) -> None:
     """Join a chat. In a terminal: an interactive client (type a line, Enter sends it;
@@ -451,18 +594,43 @@ app.add_typer(plugin_app)
 
 @plugin_app.command("new")
 def plugin_new(
-    name: Annotated[str, typer.Argument(help="The plugin's name, e.g. welcome_bot.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="The plugin's name, e.g. welcome_bot (a chatkit_ or chatkit- prefix is dropped).",
+        ),
+    ],
     directory: Annotated[
-        Path, typer.Option("--dir", help="Where to create chatkit-NAME/.", file_okay=False)
+        Path,
+        typer.Option(
+            "--dir", metavar="DIR", help="Where to create chatkit-NAME/.", file_okay=False
+        ),
     ] = Path("."),
+    chatkit_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--chatkit-path",
+            metavar="PATH",
+            help="A chatkit source checkout to depend on (a uv path source). \\[default: the "
+            "checkout this chatkit is installed from in editable mode, else chatkit-server "
+            "from PyPI]",
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a ready-to-install plugin package: pyproject with the entry point, a module
     with one hook, a test that uses chatkit's fixtures, and a README."""
+    source = chatkit_path or installed_checkout()
     try:
-        root = create_plugin(name, directory)
+        root = create_plugin(name, directory, source)
     except UsageError as exc:
         raise _fail(exc) from None
     typer.echo(f"created {root}")
+    if source is None:
+        typer.echo(f"chatkit: {DISTRIBUTION} {__version__} or later, from PyPI")
+    else:
+        typer.echo(f"chatkit: {DISTRIBUTION} from {source.absolute()}")
     typer.echo(f"next: cd {root} && uv run pytest")
 
 

@@ -114,11 +114,20 @@ class Config:
 _SERVER_KEYS = {"host", "port", "plugins", "disable", "default_room", "log_level"}
 
 
+_TYPE_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    str: "a string",
+    list: "a list",
+    dict: "a table",
+}
+
+
 def _check_type(where: str, value: Any, expected: type | tuple[type, ...]) -> None:
     ok = False if isinstance(value, bool) and expected is not bool else isinstance(value, expected)
     if not ok:
-        names = expected.__name__ if isinstance(expected, type) else "number"
-        raise UsageError(f"{where} must be a {names}, not {value!r}")
+        wanted = _TYPE_NAMES.get(expected, "a number") if isinstance(expected, type) else "a number"
+        raise UsageError(f"{where} must be {wanted}, not {value!r}")
 
 
 def load_config(path: Path | str) -> Config:
@@ -153,14 +162,14 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
             expected = ", ".join(sorted(_SERVER_KEYS))
             raise UsageError(f"{where}unknown key server.{key}; expected one of {expected}")
         if key == "port":
-            _check_type(f"{where}server.port", value, int)
+            _check_type(f"{where}[server] port", value, int)
         elif key in ("plugins", "disable"):
-            _check_type(f"{where}server.{key}", value, list)
+            _check_type(f"{where}[server] {key}", value, list)
             for item in value:
-                _check_type(f"{where}server.{key} items", item, str)
+                _check_type(f"{where}[server] {key} items", item, str)
             value = list(value)
         else:
-            _check_type(f"{where}server.{key}", value, str)
+            _check_type(f"{where}[server] {key}", value, str)
         setattr(config, key, value)
     limits = data.get("limits", {})
     _check_type(f"{where}[limits]", limits, dict)
@@ -173,12 +182,12 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
             )
         default = getattr(Limits(), key)
         if isinstance(default, bool):
-            _check_type(f"{where}limits.{key}", value, bool)
+            _check_type(f"{where}[limits] {key}", value, bool)
         elif isinstance(default, float):
-            _check_type(f"{where}limits.{key}", value, (int, float))
+            _check_type(f"{where}[limits] {key}", value, (int, float))
             value = float(value)
         else:
-            _check_type(f"{where}limits.{key}", value, int)
+            _check_type(f"{where}[limits] {key}", value, int)
         values[key] = value
     try:
         config.limits = Limits(**values)

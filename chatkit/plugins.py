@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import logging
 import re
+import sys
+import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -30,17 +33,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PLUGINS",
+    "DISTRIBUTION",
     "ENTRY_POINT_GROUP",
     "ESSENTIAL_PLUGINS",
     "HookRunner",
     "PluginInfo",
     "build_plugin_manager",
+    "check_hook_names",
+    "check_plugin_sections",
+    "hook_names",
     "list_plugins",
+    "suggest_hook",
 ]
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "chatkit.plugins"
+DISTRIBUTION = "chatkit-server"  # chatkit's name on PyPI ("chatkit" there is someone else's)
 
 ESSENTIAL_PLUGINS = (
     "help",  # /help: how a person finds every other command; cannot be disabled
@@ -86,6 +95,8 @@ class PluginInfo:
     """The commands it registers, sorted, without slash."""
     error: str | None = None
     """Why it could not be loaded, for a broken plugin."""
+    description: str = ""
+    """One line: the first line of the plugin's docstring, else its package's summary."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object ``chatkit plugins --json`` prints for it."""
@@ -98,6 +109,7 @@ class PluginInfo:
             "hooks": self.hooks,
             "commands": self.commands,
             "error": self.error,
+            "description": self.description,
         }
 
 
@@ -126,14 +138,27 @@ def _builtin_info(name: str) -> PluginInfo:
         default = "essential"
     else:
         default = "default" if name in DEFAULT_PLUGINS else "off"
-    return PluginInfo(name, "builtin", "chatkit", _version(), default)
+    return PluginInfo(name, "builtin", DISTRIBUTION, _version(), default)
 
 
 def _entry_point_info(ep: EntryPoint) -> PluginInfo:
     dist = ep.dist
     package = dist.name if dist is not None else ep.module
     version = dist.version if dist is not None else "?"
-    return PluginInfo(ep.name, "entry point", package, version, "off")
+    summary = (dist.metadata["Summary"] or "") if dist is not None else ""
+    return PluginInfo(ep.name, "entry point", package, version, "off", description=summary)
+
+
+def _description(plugin: Any) -> str | None:
+    """The first line of the docstring of the plugin's module, or of its class."""
+    if isinstance(plugin, types.ModuleType):
+        docs = [inspect.getdoc(plugin)]
+    else:
+        docs = [inspect.getdoc(sys.modules.get(type(plugin).__module__)), inspect.getdoc(plugin)]
+    for doc in docs:
+        if doc and doc.strip():
+            return doc.strip().splitlines()[0]
+    return None
 
 
 def _import_error(name: str, info: PluginInfo, exc: BaseException) -> UsageError:
@@ -191,6 +216,35 @@ def resolve_plugin(name: str, eps: dict[str, EntryPoint] | None = None) -> tuple
     raise _unknown(name, [*BUILTIN_PLUGINS, *eps])
 
 
+def check_plugin_sections(config: Config, sections: Iterable[str]) -> list[str]:
+    """Check the config file's ``[plugins.NAME]`` tables against the plugins ``config`` enables.
+
+    Raise :class:`UsageError` for a table of a plugin that is neither a builtin nor
+    installed; return a warning for each table of a plugin that is installed but
+    not enabled (its settings would be silently unused).
+    """
+    where = f"{config.source}: " if config.source else ""
+    enabled = {*ESSENTIAL_PLUGINS, *config.plugins}
+    enabled |= {name for name in DEFAULT_PLUGINS if name not in config.disable}
+    known = sorted({*BUILTIN_PLUGINS, *installed_entry_points()})
+    warnings: list[str] = []
+    for name in sections:
+        if name in enabled:
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean [plugins.{close[0]}]?" if close else ""
+            raise UsageError(
+                f"{where}[plugins.{name}] is for an unknown plugin {name!r}.{hint} "
+                f"Install the plugin or remove the section; known plugins: {', '.join(known)}"
+            )
+        warnings.append(
+            f"{where}[plugins.{name}] is unused: plugin {name!r} is installed but not enabled; "
+            f"enable it with --plugin {name} or [server] plugins, or remove the section"
+        )
+    return warnings
+
+
 def new_plugin_manager() -> pluggy.PluginManager:
     """An empty manager that knows chatkit's hooks."""
     pm = pluggy.PluginManager("chatkit")
@@ -204,7 +258,9 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
     except ValueError as exc:  # already registered under this name or object
         raise UsageError(f"plugin {name!r} is enabled twice") from exc
     except pluggy.PluginValidationError as exc:
-        raise UsageError(f"plugin {name!r} is invalid: {exc}") from exc
+        raise UsageError(
+            _bad_arguments(pm, plugin, name) or f"plugin {name!r} is invalid: {exc}"
+        ) from exc
     for caller in pm.get_hookcallers(plugin) or []:
         for impl in caller.get_hookimpls():
             if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
@@ -213,6 +269,28 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
                     f"plugin {name!r} implements {caller.name} as a hook wrapper, "
                     "which chatkit does not support"
                 )
+
+
+def _bad_arguments(pm: pluggy.PluginManager, plugin: Any, name: str) -> str | None:
+    """Say which argument of which hook of ``plugin`` no hook offers, or ``None``."""
+    for attr in dir(plugin):
+        caller = getattr(pm.hook, attr, None) if attr.startswith("chatkit_") else None
+        if not isinstance(caller, pluggy.HookCaller) or caller.spec is None:
+            continue
+        if pm.parse_hookimpl_opts(plugin, attr) is None:
+            continue
+        try:
+            params = inspect.signature(getattr(plugin, attr)).parameters
+        except (TypeError, ValueError):
+            continue
+        unknown = [p for p in params if p not in caller.spec.argnames and p != "self"]
+        if unknown:
+            offered = ", ".join(caller.spec.argnames)
+            return (
+                f"plugin {name!r}: {attr} takes no argument {unknown[0]!r}; "
+                f"it offers {offered} (take any of them, by name)"
+            )
+    return None
 
 
 def object_name(plugin: Any) -> str:
@@ -257,11 +335,37 @@ def build_plugin_manager(
     for name, plugin, _info in reversed(chosen):
         _register(pm, plugin, name)
     infos.extend(info for _, _, info in chosen)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise UsageError(f"{exc} (chatkit hooks are listed in docs/hooks.md)") from exc
+    check_hook_names(pm)
     return pm, infos
+
+
+def hook_names() -> list[str]:
+    """The name of every chatkit hook, sorted."""
+    return sorted(name for name in vars(hookspecs) if name.startswith("chatkit_"))
+
+
+def suggest_hook(name: str) -> str:
+    """`` Did you mean 'chatkit_X'?`` for the hook closest to ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, hook_names(), n=1, cutoff=0.7)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def check_hook_names(pm: pluggy.PluginManager) -> None:
+    """Raise :class:`UsageError` for a plugin implementing a hook chatkit does not have.
+
+    pluggy's own check names the plugin by its repr; this one names it as it was
+    enabled, and suggests the closest hook (a misspelt hook would never be called).
+    """
+    for name, plugin in pm.list_name_plugin():
+        for caller in pm.get_hookcallers(plugin) or []:
+            if caller.spec is not None:
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not impl.optionalhook:
+                    raise UsageError(
+                        f"plugin {name!r} implements an unknown hook {caller.name!r}."
+                        f"{suggest_hook(caller.name)} chatkit's hooks are listed in docs/hooks.md"
+                    )
 
 
 def hooks_of(pm: pluggy.PluginManager, plugin: Any) -> list[str]:
@@ -301,8 +405,9 @@ def list_plugins() -> list[PluginInfo]:
             plugin, info = resolve_plugin(name, eps)
             pm = new_plugin_manager()
             _register(pm, plugin, name)
-            pm.check_pending()
+            check_hook_names(pm)
             info.hooks = hooks_of(pm, plugin)
+            info.description = _description(plugin) or info.description
             info.commands = [c.name for c in collect_commands(pm).all()]
         except (Exception, SystemExit) as exc:  # a plugin may even call sys.exit() on import
             info.error = str(exc) or type(exc).__name__

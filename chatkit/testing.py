@@ -139,6 +139,16 @@ class _LineClient:
 Match = str | Callable[[dict[str, Any]], bool] | None
 
 
+_CONTAINS = "_contains"  # expect(text_contains="x"): the field holds "x" somewhere
+
+
+def _field_matches(frame: dict[str, Any], key: str, value: Any) -> bool:
+    if key.endswith(_CONTAINS) and key not in frame:
+        found = frame.get(key[: -len(_CONTAINS)])
+        return isinstance(found, str) and value in found
+    return key in frame and frame[key] == value
+
+
 class ChatClient(_LineClient):
     """A JSON-mode client for tests: send frames, expect frames."""
 
@@ -185,17 +195,22 @@ class ChatClient(_LineClient):
     ) -> dict[str, Any]:
         """Return the first frame that matches, dropping the frames before it.
 
-        ``match`` is a frame type, a predicate, or ``None`` (any); every keyword
-        must equal the frame's field of that name. Fails the test if no such frame
-        arrives within ``timeout`` seconds or the server closes the connection.
+        ``match`` is a frame type, a predicate, or ``None`` (any). Every keyword
+        is a field the frame must have: ``code="bad_nick"`` must equal it, and
+        ``text_contains="rolled"`` (a field name and ``_contains``) must be a part
+        of it. Fails the test if no such frame arrives within ``timeout`` seconds
+        or the server closes the connection.
         """
+        for key, value in fields.items():
+            if key.endswith(_CONTAINS) and not isinstance(value, str):
+                raise TypeError(f"expect({key}=...) takes a string, not {value!r}")
 
         def ok(frame: dict[str, Any]) -> bool:
             if isinstance(match, str) and frame.get("type") != match:
                 return False
             if callable(match) and not match(frame):
                 return False
-            return all(frame.get(k) == v for k, v in fields.items())
+            return all(_field_matches(frame, k, v) for k, v in fields.items())
 
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:

@@ -123,15 +123,28 @@ def test_plugins_json() -> None:
     assert by_name["messaging"] == {
         "name": "messaging",
         "origin": "builtin",
-        "package": "chatkit",
+        "package": "chatkit-server",
         "version": by_name["messaging"]["version"],
         "default": "default",
         "hooks": ["chatkit_register_commands"],
         "commands": ["me", "msg"],
         "error": None,
+        "description": "/msg and /me: private messages and actions.",
     }
+    assert by_name["motd"]["description"] == (
+        "chatkit-motd: a message of the day on login, and a /motd command."
+    )
     result = run("plugins", "--json", "--hook", "chatkit_on_join")
     assert [r["name"] for r in json.loads(result.stdout)] == ["log"]
+
+
+def test_plugins_hook_filter_takes_short_names_and_refuses_unknown_ones() -> None:
+    """--hook on_join equals --hook chatkit_on_join; an unknown hook exits 2 with a suggestion."""
+    result = run("plugins", "--json", "--hook", "on_join")
+    assert [r["name"] for r in json.loads(result.stdout)] == ["log"]
+    result = run("plugins", "--hook", "on_jion")
+    assert result.returncode == 2
+    assert "unknown hook 'on_jion'. Did you mean 'chatkit_on_join'?" in result.stderr
 
 
 def test_plugins_table() -> None:
@@ -139,6 +152,24 @@ def test_plugins_table() -> None:
     result = run("plugins")
     assert result.returncode == 0
     assert "messaging" in result.stdout and "/msg" in result.stdout
+
+
+def test_plugins_table_is_readable_at_80_columns() -> None:
+    """At 80 columns the table wraps instead of cutting: whole names, hooks and commands, and a description."""
+    result = run("plugins", env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in result.stdout
+    words = result.stdout.split()
+    rows = json.loads(run("plugins", "--json").stdout)
+    for row in rows:
+        assert row["name"] in words
+        for hook in row["hooks"]:
+            assert hook.removeprefix("chatkit_") in words
+        for command in row["commands"]:
+            assert f"/{command}" in words
+    assert "what" in words and "Flood" in words
 
 
 def test_help_and_version() -> None:
@@ -231,3 +262,96 @@ def test_serve_raises_the_open_files_limit_and_warns_when_it_is_too_low() -> Non
     _out, err = proc.communicate(timeout=10)
     assert f"raised the open-files limit from 256 to {hard}" in err
     assert f"the open-files hard limit ({hard}) is below max_clients ({hard * 2}) plus 64" in err
+
+
+def test_serve_on_all_interfaces_prints_addresses_people_can_use(
+    serve: type[ServeProcess],
+) -> None:
+    """--host 0.0.0.0 prints the machine's own addresses to connect to (loopback too), each of which works."""
+    server = serve("--host", "0.0.0.0")
+    assert server.proc.stdout is not None
+    while not server.lines[-1].startswith("try:"):
+        server.lines.append(server.proc.stdout.readline())
+    tries = re.findall(r"nc (\S+) (\d+)", server.lines[-1])
+    hosts = [host for host, port in tries if int(port) == server.address[1]]
+    assert len(hosts) == len(tries) and "127.0.0.1" in hosts
+    assert "0.0.0.0" not in server.lines[-1]
+    assert "(all interfaces)" in server.lines[0]
+    for i, host in enumerate(hosts):
+        nc = TextClient((host, server.address[1]))
+        nc.send_line(f"user{i}")
+        nc.expect("Welcome to chatkit")
+        nc.close()
+    code, _out, _err = server.stop()
+    assert code == 0
+
+
+def test_serve_says_each_startup_fact_once(serve: type[ServeProcess], tmp_path: Path) -> None:
+    """Where it listens, the history file and the stop each appear on one line, not in a log line too."""
+    db = tmp_path / "chat.sqlite3"
+    server = serve("--db", str(db))
+    code, out, err = server.stop()
+    assert code == 0
+    lines = (out + err).splitlines()
+    assert len([line for line in lines if "listening on" in line]) == 1, lines
+    assert len([line for line in lines if str(db) in line]) == 1, lines
+    assert len([line for line in lines if line.endswith("stopped")]) == 1, lines
+
+
+def test_a_config_section_for_an_unknown_plugin_exits_2(tmp_path: Path) -> None:
+    """A [plugins.NAME] table of a plugin that does not exist stops the start, naming the section and the fix."""
+    config = tmp_path / "chatkit.toml"
+    config.write_text('[plugins.profanty]\naction = "drop"\n')
+    result = run("serve", "--port", "0", "--config", str(config))
+    assert result.returncode == 2
+    assert (
+        f"{config}: [plugins.profanty] is for an unknown plugin 'profanty'. "
+        "Did you mean [plugins.profanity]? Install the plugin or remove the section"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_config_section_for_a_plugin_not_enabled_is_warned_about(
+    serve: type[ServeProcess], tmp_path: Path
+) -> None:
+    """A [plugins.NAME] table of an installed plugin that is not enabled is a warning; enabling it silences that."""
+    config = tmp_path / "chatkit.toml"
+    config.write_text('[plugins.profanity]\naction = "drop"\n')
+    server = serve("--config", str(config))
+    code, _out, err = server.stop()
+    assert code == 0
+    assert (
+        f"Warning: {config}: [plugins.profanity] is unused: plugin 'profanity' is installed but "
+        "not enabled; enable it with --plugin profanity or [server] plugins, or remove the section"
+    ) in err
+    server = serve("--config", str(config), "--plugin", "profanity")
+    code, _out, err = server.stop()
+    assert code == 0 and "Warning" not in err
+
+
+def test_a_wrong_type_in_the_config_file_says_what_it_got(tmp_path: Path) -> None:
+    """A value of the wrong type is named with its section, the type wanted and the value given."""
+    config = tmp_path / "chatkit.toml"
+    config.write_text('[limits]\nmax_nick = "abc"\n')
+    result = run("serve", "--port", "0", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}: [limits] max_nick must be an integer, not 'abc'" in result.stderr
+
+
+def test_help_shows_readable_metavars() -> None:
+    """Options show NAME, PATH, SECONDS ... in help, and flags show no type at all."""
+    env = {**os.environ, "COLUMNS": "200"}
+    serve_help = run("serve", "--help", env=env).stdout
+    assert "<list[str]>" not in serve_help and "<str>" not in serve_help
+    assert re.search(r"--plugin\s+-p\s+NAME", serve_help)
+    assert re.search(r"--db\s+PATH", serve_help)
+    assert re.search(r"--idle-timeout\s+SECONDS", serve_help)
+    join_help = run("join", "--help", env=env).stdout
+    flags = [
+        line
+        for line in join_help.splitlines()
+        if re.match(r"\W*--(json|stay|color|reconnect)\b", line)
+    ]
+    assert len(flags) == 4 and not [line for line in flags if "<bool>" in line]
+    new_help = run("plugin", "new", "--help", env=env).stdout
+    assert re.search(r"--chatkit-path\s+PATH", new_help)

@@ -54,13 +54,19 @@ def test_a_full_config_file(tmp_path: Path) -> None:
     [
         ("[serverr]\n", "unknown section(s) serverr"),
         ("[server]\nprot = 1\n", "unknown key server.prot"),
-        ('[server]\nport = "9090"\n', "server.port must be a int"),
-        ('[server]\nplugins = "x"\n', "server.plugins must be a list"),
+        ('[server]\nport = "9090"\n', "[server] port must be an integer, not '9090'"),
+        ('[server]\nplugins = "x"\n', "[server] plugins must be a list, not 'x'"),
         ("[limits]\nmax_line = -1\n", "limit max_line must be positive"),
-        ("[limits]\nmax_line = true\n", "limits.max_line must be a int"),
-        ('[limits]\nlimit_loopback = "yes"\n', "limits.limit_loopback must be a bool"),
-        ("[plugins]\nprofanity = 3\n", "[plugins.profanity] must be a dict"),
+        ("[limits]\nmax_line = true\n", "[limits] max_line must be an integer, not True"),
+        (
+            '[limits]\nlimit_loopback = "yes"\n',
+            "[limits] limit_loopback must be true or false, not 'yes'",
+        ),
+        ("[plugins]\nprofanity = 3\n", "[plugins.profanity] must be a table, not 3"),
         ("[server\n", "is not valid TOML"),
+        ('[limits]\nmax_nick = "abc"\n', "[limits] max_nick must be an integer, not 'abc'"),
+        ('[limits]\nidle_timeout = "abc"\n', "[limits] idle_timeout must be a number, not 'abc'"),
+        ("[server]\nhost = 1\n", "[server] host must be a string, not 1"),
     ],
 )
 def test_bad_config_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -10,9 +11,12 @@ import tomllib
 import types
 from pathlib import Path
 
+import apidoc
 import pytest
 
+import chatkit
 from chatkit import Config, Server, UsageError
+from chatkit.plugins import DISTRIBUTION
 from chatkit.testing import ChatClient, run_server
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -149,9 +153,35 @@ def test_client_bot_sample_answers_live_messages_of_others_only() -> None:
     assert not bot.is_alive()
 
 
+def test_guide_packaging_sample_depends_on_our_distribution() -> None:
+    """The pyproject sample depends on chatkit's PyPI name, the one this checkout installs as."""
+    data = tomllib.loads(samples("plugins.md", "toml")["pyproject.toml"])
+    assert data["project"]["dependencies"] == [f"{DISTRIBUTION}>=0.1.0"]
+    assert importlib.metadata.version(DISTRIBUTION) == chatkit.__version__
+    for plugin in ROOT.glob("plugins/*/pyproject.toml"):
+        deps = tomllib.loads(plugin.read_text())["project"]["dependencies"]
+        assert DISTRIBUTION in deps, f"{plugin} does not depend on {DISTRIBUTION}"
+
+
 def test_docs_link_to_pages_that_exist() -> None:
     """Relative links in README and docs point at files that exist."""
     pages = [ROOT / "README.md", *DOCS.glob("*.md"), *ROOT.glob("plugins/*/README.md")]
     for page in pages:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page} links to missing {target}"
+
+
+def test_guide_reference_matches_the_code() -> None:
+    """The plugin guide's reference section is what tests/apidoc.py makes of the code."""
+    assert apidoc.section((DOCS / "plugins.md").read_text()) == apidoc.render(), (
+        "docs/plugins.md is out of date: run `uv run python tests/apidoc.py`"
+    )
+
+
+@pytest.mark.parametrize("cls", [entry[0] for entry in apidoc.SURFACE], ids=lambda c: c.__name__)
+def test_guide_reference_covers_every_public_member(cls: type) -> None:
+    """Each public member of a class plugins use is shown in the guide or listed as internal."""
+    _, _, shown, internal = next(entry for entry in apidoc.SURFACE if entry[0] is cls)
+    public = apidoc.public_members(cls)
+    assert public - set(shown) - internal == set(), "show it in tests/apidoc.py or call it internal"
+    assert internal <= public, "tests/apidoc.py lists internal members that no longer exist"

@@ -247,9 +247,28 @@ class Misspelt:
 
 
 def test_an_unknown_hook_name_is_a_startup_error() -> None:
-    """A misspelt hook is reported, not silently never called."""
-    with pytest.raises(UsageError, match="chatkit_on_mesage"):
+    """A misspelt hook is reported with the plugin's name and the hook it probably meant."""
+    with pytest.raises(UsageError) as info:
         Server(port=0, plugins=[Misspelt()])
+    assert str(info.value) == (
+        "plugin 'Misspelt' implements an unknown hook 'chatkit_on_mesage'. "
+        "Did you mean 'chatkit_on_message'? chatkit's hooks are listed in docs/hooks.md"
+    )
+
+
+def test_a_misspelt_hook_in_a_module_plugin_names_the_plugin_not_the_module(
+    site: Path,
+) -> None:
+    """A module plugin with a misspelt hook is named as enabled, not by the module's repr."""
+    (site / "typoplug.py").write_text(
+        "from chatkit import hookimpl\n\n@hookimpl\ndef chatkit_on_mesage(message):\n    pass\n"
+    )
+    with pytest.raises(UsageError) as info:
+        build_plugin_manager(Config(plugins=["typoplug"]))
+    message = str(info.value)
+    assert message.startswith("plugin 'typoplug' implements an unknown hook 'chatkit_on_mesage'")
+    assert "Did you mean 'chatkit_on_message'?" in message
+    assert "<module" not in message
 
 
 class BadArgs:
@@ -260,8 +279,12 @@ class BadArgs:
 
 def test_a_hook_with_unknown_arguments_is_a_startup_error() -> None:
     """pluggy's validation reaches the user as a UsageError naming the plugin."""
-    with pytest.raises(UsageError, match="BadArgs"):
+    with pytest.raises(UsageError) as info:
         Server(port=0, plugins=[BadArgs()])
+    assert str(info.value) == (
+        "plugin 'BadArgs': chatkit_on_login takes no argument 'nonsense'; "
+        "it offers client (take any of them, by name)"
+    )
 
 
 def test_the_same_plugin_twice_is_an_error() -> None:
