@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from chatkit.errors import UsageError
-from chatkit.protocol import MAX_LINE_BYTES
+from chatkit.protocol import BIDI_POLICIES, MAX_LINE_BYTES, MAX_MESSAGE_LINES
 
 __all__ = ["Config", "Limits", "check_settings", "load_config", "number_setting"]
 
@@ -57,6 +57,8 @@ class Limits:
     max_backlog: int = MAX_BACKLOG_BYTES
     """Bytes queued to clients that can take them (the server's own delay) before the
     server pauses reading from senders until half of it is sent (``--max-backlog``)."""
+    max_message_lines: int = MAX_MESSAGE_LINES
+    """Lines in one message (a JSON ``say`` whose text holds line breaks)."""
     max_clients: int = MAX_CLIENTS
     """Connections in total (``--max-clients``)."""
     max_clients_per_address: int = MAX_CLIENTS_PER_ADDRESS
@@ -99,6 +101,9 @@ class Config:
     """The room every client joins on login."""
     log_level: str = "info"
     """Logging level for ``chatkit serve``."""
+    bidi: str = "replace"
+    """Bidi controls in message text: ``replace`` (by U+FFFD), ``refuse`` (``bad_text``)
+    or ``allow`` (see :data:`chatkit.protocol.BIDI_POLICIES`)."""
     limits: Limits = field(default_factory=Limits)
     """The server's limits."""
     plugin_config: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -111,7 +116,7 @@ class Config:
         return dict(self.plugin_config.get(name, {}))
 
 
-_SERVER_KEYS = {"host", "port", "plugins", "disable", "default_room", "log_level"}
+_SERVER_KEYS = {"host", "port", "plugins", "disable", "default_room", "log_level", "bidi"}
 
 
 _TYPE_NAMES = {
@@ -170,6 +175,10 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
             value = list(value)
         else:
             _check_type(f"{where}[server] {key}", value, str)
+            if key == "bidi" and value not in BIDI_POLICIES:
+                raise UsageError(
+                    f"{where}[server] bidi must be one of {', '.join(BIDI_POLICIES)}, not {value!r}"
+                )
         setattr(config, key, value)
     limits = data.get("limits", {})
     _check_type(f"{where}[limits]", limits, dict)

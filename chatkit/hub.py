@@ -30,7 +30,7 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from chatkit import protocol
+from chatkit import names, protocol
 from chatkit.commands import CommandContext, CommandRegistry, split_command
 from chatkit.errors import CommandError
 from chatkit.events import Message
@@ -77,7 +77,7 @@ def valid_room(room: str, max_len: int) -> str | None:
 
 
 def _key(name: str) -> str:
-    return name.casefold()
+    return names.fold(name)
 
 
 def _iso(ms: int) -> str:
@@ -236,8 +236,15 @@ class Hub:
         # session's nick, rooms and current_room. Never held across a hook call or
         # socket I/O; frames are only appended to send queues under it.
         self._lock = threading.Lock()
-        self._sessions: dict[str, Session] = {}  # case-folded nick -> session
-        self._rooms: dict[str, Room] = {}  # case-folded room name -> room
+        self._sessions: dict[str, Session] = {}  # folded nick (names.fold) -> session
+        self._rooms: dict[str, Room] = {}  # folded room name -> room
+        # Look-alike names (names.skeleton): the skeleton of each nick and room in use,
+        # so a name that looks like one in use is refused. The default room's is kept
+        # for good, so no room can pass for it even while it is empty.
+        self._nick_skeletons: dict[str, Session] = {}
+        self._room_skeletons: dict[str, str] = {
+            names.skeleton(config.default_room): _key(config.default_room)
+        }
         self._ids = IdClock()
         self._sequenced = False  # set by prepare(): deliveries go through lanes
         self._private_lane: deque[_Entry] = deque()  # sequenced private messages
@@ -352,6 +359,7 @@ class Hub:
         refusal); the client may then try again.
         """
         limits = self.config.limits
+        nick = names.normalize(nick)
         problem = valid_nick(nick, limits.max_nick)
         if problem:
             raise CommandError(f"bad nick {nick!r}: {problem}", "bad_nick")
@@ -367,9 +375,9 @@ class Hub:
             rooms=[room] if joined else [],
         )
         with self._lock:
-            if _key(nick) in self._sessions:
-                raise CommandError(f"nick {nick!r} is taken; try another", "nick_taken")
+            self._check_nick_free(session, nick)
             self._sessions[_key(nick)] = session
+            self._nick_skeletons[names.skeleton(nick)] = session
             session.nick = nick
             wake = False
             if not (joined and self._sequenced):
@@ -397,6 +405,7 @@ class Hub:
             if session.nick is None or self._sessions.get(_key(session.nick)) is not session:
                 return
             del self._sessions[_key(session.nick)]
+            self._nick_skeletons.pop(names.skeleton(session.nick), None)
             left = list(session.rooms.values())
             wake = False
             for name in left:
@@ -413,6 +422,7 @@ class Hub:
 
         Raises :class:`CommandError` for a bad name or a plugin's refusal.
         """
+        room = names.normalize(room)
         problem = valid_room(room, self.config.limits.max_room)
         if problem:
             raise CommandError(f"bad room name {room!r}: {problem}", "bad_room")
@@ -420,6 +430,7 @@ class Hub:
             if _key(room) in session.rooms:
                 session.current_room = session.rooms[_key(room)]
                 return False
+            self._check_room_name(room)
         self._check(self.hooks.first("chatkit_allow_join", _reject, client=session, room=room))
         if self._sequenced:
             if not self._sequenced_join(session, room):
@@ -444,9 +455,7 @@ class Hub:
         with self._lock:
             if _key(room) in session.rooms:
                 return False
-            found = self._rooms.get(_key(room))
-            if found is None:
-                found = self._rooms[_key(room)] = Room(room)
+            found = self._rooms.get(_key(room)) or self._new_room(room)
             # Ids are given out and entries appended under this lock, so every
             # message of the room with an id up to last_id is ahead in the lane.
             entry = _JoinEntry(session, found, self._ids.last, welcome)
@@ -487,14 +496,42 @@ class Hub:
     def _enter(self, session: Session, room: str) -> bool:
         """Add ``session`` to ``room`` and queue the ``join`` to every member (itself too)."""
         assert self._lock.locked()
-        found = self._rooms.get(_key(room))
-        if found is None:
-            found = self._rooms[_key(room)] = Room(room)
+        found = self._rooms.get(_key(room)) or self._new_room(room)
         found.members[session.id] = session
         session.rooms[_key(room)] = found.name
         session.current_room = found.name
         frame = Frame("join", room=found.name, nick=session.nick, ts=utc_now())
         return self._fanout(frame, found.members.values())
+
+    def _check_room_name(self, room: str) -> None:
+        """Raise ``bad_room`` if ``room`` is new and looks like a room in use."""
+        assert self._lock.locked()
+        if _key(room) in self._rooms:
+            return
+        other = self._room_skeletons.get(names.skeleton(room))
+        if other is not None and other != _key(room):
+            like = self._rooms[other].name if other in self._rooms else self.config.default_room
+            raise CommandError(
+                f"room {room!r} looks like {like!r} (letters from other scripts that look "
+                f"the same count as the same); /join {like} or pick another name",
+                "bad_room",
+            )
+
+    def _new_room(self, room: str) -> Room:
+        """Create ``room`` (checked by :meth:`_check_room_name` before any change)."""
+        assert self._lock.locked()
+        self._check_room_name(room)
+        found = self._rooms[_key(room)] = Room(room)
+        self._room_skeletons.setdefault(names.skeleton(room), _key(room))
+        return found
+
+    def _forget_room(self, room: Room) -> None:
+        """Drop ``room``, empty and with nothing in its lane."""
+        assert self._lock.locked()
+        del self._rooms[_key(room.name)]
+        skeleton = names.skeleton(room.name)
+        if self._room_skeletons.get(skeleton) == _key(room.name) != _key(self.config.default_room):
+            del self._room_skeletons[skeleton]
 
     def _leave(
         self, session: Session, name: str, reason: str, *, announce: bool, tell_self: bool = False
@@ -507,7 +544,7 @@ class Hub:
         if session.current_room == name:
             session.current_room = next(reversed(session.rooms.values()), None)
         if not room.members and not room.lane:
-            del self._rooms[_key(name)]
+            self._forget_room(room)
         wake = False
         if announce:
             frame = Frame("leave", room=name, nick=session.nick, ts=utc_now(), reason=reason)
@@ -523,6 +560,7 @@ class Hub:
 
         Raises :class:`CommandError` (``bad_nick``, ``nick_taken``, a refusal).
         """
+        new = names.normalize(new)
         problem = valid_nick(new, self.config.limits.max_nick)
         if problem:
             raise CommandError(f"bad nick {new!r}: {problem}", "bad_nick")
@@ -530,13 +568,13 @@ class Hub:
         with self._lock:
             old = session.nick
             assert old is not None
-            other = self._sessions.get(_key(new))
-            if other is not None and other is not session:
-                raise CommandError(f"nick {new!r} is taken; try another", "nick_taken")
+            self._check_nick_free(session, new)
             if old == new:
                 return
             del self._sessions[_key(old)]
+            self._nick_skeletons.pop(names.skeleton(old), None)
             self._sessions[_key(new)] = session
+            self._nick_skeletons[names.skeleton(new)] = session
             session.nick = new
             audience = {session.id: session}
             for key in session.rooms:
@@ -544,6 +582,22 @@ class Hub:
             wake = self._fanout(Frame("nick", old=old, new=new), audience.values())
         self._wake_if(wake)
         self.hooks.notify("chatkit_on_nick", client=session, old=old)
+
+    def _check_nick_free(self, session: Session, nick: str) -> None:
+        """Raise ``nick_taken`` if another session has ``nick`` or a nick that looks
+        like it (same skeleton: ``alice`` spelled with a Cyrillic a beside ``alice``)."""
+        assert self._lock.locked()
+        other = self._sessions.get(_key(nick))
+        if other is not None and other is not session:
+            raise CommandError(f"nick {nick!r} is taken; try another", "nick_taken")
+        other = self._nick_skeletons.get(names.skeleton(nick))
+        if other is not None and other is not session:
+            raise CommandError(
+                f"nick {nick!r} looks like {other.nick!r}, which is taken "
+                "(letters from other scripts that look the same count as the same); "
+                "try another",
+                "nick_taken",
+            )
 
     # -- messages ----------------------------------------------------------------
 
@@ -778,7 +832,7 @@ class Hub:
         """:meth:`_drain` for a room's lane; forget the room once it is empty."""
         wake = self._drain(room.lane)
         if not room.members and not room.lane and self._rooms.get(_key(room.name)) is room:
-            del self._rooms[_key(room.name)]
+            self._forget_room(room)
         return wake
 
     def _member_room(self, session: Session, room: str | None) -> str:

@@ -29,7 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "BIDI_CONTROLS",
+    "BIDI_POLICIES",
     "MAX_LINE_BYTES",
+    "MAX_MESSAGE_LINES",
     "Closed",
     "Event",
     "Frame",
@@ -48,6 +51,7 @@ __all__ = [
     "clean_text",
 ]
 
+MAX_MESSAGE_LINES = 20  # lines in one message (a paste): a screenful; IRC has one a message.
 MAX_LINE_BYTES = 8192  # bytes, without the "\n". IRC allows 512 and ngIRCd 2 KiB;
 # chat lines here may carry JSON framing and multi-byte text, so 8 KiB leaves room
 # for a long paragraph while bounding what a client can make the server buffer.
@@ -220,11 +224,40 @@ class LineDecoder:
 # line in text mode; they become U+FFFD (tab becomes a space).
 _CONTROL = {c: "\ufffd" for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]}
 _CONTROL[0x09] = " "
+# Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069)
+# reorder the text around them: "\u202egnp.exe" shows as "exe.png" (the "Trojan
+# Source" trick). Right-to-left text needs none of them to display right, and the
+# marks LRM, RLM and ALM, which reorder nothing beyond themselves, are kept.
+BIDI_CONTROLS = frozenset([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+_BIDI = {c: "\ufffd" for c in BIDI_CONTROLS}
+_BIDI_RE = re.compile("[\u202a-\u202e\u2066-\u2069]")
+BIDI_POLICIES = ("replace", "refuse", "allow")
+"""What happens to bidi controls in message text: replaced by U+FFFD (the default),
+the line refused with ``bad_text``, or kept."""
+_TABLES = {
+    (newlines, bidi): {**_CONTROL, **(_BIDI if bidi else {}), **({0x0A: "\n"} if newlines else {})}
+    for newlines in (False, True)
+    for bidi in (False, True)
+}
 
 
-def clean_text(text: str) -> str:
-    """Return ``text`` with control characters replaced (tab by a space, others by U+FFFD)."""
-    return text.translate(_CONTROL)
+def clean_text(text: str, *, newlines: bool = False, bidi: str = "replace") -> str:
+    """Return ``text`` with control characters replaced (tab by a space, others by U+FFFD).
+
+    ``newlines`` keeps line breaks (``\\r\\n`` and ``\\r`` become ``\\n``);
+    ``bidi`` is one of :data:`BIDI_POLICIES`: ``"replace"`` replaces bidi controls
+    too, ``"refuse"`` raises :class:`RemoteProtocolError` (``bad_text``) if there
+    are any, ``"allow"`` keeps them.
+    """
+    if bidi == "refuse" and _BIDI_RE.search(text):
+        raise RemoteProtocolError(
+            "bad_text",
+            "bidirectional control characters (U+202A-U+202E, U+2066-U+2069) are not "
+            "allowed in messages; right-to-left text needs none",
+        )
+    if newlines and "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.translate(_TABLES[newlines, bidi == "replace"])
 
 
 # ---------------------------------------------------------------------------
@@ -285,11 +318,16 @@ def _render_message(f: dict[str, Any]) -> str:
     when = f" {f['ts'][:10]} {f['ts'][11:16]}" if f.get("history") else ""
     if "room" in f:
         if f.get("action"):
-            return f"[{f['room']}]{when} * {f['nick']} {f['text']}"
-        return f"[{f['room']}]{when} <{f['nick']}> {f['text']}"
-    if f.get("action"):
-        return f"[pm]{when} * {f['from']} -> {f['to']}: {f['text']}"
-    return f"[pm]{when} <{f['from']} -> {f['to']}> {f['text']}"
+            prefix = f"[{f['room']}]{when} * {f['nick']} "
+        else:
+            prefix = f"[{f['room']}]{when} <{f['nick']}> "
+    elif f.get("action"):
+        prefix = f"[pm]{when} * {f['from']} -> {f['to']}: "
+    else:
+        prefix = f"[pm]{when} <{f['from']} -> {f['to']}> "
+    # A message of several lines: each line carries the prefix, so no line of one
+    # person's message can pass for another's.
+    return "\n".join(prefix + line for line in str(f["text"]).split("\n"))
 
 
 def _render_history(f: dict[str, Any]) -> str:
@@ -440,14 +478,31 @@ def _field(obj: dict[str, Any], name: str, *, required: bool = True) -> str | No
     return value
 
 
-def _say(text: str, room: str | None) -> Say:
-    text = clean_text(text)
+def _say(text: str, room: str | None, rules: _TextRules) -> Say:
+    text = clean_text(text, newlines=rules.max_lines > 1, bidi=rules.bidi)
+    if "\n" in text:
+        text = text.strip("\n")
+        lines = text.count("\n") + 1
+        if lines > rules.max_lines:
+            raise RemoteProtocolError(
+                "too_many_lines",
+                f"a message may have at most {rules.max_lines} lines, not {lines}; "
+                "send the rest as another message",
+            )
     if text.startswith("//"):
         return Say(text[1:], room)
     return Say(text, room, command=text.startswith("/"))
 
 
-def _json_event(obj: dict[str, Any]) -> Event:
+@dataclass(frozen=True)
+class _TextRules:
+    """How message text is checked: the most lines in one message, and the bidi policy."""
+
+    max_lines: int = 20
+    bidi: str = "replace"
+
+
+def _json_event(obj: dict[str, Any], rules: _TextRules) -> Event:
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise RemoteProtocolError("bad_frame", "a frame needs a 'type' string")
@@ -455,7 +510,7 @@ def _json_event(obj: dict[str, Any]) -> Event:
         return Hello(clean_text(_field(obj, "nick") or ""))
     if kind == "say":
         text = _field(obj, "text") or ""
-        return _say(text, _field(obj, "room", required=False))
+        return _say(text, _field(obj, "room", required=False), rules)
     if kind == "ping":
         return Ping()
     if kind == "pong":
@@ -483,13 +538,22 @@ class ServerProtocol:
     connection's mode; the caller writes them to the socket.
     """
 
-    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+    def __init__(
+        self,
+        max_line: int = MAX_LINE_BYTES,
+        *,
+        max_message_lines: int = MAX_MESSAGE_LINES,
+        bidi: str = "replace",
+    ) -> None:
+        if bidi not in BIDI_POLICIES:
+            raise LocalProtocolError(f"bidi must be one of {BIDI_POLICIES}, not {bidi!r}")
         self.mode = Mode.UNKNOWN
         """The connection's mode, fixed by its first non-empty line."""
         self.logged_in = False
         """Set by the caller once the client is logged in (text mode reads lines
         as nicks until then)."""
         self._decoder = LineDecoder(max_line)
+        self._rules = _TextRules(max_message_lines, bidi)
         self._eof = False
         self._closed_sent = False
 
@@ -534,15 +598,15 @@ class ServerProtocol:
                 obj = _parse_json(text) if text.lstrip().startswith("{") else None
                 self.mode = Mode.JSON if obj is not None else Mode.TEXT
                 if obj is not None:
-                    return _json_event(obj)
+                    return _json_event(obj, self._rules)
             if self.mode is Mode.JSON:
                 obj = _parse_json(text)
                 if obj is None:
                     raise RemoteProtocolError("bad_frame", "not a JSON object")
-                return _json_event(obj)
+                return _json_event(obj, self._rules)
             if not self.logged_in:
                 return Hello(clean_text(text.strip()))
-            return _say(text, None)
+            return _say(text, None, self._rules)
 
     # -- sending events ------------------------------------------------------
 

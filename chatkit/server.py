@@ -36,7 +36,14 @@ from chatkit.commands import CommandRegistry
 from chatkit.config import MAX_BACKLOG_BYTES, Config
 from chatkit.errors import UsageError
 from chatkit.hub import Hub
-from chatkit.protocol import Closed, Frame, Mode, RemoteProtocolError, ServerProtocol
+from chatkit.protocol import (
+    MAX_MESSAGE_LINES,
+    Closed,
+    Frame,
+    Mode,
+    RemoteProtocolError,
+    ServerProtocol,
+)
 from chatkit.session import Session
 
 __all__ = ["Connection", "Server", "Writer"]
@@ -66,12 +73,15 @@ class Connection:
         max_line: int,
         max_sendq: int,
         writer: Writer,
+        *,
+        max_message_lines: int = MAX_MESSAGE_LINES,
+        bidi: str = "replace",
     ) -> None:
         self.sock = sock
         """The socket (blocking; the writer sends with ``MSG_DONTWAIT``)."""
         self.address = address
         """The peer's (host, port)."""
-        self.protocol = ServerProtocol(max_line)
+        self.protocol = ServerProtocol(max_line, max_message_lines=max_message_lines, bidi=bidi)
         """The connection's sans-I/O protocol state (reader thread only)."""
         self.max_sendq = max_sendq
         """Bytes that may wait in the send queue before the client is cut off."""
@@ -788,7 +798,13 @@ class Server:
                 )
             else:
                 conn = Connection(
-                    sock, (host, int(addr[1])), limits.max_line, limits.max_sendq, self.writer
+                    sock,
+                    (host, int(addr[1])),
+                    limits.max_line,
+                    limits.max_sendq,
+                    self.writer,
+                    max_message_lines=limits.max_message_lines,
+                    bidi=self.config.bidi,
                 )
                 conn.session = Session(conn, self.writer.wake)
                 thread = threading.Thread(

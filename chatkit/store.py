@@ -35,6 +35,7 @@ from pathlib import Path
 
 from chatkit.errors import UsageError
 from chatkit.events import Message
+from chatkit.names import fold
 
 __all__ = [
     "APPLICATION_ID",
@@ -87,13 +88,13 @@ class StoreError(Exception):
 def conversation(message: Message) -> str:
     """The key a message is filed under: its room, or its two parties (case-folded)."""
     if message.room is not None:
-        return message.room.casefold()
+        return fold(message.room)
     return private_conversation(message.nick, message.to or "")
 
 
 def private_conversation(a: str, b: str) -> str:
     """The key of the private conversation between nicks ``a`` and ``b``."""
-    return " ".join(sorted((a.casefold(), b.casefold())))
+    return " ".join(sorted((fold(a), fold(b))))
 
 
 def _row(message: Message) -> tuple[object, ...]:
@@ -324,7 +325,7 @@ class MessageStore:
     ) -> tuple[list[Message], bool]:
         """The last ``limit`` messages of ``room`` with ids below ``before`` and up to
         ``upto``, oldest first, and whether there are earlier ones."""
-        return self._page(room.casefold(), before, upto, limit)
+        return self._page(fold(room), before, upto, limit)
 
     def private_page(
         self, a: str, b: str, *, before: int | None = None, limit: int

@@ -122,6 +122,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "port",
             "default_room",
             "log_level",
+            "bidi",
             "limits",
             "source",
         ],

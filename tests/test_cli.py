@@ -290,6 +290,9 @@ def test_serve_says_each_startup_fact_once(serve: type[ServeProcess], tmp_path: 
     """Where it listens, the history file and the stop each appear on one line, not in a log line too."""
     db = tmp_path / "chat.sqlite3"
     server = serve("--db", str(db))
+    assert server.proc.stdout is not None
+    while not server.lines[-1].startswith("try:"):  # every startup line is out
+        server.lines.append(server.proc.stdout.readline())
     code, out, err = server.stop()
     assert code == 0
     lines = (out + err).splitlines()

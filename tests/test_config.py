@@ -67,6 +67,7 @@ def test_a_full_config_file(tmp_path: Path) -> None:
         ('[limits]\nmax_nick = "abc"\n', "[limits] max_nick must be an integer, not 'abc'"),
         ('[limits]\nidle_timeout = "abc"\n', "[limits] idle_timeout must be a number, not 'abc'"),
         ("[server]\nhost = 1\n", "[server] host must be a string, not 1"),
+        ('[server]\nbidi = "strip"\n', "[server] bidi must be one of replace, refuse, allow"),
     ],
 )
 def test_bad_config_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:

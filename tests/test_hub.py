@@ -185,3 +185,69 @@ def test_name_rules() -> None:
     assert valid_room("general", 50) is not None
     assert valid_room("#", 50) is not None
     assert valid_room("#" + "x" * 50, 50) is not None
+
+
+def test_look_alike_nicks_are_taken(chat_client: Connect) -> None:
+    """Beside alice_k and bob, names spelled with Cyrillic, Greek, fullwidth or
+    mathematical letters that look the same are refused with nick_taken, saying why."""
+    alice, bob = chat_client("alice_k"), chat_client("bob")
+    for nick in ("аlice_k", "ａｌｉｃｅ_ｋ", "𝐚𝐥𝐢𝐜𝐞_𝐤", "bοb", "BOB"):
+        other = chat_client()
+        other.send(type="hello", nick=nick)
+        error = other.expect("error")
+        assert error["code"] == "nick_taken", nick
+        assert "alice_k" in error["text"] or "bob" in error["text"].lower()
+    alice.say("/nick bοb")
+    assert "looks like 'bob'" in alice.expect("error", code="nick_taken")["text"]
+    bob.close()
+    alice.expect("leave", nick="bob")
+    alice.say("/nick bοb")  # free once bob has left
+    assert alice.expect("nick")["new"] == "bοb"
+
+
+def test_fullwidth_nicks_are_shown_in_their_plain_form(chat_client: Connect) -> None:
+    """A nick is kept in NFKC: fullwidth letters log in as plain ones."""
+    carol = chat_client()
+    assert carol.login("ｃａｒｏｌ")["nick"] == "carol"
+
+
+def test_look_alike_rooms_are_refused(chat_client: Connect) -> None:
+    """A new room that looks like one in use (or like the default room) is bad_room;
+    a fullwidth name is the same room."""
+    alice = chat_client("alice")
+    for room in ("#gеneral", "#ｇｅｎｅｒａｌ"):
+        alice.say(f"/join {room}")
+    assert "looks like '#general'" in alice.expect("error", code="bad_room")["text"]
+    alice.say("/join #ops")
+    alice.expect("join", room="#ops")
+    alice.say("/join #οps")  # Greek omicron
+    assert "looks like '#ops'" in alice.expect("error", code="bad_room")["text"]
+    alice.say("/part #ops")
+    alice.expect("leave", room="#ops")
+    alice.say("/join #οps")  # #ops is gone: the name is free
+    alice.expect("join", room="#οps")
+
+
+def test_a_pasted_message_reaches_text_and_json_members_whole(
+    chat_client: Connect, text_client: Callable[..., TextClient]
+) -> None:
+    """A message of three lines arrives as one frame in JSON, and as three prefixed lines
+    in text mode; a bidi override in it is replaced by default."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    nc = text_client("carol")
+    alice.say("one\ntwo\n\u202ethree")
+    assert bob.expect("message", nick="alice")["text"] == "one\ntwo\n\ufffdthree"
+    nc.expect("[#general] <alice> one")
+    nc.expect("[#general] <alice> two")
+    nc.expect("[#general] <alice> \ufffdthree")
+
+
+def test_an_nc_paste_of_fifteen_lines_is_delivered_whole(
+    chat_server_factory: Factory, chat_client: Connect, text_client: Callable[..., TextClient]
+) -> None:
+    """Flood control on (the default): fifteen lines pasted at once from nc all arrive."""
+    alice = chat_client("alice")
+    nc = text_client("carol")
+    nc.send_raw(b"".join(b"line %d\n" % i for i in range(15)))
+    for i in range(15):
+        assert alice.expect("message", nick="carol")["text"] == f"line {i}"

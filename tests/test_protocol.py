@@ -185,11 +185,48 @@ def test_eof_discards_a_partial_line_and_reports_closed() -> None:
 
 
 def test_control_characters_are_cleaned() -> None:
-    """Escape sequences and newlines cannot reach other terminals."""
-    assert clean_text("a\x1b[2Jb\tc\u2028d\x85") == "a\ufffd[2Jb c\ufffdd\ufffd"
+    """Escape sequences cannot reach other terminals; line breaks only as line breaks."""
+    assert clean_text("a\x1b[2Jb\tc\u2028d\x85\ne") == "a\ufffd[2Jb c\ufffdd\ufffd\ufffde"
     p = ServerProtocol()
     p.receive_data(b'{"type":"say","text":"x\\ny\\u001b"}\n')
-    assert events(p) == [Say("x\ufffdy\ufffd")]
+    assert events(p) == [Say("x\ny\ufffd")]
+    p = ServerProtocol(max_message_lines=1)
+    p.receive_data(b'{"type":"say","text":"x\\ny"}\n')
+    assert events(p) == [Say("x\ufffdy")]
+
+
+def test_a_message_may_hold_lines_up_to_the_limit() -> None:
+    """CR-LF and CR become LF, outer line breaks go, and more lines than the limit are
+    too_many_lines; the connection goes on."""
+    p = ServerProtocol(max_message_lines=3)
+    text = json.dumps("\n\na\r\nb\rc\n")
+    p.receive_data(b'{"type":"say","text":%s}\n' % text.encode())
+    assert events(p) == [Say("a\nb\nc")]
+    p.receive_data(b'{"type":"say","text":"1\\n2\\n3\\n4"}\n{"type":"ping"}\n')
+    assert events(p) == ["too_many_lines", Ping()]
+
+
+@pytest.mark.parametrize("control", ["\u202e", "\u202a", "\u2066", "\u2069"])
+def test_bidi_controls_are_replaced_refused_or_allowed(control: str) -> None:
+    """By default a bidi override becomes U+FFFD; with bidi = "refuse" the line is
+    bad_text; with "allow" it stays. The marks LRM and RLM are always kept."""
+    line = json.dumps({"type": "say", "text": f"{control}gnp.exe\u200f"}).encode() + b"\n"
+    results = {}
+    for policy in ("replace", "refuse", "allow"):
+        p = ServerProtocol(bidi=policy)
+        p.receive_data(line)
+        results[policy] = events(p)
+    assert results["replace"] == [Say("\ufffdgnp.exe\u200f")]
+    assert results["refuse"] == ["bad_text"]
+    assert results["allow"] == [Say(f"{control}gnp.exe\u200f")]
+
+
+def test_a_message_of_several_lines_is_prefixed_on_every_line_in_text_mode() -> None:
+    """Text mode shows each line of a multi-line message with the room and nick."""
+    frame = Frame("message", id=1, ts="t", room="#r", nick="al", text="one\ntwo")
+    assert frame.encode(Mode.TEXT) == b"[#r] <al> one\n[#r] <al> two\n"
+    private = Frame("private", id=2, ts="t", to="bo", text="a\nb", action=True, **{"from": "al"})
+    assert private.encode(Mode.TEXT) == b"[pm] * al -> bo: a\n[pm] * al -> bo: b\n"
 
 
 def test_frames_encode_to_json_and_text_once() -> None:

@@ -396,12 +396,7 @@ def test_a_multi_line_paste_is_sent_as_one_message(
         server.close()
 
 
-@pytest.mark.xfail(
-    reason="NEEDS THE SERVER CHANGE: a JSON say text with '\\n' (max_message_lines); "
-    "until then the server turns each newline into U+FFFD. Remove this mark once merged.",
-    strict=False,
-)
-def test_a_multi_line_paste_round_trip_needs_server_multiline_text(
+def test_a_multi_line_paste_reaches_others_as_one_message(
     chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
 ) -> None:
     """A pasted block reaches others as one message of three lines and shows indented here."""

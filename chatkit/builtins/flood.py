@@ -1,12 +1,13 @@
 """Flood control: a token bucket per client, on by default.
 
-Each client may send ``burst`` lines at once, then ``rate`` lines per second. A line
-over the limit is refused (not delayed, not queued) with ``rate_limited`` and the
-number of seconds after which the next one will be accepted. ``ping`` is never
-limited. With ``kick_after`` set, a client refused that many times in a row is
-disconnected.
+Each client may send ``burst`` lines at once, then ``rate`` lines per second; a
+message of several lines costs one per line (at most ``burst``), so a paste is
+accepted whole, in one message or as lines from ``nc``. A line over the limit is
+refused (not delayed, not queued) with ``rate_limited`` and the number of seconds
+after which the next one will be accepted. ``ping`` is never limited. With
+``kick_after`` set, a client refused that many times in a row is disconnected.
 
-Settings (``[plugins.flood]``): ``rate`` (5.0), ``burst`` (10), ``kick_after`` (0: never).
+Settings (``[plugins.flood]``): ``rate`` (5.0), ``burst`` (20), ``kick_after`` (0: never).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from chatkit.config import check_settings, number_setting
 from chatkit.protocol import Hello, Request, Say
 
 RATE = 5.0  # lines per second, sustained: faster than anyone types
-BURST = 10  # lines at once: a pasted paragraph, or a client's queued lines after a reconnect
+BURST = 20  # lines at once: a paste (as many as a message may have, max_message_lines),
+# or a client's queued lines after a reconnect
 KICK_AFTER = 0  # refusals in a row before disconnecting; 0 never disconnects
 
 
@@ -59,15 +61,18 @@ class Flood:
             bucket = client.data["flood"] = Bucket(self.burst, now)
         tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
         bucket.at = now
-        if tokens >= 1:
-            bucket.tokens = tokens - 1
+        cost = 1.0
+        if isinstance(event, Say) and "\n" in event.text:
+            cost = min(float(event.text.count("\n") + 1), self.burst)
+        if tokens >= cost:
+            bucket.tokens = tokens - cost
             bucket.refused = 0
             return None
         bucket.tokens = tokens
         bucket.refused += 1
         if self.kick_after and bucket.refused >= self.kick_after:
             client.disconnect("flooding")
-        retry = (1 - tokens) / self.rate
+        retry = (cost - tokens) / self.rate
         return Reject(
             f"too many lines: wait {retry:.2g} s (at most {self.rate:g} a second)",
             "rate_limited",

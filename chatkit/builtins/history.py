@@ -47,6 +47,7 @@ from chatkit import (
 )
 from chatkit.config import check_settings, number_setting
 from chatkit.hub import message_frame, valid_nick
+from chatkit.names import fold
 from chatkit.protocol import Request
 from chatkit.store import BUSY_TIMEOUT, MAX_BATCH, MAX_ID, MessageStore, StoreError
 
@@ -270,7 +271,7 @@ class History:
         """Send a page of a room's (``#name``) or a private conversation's history."""
         try:
             if target.startswith("#"):
-                room = client.rooms.get(target.casefold())
+                room = client.rooms.get(fold(target))
                 if room is None:
                     raise CommandError(f"you are not in {target}; /join it first", "not_in_room")
                 messages, more = self._store.room_page(room, before=before, limit=limit)

@@ -1,0 +1,41 @@
+"""Names: the display form, the fold that makes names equal and the skeleton that
+makes them look alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatkit.names import fold, normalize, skeleton
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("alice_k", "аlice_k"),  # Cyrillic a
+        ("alice_k", "ａｌｉｃｅ_ｋ"),  # fullwidth
+        ("alice_k", "𝐚𝐥𝐢𝐜𝐞_𝐤"),  # mathematical bold
+        ("bob", "bοb"),  # Greek omicron
+        ("#general", "#gеneral"),  # Cyrillic e
+        ("#general", "#ｇｅｎｅｒａｌ"),
+        ("Alice", "ALICE"),
+        ("carol", "caro1"),
+        ("mike", "rnike"),
+    ],
+)
+def test_look_alikes_share_a_skeleton(a: str, b: str) -> None:
+    """Names people cannot tell apart have one skeleton."""
+    assert skeleton(a) == skeleton(b)
+
+
+@pytest.mark.parametrize(("a", "b"), [("bob", "rob"), ("José", "Jose"), ("anna", "anne")])
+def test_different_names_keep_different_skeletons(a: str, b: str) -> None:
+    """Names that differ to the eye are not confused (accents count)."""
+    assert skeleton(a) != skeleton(b)
+
+
+def test_fold_ignores_case_and_width_only() -> None:
+    """fold() makes case and compatibility forms equal, not other scripts."""
+    assert fold("ALICE") == fold("ａｌｉｃｅ") == fold("alice")
+    assert fold("Straße") == fold("STRASSE")
+    assert fold("аlice") != fold("alice")
+    assert normalize("ａｌｉｃｅ") == "alice"
