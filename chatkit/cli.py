@@ -507,6 +507,15 @@ def join(
         bool,
         typer.Option("--json", help="Print one JSON object per frame, for scripts.", metavar=""),
     ] = False,
+    replay: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Earlier messages to show per room joined; 0 for none. "
+            "\\[default: the server's, 50]",
+            metavar="N",
+        ),
+    ] = None,
     stay: Annotated[
         bool,
         typer.Option(help="After input ends, keep printing until the server closes.", metavar=""),
@@ -545,7 +554,7 @@ def join(
     """
     if sys.stdin.isatty() and sys.stdout.isatty() and not as_json:
         colours = color and not os.environ.get("NO_COLOR")
-        terminal = Terminal(host, port, color=colours, reconnect=reconnect)
+        terminal = Terminal(host, port, color=colours, reconnect=reconnect, replay=replay)
         try:
             code = terminal.run(nick, room)
         except ClientError as exc:
@@ -565,7 +574,7 @@ def join(
         raise typer.Exit(EXIT_REFUSED) from None
     with client:
         try:
-            welcome = client.login(nick)
+            welcome = client.login(nick, replay=replay)
             frames = client.enter(room) if room else []
         except LoginRefused as exc:
             typer.echo(f"nick {nick!r} refused: {exc}", err=True)

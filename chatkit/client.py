@@ -131,12 +131,22 @@ class Client:
         """Send a line: a message, or a command if it starts with ``/``."""
         self.send(say_frame(text, room))
 
-    def login(self, nick: str) -> dict[str, Any]:
+    def login(
+        self, nick: str, *, replay: int | None = None, since: int | None = None
+    ) -> dict[str, Any]:
         """Log in as ``nick``; return the ``welcome`` frame or raise :class:`LoginRefused`.
 
+        ``replay`` is how many earlier messages the server replays per room joined
+        (0: none; default: the server's choice); ``since`` asks only for messages
+        after that id (the last one this client has, e.g. after a reconnect).
         Frames that arrive before the answer (none, normally) stay readable.
         """
-        self.send({"type": "hello", "nick": nick})
+        hello: dict[str, Any] = {"type": "hello", "nick": nick}
+        if replay is not None:
+            hello["replay"] = replay
+        if since is not None:
+            hello["since"] = since
+        self.send(hello)
         while True:
             frame = self.receive()
             if frame is None:

@@ -320,6 +320,7 @@ class Hub:
                     raise CommandError(
                         f"already logged in as {session.nick}; use /nick to change", "bad_frame"
                     )
+                session.replay, session.replay_since = event.replay, event.since
                 self.login(session, event.nick)
             elif isinstance(event, protocol.Request):
                 if not session.logged_in:

@@ -104,9 +104,17 @@ class Mode(enum.Enum):
 
 @dataclass(frozen=True)
 class Hello:
-    """The client asks to log in as :attr:`nick` (may be repeated after an error)."""
+    """The client asks to log in as :attr:`nick` (may be repeated after an error).
+
+    :attr:`replay` and :attr:`since` are the client's choice of what it is replayed
+    on joining a room (``None``: the server's default), for the whole session.
+    """
 
     nick: str
+    replay: int | None = None
+    """How many earlier messages to replay per room joined (0: none)."""
+    since: int | None = None
+    """Replay only messages with a greater id: the last one the client has."""
 
 
 @dataclass(frozen=True)
@@ -478,6 +486,21 @@ def _field(obj: dict[str, Any], name: str, *, required: bool = True) -> str | No
     return value
 
 
+MAX_ID = 2**63 - 1  # the largest message id (and count) a frame may carry: SQLite's INTEGER
+
+
+def _count(obj: dict[str, Any], name: str, high: int) -> int | None:
+    """The optional whole number ``name`` of ``obj``, from 0 to ``high``."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
+        raise RemoteProtocolError(
+            "bad_frame", f"'{obj['type']}' needs '{name}' as a whole number from 0 when given"
+        )
+    return value
+
+
 def _say(text: str, room: str | None, rules: _TextRules) -> Say:
     text = clean_text(text, newlines=rules.max_lines > 1, bidi=rules.bidi)
     if "\n" in text:
@@ -507,7 +530,11 @@ def _json_event(obj: dict[str, Any], rules: _TextRules) -> Event:
     if not isinstance(kind, str):
         raise RemoteProtocolError("bad_frame", "a frame needs a 'type' string")
     if kind == "hello":
-        return Hello(clean_text(_field(obj, "nick") or ""))
+        return Hello(
+            clean_text(_field(obj, "nick") or ""),
+            replay=_count(obj, "replay", MAX_ID),
+            since=_count(obj, "since", MAX_ID),
+        )
     if kind == "say":
         text = _field(obj, "text") or ""
         return _say(text, _field(obj, "room", required=False), rules)

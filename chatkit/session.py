@@ -42,6 +42,12 @@ class Session:
         self.unsettled: list[Any] = []
         """The hub's: messages from this client still being stored (see ``Hub.settle``).
         Only this client's reader thread touches it."""
+        self.replay: int | None = None
+        """Messages the client asked to be replayed per room it joins (``hello``'s
+        ``replay``; 0: none), or ``None`` for the server's default. Set at login."""
+        self.replay_since: int | None = None
+        """Replay only messages with a greater id (``hello``'s ``since``: the last one
+        the client already has), or ``None``. Set at login."""
         self.welcomed = False
         """Set by the hub once the ``welcome`` is queued; before that, during a login,
         the nick is taken but ``hub.find()`` does not return the session."""

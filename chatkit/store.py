@@ -321,11 +321,18 @@ class MessageStore:
         return int(row[0] or 0)
 
     def room_page(
-        self, room: str, *, before: int | None = None, upto: int | None = None, limit: int
+        self,
+        room: str,
+        *,
+        before: int | None = None,
+        upto: int | None = None,
+        after: int | None = None,
+        limit: int,
     ) -> tuple[list[Message], bool]:
-        """The last ``limit`` messages of ``room`` with ids below ``before`` and up to
-        ``upto``, oldest first, and whether there are earlier ones."""
-        return self._page(fold(room), before, upto, limit)
+        """The last ``limit`` messages of ``room`` with ids below ``before``, up to
+        ``upto`` and above ``after``, oldest first, and whether there are earlier ones
+        (above ``after``)."""
+        return self._page(fold(room), before, upto, limit, after)
 
     def private_page(
         self, a: str, b: str, *, before: int | None = None, limit: int
@@ -334,17 +341,18 @@ class MessageStore:
         return self._page(private_conversation(a, b), before, None, limit)
 
     def _page(
-        self, conv: str, before: int | None, upto: int | None, limit: int
+        self, conv: str, before: int | None, upto: int | None, limit: int, after: int | None = None
     ) -> tuple[list[Message], bool]:
         high = min(
             before - 1 if before is not None else MAX_ID, upto if upto is not None else MAX_ID
         )
+        low = after if after is not None else -1
         try:
             with self._read_lock:
                 rows = self._read_db.execute(
-                    f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND id <= ?"
+                    f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND id <= ? AND id > ?"
                     " ORDER BY id DESC LIMIT ?",
-                    (conv, high, limit + 1),
+                    (conv, high, low, limit + 1),
                 ).fetchall()
         except sqlite3.Error as exc:
             log.error("cannot read the history database %s: %s", self.path, exc)

@@ -201,13 +201,22 @@ def _key_bindings() -> KeyBindings:
 class Terminal:
     """One interactive session: the prompt, the receiver thread, reconnection."""
 
-    def __init__(self, host: str, port: int, color: bool = True, reconnect: bool = True) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        color: bool = True,
+        reconnect: bool = True,
+        replay: int | None = None,
+    ) -> None:
         self.host, self.port = host, port
+        self.replay = replay  # the login's choice of replay (None: the server's)
         self.color = color
         self.reconnect = reconnect
         self.nick = ""
         self.room = ""
         self.rooms: list[str] = []
+        self.last_id: int | None = None  # the newest message shown: a reconnect resumes there
         self.client: Client | None = None
         self.completer = ChatCompleter()
         self.quitting = False
@@ -242,7 +251,7 @@ class Terminal:
                 if not nick:
                     continue
             try:
-                welcome = self.client.login(nick)
+                welcome = self.client.login(nick, replay=self.replay)
             except LoginRefused as exc:
                 self.say(f"error: {exc}", "class:error")
                 nick = None
@@ -266,7 +275,10 @@ class Terminal:
         try:
             client.say("/help")
             client.say("/who")
-            for frame in client.sync(timeout=10):
+            frames = client.sync(timeout=10)
+            # Completion first: once anything of the login shows, Tab works.
+            mine = [f for f in frames if f["type"] == "reply" and f.get("command") in self._silent]
+            for frame in [*mine, *(f for f in frames if f not in mine)]:
                 self.handle(frame)
         except (ConnectionLost, TimeoutError):
             pass  # the receiver finds the connection closed and reconnects or ends
@@ -280,7 +292,11 @@ class Terminal:
             time.sleep(delay)
             try:
                 client = Client.connect(self.host, self.port)
-                welcome = client.login(self.nick)
+                # Only what was said since the last message shown: nothing twice.
+                if self.last_id is not None:
+                    welcome = client.login(self.nick, since=self.last_id)
+                else:
+                    welcome = client.login(self.nick, replay=self.replay)
             except LoginRefused as exc:
                 self.say(f"cannot log in again as {self.nick}: {exc}", "class:error")
                 return False
@@ -344,6 +360,8 @@ class Terminal:
             else:
                 self.completer.nicks = set(data.get("nicks", []))
             return
+        if kind in ("message", "private") and isinstance(frame.get("id"), int):
+            self.last_id = max(self.last_id or 0, frame["id"])
         if kind == "join":
             self.completer.nicks.add(frame["nick"])
             if frame["nick"] == self.nick:

@@ -48,6 +48,8 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "logged_in",
             "data",
             "id",
+            "replay",
+            "replay_since",
             "notice",
             "error",
             "reply",

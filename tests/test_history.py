@@ -326,9 +326,10 @@ def test_text_that_is_not_unicode_stops_nobody(chat_client: Connect) -> None:
         alice.send(frame)
         assert alice.expect("error")["code"] == "bad_encoding"
     alice.say("still here")
+    bob.expect("message", text="still here")
     bob.say("me too")
+    bob.expect("message", text="me too")
     assert [f["text"] for f in alice.sync() if f["type"] == "message"] == ["still here", "me too"]
-    assert [f["text"] for f in bob.sync() if f["type"] == "message"] == ["still here", "me too"]
 
 
 def test_a_history_writer_that_keeps_failing_stops_the_server(
@@ -662,3 +663,58 @@ def test_runs_of_stored_messages_reach_text_and_json_members_in_order(
     assert texts == [f"n{i}" for i in range(300)]
     lines = [nc.expect("<alice>") for _ in range(300)]
     assert lines == [f"[#general] <alice> n{i}" for i in range(300)]
+
+
+def test_hello_chooses_the_replay(chat_client: Connect) -> None:
+    """hello's replay gives the last N (0: none) and since only newer messages, for every
+    room joined; a bad value is bad_frame naming the field."""
+    alice = chat_client("alice")
+    for i in range(5):
+        alice.say(f"m{i}")
+    ids = [alice.expect("message")["id"] for _ in range(5)]
+
+    def replayed(**choice: Any) -> list[str]:
+        bob = chat_client()
+        bob.send(type="hello", nick="bob", **choice)
+        bob.expect("welcome")
+        frames = bob.sync()
+        bob.close()
+        alice.expect("leave", nick="bob")
+        return [f["text"] for f in frames if f.get("history")]
+
+    assert replayed() == [f"m{i}" for i in range(5)]
+    assert replayed(replay=2) == ["m3", "m4"]
+    assert replayed(replay=0) == []
+    assert replayed(since=ids[2]) == ["m3", "m4"]
+    assert replayed(since=ids[2], replay=1) == ["m4"]
+    assert replayed(since=ids[4]) == []
+    for bad in ({"replay": -1}, {"replay": "5"}, {"since": True}, {"since": 2**64}):
+        carol = chat_client()
+        carol.send(type="hello", nick="carol", **bad)
+        error = carol.expect("error")
+        assert error["code"] == "bad_frame" and next(iter(bad)) in error["text"]
+
+
+def test_chatkit_join_replay_zero_shows_no_history(chat_client: Connect) -> None:
+    """`chatkit join --replay 0` in a script prints no replayed message."""
+    alice = chat_client("alice")
+    alice.say("earlier")
+    alice.expect("message")
+    port = alice.sock.getpeername()[1]
+    out = subprocess.run(
+        [CHATKIT, "join", "--port", str(port), "--nick", "bot", "--replay", "0"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "earlier" not in out.stdout
+    out = subprocess.run(
+        [CHATKIT, "join", "--port", str(port), "--nick", "bot2"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert "earlier" in out.stdout

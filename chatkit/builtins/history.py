@@ -190,10 +190,17 @@ class History:
 
     @hookimpl
     def chatkit_room_replay(self, client: Session, room: str, last_id: int) -> list[Frame] | None:
-        if not self.replay:
+        # The client's choice (hello's replay and since) wins over the setting; one
+        # that has every message up to `since` may be replayed a page of the rest.
+        count = self.replay if client.replay_since is None else self.max_page
+        if client.replay is not None:
+            count = min(client.replay, self.max_page)
+        if not count:
             return None
         try:
-            messages, more = self._store.room_page(room, upto=last_id, limit=self.replay)
+            messages, more = self._store.room_page(
+                room, upto=last_id, after=client.replay_since, limit=count
+            )
         except StoreError as exc:
             return [Frame("notice", text=f"no history for {room}: {exc}")]
         if not messages:
