@@ -504,6 +504,13 @@ def _is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
+@functools.lru_cache(maxsize=256)
+def _error(code: str, text: str) -> bytes:
+    # Cached: in a storm the same refusal goes to thousands of connections, and
+    # encoding it costs more than sending it.
+    return Frame("error", code=code, text=text).encode(Mode.JSON)
+
+
 def _raise_fd_limit(max_clients: int) -> None:
     try:
         import resource
@@ -787,7 +794,7 @@ class Server:
         finally:
             # Shutdown joins this thread before it closes the others, so every
             # pending connection is closed here, with the notice the others get.
-            notice = Frame("notice", text="server shutting down")
+            notice = Frame("notice", text="server shutting down").encode(Mode.JSON)
             for conn in list(self._pending):
                 self._close_pending(conn, notice, "server shutdown")
 
@@ -852,9 +859,8 @@ class Server:
         if conn is None:
             assert refusal is not None
             log.warning("refused %s:%s: %s", host, addr[1], refusal[1])
-            frame = Frame("error", code=refusal[0], text=refusal[1])
             with contextlib.suppress(OSError):
-                sock.send(frame.encode(Mode.JSON), socket.MSG_DONTWAIT)
+                sock.send(_error(*refusal), socket.MSG_DONTWAIT)
             sock.close()
             return
         if len(self._pending) >= limits.max_pending:
@@ -864,10 +870,9 @@ class Server:
             oldest = next(iter(self._pending))
             self._close_pending(
                 oldest,
-                Frame(
-                    "error",
-                    code="server_busy",
-                    text="too many connections have sent nothing yet; yours was the oldest",
+                _error(
+                    "server_busy",
+                    "too many connections have sent nothing yet; yours was the oldest",
                 ),
                 "evicted while silent",
             )
@@ -918,7 +923,7 @@ class Server:
             text = f"nothing received within {limits.first_byte_timeout:g} seconds"
         else:
             text = f"no login within {limits.login_timeout:g} seconds"
-        frame = Frame("error", code="login_timeout", text=text)
+        frame = _error("login_timeout", text)
         # Deadlines grow with insertion order (one timeout for all), so the
         # expired ones are at the front.
         for conn, deadline in list(self._pending.items()):
@@ -954,8 +959,8 @@ class Server:
         self.readers_started += 1
         thread.start()
 
-    def _close_pending(self, conn: Connection, frame: Frame | None, reason: str) -> None:
-        """Tell a pending connection ``frame`` (if any) and close it (acceptor thread).
+    def _close_pending(self, conn: Connection, frame: bytes | None, reason: str) -> None:
+        """Send a pending connection ``frame`` (if any) and close it (acceptor thread).
 
         Only the acceptor knows a pending connection (no reader, no session in
         the hub, the watchdog skips it, nothing was queued to the writer), so it
@@ -970,7 +975,7 @@ class Server:
             # MSG_DONTWAIT: a new socket's buffer is empty, so this never blocks; a
             # peer that already left raises OSError, which is what we wanted.
             with contextlib.suppress(OSError):
-                conn.sock.send(frame.encode(Mode.JSON), socket.MSG_DONTWAIT)
+                conn.sock.send(frame, socket.MSG_DONTWAIT)
         conn.close()
 
     def _forget(self, conn: Connection) -> None:
