@@ -383,12 +383,13 @@ def storm(host: str, port: int, count: int, hold: float) -> dict[str, Any]:
                 connected += 1
     opened = time.monotonic() - start
     time.sleep(hold)
-    # Connections the server closed meanwhile (e.g. a first-byte timeout) read EOF.
+    # Connections the server closed meanwhile (a first-byte timeout, max_pending) have
+    # something to read: an error frame, EOF, or a reset.
     closed_by_server = 0
     for sock in socks:
         try:
-            if sock.recv(4096, socket.MSG_PEEK) == b"":
-                closed_by_server += 1
+            sock.recv(4096, socket.MSG_PEEK)
+            closed_by_server += 1
         except BlockingIOError:
             pass
         except OSError:

@@ -272,8 +272,11 @@ def scenario_churn(plan: Plan) -> dict[str, Any]:
     return out
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}×" if b else "n/a"
+def ratio(a: float, b: float, digits: int = 0) -> str:
+    """``a ÷ b`` to two decimals, or to ``digits`` significant digits."""
+    if not b:
+        return "n/a"
+    return f"{a / b:.{digits}g}×" if digits else f"{a / b:.2f}×"
 
 
 def best_step(result: dict[str, Any], rate: int) -> dict[str, Any] | None:
@@ -357,7 +360,7 @@ def report(results: dict[str, Any]) -> str:
                     f"| {key} ({what}): chatters' p50/p99 latency {name} the storm "
                     f"| {cs['p50_ms']}/{cs['p99_ms']} ms ({cs['complete']:.1%}) "
                     f"| {bs['p50_ms']}/{bs['p99_ms']} ms ({bs['complete']:.1%}) "
-                    f"| {ratio(cs['p99_ms'], bs['p99_ms'])} (p99) |"
+                    f"| {ratio(cs['p99_ms'], bs['p99_ms'], 3)} (p99) |"
                 )
             cc, bc = c["storm_connections"], b["storm_connections"]
             lines.append(
