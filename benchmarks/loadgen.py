@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
+import selectors
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +23,8 @@ from typing import Any
 PAYLOAD = 64  # bytes of text per message
 PROBES = 3  # clients that parse lines to measure latency
 STAMP = re.compile(rb"t=(\d+)")
+MAX_STEP_SECONDS = 120.0  # seconds a step may be stretched by its keep_going callback
+STORM_CONNECT_SECONDS = 60.0  # seconds the storm waits for its connections to be established
 
 
 @dataclass
@@ -190,8 +195,18 @@ class Load:
                 c.transport.close()
 
 
-async def run_step(load: Load, senders: list[Client], rate: int, seconds: float) -> Step:
-    """Send ``rate`` messages/s for ``seconds``, then wait for every delivery (or a stall)."""
+async def run_step(
+    load: Load,
+    senders: list[Client],
+    rate: int,
+    seconds: float,
+    keep_going: Callable[[], bool] | None = None,
+) -> Step:
+    """Send ``rate`` messages/s for ``seconds``, then wait for every delivery (or a stall).
+
+    With ``keep_going``, sending goes on past ``seconds`` while it returns True
+    (for ``MAX_STEP_SECONDS`` at most).
+    """
     step = Step(rate)
     receivers = len([c for c in load.clients if not c.closed])
     for c in load.clients:
@@ -204,9 +219,12 @@ async def run_step(load: Load, senders: list[Client], rate: int, seconds: float)
     tick = 0.001  # 1 ms: senders pace their lines instead of writing them in bursts
     while True:
         elapsed = time.monotonic() - start
-        if elapsed >= seconds:
+        if elapsed >= seconds and not (keep_going and keep_going()):
             break
-        due = int(rate * min(elapsed + tick, seconds)) - step.sent
+        if elapsed >= MAX_STEP_SECONDS:
+            break
+        due = int(rate * (elapsed + tick if keep_going else min(elapsed + tick, seconds)))
+        due -= step.sent
         for _ in range(due):
             sender = step.sent % len(senders)
             senders[sender].write(load.message(sender))
@@ -334,3 +352,115 @@ async def churn(host: str, port: int, protocol: str, workers: int, seconds: floa
     start = time.monotonic()
     await asyncio.gather(*(worker(w) for w in range(workers)))
     return cycles / (time.monotonic() - start)
+
+
+def storm(host: str, port: int, count: int, hold: float) -> dict[str, Any]:
+    """Open ``count`` connections at once, keep them silent ``hold`` seconds, close them.
+
+    Runs in a process of its own (``python -m benchmarks.loadgen storm ...``), so that
+    creating thousands of sockets does not delay the chatters' event loop.
+    """
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    start = time.monotonic()
+    selector = selectors.DefaultSelector()
+    socks: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex((host, port))
+        socks.append(sock)
+        selector.register(sock, selectors.EVENT_WRITE)
+    connected = 0
+    waiting = count
+    deadline = start + STORM_CONNECT_SECONDS
+    while waiting and time.monotonic() < deadline:
+        for key, _mask in selector.select(max(0.0, deadline - time.monotonic())):
+            selector.unregister(key.fileobj)
+            waiting -= 1
+            sock = key.fileobj  # type: ignore[assignment]
+            if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                connected += 1
+    opened = time.monotonic() - start
+    time.sleep(hold)
+    # Connections the server closed meanwhile (a first-byte timeout, max_pending) have
+    # something to read: an error frame, EOF, or a reset.
+    closed_by_server = 0
+    for sock in socks:
+        try:
+            sock.recv(4096, socket.MSG_PEEK)
+            closed_by_server += 1
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed_by_server += 1
+    for sock in socks:
+        sock.close()
+    selector.close()
+    return {
+        "count": count,
+        "connected": connected,
+        "open_seconds": round(opened, 3),
+        "hold_seconds": hold,
+        "closed_by_server": closed_by_server,
+    }
+
+
+async def storm_chat(
+    host: str,
+    port: int,
+    protocol: str,
+    chatters: int,
+    rate: int,
+    count: int,
+    hold: float,
+    calm_seconds: float,
+    tail_seconds: float,
+) -> dict[str, Any]:
+    """Chatters' latency while ``count`` connections are opened at once (then closed).
+
+    ``chatters`` clients in one room, 5 of them sending ``rate`` messages/s in all:
+    first ``calm_seconds`` without a storm, then for as long as the storm lasts
+    (see :func:`storm`) and ``tail_seconds`` more, while the server closes them.
+    """
+    load = Load(host, port, protocol)
+    try:
+        members = await load.connect_many(chatters, "c", probes=PROBES)
+        senders = members[:5]
+        calm = await run_step(load, senders, rate, calm_seconds)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.loadgen", "storm", host, str(port), str(count),
+            str(hold), stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        done_at: list[float] = []
+
+        async def reap() -> bytes:
+            out, _ = await proc.communicate()
+            done_at.append(time.monotonic())
+            return out
+
+        reaper = asyncio.ensure_future(reap())
+        during = await run_step(
+            load, senders, rate, tail_seconds,
+            keep_going=lambda: not done_at or time.monotonic() < done_at[0] + tail_seconds,
+        )  # fmt: skip
+        out = await reaper
+        stormed = json.loads(out) if out.strip() else {}
+        return {
+            "chatters": chatters,
+            "rate": rate,
+            "calm": asdict(calm),
+            "storm": {**asdict(during), "ok": during.ok},
+            "storm_connections": stormed,
+        }
+    finally:
+        load.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "storm":
+        result = storm(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+        print(json.dumps(result))
+    else:
+        print("usage: python -m benchmarks.loadgen storm HOST PORT COUNT HOLD", file=sys.stderr)
+        raise SystemExit(2)

@@ -34,6 +34,7 @@ from benchmarks import loadgen
 
 ROOT = Path(__file__).parent.parent
 SERVERS = ("chatkit", "baseline")
+SCENARIOS = ("fanout", "slow", "idle", "churn", "history", "storm", "overload")
 
 
 @dataclass
@@ -49,6 +50,13 @@ class Plan:
     slow_payload: int = 1000  # bytes: it must fall further behind than the kernel's buffers hold
     history_rates: tuple[int, ...] = ()  # msg/s steps of the history scenario (50 clients)
     history_repeats: int = 1  # rounds of the history scenario; each kind keeps its best
+    storm_sizes: tuple[int, ...] = ()  # connections opened at once in the storm scenarios
+    storm_hold: float = 3.0  # seconds the idle storm's connections stay open, silent
+    storm_calm: float = 1.0  # seconds the chatters are measured before the storm
+    storm_tail: float = 2.0  # seconds they go on after it, while the server closes the storm
+    overload_clients: int = 100
+    overload_rate: int = 40_000  # msg/s offered: well beyond capacity (~14,000 at C=100)
+    overload_seconds: float = 3.0
 
 
 RATES = (1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000)
@@ -57,16 +65,20 @@ HISTORY_RATES = (1000, 2000, 4000, 6000, 8000, *range(10000, 40001, 1000))
 HISTORY_CLIENTS = 50  # the issue's setting: one room, 50 clients, 10 of them sending
 FULL = Plan(
     (100, 1000), RATES, 3.0, (1000, 10000), 10, 5.0, (1000,),
-    history_rates=HISTORY_RATES, history_repeats=3,
+    history_rates=HISTORY_RATES, history_repeats=3, storm_sizes=(5000,), storm_hold=10.0,
 )  # fmt: skip
 QUICK = Plan(
-    (100,), RATES, 1.0, (500,), 10, 2.0, (1000,), history_rates=HISTORY_RATES, history_repeats=2
-)
+    (100,), RATES, 1.0, (500,), 10, 2.0, (1000,), history_rates=HISTORY_RATES, history_repeats=2,
+    storm_sizes=(5000,),
+)  # fmt: skip
 # For the test that keeps the suite from rotting: every scenario, tiny and fast.
 TINY = Plan(
     (20,), (200, 400), 0.5, (20,), 4, 0.5, (200,), slow_seconds=0.5, slow_payload=64,
-    history_rates=(200,),
+    history_rates=(200,), storm_sizes=(50,), storm_hold=0.3, storm_calm=0.3, storm_tail=0.3,
+    overload_clients=20, overload_rate=2000, overload_seconds=0.5,
 )  # fmt: skip
+STORM_CHATTERS = 20  # clients in one room measured during a storm
+STORM_RATE = 200  # msg/s they send in all: 4,000 deliveries/s, light load
 # The history scenario's servers: chatkit without history (as in every other
 # scenario), with it (the default, synchronous = "normal"), and with "full".
 HISTORY_KINDS = ("history off", "history on", "history on, synchronous full")
@@ -212,6 +224,44 @@ def scenario_history(plan: Plan) -> dict[str, Any]:
     return out
 
 
+def scenario_storm(plan: Plan, count: int, idle: bool) -> dict[str, Any]:
+    """Chatters' latency while ``count`` connections open at once, then close (or idle first)."""
+    out: dict[str, Any] = {}
+    for kind in SERVERS:
+        with running(kind) as (host, port, _pid):
+            out[kind] = run(
+                loadgen.storm_chat(
+                    host, port, "json" if kind == "chatkit" else "text", STORM_CHATTERS,
+                    STORM_RATE, count, plan.storm_hold if idle else 0.0, plan.storm_calm,
+                    plan.storm_tail,
+                )
+            )  # fmt: skip
+    return out
+
+
+def scenario_overload(plan: Plan) -> dict[str, Any]:
+    """Senders offering far more than the server can send, flood control off."""
+    out: dict[str, Any] = {}
+    for kind in SERVERS:
+        with running(kind) as (host, port, _pid):
+            result = run(
+                loadgen.fan_out(
+                    host, port, "json" if kind == "chatkit" else "text", plan.overload_clients,
+                    rates=(plan.overload_rate,), seconds=plan.overload_seconds,
+                )
+            ).to_dict()  # fmt: skip
+            step = result["steps"][0]
+            receivers = plan.overload_clients
+            out[kind] = {
+                **result,
+                "overload_seconds": plan.overload_seconds,
+                "offered": step["sent"],
+                "delivered_per_reader": round(step["received"] / receivers, 1),
+                "readers_disconnected": step["dropped"],
+            }
+    return out
+
+
 def scenario_churn(plan: Plan) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in SERVERS:
@@ -222,8 +272,11 @@ def scenario_churn(plan: Plan) -> dict[str, Any]:
     return out
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}×" if b else "n/a"
+def ratio(a: float, b: float, digits: int = 0) -> str:
+    """``a ÷ b`` to two decimals, or to ``digits`` significant digits."""
+    if not b:
+        return "n/a"
+    return f"{a / b:.{digits}g}×" if digits else f"{a / b:.2f}×"
 
 
 def best_step(result: dict[str, Any], rate: int) -> dict[str, Any] | None:
@@ -298,6 +351,34 @@ def report(results: dict[str, Any]) -> str:
                             f"| {key}: p50/p99 latency at {rate} msg/s, {kind} "
                             f"| {s['p50_ms']}/{s['p99_ms']} ms | | |"
                         )
+        elif key.startswith("storm"):
+            c, b = value["chatkit"], value["baseline"]
+            what = "held idle, then closed" if "idle" in key else "opened at once, then closed"
+            for name, r in (("before", "calm"), ("during", "storm")):
+                cs, bs = c[r], b[r]
+                lines.append(
+                    f"| {key} ({what}): chatters' p50/p99 latency {name} the storm "
+                    f"| {cs['p50_ms']}/{cs['p99_ms']} ms ({cs['complete']:.1%}) "
+                    f"| {bs['p50_ms']}/{bs['p99_ms']} ms ({bs['complete']:.1%}) "
+                    f"| {ratio(cs['p99_ms'], bs['p99_ms'], 3)} (p99) |"
+                )
+            cc, bc = c["storm_connections"], b["storm_connections"]
+            lines.append(
+                f"| {key}: storm connections established; seconds to open them; closed by server "
+                f"| {cc.get('connected')}; {cc.get('open_seconds')} s; {cc.get('closed_by_server')} "
+                f"| {bc.get('connected')}; {bc.get('open_seconds')} s; {bc.get('closed_by_server')} | |"
+            )
+        elif key.startswith("overload"):
+            c, b = value["chatkit"], value["baseline"]
+            cs, bs = c["steps"][0], b["steps"][0]
+            lines.append(
+                f"| {key}: readers disconnected; messages offered → delivered per reader "
+                f"({cs['rate']:,} msg/s offered for {c['overload_seconds']:g} s) "
+                f"| {c['readers_disconnected']}; {c['offered']:,} → {c['delivered_per_reader']:,} "
+                f"({cs['complete']:.1%}) "
+                f"| {b['readers_disconnected']}; {b['offered']:,} → {b['delivered_per_reader']:,} "
+                f"({bs['complete']:.1%}) | |"
+            )
         elif key == "churn":
             c, b = value["chatkit"], value["baseline"]
             lines.append(
@@ -336,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("fanout", "slow", "idle", "churn", "history"),
+        choices=SCENARIOS,
         help="run only these",
     )
     args = parser.parse_args(argv)
@@ -344,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # the generator; servers run on core 0
-    only = set(args.only or ("fanout", "slow", "idle", "churn", "history"))
+    only = set(args.only or SCENARIOS)
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {}
     if "fanout" in only:
         for c in plan.fanout_clients:
@@ -358,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
         scenarios["churn"] = lambda: scenario_churn(plan)
     if "history" in only:
         scenarios[f"history C={HISTORY_CLIENTS}"] = lambda: scenario_history(plan)
+    if "storm" in only:
+        for n in plan.storm_sizes:
+            scenarios[f"storm N={n}"] = lambda n=n: scenario_storm(plan, n, idle=False)  # type: ignore[misc]
+            scenarios[f"storm idle N={n}"] = lambda n=n: scenario_storm(plan, n, idle=True)  # type: ignore[misc]
+    if "overload" in only:
+        scenarios[f"overload C={plan.overload_clients}"] = lambda: scenario_overload(plan)
     results: dict[str, Any] = {
         "mode": "tiny" if args.tiny else "quick" if args.quick else "full",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

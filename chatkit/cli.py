@@ -173,6 +173,27 @@ def serve(
             help="Connections per IP address, loopback exempt. \\[default: 20]", metavar="N"
         ),
     ] = None,
+    max_pending: Annotated[
+        int | None,
+        typer.Option(
+            help="Connections that have sent nothing yet; past it the oldest is closed. "
+            "\\[default: 1000]",
+            metavar="N",
+        ),
+    ] = None,
+    first_byte_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a new connection may stay silent. \\[default: 15]", metavar="SECONDS"
+        ),
+    ] = None,
+    connect_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="New connections a second per IP address, loopback exempt. \\[default: 10]",
+            metavar="N",
+        ),
+    ] = None,
     login_timeout: Annotated[
         float | None,
         typer.Option(help="Seconds a connection has to log in. \\[default: 30]", metavar="SECONDS"),
@@ -218,6 +239,9 @@ def serve(
             "max_backlog": max_backlog,
             "max_clients": max_clients,
             "max_clients_per_address": max_clients_per_address,
+            "max_pending": max_pending,
+            "first_byte_timeout": first_byte_timeout,
+            "connect_rate": connect_rate,
             "login_timeout": login_timeout,
             "idle_timeout": idle_timeout,
             "ping_timeout": ping_timeout,

@@ -42,6 +42,16 @@ MAX_CLIENTS_PER_ADDRESS = 20  # connections from one IP address (not loopback, b
 MAX_NICK_CHARS = 32  # characters in a nick; IRC's NICKLEN is typically 9 to 30.
 MAX_ROOM_CHARS = 50  # characters in a room name, "#" included (IRC's CHANNELLEN is 50).
 LOGIN_TIMEOUT = 30.0  # seconds a connection may take to log in.
+MAX_PENDING = 1000  # connections that have sent nothing yet. Each holds a descriptor and about
+# 2 KiB, but no thread; a client sends its hello within a round trip, so only a storm of silent
+# sockets reaches this. Past it the oldest silent one is closed, so such a storm cannot lock
+# out clients that do talk (refusing the newest instead would let 100 sockets a second hold it).
+FIRST_BYTE_TIMEOUT = 15.0  # seconds a new connection may stay silent: half of LOGIN_TIMEOUT,
+# still ample for a person at nc typing a nick (nothing prompts them), and a silent socket's
+# descriptor is freed twice as fast. Like nginx's client_header_timeout, only shorter.
+CONNECT_RATE = 10.0  # new connections a second from one address, sustained (not loopback,
+# by default): a client reconnecting in a loop, not a crowd behind one NAT, hits it.
+CONNECT_BURST = 20  # new connections at once from one address: MAX_CLIENTS_PER_ADDRESS.
 IDLE_TIMEOUT = 300.0  # seconds of silence before the server pings a client.
 PING_TIMEOUT = 60.0  # seconds a pinged client has to send anything back.
 
@@ -64,11 +74,22 @@ class Limits:
     max_clients_per_address: int = MAX_CLIENTS_PER_ADDRESS
     """Connections from one IP address (``--max-clients-per-address``)."""
     limit_loopback: bool = False
-    """Apply ``max_clients_per_address`` to loopback addresses too."""
+    """Apply ``max_clients_per_address`` and ``connect_rate`` to loopback addresses too."""
     max_nick: int = MAX_NICK_CHARS
     """Longest nick, in characters."""
     max_room: int = MAX_ROOM_CHARS
     """Longest room name, in characters, ``#`` included."""
+    max_pending: int = MAX_PENDING
+    """Connections that have not sent their first byte; past it the oldest is closed
+    (``--max-pending``)."""
+    first_byte_timeout: float = FIRST_BYTE_TIMEOUT
+    """Seconds a new connection may stay silent before it is closed
+    (``--first-byte-timeout``)."""
+    connect_rate: float = CONNECT_RATE
+    """New connections a second from one address (``--connect-rate``); loopback is
+    exempt unless ``limit_loopback``."""
+    connect_burst: int = CONNECT_BURST
+    """New connections from one address at once, before ``connect_rate`` applies."""
     login_timeout: float = LOGIN_TIMEOUT
     """Seconds a new connection has to log in (``--login-timeout``)."""
     idle_timeout: float = IDLE_TIMEOUT

@@ -2,9 +2,11 @@
 
 Threads:
 
-* the **acceptor** accepts connections, refuses those over the limits, and starts
-  one reader thread for each;
-* a **reader** per connection receives bytes, turns them into events with
+* the **acceptor** accepts connections, refuses those over the limits, and watches
+  the new ones with a selector until their first bytes arrive: it closes those that
+  leave at once or stay silent, and starts a reader thread for each of the others,
+  so a storm of sockets that never talk costs no thread;
+* a **reader** per connection that has talked receives bytes, turns them into events with
   :mod:`chatkit.protocol` and hands them to the :class:`~chatkit.hub.Hub`; hooks run
   here. A reader never sends: it appends frames to send queues;
 * one **writer** sends everything queued for a connection in one ``send`` (so under
@@ -56,6 +58,11 @@ RECV_BYTES = 4096  # bytes asked of one recv(). Each idle reader blocks in recv(
 RECV_BYTES_BUSY = 65536  # bytes asked of recv() right after one that filled its buffer: a
 # client sending fast gets its lines in bigger pieces, each piece stored in one pipeline.
 SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
+ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
+# releases the GIL to the readers and the writer, and lets the new connections that sent
+# data meanwhile leave the pending set, so a storm of thousands arrives in slices.
+CONNECT_BUCKETS = 10_000  # addresses whose connection rate is tracked at once; past it the
+# buckets that have refilled are forgotten (they hold nothing), then, if need be, all of them.
 
 
 class Connection:
@@ -507,6 +514,13 @@ def _is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
+@functools.lru_cache(maxsize=256)
+def _error(code: str, text: str) -> bytes:
+    # Cached: in a storm the same refusal goes to thousands of connections, and
+    # encoding it costs more than sending it.
+    return Frame("error", code=code, text=text).encode(Mode.JSON)
+
+
 def _raise_fd_limit(max_clients: int) -> None:
     try:
         import resource
@@ -584,8 +598,16 @@ class Server:
         # Synchronize access to _conns and _per_address (acceptor, readers, watchdog,
         # shutdown) and to the lifecycle flags _started and _stopped.
         self._lock = threading.Lock()
-        self._conns: dict[Connection, threading.Thread] = {}
+        # Every open connection and its reader thread; None while it is pending (it
+        # has sent nothing yet and only the acceptor knows it).
+        self._conns: dict[Connection, threading.Thread | None] = {}
         self._per_address: collections.Counter[str] = collections.Counter()
+        # The pending connections and when each times out, oldest first (acceptor
+        # thread only, so no lock).
+        self._pending: dict[Connection, float] = {}
+        # Per-address token buckets for connect_rate: host -> (tokens, when last
+        # updated). Acceptor thread only.
+        self._buckets: dict[str, tuple[float, float]] = {}
         self._started = False
         self._started_at = time.monotonic()
         self._stopped = False
@@ -596,6 +618,8 @@ class Server:
         self._threads: list[threading.Thread] = []
         self.paused = 0
         """Times a reader paused because the writer was behind (a metric)."""
+        self.readers_started = 0
+        """Reader threads started: one per connection that sent something (a metric)."""
         self.failure: str | None = None
         """Why the server stopped itself (see :meth:`fail`), or ``None``."""
 
@@ -676,7 +700,8 @@ class Server:
         self.hub.closing = True
         notice = Frame("notice", text="server shutting down")
         with self._lock:
-            conns = list(self._conns.items())
+            # No pending connection is left: the acceptor, joined above, closed them.
+            conns = [(c, thread) for c, thread in self._conns.items() if thread is not None]
         for conn, _thread in conns:
             conn.push(conn.protocol.send(notice))
             conn.finish("server shutdown")
@@ -729,6 +754,7 @@ class Server:
         sends = self.writer.sends
         return {
             "connections": len(conns),
+            "pending": len(self._pending),  # read without the lock: a stale count is fine
             "logged_in": len(self.hub.sessions()),
             "rooms": len(self.hub.rooms()),
             "queued_bytes": sum(c.queued_bytes for c in conns),
@@ -747,91 +773,255 @@ class Server:
     # -- threads -------------------------------------------------------------------
 
     def _accept(self) -> None:
-        """Thread entry point: nothing above catches errors."""
+        """Thread entry point: nothing above catches errors.
+
+        One selector holds the listener, the wake pipe and every pending
+        connection (accepted, nothing received yet). Each round: take what the
+        pending connections sent (and start their readers), accept at most
+        ``ACCEPT_BATCH`` new ones, close the pending ones whose time is up.
+        """
         assert self._listener is not None and self._accept_sel is not None
-        listener = self._listener
+        listener, selector = self._listener, self._accept_sel
         # socket.accept() would look up the listener's family and type as enums
         # for every client; that costs more than the accept itself.
         family, kind = int(listener.family), int(listener.type)
         try:
             while not self._stop_event.is_set():
-                for key, _mask in self._accept_sel.select():
+                accept = False
+                for key, _mask in selector.select(self._next_expiry()):
                     if key.fileobj is self._accept_wake_r:
                         return
-                while True:  # take every pending connection before selecting again
-                    try:
-                        fd, addr = listener._accept()  # type: ignore[attr-defined]
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except ConnectionAbortedError:
-                        continue
-                    except OSError as exc:
-                        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                            log.warning("cannot accept a connection: %s; retrying", exc.strerror)
-                            # Out of descriptors: the pending connection stays in
-                            # the backlog, so wait a little instead of spinning.
-                            self._stop_event.wait(0.1)
-                            break
-                        raise
-                    self._admit(socket.socket(family, kind, 0, fileno=fd), addr)
+                    if key.fileobj is listener:
+                        accept = True
+                    else:
+                        self._first_data(key.data)
+                if accept:
+                    self._accept_batch(listener, family, kind)
+                self._expire_pending()
         except Exception:
             # This branch should never run. It's a safety net in case of bugs.
             log.error("acceptor thread failed", exc_info=True)
+        finally:
+            # Shutdown joins this thread before it closes the others, so every
+            # pending connection is closed here, with the notice the others get.
+            notice = Frame("notice", text="server shutting down").encode(Mode.JSON)
+            for conn in list(self._pending):
+                self._close_pending(conn, notice, "server shutdown")
+
+    def _accept_batch(self, listener: socket.socket, family: int, kind: int) -> None:
+        """Accept up to ``ACCEPT_BATCH`` connections (the listener is non-blocking)."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                fd, addr = listener._accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("cannot accept a connection: %s; retrying", exc.strerror)
+                    # Out of descriptors: the pending connection stays in the
+                    # backlog, so wait a little instead of spinning.
+                    self._stop_event.wait(0.1)
+                    return
+                raise
+            self._admit(socket.socket(family, kind, 0, fileno=fd), addr)
 
     def _admit(self, sock: socket.socket, addr: tuple[str, int]) -> None:
-        sock.setblocking(True)
+        """Register a new connection as pending, or refuse it (acceptor thread)."""
         # A lone chat line must not wait for a delayed ACK (~40 ms). The listener
         # is TCP (create_server), so every accepted socket is.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(True)  # for its reader; the acceptor reads with MSG_DONTWAIT
         limits = self.config.limits
         host = str(addr[0])
         counted = limits.limit_loopback or not _is_loopback(host)
+        now = time.monotonic()
         refusal: tuple[str, str] | None = None
-        thread: threading.Thread | None = None
-        with self._lock:
-            if len(self._conns) >= limits.max_clients:
-                refusal = ("server_full", f"server full ({limits.max_clients} clients); try later")
-            elif counted and self._per_address[host] >= limits.max_clients_per_address:
-                refusal = (
-                    "too_many_connections",
-                    f"too many connections from {host} (at most {limits.max_clients_per_address})",
-                )
-            else:
-                conn = Connection(
-                    sock,
-                    (host, int(addr[1])),
-                    limits.max_line,
-                    limits.max_sendq,
-                    self.writer,
-                    max_message_lines=limits.max_message_lines,
-                    bidi=self.config.bidi,
-                )
-                conn.session = Session(conn, self.writer.wake)
-                thread = threading.Thread(
-                    target=self._serve, args=(conn,), name=f"chatkit-reader-{host}:{addr[1]}"
-                )
-                thread.daemon = True
-                # Register before starting the thread, or shutdown() could miss it.
-                self._conns[conn] = thread
-                if counted:
-                    self._per_address[host] += 1
-        if thread is None:
+        conn: Connection | None = None
+        if counted and not self._take_token(host, now):
+            refusal = (
+                "too_many_connections",
+                f"too many new connections from {host} "
+                f"(at most {limits.connect_rate:g} a second); try later",
+            )
+        else:
+            with self._lock:
+                if len(self._conns) >= limits.max_clients:
+                    refusal = (
+                        "server_full",
+                        f"server full ({limits.max_clients} clients); try later",
+                    )
+                elif counted and self._per_address[host] >= limits.max_clients_per_address:
+                    refusal = (
+                        "too_many_connections",
+                        f"too many connections from {host} "
+                        f"(at most {limits.max_clients_per_address})",
+                    )
+                else:
+                    conn = Connection(
+                        sock,
+                        (host, int(addr[1])),
+                        limits.max_line,
+                        limits.max_sendq,
+                        self.writer,
+                        max_message_lines=limits.max_message_lines,
+                        bidi=self.config.bidi,
+                    )
+                    conn.session = Session(conn, self.writer.wake)
+                    self._conns[conn] = None  # pending: no reader yet
+                    if counted:
+                        self._per_address[host] += 1
+        if conn is None:
             assert refusal is not None
             log.warning("refused %s:%s: %s", host, addr[1], refusal[1])
-            frame = Frame("error", code=refusal[0], text=refusal[1])
             with contextlib.suppress(OSError):
-                sock.send(frame.encode(Mode.JSON), socket.MSG_DONTWAIT)
+                sock.send(_error(*refusal), socket.MSG_DONTWAIT)
             sock.close()
             return
+        if len(self._pending) >= limits.max_pending:
+            # Close the oldest silent connection, not this one: a client that talks
+            # leaves the pending set within a round trip, so whoever has waited
+            # longest is the likeliest never to talk.
+            oldest = next(iter(self._pending))
+            self._close_pending(
+                oldest,
+                _error(
+                    "server_busy",
+                    "too many connections have sent nothing yet; yours was the oldest",
+                ),
+                "evicted while silent",
+            )
+        timeout = min(limits.first_byte_timeout, limits.login_timeout)
+        self._pending[conn] = now + timeout
+        assert self._accept_sel is not None
+        self._accept_sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _take_token(self, host: str, now: float) -> bool:
+        """Spend one of ``host``'s connection tokens (connect_rate); False if it has none."""
+        limits = self.config.limits
+        tokens, then = self._buckets.get(host, (float(limits.connect_burst), now))
+        tokens = min(float(limits.connect_burst), tokens + (now - then) * limits.connect_rate)
+        if tokens < 1.0:
+            self._buckets[host] = (tokens, now)
+            return False
+        if host not in self._buckets and len(self._buckets) >= CONNECT_BUCKETS:
+            self._prune_buckets(now)
+        self._buckets[host] = (tokens - 1.0, now)
+        return True
+
+    def _prune_buckets(self, now: float) -> None:
+        """Forget the buckets that have refilled; all of them if that is not enough."""
+        limits = self.config.limits
+        full = float(limits.connect_burst)
+        for host, (tokens, then) in list(self._buckets.items()):
+            if tokens + (now - then) * limits.connect_rate >= full:
+                del self._buckets[host]
+        if len(self._buckets) >= CONNECT_BUCKETS:
+            # Connections from more addresses than this at once: a distributed
+            # storm, which a per-address rate cannot stop anyway (max_pending
+            # does). Start afresh rather than grow without bound.
+            self._buckets.clear()
+
+    def _next_expiry(self) -> float | None:
+        """Seconds until the oldest pending connection times out; None if there is none."""
+        if not self._pending:
+            return None
+        return max(0.0, next(iter(self._pending.values())) - time.monotonic())
+
+    def _expire_pending(self) -> None:
+        """Close the pending connections whose first-byte (or login) timeout has passed."""
+        if not self._pending:
+            return
+        now = time.monotonic()
+        limits = self.config.limits
+        if limits.first_byte_timeout < limits.login_timeout:
+            text = f"nothing received within {limits.first_byte_timeout:g} seconds"
+        else:
+            text = f"no login within {limits.login_timeout:g} seconds"
+        frame = _error("login_timeout", text)
+        # Deadlines grow with insertion order (one timeout for all), so the
+        # expired ones are at the front.
+        for conn, deadline in list(self._pending.items()):
+            if deadline > now:
+                break
+            self._close_pending(conn, frame, "login timeout")
+
+    def _first_data(self, conn: Connection) -> None:
+        """A pending connection is readable: close it if it left, else start its reader."""
+        assert self._accept_sel is not None
+        try:
+            data = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return  # a spurious wakeup: it stays pending
+        except OSError as exc:
+            self._close_pending(conn, None, f"connection lost ({exc.strerror or exc})")
+            return
+        if not data:
+            # Opened and closed without a word (a storm, a port scan): no
+            # thread, no hook, just the descriptor back.
+            self._close_pending(conn, None, "connection closed")
+            return
+        self._accept_sel.unregister(conn.sock)
+        del self._pending[conn]
+        host, port = conn.address
+        thread = threading.Thread(
+            target=self._serve, args=(conn, data), name=f"chatkit-reader-{host}:{port}"
+        )
+        thread.daemon = True
+        with self._lock:
+            # Register before starting the thread, or shutdown() could miss it.
+            self._conns[conn] = thread
+        self.readers_started += 1
         thread.start()
 
-    def _serve(self, conn: Connection) -> None:
-        """Thread entry point for one connection: nothing above catches errors."""
+    def _close_pending(self, conn: Connection, frame: bytes | None, reason: str) -> None:
+        """Send a pending connection ``frame`` (if any) and close it (acceptor thread).
+
+        Only the acceptor knows a pending connection (no reader, no session in
+        the hub, the watchdog skips it, nothing was queued to the writer), so it
+        closes the socket itself.
+        """
+        assert self._accept_sel is not None
+        self._accept_sel.unregister(conn.sock)
+        del self._pending[conn]
+        self._forget(conn)
+        log.debug("closed %s:%s before it sent anything: %s", *conn.address, reason)
+        if frame is not None:
+            # MSG_DONTWAIT: a new socket's buffer is empty, so this never blocks; a
+            # peer that already left raises OSError, which is what we wanted.
+            with contextlib.suppress(OSError):
+                conn.sock.send(frame, socket.MSG_DONTWAIT)
+        conn.close()
+
+    def _forget(self, conn: Connection) -> None:
+        """Remove ``conn`` from the registry and its address's count."""
+        with self._lock:
+            self._conns.pop(conn, None)
+            host = conn.address[0]
+            if self._per_address.get(host):
+                self._per_address[host] -= 1
+                if not self._per_address[host]:
+                    del self._per_address[host]
+
+    def _serve(self, conn: Connection, data: bytes) -> None:
+        """Thread entry point for one connection: nothing above catches errors.
+
+        ``data`` is what the acceptor received first (never empty).
+        """
         session = conn.session
         reason = "connection closed"
-        size = RECV_BYTES
+        size = RECV_BYTES_BUSY if len(data) == RECV_BYTES else RECV_BYTES
         try:
-            while not conn.finishing:
+            while True:
+                conn.last_seen = time.monotonic()
+                conn.pinged_at = None
+                if data:
+                    conn.protocol.receive_data(data)
+                else:
+                    conn.protocol.receive_eof()
+                if not self._handle_events(conn) or not data or conn.finishing:
+                    break
                 if session.unsettled:
                     # Lines handled so far may still be being stored: deliver them
                     # before waiting for more (see Hub.settle).
@@ -843,14 +1033,6 @@ class Server:
                 except OSError as exc:
                     reason = f"connection lost ({exc.strerror or exc})"
                     break
-                conn.last_seen = time.monotonic()
-                conn.pinged_at = None
-                if data:
-                    conn.protocol.receive_data(data)
-                else:
-                    conn.protocol.receive_eof()
-                if not self._handle_events(conn) or not data:
-                    break
         except Exception:
             # This branch should never run. It's a safety net in case of bugs.
             log.error("connection handler failed", exc_info=True)
@@ -861,13 +1043,7 @@ class Server:
                 self.hub.logout(session, conn.close_reason or reason)
             except Exception:
                 log.error("logout failed", exc_info=True)
-            with self._lock:
-                self._conns.pop(conn, None)
-                host = conn.address[0]
-                if self._per_address.get(host):
-                    self._per_address[host] -= 1
-                    if not self._per_address[host]:
-                        del self._per_address[host]
+            self._forget(conn)
             self.writer.retire(conn)
 
     def _handle_events(self, conn: Connection) -> bool:
@@ -919,7 +1095,10 @@ class Server:
         try:
             while not self._stop_event.wait(tick):
                 now = time.monotonic()
-                for conn in self.connections:
+                with self._lock:
+                    # Pending connections are the acceptor's (it times them out).
+                    conns = [c for c, thread in self._conns.items() if thread is not None]
+                for conn in conns:
                     if conn.finishing:
                         continue
                     if not conn.session.logged_in:

@@ -30,6 +30,9 @@ def test_the_suite_runs_every_scenario_against_both_servers(tmp_path: Path) -> N
         "idle N=20",
         "churn",
         "history C=50",
+        "storm N=50",
+        "storm idle N=50",
+        "overload C=20",
     }
     for kind in ("chatkit", "baseline"):
         steps = scenarios["fanout C=20"][kind]["steps"]
@@ -38,6 +41,14 @@ def test_the_suite_runs_every_scenario_against_both_servers(tmp_path: Path) -> N
         assert steps[0]["p99_ms"] > 0
         assert scenarios["idle N=20"][kind]["connected"] == 20
         assert scenarios["churn"][kind]["cycles_per_s"] > 0
+        for storm in ("storm N=50", "storm idle N=50"):
+            stormed = scenarios[storm][kind]
+            assert stormed["storm_connections"]["connected"] == 50
+            assert stormed["storm"]["sent"] > 0 and stormed["storm"]["complete"] >= 0.99
+            assert stormed["storm"]["p99_ms"] > 0 and stormed["calm"]["p99_ms"] > 0
+        overload = scenarios["overload C=20"][kind]
+        assert overload["offered"] > 0 and overload["delivered_per_reader"] > 0
+        assert "readers_disconnected" in overload
     chatkit_step = scenarios["fanout C=20"]["chatkit"]["steps"][0]
     assert chatkit_step["server_deliveries"] >= chatkit_step["sent"] * 20
     assert chatkit_step["server_sends"] > 0
@@ -49,3 +60,7 @@ def test_the_suite_runs_every_scenario_against_both_servers(tmp_path: Path) -> N
         "history C=50: messages/s stored and delivered, history on (best of rounds:"
         in result.stdout
     )
+    assert "storm N=50 (opened at once, then closed): chatters' p50/p99 latency during" in (
+        result.stdout
+    )
+    assert "overload C=20: readers disconnected" in result.stdout

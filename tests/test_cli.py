@@ -183,6 +183,9 @@ def test_help_and_version() -> None:
         "--max-line",
         "--max-sendq",
         "--idle-timeout",
+        "--max-pending",
+        "--first-byte-timeout",
+        "--connect-rate",
     ):
         assert flag in result.stdout
     # Every default is shown (Rich would swallow a literal "[default: ...]" in a help text).

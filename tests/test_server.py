@@ -197,6 +197,88 @@ def test_loopback_is_exempt_from_the_per_address_limit_by_default(
         chat_client(server, f"user{i}")
 
 
+def test_a_connection_storm_costs_no_thread_and_chat_goes_on(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Hundreds of sockets opened at once, half closed at once and half left silent:
+    chatting clients get every message, and the silent sockets hold no reader thread."""
+    server = chat_server_factory(disable=["flood"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    threads_before = threading.active_count()
+    storm = 200
+    closed = [socket.create_connection(server.address) for _ in range(storm)]
+    idle = [socket.create_connection(server.address) for _ in range(storm)]
+    for sock in closed:
+        sock.close()
+    for i in range(50):
+        alice.say(f"during {i}")
+    assert [bob.expect("message", timeout=10)["text"] for _ in range(50)] == [
+        f"during {i}" for i in range(50)
+    ]
+    wait_for(lambda: server.stats()["pending"] == storm, timeout=20)
+    # The silent sockets cost no thread: only alice's and bob's readers were started.
+    assert threading.active_count() < threads_before + 10
+    assert server.readers_started == 2
+    for sock in idle:
+        sock.close()
+    wait_for(lambda: len(server.connections) == 2, timeout=20)
+    alice.sync()  # her own "during" lines
+    bob.say("after")
+    assert alice.expect("message")["text"] == "after"
+    assert server.readers_started == 2
+
+
+def test_max_pending_closes_the_oldest_silent_connection(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Past max_pending, the connection that has been silent longest gets server_busy."""
+    server = chat_server_factory(max_pending=3)
+    silent = [chat_client(server) for _ in range(3)]
+    wait_for(lambda: server.stats()["pending"] == 3)
+    newest = chat_client(server)
+    assert silent[0].expect("error")["code"] == "server_busy"
+    silent[0].wait_closed()
+    wait_for(lambda: server.stats()["pending"] == 3)
+    newest.login("newest")  # the newest silent connection was kept, and may talk
+    alice = chat_client(server, "alice")  # a client that talks at once is never evicted
+    alice.say("hi")
+    assert newest.expect("message")["text"] == "hi"
+
+
+def test_first_byte_timeout(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A connection silent for first_byte_timeout is told and closed; one that has sent a
+    byte has the rest of login_timeout to log in."""
+    server = chat_server_factory(first_byte_timeout=0.3, login_timeout=30)
+    talking = chat_client(server)
+    talking.send_raw(b'{"type":"hel')
+    silent = chat_client(server)
+    error = silent.expect("error", timeout=5)
+    assert error["code"] == "login_timeout" and "nothing received" in error["text"]
+    silent.wait_closed()
+    talking.send_raw(b'lo","nick":"late"}\n')
+    assert talking.expect("welcome")["nick"] == "late"
+
+
+def test_connect_rate(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """With limit_loopback, an address past connect_burst and connect_rate is refused."""
+    server = chat_server_factory(connect_rate=0.1, connect_burst=2, limit_loopback=True)
+    chat_client(server, "a")
+    chat_client(server, "b")
+    third = chat_client(server)
+    error = third.expect("error")
+    assert error["code"] == "too_many_connections" and "new connections" in error["text"]
+    third.wait_closed()
+
+
+def test_loopback_is_exempt_from_the_connection_rate_by_default(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Local tests and benchmarks can connect as fast as they like."""
+    server = chat_server_factory(connect_rate=0.1, connect_burst=1)
+    for i in range(5):
+        chat_client(server, f"user{i}")
+
+
 def test_a_slow_consumer_is_cut_off_and_others_are_unaffected(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
