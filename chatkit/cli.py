@@ -157,6 +157,14 @@ def serve(
             metavar="BYTES",
         ),
     ] = None,
+    slow_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a client's socket may stay full with more than --max-sendq "
+            "waiting before it is cut. \\[default: 5]",
+            metavar="SECONDS",
+        ),
+    ] = None,
     max_backlog: Annotated[
         int | None,
         typer.Option(
@@ -237,6 +245,7 @@ def serve(
             "max_line": max_line,
             "max_sendq": max_sendq,
             "max_backlog": max_backlog,
+            "slow_timeout": slow_timeout,
             "max_clients": max_clients,
             "max_clients_per_address": max_clients_per_address,
             "max_pending": max_pending,

@@ -37,6 +37,8 @@ MAX_SENDQ_BYTES = 1024 * 1024  # bytes queued for one client before it is cut of
 # slow consumer; about 5,000 chat lines, minutes of a busy room for a person.
 MAX_BACKLOG_BYTES = 16 * 1024 * 1024  # bytes the server's writer may be behind before it
 # stops reading from senders until it catches up: tens of milliseconds of its sending.
+SLOW_TIMEOUT = 5.0  # seconds a client's socket may stay full with over max_sendq waiting
+# before it is cut: a reader on a slow link catches up; one that stopped reading does not.
 MAX_CLIENTS = 10_000  # connections in total; each costs a thread and a file descriptor.
 MAX_CLIENTS_PER_ADDRESS = 20  # connections from one IP address (not loopback, by default).
 MAX_NICK_CHARS = 32  # characters in a nick; IRC's NICKLEN is typically 9 to 30.
@@ -64,6 +66,9 @@ class Limits:
     """Longest line a client may send, in bytes (``--max-line``)."""
     max_sendq: int = MAX_SENDQ_BYTES
     """Bytes queued for one client before it is disconnected (``--max-sendq``)."""
+    slow_timeout: float = SLOW_TIMEOUT
+    """Seconds a client's socket may stay full with more than ``max_sendq`` waiting
+    before it is disconnected as a slow consumer (``--slow-timeout``)."""
     max_backlog: int = MAX_BACKLOG_BYTES
     """Bytes queued to clients that can take them (the server's own delay) before the
     server pauses reading from senders until half of it is sent (``--max-backlog``)."""

@@ -35,7 +35,7 @@ from typing import Any, Self
 
 from chatkit import plugins as plugins_mod
 from chatkit.commands import CommandRegistry
-from chatkit.config import MAX_BACKLOG_BYTES, Config
+from chatkit.config import MAX_BACKLOG_BYTES, SLOW_TIMEOUT, Config
 from chatkit.errors import UsageError
 from chatkit.hub import Hub
 from chatkit.protocol import (
@@ -57,6 +57,7 @@ RECV_BYTES = 4096  # bytes asked of one recv(). Each idle reader blocks in recv(
 # 4 KiB costs 25 KiB (benchmarks/, idle scenario); a busy reader still takes ~50 lines a call.
 RECV_BYTES_BUSY = 65536  # bytes asked of recv() right after one that filled its buffer: a
 # client sending fast gets its lines in bigger pieces, each piece stored in one pipeline.
+SLOW_CHECK = 0.25  # seconds between the writer's checks of queues over max_sendq
 SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
 # releases the GIL to the readers and the writer, and lets the new connections that sent
@@ -115,6 +116,7 @@ class Connection:
         self._finishing = False  # close once the queue is sent
         self._aborting = False  # shut down now, queue or not
         self._blocked = False  # the socket was full at the last send: waiting for POLLOUT
+        self._over_since: float | None = None  # since when _blocked with over max_sendq queued
         self.close_reason: str | None = None
         """Why the server is closing this connection, if it is."""
         # Synchronize the socket's shutdown() and close(): holding it means no
@@ -184,7 +186,9 @@ class Writer:
     connection's whole queue and sends it with one ``send``.
     """
 
-    def __init__(self, max_backlog: int = MAX_BACKLOG_BYTES) -> None:
+    def __init__(
+        self, max_backlog: int = MAX_BACKLOG_BYTES, slow_timeout: float = SLOW_TIMEOUT
+    ) -> None:
         self._selector: selectors.BaseSelector | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -201,7 +205,11 @@ class Writer:
         self.max_backlog = max_backlog
         """Bytes the writer may be behind before readers pause (see :meth:`wait_for_room`)."""
         self._queued = 0  # bytes in every send queue
-        self._blocked = 0  # of which bytes of connections whose socket is full
+        self._owned = 0  # of which the clients' own delay (see _owned_of): not backlog
+        self.slow_timeout = slow_timeout
+        """Seconds a client's socket may stay full with more than its ``max_sendq``
+        waiting before it is cut as a slow consumer."""
+        self._over: set[Connection] = set()  # those over max_sendq with a full socket
         # Readers paused by wait_for_room() wait on it, built on _lock; the writer
         # notifies it when the backlog has drained to half of max_backlog.
         self._room = threading.Condition(self._lock)
@@ -231,47 +239,64 @@ class Writer:
             return False  # closing: what comes now would not be sent anyway
         size = conn._out_bytes + len(data)
         if conn._blocked and size > conn.max_sendq:
-            # A slow consumer: its own socket is full and its queue over the limit.
-            # (A queue that is long only because the writer is behind is the
-            # server's backlog, not the client's: readers pause for it instead,
-            # see wait_for_room.) Drop the queue and have the writer shut it down
-            # now, even if it waits for POLLOUT, which a client that never reads
-            # never gives. (Not here: no syscall under this lock.)
-            self._drop_queue(conn)
-            conn._aborting = True
-            if conn.close_reason is None:
-                conn.close_reason = "send queue exceeded"
-            self._ready.append(conn)
-            return True
+            # Its own socket is full and more than max_sendq waits for it. Slow only
+            # if that lasts slow_timeout: a client that reads, just slower than this
+            # burst, catches up while its excess pauses the senders (see backlog).
+            now = time.monotonic()
+            if conn._over_since is None:
+                conn._over_since = now
+                self._over.add(conn)
+            elif now - conn._over_since > self.slow_timeout:
+                self._cut_slow(conn)
+                return True
+        owned = self._owned_of(conn)
         conn._out.append(data)
         conn._out_bytes = size
         self._queued += len(data)
-        if conn._blocked:
-            self._blocked += len(data)
+        self._owned += self._owned_of(conn) - owned
         if conn._scheduled:
             return False
         conn._scheduled = True
         self._ready.append(conn)
         return True
 
+    def _cut_slow(self, conn: Connection) -> None:
+        """A slow consumer: drop its queue and have the writer shut it down now, even if
+        it waits for POLLOUT, which a client that never reads never gives. (Not here:
+        no syscall under this lock.)"""
+        assert self._lock.locked()
+        self._drop_queue(conn)
+        conn._aborting = True
+        if conn.close_reason is None:
+            conn.close_reason = "send queue exceeded"
+        self._ready.append(conn)
+
     def _drop_queue(self, conn: Connection) -> None:
         """Forget ``conn``'s queued bytes (it is closing)."""
         assert self._lock.locked()
         conn._out.clear()
         self._queued -= conn._out_bytes
-        if conn._blocked:
-            self._blocked -= conn._out_bytes
-            conn._blocked = False
+        self._owned -= self._owned_of(conn)
+        conn._blocked = False
         conn._out_bytes = 0
+        conn._over_since = None
+        self._over.discard(conn)
+
+    @staticmethod
+    def _owned_of(conn: Connection) -> int:
+        """The bytes queued for ``conn`` that are its own delay, not the writer's: those
+        up to ``max_sendq`` while its socket is full. Beyond that, they are backlog."""
+        return min(conn._out_bytes, conn.max_sendq) if conn._blocked else 0
 
     @property
     def backlog(self) -> int:
-        """Bytes queued for clients whose sockets can take them: the writer's own delay.
+        """Bytes queued that the writer is behind with: for clients whose sockets can take
+        them, and beyond ``max_sendq`` for those whose sockets are full.
 
         Read without the lock (an int read is atomic; a stale value only makes a
         reader pause or go on one line later).
         """
-        return self._queued - self._blocked
+        return self._queued - self._owned
 
     def wait_for_room(self, timeout: float = 1.0) -> bool:
         """Pause the calling reader while the writer is more than ``max_backlog`` behind.
@@ -283,13 +308,13 @@ class Writer:
         (the caller checks its connection and calls again). Never call it holding
         a lock. True if the backlog is below the limit.
         """
-        if self._queued - self._blocked <= self.max_backlog:
+        if self._queued - self._owned <= self.max_backlog:
             return True
         with self._room:
             self._paused += 1
             try:
                 return self._room.wait_for(
-                    lambda: self._queued - self._blocked <= self.max_backlog // 2 or self._stopping,
+                    lambda: self._queued - self._owned <= self.max_backlog // 2 or self._stopping,
                     timeout,
                 )
             finally:
@@ -393,7 +418,9 @@ class Writer:
         assert self._wake_w is not None
         try:
             while True:
-                events = self._selector.select()
+                # While a queue is over its limit, wake to check it even if nothing
+                # is queued to it (a client that never reads, senders paused).
+                events = self._selector.select(SLOW_CHECK if self._over else None)
                 # Drain the wake pipe before taking the lists: a wake sent after the
                 # swap below then stays in the pipe for the next select().
                 self._drain_wake()
@@ -410,9 +437,11 @@ class Writer:
                 for conn in retired:
                     self._flush(conn)
                     self._close(conn)
+                if self._over:  # read without the lock: a miss is caught next round
+                    self._cut_stalled()
                 if self._paused:  # read without the lock: a miss is caught next round
                     with self._lock:
-                        if self._queued - self._blocked <= self.max_backlog // 2:
+                        if self._queued - self._owned <= self.max_backlog // 2:
                             self._room.notify_all()
                 if stopping:
                     break
@@ -423,6 +452,21 @@ class Writer:
             self._selector.close()
             self._wake_r.close()
             self._wake_w.close()
+
+    def _cut_stalled(self) -> None:
+        """Cut the connections whose socket stayed full, with more than ``max_sendq``
+        waiting, for ``slow_timeout`` seconds (writer thread)."""
+        now = time.monotonic()
+        with self._lock:
+            stalled = [
+                conn
+                for conn in self._over
+                if conn._over_since is not None and now - conn._over_since > self.slow_timeout
+            ]
+            for conn in stalled:
+                self._cut_slow(conn)
+        for conn in stalled:
+            self._flush(conn)  # shuts it down
 
     def _drain_wake(self) -> None:
         assert self._wake_r is not None
@@ -460,27 +504,29 @@ class Writer:
         wait = shut = False
         with self._lock:
             if conn._aborting:
-                pass  # abort() dropped the queue (and its bytes from the counters)
+                # abort() dropped the queue (and its bytes from the counters)
+                shut = True
             else:
+                owned = self._owned_of(conn)
                 conn._out_bytes -= sent
                 self._queued -= sent
+                # The socket is full if it did not take everything: what waits now is
+                # the client's own delay (up to max_sendq), not the writer's.
+                conn._blocked = sent < len(data)
+                self._owned += self._owned_of(conn) - owned
+                if conn._over_since is not None and (
+                    not conn._blocked or conn._out_bytes <= conn.max_sendq
+                ):
+                    conn._over_since = None  # it caught up
+                    self._over.discard(conn)
                 if conn._blocked:
-                    self._blocked -= sent
-            if sent < len(data) and not conn._aborting:
-                # Unsent bytes go back in front: anything pushed meanwhile is
-                # behind them, so the queue stays FIFO.
-                conn._out.appendleft(data[sent:])
-                conn._scheduled = True  # pushes need not wake us: POLLOUT will
-                if not conn._blocked:
-                    # The socket is full: what waits now is the client's backlog.
-                    conn._blocked = True
-                    self._blocked += conn._out_bytes
-                wait = True
-            else:
-                if conn._blocked:
-                    conn._blocked = False
-                    self._blocked -= conn._out_bytes
-                shut = conn._aborting or (conn._finishing and not conn._out)
+                    # Unsent bytes go back in front: anything pushed meanwhile is
+                    # behind them, so the queue stays FIFO.
+                    conn._out.appendleft(data[sent:])
+                    conn._scheduled = True  # pushes need not wake us: POLLOUT will
+                    wait = True
+                else:
+                    shut = conn._finishing and not conn._out
         if wait:
             self._wait(conn)
             return
@@ -588,7 +634,7 @@ class Server:
         """Calls hooks plugin by plugin (see :class:`chatkit.plugins.HookRunner`)."""
         self.commands = CommandRegistry()
         """The registered commands (filled by ``start()``)."""
-        self.writer = Writer(config.limits.max_backlog)
+        self.writer = Writer(config.limits.max_backlog, config.limits.slow_timeout)
         """The writer thread's state."""
         self.hub = Hub(config, self.hooks, self.commands, self.writer)
         """The chat state."""

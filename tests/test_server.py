@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import selectors
 import socket
 import struct
@@ -283,7 +284,7 @@ def test_a_slow_consumer_is_cut_off_and_others_are_unaffected(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
     """A client that never reads is disconnected at max_sendq; the others get every line."""
-    server = chat_server_factory(max_sendq=256 * 1024, disable=["flood"])
+    server = chat_server_factory(max_sendq=256 * 1024, slow_timeout=1.0, disable=["flood"])
     slow = ChatClient(server.address)
     slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.login("slow")  # and never reads again
@@ -364,6 +365,44 @@ def test_overload_slows_senders_and_cuts_no_reader(
     assert closed == 0
     assert counts == [clients * lines] * clients
     assert server.paused > 0  # the senders did wait
+
+
+def test_a_client_that_reads_slowly_is_not_cut_for_a_burst(chat_server_factory: Factory) -> None:
+    """A client reading steadily but slower than a burst: its socket is full and more
+    than max_sendq waits for it, yet it catches up within slow_timeout (the sender is
+    paused meanwhile), so it is not cut and gets every message, in order."""
+    server = chat_server_factory(
+        max_sendq=16 * 1024, max_backlog=32 * 1024, slow_timeout=5.0, disable=["flood"]
+    )
+    slowpoke = socket.create_connection(server.address)
+    slowpoke.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slowpoke.sendall(b'{"type":"hello","nick":"slowpoke"}\n')
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    count, payload = 400, "x" * 1000  # 400 KB: 25 times its max_sendq
+    got: list[bytes] = []
+
+    def read_slowly() -> None:
+        buf = b""
+        deadline = time.monotonic() + 30
+        while buf.count(b'"type":"message"') < count and time.monotonic() < deadline:
+            data = slowpoke.recv(4096)
+            if not data:
+                break
+            buf += data
+            time.sleep(0.002)  # about 2 MB/s at most: slower than the server can send
+        got.append(buf)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    for i in range(count):
+        alice.say(f"{i} {payload}")
+    reader.join(40)
+    texts = re.findall(rb'"text":"(\d+) ', got[0])
+    assert [int(t) for t in texts] == list(range(count))
+    assert server.hub.find("slowpoke") is not None
+    slowpoke.close()
+    alice.close()
 
 
 def test_shutdown_tells_clients_and_closes_them(chat_client: Connect) -> None:
