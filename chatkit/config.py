@@ -39,6 +39,8 @@ MAX_BACKLOG_BYTES = 16 * 1024 * 1024  # bytes the server's writer may be behind 
 # stops reading from senders until it catches up: tens of milliseconds of its sending.
 SLOW_TIMEOUT = 5.0  # seconds a client's socket may stay full with over max_sendq waiting
 # before it is cut: a reader on a slow link catches up; one that stopped reading does not.
+GREETING_DELAY = 1.0  # seconds a new connection may stay silent before it is greeted with a
+# prompt (for nc); JSON clients send their hello at once and never see it.
 MAX_CLIENTS = 10_000  # connections in total; each costs a thread and a file descriptor.
 MAX_CLIENTS_PER_ADDRESS = 20  # connections from one IP address (not loopback, by default).
 MAX_NICK_CHARS = 32  # characters in a nick; IRC's NICKLEN is typically 9 to 30.
@@ -74,6 +76,9 @@ class Limits:
     server pauses reading from senders until half of it is sent (``--max-backlog``)."""
     max_message_lines: int = MAX_MESSAGE_LINES
     """Lines in one message (a JSON ``say`` whose text holds line breaks)."""
+    greeting_delay: float = GREETING_DELAY
+    """Seconds a new connection may stay silent before the server shows it a one-line
+    prompt (for people at ``nc``); one at or above ``first_byte_timeout`` never does."""
     max_clients: int = MAX_CLIENTS
     """Connections in total (``--max-clients``)."""
     max_clients_per_address: int = MAX_CLIENTS_PER_ADDRESS

@@ -567,6 +567,17 @@ def _error(code: str, text: str) -> bytes:
     return Frame("error", code=code, text=text).encode(Mode.JSON)
 
 
+@functools.cache
+def _greeting() -> bytes:
+    """The line a silent new connection is shown: a prompt for people at ``nc``."""
+    from chatkit import __version__  # the package's version: chatkit/__init__.py
+
+    return (
+        f"chatkit {__version__}: type a nick and press Enter to join "
+        "(programs: send a JSON hello, see docs/protocol.md)\n"
+    ).encode()
+
+
 def _raise_fd_limit(max_clients: int) -> None:
     try:
         import resource
@@ -651,6 +662,8 @@ class Server:
         # The pending connections and when each times out, oldest first (acceptor
         # thread only, so no lock).
         self._pending: dict[Connection, float] = {}
+        # The pending connections still to be greeted and when (acceptor thread only).
+        self._greet: dict[Connection, float] = {}
         # Per-address token buckets for connect_rate: host -> (tokens, when last
         # updated). Acceptor thread only.
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -674,31 +687,44 @@ class Server:
     def start(self) -> Self:
         """Configure plugins, register commands, listen, and start serving.
 
-        Steps: ``chatkit_configure`` → ``chatkit_register_commands`` → bind and
-        listen → start the writer, watchdog and acceptor threads →
-        ``chatkit_server_start``. Raises :class:`UsageError` if a plugin refuses
-        its settings or the address cannot be bound. Returns the server.
+        Steps: bind and listen → ``chatkit_configure`` →
+        ``chatkit_register_commands`` → start the writer, watchdog and acceptor
+        threads (clients are accepted from here on) → ``chatkit_server_start``.
+        Raises :class:`UsageError` if a plugin refuses its settings or the address
+        cannot be bound. Returns the server.
         """
         with self._lock:
             if self._started:
                 raise RuntimeError("Server.start() called twice")
             self._started = True
             self._started_at = time.monotonic()
-        self.hooks.startup(
-            "chatkit_configure", config=self.config, pluginmanager=self.pluginmanager
-        )
-        plugins_mod.collect_commands(self.pluginmanager, self.commands)
-        self.hub.prepare()
         limits = self.config.limits
-        _raise_fd_limit(limits.max_clients)
+        # Bind first: a port in use is the likeliest mistake, and plugins (the
+        # history database) should not open files for a server that cannot run.
         try:
+            host = self.config.host
+            ipv6 = ":" in host  # an IPv6 address; "::" also takes IPv4 where it can
             listener = socket.create_server(
-                (self.config.host, self.config.port), backlog=1024, reuse_port=False
+                (host, self.config.port),
+                family=socket.AF_INET6 if ipv6 else socket.AF_INET,
+                backlog=1024,
+                reuse_port=False,
+                dualstack_ipv6=host == "::" and socket.has_dualstack_ipv6(),
             )
         except OSError as exc:
             raise UsageError(
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
             ) from None
+        try:
+            self.hooks.startup(
+                "chatkit_configure", config=self.config, pluginmanager=self.pluginmanager
+            )
+            plugins_mod.collect_commands(self.pluginmanager, self.commands)
+        except BaseException:
+            listener.close()
+            raise
+        self.hub.prepare()
+        _raise_fd_limit(limits.max_clients)
         listener.setblocking(False)
         self._listener = listener
         self.address = listener.getsockname()[:2]
@@ -940,6 +966,8 @@ class Server:
             )
         timeout = min(limits.first_byte_timeout, limits.login_timeout)
         self._pending[conn] = now + timeout
+        if limits.greeting_delay < timeout:
+            self._greet[conn] = now + limits.greeting_delay
         assert self._accept_sel is not None
         self._accept_sel.register(sock, selectors.EVENT_READ, conn)
 
@@ -970,10 +998,14 @@ class Server:
             self._buckets.clear()
 
     def _next_expiry(self) -> float | None:
-        """Seconds until the oldest pending connection times out; None if there is none."""
+        """Seconds until the oldest pending connection times out or is greeted; None if
+        there is none."""
         if not self._pending:
             return None
-        return max(0.0, next(iter(self._pending.values())) - time.monotonic())
+        due = next(iter(self._pending.values()))
+        if self._greet:
+            due = min(due, next(iter(self._greet.values())))
+        return max(0.0, due - time.monotonic())
 
     def _expire_pending(self) -> None:
         """Close the pending connections whose first-byte (or login) timeout has passed."""
@@ -992,6 +1024,15 @@ class Server:
             if deadline > now:
                 break
             self._close_pending(conn, frame, "login timeout")
+        # Silent for greeting_delay: most likely a person at nc or telnet, who sees
+        # nothing until the server speaks. A program speaking JSON sends its hello
+        # at once, so it never reads this line (and has left _greet by then).
+        for conn, deadline in list(self._greet.items()):
+            if deadline > now:
+                break
+            del self._greet[conn]
+            with contextlib.suppress(OSError):  # an empty new socket: never blocks
+                conn.sock.send(_greeting(), socket.MSG_DONTWAIT)
 
     def _first_data(self, conn: Connection) -> None:
         """A pending connection is readable: close it if it left, else start its reader."""
@@ -1010,6 +1051,7 @@ class Server:
             return
         self._accept_sel.unregister(conn.sock)
         del self._pending[conn]
+        self._greet.pop(conn, None)
         host, port = conn.address
         thread = threading.Thread(
             target=self._serve, args=(conn, data), name=f"chatkit-reader-{host}:{port}"
@@ -1031,6 +1073,7 @@ class Server:
         assert self._accept_sel is not None
         self._accept_sel.unregister(conn.sock)
         del self._pending[conn]
+        self._greet.pop(conn, None)
         self._forget(conn)
         log.debug("closed %s:%s before it sent anything: %s", *conn.address, reason)
         if frame is not None:

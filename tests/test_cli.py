@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -361,3 +362,21 @@ def test_help_shows_readable_metavars() -> None:
     assert len(flags) == 4 and not [line for line in flags if "<bool>" in line]
     new_help = run("plugin", "new", "--help", env=env).stdout
     assert re.search(r"--chatkit-path\s+PATH", new_help)
+
+
+def test_a_port_in_use_stops_serve_before_it_opens_the_database(tmp_path: Path) -> None:
+    """Bind first: a server that cannot listen exits 2 without creating its history file."""
+    db = tmp_path / "chat.sqlite3"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [CHATKIT, "serve", "--port", str(port), "--db", str(db)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert not db.exists()

@@ -464,3 +464,33 @@ def test_start_twice_is_an_error() -> None:
     """A server starts once."""
     with run_server() as server, pytest.raises(RuntimeError):
         server.start()
+
+
+def test_a_silent_new_connection_is_greeted_with_a_prompt(chat_server_factory: Factory) -> None:
+    """A person at nc sees a one-line prompt after greeting_delay, types a nick and joins."""
+    server = chat_server_factory(greeting_delay=0.2)
+    with TextClient(server.address) as nc:
+        nc.expect("type a nick and press Enter to join")
+        nc.send_line("carol")
+        nc.expect("Welcome to chatkit")
+
+
+def test_a_json_client_never_receives_the_text_prompt(chat_server_factory: Factory) -> None:
+    """A program that sends its hello at once reads only JSON, even long after the delay."""
+    server = chat_server_factory(greeting_delay=0.2)
+    with ChatClient(server.address) as bot:  # its every line is parsed as JSON
+        bot.login("bot")
+        time.sleep(0.6)  # three greeting delays: a prompt, if any were sent, is here now
+        assert [f["type"] for f in bot.sync()] == ["join"]
+
+
+def test_a_server_listens_on_ipv6_too(chat_server_factory: Factory) -> None:
+    """host "::" listens on IPv6 (and IPv4 where the system allows both on one socket)."""
+    from chatkit import Config
+
+    config = Config()
+    config.host = "::"
+    server = chat_server_factory(config=config)
+    with socket.create_connection(("::1", server.address[1]), timeout=5) as sock:
+        sock.sendall(b'{"type":"hello","nick":"six"}\n')
+        assert b'"welcome"' in sock.recv(4096)
