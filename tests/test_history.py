@@ -292,10 +292,10 @@ def test_retention_by_age(chat_server_factory: Factory, chat_client: Connect, db
 
 
 def test_a_message_that_cannot_be_stored_is_not_delivered(
-    chat_server_factory: Factory, chat_client: Connect, db: Path
+    chat_server_factory: Factory, chat_client: Connect, db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A full database: the sender is told (not_stored), nobody receives it, the log says why;
-    once there is room again, chat goes on."""
+    """A full database: the sender is told (not_stored) without SQL, nobody receives it, the
+    log says why; once there is room again, chat goes on."""
     server = chat_server_factory(config=history_config(db=str(db)))
     alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
     store = plugin(server)._store
@@ -304,8 +304,13 @@ def test_a_message_that_cannot_be_stored_is_not_delivered(
         store._write_db.execute(f"PRAGMA max_page_count = {pages}")
     alice.say("x" * 5000)
     error = alice.expect("error")
-    assert error["code"] == "not_stored"
-    assert "the history database cannot be written (database or disk is full)" in error["text"]
+    assert error == {
+        "type": "error",
+        "code": "not_stored",
+        "text": "message not delivered: could not store the message; try again",
+    }
+    assert f"cannot write 1 message(s) to the history database {db}" in caplog.text
+    assert "database or disk is full" in caplog.text
     assert messages(bob.sync()) == []
     with store._write_lock:
         store._write_db.execute("PRAGMA max_page_count = 1000000")
@@ -371,9 +376,10 @@ def test_pages_fit_in_the_send_queue(chat_server_factory: Factory, chat_client: 
 
 
 def test_a_replay_that_cannot_be_read_is_a_notice(
-    chat_server_factory: Factory, chat_client: Connect, db: Path
+    chat_server_factory: Factory, chat_client: Connect, db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """If the history cannot be read, the joiner is told, joins anyway, and chat goes on."""
+    """If the history cannot be read, the joiner is told (the log says why), joins anyway,
+    and chat goes on."""
     server = chat_server_factory(config=history_config(db=str(db)))
     alice = chat_client(server, "alice")
     alice.say("before")
@@ -383,11 +389,13 @@ def test_a_replay_that_cannot_be_read_is_a_notice(
         store._read_db.close()  # any read now fails inside SQLite's module
     bob = chat_client(server, "bob")
     notice = bob.expect("notice")
-    assert notice["text"].startswith("no history for #general: the history database cannot be read")
+    assert notice["text"] == "no history for #general: could not read the history; try again"
     alice.say("after")
     assert bob.expect("message")["text"] == "after"
     bob.say("/history")
-    assert bob.expect("error")["code"] == "internal_error"
+    error = bob.expect("error")
+    assert error["code"] == "internal_error" and "SQL" not in error["text"]
+    assert "cannot read the history database" in caplog.text
 
 
 def test_no_plugin_history_turns_it_off(chat_server_factory: Factory, chat_client: Connect) -> None:
@@ -490,6 +498,20 @@ def test_a_locked_database_stops_the_start(tmp_path: Path, db: Path) -> None:
         holder.close()
 
 
+def test_a_second_server_on_the_same_file_is_refused(db: Path) -> None:
+    """Two embedded servers on one database file: the second raises UsageError naming the
+    file and the first one's pid, and the first goes on; after it stops the file is free."""
+    with Server(port=0, config=history_config(db=str(db))) as first:
+        second = Server(port=0, config=history_config(db=str(db)))
+        with pytest.raises(UsageError, match=re.escape(f"history database {db} is in use")) as info:
+            second.start()
+        assert f"(pid {os.getpid()})" in str(info.value)
+        second.shutdown()
+        assert plugin(first)._store.last_id() == 0  # still open and working
+    with Server(port=0, config=history_config(db=str(db))):
+        pass
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -539,6 +561,28 @@ def test_serve_with_a_bad_db_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"Error: history database {bad} is corrupt or not a SQLite file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_database_in_use_exits_2(serve: type[ServeProcess], db: Path) -> None:
+    """A second `chatkit serve` on the file of a running one: exit status 2, a message
+    naming the file and the first server's pid; the first one goes on."""
+    first = serve("--db", str(db))
+    result = subprocess.run(
+        [CHATKIT, "serve", "--port", "0", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert (
+        f"Error: history database {db} is in use by another chatkit server "
+        f"(pid {first.proc.pid})" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    with socket.create_connection(first.address, timeout=5):
+        pass
+    code, _out, _err = first.stop()
+    assert code == 0
 
 
 @pytest.mark.parametrize("synchronous", ["normal", "full"])
