@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chatkit import __version__
+from chatkit.builtins.history import serve_db
 from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused, RoomRefused, room_name
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
@@ -85,11 +86,15 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
     config.disable = [*config.disable, *overrides["disable"]]
     for warning in check_plugin_sections(config, config.plugin_config):
         typer.echo(f"Warning: {warning}", err=True)
+    history = config.plugin_config.setdefault("history", {})
     if overrides.get("db"):
         db = overrides["db"]
         if db != ":memory:":
             db = str(Path(db).absolute())
-        config.plugin_config.setdefault("history", {})["db"] = db
+        history["db"] = db
+    elif "db" not in history:
+        # The plugin alone keeps history in memory; a served server keeps its own file.
+        history["db"] = serve_db(config)
     limits = config.limits
     for key, value in overrides["limits"].items():
         if value is not None:
@@ -194,7 +199,8 @@ def serve(
         typer.Option(
             "--db",
             help="The history database (SQLite file, or :memory:). "
-            "\\[default: history.sqlite3 in the user data directory]",
+            "\\[default: one file per server in the user data directory, "
+            "e.g. history-127.0.0.1-9090.sqlite3; see docs/operations.md]",
             metavar="PATH",
         ),
     ] = None,
@@ -255,7 +261,10 @@ def serve(
         typer.echo(f"plugins: {', '.join(info.name for info in server.plugin_infos)}")
         history = server.pluginmanager.get_plugin("history")
         if history is not None and history.store is not None:
-            typer.echo(f"history: {history.store.path}")
+            path = history.store.path
+            if path == ":memory:":
+                path = "in memory only, gone when the server stops (--db FILE keeps it)"
+            typer.echo(f"history: {path}")
         if cfg.source:
             typer.echo(f"config: {cfg.source}")
         hosts = local_addresses(socket.AF_INET6 if ":" in host_ else socket.AF_INET)

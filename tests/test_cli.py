@@ -186,7 +186,7 @@ def test_help_and_version() -> None:
     ):
         assert flag in result.stdout
     # Every default is shown (Rich would swallow a literal "[default: ...]" in a help text).
-    for default in ("9090", "8192", "1048576", "#general", "history.sqlite3 in the user data"):
+    for default in ("9090", "8192", "1048576", "#general", "one file per server in the user data"):
         assert f"[default: {default}" in " ".join(result.stdout.split()), default
     version = run("--version")
     assert re.fullmatch(r"chatkit \d+\.\d+\.\d+\n", version.stdout)

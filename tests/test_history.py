@@ -19,7 +19,7 @@ import pytest
 from conftest import CHATKIT, ServeProcess
 
 from chatkit import Config, Message, Server, UsageError
-from chatkit.builtins.history import History
+from chatkit.builtins.history import History, serve_db
 from chatkit.config import config_from_dict
 from chatkit.store import MessageStore
 from chatkit.testing import ChatClient, TextClient
@@ -187,9 +187,13 @@ def test_bad_history_frames_get_clear_errors(
     assert alice.expect("history")["count"] == 0
 
 
-def test_private_history_only_for_its_two_parties(chat_client: Connect) -> None:
-    """/history NICK and {"with": NICK} show the conversation between you and NICK only."""
-    alice, bob, carol = chat_client("alice"), chat_client("bob"), chat_client("carol")
+def test_private_history_only_for_its_two_parties(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """With private = true, /history NICK and {"with": NICK} show the conversation between
+    you and NICK only."""
+    server = chat_server_factory(config=history_config(private=True))
+    alice, bob, carol = (chat_client(server, nick) for nick in ("alice", "bob", "carol"))
     alice.say("/msg bob one")
     bob.expect("private")
     bob.say("/msg ALICE two")
@@ -213,29 +217,33 @@ def test_private_history_only_for_its_two_parties(chat_client: Connect) -> None:
     assert messages(carol.sync()) == [("private", "other", True)]
 
 
-def test_private_false_keeps_private_messages_out(
-    chat_server_factory: Factory, chat_client: Connect
+@pytest.mark.parametrize("settings", [{}, {"private": False}], ids=["default", "false"])
+def test_private_messages_are_not_stored_by_default(
+    chat_server_factory: Factory, chat_client: Connect, settings: dict[str, Any]
 ) -> None:
-    """With private = false, private messages are delivered but never stored."""
-    server = chat_server_factory(config=history_config(private=False))
+    """By default (no accounts yet: a nick's next holder could read them), and with
+    private = false, private messages are delivered but never stored."""
+    server = chat_server_factory(config=history_config(**settings))
     alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
     alice.say("/msg bob secret")
     assert bob.expect("private")["text"] == "secret"
     alice.expect("private")
     alice.say("/history bob")
     assert messages(alice.sync()) == []
+    assert plugin(server)._store.last_id() == 0
 
 
 def test_history_survives_a_restart(chat_client: Connect, db: Path) -> None:
     """A restarted server replays what the last one stored; new ids come after the old ones."""
-    config = history_config(db=str(db))
+    config = history_config(db=str(db), private=True)
     with Server(port=0, config=config) as first:
-        alice = chat_client(first, "alice")
+        alice, bob = chat_client(first, "alice"), chat_client(first, "bob")
         alice.say("before the restart")
         old = alice.expect("message")
-        alice.say("/msg alice kept too")
+        alice.say("/msg bob kept too")
         alice.expect("private")
-    with Server(port=0, config=history_config(db=str(db))) as second:
+        bob.close()
+    with Server(port=0, config=history_config(db=str(db), private=True)) as second:
         bob = chat_client(second, "bob")
         frames = bob.sync()
         assert messages(frames) == [("message", "before the restart", True)]
@@ -244,7 +252,7 @@ def test_history_survives_a_restart(chat_client: Connect, db: Path) -> None:
         assert bob.expect("message")["id"] > old["id"]
         alice = chat_client(second, "alice")
         alice.sync()
-        alice.say("/history alice")
+        alice.say("/history bob")
         assert messages(alice.sync()) == [("private", "kept too", True)]
 
 
@@ -331,9 +339,11 @@ def test_text_that_is_not_unicode_stops_nobody(chat_client: Connect) -> None:
         alice.send(frame)
         assert alice.expect("error")["code"] == "bad_encoding"
     alice.say("still here")
+    bob.expect("message", text="still here")  # else "me too" may come first: two senders
     bob.say("me too")
-    assert [f["text"] for f in alice.sync() if f["type"] == "message"] == ["still here", "me too"]
-    assert [f["text"] for f in bob.sync() if f["type"] == "message"] == ["still here", "me too"]
+    assert alice.expect("message")["text"] == "still here"
+    assert alice.expect("message")["text"] == "me too"
+    assert bob.expect("message")["text"] == "me too"
 
 
 def test_a_history_writer_that_keeps_failing_stops_the_server(
@@ -535,17 +545,93 @@ def test_bad_settings_are_named(settings: dict[str, Any], message: str) -> None:
 # -- the command line ------------------------------------------------------------------
 
 
-def test_serve_uses_the_data_directory_by_default(serve: type[ServeProcess]) -> None:
-    """`chatkit serve` keeps history in the user's data directory and says where."""
-    server = serve()
+def test_an_embedded_server_keeps_history_in_memory(chat_client: Connect) -> None:
+    """A `Server` in a program, given no database, keeps history in memory: it never
+    replays, or writes to, the user's files."""
+    with Server(port=0) as server:
+        assert plugin(server)._store.path == ":memory:"
+        alice = chat_client(server, "alice")
+        alice.say("only here")
+        alice.expect("message")
+        bob = chat_client(server, "bob")
+        assert messages(bob.sync()) == [("message", "only here", True)]
+    assert not (Path(os.environ["XDG_DATA_HOME"]) / "chatkit").exists()
+
+
+def _data(name: str) -> Path:
+    return Path(os.environ["XDG_DATA_HOME"]) / "chatkit" / name
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, "history-127.0.0.1-9090.sqlite3"),
+        ({"host": "0.0.0.0", "port": 6667}, "history-0.0.0.0-6667.sqlite3"),
+        ({"host": "::1", "port": 9090}, "history-__1-9090.sqlite3"),
+        ({"port": 0}, None),
+    ],
+)
+def test_serve_db_is_one_file_per_address(settings: dict[str, Any], expected: str | None) -> None:
+    """Without a config file, a served server's history file is named by its host and
+    port; port 0 (picked at start) keeps history in memory."""
+    config = Config(**settings)
+    assert serve_db(config) == (str(_data(expected)) if expected else ":memory:")
+
+
+def test_serve_db_of_a_config_file_is_derived_from_its_path(tmp_path: Path) -> None:
+    """With a config file, the file is the identity: its name and a hash of its absolute
+    path, so two chatkit.toml in two directories are two servers."""
+    one, two = tmp_path / "a" / "chatkit.toml", tmp_path / "b" / "chatkit.toml"
+    first = serve_db(Config(source=one, port=0))
+    assert re.fullmatch(re.escape(str(_data("history-chatkit-"))) + r"[0-9a-f]{8}\.sqlite3", first)
+    assert first == serve_db(Config(source=one, port=4000))  # the port is not its identity
+    assert first != serve_db(Config(source=two))
+
+
+def test_serve_keeps_one_file_per_address_and_says_where(serve: type[ServeProcess]) -> None:
+    """`chatkit serve` on a port keeps history in history-HOST-PORT.sqlite3 in the data
+    directory, says where, and a server on another port keeps its own."""
+    with socket.socket() as probe:  # a port free a moment ago; the server takes it next
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = serve("--port", str(port))
     try:
+        assert server.address[1] == port
         history_line = server.proc.stdout.readline() if server.proc.stdout else ""
-        expected = Path(os.environ["XDG_DATA_HOME"]) / "chatkit" / "history.sqlite3"
+        expected = _data(f"history-127.0.0.1-{port}.sqlite3")
         assert history_line == f"history: {expected}\n"
         assert expected.is_file()
     finally:
         code, _out, _err = server.stop()
     assert code == 0
+    assert not _data("history.sqlite3").exists()
+
+
+def test_serve_on_port_0_says_history_is_in_memory(serve: type[ServeProcess]) -> None:
+    """`chatkit serve --port 0` (no identity to come back to) keeps history in memory and
+    says so; two of them run side by side."""
+    first, second = serve(), serve()
+    for server in (first, second):
+        line = server.proc.stdout.readline() if server.proc.stdout else ""
+        assert line == "history: in memory only, gone when the server stops (--db FILE keeps it)\n"
+    for server in (first, second):
+        code, _out, _err = server.stop()
+        assert code == 0
+
+
+def test_serve_with_a_config_file_keeps_the_file_derived_from_it(
+    serve: type[ServeProcess], tmp_path: Path
+) -> None:
+    """`chatkit serve --config FILE` keeps history in the file serve_db derives from it."""
+    config = tmp_path / "team.toml"
+    config.write_text("[server]\nport = 0\n")
+    server = serve("--config", str(config))
+    line = server.proc.stdout.readline() if server.proc.stdout else ""
+    code, _out, _err = server.stop()
+    assert code == 0
+    expected = serve_db(Config(source=config))
+    assert "history-team-" in expected
+    assert line == f"history: {expected}\n" and Path(expected).is_file()
 
 
 def test_serve_with_a_bad_db_exits_2(tmp_path: Path) -> None:
