@@ -55,14 +55,16 @@ def test_joining_replays_the_room_before_live_messages(
     chat_server_factory: Factory, chat_client: Connect, db: Path
 ) -> None:
     """A joiner gets its join, the last messages (ids, times, marked history), then live ones."""
-    server = chat_server_factory(config=history_config(db=str(db), replay=3), disable=["flood"])
-    alice = chat_client(server, "alice")
+    config = history_config(db=str(db), replay=3, private=True)
+    server = chat_server_factory(config=config, disable=["flood"])
+    alice, carol = chat_client(server, "alice"), chat_client(server, "carol")
     sent = []
     for i in range(5):
         alice.say(f"m{i}")
         sent.append(alice.expect("message"))
-    alice.say("/msg alice note to self")  # private: never in a room's replay
+    alice.say("/msg carol psst")  # private: never in a room's replay
     alice.expect("private")
+    carol.expect("private")
     bob = chat_client(server, "bob")
     alice.say("live")
     bob.expect("message", text="live")
