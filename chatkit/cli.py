@@ -251,7 +251,15 @@ def serve(
     # ends in the finally below (shutdown() is idempotent and safe before start).
     try:
         try:
-            server.start()
+            # The kernel may hand SIGINT or SIGTERM to any thread that does not block
+            # it, and Python runs the handler only once the main thread wakes: blocked
+            # in serve_forever(), it might never. So the server's threads (and the ones
+            # they start, which inherit the mask) block both; only this thread takes them.
+            _block_stop_signals(True)
+            try:
+                server.start()
+            finally:
+                _block_stop_signals(False)
         except UsageError as exc:
             raise _fail(exc) from None
         host_, port_ = server.address
@@ -348,6 +356,16 @@ def local_addresses(family: socket.AddressFamily = socket.AF_INET) -> list[str]:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _block_stop_signals(block: bool) -> None:
+    """Block (or unblock) SIGINT and SIGTERM in the calling thread; threads it starts
+    meanwhile inherit the mask. A no-op where there is no ``pthread_sigmask``."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 @app.command("plugins")

@@ -298,6 +298,29 @@ def test_serve_says_each_startup_fact_once(serve: type[ServeProcess], tmp_path: 
     assert len([line for line in lines if line.endswith("stopped")]) == 1, lines
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's /proc")
+def test_only_the_main_thread_of_serve_takes_stop_signals(serve: type[ServeProcess]) -> None:
+    """Every thread of `chatkit serve` but the main one blocks SIGINT and SIGTERM, so the
+    kernel hands them to the thread that waits for them (else a SIGTERM could go unheard)."""
+    server = serve()
+    try:
+        with ChatClient(server.address) as alice:  # a reader thread too
+            alice.login("alice")
+            stop = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+            pid = server.proc.pid
+            blocked = {}
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                status = (task / "status").read_text()
+                mask = int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+                blocked[int(task.name)] = mask & stop == stop
+            assert len(blocked) >= 4  # main, acceptor, writer, reader, ...
+            assert blocked.pop(pid) is False
+            assert all(blocked.values()), blocked
+    finally:
+        code, _out, _err = server.stop()
+    assert code == 0
+
+
 def test_a_config_section_for_an_unknown_plugin_exits_2(tmp_path: Path) -> None:
     """A [plugins.NAME] table of a plugin that does not exist stops the start, naming the section and the fix."""
     config = tmp_path / "chatkit.toml"
