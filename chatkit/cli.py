@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chatkit import __version__
+from chatkit.builtins.history import serve_db
 from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused, RoomRefused, room_name
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
@@ -85,11 +86,15 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
     config.disable = [*config.disable, *overrides["disable"]]
     for warning in check_plugin_sections(config, config.plugin_config):
         typer.echo(f"Warning: {warning}", err=True)
+    history = config.plugin_config.setdefault("history", {})
     if overrides.get("db"):
         db = overrides["db"]
         if db != ":memory:":
             db = str(Path(db).absolute())
-        config.plugin_config.setdefault("history", {})["db"] = db
+        history["db"] = db
+    elif "db" not in history:
+        # The plugin alone keeps history in memory; a served server keeps its own file.
+        history["db"] = serve_db(config)
     limits = config.limits
     for key, value in overrides["limits"].items():
         if value is not None:
@@ -223,7 +228,8 @@ def serve(
         typer.Option(
             "--db",
             help="The history database (SQLite file, or :memory:). "
-            "\\[default: history.sqlite3 in the user data directory]",
+            "\\[default: one file per server in the user data directory, "
+            "e.g. history-127.0.0.1-9090.sqlite3; see docs/operations.md]",
             metavar="PATH",
         ),
     ] = None,
@@ -278,7 +284,15 @@ def serve(
     # ends in the finally below (shutdown() is idempotent and safe before start).
     try:
         try:
-            server.start()
+            # The kernel may hand SIGINT or SIGTERM to any thread that does not block
+            # it, and Python runs the handler only once the main thread wakes: blocked
+            # in serve_forever(), it might never. So the server's threads (and the ones
+            # they start, which inherit the mask) block both; only this thread takes them.
+            _block_stop_signals(True)
+            try:
+                server.start()
+            finally:
+                _block_stop_signals(False)
         except UsageError as exc:
             raise _fail(exc) from None
         host_, port_ = server.address
@@ -288,7 +302,10 @@ def serve(
         typer.echo(f"plugins: {', '.join(info.name for info in server.plugin_infos)}")
         history = server.pluginmanager.get_plugin("history")
         if history is not None and history.store is not None:
-            typer.echo(f"history: {history.store.path}")
+            path = history.store.path
+            if path == ":memory:":
+                path = "in memory only, gone when the server stops (--db FILE keeps it)"
+            typer.echo(f"history: {path}")
         if cfg.source:
             typer.echo(f"config: {cfg.source}")
         hosts = local_addresses(socket.AF_INET6 if ":" in host_ else socket.AF_INET)
@@ -372,6 +389,16 @@ def local_addresses(family: socket.AddressFamily = socket.AF_INET) -> list[str]:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _block_stop_signals(block: bool) -> None:
+    """Block (or unblock) SIGINT and SIGTERM in the calling thread; threads it starts
+    meanwhile inherit the mask. A no-op where there is no ``pthread_sigmask``."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 @app.command("plugins")

@@ -14,6 +14,15 @@ the server being killed, not a power cut or kernel crash (the last commits befor
 one may be lost). With ``"full"`` every commit is also flushed to the disk
 (``fsync``) before :meth:`add` returns, and survives those too.
 
+One server at a time: the store holds an advisory lock (``flock``) on ``PATH.lock``
+beside the database for as long as it is open, with the holder's pid written in
+it; a second store on the same file (another server, in this process or another)
+is refused at start with a :class:`~chatkit.UsageError` naming the file and that
+pid, instead of two writers refusing each other's message ids.
+
+Errors: a :class:`StoreError`'s text is for the people chatting (no SQL in it);
+the detail goes to the log, and to the error's ``__cause__``.
+
 Threads: :meth:`add` and the read methods may be called from any thread; the
 writer thread also prunes old rows (retention), in small transactions between
 commits. A third thread checkpoints the WAL into the database file every second,
@@ -24,7 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
+import sys
 import threading
 import time
 from collections import deque
@@ -37,11 +48,16 @@ from chatkit.errors import UsageError
 from chatkit.events import Message
 from chatkit.names import fold
 
+if sys.platform != "win32":
+    import fcntl
+
 __all__ = [
     "APPLICATION_ID",
     "MAX_ID",
     "MAX_WRITER_FAILURES",
     "MIGRATIONS",
+    "NOT_READ",
+    "NOT_STORED",
     "SCHEMA_VERSION",
     "MessageStore",
     "StoreError",
@@ -81,8 +97,16 @@ _COLUMNS = "id, room, nick, target, text, action, ts"
 MAX_ID = 2**63 - 1  # the largest id SQLite's INTEGER holds
 
 
+# What the people chatting are told; the log says what went wrong.
+NOT_STORED = "could not store the message; try again"
+NOT_READ = "could not read the history; try again"
+
+
 class StoreError(Exception):
-    """A message could not be stored or read; the text says why, for people."""
+    """A message could not be stored or read; the text says so, for people (no SQL in it).
+
+    The detail, if any, is logged and kept as ``__cause__``.
+    """
 
 
 def conversation(message: Message) -> str:
@@ -120,7 +144,7 @@ def _check_row(row: tuple[object, ...]) -> None:
             except UnicodeEncodeError:
                 raise StoreError("the message is not valid Unicode text") from None
         elif isinstance(value, int) and not -MAX_ID - 1 <= value <= MAX_ID:
-            raise StoreError("the message has a number SQLite cannot store")
+            raise StoreError("the message has a number too large to store")
 
 
 def _message(row: Sequence[object]) -> Message:
@@ -162,8 +186,8 @@ class MessageStore:
         history plugin then stops the server rather than refuse every message.
 
     Raises :class:`~chatkit.UsageError` with a clear message if the file cannot be
-    opened or created, is locked, corrupt, not a chatkit database, or from a
-    newer chatkit.
+    opened or created, is in use by another store (see the module doc), locked,
+    corrupt, not a chatkit database, or from a newer chatkit.
     """
 
     def __init__(
@@ -190,7 +214,10 @@ class MessageStore:
         self.prune_interval = prune_interval
         self._memory = self.path == ":memory:"
         self._write_db = _open(self.path, create_parent, busy_timeout)
+        self._lock_fd: int | None = None  # PATH.lock, held until close()
         try:
+            if not self._memory:
+                self._lock_fd = _take_lock(self.path)
             _prepare(self._write_db, self.path, synchronous, migrations, busy_timeout)
             if self._memory:
                 # One connection serves both: an in-memory database is private to it.
@@ -204,6 +231,7 @@ class MessageStore:
                 self._write_db.execute("PRAGMA wal_autocheckpoint = 0")
         except BaseException:
             self._write_db.close()
+            _release_lock(self._lock_fd)
             raise
         # Synchronize use of the write connection: the writer thread, and close().
         # For ":memory:" it is also the read connection's lock (one connection).
@@ -283,7 +311,8 @@ class MessageStore:
         batch.future.result()
 
     def close(self) -> None:
-        """Write what is queued, stop the writer thread, close the database. Idempotent."""
+        """Write what is queued, stop the writer thread, close the database, release
+        its lock file. Idempotent."""
         with self._cond:
             if self._closing:
                 return
@@ -299,6 +328,8 @@ class MessageStore:
                 with contextlib.suppress(sqlite3.Error):  # leave a short WAL behind
                     self._write_db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._write_db.close()
+            _release_lock(self._lock_fd)  # last: the database is closed for good
+            self._lock_fd = None
 
     def _checkpoints(self, db: sqlite3.Connection) -> None:
         """Thread entry point: copy the WAL into the database now and then (never blocks
@@ -356,7 +387,7 @@ class MessageStore:
                 ).fetchall()
         except sqlite3.Error as exc:
             log.error("cannot read the history database %s: %s", self.path, exc)
-            raise StoreError(f"the history database cannot be read ({exc})") from exc
+            raise StoreError(NOT_READ) from exc
         more = len(rows) > limit
         return [_message(row) for row in reversed(rows[:limit])], more
 
@@ -380,7 +411,7 @@ class MessageStore:
                     if batch is not None and batch.rows:
                         self.queued -= len(batch.rows)
                 if batch is not None and not batch.future.done():
-                    batch.future.set_exception(StoreError("the history writer failed"))
+                    batch.future.set_exception(StoreError(NOT_STORED))
                 if failures < MAX_WRITER_FAILURES:
                     continue
             except BaseException:
@@ -399,7 +430,7 @@ class MessageStore:
             self._current = None
         for batch in batches:
             if batch is not None and not batch.future.done():
-                batch.future.set_exception(StoreError("the history writer failed"))
+                batch.future.set_exception(StoreError(NOT_STORED))
 
     def _write_loop(self) -> None:
         """Commit batches in order; prune between them."""
@@ -453,7 +484,8 @@ class MessageStore:
                 self.path,
                 exc,
             )
-            failure = StoreError(f"the history database cannot be written ({exc})")
+            failure = StoreError(NOT_STORED)
+            failure.__cause__ = exc
         with self._cond:
             self.queued -= len(batch.rows)
             if failure is None:
@@ -541,6 +573,66 @@ def _open(path: str, create_parent: bool, busy_timeout: float) -> sqlite3.Connec
         )
     except sqlite3.Error as exc:
         raise UsageError(f"cannot open history database {path}: {exc}") from None
+
+
+def _take_lock(path: str) -> int | None:
+    """Lock ``PATH.lock`` (created if missing) and write our pid in it; return its
+    descriptor, to hold until :func:`_release_lock`.
+
+    Raises :class:`UsageError` naming the database and the holder's pid if another
+    store holds it. ``flock`` locks belong to the open file, so a second store in
+    this same process is refused too. No locking on Windows (no ``flock``).
+    """
+    if sys.platform == "win32":
+        return None
+    lock = f"{path}.lock"
+    try:
+        # O_CLOEXEC: a program the server starts must not inherit (and hold) the lock.
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create {lock}, the lock file of history database {path}: "
+            f"{exc.strerror or exc}; check the directory's permissions"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = _read_pid(fd)
+        os.close(fd)
+        if holder == os.getpid():
+            who = f"another server in this process (pid {holder})"
+        elif holder is not None:
+            who = f"another chatkit server (pid {holder})"
+        else:
+            who = "another chatkit server"
+        raise UsageError(
+            f"history database {path} is in use by {who}; stop it, or give this "
+            "server another file with --db (or [plugins.history] db)"
+        ) from None
+    # Truncate only once locked: the file may hold the pid of a holder until then.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _read_pid(fd: int) -> int | None:
+    """The pid the lock's holder wrote, or ``None`` (not written yet, or garbage)."""
+    try:
+        return int(os.pread(fd, 32, 0).decode("ascii").strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _release_lock(fd: int | None) -> None:
+    """Clear our pid from the lock file and unlock it (by closing it); ``None`` is a no-op.
+
+    The file stays: deleting it could let two stores lock two different files.
+    """
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)  # while still holding it: never a newer holder's pid
+    os.close(fd)
 
 
 def _prepare(

@@ -190,7 +190,7 @@ def test_help_and_version() -> None:
     ):
         assert flag in result.stdout
     # Every default is shown (Rich would swallow a literal "[default: ...]" in a help text).
-    for default in ("9090", "8192", "1048576", "#general", "history.sqlite3 in the user data"):
+    for default in ("9090", "8192", "1048576", "#general", "one file per server in the user data"):
         assert f"[default: {default}" in " ".join(result.stdout.split()), default
     version = run("--version")
     assert re.fullmatch(r"chatkit \d+\.\d+\.\d+\n", version.stdout)
@@ -303,6 +303,29 @@ def test_serve_says_each_startup_fact_once(serve: type[ServeProcess], tmp_path: 
     assert len([line for line in lines if "listening on" in line]) == 1, lines
     assert len([line for line in lines if str(db) in line]) == 1, lines
     assert len([line for line in lines if line.endswith("stopped")]) == 1, lines
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's /proc")
+def test_only_the_main_thread_of_serve_takes_stop_signals(serve: type[ServeProcess]) -> None:
+    """Every thread of `chatkit serve` but the main one blocks SIGINT and SIGTERM, so the
+    kernel hands them to the thread that waits for them (else a SIGTERM could go unheard)."""
+    server = serve()
+    try:
+        with ChatClient(server.address) as alice:  # a reader thread too
+            alice.login("alice")
+            stop = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+            pid = server.proc.pid
+            blocked = {}
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                status = (task / "status").read_text()
+                mask = int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+                blocked[int(task.name)] = mask & stop == stop
+            assert len(blocked) >= 4  # main, acceptor, writer, reader, ...
+            assert blocked.pop(pid) is False
+            assert all(blocked.values()), blocked
+    finally:
+        code, _out, _err = server.stop()
+    assert code == 0
 
 
 def test_a_config_section_for_an_unknown_plugin_exits_2(tmp_path: Path) -> None:

@@ -62,14 +62,16 @@ def test_double_slash_sends_a_literal_slash(chat_client: Connect) -> None:
 
 
 def test_who_lists_members(chat_client: Connect) -> None:
-    """/who lists the nicks in the current room or a named one."""
-    alice = chat_client("alice")
-    chat_client("bob")
-    alice.say("/who")
-    reply = alice.expect("reply", command="who")
-    assert reply["data"] == {"room": "#general", "nicks": ["alice", "bob"]}
-    alice.say("/who #nowhere")
-    assert alice.expect("error")["code"] == "no_such_room"
+    """/who lists the nicks in the current room or a named one, sorted ignoring case."""
+    carol = chat_client("carol")
+    for nick in ("bob", "Alice", "dave"):
+        chat_client(nick)
+    carol.say("/who")
+    reply = carol.expect("reply", command="who")
+    assert reply["data"] == {"room": "#general", "nicks": ["Alice", "bob", "carol", "dave"]}
+    assert reply["text"] == "#general (4): Alice, bob, carol, dave"
+    carol.say("/who #nowhere")
+    assert carol.expect("error")["code"] == "no_such_room"
 
 
 def test_nick_renames_and_tells_the_room(chat_client: Connect) -> None:
@@ -108,8 +110,16 @@ def test_msg_is_private_to_both_parties(chat_client: Connect) -> None:
 
 
 def test_msg_errors(chat_client: Connect) -> None:
-    """/msg to nobody gives no_such_nick; without text, its usage."""
+    """/msg to nobody gives no_such_nick; to yourself (any case), bad_usage; without text,
+    its usage."""
     alice = chat_client("alice")
+    alice.say("/msg ALICE note to self")
+    assert alice.expect("error") == {
+        "type": "error",
+        "code": "bad_usage",
+        "text": "you are alice: /msg sends to someone else (see /who)",
+    }
+    assert not [f for f in alice.sync() if f["type"] == "private"]
     alice.say("/msg ghost hello")
     assert alice.expect("error")["code"] == "no_such_nick"
     alice.say("/msg ghost")

@@ -19,7 +19,7 @@ import pytest
 from conftest import CHATKIT, ServeProcess
 
 from chatkit import Config, Message, Server, UsageError
-from chatkit.builtins.history import History
+from chatkit.builtins.history import History, serve_db
 from chatkit.config import config_from_dict
 from chatkit.store import MessageStore
 from chatkit.testing import ChatClient, TextClient
@@ -55,14 +55,16 @@ def test_joining_replays_the_room_before_live_messages(
     chat_server_factory: Factory, chat_client: Connect, db: Path
 ) -> None:
     """A joiner gets its join, the last messages (ids, times, marked history), then live ones."""
-    server = chat_server_factory(config=history_config(db=str(db), replay=3), disable=["flood"])
-    alice = chat_client(server, "alice")
+    config = history_config(db=str(db), replay=3, private=True)
+    server = chat_server_factory(config=config, disable=["flood"])
+    alice, carol = chat_client(server, "alice"), chat_client(server, "carol")
     sent = []
     for i in range(5):
         alice.say(f"m{i}")
         sent.append(alice.expect("message"))
-    alice.say("/msg alice note to self")  # private: never in a room's replay
+    alice.say("/msg carol psst")  # private: never in a room's replay
     alice.expect("private")
+    carol.expect("private")
     bob = chat_client(server, "bob")
     alice.say("live")
     bob.expect("message", text="live")
@@ -187,9 +189,13 @@ def test_bad_history_frames_get_clear_errors(
     assert alice.expect("history")["count"] == 0
 
 
-def test_private_history_only_for_its_two_parties(chat_client: Connect) -> None:
-    """/history NICK and {"with": NICK} show the conversation between you and NICK only."""
-    alice, bob, carol = chat_client("alice"), chat_client("bob"), chat_client("carol")
+def test_private_history_only_for_its_two_parties(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """With private = true, /history NICK and {"with": NICK} show the conversation between
+    you and NICK only."""
+    server = chat_server_factory(config=history_config(private=True))
+    alice, bob, carol = (chat_client(server, nick) for nick in ("alice", "bob", "carol"))
     alice.say("/msg bob one")
     bob.expect("private")
     bob.say("/msg ALICE two")
@@ -213,29 +219,33 @@ def test_private_history_only_for_its_two_parties(chat_client: Connect) -> None:
     assert messages(carol.sync()) == [("private", "other", True)]
 
 
-def test_private_false_keeps_private_messages_out(
-    chat_server_factory: Factory, chat_client: Connect
+@pytest.mark.parametrize("settings", [{}, {"private": False}], ids=["default", "false"])
+def test_private_messages_are_not_stored_by_default(
+    chat_server_factory: Factory, chat_client: Connect, settings: dict[str, Any]
 ) -> None:
-    """With private = false, private messages are delivered but never stored."""
-    server = chat_server_factory(config=history_config(private=False))
+    """By default (no accounts yet: a nick's next holder could read them), and with
+    private = false, private messages are delivered but never stored."""
+    server = chat_server_factory(config=history_config(**settings))
     alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
     alice.say("/msg bob secret")
     assert bob.expect("private")["text"] == "secret"
     alice.expect("private")
     alice.say("/history bob")
     assert messages(alice.sync()) == []
+    assert plugin(server)._store.last_id() == 0
 
 
 def test_history_survives_a_restart(chat_client: Connect, db: Path) -> None:
     """A restarted server replays what the last one stored; new ids come after the old ones."""
-    config = history_config(db=str(db))
+    config = history_config(db=str(db), private=True)
     with Server(port=0, config=config) as first:
-        alice = chat_client(first, "alice")
+        alice, bob = chat_client(first, "alice"), chat_client(first, "bob")
         alice.say("before the restart")
         old = alice.expect("message")
-        alice.say("/msg alice kept too")
+        alice.say("/msg bob kept too")
         alice.expect("private")
-    with Server(port=0, config=history_config(db=str(db))) as second:
+        bob.close()
+    with Server(port=0, config=history_config(db=str(db), private=True)) as second:
         bob = chat_client(second, "bob")
         frames = bob.sync()
         assert messages(frames) == [("message", "before the restart", True)]
@@ -244,7 +254,7 @@ def test_history_survives_a_restart(chat_client: Connect, db: Path) -> None:
         assert bob.expect("message")["id"] > old["id"]
         alice = chat_client(second, "alice")
         alice.sync()
-        alice.say("/history alice")
+        alice.say("/history bob")
         assert messages(alice.sync()) == [("private", "kept too", True)]
 
 
@@ -292,10 +302,10 @@ def test_retention_by_age(chat_server_factory: Factory, chat_client: Connect, db
 
 
 def test_a_message_that_cannot_be_stored_is_not_delivered(
-    chat_server_factory: Factory, chat_client: Connect, db: Path
+    chat_server_factory: Factory, chat_client: Connect, db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A full database: the sender is told (not_stored), nobody receives it, the log says why;
-    once there is room again, chat goes on."""
+    """A full database: the sender is told (not_stored) without SQL, nobody receives it, the
+    log says why; once there is room again, chat goes on."""
     server = chat_server_factory(config=history_config(db=str(db)))
     alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
     store = plugin(server)._store
@@ -304,8 +314,13 @@ def test_a_message_that_cannot_be_stored_is_not_delivered(
         store._write_db.execute(f"PRAGMA max_page_count = {pages}")
     alice.say("x" * 5000)
     error = alice.expect("error")
-    assert error["code"] == "not_stored"
-    assert "the history database cannot be written (database or disk is full)" in error["text"]
+    assert error == {
+        "type": "error",
+        "code": "not_stored",
+        "text": "message not delivered: could not store the message; try again",
+    }
+    assert f"cannot write 1 message(s) to the history database {db}" in caplog.text
+    assert "database or disk is full" in caplog.text
     assert messages(bob.sync()) == []
     with store._write_lock:
         store._write_db.execute("PRAGMA max_page_count = 1000000")
@@ -372,9 +387,10 @@ def test_pages_fit_in_the_send_queue(chat_server_factory: Factory, chat_client: 
 
 
 def test_a_replay_that_cannot_be_read_is_a_notice(
-    chat_server_factory: Factory, chat_client: Connect, db: Path
+    chat_server_factory: Factory, chat_client: Connect, db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """If the history cannot be read, the joiner is told, joins anyway, and chat goes on."""
+    """If the history cannot be read, the joiner is told (the log says why), joins anyway,
+    and chat goes on."""
     server = chat_server_factory(config=history_config(db=str(db)))
     alice = chat_client(server, "alice")
     alice.say("before")
@@ -384,11 +400,13 @@ def test_a_replay_that_cannot_be_read_is_a_notice(
         store._read_db.close()  # any read now fails inside SQLite's module
     bob = chat_client(server, "bob")
     notice = bob.expect("notice")
-    assert notice["text"].startswith("no history for #general: the history database cannot be read")
+    assert notice["text"] == "no history for #general: could not read the history; try again"
     alice.say("after")
     assert bob.expect("message")["text"] == "after"
     bob.say("/history")
-    assert bob.expect("error")["code"] == "internal_error"
+    error = bob.expect("error")
+    assert error["code"] == "internal_error" and "SQL" not in error["text"]
+    assert "cannot read the history database" in caplog.text
 
 
 def test_no_plugin_history_turns_it_off(chat_server_factory: Factory, chat_client: Connect) -> None:
@@ -491,6 +509,20 @@ def test_a_locked_database_stops_the_start(tmp_path: Path, db: Path) -> None:
         holder.close()
 
 
+def test_a_second_server_on_the_same_file_is_refused(db: Path) -> None:
+    """Two embedded servers on one database file: the second raises UsageError naming the
+    file and the first one's pid, and the first goes on; after it stops the file is free."""
+    with Server(port=0, config=history_config(db=str(db))) as first:
+        second = Server(port=0, config=history_config(db=str(db)))
+        with pytest.raises(UsageError, match=re.escape(f"history database {db} is in use")) as info:
+            second.start()
+        assert f"(pid {os.getpid()})" in str(info.value)
+        second.shutdown()
+        assert plugin(first)._store.last_id() == 0  # still open and working
+    with Server(port=0, config=history_config(db=str(db))):
+        pass
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -514,17 +546,93 @@ def test_bad_settings_are_named(settings: dict[str, Any], message: str) -> None:
 # -- the command line ------------------------------------------------------------------
 
 
-def test_serve_uses_the_data_directory_by_default(serve: type[ServeProcess]) -> None:
-    """`chatkit serve` keeps history in the user's data directory and says where."""
-    server = serve()
+def test_an_embedded_server_keeps_history_in_memory(chat_client: Connect) -> None:
+    """A `Server` in a program, given no database, keeps history in memory: it never
+    replays, or writes to, the user's files."""
+    with Server(port=0) as server:
+        assert plugin(server)._store.path == ":memory:"
+        alice = chat_client(server, "alice")
+        alice.say("only here")
+        alice.expect("message")
+        bob = chat_client(server, "bob")
+        assert messages(bob.sync()) == [("message", "only here", True)]
+    assert not (Path(os.environ["XDG_DATA_HOME"]) / "chatkit").exists()
+
+
+def _data(name: str) -> Path:
+    return Path(os.environ["XDG_DATA_HOME"]) / "chatkit" / name
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, "history-127.0.0.1-9090.sqlite3"),
+        ({"host": "0.0.0.0", "port": 6667}, "history-0.0.0.0-6667.sqlite3"),
+        ({"host": "::1", "port": 9090}, "history-__1-9090.sqlite3"),
+        ({"port": 0}, None),
+    ],
+)
+def test_serve_db_is_one_file_per_address(settings: dict[str, Any], expected: str | None) -> None:
+    """Without a config file, a served server's history file is named by its host and
+    port; port 0 (picked at start) keeps history in memory."""
+    config = Config(**settings)
+    assert serve_db(config) == (str(_data(expected)) if expected else ":memory:")
+
+
+def test_serve_db_of_a_config_file_is_derived_from_its_path(tmp_path: Path) -> None:
+    """With a config file, the file is the identity: its name and a hash of its absolute
+    path, so two chatkit.toml in two directories are two servers."""
+    one, two = tmp_path / "a" / "chatkit.toml", tmp_path / "b" / "chatkit.toml"
+    first = serve_db(Config(source=one, port=0))
+    assert re.fullmatch(re.escape(str(_data("history-chatkit-"))) + r"[0-9a-f]{8}\.sqlite3", first)
+    assert first == serve_db(Config(source=one, port=4000))  # the port is not its identity
+    assert first != serve_db(Config(source=two))
+
+
+def test_serve_keeps_one_file_per_address_and_says_where(serve: type[ServeProcess]) -> None:
+    """`chatkit serve` on a port keeps history in history-HOST-PORT.sqlite3 in the data
+    directory, says where, and a server on another port keeps its own."""
+    with socket.socket() as probe:  # a port free a moment ago; the server takes it next
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = serve("--port", str(port))
     try:
+        assert server.address[1] == port
         history_line = server.proc.stdout.readline() if server.proc.stdout else ""
-        expected = Path(os.environ["XDG_DATA_HOME"]) / "chatkit" / "history.sqlite3"
+        expected = _data(f"history-127.0.0.1-{port}.sqlite3")
         assert history_line == f"history: {expected}\n"
         assert expected.is_file()
     finally:
         code, _out, _err = server.stop()
     assert code == 0
+    assert not _data("history.sqlite3").exists()
+
+
+def test_serve_on_port_0_says_history_is_in_memory(serve: type[ServeProcess]) -> None:
+    """`chatkit serve --port 0` (no identity to come back to) keeps history in memory and
+    says so; two of them run side by side."""
+    first, second = serve(), serve()
+    for server in (first, second):
+        line = server.proc.stdout.readline() if server.proc.stdout else ""
+        assert line == "history: in memory only, gone when the server stops (--db FILE keeps it)\n"
+    for server in (first, second):
+        code, _out, _err = server.stop()
+        assert code == 0
+
+
+def test_serve_with_a_config_file_keeps_the_file_derived_from_it(
+    serve: type[ServeProcess], tmp_path: Path
+) -> None:
+    """`chatkit serve --config FILE` keeps history in the file serve_db derives from it."""
+    config = tmp_path / "team.toml"
+    config.write_text("[server]\nport = 0\n")
+    server = serve("--config", str(config))
+    line = server.proc.stdout.readline() if server.proc.stdout else ""
+    code, _out, _err = server.stop()
+    assert code == 0
+    expected = serve_db(Config(source=config))
+    assert "history-team-" in expected
+    assert line == f"history: {expected}\n" and Path(expected).is_file()
 
 
 def test_serve_with_a_bad_db_exits_2(tmp_path: Path) -> None:
@@ -540,6 +648,28 @@ def test_serve_with_a_bad_db_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"Error: history database {bad} is corrupt or not a SQLite file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_database_in_use_exits_2(serve: type[ServeProcess], db: Path) -> None:
+    """A second `chatkit serve` on the file of a running one: exit status 2, a message
+    naming the file and the first server's pid; the first one goes on."""
+    first = serve("--db", str(db))
+    result = subprocess.run(
+        [CHATKIT, "serve", "--port", "0", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert (
+        f"Error: history database {db} is in use by another chatkit server "
+        f"(pid {first.proc.pid})" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    with socket.create_connection(first.address, timeout=5):
+        pass
+    code, _out, _err = first.stop()
+    assert code == 0
 
 
 @pytest.mark.parametrize("synchronous", ["normal", "full"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ from chatkit.store import (
     APPLICATION_ID,
     MAX_WRITER_FAILURES,
     MIGRATIONS,
+    NOT_STORED,
     SCHEMA_VERSION,
     MessageStore,
     StoreError,
@@ -113,15 +117,71 @@ def test_close_writes_what_is_queued_and_later_adds_fail(tmp_path: Path) -> None
     reopened.close()
 
 
-def test_a_duplicate_id_fails_its_batch_only(tmp_path: Path) -> None:
-    """A row SQLite refuses fails its own commit with a StoreError; the next one works."""
+def test_a_duplicate_id_fails_its_batch_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row SQLite refuses fails its own commit with a StoreError that says so without
+    SQL (the log and the cause keep SQLite's words); the next one works."""
     store = MessageStore(tmp_path / "h.db")
     store.add(message(1))
-    with pytest.raises(StoreError, match="UNIQUE constraint failed"):
+    with pytest.raises(StoreError) as info:
         store.add(message(1))
+    assert str(info.value) == NOT_STORED
+    assert "UNIQUE constraint failed" in str(info.value.__cause__)
+    assert "UNIQUE constraint failed" in caplog.text
     store.add(message(2))
     assert [m.id for m in store.room_page("#r", limit=5)[0]] == [1, 2]
     store.close()
+
+
+def test_a_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    """One store per file: a second one gets a UsageError naming the file and the pid
+    that holds it (written in PATH.lock); once the first closes, the file is free."""
+    path = tmp_path / "h.db"
+    first = MessageStore(path)
+    lock = tmp_path / "h.db.lock"
+    assert lock.read_text() == f"{os.getpid()}\n"
+    with pytest.raises(UsageError) as info:
+        MessageStore(path)
+    assert str(info.value) == (
+        f"history database {path} is in use by another server in this process "
+        f"(pid {os.getpid()}); stop it, or give this server another file with --db "
+        "(or [plugins.history] db)"
+    )
+    first.add(message(1))  # the refused one changed nothing
+    first.close()
+    assert lock.read_text() == ""
+    second = MessageStore(path)
+    assert second.last_id() == 1
+    second.close()
+
+
+def test_a_store_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
+    """The lock is held across processes: the error names the other process's pid."""
+    path = tmp_path / "h.db"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from chatkit.store import MessageStore;"
+            f"s = MessageStore({str(path)!r}); print('open', flush=True); sys.stdin.read();"
+            "s.close()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        with pytest.raises(
+            UsageError, match=rf"in use by another chatkit server \(pid {holder.pid}\)"
+        ):
+            MessageStore(path)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        assert holder.wait(timeout=10) == 0
+    MessageStore(path).close()  # released when the other process closed it
 
 
 def test_memory_store_works_without_a_file(tmp_path: Path) -> None:
@@ -162,7 +222,7 @@ def test_the_writer_survives_a_bug_and_fails_only_the_batch_in_hand(tmp_path: Pa
     """An unexpected error fails the batch being written; later messages are stored."""
     _BrokenOnce.breaks = 1
     store = _BrokenOnce(tmp_path / "h.db")
-    with pytest.raises(StoreError, match="writer failed"):
+    with pytest.raises(StoreError, match=NOT_STORED):
         store.add(message(1))
     store.add(message(2))
     assert [m.id for m in store.room_page("#r", limit=10)[0]] == [2]

@@ -6,15 +6,18 @@ JSON ``history`` frame fetch earlier pages. Storage is in :mod:`chatkit.store`.
 
 Settings (``[plugins.history]``; ``chatkit serve --db PATH`` sets ``db``):
 
-* ``db``: the database file (default: ``history.sqlite3`` in the user's data
-  directory); ``":memory:"`` keeps nothing across restarts. A relative path in a
-  config file is relative to that file.
+* ``db``: the database file; ``":memory:"`` (the default) keeps nothing across
+  restarts, so a server embedded in a program never shares or replays anyone's
+  chat. ``chatkit serve`` sets it to one file per server (:func:`serve_db`). A
+  relative path in a config file is relative to that file. One file serves one
+  server at a time (see :mod:`chatkit.store`).
 * ``replay`` (50): messages replayed on joining a room; 0 for none.
 * ``page`` (50): messages ``/history`` and a ``history`` frame return by default.
 * ``max_page`` (500): the most they may ask for.
 * ``keep`` (10000): messages kept per room or private conversation; 0 for all.
 * ``keep_days`` (0): days a message is kept; 0 forever.
-* ``private`` (true): store private messages too.
+* ``private`` (false): store private messages too. Off until chatkit has accounts:
+  private history is shown to whoever holds a nick, who may not be who wrote it.
 * ``synchronous`` ("normal"): "normal" survives the server being killed; "full" also
   a power cut, at the price of an fsync per group commit.
 * ``max_batch`` (1000): messages committed in one transaction at most.
@@ -24,7 +27,9 @@ Settings (``[plugins.history]``; ``chatkit serve --db PATH`` sets ``db``):
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -75,9 +80,39 @@ SETTINGS = (
 )
 
 
-def default_db() -> Path:
-    """Where the history lives unless told otherwise (the user's data directory)."""
-    return platformdirs.user_data_path("chatkit") / "history.sqlite3"
+def data_dir() -> Path:
+    """The user's data directory, where ``chatkit serve`` keeps its history files."""
+    return platformdirs.user_data_path("chatkit")
+
+
+def serve_db(config: Config) -> str:
+    """The database ``chatkit serve`` uses when neither ``--db`` nor the config names one:
+    one file per server identity, in :func:`data_dir`, so two servers never share one.
+
+    * With a config file, the file is the server's identity:
+      ``history-STEM-HASH.sqlite3``, ``STEM`` its name without ``.toml`` and ``HASH``
+      8 hex digits of its absolute path (two ``chatkit.toml`` in two directories are
+      two servers).
+    * Otherwise its address is: ``history-HOST-PORT.sqlite3`` (e.g.
+      ``history-127.0.0.1-9090.sqlite3``; characters other than letters, digits,
+      ``.`` and ``-`` in the host become ``_``).
+    * Port 0 without a config file (a port picked at start, so no identity to come
+      back to): ``":memory:"``.
+    """
+    if config.source is not None:
+        path = str(config.source.resolve())
+        digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        name = f"history-{_safe(config.source.stem)}-{digest}.sqlite3"
+    elif config.port == 0:
+        return ":memory:"
+    else:
+        name = f"history-{_safe(config.host)}-{config.port}.sqlite3"
+    return str(data_dir() / name)
+
+
+def _safe(text: str) -> str:
+    """``text`` made fit for a file name on every system."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", text) or "_"
 
 
 class History:
@@ -89,7 +124,8 @@ class History:
         self.replay = REPLAY
         self.page = PAGE
         self.max_page = MAX_PAGE
-        self.private = True
+        self.private = False
+        """Whether private messages are stored (the ``private`` setting)."""
         self.page_bytes = 1 << 18
         """Most bytes of frames in one page (a quarter of ``max_sendq``)."""
         self.max_nick = 32
@@ -116,7 +152,7 @@ class History:
             raise UsageError(f"history: page ({self.page}) is more than max_page")
         if self.replay > self.max_page:
             raise UsageError(f"history: replay ({self.replay}) is more than max_page")
-        private = settings.get("private", True)
+        private = settings.get("private", False)
         if not isinstance(private, bool):
             raise UsageError(f"history: private must be true or false, not {private!r}")
         self.private = private
@@ -132,10 +168,8 @@ class History:
         db = settings.get("db")
         if db is not None and (not isinstance(db, str) or not db):
             raise UsageError(f"history: db must be a file name, not {db!r}")
-        if db is None:
-            path: str | Path = default_db()
-        elif db == ":memory:" or Path(db).is_absolute() or config.source is None:
-            path = db
+        if db is None or db == ":memory:" or Path(db).is_absolute() or config.source is None:
+            path: str | Path = db or ":memory:"
         else:
             path = config.source.parent / db
         self.store = MessageStore(
@@ -146,7 +180,8 @@ class History:
             max_batch=count("max_batch", MAX_BATCH, 1),
             prune_interval=number_setting("history", settings, "prune_interval", PRUNE_INTERVAL, 0),
             busy_timeout=number_setting("history", settings, "busy_timeout", BUSY_TIMEOUT, 0),
-            create_parent=db is None,
+            # Only chatkit's own directory is created; a missing one elsewhere is a typo.
+            create_parent=path != ":memory:" and Path(path).parent == data_dir(),
             on_fatal=self._fatal,
         )
         log.info("history in %s", self.store.path)

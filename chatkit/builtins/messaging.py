@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from chatkit import CommandContext, Register, hookimpl
+from chatkit import CommandContext, CommandError, Register, hookimpl
 
 
 def msg_command(ctx: CommandContext) -> None:
     nick, _, text = ctx.args.partition(" ")
     if not nick or not text.strip():
         raise ctx.usage_error()
+    if ctx.hub.find(nick) is ctx.client:  # found by the hub's own rule for equal nicks
+        raise CommandError(
+            f"you are {ctx.client.nick}: /msg sends to someone else (see /who)", "bad_usage"
+        )
     ctx.hub.private(ctx.client, nick, text.strip())
 
 

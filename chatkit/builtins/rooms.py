@@ -32,9 +32,10 @@ def who_command(ctx: CommandContext) -> None:
     room = ctx.args or ctx.room
     if not room:
         raise CommandError("you are in no room; name one: /who #room", "not_in_room")
-    nicks = ctx.hub.who(room)
-    if nicks is None:
+    members = ctx.hub.who(room)
+    if members is None:
         raise CommandError(f"no room {room}", "no_such_room")
+    nicks = sorted(members, key=lambda nick: (nick.casefold(), nick))  # as people look them up
     ctx.reply(f"{room} ({len(nicks)}): {', '.join(nicks)}", room=room, nicks=nicks)
 
 

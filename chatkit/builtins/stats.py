@@ -1,16 +1,60 @@
 """/stats: the server's counters (connections, deliveries, sends), for operators and benchmarks.
 
-Off by default: enable with ``--plugin stats``.
+Off by default: enable with ``--plugin stats``. Every client may ask while chatkit
+has no server operators; once it has them, ``/stats`` will be theirs alone.
+The reply's text is for people (``uptime 3m 12s``, ``sent 1.2 MiB``); its ``data``
+carries the raw numbers (seconds, bytes) for scripts.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chatkit import CommandContext, Register, hookimpl
 
 if TYPE_CHECKING:
     from chatkit import Server
+
+_BYTE_UNITS = ("KiB", "MiB", "GiB", "TiB")
+
+
+def format_bytes(count: float) -> str:
+    """``count`` bytes for people: ``512 B``, ``1.2 KiB``, ``3.4 MiB``."""
+    if count < 1024:
+        return f"{int(count)} B"
+    for unit in _BYTE_UNITS:
+        count /= 1024
+        if count < 1024 or unit == _BYTE_UNITS[-1]:
+            break
+    return f"{count:.1f} {unit}"
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` for people, in its two largest units: ``45s``, ``3m 12s``, ``2h 5m``,
+    ``3d 4h``."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def describe(stats: dict[str, Any]) -> str:
+    """The reply's text: :meth:`Server.stats` with units."""
+    return (
+        f"uptime {format_duration(stats['uptime'])}, "
+        f"connections {stats['connections']} ({stats['logged_in']} logged in), "
+        f"rooms {stats['rooms']}, "
+        f"frames delivered {stats['deliveries']} in {stats['sends']} sends, "
+        f"sent {format_bytes(stats['bytes_sent'])}, "
+        f"queued {format_bytes(stats['queued_bytes'])}"
+    )
 
 
 class Stats:
@@ -30,5 +74,4 @@ class Stats:
     def stats_command(self, ctx: CommandContext) -> None:
         assert self.server is not None
         stats = self.server.stats()
-        text = ", ".join(f"{key} {value}" for key, value in stats.items())
-        ctx.reply(text, **stats)
+        ctx.reply(describe(stats), **stats)
