@@ -125,9 +125,10 @@ def chatkit_allow_input(
 def chatkit_allow_login(client: Session, nick: str) -> Reject | None:
     """Decide whether a client may log in as ``nick``.
 
-    A login runs ``chatkit_allow_login`` → (nick taken? then ``nick_taken``) →
-    ``welcome`` and ``join`` frames → ``chatkit_on_login`` → ``chatkit_on_join``
-    for the default room. The nick's syntax is checked before this hook.
+    A login runs ``chatkit_allow_login`` → ``chatkit_allow_join`` for the default
+    room → (nick taken? then ``nick_taken``) → the ``welcome`` frame →
+    ``chatkit_on_login`` → the default room's ``join`` frames and replay →
+    ``chatkit_on_join``. The nick's syntax is checked before this hook.
 
     :param client: The session asking; ``client.nick`` is still ``None``.
     :param nick: The nick asked for.
@@ -158,9 +159,10 @@ def chatkit_allow_nick(client: Session, nick: str) -> Reject | None:
 def chatkit_on_login(client: Session) -> None:
     """Called after a client logged in and received its ``welcome``.
 
-    Runs on the client's reader thread, before ``chatkit_on_join`` for the default
-    room. :param client: the session, ``client.nick`` set. A good place to
-    send a greeting with ``client.notice(...)``.
+    Runs on the client's reader thread, before the client joins the default room
+    (so what it sends comes before that room's ``join`` and replay) and before
+    ``chatkit_on_join``. :param client: the session, ``client.nick`` set. A good
+    place to send a greeting with ``client.notice(...)``.
 
     Return value is ignored. If it raises, the error is logged and the other
     plugins still run.

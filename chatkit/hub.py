@@ -178,14 +178,12 @@ class _MessageEntry(_Entry):
 class _JoinEntry(_Entry):
     """A join waiting for its turn, then for its replay."""
 
-    __slots__ = ("joined", "last_id", "replay", "room", "session", "turn", "welcome")
+    __slots__ = ("joined", "last_id", "replay", "room", "session", "turn")
 
-    def __init__(self, session: Session, room: Room, last_id: int, welcome: Frame | None) -> None:
+    def __init__(self, session: Session, room: Room, last_id: int) -> None:
         super().__init__()
         self.session = session
         self.room = room
-        self.welcome = welcome
-        """The ``welcome`` frame of a login, queued just before the ``join``."""
         self.last_id = last_id
         """The last id given out when the join entered the lane: messages with ids up
         to it are delivered before the join, later ones after it."""
@@ -200,13 +198,9 @@ class _JoinEntry(_Entry):
         session = self.session
         if session.nick is None or hub._sessions.get(_key(session.nick)) is not session:
             return False  # logged out while its replay was read
-        wake = False
-        if self.welcome is not None:
-            session.welcomed = True
-            wake = session.push(self.welcome)
         if _key(self.room.name) in session.rooms:
-            return wake  # joined meanwhile (by a plugin)
-        wake |= hub._enter(session, self.room.name)
+            return False  # joined meanwhile (by a plugin)
+        wake = hub._enter(session, self.room.name)
         for frame in self.replay:
             wake |= session.push(frame)
         self.joined = True
@@ -380,20 +374,21 @@ class Hub:
             self._sessions[_key(nick)] = session
             self._nick_skeletons[names.skeleton(nick)] = session
             session.nick = nick
-            wake = False
-            if not (joined and self._sequenced):
-                session.welcomed = True
-                wake = session.push(welcome)
-                if joined:
-                    wake |= self._enter(session, room)
+            session.welcomed = True
+            wake = session.push(welcome)
         self._wake_if(wake)
-        if joined and self._sequenced:
-            # The welcome goes out with the join, after the replay is read: until
-            # then the nick is taken but nobody can send to it (find() skips it).
-            self._sequenced_join(session, room, welcome)
+        # What a plugin sends at login (a message of the day) comes before the
+        # room's join and replay, as on IRC: welcome, MOTD, join, replay.
+        self.hooks.notify("chatkit_on_login", client=session)
         if not joined:
             session.error(allowed.code, f"cannot join {room}: {allowed.reason}")
-        self.hooks.notify("chatkit_on_login", client=session)
+            return
+        if self._sequenced:
+            joined = self._sequenced_join(session, room)
+        else:
+            with self._lock:
+                wake = self._enter(session, room)
+            self._wake_if(wake)
         if joined:
             self.hooks.notify("chatkit_on_join", client=session, room=session.current_room)
 
@@ -448,18 +443,15 @@ class Hub:
         self.hooks.notify("chatkit_on_join", client=session, room=name)
         return True
 
-    def _sequenced_join(self, session: Session, room: str, welcome: Frame | None = None) -> bool:
-        """Join ``room`` through its lane, with the replay first; False if not joined.
-
-        At login, ``welcome`` is queued to the session just before its ``join``.
-        """
+    def _sequenced_join(self, session: Session, room: str) -> bool:
+        """Join ``room`` through its lane, with the replay first; False if not joined."""
         with self._lock:
             if _key(room) in session.rooms:
                 return False
             found = self._rooms.get(_key(room)) or self._new_room(room)
             # Ids are given out and entries appended under this lock, so every
             # message of the room with an id up to last_id is ahead in the lane.
-            entry = _JoinEntry(session, found, self._ids.last, welcome)
+            entry = _JoinEntry(session, found, self._ids.last)
             found.lane.append(entry)
             entry.turn = found.lane[0] is entry
             if not entry.turn:

@@ -176,7 +176,18 @@ class ChatClient(_LineClient):
         frame = self.expect(lambda f: f["type"] in ("welcome", "error"))
         if frame["type"] == "error":
             raise AssertionError(f"login as {nick!r} refused: {frame}")
-        self.nick = nick
+        self.nick = frame["nick"]
+        # The welcome comes before the default room's join (a plugin's greeting goes
+        # in between): wait for the join, so that others see us there once this
+        # returns. The frames stay pending for expect().
+        rooms = frame.get("rooms") or []
+        deadline = time.monotonic() + self.timeout
+        while rooms and not any(
+            f["type"] == "join" and f["nick"] == self.nick and f["room"] == rooms[0]
+            for f in self.pending
+        ):
+            if not self._fill(deadline):
+                raise AssertionError(f"logged in as {nick!r} but never joined {rooms[0]}")
         return frame
 
     def _fill(self, deadline: float) -> bool:

@@ -66,6 +66,7 @@ def test_who_lists_members(chat_client: Connect) -> None:
     carol = chat_client("carol")
     for nick in ("bob", "Alice", "dave"):
         chat_client(nick)
+        carol.expect("join", nick=nick)  # the welcome comes first, then the join
     carol.say("/who")
     reply = carol.expect("reply", command="who")
     assert reply["data"] == {"room": "#general", "nicks": ["Alice", "bob", "carol", "dave"]}

@@ -379,13 +379,16 @@ def test_a_client_that_reads_slowly_is_not_cut_for_a_burst(chat_server_factory: 
     slowpoke.sendall(b'{"type":"hello","nick":"slowpoke"}\n')
     alice = ChatClient(server.address)
     alice.login("alice")
+    wait_for(lambda: "slowpoke" in (server.hub.who("#general") or []))
     count, payload = 400, "x" * 1000  # 400 KB: 25 times its max_sendq
     got: list[bytes] = []
 
     def read_slowly() -> None:
         buf = b""
         deadline = time.monotonic() + 30
-        while buf.count(b'"type":"message"') < count and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if buf[: buf.rfind(b"\n") + 1].count(b'"type":"message"') >= count:
+                break  # every message, each one whole
             data = slowpoke.recv(4096)
             if not data:
                 break

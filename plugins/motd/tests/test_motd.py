@@ -20,12 +20,6 @@ def test_the_motd_greets_each_login(chat_server_factory: Factory, chat_client: C
     assert alice.expect("notice")["text"].startswith("Welcome, alice!")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs a hub change: Hub.login queues the welcome with the join and replay and calls "
-    "chatkit_on_login only after them; it should queue the welcome, call chatkit_on_login, then "
-    "join the default room (join and replay)",
-)
 def test_the_motd_comes_before_the_history_replay(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
