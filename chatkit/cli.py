@@ -174,7 +174,8 @@ def serve(
         int | None,
         typer.Option(
             help="Bytes the server may be behind in sending before it pauses reading "
-            "from senders. \\[default: 16777216]"
+            "from senders. \\[default: 16777216]",
+            metavar="BYTES",
         ),
     ] = None,
     max_clients: Annotated[

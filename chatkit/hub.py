@@ -403,9 +403,31 @@ class Hub:
             del self._sessions[_key(session.nick)]
             self._nick_skeletons.pop(names.skeleton(session.nick), None)
             left = list(session.rooms.values())
-            wake = False
+            # Each member of any of those rooms gets one `leave` naming every room it
+            # shared with the session, not one per room ("* bob left #a, #b (quit)").
+            shared: dict[int, tuple[Session, list[str]]] = {}
             for name in left:
-                wake |= self._leave(session, name, reason, announce=not self.closing)
+                for member in self._rooms[_key(name)].members.values():
+                    if member is not session:
+                        shared.setdefault(member.id, (member, []))[1].append(name)
+                self._leave(session, name, reason, announce=False)
+            wake = False
+            if not self.closing:
+                # Members sharing the same rooms get the same frame: one encoding each.
+                groups: dict[tuple[str, ...], list[Session]] = {}
+                for member, rooms in shared.values():
+                    groups.setdefault(tuple(rooms), []).append(member)
+                ts = utc_now()
+                for names_, members in groups.items():
+                    frame = Frame(
+                        "leave",
+                        room=names_[0],
+                        nick=session.nick,
+                        ts=ts,
+                        reason=reason,
+                        rooms=list(names_),
+                    )
+                    wake |= self._fanout(frame, members)
         self._wake_if(wake)
         for name in left:
             self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason)

@@ -349,7 +349,8 @@ def _render_history(f: dict[str, Any]) -> str:
 
 def _render_leave(f: dict[str, Any]) -> str:
     reason = f.get("reason")
-    return f"* {f['nick']} left {f['room']}" + (f" ({reason})" if reason else "")
+    rooms = ", ".join(f.get("rooms") or [f["room"]])
+    return f"* {f['nick']} left {rooms}" + (f" ({reason})" if reason else "")
 
 
 _TEXT_RENDERERS: dict[str, Any] = {

@@ -114,7 +114,8 @@ def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("class:dim", f"* {frame['nick']} joined {frame['room']}"))
     elif kind == "leave":
         reason = f" ({frame['reason']})" if frame.get("reason") else ""
-        out.append(("class:dim", f"* {frame['nick']} left {frame['room']}{reason}"))
+        rooms = ", ".join(frame.get("rooms") or [frame["room"]])
+        out.append(("class:dim", f"* {frame['nick']} left {rooms}{reason}"))
     elif kind == "nick":
         out.append(("class:dim", f"* {frame['old']} is now known as {frame['new']}"))
     elif kind == "error":

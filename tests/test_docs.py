@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import re
 import subprocess
@@ -15,7 +16,7 @@ import apidoc
 import pytest
 
 import chatkit
-from chatkit import Config, Server, UsageError
+from chatkit import Config, Limits, Server, UsageError
 from chatkit.plugins import DISTRIBUTION
 from chatkit.testing import ChatClient, run_server
 
@@ -185,3 +186,16 @@ def test_guide_reference_covers_every_public_member(cls: type) -> None:
     public = apidoc.public_members(cls)
     assert public - set(shown) - internal == set(), "show it in tests/apidoc.py or call it internal"
     assert internal <= public, "tests/apidoc.py lists internal members that no longer exist"
+
+
+def test_every_limit_is_in_the_operations_table() -> None:
+    """docs/operations.md lists every field of Limits, with what a client sees at it."""
+    text = (DOCS / "operations.md").read_text()
+    table = text[text.index("## Limits") :]
+    rows = {
+        line.split("|")[1].strip().strip("`")
+        for line in table.splitlines()
+        if line.startswith("| `")
+    }
+    missing = {f.name for f in dataclasses.fields(Limits)} - rows
+    assert not missing, f"limits missing from docs/operations.md: {sorted(missing)}"

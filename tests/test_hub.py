@@ -251,3 +251,21 @@ def test_an_nc_paste_of_fifteen_lines_is_delivered_whole(
     nc.send_raw(b"".join(b"line %d\n" % i for i in range(15)))
     for i in range(15):
         assert alice.expect("message", nick="carol")["text"] == f"line {i}"
+
+
+def test_quitting_shows_once_to_who_shared_several_rooms(
+    chat_client: Connect, text_client: Callable[..., TextClient]
+) -> None:
+    """One who quits from several rooms is one leave (naming the shared rooms) per viewer."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    nc = text_client("carol")
+    for client in (alice, bob):
+        client.say("/join #dev")
+        client.expect("join", room="#dev", nick=client.nick)
+    nc.send_line("/join #dev")
+    nc.expect("carol joined #dev")
+    bob.say("/quit lunch")
+    leave = alice.expect("leave", nick="bob")
+    assert leave["rooms"] == ["#general", "#dev"] and leave["reason"] == "quit: lunch"
+    assert [f for f in alice.sync() if f["type"] == "leave"] == []
+    nc.expect("* bob left #general, #dev (quit: lunch)")
