@@ -22,6 +22,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from chatkit import __version__
 from chatkit.builtins.history import serve_db
@@ -44,7 +45,29 @@ __all__ = ["app", "main"]
 
 DEFAULT_CONFIG = Path("chatkit.toml")
 
+
+class _Command(TyperCommand):
+    """A command whose ``--help`` shows no ``<bool>`` type beside it: it takes no value."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(TyperGroup):
+    """A command group whose ``--help`` shows no ``<bool>`` type beside it."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
 app = typer.Typer(
+    cls=_Group,
     name="chatkit",
     help="A plugin-extensible chat server. Run one with 'chatkit serve'; talk to it with nc.",
     no_args_is_help=True,
@@ -103,7 +126,7 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
     return config
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     host: Annotated[
         str | None,
@@ -402,7 +425,7 @@ def _block_stop_signals(block: bool) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
-@app.command("plugins")
+@app.command("plugins", cls=_Command)
 def plugins_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON list, for scripts.", metavar="")
@@ -552,7 +575,7 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
         return EXIT_LOST
 
 
-@app.command(short_help="Join a chat: a terminal client, or lines from a script.")
+@app.command(cls=_Command, short_help="Join a chat: a terminal client, or lines from a script.")
 def join(
     host: Annotated[str, typer.Option(help="The server's address.", metavar="HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The server's port.", metavar="PORT")] = 9090,
@@ -657,12 +680,16 @@ def join(
 
 
 plugin_app = typer.Typer(
-    name="plugin", help="Tools for plugin authors.", no_args_is_help=True, add_completion=False
+    cls=_Group,
+    name="plugin",
+    help="Tools for plugin authors.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 app.add_typer(plugin_app)
 
 
-@plugin_app.command("new")
+@plugin_app.command("new", cls=_Command)
 def plugin_new(
     name: Annotated[
         str,

@@ -385,6 +385,10 @@ def test_help_shows_readable_metavars() -> None:
     assert len(flags) == 4 and not [line for line in flags if "<bool>" in line]
     new_help = run("plugin", "new", "--help", env=env).stdout
     assert re.search(r"--chatkit-path\s+PATH", new_help)
+    for args in (["--help"], ["serve", "--help"], ["plugins", "--help"], ["plugin", "--help"]):
+        text = run(*args, env=env).stdout
+        assert "<bool>" not in text and "<int>" not in text, args
+    assert "<bool>" not in join_help + new_help
 
 
 def test_a_port_in_use_stops_serve_before_it_opens_the_database(tmp_path: Path) -> None:
