@@ -249,11 +249,11 @@ class Writer:
             elif now - conn._over_since > self.slow_timeout:
                 self._cut_slow(conn)
                 return True
-        owned = self._owned_of(conn)
         conn._out.append(data)
-        conn._out_bytes = size
         self._queued += len(data)
-        self._owned += self._owned_of(conn) - owned
+        if conn._blocked:  # its own delay grows, up to max_sendq (see _owned_of)
+            self._owned += min(size, conn.max_sendq) - min(conn._out_bytes, conn.max_sendq)
+        conn._out_bytes = size
         if conn._scheduled:
             return False
         conn._scheduled = True
