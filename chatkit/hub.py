@@ -208,7 +208,7 @@ class _JoinEntry(_Entry):
 
 
 class Hub:
-    """Sessions, nicks (unique ignoring case), rooms and routing."""
+    """Sessions, nicks (unique ignoring case, width and look-alike letters), rooms and routing."""
 
     def __init__(
         self,

@@ -36,7 +36,7 @@ class Session:
         self.nick: str | None = None
         """The nick, or ``None`` before login."""
         self.rooms: dict[str, str] = {}
-        """Rooms joined: case-folded key to display name, in join order."""
+        """Rooms joined: folded key (``chatkit.names.fold``) to display name, in join order."""
         self.current_room: str | None = None
         """Where lines without a room go: the room joined last (or ``/join``-ed again)."""
         self.unsettled: list[Any] = []
