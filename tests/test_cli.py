@@ -407,3 +407,25 @@ def test_a_port_in_use_stops_serve_before_it_opens_the_database(tmp_path: Path) 
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert not db.exists()
+
+
+def test_a_server_that_fails_stops_serve_with_status_1(tmp_path: Path) -> None:
+    """Server.fail (a plugin the server cannot run without has failed) ends `chatkit serve`
+    with exit status 1 and the reason, instead of it limping on."""
+    (tmp_path / "breaks.py").write_text(
+        "import threading\n"
+        "from chatkit import hookimpl\n"
+        "@hookimpl\n"
+        "def chatkit_server_start(server):\n"
+        "    threading.Timer(0.2, server.fail, ['the frobnicator broke']).start()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [CHATKIT, "serve", "--port", "0", "--plugin", "breaks"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "chatkit stopped: the frobnicator broke" in result.stderr
