@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from chatkit.commands import Register
     from chatkit.config import Config
     from chatkit.events import Message
-    from chatkit.protocol import Frame
+    from chatkit.frames import Frame
     from chatkit.results import Drop, Reject
     from chatkit.server import Server
     from chatkit.session import Session

@@ -34,7 +34,7 @@ from chatkit import names, protocol
 from chatkit.commands import CommandContext, CommandRegistry, split_command
 from chatkit.errors import CommandError
 from chatkit.events import Message
-from chatkit.protocol import Frame
+from chatkit.frames import Frame
 from chatkit.results import Drop, Reject
 
 if TYPE_CHECKING:
@@ -871,7 +871,7 @@ class Hub:
             raise CommandError(result.reason, result.code, **result.details)
 
     def _fanout(self, frame: Frame, sessions: Iterable[Session]) -> bool:
-        """Queue ``frame`` to each session: one encoding per mode, one append each.
+        """Queue ``frame`` to each session: one encoding per codec, one append each.
 
         Returns True if the writer must be woken (the caller does it after
         releasing the lock).

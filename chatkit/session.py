@@ -1,8 +1,8 @@
 """One client as the chat and the plugins see it: its nick, rooms, and a way to send.
 
 A :class:`Session` is what every hook receives as ``client``. It knows nothing of
-sockets: it hands encoded frames to its connection, which queues them without
-blocking.
+sockets or wire formats: it hands frames to its connection, which encodes them in
+its codec and queues them without blocking.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from chatkit.protocol import Frame, Mode
+from chatkit.frames import Frame
 
 if TYPE_CHECKING:
+    from chatkit.codecs import Codec
     from chatkit.server import Connection
 
 __all__ = ["Session"]
@@ -66,9 +67,10 @@ class Session:
         return self.transport.address
 
     @property
-    def mode(self) -> Mode:
-        """How the client speaks: ``Mode.JSON`` or ``Mode.TEXT``."""
-        return self.transport.mode
+    def codec(self) -> Codec:
+        """The codec the client's frames are sent in (``JSON_CODEC``, ``TEXT_CODEC``);
+        ``len(frame.encode(client.codec))`` is what a frame costs this client."""
+        return self.transport.codec
 
     @property
     def logged_in(self) -> bool:
@@ -79,7 +81,7 @@ class Session:
 
     def send(self, frame: Frame) -> None:
         """Queue ``frame`` for this client. Never blocks; safe from any thread."""
-        if self.transport.push(frame.encode(self.transport.mode)):
+        if self.transport.push(frame):
             self._wake()
 
     def push(self, frame: Frame) -> bool:
@@ -87,7 +89,7 @@ class Session:
 
         For the hub, which fans out under its lock and wakes once afterwards.
         """
-        return self.transport.push(frame.encode(self.transport.mode))
+        return self.transport.push(frame)
 
     def notice(self, text: str) -> None:
         """Send a ``notice`` frame."""
