@@ -14,8 +14,7 @@ from chatkit.hookspecs import hookimpl
 from chatkit.results import Drop, Reject
 from chatkit.server import Server
 from chatkit.session import Session
-
-__version__ = "0.1.0"
+from chatkit.version import __version__
 
 __all__ = [
     "ChatkitError",

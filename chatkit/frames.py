@@ -8,12 +8,18 @@ per codec in use, never once per recipient.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from chatkit.codecs import Codec
+__all__ = ["Frame", "Serializer"]
 
-__all__ = ["Frame"]
+
+class Serializer(Protocol):
+    """What a frame needs of a codec (``chatkit.codecs.Codec`` is one): hashable, by
+    identity, and able to turn a frame into bytes."""
+
+    def serialize(self, frame: Frame) -> bytes:
+        """The bytes of ``frame``, line end included, computed afresh."""
+        ...
 
 
 class Frame:
@@ -30,13 +36,13 @@ class Frame:
         """The frame type (``message``, ``join``, ...)."""
         self.fields = fields
         """The frame's fields, in documented order; do not change after building."""
-        self._encoded: dict[Codec, bytes] = {}
+        self._encoded: dict[Serializer, bytes] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of this frame."""
         return {"type": self.type, **self.fields}
 
-    def encode(self, codec: Codec) -> bytes:
+    def encode(self, codec: Serializer) -> bytes:
         """The bytes of this frame in ``codec``, line end included (cached per codec)."""
         data = self._encoded.get(codec)
         if data is None:

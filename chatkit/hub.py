@@ -39,9 +39,9 @@ from chatkit.results import Drop, Reject
 
 if TYPE_CHECKING:
     from chatkit.config import Config
-    from chatkit.plugins import HookRunner
-    from chatkit.server import Writer
+    from chatkit.hooks import HookRunner
     from chatkit.session import Session
+    from chatkit.transport import Outbox
 
 __all__ = ["Hub", "message_frame", "valid_nick", "valid_room"]
 
@@ -215,7 +215,7 @@ class Hub:
         config: Config,
         hooks: HookRunner,
         commands: CommandRegistry,
-        outbox: Writer,
+        outbox: Outbox,
     ) -> None:
         self.config = config
         """The server's configuration."""
@@ -947,6 +947,6 @@ def message_frame(message: Message, **extra: Any) -> Frame:
 
 
 def _version() -> str:
-    from chatkit import __version__
+    from chatkit.version import __version__
 
     return __version__

@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from chatkit import plugins as plugins_mod
 from chatkit.codecs import JSON_CODEC, Codec
@@ -39,9 +39,11 @@ from chatkit.commands import CommandRegistry
 from chatkit.config import MAX_BACKLOG_BYTES, SLOW_TIMEOUT, Config
 from chatkit.errors import UsageError
 from chatkit.frames import Frame
+from chatkit.hooks import HookRunner
 from chatkit.hub import Hub
 from chatkit.protocol import MAX_MESSAGE_LINES, Closed, RemoteProtocolError, ServerProtocol
 from chatkit.session import Session
+from chatkit.transport import Transport
 
 __all__ = ["Connection", "Server", "Writer"]
 
@@ -63,6 +65,9 @@ CONNECT_BUCKETS = 10_000  # addresses whose connection rate is tracked at once; 
 
 class Connection:
     """One accepted socket: its protocol state, its send queue and its lifecycle.
+
+    The :class:`~chatkit.transport.Transport` of its session (``address``, ``codec``,
+    ``push``, ``finish``, ``abort``), by shape: the hub never imports this module.
 
     The reader thread owns receiving; the writer thread owns sending and is the
     only one that closes the socket, once the reader has retired it. The send
@@ -174,6 +179,9 @@ class Connection:
 
 class Writer:
     """The one thread that sends: it drains send queues and waits where sockets are full.
+
+    The hub's :class:`~chatkit.transport.Outbox` (``fanout``, ``fanout_many``,
+    ``wake``), by shape; every transport handed to it is one of its connections.
 
     Producers (readers, the watchdog, plugins) append to a connection's queue
     under this writer's one lock and put the connection in the ready queue; a
@@ -327,7 +335,7 @@ class Writer:
         with self._lock:
             return self._append(conn, data) and self._need_wake()
 
-    def fanout(self, frame: Frame, conns: Iterable[Connection]) -> bool:
+    def fanout(self, frame: Frame, conns: Iterable[Transport]) -> bool:
         """Queue ``frame`` to every connection: one encoding per codec, one append each.
 
         The hot path of a broadcast: no hook, no syscall, one lock for all.
@@ -336,7 +344,7 @@ class Writer:
         """
         return self.fanout_many((frame,), conns)
 
-    def fanout_many(self, frames: Sequence[Frame], conns: Iterable[Connection]) -> bool:
+    def fanout_many(self, frames: Sequence[Frame], conns: Iterable[Transport]) -> bool:
         """Queue ``frames``, in order, to every connection, as one piece per codec.
 
         For a run of messages to the same room (stored messages are delivered in
@@ -349,7 +357,8 @@ class Writer:
         scheduled = False
         append = self._append
         with self._lock:
-            for conn in conns:
+            # The hub hands back the transports of its sessions: this writer's connections.
+            for conn in cast("Iterable[Connection]", conns):
                 # Recipients mostly share one codec: an identity test per recipient,
                 # a look-up only when it changes. Encoding happens at most once per
                 # codec (CPU only, no syscall, so it may run under this lock).
@@ -574,7 +583,7 @@ def _error(code: str, text: str) -> bytes:
 @functools.cache
 def _greeting() -> bytes:
     """The line a silent new connection is shown: a prompt for people at ``nc``."""
-    from chatkit import __version__  # the package's version: chatkit/__init__.py
+    from chatkit.version import __version__
 
     return (
         f"chatkit {__version__}: type a nick and press Enter to join "
@@ -645,8 +654,8 @@ class Server:
         """The server's settings."""
         self.pluginmanager, self.plugin_infos = plugins_mod.build_plugin_manager(config, objects)
         """The server's own pluggy ``PluginManager`` and what was loaded."""
-        self.hooks = plugins_mod.HookRunner(self.pluginmanager)
-        """Calls hooks plugin by plugin (see :class:`chatkit.plugins.HookRunner`)."""
+        self.hooks = HookRunner(self.pluginmanager)
+        """Calls hooks plugin by plugin (see :class:`chatkit.hooks.HookRunner`)."""
         self.commands = CommandRegistry()
         """The registered commands (filled by ``start()``)."""
         self.writer = Writer(config.limits.max_backlog, config.limits.slow_timeout)

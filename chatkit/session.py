@@ -15,7 +15,7 @@ from chatkit.frames import Frame
 
 if TYPE_CHECKING:
     from chatkit.codecs import Codec
-    from chatkit.server import Connection
+    from chatkit.transport import Transport
 
 __all__ = ["Session"]
 
@@ -31,7 +31,7 @@ class Session:
     change them only through the hub (``hub.rename``, ``hub.join``, ...).
     """
 
-    def __init__(self, transport: Connection, wake: Callable[[], None]) -> None:
+    def __init__(self, transport: Transport, wake: Callable[[], None]) -> None:
         self.id = next(_ids)
         """A number unique to this session within the process."""
         self.nick: str | None = None
@@ -55,7 +55,8 @@ class Session:
         self.data: dict[str, Any] = {}
         """Free space for plugins, keyed by plugin name; guard it yourself."""
         self.transport = transport
-        """The server's connection behind this session (internal: use the methods)."""
+        """The connection behind this session (internal: use the methods). Any
+        :class:`~chatkit.transport.Transport`: the server's ``Connection``, or a test's."""
         self._wake = wake
 
     def __repr__(self) -> str:
