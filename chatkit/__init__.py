@@ -9,13 +9,12 @@ from chatkit.commands import Command, CommandContext, Register
 from chatkit.config import Config, Limits, load_config
 from chatkit.errors import ChatkitError, CommandError, UsageError
 from chatkit.events import Message
+from chatkit.frames import Frame
 from chatkit.hookspecs import hookimpl
-from chatkit.protocol import Frame
 from chatkit.results import Drop, Reject
 from chatkit.server import Server
 from chatkit.session import Session
-
-__version__ = "0.1.0"
+from chatkit.version import __version__
 
 __all__ = [
     "ChatkitError",

@@ -27,8 +27,10 @@ from typer.core import TyperCommand, TyperGroup
 from chatkit import __version__
 from chatkit.builtins.history import serve_db
 from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused, RoomRefused, room_name
+from chatkit.codecs import render_text
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
+from chatkit.frames import Frame
 from chatkit.plugins import (
     DISTRIBUTION,
     check_plugin_sections,
@@ -36,7 +38,6 @@ from chatkit.plugins import (
     list_plugins,
     suggest_hook,
 )
-from chatkit.protocol import Frame, render_text
 from chatkit.scaffold import create_plugin, installed_checkout
 from chatkit.server import Server
 from chatkit.terminal import Terminal

@@ -1,7 +1,9 @@
 """Chat commands: the registry that ``chatkit_register_commands`` fills, and dispatch.
 
 The commands themselves live in plugins (``chatkit/builtins/``); this file only
-knows how to register, find and run them.
+knows how to register, find and run them. It sits below the hub, which runs
+commands: what a command may call on the hub is :class:`ChatHub`, an interface
+that ``chatkit.hub.Hub`` satisfies, so this file never imports the hub.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chatkit.errors import CommandError, UsageError
 
 if TYPE_CHECKING:
-    from chatkit.hub import Hub
+    from chatkit.config import Config
+    from chatkit.events import Message
     from chatkit.session import Session
 
-__all__ = ["Command", "CommandContext", "CommandRegistry", "Handler", "Register"]
+__all__ = ["ChatHub", "Command", "CommandContext", "CommandRegistry", "Handler", "Register"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,38 @@ class Register(Protocol):
     """The ``register`` callable handed to ``chatkit_register_commands``."""
 
     def __call__(self, name: str, handler: Handler, *, help: str, usage: str = "") -> None: ...
+
+
+class ChatHub(Protocol):
+    """What commands and plugins may call on the chat: ``chatkit.hub.Hub`` is one.
+
+    Each method is documented on the hub (docs/plugins.md, section 11).
+    """
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def commands(self) -> CommandRegistry: ...
+    def find(self, nick: str) -> Session | None: ...
+    def sessions(self) -> list[Session]: ...
+    def who(self, room: str) -> list[str] | None: ...
+    def rooms(self) -> dict[str, int]: ...
+    def say(
+        self,
+        session: Session,
+        room: str | None,
+        text: str,
+        *,
+        action: bool = False,
+        defer: bool = False,
+    ) -> Message: ...
+    def private(
+        self, session: Session, nick: str, text: str, *, action: bool = False
+    ) -> Message: ...
+    def join(self, session: Session, room: str) -> bool: ...
+    def part(self, session: Session, room: str, reason: str = "part") -> None: ...
+    def rename(self, session: Session, new: str) -> None: ...
+    def announce(self, text: str, room: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -58,8 +93,8 @@ class CommandContext:
     """Everything after the name, stripped."""
     room: str | None
     """The room the command was typed in (the session's current room by default)."""
-    hub: Hub
-    """The chat state, to act on (``hub.join``, ``hub.private``, ...)."""
+    hub: ChatHub
+    """The chat state, to act on (``hub.join``, ``hub.private``, ...): the ``Hub``."""
     command: Command = field(repr=False, default=None)  # type: ignore[assignment]
     """The :class:`Command` being run."""
 

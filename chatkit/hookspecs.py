@@ -20,7 +20,7 @@ Rules that hold for every hook unless its docstring says otherwise:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
@@ -31,15 +31,46 @@ if TYPE_CHECKING:
     from chatkit.commands import Register
     from chatkit.config import Config
     from chatkit.events import Message
-    from chatkit.protocol import Frame
+    from chatkit.frames import Frame
+    from chatkit.hub import Hub
     from chatkit.results import Drop, Reject
-    from chatkit.server import Server
     from chatkit.session import Session
 
-__all__ = ["hookimpl", "hookspec"]
+__all__ = ["ChatServer", "hookimpl", "hookspec"]
 
 hookspec = pluggy.HookspecMarker("chatkit")
 hookimpl = pluggy.HookimplMarker("chatkit")
+
+
+class ChatServer(Protocol):
+    """What the server hooks receive as ``server``: :class:`chatkit.Server` is one.
+
+    An interface here, not the class, so that the contract imports nothing above
+    the hub (the server loads the plugins, which load this file).
+    """
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the server listens on."""
+        ...
+
+    @property
+    def config(self) -> Config:
+        """The server's configuration."""
+        ...
+
+    @property
+    def hub(self) -> Hub:
+        """The chat."""
+        ...
+
+    def fail(self, reason: str) -> None:
+        """Stop the server because a plugin cannot go on; ``reason`` is logged."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """The server's counters (what ``/stats`` shows)."""
+        ...
 
 
 # ---------------------------------------------------------------------------
@@ -83,7 +114,7 @@ def chatkit_register_commands(register: Register) -> None:
 
 
 @hookspec
-def chatkit_server_start(server: Server) -> None:
+def chatkit_server_start(server: ChatServer) -> None:
     """Called once the server listens, before the first client is accepted.
 
     :param server: The :class:`~chatkit.Server`; ``server.address`` is bound.
@@ -349,7 +380,7 @@ def chatkit_handle_request(client: Session, request: protocol.Request) -> bool |
 
 
 @hookspec
-def chatkit_server_stop(server: Server) -> None:
+def chatkit_server_stop(server: ChatServer) -> None:
     """Called once when the server has stopped: clients are gone, threads joined.
 
     Runs on the thread that called ``Server.shutdown()``; release resources here.

@@ -34,14 +34,14 @@ from chatkit import names, protocol
 from chatkit.commands import CommandContext, CommandRegistry, split_command
 from chatkit.errors import CommandError
 from chatkit.events import Message
-from chatkit.protocol import Frame
+from chatkit.frames import Frame
 from chatkit.results import Drop, Reject
 
 if TYPE_CHECKING:
     from chatkit.config import Config
-    from chatkit.plugins import HookRunner
-    from chatkit.server import Writer
+    from chatkit.hooks import HookRunner
     from chatkit.session import Session
+    from chatkit.transport import Outbox
 
 __all__ = ["Hub", "message_frame", "valid_nick", "valid_room"]
 
@@ -215,7 +215,7 @@ class Hub:
         config: Config,
         hooks: HookRunner,
         commands: CommandRegistry,
-        outbox: Writer,
+        outbox: Outbox,
     ) -> None:
         self.config = config
         """The server's configuration."""
@@ -871,7 +871,7 @@ class Hub:
             raise CommandError(result.reason, result.code, **result.details)
 
     def _fanout(self, frame: Frame, sessions: Iterable[Session]) -> bool:
-        """Queue ``frame`` to each session: one encoding per mode, one append each.
+        """Queue ``frame`` to each session: one encoding per codec, one append each.
 
         Returns True if the writer must be woken (the caller does it after
         releasing the lock).
@@ -947,6 +947,6 @@ def message_frame(message: Message, **extra: Any) -> Frame:
 
 
 def _version() -> str:
-    from chatkit import __version__
+    from chatkit.version import __version__
 
     return __version__

@@ -17,7 +17,7 @@ import logging
 import re
 import sys
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ import pluggy
 from chatkit import hookspecs
 from chatkit.commands import CommandRegistry
 from chatkit.errors import UsageError
+from chatkit.hooks import HookRunner
 
 if TYPE_CHECKING:
     from chatkit.config import Config
@@ -36,7 +37,6 @@ __all__ = [
     "DISTRIBUTION",
     "ENTRY_POINT_GROUP",
     "ESSENTIAL_PLUGINS",
-    "HookRunner",
     "PluginInfo",
     "build_plugin_manager",
     "check_hook_names",
@@ -114,7 +114,7 @@ class PluginInfo:
 
 
 def _version() -> str:
-    from chatkit import __version__
+    from chatkit.version import __version__
 
     return __version__
 
@@ -413,104 +413,3 @@ def list_plugins() -> list[PluginInfo]:
             info.error = str(exc) or type(exc).__name__
         rows.append(info)
     return sorted(rows, key=lambda r: r.name)
-
-
-Monitor = Callable[[str, dict[str, Any]], None]
-
-
-class HookRunner:
-    """Calls hooks plugin by plugin, so one failing plugin never stops the others.
-
-    pluggy stops a hook call at the first exception; chatkit instead logs it with
-    the plugin's name and goes on (notify hooks) or turns it into a refusal (veto
-    and filter hooks, which fail closed).
-    """
-
-    def __init__(self, pm: pluggy.PluginManager) -> None:
-        self.pm = pm
-        """The plugin manager whose hooks are called."""
-        self._monitors: list[Monitor] = []
-
-    def add_monitor(self, monitor: Monitor) -> Callable[[], None]:
-        """Call ``monitor(hook_name, kwargs)`` before every hook call; returns an undo."""
-        self._monitors = [*self._monitors, monitor]  # copy: readers iterate without a lock
-
-        def remove() -> None:
-            self._monitors = [m for m in self._monitors if m is not monitor]
-
-        return remove
-
-    def impls(self, name: str) -> Iterator[pluggy.HookImpl]:
-        """Implementations of hook ``name`` in call order."""
-        caller: pluggy.HookCaller = getattr(self.pm.hook, name)
-        # pluggy keeps them in reverse call order (it calls the last one first).
-        return reversed(caller.get_hookimpls())
-
-    def _call(self, impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
-        return impl.function(*[kwargs[arg] for arg in impl.argnames])
-
-    def notify(self, name: str, **kwargs: Any) -> None:
-        """Call every implementation; log and skip the ones that raise."""
-        for monitor in self._monitors:
-            monitor(name, kwargs)
-        for impl in self.impls(name):
-            try:
-                self._call(impl, kwargs)
-            except Exception:
-                log.exception("plugin %r failed in %s", impl.plugin_name, name)
-
-    def first(self, name: str, on_error: Callable[[str], Any], **kwargs: Any) -> Any:
-        """Call implementations until one returns non-``None``; return that or ``None``.
-
-        If one raises, the error is logged and ``on_error(plugin_name)`` is
-        returned instead (the hook fails closed).
-        """
-        for monitor in self._monitors:
-            monitor(name, kwargs)
-        for impl in self.impls(name):
-            try:
-                result = self._call(impl, kwargs)
-            except Exception:
-                log.exception("plugin %r failed in %s", impl.plugin_name, name)
-                return on_error(impl.plugin_name)
-            if result is not None:
-                return result
-        return None
-
-    def collect(
-        self, name: str, on_error: Callable[[str], Any], stop: Callable[[Any], bool], **kwargs: Any
-    ) -> list[Any]:
-        """Call implementations in order; return their non-``None`` results.
-
-        Stops after a result for which ``stop(result)`` is true. If one raises,
-        the error is logged and ``on_error(plugin_name)`` ends the list.
-        """
-        for monitor in self._monitors:
-            monitor(name, kwargs)
-        results: list[Any] = []
-        for impl in self.impls(name):
-            try:
-                result = self._call(impl, kwargs)
-            except Exception:
-                log.exception("plugin %r failed in %s", impl.plugin_name, name)
-                results.append(on_error(impl.plugin_name))
-                break
-            if result is not None:
-                results.append(result)
-                if stop(result):
-                    break
-        return results
-
-    def startup(self, name: str, **kwargs: Any) -> None:
-        """Call every implementation; an exception becomes a :class:`UsageError`."""
-        for monitor in self._monitors:
-            monitor(name, kwargs)
-        for impl in self.impls(name):
-            try:
-                self._call(impl, kwargs)
-            except UsageError:
-                raise
-            except Exception as exc:
-                raise UsageError(
-                    f"plugin {impl.plugin_name!r} failed in {name}: {type(exc).__name__}: {exc}"
-                ) from exc

@@ -2,7 +2,7 @@
 
 This file knows no socket and no thread. :class:`ServerProtocol` holds the state of
 one connection as the server sees it; the server feeds it what ``recv`` returned and
-sends what its :meth:`ServerProtocol.send` returns. docs/protocol.md is the
+sends frames in the codec the protocol chose (:attr:`ServerProtocol.codec`). docs/protocol.md is the
 reference for people; this module is the reference for the code.
 
 Rules of the wire: UTF-8, one frame per line ending in ``\\n`` (a ``\\r`` before it
@@ -27,6 +27,9 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from chatkit.codecs import JSON_CODEC, TEXT_CODEC, Codec
+from chatkit.frames import Frame
 
 __all__ = [
     "BIDI_CONTROLS",
@@ -67,7 +70,7 @@ class ProtocolError(Exception):
 
 
 class LocalProtocolError(ProtocolError):
-    """This module was used wrongly, e.g. a frame sent before the mode is known."""
+    """This module was used wrongly, e.g. data received after the end of the stream."""
 
 
 class RemoteProtocolError(ProtocolError):
@@ -269,122 +272,6 @@ def clean_text(text: str, *, newlines: bool = False, bidi: str = "replace") -> s
 
 
 # ---------------------------------------------------------------------------
-# Frames (what the server sends)
-# ---------------------------------------------------------------------------
-
-
-class Frame:
-    """One server-to-client frame: a ``type`` and its fields, encoded once per mode.
-
-    A broadcast builds one frame and hands the same bytes to every recipient of a
-    mode: :meth:`encode` caches its result. Frames are immutable once built.
-    """
-
-    __slots__ = ("_encoded", "fields", "type")
-
-    def __init__(self, type: str, **fields: Any) -> None:
-        self.type = type
-        """The frame type (``message``, ``join``, ...)."""
-        self.fields = fields
-        """The frame's fields, in documented order; do not change after building."""
-        self._encoded: dict[Mode, bytes] = {}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object of this frame."""
-        return {"type": self.type, **self.fields}
-
-    def encode(self, mode: Mode) -> bytes:
-        """The bytes of this frame in ``mode``, newline included (cached)."""
-        data = self._encoded.get(mode)
-        if data is None:
-            # Two threads may both get here for one frame; both compute the same
-            # bytes, so the race is harmless and needs no lock.
-            if mode is Mode.JSON:
-                # default=str: a plugin's field of another type is sent as its text,
-                # never an exception in the middle of a fan-out.
-                text = json.dumps(
-                    self.to_dict(), ensure_ascii=False, separators=(",", ":"), default=str
-                )
-            elif mode is Mode.TEXT:
-                text = render_text(self)
-            else:
-                raise LocalProtocolError("cannot encode a frame before the mode is known")
-            # Encodable by construction: what comes in is checked to be Unicode text
-            # (see _parse_json), and "replace" turns anything a plugin got wrong (a
-            # lone surrogate) into "?" rather than failing the send.
-            data = (text + "\n").encode("utf-8", "replace")
-            self._encoded[mode] = data
-        return data
-
-    def __repr__(self) -> str:
-        return f"Frame({self.type!r}, {self.fields!r})"
-
-
-def _render_message(f: dict[str, Any]) -> str:
-    # History (replayed) messages carry their date and time after the room, so
-    # they cannot be mistaken for live ones: "[#general] 2026-11-24 09:45 <alice> hi".
-    when = f" {f['ts'][:10]} {f['ts'][11:16]}" if f.get("history") else ""
-    if "room" in f:
-        if f.get("action"):
-            prefix = f"[{f['room']}]{when} * {f['nick']} "
-        else:
-            prefix = f"[{f['room']}]{when} <{f['nick']}> "
-    elif f.get("action"):
-        prefix = f"[pm]{when} * {f['from']} -> {f['to']}: "
-    else:
-        prefix = f"[pm]{when} <{f['from']} -> {f['to']}> "
-    # A message of several lines: each line carries the prefix, so no line of one
-    # person's message can pass for another's.
-    return "\n".join(prefix + line for line in str(f["text"]).split("\n"))
-
-
-def _render_history(f: dict[str, Any]) -> str:
-    where = f.get("room") or f"your conversation with {f.get('with')}"
-    count = f["count"]
-    if not count:
-        return f"*** no earlier messages in {where}"
-    text = f"*** {count} earlier message{'s' if count != 1 else ''} of {where} above"
-    return text + ("; /history with a larger N shows more" if f.get("more") else "")
-
-
-def _render_leave(f: dict[str, Any]) -> str:
-    reason = f.get("reason")
-    rooms = ", ".join(f.get("rooms") or [f["room"]])
-    return f"* {f['nick']} left {rooms}" + (f" ({reason})" if reason else "")
-
-
-_TEXT_RENDERERS: dict[str, Any] = {
-    "welcome": lambda f: (
-        f"* Welcome to chatkit {f['version']}, {f['nick']}! You are in "
-        f"{', '.join(f['rooms'])}. Type /help for commands."
-    ),
-    "message": _render_message,
-    "private": _render_message,
-    "join": lambda f: f"* {f['nick']} joined {f['room']}",
-    "leave": _render_leave,
-    "nick": lambda f: f"* {f['old']} is now known as {f['new']}",
-    "history": _render_history,
-    "reply": lambda f: f["text"],
-    "notice": lambda f: f"*** {f['text']}",
-    "error": lambda f: f"error [{f['code']}]: {f['text']}",
-    "pong": lambda f: "pong",
-    "ping": lambda f: "ping? (send any line, even an empty one, to stay connected)",
-}
-
-
-def render_text(frame: Frame) -> str:
-    """The text-mode rendering of ``frame`` (possibly several lines, no final newline)."""
-    renderer = _TEXT_RENDERERS.get(frame.type)
-    if renderer is not None:
-        try:
-            text: str = renderer(frame.fields)
-            return text
-        except (KeyError, TypeError, IndexError, AttributeError):
-            pass  # a plugin's frame without the usual fields: shown as its fields
-    return f"{frame.type}: {json.dumps(frame.fields, ensure_ascii=False, default=str)}"
-
-
-# ---------------------------------------------------------------------------
 # The connection state machine
 # ---------------------------------------------------------------------------
 
@@ -562,8 +449,9 @@ class ServerProtocol:
     in text mode the meaning of a line depends on :attr:`logged_in`, which the
     caller sets once the login succeeded.
 
-    Sending events: :meth:`send` turns a :class:`Frame` into bytes for this
-    connection's mode; the caller writes them to the socket.
+    Sending events: :attr:`codec` is the codec of this connection's mode (JSON
+    until the first line says otherwise); :meth:`send` turns a :class:`Frame`
+    into bytes with it; the caller writes them to the socket.
     """
 
     def __init__(
@@ -638,10 +526,15 @@ class ServerProtocol:
 
     # -- sending events ------------------------------------------------------
 
-    def send(self, frame: Frame) -> bytes:
-        """Return the bytes of ``frame`` for this connection; you must then write them.
+    @property
+    def codec(self) -> Codec:
+        """The codec frames are sent in: the mode's (JSON, text).
 
         Before the mode is known (the server refuses a connection before its first
-        line) frames are sent as JSON, which people can still read.
+        line) it is JSON, which people can still read.
         """
-        return frame.encode(Mode.JSON if self.mode is Mode.UNKNOWN else self.mode)
+        return TEXT_CODEC if self.mode is Mode.TEXT else JSON_CODEC
+
+    def send(self, frame: Frame) -> bytes:
+        """Return the bytes of ``frame`` for this connection; you must then write them."""
+        return frame.encode(self.codec)

@@ -166,7 +166,7 @@ def create_plugin(name: str, directory: Path, chatkit_path: Path | None = None) 
     ``chatkit_path`` that is not a chatkit checkout.
     """
     name = plugin_name(name)
-    from chatkit import __version__
+    from chatkit.version import __version__
 
     sources = ""
     if chatkit_path is not None:

@@ -31,22 +31,19 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from chatkit import plugins as plugins_mod
+from chatkit.codecs import JSON_CODEC, Codec
 from chatkit.commands import CommandRegistry
 from chatkit.config import MAX_BACKLOG_BYTES, SLOW_TIMEOUT, Config
 from chatkit.errors import UsageError
+from chatkit.frames import Frame
+from chatkit.hooks import HookRunner
 from chatkit.hub import Hub
-from chatkit.protocol import (
-    MAX_MESSAGE_LINES,
-    Closed,
-    Frame,
-    Mode,
-    RemoteProtocolError,
-    ServerProtocol,
-)
+from chatkit.protocol import MAX_MESSAGE_LINES, Closed, RemoteProtocolError, ServerProtocol
 from chatkit.session import Session
+from chatkit.transport import Transport
 
 __all__ = ["Connection", "Server", "Writer"]
 
@@ -68,6 +65,9 @@ CONNECT_BUCKETS = 10_000  # addresses whose connection rate is tracked at once; 
 
 class Connection:
     """One accepted socket: its protocol state, its send queue and its lifecycle.
+
+    The :class:`~chatkit.transport.Transport` of its session (``address``, ``codec``,
+    ``push``, ``finish``, ``abort``), by shape: the hub never imports this module.
 
     The reader thread owns receiving; the writer thread owns sending and is the
     only one that closes the socket, once the reader has retired it. The send
@@ -97,8 +97,10 @@ class Connection:
         """The session of this connection (set right after creation)."""
         self.writer = writer
         """The writer that sends this connection's queue."""
-        self.text_mode = False
-        """True once the client chose text mode (set by the reader; read by fan-out)."""
+        self.codec: Codec = JSON_CODEC
+        """The codec frames are sent in: the protocol's choice, set by the reader once
+        the first line made it (:attr:`ServerProtocol.codec`). A plain attribute, not a
+        property, because fan-out reads it once per recipient."""
         now = time.monotonic()
         self.connected_at = now
         """When it was accepted (monotonic seconds)."""
@@ -126,11 +128,6 @@ class Connection:
         self._closed = False
 
     @property
-    def mode(self) -> Mode:
-        """The protocol mode; JSON until the first line says otherwise."""
-        return Mode.TEXT if self.text_mode else Mode.JSON
-
-    @property
     def finishing(self) -> bool:
         """True once the connection is being closed; the reader stops reading then."""
         return self._finishing or self._aborting
@@ -140,9 +137,12 @@ class Connection:
         """Bytes waiting in the send queue."""
         return self._out_bytes
 
-    def push(self, data: bytes) -> bool:
-        """Queue ``data``; True if the writer must be woken. Never blocks or sends."""
-        return self.writer.push(self, data)
+    def push(self, frame: Frame) -> bool:
+        """Queue ``frame`` in this connection's codec; True if the writer must be woken.
+
+        Never blocks or sends.
+        """
+        return self.writer.push(self, frame.encode(self.codec))
 
     def finish(self, reason: str) -> None:
         """Send what is queued, then close; the logout reason will be ``reason``.
@@ -179,6 +179,9 @@ class Connection:
 
 class Writer:
     """The one thread that sends: it drains send queues and waits where sockets are full.
+
+    The hub's :class:`~chatkit.transport.Outbox` (``fanout``, ``fanout_many``,
+    ``wake``), by shape; every transport handed to it is one of its connections.
 
     Producers (readers, the watchdog, plugins) append to a connection's queue
     under this writer's one lock and put the connection in the ready queue; a
@@ -332,8 +335,8 @@ class Writer:
         with self._lock:
             return self._append(conn, data) and self._need_wake()
 
-    def fanout(self, frame: Frame, conns: Iterable[Connection]) -> bool:
-        """Queue ``frame`` to every connection: one encoding per mode, one append each.
+    def fanout(self, frame: Frame, conns: Iterable[Transport]) -> bool:
+        """Queue ``frame`` to every connection: one encoding per codec, one append each.
 
         The hot path of a broadcast: no hook, no syscall, one lock for all.
         Returns True if the caller must :meth:`wake` the writer (after releasing
@@ -341,28 +344,31 @@ class Writer:
         """
         return self.fanout_many((frame,), conns)
 
-    def fanout_many(self, frames: Sequence[Frame], conns: Iterable[Connection]) -> bool:
-        """Queue ``frames``, in order, to every connection, as one piece per mode.
+    def fanout_many(self, frames: Sequence[Frame], conns: Iterable[Transport]) -> bool:
+        """Queue ``frames``, in order, to every connection, as one piece per codec.
 
         For a run of messages to the same room (stored messages are delivered in
-        runs): the frames are encoded and joined once per mode, and each
+        runs): the frames are encoded and joined once per codec in use, and each
         recipient costs one append for all of them. Returns as :meth:`fanout`.
         """
-        if len(frames) == 1:
-            json_data = frames[0].encode(Mode.JSON)
-        else:
-            json_data = b"".join([frame.encode(Mode.JSON) for frame in frames])
-        text_data: bytes | None = None
+        encoded: dict[Codec, bytes] = {}
+        codec: Codec | None = None
+        data = b""
         scheduled = False
         append = self._append
         with self._lock:
-            for conn in conns:
-                if conn.text_mode:
-                    if text_data is None:
-                        text_data = b"".join([frame.encode(Mode.TEXT) for frame in frames])
-                    scheduled |= append(conn, text_data)
-                else:
-                    scheduled |= append(conn, json_data)
+            # The hub hands back the transports of its sessions: this writer's connections.
+            for conn in cast("Iterable[Connection]", conns):
+                # Recipients mostly share one codec: an identity test per recipient,
+                # a look-up only when it changes. Encoding happens at most once per
+                # codec (CPU only, no syscall, so it may run under this lock).
+                if conn.codec is not codec:
+                    codec = conn.codec
+                    found = encoded.get(codec)
+                    if found is None:
+                        found = encoded[codec] = _encode_run(frames, codec)
+                    data = found
+                scheduled |= append(conn, data)
             return scheduled and self._need_wake()
 
     def finish(self, conn: Connection, reason: str) -> bool:
@@ -554,6 +560,13 @@ class Writer:
         conn.close()
 
 
+def _encode_run(frames: Sequence[Frame], codec: Codec) -> bytes:
+    """The bytes of ``frames`` in ``codec``, joined (each frame's own bytes are cached)."""
+    if len(frames) == 1:
+        return frames[0].encode(codec)
+    return b"".join([frame.encode(codec) for frame in frames])
+
+
 @functools.lru_cache(maxsize=4096)
 def _is_loopback(host: str) -> bool:
     # Cached: parsing an address costs more than the rest of accepting a client.
@@ -564,13 +577,13 @@ def _is_loopback(host: str) -> bool:
 def _error(code: str, text: str) -> bytes:
     # Cached: in a storm the same refusal goes to thousands of connections, and
     # encoding it costs more than sending it.
-    return Frame("error", code=code, text=text).encode(Mode.JSON)
+    return Frame("error", code=code, text=text).encode(JSON_CODEC)
 
 
 @functools.cache
 def _greeting() -> bytes:
     """The line a silent new connection is shown: a prompt for people at ``nc``."""
-    from chatkit import __version__  # the package's version: chatkit/__init__.py
+    from chatkit.version import __version__
 
     return (
         f"chatkit {__version__}: type a nick and press Enter to join "
@@ -641,8 +654,8 @@ class Server:
         """The server's settings."""
         self.pluginmanager, self.plugin_infos = plugins_mod.build_plugin_manager(config, objects)
         """The server's own pluggy ``PluginManager`` and what was loaded."""
-        self.hooks = plugins_mod.HookRunner(self.pluginmanager)
-        """Calls hooks plugin by plugin (see :class:`chatkit.plugins.HookRunner`)."""
+        self.hooks = HookRunner(self.pluginmanager)
+        """Calls hooks plugin by plugin (see :class:`chatkit.hooks.HookRunner`)."""
         self.commands = CommandRegistry()
         """The registered commands (filled by ``start()``)."""
         self.writer = Writer(config.limits.max_backlog, config.limits.slow_timeout)
@@ -775,7 +788,7 @@ class Server:
             # No pending connection is left: the acceptor, joined above, closed them.
             conns = [(c, thread) for c, thread in self._conns.items() if thread is not None]
         for conn, _thread in conns:
-            conn.push(conn.protocol.send(notice))
+            conn.push(notice)
             conn.finish("server shutdown")
         self.writer.wake()
         deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -876,7 +889,7 @@ class Server:
         finally:
             # Shutdown joins this thread before it closes the others, so every
             # pending connection is closed here, with the notice the others get.
-            notice = Frame("notice", text="server shutting down").encode(Mode.JSON)
+            notice = Frame("notice", text="server shutting down").encode(JSON_CODEC)
             for conn in list(self._pending):
                 self._close_pending(conn, notice, "server shutdown")
 
@@ -1143,15 +1156,16 @@ class Server:
             try:
                 event = protocol.next_event()
             except RemoteProtocolError as exc:
-                conn.text_mode = protocol.mode is Mode.TEXT
+                conn.codec = protocol.codec
                 session.error(exc.code, exc.text)
                 continue
             if event is None:
                 return True
             if isinstance(event, Closed):
                 return False
-            # The first line fixes the mode; fan-out reads this flag, not the protocol.
-            conn.text_mode = protocol.mode is Mode.TEXT
+            # The first line fixes the codec; fan-out reads the connection's, not the
+            # protocol's (a plain attribute: it is read once per recipient).
+            conn.codec = protocol.codec
             if self.writer.backlog > self.writer.max_backlog:
                 self._pause(conn)
             self.hub.handle(session, event)

@@ -1,8 +1,8 @@
 """One client as the chat and the plugins see it: its nick, rooms, and a way to send.
 
 A :class:`Session` is what every hook receives as ``client``. It knows nothing of
-sockets: it hands encoded frames to its connection, which queues them without
-blocking.
+sockets or wire formats: it hands frames to its connection, which encodes them in
+its codec and queues them without blocking.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from chatkit.protocol import Frame, Mode
+from chatkit.frames import Frame
 
 if TYPE_CHECKING:
-    from chatkit.server import Connection
+    from chatkit.codecs import Codec
+    from chatkit.transport import Transport
 
 __all__ = ["Session"]
 
@@ -30,7 +31,7 @@ class Session:
     change them only through the hub (``hub.rename``, ``hub.join``, ...).
     """
 
-    def __init__(self, transport: Connection, wake: Callable[[], None]) -> None:
+    def __init__(self, transport: Transport, wake: Callable[[], None]) -> None:
         self.id = next(_ids)
         """A number unique to this session within the process."""
         self.nick: str | None = None
@@ -54,7 +55,8 @@ class Session:
         self.data: dict[str, Any] = {}
         """Free space for plugins, keyed by plugin name; guard it yourself."""
         self.transport = transport
-        """The server's connection behind this session (internal: use the methods)."""
+        """The connection behind this session (internal: use the methods). Any
+        :class:`~chatkit.transport.Transport`: the server's ``Connection``, or a test's."""
         self._wake = wake
 
     def __repr__(self) -> str:
@@ -66,9 +68,10 @@ class Session:
         return self.transport.address
 
     @property
-    def mode(self) -> Mode:
-        """How the client speaks: ``Mode.JSON`` or ``Mode.TEXT``."""
-        return self.transport.mode
+    def codec(self) -> Codec:
+        """The codec the client's frames are sent in (``JSON_CODEC``, ``TEXT_CODEC``);
+        ``len(frame.encode(client.codec))`` is what a frame costs this client."""
+        return self.transport.codec
 
     @property
     def logged_in(self) -> bool:
@@ -79,7 +82,7 @@ class Session:
 
     def send(self, frame: Frame) -> None:
         """Queue ``frame`` for this client. Never blocks; safe from any thread."""
-        if self.transport.push(frame.encode(self.transport.mode)):
+        if self.transport.push(frame):
             self._wake()
 
     def push(self, frame: Frame) -> bool:
@@ -87,7 +90,7 @@ class Session:
 
         For the hub, which fans out under its lock and wakes once afterwards.
         """
-        return self.transport.push(frame.encode(self.transport.mode))
+        return self.transport.push(frame)
 
     def notice(self, text: str) -> None:
         """Send a ``notice`` frame."""

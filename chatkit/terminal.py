@@ -35,7 +35,9 @@ from chatkit.client import (
     room_name,
     say_frame,
 )
-from chatkit.protocol import MAX_LINE_BYTES, Frame, render_text
+from chatkit.codecs import render_text
+from chatkit.frames import Frame
+from chatkit.protocol import MAX_LINE_BYTES
 
 __all__ = ["Terminal"]
 

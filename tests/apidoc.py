@@ -56,7 +56,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "send",
             "disconnect",
         ],
-        {"mode", "push", "transport", "unsettled", "welcomed"},  # the server's, not plugins'
+        {"codec", "push", "transport", "unsettled", "welcomed"},  # the server's, not plugins'
     ),
     (
         CommandContext,

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatkit import Message, Server
-from chatkit.protocol import Frame, Mode, RemoteProtocolError, ServerProtocol
+from chatkit.codecs import JSON_CODEC, TEXT_CODEC
+from chatkit.protocol import Frame, RemoteProtocolError, ServerProtocol
 from chatkit.store import MessageStore, StoreError
 from chatkit.testing import ChatClient, run_server
 
@@ -153,8 +154,8 @@ def test_every_frame_encodes_in_both_modes(fields: dict[str, Any], kind: str) ->
     """A frame with any fields, even ones no client could send, encodes to UTF-8 lines."""
     for type_ in (kind, "message", "notice", "error", "leave", "history"):
         frame = Frame(type_, **{f"f{i}": v for i, v in enumerate(fields.values())})
-        for mode in (Mode.JSON, Mode.TEXT):
-            data = frame.encode(mode)
+        for codec in (JSON_CODEC, TEXT_CODEC):
+            data = frame.encode(codec)
             assert data.endswith(b"\n")
             data.decode("utf-8")
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from chatkit.codecs import JSON_CODEC, TEXT_CODEC
 from chatkit.protocol import (
     Closed,
     Frame,
@@ -88,6 +89,7 @@ def test_json_mode_is_chosen_by_a_json_first_line() -> None:
     p.receive_data(b'{"type":"hello","nick":"alice"}\r\n{"type":"ping"}\n{"type":"pong"}\n')
     assert events(p) == [Hello("alice"), Ping(), Pong()]
     assert p.mode is Mode.JSON
+    assert p.codec is JSON_CODEC
 
 
 def test_text_mode_reads_a_nick_then_messages() -> None:
@@ -96,6 +98,7 @@ def test_text_mode_reads_a_nick_then_messages() -> None:
     p.receive_data(b"alice\r\n")
     assert events(p) == [Hello("alice")]
     assert p.mode is Mode.TEXT
+    assert p.codec is TEXT_CODEC
     p.logged_in = True
     p.receive_data(b"hi there\n/who #x\n//not a command\n\n")
     assert events(p) == [
@@ -224,15 +227,15 @@ def test_bidi_controls_are_replaced_refused_or_allowed(control: str) -> None:
 def test_a_message_of_several_lines_is_prefixed_on_every_line_in_text_mode() -> None:
     """Text mode shows each line of a multi-line message with the room and nick."""
     frame = Frame("message", id=1, ts="t", room="#r", nick="al", text="one\ntwo")
-    assert frame.encode(Mode.TEXT) == b"[#r] <al> one\n[#r] <al> two\n"
+    assert frame.encode(TEXT_CODEC) == b"[#r] <al> one\n[#r] <al> two\n"
     private = Frame("private", id=2, ts="t", to="bo", text="a\nb", action=True, **{"from": "al"})
-    assert private.encode(Mode.TEXT) == b"[pm] * al -> bo: a\n[pm] * al -> bo: b\n"
+    assert private.encode(TEXT_CODEC) == b"[pm] * al -> bo: a\n[pm] * al -> bo: b\n"
 
 
 def test_frames_encode_to_json_and_text_once() -> None:
-    """A frame is encoded once per mode and the bytes are reused."""
+    """A frame is encoded once per codec and the bytes are reused."""
     frame = Frame("message", id=1, ts="t", room="#general", nick="alice", text="hi é")
-    data = frame.encode(Mode.JSON)
+    data = frame.encode(JSON_CODEC)
     assert data.endswith(b"\n")
     assert json.loads(data) == {
         "type": "message",
@@ -242,10 +245,17 @@ def test_frames_encode_to_json_and_text_once() -> None:
         "nick": "alice",
         "text": "hi é",
     }
-    assert frame.encode(Mode.JSON) is data
-    assert frame.encode(Mode.TEXT) == "[#general] <alice> hi é\n".encode()
-    with pytest.raises(LocalProtocolError):
-        frame.encode(Mode.UNKNOWN)
+    assert frame.encode(JSON_CODEC) is data
+    assert frame.encode(TEXT_CODEC) == "[#general] <alice> hi é\n".encode()
+    assert JSON_CODEC.encode(frame) is data
+
+
+def test_before_the_first_line_frames_are_sent_as_json() -> None:
+    """A connection that has not chosen its mode yet is sent JSON, which people can read."""
+    p = ServerProtocol()
+    assert p.mode is Mode.UNKNOWN
+    assert p.codec is JSON_CODEC
+    assert p.send(Frame("pong")) == b'{"type":"pong"}\n'
 
 
 @pytest.mark.parametrize(
@@ -265,7 +275,7 @@ def test_frames_encode_to_json_and_text_once() -> None:
 )
 def test_text_rendering(frame: Frame, text: str) -> None:
     """Each frame type has a readable text form."""
-    assert frame.encode(Mode.TEXT) == (text + "\n").encode()
+    assert frame.encode(TEXT_CODEC) == (text + "\n").encode()
 
 
 def test_send_before_the_mode_is_known_uses_json() -> None:
@@ -329,7 +339,7 @@ def test_json_that_could_not_be_sent_back_is_not_a_frame(line: bytes) -> None:
 def test_every_frame_is_encodable() -> None:
     """A frame a plugin built with a lone surrogate or a non-JSON value still encodes."""
     frame = Frame("notice", text="bad \ud800 text", extra={1, 2})
-    data = frame.encode(Mode.JSON)
+    data = frame.encode(JSON_CODEC)
     assert json.loads(data)["text"] == "bad ? text"
-    assert Frame("message", text="\ud800").encode(Mode.TEXT).endswith(b"\n")
-    assert Frame("welcome").encode(Mode.TEXT).startswith(b"welcome: ")
+    assert Frame("message", text="\ud800").encode(TEXT_CODEC).endswith(b"\n")
+    assert Frame("welcome").encode(TEXT_CODEC).startswith(b"welcome: ")

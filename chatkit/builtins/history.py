@@ -300,7 +300,7 @@ class History:
         size = 0
         for message in reversed(messages):
             frame = message_frame(message, history=True)
-            size += len(frame.encode(client.mode))
+            size += len(frame.encode(client.codec))
             if size > self.page_bytes and frames:
                 more = True  # the rest is for the next page
                 break
