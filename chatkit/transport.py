@@ -4,7 +4,8 @@ This file knows no socket and no thread; it only says what the chat core calls.
 The hub and the sessions depend on these ``typing.Protocol``\\ s and never import
 the server: ``chatkit.server.Connection`` is a :class:`Transport` and
 ``chatkit.server.Writer`` an :class:`Outbox`, structurally (nothing inherits).
-A test, or another face, may bring its own.
+A test, or another face, may bring its own (``tests/test_hub_memory.py`` runs the
+hub on in-memory ones).
 
 Rules for implementers: nothing here may block, send on a socket, or call a hook;
 each may be called under the hub's lock, from any thread.
