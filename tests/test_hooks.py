@@ -527,6 +527,10 @@ def test_hook_room_replay(chat_server_factory: Factory, chat_client: Connect) ->
     store.wait_stored(["one", "two"])
     assert [f["text"] for f in carol.sync() if f["type"] == "message"] == ["one"]
     store.gate.set()
+    # "two" reaches every member in one fan-out once bob's join is through, but alice's
+    # thread may mark it stored a moment after wait_stored() saw it: wait for carol to
+    # have it, so that bob's ping (sync) is read after it was queued to bob.
+    assert carol.expect("message")["text"] == "two"
     frames = [f for f in bob.sync() if f.get("room") == "#slow"]
     assert [(f["type"], f.get("text"), f.get("history")) for f in frames] == [
         ("join", None, None),
@@ -534,7 +538,6 @@ def test_hook_room_replay(chat_server_factory: Factory, chat_client: Connect) ->
         ("history", None, None),
         ("message", "two", None),
     ]
-    assert carol.expect("message")["text"] == "two"
 
 
 class Echoer:
