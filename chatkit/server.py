@@ -54,6 +54,7 @@ RECV_BYTES = 4096  # bytes asked of one recv(). Each idle reader blocks in recv(
 # 4 KiB costs 25 KiB (benchmarks/, idle scenario); a busy reader still takes ~50 lines a call.
 RECV_BYTES_BUSY = 65536  # bytes asked of recv() right after one that filled its buffer: a
 # client sending fast gets its lines in bigger pieces, each piece stored in one pipeline.
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections per address
 SLOW_CHECK = 0.25  # seconds between the writer's checks of queues over max_sendq
 SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
@@ -680,6 +681,9 @@ class Server:
         # Per-address token buckets for connect_rate: host -> (tokens, when last
         # updated). Acceptor thread only.
         self._buckets: dict[str, tuple[float, float]] = {}
+        # Refusals per address: host -> (when one was last logged, how many since).
+        # Acceptor thread only.
+        self._refusals: dict[str, tuple[float, int]] = {}
         self._started = False
         self._started_at = time.monotonic()
         self._stopped = False
@@ -959,7 +963,7 @@ class Server:
                         self._per_address[host] += 1
         if conn is None:
             assert refusal is not None
-            log.warning("refused %s:%s: %s", host, addr[1], refusal[1])
+            self._log_refusal(host, addr[1], refusal[1], now)
             with contextlib.suppress(OSError):
                 sock.send(_error(*refusal), socket.MSG_DONTWAIT)
             sock.close()
@@ -983,6 +987,21 @@ class Server:
             self._greet[conn] = now + limits.greeting_delay
         assert self._accept_sel is not None
         self._accept_sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _log_refusal(self, host: str, port: int, why: str, now: float) -> None:
+        """Log a refused connection: the first from ``host`` in ``REFUSAL_LOG_INTERVAL``
+        seconds, then one line saying how many more there were (acceptor thread), so a
+        storm from many addresses cannot flood the log."""
+        last, count = self._refusals.get(host, (0.0, 0))
+        if now - last < REFUSAL_LOG_INTERVAL:
+            self._refusals[host] = (last, count + 1)
+            return
+        if count:
+            log.warning("refused %d more connection(s) from %s since the last line", count, host)
+        log.warning("refused %s:%s: %s", host, port, why)
+        if len(self._refusals) >= CONNECT_BUCKETS:
+            self._refusals.clear()  # bounded, like the buckets; a repeat line is harmless
+        self._refusals[host] = (now, 0)
 
     def _take_token(self, host: str, now: float) -> bool:
         """Spend one of ``host``'s connection tokens (connect_rate); False if it has none."""

@@ -271,6 +271,20 @@ def test_connect_rate(chat_server_factory: Factory, chat_client: Connect) -> Non
     third.wait_closed()
 
 
+def test_refused_connections_do_not_flood_the_log(
+    chat_server_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ten refusals from one address in a moment make one warning, not ten."""
+    server = chat_server_factory(connect_rate=0.1, connect_burst=1, limit_loopback=True)
+    socks = [socket.create_connection(server.address) for _ in range(11)]
+    for sock in socks[1:]:  # each refused one is told, then closed
+        assert b"too_many_connections" in sock.recv(4096)
+    for sock in socks:
+        sock.close()
+    refused = [r for r in caplog.records if r.getMessage().startswith("refused")]
+    assert len(refused) == 1, [r.getMessage() for r in refused]
+
+
 def test_loopback_is_exempt_from_the_connection_rate_by_default(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
