@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Message"]
+__all__ = ["MAX_ID", "Message"]
+
+MAX_ID = 2**63 - 1  # the largest message id (or count) in a frame or the store: SQLite's INTEGER
 
 
 @dataclass

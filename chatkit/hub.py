@@ -36,6 +36,7 @@ from chatkit.errors import CommandError
 from chatkit.events import Message
 from chatkit.frames import Frame
 from chatkit.results import Drop, Reject
+from chatkit.version import __version__
 
 if TYPE_CHECKING:
     from chatkit.config import Config
@@ -366,7 +367,7 @@ class Hub:
             "welcome",
             nick=nick,
             server="chatkit",
-            version=_version(),
+            version=__version__,
             rooms=[room] if joined else [],
         )
         with self._lock:
@@ -944,9 +945,3 @@ def message_frame(message: Message, **extra: Any) -> Frame:
         fields["action"] = True
     fields.update(extra)
     return Frame(kind, **fields)
-
-
-def _version() -> str:
-    from chatkit.version import __version__
-
-    return __version__

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatkit.codecs import JSON_CODEC, TEXT_CODEC, Codec
+from chatkit.events import MAX_ID
 from chatkit.frames import Frame
 
 __all__ = [
@@ -372,9 +373,6 @@ def _field(obj: dict[str, Any], name: str, *, required: bool = True) -> str | No
         what = "a string" if required else "a string when given"
         raise RemoteProtocolError("bad_frame", f"'{obj['type']}' needs '{name}' as {what}")
     return value
-
-
-MAX_ID = 2**63 - 1  # the largest message id (and count) a frame may carry: SQLite's INTEGER
 
 
 def _count(obj: dict[str, Any], name: str, high: int) -> int | None:

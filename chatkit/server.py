@@ -44,6 +44,7 @@ from chatkit.hub import Hub
 from chatkit.protocol import MAX_MESSAGE_LINES, Closed, RemoteProtocolError, ServerProtocol
 from chatkit.session import Session
 from chatkit.transport import Transport
+from chatkit.version import __version__
 
 __all__ = ["Connection", "Server", "Writer"]
 
@@ -581,15 +582,11 @@ def _error(code: str, text: str) -> bytes:
     return Frame("error", code=code, text=text).encode(JSON_CODEC)
 
 
-@functools.cache
-def _greeting() -> bytes:
-    """The line a silent new connection is shown: a prompt for people at ``nc``."""
-    from chatkit.version import __version__
-
-    return (
-        f"chatkit {__version__}: type a nick and press Enter to join "
-        "(programs: send a JSON hello, see docs/protocol.md)\n"
-    ).encode()
+# The line a silent new connection is shown: a prompt for people at nc.
+_GREETING = (
+    f"chatkit {__version__}: type a nick and press Enter to join "
+    "(programs: send a JSON hello, see docs/protocol.md)\n"
+).encode()
 
 
 def _raise_fd_limit(max_clients: int) -> None:
@@ -1064,7 +1061,7 @@ class Server:
                 break
             del self._greet[conn]
             with contextlib.suppress(OSError):  # an empty new socket: never blocks
-                conn.sock.send(_greeting(), socket.MSG_DONTWAIT)
+                conn.sock.send(_GREETING, socket.MSG_DONTWAIT)
 
     def _first_data(self, conn: Connection) -> None:
         """A pending connection is readable: close it if it left, else start its reader."""

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatkit.errors import UsageError
-from chatkit.events import Message
+from chatkit.events import MAX_ID, Message
 from chatkit.names import fold
 
 if sys.platform != "win32":
@@ -94,7 +94,6 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = "id, room, nick, target, text, action, ts"
-MAX_ID = 2**63 - 1  # the largest id SQLite's INTEGER holds
 
 
 # What the people chatting are told; the log says what went wrong.
