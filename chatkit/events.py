@@ -1,10 +1,17 @@
-"""The message object that filter and notify hooks receive."""
+"""What clients ask of the chat, in any wire protocol, and the message hooks receive.
+
+Each face's protocol turns its wire format into these events (the line protocol's
+``hello`` frame or first text line is a :class:`Hello`, an IRC ``NICK``/``USER``
+pair would be one too); ``chatkit_allow_input`` sees them, the face's adapter acts
+on them through the hub.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["MAX_ID", "Message"]
+__all__ = ["MAX_ID", "Hello", "Message", "Ping", "Pong", "Request", "Say"]
 
 MAX_ID = 2**63 - 1  # the largest message id (or count) in a frame or the store: SQLite's INTEGER
 
@@ -38,3 +45,58 @@ class Message:
     def private(self) -> bool:
         """True if this is a private message."""
         return self.to is not None
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The client asks to log in as :attr:`nick` (may be repeated after an error).
+
+    :attr:`replay` and :attr:`since` are the client's choice of what it is replayed
+    on joining a room (``None``: the server's default), for the whole session.
+    """
+
+    nick: str
+    replay: int | None = None
+    """How many earlier messages to replay per room joined (0: none)."""
+    since: int | None = None
+    """Replay only messages with a greater id: the last one the client has."""
+    fields: dict[str, Any] = field(default_factory=dict)
+    """The hello's other fields as sent (``password``, ``token``, ...): for the
+    plugins that decide logins (``chatkit_allow_login`` receives them). Empty in
+    text mode."""
+
+
+@dataclass(frozen=True)
+class Say:
+    """A line of chat: a message, or a command if :attr:`text` starts with ``/``.
+
+    :attr:`room` is ``None`` when the client named no room (text mode always);
+    the server then uses the session's current room. A leading ``//`` has already
+    been turned into a literal ``/`` and :attr:`command` is then False.
+    """
+
+    text: str
+    room: str | None = None
+    command: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    """A frame of a type the core does not know (``history``, ...), for plugins.
+
+    :attr:`type` is a lower-case name; :attr:`fields` holds the frame's other
+    members as sent. Plugins handle it in ``chatkit_handle_request``.
+    """
+
+    type: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Ping:
+    """The client asks for a ``pong``."""
+
+
+@dataclass(frozen=True)
+class Pong:
+    """The client answers the server's ``ping``."""

@@ -27,10 +27,9 @@ import pluggy
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from chatkit import protocol
     from chatkit.commands import Register
     from chatkit.config import Config
-    from chatkit.events import Message
+    from chatkit.events import Hello, Message, Request, Say
     from chatkit.frames import Frame
     from chatkit.hub import Hub
     from chatkit.results import Drop, Reject
@@ -130,9 +129,7 @@ def chatkit_server_start(server: ChatServer) -> None:
 
 
 @hookspec(firstresult=True)
-def chatkit_allow_input(
-    client: Session, event: protocol.Hello | protocol.Say | protocol.Request
-) -> Reject | None:
+def chatkit_allow_input(client: Session, event: Hello | Say | Request) -> Reject | None:
     """Decide whether the server handles a ``hello``, ``say`` or plugin request at all.
 
     Runs first for every such event, logged in or not, before any other hook;
@@ -140,10 +137,11 @@ def chatkit_allow_input(
     ``flood`` plugin).
 
     :param client: The session that sent it.
-    :param event: :class:`chatkit.protocol.Hello` (``event.nick``),
-        :class:`chatkit.protocol.Say` (``event.text``, ``event.room``,
-        ``event.command``) or :class:`chatkit.protocol.Request` (``event.type``,
-        ``event.fields``: a JSON frame for ``chatkit_handle_request``).
+    :param event: What the client asked, whatever its wire protocol (face):
+        :class:`chatkit.events.Hello` (``event.nick``, ``event.fields``),
+        :class:`chatkit.events.Say` (``event.text``, ``event.room``,
+        ``event.command``) or :class:`chatkit.events.Request` (``event.type``,
+        ``event.fields``: a frame for ``chatkit_handle_request``).
 
     Return ``None`` to go on, or a :class:`~chatkit.Reject` to drop the event: the
     client receives an ``error`` frame with the reject's code, reason and
@@ -153,8 +151,8 @@ def chatkit_allow_input(
 
 
 @hookspec(firstresult=True)
-def chatkit_allow_login(client: Session, nick: str) -> Reject | None:
-    """Decide whether a client may log in as ``nick``.
+def chatkit_allow_login(client: Session, nick: str, fields: dict[str, Any]) -> Reject | None:
+    """Decide whether a client may log in as ``nick``: the place for passwords and tokens.
 
     A login runs ``chatkit_allow_login`` → ``chatkit_allow_join`` for the default
     room → (nick taken? then ``nick_taken``) → the ``welcome`` frame →
@@ -163,6 +161,10 @@ def chatkit_allow_login(client: Session, nick: str) -> Reject | None:
 
     :param client: The session asking; ``client.nick`` is still ``None``.
     :param nick: The nick asked for.
+    :param fields: The ``hello`` frame's other fields, as the client sent them
+        (``{"type": "hello", "nick": "ann", "password": "..."}`` gives
+        ``{"password": "..."}``): check their types. Empty in text mode. Plugins
+        that take no ``fields`` parameter are called as before.
 
     Return ``None`` to allow, or a :class:`~chatkit.Reject` to refuse: the first
     plugin to reject wins, there is no "force allow", and the client may try
@@ -355,15 +357,17 @@ def chatkit_on_message(client: Session, message: Message) -> None:
 
 
 @hookspec(firstresult=True)
-def chatkit_handle_request(client: Session, request: protocol.Request) -> bool | Reject | None:
+def chatkit_handle_request(client: Session, request: Request) -> bool | Reject | None:
     """Answer a JSON frame of a type the core does not know (``{"type": "history", ...}``).
 
     Lets a plugin extend the protocol with frames of its own. Runs on the
-    sender's reader thread after ``chatkit_allow_input``, only for logged-in
-    clients (others get ``not_logged_in``).
+    sender's reader thread after ``chatkit_allow_input``, **before login too**
+    (``client.logged_in`` is then False: a ``register`` request may come first; a
+    request that needs a nick must refuse with code ``not_logged_in``). If no plugin
+    answers a client that is not logged in, it gets ``not_logged_in``.
 
     :param client: The session that sent it.
-    :param request: :class:`chatkit.protocol.Request`: ``request.type`` and
+    :param request: :class:`chatkit.events.Request`: ``request.type`` and
         ``request.fields`` (the frame's other members, as sent: check them).
 
     Return ``True`` once handled (send replies with ``client.send(...)``), a

@@ -30,10 +30,10 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from chatkit import names, protocol
+from chatkit import names
 from chatkit.commands import CommandContext, CommandRegistry, split_command
 from chatkit.errors import CommandError
-from chatkit.events import Message
+from chatkit.events import Hello, Message, Request, Say
 from chatkit.frames import Frame
 from chatkit.results import Drop, Reject
 from chatkit.version import __version__
@@ -244,7 +244,8 @@ class Hub:
         self._sequenced = False  # set by prepare(): deliveries go through lanes
         self._private_lane: deque[_Entry] = deque()  # sequenced private messages
         self.deliveries = 0
-        """Frames queued to recipients by fan-out since start (a metric; under the lock)."""
+        """Chat frames (messages, joins, leaves, nicks, notices) queued to recipients
+        since start (a metric; under the lock)."""
 
     def prepare(self) -> None:
         """Decide, once the plugins are configured, whether deliveries are sequenced.
@@ -289,49 +290,27 @@ class Hub:
         with self._lock:
             return {r.name: len(r.members) for r in sorted(self._rooms.values(), key=_room_key)}
 
-    # -- events from the server -----------------------------------------------
+    # -- what a face calls for its clients' events ----------------------------------
 
-    def handle(self, session: Session, event: protocol.Event) -> None:
-        """Act on one event from ``session``'s client; refusals go back to it as errors."""
-        if session.unsettled and not (isinstance(event, protocol.Say) and not event.command):
-            self.settle(session)  # a ping, command or request answers after earlier messages
-        try:
-            if isinstance(event, protocol.Hello | protocol.Say | protocol.Request):
-                self._check(
-                    self.hooks.first("chatkit_allow_input", _reject, client=session, event=event)
-                )
-            if isinstance(event, protocol.Say):
-                if not session.logged_in:
-                    raise CommandError("log in first: send a hello frame", "not_logged_in")
-                if event.command:
-                    self.run_command(session, event.text, event.room)
-                else:
-                    # Consecutive messages are stored in a pipeline; settle() ends it.
-                    self.say(session, event.room, event.text, defer=True)
-            elif isinstance(event, protocol.Ping):
-                session.send(Frame("pong"))
-            elif isinstance(event, protocol.Hello):
-                if session.logged_in:
-                    raise CommandError(
-                        f"already logged in as {session.nick}; use /nick to change", "bad_frame"
-                    )
-                session.replay, session.replay_since = event.replay, event.since
-                self.login(session, event.nick)
-            elif isinstance(event, protocol.Request):
-                if not session.logged_in:
-                    raise CommandError("log in first: send a hello frame", "not_logged_in")
-                self.request(session, event)
-            # Pong only proves the client is alive; the server noted that already.
-        except CommandError as exc:
-            if session.unsettled:
-                self.settle(session)  # answers come in the order of the lines
-            session.error(exc.code, exc.text, **exc.details)
+    def allow_input(self, session: Session, event: Hello | Say | Request) -> None:
+        """Run ``chatkit_allow_input`` on an event; raise :class:`CommandError` if refused.
 
-    def request(self, session: Session, request: protocol.Request) -> None:
-        """Hand a frame of a type the core does not know to the plugins."""
+        A face calls it first for every hello, say and request it acts on.
+        """
+        self._check(self.hooks.first("chatkit_allow_input", _reject, client=session, event=event))
+
+    def request(self, session: Session, request: Request) -> None:
+        """Hand a frame of a type the core does not know to the plugins (logged in or not).
+
+        Raises :class:`CommandError`: ``not_logged_in`` if no plugin answers a client
+        that has not logged in, ``bad_frame`` if none answers one that has, or a
+        plugin's refusal.
+        """
         result = self.hooks.first(
             "chatkit_handle_request", _request_failed, client=session, request=request
         )
+        if result is None and not session.logged_in:
+            raise CommandError("log in first: send a hello frame", "not_logged_in")
         if result is None:
             raise CommandError(
                 f"unknown frame type {request.type!r} "
@@ -348,18 +327,23 @@ class Hub:
 
     # -- login and logout -------------------------------------------------------
 
-    def login(self, session: Session, nick: str) -> None:
+    def login(self, session: Session, nick: str, fields: dict[str, Any] | None = None) -> None:
         """Log ``session`` in as ``nick`` and join the default room.
 
-        Raises :class:`CommandError` (``bad_nick``, ``nick_taken``, or a plugin's
-        refusal); the client may then try again.
+        ``fields`` are the login's other fields (a ``hello`` frame's ``password``...),
+        for ``chatkit_allow_login``. Raises :class:`CommandError` (``bad_nick``,
+        ``nick_taken``, or a plugin's refusal); the client may then try again.
         """
         limits = self.config.limits
         nick = names.normalize(nick)
         problem = valid_nick(nick, limits.max_nick)
         if problem:
             raise CommandError(f"bad nick {nick!r}: {problem}", "bad_nick")
-        self._check(self.hooks.first("chatkit_allow_login", _reject, client=session, nick=nick))
+        self._check(
+            self.hooks.first(
+                "chatkit_allow_login", _reject, client=session, nick=nick, fields=fields or {}
+            )
+        )
         room = self.config.default_room
         allowed = self.hooks.first("chatkit_allow_join", _reject, client=session, room=room)
         joined = allowed is None
@@ -513,11 +497,18 @@ class Hub:
         """Add ``session`` to ``room`` and queue the ``join`` to every member (itself too)."""
         assert self._lock.locked()
         found = self._rooms.get(_key(room)) or self._new_room(room)
+        others = list(found.members.values())
         found.members[session.id] = session
         session.rooms[_key(room)] = found.name
         session.current_room = found.name
-        frame = Frame("join", room=found.name, nick=session.nick, ts=utc_now())
-        return self._fanout(frame, found.members.values())
+        ts = utc_now()
+        frame = Frame("join", room=found.name, nick=session.nick, ts=ts)
+        # The joiner's own join goes to it alone, through its face's protocol (which
+        # may need to know: IRC follows it with the names list), and names the members.
+        members = [member.nick for member in found.members.values()]
+        own = Frame("join", room=found.name, nick=session.nick, ts=ts, members=members)
+        self.deliveries += 1
+        return self._fanout(frame, others) | session.push(own)
 
     def _check_room_name(self, room: str) -> None:
         """Raise ``bad_room`` if ``room`` is new and looks like a room in use."""
@@ -592,10 +583,15 @@ class Hub:
             self._sessions[_key(new)] = session
             self._nick_skeletons[names.skeleton(new)] = session
             session.nick = new
-            audience = {session.id: session}
+            audience: dict[int, Session] = {}
             for key in session.rooms:
                 audience.update(self._rooms[key].members)
-            wake = self._fanout(Frame("nick", old=old, new=new), audience.values())
+            audience.pop(session.id, None)
+            # The client's own nick change goes to it alone, through its face's
+            # protocol, which may need to know its nick (IRC numerics name it).
+            frame = Frame("nick", old=old, new=new)
+            self.deliveries += 1
+            wake = self._fanout(frame, audience.values()) | session.push(frame)
         self._wake_if(wake)
         self.hooks.notify("chatkit_on_nick", client=session, old=old)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatkit.codecs import JSON_CODEC, TEXT_CODEC, Codec
-from chatkit.events import MAX_ID
+from chatkit.events import MAX_ID, Hello, Ping, Pong, Request, Say
 from chatkit.frames import Frame
 
 __all__ = [
@@ -91,7 +91,8 @@ class RemoteProtocolError(ProtocolError):
 
 
 # ---------------------------------------------------------------------------
-# Modes and events (what a client sends)
+# Modes and events (what a client sends: chatkit.events' Hello, Say, Request,
+# Ping and Pong, which every face produces, and this protocol's Closed)
 # ---------------------------------------------------------------------------
 
 
@@ -104,57 +105,6 @@ class Mode(enum.Enum):
     """One JSON object per line, both ways."""
     TEXT = "text"
     """Human-readable lines, for ``nc`` and telnet."""
-
-
-@dataclass(frozen=True)
-class Hello:
-    """The client asks to log in as :attr:`nick` (may be repeated after an error).
-
-    :attr:`replay` and :attr:`since` are the client's choice of what it is replayed
-    on joining a room (``None``: the server's default), for the whole session.
-    """
-
-    nick: str
-    replay: int | None = None
-    """How many earlier messages to replay per room joined (0: none)."""
-    since: int | None = None
-    """Replay only messages with a greater id: the last one the client has."""
-
-
-@dataclass(frozen=True)
-class Say:
-    """A line of chat: a message, or a command if :attr:`text` starts with ``/``.
-
-    :attr:`room` is ``None`` when the client named no room (text mode always);
-    the server then uses the session's current room. A leading ``//`` has already
-    been turned into a literal ``/`` and :attr:`command` is then False.
-    """
-
-    text: str
-    room: str | None = None
-    command: bool = False
-
-
-@dataclass(frozen=True)
-class Request:
-    """A JSON frame of a type the core does not know (``history``, ...), for plugins.
-
-    :attr:`type` is a lower-case name; :attr:`fields` holds the frame's other
-    members as sent. Plugins handle it in ``chatkit_handle_request``.
-    """
-
-    type: str
-    fields: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Ping:
-    """The client asks for a ``pong``."""
-
-
-@dataclass(frozen=True)
-class Pong:
-    """The client answers the server's ``ping``."""
 
 
 @dataclass(frozen=True)
@@ -411,6 +361,9 @@ class _TextRules:
     bidi: str = "replace"
 
 
+_HELLO_OWN = frozenset(("type", "nick", "replay", "since"))  # hello members the core reads
+
+
 def _json_event(obj: dict[str, Any], rules: _TextRules) -> Event:
     kind = obj.get("type")
     if not isinstance(kind, str):
@@ -420,6 +373,7 @@ def _json_event(obj: dict[str, Any], rules: _TextRules) -> Event:
             clean_text(_field(obj, "nick") or ""),
             replay=_count(obj, "replay", MAX_ID),
             since=_count(obj, "since", MAX_ID),
+            fields={k: v for k, v in obj.items() if k not in _HELLO_OWN},
         )
     if kind == "say":
         text = _field(obj, "text") or ""
@@ -443,13 +397,16 @@ class ServerProtocol:
 
     Receiving data: call :meth:`receive_data` with what ``recv`` returned (or
     :meth:`receive_eof` when it returned ``b""``), then call :meth:`next_event`
-    until it returns ``None``. Handle each event before asking for the next:
-    in text mode the meaning of a line depends on :attr:`logged_in`, which the
-    caller sets once the login succeeded.
+    until it returns ``None``. Handle each event before asking for the next: in
+    text mode the meaning of a line depends on :attr:`logged_in`, which the
+    protocol learns from what it sends (the ``welcome`` frame).
 
-    Sending events: :attr:`codec` is the codec of this connection's mode (JSON
-    until the first line says otherwise); :meth:`send` turns a :class:`Frame`
-    into bytes with it; the caller writes them to the socket.
+    Sending events: :meth:`send` turns a :class:`Frame` for this connection alone
+    into bytes and notes what it says about the connection; the caller writes the
+    bytes to the socket. Frames fanned out to many connections (messages, other
+    people's joins) are encoded once in :attr:`codec`, the codec of this
+    connection's mode (JSON until the first line says otherwise), without passing
+    through here: they say nothing about this connection.
     """
 
     def __init__(
@@ -464,8 +421,7 @@ class ServerProtocol:
         self.mode = Mode.UNKNOWN
         """The connection's mode, fixed by its first non-empty line."""
         self.logged_in = False
-        """Set by the caller once the client is logged in (text mode reads lines
-        as nicks until then)."""
+        """True once a ``welcome`` was sent (text mode reads lines as nicks until then)."""
         self._decoder = LineDecoder(max_line)
         self._rules = _TextRules(max_message_lines, bidi)
         self._eof = False
@@ -534,5 +490,12 @@ class ServerProtocol:
         return TEXT_CODEC if self.mode is Mode.TEXT else JSON_CODEC
 
     def send(self, frame: Frame) -> bytes:
-        """Return the bytes of ``frame`` for this connection; you must then write them."""
+        """Return the bytes of ``frame`` for this connection; you must then write them.
+
+        Safe from any thread: a ``welcome`` sets :attr:`logged_in` (one atomic write;
+        the server sends it on the reader's thread, before the reader asks for the
+        next event).
+        """
+        if frame.type == "welcome":
+            self.logged_in = True
         return frame.encode(self.codec)

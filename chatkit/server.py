@@ -6,13 +6,17 @@ Threads:
   the new ones with a selector until their first bytes arrive: it closes those that
   leave at once or stay silent, and starts a reader thread for each of the others,
   so a storm of sockets that never talk costs no thread;
-* a **reader** per connection that has talked receives bytes, turns them into events with
-  :mod:`chatkit.protocol` and hands them to the :class:`~chatkit.hub.Hub`; hooks run
-  here. A reader never sends: it appends frames to send queues;
+* a **reader** per connection that has talked receives bytes and hands them to the
+  connection's channel (:mod:`chatkit.faces`), whose protocol turns them into events
+  and whose adapter acts on the :class:`~chatkit.hub.Hub`; hooks run here. A reader
+  never sends: it appends frames to send queues;
 * one **writer** sends everything queued for a connection in one ``send`` (so under
   load many frames leave in one syscall) and waits with a selector where a socket is
   full. A client whose queue passes ``max_sendq`` is cut off as a slow consumer;
 * a **watchdog** enforces the login and idle timeouts.
+
+The server opens one listener per face (``Server(faces=[...])``, by default the line
+face); every thread above serves all of them.
 
 Sockets stay blocking for the reader; the writer sends with ``MSG_DONTWAIT``
 (POSIX), so the two never disturb each other.
@@ -30,7 +34,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self, cast
 
 from chatkit import plugins as plugins_mod
@@ -38,13 +42,13 @@ from chatkit.codecs import JSON_CODEC, Codec
 from chatkit.commands import CommandRegistry
 from chatkit.config import MAX_BACKLOG_BYTES, SLOW_TIMEOUT, Config
 from chatkit.errors import UsageError
+from chatkit.faces import Channel, Face
+from chatkit.faces.line import LineFace
 from chatkit.frames import Frame
 from chatkit.hooks import HookRunner
 from chatkit.hub import Hub
-from chatkit.protocol import MAX_MESSAGE_LINES, Closed, RemoteProtocolError, ServerProtocol
 from chatkit.session import Session
 from chatkit.transport import Transport
-from chatkit.version import __version__
 
 __all__ = ["Connection", "Server", "Writer"]
 
@@ -66,10 +70,12 @@ CONNECT_BUCKETS = 10_000  # addresses whose connection rate is tracked at once; 
 
 
 class Connection:
-    """One accepted socket: its protocol state, its send queue and its lifecycle.
+    """One accepted socket: its face's channel, its send queue and its lifecycle.
 
     The :class:`~chatkit.transport.Transport` of its session (``address``, ``codec``,
-    ``push``, ``finish``, ``abort``), by shape: the hub never imports this module.
+    ``push``, ``finish``, ``abort``) and the :class:`~chatkit.faces.Link` of its
+    channel (``codec``, ``finishing``, ``pace``), by shape: neither the hub nor the
+    faces import this module.
 
     The reader thread owns receiving; the writer thread owns sending and is the
     only one that closes the socket, once the reader has retired it. The send
@@ -80,19 +86,20 @@ class Connection:
         self,
         sock: socket.socket,
         address: tuple[str, int],
-        max_line: int,
         max_sendq: int,
         writer: Writer,
-        *,
-        max_message_lines: int = MAX_MESSAGE_LINES,
-        bidi: str = "replace",
+        face: Face,
+        pause: Callable[[Connection], None],
     ) -> None:
         self.sock = sock
         """The socket (blocking; the writer sends with ``MSG_DONTWAIT``)."""
         self.address = address
         """The peer's (host, port)."""
-        self.protocol = ServerProtocol(max_line, max_message_lines=max_message_lines, bidi=bidi)
-        """The connection's sans-I/O protocol state (reader thread only)."""
+        self.face = face
+        """The face whose listener accepted it."""
+        self.channel: Channel
+        """The face's side of the connection: protocol and adapter (set right after
+        creation, with :attr:`session`)."""
         self.max_sendq = max_sendq
         """Bytes that may wait in the send queue before the client is cut off."""
         self.session: Session
@@ -100,9 +107,10 @@ class Connection:
         self.writer = writer
         """The writer that sends this connection's queue."""
         self.codec: Codec = JSON_CODEC
-        """The codec frames are sent in: the protocol's choice, set by the reader once
-        the first line made it (:attr:`ServerProtocol.codec`). A plain attribute, not a
-        property, because fan-out reads it once per recipient."""
+        """The codec fan-outs encode in: the channel sets it when its protocol chooses
+        (the line face: on the first line). A plain attribute, not a property, because
+        fan-out reads it once per recipient."""
+        self._pause = pause
         now = time.monotonic()
         self.connected_at = now
         """When it was accepted (monotonic seconds)."""
@@ -140,11 +148,14 @@ class Connection:
         return self._out_bytes
 
     def push(self, frame: Frame) -> bool:
-        """Queue ``frame`` in this connection's codec; True if the writer must be woken.
+        """Queue ``frame`` for this connection alone, encoded by its channel (so its
+        protocol sees it); True if the writer must be woken. Never blocks or sends."""
+        return self.writer.push(self, self.channel.encode(frame))
 
-        Never blocks or sends.
-        """
-        return self.writer.push(self, frame.encode(self.codec))
+    def pace(self) -> None:
+        """Before the channel acts on an event: wait while the writer is too far behind."""
+        if self.writer.backlog > self.writer.max_backlog:
+            self._pause(self)
 
     def finish(self, reason: str) -> None:
         """Send what is queued, then close; the logout reason will be ``reason``.
@@ -575,18 +586,9 @@ def _is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
-@functools.lru_cache(maxsize=256)
-def _error(code: str, text: str) -> bytes:
-    # Cached: in a storm the same refusal goes to thousands of connections, and
-    # encoding it costs more than sending it.
-    return Frame("error", code=code, text=text).encode(JSON_CODEC)
-
-
-# The line a silent new connection is shown: a prompt for people at nc.
-_GREETING = (
-    f"chatkit {__version__}: type a nick and press Enter to join "
-    "(programs: send a JSON hello, see docs/protocol.md)\n"
-).encode()
+def _error(face: Face, code: str, text: str) -> bytes:
+    """An ``error`` frame for a connection of ``face`` that has sent nothing yet."""
+    return face.early(Frame("error", code=code, text=text))
 
 
 def _raise_fd_limit(max_clients: int) -> None:
@@ -619,7 +621,9 @@ class Server:
             ...
 
     ``start()`` returns once the server listens (serving in background threads);
-    ``serve_forever()`` blocks until ``shutdown()``.
+    ``serve_forever()`` blocks until ``shutdown()``. It listens once per face:
+    ``faces=[LineFace(), OtherFace(port=7000)]``; by default the line face alone, on
+    ``host`` and ``port``.
     """
 
     def __init__(
@@ -629,6 +633,7 @@ class Server:
         *,
         plugins: Iterable[Any] = (),
         config: Config | None = None,
+        faces: Iterable[Face] | None = None,
     ) -> None:
         """Build the server and load its plugins (nothing listens yet).
 
@@ -637,8 +642,12 @@ class Server:
         :param plugins: Plugins to enable besides the defaults: names (as for
             ``--plugin``) or plugin objects (modules or instances), called in order.
         :param config: Settings; a default :class:`Config` if omitted.
+        :param faces: The wire protocols to listen for, each on its own address
+            (:mod:`chatkit.faces`); a face without one listens on ``host`` and ``port``.
+            Default: ``[LineFace()]``.
 
-        Raises :class:`UsageError` for an unknown or broken plugin.
+        Raises :class:`UsageError` for an unknown or broken plugin, or two faces with
+        one name.
         """
         config = config or Config()
         names = [p for p in plugins if isinstance(p, str)]
@@ -660,9 +669,16 @@ class Server:
         """The writer thread's state."""
         self.hub = Hub(config, self.hooks, self.commands, self.writer)
         """The chat state."""
+        self.faces: list[Face] = list(faces) if faces is not None else [LineFace()]
+        """The faces, in order; each gets a listener."""
+        seen = [face.name for face in self.faces]
+        if not seen or len(set(seen)) != len(seen):
+            raise UsageError(f"faces need distinct names, and at least one: {seen}")
         self.address: tuple[str, int] = (config.host, config.port)
-        """Where the server listens; the real port once started."""
-        self._listener: socket.socket | None = None
+        """Where the first face listens; the real port once started."""
+        self.addresses: dict[str, tuple[str, int]] = {}
+        """Where each face listens, by face name (filled by ``start()``)."""
+        self._listeners: dict[socket.socket, Face] = {}
         # Synchronize access to _conns and _per_address (acceptor, readers, watchdog,
         # shutdown) and to the lifecycle flags _started and _stopped.
         self._lock = threading.Lock()
@@ -716,35 +732,26 @@ class Server:
         # Bind first: a port in use is the likeliest mistake, and plugins (the
         # history database) should not open files for a server that cannot run.
         try:
-            host = self.config.host
-            ipv6 = ":" in host  # an IPv6 address; "::" also takes IPv4 where it can
-            listener = socket.create_server(
-                (host, self.config.port),
-                family=socket.AF_INET6 if ipv6 else socket.AF_INET,
-                backlog=1024,
-                reuse_port=False,
-                dualstack_ipv6=host == "::" and socket.has_dualstack_ipv6(),
-            )
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
-            ) from None
-        try:
+            for face in self.faces:
+                listener = self._listen(face)
+                self._listeners[listener] = face
+                self.addresses[face.name] = listener.getsockname()[:2]
             self.hooks.startup(
                 "chatkit_configure", config=self.config, pluginmanager=self.pluginmanager
             )
             plugins_mod.collect_commands(self.pluginmanager, self.commands)
         except BaseException:
-            listener.close()
+            for listener in self._listeners:
+                listener.close()
             raise
         self.hub.prepare()
         _raise_fd_limit(limits.max_clients)
-        listener.setblocking(False)
-        self._listener = listener
-        self.address = listener.getsockname()[:2]
+        self.address = self.addresses[self.faces[0].name]
         self._accept_wake_r, self._accept_wake_w = socket.socketpair()
         self._accept_sel = selectors.DefaultSelector()
-        self._accept_sel.register(listener, selectors.EVENT_READ)
+        for listener, face in self._listeners.items():
+            listener.setblocking(False)
+            self._accept_sel.register(listener, selectors.EVENT_READ, face)
         self._accept_sel.register(self._accept_wake_r, selectors.EVENT_READ)
         self.writer.start()
         for target, name in (
@@ -754,9 +761,29 @@ class Server:
             thread = threading.Thread(target=target, name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
-        log.debug("listening on %s:%d", *self.address)
+        for name, (host, port) in self.addresses.items():
+            log.debug("%s face listening on %s:%d", name, host, port)
         self.hooks.notify("chatkit_server_start", server=self)
         return self
+
+    def _listen(self, face: Face) -> socket.socket:
+        """A listening socket for ``face``; :class:`UsageError` if the address is taken."""
+        host = face.host if face.host is not None else self.config.host
+        port = face.port if face.port is not None else self.config.port
+        try:
+            ipv6 = ":" in host  # an IPv6 address; "::" also takes IPv4 where it can
+            return socket.create_server(
+                (host, port),
+                family=socket.AF_INET6 if ipv6 else socket.AF_INET,
+                backlog=1024,
+                reuse_port=False,
+                dualstack_ipv6=host == "::" and socket.has_dualstack_ipv6(),
+            )
+        except OSError as exc:
+            where = "" if len(self.faces) == 1 else f" ({face.name} face)"
+            raise UsageError(
+                f"cannot listen on {host}:{port}{where}: {exc.strerror or exc}"
+            ) from None
 
     def serve_forever(self) -> None:
         """Start if needed, then block until :meth:`shutdown` is called (from another thread)."""
@@ -800,8 +827,8 @@ class Server:
         for _conn, thread in conns:
             thread.join()
         self.writer.stop()
-        if self._listener is not None:
-            self._listener.close()
+        for listener in self._listeners:
+            listener.close()
         if self._accept_sel is not None:
             self._accept_sel.close()
         for sock in (self._accept_wake_r, self._accept_wake_w):
@@ -866,23 +893,20 @@ class Server:
         pending connections sent (and start their readers), accept at most
         ``ACCEPT_BATCH`` new ones, close the pending ones whose time is up.
         """
-        assert self._listener is not None and self._accept_sel is not None
-        listener, selector = self._listener, self._accept_sel
-        # socket.accept() would look up the listener's family and type as enums
-        # for every client; that costs more than the accept itself.
-        family, kind = int(listener.family), int(listener.type)
+        assert self._accept_sel is not None
+        selector = self._accept_sel
         try:
             while not self._stop_event.is_set():
-                accept = False
+                ready: list[socket.socket] = []
                 for key, _mask in selector.select(self._next_expiry()):
                     if key.fileobj is self._accept_wake_r:
                         return
-                    if key.fileobj is listener:
-                        accept = True
+                    if key.fileobj in self._listeners:
+                        ready.append(key.fileobj)
                     else:
                         self._first_data(key.data)
-                if accept:
-                    self._accept_batch(listener, family, kind)
+                for listener in ready:
+                    self._accept_batch(listener, self._listeners[listener])
                 self._expire_pending()
         except Exception:
             # This branch should never run. It's a safety net in case of bugs.
@@ -890,12 +914,15 @@ class Server:
         finally:
             # Shutdown joins this thread before it closes the others, so every
             # pending connection is closed here, with the notice the others get.
-            notice = Frame("notice", text="server shutting down").encode(JSON_CODEC)
+            notice = Frame("notice", text="server shutting down")
             for conn in list(self._pending):
-                self._close_pending(conn, notice, "server shutdown")
+                self._close_pending(conn, conn.face.early(notice), "server shutdown")
 
-    def _accept_batch(self, listener: socket.socket, family: int, kind: int) -> None:
+    def _accept_batch(self, listener: socket.socket, face: Face) -> None:
         """Accept up to ``ACCEPT_BATCH`` connections (the listener is non-blocking)."""
+        # socket.accept() would look up the listener's family and type as enums
+        # for every client; that costs more than the accept itself.
+        family, kind = int(listener.family), int(listener.type)
         for _ in range(ACCEPT_BATCH):
             try:
                 fd, addr = listener._accept()  # type: ignore[attr-defined]
@@ -911,9 +938,9 @@ class Server:
                     self._stop_event.wait(0.1)
                     return
                 raise
-            self._admit(socket.socket(family, kind, 0, fileno=fd), addr)
+            self._admit(socket.socket(family, kind, 0, fileno=fd), addr, face)
 
-    def _admit(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+    def _admit(self, sock: socket.socket, addr: tuple[str, int], face: Face) -> None:
         """Register a new connection as pending, or refuse it (acceptor thread)."""
         # A lone chat line must not wait for a delayed ACK (~40 ms). The listener
         # is TCP (create_server), so every accepted socket is.
@@ -946,15 +973,10 @@ class Server:
                     )
                 else:
                     conn = Connection(
-                        sock,
-                        (host, int(addr[1])),
-                        limits.max_line,
-                        limits.max_sendq,
-                        self.writer,
-                        max_message_lines=limits.max_message_lines,
-                        bidi=self.config.bidi,
+                        sock, (host, int(addr[1])), limits.max_sendq, self.writer, face, self._pause
                     )
                     conn.session = Session(conn, self.writer.wake)
+                    conn.channel = face.open(self.hub, conn.session, conn)
                     self._conns[conn] = None  # pending: no reader yet
                     if counted:
                         self._per_address[host] += 1
@@ -962,7 +984,7 @@ class Server:
             assert refusal is not None
             self._log_refusal(host, addr[1], refusal[1], now)
             with contextlib.suppress(OSError):
-                sock.send(_error(*refusal), socket.MSG_DONTWAIT)
+                sock.send(_error(face, *refusal), socket.MSG_DONTWAIT)
             sock.close()
             return
         if len(self._pending) >= limits.max_pending:
@@ -973,6 +995,7 @@ class Server:
             self._close_pending(
                 oldest,
                 _error(
+                    oldest.face,
                     "server_busy",
                     "too many connections have sent nothing yet; yours was the oldest",
                 ),
@@ -1046,13 +1069,13 @@ class Server:
             text = f"nothing received within {limits.first_byte_timeout:g} seconds"
         else:
             text = f"no login within {limits.login_timeout:g} seconds"
-        frame = _error("login_timeout", text)
+        frame = Frame("error", code="login_timeout", text=text)
         # Deadlines grow with insertion order (one timeout for all), so the
         # expired ones are at the front.
         for conn, deadline in list(self._pending.items()):
             if deadline > now:
                 break
-            self._close_pending(conn, frame, "login timeout")
+            self._close_pending(conn, conn.face.early(frame), "login timeout")
         # Silent for greeting_delay: most likely a person at nc or telnet, who sees
         # nothing until the server speaks. A program speaking JSON sends its hello
         # at once, so it never reads this line (and has left _greet by then).
@@ -1060,8 +1083,10 @@ class Server:
             if deadline > now:
                 break
             del self._greet[conn]
-            with contextlib.suppress(OSError):  # an empty new socket: never blocks
-                conn.sock.send(_GREETING, socket.MSG_DONTWAIT)
+            greeting = conn.face.greeting()
+            if greeting:
+                with contextlib.suppress(OSError):  # an empty new socket: never blocks
+                    conn.sock.send(greeting, socket.MSG_DONTWAIT)
 
     def _first_data(self, conn: Connection) -> None:
         """A pending connection is readable: close it if it left, else start its reader."""
@@ -1134,11 +1159,7 @@ class Server:
             while True:
                 conn.last_seen = time.monotonic()
                 conn.pinged_at = None
-                if data:
-                    conn.protocol.receive_data(data)
-                else:
-                    conn.protocol.receive_eof()
-                if not self._handle_events(conn) or not data or conn.finishing:
+                if not conn.channel.receive(data) or not data or conn.finishing:
                     break
                 if session.unsettled:
                     # Lines handled so far may still be being stored: deliver them
@@ -1163,31 +1184,6 @@ class Server:
                 log.error("logout failed", exc_info=True)
             self._forget(conn)
             self.writer.retire(conn)
-
-    def _handle_events(self, conn: Connection) -> bool:
-        """Handle every complete event; False once the connection is done."""
-        protocol = conn.protocol
-        session = conn.session
-        while True:
-            try:
-                event = protocol.next_event()
-            except RemoteProtocolError as exc:
-                conn.codec = protocol.codec
-                session.error(exc.code, exc.text)
-                continue
-            if event is None:
-                return True
-            if isinstance(event, Closed):
-                return False
-            # The first line fixes the codec; fan-out reads the connection's, not the
-            # protocol's (a plain attribute: it is read once per recipient).
-            conn.codec = protocol.codec
-            if self.writer.backlog > self.writer.max_backlog:
-                self._pause(conn)
-            self.hub.handle(session, event)
-            protocol.logged_in = session.logged_in
-            if conn.finishing:
-                return False
 
     def _pause(self, conn: Connection) -> None:
         """Wait, before handling the next line, until the writer has caught up.

@@ -79,11 +79,11 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "rename",
             "announce",
         ],
-        # the server's side: it calls these for each connection and at startup
+        # the faces' and the server's side: they call these for each connection and at startup
         {
+            "allow_input",
             "commands",
             "ensure_ids_after",
-            "handle",
             "hooks",
             "login",
             "logout",

@@ -48,6 +48,7 @@ def test_every_plugin_guide_sample_is_run() -> None:
     assert set(samples("plugins.md")) == {
         "shout.py",
         "reserved.py",
+        "password.py",
         "counter.py",
         "configurable.py",
         "chatkit_motd/__init__.py",
@@ -83,6 +84,20 @@ def test_guide_veto_sample() -> None:
         client.login("alice")
         client.say("/nick root")
         assert client.expect("error")["code"] == "nick_reserved"
+        client.close()
+
+
+def test_guide_login_fields_sample() -> None:
+    """password.py: the hello's extra fields reach chatkit_allow_login."""
+    password = load(samples("plugins.md")["password.py"], "password")
+    with run_server(plugins=[password]) as server:
+        client = ChatClient(server.address)
+        client.send(type="hello", nick="ann", password="nope")
+        assert client.expect("error")["code"] == "bad_password"
+        client.send(type="hello", nick="ann")
+        assert client.expect("error")["code"] == "bad_password"
+        client.send(type="hello", nick="ann", password="sesame")
+        assert client.expect("welcome")["nick"] == "ann"
         client.close()
 
 

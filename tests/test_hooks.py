@@ -554,10 +554,15 @@ class Echoer:
 
 
 def test_hook_handle_request(chat_server_factory: Factory, chat_client: Connect) -> None:
-    """Plugins answer frame types of their own; unknown types and failures get errors."""
+    """Plugins answer frame types of their own, before login too (a registration may come
+    first); unknown types and failures get errors."""
     server = chat_server_factory(plugins=[Echoer()])
     client = chat_client(server)
-    client.send(type="echo", text="hi")
+    client.send(type="echo", text="before login")
+    assert client.expect("echoed") == {"type": "echoed", "text": "before login"}
+    client.send(type="nosuch")
+    assert client.expect("error")["code"] == "not_logged_in"
+    client.send(type="history")  # the builtin's request needs a nick
     assert client.expect("error")["code"] == "not_logged_in"
     client.login("alice")
     client.send(type="echo", text="hi")

@@ -16,6 +16,7 @@ import pytest
 from chatkit.codecs import JSON_CODEC, TEXT_CODEC, Codec
 from chatkit.commands import CommandRegistry
 from chatkit.config import Config
+from chatkit.faces.line import LineChannel
 from chatkit.frames import Frame
 from chatkit.hooks import HookRunner
 from chatkit.hub import Hub
@@ -33,6 +34,13 @@ class MemoryTransport:
         self.codec = codec
         self.chunks: list[bytes] = []
         self.closed: str | None = None
+
+    @property
+    def finishing(self) -> bool:  # the face's Link
+        return self.closed is not None
+
+    def pace(self) -> None:  # the face's Link: never behind
+        pass
 
     def push(self, frame: Frame) -> bool:
         return self.queue(frame.encode(self.codec))
@@ -98,20 +106,28 @@ class Chat:
         self.hub = Hub(config, self.hooks, collect_commands(pm, CommandRegistry()), outbox)
         self.hub.prepare()
         self._ports = iter(range(1, 65536))
+        self._channels: dict[int, LineChannel] = {}
 
     def connect(self, codec: Codec = JSON_CODEC) -> tuple[Session, MemoryTransport]:
         transport = MemoryTransport(codec, next(self._ports))
-        return Session(transport, self.outbox.wake), transport
+        session = Session(transport, self.outbox.wake)
+        # The line face's adapter turns events into hub operations, as on a server.
+        self._channels[session.id] = LineChannel(self.hub, session, transport)
+        return session, transport
+
+    def act(self, session: Session, event: Hello | Say | Ping) -> None:
+        """Act on ``event`` as the line face does for a client's line."""
+        self._channels[session.id].act(event)
 
     def login(self, nick: str, codec: Codec = JSON_CODEC) -> tuple[Session, MemoryTransport]:
         session, transport = self.connect(codec)
-        self.hub.handle(session, Hello(nick))
+        self.act(session, Hello(nick))
         assert session.nick == nick, transport.chunks
         transport.chunks.clear()
         return session, transport
 
     def say(self, session: Session, text: str) -> None:
-        self.hub.handle(session, Say(text, command=text.startswith("/")))
+        self.act(session, Say(text, command=text.startswith("/")))
         self.hub.settle(session)  # as the reader does before it waits for input
 
 
@@ -164,11 +180,11 @@ def test_nick_rules(chat: Chat, nick: str, code: str) -> None:
     """A bad, taken or look-alike nick is refused with its code, and the client may retry."""
     chat.login("alice")
     session, transport = chat.connect()
-    chat.hub.handle(session, Hello(nick))
+    chat.act(session, Hello(nick))
     [error] = transport.frames()
     assert (error["type"], error["code"]) == ("error", code)
     assert session.nick is None
-    chat.hub.handle(session, Hello("bob"))
+    chat.act(session, Hello("bob"))
     assert session.nick == "bob"
 
 
@@ -189,7 +205,7 @@ def test_a_message_already_sent_arrives_before_a_later_pong(chat: Chat) -> None:
     alice, _a = chat.login("alice")
     bob, b = chat.login("bob")
     chat.say(alice, "before")
-    chat.hub.handle(bob, Ping())
+    chat.act(bob, Ping())
     assert [f["type"] for f in b.frames()] == ["message", "pong"]
 
 

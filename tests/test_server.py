@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from chatkit import Server, Session, hookimpl
+from chatkit.faces.line import LineChannel
 from chatkit.testing import ChatClient, TextClient, run_server
 
 Connect = Callable[..., ChatClient]
@@ -75,7 +76,9 @@ def test_a_huge_line_without_newline_is_not_buffered(
     assert alice.expect("error")["code"] == "line_too_long"
     assert alice.expect("message")["text"] == "after"
     (conn,) = chat_server.connections
-    assert len(conn.protocol._decoder._buf) <= chat_server.config.limits.max_line
+    channel = conn.channel
+    assert isinstance(channel, LineChannel)
+    assert len(channel.protocol._decoder._buf) <= chat_server.config.limits.max_line
 
 
 def test_bad_encoding_and_bad_frames_keep_the_connection(chat_client: Connect) -> None:

@@ -271,6 +271,8 @@ class History:
     def chatkit_handle_request(self, client: Session, request: Request) -> bool | Reject | None:
         if request.type != "history":
             return None
+        if not client.logged_in:
+            return Reject("log in first: send a hello frame", "not_logged_in")
         fields = request.fields
         room, other = fields.get("room"), fields.get("with")
         before, limit = fields.get("before"), fields.get("limit", self.page)

@@ -1,0 +1,151 @@
+"""The line face: chatkit's own protocol, JSON or text lines on one port.
+
+The first non-empty line of a connection chooses its mode (:mod:`chatkit.protocol`
+holds the sans-I/O protocol and the sniffing; :mod:`chatkit.codecs` the two codecs).
+This module is the adapter: it feeds a connection's bytes to its
+:class:`~chatkit.protocol.ServerProtocol` and turns each event into hub operations
+(``hello`` → login, ``say`` → a message or a command, other frame types → the
+plugins' requests), answering refusals with ``error`` frames.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from chatkit.codecs import JSON_CODEC
+from chatkit.errors import CommandError
+from chatkit.events import Hello, Ping, Request, Say
+from chatkit.frames import Frame
+from chatkit.protocol import Closed, RemoteProtocolError, ServerProtocol
+from chatkit.version import __version__
+
+if TYPE_CHECKING:
+    from chatkit.codecs import Codec
+    from chatkit.faces import Link
+    from chatkit.hub import Hub
+    from chatkit.session import Session
+
+__all__ = ["LineChannel", "LineFace"]
+
+# The line a silent new connection is shown: a prompt for people at nc.
+GREETING = (
+    f"chatkit {__version__}: type a nick and press Enter to join "
+    "(programs: send a JSON hello, see docs/protocol.md)\n"
+).encode()
+
+
+class LineFace:
+    """JSON and text lines (docs/protocol.md): the face ``chatkit serve`` opens."""
+
+    name = "line"
+
+    def __init__(self, host: str | None = None, port: int | None = None) -> None:
+        self.host = host
+        """Address to listen on; ``None``: the server's."""
+        self.port = port
+        """Port to listen on; ``None``: the server's."""
+
+    def __repr__(self) -> str:
+        return f"LineFace(host={self.host!r}, port={self.port!r})"
+
+    def early(self, frame: Frame) -> bytes:
+        """``frame`` as JSON, which people can read too (the mode is not known yet)."""
+        try:
+            return _early(frame.type, tuple(frame.fields.items()))
+        except TypeError:  # a field that cannot be a cache key (a list): not cached
+            return frame.encode(JSON_CODEC)
+
+    def greeting(self) -> bytes | None:
+        return GREETING
+
+    def open(self, hub: Hub, session: Session, link: Link) -> LineChannel:
+        return LineChannel(hub, session, link)
+
+
+@functools.lru_cache(maxsize=256)
+def _early(kind: str, fields: tuple[tuple[str, object], ...]) -> bytes:
+    # Cached: in a storm the same refusal goes to thousands of connections, and
+    # encoding it costs more than sending it.
+    return Frame(kind, **dict(fields)).encode(JSON_CODEC)
+
+
+class LineChannel:
+    """One line-protocol connection: its protocol object and the adapter to the hub."""
+
+    def __init__(self, hub: Hub, session: Session, link: Link) -> None:
+        limits = hub.config.limits
+        self.protocol = ServerProtocol(
+            limits.max_line, max_message_lines=limits.max_message_lines, bidi=hub.config.bidi
+        )
+        """The connection's sans-I/O protocol state. Reader thread, but for
+        :meth:`encode`, which any thread may call."""
+        self.hub = hub
+        self.session = session
+        self.link = link
+
+    @property
+    def codec(self) -> Codec:
+        """The codec of the connection's mode (JSON until the first line)."""
+        return self.protocol.codec
+
+    def encode(self, frame: Frame) -> bytes:
+        return self.protocol.send(frame)
+
+    def receive(self, data: bytes) -> bool:
+        protocol, link = self.protocol, self.link
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+        while True:
+            try:
+                event = protocol.next_event()
+            except RemoteProtocolError as exc:
+                link.codec = protocol.codec  # a first line may be refused: it chose the mode
+                self.session.error(exc.code, exc.text)
+                continue
+            if event is None:
+                return True
+            if isinstance(event, Closed):
+                return False
+            # The first line fixes the codec; fan-out reads the link's (a plain
+            # attribute: it is read once per recipient), so set it before acting.
+            link.codec = protocol.codec
+            link.pace()
+            self.act(event)
+            if link.finishing:
+                return False
+
+    def act(self, event: Hello | Say | Request | Ping | object) -> None:
+        """Act on one event from the client; refusals go back to it as errors."""
+        hub, session = self.hub, self.session
+        if session.unsettled and not (isinstance(event, Say) and not event.command):
+            hub.settle(session)  # a ping, command or request answers after earlier messages
+        try:
+            if isinstance(event, Hello | Say | Request):
+                hub.allow_input(session, event)
+            if isinstance(event, Say):
+                if not session.logged_in:
+                    raise CommandError("log in first: send a hello frame", "not_logged_in")
+                if event.command:
+                    hub.run_command(session, event.text, event.room)
+                else:
+                    # Consecutive messages are stored in a pipeline; settle() ends it.
+                    hub.say(session, event.room, event.text, defer=True)
+            elif isinstance(event, Ping):
+                session.send(Frame("pong"))
+            elif isinstance(event, Hello):
+                if session.logged_in:
+                    raise CommandError(
+                        f"already logged in as {session.nick}; use /nick to change", "bad_frame"
+                    )
+                session.replay, session.replay_since = event.replay, event.since
+                hub.login(session, event.nick, event.fields)
+            elif isinstance(event, Request):
+                hub.request(session, event)
+            # Pong only proves the client is alive; the server noted that already.
+        except CommandError as exc:
+            if session.unsettled:
+                hub.settle(session)  # answers come in the order of the lines
+            session.error(exc.code, exc.text, **exc.details)
