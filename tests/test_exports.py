@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import apidoc
+
 import chatkit
 
 
@@ -26,3 +28,14 @@ def test_every_module_declares_all() -> None:
         assert hasattr(module, "__all__"), info.name
         for name in module.__all__:
             assert hasattr(module, name), f"{info.name}.{name}"
+
+
+def test_every_export_is_in_the_plugin_reference() -> None:
+    """Each name `chatkit` exports is shown in docs/plugins.md's reference (tests/apidoc.py),
+    or listed there with where it is told instead."""
+    shown = {cls.__name__ for cls, *_ in apidoc.SURFACE} | {name for name, _ in apidoc.HELPERS}
+    assert set(chatkit.__all__) - shown - set(apidoc.NOT_SHOWN) == set(), (
+        "add it to tests/apidoc.py (HELPERS, or NOT_SHOWN with where it is documented)"
+    )
+    assert set(apidoc.NOT_SHOWN) <= set(chatkit.__all__), "apidoc.NOT_SHOWN names a non-export"
+    assert not shown & set(apidoc.NOT_SHOWN)

@@ -37,6 +37,7 @@ from typing import Any
 import platformdirs
 
 from chatkit import (
+    MAX_ID,
     CommandContext,
     CommandError,
     Config,
@@ -45,16 +46,18 @@ from chatkit import (
     Message,
     Register,
     Reject,
+    Request,
     Server,
     Session,
     UsageError,
+    check_settings,
+    fold,
     hookimpl,
+    message_frame,
+    number_setting,
+    valid_nick,
 )
-from chatkit.config import check_settings, number_setting
-from chatkit.hub import message_frame, valid_nick
-from chatkit.names import fold
-from chatkit.protocol import Request
-from chatkit.store import BUSY_TIMEOUT, MAX_BATCH, MAX_ID, MessageStore, StoreError
+from chatkit.store import BUSY_TIMEOUT, MAX_BATCH, MessageStore, StoreError
 
 log = logging.getLogger(__name__)
 
