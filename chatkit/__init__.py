@@ -1,22 +1,29 @@
 """chatkit: a plugin-extensible chat server.
 
-Plugins import what they need from here: ``hookimpl``, the objects hooks receive
-(:class:`Session`, :class:`Message`, :class:`CommandContext`), what they return
-(:class:`Reject`, :class:`Drop`) and the errors they raise.
+Plugins import what they need from here, and only from here (the builtins in
+``chatkit.builtins`` too; tests/test_exports.py checks them): ``hookimpl``, the
+objects hooks receive (:class:`Session`, :class:`Message`, :class:`CommandContext`,
+the input events :class:`Hello`, :class:`Say` and :class:`Request`), what they
+return (:class:`Reject`, :class:`Drop`, :class:`Frame`), the errors they raise, and
+a few helpers (:func:`message_frame`, :func:`valid_nick`, :func:`fold`,
+:func:`check_settings`, :func:`number_setting`, :data:`MAX_ID`).
 """
 
 from chatkit.commands import Command, CommandContext, Register
-from chatkit.config import Config, Limits, load_config
+from chatkit.config import Config, Limits, check_settings, load_config, number_setting
 from chatkit.errors import ChatkitError, CommandError, UsageError
-from chatkit.events import Message
+from chatkit.events import MAX_ID, Hello, Message, Request, Say
 from chatkit.frames import Frame
 from chatkit.hookspecs import hookimpl
+from chatkit.hub import message_frame, valid_nick
+from chatkit.names import fold
 from chatkit.results import Drop, Reject
 from chatkit.server import Server
 from chatkit.session import Session
 from chatkit.version import __version__
 
 __all__ = [
+    "MAX_ID",
     "ChatkitError",
     "Command",
     "CommandContext",
@@ -24,14 +31,22 @@ __all__ = [
     "Config",
     "Drop",
     "Frame",
+    "Hello",
     "Limits",
     "Message",
     "Register",
     "Reject",
+    "Request",
+    "Say",
     "Server",
     "Session",
     "UsageError",
     "__version__",
+    "check_settings",
+    "fold",
     "hookimpl",
     "load_config",
+    "message_frame",
+    "number_setting",
+    "valid_nick",
 ]

@@ -1,5 +1,60 @@
 """The plugin contract: every hook chatkit calls, in one file.
 
+Lifecycle
+---------
+
+The order in which the server calls the hooks, written once here and nowhere else
+(tests/test_lifecycle.py runs a real server and checks its calls against these lines).
+Each line is one thing that happens; words in parentheses are what the server does
+between two hooks, with no hook of its own::
+
+    startup:  (bind and listen) → chatkit_configure → chatkit_register_commands
+              → (clients are accepted) → chatkit_server_start
+    connect:  (a connection is accepted by a face's listener; on the line face its
+              first line chooses JSON or text)
+    hello:    chatkit_allow_input → (nick syntax) → chatkit_allow_login (the hello's fields)
+              → chatkit_allow_join (the default room) → (nick free?) → (welcome)
+              → chatkit_on_login → (the room's earlier messages delivered)
+              → chatkit_room_replay → (join to every member, then the replay)
+              → chatkit_on_join
+    say:      chatkit_allow_input → chatkit_filter_message → (id and ts)
+              → chatkit_store_message → (delivered to every recipient)
+              → chatkit_on_message
+    /msg:     chatkit_allow_input → chatkit_filter_message → (id and ts)
+              → chatkit_store_message → (delivered to both) → chatkit_on_message
+    /join:    chatkit_allow_input → (room syntax) → chatkit_allow_join
+              → (the room's earlier messages delivered) → chatkit_room_replay
+              → (join to every member, then the replay) → chatkit_on_join
+    /nick:    chatkit_allow_input → (nick syntax) → chatkit_allow_nick
+              → (nick free?) → (nick to everyone who shares a room) → chatkit_on_nick
+    /part:    chatkit_allow_input → (leave to the room's members) → chatkit_on_leave
+    request:  chatkit_allow_input → chatkit_handle_request (before login too)
+    logout:   (leave to the members of its rooms) → chatkit_on_leave (each room)
+              → chatkit_on_logout
+    shutdown: (stop accepting; a notice to each client; connections closed, each
+              a logout as above; threads joined) → chatkit_server_stop
+
+* A client's lines are ``hello``, ``say`` (a message, or a command if it starts
+  with ``/``: its handler runs instead of the message hooks; ``/me`` goes on as a
+  ``say``, and ``/msg``, ``/join``, ``/nick``, ``/part`` as shown), a JSON frame of
+  a type the core does not know (a ``request``), and ``ping``/``pong``, which no
+  hook sees. ``say`` needs a logged-in client; a request reaches the plugins
+  before login too (a registration may come first).
+* A refusal ends the line where it happens (the client gets an ``error`` frame and
+  may try again); only a refused default room lets the login go on, without the
+  room (no replay, no ``chatkit_on_join``). A client leaves (``logout``) when its
+  connection closes, on ``/quit``, when it is cut off, and at shutdown.
+* ``chatkit_store_message`` and ``chatkit_room_replay`` are called only when some
+  plugin implements one of them (deliveries are then sequenced: see
+  ``chatkit_store_message``); otherwise a message is delivered as soon as it has its
+  id, and a joiner gets no replay.
+* Startup and shutdown run on the thread that calls ``Server.start()`` and
+  ``Server.shutdown()``; everything else on the reader thread of the client whose
+  line it is, one line after the other, so one client's hooks run in this order.
+
+Rules
+-----
+
 Rules that hold for every hook unless its docstring says otherwise:
 
 * Hooks are called plugin by plugin: plugins named with ``--plugin`` first, in the
@@ -79,10 +134,10 @@ class ChatServer(Protocol):
 
 @hookspec
 def chatkit_configure(config: Config, pluginmanager: pluggy.PluginManager) -> None:
-    """Read settings and prepare, once, before the server listens.
+    """Read settings and prepare, once, before the server accepts clients.
 
-    Startup runs ``chatkit_configure`` → ``chatkit_register_commands`` →
-    ``chatkit_server_start``, all on the thread that starts the server.
+    The first hook of the lifecycle's ``startup`` line, on the thread that starts
+    the server.
 
     :param config: The server's :class:`~chatkit.Config`. A plugin's own settings
         are ``config.plugin_settings("NAME")`` (the ``[plugins.NAME]`` table).
@@ -138,9 +193,9 @@ def chatkit_allow_input(client: Session, event: Hello | Say | Request) -> Reject
 
     :param client: The session that sent it.
     :param event: What the client asked, whatever its wire protocol (face):
-        :class:`chatkit.events.Hello` (``event.nick``, ``event.fields``),
-        :class:`chatkit.events.Say` (``event.text``, ``event.room``,
-        ``event.command``) or :class:`chatkit.events.Request` (``event.type``,
+        :class:`chatkit.Hello` (``event.nick``, ``event.fields``),
+        :class:`chatkit.Say` (``event.text``, ``event.room``,
+        ``event.command``) or :class:`chatkit.Request` (``event.type``,
         ``event.fields``: a frame for ``chatkit_handle_request``).
 
     Return ``None`` to go on, or a :class:`~chatkit.Reject` to drop the event: the
@@ -154,10 +209,8 @@ def chatkit_allow_input(client: Session, event: Hello | Say | Request) -> Reject
 def chatkit_allow_login(client: Session, nick: str, fields: dict[str, Any]) -> Reject | None:
     """Decide whether a client may log in as ``nick``: the place for passwords and tokens.
 
-    A login runs ``chatkit_allow_login`` → ``chatkit_allow_join`` for the default
-    room → (nick taken? then ``nick_taken``) → the ``welcome`` frame →
-    ``chatkit_on_login`` → the default room's ``join`` frames and replay →
-    ``chatkit_on_join``. The nick's syntax is checked before this hook.
+    Where it runs: the ``hello`` line of the lifecycle, after the nick's syntax is
+    checked and before the nick is checked to be free.
 
     :param client: The session asking; ``client.nick`` is still ``None``.
     :param nick: The nick asked for.
@@ -177,8 +230,8 @@ def chatkit_allow_login(client: Session, nick: str, fields: dict[str, Any]) -> R
 def chatkit_allow_nick(client: Session, nick: str) -> Reject | None:
     """Decide whether a logged-in client may change its nick to ``nick`` (``/nick``).
 
-    ``/nick`` runs syntax check → ``chatkit_allow_nick`` → (taken?) → ``nick``
-    frames to everyone who shares a room with the client → ``chatkit_on_nick``.
+    Where it runs: the ``/nick`` line of the lifecycle, after the nick's syntax is
+    checked and before it is checked to be free.
 
     :param client: The session; ``client.nick`` is the current nick.
     :param nick: The nick asked for.
@@ -206,8 +259,8 @@ def chatkit_on_login(client: Session) -> None:
 def chatkit_allow_join(client: Session, room: str) -> Reject | None:
     """Decide whether a client may join ``room`` (at login for the default room, and ``/join``).
 
-    A join runs room-name check → ``chatkit_allow_join`` → ``join`` frames to every
-    member, the joiner included → ``chatkit_on_join``.
+    Where it runs: the ``hello`` line (for the default room) and the ``/join``
+    line of the lifecycle, after the room name's syntax is checked.
 
     :param client: The session.
     :param room: The room's name as the client typed it (``#`` included).
@@ -301,10 +354,8 @@ def chatkit_on_logout(client: Session, reason: str) -> None:
 def chatkit_filter_message(client: Session, message: Message) -> Drop | None:
     """Inspect, change or stop a room or private message before anyone receives it.
 
-    A line from a client runs: command? → the command's handler (``/msg`` and
-    ``/me`` then send through here); otherwise ``chatkit_filter_message`` → ``id``
-    and ``ts`` assigned and the frame queued to every recipient →
-    ``chatkit_on_message``.
+    Where it runs: the ``say`` and ``/msg`` lines of the lifecycle (and for
+    ``/me``), before the message has an id.
 
     :param client: The sender's session.
     :param message: The :class:`~chatkit.Message`; ``message.id`` is still ``None``.
@@ -320,9 +371,8 @@ def chatkit_filter_message(client: Session, message: Message) -> Drop | None:
 def chatkit_store_message(client: Session, message: Message) -> Future[None] | Drop | None:
     """Store a message before anyone receives it.
 
-    A message runs ``chatkit_filter_message`` → ``id`` and ``ts`` assigned →
-    ``chatkit_store_message`` → (stored) → delivered to every recipient →
-    ``chatkit_on_message``. Called once per message, plugin by plugin, on the
+    Where it runs: the ``say`` and ``/msg`` lines of the lifecycle, after the
+    message has its id. Called once per message, plugin by plugin, on the
     sender's reader thread with no lock held. Messages of one room (and private
     messages) are still delivered in id order: one that is stored early waits
     for earlier ids.
@@ -367,7 +417,7 @@ def chatkit_handle_request(client: Session, request: Request) -> bool | Reject |
     answers a client that is not logged in, it gets ``not_logged_in``.
 
     :param client: The session that sent it.
-    :param request: :class:`chatkit.events.Request`: ``request.type`` and
+    :param request: :class:`chatkit.Request`: ``request.type`` and
         ``request.fields`` (the frame's other members, as sent: check them).
 
     Return ``True`` once handled (send replies with ``client.send(...)``), a

@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import chatkit
 from chatkit import (
     CommandContext,
     CommandError,
@@ -133,6 +134,37 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
 ]
 
 
+# The functions, event types and constants of chatkit's top level, each with its one line;
+# ``None`` takes the first paragraph of its docstring.
+HELPERS: list[tuple[str, str | None]] = [
+    ("Hello", "What `chatkit_allow_input` receives as `event` for a login (a `hello` frame)."),
+    ("Say", "What `chatkit_allow_input` receives as `event` for a line of chat or a command."),
+    (
+        "Request",
+        "What `chatkit_allow_input` and `chatkit_handle_request` receive for a frame "
+        "of a type the core does not know (`request.fields`: its other members, as sent).",
+    ),
+    ("message_frame", None),
+    ("valid_nick", None),
+    ("fold", None),
+    ("check_settings", None),
+    ("number_setting", None),
+    ("MAX_ID", "The largest message id (and count) in a frame or the store: SQLite's INTEGER."),
+]
+
+# What chatkit exports and this reference does not show, and where it is told instead.
+NOT_SHOWN: dict[str, str] = {
+    "__version__": "the version string",
+    "hookimpl": "sections 1 and 2 of the plugin guide",
+    "Frame": "docs/protocol.md: a frame's type and fields",
+    "Server": "section 8 of the plugin guide, and docs/client.md",
+    "Command": "what `/help` lists: the command registry's entry",
+    "ChatkitError": "the base class of CommandError and UsageError",
+    "Limits": "docs/operations.md: every limit",
+    "load_config": "docs/operations.md: the config file",
+}
+
+
 def attribute_docs(cls: type[Any]) -> dict[str, tuple[str, str]]:
     """``{name: (annotation, docstring)}`` of attributes documented by a string under them,
     in the class body or in ``__init__``."""
@@ -231,6 +263,20 @@ def public_members(cls: type[Any]) -> set[str]:
     return names
 
 
+def helper_row(name: str, text: str | None) -> str:
+    """One row of the helpers' table: signature (or value) and what it is."""
+    obj = getattr(chatkit, name)
+    if isinstance(obj, type):
+        what = _signature(obj, name, obj)
+    elif callable(obj):
+        what = _signature(obj, name)
+    else:
+        what = f"{name} = {obj!r}"
+    if text is None:
+        text = (inspect.getdoc(obj) or "").split("\n\n")[0]
+    return f"| `{_cell(what)}` | {_cell(_one_line(text))} |"
+
+
 def render() -> str:
     """The generated section, markers included."""
     out = [
@@ -246,7 +292,14 @@ def render() -> str:
         out += [f"**`{cls.__name__}`**: {role}.", "", "| member | what |", "| --- | --- |"]
         out += [member_row(cls, name, attrs) for name in members]
         out.append("")
-    out.append(END)
+    out += [
+        "**Functions, event types and constants**, also imported from `chatkit`.",
+        "",
+        "| name | what |",
+        "| --- | --- |",
+    ]
+    out += [helper_row(name, text) for name, text in HELPERS]
+    out += ["", END]
     return "\n".join(out)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 from chatkit import hookspecs
@@ -24,25 +25,13 @@ name, decorated with `chatkit.hookimpl`, taking any subset of the listed argumen
 See [plugins.md](plugins.md) for a walk-through. This page is generated from the hook
 specifications by `tests/hookdoc.py`; a test fails if it is out of date.
 
+## Lifecycle: the order of calls
+
+{lifecycle}
+
 ## Rules for every hook
 
 {rules}
-
-## The order of calls
-
-```text
-startup:   chatkit_configure → chatkit_register_commands → (listen) → chatkit_server_start
-any line:  chatkit_allow_input (hello and say; never ping/pong) → one of:
-login:     (nick syntax) → chatkit_allow_login → chatkit_allow_join (default room)
-           → (nick free?) → welcome and join frames → chatkit_on_login → chatkit_on_join
-a command: its handler (/msg and /me then go on as a message)
-a message: chatkit_filter_message → id, ts, frame queued to every recipient → chatkit_on_message
-/join:     (room syntax) → chatkit_allow_join → join frames → chatkit_on_join
-/nick:     (nick syntax) → chatkit_allow_nick → (nick free?) → nick frames → chatkit_on_nick
-/part:     leave frames → chatkit_on_leave
-logout:    leave frames → chatkit_on_leave for each room → chatkit_on_logout
-shutdown:  notices, connections closed (logouts as above) → chatkit_server_stop
-```
 
 | kind | hooks | what a return does | if it raises |
 | --- | --- | --- | --- |
@@ -65,9 +54,27 @@ def sections() -> list[tuple[str, list[str]]]:
     return found
 
 
+def docstring_sections() -> dict[str, str]:
+    """The module docstring's sections (a title underlined with ``-``) by title."""
+    doc = inspect.getdoc(hookspecs) or ""
+    parts = re.split(r"^(\w[\w ]*)\n-+\n", doc, flags=re.M)
+    return {title: body.strip() for title, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def markdown(text: str) -> str:
+    """reStructuredText's ``::`` literal block as a fenced block; ``x`` as `x`."""
+    text = re.sub(
+        r"::\n\n((?:    .*\n?|\n)+)",
+        lambda m: ":\n\n```text\n" + textwrap.dedent(m.group(1)).strip("\n") + "\n```\n\n",
+        text,
+    )
+    return re.sub(r"(?<!`)``(?!`)", "`", text).rstrip()
+
+
 def render() -> str:
-    rules = (inspect.getdoc(hookspecs) or "").split("\n\n", 1)[1]
-    out = [INTRO.format(rules=rules)]
+    found = docstring_sections()
+    lifecycle, rules = markdown(found["Lifecycle"]), markdown(found["Rules"])
+    out = [INTRO.format(lifecycle=lifecycle, rules=rules)]
     for title, names in sections():
         out += [f"## {title}", ""]
         for name in names:
@@ -84,7 +91,7 @@ def render() -> str:
                 inspect.getdoc(spec) or "",
                 "",
             ]
-    return "\n".join(out).replace("``", "`").rstrip() + "\n"
+    return re.sub(r"(?<!`)``(?!`)", "`", "\n".join(out)).rstrip() + "\n"
 
 
 if __name__ == "__main__":

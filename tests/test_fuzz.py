@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatkit import Message, Server
+from chatkit.builtins.history.store import MessageStore, StoreError
 from chatkit.codecs import JSON_CODEC, TEXT_CODEC
 from chatkit.protocol import Frame, RemoteProtocolError, ServerProtocol
-from chatkit.store import MessageStore, StoreError
 from chatkit.testing import ChatClient, run_server
 
 # Strings a hostile client would try: lone surrogates, NUL, bidi overrides,

@@ -20,8 +20,8 @@ from conftest import CHATKIT, ServeProcess
 
 from chatkit import Config, Message, Server, UsageError
 from chatkit.builtins.history import History, serve_db
+from chatkit.builtins.history.store import MessageStore
 from chatkit.config import config_from_dict
-from chatkit.store import MessageStore
 from chatkit.testing import ChatClient, TextClient
 
 Connect = Callable[..., ChatClient]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chatkit import Message, UsageError
-from chatkit.store import (
+from chatkit.builtins.history.store import (
     APPLICATION_ID,
     MAX_WRITER_FAILURES,
     MIGRATIONS,
@@ -163,7 +163,7 @@ def test_a_store_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from chatkit.store import MessageStore;"
+            "import sys; from chatkit.builtins.history.store import MessageStore;"
             f"s = MessageStore({str(path)!r}); print('open', flush=True); sys.stdin.read();"
             "s.close()",
         ],

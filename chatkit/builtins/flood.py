@@ -15,9 +15,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from chatkit import Config, Reject, Session, hookimpl
-from chatkit.config import check_settings, number_setting
-from chatkit.protocol import Hello, Request, Say
+from chatkit import (
+    Config,
+    Hello,
+    Reject,
+    Request,
+    Say,
+    Session,
+    check_settings,
+    hookimpl,
+    number_setting,
+)
 
 RATE = 5.0  # lines per second, sustained: faster than anyone types
 BURST = 20  # lines at once: a paste (as many as a message may have, max_message_lines),

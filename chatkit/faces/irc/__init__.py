@@ -2,3 +2,5 @@
 
 ``message.py`` is the IRC message grammar, sans I/O.
 """
+
+__all__: list[str] = []

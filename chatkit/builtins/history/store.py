@@ -44,9 +44,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatkit.errors import UsageError
-from chatkit.events import MAX_ID, Message
-from chatkit.names import fold
+from chatkit import MAX_ID, Message, UsageError, fold
 
 if sys.platform != "win32":
     import fcntl

@@ -2,7 +2,7 @@
 
 On by default (``--no-plugin history`` turns it off). A client joining a room first
 receives the room's last messages, marked ``"history": true``; ``/history`` and the
-JSON ``history`` frame fetch earlier pages. Storage is in :mod:`chatkit.store`.
+JSON ``history`` frame fetch earlier pages. Storage is in :mod:`chatkit.builtins.history.store`.
 
 Settings (``[plugins.history]``; ``chatkit serve --db PATH`` sets ``db``):
 
@@ -10,7 +10,7 @@ Settings (``[plugins.history]``; ``chatkit serve --db PATH`` sets ``db``):
   restarts, so a server embedded in a program never shares or replays anyone's
   chat. ``chatkit serve`` sets it to one file per server (:func:`serve_db`). A
   relative path in a config file is relative to that file. One file serves one
-  server at a time (see :mod:`chatkit.store`).
+  server at a time (see :mod:`chatkit.builtins.history.store`).
 * ``replay`` (50): messages replayed on joining a room; 0 for none.
 * ``page`` (50): messages ``/history`` and a ``history`` frame return by default.
 * ``max_page`` (500): the most they may ask for.
@@ -37,6 +37,7 @@ from typing import Any
 import platformdirs
 
 from chatkit import (
+    MAX_ID,
     CommandContext,
     CommandError,
     Config,
@@ -45,16 +46,18 @@ from chatkit import (
     Message,
     Register,
     Reject,
+    Request,
     Server,
     Session,
     UsageError,
+    check_settings,
+    fold,
     hookimpl,
+    message_frame,
+    number_setting,
+    valid_nick,
 )
-from chatkit.config import check_settings, number_setting
-from chatkit.hub import message_frame, valid_nick
-from chatkit.names import fold
-from chatkit.protocol import Request
-from chatkit.store import BUSY_TIMEOUT, MAX_BATCH, MAX_ID, MessageStore, StoreError
+from chatkit.builtins.history.store import BUSY_TIMEOUT, MAX_BATCH, MessageStore, StoreError
 
 log = logging.getLogger(__name__)
 
