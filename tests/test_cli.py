@@ -9,11 +9,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import CHATKIT, ServeProcess
 
+from chatkit.client import MAX_SERVER_LINE
 from chatkit.testing import ChatClient, TextClient
 
 
@@ -429,3 +433,91 @@ def test_a_server_that_fails_stops_serve_with_status_1(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "chatkit stopped: the frobnicator broke" in result.stderr
+
+
+class ScriptedServer:
+    """Just enough of a chatkit server for one `chatkit join`, to send what a real server
+    would not send in one session (or at all): it welcomes the nick, then sends each item
+    of ``script`` (a dict as a JSON line, bytes as they are), and answers pings."""
+
+    def __init__(self, script: list[dict[str, Any] | bytes]) -> None:
+        self.script = script
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            for line in lines:
+                frame = json.loads(line)
+                if frame["type"] == "hello":
+                    welcome = {"type": "welcome", "nick": frame["nick"], "server": "chatkit"}
+                    welcome |= {"version": "0.1.0", "rooms": ["#general"]}
+                    items = [welcome, *self.script]
+                    conn.sendall(b"".join(self.line(item) for item in items))
+                elif frame["type"] == "ping":
+                    conn.sendall(b'{"type":"pong"}\n')
+
+    @staticmethod
+    def line(item: dict[str, Any] | bytes) -> bytes:
+        return item if isinstance(item, bytes) else json.dumps(item).encode() + b"\n"
+
+    def join(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run `chatkit join --nick bot` against this server until it exits."""
+        try:
+            return subprocess.run(
+                [CHATKIT, "join", "--port", str(self.port), "--nick", "bot", *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        finally:
+            self.listener.close()
+
+
+def test_join_reports_server_lines_it_cannot_read_and_goes_on() -> None:
+    """A line from the server over the client's limit, or not JSON, is told on standard
+    error (in JSON mode too) and skipped; what follows is printed; the exit status is 0."""
+    script: list[dict[str, Any] | bytes] = [
+        b"x" * (MAX_SERVER_LINE + 1) + b"\n",
+        b"<html>\n",
+        {"type": "notice", "text": "still here"},
+    ]
+    for args, notice in [
+        ((), "*** still here"),
+        (("--json",), '{"type": "notice", "text": "still here"}'),
+    ]:
+        result = ScriptedServer(script).join(*args)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[1:] == [notice]
+        assert result.stderr.splitlines() == [
+            f"error [server_line_too_long]: a line from the server was longer than "
+            f"{MAX_SERVER_LINE} bytes; it was skipped",
+            "error [server_bad_frame]: a line from the server is not a chatkit frame; "
+            "it was skipped: '<html>'",
+        ]
+
+
+def test_join_splits_its_input_as_the_server_splits_lines(
+    chat_client: Callable[..., ChatClient],
+) -> None:
+    """Standard input is split into lines with the server's splitter: a last line without
+    a newline is sent, and a line over the limit is told on standard error, not sent."""
+    watcher = chat_client("watcher")
+    server_port = watcher.address[1]
+    huge = "y" * (MAX_SERVER_LINE + 1)
+    result = subprocess.run(
+        [CHATKIT, "join", "--port", str(server_port), "--nick", "piper"],
+        input=f"first\n{huge}\nlast without a newline",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"a line of input longer than {MAX_SERVER_LINE} bytes was not sent\n"
+    said = [watcher.expect("message", nick="piper")["text"] for _ in range(2)]
+    assert said == ["first", "last without a newline"]
+    assert [f for f in watcher.sync() if f["type"] == "message"] == []
