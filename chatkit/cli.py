@@ -39,7 +39,6 @@ from chatkit.client import (
 from chatkit.codecs import render_text
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
-from chatkit.frames import Frame
 from chatkit.plugins import (
     DISTRIBUTION,
     check_plugin_sections,
@@ -508,18 +507,13 @@ EXIT_LOST = 5  # the server closed the connection, or it broke
 EXIT_ROOM = 6  # the server refused the --room (a bad name, or a plugin said no)
 
 
-def _render(frame: dict[str, Any]) -> str:
-    fields = {k: v for k, v in frame.items() if k != "type"}
-    return render_text(Frame(str(frame.get("type")), **fields))
-
-
 def _show(frame: dict[str, Any], as_json: bool) -> None:
     """Print a frame from the server; one the client made of a line it could not read
     (chatkit.client.LOCAL_ERRORS) is a problem, said on standard error."""
     if frame["type"] == "error" and frame.get("code") in LOCAL_ERRORS:
-        typer.echo(_render(frame), err=True)
+        typer.echo(render_text(frame), err=True)
     else:
-        typer.echo(json.dumps(frame, ensure_ascii=False) if as_json else _render(frame))
+        typer.echo(json.dumps(frame, ensure_ascii=False) if as_json else render_text(frame))
 
 
 def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> int:
