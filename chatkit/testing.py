@@ -12,7 +12,9 @@ and then, in a test::
         alice.expect("notice", text="welcome, alice")
 
 Everything here uses real sockets on the loopback interface; nothing is mocked.
-``chat_client`` waits with deadlines, never with sleeps: :meth:`ChatClient.sync`
+The clients are chatkit's own: :class:`ChatClient` is a :class:`chatkit.client.Client`
+(what programs and ``chatkit join`` use) with ``expect``; :class:`TextClient` reads
+lines as it does. ``chat_client`` waits with deadlines, never with sleeps: :meth:`ChatClient.sync`
 relies on the server's ordering promise (each connection's output is FIFO), so
 "nothing else arrived" is a question with a definite answer.
 """
