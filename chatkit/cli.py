@@ -26,11 +26,19 @@ from typer.core import TyperCommand, TyperGroup
 
 from chatkit import __version__
 from chatkit.builtins.history import serve_db
-from chatkit.client import Client, ClientError, ConnectionLost, LoginRefused, RoomRefused, room_name
+from chatkit.client import (
+    LOCAL_ERRORS,
+    MAX_SERVER_LINE,
+    Client,
+    ClientError,
+    ConnectionLost,
+    LoginRefused,
+    RoomRefused,
+    room_name,
+)
 from chatkit.codecs import render_text
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
-from chatkit.frames import Frame
 from chatkit.plugins import (
     DISTRIBUTION,
     check_plugin_sections,
@@ -38,6 +46,7 @@ from chatkit.plugins import (
     list_plugins,
     suggest_hook,
 )
+from chatkit.protocol import LineDecoder, LineTooLong
 from chatkit.scaffold import create_plugin, installed_checkout
 from chatkit.server import Server
 from chatkit.terminal import Terminal
@@ -498,9 +507,13 @@ EXIT_LOST = 5  # the server closed the connection, or it broke
 EXIT_ROOM = 6  # the server refused the --room (a bad name, or a plugin said no)
 
 
-def _render(frame: dict[str, Any]) -> str:
-    fields = {k: v for k, v in frame.items() if k != "type"}
-    return render_text(Frame(str(frame.get("type")), **fields))
+def _show(frame: dict[str, Any], as_json: bool) -> None:
+    """Print a frame from the server; one the client made of a line it could not read
+    (chatkit.client.LOCAL_ERRORS) is a problem, said on standard error."""
+    if frame["type"] == "error" and frame.get("code") in LOCAL_ERRORS:
+        typer.echo(render_text(frame), err=True)
+    else:
+        typer.echo(json.dumps(frame, ensure_ascii=False) if as_json else render_text(frame))
 
 
 def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> int:
@@ -509,7 +522,6 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
     With ``wait``, it ends ``wait`` seconds after the last line was sent (once
     the server has handled every line), not as soon as it has handled them.
     """
-    out = sys.stdout
     stdin = sys.stdin.buffer
     selector = selectors.DefaultSelector()
     selector.register(client.sock, selectors.EVENT_READ)
@@ -518,21 +530,21 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
         selectable = True
     except (PermissionError, ValueError):  # a regular file or /dev/null: always readable
         selectable = False
-    pending = b""
+    lines = LineDecoder(MAX_SERVER_LINE)  # input is split as the server splits lines
     input_done = quitting = handled = False
     last_sent = monotonic()
 
-    def show(frame: dict[str, Any]) -> None:
-        out.write((json.dumps(frame, ensure_ascii=False) if as_json else _render(frame)) + "\n")
-        out.flush()
-
-    def send_line(raw: bytes) -> None:
+    def send_lines() -> None:
         nonlocal quitting, last_sent
-        line = raw.decode("utf-8", "replace").rstrip("\r")
-        if line.strip():
-            quitting |= line.split(" ", 1)[0].lower() == "/quit"
-            client.say(line)
-            last_sent = monotonic()
+        while (raw := lines.next_line()) is not None:
+            if isinstance(raw, LineTooLong):
+                typer.echo(f"a line of input longer than {raw.limit} bytes was not sent", err=True)
+                continue
+            line = raw.decode("utf-8", "replace").rstrip("\r")
+            if line.strip():
+                quitting |= line.split(" ", 1)[0].lower() == "/quit"
+                client.say(line)
+                last_sent = monotonic()
 
     try:
         while True:
@@ -545,17 +557,14 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
             ready = [key.fileobj for key, _ in selector.select(0 if busy else timeout)]
             if stdin in ready or (not selectable and not input_done):
                 data = os.read(stdin.fileno(), 65536)
-                if data:
-                    *lines, pending = (pending + data).split(b"\n")
-                    for raw in lines:
-                        send_line(raw)
-                else:
+                lines.feed(data or b"\n")  # at the end: the last line, if it has no newline
+                send_lines()
+                if not data:
                     if selectable:
                         selector.unregister(stdin)
-                    send_line(pending)
                     input_done = True
                     if not quitting:
-                        client.send({"type": "ping"})  # its pong: all our lines were handled
+                        client.send(type="ping")  # its pong: all our lines were handled
             if client.sock in ready or client.buffered():
                 frame = client.receive()
                 if frame is None:
@@ -564,13 +573,13 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
                     typer.echo("connection closed by the server", err=True)
                     return EXIT_LOST
                 if frame["type"] == "ping":
-                    client.send({"type": "pong"})
+                    client.send(type="pong")
                 elif frame["type"] == "pong" and input_done and not stay:
                     if not wait:
                         return EXIT_OK
                     handled = True
                 elif frame["type"] != "pong":
-                    show(frame)
+                    _show(frame, as_json)
     except ConnectionLost as exc:
         typer.echo(str(exc), err=True)
         return EXIT_LOST
@@ -670,12 +679,11 @@ def join(
         except (ConnectionLost, TimeoutError) as exc:
             typer.echo(str(exc) or "the server did not answer", err=True)
             raise typer.Exit(EXIT_LOST) from None
-        typer.echo(json.dumps(welcome) if as_json else _render(welcome))
-        for frame in frames:
+        for frame in [welcome, *frames]:
             if frame["type"] == "ping":
-                client.send({"type": "pong"})
+                client.send(type="pong")
             else:
-                typer.echo(json.dumps(frame) if as_json else _render(frame))
+                _show(frame, as_json)
         code = _scripted(client, as_json, stay, wait)
     raise typer.Exit(code)
 

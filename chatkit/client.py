@@ -13,7 +13,11 @@
             if frame["text"].startswith("!echo "):
                 client.say(frame["text"].removeprefix("!echo "), room=frame["room"])
 
-It speaks the JSON protocol over a blocking socket; ``chatkit join`` is built on it.
+It speaks the JSON protocol over a blocking socket; ``chatkit join`` and the test
+clients of :mod:`chatkit.testing` are built on it. Lines are split by the server's own
+splitter (:class:`chatkit.protocol.LineDecoder`), with a limit: a line from the server
+that is too long, or not a frame, is skipped and reported as an ``error`` frame of the
+client's own (:data:`LOCAL_ERRORS`), never an exception.
 """
 
 from __future__ import annotations
@@ -21,15 +25,21 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from typing import Any, Self
 
 from chatkit.errors import ChatkitError
+from chatkit.protocol import LineDecoder, LineTooLong
 
 __all__ = [
+    "LOCAL_ERRORS",
+    "MAX_SERVER_LINE",
     "Client",
     "ClientError",
     "ConnectionLost",
+    "LineClient",
     "LoginRefused",
     "RoomRefused",
     "encode_frame",
@@ -38,6 +48,14 @@ __all__ = [
 ]
 
 RECV_BYTES = 65536  # bytes asked of one recv()
+MAX_SERVER_LINE = 4 * 1024 * 1024
+"""The longest line a client reads from a server, in bytes: four times the most the server
+queues for one client by default (``max_sendq``), far above any frame it sends (a ``/who``
+of a full room is the largest). A longer line is skipped as it arrives, never buffered."""
+
+LOCAL_ERRORS = frozenset({"server_line_too_long", "server_bad_frame"})
+"""The codes of ``error`` frames the client makes itself, for a line from the server it could
+not read (longer than its limit; not a JSON frame). The line was skipped; nothing was refused."""
 
 
 def say_frame(text: str, room: str | None = None) -> dict[str, Any]:
@@ -53,7 +71,12 @@ def encode_frame(frame: dict[str, Any]) -> bytes:
 
     Its length is what the server compares with its line limit (``max_line``).
     """
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        # A lone surrogate is not text, so it has no UTF-8: sent as a JSON escape,
+        # which the server refuses by name (bad_encoding) instead of the client failing.
+        return json.dumps(frame, separators=(",", ":")).encode()
 
 
 def room_name(name: str) -> str:
@@ -65,8 +88,8 @@ class ClientError(ChatkitError):
     """The client could not do what was asked; the text says why, in words."""
 
 
-class ConnectionLost(ClientError):
-    """The server closed the connection, or it broke."""
+class ConnectionLost(ClientError, ConnectionError):
+    """The server closed the connection, or it broke (also a ``ConnectionError``)."""
 
 
 class LoginRefused(ClientError):
@@ -87,52 +110,180 @@ class RoomRefused(ClientError):
         """The error code, e.g. ``bad_room``."""
 
 
-class Client:
-    """One connection to a chatkit server, speaking JSON. Not thread-safe."""
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
 
-    def __init__(self, sock: socket.socket, address: tuple[str, int]) -> None:
+
+def _refusal(frame: dict[str, Any]) -> bool:
+    """An ``error`` frame from the server (not one of the client's own)."""
+    return frame["type"] == "error" and frame.get("code") not in LOCAL_ERRORS
+
+
+def _decode(line: bytes | LineTooLong) -> dict[str, Any] | None:
+    """The frame a line holds; ``None`` for an empty line; a local error for a bad one."""
+    if isinstance(line, LineTooLong):
+        text = f"a line from the server was longer than {line.limit} bytes; it was skipped"
+        return {"type": "error", "code": "server_line_too_long", "text": text}
+    if not line.strip():
+        return None
+    try:
+        frame = json.loads(line)
+    except (ValueError, RecursionError):
+        frame = None
+    if isinstance(frame, dict) and isinstance(frame.get("type"), str):
+        return frame
+    shown = line[:60].decode("utf-8", "replace")
+    text = f"a line from the server is not a chatkit frame; it was skipped: {shown!r}"
+    return {"type": "error", "code": "server_bad_frame", "text": text}
+
+
+class LineClient:
+    """A connection to a server, read line by line with deadlines: what :class:`Client`
+    (JSON) and ``chatkit.testing.TextClient`` (text mode) are built on.
+
+    Lines are split by :class:`chatkit.protocol.LineDecoder`, as the server splits a
+    client's, with a limit (``max_line``): a longer line is dropped as it arrives and
+    reads as one :class:`~chatkit.protocol.LineTooLong`.
+    """
+
+    def __init__(
+        self, sock: socket.socket, address: tuple[str, int], *, max_line: int = MAX_SERVER_LINE
+    ) -> None:
         self.sock = sock
         """The connected socket."""
         self.address = address
         """The server's (host, port)."""
-        self.nick: str | None = None
-        """The nick once logged in."""
-        self.welcome: dict[str, Any] | None = None
-        """The server's ``welcome`` frame once logged in."""
-        self._buf = b""
-        self._pending: list[dict[str, Any]] = []
         self.closed = False
         """True once the server closed the connection (or :meth:`close` was called)."""
+        self._decoder = LineDecoder(max_line)
+        self._lines: deque[bytes | LineTooLong] = deque()
+
+    @staticmethod
+    def _open(address: tuple[str, int], timeout: float) -> socket.socket:
+        """A socket connected to ``address`` (``timeout`` still set on it); raises ``OSError``."""
+        sock = socket.create_connection(address, timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     @classmethod
-    def connect(cls, host: str = "127.0.0.1", port: int = 9090, timeout: float = 10.0) -> Self:
-        """Connect; raise :class:`ClientError` ("no chatkit server at HOST:PORT") if refused."""
+    def connect(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 9090,
+        timeout: float = 10.0,
+        *,
+        max_line: int = MAX_SERVER_LINE,
+    ) -> Self:
+        """Connect; raise :class:`ClientError` ("no chatkit server at HOST:PORT") if refused.
+
+        ``timeout`` bounds the connecting; ``max_line`` is the longest line read.
+        """
         try:
-            sock = socket.create_connection((host, port), timeout=timeout)
+            sock = cls._open((host, port), timeout)
         except ConnectionRefusedError:
             raise ClientError(f"no chatkit server at {host}:{port}") from None
         except OSError as exc:
             raise ClientError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
         sock.settimeout(None)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(sock, (host, port))
+        return cls(sock, (host, port), max_line=max_line)
+
+    @property
+    def max_line(self) -> int:
+        """The longest line read from the server, in bytes, without its newline."""
+        return self._decoder.max_line
+
+    def send_raw(self, data: bytes) -> None:
+        """Send bytes as they are; raise :class:`ConnectionLost` if the connection broke."""
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ConnectionLost(f"connection lost: {exc.strerror or exc}") from None
+
+    def _line(self, deadline: float | None) -> bytes | LineTooLong | None:
+        """The next line (without its newline), a :class:`LineTooLong`, or ``None`` once
+        the server closed. Raises ``TimeoutError`` at ``deadline`` (a ``time.monotonic()``)."""
+        while not self._lines:
+            if self.closed:
+                return None
+            self._recv(deadline)
+        return self._lines.popleft()
+
+    def _recv(self, deadline: float | None) -> None:
+        timeout = None
+        if deadline is not None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise TimeoutError("the server sent nothing in time")
+        before = self.sock.gettimeout()
+        try:
+            self.sock.settimeout(timeout)
+            data = self.sock.recv(RECV_BYTES)
+        except TimeoutError:
+            raise
+        except OSError:
+            data = b""  # reset, or closed by close(): the end either way
+        finally:
+            with suppress(OSError):
+                self.sock.settimeout(before)
+        if not data:
+            self.closed = True
+            return
+        self._decoder.feed(data)
+        while (line := self._decoder.next_line()) is not None:
+            self._lines.append(line)
+
+    def buffered(self) -> bool:
+        """True if lines are already received and waiting (no need to select)."""
+        return bool(self._lines)
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for ``selectors``."""
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.closed = True
+        self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client(LineClient):
+    """One connection to a chatkit server, speaking JSON. Not thread-safe."""
+
+    def __init__(
+        self, sock: socket.socket, address: tuple[str, int], *, max_line: int = MAX_SERVER_LINE
+    ) -> None:
+        super().__init__(sock, address, max_line=max_line)
+        self.nick: str | None = None
+        """The nick once logged in."""
+        self.welcome: dict[str, Any] | None = None
+        """The server's ``welcome`` frame once logged in."""
+        self.pending: list[dict[str, Any]] = []
+        """Frames received and not yet returned by :meth:`receive`, oldest first (those
+        that arrived during :meth:`login`, or after the ``pong`` of :meth:`sync`)."""
 
     # -- sending -------------------------------------------------------------
 
-    def send(self, frame: dict[str, Any]) -> None:
-        """Send one frame (a dict with a ``type``)."""
-        try:
-            self.sock.sendall(encode_frame(frame) + b"\n")
-        except OSError as exc:
-            self.closed = True
-            raise ConnectionLost(f"connection lost: {exc.strerror or exc}") from None
+    def send(self, frame: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Send one frame: a dict with a ``type``, or its fields (``send(type="ping")``)."""
+        self.send_raw(encode_frame({**(frame or {}), **fields}) + b"\n")
 
     def say(self, text: str, room: str | None = None) -> None:
         """Send a line: a message, or a command if it starts with ``/``."""
         self.send(say_frame(text, room))
 
     def login(
-        self, nick: str, *, replay: int | None = None, since: int | None = None
+        self,
+        nick: str,
+        *,
+        replay: int | None = None,
+        since: int | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """Log in as ``nick``; return the ``welcome`` frame or raise :class:`LoginRefused`.
 
@@ -140,6 +291,7 @@ class Client:
         (0: none; default: the server's choice); ``since`` asks only for messages
         after that id (the last one this client has, e.g. after a reconnect).
         Frames that arrive before the answer (none, normally) stay readable.
+        ``TimeoutError`` if the server does not answer within ``timeout`` seconds.
         """
         hello: dict[str, Any] = {"type": "hello", "nick": nick}
         if replay is not None:
@@ -147,16 +299,14 @@ class Client:
         if since is not None:
             hello["since"] = since
         self.send(hello)
-        while True:
-            frame = self.receive()
-            if frame is None:
-                raise ConnectionLost("the server closed the connection during login")
-            if frame["type"] == "welcome":
-                self.nick, self.welcome = frame["nick"], frame
-                return frame
-            if frame["type"] == "error":
-                raise LoginRefused(frame["code"], frame["text"])
-            self._pending.append(frame)
+        at = self._find(lambda f: f["type"] == "welcome" or _refusal(f), _deadline(timeout))
+        if at is None:
+            raise ConnectionLost("the server closed the connection during login")
+        frame = self.pending.pop(at)
+        if frame["type"] == "error":
+            raise LoginRefused(str(frame.get("code")), str(frame.get("text")))
+        self.nick, self.welcome = frame["nick"], frame
+        return frame
 
     def enter(self, room: str, timeout: float | None = 10.0) -> list[dict[str, Any]]:
         """Join ``room`` instead of the rooms the login put us in (the default room).
@@ -170,8 +320,8 @@ class Client:
         self.say(f"/join {room}")
         frames = self.sync(timeout)
         for frame in frames:
-            if frame["type"] == "error":
-                raise RoomRefused(frame["code"], frame["text"])
+            if _refusal(frame):
+                raise RoomRefused(str(frame.get("code")), str(frame.get("text")))
         welcome_rooms: list[str] = (self.welcome or {}).get("rooms", [])
         others = [r for r in welcome_rooms if r.casefold() != room.casefold()]
         for other in others:
@@ -182,31 +332,9 @@ class Client:
 
     def receive(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The next frame; ``None`` once the server closed. Raises ``TimeoutError``."""
-        if self._pending:
-            return self._pending.pop(0)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            if self.closed:
-                return None
-            if deadline is not None:
-                self.sock.settimeout(max(0.0, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(RECV_BYTES)
-            except TimeoutError:
-                raise
-            except OSError:
-                data = b""
-            finally:
-                self.sock.settimeout(None)
-            if not data:
-                self.closed = True
-                return None
-            self._buf += data
-        line, self._buf = self._buf.split(b"\n", 1)
-        if not line.strip():
-            return self.receive(timeout)
-        frame: dict[str, Any] = json.loads(line)
-        return frame
+        if not self.pending and not self._read(_deadline(timeout)):
+            return None
+        return self.pending.pop(0)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every frame until the server closes the connection."""
@@ -216,33 +344,39 @@ class Client:
     def sync(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """Send a ``ping`` and return every frame that arrives before the ``pong``.
 
-        When it returns, the server has handled everything sent before it.
+        When it returns, the server has handled everything sent before it. Raises
+        ``TimeoutError`` if the ``pong`` is not there within ``timeout`` seconds, and
+        :class:`ConnectionLost` if the server closes first; the frames stay pending.
         """
-        self.send({"type": "ping"})
-        frames: list[dict[str, Any]] = []
-        while True:
-            frame = self.receive(timeout)
-            if frame is None:
-                raise ConnectionLost("the server closed the connection")
-            if frame["type"] == "pong":
-                return frames
-            frames.append(frame)
-
-    def fileno(self) -> int:
-        """The socket's descriptor, for ``selectors``."""
-        return self.sock.fileno()
+        self.send(type="ping")
+        at = self._find(lambda f: f["type"] == "pong", _deadline(timeout))
+        if at is None:
+            raise ConnectionLost("the server closed the connection")
+        frames = self.pending[:at]
+        del self.pending[: at + 1]
+        return frames
 
     def buffered(self) -> bool:
         """True if frames are already received and waiting (no need to select)."""
-        return bool(self._pending) or b"\n" in self._buf
+        return bool(self.pending) or super().buffered()
 
-    def close(self) -> None:
-        """Close the connection."""
-        self.closed = True
-        self.sock.close()
+    def _find(self, match: Callable[[dict[str, Any]], bool], deadline: float | None) -> int | None:
+        """The index in :attr:`pending` of the first frame that matches, reading until
+        one does; ``None`` if the server closes first. Raises ``TimeoutError``."""
+        checked = 0
+        while True:
+            for at in range(checked, len(self.pending)):
+                if match(self.pending[at]):
+                    return at
+            checked = len(self.pending)
+            if not self._read(deadline):
+                return None
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _read(self, deadline: float | None) -> bool:
+        """Read the next frame into :attr:`pending`; False once the server closed."""
+        while (line := self._line(deadline)) is not None:
+            frame = _decode(line)
+            if frame is not None:
+                self.pending.append(frame)
+                return True
+        return False

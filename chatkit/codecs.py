@@ -5,17 +5,21 @@ connection (the line protocol picks :data:`JSON_CODEC` or :data:`TEXT_CODEC` fro
 a client's first line); a fan-out encodes a frame once per codec in use and hands
 the same ``bytes`` to every recipient of that codec. ``Frame.encode(codec)`` caches
 the result in the frame, so callers never encode twice.
+
+It also holds the one wording of frames for people (:func:`render_text`): text mode
+sends it, ``chatkit join`` prints it, and the terminal client styles its parts
+(:func:`render_parts`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from chatkit.frames import Frame
 
-__all__ = ["JSON_CODEC", "TEXT_CODEC", "Codec", "render_text"]
+__all__ = ["JSON_CODEC", "TEXT_CODEC", "Codec", "Part", "render_parts", "render_text"]
 
 
 class Codec:
@@ -66,25 +70,40 @@ def _text_line(frame: Frame) -> bytes:
     return _line(render_text(frame))
 
 
-def _render_message(f: dict[str, Any]) -> str:
+# ---------------------------------------------------------------------------
+# Text rendering: the one wording of every frame, for people
+# ---------------------------------------------------------------------------
+
+Part = tuple[str, str]
+"""A piece of a rendered frame: ``(role, text)``. The roles let a client style what the
+text codec prints plainly: ``""`` (plain), ``"text"`` (a message's text, last, which may hold
+line breaks), ``"nick"``, ``"from"``, ``"to"`` (a nick, with its brackets: the frame's field
+of that name), ``"room"`` (a message's room), ``"pm"`` (a private message's markers),
+``"action"`` (an action's markers) and ``"when"`` (a replayed message's date and time)."""
+
+
+def _message_parts(f: dict[str, Any]) -> list[Part]:
     # History (replayed) messages carry their date and time after the room, so
     # they cannot be mistaken for live ones: "[#general] 2026-11-24 09:45 <alice> hi".
-    when = f" {f['ts'][:10]} {f['ts'][11:16]}" if f.get("history") else ""
+    when: list[Part] = [("when", f" {f['ts'][:10]} {f['ts'][11:16]}")] if f.get("history") else []
     if "room" in f:
+        parts: list[Part] = [("room", f"[{f['room']}]"), *when, ("", " ")]
         if f.get("action"):
-            prefix = f"[{f['room']}]{when} * {f['nick']} "
+            parts += [("action", "* "), ("nick", str(f["nick"])), ("action", " ")]
         else:
-            prefix = f"[{f['room']}]{when} <{f['nick']}> "
-    elif f.get("action"):
-        prefix = f"[pm]{when} * {f['from']} -> {f['to']}: "
+            parts += [("nick", f"<{f['nick']}>"), ("", " ")]
     else:
-        prefix = f"[pm]{when} <{f['from']} -> {f['to']}> "
-    # A message of several lines: each line carries the prefix, so no line of one
-    # person's message can pass for another's.
-    return "\n".join(prefix + line for line in str(f["text"]).split("\n"))
+        parts = [("pm", "[pm]"), *when, ("", " ")]
+        if f.get("action"):
+            parts += [("action", "* "), ("from", str(f["from"])), ("pm", " -> ")]
+            parts += [("to", str(f["to"])), ("action", " ")]
+        else:
+            parts += [("pm", "<"), ("from", str(f["from"])), ("pm", " -> ")]
+            parts += [("to", str(f["to"])), ("pm", ">"), ("", " ")]
+    return [*parts, ("text", str(f["text"]))]
 
 
-def _render_history(f: dict[str, Any]) -> str:
+def _history(f: dict[str, Any]) -> str:
     where = f.get("room") or f"your conversation with {f.get('with')}"
     count = f["count"]
     if not count:
@@ -93,24 +112,22 @@ def _render_history(f: dict[str, Any]) -> str:
     return text + ("; /history with a larger N shows more" if f.get("more") else "")
 
 
-def _render_leave(f: dict[str, Any]) -> str:
+def _leave(f: dict[str, Any]) -> str:
     reason = f.get("reason")
     rooms = ", ".join(f.get("rooms") or [f["room"]])
     return f"* {f['nick']} left {rooms}" + (f" ({reason})" if reason else "")
 
 
-_TEXT_RENDERERS: dict[str, Any] = {
+_LINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "welcome": lambda f: (
         f"* Welcome to chatkit {f['version']}, {f['nick']}! You are in "
         f"{', '.join(f['rooms'])}. Type /help for commands."
     ),
-    "message": _render_message,
-    "private": _render_message,
     "join": lambda f: f"* {f['nick']} joined {f['room']}",
-    "leave": _render_leave,
+    "leave": _leave,
     "nick": lambda f: f"* {f['old']} is now known as {f['new']}",
-    "history": _render_history,
-    "reply": lambda f: f["text"],
+    "history": _history,
+    "reply": lambda f: str(f["text"]),
     "notice": lambda f: f"*** {f['text']}",
     "error": lambda f: f"error [{f['code']}]: {f['text']}",
     "pong": lambda f: "pong",
@@ -118,16 +135,40 @@ _TEXT_RENDERERS: dict[str, Any] = {
 }
 
 
-def render_text(frame: Frame) -> str:
-    """The text-mode rendering of ``frame`` (possibly several lines, no final newline)."""
-    renderer = _TEXT_RENDERERS.get(frame.type)
-    if renderer is not None:
-        try:
-            text: str = renderer(frame.fields)
-            return text
-        except (KeyError, TypeError, IndexError, AttributeError):
-            pass  # a plugin's frame without the usual fields: shown as its fields
-    return f"{frame.type}: {json.dumps(frame.fields, ensure_ascii=False, default=str)}"
+def render_parts(frame: Frame | Mapping[str, Any]) -> list[Part]:
+    """``frame`` for people, in :data:`Part`\\ s: the wording of :func:`render_text`, with
+    the role of each piece, for a client that styles it (the terminal colours nicks).
+
+    ``frame`` is a :class:`~chatkit.frames.Frame` or the dict of a JSON frame.
+    """
+    if isinstance(frame, Frame):
+        kind, fields = frame.type, frame.fields
+    else:
+        kind, fields = str(frame.get("type")), {k: v for k, v in frame.items() if k != "type"}
+    try:
+        if kind in ("message", "private"):
+            return _message_parts(fields)
+        line = _LINES.get(kind)
+        if line is not None:
+            return [("", line(fields))]
+    except (KeyError, TypeError, IndexError, AttributeError):
+        pass  # a plugin's frame without the usual fields: shown as its fields
+    return [("", f"{kind}: {json.dumps(fields, ensure_ascii=False, default=str)}")]
+
+
+def render_text(frame: Frame | Mapping[str, Any]) -> str:
+    """``frame`` for people (possibly several lines, no final newline): text mode's line,
+    what ``chatkit join`` prints, what the terminal client shows after the time.
+
+    A message of several lines: each line carries the message's prefix, so no line of
+    one person's message can pass for another's.
+    """
+    parts = render_parts(frame)
+    role, text = parts[-1]
+    if role == "text" and "\n" in text:
+        prefix = "".join(piece for _, piece in parts[:-1])
+        return "\n".join(prefix + line for line in text.split("\n"))
+    return "".join(piece for _, piece in parts)
 
 
 JSON_CODEC = Codec("json", _json_line)

@@ -8,6 +8,7 @@ thread reads frames and prints them above the prompt (prompt_toolkit's
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import zlib
@@ -35,8 +36,7 @@ from chatkit.client import (
     room_name,
     say_frame,
 )
-from chatkit.codecs import render_text
-from chatkit.frames import Frame
+from chatkit.codecs import render_parts
 from chatkit.protocol import MAX_LINE_BYTES
 
 __all__ = ["Terminal"]
@@ -81,58 +81,37 @@ def _text(out: list[tuple[str, str]], style: str, text: str) -> None:
     out.append((style, text.replace("\n", indent)))
 
 
-def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
-    """A frame as styled text fragments (without the final newline).
+# The style of a whole line, by frame type (the others are dimmed), and of the parts
+# of a message (chatkit.codecs.render_parts) that have one of their own.
+_LINE_STYLES = {
+    "message": "",
+    "private": "",
+    "reply": "",
+    "error": "class:error",
+    "notice": "class:notice",
+}
+_PART_STYLES = {"room": "class:dim", "pm": "class:pm", "action": "class:action"}
 
-    A message of several lines shows each line below the first, indented to it.
+
+def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
+    """A frame as styled text fragments (without the final newline): the time, then the
+    words text mode and ``chatkit join`` show (:func:`chatkit.codecs.render_parts`).
+
+    Two decorations of the terminal's own: a replayed message's date and time lead the
+    line, in local time, instead of following its room in UTC; and a message of several
+    lines shows each line below the first, indented to it (text mode repeats the prefix).
     """
-    kind = frame.get("type")
     out: list[tuple[str, str]] = [("class:time", _clock(frame) + " ")]
-    if kind == "history":
-        fields = {k: v for k, v in frame.items() if k != "type"}
-        out.append(("class:dim", render_text(Frame("history", **fields))))
-    elif kind == "message":
-        nick = frame["nick"]
-        out.append(("class:dim", f"[{frame['room']}] "))
-        if frame.get("action"):
-            out += [("class:action", "* "), (nick_style(nick), nick), ("class:action", " ")]
-            _text(out, "class:action", frame["text"])
+    line_style = _LINE_STYLES.get(str(frame.get("type")), "class:dim")
+    for role, text in render_parts(frame):
+        if role == "when":
+            continue  # the clock shows it
+        if role == "text":
+            _text(out, "class:action" if frame.get("action") else line_style, text)
+        elif role in ("nick", "from", "to"):
+            out.append((nick_style(str(frame[role])), text))
         else:
-            out += [(nick_style(nick), f"<{nick}>"), ("", " ")]
-            _text(out, "", frame["text"])
-    elif kind == "private":
-        sender, to = frame["from"], frame["to"]
-        out.append(("class:pm", "[pm] "))
-        if frame.get("action"):
-            out.append(("class:action", "* "))
-        out += [(nick_style(sender), sender), ("class:pm", " -> "), (nick_style(to), to)]
-        if frame.get("action"):
-            out.append(("class:action", " "))
-            _text(out, "class:action", frame["text"])
-        else:
-            out.append(("", ": "))
-            _text(out, "", frame["text"])
-    elif kind == "join":
-        out.append(("class:dim", f"* {frame['nick']} joined {frame['room']}"))
-    elif kind == "leave":
-        reason = f" ({frame['reason']})" if frame.get("reason") else ""
-        rooms = ", ".join(frame.get("rooms") or [frame["room"]])
-        out.append(("class:dim", f"* {frame['nick']} left {rooms}{reason}"))
-    elif kind == "nick":
-        out.append(("class:dim", f"* {frame['old']} is now known as {frame['new']}"))
-    elif kind == "error":
-        out.append(("class:error", f"error: {frame['text']}"))
-    elif kind == "notice":
-        out.append(("class:notice", f"*** {frame['text']}"))
-    elif kind == "reply":
-        out.append(("", str(frame["text"])))
-    elif kind == "welcome":
-        rooms = ", ".join(frame.get("rooms", []))
-        out.append(
-            ("class:dim", f"* connected as {frame['nick']}, in {rooms}. /help lists commands.")
-        )
-    else:
-        out.append(("class:dim", f"{kind}: {frame}"))
+            out.append((_PART_STYLES.get(role, line_style), text))
     return out
 
 
@@ -255,8 +234,8 @@ class Terminal:
                     continue
             try:
                 welcome = self.client.login(nick, replay=self.replay)
-            except LoginRefused as exc:
-                self.say(f"error: {exc}", "class:error")
+            except LoginRefused as exc:  # shown as the server's error frame is
+                self.show(format_frame({"type": "error", "code": exc.code, "text": str(exc)}))
                 nick = None
                 continue
             self.nick = welcome["nick"]
@@ -389,6 +368,20 @@ class Terminal:
     def run(self, nick: str | None, room: str | None = None) -> int:
         """Run until /quit, Ctrl+D or Ctrl+C on an empty line (or a lost connection
         without reconnect)."""
+        try:
+            return self._run(nick, room)
+        except KeyboardInterrupt:
+            # Ctrl+C before the prompt is up (during login, or just after it) quits
+            # as it does at the prompt: the room sees "quit", the exit status is 0.
+            self.quitting = True
+            client = self.client
+            if client is not None and not client.closed:
+                with contextlib.suppress(ConnectionLost, OSError):
+                    client.say("/quit")
+                client.close()
+            return self.exit_code
+
+    def _run(self, nick: str | None, room: str | None) -> int:
         if not self.login(nick):
             return 0
         if room and self.client is not None:

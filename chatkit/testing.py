@@ -12,26 +12,33 @@ and then, in a test::
         alice.expect("notice", text="welcome, alice")
 
 Everything here uses real sockets on the loopback interface; nothing is mocked.
-``chat_client`` waits with deadlines, never with sleeps: :meth:`ChatClient.sync`
+The clients are chatkit's own: :class:`ChatClient` is a :class:`chatkit.client.Client`
+(what programs and ``chatkit join`` use) with ``expect``; :class:`TextClient` reads
+lines as it does. ``chat_client`` waits with deadlines, never with sleeps: :meth:`ChatClient.sync`
 relies on the server's ordering promise (each connection's output is FIFO), so
 "nothing else arrived" is a question with a definite answer.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
-from chatkit.client import say_frame
+from chatkit.client import (
+    MAX_SERVER_LINE,
+    Client,
+    ConnectionLost,
+    LineClient,
+    LoginRefused,
+)
 from chatkit.config import Config, Limits
+from chatkit.protocol import LineTooLong
 from chatkit.server import Server
 
 __all__ = [
@@ -80,60 +87,32 @@ def run_server(
         server.shutdown()
 
 
-class _LineClient:
-    """A socket that is read line by line, with deadlines."""
+class _TestLines(LineClient):
+    """What both test clients add to a line client: a default wait, and waiting for the end."""
 
-    def __init__(self, address: tuple[str, int], timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.timeout = timeout
-        """Default seconds to wait in ``expect``."""
-        self.sock = socket.create_connection(address, timeout=timeout)
-        """The client's socket."""
-        self.eof = False
+    timeout: float
+    """Default seconds to wait in ``expect`` and ``sync``."""
+
+    @property
+    def eof(self) -> bool:
         """True once the server closed the connection."""
-        self._buf = b""
+        return self.closed
 
-    def send_raw(self, data: bytes) -> None:
-        """Send bytes as they are."""
-        self.sock.sendall(data)
+    @eof.setter
+    def eof(self, value: bool) -> None:
+        self.closed = value
 
-    def _read_lines(self, deadline: float) -> list[bytes] | None:
-        """Lines that arrived before ``deadline``; ``None`` on timeout; [] at EOF."""
-        while b"\n" not in self._buf:
-            if self.eof:
-                return []
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            self.sock.settimeout(remaining)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                return None
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                self.eof = True
-            self._buf += data
-        *lines, self._buf = self._buf.split(b"\n")
-        return lines
+    def _deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (self.timeout if timeout is None else timeout)
 
     def wait_closed(self, timeout: float | None = None) -> None:
         """Read and drop everything until the server closes the connection."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while not self.eof:
-            if self._read_lines(deadline) is None:
-                raise AssertionError("the server did not close the connection in time")
-            self._buf = b""
-
-    def close(self) -> None:
-        """Close the socket."""
-        self.sock.close()
-
-    def __enter__(self) -> _LineClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        deadline = self._deadline(timeout)
+        try:
+            while self._line(deadline) is not None:
+                pass
+        except TimeoutError:
+            raise AssertionError("the server did not close the connection in time") from None
 
 
 Match = str | Callable[[dict[str, Any]], bool] | None
@@ -149,56 +128,81 @@ def _field_matches(frame: dict[str, Any], key: str, value: Any) -> bool:
     return key in frame and frame[key] == value
 
 
-class ChatClient(_LineClient):
-    """A JSON-mode client for tests: send frames, expect frames."""
+class ChatClient(Client, _TestLines):
+    """A JSON-mode client for tests: send frames, expect frames.
 
-    def __init__(self, address: tuple[str, int], timeout: float = DEFAULT_TIMEOUT) -> None:
-        super().__init__(address, timeout)
-        self.pending: list[dict[str, Any]] = []
-        """Frames received and not yet consumed by :meth:`expect`."""
+    It is a :class:`chatkit.client.Client` (``send``, ``say``, ``receive``, ...),
+    with deadlines that fail the test instead of raising.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        max_line: int = MAX_SERVER_LINE,
+    ) -> None:
+        super().__init__(self._open(address, timeout), address, max_line=max_line)
+        self.timeout = timeout
         self.received: list[dict[str, Any]] = []
         """Every frame received, in order."""
-        self.nick: str | None = None
-        """The nick after a successful :meth:`login`."""
 
-    def send(self, frame: dict[str, Any] | None = None, **fields: Any) -> None:
-        """Send one frame: a dict, or its fields (``send(type="ping")``)."""
-        data = {**(frame or {}), **fields}
-        self.send_raw(json.dumps(data).encode() + b"\n")
+    @classmethod
+    def connect(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 9090,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        max_line: int = MAX_SERVER_LINE,
+    ) -> Self:
+        """Connect to ``(host, port)``; ``timeout`` is the default wait of ``expect``."""
+        return cls((host, port), timeout, max_line=max_line)
 
-    def say(self, text: str, room: str | None = None) -> None:
-        """Send a ``say`` frame (a message, or a command if ``text`` starts with ``/``)."""
-        self.send(say_frame(text, room))
+    def login(
+        self,
+        nick: str,
+        *,
+        replay: int | None = None,
+        since: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Log in as ``nick``; return the ``welcome`` frame (fail on an error frame).
 
-    def login(self, nick: str) -> dict[str, Any]:
-        """Log in as ``nick``; return the ``welcome`` frame (fail on an error frame)."""
-        self.send(type="hello", nick=nick)
-        frame = self.expect(lambda f: f["type"] in ("welcome", "error"))
-        if frame["type"] == "error":
-            raise AssertionError(f"login as {nick!r} refused: {frame}")
-        self.nick = frame["nick"]
+        It returns once the client is in the welcome's first room (its own ``join``
+        arrived), so that others see it there; the frames stay pending for ``expect``.
+        """
+        deadline = self._deadline(timeout)
+        try:
+            frame = super().login(
+                nick, replay=replay, since=since, timeout=deadline - time.monotonic()
+            )
+        except LoginRefused as exc:
+            raise AssertionError(f"login as {nick!r} refused: [{exc.code}] {exc}") from None
+        except (TimeoutError, ConnectionLost) as exc:
+            raise AssertionError(f"login as {nick!r}: no answer ({exc}): {self.pending}") from None
         # The welcome comes before the default room's join (a plugin's greeting goes
         # in between): wait for the join, so that others see us there once this
-        # returns. The frames stay pending for expect().
+        # returns.
         rooms = frame.get("rooms") or []
-        deadline = time.monotonic() + self.timeout
-        while rooms and not any(
-            f["type"] == "join" and f["nick"] == self.nick and f["room"] == rooms[0]
-            for f in self.pending
-        ):
-            if not self._fill(deadline):
+        if rooms:
+            mine = {"type": "join", "nick": self.nick, "room": rooms[0]}
+
+            def joined(f: dict[str, Any]) -> bool:
+                return all(f.get(k) == v for k, v in mine.items())
+
+            try:
+                at = self._find(joined, deadline)
+            except TimeoutError:
+                at = None
+            if at is None:
                 raise AssertionError(f"logged in as {nick!r} but never joined {rooms[0]}")
         return frame
 
-    def _fill(self, deadline: float) -> bool:
-        lines = self._read_lines(deadline)
-        if not lines:
+    def _read(self, deadline: float | None) -> bool:
+        if not super()._read(deadline):
             return False
-        for line in lines:
-            if line.strip():
-                frame = json.loads(line)
-                self.pending.append(frame)
-                self.received.append(frame)
+        self.received.append(self.pending[-1])
         return True
 
     def expect(
@@ -223,18 +227,19 @@ class ChatClient(_LineClient):
                 return False
             return all(_field_matches(frame, k, v) for k, v in fields.items())
 
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            for i, frame in enumerate(self.pending):
-                if ok(frame):
-                    del self.pending[: i + 1]
-                    return frame
-            if not self._fill(deadline):
-                what = "closed the connection" if self.eof else "sent nothing matching in time"
-                raise AssertionError(
-                    f"expected {match!r} {fields or ''}; the server {what}. "
-                    f"{len(self.pending)} unmatched frames, the last ones: {self.pending[-3:]}"
-                )
+        try:
+            at = self._find(ok, self._deadline(timeout))
+        except TimeoutError:
+            at = None
+        if at is None:
+            what = "closed the connection" if self.eof else "sent nothing matching in time"
+            raise AssertionError(
+                f"expected {match!r} {fields or ''}; the server {what}. "
+                f"{len(self.pending)} unmatched frames, the last ones: {self.pending[-3:]}"
+            )
+        frame = self.pending[at]
+        del self.pending[: at + 1]
+        return frame
 
     def sync(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """Ping, wait for the pong, and return (consuming) every pending frame before it.
@@ -242,30 +247,59 @@ class ChatClient(_LineClient):
         Because each connection's output is FIFO, the result holds everything the
         server had queued for this client before it read the ping.
         """
-        self.send(type="ping")
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        before: list[dict[str, Any]] = []
-        while True:
-            while self.pending:
-                frame = self.pending.pop(0)
-                if frame.get("type") == "pong":
-                    return before
-                before.append(frame)
-            if not self._fill(deadline):
-                raise AssertionError(f"no pong; frames so far: {before}")
+        try:
+            return super().sync(self.timeout if timeout is None else timeout)
+        except (TimeoutError, ConnectionLost):
+            raise AssertionError(f"no pong; frames so far: {self.pending}") from None
 
 
-class TextClient(_LineClient):
+def _text_line(line: bytes | LineTooLong) -> str:
+    if isinstance(line, LineTooLong):
+        return f"(a line longer than {line.limit} bytes, skipped)"
+    return line.decode("utf-8", "replace").rstrip("\r")
+
+
+class TextClient(_TestLines):
     """A text-mode client for tests, as a person with ``nc`` would type."""
 
-    def __init__(self, address: tuple[str, int], timeout: float = DEFAULT_TIMEOUT) -> None:
-        super().__init__(address, timeout)
+    def __init__(
+        self,
+        address: tuple[str, int],
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        max_line: int = MAX_SERVER_LINE,
+    ) -> None:
+        super().__init__(self._open(address, timeout), address, max_line=max_line)
+        self.timeout = timeout
         self.pending: list[str] = []
         """Lines received and not yet consumed by :meth:`expect`."""
+
+    @classmethod
+    def connect(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 9090,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        max_line: int = MAX_SERVER_LINE,
+    ) -> Self:
+        """Connect to ``(host, port)``; ``timeout`` is the default wait of ``expect``."""
+        return cls((host, port), timeout, max_line=max_line)
 
     def send_line(self, line: str) -> None:
         """Send one line (the newline is added)."""
         self.send_raw(line.encode() + b"\n")
+
+    def _read_text(self, deadline: float) -> bool:
+        """Read the next line into :attr:`pending`; False at the deadline or the end."""
+        try:
+            line = self._line(deadline)
+        except TimeoutError:
+            return False
+        if line is None:
+            return False
+        self.pending.append(_text_line(line))
+        return True
 
     def expect(
         self, match: str | re.Pattern[str] | Callable[[str], bool], timeout: float | None = None
@@ -279,35 +313,31 @@ class TextClient(_LineClient):
                 return match.search(line) is not None
             return match(line)
 
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        deadline = self._deadline(timeout)
         while True:
             for i, line in enumerate(self.pending):
                 if ok(line):
                     del self.pending[: i + 1]
                     return line
-            lines = self._read_lines(deadline)
-            if not lines:
+            if not self._read_text(deadline):
                 what = "closed the connection" if self.eof else "sent nothing matching in time"
                 raise AssertionError(
                     f"expected {match!r}; the server {what}. Lines: {self.pending}"
                 )
-            self.pending.extend(line.decode("utf-8", "replace").rstrip("\r") for line in lines)
 
     def sync(self, timeout: float | None = None) -> list[str]:
         """Send ``/ping`` and return every line that arrived before its ``pong``."""
         self.send_line("/ping")
         before: list[str] = []
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        deadline = self._deadline(timeout)
         while True:
             while self.pending:
                 line = self.pending.pop(0)
                 if line == "pong":
                     return before
                 before.append(line)
-            lines = self._read_lines(deadline)
-            if not lines:
+            if not self._read_text(deadline):
                 raise AssertionError(f"no pong; lines so far: {before}")
-            self.pending.extend(line.decode("utf-8", "replace").rstrip("\r") for line in lines)
 
 
 class HookRecorder:

@@ -9,11 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import CHATKIT, ServeProcess
 
+from chatkit import Frame, Server
+from chatkit.client import MAX_SERVER_LINE
+from chatkit.codecs import TEXT_CODEC
+from chatkit.terminal import format_frame
 from chatkit.testing import ChatClient, TextClient
 
 
@@ -429,3 +436,190 @@ def test_a_server_that_fails_stops_serve_with_status_1(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "chatkit stopped: the frobnicator broke" in result.stderr
+
+
+WELCOME = {
+    "type": "welcome",
+    "nick": "bot",
+    "server": "chatkit",
+    "version": "0.1.0",
+    "rooms": ["#general"],
+}
+
+
+class ScriptedServer:
+    """Just enough of a chatkit server for one `chatkit join`, to send what a real server
+    would not send in one session (or at all): it welcomes the nick, then sends each item
+    of ``script`` (a dict as a JSON line, bytes as they are), and answers pings."""
+
+    def __init__(self, script: list[dict[str, Any] | bytes]) -> None:
+        self.script = script
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            for line in lines:
+                frame = json.loads(line)
+                if frame["type"] == "hello":
+                    items = [{**WELCOME, "nick": frame["nick"]}, *self.script]
+                    conn.sendall(b"".join(self.line(item) for item in items))
+                elif frame["type"] == "ping":
+                    conn.sendall(b'{"type":"pong"}\n')
+
+    @staticmethod
+    def line(item: dict[str, Any] | bytes) -> bytes:
+        return item if isinstance(item, bytes) else json.dumps(item).encode() + b"\n"
+
+    def join(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run `chatkit join --nick bot` against this server until it exits."""
+        try:
+            return subprocess.run(
+                [CHATKIT, "join", "--port", str(self.port), "--nick", "bot", *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        finally:
+            self.listener.close()
+
+
+def test_join_reports_server_lines_it_cannot_read_and_goes_on() -> None:
+    """A line from the server over the client's limit, or not JSON, is told on standard
+    error (in JSON mode too) and skipped; what follows is printed; the exit status is 0."""
+    script: list[dict[str, Any] | bytes] = [
+        b"x" * (MAX_SERVER_LINE + 1) + b"\n",
+        b"<html>\n",
+        {"type": "notice", "text": "still here"},
+    ]
+    for args, notice in [
+        ((), "*** still here"),
+        (("--json",), '{"type": "notice", "text": "still here"}'),
+    ]:
+        result = ScriptedServer(script).join(*args)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[1:] == [notice]
+        assert result.stderr.splitlines() == [
+            f"error [server_line_too_long]: a line from the server was longer than "
+            f"{MAX_SERVER_LINE} bytes; it was skipped",
+            "error [server_bad_frame]: a line from the server is not a chatkit frame; "
+            "it was skipped: '<html>'",
+        ]
+
+
+def test_join_splits_its_input_as_the_server_splits_lines(
+    chat_client: Callable[..., ChatClient],
+) -> None:
+    """Standard input is split into lines with the server's splitter: a last line without
+    a newline is sent, and a line over the limit is told on standard error, not sent."""
+    watcher = chat_client("watcher")
+    server_port = watcher.address[1]
+    huge = "y" * (MAX_SERVER_LINE + 1)
+    result = subprocess.run(
+        [CHATKIT, "join", "--port", str(server_port), "--nick", "piper"],
+        input=f"first\n{huge}\nlast without a newline",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"a line of input longer than {MAX_SERVER_LINE} bytes was not sent\n"
+    said = [watcher.expect("message", nick="piper")["text"] for _ in range(2)]
+    assert said == ["first", "last without a newline"]
+    assert [f for f in watcher.sync() if f["type"] == "message"] == []
+
+
+TS = "2026-11-24T09:45:00.000Z"
+# One of each frame type a client shows, with the fields a server sends (ping and pong
+# are answered, not shown, by `chatkit join` and the terminal; text mode shows them).
+EVERY_FRAME: list[dict[str, Any]] = [
+    {"type": "join", "room": "#general", "nick": "bot", "ts": TS},
+    {"type": "message", "id": 1, "ts": TS, "room": "#general", "nick": "alice", "text": "hi"},
+    {"type": "message", "id": 2, "ts": TS, "room": "#general", "nick": "al", "text": "one\ntwo"},
+    {"type": "message", "id": 3, "ts": TS, "room": "#dev", "nick": "al", "text": "waves"}
+    | {"action": True},
+    {"type": "message", "id": 4, "ts": TS, "room": "#general", "nick": "al", "text": "old"}
+    | {"history": True},
+    {"type": "private", "id": 5, "ts": TS, "from": "alice", "to": "bot", "text": "psst"},
+    {"type": "private", "id": 6, "ts": TS, "from": "alice", "to": "bot", "text": "a\nb"}
+    | {"action": True},
+    {"type": "private", "id": 7, "ts": TS, "from": "bot", "to": "al", "text": "x"}
+    | {"history": True},
+    {"type": "history", "room": "#general", "count": 2, "more": True},
+    {"type": "history", "with": "alice", "count": 0, "more": False},
+    {"type": "leave", "room": "#general", "nick": "carol", "ts": TS, "reason": "quit: lunch"},
+    {"type": "leave", "room": "#a", "rooms": ["#a", "#b"], "nick": "dave", "ts": TS}
+    | {"reason": "ping timeout"},
+    {"type": "nick", "old": "alice", "new": "alicia"},
+    {"type": "reply", "command": "who", "text": "#general (2): alice, bot"}
+    | {"data": {"room": "#general", "nicks": ["alice", "bot"]}},
+    {"type": "reply", "command": "help", "text": "/help [COMMAND]\n/who [#room]", "data": {}},
+    {"type": "notice", "text": "server shutting down"},
+    {"type": "error", "code": "unknown_command", "text": "no such command: /x"},
+    {"type": "weather", "city": "Oslo", "celsius": -3},  # a plugin's own frame type
+]
+
+
+def text_mode(frame: dict[str, Any]) -> str:
+    """What the server sends a text-mode client (nc) for ``frame``."""
+    fields = {k: v for k, v in frame.items() if k != "type"}
+    return TEXT_CODEC.encode(Frame(frame["type"], **fields)).decode()
+
+
+def test_every_frame_reads_alike_in_text_mode_join_and_the_terminal() -> None:
+    """One wording: for every frame type, `chatkit join` prints what the server's text mode
+    sends, and the terminal client shows the same words after its clock, but for its two
+    decorations: a replayed message's date and time lead the line (in local time) instead
+    of following the room, and a message's lines after the first are indented under it
+    instead of repeating its prefix."""
+    result = ScriptedServer(EVERY_FRAME).join()
+    assert result.returncode == 0, result.stderr
+    frames = [WELCOME, *EVERY_FRAME]
+    assert result.stdout == "".join(text_mode(frame) for frame in frames)
+    for frame in frames:
+        clock, *fragments = format_frame(frame)
+        shown = "".join(text for _, text in fragments)
+        lines = text_mode(frame).removesuffix("\n").split("\n")
+        if frame.get("history"):  # the clock shows the date instead
+            lines = [re.sub(r" \d{4}-\d\d-\d\d \d\d:\d\d", "", line, count=1) for line in lines]
+        if frame["type"] in ("message", "private"):  # the rest indented under the first line
+            prefix = len(lines[0]) - len(frame["text"].split("\n")[0])
+            indent = " " * (len(clock[1]) + prefix)
+            lines[1:] = [indent + line[prefix:] for line in lines[1:]]
+        assert shown == "\n".join(lines), frame
+
+
+def test_text_mode_and_join_print_the_same_lines_on_a_real_server(
+    chat_server: Server, chat_client: Callable[..., ChatClient]
+) -> None:
+    """A person at nc and `chatkit join` in one room read the same lines for what happens there."""
+    nc = TextClient(chat_server.address)
+    nc.send_line("nc")
+    nc.expect("Welcome to chatkit")
+    host, port = chat_server.address
+    join = subprocess.Popen(
+        [CHATKIT, "join", "--host", host, "--port", str(port), "--nick", "bot", "--stay"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert join.stdout is not None
+    assert join.stdout.readline().startswith("* Welcome to chatkit")
+    assert join.stdout.readline() == "* bot joined #general\n"
+    nc.expect("* bot joined #general")
+    alice = chat_client("alice")
+    for line in ("hi", "/me waves", "one\ntwo", "/nick alicia"):
+        alice.say(line)
+    alice.expect("nick", new="alicia")
+    alice.say("/quit bye")
+    alice.wait_closed()
+    seen = nc.sync()  # everything up to alicia's leave
+    assert seen[-1] == "* alicia left #general (quit: bye)"
+    assert [join.stdout.readline().removesuffix("\n") for _ in seen] == seen
+    chat_server.shutdown()
+    assert nc.expect("server shutting down") == join.stdout.readline().removesuffix("\n")
+    assert join.wait(timeout=10) == 0

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from chatkit import Server
-from chatkit.client import Client, ClientError, LoginRefused, encode_frame, say_frame
+from chatkit.client import (
+    LOCAL_ERRORS,
+    Client,
+    ClientError,
+    ConnectionLost,
+    LoginRefused,
+    encode_frame,
+    say_frame,
+)
 from chatkit.protocol import MAX_LINE_BYTES
 from chatkit.testing import ChatClient
 
@@ -71,6 +79,55 @@ def test_library_iterates_until_the_server_closes(chat_server_factory: Factory) 
     server.shutdown()
     types = [f["type"] for f in client]
     assert types[-1] == "notice" and client.closed
+
+
+def test_a_line_over_the_client_limit_is_reported_and_reading_goes_on(
+    chat_server: Server,
+) -> None:
+    """A line from the server over the client's max_line is dropped as it arrives and reads
+    as an error frame of the client's own; the frames after it read as usual."""
+    with Client.connect(*chat_server.address, max_line=300) as client:
+        assert client.max_line == 300
+        client.login("bot")
+        client.sync()
+        client.say("/help")  # the reply lists every command: far over 300 bytes
+        client.say("short")
+        too_long, message = client.sync()
+        assert too_long == {
+            "type": "error",
+            "code": "server_line_too_long",
+            "text": "a line from the server was longer than 300 bytes; it was skipped",
+        }
+        assert message["text"] == "short"
+        assert "server_line_too_long" in LOCAL_ERRORS
+
+
+def test_a_line_that_is_not_a_frame_is_reported_and_login_goes_on(
+    chat_server_factory: Factory,
+) -> None:
+    """A client slow to say hello gets the server's prompt for people, which is not JSON:
+    it reads as an error frame of the client's own, and logging in works after it."""
+    server = chat_server_factory(greeting_delay=0.2)
+    with Client.connect(*server.address) as client:
+        frame = client.receive(timeout=10)
+        assert frame is not None and frame["code"] == "server_bad_frame"
+        assert "is not a chatkit frame" in frame["text"] and "type a nick" in frame["text"]
+        assert client.login("late")["nick"] == "late"
+
+
+def test_a_lost_connection_is_a_connection_error(chat_server_factory: Factory) -> None:
+    """Sending on a connection the server closed raises ConnectionLost, which is also a
+    ConnectionError; receiving returns None."""
+    server = chat_server_factory()
+    client = Client.connect(*server.address)
+    client.login("gone")
+    server.shutdown()
+    assert [f["type"] for f in client][-1] == "notice"
+    with pytest.raises(ConnectionError):
+        for _ in range(100):  # the first sends may still reach the kernel's buffer
+            client.say("anyone?")
+    assert isinstance(ConnectionLost("x"), ClientError)
+    assert client.receive(timeout=1) is None
 
 
 def test_join_sends_lines_and_prints_what_comes_back(

@@ -229,7 +229,7 @@ def test_a_message_of_several_lines_is_prefixed_on_every_line_in_text_mode() -> 
     frame = Frame("message", id=1, ts="t", room="#r", nick="al", text="one\ntwo")
     assert frame.encode(TEXT_CODEC) == b"[#r] <al> one\n[#r] <al> two\n"
     private = Frame("private", id=2, ts="t", to="bo", text="a\nb", action=True, **{"from": "al"})
-    assert private.encode(TEXT_CODEC) == b"[pm] * al -> bo: a\n[pm] * al -> bo: b\n"
+    assert private.encode(TEXT_CODEC) == b"[pm] * al -> bo a\n[pm] * al -> bo b\n"
 
 
 def test_frames_encode_to_json_and_text_once() -> None:

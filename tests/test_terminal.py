@@ -21,6 +21,7 @@ from chatkit.terminal import ChatCompleter, format_frame, nick_style
 from chatkit.testing import ChatClient
 
 CHATKIT = str(Path(sys.executable).parent / "chatkit")
+WELCOME_BOB = r"\* Welcome to chatkit \S+, bob! You are in"
 Connect = Callable[..., ChatClient]
 Factory = Callable[..., Server]
 
@@ -70,10 +71,10 @@ def test_nick_clash_prompts_again(
     child = terminal(chat_server.address[1])
     child.expect("nick:")
     child.send("alice\r")
-    child.expect(r"\d\d:\d\d error: nick 'alice' is taken")
+    child.expect(r"\d\d:\d\d error \[nick_taken\]: nick 'alice' is taken")
     child.expect("nick:")
     child.send("bob\r")
-    child.expect("connected as bob")
+    child.expect(WELCOME_BOB)
 
 
 def test_typing_survives_incoming_messages(
@@ -82,7 +83,7 @@ def test_typing_survives_incoming_messages(
     """A line half typed when messages arrive is sent whole: the typed text stays intact."""
     alice = chat_client("alice")
     child = terminal(chat_server.address[1], "--nick", "bob")
-    child.expect("connected as bob")
+    child.expect(WELCOME_BOB)
     alice.expect("join", nick="bob")
     child.send("half typed")
     for i in range(5):
@@ -120,7 +121,7 @@ def test_ctrl_d_and_ctrl_c_leave_cleanly(
     """Ctrl+D and Ctrl+C quit: exit status 0, no traceback, the room sees the leave."""
     alice = chat_client("alice")
     child = terminal(chat_server.address[1], "--nick", "bob")
-    child.expect("connected as bob")
+    child.expect(WELCOME_BOB)
     child.send(keys)
     child.expect(pexpect.EOF)
     child.close()
@@ -152,7 +153,7 @@ def test_reconnects_after_the_server_restarts(terminal: Callable[..., pexpect.sp
     server = start_server(port)
     try:
         child = terminal(port, "--nick", "bob", "--room", "#ops")
-        child.expect("connected as bob")
+        child.expect(WELCOME_BOB)
         child.expect("bob joined #ops")
         server.terminate()
         server.wait(10)
@@ -211,7 +212,7 @@ def test_no_reconnect_exits_with_5(terminal: Callable[..., pexpect.spawn]) -> No
     port = free_port()
     server = start_server(port)
     child = terminal(port, "--nick", "bob", "--no-reconnect")
-    child.expect("connected as bob")
+    child.expect(WELCOME_BOB)
     server.terminate()
     server.wait(10)
     child.expect(r"\d\d:\d\d \* disconnected from the server")
@@ -254,7 +255,7 @@ def test_up_arrow_recalls_sent_lines(
     """Up recalls the previous line; Enter sends it again."""
     alice = chat_client("alice")
     child = terminal(chat_server.address[1], "--nick", "bob")
-    child.expect("connected as bob")
+    child.expect(WELCOME_BOB)
     child.send("once more\r")
     assert alice.expect("message", nick="bob")["text"] == "once more"
     child.expect("once more")
@@ -265,10 +266,10 @@ def test_up_arrow_recalls_sent_lines(
 
 
 def test_private_messages_read_as_in_the_docs() -> None:
-    """A private message shows "[pm] a -> b: text"; a private action "[pm] * a -> b text"."""
+    """A private message shows "[pm] <a -> b> text"; a private action "[pm] * a -> b text"."""
     pm = {"type": "private", "from": "a", "to": "b", "text": "coffee?"}
     text = "".join(t for _, t in format_frame(pm))
-    assert re.fullmatch(r"\d\d:\d\d \[pm\] a -> b: coffee\?", text)
+    assert re.fullmatch(r"\d\d:\d\d \[pm\] <a -> b> coffee\?", text)
     text = "".join(t for _, t in format_frame({**pm, "text": "waves", "action": True}))
     assert re.fullmatch(r"\d\d:\d\d \[pm\] \* a -> b waves", text)
 
@@ -292,7 +293,7 @@ def test_ctrl_c_clears_a_half_typed_line_first(
     """Ctrl+C on a half-typed line clears it; Up brings it back; Ctrl+C on an empty line quits."""
     alice = chat_client("alice")
     child = terminal(chat_server.address[1], "--nick", "bob")
-    child.expect("connected as bob")
+    child.expect(WELCOME_BOB)
     child.send("half typed")
     child.expect("typed")
     child.send("\x03")
@@ -315,7 +316,7 @@ def test_a_sent_line_shows_once(
     alice = chat_client("alice")
     child = terminal(chat_server.address[1], "--nick", "bob")
     screen = Screen(child)
-    child.expect("connected as bob")
+    child.expect(WELCOME_BOB)
     child.send("hello there\r")
     alice.expect("message", text="hello there")
     child.expect(r"<bob> hello there")
@@ -332,7 +333,7 @@ def test_a_line_over_the_limit_is_not_sent(
     """A line whose frame is over 8192 bytes is refused with the reason, not sent; it can be cleared."""
     alice = chat_client("alice")
     child = terminal(chat_server.address[1], "--nick", "bob")
-    child.expect("connected as bob")
+    child.expect(WELCOME_BOB)
     child.send("\x1b[200~" + "é" * 4100 + "\x1b[201~")  # 8,200 bytes of text, pasted
     child.send("\r")
     child.expect(r"too long to send: \d+ bytes as a frame, the server takes 8192")
@@ -414,7 +415,7 @@ def test_a_multi_line_paste_is_sent_as_one_message(
     try:
         child = terminal(server.port, "--nick", "bob")
         screen = Screen(child)
-        child.expect("connected as bob")
+        child.expect(WELCOME_BOB)
         child.send(paste("first line\n  second line\nthird"))
         child.expect("third")
         child.send("\r")
@@ -439,7 +440,7 @@ def test_a_multi_line_paste_reaches_others_as_one_message(
     alice = chat_client("alice")
     child = terminal(chat_server.address[1], "--nick", "bob")
     screen = Screen(child)
-    child.expect("connected as bob")
+    child.expect(WELCOME_BOB)
     child.send(paste("first line\nsecond line\nthird"))
     child.expect("third")
     child.send("\r")
@@ -458,7 +459,7 @@ def test_a_paste_of_too_many_lines_is_not_sent(
     """A paste of more lines than the server takes (20) is refused with the reason, not sent."""
     alice = chat_client("alice")
     child = terminal(chat_server.address[1], "--nick", "bob")
-    child.expect("connected as bob")
+    child.expect(WELCOME_BOB)
     child.send(paste("\n".join(f"line {i}" for i in range(21))))
     child.send("\r")
     child.expect(r"too many lines to send: 21, the server takes 20")

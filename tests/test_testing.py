@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from chatkit.testing import ChatClient
+from chatkit import Server
+from chatkit.client import Client
+from chatkit.testing import ChatClient, TextClient
 
 Connect = Callable[..., ChatClient]
 
@@ -42,3 +44,46 @@ def test_expect_refuses_a_contains_that_is_not_a_string(chat_client: Connect) ->
     alice = chat_client("alice")
     with pytest.raises(TypeError, match="text_contains"):
         alice.expect("message", text_contains=3)
+
+
+def test_the_chat_client_is_the_library_client(chat_client: Connect) -> None:
+    """ChatClient is a chatkit.client.Client: what the tests exercise is what programs use.
+    login() returns once its own join arrived; that join stays pending for expect()."""
+    alice = chat_client("alice")
+    assert isinstance(alice, Client) and alice.nick == "alice"
+    assert alice.expect("join", nick="alice")["room"] == "#general"
+    alice.send(type="say", text="hi")
+    assert alice.receive(timeout=5) == alice.received[-1]
+    assert alice.received[-1]["text"] == "hi"
+
+
+def test_login_takes_replay_and_since(chat_client: Connect) -> None:
+    """login(nick, replay=, since=) asks the server for what the library's login asks."""
+    bob = chat_client("bob")
+    bob.say("one")
+    first = bob.expect("message", text="one")["id"]
+    bob.say("two")
+    bob.expect("message", text="two")
+    nothing = chat_client(None)
+    nothing.login("nothing", replay=0)
+    assert [f["type"] for f in nothing.sync()] == ["join"]
+    later = chat_client(None)
+    later.login("later", since=first)
+    assert [f["text"] for f in later.sync() if f["type"] == "message"] == ["two"]
+
+
+def test_wait_closed_and_eof(chat_server_factory: Callable[..., Server]) -> None:
+    """wait_closed() reads until the server closes; eof then says so, for both clients."""
+    server = chat_server_factory()
+    json_client = ChatClient(server.address)
+    json_client.login("alice")
+    text_client = TextClient(server.address)
+    text_client.send_line("bob")
+    text_client.expect("Welcome to chatkit")
+    assert not json_client.eof and not text_client.eof
+    server.shutdown()
+    json_client.wait_closed()
+    text_client.wait_closed()
+    assert json_client.eof and text_client.eof
+    with pytest.raises(AssertionError, match="closed the connection"):
+        json_client.expect("message", timeout=1)
