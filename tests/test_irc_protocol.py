@@ -71,7 +71,7 @@ def test_cap_negotiation_holds_registration_until_cap_end() -> None:
 def test_ping_and_quit_work_before_registration() -> None:
     """PING is answered at once; QUIT is an event; other commands get 451."""
     events, lines = feed(make(), b"PING :probe\r\nJOIN #x\r\nQUIT :bye\r\n")
-    assert lines == [f":{SERVER} PONG {SERVER} probe", f":{SERVER} 451 * :You have not registered"]
+    assert lines == [f":{SERVER} PONG {SERVER} :probe", f":{SERVER} 451 * :You have not registered"]
     assert events == [Command(Message("QUIT", ("bye",)))]
 
 
@@ -82,10 +82,10 @@ def test_bad_lines_get_numerics_and_the_connection_goes_on() -> None:
     assert lines == [
         f":{SERVER} 417 * :Input line was too long",
         f":{SERVER} 421 * * :No command given",
-        f":{SERVER} PONG {SERVER} x",
+        f":{SERVER} PONG {SERVER} :x",
     ]
     _, lines = feed(protocol, b"x" * 10_000 + b"\r\nPING y\r\n")
-    assert lines == [f":{SERVER} 417 * :Input line was too long", f":{SERVER} PONG {SERVER} y"]
+    assert lines == [f":{SERVER} 417 * :Input line was too long", f":{SERVER} PONG {SERVER} :y"]
 
 
 def test_a_refused_nick_may_be_sent_again() -> None:
@@ -227,7 +227,7 @@ def test_fan_out_rendering() -> None:
     part = Frame("leave", room="#g", nick="bob", ts="t", reason="part")
     assert wire(render(part, plain))[0] == ":bob!bob@chatkit PART #g"
     assert wire(render(Frame("nick", old="a", new="b"), plain))[0] == ":a!a@chatkit NICK b"
-    assert wire(render(Frame("ping"), plain))[0] == f"PING {SERVER}"
+    assert wire(render(Frame("ping"), plain))[0] == f"PING :{SERVER}"
 
 
 def test_long_text_is_split_to_fit_512_bytes() -> None:

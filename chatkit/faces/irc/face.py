@@ -287,6 +287,8 @@ class IrcChannel:
                     hub.say(session, target, clean, action=action, defer=True)
                 else:
                     hub.allow_input(session, Say(clean))
+                    if session.unsettled:
+                        hub.settle(session)  # earlier room messages go first
                     hub.private(session, target, clean, action=action)
             except CommandError as exc:
                 self.fail(command, target, exc)

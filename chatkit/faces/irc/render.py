@@ -43,9 +43,7 @@ USER_HOST = "chatkit"  # the host part of every nick!user@host: one network, no 
 MAX_CODECS = 64  # codecs a face keeps: 2**3 capability sets for each server name; a bound
 # only against a misuse that would make a new style per connection.
 # Commands whose last parameter is a token, not text: written without a ":" if it can be.
-_TOKEN_LAST = frozenset(
-    {"JOIN", "NICK", "MODE", "PING", "PONG", "BATCH", "004", "221", "324", "329"}
-)
+_TOKEN_LAST = frozenset({"JOIN", "NICK", "MODE", "BATCH", "004", "221", "324", "329"})
 _UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
 
 
@@ -90,7 +88,7 @@ def _text_last(message: Message) -> bool:
     """Whether the last parameter of ``message`` is text (a lone PART's is a channel)."""
     if message.command in _TOKEN_LAST:
         return False
-    return len(message.params) > 1 or message.command in ("QUIT", "ERROR")
+    return len(message.params) > 1 or message.command in ("QUIT", "ERROR", "PING")
 
 
 def split_text(text: str, budget: int) -> list[str]:
