@@ -39,6 +39,9 @@ from chatkit.client import (
 from chatkit.codecs import render_text
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
+from chatkit.faces import Face
+from chatkit.faces.irc.face import NETWORK_NAME, SERVER_NAME, IrcFace
+from chatkit.faces.line import LineFace
 from chatkit.plugins import (
     DISTRIBUTION,
     check_plugin_sections,
@@ -257,6 +260,14 @@ def serve(
             help="Seconds a pinged client has to answer. \\[default: 60]", metavar="SECONDS"
         ),
     ] = None,
+    irc_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also speak IRC on this port (0: any free one), for irssi, WeeChat or "
+            "HexChat (docs/irc.md). \\[default: [faces.irc] port in the config file, else off]",
+            metavar="PORT",
+        ),
+    ] = None,
     db: Annotated[
         str | None,
         typer.Option(
@@ -310,7 +321,7 @@ def serve(
         )
         for handler in logging.getLogger().handlers:
             handler.addFilter(_said_by_banner)
-        server = Server(config=cfg)
+        server = Server(config=cfg, faces=_faces(cfg, irc_port))
     except UsageError as exc:
         raise _fail(exc) from None
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl+C
@@ -345,6 +356,10 @@ def serve(
         hosts = local_addresses(socket.AF_INET6 if ":" in host_ else socket.AF_INET)
         tries = " or ".join(f"nc {h} {port_}" for h in (hosts if everywhere else [host_]))
         typer.echo(f"try: {tries}   (type a nick, then chat; Ctrl+C here stops it)")
+        if "irc" in server.addresses:
+            irc_host, irc_port_ = server.addresses["irc"]
+            shown = f"[{irc_host}]" if ":" in irc_host else irc_host
+            typer.echo(f"IRC: irc://{shown}:{irc_port_}   (irssi: /connect {irc_host} {irc_port_})")
         sys.stdout.flush()
         # The server runs in its threads; this waits for a signal, or for the server
         # to stop itself (Server.fail).
@@ -362,6 +377,24 @@ def serve(
 
 
 _ANY_ADDRESS = ("0.0.0.0", "::", "")  # listening on every interface
+
+
+def _faces(config: Config, irc_port: int | None) -> list[Face]:
+    """The line face, and the IRC face if ``--irc-port`` or ``[faces.irc] port`` asks."""
+    faces: list[Face] = [LineFace()]
+    irc = config.faces.get("irc", {})
+    port = irc_port if irc_port is not None else irc.get("port")
+    if port is not None:
+        faces.append(
+            IrcFace(
+                host=irc.get("host"),
+                port=port,
+                server_name=irc.get("server_name", SERVER_NAME),
+                network=irc.get("network", NETWORK_NAME),
+            )
+        )
+    return faces
+
 
 # Log lines that say what serve's own output already says: one line per fact.
 _BANNER_FACTS = {

@@ -29,11 +29,18 @@ class Codec:
     make one per format, at import time, and share it.
     """
 
-    __slots__ = ("_serialize", "name")
+    __slots__ = ("_serialize", "echo", "name")
 
-    def __init__(self, name: str, serialize: Callable[[Frame], bytes]) -> None:
+    def __init__(
+        self, name: str, serialize: Callable[[Frame], bytes], *, echo: bool = True
+    ) -> None:
         self.name = name
         """A short name for logs and reprs (``json``, ``text``)."""
+        self.echo = echo
+        """Whether a client gets its own messages back from a fan-out (JSON and text
+        clients do: the copy carries the message's id). False (IRC clients that did not
+        negotiate ``echo-message``): the fan-out skips, for each recipient in this
+        codec, the frames whose :attr:`Frame.origin` is its own session."""
         self._serialize = serialize
 
     def serialize(self, frame: Frame) -> bytes:

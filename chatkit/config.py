@@ -16,6 +16,12 @@ A config file looks like this (every key optional)::
     [plugins.profanity]           # handed to the plugin via chatkit_configure
     action = "mask"
 
+    [faces.irc]                   # an IRC listener beside the line one (docs/irc.md)
+    port = 6667
+    host = "127.0.0.1"            # default: [server] host
+    server_name = "chat.example.org"
+    network = "example"
+
 Command-line flags win over the file.
 """
 
@@ -139,6 +145,9 @@ class Config:
     """The server's limits."""
     plugin_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-plugin settings: the ``[plugins.NAME]`` tables of the config file."""
+    faces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Listeners beside the line face: the ``[faces.NAME]`` tables of the config file
+    (``irc``: ``host``, ``port``, ``server_name``, ``network``), checked here."""
     source: Path | None = None
     """The file this config was read from, if any."""
 
@@ -148,6 +157,9 @@ class Config:
 
 
 _SERVER_KEYS = {"host", "port", "plugins", "disable", "default_room", "log_level", "bidi"}
+_FACE_KEYS: dict[str, dict[str, type]] = {
+    "irc": {"host": str, "port": int, "server_name": str, "network": str},
+}
 
 
 _TYPE_NAMES = {
@@ -184,11 +196,11 @@ def load_config(path: Path | str) -> Config:
 def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
     """Build a :class:`Config` from the parsed TOML document ``data``."""
     where = f"{source}: " if source else ""
-    unknown = set(data) - {"server", "limits", "plugins"}
+    unknown = set(data) - {"server", "limits", "plugins", "faces"}
     if unknown:
         raise UsageError(
             f"{where}unknown section(s) {', '.join(sorted(unknown))}; "
-            "expected [server], [limits] and [plugins.NAME]"
+            "expected [server], [limits], [faces.NAME] and [plugins.NAME]"
         )
     config = Config(source=source)
     server = data.get("server", {})
@@ -238,6 +250,24 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
     for name, table in plugins.items():
         _check_type(f"{where}[plugins.{name}]", table, dict)
     config.plugin_config = {name: dict(table) for name, table in plugins.items()}
+    faces = data.get("faces", {})
+    _check_type(f"{where}[faces]", faces, dict)
+    for name, table in faces.items():
+        if name not in _FACE_KEYS:
+            expected = ", ".join(f"[faces.{known}]" for known in sorted(_FACE_KEYS))
+            raise UsageError(f"{where}unknown face [faces.{name}]; expected {expected}")
+        _check_type(f"{where}[faces.{name}]", table, dict)
+        keys = _FACE_KEYS[name]
+        for key, value in table.items():
+            if key not in keys:
+                raise UsageError(
+                    f"{where}unknown key faces.{name}.{key}; "
+                    f"expected one of {', '.join(sorted(keys))}"
+                )
+            _check_type(f"{where}[faces.{name}] {key}", value, keys[key])
+            if key in ("server_name", "network") and (not value or " " in value):
+                raise UsageError(f"{where}[faces.{name}] {key} must be one word, not {value!r}")
+        config.faces[name] = dict(table)
     return config
 
 

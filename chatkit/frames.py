@@ -29,13 +29,18 @@ class Frame:
     uses a codec: :meth:`encode` caches its result. Frames are immutable once built.
     """
 
-    __slots__ = ("_encoded", "fields", "type")
+    __slots__ = ("_encoded", "fields", "origin", "type")
 
     def __init__(self, type: str, **fields: Any) -> None:
         self.type = type
         """The frame type (``message``, ``join``, ...)."""
         self.fields = fields
         """The frame's fields, in documented order; do not change after building."""
+        self.origin: int | None = None
+        """The id of the session whose message this is (set by the hub on ``message``
+        and ``private`` frames before they are fanned out), else ``None``. A codec
+        whose clients must not get their own messages back (``Codec.echo`` false: IRC
+        without ``echo-message``) makes the fan-out skip them for their sender."""
         self._encoded: dict[Serializer, bytes] = {}
 
     def to_dict(self) -> dict[str, Any]:

@@ -639,6 +639,7 @@ class Hub:
             message.id, message.ts = self._ids.next()
             message.room = found.name
             frame = message_frame(message)
+            frame.origin = session.id  # its sender may not want it back (Codec.echo)
             if self._sequenced:
                 entry = _MessageEntry(frame, found)
                 found.lane.append(entry)
@@ -668,6 +669,7 @@ class Hub:
             message.id, message.ts = self._ids.next()
             message.to = target.nick
             frame = message_frame(message)
+            frame.origin = session.id  # its sender may not want it back (Codec.echo)
             parties = list({session.id: session, target.id: target}.values())
             if self._sequenced:
                 entry = _MessageEntry(frame, parties)

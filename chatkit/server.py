@@ -367,6 +367,8 @@ class Writer:
         encoded: dict[Codec, bytes] = {}
         codec: Codec | None = None
         data = b""
+        echo = True
+        origins: set[int | None] = set()
         scheduled = False
         append = self._append
         with self._lock:
@@ -381,6 +383,17 @@ class Writer:
                     if found is None:
                         found = encoded[codec] = _encode_run(frames, codec)
                     data = found
+                    echo = codec.echo
+                    if not echo and not origins:
+                        origins = {frame.origin for frame in frames}
+                # A codec without echo (IRC without echo-message): its clients do not
+                # get their own messages back. One boolean test for everyone else.
+                if not echo and conn.session.id in origins:
+                    own = conn.session.id
+                    rest = [frame for frame in frames if frame.origin != own]
+                    if rest:
+                        scheduled |= append(conn, _encode_run(rest, codec))
+                    continue
                 scheduled |= append(conn, data)
             return scheduled and self._need_wake()
 

@@ -458,7 +458,8 @@ def chat_client(chat_server: Server) -> Iterator[Callable[..., ChatClient]]:
 def text_client(chat_server: Server) -> Iterator[Callable[..., TextClient]]:
     """Connect text-mode clients, as ``nc`` would: ``text_client(nick)`` or ``(server, nick)``.
 
-    With a nick, sends it as the first line and waits for the welcome line.
+    With a nick, sends it as the first line and waits for the welcome line and its own
+    join (the lines after the welcome stay pending for ``expect``).
     """
     clients: list[TextClient] = []
 
@@ -470,7 +471,15 @@ def text_client(chat_server: Server) -> Iterator[Callable[..., TextClient]]:
         clients.append(client)
         if nick is not None:
             client.send_line(nick)
-            client.expect("Welcome to chatkit")
+            welcome = client.expect("Welcome to chatkit")
+            if "You are in #" in welcome:
+                # As ChatClient.login: wait for its own join (a plugin's greeting comes
+                # in between), so that others see it there once this returns. The
+                # lines stay pending for expect().
+                deadline = time.monotonic() + client.timeout
+                while not any(" joined #" in line for line in client.pending):
+                    if not client._read_text(deadline):
+                        raise AssertionError(f"{nick!r} was welcomed but never joined a room")
         return client
 
     yield connect

@@ -129,7 +129,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "limits",
             "source",
         ],
-        set(),
+        {"faces"},  # the listeners' settings ([faces.irc]): for the CLI, not for plugins
     ),
 ]
 

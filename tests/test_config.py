@@ -68,6 +68,10 @@ def test_a_full_config_file(tmp_path: Path) -> None:
         ('[limits]\nidle_timeout = "abc"\n', "[limits] idle_timeout must be a number, not 'abc'"),
         ("[server]\nhost = 1\n", "[server] host must be a string, not 1"),
         ('[server]\nbidi = "strip"\n', "[server] bidi must be one of replace, refuse, allow"),
+        ("[faces.web]\nport = 1\n", "unknown face [faces.web]; expected [faces.irc]"),
+        ("[faces.irc]\nprot = 1\n", "unknown key faces.irc.prot"),
+        ('[faces.irc]\nport = "6667"\n', "[faces.irc] port must be an integer"),
+        ('[faces.irc]\nnetwork = "my net"\n', "[faces.irc] network must be one word"),
     ],
 )
 def test_bad_config_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -87,3 +91,23 @@ def test_defaults() -> None:
     assert (limits.login_timeout, limits.idle_timeout, limits.ping_timeout) == (30, 300, 60)
     assert (limits.max_pending, limits.first_byte_timeout) == (1000, 15)
     assert (limits.connect_rate, limits.connect_burst) == (10, 20)
+
+
+def test_the_irc_face_table(tmp_path: Path) -> None:
+    """[faces.irc] is read as the IRC listener's settings."""
+    config = load_config(
+        write(
+            tmp_path,
+            '[faces.irc]\nport = 6697\nhost = "::1"\nserver_name = "chat.example.org"\n'
+            'network = "Example"\n',
+        )
+    )
+    assert config.faces == {
+        "irc": {
+            "port": 6697,
+            "host": "::1",
+            "server_name": "chat.example.org",
+            "network": "Example",
+        }
+    }
+    assert Config().faces == {}

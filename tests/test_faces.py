@@ -138,3 +138,49 @@ def test_a_face_whose_port_is_taken_is_named() -> None:
         server = Server("127.0.0.1", 0, faces=[LineFace(), ShoutFace(port=port)])
         with pytest.raises(UsageError, match=rf"cannot listen on 127.0.0.1:{port} \(shout face\)"):
             server.start()
+
+
+QUIET = Codec("shout-quiet", _shout, echo=False)
+"""SHOUT for clients that do not want their own messages back (as IRC without echo-message)."""
+
+
+class QuietChannel(ShoutChannel):
+    def __init__(self, hub: Hub, session: Session, link: Link) -> None:
+        super().__init__(hub, session, link)
+        link.codec = QUIET
+
+
+class QuietFace(ShoutFace):
+    name = "quiet"
+
+    def open(self, hub: Hub, session: Session, link: Link) -> ShoutChannel:
+        return QuietChannel(hub, session, link)
+
+
+@pytest.mark.parametrize("history", [True, False], ids=["sequenced", "direct"])
+def test_a_codec_without_echo_skips_its_clients_own_messages(history: bool) -> None:
+    """Fan-out skips, for clients whose codec has echo=False only, the messages they sent
+    (room and private); JSON clients still get their own copy, with its id."""
+    from chatkit.testing import make_config
+
+    config = make_config(disable=[] if history else ["history"])
+    quiet = QuietFace(port=0)
+    with (
+        Server("127.0.0.1", 0, faces=[LineFace(), quiet], config=config) as server,
+        ChatClient(server.addresses["line"]) as alice,
+        TextClient(server.addresses["quiet"]) as bob,
+    ):
+        alice.login("alice")
+        bob.send_line("bob")
+        bob.expect("* BOB JOINED #GENERAL")
+        bob.send_line("one")
+        bob.send_line("/msg alice two")
+        bob.send_line("/me three")
+        alice.expect("message", text="one", nick="bob")
+        alice.expect("private", text="two")
+        alice.expect("message", text="three", action=True)
+        alice.say("four")  # after bob's three: a marker for what bob was sent before
+        assert alice.expect("message")["text"] == "four"  # alice's own copy, with its id
+        seen: list[str] = []
+        bob.expect(lambda line: seen.append(line) is None and "FOUR" in line)
+        assert not [line for line in seen if "ONE" in line or "TWO" in line or "THREE" in line]

@@ -1,6 +1,11 @@
-"""The IRC face (work in progress): IRC clients in the same rooms as everyone else.
+"""The IRC face: IRC clients in the same rooms as everyone else (docs/irc.md).
 
-``message.py`` is the IRC message grammar, sans I/O.
+One concept per module: ``message.py`` the IRC message grammar, ``numerics.py`` the
+numerics by name, ``render.py`` frames as IRC lines (the codecs fan-outs use),
+``protocol.py`` one connection's state (registration, capabilities), ``face.py`` the
+face and the adapter to hub operations.
 """
 
-__all__: list[str] = []
+from chatkit.faces.irc.face import IrcChannel, IrcFace
+
+__all__ = ["IrcChannel", "IrcFace"]

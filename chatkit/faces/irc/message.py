@@ -77,10 +77,11 @@ class Message:
     tags: dict[str, str] = field(default_factory=dict)
     """IRCv3 tags, values unescaped (``""`` for a tag without a value)."""
 
-    def line(self) -> str:
+    def line(self, trailing: bool = False) -> str:
         """The message as one line, without CR-LF. The last parameter is sent as a
-        trailing one (``:text``) when it must be (empty, a space, a leading ``:``) or
-        when there are several words in it; every other one must be a middle one."""
+        trailing one (``:text``) when it must be (empty, a space, a leading ``:``),
+        or always with ``trailing`` (text, by convention); every other one must be a
+        middle one."""
         parts: list[str] = []
         if self.tags:
             parts.append(
@@ -96,7 +97,7 @@ class Message:
         if self.params:
             *middle, last = self.params
             parts.extend(middle)
-            if not last or " " in last or last.startswith(":"):
+            if trailing or not last or " " in last or last.startswith(":"):
                 parts.append(f":{last}")
             else:
                 parts.append(last)

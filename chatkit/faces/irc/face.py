@@ -1,0 +1,566 @@
+"""The IRC face: IRC clients (irssi, WeeChat, HexChat) in the same rooms as everyone else.
+
+``IrcFace`` is what ``Server(faces=[LineFace(), IrcFace(port=6667)])`` listens with;
+``IrcChannel`` is one connection: its :class:`~chatkit.faces.irc.protocol.IrcProtocol`
+and the adapter from IRC commands to hub operations (``JOIN`` → ``hub.join``,
+``PRIVMSG #room`` → ``hub.say``, ``PRIVMSG nick`` → ``hub.private``, ``NICK`` →
+``hub.rename``, ``FOO args`` → the chat command ``/foo args`` if a plugin registered
+one). Answers that only IRC has (``NAMES``, ``WHO``, ``LIST`` ...) are built here from
+what the hub tells (``hub.who``, ``hub.rooms``, ``hub.find``) and sent as a
+face-private ``irc`` frame, which only this face's protocol renders. Refusals come
+back from the hub as :class:`CommandError`; they go to the client as ``error``
+frames naming the IRC command and target, which the protocol turns into numerics.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from chatkit import names
+from chatkit.errors import CommandError
+from chatkit.events import Hello, Say
+from chatkit.faces.irc import numerics as n
+from chatkit.faces.irc.message import Message
+from chatkit.faces.irc.protocol import Closed, Command, IrcProtocol, Register, names_lines
+from chatkit.faces.irc.render import USER_HOST, CodecCache, Style, encode_lines, notices
+from chatkit.frames import Frame
+from chatkit.protocol import RemoteProtocolError, clean_text
+from chatkit.version import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from chatkit.faces import Link
+    from chatkit.hub import Hub
+    from chatkit.session import Session
+
+__all__ = ["IrcChannel", "IrcFace"]
+
+SERVER_NAME = "chatkit.local"  # the server's name in numerics, unless configured
+NETWORK_NAME = "chatkit"  # the network's name (001, NETWORK=), unless configured
+MAX_TARGETS = 4  # targets of one PRIVMSG or NOTICE (ISUPPORT TARGMAX); more are ignored
+MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
+MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
+CHAN_MODES = "+nt"  # what every chat room is, in IRC's terms: no messages from outside, and
+# nobody sets a topic
+# mIRC formatting (bold, colours, italics, reverse, reset ...): stripped from what IRC
+# users say, since the other faces' clients would show them as U+FFFD.
+_FORMATTING = re.compile(
+    r"\x03(?:\d{1,2}(?:,\d{1,2})?)?|\x04(?:[0-9a-fA-F]{6}(?:,[0-9a-fA-F]{6})?)?"
+    r"|[\x02\x0f\x11\x16\x1d\x1e\x1f]"
+)
+
+
+class IrcFace:
+    """IRC (RFC 1459/2812 as clients speak it today, with IRCv3 capabilities); see docs/irc.md."""
+
+    name = "irc"
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = 6667,
+        *,
+        server_name: str = SERVER_NAME,
+        network: str = NETWORK_NAME,
+    ) -> None:
+        self.host = host
+        """Address to listen on; ``None``: the server's."""
+        self.port = port
+        """Port to listen on (0: any free one); ``None``: the server's."""
+        self.server_name = server_name
+        """The server's name, as IRC clients see it (the source of numerics)."""
+        self.network = network
+        """The network's name (``001``, ISUPPORT ``NETWORK``)."""
+        self.codecs = CodecCache()
+        """One codec per set of byte-changing capabilities in use."""
+        self.started = time.time()
+        """When the face was made: the creation time of every room (``329``)."""
+
+    def __repr__(self) -> str:
+        return f"IrcFace(host={self.host!r}, port={self.port!r}, server_name={self.server_name!r})"
+
+    def early(self, frame: Frame) -> bytes:
+        """``frame`` for a connection not registered yet: ERROR for a refusal, else a NOTICE."""
+        return _early(self.server_name, frame.type, str(frame.fields.get("text", "")))
+
+    def greeting(self) -> bytes | None:
+        return None  # IRC clients speak first
+
+    def open(self, hub: Hub, session: Session, link: Link) -> IrcChannel:
+        return IrcChannel(self, hub, session, link)
+
+    def isupport(self, hub: Hub) -> list[str]:
+        """The ``005`` tokens for ``hub``'s settings."""
+        limits = hub.config.limits
+        tokens = [
+            "AWAYLEN=" + str(MAX_AWAY_CHARS),
+            # chatkit folds nicks with Unicode case folding: for ASCII nicks that is
+            # "ascii" ([ and { differ), and clients know no better name for the rest.
+            "CASEMAPPING=ascii",
+            "CHANMODES=,,,nt",
+            f"CHANNELLEN={limits.max_room}",
+            "CHANTYPES=#",
+            f"NETWORK={self.network}",
+            f"NICKLEN={limits.max_nick}",
+            "PREFIX=(ov)@+",
+            f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS}",
+            "UTF8ONLY",
+        ]
+        if hub.commands.get("history") is not None:
+            tokens.append("MSGREFTYPES=msgid")
+        return tokens
+
+
+@functools.lru_cache(maxsize=256)
+def _early(server: str, kind: str, text: str) -> bytes:
+    # Cached: in a storm the same refusal goes to thousands of connections.
+    if kind == "error":
+        return encode_lines([Message("ERROR", (f"Closing Link: * ({text})",))])
+    return encode_lines(notices(server, "*", text))
+
+
+class IrcChannel:
+    """One IRC connection: its protocol object and the adapter to the hub."""
+
+    def __init__(self, face: IrcFace, hub: Hub, session: Session, link: Link) -> None:
+        self.face = face
+        self.hub = hub
+        self.session = session
+        self.link = link
+        self.protocol = IrcProtocol(
+            face.server_name,
+            face.network,
+            face.isupport(hub),
+            client_host=link.address[0],
+            version=f"chatkit-{__version__}",
+            created=datetime.fromtimestamp(face.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        )
+        """The connection's sans-I/O protocol state."""
+        # Synchronize send(): frames for this client alone come from its reader and
+        # from other threads (the watchdog's ping, a plugin's notice), and the
+        # protocol's sending state (nick, MOTD, open batch) changes as it renders.
+        # Never held across anything but rendering.
+        self._send_lock = threading.Lock()
+        self._style: Style = self.protocol.style
+        link.codec = face.codecs.get(self._style)  # fan-outs encode in it from the start
+        self.modes: set[str] = set()
+        """The client's user modes (only ``i``, which changes nothing here)."""
+        session.data["irc"] = {"realname": "", "away": None}
+
+    # -- the Channel interface -----------------------------------------------------------
+
+    def encode(self, frame: Frame) -> bytes:
+        with self._send_lock:
+            return self.protocol.send(frame)
+
+    def receive(self, data: bytes) -> bool:
+        protocol, link = self.protocol, self.link
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+        while True:
+            event = protocol.next_event()
+            replies = protocol.replies()
+            if replies:
+                self.send(*replies)
+            style = protocol.style
+            if style != self._style:
+                # CAP REQ changed what fan-outs must send this client: its codec.
+                self._style = style
+                link.codec = self.face.codecs.get(style)
+            if event is None:
+                return True
+            if isinstance(event, Closed):
+                return False
+            link.pace()
+            self.act(event)
+            if link.finishing:
+                return False
+
+    # -- acting on events ----------------------------------------------------------------
+
+    def send(self, *messages: Message) -> None:
+        """Send IRC messages of the face's own (numerics: the nick is added) to the client."""
+        self.session.send(Frame("irc", messages=list(messages)))
+
+    def act(self, event: Register | Command) -> None:
+        """Act on one event; refusals go back to the client as numerics."""
+        hub, session = self.hub, self.session
+        if isinstance(event, Register):
+            self.register(event)
+            return
+        message = event.message
+        command = message.command
+        if session.unsettled and command not in ("PRIVMSG", "NOTICE"):
+            hub.settle(session)  # answers come in the order of the lines
+        handler = _HANDLERS.get(command)
+        try:
+            if handler is not None:
+                handler(self, message.params)
+            else:
+                self.chat_command(command, message.params)
+        except CommandError as exc:
+            if session.unsettled:
+                hub.settle(session)
+            session.error(exc.code, exc.text, irc_command=command, **exc.details)
+
+    def fail(self, command: str, target: str, exc: CommandError) -> None:
+        """Tell the client that ``command`` failed for ``target``."""
+        if self.session.unsettled:
+            self.hub.settle(self.session)
+        self.session.error(exc.code, exc.text, irc_command=command, target=target)
+
+    def register(self, event: Register) -> None:
+        hub, session = self.hub, self.session
+        fields: dict[str, Any] = {} if event.password is None else {"password": event.password}
+        session.data["irc"]["realname"] = event.realname
+        try:
+            hub.allow_input(session, Hello(event.nick, fields=fields))
+            hub.login(session, event.nick, fields)
+        except CommandError as exc:
+            if exc.code in ("nick_taken", "bad_nick", "rate_limited"):
+                self.fail("NICK", event.nick, exc)
+                return
+            # Refused by a plugin (a wrong password...): IRC clients cannot ask again.
+            session.send(Frame("irc_close", text=exc.text))
+            session.disconnect(f"login refused: {exc.code}")
+            return
+        self.send()  # ends the MOTD if nothing after the welcome did
+
+    def chat_command(self, command: str, params: tuple[str, ...]) -> None:
+        """A command IRC does not have: a chat command of that name, or ``421``."""
+        name = command.lower()
+        if self.hub.commands.get(name) is None or not self.session.logged_in:
+            self.send(Message(n.ERR_UNKNOWNCOMMAND, (command, "Unknown command")))
+            return
+        line = f"/{name} {' '.join(params)}".rstrip()
+        self.hub.allow_input(self.session, Say(line, command=True))
+        self.hub.run_command(self.session, line, None)
+
+    def _input(self, line: str) -> None:
+        """Count a line against the input limits (flood), as the line face does."""
+        self.hub.allow_input(self.session, Say(line, command=line.startswith("/")))
+
+    # -- commands ------------------------------------------------------------------------
+
+    def quit(self, params: tuple[str, ...]) -> None:
+        reason = params[0] if params and params[0] else ""
+        text = f"Quit: {reason}" if reason else "Client Quit"
+        self.session.send(Frame("irc_close", text=text))
+        self.session.disconnect(f"quit: {reason}" if reason else "quit")
+
+    def privmsg(self, params: tuple[str, ...], command: str = "PRIVMSG") -> None:
+        notice = command == "NOTICE"
+        if not params or not params[0]:
+            if not notice:
+                self.send(Message(n.ERR_NORECIPIENT, (f"No recipient given ({command})",)))
+            return
+        if len(params) < 2 or not params[1]:
+            if not notice:
+                self.send(Message(n.ERR_NOTEXTTOSEND, ("No text to send",)))
+            return
+        parsed = _ctcp(params[1])
+        if parsed is None:
+            return  # a CTCP query other than ACTION: nobody here answers it
+        text, action = parsed
+        hub, session = self.hub, self.session
+        for target in params[0].split(",")[:MAX_TARGETS]:
+            if not target:
+                continue
+            try:
+                try:
+                    clean = clean_text(_FORMATTING.sub("", text), bidi=hub.config.bidi)
+                except RemoteProtocolError as exc:
+                    raise CommandError(exc.text, exc.code) from None
+                if not clean.strip():
+                    continue
+                if target.startswith("#"):
+                    hub.allow_input(session, Say(clean, room=target))
+                    # Consecutive messages are stored in a pipeline; settle() ends it.
+                    hub.say(session, target, clean, action=action, defer=True)
+                else:
+                    hub.allow_input(session, Say(clean))
+                    if session.unsettled:
+                        hub.settle(session)  # earlier room messages go first
+                    hub.private(session, target, clean, action=action)
+            except CommandError as exc:
+                self.fail(command, target, exc)
+
+    def notice(self, params: tuple[str, ...]) -> None:
+        self.privmsg(params, "NOTICE")
+
+    def join(self, params: tuple[str, ...]) -> None:
+        if not params or not params[0]:
+            self.send(Message(n.ERR_NEEDMOREPARAMS, ("JOIN", "Not enough parameters")))
+            return
+        self._input(f"/join {params[0]}")
+        if params[0] == "0":
+            for room in list(self.session.rooms.values()):
+                self._part(room, "left every room")
+            return
+        for room in params[0].split(","):
+            if not room:
+                continue
+            try:
+                self.hub.join(self.session, room)
+            except CommandError as exc:
+                self.fail("JOIN", room, exc)
+
+    def part(self, params: tuple[str, ...]) -> None:
+        if not params or not params[0]:
+            self.send(Message(n.ERR_NEEDMOREPARAMS, ("PART", "Not enough parameters")))
+            return
+        self._input(f"/part {params[0]}")
+        reason = params[1] if len(params) > 1 and params[1] else "part"
+        for room in params[0].split(","):
+            if room:
+                self._part(room, reason)
+
+    def _part(self, room: str, reason: str) -> None:
+        try:
+            self.hub.part(self.session, room, reason)
+        except CommandError as exc:
+            self.fail("PART", room, exc)
+
+    def nick(self, params: tuple[str, ...]) -> None:
+        if not params or not params[0]:
+            self.send(Message(n.ERR_NONICKNAMEGIVEN, ("No nickname given",)))
+            return
+        self._input(f"/nick {params[0]}")
+        try:
+            self.hub.rename(self.session, params[0])
+        except CommandError as exc:
+            self.fail("NICK", params[0], exc)
+
+    def names_reply(self, params: tuple[str, ...]) -> None:
+        if not params or not params[0]:
+            self.send(Message(n.RPL_ENDOFNAMES, ("*", "End of /NAMES list.")))
+            return
+        lines: list[Message] = []
+        for room in params[0].split(","):
+            members = self.hub.who(room) or []
+            lines += names_lines(self.face.server_name, self.protocol.nick, room, members)
+        self.send(*lines)
+
+    def who(self, params: tuple[str, ...]) -> None:
+        mask = params[0] if params and params[0] else "*"
+        lines: list[Message] = []
+        if mask.startswith("#"):
+            members = self.hub.who(mask) or []
+            room = self._room_name(mask)
+            for nick in members:
+                lines.append(self._who_line(room, nick))
+        else:
+            found = self.hub.find(mask)
+            if found is not None and found.nick is not None:
+                lines.append(self._who_line("*", found.nick))
+        lines.append(Message(n.RPL_ENDOFWHO, (mask, "End of /WHO list.")))
+        self.send(*lines)
+
+    def _who_line(self, room: str, nick: str) -> Message:
+        info = self._info(nick)
+        here = "G" if info.get("away") else "H"
+        realname = info.get("realname") or nick
+        server = self.face.server_name
+        return Message(n.RPL_WHOREPLY, (room, nick, USER_HOST, server, nick, here, f"0 {realname}"))
+
+    def _info(self, nick: str) -> dict[str, Any]:
+        """The IRC details of the session called ``nick`` (empty for other faces')."""
+        found = self.hub.find(nick)
+        if found is None:
+            return {}
+        info = found.data.get("irc")
+        return info if isinstance(info, dict) else {}
+
+    def _room_name(self, room: str) -> str:
+        """``room`` as the chat spells it (``#General`` → ``#general``), if it exists."""
+        key = names.fold(room)
+        for name in self.hub.rooms():
+            if names.fold(name) == key:
+                return name
+        return room
+
+    def whois(self, params: tuple[str, ...]) -> None:
+        if not params or not params[-1]:
+            self.send(Message(n.ERR_NONICKNAMEGIVEN, ("No nickname given",)))
+            return
+        nick = params[-1].split(",")[0]
+        found = self.hub.find(nick)
+        if found is None or found.nick is None:
+            self.send(
+                Message(n.ERR_NOSUCHNICK, (nick, "No such nick/channel")),
+                Message(n.RPL_ENDOFWHOIS, (nick, "End of /WHOIS list.")),
+            )
+            return
+        nick = found.nick
+        info = self._info(nick)
+        lines = [
+            Message(n.RPL_WHOISUSER, (nick, nick, USER_HOST, "*", info.get("realname") or nick))
+        ]
+        rooms = list(found.rooms.values())
+        if rooms:
+            lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(rooms))))
+        lines.append(Message(n.RPL_WHOISSERVER, (nick, self.face.server_name, "chatkit")))
+        if info.get("away"):
+            lines.append(Message(n.RPL_AWAY, (nick, info["away"])))
+        lines.append(Message(n.RPL_ENDOFWHOIS, (nick, "End of /WHOIS list.")))
+        self.send(*lines)
+
+    def topic(self, params: tuple[str, ...]) -> None:
+        if not params or not params[0]:
+            self.send(Message(n.ERR_NEEDMOREPARAMS, ("TOPIC", "Not enough parameters")))
+            return
+        room = params[0]
+        if self.hub.who(room) is None:
+            self.send(Message(n.ERR_NOSUCHCHANNEL, (room, "No such channel")))
+        elif len(params) > 1:
+            self.send(Message(n.ERR_CHANOPRIVSNEEDED, (room, "chatkit rooms have no topic")))
+        else:
+            self.send(Message(n.RPL_NOTOPIC, (self._room_name(room), "No topic is set")))
+
+    def list_rooms(self, params: tuple[str, ...]) -> None:
+        wanted = {names.fold(r) for r in params[0].split(",")} if params and params[0] else None
+        lines = [Message(n.RPL_LISTSTART, ("Channel", "Users  Name"))]
+        for room, count in self.hub.rooms().items():
+            if wanted is None or names.fold(room) in wanted:
+                lines.append(Message(n.RPL_LIST, (room, str(count), "")))
+        lines.append(Message(n.RPL_LISTEND, ("End of /LIST",)))
+        self.send(*lines)
+
+    def mode(self, params: tuple[str, ...]) -> None:
+        if not params or not params[0]:
+            self.send(Message(n.ERR_NEEDMOREPARAMS, ("MODE", "Not enough parameters")))
+            return
+        target = params[0]
+        if target.startswith("#"):
+            if self.hub.who(target) is None:
+                self.send(Message(n.ERR_NOSUCHCHANNEL, (target, "No such channel")))
+                return
+            room = self._room_name(target)
+            if len(params) == 1:
+                self.send(
+                    Message(n.RPL_CHANNELMODEIS, (room, CHAN_MODES)),
+                    Message(n.RPL_CREATIONTIME, (room, str(int(self.face.started)))),
+                )
+            elif params[1].lstrip("+") in ("b", ""):
+                self.send(Message(n.RPL_ENDOFBANLIST, (room, "End of channel ban list")))
+            else:
+                self.send(Message(n.ERR_CHANOPRIVSNEEDED, (room, "You're not channel operator")))
+            return
+        if names.fold(target) != names.fold(self.protocol.nick):
+            self.send(Message(n.ERR_USERSDONTMATCH, ("Cant change mode for other users",)))
+            return
+        if len(params) == 1:
+            self.send(Message(n.RPL_UMODEIS, ("+" + "".join(sorted(self.modes)),)))
+            return
+        change, sign, unknown = "", "+", False
+        for char in params[1]:
+            if char in "+-":
+                sign = char
+            elif char == "i":
+                if (sign == "+") != ("i" in self.modes):
+                    self.modes.symmetric_difference_update("i")
+                    change += sign + char
+            else:
+                unknown = True
+        if change:
+            self.send(Message("MODE", (self.protocol.nick, change), self._source()))
+        if unknown:
+            self.send(Message(n.ERR_UMODEUNKNOWNFLAG, ("Unknown MODE flag",)))
+
+    def _source(self) -> str:
+        nick = self.protocol.nick
+        return f"{nick}!{nick}@{USER_HOST}"
+
+    def away(self, params: tuple[str, ...]) -> None:
+        info = self.session.data["irc"]
+        if params and params[0]:
+            info["away"] = params[0][:MAX_AWAY_CHARS]
+            self.send(Message(n.RPL_NOWAWAY, ("You have been marked as being away",)))
+        else:
+            info["away"] = None
+            self.send(Message(n.RPL_UNAWAY, ("You are no longer marked as being away",)))
+
+    def ison(self, params: tuple[str, ...]) -> None:
+        online = []
+        for nick in " ".join(params).split():
+            found = self.hub.find(nick)
+            if found is not None and found.nick is not None:
+                online.append(found.nick)
+        self.send(Message(n.RPL_ISON, (" ".join(online),)))
+
+    def userhost(self, params: tuple[str, ...]) -> None:
+        if not params:
+            self.send(Message(n.ERR_NEEDMOREPARAMS, ("USERHOST", "Not enough parameters")))
+            return
+        replies = []
+        for nick in params[:MAX_USERHOST]:
+            found = self.hub.find(nick)
+            if found is not None and found.nick is not None:
+                away = "-" if self._info(found.nick).get("away") else "+"
+                replies.append(f"{found.nick}={away}{found.nick}@{USER_HOST}")
+        self.send(Message(n.RPL_USERHOST, (" ".join(replies),)))
+
+    def motd(self, params: tuple[str, ...]) -> None:
+        if self.hub.commands.get("motd") is not None:
+            self.hub.run_command(self.session, "/motd", None)  # its reply is the MOTD
+        else:
+            self.send(Message(n.ERR_NOMOTD, ("MOTD File is missing",)))
+
+    def version(self, params: tuple[str, ...]) -> None:
+        text = "chatkit: one chat, many faces"
+        self.send(Message(n.RPL_VERSION, (f"chatkit-{__version__}.", self.face.server_name, text)))
+
+    def lusers(self, params: tuple[str, ...]) -> None:
+        users = len(self.hub.sessions())
+        rooms = len(self.hub.rooms())
+        self.send(
+            Message(n.RPL_LUSERCLIENT, (f"There are {users} users and 0 invisible on 1 servers",)),
+            Message(n.RPL_LUSERCHANNELS, (str(rooms), "channels formed")),
+            Message(n.RPL_LUSERME, (f"I have {users} clients and 0 servers",)),
+        )
+
+    def oper(self, params: tuple[str, ...]) -> None:
+        self.send(Message(n.ERR_NOOPERHOST, ("No O-lines for your host",)))
+
+
+def _ctcp(text: str) -> tuple[str, bool] | None:
+    """``(text, action)`` of a PRIVMSG's text; ``None`` for a CTCP query other than ACTION."""
+    if not text.startswith("\x01"):
+        return text, False
+    body = text[1:].removesuffix("\x01")
+    kind, _, rest = body.partition(" ")
+    if kind.upper() == "ACTION":
+        return rest, True
+    return None
+
+
+_HANDLERS: dict[str, Callable[[IrcChannel, tuple[str, ...]], None]] = {
+    "AWAY": IrcChannel.away,
+    "ISON": IrcChannel.ison,
+    "JOIN": IrcChannel.join,
+    "LIST": IrcChannel.list_rooms,
+    "LUSERS": IrcChannel.lusers,
+    "MODE": IrcChannel.mode,
+    "MOTD": IrcChannel.motd,
+    "NAMES": IrcChannel.names_reply,
+    "NICK": IrcChannel.nick,
+    "NOTICE": IrcChannel.notice,
+    "OPER": IrcChannel.oper,
+    "PART": IrcChannel.part,
+    "PRIVMSG": IrcChannel.privmsg,
+    "QUIT": IrcChannel.quit,
+    "TOPIC": IrcChannel.topic,
+    "USERHOST": IrcChannel.userhost,
+    "VERSION": IrcChannel.version,
+    "WHO": IrcChannel.who,
+    "WHOIS": IrcChannel.whois,
+}
+"""IRC commands and their handlers; any other goes to :meth:`IrcChannel.chat_command`."""

@@ -1,0 +1,81 @@
+"""The IRC numerics the face sends, by name (RFC 1459, RFC 2812, modern IRC docs).
+
+This file knows nothing else. Names follow the usual ``RPL_``/``ERR_`` spelling, so
+``grep ERR_NOSUCHNICK`` finds both the spec and the code.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ERROR_CODES"]
+
+RPL_WELCOME = "001"
+RPL_YOURHOST = "002"
+RPL_CREATED = "003"
+RPL_MYINFO = "004"
+RPL_ISUPPORT = "005"
+RPL_UMODEIS = "221"
+RPL_LUSERCLIENT = "251"
+RPL_LUSEROP = "252"
+RPL_LUSERCHANNELS = "254"
+RPL_LUSERME = "255"
+RPL_TRYAGAIN = "263"
+RPL_AWAY = "301"
+RPL_USERHOST = "302"
+RPL_ISON = "303"
+RPL_UNAWAY = "305"
+RPL_NOWAWAY = "306"
+RPL_WHOISUSER = "311"
+RPL_WHOISSERVER = "312"
+RPL_ENDOFWHO = "315"
+RPL_ENDOFWHOIS = "318"
+RPL_WHOISCHANNELS = "319"
+RPL_LISTSTART = "321"
+RPL_LIST = "322"
+RPL_LISTEND = "323"
+RPL_CHANNELMODEIS = "324"
+RPL_CREATIONTIME = "329"
+RPL_NOTOPIC = "331"
+RPL_VERSION = "351"
+RPL_WHOREPLY = "352"
+RPL_NAMREPLY = "353"
+RPL_ENDOFNAMES = "366"
+RPL_ENDOFBANLIST = "368"
+RPL_MOTD = "372"
+RPL_MOTDSTART = "375"
+RPL_ENDOFMOTD = "376"
+ERR_NOSUCHNICK = "401"
+ERR_NOSUCHCHANNEL = "403"
+ERR_CANNOTSENDTOCHAN = "404"
+ERR_INVALIDCAPCMD = "410"
+ERR_NORECIPIENT = "411"
+ERR_NOTEXTTOSEND = "412"
+ERR_INPUTTOOLONG = "417"
+ERR_UNKNOWNCOMMAND = "421"
+ERR_NOMOTD = "422"
+ERR_NONICKNAMEGIVEN = "431"
+ERR_ERRONEUSNICKNAME = "432"
+ERR_NICKNAMEINUSE = "433"
+ERR_NOTONCHANNEL = "442"
+ERR_NOTREGISTERED = "451"
+ERR_NEEDMOREPARAMS = "461"
+ERR_ALREADYREGISTERED = "462"
+ERR_CHANOPRIVSNEEDED = "482"
+ERR_NOOPERHOST = "491"
+ERR_UMODEUNKNOWNFLAG = "501"
+ERR_USERSDONTMATCH = "502"
+
+ERROR_CODES: dict[str, str] = {
+    "no_such_nick": ERR_NOSUCHNICK,
+    "no_such_room": ERR_NOSUCHCHANNEL,
+    "bad_room": ERR_NOSUCHCHANNEL,
+    "not_in_room": ERR_NOTONCHANNEL,
+    "bad_nick": ERR_ERRONEUSNICKNAME,
+    "nick_taken": ERR_NICKNAMEINUSE,
+    "need_more_params": ERR_NEEDMOREPARAMS,
+    "not_logged_in": ERR_NOTREGISTERED,
+    "rate_limited": RPL_TRYAGAIN,
+    "unknown_command": ERR_UNKNOWNCOMMAND,
+}
+"""The numeric of a chat ``error`` frame's ``code``, where IRC has one. Codes about a
+message that was not delivered (``dropped``, ``not_stored``, ``bad_text``) are
+``404`` for a channel; other codes become a server NOTICE."""

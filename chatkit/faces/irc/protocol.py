@@ -1,0 +1,478 @@
+"""One IRC connection as the server sees it, sans I/O: bytes in, events out; frames in,
+lines out.
+
+This file knows no socket, no thread and no hub. :class:`IrcProtocol` splits the
+client's bytes into lines (``chatkit.protocol.LineDecoder``), parses them
+(``message.py``), negotiates capabilities and registration itself, and hands the
+rest to its caller as events. Frames sent to this client alone pass through
+:meth:`IrcProtocol.send`, which learns its state from them (the ``welcome`` means
+registered, with a nick; a ``nick_taken`` error means NICK again) and may answer one
+frame with several lines (a JOIN with its names list, a MOTD). Fanned-out frames never
+pass here: they are rendered once per codec by ``render.py``.
+
+Registration, as the modern IRC client protocol has it::
+
+    [CAP LS 302] [CAP REQ :caps]... [PASS pw] NICK n / USER u 0 * :real (either order)
+    [CAP END]  -> Register event  -> welcome (001-005, MOTD or 422)
+                                  -> 433/432 (nick refused): NICK again
+
+``PING``, ``PONG``, ``CAP`` and ``QUIT`` work in any state; other commands before
+registration get ``451``. Bad lines (too long, no command) get their numeric and
+the connection goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from chatkit.codecs import render_text
+from chatkit.faces.irc import numerics as n
+from chatkit.faces.irc.message import (
+    MAX_LINE_BYTES,
+    MAX_TAG_BYTES,
+    IrcError,
+    Message,
+    parse,
+)
+from chatkit.faces.irc.render import (
+    BYTE_CAPS,
+    Style,
+    encode_lines,
+    notices,
+    render,
+    source,
+    split_text,
+)
+from chatkit.frames import Frame
+from chatkit.protocol import LineDecoder, LineTooLong
+
+__all__ = [
+    "CAPABILITIES",
+    "CLOSING_CODES",
+    "Closed",
+    "Command",
+    "IrcProtocol",
+    "Register",
+    "names_lines",
+]
+
+CAPABILITIES = ("batch", "echo-message", "message-tags", "server-time")
+"""The IRCv3 capabilities this server offers (``CAP LS``)."""
+CLOSING_CODES = frozenset({"login_timeout", "server_full", "too_many_connections", "server_busy"})
+"""Error codes the server sends just before it closes a connection: ``ERROR`` lines."""
+MAX_INPUT_BYTES = MAX_TAG_BYTES + MAX_LINE_BYTES  # bytes of one line from a client, tags
+# included (IRCv3 message-tags: 8191 for tags, 512 for the rest); longer ones get 417.
+ISUPPORT_PER_LINE = 13  # tokens in one 005 line (the modern IRC docs' advice)
+MAX_NAMES_LINE = MAX_LINE_BYTES - 2  # bytes of a 353 line before the next one starts
+
+
+# ---------------------------------------------------------------------------
+# Events (what the caller must act on)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Register:
+    """NICK and USER are in (and CAP negotiation over): log the client in as :attr:`nick`.
+
+    The caller answers with a ``welcome`` (then the protocol is registered) or an
+    ``error`` frame (``nick_taken``, ``bad_nick``: the client may send NICK again).
+    """
+
+    nick: str
+    user: str
+    realname: str
+    password: str | None
+    """The PASS the client sent, if any."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command for the chat (JOIN, PRIVMSG, WHO, QUIT ...): the caller's to act on."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The client closed its side; no event follows."""
+
+
+Event = Register | Command | Closed
+
+
+class IrcProtocol:
+    """The state of one IRC connection (see the module doc).
+
+    Receiving (the reader thread): :meth:`receive_data` / :meth:`receive_eof`, then
+    :meth:`next_event` until ``None``; after each call, send :meth:`replies`.
+    Sending (any thread, one at a time: the caller serializes): :meth:`send`.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        network: str,
+        isupport: list[str],
+        *,
+        client_host: str = "unknown",
+        version: str = "",
+        created: str = "",
+    ) -> None:
+        self.server = server
+        """The server's name: the source of numerics."""
+        self.network = network
+        """The network's name (``001``, ``NETWORK=``)."""
+        self.isupport = isupport
+        """The ``005`` tokens."""
+        self.client_host = client_host
+        """The client's address, for ``ERROR :Closing Link``."""
+        self.version = version
+        """The server's version, for ``002``/``004``/``351``."""
+        self.created = created
+        """When the server started, for ``003``."""
+        self.caps: set[str] = set()
+        """The capabilities the client negotiated (``CAP REQ``)."""
+        self.nick = "*"
+        """The client's nick as the chat knows it (``*`` until the ``welcome``)."""
+        self.registered = False
+        """True once the ``welcome`` was sent."""
+        self._decoder = LineDecoder(MAX_INPUT_BYTES)
+        self._eof = False
+        self._closed = False
+        self._replies: list[Message] = []
+        # Registration, receiving side.
+        self._negotiating = False  # CAP LS or REQ seen, no CAP END yet: registration waits
+        self._wanted_nick: str | None = None
+        self._user: tuple[str, str] | None = None  # (user, realname)
+        self._password: str | None = None
+        self._registering = False  # Register returned; waiting for welcome or refusal
+        # Sending side (the caller serializes send()).
+        self._motd: str | None = None  # None, "pending" (after welcome) or "open" (375 sent)
+        self._batch: str | None = None  # the reference of the replay batch open, if any
+        self._batch_ids = itertools.count(1)
+
+    # -- receiving data ----------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the client; after calling this you must drain :meth:`next_event`."""
+        self._decoder.feed(data)
+
+    def receive_eof(self) -> None:
+        """The client closed its side; after this :meth:`next_event` ends with
+        :class:`Closed`. Idempotent."""
+        self._eof = True
+
+    def next_event(self) -> Event | None:
+        """The next event to act on, or ``None`` when more data is needed.
+
+        Handles by itself what needs no chat (CAP, PING, PONG, registration steps,
+        bad lines) and queues its answers: after calling this, whatever it returns,
+        you must send :meth:`replies` before acting on the event.
+        """
+        while True:
+            line = self._decoder.next_line()
+            if line is None:
+                if self._eof and not self._closed:
+                    self._closed = True
+                    return Closed()
+                return None
+            if isinstance(line, LineTooLong):
+                self._numeric(n.ERR_INPUTTOOLONG, "Input line was too long")
+                continue
+            text = line.decode("utf-8", "replace").removesuffix("\r")
+            try:
+                message = parse(text)
+            except IrcError as exc:
+                if exc.numeric == n.ERR_UNKNOWNCOMMAND:
+                    self._numeric(exc.numeric, exc.command, exc.text)
+                else:
+                    self._numeric(exc.numeric, exc.text)
+                continue
+            if message is None:
+                continue
+            event = self._handle(message)
+            if event is not None:
+                return event
+
+    def replies(self) -> list[Message]:
+        """What the protocol answered by itself since the last call, in order; send it
+        (``Frame("irc", messages=...)``) before acting on the event just returned."""
+        replies, self._replies = self._replies, []
+        return replies
+
+    @property
+    def style(self) -> Style:
+        """What this client's fan-out bytes depend on: the key of its codec."""
+        return Style(self.server, frozenset(self.caps & BYTE_CAPS))
+
+    def _handle(self, message: Message) -> Event | None:
+        command, params = message.command, message.params
+        if command == "CAP":
+            self._cap(params)
+            return self._ready()
+        if command == "PING":
+            token = params[0] if params else self.server
+            self._replies.append(Message("PONG", (self.server, token), self.server))
+            return None
+        if command == "PONG":
+            return None  # the server noted that the client is alive
+        if command == "QUIT":
+            return Command(message)
+        if self.registered:
+            if command in ("USER", "PASS"):
+                self._numeric(n.ERR_ALREADYREGISTERED, "You may not reregister")
+                return None
+            return Command(message)
+        if command == "NICK":
+            if not params or not params[0]:
+                self._numeric(n.ERR_NONICKNAMEGIVEN, "No nickname given")
+                return None
+            self._wanted_nick = params[0]
+            return self._ready()
+        if command == "USER":
+            if len(params) < 4:
+                self._numeric(n.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
+                return None
+            self._user = (params[0], params[3])
+            return self._ready()
+        if command == "PASS":
+            if not params:
+                self._numeric(n.ERR_NEEDMOREPARAMS, "PASS", "Not enough parameters")
+                return None
+            self._password = params[0]
+            return None
+        self._numeric(n.ERR_NOTREGISTERED, "You have not registered")
+        return None
+
+    def _ready(self) -> Register | None:
+        """A Register event if registration may proceed now."""
+        if (
+            self.registered
+            or self._registering
+            or self._negotiating
+            or self._wanted_nick is None
+            or self._user is None
+        ):
+            return None
+        self._registering = True
+        user, realname = self._user
+        return Register(self._wanted_nick, user, realname, self._password)
+
+    def _cap(self, params: tuple[str, ...]) -> None:
+        sub = params[0].upper() if params else ""
+        if sub == "LS":
+            if not self.registered:
+                self._negotiating = True
+            self._replies.append(self._cap_line("LS", " ".join(CAPABILITIES)))
+        elif sub == "LIST":
+            self._replies.append(self._cap_line("LIST", " ".join(sorted(self.caps))))
+        elif sub == "REQ":
+            if not self.registered:
+                self._negotiating = True
+            wanted = params[1].split() if len(params) > 1 else []
+            names = [cap.removeprefix("-") for cap in wanted]
+            if wanted and all(name in CAPABILITIES for name in names):
+                for cap in wanted:
+                    if cap.startswith("-"):
+                        self.caps.discard(cap[1:])
+                    else:
+                        self.caps.add(cap)
+                self._replies.append(self._cap_line("ACK", " ".join(wanted)))
+            else:
+                self._replies.append(self._cap_line("NAK", " ".join(wanted)))
+        elif sub == "END":
+            self._negotiating = False
+        else:
+            self._numeric(n.ERR_INVALIDCAPCMD, sub or "*", "Invalid CAP command")
+
+    def _cap_line(self, sub: str, text: str) -> Message:
+        return Message("CAP", (self.nick, sub, text), self.server)
+
+    def _numeric(self, code: str, *params: str) -> None:
+        self._replies.append(Message(code, params))
+
+    # -- sending events ------------------------------------------------------------------
+
+    def send(self, frame: Frame) -> bytes:
+        """The bytes of ``frame`` for this client alone (possibly several lines, or none).
+
+        Learns from what it sends: a ``welcome`` registers (and is followed by the
+        MOTD: the ``notice``\\ s sent right after it, or ``422``); a ``nick`` or
+        refused nick changes the nick. Callers serialize calls.
+        """
+        out: list[Message] = []
+        if self._motd is not None and frame.type != "notice":
+            out += self._end_motd()
+        out += self._lines(frame)
+        return encode_lines([self._complete(message) for message in out])
+
+    def _complete(self, message: Message) -> Message:
+        """A message of the protocol's own as it goes out: from the server, and a
+        numeric addressed to the client's nick."""
+        if message.source is not None:
+            return message
+        params = message.params
+        if len(message.command) == 3 and message.command.isdigit():
+            params = (self.nick, *params)
+        return Message(message.command, params, self.server, message.tags)
+
+    def _lines(self, frame: Frame) -> list[Message]:
+        fields: dict[str, Any] = frame.fields
+        kind = frame.type
+        try:
+            if kind == "irc":
+                return list(fields["messages"])
+            if kind == "welcome":
+                return self._welcome(str(fields["nick"]))
+            if kind == "join" and "members" in fields:
+                return self._own_join(fields)
+            if kind == "nick":
+                self.nick = str(fields["new"])
+                return render(frame, self.style)
+            if kind == "notice":
+                return self._notice(str(fields["text"]))
+            if kind == "error":
+                return self._error(fields)
+            if kind == "reply":
+                if fields.get("command") == "motd":
+                    return self._motd_lines(str(fields["text"]))
+                return notices(self.server, self.nick, str(fields["text"]))
+            if kind == "irc_close":
+                return [self._closing(str(fields["text"]))]
+            if kind in ("message", "private") and fields.get("history") and "batch" in self.caps:
+                return self._replayed(frame)
+            if kind == "history":
+                return self._history_end(frame)
+        except (KeyError, TypeError, ValueError):
+            return notices(self.server, self.nick, render_text(frame))
+        return render(frame, self.style, self.nick)
+
+    def _welcome(self, nick: str) -> list[Message]:
+        self.nick = nick
+        self.registered = True
+        self._registering = False
+        self._motd = "pending"
+        lines = [
+            Message(n.RPL_WELCOME, (f"Welcome to the {self.network} IRC network, {nick}",)),
+            Message(
+                n.RPL_YOURHOST, (f"Your host is {self.server}, running version {self.version}",)
+            ),
+            Message(n.RPL_CREATED, (f"This server was created {self.created}",)),
+            Message(n.RPL_MYINFO, (self.server, self.version, "i", "nt")),
+        ]
+        for start in range(0, len(self.isupport), ISUPPORT_PER_LINE):
+            tokens = self.isupport[start : start + ISUPPORT_PER_LINE]
+            lines.append(Message(n.RPL_ISUPPORT, (*tokens, "are supported by this server")))
+        return lines
+
+    def _notice(self, text: str) -> list[Message]:
+        if self._motd == "pending":
+            self._motd = "open"
+            return [
+                Message(n.RPL_MOTDSTART, (f"- {self.server} Message of the day -",)),
+                *self._motd_body(text),
+            ]
+        if self._motd == "open":
+            return self._motd_body(text)
+        return notices(self.server, self.nick, text)
+
+    def _motd_body(self, text: str) -> list[Message]:
+        budget = MAX_LINE_BYTES - 80  # room for the server's name and the nick
+        return [Message(n.RPL_MOTD, (f"- {piece}",)) for piece in _pieces(text, budget)]
+
+    def _motd_lines(self, text: str) -> list[Message]:
+        return [
+            Message(n.RPL_MOTDSTART, (f"- {self.server} Message of the day -",)),
+            *self._motd_body(text),
+            Message(n.RPL_ENDOFMOTD, ("End of /MOTD command.",)),
+        ]
+
+    def _end_motd(self) -> list[Message]:
+        state, self._motd = self._motd, None
+        if state == "open":
+            return [Message(n.RPL_ENDOFMOTD, ("End of /MOTD command.",))]
+        return [Message(n.ERR_NOMOTD, ("MOTD File is missing",))]
+
+    def _own_join(self, fields: dict[str, Any]) -> list[Message]:
+        room = str(fields["room"])
+        lines = [Message("JOIN", (room,), source(self.nick))]
+        lines += names_lines(self.server, self.nick, room, [str(m) for m in fields["members"]])
+        return lines
+
+    def _error(self, fields: dict[str, Any]) -> list[Message]:
+        code, text = str(fields.get("code")), str(fields.get("text", ""))
+        command = fields.get("irc_command")
+        target = fields.get("target")
+        if code in CLOSING_CODES:
+            return [self._closing(text)]
+        if not self.registered:
+            self._registering = False  # login refused: the client may send NICK again
+            self._wanted_nick = None
+        if command == "NOTICE":
+            return []  # never an automatic reply to a NOTICE
+        if (
+            command == "PRIVMSG"
+            and isinstance(target, str)
+            and target.startswith("#")
+            and code in ("not_in_room", "no_such_room", "dropped", "not_stored", "bad_text")
+        ):
+            return [Message(n.ERR_CANNOTSENDTOCHAN, (target, text))]
+        numeric = n.ERROR_CODES.get(code)
+        if numeric in (n.RPL_TRYAGAIN, n.ERR_UNKNOWNCOMMAND) and command:
+            return [Message(numeric, (str(command), text))]
+        if numeric == n.ERR_NEEDMOREPARAMS:
+            return [Message(numeric, (str(command or "*"), text))]
+        if numeric == n.ERR_NOTREGISTERED:
+            return [Message(numeric, (text,))]
+        if numeric is not None and isinstance(target, str) and target:
+            return [Message(numeric, (target, text))]
+        return notices(self.server, self.nick, f"error [{code}]: {text}")
+
+    def _closing(self, text: str) -> Message:
+        return Message("ERROR", (f"Closing Link: {self.client_host} ({text})",))
+
+    def _replayed(self, frame: Frame) -> list[Message]:
+        fields = frame.fields
+        lines: list[Message] = []
+        if self._batch is None:
+            self._batch = f"h{next(self._batch_ids)}"
+            if "room" in fields:
+                target = str(fields["room"])
+            else:
+                other = fields["to"] if fields["from"] == self.nick else fields["from"]
+                target = str(other)
+            lines.append(Message("BATCH", (f"+{self._batch}", "chathistory", target)))
+        return lines + render(frame, self.style, self.nick, {"batch": self._batch})
+
+    def _history_end(self, frame: Frame) -> list[Message]:
+        if self._batch is not None:
+            ref, self._batch = self._batch, None
+            return [Message("BATCH", (f"-{ref}",))]
+        where = frame.fields.get("room") or self.nick
+        return notices(self.server, str(where), render_text(frame))
+
+
+def names_lines(server: str, nick: str, room: str, members: list[str]) -> list[Message]:
+    """``353`` lines listing ``members`` of ``room`` (as many as fit), then ``366``."""
+    head = len(f":{server} {n.RPL_NAMREPLY} {nick} = {room} :".encode())
+    lines: list[Message] = []
+    batch: list[str] = []
+    size = head
+    for member in members:
+        cost = len(member.encode()) + 1
+        if batch and size + cost > MAX_NAMES_LINE:
+            lines.append(Message(n.RPL_NAMREPLY, ("=", room, " ".join(batch))))
+            batch, size = [], head
+        batch.append(member)
+        size += cost
+    if batch:
+        lines.append(Message(n.RPL_NAMREPLY, ("=", room, " ".join(batch))))
+    lines.append(Message(n.RPL_ENDOFNAMES, (room, "End of /NAMES list.")))
+    return lines
+
+
+def _pieces(text: str, budget: int) -> list[str]:
+    return split_text(text, budget) or [""]

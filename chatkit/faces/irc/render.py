@@ -1,0 +1,228 @@
+"""Chat frames as IRC lines, the same for every recipient: the IRC face's codecs.
+
+This file knows no socket, no connection and no recipient. A frame fanned out
+(someone's message, join, leave or nick) is rendered once per :class:`Style` (the
+server's name and the capabilities that change bytes: ``message-tags``,
+``server-time``) and the same bytes go to every IRC client of that style; so the
+rendering here may depend on the frame and the style only. What depends on one
+client (its nick in numerics, its MOTD, an open batch) is the protocol's
+(``protocol.py``), which calls :func:`render` for the shared part.
+
+Rules: every line fits :data:`~chatkit.faces.irc.message.MAX_LINE_BYTES` (long
+text is split between PRIVMSGs, at a space where one is near); a multi-line chat
+message is one PRIVMSG per line; CR, LF and NUL never reach a parameter.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chatkit.codecs import Codec, render_text
+from chatkit.faces.irc.message import MAX_LINE_BYTES, Message
+from chatkit.frames import Frame
+
+__all__ = [
+    "BYTE_CAPS",
+    "CodecCache",
+    "Style",
+    "encode_lines",
+    "render",
+    "source",
+    "split_text",
+]
+
+BYTE_CAPS = frozenset({"message-tags", "server-time", "echo-message"})
+"""The capabilities that change what a fan-out sends a client (``echo-message``
+through :attr:`Codec.echo`): one codec per set of them in use."""
+USER_HOST = "chatkit"  # the host part of every nick!user@host: one network, no real hosts
+# shown (a fan-out's bytes may not depend on who sent, beyond the frame).
+MAX_CODECS = 64  # codecs a face keeps: 2**3 capability sets for each server name; a bound
+# only against a misuse that would make a new style per connection.
+# Commands whose last parameter is a token, not text: written without a ":" if it can be.
+_TOKEN_LAST = frozenset({"JOIN", "NICK", "MODE", "BATCH", "004", "221", "324", "329"})
+_UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
+
+
+@dataclass(frozen=True)
+class Style:
+    """What a fan-out's bytes depend on besides the frame: the key of one codec."""
+
+    server: str
+    """The server's name, the source of server messages and numerics."""
+    caps: frozenset[str]
+    """Those of :data:`BYTE_CAPS` the client negotiated."""
+
+    @property
+    def tags(self) -> bool:
+        """Whether the client takes ``msgid`` (and any tag beyond ``time``)."""
+        return "message-tags" in self.caps
+
+    @property
+    def time(self) -> bool:
+        """Whether the client takes the ``time`` tag (``server-time``)."""
+        return "server-time" in self.caps
+
+
+def source(nick: str) -> str:
+    """The ``nick!user@host`` a chat user speaks from."""
+    return f"{nick}!{nick}@{USER_HOST}"
+
+
+def encode_lines(messages: list[Message]) -> bytes:
+    """``messages`` as CR-LF terminated UTF-8 lines (a lone surrogate becomes ``?``).
+
+    Text (the last parameter of PRIVMSG, NOTICE, PART, QUIT, ERROR, CAP and of most
+    numerics) is always written as a trailing parameter, as servers do: some clients
+    count on the ``:``.
+    """
+    return "".join(f"{message.line(_text_last(message))}\r\n" for message in messages).encode(
+        "utf-8", "replace"
+    )
+
+
+def _text_last(message: Message) -> bool:
+    """Whether the last parameter of ``message`` is text (a lone PART's is a channel)."""
+    if message.command in _TOKEN_LAST:
+        return False
+    return len(message.params) > 1 or message.command in ("QUIT", "ERROR", "PING")
+
+
+def split_text(text: str, budget: int) -> list[str]:
+    """``text`` in pieces of at most ``budget`` UTF-8 bytes each, cut after a space when
+    one is in the last quarter of a piece, else between two characters. Empty lines
+    are dropped (IRC has no empty message); ``[]`` if nothing is left."""
+    budget = max(budget, 16)  # a nick near the limit still leaves room for some text
+    pieces: list[str] = []
+    for line in text.translate({0x0D: " ", 0x00: " "}).split("\n"):
+        while len(line.encode("utf-8", "replace")) > budget:
+            head = line.encode("utf-8", "replace")[:budget].decode("utf-8", "ignore")
+            cut = head.rfind(" ")
+            if cut >= len(head) * 3 // 4:
+                head = head[: cut + 1]
+            pieces.append(head)
+            line = line[len(head) :]
+        if line.strip():
+            pieces.append(line)
+    return pieces
+
+
+def _tags(style: Style, frame: Frame, extra: dict[str, str] | None) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    fields = frame.fields
+    if style.time and isinstance(fields.get("ts"), str):
+        tags["time"] = fields["ts"]
+    if style.tags and fields.get("id") is not None:
+        tags["msgid"] = str(fields["id"])
+    if extra:
+        tags.update(extra)
+    return tags
+
+
+def _privmsgs(
+    style: Style, frame: Frame, sender: str, target: str, tags: dict[str, str]
+) -> list[Message]:
+    fields = frame.fields
+    text = str(fields.get("text", ""))
+    if fields.get("history") and not style.time:
+        # A replayed message without server-time would pass for a live one.
+        ts = str(fields.get("ts", ""))
+        text = f"[{ts[:10]} {ts[11:16]}] {text}"
+    action = bool(fields.get("action"))
+    prefix = f":{source(sender)} PRIVMSG {target} :"
+    budget = MAX_LINE_BYTES - 2 - len(prefix.encode()) - (len("\x01ACTION \x01") if action else 0)
+    out = []
+    for piece in split_text(text, budget):
+        body = f"\x01ACTION {piece}\x01" if action else piece
+        out.append(Message("PRIVMSG", (target, body), source(sender), tags))
+    return out
+
+
+def render(
+    frame: Frame, style: Style, target: str = "*", tags: dict[str, str] | None = None
+) -> list[Message]:
+    """The IRC messages of ``frame``, for any client of ``style``.
+
+    ``target`` is who server notices are addressed to (``*`` in a fan-out, where the
+    recipient is not known); ``tags`` are added to every message (a batch reference).
+    A frame IRC has no use for (``pong``) is no message.
+    """
+    fields: dict[str, Any] = frame.fields
+    kind = frame.type
+    try:
+        all_tags = _tags(style, frame, tags)
+        if kind == "message":
+            return _privmsgs(style, frame, fields["nick"], fields["room"], all_tags)
+        if kind == "private":
+            return _privmsgs(style, frame, fields["from"], fields["to"], all_tags)
+        if kind == "join":
+            return [Message("JOIN", (fields["room"],), source(fields["nick"]), all_tags)]
+        if kind == "leave":
+            reason = _safe(str(fields.get("reason") or ""))
+            if reason == "part":
+                reason = ""  # the chat's default reason: IRC shows none
+            if fields.get("rooms") is not None:  # left the chat: once, for every room shared
+                return [Message("QUIT", (reason or "quit",), source(fields["nick"]), all_tags)]
+            params = (fields["room"], reason) if reason else (fields["room"],)
+            return [Message("PART", params, source(fields["nick"]), all_tags)]
+        if kind == "nick":
+            return [Message("NICK", (fields["new"],), source(fields["old"]), all_tags)]
+        if kind == "ping":
+            return [Message("PING", (style.server,))]
+        if kind == "pong":
+            return []
+        if kind == "history":
+            return notices(style.server, fields.get("room") or target, render_text(frame))
+    except (KeyError, TypeError, AttributeError):
+        pass  # a plugin's frame without the usual fields: shown as text, below
+    return notices(style.server, target, render_text(frame))
+
+
+def notices(server: str, target: str, text: str) -> list[Message]:
+    """``text`` as NOTICEs from the server to ``target``, one a line, split to fit."""
+    prefix = f":{server} NOTICE {target} :"
+    budget = MAX_LINE_BYTES - 2 - len(prefix.encode())
+    return [Message("NOTICE", (target, piece), server) for piece in split_text(text, budget)]
+
+
+def _safe(text: str) -> str:
+    return text.translate(_UNSAFE)
+
+
+class CodecCache:
+    """One :class:`Codec` per :class:`Style` in use, built on first use and kept.
+
+    Codecs are compared by identity (they key each frame's cache of bytes): a room
+    of IRC clients costs one encoding per distinct style, however many they are.
+    """
+
+    def __init__(self) -> None:
+        # Synchronize the dict: acceptor and reader threads ask for codecs.
+        self._lock = threading.Lock()
+        self._codecs: dict[Style, Codec] = {}
+
+    def get(self, style: Style) -> Codec:
+        """The codec of ``style`` (the same object every time)."""
+        codec = self._codecs.get(style)
+        if codec is not None:
+            return codec
+        with self._lock:
+            codec = self._codecs.get(style)
+            if codec is None:
+                if len(self._codecs) >= MAX_CODECS:
+                    self._codecs.clear()  # a safety net; see MAX_CODECS
+                name = "irc+" + "+".join(sorted(style.caps)) if style.caps else "irc"
+                codec = Codec(name, _serializer(style), echo="echo-message" in style.caps)
+                self._codecs[style] = codec
+            return codec
+
+
+def _serializer(style: Style) -> Callable[[Frame], bytes]:
+    return functools.partial(_serialize, style)
+
+
+def _serialize(style: Style, frame: Frame) -> bytes:
+    return encode_lines(render(frame, style))

@@ -1,0 +1,587 @@
+"""The IRC face through real sockets: registration, commands, numerics, and IRC users
+chatting with line-protocol (JSON and nc) users in the same rooms.
+
+Every test runs a real ``chatkit.Server`` with the line face and the IRC face on
+port 0. ``IrcClient`` is a raw IRC connection read line by line with deadlines; the
+``irc`` library from PyPI drives one test as a scripted client would.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from chatkit import Config, Reject, Server, Session, hookimpl
+from chatkit.faces.irc import IrcFace
+from chatkit.faces.line import LineFace
+from chatkit.testing import ChatClient, TextClient, make_config
+
+SERVER = "irc.test"
+TIMEOUT = 5.0  # seconds a test waits for an expected line
+
+
+class IrcClient:
+    """A raw IRC connection for tests: send lines, expect lines, with deadlines."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address, timeout=TIMEOUT)
+        self.pending: list[str] = []
+        """Lines received and not yet consumed by :meth:`expect`."""
+        self.eof = False
+        self._buf = b""
+
+    def send(self, *lines: str) -> None:
+        self.sock.sendall("".join(f"{line}\r\n" for line in lines).encode())
+
+    def _read(self, deadline: float) -> bool:
+        while b"\n" not in self._buf:
+            if self.eof or time.monotonic() >= deadline:
+                return False
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                return False
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self.eof = True
+            self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            assert line.endswith(b"\r"), line  # the server ends lines with CR-LF
+            assert len(line.split(b" :", 1)[0].split(b" ", 1)[-1]) < 8192
+            self.pending.append(line[:-1].decode())
+        return True
+
+    def expect(self, match: str | Callable[[str], bool], timeout: float = TIMEOUT) -> str:
+        """The first line containing ``match`` (or matching the predicate); the lines
+        before it are consumed. A numeric is matched as `` NNN ``."""
+        return self.until(match, timeout)[-1]
+
+    def until(self, match: str | Callable[[str], bool], timeout: float = TIMEOUT) -> list[str]:
+        """The lines up to the first one that matches (see :meth:`expect`), consumed."""
+
+        def ok(line: str) -> bool:
+            if callable(match):
+                return match(line)
+            if re.fullmatch(r"\d{3}", match):
+                return f" {match} " in line
+            return match in line
+
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, line in enumerate(self.pending):
+                if ok(line):
+                    lines = self.pending[: i + 1]
+                    del self.pending[: i + 1]
+                    return lines
+            if not self._read(deadline):
+                what = "closed the connection" if self.eof else "sent nothing matching"
+                raise AssertionError(f"expected {match!r}; the server {what}: {self.pending}")
+
+    def sync(self) -> list[str]:
+        """Every line before the answer to a PING (the server answers in order)."""
+        token = f"sync{time.monotonic_ns()}"
+        self.send(f"PING {token}")
+        return self.until(f"PONG {SERVER} :{token}")[:-1]
+
+    def register(self, nick: str, caps: str = "", password: str | None = None) -> list[str]:
+        """Register as ``nick`` (negotiating ``caps``); the lines up to the end of the
+        default room's names list."""
+        if caps:
+            self.send("CAP LS 302", f"CAP REQ :{caps}")
+        if password is not None:
+            self.send(f"PASS {password}")
+        self.send(f"NICK {nick}", f"USER {nick} 0 * :{nick.title()} Example")
+        if caps:
+            self.expect("CAP * ACK")
+            self.send("CAP END")
+        return self.until(" 366 ")
+
+    def wait_closed(self) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not self.eof:
+            if not self._read(deadline) and time.monotonic() >= deadline:
+                raise AssertionError("the server did not close the connection")
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> IrcClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., Server]]:
+    """Servers with the line face and the IRC face, shut down after the test."""
+    servers: list[Server] = []
+
+    def make(
+        plugins: list[Any] | None = None, config: Config | None = None, **limits: Any
+    ) -> Server:
+        server = Server(
+            plugins=plugins or [],
+            config=make_config(config, **limits),
+            faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="TestNet")],
+        )
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server]) -> Server:
+    return make_server()
+
+
+@pytest.fixture
+def connect(server: Server) -> Iterator[Callable[[], IrcClient]]:
+    clients: list[IrcClient] = []
+
+    def connect() -> IrcClient:
+        client = IrcClient(server.addresses["irc"])
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+# -- registration ---------------------------------------------------------------------
+
+
+def test_registration_welcomes_with_isupport_and_joins_the_default_room(
+    connect: Callable[[], IrcClient],
+) -> None:
+    """NICK and USER give 001-005 (ISUPPORT as the chat's rules), 422, then the JOIN of
+    #general with its names list."""
+    alice = connect()
+    lines = alice.register("alice")
+    codes = [line.split()[1] for line in lines]
+    assert codes[:5] == ["001", "002", "003", "004", "005"]
+    assert lines[0] == f":{SERVER} 001 alice :Welcome to the TestNet IRC network, alice"
+    isupport = " ".join(line for line in lines if " 005 " in line)
+    for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "NICKLEN=32", "CHANNELLEN=50"):
+        assert token in isupport
+    assert "NETWORK=TestNet" in isupport
+    assert codes[-4:] == ["422", "JOIN", "353", "366"]
+    assert lines[-3] == ":alice!alice@chatkit JOIN #general"
+    assert lines[-2] == f":{SERVER} 353 alice = #general :alice"
+
+
+def test_user_before_nick_and_ping_and_quit_before_registration(
+    connect: Callable[[], IrcClient],
+) -> None:
+    """Probes work before registration: PING gets PONG, QUIT an ERROR and a close; USER
+    may come before NICK."""
+    probe = connect()
+    probe.send("PING :hello", "WHO #general", "QUIT :probe done")
+    probe.expect(f":{SERVER} PONG {SERVER} :hello")
+    probe.expect(f":{SERVER} 451 * :You have not registered")
+    assert "ERROR :Closing Link: 127.0.0.1 (Quit: probe done)" in probe.expect("ERROR")
+    probe.wait_closed()
+    bob = connect()
+    bob.send("USER bob 0 * :Bob", "NICK bob")
+    bob.expect(f":{SERVER} 001 bob ")
+
+
+def test_taken_and_bad_nicks_then_retry(connect: Callable[[], IrcClient], server: Server) -> None:
+    """A nick in use (by any face, any case) gets 433, a bad one 432; the client retries."""
+    with ChatClient(server.addresses["line"]) as json_alice:
+        json_alice.login("alice")
+        irc = connect()
+        irc.send("NICK ALICE", "USER x 0 * :x")
+        assert irc.expect("433").startswith(f":{SERVER} 433 * ALICE :")
+        irc.send("NICK 9lives")
+        irc.expect(f":{SERVER} 432 * 9lives :")
+        irc.send("NICK alice2")
+        irc.expect(f":{SERVER} 001 alice2 ")
+
+
+def test_pass_reaches_the_login_hook(make_server: Callable[..., Server]) -> None:
+    """PASS is handed to chatkit_allow_login as fields["password"]; a refusal closes
+    the connection with ERROR."""
+
+    class Gate:
+        def __init__(self) -> None:
+            self.seen: list[dict[str, Any]] = []
+
+        @hookimpl
+        def chatkit_allow_login(
+            self, client: Session, nick: str, fields: dict[str, Any]
+        ) -> Reject | None:
+            self.seen.append(fields)
+            if fields.get("password") != "sesame":
+                return Reject("wrong password", "bad_password")
+            return None
+
+    gate = Gate()
+    server = make_server(plugins=[gate])
+    with IrcClient(server.addresses["irc"]) as good, IrcClient(server.addresses["irc"]) as bad:
+        good.register("ali", password="sesame")
+        bad.send("PASS nope", "NICK bob", "USER b 0 * :b")
+        assert "(wrong password)" in bad.expect("ERROR :Closing Link")
+        bad.wait_closed()
+    assert {"password": "sesame"} in gate.seen and {"password": "nope"} in gate.seen
+
+
+def test_motd_plugin_text_is_the_motd(make_server: Callable[..., Server]) -> None:
+    """With the motd plugin, registration shows its text as 375/372/376, and MOTD
+    repeats it; without it, MOTD answers 422."""
+    server = make_server(
+        plugins=["motd"], config=Config(plugin_config={"motd": {"text": "Hi {nick}"}})
+    )
+    with IrcClient(server.addresses["irc"]) as alice:
+        lines = alice.register("alice")
+        codes = [line.split()[1] for line in lines]
+        assert codes[5:8] == ["375", "372", "376"]
+        assert lines[6] == f":{SERVER} 372 alice :- Hi alice"
+        alice.send("MOTD")
+        alice.expect("375")
+        alice.expect(":- Hi alice")
+        alice.expect("376")
+
+
+def test_login_timeout_and_idle_ping(make_server: Callable[..., Server]) -> None:
+    """A connection that does not register is closed with ERROR; an idle client gets
+    PING :server, and a PONG keeps it."""
+    server = make_server(login_timeout=0.3, idle_timeout=0.3, first_byte_timeout=5.0)
+    with IrcClient(server.addresses["irc"]) as slow, IrcClient(server.addresses["irc"]) as idle:
+        idle.register("idle")
+        slow.send("NICK slow")
+        assert "Closing Link" in slow.expect("ERROR", timeout=5)
+        slow.wait_closed()
+        idle.expect(f"PING :{SERVER}", timeout=5)
+        idle.send(f"PONG :{SERVER}")
+        idle.sync()  # still connected, and answered (another PING may come on a slow run)
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def test_join_part_names_and_join_zero(connect: Callable[[], IrcClient]) -> None:
+    """JOIN takes several channels, PART leaves with a reason, NAMES lists, JOIN 0
+    leaves everything; errors name the channel."""
+    alice, bob = connect(), connect()
+    alice.register("alice")
+    bob.register("bob")
+    alice.expect(":bob!bob@chatkit JOIN #general")
+    alice.send("JOIN #a,#b,bad")
+    alice.expect(":alice!alice@chatkit JOIN #a")
+    alice.expect(f":{SERVER} 366 alice #a ")
+    alice.expect(":alice!alice@chatkit JOIN #b")
+    alice.expect(f":{SERVER} 403 alice bad :")
+    bob.send("JOIN #a")
+    alice.expect(":bob!bob@chatkit JOIN #a")
+    bob.expect(f":{SERVER} 353 bob = #a :alice bob")
+    alice.send("NAMES #a")
+    alice.expect(f":{SERVER} 353 alice = #a :alice bob")
+    bob.send("PART #a :see you")
+    alice.expect(":bob!bob@chatkit PART #a :see you")
+    bob.expect(":bob!bob@chatkit PART #a :see you")
+    bob.send("PART #a")
+    bob.expect(f":{SERVER} 442 bob #a :")
+    alice.send("JOIN 0")
+    for room in ("#general", "#a", "#b"):
+        alice.expect(f":alice!alice@chatkit PART {room}")
+    bob.expect(":alice!alice@chatkit PART #general")
+
+
+def test_privmsg_and_notice_errors(connect: Callable[[], IrcClient]) -> None:
+    """PRIVMSG errors: 411, 412, 401 for a nick, 404 for a channel not joined; NOTICE
+    never gets an error."""
+    alice = connect()
+    alice.register("alice")
+    alice.send("PRIVMSG", "PRIVMSG #general", "PRIVMSG zed :hi", "PRIVMSG #elsewhere :hi")
+    alice.expect("411")
+    alice.expect("412")
+    alice.expect(f":{SERVER} 401 alice zed :")
+    alice.expect(f":{SERVER} 404 alice #elsewhere :")
+    alice.send("NOTICE zed :hi", "NOTICE #elsewhere :hi", "NOTICE")
+    assert alice.sync() == []
+
+
+def test_queries(connect: Callable[[], IrcClient]) -> None:
+    """WHO, WHOIS, TOPIC, LIST, MODE, AWAY, ISON, USERHOST, VERSION, LUSERS answer with
+    their numerics."""
+    alice, bob = connect(), connect()
+    alice.register("alice")
+    bob.register("bob")
+    alice.send("WHO #general")
+    assert (
+        alice.expect("352")
+        == f":{SERVER} 352 alice #general alice chatkit {SERVER} alice H :0 Alice Example"
+    )
+    alice.expect(f":{SERVER} 352 alice #general bob ")
+    alice.expect(f":{SERVER} 315 alice #general :")
+    bob.send("AWAY :lunch")
+    bob.expect(f":{SERVER} 306 bob :")
+    alice.send("WHOIS bob")
+    alice.expect(f":{SERVER} 311 alice bob bob chatkit * :Bob Example")
+    alice.expect(f":{SERVER} 319 alice bob :#general")
+    alice.expect(f":{SERVER} 312 alice bob {SERVER} ")
+    alice.expect(f":{SERVER} 301 alice bob :lunch")
+    alice.expect(f":{SERVER} 318 alice bob :")
+    alice.send("WHOIS nobody")
+    alice.expect(f":{SERVER} 401 alice nobody :")
+    alice.expect(f":{SERVER} 318 alice nobody :")
+    alice.send("USERHOST bob alice", "ISON bob nobody ALICE")
+    alice.expect(f":{SERVER} 302 alice :bob=-bob@chatkit alice=+alice@chatkit")
+    alice.expect(f":{SERVER} 303 alice :bob alice")
+    bob.send("AWAY")
+    bob.expect(f":{SERVER} 305 bob :")
+    alice.send("TOPIC #general", "TOPIC #general :new", "TOPIC #nope")
+    alice.expect(f":{SERVER} 331 alice #general :No topic is set")
+    alice.expect(f":{SERVER} 482 alice #general :")
+    alice.expect(f":{SERVER} 403 alice #nope :")
+    alice.send("LIST")
+    alice.expect("321")
+    alice.expect(f":{SERVER} 322 alice #general 2 :")
+    alice.expect("323")
+    alice.send("MODE #general", "MODE #general b", "MODE #general +o bob")
+    alice.expect(f":{SERVER} 324 alice #general +nt")
+    alice.expect(f":{SERVER} 329 alice #general ")
+    alice.expect(f":{SERVER} 368 alice #general :")
+    alice.expect(f":{SERVER} 482 alice #general :")
+    alice.send("MODE alice +i", "MODE alice", "MODE bob")
+    alice.expect(":alice!alice@chatkit MODE alice +i")
+    alice.expect(f":{SERVER} 221 alice +i")
+    alice.expect(f":{SERVER} 502 alice :")
+    alice.send("VERSION", "LUSERS", "MOTD")
+    alice.expect(f":{SERVER} 351 alice chatkit-")
+    alice.expect(f":{SERVER} 251 alice :There are 2 users")
+    alice.expect(f":{SERVER} 422 alice :")
+
+
+def test_unknown_commands_and_chat_commands(connect: Callable[[], IrcClient]) -> None:
+    """An unknown command gets 421; one a plugin registered runs as /name args and its
+    reply comes as NOTICEs."""
+    alice = connect()
+    alice.register("alice")
+    alice.send("FROBNICATE x", "ROOMS", "HELP")
+    alice.expect(f":{SERVER} 421 alice FROBNICATE :Unknown command")
+    alice.expect(f":{SERVER} NOTICE alice :rooms: #general (1)")
+    alice.expect(lambda line: "NOTICE alice :" in line and "/join" in line)
+
+
+def test_nick_change_is_seen_by_every_face(
+    connect: Callable[[], IrcClient], server: Server
+) -> None:
+    """NICK renames everywhere; the others see NICK, nick frames or text lines."""
+    with ChatClient(server.addresses["line"]) as json, TextClient(server.addresses["line"]) as text:
+        json.login("jay")
+        text.send_line("tex")
+        text.expect("joined #general")
+        alice = connect()
+        alice.register("alice")
+        alice.send("NICK alicia")
+        alice.expect(":alice!alice@chatkit NICK alicia")
+        json.expect("nick", old="alice", new="alicia")
+        text.expect("* alice is now known as alicia")
+        json.say("/nick jason")
+        alice.expect(":jay!jay@chatkit NICK jason")
+        alice.send("PRIVMSG #general :still me")
+        json.expect("message", nick="alicia", text="still me")
+
+
+# -- cross-face chat ----------------------------------------------------------------------
+
+
+def test_irc_text_and_json_users_chat_together(
+    connect: Callable[[], IrcClient], server: Server
+) -> None:
+    """An IRC user, an nc user and a JSON client in one room see each other's messages,
+    joins, /me actions and private messages, each in their own protocol."""
+    alice = connect()
+    alice.register("alice")
+    with ChatClient(server.addresses["line"]) as json, TextClient(server.addresses["line"]) as text:
+        json.login("jay")
+        alice.expect(":jay!jay@chatkit JOIN #general")
+        text.send_line("tex")
+        alice.expect(":tex!tex@chatkit JOIN #general")
+        json.expect("join", nick="tex")
+        alice.send("PRIVMSG #general :hello all", "PRIVMSG #general :\x01ACTION waves\x01")
+        assert json.expect("message", nick="alice")["text"] == "hello all"
+        frame = json.expect("message", nick="alice")
+        assert (frame["text"], frame.get("action")) == ("waves", True)
+        text.expect("[#general] <alice> hello all")
+        text.expect("[#general] * alice waves")
+        json.say("hi alice")
+        alice.expect(":jay!jay@chatkit PRIVMSG #general :hi alice")
+        json.say("/me bows")
+        alice.expect(":jay!jay@chatkit PRIVMSG #general :\x01ACTION bows\x01")
+        text.send_line("hey")
+        alice.expect(":tex!tex@chatkit PRIVMSG #general :hey")
+        alice.send("PRIVMSG jay :psst", "PRIVMSG tex :\x01ACTION nudges\x01")
+        assert json.expect("private")["text"] == "psst"
+        text.expect("[pm] * alice -> tex nudges")
+        json.say("/msg alice back")
+        alice.expect(":jay!jay@chatkit PRIVMSG alice :back")
+        # The sender's own messages did not come back (no echo-message).
+        assert not [line for line in alice.sync() if "alice!alice" in line]
+        json.send(type="say", text="two\nlines")
+        alice.expect(":jay!jay@chatkit PRIVMSG #general :two")
+        alice.expect(":jay!jay@chatkit PRIVMSG #general :lines")
+        json.say("/quit")
+        alice.expect(":jay!jay@chatkit QUIT :quit")
+
+
+def test_echo_message_server_time_and_msgid(
+    connect: Callable[[], IrcClient], server: Server
+) -> None:
+    """With echo-message the sender gets its own PRIVMSG, with the same msgid as the
+    JSON client's id; server-time tags carry the message's ts."""
+    alice = connect()
+    alice.register("alice", caps="echo-message server-time message-tags")
+    with ChatClient(server.addresses["line"]) as json:
+        json.login("jay")
+        alice.send("PRIVMSG #general :mine")
+        frame = json.expect("message", nick="alice")
+        echo = alice.expect("PRIVMSG #general :mine")
+        assert echo.startswith(f"@time={frame['ts']};msgid={frame['id']} :alice!alice@chatkit ")
+        alice.send("PRIVMSG jay :direct")
+        alice.expect(":alice!alice@chatkit PRIVMSG jay :direct")
+
+
+def test_profanity_filters_the_same_for_every_face(make_server: Callable[..., Server]) -> None:
+    """With the profanity plugin, IRC, JSON and nc users get the same masked text."""
+    server = make_server(plugins=["profanity"])
+    with (
+        IrcClient(server.addresses["irc"]) as alice,
+        ChatClient(server.addresses["line"]) as json,
+        TextClient(server.addresses["line"]) as text,
+    ):
+        alice.register("alice", caps="echo-message")
+        json.login("jay")
+        text.send_line("tex")
+        text.expect("joined #general")
+        alice.send("PRIVMSG #general :oh shit")
+        masked = json.expect("message", nick="alice")["text"]
+        assert masked != "oh shit" and masked.startswith("oh ")
+        text.expect(f"<alice> {masked}")
+        alice.expect(f"PRIVMSG #general :{masked}")
+        json.say("shit again")
+        alice.expect(f":jay!jay@chatkit PRIVMSG #general :{json.expect('message')['text']}")
+
+
+def test_long_and_formatted_text(connect: Callable[[], IrcClient], server: Server) -> None:
+    """A long chat message reaches IRC as several PRIVMSGs within 512 bytes; mIRC
+    colours and bold are stripped from what IRC users say."""
+    alice = connect()
+    alice.register("alice")
+    with ChatClient(server.addresses["line"]) as json:
+        json.login("jay")
+        long = " ".join(f"word{i}" for i in range(300))
+        json.say(long)
+        parts = []
+        while sum(len(p) for p in parts) < len(long):
+            line = alice.expect(":jay!jay@chatkit PRIVMSG #general :")
+            assert len(line.encode()) + 2 <= 512
+            parts.append(line.split(" :", 1)[1])
+        assert "".join(parts) == long
+        alice.send("PRIVMSG #general :\x02bold\x02 \x0304,01red\x03 plain")
+        assert json.expect("message", nick="alice")["text"] == "bold red plain"
+
+
+def test_history_replay_is_a_chathistory_batch(
+    connect: Callable[[], IrcClient], server: Server
+) -> None:
+    """A client that negotiated batch gets a room's replay in a chathistory batch."""
+    with ChatClient(server.addresses["line"]) as json:
+        json.login("jay")
+        json.say("said before")
+        json.expect("message")
+        alice = connect()
+        lines = alice.register("alice", caps="batch server-time message-tags")
+        start = alice.expect("BATCH +")
+        ref = start.split()[2][1:]
+        assert start.endswith("chathistory #general")
+        replayed = alice.expect("said before")
+        assert f"batch={ref}" in replayed and "time=" in replayed
+        alice.expect(f"BATCH -{ref}")
+        assert any(" 366 " in line for line in lines)
+
+
+def test_the_irc_library_as_a_scripted_client(server: Server) -> None:
+    """The `irc` package from PyPI registers, joins, talks to a JSON user and quits."""
+    import irc.client
+
+    host, port = server.addresses["irc"]
+    reactor = irc.client.Reactor()
+    got: list[tuple[str, str, str]] = []
+    welcomed = threading.Event()
+    conn = reactor.server().connect(host, port, "bot")
+    conn.add_global_handler("welcome", lambda c, e: welcomed.set())
+    conn.add_global_handler(
+        "pubmsg", lambda c, e: got.append((e.source.nick, e.target, e.arguments[0]))
+    )
+    conn.add_global_handler(
+        "action", lambda c, e: got.append((e.source.nick, e.target, "*" + e.arguments[0]))
+    )
+    with ChatClient(server.addresses["line"]) as json:
+        json.login("jay")
+        deadline = time.monotonic() + TIMEOUT
+        while not welcomed.is_set() and time.monotonic() < deadline:
+            reactor.process_once(0.05)
+        assert welcomed.is_set()
+        conn.join("#lab")
+        json.say("/join #lab")
+        json.expect("join", nick="jay", room="#lab")
+        conn.privmsg("#lab", "hello from the bot")
+        assert json.expect("message", nick="bot")["text"] == "hello from the bot"
+        json.say("hello bot", room="#lab")
+        json.say("/me pats the bot", room="#lab")
+        while len(got) < 2 and time.monotonic() < deadline:
+            reactor.process_once(0.05)
+        assert got == [("jay", "#lab", "hello bot"), ("jay", "#lab", "*pats the bot")]
+        conn.quit("done")
+        json.expect("leave", nick="bot", reason="quit: done")
+    conn.close()
+
+
+def test_serve_opens_the_irc_port(serve: Any) -> None:
+    """`chatkit serve --irc-port 0` listens for IRC beside the line face and says where."""
+    server = serve("--irc-port", "0")
+    line = ""
+    while "IRC:" not in line:
+        line = server.proc.stdout.readline()
+        assert line, "serve printed no IRC address"
+    match = re.search(r"irc://([^:]+):(\d+)", line)
+    assert match
+    with IrcClient((match.group(1), int(match.group(2)))) as alice:
+        alice.register("alice")
+        alice.send("QUIT")
+        alice.wait_closed()
+
+
+def test_a_clients_messages_keep_their_order(
+    connect: Callable[[], IrcClient], server: Server
+) -> None:
+    """A room message then a private one from an IRC client arrive in that order (the
+    room message is stored in a pipeline; it is delivered before the private one)."""
+    alice = connect()
+    alice.register("alice")
+    with ChatClient(server.addresses["line"]) as json:
+        json.login("jay")
+        for i in range(5):
+            alice.send(f"PRIVMSG #general :room {i}", f"PRIVMSG jay :private {i}")
+        texts = []
+        while len(texts) < 10:
+            frame = json.expect(lambda f: f["type"] in ("message", "private"))
+            texts.append(frame["text"])
+        assert texts == [t for i in range(5) for t in (f"room {i}", f"private {i}")]

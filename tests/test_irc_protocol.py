@@ -1,0 +1,250 @@
+"""The IRC connection state machine, sans I/O: registration, CAP, lines out (no sockets)."""
+
+from __future__ import annotations
+
+from chatkit.codecs import Codec
+from chatkit.faces.irc.message import MAX_LINE_BYTES, Message
+from chatkit.faces.irc.protocol import Closed, Command, IrcProtocol, Register
+from chatkit.faces.irc.render import CodecCache, Style, encode_lines, render, split_text
+from chatkit.frames import Frame
+
+SERVER = "irc.test"
+
+
+def make() -> IrcProtocol:
+    return IrcProtocol(SERVER, "testnet", ["CHANTYPES=#"], client_host="10.0.0.1")
+
+
+def feed(protocol: IrcProtocol, data: bytes) -> tuple[list[object], list[str]]:
+    """Events and reply lines (rendered as the client gets them) after ``data``."""
+    protocol.receive_data(data)
+    events: list[object] = []
+    lines: list[str] = []
+    while True:
+        event = protocol.next_event()
+        replies = protocol.replies()
+        if replies:
+            lines += out(protocol, Frame("irc", messages=replies))
+        if event is None:
+            return events, lines
+        events.append(event)
+
+
+def out(protocol: IrcProtocol, frame: Frame) -> list[str]:
+    data = protocol.send(frame)
+    assert data == b"" or data.endswith(b"\r\n")
+    return data.decode().split("\r\n")[:-1]
+
+
+def test_nick_and_user_in_either_order_register() -> None:
+    """NICK then USER, or USER then NICK, gives one Register event with what was sent."""
+    for data in (b"NICK alice\r\nUSER al 0 * :Alice L\r\n", b"USER al 0 * :Alice L\nNICK alice\n"):
+        events, lines = feed(make(), data)
+        assert events == [Register("alice", "al", "Alice L", None)]
+        assert lines == []
+
+
+def test_pass_is_handed_on() -> None:
+    """PASS before NICK/USER reaches the Register event."""
+    events, _ = feed(make(), b"PASS s3cret\r\nNICK a\r\nUSER a 0 * :a\r\n")
+    assert events == [Register("a", "a", "a", "s3cret")]
+
+
+def test_cap_negotiation_holds_registration_until_cap_end() -> None:
+    """After CAP LS, registration waits for CAP END; REQ is all or nothing."""
+    protocol = make()
+    events, lines = feed(protocol, b"CAP LS 302\r\nNICK a\r\nUSER a 0 * :a\r\n")
+    assert events == []
+    assert lines == [f":{SERVER} CAP * LS :batch echo-message message-tags server-time"]
+    _, lines = feed(protocol, b"CAP REQ :server-time bogus\r\n")
+    assert lines == [f":{SERVER} CAP * NAK :server-time bogus"]
+    _, lines = feed(protocol, b"CAP REQ :server-time echo-message\r\nCAP LIST\r\n")
+    assert lines == [
+        f":{SERVER} CAP * ACK :server-time echo-message",
+        f":{SERVER} CAP * LIST :echo-message server-time",
+    ]
+    assert protocol.style == Style(SERVER, frozenset({"server-time", "echo-message"}))
+    events, _ = feed(protocol, b"CAP END\r\n")
+    assert events == [Register("a", "a", "a", None)]
+
+
+def test_ping_and_quit_work_before_registration() -> None:
+    """PING is answered at once; QUIT is an event; other commands get 451."""
+    events, lines = feed(make(), b"PING :probe\r\nJOIN #x\r\nQUIT :bye\r\n")
+    assert lines == [f":{SERVER} PONG {SERVER} :probe", f":{SERVER} 451 * :You have not registered"]
+    assert events == [Command(Message("QUIT", ("bye",)))]
+
+
+def test_bad_lines_get_numerics_and_the_connection_goes_on() -> None:
+    """A line too long gets 417, a line without a command 421; the next line works."""
+    protocol = make()
+    _, lines = feed(protocol, b"PRIVMSG #a :" + b"x" * 600 + b"\r\n:src\r\nPING x\r\n")
+    assert lines == [
+        f":{SERVER} 417 * :Input line was too long",
+        f":{SERVER} 421 * * :No command given",
+        f":{SERVER} PONG {SERVER} :x",
+    ]
+    _, lines = feed(protocol, b"x" * 10_000 + b"\r\nPING y\r\n")
+    assert lines == [f":{SERVER} 417 * :Input line was too long", f":{SERVER} PONG {SERVER} :y"]
+
+
+def test_a_refused_nick_may_be_sent_again() -> None:
+    """After a nick_taken error frame, a new NICK registers again."""
+    protocol = make()
+    events, _ = feed(protocol, b"NICK bob\r\nUSER b 0 * :b\r\n")
+    assert events == [Register("bob", "b", "b", None)]
+    lines = out(
+        protocol, Frame("error", code="nick_taken", text="taken", irc_command="NICK", target="bob")
+    )
+    assert lines == [f":{SERVER} 433 * bob :taken"]
+    events, _ = feed(protocol, b"NICK bob2\r\n")
+    assert events == [Register("bob2", "b", "b", None)]
+
+
+def test_welcome_registers_and_the_motd_follows() -> None:
+    """The welcome is 001-005; notices right after it are the MOTD, else 422."""
+    protocol = make()
+    feed(protocol, b"NICK a\r\nUSER a 0 * :a\r\n")
+    lines = out(protocol, Frame("welcome", nick="alice", server="chatkit", version="1", rooms=[]))
+    assert [line.split()[1] for line in lines] == ["001", "002", "003", "004", "005"]
+    assert lines[0] == f":{SERVER} 001 alice :Welcome to the testnet IRC network, alice"
+    assert protocol.registered and protocol.nick == "alice"
+    assert out(protocol, Frame("notice", text="hello\nworld")) == [
+        f":{SERVER} 375 alice :- {SERVER} Message of the day -",
+        f":{SERVER} 372 alice :- hello",
+        f":{SERVER} 372 alice :- world",
+    ]
+    lines = out(protocol, Frame("join", room="#g", nick="alice", ts="t", members=["bob", "alice"]))
+    assert lines == [
+        f":{SERVER} 376 alice :End of /MOTD command.",
+        ":alice!alice@chatkit JOIN #g",
+        f":{SERVER} 353 alice = #g :bob alice",
+        f":{SERVER} 366 alice #g :End of /NAMES list.",
+    ]
+    # Later notices are NOTICEs.
+    assert out(protocol, Frame("notice", text="hi")) == [f":{SERVER} NOTICE alice :hi"]
+    other = make()
+    feed(other, b"NICK b\r\nUSER b 0 * :b\r\n")
+    out(other, Frame("welcome", nick="b", server="chatkit", version="1", rooms=[]))
+    assert out(other, Frame("irc", messages=[]))[0] == f":{SERVER} 422 b :MOTD File is missing"
+
+
+def test_registered_commands_are_events() -> None:
+    """After the welcome, every command but CAP/PING/PONG is the caller's; USER gets 462."""
+    protocol = make()
+    feed(protocol, b"NICK a\r\nUSER a 0 * :a\r\n")
+    out(protocol, Frame("welcome", nick="a", server="chatkit", version="1", rooms=[]))
+    events, lines = feed(protocol, b"JOIN #x\r\nUSER a 0 * :a\r\nPONG x\r\n")
+    assert events == [Command(Message("JOIN", ("#x",)))]
+    assert lines == [
+        f":{SERVER} 422 a :MOTD File is missing",
+        f":{SERVER} 462 a :You may not reregister",
+    ]
+    protocol.receive_eof()
+    assert protocol.next_event() == Closed()
+    assert protocol.next_event() is None
+
+
+def test_errors_become_numerics() -> None:
+    """Error frames name the numeric of their code and the IRC command's target."""
+    protocol = make()
+    out(protocol, Frame("welcome", nick="a", server="chatkit", version="1", rooms=[]))
+    out(protocol, Frame("irc", messages=[]))
+
+    def error(code: str, **fields: str) -> list[str]:
+        return out(protocol, Frame("error", code=code, text="why", **fields))
+
+    assert error("no_such_nick", irc_command="PRIVMSG", target="zed") == [
+        f":{SERVER} 401 a zed :why"
+    ]
+    assert error("not_in_room", irc_command="PRIVMSG", target="#x") == [f":{SERVER} 404 a #x :why"]
+    assert error("dropped", irc_command="PRIVMSG", target="#x") == [f":{SERVER} 404 a #x :why"]
+    assert error("not_in_room", irc_command="PART", target="#x") == [f":{SERVER} 442 a #x :why"]
+    assert error("bad_room", irc_command="JOIN", target="x") == [f":{SERVER} 403 a x :why"]
+    assert error("rate_limited", irc_command="PRIVMSG", target="#x") == [
+        f":{SERVER} 263 a PRIVMSG :why"
+    ]
+    assert error("no_such_nick", irc_command="NOTICE", target="zed") == []
+    assert error("login_timeout") == [f":{SERVER} ERROR :Closing Link: 10.0.0.1 (why)"]
+    assert error("whatever") == [f":{SERVER} NOTICE a :error [whatever]: why"]
+
+
+def test_replay_is_a_batch_when_negotiated() -> None:
+    """Replayed messages come in a chathistory batch with the batch cap, else dated."""
+    for caps, expected in (
+        (
+            b"batch server-time",
+            [
+                "BATCH +h1 chathistory #g",
+                "@time=2026-01-02T03:04:05.000Z;batch=h1 :b!b@chatkit PRIVMSG #g :old",
+                "BATCH -h1",
+            ],
+        ),
+        (b"message-tags", [":b!b@chatkit PRIVMSG #g :[2026-01-02 03:04] old", "NOTICE #g"]),
+    ):
+        protocol = make()
+        feed(protocol, b"CAP REQ :" + caps + b"\r\nCAP END\r\n")
+        frame = Frame(
+            "message",
+            id=7,
+            ts="2026-01-02T03:04:05.000Z",
+            room="#g",
+            nick="b",
+            text="old",
+            history=True,
+        )
+        lines = out(protocol, frame) + out(
+            protocol, Frame("history", room="#g", count=1, more=False)
+        )
+        for line, want in zip(lines, expected, strict=True):
+            assert want in line.replace(f":{SERVER} ", "").removeprefix("@msgid=7 "), (
+                lines,
+                expected,
+            )
+
+
+def wire(messages: list[Message]) -> list[str]:
+    return encode_lines(messages).decode().split("\r\n")[:-1]
+
+
+def test_fan_out_rendering() -> None:
+    """Messages, actions, joins, leaves and nicks as every IRC client of a style gets them."""
+    plain = Style(SERVER, frozenset())
+    tagged = Style(SERVER, frozenset({"message-tags", "server-time"}))
+    message = Frame(
+        "message", id=5, ts="2026-01-01T00:00:00.000Z", room="#g", nick="bob", text="hi there"
+    )
+    assert wire(render(message, plain)) == [":bob!bob@chatkit PRIVMSG #g :hi there"]
+    assert render(message, tagged)[0].tags == {"time": "2026-01-01T00:00:00.000Z", "msgid": "5"}
+    action = Frame(
+        "private", id=6, ts="t", **{"from": "bob", "to": "al"}, text="waves", action=True
+    )
+    assert wire(render(action, plain))[0] == ":bob!bob@chatkit PRIVMSG al :\x01ACTION waves\x01"
+    two = Frame("message", id=8, ts="t", room="#g", nick="bob", text="one\ntwo")
+    assert [m.params[1] for m in render(two, plain)] == ["one", "two"]
+    leave = Frame("leave", room="#g", nick="bob", ts="t", reason="quit: bye", rooms=["#g"])
+    assert wire(render(leave, plain))[0] == ":bob!bob@chatkit QUIT :quit: bye"
+    part = Frame("leave", room="#g", nick="bob", ts="t", reason="part")
+    assert wire(render(part, plain))[0] == ":bob!bob@chatkit PART #g"
+    assert wire(render(Frame("nick", old="a", new="b"), plain))[0] == ":a!a@chatkit NICK b"
+    assert wire(render(Frame("ping"), plain))[0] == f"PING :{SERVER}"
+
+
+def test_long_text_is_split_to_fit_512_bytes() -> None:
+    """A long message becomes several PRIVMSGs, each line within 512 bytes, no text lost."""
+    text = " ".join(["wörd"] * 300)
+    frame = Frame("message", id=1, ts="t", room="#general", nick="bob", text=text)
+    messages = render(frame, Style(SERVER, frozenset()))
+    assert len(messages) > 1
+    assert all(len(m.line().encode()) + 2 <= MAX_LINE_BYTES for m in messages)
+    assert "".join(m.params[1] for m in messages) == text
+    assert split_text("é" * 100, 17) == ["é" * 8] * 12 + ["é" * 4]
+
+
+def test_one_codec_per_style() -> None:
+    """Codecs are cached per style; echo follows echo-message."""
+    cache = CodecCache()
+    plain = cache.get(Style(SERVER, frozenset()))
+    assert plain is cache.get(Style(SERVER, frozenset()))
+    assert isinstance(plain, Codec) and not plain.echo
+    assert cache.get(Style(SERVER, frozenset({"echo-message"}))).echo
