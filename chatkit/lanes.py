@@ -48,7 +48,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from chatkit.errors import CommandError
 from chatkit.frames import Frame
@@ -100,7 +100,12 @@ class MessageEntry(Entry):
     def __init__(
         self, frame: Frame, ready: bool, audience: Collection[Session] | None = None
     ) -> None:
-        super().__init__(ready)
+        # Entry's fields, set here rather than by super().__init__(): one call less
+        # per message on the hot path.
+        self.ready = ready
+        self.done = False
+        self.turn = False
+        self.event: threading.Event | None = None
         self.frame = frame
         self.audience = audience
         """The two parties of a private message; ``None`` for the lane's room, whose
@@ -387,37 +392,33 @@ class Lanes:
         wake = False
         while lane and lane[0].ready:
             entry = lane.popleft()
-            delivered: list[Entry] = [entry]
-            if isinstance(entry, JoinEntry):
+            if not isinstance(entry, MessageEntry):
+                assert isinstance(entry, JoinEntry)
                 wake |= self._deliver_join(entry)
+            elif entry.refusal is not None:
+                if entry.tell is not None:
+                    text = f"message not delivered: {entry.refusal.reason}"
+                    wake |= entry.tell.push(Frame("error", code="not_stored", text=text))
+            elif entry.audience is not None:  # a private message, to its parties
+                wake |= self._fanout((entry.frame,), entry.audience)
+            elif not (lane and _runs_on(lane[0])):  # a room message on its own
+                wake |= self._fanout((entry.frame,), lane.audience)
             else:
-                assert isinstance(entry, MessageEntry)
-                if entry.refusal is not None:
-                    if entry.tell is not None:
-                        text = f"message not delivered: {entry.refusal.reason}"
-                        error = Frame("error", code="not_stored", text=text)
-                        wake |= entry.tell.push(error)
-                elif entry.audience is not None:  # a private message, to its parties
-                    wake |= self._fanout((entry.frame,), entry.audience)
-                else:
-                    # A run of ready messages to the room leaves as one piece per member.
-                    frames = [entry.frame]
-                    while lane and _runs_on(lane[0]):
-                        head = lane.popleft()
-                        assert isinstance(head, MessageEntry)
-                        frames.append(head.frame)
-                        delivered.append(head)
-                    wake |= self._fanout(frames, lane.audience)
-            for done in delivered:
-                done.done = True
-                if done.event is not None:
-                    done.event.set()
+                # A run of ready messages to the room leaves as one piece per member.
+                run = [entry]
+                while lane and _runs_on(head := lane[0]):
+                    lane.popleft()
+                    run.append(head)
+                wake |= self._fanout([done.frame for done in run], lane.audience)
+                for done in run[1:]:
+                    _delivered(done)
+            _delivered(entry)
         if lane:
-            head = lane[0]
-            if not head.turn:
-                head.turn = True  # everything ahead is delivered: a join may read its replay
-                if head.event is not None:
-                    head.event.set()
+            first = lane[0]
+            if not first.turn:
+                first.turn = True  # everything ahead is delivered: a join may read its replay
+                if first.event is not None:
+                    first.event.set()
         elif lane.name and not lane.audience:
             self._emptied(lane)
         return wake
@@ -433,7 +434,13 @@ class Lanes:
         return wake
 
 
-def _runs_on(entry: Entry) -> bool:
+def _delivered(entry: Entry) -> None:
+    entry.done = True
+    if entry.event is not None:
+        entry.event.set()  # its owner waits for it
+
+
+def _runs_on(entry: Entry) -> TypeGuard[MessageEntry]:
     """Whether ``entry`` joins a run of ready messages to the lane's room."""
     return (
         entry.ready
