@@ -142,9 +142,10 @@ class Hub:
         self.closing = False
         """Set at shutdown: leaving clients are no longer announced to the others."""
         self._outbox = outbox
-        # Synchronize access to the chat state: _sessions, _rooms, _ids and each
-        # session's nick, rooms and current_room. Never held across a hook call or
-        # socket I/O; frames are only appended to send queues under it.
+        # Synchronize access to the chat state: _sessions, _rooms, _ids, each
+        # session's nick, rooms and current_room, and the lanes with their entries
+        # (self._lanes takes it too). Never held across a hook call or socket I/O;
+        # frames are only appended to send queues under it.
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}  # folded nick (names.fold) -> session
         self._rooms: dict[str, Room] = {}  # folded room name -> room
