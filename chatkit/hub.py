@@ -6,27 +6,19 @@ are queued to recipients under the lock (a buffer append each), so every member 
 a room sees that room's events in the same order, the order of their ids; the
 writer thread is woken once, after the lock is released.
 
-When a plugin stores messages (``chatkit_store_message``) or replays a room to
-joiners (``chatkit_room_replay``), deliveries are *sequenced*: a message gets its
-id under the lock and waits in its room's lane (a FIFO of pending deliveries) while
-its sender's thread calls the store hooks without the lock; whoever finds the head
-of a lane ready delivers it and every ready entry behind it, under the lock. So a
-message is stored before anyone receives it, and members still see ids in order.
-A store hook may answer with a future: the sender's reader then reads on, and
-:meth:`Hub.settle` delivers the client's stored messages before the reader waits
-for input or handles anything but a message (docs/architecture.md walks through it).
-A join waits in the same lane: when it reaches the head, every earlier message has
-been stored and delivered and no later one is delivered until the joiner has its
-replay, so the replay and the live messages neither overlap nor leave a gap.
+Messages and joins are delivered through lanes (:mod:`chatkit.lanes`): each gets
+an entry in its room's lane under the lock that gives it its id, and is delivered
+in lane order. Without a plugin that stores messages or replays rooms, an entry is
+born ready and delivered at once, under that same lock; with one, a message is
+stored before anyone receives it, and a joiner gets the room's replay, then live
+traffic, with nothing missing or doubled (the lanes module explains how).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable
-from concurrent.futures import Future
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +27,7 @@ from chatkit.commands import CommandContext, CommandRegistry, split_command
 from chatkit.errors import CommandError
 from chatkit.events import Hello, Message, Request, Say
 from chatkit.frames import Frame
+from chatkit.lanes import Lane, Lanes
 from chatkit.results import Drop, Reject
 from chatkit.version import __version__
 
@@ -125,87 +118,9 @@ class Room:
         """The display name, as its first member typed it."""
         self.members: dict[int, Session] = {}
         """Members by session id, in join order."""
-        self.lane: deque[_Entry] = deque()
-        """Sequenced deliveries waiting for their turn, in id order (see the module doc).
+        self.lane = Lane(name, self.members.values())
+        """Deliveries to the room waiting for their turn, in id order (chatkit.lanes).
         A room with entries here is kept even when it has no members."""
-
-
-class _Entry:
-    """A pending delivery in a lane. Every field is guarded by the hub's lock."""
-
-    __slots__ = ("done", "event", "ready")
-
-    def __init__(self) -> None:
-        self.ready = False
-        """Set when the entry may be delivered (stored, or replay read)."""
-        self.done = False
-        """Set once delivered (or given up)."""
-        self.event: threading.Event | None = None
-        """Created, under the lock, only by an owner that has to wait; set with :attr:`done`
-        (or, for a join, when it reaches the head of its lane)."""
-
-    def deliver(self, hub: Hub) -> bool:
-        """Deliver under the hub's lock; True if the writer must be woken."""
-        raise NotImplementedError
-
-
-class _MessageEntry(_Entry):
-    """A room or private message between id assignment and delivery."""
-
-    __slots__ = ("audience", "frame", "refusal", "tell")
-
-    def __init__(self, frame: Frame, audience: Room | list[Session]) -> None:
-        super().__init__()
-        self.frame = frame
-        self.audience = audience
-        """The room (its members at delivery time) or the two parties of a private message."""
-        self.refusal: Drop | None = None
-        """Set if a store hook refused the message: it is then delivered to nobody."""
-        self.tell: Session | None = None
-        """For a message settled later: the sender, told of a refusal in lane order."""
-
-    def deliver(self, hub: Hub) -> bool:
-        if self.refusal is not None:
-            if self.tell is None:
-                return False
-            text = f"message not delivered: {self.refusal.reason}"
-            return self.tell.push(Frame("error", code="not_stored", text=text))
-        members = (
-            self.audience.members.values() if isinstance(self.audience, Room) else self.audience
-        )
-        return hub._fanout(self.frame, members)
-
-
-class _JoinEntry(_Entry):
-    """A join waiting for its turn, then for its replay."""
-
-    __slots__ = ("joined", "last_id", "replay", "room", "session", "turn")
-
-    def __init__(self, session: Session, room: Room, last_id: int) -> None:
-        super().__init__()
-        self.session = session
-        self.room = room
-        self.last_id = last_id
-        """The last id given out when the join entered the lane: messages with ids up
-        to it are delivered before the join, later ones after it."""
-        self.turn = False
-        """Set when the entry is at the head of its lane: every earlier message is
-        delivered, so the replay may be read."""
-        self.replay: list[Frame] = []
-        self.joined = False
-        """Whether delivering it made the session a member."""
-
-    def deliver(self, hub: Hub) -> bool:
-        session = self.session
-        if session.nick is None or hub._sessions.get(_key(session.nick)) is not session:
-            return False  # logged out while its replay was read
-        if _key(self.room.name) in session.rooms:
-            return False  # joined meanwhile (by a plugin)
-        wake = hub._enter(session, self.room.name)
-        for frame in self.replay:
-            wake |= session.push(frame)
-        self.joined = True
-        return wake
 
 
 class Hub:
@@ -227,9 +142,10 @@ class Hub:
         self.closing = False
         """Set at shutdown: leaving clients are no longer announced to the others."""
         self._outbox = outbox
-        # Synchronize access to the chat state: _sessions, _rooms, _ids and each
-        # session's nick, rooms and current_room. Never held across a hook call or
-        # socket I/O; frames are only appended to send queues under it.
+        # Synchronize access to the chat state: _sessions, _rooms, _ids, each
+        # session's nick, rooms and current_room, and the lanes with their entries
+        # (self._lanes takes it too). Never held across a hook call or socket I/O;
+        # frames are only appended to send queues under it.
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}  # folded nick (names.fold) -> session
         self._rooms: dict[str, Room] = {}  # folded room name -> room
@@ -241,21 +157,29 @@ class Hub:
             names.skeleton(config.default_room): _key(config.default_room)
         }
         self._ids = IdClock()
-        self._sequenced = False  # set by prepare(): deliveries go through lanes
-        self._private_lane: deque[_Entry] = deque()  # sequenced private messages
+        # Sequenced delivery (chatkit.lanes): it shares this lock and calls back, under
+        # it, to queue frames, to make a joiner a member, and to forget an empty room.
+        self._lanes = Lanes(
+            self._lock,
+            hooks,
+            fanout=self._fanout_many,
+            enter=self._admit,
+            emptied=self._lane_emptied,
+            wake=outbox.wake,
+        )
         self.deliveries = 0
         """Chat frames (messages, joins, leaves, nicks, notices) queued to recipients
         since start (a metric; under the lock)."""
 
     def prepare(self) -> None:
-        """Decide, once the plugins are configured, whether deliveries are sequenced.
+        """Decide, once the plugins are configured, what deliveries wait for.
 
-        They are when any plugin implements ``chatkit_store_message`` or
-        ``chatkit_room_replay`` (see the module doc); otherwise a message is
-        fanned out at once, under the lock that gave it its id.
+        A message waits to be stored when a plugin implements
+        ``chatkit_store_message``, a join for its replay when one implements
+        ``chatkit_room_replay``; otherwise each is delivered at once, under the
+        lock that gave it its place (see :mod:`chatkit.lanes`).
         """
-        hooks = ("chatkit_store_message", "chatkit_room_replay")
-        self._sequenced = any(next(iter(self.hooks.impls(name)), None) for name in hooks)
+        self._lanes.prepare()
 
     def ensure_ids_after(self, last_id: int) -> None:
         """Make every message id from now on greater than ``last_id``.
@@ -368,14 +292,9 @@ class Hub:
         if not joined:
             session.error(allowed.code, f"cannot join {room}: {allowed.reason}")
             return
-        if self._sequenced:
-            joined = self._sequenced_join(session, room)
-        else:
-            with self._lock:
-                wake = self._enter(session, room)
-            self._wake_if(wake)
-        if joined:
-            self.hooks.notify("chatkit_on_join", client=session, room=session.current_room)
+        name = self._join(session, room)
+        if name is not None:
+            self.hooks.notify("chatkit_on_join", client=session, room=name)
 
     def logout(self, session: Session, reason: str) -> None:
         """Remove a session that is gone: leave every room, free its nick, call hooks.
@@ -435,53 +354,25 @@ class Hub:
                 return False
             self._check_room_name(room)
         self._check(self.hooks.first("chatkit_allow_join", _reject, client=session, room=room))
-        if self._sequenced:
-            if not self._sequenced_join(session, room):
-                return False
-            with self._lock:
-                name = session.rooms[_key(room)]
-        else:
-            with self._lock:
-                if _key(room) in session.rooms:  # joined meanwhile by a plugin
-                    return False
-                wake = self._enter(session, room)
-                name = session.rooms[_key(room)]
-            self._wake_if(wake)
+        name = self._join(session, room)
+        if name is None:
+            return False
         self.hooks.notify("chatkit_on_join", client=session, room=name)
         return True
 
-    def _sequenced_join(self, session: Session, room: str) -> bool:
-        """Join ``room`` through its lane, with the replay first; False if not joined."""
+    def _join(self, session: Session, room: str) -> str | None:
+        """Join ``room`` through its lane, replay first; its display name, or None if not joined."""
         with self._lock:
             if _key(room) in session.rooms:
-                return False
+                return None
             found = self._rooms.get(_key(room)) or self._new_room(room)
-            # Ids are given out and entries appended under this lock, so every
-            # message of the room with an id up to last_id is ahead in the lane.
-            entry = _JoinEntry(session, found, self._ids.last)
-            found.lane.append(entry)
-            entry.turn = found.lane[0] is entry
-            if not entry.turn:
-                entry.event = threading.Event()
-        replay: list[Frame] | None = None
-        try:
-            if entry.event is not None:
-                entry.event.wait()  # until every earlier message of the room is delivered
-            replay = self.hooks.first(
-                "chatkit_room_replay",
-                _no_replay,
-                client=session,
-                room=found.name,
-                last_id=entry.last_id,
-            )
-        finally:
-            # Always, or the room's later deliveries would wait behind this entry forever.
-            with self._lock:
-                entry.replay = list(replay or [])
-                entry.ready = True
-                wake = self._drain_room(found)
+            # Ids are given out and entries posted under this lock, so every message
+            # of the room with an id up to the last one given out is ahead in the lane.
+            entry = self._lanes.join(session, found.name, self._ids.last)
+            wake = self._lanes.post(found.lane, entry)
         self._wake_if(wake)
-        return entry.joined
+        # Waits for the earlier messages, reads the replay, then delivers the join.
+        return found.name if self._lanes.enter(entry, found.lane) else None
 
     def part(self, session: Session, room: str, reason: str = "part") -> None:
         """Leave ``room``; raises :class:`CommandError` ``not_in_room`` if not a member."""
@@ -493,10 +384,19 @@ class Hub:
         self._wake_if(wake)
         self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason)
 
-    def _enter(self, session: Session, room: str) -> bool:
-        """Add ``session`` to ``room`` and queue the ``join`` to every member (itself too)."""
+    def _admit(self, session: Session, room: str) -> bool | None:
+        """Deliver a join: add ``session`` to ``room`` and queue the ``join`` to every
+        member (its own, naming the members, to itself alone). True if the writer must
+        be woken; None if the session logged out meanwhile (while its replay was read)
+        or is a member already (a plugin joined it). The lanes' ``enter``: the room
+        exists, its lane holds the join.
+        """
         assert self._lock.locked()
-        found = self._rooms.get(_key(room)) or self._new_room(room)
+        if session.nick is None or self._sessions.get(_key(session.nick)) is not session:
+            return None
+        if _key(room) in session.rooms:
+            return None
+        found = self._rooms[_key(room)]
         others = list(found.members.values())
         found.members[session.id] = session
         session.rooms[_key(room)] = found.name
@@ -531,6 +431,13 @@ class Hub:
         found = self._rooms[_key(room)] = Room(room)
         self._room_skeletons.setdefault(names.skeleton(room), _key(room))
         return found
+
+    def _lane_emptied(self, lane: Lane) -> None:
+        """The lanes' ``emptied``: forget the room of ``lane`` if it is still empty."""
+        assert self._lock.locked()
+        room = self._rooms.get(_key(lane.name))
+        if room is not None and room.lane is lane and not room.members and not lane:
+            self._forget_room(room)
 
     def _forget_room(self, room: Room) -> None:
         """Drop ``room``, empty and with nothing in its lane."""
@@ -640,17 +547,11 @@ class Hub:
             message.room = found.name
             frame = message_frame(message)
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
-            if self._sequenced:
-                entry = _MessageEntry(frame, found)
-                found.lane.append(entry)
-            else:
-                wake = self._fanout(frame, found.members.values())
-        if self._sequenced:
-            if not self._store_and_deliver(session, message, entry, found, defer):
-                return message  # settle() delivers it and calls chatkit_on_message
-        else:
-            self._wake_if(wake)
-        self.hooks.notify("chatkit_on_message", client=session, message=message)
+            entry = self._lanes.message(frame)
+            wake = self._lanes.post(found.lane, entry)  # delivered now if born ready
+        self._wake_if(wake)
+        # Stores it (if a plugin stores messages), sees it delivered, runs chatkit_on_message.
+        self._lanes.send(session, message, entry, found.lane, defer=defer)
         return message
 
     def private(self, session: Session, nick: str, text: str, *, action: bool = False) -> Message:
@@ -663,6 +564,7 @@ class Hub:
             raise CommandError(f"no one is called {nick!r}", "no_such_nick")
         message = Message(nick=session.nick or "", text=text, to=target.nick, action=action)
         self._filter(session, message)
+        lane = self._lanes.private
         with self._lock:
             if target.nick is None or self._sessions.get(_key(target.nick)) is not target:
                 raise CommandError(f"{nick} has left", "no_such_nick")
@@ -671,121 +573,21 @@ class Hub:
             frame = message_frame(message)
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
             parties = list({session.id: session, target.id: target}.values())
-            if self._sequenced:
-                entry = _MessageEntry(frame, parties)
-                self._private_lane.append(entry)
-            else:
-                wake = self._fanout(frame, parties)
-        if self._sequenced:
-            self._store_and_deliver(session, message, entry, None)
-        else:
-            self._wake_if(wake)
-        self.hooks.notify("chatkit_on_message", client=session, message=message)
+            entry = self._lanes.message(frame, parties)
+            wake = self._lanes.post(lane, entry)
+        self._wake_if(wake)
+        self._lanes.send(session, message, entry, lane)
         return message
-
-    def _store_and_deliver(
-        self,
-        session: Session,
-        message: Message,
-        entry: _MessageEntry,
-        room: Room | None,
-        defer: bool = False,
-    ) -> bool:
-        """Call the store hooks, then deliver in lane order; True once delivered.
-
-        Runs on the sender's thread without the lock. If a store hook answered
-        with a future and ``defer`` is set, returns False at once: the message
-        is then delivered by :meth:`settle`, which the sender's reader calls
-        before it waits for more input or handles anything but a message.
-        """
-        # Refused until the hooks answer: nothing is delivered unstored, even if a
-        # BaseException (KeyboardInterrupt) escapes them.
-        refusal: Drop | None = Drop("it could not be stored (internal error)")
-        futures: list[Future[Any]] = []
-        deferred = False
-        try:
-            results = self.hooks.collect(
-                "chatkit_store_message", _not_stored, _is_drop, client=session, message=message
-            )
-            refusal = None  # the hooks answered
-            for result in results:
-                if isinstance(result, Future):
-                    futures.append(result)
-                elif isinstance(result, Drop):
-                    refusal = result
-            if futures and refusal is None:
-                if defer:
-                    entry.tell = session  # a refusal is then reported in lane order
-                    session.unsettled.append((message, entry, futures, room))
-                    deferred = True
-                    return False
-                refusal = _outcome(futures)
-        finally:
-            if not deferred:
-                if defer and session.unsettled:
-                    # This reader's earlier messages are ahead in the lane and only it
-                    # marks them ready: finish them first, or it would wait for itself.
-                    self.settle(session)
-                # Always, or the lane's later deliveries would wait behind it forever.
-                self._deliver_stored(entry, room, refusal)
-        return True
 
     def settle(self, session: Session) -> None:
         """Deliver the messages ``session`` sent while their storing went on.
 
         Called on the session's reader thread. Waits until they are stored,
-        delivers them (in lane order, all under one acquisition of the lock),
-        then, in order, runs ``chatkit_on_message`` for each (a refused one was
-        reported to the sender on its turn in the lane). Returns once all are
+        delivers them in lane order, then runs ``chatkit_on_message`` for each (a
+        refused one was reported to the sender on its turn). Returns once all are
         delivered, so whatever the client sent next is answered after them.
         """
-        while session.unsettled:
-            records, session.unsettled = session.unsettled, []
-            refusals: list[Drop | None] = []
-            last: tuple[list[Future[Any]], Drop | None] | None = None
-            for _message, _entry, futures, _room in records:
-                # Messages committed together share one future: wait for it once.
-                if last is None or last[0] != futures:
-                    last = (futures, _outcome(futures))
-                refusals.append(last[1])
-            with self._lock:
-                lanes: dict[int, Room | None] = {}
-                for (_message, entry, _futures, room), refusal in zip(
-                    records, refusals, strict=True
-                ):
-                    entry.refusal = refusal
-                    entry.ready = True
-                    lanes[id(room)] = room
-                wake = False
-                for room in lanes.values():
-                    wake |= self._drain_room(room) if room else self._drain(self._private_lane)
-                for _message, entry, _futures, _room in records:
-                    if not entry.done:
-                        # An earlier entry is not ready yet: its owner delivers this one.
-                        entry.event = threading.Event()
-            self._wake_if(wake)
-            for (message, entry, _futures, _room), refusal in zip(records, refusals, strict=True):
-                if entry.event is not None:
-                    entry.event.wait()
-                if refusal is None:  # (a refusal was sent to the sender on delivery)
-                    self.hooks.notify("chatkit_on_message", client=session, message=message)
-
-    def _deliver_stored(
-        self, entry: _MessageEntry, room: Room | None, refusal: Drop | None
-    ) -> None:
-        """Mark ``entry`` stored (or refused), deliver what is ready, and wait for it."""
-        with self._lock:
-            entry.refusal = refusal
-            entry.ready = True
-            wake = self._drain_room(room) if room else self._drain(self._private_lane)
-            if not entry.done:
-                # An earlier entry is not ready yet: its owner delivers this one.
-                entry.event = threading.Event()
-        self._wake_if(wake)
-        if entry.event is not None:
-            entry.event.wait()
-        if refusal is not None:
-            raise CommandError(f"message not delivered: {refusal.reason}", "not_stored")
+        self._lanes.settle(session)
 
     def announce(self, text: str, room: str | None = None) -> None:
         """Send a ``notice`` to everyone in ``room``, or to everyone if ``room`` is None."""
@@ -799,55 +601,6 @@ class Hub:
         self._wake_if(wake)
 
     # -- helpers -------------------------------------------------------------------
-
-    def _drain(self, lane: deque[_Entry]) -> bool:
-        """Deliver the ready entries at the head of ``lane``; True if the writer must be woken."""
-        assert self._lock.locked()
-        wake = False
-        while lane and lane[0].ready:
-            entry = lane[0]
-            if isinstance(entry, _MessageEntry) and isinstance(entry.audience, Room):
-                # A run of stored messages to one room leaves as one piece per member.
-                run: list[_MessageEntry] = []
-                while lane:
-                    head = lane[0]
-                    if not (
-                        head.ready
-                        and isinstance(head, _MessageEntry)
-                        and head.audience is entry.audience
-                        and head.refusal is None
-                    ):
-                        break
-                    run.append(head)
-                    lane.popleft()
-                if run:
-                    wake |= self._fanout_many(
-                        [e.frame for e in run], entry.audience.members.values()
-                    )
-                    for done in run:
-                        done.done = True
-                        if done.event is not None:
-                            done.event.set()
-                    continue
-            lane.popleft()
-            wake |= entry.deliver(self)
-            entry.done = True
-            if entry.event is not None:
-                entry.event.set()
-        if lane:
-            head = lane[0]
-            if isinstance(head, _JoinEntry) and not head.turn:
-                head.turn = True  # every earlier entry is delivered: its replay may be read
-                if head.event is not None:
-                    head.event.set()
-        return wake
-
-    def _drain_room(self, room: Room) -> bool:
-        """:meth:`_drain` for a room's lane; forget the room once it is empty."""
-        wake = self._drain(room.lane)
-        if not room.members and not room.lane and self._rooms.get(_key(room.name)) is room:
-            self._forget_room(room)
-        return wake
 
     def _member_room(self, session: Session, room: str | None) -> str:
         with self._lock:
@@ -880,8 +633,9 @@ class Hub:
         self.deliveries += len(conns)
         return self._outbox.fanout(frame, conns)
 
-    def _fanout_many(self, frames: list[Frame], sessions: Iterable[Session]) -> bool:
-        """:meth:`_fanout` for a run of frames to the same sessions, as one piece each."""
+    def _fanout_many(self, frames: Sequence[Frame], sessions: Iterable[Session]) -> bool:
+        """:meth:`_fanout` for a run of frames to the same sessions, as one piece each
+        (the lanes' ``fanout``)."""
         assert self._lock.locked()
         conns = [session.transport for session in sessions]
         self.deliveries += len(conns) * len(frames)
@@ -906,28 +660,6 @@ def _drop(plugin: str) -> Drop:
 
 def _request_failed(plugin: str) -> Reject:
     return Reject(f"internal error in plugin {plugin!r}", "internal_error")
-
-
-def _is_drop(result: object) -> bool:
-    return isinstance(result, Drop)
-
-
-def _outcome(futures: list[Future[Any]]) -> Drop | None:
-    """Wait for a message's store futures: ``None`` if all succeeded, else a :class:`Drop`."""
-    for future in futures:
-        try:
-            future.result()
-        except Exception as exc:
-            return Drop(str(exc) or type(exc).__name__)
-    return None
-
-
-def _not_stored(plugin: str) -> Drop:
-    return Drop(f"it could not be stored (internal error in plugin {plugin!r})")
-
-
-def _no_replay(plugin: str) -> None:
-    return None
 
 
 def message_frame(message: Message, **extra: Any) -> Frame:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -617,6 +618,12 @@ def test_text_mode_and_join_print_the_same_lines_on_a_real_server(
     alice.expect("nick", new="alicia")
     alice.say("/quit bye")
     alice.wait_closed()
+    # The socket closes once /quit's reply is sent; the leave goes out when alice's
+    # reader has logged her out: wait for that before nc's ping.
+    deadline = time.monotonic() + 10
+    while chat_server.hub.find("alicia") is not None:
+        assert time.monotonic() < deadline, "alicia was never logged out"
+        time.sleep(0.01)
     seen = nc.sync()  # everything up to alicia's leave
     assert seen[-1] == "* alicia left #general (quit: bye)"
     assert [join.stdout.readline().removesuffix("\n") for _ in seen] == seen

@@ -93,8 +93,8 @@ class MemoryOutbox:
 class Chat:
     """A hub with the default plugins (history in memory), and a way to log clients in."""
 
-    def __init__(self, **limits: Any) -> None:
-        config = Config(disable=["log", "flood"])
+    def __init__(self, *, without: Sequence[str] = (), **limits: Any) -> None:
+        config = Config(disable=["log", "flood", *without])
         config.plugin_config.setdefault("history", {})["db"] = ":memory:"
         for name, value in limits.items():
             setattr(config.limits, name, value)
@@ -220,3 +220,34 @@ def test_fanout_encodes_once_per_codec(chat: Chat) -> None:
     assert a.chunks[-1] is b.chunks[-1]  # the same bytes object, not a copy
     assert c.lines() == ["[#general] <alice> hello"]
     assert alice.codec is JSON_CODEC and carol.codec is TEXT_CODEC
+
+
+def test_a_stored_message_is_delivered_by_settle() -> None:
+    """With history on, a reader's line is stored in a pipeline: nobody receives it
+    until the reader settles (before it waits for input); then everyone does, once."""
+    chat = Chat()
+    try:
+        alice, a = chat.login("alice")
+        _bob, b = chat.login("bob")
+        a.chunks.clear()  # bob's join
+        chat.act(alice, Say("hi"))
+        assert a.chunks == b.chunks == [] and len(alice.unsettled) == 1
+        chat.hub.settle(alice)
+        assert messages(a) == messages(b) == [("alice", "hi")] and not alice.unsettled
+    finally:
+        chat.hooks.notify("chatkit_server_stop", server=None)
+
+
+def test_without_a_store_a_message_is_delivered_before_say_returns() -> None:
+    """No plugin stores messages: a message is born ready and delivered under the lock
+    that gave it its id; nothing is left to settle and the room's lane stays empty."""
+    chat = Chat(without=["history"])
+    try:
+        alice, a = chat.login("alice")
+        _bob, b = chat.login("bob")
+        chat.act(alice, Say("hi"))
+        assert messages(a) == messages(b) == [("alice", "hi")] and not alice.unsettled
+        assert chat.hub.join(alice, "#other")
+        assert chat.hub.who("#other") == ["alice"]
+    finally:
+        chat.hooks.notify("chatkit_server_stop", server=None)

@@ -1,0 +1,472 @@
+"""Sequenced delivery: lanes, their entries, and settling.
+
+Everything the chat delivers in a room's order goes through a *lane*: a FIFO of
+*entries* in id order. Each room has one (``hub.Room.lane``) and private messages
+share one (:attr:`Lanes.private`). An entry is a message (to the lane's room, or to
+the two parties of a private message) or a join (with its replay). It is appended
+(:meth:`Lanes.post`) under the hub's lock, the very acquisition that gives a
+message its id, so a lane's order is the id order.
+
+An entry is delivered once it is *ready* and everything ahead of it is delivered:
+whoever makes the head of a lane ready delivers it and every ready entry behind it,
+under the lock (``Lanes._drain``). So every member of a room sees its events in id
+order, whichever thread finished first.
+
+An entry is born ready when there is nothing to wait for: a message when no plugin
+stores messages (``chatkit_store_message``), a join when none replays rooms
+(``chatkit_room_replay``). A ready entry posted to an empty lane is delivered at
+once, under the lock that gave it its id; without such plugins that is all that
+happens, and lanes stay empty (the hot path of docs/architecture.md). Otherwise:
+
+- A message waits while its sender's thread calls the store hooks, without the
+  lock (storing is I/O). Then it is marked ready, or refused: a refused message is
+  delivered to nobody, and its sender is told on its turn in the lane. A store
+  hook may answer with a future; for the reader's own lines the reader then goes on
+  with its client's next line, and :meth:`Lanes.settle` waits for the futures and
+  delivers, before the reader waits for input or handles anything but a message.
+- A join waits for its *turn*, the head of its lane. Every message of the room with
+  an id up to the last one given out when the join was posted is then stored and
+  delivered, and every later one waits behind it. The joiner's thread reads the
+  replay for that id (``chatkit_room_replay``, no lock held), then the join is
+  delivered: the joiner becomes a member and gets its ``join``, the replay, then
+  live traffic, with no message missing or doubled. This is the *join-replay
+  guarantee*; it holds whether or not messages are born ready, since a ready
+  message posted behind a pending join waits for it.
+
+An owner that has to wait for others (its entry is ready but something ahead is
+not, or its join is not at the head) sleeps on an event created, under the lock,
+only in that case; whoever delivers the entry, or brings the join to the head,
+sets it.
+
+This module knows no room, nick or socket: the hub hands it its lock and three
+callbacks (see :class:`Lanes`), and each lane the members it delivers to.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+from chatkit.errors import CommandError
+from chatkit.frames import Frame
+from chatkit.results import Drop
+
+if TYPE_CHECKING:
+    from chatkit.events import Message
+    from chatkit.hooks import HookRunner
+    from chatkit.session import Session
+
+__all__ = ["Entry", "JoinEntry", "Lane", "Lanes", "MessageEntry"]
+
+Fanout = Callable[[Sequence[Frame], Iterable["Session"]], bool]
+"""Queue frames, in order, to sessions as one piece each; True if the writer must be
+woken. Called under the hub's lock."""
+
+Enter = Callable[["Session", str], "bool | None"]
+"""Make a session a member of a room (by name) and queue the ``join`` to every member:
+True if the writer must be woken, ``None`` if it cannot join any more (it logged out,
+or is a member already). Called under the hub's lock."""
+
+Emptied = Callable[["Lane"], None]
+"""Told, under the hub's lock, that a room's lane and its room are both empty."""
+
+
+class Entry:
+    """A delivery waiting in a lane. Every field is guarded by the hub's lock."""
+
+    __slots__ = ("done", "event", "ready", "turn")
+
+    def __init__(self, ready: bool) -> None:
+        self.ready = ready
+        """Set when the entry may be delivered (stored, or replay read); born set when
+        there is nothing to wait for."""
+        self.done = False
+        """Set once delivered (or given up)."""
+        self.turn = False
+        """Set when the entry is at the head of its lane: everything ahead is delivered."""
+        self.event: threading.Event | None = None
+        """Created, under the lock, only for an owner that has to wait; set with
+        :attr:`done` (or, for a join that is not ready, with :attr:`turn`)."""
+
+
+class MessageEntry(Entry):
+    """A room or private message between id assignment and delivery."""
+
+    __slots__ = ("audience", "frame", "refusal", "tell")
+
+    def __init__(
+        self, frame: Frame, ready: bool, audience: Collection[Session] | None = None
+    ) -> None:
+        # Entry's fields, set here rather than by super().__init__(): one call less
+        # per message on the hot path.
+        self.ready = ready
+        self.done = False
+        self.turn = False
+        self.event: threading.Event | None = None
+        self.frame = frame
+        self.audience = audience
+        """The two parties of a private message; ``None`` for the lane's room, whose
+        members are read at delivery."""
+        self.refusal: Drop | None = None
+        """Set if a store hook refused the message: it is then delivered to nobody."""
+        self.tell: Session | None = None
+        """For a message settled later: the sender, told of a refusal in lane order."""
+
+
+class JoinEntry(Entry):
+    """A join waiting for its turn, then for its replay."""
+
+    __slots__ = ("joined", "last_id", "replay", "room", "session")
+
+    def __init__(self, session: Session, room: str, last_id: int, ready: bool) -> None:
+        super().__init__(ready)
+        self.session = session
+        self.room = room
+        """The room's display name."""
+        self.last_id = last_id
+        """The last id given out when the join was posted: messages with ids up to it
+        are delivered before the join, later ones after it."""
+        self.replay: list[Frame] = []
+        self.joined = False
+        """Whether delivering it made the session a member."""
+
+
+class Lane(deque[Entry]):
+    """Deliveries waiting for their turn, in id order. Guarded by the hub's lock."""
+
+    __slots__ = ("audience", "name")
+
+    def __init__(self, name: str = "", audience: Collection[Session] = ()) -> None:
+        super().__init__()
+        self.name = name
+        """The room's display name; empty for the lane of private messages."""
+        self.audience = audience
+        """Who the lane's room messages go to: the room's members, as a live view
+        (``dict.values()``), read at delivery."""
+
+
+class Lanes:
+    """The sequenced-delivery engine of one hub.
+
+    It shares the hub's ``lock`` (every lane and entry is guarded by it, with the
+    chat state they are delivered from) and calls back into the hub, under that
+    lock: ``fanout`` to queue frames to sessions, ``enter`` to deliver a join, and
+    ``emptied`` when a room's lane drains while the room has no member (so the hub
+    may forget the room). ``wake`` wakes the writer; it is called without the lock.
+    ``hooks`` calls the store, replay and ``chatkit_on_message`` hooks, always on the
+    sender's (or joiner's) thread with no lock held.
+    """
+
+    def __init__(
+        self,
+        lock: threading.Lock,
+        hooks: HookRunner,
+        *,
+        fanout: Fanout,
+        enter: Enter,
+        emptied: Emptied,
+        wake: Callable[[], None],
+    ) -> None:
+        self._lock = lock
+        self._hooks = hooks
+        self._fanout = fanout
+        self._enter = enter
+        self._emptied = emptied
+        self._wake = wake
+        self._store = False  # set by prepare(): messages wait to be stored
+        self._replay = False  # set by prepare(): joins wait to read their replay
+        self.private = Lane()
+        """The lane of every private message; each entry carries its own audience."""
+
+    def prepare(self) -> None:
+        """Once the plugins are configured, see which entries can be born ready."""
+        self._store = self._implemented("chatkit_store_message")
+        self._replay = self._implemented("chatkit_room_replay")
+
+    def _implemented(self, name: str) -> bool:
+        return next(iter(self._hooks.impls(name)), None) is not None
+
+    # -- under the hub's lock -------------------------------------------------
+
+    def message(self, frame: Frame, audience: Collection[Session] | None = None) -> MessageEntry:
+        """A message entry (``audience``: the parties of a private message); to :meth:`post`."""
+        return MessageEntry(frame, not self._store, audience)
+
+    def join(self, session: Session, room: str, last_id: int) -> JoinEntry:
+        """A join entry for ``room`` (its display name); to :meth:`post`.
+
+        ``last_id`` must be the last id given out, read under the same acquisition
+        of the lock as the post: every message of the room up to it is then ahead.
+        """
+        return JoinEntry(session, room, last_id, not self._replay)
+
+    def post(self, lane: Lane, entry: Entry) -> bool:
+        """Append ``entry`` to ``lane``; deliver it at once if it is ready and first.
+
+        Called under the hub's lock. Returns True if the writer must be woken
+        (after releasing the lock). Then, without the lock, hand a message to
+        :meth:`send` and a join to :meth:`enter`.
+        """
+        assert self._lock.locked()
+        lane.append(entry)
+        if lane[0] is not entry:
+            if entry.ready or isinstance(entry, JoinEntry):
+                # Its owner will wait: for its delivery, or for a join's turn.
+                entry.event = threading.Event()
+            return False
+        if entry.ready:
+            return self._drain(lane)  # nothing ahead: born ready is delivered now
+        entry.turn = True
+        return False
+
+    # -- on the owner's thread, without the lock -------------------------------
+
+    def send(
+        self,
+        session: Session,
+        message: Message,
+        entry: MessageEntry,
+        lane: Lane,
+        *,
+        defer: bool = False,
+    ) -> None:
+        """Finish a posted message: store it, see it delivered, run ``chatkit_on_message``.
+
+        Runs on the sender's thread without the lock. Raises :class:`CommandError`
+        ``not_stored`` if it was refused. If a store hook answered with a future
+        and ``defer`` is set, returns at once: :meth:`settle` then delivers it and
+        runs ``chatkit_on_message``.
+        """
+        # Read without the lock: after post() only this thread changes ready and event
+        # (a born-ready entry gets its event in post(), under the lock, or never).
+        if not entry.ready:
+            if not self._store_and_deliver(session, message, entry, lane, defer):
+                return
+        elif entry.event is not None:
+            entry.event.wait()  # born ready behind an entry that is not: its owner delivers
+        self._hooks.notify("chatkit_on_message", client=session, message=message)
+
+    def enter(self, entry: JoinEntry, lane: Lane) -> bool:
+        """Finish a posted join: wait for its turn, read the replay, deliver; True if joined.
+
+        Runs on the joiner's thread without the lock (``ready`` and ``event`` are read
+        without it, as in :meth:`send`).
+        """
+        if entry.ready:
+            if entry.event is not None:
+                entry.event.wait()  # born ready behind an entry that is not: its owner delivers
+            return entry.joined
+        replay: list[Frame] | None = None
+        try:
+            if entry.event is not None:
+                entry.event.wait()  # until every earlier message of the room is delivered
+            replay = self._hooks.first(
+                "chatkit_room_replay",
+                _no_replay,
+                client=entry.session,
+                room=entry.room,
+                last_id=entry.last_id,
+            )
+        finally:
+            # Always, or the room's later deliveries would wait behind this entry forever.
+            with self._lock:
+                entry.replay = list(replay or [])
+                entry.ready = True
+                wake = self._drain(lane)  # at its turn, ready: delivered now
+        if wake:
+            self._wake()
+        return entry.joined
+
+    def _store_and_deliver(
+        self,
+        session: Session,
+        message: Message,
+        entry: MessageEntry,
+        lane: Lane,
+        defer: bool,
+    ) -> bool:
+        """Call the store hooks, then deliver in lane order; True once delivered.
+
+        If a store hook answered with a future and ``defer`` is set, returns False
+        at once: the message is then delivered by :meth:`settle`, which the
+        sender's reader calls before it waits for more input or handles anything
+        but a message.
+        """
+        # Refused until the hooks answer: nothing is delivered unstored, even if a
+        # BaseException (KeyboardInterrupt) escapes them.
+        refusal: Drop | None = Drop("it could not be stored (internal error)")
+        futures: list[Future[Any]] = []
+        deferred = False
+        try:
+            results = self._hooks.collect(
+                "chatkit_store_message", _not_stored, _is_drop, client=session, message=message
+            )
+            refusal = None  # the hooks answered
+            for result in results:
+                if isinstance(result, Future):
+                    futures.append(result)
+                elif isinstance(result, Drop):
+                    refusal = result
+            if futures and refusal is None:
+                if defer:
+                    entry.tell = session  # a refusal is then reported in lane order
+                    session.unsettled.append((message, entry, futures, lane))
+                    deferred = True
+                    return False
+                refusal = _outcome(futures)
+        finally:
+            if not deferred:
+                if defer and session.unsettled:
+                    # This reader's earlier messages are ahead in the lane and only it
+                    # marks them ready: finish them first, or it would wait for itself.
+                    self.settle(session)
+                # Always, or the lane's later deliveries would wait behind it forever.
+                self._deliver_stored(entry, lane, refusal)
+        return True
+
+    def _deliver_stored(self, entry: MessageEntry, lane: Lane, refusal: Drop | None) -> None:
+        """Mark ``entry`` stored (or refused), deliver what is ready, and wait for it."""
+        with self._lock:
+            entry.refusal = refusal
+            entry.ready = True
+            wake = self._drain(lane)
+            if not entry.done:
+                # An earlier entry is not ready yet: its owner delivers this one.
+                entry.event = threading.Event()
+        if wake:
+            self._wake()
+        if entry.event is not None:
+            entry.event.wait()
+        if refusal is not None:
+            raise CommandError(f"message not delivered: {refusal.reason}", "not_stored")
+
+    def settle(self, session: Session) -> None:
+        """Deliver the messages ``session`` sent while their storing went on.
+
+        Called on the session's reader thread. Waits until they are stored,
+        delivers them (in lane order, all under one acquisition of the lock),
+        then, in order, runs ``chatkit_on_message`` for each (a refused one was
+        reported to the sender on its turn in the lane). Returns once all are
+        delivered, so whatever the client sent next is answered after them.
+        """
+        while session.unsettled:
+            records, session.unsettled = session.unsettled, []
+            refusals: list[Drop | None] = []
+            last: tuple[list[Future[Any]], Drop | None] | None = None
+            for _message, _entry, futures, _lane in records:
+                # Messages committed together share one future: wait for it once.
+                if last is None or last[0] != futures:
+                    last = (futures, _outcome(futures))
+                refusals.append(last[1])
+            with self._lock:
+                lanes: dict[int, Lane] = {}
+                for (_message, entry, _futures, lane), refusal in zip(
+                    records, refusals, strict=True
+                ):
+                    entry.refusal = refusal
+                    entry.ready = True
+                    lanes[id(lane)] = lane
+                wake = False
+                for lane in lanes.values():
+                    wake |= self._drain(lane)
+                for _message, entry, _futures, _lane in records:
+                    if not entry.done:
+                        # An earlier entry is not ready yet: its owner delivers this one.
+                        entry.event = threading.Event()
+            if wake:
+                self._wake()
+            for (message, entry, _futures, _lane), refusal in zip(records, refusals, strict=True):
+                if entry.event is not None:
+                    entry.event.wait()
+                if refusal is None:  # (a refusal was sent to the sender on delivery)
+                    self._hooks.notify("chatkit_on_message", client=session, message=message)
+
+    # -- delivery, under the hub's lock -----------------------------------------
+
+    def _drain(self, lane: Lane) -> bool:
+        """Deliver the ready entries at the head of ``lane``; True if the writer must be woken."""
+        assert self._lock.locked()
+        wake = False
+        while lane and lane[0].ready:
+            entry = lane.popleft()
+            if not isinstance(entry, MessageEntry):
+                assert isinstance(entry, JoinEntry)
+                wake |= self._deliver_join(entry)
+            elif entry.refusal is not None:
+                if entry.tell is not None:
+                    text = f"message not delivered: {entry.refusal.reason}"
+                    wake |= entry.tell.push(Frame("error", code="not_stored", text=text))
+            elif entry.audience is not None:  # a private message, to its parties
+                wake |= self._fanout((entry.frame,), entry.audience)
+            elif not (lane and _runs_on(lane[0])):  # a room message on its own
+                wake |= self._fanout((entry.frame,), lane.audience)
+            else:
+                # A run of ready messages to the room leaves as one piece per member.
+                run = [entry]
+                while lane and _runs_on(head := lane[0]):
+                    lane.popleft()
+                    run.append(head)
+                wake |= self._fanout([done.frame for done in run], lane.audience)
+                for done in run[1:]:
+                    _delivered(done)
+            _delivered(entry)
+        if lane:
+            first = lane[0]
+            if not first.turn:
+                first.turn = True  # everything ahead is delivered: a join may read its replay
+                if first.event is not None:
+                    first.event.set()
+        elif lane.name and not lane.audience:
+            self._emptied(lane)
+        return wake
+
+    def _deliver_join(self, entry: JoinEntry) -> bool:
+        wake = self._enter(entry.session, entry.room)
+        if wake is None:
+            return False  # logged out while its replay was read, or joined meanwhile
+        session = entry.session
+        for frame in entry.replay:
+            wake |= session.push(frame)
+        entry.joined = True
+        return wake
+
+
+def _delivered(entry: Entry) -> None:
+    entry.done = True
+    if entry.event is not None:
+        entry.event.set()  # its owner waits for it
+
+
+def _runs_on(entry: Entry) -> TypeGuard[MessageEntry]:
+    """Whether ``entry`` joins a run of ready messages to the lane's room."""
+    return (
+        entry.ready
+        and isinstance(entry, MessageEntry)
+        and entry.audience is None
+        and entry.refusal is None
+    )
+
+
+def _outcome(futures: list[Future[Any]]) -> Drop | None:
+    """Wait for a message's store futures: ``None`` if all succeeded, else a :class:`Drop`."""
+    for future in futures:
+        try:
+            future.result()
+        except Exception as exc:
+            return Drop(str(exc) or type(exc).__name__)
+    return None
+
+
+def _is_drop(result: object) -> bool:
+    return isinstance(result, Drop)
+
+
+def _not_stored(plugin: str) -> Drop:
+    return Drop(f"it could not be stored (internal error in plugin {plugin!r})")
+
+
+def _no_replay(plugin: str) -> None:
+    return None
