@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -60,6 +61,8 @@ class Tmux:
         env.update(HOME=str(home), LANG="C.UTF-8", LC_ALL="C.UTF-8", TZ="UTC")
         self.env = env
         self.last_screen = ""
+        self.pid: int | None = None
+        """The client's process (tmux runs the command as the pane's process)."""
 
     def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -75,6 +78,8 @@ class Tmux:
         self.tmux(
             "new-session", "-d", "-s", self.name, "-x", "200", "-y", "50", shlex.join(command)
         )
+        pid = self.tmux("display-message", "-p", "-t", self.name, "#{pane_pid}").stdout
+        self.pid = int(pid)
 
     def type(self, text: str) -> None:
         """Type a line and press Enter."""
@@ -110,7 +115,19 @@ class Tmux:
             time.sleep(POLL)
 
     def kill(self) -> None:
+        """Close the session (the client loses its terminal and exits); a client that
+        outlives that for a second is killed."""
         self.tmux("kill-server", check=False)
+        if self.pid is None:
+            return
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(POLL)
+        os.kill(self.pid, signal.SIGKILL)
 
 
 @pytest.fixture
