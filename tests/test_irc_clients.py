@@ -133,7 +133,6 @@ class Tmux:
 @pytest.fixture
 def tmux(tmp_path: Path) -> Iterator[Callable[[str], Tmux]]:
     """``tmux(name)``: a tmux session for one client; its tmux server is killed at the end."""
-    require("tmux")
     sessions: list[Tmux] = []
 
     def make(name: str) -> Tmux:
@@ -222,7 +221,7 @@ def test_irssi(
     server: Server, jay: ChatClient, tmux: Callable[[str], Tmux], tmp_path: Path
 ) -> None:
     """irssi connects, is in #general, shows the replay, chats both ways and quits."""
-    require("irssi")
+    require("irssi", "tmux")
     home = tmp_path / "irssi"
     home.mkdir()
     # irssi's flood control sends one command per 2.2 s after a burst of 5, which would
@@ -251,7 +250,7 @@ def test_weechat(
     server: Server, jay: ChatClient, tmux: Callable[[str], Tmux], tmp_path: Path
 ) -> None:
     """WeeChat connects, is in #general, shows the replay, chats both ways and quits."""
-    require("weechat")
+    require("weechat", "tmux")
     home = tmp_path / "weechat"
     host, port = server.addresses["irc"]
     commands = (
