@@ -317,8 +317,8 @@ def test_privmsg_and_notice_errors(connect: Callable[[], IrcClient]) -> None:
 
 
 def test_queries(connect: Callable[[], IrcClient]) -> None:
-    """WHO, WHOIS, TOPIC, LIST, MODE, AWAY, ISON, USERHOST, VERSION, LUSERS answer with
-    their numerics."""
+    """WHO, WHOIS, WHOWAS, TOPIC, LIST, MODE, AWAY, ISON, USERHOST, VERSION, LUSERS answer
+    with their numerics."""
     alice, bob = connect(), connect()
     alice.register("alice")
     bob.register("bob")
@@ -340,6 +340,13 @@ def test_queries(connect: Callable[[], IrcClient]) -> None:
     alice.send("WHOIS nobody")
     alice.expect(f":{SERVER} 401 alice nobody :")
     alice.expect(f":{SERVER} 318 alice nobody :")
+    # No nick history: WHOWAS says so for every nick (irssi asks after a WHOIS of nobody).
+    alice.send("WHOWAS nobody 1", "WHOWAS bob,carol", "WHOWAS")
+    alice.expect(f":{SERVER} 406 alice nobody :There was no such nickname")
+    alice.expect(f":{SERVER} 369 alice nobody :End of WHOWAS")
+    alice.expect(f":{SERVER} 406 alice bob :")
+    alice.expect(f":{SERVER} 369 alice bob :")
+    alice.expect(f":{SERVER} 431 alice :No nickname given")
     alice.send("USERHOST bob alice", "ISON bob nobody ALICE")
     alice.expect(f":{SERVER} 302 alice :bob=-bob@chatkit alice=+alice@chatkit")
     alice.expect(f":{SERVER} 303 alice :bob alice")

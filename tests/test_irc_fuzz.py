@@ -44,6 +44,7 @@ COMMANDS = st.tuples(
             "MODE",
             "WHO",
             "WHOIS",
+            "WHOWAS",
             "TOPIC",
             "LIST",
             "NAMES",

@@ -413,6 +413,18 @@ class IrcChannel:
         lines.append(Message(n.RPL_ENDOFWHOIS, (nick, "End of /WHOIS list.")))
         self.send(*lines)
 
+    def whowas(self, params: tuple[str, ...]) -> None:
+        """No nick history is kept: every nick gets ``406``, then ``369``. (irssi sends
+        a WHOWAS after each WHOIS of an absent nick; ``421`` there reads as a fault.)"""
+        if not params or not params[0]:
+            self.send(Message(n.ERR_NONICKNAMEGIVEN, ("No nickname given",)))
+            return
+        nick = params[0].split(",")[0]  # the first, as WHOIS
+        self.send(
+            Message(n.ERR_WASNOSUCHNICK, (nick, "There was no such nickname")),
+            Message(n.RPL_ENDOFWHOWAS, (nick, "End of WHOWAS")),
+        )
+
     def topic(self, params: tuple[str, ...]) -> None:
         if not params or not params[0]:
             self.send(Message(n.ERR_NEEDMOREPARAMS, ("TOPIC", "Not enough parameters")))
@@ -562,5 +574,6 @@ _HANDLERS: dict[str, Callable[[IrcChannel, tuple[str, ...]], None]] = {
     "VERSION": IrcChannel.version,
     "WHO": IrcChannel.who,
     "WHOIS": IrcChannel.whois,
+    "WHOWAS": IrcChannel.whowas,
 }
 """IRC commands and their handlers; any other goes to :meth:`IrcChannel.chat_command`."""
