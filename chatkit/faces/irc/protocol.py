@@ -24,6 +24,7 @@ the connection goes on.
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,8 @@ from chatkit.faces.irc.render import (
 )
 from chatkit.frames import Frame
 from chatkit.protocol import LineDecoder, LineTooLong
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CAPABILITIES",
@@ -306,8 +309,12 @@ class IrcProtocol:
         out: list[Message] = []
         if self._motd is not None and frame.type != "notice":
             out += self._end_motd()
-        out += self._lines(frame)
-        return encode_lines([self._complete(message) for message in out])
+        try:
+            return encode_lines([self._complete(message) for message in out + self._lines(frame)])
+        except Exception:  # a plugin's frame with fields of the wrong types
+            log.warning("cannot render %r for IRC; sent as text", frame, exc_info=True)
+            out += notices(self.server, self.nick, render_text(frame))
+            return encode_lines([self._complete(message) for message in out])
 
     def _complete(self, message: Message) -> Message:
         """A message of the protocol's own as it goes out: from the server, and a

@@ -16,6 +16,7 @@ message is one PRIVMSG per line; CR, LF and NUL never reach a parameter.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from typing import Any
 from chatkit.codecs import Codec, render_text
 from chatkit.faces.irc.message import MAX_LINE_BYTES, Message
 from chatkit.frames import Frame
+
+log = logging.getLogger(__name__)
+SERVER_FALLBACK = "chatkit"  # the source of a fan-out frame that could not be rendered
 
 __all__ = [
     "BYTE_CAPS",
@@ -79,9 +83,16 @@ def encode_lines(messages: list[Message]) -> bytes:
     numerics) is always written as a trailing parameter, as servers do: some clients
     count on the ``:``.
     """
-    return "".join(f"{message.line(_text_last(message))}\r\n" for message in messages).encode(
-        "utf-8", "replace"
-    )
+    text = "".join(f"{message.line(_text_last(message))}\r\n" for message in messages)
+    if "\0" in text or text.count("\r") != len(messages) or text.count("\n") != len(messages):
+        # A field with a line break or NUL in it (a plugin's frame): never a forged line.
+        text = "".join(
+            f"{message.line(_text_last(message)).translate(_BREAKS)}\r\n" for message in messages
+        )
+    return text.encode("utf-8", "replace")
+
+
+_BREAKS = {0x00: " ", 0x0A: " ", 0x0D: " "}
 
 
 def _text_last(message: Message) -> bool:
@@ -225,4 +236,8 @@ def _serializer(style: Style) -> Callable[[Frame], bytes]:
 
 
 def _serialize(style: Style, frame: Frame) -> bytes:
-    return encode_lines(render(frame, style))
+    try:
+        return encode_lines(render(frame, style))
+    except Exception:  # a plugin's frame with fields of the wrong types
+        log.warning("cannot render %r for IRC; sent as text", frame, exc_info=True)
+        return encode_lines(notices(SERVER_FALLBACK, "*", render_text(frame)))
