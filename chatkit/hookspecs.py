@@ -44,10 +44,11 @@ between two hooks, with no hook of its own::
   may try again); only a refused default room lets the login go on, without the
   room (no replay, no ``chatkit_on_join``). A client leaves (``logout``) when its
   connection closes, on ``/quit``, when it is cut off, and at shutdown.
-* ``chatkit_store_message`` and ``chatkit_room_replay`` are called only when some
-  plugin implements one of them (deliveries are then sequenced: see
-  ``chatkit_store_message``); otherwise a message is delivered as soon as it has its
-  id, and a joiner gets no replay.
+* A message waits for ``chatkit_store_message`` and a join for
+  ``chatkit_room_replay`` only when some plugin implements that hook (deliveries
+  then keep their order through the room's lane: see ``chatkit_store_message``);
+  otherwise a message is delivered as soon as it has its id, and a joiner gets no
+  replay.
 * Startup and shutdown run on the thread that calls ``Server.start()`` and
   ``Server.shutdown()``; everything else on the reader thread of the client whose
   line it is, one line after the other, so one client's hooks run in this order.
@@ -293,8 +294,8 @@ def chatkit_room_replay(client: Session, room: str, last_id: int) -> list[Frame]
     Return a list of :class:`~chatkit.Frame` (``message`` frames with
     ``history=True``, typically, and a closing ``history`` frame) or ``None``
     to leave it to the next plugin. The first list wins. If it raises, the error
-    is logged and the client joins without a replay. Implementing this hook
-    makes deliveries sequenced (see ``chatkit_store_message``).
+    is logged and the client joins without a replay. Implementing this hook makes
+    joins wait in their room's lane for it (see ``chatkit_store_message``).
     """
 
 
