@@ -42,6 +42,7 @@ from chatkit.errors import UsageError
 from chatkit.faces import Face
 from chatkit.faces.irc.face import NETWORK_NAME, SERVER_NAME, IrcFace
 from chatkit.faces.line import LineFace
+from chatkit.faces.web import WebFace
 from chatkit.plugins import (
     DISTRIBUTION,
     check_plugin_sections,
@@ -268,6 +269,15 @@ def serve(
             metavar="PORT",
         ),
     ] = None,
+    web_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also serve the chat page and its WebSocket on this port (0: any free "
+            "one), for people with a browser (docs/web.md). "
+            "\\[default: [faces.web] port in the config file, else off]",
+            metavar="PORT",
+        ),
+    ] = None,
     db: Annotated[
         str | None,
         typer.Option(
@@ -321,7 +331,7 @@ def serve(
         )
         for handler in logging.getLogger().handlers:
             handler.addFilter(_said_by_banner)
-        server = Server(config=cfg, faces=_faces(cfg, irc_port))
+        server = Server(config=cfg, faces=_faces(cfg, irc_port, web_port))
     except UsageError as exc:
         raise _fail(exc) from None
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl+C
@@ -360,6 +370,11 @@ def serve(
             irc_host, irc_port_ = server.addresses["irc"]
             shown = f"[{irc_host}]" if ":" in irc_host else irc_host
             typer.echo(f"IRC: irc://{shown}:{irc_port_}   (irssi: /connect {irc_host} {irc_port_})")
+        if "web" in server.addresses:
+            web_host, web_port_ = server.addresses["web"]
+            pages = hosts if web_host in _ANY_ADDRESS else [web_host]
+            urls = " or ".join(f"http://{f'[{h}]' if ':' in h else h}:{web_port_}/" for h in pages)
+            typer.echo(f"web: {urls}   (open it in a browser)")
         sys.stdout.flush()
         # The server runs in its threads; this waits for a signal, or for the server
         # to stop itself (Server.fail).
@@ -379,8 +394,9 @@ def serve(
 _ANY_ADDRESS = ("0.0.0.0", "::", "")  # listening on every interface
 
 
-def _faces(config: Config, irc_port: int | None) -> list[Face]:
-    """The line face, and the IRC face if ``--irc-port`` or ``[faces.irc] port`` asks."""
+def _faces(config: Config, irc_port: int | None, web_port: int | None = None) -> list[Face]:
+    """The line face, the IRC face if ``--irc-port`` or ``[faces.irc] port`` asks, and
+    the web face if ``--web-port`` or ``[faces.web] port`` does."""
     faces: list[Face] = [LineFace()]
     irc = config.faces.get("irc", {})
     port = irc_port if irc_port is not None else irc.get("port")
@@ -391,6 +407,17 @@ def _faces(config: Config, irc_port: int | None) -> list[Face]:
                 port=port,
                 server_name=irc.get("server_name", SERVER_NAME),
                 network=irc.get("network", NETWORK_NAME),
+            )
+        )
+    web = config.faces.get("web", {})
+    port = web_port if web_port is not None else web.get("port")
+    if port is not None:
+        faces.append(
+            WebFace(
+                host=web.get("host"),
+                port=port,
+                origins=web.get("origins", ()),
+                allow_no_origin=web.get("allow_no_origin", False),
             )
         )
     return faces

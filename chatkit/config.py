@@ -22,6 +22,11 @@ A config file looks like this (every key optional)::
     server_name = "chat.example.org"
     network = "example"
 
+    [faces.web]                   # the chat page and its WebSocket (docs/web.md)
+    port = 8080
+    origins = ["https://chat.example.org"]  # besides the page's own; "*": any
+    allow_no_origin = false       # WebSocket clients that send no Origin (programs)
+
 Command-line flags win over the file.
 """
 
@@ -147,7 +152,8 @@ class Config:
     """Per-plugin settings: the ``[plugins.NAME]`` tables of the config file."""
     faces: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Listeners beside the line face: the ``[faces.NAME]`` tables of the config file
-    (``irc``: ``host``, ``port``, ``server_name``, ``network``), checked here."""
+    (``irc``: ``host``, ``port``, ``server_name``, ``network``; ``web``: ``host``,
+    ``port``, ``origins``, ``allow_no_origin``), checked here."""
     source: Path | None = None
     """The file this config was read from, if any."""
 
@@ -159,6 +165,7 @@ class Config:
 _SERVER_KEYS = {"host", "port", "plugins", "disable", "default_room", "log_level", "bidi"}
 _FACE_KEYS: dict[str, dict[str, type]] = {
     "irc": {"host": str, "port": int, "server_name": str, "network": str},
+    "web": {"host": str, "port": int, "origins": list, "allow_no_origin": bool},
 }
 
 
@@ -265,6 +272,9 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
                     f"expected one of {', '.join(sorted(keys))}"
                 )
             _check_type(f"{where}[faces.{name}] {key}", value, keys[key])
+            if key == "origins":
+                for item in value:
+                    _check_type(f"{where}[faces.{name}] origins items", item, str)
             if key in ("server_name", "network") and (not value or " " in value):
                 raise UsageError(f"{where}[faces.{name}] {key} must be one word, not {value!r}")
         config.faces[name] = dict(table)

@@ -161,9 +161,14 @@ class Connection:
         """Send what is queued, then close; the logout reason will be ``reason``.
 
         The reader stops reading at once. ``finish()`` is idempotent; the first
-        reason wins.
+        reason wins. A channel with a ``farewell(reason)`` method (the web face's:
+        a WebSocket close frame) gives the last bytes sent.
         """
-        if self.writer.finish(self, reason):
+        last = b""
+        farewell = getattr(self.channel, "farewell", None)
+        if farewell is not None and not self.finishing:
+            last = farewell(reason)
+        if self.writer.finish(self, reason, last):
             self.writer.wake()
 
     def abort(self, reason: str) -> None:
@@ -397,14 +402,18 @@ class Writer:
                 scheduled |= append(conn, data)
             return scheduled and self._need_wake()
 
-    def finish(self, conn: Connection, reason: str) -> bool:
-        """Mark ``conn`` to close once its queue is sent; True if the writer must be woken."""
+    def finish(self, conn: Connection, reason: str, last: bytes = b"") -> bool:
+        """Mark ``conn`` to close once its queue is sent, ``last`` queued after the rest
+        (unless it is closing already); True if the writer must be woken."""
         with self._lock:
+            # Appended under the lock that marks it finishing: nothing a fan-out
+            # queues can come after its last bytes (a WebSocket close frame).
+            scheduled = self._append(conn, last) if last else False
             if conn.close_reason is None:
                 conn.close_reason = reason
             conn._finishing = True
             if conn._scheduled:
-                return False
+                return scheduled and self._need_wake()
             conn._scheduled = True
             self._ready.append(conn)
             return self._need_wake()

@@ -68,7 +68,15 @@ def test_a_full_config_file(tmp_path: Path) -> None:
         ('[limits]\nidle_timeout = "abc"\n', "[limits] idle_timeout must be a number, not 'abc'"),
         ("[server]\nhost = 1\n", "[server] host must be a string, not 1"),
         ('[server]\nbidi = "strip"\n', "[server] bidi must be one of replace, refuse, allow"),
-        ("[faces.web]\nport = 1\n", "unknown face [faces.web]; expected [faces.irc]"),
+        (
+            "[faces.gopher]\nport = 1\n",
+            "unknown face [faces.gopher]; expected [faces.irc], [faces.web]",
+        ),
+        ("[faces.web]\norigins = [1]\n", "[faces.web] origins items must be a string"),
+        (
+            '[faces.web]\nallow_no_origin = "yes"\n',
+            "[faces.web] allow_no_origin must be true or false",
+        ),
         ("[faces.irc]\nprot = 1\n", "unknown key faces.irc.prot"),
         ('[faces.irc]\nport = "6667"\n', "[faces.irc] port must be an integer"),
         ('[faces.irc]\nnetwork = "my net"\n', "[faces.irc] network must be one word"),
@@ -111,3 +119,17 @@ def test_the_irc_face_table(tmp_path: Path) -> None:
         }
     }
     assert Config().faces == {}
+
+
+def test_the_web_face_table(tmp_path: Path) -> None:
+    """[faces.web] is read as the web listener's settings."""
+    config = load_config(
+        write(
+            tmp_path,
+            '[faces.web]\nport = 8080\norigins = ["https://chat.example.org"]\n'
+            "allow_no_origin = true\n",
+        )
+    )
+    assert config.faces == {
+        "web": {"port": 8080, "origins": ["https://chat.example.org"], "allow_no_origin": True}
+    }

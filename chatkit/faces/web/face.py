@@ -1,0 +1,351 @@
+"""The web face's listener and connections: HTTP for the page, WebSocket for the chat.
+
+Each connection is a :class:`websockets.server.ServerProtocol` (sans-I/O: it parses
+the HTTP request and the WebSocket frames, and makes every byte sent but one kind,
+below) and the line face's adapter (:class:`~chatkit.faces.line.LineChannel`), whose
+protocol, fixed in JSON mode, parses each text message as one JSON frame and whose
+``act`` turns it into hub operations: so a browser is a JSON client, with the same
+checks, limits, errors and plugins.
+
+A request is one of:
+
+* ``GET /ws`` with ``Upgrade: websocket`` from an allowed ``Origin``: the handshake,
+  then chat; text messages of at most ``max_line`` bytes (larger: ``line_too_long``,
+  then close 1009), binary messages refused (``bad_frame``), pings answered, the
+  server's idle ping a WebSocket ping;
+* anything else: a static file, ``304``, ``404`` or ``405``
+  (:mod:`chatkit.faces.web.static`), then the connection ends.
+
+Fan-out: a frame for many is encoded once per codec; :data:`WEB_CODEC` turns the
+JSON codec's bytes (cached in the frame) into one unmasked WebSocket text frame. A
+server's frames are never masked and no extension (compression) is negotiated, so a
+frame's bytes are the same for every connection: the fan-out's one encoding holds.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from websockets.frames import CloseCode, Opcode
+from websockets.frames import Frame as WsFrame
+from websockets.http11 import Request, Response
+from websockets.protocol import CONNECTING, OPEN
+from websockets.server import ServerProtocol
+
+from chatkit.codecs import JSON_CODEC, Codec
+from chatkit.faces.line import LineChannel
+from chatkit.faces.web import static
+from chatkit.frames import Frame
+from chatkit.protocol import Mode, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from websockets.typing import Origin
+
+    from chatkit.faces import Link
+    from chatkit.hub import Hub
+    from chatkit.session import Session
+
+__all__ = ["WEB_CODEC", "WebChannel", "WebFace"]
+
+log = logging.getLogger(__name__)
+
+WEB_PORT = 8080  # the port ``chatkit serve --web-port`` examples use; any free one with 0
+WS_PATH = "/ws"  # where the page opens its WebSocket
+CLOSE_REASON_BYTES = 120  # a close frame's reason: at most 123 bytes (RFC 6455 5.5)
+PING_PAYLOAD = b"chatkit"  # what the server's idle ping carries (any pong will do)
+_FLUSH = "web_flush"  # a face-private frame: send what the protocol has queued
+_RAW = "web_raw"  # a face-private frame: these bytes, then what the protocol has queued
+# HTTP statuses for the errors a connection may get before it has a WebSocket.
+_EARLY_STATUS = {
+    "login_timeout": (408, "Request Timeout"),
+    "too_many_connections": (429, "Too Many Requests"),
+}
+
+
+def _text_payload(frame: Frame) -> bytes:
+    return frame.encode(JSON_CODEC)[:-1]  # the JSON line (cached) without its "\n"
+
+
+def _web_frame(frame: Frame) -> bytes:
+    # The library's framing; a server frame is not masked, so this is the same for
+    # every recipient, and a fan-out does it once.
+    return WsFrame(Opcode.TEXT, _text_payload(frame)).serialize(mask=False)
+
+
+WEB_CODEC = Codec("web", _web_frame)
+"""Frames as WebSocket text messages of JSON: what fan-outs send web clients."""
+
+
+class _Quiet(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The library's per-connection INFO lines ("connection open") at DEBUG: the log
+    plugin already logs logins and logouts."""
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
+class WebFace:
+    """The chat page and its WebSocket (docs/web.md): ``chatkit serve --web-port``."""
+
+    name = "web"
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = WEB_PORT,
+        *,
+        origins: Sequence[str] = (),
+        allow_no_origin: bool = False,
+    ) -> None:
+        self.host = host
+        """Address to listen on; ``None``: the server's."""
+        self.port = port
+        """Port to listen on (0: any free one); ``None``: the server's."""
+        self.origins = tuple(origins)
+        """Origins allowed to open the WebSocket besides the page's own (the ``Host``
+        the request came to, over http or https); ``"*"``: any."""
+        self.allow_no_origin = allow_no_origin
+        """Allow WebSocket clients that send no ``Origin`` (programs; browsers always
+        send one)."""
+        self.files = static.load()
+        """The page's files by URL path."""
+        self._logger = _Quiet(logging.getLogger("chatkit.faces.web.wire"), {})
+
+    def __repr__(self) -> str:
+        return f"WebFace(host={self.host!r}, port={self.port!r}, origins={self.origins!r})"
+
+    def early(self, frame: Frame) -> bytes:
+        """``frame`` for a connection that has not sent its request: an HTTP error."""
+        return _early(frame.type, str(frame.fields.get("code", "")), str(frame.fields.get("text")))
+
+    def greeting(self) -> bytes | None:
+        return None  # browsers speak first
+
+    def open(self, hub: Hub, session: Session, link: Link) -> WebChannel:
+        return WebChannel(self, hub, session, link)
+
+    def allowed_origins(self, host: str | None) -> list[str | re.Pattern[str] | None] | None:
+        """What ``Origin`` may be for a request to ``host`` (its ``Host`` header);
+        ``None``: anything."""
+        if "*" in self.origins:
+            return None
+        allowed: list[str | re.Pattern[str] | None] = list(self.origins)
+        if host:
+            allowed += [f"http://{host}", f"https://{host}"]
+        if self.allow_no_origin:
+            allowed.append(None)
+        return allowed
+
+
+@functools.lru_cache(maxsize=64)
+def _early(kind: str, code: str, text: str) -> bytes:
+    # Cached: in a storm the same refusal goes to thousands of connections.
+    status, reason = _EARLY_STATUS.get(code, (503, "Service Unavailable"))
+    return static.error_response(status, reason, text).serialize()
+
+
+class WebChannel:
+    """One web connection: the WebSocket protocol object and the adapter to the hub."""
+
+    def __init__(self, face: WebFace, hub: Hub, session: Session, link: Link) -> None:
+        self.face = face
+        self.hub = hub
+        self.session = session
+        self.link = link
+        limits = hub.config.limits
+        self.protocol = ServerProtocol(max_size=limits.max_line, logger=face._logger)
+        """The connection's sans-I/O WebSocket state (no extensions: see the module)."""
+        # Synchronize access to protocol: the reader feeds it, and frames for this
+        # client alone are sent from other threads too (the watchdog's ping, a
+        # plugin's notice). Held only while the protocol works: never across a hook,
+        # a hub call or a socket call.
+        self._lock = threading.Lock()
+        self.json = LineChannel(hub, session, link)
+        """The line face's adapter: its protocol (JSON mode) parses a text message, its
+        ``act`` acts on the event."""
+        self.json.protocol.mode = Mode.JSON
+        self._message: list[bytes] | None = None  # the fragments of a text message
+        self._binary = False  # inside a fragmented binary message (being refused)
+        self.upgraded = False
+        """True once the WebSocket handshake succeeded."""
+        self._answered = False  # an HTTP request was answered
+        link.codec = WEB_CODEC
+
+    # -- the Channel interface -----------------------------------------------------------
+
+    def encode(self, frame: Frame) -> bytes:
+        with self._lock:
+            protocol = self.protocol
+            if frame.type == _FLUSH:
+                pass
+            elif frame.type == _RAW:
+                return bytes(frame.fields["data"]) + b"".join(protocol.data_to_send())
+            elif protocol.state is OPEN:
+                if frame.type == "ping":
+                    protocol.send_ping(PING_PAYLOAD)  # the watchdog's idle check
+                else:
+                    protocol.send_text(_text_payload(frame))
+            elif protocol.state is CONNECTING and not protocol.eof_sent and frame.type == "error":
+                # Before a request (a slow one): the watchdog's login_timeout.
+                code = str(frame.fields.get("code", ""))
+                status, reason = _EARLY_STATUS.get(code, (503, "Service Unavailable"))
+                text = str(frame.fields.get("text", ""))
+                protocol.send_response(static.error_response(status, reason, text))
+            # Anything else is for a closing connection, or for none yet: dropped.
+            return b"".join(protocol.data_to_send())
+
+    def farewell(self, reason: str) -> bytes:
+        """The close frame the server sends last when it ends the connection (the
+        server calls this from ``Connection.finish``), or nothing."""
+        with self._lock:
+            if self.protocol.state is not OPEN:
+                return b""
+            code = CloseCode.GOING_AWAY if reason == "server shutdown" else CloseCode.NORMAL_CLOSURE
+            text = reason.encode()[:CLOSE_REASON_BYTES].decode("utf-8", "ignore")
+            self.protocol.send_close(code, text)
+            return b"".join(self.protocol.data_to_send())
+
+    def receive(self, data: bytes) -> bool:
+        protocol = self.protocol
+        with self._lock:
+            if data:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+            events = protocol.events_received()
+            failed = protocol.parser_exc
+            replies = bool(protocol.writes)  # a pong, a close reply, an HTTP error
+        for event in events:
+            if isinstance(event, Request):
+                self._request(event)
+                replies = True
+            elif isinstance(event, WsFrame):
+                self._frame(event)
+            if self.link.finishing:
+                return False
+        if not data:
+            return False  # the client closed the connection
+        if failed is not None:
+            self._failed(failed)
+            return False
+        if replies:
+            self._flush()
+        if self.upgraded:
+            # Once the client's close is answered, the server closes the connection.
+            return not protocol.close_expected()
+        if protocol.handshake_exc is not None and not self._answered:
+            # Not HTTP (or a request line or header too long, which the protocol
+            # answered itself): nothing more will come of it.
+            self.session.disconnect("bad HTTP request")
+            return False
+        # A page's file was sent; the browser closes the connection once it has read
+        # it (Connection: close), and the writer sends it whole meanwhile.
+        return True
+
+    # -- acting on events ----------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Queue what the protocol has to send (a response, a pong, a close reply)."""
+        self.session.send(Frame(_FLUSH))
+
+    def _request(self, request: Request) -> None:
+        """Answer an HTTP request: the WebSocket handshake, or a static file."""
+        headers = request.headers
+        upgrade = any("websocket" in v.lower() for v in headers.get_all("Upgrade"))
+        host = headers.get_all("Host")
+        with self._lock:
+            protocol = self.protocol
+            if upgrade and request.path.split("?")[0] == WS_PATH:
+                allowed = self.face.allowed_origins(host[0] if len(host) == 1 else None)
+                protocol.origins = cast("list[Origin | re.Pattern[str] | None] | None", allowed)
+                response: Response = protocol.accept(request)
+                response.headers["Server"] = "chatkit"
+            else:
+                etags = headers.get_all("If-None-Match")
+                response = static.respond(
+                    self.face.files, request.method, request.path, etags[0] if etags else None
+                )
+            protocol.send_response(response)
+            self.upgraded = response.status_code == 101
+            self._answered = True
+        if not self.upgraded and protocol.handshake_exc is not None:
+            address = self.link.address
+            log.info("refused a WebSocket from %s:%s: %s", *address, protocol.handshake_exc)
+
+    def _frame(self, frame: WsFrame) -> None:
+        """One WebSocket frame from the client (pings and closes are answered by the
+        protocol; their answers are flushed by :meth:`receive`)."""
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT:
+            if frame.fin:
+                self._text(bytes(frame.data))
+            else:
+                self._message = [bytes(frame.data)]
+        elif opcode is Opcode.CONT:
+            if self._binary:
+                self._binary = not frame.fin
+            elif self._message is not None:
+                self._message.append(bytes(frame.data))
+                if frame.fin:
+                    message, self._message = b"".join(self._message), None
+                    self._text(message)
+        elif opcode is Opcode.BINARY:
+            self._binary = not frame.fin
+            self.session.error(
+                "bad_frame",
+                "binary messages are not accepted: send each JSON frame as a text message",
+            )
+
+    def _text(self, payload: bytes) -> None:
+        """One text message: one JSON frame (docs/protocol.md)."""
+        session, link = self.session, self.link
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # RFC 6455 8.1: a text message that is not UTF-8 fails the connection.
+            session.error(
+                "bad_encoding",
+                f"message is not valid UTF-8 (bad byte at offset {exc.start}); closing",
+            )
+            with self._lock:
+                self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+            self._flush()
+            session.disconnect("bad encoding")
+            return
+        # JSON's whitespace may hold line breaks; the line protocol must see one line.
+        protocol = self.json.protocol
+        protocol.receive_data(payload.replace(b"\r", b" ").replace(b"\n", b" ") + b"\n")
+        while True:
+            try:
+                event = protocol.next_event()
+            except RemoteProtocolError as exc:
+                session.error(exc.code, exc.text)
+                continue
+            if event is None:
+                return
+            link.pace()
+            self.json.act(event)
+            if link.finishing:
+                return
+
+    def _failed(self, exc: Exception) -> None:
+        """The protocol failed the connection (an oversized message, a protocol error):
+        tell the client why, in chatkit's words, before the close frame."""
+        if "PayloadTooBig" in type(exc).__name__:
+            limit = self.hub.config.limits.max_line
+            error = Frame(
+                "error",
+                code="line_too_long",
+                text=f"a message may have at most {limit} bytes; closing",
+            )
+        else:
+            error = Frame("error", code="bad_frame", text=f"WebSocket protocol error: {exc}")
+        # The protocol is closing and would refuse a text frame: framed as fan-outs are,
+        # before the close frame the protocol has queued.
+        self.session.send(Frame(_RAW, data=error.encode(WEB_CODEC)))
+        self.session.disconnect("protocol error")
