@@ -1,0 +1,490 @@
+"""The web face through real sockets: the page's files over HTTP, and the JSON protocol
+over WebSocket (every frame type, bad frames, limits, Origin), with web users chatting
+with line-protocol (JSON and nc) users in the same rooms.
+
+Every test runs a real ``chatkit.Server`` with the line face and the web face on port
+0; ``WebClient`` (tests/webclient.py) is the ``websockets`` library's own client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from webclient import TIMEOUT, WebClient, web_server
+from websockets.exceptions import InvalidStatus
+from websockets.frames import CloseCode
+
+from chatkit import Server
+from chatkit.testing import ChatClient, TextClient
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    """A server with the line and web faces and the default plugins."""
+    with web_server() as server:
+        yield server
+
+
+@pytest.fixture
+def web(server: Server) -> Iterator[Callable[..., WebClient]]:
+    """Connect WebSocket clients to ``server``: ``web(nick)`` logs in, ``web()`` does not."""
+    clients: list[WebClient] = []
+
+    def connect(nick: str | None = None, **kwargs: Any) -> WebClient:
+        client = WebClient(server, **kwargs)
+        clients.append(client)
+        if nick is not None:
+            client.login(nick)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+def get(server: Server, path: str, method: str = "GET", **headers: str) -> http.client.HTTPResponse:
+    host, port = server.addresses["web"]
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    conn.request(method, path, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response
+
+
+def get_body(server: Server, path: str) -> tuple[http.client.HTTPResponse, bytes]:
+    host, port = server.addresses["web"]
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response, body
+
+
+# -- the page over HTTP ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/", "text/html; charset=utf-8"),
+        ("/index.html", "text/html; charset=utf-8"),
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/style.css", "text/css; charset=utf-8"),
+        ("/icon.svg", "image/svg+xml"),
+    ],
+)
+def test_page_files_are_served_with_their_content_type(
+    server: Server, path: str, content_type: str
+) -> None:
+    """Each of the page's files is served with its content type, an ETag and no-cache."""
+    response, body = get_body(server, path)
+    assert response.status == 200
+    assert response.getheader("Content-Type") == content_type
+    assert response.getheader("Cache-Control") == "no-cache"
+    assert response.getheader("ETag", "").startswith('"')
+    assert response.getheader("X-Content-Type-Options") == "nosniff"
+    assert int(response.getheader("Content-Length", "-1")) == len(body) > 0
+
+
+def test_page_has_a_content_security_policy(server: Server) -> None:
+    """The page may load scripts and styles from its own origin only (no CDN, no inline)."""
+    response = get(server, "/")
+    policy = response.getheader("Content-Security-Policy", "")
+    assert "script-src 'self'" in policy and "default-src 'self'" in policy
+
+
+def test_unchanged_file_is_not_sent_again(server: Server) -> None:
+    """A request with the file's ETag in If-None-Match gets 304 and no body."""
+    etag = get(server, "/app.js").getheader("ETag", "")
+    response, body = get_body_with(server, "/app.js", {"If-None-Match": etag})
+    assert response.status == 304 and body == b""
+
+
+def get_body_with(
+    server: Server, path: str, headers: dict[str, str]
+) -> tuple[http.client.HTTPResponse, bytes]:
+    host, port = server.addresses["web"]
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    conn.request("GET", path, headers=headers)
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response, body
+
+
+@pytest.mark.parametrize("path", ["/nothing", "/../pyproject.toml", "/static/app.js", "/ws"])
+def test_other_paths_are_404(server: Server, path: str) -> None:
+    """A path that is not one of the page's files is 404 (a plain GET of /ws too)."""
+    response = get(server, path)
+    assert response.status == 404
+    assert response.getheader("Content-Type") == "text/plain; charset=utf-8"
+
+
+def test_head_has_headers_only(server: Server) -> None:
+    """HEAD gets the headers of GET and no body."""
+    response, body = get_body_with_method(server, "HEAD", "/")
+    assert response.status == 200 and body == b""
+    assert int(response.getheader("Content-Length", "0")) > 0
+
+
+def get_body_with_method(
+    server: Server, method: str, path: str
+) -> tuple[http.client.HTTPResponse, bytes]:
+    host, port = server.addresses["web"]
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    conn.request(method, path)
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response, body
+
+
+def test_other_methods_are_405(server: Server) -> None:
+    """DELETE (any method but GET and HEAD) is 405 with an Allow header."""
+    response = get(server, "/", method="DELETE")
+    assert response.status == 405
+    assert response.getheader("Allow") == "GET, HEAD"
+
+
+def test_not_http_is_closed(server: Server) -> None:
+    """Bytes that are not an HTTP request get the connection closed."""
+    sock = socket.create_connection(server.addresses["web"], timeout=TIMEOUT)
+    sock.sendall(b"hello there\r\n\r\n")
+    assert sock.recv(1024) == b""
+    sock.close()
+
+
+# -- the WebSocket: every frame type --------------------------------------------------------
+
+
+def test_login_and_chat(web: Callable[..., WebClient]) -> None:
+    """A web client logs in with hello, says something and gets its message back."""
+    alice = web()
+    alice.send(type="hello", nick="alice")
+    welcome = alice.expect("welcome")
+    assert welcome["nick"] == "alice" and welcome["rooms"] == ["#general"]
+    alice.expect("join", nick="alice", room="#general", members=["alice"])
+    alice.say("hi")
+    assert alice.expect("message")["text"] == "hi"
+
+
+def test_ping_pong_and_commands(web: Callable[..., WebClient]) -> None:
+    """ping gets pong, pong is accepted silently, a /command gets its reply."""
+    alice = web("alice")
+    alice.send(type="pong")
+    alice.send(type="ping")
+    alice.expect("pong")
+    alice.say("/rooms")
+    reply = alice.expect("reply", command="rooms")
+    assert reply["data"]["rooms"] == {"#general": 1}
+
+
+def test_private_messages_and_actions(web: Callable[..., WebClient]) -> None:
+    """/msg reaches the other web client as a private frame, /me as an action."""
+    alice, bob = web("alice"), web("bob")
+    alice.say("/msg bob psst")
+    private = bob.expect("private")
+    assert (private["from"], private["to"], private["text"]) == ("alice", "bob", "psst")
+    bob.say("/me waves")
+    message = alice.expect("message", nick="bob")
+    assert message["action"] is True and message["text"] == "waves"
+
+
+def test_join_leave_nick_notices(web: Callable[..., WebClient]) -> None:
+    """Others' joins, nick changes and leaves arrive as frames."""
+    alice = web("alice")
+    bob = web("bob")
+    alice.expect("join", nick="bob")
+    bob.say("/nick robert")
+    assert alice.expect("nick")["new"] == "robert"
+    bob.close()
+    assert alice.expect("leave", nick="robert")["room"] == "#general"
+
+
+def test_history_replay_and_request(web: Callable[..., WebClient]) -> None:
+    """A joiner is replayed the room's messages; the history request pages back."""
+    alice = web("alice")
+    for i in range(5):
+        alice.say(f"m{i}")
+    ids = [alice.expect("message", text=f"m{i}")["id"] for i in range(5)]
+    bob = web()
+    bob.send(type="hello", nick="bob", replay=2)
+    replayed = [bob.expect("message", history=True)["text"] for _ in range(2)]
+    assert replayed == ["m3", "m4"]
+    assert bob.expect("history")["more"] is True
+    bob.send(type="history", room="#general", before=ids[3], limit=2)
+    page = [bob.expect("message", history=True)["text"] for _ in range(2)]
+    assert page == ["m1", "m2"]
+    assert bob.expect("history", count=2)["more"] is True
+
+
+def test_resume_with_since(web: Callable[..., WebClient]) -> None:
+    """A client coming back with since gets only the messages it missed."""
+    alice = web("alice")
+    alice.say("one")
+    seen = alice.expect("message", text="one")["id"]
+    alice.say("two")
+    alice.expect("message", text="two")
+    bob = web()
+    bob.send(type="hello", nick="bob", since=seen)
+    assert bob.expect("message", history=True)["text"] == "two"
+    assert bob.expect("history")["count"] == 1
+
+
+def test_fragmented_message_is_one_frame(web: Callable[..., WebClient]) -> None:
+    """A text message sent in fragments is one JSON frame."""
+    alice = web("alice")
+    text = json.dumps({"type": "say", "text": "in pieces"})
+    alice.ws.send([text[:5], text[5:12], text[12:]])
+    assert alice.expect("message")["text"] == "in pieces"
+
+
+# -- bad frames ---------------------------------------------------------------------------
+
+
+def test_not_json_is_bad_frame(web: Callable[..., WebClient]) -> None:
+    """A text message that is not a JSON object gets bad_frame; the connection stays."""
+    alice = web("alice")
+    alice.ws.send("hello there")
+    assert alice.expect("error")["code"] == "bad_frame"
+    alice.ws.send('{"type": "say", "text": 1}')
+    assert alice.expect("error")["code"] == "bad_frame"
+    alice.say("still here")
+    alice.expect("message", text="still here")
+
+
+def test_json_with_line_breaks_is_one_frame(web: Callable[..., WebClient]) -> None:
+    """Pretty-printed JSON (line breaks between tokens) is one frame."""
+    alice = web("alice")
+    alice.ws.send(json.dumps({"type": "say", "text": "pretty"}, indent=2))
+    alice.expect("message", text="pretty")
+
+
+def test_binary_is_refused(web: Callable[..., WebClient]) -> None:
+    """A binary message gets bad_frame naming the fix; the connection stays usable."""
+    alice = web("alice")
+    alice.ws.send(b'{"type": "say", "text": "bin"}')
+    error = alice.expect("error", code="bad_frame")
+    assert "binary" in error["text"] and "text message" in error["text"]
+    alice.say("text works")
+    alice.expect("message", text="text works")
+
+
+def test_invalid_utf8_closes_with_1007(web: Callable[..., WebClient]) -> None:
+    """A text message that is not UTF-8 gets bad_encoding, then close code 1007."""
+    alice = web("alice")
+    alice.ws.send(b'{"type":"say","text":"\xff"}', text=True)
+    alice.expect("error", code="bad_encoding")
+    alice.wait_closed()
+    assert alice.ws.close_code == CloseCode.INVALID_DATA
+
+
+def test_lone_surrogate_is_bad_encoding(web: Callable[..., WebClient]) -> None:
+    """JSON escaping a lone surrogate gets bad_encoding, as on the line face."""
+    alice = web("alice")
+    alice.ws.send('{"type":"say","text":"\\ud800"}')
+    alice.expect("error", code="bad_encoding")
+
+
+def test_oversized_message_closes_with_1009() -> None:
+    """A message over max_line gets line_too_long, then close code 1009."""
+    with web_server(max_line=200) as server:
+        alice = WebClient(server)
+        alice.login("alice")
+        alice.say("x" * 150)
+        alice.expect("message")
+        alice.say("x" * 300)
+        alice.expect("error", code="line_too_long")
+        alice.wait_closed()
+        assert alice.ws.close_code == CloseCode.MESSAGE_TOO_BIG
+
+
+def test_oversized_fragments_close_too() -> None:
+    """Fragments adding up to more than max_line close the connection as one message would."""
+    with web_server(max_line=200) as server:
+        alice = WebClient(server)
+        alice.login("alice")
+        alice.ws.send(["x" * 150, "y" * 150])
+        alice.expect("error", code="line_too_long")
+        alice.wait_closed()
+        assert alice.ws.close_code == CloseCode.MESSAGE_TOO_BIG
+
+
+def test_client_close_logs_out(web: Callable[..., WebClient]) -> None:
+    """A client's close frame is answered and its session leaves its rooms."""
+    alice, bob = web("alice"), web("bob")
+    bob.close()
+    assert bob.ws.close_code == CloseCode.NORMAL_CLOSURE
+    alice.expect("leave", nick="bob")
+
+
+def test_quit_sends_a_close_frame(web: Callable[..., WebClient]) -> None:
+    """/quit ends with the reply, then a normal close frame naming the reason."""
+    alice = web("alice")
+    alice.say("/quit bye")
+    alice.expect("reply", command="quit")
+    alice.wait_closed()
+    assert alice.ws.close_code == CloseCode.NORMAL_CLOSURE
+    assert "quit" in (alice.ws.close_reason or "")
+
+
+def test_shutdown_is_going_away() -> None:
+    """Server shutdown sends a notice, then close code 1001."""
+    with web_server() as server:
+        alice = WebClient(server)
+        alice.login("alice")
+        server.shutdown()
+        alice.expect("notice")
+        alice.wait_closed()
+        assert alice.ws.close_code == CloseCode.GOING_AWAY
+
+
+# -- Origin ----------------------------------------------------------------------------------
+
+
+def test_foreign_origin_is_refused(server: Server) -> None:
+    """A WebSocket from another origin is refused with 403 before any chat."""
+    with pytest.raises(InvalidStatus) as info:
+        WebClient(server, origin="http://evil.example")
+    assert info.value.response.status_code == 403
+
+
+def test_no_origin_is_refused_by_default(server: Server) -> None:
+    """A client without Origin is refused unless allow_no_origin is set."""
+    with pytest.raises(InvalidStatus) as info:
+        WebClient(server, origin=None)
+    assert info.value.response.status_code == 403
+
+
+def test_no_origin_allowed_by_setting() -> None:
+    """allow_no_origin lets programs without an Origin in."""
+    with web_server(allow_no_origin=True) as server:
+        client = WebClient(server, origin=None)
+        client.login("bot")
+        client.close()
+
+
+def test_configured_origins() -> None:
+    """An origin in the list is allowed, others not; "*" allows any."""
+    with web_server(origins=("https://chat.example.org",)) as server:
+        WebClient(server, origin="https://chat.example.org").close()
+        with pytest.raises(InvalidStatus):
+            WebClient(server, origin="https://other.example.org")
+    with web_server(origins=("*",)) as server:
+        WebClient(server, origin="https://any.example").close()
+
+
+# -- limits --------------------------------------------------------------------------------
+
+
+def test_per_address_limit() -> None:
+    """Past max_clients_per_address a new connection gets 429 before anything else."""
+    with web_server(limit_loopback=True, max_clients_per_address=2) as server:
+        first, second = WebClient(server), WebClient(server)
+        # Refused at accept(), before its request: read the answer as it comes.
+        sock = socket.create_connection(server.addresses["web"], timeout=TIMEOUT)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
+        assert b"too many connections from 127.0.0.1" in answer
+        first.close()
+        second.close()
+
+
+def test_login_timeout() -> None:
+    """A WebSocket that never says hello gets login_timeout, then is closed."""
+    with web_server(login_timeout=0.3) as server:
+        client = WebClient(server)
+        client.expect("error", code="login_timeout")
+        client.wait_closed()
+
+
+def test_idle_ping_is_a_websocket_ping() -> None:
+    """An idle client is pinged with a WebSocket ping, which its library answers."""
+    with web_server(idle_timeout=0.2, ping_timeout=0.4) as server:
+        alice = WebClient(server)
+        alice.login("alice")
+        deadline = time.monotonic() + 1.5  # several idle periods and ping timeouts
+        while time.monotonic() < deadline:
+            assert not alice._read(deadline), alice.pending  # no JSON ping frame
+        assert not alice.closed
+        alice.sync()
+
+
+def test_flood_limit_applies() -> None:
+    """The flood plugin limits web clients as it does line clients."""
+    with web_server() as server:
+        alice = WebClient(server)
+        alice.login("alice")
+        for i in range(40):
+            alice.say(f"flood {i}")
+        error = alice.expect("error", code="rate_limited")
+        assert error["retry_after"] > 0
+
+
+def test_slow_consumer_is_cut() -> None:
+    """A web client that stops reading is cut once its queue passes max_sendq."""
+    with web_server(max_sendq=4096, slow_timeout=0.2, disable=("flood",)) as server:
+        reader = WebClient(server, max_queue=1)
+        reader.login("slow")
+        talker = ChatClient(server.address)
+        talker.login("talker")
+        text = "x" * 1000
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            talker.say(text)
+            talker.sync()
+            if "slow" not in [c.session.nick for c in server.connections]:
+                break
+        assert "slow" not in [c.session.nick for c in server.connections]
+        talker.close()
+
+
+# -- across faces -----------------------------------------------------------------------------
+
+
+def test_cross_face_chat(server: Server, web: Callable[..., WebClient]) -> None:
+    """A web user, a JSON TCP user and an nc user chat in one room."""
+    alice = web("alice")
+    bob = ChatClient(server.address)
+    bob.login("bob")
+    carol = TextClient(server.address)
+    carol.send_line("carol")
+    carol.expect("Welcome to chatkit")
+    alice.expect("join", nick="carol")
+    alice.say("hello from the web")
+    bob.expect("message", nick="alice", text="hello from the web")
+    carol.expect("<alice> hello from the web")
+    bob.say("hi alice")
+    alice.expect("message", nick="bob", text="hi alice")
+    carol.send_line("hi all")
+    alice.expect("message", nick="carol", text="hi all")
+    bob.close()
+    carol.close()
+
+
+def test_page_url_printed(serve: Any) -> None:
+    """chatkit serve --web-port 0 prints the page's URL, which serves the page."""
+    proc = serve("--web-port", "0")
+    line = proc.proc.stdout.readline()
+    while "web: http://" not in line:
+        assert line, "serve ended without printing the page URL"
+        line = proc.proc.stdout.readline()
+    url = line.split("web: ", 1)[1].split()[0]
+    host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
+    conn.request("GET", "/")
+    assert conn.getresponse().status == 200
+    conn.close()
+    code, _out, _err = proc.stop()
+    assert code == 0
