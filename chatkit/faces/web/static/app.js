@@ -1,1 +1,590 @@
+// chatkit's chat page: plain JavaScript, no build step, no library.
+// It speaks the JSON protocol (docs/protocol.md), one frame per WebSocket text message.
+// Rule: whatever comes from the server (messages, nicks, room names) is inserted with
+// textContent, never as HTML.
 "use strict";
+
+const NICK_KEY = "chatkit.nick";
+const BACKOFF_FIRST = 500; // ms before the first reconnect; doubles up to BACKOFF_MAX
+const BACKOFF_MAX = 30000;
+const PAGE = 50; // messages asked for per scroll-back page
+const LOCAL_COMMANDS = [
+  { name: "query", usage: "/query NICK", help: "open a private conversation with NICK" },
+  { name: "close", usage: "/close", help: "close this private conversation" },
+];
+// A short heading per error code (docs/protocol.md, "Error codes"); the server's own
+// text follows it. Codes a plugin adds get "error".
+const ERRORS = {
+  bad_frame: "Bad frame", too_many_lines: "Too many lines", bad_text: "Text refused",
+  bad_encoding: "Bad encoding", line_too_long: "Too long", not_logged_in: "Not logged in",
+  bad_nick: "Bad nick", nick_taken: "Nick taken", bad_room: "Bad room name",
+  not_in_room: "Not in that room", no_such_room: "No such room", no_such_nick: "No such nick",
+  unknown_command: "Unknown command", bad_usage: "Usage", forbidden: "Refused",
+  dropped: "Not sent", not_stored: "Not stored, try again", internal_error: "Server error",
+  rate_limited: "Slow down", login_timeout: "Login timed out", server_busy: "Server busy",
+  server_full: "Server full", too_many_connections: "Too many connections",
+};
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  ws: null,
+  nick: null, // as the server keeps it, once welcomed
+  loggedIn: false,
+  everWelcomed: false,
+  quitting: false,
+  backoff: BACKOFF_FIRST,
+  timer: null,
+  lastId: 0, // the greatest message id seen: `since` when reconnecting
+  views: new Map(), // "#room" or "@nick" -> view
+  current: null,
+  joined: [], // rooms to be in again after a reconnect
+  switchTo: null,
+  commands: [],
+  helpPending: false,
+  sent: [],
+  sentAt: 0,
+  tab: null,
+};
+
+// -- helpers --------------------------------------------------------------------------
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function fold(name) {
+  return String(name).toLowerCase();
+}
+
+function nickColour(nick) {
+  let hash = 0;
+  for (const ch of fold(nick)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+  return `hsl(${hash % 360} 65% var(--nick-l))`;
+}
+
+function nickEl(nick, wrap) {
+  const span = el("span", "nick", wrap ? `<${nick}>` : String(nick));
+  span.style.color = nickColour(nick);
+  return span;
+}
+
+function timeEl(ts) {
+  const when = ts ? new Date(ts) : new Date();
+  const node = el("time", "", when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+  node.dateTime = when.toISOString();
+  node.title = when.toLocaleString();
+  return node;
+}
+
+function send(frame) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify(frame));
+    return true;
+  }
+  return false;
+}
+
+function setStatus(text, bad) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("bad", Boolean(bad));
+}
+
+// -- views: one per room and per private conversation -----------------------------------
+
+function viewKey(kind, name) {
+  return (kind === "room" ? "" : "@") + fold(name);
+}
+
+function getView(kind, name, create = true) {
+  const key = viewKey(kind, name);
+  let view = state.views.get(key);
+  if (!view && create) {
+    const pane = el("div", "pane");
+    pane.hidden = true;
+    pane.dataset.view = key;
+    const older = el("div", "older", "");
+    pane.append(older);
+    view = { key, kind, name, pane, older, ids: new Set(), unread: 0, more: false,
+             loading: false, oldest: null, members: new Set() };
+    pane.addEventListener("scroll", () => {
+      if (pane.scrollTop < 40) loadOlder(view);
+    });
+    $("log").append(pane);
+    state.views.set(key, view);
+    renderSidebar();
+  }
+  return view;
+}
+
+function dropView(view) {
+  view.pane.remove();
+  state.views.delete(view.key);
+  if (state.current === view) {
+    const next = state.views.values().next().value;
+    state.current = null;
+    if (next) show(next);
+  }
+  renderSidebar();
+}
+
+function show(view) {
+  if (state.current) state.current.pane.hidden = true;
+  state.current = view;
+  view.pane.hidden = false;
+  view.unread = 0;
+  $("title").textContent = view.kind === "room" ? view.name : `private: ${view.name}`;
+  renderMembers();
+  renderSidebar();
+  view.pane.scrollTop = view.pane.scrollHeight;
+  if (view.pane.scrollHeight <= view.pane.clientHeight) loadOlder(view);
+}
+
+function renderMembers() {
+  const view = state.current;
+  const text = view && view.kind === "room" ? [...view.members].join(", ") : "";
+  $("members").textContent = text;
+}
+
+function renderSidebar() {
+  for (const [kind, list] of [["room", $("rooms")], ["private", $("privates")]]) {
+    list.replaceChildren();
+    for (const view of state.views.values()) {
+      if (view.kind !== kind) continue;
+      const button = el("button", "", "");
+      button.type = "button";
+      button.dataset.view = view.key;
+      button.append(el("span", "name", view.name));
+      if (view.unread) button.append(el("span", "unread", String(view.unread)));
+      button.setAttribute("aria-current", String(view === state.current));
+      button.addEventListener("click", () => {
+        show(view);
+        $("input").focus();
+      });
+      const item = el("li");
+      item.append(button);
+      list.append(item);
+    }
+  }
+  let unread = 0;
+  for (const view of state.views.values()) unread += view.unread;
+  document.title = unread ? `(${unread}) chatkit` : "chatkit";
+  $("me").textContent = state.nick ? `You are ${state.nick}` : "";
+}
+
+function nearBottom(pane) {
+  return pane.scrollHeight - pane.scrollTop - pane.clientHeight < 30;
+}
+
+// Lines with an id (messages) are kept in id order, so a replay, a scroll-back page and a
+// resume all land in place, and none twice; other lines go at the end.
+function addLine(view, line, id) {
+  const pane = view.pane;
+  if (id !== undefined && id !== null) {
+    if (view.ids.has(id)) return false;
+    view.ids.add(id);
+    line.dataset.id = String(id);
+    if (view.oldest === null || id < view.oldest) view.oldest = id;
+    if (id > state.lastId) state.lastId = id;
+    let before = null;
+    for (const other of pane.querySelectorAll(".line[data-id]")) {
+      if (Number(other.dataset.id) > id) {
+        before = other;
+        break;
+      }
+    }
+    if (before) {
+      const height = pane.scrollHeight;
+      const top = pane.scrollTop;
+      pane.insertBefore(line, before);
+      pane.scrollTop = top + (pane.scrollHeight - height); // what was shown stays put
+      return true;
+    }
+  }
+  const stick = nearBottom(pane);
+  pane.append(line);
+  if (stick || view !== state.current) pane.scrollTop = pane.scrollHeight;
+  return true;
+}
+
+function lineEl(kind, ts) {
+  const line = el("div", `line ${kind}`);
+  line.append(timeEl(ts));
+  const body = el("span", "body");
+  line.append(body);
+  return [line, body];
+}
+
+function eventLine(view, text, ts, kind = "event") {
+  if (!view) return;
+  const [line, body] = lineEl(kind, ts);
+  body.textContent = text;
+  addLine(view, line);
+}
+
+function messageLine(view, frame, nick) {
+  const kind = frame.action ? "message action" : "message";
+  const [line, body] = lineEl(kind + (frame.history ? " history" : ""), frame.ts);
+  if (frame.action) {
+    body.append("* ", nickEl(nick, false), " ", String(frame.text));
+  } else {
+    body.append(nickEl(nick, true), " ", String(frame.text));
+  }
+  const added = addLine(view, line, frame.id);
+  if (added && !frame.history && nick !== state.nick) {
+    if (view !== state.current || document.hidden) {
+      view.unread += 1;
+      renderSidebar();
+    }
+  }
+}
+
+function currentOrFirst() {
+  return state.current || state.views.values().next().value || null;
+}
+
+function loadOlder(view) {
+  if (!view.more || view.loading || view.oldest === null) return;
+  view.loading = true;
+  view.older.textContent = "Loading earlier messages…";
+  const frame = { type: "history", before: view.oldest, limit: PAGE };
+  if (view.kind === "room") frame.room = view.name;
+  else frame.with = view.name;
+  if (!send(frame)) view.loading = false;
+}
+
+// -- frames from the server -----------------------------------------------------------
+
+const handlers = {
+  welcome(f) {
+    state.nick = f.nick;
+    state.loggedIn = true;
+    state.everWelcomed = true;
+    state.backoff = BACKOFF_FIRST;
+    localStorage.setItem(NICK_KEY, f.nick);
+    $("login-view").hidden = true;
+    $("chat-view").hidden = false;
+    setStatus("connected");
+    state.helpPending = true;
+    send({ type: "say", text: "/help" });
+    const rooms = (f.rooms || []).map(fold);
+    for (const room of state.joined) {
+      if (!rooms.includes(fold(room))) send({ type: "say", text: `/join ${room}` });
+    }
+    renderSidebar();
+    $("input").focus();
+  },
+  join(f) {
+    const view = getView("room", f.room);
+    if (f.nick === state.nick) {
+      view.name = f.room;
+      view.members = new Set(f.members || [state.nick]);
+      if (!state.joined.some((r) => fold(r) === fold(f.room))) state.joined.push(f.room);
+      if (!state.current || (state.switchTo && fold(state.switchTo) === fold(f.room))) {
+        state.switchTo = null;
+        show(view);
+      }
+      renderMembers();
+      renderSidebar();
+      return;
+    }
+    view.members.add(f.nick);
+    renderMembers();
+    eventLine(view, `→ ${f.nick} joined ${f.room}`, f.ts);
+  },
+  leave(f) {
+    const rooms = f.rooms || [f.room];
+    for (const room of rooms) {
+      const view = getView("room", room, false);
+      if (!view) continue;
+      if (f.nick === state.nick) {
+        state.joined = state.joined.filter((r) => fold(r) !== fold(room));
+        dropView(view);
+        continue;
+      }
+      view.members.delete(f.nick);
+      const why = f.reason ? ` (${f.reason})` : "";
+      eventLine(view, `← ${f.nick} left ${room}${why}`, f.ts);
+    }
+    renderMembers();
+  },
+  nick(f) {
+    if (f.old === state.nick) {
+      state.nick = f.new;
+      localStorage.setItem(NICK_KEY, f.new);
+    }
+    for (const view of state.views.values()) {
+      if (view.kind === "room" && view.members.has(f.old)) {
+        view.members.delete(f.old);
+        view.members.add(f.new);
+        eventLine(view, `${f.old} is now known as ${f.new}`);
+      }
+    }
+    renderMembers();
+    renderSidebar();
+  },
+  message(f) {
+    messageLine(getView("room", f.room), f, f.nick);
+  },
+  private(f) {
+    const other = f.from === state.nick ? f.to : f.from;
+    const view = getView("private", other);
+    messageLine(view, f, f.from);
+  },
+  history(f) {
+    const view = f.room ? getView("room", f.room, false) : getView("private", f.with, false);
+    if (!view) return;
+    view.more = Boolean(f.more);
+    view.loading = false;
+    view.older.textContent = view.more
+      ? "Scroll up for earlier messages"
+      : "This is the beginning of the conversation.";
+    if (view === state.current && view.more && view.pane.scrollTop < 40) {
+      // The page did not fill the pane: ask for more at once.
+      if (view.pane.scrollHeight <= view.pane.clientHeight) loadOlder(view);
+    }
+  },
+  reply(f) {
+    if (f.command === "help" && state.helpPending && f.data && f.data.commands) {
+      state.helpPending = false;
+      state.commands = f.data.commands;
+      return;
+    }
+    eventLine(currentOrFirst(), String(f.text), undefined, "notice");
+  },
+  notice(f) {
+    eventLine(currentOrFirst(), String(f.text), undefined, "notice");
+  },
+  error(f) {
+    const code = String(f.code);
+    let text = `${ERRORS[code] || "Error"}: ${f.text}`;
+    if (f.retry_after) text += ` (wait ${Number(f.retry_after).toFixed(1)} s)`;
+    if (!state.loggedIn && !state.everWelcomed) {
+      $("login-error").textContent = text;
+      $("login-view").hidden = false;
+      $("chat-view").hidden = true;
+      state.quitting = true;
+      if (state.ws) state.ws.close(1000, "login refused");
+      $("nick").focus();
+      return;
+    }
+    const view = currentOrFirst();
+    if (view) eventLine(view, text, undefined, "error");
+    else setStatus(text, true);
+  },
+  ping() {
+    send({ type: "pong" });
+  },
+  pong() {},
+};
+
+function receive(event) {
+  let frame;
+  try {
+    frame = JSON.parse(event.data);
+  } catch {
+    return;
+  }
+  const handler = handlers[frame.type];
+  if (handler) handler(frame);
+}
+
+// -- the connection: connect, resume, reconnect with backoff ----------------------------
+
+function connect(nick) {
+  clearTimeout(state.timer);
+  state.quitting = false;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+  state.ws = ws;
+  setStatus("connecting…");
+  ws.addEventListener("open", () => {
+    const hello = { type: "hello", nick };
+    if (state.lastId) hello.since = state.lastId; // resume: only what was missed
+    ws.send(JSON.stringify(hello));
+  });
+  ws.addEventListener("message", receive);
+  ws.addEventListener("close", (event) => {
+    if (state.ws !== ws) return;
+    state.ws = null;
+    state.loggedIn = false;
+    const reason = event.reason || "";
+    if (state.quitting || reason.startsWith("quit")) {
+      setStatus("disconnected");
+      if (state.everWelcomed) eventLine(currentOrFirst(), "You left the chat. Reload to join again.", undefined, "notice");
+      return;
+    }
+    if (!state.everWelcomed) {
+      $("login-error").textContent = "Cannot reach the chat server; try again.";
+      return;
+    }
+    const delay = Math.min(state.backoff, BACKOFF_MAX) * (0.75 + Math.random() * 0.5);
+    state.backoff = Math.min(state.backoff * 2, BACKOFF_MAX);
+    setStatus(`disconnected${reason ? ` (${reason})` : ""}; reconnecting in ${Math.ceil(delay / 1000)} s`, true);
+    state.timer = setTimeout(() => connect(state.nick || nick), delay);
+  });
+}
+
+// -- typing: sending, commands, completion, keys ------------------------------------------
+
+function allCommands() {
+  return [...state.commands, ...LOCAL_COMMANDS];
+}
+
+function local(text) {
+  const [word, ...rest] = text.slice(1).split(/\s+/);
+  const arg = rest.join(" ").trim();
+  if (word === "query" && arg) {
+    show(getView("private", arg));
+    return true;
+  }
+  if (word === "close" && state.current && state.current.kind === "private") {
+    dropView(state.current);
+    return true;
+  }
+  return false;
+}
+
+function submit(text) {
+  const view = state.current;
+  if (!text.trim()) return;
+  state.sent.push(text);
+  state.sentAt = state.sent.length;
+  if (text.startsWith("/") && !text.startsWith("//")) {
+    if (local(text)) return;
+    const join = text.match(/^\/join\s+(\S+)/);
+    if (join) state.switchTo = join[1];
+    if (text.startsWith("/quit")) state.quitting = true;
+    const frame = { type: "say", text };
+    if (view && view.kind === "room") frame.room = view.name;
+    if (!send(frame)) eventLine(view, "Not connected: not sent.", undefined, "error");
+    return;
+  }
+  if (!view) return;
+  const frame = view.kind === "room"
+    ? { type: "say", room: view.name, text }
+    : { type: "say", text: `/msg ${view.name} ${text.startsWith("//") ? text.slice(1) : text}` };
+  if (!send(frame)) eventLine(view, "Not connected: not sent.", undefined, "error");
+}
+
+function suggest() {
+  const input = $("input");
+  const box = $("suggest");
+  const value = input.value;
+  if (!value.startsWith("/") || /\s/.test(value) || value.startsWith("//")) {
+    box.hidden = true;
+    return [];
+  }
+  const prefix = value.slice(1).toLowerCase();
+  const found = allCommands().filter((c) => c.name.startsWith(prefix));
+  box.replaceChildren();
+  for (const [i, command] of found.slice(0, 12).entries()) {
+    const usage = command.usage && command.usage.startsWith("/") ? command.usage
+      : `/${command.name}${command.usage ? " " + command.usage : ""}`;
+    const row = el("div", i === 0 ? "pick" : "", `${usage} — ${command.help || ""}`);
+    box.append(row);
+  }
+  box.hidden = found.length === 0;
+  return found;
+}
+
+function complete() {
+  const input = $("input");
+  const value = input.value;
+  if (value.startsWith("/") && !/\s/.test(value)) {
+    const found = suggest();
+    if (found.length === 1) input.value = `/${found[0].name} `;
+    else if (found.length > 1) {
+      // the longest common prefix, then cycle through them
+      let common = found[0].name;
+      for (const c of found) while (!c.name.startsWith(common)) common = common.slice(0, -1);
+      if (common.length > value.length - 1) input.value = `/${common}`;
+      else {
+        state.tab = ((state.tab ?? -1) + 1) % found.length;
+        input.value = `/${found[state.tab].name}`;
+      }
+    }
+    suggest();
+    return;
+  }
+  // a nick of the current room
+  const match = value.match(/(\S+)$/);
+  const view = state.current;
+  if (!match || !view) return;
+  const nicks = view.kind === "room" ? [...view.members] : [view.name];
+  const hit = nicks.find((n) => fold(n).startsWith(fold(match[1])) && n !== state.nick);
+  if (hit) input.value = value.slice(0, value.length - match[1].length) + hit + (match.index === 0 ? ": " : " ");
+}
+
+function moveView(step) {
+  const views = [...state.views.values()].sort((a, b) => (a.kind === b.kind ? 0 : a.kind === "room" ? -1 : 1));
+  if (!views.length) return;
+  const at = views.indexOf(state.current);
+  show(views[(at + step + views.length) % views.length]);
+}
+
+function start() {
+  const saved = localStorage.getItem(NICK_KEY);
+  if (saved) $("nick").value = saved;
+  $("login").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const nick = $("nick").value.trim();
+    if (!nick) return;
+    $("login-error").textContent = "";
+    connect(nick);
+  });
+  $("compose").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("input");
+    submit(input.value);
+    input.value = "";
+    suggest();
+  });
+  const input = $("input");
+  input.addEventListener("input", () => {
+    state.tab = null;
+    suggest();
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Tab" && input.value) {
+      event.preventDefault();
+      complete();
+    } else if (event.key === "Escape") {
+      $("suggest").hidden = true;
+    } else if (event.key === "ArrowUp" && !event.altKey && (!input.value || state.sentAt < state.sent.length)) {
+      if (state.sentAt > 0) {
+        event.preventDefault();
+        state.sentAt -= 1;
+        input.value = state.sent[state.sentAt];
+      }
+    } else if (event.key === "ArrowDown" && !event.altKey && state.sentAt < state.sent.length) {
+      event.preventDefault();
+      state.sentAt += 1;
+      input.value = state.sent[state.sentAt] || "";
+    } else if (event.key === "PageUp" || event.key === "PageDown") {
+      const pane = state.current && state.current.pane;
+      if (pane) {
+        event.preventDefault();
+        pane.scrollTop += (event.key === "PageUp" ? -1 : 1) * pane.clientHeight * 0.9;
+      }
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.altKey && (event.key === "ArrowUp" || event.key === "ArrowDown")) {
+      event.preventDefault();
+      moveView(event.key === "ArrowUp" ? -1 : 1);
+      input.focus();
+    }
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.current) {
+      state.current.unread = 0;
+      renderSidebar();
+    }
+  });
+}
+
+start();
