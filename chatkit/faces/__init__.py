@@ -6,8 +6,9 @@ that turns the protocol's events into hub operations (``hub.login``, ``hub.say``
 ``hub.join`` ...). The server owns sockets and threads and knows faces only through
 the interfaces below; the hub knows neither. So a new wire protocol is a new
 implementation of :class:`Face` (``chatkit.faces.line`` is the first: JSON and text
-lines on one port; ``tests/test_faces.py`` adds one for tests only) and needs no
-change to the hub, the server or the plugins.
+lines on one port; ``chatkit.faces.irc`` and ``chatkit.faces.web`` followed;
+``tests/test_faces.py`` adds one for tests only) and needs no change to the hub, the
+server or the plugins.
 
 Who calls what, on which thread:
 
@@ -20,7 +21,11 @@ Who calls what, on which thread:
   passes through the connection's protocol object, which so learns its own state.
   Frames fanned out to many (messages, other people's joins) are encoded once per
   codec (:attr:`Link.codec`) and never pass through a channel: nothing about one
-  recipient may change their bytes.
+  recipient may change their bytes;
+* a channel may also have ``farewell(reason) -> bytes``: the server calls it when it
+  ends the connection (``Connection.finish``) and queues the bytes last, after
+  everything else (the web face: a WebSocket close frame). Optional, so it is not
+  part of :class:`Channel`.
 """
 
 from __future__ import annotations
