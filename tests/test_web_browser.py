@@ -184,3 +184,33 @@ def test_markup_in_a_message_is_text(browser: Browser, contexts: list[BrowserCon
         assert page.evaluate("window.pwned") is None
         assert page.locator("#log script, #log img, #log b").count() == 0
         carol.close()
+
+
+def test_commands_private_and_errors(browser: Browser, contexts: list[BrowserContext]) -> None:
+    """Tab completes a command, a private message opens a conversation with an unread
+    count, and an error shows as a line, all from the keyboard."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        carol = ChatClient(server.address)
+        carol.login("carol")
+        expect(page.locator(pane(page))).to_contain_text("carol joined")
+        page.fill("#input", "/wh")
+        expect(page.locator("#suggest")).to_contain_text("/who")
+        page.press("#input", "Tab")
+        expect(page.locator("#input")).to_have_value("/who ")
+        page.press("#input", "Enter")
+        expect(page.locator(pane(page))).to_contain_text("carol")
+        say(page, "/nosuch")
+        expect(page.locator(f"{pane(page)} .line.error")).to_contain_text("Unknown command")
+        carol.say("/msg alice psst")
+        conversation = page.locator("#privates button", has_text="carol")
+        expect(conversation.locator(".unread")).to_have_text("1")
+        conversation.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#title")).to_have_text("private: carol")
+        page.keyboard.type("hello back")
+        page.keyboard.press("Enter")
+        reply = carol.expect("private", **{"from": "alice"})
+        assert reply["text"] == "hello back"
+        carol.close()

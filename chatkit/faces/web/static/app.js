@@ -105,6 +105,8 @@ function getView(kind, name, create = true) {
   if (!view && create) {
     const pane = el("div", "pane");
     pane.hidden = true;
+    pane.tabIndex = 0; // scrollable with the keyboard
+    pane.setAttribute("aria-label", `Messages of ${name}`);
     pane.dataset.view = key;
     const older = el("div", "older", "");
     pane.append(older);
@@ -374,6 +376,11 @@ const handlers = {
     const view = currentOrFirst();
     if (view) eventLine(view, text, undefined, "error");
     else setStatus(text, true);
+    if (!state.loggedIn && state.ws) {
+      // Resuming, and refused (the old connection may still hold the nick until the
+      // server notices it is gone): close, and try again after the backoff.
+      state.ws.close(1000, "retry");
+    }
   },
   ping() {
     send({ type: "pong" });
