@@ -121,7 +121,8 @@ class WebFace:
 
     def early(self, frame: Frame) -> bytes:
         """``frame`` for a connection that has not sent its request: an HTTP error."""
-        return _early(frame.type, str(frame.fields.get("code", "")), str(frame.fields.get("text")))
+        fields = frame.fields
+        return _early(frame.type, str(fields.get("code", "")), str(fields.get("text", "")))
 
     def greeting(self) -> bytes | None:
         return None  # browsers speak first
