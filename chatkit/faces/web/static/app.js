@@ -192,10 +192,14 @@ function addLine(view, line, id) {
     if (view.oldest === null || id < view.oldest) view.oldest = id;
     if (id > state.lastId) state.lastId = id;
     let before = null;
-    for (const other of pane.querySelectorAll(".line[data-id]")) {
-      if (Number(other.dataset.id) > id) {
-        before = other;
-        break;
+    if (view.newest === undefined || id > view.newest) {
+      view.newest = id; // live traffic and resumes: at the end, no search
+    } else {
+      for (const other of pane.querySelectorAll(".line[data-id]")) {
+        if (Number(other.dataset.id) > id) {
+          before = other;
+          break;
+        }
       }
     }
     if (before) {
