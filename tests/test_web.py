@@ -21,6 +21,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import CloseCode
 
 from chatkit import Server
+from chatkit.faces.web import WEB_CODEC
 from chatkit.testing import ChatClient, TextClient
 
 
@@ -488,3 +489,24 @@ def test_page_url_printed(serve: Any) -> None:
     conn.close()
     code, _out, _err = proc.stop()
     assert code == 0
+
+
+def test_fan_out_frames_once_for_all_web_clients(
+    web: Callable[..., WebClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message to a room of web clients is framed once, not once per recipient."""
+    clients = [web(f"user{i}") for i in range(4)]
+    for client in clients:
+        client.sync()
+    framed: list[str] = []
+    serialize = WEB_CODEC._serialize
+
+    def counting(frame: Any) -> bytes:
+        framed.append(frame.type)
+        return serialize(frame)
+
+    monkeypatch.setattr(WEB_CODEC, "_serialize", counting)
+    clients[0].say("to everyone")
+    for client in clients:
+        client.expect("message", text="to everyone")
+    assert framed == ["message"]
