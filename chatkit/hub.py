@@ -403,8 +403,12 @@ class Hub:
         session.current_room = found.name
         ts = utc_now()
         frame = Frame("join", room=found.name, nick=session.nick, ts=ts)
-        # The joiner's own join goes to it alone, through its face's protocol (which
-        # may need to know: IRC follows it with the names list), and names the members.
+        if not session.codec.join_members:
+            # The joiner gets the frame everybody gets (one encoding per codec).
+            others.append(session)
+            return self._fanout(frame, others)
+        # A face that lists the members with the join (IRC: the names list) gets its
+        # own join alone, through its channel, naming them as of this very join.
         members = [member.nick for member in found.members.values()]
         own = Frame("join", room=found.name, nick=session.nick, ts=ts, members=members)
         self.deliveries += 1
