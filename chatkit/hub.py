@@ -170,6 +170,10 @@ class Hub:
         self.deliveries = 0
         """Chat frames (messages, joins, leaves, nicks, notices) queued to recipients
         since start (a metric; under the lock)."""
+        self.logins = 0
+        """Logins since start (a metric; under the lock)."""
+        self.messages = 0
+        """Messages (room and private) accepted since start (a metric; under the lock)."""
 
     def prepare(self) -> None:
         """Decide, once the plugins are configured, what deliveries wait for.
@@ -284,6 +288,7 @@ class Hub:
             self._nick_skeletons[names.skeleton(nick)] = session
             session.nick = nick
             session.welcomed = True
+            self.logins += 1
             wake = session.push(welcome)
         self._wake_if(wake)
         # What a plugin sends at login (a message of the day) comes before the
@@ -548,6 +553,7 @@ class Hub:
             if found is None or session.id not in found.members:
                 raise CommandError(f"you are not in {name}", "not_in_room")
             message.id, message.ts = self._ids.next()
+            self.messages += 1
             message.room = found.name
             frame = message_frame(message)
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
@@ -573,6 +579,7 @@ class Hub:
             if target.nick is None or self._sessions.get(_key(target.nick)) is not target:
                 raise CommandError(f"{nick} has left", "no_such_nick")
             message.id, message.ts = self._ids.next()
+            self.messages += 1
             message.to = target.nick
             frame = message_frame(message)
             frame.origin = session.id  # its sender may not want it back (Codec.echo)

@@ -64,6 +64,7 @@ DEFAULT_PLUGINS = (
 )
 OPTIONAL_PLUGINS = (
     "stats",  # /stats: the server's counters; off unless enabled
+    "metrics",  # Prometheus /metrics on a port of its own (--metrics-port); off unless enabled
 )
 BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
 
@@ -72,6 +73,8 @@ BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
 _BUILTIN_TARGETS = {name: f"chatkit.builtins.{name}" for name in BUILTIN_PLUGINS}
 _BUILTIN_TARGETS["flood"] = "chatkit.builtins.flood:Flood"
 _BUILTIN_TARGETS["stats"] = "chatkit.builtins.stats:Stats"
+_BUILTIN_TARGETS["metrics"] = "chatkit.builtins.metrics:Metrics"
+_BUILTIN_TARGETS["log"] = "chatkit.builtins.log:Log"
 _BUILTIN_TARGETS["history"] = "chatkit.builtins.history:History"
 
 

@@ -150,7 +150,10 @@ class Connection:
     def push(self, frame: Frame) -> bool:
         """Queue ``frame`` for this connection alone, encoded by its channel (so its
         protocol sees it); True if the writer must be woken. Never blocks or sends."""
-        return self.writer.push(self, self.channel.encode(frame))
+        data = self.channel.encode(frame)
+        if frame.type == "error":
+            self.writer.count_error(str(frame.fields.get("code")))
+        return self.writer.push(self, data)
 
     def pace(self) -> None:
         """Before the channel acts on an event: wait while the writer is too far behind."""
@@ -236,6 +239,11 @@ class Writer:
         """send() calls made (writer thread only): divided by frames queued, the coalescing."""
         self.bytes_sent = 0
         """Bytes the kernel accepted (writer thread only)."""
+        self.slow_cuts = 0
+        """Clients cut as slow consumers (under the lock)."""
+        self.errors: collections.Counter[str] = collections.Counter()
+        """``error`` frames sent, by code, refusals before login included (under the
+        lock: ``Counter`` increments are not atomic)."""
 
     def start(self) -> None:
         """Create the selector and the wake pipe, and start the thread."""
@@ -283,6 +291,7 @@ class Writer:
         assert self._lock.locked()
         self._drop_queue(conn)
         conn._aborting = True
+        self.slow_cuts += 1
         if conn.close_reason is None:
             conn.close_reason = "send queue exceeded"
         self._ready.append(conn)
@@ -342,6 +351,11 @@ class Writer:
             return False
         self._wake_pending = True
         return True
+
+    def count_error(self, code: str) -> None:
+        """Count an ``error`` frame of ``code`` sent (for ``stats()`` and metrics)."""
+        with self._lock:
+            self.errors[code] += 1
 
     def push(self, conn: Connection, data: bytes) -> bool:
         """Queue ``data`` for ``conn``; True if the caller must :meth:`wake` the writer."""
@@ -599,8 +613,10 @@ def _is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
-def _error(face: Face, code: str, text: str) -> bytes:
-    """An ``error`` frame for a connection of ``face`` that has sent nothing yet."""
+def _error(face: Face, writer: Writer, code: str, text: str) -> bytes:
+    """An ``error`` frame for a connection of ``face`` that has sent nothing yet
+    (counted)."""
+    writer.count_error(code)
     return face.early(Frame("error", code=code, text=text))
 
 
@@ -876,17 +892,29 @@ class Server:
     def stats(self) -> dict[str, Any]:
         """Counters for operators and benchmarks (see the ``stats`` plugin)."""
         conns = self.connections
-        deliveries = self.hub.deliveries
-        sends = self.writer.sends
+        hub, writer = self.hub, self.writer
+        faces = dict.fromkeys(self.addresses, 0)
+        for conn in conns:
+            faces[conn.face.name] = faces.get(conn.face.name, 0) + 1
+        with writer._lock:
+            errors = dict(sorted(writer.errors.items()))
+            slow_cuts = writer.slow_cuts
+        # The hub's and writer's plain counters are read without their locks: each
+        # read is atomic, and a count a few frames stale is fine for a metric.
         return {
             "connections": len(conns),
+            "faces": faces,
             "pending": len(self._pending),  # read without the lock: a stale count is fine
-            "logged_in": len(self.hub.sessions()),
-            "rooms": len(self.hub.rooms()),
+            "logged_in": len(hub.sessions()),
+            "rooms": len(hub.rooms()),
             "queued_bytes": sum(c.queued_bytes for c in conns),
-            "deliveries": deliveries,
-            "sends": sends,
-            "bytes_sent": self.writer.bytes_sent,
+            "logins": hub.logins,
+            "messages": hub.messages,
+            "deliveries": hub.deliveries,
+            "sends": writer.sends,
+            "bytes_sent": writer.bytes_sent,
+            "slow_cuts": slow_cuts,
+            "errors": errors,
             "uptime": round(time.monotonic() - self._started_at, 3),
         }
 
@@ -997,7 +1025,7 @@ class Server:
             assert refusal is not None
             self._log_refusal(host, addr[1], refusal[1], now)
             with contextlib.suppress(OSError):
-                sock.send(_error(face, *refusal), socket.MSG_DONTWAIT)
+                sock.send(_error(face, self.writer, *refusal), socket.MSG_DONTWAIT)
             sock.close()
             return
         if len(self._pending) >= limits.max_pending:
@@ -1009,6 +1037,7 @@ class Server:
                 oldest,
                 _error(
                     oldest.face,
+                    self.writer,
                     "server_busy",
                     "too many connections have sent nothing yet; yours was the oldest",
                 ),
@@ -1088,6 +1117,7 @@ class Server:
         for conn, deadline in list(self._pending.items()):
             if deadline > now:
                 break
+            self.writer.count_error("login_timeout")
             self._close_pending(conn, conn.face.early(frame), "login timeout")
         # Silent for greeting_delay: most likely a person at nc or telnet, who sees
         # nothing until the server speaks. A program speaking JSON sends its hello
