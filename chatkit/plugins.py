@@ -65,6 +65,7 @@ DEFAULT_PLUGINS = (
 OPTIONAL_PLUGINS = (
     "stats",  # /stats: the server's counters; off unless enabled
     "metrics",  # Prometheus /metrics on a port of its own (--metrics-port); off unless enabled
+    "webhooks",  # bots over HTTP: events POSTed to URLs, an endpoint to post messages
 )
 BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
 
@@ -75,6 +76,7 @@ _BUILTIN_TARGETS["flood"] = "chatkit.builtins.flood:Flood"
 _BUILTIN_TARGETS["stats"] = "chatkit.builtins.stats:Stats"
 _BUILTIN_TARGETS["metrics"] = "chatkit.builtins.metrics:Metrics"
 _BUILTIN_TARGETS["log"] = "chatkit.builtins.log:Log"
+_BUILTIN_TARGETS["webhooks"] = "chatkit.builtins.webhooks:Webhooks"
 _BUILTIN_TARGETS["history"] = "chatkit.builtins.history:History"
 
 

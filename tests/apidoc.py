@@ -164,6 +164,7 @@ NOT_SHOWN: dict[str, str] = {
     "Command": "what `/help` lists: the command registry's entry",
     "ChatkitError": "the base class of CommandError and UsageError",
     "Limits": "docs/operations.md: every limit",
+    "Client": "docs/client.md: the client library (the webhooks builtin speaks to its server with it)",
     "load_config": "docs/operations.md: the config file",
 }
 
