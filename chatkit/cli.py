@@ -366,11 +366,18 @@ def serve(
             handler.setFormatter(logging.Formatter(HUMAN_FORMAT))
             # In the text format, facts the banner prints are not logged twice.
             handler.addFilter(_said_by_banner)
-        logging.basicConfig(level=level, handlers=[handler])
+        logging.basicConfig(level=level, handlers=[handler], force=True)
         server = Server(config=cfg, faces=_faces(cfg, irc_port))
     except UsageError as exc:
         raise _fail(exc) from None
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl+C
+
+    def reload(signum: int, frame: object) -> None:
+        # Runs on this (the main) thread, between two bytecodes of serve_forever's
+        # wait: it holds no lock of the server's, so reload() may take them.
+        _reload(server, config, overrides, handler)
+
+    signal.signal(signal.SIGHUP, reload)
     # From here on a signal may arrive at any line, even during start(): every path
     # ends in the finally below (shutdown() is idempotent and safe before start).
     try:
@@ -419,7 +426,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)  # a second Ctrl+C must not break shutdown
         server.shutdown()
         if pid_file is not None:
@@ -527,11 +534,40 @@ def local_addresses(family: socket.AddressFamily = socket.AF_INET) -> list[str]:
     return [*others, loopback]
 
 
+reload_log = logging.getLogger("chatkit.reload")
+
+
+def _reload(
+    server: Server, path: Path | None, overrides: dict[str, Any], handler: logging.Handler
+) -> None:
+    """SIGHUP: read the config file again (the command line's flags still win) and
+    apply it; a config that cannot be applied is logged and the old one kept."""
+    reload_log.info("SIGHUP: reloading %s", path or DEFAULT_CONFIG)
+    try:
+        config = _build_config(path, overrides)
+        level = logging.getLevelName(config.log_level.upper())
+        if not isinstance(level, int) or config.log_format not in LOG_FORMATS:
+            raise UsageError(
+                f"bad log_level or log_format: {config.log_level!r}, {config.log_format!r}"
+            )
+        notes = server.reload(config)
+    except UsageError as exc:
+        reload_log.error("reload failed, the old config stays: %s", exc)
+        return
+    logging.getLogger().setLevel(level)
+    if config.log_format == "json" and not isinstance(handler.formatter, JsonFormatter):
+        handler.setFormatter(JsonFormatter())
+    elif config.log_format == "text" and isinstance(handler.formatter, JsonFormatter):
+        handler.setFormatter(logging.Formatter(HUMAN_FORMAT))
+    reload_log.info("reloaded: %s", "; ".join(notes) if notes else "nothing changed")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# Taken by the main thread only: stop (SIGINT, SIGTERM) and reload (SIGHUP).
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def _block_stop_signals(block: bool) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import errno
 import functools
 import ipaddress
@@ -613,6 +614,15 @@ def _is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
+def _stamps(pm: Any) -> dict[str, float | None]:
+    """Each registered plugin's source stamp (see :func:`plugins.source_stamp`)."""
+    return {
+        name: plugins_mod.source_stamp(plugin)
+        for name, plugin in pm.list_name_plugin()
+        if plugin is not None
+    }
+
+
 def _error(face: Face, writer: Writer, code: str, text: str) -> bytes:
     """An ``error`` frame for a connection of ``face`` that has sent nothing yet
     (counted)."""
@@ -689,7 +699,12 @@ class Server:
         self.config = config
         """The server's settings."""
         self.pluginmanager, self.plugin_infos = plugins_mod.build_plugin_manager(config, objects)
-        """The server's own pluggy ``PluginManager`` and what was loaded."""
+        """The server's own pluggy ``PluginManager`` and what was loaded (both replaced,
+        not changed, by :meth:`reload`)."""
+        self._extra_plugins = objects  # a program's plugin objects: kept by every reload
+        self._plugin_stamps = _stamps(self.pluginmanager)  # each plugin's source file mtime
+        # One reload at a time (SIGHUP twice in a row); never held by a client's thread.
+        self._reload_lock = threading.Lock()
         self.hooks = HookRunner(self.pluginmanager)
         """Calls hooks plugin by plugin (see :class:`chatkit.hooks.HookRunner`)."""
         self.commands = CommandRegistry()
@@ -813,6 +828,128 @@ class Server:
             raise UsageError(
                 f"cannot listen on {host}:{port}{where}: {exc.strerror or exc}"
             ) from None
+
+    def reload(self, config: Config) -> list[str]:
+        """Apply ``config`` to the running server without dropping anyone.
+
+        Limits apply at once (``max_sendq`` and the writer's too for every connection;
+        the line and text limits for connections opened from now on), as do the
+        default room and the plugins: a plugin enabled, disabled, or whose settings or
+        source file changed is stopped (``chatkit_server_stop``) and a new one
+        configured and started (``chatkit_configure``, commands,
+        ``chatkit_server_start``); the others go on untouched. Host, port, faces and
+        a plugin that stores messages (``history``) change only at a restart.
+
+        Returns what changed and what waits for a restart, one line each, for people.
+        Raises :class:`UsageError` if the new config cannot be applied; the server
+        then goes on with the old one (a plugin that failed to start is replaced by a
+        new instance of the old one).
+        """
+        with self._reload_lock:
+            return self._reload(config)
+
+    def _reload(self, config: Config) -> list[str]:
+        old = self.config
+        plan = plugins_mod.plan_reload(
+            self.pluginmanager, old, config, self._plugin_stamps, self._extra_plugins
+        )
+        notes = list(plan.notes)
+        for key in ("host", "port"):
+            if getattr(config, key) != getattr(old, key):
+                notes.append(f"{key} changes at the next restart")
+        if config.faces != old.faces:
+            notes.append("faces change at the next restart")
+        # Stop first: a restarted plugin may need what the old one holds (a port).
+        # Until the swap below, hooks may still call a stopped plugin for a moment;
+        # that is the price of never running without it (a filter, flood control).
+        for name, plugin in plan.stopped:
+            self._stop_plugin(name, plugin)
+        try:
+            commands = self._start_plugins(plan.pm, config, plan.started)
+        except UsageError:
+            for name, plugin in plan.started:
+                self._stop_plugin(name, plugin)
+            self._restore(plan.stopped)
+            raise
+        # The swap: each is one attribute assignment, atomic for the threads that
+        # read them (a hook call uses the manager it started with).
+        self.hooks.pm = plan.pm
+        self.commands.replace(commands)
+        self.pluginmanager, self.plugin_infos = plan.pm, plan.infos
+        self._plugin_stamps = _stamps(plan.pm)
+        for name, plugin in plan.started:
+            try:
+                plugins_mod.call_plugin(plugin, "chatkit_server_start", server=self)
+            except Exception:
+                log.exception("plugin %r failed in chatkit_server_start", name)
+        notes += self._apply_settings(config)
+        stopped = {name for name, _ in plan.stopped}
+        for name, _plugin in plan.started:
+            notes.append(f"plugin {name!r} " + ("restarted" if name in stopped else "enabled"))
+        notes += [f"plugin {name!r} disabled" for name in stopped - {n for n, _ in plan.started}]
+        return notes
+
+    def _stop_plugin(self, name: str, plugin: Any) -> None:
+        try:
+            plugins_mod.call_plugin(plugin, "chatkit_server_stop", server=self)
+        except Exception:
+            log.exception("plugin %r failed in chatkit_server_stop", name)
+
+    def _start_plugins(
+        self, pm: Any, config: Config, plugins: list[tuple[str, Any]]
+    ) -> CommandRegistry:
+        """Configure ``plugins`` (registered in ``pm``) and collect every command of
+        ``pm``; :class:`UsageError` as at start."""
+        for name, plugin in plugins:
+            try:
+                plugins_mod.call_plugin(
+                    plugin, "chatkit_configure", config=config, pluginmanager=pm
+                )
+            except UsageError:
+                raise
+            except Exception as exc:
+                raise UsageError(
+                    f"plugin {name!r} failed in chatkit_configure: {type(exc).__name__}: {exc}"
+                ) from exc
+        return plugins_mod.collect_commands(pm)
+
+    def _restore(self, stopped: list[tuple[str, Any]]) -> None:
+        """After a failed reload: new instances of the plugins it stopped, as before."""
+        for name, _plugin in stopped:
+            try:
+                fresh, _info = plugins_mod.resolve_plugin(name)
+                plugins_mod.call_plugin(
+                    fresh, "chatkit_configure", config=self.config, pluginmanager=self.pluginmanager
+                )
+                self.pluginmanager.unregister(name=name)
+                self.pluginmanager.register(fresh, name=name)
+                plugins_mod.call_plugin(fresh, "chatkit_server_start", server=self)
+            except Exception:
+                log.exception("plugin %r could not be restored after a failed reload", name)
+        self.commands.replace(plugins_mod.collect_commands(self.pluginmanager))
+
+    def _apply_settings(self, config: Config) -> list[str]:
+        """Copy ``config``'s settings into the running config (which the hub and the
+        faces read); return what changed."""
+        old = self.config
+        notes: list[str] = []
+        for f in dataclasses.fields(old.limits):
+            value = getattr(config.limits, f.name)
+            if getattr(old.limits, f.name) != value:
+                notes.append(f"limit {f.name}: {getattr(old.limits, f.name)} -> {value}")
+                setattr(old.limits, f.name, value)
+        for key in ("default_room", "bidi", "log_level", "log_format"):
+            if getattr(old, key) != getattr(config, key):
+                notes.append(f"{key}: {getattr(old, key)} -> {getattr(config, key)}")
+                setattr(old, key, getattr(config, key))
+        old.plugins, old.disable = list(config.plugins), list(config.disable)
+        old.plugin_config = {name: dict(table) for name, table in config.plugin_config.items()}
+        limits = old.limits
+        self.writer.max_backlog = limits.max_backlog
+        self.writer.slow_timeout = limits.slow_timeout
+        for conn in self.connections:
+            conn.max_sendq = limits.max_sendq  # read by the writer under its lock; atomic
+        return notes
 
     def serve_forever(self) -> None:
         """Start if needed, then block until :meth:`shutdown` is called (from another thread)."""

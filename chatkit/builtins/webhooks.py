@@ -65,7 +65,7 @@ MAX_BODY = 64 * 1024  # bytes of an incoming request's body
 
 # HTTP status for the chat's refusals of an incoming post (others: 400).
 _STATUS = {
-    "flood": 429,
+    "rate_limited": 429,
     "auth_throttled": 429,
     "nick_taken": 409,
     "nick_registered": 409,
