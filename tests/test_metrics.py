@@ -54,7 +54,7 @@ def metrics_url(server: ServeProcess) -> str:
 
 
 def test_metrics_count_what_clients_did(serve: type[ServeProcess]) -> None:
-    server = serve("--metrics-port", "0", "--irc-port", "0")
+    server = serve("--metrics-port", "0", "--irc-port", "0", "--no-plugin", "flood")
     url = metrics_url(server)
     assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
     before = scrape(url)
@@ -86,6 +86,15 @@ def test_metrics_count_what_clients_did(serve: type[ServeProcess]) -> None:
     assert samples["chatkit_history_commit_seconds_total"] > 0
     assert samples["chatkit_history_queued"] == 0
     assert samples["chatkit_sent_bytes_total"] > 0
+    # Hooks are timed one call in 64: 5 messages, 2 logins, 2 joins... make 64 more.
+    for n in range(64):
+        alice.say(f"more {n}")
+    for n in range(64):
+        bob.expect("message", text=f"more {n}")
+    samples = scrape(url)
+    timed = {k: v for k, v in samples.items() if k.startswith("chatkit_hook_seconds_count")}
+    assert timed and all(v >= 1 for v in timed.values())
+    assert any("hook=on_message" in k and "plugin=log" in k for k in timed), timed
     alice.close()
     bob.close()
     samples = wait_for(url, lambda s: s["chatkit_connections{face=line}"] == 0)

@@ -27,6 +27,7 @@ from prometheus_client.core import (
     GaugeHistogramMetricFamily,
     GaugeMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -92,6 +93,15 @@ class ServerCollector(Collector):
             errors.add_metric([code], count)
         yield errors
         yield _queue_depths([conn.queued_bytes for conn in server.connections])
+        hooks = SummaryMetricFamily(
+            "chatkit_hook_seconds",
+            f"Time in each plugin's hook, sampled: one call in {server.hooks.sample_every} "
+            "is timed.",
+            labels=["plugin", "hook"],
+        )
+        for (plugin, hook), (count, total) in sorted(server.hooks.timings_snapshot().items()):
+            hooks.add_metric([plugin, hook.removeprefix("chatkit_")], count, total)
+        yield hooks
         yield from _history(server)
 
 
