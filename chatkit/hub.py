@@ -557,7 +557,7 @@ class Hub:
             message.room = found.name
             frame = message_frame(message)
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
-            entry = self._lanes.message(frame)
+            entry = self._lanes.message(frame, defer=defer)
             wake = self._lanes.post(found.lane, entry)  # delivered now if born ready
         self._wake_if(wake)
         # Stores it (if a plugin stores messages), sees it delivered, runs chatkit_on_message.
