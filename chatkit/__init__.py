@@ -6,9 +6,11 @@ objects hooks receive (:class:`Session`, :class:`Message`, :class:`CommandContex
 the input events :class:`Hello`, :class:`Say` and :class:`Request`), what they
 return (:class:`Reject`, :class:`Drop`, :class:`Frame`), the errors they raise, and
 a few helpers (:func:`message_frame`, :func:`valid_nick`, :func:`fold`,
-:func:`check_settings`, :func:`number_setting`, :data:`MAX_ID`).
+:func:`check_settings`, :func:`number_setting`, :data:`MAX_ID`), and the
+:class:`Client` library for plugins that speak to a server as a client would.
 """
 
+from chatkit.client import Client
 from chatkit.commands import Command, CommandContext, Register
 from chatkit.config import Config, Limits, check_settings, load_config, number_setting
 from chatkit.errors import ChatkitError, CommandError, UsageError
@@ -25,6 +27,7 @@ from chatkit.version import __version__
 __all__ = [
     "MAX_ID",
     "ChatkitError",
+    "Client",
     "Command",
     "CommandContext",
     "CommandError",

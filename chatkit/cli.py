@@ -5,6 +5,7 @@ All user-facing output of chatkit goes through here; the library only logs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -37,14 +38,16 @@ from chatkit.client import (
     room_name,
 )
 from chatkit.codecs import render_text
-from chatkit.config import Config, load_config
+from chatkit.config import LOG_FORMATS, Config, load_config
 from chatkit.errors import UsageError
 from chatkit.faces import Face
 from chatkit.faces.irc.face import NETWORK_NAME, SERVER_NAME, IrcFace
 from chatkit.faces.line import LineFace
 from chatkit.faces.web import WebFace
+from chatkit.logs import HUMAN_FORMAT, JsonFormatter
 from chatkit.plugins import (
     DISTRIBUTION,
+    build_plugin_manager,
     check_plugin_sections,
     hook_names,
     list_plugins,
@@ -116,7 +119,7 @@ def _root(
 def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config:
     path = config_path or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load_config(path) if path else Config()
-    for key in ("host", "port", "log_level", "default_room"):
+    for key in ("host", "port", "log_level", "log_format", "default_room"):
         if overrides.get(key) is not None:
             setattr(config, key, overrides[key])
     config.plugins = [*config.plugins, *overrides["plugins"]]
@@ -132,6 +135,11 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
     elif "db" not in history:
         # The plugin alone keeps history in memory; a served server keeps its own file.
         history["db"] = serve_db(config)
+    if overrides.get("metrics_port") is not None:
+        config.plugin_config.setdefault("metrics", {})["port"] = overrides["metrics_port"]
+        config.plugins = [*config.plugins, "metrics"]
+    if overrides.get("log_messages"):
+        config.plugin_config.setdefault("log", {})["messages"] = True
     limits = config.limits
     for key, value in overrides["limits"].items():
         if value is not None:
@@ -269,6 +277,36 @@ def serve(
             metavar="PORT",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0: any free "
+            "port; docs/operations.md). \\[default: off]",
+            metavar="PORT",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            help="text (for people) or json (one object per line, for log tools). "
+            "\\[default: text]",
+            metavar="FORMAT",
+        ),
+    ] = None,
+    log_messages: Annotated[
+        bool,
+        typer.Option(
+            "--log-messages",
+            help="Log what people say (at debug level); without it, never.",
+            metavar="",
+        ),
+    ] = False,
+    pid_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the server's process id to this file while it runs.", metavar="PATH"
+        ),
+    ] = None,
     web_port: Annotated[
         int | None,
         typer.Option(
@@ -302,6 +340,9 @@ def serve(
         "plugins": plugin or [],
         "disable": no_plugin or [],
         "db": db,
+        "log_format": log_format,
+        "log_messages": log_messages,
+        "metrics_port": metrics_port,
         "limits": {
             "max_line": max_line,
             "max_sendq": max_sendq,
@@ -319,22 +360,34 @@ def serve(
     }
     try:
         cfg = _build_config(config, overrides)
+        if cfg.log_format not in LOG_FORMATS:
+            raise UsageError(
+                f"unknown log format {cfg.log_format!r}; use {' or '.join(LOG_FORMATS)}"
+            )
         level = logging.getLevelName(cfg.log_level.upper())
         if not isinstance(level, int):
             raise UsageError(
                 f"unknown log level {cfg.log_level!r}; use debug, info, warning or error"
             )
-        logging.basicConfig(
-            level=level,
-            format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        for handler in logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        if cfg.log_format == "json":
+            handler.setFormatter(JsonFormatter())
+        else:
+            handler.setFormatter(logging.Formatter(HUMAN_FORMAT))
+            # In the text format, facts the banner prints are not logged twice.
             handler.addFilter(_said_by_banner)
+        logging.basicConfig(level=level, handlers=[handler], force=True)
         server = Server(config=cfg, faces=_faces(cfg, irc_port, web_port))
     except UsageError as exc:
         raise _fail(exc) from None
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl+C
+
+    def reload(signum: int, frame: object) -> None:
+        # Runs on this (the main) thread, between two bytecodes of serve_forever's
+        # wait: it holds no lock of the server's, so reload() may take them.
+        _reload(server, config, overrides, handler)
+
+    signal.signal(signal.SIGHUP, reload)
     # From here on a signal may arrive at any line, even during start(): every path
     # ends in the finally below (shutdown() is idempotent and safe before start).
     try:
@@ -375,6 +428,12 @@ def serve(
             pages = hosts if web_host in _ANY_ADDRESS else [web_host]
             urls = " or ".join(f"http://{f'[{h}]' if ':' in h else h}:{web_port_}/" for h in pages)
             typer.echo(f"web: {urls}   (open it in a browser)")
+        metrics = server.pluginmanager.get_plugin("metrics")
+        if metrics is not None and metrics.address is not None:
+            m_host, m_port = metrics.address
+            typer.echo(f"metrics: http://{m_host}:{m_port}/metrics")
+        if pid_file is not None:
+            _write_pid_file(pid_file)
         sys.stdout.flush()
         # The server runs in its threads; this waits for a signal, or for the server
         # to stop itself (Server.fail).
@@ -382,9 +441,11 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)  # a second Ctrl+C must not break shutdown
         server.shutdown()
+        if pid_file is not None:
+            _remove_pid_file(pid_file)
     if server.failure is not None:
         typer.echo(f"chatkit stopped: {server.failure}", err=True)
         raise typer.Exit(1)
@@ -392,6 +453,25 @@ def serve(
 
 
 _ANY_ADDRESS = ("0.0.0.0", "::", "")  # listening on every interface
+
+
+def _write_pid_file(path: Path) -> None:
+    """Write this process's id to ``path`` (atomically: a reader never sees half)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        temporary.write_text(f"{os.getpid()}\n")
+        temporary.replace(path)
+    except OSError as exc:
+        raise _fail(UsageError(f"cannot write the pid file {path}: {exc.strerror}")) from None
+
+
+def _remove_pid_file(path: Path) -> None:
+    """Remove ``path`` if it still names this process."""
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _faces(config: Config, irc_port: int | None, web_port: int | None = None) -> list[Face]:
@@ -481,11 +561,40 @@ def local_addresses(family: socket.AddressFamily = socket.AF_INET) -> list[str]:
     return [*others, loopback]
 
 
+reload_log = logging.getLogger("chatkit.reload")
+
+
+def _reload(
+    server: Server, path: Path | None, overrides: dict[str, Any], handler: logging.Handler
+) -> None:
+    """SIGHUP: read the config file again (the command line's flags still win) and
+    apply it; a config that cannot be applied is logged and the old one kept."""
+    reload_log.info("SIGHUP: reloading %s", path or DEFAULT_CONFIG)
+    try:
+        config = _build_config(path, overrides)
+        level = logging.getLevelName(config.log_level.upper())
+        if not isinstance(level, int) or config.log_format not in LOG_FORMATS:
+            raise UsageError(
+                f"bad log_level or log_format: {config.log_level!r}, {config.log_format!r}"
+            )
+        notes = server.reload(config)
+    except UsageError as exc:
+        reload_log.error("reload failed, the old config stays: %s", exc)
+        return
+    logging.getLogger().setLevel(level)
+    if config.log_format == "json" and not isinstance(handler.formatter, JsonFormatter):
+        handler.setFormatter(JsonFormatter())
+    elif config.log_format == "text" and isinstance(handler.formatter, JsonFormatter):
+        handler.setFormatter(logging.Formatter(HUMAN_FORMAT))
+    reload_log.info("reloaded: %s", "; ".join(notes) if notes else "nothing changed")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# Taken by the main thread only: stop (SIGINT, SIGTERM) and reload (SIGHUP).
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def _block_stop_signals(block: bool) -> None:
@@ -493,6 +602,69 @@ def _block_stop_signals(block: bool) -> None:
     meanwhile inherit the mask. A no-op where there is no ``pthread_sigmask``."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+@app.command("check", cls=_Command)
+def check_command(
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The TOML config file. \\[default: ./chatkit.toml]",
+            dir_okay=False,
+            metavar="FILE",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the settings as JSON, for scripts.", metavar="")
+    ] = False,
+) -> None:
+    """Check a config file and print the settings 'chatkit serve -c FILE' would use.
+
+    Exit 2 with the error if anything in it is wrong: an unknown key, a bad value, a
+    plugin that is not installed. Plugins' own settings are checked by the plugins
+    when the server starts (their checks may open databases and ports).
+    """
+    path = config if config is not None else DEFAULT_CONFIG
+    if config is None and not DEFAULT_CONFIG.is_file():
+        raise _fail(UsageError(f"no config file given and no {DEFAULT_CONFIG} here"))
+    overrides: dict[str, Any] = {"plugins": [], "disable": [], "limits": {}}
+    try:
+        cfg = _build_config(path, overrides)
+        _pm, infos = build_plugin_manager(cfg)
+    except UsageError as exc:
+        raise _fail(exc) from None
+    settings = effective_settings(cfg, [info.name for info in infos])
+    if as_json:
+        typer.echo(json.dumps(settings, indent=2))
+        return
+    typer.echo(f"{path}: OK")
+    for section, values in settings.items():
+        typer.echo(f"\n[{section}]")
+        for key, value in values.items():
+            typer.echo(f"{key} = {json.dumps(value)}")
+
+
+def effective_settings(config: Config, plugins: list[str]) -> dict[str, dict[str, Any]]:
+    """What a server built from ``config`` runs with, by section: defaults filled in."""
+    settings: dict[str, dict[str, Any]] = {
+        "server": {
+            "host": config.host,
+            "port": config.port,
+            "default_room": config.default_room,
+            "log_level": config.log_level,
+            "log_format": config.log_format,
+            "bidi": config.bidi,
+            "plugins": plugins,
+        },
+        "limits": dataclasses.asdict(config.limits),
+    }
+    for name, table in sorted(config.faces.items()):
+        settings[f"faces.{name}"] = dict(table)
+    for name, table in sorted(config.plugin_config.items()):
+        if table:
+            settings[f"plugins.{name}"] = dict(table)
+    return settings
 
 
 @app.command("plugins", cls=_Command)
@@ -643,6 +815,34 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
     except ConnectionLost as exc:
         typer.echo(str(exc), err=True)
         return EXIT_LOST
+
+
+@app.command("ping", cls=_Command)
+def ping_command(
+    host: Annotated[str, typer.Option(help="The server's address.", metavar="HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The server's port.", metavar="PORT")] = 9090,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the answer.", metavar="SECONDS")
+    ] = 5.0,
+) -> None:
+    """Check that a server answers, without logging in (for health checks).
+
+    Sends a JSON ping and waits for the pong; nobody in the chat sees it. Exit 0 if
+    the server answered, 3 if nothing listens there, 5 if it did not answer in time.
+    """
+    started = monotonic()
+    try:
+        client = Client.connect(host, port, timeout=timeout)
+    except ClientError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    with client:
+        try:
+            client.sync(timeout)
+        except (ConnectionLost, TimeoutError) as exc:
+            typer.echo(f"no answer from {host}:{port}: {exc or 'timed out'}", err=True)
+            raise typer.Exit(EXIT_LOST) from None
+    typer.echo(f"pong from {host}:{port} in {(monotonic() - started) * 1000:.0f} ms")
 
 
 @app.command(cls=_Command, short_help="Join a chat: a terminal client, or lines from a script.")

@@ -29,10 +29,15 @@ class Codec:
     make one per format, at import time, and share it.
     """
 
-    __slots__ = ("_serialize", "echo", "name")
+    __slots__ = ("_serialize", "echo", "join_members", "name")
 
     def __init__(
-        self, name: str, serialize: Callable[[Frame], bytes], *, echo: bool = True
+        self,
+        name: str,
+        serialize: Callable[[Frame], bytes],
+        *,
+        echo: bool = True,
+        join_members: bool = False,
     ) -> None:
         self.name = name
         """A short name for logs and reprs (``json``, ``text``)."""
@@ -41,6 +46,12 @@ class Codec:
         clients do: the copy carries the message's id). False (IRC clients that did not
         negotiate ``echo-message``): the fan-out skips, for each recipient in this
         codec, the frames whose :attr:`Frame.origin` is its own session."""
+        self.join_members = join_members
+        """Whether a client's own ``join`` must name the room's members (``members``,
+        taken under the hub's lock, so it matches the join exactly) and reach the
+        client through its channel's ``encode``: IRC clients do (the join is followed
+        by the names list). False (JSON and text clients): the own join is the same
+        frame the other members get, encoded once for all."""
         self._serialize = serialize
 
     def serialize(self, frame: Frame) -> bytes:

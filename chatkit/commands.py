@@ -109,7 +109,8 @@ class CommandContext:
 
 
 class CommandRegistry:
-    """Commands by name. Filled once at startup; read-only afterwards, so no lock."""
+    """Commands by name. Filled once at startup and replaced whole by a reload
+    (:meth:`replace`), never changed in place, so no lock."""
 
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
@@ -130,6 +131,10 @@ class CommandRegistry:
             self._commands[key] = Command(key, handler, help, usage, plugin)
 
         return register
+
+    def replace(self, other: CommandRegistry) -> None:
+        """Take ``other``'s commands (a reload): one assignment, atomic for readers."""
+        self._commands = other._commands
 
     def get(self, name: str) -> Command | None:
         """The command called ``name`` (any case), or ``None``."""

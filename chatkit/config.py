@@ -143,6 +143,8 @@ class Config:
     """The room every client joins on login."""
     log_level: str = "info"
     """Logging level for ``chatkit serve``."""
+    log_format: str = "text"
+    """``text`` (for people) or ``json`` (one object per line: :mod:`chatkit.logs`)."""
     bidi: str = "replace"
     """Bidi controls in message text: ``replace`` (by U+FFFD), ``refuse`` (``bad_text``)
     or ``allow`` (see :data:`chatkit.protocol.BIDI_POLICIES`)."""
@@ -162,7 +164,17 @@ class Config:
         return dict(self.plugin_config.get(name, {}))
 
 
-_SERVER_KEYS = {"host", "port", "plugins", "disable", "default_room", "log_level", "bidi"}
+_SERVER_KEYS = {
+    "host",
+    "port",
+    "plugins",
+    "disable",
+    "default_room",
+    "log_level",
+    "log_format",
+    "bidi",
+}
+LOG_FORMATS = ("text", "json")
 _FACE_KEYS: dict[str, dict[str, type]] = {
     "irc": {"host": str, "port": int, "server_name": str, "network": str},
     "web": {"host": str, "port": int, "origins": list, "allow_no_origin": bool},
@@ -228,6 +240,11 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
             if key == "bidi" and value not in BIDI_POLICIES:
                 raise UsageError(
                     f"{where}[server] bidi must be one of {', '.join(BIDI_POLICIES)}, not {value!r}"
+                )
+            if key == "log_format" and value not in LOG_FORMATS:
+                raise UsageError(
+                    f"{where}[server] log_format must be one of {', '.join(LOG_FORMATS)}, "
+                    f"not {value!r}"
                 )
         setattr(config, key, value)
     limits = data.get("limits", {})

@@ -8,6 +8,8 @@ can depend on it without depending on the plugin loader.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +25,8 @@ log = logging.getLogger("chatkit.plugins")
 
 Monitor = Callable[[str, dict[str, Any]], None]
 
+SAMPLE_EVERY = 64  # one hook call in this many is timed, plugin by plugin (metrics)
+
 
 class HookRunner:
     """Calls hooks plugin by plugin, so one failing plugin never stops the others.
@@ -32,10 +36,41 @@ class HookRunner:
     and filter hooks, which fail closed).
     """
 
+    sample_every = SAMPLE_EVERY
+    """One hook call in this many is timed (:attr:`timings`)."""
+
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
-        """The plugin manager whose hooks are called."""
+        """The plugin manager whose hooks are called (a reload replaces it: one
+        assignment, so a call in progress finishes with the manager it started with)."""
         self._monitors: list[Monitor] = []
+        self._calls = 0  # hook calls, to pick the sampled ones; see _sampled()
+        # Guards timings (written by whichever thread ran a sampled call).
+        self._timings_lock = threading.Lock()
+        self.timings: dict[tuple[str, str], list[float]] = {}
+        """Sampled hook latency: (plugin, hook) -> [calls timed, seconds in total].
+        One call in :data:`SAMPLE_EVERY` is timed, plugin by plugin."""
+
+    def _sampled(self) -> bool:
+        # Unlocked: two threads may count one call, which only moves the sample.
+        self._calls += 1
+        return not self._calls % self.sample_every
+
+    def _timed(self, impl: pluggy.HookImpl, name: str, kwargs: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return self._call(impl, kwargs)
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._timings_lock:
+                entry = self.timings.setdefault((impl.plugin_name, name), [0.0, 0.0])
+                entry[0] += 1
+                entry[1] += elapsed
+
+    def timings_snapshot(self) -> dict[tuple[str, str], tuple[int, float]]:
+        """A copy of :attr:`timings`: (plugin, hook) -> (calls timed, seconds)."""
+        with self._timings_lock:
+            return {key: (int(n), total) for key, (n, total) in self.timings.items()}
 
     def add_monitor(self, monitor: Monitor) -> Callable[[], None]:
         """Call ``monitor(hook_name, kwargs)`` before every hook call; returns an undo."""
@@ -59,9 +94,13 @@ class HookRunner:
         """Call every implementation; log and skip the ones that raise."""
         for monitor in self._monitors:
             monitor(name, kwargs)
+        timed = self._sampled()
         for impl in self.impls(name):
             try:
-                self._call(impl, kwargs)
+                if timed:
+                    self._timed(impl, name, kwargs)
+                else:
+                    self._call(impl, kwargs)
             except Exception:
                 log.exception("plugin %r failed in %s", impl.plugin_name, name)
 
@@ -73,9 +112,10 @@ class HookRunner:
         """
         for monitor in self._monitors:
             monitor(name, kwargs)
+        timed = self._sampled()
         for impl in self.impls(name):
             try:
-                result = self._call(impl, kwargs)
+                result = self._timed(impl, name, kwargs) if timed else self._call(impl, kwargs)
             except Exception:
                 log.exception("plugin %r failed in %s", impl.plugin_name, name)
                 return on_error(impl.plugin_name)
@@ -94,9 +134,10 @@ class HookRunner:
         for monitor in self._monitors:
             monitor(name, kwargs)
         results: list[Any] = []
+        timed = self._sampled()
         for impl in self.impls(name):
             try:
-                result = self._call(impl, kwargs)
+                result = self._timed(impl, name, kwargs) if timed else self._call(impl, kwargs)
             except Exception:
                 log.exception("plugin %r failed in %s", impl.plugin_name, name)
                 results.append(on_error(impl.plugin_name))

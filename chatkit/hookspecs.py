@@ -148,6 +148,14 @@ def chatkit_configure(config: Config, pluginmanager: pluggy.PluginManager) -> No
     :class:`~chatkit.UsageError` for a bad setting: the server does not start and
     the CLI prints the message; any other exception also stops the start, reported
     with the plugin's name.
+
+    **Reload** (``Server.reload``, SIGHUP): a plugin whose settings or source file
+    changed, or that a reload enables, is a new instance (a class is instantiated
+    again; a module is re-imported if its file changed) configured here with the new
+    config, on the reloading thread (the CLI's main thread), while clients are
+    served; then it gets ``chatkit_register_commands`` and ``chatkit_server_start``.
+    Raising :class:`~chatkit.UsageError` then refuses the reload: the server goes on
+    with the old config. A plugin whose settings did not change is not called.
     """
 
 
@@ -174,8 +182,9 @@ def chatkit_server_start(server: ChatServer) -> None:
 
     :param server: The :class:`~chatkit.Server`; ``server.address`` is bound.
 
-    Return value is ignored. Runs on the thread that called ``Server.start()``.
-    If it raises, the error is logged and the other plugins still run.
+    Return value is ignored. Runs on the thread that called ``Server.start()``
+    (or ``Server.reload()``, for a plugin a reload started: clients are connected
+    then). If it raises, the error is logged and the other plugins still run.
     """
 
 
@@ -441,4 +450,9 @@ def chatkit_server_stop(server: ChatServer) -> None:
     Runs on the thread that called ``Server.shutdown()``; release resources here.
     Return value is ignored. If it raises, the error is logged and the other
     plugins still run.
+
+    A reload that disables or restarts a plugin calls it too, while the server
+    runs, on the reloading thread; other hooks of the plugin may still be called
+    for a moment afterwards (until the new plugins are in place), so a stopped
+    plugin must not fail in them (do nothing, or what it did before).
     """

@@ -170,6 +170,10 @@ class Hub:
         self.deliveries = 0
         """Chat frames (messages, joins, leaves, nicks, notices) queued to recipients
         since start (a metric; under the lock)."""
+        self.logins = 0
+        """Logins since start (a metric; under the lock)."""
+        self.messages = 0
+        """Messages (room and private) accepted since start (a metric; under the lock)."""
 
     def prepare(self) -> None:
         """Decide, once the plugins are configured, what deliveries wait for.
@@ -284,6 +288,7 @@ class Hub:
             self._nick_skeletons[names.skeleton(nick)] = session
             session.nick = nick
             session.welcomed = True
+            self.logins += 1
             wake = session.push(welcome)
         self._wake_if(wake)
         # What a plugin sends at login (a message of the day) comes before the
@@ -403,8 +408,12 @@ class Hub:
         session.current_room = found.name
         ts = utc_now()
         frame = Frame("join", room=found.name, nick=session.nick, ts=ts)
-        # The joiner's own join goes to it alone, through its face's protocol (which
-        # may need to know: IRC follows it with the names list), and names the members.
+        if not session.codec.join_members:
+            # The joiner gets the frame everybody gets (one encoding per codec).
+            others.append(session)
+            return self._fanout(frame, others)
+        # A face that lists the members with the join (IRC: the names list) gets its
+        # own join alone, through its channel, naming them as of this very join.
         members = [member.nick for member in found.members.values()]
         own = Frame("join", room=found.name, nick=session.nick, ts=ts, members=members)
         self.deliveries += 1
@@ -544,10 +553,11 @@ class Hub:
             if found is None or session.id not in found.members:
                 raise CommandError(f"you are not in {name}", "not_in_room")
             message.id, message.ts = self._ids.next()
+            self.messages += 1
             message.room = found.name
             frame = message_frame(message)
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
-            entry = self._lanes.message(frame)
+            entry = self._lanes.message(frame, defer=defer)
             wake = self._lanes.post(found.lane, entry)  # delivered now if born ready
         self._wake_if(wake)
         # Stores it (if a plugin stores messages), sees it delivered, runs chatkit_on_message.
@@ -569,6 +579,7 @@ class Hub:
             if target.nick is None or self._sessions.get(_key(target.nick)) is not target:
                 raise CommandError(f"{nick} has left", "no_such_nick")
             message.id, message.ts = self._ids.next()
+            self.messages += 1
             message.to = target.nick
             frame = message_frame(message)
             frame.origin = session.id  # its sender may not want it back (Codec.echo)

@@ -13,10 +13,12 @@ under the lock (``Lanes._drain``). So every member of a room sees its events in 
 order, whichever thread finished first.
 
 An entry is born ready when there is nothing to wait for: a message when no plugin
-stores messages (``chatkit_store_message``), a join when none replays rooms
-(``chatkit_room_replay``). A ready entry posted to an empty lane is delivered at
-once, under the lock that gave it its id; without such plugins that is all that
-happens, and lanes stay empty (the hot path of docs/architecture.md). Otherwise:
+stores messages (``chatkit_store_message``) and it is not a reader's own line, a join
+when none replays rooms (``chatkit_room_replay``). A ready entry posted to an empty
+lane is delivered at once, under the lock that gave it its id. A reader's own line
+(``defer``) with nothing to store waits only for the reader's :meth:`Lanes.settle`,
+which makes its run ready at once: a burst read in one ``recv`` leaves as one piece
+per member (the hot path of docs/architecture.md). Otherwise:
 
 - A message waits while its sender's thread calls the store hooks, without the
   lock (storing is I/O). Then it is marked ready, or refused: a refused message is
@@ -191,9 +193,21 @@ class Lanes:
 
     # -- under the hub's lock -------------------------------------------------
 
-    def message(self, frame: Frame, audience: Collection[Session] | None = None) -> MessageEntry:
-        """A message entry (``audience``: the parties of a private message); to :meth:`post`."""
-        return MessageEntry(frame, not self._store, audience)
+    def message(
+        self,
+        frame: Frame,
+        audience: Collection[Session] | None = None,
+        *,
+        defer: bool = False,
+    ) -> MessageEntry:
+        """A message entry (``audience``: the parties of a private message); to :meth:`post`.
+
+        With ``defer`` (a reader's own line, which the reader settles before it waits
+        for more input) it is never born ready, even when nothing stores messages:
+        :meth:`settle` makes the reader's run of messages ready at once, and the run
+        leaves as one piece per member instead of one per message.
+        """
+        return MessageEntry(frame, not self._store and not defer, audience)
 
     def join(self, session: Session, room: str, last_id: int) -> JoinEntry:
         """A join entry for ``room`` (its display name); to :meth:`post`.
@@ -242,6 +256,12 @@ class Lanes:
         """
         # Read without the lock: after post() only this thread changes ready and event
         # (a born-ready entry gets its event in post(), under the lock, or never).
+        if not entry.ready and not self._store:
+            # Deferred with nothing to store: ready when the reader settles (message()).
+            assert defer
+            entry.tell = session
+            session.unsettled.append((message, entry, [], lane))
+            return
         if not entry.ready:
             if not self._store_and_deliver(session, message, entry, lane, defer):
                 return

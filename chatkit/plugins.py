@@ -14,10 +14,11 @@ import difflib
 import importlib
 import inspect
 import logging
+import os
 import re
 import sys
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,8 @@ DEFAULT_PLUGINS = (
 )
 OPTIONAL_PLUGINS = (
     "stats",  # /stats: the server's counters; off unless enabled
+    "metrics",  # Prometheus /metrics on a port of its own (--metrics-port); off unless enabled
+    "webhooks",  # bots over HTTP: events POSTed to URLs, an endpoint to post messages
 )
 BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
 
@@ -72,6 +75,9 @@ BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
 _BUILTIN_TARGETS = {name: f"chatkit.builtins.{name}" for name in BUILTIN_PLUGINS}
 _BUILTIN_TARGETS["flood"] = "chatkit.builtins.flood:Flood"
 _BUILTIN_TARGETS["stats"] = "chatkit.builtins.stats:Stats"
+_BUILTIN_TARGETS["metrics"] = "chatkit.builtins.metrics:Metrics"
+_BUILTIN_TARGETS["log"] = "chatkit.builtins.log:Log"
+_BUILTIN_TARGETS["webhooks"] = "chatkit.builtins.webhooks:Webhooks"
 _BUILTIN_TARGETS["history"] = "chatkit.builtins.history:History"
 
 
@@ -299,16 +305,22 @@ def object_name(plugin: Any) -> str:
     return str(name) if name else type(plugin).__name__
 
 
+Resolver = Callable[[str, dict[str, EntryPoint]], tuple[Any, PluginInfo]]
+
+
 def build_plugin_manager(
-    config: Config, extra: Iterable[Any] = ()
+    config: Config, extra: Iterable[Any] = (), resolve: Resolver | None = None
 ) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
     """The plugin manager for a server: builtins, then ``config.plugins``, then ``extra``.
 
     ``config.plugins`` are names; ``extra`` are plugin objects (modules or
     instances) a program passes directly. Later-registered plugins are called
     first, so ``--plugin`` plugins run before builtins, and they are registered
-    in reverse so that they run in the order given.
+    in reverse so that they run in the order given. ``resolve`` turns a name into
+    its plugin (default :func:`resolve_plugin`; a reload passes one that keeps
+    running plugins).
     """
+    resolve = resolve_plugin if resolve is None else resolve
     eps = installed_entry_points()
     known = {*BUILTIN_PLUGINS, *eps}
     for name in config.disable:
@@ -320,14 +332,14 @@ def build_plugin_manager(
     infos: list[PluginInfo] = []
     for name in ESSENTIAL_PLUGINS + DEFAULT_PLUGINS:
         if name not in config.disable:
-            plugin, info = resolve_plugin(name, eps)
+            plugin, info = resolve(name, eps)
             _register(pm, plugin, name)
             infos.append(info)
     chosen: list[tuple[str, Any, PluginInfo]] = []
     for name in config.plugins:
         if name in ESSENTIAL_PLUGINS + DEFAULT_PLUGINS and name not in config.disable:
             continue  # already on
-        plugin, info = resolve_plugin(name, eps)
+        plugin, info = resolve(name, eps)
         chosen.append((name, plugin, info))
     for obj in extra:
         name = object_name(obj)
@@ -413,3 +425,135 @@ def list_plugins() -> list[PluginInfo]:
             info.error = str(exc) or type(exc).__name__
         rows.append(info)
     return sorted(rows, key=lambda r: r.name)
+
+
+# -- reloading -------------------------------------------------------------------
+
+# Hooks whose implementers decide how deliveries are sequenced (Hub.prepare): a
+# plugin implementing one cannot be started or stopped by a reload.
+_SEQUENCING_HOOKS = ("chatkit_store_message", "chatkit_room_replay")
+
+
+def source_file(plugin: Any) -> str | None:
+    """The file of the module that defines ``plugin`` (a module, or an instance)."""
+    module = (
+        plugin if isinstance(plugin, types.ModuleType) else sys.modules.get(type(plugin).__module__)
+    )
+    path = getattr(module, "__file__", None)
+    return str(path) if path else None
+
+
+def source_stamp(plugin: Any) -> float | None:
+    """When ``plugin``'s defining module file last changed, or ``None``."""
+    path = source_file(plugin)
+    try:
+        return os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        return None
+
+
+@dataclass
+class ReloadPlan:
+    """What a reload does to the plugins (see :func:`plan_reload`)."""
+
+    pm: pluggy.PluginManager
+    """The new manager: kept plugins (the same objects) and new ones."""
+    infos: list[PluginInfo]
+    kept: list[str]
+    """Plugins that go on as they are."""
+    stopped: list[tuple[str, Any]]
+    """Running plugins to stop: disabled, or restarted (their settings or code changed)."""
+    started: list[tuple[str, Any]]
+    """Plugins to configure and start: enabled, or restarted."""
+    notes: list[str] = field(default_factory=list)
+    """What the reload leaves for the next restart, for people."""
+
+
+def plan_reload(
+    pm: pluggy.PluginManager,
+    old: Config,
+    new: Config,
+    stamps: dict[str, float | None],
+    extra: Iterable[Any] = (),
+) -> ReloadPlan:
+    """Plan going from the plugins of ``old`` (registered in ``pm``) to those of ``new``.
+
+    A plugin is kept (the same object, not told) when it stays enabled with the same
+    settings and, for a plugin that is not a builtin, the same source file (``stamps``:
+    each plugin's :func:`source_stamp` when it was loaded). Otherwise the running one
+    is stopped and a new one started; a changed module is re-imported first
+    (``importlib.reload``: the module that defines the plugin, not the rest of its
+    package). Builtins' code never reloads (it is chatkit's own: upgrade, then
+    restart). Raises :class:`UsageError`, changing nothing, for a new config whose
+    plugins cannot load, or that would start or stop a plugin that stores or replays
+    messages (the delivery order depends on those: restart the server instead).
+    """
+    running = {name: plugin for name, plugin in pm.list_name_plugin() if plugin is not None}
+    kept: list[str] = []
+    started: list[tuple[str, Any]] = []
+    notes: list[str] = []
+
+    def resolve(name: str, eps: dict[str, EntryPoint]) -> tuple[Any, PluginInfo]:
+        plugin = running.get(name)
+        builtin = name in BUILTIN_PLUGINS
+        if plugin is not None:
+            same_settings = old.plugin_settings(name) == new.plugin_settings(name)
+            same_code = builtin or source_stamp(plugin) == stamps.get(name)
+            if not (same_settings and same_code) and _sequences(plugin):
+                notes.append(f"plugin {name!r} changes at the next restart (it stores messages)")
+                same_settings = same_code = True
+            if same_settings and same_code:
+                kept.append(name)
+                info = _builtin_info(name) if builtin else _kept_info(name, eps)
+                return plugin, info
+            if not same_code:
+                module = (
+                    plugin
+                    if isinstance(plugin, types.ModuleType)
+                    else sys.modules.get(type(plugin).__module__)
+                )
+                if module is not None:
+                    try:
+                        importlib.reload(module)
+                    except Exception as exc:
+                        raise UsageError(
+                            f"plugin {name!r} failed to re-import: {type(exc).__name__}: {exc}"
+                        ) from exc
+        fresh, info = resolve_plugin(name, eps)
+        started.append((name, fresh))
+        return fresh, info
+
+    new_pm, infos = build_plugin_manager(new, extra, resolve)
+    stopped = [(name, plugin) for name, plugin in running.items() if name not in kept]
+    for name, plugin in [*stopped, *started]:
+        if _sequences(plugin):
+            raise UsageError(
+                f"plugin {name!r} stores or replays messages: enabling or disabling it "
+                "needs a restart"
+            )
+    return ReloadPlan(new_pm, infos, kept, stopped, started, notes)
+
+
+def _kept_info(name: str, eps: dict[str, EntryPoint]) -> PluginInfo:
+    if name in eps:
+        return _entry_point_info(eps[name])
+    module_name = name.partition(":")[0]
+    return PluginInfo(name, "module", module_name.split(".")[0], "?", "off")
+
+
+def _sequences(plugin: Any) -> bool:
+    return any(
+        callable(getattr(plugin, hook, None))
+        and getattr(getattr(plugin, hook), "chatkit_impl", None) is not None
+        for hook in _SEQUENCING_HOOKS
+    )
+
+
+def call_plugin(plugin: Any, name: str, **kwargs: Any) -> None:
+    """Call hook ``name`` of one ``plugin``, if it implements it (with the arguments
+    it takes); exceptions propagate."""
+    function = getattr(plugin, name, None)
+    if function is None or not callable(function):
+        return
+    params = inspect.signature(function).parameters
+    function(**{k: v for k, v in kwargs.items() if k in params})

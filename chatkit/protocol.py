@@ -135,6 +135,9 @@ class LineDecoder:
     :class:`LineTooLong` takes its place in the output.
     """
 
+    # One per connection: slots keep an idle connection small.
+    __slots__ = ("_buf", "_discarding", "_pending", "_scanned", "max_line")
+
     def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
         self.max_line = max_line
         """Longest accepted line in bytes, not counting the ``\\n``."""
@@ -408,6 +411,9 @@ class ServerProtocol:
     connection's mode (JSON until the first line says otherwise), without passing
     through here: they say nothing about this connection.
     """
+
+    # One per connection: slots keep an idle connection small.
+    __slots__ = ("_closed_sent", "_decoder", "_eof", "_rules", "logged_in", "mode")
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import errno
 import functools
 import ipaddress
@@ -150,7 +151,10 @@ class Connection:
     def push(self, frame: Frame) -> bool:
         """Queue ``frame`` for this connection alone, encoded by its channel (so its
         protocol sees it); True if the writer must be woken. Never blocks or sends."""
-        return self.writer.push(self, self.channel.encode(frame))
+        data = self.channel.encode(frame)
+        if frame.type == "error":
+            self.writer.count_error(str(frame.fields.get("code")))
+        return self.writer.push(self, data)
 
     def pace(self) -> None:
         """Before the channel acts on an event: wait while the writer is too far behind."""
@@ -241,6 +245,11 @@ class Writer:
         """send() calls made (writer thread only): divided by frames queued, the coalescing."""
         self.bytes_sent = 0
         """Bytes the kernel accepted (writer thread only)."""
+        self.slow_cuts = 0
+        """Clients cut as slow consumers (under the lock)."""
+        self.errors: collections.Counter[str] = collections.Counter()
+        """``error`` frames sent, by code, refusals before login included (under the
+        lock: ``Counter`` increments are not atomic)."""
 
     def start(self) -> None:
         """Create the selector and the wake pipe, and start the thread."""
@@ -288,6 +297,7 @@ class Writer:
         assert self._lock.locked()
         self._drop_queue(conn)
         conn._aborting = True
+        self.slow_cuts += 1
         if conn.close_reason is None:
             conn.close_reason = "send queue exceeded"
         self._ready.append(conn)
@@ -347,6 +357,11 @@ class Writer:
             return False
         self._wake_pending = True
         return True
+
+    def count_error(self, code: str) -> None:
+        """Count an ``error`` frame of ``code`` sent (for ``stats()`` and metrics)."""
+        with self._lock:
+            self.errors[code] += 1
 
     def push(self, conn: Connection, data: bytes) -> bool:
         """Queue ``data`` for ``conn``; True if the caller must :meth:`wake` the writer."""
@@ -608,8 +623,19 @@ def _is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
-def _error(face: Face, code: str, text: str) -> bytes:
-    """An ``error`` frame for a connection of ``face`` that has sent nothing yet."""
+def _stamps(pm: Any) -> dict[str, float | None]:
+    """Each registered plugin's source stamp (see :func:`plugins.source_stamp`)."""
+    return {
+        name: plugins_mod.source_stamp(plugin)
+        for name, plugin in pm.list_name_plugin()
+        if plugin is not None
+    }
+
+
+def _error(face: Face, writer: Writer, code: str, text: str) -> bytes:
+    """An ``error`` frame for a connection of ``face`` that has sent nothing yet
+    (counted)."""
+    writer.count_error(code)
     return face.early(Frame("error", code=code, text=text))
 
 
@@ -682,7 +708,12 @@ class Server:
         self.config = config
         """The server's settings."""
         self.pluginmanager, self.plugin_infos = plugins_mod.build_plugin_manager(config, objects)
-        """The server's own pluggy ``PluginManager`` and what was loaded."""
+        """The server's own pluggy ``PluginManager`` and what was loaded (both replaced,
+        not changed, by :meth:`reload`)."""
+        self._extra_plugins = objects  # a program's plugin objects: kept by every reload
+        self._plugin_stamps = _stamps(self.pluginmanager)  # each plugin's source file mtime
+        # One reload at a time (SIGHUP twice in a row); never held by a client's thread.
+        self._reload_lock = threading.Lock()
         self.hooks = HookRunner(self.pluginmanager)
         """Calls hooks plugin by plugin (see :class:`chatkit.hooks.HookRunner`)."""
         self.commands = CommandRegistry()
@@ -807,6 +838,128 @@ class Server:
                 f"cannot listen on {host}:{port}{where}: {exc.strerror or exc}"
             ) from None
 
+    def reload(self, config: Config) -> list[str]:
+        """Apply ``config`` to the running server without dropping anyone.
+
+        Limits apply at once (``max_sendq`` and the writer's too for every connection;
+        the line and text limits for connections opened from now on), as do the
+        default room and the plugins: a plugin enabled, disabled, or whose settings or
+        source file changed is stopped (``chatkit_server_stop``) and a new one
+        configured and started (``chatkit_configure``, commands,
+        ``chatkit_server_start``); the others go on untouched. Host, port, faces and
+        a plugin that stores messages (``history``) change only at a restart.
+
+        Returns what changed and what waits for a restart, one line each, for people.
+        Raises :class:`UsageError` if the new config cannot be applied; the server
+        then goes on with the old one (a plugin that failed to start is replaced by a
+        new instance of the old one).
+        """
+        with self._reload_lock:
+            return self._reload(config)
+
+    def _reload(self, config: Config) -> list[str]:
+        old = self.config
+        plan = plugins_mod.plan_reload(
+            self.pluginmanager, old, config, self._plugin_stamps, self._extra_plugins
+        )
+        notes = list(plan.notes)
+        for key in ("host", "port"):
+            if getattr(config, key) != getattr(old, key):
+                notes.append(f"{key} changes at the next restart")
+        if config.faces != old.faces:
+            notes.append("faces change at the next restart")
+        # Stop first: a restarted plugin may need what the old one holds (a port).
+        # Until the swap below, hooks may still call a stopped plugin for a moment;
+        # that is the price of never running without it (a filter, flood control).
+        for name, plugin in plan.stopped:
+            self._stop_plugin(name, plugin)
+        try:
+            commands = self._start_plugins(plan.pm, config, plan.started)
+        except UsageError:
+            for name, plugin in plan.started:
+                self._stop_plugin(name, plugin)
+            self._restore(plan.stopped)
+            raise
+        # The swap: each is one attribute assignment, atomic for the threads that
+        # read them (a hook call uses the manager it started with).
+        self.hooks.pm = plan.pm
+        self.commands.replace(commands)
+        self.pluginmanager, self.plugin_infos = plan.pm, plan.infos
+        self._plugin_stamps = _stamps(plan.pm)
+        for name, plugin in plan.started:
+            try:
+                plugins_mod.call_plugin(plugin, "chatkit_server_start", server=self)
+            except Exception:
+                log.exception("plugin %r failed in chatkit_server_start", name)
+        notes += self._apply_settings(config)
+        stopped = {name for name, _ in plan.stopped}
+        for name, _plugin in plan.started:
+            notes.append(f"plugin {name!r} " + ("restarted" if name in stopped else "enabled"))
+        notes += [f"plugin {name!r} disabled" for name in stopped - {n for n, _ in plan.started}]
+        return notes
+
+    def _stop_plugin(self, name: str, plugin: Any) -> None:
+        try:
+            plugins_mod.call_plugin(plugin, "chatkit_server_stop", server=self)
+        except Exception:
+            log.exception("plugin %r failed in chatkit_server_stop", name)
+
+    def _start_plugins(
+        self, pm: Any, config: Config, plugins: list[tuple[str, Any]]
+    ) -> CommandRegistry:
+        """Configure ``plugins`` (registered in ``pm``) and collect every command of
+        ``pm``; :class:`UsageError` as at start."""
+        for name, plugin in plugins:
+            try:
+                plugins_mod.call_plugin(
+                    plugin, "chatkit_configure", config=config, pluginmanager=pm
+                )
+            except UsageError:
+                raise
+            except Exception as exc:
+                raise UsageError(
+                    f"plugin {name!r} failed in chatkit_configure: {type(exc).__name__}: {exc}"
+                ) from exc
+        return plugins_mod.collect_commands(pm)
+
+    def _restore(self, stopped: list[tuple[str, Any]]) -> None:
+        """After a failed reload: new instances of the plugins it stopped, as before."""
+        for name, _plugin in stopped:
+            try:
+                fresh, _info = plugins_mod.resolve_plugin(name)
+                plugins_mod.call_plugin(
+                    fresh, "chatkit_configure", config=self.config, pluginmanager=self.pluginmanager
+                )
+                self.pluginmanager.unregister(name=name)
+                self.pluginmanager.register(fresh, name=name)
+                plugins_mod.call_plugin(fresh, "chatkit_server_start", server=self)
+            except Exception:
+                log.exception("plugin %r could not be restored after a failed reload", name)
+        self.commands.replace(plugins_mod.collect_commands(self.pluginmanager))
+
+    def _apply_settings(self, config: Config) -> list[str]:
+        """Copy ``config``'s settings into the running config (which the hub and the
+        faces read); return what changed."""
+        old = self.config
+        notes: list[str] = []
+        for f in dataclasses.fields(old.limits):
+            value = getattr(config.limits, f.name)
+            if getattr(old.limits, f.name) != value:
+                notes.append(f"limit {f.name}: {getattr(old.limits, f.name)} -> {value}")
+                setattr(old.limits, f.name, value)
+        for key in ("default_room", "bidi", "log_level", "log_format"):
+            if getattr(old, key) != getattr(config, key):
+                notes.append(f"{key}: {getattr(old, key)} -> {getattr(config, key)}")
+                setattr(old, key, getattr(config, key))
+        old.plugins, old.disable = list(config.plugins), list(config.disable)
+        old.plugin_config = {name: dict(table) for name, table in config.plugin_config.items()}
+        limits = old.limits
+        self.writer.max_backlog = limits.max_backlog
+        self.writer.slow_timeout = limits.slow_timeout
+        for conn in self.connections:
+            conn.max_sendq = limits.max_sendq  # read by the writer under its lock; atomic
+        return notes
+
     def serve_forever(self) -> None:
         """Start if needed, then block until :meth:`shutdown` is called (from another thread)."""
         if not self._started:
@@ -885,17 +1038,29 @@ class Server:
     def stats(self) -> dict[str, Any]:
         """Counters for operators and benchmarks (see the ``stats`` plugin)."""
         conns = self.connections
-        deliveries = self.hub.deliveries
-        sends = self.writer.sends
+        hub, writer = self.hub, self.writer
+        faces = dict.fromkeys(self.addresses, 0)
+        for conn in conns:
+            faces[conn.face.name] = faces.get(conn.face.name, 0) + 1
+        with writer._lock:
+            errors = dict(sorted(writer.errors.items()))
+            slow_cuts = writer.slow_cuts
+        # The hub's and writer's plain counters are read without their locks: each
+        # read is atomic, and a count a few frames stale is fine for a metric.
         return {
             "connections": len(conns),
+            "faces": faces,
             "pending": len(self._pending),  # read without the lock: a stale count is fine
-            "logged_in": len(self.hub.sessions()),
-            "rooms": len(self.hub.rooms()),
+            "logged_in": len(hub.sessions()),
+            "rooms": len(hub.rooms()),
             "queued_bytes": sum(c.queued_bytes for c in conns),
-            "deliveries": deliveries,
-            "sends": sends,
-            "bytes_sent": self.writer.bytes_sent,
+            "logins": hub.logins,
+            "messages": hub.messages,
+            "deliveries": hub.deliveries,
+            "sends": writer.sends,
+            "bytes_sent": writer.bytes_sent,
+            "slow_cuts": slow_cuts,
+            "errors": errors,
             "uptime": round(time.monotonic() - self._started_at, 3),
         }
 
@@ -1006,7 +1171,7 @@ class Server:
             assert refusal is not None
             self._log_refusal(host, addr[1], refusal[1], now)
             with contextlib.suppress(OSError):
-                sock.send(_error(face, *refusal), socket.MSG_DONTWAIT)
+                sock.send(_error(face, self.writer, *refusal), socket.MSG_DONTWAIT)
             sock.close()
             return
         if len(self._pending) >= limits.max_pending:
@@ -1018,6 +1183,7 @@ class Server:
                 oldest,
                 _error(
                     oldest.face,
+                    self.writer,
                     "server_busy",
                     "too many connections have sent nothing yet; yours was the oldest",
                 ),
@@ -1097,6 +1263,7 @@ class Server:
         for conn, deadline in list(self._pending.items()):
             if deadline > now:
                 break
+            self.writer.count_error("login_timeout")
             self._close_pending(conn, conn.face.early(frame), "login timeout")
         # Silent for greeting_delay: most likely a person at nc or telnet, who sees
         # nothing until the server speaks. A program speaking JSON sends its hello

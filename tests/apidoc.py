@@ -95,6 +95,8 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "closing",
             "config",
             "deliveries",
+            "logins",
+            "messages",
         },
     ),
     (Register, "`register`, handed to `chatkit_register_commands`", ["__call__"], set()),
@@ -125,6 +127,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "port",
             "default_room",
             "log_level",
+            "log_format",
             "bidi",
             "limits",
             "source",
@@ -161,6 +164,7 @@ NOT_SHOWN: dict[str, str] = {
     "Command": "what `/help` lists: the command registry's entry",
     "ChatkitError": "the base class of CommandError and UsageError",
     "Limits": "docs/operations.md: every limit",
+    "Client": "docs/client.md: the client library (the webhooks builtin speaks to its server with it)",
     "load_config": "docs/operations.md: the config file",
 }
 

@@ -630,3 +630,55 @@ def test_text_mode_and_join_print_the_same_lines_on_a_real_server(
     chat_server.shutdown()
     assert nc.expect("server shutting down") == join.stdout.readline().removesuffix("\n")
     assert join.wait(timeout=10) == 0
+
+
+def test_check_prints_the_effective_settings_of_a_good_file(tmp_path: Path) -> None:
+    config = tmp_path / "chatkit.toml"
+    config.write_text('[server]\nport = 7000\nplugins = ["stats"]\n[limits]\nmax_line = 4096\n')
+    result = subprocess.run(
+        [CHATKIT, "check", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{config}: OK" in result.stdout
+    assert "port = 7000" in result.stdout and "max_line = 4096" in result.stdout
+    assert "max_sendq = 1048576" in result.stdout  # defaults filled in
+    as_json = subprocess.run(
+        [CHATKIT, "check", str(config), "--json"], capture_output=True, text=True, timeout=30
+    )
+    settings = json.loads(as_json.stdout)
+    assert settings["server"]["port"] == 7000
+    assert settings["server"]["plugins"][-1] == "stats"
+    assert settings["limits"]["max_line"] == 4096
+
+
+def test_check_exits_2_naming_what_is_wrong(tmp_path: Path) -> None:
+    config = tmp_path / "chatkit.toml"
+    for text, error in [
+        ("[server]\nprot = 1\n", "unknown key server.prot"),
+        ("[limits]\nmax_line = -1\n", "max_line"),
+        ('[server]\nplugins = ["nosuch"]\n', "nosuch"),
+        ("[server\n", "not valid TOML"),
+    ]:
+        config.write_text(text)
+        result = subprocess.run(
+            [CHATKIT, "check", str(config)], capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 2, text
+        assert error in result.stderr, (text, result.stderr)
+    missing = subprocess.run(
+        [CHATKIT, "check", str(tmp_path / "none.toml")], capture_output=True, text=True, timeout=30
+    )
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_serve_writes_and_removes_its_pid_file(serve: type[ServeProcess], tmp_path: Path) -> None:
+    pid_file = tmp_path / "run" / "chatkit.pid"
+    pid_file.parent.mkdir()
+    server = serve("--pid-file", str(pid_file))
+    deadline = time.monotonic() + 10  # written right after the banner
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pid_file.read_text() == f"{server.proc.pid}\n"
+    code, _out, _err = server.stop(signal.SIGTERM)
+    assert code == 0
+    assert not pid_file.exists()

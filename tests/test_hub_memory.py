@@ -238,15 +238,23 @@ def test_a_stored_message_is_delivered_by_settle() -> None:
         chat.hooks.notify("chatkit_server_stop", server=None)
 
 
-def test_without_a_store_a_message_is_delivered_before_say_returns() -> None:
-    """No plugin stores messages: a message is born ready and delivered under the lock
-    that gave it its id; nothing is left to settle and the room's lane stays empty."""
+def test_without_a_store_a_readers_run_of_messages_leaves_as_one_piece() -> None:
+    """No plugin stores messages: a reader's lines still wait for it to settle (the
+    end of what it read), then its whole run leaves as one piece per member; a
+    message a plugin says (not deferred) is delivered before ``say`` returns."""
     chat = Chat(without=["history"])
     try:
         alice, a = chat.login("alice")
         _bob, b = chat.login("bob")
+        a.chunks.clear()  # bob's join
         chat.act(alice, Say("hi"))
-        assert messages(a) == messages(b) == [("alice", "hi")] and not alice.unsettled
+        chat.act(alice, Say("there"))
+        assert a.chunks == b.chunks == [] and len(alice.unsettled) == 2
+        chat.hub.settle(alice)
+        assert messages(a) == messages(b) == [("alice", "hi"), ("alice", "there")]
+        assert len(b.chunks) == 1 and not alice.unsettled  # one piece for the run
+        chat.hub.say(alice, None, "from a plugin")
+        assert messages(b)[-1] == ("alice", "from a plugin") and not alice.unsettled
         assert chat.hub.join(alice, "#other")
         assert chat.hub.who("#other") == ["alice"]
     finally:

@@ -73,6 +73,9 @@ def _early(kind: str, fields: tuple[tuple[str, object], ...]) -> bytes:
 class LineChannel:
     """One line-protocol connection: its protocol object and the adapter to the hub."""
 
+    # One per connection: slots keep an idle connection small.
+    __slots__ = ("hub", "link", "protocol", "session")
+
     def __init__(self, hub: Hub, session: Session, link: Link) -> None:
         limits = hub.config.limits
         self.protocol = ServerProtocol(

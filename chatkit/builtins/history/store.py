@@ -250,6 +250,9 @@ class MessageStore:
         self._closing = False
         self.commits = 0
         """Transactions committed by the writer (a metric)."""
+        self.commit_seconds = 0.0
+        """Seconds spent committing them, in total (a metric: with :attr:`commits`, the
+        mean commit latency; written by the writer thread only)."""
         self.queued = 0
         """Messages waiting for their commit (a metric; changes under ``_cond``)."""
         self._thread = threading.Thread(target=self._run, name="chatkit-history", daemon=True)
@@ -457,6 +460,7 @@ class MessageStore:
     def _commit(self, batch: _Batch) -> None:
         """Commit ``batch`` in one transaction, then complete its future."""
         failure: StoreError | None = None
+        started = time.perf_counter()
         try:
             with self._write_lock:
                 db = self._write_db
@@ -472,6 +476,7 @@ class MessageStore:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
                     raise
+            self.commit_seconds += time.perf_counter() - started
             self.commits += 1
             self._failures = 0
         except Exception as exc:  # sqlite3.Error, or a row SQLite refused to bind

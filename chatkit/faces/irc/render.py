@@ -226,7 +226,12 @@ class CodecCache:
                 if len(self._codecs) >= MAX_CODECS:
                     self._codecs.clear()  # a safety net; see MAX_CODECS
                 name = "irc+" + "+".join(sorted(style.caps)) if style.caps else "irc"
-                codec = Codec(name, _serializer(style), echo="echo-message" in style.caps)
+                codec = Codec(
+                    name,
+                    _serializer(style),
+                    echo="echo-message" in style.caps,
+                    join_members=True,
+                )
                 self._codecs[style] = codec
             return codec
 

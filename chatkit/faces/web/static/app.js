@@ -41,6 +41,7 @@ const state = {
   switchTo: null,
   commands: [],
   helpPending: false,
+  whoPending: new Set(), // rooms whose /who is the page's own (not shown)
   sent: [],
   sentAt: 0,
   tab: null,
@@ -287,7 +288,13 @@ const handlers = {
     const view = getView("room", f.room);
     if (f.nick === state.nick) {
       view.name = f.room;
-      view.members = new Set(f.members || [state.nick]);
+      if (f.members) view.members = new Set(f.members);
+      else {
+        // The own join does not list the members (docs/protocol.md): ask /who, quietly.
+        view.members = new Set([state.nick]);
+        state.whoPending.add(fold(f.room));
+        send({ type: "say", text: `/who ${f.room}` });
+      }
       if (!state.joined.some((r) => fold(r) === fold(f.room))) state.joined.push(f.room);
       if (!state.current || (state.switchTo && fold(state.switchTo) === fold(f.room))) {
         state.switchTo = null;
@@ -357,6 +364,15 @@ const handlers = {
     if (f.command === "help" && state.helpPending && f.data && f.data.commands) {
       state.helpPending = false;
       state.commands = f.data.commands;
+      return;
+    }
+    if (f.command === "who" && f.data && state.whoPending.has(fold(f.data.room))) {
+      state.whoPending.delete(fold(f.data.room));
+      const view = getView("room", f.data.room, false);
+      if (view) {
+        view.members = new Set(f.data.nicks || []);
+        renderMembers();
+      }
       return;
     }
     eventLine(currentOrFirst(), String(f.text), undefined, "notice");

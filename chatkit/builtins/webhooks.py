@@ -1,0 +1,481 @@
+"""Bots over HTTP: POST chat events to URLs, and let HTTP clients post messages.
+
+Off by default: ``plugins = ["webhooks"]`` and a ``[plugins.webhooks]`` table
+(docs/operations.md, "Bots over HTTP"):
+
+* **Outgoing** (``[[plugins.webhooks.outgoing]]``, any number): each room
+  ``message``, ``join`` and ``leave`` (private messages never) matching the hook's
+  ``events`` and ``rooms`` is POSTed to its ``url`` as JSON, signed with HMAC-SHA256
+  of the body under its ``secret`` (``X-Chatkit-Signature: sha256=HEX``). Each URL has
+  a worker thread and a queue of at most ``max_queue`` events (the oldest is dropped,
+  and logged, beyond it), so a hook only appends: a slow or dead URL never delays a
+  reader. Failures (no connection, a timeout, HTTP 429 or 5xx) are retried
+  ``retries`` times with delays doubling from ``backoff`` seconds; other answers are
+  final. Events reach one URL in order.
+* **Incoming** (``[plugins.webhooks.incoming]`` with ``port``, ``host`` and
+  ``tokens``: a table of nick = token): ``POST /rooms/NAME/messages`` with
+  ``Authorization: Bearer TOKEN`` and a JSON body ``{"text": "..."}`` (or plain text)
+  posts the text to ``#NAME`` as the token's nick. The plugin speaks to its own
+  server as a client (one connection per nick, kept open, over the line face on the
+  loopback address), so the message passes every filter, limit and hook a person's
+  would, and the bot shows in ``/who`` once it has posted to a room.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from chatkit import (
+    ChatkitError,
+    Client,
+    Config,
+    Message,
+    Session,
+    UsageError,
+    __version__,
+    check_settings,
+    hookimpl,
+    number_setting,
+)
+
+if TYPE_CHECKING:
+    from chatkit import Server
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("message", "join", "leave")
+RETRIES = 5  # attempts after the first
+BACKOFF = 1.0  # seconds before the first retry; doubles each time
+TIMEOUT = 10.0  # seconds a POST may take
+MAX_QUEUE = 1000  # events waiting per URL
+MAX_BODY = 64 * 1024  # bytes of an incoming request's body
+
+# HTTP status for the chat's refusals of an incoming post (others: 400).
+_STATUS = {
+    "rate_limited": 429,
+    "auth_throttled": 429,
+    "nick_taken": 409,
+    "nick_registered": 409,
+    "banned": 403,
+    "muted": 403,
+    "not_allowed": 403,
+}
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The ``X-Chatkit-Signature`` of ``body``: ``sha256=`` and the HMAC's hex digest."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@dataclass
+class Hook:
+    """One outgoing webhook: where, what, and its queue."""
+
+    url: str
+    events: frozenset[str]
+    rooms: frozenset[str] | None  # folded names; None: every room
+    secret: str | None
+    retries: int = RETRIES
+    backoff: float = BACKOFF
+    timeout: float = TIMEOUT
+    max_queue: int = MAX_QUEUE
+    # The queue and the stopping flag, guarded by `ready`'s lock: hooks append on
+    # readers' threads, the worker takes from the front.
+    queue: deque[dict[str, Any]] = field(default_factory=deque)
+    ready: threading.Condition = field(default_factory=threading.Condition)
+    stopping: bool = False
+    dropped: int = 0
+    delivered: int = 0
+    failed: int = 0
+    thread: threading.Thread | None = None
+
+    def wants(self, event: str, room: str) -> bool:
+        return event in self.events and (self.rooms is None or room.casefold() in self.rooms)
+
+    def put(self, payload: dict[str, Any]) -> None:
+        """Queue ``payload`` (never blocks); beyond ``max_queue`` the oldest goes."""
+        with self.ready:
+            if len(self.queue) >= self.max_queue:
+                self.queue.popleft()
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 100 == 0:
+                    log.warning(
+                        "webhook %s: queue full, %d event(s) dropped", self.url, self.dropped
+                    )
+            self.queue.append(payload)
+            self.ready.notify()
+
+    def run(self) -> None:
+        """The worker thread: deliver the queue in order until stopped."""
+        while True:
+            with self.ready:
+                while not self.queue and not self.stopping:
+                    self.ready.wait()
+                if self.stopping:
+                    return
+                payload = self.queue.popleft()
+            self._deliver(payload)
+
+    def stop(self) -> None:
+        with self.ready:
+            self.stopping = True
+            self.ready.notify_all()
+        if self.thread is not None:
+            self.thread.join(timeout=self.timeout + 1)
+
+    def _wait(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless stopped meanwhile; False if stopped."""
+        with self.ready:
+            self.ready.wait_for(lambda: self.stopping, seconds)
+            return not self.stopping
+
+    def _deliver(self, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"chatkit/{__version__}",
+            "X-Chatkit-Event": str(payload["event"]),
+            "X-Chatkit-Delivery": str(uuid.uuid4()),
+        }
+        if self.secret:
+            headers["X-Chatkit-Signature"] = signature(self.secret, body)
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            if attempt and not self._wait(delay):
+                return
+            if attempt:
+                delay *= 2
+            request = urllib.request.Request(self.url, body, headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    response.read()
+                self.delivered += 1
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 429 and exc.code < 500:
+                    log.warning("webhook %s refused an event: HTTP %d", self.url, exc.code)
+                    self.failed += 1
+                    return
+                problem = f"HTTP {exc.code}"
+            except (OSError, urllib.error.URLError) as exc:
+                problem = str(getattr(exc, "reason", exc))
+            log.info(
+                "webhook %s: %s (attempt %d of %d)",
+                self.url,
+                problem,
+                attempt + 1,
+                self.retries + 1,
+            )
+        log.warning("webhook %s: gave up on an event after %d attempts", self.url, self.retries + 1)
+        self.failed += 1
+
+
+def _hook(index: int, table: Any) -> Hook:
+    where = f"webhooks: outgoing[{index}]"
+    if not isinstance(table, dict):
+        raise UsageError(f"{where} must be a table")
+    check_settings(
+        "webhooks", table, ["url", "events", "rooms", "secret", "retries", "backoff", "timeout"]
+    )
+    url = table.get("url")
+    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise UsageError(f"{where} url must be an http:// or https:// URL, not {url!r}")
+    events = table.get("events", list(EVENTS))
+    if not isinstance(events, list) or not set(events) <= set(EVENTS) or not events:
+        raise UsageError(f"{where} events must be a list of {', '.join(EVENTS)}, not {events!r}")
+    rooms = table.get("rooms")
+    if rooms is not None and (
+        not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms)
+    ):
+        raise UsageError(f"{where} rooms must be a list of room names, not {rooms!r}")
+    secret = table.get("secret")
+    if secret is not None and not isinstance(secret, str):
+        raise UsageError(f"{where} secret must be a string")
+    return Hook(
+        url=url,
+        events=frozenset(events),
+        rooms=None if rooms is None else frozenset(r.casefold() for r in rooms),
+        secret=secret,
+        retries=int(number_setting("webhooks", table, "retries", RETRIES, 0)),
+        backoff=number_setting("webhooks", table, "backoff", BACKOFF, 0),
+        timeout=number_setting("webhooks", table, "timeout", TIMEOUT, 0.1),
+    )
+
+
+class Webhooks:
+    """Outgoing hooks' workers, and the incoming endpoint."""
+
+    def __init__(self) -> None:
+        self.hooks: list[Hook] = []
+        self.tokens: dict[str, str] = {}  # token -> nick
+        self.incoming: tuple[str, int] | None = None
+        """Where the incoming endpoint listens (``host``, ``port``), once started."""
+        self._httpd: http.server.ThreadingHTTPServer | None = None
+        self._server: Server | None = None
+        self._bots: dict[str, _Bot] = {}
+        self._bots_lock = threading.Lock()  # guards _bots (HTTP handler threads)
+
+    @hookimpl
+    def chatkit_configure(self, config: Config) -> None:
+        settings = config.plugin_settings("webhooks")
+        check_settings("webhooks", settings, ["outgoing", "incoming", "max_queue"])
+        max_queue = int(number_setting("webhooks", settings, "max_queue", MAX_QUEUE, 1))
+        outgoing = settings.get("outgoing", [])
+        if not isinstance(outgoing, list):
+            raise UsageError(
+                "webhooks: outgoing must be a list of tables ([[plugins.webhooks.outgoing]])"
+            )
+        self.hooks = [_hook(i, table) for i, table in enumerate(outgoing)]
+        for hook in self.hooks:
+            hook.max_queue = max_queue
+        incoming = settings.get("incoming")
+        if incoming is None:
+            return
+        if not isinstance(incoming, dict):
+            raise UsageError("webhooks: incoming must be a table")
+        check_settings("webhooks", incoming, ["host", "port", "tokens"])
+        tokens = incoming.get("tokens", {})
+        if not isinstance(tokens, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in tokens.items()
+        ):
+            raise UsageError('webhooks: incoming.tokens must be a table of nick = "token"')
+        self.tokens = {token: nick for nick, token in tokens.items()}
+        host = incoming.get("host", "127.0.0.1")
+        port = int(number_setting("webhooks", incoming, "port", 0, 0))
+        handler = type("Handler", (_Handler,), {"plugin": self})
+        try:
+            self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise UsageError(f"webhooks: cannot listen on {host}:{port}: {exc.strerror}") from None
+        self._httpd.daemon_threads = True
+        bound = self._httpd.server_address
+        self.incoming = (str(bound[0]), int(bound[1]))
+
+    @hookimpl
+    def chatkit_server_start(self, server: Server) -> None:
+        self._server = server
+        for hook in self.hooks:
+            hook.thread = threading.Thread(target=hook.run, name="chatkit-webhook", daemon=True)
+            hook.thread.start()
+        if self._httpd is not None and self.incoming is not None:
+            threading.Thread(
+                target=self._httpd.serve_forever, name="chatkit-webhooks-http", daemon=True
+            ).start()
+            log.info("webhooks: incoming on http://%s:%d/rooms/NAME/messages", *self.incoming)
+
+    @hookimpl
+    def chatkit_server_stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        with self._bots_lock:
+            bots, self._bots = list(self._bots.values()), {}
+        for bot in bots:
+            bot.close()
+        for hook in self.hooks:
+            hook.stop()
+
+    # -- outgoing --------------------------------------------------------------
+
+    def _emit(self, event: str, room: str, payload: dict[str, Any]) -> None:
+        for hook in self.hooks:
+            if hook.wants(event, room):
+                hook.put(payload)
+
+    @hookimpl
+    def chatkit_on_message(self, client: Session, message: Message) -> None:
+        if message.room is None:
+            return  # private messages never leave the server
+        self._emit(
+            "message",
+            message.room,
+            {
+                "event": "message",
+                "room": message.room,
+                "nick": message.nick,
+                "text": message.text,
+                "action": message.action,
+                "id": message.id,
+                "ts": message.ts,
+            },
+        )
+
+    @hookimpl
+    def chatkit_on_join(self, client: Session, room: str) -> None:
+        self._emit("join", room, {"event": "join", "room": room, "nick": client.nick})
+
+    @hookimpl
+    def chatkit_on_leave(self, client: Session, room: str, reason: str) -> None:
+        self._emit(
+            "leave", room, {"event": "leave", "room": room, "nick": client.nick, "reason": reason}
+        )
+
+    # -- incoming --------------------------------------------------------------
+
+    def post(self, nick: str, room: str, text: str) -> tuple[int, dict[str, Any]]:
+        """Post ``text`` to ``room`` as ``nick``: (HTTP status, JSON answer)."""
+        with self._bots_lock:
+            bot = self._bots.get(nick)
+            if bot is None:
+                bot = self._bots[nick] = _Bot(nick)
+        assert self._server is not None
+        host, port = self._server.address
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return bot.post((host, port), room, text)
+
+
+class _Bot:
+    """One nick's connection to the server, used by one request at a time."""
+
+    def __init__(self, nick: str) -> None:
+        self.nick = nick
+        self.client: Client | None = None
+        self.rooms: set[str] = set()
+        self.lock = threading.Lock()  # one request at a time speaks on the connection
+
+    def close(self) -> None:
+        with self.lock:
+            if self.client is not None:
+                self.client.close()
+                self.client = None
+
+    def post(self, address: tuple[str, int], room: str, text: str) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            for attempt in (1, 2):  # once more on a fresh connection if the old one died
+                try:
+                    return self._post(address, room, text)
+                except (ChatkitError, OSError, TimeoutError) as exc:
+                    if self.client is not None:
+                        self.client.close()
+                    self.client, self.rooms = None, set()
+                    if isinstance(exc, _Refused):
+                        return exc.status, {"error": exc.code, "text": exc.text}
+                    if attempt == 2:
+                        return 503, {"error": "unavailable", "text": str(exc)}
+            raise AssertionError("unreachable")
+
+    def _post(self, address: tuple[str, int], room: str, text: str) -> tuple[int, dict[str, Any]]:
+        if self.client is None:
+            client = Client.connect(*address)
+            try:
+                client.login(self.nick, replay=0, timeout=TIMEOUT)
+            except ChatkitError as exc:
+                client.close()
+                code = str(getattr(exc, "code", "login_refused"))
+                raise _Refused(
+                    _STATUS.get(code, 403), code, str(getattr(exc, "text", exc))
+                ) from None
+            self.client = client
+            self.rooms = {r.casefold() for r in (client.welcome or {}).get("rooms", [])}
+        client = self.client
+        if room.casefold() not in self.rooms:
+            client.say(f"/join {room}")
+            error = _first_error(client.sync(TIMEOUT))
+            if error is not None:
+                return _STATUS.get(error[0], 404), {"error": error[0], "text": error[1]}
+            self.rooms.add(room.casefold())
+        # Always a message: a leading "/" is doubled, as the protocol escapes it.
+        client.say("/" + text if text.startswith("/") else text, room)
+        frames = client.sync(TIMEOUT)
+        error = _first_error(frames)
+        if error is not None:
+            return _STATUS.get(error[0], 400), {"error": error[0], "text": error[1]}
+        own = [f for f in frames if f.get("type") == "message" and f.get("nick") == client.nick]
+        if not own:
+            return 400, {"error": "not_delivered", "text": "the message was not delivered"}
+        return 201, {"id": own[-1]["id"], "room": own[-1]["room"], "nick": client.nick}
+
+
+class _Refused(ChatkitError):
+    def __init__(self, status: int, code: str, text: str) -> None:
+        super().__init__(text)
+        self.status, self.code, self.text = status, code, text
+
+
+def _first_error(frames: list[dict[str, Any]]) -> tuple[str, str] | None:
+    for frame in frames:
+        if frame.get("type") == "error":
+            return str(frame.get("code")), str(frame.get("text"))
+    return None
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """``POST /rooms/NAME/messages``; every other request gets a JSON error."""
+
+    plugin: Webhooks
+    server_version = f"chatkit/{__version__}"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("webhooks: %s " + format, self.address_string(), *args)
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body, ensure_ascii=False).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._answer(405, {"error": "method_not_allowed", "text": "POST a message"})
+
+    def do_POST(self) -> None:
+        parts = urllib.parse.urlsplit(self.path).path.split("/")
+        if len(parts) != 4 or parts[1] != "rooms" or parts[3] != "messages" or not parts[2]:
+            self._answer(404, {"error": "not_found", "text": "POST /rooms/NAME/messages"})
+            return
+        room = urllib.parse.unquote(parts[2])
+        room = room if room.startswith("#") else "#" + room
+        auth = self.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+        nick = next(
+            (n for t, n in self.plugin.tokens.items() if hmac.compare_digest(t, token)), None
+        )
+        if not token or nick is None:
+            self._answer(401, {"error": "unauthorized", "text": "send Authorization: Bearer TOKEN"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._answer(411, {"error": "length_required", "text": "send a Content-Length"})
+            return
+        if length > MAX_BODY:
+            self._answer(413, {"error": "too_large", "text": f"at most {MAX_BODY} bytes"})
+            self.close_connection = True
+            return
+        body = self.rfile.read(length)
+        try:
+            if self.headers.get_content_type() == "application/json":
+                text = json.loads(body)["text"]
+            else:
+                text = body.decode("utf-8")
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("no text")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            self._answer(
+                400, {"error": "bad_request", "text": 'send {"text": "..."} or UTF-8 text'}
+            )
+            return
+        started = time.monotonic()
+        status, answer = self.plugin.post(nick, room, text)
+        log.debug(
+            "webhooks: %s posted to %s in %.3fs: %d", nick, room, time.monotonic() - started, status
+        )
+        self._answer(status, answer)

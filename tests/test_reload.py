@@ -1,0 +1,151 @@
+"""Reload without dropping anyone: `chatkit serve -c FILE` re-reads FILE on SIGHUP
+(Server.reload), during traffic, with real clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ServeProcess
+
+from chatkit import Config, Server, UsageError
+from chatkit.testing import ChatClient
+
+BASE = """\
+[server]
+plugins = []
+
+[plugins.flood]
+burst = 20
+"""
+
+
+def reload_and_wait(server: ServeProcess) -> str:
+    """Send SIGHUP; return the log line that says how it went."""
+    assert server.proc.stderr is not None
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = server.proc.stderr.readline()
+        if "reloaded:" in line or "reload failed" in line:
+            return line
+        assert line, "the server exited"
+    raise AssertionError("no reload line in the log")
+
+
+def test_sighup_applies_a_changed_config_during_traffic(
+    serve: type[ServeProcess], tmp_path: Path
+) -> None:
+    config = tmp_path / "chatkit.toml"
+    base = BASE.replace("burst = 20", "burst = 1000\nrate = 1000")  # the traffic is fast
+    config.write_text(base)
+    server = serve("-c", str(config))
+    alice, bob = ChatClient(server.address), ChatClient(server.address)
+    alice.login("alice")
+    bob.login("bob")
+    alice.say("/stats")
+    assert alice.expect("error")["code"] == "unknown_command"
+    # Traffic while the reload happens: every line must arrive, nobody is cut.
+    sent = 200
+    stop = threading.Event()
+
+    def talk() -> None:
+        for n in range(sent):
+            alice.say(f"m{n}")
+            time.sleep(0.002)
+        stop.set()
+
+    talker = threading.Thread(target=talk)
+    talker.start()
+    config.write_text(
+        base.replace("plugins = []", 'plugins = ["stats"]\ndefault_room = "#lobby"')
+        + "[limits]\nmax_sendq = 2000000\n"
+    )
+    line = reload_and_wait(server)
+    talker.join()
+    assert "plugin 'stats' enabled" in line
+    assert "default_room: #general -> #lobby" in line
+    assert "limit max_sendq: 1048576 -> 2000000" in line
+    for n in range(sent):
+        assert bob.expect("message")["text"] == f"m{n}"
+    alice.say("/stats")  # the old connection has the new plugin's command
+    assert alice.expect("reply", command="stats")["data"]["connections"] == 2
+    carol = ChatClient(server.address)
+    assert carol.login("carol")["rooms"] == ["#lobby"]  # new logins: the new default room
+    code, _out, err = server.stop()
+    assert code == 0
+    assert "alice logged out (server shutdown)" in err  # alice was never cut
+
+
+def test_a_bad_config_file_on_reload_keeps_the_old_config(
+    serve: type[ServeProcess], tmp_path: Path
+) -> None:
+    config = tmp_path / "chatkit.toml"
+    config.write_text(BASE.replace("plugins = []", 'plugins = ["stats"]'))
+    server = serve("-c", str(config))
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    for bad, error in [
+        ("[server\n", "not valid TOML"),
+        ("[limits]\nmax_line = -5\n", "max_line"),
+        ('[server]\nplugins = ["nosuch"]\n', "nosuch"),
+        ("[plugins.flood]\nrate = -1\n", "flood: rate must be a number"),
+    ]:
+        config.write_text(bad)
+        line = reload_and_wait(server)
+        assert "reload failed, the old config stays" in line and error in line, line
+        alice.say("/stats")  # still on, the connection still up
+        assert alice.expect("reply", command="stats")
+    # flood was stopped and restarted for the bad rate: it still limits as before.
+    for n in range(25):
+        alice.say(f"burst {n}")
+    assert alice.expect("error")["code"] == "rate_limited"
+    server.stop()
+
+
+def test_an_edited_plugin_module_is_reimported(
+    serve: type[ServeProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "shouter.py"
+    source = """
+from chatkit import hookimpl
+
+@hookimpl
+def chatkit_filter_message(client, message):
+    message.text = message.text.upper() + "{mark}"
+"""
+    module.write_text(source.format(mark=""))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    server = serve("--plugin", "shouter")
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    alice.say("hi")
+    assert alice.expect("message")["text"] == "HI"
+    module.write_text(source.format(mark="!"))
+    later = time.time() + 2  # past the old file's mtime, whatever the clock's grain
+    os.utime(module, (later, later))
+    line = reload_and_wait(server)
+    assert "plugin 'shouter' restarted" in line
+    alice.say("hi")
+    assert alice.expect("message")["text"] == "HI!"
+    server.stop()
+
+
+def test_enabling_or_disabling_history_needs_a_restart() -> None:
+    server = Server(config=Config(port=0))
+    server.start()
+    try:
+        config = Config(port=0, disable=["history"])
+        with pytest.raises(UsageError, match="'history' stores or replays messages"):
+            server.reload(config)
+        assert server.pluginmanager.get_plugin("history") is not None
+        changed = Config(port=0)
+        changed.plugin_config["history"] = {"db": ":memory:", "replay": 5}
+        notes = server.reload(changed)
+        assert "plugin 'history' changes at the next restart (it stores messages)" in notes
+    finally:
+        server.shutdown()

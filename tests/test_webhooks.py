@@ -1,0 +1,292 @@
+"""The webhooks builtin: events POSTed to a real HTTP server run by the test, with
+signatures and retries; messages posted over HTTP reach real chat clients."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from chatkit import Config, Server
+from chatkit.testing import ChatClient
+
+SECRET = "s3cret"
+
+
+class Receiver:
+    """An HTTP server that records POSTs; answers each with the next of ``statuses``
+    (then 200)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.statuses: list[int] = []
+        self.cond = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.cond:
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    receiver.requests.append((dict(self.headers), body))
+                    receiver.cond.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def wait(self, count: int, timeout: float = 10) -> list[tuple[dict[str, str], bytes]]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.requests) >= count, timeout), self.requests
+            return list(self.requests)
+
+    def events(self, count: int) -> list[dict[str, Any]]:
+        return [json.loads(body) for _headers, body in self.wait(count)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.httpd.shutdown()
+    r.httpd.server_close()
+
+
+def settled(check: Callable[[], bool]) -> bool:
+    """Wait (10 s at most) for ``check``: the worker counts a delivery after the answer."""
+    deadline = time.monotonic() + 10
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return check()
+
+
+def webhooks_server(
+    factory: Callable[..., Server], settings: dict[str, Any], **limits: Any
+) -> Server:
+    config = Config()
+    config.plugin_config["webhooks"] = settings
+    return factory(["webhooks"], config=config, **limits)
+
+
+def test_room_events_are_posted_signed_and_in_order(
+    chat_server_factory: Callable[..., Server], receiver: Receiver
+) -> None:
+    server = webhooks_server(
+        chat_server_factory, {"outgoing": [{"url": receiver.url, "secret": SECRET}]}
+    )
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    bob = ChatClient(server.address)
+    bob.login("bob")
+    alice.say("hello")
+    alice.say("/msg bob a private word")
+    bob.expect("private")
+    alice.say("/me waves")
+    bob.expect("message", action=True)
+    bob.close()
+    events = receiver.events(5)
+    assert [(e["event"], e["nick"]) for e in events] == [
+        ("join", "alice"),
+        ("join", "bob"),
+        ("message", "alice"),
+        ("message", "alice"),
+        ("leave", "bob"),
+    ]
+    assert events[2]["text"] == "hello" and events[2]["room"] == "#general"
+    assert isinstance(events[2]["id"], int) and events[2]["ts"]
+    assert events[3]["action"] is True and events[3]["text"] == "waves"
+    assert all("private word" not in json.dumps(e) for e in events)
+    for headers, body in receiver.requests:
+        assert headers["Content-Type"] == "application/json"
+        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Chatkit-Signature"] == expected
+        assert headers["X-Chatkit-Event"] == json.loads(body)["event"]
+    assert len({h["X-Chatkit-Delivery"] for h, _ in receiver.requests}) == 5
+
+
+def test_filters_by_room_and_event(
+    chat_server_factory: Callable[..., Server], receiver: Receiver
+) -> None:
+    server = webhooks_server(
+        chat_server_factory,
+        {"outgoing": [{"url": receiver.url, "events": ["message"], "rooms": ["#Deploys"]}]},
+    )
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    alice.say("in general")
+    alice.say("/join #deploys")
+    alice.say("shipped", room="#deploys")
+    [event] = receiver.events(1)
+    assert event["text"] == "shipped" and event["room"] == "#deploys"
+    assert "X-Chatkit-Signature" not in receiver.requests[0][0]  # no secret, no signature
+    alice.say("last", room="#deploys")
+    assert receiver.events(2)[1]["text"] == "last"  # and nothing came between
+
+
+def test_failures_are_retried_with_backoff_and_never_delay_the_chat(
+    chat_server_factory: Callable[..., Server], receiver: Receiver
+) -> None:
+    receiver.statuses = [503, 500, 429]  # three failures, then 200
+    server = webhooks_server(
+        chat_server_factory,
+        {"outgoing": [{"url": receiver.url, "events": ["message"], "backoff": 0.2}]},
+    )
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    alice.say("one")
+    assert alice.expect("message")["text"] == "one"  # delivered while the hook retries
+    requests = receiver.wait(4)
+    assert [json.loads(body)["text"] for _, body in requests] == ["one"] * 4
+    deliveries = {h["X-Chatkit-Delivery"] for h, _ in requests}
+    assert len(deliveries) == 1  # the same delivery, retried
+    hook = server.pluginmanager.get_plugin("webhooks").hooks[0]
+    assert settled(lambda: hook.delivered == 1) and hook.failed == 0
+
+
+def test_a_client_error_is_not_retried_and_gives_up_after_retries(
+    chat_server_factory: Callable[..., Server], receiver: Receiver
+) -> None:
+    receiver.statuses = [400, 503, 503]
+    server = webhooks_server(
+        chat_server_factory,
+        {"outgoing": [{"url": receiver.url, "events": ["message"], "retries": 1, "backoff": 0}]},
+    )
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    alice.say("refused")
+    alice.say("fails twice")
+    alice.say("arrives")
+    texts = [json.loads(body)["text"] for _, body in receiver.wait(4)]
+    assert texts == ["refused", "fails twice", "fails twice", "arrives"]
+    hook = server.pluginmanager.get_plugin("webhooks").hooks[0]
+    assert settled(lambda: hook.delivered == 1) and hook.failed == 2
+
+
+def test_a_full_queue_drops_its_oldest_events(
+    chat_server_factory: Callable[..., Server],
+) -> None:
+    server = webhooks_server(
+        chat_server_factory,
+        {"max_queue": 2, "outgoing": [{"url": "http://127.0.0.1:9/", "events": ["message"]}]},
+        disable=["flood"],
+    )
+    hook = server.pluginmanager.get_plugin("webhooks").hooks[0]
+    hook.stop()  # no worker: the queue only fills
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    for n in range(5):
+        alice.say(f"m{n}")
+    alice.sync()
+    deadline = time.monotonic() + 10
+    while hook.dropped < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [e["text"] for e in hook.queue] == ["m3", "m4"] and hook.dropped == 3
+
+
+def post(
+    server: Server,
+    room: str,
+    body: bytes,
+    token: str | None = "T0KEN",
+    ctype: str = "application/json",
+) -> tuple[int, dict[str, Any]]:
+    plugin = server.pluginmanager.get_plugin("webhooks")
+    url = "http://{}:{}/rooms/{}/messages".format(*plugin.incoming, room)
+    headers = {"Content-Type": ctype}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, body, headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_messages_posted_over_http_reach_the_room(
+    chat_server_factory: Callable[..., Server],
+) -> None:
+    server = webhooks_server(
+        chat_server_factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
+    )
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    status, answer = post(server, "general", b'{"text": "build 42 passed"}')
+    assert status == 201, answer
+    message = alice.expect("message", nick="ci")
+    assert message["text"] == "build 42 passed" and message["id"] == answer["id"]
+    assert answer["room"] == "#general"
+    # Plain text, a room named with its '#', a leading slash kept as text.
+    status, answer = post(server, "%23general", b"/quit now", ctype="text/plain")
+    assert status == 201
+    assert alice.expect("message", nick="ci")["text"] == "/quit now"
+    # Another room: the bot joins it first.
+    alice.say("/join #ops")
+    status, _ = post(server, "ops", '{"text": "déployé"}'.encode())
+    assert status == 201
+    assert alice.expect("message", room="#ops")["text"] == "déployé"
+    alice.say("/who #ops")
+    assert alice.expect("reply")["data"]["nicks"] == ["alice", "ci"]
+
+
+def test_bad_http_posts_get_clear_errors(chat_server_factory: Callable[..., Server]) -> None:
+    server = webhooks_server(
+        chat_server_factory,
+        {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}},
+        max_message_lines=2,
+    )
+    assert post(server, "general", b'{"text": "x"}', token=None)[0] == 401
+    assert post(server, "general", b'{"text": "x"}', token="wrong")[0] == 401
+    assert post(server, "general", b'{"txt": "x"}')[1]["error"] == "bad_request"
+    assert post(server, "general", b"\xff\xfe", ctype="text/plain")[0] == 400
+    status, answer = post(server, "bad!room", b'{"text": "x"}')
+    assert status == 404 and answer["error"] == "bad_room"
+    status, answer = post(server, "general", b'{"text": "1\\n2\\n3"}')
+    assert status == 400 and answer["error"] == "too_many_lines"
+    status, answer = post(server, "general", b"x" * 70_000, ctype="text/plain")
+    assert status == 413
+    plugin = server.pluginmanager.get_plugin("webhooks")
+    url = "http://{}:{}/elsewhere".format(*plugin.incoming)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(urllib.request.Request(url, b"", method="POST"), timeout=10)
+    assert info.value.code == 404
+    # The endpoint still works after all that.
+    assert post(server, "general", b'{"text": "still here"}')[0] == 201
+
+
+def test_a_nick_in_use_is_refused(chat_server_factory: Callable[..., Server]) -> None:
+    server = webhooks_server(
+        chat_server_factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
+    )
+    ci = ChatClient(server.address)
+    ci.login("ci")
+    status, answer = post(server, "general", b'{"text": "x"}')
+    assert status == 409 and answer["error"] == "nick_taken"
+
+
+def test_bad_settings_stop_the_start(chat_server_factory: Callable[..., Server]) -> None:
+    from chatkit import UsageError
+
+    for settings, error in [
+        ({"outgoing": [{"url": "ftp://x"}]}, "url must be an http"),
+        ({"outgoing": [{"url": "http://x", "events": ["nope"]}]}, "events must be"),
+        ({"incoming": {"tokens": {"ci": 5}}}, "tokens must be"),
+        ({"outgoing": {"url": "http://x"}}, "outgoing must be a list"),
+    ]:
+        with pytest.raises(UsageError, match=error):
+            webhooks_server(chat_server_factory, settings)
