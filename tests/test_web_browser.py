@@ -94,7 +94,14 @@ def test_two_pages_and_a_tcp_client_chat(browser: Browser, contexts: list[Browse
         say(bob, "/me waves")
         carol.expect("message", nick="bob", text="waves", action=True)
         expect(alice.locator(f"{pane(alice)} .line.action")).to_contain_text("* bob waves")
+        say(bob, "/nick robert")
+        expect(alice.locator(pane(alice))).to_contain_text("bob is now known as robert")
         carol.close()
+        expect(alice.locator(pane(alice))).to_contain_text("carol left #general")
+        # The nick is remembered: a new page in the same browser profile offers it.
+        again = alice.context.new_page()
+        again.goto(base_url(server))
+        expect(again.locator("#nick")).to_have_value("alice")
 
 
 def test_history_shows_on_join(browser: Browser, contexts: list[BrowserContext]) -> None:
