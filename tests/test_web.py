@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from webclient import TIMEOUT, WebClient, web_server
 from websockets.exceptions import InvalidStatus
-from websockets.frames import CloseCode
+from websockets.frames import CloseCode, Opcode
 
 from chatkit import Server
 from chatkit.faces.web import WEB_CODEC
@@ -412,13 +412,23 @@ def test_login_timeout() -> None:
 
 def test_idle_ping_is_a_websocket_ping() -> None:
     """An idle client is pinged with a WebSocket ping, which its library answers."""
-    with web_server(idle_timeout=0.2, ping_timeout=0.4) as server:
+    with web_server(idle_timeout=0.2, ping_timeout=1.0) as server:
         alice = WebClient(server)
         alice.login("alice")
-        deadline = time.monotonic() + 1.5  # several idle periods and ping timeouts
+        received: list[Opcode] = []
+        protocol = alice.ws.protocol
+        recv_frame = protocol.recv_frame
+
+        def recording(frame: Any) -> None:
+            received.append(frame.opcode)
+            recv_frame(frame)
+
+        protocol.recv_frame = recording  # type: ignore[method-assign]
+        deadline = time.monotonic() + 2.5  # several idle periods and ping timeouts
         while time.monotonic() < deadline:
             assert not alice._read(deadline), alice.pending  # no JSON ping frame
         assert not alice.closed
+        assert Opcode.PING in received
         alice.sync()
 
 
