@@ -482,6 +482,10 @@ function submit(text) {
   state.sentAt = state.sent.length;
   if (text.startsWith("/") && !text.startsWith("//")) {
     if (local(text)) return;
+    if (/^\/me(\s|$)/.test(text) && view && view.kind === "private") {
+      eventLine(view, "/me works in rooms; here, just type.", undefined, "error");
+      return;
+    }
     const join = text.match(/^\/join\s+(\S+)/);
     if (join) state.switchTo = join[1];
     if (text.startsWith("/quit")) state.quitting = true;
