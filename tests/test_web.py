@@ -49,20 +49,13 @@ def web(server: Server) -> Iterator[Callable[..., WebClient]]:
         client.close()
 
 
-def get(server: Server, path: str, method: str = "GET", **headers: str) -> http.client.HTTPResponse:
+def request(
+    server: Server, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[http.client.HTTPResponse, bytes]:
+    """One plain HTTP request to the web face: its response and body."""
     host, port = server.addresses["web"]
     conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
-    conn.request(method, path, headers=headers)
-    response = conn.getresponse()
-    response.read()
-    conn.close()
-    return response
-
-
-def get_body(server: Server, path: str) -> tuple[http.client.HTTPResponse, bytes]:
-    host, port = server.addresses["web"]
-    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
-    conn.request("GET", path)
+    conn.request(method, path, headers=headers or {})
     response = conn.getresponse()
     body = response.read()
     conn.close()
@@ -86,7 +79,7 @@ def test_page_files_are_served_with_their_content_type(
     server: Server, path: str, content_type: str
 ) -> None:
     """Each of the page's files is served with its content type, an ETag and no-cache."""
-    response, body = get_body(server, path)
+    response, body = request(server, path)
     assert response.status == 200
     assert response.getheader("Content-Type") == content_type
     assert response.getheader("Cache-Control") == "no-cache"
@@ -97,60 +90,36 @@ def test_page_files_are_served_with_their_content_type(
 
 def test_page_has_a_content_security_policy(server: Server) -> None:
     """The page may load scripts and styles from its own origin only (no CDN, no inline)."""
-    response = get(server, "/")
+    response, _ = request(server, "/")
     policy = response.getheader("Content-Security-Policy", "")
     assert "script-src 'self'" in policy and "default-src 'self'" in policy
 
 
 def test_unchanged_file_is_not_sent_again(server: Server) -> None:
     """A request with the file's ETag in If-None-Match gets 304 and no body."""
-    etag = get(server, "/app.js").getheader("ETag", "")
-    response, body = get_body_with(server, "/app.js", {"If-None-Match": etag})
+    etag = request(server, "/app.js")[0].getheader("ETag", "")
+    response, body = request(server, "/app.js", headers={"If-None-Match": etag})
     assert response.status == 304 and body == b""
-
-
-def get_body_with(
-    server: Server, path: str, headers: dict[str, str]
-) -> tuple[http.client.HTTPResponse, bytes]:
-    host, port = server.addresses["web"]
-    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
-    conn.request("GET", path, headers=headers)
-    response = conn.getresponse()
-    body = response.read()
-    conn.close()
-    return response, body
 
 
 @pytest.mark.parametrize("path", ["/nothing", "/../pyproject.toml", "/static/app.js", "/ws"])
 def test_other_paths_are_404(server: Server, path: str) -> None:
     """A path that is not one of the page's files is 404 (a plain GET of /ws too)."""
-    response = get(server, path)
+    response, _ = request(server, path)
     assert response.status == 404
     assert response.getheader("Content-Type") == "text/plain; charset=utf-8"
 
 
 def test_head_has_headers_only(server: Server) -> None:
     """HEAD gets the headers of GET and no body."""
-    response, body = get_body_with_method(server, "HEAD", "/")
+    response, body = request(server, "/", "HEAD")
     assert response.status == 200 and body == b""
     assert int(response.getheader("Content-Length", "0")) > 0
 
 
-def get_body_with_method(
-    server: Server, method: str, path: str
-) -> tuple[http.client.HTTPResponse, bytes]:
-    host, port = server.addresses["web"]
-    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
-    conn.request(method, path)
-    response = conn.getresponse()
-    body = response.read()
-    conn.close()
-    return response, body
-
-
 def test_other_methods_are_405(server: Server) -> None:
     """DELETE (any method but GET and HEAD) is 405 with an Allow header."""
-    response = get(server, "/", method="DELETE")
+    response, _ = request(server, "/", "DELETE")
     assert response.status == 405
     assert response.getheader("Allow") == "GET, HEAD"
 
