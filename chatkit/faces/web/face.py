@@ -1,11 +1,12 @@
 """The web face's listener and connections: HTTP for the page, WebSocket for the chat.
 
 Each connection is a :class:`websockets.server.ServerProtocol` (sans-I/O: it parses
-the HTTP request and the WebSocket frames, and makes every byte sent but one kind,
-below) and the line face's adapter (:class:`~chatkit.faces.line.LineChannel`), whose
-protocol, fixed in JSON mode, parses each text message as one JSON frame and whose
-``act`` turns it into hub operations: so a browser is a JSON client, with the same
-checks, limits, errors and plugins.
+the HTTP request and the WebSocket frames, and makes the bytes of everything sent to
+this connection alone; fan-outs, and the error that precedes a failure's close frame,
+are framed by :data:`WEB_CODEC`, below) and the line face's adapter
+(:class:`~chatkit.faces.line.LineChannel`), whose protocol, fixed in JSON mode, parses
+each text message as one JSON frame and whose ``act`` turns it into hub operations:
+so a browser is a JSON client, with the same checks, limits, errors and plugins.
 
 A request is one of:
 
