@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from webclient import TIMEOUT, WebClient, web_server
+from webclient import TIMEOUT, WebClient, frames_until_close, web_server
 from websockets.exceptions import InvalidStatus
-from websockets.frames import CloseCode, Opcode
+from websockets.frames import Close, CloseCode, Opcode
 
 from chatkit import Server
 from chatkit.faces.web import WEB_CODEC
@@ -248,13 +248,12 @@ def test_binary_is_refused(web: Callable[..., WebClient]) -> None:
     alice.expect("message", text="text works")
 
 
-def test_invalid_utf8_closes_with_1007(web: Callable[..., WebClient]) -> None:
+def test_invalid_utf8_closes_with_1007() -> None:
     """A text message that is not UTF-8 gets bad_encoding, then close code 1007."""
-    alice = web("alice")
-    alice.ws.send(b'{"type":"say","text":"\xff"}', text=True)
-    alice.expect("error", code="bad_encoding")
-    alice.wait_closed()
-    assert alice.ws.close_code == CloseCode.INVALID_DATA
+    with web_server() as server:
+        *_, error, close = frames_until_close(server, [b'{"type":"say","text":"\xff"}'])
+    assert json.loads(error.data)["code"] == "bad_encoding"
+    assert Close.parse(close.data).code == CloseCode.INVALID_DATA
 
 
 def test_lone_surrogate_is_bad_encoding(web: Callable[..., WebClient]) -> None:
@@ -266,26 +265,23 @@ def test_lone_surrogate_is_bad_encoding(web: Callable[..., WebClient]) -> None:
 
 def test_oversized_message_closes_with_1009() -> None:
     """A message over max_line gets line_too_long, then close code 1009."""
+    say = json.dumps({"type": "say", "text": "x" * 150}).encode()
     with web_server(max_line=200) as server:
-        alice = WebClient(server)
-        alice.login("alice")
-        alice.say("x" * 150)
-        alice.expect("message")
-        alice.say("x" * 300)
-        alice.expect("error", code="line_too_long")
-        alice.wait_closed()
-        assert alice.ws.close_code == CloseCode.MESSAGE_TOO_BIG
+        frames = frames_until_close(server, [say], [say.replace(b"x" * 150, b"x" * 300)])
+    *_, echoed, error, close = frames
+    assert json.loads(echoed.data)["text"] == "x" * 150
+    assert json.loads(error.data)["code"] == "line_too_long"
+    assert Close.parse(close.data).code == CloseCode.MESSAGE_TOO_BIG
 
 
 def test_oversized_fragments_close_too() -> None:
     """Fragments adding up to more than max_line close the connection as one message would."""
     with web_server(max_line=200) as server:
-        alice = WebClient(server)
-        alice.login("alice")
-        alice.ws.send(["x" * 150, "y" * 150])
-        alice.expect("error", code="line_too_long")
-        alice.wait_closed()
-        assert alice.ws.close_code == CloseCode.MESSAGE_TOO_BIG
+        frames = frames_until_close(server, [b"x" * 150, b"y" * 150])
+    *_, error, close = frames
+    assert json.loads(error.data)["code"] == "line_too_long"  # why, before the close frame
+    assert close.opcode is Opcode.CLOSE
+    assert Close.parse(close.data).code == CloseCode.MESSAGE_TOO_BIG
 
 
 def test_client_close_logs_out(web: Callable[..., WebClient]) -> None:

@@ -8,13 +8,19 @@ real socket) with chatkit's ``expect`` and ``sync`` on top, deadlines included.
 from __future__ import annotations
 
 import json
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin
+from websockets.uri import parse_uri
 
 from chatkit import Server
 from chatkit.config import Config
@@ -147,3 +153,50 @@ def web_clients(server: Server) -> Iterator[list[WebClient]]:
     finally:
         for client in clients:
             client.close()
+
+
+def frames_until_close(server: Server, *messages: list[bytes]) -> list[Frame]:
+    """Log in as ``raw`` over a plain socket and websockets' sans-I/O client, send each
+    of ``messages`` as one fragmented text message, then read every frame until the
+    server closes the TCP connection. Deterministic where the sync client is not: it
+    may drop a message that arrives with the close frame (its receive queue ends).
+    """
+    url = base_url(server)
+    protocol = ClientProtocol(parse_uri(url.replace("http", "ws", 1) + "/ws"), origin=Origin(url))
+    protocol.send_request(protocol.connect())
+    frames: list[Frame] = []
+    with socket.create_connection(server.addresses["web"], timeout=TIMEOUT) as sock:
+
+        def flush() -> None:
+            for data in protocol.data_to_send():
+                if data:
+                    sock.sendall(data)
+
+        def read_until(done: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + TIMEOUT
+            while not done() and time.monotonic() < deadline:
+                data = sock.recv(65536)
+                if data:
+                    protocol.receive_data(data)
+                else:
+                    protocol.receive_eof()
+                frames.extend(e for e in protocol.events_received() if isinstance(e, Frame))
+                flush()  # a close reply
+                if not data:
+                    return
+
+        flush()
+        read_until(lambda: protocol.state is State.OPEN)
+        protocol.send_text(json.dumps({"type": "hello", "nick": "raw"}).encode())
+        flush()
+        read_until(lambda: any(b'"join"' in bytes(f.data) for f in frames))
+        for fragments in messages:
+            for i, fragment in enumerate(fragments):
+                last = i == len(fragments) - 1
+                if i == 0:
+                    protocol.send_text(fragment, fin=last)
+                else:
+                    protocol.send_continuation(fragment, fin=last)
+            flush()
+        read_until(lambda: False)
+    return frames
