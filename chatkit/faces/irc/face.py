@@ -23,10 +23,18 @@ from typing import TYPE_CHECKING, Any
 
 from chatkit import names
 from chatkit.errors import CommandError
-from chatkit.events import Hello, Say
+from chatkit.events import MAX_ID, Hello, Request, Say
 from chatkit.faces.irc import numerics as n
 from chatkit.faces.irc.message import Message
-from chatkit.faces.irc.protocol import Closed, Command, IrcProtocol, Register, names_lines
+from chatkit.faces.irc.protocol import (
+    CAPABILITIES,
+    CHATHISTORY_CAP,
+    Closed,
+    Command,
+    IrcProtocol,
+    Register,
+    names_lines,
+)
 from chatkit.faces.irc.render import USER_HOST, CodecCache, Style, encode_lines, notices
 from chatkit.frames import Frame
 from chatkit.protocol import RemoteProtocolError, clean_text
@@ -46,6 +54,7 @@ NETWORK_NAME = "chatkit"  # the network's name (001, NETWORK=), unless configure
 MAX_TARGETS = 4  # targets of one PRIVMSG or NOTICE (ISUPPORT TARGMAX); more are ignored
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
+MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
 CHAN_MODES = "+nt"  # what every chat room is, in IRC's terms: no messages from outside, and
 # nobody sets a topic
 # mIRC formatting (bold, colours, italics, reverse, reset ...): stripped from what IRC
@@ -112,9 +121,25 @@ class IrcFace:
             f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS}",
             "UTF8ONLY",
         ]
-        if hub.commands.get("history") is not None:
-            tokens.append("MSGREFTYPES=msgid")
-        return tokens
+        if history_on(hub):
+            tokens.append(f"CHATHISTORY={history_limit(hub)}")
+            tokens.append("MSGREFTYPES=msgid,timestamp")
+        return sorted(tokens)
+
+    def capabilities(self, hub: Hub) -> tuple[str, ...]:
+        """The capabilities ``CAP LS`` offers with ``hub``'s plugins."""
+        return (*CAPABILITIES, CHATHISTORY_CAP) if history_on(hub) else CAPABILITIES
+
+
+def history_on(hub: Hub) -> bool:
+    """Whether the history plugin (or one like it) answers ``history`` requests."""
+    return hub.commands.get("history") is not None
+
+
+def history_limit(hub: Hub) -> int:
+    """The most messages one ``CHATHISTORY`` returns: the history plugin's ``max_page``."""
+    value = hub.config.plugin_settings("history").get("max_page", MAX_PAGE)
+    return value if isinstance(value, int) and value > 0 else MAX_PAGE
 
 
 @functools.lru_cache(maxsize=256)
@@ -140,6 +165,7 @@ class IrcChannel:
             client_host=link.address[0],
             version=f"chatkit-{__version__}",
             created=datetime.fromtimestamp(face.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            capabilities=face.capabilities(hub),
         )
         """The connection's sans-I/O protocol state."""
         # Synchronize send(): frames for this client alone come from its reader and
@@ -539,8 +565,96 @@ class IrcChannel:
             Message(n.RPL_LUSERME, (f"I have {users} clients and 0 servers",)),
         )
 
+    def chathistory(self, params: tuple[str, ...]) -> None:
+        """``CHATHISTORY sub target selector... limit`` (IRCv3 draft/chathistory): a
+        ``history`` request to the plugins; the reply is a ``chathistory`` batch."""
+        if not history_on(self.hub):
+            self.send(Message(n.ERR_UNKNOWNCOMMAND, ("CHATHISTORY", "Unknown command")))
+            return
+        sub = params[0].upper() if params else "*"
+        wanted = {"LATEST": 3, "BEFORE": 3, "AFTER": 3, "AROUND": 3, "BETWEEN": 4}
+        if sub not in wanted:
+            self._fail("INVALID_PARAMS", sub, text="Unknown CHATHISTORY subcommand")
+            return
+        if len(params) < wanted[sub] + 1:
+            self._fail("NEED_MORE_PARAMS", sub, text="Missing parameters")
+            return
+        target, limit_text = params[1], params[wanted[sub]]
+        try:
+            points = [
+                None if sub == "LATEST" and p == "*" else _point(p) for p in params[2 : wanted[sub]]
+            ]
+            limit = int(limit_text) if limit_text.isdigit() else 0
+            if limit < 1:
+                raise ValueError(limit_text)
+        except ValueError as exc:
+            self._fail("INVALID_PARAMS", sub, str(exc), text="Invalid selector or limit")
+            return
+        fields: dict[str, Any] = {"limit": min(limit, history_limit(self.hub))}
+        fields["room" if target.startswith("#") else "with"] = target
+        first = points[0]
+        if sub == "LATEST" and first is not None:
+            fields["after"] = first[1]
+        elif sub == "BEFORE" and first is not None:
+            fields["before"] = first[0]
+        elif sub == "AFTER" and first is not None:
+            fields.update(after=first[1], oldest=True)
+        elif sub == "AROUND" and first is not None:
+            fields["around"] = first[0]
+        elif sub == "BETWEEN" and first is not None and points[1] is not None:
+            second = points[1]
+            if first[0] <= second[0]:  # counted from the first, forwards
+                fields.update(after=first[1], before=second[0], oldest=True)
+            else:  # counted from the first, backwards
+                fields.update(before=first[0], after=second[1])
+        request = Request("history", fields)
+        with self._send_lock:
+            self.protocol.expect_history(target)
+        try:
+            self.hub.allow_input(self.session, request)
+            self.hub.request(self.session, request)
+        except CommandError as exc:
+            with self._send_lock:
+                self.protocol.expect_history(None)
+            if exc.code in ("not_in_room", "bad_usage", "no_such_room", "no_such_nick"):
+                self._fail("INVALID_TARGET", sub, target, text="Messages could not be retrieved")
+            elif exc.code == "bad_frame":
+                self._fail("INVALID_PARAMS", sub, text=exc.text)
+            else:
+                self._fail("MESSAGE_ERROR", sub, target, text=exc.text)
+
+    def _fail(self, code: str, *context: str, text: str) -> None:
+        """A ``FAIL CHATHISTORY`` standard reply."""
+        self.send(Message("FAIL", ("CHATHISTORY", code, *context, text), self.face.server_name))
+
     def oper(self, params: tuple[str, ...]) -> None:
         self.send(Message(n.ERR_NOOPERHOST, ("No O-lines for your host",)))
+
+
+def _point(selector: str) -> tuple[int, int]:
+    """A ``msgid=`` or ``timestamp=`` selector as message ids ``(below, above)``: the
+    messages before it have ids below the first, those after it ids above the second.
+
+    chatkit's ids are the milliseconds of their ``ts`` times 1000 plus a counter, so a
+    time is the range of ids of its millisecond. Raises :class:`ValueError`.
+    """
+    kind, _, value = selector.partition("=")
+    if kind == "msgid":
+        if not value.isdigit() or not 0 < int(value) <= MAX_ID:
+            raise ValueError(selector)
+        return int(value), int(value)
+    if kind == "timestamp":
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(selector) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        ms = round(when.timestamp() * 1000)
+        if ms < 0:
+            raise ValueError(selector)
+        return ms * 1000, ms * 1000 + 999
+    raise ValueError(selector)
 
 
 def _ctcp(text: str) -> tuple[str, bool] | None:
@@ -556,6 +670,7 @@ def _ctcp(text: str) -> tuple[str, bool] | None:
 
 _HANDLERS: dict[str, Callable[[IrcChannel, tuple[str, ...]], None]] = {
     "AWAY": IrcChannel.away,
+    "CHATHISTORY": IrcChannel.chathistory,
     "ISON": IrcChannel.ison,
     "JOIN": IrcChannel.join,
     "LIST": IrcChannel.list_rooms,

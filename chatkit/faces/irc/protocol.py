@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CAPABILITIES",
+    "CHATHISTORY_CAP",
     "CLOSING_CODES",
     "Closed",
     "Command",
@@ -62,7 +63,9 @@ __all__ = [
 ]
 
 CAPABILITIES = ("batch", "echo-message", "message-tags", "server-time")
-"""The IRCv3 capabilities this server offers (``CAP LS``)."""
+"""The IRCv3 capabilities this server always offers (``CAP LS``)."""
+CHATHISTORY_CAP = "draft/chathistory"
+"""Offered besides :data:`CAPABILITIES` when the history plugin is on."""
 CLOSING_CODES = frozenset({"login_timeout", "server_full", "too_many_connections", "server_busy"})
 """Error codes the server sends just before it closes a connection: ``ERROR`` lines."""
 MAX_INPUT_BYTES = MAX_TAG_BYTES + MAX_LINE_BYTES  # bytes of one line from a client, tags
@@ -123,6 +126,7 @@ class IrcProtocol:
         client_host: str = "unknown",
         version: str = "",
         created: str = "",
+        capabilities: tuple[str, ...] = CAPABILITIES,
     ) -> None:
         self.server = server
         """The server's name: the source of numerics."""
@@ -136,6 +140,8 @@ class IrcProtocol:
         """The server's version, for ``002``/``004``/``351``."""
         self.created = created
         """When the server started, for ``003``."""
+        self.capabilities = capabilities
+        """The capabilities offered (``CAP LS``)."""
         self.caps: set[str] = set()
         """The capabilities the client negotiated (``CAP REQ``)."""
         self.nick = "*"
@@ -156,6 +162,7 @@ class IrcProtocol:
         self._motd: str | None = None  # None, "pending" (after welcome) or "open" (375 sent)
         self._batch: str | None = None  # the reference of the replay batch open, if any
         self._batch_ids = itertools.count(1)
+        self._asked: str | None = None  # the target of a CHATHISTORY being answered
 
     # -- receiving data ----------------------------------------------------------------
 
@@ -269,7 +276,7 @@ class IrcProtocol:
         if sub == "LS":
             if not self.registered:
                 self._negotiating = True
-            self._replies.append(self._cap_line("LS", " ".join(CAPABILITIES)))
+            self._replies.append(self._cap_line("LS", " ".join(self.capabilities)))
         elif sub == "LIST":
             self._replies.append(self._cap_line("LIST", " ".join(sorted(self.caps))))
         elif sub == "REQ":
@@ -277,7 +284,7 @@ class IrcProtocol:
                 self._negotiating = True
             wanted = params[1].split() if len(params) > 1 else []
             names = [cap.removeprefix("-") for cap in wanted]
-            if wanted and all(name in CAPABILITIES for name in names):
+            if wanted and all(name in self.capabilities for name in names):
                 for cap in wanted:
                     if cap.startswith("-"):
                         self.caps.discard(cap[1:])
@@ -454,10 +461,25 @@ class IrcProtocol:
             lines.append(Message("BATCH", (f"+{self._batch}", "chathistory", target)))
         return lines + render(frame, self.style, self.nick, {"batch": self._batch})
 
+    def expect_history(self, target: str | None) -> None:
+        """A ``CHATHISTORY`` for ``target`` is being answered: its reply is a batch, even
+        an empty one (and never a NOTICE); ``None``: no more. Callers serialize this
+        with :meth:`send`."""
+        self._asked = target
+
     def _history_end(self, frame: Frame) -> list[Message]:
+        asked, self._asked = self._asked, None
         if self._batch is not None:
             ref, self._batch = self._batch, None
             return [Message("BATCH", (f"-{ref}",))]
+        if asked is not None:
+            if "batch" not in self.caps:
+                return []
+            ref = f"h{next(self._batch_ids)}"
+            return [
+                Message("BATCH", (f"+{ref}", "chathistory", asked)),
+                Message("BATCH", (f"-{ref}",)),
+            ]
         where = frame.fields.get("room") or self.nick
         return notices(self.server, str(where), render_text(frame))
 
