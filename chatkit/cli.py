@@ -391,6 +391,7 @@ def _faces(config: Config, irc_port: int | None) -> list[Face]:
                 port=port,
                 server_name=irc.get("server_name", SERVER_NAME),
                 network=irc.get("network", NETWORK_NAME),
+                operators=irc.get("operators", {}),
             )
         )
     return faces

@@ -15,6 +15,9 @@ frames naming the IRC command and target, which the protocol turns into numerics
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
+import logging
 import re
 import threading
 import time
@@ -47,7 +50,9 @@ if TYPE_CHECKING:
     from chatkit.hub import Hub
     from chatkit.session import Session
 
-__all__ = ["IrcChannel", "IrcFace"]
+__all__ = ["IrcChannel", "IrcFace", "check_password"]
+
+log = logging.getLogger(__name__)
 
 SERVER_NAME = "chatkit.local"  # the server's name in numerics, unless configured
 NETWORK_NAME = "chatkit"  # the network's name (001, NETWORK=), unless configured
@@ -77,6 +82,7 @@ class IrcFace:
         *,
         server_name: str = SERVER_NAME,
         network: str = NETWORK_NAME,
+        operators: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         """Address to listen on; ``None``: the server's."""
@@ -86,6 +92,8 @@ class IrcFace:
         """The server's name, as IRC clients see it (the source of numerics)."""
         self.network = network
         """The network's name (``001``, ISUPPORT ``NETWORK``)."""
+        self.operators = dict(operators or {})
+        """``OPER`` names and their passwords (plain, or ``sha256:HEX``)."""
         self.codecs = CodecCache()
         """One codec per set of byte-changing capabilities in use."""
         self.started = time.time()
@@ -142,6 +150,15 @@ def history_limit(hub: Hub) -> int:
     return value if isinstance(value, int) and value > 0 else MAX_PAGE
 
 
+def check_password(given: str, stored: str) -> bool:
+    """Whether ``given`` is the password ``stored`` in the config: plain text, or
+    ``sha256:`` and the hex SHA-256 of it. Compared in constant time."""
+    if stored.startswith("sha256:"):
+        digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).hexdigest()
+        return hmac.compare_digest(digest, stored[7:].strip().lower())
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), stored.encode())
+
+
 @functools.lru_cache(maxsize=256)
 def _early(server: str, kind: str, text: str) -> bytes:
     # Cached: in a storm the same refusal goes to thousands of connections.
@@ -183,7 +200,11 @@ class IrcChannel:
 
     def encode(self, frame: Frame) -> bytes:
         with self._send_lock:
-            return self.protocol.send(frame)
+            data = self.protocol.send(frame)
+            if frame.type == "notice" and self.hub.closing:
+                # The server's shutdown notice: IRC clients also expect ERROR.
+                data += self.protocol.send(Frame("irc_close", text="Server shutting down"))
+            return data
 
     def receive(self, data: bytes) -> bool:
         protocol, link = self.protocol, self.link
@@ -392,7 +413,7 @@ class IrcChannel:
 
     def _who_line(self, room: str, nick: str) -> Message:
         info = self._info(nick)
-        here = "G" if info.get("away") else "H"
+        here = ("G" if info.get("away") else "H") + ("*" if info.get("oper") else "")
         realname = info.get("realname") or nick
         server = self.face.server_name
         return Message(n.RPL_WHOREPLY, (room, nick, USER_HOST, server, nick, here, f"0 {realname}"))
@@ -434,6 +455,8 @@ class IrcChannel:
         if rooms:
             lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(rooms))))
         lines.append(Message(n.RPL_WHOISSERVER, (nick, self.face.server_name, "chatkit")))
+        if info.get("oper"):
+            lines.append(Message(n.RPL_WHOISOPERATOR, (nick, "is an IRC operator")))
         if info.get("away"):
             lines.append(Message(n.RPL_AWAY, (nick, info["away"])))
         lines.append(Message(n.RPL_ENDOFWHOIS, (nick, "End of /WHOIS list.")))
@@ -506,6 +529,11 @@ class IrcChannel:
                 if (sign == "+") != ("i" in self.modes):
                     self.modes.symmetric_difference_update("i")
                     change += sign + char
+            elif char == "o":
+                if sign == "-" and "o" in self.modes:  # +o only through OPER
+                    self.modes.discard("o")
+                    self.session.data["irc"]["oper"] = None
+                    change += "-o"
             else:
                 unknown = True
         if change:
@@ -628,7 +656,28 @@ class IrcChannel:
         self.send(Message("FAIL", ("CHATHISTORY", code, *context, text), self.face.server_name))
 
     def oper(self, params: tuple[str, ...]) -> None:
-        self.send(Message(n.ERR_NOOPERHOST, ("No O-lines for your host",)))
+        """``OPER name password`` against ``[faces.irc.operators]``: ``381`` and user mode
+        ``+o`` (shown in ``WHOIS`` and ``WHO``; it grants nothing else yet)."""
+        if len(params) < 2:
+            self.send(Message(n.ERR_NEEDMOREPARAMS, ("OPER", "Not enough parameters")))
+            return
+        self._input("/oper")  # attempts count against flood control, as commands do
+        name, password = params[0], params[1]
+        stored = self.face.operators.get(name)
+        if stored is None:
+            self.send(Message(n.ERR_NOOPERHOST, ("No O-lines for your host",)))
+            return
+        if not check_password(password, stored):
+            log.warning("failed OPER as %r by %s", name, self.protocol.nick)
+            self.send(Message(n.ERR_PASSWDMISMATCH, ("Password incorrect",)))
+            return
+        log.info("%s is an IRC operator (OPER %s)", self.protocol.nick, name)
+        self.session.data["irc"]["oper"] = name
+        self.modes.add("o")
+        self.send(
+            Message(n.RPL_YOUREOPER, ("You are now an IRC operator",)),
+            Message("MODE", (self.protocol.nick, "+o"), self._source()),
+        )
 
 
 def _point(selector: str) -> tuple[int, int]:
