@@ -107,3 +107,77 @@ def test_a_multi_line_message_is_consecutive_privmsgs(make_server: Callable[...,
             "third line",
         ]
         assert all(f"msgid={frame['id']}" in line for line in lines)
+
+
+MULTI = "batch message-tags server-time draft/multiline"
+
+
+def test_multiline_is_offered_with_the_servers_limits(make_server: Callable[..., Server]) -> None:
+    """CAP LS 302 shows draft/multiline's limits (the line and line-count limits of every
+    face); a CAP LS without 302 shows names only."""
+    server = make_server(max_message_lines=5)
+    with IrcClient(server.addresses["irc"]) as probe:
+        probe.send("CAP LS 302")
+        assert "draft/multiline=max-bytes=8192,max-lines=5" in probe.expect("CAP * LS")
+        probe.send("CAP LS")
+        line = probe.expect("CAP * LS")
+        assert " draft/multiline" in line and "max-lines" not in line
+
+
+def test_a_multi_line_message_is_one_batch_when_negotiated(
+    make_server: Callable[..., Server],
+) -> None:
+    """With batch and draft/multiline, a chat message of several lines is one
+    draft/multiline batch: msgid and time on the BATCH line, a PRIVMSG per line, a line
+    too long for one PRIVMSG continued with draft/multiline-concat."""
+    server = make_server()
+    with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
+        alice.register("alice", caps=MULTI)
+        jay.login("jay")
+        alice.sync()
+        long = " ".join(f"w{i}" for i in range(200))
+        jay.say(f"first\n\nthird\n{long}")
+        frame = jay.expect("message", nick="jay")
+        start = alice.expect(" BATCH +")
+        ref = start.split(" BATCH +", 1)[1].split()[0]
+        assert start.endswith(f":jay!jay@chatkit BATCH +{ref} draft/multiline #general")
+        assert f"msgid={frame['id']}" in start and f"time={frame['ts']}" in start
+        lines = alice.until(f"BATCH -{ref}")[:-1]
+        assert all(line.startswith(f"@batch={ref}") for line in lines)
+        texts = [line.split(" PRIVMSG #general :", 1)[1] for line in lines]
+        assert texts[:3] == ["first", " ", "third"]
+        assert "draft/multiline-concat" not in lines[3]
+        assert all("draft/multiline-concat" in line for line in lines[4:]) and len(lines) > 4
+        assert "".join(texts[3:]) == long
+
+
+def test_a_clients_multiline_batch_is_one_chat_message(make_server: Callable[..., Server]) -> None:
+    """An IRC client's draft/multiline batch reaches the others as one message of
+    several lines; concat lines join the line before; limits and wrong targets FAIL."""
+    server = make_server(max_message_lines=3)
+    with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
+        alice.register("alice", caps=MULTI)
+        jay.login("jay")
+        alice.sync()
+        alice.send(
+            "BATCH +b1 draft/multiline #general",
+            "@batch=b1 PRIVMSG #general :hello",
+            "@batch=b1 PRIVMSG #general :wor",
+            "@batch=b1;draft/multiline-concat PRIVMSG #general :ld",
+            "BATCH -b1",
+        )
+        assert jay.expect("message", nick="alice")["text"] == "hello\nworld"
+        alice.send(
+            "BATCH +b2 draft/multiline #general",
+            *[f"@batch=b2 PRIVMSG #general :line {i}" for i in range(6)],
+            "BATCH -b2",
+        )
+        alice.expect(f":{SERVER} FAIL BATCH MULTILINE_MAX_LINES 3 :")
+        alice.send(
+            "BATCH +b3 draft/multiline #general",
+            "@batch=b3 PRIVMSG #elsewhere :nope",
+            "BATCH -b3",
+        )
+        alice.expect(f":{SERVER} FAIL BATCH MULTILINE_INVALID_TARGET #general :")
+        alice.send("@batch=zz PRIVMSG #general :after")  # no batch open: a plain message
+        assert jay.expect("message", nick="alice")["text"] == "after"  # nothing of b2, b3

@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,14 @@ from chatkit.faces.irc.protocol import (
     Register,
     names_lines,
 )
-from chatkit.faces.irc.render import USER_HOST, CodecCache, Style, encode_lines, notices
+from chatkit.faces.irc.render import (
+    MULTILINE,
+    USER_HOST,
+    CodecCache,
+    Style,
+    encode_lines,
+    notices,
+)
 from chatkit.frames import Frame
 from chatkit.protocol import RemoteProtocolError, clean_text
 from chatkit.version import __version__
@@ -135,8 +143,11 @@ class IrcFace:
         return sorted(tokens)
 
     def capabilities(self, hub: Hub) -> tuple[str, ...]:
-        """The capabilities ``CAP LS`` offers with ``hub``'s plugins."""
-        return (*CAPABILITIES, CHATHISTORY_CAP) if history_on(hub) else CAPABILITIES
+        """The capabilities ``CAP LS`` offers with ``hub``'s plugins and limits."""
+        limits = hub.config.limits
+        multiline = f"{MULTILINE}=max-bytes={limits.max_line},max-lines={limits.max_message_lines}"
+        history = (CHATHISTORY_CAP,) if history_on(hub) else ()
+        return (*CAPABILITIES, *history, multiline)
 
 
 def history_on(hub: Hub) -> bool:
@@ -192,6 +203,8 @@ class IrcChannel:
         self._send_lock = threading.Lock()
         self._style: Style = self.protocol.style
         link.codec = face.codecs.get(self._style)  # fan-outs encode in it from the start
+        self._multiline: _Multiline | None = None  # a draft/multiline batch coming in
+        self._dropping: str | None = None  # a refused batch's reference: its lines are dropped
         self.modes: set[str] = set()
         """The client's user modes (only ``i``, which changes nothing here)."""
         session.data["irc"] = {"realname": "", "away": None}
@@ -247,6 +260,11 @@ class IrcChannel:
         command = message.command
         if session.unsettled and command not in ("PRIVMSG", "NOTICE"):
             hub.settle(session)  # answers come in the order of the lines
+        if command == "BATCH" or (
+            "batch" in message.tags and (self._multiline is not None or self._dropping)
+        ):
+            self.batch(message)
+            return
         handler = _HANDLERS.get(command)
         try:
             if handler is not None:
@@ -303,7 +321,9 @@ class IrcChannel:
         self.session.send(Frame("irc_close", text=text))
         self.session.disconnect(f"quit: {reason}" if reason else "quit")
 
-    def privmsg(self, params: tuple[str, ...], command: str = "PRIVMSG") -> None:
+    def privmsg(
+        self, params: tuple[str, ...], command: str = "PRIVMSG", newlines: bool = False
+    ) -> None:
         notice = command == "NOTICE"
         if not params or not params[0]:
             if not notice:
@@ -323,7 +343,9 @@ class IrcChannel:
                 continue
             try:
                 try:
-                    clean = clean_text(_FORMATTING.sub("", text), bidi=hub.config.bidi)
+                    clean = clean_text(
+                        _FORMATTING.sub("", text), newlines=newlines, bidi=hub.config.bidi
+                    )
                 except RemoteProtocolError as exc:
                     raise CommandError(exc.text, exc.code) from None
                 if not clean.strip():
@@ -339,6 +361,67 @@ class IrcChannel:
                     hub.private(session, target, clean, action=action)
             except CommandError as exc:
                 self.fail(command, target, exc)
+
+    def batch(self, message: Message) -> None:
+        """A client's ``draft/multiline`` batch: ``BATCH +ref draft/multiline target``,
+        PRIVMSGs (or NOTICEs) tagged ``batch=ref``, ``BATCH -ref``: one chat message
+        of several lines (``draft/multiline-concat`` joins a line to the one before)."""
+        limits = self.hub.config.limits
+        params, open_ = message.params, self._multiline
+        if message.command == "BATCH":
+            ref = params[0] if params else ""
+            if self._dropping is not None and ref == f"-{self._dropping}":
+                self._dropping = None
+                return
+            if ref.startswith("+") and len(ref) > 1:
+                if MULTILINE not in self.protocol.caps or len(params) < 3 or params[1] != MULTILINE:
+                    self._batch_fail("MULTILINE_INVALID", text="Only draft/multiline batches")
+                elif open_ is not None:
+                    self._batch_fail("MULTILINE_INVALID", text="A batch is already open")
+                else:
+                    self._multiline = _Multiline(ref[1:], params[2])
+                return
+            if open_ is None or ref[1:] != open_.ref or not ref.startswith("-"):
+                self._batch_fail("MULTILINE_INVALID", text="No such batch")
+                return
+            self._multiline = None
+            text = "".join(
+                ("" if concat or i == 0 else "\n") + line
+                for i, (line, concat) in enumerate(open_.lines)
+            )
+            if open_.command is not None and text.strip():
+                self.privmsg((open_.target, text), open_.command, newlines=True)
+            return
+        if self._dropping is not None and message.tags.get("batch") == self._dropping:
+            return
+        if open_ is None or message.tags.get("batch") != open_.ref:
+            self._batch_fail("MULTILINE_INVALID", text="Lines of another batch")
+            return
+        command = message.command
+        if (
+            command not in ("PRIVMSG", "NOTICE")
+            or len(params) < 2
+            or names.fold(params[0]) != names.fold(open_.target)
+            or open_.command not in (None, command)
+        ):
+            self._multiline, self._dropping = None, open_.ref
+            self._batch_fail(
+                "MULTILINE_INVALID_TARGET", open_.target, text="Not a PRIVMSG to the target"
+            )
+            return
+        open_.command = command
+        open_.lines.append((params[1], "draft/multiline-concat" in message.tags))
+        open_.size += len(params[1].encode()) + 1
+        if open_.size > limits.max_line:
+            self._multiline, self._dropping = None, open_.ref
+            self._batch_fail("MULTILINE_MAX_BYTES", str(limits.max_line), text="Too many bytes")
+        elif len(open_.lines) > limits.max_message_lines:
+            self._multiline, self._dropping = None, open_.ref
+            limit = str(limits.max_message_lines)
+            self._batch_fail("MULTILINE_MAX_LINES", limit, text="Too many lines")
+
+    def _batch_fail(self, code: str, *context: str, text: str) -> None:
+        self.send(Message("FAIL", ("BATCH", code, *context, text), self.face.server_name))
 
     def notice(self, params: tuple[str, ...]) -> None:
         self.privmsg(params, "NOTICE")
@@ -678,6 +761,19 @@ class IrcChannel:
             Message(n.RPL_YOUREOPER, ("You are now an IRC operator",)),
             Message("MODE", (self.protocol.nick, "+o"), self._source()),
         )
+
+
+@dataclass
+class _Multiline:
+    """A client's ``draft/multiline`` batch being received."""
+
+    ref: str
+    target: str
+    command: str | None = None
+    """PRIVMSG or NOTICE: every line of a batch is the same."""
+    lines: list[tuple[str, bool]] = field(default_factory=list)
+    """Each line's text, and whether it continues the one before (concat)."""
+    size: int = 0
 
 
 def _point(selector: str) -> tuple[int, int]:

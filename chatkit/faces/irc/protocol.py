@@ -39,6 +39,7 @@ from chatkit.faces.irc.message import (
 )
 from chatkit.faces.irc.render import (
     BYTE_CAPS,
+    MULTILINE,
     Style,
     encode_lines,
     notices,
@@ -216,7 +217,10 @@ class IrcProtocol:
     @property
     def style(self) -> Style:
         """What this client's fan-out bytes depend on: the key of its codec."""
-        return Style(self.server, frozenset(self.caps & BYTE_CAPS))
+        caps = self.caps & BYTE_CAPS
+        if "batch" not in self.caps:
+            caps.discard(MULTILINE)
+        return Style(self.server, frozenset(caps))
 
     def _handle(self, message: Message) -> Event | None:
         command, params = message.command, message.params
@@ -276,7 +280,10 @@ class IrcProtocol:
         if sub == "LS":
             if not self.registered:
                 self._negotiating = True
-            self._replies.append(self._cap_line("LS", " ".join(self.capabilities)))
+            offered = self.capabilities
+            if not (len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302):
+                offered = tuple(cap.split("=", 1)[0] for cap in offered)  # values: 302 on
+            self._replies.append(self._cap_line("LS", " ".join(offered)))
         elif sub == "LIST":
             self._replies.append(self._cap_line("LIST", " ".join(sorted(self.caps))))
         elif sub == "REQ":
@@ -284,7 +291,8 @@ class IrcProtocol:
                 self._negotiating = True
             wanted = params[1].split() if len(params) > 1 else []
             names = [cap.removeprefix("-") for cap in wanted]
-            if wanted and all(name in self.capabilities for name in names):
+            known = {cap.split("=", 1)[0] for cap in self.capabilities}
+            if wanted and all(name in known for name in names):
                 for cap in wanted:
                     if cap.startswith("-"):
                         self.caps.discard(cap[1:])
