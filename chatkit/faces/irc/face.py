@@ -46,8 +46,10 @@ from chatkit.faces.irc.render import (
     Style,
     encode_lines,
     notices,
+    source,
 )
 from chatkit.frames import Frame
+from chatkit.hub import MAX_TOPIC
 from chatkit.protocol import RemoteProtocolError, clean_text
 from chatkit.version import __version__
 
@@ -68,8 +70,8 @@ MAX_TARGETS = 4  # targets of one PRIVMSG or NOTICE (ISUPPORT TARGMAX); more are
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
 MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
-CHAN_MODES = "+nt"  # what every chat room is, in IRC's terms: no messages from outside, and
-# nobody sets a topic
+CHAN_MODES = "+n"  # what every chat room is, in IRC's terms: no messages from outside (and,
+# no +t, any member sets the topic)
 # mIRC formatting (bold, colours, italics, reverse, reset ...): stripped from what IRC
 # users say, since the other faces' clients would show them as U+FFFD.
 _FORMATTING = re.compile(
@@ -134,6 +136,7 @@ class IrcFace:
             f"NETWORK={self.network}",
             f"NICKLEN={limits.max_nick}",
             "PREFIX=(ov)@+",
+            f"TOPICLEN={MAX_TOPIC}",
             f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS}",
             "UTF8ONLY",
         ]
@@ -214,6 +217,11 @@ class IrcChannel:
     def encode(self, frame: Frame) -> bytes:
         with self._send_lock:
             data = self.protocol.send(frame)
+            if frame.type == "join" and "members" in frame.fields:
+                # The client's own join: the topic follows its names list, if set.
+                topic = self.hub.topic(str(frame.fields.get("room")))
+                if topic is not None:
+                    data += self.protocol.send(Frame("irc", messages=_topic_lines(topic)))
             if frame.type == "notice" and self.hub.closing:
                 # The server's shutdown notice: IRC clients also expect ERROR.
                 data += self.protocol.send(Frame("irc_close", text="Server shutting down"))
@@ -558,16 +566,28 @@ class IrcChannel:
         )
 
     def topic(self, params: tuple[str, ...]) -> None:
+        """``TOPIC #room``: ``332``/``333`` or ``331``; ``TOPIC #room :text`` sets it
+        (``:`` alone clears it) for every member, who get ``TOPIC``."""
         if not params or not params[0]:
             self.send(Message(n.ERR_NEEDMOREPARAMS, ("TOPIC", "Not enough parameters")))
             return
         room = params[0]
         if self.hub.who(room) is None:
             self.send(Message(n.ERR_NOSUCHCHANNEL, (room, "No such channel")))
-        elif len(params) > 1:
-            self.send(Message(n.ERR_CHANOPRIVSNEEDED, (room, "chatkit rooms have no topic")))
-        else:
-            self.send(Message(n.RPL_NOTOPIC, (self._room_name(room), "No topic is set")))
+            return
+        if len(params) == 1:
+            topic = self.hub.topic(room)
+            if topic is None:
+                self.send(Message(n.RPL_NOTOPIC, (self._room_name(room), "No topic is set")))
+            else:
+                self.send(*_topic_lines(topic))
+            return
+        self._input(f"/topic {room}")
+        text = clean_text(_FORMATTING.sub("", params[1]), bidi=self.hub.config.bidi)
+        try:
+            self.hub.set_topic(self.session, room, text)
+        except CommandError as exc:
+            self.fail("TOPIC", room, exc)
 
     def list_rooms(self, params: tuple[str, ...]) -> None:
         wanted = {names.fold(r) for r in params[0].split(",")} if params and params[0] else None
@@ -774,6 +794,19 @@ class _Multiline:
     lines: list[tuple[str, bool]] = field(default_factory=list)
     """Each line's text, and whether it continues the one before (concat)."""
     size: int = 0
+
+
+def _topic_lines(topic: dict[str, str]) -> list[Message]:
+    """``332`` and ``333`` (who set it, when) for a room's topic."""
+    try:
+        when = str(int(datetime.fromisoformat(topic["ts"]).timestamp()))
+    except ValueError:
+        when = "0"
+    room = topic["room"]
+    return [
+        Message(n.RPL_TOPIC, (room, topic["topic"])),
+        Message(n.RPL_TOPICWHOTIME, (room, source(topic["nick"]), when)),
+    ]
 
 
 def _point(selector: str) -> tuple[int, int]:

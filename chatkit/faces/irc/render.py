@@ -211,6 +211,9 @@ def render(
             return [Message("PART", params, source(fields["nick"]), all_tags)]
         if kind == "nick":
             return [Message("NICK", (fields["new"],), source(fields["old"]), all_tags)]
+        if kind == "topic":
+            topic = (fields["room"], _safe(str(fields["topic"])))
+            return [Message("TOPIC", topic, source(fields["nick"]), all_tags)]
         if kind == "ping":
             return [Message("PING", (style.server,))]
         if kind == "pong":
