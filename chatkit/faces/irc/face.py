@@ -745,14 +745,15 @@ class IrcChannel:
             self.hub.allow_input(self.session, request)
             self.hub.request(self.session, request)
         except CommandError as exc:
-            with self._send_lock:
-                self.protocol.expect_history(None)
             if exc.code in ("not_in_room", "bad_usage", "no_such_room", "no_such_nick"):
                 self._fail("INVALID_TARGET", sub, target, text="Messages could not be retrieved")
             elif exc.code == "bad_frame":
                 self._fail("INVALID_PARAMS", sub, text=exc.text)
             else:
                 self._fail("MESSAGE_ERROR", sub, target, text=exc.text)
+        finally:
+            with self._send_lock:
+                self.protocol.expect_history(None)  # answered (or refused): no batch pending
 
     def _fail(self, code: str, *context: str, text: str) -> None:
         """A ``FAIL CHATHISTORY`` standard reply."""
