@@ -1,4 +1,9 @@
-"""A load generator for chat servers: chatkit's JSON protocol, or the baseline's text one.
+"""A load generator for chat servers: chatkit's JSON protocol, the baseline's text one, or IRC.
+
+IRC (``protocol="irc"``) is spoken the same way to chatkit's IRC face and to ngIRCd:
+``NICK``/``USER`` to register, ``JOIN #bench``, ``PRIVMSG #bench :text`` to send; a
+client answers the server's ``PING`` lines. A sender gets no copy of its own message
+(no ``echo-message``), so a message is expected by every member but its sender.
 
 It runs in its own process (asyncio; uvloop if installed), apart from the server it
 measures. Receivers only count line ends, at C speed; a few probe clients parse their
@@ -25,6 +30,7 @@ PROBES = 3  # clients that parse lines to measure latency
 STAMP = re.compile(rb"t=(\d+)")
 MAX_STEP_SECONDS = 120.0  # seconds a step may be stretched by its keep_going callback
 STORM_CONNECT_SECONDS = 60.0  # seconds the storm waits for its connections to be established
+IRC_ROOM = "#bench"  # the channel every IRC client joins
 
 
 @dataclass
@@ -62,8 +68,9 @@ class Step:
 class Client(asyncio.Protocol):
     """One connection: counts the lines it receives; probes also time them."""
 
-    def __init__(self, probe: bool, on_lost: Callable[[], None]) -> None:
+    def __init__(self, probe: bool, on_lost: Callable[[], None], irc: bool = False) -> None:
         self.probe = probe
+        self.irc = irc
         self.lines = 0
         self.latencies: list[float] = []
         self.transport: asyncio.Transport | None = None
@@ -78,6 +85,11 @@ class Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.lines += data.count(b"\n")
+        if self.irc and b"PING " in data:
+            for line in data.split(b"\n"):
+                if line.startswith(b"PING "):
+                    self.lines -= 1  # not a delivery
+                    self.write(b"PONG " + line[5:].rstrip(b"\r") + b"\r\n")
         if self.waiters:
             self.buffer += data
             for marker, future in list(self.waiters):
@@ -114,11 +126,24 @@ class Client(asyncio.Protocol):
 
 
 class Load:
-    """Connections to one server, speaking ``protocol`` ("json" for chatkit, "text" for the baseline)."""
+    """Connections to one server, speaking ``protocol`` ("json" for chatkit, "text" for the
+    baseline, "irc" for chatkit's IRC face and ngIRCd).
 
-    def __init__(self, host: str, port: int, protocol: str, payload: int = PAYLOAD) -> None:
+    ``stats_port``: where chatkit's JSON protocol answers ``/stats`` (the port itself
+    for "json"; ``None``: no server counters).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        protocol: str,
+        payload: int = PAYLOAD,
+        stats_port: int | None = None,
+    ) -> None:
         self.host, self.port, self.protocol = host, port, protocol
         self.payload = payload
+        self.stats_port = port if protocol == "json" else stats_port
         self.clients: list[Client] = []
         self.lost = 0
         self.stats_calls = 0
@@ -129,7 +154,7 @@ class Load:
     async def connect(self, nick: str, probe: bool = False, rcvbuf: int | None = None) -> Client:
         loop = asyncio.get_running_loop()
         transport, client = await loop.create_connection(
-            lambda: Client(probe, self._lost), self.host, self.port
+            lambda: Client(probe, self._lost, irc=self.protocol == "irc"), self.host, self.port
         )
         client.transport = transport  # uvloop may call connection_made later
         if rcvbuf:
@@ -139,10 +164,16 @@ class Load:
         if self.protocol == "json":
             waiter = client.wait_for(b'"welcome"')
             client.write(json.dumps({"type": "hello", "nick": nick}).encode() + b"\n")
+        elif self.protocol == "irc":
+            # Registered and in the channel: the end of its names list.
+            waiter = client.wait_for(f" 366 {nick} {IRC_ROOM} ".encode())
+            client.write(irc_login(nick) + f"JOIN {IRC_ROOM}\r\n".encode())
         else:
             waiter = client.wait_for(f"{nick} joined".encode())
             client.write(nick.encode() + b"\n")
-        await asyncio.wait_for(waiter, 30)
+        # IRC: every join goes to every member, so the last of C=1,000 joins waits for
+        # its share of C²/2 JOIN lines on a loaded machine; setup is not measured.
+        await asyncio.wait_for(waiter, 120 if self.protocol == "irc" else 30)
         return client
 
     async def connect_many(self, count: int, prefix: str, probes: int = 0) -> list[Client]:
@@ -161,13 +192,20 @@ class Load:
         text = stamp + "x" * max(0, self.payload - len(stamp))
         if self.protocol == "json":
             return b'{"type":"say","text":"' + text.encode() + b'"}\n'
+        if self.protocol == "irc":
+            return f"PRIVMSG {IRC_ROOM} :{text}\r\n".encode()
         return text.encode() + b"\n"
+
+    @property
+    def echo(self) -> bool:
+        """Whether a sender receives its own message (not on IRC: no echo-message)."""
+        return self.protocol != "irc"
 
     async def stats(self) -> dict[str, Any] | None:
         """The server's /stats counters (chatkit with the stats plugin), else None."""
-        if self.protocol != "json":
+        if self.stats_port is None:
             return None
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = await asyncio.open_connection(self.host, self.stats_port)
         self.stats_calls += 1
         writer.write(b'{"type":"hello","nick":"stats%d"}\n' % self.stats_calls)
         writer.write(b'{"type":"say","text":"/stats"}\n')
@@ -193,6 +231,11 @@ class Load:
         for c in self.clients:
             if c.transport is not None:
                 c.transport.close()
+
+
+def irc_login(nick: str) -> bytes:
+    """The lines that register ``nick`` on an IRC server."""
+    return f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode()
 
 
 async def run_step(
@@ -230,7 +273,7 @@ async def run_step(
             senders[sender].write(load.message(sender))
             step.sent += 1
         await asyncio.sleep(tick)
-    step.expected = step.sent * receivers
+    step.expected = step.sent * (receivers if load.echo else receivers - 1)
     # Wait for the backlog: until everything arrived, or nothing arrives for 2 s.
     last_count, last_change = load.received(), time.monotonic()
     while load.received() - received0 < step.expected:
@@ -296,12 +339,13 @@ async def fan_out(
     slow_consumer: bool = False,
     deadline: float | None = None,
     payload: int = PAYLOAD,
+    stats_port: int | None = None,
 ) -> FanOut:
     """C clients in one room, S of them sending at each rate in turn until the server fails.
 
     With ``slow_consumer``, one more client joins that never reads.
     """
-    load = Load(host, port, protocol, payload)
+    load = Load(host, port, protocol, payload, stats_port)
     result = FanOut(clients, senders, slow_consumer)
     try:
         members = await load.connect_many(clients, "c", probes=PROBES)
@@ -341,6 +385,15 @@ async def churn(host: str, port: int, protocol: str, workers: int, seconds: floa
                 while b'"welcome"' not in await reader.readline():
                     pass
                 writer.write(b'{"type":"say","text":"/quit"}\n')
+            elif protocol == "irc":
+                writer.write(irc_login(nick))
+                while True:
+                    line = await asyncio.wait_for(reader.readline(), 30)
+                    if not line:
+                        raise ConnectionError(f"{nick}: closed before 001")
+                    if b" 001 " in line:
+                        break
+                writer.write(b"QUIT\r\n")
             else:
                 writer.write(nick.encode() + b"\n")
                 while f"{nick} joined".encode() not in await reader.readline():

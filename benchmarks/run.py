@@ -3,6 +3,7 @@
     uv run python -m benchmarks.run            # the full suite (about 45 minutes)
     uv run python -m benchmarks.run --quick    # a smaller one (about 8 minutes)
     uv run python -m benchmarks.run --only history   # history off vs on
+    uv run python -m benchmarks.run --quick --only irc   # chatkit's IRC face beside ngIRCd
 
 Each scenario starts a fresh server (chatkit, then the baseline) pinned to core 0
 where ``taskset`` exists; this process, the load generator, pins itself to core 1.
@@ -20,6 +21,7 @@ import os
 import re
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +36,10 @@ from benchmarks import loadgen
 
 ROOT = Path(__file__).parent.parent
 SERVERS = ("chatkit", "baseline")
-SCENARIOS = ("fanout", "slow", "idle", "churn", "history", "storm", "overload")
+SCENARIOS = ("fanout", "slow", "idle", "churn", "history", "storm", "overload", "irc")
+# The IRC scenarios' servers: chatkit over its IRC face, and ngIRCd (Debian's ngircd),
+# both spoken to in IRC by the same generator. ngIRCd is left out if not installed.
+IRC_SERVERS = ("chatkit-irc", "ngircd")
 
 
 @dataclass
@@ -57,6 +62,9 @@ class Plan:
     overload_clients: int = 100
     overload_rate: int = 40_000  # msg/s offered: well beyond capacity (~14,000 at C=100)
     overload_seconds: float = 3.0
+    irc_fanout_clients: tuple[int, ...] = (100, 1000)
+    irc_rates: tuple[int, ...] = ()  # msg/s steps of the IRC fan-outs (default: rates)
+    irc_idle_clients: int = 1000  # each JOIN goes to every member: N² lines, so not 10,000
 
 
 RATES = (1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000)
@@ -69,13 +77,14 @@ FULL = Plan(
 )  # fmt: skip
 QUICK = Plan(
     (100,), RATES, 1.0, (500,), 10, 2.0, (1000,), history_rates=HISTORY_RATES, history_repeats=2,
-    storm_sizes=(5000,),
+    storm_sizes=(5000,), irc_rates=(250, 500, *RATES), irc_idle_clients=500,
 )  # fmt: skip
 # For the test that keeps the suite from rotting: every scenario, tiny and fast.
 TINY = Plan(
     (20,), (200, 400), 0.5, (20,), 4, 0.5, (200,), slow_seconds=0.5, slow_payload=64,
     history_rates=(200,), storm_sizes=(50,), storm_hold=0.3, storm_calm=0.3, storm_tail=0.3,
     overload_clients=20, overload_rate=2000, overload_seconds=0.5,
+    irc_fanout_clients=(20,), irc_idle_clients=20,
 )  # fmt: skip
 STORM_CHATTERS = 20  # clients in one room measured during a storm
 STORM_RATE = 200  # msg/s they send in all: 4,000 deliveries/s, light load
@@ -135,6 +144,120 @@ def running(kind: str) -> Iterator[tuple[str, int, int]]:
             proc.kill()
             proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+NGIRCD_CONF = """\
+# Written by benchmarks/run.py for one run; see docs/performance.md.
+[Global]
+Name = ngircd.bench
+Info = chatkit benchmark peer
+AdminInfo1 = benchmarks
+AdminEMail = bench@localhost
+Listen = 127.0.0.1
+Ports = {port}
+MotdPhrase = benchmark
+Network = bench
+PidFile = {workdir}/ngircd.pid
+[Limits]
+MaxConnections = 0
+MaxConnectionsIP = 0
+MaxJoins = 0
+MaxNickLength = 30
+# No penalty (flood) delays: 0 disables them altogether (ngIRCd 26).
+MaxPenaltyTime = 0
+PingTimeout = 600
+PongTimeout = 600
+[Options]
+DNS = no
+Ident = no
+PAM = no
+"""
+
+
+@contextmanager
+def running_irc(kind: str) -> Iterator[tuple[str, int, int, int | None]]:
+    """Start an IRC server of ``kind`` (see IRC_SERVERS); yield (host, IRC port, pid,
+    chatkit's JSON port for /stats or None); stop it."""
+    scratch = ROOT / "benchmarks" / "results"
+    scratch.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="chatkit-bench-", dir=scratch))
+    if kind == "ngircd":
+        port = free_port()
+        conf = workdir / "ngircd.conf"
+        conf.write_text(NGIRCD_CONF.format(port=port, workdir=workdir))
+        workdir.chmod(0o755)  # ngIRCd started as root runs as nobody
+        conf.chmod(0o644)
+        command = [NGIRCD, "--nodaemon", "--passive", "--config", str(conf)]
+    else:
+        command = [*server_command("chatkit", workdir), "--irc-port", "0"]
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        command = ["taskset", "-c", "0", *command]
+    # ngIRCd logs every connection to its stdout: a pipe nobody reads would fill and
+    # stop it, so its log goes to a file.
+    output = (workdir / "ngircd.log").open("w") if kind == "ngircd" else subprocess.PIPE
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=output,
+        stderr=subprocess.STDOUT if kind == "ngircd" else subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        if kind == "ngircd":
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None:
+                        break
+                    time.sleep(0.05)
+            else:
+                raise RuntimeError("ngircd did not start")
+            if proc.poll() is not None:
+                raise RuntimeError("ngircd did not start")
+            yield "127.0.0.1", port, proc.pid, None
+            return
+        json_port: int | None = None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            match = re.search(r"listening on (\S+):(\d+)", line)
+            if match:
+                json_port = int(match.group(2))
+            match = re.search(r"IRC: irc://(\S+):(\d+)", line)
+            if match:
+                yield match.group(1), int(match.group(2)), proc.pid, json_port
+                return
+        raise RuntimeError(f"{kind} server did not start")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if output is not subprocess.PIPE:
+            output.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+NGIRCD = shutil.which("ngircd") or "/usr/sbin/ngircd"
+
+
+def irc_servers() -> tuple[str, ...]:
+    """The IRC servers to measure: chatkit's IRC face, and ngIRCd where it is installed."""
+    if shutil.which("ngircd") or Path("/usr/sbin/ngircd").exists():
+        return IRC_SERVERS
+    print("ngircd is not installed: IRC scenarios measure chatkit alone", file=sys.stderr)
+    return IRC_SERVERS[:1]
 
 
 def rss_kib(pid: int) -> int:
@@ -272,6 +395,60 @@ def scenario_churn(plan: Plan) -> dict[str, Any]:
     return out
 
 
+def scenario_irc_fanout(plan: Plan, clients: int) -> dict[str, Any]:
+    """Fan-out over IRC: chatkit's IRC face, then ngIRCd, the same generator speaking IRC."""
+    out: dict[str, Any] = {}
+    for kind in irc_servers():
+        # No /stats: its JSON client would join #general, where chatkit's IRC clients
+        # are too, and its join and leave lines would count as deliveries.
+        with running_irc(kind) as (host, port, _pid, _stats_port):
+            out[kind] = run(
+                loadgen.fan_out(
+                    host, port, "irc", clients, rates=plan.irc_rates or plan.rates,
+                    seconds=plan.step_seconds,
+                )
+            ).to_dict()  # fmt: skip
+    return out
+
+
+def scenario_irc_idle(clients: int) -> dict[str, Any]:
+    """Server memory per idle IRC client, registered and in one channel."""
+    out: dict[str, Any] = {}
+    for kind in irc_servers():
+        with running_irc(kind) as (host, port, pid, _stats_port):
+            time.sleep(0.5)
+            before = rss_kib(pid)
+
+            async def hold(host: str = host, port: int = port) -> tuple[int, int]:
+                load = loadgen.Load(host, port, "irc")
+                await load.connect_many(clients, "idle")
+                await asyncio.sleep(1.0)
+                after = rss_kib(pid)
+                connected = len([c for c in load.clients if not c.closed])
+                load.close()
+                return connected, after
+
+            connected, after = run(hold())
+            out[kind] = {
+                "clients": clients,
+                "connected": connected,
+                "rss_before_kib": before,
+                "rss_after_kib": after,
+                "kib_per_client": round((after - before) / clients, 2),
+            }
+    return out
+
+
+def scenario_irc_churn(plan: Plan) -> dict[str, Any]:
+    """Connect, register (NICK/USER until 001), QUIT, in a loop."""
+    out: dict[str, Any] = {}
+    for kind in irc_servers():
+        with running_irc(kind) as (host, port, _pid, _stats_port):
+            rate = run(loadgen.churn(host, port, "irc", plan.churn_workers, plan.churn_seconds))
+            out[kind] = {"workers": plan.churn_workers, "cycles_per_s": round(rate, 1)}
+    return out
+
+
 def ratio(a: float, b: float, digits: int = 0) -> str:
     """``a ÷ b`` to two decimals, or to ``digits`` significant digits."""
     if not b:
@@ -284,13 +461,16 @@ def best_step(result: dict[str, Any], rate: int) -> dict[str, Any] | None:
 
 
 def report(results: dict[str, Any]) -> str:
-    lines = [
-        f"chatkit benchmarks, {results['mode']} run, {results['date']}",
-        "",
-        "| scenario | chatkit | baseline | chatkit ÷ baseline |",
-        "| --- | --- | --- | --- |",
-    ]
+    lines = [f"chatkit benchmarks, {results['mode']} run, {results['date']}", ""]
+    if any(not key.startswith("irc ") for key in results["scenarios"]):
+        lines += [
+            "| scenario | chatkit | baseline | chatkit ÷ baseline |",
+            "| --- | --- | --- | --- |",
+        ]
+    irc = {k: v for k, v in results["scenarios"].items() if k.startswith("irc ")}
     for key, value in results["scenarios"].items():
+        if key.startswith("irc "):
+            continue
         if key.startswith("fanout"):
             c, b = value["chatkit"], value["baseline"]
             lines.append(
@@ -386,13 +566,15 @@ def report(results: dict[str, Any]) -> str:
                 f"| {c['cycles_per_s']:,.0f} | {b['cycles_per_s']:,.0f} "
                 f"| {ratio(c['cycles_per_s'], b['cycles_per_s'])} |"
             )
+    if irc:
+        lines += ["", *irc_report(irc)]
     lines += [
         "",
         "Fan-out steps (rate msg/s → deliveries/s, complete, p50/p99/max ms, generator CPU):",
         "",
     ]
     for key, value in results["scenarios"].items():
-        if not (key.startswith(("fanout", "slow", "history"))):
+        if not (key.startswith(("fanout", "slow", "history", "irc fanout"))):
             continue
         for kind in value:
             for s in value[kind]["steps"]:
@@ -403,6 +585,50 @@ def report(results: dict[str, Any]) -> str:
                     f"dropped {s['dropped']}{'' if s['ok'] else ' ✗'}{flag}"
                 )
     return "\n".join(lines) + "\n"
+
+
+def irc_report(scenarios: dict[str, Any]) -> list[str]:
+    """The IRC table: chatkit's IRC face beside ngIRCd (n/a where ngIRCd was not run)."""
+    lines = [
+        "| IRC scenario | chatkit (IRC face) | ngIRCd | chatkit ÷ ngIRCd |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def row(what: str, c: str, g: str | None, share: str) -> None:
+        lines.append(f"| {what} | {c} | {g if g is not None else 'n/a'} | {share} |")
+
+    for key, value in scenarios.items():
+        c, g = value["chatkit-irc"], value.get("ngircd")
+        if key.startswith("irc fanout"):
+            gc = g["capacity"] if g else 0.0
+            row(
+                f"{key}: capacity, deliveries/s", f"{c['capacity']:,.0f}",
+                f"{gc:,.0f}" if g else None, ratio(c["capacity"], gc),
+            )  # fmt: skip
+            for rate in sorted({s["rate"] for s in c["steps"]} & {250, 1000, 2000}):
+                cs, gs = best_step(c, rate), (best_step(g, rate) if g else None)
+                if cs:
+                    row(
+                        f"{key}: p50/p99 latency at {rate} msg/s",
+                        f"{cs['p50_ms']}/{cs['p99_ms']} ms",
+                        f"{gs['p50_ms']}/{gs['p99_ms']} ms" if gs else None,
+                        f"{ratio(cs['p99_ms'], gs['p99_ms'])} (p99)" if gs else "n/a",
+                    )
+        elif key.startswith("irc idle"):
+            row(
+                f"{key}: server memory per idle client (registered, in one channel)",
+                f"{c['kib_per_client']} KiB ({c['connected']} held)",
+                f"{g['kib_per_client']} KiB ({g['connected']} held)" if g else None,
+                ratio(c["kib_per_client"], g["kib_per_client"]) if g else "n/a",
+            )
+        elif key.startswith("irc churn"):
+            row(
+                f"{key}: connect, NICK/USER until 001, QUIT; cycles/s ({c['workers']} workers)",
+                f"{c['cycles_per_s']:,.0f}",
+                f"{g['cycles_per_s']:,.0f}" if g else None,
+                ratio(c["cycles_per_s"], g["cycles_per_s"]) if g else "n/a",
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,6 +671,12 @@ def main(argv: list[str] | None = None) -> int:
             scenarios[f"storm idle N={n}"] = lambda n=n: scenario_storm(plan, n, idle=True)  # type: ignore[misc]
     if "overload" in only:
         scenarios[f"overload C={plan.overload_clients}"] = lambda: scenario_overload(plan)
+    if "irc" in only:
+        for c in plan.irc_fanout_clients:
+            scenarios[f"irc fanout C={c}"] = lambda c=c: scenario_irc_fanout(plan, c)  # type: ignore[misc]
+        n_idle = plan.irc_idle_clients
+        scenarios[f"irc idle N={n_idle}"] = lambda: scenario_irc_idle(n_idle)
+        scenarios["irc churn"] = lambda: scenario_irc_churn(plan)
     results: dict[str, Any] = {
         "mode": "tiny" if args.tiny else "quick" if args.quick else "full",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

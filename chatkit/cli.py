@@ -487,6 +487,7 @@ def _faces(config: Config, irc_port: int | None, web_port: int | None = None) ->
                 port=port,
                 server_name=irc.get("server_name", SERVER_NAME),
                 network=irc.get("network", NETWORK_NAME),
+                operators=irc.get("operators", {}),
             )
         )
     web = config.faces.get("web", {})

@@ -144,6 +144,11 @@ _LINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "join": lambda f: f"* {f['nick']} joined {f['room']}",
     "leave": _leave,
     "nick": lambda f: f"* {f['old']} is now known as {f['new']}",
+    "topic": lambda f: (
+        f"* {f['nick']} set the topic of {f['room']}: {f['topic']}"
+        if f["topic"]
+        else f"* {f['nick']} cleared the topic of {f['room']}"
+    ),
     "history": _history,
     "reply": lambda f: str(f["text"]),
     "notice": lambda f: f"*** {f['text']}",

@@ -176,7 +176,7 @@ _SERVER_KEYS = {
 }
 LOG_FORMATS = ("text", "json")
 _FACE_KEYS: dict[str, dict[str, type]] = {
-    "irc": {"host": str, "port": int, "server_name": str, "network": str},
+    "irc": {"host": str, "port": int, "server_name": str, "network": str, "operators": dict},
     "web": {"host": str, "port": int, "origins": list, "allow_no_origin": bool},
 }
 
@@ -294,6 +294,9 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
                     _check_type(f"{where}[faces.{name}] origins items", item, str)
             if key in ("server_name", "network") and (not value or " " in value):
                 raise UsageError(f"{where}[faces.{name}] {key} must be one word, not {value!r}")
+            if key == "operators":
+                for who, password in value.items():
+                    _check_type(f"{where}[faces.{name}.operators] {who}", password, str)
         config.faces[name] = dict(table)
     return config
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["Hub", "message_frame", "valid_nick", "valid_room"]
 
 _NICK_EXTRA = set("_-.[]{}|^`")
+MAX_TOPIC = 390  # characters of a room's topic (IRC's TOPICLEN on most networks)
 
 
 def valid_nick(nick: str, max_len: int) -> str | None:
@@ -121,6 +122,9 @@ class Room:
         self.lane = Lane(name, self.members.values())
         """Deliveries to the room waiting for their turn, in id order (chatkit.lanes).
         A room with entries here is kept even when it has no members."""
+        self.topic: dict[str, str] | None = None
+        """The room's topic (the ``topic`` frame's fields), or ``None``. Kept in memory
+        while the room exists."""
 
 
 class Hub:
@@ -217,6 +221,17 @@ class Hub:
         """Every room with its number of members, sorted by name."""
         with self._lock:
             return {r.name: len(r.members) for r in sorted(self._rooms.values(), key=_room_key)}
+
+    def topic(self, room: str) -> dict[str, str] | None:
+        """The topic of ``room``: ``{"room", "topic", "nick", "ts"}`` (who set it, when),
+        or ``None`` if it has none or there is no such room.
+
+        Takes no lock (a face calls it while rendering a join, under the hub's lock): it
+        reads two references, and a topic is replaced, never changed in place.
+        """
+        found = self._rooms.get(_key(room))
+        topic = None if found is None else found.topic
+        return None if topic is None else dict(topic)
 
     # -- what a face calls for its clients' events ----------------------------------
 
@@ -388,6 +403,23 @@ class Hub:
             wake = self._leave(session, name, reason, announce=True, tell_self=True)
         self._wake_if(wake)
         self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason)
+
+    def set_topic(self, session: Session, room: str, text: str) -> None:
+        """Set the topic of ``room`` (a member only; ``""`` clears it) and send the
+        ``topic`` frame to every member. Raises :class:`CommandError` ``not_in_room``,
+        or ``bad_text`` for a topic over 390 characters or of several lines."""
+        text = text.strip()
+        if len(text) > MAX_TOPIC or "\n" in text:
+            raise CommandError(f"a topic is one line of at most {MAX_TOPIC} characters", "bad_text")
+        with self._lock:
+            name = session.rooms.get(_key(room))
+            if name is None:
+                raise CommandError(f"you are not in {room}", "not_in_room")
+            found = self._rooms[_key(name)]
+            fields = {"room": name, "topic": text, "nick": session.nick or "", "ts": utc_now()}
+            found.topic = fields if text else None
+            wake = self._fanout(Frame("topic", **fields), found.members.values())
+        self._wake_if(wake)
 
     def _admit(self, session: Session, room: str) -> bool | None:
         """Deliver a join: add ``session`` to ``room`` and queue the ``join`` to every

@@ -73,11 +73,13 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "sessions",
             "who",
             "rooms",
+            "topic",
             "say",
             "private",
             "join",
             "part",
             "rename",
+            "set_topic",
             "announce",
         ],
         # the faces' and the server's side: they call these for each connection and at startup

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
+SCENARIOS = ("fanout", "slow", "idle", "churn", "history", "storm", "overload", "irc")
 
 
 # Its own bound, the subprocess's: the suite's 60 s default is too tight for a tiny
@@ -19,7 +21,8 @@ def test_the_suite_runs_every_scenario_against_both_servers(tmp_path: Path) -> N
     """benchmarks.run measures chatkit and the baseline in every scenario and prints the table."""
     out = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--tiny", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.run", "--tiny", "--json", str(out)]
+        + [f"--only={name}" for name in SCENARIOS if name != "irc"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -69,3 +72,29 @@ def test_the_suite_runs_every_scenario_against_both_servers(tmp_path: Path) -> N
         result.stdout
     )
     assert "overload C=20: readers disconnected" in result.stdout
+
+
+def test_the_irc_scenarios_speak_irc_to_chatkit_and_to_ngircd(tmp_path: Path) -> None:
+    """benchmarks.run --only irc: the generator registers, joins and chats over IRC with
+    chatkit's IRC face, and with ngIRCd beside it where ngIRCd is installed."""
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--tiny", "--only", "irc", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| IRC scenario | chatkit (IRC face) | ngIRCd | chatkit ÷ ngIRCd |" in result.stdout
+    scenarios = json.loads(out.read_text())["scenarios"]
+    assert set(scenarios) == {"irc fanout C=20", "irc idle N=20", "irc churn"}
+    kinds = ["chatkit-irc"] + (["ngircd"] if shutil.which("ngircd") else [])
+    for kind in kinds:
+        step = scenarios["irc fanout C=20"][kind]["steps"][0]
+        assert step["rate"] == 200 and step["sent"] > 0
+        assert step["expected"] == step["sent"] * 19  # no echo: everyone but the sender
+        assert step["complete"] >= 0.99 and step["p99_ms"] > 0
+        assert scenarios["irc idle N=20"][kind]["connected"] == 20
+        assert scenarios["irc churn"][kind]["cycles_per_s"] > 0
+    assert set(scenarios["irc churn"]) == set(kinds)

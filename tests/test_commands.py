@@ -30,6 +30,7 @@ def test_help_lists_every_command_with_its_plugin(chat_client: Connect) -> None:
         "quit": "session",
         "rooms": "rooms",
         "who": "rooms",
+        "topic": "rooms",
     }
     assert "/msg NICK TEXT" in reply["text"]
 

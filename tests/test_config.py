@@ -80,6 +80,8 @@ def test_a_full_config_file(tmp_path: Path) -> None:
         ("[faces.irc]\nprot = 1\n", "unknown key faces.irc.prot"),
         ('[faces.irc]\nport = "6667"\n', "[faces.irc] port must be an integer"),
         ('[faces.irc]\nnetwork = "my net"\n', "[faces.irc] network must be one word"),
+        ("[faces.irc]\noperators = 1\n", "[faces.irc] operators must be a table"),
+        ("[faces.irc.operators]\nroot = 1\n", "[faces.irc.operators] root must be a string"),
     ],
 )
 def test_bad_config_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:

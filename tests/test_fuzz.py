@@ -73,12 +73,36 @@ FRAMES = st.fixed_dictionaries(
     {"type": TYPES},
     optional={
         name: JSON_VALUES | STRINGS
-        for name in ("text", "room", "nick", "with", "before", "limit", "since")
+        for name in (
+            "text",
+            "room",
+            "nick",
+            "with",
+            "before",
+            "after",
+            "around",
+            "oldest",
+            "limit",
+            "since",
+        )
     },
 )
 COMMANDS = st.tuples(
     st.sampled_from(
-        ["help", "msg", "me", "join", "part", "rooms", "who", "nick", "quit", "ping", "history"]
+        [
+            "help",
+            "msg",
+            "me",
+            "join",
+            "part",
+            "rooms",
+            "who",
+            "topic",
+            "nick",
+            "quit",
+            "ping",
+            "history",
+        ]
     ),
     STRINGS,
 ).map(lambda c: f"/{c[0]} {c[1]}")

@@ -160,6 +160,31 @@ def test_history_frame_scrolls_back_with_before(
     assert seen == [f"m{i}" for i in range(12)]
 
 
+def test_history_frame_after_around_and_oldest(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """`after` bounds a page from below, `oldest` takes its first messages instead of its
+    last, `around` centres a page on a message; pages always come oldest first."""
+    server = chat_server_factory(disable=["flood"])
+    alice = chat_client(server, "alice")
+    for i in range(10):
+        alice.say(f"m{i}")
+    ids = [frame["id"] for frame in alice.sync() if frame["type"] == "message"]
+
+    def page(**fields: Any) -> list[str]:
+        alice.send({"type": "history", "room": "#general", **fields})
+        return [t for _, t, _ in messages(alice.sync())]
+
+    assert page(after=ids[5], limit=2) == ["m8", "m9"]
+    assert page(after=ids[5], limit=2, oldest=True) == ["m6", "m7"]
+    assert page(after=ids[1], before=ids[4], limit=9, oldest=True) == ["m2", "m3"]
+    assert page(around=ids[5], limit=3) == ["m4", "m5", "m6"]
+    alice.send({"type": "history", "around": ids[5], "before": ids[6]})
+    assert "'around' goes alone" in alice.expect("error", code="bad_frame")["text"]
+    alice.send({"type": "history", "oldest": 1})
+    assert "'oldest' must be true or false" in alice.expect("error")["text"]
+
+
 @pytest.mark.parametrize(
     ("request_", "code", "text"),
     [
@@ -169,6 +194,8 @@ def test_history_frame_scrolls_back_with_before(
         ({"before": "x"}, "bad_frame", "'before' must be a message id"),
         ({"before": True}, "bad_frame", "'before' must be a message id"),
         ({"before": 2**64}, "bad_frame", "'before' must be a message id"),
+        ({"after": -1}, "bad_frame", "'after' must be a message id"),
+        ({"around": "x"}, "bad_frame", "'around' must be a message id"),
         ({"room": "#general", "with": "bob"}, "bad_frame", "not both"),
         ({"room": 5}, "bad_frame", "strings"),
         ({"room": "general"}, "bad_frame", "must start with '#'"),

@@ -306,7 +306,7 @@ def test_list_plugins_covers_every_builtin() -> None:
     rows = {r.name: r for r in list_plugins()}
     assert rows["help"].default == "essential"
     assert rows["rooms"].default == "default"
-    assert rows["rooms"].commands == ["join", "part", "rooms", "who"]
+    assert rows["rooms"].commands == ["join", "part", "rooms", "topic", "who"]
     assert rows["log"].hooks == sorted(rows["log"].hooks)
     assert "chatkit_on_join" in rows["log"].hooks
     assert all(r.error is None for r in rows.values() if r.origin == "builtin")

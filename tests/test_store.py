@@ -64,6 +64,20 @@ def test_pages_are_oldest_first_and_say_whether_there_is_more(tmp_path: Path) ->
     store.close()
 
 
+def test_pages_from_the_oldest_end_of_a_range(tmp_path: Path) -> None:
+    """With `oldest`, the first `limit` rows above `after` (and below `before`), still in
+    order, and whether later ones are left (CHATHISTORY AFTER and BETWEEN)."""
+    store = MessageStore(tmp_path / "h.db")
+    for i in range(1, 11):
+        store.add(message(i))
+    assert [m.id for m in store.room_page("#r", after=3, limit=2, oldest=True)[0]] == [4, 5]
+    assert store.room_page("#r", after=3, limit=2, oldest=True)[1] is True
+    page, more = store.room_page("#r", after=3, before=6, limit=5, oldest=True)
+    assert [m.id for m in page] == [4, 5] and not more
+    assert [m.id for m in store.room_page("#r", after=7, limit=5)[0]] == [8, 9, 10]
+    store.close()
+
+
 def test_a_new_file_gets_the_current_schema_and_our_application_id(tmp_path: Path) -> None:
     """PRAGMA user_version is the schema version; application_id marks the file as ours."""
     MessageStore(tmp_path / "h.db").close()

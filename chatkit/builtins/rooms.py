@@ -1,4 +1,4 @@
-"""/join, /part, /rooms and /who: moving between rooms and seeing who is there."""
+"""/join, /part, /rooms, /who and /topic: moving between rooms and seeing who is there."""
 
 from __future__ import annotations
 
@@ -39,6 +39,25 @@ def who_command(ctx: CommandContext) -> None:
     ctx.reply(f"{room} ({len(nicks)}): {', '.join(nicks)}", room=room, nicks=nicks)
 
 
+def topic_command(ctx: CommandContext) -> None:
+    """``/topic`` shows the current room's topic; ``/topic TEXT`` sets it, ``/topic -``
+    clears it (``/topic #room ...`` for another room you are in)."""
+    room, args = ctx.room, ctx.args
+    if args.startswith("#"):
+        room, _, args = args.partition(" ")
+    if not room:
+        raise CommandError("you are in no room; name one: /topic #room", "not_in_room")
+    if not args.strip():
+        topic = ctx.hub.topic(room)
+        if topic is None:
+            ctx.reply(f"{room} has no topic", room=room, topic=None)
+        else:
+            who = f"set by {topic['nick']}, {topic['ts']}"
+            ctx.reply(f"topic of {topic['room']}: {topic['topic']} ({who})", **topic)
+        return
+    ctx.hub.set_topic(ctx.client, room, "" if args.strip() == "-" else args)
+
+
 @hookimpl
 def chatkit_register_commands(register: Register) -> None:
     register(
@@ -50,3 +69,9 @@ def chatkit_register_commands(register: Register) -> None:
     register("part", part_command, help="leave a room", usage="[#ROOM] [REASON]")
     register("rooms", rooms_command, help="list the rooms")
     register("who", who_command, help="list who is in a room", usage="[#ROOM]")
+    register(
+        "topic",
+        topic_command,
+        help="show or set a room's topic ('-' clears it)",
+        usage="[#ROOM] [TEXT|-]",
+    )

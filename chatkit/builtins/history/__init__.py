@@ -31,6 +31,7 @@ import hashlib
 import logging
 import re
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -268,7 +269,7 @@ class History:
         target = words[0] if words else ctx.room
         if target is None:
             raise CommandError("you are in no room; /history #room or /history NICK", "not_in_room")
-        self._send_page(ctx.client, target, None, limit)
+        self._send_page(ctx.client, target, Page(limit))
 
     @hookimpl
     def chatkit_handle_request(self, client: Session, request: Request) -> bool | Reject | None:
@@ -278,61 +279,109 @@ class History:
             return Reject("log in first: send a hello frame", "not_logged_in")
         fields = request.fields
         room, other = fields.get("room"), fields.get("with")
-        before, limit = fields.get("before"), fields.get("limit", self.page)
+        limit = fields.get("limit", self.page)
         if room is not None and other is not None:
             return Reject("history: give 'room' or 'with', not both", "bad_frame")
         target = room if room is not None else other if other is not None else client.current_room
         if not isinstance(target, str):
             return Reject("history: 'room' and 'with' are strings", "bad_frame")
-        if before is not None and (not _is_int(before) or not 0 < before <= MAX_ID):
-            return Reject("history: 'before' must be a message id", "bad_frame")
+        page = Page(limit=0)
+        for key in ("before", "after", "around"):
+            value = fields.get(key)
+            if value is not None and (not _is_int(value) or not 0 < value <= MAX_ID):
+                return Reject(f"history: '{key}' must be a message id", "bad_frame")
+            setattr(page, key, value)
+        oldest = fields.get("oldest", False)
+        if not isinstance(oldest, bool):
+            return Reject("history: 'oldest' must be true or false", "bad_frame")
+        if page.around is not None and (page.before, page.after, oldest) != (None, None, False):
+            return Reject("history: 'around' goes alone", "bad_frame")
+        page.oldest = oldest
         if not _is_int(limit) or not 1 <= limit <= self.max_page:
             return Reject(f"history: 'limit' must be 1 to {self.max_page}", "bad_frame")
+        page.limit = limit
         if room is not None and not room.startswith("#"):
             return Reject("history: 'room' must start with '#'", "bad_frame")
         try:
-            self._send_page(client, target, before, limit)
+            self._send_page(client, target, page)
         except CommandError as exc:
             return Reject(exc.text, exc.code)
         return True
 
     def _frames(
-        self, client: Session, messages: list[Message], more: bool, **where: str
+        self,
+        client: Session,
+        messages: list[Message],
+        more: bool,
+        oldest: bool = False,
+        **where: str,
     ) -> list[Frame]:
-        """History frames for the newest of ``messages`` that fit in ``page_bytes``,
-        oldest first, and the closing ``history`` frame."""
+        """History frames for the newest (``oldest``: the oldest) of ``messages`` that
+        fit in ``page_bytes``, oldest first, and the closing ``history`` frame."""
         frames: list[Frame] = []
         size = 0
-        for message in reversed(messages):
+        for message in messages if oldest else reversed(messages):
             frame = message_frame(message, history=True)
             size += len(frame.encode(client.codec))
             if size > self.page_bytes and frames:
                 more = True  # the rest is for the next page
                 break
             frames.append(frame)
-        frames.reverse()
+        if not oldest:
+            frames.reverse()
         frames.append(Frame("history", **where, count=len(frames), more=more))
         return frames
 
-    def _send_page(self, client: Session, target: str, before: int | None, limit: int) -> None:
+    def _send_page(self, client: Session, target: str, page: Page) -> None:
         """Send a page of a room's (``#name``) or a private conversation's history."""
         try:
             if target.startswith("#"):
                 room = client.rooms.get(fold(target))
                 if room is None:
                     raise CommandError(f"you are not in {target}; /join it first", "not_in_room")
-                messages, more = self._store.room_page(room, before=before, limit=limit)
-                frames = self._frames(client, messages, more, room=room)
+                where = {"room": room}
+
+                def read(**bounds: Any) -> tuple[list[Message], bool]:
+                    return self._store.room_page(room, **bounds)
+
             else:
                 if valid_nick(target, self.max_nick):
                     raise CommandError(f"no such room or nick: {target!r}", "bad_usage")
                 me = client.nick or ""
-                messages, more = self._store.private_page(me, target, before=before, limit=limit)
-                frames = self._frames(client, messages, more, **{"with": target})
+                where = {"with": target}
+
+                def read(**bounds: Any) -> tuple[list[Message], bool]:
+                    return self._store.private_page(me, target, **bounds)
+
+            if page.around is not None:
+                # The message (or the time) in the middle: as many before it as after.
+                older, more = read(upto=page.around, limit=page.limit - page.limit // 2)
+                newer, _ = read(after=page.around, limit=page.limit // 2, oldest=True)
+                messages, oldest = older + newer, False
+            else:
+                messages, more = read(
+                    before=page.before, after=page.after, limit=page.limit, oldest=page.oldest
+                )
+                oldest = page.oldest
+            frames = self._frames(client, messages, more, oldest, **where)
         except StoreError as exc:
             raise CommandError(str(exc), "internal_error") from None
         for frame in frames:
             client.send(frame)
+
+
+@dataclass
+class Page:
+    """Which messages a history request asks for (ids are exclusive bounds)."""
+
+    limit: int
+    before: int | None = None
+    after: int | None = None
+    around: int | None = None
+    """The middle of the page: up to half the page up to it (itself included), the
+    rest after it."""
+    oldest: bool = False
+    """Take the first ``limit`` messages of the range, not the last."""
 
 
 def _is_int(value: Any) -> bool:

@@ -359,37 +359,57 @@ class MessageStore:
         upto: int | None = None,
         after: int | None = None,
         limit: int,
+        oldest: bool = False,
     ) -> tuple[list[Message], bool]:
         """The last ``limit`` messages of ``room`` with ids below ``before``, up to
         ``upto`` and above ``after``, oldest first, and whether there are earlier ones
-        (above ``after``)."""
-        return self._page(fold(room), before, upto, limit, after)
+        (above ``after``). With ``oldest``, the first ``limit`` of them instead, and
+        whether there are later ones (below ``before``)."""
+        return self._page(fold(room), before, upto, limit, after, oldest)
 
     def private_page(
-        self, a: str, b: str, *, before: int | None = None, limit: int
+        self,
+        a: str,
+        b: str,
+        *,
+        before: int | None = None,
+        upto: int | None = None,
+        after: int | None = None,
+        limit: int,
+        oldest: bool = False,
     ) -> tuple[list[Message], bool]:
         """Like :meth:`room_page`, for the private messages between nicks ``a`` and ``b``."""
-        return self._page(private_conversation(a, b), before, None, limit)
+        return self._page(private_conversation(a, b), before, upto, limit, after, oldest)
 
     def _page(
-        self, conv: str, before: int | None, upto: int | None, limit: int, after: int | None = None
+        self,
+        conv: str,
+        before: int | None,
+        upto: int | None,
+        limit: int,
+        after: int | None = None,
+        oldest: bool = False,
     ) -> tuple[list[Message], bool]:
         high = min(
             before - 1 if before is not None else MAX_ID, upto if upto is not None else MAX_ID
         )
         low = after if after is not None else -1
+        order = "ASC" if oldest else "DESC"
         try:
             with self._read_lock:
                 rows = self._read_db.execute(
                     f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND id <= ? AND id > ?"
-                    " ORDER BY id DESC LIMIT ?",
+                    f" ORDER BY id {order} LIMIT ?",
                     (conv, high, low, limit + 1),
                 ).fetchall()
         except sqlite3.Error as exc:
             log.error("cannot read the history database %s: %s", self.path, exc)
             raise StoreError(NOT_READ) from exc
         more = len(rows) > limit
-        return [_message(row) for row in reversed(rows[:limit])], more
+        rows = rows[:limit]
+        if not oldest:
+            rows.reverse()
+        return [_message(row) for row in rows], more
 
     # -- the writer thread -------------------------------------------------------
 

@@ -15,20 +15,41 @@ frames naming the IRC command and target, which the protocol turns into numerics
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
+import logging
 import re
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chatkit import names
 from chatkit.errors import CommandError
-from chatkit.events import Hello, Say
+from chatkit.events import MAX_ID, Hello, Request, Say
 from chatkit.faces.irc import numerics as n
 from chatkit.faces.irc.message import Message
-from chatkit.faces.irc.protocol import Closed, Command, IrcProtocol, Register, names_lines
-from chatkit.faces.irc.render import USER_HOST, CodecCache, Style, encode_lines, notices
+from chatkit.faces.irc.protocol import (
+    CAPABILITIES,
+    CHATHISTORY_CAP,
+    Closed,
+    Command,
+    IrcProtocol,
+    Register,
+    names_lines,
+)
+from chatkit.faces.irc.render import (
+    MULTILINE,
+    USER_HOST,
+    CodecCache,
+    Style,
+    encode_lines,
+    notices,
+    source,
+)
 from chatkit.frames import Frame
+from chatkit.hub import MAX_TOPIC
 from chatkit.protocol import RemoteProtocolError, clean_text
 from chatkit.version import __version__
 
@@ -39,15 +60,18 @@ if TYPE_CHECKING:
     from chatkit.hub import Hub
     from chatkit.session import Session
 
-__all__ = ["IrcChannel", "IrcFace"]
+__all__ = ["IrcChannel", "IrcFace", "check_password"]
+
+log = logging.getLogger(__name__)
 
 SERVER_NAME = "chatkit.local"  # the server's name in numerics, unless configured
 NETWORK_NAME = "chatkit"  # the network's name (001, NETWORK=), unless configured
 MAX_TARGETS = 4  # targets of one PRIVMSG or NOTICE (ISUPPORT TARGMAX); more are ignored
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
-CHAN_MODES = "+nt"  # what every chat room is, in IRC's terms: no messages from outside, and
-# nobody sets a topic
+MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
+CHAN_MODES = "+n"  # what every chat room is, in IRC's terms: no messages from outside (and,
+# no +t, any member sets the topic)
 # mIRC formatting (bold, colours, italics, reverse, reset ...): stripped from what IRC
 # users say, since the other faces' clients would show them as U+FFFD.
 _FORMATTING = re.compile(
@@ -68,6 +92,7 @@ class IrcFace:
         *,
         server_name: str = SERVER_NAME,
         network: str = NETWORK_NAME,
+        operators: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         """Address to listen on; ``None``: the server's."""
@@ -77,6 +102,8 @@ class IrcFace:
         """The server's name, as IRC clients see it (the source of numerics)."""
         self.network = network
         """The network's name (``001``, ISUPPORT ``NETWORK``)."""
+        self.operators = dict(operators or {})
+        """``OPER`` names and their passwords (plain, or ``sha256:HEX``)."""
         self.codecs = CodecCache()
         """One codec per set of byte-changing capabilities in use."""
         self.started = time.time()
@@ -109,12 +136,41 @@ class IrcFace:
             f"NETWORK={self.network}",
             f"NICKLEN={limits.max_nick}",
             "PREFIX=(ov)@+",
+            f"TOPICLEN={MAX_TOPIC}",
             f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS}",
             "UTF8ONLY",
         ]
-        if hub.commands.get("history") is not None:
-            tokens.append("MSGREFTYPES=msgid")
-        return tokens
+        if history_on(hub):
+            tokens.append(f"CHATHISTORY={history_limit(hub)}")
+            tokens.append("MSGREFTYPES=msgid,timestamp")
+        return sorted(tokens)
+
+    def capabilities(self, hub: Hub) -> tuple[str, ...]:
+        """The capabilities ``CAP LS`` offers with ``hub``'s plugins and limits."""
+        limits = hub.config.limits
+        multiline = f"{MULTILINE}=max-bytes={limits.max_line},max-lines={limits.max_message_lines}"
+        history = (CHATHISTORY_CAP,) if history_on(hub) else ()
+        return (*CAPABILITIES, *history, multiline)
+
+
+def history_on(hub: Hub) -> bool:
+    """Whether the history plugin (or one like it) answers ``history`` requests."""
+    return hub.commands.get("history") is not None
+
+
+def history_limit(hub: Hub) -> int:
+    """The most messages one ``CHATHISTORY`` returns: the history plugin's ``max_page``."""
+    value = hub.config.plugin_settings("history").get("max_page", MAX_PAGE)
+    return value if isinstance(value, int) and value > 0 else MAX_PAGE
+
+
+def check_password(given: str, stored: str) -> bool:
+    """Whether ``given`` is the password ``stored`` in the config: plain text, or
+    ``sha256:`` and the hex SHA-256 of it. Compared in constant time."""
+    if stored.startswith("sha256:"):
+        digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).hexdigest()
+        return hmac.compare_digest(digest, stored[7:].strip().lower())
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), stored.encode())
 
 
 @functools.lru_cache(maxsize=256)
@@ -140,6 +196,7 @@ class IrcChannel:
             client_host=link.address[0],
             version=f"chatkit-{__version__}",
             created=datetime.fromtimestamp(face.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            capabilities=face.capabilities(hub),
         )
         """The connection's sans-I/O protocol state."""
         # Synchronize send(): frames for this client alone come from its reader and
@@ -149,6 +206,8 @@ class IrcChannel:
         self._send_lock = threading.Lock()
         self._style: Style = self.protocol.style
         link.codec = face.codecs.get(self._style)  # fan-outs encode in it from the start
+        self._multiline: _Multiline | None = None  # a draft/multiline batch coming in
+        self._dropping: str | None = None  # a refused batch's reference: its lines are dropped
         self.modes: set[str] = set()
         """The client's user modes (only ``i``, which changes nothing here)."""
         session.data["irc"] = {"realname": "", "away": None}
@@ -157,7 +216,16 @@ class IrcChannel:
 
     def encode(self, frame: Frame) -> bytes:
         with self._send_lock:
-            return self.protocol.send(frame)
+            data = self.protocol.send(frame)
+            if frame.type == "join" and "members" in frame.fields:
+                # The client's own join: the topic follows its names list, if set.
+                topic = self.hub.topic(str(frame.fields.get("room")))
+                if topic is not None:
+                    data += self.protocol.send(Frame("irc", messages=_topic_lines(topic)))
+            if frame.type == "notice" and self.hub.closing:
+                # The server's shutdown notice: IRC clients also expect ERROR.
+                data += self.protocol.send(Frame("irc_close", text="Server shutting down"))
+            return data
 
     def receive(self, data: bytes) -> bool:
         protocol, link = self.protocol, self.link
@@ -200,6 +268,11 @@ class IrcChannel:
         command = message.command
         if session.unsettled and command not in ("PRIVMSG", "NOTICE"):
             hub.settle(session)  # answers come in the order of the lines
+        if command == "BATCH" or (
+            "batch" in message.tags and (self._multiline is not None or self._dropping)
+        ):
+            self.batch(message)
+            return
         handler = _HANDLERS.get(command)
         try:
             if handler is not None:
@@ -256,7 +329,9 @@ class IrcChannel:
         self.session.send(Frame("irc_close", text=text))
         self.session.disconnect(f"quit: {reason}" if reason else "quit")
 
-    def privmsg(self, params: tuple[str, ...], command: str = "PRIVMSG") -> None:
+    def privmsg(
+        self, params: tuple[str, ...], command: str = "PRIVMSG", newlines: bool = False
+    ) -> None:
         notice = command == "NOTICE"
         if not params or not params[0]:
             if not notice:
@@ -276,7 +351,9 @@ class IrcChannel:
                 continue
             try:
                 try:
-                    clean = clean_text(_FORMATTING.sub("", text), bidi=hub.config.bidi)
+                    clean = clean_text(
+                        _FORMATTING.sub("", text), newlines=newlines, bidi=hub.config.bidi
+                    )
                 except RemoteProtocolError as exc:
                     raise CommandError(exc.text, exc.code) from None
                 if not clean.strip():
@@ -292,6 +369,67 @@ class IrcChannel:
                     hub.private(session, target, clean, action=action)
             except CommandError as exc:
                 self.fail(command, target, exc)
+
+    def batch(self, message: Message) -> None:
+        """A client's ``draft/multiline`` batch: ``BATCH +ref draft/multiline target``,
+        PRIVMSGs (or NOTICEs) tagged ``batch=ref``, ``BATCH -ref``: one chat message
+        of several lines (``draft/multiline-concat`` joins a line to the one before)."""
+        limits = self.hub.config.limits
+        params, open_ = message.params, self._multiline
+        if message.command == "BATCH":
+            ref = params[0] if params else ""
+            if self._dropping is not None and ref == f"-{self._dropping}":
+                self._dropping = None
+                return
+            if ref.startswith("+") and len(ref) > 1:
+                if MULTILINE not in self.protocol.caps or len(params) < 3 or params[1] != MULTILINE:
+                    self._batch_fail("MULTILINE_INVALID", text="Only draft/multiline batches")
+                elif open_ is not None:
+                    self._batch_fail("MULTILINE_INVALID", text="A batch is already open")
+                else:
+                    self._multiline = _Multiline(ref[1:], params[2])
+                return
+            if open_ is None or ref[1:] != open_.ref or not ref.startswith("-"):
+                self._batch_fail("MULTILINE_INVALID", text="No such batch")
+                return
+            self._multiline = None
+            text = "".join(
+                ("" if concat or i == 0 else "\n") + line
+                for i, (line, concat) in enumerate(open_.lines)
+            )
+            if open_.command is not None and text.strip():
+                self.privmsg((open_.target, text), open_.command, newlines=True)
+            return
+        if self._dropping is not None and message.tags.get("batch") == self._dropping:
+            return
+        if open_ is None or message.tags.get("batch") != open_.ref:
+            self._batch_fail("MULTILINE_INVALID", text="Lines of another batch")
+            return
+        command = message.command
+        if (
+            command not in ("PRIVMSG", "NOTICE")
+            or len(params) < 2
+            or names.fold(params[0]) != names.fold(open_.target)
+            or open_.command not in (None, command)
+        ):
+            self._multiline, self._dropping = None, open_.ref
+            self._batch_fail(
+                "MULTILINE_INVALID_TARGET", open_.target, text="Not a PRIVMSG to the target"
+            )
+            return
+        open_.command = command
+        open_.lines.append((params[1], "draft/multiline-concat" in message.tags))
+        open_.size += len(params[1].encode()) + 1
+        if open_.size > limits.max_line:
+            self._multiline, self._dropping = None, open_.ref
+            self._batch_fail("MULTILINE_MAX_BYTES", str(limits.max_line), text="Too many bytes")
+        elif len(open_.lines) > limits.max_message_lines:
+            self._multiline, self._dropping = None, open_.ref
+            limit = str(limits.max_message_lines)
+            self._batch_fail("MULTILINE_MAX_LINES", limit, text="Too many lines")
+
+    def _batch_fail(self, code: str, *context: str, text: str) -> None:
+        self.send(Message("FAIL", ("BATCH", code, *context, text), self.face.server_name))
 
     def notice(self, params: tuple[str, ...]) -> None:
         self.privmsg(params, "NOTICE")
@@ -366,7 +504,7 @@ class IrcChannel:
 
     def _who_line(self, room: str, nick: str) -> Message:
         info = self._info(nick)
-        here = "G" if info.get("away") else "H"
+        here = ("G" if info.get("away") else "H") + ("*" if info.get("oper") else "")
         realname = info.get("realname") or nick
         server = self.face.server_name
         return Message(n.RPL_WHOREPLY, (room, nick, USER_HOST, server, nick, here, f"0 {realname}"))
@@ -408,6 +546,8 @@ class IrcChannel:
         if rooms:
             lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(rooms))))
         lines.append(Message(n.RPL_WHOISSERVER, (nick, self.face.server_name, "chatkit")))
+        if info.get("oper"):
+            lines.append(Message(n.RPL_WHOISOPERATOR, (nick, "is an IRC operator")))
         if info.get("away"):
             lines.append(Message(n.RPL_AWAY, (nick, info["away"])))
         lines.append(Message(n.RPL_ENDOFWHOIS, (nick, "End of /WHOIS list.")))
@@ -426,16 +566,28 @@ class IrcChannel:
         )
 
     def topic(self, params: tuple[str, ...]) -> None:
+        """``TOPIC #room``: ``332``/``333`` or ``331``; ``TOPIC #room :text`` sets it
+        (``:`` alone clears it) for every member, who get ``TOPIC``."""
         if not params or not params[0]:
             self.send(Message(n.ERR_NEEDMOREPARAMS, ("TOPIC", "Not enough parameters")))
             return
         room = params[0]
         if self.hub.who(room) is None:
             self.send(Message(n.ERR_NOSUCHCHANNEL, (room, "No such channel")))
-        elif len(params) > 1:
-            self.send(Message(n.ERR_CHANOPRIVSNEEDED, (room, "chatkit rooms have no topic")))
-        else:
-            self.send(Message(n.RPL_NOTOPIC, (self._room_name(room), "No topic is set")))
+            return
+        if len(params) == 1:
+            topic = self.hub.topic(room)
+            if topic is None:
+                self.send(Message(n.RPL_NOTOPIC, (self._room_name(room), "No topic is set")))
+            else:
+                self.send(*_topic_lines(topic))
+            return
+        self._input(f"/topic {room}")
+        text = clean_text(_FORMATTING.sub("", params[1]), bidi=self.hub.config.bidi)
+        try:
+            self.hub.set_topic(self.session, room, text)
+        except CommandError as exc:
+            self.fail("TOPIC", room, exc)
 
     def list_rooms(self, params: tuple[str, ...]) -> None:
         wanted = {names.fold(r) for r in params[0].split(",")} if params and params[0] else None
@@ -480,6 +632,11 @@ class IrcChannel:
                 if (sign == "+") != ("i" in self.modes):
                     self.modes.symmetric_difference_update("i")
                     change += sign + char
+            elif char == "o":
+                if sign == "-" and "o" in self.modes:  # +o only through OPER
+                    self.modes.discard("o")
+                    self.session.data["irc"]["oper"] = None
+                    change += "-o"
             else:
                 unknown = True
         if change:
@@ -539,8 +696,144 @@ class IrcChannel:
             Message(n.RPL_LUSERME, (f"I have {users} clients and 0 servers",)),
         )
 
+    def chathistory(self, params: tuple[str, ...]) -> None:
+        """``CHATHISTORY sub target selector... limit`` (IRCv3 draft/chathistory): a
+        ``history`` request to the plugins; the reply is a ``chathistory`` batch."""
+        if not history_on(self.hub):
+            self.send(Message(n.ERR_UNKNOWNCOMMAND, ("CHATHISTORY", "Unknown command")))
+            return
+        sub = params[0].upper() if params else "*"
+        wanted = {"LATEST": 3, "BEFORE": 3, "AFTER": 3, "AROUND": 3, "BETWEEN": 4}
+        if sub not in wanted:
+            self._fail("INVALID_PARAMS", sub, text="Unknown CHATHISTORY subcommand")
+            return
+        if len(params) < wanted[sub] + 1:
+            self._fail("NEED_MORE_PARAMS", sub, text="Missing parameters")
+            return
+        target, limit_text = params[1], params[wanted[sub]]
+        try:
+            points = [
+                None if sub == "LATEST" and p == "*" else _point(p) for p in params[2 : wanted[sub]]
+            ]
+            limit = int(limit_text) if limit_text.isdigit() else 0
+            if limit < 1:
+                raise ValueError(limit_text)
+        except ValueError as exc:
+            self._fail("INVALID_PARAMS", sub, str(exc), text="Invalid selector or limit")
+            return
+        fields: dict[str, Any] = {"limit": min(limit, history_limit(self.hub))}
+        fields["room" if target.startswith("#") else "with"] = target
+        first = points[0]
+        if sub == "LATEST" and first is not None:
+            fields["after"] = first[1]
+        elif sub == "BEFORE" and first is not None:
+            fields["before"] = first[0]
+        elif sub == "AFTER" and first is not None:
+            fields.update(after=first[1], oldest=True)
+        elif sub == "AROUND" and first is not None:
+            fields["around"] = first[0]
+        elif sub == "BETWEEN" and first is not None and points[1] is not None:
+            second = points[1]
+            if first[0] <= second[0]:  # counted from the first, forwards
+                fields.update(after=first[1], before=second[0], oldest=True)
+            else:  # counted from the first, backwards
+                fields.update(before=first[0], after=second[1])
+        request = Request("history", fields)
+        with self._send_lock:
+            self.protocol.expect_history(target)
+        try:
+            self.hub.allow_input(self.session, request)
+            self.hub.request(self.session, request)
+        except CommandError as exc:
+            if exc.code in ("not_in_room", "bad_usage", "no_such_room", "no_such_nick"):
+                self._fail("INVALID_TARGET", sub, target, text="Messages could not be retrieved")
+            elif exc.code == "bad_frame":
+                self._fail("INVALID_PARAMS", sub, text=exc.text)
+            else:
+                self._fail("MESSAGE_ERROR", sub, target, text=exc.text)
+        finally:
+            with self._send_lock:
+                self.protocol.expect_history(None)  # answered (or refused): no batch pending
+
+    def _fail(self, code: str, *context: str, text: str) -> None:
+        """A ``FAIL CHATHISTORY`` standard reply."""
+        self.send(Message("FAIL", ("CHATHISTORY", code, *context, text), self.face.server_name))
+
     def oper(self, params: tuple[str, ...]) -> None:
-        self.send(Message(n.ERR_NOOPERHOST, ("No O-lines for your host",)))
+        """``OPER name password`` against ``[faces.irc.operators]``: ``381`` and user mode
+        ``+o`` (shown in ``WHOIS`` and ``WHO``; it grants nothing else yet)."""
+        if len(params) < 2:
+            self.send(Message(n.ERR_NEEDMOREPARAMS, ("OPER", "Not enough parameters")))
+            return
+        self._input("/oper")  # attempts count against flood control, as commands do
+        name, password = params[0], params[1]
+        stored = self.face.operators.get(name)
+        if stored is None:
+            self.send(Message(n.ERR_NOOPERHOST, ("No O-lines for your host",)))
+            return
+        if not check_password(password, stored):
+            log.warning("failed OPER as %r by %s", name, self.protocol.nick)
+            self.send(Message(n.ERR_PASSWDMISMATCH, ("Password incorrect",)))
+            return
+        log.info("%s is an IRC operator (OPER %s)", self.protocol.nick, name)
+        self.session.data["irc"]["oper"] = name
+        self.modes.add("o")
+        self.send(
+            Message(n.RPL_YOUREOPER, ("You are now an IRC operator",)),
+            Message("MODE", (self.protocol.nick, "+o"), self._source()),
+        )
+
+
+@dataclass
+class _Multiline:
+    """A client's ``draft/multiline`` batch being received."""
+
+    ref: str
+    target: str
+    command: str | None = None
+    """PRIVMSG or NOTICE: every line of a batch is the same."""
+    lines: list[tuple[str, bool]] = field(default_factory=list)
+    """Each line's text, and whether it continues the one before (concat)."""
+    size: int = 0
+
+
+def _topic_lines(topic: dict[str, str]) -> list[Message]:
+    """``332`` and ``333`` (who set it, when) for a room's topic."""
+    try:
+        when = str(int(datetime.fromisoformat(topic["ts"]).timestamp()))
+    except ValueError:
+        when = "0"
+    room = topic["room"]
+    return [
+        Message(n.RPL_TOPIC, (room, topic["topic"])),
+        Message(n.RPL_TOPICWHOTIME, (room, source(topic["nick"]), when)),
+    ]
+
+
+def _point(selector: str) -> tuple[int, int]:
+    """A ``msgid=`` or ``timestamp=`` selector as message ids ``(below, above)``: the
+    messages before it have ids below the first, those after it ids above the second.
+
+    chatkit's ids are the milliseconds of their ``ts`` times 1000 plus a counter, so a
+    time is the range of ids of its millisecond. Raises :class:`ValueError`.
+    """
+    kind, _, value = selector.partition("=")
+    if kind == "msgid":
+        if not value.isdigit() or not 0 < int(value) <= MAX_ID:
+            raise ValueError(selector)
+        return int(value), int(value)
+    if kind == "timestamp":
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(selector) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        ms = round(when.timestamp() * 1000)
+        if ms < 0:
+            raise ValueError(selector)
+        return ms * 1000, ms * 1000 + 999
+    raise ValueError(selector)
 
 
 def _ctcp(text: str) -> tuple[str, bool] | None:
@@ -556,6 +849,7 @@ def _ctcp(text: str) -> tuple[str, bool] | None:
 
 _HANDLERS: dict[str, Callable[[IrcChannel, tuple[str, ...]], None]] = {
     "AWAY": IrcChannel.away,
+    "CHATHISTORY": IrcChannel.chathistory,
     "ISON": IrcChannel.ison,
     "JOIN": IrcChannel.join,
     "LIST": IrcChannel.list_rooms,

@@ -39,6 +39,7 @@ from chatkit.faces.irc.message import (
 )
 from chatkit.faces.irc.render import (
     BYTE_CAPS,
+    MULTILINE,
     Style,
     encode_lines,
     notices,
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CAPABILITIES",
+    "CHATHISTORY_CAP",
     "CLOSING_CODES",
     "Closed",
     "Command",
@@ -62,7 +64,9 @@ __all__ = [
 ]
 
 CAPABILITIES = ("batch", "echo-message", "message-tags", "server-time")
-"""The IRCv3 capabilities this server offers (``CAP LS``)."""
+"""The IRCv3 capabilities this server always offers (``CAP LS``)."""
+CHATHISTORY_CAP = "draft/chathistory"
+"""Offered besides :data:`CAPABILITIES` when the history plugin is on."""
 CLOSING_CODES = frozenset({"login_timeout", "server_full", "too_many_connections", "server_busy"})
 """Error codes the server sends just before it closes a connection: ``ERROR`` lines."""
 MAX_INPUT_BYTES = MAX_TAG_BYTES + MAX_LINE_BYTES  # bytes of one line from a client, tags
@@ -123,6 +127,7 @@ class IrcProtocol:
         client_host: str = "unknown",
         version: str = "",
         created: str = "",
+        capabilities: tuple[str, ...] = CAPABILITIES,
     ) -> None:
         self.server = server
         """The server's name: the source of numerics."""
@@ -136,6 +141,8 @@ class IrcProtocol:
         """The server's version, for ``002``/``004``/``351``."""
         self.created = created
         """When the server started, for ``003``."""
+        self.capabilities = capabilities
+        """The capabilities offered (``CAP LS``)."""
         self.caps: set[str] = set()
         """The capabilities the client negotiated (``CAP REQ``)."""
         self.nick = "*"
@@ -156,6 +163,7 @@ class IrcProtocol:
         self._motd: str | None = None  # None, "pending" (after welcome) or "open" (375 sent)
         self._batch: str | None = None  # the reference of the replay batch open, if any
         self._batch_ids = itertools.count(1)
+        self._asked: str | None = None  # the target of a CHATHISTORY being answered
 
     # -- receiving data ----------------------------------------------------------------
 
@@ -209,7 +217,10 @@ class IrcProtocol:
     @property
     def style(self) -> Style:
         """What this client's fan-out bytes depend on: the key of its codec."""
-        return Style(self.server, frozenset(self.caps & BYTE_CAPS))
+        caps = self.caps & BYTE_CAPS
+        if "batch" not in self.caps:
+            caps.discard(MULTILINE)
+        return Style(self.server, frozenset(caps))
 
     def _handle(self, message: Message) -> Event | None:
         command, params = message.command, message.params
@@ -269,7 +280,10 @@ class IrcProtocol:
         if sub == "LS":
             if not self.registered:
                 self._negotiating = True
-            self._replies.append(self._cap_line("LS", " ".join(CAPABILITIES)))
+            offered = self.capabilities
+            if not (len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302):
+                offered = tuple(cap.split("=", 1)[0] for cap in offered)  # values: 302 on
+            self._replies.append(self._cap_line("LS", " ".join(offered)))
         elif sub == "LIST":
             self._replies.append(self._cap_line("LIST", " ".join(sorted(self.caps))))
         elif sub == "REQ":
@@ -277,7 +291,8 @@ class IrcProtocol:
                 self._negotiating = True
             wanted = params[1].split() if len(params) > 1 else []
             names = [cap.removeprefix("-") for cap in wanted]
-            if wanted and all(name in CAPABILITIES for name in names):
+            known = {cap.split("=", 1)[0] for cap in self.capabilities}
+            if wanted and all(name in known for name in names):
                 for cap in wanted:
                     if cap.startswith("-"):
                         self.caps.discard(cap[1:])
@@ -454,10 +469,25 @@ class IrcProtocol:
             lines.append(Message("BATCH", (f"+{self._batch}", "chathistory", target)))
         return lines + render(frame, self.style, self.nick, {"batch": self._batch})
 
+    def expect_history(self, target: str | None) -> None:
+        """A ``CHATHISTORY`` for ``target`` is being answered: its reply is a batch, even
+        an empty one (and never a NOTICE); ``None``: no more. Callers serialize this
+        with :meth:`send`."""
+        self._asked = target
+
     def _history_end(self, frame: Frame) -> list[Message]:
+        asked, self._asked = self._asked, None
         if self._batch is not None:
             ref, self._batch = self._batch, None
             return [Message("BATCH", (f"-{ref}",))]
+        if asked is not None:
+            if "batch" not in self.caps:
+                return []
+            ref = f"h{next(self._batch_ids)}"
+            return [
+                Message("BATCH", (f"+{ref}", "chathistory", asked)),
+                Message("BATCH", (f"-{ref}",)),
+            ]
         where = frame.fields.get("room") or self.nick
         return notices(self.server, str(where), render_text(frame))
 

@@ -31,6 +31,7 @@ SERVER_FALLBACK = "chatkit"  # the source of a fan-out frame that could not be r
 
 __all__ = [
     "BYTE_CAPS",
+    "MULTILINE",
     "CodecCache",
     "Style",
     "encode_lines",
@@ -39,12 +40,15 @@ __all__ = [
     "split_text",
 ]
 
-BYTE_CAPS = frozenset({"message-tags", "server-time", "echo-message"})
+MULTILINE = "draft/multiline"
+"""The IRCv3 capability of multi-line messages as one batch (with ``batch``)."""
+BYTE_CAPS = frozenset({"message-tags", "server-time", "echo-message", MULTILINE})
 """The capabilities that change what a fan-out sends a client (``echo-message``
-through :attr:`Codec.echo`): one codec per set of them in use."""
+through :attr:`Codec.echo`): one codec per set of them in use. (``draft/multiline``
+counts only with ``batch``: the protocol leaves it out of a style without it.)"""
 USER_HOST = "chatkit"  # the host part of every nick!user@host: one network, no real hosts
 # shown (a fan-out's bytes may not depend on who sent, beyond the frame).
-MAX_CODECS = 64  # codecs a face keeps: 2**3 capability sets for each server name; a bound
+MAX_CODECS = 64  # codecs a face keeps: 2**4 capability sets for each server name; a bound
 # only against a misuse that would make a new style per connection.
 # Commands whose last parameter is a token, not text: written without a ":" if it can be.
 _TOKEN_LAST = frozenset({"JOIN", "NICK", "MODE", "BATCH", "004", "221", "324", "329"})
@@ -145,10 +149,36 @@ def _privmsgs(
     action = bool(fields.get("action"))
     prefix = f":{source(sender)} PRIVMSG {target} :"
     budget = MAX_LINE_BYTES - 2 - len(prefix.encode()) - (len("\x01ACTION \x01") if action else 0)
+    if MULTILINE in style.caps and not action and "batch" not in tags and "\n" in text.strip():
+        return _multiline(frame, sender, target, text, budget, tags)
     out = []
     for piece in split_text(text, budget):
         body = f"\x01ACTION {piece}\x01" if action else piece
         out.append(Message("PRIVMSG", (target, body), source(sender), tags))
+    return out
+
+
+def _multiline(
+    frame: Frame, sender: str, target: str, text: str, budget: int, tags: dict[str, str]
+) -> list[Message]:
+    """A multi-line message as one ``draft/multiline`` batch: its tags (msgid, time) on
+    the ``BATCH`` line, a PRIVMSG per line, the pieces of a line too long for one
+    PRIVMSG marked ``draft/multiline-concat``. The reference is the message id's, so
+    the bytes are the same for every client of the style."""
+    ref = f"ml{frame.fields.get('id') or abs(hash(text)) % 10**12}"
+    who = source(sender)
+    out = [Message("BATCH", (f"+{ref}", MULTILINE, target), who, tags)]
+    lines = text.translate({0x0D: " ", 0x00: " "}).split("\n")
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    for line in lines:
+        pieces = split_text(line, budget) or [" "]  # an empty line inside stays a line
+        for i, piece in enumerate(pieces):
+            inner = {"batch": ref, **({"draft/multiline-concat": ""} if i else {})}
+            out.append(Message("PRIVMSG", (target, piece), who, inner))
+    out.append(Message("BATCH", (f"-{ref}",), who))
     return out
 
 
@@ -181,6 +211,9 @@ def render(
             return [Message("PART", params, source(fields["nick"]), all_tags)]
         if kind == "nick":
             return [Message("NICK", (fields["new"],), source(fields["old"]), all_tags)]
+        if kind == "topic":
+            topic = (fields["room"], _safe(str(fields["topic"])))
+            return [Message("TOPIC", topic, source(fields["nick"]), all_tags)]
         if kind == "ping":
             return [Message("PING", (style.server,))]
         if kind == "pong":

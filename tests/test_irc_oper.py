@@ -1,0 +1,183 @@
+"""OPER against the config's operators, ERROR on server shutdown, and multi-line chat
+messages as consecutive PRIVMSGs: the IRC face through real sockets."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from test_irc_face import SERVER, IrcClient
+
+from chatkit import Server
+from chatkit.faces.irc import IrcFace
+from chatkit.faces.irc.face import check_password
+from chatkit.faces.line import LineFace
+from chatkit.testing import ChatClient, make_config
+
+OPERATORS = {
+    "root": "hunter2",
+    "ops": "sha256:" + hashlib.sha256(b"s3cret pass").hexdigest(),
+}
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def make(**kwargs: Any) -> Server:
+        face = IrcFace(port=0, server_name=SERVER, network="TestNet", operators=OPERATORS)
+        server = Server(config=make_config(**kwargs), faces=[LineFace(), face])
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.shutdown()
+
+
+def test_check_password_plain_and_sha256() -> None:
+    assert check_password("hunter2", "hunter2")
+    assert not check_password("hunter", "hunter2")
+    assert check_password("s3cret pass", OPERATORS["ops"])
+    assert not check_password("sha256:" + OPERATORS["ops"][7:], OPERATORS["ops"])
+
+
+def test_oper_with_the_configured_names_and_passwords(make_server: Callable[..., Server]) -> None:
+    """OPER needs two parameters, a configured name (491) and its password (464); then
+    381, user mode +o, WHOIS 313 and WHO's '*'; MODE -o gives it up."""
+    server = make_server()
+    with IrcClient(server.addresses["irc"]) as alice, IrcClient(server.addresses["irc"]) as bob:
+        alice.register("alice")
+        bob.register("bob")
+        alice.send("OPER root")
+        alice.expect(f":{SERVER} 461 alice OPER :Not enough parameters")
+        alice.send("OPER nobody hunter2")
+        alice.expect(f":{SERVER} 491 alice :No O-lines for your host")
+        alice.send("OPER root wrong")
+        alice.expect(f":{SERVER} 464 alice :Password incorrect")
+        alice.send("MODE alice")
+        alice.expect(f":{SERVER} 221 alice +")
+        alice.send("OPER ops :s3cret pass")
+        alice.expect(f":{SERVER} 381 alice :You are now an IRC operator")
+        alice.expect(":alice!alice@chatkit MODE alice +o")
+        alice.send("MODE alice")
+        alice.expect(f":{SERVER} 221 alice +o")
+        bob.send("WHOIS alice")
+        bob.expect(f":{SERVER} 313 bob alice :is an IRC operator")
+        bob.send("WHO alice")
+        assert " H* " in bob.expect(" 352 ")
+        alice.send("MODE alice -o")
+        alice.expect(":alice!alice@chatkit MODE alice -o")
+        bob.send("WHOIS alice")
+        assert not [line for line in bob.until(" 318 ") if " 313 " in line]
+        alice.send("MODE alice +o")  # only OPER makes an operator
+        alice.send("MODE alice")
+        alice.expect(f":{SERVER} 221 alice +")
+
+
+def test_server_shutdown_is_a_notice_then_error(make_server: Callable[..., Server]) -> None:
+    """When the server stops, IRC clients get its notice and ERROR :Closing Link, then EOF."""
+    server = make_server()
+    with IrcClient(server.addresses["irc"]) as alice:
+        alice.register("alice")
+        alice.sync()
+        server.shutdown()
+        alice.expect(f":{SERVER} NOTICE alice :server shutting down")
+        alice.expect("ERROR :Closing Link: 127.0.0.1 (Server shutting down)")
+        alice.wait_closed()
+
+
+def test_a_multi_line_message_is_consecutive_privmsgs(make_server: Callable[..., Server]) -> None:
+    """A chat message of several lines (from a JSON client) reaches IRC as one PRIVMSG
+    per line, in order, empty lines left out."""
+    server = make_server()
+    with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
+        alice.register("alice", caps="message-tags")
+        jay.login("jay")
+        alice.sync()
+        jay.say("first line\nsecond line\n\nthird line")
+        frame = jay.expect("message", nick="jay")
+        lines = [alice.expect(" PRIVMSG #general :") for _ in range(3)]
+        assert [line.split(" PRIVMSG #general :", 1)[1] for line in lines] == [
+            "first line",
+            "second line",
+            "third line",
+        ]
+        assert all(f"msgid={frame['id']}" in line for line in lines)
+
+
+MULTI = "batch message-tags server-time draft/multiline"
+
+
+def test_multiline_is_offered_with_the_servers_limits(make_server: Callable[..., Server]) -> None:
+    """CAP LS 302 shows draft/multiline's limits (the line and line-count limits of every
+    face); a CAP LS without 302 shows names only."""
+    server = make_server(max_message_lines=5)
+    with IrcClient(server.addresses["irc"]) as probe:
+        probe.send("CAP LS 302")
+        assert "draft/multiline=max-bytes=8192,max-lines=5" in probe.expect("CAP * LS")
+        probe.send("CAP LS")
+        line = probe.expect("CAP * LS")
+        assert " draft/multiline" in line and "max-lines" not in line
+
+
+def test_a_multi_line_message_is_one_batch_when_negotiated(
+    make_server: Callable[..., Server],
+) -> None:
+    """With batch and draft/multiline, a chat message of several lines is one
+    draft/multiline batch: msgid and time on the BATCH line, a PRIVMSG per line, a line
+    too long for one PRIVMSG continued with draft/multiline-concat."""
+    server = make_server()
+    with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
+        alice.register("alice", caps=MULTI)
+        jay.login("jay")
+        alice.sync()
+        long = " ".join(f"w{i}" for i in range(200))
+        jay.say(f"first\n\nthird\n{long}")
+        frame = jay.expect("message", nick="jay")
+        start = alice.expect(" BATCH +")
+        ref = start.split(" BATCH +", 1)[1].split()[0]
+        assert start.endswith(f":jay!jay@chatkit BATCH +{ref} draft/multiline #general")
+        assert f"msgid={frame['id']}" in start and f"time={frame['ts']}" in start
+        lines = alice.until(f"BATCH -{ref}")[:-1]
+        assert all(line.startswith(f"@batch={ref}") for line in lines)
+        texts = [line.split(" PRIVMSG #general :", 1)[1] for line in lines]
+        assert texts[:3] == ["first", " ", "third"]
+        assert "draft/multiline-concat" not in lines[3]
+        assert all("draft/multiline-concat" in line for line in lines[4:]) and len(lines) > 4
+        assert "".join(texts[3:]) == long
+
+
+def test_a_clients_multiline_batch_is_one_chat_message(make_server: Callable[..., Server]) -> None:
+    """An IRC client's draft/multiline batch reaches the others as one message of
+    several lines; concat lines join the line before; limits and wrong targets FAIL."""
+    server = make_server(max_message_lines=3)
+    with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
+        alice.register("alice", caps=MULTI)
+        jay.login("jay")
+        alice.sync()
+        alice.send(
+            "BATCH +b1 draft/multiline #general",
+            "@batch=b1 PRIVMSG #general :hello",
+            "@batch=b1 PRIVMSG #general :wor",
+            "@batch=b1;draft/multiline-concat PRIVMSG #general :ld",
+            "BATCH -b1",
+        )
+        assert jay.expect("message", nick="alice")["text"] == "hello\nworld"
+        alice.send(
+            "BATCH +b2 draft/multiline #general",
+            *[f"@batch=b2 PRIVMSG #general :line {i}" for i in range(6)],
+            "BATCH -b2",
+        )
+        alice.expect(f":{SERVER} FAIL BATCH MULTILINE_MAX_LINES 3 :")
+        alice.send(
+            "BATCH +b3 draft/multiline #general",
+            "@batch=b3 PRIVMSG #elsewhere :nope",
+            "BATCH -b3",
+        )
+        alice.expect(f":{SERVER} FAIL BATCH MULTILINE_INVALID_TARGET #general :")
+        alice.send("@batch=zz PRIVMSG #general :after")  # no batch open: a plain message
+        assert jay.expect("message", nick="alice")["text"] == "after"  # nothing of b2, b3

@@ -1,0 +1,87 @@
+"""Room topics: the hub keeps one per room; /topic, IRC TOPIC, and 332/333 on join."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from test_irc_face import SERVER, IrcClient
+
+from chatkit import Server
+from chatkit.faces.irc import IrcFace
+from chatkit.faces.line import LineFace
+from chatkit.testing import ChatClient, make_config
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    server = Server(
+        config=make_config(disable=["history"]),
+        faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="TestNet")],
+    )
+    server.start()
+    yield server
+    server.shutdown()
+
+
+def test_topics_are_shared_by_every_face(server: Server) -> None:
+    """/topic from a JSON client reaches IRC as TOPIC; IRC's TOPIC reaches JSON clients
+    as a topic frame; TOPIC #room and /topic show it; an empty topic clears it."""
+    with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
+        alice.register("alice", caps="server-time")
+        jay.login("jay")
+        alice.sync()
+        jay.say("/topic")
+        assert jay.expect("reply", command="topic")["text"] == "#general has no topic"
+        jay.say("/topic Release on Friday")
+        frame = jay.expect("topic")
+        assert (frame["room"], frame["topic"], frame["nick"]) == (
+            "#general",
+            "Release on Friday",
+            "jay",
+        )
+        line = alice.expect(" TOPIC #general :")
+        assert line.endswith(":jay!jay@chatkit TOPIC #general :Release on Friday")
+        assert line.startswith(f"@time={frame['ts']} ")
+        alice.send("TOPIC #general")
+        alice.expect(f":{SERVER} 332 alice #general :Release on Friday")
+        assert alice.expect(" 333 ").startswith(f":{SERVER} 333 alice #general jay!jay@chatkit ")
+        alice.send("TOPIC #general :\x02Ship\x02 it")
+        assert jay.expect("topic", nick="alice")["topic"] == "Ship it"
+        alice.expect(":alice!alice@chatkit TOPIC #general :Ship it")
+        jay.say("/topic")
+        reply = jay.expect("reply", command="topic")
+        assert reply["data"]["topic"] == "Ship it" and reply["data"]["nick"] == "alice"
+        alice.send("TOPIC #general :")
+        assert jay.expect("topic", nick="alice")["topic"] == ""
+        alice.send("TOPIC #general")
+        alice.expect(f":{SERVER} 331 alice #general :No topic is set")
+
+
+def test_joining_a_room_with_a_topic_sends_332_and_333(server: Server) -> None:
+    """An IRC client joining a room with a topic gets 332 and 333 with its join; TOPIC
+    for a room one is not in gets 442, for no room 403; a JSON client's /topic - clears."""
+    with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
+        jay.login("jay")
+        jay.say("/join #dev")
+        jay.expect("join", room="#dev")
+        jay.say("/topic #dev Builds are green")
+        jay.expect("topic", room="#dev")
+        lines = alice.register("alice")
+        alice.send("TOPIC #dev :mine now")
+        alice.expect(f":{SERVER} 442 alice #dev :")
+        alice.send("TOPIC #nowhere :x")
+        alice.expect(f":{SERVER} 403 alice #nowhere :")
+        alice.send("JOIN #dev")
+        alice.expect(":alice!alice@chatkit JOIN #dev")
+        alice.expect(f":{SERVER} 366 alice #dev :")
+        alice.expect(f":{SERVER} 332 alice #dev :Builds are green")
+        alice.expect(f":{SERVER} 333 alice #dev jay!jay@chatkit ")
+        assert not [line for line in lines if " 332 " in line]  # #general has none
+        jay.say("/topic #dev -")
+        alice.expect(":jay!jay@chatkit TOPIC #dev :")
+        alice.send("TOPIC #dev")
+        alice.expect(f":{SERVER} 331 alice #dev :No topic is set")
+        long = "x" * 391
+        alice.send(f"TOPIC #dev :{long}")
+        alice.expect("NOTICE alice :error [bad_text]")
