@@ -283,9 +283,12 @@ class Client(LineClient):
         *,
         replay: int | None = None,
         since: int | None = None,
+        password: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Log in as ``nick``; return the ``welcome`` frame or raise :class:`LoginRefused`.
+
+        ``password`` is the registered nick's (the ``accounts`` plugin).
 
         ``replay`` is how many earlier messages the server replays per room joined
         (0: none; default: the server's choice); ``since`` asks only for messages
@@ -298,6 +301,8 @@ class Client(LineClient):
             hello["replay"] = replay
         if since is not None:
             hello["since"] = since
+        if password is not None:
+            hello["password"] = password
         self.send(hello)
         at = self._find(lambda f: f["type"] == "welcome" or _refusal(f), _deadline(timeout))
         if at is None:

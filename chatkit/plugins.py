@@ -60,6 +60,7 @@ DEFAULT_PLUGINS = (
     "messaging",  # /msg and /me
     "flood",  # a token bucket per client: refuses lines beyond a rate
     "history",  # messages stored in SQLite before delivery; replay on join, /history
+    "accounts",  # registered nicks and passwords: /register, /identify; private history
     "log",  # the console log of logins, joins, leaves and logouts
 )
 OPTIONAL_PLUGINS = (
@@ -73,6 +74,7 @@ _BUILTIN_TARGETS = {name: f"chatkit.builtins.{name}" for name in BUILTIN_PLUGINS
 _BUILTIN_TARGETS["flood"] = "chatkit.builtins.flood:Flood"
 _BUILTIN_TARGETS["stats"] = "chatkit.builtins.stats:Stats"
 _BUILTIN_TARGETS["history"] = "chatkit.builtins.history:History"
+_BUILTIN_TARGETS["accounts"] = "chatkit.builtins.accounts:Accounts"
 
 
 @dataclass

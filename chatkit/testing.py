@@ -165,6 +165,7 @@ class ChatClient(Client, _TestLines):
         *,
         replay: int | None = None,
         since: int | None = None,
+        password: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Log in as ``nick``; return the ``welcome`` frame (fail on an error frame).
@@ -175,7 +176,11 @@ class ChatClient(Client, _TestLines):
         deadline = self._deadline(timeout)
         try:
             frame = super().login(
-                nick, replay=replay, since=since, timeout=deadline - time.monotonic()
+                nick,
+                replay=replay,
+                since=since,
+                password=password,
+                timeout=deadline - time.monotonic(),
             )
         except LoginRefused as exc:
             raise AssertionError(f"login as {nick!r} refused: [{exc.code}] {exc}") from None

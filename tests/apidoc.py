@@ -47,6 +47,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "current_room",
             "address",
             "logged_in",
+            "account",
             "data",
             "id",
             "replay",
@@ -83,6 +84,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
         # the faces' and the server's side: they call these for each connection and at startup
         {
             "allow_input",
+            "authenticate",
             "commands",
             "ensure_ids_after",
             "hooks",

@@ -36,7 +36,10 @@ def run(
 def test_serve_chats_and_stops_cleanly_on_sigterm(serve: type[ServeProcess]) -> None:
     """chatkit serve: nc-style and JSON clients chat; SIGTERM tells them and exits 0."""
     server = serve()
-    assert "plugins: help, session, rooms, messaging, flood, history, log" in server.lines[-1]
+    assert (
+        "plugins: help, session, rooms, messaging, flood, history, accounts, log"
+        in server.lines[-1]
+    )
     nc = TextClient(server.address)
     nc.send_line("alice")
     nc.expect("Welcome to chatkit")
@@ -99,7 +102,9 @@ def test_config_file_and_flags(serve: type[ServeProcess], tmp_path: Path) -> Non
         '[server]\ndefault_room = "#lobby"\ndisable = ["log"]\n\n[limits]\nmax_line = 100\n'
     )
     server = serve("--max-line", "150", cwd=tmp_path)  # ./chatkit.toml is read by default
-    assert "plugins: help, session, rooms, messaging, flood, history\n" in server.lines[-1]
+    assert (
+        "plugins: help, session, rooms, messaging, flood, history, accounts\n" in server.lines[-1]
+    )
     alice = ChatClient(server.address)
     assert alice.login("alice")["rooms"] == ["#lobby"]
     alice.say("x" * 120)  # over the file's 100, under the flag's 150
@@ -224,7 +229,7 @@ def test_our_plugin_packages_are_listed_and_load(serve: type[ServeProcess]) -> N
     ]
     server = serve("--plugin", "motd", "--plugin", "profanity")
     assert (
-        "plugins: help, session, rooms, messaging, flood, history, log, motd, profanity"
+        "plugins: help, session, rooms, messaging, flood, history, accounts, log, motd, profanity"
         in server.lines[-1]
     )
     alice = ChatClient(server.address)

@@ -26,7 +26,14 @@ from chatkit.errors import CommandError
 from chatkit.events import Hello, Say
 from chatkit.faces.irc import numerics as n
 from chatkit.faces.irc.message import Message
-from chatkit.faces.irc.protocol import Closed, Command, IrcProtocol, Register, names_lines
+from chatkit.faces.irc.protocol import (
+    Authenticate,
+    Closed,
+    Command,
+    IrcProtocol,
+    Register,
+    names_lines,
+)
 from chatkit.faces.irc.render import USER_HOST, CodecCache, Style, encode_lines, notices
 from chatkit.frames import Frame
 from chatkit.protocol import RemoteProtocolError, clean_text
@@ -140,6 +147,8 @@ class IrcChannel:
             client_host=link.address[0],
             version=f"chatkit-{__version__}",
             created=datetime.fromtimestamp(face.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            # SASL is offered when a plugin keeps accounts (the builtin `accounts`).
+            sasl=any(True for _ in hub.hooks.impls("chatkit_authenticate")),
         )
         """The connection's sans-I/O protocol state."""
         # Synchronize send(): frames for this client alone come from its reader and
@@ -190,11 +199,14 @@ class IrcChannel:
         """Send IRC messages of the face's own (numerics: the nick is added) to the client."""
         self.session.send(Frame("irc", messages=list(messages)))
 
-    def act(self, event: Register | Command) -> None:
+    def act(self, event: Register | Authenticate | Command) -> None:
         """Act on one event; refusals go back to the client as numerics."""
         hub, session = self.hub, self.session
         if isinstance(event, Register):
             self.register(event)
+            return
+        if isinstance(event, Authenticate):
+            self.authenticate(event)
             return
         message = event.message
         command = message.command
@@ -217,6 +229,18 @@ class IrcChannel:
             self.hub.settle(self.session)
         self.session.error(exc.code, exc.text, irc_command=command, target=target)
 
+    def authenticate(self, event: Authenticate) -> None:
+        """SASL PLAIN: check the credentials with the plugins, answer 900/903 or 904."""
+        try:
+            self.hub.authenticate(self.session, event.account, event.password)
+        except CommandError as exc:
+            with self._send_lock:
+                self.protocol.sasl_result(None, exc.text)
+        else:
+            with self._send_lock:
+                self.protocol.sasl_result(self.session.account or event.account)
+        self.send(*self.protocol.replies())
+
     def register(self, event: Register) -> None:
         hub, session = self.hub, self.session
         fields: dict[str, Any] = {} if event.password is None else {"password": event.password}
@@ -225,7 +249,7 @@ class IrcChannel:
             hub.allow_input(session, Hello(event.nick, fields=fields))
             hub.login(session, event.nick, fields)
         except CommandError as exc:
-            if exc.code in ("nick_taken", "bad_nick", "rate_limited"):
+            if exc.code in ("nick_taken", "nick_registered", "bad_nick", "rate_limited"):
                 self.fail("NICK", event.nick, exc)
                 return
             # Refused by a plugin (a wrong password...): IRC clients cannot ask again.

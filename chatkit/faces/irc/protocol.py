@@ -13,8 +13,13 @@ pass here: they are rendered once per codec by ``render.py``.
 Registration, as the modern IRC client protocol has it::
 
     [CAP LS 302] [CAP REQ :caps]... [PASS pw] NICK n / USER u 0 * :real (either order)
+    [AUTHENTICATE PLAIN, AUTHENTICATE base64 -> Authenticate event -> 900 903 / 904]
     [CAP END]  -> Register event  -> welcome (001-005, MOTD or 422)
                                   -> 433/432 (nick refused): NICK again
+
+SASL (IRCv3 ``sasl`` 3.1, mechanism ``PLAIN`` only) is offered when the caller says
+accounts exist (``sasl=True``); the caller checks the password and answers with
+:meth:`IrcProtocol.sasl_result`.
 
 ``PING``, ``PONG``, ``CAP`` and ``QUIT`` work in any state; other commands before
 registration get ``451``. Bad lines (too long, no command) get their numeric and
@@ -23,9 +28,11 @@ the connection goes on.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chatkit.codecs import render_text
@@ -54,6 +61,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CAPABILITIES",
     "CLOSING_CODES",
+    "Authenticate",
     "Closed",
     "Command",
     "IrcProtocol",
@@ -62,7 +70,9 @@ __all__ = [
 ]
 
 CAPABILITIES = ("batch", "echo-message", "message-tags", "server-time")
-"""The IRCv3 capabilities this server offers (``CAP LS``)."""
+"""The IRCv3 capabilities this server offers (``CAP LS``); and ``sasl``, with accounts."""
+SASL_CHUNK = 400  # bytes of one AUTHENTICATE payload line (IRCv3 sasl-3.1)
+MAX_SASL_BYTES = 1200  # bytes of a whole PLAIN payload: names and a password fit thrice
 CLOSING_CODES = frozenset({"login_timeout", "server_full", "too_many_connections", "server_busy"})
 """Error codes the server sends just before it closes a connection: ``ERROR`` lines."""
 MAX_INPUT_BYTES = MAX_TAG_BYTES + MAX_LINE_BYTES  # bytes of one line from a client, tags
@@ -92,6 +102,16 @@ class Register:
 
 
 @dataclass(frozen=True)
+class Authenticate:
+    """SASL ``PLAIN`` credentials: check them, then call :meth:`IrcProtocol.sasl_result`.
+
+    ``repr`` leaves the password out, so the event may be logged."""
+
+    account: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Command:
     """A command for the chat (JOIN, PRIVMSG, WHO, QUIT ...): the caller's to act on."""
 
@@ -103,7 +123,7 @@ class Closed:
     """The client closed its side; no event follows."""
 
 
-Event = Register | Command | Closed
+Event = Register | Authenticate | Command | Closed
 
 
 class IrcProtocol:
@@ -123,6 +143,7 @@ class IrcProtocol:
         client_host: str = "unknown",
         version: str = "",
         created: str = "",
+        sasl: bool = False,
     ) -> None:
         self.server = server
         """The server's name: the source of numerics."""
@@ -136,8 +157,13 @@ class IrcProtocol:
         """The server's version, for ``002``/``004``/``351``."""
         self.created = created
         """When the server started, for ``003``."""
+        self.offered = (*CAPABILITIES, "sasl") if sasl else CAPABILITIES
+        """The capabilities offered: :data:`CAPABILITIES`, and ``sasl`` with accounts."""
         self.caps: set[str] = set()
         """The capabilities the client negotiated (``CAP REQ``)."""
+        self.account: str | None = None
+        """The account SASL logged the client in to, if any."""
+        self._sasl: bytes | None = None  # the PLAIN payload so far, while authenticating
         self.nick = "*"
         """The client's nick as the chat knows it (``*`` until the ``welcome``)."""
         self.registered = False
@@ -241,6 +267,8 @@ class IrcProtocol:
                 return None
             self._user = (params[0], params[3])
             return self._ready()
+        if command == "AUTHENTICATE":
+            return self._authenticate(params)
         if command == "PASS":
             if not params:
                 self._numeric(n.ERR_NEEDMOREPARAMS, "PASS", "Not enough parameters")
@@ -269,7 +297,7 @@ class IrcProtocol:
         if sub == "LS":
             if not self.registered:
                 self._negotiating = True
-            self._replies.append(self._cap_line("LS", " ".join(CAPABILITIES)))
+            self._replies.append(self._cap_line("LS", " ".join(self.offered)))
         elif sub == "LIST":
             self._replies.append(self._cap_line("LIST", " ".join(sorted(self.caps))))
         elif sub == "REQ":
@@ -277,7 +305,7 @@ class IrcProtocol:
                 self._negotiating = True
             wanted = params[1].split() if len(params) > 1 else []
             names = [cap.removeprefix("-") for cap in wanted]
-            if wanted and all(name in CAPABILITIES for name in names):
+            if wanted and all(name in self.offered for name in names):
                 for cap in wanted:
                     if cap.startswith("-"):
                         self.caps.discard(cap[1:])
@@ -290,6 +318,59 @@ class IrcProtocol:
             self._negotiating = False
         else:
             self._numeric(n.ERR_INVALIDCAPCMD, sub or "*", "Invalid CAP command")
+
+    def _authenticate(self, params: tuple[str, ...]) -> Authenticate | None:
+        """One ``AUTHENTICATE`` line (before registration): an event once the payload
+        is complete."""
+        arg = params[0] if params else ""
+        if "sasl" not in self.caps:
+            self._numeric(n.ERR_SASLFAIL, "SASL authentication failed: CAP REQ sasl first")
+            return None
+        if self.account is not None:
+            self._numeric(n.ERR_SASLALREADY, "You have already authenticated using SASL")
+            return None
+        if arg == "*":
+            self._sasl = None
+            self._numeric(n.ERR_SASLABORTED, "SASL authentication aborted")
+            return None
+        if self._sasl is None:
+            if arg.upper() != "PLAIN":
+                self._numeric(n.RPL_SASLMECHS, "PLAIN", "are available SASL mechanisms")
+                self._numeric(n.ERR_SASLFAIL, "SASL authentication failed")
+                return None
+            self._sasl = b""
+            self._replies.append(Message("AUTHENTICATE", ("+",)))
+            return None
+        if arg != "+":
+            self._sasl += arg.encode("ascii", "replace")
+        if len(self._sasl) > MAX_SASL_BYTES:
+            self._sasl = None
+            self._numeric(n.ERR_SASLTOOLONG, "SASL message too long")
+            return None
+        if len(arg) == SASL_CHUNK:
+            return None  # more follows
+        payload, self._sasl = self._sasl, None
+        try:
+            _, account, password = (
+                base64.b64decode(payload, validate=True).decode("utf-8").split("\0")
+            )
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            self._numeric(n.ERR_SASLFAIL, "SASL authentication failed: bad PLAIN payload")
+            return None
+        return Authenticate(account, password)
+
+    def sasl_result(self, account: str | None, text: str = "") -> None:
+        """Answer an :class:`Authenticate` event: ``account`` if the password was right,
+        else ``None`` and why; after calling this you must send :meth:`replies`."""
+        if account is None:
+            self._numeric(n.ERR_SASLFAIL, f"SASL authentication failed: {text}".rstrip(": "))
+            return
+        self.account = account
+        mask = (
+            f"{self._wanted_nick or '*'}!{self._user[0] if self._user else '*'}@{self.client_host}"
+        )
+        self._numeric(n.RPL_LOGGEDIN, mask, account, f"You are now logged in as {account}")
+        self._numeric(n.RPL_SASLSUCCESS, "SASL authentication successful")
 
     def _cap_line(self, sub: str, text: str) -> Message:
         return Message("CAP", (self.nick, sub, text), self.server)
