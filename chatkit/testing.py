@@ -22,6 +22,7 @@ relies on the server's ordering promise (each connection's output is FIFO), so
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -141,8 +142,9 @@ class ChatClient(Client, _TestLines):
         timeout: float = DEFAULT_TIMEOUT,
         *,
         max_line: int = MAX_SERVER_LINE,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(self._open(address, timeout), address, max_line=max_line)
+        super().__init__(self._open(address, timeout, tls), address, max_line=max_line)
         self.timeout = timeout
         self.received: list[dict[str, Any]] = []
         """Every frame received, in order."""
@@ -155,9 +157,11 @@ class ChatClient(Client, _TestLines):
         timeout: float = DEFAULT_TIMEOUT,
         *,
         max_line: int = MAX_SERVER_LINE,
+        tls: ssl.SSLContext | None = None,
     ) -> Self:
-        """Connect to ``(host, port)``; ``timeout`` is the default wait of ``expect``."""
-        return cls((host, port), timeout, max_line=max_line)
+        """Connect to ``(host, port)``; ``timeout`` is the default wait of ``expect``;
+        ``tls`` speaks TLS with that context."""
+        return cls((host, port), timeout, max_line=max_line, tls=tls)
 
     def login(
         self,
@@ -273,8 +277,9 @@ class TextClient(_TestLines):
         timeout: float = DEFAULT_TIMEOUT,
         *,
         max_line: int = MAX_SERVER_LINE,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(self._open(address, timeout), address, max_line=max_line)
+        super().__init__(self._open(address, timeout, tls), address, max_line=max_line)
         self.timeout = timeout
         self.pending: list[str] = []
         """Lines received and not yet consumed by :meth:`expect`."""
@@ -287,9 +292,11 @@ class TextClient(_TestLines):
         timeout: float = DEFAULT_TIMEOUT,
         *,
         max_line: int = MAX_SERVER_LINE,
+        tls: ssl.SSLContext | None = None,
     ) -> Self:
-        """Connect to ``(host, port)``; ``timeout`` is the default wait of ``expect``."""
-        return cls((host, port), timeout, max_line=max_line)
+        """Connect to ``(host, port)``; ``timeout`` is the default wait of ``expect``;
+        ``tls`` speaks TLS with that context."""
+        return cls((host, port), timeout, max_line=max_line, tls=tls)
 
     def send_line(self, line: str) -> None:
         """Send one line (the newline is added)."""

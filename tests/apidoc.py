@@ -131,7 +131,8 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "limits",
             "source",
         ],
-        {"faces"},  # the listeners' settings ([faces.irc]): for the CLI, not for plugins
+        # the listeners' settings ([faces.irc], [tls]): for the CLI and the server, not plugins
+        {"faces", "tls_cert", "tls_key", "tls_port"},
     ),
 ]
 
