@@ -251,3 +251,57 @@ def _read_to_end(sock: socket.socket) -> bytes:
         if not chunk:
             return data
         data += chunk
+
+
+def test_irssi_over_tls_logs_in_with_sasl(certs: Certs, tmp_path: Path) -> None:
+    """irssi connects to the IRC TLS port, checking the certificate against the test CA,
+    logs in to a registered nick with SASL PLAIN, and chats with a JSON client."""
+    from test_irc_clients import Tmux, require
+
+    require("irssi", "tmux")
+    irc = IrcFace(port=0)
+    line = LineFace()
+    config = tls_config(certs)
+    with (
+        Server(config=config, faces=[line, irc, TlsFace(irc, port=0)]) as server,
+        ChatClient(server.address, timeout=10) as jay,
+    ):
+        with ChatClient(server.address) as owner:
+            owner.login("bob")
+            owner.say("/register sesame-seed")
+            owner.expect("reply", command="register")
+        jay.login("jay")
+        _host, port = server.addresses["irc-tls"]
+        home = tmp_path / "irssi"
+        home.mkdir()
+        (home / "config").write_text(
+            "servers = ( {\n"
+            # "localhost": irssi matches a host name, never an IP address, to the certificate.
+            f'  address = "localhost"; chatnet = "chatkit"; port = "{port}"; autoconnect = "yes";\n'
+            f'  use_tls = "yes"; tls_verify = "yes"; tls_cafile = "{certs.ca_file}";\n'
+            "} );\n"
+            "chatnets = { chatkit = {\n"
+            '  type = "IRC"; sasl_mechanism = "PLAIN"; sasl_username = "bob";'
+            ' sasl_password = "sesame-seed";\n'
+            "}; };\n"
+            "settings = {\n"
+            '  core = { real_name = "Bob Example"; user_name = "bob"; nick = "bob";'
+            ' settings_autosave = "no"; };\n'
+            '  "irc/core" = { cmd_queue_speed = "0msec"; cmds_max_at_once = "100"; usermode = ""; };\n'
+            '  "fe-common/core" = { autolog = "no"; };\n'
+            "};\n"
+        )
+        client = Tmux(tmp_path, "irssi")
+        try:
+            client.start(["irssi", f"--home={home}", "-n", "bob"])
+            try:
+                jay.expect("join", nick="bob", room="#general")
+                bob = server.hub.find("bob")
+                assert bob is not None and bob.account == "bob"
+                client.type("/window goto #general")
+                client.type("hello over tls")
+                assert jay.expect("message", nick="bob")["text"] == "hello over tls"
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nirssi's screen:\n{client.screen()}") from None
+        finally:
+            client.kill()
