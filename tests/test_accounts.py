@@ -44,6 +44,14 @@ def refused(client: ChatClient, nick: str, code: str, **hello: Any) -> dict[str,
     return client.expect("error", code=code)
 
 
+def leave(client: ChatClient) -> None:
+    """Quit and wait for the server to close the connection: it has logged the client
+    out by then, so its nick is free."""
+    client.say("/quit")
+    client.wait_closed()
+    client.close()
+
+
 def register(client: ChatClient, password: str = PASSWORD) -> None:
     client.say(f"/register {password}")
     client.expect("reply", command="register")
@@ -57,7 +65,7 @@ def test_a_registered_nick_needs_its_password(
     server = chat_server_factory(disable=["flood"])
     alice = chat_client(server, "alice")
     register(alice)
-    alice.close()
+    leave(alice)
     other = chat_client(server)
     frame = refused(other, "Alice", "nick_registered")
     assert "password" in frame["text"]
@@ -82,7 +90,7 @@ def test_identify_takes_the_nick_and_nick_refuses_it(
     server = chat_server_factory(disable=["flood"])
     alice = chat_client(server, "alice")
     register(alice)
-    alice.close()
+    leave(alice)
     guest = chat_client(server, "guest")
     guest.say("/nick alice")
     guest.expect("error", code="nick_registered")
@@ -111,7 +119,7 @@ def test_passwd_logout_and_drop(chat_server_factory: Factory, chat_client: Conne
     alice.expect("error", code="bad_password")
     alice.say(f"/passwd {PASSWORD} short")
     alice.expect("error", code="bad_password", text_contains="at least 8")
-    alice.close()
+    leave(alice)
     second = chat_client(server)
     second.login("alice", password=PASSWORD)
     second.say(f"/passwd {PASSWORD} battery-staple")
@@ -122,7 +130,7 @@ def test_passwd_logout_and_drop(chat_server_factory: Factory, chat_client: Conne
     second.expect("reply", command="drop")
     second.say("/drop battery-staple")
     second.expect("error", code="not_identified")
-    second.close()
+    leave(second)
     assert chat_client(server).login("alice")["nick"] == "alice"
 
 
@@ -187,7 +195,7 @@ def test_failed_logins_are_throttled_per_account(
     server = chat_server_factory(config=config, disable=["flood"])
     alice = chat_client(server, "alice")
     register(alice)
-    alice.close()
+    leave(alice)
     other = chat_client(server)
     refused(other, "alice", "bad_password", password="wrong-1")
     refused(other, "alice", "bad_password", password="wrong-2")  # the first that costs
@@ -214,7 +222,7 @@ def test_failed_logins_are_throttled_per_address(
     for nick in ("ann", "bea", "cy"):
         client = chat_client(server, nick)
         register(client)
-        client.close()
+        leave(client)
     guesser = chat_client(server)
     refused(guesser, "ann", "bad_password", password="guess-one")
     refused(guesser, "bea", "bad_password", password="guess-two")
@@ -238,20 +246,24 @@ def test_grace_renames_a_client_that_does_not_identify(
 ) -> None:
     """With grace set, a registered nick may log in without its password, is told
     to identify, and is renamed to a guest nick when the time is up."""
-    server = chat_server_factory(config=accounts_config(grace=0.3), disable=["flood"])
+    # Long enough for the late client's /identify (argon2) on a busy machine.
+    server = chat_server_factory(config=accounts_config(grace=2), disable=["flood"])
     alice = chat_client(server, "alice")
     register(alice)
-    alice.close()
+    leave(alice)
     squatter = chat_client(server, "alice")
-    squatter.expect("notice", text_contains="/identify PASSWORD within 0.3 s")
+    squatter.expect("notice", text_contains="/identify PASSWORD within 2 s")
     frame = squatter.expect("nick", old="alice", timeout=5)
     assert frame["new"].startswith("Guest")
     late = chat_client(server, "alice")
     late.expect("notice", text_contains="/identify")
     late.say(f"/identify {PASSWORD}")
     late.expect("reply", command="identify")
-    late.sync(timeout=1.0)
-    assert [f for f in late.sync() if f["type"] == "nick"] == []
+    deadline = time.monotonic() + 2.5  # past the grace: still alice
+    while time.monotonic() < deadline:
+        assert [f for f in late.sync() if f["type"] == "nick"] == []
+    holder = server.hub.find("alice")
+    assert holder is not None and holder.account == "alice"
 
 
 def test_identify_reclaims_a_nick_held_in_grace(
@@ -261,7 +273,7 @@ def test_identify_reclaims_a_nick_held_in_grace(
     server = chat_server_factory(config=accounts_config(grace=60), disable=["flood"])
     owner = chat_client(server, "alice")
     register(owner)
-    owner.close()
+    leave(owner)
     squatter = chat_client(server, "alice")
     owner = chat_client(server, "owner")
     owner.say(f"/identify alice {PASSWORD}")
@@ -290,7 +302,7 @@ def test_an_old_hash_is_redone_at_login(chat_server_factory: Factory, chat_clien
     register(alice)
     old = PasswordHasher(time_cost=1, memory_cost=1024).hash(PASSWORD)
     accounts._store.set_hash("alice", old)
-    alice.close()
+    leave(alice)
     chat_client(server).login("alice", password=PASSWORD)
     new = accounts._store.get("alice")
     assert new is not None and new.hash != old
@@ -307,7 +319,7 @@ def test_passwords_never_reach_the_log(
     register(alice, "first-secret")
     alice.say("/passwd first-secret second-secret")
     alice.expect("reply", command="passwd")
-    alice.close()
+    leave(alice)
     other = chat_client(server)
     refused(other, "alice", "bad_password", password="third-secret")
     other.login("alice", password="second-secret")
@@ -352,7 +364,7 @@ def test_irc_pass_and_sasl_plain(tmp_path: Path) -> None:
     with server, ChatClient(server.address) as alice:
         alice.login("alice")
         register(alice)
-        alice.close()
+        leave(alice)
         irc_address = server.addresses["irc"]
         with IrcClient(irc_address) as irc:
             irc.send("CAP LS 302")

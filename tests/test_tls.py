@@ -270,6 +270,8 @@ def test_irssi_over_tls_logs_in_with_sasl(certs: Certs, tmp_path: Path) -> None:
             owner.login("bob")
             owner.say("/register sesame-seed")
             owner.expect("reply", command="register")
+            owner.say("/quit")
+            owner.wait_closed()  # logged out: bob is free for irssi
         jay.login("jay")
         _host, port = server.addresses["irc-tls"]
         home = tmp_path / "irssi"

@@ -70,6 +70,8 @@ DELAY = 1.0  # seconds of the first delay, doubled by each further failure
 MAX_DELAY = 300.0  # seconds at most: 5 minutes, as a locked-out person can bear
 FORGET_AFTER = 3600.0  # seconds after its last failure a counter is forgotten
 MAX_TRACKED = 100_000  # counters kept at most: a flood of addresses cannot fill memory
+MAX_HASHING = 4  # argon2 hashes computed at once (each takes 64 MiB and ~50 ms): a crowd of
+# logins waits its turn instead of exhausting memory
 GUEST_PREFIX = "Guest"
 
 SETTINGS = (
@@ -167,6 +169,8 @@ class Accounts:
         """Failed logins per account."""
         self.by_address = Throttle(FREE_FAILURES_PER_ADDRESS, DELAY, MAX_DELAY)
         """Failed logins per client address."""
+        # Bound the argon2 work in flight: each hash holds 64 MiB while it runs.
+        self._hashing = threading.BoundedSemaphore(MAX_HASHING)
         self._server: Server | None = None
 
     # -- startup and shutdown ------------------------------------------------------
@@ -228,7 +232,8 @@ class Accounts:
                 {"retry_after": retry},
             )
         try:
-            self.hasher.verify(account.hash, password)
+            with self._hashing:
+                self.hasher.verify(account.hash, password)
         except (VerificationError, InvalidHashError):
             now = time.monotonic()  # hashing took a while: the delay starts now
             self.by_account.fail(name, now)
@@ -237,8 +242,12 @@ class Accounts:
             return Reject(f"wrong password for {account.nick}", "bad_password")
         self.by_account.succeed(name)
         if self.hasher.check_needs_rehash(account.hash):
-            self._store.set_hash(account.name, self.hasher.hash(password))
+            self._store.set_hash(account.name, self._hash(password))
         return None
+
+    def _hash(self, password: str) -> str:
+        with self._hashing:
+            return self.hasher.hash(password)
 
     def _registered(self, nick: str) -> Account | None:
         return self._store.get(fold(nick))
@@ -355,7 +364,7 @@ class Accounts:
         email = words[1] if len(words) == 2 else None
         if email is not None and ("@" not in email or len(email) > 254):
             raise CommandError(f"not an email address: {email!r}", "bad_usage")
-        if not self._store.create(Account(name, nick, self.hasher.hash(password), email)):
+        if not self._store.create(Account(name, nick, self._hash(password), email)):
             raise CommandError(f"{nick} is already registered", "nick_registered")
         ctx.client.account = name
         log.info("%s registered", nick)
@@ -408,7 +417,7 @@ class Accounts:
             raise CommandError(
                 f"password too short: at least {self.min_password} characters", "bad_password"
             )
-        self._store.set_hash(account.name, self.hasher.hash(words[1]))
+        self._store.set_hash(account.name, self._hash(words[1]))
         log.info("%s changed its password", account.nick)
         ctx.reply("password changed")
 
