@@ -65,6 +65,7 @@ DEFAULT_PLUGINS = (
 )
 OPTIONAL_PLUGINS = (
     "stats",  # /stats: the server's counters; off unless enabled
+    "moderation",  # room operators, /kick, /ban, /mute; server operators' /kill, /wall
 )
 BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
 
@@ -75,6 +76,7 @@ _BUILTIN_TARGETS["flood"] = "chatkit.builtins.flood:Flood"
 _BUILTIN_TARGETS["stats"] = "chatkit.builtins.stats:Stats"
 _BUILTIN_TARGETS["history"] = "chatkit.builtins.history:History"
 _BUILTIN_TARGETS["accounts"] = "chatkit.builtins.accounts:Accounts"
+_BUILTIN_TARGETS["moderation"] = "chatkit.builtins.moderation:Moderation"
 
 
 @dataclass
