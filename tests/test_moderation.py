@@ -122,3 +122,33 @@ def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_clien
     bob.expect("notice", text="disconnected by root: enough")
     bob.wait_closed()
     root.expect("leave", nick="bob")
+
+
+def test_irc_kick_ban_and_mute_numerics() -> None:
+    """On IRC, KICK #room nick :reason kicks; a non-operator's gets 482; joining a room
+    that bans you is 474; speaking where you are muted is 404."""
+    from test_irc_face import SERVER, IrcClient
+
+    from chatkit.faces.irc import IrcFace
+    from chatkit.faces.line import LineFace
+
+    config = make_config(moderated())
+    config.disable = ["flood"]
+    server = Server(
+        config=config, faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="T")]
+    )
+    with server, ChatClient(server.address) as ann, IrcClient(server.addresses["irc"]) as bob:
+        ann.login("ann")
+        bob.register("bob")
+        bob.send("KICK #general ann :no")
+        assert "482" in bob.expect(" 482 ")
+        ann.say("/mute #general bob")
+        ann.expect("notice", text_contains="muted bob")
+        bob.send("PRIVMSG #general :hello?")
+        bob.expect(" 404 ")
+        ann.say("/kick bob go away")
+        bob.expect("PART #general")
+        ann.say("/ban bob")
+        ann.expect("notice", text_contains="banned")
+        bob.send("JOIN #general")
+        bob.expect(" 474 ")

@@ -4,10 +4,11 @@ A room's operators are the first to join it while it has none, and the accounts 
 in ``operators``. An operator that identified (the ``accounts`` plugin) stays one
 across restarts; one that did not, for as long as it is connected. Operators may
 ``/op NICK`` and ``/deop NICK``, ``/kick NICK [REASON]``, ``/ban MASK`` and
-``/unban MASK``, ``/mute NICK`` and ``/unmute NICK``; every action is announced in the
-room and logged. Server operators (the accounts named in ``server_operators``) are
-operators of every room and may ``/kill NICK [REASON]`` (disconnect) and ``/wall TEXT``
-(a notice to everyone).
+``/unban MASK``, ``/mute NICK`` and ``/unmute NICK``, each in the current room or in
+the room named first (``/kick #den bob``: so IRC's ``KICK #den bob :reason`` works as
+it is); every action is announced in the room and logged. Server operators (the
+accounts named in ``server_operators``) are operators of every room and may
+``/kill NICK [REASON]`` (disconnect) and ``/wall TEXT`` (a notice to everyone).
 
 A mask is ``NICK!ACCOUNT@ADDRESS`` with ``*`` and ``?`` wildcards, compared ignoring
 case; a bare nick is ``NICK!*@*`` (``/ban *!*@203.0.113.*``, ``/ban *!mallory@*``). A
@@ -235,24 +236,29 @@ class Moderation:
 
     @hookimpl
     def chatkit_register_commands(self, register: Register) -> None:
-        register("op", self.op, help="make NICK an operator of this room", usage="NICK")
-        register("deop", self.deop, help="NICK is no longer an operator here", usage="NICK")
-        register("kick", self.kick, help="remove NICK from this room", usage="NICK [REASON]")
-        register("ban", self.ban, help="keep MASK out of this room", usage="MASK")
-        register("unban", self.unban, help="lift a ban", usage="MASK")
-        register("mute", self.mute, help="NICK may not speak here", usage="NICK")
-        register("unmute", self.unmute, help="lift a mute", usage="NICK")
+        register("op", self.op, help="make NICK an operator of the room", usage="[#ROOM] NICK")
+        register("deop", self.deop, help="NICK is no longer an operator", usage="[#ROOM] NICK")
+        register("kick", self.kick, help="remove NICK from the room", usage="[#ROOM] NICK [REASON]")
+        register("ban", self.ban, help="keep MASK out of the room", usage="[#ROOM] MASK")
+        register("unban", self.unban, help="lift a ban", usage="[#ROOM] MASK")
+        register("mute", self.mute, help="MASK may not speak in the room", usage="[#ROOM] MASK")
+        register("unmute", self.unmute, help="lift a mute", usage="[#ROOM] MASK")
         register(
             "kill", self.kill, help="disconnect NICK (server operators)", usage="NICK [REASON]"
         )
         register("wall", self.wall, help="a notice to everyone (server operators)", usage="TEXT")
 
-    def _room(self, ctx: CommandContext) -> str:
-        room = ctx.room
+    def _room(self, ctx: CommandContext, words: list[str]) -> str:
+        """The room acted on (the first of ``words`` if it names one: it is removed),
+        which the client must operate."""
+        room = words.pop(0) if words and words[0].startswith("#") else ctx.room
         if room is None:
             raise CommandError("you are in no room; /join one first", "not_in_room")
         if not self.is_operator(ctx.client, room):
-            raise CommandError(f"you are not an operator of {room}", "not_room_operator")
+            # target: the IRC face answers 482 for the room.
+            raise CommandError(
+                f"you are not an operator of {room}", "not_room_operator", target=room
+            )
         return room
 
     def _target(self, ctx: CommandContext, nick: str) -> Session:
@@ -266,7 +272,8 @@ class Moderation:
         ctx.hub.announce(f"{ctx.client.nick} {text}", room)
 
     def op(self, ctx: CommandContext) -> None:
-        room, words = self._room(ctx), ctx.args.split()
+        words = ctx.args.split()
+        room = self._room(ctx, words)
         if len(words) != 1:
             raise ctx.usage_error()
         target = self._target(ctx, words[0])
@@ -277,7 +284,8 @@ class Moderation:
         self._act(ctx, room, f"made {target.nick} an operator")
 
     def deop(self, ctx: CommandContext) -> None:
-        room, words = self._room(ctx), ctx.args.split()
+        words = ctx.args.split()
+        room = self._room(ctx, words)
         if len(words) != 1:
             raise ctx.usage_error()
         target = self._target(ctx, words[0])
@@ -287,10 +295,11 @@ class Moderation:
         self._act(ctx, room, f"removed {target.nick} as an operator")
 
     def kick(self, ctx: CommandContext) -> None:
-        room = self._room(ctx)
-        nick, _, reason = ctx.args.strip().partition(" ")
-        if not nick:
+        words = ctx.args.split(maxsplit=2)
+        room = self._room(ctx, words)
+        if not words:
             raise ctx.usage_error()
+        nick, reason = words[0], " ".join(words[1:])
         target = self._target(ctx, nick)
         if fold(room) not in target.rooms:
             raise CommandError(f"{target.nick} is not in {room}", "not_in_room")
@@ -300,7 +309,8 @@ class Moderation:
         )
 
     def _masks(self, ctx: CommandContext, table: str, add: bool, what: str) -> None:
-        room, words = self._room(ctx), ctx.args.split()
+        words = ctx.args.split()
+        room = self._room(ctx, words)
         if len(words) != 1:
             raise ctx.usage_error()
         mask = full_mask(words[0])

@@ -505,7 +505,8 @@ class IrcProtocol:
             command == "PRIVMSG"
             and isinstance(target, str)
             and target.startswith("#")
-            and code in ("not_in_room", "no_such_room", "dropped", "not_stored", "bad_text")
+            and code
+            in ("not_in_room", "no_such_room", "dropped", "not_stored", "bad_text", "muted")
         ):
             return [Message(n.ERR_CANNOTSENDTOCHAN, (target, text))]
         numeric = n.ERROR_CODES.get(code)
