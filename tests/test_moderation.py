@@ -152,3 +152,39 @@ def test_irc_kick_ban_and_mute_numerics() -> None:
         ann.expect("notice", text_contains="banned")
         bob.send("JOIN #general")
         bob.expect(" 474 ")
+
+
+def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """/inviteonly on keeps out whoever was not /invite-d (invite_only); /lock lets only
+    identified users speak (room_locked); both are undone."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    bob, carol = chat_client(server, "bob"), chat_client(server, "carol")
+    ann.say("/inviteonly on")
+    ann.expect("notice", text="ann made the room invite-only")
+    bob.say("/join #den")
+    bob.expect("error", code="invite_only")
+    ann.say("/invite bob")
+    bob.expect("notice", text="ann invites you to #den: /join #den")
+    bob.say("/join #den")
+    bob.expect("join", nick="bob", room="#den")
+    carol.say("/join #den")
+    carol.expect("error", code="invite_only")
+    ann.say("/inviteonly #den off")
+    ann.expect("notice", text_contains="opened the room")
+    carol.say("/join #den")
+    carol.expect("join", nick="carol", room="#den")
+    ann.say("/lock")
+    ann.expect("notice", text="ann locked the room")
+    carol.say("anyone?")
+    carol.expect("error", code="room_locked")
+    carol.say("/register sesame-seed")
+    carol.expect("reply", command="register")
+    carol.say("identified now")
+    assert ann.expect("message", nick="carol")["text"] == "identified now"
+    ann.say("/unlock")
+    ann.expect("notice", text="ann unlocked the room")
+    bob.say("me too")
+    assert ann.expect("message", nick="bob")["text"] == "me too"

@@ -10,6 +10,9 @@ it is); every action is announced in the room and logged. Server operators (the
 accounts named in ``server_operators``) are operators of every room and may
 ``/kill NICK [REASON]`` (disconnect) and ``/wall TEXT`` (a notice to everyone).
 
+``/invite NICK`` lets NICK into a room made invite-only with ``/inviteonly on``
+(``invite_only``); ``/lock`` lets only identified clients speak (``room_locked``).
+
 A mask is ``NICK!ACCOUNT@ADDRESS`` with ``*`` and ``?`` wildcards, compared ignoring
 case; a bare nick is ``NICK!*@*`` (``/ban *!*@203.0.113.*``, ``/ban *!mallory@*``). A
 banned client cannot join (``banned``); a muted one cannot speak in the room
@@ -59,7 +62,14 @@ CREATE TABLE IF NOT EXISTS bans (room TEXT NOT NULL, mask TEXT NOT NULL,
                                  PRIMARY KEY (room, mask));
 CREATE TABLE IF NOT EXISTS mutes (room TEXT NOT NULL, mask TEXT NOT NULL,
                                   PRIMARY KEY (room, mask));
+CREATE TABLE IF NOT EXISTS invites (room TEXT NOT NULL, mask TEXT NOT NULL,
+                                    PRIMARY KEY (room, mask));
+CREATE TABLE IF NOT EXISTS flags (room TEXT NOT NULL, flag TEXT NOT NULL,
+                                  PRIMARY KEY (room, flag));
 """
+# Each table's second column: an account (ops), a room flag ("invite": invite-only,
+# "lock": only identified clients speak), or a mask.
+COLUMNS = {"ops": "account", "bans": "mask", "mutes": "mask", "invites": "mask", "flags": "flag"}
 
 
 def matches(mask: str, client: Session) -> bool:
@@ -96,7 +106,7 @@ class ModerationStore:
 
     def rows(self, table: str, room: str) -> list[str]:
         """The accounts (``ops``) or masks (``bans``, ``mutes``) of ``room``."""
-        column = "account" if table == "ops" else "mask"
+        column = COLUMNS[table]
         with self._lock:
             cached = self._cache.get((table, room))
             if cached is None:
@@ -112,7 +122,7 @@ class ModerationStore:
             self._cache.pop((table, room), None)
 
     def remove(self, table: str, room: str, value: str) -> bool:
-        column = "account" if table == "ops" else "mask"
+        column = COLUMNS[table]
         with self._lock:
             cursor = self._db.execute(
                 f"DELETE FROM {table} WHERE room = ? AND {column} = ?", (room, value)
@@ -197,9 +207,17 @@ class Moderation:
     def chatkit_allow_join(self, client: Session, room: str) -> Reject | None:
         if self.is_server_operator(client):
             return None
-        for mask in self._store.rows("bans", fold(room)):
+        key = fold(room)
+        for mask in self._store.rows("bans", key):
             if matches(mask, client):
                 return Reject(f"you are banned from {room}", "banned")
+        invited = any(matches(mask, client) for mask in self._store.rows("invites", key))
+        if (
+            "invite" in self._store.rows("flags", key)
+            and not invited
+            and not self.is_operator(client, room)
+        ):
+            return Reject(f"{room} is invite-only: ask an operator to /invite you", "invite_only")
         return None
 
     @hookimpl
@@ -209,9 +227,14 @@ class Moderation:
         room = event.room or client.current_room
         if room is None or self.is_operator(client, room):
             return None
-        for mask in self._store.rows("mutes", fold(room)):
+        key = fold(room)
+        for mask in self._store.rows("mutes", key):
             if matches(mask, client):
                 return Reject(f"you are muted in {room}", "muted")
+        if client.account is None and "lock" in self._store.rows("flags", key):
+            return Reject(
+                f"{room} is locked: only registered users speak (/identify first)", "room_locked"
+            )
         return None
 
     @hookimpl
@@ -246,6 +269,12 @@ class Moderation:
         register(
             "kill", self.kill, help="disconnect NICK (server operators)", usage="NICK [REASON]"
         )
+        register("invite", self.invite, help="let NICK join the room", usage="NICK [#ROOM]")
+        register(
+            "inviteonly", self.inviteonly, help="only invited users join", usage="[#ROOM] on|off"
+        )
+        register("lock", self.lock, help="only registered users speak", usage="[#ROOM]")
+        register("unlock", self.unlock, help="everyone speaks again", usage="[#ROOM]")
         register("wall", self.wall, help="a notice to everyone (server operators)", usage="TEXT")
 
     def _room(self, ctx: CommandContext, words: list[str]) -> str:
@@ -333,6 +362,39 @@ class Moderation:
 
     def unmute(self, ctx: CommandContext) -> None:
         self._masks(ctx, "mutes", False, "unmuted")
+
+    def invite(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        rooms = [w for w in words if w.startswith("#")]  # IRC sends INVITE nick #room
+        nicks = [w for w in words if not w.startswith("#")]
+        room = self._room(ctx, rooms[:1])
+        if len(nicks) != 1 or len(rooms) > 1:
+            raise ctx.usage_error()
+        target = self._target(ctx, nicks[0])
+        self._store.add("invites", fold(room), fold(full_mask(target.nick or "")))
+        target.notice(f"{ctx.client.nick} invites you to {room}: /join {room}")
+        self._act(ctx, room, f"invited {target.nick}")
+
+    def inviteonly(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        room = self._room(ctx, words)
+        if words not in (["on"], ["off"]):
+            raise ctx.usage_error()
+        self._flag(ctx, room, "invite", words == ["on"], "made the room invite-only")
+
+    def lock(self, ctx: CommandContext) -> None:
+        self._flag(ctx, self._room(ctx, ctx.args.split()), "lock", True, "locked the room")
+
+    def unlock(self, ctx: CommandContext) -> None:
+        self._flag(ctx, self._room(ctx, ctx.args.split()), "lock", False, "unlocked the room")
+
+    def _flag(self, ctx: CommandContext, room: str, flag: str, on: bool, what: str) -> None:
+        if on:
+            self._store.add("flags", fold(room), flag)
+            self._act(ctx, room, what)
+        else:
+            self._store.remove("flags", fold(room), flag)
+            self._act(ctx, room, what if flag == "lock" else "opened the room to everyone")
 
     def _server_operator(self, ctx: CommandContext) -> None:
         if not self.is_server_operator(ctx.client):

@@ -506,7 +506,15 @@ class IrcProtocol:
             and isinstance(target, str)
             and target.startswith("#")
             and code
-            in ("not_in_room", "no_such_room", "dropped", "not_stored", "bad_text", "muted")
+            in (
+                "not_in_room",
+                "no_such_room",
+                "dropped",
+                "not_stored",
+                "bad_text",
+                "muted",
+                "room_locked",
+            )
         ):
             return [Message(n.ERR_CANNOTSENDTOCHAN, (target, text))]
         numeric = n.ERROR_CODES.get(code)
