@@ -188,3 +188,25 @@ def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: C
     ann.expect("notice", text="ann unlocked the room")
     bob.say("me too")
     assert ann.expect("message", nick="bob")["text"] == "me too"
+
+
+def test_gline_bans_from_the_whole_server(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/gline disconnects matching clients and refuses their logins (banned) until /ungline."""
+    server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
+    root, troll = chat_client(server, "root"), chat_client(server, "troll")
+    root.say("/register sesame-seed")
+    root.expect("reply", command="register")
+    troll.say("/gline root")
+    troll.expect("error", code="not_server_operator")
+    root.say("/gline troll* spam")
+    assert "troll" in root.expect("reply", command="gline")["text"]
+    troll.expect("notice", text_contains="banned from this server")
+    troll.wait_closed()
+    again = chat_client(server)
+    again.send(type="hello", nick="troll2")
+    again.expect("error", code="banned")
+    root.say("/ungline troll*")
+    root.expect("reply", command="ungline")
+    again.login("troll2")

@@ -8,7 +8,9 @@ across restarts; one that did not, for as long as it is connected. Operators may
 the room named first (``/kick #den bob``: so IRC's ``KICK #den bob :reason`` works as
 it is); every action is announced in the room and logged. Server operators (the
 accounts named in ``server_operators``) are operators of every room and may
-``/kill NICK [REASON]`` (disconnect) and ``/wall TEXT`` (a notice to everyone).
+``/kill NICK [REASON]`` (disconnect), ``/gline MASK`` and ``/ungline MASK`` (a ban from
+the whole server: matching clients are disconnected and cannot log in) and ``/wall TEXT``
+(a notice to everyone).
 
 ``/invite NICK`` lets NICK into a room made invite-only with ``/inviteonly on``
 (``invite_only``); ``/lock`` lets only identified clients speak (``room_locked``).
@@ -54,6 +56,7 @@ __all__ = ["Moderation", "ModerationStore", "matches"]
 log = logging.getLogger(__name__)
 
 SETTINGS = ("db", "operators", "server_operators")
+SERVER = "*"  # the "room" of server-wide bans (/gline) in the bans table
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ops (room TEXT NOT NULL, account TEXT NOT NULL,
@@ -204,6 +207,17 @@ class Moderation:
     # -- enforcing -----------------------------------------------------------------
 
     @hookimpl
+    def chatkit_allow_login(self, client: Session, nick: str) -> Reject | None:
+        # The nick is not the session's yet: match the mask against what it will be.
+        who = f"{fold(nick)}!{client.account or ''}@{client.address[0]}"
+        if client.account is not None and client.account in self.server_operators:
+            return None
+        for mask in self._store.rows("bans", SERVER):
+            if fnmatch.fnmatchcase(who, mask):
+                return Reject("you are banned from this server", "banned")
+        return None
+
+    @hookimpl
     def chatkit_allow_join(self, client: Session, room: str) -> Reject | None:
         if self.is_server_operator(client):
             return None
@@ -275,6 +289,8 @@ class Moderation:
         )
         register("lock", self.lock, help="only registered users speak", usage="[#ROOM]")
         register("unlock", self.unlock, help="everyone speaks again", usage="[#ROOM]")
+        register("gline", self.gline, help="ban MASK from the server", usage="MASK [REASON]")
+        register("ungline", self.ungline, help="lift a server ban", usage="MASK")
         register("wall", self.wall, help="a notice to everyone (server operators)", usage="TEXT")
 
     def _room(self, ctx: CommandContext, words: list[str]) -> str:
@@ -410,6 +426,31 @@ class Moderation:
         target.notice(f"disconnected by {ctx.client.nick}" + (f": {reason}" if reason else ""))
         target.disconnect(f"killed by {ctx.client.nick}" + (f": {reason}" if reason else ""))
         ctx.reply(f"{target.nick} disconnected")
+
+    def gline(self, ctx: CommandContext) -> None:
+        self._server_operator(ctx)
+        words = ctx.args.split(maxsplit=1)
+        if not words:
+            raise ctx.usage_error()
+        mask, reason = full_mask(words[0]), words[1] if len(words) > 1 else ""
+        self._store.add("bans", SERVER, fold(mask))
+        log.info("%s banned %s from the server: %s", ctx.client.nick, mask, reason)
+        gone = []
+        for session in ctx.hub.sessions():
+            if matches(mask, session) and not self.is_server_operator(session):
+                session.notice(f"banned from this server by {ctx.client.nick}: {reason}")
+                session.disconnect(f"banned by {ctx.client.nick}")
+                gone.append(session.nick or "")
+        ctx.reply(f"{mask} banned from the server; disconnected: {', '.join(gone) or 'nobody'}")
+
+    def ungline(self, ctx: CommandContext) -> None:
+        self._server_operator(ctx)
+        words = ctx.args.split()
+        if len(words) != 1:
+            raise ctx.usage_error()
+        if not self._store.remove("bans", SERVER, fold(full_mask(words[0]))):
+            raise CommandError(f"no server ban {full_mask(words[0])}", "bad_usage")
+        ctx.reply(f"{full_mask(words[0])} may come back")
 
     def wall(self, ctx: CommandContext) -> None:
         self._server_operator(ctx)
