@@ -583,7 +583,7 @@ def plugins_command(
 
     hook_lines = [h.removeprefix("chatkit_") for r in rows for h in r.hooks]
     table.add_column("name", overflow="fold", min_width=widest((r.name for r in rows), "name"))
-    table.add_column("what", overflow="fold", min_width=10, max_width=16)
+    table.add_column("what", overflow="fold", min_width=10, max_width=14)
     table.add_column("package", overflow="fold")
     table.add_column("on", overflow="fold", min_width=6)
     table.add_column("hooks", overflow="fold", min_width=widest(hook_lines, "hooks"))
