@@ -36,6 +36,7 @@ from chatkit.client import (
     LoginRefused,
     RoomRefused,
     room_name,
+    tls_client_context,
 )
 from chatkit.codecs import render_text
 from chatkit.config import LOG_FORMATS, Config, load_config
@@ -55,7 +56,7 @@ from chatkit.plugins import (
 )
 from chatkit.protocol import LineDecoder, LineTooLong
 from chatkit.scaffold import create_plugin, installed_checkout
-from chatkit.server import Server
+from chatkit.server import IRC_TLS_PORT, TLS_PORT, WEB_TLS_PORT, Server, TlsFace
 from chatkit.terminal import Terminal
 
 __all__ = ["app", "main"]
@@ -119,7 +120,16 @@ def _root(
 def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config:
     path = config_path or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load_config(path) if path else Config()
-    for key in ("host", "port", "log_level", "log_format", "default_room"):
+    for key in (
+        "host",
+        "port",
+        "log_level",
+        "log_format",
+        "default_room",
+        "tls_cert",
+        "tls_key",
+        "tls_port",
+    ):
         if overrides.get(key) is not None:
             setattr(config, key, overrides[key])
     config.plugins = [*config.plugins, *overrides["plugins"]]
@@ -316,6 +326,33 @@ def serve(
             metavar="PORT",
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also listen with TLS, with this certificate chain (PEM); needs --tls-key. "
+            "Reloaded on SIGHUP. \\[default: [tls] cert in the config file, else no TLS]",
+            metavar="FILE",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="The private key of --tls-cert (PEM).", metavar="FILE"),
+    ] = None,
+    tls_port: Annotated[
+        int | None,
+        typer.Option(
+            help="The TLS port of the line protocol. \\[default: 9443; 0 with --port 0]",
+            metavar="PORT",
+        ),
+    ] = None,
+    irc_tls_port: Annotated[
+        int | None,
+        typer.Option(
+            help="The TLS port of IRC, with --irc-port and a certificate. "
+            "\\[default: 6697; 0 with --irc-port 0]",
+            metavar="PORT",
+        ),
+    ] = None,
     db: Annotated[
         str | None,
         typer.Option(
@@ -343,6 +380,9 @@ def serve(
         "log_format": log_format,
         "log_messages": log_messages,
         "metrics_port": metrics_port,
+        "tls_cert": None if tls_cert is None else str(tls_cert.absolute()),
+        "tls_key": None if tls_key is None else str(tls_key.absolute()),
+        "tls_port": tls_port,
         "limits": {
             "max_line": max_line,
             "max_sendq": max_sendq,
@@ -377,7 +417,7 @@ def serve(
             # In the text format, facts the banner prints are not logged twice.
             handler.addFilter(_said_by_banner)
         logging.basicConfig(level=level, handlers=[handler], force=True)
-        server = Server(config=cfg, faces=_faces(cfg, irc_port, web_port))
+        server = Server(config=cfg, faces=_faces(cfg, irc_port, irc_tls_port, web_port))
     except UsageError as exc:
         raise _fail(exc) from None
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl+C
@@ -419,6 +459,12 @@ def serve(
         hosts = local_addresses(socket.AF_INET6 if ":" in host_ else socket.AF_INET)
         tries = " or ".join(f"nc {h} {port_}" for h in (hosts if everywhere else [host_]))
         typer.echo(f"try: {tries}   (type a nick, then chat; Ctrl+C here stops it)")
+        if "line-tls" in server.addresses:
+            tls_host, tls_port_ = server.addresses["line-tls"]
+            typer.echo(
+                f"TLS: {tls_host}:{tls_port_}   (chatkit join --tls --host {tls_host} "
+                f"--port {tls_port_})"
+            )
         if "irc" in server.addresses:
             irc_host, irc_port_ = server.addresses["irc"]
             shown = f"[{irc_host}]" if ":" in irc_host else irc_host
@@ -434,6 +480,13 @@ def serve(
             typer.echo(f"metrics: http://{m_host}:{m_port}/metrics")
         if pid_file is not None:
             _write_pid_file(pid_file)
+        if "irc-tls" in server.addresses:
+            irc_host, irc_port_ = server.addresses["irc-tls"]
+            shown = f"[{irc_host}]" if ":" in irc_host else irc_host
+            typer.echo(
+                f"IRC over TLS: ircs://{shown}:{irc_port_}   "
+                f"(irssi: /connect -tls {irc_host} {irc_port_})"
+            )
         sys.stdout.flush()
         # The server runs in its threads; this waits for a signal, or for the server
         # to stop itself (Server.fail).
@@ -474,34 +527,58 @@ def _remove_pid_file(path: Path) -> None:
         pass
 
 
-def _faces(config: Config, irc_port: int | None, web_port: int | None = None) -> list[Face]:
+def _faces(
+    config: Config,
+    irc_port: int | None,
+    irc_tls_port: int | None = None,
+    web_port: int | None = None,
+) -> list[Face]:
     """The line face, the IRC face if ``--irc-port`` or ``[faces.irc] port`` asks, and
-    the web face if ``--web-port`` or ``[faces.web] port`` does."""
-    faces: list[Face] = [LineFace()]
+    the web face if ``--web-port`` or ``[faces.web] port`` does; with a certificate,
+    each also on a TLS port of its own."""
+    tls = config.tls_cert is not None
+    line = LineFace()
+    faces: list[Face] = [line]
+    if tls:
+        port = config.tls_port
+        faces.append(TlsFace(line, port=port if port is not None else _tls_port(config.port)))
     irc = config.faces.get("irc", {})
     port = irc_port if irc_port is not None else irc.get("port")
     if port is not None:
-        faces.append(
-            IrcFace(
-                host=irc.get("host"),
-                port=port,
-                server_name=irc.get("server_name", SERVER_NAME),
-                network=irc.get("network", NETWORK_NAME),
-                operators=irc.get("operators", {}),
-            )
+        face: Face = IrcFace(
+            host=irc.get("host"),
+            port=port,
+            server_name=irc.get("server_name", SERVER_NAME),
+            network=irc.get("network", NETWORK_NAME),
+            operators=irc.get("operators", {}),
         )
+        faces.append(face)
+        if tls:
+            secure = irc_tls_port if irc_tls_port is not None else irc.get("tls_port")
+            if secure is None:
+                secure = 0 if port == 0 else IRC_TLS_PORT
+            faces.append(TlsFace(face, port=secure))
     web = config.faces.get("web", {})
     port = web_port if web_port is not None else web.get("port")
     if port is not None:
-        faces.append(
-            WebFace(
-                host=web.get("host"),
-                port=port,
-                origins=web.get("origins", ()),
-                allow_no_origin=web.get("allow_no_origin", False),
-            )
+        face = WebFace(
+            host=web.get("host"),
+            port=port,
+            origins=web.get("origins", ()),
+            allow_no_origin=web.get("allow_no_origin", False),
         )
+        faces.append(face)
+        if tls:
+            secure = web.get("tls_port")
+            if secure is None:
+                secure = 0 if port == 0 else WEB_TLS_PORT
+            faces.append(TlsFace(face, port=secure))
     return faces
+
+
+def _tls_port(port: int) -> int:
+    """The line face's TLS port when none is given: 9443, or any free one beside port 0."""
+    return 0 if port == 0 else TLS_PORT
 
 
 # Log lines that say what serve's own output already says: one line per fact.
@@ -582,6 +659,10 @@ def _reload(
     except UsageError as exc:
         reload_log.error("reload failed, the old config stays: %s", exc)
         return
+    try:
+        server.reload_tls()  # new handshakes use the (new) certificate files
+    except UsageError as exc:
+        reload_log.error("%s; keeping the old certificate", exc)
     logging.getLogger().setLevel(level)
     if config.log_format == "json" and not isinstance(handler.formatter, JsonFormatter):
         handler.setFormatter(JsonFormatter())
@@ -715,7 +796,7 @@ def plugins_command(
 
     hook_lines = [h.removeprefix("chatkit_") for r in rows for h in r.hooks]
     table.add_column("name", overflow="fold", min_width=widest((r.name for r in rows), "name"))
-    table.add_column("what", overflow="fold", min_width=10)
+    table.add_column("what", overflow="fold", min_width=10, max_width=14)
     table.add_column("package", overflow="fold")
     table.add_column("on", overflow="fold", min_width=6)
     table.add_column("hooks", overflow="fold", min_width=widest(hook_lines, "hooks"))
@@ -896,6 +977,28 @@ def join(
             "--reconnect/--no-reconnect", help="Reconnect after a lost connection.", metavar=""
         ),
     ] = True,
+    tls: Annotated[
+        bool,
+        typer.Option("--tls", help="Speak TLS (the server's TLS port, e.g. 9443).", metavar=""),
+    ] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="With --tls, accept any certificate (a self-signed one): anyone in "
+            "between can read along.",
+            metavar="",
+        ),
+    ] = False,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CHATKIT_PASSWORD",
+            help="The password of your registered nick (better: the CHATKIT_PASSWORD "
+            "environment variable, which other users cannot see).",
+            metavar="PASSWORD",
+        ),
+    ] = None,
 ) -> None:
     """Join a chat. In a terminal: an interactive client (type a line, Enter sends it;
     /quit or Ctrl+D leaves). In a script: each line of standard input is sent (a message,
@@ -907,9 +1010,21 @@ def join(
     Examples: echo "hello" | chatkit join --nick bot --wait 2;
     chatkit join --nick watcher --json --stay < /dev/null
     """
+    if insecure and not tls:
+        typer.echo("Error: --insecure goes with --tls", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    context = tls_client_context(insecure) if tls else None
     if sys.stdin.isatty() and sys.stdout.isatty() and not as_json:
         colours = color and not os.environ.get("NO_COLOR")
-        terminal = Terminal(host, port, color=colours, reconnect=reconnect, replay=replay)
+        terminal = Terminal(
+            host,
+            port,
+            color=colours,
+            reconnect=reconnect,
+            replay=replay,
+            tls=context,
+            password=password,
+        )
         try:
             code = terminal.run(nick, room)
         except ClientError as exc:
@@ -923,13 +1038,13 @@ def join(
         typer.echo("Error: --stay and --wait do not go together; choose one", err=True)
         raise typer.Exit(EXIT_USAGE)
     try:
-        client = Client.connect(host, port)
+        client = Client.connect(host, port, tls=context)
     except ClientError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_REFUSED) from None
     with client:
         try:
-            welcome = client.login(nick, replay=replay)
+            welcome = client.login(nick, replay=replay, password=password)
             frames = client.enter(room) if room else []
         except LoginRefused as exc:
             typer.echo(f"nick {nick!r} refused: {exc}", err=True)

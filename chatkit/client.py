@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ __all__ = [
     "encode_frame",
     "room_name",
     "say_frame",
+    "tls_client_context",
 ]
 
 RECV_BYTES = 65536  # bytes asked of one recv()
@@ -82,6 +84,17 @@ def encode_frame(frame: dict[str, Any]) -> bytes:
 def room_name(name: str) -> str:
     """``name`` as a room name: ``general`` is ``#general`` (as ``/join general`` does)."""
     return name if name.startswith("#") else f"#{name}"
+
+
+def tls_client_context(insecure: bool = False) -> ssl.SSLContext:
+    """A context to reach a server over TLS: the system's trusted certificates (or the
+    ``SSL_CERT_FILE`` environment variable's), or, with ``insecure``, any certificate
+    at all (a self-signed one in a test; anyone in the middle can read along)."""
+    context = ssl.create_default_context()
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class ClientError(ChatkitError):
@@ -159,10 +172,20 @@ class LineClient:
         self._lines: deque[bytes | LineTooLong] = deque()
 
     @staticmethod
-    def _open(address: tuple[str, int], timeout: float) -> socket.socket:
-        """A socket connected to ``address`` (``timeout`` still set on it); raises ``OSError``."""
+    def _open(
+        address: tuple[str, int], timeout: float, tls: ssl.SSLContext | None = None
+    ) -> socket.socket:
+        """A socket connected to ``address`` (``timeout`` still set on it), over TLS with
+        ``tls`` (handshake done, the host name checked as ``tls`` says); raises
+        ``OSError`` (``ssl.SSLError`` for a failed handshake)."""
         sock = socket.create_connection(address, timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                return tls.wrap_socket(sock, server_hostname=address[0])
+            except BaseException:
+                sock.close()
+                raise
         return sock
 
     @classmethod
@@ -173,15 +196,19 @@ class LineClient:
         timeout: float = 10.0,
         *,
         max_line: int = MAX_SERVER_LINE,
+        tls: ssl.SSLContext | None = None,
     ) -> Self:
         """Connect; raise :class:`ClientError` ("no chatkit server at HOST:PORT") if refused.
 
-        ``timeout`` bounds the connecting; ``max_line`` is the longest line read.
+        ``timeout`` bounds the connecting; ``max_line`` is the longest line read;
+        ``tls`` (e.g. :func:`tls_client_context`) speaks TLS.
         """
         try:
-            sock = cls._open((host, port), timeout)
+            sock = cls._open((host, port), timeout, tls)
         except ConnectionRefusedError:
             raise ClientError(f"no chatkit server at {host}:{port}") from None
+        except ssl.SSLError as exc:
+            raise ClientError(f"TLS with {host}:{port} failed: {exc.reason or exc}") from None
         except OSError as exc:
             raise ClientError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
         sock.settimeout(None)
@@ -283,9 +310,12 @@ class Client(LineClient):
         *,
         replay: int | None = None,
         since: int | None = None,
+        password: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Log in as ``nick``; return the ``welcome`` frame or raise :class:`LoginRefused`.
+
+        ``password`` is the registered nick's (the ``accounts`` plugin).
 
         ``replay`` is how many earlier messages the server replays per room joined
         (0: none; default: the server's choice); ``since`` asks only for messages
@@ -298,6 +328,8 @@ class Client(LineClient):
             hello["replay"] = replay
         if since is not None:
             hello["since"] = since
+        if password is not None:
+            hello["password"] = password
         self.send(hello)
         at = self._find(lambda f: f["type"] == "welcome" or _refusal(f), _deadline(timeout))
         if at is None:

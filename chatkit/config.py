@@ -69,6 +69,8 @@ CONNECT_RATE = 10.0  # new connections a second from one address, sustained (not
 CONNECT_BURST = 20  # new connections at once from one address: MAX_CLIENTS_PER_ADDRESS.
 IDLE_TIMEOUT = 300.0  # seconds of silence before the server pings a client.
 PING_TIMEOUT = 60.0  # seconds a pinged client has to send anything back.
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a TLS client has to finish its handshake: a few round
+# trips, even over a slow link; nginx's ssl_handshake_timeout defaults to 60.
 
 
 @dataclass
@@ -117,6 +119,8 @@ class Limits:
     """Seconds of silence before the server pings a client (``--idle-timeout``)."""
     ping_timeout: float = PING_TIMEOUT
     """Seconds a pinged client has to answer before it is dropped (``--ping-timeout``)."""
+    tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT
+    """Seconds a client on a TLS port has to finish its handshake before it is closed."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -156,6 +160,13 @@ class Config:
     """Listeners beside the line face: the ``[faces.NAME]`` tables of the config file
     (``irc``: ``host``, ``port``, ``server_name``, ``network``; ``web``: ``host``,
     ``port``, ``origins``, ``allow_no_origin``), checked here."""
+    tls_cert: str | None = None
+    """The TLS certificate chain (PEM file), ``--tls-cert`` or ``[tls] cert``: with
+    :attr:`tls_key`, the server listens with TLS too (docs/operations.md, "TLS")."""
+    tls_key: str | None = None
+    """The private key of :attr:`tls_cert` (PEM file), ``--tls-key`` or ``[tls] key``."""
+    tls_port: int | None = None
+    """The line face's TLS port (``--tls-port``, ``[tls] port``); ``None``: 9443."""
     source: Path | None = None
     """The file this config was read from, if any."""
 
@@ -176,10 +187,19 @@ _SERVER_KEYS = {
 }
 LOG_FORMATS = ("text", "json")
 _FACE_KEYS: dict[str, dict[str, type]] = {
-    "irc": {"host": str, "port": int, "server_name": str, "network": str, "operators": dict},
-    "web": {"host": str, "port": int, "origins": list, "allow_no_origin": bool},
+    "irc": {
+        "host": str,
+        "port": int,
+        "server_name": str,
+        "network": str,
+        "operators": dict,
+        "tls_port": int,
+    },
+    "web": {"host": str, "port": int, "origins": list, "allow_no_origin": bool, "tls_port": int},
 }
 
+
+_TLS_KEYS: dict[str, type] = {"cert": str, "key": str, "port": int}
 
 _TYPE_NAMES = {
     bool: "true or false",
@@ -215,11 +235,11 @@ def load_config(path: Path | str) -> Config:
 def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
     """Build a :class:`Config` from the parsed TOML document ``data``."""
     where = f"{source}: " if source else ""
-    unknown = set(data) - {"server", "limits", "plugins", "faces"}
+    unknown = set(data) - {"server", "limits", "plugins", "faces", "tls"}
     if unknown:
         raise UsageError(
             f"{where}unknown section(s) {', '.join(sorted(unknown))}; "
-            "expected [server], [limits], [faces.NAME] and [plugins.NAME]"
+            "expected [server], [limits], [tls], [faces.NAME] and [plugins.NAME]"
         )
     config = Config(source=source)
     server = data.get("server", {})
@@ -298,6 +318,15 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
                 for who, password in value.items():
                     _check_type(f"{where}[faces.{name}.operators] {who}", password, str)
         config.faces[name] = dict(table)
+    tls = data.get("tls", {})
+    _check_type(f"{where}[tls]", tls, dict)
+    for key, value in tls.items():
+        if key not in _TLS_KEYS:
+            raise UsageError(f"{where}unknown key tls.{key}; expected one of cert, key, port")
+        _check_type(f"{where}[tls] {key}", value, _TLS_KEYS[key])
+        if key in ("cert", "key") and source is not None:
+            value = str(source.parent / value)  # relative to the config file
+        setattr(config, f"tls_{key}", value)
     return config
 
 

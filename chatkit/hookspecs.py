@@ -29,6 +29,7 @@ between two hooks, with no hook of its own::
               → (nick free?) → (nick to everyone who shares a room) → chatkit_on_nick
     /part:    chatkit_allow_input → (leave to the room's members) → chatkit_on_leave
     request:  chatkit_allow_input → chatkit_handle_request (before login too)
+    authenticate: chatkit_authenticate (IRC SASL, before login)
     logout:   (leave to the members of its rooms) → chatkit_on_leave (each room)
               → chatkit_on_logout
     shutdown: (stop accepting; a notice to each client; connections closed, each
@@ -233,6 +234,31 @@ def chatkit_allow_login(client: Session, nick: str, fields: dict[str, Any]) -> R
     plugin to reject wins, there is no "force allow", and the client may try
     another nick. Must not change its arguments. If it raises, the login is
     refused (fail closed) and the error logged.
+    """
+
+
+@hookspec(firstresult=True)
+def chatkit_authenticate(client: Session, account: str, password: str) -> bool | Reject | None:
+    """Check an account's password before login: IRC's SASL ``PLAIN``.
+
+    Runs on the client's reader thread when its face asks for a login by account
+    and password apart from the nick (the IRC face, for ``AUTHENTICATE``), before
+    ``chatkit_allow_login``; other faces send the password with the login itself
+    (``hello``'s ``password``), which ``chatkit_allow_login`` checks.
+
+    :param client: The session asking; ``client.nick`` is ``None``.
+    :param account: The account named (for the builtin ``accounts``, a registered
+        nick, any case).
+    :param password: The password, as sent. Never log it.
+
+    Return ``True`` if the password is right: the plugin then sets
+    ``client.account``, which later hooks (``chatkit_allow_login`` for a
+    registered nick) trust; a :class:`~chatkit.Reject` if it is wrong or the
+    client must wait (``bad_password``, ``auth_throttled`` with ``retry_after``);
+    ``None`` if the plugin keeps no accounts. Stops at the first non-``None``
+    result; with none, the face answers that it cannot authenticate. May set
+    ``client.account``, nothing else of its arguments. If it raises, the
+    authentication fails (fail closed) and the error is logged.
     """
 
 

@@ -262,6 +262,17 @@ class Hub:
             )
         self._check(result)
 
+    def authenticate(self, session: Session, account: str, password: str) -> None:
+        """Check ``account``'s ``password`` for ``session`` before login (IRC SASL):
+        ``chatkit_authenticate``. Raises :class:`CommandError`: the plugin's refusal,
+        or ``no_accounts`` if no plugin keeps accounts."""
+        result = self.hooks.first(
+            "chatkit_authenticate", _reject, client=session, account=account, password=password
+        )
+        if result is None or result is False:
+            raise CommandError("this server keeps no accounts", "no_accounts")
+        self._check(result)
+
     def run_command(self, session: Session, text: str, room: str | None) -> None:
         """Run the command line ``text`` (``/name args``) typed by ``session``."""
         name, args = split_command(text)

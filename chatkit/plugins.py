@@ -61,12 +61,14 @@ DEFAULT_PLUGINS = (
     "messaging",  # /msg and /me
     "flood",  # a token bucket per client: refuses lines beyond a rate
     "history",  # messages stored in SQLite before delivery; replay on join, /history
+    "accounts",  # registered nicks and passwords: /register, /identify; private history
     "log",  # the console log of logins, joins, leaves and logouts
 )
 OPTIONAL_PLUGINS = (
     "stats",  # /stats: the server's counters; off unless enabled
     "metrics",  # Prometheus /metrics on a port of its own (--metrics-port); off unless enabled
     "webhooks",  # bots over HTTP: events POSTed to URLs, an endpoint to post messages
+    "moderation",  # room operators, /kick, /ban, /mute; server operators' /kill, /wall
 )
 BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
 
@@ -79,6 +81,8 @@ _BUILTIN_TARGETS["metrics"] = "chatkit.builtins.metrics:Metrics"
 _BUILTIN_TARGETS["log"] = "chatkit.builtins.log:Log"
 _BUILTIN_TARGETS["webhooks"] = "chatkit.builtins.webhooks:Webhooks"
 _BUILTIN_TARGETS["history"] = "chatkit.builtins.history:History"
+_BUILTIN_TARGETS["accounts"] = "chatkit.builtins.accounts:Accounts"
+_BUILTIN_TARGETS["moderation"] = "chatkit.builtins.moderation:Moderation"
 
 
 @dataclass

@@ -20,6 +20,13 @@ face); every thread above serves all of them.
 
 Sockets stay blocking for the reader; the writer sends with ``MSG_DONTWAIT``
 (POSIX), so the two never disturb each other.
+
+TLS: a face wrapped in :class:`TlsFace` listens on a port of its own where every
+connection speaks TLS. The socket stays a plain one; its :class:`TlsState` (an
+``ssl.SSLObject`` over memory buffers) encrypts what the writer sends and decrypts
+what the reader receives, so the threads above work unchanged. The handshake runs
+on the connection's reader thread, with ``tls_handshake_timeout``: a slow or plain
+client holds up nobody else.
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ import errno
 import functools
 import ipaddress
 import logging
+import os
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,7 +52,7 @@ from chatkit.codecs import JSON_CODEC, Codec
 from chatkit.commands import CommandRegistry
 from chatkit.config import MAX_BACKLOG_BYTES, SLOW_TIMEOUT, Config
 from chatkit.errors import UsageError
-from chatkit.faces import Channel, Face
+from chatkit.faces import Channel, Face, Link
 from chatkit.faces.line import LineFace
 from chatkit.frames import Frame
 from chatkit.hooks import HookRunner
@@ -51,7 +60,7 @@ from chatkit.hub import Hub
 from chatkit.session import Session
 from chatkit.transport import Transport
 
-__all__ = ["Connection", "Server", "Writer"]
+__all__ = ["Connection", "Server", "TlsFace", "TlsState", "Writer", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +75,142 @@ SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice befor
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
 # releases the GIL to the readers and the writer, and lets the new connections that sent
 # data meanwhile leave the pending set, so a storm of thousands arrives in slices.
+TLS_PORT = 9443  # the line face's TLS port unless told: 9090's neighbour by convention
+IRC_TLS_PORT = 6697  # the IRC face's TLS port unless told (RFC 7194)
+WEB_TLS_PORT = 8443  # the web face's TLS port (https, wss) unless told
+TLS_RECORD = (
+    16384  # bytes of plaintext in one TLS record: what one SSLObject.read() returns at most
+)
 CONNECT_BUCKETS = 10_000  # addresses whose connection rate is tracked at once; past it the
 # buckets that have refilled are forgotten (they hold nothing), then, if need be, all of them.
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server-side TLS context for the certificate chain ``cert`` and its ``key``
+    (PEM files); :class:`UsageError` naming the file if they cannot be loaded."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for path in (cert, key):
+        if not os.path.isfile(path):
+            raise UsageError(f"TLS: {path} does not exist")
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"TLS: cannot load {cert} and {key}: {exc}") from None
+    return context
+
+
+class TlsFace:
+    """A face on a port of its own where connections speak TLS: ``TlsFace(IrcFace(...),
+    port=6697)``. Everything but the listener is the wrapped face's (the same instance
+    may also listen in plain text). Needs the server's ``tls_cert`` and ``tls_key``."""
+
+    def __init__(self, face: Face, port: int | None = None, host: str | None = None) -> None:
+        self.face = face
+        """The wrapped face."""
+        self.name = f"{face.name}-tls"
+        """The inner face's name and ``-tls`` (``line-tls``, ``irc-tls``)."""
+        self.host = host if host is not None else face.host
+        self.port = port
+
+    def __repr__(self) -> str:
+        return f"<TlsFace {self.face!r} port={self.port}>"
+
+    def early(self, frame: Frame) -> bytes:
+        # Nothing in plain text on a TLS port: a refused or silent client is just closed.
+        return b""
+
+    def greeting(self) -> bytes | None:
+        return None
+
+    def open(self, hub: Hub, session: Session, link: Link) -> Channel:
+        return self.face.open(hub, session, link)
+
+
+class TlsState:
+    """One connection's TLS: an ``ssl.SSLObject`` over two memory buffers.
+
+    The reader thread calls :meth:`handshake` once, then :meth:`decrypt` with what it
+    receives; the writer thread calls :meth:`encrypt` with what it sends. Neither
+    does I/O here.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        # Synchronize the SSLObject (not thread-safe) between the reader (decrypt)
+        # and the writer (encrypt). Held only for memory work, never a syscall.
+        self._lock = threading.Lock()
+        self.ready = False
+        """True once the handshake is done: the writer may encrypt."""
+
+    def handshake(self, sock: socket.socket, timeout: float) -> bytes:
+        """Run the server's side of the handshake on ``sock`` (reader thread, before the
+        writer sends anything: it waits for :attr:`ready`); return the application
+        data that came with the client's last flight (often empty).
+
+        Raises ``ssl.SSLError`` (not TLS, bad certificate...), ``TimeoutError``
+        after ``timeout`` seconds, ``ConnectionError`` if the client left, or
+        ``OSError``.
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                with self._lock:
+                    try:
+                        self._tls.do_handshake()
+                        done = True
+                    except ssl.SSLWantReadError:
+                        done = False
+                    out = self._outgoing.read()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("TLS handshake timed out")
+                sock.settimeout(left)
+                if out:
+                    sock.sendall(out)
+                if done:
+                    break
+                data = sock.recv(RECV_BYTES_BUSY)
+                if not data:
+                    raise ConnectionResetError("the client left during the TLS handshake")
+                self._incoming.write(data)
+        finally:
+            sock.settimeout(None)
+        with self._lock:
+            self.ready = True
+            plain, _ = self._read()
+        return plain
+
+    def decrypt(self, data: bytes) -> tuple[bytes, bool]:
+        """Feed bytes received; return the plaintext now available, and True if the
+        client closed the TLS session (``close_notify``). Raises ``ssl.SSLError``."""
+        with self._lock:
+            self._incoming.write(data)
+            return self._read()
+
+    def _read(self) -> tuple[bytes, bool]:
+        assert self._lock.locked()
+        pieces: list[bytes] = []
+        try:
+            while True:
+                piece = self._tls.read(TLS_RECORD)
+                if not piece:
+                    return b"".join(pieces), True
+                pieces.append(piece)
+        except ssl.SSLWantReadError:
+            return b"".join(pieces), False
+        except ssl.SSLZeroReturnError:
+            return b"".join(pieces), True
+
+    def encrypt(self, data: bytes) -> bytes:
+        """The bytes to send for ``data`` (and any TLS record of its own, e.g. a key
+        update's answer). Raises ``ssl.SSLError``."""
+        with self._lock:
+            if data:
+                self._tls.write(data)  # a memory buffer takes it all
+            return self._outgoing.read()
 
 
 class Connection:
@@ -91,9 +234,12 @@ class Connection:
         writer: Writer,
         face: Face,
         pause: Callable[[Connection], None],
+        tls: TlsState | None = None,
     ) -> None:
         self.sock = sock
         """The socket (blocking; the writer sends with ``MSG_DONTWAIT``)."""
+        self.tls = tls
+        """Its TLS state on a :class:`TlsFace`'s port, else ``None``."""
         self.address = address
         """The peer's (host, port)."""
         self.face = face
@@ -130,6 +276,8 @@ class Connection:
         self._aborting = False  # shut down now, queue or not
         self._blocked = False  # the socket was full at the last send: waiting for POLLOUT
         self._over_since: float | None = None  # since when _blocked with over max_sendq queued
+        self._cipher = b""  # TLS: encrypted bytes the socket did not take yet (counted in
+        # _out_bytes as their length)
         self.close_reason: str | None = None
         """Why the server is closing this connection, if it is."""
         # Synchronize the socket's shutdown() and close(): holding it means no
@@ -534,10 +682,13 @@ class Writer:
 
     def _flush(self, conn: Connection) -> None:
         """Send everything queued for ``conn`` in one ``send``; wait for POLLOUT if full."""
+        tls = conn.tls
         with self._lock:
             conn._scheduled = False
+            if tls is not None and not tls.ready and not conn._aborting:
+                return  # the reader is still shaking hands; it reschedules us after
             out = conn._out
-            idle = conn._aborting or not out
+            idle = conn._aborting or not (out or conn._cipher)
             shut = conn._aborting or conn._finishing
             if not idle:
                 conn._out = collections.deque()
@@ -546,13 +697,19 @@ class Writer:
             if shut:
                 conn.shutdown()
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
+        data = b"" if not out else out[0] if len(out) == 1 else b"".join(out)
+        plain = len(data)
         try:
+            if tls is not None:
+                # What waited, then the new bytes encrypted: the queue's bytes are
+                # consumed, and what the socket does not take stays in _cipher.
+                data = conn._cipher + tls.encrypt(data)
+                plain += len(conn._cipher)
             sent = conn.sock.send(data, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             sent = 0
-        except OSError as exc:
-            conn.abort(f"connection lost ({exc.strerror or exc})")
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            conn.abort(f"connection lost ({getattr(exc, 'strerror', None) or exc})")
             self._unwait(conn)
             return
         self.sends += 1
@@ -564,11 +721,20 @@ class Writer:
                 shut = True
             else:
                 owned = self._owned_of(conn)
-                conn._out_bytes -= sent
-                self._queued -= sent
+                if tls is not None:
+                    # The counters held the plaintext taken and the old _cipher; now
+                    # they hold the new _cipher's length, and 0 once it is sent.
+                    conn._cipher = data[sent:]
+                    sent_all = not conn._cipher
+                    consumed = plain - len(conn._cipher)
+                else:
+                    sent_all = sent == len(data)
+                    consumed = sent
+                conn._out_bytes -= consumed
+                self._queued -= consumed
                 # The socket is full if it did not take everything: what waits now is
                 # the client's own delay (up to max_sendq), not the writer's.
-                conn._blocked = sent < len(data)
+                conn._blocked = not sent_all
                 self._owned += self._owned_of(conn) - owned
                 if conn._over_since is not None and (
                     not conn._blocked or conn._out_bytes <= conn.max_sendq
@@ -577,8 +743,9 @@ class Writer:
                     self._over.discard(conn)
                 if conn._blocked:
                     # Unsent bytes go back in front: anything pushed meanwhile is
-                    # behind them, so the queue stays FIFO.
-                    conn._out.appendleft(data[sent:])
+                    # behind them, so the queue stays FIFO. (TLS: they wait in _cipher.)
+                    if tls is None:
+                        conn._out.appendleft(data[sent:])
                     conn._scheduled = True  # pushes need not wake us: POLLOUT will
                     wait = True
                 else:
@@ -732,6 +899,9 @@ class Server:
         self.addresses: dict[str, tuple[str, int]] = {}
         """Where each face listens, by face name (filled by ``start()``)."""
         self._listeners: dict[socket.socket, Face] = {}
+        self.tls_context: ssl.SSLContext | None = None
+        """The TLS context new handshakes use (``config.tls_cert``), replaced by
+        :meth:`reload_tls`; ``None`` without TLS."""
         # Synchronize access to _conns and _per_address (acceptor, readers, watchdog,
         # shutdown) and to the lifecycle flags _started and _stopped.
         self._lock = threading.Lock()
@@ -785,6 +955,12 @@ class Server:
         # Bind first: a port in use is the likeliest mistake, and plugins (the
         # history database) should not open files for a server that cannot run.
         try:
+            if self.config.tls_cert or self.config.tls_key:
+                if not (self.config.tls_cert and self.config.tls_key):
+                    raise UsageError("TLS needs both a certificate and its key (--tls-key)")
+                self.tls_context = tls_context(self.config.tls_cert, self.config.tls_key)
+            if self.tls_context is None and any(isinstance(f, TlsFace) for f in self.faces):
+                raise UsageError("a TLS listener needs a certificate: --tls-cert and --tls-key")
             for face in self.faces:
                 listener = self._listen(face)
                 self._listeners[listener] = face
@@ -947,7 +1123,7 @@ class Server:
             if getattr(old.limits, f.name) != value:
                 notes.append(f"limit {f.name}: {getattr(old.limits, f.name)} -> {value}")
                 setattr(old.limits, f.name, value)
-        for key in ("default_room", "bidi", "log_level", "log_format"):
+        for key in ("default_room", "bidi", "log_level", "log_format", "tls_cert", "tls_key"):
             if getattr(old, key) != getattr(config, key):
                 notes.append(f"{key}: {getattr(old, key)} -> {getattr(config, key)}")
                 setattr(old, key, getattr(config, key))
@@ -959,6 +1135,14 @@ class Server:
         for conn in self.connections:
             conn.max_sendq = limits.max_sendq  # read by the writer under its lock; atomic
         return notes
+
+    def reload_tls(self) -> None:
+        """Load the certificate and key files again (``chatkit serve`` on SIGHUP): new
+        handshakes use them, connected clients keep theirs. Raises :class:`UsageError`
+        (and keeps the old ones) if they cannot be loaded; does nothing without TLS."""
+        if self.config.tls_cert and self.config.tls_key and self.tls_context is not None:
+            self.tls_context = tls_context(self.config.tls_cert, self.config.tls_key)
+            log.info("TLS certificate reloaded from %s", self.config.tls_cert)
 
     def serve_forever(self) -> None:
         """Start if needed, then block until :meth:`shutdown` is called (from another thread)."""
@@ -1159,8 +1343,17 @@ class Server:
                         f"(at most {limits.max_clients_per_address})",
                     )
                 else:
+                    tls = None
+                    if isinstance(face, TlsFace) and self.tls_context is not None:
+                        tls = TlsState(self.tls_context)
                     conn = Connection(
-                        sock, (host, int(addr[1])), limits.max_sendq, self.writer, face, self._pause
+                        sock,
+                        (host, int(addr[1])),
+                        limits.max_sendq,
+                        self.writer,
+                        face,
+                        self._pause,
+                        tls,
                     )
                     conn.session = Session(conn, self.writer.wake)
                     conn.channel = face.open(self.hub, conn.session, conn)
@@ -1280,8 +1473,10 @@ class Server:
     def _first_data(self, conn: Connection) -> None:
         """A pending connection is readable: close it if it left, else start its reader."""
         assert self._accept_sel is not None
+        # A TLS connection's bytes are its handshake, for its reader: only peek.
+        flags = socket.MSG_DONTWAIT | (socket.MSG_PEEK if conn.tls is not None else 0)
         try:
-            data = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
+            data = conn.sock.recv(RECV_BYTES if conn.tls is None else 1, flags)
         except (BlockingIOError, InterruptedError):
             return  # a spurious wakeup: it stays pending
         except OSError as exc:
@@ -1339,26 +1534,48 @@ class Server:
     def _serve(self, conn: Connection, data: bytes) -> None:
         """Thread entry point for one connection: nothing above catches errors.
 
-        ``data`` is what the acceptor received first (never empty).
+        ``data`` is what the acceptor received first (never empty); on a TLS port,
+        the acceptor only peeked, and the handshake comes first.
         """
         session = conn.session
         reason = "connection closed"
         size = RECV_BYTES_BUSY if len(data) == RECV_BYTES else RECV_BYTES
+        tls = conn.tls
+        eof = False
         try:
+            if tls is not None:
+                try:
+                    data = tls.handshake(conn.sock, self.config.limits.tls_handshake_timeout)
+                except (OSError, ValueError) as exc:  # ssl.SSLError, TimeoutError: OSErrors
+                    # A plain client on the TLS port, a scanner, a bad certificate on
+                    # the client's side: close it, quietly (nothing to log as an error).
+                    log.debug("TLS handshake with %s:%s failed: %s", *conn.address, exc)
+                    reason = "TLS handshake failed"
+                    return
+                # The writer waited for the handshake (a watchdog's frame may be queued).
+                if self.writer.push(conn, b""):
+                    self.writer.wake()
             while True:
-                conn.last_seen = time.monotonic()
-                conn.pinged_at = None
-                if not conn.channel.receive(data) or not data or conn.finishing:
-                    break
+                if data or eof:
+                    conn.last_seen = time.monotonic()
+                    conn.pinged_at = None
+                    if not conn.channel.receive(data) or eof or conn.finishing:
+                        break
                 if session.unsettled:
                     # Lines handled so far may still be being stored: deliver them
                     # before waiting for more (see Hub.settle).
                     self.hub.settle(session)
                 try:
-                    data = conn.sock.recv(size)
+                    raw = conn.sock.recv(size)
                     # Idle readers block with a small buffer; a full one means more waits.
-                    size = RECV_BYTES_BUSY if len(data) == size else RECV_BYTES
-                except OSError as exc:
+                    size = RECV_BYTES_BUSY if len(raw) == size else RECV_BYTES
+                    if tls is None or not raw:
+                        data, eof = raw, not raw
+                    else:
+                        # A partial record decrypts to nothing yet: read on. After a
+                        # close_notify the client closes the socket: recv() says so.
+                        data, _closed = tls.decrypt(raw)
+                except OSError as exc:  # ssl.SSLError too: a corrupt record
                     reason = f"connection lost ({exc.strerror or exc})"
                     break
         except Exception:

@@ -52,6 +52,11 @@ class Session:
         self.welcomed = False
         """Set by the hub once the ``welcome`` is queued; before that, during a login,
         the nick is taken but ``hub.find()`` does not return the session."""
+        self.account: str | None = None
+        """The account the client proved it owns (its name: a registered nick,
+        case-folded), or ``None``. Set and cleared by an accounts plugin (the builtin
+        ``accounts``) on the client's reader thread; others only read it (the
+        ``history`` plugin shows private history to the account that took part)."""
         self.data: dict[str, Any] = {}
         """Free space for plugins, keyed by plugin name; guard it yourself."""
         self.transport = transport

@@ -9,6 +9,7 @@ thread reads frames and prints them above the prompt (prompt_toolkit's
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 import time
 import zlib
@@ -190,8 +191,12 @@ class Terminal:
         color: bool = True,
         reconnect: bool = True,
         replay: int | None = None,
+        tls: ssl.SSLContext | None = None,
+        password: str | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.tls = tls  # speak TLS with this context
+        self.password = password  # the registered nick's
         self.replay = replay  # the login's choice of replay (None: the server's)
         self.color = color
         self.reconnect = reconnect
@@ -222,7 +227,7 @@ class Terminal:
 
     def login(self, nick: str | None) -> bool:
         """Connect and log in, asking for a nick until one is accepted; False to give up."""
-        self.client = Client.connect(self.host, self.port)
+        self.client = Client.connect(self.host, self.port, tls=self.tls)
         session: PromptSession[str] = PromptSession()
         while True:
             if not nick:
@@ -233,7 +238,7 @@ class Terminal:
                 if not nick:
                     continue
             try:
-                welcome = self.client.login(nick, replay=self.replay)
+                welcome = self.client.login(nick, replay=self.replay, password=self.password)
             except LoginRefused as exc:  # shown as the server's error frame is
                 self.show(format_frame({"type": "error", "code": exc.code, "text": str(exc)}))
                 nick = None
@@ -273,12 +278,12 @@ class Terminal:
             self.say(f"* connection lost; reconnecting in {delay:g} s")
             time.sleep(delay)
             try:
-                client = Client.connect(self.host, self.port)
+                client = Client.connect(self.host, self.port, tls=self.tls)
                 # Only what was said since the last message shown: nothing twice.
                 if self.last_id is not None:
-                    welcome = client.login(self.nick, since=self.last_id)
+                    welcome = client.login(self.nick, since=self.last_id, password=self.password)
                 else:
-                    welcome = client.login(self.nick, replay=self.replay)
+                    welcome = client.login(self.nick, replay=self.replay, password=self.password)
             except LoginRefused as exc:
                 self.say(f"cannot log in again as {self.nick}: {exc}", "class:error")
                 return False

@@ -22,6 +22,7 @@ relies on the server's ordering promise (each connection's output is FIFO), so
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -141,8 +142,9 @@ class ChatClient(Client, _TestLines):
         timeout: float = DEFAULT_TIMEOUT,
         *,
         max_line: int = MAX_SERVER_LINE,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(self._open(address, timeout), address, max_line=max_line)
+        super().__init__(self._open(address, timeout, tls), address, max_line=max_line)
         self.timeout = timeout
         self.received: list[dict[str, Any]] = []
         """Every frame received, in order."""
@@ -155,9 +157,11 @@ class ChatClient(Client, _TestLines):
         timeout: float = DEFAULT_TIMEOUT,
         *,
         max_line: int = MAX_SERVER_LINE,
+        tls: ssl.SSLContext | None = None,
     ) -> Self:
-        """Connect to ``(host, port)``; ``timeout`` is the default wait of ``expect``."""
-        return cls((host, port), timeout, max_line=max_line)
+        """Connect to ``(host, port)``; ``timeout`` is the default wait of ``expect``;
+        ``tls`` speaks TLS with that context."""
+        return cls((host, port), timeout, max_line=max_line, tls=tls)
 
     def login(
         self,
@@ -165,6 +169,7 @@ class ChatClient(Client, _TestLines):
         *,
         replay: int | None = None,
         since: int | None = None,
+        password: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Log in as ``nick``; return the ``welcome`` frame (fail on an error frame).
@@ -175,7 +180,11 @@ class ChatClient(Client, _TestLines):
         deadline = self._deadline(timeout)
         try:
             frame = super().login(
-                nick, replay=replay, since=since, timeout=deadline - time.monotonic()
+                nick,
+                replay=replay,
+                since=since,
+                password=password,
+                timeout=deadline - time.monotonic(),
             )
         except LoginRefused as exc:
             raise AssertionError(f"login as {nick!r} refused: [{exc.code}] {exc}") from None
@@ -268,8 +277,9 @@ class TextClient(_TestLines):
         timeout: float = DEFAULT_TIMEOUT,
         *,
         max_line: int = MAX_SERVER_LINE,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(self._open(address, timeout), address, max_line=max_line)
+        super().__init__(self._open(address, timeout, tls), address, max_line=max_line)
         self.timeout = timeout
         self.pending: list[str] = []
         """Lines received and not yet consumed by :meth:`expect`."""
@@ -282,9 +292,11 @@ class TextClient(_TestLines):
         timeout: float = DEFAULT_TIMEOUT,
         *,
         max_line: int = MAX_SERVER_LINE,
+        tls: ssl.SSLContext | None = None,
     ) -> Self:
-        """Connect to ``(host, port)``; ``timeout`` is the default wait of ``expect``."""
-        return cls((host, port), timeout, max_line=max_line)
+        """Connect to ``(host, port)``; ``timeout`` is the default wait of ``expect``;
+        ``tls`` speaks TLS with that context."""
+        return cls((host, port), timeout, max_line=max_line, tls=tls)
 
     def send_line(self, line: str) -> None:
         """Send one line (the newline is added)."""

@@ -47,6 +47,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "current_room",
             "address",
             "logged_in",
+            "account",
             "data",
             "id",
             "replay",
@@ -85,6 +86,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
         # the faces' and the server's side: they call these for each connection and at startup
         {
             "allow_input",
+            "authenticate",
             "commands",
             "ensure_ids_after",
             "hooks",
@@ -134,7 +136,8 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "limits",
             "source",
         ],
-        {"faces"},  # the listeners' settings ([faces.irc]): for the CLI, not for plugins
+        # the listeners' settings ([faces.irc], [tls]): for the CLI and the server, not plugins
+        {"faces", "tls_cert", "tls_key", "tls_port"},
     ),
 ]
 

@@ -36,7 +36,10 @@ def run(
 def test_serve_chats_and_stops_cleanly_on_sigterm(serve: type[ServeProcess]) -> None:
     """chatkit serve: nc-style and JSON clients chat; SIGTERM tells them and exits 0."""
     server = serve()
-    assert "plugins: help, session, rooms, messaging, flood, history, log" in server.lines[-1]
+    assert (
+        "plugins: help, session, rooms, messaging, flood, history, accounts, log"
+        in server.lines[-1]
+    )
     nc = TextClient(server.address)
     nc.send_line("alice")
     nc.expect("Welcome to chatkit")
@@ -99,7 +102,9 @@ def test_config_file_and_flags(serve: type[ServeProcess], tmp_path: Path) -> Non
         '[server]\ndefault_room = "#lobby"\ndisable = ["log"]\n\n[limits]\nmax_line = 100\n'
     )
     server = serve("--max-line", "150", cwd=tmp_path)  # ./chatkit.toml is read by default
-    assert "plugins: help, session, rooms, messaging, flood, history\n" in server.lines[-1]
+    assert (
+        "plugins: help, session, rooms, messaging, flood, history, accounts\n" in server.lines[-1]
+    )
     alice = ChatClient(server.address)
     assert alice.login("alice")["rooms"] == ["#lobby"]
     alice.say("x" * 120)  # over the file's 100, under the flag's 150
@@ -144,13 +149,13 @@ def test_plugins_json() -> None:
         "chatkit-motd: a message of the day on login, and a /motd command."
     )
     result = run("plugins", "--json", "--hook", "chatkit_on_join")
-    assert [r["name"] for r in json.loads(result.stdout)] == ["log", "webhooks"]
+    assert [r["name"] for r in json.loads(result.stdout)] == ["log", "moderation", "webhooks"]
 
 
 def test_plugins_hook_filter_takes_short_names_and_refuses_unknown_ones() -> None:
     """--hook on_join equals --hook chatkit_on_join; an unknown hook exits 2 with a suggestion."""
     result = run("plugins", "--json", "--hook", "on_join")
-    assert [r["name"] for r in json.loads(result.stdout)] == ["log", "webhooks"]
+    assert [r["name"] for r in json.loads(result.stdout)] == ["log", "moderation", "webhooks"]
     result = run("plugins", "--hook", "on_jion")
     assert result.returncode == 2
     assert "unknown hook 'on_jion'. Did you mean 'chatkit_on_join'?" in result.stderr
@@ -224,7 +229,7 @@ def test_our_plugin_packages_are_listed_and_load(serve: type[ServeProcess]) -> N
     ]
     server = serve("--plugin", "motd", "--plugin", "profanity")
     assert (
-        "plugins: help, session, rooms, messaging, flood, history, log, motd, profanity"
+        "plugins: help, session, rooms, messaging, flood, history, accounts, log, motd, profanity"
         in server.lines[-1]
     )
     alice = ChatClient(server.address)

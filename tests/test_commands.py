@@ -19,16 +19,22 @@ def test_help_lists_every_command_with_its_plugin(chat_client: Connect) -> None:
     reply = alice.expect("reply", command="help")
     names = {c["name"]: c["plugin"] for c in reply["data"]["commands"]}
     assert names == {
+        "drop": "accounts",
         "help": "help",
         "history": "history",
+        "identify": "accounts",
         "join": "rooms",
+        "logout": "accounts",
         "me": "messaging",
         "msg": "messaging",
         "nick": "session",
         "part": "rooms",
+        "passwd": "accounts",
         "ping": "session",
         "quit": "session",
+        "register": "accounts",
         "rooms": "rooms",
+        "vouch": "accounts",
         "who": "rooms",
         "topic": "rooms",
     }

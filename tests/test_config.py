@@ -103,6 +103,19 @@ def test_defaults() -> None:
     assert (limits.connect_rate, limits.connect_burst) == (10, 20)
 
 
+def test_the_tls_table(tmp_path: Path) -> None:
+    """[tls] gives the certificate and key (relative to the file) and the TLS port;
+    [faces.irc] tls_port the IRC one; an unknown key is refused."""
+    path = write(tmp_path, '[tls]\ncert = "c.pem"\nkey = "/k.pem"\nport = 9999\n'
+                 "[faces.irc]\nport = 6667\ntls_port = 6697\n")  # fmt: skip
+    config = load_config(path)
+    assert (config.tls_cert, config.tls_key) == (str(tmp_path / "c.pem"), "/k.pem")
+    assert config.tls_port == 9999
+    assert config.faces["irc"]["tls_port"] == 6697
+    with pytest.raises(UsageError, match=r"unknown key tls\.ca"):
+        load_config(write(tmp_path, '[tls]\nca = "x"\n'))
+
+
 def test_the_irc_face_table(tmp_path: Path) -> None:
     """[faces.irc] is read as the IRC listener's settings."""
     config = load_config(

@@ -218,9 +218,9 @@ def test_bad_history_frames_get_clear_errors(
 def test_private_history_only_for_its_two_parties(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
-    """With private = true, /history NICK and {"with": NICK} show the conversation between
-    you and NICK only."""
-    server = chat_server_factory(config=history_config(private=True))
+    """With private = true (and no accounts), /history NICK and {"with": NICK} show the
+    conversation between you and NICK only."""
+    server = chat_server_factory(config=history_config(private=True), disable=["accounts"])
     alice, bob, carol = (chat_client(server, nick) for nick in ("alice", "bob", "carol"))
     alice.say("/msg bob one")
     bob.expect("private")
@@ -249,9 +249,9 @@ def test_private_history_only_for_its_two_parties(
 def test_private_messages_are_not_stored_by_default(
     chat_server_factory: Factory, chat_client: Connect, settings: dict[str, Any]
 ) -> None:
-    """By default (no accounts yet: a nick's next holder could read them), and with
+    """By default without accounts (a nick's next holder could read them), and with
     private = false, private messages are delivered but never stored."""
-    server = chat_server_factory(config=history_config(**settings))
+    server = chat_server_factory(config=history_config(**settings), disable=["accounts"])
     alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
     alice.say("/msg bob secret")
     assert bob.expect("private")["text"] == "secret"
@@ -264,6 +264,7 @@ def test_private_messages_are_not_stored_by_default(
 def test_history_survives_a_restart(chat_client: Connect, db: Path) -> None:
     """A restarted server replays what the last one stored; new ids come after the old ones."""
     config = history_config(db=str(db), private=True)
+    config.disable = ["accounts"]  # private history by nick: tests/test_accounts.py has accounts
     with Server(port=0, config=config) as first:
         alice, bob = chat_client(first, "alice"), chat_client(first, "bob")
         alice.say("before the restart")
@@ -271,7 +272,7 @@ def test_history_survives_a_restart(chat_client: Connect, db: Path) -> None:
         alice.say("/msg bob kept too")
         alice.expect("private")
         bob.close()
-    with Server(port=0, config=history_config(db=str(db), private=True)) as second:
+    with Server(port=0, config=config) as second:
         bob = chat_client(second, "bob")
         frames = bob.sync()
         assert messages(frames) == [("message", "before the restart", True)]

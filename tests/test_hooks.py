@@ -31,7 +31,7 @@ from chatkit import (
 from chatkit.client import say_frame
 from chatkit.hub import message_frame
 from chatkit.protocol import Hello, Request, Say
-from chatkit.testing import ChatClient, HookRecorder, run_server
+from chatkit.testing import ChatClient, HookRecorder, make_config, run_server
 
 Connect = Callable[..., ChatClient]
 Factory = Callable[..., Server]
@@ -233,6 +233,52 @@ def test_hook_allow_login(chat_server_factory: Factory, chat_client: Connect) ->
         "text": "that nick is reserved",
     }
     client.login("alice")
+
+
+def test_hook_authenticate() -> None:
+    """chatkit_authenticate answers IRC's SASL PLAIN: True is 903 and sets the account
+    the login then has; a Reject is 904 with its reason."""
+    import base64
+
+    from test_irc_face import SERVER, IrcClient
+
+    from chatkit.faces.irc import IrcFace
+
+    class Keys:
+        @hookimpl
+        def chatkit_authenticate(
+            self, client: Session, account: str, password: str
+        ) -> bool | Reject:
+            if password != "sesame":
+                return Reject("no entry", "bad_password")
+            client.account = account
+            return True
+
+    logins: list[str | None] = []
+
+    class Witness:
+        @hookimpl
+        def chatkit_on_login(self, client: Session) -> None:
+            logins.append(client.account)
+
+    server = Server(
+        plugins=[Keys(), Witness()],
+        config=make_config(disable=["accounts"]),
+        faces=[IrcFace(port=0, server_name=SERVER, network="TestNet")],
+    )
+    with server, IrcClient(server.addresses["irc"]) as irc:
+        irc.send("CAP LS 302", "CAP REQ :sasl", "NICK ann", "USER ann 0 * :Ann")
+        irc.expect("CAP * ACK")
+        for password, numeric in (("nope", "904"), ("sesame", "903")):
+            irc.send("AUTHENTICATE PLAIN")
+            irc.expect("AUTHENTICATE +")
+            irc.send("AUTHENTICATE " + base64.b64encode(f"\0ann\0{password}".encode()).decode())
+            line = irc.expect(f" {numeric} ")
+        assert "no entry" not in line
+        irc.send("CAP END")
+        irc.expect(" 001 ")
+        irc.sync()
+    assert logins == ["ann"]
 
 
 def test_hook_allow_nick(chat_server_factory: Factory, chat_client: Connect) -> None:

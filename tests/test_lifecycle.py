@@ -113,6 +113,10 @@ class Recorder:
         self.note("chatkit_allow_login", nick)
 
     @hookimpl
+    def chatkit_authenticate(self, client: Session, account: str, password: str) -> None:
+        self.note("chatkit_authenticate", account)
+
+    @hookimpl
     def chatkit_allow_join(self, client: Session, room: str) -> None:
         self.note("chatkit_allow_join", room)
 

@@ -16,8 +16,12 @@ Settings (``[plugins.history]``; ``chatkit serve --db PATH`` sets ``db``):
 * ``max_page`` (500): the most they may ask for.
 * ``keep`` (10000): messages kept per room or private conversation; 0 for all.
 * ``keep_days`` (0): days a message is kept; 0 forever.
-* ``private`` (false): store private messages too. Off until chatkit has accounts:
-  private history is shown to whoever holds a nick, who may not be who wrote it.
+* ``private``: store private messages too. On by default when accounts exist (a
+  plugin implements ``chatkit_authenticate``, as the builtin ``accounts`` does):
+  each private message is stored with the accounts of its sender and recipient,
+  and shown only to a client identified to one of them. Off by default
+  otherwise: without accounts private history is shown to whoever holds a nick,
+  who may not be who wrote it.
 * ``synchronous`` ("normal"): "normal" survives the server being killed; "full" also
   a power cut, at the price of an fsync per group commit.
 * ``max_batch`` (1000): messages committed in one transaction at most.
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+import pluggy
 
 from chatkit import (
     MAX_ID,
@@ -130,6 +135,8 @@ class History:
         self.max_page = MAX_PAGE
         self.private = False
         """Whether private messages are stored (the ``private`` setting)."""
+        self.accounts = False
+        """Whether accounts exist: private history is then shown by account."""
         self.page_bytes = 1 << 18
         """Most bytes of frames in one page (a quarter of ``max_sendq``)."""
         self.max_nick = 32
@@ -139,7 +146,7 @@ class History:
     # -- startup and shutdown ------------------------------------------------------
 
     @hookimpl
-    def chatkit_configure(self, config: Config) -> None:
+    def chatkit_configure(self, config: Config, pluginmanager: pluggy.PluginManager) -> None:
         settings = config.plugin_settings("history")
         check_settings("history", settings, SETTINGS)
 
@@ -156,7 +163,8 @@ class History:
             raise UsageError(f"history: page ({self.page}) is more than max_page")
         if self.replay > self.max_page:
             raise UsageError(f"history: replay ({self.replay}) is more than max_page")
-        private = settings.get("private", False)
+        self.accounts = bool(pluginmanager.hook.chatkit_authenticate.get_hookimpls())
+        private = settings.get("private", self.accounts)
         if not isinstance(private, bool):
             raise UsageError(f"history: private must be true or false, not {private!r}")
         self.private = private
@@ -221,9 +229,13 @@ class History:
     ) -> Future[None] | Drop | None:
         if message.private and not self.private:
             return None
+        accounts: tuple[str | None, str | None] = (client.account, None)
+        if message.private and self._server is not None:
+            recipient = self._server.hub.find(message.to or "")
+            accounts = (client.account, None if recipient is None else recipient.account)
         try:
             # The writer thread commits it with whatever else arrives meanwhile.
-            return self._store.submit(message)
+            return self._store.submit(message, accounts)
         except StoreError as exc:
             return Drop(str(exc))
 
@@ -350,8 +362,16 @@ class History:
                 me = client.nick or ""
                 where = {"with": target}
 
+                if self.accounts and client.account is None:
+                    raise CommandError(
+                        "private history is shown to registered nicks: /identify first",
+                        "not_identified",
+                    )
+
                 def read(**bounds: Any) -> tuple[list[Message], bool]:
-                    return self._store.private_page(me, target, **bounds)
+                    return self._store.private_page(
+                        me, target, account=client.account, **bounds
+                    )
 
             if page.around is not None:
                 # The message (or the time) in the middle: as many before it as after.

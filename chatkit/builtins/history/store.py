@@ -88,6 +88,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX messages_by_conv ON messages (conv, id);
     """,
+    # 1 -> 2: the accounts (folded) of the sender and recipient of a private message,
+    # NULL when not identified: private history is shown to those accounts only.
+    """
+    ALTER TABLE messages ADD COLUMN sender_account TEXT;
+    ALTER TABLE messages ADD COLUMN target_account TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -118,7 +124,7 @@ def private_conversation(a: str, b: str) -> str:
     return " ".join(sorted((fold(a), fold(b))))
 
 
-def _row(message: Message) -> tuple[object, ...]:
+def _row(message: Message, accounts: tuple[str | None, str | None]) -> tuple[object, ...]:
     return (
         message.id,
         conversation(message),
@@ -128,6 +134,7 @@ def _row(message: Message) -> tuple[object, ...]:
         message.text,
         int(message.action),
         message.ts,
+        *accounts,
     )
 
 
@@ -270,22 +277,27 @@ class MessageStore:
 
     # -- writing -----------------------------------------------------------------
 
-    def add(self, message: Message) -> None:
+    def add(self, message: Message, accounts: tuple[str | None, str | None] = (None, None)) -> None:
         """Store ``message`` (``id`` set); return once it is committed.
 
         Raises :class:`StoreError` if the commit failed (disk full, I/O error...)
         or the store is closed.
         """
-        self.submit(message).result()
+        self.submit(message, accounts).result()
 
-    def submit(self, message: Message) -> Future[None]:
+    def submit(
+        self, message: Message, accounts: tuple[str | None, str | None] = (None, None)
+    ) -> Future[None]:
         """Queue ``message`` (``id`` set) for the next commit; return at once.
+
+        ``accounts`` are those of its sender and, for a private message, its
+        recipient (see :meth:`private_page`).
 
         The future (shared by every message of the same transaction) completes
         with ``None`` once the message is committed, or with :class:`StoreError`
         if the commit failed. Raises :class:`StoreError` if the store is closed.
         """
-        row = _row(message)
+        row = _row(message, accounts)
         _check_row(row)
         with self._lock:
             if self._closing:
@@ -377,9 +389,13 @@ class MessageStore:
         after: int | None = None,
         limit: int,
         oldest: bool = False,
+        account: str | None = None,
     ) -> tuple[list[Message], bool]:
-        """Like :meth:`room_page`, for the private messages between nicks ``a`` and ``b``."""
-        return self._page(private_conversation(a, b), before, upto, limit, after, oldest)
+        """Like :meth:`room_page`, for the private messages between nicks ``a`` and ``b``;
+        with ``account``, only those it sent or received."""
+        return self._page(
+            private_conversation(a, b), before, upto, limit, after, oldest, account=account
+        )
 
     def _page(
         self,
@@ -389,6 +405,8 @@ class MessageStore:
         limit: int,
         after: int | None = None,
         oldest: bool = False,
+        *,
+        account: str | None = None,
     ) -> tuple[list[Message], bool]:
         high = min(
             before - 1 if before is not None else MAX_ID, upto if upto is not None else MAX_ID
@@ -397,10 +415,14 @@ class MessageStore:
         order = "ASC" if oldest else "DESC"
         try:
             with self._read_lock:
+                mine = "" if account is None else " AND (sender_account = ? OR target_account = ?)"
+                args: tuple[object, ...] = (conv, high, low)
+                if account is not None:
+                    args += (account, account)
                 rows = self._read_db.execute(
                     f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND id <= ? AND id > ?"
-                    f" ORDER BY id {order} LIMIT ?",
-                    (conv, high, low, limit + 1),
+                    f"{mine} ORDER BY id {order} LIMIT ?",
+                    (*args, limit + 1),
                 ).fetchall()
         except sqlite3.Error as exc:
             log.error("cannot read the history database %s: %s", self.path, exc)
@@ -487,8 +509,8 @@ class MessageStore:
                 db.execute("BEGIN")
                 try:
                     db.executemany(
-                        "INSERT INTO messages (id, conv, room, nick, target, text, action, ts)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO messages (id, conv, room, nick, target, text, action, ts,"
+                        " sender_account, target_account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         batch.rows,
                     )
                     db.execute("COMMIT")

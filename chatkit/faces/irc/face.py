@@ -33,6 +33,7 @@ from chatkit.faces.irc.message import Message
 from chatkit.faces.irc.protocol import (
     CAPABILITIES,
     CHATHISTORY_CAP,
+    Authenticate,
     Closed,
     Command,
     IrcProtocol,
@@ -150,7 +151,9 @@ class IrcFace:
         limits = hub.config.limits
         multiline = f"{MULTILINE}=max-bytes={limits.max_line},max-lines={limits.max_message_lines}"
         history = (CHATHISTORY_CAP,) if history_on(hub) else ()
-        return (*CAPABILITIES, *history, multiline)
+        # SASL is offered when a plugin keeps accounts (the builtin `accounts`).
+        sasl = ("sasl",) if any(True for _ in hub.hooks.impls("chatkit_authenticate")) else ()
+        return (*CAPABILITIES, *history, multiline, *sasl)
 
 
 def history_on(hub: Hub) -> bool:
@@ -258,11 +261,14 @@ class IrcChannel:
         """Send IRC messages of the face's own (numerics: the nick is added) to the client."""
         self.session.send(Frame("irc", messages=list(messages)))
 
-    def act(self, event: Register | Command) -> None:
+    def act(self, event: Register | Authenticate | Command) -> None:
         """Act on one event; refusals go back to the client as numerics."""
         hub, session = self.hub, self.session
         if isinstance(event, Register):
             self.register(event)
+            return
+        if isinstance(event, Authenticate):
+            self.authenticate(event)
             return
         message = event.message
         command = message.command
@@ -290,6 +296,18 @@ class IrcChannel:
             self.hub.settle(self.session)
         self.session.error(exc.code, exc.text, irc_command=command, target=target)
 
+    def authenticate(self, event: Authenticate) -> None:
+        """SASL PLAIN: check the credentials with the plugins, answer 900/903 or 904."""
+        try:
+            self.hub.authenticate(self.session, event.account, event.password)
+        except CommandError as exc:
+            with self._send_lock:
+                self.protocol.sasl_result(None, exc.text)
+        else:
+            with self._send_lock:
+                self.protocol.sasl_result(self.session.account or event.account)
+        self.send(*self.protocol.replies())
+
     def register(self, event: Register) -> None:
         hub, session = self.hub, self.session
         fields: dict[str, Any] = {} if event.password is None else {"password": event.password}
@@ -298,7 +316,7 @@ class IrcChannel:
             hub.allow_input(session, Hello(event.nick, fields=fields))
             hub.login(session, event.nick, fields)
         except CommandError as exc:
-            if exc.code in ("nick_taken", "bad_nick", "rate_limited"):
+            if exc.code in ("nick_taken", "nick_registered", "bad_nick", "rate_limited"):
                 self.fail("NICK", event.nick, exc)
                 return
             # Refused by a plugin (a wrong password...): IRC clients cannot ask again.

@@ -13,8 +13,13 @@ pass here: they are rendered once per codec by ``render.py``.
 Registration, as the modern IRC client protocol has it::
 
     [CAP LS 302] [CAP REQ :caps]... [PASS pw] NICK n / USER u 0 * :real (either order)
+    [AUTHENTICATE PLAIN, AUTHENTICATE base64 -> Authenticate event -> 900 903 / 904]
     [CAP END]  -> Register event  -> welcome (001-005, MOTD or 422)
                                   -> 433/432 (nick refused): NICK again
+
+SASL (IRCv3 ``sasl`` 3.1, mechanism ``PLAIN`` only) is offered when the caller says
+accounts exist (``sasl=True``); the caller checks the password and answers with
+:meth:`IrcProtocol.sasl_result`.
 
 ``PING``, ``PONG``, ``CAP`` and ``QUIT`` work in any state; other commands before
 registration get ``451``. Bad lines (too long, no command) get their numeric and
@@ -23,9 +28,11 @@ the connection goes on.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chatkit.codecs import render_text
@@ -56,6 +63,7 @@ __all__ = [
     "CAPABILITIES",
     "CHATHISTORY_CAP",
     "CLOSING_CODES",
+    "Authenticate",
     "Closed",
     "Command",
     "IrcProtocol",
@@ -67,6 +75,8 @@ CAPABILITIES = ("batch", "echo-message", "message-tags", "server-time")
 """The IRCv3 capabilities this server always offers (``CAP LS``)."""
 CHATHISTORY_CAP = "draft/chathistory"
 """Offered besides :data:`CAPABILITIES` when the history plugin is on."""
+SASL_CHUNK = 400  # bytes of one AUTHENTICATE payload line (IRCv3 sasl-3.1)
+MAX_SASL_BYTES = 1200  # bytes of a whole PLAIN payload: names and a password fit thrice
 CLOSING_CODES = frozenset({"login_timeout", "server_full", "too_many_connections", "server_busy"})
 """Error codes the server sends just before it closes a connection: ``ERROR`` lines."""
 MAX_INPUT_BYTES = MAX_TAG_BYTES + MAX_LINE_BYTES  # bytes of one line from a client, tags
@@ -96,6 +106,16 @@ class Register:
 
 
 @dataclass(frozen=True)
+class Authenticate:
+    """SASL ``PLAIN`` credentials: check them, then call :meth:`IrcProtocol.sasl_result`.
+
+    ``repr`` leaves the password out, so the event may be logged."""
+
+    account: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Command:
     """A command for the chat (JOIN, PRIVMSG, WHO, QUIT ...): the caller's to act on."""
 
@@ -107,7 +127,7 @@ class Closed:
     """The client closed its side; no event follows."""
 
 
-Event = Register | Command | Closed
+Event = Register | Authenticate | Command | Closed
 
 
 class IrcProtocol:
@@ -145,6 +165,9 @@ class IrcProtocol:
         """The capabilities offered (``CAP LS``)."""
         self.caps: set[str] = set()
         """The capabilities the client negotiated (``CAP REQ``)."""
+        self.account: str | None = None
+        """The account SASL logged the client in to, if any."""
+        self._sasl: bytes | None = None  # the PLAIN payload so far, while authenticating
         self.nick = "*"
         """The client's nick as the chat knows it (``*`` until the ``welcome``)."""
         self.registered = False
@@ -252,6 +275,8 @@ class IrcProtocol:
                 return None
             self._user = (params[0], params[3])
             return self._ready()
+        if command == "AUTHENTICATE":
+            return self._authenticate(params)
         if command == "PASS":
             if not params:
                 self._numeric(n.ERR_NEEDMOREPARAMS, "PASS", "Not enough parameters")
@@ -305,6 +330,59 @@ class IrcProtocol:
             self._negotiating = False
         else:
             self._numeric(n.ERR_INVALIDCAPCMD, sub or "*", "Invalid CAP command")
+
+    def _authenticate(self, params: tuple[str, ...]) -> Authenticate | None:
+        """One ``AUTHENTICATE`` line (before registration): an event once the payload
+        is complete."""
+        arg = params[0] if params else ""
+        if "sasl" not in self.caps:
+            self._numeric(n.ERR_SASLFAIL, "SASL authentication failed: CAP REQ sasl first")
+            return None
+        if self.account is not None:
+            self._numeric(n.ERR_SASLALREADY, "You have already authenticated using SASL")
+            return None
+        if arg == "*":
+            self._sasl = None
+            self._numeric(n.ERR_SASLABORTED, "SASL authentication aborted")
+            return None
+        if self._sasl is None:
+            if arg.upper() != "PLAIN":
+                self._numeric(n.RPL_SASLMECHS, "PLAIN", "are available SASL mechanisms")
+                self._numeric(n.ERR_SASLFAIL, "SASL authentication failed")
+                return None
+            self._sasl = b""
+            self._replies.append(Message("AUTHENTICATE", ("+",)))
+            return None
+        if arg != "+":
+            self._sasl += arg.encode("ascii", "replace")
+        if len(self._sasl) > MAX_SASL_BYTES:
+            self._sasl = None
+            self._numeric(n.ERR_SASLTOOLONG, "SASL message too long")
+            return None
+        if len(arg) == SASL_CHUNK:
+            return None  # more follows
+        payload, self._sasl = self._sasl, None
+        try:
+            _, account, password = (
+                base64.b64decode(payload, validate=True).decode("utf-8").split("\0")
+            )
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            self._numeric(n.ERR_SASLFAIL, "SASL authentication failed: bad PLAIN payload")
+            return None
+        return Authenticate(account, password)
+
+    def sasl_result(self, account: str | None, text: str = "") -> None:
+        """Answer an :class:`Authenticate` event: ``account`` if the password was right,
+        else ``None`` and why; after calling this you must send :meth:`replies`."""
+        if account is None:
+            self._numeric(n.ERR_SASLFAIL, f"SASL authentication failed: {text}".rstrip(": "))
+            return
+        self.account = account
+        mask = (
+            f"{self._wanted_nick or '*'}!{self._user[0] if self._user else '*'}@{self.client_host}"
+        )
+        self._numeric(n.RPL_LOGGEDIN, mask, account, f"You are now logged in as {account}")
+        self._numeric(n.RPL_SASLSUCCESS, "SASL authentication successful")
 
     def _cap_line(self, sub: str, text: str) -> Message:
         return Message("CAP", (self.nick, sub, text), self.server)
@@ -439,7 +517,16 @@ class IrcProtocol:
             command == "PRIVMSG"
             and isinstance(target, str)
             and target.startswith("#")
-            and code in ("not_in_room", "no_such_room", "dropped", "not_stored", "bad_text")
+            and code
+            in (
+                "not_in_room",
+                "no_such_room",
+                "dropped",
+                "not_stored",
+                "bad_text",
+                "muted",
+                "room_locked",
+            )
         ):
             return [Message(n.ERR_CANNOTSENDTOCHAN, (target, text))]
         numeric = n.ERROR_CODES.get(code)

@@ -1,0 +1,445 @@
+"""Accounts: registered nicks, with a password only their owner knows. On by default.
+
+An account is a registered nick. ``/register PASSWORD [EMAIL]`` registers the nick
+you have; afterwards nobody can log in with it, or take it with ``/nick``, without
+the password: a ``hello`` with ``password`` (IRC: ``PASS`` or SASL ``PLAIN``), or
+``/identify [NICK] PASSWORD`` once logged in under another nick. A login with a
+registered nick and no password is refused with ``nick_registered`` (or, with
+``grace`` set, allowed for that many seconds, then renamed to a guest nick unless
+the client identifies). ``/logout`` forgets the identification, ``/passwd OLD NEW``
+changes the password, ``/drop PASSWORD`` deletes the account. In ``invite`` mode,
+``/vouch NICK`` (an identified user) lets NICK register.
+
+Passwords are hashed with argon2 (argon2-cffi's default parameters; a hash made
+with older parameters is redone at the next login) and never logged. Failed
+logins are throttled per account and per address: after a few free failures
+each one doubles the wait, and attempts meanwhile are refused with
+``auth_throttled`` and ``retry_after``.
+
+Settings (``[plugins.accounts]``):
+
+* ``db``: the accounts file; by default beside the history database
+  (``NAME.accounts.sqlite3`` for ``NAME.sqlite3``), in memory if history is.
+* ``registration`` ("open"): ``open``, ``closed`` (nobody registers) or ``invite``
+  (only nicks an identified user vouched for).
+* ``grace`` (0): seconds a client may hold a registered nick before identifying;
+  0 refuses the login instead.
+* ``min_password`` (8): shortest password, in characters.
+* ``free_failures`` (3): failed logins per account before delays begin.
+* ``free_failures_per_address`` (10): the same, per client address.
+* ``delay`` (1.0): seconds of the first delay; each further failure doubles it.
+* ``max_delay`` (300): the longest delay, in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from chatkit import (
+    CommandContext,
+    CommandError,
+    Config,
+    Register,
+    Reject,
+    Server,
+    Session,
+    UsageError,
+    check_settings,
+    fold,
+    hookimpl,
+    number_setting,
+)
+from chatkit.builtins.accounts.store import Account, AccountStore
+
+__all__ = ["Accounts", "Throttle", "accounts_db"]
+
+log = logging.getLogger(__name__)
+
+MIN_PASSWORD = 8  # characters: NIST SP 800-63B's minimum for a chosen password
+FREE_FAILURES = 3  # failed logins per account before delays: typos cost nothing
+FREE_FAILURES_PER_ADDRESS = 10  # per address: a few accounts' worth of typos
+DELAY = 1.0  # seconds of the first delay, doubled by each further failure
+MAX_DELAY = 300.0  # seconds at most: 5 minutes, as a locked-out person can bear
+FORGET_AFTER = 3600.0  # seconds after its last failure a counter is forgotten
+MAX_TRACKED = 100_000  # counters kept at most: a flood of addresses cannot fill memory
+MAX_HASHING = 4  # argon2 hashes computed at once (each takes 64 MiB and ~50 ms): a crowd of
+# logins waits its turn instead of exhausting memory
+GUEST_PREFIX = "Guest"
+
+SETTINGS = (
+    "db",
+    "registration",
+    "grace",
+    "min_password",
+    "free_failures",
+    "free_failures_per_address",
+    "delay",
+    "max_delay",
+)
+
+
+def accounts_db(config: Config) -> str | Path:
+    """The accounts file: the ``db`` setting, else beside the history database."""
+    settings = config.plugin_settings("accounts")
+    db = settings.get("db")
+    if db is None:
+        history = config.plugin_settings("history").get("db")
+        if not isinstance(history, str) or history == ":memory:":
+            return ":memory:"
+        path = Path(history)
+        db = str(path.with_name(f"{path.stem}.accounts{path.suffix or '.sqlite3'}"))
+    if not isinstance(db, str) or not db:
+        raise UsageError(f"accounts: db must be a file name, not {db!r}")
+    if db == ":memory:" or Path(db).is_absolute() or config.source is None:
+        return db
+    return config.source.parent / db
+
+
+class Throttle:
+    """Failed logins per key (an account, an address), with growing delays.
+
+    ``free`` failures cost nothing; each further one makes the key wait ``delay``
+    seconds, doubled per failure, at most ``max_delay``. Safe from any thread.
+    """
+
+    def __init__(self, free: int, delay: float, max_delay: float) -> None:
+        self.free = free
+        self.delay = delay
+        self.max_delay = max_delay
+        # Synchronize access to the counters: logins run on many reader threads.
+        self._lock = threading.Lock()
+        self._failures: dict[str, tuple[int, float, float]] = {}  # key: (count, until, last)
+
+    def wait(self, key: str, now: float) -> float:
+        """Seconds ``key`` must still wait before its next attempt (0: none)."""
+        with self._lock:
+            entry = self._failures.get(key)
+        return 0.0 if entry is None else max(0.0, entry[1] - now)
+
+    def fail(self, key: str, now: float) -> None:
+        """Count a failure of ``key``."""
+        with self._lock:
+            count, _, last = self._failures.get(key, (0, 0.0, now))
+            if now - last > FORGET_AFTER:
+                count = 0
+            count += 1
+            until = now
+            if count > self.free:
+                until = now + min(self.max_delay, self.delay * 2 ** min(count - self.free - 1, 60))
+            if len(self._failures) >= MAX_TRACKED:
+                self._forget(now)
+            self._failures[key] = (count, until, now)
+
+    def succeed(self, key: str) -> None:
+        """Forget ``key``'s failures."""
+        with self._lock:
+            self._failures.pop(key, None)
+
+    def _forget(self, now: float) -> None:
+        assert self._lock.locked()
+        for key, (_, until, last) in list(self._failures.items()):
+            if now - last > FORGET_AFTER or until <= now:
+                del self._failures[key]
+        while len(self._failures) >= MAX_TRACKED:  # all recent: forget the oldest
+            del self._failures[next(iter(self._failures))]
+
+
+class Accounts:
+    """The ``accounts`` plugin; one instance per server, registered only when enabled."""
+
+    def __init__(self) -> None:
+        self.store: AccountStore | None = None
+        """The open store (after ``chatkit_configure``)."""
+        self.registration = "open"
+        """``open``, ``closed`` or ``invite``."""
+        self.grace = 0.0
+        """Seconds to identify for a registered nick taken without its password."""
+        self.min_password = MIN_PASSWORD
+        self.hasher = PasswordHasher()
+        """argon2-cffi's hasher, with its default parameters."""
+        self.by_account = Throttle(FREE_FAILURES, DELAY, MAX_DELAY)
+        """Failed logins per account."""
+        self.by_address = Throttle(FREE_FAILURES_PER_ADDRESS, DELAY, MAX_DELAY)
+        """Failed logins per client address."""
+        # Bound the argon2 work in flight: each hash holds 64 MiB while it runs.
+        self._hashing = threading.BoundedSemaphore(MAX_HASHING)
+        self._server: Server | None = None
+
+    # -- startup and shutdown ------------------------------------------------------
+
+    # After history's: a bad history database is reported as history's problem.
+    @hookimpl(trylast=True)
+    def chatkit_configure(self, config: Config) -> None:
+        settings = config.plugin_settings("accounts")
+        check_settings("accounts", settings, SETTINGS)
+        registration = settings.get("registration", "open")
+        if registration not in ("open", "closed", "invite"):
+            raise UsageError(
+                f"accounts: registration must be 'open', 'closed' or 'invite', not {registration!r}"
+            )
+        self.registration = registration
+        self.grace = number_setting("accounts", settings, "grace", 0, 0)
+        self.min_password = int(
+            number_setting("accounts", settings, "min_password", MIN_PASSWORD, 1)
+        )
+        delay = number_setting("accounts", settings, "delay", DELAY, 0.001)
+        max_delay = number_setting("accounts", settings, "max_delay", MAX_DELAY, delay)
+        free = int(number_setting("accounts", settings, "free_failures", FREE_FAILURES, 0))
+        per_address = number_setting(
+            "accounts", settings, "free_failures_per_address", FREE_FAILURES_PER_ADDRESS, 0
+        )
+        self.by_account = Throttle(free, delay, max_delay)
+        self.by_address = Throttle(int(per_address), delay, max_delay)
+        self.store = AccountStore(accounts_db(config))
+        log.info("accounts in %s", self.store.path)
+
+    @hookimpl
+    def chatkit_server_start(self, server: Server) -> None:
+        self._server = server
+
+    @hookimpl
+    def chatkit_server_stop(self, server: Server) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    @property
+    def _store(self) -> AccountStore:
+        if self.store is None:
+            raise RuntimeError("the accounts plugin is not configured")
+        return self.store
+
+    # -- checking passwords ----------------------------------------------------------
+
+    def check(self, client: Session, account: Account, password: str) -> Reject | None:
+        """Check ``password`` for ``account``, throttled; ``None`` if it is right."""
+        now = time.monotonic()
+        address = f"address {client.address[0]}"
+        name = f"account {account.name}"
+        wait = max(self.by_account.wait(name, now), self.by_address.wait(address, now))
+        if wait > 0:
+            retry = math.ceil(wait * 1000) / 1000
+            return Reject(
+                f"too many failed logins: wait {retry:.3g} s",
+                "auth_throttled",
+                {"retry_after": retry},
+            )
+        try:
+            with self._hashing:
+                self.hasher.verify(account.hash, password)
+        except (VerificationError, InvalidHashError):
+            now = time.monotonic()  # hashing took a while: the delay starts now
+            self.by_account.fail(name, now)
+            self.by_address.fail(address, now)
+            log.info("failed login for account %s from %s", account.nick, client.address[0])
+            return Reject(f"wrong password for {account.nick}", "bad_password")
+        self.by_account.succeed(name)
+        if self.hasher.check_needs_rehash(account.hash):
+            self._store.set_hash(account.name, self._hash(password))
+        return None
+
+    def _hash(self, password: str) -> str:
+        with self._hashing:
+            return self.hasher.hash(password)
+
+    def _registered(self, nick: str) -> Account | None:
+        return self._store.get(fold(nick))
+
+    @hookimpl
+    def chatkit_authenticate(
+        self, client: Session, account: str, password: str
+    ) -> bool | Reject | None:
+        found = self._registered(account)
+        if found is None:
+            return Reject(f"no account {account!r}", "bad_password")
+        refused = self.check(client, found, password)
+        if refused is not None:
+            return refused
+        client.account = found.name
+        return True
+
+    @hookimpl
+    def chatkit_allow_login(
+        self, client: Session, nick: str, fields: dict[str, Any]
+    ) -> Reject | None:
+        account = self._registered(nick)
+        if account is None or client.account == account.name:
+            return None
+        password = fields.get("password")
+        if password is None:
+            if self.grace:
+                return None  # chatkit_on_login starts the clock
+            return Reject(
+                f"{nick} is registered: log in with its password, or take another nick",
+                "nick_registered",
+            )
+        if not isinstance(password, str):
+            return Reject("hello: 'password' must be a string", "bad_frame")
+        refused = self.check(client, account, password)
+        if refused is None:
+            client.data["accounts"] = account.name  # proven; chatkit_on_login uses it
+        return refused
+
+    @hookimpl
+    def chatkit_on_login(self, client: Session) -> None:
+        proven = client.data.pop("accounts", None)
+        if proven is not None:
+            client.account = proven
+            return
+        account = self._registered(client.nick or "")
+        if account is None or client.account == account.name:
+            return
+        client.notice(
+            f"{client.nick} is registered: /identify PASSWORD within {self.grace:g} s, "
+            "or you will be renamed"
+        )
+        timer = threading.Timer(self.grace, self._expire, (client, account.name))
+        timer.daemon = True
+        timer.start()
+
+    def _expire(self, client: Session, name: str) -> None:
+        """The grace is over (a timer thread): rename a client still holding ``name``
+        unidentified."""
+        if client.nick is None or fold(client.nick) != name or client.account == name:
+            return
+        if self._server is None or self._server.hub.find(client.nick) is not client:
+            return
+        try:
+            self._server.hub.rename(client, f"{GUEST_PREFIX}{client.id}")
+        except CommandError:
+            log.warning("could not rename %s after its grace", client.nick, exc_info=True)
+
+    @hookimpl
+    def chatkit_allow_nick(self, client: Session, nick: str) -> Reject | None:
+        account = self._registered(nick)
+        if account is None or client.account == account.name:
+            return None
+        return Reject(
+            f"{nick} is registered: /identify {nick} PASSWORD to take it", "nick_registered"
+        )
+
+    # -- commands ----------------------------------------------------------------------
+
+    @hookimpl
+    def chatkit_register_commands(self, register: Register) -> None:
+        register("register", self.register, help="register your nick", usage="PASSWORD [EMAIL]")
+        register(
+            "identify",
+            self.identify,
+            help="prove you own a registered nick (and take it)",
+            usage="[NICK] PASSWORD",
+        )
+        register("logout", self.logout, help="forget that you identified")
+        register("passwd", self.passwd, help="change your password", usage="OLD NEW")
+        register("drop", self.drop, help="delete your account", usage="PASSWORD")
+        register(
+            "vouch", self.vouch, help="let NICK register (invite-only registration)", usage="NICK"
+        )
+
+    def register(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        if not 1 <= len(words) <= 2:
+            raise ctx.usage_error()
+        nick = ctx.client.nick or ""
+        name = fold(nick)
+        if self.registration == "closed":
+            raise CommandError("registration is closed on this server", "registration_closed")
+        if self.registration == "invite" and not self._store.invited(name):
+            raise CommandError(
+                f"registration is by invitation: ask a registered user to /vouch {nick}",
+                "not_invited",
+            )
+        password = words[0]
+        if len(password) < self.min_password:
+            raise CommandError(
+                f"password too short: at least {self.min_password} characters", "bad_password"
+            )
+        email = words[1] if len(words) == 2 else None
+        if email is not None and ("@" not in email or len(email) > 254):
+            raise CommandError(f"not an email address: {email!r}", "bad_usage")
+        if not self._store.create(Account(name, nick, self._hash(password), email)):
+            raise CommandError(f"{nick} is already registered", "nick_registered")
+        ctx.client.account = name
+        log.info("%s registered", nick)
+        ctx.reply(f"{nick} is registered to you; identified", account=nick)
+
+    def identify(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        if not 1 <= len(words) <= 2:
+            raise ctx.usage_error()
+        client = ctx.client
+        nick = words[0] if len(words) == 2 else client.nick or ""
+        account = self._registered(nick)
+        if account is None:
+            raise CommandError(f"{nick} is not registered", "no_account")
+        refused = self.check(client, account, words[-1])
+        if refused is not None:
+            raise CommandError(refused.reason, refused.code, **refused.details)
+        client.account = account.name
+        if client.nick is not None and fold(client.nick) != account.name:
+            holder = ctx.hub.find(account.nick)
+            if holder is not None and holder is not client and holder.account != account.name:
+                # Someone holds the nick unidentified (a grace period): it is yours.
+                holder.notice(f"{account.nick} identified: you are renamed")
+                ctx.hub.rename(holder, f"{GUEST_PREFIX}{holder.id}")
+            ctx.hub.rename(client, account.nick)
+        ctx.reply(f"you are identified as {account.nick}", account=account.nick)
+
+    def logout(self, ctx: CommandContext) -> None:
+        if ctx.client.account is None:
+            raise CommandError("you are not identified", "not_identified")
+        ctx.client.account = None
+        ctx.reply("you are no longer identified")
+
+    def _own(self, ctx: CommandContext) -> Account:
+        name = ctx.client.account
+        account = None if name is None else self._store.get(name)
+        if account is None:
+            raise CommandError("identify first: /identify PASSWORD", "not_identified")
+        return account
+
+    def passwd(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        if len(words) != 2:
+            raise ctx.usage_error()
+        account = self._own(ctx)
+        refused = self.check(ctx.client, account, words[0])
+        if refused is not None:
+            raise CommandError(refused.reason, refused.code, **refused.details)
+        if len(words[1]) < self.min_password:
+            raise CommandError(
+                f"password too short: at least {self.min_password} characters", "bad_password"
+            )
+        self._store.set_hash(account.name, self._hash(words[1]))
+        log.info("%s changed its password", account.nick)
+        ctx.reply("password changed")
+
+    def drop(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        if len(words) != 1:
+            raise ctx.usage_error()
+        account = self._own(ctx)
+        refused = self.check(ctx.client, account, words[0])
+        if refused is not None:
+            raise CommandError(refused.reason, refused.code, **refused.details)
+        self._store.delete(account.name)
+        ctx.client.account = None
+        log.info("account %s dropped", account.nick)
+        ctx.reply(f"account {account.nick} deleted")
+
+    def vouch(self, ctx: CommandContext) -> None:
+        nick = ctx.args.strip()
+        if not nick or " " in nick:
+            raise ctx.usage_error()
+        account = self._own(ctx)
+        if self._registered(nick) is not None:
+            raise CommandError(f"{nick} is already registered", "nick_registered")
+        self._store.invite(fold(nick), account.name)
+        ctx.reply(f"{nick} may register now")

@@ -1,0 +1,155 @@
+"""The account store behind the ``accounts`` plugin: SQLite, one connection, one lock.
+
+Accounts are few and change rarely (a registration, a password change), so one
+connection guarded by a lock serves every thread; each change is its own
+transaction. The file is separate from the history database (its own
+``application_id``), kept beside it by default.
+
+Passwords never reach this module: it stores the argon2 hash the plugin made.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatkit import UsageError
+
+__all__ = ["APPLICATION_ID", "Account", "AccountStore"]
+
+APPLICATION_ID = 0x63686B61  # "chka": marks a SQLite file as a chatkit accounts database
+
+# Each step takes the schema from version N to N + 1 (PRAGMA user_version).
+MIGRATIONS: list[str] = [
+    # 0 -> 1: accounts and the invitations of `registration = invite`.
+    """
+    CREATE TABLE accounts (
+        name    TEXT PRIMARY KEY,  -- the registered nick, case-folded
+        nick    TEXT NOT NULL,     -- the nick as it was registered
+        hash    TEXT NOT NULL,     -- argon2 hash of the password
+        email   TEXT,
+        created REAL NOT NULL      -- seconds since 1970
+    );
+    CREATE TABLE invites (
+        name    TEXT PRIMARY KEY,  -- the nick invited to register, case-folded
+        inviter TEXT NOT NULL,     -- the account that invited it
+        created REAL NOT NULL
+    );
+    """,
+]
+
+
+@dataclass(frozen=True)
+class Account:
+    """One registered nick."""
+
+    name: str
+    """The account's key: the registered nick, case-folded (``chatkit.fold``)."""
+    nick: str
+    """The nick as registered."""
+    hash: str
+    """The argon2 hash of its password."""
+    email: str | None
+    """The address given at registration, if any."""
+
+
+class AccountStore:
+    """A SQLite file of accounts, opened (created, migrated) at construction.
+
+    :param path: The database file, or ``":memory:"`` (nothing survives a restart).
+
+    Raises :class:`~chatkit.UsageError` if the file cannot be opened or is not a
+    chatkit accounts database. Every method may be called from any thread.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        """The file, as given."""
+        # Synchronize access to the connection (a connection is not thread-safe).
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._prepare()
+        except sqlite3.Error as exc:
+            raise UsageError(f"accounts: cannot open {self.path}: {exc}") from None
+
+    def _prepare(self) -> None:
+        db = self._db
+        (app,) = db.execute("PRAGMA application_id").fetchone()
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app != APPLICATION_ID and (app != 0 or tables):
+            raise UsageError(f"accounts: {self.path} is not a chatkit accounts database")
+        if version > len(MIGRATIONS):
+            raise UsageError(f"accounts: {self.path} is from a newer chatkit")
+        if self.path != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        for step in range(version, len(MIGRATIONS)):
+            db.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={step + 1}")
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the file. Idempotent."""
+        with self._lock:
+            self._db.close()
+
+    def get(self, name: str) -> Account | None:
+        """The account called ``name`` (folded), or ``None``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, nick, hash, email FROM accounts WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else Account(*row)
+
+    def create(self, account: Account) -> bool:
+        """Add ``account`` and use up its invitation; False if the name is taken."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT INTO accounts (name, nick, hash, email, created)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (account.name, account.nick, account.hash, account.email, time.time()),
+                )
+                self._db.execute("DELETE FROM invites WHERE name = ?", (account.name,))
+                self._db.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                return False
+        return True
+
+    def set_hash(self, name: str, hash: str) -> None:
+        """Replace the password hash of account ``name``."""
+        with self._lock:
+            self._db.execute("UPDATE accounts SET hash = ? WHERE name = ?", (hash, name))
+
+    def delete(self, name: str) -> None:
+        """Delete account ``name`` (and the invitations it gave)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM accounts WHERE name = ?", (name,))
+            self._db.execute("DELETE FROM invites WHERE inviter = ?", (name,))
+            self._db.execute("COMMIT")
+
+    def invite(self, name: str, inviter: str) -> None:
+        """Let nick ``name`` (folded) register; ``inviter`` is the account inviting."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO invites (name, inviter, created) VALUES (?, ?, ?)",
+                (name, inviter, time.time()),
+            )
+
+    def invited(self, name: str) -> bool:
+        """Whether nick ``name`` (folded) was invited to register."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM invites WHERE name = ?", (name,)).fetchone()
+        return row is not None

@@ -1,0 +1,460 @@
+"""Moderation: room operators, kicks, bans and mutes; server operators. Off by default.
+
+A room's operators are the first to join it while it has none, and the accounts named
+in ``operators``. An operator that identified (the ``accounts`` plugin) stays one
+across restarts; one that did not, for as long as it is connected. Operators may
+``/op NICK`` and ``/deop NICK``, ``/kick NICK [REASON]``, ``/ban MASK`` and
+``/unban MASK``, ``/mute NICK`` and ``/unmute NICK``, each in the current room or in
+the room named first (``/kick #den bob``: so IRC's ``KICK #den bob :reason`` works as
+it is); every action is announced in the room and logged. Server operators (the
+accounts named in ``server_operators``) are operators of every room and may
+``/kill NICK [REASON]`` (disconnect), ``/gline MASK`` and ``/ungline MASK`` (a ban from
+the whole server: matching clients are disconnected and cannot log in) and ``/wall TEXT``
+(a notice to everyone).
+
+``/invite NICK`` lets NICK into a room made invite-only with ``/inviteonly on``
+(``invite_only``); ``/lock`` lets only identified clients speak (``room_locked``).
+
+A mask is ``NICK!ACCOUNT@ADDRESS`` with ``*`` and ``?`` wildcards, compared ignoring
+case; a bare nick is ``NICK!*@*`` (``/ban *!*@203.0.113.*``, ``/ban *!mallory@*``). A
+banned client cannot join (``banned``); a muted one cannot speak in the room
+(``muted``). Bans, mutes and identified operators are kept in SQLite and survive a
+restart.
+
+Settings (``[plugins.moderation]``): ``db`` (default: beside the history database,
+``NAME.moderation.sqlite3``; in memory if history is), ``operators`` (a table: room
+to a list of accounts), ``server_operators`` (a list of accounts).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+from chatkit import (
+    CommandContext,
+    CommandError,
+    Config,
+    Hello,
+    Register,
+    Reject,
+    Request,
+    Say,
+    Server,
+    Session,
+    UsageError,
+    check_settings,
+    fold,
+    hookimpl,
+)
+
+__all__ = ["Moderation", "ModerationStore", "matches"]
+
+log = logging.getLogger(__name__)
+
+SETTINGS = ("db", "operators", "server_operators")
+SERVER = "*"  # the "room" of server-wide bans (/gline) in the bans table
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ops (room TEXT NOT NULL, account TEXT NOT NULL,
+                                PRIMARY KEY (room, account));
+CREATE TABLE IF NOT EXISTS bans (room TEXT NOT NULL, mask TEXT NOT NULL,
+                                 PRIMARY KEY (room, mask));
+CREATE TABLE IF NOT EXISTS mutes (room TEXT NOT NULL, mask TEXT NOT NULL,
+                                  PRIMARY KEY (room, mask));
+CREATE TABLE IF NOT EXISTS invites (room TEXT NOT NULL, mask TEXT NOT NULL,
+                                    PRIMARY KEY (room, mask));
+CREATE TABLE IF NOT EXISTS flags (room TEXT NOT NULL, flag TEXT NOT NULL,
+                                  PRIMARY KEY (room, flag));
+"""
+# Each table's second column: an account (ops), a room flag ("invite": invite-only,
+# "lock": only identified clients speak), or a mask.
+COLUMNS = {"ops": "account", "bans": "mask", "mutes": "mask", "invites": "mask", "flags": "flag"}
+
+
+def matches(mask: str, client: Session) -> bool:
+    """Whether ``client`` matches ``mask`` (``NICK!ACCOUNT@ADDRESS``, wildcards)."""
+    who = f"{fold(client.nick or '')}!{client.account or ''}@{client.address[0]}"
+    return fnmatch.fnmatchcase(who, fold(mask))
+
+
+def full_mask(mask: str) -> str:
+    """``mask`` completed: a bare nick is ``NICK!*@*``."""
+    if "!" not in mask and "@" not in mask:
+        return f"{mask}!*@*"
+    return mask
+
+
+class ModerationStore:
+    """Operators, bans and mutes per room (folded), in one SQLite file; any thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        # Synchronize access to the connection (a connection is not thread-safe) and
+        # to the cache of what it holds (every message checks the room's mutes).
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], list[str]] = {}
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise UsageError(f"moderation: cannot open {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def rows(self, table: str, room: str) -> list[str]:
+        """The accounts (``ops``) or masks (``bans``, ``mutes``) of ``room``."""
+        column = COLUMNS[table]
+        with self._lock:
+            cached = self._cache.get((table, room))
+            if cached is None:
+                found = self._db.execute(
+                    f"SELECT {column} FROM {table} WHERE room = ? ORDER BY 1", (room,)
+                ).fetchall()
+                cached = self._cache[table, room] = [row[0] for row in found]
+        return cached
+
+    def add(self, table: str, room: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", (room, value))
+            self._cache.pop((table, room), None)
+
+    def remove(self, table: str, room: str, value: str) -> bool:
+        column = COLUMNS[table]
+        with self._lock:
+            cursor = self._db.execute(
+                f"DELETE FROM {table} WHERE room = ? AND {column} = ?", (room, value)
+            )
+            self._cache.pop((table, room), None)
+        return cursor.rowcount > 0
+
+
+def _db_path(config: Config) -> str | Path:
+    db = config.plugin_settings("moderation").get("db")
+    if db is None:
+        history = config.plugin_settings("history").get("db")
+        if not isinstance(history, str) or history == ":memory:":
+            return ":memory:"
+        path = Path(history)
+        return path.with_name(f"{path.stem}.moderation{path.suffix or '.sqlite3'}")
+    if not isinstance(db, str) or not db:
+        raise UsageError(f"moderation: db must be a file name, not {db!r}")
+    if db == ":memory:" or Path(db).is_absolute() or config.source is None:
+        return db
+    return config.source.parent / db
+
+
+class Moderation:
+    """The ``moderation`` plugin; one instance per server, registered only when enabled."""
+
+    def __init__(self) -> None:
+        self.store: ModerationStore | None = None
+        self.operators: dict[str, set[str]] = {}
+        """Room (folded) to the accounts named in ``operators``."""
+        self.server_operators: set[str] = set()
+        """Accounts named in ``server_operators``."""
+        self._server: Server | None = None  # set at chatkit_server_start
+
+    @hookimpl(trylast=True)
+    def chatkit_configure(self, config: Config) -> None:
+        settings = config.plugin_settings("moderation")
+        check_settings("moderation", settings, SETTINGS)
+        operators = settings.get("operators", {})
+        if not isinstance(operators, dict) or not all(
+            isinstance(v, list) and all(isinstance(a, str) for a in v) for v in operators.values()
+        ):
+            raise UsageError("moderation: operators must be a table of room = [accounts]")
+        self.operators = {fold(r): {fold(a) for a in v} for r, v in operators.items()}
+        server_ops = settings.get("server_operators", [])
+        if not isinstance(server_ops, list) or not all(isinstance(a, str) for a in server_ops):
+            raise UsageError("moderation: server_operators must be a list of accounts")
+        self.server_operators = {fold(a) for a in server_ops}
+        self.store = ModerationStore(_db_path(config))
+
+    @hookimpl
+    def chatkit_server_stop(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    @property
+    def _store(self) -> ModerationStore:
+        if self.store is None:
+            raise RuntimeError("the moderation plugin is not configured")
+        return self.store
+
+    # -- who is what ---------------------------------------------------------------
+
+    def is_server_operator(self, client: Session) -> bool:
+        return client.account is not None and client.account in self.server_operators
+
+    def is_operator(self, client: Session, room: str) -> bool:
+        """Whether ``client`` is an operator of ``room``."""
+        key = fold(room)
+        if self.is_server_operator(client):
+            return True
+        if key in client.data.get("moderation", set()):
+            return True  # for this connection (not identified when it got it)
+        account = client.account
+        if account is None:
+            return False
+        return account in self.operators.get(key, set()) or account in self._store.rows("ops", key)
+
+    # -- enforcing -----------------------------------------------------------------
+
+    @hookimpl
+    def chatkit_allow_login(self, client: Session, nick: str) -> Reject | None:
+        # The nick is not the session's yet: match the mask against what it will be.
+        who = f"{fold(nick)}!{client.account or ''}@{client.address[0]}"
+        if client.account is not None and client.account in self.server_operators:
+            return None
+        for mask in self._store.rows("bans", SERVER):
+            if fnmatch.fnmatchcase(who, mask):
+                return Reject("you are banned from this server", "banned")
+        return None
+
+    @hookimpl
+    def chatkit_allow_join(self, client: Session, room: str) -> Reject | None:
+        if self.is_server_operator(client):
+            return None
+        key = fold(room)
+        for mask in self._store.rows("bans", key):
+            if matches(mask, client):
+                return Reject(f"you are banned from {room}", "banned")
+        invited = any(matches(mask, client) for mask in self._store.rows("invites", key))
+        if (
+            "invite" in self._store.rows("flags", key)
+            and not invited
+            and not self.is_operator(client, room)
+        ):
+            return Reject(f"{room} is invite-only: ask an operator to /invite you", "invite_only")
+        return None
+
+    @hookimpl
+    def chatkit_allow_input(self, client: Session, event: Hello | Say | Request) -> Reject | None:
+        if not isinstance(event, Say) or event.command or not client.logged_in:
+            return None
+        room = event.room or client.current_room
+        if room is None or self.is_operator(client, room):
+            return None
+        key = fold(room)
+        for mask in self._store.rows("mutes", key):
+            if matches(mask, client):
+                return Reject(f"you are muted in {room}", "muted")
+        if client.account is None and "lock" in self._store.rows("flags", key):
+            return Reject(
+                f"{room} is locked: only registered users speak (/identify first)", "room_locked"
+            )
+        return None
+
+    @hookimpl
+    def chatkit_on_join(self, client: Session, room: str) -> None:
+        key = fold(room)
+        if self._store.rows("ops", key) or self.operators.get(key):
+            return  # the room has operators of its own
+        if self._server is None or self._server.hub.who(room) != [client.nick]:
+            return  # not the first in the room
+        if client.account is not None:
+            self._store.add("ops", key, client.account)
+        else:
+            client.data.setdefault("moderation", set()).add(key)
+        client.notice(f"you are an operator of {room}")
+        log.info("%s is an operator of %s (first to join)", client.nick, room)
+
+    @hookimpl
+    def chatkit_server_start(self, server: Server) -> None:
+        self._server = server
+
+    # -- commands ------------------------------------------------------------------
+
+    @hookimpl
+    def chatkit_register_commands(self, register: Register) -> None:
+        register("op", self.op, help="make NICK an operator of the room", usage="[#ROOM] NICK")
+        register("deop", self.deop, help="NICK is no longer an operator", usage="[#ROOM] NICK")
+        register("kick", self.kick, help="remove NICK from the room", usage="[#ROOM] NICK [REASON]")
+        register("ban", self.ban, help="keep MASK out of the room", usage="[#ROOM] MASK")
+        register("unban", self.unban, help="lift a ban", usage="[#ROOM] MASK")
+        register("mute", self.mute, help="MASK may not speak in the room", usage="[#ROOM] MASK")
+        register("unmute", self.unmute, help="lift a mute", usage="[#ROOM] MASK")
+        register(
+            "kill", self.kill, help="disconnect NICK (server operators)", usage="NICK [REASON]"
+        )
+        register("invite", self.invite, help="let NICK join the room", usage="NICK [#ROOM]")
+        register(
+            "inviteonly", self.inviteonly, help="only invited users join", usage="[#ROOM] on|off"
+        )
+        register("lock", self.lock, help="only registered users speak", usage="[#ROOM]")
+        register("unlock", self.unlock, help="everyone speaks again", usage="[#ROOM]")
+        register("gline", self.gline, help="ban MASK from the server", usage="MASK [REASON]")
+        register("ungline", self.ungline, help="lift a server ban", usage="MASK")
+        register("wall", self.wall, help="a notice to everyone (server operators)", usage="TEXT")
+
+    def _room(self, ctx: CommandContext, words: list[str]) -> str:
+        """The room acted on (the first of ``words`` if it names one: it is removed),
+        which the client must operate."""
+        room = words.pop(0) if words and words[0].startswith("#") else ctx.room
+        if room is None:
+            raise CommandError("you are in no room; /join one first", "not_in_room")
+        if not self.is_operator(ctx.client, room):
+            # target: the IRC face answers 482 for the room.
+            raise CommandError(
+                f"you are not an operator of {room}", "not_room_operator", target=room
+            )
+        return room
+
+    def _target(self, ctx: CommandContext, nick: str) -> Session:
+        target = ctx.hub.find(nick)
+        if target is None:
+            raise CommandError(f"no such nick: {nick}", "no_such_nick")
+        return target
+
+    def _act(self, ctx: CommandContext, room: str, text: str) -> None:
+        log.info("%s in %s: %s", ctx.client.nick, room, text)
+        ctx.hub.announce(f"{ctx.client.nick} {text}", room)
+
+    def op(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        room = self._room(ctx, words)
+        if len(words) != 1:
+            raise ctx.usage_error()
+        target = self._target(ctx, words[0])
+        if target.account is not None:
+            self._store.add("ops", fold(room), target.account)
+        else:
+            target.data.setdefault("moderation", set()).add(fold(room))
+        self._act(ctx, room, f"made {target.nick} an operator")
+
+    def deop(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        room = self._room(ctx, words)
+        if len(words) != 1:
+            raise ctx.usage_error()
+        target = self._target(ctx, words[0])
+        target.data.get("moderation", set()).discard(fold(room))
+        if target.account is not None:
+            self._store.remove("ops", fold(room), target.account)
+        self._act(ctx, room, f"removed {target.nick} as an operator")
+
+    def kick(self, ctx: CommandContext) -> None:
+        words = ctx.args.split(maxsplit=2)
+        room = self._room(ctx, words)
+        if not words:
+            raise ctx.usage_error()
+        nick, reason = words[0], " ".join(words[1:])
+        target = self._target(ctx, nick)
+        if fold(room) not in target.rooms:
+            raise CommandError(f"{target.nick} is not in {room}", "not_in_room")
+        self._act(ctx, room, f"kicked {target.nick}" + (f": {reason}" if reason else ""))
+        ctx.hub.part(
+            target, room, f"kicked by {ctx.client.nick}" + (f": {reason}" if reason else "")
+        )
+
+    def _masks(self, ctx: CommandContext, table: str, add: bool, what: str) -> None:
+        words = ctx.args.split()
+        room = self._room(ctx, words)
+        if len(words) != 1:
+            raise ctx.usage_error()
+        mask = full_mask(words[0])
+        if add:
+            self._store.add(table, fold(room), fold(mask))
+            self._act(ctx, room, f"{what} {mask}")
+        elif self._store.remove(table, fold(room), fold(mask)):
+            self._act(ctx, room, f"{what} {mask}")
+        else:
+            raise CommandError(f"no such mask in {room}: {mask}", "bad_usage")
+
+    def ban(self, ctx: CommandContext) -> None:
+        self._masks(ctx, "bans", True, "banned")
+
+    def unban(self, ctx: CommandContext) -> None:
+        self._masks(ctx, "bans", False, "unbanned")
+
+    def mute(self, ctx: CommandContext) -> None:
+        self._masks(ctx, "mutes", True, "muted")
+
+    def unmute(self, ctx: CommandContext) -> None:
+        self._masks(ctx, "mutes", False, "unmuted")
+
+    def invite(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        rooms = [w for w in words if w.startswith("#")]  # IRC sends INVITE nick #room
+        nicks = [w for w in words if not w.startswith("#")]
+        room = self._room(ctx, rooms[:1])
+        if len(nicks) != 1 or len(rooms) > 1:
+            raise ctx.usage_error()
+        target = self._target(ctx, nicks[0])
+        self._store.add("invites", fold(room), fold(full_mask(target.nick or "")))
+        target.notice(f"{ctx.client.nick} invites you to {room}: /join {room}")
+        self._act(ctx, room, f"invited {target.nick}")
+
+    def inviteonly(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        room = self._room(ctx, words)
+        if words not in (["on"], ["off"]):
+            raise ctx.usage_error()
+        self._flag(ctx, room, "invite", words == ["on"], "made the room invite-only")
+
+    def lock(self, ctx: CommandContext) -> None:
+        self._flag(ctx, self._room(ctx, ctx.args.split()), "lock", True, "locked the room")
+
+    def unlock(self, ctx: CommandContext) -> None:
+        self._flag(ctx, self._room(ctx, ctx.args.split()), "lock", False, "unlocked the room")
+
+    def _flag(self, ctx: CommandContext, room: str, flag: str, on: bool, what: str) -> None:
+        if on:
+            self._store.add("flags", fold(room), flag)
+            self._act(ctx, room, what)
+        else:
+            self._store.remove("flags", fold(room), flag)
+            self._act(ctx, room, what if flag == "lock" else "opened the room to everyone")
+
+    def _server_operator(self, ctx: CommandContext) -> None:
+        if not self.is_server_operator(ctx.client):
+            raise CommandError("only server operators may do that", "not_server_operator")
+
+    def kill(self, ctx: CommandContext) -> None:
+        self._server_operator(ctx)
+        nick, _, reason = ctx.args.strip().partition(" ")
+        if not nick:
+            raise ctx.usage_error()
+        target = self._target(ctx, nick)
+        log.info("%s killed %s: %s", ctx.client.nick, target.nick, reason)
+        target.notice(f"disconnected by {ctx.client.nick}" + (f": {reason}" if reason else ""))
+        target.disconnect(f"killed by {ctx.client.nick}" + (f": {reason}" if reason else ""))
+        ctx.reply(f"{target.nick} disconnected")
+
+    def gline(self, ctx: CommandContext) -> None:
+        self._server_operator(ctx)
+        words = ctx.args.split(maxsplit=1)
+        if not words:
+            raise ctx.usage_error()
+        mask, reason = full_mask(words[0]), words[1] if len(words) > 1 else ""
+        self._store.add("bans", SERVER, fold(mask))
+        log.info("%s banned %s from the server: %s", ctx.client.nick, mask, reason)
+        gone = []
+        for session in ctx.hub.sessions():
+            if matches(mask, session) and not self.is_server_operator(session):
+                session.notice(f"banned from this server by {ctx.client.nick}: {reason}")
+                session.disconnect(f"banned by {ctx.client.nick}")
+                gone.append(session.nick or "")
+        ctx.reply(f"{mask} banned from the server; disconnected: {', '.join(gone) or 'nobody'}")
+
+    def ungline(self, ctx: CommandContext) -> None:
+        self._server_operator(ctx)
+        words = ctx.args.split()
+        if len(words) != 1:
+            raise ctx.usage_error()
+        if not self._store.remove("bans", SERVER, fold(full_mask(words[0]))):
+            raise CommandError(f"no server ban {full_mask(words[0])}", "bad_usage")
+        ctx.reply(f"{full_mask(words[0])} may come back")
+
+    def wall(self, ctx: CommandContext) -> None:
+        self._server_operator(ctx)
+        if not ctx.args.strip():
+            raise ctx.usage_error()
+        log.info("%s to everyone: %s", ctx.client.nick, ctx.args.strip())
+        ctx.hub.announce(f"[{ctx.client.nick} to everyone] {ctx.args.strip()}")

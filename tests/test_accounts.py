@@ -1,0 +1,424 @@
+"""The accounts plugin through real servers, real SQLite files and real sockets."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+from conftest import ServeProcess
+from test_irc_face import SERVER, IrcClient
+
+from chatkit import Config, Server, UsageError
+from chatkit.builtins.accounts import Accounts, Throttle
+from chatkit.config import config_from_dict
+from chatkit.faces.irc import IrcFace
+from chatkit.faces.line import LineFace
+from chatkit.testing import ChatClient, make_config
+
+Connect = Callable[..., ChatClient]
+Factory = Callable[..., Server]
+
+PASSWORD = "correct-horse"
+
+
+def accounts_config(history: dict[str, Any] | None = None, **settings: Any) -> Config:
+    return config_from_dict({"plugins": {"accounts": settings, "history": history or {}}})
+
+
+def plugin(server: Server) -> Accounts:
+    found = server.pluginmanager.get_plugin("accounts")
+    assert isinstance(found, Accounts)
+    return found
+
+
+def refused(client: ChatClient, nick: str, code: str, **hello: Any) -> dict[str, Any]:
+    """Send a hello for ``nick`` and return the error frame with ``code``."""
+    client.send(type="hello", nick=nick, **hello)
+    return client.expect("error", code=code)
+
+
+def leave(client: ChatClient) -> None:
+    """Quit and wait for the server to close the connection: it has logged the client
+    out by then, so its nick is free."""
+    client.say("/quit")
+    client.wait_closed()
+    client.close()
+
+
+def register(client: ChatClient, password: str = PASSWORD) -> None:
+    client.say(f"/register {password}")
+    client.expect("reply", command="register")
+
+
+def test_a_registered_nick_needs_its_password(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """After /register, a login with that nick and no password is refused with
+    nick_registered, a wrong one with bad_password; the right one logs in."""
+    server = chat_server_factory(disable=["flood"])
+    alice = chat_client(server, "alice")
+    register(alice)
+    leave(alice)
+    other = chat_client(server)
+    frame = refused(other, "Alice", "nick_registered")
+    assert "password" in frame["text"]
+    refused(other, "alice", "bad_password", password="wrong password")
+    refused(other, "alice", "bad_frame", password=42)
+    assert other.login("alice", password=PASSWORD)["nick"] == "alice"
+
+
+def test_a_password_for_an_unregistered_nick_is_ignored(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A hello with a password for a nick nobody registered logs in as usual."""
+    server = chat_server_factory()
+    assert chat_client(server).login("bob", password="anything")["nick"] == "bob"
+
+
+def test_identify_takes_the_nick_and_nick_refuses_it(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/nick to a registered nick is refused; /identify NICK PASSWORD proves it and
+    renames the client to it; /identify PASSWORD identifies the nick one has."""
+    server = chat_server_factory(disable=["flood"])
+    alice = chat_client(server, "alice")
+    register(alice)
+    leave(alice)
+    guest = chat_client(server, "guest")
+    guest.say("/nick alice")
+    guest.expect("error", code="nick_registered")
+    guest.say("/identify alice wrong-password")
+    guest.expect("error", code="bad_password")
+    guest.say(f"/identify alice {PASSWORD}")
+    guest.expect("nick", old="guest", new="alice")
+    reply = guest.expect("reply", command="identify")
+    assert reply["data"] == {"account": "alice"}
+    guest.say("/logout")
+    guest.expect("reply", command="logout")
+    guest.say(f"/identify {PASSWORD}")
+    guest.expect("reply", command="identify")
+    guest.say("/identify nosuch secret-password")
+    guest.expect("error", code="no_account")
+
+
+def test_passwd_logout_and_drop(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """/passwd needs the old password; /drop deletes the account, freeing the nick."""
+    server = chat_server_factory(disable=["flood"])
+    alice = chat_client(server, "alice")
+    alice.say("/passwd a b")
+    alice.expect("error", code="not_identified")
+    register(alice)
+    alice.say("/passwd wrong-password new-password")
+    alice.expect("error", code="bad_password")
+    alice.say(f"/passwd {PASSWORD} short")
+    alice.expect("error", code="bad_password", text_contains="at least 8")
+    leave(alice)
+    second = chat_client(server)
+    second.login("alice", password=PASSWORD)
+    second.say(f"/passwd {PASSWORD} battery-staple")
+    second.expect("reply", command="passwd", text="password changed")
+    second.say("/drop wrong-password")
+    second.expect("error", code="bad_password")
+    second.say("/drop battery-staple")
+    second.expect("reply", command="drop")
+    second.say("/drop battery-staple")
+    second.expect("error", code="not_identified")
+    leave(second)
+    assert chat_client(server).login("alice")["nick"] == "alice"
+
+
+def test_register_refusals(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A short password, a bad email, and a nick registered twice are refused."""
+    server = chat_server_factory(disable=["flood"])
+    alice = chat_client(server, "alice")
+    alice.say("/register short")
+    alice.expect("error", code="bad_password", text_contains="at least 8")
+    alice.say(f"/register {PASSWORD} not-an-address")
+    alice.expect("error", code="bad_usage")
+    alice.say("/register")
+    alice.expect("error", code="bad_usage")
+    alice.say(f"/register {PASSWORD} alice@example.org")
+    alice.expect("reply", command="register")
+    alice.say(f"/register {PASSWORD}")
+    alice.expect("error", code="nick_registered")
+
+
+def test_registration_closed_and_by_invitation(
+    chat_server_factory: Factory, chat_client: Connect, tmp_path: Path
+) -> None:
+    """registration = closed refuses every /register; invite lets a nick register once
+    an identified user vouched for it."""
+    closed = chat_server_factory(config=accounts_config(registration="closed"))
+    bob = chat_client(closed, "bob")
+    bob.say(f"/register {PASSWORD}")
+    bob.expect("error", code="registration_closed")
+
+    db = tmp_path / "accounts.sqlite3"
+    invite = chat_server_factory(config=accounts_config(registration="invite", db=str(db)))
+    plugin(invite)._store.invite("alice", "root")  # the first account: by the operator
+    alice, bob = chat_client(invite, "alice"), chat_client(invite, "bob")
+    bob.say(f"/register {PASSWORD}")
+    bob.expect("error", code="not_invited", text_contains="/vouch bob")
+    register(alice)
+    alice.say("/vouch bob")
+    alice.expect("reply", command="vouch")
+    register(bob)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"registration": "maybe"}, "registration must be"),
+        ({"grace": -1}, "grace"),
+        ({"color": 1}, "color"),
+    ],
+)
+def test_bad_settings_stop_the_start(settings: dict[str, Any], message: str) -> None:
+    """A bad [plugins.accounts] setting is a UsageError naming it."""
+    with pytest.raises(UsageError, match=message):
+        Server(port=0, config=make_config(accounts_config(**settings))).start()
+
+
+def test_failed_logins_are_throttled_per_account(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Past free_failures, each failure makes the account wait (auth_throttled with
+    retry_after), even with the right password, and the wait doubles."""
+    config = accounts_config(free_failures=1, free_failures_per_address=100, delay=1.0)
+    server = chat_server_factory(config=config, disable=["flood"])
+    alice = chat_client(server, "alice")
+    register(alice)
+    leave(alice)
+    other = chat_client(server)
+    refused(other, "alice", "bad_password", password="wrong-1")
+    refused(other, "alice", "bad_password", password="wrong-2")  # the first that costs
+    frame = refused(other, "alice", "auth_throttled", password=PASSWORD)
+    assert 0 < frame["retry_after"] <= 1.0
+    deadline = time.monotonic() + 10
+    while True:  # wait for the delay to pass, as a client told retry_after would
+        other.send(type="hello", nick="alice", password="wrong-3")
+        frame = other.expect("error")
+        if frame["code"] == "bad_password":
+            break
+        assert frame["code"] == "auth_throttled"
+        assert time.monotonic() < deadline
+    frame = refused(other, "alice", "auth_throttled", password=PASSWORD)
+    assert 1.0 < frame["retry_after"] <= 2.0  # doubled
+
+
+def test_failed_logins_are_throttled_per_address(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Failures against different accounts from one address add up."""
+    config = accounts_config(free_failures=100, free_failures_per_address=2, delay=30)
+    server = chat_server_factory(config=config, disable=["flood"])
+    for nick in ("ann", "bea", "cy"):
+        client = chat_client(server, nick)
+        register(client)
+        leave(client)
+    guesser = chat_client(server)
+    refused(guesser, "ann", "bad_password", password="guess-one")
+    refused(guesser, "bea", "bad_password", password="guess-two")
+    refused(guesser, "cy", "bad_password", password="guess-three")
+    frame = refused(guesser, "cy", "auth_throttled", password=PASSWORD)
+    assert 29 < frame["retry_after"] <= 30
+
+
+def test_throttle_forgets_after_success_and_bounds_its_delay() -> None:
+    """A success clears a key; the delay never passes max_delay."""
+    throttle = Throttle(free=0, delay=1.0, max_delay=4.0)
+    for _ in range(10):
+        throttle.fail("k", 100.0)
+    assert throttle.wait("k", 100.0) == 4.0
+    throttle.succeed("k")
+    assert throttle.wait("k", 100.0) == 0.0
+
+
+def test_grace_renames_a_client_that_does_not_identify(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """With grace set, a registered nick may log in without its password, is told
+    to identify, and is renamed to a guest nick when the time is up."""
+    # Long enough for the late client's /identify (argon2) on a busy machine.
+    server = chat_server_factory(config=accounts_config(grace=2), disable=["flood"])
+    alice = chat_client(server, "alice")
+    register(alice)
+    leave(alice)
+    squatter = chat_client(server, "alice")
+    squatter.expect("notice", text_contains="/identify PASSWORD within 2 s")
+    frame = squatter.expect("nick", old="alice", timeout=5)
+    assert frame["new"].startswith("Guest")
+    late = chat_client(server, "alice")
+    late.expect("notice", text_contains="/identify")
+    late.say(f"/identify {PASSWORD}")
+    late.expect("reply", command="identify")
+    deadline = time.monotonic() + 2.5  # past the grace: still alice
+    while time.monotonic() < deadline:
+        assert [f for f in late.sync() if f["type"] == "nick"] == []
+    holder = server.hub.find("alice")
+    assert holder is not None and holder.account == "alice"
+
+
+def test_identify_reclaims_a_nick_held_in_grace(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/identify NICK PASSWORD renames whoever holds NICK without having identified."""
+    server = chat_server_factory(config=accounts_config(grace=60), disable=["flood"])
+    owner = chat_client(server, "alice")
+    register(owner)
+    leave(owner)
+    squatter = chat_client(server, "alice")
+    owner = chat_client(server, "owner")
+    owner.say(f"/identify alice {PASSWORD}")
+    owner.expect("nick", old="owner", new="alice")
+    squatter.expect("nick", old="alice")
+
+
+def test_accounts_survive_a_restart_in_a_file_beside_history(tmp_path: Path) -> None:
+    """The accounts file sits beside the history database and outlives the server."""
+    history = tmp_path / "history.sqlite3"
+    config = accounts_config(history={"db": str(history)})
+    with Server(port=0, config=make_config(config)) as first, ChatClient(first.address) as alice:
+        alice.login("alice")
+        register(alice)
+    assert (tmp_path / "history.accounts.sqlite3").exists()
+    with Server(port=0, config=make_config(config)) as second, ChatClient(second.address) as c:
+        refused(c, "alice", "nick_registered")
+        c.login("alice", password=PASSWORD)
+
+
+def test_an_old_hash_is_redone_at_login(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A hash made with other argon2 parameters is replaced at the next good login."""
+    server = chat_server_factory()
+    accounts = plugin(server)
+    alice = chat_client(server, "alice")
+    register(alice)
+    old = PasswordHasher(time_cost=1, memory_cost=1024).hash(PASSWORD)
+    accounts._store.set_hash("alice", old)
+    leave(alice)
+    chat_client(server).login("alice", password=PASSWORD)
+    new = accounts._store.get("alice")
+    assert new is not None and new.hash != old
+    assert not accounts.hasher.check_needs_rehash(new.hash)
+
+
+def test_passwords_never_reach_the_log(
+    chat_server_factory: Factory, chat_client: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Registering, identifying, failing and changing passwords log no password."""
+    caplog.set_level(logging.DEBUG)
+    server = chat_server_factory(disable=["flood"])
+    alice = chat_client(server, "alice")
+    register(alice, "first-secret")
+    alice.say("/passwd first-secret second-secret")
+    alice.expect("reply", command="passwd")
+    leave(alice)
+    other = chat_client(server)
+    refused(other, "alice", "bad_password", password="third-secret")
+    other.login("alice", password="second-secret")
+    other.say("/drop second-secret")
+    other.expect("reply", command="drop")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "failed login for account alice" in text
+    assert "secret" not in text
+
+
+def test_private_history_is_shown_to_the_accounts_that_took_part(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """With accounts, private messages are stored by default and /history NICK shows
+    them only to a client identified to the account that sent or received them: not
+    to the next holder of an unregistered nick, nor to anyone unidentified."""
+    server = chat_server_factory(disable=["flood"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    register(alice)
+    alice.say("/msg bob to unregistered bob")
+    bob.expect("private")
+    bob.say("/history alice")
+    bob.expect("error", code="not_identified")
+    register(bob)
+    alice.say("/msg bob to registered bob")
+    bob.expect("private", text="to registered bob")
+    bob.say("/history alice")
+    shown = [f["text"] for f in bob.sync() if f["type"] == "private" and f.get("history")]
+    assert shown == ["to registered bob"]
+    alice.say("/history bob")
+    shown = [f["text"] for f in alice.sync() if f["type"] == "private" and f.get("history")]
+    assert shown == ["to unregistered bob", "to registered bob"]
+
+
+def test_irc_pass_and_sasl_plain(tmp_path: Path) -> None:
+    """On IRC a registered nick logs in with PASS or SASL PLAIN (900, 903); a wrong
+    SASL password is 904; a registered nick without a password is 433."""
+    server = Server(
+        config=make_config(),
+        faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="TestNet")],
+    )
+    with server, ChatClient(server.address) as alice:
+        alice.login("alice")
+        register(alice)
+        leave(alice)
+        irc_address = server.addresses["irc"]
+        with IrcClient(irc_address) as irc:
+            irc.send("CAP LS 302")
+            assert "sasl" in irc.expect("CAP * LS")
+            irc.send("NICK alice", "USER alice 0 * :Alice", "CAP END")
+            assert "alice" in irc.expect(" 433 ")
+        with IrcClient(irc_address) as irc:
+            irc.register("alice", password=PASSWORD)
+        with IrcClient(irc_address) as irc:
+            irc.send("CAP LS 302", "CAP REQ :sasl", "NICK alice", "USER alice 0 * :Alice")
+            irc.expect("CAP * ACK")
+            irc.send("AUTHENTICATE SCRAM-SHA-256")
+            irc.expect(" 908 ")
+            irc.expect(" 904 ")
+            irc.send("AUTHENTICATE PLAIN")
+            irc.expect("AUTHENTICATE +")
+            bad = base64.b64encode(b"\0alice\0wrong-password").decode()
+            irc.send(f"AUTHENTICATE {bad}")
+            irc.expect(" 904 ")
+            irc.send("AUTHENTICATE PLAIN")
+            irc.expect("AUTHENTICATE +")
+            good = base64.b64encode(f"alice\0alice\0{PASSWORD}".encode()).decode()
+            irc.send(f"AUTHENTICATE {good}")
+            assert "You are now logged in as alice" in irc.expect(" 900 ")
+            irc.expect(" 903 ")
+            irc.send("CAP END")
+            irc.expect(" 001 ")
+
+
+def test_no_sasl_without_accounts() -> None:
+    """With the accounts plugin disabled, CAP LS offers no sasl."""
+    server = Server(
+        config=make_config(disable=["accounts"]),
+        faces=[IrcFace(port=0, server_name=SERVER, network="TestNet")],
+    )
+    with server, IrcClient(server.addresses["irc"]) as irc:
+        irc.send("CAP LS 302")
+        assert "sasl" not in irc.expect("CAP * LS")
+
+
+def test_chatkit_serve_keeps_accounts_beside_its_database(
+    tmp_path: Path, serve: type[ServeProcess]
+) -> None:
+    """`chatkit serve --db FILE` keeps accounts in FILE's neighbour, across restarts."""
+    db = tmp_path / "chat.sqlite3"
+    first = serve("--db", str(db))
+    with ChatClient(first.address) as alice:
+        alice.login("alice")
+        register(alice)
+    assert first.stop()[0] == 0
+    conn = sqlite3.connect(tmp_path / "chat.accounts.sqlite3")
+    assert conn.execute("SELECT nick, email FROM accounts").fetchall() == [("alice", None)]
+    conn.close()
+    second = serve("--db", str(db))
+    with ChatClient(second.address) as again:
+        refused(again, "alice", "nick_registered")
+    assert second.stop()[0] == 0

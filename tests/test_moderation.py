@@ -1,0 +1,212 @@
+"""The moderation plugin through real servers and real SQLite files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chatkit import Server
+from chatkit.builtins.moderation import Moderation
+from chatkit.config import config_from_dict
+from chatkit.testing import ChatClient, make_config
+
+Connect = Callable[..., ChatClient]
+Factory = Callable[..., Server]
+
+
+def moderated(**settings: Any) -> Any:
+    return config_from_dict(
+        {"server": {"plugins": ["moderation"]}, "plugins": {"moderation": settings}}
+    )
+
+
+def test_the_first_to_join_is_an_operator_and_kicks(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """The first to join a room is its operator: /kick removes a member, announced;
+    a member who is not an operator gets not_room_operator."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.expect("notice", text="you are an operator of #general")
+    bob = chat_client(server, "bob")
+    bob.say("/kick ann")
+    bob.expect("error", code="not_room_operator")
+    ann.say("/kick bob spamming")
+    frame = bob.expect("leave", nick="bob", room="#general")
+    assert frame["reason"] == "kicked by ann: spamming"
+    ann.expect("notice", text="ann kicked bob: spamming")
+    assert server.hub.who("#general") == ["ann"]
+
+
+def test_ban_and_mute(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A banned nick cannot join (banned); a muted one cannot speak (muted); both lift."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    bob = chat_client(server, "bob")
+    ann.say("/ban bob")
+    ann.expect("notice", text="ann banned bob!*@*")
+    bob.say("/join #den")
+    bob.expect("error", code="banned")
+    ann.say("/unban bob")
+    ann.expect("notice", text="ann unbanned bob!*@*")
+    bob.say("/join #den")
+    bob.expect("join", nick="bob", room="#den")
+    ann.say("/mute bob")
+    ann.expect("notice", text="ann muted bob!*@*")
+    bob.say("hello?")
+    bob.expect("error", code="muted")
+    ann.say("/unmute bob")
+    ann.expect("notice", text_contains="unmuted")
+    bob.say("hello!")
+    assert ann.expect("message", nick="bob")["text"] == "hello!"
+
+
+def test_op_and_deop(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """/op makes another member an operator; /deop takes it back."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann, bob = chat_client(server, "ann"), chat_client(server, "bob")
+    carol = chat_client(server, "carol")
+    ann.say("/op bob")
+    ann.expect("notice", text="ann made bob an operator")
+    bob.say("/mute carol")
+    bob.expect("notice", text="bob muted carol!*@*")
+    ann.say("/deop bob")
+    ann.expect("notice", text_contains="removed bob")
+    bob.say("/unmute carol")
+    bob.expect("error", code="not_room_operator")
+    carol.say("quiet")
+    carol.expect("error", code="muted")
+
+
+def test_identified_operators_and_bans_survive_a_restart(tmp_path: Path) -> None:
+    """An identified operator stays one, and a ban stays, after a restart."""
+    config = moderated()
+    config.plugin_config["history"] = {"db": str(tmp_path / "h.sqlite3")}
+    with Server(config=make_config(config)) as first, ChatClient(first.address) as ann:
+        ann.login("ann")
+        ann.say("/register sesame-seed")
+        ann.expect("reply", command="register")
+        ann.say("/join #den")
+        ann.expect("notice", text="you are an operator of #den")
+        ann.say("/ban *!*@127.0.0.2")
+        ann.expect("notice", text_contains="banned")
+    assert (tmp_path / "h.moderation.sqlite3").exists()
+    with Server(config=make_config(config)) as second:
+        with ChatClient(second.address) as bob:
+            bob.login("bob")
+            bob.say("/join #den")
+            bob.expect("join", nick="bob", room="#den")
+            notices = [f["text"] for f in bob.sync() if f["type"] == "notice"]
+            assert "you are an operator of #den" not in notices  # ann is, from before
+        plugin = second.pluginmanager.get_plugin("moderation")
+        assert isinstance(plugin, Moderation)
+        assert plugin._store.rows("ops", "#den") == ["ann"]
+        assert plugin._store.rows("bans", "#den") == ["*!*@127.0.0.2"]
+
+
+def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A server operator (an account in server_operators) may /wall and /kill; others
+    get not_server_operator."""
+    server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
+    root, bob = chat_client(server, "root"), chat_client(server, "bob")
+    root.say("/register sesame-seed")
+    root.expect("reply", command="register")
+    bob.say("/wall hi")
+    bob.expect("error", code="not_server_operator")
+    root.say("/wall maintenance at noon")
+    bob.expect("notice", text="[root to everyone] maintenance at noon")
+    root.say("/kill bob enough")
+    bob.expect("notice", text="disconnected by root: enough")
+    bob.wait_closed()
+    root.expect("leave", nick="bob")
+
+
+def test_irc_kick_ban_and_mute_numerics() -> None:
+    """On IRC, KICK #room nick :reason kicks; a non-operator's gets 482; joining a room
+    that bans you is 474; speaking where you are muted is 404."""
+    from test_irc_face import SERVER, IrcClient
+
+    from chatkit.faces.irc import IrcFace
+    from chatkit.faces.line import LineFace
+
+    config = make_config(moderated())
+    config.disable = ["flood"]
+    server = Server(
+        config=config, faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="T")]
+    )
+    with server, ChatClient(server.address) as ann, IrcClient(server.addresses["irc"]) as bob:
+        ann.login("ann")
+        bob.register("bob")
+        bob.send("KICK #general ann :no")
+        assert "482" in bob.expect(" 482 ")
+        ann.say("/mute #general bob")
+        ann.expect("notice", text_contains="muted bob")
+        bob.send("PRIVMSG #general :hello?")
+        bob.expect(" 404 ")
+        ann.say("/kick bob go away")
+        bob.expect("PART #general")
+        ann.say("/ban bob")
+        ann.expect("notice", text_contains="banned")
+        bob.send("JOIN #general")
+        bob.expect(" 474 ")
+
+
+def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """/inviteonly on keeps out whoever was not /invite-d (invite_only); /lock lets only
+    identified users speak (room_locked); both are undone."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    bob, carol = chat_client(server, "bob"), chat_client(server, "carol")
+    ann.say("/inviteonly on")
+    ann.expect("notice", text="ann made the room invite-only")
+    bob.say("/join #den")
+    bob.expect("error", code="invite_only")
+    ann.say("/invite bob")
+    bob.expect("notice", text="ann invites you to #den: /join #den")
+    bob.say("/join #den")
+    bob.expect("join", nick="bob", room="#den")
+    carol.say("/join #den")
+    carol.expect("error", code="invite_only")
+    ann.say("/inviteonly #den off")
+    ann.expect("notice", text_contains="opened the room")
+    carol.say("/join #den")
+    carol.expect("join", nick="carol", room="#den")
+    ann.say("/lock")
+    ann.expect("notice", text="ann locked the room")
+    carol.say("anyone?")
+    carol.expect("error", code="room_locked")
+    carol.say("/register sesame-seed")
+    carol.expect("reply", command="register")
+    carol.say("identified now")
+    assert ann.expect("message", nick="carol")["text"] == "identified now"
+    ann.say("/unlock")
+    ann.expect("notice", text="ann unlocked the room")
+    bob.say("me too")
+    assert ann.expect("message", nick="bob")["text"] == "me too"
+
+
+def test_gline_bans_from_the_whole_server(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/gline disconnects matching clients and refuses their logins (banned) until /ungline."""
+    server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
+    root, troll = chat_client(server, "root"), chat_client(server, "troll")
+    root.say("/register sesame-seed")
+    root.expect("reply", command="register")
+    troll.say("/gline root")
+    troll.expect("error", code="not_server_operator")
+    root.say("/gline troll* spam")
+    assert "troll" in root.expect("reply", command="gline")["text"]
+    troll.expect("notice", text_contains="banned from this server")
+    troll.wait_closed()
+    again = chat_client(server)
+    again.send(type="hello", nick="troll2")
+    again.expect("error", code="banned")
+    root.say("/ungline troll*")
+    root.expect("reply", command="ungline")
+    again.login("troll2")

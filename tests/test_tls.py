@@ -1,0 +1,309 @@
+"""TLS through real sockets: certificates made by trustme at test time, never committed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from conftest import CHATKIT, ServeProcess
+from test_irc_face import SERVER
+
+from chatkit import Config, Server, UsageError
+from chatkit.client import ClientError, LineClient
+from chatkit.faces.irc import IrcFace
+from chatkit.faces.line import LineFace
+from chatkit.server import TlsFace
+from chatkit.testing import ChatClient, TextClient, make_config
+
+TIMEOUT = 5.0  # seconds a test waits for an expected line
+
+
+class Certs:
+    """A CA and a certificate for 127.0.0.1 and localhost, as PEM files."""
+
+    def __init__(self, directory: Path, name: str = "ca") -> None:
+        self.ca = trustme.CA()
+        issued = self.ca.issue_cert("127.0.0.1", "localhost")
+        self.cert = directory / f"{name}-cert.pem"
+        self.key = directory / f"{name}-key.pem"
+        self.ca_file = directory / f"{name}-ca.pem"
+        issued.cert_chain_pems[0].write_to_path(str(self.cert))
+        for extra in issued.cert_chain_pems[1:]:
+            extra.write_to_path(str(self.cert), append=True)
+        issued.private_key_pem.write_to_path(str(self.key))
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+
+    def client(self) -> ssl.SSLContext:
+        """A client context that trusts this CA alone."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        return context
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Certs:
+    return Certs(tmp_path)
+
+
+def tls_config(certs: Certs, **limits: float) -> Config:
+    config = make_config(**limits)
+    config.tls_cert, config.tls_key = str(certs.cert), str(certs.key)
+    return config
+
+
+@pytest.fixture
+def tls_server(certs: Certs) -> Iterator[Server]:
+    """A server with the line face in plain text and over TLS, and IRC over TLS."""
+    line = LineFace()
+    irc = IrcFace(port=0, server_name=SERVER, network="TestNet")
+    server = Server(
+        config=tls_config(certs, tls_handshake_timeout=0.5),
+        faces=[line, TlsFace(line, port=0), irc, TlsFace(irc, port=0)],
+        plugins=[],
+    )
+    with server:
+        yield server
+
+
+def test_a_tls_client_chats_with_a_plain_one(tls_server: Server, certs: Certs) -> None:
+    """A JSON client over TLS and a plain one share a room, both ways."""
+    with (
+        ChatClient(tls_server.addresses["line-tls"], tls=certs.client()) as secure,
+        ChatClient(tls_server.address) as plain,
+    ):
+        secure.login("ann")
+        plain.login("bob")
+        secure.say("over tls")
+        assert plain.expect("message")["text"] == "over tls"
+        plain.say("in the clear")
+        assert secure.expect("message", text="in the clear")["nick"] == "bob"
+
+
+def test_text_mode_over_tls(tls_server: Server, certs: Certs) -> None:
+    """A person's text lines work over TLS as over nc (openssl s_client, say)."""
+    with TextClient(tls_server.addresses["line-tls"], tls=certs.client()) as client:
+        client.send_line("carol")
+        client.expect(lambda line: "welcome" in line.lower() or "carol" in line)
+
+
+def test_a_large_burst_arrives_whole_over_tls(certs: Certs) -> None:
+    """Many frames at once (more than a socket buffer) arrive complete and in order."""
+    line = LineFace()
+    config = tls_config(certs)
+    config.disable = ["flood"]
+    with (
+        Server(config=config, faces=[line, TlsFace(line, port=0)]) as server,
+        ChatClient(server.addresses["line-tls"], tls=certs.client()) as reader,
+        ChatClient(server.address) as writer,
+    ):
+        reader.login("reader")
+        writer.login("writer")
+        text = "x" * 4000
+        for i in range(300):
+            writer.say(f"{i} {text}")
+        for i in range(300):
+            assert reader.expect("message", timeout=20)["text"] == f"{i} {text}"
+
+
+def test_a_plain_client_on_the_tls_port_is_closed(tls_server: Server, certs: Certs) -> None:
+    """A client speaking plain text to the TLS port is closed, and the server serves on."""
+    with socket.create_connection(tls_server.addresses["line-tls"], timeout=TIMEOUT) as sock:
+        sock.sendall(b'{"type": "hello", "nick": "plain"}\n')
+        assert _read_to_end(sock) == b""  # no plaintext answer, then EOF
+    with ChatClient(tls_server.addresses["line-tls"], tls=certs.client()) as secure:
+        secure.login("after")
+
+
+def test_a_stalled_handshake_times_out_without_blocking_others(
+    tls_server: Server, certs: Certs
+) -> None:
+    """A client that starts a handshake and stalls is closed after tls_handshake_timeout;
+    meanwhile another TLS client logs in."""
+    with socket.create_connection(tls_server.addresses["line-tls"], timeout=TIMEOUT) as stalled:
+        stalled.sendall(b"\x16\x03\x01")  # the start of a ClientHello, and nothing more
+        started = time.monotonic()
+        with ChatClient(tls_server.addresses["line-tls"], tls=certs.client()) as other:
+            other.login("quick")
+        assert _read_to_end(stalled) == b""
+        assert time.monotonic() - started < 0.5 + TIMEOUT
+
+
+def test_an_untrusted_certificate_is_refused_by_the_client(tls_server: Server) -> None:
+    """The client checks the certificate: one from an unknown CA fails, --insecure passes."""
+    from chatkit.client import tls_client_context
+
+    host, port = tls_server.addresses["line-tls"]
+    with pytest.raises(ClientError, match="TLS with"):
+        LineClient.connect(host, port, tls=tls_client_context())
+    LineClient.connect(host, port, tls=tls_client_context(insecure=True)).close()
+
+
+def test_reload_uses_the_new_certificate_for_new_clients(
+    tls_server: Server, certs: Certs, tmp_path: Path
+) -> None:
+    """After reload_tls, new handshakes get the new certificate; a client connected
+    before keeps chatting."""
+    with ChatClient(tls_server.addresses["line-tls"], tls=certs.client()) as old:
+        old.login("old")
+        fresh = Certs(tmp_path, "fresh")
+        os.replace(fresh.cert, certs.cert)
+        os.replace(fresh.key, certs.key)
+        tls_server.reload_tls()
+        with pytest.raises(ssl.SSLError):
+            ChatClient(tls_server.addresses["line-tls"], tls=certs.client())
+        with ChatClient(tls_server.addresses["line-tls"], tls=fresh.client()) as new:
+            new.login("new")
+            new.say("hello old")
+            assert old.expect("message")["text"] == "hello old"
+
+
+def test_irc_over_tls(tls_server: Server, certs: Certs) -> None:
+    """An IRC client registers on the IRC TLS port."""
+    raw = socket.create_connection(tls_server.addresses["irc-tls"], timeout=TIMEOUT)
+    with certs.client().wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(b"NICK dave\r\nUSER dave 0 * :Dave\r\n")
+        data = b""
+        while b" 376 " not in data and b" 422 " not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert b" 001 dave " in data
+
+
+def test_tls_needs_a_loadable_certificate(tmp_path: Path, certs: Certs) -> None:
+    """A missing key, a missing file, or a TLS listener without a certificate is a
+    UsageError."""
+    line = LineFace()
+    config = make_config()
+    config.tls_cert = str(certs.cert)
+    with pytest.raises(UsageError, match="--tls-key"):
+        Server(config=config).start()
+    config.tls_key = str(tmp_path / "nosuch.pem")
+    with pytest.raises(UsageError, match=r"nosuch\.pem"):
+        Server(config=config).start()
+    with pytest.raises(UsageError, match="needs a certificate"):
+        Server(config=make_config(), faces=[line, TlsFace(line, port=0)]).start()
+
+
+def test_chatkit_serve_tls_reloads_on_sighup_and_join_speaks_tls(
+    tmp_path: Path, certs: Certs, serve: type[ServeProcess]
+) -> None:
+    """`chatkit serve --tls-cert --tls-key` listens with TLS on --tls-port; SIGHUP
+    reloads the files; `chatkit join --tls` (trusting the CA through SSL_CERT_FILE)
+    and `--tls --insecure` talk to it."""
+    server = serve(
+        "--db", ":memory:", "--tls-cert", str(certs.cert), "--tls-key", str(certs.key),
+        "--tls-port", "0",
+    )  # fmt: skip
+    assert server.proc.stdout is not None
+    while not (tls_line := server.proc.stdout.readline()).startswith("TLS: "):
+        assert tls_line, "no TLS line"  # readline blocks until the server speaks or dies
+    host, port = tls_line.split()[1].rsplit(":", 1)
+    env = {**os.environ, "SSL_CERT_FILE": str(certs.ca_file)}
+    joined = subprocess.run(
+        [CHATKIT, "join", "--tls", "--host", host, "--port", port, "--nick", "eve"],
+        input="hello over tls\n", capture_output=True, text=True, env=env, timeout=30,
+    )  # fmt: skip
+    assert joined.returncode == 0, joined.stderr
+    assert "hello over tls" in joined.stdout
+    fresh = Certs(tmp_path, "fresh")
+    os.replace(fresh.cert, certs.cert)
+    os.replace(fresh.key, certs.key)
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while True:  # the reload happens on the server's main thread, soon
+        try:
+            with ChatClient((host, int(port)), tls=fresh.client()) as client:
+                client.login("frank")
+            break
+        except ssl.SSLError:
+            assert time.monotonic() < deadline, "the new certificate was never served"
+    refused = subprocess.run(
+        [CHATKIT, "join", "--tls", "--host", host, "--port", port, "--nick", "gus"],
+        input="", capture_output=True, text=True, env=env, timeout=30,
+    )  # fmt: skip
+    assert refused.returncode == 3 and "TLS with" in refused.stderr
+    insecure = subprocess.run(
+        [CHATKIT, "join", "--tls", "--insecure", "--host", host, "--port", port, "--nick", "hal"],
+        input="hi\n", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert insecure.returncode == 0, insecure.stderr
+    code, _out, _err = server.stop()
+    assert code == 0
+
+
+def _read_to_end(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (fails the test after TIMEOUT)."""
+    sock.settimeout(TIMEOUT)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_irssi_over_tls_logs_in_with_sasl(certs: Certs, tmp_path: Path) -> None:
+    """irssi connects to the IRC TLS port, checking the certificate against the test CA,
+    logs in to a registered nick with SASL PLAIN, and chats with a JSON client."""
+    from test_irc_clients import Tmux, require
+
+    require("irssi", "tmux")
+    irc = IrcFace(port=0)
+    line = LineFace()
+    config = tls_config(certs)
+    with (
+        Server(config=config, faces=[line, irc, TlsFace(irc, port=0)]) as server,
+        ChatClient(server.address, timeout=10) as jay,
+    ):
+        with ChatClient(server.address) as owner:
+            owner.login("bob")
+            owner.say("/register sesame-seed")
+            owner.expect("reply", command="register")
+            owner.say("/quit")
+            owner.wait_closed()  # logged out: bob is free for irssi
+        jay.login("jay")
+        _host, port = server.addresses["irc-tls"]
+        home = tmp_path / "irssi"
+        home.mkdir()
+        (home / "config").write_text(
+            "servers = ( {\n"
+            # "localhost": irssi matches a host name, never an IP address, to the certificate.
+            f'  address = "localhost"; chatnet = "chatkit"; port = "{port}"; autoconnect = "yes";\n'
+            f'  use_tls = "yes"; tls_verify = "yes"; tls_cafile = "{certs.ca_file}";\n'
+            "} );\n"
+            "chatnets = { chatkit = {\n"
+            '  type = "IRC"; sasl_mechanism = "PLAIN"; sasl_username = "bob";'
+            ' sasl_password = "sesame-seed";\n'
+            "}; };\n"
+            "settings = {\n"
+            '  core = { real_name = "Bob Example"; user_name = "bob"; nick = "bob";'
+            ' settings_autosave = "no"; };\n'
+            '  "irc/core" = { cmd_queue_speed = "0msec"; cmds_max_at_once = "100"; usermode = ""; };\n'
+            '  "fe-common/core" = { autolog = "no"; };\n'
+            "};\n"
+        )
+        client = Tmux(tmp_path, "irssi")
+        try:
+            client.start(["irssi", f"--home={home}", "-n", "bob"])
+            try:
+                jay.expect("join", nick="bob", room="#general")
+                bob = server.hub.find("bob")
+                assert bob is not None and bob.account == "bob"
+                client.type("/window goto #general")
+                client.type("hello over tls")
+                assert jay.expect("message", nick="bob")["text"] == "hello over tls"
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nirssi's screen:\n{client.screen()}") from None
+        finally:
+            client.kill()
