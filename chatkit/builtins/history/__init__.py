@@ -369,9 +369,7 @@ class History:
                     )
 
                 def read(**bounds: Any) -> tuple[list[Message], bool]:
-                    return self._store.private_page(
-                        me, target, account=client.account, **bounds
-                    )
+                    return self._store.private_page(me, target, account=client.account, **bounds)
 
             if page.around is not None:
                 # The message (or the time) in the middle: as many before it as after.
