@@ -478,8 +478,6 @@ def serve(
         if metrics is not None and metrics.address is not None:
             m_host, m_port = metrics.address
             typer.echo(f"metrics: http://{m_host}:{m_port}/metrics")
-        if pid_file is not None:
-            _write_pid_file(pid_file)
         if "irc-tls" in server.addresses:
             irc_host, irc_port_ = server.addresses["irc-tls"]
             shown = f"[{irc_host}]" if ":" in irc_host else irc_host
@@ -487,6 +485,12 @@ def serve(
                 f"IRC over TLS: ircs://{shown}:{irc_port_}   "
                 f"(irssi: /connect -tls {irc_host} {irc_port_})"
             )
+        if "web-tls" in server.addresses:
+            web_host, web_port_ = server.addresses["web-tls"]
+            shown = f"[{web_host}]" if ":" in web_host else web_host
+            typer.echo(f"web over TLS: https://{shown}:{web_port_}/")
+        if pid_file is not None:
+            _write_pid_file(pid_file)
         sys.stdout.flush()
         # The server runs in its threads; this waits for a signal, or for the server
         # to stop itself (Server.fail).
