@@ -316,14 +316,20 @@ class Hub:
             session.welcomed = True
             self.logins += 1
             wake = session.push(welcome)
-        self._wake_if(wake)
         # What a plugin sends at login (a message of the day) comes before the
-        # room's join and replay, as on IRC: welcome, MOTD, join, replay.
-        self.hooks.notify("chatkit_on_login", client=session)
+        # room's join and replay, as on IRC: welcome, MOTD, join, replay. The writer
+        # is woken once for the welcome and the join (see _join), not once each: a
+        # login costs one wake-up less (churn).
+        try:
+            self.hooks.notify("chatkit_on_login", client=session)
+        except BaseException:
+            self._wake_if(wake)
+            raise
         if not joined:
+            self._wake_if(wake)
             session.error(allowed.code, f"cannot join {room}: {allowed.reason}")
             return
-        name = self._join(session, room)
+        name = self._join(session, room, wake=wake)
         if name is not None:
             self.hooks.notify("chatkit_on_join", client=session, room=name)
 
@@ -391,17 +397,21 @@ class Hub:
         self.hooks.notify("chatkit_on_join", client=session, room=name)
         return True
 
-    def _join(self, session: Session, room: str) -> str | None:
-        """Join ``room`` through its lane, replay first; its display name, or None if not joined."""
-        with self._lock:
-            if _key(room) in session.rooms:
-                return None
-            found = self._rooms.get(_key(room)) or self._new_room(room)
-            # Ids are given out and entries posted under this lock, so every message
-            # of the room with an id up to the last one given out is ahead in the lane.
-            entry = self._lanes.join(session, found.name, self._ids.last)
-            wake = self._lanes.post(found.lane, entry)
-        self._wake_if(wake)
+    def _join(self, session: Session, room: str, *, wake: bool = False) -> str | None:
+        """Join ``room`` through its lane, replay first; its display name, or None if not
+        joined. ``wake``: the writer must be woken for what the caller queued already
+        (woken here, once for both, before any wait)."""
+        try:
+            with self._lock:
+                if _key(room) in session.rooms:
+                    return None
+                found = self._rooms.get(_key(room)) or self._new_room(room)
+                # Ids are given out and entries posted under this lock, so every message
+                # of the room with an id up to the last one given out is ahead in the lane.
+                entry = self._lanes.join(session, found.name, self._ids.last)
+                wake |= self._lanes.post(found.lane, entry)
+        finally:
+            self._wake_if(wake)
         # Waits for the earlier messages, reads the replay, then delivers the join.
         return found.name if self._lanes.enter(entry, found.lane) else None
 

@@ -328,16 +328,20 @@ class Connection:
         self.writer.abort(self, reason)
         self.shutdown()
 
-    def shutdown(self) -> None:
+    def shutdown(self, *, read_only: bool = False) -> None:
         """Shut the socket down (both ways), unless already closed; never blocks.
 
-        Wakes the reader if it is blocked in ``recv()``.
+        Wakes the reader if it is blocked in ``recv()``. ``read_only``: only the
+        receiving side, for a connection that finished sending (``finish``): its
+        client sees the end of the connection only when the writer closes it, after
+        the reader has logged the session out, so a nick is free again by the time
+        its client sees the connection end (a quick reconnect is not ``nick_taken``).
         """
         with self._lock:
             if not self._closed:
                 # OSError: the peer is already gone, which is what we wanted.
                 with contextlib.suppress(OSError):
-                    self.sock.shutdown(socket.SHUT_RDWR)
+                    self.sock.shutdown(socket.SHUT_RD if read_only else socket.SHUT_RDWR)
 
     def close(self) -> None:
         """Close the socket (the writer does this, once the reader is done)."""
@@ -690,12 +694,13 @@ class Writer:
             out = conn._out
             idle = conn._aborting or not (out or conn._cipher)
             shut = conn._aborting or conn._finishing
+            aborting = conn._aborting
             if not idle:
                 conn._out = collections.deque()
         if idle:
             self._unwait(conn)
             if shut:
-                conn.shutdown()
+                conn.shutdown(read_only=not aborting)
             return
         data = b"" if not out else out[0] if len(out) == 1 else b"".join(out)
         plain = len(data)
@@ -716,7 +721,8 @@ class Writer:
         self.bytes_sent += sent
         wait = shut = False
         with self._lock:
-            if conn._aborting:
+            aborting = conn._aborting
+            if aborting:
                 # abort() dropped the queue (and its bytes from the counters)
                 shut = True
             else:
@@ -755,7 +761,7 @@ class Writer:
             return
         self._unwait(conn)
         if shut:
-            conn.shutdown()
+            conn.shutdown(read_only=not aborting)
 
     def _wait(self, conn: Connection) -> None:
         assert self._selector is not None
