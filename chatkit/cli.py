@@ -148,6 +148,9 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
     if overrides.get("metrics_port") is not None:
         config.plugin_config.setdefault("metrics", {})["port"] = overrides["metrics_port"]
         config.plugins = [*config.plugins, "metrics"]
+    if overrides.get("redis") is not None:
+        config.plugin_config.setdefault("cluster", {})["url"] = overrides["redis"]
+        config.plugins = [*config.plugins, "cluster"]
     if overrides.get("log_messages"):
         config.plugin_config.setdefault("log", {})["messages"] = True
     limits = config.limits
@@ -295,6 +298,15 @@ def serve(
             metavar="PORT",
         ),
     ] = None,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            help="Join the cluster of servers sharing this Redis "
+            "(redis://HOST:6379/0; docs/cluster.md): the builtin plugin cluster. "
+            "\\[default: off]",
+            metavar="URL",
+        ),
+    ] = None,
     log_format: Annotated[
         str | None,
         typer.Option(
@@ -380,6 +392,7 @@ def serve(
         "log_format": log_format,
         "log_messages": log_messages,
         "metrics_port": metrics_port,
+        "redis": redis,
         "tls_cert": None if tls_cert is None else str(tls_cert.absolute()),
         "tls_key": None if tls_key is None else str(tls_key.absolute()),
         "tls_port": tls_port,

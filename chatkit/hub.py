@@ -20,14 +20,14 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatkit import names
 from chatkit.commands import CommandContext, CommandRegistry, split_command
 from chatkit.errors import CommandError
 from chatkit.events import Hello, Message, Request, Say
 from chatkit.frames import Frame
-from chatkit.lanes import Lane, Lanes
+from chatkit.lanes import Lane, Lanes, MessageEntry
 from chatkit.results import Drop, Reject
 from chatkit.version import __version__
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from chatkit.session import Session
     from chatkit.transport import Outbox
 
-__all__ = ["Hub", "message_frame", "valid_nick", "valid_room"]
+__all__ = ["Hub", "Relay", "message_frame", "valid_nick", "valid_room"]
 
 _NICK_EXTRA = set("_-.[]{}|^`")
 MAX_TOPIC = 390  # characters of a room's topic (IRC's TOPICLEN on most networks)
@@ -111,6 +111,38 @@ class IdClock:
         self._last = max(self._last, last)
 
 
+class Relay(Protocol):
+    """What a hub in a cluster sends its messages through: the builtin ``cluster`` plugin
+    is one (docs/cluster.md). A plugin sets :attr:`Hub.relay` at ``chatkit_server_start``.
+
+    With a relay, a room or private message that passed the filters on this node is
+    handed to :meth:`publish` instead of being given an id and delivered here: the
+    relay sequences it with every other node's (one order per room, cluster-wide) and
+    delivers it on this node too, through :meth:`Hub.deliver`, in that order. The
+    store hooks are not called for it (the relay feeds the history it keeps);
+    ``chatkit_on_message`` runs once it is delivered here.
+    """
+
+    def publish(self, session: Session, message: Message) -> None:
+        """Sequence ``message`` (from ``session``, filters passed) across the cluster
+        and return once it is delivered to this node's recipients, with
+        ``message.id`` and ``message.ts`` set.
+
+        Runs on the sender's reader thread, no lock held. Raises
+        :class:`CommandError` if it was not delivered (``no_such_nick``...).
+        """
+        ...
+
+    def members(self, room: str) -> list[str]:
+        """The nicks of the other nodes' members of ``room`` (any thread, no hub lock)."""
+        ...
+
+    def locate(self, nick: str) -> str | None:
+        """The nick, as shown, of a session on another node called ``nick`` (any
+        case), or ``None`` (any thread, no hub lock)."""
+        ...
+
+
 class Room:
     """A room and its members. Guarded by the hub's lock."""
 
@@ -171,6 +203,9 @@ class Hub:
             emptied=self._lane_emptied,
             wake=outbox.wake,
         )
+        self.relay: Relay | None = None
+        """Set by a plugin (the builtin ``cluster``) that sequences messages across
+        several servers: see :class:`Relay`. ``None``: messages are delivered here."""
         self.deliveries = 0
         """Chat frames (messages, joins, leaves, nicks, notices) queued to recipients
         since start (a metric; under the lock)."""
@@ -212,10 +247,15 @@ class Hub:
             return [s for s in self._sessions.values() if s.welcomed]
 
     def who(self, room: str) -> list[str] | None:
-        """The nicks in ``room`` in join order, or ``None`` if no such room."""
+        """The nicks in ``room`` in join order, or ``None`` if no such room.
+
+        With a :attr:`relay`, the other nodes' members follow this node's."""
         with self._lock:
             found = self._rooms.get(_key(room))
-            return None if found is None else [s.nick or "" for s in found.members.values()]
+            local = None if found is None else [s.nick or "" for s in found.members.values()]
+        relay = self.relay
+        remote = [] if relay is None else relay.members(room)
+        return local + remote if local is not None else (remote or None)
 
     def rooms(self) -> dict[str, int]:
         """Every room with its number of members, sorted by name."""
@@ -601,6 +641,8 @@ class Hub:
         name = self._member_room(session, room)
         message = Message(nick=session.nick or "", text=text, room=name, action=action)
         self._filter(session, message)
+        if self.relay is not None:
+            return self._relayed(self.relay, session, message)
         with self._lock:
             found = self._rooms.get(_key(name))
             if found is None or session.id not in found.members:
@@ -623,10 +665,16 @@ class Hub:
         Raises :class:`CommandError` (``no_such_nick``, ``dropped``).
         """
         target = self.find(nick)
-        if target is None:
+        relay = self.relay
+        remote = None if relay is None or target is not None else relay.locate(nick)
+        if target is None and remote is None:
             raise CommandError(f"no one is called {nick!r}", "no_such_nick")
-        message = Message(nick=session.nick or "", text=text, to=target.nick, action=action)
+        to = remote if target is None else target.nick
+        message = Message(nick=session.nick or "", text=text, to=to, action=action)
         self._filter(session, message)
+        if relay is not None:
+            return self._relayed(relay, session, message)
+        assert target is not None
         lane = self._lanes.private
         with self._lock:
             if target.nick is None or self._sessions.get(_key(target.nick)) is not target:
@@ -642,6 +690,59 @@ class Hub:
         self._wake_if(wake)
         self._lanes.send(session, message, entry, lane)
         return message
+
+    def _relayed(self, relay: Relay, session: Session, message: Message) -> Message:
+        """Hand a filtered message to the relay, which delivers it (see :class:`Relay`)."""
+        relay.publish(session, message)
+        with self._lock:
+            self.messages += 1
+        self.hooks.notify("chatkit_on_message", client=session, message=message)
+        return message
+
+    def deliver(
+        self,
+        frame: Frame,
+        *,
+        room: str | None = None,
+        nicks: Iterable[str] = (),
+        rooms: Iterable[str] = (),
+    ) -> None:
+        """Deliver a frame sequenced elsewhere (by a :class:`Relay`) to this node's sessions.
+
+        * ``room``: to the room's members here, in the room's lane: after what is
+          ahead of it (a join waiting for its replay), before what comes later. A
+          room with no member here gets nothing.
+        * ``nicks``: to the sessions here with these nicks (a private message), in
+          the lane of private messages.
+        * ``rooms``: at once to every member here of any of these rooms, one frame
+          each (another node's member renamed, or lost).
+
+        A frame with an ``id`` makes every later id greater, under the lock that posts
+        it: a join posted afterwards replays up to it (``chatkit_room_replay``'s
+        ``last_id``) and receives nothing before it live. Any thread (the relay's
+        reader), no lock held; calls no hook. Set ``frame.origin`` to the sender's
+        session id for a message sent from here (``Codec.echo``).
+        """
+        wake = False
+        with self._lock:
+            if isinstance(frame.fields.get("id"), int):
+                self._ids.advance(frame.fields["id"])
+            if room is not None:
+                found = self._rooms.get(_key(room))
+                if found is not None:
+                    wake |= self._lanes.post(found.lane, MessageEntry(frame, True))
+            parties = {s.id: s for n in nicks if (s := self._sessions.get(_key(n))) is not None}
+            if parties:
+                entry = MessageEntry(frame, True, list(parties.values()))
+                wake |= self._lanes.post(self._lanes.private, entry)
+            audience: dict[int, Session] = {}
+            for name in rooms:
+                found = self._rooms.get(_key(name))
+                if found is not None:
+                    audience.update(found.members)
+            if audience:
+                wake |= self._fanout(frame, audience.values())
+        self._wake_if(wake)
 
     def settle(self, session: Session) -> None:
         """Deliver the messages ``session`` sent while their storing went on.

@@ -69,6 +69,7 @@ OPTIONAL_PLUGINS = (
     "metrics",  # Prometheus /metrics on a port of its own (--metrics-port); off unless enabled
     "webhooks",  # bots over HTTP: events POSTed to URLs, an endpoint to post messages
     "moderation",  # room operators, /kick, /ban, /mute; server operators' /kill, /wall
+    "cluster",  # several servers as one chat through Redis (--redis); off unless enabled
 )
 BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
 
@@ -77,6 +78,7 @@ BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
 _BUILTIN_TARGETS = {name: f"chatkit.builtins.{name}" for name in BUILTIN_PLUGINS}
 _BUILTIN_TARGETS["flood"] = "chatkit.builtins.flood:Flood"
 _BUILTIN_TARGETS["stats"] = "chatkit.builtins.stats:Stats"
+_BUILTIN_TARGETS["cluster"] = "chatkit.builtins.cluster:Cluster"
 _BUILTIN_TARGETS["metrics"] = "chatkit.builtins.metrics:Metrics"
 _BUILTIN_TARGETS["log"] = "chatkit.builtins.log:Log"
 _BUILTIN_TARGETS["webhooks"] = "chatkit.builtins.webhooks:Webhooks"

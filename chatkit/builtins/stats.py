@@ -74,4 +74,14 @@ class Stats:
     def stats_command(self, ctx: CommandContext) -> None:
         assert self.server is not None
         stats = self.server.stats()
-        ctx.reply(describe(stats), **stats)
+        text = describe(stats)
+        cluster = self.server.pluginmanager.get_plugin("cluster")
+        if cluster is not None:
+            stats["cluster"] = info = cluster.stats()
+            text += (
+                f"; cluster node {info['node']}: redis {info['redis']}, "
+                f"{info['nodes']} nodes, {info['remote_members']} members elsewhere, "
+                f"{info['outages']} outages, {info['local_only_messages']} messages "
+                "reached this node only"
+            )
+        ctx.reply(text, **stats)

@@ -1,0 +1,850 @@
+"""Several servers as one chat, through Redis (docs/cluster.md).
+
+Off by default: ``chatkit serve --redis redis://HOST:6379/0`` turns it on (or
+``--plugin cluster`` with ``[plugins.cluster] url = ...``). Every server ("node")
+with the same Redis (and ``prefix``) serves the same rooms, nicks and history.
+
+* **One log.** Every message and every change of presence goes into one Redis
+  stream, ``PREFIX:log`` (``XADD``, trimmed to about ``log_max`` entries). Its
+  entry ids, given by Redis, are the cluster's order: each node reads the stream
+  on a thread of its own and delivers every entry, its own members' messages too,
+  in stream order (:meth:`chatkit.Hub.deliver`), so every member of a room on every
+  node sees the same messages in the same order, with the same ids (``MS-SEQ``
+  becomes ``MS * 1000 + SEQ``, the format of a single server's ids).
+* **Nicks** are keys ``PREFIX:nick:FOLDED`` (``SET NX``, the owning node as value,
+  expiring after ``lease`` seconds), renewed by a heartbeat thread.
+* **Presence**: each node keeps its members in the hash ``PREFIX:members:NODE``
+  (nick and rooms) and beats in the sorted set ``PREFIX:nodes`` (score: the time of
+  its last heartbeat, in ms). A node whose heartbeat is older than ``lease`` is
+  declared lost by the first node to remove it (``ZREM``): its members leave with
+  reason ``node lost``.
+* **History**: each node's ``history`` store (SQLite) is fed from the log, so
+  replays and ``/history`` read the same messages, with the same ids, everywhere; a
+  node that starts catches up from the log (what Redis still keeps of it).
+
+Settings (``[plugins.cluster]``): ``url`` (required), ``lease`` (10 seconds),
+``prefix`` (``"chatkit"``), ``log_max`` (100000 entries), ``node`` (this node's
+name; default ``HOST-PID-RANDOM``), ``timeout`` (5 seconds a sender waits for its
+message to come back from Redis before it is delivered here only).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+import redis
+
+from chatkit import (
+    CommandError,
+    Config,
+    Frame,
+    Message,
+    Reject,
+    Server,
+    Session,
+    UsageError,
+    check_settings,
+    fold,
+    hookimpl,
+    message_frame,
+    number_setting,
+)
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+log = logging.getLogger(__name__)
+
+SETTINGS = ("url", "lease", "prefix", "log_max", "node", "timeout")
+LEASE = 10.0
+LOG_MAX = 100_000
+TIMEOUT = 5.0
+BLOCK_MS = 1000  # how long one XREAD waits for entries (then the reader checks for stop)
+BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between reconnection attempts
+
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+# Take a nick: free, or ours already (a login that failed after taking it) -> 1; another
+# node's -> 0.
+_CLAIM = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if owner == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+# Let go of a nick if it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def stream_id(ident: int) -> str:
+    """The stream entry id of message id ``ident`` (``MS-SEQ``)."""
+    return f"{ident // 1000}-{ident % 1000}"
+
+
+def message_id(entry: str) -> int:
+    """The message id of stream entry id ``entry``: ``MS * 1000 + SEQ``."""
+    ms, _, seq = entry.partition("-")
+    return int(ms) * 1000 + min(int(seq or 0), 999)
+
+
+def iso(ident: int) -> str:
+    """The UTC ISO 8601 time (milliseconds) of message id ``ident``."""
+    when = datetime.fromtimestamp(ident // 1000 / 1000, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _now_ts() -> str:
+    return iso(time.time_ns() // 1_000_000 * 1000)
+
+
+@dataclass
+class Member:
+    """A session on another node, as this node knows it from the log."""
+
+    nick: str
+    rooms: dict[str, str] = field(default_factory=dict)
+    """Folded room name -> display name."""
+
+
+@dataclass
+class _Item:
+    """What the publisher sends in its next pipeline: a log entry and other commands."""
+
+    entry: dict[str, str] | None
+    ops: list[Callable[[Pipeline], object]]
+
+
+class Cluster:
+    """The ``cluster`` plugin: a :class:`chatkit.hub.Relay` over Redis."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.lease = LEASE
+        self.prefix = "chatkit"
+        self.log_max = LOG_MAX
+        self.timeout = TIMEOUT
+        self.node = ""
+        # redis-py types its answers as unions (bytes or str, sync or async); this
+        # client decodes (decode_responses), so it is used as Any.
+        self.redis: Any = None
+        self._server: Server | None = None
+        self._store: Any = None  # the history plugin's MessageStore, if it runs
+        self._lock = threading.Lock()  # guards everything below
+        self._remote: dict[str, dict[str, Member]] = {}  # node -> folded nick -> member
+        self._missing: dict[str, float] = {}  # node absent from PREFIX:nodes -> since
+        self._pending: dict[int, Future[int]] = {}  # token of a message -> its id
+        self._given_up: set[int] = set()  # tokens delivered here only (Redis failed)
+        self._queue: list[_Item] = []
+        self._cond = threading.Condition(self._lock)
+        self._tokens = itertools.count(1)
+        self._up = False
+        self._stopping = False
+        self._resync = False  # the log said this node was lost: announce it again
+        self._last = "0-0"  # the last log entry read
+        self._local_id = 0
+        self._down_since: float | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        # Counters for /stats.
+        self.outages = 0
+        self.local_only = 0
+        """Messages delivered to this node's members only: Redis was unreachable."""
+        self.dropped_events = 0
+        """Presence changes not sent while Redis was unreachable (resent as a whole)."""
+        self.lost_nodes = 0
+        self.nick_conflicts = 0
+
+    # -- startup and shutdown ---------------------------------------------------------
+
+    @hookimpl
+    def chatkit_configure(self, config: Config, pluginmanager: pluggy.PluginManager) -> None:
+        settings = config.plugin_settings("cluster")
+        check_settings("cluster", settings, SETTINGS)
+        url = settings.get("url")
+        if not isinstance(url, str) or not url:
+            raise UsageError("cluster: url must be a Redis URL (redis://HOST:6379/0)")
+        self.url = url
+        self.lease = number_setting("cluster", settings, "lease", LEASE, 0.5)
+        self.timeout = number_setting("cluster", settings, "timeout", TIMEOUT, 0.1)
+        self.log_max = int(number_setting("cluster", settings, "log_max", LOG_MAX, 100))
+        prefix = settings.get("prefix", "chatkit")
+        node = settings.get("node", f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}")
+        for key, value in (("prefix", prefix), ("node", node)):
+            if not isinstance(value, str) or not value or any(c in value for c in ": \n"):
+                raise UsageError(f"cluster: {key} must be a word without ':', not {value!r}")
+        self.prefix, self.node = prefix, node
+        try:
+            client = redis.Redis.from_url(
+                url, socket_timeout=5, socket_connect_timeout=2, decode_responses=True
+            )
+            client.ping()
+        except (ValueError, redis.RedisError, OSError) as exc:
+            raise UsageError(f"cluster: cannot reach Redis at {url}: {exc}") from None
+        self.redis = client
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+        log.info("cluster: node %s on %s (lease %gs)", self.node, url, self.lease)
+
+    @hookimpl
+    def chatkit_server_start(self, server: Server) -> None:
+        self._server = server
+        history = server.pluginmanager.get_plugin("history")
+        self._store = getattr(history, "store", None)
+        try:
+            self._connect(start=True)
+        except _REDIS_ERRORS as exc:
+            self._set_down(exc)
+        server.hub.relay = self
+        for name, target in (
+            ("reader", self._read_loop),
+            ("publisher", self._publish_loop),
+            ("heartbeat", self._heartbeat_loop),
+        ):
+            thread = threading.Thread(target=target, name=f"cluster-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    @hookimpl
+    def chatkit_server_stop(self, server: Server) -> None:
+        if server.hub.relay is self:
+            server.hub.relay = None
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=BLOCK_MS / 1000 + 6)
+        if self.redis is not None and self._up:
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.zrem(self._key("nodes"), self.node)
+                pipe.delete(self._key("members", self.node))
+                pipe.execute()
+            except _REDIS_ERRORS as exc:
+                log.warning("cluster: could not leave cleanly: %s", exc)
+        if self.redis is not None:
+            self.redis.close()
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    @property
+    def _redis(self) -> Any:
+        if self.redis is None:
+            raise RuntimeError("the cluster plugin is not configured")
+        return self.redis
+
+    # -- connection state -------------------------------------------------------------
+
+    def _connect(self, *, start: bool = False) -> None:
+        """(Re)join the cluster: read where the log ends and who is where, take this
+        node's nicks again and announce its members. Raises a Redis error."""
+        r = self._redis
+        last = r.xrevrange(self._key("log"), count=1)
+        if start:
+            self._last = last[0][0] if last else "0-0"
+            self._catch_up_history()
+        live = self._live_nodes()
+        snapshot: dict[str, dict[str, Member]] = {}
+        for node in live:
+            if node == self.node:
+                continue
+            members = r.hgetall(self._key("members", node))
+            snapshot[node] = {k: _member(v) for k, v in members.items()}
+        self._apply_snapshot(snapshot, live)
+        self._announce()
+        with self._lock:
+            was_down = self._down_since is not None
+            self._up = True
+            self._resync = False
+            down_for = 0.0 if self._down_since is None else time.monotonic() - self._down_since
+            self._down_since = None
+            lost = self.local_only
+        if was_down and not start:
+            log.warning(
+                "cluster: Redis is back after %.1fs (%d messages so far reached this "
+                "node's members only)",
+                down_for,
+                lost,
+            )
+            self._notice("cluster: connected to the other servers again")
+
+    def _set_down(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._down_since is not None:
+                return
+            self._up = False
+            self._down_since = time.monotonic()
+            self.outages += 1
+            pending, self._pending = self._pending, {}
+            self._given_up.update(pending)
+            self.dropped_events += len(self._queue)
+            self._queue.clear()
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError(str(exc)))
+        log.warning(
+            "cluster: lost Redis at %s (%s); serving this node's members only, reconnecting",
+            self.url,
+            exc or type(exc).__name__,
+        )
+        self._notice(
+            "cluster: lost the connection to the other servers; messages reach this "
+            "server's members only until it is back"
+        )
+
+    def _notice(self, text: str) -> None:
+        if self._server is not None and not self._stop.is_set():
+            self._server.hub.announce(text)
+
+    def stats(self) -> dict[str, Any]:
+        """What ``/stats`` shows of the cluster."""
+        with self._lock:
+            down = None if self._down_since is None else time.monotonic() - self._down_since
+            return {
+                "node": self.node,
+                "redis": "up" if self._up else "down",
+                "down_for": None if down is None else round(down, 3),
+                "nodes": 1 + len(self._remote),
+                "remote_members": sum(len(m) for m in self._remote.values()),
+                "outages": self.outages,
+                "local_only_messages": self.local_only,
+                "dropped_events": self.dropped_events,
+                "lost_nodes": self.lost_nodes,
+                "nick_conflicts": self.nick_conflicts,
+            }
+
+    # -- nicks ---------------------------------------------------------------------
+
+    def _take(self, nick: str) -> Reject | None:
+        if not self._up:
+            return None  # unique on this node only until Redis is back
+        try:
+            took = self._claim(
+                keys=[self._key("nick", fold(nick))], args=[self.node, int(self.lease * 1000)]
+            )
+        except _REDIS_ERRORS as exc:
+            self._set_down(exc)
+            return None
+        if took:
+            return None
+        return Reject(f"nick {nick!r} is taken (on another server); try another", "nick_taken")
+
+    def _give_back(self, nick: str) -> Callable[[Pipeline], object]:
+        key = self._key("nick", fold(nick))
+
+        def op(pipe: Pipeline) -> object:
+            return self._release(keys=[key], args=[self.node], client=pipe)
+
+        return op
+
+    @hookimpl(trylast=True)
+    def chatkit_allow_login(self, client: Session, nick: str, fields: dict[str, Any]) -> Any:
+        return self._take(nick)
+
+    @hookimpl(trylast=True)
+    def chatkit_allow_nick(self, client: Session, nick: str) -> Any:
+        return self._take(nick)
+
+    # -- this node's presence, published ------------------------------------------------
+
+    def _send(self, kind: str, data: dict[str, Any], *ops: Callable[[Pipeline], object]) -> None:
+        entry = {"n": self.node, "t": kind, "d": json.dumps(data)}
+        with self._cond:
+            if not self._up:
+                self.dropped_events += 1
+                return
+            self._queue.append(_Item(entry, list(ops)))
+            self._cond.notify()
+
+    def _member_op(self, session: Session) -> Callable[[Pipeline], object]:
+        key, nick = self._key("members", self.node), session.nick or ""
+        value = json.dumps({"nick": nick, "rooms": list(session.rooms.values())})
+
+        def op(pipe: Pipeline) -> object:
+            return pipe.hset(key, fold(nick), value)
+
+        return op
+
+    def _forget_op(self, nick: str) -> Callable[[Pipeline], object]:
+        key = self._key("members", self.node)
+
+        def op(pipe: Pipeline) -> object:
+            return pipe.hdel(key, fold(nick))
+
+        return op
+
+    @hookimpl
+    def chatkit_on_join(self, client: Session, room: str) -> None:
+        self._send("join", {"nick": client.nick, "room": room}, self._member_op(client))
+
+    @hookimpl
+    def chatkit_on_leave(self, client: Session, room: str, reason: str) -> None:
+        data = {"nick": client.nick, "room": room, "reason": reason}
+        self._send("part", data, self._member_op(client))
+
+    @hookimpl
+    def chatkit_on_nick(self, client: Session, old: str) -> None:
+        ops = [self._forget_op(old), self._member_op(client)]
+        if fold(old) != fold(client.nick or ""):
+            ops.append(self._give_back(old))
+        self._send("nick", {"old": old, "new": client.nick}, *ops)
+
+    @hookimpl
+    def chatkit_on_logout(self, client: Session, reason: str) -> None:
+        nick = client.nick or ""
+        self._send(
+            "quit", {"nick": nick, "reason": reason}, self._forget_op(nick), self._give_back(nick)
+        )
+
+    def _announce(self) -> None:
+        """Write this node's members and nicks anew and tell the others (``hello``)."""
+        assert self._server is not None
+        r = self._redis
+        sessions = [s for s in self._server.hub.sessions() if s.nick]
+        for session in sessions:
+            nick = session.nick or ""
+            if not self._claim(
+                keys=[self._key("nick", fold(nick))], args=[self.node, int(self.lease * 1000)]
+            ):
+                with self._lock:
+                    self.nick_conflicts += 1
+                log.warning("cluster: nick %s was taken on another node meanwhile", nick)
+        members = {
+            fold(s.nick or ""): json.dumps({"nick": s.nick, "rooms": list(s.rooms.values())})
+            for s in sessions
+        }
+        pipe = r.pipeline(transaction=True)
+        pipe.zadd(self._key("nodes"), {self.node: _now_ms()})
+        pipe.delete(self._key("members", self.node))
+        if members:
+            pipe.hset(self._key("members", self.node), mapping=members)
+        data = {"members": {k: json.loads(v) for k, v in members.items()}}
+        entry = {"n": self.node, "t": "hello", "d": json.dumps(data)}
+        pipe.xadd(self._key("log"), entry, maxlen=self.log_max, approximate=True)
+        pipe.execute()
+
+    # -- messages (the hub's Relay) --------------------------------------------------------
+
+    def publish(self, session: Session, message: Message) -> None:
+        """Put ``message`` in the log; return once the reader delivered it here."""
+        token = next(self._tokens)
+        future: Future[int] = Future()
+        data: dict[str, Any] = {
+            "k": token,
+            "sid": session.id,
+            "nick": message.nick,
+            "text": message.text,
+        }
+        if message.room is not None:
+            data["room"] = message.room
+        else:
+            data["to"] = message.to
+        if message.action:
+            data["action"] = True
+        entry = {"n": self.node, "t": "msg", "d": json.dumps(data)}
+        with self._cond:
+            up = self._up
+            if up:
+                self._pending[token] = future
+                self._queue.append(_Item(entry, []))
+                self._cond.notify()
+        if not up:
+            self._deliver_here(session, message)
+            return
+        try:
+            ident = future.result(timeout=self.timeout)
+        except (FutureTimeout, ConnectionError):
+            with self._lock:
+                self._pending.pop(token, None)
+                self._given_up.add(token)  # if the log brings it after all: not again here
+            self._deliver_here(session, message)
+            return
+        message.id, message.ts = ident, iso(ident)
+
+    def _deliver_here(self, session: Session, message: Message) -> None:
+        """Deliver a message to this node's members only (Redis is unreachable)."""
+        assert self._server is not None
+        with self._lock:
+            self.local_only += 1
+            self._local_id = max(
+                self._local_id + 1,
+                message_id(self._last) + 1,
+                time.time_ns() // 1_000_000 * 1000,
+            )
+            ident = self._local_id
+        message.id, message.ts = ident, iso(ident)
+        frame = message_frame(message)
+        frame.origin = session.id
+        hub = self._server.hub
+        if message.room is not None:
+            hub.deliver(frame, room=message.room)
+        else:
+            if hub.find(message.to or "") is None:
+                raise CommandError(
+                    f"{message.to} is on another server, which cannot be reached now",
+                    "no_such_nick",
+                )
+            hub.deliver(frame, nicks=(message.nick, message.to or ""))
+
+    def members(self, room: str) -> list[str]:
+        key = fold(room)
+        with self._lock:
+            return [
+                member.nick
+                for node in self._remote.values()
+                for member in node.values()
+                if key in member.rooms
+            ]
+
+    def locate(self, nick: str) -> str | None:
+        key = fold(nick)
+        with self._lock:
+            for node in self._remote.values():
+                if key in node:
+                    return node[key].nick
+        return None
+
+    # -- threads ---------------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        """Send queued entries, as many as are waiting, in one pipeline (one round trip)."""
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                items, self._queue = self._queue[:1000], self._queue[1000:]
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                for item in items:
+                    for op in item.ops:
+                        op(pipe)
+                    if item.entry is not None:
+                        pipe.xadd(
+                            self._key("log"),
+                            item.entry,
+                            maxlen=self.log_max,
+                            approximate=True,
+                        )
+                pipe.execute()
+            except _REDIS_ERRORS as exc:
+                self._set_down(exc)
+            except Exception:
+                log.exception("cluster: publishing failed")
+
+    def _read_loop(self) -> None:
+        """Read the log in order and deliver it here; reconnect when Redis is lost."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if not self._up:
+                    self._redis.ping()
+                    self._connect()
+                    failures = 0
+                entries = self._redis.xread(
+                    {self._key("log"): self._last}, count=1000, block=BLOCK_MS
+                )
+                for _stream, batch in entries:
+                    self._apply(batch)
+            except _REDIS_ERRORS as exc:
+                self._set_down(exc)
+                self._stop.wait(BACKOFF[min(failures, len(BACKOFF) - 1)])
+                failures += 1
+            except Exception:
+                log.exception("cluster: reading the log failed")
+                self._stop.wait(1)
+
+    def _heartbeat_loop(self) -> None:
+        """Renew this node's nicks and heartbeat; declare silent nodes lost."""
+        interval = max(self.lease / 4, 0.1)
+        while not self._stop.wait(interval):
+            if not self._up or self._server is None:
+                continue
+            try:
+                if self._resync:
+                    self._announce()
+                    with self._lock:
+                        self._resync = False
+                self._beat()
+            except _REDIS_ERRORS as exc:
+                self._set_down(exc)
+            except Exception:
+                log.exception("cluster: heartbeat failed")
+
+    def _beat(self) -> None:
+        assert self._server is not None
+        r = self._redis
+        lease_ms = int(self.lease * 1000)
+        pipe = r.pipeline(transaction=False)
+        pipe.zadd(self._key("nodes"), {self.node: _now_ms()})
+        nicks = [s.nick for s in self._server.hub.sessions() if s.nick]
+        for nick in nicks:
+            self._claim(
+                keys=[self._key("nick", fold(nick))], args=[self.node, lease_ms], client=pipe
+            )
+        results = pipe.execute()
+        conflicts = sum(1 for took in results[1:] if not took)
+        if conflicts:
+            with self._lock:
+                self.nick_conflicts += conflicts
+            log.warning("cluster: %d nicks of this node are held by another node", conflicts)
+        dead = r.zrangebyscore(self._key("nodes"), "-inf", _now_ms() - lease_ms)
+        for node in dead:
+            if node != self.node and r.zrem(self._key("nodes"), node):
+                # This node won the removal: it tells everyone, once.
+                pipe = r.pipeline(transaction=False)
+                pipe.delete(self._key("members", node))
+                entry = {"n": self.node, "t": "lost", "d": json.dumps({"node": node})}
+                pipe.xadd(self._key("log"), entry, maxlen=self.log_max, approximate=True)
+                pipe.execute()
+        # Nodes this one knows that Redis does not (Redis lost its data): gone after a lease.
+        live = set(self._live_nodes())
+        now = time.monotonic()
+        forget = []
+        with self._lock:
+            for node in self._remote:
+                if node in live:
+                    self._missing.pop(node, None)
+                elif now - self._missing.setdefault(node, now) > self.lease:
+                    forget.append(node)
+        for node in forget:
+            self._lose(node)
+
+    def _live_nodes(self) -> list[str]:
+        since = _now_ms() - int(self.lease * 1000)
+        nodes: list[str] = self._redis.zrangebyscore(self._key("nodes"), since, "+inf")
+        return nodes
+
+    # -- applying the log --------------------------------------------------------------
+
+    def _apply(self, batch: list[tuple[str, dict[str, str]]]) -> None:
+        """Apply a batch of log entries: store its room messages, then deliver in order."""
+        parsed: list[tuple[str, str, str, dict[str, Any]]] = []
+        futures: list[Future[None]] = []
+        for entry_id, fields in batch:
+            try:
+                data = json.loads(fields["d"])
+                parsed.append((entry_id, fields["n"], fields["t"], data))
+            except (KeyError, ValueError):
+                log.warning("cluster: skipped a bad log entry %s", entry_id)
+                continue
+            if fields["t"] == "msg" and "room" in data and self._store is not None:
+                if fields["n"] == self.node and data.get("k") in self._given_up:
+                    continue
+                try:
+                    futures.append(self._store.submit(_message(message_id(entry_id), data)))
+                except Exception as exc:
+                    log.warning("cluster: message %s not stored: %s", entry_id, exc)
+        for future in futures[-1:]:  # one commit takes them all, in order
+            try:
+                future.result()
+            except Exception as exc:
+                log.warning("cluster: messages not stored in history: %s", exc)
+        for entry_id, node, kind, data in parsed:
+            try:
+                self._apply_one(entry_id, node, kind, data)
+            except Exception:
+                log.exception("cluster: could not apply log entry %s", entry_id)
+            self._last = entry_id
+
+    def _apply_one(self, entry_id: str, node: str, kind: str, data: dict[str, Any]) -> None:
+        assert self._server is not None
+        hub = self._server.hub
+        mine = node == self.node
+        if kind == "msg":
+            ident = message_id(entry_id)
+            if int(entry_id.partition("-")[2] or 0) > 999:
+                log.warning("cluster: over 1000 messages in one ms; ids may repeat")
+            message = _message(ident, data)
+            frame = message_frame(message)
+            future = None
+            if mine:
+                with self._lock:
+                    if data.get("k") in self._given_up:
+                        self._given_up.discard(data["k"])
+                        return  # delivered here already, when Redis seemed lost
+                    future = self._pending.pop(data.get("k", 0), None)
+                frame.origin = data.get("sid")
+            if message.room is not None:
+                hub.deliver(frame, room=message.room)
+            else:
+                hub.deliver(frame, nicks=(message.nick, message.to or ""))
+            if future is not None:
+                future.set_result(ident)
+        elif kind == "lost":
+            if data.get("node") == self.node:
+                log.warning("cluster: the others took this node for lost; announcing it again")
+                with self._lock:
+                    self._resync = True
+            else:
+                self._lose(str(data.get("node")))
+        elif mine:
+            return  # this node's own presence: shown here when it happened
+        elif kind == "join":
+            self._join(node, data["nick"], data["room"])
+        elif kind == "part":
+            self._part(node, data["nick"], data["room"], data.get("reason", "part"))
+        elif kind == "nick":
+            self._rename(node, data["old"], data["new"])
+        elif kind == "quit":
+            with self._lock:
+                member = self._remote.get(node, {}).pop(fold(data["nick"]), None)
+            if member is not None and member.rooms:
+                self._leave_all(member, data.get("reason", "quit"))
+        elif kind == "hello":
+            members = {k: _member(json.dumps(v)) for k, v in data["members"].items()}
+            self._apply_node(node, members)
+
+    def _join(self, node: str, nick: str, room: str) -> None:
+        with self._lock:
+            member = self._remote.setdefault(node, {}).setdefault(fold(nick), Member(nick))
+            if fold(room) in member.rooms:
+                return
+            member.rooms[fold(room)] = room
+        self._hub.deliver(Frame("join", room=room, nick=nick, ts=_now_ts()), room=room)
+
+    def _part(self, node: str, nick: str, room: str, reason: str) -> None:
+        with self._lock:
+            member = self._remote.get(node, {}).get(fold(nick))
+            if member is None or member.rooms.pop(fold(room), None) is None:
+                return
+        frame = Frame("leave", room=room, nick=nick, ts=_now_ts(), reason=reason)
+        self._hub.deliver(frame, room=room)
+
+    def _rename(self, node: str, old: str, new: str) -> None:
+        with self._lock:
+            members = self._remote.setdefault(node, {})
+            member = members.pop(fold(old), None)
+            if member is None:
+                return
+            member.nick = new
+            members[fold(new)] = member
+            rooms = list(member.rooms.values())
+        self._hub.deliver(Frame("nick", old=old, new=new), rooms=rooms)
+
+    def _leave_all(self, member: Member, reason: str) -> None:
+        rooms = list(member.rooms.values())
+        if not rooms:
+            return
+        frame = Frame(
+            "leave", room=rooms[0], nick=member.nick, ts=_now_ts(), reason=reason, rooms=rooms
+        )
+        self._hub.deliver(frame, rooms=rooms)
+
+    def _lose(self, node: str) -> None:
+        with self._lock:
+            members = self._remote.pop(node, None)
+            self._missing.pop(node, None)
+            if members is not None:
+                self.lost_nodes += 1
+        if members is None:
+            return
+        log.warning("cluster: node %s lost; its %d members leave", node, len(members))
+        for member in members.values():
+            self._leave_all(member, "node lost")
+
+    def _apply_node(self, node: str, members: dict[str, Member]) -> None:
+        """Make ``node``'s members here what it says they are, telling the difference."""
+        with self._lock:
+            before = self._remote.get(node, {})
+            self._remote[node] = {}
+        for key, member in before.items():
+            now = members.get(key)
+            for room_key, room in member.rooms.items():
+                if now is None or room_key not in now.rooms:
+                    frame = Frame("leave", room=room, nick=member.nick, ts=_now_ts(), reason="quit")
+                    self._hub.deliver(frame, room=room)
+        with self._lock:
+            self._remote[node] = members
+        for key, member in members.items():
+            old = before.get(key)
+            for room_key, room in member.rooms.items():
+                if old is None or room_key not in old.rooms:
+                    frame = Frame("join", room=room, nick=member.nick, ts=_now_ts())
+                    self._hub.deliver(frame, room=room)
+
+    def _apply_snapshot(self, snapshot: dict[str, dict[str, Member]], live: Iterable[str]) -> None:
+        for node, members in snapshot.items():
+            self._apply_node(node, members)
+        alive = set(live)
+        with self._lock:
+            gone = [node for node in self._remote if node not in alive]
+        for node in gone:
+            self._lose(node)
+
+    @property
+    def _hub(self) -> Any:
+        assert self._server is not None
+        return self._server.hub
+
+    def _catch_up_history(self) -> None:
+        """Store in this node's history what the log keeps that it does not have yet."""
+        if self._store is None:
+            return
+        start = stream_id(self._store.last_id())
+        stop = self._last
+        while True:
+            batch = self._redis.xrange(self._key("log"), f"({start}", stop, count=1000)
+            if not batch:
+                return
+            futures = []
+            for entry_id, fields in batch:
+                if fields.get("t") != "msg":
+                    continue
+                data = json.loads(fields.get("d", "{}"))
+                if "room" in data:
+                    futures.append(self._store.submit(_message(message_id(entry_id), data)))
+            for future in futures[-1:]:
+                future.result()
+            start = batch[-1][0]
+            if start == stop:
+                return
+
+
+def _message(ident: int, data: dict[str, Any]) -> Message:
+    return Message(
+        nick=str(data.get("nick", "")),
+        text=str(data.get("text", "")),
+        room=data.get("room"),
+        to=data.get("to"),
+        action=bool(data.get("action", False)),
+        id=ident,
+        ts=iso(ident),
+    )
+
+
+def _member(value: str) -> Member:
+    data = json.loads(value)
+    rooms = {fold(room): room for room in data.get("rooms", [])}
+    return Member(str(data.get("nick", "")), rooms)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
