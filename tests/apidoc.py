@@ -101,6 +101,9 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "deliveries",
             "logins",
             "messages",
+            # a relay's side (docs/cluster.md): set and called by the cluster builtin
+            "deliver",
+            "relay",
         },
     ),
     (Register, "`register`, handed to `chatkit_register_commands`", ["__call__"], set()),

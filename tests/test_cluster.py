@@ -1,0 +1,323 @@
+"""The cluster plugin (docs/cluster.md): `chatkit serve --redis` processes on loopback
+sharing a real redis-server (one per test session, on a free port, in a temporary
+directory; the Redis-failure test starts one of its own)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatkit.testing import ChatClient
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="needs redis-server (.ci/run installs it)"
+)
+
+CHATKIT = str(Path(sys.executable).parent / "chatkit")
+LEASE = 2.0  # seconds: short, so a lost node is noticed quickly
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll ``check`` until it returns something true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+class RedisServer:
+    """A redis-server on a free port, keeping nothing on disk."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    return sock.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        wait_for("redis-server to answer", answers)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.kill()
+
+
+class Node:
+    """A `chatkit serve --redis URL` process with a short lease."""
+
+    def __init__(self, url: str, directory: Path, *args: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "chatkit.toml"
+        config.write_text(f"[plugins.cluster]\nlease = {LEASE}\n")
+        self.log = directory / "stderr.log"
+        command = [CHATKIT, "serve", "--port", "0", "--config", str(config), "--redis", url]
+        # Flood's limit would refuse the tests' polling of /who.
+        command += ["--db", ":memory:", "--plugin", "stats", "--no-plugin", "flood", *args]
+        with self.log.open("a") as err:
+            self.proc = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            match = re.search(r"listening on (\S+):(\d+)", line)
+            if match:
+                self.address = (match.group(1), int(match.group(2)))
+                break
+        else:
+            raise AssertionError(f"node did not start: {self.log.read_text()}")
+
+    def client(self, nick: str) -> ChatClient:
+        client = ChatClient(self.address, timeout=10)
+        client.login(nick)
+        return client
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+            self.proc.wait(timeout=15)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    started: list[Node] = []
+
+    def start(url: str, *args: str) -> Node:
+        node = Node(url, tmp_path / f"node{len(started)}", *args)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop(signal.SIGKILL)
+
+
+def who(client: ChatClient, room: str = "#general") -> list[str]:
+    client.send({"type": "say", "text": f"/who {room}"})
+    nicks: list[str] = client.expect("reply", command="who")["data"]["nicks"]
+    return nicks
+
+
+def messages(client: ChatClient, count: int, **fields: Any) -> list[tuple[int, str]]:
+    got = []
+    for _ in range(count):
+        frame = client.expect("message", **fields)
+        got.append((frame["id"], frame["text"]))
+    return got
+
+
+def test_three_nodes_chat_as_one(redis_server: RedisServer, nodes: Callable[..., Node]) -> None:
+    url = redis_server.url(1)
+    a, b, c = nodes(url), nodes(url), nodes(url)
+    alice, bob, carol = a.client("alice"), b.client("bob"), c.client("carol")
+    for client in (alice, bob, carol):
+        wait_for("everyone in /who", lambda cl=client: sorted(who(cl)) == ["alice", "bob", "carol"])
+
+    # Nicks are unique across the cluster, compared as locally (case-folded).
+    late = ChatClient(b.address, timeout=10)
+    late.send({"type": "hello", "nick": "ALICE"})
+    late.expect("error", code="nick_taken")
+    bob.send({"type": "say", "text": "/nick Carol"})
+    bob.expect("error", code="nick_taken")
+
+    # Messages sent at once from three nodes arrive in one order everywhere.
+    for i in range(10):
+        alice.say(f"a{i}")
+        bob.say(f"b{i}")
+        carol.say(f"c{i}")
+    seen = [messages(client, 30) for client in (alice, bob, carol)]
+    assert seen[0] == seen[1] == seen[2]
+    ids = [ident for ident, _ in seen[0]]
+    assert ids == sorted(ids) and len(set(ids)) == 30
+    assert [t for _, t in seen[0] if t.startswith("a")] == [f"a{i}" for i in range(10)]
+
+    # Private messages reach a nick on another node, and come back to the sender.
+    alice.send({"type": "say", "text": "/msg carol psst"})
+    got = carol.expect("private", text="psst")
+    assert got["from"] == "alice"
+    assert alice.expect("private", text="psst")["id"] == got["id"]
+    carol.send({"type": "say", "text": "/msg nobody hi"})
+    carol.expect("error", code="no_such_nick")
+
+    # Joins, leaves and nick changes cross nodes too.
+    bob.send({"type": "say", "text": "/join #side"})
+    bob.expect("join", room="#side", nick="bob")
+    carol.send({"type": "say", "text": "/join #side"})
+    bob.expect("join", room="#side", nick="carol")
+    bob.send({"type": "say", "text": "/nick bobby"})
+    carol.expect("nick", old="bob", new="bobby")
+    alice.expect("nick", old="bob", new="bobby")
+    wait_for("bobby in /who", lambda: sorted(who(alice)) == ["alice", "bobby", "carol"])
+    carol.send({"type": "say", "text": "/part #side"})
+    bob.expect("leave", room="#side", nick="carol")
+
+    # History: a newcomer on any node is replayed the same messages, with the same ids.
+    replays = []
+    for node, nick in ((a, "dan"), (b, "erin"), (c, "fay")):
+        client = node.client(nick)
+        frames = client.sync()
+        replays.append([(f["id"], f["text"]) for f in frames if f["type"] == "message"])
+        client.send({"type": "say", "text": "/history"})
+        pages = client.sync()
+        replays.append([(f["id"], f["text"]) for f in pages if f["type"] == "message"])
+    assert replays[0][-30:] == seen[0]
+    assert all(replay == replays[0] for replay in replays)
+    # A node that starts later catches up from the log: the same replay.
+    d = nodes(url)
+    client = d.client("gus")
+    late_replay = [(f["id"], f["text"]) for f in client.sync() if f["type"] == "message"]
+    assert late_replay == replays[0]
+
+
+def test_a_lost_node_leaves_and_comes_back(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    url = redis_server.url(2)
+    a, b, c = nodes(url), nodes(url), nodes(url)
+    xavier, yara, zed = a.client("xavier"), b.client("yara"), c.client("zed")
+    for client in (xavier, yara, zed):
+        wait_for("everyone in /who", lambda cl=client: sorted(who(cl)) == ["xavier", "yara", "zed"])
+
+    killed = time.monotonic()
+    c.stop(signal.SIGKILL)
+    xavier.expect("leave", nick="zed", reason="node lost", timeout=LEASE * 3)
+    yara.expect("leave", nick="zed", reason="node lost", timeout=LEASE * 3)
+    assert time.monotonic() - killed < LEASE * 3
+    assert sorted(who(yara)) == ["xavier", "yara"]
+    xavier.say("still here")
+    yara.expect("message", text="still here")
+
+    # A node started again: its client takes its nick back once the lease let it go.
+    c2 = nodes(url)
+
+    def relogin() -> ChatClient | None:
+        client = ChatClient(c2.address, timeout=10)
+        client.send({"type": "hello", "nick": "zed"})
+        frame = client.expect(lambda f: f["type"] in ("welcome", "error"))
+        if frame["type"] == "error":
+            assert frame["code"] == "nick_taken"
+            client.close()
+            return None
+        client.expect("join", nick="zed")
+        return client
+
+    zed = wait_for("zed's nick to be free", relogin, timeout=LEASE * 3)
+    xavier.expect("join", nick="zed")
+    zed.say("back")
+    xavier.expect("message", text="back")
+    yara.expect("message", text="back")
+    wait_for("everyone in /who", lambda: sorted(who(zed)) == ["xavier", "yara", "zed"])
+
+
+def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None:
+    (tmp_path / "own-redis").mkdir()
+    redis = RedisServer(tmp_path / "own-redis")
+    try:
+        a, b = nodes(redis.url()), nodes(redis.url())
+        ann, ben = a.client("ann"), b.client("ben")
+        wait_for("both in /who", lambda: sorted(who(ann)) == ["ann", "ben"])
+        ann.say("before")
+        ben.expect("message", text="before")
+
+        redis.kill()
+        ann.expect("notice", text_contains="lost the connection", timeout=LEASE * 3)
+        ben.expect("notice", text_contains="lost the connection", timeout=LEASE * 3)
+        # The node keeps serving its own members.
+        ann.say("alone")
+        ann.expect("message", text="alone")
+        ann.send({"type": "say", "text": "/stats"})
+        stats = ann.expect("reply", command="stats")["data"]["cluster"]
+        assert stats["redis"] == "down" and stats["outages"] == 1
+        assert stats["local_only_messages"] == 1
+
+        redis.start()
+        ann.expect("notice", text_contains="again", timeout=10)
+        ben.expect("notice", text_contains="again", timeout=10)
+        wait_for("both in /who again", lambda: sorted(who(ben)) == ["ann", "ben"])
+        ann.say("after")
+        ben.expect("message", text="after")
+        ann.expect("message", text="after")
+        # Nothing came twice, and ben never saw what ann's node said alone.
+        texts = [f.get("text") for f in ben.received if f["type"] == "message"]
+        assert texts == ["before", "after"]
+        texts = [f.get("text") for f in ann.received if f["type"] == "message"]
+        assert texts == ["before", "alone", "after"]
+        # The nick is still ann's across the cluster.
+        late = ChatClient(b.address, timeout=10)
+        late.send({"type": "hello", "nick": "ann"})
+        late.expect("error", code="nick_taken")
+    finally:
+        redis.kill()
+
+
+def test_redis_unreachable_at_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [CHATKIT, "serve", "--port", "0", "--redis", f"redis://127.0.0.1:{free_port()}/0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "cannot reach Redis at redis://127.0.0.1:" in result.stderr
