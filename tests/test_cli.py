@@ -149,13 +149,23 @@ def test_plugins_json() -> None:
         "chatkit-motd: a message of the day on login, and a /motd command."
     )
     result = run("plugins", "--json", "--hook", "chatkit_on_join")
-    assert [r["name"] for r in json.loads(result.stdout)] == ["cluster", "log", "moderation", "webhooks"]
+    assert [r["name"] for r in json.loads(result.stdout)] == [
+        "cluster",
+        "log",
+        "moderation",
+        "webhooks",
+    ]
 
 
 def test_plugins_hook_filter_takes_short_names_and_refuses_unknown_ones() -> None:
     """--hook on_join equals --hook chatkit_on_join; an unknown hook exits 2 with a suggestion."""
     result = run("plugins", "--json", "--hook", "on_join")
-    assert [r["name"] for r in json.loads(result.stdout)] == ["cluster", "log", "moderation", "webhooks"]
+    assert [r["name"] for r in json.loads(result.stdout)] == [
+        "cluster",
+        "log",
+        "moderation",
+        "webhooks",
+    ]
     result = run("plugins", "--hook", "on_jion")
     assert result.returncode == 2
     assert "unknown hook 'on_jion'. Did you mean 'chatkit_on_join'?" in result.stderr
