@@ -137,6 +137,11 @@ class Relay(Protocol):
         """The nicks of the other nodes' members of ``room`` (any thread, no hub lock)."""
         ...
 
+    def rooms(self) -> dict[str, int]:
+        """The rooms of the other nodes' members, each with their number there (any
+        thread, no hub lock)."""
+        ...
+
     def locate(self, nick: str) -> str | None:
         """The nick, as shown, of a session on another node called ``nick`` (any
         case), or ``None`` (any thread, no hub lock)."""
@@ -258,9 +263,17 @@ class Hub:
         return local + remote if local is not None else (remote or None)
 
     def rooms(self) -> dict[str, int]:
-        """Every room with its number of members, sorted by name."""
+        """Every room with its number of members, sorted by name (with a :attr:`relay`,
+        the other nodes' rooms and members too)."""
         with self._lock:
-            return {r.name: len(r.members) for r in sorted(self._rooms.values(), key=_room_key)}
+            local = {r.name: len(r.members) for r in sorted(self._rooms.values(), key=_room_key)}
+        if self.relay is None:
+            return local
+        merged = {_key(name): (name, count) for name, count in local.items()}
+        for name, count in self.relay.rooms().items():
+            shown, here = merged.get(_key(name), (name, 0))
+            merged[_key(name)] = (shown, here + count)
+        return dict(merged[key] for key in sorted(merged))
 
     def topic(self, room: str) -> dict[str, str] | None:
         """The topic of ``room``: ``{"room", "topic", "nick", "ts"}`` (who set it, when),

@@ -210,6 +210,8 @@ def test_three_nodes_chat_as_one(redis_server: RedisServer, nodes: Callable[...,
     carol.expect("nick", old="bob", new="bobby")
     alice.expect("nick", old="bob", new="bobby")
     wait_for("bobby in /who", lambda: sorted(who(alice)) == ["alice", "bobby", "carol"])
+    alice.send({"type": "say", "text": "/rooms"})
+    assert alice.expect("reply", command="rooms")["data"]["rooms"] == {"#general": 3, "#side": 2}
     carol.send({"type": "say", "text": "/part #side"})
     bob.expect("leave", room="#side", nick="carol")
 

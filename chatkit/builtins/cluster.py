@@ -38,7 +38,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -276,7 +276,7 @@ class Cluster:
                 continue
             members = r.hgetall(self._key("members", node))
             snapshot[node] = {k: _member(v) for k, v in members.items()}
-        self._apply_snapshot(snapshot, live)
+        self._apply_snapshot(snapshot)
         self._announce()
         with self._lock:
             was_down = self._down_since is not None
@@ -359,6 +359,8 @@ class Cluster:
         key = self._key("nick", fold(nick))
 
         def op(pipe: Pipeline) -> object:
+            if self._server is not None and self._server.hub.find(nick) is not None:
+                return None  # taken again here meanwhile (a quick reconnect): keep it
             return self._release(keys=[key], args=[self.node], client=pipe)
 
         return op
@@ -521,6 +523,16 @@ class Cluster:
                 for member in node.values()
                 if key in member.rooms
             ]
+
+    def rooms(self) -> dict[str, int]:
+        counts: dict[str, tuple[str, int]] = {}
+        with self._lock:
+            for node in self._remote.values():
+                for member in node.values():
+                    for key, room in member.rooms.items():
+                        shown, count = counts.get(key, (room, 0))
+                        counts[key] = (shown, count + 1)
+        return dict(counts.values())
 
     def locate(self, nick: str) -> str | None:
         key = fold(nick)
@@ -790,14 +802,12 @@ class Cluster:
                     frame = Frame("join", room=room, nick=member.nick, ts=_now_ts())
                     self._hub.deliver(frame, room=room)
 
-    def _apply_snapshot(self, snapshot: dict[str, dict[str, Member]], live: Iterable[str]) -> None:
+    def _apply_snapshot(self, snapshot: dict[str, dict[str, Member]]) -> None:
+        """Take the members of the live nodes as Redis has them. A node known here
+        that Redis does not list is lost a lease later (:meth:`_beat`), unless it
+        announces itself meanwhile (after Redis restarted empty, every node does)."""
         for node, members in snapshot.items():
             self._apply_node(node, members)
-        alive = set(live)
-        with self._lock:
-            gone = [node for node in self._remote if node not in alive]
-        for node in gone:
-            self._lose(node)
 
     @property
     def _hub(self) -> Any:
