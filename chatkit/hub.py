@@ -714,47 +714,54 @@ class Hub:
 
     def deliver(
         self,
-        frame: Frame,
+        frames: Sequence[Frame],
         *,
         room: str | None = None,
         nicks: Iterable[str] = (),
         rooms: Iterable[str] = (),
     ) -> None:
-        """Deliver a frame sequenced elsewhere (by a :class:`Relay`) to this node's sessions.
+        """Deliver frames sequenced elsewhere (by a :class:`Relay`) to this node's sessions.
 
         * ``room``: to the room's members here, in the room's lane: after what is
-          ahead of it (a join waiting for its replay), before what comes later. A
-          room with no member here gets nothing.
+          ahead of it (a join waiting for its replay), before what comes later; a run
+          of frames leaves as one piece per member. A room with no member here gets
+          nothing.
         * ``nicks``: to the sessions here with these nicks (a private message), in
           the lane of private messages.
         * ``rooms``: at once to every member here of any of these rooms, one frame
           each (another node's member renamed, or lost).
 
-        A frame with an ``id`` makes every later id greater, under the lock that posts
-        it: a join posted afterwards replays up to it (``chatkit_room_replay``'s
-        ``last_id``) and receives nothing before it live. Any thread (the relay's
+        Frames with an ``id`` make every later id greater, under the lock that posts
+        them: a join posted afterwards replays up to them (``chatkit_room_replay``'s
+        ``last_id``) and receives nothing before them live. Any thread (the relay's
         reader), no lock held; calls no hook. Set ``frame.origin`` to the sender's
         session id for a message sent from here (``Codec.echo``).
         """
         wake = False
         with self._lock:
-            if isinstance(frame.fields.get("id"), int):
-                self._ids.advance(frame.fields["id"])
+            for frame in frames:
+                if isinstance(frame.fields.get("id"), int):
+                    self._ids.advance(frame.fields["id"])
             if room is not None:
                 found = self._rooms.get(_key(room))
-                if found is not None:
-                    wake |= self._lanes.post(found.lane, MessageEntry(frame, True))
+                if found is not None and not found.lane:
+                    # Nothing ahead: what the lane would do with a ready run at its head.
+                    wake |= self._fanout_many(frames, found.members.values())
+                elif found is not None:
+                    for frame in frames:
+                        wake |= self._lanes.post(found.lane, MessageEntry(frame, True))
             parties = {s.id: s for n in nicks if (s := self._sessions.get(_key(n))) is not None}
             if parties:
-                entry = MessageEntry(frame, True, list(parties.values()))
-                wake |= self._lanes.post(self._lanes.private, entry)
+                for frame in frames:
+                    entry = MessageEntry(frame, True, list(parties.values()))
+                    wake |= self._lanes.post(self._lanes.private, entry)
             audience: dict[int, Session] = {}
             for name in rooms:
                 found = self._rooms.get(_key(name))
                 if found is not None:
                     audience.update(found.members)
             if audience:
-                wake |= self._fanout(frame, audience.values())
+                wake |= self._fanout_many(frames, audience.values())
         self._wake_if(wake)
 
     def settle(self, session: Session) -> None:

@@ -483,10 +483,13 @@ class Cluster:
             ident = future.result(timeout=self.timeout)
         except (FutureTimeout, ConnectionError):
             with self._lock:
-                self._pending.pop(token, None)
-                self._given_up.add(token)  # if the log brings it after all: not again here
-            self._deliver_here(session, message)
-            return
+                if self._pending.pop(token, None) is not None:
+                    self._given_up.add(token)  # if the log brings it after all: not again here
+                given_up = token in self._given_up
+            if given_up:
+                self._deliver_here(session, message)
+                return
+            ident = future.result()  # the reader has it: it is being delivered
         message.id, message.ts = ident, iso(ident)
 
     def _deliver_here(self, session: Session, message: Message) -> None:
@@ -505,14 +508,14 @@ class Cluster:
         frame.origin = session.id
         hub = self._server.hub
         if message.room is not None:
-            hub.deliver(frame, room=message.room)
+            hub.deliver([frame], room=message.room)
         else:
             if hub.find(message.to or "") is None:
                 raise CommandError(
                     f"{message.to} is on another server, which cannot be reached now",
                     "no_such_nick",
                 )
-            hub.deliver(frame, nicks=(message.nick, message.to or ""))
+            hub.deliver([frame], nicks=(message.nick, message.to or ""))
 
     def members(self, room: str) -> list[str]:
         key = fold(room)
@@ -679,21 +682,64 @@ class Cluster:
                 future.result()
             except Exception as exc:
                 log.warning("cluster: messages not stored in history: %s", exc)
+        # Consecutive messages to one room leave as one run: one piece per member.
+        run: list[tuple[Frame, Future[int] | None, int]] = []
+        run_room = ""
         for entry_id, node, kind, data in parsed:
             try:
-                self._apply_one(entry_id, node, kind, data)
+                if kind == "msg" and "room" in data:
+                    if run and fold(data["room"]) != fold(run_room):
+                        self._deliver_run(run_room, run)
+                    run_room = data["room"]
+                    self._message(entry_id, node, data, run)
+                else:
+                    self._deliver_run(run_room, run)
+                    self._apply_one(entry_id, node, kind, data)
             except Exception:
                 log.exception("cluster: could not apply log entry %s", entry_id)
             self._last = entry_id
+        self._deliver_run(run_room, run)
+
+    def _message(
+        self,
+        entry_id: str,
+        node: str,
+        data: dict[str, Any],
+        run: list[tuple[Frame, Future[int] | None, int]],
+    ) -> None:
+        """Add a room message of the log to ``run`` (unless delivered here already)."""
+        ident = message_id(entry_id)
+        if int(entry_id.partition("-")[2] or 0) > 999:
+            log.warning("cluster: over 1000 messages in one ms; ids may repeat")
+        frame = message_frame(_message(ident, data))
+        future = None
+        if node == self.node:
+            with self._lock:
+                if data.get("k") in self._given_up:
+                    self._given_up.discard(data["k"])
+                    return  # delivered here already, when Redis seemed lost
+                future = self._pending.pop(data.get("k", 0), None)
+            frame.origin = data.get("sid")
+        run.append((frame, future, ident))
+
+    def _deliver_run(self, room: str, run: list[tuple[Frame, Future[int] | None, int]]) -> None:
+        """Deliver ``run`` (messages to ``room``), then wake their senders here; empty it."""
+        if not run:
+            return
+        try:
+            self._hub.deliver([frame for frame, _future, _ident in run], room=room)
+        finally:
+            for _frame, future, ident in run:
+                if future is not None and not future.done():
+                    future.set_result(ident)
+            run.clear()
 
     def _apply_one(self, entry_id: str, node: str, kind: str, data: dict[str, Any]) -> None:
         assert self._server is not None
         hub = self._server.hub
         mine = node == self.node
-        if kind == "msg":
+        if kind == "msg":  # a private message (room messages go in runs)
             ident = message_id(entry_id)
-            if int(entry_id.partition("-")[2] or 0) > 999:
-                log.warning("cluster: over 1000 messages in one ms; ids may repeat")
             message = _message(ident, data)
             frame = message_frame(message)
             future = None
@@ -704,10 +750,7 @@ class Cluster:
                         return  # delivered here already, when Redis seemed lost
                     future = self._pending.pop(data.get("k", 0), None)
                 frame.origin = data.get("sid")
-            if message.room is not None:
-                hub.deliver(frame, room=message.room)
-            else:
-                hub.deliver(frame, nicks=(message.nick, message.to or ""))
+            hub.deliver([frame], nicks=(message.nick, message.to or ""))
             if future is not None:
                 future.set_result(ident)
         elif kind == "lost":
@@ -740,7 +783,7 @@ class Cluster:
             if fold(room) in member.rooms:
                 return
             member.rooms[fold(room)] = room
-        self._hub.deliver(Frame("join", room=room, nick=nick, ts=_now_ts()), room=room)
+        self._hub.deliver([Frame("join", room=room, nick=nick, ts=_now_ts())], room=room)
 
     def _part(self, node: str, nick: str, room: str, reason: str) -> None:
         with self._lock:
@@ -748,7 +791,7 @@ class Cluster:
             if member is None or member.rooms.pop(fold(room), None) is None:
                 return
         frame = Frame("leave", room=room, nick=nick, ts=_now_ts(), reason=reason)
-        self._hub.deliver(frame, room=room)
+        self._hub.deliver([frame], room=room)
 
     def _rename(self, node: str, old: str, new: str) -> None:
         with self._lock:
@@ -759,7 +802,7 @@ class Cluster:
             member.nick = new
             members[fold(new)] = member
             rooms = list(member.rooms.values())
-        self._hub.deliver(Frame("nick", old=old, new=new), rooms=rooms)
+        self._hub.deliver([Frame("nick", old=old, new=new)], rooms=rooms)
 
     def _leave_all(self, member: Member, reason: str) -> None:
         rooms = list(member.rooms.values())
@@ -768,7 +811,7 @@ class Cluster:
         frame = Frame(
             "leave", room=rooms[0], nick=member.nick, ts=_now_ts(), reason=reason, rooms=rooms
         )
-        self._hub.deliver(frame, rooms=rooms)
+        self._hub.deliver([frame], rooms=rooms)
 
     def _lose(self, node: str) -> None:
         with self._lock:
@@ -792,7 +835,7 @@ class Cluster:
             for room_key, room in member.rooms.items():
                 if now is None or room_key not in now.rooms:
                     frame = Frame("leave", room=room, nick=member.nick, ts=_now_ts(), reason="quit")
-                    self._hub.deliver(frame, room=room)
+                    self._hub.deliver([frame], room=room)
         with self._lock:
             self._remote[node] = members
         for key, member in members.items():
@@ -800,7 +843,7 @@ class Cluster:
             for room_key, room in member.rooms.items():
                 if old is None or room_key not in old.rooms:
                     frame = Frame("join", room=room, nick=member.nick, ts=_now_ts())
-                    self._hub.deliver(frame, room=room)
+                    self._hub.deliver([frame], room=room)
 
     def _apply_snapshot(self, snapshot: dict[str, dict[str, Member]]) -> None:
         """Take the members of the live nodes as Redis has them. A node known here
