@@ -21,7 +21,7 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -140,8 +140,12 @@ class Load:
         protocol: str,
         payload: int = PAYLOAD,
         stats_port: int | None = None,
+        ports: Sequence[int] = (),
     ) -> None:
         self.host, self.port, self.protocol = host, port, protocol
+        self.ports = list(ports) or [port]
+        """Where clients connect, in turn (several nodes of a cluster)."""
+        self.connects = 0
         self.payload = payload
         self.stats_port = port if protocol == "json" else stats_port
         self.clients: list[Client] = []
@@ -153,8 +157,10 @@ class Load:
 
     async def connect(self, nick: str, probe: bool = False, rcvbuf: int | None = None) -> Client:
         loop = asyncio.get_running_loop()
+        port = self.ports[self.connects % len(self.ports)]
+        self.connects += 1
         transport, client = await loop.create_connection(
-            lambda: Client(probe, self._lost, irc=self.protocol == "irc"), self.host, self.port
+            lambda: Client(probe, self._lost, irc=self.protocol == "irc"), self.host, port
         )
         client.transport = transport  # uvloop may call connection_made later
         if rcvbuf:
@@ -340,12 +346,15 @@ async def fan_out(
     deadline: float | None = None,
     payload: int = PAYLOAD,
     stats_port: int | None = None,
+    ports: Sequence[int] = (),
 ) -> FanOut:
     """C clients in one room, S of them sending at each rate in turn until the server fails.
 
-    With ``slow_consumer``, one more client joins that never reads.
+    With ``slow_consumer``, one more client joins that never reads. With ``ports``
+    (the nodes of a cluster), clients connect to each in turn: members and senders
+    spread evenly.
     """
-    load = Load(host, port, protocol, payload, stats_port)
+    load = Load(host, port, protocol, payload, stats_port, ports)
     result = FanOut(clients, senders, slow_consumer)
     try:
         members = await load.connect_many(clients, "c", probes=PROBES)

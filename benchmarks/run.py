@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from benchmarks import loadgen
 
 ROOT = Path(__file__).parent.parent
 SERVERS = ("chatkit", "baseline")
-SCENARIOS = ("fanout", "slow", "idle", "churn", "history", "storm", "overload", "irc")
+SCENARIOS = ("fanout", "slow", "idle", "churn", "history", "storm", "overload", "irc", "cluster")
 # The IRC scenarios' servers: chatkit over its IRC face, and ngIRCd (Debian's ngircd),
 # both spoken to in IRC by the same generator. ngIRCd is left out if not installed.
 IRC_SERVERS = ("chatkit-irc", "ngircd")
@@ -65,6 +65,8 @@ class Plan:
     irc_fanout_clients: tuple[int, ...] = (100, 1000)
     irc_rates: tuple[int, ...] = ()  # msg/s steps of the IRC fan-outs (default: rates)
     irc_idle_clients: int = 1000  # each JOIN goes to every member: N² lines, so not 10,000
+    cluster_clients: int = 100  # members of the cluster scenario's room, spread over its nodes
+    cluster_rates: tuple[int, ...] = ()  # msg/s steps of the cluster scenario (default: rates)
 
 
 RATES = (1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000)
@@ -84,13 +86,16 @@ TINY = Plan(
     (20,), (200, 400), 0.5, (20,), 4, 0.5, (200,), slow_seconds=0.5, slow_payload=64,
     history_rates=(200,), storm_sizes=(50,), storm_hold=0.3, storm_calm=0.3, storm_tail=0.3,
     overload_clients=20, overload_rate=2000, overload_seconds=0.5,
-    irc_fanout_clients=(20,), irc_idle_clients=20,
+    irc_fanout_clients=(20,), irc_idle_clients=20, cluster_clients=21,
 )  # fmt: skip
 STORM_CHATTERS = 20  # clients in one room measured during a storm
 STORM_RATE = 200  # msg/s they send in all: 4,000 deliveries/s, light load
 # The history scenario's servers: chatkit without history (as in every other
 # scenario), with it (the default, synchronous = "normal"), and with "full".
 HISTORY_KINDS = ("history off", "history on", "history on, synchronous full")
+# The cluster scenario's setups: one server without the cluster, then 1, 2 and 3 nodes
+# sharing one redis-server (docs/cluster.md), the room's members spread evenly.
+CLUSTER_KINDS = ("alone", "1 node", "2 nodes", "3 nodes")
 
 
 def raise_fd_limit() -> None:
@@ -117,12 +122,12 @@ def server_command(kind: str, workdir: Path) -> list[str]:
 
 
 @contextmanager
-def running(kind: str) -> Iterator[tuple[str, int, int]]:
-    """Start a server of ``kind``; yield (host, port, pid); stop it."""
+def running(kind: str, *extra: str) -> Iterator[tuple[str, int, int]]:
+    """Start a server of ``kind`` (with ``extra`` arguments); yield (host, port, pid); stop it."""
     scratch = ROOT / "benchmarks" / "results"
     scratch.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="chatkit-bench-", dir=scratch))
-    command = server_command(kind, workdir)
+    command = [*server_command(kind, workdir), *extra]
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         command = ["taskset", "-c", "0", *command]
     proc = subprocess.Popen(
@@ -252,6 +257,40 @@ def running_irc(kind: str) -> Iterator[tuple[str, int, int, int | None]]:
 NGIRCD = shutil.which("ngircd") or "/usr/sbin/ngircd"
 
 
+@contextmanager
+def running_redis() -> Iterator[tuple[int, int]]:
+    """Start a redis-server on a free port, keeping nothing on disk; yield (port, pid)."""
+    workdir = Path(tempfile.mkdtemp(prefix="chatkit-bench-redis-"))
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
+    proc = subprocess.Popen(
+        [*command, "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield port, proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def irc_servers() -> tuple[str, ...]:
     """The IRC servers to measure: chatkit's IRC face, and ngIRCd where it is installed."""
     if shutil.which("ngircd") or Path("/usr/sbin/ngircd").exists():
@@ -288,6 +327,35 @@ def scenario_fanout(plan: Plan, clients: int, slow: bool = False) -> dict[str, A
                 )
             )  # fmt: skip
             out[kind] = result.to_dict()
+    return out
+
+
+def scenario_cluster(plan: Plan) -> dict[str, Any]:
+    """Fan-out in one room over 1, 2 and 3 nodes of a cluster, beside one server alone."""
+    out: dict[str, Any] = {}
+    for kind in CLUSTER_KINDS:
+        nodes = 0 if kind == "alone" else int(kind.split()[0])
+        with ExitStack() as stack:
+            extra: tuple[str, ...] = ()
+            redis_pid: int | None = None
+            if nodes:
+                redis_port, redis_pid = stack.enter_context(running_redis())
+                extra = ("--redis", f"redis://127.0.0.1:{redis_port}/0")
+            servers = [stack.enter_context(running("chatkit", *extra)) for _ in range(nodes or 1)]
+            host, port, _pid = servers[0]
+            cpu0, start = (cpu_seconds(redis_pid) if redis_pid else 0.0), time.monotonic()
+            result = run(
+                loadgen.fan_out(
+                    host, port, "json", plan.cluster_clients,
+                    rates=plan.cluster_rates or plan.rates, seconds=plan.step_seconds,
+                    ports=[p for _h, p, _pid in servers],
+                )
+            )  # fmt: skip
+            out[kind] = result.to_dict()
+            out[kind]["nodes"] = nodes
+            if redis_pid:
+                used = cpu_seconds(redis_pid) - cpu0
+                out[kind]["redis_cpu"] = round(used / (time.monotonic() - start), 3)
     return out
 
 
@@ -559,6 +627,17 @@ def report(results: dict[str, Any]) -> str:
                 f"| {b['readers_disconnected']}; {b['offered']:,} → {b['delivered_per_reader']:,} "
                 f"({bs['complete']:.1%}) | |"
             )
+        elif key.startswith("cluster"):
+            alone = value["alone"]
+            for kind in CLUSTER_KINDS:
+                r = value[kind]
+                s = best_step(r, 1000)
+                p99 = f"p99 at 1000 msg/s {s['p99_ms']} ms" if s else "no step at 1000 msg/s"
+                cpu = f", Redis CPU {r['redis_cpu']:.0%} of a core" if "redis_cpu" in r else ""
+                lines.append(
+                    f"| {key}, {kind}: capacity, deliveries/s ({p99}{cpu}) "
+                    f"| {r['capacity']:,.0f} | | {ratio(r['capacity'], alone['capacity'])} of alone |"
+                )
         elif key == "churn":
             c, b = value["chatkit"], value["baseline"]
             lines.append(
@@ -574,7 +653,7 @@ def report(results: dict[str, Any]) -> str:
         "",
     ]
     for key, value in results["scenarios"].items():
-        if not (key.startswith(("fanout", "slow", "history", "irc fanout"))):
+        if not (key.startswith(("fanout", "slow", "history", "irc fanout", "cluster"))):
             continue
         for kind in value:
             for s in value[kind]["steps"]:
@@ -671,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
             scenarios[f"storm idle N={n}"] = lambda n=n: scenario_storm(plan, n, idle=True)  # type: ignore[misc]
     if "overload" in only:
         scenarios[f"overload C={plan.overload_clients}"] = lambda: scenario_overload(plan)
+    if "cluster" in only:
+        scenarios[f"cluster C={plan.cluster_clients}"] = lambda: scenario_cluster(plan)
     if "irc" in only:
         for c in plan.irc_fanout_clients:
             scenarios[f"irc fanout C={c}"] = lambda c=c: scenario_irc_fanout(plan, c)  # type: ignore[misc]

@@ -101,3 +101,25 @@ def test_the_irc_scenarios_speak_irc_to_chatkit_and_to_ngircd(tmp_path: Path) ->
         assert scenarios["irc idle N=20"][kind]["connected"] == 20
         assert scenarios["irc churn"][kind]["cycles_per_s"] > 0
     assert set(scenarios["irc churn"]) == set(kinds)
+
+
+@pytest.mark.timeout(200)  # its subprocess's bound (four setups, up to three nodes and Redis)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_the_cluster_scenario_spreads_members_over_nodes(tmp_path: Path) -> None:
+    """benchmarks.run --only cluster: one server alone, then 1, 2 and 3 nodes sharing a
+    redis-server; every setup delivers every message, and Redis's CPU is measured."""
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--tiny", "--only", "cluster", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    cluster = json.loads(out.read_text())["scenarios"]["cluster C=21"]
+    assert list(cluster) == ["alone", "1 node", "2 nodes", "3 nodes"]
+    for kind, setup in cluster.items():
+        assert setup["steps"][0]["complete"] >= 0.99, kind
+        assert ("redis_cpu" in setup) == (kind != "alone")
+    assert "cluster C=21, 3 nodes: capacity, deliveries/s" in result.stdout
