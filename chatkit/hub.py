@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from chatkit import names
 from chatkit.commands import CommandContext, CommandRegistry, split_command
@@ -123,13 +123,16 @@ class Relay(Protocol):
     ``chatkit_on_message`` runs once it is delivered here.
     """
 
-    def publish(self, session: Session, message: Message) -> None:
-        """Sequence ``message`` (from ``session``, filters passed) across the cluster
-        and return once it is delivered to this node's recipients, with
-        ``message.id`` and ``message.ts`` set.
+    def publish(self, session: Session, message: Message) -> Callable[[], None]:
+        """Send ``message`` (from ``session``, filters passed) to be sequenced across
+        the cluster; return at once a function that waits until it is delivered to
+        this node's recipients, with ``message.id`` and ``message.ts`` set.
 
-        Runs on the sender's reader thread, no lock held. Raises
-        :class:`CommandError` if it was not delivered (``no_such_nick``...).
+        Both run on the sender's reader thread, no lock held: the hub calls the
+        function at once, or, for a reader's own lines (``defer``), in
+        :meth:`Hub.settle`, so a client's consecutive messages are sent in a
+        pipeline. The function raises :class:`CommandError` if the message was not
+        delivered (``no_such_nick``...).
         """
         ...
 
@@ -655,7 +658,7 @@ class Hub:
         message = Message(nick=session.nick or "", text=text, room=name, action=action)
         self._filter(session, message)
         if self.relay is not None:
-            return self._relayed(self.relay, session, message)
+            return self._relayed(self.relay, session, message, defer)
         with self._lock:
             found = self._rooms.get(_key(name))
             if found is None or session.id not in found.members:
@@ -704,13 +707,34 @@ class Hub:
         self._lanes.send(session, message, entry, lane)
         return message
 
-    def _relayed(self, relay: Relay, session: Session, message: Message) -> Message:
-        """Hand a filtered message to the relay, which delivers it (see :class:`Relay`)."""
-        relay.publish(session, message)
+    def _relayed(
+        self, relay: Relay, session: Session, message: Message, defer: bool = False
+    ) -> Message:
+        """Hand a filtered message to the relay, which delivers it (see :class:`Relay`);
+        with ``defer``, :meth:`settle` waits for it."""
+        wait = relay.publish(session, message)
         with self._lock:
             self.messages += 1
+        if defer:
+            # Waits in the session's unsettled list with the lanes' records, so that
+            # whoever settles (the reader, a face before a ping) waits for it too.
+            session.unsettled.append(_Relayed(message, wait))
+            return message
+        wait()
         self.hooks.notify("chatkit_on_message", client=session, message=message)
         return message
+
+    def _settle_relayed(self, session: Session) -> None:
+        """Wait for the relayed messages ``session`` sent, in order; report refusals."""
+        relayed = [r for r in session.unsettled if isinstance(r, _Relayed)]
+        session.unsettled = [r for r in session.unsettled if not isinstance(r, _Relayed)]
+        for message, wait in relayed:
+            try:
+                wait()
+            except CommandError as exc:
+                session.error(exc.code, exc.text, **exc.details)
+                continue
+            self.hooks.notify("chatkit_on_message", client=session, message=message)
 
     def deliver(
         self,
@@ -770,8 +794,11 @@ class Hub:
         Called on the session's reader thread. Waits until they are stored,
         delivers them in lane order, then runs ``chatkit_on_message`` for each (a
         refused one was reported to the sender on its turn). Returns once all are
-        delivered, so whatever the client sent next is answered after them.
+        delivered, so whatever the client sent next is answered after them. With a
+        :attr:`relay`, waits for the relay to deliver them.
         """
+        if any(isinstance(record, _Relayed) for record in session.unsettled):
+            self._settle_relayed(session)
         self._lanes.settle(session)
 
     def announce(self, text: str, room: str | None = None) -> None:
@@ -829,6 +856,13 @@ class Hub:
     def _wake_if(self, wake: bool) -> None:
         if wake:
             self._outbox.wake()
+
+
+class _Relayed(NamedTuple):
+    """A reader's own message handed to the relay, waiting for :meth:`Hub.settle`."""
+
+    message: Message
+    wait: Callable[[], None]
 
 
 def _room_key(room: Room) -> str:

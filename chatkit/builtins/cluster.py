@@ -453,8 +453,9 @@ class Cluster:
 
     # -- messages (the hub's Relay) --------------------------------------------------------
 
-    def publish(self, session: Session, message: Message) -> None:
-        """Put ``message`` in the log; return once the reader delivered it here."""
+    def publish(self, session: Session, message: Message) -> Callable[[], None]:
+        """Queue ``message`` for the log; the function returned waits until the reader
+        delivered it here (or, Redis lost, delivers it here alone)."""
         token = next(self._tokens)
         future: Future[int] = Future()
         data: dict[str, Any] = {
@@ -476,21 +477,25 @@ class Cluster:
                 self._pending[token] = future
                 self._queue.append(_Item(entry, []))
                 self._cond.notify()
-        if not up:
-            self._deliver_here(session, message)
-            return
-        try:
-            ident = future.result(timeout=self.timeout)
-        except (FutureTimeout, ConnectionError):
-            with self._lock:
-                if self._pending.pop(token, None) is not None:
-                    self._given_up.add(token)  # if the log brings it after all: not again here
-                given_up = token in self._given_up
-            if given_up:
+
+        def wait() -> None:
+            if not up:
                 self._deliver_here(session, message)
                 return
-            ident = future.result()  # the reader has it: it is being delivered
-        message.id, message.ts = ident, iso(ident)
+            try:
+                ident = future.result(timeout=self.timeout)
+            except (FutureTimeout, ConnectionError):
+                with self._lock:
+                    if self._pending.pop(token, None) is not None:
+                        self._given_up.add(token)  # if the log brings it later: not again here
+                    given_up = token in self._given_up
+                if given_up:
+                    self._deliver_here(session, message)
+                    return
+                ident = future.result()  # the reader has it: it is being delivered
+            message.id, message.ts = ident, iso(ident)
+
+        return wait
 
     def _deliver_here(self, session: Session, message: Message) -> None:
         """Deliver a message to this node's members only (Redis is unreachable)."""
