@@ -272,6 +272,11 @@ def test_a_lost_node_leaves_and_comes_back(
     yara.expect("message", text="back")
     wait_for("everyone in /who", lambda: sorted(who(zed)) == ["xavier", "yara", "zed"])
 
+    # A node stopped cleanly: its members leave at once, as from one server.
+    b.stop()
+    xavier.expect("leave", nick="yara", reason="server shutdown", timeout=LEASE)
+    assert sorted(who(zed)) == ["xavier", "zed"]
+
 
 def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None:
     (tmp_path / "own-redis").mkdir()

@@ -241,9 +241,13 @@ class Cluster:
             thread.join(timeout=BLOCK_MS / 1000 + 6)
         if self.redis is not None and self._up:
             try:
+                # Its members have left (their parts and quits went first): the others
+                # forget the node at once instead of a lease later.
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.zrem(self._key("nodes"), self.node)
                 pipe.delete(self._key("members", self.node))
+                entry = {"n": self.node, "t": "lost", "d": json.dumps({"node": self.node})}
+                pipe.xadd(self._key("log"), entry, maxlen=self.log_max, approximate=True)
                 pipe.execute()
             except _REDIS_ERRORS as exc:
                 log.warning("cluster: could not leave cleanly: %s", exc)
@@ -822,10 +826,10 @@ class Cluster:
         with self._lock:
             members = self._remote.pop(node, None)
             self._missing.pop(node, None)
-            if members is not None:
+            if members:
                 self.lost_nodes += 1
-        if members is None:
-            return
+        if not members:
+            return  # (a node that stopped cleanly: its members left already)
         log.warning("cluster: node %s lost; its %d members leave", node, len(members))
         for member in members.values():
             self._leave_all(member, "node lost")
