@@ -328,3 +328,13 @@ def test_redis_unreachable_at_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "cannot reach Redis at redis://127.0.0.1:" in result.stderr
+    # Enabled without a URL ([plugins.cluster] url is required).
+    result = subprocess.run(
+        [CHATKIT, "serve", "--port", "0", "--plugin", "cluster"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "cluster: url must be a Redis URL" in result.stderr
