@@ -166,6 +166,7 @@ class Cluster:
         self._stopping = False
         self._resync = False  # the log said this node was lost: announce it again
         self._last = "0-0"  # the last log entry read
+        self._joined = False  # set once the reader knows where to start reading the log
         self._local_id = 0
         self._down_since: float | None = None
         self._threads: list[threading.Thread] = []
@@ -269,10 +270,13 @@ class Cluster:
         """(Re)join the cluster: read where the log ends and who is where, take this
         node's nicks again and announce its members. Raises a Redis error."""
         r = self._redis
-        last = r.xrevrange(self._key("log"), count=1)
-        if start:
+        if not self._joined:
+            # The first time (at start, or when Redis came only later): live traffic
+            # from the log's end on, the history store caught up to it.
+            last = r.xrevrange(self._key("log"), count=1)
             self._last = last[0][0] if last else "0-0"
             self._catch_up_history()
+            self._joined = True
         live = self._live_nodes()
         snapshot: dict[str, dict[str, Member]] = {}
         for node in live:
