@@ -427,6 +427,9 @@ def chatkit_store_message(client: Session, message: Message) -> Future[None] | D
     Drop: nobody receives the message and the sender gets an ``error`` frame
     with code ``not_stored`` and the reason. An accepted message is never delivered
     unstored; one plugin may have stored a message another refused.
+
+    Not called while a relay sequences messages across servers (``Hub.relay``: the
+    builtin ``cluster``, docs/cluster.md), which feeds the ``history`` store itself.
     """
 
 

@@ -285,7 +285,8 @@ class Cluster:
             members = r.hgetall(self._key("members", node))
             snapshot[node] = {k: _member(v) for k, v in members.items()}
         self._apply_snapshot(snapshot)
-        self._announce()
+        # Up before the announcement, so that no join or part falls between its snapshot
+        # and the publisher (if it fails, _set_down marks the node down again).
         with self._lock:
             was_down = self._down_since is not None
             self._up = True
@@ -293,6 +294,7 @@ class Cluster:
             down_for = 0.0 if self._down_since is None else time.monotonic() - self._down_since
             self._down_since = None
             lost = self.local_only
+        self._announce()
         if was_down and not start:
             log.warning(
                 "cluster: Redis is back after %.1fs (%d messages so far reached this "
