@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -231,6 +232,36 @@ def test_three_nodes_chat_as_one(redis_server: RedisServer, nodes: Callable[...,
     client = d.client("gus")
     late_replay = [(f["id"], f["text"]) for f in client.sync() if f["type"] == "message"]
     assert late_replay == replays[0]
+
+
+def test_a_join_during_traffic_from_another_node_misses_nothing(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """The join-replay guarantee across nodes: replay, then live, nothing lost or doubled."""
+    url = redis_server.url(3)
+    a, b = nodes(url), nodes(url)
+    alice = a.client("alice")
+    texts = [f"m{i}" for i in range(150)]
+    sent: list[str] = []
+
+    def talk() -> None:
+        for text in texts:
+            alice.say(text)
+            sent.append(text)
+            time.sleep(0.002)
+
+    talker = threading.Thread(target=talk)
+    talker.start()
+    try:
+        wait_for("traffic", lambda: len(sent) >= 20)
+        dan = ChatClient(b.address, timeout=10)
+        dan.login("dan", replay=500)
+        got = [dan.expect("message")["text"]]
+        while got[-1] != texts[-1]:
+            got.append(dan.expect("message")["text"])
+    finally:
+        talker.join()
+    assert got == texts
 
 
 def test_a_lost_node_leaves_and_comes_back(
