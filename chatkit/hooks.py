@@ -44,17 +44,15 @@ class HookRunner:
         """The plugin manager whose hooks are called (a reload replaces it: one
         assignment, so a call in progress finishes with the manager it started with)."""
         self._monitors: list[Monitor] = []
-        self._calls = 0  # hook calls, to pick the sampled ones; see _sampled()
+        # Hook calls, to pick the sampled ones. Counted without a lock: two threads
+        # may count one call, which only moves the sample. Counted inline in each
+        # caller (no helper): a hook call is on every login and message.
+        self._calls = 0
         # Guards timings (written by whichever thread ran a sampled call).
         self._timings_lock = threading.Lock()
         self.timings: dict[tuple[str, str], list[float]] = {}
         """Sampled hook latency: (plugin, hook) -> [calls timed, seconds in total].
         One call in :data:`SAMPLE_EVERY` is timed, plugin by plugin."""
-
-    def _sampled(self) -> bool:
-        # Unlocked: two threads may count one call, which only moves the sample.
-        self._calls += 1
-        return not self._calls % self.sample_every
 
     def _timed(self, impl: pluggy.HookImpl, name: str, kwargs: dict[str, Any]) -> Any:
         started = time.perf_counter()
@@ -94,7 +92,8 @@ class HookRunner:
         """Call every implementation; log and skip the ones that raise."""
         for monitor in self._monitors:
             monitor(name, kwargs)
-        timed = self._sampled()
+        self._calls += 1
+        timed = not self._calls % self.sample_every
         for impl in self.impls(name):
             try:
                 if timed:
@@ -112,7 +111,8 @@ class HookRunner:
         """
         for monitor in self._monitors:
             monitor(name, kwargs)
-        timed = self._sampled()
+        self._calls += 1
+        timed = not self._calls % self.sample_every
         for impl in self.impls(name):
             try:
                 result = self._timed(impl, name, kwargs) if timed else self._call(impl, kwargs)
@@ -134,7 +134,8 @@ class HookRunner:
         for monitor in self._monitors:
             monitor(name, kwargs)
         results: list[Any] = []
-        timed = self._sampled()
+        self._calls += 1
+        timed = not self._calls % self.sample_every
         for impl in self.impls(name):
             try:
                 result = self._timed(impl, name, kwargs) if timed else self._call(impl, kwargs)

@@ -71,8 +71,7 @@ def valid_room(room: str, max_len: int) -> str | None:
     return None
 
 
-def _key(name: str) -> str:
-    return names.fold(name)
+_key = names.fold  # a room's or nick's key in the hub's maps
 
 
 def _iso(ms: int) -> str:

@@ -34,6 +34,10 @@ def normalize(name: str) -> str:
 def fold(name: str) -> str:
     """The key of ``name`` for equality: NFKC, case-folded (and NFKC again, as folding
     may leave text that is not in NFKC)."""
+    if name.isascii():
+        # ASCII is its own NFKC form and folds to lower case: the common case, on
+        # every login, join and leave, without two trips through unicodedata.
+        return name.lower()
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
