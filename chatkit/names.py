@@ -46,10 +46,14 @@ def skeleton(name: str) -> str:
 
     Two names with one skeleton look alike (``alice``, ``аlice``, ``ALICE``).
     """
-    table = _prototypes()
-    decomposed = unicodedata.normalize("NFD", fold(name))
-    mapped = "".join(table.get(c, c) for c in decomposed)
+    mapped = unicodedata.normalize("NFD", fold(name)).translate(_translation())
     return unicodedata.normalize("NFD", mapped).casefold()
+
+
+@functools.cache
+def _translation() -> dict[int, str]:
+    """:func:`_prototypes` keyed by code point, for ``str.translate`` (one C call)."""
+    return {ord(char): prototype for char, prototype in _prototypes().items()}
 
 
 @functools.cache
