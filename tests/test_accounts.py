@@ -194,6 +194,10 @@ def test_a_look_alike_of_a_registered_nick_needs_its_password() -> None:
             irc.send(f"NICK {CYRILLIC_ALICE}", "USER x 0 * :X")
             assert "registered" in irc.expect(" 433 ")
         with IrcClient(server.addresses["irc"]) as irc:
+            irc.register("ircguest")
+            irc.send(f"NICK {MIXED_ALICE}")
+            assert "registered" in irc.expect(" 433 ")
+        with IrcClient(server.addresses["irc"]) as irc:
             irc.register(CYRILLIC_ALICE, password=PASSWORD)
             irc.send("QUIT")
             irc.wait_closed()

@@ -297,12 +297,13 @@ function historyRefused(f) {
   const text = String(f.text);
   const identify = f.code === "not_identified" && /history/.test(text);
   const none = f.code === "bad_frame" && text.includes("'history'");
-  if (!identify && !none) return false;
+  const nobody = f.code === "bad_usage" && text.startsWith("no such room or nick");
+  if (!identify && !none && !nobody) return false;
   const { view } = state.asked.shift();
   view.loading = false;
   view.more = false;
   view.unavailable = identify ? "identify" : "none";
-  view.older.textContent = identify ? IDENTIFY_FOR_HISTORY : NO_HISTORY;
+  view.older.textContent = identify ? IDENTIFY_FOR_HISTORY : none ? NO_HISTORY : text;
   return true;
 }
 
@@ -536,7 +537,11 @@ function local(text) {
   const [word, ...rest] = text.slice(1).split(/\s+/);
   const arg = rest.join(" ").trim();
   if (word === "query" && arg) {
-    show(getView("private", arg));
+    if (/^#|\s/.test(arg)) {
+      eventLine(currentOrFirst(), "Usage: /query NICK (a room: /join #room)", undefined, "error");
+    } else {
+      show(getView("private", arg));
+    }
     return true;
   }
   if (word === "close" && state.current && state.current.kind === "private") {
