@@ -127,6 +127,8 @@ def _message_parts(f: dict[str, Any]) -> list[Part]:
 def _history(f: dict[str, Any]) -> str:
     where = f.get("room") or f"your conversation with {f.get('with')}"
     count = f["count"]
+    if f.get("stored") is False and not count:
+        return f"*** this server does not keep private messages: no history of {where}"
     if not count:
         return f"*** no earlier messages in {where}"
     text = f"*** {count} earlier message{'s' if count != 1 else ''} of {where} above"
