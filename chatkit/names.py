@@ -44,10 +44,26 @@ def fold(name: str) -> str:
 def skeleton(name: str) -> str:
     """The key of ``name`` for confusability: TS #39's skeleton of its fold, folded.
 
-    Two names with one skeleton look alike (``alice``, ``аlice``, ``ALICE``).
+    Two names with one skeleton look alike (``alice``, ``аlice``, ``ALICE``,
+    ``ALICΕ`` with a Greek capital epsilon). Case is folded before the mapping (so
+    ``ALICE`` is ``alice``, though TS #39 maps a capital ``I`` to ``l``), except for
+    a non-Latin capital whose prototype is a Latin capital: it is mapped first, as
+    its small letter may look like nothing Latin (Greek ``Ε``, but ``ε``).
     """
-    mapped = unicodedata.normalize("NFD", fold(name)).translate(_translation())
+    capitals = unicodedata.normalize("NFD", normalize(name)).translate(_capitals())
+    mapped = unicodedata.normalize("NFD", fold(capitals)).translate(_translation())
     return unicodedata.normalize("NFD", mapped).casefold()
+
+
+@functools.cache
+def _capitals() -> dict[int, str]:
+    """The non-ASCII characters whose prototype is an ASCII capital (Greek ``Ε``,
+    Cyrillic ``А``), for ``str.translate``."""
+    return {
+        ord(char): prototype
+        for char, prototype in _prototypes().items()
+        if not char.isascii() and prototype.isascii() and prototype.isupper()
+    }
 
 
 @functools.cache
