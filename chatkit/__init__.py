@@ -6,7 +6,7 @@ objects hooks receive (:class:`Session`, :class:`Message`, :class:`CommandContex
 the input events :class:`Hello`, :class:`Say` and :class:`Request`), what they
 return (:class:`Reject`, :class:`Drop`, :class:`Frame`), the errors they raise, and
 a few helpers (:func:`message_frame`, :func:`valid_nick`, :func:`fold`,
-:func:`check_settings`, :func:`number_setting`, :data:`MAX_ID`), and the
+:func:`skeleton`, :func:`check_settings`, :func:`number_setting`, :data:`MAX_ID`), and the
 :class:`Client` library for plugins that speak to a server as a client would.
 """
 
@@ -18,7 +18,7 @@ from chatkit.events import MAX_ID, Hello, Message, Request, Say
 from chatkit.frames import Frame
 from chatkit.hookspecs import hookimpl
 from chatkit.hub import message_frame, valid_nick
-from chatkit.names import fold
+from chatkit.names import fold, skeleton
 from chatkit.results import Drop, Reject
 from chatkit.server import Server
 from chatkit.session import Session
@@ -51,5 +51,6 @@ __all__ = [
     "load_config",
     "message_frame",
     "number_setting",
+    "skeleton",
     "valid_nick",
 ]

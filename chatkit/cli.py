@@ -6,6 +6,7 @@ All user-facing output of chatkit goes through here; the library only logs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -435,10 +436,18 @@ def serve(
         raise _fail(exc) from None
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl+C
 
+    server.reloader = functools.partial(_reload, server, config, overrides, handler)
+
     def reload(signum: int, frame: object) -> None:
         # Runs on this (the main) thread, between two bytecodes of serve_forever's
         # wait: it holds no lock of the server's, so reload() may take them.
-        _reload(server, config, overrides, handler)
+        reload_log.info("SIGHUP: reloading %s", config or DEFAULT_CONFIG)
+        try:
+            notes = _reload(server, config, overrides, handler)
+        except UsageError as exc:
+            reload_log.error("reload failed, the old config stays: %s", exc)
+        else:
+            reload_log.info("reloaded: %s", "; ".join(notes) if notes else "nothing changed")
 
     signal.signal(signal.SIGHUP, reload)
     # From here on a signal may arrive at any line, even during start(): every path
@@ -661,31 +670,28 @@ reload_log = logging.getLogger("chatkit.reload")
 
 def _reload(
     server: Server, path: Path | None, overrides: dict[str, Any], handler: logging.Handler
-) -> None:
-    """SIGHUP: read the config file again (the command line's flags still win) and
-    apply it; a config that cannot be applied is logged and the old one kept."""
-    reload_log.info("SIGHUP: reloading %s", path or DEFAULT_CONFIG)
-    try:
-        config = _build_config(path, overrides)
-        level = logging.getLevelName(config.log_level.upper())
-        if not isinstance(level, int) or config.log_format not in LOG_FORMATS:
-            raise UsageError(
-                f"bad log_level or log_format: {config.log_level!r}, {config.log_format!r}"
-            )
-        notes = server.reload(config)
-    except UsageError as exc:
-        reload_log.error("reload failed, the old config stays: %s", exc)
-        return
+) -> list[str]:
+    """Read the config file again (the command line's flags still win) and apply it
+    (SIGHUP, ``/reload``): returns what changed, one line each; raises
+    :class:`UsageError` (and keeps the old config) if it cannot be applied."""
+    config = _build_config(path, overrides)
+    level = logging.getLevelName(config.log_level.upper())
+    if not isinstance(level, int) or config.log_format not in LOG_FORMATS:
+        raise UsageError(
+            f"bad log_level or log_format: {config.log_level!r}, {config.log_format!r}"
+        )
+    notes = server.reload(config)
     try:
         server.reload_tls()  # new handshakes use the (new) certificate files
     except UsageError as exc:
         reload_log.error("%s; keeping the old certificate", exc)
+        notes.append(f"certificate not reloaded: {exc}")
     logging.getLogger().setLevel(level)
     if config.log_format == "json" and not isinstance(handler.formatter, JsonFormatter):
         handler.setFormatter(JsonFormatter())
     elif config.log_format == "text" and isinstance(handler.formatter, JsonFormatter):
         handler.setFormatter(logging.Formatter(HUMAN_FORMAT))
-    reload_log.info("reloaded: %s", "; ".join(notes) if notes else "nothing changed")
+    return notes
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -76,12 +76,15 @@ def _line(text: str) -> bytes:
     return (text + "\n").encode("utf-8", "replace")
 
 
+# default=str: a plugin's field of another type is sent as its text, never an
+# exception in the middle of a fan-out. One encoder for every frame: json.dumps with
+# options builds a new JSONEncoder per call. (Its encode() keeps no state between
+# calls, so threads may share it.)
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
 def _json_line(frame: Frame) -> bytes:
-    # default=str: a plugin's field of another type is sent as its text, never an
-    # exception in the middle of a fan-out.
-    return _line(
-        json.dumps(frame.to_dict(), ensure_ascii=False, separators=(",", ":"), default=str)
-    )
+    return _line(_json(frame.to_dict()))
 
 
 def _text_line(frame: Frame) -> bytes:
@@ -124,6 +127,8 @@ def _message_parts(f: dict[str, Any]) -> list[Part]:
 def _history(f: dict[str, Any]) -> str:
     where = f.get("room") or f"your conversation with {f.get('with')}"
     count = f["count"]
+    if f.get("stored") is False and not count:
+        return f"*** this server does not keep private messages: no history of {where}"
     if not count:
         return f"*** no earlier messages in {where}"
     text = f"*** {count} earlier message{'s' if count != 1 else ''} of {where} above"

@@ -71,13 +71,22 @@ def valid_room(room: str, max_len: int) -> str | None:
     return None
 
 
-def _key(name: str) -> str:
-    return names.fold(name)
+_key = names.fold  # a room's or nick's key in the hub's maps
 
 
 def _iso(ms: int) -> str:
-    when = datetime.fromtimestamp(ms / 1000, UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``ms`` (since the epoch) as UTC ISO 8601 with milliseconds. The part up to the
+    second is cached: formatting a datetime for every message cost 4 % of a fan-out."""
+    global _iso_second
+    second, milli = divmod(ms, 1000)
+    cached = _iso_second  # one read: another thread may replace it meanwhile
+    if cached[0] != second:
+        when = datetime.fromtimestamp(second, UTC)
+        cached = _iso_second = (second, when.strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{milli:03d}Z"
+
+
+_iso_second: tuple[int, str] = (-1, "")  # the last second _iso formatted, and its text
 
 
 def utc_now() -> str:

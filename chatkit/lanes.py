@@ -76,6 +76,34 @@ Emptied = Callable[["Lane"], None]
 """Told, under the hub's lock, that a room's lane and its room are both empty."""
 
 
+class Latch:
+    """A one-shot event for an entry's owner to wait on: ``threading.Event`` without
+    its ``Condition``, which costs about twenty times as much to make (measured:
+    8.7 µs against 0.4 µs), and under load most entries of a busy room wait behind
+    another's.
+
+    :meth:`set` is called only under the hub's lock, so never twice at once; once
+    set, :meth:`wait` returns at once, as ``Event.wait`` does.
+    """
+
+    __slots__ = ("_lock", "_open")
+
+    def __init__(self) -> None:
+        # Held from birth until set(): wait() blocks on it. Guards nothing else.
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._open = False
+
+    def set(self) -> None:
+        if not self._open:
+            self._open = True
+            self._lock.release()
+
+    def wait(self) -> None:
+        with self._lock:
+            pass
+
+
 class Entry:
     """A delivery waiting in a lane. Every field is guarded by the hub's lock."""
 
@@ -89,7 +117,7 @@ class Entry:
         """Set once delivered (or given up)."""
         self.turn = False
         """Set when the entry is at the head of its lane: everything ahead is delivered."""
-        self.event: threading.Event | None = None
+        self.event: Latch | None = None
         """Created, under the lock, only for an owner that has to wait; set with
         :attr:`done` (or, for a join that is not ready, with :attr:`turn`)."""
 
@@ -107,7 +135,7 @@ class MessageEntry(Entry):
         self.ready = ready
         self.done = False
         self.turn = False
-        self.event: threading.Event | None = None
+        self.event: Latch | None = None
         self.frame = frame
         self.audience = audience
         """The two parties of a private message; ``None`` for the lane's room, whose
@@ -229,7 +257,7 @@ class Lanes:
         if lane[0] is not entry:
             if entry.ready or isinstance(entry, JoinEntry):
                 # Its owner will wait: for its delivery, or for a join's turn.
-                entry.event = threading.Event()
+                entry.event = Latch()
             return False
         if entry.ready:
             return self._drain(lane)  # nothing ahead: born ready is delivered now
@@ -355,7 +383,7 @@ class Lanes:
             wake = self._drain(lane)
             if not entry.done:
                 # An earlier entry is not ready yet: its owner delivers this one.
-                entry.event = threading.Event()
+                entry.event = Latch()
         if wake:
             self._wake()
         if entry.event is not None:
@@ -395,7 +423,7 @@ class Lanes:
                 for _message, entry, _futures, _lane in records:
                     if not entry.done:
                         # An earlier entry is not ready yet: its owner delivers this one.
-                        entry.event = threading.Event()
+                        entry.event = Latch()
             if wake:
                 self._wake()
             for (message, entry, _futures, _lane), refusal in zip(records, refusals, strict=True):

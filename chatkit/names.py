@@ -34,18 +34,42 @@ def normalize(name: str) -> str:
 def fold(name: str) -> str:
     """The key of ``name`` for equality: NFKC, case-folded (and NFKC again, as folding
     may leave text that is not in NFKC)."""
+    if name.isascii():
+        # ASCII is its own NFKC form and folds to lower case: the common case, on
+        # every login, join and leave, without two trips through unicodedata.
+        return name.lower()
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def skeleton(name: str) -> str:
     """The key of ``name`` for confusability: TS #39's skeleton of its fold, folded.
 
-    Two names with one skeleton look alike (``alice``, ``аlice``, ``ALICE``).
+    Two names with one skeleton look alike (``alice``, ``аlice``, ``ALICE``,
+    ``ALICΕ`` with a Greek capital epsilon). Case is folded before the mapping (so
+    ``ALICE`` is ``alice``, though TS #39 maps a capital ``I`` to ``l``), except for
+    a non-Latin capital whose prototype is a Latin capital: it is mapped first, as
+    its small letter may look like nothing Latin (Greek ``Ε``, but ``ε``).
     """
-    table = _prototypes()
-    decomposed = unicodedata.normalize("NFD", fold(name))
-    mapped = "".join(table.get(c, c) for c in decomposed)
+    capitals = unicodedata.normalize("NFD", normalize(name)).translate(_capitals())
+    mapped = unicodedata.normalize("NFD", fold(capitals)).translate(_translation())
     return unicodedata.normalize("NFD", mapped).casefold()
+
+
+@functools.cache
+def _capitals() -> dict[int, str]:
+    """The non-ASCII characters whose prototype is an ASCII capital (Greek ``Ε``,
+    Cyrillic ``А``), for ``str.translate``."""
+    return {
+        ord(char): prototype
+        for char, prototype in _prototypes().items()
+        if not char.isascii() and prototype.isascii() and prototype.isupper()
+    }
+
+
+@functools.cache
+def _translation() -> dict[int, str]:
+    """:func:`_prototypes` keyed by code point, for ``str.translate`` (one C call)."""
+    return {ord(char): prototype for char, prototype in _prototypes().items()}
 
 
 @functools.cache

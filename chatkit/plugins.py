@@ -28,7 +28,7 @@ import pluggy
 from chatkit import hookspecs
 from chatkit.commands import CommandRegistry
 from chatkit.errors import UsageError
-from chatkit.hooks import HookRunner
+from chatkit.hooks import HookRunner, PluginManager
 
 if TYPE_CHECKING:
     from chatkit.config import Config
@@ -259,7 +259,7 @@ def check_plugin_sections(config: Config, sections: Iterable[str]) -> list[str]:
 
 def new_plugin_manager() -> pluggy.PluginManager:
     """An empty manager that knows chatkit's hooks."""
-    pm = pluggy.PluginManager("chatkit")
+    pm = PluginManager("chatkit")
     pm.add_hookspecs(hookspecs)
     return pm
 

@@ -75,6 +75,9 @@ SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice befor
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
 # releases the GIL to the readers and the writer, and lets the new connections that sent
 # data meanwhile leave the pending set, so a storm of thousands arrives in slices.
+# recv() flags as plain ints (or-ing the socket module's IntFlags builds an enum).
+_NOW = int(socket.MSG_DONTWAIT)
+_PEEK_NOW = int(socket.MSG_DONTWAIT | socket.MSG_PEEK)
 TLS_PORT = 9443  # the line face's TLS port unless told: 9090's neighbour by convention
 IRC_TLS_PORT = 6697  # the IRC face's TLS port unless told (RFC 7194)
 WEB_TLS_PORT = 8443  # the web face's TLS port (https, wss) unless told
@@ -339,9 +342,12 @@ class Connection:
         """
         with self._lock:
             if not self._closed:
-                # OSError: the peer is already gone, which is what we wanted.
-                with contextlib.suppress(OSError):
+                # OSError: the peer is already gone, which is what we wanted. (try,
+                # not contextlib.suppress: this runs for every connection that ends.)
+                try:  # noqa: SIM105
                     self.sock.shutdown(socket.SHUT_RD if read_only else socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def close(self) -> None:
         """Close the socket (the writer does this, once the reader is done)."""
@@ -598,8 +604,11 @@ class Writer:
         if self._wake_w is None:
             return  # not started: nothing to wake
         # OSError: the pipe is full, so the writer will wake anyway (or it is closed).
-        with contextlib.suppress(OSError):
+        # (try, not contextlib.suppress: a wake follows every message.)
+        try:  # noqa: SIM105
             self._wake_w.send(b"\0")
+        except OSError:
+            pass
 
     def retire(self, conn: Connection) -> None:
         """Hand over a connection whose reader is done: flush once, then close it."""
@@ -885,8 +894,17 @@ class Server:
         not changed, by :meth:`reload`)."""
         self._extra_plugins = objects  # a program's plugin objects: kept by every reload
         self._plugin_stamps = _stamps(self.pluginmanager)  # each plugin's source file mtime
-        # One reload at a time (SIGHUP twice in a row); never held by a client's thread.
+        # One reload at a time (SIGHUP twice in a row, or SIGHUP during /reload). Held
+        # by the main thread (SIGHUP) or by the reader thread of the operator who typed
+        # /reload; reload() takes no lock a reader holds, so neither can deadlock.
         self._reload_lock = threading.Lock()
+        self.reloader: Callable[[], list[str]] | None = None
+        """Reads the config again and applies it, returning what changed (what
+        ``/reload`` calls, on the operator's reader thread): ``chatkit serve`` sets it
+        to what SIGHUP does (its config file, its command line's flags on top). It
+        raises :class:`UsageError` when the config cannot be applied, and the old one
+        stays. ``None`` (a server made by a program): ``/reload`` is refused; call
+        :meth:`reload` instead."""
         self.hooks = HookRunner(self.pluginmanager)
         """Calls hooks plugin by plugin (see :class:`chatkit.hooks.HookRunner`)."""
         self.commands = CommandRegistry()
@@ -905,6 +923,9 @@ class Server:
         self.addresses: dict[str, tuple[str, int]] = {}
         """Where each face listens, by face name (filled by ``start()``)."""
         self._listeners: dict[socket.socket, Face] = {}
+        # Each listener's (family, type), as ints: socket.accept() would look them up
+        # as enums for every client, which costs more than the accept itself.
+        self._socket_kinds: dict[socket.socket, tuple[int, int]] = {}
         self.tls_context: ssl.SSLContext | None = None
         """The TLS context new handshakes use (``config.tls_cert``), replaced by
         :meth:`reload_tls`; ``None`` without TLS."""
@@ -970,6 +991,7 @@ class Server:
             for face in self.faces:
                 listener = self._listen(face)
                 self._listeners[listener] = face
+                self._socket_kinds[listener] = (int(listener.family), int(listener.type))
                 self.addresses[face.name] = listener.getsockname()[:2]
             self.hooks.startup(
                 "chatkit_configure", config=self.config, pluginmanager=self.pluginmanager
@@ -1297,9 +1319,7 @@ class Server:
 
     def _accept_batch(self, listener: socket.socket, face: Face) -> None:
         """Accept up to ``ACCEPT_BATCH`` connections (the listener is non-blocking)."""
-        # socket.accept() would look up the listener's family and type as enums
-        # for every client; that costs more than the accept itself.
-        family, kind = int(listener.family), int(listener.type)
+        family, kind = self._socket_kinds[listener]
         for _ in range(ACCEPT_BATCH):
             try:
                 fd, addr = listener._accept()  # type: ignore[attr-defined]
@@ -1480,7 +1500,7 @@ class Server:
         """A pending connection is readable: close it if it left, else start its reader."""
         assert self._accept_sel is not None
         # A TLS connection's bytes are its handshake, for its reader: only peek.
-        flags = socket.MSG_DONTWAIT | (socket.MSG_PEEK if conn.tls is not None else 0)
+        flags = _PEEK_NOW if conn.tls is not None else _NOW
         try:
             data = conn.sock.recv(RECV_BYTES if conn.tls is None else 1, flags)
         except (BlockingIOError, InterruptedError):

@@ -158,6 +158,7 @@ HELPERS: list[tuple[str, str | None]] = [
     ("message_frame", None),
     ("valid_nick", None),
     ("fold", None),
+    ("skeleton", None),
     ("check_settings", None),
     ("number_setting", None),
     ("MAX_ID", "The largest message id (and count) in a frame or the store: SQLite's INTEGER."),

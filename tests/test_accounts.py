@@ -14,13 +14,16 @@ import pytest
 from argon2 import PasswordHasher
 from conftest import ServeProcess
 from test_irc_face import SERVER, IrcClient
+from webclient import WebClient
 
 from chatkit import Config, Server, UsageError
 from chatkit.builtins.accounts import Accounts, Throttle
+from chatkit.builtins.accounts.store import MIGRATIONS, AccountStore
 from chatkit.config import config_from_dict
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.line import LineFace
-from chatkit.testing import ChatClient, make_config
+from chatkit.faces.web import WebFace
+from chatkit.testing import ChatClient, TextClient, make_config
 
 Connect = Callable[..., ChatClient]
 Factory = Callable[..., Server]
@@ -148,6 +151,126 @@ def test_register_refusals(chat_server_factory: Factory, chat_client: Connect) -
     alice.expect("reply", command="register")
     alice.say(f"/register {PASSWORD}")
     alice.expect("error", code="nick_registered")
+
+
+CYRILLIC_ALICE = "\u0430lice"  # Cyrillic a: looks like alice
+MIXED_ALICE = "\u0410L\u0406CE"  # Cyrillic A and I among Latin letters: looks like ALICE
+
+
+def test_a_look_alike_of_a_registered_nick_needs_its_password() -> None:
+    """A nick that only looks like a registered one (another case, letters of another
+    script) needs that account's password on every face: JSON and text lines, IRC, the
+    web's WebSocket; /nick to it is refused, and so is registering it."""
+    server = Server(
+        config=make_config(disable=["flood"]),
+        faces=[
+            LineFace(),
+            IrcFace(port=0, server_name=SERVER, network="TestNet"),
+            WebFace(port=0),
+        ],
+    )
+    with server, ChatClient(server.address) as alice:
+        alice.login("alice")
+        register(alice)
+        leave(alice)
+        with ChatClient(server.address) as other:
+            for nick in (CYRILLIC_ALICE, MIXED_ALICE):
+                frame = refused(other, nick, "nick_registered")
+                assert "looks like alice, which is registered" in frame["text"]
+                assert "password" in frame["text"]
+            refused(other, MIXED_ALICE, "bad_password", password="wrong password")
+            assert other.login(MIXED_ALICE, password=PASSWORD)["nick"] == MIXED_ALICE
+            leave(other)
+        with ChatClient(server.address) as guest:
+            guest.login("guest")
+            for nick in (CYRILLIC_ALICE, MIXED_ALICE.lower()):
+                guest.say(f"/nick {nick}")
+                frame = guest.expect("error", code="nick_registered")
+                assert "/identify alice PASSWORD" in frame["text"]
+        with TextClient(server.address) as text:
+            text.send_line(CYRILLIC_ALICE)
+            assert "nick_registered" in text.expect("error")
+        with IrcClient(server.addresses["irc"]) as irc:
+            irc.send(f"NICK {CYRILLIC_ALICE}", "USER x 0 * :X")
+            assert "registered" in irc.expect(" 433 ")
+        with IrcClient(server.addresses["irc"]) as irc:
+            irc.register("ircguest")
+            irc.send(f"NICK {MIXED_ALICE}")
+            assert "registered" in irc.expect(" 433 ")
+        with IrcClient(server.addresses["irc"]) as irc:
+            irc.register(CYRILLIC_ALICE, password=PASSWORD)
+            irc.send("QUIT")
+            irc.wait_closed()
+        web = WebClient(server)
+        try:
+            web.send(type="hello", nick=CYRILLIC_ALICE)
+            web.expect("error", code="nick_registered")
+            assert web.login(CYRILLIC_ALICE, password=PASSWORD)["nick"] == CYRILLIC_ALICE
+        finally:
+            web.close()
+
+
+def test_a_look_alike_cannot_register_beside_an_account(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/register of a nick that looks like a registered one is refused with
+    nick_registered, naming the account, whoever holds it (even the owner)."""
+    server = chat_server_factory(disable=["flood"])
+    alice = chat_client(server, "alice")
+    register(alice)
+    leave(alice)
+    squatter = chat_client(server)
+    squatter.login(CYRILLIC_ALICE, password=PASSWORD)  # the owner, under a look-alike
+    squatter.say("/logout")
+    squatter.expect("reply", command="logout")
+    squatter.say(f"/register {PASSWORD}")
+    frame = squatter.expect("error", code="nick_registered")
+    assert "looks like alice, which is registered" in frame["text"]
+    assert plugin(server)._store.find(CYRILLIC_ALICE) == plugin(server)._store.get("alice")
+
+
+def test_grace_renames_a_look_alike_and_identify_reclaims_it(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """With grace, a look-alike of a registered nick is told to identify and renamed
+    when the time is up; /identify NICK PASSWORD from elsewhere renames its holder."""
+    server = chat_server_factory(config=accounts_config(grace=1), disable=["flood"])
+    alice = chat_client(server, "alice")
+    register(alice)
+    leave(alice)
+    squatter = chat_client(server, CYRILLIC_ALICE)
+    squatter.expect("notice", text_contains="/identify PASSWORD within 1 s")
+    frame = squatter.expect("nick", old=CYRILLIC_ALICE, timeout=5)
+    assert frame["new"].startswith("Guest")
+    again = chat_client(server, MIXED_ALICE)
+    again.expect("notice", text_contains="/identify")
+    owner = chat_client(server, "owner")
+    owner.say(f"/identify alice {PASSWORD}")
+    owner.expect("nick", old="owner", new="alice")
+    again.expect("nick", old=MIXED_ALICE)
+
+
+def test_an_accounts_file_of_version_1_gains_look_alike_keys(tmp_path: Path) -> None:
+    """A file made before look-alike keys is migrated at start: its accounts are
+    found by look-alike nicks."""
+    path = tmp_path / "accounts.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute(
+        "INSERT INTO accounts (name, nick, hash, email, created) VALUES (?, ?, ?, ?, ?)",
+        ("alice", "Alice", "hash", None, 0.0),
+    )
+    conn.execute("PRAGMA user_version=1")
+    conn.execute("PRAGMA application_id=1667787617")
+    conn.commit()
+    conn.close()
+    store = AccountStore(path)
+    try:
+        found = store.find(CYRILLIC_ALICE)
+        assert found is not None and found.nick == "Alice"
+        assert store.find("bob") is None
+    finally:
+        store.close()
 
 
 def test_registration_closed_and_by_invitation(

@@ -141,9 +141,9 @@ def test_plugins_json() -> None:
         "version": by_name["messaging"]["version"],
         "default": "default",
         "hooks": ["chatkit_register_commands"],
-        "commands": ["me", "msg"],
+        "commands": ["describe", "me", "msg"],
         "error": None,
-        "description": "/msg and /me: private messages and actions.",
+        "description": "/msg, /me and /describe: private messages and actions.",
     }
     assert by_name["motd"]["description"] == (
         "chatkit-motd: a message of the day on login, and a /motd command."

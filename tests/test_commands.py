@@ -19,6 +19,7 @@ def test_help_lists_every_command_with_its_plugin(chat_client: Connect) -> None:
     reply = alice.expect("reply", command="help")
     names = {c["name"]: c["plugin"] for c in reply["data"]["commands"]}
     assert names == {
+        "describe": "messaging",
         "drop": "accounts",
         "help": "help",
         "history": "history",
@@ -146,6 +147,32 @@ def test_me_sends_an_action(chat_client: Connect) -> None:
     assert frame["action"] is True and frame["text"] == "waves" and frame["nick"] == "alice"
     alice.say("/me")
     assert alice.expect("error")["code"] == "bad_usage"
+
+
+def test_describe_sends_a_private_action(
+    chat_client: Connect, text_client: Callable[..., TextClient]
+) -> None:
+    """/describe NICK ACTION is /me in private: both sides get a private frame marked
+    as an action (a JSON client, and a text client reading the line for it); to oneself
+    or without an action it is bad_usage."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    carol = text_client("carol")
+    alice.say("/describe Bob waves")
+    for side in (alice, bob):
+        frame = side.expect("private", **{"from": "alice"})
+        assert (frame["to"], frame["text"], frame["action"]) == ("bob", "waves", True)
+    alice.say("/describe carol bows")
+    assert carol.expect("[pm]") == "[pm] * alice -> carol bows"
+    carol.send_line("/describe alice smiles")
+    assert carol.expect("[pm]") == "[pm] * carol -> alice smiles"
+    frame = alice.expect("private", **{"from": "carol"})
+    assert frame["action"] is True and frame["text"] == "smiles"
+    alice.say("/describe ALICE waves")
+    assert alice.expect("error", code="bad_usage")["text"].startswith("you are alice: /describe")
+    alice.say("/describe bob")
+    alice.expect("error", code="bad_usage")
+    alice.say("/describe nobody waves")
+    alice.expect("error", code="no_such_nick")
 
 
 def test_join_part_and_rooms(chat_client: Connect) -> None:

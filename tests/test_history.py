@@ -247,7 +247,10 @@ def test_private_history_only_for_its_two_parties(
 
 @pytest.mark.parametrize("settings", [{}, {"private": False}], ids=["default", "false"])
 def test_private_messages_are_not_stored_by_default(
-    chat_server_factory: Factory, chat_client: Connect, settings: dict[str, Any]
+    chat_server_factory: Factory,
+    chat_client: Connect,
+    text_client: Callable[..., TextClient],
+    settings: dict[str, Any],
 ) -> None:
     """By default without accounts (a nick's next holder could read them), and with
     private = false, private messages are delivered but never stored."""
@@ -259,6 +262,13 @@ def test_private_messages_are_not_stored_by_default(
     alice.say("/history bob")
     assert messages(alice.sync()) == []
     assert plugin(server)._store.last_id() == 0
+    # The empty page says why: nothing is kept (the web page shows it).
+    alice.send(type="history", **{"with": "bob"})
+    end = alice.expect("history")
+    assert (end["with"], end["count"], end["more"], end["stored"]) == ("bob", 0, False, False)
+    carol = text_client(server, "carol")
+    carol.send_line("/history alice")
+    carol.expect("this server does not keep private messages: no history of your conversation")
 
 
 def test_history_survives_a_restart(chat_client: Connect, db: Path) -> None:

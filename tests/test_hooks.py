@@ -704,3 +704,27 @@ def test_hook_store_message_mixing_futures_and_none(
     alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
     alice.send_raw(b'{"type":"say","text":"slow"}\n{"type":"say","text":"skip me"}\n')
     assert [bob.expect("message")["text"] for _ in range(2)] == ["slow", "skip me"]
+
+
+def test_a_plugin_registered_or_unregistered_while_serving_takes_effect(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """The hook runner keeps each hook's implementations between calls; registering
+    or unregistering a plugin on the running server's manager renews them."""
+
+    class Shout:
+        @hookimpl
+        def chatkit_filter_message(self, client: Session, message: Message) -> None:
+            message.text = message.text.upper()
+
+    server = chat_server_factory()
+    alice = chat_client(server, "alice")
+    alice.say("before")
+    assert alice.expect("message")["text"] == "before"
+    shout = Shout()
+    server.pluginmanager.register(shout, name="shout")
+    alice.say("during")
+    assert alice.expect("message")["text"] == "DURING"
+    server.pluginmanager.unregister(shout)
+    alice.say("after")
+    assert alice.expect("message")["text"] == "after"

@@ -266,3 +266,52 @@ def test_weechat(
 
     joined = r"carol \(carol@chatkit\) has joined #general"
     chat_end_to_end(client, jay, "carol", said, joined, irssi=False)
+
+
+def test_weechat_logs_in_with_sasl(
+    server: Server, tmux: Callable[[str], Tmux], tmp_path: Path
+) -> None:
+    """WeeChat logs in to a registered nick with SASL PLAIN (its sasl_username and
+    sasl_password settings): it holds the nick, is identified to the account, and reads
+    that account's private history (`/quote HISTORY jay`, chatkit's /history)."""
+    require("weechat", "tmux")
+    with (
+        ChatClient(server.addresses["line"], timeout=TIMEOUT) as jay,
+        ChatClient(server.addresses["line"], timeout=TIMEOUT) as owner,
+    ):
+        owner.login("dora")
+        owner.say("/register sesame-seed")
+        owner.expect("reply", command="register")
+        jay.login("jay")
+        jay.say("/msg dora said before weechat")
+        owner.expect("private", text="said before weechat")  # stored for dora's account
+        owner.say("/quit")
+        owner.wait_closed()  # logged out: dora is free for WeeChat
+        home = tmp_path / "weechat"
+        host, port = server.addresses["irc"]
+        server_name = "irc.server.chatkit"
+        commands = (
+            f"/server add chatkit {host}/{port} -notls -nicks=dora -username=dora"
+            f" -realname=Dora; /set {server_name}.sasl_mechanism plain"
+            f"; /set {server_name}.sasl_username dora"
+            f"; /set {server_name}.sasl_password sesame-seed; /connect chatkit"
+        )
+        client = tmux("weechat")
+        client.start(["weechat", "--dir", str(home), "-P", "irc", "-s", "-r", commands])
+        try:
+            jay.expect("join", nick="dora", room="#general")
+            dora = server.hub.find("dora")
+            assert dora is not None and dora.account == "dora"
+            # The server's buffer (WeeChat showed #general on joining) tells of SASL, then
+            # of the private history, which opens a buffer for jay: show that.
+            client.type("/buffer 1")
+            client.wait_for(r"SASL authentication successful")
+            client.type("/quote HISTORY jay")
+            client.wait_for(r"1 earlier message of your conversation with jay above")
+            client.type("/buffer irc.chatkit.jay")
+            client.wait_for(r"jay \| said before weechat")
+            client.type("/quit")
+            jay.expect("leave", nick="dora")
+            client.wait_exited()
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{client.name}'s screen:\n{client.screen()}") from None

@@ -18,6 +18,8 @@ from chatkit.names import fold, normalize, skeleton
         ("#general", "#gеneral"),  # Cyrillic e
         ("#general", "#ｇｅｎｅｒａｌ"),
         ("Alice", "ALICE"),
+        ("alice", "ALICΕ"),  # Greek capital epsilon, whose small letter is not like e
+        ("ALICE", "АLICE"),  # Cyrillic capital A
         ("carol", "caro1"),
         ("mike", "rnike"),
     ],

@@ -149,3 +149,34 @@ def test_enabling_or_disabling_history_needs_a_restart() -> None:
         assert "plugin 'history' changes at the next restart (it stores messages)" in notes
     finally:
         server.shutdown()
+
+
+def test_a_server_operator_reloads_from_the_chat(serve: type[ServeProcess], tmp_path: Path) -> None:
+    """``/reload`` (moderation) does what SIGHUP does and answers with the changes."""
+    config = tmp_path / "chatkit.toml"
+    base = (
+        '[server]\nplugins = ["moderation"]\n\n[plugins.moderation]\nserver_operators = ["root"]\n'
+    )
+    config.write_text(base)
+    server = serve("-c", str(config), "--db", str(tmp_path / "history.sqlite3"))
+    root, bob = ChatClient(server.address), ChatClient(server.address)
+    root.login("root")
+    root.say("/register sesame-seed")
+    root.expect("reply", command="register")
+    bob.login("bob")
+    config.write_text(base.replace('["moderation"]', '["moderation", "stats"]'))
+    bob.say("/reload")
+    assert bob.expect("error")["code"] == "not_server_operator"
+    bob.say("/stats")
+    assert bob.expect("error")["code"] == "unknown_command"  # bob's /reload changed nothing
+    root.say("/reload")
+    assert "plugin 'stats' enabled" in root.expect("reply", command="reload")["text"]
+    bob.say("/stats")
+    assert bob.expect("reply", command="stats")
+    config.write_text("[server\n")
+    root.say("/reload")
+    error = root.expect("error")
+    assert error["code"] == "reload_failed" and "not valid TOML" in error["text"]
+    bob.say("/stats")  # the old config stays, and everyone is still connected
+    assert bob.expect("reply", command="stats")
+    server.stop()

@@ -221,3 +221,108 @@ def test_commands_private_and_errors(browser: Browser, contexts: list[BrowserCon
         reply = carol.expect("private", **{"from": "alice"})
         assert reply["text"] == "hello back"
         carol.close()
+
+
+def test_private_scroll_back_and_actions(browser: Browser, contexts: list[BrowserContext]) -> None:
+    """A registered nick logs in with its password; a private conversation opened with
+    /query shows its last page and loads older ones on scrolling up (accounts: the
+    account's own history); /me there is an action to that person, on both pages."""
+    with web_server(disable=("flood",)) as server:
+        alice, carol = ChatClient(server.address), ChatClient(server.address)
+        alice.login("alice")
+        alice.say("/register alice-password")
+        alice.expect("reply", command="register")
+        carol.login("carol")
+        for i in range(70):
+            sender, other = (alice, "carol") if i % 2 else (carol, "alice")
+            sender.say(f"/msg {other} <b>p {i}</b>")
+            sender.expect("private", text=f"<b>p {i}</b>")  # in this order: one sender at a time
+        alice.say("/quit")
+        alice.wait_closed()
+        alice.close()
+        page = open_page(browser, contexts, base_url(server))
+        page.fill("#nick", "alice")
+        page.fill("#password", "wrong-password")
+        page.press("#nick", "Enter")
+        expect(page.locator("#login-error")).to_contain_text("Wrong password")
+        page.fill("#password", "alice-password")
+        page.press("#password", "Enter")
+        expect(page.locator("#chat-view")).to_be_visible()
+        say(page, "/query carol")
+        expect(page.locator("#title")).to_have_text("private: carol")
+        messages = page.locator(f"{pane(page)} .line.message")
+        expect(messages).to_have_count(50)
+        expect(messages.first).to_contain_text("<carol> <b>p 20</b>")
+        page.locator(pane(page)).evaluate("pane => { pane.scrollTop = 0; }")
+        expect(messages).to_have_count(70)
+        expect(messages.first).to_contain_text("<carol> <b>p 0</b>")
+        expect(messages.nth(1)).to_contain_text("<alice> <b>p 1</b>")
+        expect(page.locator(f"{pane(page)} .older")).to_contain_text("beginning")
+        assert page.locator("#log b").count() == 0
+        # /me in private: an action to carol (a TCP client), and one from her.
+        say(page, "/me waves")
+        action = carol.expect("private", text="waves")
+        assert (action["from"], action["to"], action["action"]) == ("alice", "carol", True)
+        carol.say("/describe alice bows")
+        actions = page.locator(f"{pane(page)} .line.action")
+        expect(actions).to_have_count(2)
+        expect(actions.nth(0)).to_contain_text("* alice waves")
+        expect(actions.nth(1)).to_contain_text("* carol bows")
+        # And between two pages: both show the action as one.
+        bob = open_page(browser, contexts, base_url(server))
+        log_in(bob, "bob")
+        say(page, "/query bob")
+        expect(page.locator("#title")).to_have_text("private: bob")
+        say(page, "/me nods")
+        expect(page.locator(f"{pane(page)} .line.action")).to_contain_text("* alice nods")
+        bob.locator("#privates button", has_text="alice").click()
+        expect(bob.locator("#title")).to_have_text("private: alice")
+        expect(bob.locator(f"{pane(bob)} .line.action")).to_contain_text("* alice nods")
+        carol.close()
+
+
+def test_private_history_needs_identifying(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """With accounts, a conversation of a nick that has not identified says how to see
+    its history; after /register the page asks again, and shows what the account got."""
+    with web_server(disable=("flood",)) as server:
+        carol = ChatClient(server.address)
+        carol.login("carol")
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "dave")
+        carol.say("/msg dave before")
+        page.locator("#privates button", has_text="carol").click()
+        older = page.locator(f"{pane(page)} .older")
+        expect(older).to_contain_text("/identify PASSWORD")
+        expect(page.locator(f"{pane(page)} .line.message")).to_have_count(1)  # live, shown
+        expect(page.locator(f"{pane(page)} .line.error")).to_have_count(0)
+        say(page, "/register dave-password")
+        expect(older).to_contain_text("beginning")
+        carol.say("/msg dave after")
+        expect(page.locator(f"{pane(page)} .line.message")).to_have_count(2)
+        carol.close()
+
+
+@pytest.mark.parametrize(
+    ("disable", "says"),
+    [(("accounts",), "does not keep private messages"), (("history",), "keeps no history")],
+    ids=["private-off", "no-history"],
+)
+def test_private_history_not_kept(
+    browser: Browser, contexts: list[BrowserContext], disable: tuple[str, ...], says: str
+) -> None:
+    """Without accounts private messages are not stored (by default), and without the
+    history plugin nothing is: a conversation says so at its top, not as an error."""
+    with web_server(disable=disable) as server:
+        carol = ChatClient(server.address)
+        carol.login("carol")
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        say(page, "/query carol")
+        expect(page.locator(f"{pane(page)} .older")).to_contain_text(says)
+        say(page, "hi carol")
+        assert carol.expect("private", **{"from": "alice"})["text"] == "hi carol"
+        expect(page.locator(f"{pane(page)} .line.message")).to_have_count(1)
+        expect(page.locator(f"{pane(page)} .line.error")).to_have_count(0)
+        carol.close()

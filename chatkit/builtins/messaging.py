@@ -1,4 +1,4 @@
-"""/msg and /me: private messages and actions."""
+"""/msg, /me and /describe: private messages and actions."""
 
 from __future__ import annotations
 
@@ -6,14 +6,25 @@ from chatkit import CommandContext, CommandError, Register, hookimpl
 
 
 def msg_command(ctx: CommandContext) -> None:
+    _private(ctx, action=False)
+
+
+def describe_command(ctx: CommandContext) -> None:
+    """``/describe NICK ACTION``: ``/me`` in a private conversation (IRC's CTCP ACTION
+    to a nick; mIRC's command of that name)."""
+    _private(ctx, action=True)
+
+
+def _private(ctx: CommandContext, *, action: bool) -> None:
     nick, _, text = ctx.args.partition(" ")
     if not nick or not text.strip():
         raise ctx.usage_error()
     if ctx.hub.find(nick) is ctx.client:  # found by the hub's own rule for equal nicks
         raise CommandError(
-            f"you are {ctx.client.nick}: /msg sends to someone else (see /who)", "bad_usage"
+            f"you are {ctx.client.nick}: /{ctx.name} sends to someone else (see /who)",
+            "bad_usage",
         )
-    ctx.hub.private(ctx.client, nick, text.strip())
+    ctx.hub.private(ctx.client, nick, text.strip(), action=action)
 
 
 def me_command(ctx: CommandContext) -> None:
@@ -26,3 +37,9 @@ def me_command(ctx: CommandContext) -> None:
 def chatkit_register_commands(register: Register) -> None:
     register("msg", msg_command, help="send a private message", usage="NICK TEXT")
     register("me", me_command, help="act: /me waves", usage="ACTION")
+    register(
+        "describe",
+        describe_command,
+        help="act in private: /describe bob waves",
+        usage="NICK ACTION",
+    )

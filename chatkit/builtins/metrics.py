@@ -103,6 +103,7 @@ class ServerCollector(Collector):
             hooks.add_metric([plugin, hook.removeprefix("chatkit_")], count, total)
         yield hooks
         yield from _history(server)
+        yield from _cluster(server)
 
 
 def _gauge(name: str, doc: str, value: float) -> Metric:
@@ -148,6 +149,36 @@ def _history(server: Server) -> Iterator[Metric]:
         "Seconds spent committing history (divided by commits: the mean latency).",
         value=store.commit_seconds,
     )
+
+
+def _cluster(server: Server) -> Iterator[Metric]:
+    """The cluster plugin's state (``--redis``), from the same ``stats()`` as ``/stats``."""
+    cluster = server.pluginmanager.get_plugin("cluster")
+    stats = getattr(cluster, "stats", None)
+    if stats is None:
+        return
+    state = stats()
+    yield GaugeMetricFamily(
+        "chatkit_cluster_redis_up",
+        "1 while this node reaches Redis, 0 while it serves its own members only.",
+        value=1 if state["redis"] == "up" else 0,
+    )
+    yield GaugeMetricFamily(
+        "chatkit_cluster_nodes", "Nodes this one sees, itself included.", value=state["nodes"]
+    )
+    yield GaugeMetricFamily(
+        "chatkit_cluster_remote_members",
+        "Clients logged in on the other nodes.",
+        value=state["remote_members"],
+    )
+    for name, doc in (
+        ("outages", "Times this node lost Redis."),
+        ("local_only_messages", "Messages delivered to this node's members only, Redis lost."),
+        ("dropped_events", "Cluster events that could not be published."),
+        ("lost_nodes", "Other nodes declared lost (their lease ran out)."),
+        ("nick_conflicts", "Nicks found taken on another node."),
+    ):
+        yield CounterMetricFamily(f"chatkit_cluster_{name}", doc, value=state[name])
 
 
 class Metrics:

@@ -10,7 +10,8 @@ it is); every action is announced in the room and logged. Server operators (the
 accounts named in ``server_operators``) are operators of every room and may
 ``/kill NICK [REASON]`` (disconnect), ``/gline MASK`` and ``/ungline MASK`` (a ban from
 the whole server: matching clients are disconnected and cannot log in) and ``/wall TEXT``
-(a notice to everyone).
+(a notice to everyone), and ``/reload`` (what SIGHUP does: the config file read again
+and applied, with nobody disconnected; the reply says what changed).
 
 ``/invite NICK`` lets NICK into a room made invite-only with ``/inviteonly on``
 (``invite_only``); ``/lock`` lets only identified clients speak (``room_locked``).
@@ -292,6 +293,7 @@ class Moderation:
         register("gline", self.gline, help="ban MASK from the server", usage="MASK [REASON]")
         register("ungline", self.ungline, help="lift a server ban", usage="MASK")
         register("wall", self.wall, help="a notice to everyone (server operators)", usage="TEXT")
+        register("reload", self.reload, help="read the config file again (server operators)")
 
     def _room(self, ctx: CommandContext, words: list[str]) -> str:
         """The room acted on (the first of ``words`` if it names one: it is removed),
@@ -458,3 +460,23 @@ class Moderation:
             raise ctx.usage_error()
         log.info("%s to everyone: %s", ctx.client.nick, ctx.args.strip())
         ctx.hub.announce(f"[{ctx.client.nick} to everyone] {ctx.args.strip()}")
+
+    def reload(self, ctx: CommandContext) -> None:
+        """``/reload``: what SIGHUP does, on this (the operator's reader) thread."""
+        self._server_operator(ctx)
+        reloader = self._server.reloader if self._server is not None else None
+        if reloader is None:
+            raise CommandError(
+                "this server has no config file to reload (a program started it)",
+                "reload_failed",
+            )
+        log.info("%s asked for a reload (/reload)", ctx.client.nick)
+        try:
+            notes = reloader()
+        except UsageError as exc:
+            log.error("reload failed, the old config stays: %s", exc)
+            raise CommandError(
+                f"reload failed, the old config stays: {exc}", "reload_failed"
+            ) from None
+        log.info("reloaded: %s", "; ".join(notes) if notes else "nothing changed")
+        ctx.reply("reloaded: " + ("; ".join(notes) if notes else "nothing changed"))

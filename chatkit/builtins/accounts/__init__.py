@@ -6,7 +6,9 @@ the password: a ``hello`` with ``password`` (IRC: ``PASS`` or SASL ``PLAIN``), o
 ``/identify [NICK] PASSWORD`` once logged in under another nick. A login with a
 registered nick and no password is refused with ``nick_registered`` (or, with
 ``grace`` set, allowed for that many seconds, then renamed to a guest nick unless
-the client identifies). ``/logout`` forgets the identification, ``/passwd OLD NEW``
+the client identifies). A nick that looks like a registered one (the same
+``chatkit.skeleton``: another case, letters of another script) counts as it, for
+logins, ``/nick`` and ``/register``. ``/logout`` forgets the identification, ``/passwd OLD NEW``
 changes the password, ``/drop PASSWORD`` deletes the account. In ``invite`` mode,
 ``/vouch NICK`` (an identified user) lets NICK register.
 
@@ -56,6 +58,7 @@ from chatkit import (
     fold,
     hookimpl,
     number_setting,
+    skeleton,
 )
 from chatkit.builtins.accounts.store import Account, AccountStore
 
@@ -245,12 +248,28 @@ class Accounts:
             self._store.set_hash(account.name, self._hash(password))
         return None
 
+    @staticmethod
+    def _is_registered(nick: str, account: Account) -> str:
+        """Says that ``nick`` is ``account``'s, or looks like it."""
+        if fold(nick) == account.name:
+            return f"{nick} is registered"
+        return f"{nick} looks like {account.nick}, which is registered"
+
+    @classmethod
+    def _taken(cls, nick: str, account: Account) -> str:
+        """The words of a refusal to register ``nick``, ``account``'s or a look-alike."""
+        if fold(nick) == account.name:
+            return f"{nick} is already registered"
+        return cls._is_registered(nick, account)
+
     def _hash(self, password: str) -> str:
         with self._hashing:
             return self.hasher.hash(password)
 
     def _registered(self, nick: str) -> Account | None:
-        return self._store.get(fold(nick))
+        """The account of ``nick``: registered as it is, or as a nick it looks like
+        (``ALICE``, or ``alice`` spelled with a Cyrillic a, are ``alice``'s)."""
+        return self._store.find(nick)
 
     @hookimpl
     def chatkit_authenticate(
@@ -277,7 +296,8 @@ class Accounts:
             if self.grace:
                 return None  # chatkit_on_login starts the clock
             return Reject(
-                f"{nick} is registered: log in with its password, or take another nick",
+                f"{self._is_registered(nick, account)}: log in with its password, "
+                "or take another nick",
                 "nick_registered",
             )
         if not isinstance(password, str):
@@ -300,14 +320,16 @@ class Accounts:
             f"{client.nick} is registered: /identify PASSWORD within {self.grace:g} s, "
             "or you will be renamed"
         )
-        timer = threading.Timer(self.grace, self._expire, (client, account.name))
+        timer = threading.Timer(self.grace, self._expire, (client, account))
         timer.daemon = True
         timer.start()
 
-    def _expire(self, client: Session, name: str) -> None:
-        """The grace is over (a timer thread): rename a client still holding ``name``
-        unidentified."""
-        if client.nick is None or fold(client.nick) != name or client.account == name:
+    def _expire(self, client: Session, account: Account) -> None:
+        """The grace is over (a timer thread): rename a client still holding
+        ``account``'s nick (or a look-alike of it) unidentified."""
+        if client.nick is None or client.account == account.name:
+            return
+        if skeleton(client.nick) != skeleton(account.nick):
             return
         if self._server is None or self._server.hub.find(client.nick) is not client:
             return
@@ -322,7 +344,8 @@ class Accounts:
         if account is None or client.account == account.name:
             return None
         return Reject(
-            f"{nick} is registered: /identify {nick} PASSWORD to take it", "nick_registered"
+            f"{self._is_registered(nick, account)}: /identify {account.nick} PASSWORD to take it",
+            "nick_registered",
         )
 
     # -- commands ----------------------------------------------------------------------
@@ -364,6 +387,9 @@ class Accounts:
         email = words[1] if len(words) == 2 else None
         if email is not None and ("@" not in email or len(email) > 254):
             raise CommandError(f"not an email address: {email!r}", "bad_usage")
+        existing = self._registered(nick)
+        if existing is not None:
+            raise CommandError(self._taken(nick, existing), "nick_registered")
         if not self._store.create(Account(name, nick, self._hash(password), email)):
             raise CommandError(f"{nick} is already registered", "nick_registered")
         ctx.client.account = name
@@ -384,13 +410,23 @@ class Accounts:
             raise CommandError(refused.reason, refused.code, **refused.details)
         client.account = account.name
         if client.nick is not None and fold(client.nick) != account.name:
-            holder = ctx.hub.find(account.nick)
+            holder = self._holder(ctx, account)
             if holder is not None and holder is not client and holder.account != account.name:
                 # Someone holds the nick unidentified (a grace period): it is yours.
                 holder.notice(f"{account.nick} identified: you are renamed")
                 ctx.hub.rename(holder, f"{GUEST_PREFIX}{holder.id}")
             ctx.hub.rename(client, account.nick)
         ctx.reply(f"you are identified as {account.nick}", account=account.nick)
+
+    @staticmethod
+    def _holder(ctx: CommandContext, account: Account) -> Session | None:
+        """Who holds ``account``'s nick, or one that looks like it (the hub lets one
+        session at most hold a nick of a skeleton)."""
+        found = ctx.hub.find(account.nick)
+        if found is not None:
+            return found
+        like = skeleton(account.nick)
+        return next((s for s in ctx.hub.sessions() if skeleton(s.nick or "") == like), None)
 
     def logout(self, ctx: CommandContext) -> None:
         if ctx.client.account is None:
@@ -439,7 +475,8 @@ class Accounts:
         if not nick or " " in nick:
             raise ctx.usage_error()
         account = self._own(ctx)
-        if self._registered(nick) is not None:
-            raise CommandError(f"{nick} is already registered", "nick_registered")
+        existing = self._registered(nick)
+        if existing is not None:
+            raise CommandError(self._taken(nick, existing), "nick_registered")
         self._store.invite(fold(nick), account.name)
         ctx.reply(f"{nick} may register now")

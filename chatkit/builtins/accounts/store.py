@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatkit import UsageError
+from chatkit import UsageError, fold, skeleton
 
 __all__ = ["APPLICATION_ID", "Account", "AccountStore"]
 
@@ -38,6 +38,14 @@ MIGRATIONS: list[str] = [
         inviter TEXT NOT NULL,     -- the account that invited it
         created REAL NOT NULL
     );
+    """,
+    # 1 -> 2: each account's look-alike key (chatkit.skeleton of its nick), so that a nick
+    # that only looks like a registered one (Cyrillic a, Greek o) needs its password too.
+    # Not unique: two look-alike accounts registered before this version both stay.
+    """
+    ALTER TABLE accounts ADD COLUMN skeleton TEXT;
+    UPDATE accounts SET skeleton = chatkit_skeleton(nick);
+    CREATE INDEX accounts_skeleton ON accounts (skeleton);
     """,
 ]
 
@@ -88,6 +96,7 @@ class AccountStore:
         if self.path != ":memory:":
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA busy_timeout=5000")
+        db.create_function("chatkit_skeleton", 1, skeleton, deterministic=True)
         for step in range(version, len(MIGRATIONS)):
             db.execute("BEGIN IMMEDIATE")
             for statement in MIGRATIONS[step].split(";"):
@@ -110,15 +119,34 @@ class AccountStore:
             ).fetchone()
         return None if row is None else Account(*row)
 
+    def find(self, nick: str) -> Account | None:
+        """The account whose nick ``nick`` is, or looks like (the same
+        :func:`chatkit.skeleton`), or ``None``: the account of that very name first,
+        else the oldest look-alike."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, nick, hash, email FROM accounts WHERE name = ? OR skeleton = ?"
+                " ORDER BY name = ? DESC, created LIMIT 1",
+                (fold(nick), skeleton(nick), fold(nick)),
+            ).fetchone()
+        return None if row is None else Account(*row)
+
     def create(self, account: Account) -> bool:
-        """Add ``account`` and use up its invitation; False if the name is taken."""
+        """Add ``account`` and use up its invitation; False if its name is taken, or
+        a look-alike of it (the same skeleton)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                like = skeleton(account.nick)
+                if self._db.execute(
+                    "SELECT 1 FROM accounts WHERE skeleton = ?", (like,)
+                ).fetchone():
+                    self._db.execute("ROLLBACK")
+                    return False
                 self._db.execute(
-                    "INSERT INTO accounts (name, nick, hash, email, created)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (account.name, account.nick, account.hash, account.email, time.time()),
+                    "INSERT INTO accounts (name, nick, hash, email, created, skeleton)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (account.name, account.nick, account.hash, account.email, time.time(), like),
                 )
                 self._db.execute("DELETE FROM invites WHERE name = ?", (account.name,))
                 self._db.execute("COMMIT")

@@ -326,7 +326,7 @@ class History:
         messages: list[Message],
         more: bool,
         oldest: bool = False,
-        **where: str,
+        **where: Any,
     ) -> list[Frame]:
         """History frames for the newest (``oldest``: the oldest) of ``messages`` that
         fit in ``page_bytes``, oldest first, and the closing ``history`` frame."""
@@ -351,7 +351,7 @@ class History:
                 room = client.rooms.get(fold(target))
                 if room is None:
                     raise CommandError(f"you are not in {target}; /join it first", "not_in_room")
-                where = {"room": room}
+                where: dict[str, Any] = {"room": room}
 
                 def read(**bounds: Any) -> tuple[list[Message], bool]:
                     return self._store.room_page(room, **bounds)
@@ -361,6 +361,8 @@ class History:
                     raise CommandError(f"no such room or nick: {target!r}", "bad_usage")
                 me = client.nick or ""
                 where = {"with": target}
+                if not self.private:
+                    where["stored"] = False  # an empty page, and why
 
                 if self.accounts and client.account is None:
                     raise CommandError(

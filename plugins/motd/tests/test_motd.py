@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -54,3 +55,18 @@ def test_an_empty_motd_is_refused() -> None:
     server = Server(port=0, plugins=["motd"], config=Config(plugin_config={"motd": {"text": " "}}))
     with pytest.raises(UsageError, match="motd: text must be a non-empty string"):
         server.start()
+
+
+def test_a_reload_changes_the_motd(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A reload with a new text (SIGHUP re-reads the config file) restarts the plugin:
+    the connected client's /motd and the next login show the new text."""
+    config = Config(plugins=["motd"], plugin_config={"motd": {"text": "old news"}})
+    server = chat_server_factory(config=config)
+    bob = chat_client(server, "bob")
+    assert bob.expect("notice")["text"] == "old news"
+    settings = {**server.config.plugin_config, "motd": {"text": "new news"}}
+    new = dataclasses.replace(server.config, plugin_config=settings)
+    assert server.reload(new) == ["plugin 'motd' restarted"]
+    bob.say("/motd")
+    assert bob.expect("reply", command="motd")["text"] == "new news"
+    assert chat_client(server, "carol").expect("notice")["text"] == "new news"

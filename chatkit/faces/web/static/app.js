@@ -23,12 +23,23 @@ const ERRORS = {
   dropped: "Not sent", not_stored: "Not stored, try again", internal_error: "Server error",
   rate_limited: "Slow down", login_timeout: "Login timed out", server_busy: "Server busy",
   server_full: "Server full", too_many_connections: "Too many connections",
+  nick_registered: "Nick registered", bad_password: "Wrong password",
+  auth_throttled: "Too many tries", not_identified: "Not identified", no_account: "No such account",
+  registration_closed: "Registration closed", not_invited: "Not invited",
+  no_accounts: "No accounts here", not_room_operator: "Not a room operator",
+  not_server_operator: "Not a server operator", banned: "Banned", muted: "Muted",
+  invite_only: "Invite only", room_locked: "Room locked",
 };
+// What the top of a private conversation says when its history cannot be shown.
+const NO_PRIVATE_HISTORY = "This server does not keep private messages: earlier ones cannot be shown.";
+const NO_HISTORY = "This server keeps no history: earlier messages cannot be shown.";
+const IDENTIFY_FOR_HISTORY = "Earlier messages show once you identify: /identify PASSWORD (or /register PASSWORD).";
 
 const $ = (id) => document.getElementById(id);
 const state = {
   ws: null,
   nick: null, // as the server keeps it, once welcomed
+  password: null, // the login form's, for reconnects; never stored
   loggedIn: false,
   everWelcomed: false,
   quitting: false,
@@ -42,6 +53,7 @@ const state = {
   commands: [],
   helpPending: false,
   whoPending: new Set(), // rooms whose /who is the page's own (not shown)
+  asked: [], // private conversations' history requests awaiting their page: {view, kind}
   sent: [],
   sentAt: 0,
   tab: null,
@@ -119,6 +131,7 @@ function getView(kind, name, create = true) {
     $("log").append(pane);
     state.views.set(key, view);
     renderSidebar();
+    if (kind === "private") loadLatest(view);
   }
   return view;
 }
@@ -261,6 +274,37 @@ function loadOlder(view) {
   if (view.kind === "room") frame.room = view.name;
   else frame.with = view.name;
   if (!send(frame)) view.loading = false;
+  else if (view.kind === "private") state.asked.push({ view, kind: "older" });
+}
+
+// A private conversation's last page (rooms get theirs on joining): when it opens,
+// after a reconnect, and after identifying. The page then scrolls back with loadOlder.
+function loadLatest(view) {
+  if (view.kind !== "private" || view.loading || !state.loggedIn) return;
+  view.loading = true;
+  view.older.textContent = "Loading earlier messages…";
+  if (send({ type: "history", with: view.name, limit: PAGE })) {
+    state.asked.push({ view, kind: "latest" });
+  } else {
+    view.loading = false;
+  }
+}
+
+// The page's own history request was refused (accounts: not identified; no history
+// plugin): say so at the top of the conversation instead of as an error line.
+function historyRefused(f) {
+  if (!state.asked.length) return false;
+  const text = String(f.text);
+  const identify = f.code === "not_identified" && /history/.test(text);
+  const none = f.code === "bad_frame" && text.includes("'history'");
+  const nobody = f.code === "bad_usage" && text.startsWith("no such room or nick");
+  if (!identify && !none && !nobody) return false;
+  const { view } = state.asked.shift();
+  view.loading = false;
+  view.more = false;
+  view.unavailable = identify ? "identify" : "none";
+  view.older.textContent = identify ? IDENTIFY_FOR_HISTORY : none ? NO_HISTORY : text;
+  return true;
 }
 
 // -- frames from the server -----------------------------------------------------------
@@ -280,6 +324,11 @@ const handlers = {
     const rooms = (f.rooms || []).map(fold);
     for (const room of state.joined) {
       if (!rooms.includes(fold(room))) send({ type: "say", text: `/join ${room}` });
+    }
+    state.asked = [];
+    for (const view of state.views.values()) {
+      view.loading = false; // requests of a lost connection are never answered
+      if (view.kind === "private") loadLatest(view);
     }
     renderSidebar();
     $("input").focus();
@@ -349,9 +398,24 @@ const handlers = {
   },
   history(f) {
     const view = f.room ? getView("room", f.room, false) : getView("private", f.with, false);
+    let asked = null;
+    if (!f.room) {
+      const at = state.asked.findIndex((a) => a.view === view);
+      if (at >= 0) asked = state.asked.splice(at, 1)[0];
+    }
     if (!view) return;
-    view.more = Boolean(f.more);
     view.loading = false;
+    if (f.stored === false && !f.count) {
+      view.more = false;
+      view.unavailable = "none";
+      view.older.textContent = NO_PRIVATE_HISTORY;
+      return;
+    }
+    view.unavailable = null;
+    // A conversation's last page after a reconnect says nothing of what is above the
+    // messages already shown: keep what the first page or a scroll-back said.
+    if (!asked || asked.kind !== "latest" || !view.paged) view.more = Boolean(f.more);
+    view.paged = true;
     view.older.textContent = view.more
       ? "Scroll up for earlier messages"
       : "This is the beginning of the conversation.";
@@ -361,6 +425,12 @@ const handlers = {
     }
   },
   reply(f) {
+    if (f.command === "identify" || f.command === "register") {
+      // Identified now: private history is shown to the account (docs/protocol.md).
+      for (const view of state.views.values()) {
+        if (view.unavailable === "identify") loadLatest(view);
+      }
+    }
     if (f.command === "help" && state.helpPending && f.data && f.data.commands) {
       state.helpPending = false;
       state.commands = f.data.commands;
@@ -393,6 +463,7 @@ const handlers = {
       $("nick").focus();
       return;
     }
+    if (state.loggedIn && historyRefused(f)) return;
     const view = currentOrFirst();
     if (view) eventLine(view, text, undefined, "error");
     else setStatus(text, true);
@@ -430,6 +501,7 @@ function connect(nick) {
   setStatus("connecting…");
   ws.addEventListener("open", () => {
     const hello = { type: "hello", nick };
+    if (state.password) hello.password = state.password; // a registered nick's
     if (state.lastId) hello.since = state.lastId; // resume: only what was missed
     ws.send(JSON.stringify(hello));
   });
@@ -465,7 +537,11 @@ function local(text) {
   const [word, ...rest] = text.slice(1).split(/\s+/);
   const arg = rest.join(" ").trim();
   if (word === "query" && arg) {
-    show(getView("private", arg));
+    if (/^#|\s/.test(arg)) {
+      eventLine(currentOrFirst(), "Usage: /query NICK (a room: /join #room)", undefined, "error");
+    } else {
+      show(getView("private", arg));
+    }
     return true;
   }
   if (word === "close" && state.current && state.current.kind === "private") {
@@ -482,8 +558,14 @@ function submit(text) {
   state.sentAt = state.sent.length;
   if (text.startsWith("/") && !text.startsWith("//")) {
     if (local(text)) return;
-    if (/^\/me(\s|$)/.test(text) && view && view.kind === "private") {
-      eventLine(view, "/me works in rooms; here, just type.", undefined, "error");
+    const me = text.match(/^\/me(?:\s+(.*))?$/s);
+    if (me && view && view.kind === "private") {
+      // An action in private: /describe NICK ACTION (docs/protocol.md).
+      const action = (me[1] || "").trim();
+      if (!action) eventLine(view, "Usage: /me ACTION", undefined, "error");
+      else if (!send({ type: "say", text: `/describe ${view.name} ${action}` })) {
+        eventLine(view, "Not connected: not sent.", undefined, "error");
+      }
       return;
     }
     const join = text.match(/^\/join\s+(\S+)/);
@@ -564,6 +646,7 @@ function start() {
     event.preventDefault();
     const nick = $("nick").value.trim();
     if (!nick) return;
+    state.password = $("password").value || null;
     $("login-error").textContent = "";
     connect(nick);
   });
