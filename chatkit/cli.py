@@ -500,6 +500,9 @@ def serve(
         if metrics is not None and metrics.address is not None:
             m_host, m_port = metrics.address
             typer.echo(f"metrics: http://{m_host}:{m_port}/metrics")
+        cluster = server.pluginmanager.get_plugin("cluster")
+        if cluster is not None and cluster.node:
+            typer.echo(f"cluster: node {cluster.node} on {cluster.url} (lease {cluster.lease:g}s)")
         if "irc-tls" in server.addresses:
             irc_host, irc_port_ = server.addresses["irc-tls"]
             shown = f"[{irc_host}]" if ":" in irc_host else irc_host
@@ -611,6 +614,7 @@ def _tls_port(port: int) -> int:
 _BANNER_FACTS = {
     ("chatkit.log", "chatkit listening on %s:%d"),
     ("chatkit.builtins.history", "history in %s"),
+    ("chatkit.builtins.cluster", "cluster: node %s on %s (lease %gs)"),
     ("chatkit.server", "server stopped"),
 }
 

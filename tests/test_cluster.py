@@ -350,6 +350,18 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         redis.kill()
 
 
+def test_the_banner_names_the_node_without_the_password(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    node = nodes(redis_server.url(4).replace("redis://", "redis://:hunter2@"))
+    banner = node.proc.stdout.readline() if node.proc.stdout else ""
+    while banner and not banner.startswith("cluster:"):
+        banner = node.proc.stdout.readline() if node.proc.stdout else ""
+    assert re.match(r"cluster: node \S+ on redis://:\*\*\*@127\.0\.0\.1:\d+/4 \(lease 2s\)", banner)
+    node.stop()
+    assert "hunter2" not in node.log.read_text()
+
+
 def test_redis_unreachable_at_start(tmp_path: Path) -> None:
     result = subprocess.run(
         [CHATKIT, "serve", "--port", "0", "--redis", f"redis://127.0.0.1:{free_port()}/0"],

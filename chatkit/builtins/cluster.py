@@ -44,6 +44,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pluggy
 import redis
@@ -99,6 +100,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (``redis://:***@host:6379/0``), fit for a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def stream_id(ident: int) -> str:
@@ -189,7 +200,8 @@ class Cluster:
         url = settings.get("url")
         if not isinstance(url, str) or not url:
             raise UsageError("cluster: url must be a Redis URL (redis://HOST:6379/0)")
-        self.url = url
+        self.url = redact(url)
+        """The Redis URL without its password, for logs and messages."""
         self.lease = number_setting("cluster", settings, "lease", LEASE, 0.5)
         self.timeout = number_setting("cluster", settings, "timeout", TIMEOUT, 0.1)
         self.log_max = int(number_setting("cluster", settings, "log_max", LOG_MAX, 100))
@@ -205,11 +217,11 @@ class Cluster:
             )
             client.ping()
         except (ValueError, redis.RedisError, OSError) as exc:
-            raise UsageError(f"cluster: cannot reach Redis at {url}: {exc}") from None
+            raise UsageError(f"cluster: cannot reach Redis at {self.url}: {exc}") from None
         self.redis = client
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
-        log.info("cluster: node %s on %s (lease %gs)", self.node, url, self.lease)
+        log.info("cluster: node %s on %s (lease %gs)", self.node, self.url, self.lease)
 
     @hookimpl
     def chatkit_server_start(self, server: Server) -> None:
