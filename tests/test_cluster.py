@@ -350,6 +350,57 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         redis.kill()
 
 
+def test_redis_killed_and_restarted_during_traffic(
+    tmp_path: Path, nodes: Callable[..., Node]
+) -> None:
+    """Messages sent while Redis dies and comes back: each reaches its sender's node once,
+    in order; the other node gets those that went through Redis, once each, in order."""
+    (tmp_path / "own-redis").mkdir()
+    redis = RedisServer(tmp_path / "own-redis")
+    try:
+        a, b = nodes(redis.url()), nodes(redis.url())
+        ann, ben = a.client("ann"), b.client("ben")
+        wait_for("both in /who", lambda: sorted(who(ann)) == ["ann", "ben"])
+        sent: list[str] = []
+        stop = threading.Event()
+
+        def talk() -> None:
+            while not stop.is_set():
+                text = f"t{len(sent)}"
+                ann.say(text)
+                sent.append(text)
+                time.sleep(0.01)
+
+        talker = threading.Thread(target=talk)
+        talker.start()
+        try:
+            ben.expect("message", text="t19")
+            redis.kill()
+            wait_for("traffic while Redis is down", lambda: len(sent) >= 60)
+            redis.start()
+            ben.expect("notice", text_contains="again", timeout=10)
+            ann.expect("notice", text_contains="again", timeout=10)
+            mark = len(sent)  # from here on, every message goes through Redis
+            wait_for("traffic after", lambda: len(sent) >= mark + 20)
+        finally:
+            stop.set()
+            talker.join()
+        ann.say("end")
+        ben.expect("message", text="end")
+        ann.expect("message", text="end")
+        mine = [f["text"] for f in ann.received if f["type"] == "message"]
+        assert mine == [*sent, "end"]
+        theirs = [f["text"] for f in ben.received if f["type"] == "message"]
+        assert len(set(theirs)) == len(theirs)
+        order = {text: i for i, text in enumerate([*sent, "end"])}
+        assert [order[t] for t in theirs] == sorted(order[t] for t in theirs)
+        assert theirs[:20] == sent[:20]  # before Redis died, everything
+        after = [*sent[mark:], "end"]
+        assert theirs[-len(after) :] == after  # after it came back, everything
+    finally:
+        redis.kill()
+
+
 def test_the_banner_names_the_node_without_the_password(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:
