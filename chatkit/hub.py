@@ -146,7 +146,9 @@ class Relay(Protocol):
         ...
 
     def members(self, room: str) -> list[str]:
-        """The nicks of the other nodes' members of ``room`` (any thread, no hub lock)."""
+        """The nicks of the other nodes' members of ``room``. Any thread; also called
+        under the hub's lock (for a joiner's list of members), so it must not call
+        into the hub."""
         ...
 
     def rooms(self) -> dict[str, int]:
@@ -533,6 +535,8 @@ class Hub:
         # A face that lists the members with the join (IRC: the names list) gets its
         # own join alone, through its channel, naming them as of this very join.
         members = [member.nick for member in found.members.values()]
+        if self.relay is not None:
+            members += self.relay.members(found.name)  # the other nodes' members too
         own = Frame("join", room=found.name, nick=session.nick, ts=ts, members=members)
         self.deliveries += 1
         return self._fanout(frame, others) | session.push(own)

@@ -401,6 +401,44 @@ def test_redis_killed_and_restarted_during_traffic(
         redis.kill()
 
 
+def test_irc_clients_see_every_node(redis_server: RedisServer, nodes: Callable[..., Node]) -> None:
+    """On the IRC face: the names list of one's own JOIN, WHO, and PRIVMSG across nodes."""
+    url = redis_server.url(5)
+    a, b = nodes(url), nodes(url, "--irc-port", "0")
+    assert b.proc.stdout is not None
+    irc_address = None
+    for line in b.proc.stdout:
+        match = re.search(r"IRC: irc://(\S+):(\d+)", line)
+        if match:
+            irc_address = (match.group(1), int(match.group(2)))
+            break
+    assert irc_address is not None
+    alice = a.client("alice")
+    probe = b.client("probe")
+    wait_for("alice on node b", lambda: "alice" in who(probe))
+    with socket.create_connection(irc_address, timeout=10) as irc:
+        irc.sendall(b"NICK bob\r\nUSER bob 0 * :bob\r\nJOIN #general\r\n")
+        seen = b""
+
+        def irc_saw(text: bytes) -> bool:
+            nonlocal seen
+            while text not in seen:
+                chunk = irc.recv(65536)
+                if not chunk:
+                    return False
+                seen += chunk
+            return True
+
+        assert irc_saw(b"366 bob #general")
+        names = next(line for line in seen.split(b"\r\n") if b" 353 bob " in line)
+        assert b"alice" in names.split(b":")[-1].split()
+        alice.expect("join", nick="bob")
+        alice.say("hello irc")
+        assert irc_saw(b"PRIVMSG #general :hello irc")
+        irc.sendall(b"PRIVMSG alice :psst\r\n")
+        assert alice.expect("private", text="psst")["from"] == "bob"
+
+
 def test_the_banner_names_the_node_without_the_password(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:
