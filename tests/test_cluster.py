@@ -12,11 +12,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from chatkit.testing import ChatClient
 
@@ -127,6 +129,14 @@ class Node:
                 break
         else:
             raise AssertionError(f"node did not start: {self.log.read_text()}")
+        self.metrics: str | None = None
+        """``/metrics``'s URL, with ``--metrics-port`` (the banner says it after the rest)."""
+        if "--metrics-port" in args:
+            for line in self.proc.stdout:
+                match = re.search(r"metrics: (\S+)", line)
+                if match:
+                    self.metrics = match.group(1)
+                    break
 
     def client(self, nick: str) -> ChatClient:
         client = ChatClient(self.address, timeout=10)
@@ -153,6 +163,18 @@ def nodes(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     yield start
     for node in started:
         node.stop(signal.SIGKILL)
+
+
+def metrics(url: str) -> dict[str, float]:
+    """The ``chatkit_cluster_*`` samples of a node's ``/metrics``."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("chatkit_cluster_")
+    }
 
 
 def who(client: ChatClient, room: str = "#general") -> list[str]:
@@ -313,9 +335,13 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
     (tmp_path / "own-redis").mkdir()
     redis = RedisServer(tmp_path / "own-redis")
     try:
-        a, b = nodes(redis.url()), nodes(redis.url())
+        a, b = nodes(redis.url(), "--metrics-port", "0"), nodes(redis.url())
         ann, ben = a.client("ann"), b.client("ben")
         wait_for("both in /who", lambda: sorted(who(ann)) == ["ann", "ben"])
+        assert a.metrics is not None
+        cluster = metrics(a.metrics)
+        assert cluster["chatkit_cluster_redis_up"] == 1 and cluster["chatkit_cluster_nodes"] == 2
+        assert cluster["chatkit_cluster_remote_members"] == 1
         ann.say("before")
         ben.expect("message", text="before")
 
@@ -329,6 +355,10 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         stats = ann.expect("reply", command="stats")["data"]["cluster"]
         assert stats["redis"] == "down" and stats["outages"] == 1
         assert stats["local_only_messages"] == 1
+        cluster = metrics(a.metrics)  # /metrics reads the same counters
+        assert cluster["chatkit_cluster_redis_up"] == 0
+        assert cluster["chatkit_cluster_outages_total"] == 1
+        assert cluster["chatkit_cluster_local_only_messages_total"] == 1
 
         redis.start()
         ann.expect("notice", text_contains="again", timeout=10)
@@ -358,9 +388,13 @@ def test_redis_killed_and_restarted_during_traffic(
     (tmp_path / "own-redis").mkdir()
     redis = RedisServer(tmp_path / "own-redis")
     try:
-        a, b = nodes(redis.url()), nodes(redis.url())
+        a, b = nodes(redis.url(), "--metrics-port", "0"), nodes(redis.url())
         ann, ben = a.client("ann"), b.client("ben")
         wait_for("both in /who", lambda: sorted(who(ann)) == ["ann", "ben"])
+        assert a.metrics is not None
+        cluster = metrics(a.metrics)
+        assert cluster["chatkit_cluster_redis_up"] == 1 and cluster["chatkit_cluster_nodes"] == 2
+        assert cluster["chatkit_cluster_remote_members"] == 1
         sent: list[str] = []
         stop = threading.Event()
 
