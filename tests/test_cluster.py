@@ -198,9 +198,11 @@ def test_three_nodes_chat_as_one(redis_server: RedisServer, nodes: Callable[...,
     for client in (alice, bob, carol):
         wait_for("everyone in /who", lambda cl=client: sorted(who(cl)) == ["alice", "bob", "carol"])
 
-    # Nicks are unique across the cluster, compared as locally (case-folded).
+    # Nicks are unique across the cluster, compared as locally (case, look-alike letters).
     late = ChatClient(b.address, timeout=10)
     late.send({"type": "hello", "nick": "ALICE"})
+    late.expect("error", code="nick_taken")
+    late.send({"type": "hello", "nick": "\u0430lice"})  # a Cyrillic a
     late.expect("error", code="nick_taken")
     bob.send({"type": "say", "text": "/nick Carol"})
     bob.expect("error", code="nick_taken")

@@ -11,7 +11,7 @@ with the same Redis (and ``prefix``) serves the same rooms, nicks and history.
   in stream order (:meth:`chatkit.Hub.deliver`), so every member of a room on every
   node sees the same messages in the same order, with the same ids (``MS-SEQ``
   becomes ``MS * 1000 + SEQ``, the format of a single server's ids).
-* **Nicks** are keys ``PREFIX:nick:FOLDED`` (``SET NX``, the owning node as value,
+* **Nicks** are keys ``PREFIX:nick:SKELETON`` (``SET NX``, the owning node as value,
   expiring after ``lease`` seconds), renewed by a heartbeat thread.
 * **Presence**: each node keeps its members in the hash ``PREFIX:members:NODE``
   (nick and rooms) and beats in the sorted set ``PREFIX:nodes`` (score: the time of
@@ -63,6 +63,7 @@ from chatkit import (
     hookimpl,
     message_frame,
     number_setting,
+    skeleton,
 )
 
 if TYPE_CHECKING:
@@ -368,7 +369,7 @@ class Cluster:
             return None  # unique on this node only until Redis is back
         try:
             took = self._claim(
-                keys=[self._key("nick", fold(nick))], args=[self.node, int(self.lease * 1000)]
+                keys=[self._key("nick", skeleton(nick))], args=[self.node, int(self.lease * 1000)]
             )
         except _REDIS_ERRORS as exc:
             self._set_down(exc)
@@ -378,7 +379,7 @@ class Cluster:
         return Reject(f"nick {nick!r} is taken (on another server); try another", "nick_taken")
 
     def _give_back(self, nick: str) -> Callable[[Pipeline], object]:
-        key = self._key("nick", fold(nick))
+        key = self._key("nick", skeleton(nick))
 
         def op(pipe: Pipeline) -> object:
             if self._server is not None and self._server.hub.find(nick) is not None:
@@ -435,7 +436,7 @@ class Cluster:
     @hookimpl
     def chatkit_on_nick(self, client: Session, old: str) -> None:
         ops = [self._forget_op(old), self._member_op(client)]
-        if fold(old) != fold(client.nick or ""):
+        if skeleton(old) != skeleton(client.nick or ""):
             ops.append(self._give_back(old))
         self._send("nick", {"old": old, "new": client.nick}, *ops)
 
@@ -454,7 +455,7 @@ class Cluster:
         for session in sessions:
             nick = session.nick or ""
             if not self._claim(
-                keys=[self._key("nick", fold(nick))], args=[self.node, int(self.lease * 1000)]
+                keys=[self._key("nick", skeleton(nick))], args=[self.node, int(self.lease * 1000)]
             ):
                 with self._lock:
                     self.nick_conflicts += 1
@@ -649,7 +650,7 @@ class Cluster:
         nicks = [s.nick for s in self._server.hub.sessions() if s.nick]
         for nick in nicks:
             self._claim(
-                keys=[self._key("nick", fold(nick))], args=[self.node, lease_ms], client=pipe
+                keys=[self._key("nick", skeleton(nick))], args=[self.node, lease_ms], client=pipe
             )
         results = pipe.execute()
         conflicts = sum(1 for took in results[1:] if not took)
