@@ -428,10 +428,15 @@ class Hub:
     def set_topic(self, session: Session, room: str, text: str) -> None:
         """Set the topic of ``room`` (a member only; ``""`` clears it) and send the
         ``topic`` frame to every member. Raises :class:`CommandError` ``not_in_room``,
-        or ``bad_text`` for a topic over 390 characters or of several lines."""
+        ``bad_text`` for a topic over 390 characters or of several lines, or a
+        plugin's refusal (``chatkit_allow_topic``); then runs ``chatkit_on_topic``."""
         text = text.strip()
         if len(text) > MAX_TOPIC or "\n" in text:
             raise CommandError(f"a topic is one line of at most {MAX_TOPIC} characters", "bad_text")
+        self._member_room(session, room)
+        self._check(
+            self.hooks.first("chatkit_allow_topic", _reject, client=session, room=room, topic=text)
+        )
         with self._lock:
             name = session.rooms.get(_key(room))
             if name is None:
@@ -441,6 +446,26 @@ class Hub:
             found.topic = fields if text else None
             wake = self._fanout(Frame("topic", **fields), found.members.values())
         self._wake_if(wake)
+        self.hooks.notify("chatkit_on_topic", client=session, room=name, topic=dict(fields))
+
+    def restore_topic(self, room: str, topic: dict[str, str]) -> bool:
+        """Give ``room``, which has no topic, ``topic`` (``{"topic", "nick", "ts"}``: a
+        topic a plugin kept, who set it and when) and send the ``topic`` frame to its
+        members. For plugins that keep topics across restarts (``moderation``); False
+        (nothing changes) if there is no such room or it has a topic already."""
+        text = str(topic.get("topic", "")).strip()
+        if not text or len(text) > MAX_TOPIC or "\n" in text:
+            return False
+        with self._lock:
+            found = self._rooms.get(_key(room))
+            if found is None or found.topic is not None:
+                return False
+            nick, ts = str(topic.get("nick") or ""), str(topic.get("ts") or utc_now())
+            fields = {"room": found.name, "topic": text, "nick": nick, "ts": ts}
+            found.topic = fields
+            wake = self._fanout(Frame("topic", **fields), found.members.values())
+        self._wake_if(wake)
+        return True
 
     def _admit(self, session: Session, room: str) -> bool | None:
         """Deliver a join: add ``session`` to ``room`` and queue the ``join`` to every
@@ -653,15 +678,21 @@ class Hub:
         """
         self._lanes.settle(session)
 
-    def announce(self, text: str, room: str | None = None) -> None:
-        """Send a ``notice`` to everyone in ``room``, or to everyone if ``room`` is None."""
+    def announce(self, text: str, room: str | None = None, **fields: Any) -> None:
+        """Send a ``notice`` to everyone in ``room``, or to everyone if ``room`` is None.
+
+        ``fields`` are added to the frame (with ``room``, if there are any): what a
+        face may render otherwise (the IRC face shows a notice with ``mode``, ``arg``
+        and ``by`` as ``MODE``)."""
         with self._lock:
             if room is None:
                 members: Iterable[Session] = [s for s in self._sessions.values() if s.welcomed]
             else:
                 found = self._rooms.get(_key(room))
                 members = [] if found is None else list(found.members.values())
-            wake = self._fanout(Frame("notice", text=text), members)
+            if fields and room is not None:
+                fields["room"] = found.name if found is not None else room
+            wake = self._fanout(Frame("notice", text=text, **fields), members)
         self._wake_if(wake)
 
     # -- helpers -------------------------------------------------------------------

@@ -71,8 +71,26 @@ MAX_TARGETS = 4  # targets of one PRIVMSG or NOTICE (ISUPPORT TARGMAX); more are
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
 MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
-CHAN_MODES = "+n"  # what every chat room is, in IRC's terms: no messages from outside (and,
-# no +t, any member sets the topic)
+CHAN_MODES = "n"  # what every chat room is, in IRC's terms: no messages from outside (and,
+# without moderation, no +t: any member sets the topic)
+FLAG_MODES = {"invite_only": "i", "moderated": "m", "topic_ops": "t", "locked": "M"}
+"""The ``flags`` of the moderation plugin's ``modes`` frame as channel modes."""
+MODE_COMMANDS = {
+    "+o": "op",
+    "-o": "deop",
+    "+b": "ban",
+    "-b": "unban",
+    "+i": "inviteonly {room} on",
+    "-i": "inviteonly {room} off",
+    "+m": "moderated {room} on",
+    "-m": "moderated {room} off",
+    "+t": "topicops {room} on",
+    "-t": "topicops {room} off",
+    "+M": "lock {room}",
+    "-M": "unlock {room}",
+}
+"""A channel mode change and the moderation plugin's chat command for it (``o`` and
+``b`` take an argument: ``/op #room NICK``)."""
 # mIRC formatting (bold, colours, italics, reverse, reset ...): stripped from what IRC
 # users say, since the other faces' clients would show them as U+FFFD.
 _FORMATTING = re.compile(
@@ -131,7 +149,7 @@ class IrcFace:
             # chatkit folds nicks with Unicode case folding: for ASCII nicks that is
             # "ascii" ([ and { differ), and clients know no better name for the rest.
             "CASEMAPPING=ascii",
-            "CHANMODES=,,,nt",
+            "CHANMODES=b,,,iMmnt" if moderation_on(hub) else "CHANMODES=,,,nt",
             f"CHANNELLEN={limits.max_room}",
             "CHANTYPES=#",
             f"NETWORK={self.network}",
@@ -159,6 +177,11 @@ class IrcFace:
 def history_on(hub: Hub) -> bool:
     """Whether the history plugin (or one like it) answers ``history`` requests."""
     return hub.commands.get("history") is not None
+
+
+def moderation_on(hub: Hub) -> bool:
+    """Whether the moderation plugin (or one with its commands) is on: ``MODE`` changes."""
+    return hub.commands.get("op") is not None and hub.commands.get("topicops") is not None
 
 
 def history_limit(hub: Hub) -> int:
@@ -211,6 +234,7 @@ class IrcChannel:
         link.codec = face.codecs.get(self._style)  # fan-outs encode in it from the start
         self._multiline: _Multiline | None = None  # a draft/multiline batch coming in
         self._dropping: str | None = None  # a refused batch's reference: its lines are dropped
+        self._asked_modes: str | None = None  # "modes" or "bans": a MODE query being answered
         self.modes: set[str] = set()
         """The client's user modes (only ``i``, which changes nothing here)."""
         session.data["irc"] = {"realname": "", "away": None}
@@ -219,6 +243,8 @@ class IrcChannel:
 
     def encode(self, frame: Frame) -> bytes:
         with self._send_lock:
+            if frame.type == "modes":  # the moderation plugin's answer to a MODE query
+                frame = Frame("irc", messages=self._mode_lines(frame))
             data = self.protocol.send(frame)
             if frame.type == "join" and "members" in frame.fields:
                 # The client's own join: the topic follows its names list, if set.
@@ -627,14 +653,14 @@ class IrcChannel:
                 return
             room = self._room_name(target)
             if len(params) == 1:
-                self.send(
-                    Message(n.RPL_CHANNELMODEIS, (room, CHAN_MODES)),
-                    Message(n.RPL_CREATIONTIME, (room, str(int(self.face.started)))),
-                )
-            elif params[1].lstrip("+") in ("b", ""):
-                self.send(Message(n.RPL_ENDOFBANLIST, (room, "End of channel ban list")))
-            else:
+                self._ask_modes(room, "modes")
+                self.send(Message(n.RPL_CREATIONTIME, (room, str(int(self.face.started)))))
+            elif params[1].lstrip("+") in ("b", "") and len(params) == 2:
+                self._ask_modes(room, "bans")
+            elif not moderation_on(self.hub):
                 self.send(Message(n.ERR_CHANOPRIVSNEEDED, (room, "You're not channel operator")))
+            else:
+                self.channel_mode(room, params[1], list(params[2:]))
             return
         if names.fold(target) != names.fold(self.protocol.nick):
             self.send(Message(n.ERR_USERSDONTMATCH, ("Cant change mode for other users",)))
@@ -661,6 +687,59 @@ class IrcChannel:
             self.send(Message("MODE", (self.protocol.nick, change), self._source()))
         if unknown:
             self.send(Message(n.ERR_UMODEUNKNOWNFLAG, ("Unknown MODE flag",)))
+
+    def _ask_modes(self, room: str, what: str) -> None:
+        """Answer ``MODE #room`` (``324``) or ``MODE #room b`` (``367``, ``368``) from the
+        moderation plugin's ``modes`` frame; without one, from what every room is."""
+        with self._send_lock:
+            self._asked_modes = what
+        try:
+            self.hub.request(self.session, Request("modes", {"room": room}))
+        except CommandError:  # no plugin keeps modes
+            self.send(*self._mode_lines(Frame("modes", room=room, flags=[], bans=[])))
+        finally:
+            with self._send_lock:
+                self._asked_modes = None
+
+    def _mode_lines(self, frame: Frame) -> list[Message]:
+        """The lines of a ``modes`` frame for the query being answered. Under the send lock."""
+        room = str(frame.fields.get("room", "*"))
+        if self._asked_modes == "bans":
+            bans = frame.fields.get("bans") or []
+            lines = [Message(n.RPL_BANLIST, (room, str(mask))) for mask in bans]
+            return [*lines, Message(n.RPL_ENDOFBANLIST, (room, "End of channel ban list"))]
+        flags = frame.fields.get("flags") or []
+        letters = "".join(sorted(CHAN_MODES + "".join(FLAG_MODES.get(f, "") for f in flags)))
+        return [Message(n.RPL_CHANNELMODEIS, (room, "+" + letters))]
+
+    def channel_mode(self, room: str, changes: str, args: list[str]) -> None:
+        """``MODE #room +o-b+imtM nick mask``: each change is the moderation plugin's
+        chat command (``/op #room nick``...), whose announcement every member sees (IRC
+        clients as ``MODE``); a refusal is its numeric (``482``), an unknown mode ``472``."""
+        self._input(f"/mode {room} {changes}")
+        sign = "+"
+        for char in changes:
+            if char in "+-":
+                sign = char
+                continue
+            command = MODE_COMMANDS.get(sign + char)
+            if command is None:
+                if char != "n":  # +n: every room is; -n cannot be
+                    self.send(Message(n.ERR_UNKNOWNMODE, (char, "is unknown mode char to me")))
+                continue
+            arg = ""
+            if char in "ob":
+                if not args:
+                    if char == "b":
+                        self._ask_modes(room, "bans")
+                    continue  # +o without a nick: nothing to do (as IRC servers do)
+                arg = args.pop(0)
+            line = f"/{command.format(room=room)}" if not arg else f"/{command} {room} {arg}"
+            try:
+                self.hub.run_command(self.session, line, room)
+            except CommandError as exc:
+                target = arg if exc.code == "no_such_nick" else room
+                self.fail("MODE", target, exc)
 
     def _source(self) -> str:
         nick = self.protocol.nick

@@ -525,6 +525,7 @@ class IrcProtocol:
                 "not_stored",
                 "bad_text",
                 "muted",
+                "moderated",
                 "room_locked",
             )
         ):

@@ -214,6 +214,11 @@ def render(
         if kind == "topic":
             topic = (fields["room"], _safe(str(fields["topic"])))
             return [Message("TOPIC", topic, source(fields["nick"]), all_tags)]
+        if kind == "notice" and fields.get("mode") and fields.get("room"):
+            # A moderation action (hub.announce with IRC's terms for it): MODE.
+            mode = (str(fields["room"]), _safe(str(fields["mode"])))
+            arg = (_safe(str(fields["arg"])),) if fields.get("arg") else ()
+            return [Message("MODE", mode + arg, source(str(fields["by"])), all_tags)]
         if kind == "ping":
             return [Message("PING", (style.server,))]
         if kind == "pong":
