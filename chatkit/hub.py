@@ -415,13 +415,18 @@ class Hub:
         # Waits for the earlier messages, reads the replay, then delivers the join.
         return found.name if self._lanes.enter(entry, found.lane) else None
 
-    def part(self, session: Session, room: str, reason: str = "part") -> None:
-        """Leave ``room``; raises :class:`CommandError` ``not_in_room`` if not a member."""
+    def part(
+        self, session: Session, room: str, reason: str = "part", *, by: str | None = None
+    ) -> None:
+        """Leave ``room``; raises :class:`CommandError` ``not_in_room`` if not a member.
+
+        ``by``: the nick of the operator who removed ``session`` (a kick), which the
+        ``leave`` frame carries (IRC clients see ``KICK``)."""
         with self._lock:
             name = session.rooms.get(_key(room))
             if name is None:
                 raise CommandError(f"you are not in {room}", "not_in_room")
-            wake = self._leave(session, name, reason, announce=True, tell_self=True)
+            wake = self._leave(session, name, reason, announce=True, tell_self=True, by=by)
         self._wake_if(wake)
         self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason)
 
@@ -535,7 +540,14 @@ class Hub:
             del self._room_skeletons[skeleton]
 
     def _leave(
-        self, session: Session, name: str, reason: str, *, announce: bool, tell_self: bool = False
+        self,
+        session: Session,
+        name: str,
+        reason: str,
+        *,
+        announce: bool,
+        tell_self: bool = False,
+        by: str | None = None,
     ) -> bool:
         """Remove ``session`` from room ``name``; queue the ``leave`` to who should see it."""
         assert self._lock.locked()
@@ -548,7 +560,10 @@ class Hub:
             self._forget_room(room)
         wake = False
         if announce:
-            frame = Frame("leave", room=name, nick=session.nick, ts=utc_now(), reason=reason)
+            kicked = {} if by is None else {"by": by}
+            frame = Frame(
+                "leave", room=name, nick=session.nick, ts=utc_now(), reason=reason, **kicked
+            )
             wake = self._fanout(frame, room.members.values())
             if tell_self:
                 wake |= session.push(frame)

@@ -33,6 +33,14 @@ def start(moderation: bool = True, history_db: str | None = None) -> Server:
     )
 
 
+def first(client: IrcClient, nick: str = "ann") -> list[str]:
+    """Register the first client, which is an operator of #general: its lines up to
+    the notice saying so (sent after the join: before it, a second client could join
+    first and the room would have no operator)."""
+    lines = client.register(nick)
+    return lines + client.until("you are an operator of #general")
+
+
 @pytest.fixture
 def server() -> Iterator[Server]:
     with start() as server:
@@ -42,7 +50,7 @@ def server() -> Iterator[Server]:
 def test_mode_query_reflects_the_rooms_modes(server: Server) -> None:
     """ISUPPORT CHANMODES names b and iMmnt; MODE #room is 324 +n then the flags set."""
     with IrcClient(server.addresses["irc"]) as ann:
-        lines = ann.register("ann")
+        lines = first(ann)
         assert any("CHANMODES=b,,,iMmnt" in line for line in lines)
         ann.send("MODE #general")
         ann.expect(f":{SERVER} 324 ann #general +n")
@@ -69,7 +77,7 @@ def test_op_and_deop_reach_every_face(server: Server) -> None:
         IrcClient(server.addresses["irc"]) as bob,
         ChatClient(server.addresses["line"]) as jay,
     ):
-        ann.register("ann")
+        first(ann)
         bob.register("bob")
         jay.login("jay")
         bob.send("MODE #general +o bob")
@@ -95,7 +103,7 @@ def test_bans_and_the_ban_list(server: Server) -> None:
     """MODE +b mask bans (a banned JOIN is 474); MODE #room b and +b list the bans
     (367 each, 368); -b lifts it."""
     with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
-        ann.register("ann")
+        first(ann)
         ann.send("JOIN #den")
         ann.expect(f":{SERVER} 366 ann #den ")
         bob.register("bob")
@@ -108,8 +116,8 @@ def test_bans_and_the_ban_list(server: Server) -> None:
         ann.send("MODE #den +b")
         lines = ann.until(" 368 ")
         assert [line for line in lines if " 367 " in line] == [
-            f":{SERVER} 367 ann #den :*!*@203.0.113.*",
-            f":{SERVER} 367 ann #den :bob!*@*",
+            f":{SERVER} 367 ann #den *!*@203.0.113.*",
+            f":{SERVER} 367 ann #den bob!*@*",
         ]
         bob.send("JOIN #den")
         bob.expect(f":{SERVER} 474 bob #den :")
@@ -123,7 +131,7 @@ def test_invite_only_moderated_and_topic_modes(server: Server) -> None:
     """+i: a JOIN is 473 until INVITE; +m: only operators speak (404 for the others);
     +t: only operators set the topic (482); -t: anyone again."""
     with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
-        ann.register("ann")
+        first(ann)
         ann.send("JOIN #den")
         ann.expect(f":{SERVER} 366 ann #den ")
         bob.register("bob")
@@ -132,7 +140,7 @@ def test_invite_only_moderated_and_topic_modes(server: Server) -> None:
         bob.send("JOIN #den")
         bob.expect(f":{SERVER} 473 bob #den :")
         ann.send("INVITE bob #den")
-        bob.expect("ann invites you to #den")
+        bob.expect(":ann!ann@chatkit INVITE bob #den")
         bob.send("JOIN #den")
         bob.expect(":bob!bob@chatkit JOIN #den")
         ann.send("MODE #den +mt")
@@ -213,3 +221,32 @@ def test_topics_survive_a_restart_with_moderation(tmp_path: Path) -> None:
         cat.expect("join", room="#den")
         cat.say("/topic #den")
         assert cat.expect("reply", command="topic")["text"] == "#den has no topic"
+
+
+def test_kick_is_a_kick_line(server: Server) -> None:
+    """KICK #room nick :reason: every IRC member (the kicked one too) sees KICK from the
+    operator with the reason (not a PART, not the notice); JSON clients get the leave
+    with by and the notice; a nick not in the room is 441, a non-operator's KICK 482."""
+    with (
+        IrcClient(server.addresses["irc"]) as ann,
+        IrcClient(server.addresses["irc"]) as bob,
+        ChatClient(server.addresses["line"]) as jay,
+    ):
+        first(ann)
+        bob.register("bob")
+        jay.login("jay")
+        bob.send("KICK #general jay :no")
+        bob.expect(f":{SERVER} 482 bob #general :")
+        ann.send("JOIN #den")
+        ann.expect(f":{SERVER} 366 ann #den ")
+        ann.send("KICK #den bob :not here")
+        ann.expect(f":{SERVER} 441 ann bob #den :")
+        ann.send("KICK #general bob :spamming")
+        bob.expect(":ann!ann@chatkit KICK #general bob :spamming")
+        lines = ann.until(":ann!ann@chatkit KICK #general bob :spamming")
+        assert not [line for line in lines if "NOTICE" in line or "PART" in line]
+        jay.expect("notice", text="ann kicked bob: spamming")
+        frame = jay.expect("leave", nick="bob")
+        assert (frame["reason"], frame["by"]) == ("kicked by ann: spamming", "ann")
+        ann.send("KICK #general jay")
+        ann.expect(":ann!ann@chatkit KICK #general jay :ann")

@@ -125,7 +125,7 @@ def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_clien
 
 
 def test_irc_kick_ban_and_mute_numerics() -> None:
-    """On IRC, KICK #room nick :reason kicks; a non-operator's gets 482; joining a room
+    """On IRC, KICK #room nick :reason kicks (the kicked client sees KICK); a non-operator's gets 482; joining a room
     that bans you is 474; speaking where you are muted is 404."""
     from test_irc_face import SERVER, IrcClient
 
@@ -147,7 +147,7 @@ def test_irc_kick_ban_and_mute_numerics() -> None:
         bob.send("PRIVMSG #general :hello?")
         bob.expect(" 404 ")
         ann.say("/kick bob go away")
-        bob.expect("PART #general")
+        bob.expect(":ann!ann@chatkit KICK #general bob :go away")
         ann.say("/ban bob")
         ann.expect("notice", text_contains="banned")
         bob.send("JOIN #general")

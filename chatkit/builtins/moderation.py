@@ -437,10 +437,18 @@ class Moderation:
         nick, reason = words[0], " ".join(words[1:])
         target = self._target(ctx, nick)
         if fold(room) not in target.rooms:
-            raise CommandError(f"{target.nick} is not in {room}", "not_in_room")
-        self._act(ctx, room, f"kicked {target.nick}" + (f": {reason}" if reason else ""))
+            raise CommandError(
+                f"{target.nick} is not in {room}", "not_in_room", target=room, nick=target.nick
+            )
+        # IRC members see the KICK instead (the leave's "by"): the notice says "kicked".
+        text = f"{ctx.client.nick} kicked {target.nick}" + (f": {reason}" if reason else "")
+        log.info("%s in %s: %s", ctx.client.nick, room, text)
+        ctx.hub.announce(text, room, kicked=target.nick or "", by=ctx.client.nick or "")
         ctx.hub.part(
-            target, room, f"kicked by {ctx.client.nick}" + (f": {reason}" if reason else "")
+            target,
+            room,
+            f"kicked by {ctx.client.nick}" + (f": {reason}" if reason else ""),
+            by=ctx.client.nick,
         )
 
     def _masks(self, ctx: CommandContext, table: str, add: bool, what: str) -> None:
@@ -479,7 +487,9 @@ class Moderation:
             raise ctx.usage_error()
         target = self._target(ctx, nicks[0])
         self._store.add("invites", fold(room), fold(full_mask(target.nick or "")))
-        target.notice(f"{ctx.client.nick} invites you to {room}: /join {room}")
+        text = f"{ctx.client.nick} invites you to {room}: /join {room}"
+        # invite and by: the IRC face shows it as INVITE.
+        target.send(Frame("notice", text=text, invite=room, by=ctx.client.nick or ""))
         self._act(ctx, room, f"invited {target.nick}")
 
     def inviteonly(self, ctx: CommandContext) -> None:

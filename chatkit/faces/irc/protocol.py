@@ -432,6 +432,9 @@ class IrcProtocol:
             if kind == "nick":
                 self.nick = str(fields["new"])
                 return render(frame, self.style)
+            if kind == "notice" and fields.get("invite") and fields.get("by"):
+                invite = (self.nick, str(fields["invite"]))
+                return [Message("INVITE", invite, source(str(fields["by"])))]
             if kind == "notice":
                 return self._notice(str(fields["text"]))
             if kind == "error":
@@ -530,6 +533,10 @@ class IrcProtocol:
             )
         ):
             return [Message(n.ERR_CANNOTSENDTOCHAN, (target, text))]
+        if code == "not_in_room" and fields.get("nick") and isinstance(target, str) and target:
+            # Someone else is not in the room (KICK): 441, not 442.
+            nick = str(fields["nick"])
+            return [Message(n.ERR_USERNOTINCHANNEL, (nick, target, text))]
         numeric = n.ERROR_CODES.get(code)
         if numeric in (n.RPL_TRYAGAIN, n.ERR_UNKNOWNCOMMAND) and command:
             return [Message(numeric, (str(command), text))]

@@ -51,7 +51,9 @@ USER_HOST = "chatkit"  # the host part of every nick!user@host: one network, no 
 MAX_CODECS = 64  # codecs a face keeps: 2**4 capability sets for each server name; a bound
 # only against a misuse that would make a new style per connection.
 # Commands whose last parameter is a token, not text: written without a ":" if it can be.
-_TOKEN_LAST = frozenset({"JOIN", "NICK", "MODE", "BATCH", "004", "221", "324", "329"})
+_TOKEN_LAST = frozenset(
+    {"JOIN", "NICK", "MODE", "BATCH", "INVITE", "004", "221", "324", "329", "367"}
+)
 _UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
 
 
@@ -207,6 +209,14 @@ def render(
                 reason = ""  # the chat's default reason: IRC shows none
             if fields.get("rooms") is not None:  # left the chat: once, for every room shared
                 return [Message("QUIT", (reason or "quit",), source(fields["nick"]), all_tags)]
+            if fields.get("by"):  # kicked by an operator
+                by = str(fields["by"])
+                for prefix in (f"kicked by {by}: ", f"kicked by {by}"):
+                    if reason.startswith(prefix):
+                        reason = reason[len(prefix) :]
+                        break
+                kick = (fields["room"], fields["nick"], reason or by)
+                return [Message("KICK", kick, source(by), all_tags)]
             params = (fields["room"], reason) if reason else (fields["room"],)
             return [Message("PART", params, source(fields["nick"]), all_tags)]
         if kind == "nick":
@@ -214,6 +224,8 @@ def render(
         if kind == "topic":
             topic = (fields["room"], _safe(str(fields["topic"])))
             return [Message("TOPIC", topic, source(fields["nick"]), all_tags)]
+        if kind == "notice" and fields.get("kicked"):
+            return []  # a kick's announcement: IRC clients see the KICK (a leave with "by")
         if kind == "notice" and fields.get("mode") and fields.get("room"):
             # A moderation action (hub.announce with IRC's terms for it): MODE.
             mode = (str(fields["room"]), _safe(str(fields["mode"])))
