@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import itertools
 import logging
 import re
 import threading
@@ -234,6 +235,7 @@ class IrcChannel:
         link.codec = face.codecs.get(self._style)  # fan-outs encode in it from the start
         self._multiline: _Multiline | None = None  # a draft/multiline batch coming in
         self._dropping: str | None = None  # a refused batch's reference: its lines are dropped
+        self._target_batches = itertools.count(1)  # CHATHISTORY TARGETS batch references
         self._asked_modes: str | None = None  # "modes" or "bans": a MODE query being answered
         self.modes: set[str] = set()
         """The client's user modes (only ``i``, which changes nothing here)."""
@@ -245,6 +247,8 @@ class IrcChannel:
         with self._send_lock:
             if frame.type == "modes":  # the moderation plugin's answer to a MODE query
                 frame = Frame("irc", messages=self._mode_lines(frame))
+            elif frame.type == "history_targets":  # the history plugin's, to TARGETS
+                frame = Frame("irc", messages=self._target_lines(frame))
             data = self.protocol.send(frame)
             if frame.type == "join" and "members" in frame.fields:
                 # The client's own join: the topic follows its names list, if set.
@@ -800,6 +804,9 @@ class IrcChannel:
             self.send(Message(n.ERR_UNKNOWNCOMMAND, ("CHATHISTORY", "Unknown command")))
             return
         sub = params[0].upper() if params else "*"
+        if sub == "TARGETS":
+            self.chathistory_targets(params[1:])
+            return
         wanted = {"LATEST": 3, "BEFORE": 3, "AFTER": 3, "AROUND": 3, "BETWEEN": 4}
         if sub not in wanted:
             self._fail("INVALID_PARAMS", sub, text="Unknown CHATHISTORY subcommand")
@@ -851,6 +858,55 @@ class IrcChannel:
         finally:
             with self._send_lock:
                 self.protocol.expect_history(None)  # answered (or refused): no batch pending
+
+    def chathistory_targets(self, params: tuple[str, ...]) -> None:
+        """``CHATHISTORY TARGETS timestamp=A timestamp=B limit``: the rooms the client
+        is in and its private conversations with messages between A and B (both
+        included), each with its latest message's time, in a
+        ``draft/chathistory-targets`` batch, oldest first; at most ``limit`` of them,
+        counted from A (the earliest if A is before B, else the latest)."""
+        if len(params) < 3:
+            self._fail("NEED_MORE_PARAMS", "TARGETS", text="Missing parameters")
+            return
+        try:
+            if not all(p.startswith("timestamp=") for p in params[:2]):
+                raise ValueError(params[0] if not params[0].startswith("timestamp=") else params[1])
+            first, second = _point(params[0]), _point(params[1])
+            limit = int(params[2]) if params[2].isdigit() else 0
+            if limit < 1:
+                raise ValueError(params[2])
+        except ValueError as exc:
+            self._fail("INVALID_PARAMS", "TARGETS", str(exc), text="Invalid timestamp or limit")
+            return
+        low, high = min(first[0], second[0]), max(first[1], second[1])
+        fields = {
+            "after": low - 1,
+            "before": high + 1,
+            "limit": min(limit, history_limit(self.hub)),
+            "oldest": first[0] <= second[0],
+        }
+        request = Request("history_targets", fields)
+        try:
+            self.hub.allow_input(self.session, request)
+            self.hub.request(self.session, request)
+        except CommandError as exc:
+            self._fail("MESSAGE_ERROR", "TARGETS", "*", text=exc.text)
+
+    def _target_lines(self, frame: Frame) -> list[Message]:
+        """The ``CHATHISTORY TARGETS`` lines of a ``history_targets`` frame (in a batch
+        if the client negotiated ``batch``). Under the send lock."""
+        server = self.face.server_name
+        batch = "batch" in self.protocol.caps
+        ref = f"t{next(self._target_batches)}"
+        tags = {"batch": ref} if batch else {}
+        lines = [
+            Message("CHATHISTORY", ("TARGETS", str(t["target"]), str(t["ts"])), server, tags)
+            for t in frame.fields.get("targets") or []
+        ]
+        if batch:
+            start = Message("BATCH", (f"+{ref}", "draft/chathistory-targets"), server)
+            lines = [start, *lines, Message("BATCH", (f"-{ref}",), server)]
+        return lines
 
     def _fail(self, code: str, *context: str, text: str) -> None:
         """A ``FAIL CHATHISTORY`` standard reply."""

@@ -52,7 +52,7 @@ MAX_CODECS = 64  # codecs a face keeps: 2**4 capability sets for each server nam
 # only against a misuse that would make a new style per connection.
 # Commands whose last parameter is a token, not text: written without a ":" if it can be.
 _TOKEN_LAST = frozenset(
-    {"JOIN", "NICK", "MODE", "BATCH", "INVITE", "004", "221", "324", "329", "367"}
+    {"JOIN", "NICK", "MODE", "BATCH", "INVITE", "CHATHISTORY", "004", "221", "324", "329", "367"}
 )
 _UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
 
