@@ -274,10 +274,32 @@ class Hub:
         self._check(result)
 
     def run_command(self, session: Session, text: str, room: str | None) -> None:
-        """Run the command line ``text`` (``/name args``) typed by ``session``."""
+        """Run the command line ``text`` (``/name args``) typed by ``session``.
+
+        If the command changed the session's account (``/identify``, ``/logout``...),
+        everyone who shares a room with it, and itself, gets an ``account`` frame."""
         name, args = split_command(text)
         ctx = CommandContext(session, name, args, room or session.current_room, self)
-        self.commands.dispatch(ctx)
+        before = session.account
+        try:
+            self.commands.dispatch(ctx)
+        finally:
+            if session.account != before and session.welcomed:
+                self._account_changed(session)
+
+    def _account_changed(self, session: Session) -> None:
+        """Tell ``session`` and everyone who shares a room with it its account now."""
+        with self._lock:
+            if session.nick is None:
+                return
+            seen: dict[int, Session] = {session.id: session}
+            for key in session.rooms:
+                found = self._rooms.get(key)
+                if found is not None:
+                    seen.update(found.members)
+            frame = Frame("account", nick=session.nick, account=session.account)
+            wake = self._fanout(frame, seen.values())
+        self._wake_if(wake)
 
     # -- login and logout -------------------------------------------------------
 
@@ -490,7 +512,7 @@ class Hub:
         session.rooms[_key(room)] = found.name
         session.current_room = found.name
         ts = utc_now()
-        frame = Frame("join", room=found.name, nick=session.nick, ts=ts)
+        frame = Frame("join", room=found.name, nick=session.nick, ts=ts, **_account(session))
         if not session.codec.join_members:
             # The joiner gets the frame everybody gets (one encoding per codec).
             others.append(session)
@@ -498,7 +520,9 @@ class Hub:
         # A face that lists the members with the join (IRC: the names list) gets its
         # own join alone, through its channel, naming them as of this very join.
         members = [member.nick for member in found.members.values()]
-        own = Frame("join", room=found.name, nick=session.nick, ts=ts, members=members)
+        own = Frame(
+            "join", room=found.name, nick=session.nick, ts=ts, members=members, **_account(session)
+        )
         self.deliveries += 1
         return self._fanout(frame, others) | session.push(own)
 
@@ -648,7 +672,7 @@ class Hub:
             message.id, message.ts = self._ids.next()
             self.messages += 1
             message.room = found.name
-            frame = message_frame(message)
+            frame = message_frame(message, **_account(session))
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
             entry = self._lanes.message(frame, defer=defer)
             wake = self._lanes.post(found.lane, entry)  # delivered now if born ready
@@ -674,7 +698,7 @@ class Hub:
             message.id, message.ts = self._ids.next()
             self.messages += 1
             message.to = target.nick
-            frame = message_frame(message)
+            frame = message_frame(message, **_account(session))
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
             parties = list({session.id: session, target.id: target}.values())
             entry = self._lanes.message(frame, parties)
@@ -754,6 +778,11 @@ class Hub:
     def _wake_if(self, wake: bool) -> None:
         if wake:
             self._outbox.wake()
+
+
+def _account(session: Session) -> dict[str, str]:
+    """The ``account`` field of the frames a session causes, if it is identified."""
+    return {} if session.account is None else {"account": session.account}
 
 
 def _room_key(room: Room) -> str:

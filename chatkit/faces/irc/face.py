@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "chatkit.local"  # the server's name in numerics, unless configured
 NETWORK_NAME = "chatkit"  # the network's name (001, NETWORK=), unless configured
+ACCOUNT_CAPS = ("account-notify", "account-tag", "extended-join")
+"""Offered when a plugin keeps accounts (the builtin ``accounts``)."""
 MAX_TARGETS = 4  # targets of one PRIVMSG or NOTICE (ISUPPORT TARGMAX); more are ignored
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
@@ -171,7 +173,9 @@ class IrcFace:
         multiline = f"{MULTILINE}=max-bytes={limits.max_line},max-lines={limits.max_message_lines}"
         history = (CHATHISTORY_CAP,) if history_on(hub) else ()
         # SASL is offered when a plugin keeps accounts (the builtin `accounts`).
-        sasl = ("sasl",) if any(True for _ in hub.hooks.impls("chatkit_authenticate")) else ()
+        accounts = any(True for _ in hub.hooks.impls("chatkit_authenticate"))
+        # With accounts: sasl, and who is identified as what (account-notify ...).
+        sasl = ("sasl", *ACCOUNT_CAPS) if accounts else ()
         return (*CAPABILITIES, *history, multiline, *sasl)
 
 
@@ -596,6 +600,8 @@ class IrcChannel:
         lines.append(Message(n.RPL_WHOISSERVER, (nick, self.face.server_name, "chatkit")))
         if info.get("oper"):
             lines.append(Message(n.RPL_WHOISOPERATOR, (nick, "is an IRC operator")))
+        if found.account is not None:
+            lines.append(Message(n.RPL_WHOISACCOUNT, (nick, found.account, "is logged in as")))
         if info.get("away"):
             lines.append(Message(n.RPL_AWAY, (nick, info["away"])))
         lines.append(Message(n.RPL_ENDOFWHOIS, (nick, "End of /WHOIS list.")))

@@ -501,7 +501,11 @@ class IrcProtocol:
 
     def _own_join(self, fields: dict[str, Any]) -> list[Message]:
         room = str(fields["room"])
-        lines = [Message("JOIN", (room,), source(self.nick))]
+        params: tuple[str, ...] = (room,)
+        if "extended-join" in self.caps:
+            realname = self._user[1] if self._user else self.nick
+            params += (str(fields.get("account") or "*"), realname)
+        lines = [Message("JOIN", params, source(self.nick))]
         lines += names_lines(self.server, self.nick, room, [str(m) for m in fields["members"]])
         return lines
 

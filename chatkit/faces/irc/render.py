@@ -42,13 +42,23 @@ __all__ = [
 
 MULTILINE = "draft/multiline"
 """The IRCv3 capability of multi-line messages as one batch (with ``batch``)."""
-BYTE_CAPS = frozenset({"message-tags", "server-time", "echo-message", MULTILINE})
+BYTE_CAPS = frozenset(
+    {
+        "message-tags",
+        "server-time",
+        "echo-message",
+        MULTILINE,
+        "account-tag",
+        "account-notify",
+        "extended-join",
+    }
+)
 """The capabilities that change what a fan-out sends a client (``echo-message``
 through :attr:`Codec.echo`): one codec per set of them in use. (``draft/multiline``
 counts only with ``batch``: the protocol leaves it out of a style without it.)"""
 USER_HOST = "chatkit"  # the host part of every nick!user@host: one network, no real hosts
 # shown (a fan-out's bytes may not depend on who sent, beyond the frame).
-MAX_CODECS = 64  # codecs a face keeps: 2**4 capability sets for each server name; a bound
+MAX_CODECS = 512  # codecs a face keeps: 2**7 capability sets for each server name; a bound
 # only against a misuse that would make a new style per connection.
 # Commands whose last parameter is a token, not text: written without a ":" if it can be.
 _TOKEN_LAST = frozenset(
@@ -103,6 +113,8 @@ _BREAKS = {0x00: " ", 0x0A: " ", 0x0D: " "}
 
 def _text_last(message: Message) -> bool:
     """Whether the last parameter of ``message`` is text (a lone PART's is a channel)."""
+    if message.command == "JOIN" and len(message.params) == 3:
+        return True  # extended-join: the realname is text
     if message.command in _TOKEN_LAST:
         return False
     return len(message.params) > 1 or message.command in ("QUIT", "ERROR", "PING")
@@ -134,6 +146,9 @@ def _tags(style: Style, frame: Frame, extra: dict[str, str] | None) -> dict[str,
         tags["time"] = fields["ts"]
     if style.tags and fields.get("id") is not None:
         tags["msgid"] = str(fields["id"])
+    account = fields.get("account")
+    if "account-tag" in style.caps and isinstance(account, str) and frame.type != "account":
+        tags["account"] = account
     if extra:
         tags.update(extra)
     return tags
@@ -202,7 +217,16 @@ def render(
         if kind == "private":
             return _privmsgs(style, frame, fields["from"], fields["to"], all_tags)
         if kind == "join":
-            return [Message("JOIN", (fields["room"],), source(fields["nick"]), all_tags)]
+            params: tuple[str, ...] = (fields["room"],)
+            if "extended-join" in style.caps:
+                # The account (or *) and the realname: the chat keeps none, the nick.
+                params += (str(fields.get("account") or "*"), str(fields["nick"]))
+            return [Message("JOIN", params, source(fields["nick"]), all_tags)]
+        if kind == "account":
+            if "account-notify" not in style.caps:
+                return []
+            account = str(fields.get("account") or "*")
+            return [Message("ACCOUNT", (account,), source(fields["nick"]), all_tags)]
         if kind == "leave":
             reason = _safe(str(fields.get("reason") or ""))
             if reason == "part":
