@@ -51,7 +51,9 @@ def test_mode_query_reflects_the_rooms_modes(server: Server) -> None:
     """ISUPPORT CHANMODES names b and iMmnt; MODE #room is 324 +n then the flags set."""
     with IrcClient(server.addresses["irc"]) as ann:
         lines = first(ann)
-        assert any("CHANMODES=b,,,iMmnt" in line for line in lines)
+        assert any("CHANMODES=bq,,,iMmnt" in line for line in lines)
+        assert lines[3].startswith(f":{SERVER} 004 ann {SERVER} ")
+        assert lines[3].split()[-3:] == ["i", "Mbimnoqt", "boq"]  # user, channel, with a param
         ann.send("MODE #general")
         ann.expect(f":{SERVER} 324 ann #general +n")
         ann.expect(f":{SERVER} 329 ann #general ")
@@ -167,6 +169,7 @@ def test_without_moderation_mode_changes_get_482() -> None:
     with start(moderation=False) as server, IrcClient(server.addresses["irc"]) as ann:
         lines = ann.register("ann")
         assert any("CHANMODES=,,,nt" in line for line in lines)
+        assert lines[3].split()[-2:] == ["i", "nt"]  # 004
         ann.send("MODE #general", "MODE #general b", "MODE #general +o ann")
         ann.expect(f":{SERVER} 324 ann #general +n")
         ann.expect(f":{SERVER} 368 ann #general :")
@@ -250,3 +253,24 @@ def test_kick_is_a_kick_line(server: Server) -> None:
         assert (frame["reason"], frame["by"]) == ("kicked by ann: spamming", "ann")
         ann.send("KICK #general jay")
         ann.expect(":ann!ann@chatkit KICK #general jay :ann")
+
+
+def test_quiet_list_is_the_mute_list(server: Server) -> None:
+    """+q mask / -q mask mute and unmute (solanum's quiet list): a quieted member's
+    PRIVMSG is 404; MODE #room q lists them (728 each, 729)."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        first(ann)
+        bob.register("bob")
+        ann.send("MODE #general +q bob")
+        bob.expect(":ann!ann@chatkit MODE #general +q bob!*@*")
+        bob.send("PRIVMSG #general :hello?")
+        bob.expect(f":{SERVER} 404 bob #general :")
+        ann.send("MODE #general q")
+        assert ann.until(" 729 ")[-2:] == [
+            f":{SERVER} 728 ann #general q bob!*@*",
+            f":{SERVER} 729 ann #general q :End of channel quiet list",
+        ]
+        ann.send("MODE #general -q bob")
+        bob.expect(":ann!ann@chatkit MODE #general -q bob!*@*")
+        bob.send("PRIVMSG #general :thanks")
+        ann.expect(":bob!bob@chatkit PRIVMSG #general :thanks")

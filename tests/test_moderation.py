@@ -67,7 +67,9 @@ def test_ban_and_mute(chat_server_factory: Factory, chat_client: Connect) -> Non
 def test_op_and_deop(chat_server_factory: Factory, chat_client: Connect) -> None:
     """/op makes another member an operator; /deop takes it back."""
     server = chat_server_factory(config=moderated(), disable=["flood"])
-    ann, bob = chat_client(server, "ann"), chat_client(server, "bob")
+    ann = chat_client(server, "ann")
+    ann.expect("notice", text="you are an operator of #general")  # before bob joins
+    bob = chat_client(server, "bob")
     carol = chat_client(server, "carol")
     ann.say("/op bob")
     ann.expect("notice", text="ann made bob an operator")
@@ -139,6 +141,7 @@ def test_irc_kick_ban_and_mute_numerics() -> None:
     )
     with server, ChatClient(server.address) as ann, IrcClient(server.addresses["irc"]) as bob:
         ann.login("ann")
+        ann.expect("notice", text="you are an operator of #general")  # before bob joins
         bob.register("bob")
         bob.send("KICK #general ann :no")
         assert "482" in bob.expect(" 482 ")

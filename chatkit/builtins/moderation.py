@@ -319,6 +319,7 @@ class Moderation:
                 room=room,
                 flags=[name for flag, name in FLAG_NAMES.items() if flag in flags],
                 bans=list(self._store.rows("bans", key)),
+                mutes=list(self._store.rows("mutes", key)),
             )
         )
         return True
@@ -452,7 +453,8 @@ class Moderation:
         )
 
     def _masks(self, ctx: CommandContext, table: str, add: bool, what: str) -> None:
-        mode = ("+" if add else "-") + "b" if table == "bans" else ""
+        letter = {"bans": "b", "mutes": "q"}[table]
+        mode = ("+" if add else "-") + letter
         words = ctx.args.split()
         room = self._room(ctx, words)
         if len(words) != 1:

@@ -83,6 +83,8 @@ MODE_COMMANDS = {
     "-o": "deop",
     "+b": "ban",
     "-b": "unban",
+    "+q": "mute",
+    "-q": "unmute",
     "+i": "inviteonly {room} on",
     "-i": "inviteonly {room} off",
     "+m": "moderated {room} on",
@@ -152,7 +154,7 @@ class IrcFace:
             # chatkit folds nicks with Unicode case folding: for ASCII nicks that is
             # "ascii" ([ and { differ), and clients know no better name for the rest.
             "CASEMAPPING=ascii",
-            "CHANMODES=b,,,iMmnt" if moderation_on(hub) else "CHANMODES=,,,nt",
+            "CHANMODES=bq,,,iMmnt" if moderation_on(hub) else "CHANMODES=,,,nt",
             f"CHANNELLEN={limits.max_room}",
             "CHANTYPES=#",
             f"NETWORK={self.network}",
@@ -667,6 +669,8 @@ class IrcChannel:
                 self.send(Message(n.RPL_CREATIONTIME, (room, str(int(self.face.started)))))
             elif params[1].lstrip("+") in ("b", "") and len(params) == 2:
                 self._ask_modes(room, "bans")
+            elif params[1].lstrip("+") == "q" and len(params) == 2:
+                self._ask_modes(room, "mutes")
             elif not moderation_on(self.hub):
                 self.send(Message(n.ERR_CHANOPRIVSNEEDED, (room, "You're not channel operator")))
             else:
@@ -718,6 +722,11 @@ class IrcChannel:
             bans = frame.fields.get("bans") or []
             lines = [Message(n.RPL_BANLIST, (room, str(mask))) for mask in bans]
             return [*lines, Message(n.RPL_ENDOFBANLIST, (room, "End of channel ban list"))]
+        if self._asked_modes == "mutes":  # the quiet list, as solanum (charybdis) has it
+            mutes = frame.fields.get("mutes") or []
+            lines = [Message(n.RPL_QUIETLIST, (room, "q", str(mask))) for mask in mutes]
+            end = Message(n.RPL_ENDOFQUIETLIST, (room, "q", "End of channel quiet list"))
+            return [*lines, end]
         flags = frame.fields.get("flags") or []
         letters = "".join(sorted(CHAN_MODES + "".join(FLAG_MODES.get(f, "") for f in flags)))
         return [Message(n.RPL_CHANNELMODEIS, (room, "+" + letters))]
@@ -738,10 +747,10 @@ class IrcChannel:
                     self.send(Message(n.ERR_UNKNOWNMODE, (char, "is unknown mode char to me")))
                 continue
             arg = ""
-            if char in "ob":
+            if char in "obq":
                 if not args:
-                    if char == "b":
-                        self._ask_modes(room, "bans")
+                    if char in "bq":
+                        self._ask_modes(room, "bans" if char == "b" else "mutes")
                     continue  # +o without a nick: nothing to do (as IRC servers do)
                 arg = args.pop(0)
             line = f"/{command.format(room=room)}" if not arg else f"/{command} {room} {arg}"

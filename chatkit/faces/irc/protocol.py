@@ -464,12 +464,21 @@ class IrcProtocol:
                 n.RPL_YOURHOST, (f"Your host is {self.server}, running version {self.version}",)
             ),
             Message(n.RPL_CREATED, (f"This server was created {self.created}",)),
-            Message(n.RPL_MYINFO, (self.server, self.version, "i", "nt")),
+            Message(n.RPL_MYINFO, (self.server, self.version, "i", *self._chanmodes())),
         ]
         for start in range(0, len(self.isupport), ISUPPORT_PER_LINE):
             tokens = self.isupport[start : start + ISUPPORT_PER_LINE]
             lines.append(Message(n.RPL_ISUPPORT, (*tokens, "are supported by this server")))
         return lines
+
+    def _chanmodes(self) -> tuple[str, ...]:
+        """``004``'s channel modes (and those with a parameter), from ISUPPORT CHANMODES."""
+        token = next((t for t in self.isupport if t.startswith("CHANMODES=")), "CHANMODES=,,,nt")
+        lists, *_, flags = token[len("CHANMODES=") :].split(",")
+        if not lists:
+            return ("".join(sorted(flags)),)
+        with_param = "".join(sorted(lists + "o"))
+        return ("".join(sorted(lists + flags + "o")), with_param)
 
     def _notice(self, text: str) -> list[Message]:
         if self._motd == "pending":

@@ -62,7 +62,20 @@ MAX_CODECS = 512  # codecs a face keeps: 2**7 capability sets for each server na
 # only against a misuse that would make a new style per connection.
 # Commands whose last parameter is a token, not text: written without a ":" if it can be.
 _TOKEN_LAST = frozenset(
-    {"JOIN", "NICK", "MODE", "BATCH", "INVITE", "CHATHISTORY", "004", "221", "324", "329", "367"}
+    {
+        "JOIN",
+        "NICK",
+        "MODE",
+        "BATCH",
+        "INVITE",
+        "CHATHISTORY",
+        "004",
+        "221",
+        "324",
+        "329",
+        "367",
+        "728",
+    }
 )
 _UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
 
