@@ -274,3 +274,24 @@ def test_quiet_list_is_the_mute_list(server: Server) -> None:
         bob.expect(":ann!ann@chatkit MODE #general -q bob!*@*")
         bob.send("PRIVMSG #general :thanks")
         ann.expect(":bob!bob@chatkit PRIVMSG #general :thanks")
+
+
+def test_names_lists_show_operators(server: Server) -> None:
+    """The first to join a room gets MODE +o from the server (and the notice); names
+    lists, the join's and NAMES's, prefix operators with @ (PREFIX=(ov)@+)."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        lines = first(ann)
+        assert f":{SERVER} MODE #general +o ann" in lines
+        assert any("PREFIX=(ov)@+" in line for line in lines)
+        names = [line for line in bob.register("bob") if " 353 " in line]
+        assert names == [f":{SERVER} 353 bob = #general :@ann bob"]
+        ann.send("JOIN #den")
+        ann.expect(f":{SERVER} MODE #den +o ann")
+        ann.send("MODE #den +i", "INVITE bob #den")
+        bob.expect("INVITE bob #den")
+        bob.send("JOIN #den")
+        bob.expect(f":{SERVER} 353 bob = #den :@ann bob")
+        ann.send("MODE #den +o bob")
+        bob.expect(":ann!ann@chatkit MODE #den +o bob")
+        bob.send("NAMES #den")
+        bob.expect(f":{SERVER} 353 bob = #den :@ann @bob")

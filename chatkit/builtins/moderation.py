@@ -306,9 +306,7 @@ class Moderation:
     def chatkit_handle_request(self, client: Session, request: Request) -> bool | Reject | None:
         if request.type != "modes":
             return None
-        room = request.fields.get("room")
-        if not client.logged_in:
-            return Reject("log in first", "not_logged_in")
+        room = request.fields.get("room")  # (public, as on IRC: before login too)
         if not isinstance(room, str) or not room.startswith("#"):
             return Reject('a modes request names a room: {"room": "#den"}', "bad_frame")
         key = fold(room)
@@ -320,9 +318,18 @@ class Moderation:
                 flags=[name for flag, name in FLAG_NAMES.items() if flag in flags],
                 bans=list(self._store.rows("bans", key)),
                 mutes=list(self._store.rows("mutes", key)),
+                operators=self._operators(room),
             )
         )
         return True
+
+    def _operators(self, room: str) -> list[str]:
+        """The members of ``room`` who are its operators."""
+        if self._server is None:
+            return []
+        hub = self._server.hub
+        found = (hub.find(nick) for nick in hub.who(room) or [])
+        return [s.nick for s in found if s is not None and s.nick and self.is_operator(s, room)]
 
     @hookimpl
     def chatkit_on_join(self, client: Session, room: str) -> None:
@@ -339,7 +346,9 @@ class Moderation:
             self._store.add("ops", key, client.account)
         else:
             client.data.setdefault("moderation", set()).add(key)
-        client.notice(f"you are an operator of {room}")
+        # mode, room, arg: the IRC face shows it as MODE #room +o nick (from the server).
+        text = f"you are an operator of {room}"
+        client.send(Frame("notice", text=text, room=room, mode="+o", arg=client.nick or ""))
         log.info("%s is an operator of %s (first to join)", client.nick, room)
 
     @hookimpl

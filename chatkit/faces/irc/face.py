@@ -242,7 +242,8 @@ class IrcChannel:
         self._multiline: _Multiline | None = None  # a draft/multiline batch coming in
         self._dropping: str | None = None  # a refused batch's reference: its lines are dropped
         self._target_batches = itertools.count(1)  # CHATHISTORY TARGETS batch references
-        self._asked_modes: str | None = None  # "modes" or "bans": a MODE query being answered
+        self._captured: list[dict[str, Any]] | None = None  # a modes request being answered
+        self._ops: dict[str, set[str]] = {}  # room to its operators (folded), as last asked
         self.modes: set[str] = set()
         """The client's user modes (only ``i``, which changes nothing here)."""
         session.data["irc"] = {"realname": "", "away": None}
@@ -251,8 +252,12 @@ class IrcChannel:
 
     def encode(self, frame: Frame) -> bytes:
         with self._send_lock:
-            if frame.type == "modes":  # the moderation plugin's answer to a MODE query
-                frame = Frame("irc", messages=self._mode_lines(frame))
+            if frame.type == "modes" and self._captured is not None:
+                # The moderation plugin's answer to the face's own request (_modes).
+                self._captured.append(dict(frame.fields))
+                return b""
+            if frame.type == "join" and "members" in frame.fields:
+                frame = self._prefixed(frame)
             elif frame.type == "history_targets":  # the history plugin's, to TARGETS
                 frame = Frame("irc", messages=self._target_lines(frame))
             data = self.protocol.send(frame)
@@ -348,6 +353,7 @@ class IrcChannel:
         hub, session = self.hub, self.session
         fields: dict[str, Any] = {} if event.password is None else {"password": event.password}
         session.data["irc"]["realname"] = event.realname
+        self._modes(hub.config.default_room)  # its operators, for the names list
         try:
             hub.allow_input(session, Hello(event.nick, fields=fields))
             hub.login(session, event.nick, fields)
@@ -500,6 +506,7 @@ class IrcChannel:
         for room in params[0].split(","):
             if not room:
                 continue
+            self._modes(room)  # its operators, for the names list of the join
             try:
                 self.hub.join(self.session, room)
             except CommandError as exc:
@@ -538,6 +545,8 @@ class IrcChannel:
         lines: list[Message] = []
         for room in params[0].split(","):
             members = self.hub.who(room) or []
+            ops = {names.fold(str(nick)) for nick in self._modes(room).get("operators", [])}
+            members = [("@" if names.fold(m) in ops else "") + m for m in members]
             lines += names_lines(self.face.server_name, self.protocol.nick, room, members)
         self.send(*lines)
 
@@ -702,34 +711,54 @@ class IrcChannel:
         if unknown:
             self.send(Message(n.ERR_UMODEUNKNOWNFLAG, ("Unknown MODE flag",)))
 
-    def _ask_modes(self, room: str, what: str) -> None:
-        """Answer ``MODE #room`` (``324``) or ``MODE #room b`` (``367``, ``368``) from the
-        moderation plugin's ``modes`` frame; without one, from what every room is."""
+    def _modes(self, room: str) -> dict[str, Any]:
+        """The moderation plugin's ``modes`` of ``room`` (``flags``, ``bans``, ``mutes``,
+        ``operators``: the members who are), asked with a ``modes`` request; empty
+        without the plugin. Remembers the operators for names lists (:meth:`_prefixed`)."""
+        if not moderation_on(self.hub):
+            return {}
         with self._send_lock:
-            self._asked_modes = what
+            self._captured = []
         try:
             self.hub.request(self.session, Request("modes", {"room": room}))
-        except CommandError:  # no plugin keeps modes
-            self.send(*self._mode_lines(Frame("modes", room=room, flags=[], bans=[])))
+        except CommandError:
+            pass  # no plugin keeps modes
         finally:
             with self._send_lock:
-                self._asked_modes = None
+                captured, self._captured = self._captured, None
+        fields = captured[0] if captured else {}
+        operators = fields.get("operators") or []
+        with self._send_lock:
+            self._ops[names.fold(room)] = {names.fold(str(nick)) for nick in operators}
+        return fields
 
-    def _mode_lines(self, frame: Frame) -> list[Message]:
-        """The lines of a ``modes`` frame for the query being answered. Under the send lock."""
-        room = str(frame.fields.get("room", "*"))
-        if self._asked_modes == "bans":
-            bans = frame.fields.get("bans") or []
-            lines = [Message(n.RPL_BANLIST, (room, str(mask))) for mask in bans]
-            return [*lines, Message(n.RPL_ENDOFBANLIST, (room, "End of channel ban list"))]
-        if self._asked_modes == "mutes":  # the quiet list, as solanum (charybdis) has it
-            mutes = frame.fields.get("mutes") or []
+    def _prefixed(self, frame: Frame) -> Frame:
+        """The client's own join, its members ``@``-prefixed if operators (as last
+        asked: the join is rendered under the hub's lock, where plugins are not asked).
+        Under the send lock."""
+        ops = self._ops.get(names.fold(str(frame.fields.get("room"))))
+        if not ops:
+            return frame
+        members = [("@" if names.fold(m) in ops else "") + m for m in frame.fields["members"]]
+        return Frame("join", **{**frame.fields, "members": members})
+
+    def _ask_modes(self, room: str, what: str) -> None:
+        """Answer ``MODE #room`` (``324``), ``MODE #room b`` (``367``, ``368``) or ``q``
+        (``728``, ``729``) from the moderation plugin's modes; without it, from what
+        every room is."""
+        fields = self._modes(room)
+        if what == "bans":
+            lines = [Message(n.RPL_BANLIST, (room, str(mask))) for mask in fields.get("bans", [])]
+            lines.append(Message(n.RPL_ENDOFBANLIST, (room, "End of channel ban list")))
+        elif what == "mutes":  # the quiet list, as solanum (charybdis) has it
+            mutes = fields.get("mutes", [])
             lines = [Message(n.RPL_QUIETLIST, (room, "q", str(mask))) for mask in mutes]
-            end = Message(n.RPL_ENDOFQUIETLIST, (room, "q", "End of channel quiet list"))
-            return [*lines, end]
-        flags = frame.fields.get("flags") or []
-        letters = "".join(sorted(CHAN_MODES + "".join(FLAG_MODES.get(f, "") for f in flags)))
-        return [Message(n.RPL_CHANNELMODEIS, (room, "+" + letters))]
+            lines.append(Message(n.RPL_ENDOFQUIETLIST, (room, "q", "End of channel quiet list")))
+        else:
+            flags = fields.get("flags", [])
+            letters = "".join(sorted(CHAN_MODES + "".join(FLAG_MODES.get(f, "") for f in flags)))
+            lines = [Message(n.RPL_CHANNELMODEIS, (room, "+" + letters))]
+        self.send(*lines)
 
     def channel_mode(self, room: str, changes: str, args: list[str]) -> None:
         """``MODE #room +o-b+imtM nick mask``: each change is the moderation plugin's

@@ -435,6 +435,9 @@ class IrcProtocol:
             if kind == "notice" and fields.get("invite") and fields.get("by"):
                 invite = (self.nick, str(fields["invite"]))
                 return [Message("INVITE", invite, source(str(fields["by"])))]
+            if kind == "notice" and fields.get("mode") and fields.get("room"):
+                # A mode for this client alone (made an operator): MODE, then the notice.
+                return [*render(frame, self.style, self.nick), *self._notice(str(fields["text"]))]
             if kind == "notice":
                 return self._notice(str(fields["text"]))
             if kind == "error":

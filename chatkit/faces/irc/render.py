@@ -267,7 +267,8 @@ def render(
             # A moderation action (hub.announce with IRC's terms for it): MODE.
             mode = (str(fields["room"]), _safe(str(fields["mode"])))
             arg = (_safe(str(fields["arg"])),) if fields.get("arg") else ()
-            return [Message("MODE", mode + arg, source(str(fields["by"])), all_tags)]
+            by = str(fields.get("by") or "")  # none: the server's own doing
+            return [Message("MODE", mode + arg, source(by) if by else style.server, all_tags)]
         if kind == "ping":
             return [Message("PING", (style.server,))]
         if kind == "pong":
