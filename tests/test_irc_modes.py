@@ -295,3 +295,9 @@ def test_names_lists_show_operators(server: Server) -> None:
         bob.expect(":ann!ann@chatkit MODE #den +o bob")
         bob.send("NAMES #den")
         bob.expect(f":{SERVER} 353 bob = #den :@ann @bob")
+        bob.send("WHO #den")
+        assert [line.split()[8] for line in bob.until(" 315 ") if " 352 " in line] == ["H@", "H@"]
+        ann.send("MODE #den -o bob")
+        bob.expect(":ann!ann@chatkit MODE #den -o bob")
+        bob.send("WHO #den")
+        assert [line.split()[8] for line in bob.until(" 315 ") if " 352 " in line] == ["H@", "H"]

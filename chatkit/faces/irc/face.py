@@ -556,8 +556,9 @@ class IrcChannel:
         if mask.startswith("#"):
             members = self.hub.who(mask) or []
             room = self._room_name(mask)
+            ops = {names.fold(str(nick)) for nick in self._modes(room).get("operators", [])}
             for nick in members:
-                lines.append(self._who_line(room, nick))
+                lines.append(self._who_line(room, nick, names.fold(nick) in ops))
         else:
             found = self.hub.find(mask)
             if found is not None and found.nick is not None:
@@ -565,9 +566,10 @@ class IrcChannel:
         lines.append(Message(n.RPL_ENDOFWHO, (mask, "End of /WHO list.")))
         self.send(*lines)
 
-    def _who_line(self, room: str, nick: str) -> Message:
+    def _who_line(self, room: str, nick: str, op: bool = False) -> Message:
         info = self._info(nick)
         here = ("G" if info.get("away") else "H") + ("*" if info.get("oper") else "")
+        here += "@" if op else ""
         realname = info.get("realname") or nick
         server = self.face.server_name
         return Message(n.RPL_WHOREPLY, (room, nick, USER_HOST, server, nick, here, f"0 {realname}"))
