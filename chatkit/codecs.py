@@ -149,6 +149,11 @@ _LINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "join": lambda f: f"* {f['nick']} joined {f['room']}",
     "leave": _leave,
     "nick": lambda f: f"* {f['old']} is now known as {f['new']}",
+    "account": lambda f: (
+        f"* {f['nick']} is identified as {f['account']}"
+        if f.get("account")
+        else f"* {f['nick']} is no longer identified"
+    ),
     "topic": lambda f: (
         f"* {f['nick']} set the topic of {f['room']}: {f['topic']}"
         if f["topic"]

@@ -28,6 +28,8 @@ between two hooks, with no hook of its own::
     /nick:    chatkit_allow_input → (nick syntax) → chatkit_allow_nick
               → (nick free?) → (nick to everyone who shares a room) → chatkit_on_nick
     /part:    chatkit_allow_input → (leave to the room's members) → chatkit_on_leave
+    /topic:   chatkit_allow_input → chatkit_allow_topic → (topic to the room's members)
+              → chatkit_on_topic
     request:  chatkit_allow_input → chatkit_handle_request (before login too)
     authenticate: chatkit_authenticate (IRC SASL, before login)
     logout:   (leave to the members of its rooms) → chatkit_on_leave (each room)
@@ -360,6 +362,37 @@ def chatkit_on_leave(client: Session, room: str, reason: str) -> None:
         logout (``quit: <text>``, ``connection closed``, ``send queue exceeded``,
         ``ping timeout``, ``server shutdown``) when the client leaves every room
         because it disconnects.
+
+    Return value is ignored. If it raises, the error is logged and the other
+    plugins still run.
+    """
+
+
+@hookspec(firstresult=True)
+def chatkit_allow_topic(client: Session, room: str, topic: str) -> Reject | None:
+    """Decide whether a client may set the topic of ``room`` (``/topic TEXT``, IRC ``TOPIC``).
+
+    Where it runs: the ``/topic`` line of the lifecycle, after the topic's length is
+    checked and the client is known to be a member of ``room``.
+
+    :param client: The session; a member of ``room``.
+    :param room: The room's name as the client typed it.
+    :param topic: The new topic; ``""`` clears it.
+
+    Return ``None`` to allow or a :class:`~chatkit.Reject` to refuse (first wins; the
+    builtin ``moderation`` refuses ``not_room_operator`` in a room set ``topic_ops``).
+    If it raises, the change is refused (fail closed) and the error logged.
+    """
+
+
+@hookspec
+def chatkit_on_topic(client: Session, room: str, topic: dict[str, str]) -> None:
+    """Called after ``client`` set the topic of ``room`` and every member was told.
+
+    :param room: The room's display name.
+    :param topic: The ``topic`` frame's fields: ``room``, ``topic`` (``""`` if
+        cleared), ``nick`` (who set it), ``ts``. A plugin that keeps topics across
+        restarts stores it here and gives it back with ``hub.restore_topic``.
 
     Return value is ignored. If it raises, the error is logged and the other
     plugins still run.

@@ -341,10 +341,32 @@ class Hub:
         self._check(result)
 
     def run_command(self, session: Session, text: str, room: str | None) -> None:
-        """Run the command line ``text`` (``/name args``) typed by ``session``."""
+        """Run the command line ``text`` (``/name args``) typed by ``session``.
+
+        If the command changed the session's account (``/identify``, ``/logout``...),
+        everyone who shares a room with it, and itself, gets an ``account`` frame."""
         name, args = split_command(text)
         ctx = CommandContext(session, name, args, room or session.current_room, self)
-        self.commands.dispatch(ctx)
+        before = session.account
+        try:
+            self.commands.dispatch(ctx)
+        finally:
+            if session.account != before and session.welcomed:
+                self._account_changed(session)
+
+    def _account_changed(self, session: Session) -> None:
+        """Tell ``session`` and everyone who shares a room with it its account now."""
+        with self._lock:
+            if session.nick is None:
+                return
+            seen: dict[int, Session] = {session.id: session}
+            for key in session.rooms:
+                found = self._rooms.get(key)
+                if found is not None:
+                    seen.update(found.members)
+            frame = Frame("account", nick=session.nick, account=session.account)
+            wake = self._fanout(frame, seen.values())
+        self._wake_if(wake)
 
     # -- login and logout -------------------------------------------------------
 
@@ -482,23 +504,33 @@ class Hub:
         # Waits for the earlier messages, reads the replay, then delivers the join.
         return found.name if self._lanes.enter(entry, found.lane) else None
 
-    def part(self, session: Session, room: str, reason: str = "part") -> None:
-        """Leave ``room``; raises :class:`CommandError` ``not_in_room`` if not a member."""
+    def part(
+        self, session: Session, room: str, reason: str = "part", *, by: str | None = None
+    ) -> None:
+        """Leave ``room``; raises :class:`CommandError` ``not_in_room`` if not a member.
+
+        ``by``: the nick of the operator who removed ``session`` (a kick), which the
+        ``leave`` frame carries (IRC clients see ``KICK``)."""
         with self._lock:
             name = session.rooms.get(_key(room))
             if name is None:
                 raise CommandError(f"you are not in {room}", "not_in_room")
-            wake = self._leave(session, name, reason, announce=True, tell_self=True)
+            wake = self._leave(session, name, reason, announce=True, tell_self=True, by=by)
         self._wake_if(wake)
         self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason)
 
     def set_topic(self, session: Session, room: str, text: str) -> None:
         """Set the topic of ``room`` (a member only; ``""`` clears it) and send the
         ``topic`` frame to every member. Raises :class:`CommandError` ``not_in_room``,
-        or ``bad_text`` for a topic over 390 characters or of several lines."""
+        ``bad_text`` for a topic over 390 characters or of several lines, or a
+        plugin's refusal (``chatkit_allow_topic``); then runs ``chatkit_on_topic``."""
         text = text.strip()
         if len(text) > MAX_TOPIC or "\n" in text:
             raise CommandError(f"a topic is one line of at most {MAX_TOPIC} characters", "bad_text")
+        self._member_room(session, room)
+        self._check(
+            self.hooks.first("chatkit_allow_topic", _reject, client=session, room=room, topic=text)
+        )
         with self._lock:
             name = session.rooms.get(_key(room))
             if name is None:
@@ -508,6 +540,26 @@ class Hub:
             found.topic = fields if text else None
             wake = self._fanout(Frame("topic", **fields), found.members.values())
         self._wake_if(wake)
+        self.hooks.notify("chatkit_on_topic", client=session, room=name, topic=dict(fields))
+
+    def restore_topic(self, room: str, topic: dict[str, str]) -> bool:
+        """Give ``room``, which has no topic, ``topic`` (``{"topic", "nick", "ts"}``: a
+        topic a plugin kept, who set it and when) and send the ``topic`` frame to its
+        members. For plugins that keep topics across restarts (``moderation``); False
+        (nothing changes) if there is no such room or it has a topic already."""
+        text = str(topic.get("topic", "")).strip()
+        if not text or len(text) > MAX_TOPIC or "\n" in text:
+            return False
+        with self._lock:
+            found = self._rooms.get(_key(room))
+            if found is None or found.topic is not None:
+                return False
+            nick, ts = str(topic.get("nick") or ""), str(topic.get("ts") or utc_now())
+            fields = {"room": found.name, "topic": text, "nick": nick, "ts": ts}
+            found.topic = fields
+            wake = self._fanout(Frame("topic", **fields), found.members.values())
+        self._wake_if(wake)
+        return True
 
     def _admit(self, session: Session, room: str) -> bool | None:
         """Deliver a join: add ``session`` to ``room`` and queue the ``join`` to every
@@ -527,7 +579,7 @@ class Hub:
         session.rooms[_key(room)] = found.name
         session.current_room = found.name
         ts = utc_now()
-        frame = Frame("join", room=found.name, nick=session.nick, ts=ts)
+        frame = Frame("join", room=found.name, nick=session.nick, ts=ts, **_account(session))
         if not session.codec.join_members:
             # The joiner gets the frame everybody gets (one encoding per codec).
             others.append(session)
@@ -537,7 +589,9 @@ class Hub:
         members = [member.nick for member in found.members.values()]
         if self.relay is not None:
             members += self.relay.members(found.name)  # the other nodes' members too
-        own = Frame("join", room=found.name, nick=session.nick, ts=ts, members=members)
+        own = Frame(
+            "join", room=found.name, nick=session.nick, ts=ts, members=members, **_account(session)
+        )
         self.deliveries += 1
         return self._fanout(frame, others) | session.push(own)
 
@@ -579,7 +633,14 @@ class Hub:
             del self._room_skeletons[skeleton]
 
     def _leave(
-        self, session: Session, name: str, reason: str, *, announce: bool, tell_self: bool = False
+        self,
+        session: Session,
+        name: str,
+        reason: str,
+        *,
+        announce: bool,
+        tell_self: bool = False,
+        by: str | None = None,
     ) -> bool:
         """Remove ``session`` from room ``name``; queue the ``leave`` to who should see it."""
         assert self._lock.locked()
@@ -592,7 +653,10 @@ class Hub:
             self._forget_room(room)
         wake = False
         if announce:
-            frame = Frame("leave", room=name, nick=session.nick, ts=utc_now(), reason=reason)
+            kicked = {} if by is None else {"by": by}
+            frame = Frame(
+                "leave", room=name, nick=session.nick, ts=utc_now(), reason=reason, **kicked
+            )
             wake = self._fanout(frame, room.members.values())
             if tell_self:
                 wake |= session.push(frame)
@@ -679,7 +743,7 @@ class Hub:
             message.id, message.ts = self._ids.next()
             self.messages += 1
             message.room = found.name
-            frame = message_frame(message)
+            frame = message_frame(message, **_account(session))
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
             entry = self._lanes.message(frame, defer=defer)
             wake = self._lanes.post(found.lane, entry)  # delivered now if born ready
@@ -711,7 +775,7 @@ class Hub:
             message.id, message.ts = self._ids.next()
             self.messages += 1
             message.to = target.nick
-            frame = message_frame(message)
+            frame = message_frame(message, **_account(session))
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
             parties = list({session.id: session, target.id: target}.values())
             entry = self._lanes.message(frame, parties)
@@ -814,15 +878,21 @@ class Hub:
             self._settle_relayed(session)
         self._lanes.settle(session)
 
-    def announce(self, text: str, room: str | None = None) -> None:
-        """Send a ``notice`` to everyone in ``room``, or to everyone if ``room`` is None."""
+    def announce(self, text: str, room: str | None = None, **fields: Any) -> None:
+        """Send a ``notice`` to everyone in ``room``, or to everyone if ``room`` is None.
+
+        ``fields`` are added to the frame (with ``room``, if there are any): what a
+        face may render otherwise (the IRC face shows a notice with ``mode``, ``arg``
+        and ``by`` as ``MODE``)."""
         with self._lock:
             if room is None:
                 members: Iterable[Session] = [s for s in self._sessions.values() if s.welcomed]
             else:
                 found = self._rooms.get(_key(room))
                 members = [] if found is None else list(found.members.values())
-            wake = self._fanout(Frame("notice", text=text), members)
+            if fields and room is not None:
+                fields["room"] = found.name if found is not None else room
+            wake = self._fanout(Frame("notice", text=text, **fields), members)
         self._wake_if(wake)
 
     # -- helpers -------------------------------------------------------------------
@@ -876,6 +946,11 @@ class _Relayed(NamedTuple):
 
     message: Message
     wait: Callable[[], None]
+
+
+def _account(session: Session) -> dict[str, str]:
+    """The ``account`` field of the frames a session causes, if it is identified."""
+    return {} if session.account is None else {"account": session.account}
 
 
 def _room_key(room: Room) -> str:

@@ -303,6 +303,50 @@ def test_hook_allow_join(chat_server_factory: Factory, chat_client: Connect) -> 
     alice.expect("join", room="#open")
 
 
+class TopicKeeper:
+    """Refuses topics that shout; notes the topics set."""
+
+    def __init__(self) -> None:
+        self.set: list[tuple[str, str, str]] = []
+
+    @hookimpl
+    def chatkit_allow_topic(self, client: Session, room: str, topic: str) -> Reject | None:
+        return Reject("no shouting", "shouting") if topic.isupper() else None
+
+    @hookimpl
+    def chatkit_on_topic(self, client: Session, room: str, topic: dict[str, str]) -> None:
+        self.set.append((room, topic["topic"], topic["nick"]))
+
+
+def test_hook_allow_topic(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A Reject from chatkit_allow_topic refuses /topic; nobody sees a change."""
+    server = chat_server_factory(plugins=[TopicKeeper()])
+    alice = chat_client(server, "alice")
+    alice.say("/topic LOUD")
+    assert alice.expect("error")["code"] == "shouting"
+    assert server.hub.topic("#general") is None
+
+
+def test_hook_on_topic(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """chatkit_on_topic sees each topic set (and cleared); hub.restore_topic gives a
+    room without a topic a kept one, which its members see as a topic frame."""
+    keeper = TopicKeeper()
+    server = chat_server_factory(plugins=[keeper])
+    alice = chat_client(server, "alice")
+    alice.say("/topic quiet please")
+    alice.expect("topic", topic="quiet please")
+    alice.say("/topic -")
+    alice.expect("topic", topic="")
+    alice.sync()  # the hook runs after the frame is sent, on alice's reader thread
+    assert keeper.set == [("#general", "quiet please", "alice"), ("#general", "", "alice")]
+    kept = {"topic": "from before", "nick": "bob", "ts": "2026-01-02T03:04:05.000Z"}
+    assert server.hub.restore_topic("#general", kept)
+    frame = alice.expect("topic", topic="from before")
+    assert (frame["nick"], frame["ts"]) == ("bob", "2026-01-02T03:04:05.000Z")
+    assert not server.hub.restore_topic("#general", kept)  # it has one now
+    assert not server.hub.restore_topic("#nowhere", kept)
+
+
 def test_hook_allow_join_refusing_the_default_room(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

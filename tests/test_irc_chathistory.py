@@ -195,3 +195,85 @@ def test_private_conversations_are_a_nick_target(make_server: Callable[..., Serv
         alice.expect("PRIVMSG alice :psst")
         start, texts = history(alice, "CHATHISTORY LATEST jay * 10")
         assert start.endswith(" chathistory jay") and texts == ["psst"]
+
+
+def targets(client: IrcClient, command: str) -> list[tuple[str, str]]:
+    """Send a ``CHATHISTORY TARGETS`` command; its batch's (target, time) pairs."""
+    client.send(command)
+    start = client.expect("BATCH +")
+    assert start == f":{SERVER} BATCH {start.split()[2]} draft/chathistory-targets"
+    ref = start.split()[2][1:]
+    found = []
+    for line in client.until(f"BATCH -{ref}")[:-1]:
+        tags, source, command_, sub, target, when = line.split(" ")
+        assert (tags, source, command_, sub) == (
+            f"@batch={ref}",
+            f":{SERVER}",
+            "CHATHISTORY",
+            "TARGETS",
+        )
+        found.append((target, when))
+    return found
+
+
+def test_targets_lists_conversations_with_their_latest_message(
+    make_server: Callable[..., Server],
+) -> None:
+    """CHATHISTORY TARGETS timestamp=A timestamp=B limit (draft/chathistory): the rooms
+    one is in and one's private conversations with messages between A and B, each with
+    its latest message's time, in a draft/chathistory-targets batch, latest last; the
+    limit counts from A; rooms one is not in are never listed; bad parameters FAIL."""
+    from chatkit import Config
+
+    config = Config()
+    config.plugin_config["history"] = {"private": True}
+    server = make_server(config=config, disable=["accounts", "flood"])
+    with (
+        IrcClient(server.addresses["irc"]) as alice,
+        ChatClient(server.addresses["line"]) as jay,
+        ChatClient(server.addresses["line"]) as kim,
+    ):
+        alice.register("alice", caps=CAPS)
+        jay.login("jay")
+        kim.login("kim")
+        alice.send("JOIN #dev")
+        alice.expect(f":{SERVER} 366 alice #dev ")
+        kim.say("/join #secret")
+        kim.expect("join", room="#secret")
+        kim.say("in a room alice is not in")
+        kim.expect("message", room="#secret")
+        jay.say("/join #dev")
+        jay.expect("join", room="#dev")
+        jay.say("#dev first")
+        dev_first = jay.expect("message", room="#dev")
+        jay.say("/join #general")
+        jay.say("hello general")
+        general = jay.expect("message", text="hello general")
+        jay.send({"type": "say", "text": "/msg alice psst"})
+        private = jay.expect("private", text="psst")
+        alice.expect("PRIVMSG alice :psst")
+        start, end = "timestamp=2000-01-01T00:00:00Z", "timestamp=2100-01-01T00:00:00Z"
+        found = targets(alice, f"CHATHISTORY TARGETS {start} {end} 10")
+        assert found == [
+            ("#dev", dev_first["ts"]),
+            ("#general", general["ts"]),
+            ("jay", private["ts"]),
+        ]
+        assert targets(alice, f"CHATHISTORY TARGETS {start} {end} 2") == found[:2]
+        assert targets(alice, f"CHATHISTORY TARGETS {end} {start} 2") == found[1:]
+        # Between two times: only what has messages then (both ends included).
+        at = f"timestamp={general['ts']}"
+        assert targets(alice, f"CHATHISTORY TARGETS {at} {end} 10") == found[1:]
+        assert targets(alice, f"CHATHISTORY TARGETS {start} timestamp=2001-01-01T00:00:00Z 9") == []
+        alice.send(f"CHATHISTORY TARGETS msgid={general['id']} {end} 10")
+        alice.expect(f":{SERVER} FAIL CHATHISTORY INVALID_PARAMS TARGETS msgid={general['id']} :")
+        alice.send(f"CHATHISTORY TARGETS {start} {end}")
+        alice.expect(f":{SERVER} FAIL CHATHISTORY NEED_MORE_PARAMS TARGETS :")
+        alice.send(f"CHATHISTORY TARGETS {start} {end} none")
+        alice.expect(f":{SERVER} FAIL CHATHISTORY INVALID_PARAMS TARGETS none :")
+        # A JSON client asks the same with a history_targets frame (message ids).
+        kim.send({"type": "history_targets", "limit": 5})
+        assert [t["target"] for t in kim.expect("history_targets")["targets"]] == [
+            "#secret",
+            "#general",
+        ]

@@ -264,7 +264,8 @@ def test_weechat(
     def said(nick: str, text: str) -> str:
         return rf"{re.escape(nick)} \| {re.escape(text)}"
 
-    joined = r"carol \(carol@chatkit\) has joined #general"
+    # WeeChat negotiates extended-join (offered with accounts): the realname shows.
+    joined = r"carol \(Carol\) \(carol@chatkit\) has joined #general"
     chat_end_to_end(client, jay, "carol", said, joined, irssi=False)
 
 

@@ -157,6 +157,14 @@ class Recorder:
         self.note("chatkit_on_leave", (room, reason))
 
     @hookimpl
+    def chatkit_allow_topic(self, client: Session, room: str, topic: str) -> None:
+        self.note("chatkit_allow_topic", (room, topic))
+
+    @hookimpl
+    def chatkit_on_topic(self, client: Session, room: str, topic: dict[str, str]) -> None:
+        self.note("chatkit_on_topic", (room, topic["topic"]))
+
+    @hookimpl
     def chatkit_on_logout(self, client: Session, reason: str) -> None:
         self.note("chatkit_on_logout", reason)
         self.logged_out.set()
@@ -241,6 +249,14 @@ DETAILS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "/topic",
+        {
+            "chatkit_allow_input": ("Say", "/topic #side Friday"),
+            "chatkit_allow_topic": ("#side", "Friday"),
+            "chatkit_on_topic": ("#side", "Friday"),
+        },
+    ),
+    (
         "/part",
         {
             "chatkit_allow_input": ("Say", "/part #side"),
@@ -283,6 +299,8 @@ def run_scenario(plugin: Recorder) -> None:
             client.expect("nick", new="alicia")
             client.send(type="lifecycle")  # request
             client.expect("lifecycle", ok=True)
+            client.say("/topic #side Friday")  # /topic
+            client.expect("topic", room="#side", topic="Friday")
             client.say("/part #side")  # /part
             client.expect("leave", room="#side")
         # logout: the connection is closed; its hooks run on the reader thread.

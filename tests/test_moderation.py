@@ -67,7 +67,9 @@ def test_ban_and_mute(chat_server_factory: Factory, chat_client: Connect) -> Non
 def test_op_and_deop(chat_server_factory: Factory, chat_client: Connect) -> None:
     """/op makes another member an operator; /deop takes it back."""
     server = chat_server_factory(config=moderated(), disable=["flood"])
-    ann, bob = chat_client(server, "ann"), chat_client(server, "bob")
+    ann = chat_client(server, "ann")
+    ann.expect("notice", text="you are an operator of #general")  # before bob joins
+    bob = chat_client(server, "bob")
     carol = chat_client(server, "carol")
     ann.say("/op bob")
     ann.expect("notice", text="ann made bob an operator")
@@ -125,7 +127,7 @@ def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_clien
 
 
 def test_irc_kick_ban_and_mute_numerics() -> None:
-    """On IRC, KICK #room nick :reason kicks; a non-operator's gets 482; joining a room
+    """On IRC, KICK #room nick :reason kicks (the kicked client sees KICK); a non-operator's gets 482; joining a room
     that bans you is 474; speaking where you are muted is 404."""
     from test_irc_face import SERVER, IrcClient
 
@@ -139,6 +141,7 @@ def test_irc_kick_ban_and_mute_numerics() -> None:
     )
     with server, ChatClient(server.address) as ann, IrcClient(server.addresses["irc"]) as bob:
         ann.login("ann")
+        ann.expect("notice", text="you are an operator of #general")  # before bob joins
         bob.register("bob")
         bob.send("KICK #general ann :no")
         assert "482" in bob.expect(" 482 ")
@@ -147,7 +150,7 @@ def test_irc_kick_ban_and_mute_numerics() -> None:
         bob.send("PRIVMSG #general :hello?")
         bob.expect(" 404 ")
         ann.say("/kick bob go away")
-        bob.expect("PART #general")
+        bob.expect(":ann!ann@chatkit KICK #general bob :go away")
         ann.say("/ban bob")
         ann.expect("notice", text_contains="banned")
         bob.send("JOIN #general")

@@ -14,7 +14,14 @@ the whole server: matching clients are disconnected and cannot log in) and ``/wa
 and applied, with nobody disconnected; the reply says what changed).
 
 ``/invite NICK`` lets NICK into a room made invite-only with ``/inviteonly on``
-(``invite_only``); ``/lock`` lets only identified clients speak (``room_locked``).
+(``invite_only``); ``/lock`` lets only identified clients speak (``room_locked``);
+``/moderated on`` only operators (``moderated``); ``/topicops on`` lets only operators
+set the topic (``not_room_operator``). A ``modes`` request (``{"type": "modes",
+"room": "#den"}``) answers with the room's settings (a ``modes`` frame: ``flags``,
+``bans``), which the IRC face shows as ``324`` and the ban list.
+
+Topics are kept too (``chatkit_on_topic``): a room's topic comes back
+(``hub.restore_topic``) when someone joins it after a restart or after it emptied.
 
 A mask is ``NICK!ACCOUNT@ADDRESS`` with ``*`` and ``?`` wildcards, compared ignoring
 case; a bare nick is ``NICK!*@*`` (``/ban *!*@203.0.113.*``, ``/ban *!mallory@*``). A
@@ -39,6 +46,7 @@ from chatkit import (
     CommandContext,
     CommandError,
     Config,
+    Frame,
     Hello,
     Register,
     Reject,
@@ -70,10 +78,20 @@ CREATE TABLE IF NOT EXISTS invites (room TEXT NOT NULL, mask TEXT NOT NULL,
                                     PRIMARY KEY (room, mask));
 CREATE TABLE IF NOT EXISTS flags (room TEXT NOT NULL, flag TEXT NOT NULL,
                                   PRIMARY KEY (room, flag));
+CREATE TABLE IF NOT EXISTS topics (room TEXT PRIMARY KEY, topic TEXT NOT NULL,
+                                   nick TEXT NOT NULL, ts TEXT NOT NULL);
 """
 # Each table's second column: an account (ops), a room flag ("invite": invite-only,
-# "lock": only identified clients speak), or a mask.
+# "lock": only identified clients speak, "moderated": only operators speak, "topic":
+# only operators set the topic), or a mask.
 COLUMNS = {"ops": "account", "bans": "mask", "mutes": "mask", "invites": "mask", "flags": "flag"}
+FLAG_NAMES = {
+    "invite": "invite_only",
+    "moderated": "moderated",
+    "topic": "topic_ops",
+    "lock": "locked",
+}
+"""A room flag in the table, and its name in a ``modes`` frame."""
 
 
 def matches(mask: str, client: Session) -> bool:
@@ -133,6 +151,24 @@ class ModerationStore:
             )
             self._cache.pop((table, room), None)
         return cursor.rowcount > 0
+
+    def topic(self, room: str) -> dict[str, str] | None:
+        """The kept topic of ``room``: ``{"topic", "nick", "ts"}``, or ``None``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT topic, nick, ts FROM topics WHERE room = ?", (room,)
+            ).fetchone()
+        return None if row is None else {"topic": row[0], "nick": row[1], "ts": row[2]}
+
+    def keep_topic(self, room: str, topic: str, nick: str, ts: str) -> None:
+        """Keep ``topic`` for ``room`` (``""``: forget it)."""
+        with self._lock:
+            if topic:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO topics VALUES (?, ?, ?, ?)", (room, topic, nick, ts)
+                )
+            else:
+                self._db.execute("DELETE FROM topics WHERE room = ?", (room,))
 
 
 def _db_path(config: Config) -> str | Path:
@@ -246,15 +282,63 @@ class Moderation:
         for mask in self._store.rows("mutes", key):
             if matches(mask, client):
                 return Reject(f"you are muted in {room}", "muted")
-        if client.account is None and "lock" in self._store.rows("flags", key):
+        flags = self._store.rows("flags", key)
+        if "moderated" in flags:
+            return Reject(f"{room} is moderated: only its operators speak", "moderated")
+        if client.account is None and "lock" in flags:
             return Reject(
                 f"{room} is locked: only registered users speak (/identify first)", "room_locked"
             )
         return None
 
     @hookimpl
+    def chatkit_allow_topic(self, client: Session, room: str) -> Reject | None:
+        if "topic" in self._store.rows("flags", fold(room)) and not self.is_operator(client, room):
+            return Reject(
+                f"only operators of {room} set its topic", "not_room_operator", {"target": room}
+            )
+        return None
+
+    @hookimpl
+    def chatkit_on_topic(self, room: str, topic: dict[str, str]) -> None:
+        self._store.keep_topic(fold(room), topic["topic"], topic["nick"], topic["ts"])
+
+    @hookimpl
+    def chatkit_handle_request(self, client: Session, request: Request) -> bool | Reject | None:
+        if request.type != "modes":
+            return None
+        room = request.fields.get("room")  # (public, as on IRC: before login too)
+        if not isinstance(room, str) or not room.startswith("#"):
+            return Reject('a modes request names a room: {"room": "#den"}', "bad_frame")
+        key = fold(room)
+        flags = self._store.rows("flags", key)
+        client.send(
+            Frame(
+                "modes",
+                room=room,
+                flags=[name for flag, name in FLAG_NAMES.items() if flag in flags],
+                bans=list(self._store.rows("bans", key)),
+                mutes=list(self._store.rows("mutes", key)),
+                operators=self._operators(room),
+            )
+        )
+        return True
+
+    def _operators(self, room: str) -> list[str]:
+        """The members of ``room`` who are its operators."""
+        if self._server is None:
+            return []
+        hub = self._server.hub
+        found = (hub.find(nick) for nick in hub.who(room) or [])
+        return [s.nick for s in found if s is not None and s.nick and self.is_operator(s, room)]
+
+    @hookimpl
     def chatkit_on_join(self, client: Session, room: str) -> None:
         key = fold(room)
+        if self._server is not None and self._server.hub.topic(room) is None:
+            kept = self._store.topic(key)
+            if kept is not None:
+                self._server.hub.restore_topic(room, kept)
         if self._store.rows("ops", key) or self.operators.get(key):
             return  # the room has operators of its own
         if self._server is None or self._server.hub.who(room) != [client.nick]:
@@ -263,7 +347,9 @@ class Moderation:
             self._store.add("ops", key, client.account)
         else:
             client.data.setdefault("moderation", set()).add(key)
-        client.notice(f"you are an operator of {room}")
+        # mode, room, arg: the IRC face shows it as MODE #room +o nick (from the server).
+        text = f"you are an operator of {room}"
+        client.send(Frame("notice", text=text, room=room, mode="+o", arg=client.nick or ""))
         log.info("%s is an operator of %s (first to join)", client.nick, room)
 
     @hookimpl
@@ -288,6 +374,10 @@ class Moderation:
         register(
             "inviteonly", self.inviteonly, help="only invited users join", usage="[#ROOM] on|off"
         )
+        register("moderated", self.moderated, help="only operators speak", usage="[#ROOM] on|off")
+        register(
+            "topicops", self.topicops, help="only operators set the topic", usage="[#ROOM] on|off"
+        )
         register("lock", self.lock, help="only registered users speak", usage="[#ROOM]")
         register("unlock", self.unlock, help="everyone speaks again", usage="[#ROOM]")
         register("gline", self.gline, help="ban MASK from the server", usage="MASK [REASON]")
@@ -311,12 +401,22 @@ class Moderation:
     def _target(self, ctx: CommandContext, nick: str) -> Session:
         target = ctx.hub.find(nick)
         if target is None:
-            raise CommandError(f"no such nick: {nick}", "no_such_nick")
+            raise CommandError(f"no such nick: {nick}", "no_such_nick", target=nick)
         return target
 
-    def _act(self, ctx: CommandContext, room: str, text: str) -> None:
+    def _act(
+        self, ctx: CommandContext, room: str, text: str, mode: str = "", arg: str = ""
+    ) -> None:
+        """Log and announce an action; ``mode`` (``+o``...) and ``arg`` (``bob``) are IRC's
+        terms for it, which the IRC face shows as ``MODE``."""
         log.info("%s in %s: %s", ctx.client.nick, room, text)
-        ctx.hub.announce(f"{ctx.client.nick} {text}", room)
+        if mode:
+            fields = {"mode": mode, "by": ctx.client.nick or ""}
+            if arg:
+                fields["arg"] = arg
+            ctx.hub.announce(f"{ctx.client.nick} {text}", room, **fields)
+        else:
+            ctx.hub.announce(f"{ctx.client.nick} {text}", room)
 
     def op(self, ctx: CommandContext) -> None:
         words = ctx.args.split()
@@ -328,7 +428,7 @@ class Moderation:
             self._store.add("ops", fold(room), target.account)
         else:
             target.data.setdefault("moderation", set()).add(fold(room))
-        self._act(ctx, room, f"made {target.nick} an operator")
+        self._act(ctx, room, f"made {target.nick} an operator", "+o", target.nick or "")
 
     def deop(self, ctx: CommandContext) -> None:
         words = ctx.args.split()
@@ -339,7 +439,7 @@ class Moderation:
         target.data.get("moderation", set()).discard(fold(room))
         if target.account is not None:
             self._store.remove("ops", fold(room), target.account)
-        self._act(ctx, room, f"removed {target.nick} as an operator")
+        self._act(ctx, room, f"removed {target.nick} as an operator", "-o", target.nick or "")
 
     def kick(self, ctx: CommandContext) -> None:
         words = ctx.args.split(maxsplit=2)
@@ -349,13 +449,23 @@ class Moderation:
         nick, reason = words[0], " ".join(words[1:])
         target = self._target(ctx, nick)
         if fold(room) not in target.rooms:
-            raise CommandError(f"{target.nick} is not in {room}", "not_in_room")
-        self._act(ctx, room, f"kicked {target.nick}" + (f": {reason}" if reason else ""))
+            raise CommandError(
+                f"{target.nick} is not in {room}", "not_in_room", target=room, nick=target.nick
+            )
+        # IRC members see the KICK instead (the leave's "by"): the notice says "kicked".
+        text = f"{ctx.client.nick} kicked {target.nick}" + (f": {reason}" if reason else "")
+        log.info("%s in %s: %s", ctx.client.nick, room, text)
+        ctx.hub.announce(text, room, kicked=target.nick or "", by=ctx.client.nick or "")
         ctx.hub.part(
-            target, room, f"kicked by {ctx.client.nick}" + (f": {reason}" if reason else "")
+            target,
+            room,
+            f"kicked by {ctx.client.nick}" + (f": {reason}" if reason else ""),
+            by=ctx.client.nick,
         )
 
     def _masks(self, ctx: CommandContext, table: str, add: bool, what: str) -> None:
+        letter = {"bans": "b", "mutes": "q"}[table]
+        mode = ("+" if add else "-") + letter
         words = ctx.args.split()
         room = self._room(ctx, words)
         if len(words) != 1:
@@ -363,9 +473,9 @@ class Moderation:
         mask = full_mask(words[0])
         if add:
             self._store.add(table, fold(room), fold(mask))
-            self._act(ctx, room, f"{what} {mask}")
+            self._act(ctx, room, f"{what} {mask}", mode, mask)
         elif self._store.remove(table, fold(room), fold(mask)):
-            self._act(ctx, room, f"{what} {mask}")
+            self._act(ctx, room, f"{what} {mask}", mode, mask)
         else:
             raise CommandError(f"no such mask in {room}: {mask}", "bad_usage")
 
@@ -390,7 +500,9 @@ class Moderation:
             raise ctx.usage_error()
         target = self._target(ctx, nicks[0])
         self._store.add("invites", fold(room), fold(full_mask(target.nick or "")))
-        target.notice(f"{ctx.client.nick} invites you to {room}: /join {room}")
+        text = f"{ctx.client.nick} invites you to {room}: /join {room}"
+        # invite and by: the IRC face shows it as INVITE.
+        target.send(Frame("notice", text=text, invite=room, by=ctx.client.nick or ""))
         self._act(ctx, room, f"invited {target.nick}")
 
     def inviteonly(self, ctx: CommandContext) -> None:
@@ -398,7 +510,27 @@ class Moderation:
         room = self._room(ctx, words)
         if words not in (["on"], ["off"]):
             raise ctx.usage_error()
-        self._flag(ctx, room, "invite", words == ["on"], "made the room invite-only")
+        on = words == ["on"]
+        what = "made the room invite-only" if on else "opened the room to everyone"
+        self._flag(ctx, room, "invite", on, what)
+
+    def moderated(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        room = self._room(ctx, words)
+        if words not in (["on"], ["off"]):
+            raise ctx.usage_error()
+        on = words == ["on"]
+        what = "moderated the room: only operators speak" if on else "unmoderated the room"
+        self._flag(ctx, room, "moderated", on, what)
+
+    def topicops(self, ctx: CommandContext) -> None:
+        words = ctx.args.split()
+        room = self._room(ctx, words)
+        if words not in (["on"], ["off"]):
+            raise ctx.usage_error()
+        on = words == ["on"]
+        what = "let only operators set the topic" if on else "let everyone set the topic"
+        self._flag(ctx, room, "topic", on, what)
 
     def lock(self, ctx: CommandContext) -> None:
         self._flag(ctx, self._room(ctx, ctx.args.split()), "lock", True, "locked the room")
@@ -407,12 +539,16 @@ class Moderation:
         self._flag(ctx, self._room(ctx, ctx.args.split()), "lock", False, "unlocked the room")
 
     def _flag(self, ctx: CommandContext, room: str, flag: str, on: bool, what: str) -> None:
+        """Set or clear a room flag; announced only if it changed (IRC: ``MODE``)."""
+        if on == (flag in self._store.rows("flags", fold(room))):
+            ctx.reply(f"{room}: {FLAG_NAMES[flag]} is {'on' if on else 'off'} already")
+            return
         if on:
             self._store.add("flags", fold(room), flag)
-            self._act(ctx, room, what)
         else:
             self._store.remove("flags", fold(room), flag)
-            self._act(ctx, room, what if flag == "lock" else "opened the room to everyone")
+        letter = {"invite": "i", "moderated": "m", "topic": "t", "lock": "M"}[flag]
+        self._act(ctx, room, what, ("+" if on else "-") + letter)
 
     def _server_operator(self, ctx: CommandContext) -> None:
         if not self.is_server_operator(ctx.client):

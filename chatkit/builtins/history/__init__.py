@@ -285,6 +285,8 @@ class History:
 
     @hookimpl
     def chatkit_handle_request(self, client: Session, request: Request) -> bool | Reject | None:
+        if request.type == "history_targets":
+            return self._targets(client, request.fields)
         if request.type != "history":
             return None
         if not client.logged_in:
@@ -318,6 +320,38 @@ class History:
             self._send_page(client, target, page)
         except CommandError as exc:
             return Reject(exc.text, exc.code)
+        return True
+
+    def _targets(self, client: Session, fields: dict[str, Any]) -> bool | Reject:
+        """A ``history_targets`` request: the rooms the client is in and its private
+        conversations with messages between ``after`` and ``before`` (ids, excluded),
+        each with its latest message's ``id`` and ``ts`` (IRC's ``CHATHISTORY TARGETS``)."""
+        if not client.logged_in:
+            return Reject("log in first: send a hello frame", "not_logged_in")
+        after, before = fields.get("after", 0), fields.get("before", MAX_ID)
+        limit, oldest = fields.get("limit", self.page), fields.get("oldest", False)
+        if not all(_is_int(v) and 0 <= v <= MAX_ID for v in (after, before)):
+            return Reject("history_targets: 'after' and 'before' are message ids", "bad_frame")
+        if not _is_int(limit) or not 1 <= limit <= self.max_page:
+            return Reject(f"history_targets: 'limit' must be 1 to {self.max_page}", "bad_frame")
+        if not isinstance(oldest, bool):
+            return Reject("history_targets: 'oldest' must be true or false", "bad_frame")
+        # Private conversations: only when stored, and by account when accounts exist.
+        private = self.private and not (self.accounts and client.account is None)
+        try:
+            found = self._store.targets(
+                list(client.rooms.values()),
+                client.nick if private else None,
+                after=after,
+                before=before,
+                limit=limit,
+                oldest=oldest,
+                account=client.account if self.accounts else None,
+            )
+        except StoreError as exc:
+            return Reject(str(exc), "internal_error")
+        targets = [{"target": target, "id": id_, "ts": ts} for target, id_, ts in found]
+        client.send(Frame("history_targets", targets=targets))
         return True
 
     def _frames(

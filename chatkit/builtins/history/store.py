@@ -433,6 +433,59 @@ class MessageStore:
             rows.reverse()
         return [_message(row) for row in rows], more
 
+    def targets(
+        self,
+        rooms: Sequence[str],
+        nick: str | None,
+        *,
+        after: int,
+        before: int,
+        limit: int,
+        oldest: bool = False,
+        account: str | None = None,
+    ) -> list[tuple[str, int, str]]:
+        """The conversations with messages of ids between ``after`` and ``before``
+        (excluded): those of ``rooms``, and the private ones of ``nick`` (``None``:
+        none; with ``account``, only messages it sent or received). Each is ``(room or
+        other nick, id, ts)`` of its latest message in the range, ordered by that id:
+        the first ``limit`` of them with ``oldest``, else the last. (IRC's
+        ``CHATHISTORY TARGETS``.)"""
+        found: list[tuple[str, int, str]] = []
+        try:
+            with self._read_lock:
+                convs = sorted({fold(room) for room in rooms})
+                if convs:
+                    marks = ", ".join("?" * len(convs))
+                    # SQLite gives the bare columns of the row with the max(id).
+                    rows = self._read_db.execute(
+                        f"SELECT room, max(id), ts FROM messages WHERE conv IN ({marks})"
+                        " AND id > ? AND id < ? GROUP BY conv",
+                        (*convs, after, before),
+                    ).fetchall()
+                    found += [(str(room), int(id_), str(ts)) for room, id_, ts in rows]
+                if nick is not None:
+                    me = fold(nick)
+                    mine = (
+                        "" if account is None else " AND (sender_account = ? OR target_account = ?)"
+                    )
+                    args: tuple[object, ...] = (after, before, f" {me} ")
+                    if account is not None:
+                        args += (account, account)
+                    rows = self._read_db.execute(
+                        "SELECT nick, target, max(id), ts FROM messages WHERE room IS NULL"
+                        " AND id > ? AND id < ? AND instr(' ' || conv || ' ', ?) > 0"
+                        f"{mine} GROUP BY conv",
+                        args,
+                    ).fetchall()
+                    for sender, target, id_, ts in rows:
+                        other = target if fold(str(sender)) == me else sender
+                        found.append((str(other), int(id_), str(ts)))
+        except sqlite3.Error as exc:
+            log.error("cannot read the history database %s: %s", self.path, exc)
+            raise StoreError(NOT_READ) from exc
+        found.sort(key=lambda item: item[1])
+        return found[:limit] if oldest else found[-limit:]
+
     # -- the writer thread -------------------------------------------------------
 
     def _run(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import itertools
 import logging
 import re
 import threading
@@ -67,12 +68,34 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "chatkit.local"  # the server's name in numerics, unless configured
 NETWORK_NAME = "chatkit"  # the network's name (001, NETWORK=), unless configured
+ACCOUNT_CAPS = ("account-notify", "account-tag", "extended-join")
+"""Offered when a plugin keeps accounts (the builtin ``accounts``)."""
 MAX_TARGETS = 4  # targets of one PRIVMSG or NOTICE (ISUPPORT TARGMAX); more are ignored
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
 MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
-CHAN_MODES = "+n"  # what every chat room is, in IRC's terms: no messages from outside (and,
-# no +t, any member sets the topic)
+CHAN_MODES = "n"  # what every chat room is, in IRC's terms: no messages from outside (and,
+# without moderation, no +t: any member sets the topic)
+FLAG_MODES = {"invite_only": "i", "moderated": "m", "topic_ops": "t", "locked": "M"}
+"""The ``flags`` of the moderation plugin's ``modes`` frame as channel modes."""
+MODE_COMMANDS = {
+    "+o": "op",
+    "-o": "deop",
+    "+b": "ban",
+    "-b": "unban",
+    "+q": "mute",
+    "-q": "unmute",
+    "+i": "inviteonly {room} on",
+    "-i": "inviteonly {room} off",
+    "+m": "moderated {room} on",
+    "-m": "moderated {room} off",
+    "+t": "topicops {room} on",
+    "-t": "topicops {room} off",
+    "+M": "lock {room}",
+    "-M": "unlock {room}",
+}
+"""A channel mode change and the moderation plugin's chat command for it (``o`` and
+``b`` take an argument: ``/op #room NICK``)."""
 # mIRC formatting (bold, colours, italics, reverse, reset ...): stripped from what IRC
 # users say, since the other faces' clients would show them as U+FFFD.
 _FORMATTING = re.compile(
@@ -131,7 +154,7 @@ class IrcFace:
             # chatkit folds nicks with Unicode case folding: for ASCII nicks that is
             # "ascii" ([ and { differ), and clients know no better name for the rest.
             "CASEMAPPING=ascii",
-            "CHANMODES=,,,nt",
+            "CHANMODES=bq,,,iMmnt" if moderation_on(hub) else "CHANMODES=,,,nt",
             f"CHANNELLEN={limits.max_room}",
             "CHANTYPES=#",
             f"NETWORK={self.network}",
@@ -152,13 +175,20 @@ class IrcFace:
         multiline = f"{MULTILINE}=max-bytes={limits.max_line},max-lines={limits.max_message_lines}"
         history = (CHATHISTORY_CAP,) if history_on(hub) else ()
         # SASL is offered when a plugin keeps accounts (the builtin `accounts`).
-        sasl = ("sasl",) if any(True for _ in hub.hooks.impls("chatkit_authenticate")) else ()
+        accounts = any(True for _ in hub.hooks.impls("chatkit_authenticate"))
+        # With accounts: sasl, and who is identified as what (account-notify ...).
+        sasl = ("sasl", *ACCOUNT_CAPS) if accounts else ()
         return (*CAPABILITIES, *history, multiline, *sasl)
 
 
 def history_on(hub: Hub) -> bool:
     """Whether the history plugin (or one like it) answers ``history`` requests."""
     return hub.commands.get("history") is not None
+
+
+def moderation_on(hub: Hub) -> bool:
+    """Whether the moderation plugin (or one with its commands) is on: ``MODE`` changes."""
+    return hub.commands.get("op") is not None and hub.commands.get("topicops") is not None
 
 
 def history_limit(hub: Hub) -> int:
@@ -211,6 +241,9 @@ class IrcChannel:
         link.codec = face.codecs.get(self._style)  # fan-outs encode in it from the start
         self._multiline: _Multiline | None = None  # a draft/multiline batch coming in
         self._dropping: str | None = None  # a refused batch's reference: its lines are dropped
+        self._target_batches = itertools.count(1)  # CHATHISTORY TARGETS batch references
+        self._captured: list[dict[str, Any]] | None = None  # a modes request being answered
+        self._ops: dict[str, set[str]] = {}  # room to its operators (folded), as last asked
         self.modes: set[str] = set()
         """The client's user modes (only ``i``, which changes nothing here)."""
         session.data["irc"] = {"realname": "", "away": None}
@@ -219,6 +252,14 @@ class IrcChannel:
 
     def encode(self, frame: Frame) -> bytes:
         with self._send_lock:
+            if frame.type == "modes" and self._captured is not None:
+                # The moderation plugin's answer to the face's own request (_modes).
+                self._captured.append(dict(frame.fields))
+                return b""
+            if frame.type == "join" and "members" in frame.fields:
+                frame = self._prefixed(frame)
+            elif frame.type == "history_targets":  # the history plugin's, to TARGETS
+                frame = Frame("irc", messages=self._target_lines(frame))
             data = self.protocol.send(frame)
             if frame.type == "join" and "members" in frame.fields:
                 # The client's own join: the topic follows its names list, if set.
@@ -312,6 +353,7 @@ class IrcChannel:
         hub, session = self.hub, self.session
         fields: dict[str, Any] = {} if event.password is None else {"password": event.password}
         session.data["irc"]["realname"] = event.realname
+        self._modes(hub.config.default_room)  # its operators, for the names list
         try:
             hub.allow_input(session, Hello(event.nick, fields=fields))
             hub.login(session, event.nick, fields)
@@ -464,6 +506,7 @@ class IrcChannel:
         for room in params[0].split(","):
             if not room:
                 continue
+            self._modes(room)  # its operators, for the names list of the join
             try:
                 self.hub.join(self.session, room)
             except CommandError as exc:
@@ -502,6 +545,8 @@ class IrcChannel:
         lines: list[Message] = []
         for room in params[0].split(","):
             members = self.hub.who(room) or []
+            ops = {names.fold(str(nick)) for nick in self._modes(room).get("operators", [])}
+            members = [("@" if names.fold(m) in ops else "") + m for m in members]
             lines += names_lines(self.face.server_name, self.protocol.nick, room, members)
         self.send(*lines)
 
@@ -511,8 +556,9 @@ class IrcChannel:
         if mask.startswith("#"):
             members = self.hub.who(mask) or []
             room = self._room_name(mask)
+            ops = {names.fold(str(nick)) for nick in self._modes(room).get("operators", [])}
             for nick in members:
-                lines.append(self._who_line(room, nick))
+                lines.append(self._who_line(room, nick, names.fold(nick) in ops))
         else:
             found = self.hub.find(mask)
             if found is not None and found.nick is not None:
@@ -520,9 +566,10 @@ class IrcChannel:
         lines.append(Message(n.RPL_ENDOFWHO, (mask, "End of /WHO list.")))
         self.send(*lines)
 
-    def _who_line(self, room: str, nick: str) -> Message:
+    def _who_line(self, room: str, nick: str, op: bool = False) -> Message:
         info = self._info(nick)
         here = ("G" if info.get("away") else "H") + ("*" if info.get("oper") else "")
+        here += "@" if op else ""
         realname = info.get("realname") or nick
         server = self.face.server_name
         return Message(n.RPL_WHOREPLY, (room, nick, USER_HOST, server, nick, here, f"0 {realname}"))
@@ -566,6 +613,8 @@ class IrcChannel:
         lines.append(Message(n.RPL_WHOISSERVER, (nick, self.face.server_name, "chatkit")))
         if info.get("oper"):
             lines.append(Message(n.RPL_WHOISOPERATOR, (nick, "is an IRC operator")))
+        if found.account is not None:
+            lines.append(Message(n.RPL_WHOISACCOUNT, (nick, found.account, "is logged in as")))
         if info.get("away"):
             lines.append(Message(n.RPL_AWAY, (nick, info["away"])))
         lines.append(Message(n.RPL_ENDOFWHOIS, (nick, "End of /WHOIS list.")))
@@ -627,14 +676,16 @@ class IrcChannel:
                 return
             room = self._room_name(target)
             if len(params) == 1:
-                self.send(
-                    Message(n.RPL_CHANNELMODEIS, (room, CHAN_MODES)),
-                    Message(n.RPL_CREATIONTIME, (room, str(int(self.face.started)))),
-                )
-            elif params[1].lstrip("+") in ("b", ""):
-                self.send(Message(n.RPL_ENDOFBANLIST, (room, "End of channel ban list")))
-            else:
+                self._ask_modes(room, "modes")
+                self.send(Message(n.RPL_CREATIONTIME, (room, str(int(self.face.started)))))
+            elif params[1].lstrip("+") in ("b", "") and len(params) == 2:
+                self._ask_modes(room, "bans")
+            elif params[1].lstrip("+") == "q" and len(params) == 2:
+                self._ask_modes(room, "mutes")
+            elif not moderation_on(self.hub):
                 self.send(Message(n.ERR_CHANOPRIVSNEEDED, (room, "You're not channel operator")))
+            else:
+                self.channel_mode(room, params[1], list(params[2:]))
             return
         if names.fold(target) != names.fold(self.protocol.nick):
             self.send(Message(n.ERR_USERSDONTMATCH, ("Cant change mode for other users",)))
@@ -661,6 +712,84 @@ class IrcChannel:
             self.send(Message("MODE", (self.protocol.nick, change), self._source()))
         if unknown:
             self.send(Message(n.ERR_UMODEUNKNOWNFLAG, ("Unknown MODE flag",)))
+
+    def _modes(self, room: str) -> dict[str, Any]:
+        """The moderation plugin's ``modes`` of ``room`` (``flags``, ``bans``, ``mutes``,
+        ``operators``: the members who are), asked with a ``modes`` request; empty
+        without the plugin. Remembers the operators for names lists (:meth:`_prefixed`)."""
+        if not moderation_on(self.hub):
+            return {}
+        with self._send_lock:
+            self._captured = []
+        try:
+            self.hub.request(self.session, Request("modes", {"room": room}))
+        except CommandError:
+            pass  # no plugin keeps modes
+        finally:
+            with self._send_lock:
+                captured, self._captured = self._captured, None
+        fields = captured[0] if captured else {}
+        operators = fields.get("operators") or []
+        with self._send_lock:
+            self._ops[names.fold(room)] = {names.fold(str(nick)) for nick in operators}
+        return fields
+
+    def _prefixed(self, frame: Frame) -> Frame:
+        """The client's own join, its members ``@``-prefixed if operators (as last
+        asked: the join is rendered under the hub's lock, where plugins are not asked).
+        Under the send lock."""
+        ops = self._ops.get(names.fold(str(frame.fields.get("room"))))
+        if not ops:
+            return frame
+        members = [("@" if names.fold(m) in ops else "") + m for m in frame.fields["members"]]
+        return Frame("join", **{**frame.fields, "members": members})
+
+    def _ask_modes(self, room: str, what: str) -> None:
+        """Answer ``MODE #room`` (``324``), ``MODE #room b`` (``367``, ``368``) or ``q``
+        (``728``, ``729``) from the moderation plugin's modes; without it, from what
+        every room is."""
+        fields = self._modes(room)
+        if what == "bans":
+            lines = [Message(n.RPL_BANLIST, (room, str(mask))) for mask in fields.get("bans", [])]
+            lines.append(Message(n.RPL_ENDOFBANLIST, (room, "End of channel ban list")))
+        elif what == "mutes":  # the quiet list, as solanum (charybdis) has it
+            mutes = fields.get("mutes", [])
+            lines = [Message(n.RPL_QUIETLIST, (room, "q", str(mask))) for mask in mutes]
+            lines.append(Message(n.RPL_ENDOFQUIETLIST, (room, "q", "End of channel quiet list")))
+        else:
+            flags = fields.get("flags", [])
+            letters = "".join(sorted(CHAN_MODES + "".join(FLAG_MODES.get(f, "") for f in flags)))
+            lines = [Message(n.RPL_CHANNELMODEIS, (room, "+" + letters))]
+        self.send(*lines)
+
+    def channel_mode(self, room: str, changes: str, args: list[str]) -> None:
+        """``MODE #room +o-b+imtM nick mask``: each change is the moderation plugin's
+        chat command (``/op #room nick``...), whose announcement every member sees (IRC
+        clients as ``MODE``); a refusal is its numeric (``482``), an unknown mode ``472``."""
+        self._input(f"/mode {room} {changes}")
+        sign = "+"
+        for char in changes:
+            if char in "+-":
+                sign = char
+                continue
+            command = MODE_COMMANDS.get(sign + char)
+            if command is None:
+                if char != "n":  # +n: every room is; -n cannot be
+                    self.send(Message(n.ERR_UNKNOWNMODE, (char, "is unknown mode char to me")))
+                continue
+            arg = ""
+            if char in "obq":
+                if not args:
+                    if char in "bq":
+                        self._ask_modes(room, "bans" if char == "b" else "mutes")
+                    continue  # +o without a nick: nothing to do (as IRC servers do)
+                arg = args.pop(0)
+            line = f"/{command.format(room=room)}" if not arg else f"/{command} {room} {arg}"
+            try:
+                self.hub.run_command(self.session, line, room)
+            except CommandError as exc:
+                target = arg if exc.code == "no_such_nick" else room
+                self.fail("MODE", target, exc)
 
     def _source(self) -> str:
         nick = self.protocol.nick
@@ -721,6 +850,9 @@ class IrcChannel:
             self.send(Message(n.ERR_UNKNOWNCOMMAND, ("CHATHISTORY", "Unknown command")))
             return
         sub = params[0].upper() if params else "*"
+        if sub == "TARGETS":
+            self.chathistory_targets(params[1:])
+            return
         wanted = {"LATEST": 3, "BEFORE": 3, "AFTER": 3, "AROUND": 3, "BETWEEN": 4}
         if sub not in wanted:
             self._fail("INVALID_PARAMS", sub, text="Unknown CHATHISTORY subcommand")
@@ -772,6 +904,55 @@ class IrcChannel:
         finally:
             with self._send_lock:
                 self.protocol.expect_history(None)  # answered (or refused): no batch pending
+
+    def chathistory_targets(self, params: tuple[str, ...]) -> None:
+        """``CHATHISTORY TARGETS timestamp=A timestamp=B limit``: the rooms the client
+        is in and its private conversations with messages between A and B (both
+        included), each with its latest message's time, in a
+        ``draft/chathistory-targets`` batch, oldest first; at most ``limit`` of them,
+        counted from A (the earliest if A is before B, else the latest)."""
+        if len(params) < 3:
+            self._fail("NEED_MORE_PARAMS", "TARGETS", text="Missing parameters")
+            return
+        try:
+            if not all(p.startswith("timestamp=") for p in params[:2]):
+                raise ValueError(params[0] if not params[0].startswith("timestamp=") else params[1])
+            first, second = _point(params[0]), _point(params[1])
+            limit = int(params[2]) if params[2].isdigit() else 0
+            if limit < 1:
+                raise ValueError(params[2])
+        except ValueError as exc:
+            self._fail("INVALID_PARAMS", "TARGETS", str(exc), text="Invalid timestamp or limit")
+            return
+        low, high = min(first[0], second[0]), max(first[1], second[1])
+        fields = {
+            "after": low - 1,
+            "before": high + 1,
+            "limit": min(limit, history_limit(self.hub)),
+            "oldest": first[0] <= second[0],
+        }
+        request = Request("history_targets", fields)
+        try:
+            self.hub.allow_input(self.session, request)
+            self.hub.request(self.session, request)
+        except CommandError as exc:
+            self._fail("MESSAGE_ERROR", "TARGETS", "*", text=exc.text)
+
+    def _target_lines(self, frame: Frame) -> list[Message]:
+        """The ``CHATHISTORY TARGETS`` lines of a ``history_targets`` frame (in a batch
+        if the client negotiated ``batch``). Under the send lock."""
+        server = self.face.server_name
+        batch = "batch" in self.protocol.caps
+        ref = f"t{next(self._target_batches)}"
+        tags = {"batch": ref} if batch else {}
+        lines = [
+            Message("CHATHISTORY", ("TARGETS", str(t["target"]), str(t["ts"])), server, tags)
+            for t in frame.fields.get("targets") or []
+        ]
+        if batch:
+            start = Message("BATCH", (f"+{ref}", "draft/chathistory-targets"), server)
+            lines = [start, *lines, Message("BATCH", (f"-{ref}",), server)]
+        return lines
 
     def _fail(self, code: str, *context: str, text: str) -> None:
         """A ``FAIL CHATHISTORY`` standard reply."""

@@ -432,6 +432,12 @@ class IrcProtocol:
             if kind == "nick":
                 self.nick = str(fields["new"])
                 return render(frame, self.style)
+            if kind == "notice" and fields.get("invite") and fields.get("by"):
+                invite = (self.nick, str(fields["invite"]))
+                return [Message("INVITE", invite, source(str(fields["by"])))]
+            if kind == "notice" and fields.get("mode") and fields.get("room"):
+                # A mode for this client alone (made an operator): MODE, then the notice.
+                return [*render(frame, self.style, self.nick), *self._notice(str(fields["text"]))]
             if kind == "notice":
                 return self._notice(str(fields["text"]))
             if kind == "error":
@@ -461,12 +467,21 @@ class IrcProtocol:
                 n.RPL_YOURHOST, (f"Your host is {self.server}, running version {self.version}",)
             ),
             Message(n.RPL_CREATED, (f"This server was created {self.created}",)),
-            Message(n.RPL_MYINFO, (self.server, self.version, "i", "nt")),
+            Message(n.RPL_MYINFO, (self.server, self.version, "i", *self._chanmodes())),
         ]
         for start in range(0, len(self.isupport), ISUPPORT_PER_LINE):
             tokens = self.isupport[start : start + ISUPPORT_PER_LINE]
             lines.append(Message(n.RPL_ISUPPORT, (*tokens, "are supported by this server")))
         return lines
+
+    def _chanmodes(self) -> tuple[str, ...]:
+        """``004``'s channel modes (and those with a parameter), from ISUPPORT CHANMODES."""
+        token = next((t for t in self.isupport if t.startswith("CHANMODES=")), "CHANMODES=,,,nt")
+        lists, *_, flags = token[len("CHANMODES=") :].split(",")
+        if not lists:
+            return ("".join(sorted(flags)),)
+        with_param = "".join(sorted(lists + "o"))
+        return ("".join(sorted(lists + flags + "o")), with_param)
 
     def _notice(self, text: str) -> list[Message]:
         if self._motd == "pending":
@@ -498,7 +513,11 @@ class IrcProtocol:
 
     def _own_join(self, fields: dict[str, Any]) -> list[Message]:
         room = str(fields["room"])
-        lines = [Message("JOIN", (room,), source(self.nick))]
+        params: tuple[str, ...] = (room,)
+        if "extended-join" in self.caps:
+            realname = self._user[1] if self._user else self.nick
+            params += (str(fields.get("account") or "*"), realname)
+        lines = [Message("JOIN", params, source(self.nick))]
         lines += names_lines(self.server, self.nick, room, [str(m) for m in fields["members"]])
         return lines
 
@@ -525,10 +544,15 @@ class IrcProtocol:
                 "not_stored",
                 "bad_text",
                 "muted",
+                "moderated",
                 "room_locked",
             )
         ):
             return [Message(n.ERR_CANNOTSENDTOCHAN, (target, text))]
+        if code == "not_in_room" and fields.get("nick") and isinstance(target, str) and target:
+            # Someone else is not in the room (KICK): 441, not 442.
+            nick = str(fields["nick"])
+            return [Message(n.ERR_USERNOTINCHANNEL, (nick, target, text))]
         numeric = n.ERROR_CODES.get(code)
         if numeric in (n.RPL_TRYAGAIN, n.ERR_UNKNOWNCOMMAND) and command:
             return [Message(numeric, (str(command), text))]

@@ -42,16 +42,41 @@ __all__ = [
 
 MULTILINE = "draft/multiline"
 """The IRCv3 capability of multi-line messages as one batch (with ``batch``)."""
-BYTE_CAPS = frozenset({"message-tags", "server-time", "echo-message", MULTILINE})
+BYTE_CAPS = frozenset(
+    {
+        "message-tags",
+        "server-time",
+        "echo-message",
+        MULTILINE,
+        "account-tag",
+        "account-notify",
+        "extended-join",
+    }
+)
 """The capabilities that change what a fan-out sends a client (``echo-message``
 through :attr:`Codec.echo`): one codec per set of them in use. (``draft/multiline``
 counts only with ``batch``: the protocol leaves it out of a style without it.)"""
 USER_HOST = "chatkit"  # the host part of every nick!user@host: one network, no real hosts
 # shown (a fan-out's bytes may not depend on who sent, beyond the frame).
-MAX_CODECS = 64  # codecs a face keeps: 2**4 capability sets for each server name; a bound
+MAX_CODECS = 512  # codecs a face keeps: 2**7 capability sets for each server name; a bound
 # only against a misuse that would make a new style per connection.
 # Commands whose last parameter is a token, not text: written without a ":" if it can be.
-_TOKEN_LAST = frozenset({"JOIN", "NICK", "MODE", "BATCH", "004", "221", "324", "329"})
+_TOKEN_LAST = frozenset(
+    {
+        "JOIN",
+        "NICK",
+        "MODE",
+        "BATCH",
+        "INVITE",
+        "CHATHISTORY",
+        "004",
+        "221",
+        "324",
+        "329",
+        "367",
+        "728",
+    }
+)
 _UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
 
 
@@ -101,6 +126,8 @@ _BREAKS = {0x00: " ", 0x0A: " ", 0x0D: " "}
 
 def _text_last(message: Message) -> bool:
     """Whether the last parameter of ``message`` is text (a lone PART's is a channel)."""
+    if message.command == "JOIN" and len(message.params) == 3:
+        return True  # extended-join: the realname is text
     if message.command in _TOKEN_LAST:
         return False
     return len(message.params) > 1 or message.command in ("QUIT", "ERROR", "PING")
@@ -132,6 +159,9 @@ def _tags(style: Style, frame: Frame, extra: dict[str, str] | None) -> dict[str,
         tags["time"] = fields["ts"]
     if style.tags and fields.get("id") is not None:
         tags["msgid"] = str(fields["id"])
+    account = fields.get("account")
+    if "account-tag" in style.caps and isinstance(account, str) and frame.type != "account":
+        tags["account"] = account
     if extra:
         tags.update(extra)
     return tags
@@ -200,13 +230,30 @@ def render(
         if kind == "private":
             return _privmsgs(style, frame, fields["from"], fields["to"], all_tags)
         if kind == "join":
-            return [Message("JOIN", (fields["room"],), source(fields["nick"]), all_tags)]
+            params: tuple[str, ...] = (fields["room"],)
+            if "extended-join" in style.caps:
+                # The account (or *) and the realname: the chat keeps none, the nick.
+                params += (str(fields.get("account") or "*"), str(fields["nick"]))
+            return [Message("JOIN", params, source(fields["nick"]), all_tags)]
+        if kind == "account":
+            if "account-notify" not in style.caps:
+                return []
+            account = str(fields.get("account") or "*")
+            return [Message("ACCOUNT", (account,), source(fields["nick"]), all_tags)]
         if kind == "leave":
             reason = _safe(str(fields.get("reason") or ""))
             if reason == "part":
                 reason = ""  # the chat's default reason: IRC shows none
             if fields.get("rooms") is not None:  # left the chat: once, for every room shared
                 return [Message("QUIT", (reason or "quit",), source(fields["nick"]), all_tags)]
+            if fields.get("by"):  # kicked by an operator
+                by = str(fields["by"])
+                for prefix in (f"kicked by {by}: ", f"kicked by {by}"):
+                    if reason.startswith(prefix):
+                        reason = reason[len(prefix) :]
+                        break
+                kick = (fields["room"], fields["nick"], reason or by)
+                return [Message("KICK", kick, source(by), all_tags)]
             params = (fields["room"], reason) if reason else (fields["room"],)
             return [Message("PART", params, source(fields["nick"]), all_tags)]
         if kind == "nick":
@@ -214,6 +261,14 @@ def render(
         if kind == "topic":
             topic = (fields["room"], _safe(str(fields["topic"])))
             return [Message("TOPIC", topic, source(fields["nick"]), all_tags)]
+        if kind == "notice" and fields.get("kicked"):
+            return []  # a kick's announcement: IRC clients see the KICK (a leave with "by")
+        if kind == "notice" and fields.get("mode") and fields.get("room"):
+            # A moderation action (hub.announce with IRC's terms for it): MODE.
+            mode = (str(fields["room"]), _safe(str(fields["mode"])))
+            arg = (_safe(str(fields["arg"])),) if fields.get("arg") else ()
+            by = str(fields.get("by") or "")  # none: the server's own doing
+            return [Message("MODE", mode + arg, source(by) if by else style.server, all_tags)]
         if kind == "ping":
             return [Message("PING", (style.server,))]
         if kind == "pong":

@@ -1,0 +1,115 @@
+"""IRCv3 account-tag, account-notify and extended-join with the accounts plugin, through
+real sockets.
+
+From the specifications (https://ircv3.net/specs/extensions/account-tag,
+.../account-notify, .../extended-join): offered only when accounts exist; ``account``
+tags a message from an identified user; ``:nick!user@host ACCOUNT name`` (``*`` when
+logged out) goes to clients sharing a channel that negotiated account-notify;
+extended-join's ``JOIN #chan account :realname`` (``*`` when not identified).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from test_irc_face import SERVER, IrcClient
+
+from chatkit import Server
+from chatkit.faces.irc import IrcFace
+from chatkit.faces.line import LineFace
+from chatkit.testing import ChatClient, make_config
+
+PASSWORD = "correct-horse"
+CAPS = "account-tag account-notify extended-join"
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    with Server(
+        config=make_config(disable=["flood", "history"]),
+        faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="T")],
+    ) as server:
+        yield server
+
+
+def test_offered_only_with_accounts() -> None:
+    """CAP LS offers the three with accounts; without them, none of them."""
+    with (
+        Server(
+            config=make_config(disable=["accounts", "history"]),
+            faces=[LineFace(), IrcFace(port=0, server_name=SERVER)],
+        ) as server,
+        IrcClient(server.addresses["irc"]) as alice,
+    ):
+        alice.send("CAP LS 302")
+        offered = alice.expect("CAP * LS")
+        assert "account-tag" not in offered and "account-notify" not in offered
+        assert "extended-join" not in offered
+
+
+def test_account_notify_tag_and_extended_join(server: Server) -> None:
+    """A JSON user registers: IRC clients with account-notify see ACCOUNT, then its
+    messages carry the account tag (only for account-tag clients); logging out is
+    ACCOUNT *; a client without the caps sees none of it; extended-join shows the
+    account and realname of joiners; WHOIS gives 330."""
+    with (
+        IrcClient(server.addresses["irc"]) as alice,
+        IrcClient(server.addresses["irc"]) as plain,
+        ChatClient(server.addresses["line"]) as jay,
+    ):
+        alice.send("CAP LS 302")
+        offered = alice.expect("CAP * LS")
+        for cap in CAPS.split():
+            assert cap in offered
+        lines = alice.register("alice", caps=CAPS)
+        own = [line for line in lines if " JOIN " in line]
+        assert own == [":alice!alice@chatkit JOIN #general * :Alice Example"]
+        plain.register("plain")
+        jay.login("jay")
+        alice.expect(":jay!jay@chatkit JOIN #general * :jay")
+        jay.say(f"/register {PASSWORD}")
+        jay.expect("reply", command="register")
+        alice.expect(":jay!jay@chatkit ACCOUNT jay")
+        frame = jay.expect("account", nick="jay")
+        assert frame["account"] == "jay"
+        jay.say("identified now")
+        assert jay.expect("message", text="identified now")["account"] == "jay"
+        alice.expect("@account=jay :jay!jay@chatkit PRIVMSG #general :identified now")
+        alice.send("WHOIS jay")
+        alice.expect(f":{SERVER} 330 alice jay jay :is logged in as")
+        jay.say("/logout")
+        alice.expect(":jay!jay@chatkit ACCOUNT *")
+        jay.say("plain again")
+        alice.expect(":jay!jay@chatkit PRIVMSG #general :plain again")
+        for line in plain.until("plain again"):
+            assert "ACCOUNT" not in line and "account=" not in line
+        jay.say("/join #den")
+        jay.expect("join", room="#den")
+        alice.send("JOIN #den")
+        alice.expect(":alice!alice@chatkit JOIN #den * :Alice Example")
+
+
+def test_sasl_account_on_the_own_join(server: Server) -> None:
+    """A client logged in by SASL sees its account in its own extended JOIN; others
+    see it in the fanned-out JOIN."""
+    import base64
+
+    with ChatClient(server.addresses["line"]) as jay:
+        jay.login("bob")
+        jay.say(f"/register {PASSWORD}")
+        jay.expect("reply", command="register")
+    with (
+        IrcClient(server.addresses["irc"]) as alice,
+        IrcClient(server.addresses["irc"]) as bob,
+    ):
+        alice.register("alice", caps=CAPS)
+        bob.send("CAP LS 302", f"CAP REQ :sasl {CAPS}")
+        bob.expect("CAP * ACK")
+        bob.send("AUTHENTICATE PLAIN")
+        bob.expect("AUTHENTICATE +")
+        token = base64.b64encode(f"\0bob\0{PASSWORD}".encode()).decode()
+        bob.send(f"AUTHENTICATE {token}", "NICK bob", "USER bob 0 * :Bob Builder", "CAP END")
+        bob.expect(" 903 ")
+        bob.expect(":bob!bob@chatkit JOIN #general bob :Bob Builder")
+        alice.expect(":bob!bob@chatkit JOIN #general bob :bob")

@@ -1,0 +1,303 @@
+"""IRC channel modes on top of the moderation plugin, through real sockets.
+
+From RFC 2812 3.2.3 and modern.ircdocs.horse (MODE, channel modes, RPL_CHANNELMODEIS,
+RPL_BANLIST, ERR_CHANOPRIVSNEEDED...): ``MODE #room`` answers ``324`` with the modes
+the room really has; ``+o``/``-o``, ``+b``/``-b`` (and the ban list), ``+i``, ``+m``,
+``+t``, ``+M`` are the moderation plugin's commands; every member sees the change, IRC
+clients as ``MODE`` from the operator, other faces as its notice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_irc_face import SERVER, IrcClient
+
+from chatkit import Server
+from chatkit.config import config_from_dict
+from chatkit.faces.irc import IrcFace
+from chatkit.faces.line import LineFace
+from chatkit.testing import ChatClient, make_config
+
+
+def start(moderation: bool = True, history_db: str | None = None) -> Server:
+    settings: dict[str, object] = {"server": {"plugins": ["moderation"] if moderation else []}}
+    if history_db is not None:
+        settings["plugins"] = {"history": {"db": history_db}}
+    config = make_config(config_from_dict(settings))
+    config.disable = ["flood"]
+    return Server(
+        config=config, faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="T")]
+    )
+
+
+def first(client: IrcClient, nick: str = "ann") -> list[str]:
+    """Register the first client, which is an operator of #general: its lines up to
+    the notice saying so (sent after the join: before it, a second client could join
+    first and the room would have no operator)."""
+    lines = client.register(nick)
+    return lines + client.until("you are an operator of #general")
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    with start() as server:
+        yield server
+
+
+def test_mode_query_reflects_the_rooms_modes(server: Server) -> None:
+    """ISUPPORT CHANMODES names b and iMmnt; MODE #room is 324 +n then the flags set."""
+    with IrcClient(server.addresses["irc"]) as ann:
+        lines = first(ann)
+        assert any("CHANMODES=bq,,,iMmnt" in line for line in lines)
+        assert lines[3].startswith(f":{SERVER} 004 ann {SERVER} ")
+        assert lines[3].split()[-3:] == ["i", "Mbimnoqt", "boq"]  # user, channel, with a param
+        ann.send("MODE #general")
+        ann.expect(f":{SERVER} 324 ann #general +n")
+        ann.expect(f":{SERVER} 329 ann #general ")
+        ann.send("MODE #general +imtM")
+        for change in ("+i", "+m", "+t", "+M"):
+            ann.expect(f":ann!ann@chatkit MODE #general {change}")
+        ann.send("MODE #general")
+        ann.expect(f":{SERVER} 324 ann #general +Mimnt")
+        ann.send("MODE #general -mi+n")
+        ann.expect(":ann!ann@chatkit MODE #general -m")
+        ann.expect(":ann!ann@chatkit MODE #general -i")
+        ann.send("MODE #general")
+        ann.expect(f":{SERVER} 324 ann #general +Mnt")
+        ann.send("MODE #general +k secret")
+        ann.expect(f":{SERVER} 472 ann k :")
+
+
+def test_op_and_deop_reach_every_face(server: Server) -> None:
+    """MODE +o/-o: IRC members see MODE, JSON clients the notice; a non-operator's
+    MODE change gets 482 and changes nothing."""
+    with (
+        IrcClient(server.addresses["irc"]) as ann,
+        IrcClient(server.addresses["irc"]) as bob,
+        ChatClient(server.addresses["line"]) as jay,
+    ):
+        first(ann)
+        bob.register("bob")
+        jay.login("jay")
+        bob.send("MODE #general +o bob")
+        bob.expect(f":{SERVER} 482 bob #general :")
+        bob.send("MODE #general +m")
+        bob.expect(f":{SERVER} 482 bob #general :")
+        ann.send("MODE #general +o bob")
+        bob.expect(":ann!ann@chatkit MODE #general +o bob")
+        ann.expect(":ann!ann@chatkit MODE #general +o bob")
+        frame = jay.expect("notice", text="ann made bob an operator")
+        assert (frame["mode"], frame["arg"], frame["by"]) == ("+o", "bob", "ann")
+        bob.send("MODE #general +m")  # an operator now
+        ann.expect(":bob!bob@chatkit MODE #general +m")
+        ann.send("MODE #general -o bob")
+        bob.expect(":ann!ann@chatkit MODE #general -o bob")
+        bob.send("MODE #general -m")
+        bob.expect(f":{SERVER} 482 bob #general :")
+        ann.send("MODE #general +o nobody")
+        ann.expect(f":{SERVER} 401 ann nobody :")
+
+
+def test_bans_and_the_ban_list(server: Server) -> None:
+    """MODE +b mask bans (a banned JOIN is 474); MODE #room b and +b list the bans
+    (367 each, 368); -b lifts it."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        first(ann)
+        ann.send("JOIN #den")
+        ann.expect(f":{SERVER} 366 ann #den ")
+        bob.register("bob")
+        ann.send("MODE #den b")
+        ann.expect(f":{SERVER} 368 ann #den :End of channel ban list")
+        ann.send("MODE #den +b bob")
+        ann.expect(":ann!ann@chatkit MODE #den +b bob!*@*")
+        ann.send("MODE #den +b *!*@203.0.113.*")
+        ann.expect(":ann!ann@chatkit MODE #den +b *!*@203.0.113.*")
+        ann.send("MODE #den +b")
+        lines = ann.until(" 368 ")
+        assert [line for line in lines if " 367 " in line] == [
+            f":{SERVER} 367 ann #den *!*@203.0.113.*",
+            f":{SERVER} 367 ann #den bob!*@*",
+        ]
+        bob.send("JOIN #den")
+        bob.expect(f":{SERVER} 474 bob #den :")
+        ann.send("MODE #den -b bob")
+        ann.expect(":ann!ann@chatkit MODE #den -b bob!*@*")
+        bob.send("JOIN #den")
+        bob.expect(":bob!bob@chatkit JOIN #den")
+
+
+def test_invite_only_moderated_and_topic_modes(server: Server) -> None:
+    """+i: a JOIN is 473 until INVITE; +m: only operators speak (404 for the others);
+    +t: only operators set the topic (482); -t: anyone again."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        first(ann)
+        ann.send("JOIN #den")
+        ann.expect(f":{SERVER} 366 ann #den ")
+        bob.register("bob")
+        ann.send("MODE #den +i")
+        ann.expect(":ann!ann@chatkit MODE #den +i")
+        bob.send("JOIN #den")
+        bob.expect(f":{SERVER} 473 bob #den :")
+        ann.send("INVITE bob #den")
+        bob.expect(":ann!ann@chatkit INVITE bob #den")
+        bob.send("JOIN #den")
+        bob.expect(":bob!bob@chatkit JOIN #den")
+        ann.send("MODE #den +mt")
+        bob.expect(":ann!ann@chatkit MODE #den +m")
+        bob.expect(":ann!ann@chatkit MODE #den +t")
+        bob.send("PRIVMSG #den :may I?")
+        bob.expect(f":{SERVER} 404 bob #den :")
+        ann.send("PRIVMSG #den :operators may")
+        bob.expect(":ann!ann@chatkit PRIVMSG #den :operators may")
+        bob.send("TOPIC #den :mine")
+        bob.expect(f":{SERVER} 482 bob #den :")
+        ann.send("TOPIC #den :set by an operator")
+        bob.expect(":ann!ann@chatkit TOPIC #den :set by an operator")
+        ann.send("MODE #den -mt")
+        bob.expect(":ann!ann@chatkit MODE #den -t")
+        bob.send("TOPIC #den :mine now", "PRIVMSG #den :thanks")
+        ann.expect(":bob!bob@chatkit TOPIC #den :mine now")
+        ann.expect(":bob!bob@chatkit PRIVMSG #den :thanks")
+
+
+def test_without_moderation_mode_changes_get_482() -> None:
+    """Without the moderation plugin: CHANMODES=,,,nt, 324 +n, an empty ban list, and
+    every change 482 (nobody is an operator)."""
+    with start(moderation=False) as server, IrcClient(server.addresses["irc"]) as ann:
+        lines = ann.register("ann")
+        assert any("CHANMODES=,,,nt" in line for line in lines)
+        assert lines[3].split()[-2:] == ["i", "nt"]  # 004
+        ann.send("MODE #general", "MODE #general b", "MODE #general +o ann")
+        ann.expect(f":{SERVER} 324 ann #general +n")
+        ann.expect(f":{SERVER} 368 ann #general :")
+        ann.expect(f":{SERVER} 482 ann #general :")
+
+
+def test_chat_commands_for_the_new_room_settings(server: Server) -> None:
+    """/moderated and /topicops from a JSON client: the others get moderated and
+    not_room_operator; IRC members see the MODE; a modes request lists the settings."""
+    with ChatClient(server.addresses["line"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        ann.login("ann")
+        ann.expect("notice", text="you are an operator of #general")
+        bob.register("bob")
+        ann.say("/moderated on")
+        ann.expect("notice", text="ann moderated the room: only operators speak")
+        bob.expect(":ann!ann@chatkit MODE #general +m")
+        ann.say("/topicops on")
+        ann.expect("notice", text="ann let only operators set the topic")
+        ann.send(type="modes", room="#general")
+        frame = ann.expect("modes")
+        assert frame["flags"] == ["moderated", "topic_ops"] and frame["bans"] == []
+        ann.say("/topicops on")
+        ann.expect("reply", text_contains="already")
+        ann.say("/moderated off")
+        bob.expect(":ann!ann@chatkit MODE #general -m")
+
+
+def test_topics_survive_a_restart_with_moderation(tmp_path: Path) -> None:
+    """With moderation, a topic is kept in its SQLite file: after a restart the first
+    to join the room gets it (332 on IRC from the restored topic, who set it kept)."""
+    db = str(tmp_path / "h.sqlite3")
+    with start(history_db=db) as first, ChatClient(first.addresses["line"]) as ann:
+        ann.login("ann")
+        ann.say("/join #den")
+        ann.expect("join", room="#den")
+        ann.say("/topic #den Release on Friday")
+        ann.expect("topic", topic="Release on Friday")
+        ann.sync()
+    with start(history_db=db) as second, IrcClient(second.addresses["irc"]) as bob:
+        bob.register("bob")
+        bob.send("JOIN #den")
+        bob.expect(":ann!ann@chatkit TOPIC #den :Release on Friday")
+        bob.send("TOPIC #den")
+        bob.expect(f":{SERVER} 332 bob #den :Release on Friday")
+        bob.expect(f":{SERVER} 333 bob #den ann!ann@chatkit ")
+        bob.send("TOPIC #den :")  # cleared: forgotten too
+        bob.expect(":bob!bob@chatkit TOPIC #den :")
+        bob.sync()
+    with start(history_db=db) as third, ChatClient(third.addresses["line"]) as cat:
+        cat.login("cat")
+        cat.say("/join #den")
+        cat.expect("join", room="#den")
+        cat.say("/topic #den")
+        assert cat.expect("reply", command="topic")["text"] == "#den has no topic"
+
+
+def test_kick_is_a_kick_line(server: Server) -> None:
+    """KICK #room nick :reason: every IRC member (the kicked one too) sees KICK from the
+    operator with the reason (not a PART, not the notice); JSON clients get the leave
+    with by and the notice; a nick not in the room is 441, a non-operator's KICK 482."""
+    with (
+        IrcClient(server.addresses["irc"]) as ann,
+        IrcClient(server.addresses["irc"]) as bob,
+        ChatClient(server.addresses["line"]) as jay,
+    ):
+        first(ann)
+        bob.register("bob")
+        jay.login("jay")
+        bob.send("KICK #general jay :no")
+        bob.expect(f":{SERVER} 482 bob #general :")
+        ann.send("JOIN #den")
+        ann.expect(f":{SERVER} 366 ann #den ")
+        ann.send("KICK #den bob :not here")
+        ann.expect(f":{SERVER} 441 ann bob #den :")
+        ann.send("KICK #general bob :spamming")
+        bob.expect(":ann!ann@chatkit KICK #general bob :spamming")
+        lines = ann.until(":ann!ann@chatkit KICK #general bob :spamming")
+        assert not [line for line in lines if "NOTICE" in line or "PART" in line]
+        jay.expect("notice", text="ann kicked bob: spamming")
+        frame = jay.expect("leave", nick="bob")
+        assert (frame["reason"], frame["by"]) == ("kicked by ann: spamming", "ann")
+        ann.send("KICK #general jay")
+        ann.expect(":ann!ann@chatkit KICK #general jay :ann")
+
+
+def test_quiet_list_is_the_mute_list(server: Server) -> None:
+    """+q mask / -q mask mute and unmute (solanum's quiet list): a quieted member's
+    PRIVMSG is 404; MODE #room q lists them (728 each, 729)."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        first(ann)
+        bob.register("bob")
+        ann.send("MODE #general +q bob")
+        bob.expect(":ann!ann@chatkit MODE #general +q bob!*@*")
+        bob.send("PRIVMSG #general :hello?")
+        bob.expect(f":{SERVER} 404 bob #general :")
+        ann.send("MODE #general q")
+        assert ann.until(" 729 ")[-2:] == [
+            f":{SERVER} 728 ann #general q bob!*@*",
+            f":{SERVER} 729 ann #general q :End of channel quiet list",
+        ]
+        ann.send("MODE #general -q bob")
+        bob.expect(":ann!ann@chatkit MODE #general -q bob!*@*")
+        bob.send("PRIVMSG #general :thanks")
+        ann.expect(":bob!bob@chatkit PRIVMSG #general :thanks")
+
+
+def test_names_lists_show_operators(server: Server) -> None:
+    """The first to join a room gets MODE +o from the server (and the notice); names
+    lists, the join's and NAMES's, prefix operators with @ (PREFIX=(ov)@+)."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        lines = first(ann)
+        assert f":{SERVER} MODE #general +o ann" in lines
+        assert any("PREFIX=(ov)@+" in line for line in lines)
+        names = [line for line in bob.register("bob") if " 353 " in line]
+        assert names == [f":{SERVER} 353 bob = #general :@ann bob"]
+        ann.send("JOIN #den")
+        ann.expect(f":{SERVER} MODE #den +o ann")
+        ann.send("MODE #den +i", "INVITE bob #den")
+        bob.expect("INVITE bob #den")
+        bob.send("JOIN #den")
+        bob.expect(f":{SERVER} 353 bob = #den :@ann bob")
+        ann.send("MODE #den +o bob")
+        bob.expect(":ann!ann@chatkit MODE #den +o bob")
+        bob.send("NAMES #den")
+        bob.expect(f":{SERVER} 353 bob = #den :@ann @bob")
+        bob.send("WHO #den")
+        assert [line.split()[8] for line in bob.until(" 315 ") if " 352 " in line] == ["H@", "H@"]
+        ann.send("MODE #den -o bob")
+        bob.expect(":ann!ann@chatkit MODE #den -o bob")
+        bob.send("WHO #den")
+        assert [line.split()[8] for line in bob.until(" 315 ") if " 352 " in line] == ["H@", "H"]
