@@ -84,7 +84,8 @@ def test_op_and_deop(chat_server_factory: Factory, chat_client: Connect) -> None
 
 
 def test_identified_operators_and_bans_survive_a_restart(tmp_path: Path) -> None:
-    """An identified operator stays one, and a ban stays, after a restart."""
+    """An identified operator stays one, and bans, mutes and room settings stay, after
+    a restart."""
     config = moderated()
     config.plugin_config["history"] = {"db": str(tmp_path / "h.sqlite3")}
     with Server(config=make_config(config)) as first, ChatClient(first.address) as ann:
@@ -95,6 +96,12 @@ def test_identified_operators_and_bans_survive_a_restart(tmp_path: Path) -> None
         ann.expect("notice", text="you are an operator of #den")
         ann.say("/ban *!*@127.0.0.2")
         ann.expect("notice", text_contains="banned")
+        ann.say("/mute mallory")
+        ann.expect("notice", text_contains="muted")
+        ann.say("/join #vault")
+        ann.expect("notice", text="you are an operator of #vault")
+        ann.say("/inviteonly on")
+        ann.expect("notice", text="ann made the room invite-only")
     assert (tmp_path / "h.moderation.sqlite3").exists()
     with Server(config=make_config(config)) as second:
         with ChatClient(second.address) as bob:
@@ -103,10 +110,19 @@ def test_identified_operators_and_bans_survive_a_restart(tmp_path: Path) -> None
             bob.expect("join", nick="bob", room="#den")
             notices = [f["text"] for f in bob.sync() if f["type"] == "notice"]
             assert "you are an operator of #den" not in notices  # ann is, from before
+            bob.say("/join #vault")  # still invite-only
+            bob.expect("error", code="invite_only")
+        with ChatClient(second.address) as mallory:
+            mallory.login("mallory")
+            mallory.say("/join #den")
+            mallory.expect("join", nick="mallory", room="#den")
+            mallory.say("hello?")  # still muted
+            mallory.expect("error", code="muted")
         plugin = second.pluginmanager.get_plugin("moderation")
         assert isinstance(plugin, Moderation)
         assert plugin._store.rows("ops", "#den") == ["ann"]
         assert plugin._store.rows("bans", "#den") == ["*!*@127.0.0.2"]
+        assert plugin._store.rows("mutes", "#den") == ["mallory!*@*"]
 
 
 def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_client: Connect) -> None:
