@@ -22,7 +22,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatkit.testing import ChatClient
 
-
 CHATKIT = str(Path(sys.executable).parent / "chatkit")
 LEASE = 2.0  # seconds: short, so a lost node is noticed quickly
 
@@ -57,7 +56,9 @@ class RedisServer:
 
     def start(self) -> None:
         if shutil.which("redis-server") is None:
-            pytest.fail("needs redis-server on the PATH (apt-get install redis-server; .ci/run does)")
+            pytest.fail(
+                "needs redis-server on the PATH (apt-get install redis-server; .ci/run does)"
+            )
         self.proc = subprocess.Popen(
             [
                 "redis-server",
