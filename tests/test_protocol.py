@@ -343,3 +343,14 @@ def test_every_frame_is_encodable() -> None:
     assert json.loads(data)["text"] == "bad ? text"
     assert Frame("message", text="\ud800").encode(TEXT_CODEC).endswith(b"\n")
     assert Frame("welcome").encode(TEXT_CODEC).startswith(b"welcome: ")
+
+
+def test_printable_text_is_returned_as_it_is() -> None:
+    """clean_text returns printable text at once: every character it replaces or refuses
+    (control characters, bidi controls) is one that str.isprintable() rejects."""
+    from chatkit.protocol import _TABLES, BIDI_CONTROLS
+
+    changed = {cp for table in _TABLES.values() for cp in table} | set(BIDI_CONTROLS)
+    assert changed and not any(chr(cp).isprintable() for cp in changed)
+    text = "héllo wörld, 你好 🙂"
+    assert clean_text(text, bidi="refuse") is text

@@ -411,9 +411,9 @@ class IrcChannel:
                 continue
             try:
                 try:
-                    clean = clean_text(
-                        _FORMATTING.sub("", text), newlines=newlines, bidi=hub.config.bidi
-                    )
+                    # Formatting codes are control characters: printable text has none.
+                    plain = text if text.isprintable() else _FORMATTING.sub("", text)
+                    clean = clean_text(plain, newlines=newlines, bidi=hub.config.bidi)
                 except RemoteProtocolError as exc:
                     raise CommandError(exc.text, exc.code) from None
                 if not clean.strip():
