@@ -359,30 +359,37 @@ def scenario_cluster(plan: Plan) -> dict[str, Any]:
     return out
 
 
+def idle_memory(host: str, port: int, pid: int, protocol: str, clients: int) -> dict[str, Any]:
+    """Server memory per idle client: ``clients`` connect (logged in, in one room) and
+    stay; the server's RSS before and after."""
+    time.sleep(0.5)
+    before = rss_kib(pid)
+
+    async def hold() -> tuple[int, int]:
+        load = loadgen.Load(host, port, protocol)
+        await load.connect_many(clients, "idle")
+        await asyncio.sleep(1.0)
+        after = rss_kib(pid)
+        connected = len([c for c in load.clients if not c.closed])
+        load.close()
+        return connected, after
+
+    connected, after = run(hold())
+    return {
+        "clients": clients,
+        "connected": connected,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_client": round((after - before) / clients, 2),
+    }
+
+
 def scenario_idle(clients: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in SERVERS:
         with running(kind) as (host, port, pid):
-            time.sleep(0.5)
-            before = rss_kib(pid)
-
-            async def hold(host: str = host, port: int = port, kind: str = kind) -> tuple[int, int]:
-                load = loadgen.Load(host, port, "json" if kind == "chatkit" else "text")
-                await load.connect_many(clients, "idle")
-                await asyncio.sleep(1.0)
-                after = rss_kib(pid)
-                connected = len([c for c in load.clients if not c.closed])
-                load.close()
-                return connected, after
-
-            connected, after = run(hold())
-            out[kind] = {
-                "clients": clients,
-                "connected": connected,
-                "rss_before_kib": before,
-                "rss_after_kib": after,
-                "kib_per_client": round((after - before) / clients, 2),
-            }
+            protocol = "json" if kind == "chatkit" else "text"
+            out[kind] = idle_memory(host, port, pid, protocol, clients)
     return out
 
 
@@ -484,26 +491,7 @@ def scenario_irc_idle(clients: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in irc_servers():
         with running_irc(kind) as (host, port, pid, _stats_port):
-            time.sleep(0.5)
-            before = rss_kib(pid)
-
-            async def hold(host: str = host, port: int = port) -> tuple[int, int]:
-                load = loadgen.Load(host, port, "irc")
-                await load.connect_many(clients, "idle")
-                await asyncio.sleep(1.0)
-                after = rss_kib(pid)
-                connected = len([c for c in load.clients if not c.closed])
-                load.close()
-                return connected, after
-
-            connected, after = run(hold())
-            out[kind] = {
-                "clients": clients,
-                "connected": connected,
-                "rss_before_kib": before,
-                "rss_after_kib": after,
-                "kib_per_client": round((after - before) / clients, 2),
-            }
+            out[kind] = idle_memory(host, port, pid, "irc", clients)
     return out
 
 
