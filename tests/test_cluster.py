@@ -390,13 +390,9 @@ def test_redis_killed_and_restarted_during_traffic(
     (tmp_path / "own-redis").mkdir()
     redis = RedisServer(tmp_path / "own-redis")
     try:
-        a, b = nodes(redis.url(), "--metrics-port", "0"), nodes(redis.url())
+        a, b = nodes(redis.url()), nodes(redis.url())
         ann, ben = a.client("ann"), b.client("ben")
         wait_for("both in /who", lambda: sorted(who(ann)) == ["ann", "ben"])
-        assert a.metrics is not None
-        cluster = metrics(a.metrics)
-        assert cluster["chatkit_cluster_redis_up"] == 1 and cluster["chatkit_cluster_nodes"] == 2
-        assert cluster["chatkit_cluster_remote_members"] == 1
         sent: list[str] = []
         stop = threading.Event()
 
