@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from chatkit.config import Config
     from chatkit.hooks import HookRunner
     from chatkit.session import Session
-    from chatkit.transport import Outbox
+    from chatkit.transport import Feed, Outbox
 
 __all__ = ["Hub", "Relay", "message_frame", "valid_nick", "valid_room"]
 
@@ -165,12 +165,15 @@ class Relay(Protocol):
 class Room:
     """A room and its members. Guarded by the hub's lock."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, feed: Feed) -> None:
         self.name = name
         """The display name, as its first member typed it."""
         self.members: dict[int, Session] = {}
         """Members by session id, in join order."""
-        self.lane = Lane(name, self.members.values())
+        self.feed = feed
+        """The members' transports, as the outbox fans the room's messages out to them:
+        kept with :attr:`members` (added and removed under the same acquisition)."""
+        self.lane = Lane(name, self.members.values(), feed)
         """Deliveries to the room waiting for their turn, in id order (chatkit.lanes).
         A room with entries here is kept even when it has no members."""
         self.topic: dict[str, str] | None = None
@@ -221,8 +224,10 @@ class Hub:
             enter=self._admit,
             emptied=self._lane_emptied,
             wake=outbox.wake,
+            publish=self._publish,
         )
         self.relay: Relay | None = None
+        self._any_relayed = False  # set once a message went through the relay (see settle)
         """Set by a plugin (the builtin ``cluster``) that sequences messages across
         several servers: see :class:`Relay`. ``None``: messages are delivered here."""
         self.deliveries = 0
@@ -576,6 +581,7 @@ class Hub:
         found = self._rooms[_key(room)]
         others = list(found.members.values())
         found.members[session.id] = session
+        found.feed.add(session.transport)
         session.rooms[_key(room)] = found.name
         session.current_room = found.name
         ts = utc_now()
@@ -613,7 +619,7 @@ class Hub:
         """Create ``room`` (checked by :meth:`_check_room_name` before any change)."""
         assert self._lock.locked()
         self._check_room_name(room)
-        found = self._rooms[_key(room)] = Room(room)
+        found = self._rooms[_key(room)] = Room(room, self._outbox.feed())
         self._room_skeletons.setdefault(names.skeleton(room), _key(room))
         return found
 
@@ -646,6 +652,7 @@ class Hub:
         assert self._lock.locked()
         room = self._rooms[_key(name)]
         del room.members[session.id]
+        room.feed.remove(session.transport)
         del session.rooms[_key(name)]
         if session.current_room == name:
             session.current_room = next(reversed(session.rooms.values()), None)
@@ -795,6 +802,7 @@ class Hub:
         if defer:
             # Waits in the session's unsettled list with the lanes' records, so that
             # whoever settles (the reader, a face before a ping) waits for it too.
+            self._any_relayed = True
             session.unsettled.append(_Relayed(message, wait))
             return message
         wait()
@@ -847,7 +855,7 @@ class Hub:
                 found = self._rooms.get(_key(room))
                 if found is not None and not found.lane:
                     # Nothing ahead: what the lane would do with a ready run at its head.
-                    wake |= self._fanout_many(frames, found.members.values())
+                    wake |= self._publish(frames, found.feed)
                 elif found is not None:
                     for frame in frames:
                         wake |= self._lanes.post(found.lane, MessageEntry(frame, True))
@@ -874,7 +882,7 @@ class Hub:
         delivered, so whatever the client sent next is answered after them. With a
         :attr:`relay`, waits for the relay to deliver them.
         """
-        if any(isinstance(record, _Relayed) for record in session.unsettled):
+        if self._any_relayed and any(isinstance(record, _Relayed) for record in session.unsettled):
             self._settle_relayed(session)
         self._lanes.settle(session)
 
@@ -935,6 +943,12 @@ class Hub:
         conns = [session.transport for session in sessions]
         self.deliveries += len(conns) * len(frames)
         return self._outbox.fanout_many(frames, conns)
+
+    def _publish(self, frames: Sequence[Frame], feed: Feed) -> bool:
+        """Queue a room's run of messages to its members in one step (the lanes' ``publish``)."""
+        assert self._lock.locked()
+        self.deliveries += len(feed) * len(frames)
+        return feed.publish(frames)
 
     def _wake_if(self, wake: bool) -> None:
         if wake:

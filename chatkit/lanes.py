@@ -60,12 +60,18 @@ if TYPE_CHECKING:
     from chatkit.events import Message
     from chatkit.hooks import HookRunner
     from chatkit.session import Session
+    from chatkit.transport import Feed
 
 __all__ = ["Entry", "JoinEntry", "Lane", "Lanes", "MessageEntry"]
 
 Fanout = Callable[[Sequence[Frame], Iterable["Session"]], bool]
 """Queue frames, in order, to sessions as one piece each; True if the writer must be
 woken. Called under the hub's lock."""
+
+Publish = Callable[[Sequence[Frame], "Feed"], bool]
+"""Queue frames, in order, to a room's members through its :class:`~chatkit.transport.Feed`
+(one step whatever the number of members); True if the writer must be woken. Called
+under the hub's lock."""
 
 Enter = Callable[["Session", str], "bool | None"]
 """Make a session a member of a room (by name) and queue the ``join`` to every member:
@@ -167,15 +173,20 @@ class JoinEntry(Entry):
 class Lane(deque[Entry]):
     """Deliveries waiting for their turn, in id order. Guarded by the hub's lock."""
 
-    __slots__ = ("audience", "name")
+    __slots__ = ("audience", "feed", "name")
 
-    def __init__(self, name: str = "", audience: Collection[Session] = ()) -> None:
+    def __init__(
+        self, name: str = "", audience: Collection[Session] = (), feed: Feed | None = None
+    ) -> None:
         super().__init__()
         self.name = name
         """The room's display name; empty for the lane of private messages."""
         self.audience = audience
         """Who the lane's room messages go to: the room's members, as a live view
         (``dict.values()``), read at delivery."""
+        self.feed = feed
+        """The room's feed, if it has one: its runs of messages are then published to
+        it (the lanes' ``publish``) instead of queued to each member of :attr:`audience`."""
 
 
 class Lanes:
@@ -183,7 +194,8 @@ class Lanes:
 
     It shares the hub's ``lock`` (every lane and entry is guarded by it, with the
     chat state they are delivered from) and calls back into the hub, under that
-    lock: ``fanout`` to queue frames to sessions, ``enter`` to deliver a join, and
+    lock: ``fanout`` to queue frames to sessions, ``publish`` (optional) to queue
+    them to a lane's :attr:`Lane.feed` in one step, ``enter`` to deliver a join, and
     ``emptied`` when a room's lane drains while the room has no member (so the hub
     may forget the room). ``wake`` wakes the writer; it is called without the lock.
     ``hooks`` calls the store, replay and ``chatkit_on_message`` hooks, always on the
@@ -199,10 +211,12 @@ class Lanes:
         enter: Enter,
         emptied: Emptied,
         wake: Callable[[], None],
+        publish: Publish | None = None,
     ) -> None:
         self._lock = lock
         self._hooks = hooks
         self._fanout = fanout
+        self._publish = publish
         self._enter = enter
         self._emptied = emptied
         self._wake = wake
@@ -450,14 +464,14 @@ class Lanes:
             elif entry.audience is not None:  # a private message, to its parties
                 wake |= self._fanout((entry.frame,), entry.audience)
             elif not (lane and _runs_on(lane[0])):  # a room message on its own
-                wake |= self._fanout((entry.frame,), lane.audience)
+                wake |= self._to_room((entry.frame,), lane)
             else:
                 # A run of ready messages to the room leaves as one piece per member.
                 run = [entry]
                 while lane and _runs_on(head := lane[0]):
                     lane.popleft()
                     run.append(head)
-                wake |= self._fanout([done.frame for done in run], lane.audience)
+                wake |= self._to_room([done.frame for done in run], lane)
                 for done in run[1:]:
                     _delivered(done)
             _delivered(entry)
@@ -470,6 +484,12 @@ class Lanes:
         elif lane.name and not lane.audience:
             self._emptied(lane)
         return wake
+
+    def _to_room(self, frames: Sequence[Frame], lane: Lane) -> bool:
+        """Queue a room's messages to its members: published to its feed if it has one."""
+        if lane.feed is not None and self._publish is not None:
+            return self._publish(frames, lane.feed)
+        return self._fanout(frames, lane.audience)
 
     def _deliver_join(self, entry: JoinEntry) -> bool:
         wake = self._enter(entry.session, entry.room)

@@ -270,8 +270,17 @@ def _parse_json(text: str) -> dict[str, Any] | None:
     surrogates, which no UTF-8 encoder, database or terminal accepts.
     """
     try:
-        obj = _JSON.decode(text)
-    except (ValueError, RecursionError):
+        # raw_decode: what decode() does without its two whitespace regexes; a line
+        # with space around the object takes decode() (raw_decode refuses a leading one).
+        obj, end = _JSON.raw_decode(text)
+        if end != len(text) and text[end:].strip(" \t\r\n"):
+            return None
+    except ValueError:
+        try:
+            obj = _JSON.decode(text)
+        except (ValueError, RecursionError):
+            return None
+    except RecursionError:
         return None
     if not isinstance(obj, dict):
         return None

@@ -281,6 +281,7 @@ class Connection:
         self._over_since: float | None = None  # since when _blocked with over max_sendq queued
         self._cipher = b""  # TLS: encrypted bytes the socket did not take yet (counted in
         # _out_bytes as their length)
+        self._feeds: list[Feed] = []  # the rooms' feeds it is a member of
         self.close_reason: str | None = None
         """Why the server is closing this connection, if it is."""
         # Synchronize the socket's shutdown() and close(): holding it means no
@@ -357,6 +358,38 @@ class Connection:
                 self.sock.close()
 
 
+class Feed:
+    """A room's members and its messages published since the writer's last cycle.
+
+    The hub's :class:`~chatkit.transport.Feed`, by shape: ``publish`` is one append,
+    whatever the number of members; the writer thread queues what a feed holds to
+    each member once per cycle (``Writer._hand_over``), or earlier when something else
+    is queued to a member (so nothing overtakes what its rooms published before), or
+    when a member joins or leaves. Guarded by its writer's lock.
+    """
+
+    __slots__ = ("_writer", "frames", "members")
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+        self.members: dict[Connection, None] = {}
+        """The members' connections (a dict as an ordered set)."""
+        self.frames: list[Frame] = []
+        """Published, not yet queued to the members."""
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, transport: Transport) -> None:
+        self._writer.subscribe(self, cast("Connection", transport))
+
+    def remove(self, transport: Transport) -> None:
+        self._writer.unsubscribe(self, cast("Connection", transport))
+
+    def publish(self, frames: Sequence[Frame]) -> bool:
+        return self._writer.publish(self, frames)
+
+
 class Writer:
     """The one thread that sends: it drains send queues and waits where sockets are full.
 
@@ -376,11 +409,13 @@ class Writer:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         # Synchronize access to every connection's send queue (_out, _out_bytes,
-        # _scheduled, _finishing, _aborting, close_reason) and to _ready,
-        # _retired, _wake_pending and _stopping. Held only for list and counter
+        # _scheduled, _finishing, _aborting, close_reason, _feeds), to every Feed's
+        # members and frames, and to _ready, _published, _retired, _wake_pending
+        # and _stopping. Held only for list and counter
         # updates, never across a syscall.
         self._lock = threading.Lock()
         self._ready: list[Connection] = []
+        self._published: list[Feed] = []  # feeds holding frames, for the next cycle
         self._retired: list[Connection] = []
         self._wake_pending = False
         self._stopping = False
@@ -524,6 +559,8 @@ class Writer:
     def push(self, conn: Connection, data: bytes) -> bool:
         """Queue ``data`` for ``conn``; True if the caller must :meth:`wake` the writer."""
         with self._lock:
+            if conn._feeds:
+                self._catch_up(conn)  # what its rooms published before comes first
             return self._append(conn, data) and self._need_wake()
 
     def fanout(self, frame: Frame, conns: Iterable[Transport]) -> bool:
@@ -538,10 +575,21 @@ class Writer:
     def fanout_many(self, frames: Sequence[Frame], conns: Iterable[Transport]) -> bool:
         """Queue ``frames``, in order, to every connection, as one piece per codec.
 
-        For a run of messages to the same room (stored messages are delivered in
-        runs): the frames are encoded and joined once per codec in use, and each
-        recipient costs one append for all of them. Returns as :meth:`fanout`.
+        The frames are encoded and joined once per codec in use, and each recipient
+        costs one append for all of them. A room's messages take :meth:`publish`
+        instead, which costs one step for all the members. Returns as :meth:`fanout`.
         """
+        with self._lock:
+            # The hub hands back the transports of its sessions: this writer's connections.
+            recipients = cast("list[Connection]", list(conns))
+            for conn in recipients:
+                if conn._feeds:
+                    self._catch_up(conn)  # what its rooms published before comes first
+            return self._deliver(frames, recipients) and self._need_wake()
+
+    def _deliver(self, frames: Sequence[Frame], conns: Iterable[Connection]) -> bool:
+        """Append ``frames`` to each of ``conns``' queues; True if one was newly scheduled."""
+        assert self._lock.locked()
         encoded: dict[Codec, bytes] = {}
         codec: Codec | None = None
         data = b""
@@ -549,31 +597,83 @@ class Writer:
         origins: set[int | None] = set()
         scheduled = False
         append = self._append
+        for conn in conns:
+            # Recipients mostly share one codec: an identity test per recipient,
+            # a look-up only when it changes. Encoding happens at most once per
+            # codec (CPU only, no syscall, so it may run under this lock).
+            if conn.codec is not codec:
+                codec = conn.codec
+                found = encoded.get(codec)
+                if found is None:
+                    found = encoded[codec] = _encode_run(frames, codec)
+                data = found
+                echo = codec.echo
+                if not echo and not origins:
+                    origins = {frame.origin for frame in frames}
+            # A codec without echo (IRC without echo-message): its clients do not
+            # get their own messages back. One boolean test for everyone else.
+            if not echo and conn.session.id in origins:
+                own = conn.session.id
+                rest = [frame for frame in frames if frame.origin != own]
+                if rest:
+                    scheduled |= append(conn, _encode_run(rest, codec))
+                continue
+            scheduled |= append(conn, data)
+        return scheduled
+
+    # -- rooms' feeds (under the hub's lock; see chatkit.transport.Feed) -------------
+
+    def feed(self) -> Feed:
+        """A new room's :class:`Feed`."""
+        return Feed(self)
+
+    def publish(self, feed: Feed, frames: Sequence[Frame]) -> bool:
+        """Queue a room's ``frames`` to its members in one step; the writer thread hands
+        them to each member at its next cycle (:meth:`_hand_over`). True if the caller
+        must :meth:`wake` the writer."""
         with self._lock:
-            # The hub hands back the transports of its sessions: this writer's connections.
-            for conn in cast("Iterable[Connection]", conns):
-                # Recipients mostly share one codec: an identity test per recipient,
-                # a look-up only when it changes. Encoding happens at most once per
-                # codec (CPU only, no syscall, so it may run under this lock).
-                if conn.codec is not codec:
-                    codec = conn.codec
-                    found = encoded.get(codec)
-                    if found is None:
-                        found = encoded[codec] = _encode_run(frames, codec)
-                    data = found
-                    echo = codec.echo
-                    if not echo and not origins:
-                        origins = {frame.origin for frame in frames}
-                # A codec without echo (IRC without echo-message): its clients do not
-                # get their own messages back. One boolean test for everyone else.
-                if not echo and conn.session.id in origins:
-                    own = conn.session.id
-                    rest = [frame for frame in frames if frame.origin != own]
-                    if rest:
-                        scheduled |= append(conn, _encode_run(rest, codec))
-                    continue
-                scheduled |= append(conn, data)
-            return scheduled and self._need_wake()
+            if not feed.members:
+                return False
+            if feed.frames:
+                feed.frames.extend(frames)  # in _published already: the writer will see them
+                return False
+            feed.frames.extend(frames)
+            self._published.append(feed)
+            return self._need_wake()
+
+    def subscribe(self, feed: Feed, conn: Connection) -> None:
+        """Make ``conn`` a member of ``feed``, after what was published before."""
+        with self._lock:
+            self._hand_over(feed)
+            feed.members[conn] = None
+            conn._feeds.append(feed)
+
+    def unsubscribe(self, feed: Feed, conn: Connection) -> None:
+        """``conn`` leaves ``feed``, once what was published before is queued to it."""
+        with self._lock:
+            self._hand_over(feed)
+            if feed.members.pop(conn, False) is None:
+                conn._feeds.remove(feed)
+
+    def _hand_over(self, feed: Feed) -> bool:
+        """Queue what ``feed`` holds to its members; True if one was newly scheduled."""
+        assert self._lock.locked()
+        frames = feed.frames
+        if not frames:
+            return False
+        feed.frames = []
+        return self._deliver(frames, feed.members)
+
+    def _catch_up(self, conn: Connection) -> None:
+        """Hand over what ``conn``'s rooms published, before something else is queued to
+        it: so it gets everything in the order it was queued."""
+        assert self._lock.locked()
+        for feed in conn._feeds:
+            if feed.frames:
+                # No wake needed: a feed holds frames only while it waits in _published,
+                # and the wake its publish asked for is pending until the writer takes
+                # _published and _ready, under this lock, together.
+                self._hand_over(feed)
 
     def finish(self, conn: Connection, reason: str, last: bytes = b"") -> bool:
         """Mark ``conn`` to close once its queue is sent, ``last`` queued after the rest
@@ -581,6 +681,8 @@ class Writer:
         with self._lock:
             # Appended under the lock that marks it finishing: nothing a fan-out
             # queues can come after its last bytes (a WebSocket close frame).
+            if conn._feeds:
+                self._catch_up(conn)
             scheduled = self._append(conn, last) if last else False
             if conn.close_reason is None:
                 conn.close_reason = reason
@@ -642,6 +744,11 @@ class Writer:
                 # swap below then stays in the pipe for the next select().
                 self._drain_wake()
                 with self._lock:
+                    # The rooms' messages published since the last cycle: queued to each
+                    # member once for all of them, then sent with the rest.
+                    published, self._published = self._published, []
+                    for feed in published:
+                        self._hand_over(feed)
                     ready, self._ready = self._ready, []
                     retired, self._retired = self._retired, []
                     self._wake_pending = False

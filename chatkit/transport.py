@@ -19,7 +19,7 @@ from typing import Protocol
 from chatkit.codecs import Codec
 from chatkit.frames import Frame
 
-__all__ = ["Outbox", "Transport"]
+__all__ = ["Feed", "Outbox", "Transport"]
 
 
 class Transport(Protocol):
@@ -51,8 +51,42 @@ class Transport(Protocol):
         ...
 
 
+class Feed(Protocol):
+    """One room's members as the outbox sees them, and the room's messages waiting for them.
+
+    A room's messages are *published* to its feed in one step, whatever the number of
+    members; the outbox hands them to each member later, once for everything published
+    meanwhile (the writer: once per cycle). Frames queued to a member any other way
+    (:meth:`Transport.push`, :meth:`Outbox.fanout`) come after everything published
+    before them, and a member added (removed) gets what is published after (before) it.
+    So each member sees the room's messages in publishing order, and in order with
+    everything else queued to it. Every method is called under the hub's lock.
+    """
+
+    def __len__(self) -> int:
+        """The number of members."""
+        ...
+
+    def add(self, transport: Transport) -> None:
+        """Make ``transport`` a member: it gets what is published from now on."""
+        ...
+
+    def remove(self, transport: Transport) -> None:
+        """Stop ``transport`` being a member; what was published before still reaches it."""
+        ...
+
+    def publish(self, frames: Sequence[Frame]) -> bool:
+        """Queue ``frames``, in order, to every member (one encoding per codec in use,
+        when the outbox hands them over). True if :meth:`Outbox.wake` must be called."""
+        ...
+
+
 class Outbox(Protocol):
     """Where the hub's frames go: every transport's queue, and who sends them."""
+
+    def feed(self) -> Feed:
+        """A new, empty :class:`Feed` (for a new room)."""
+        ...
 
     def fanout(self, frame: Frame, transports: Iterable[Transport]) -> bool:
         """Queue ``frame`` to each transport: one encoding per codec in use, one append

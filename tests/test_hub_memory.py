@@ -66,8 +66,34 @@ class MemoryTransport:
         return b"".join(self.chunks).decode().splitlines()
 
 
+class MemoryFeed:
+    """A room's feed that hands what is published over at once (the writer waits for
+    its next cycle; the order each member sees is the same)."""
+
+    def __init__(self, outbox: MemoryOutbox) -> None:
+        self.outbox = outbox
+        self.members: dict[int, Transport] = {}
+        self.publishes = 0
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, transport: Transport) -> None:
+        self.members[id(transport)] = transport
+
+    def remove(self, transport: Transport) -> None:
+        del self.members[id(transport)]
+
+    def publish(self, frames: Sequence[Frame]) -> bool:
+        self.publishes += 1
+        return self.outbox.fanout_many(frames, list(self.members.values()))
+
+
 class MemoryOutbox:
     """Fan-out as the server's writer does it: one encoding per codec, one append each."""
+
+    def feed(self) -> MemoryFeed:
+        return MemoryFeed(self)
 
     def __init__(self) -> None:
         self.wakes = 0

@@ -8,6 +8,7 @@ chronological order, empty when nothing matches; errors are ``FAIL CHATHISTORY``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -246,6 +247,7 @@ def test_targets_lists_conversations_with_their_latest_message(
         jay.expect("join", room="#dev")
         jay.say("#dev first")
         dev_first = jay.expect("message", room="#dev")
+        time.sleep(0.002)  # times are in milliseconds: the next message's must be later
         jay.say("/join #general")
         jay.say("hello general")
         general = jay.expect("message", text="hello general")
