@@ -935,7 +935,9 @@ class Server:
         """The TLS context new handshakes use (``config.tls_cert``), replaced by
         :meth:`reload_tls`; ``None`` without TLS."""
         # Synchronize access to _conns and _per_address (acceptor, readers, watchdog,
-        # shutdown) and to the lifecycle flags _started and _stopped.
+        # shutdown), to the parked connections (_parked, _to_park, _accepting: readers
+        # park, the acceptor resumes, the watchdog reads) and to the lifecycle flags
+        # _started and _stopped.
         self._lock = threading.Lock()
         # Every open connection and its reader thread; None while it is pending (it
         # has sent nothing yet and only the acceptor knows it) or parked.
