@@ -600,3 +600,30 @@ def test_shutdown_closes_parked_connections(
         client.wait_closed()
     assert logouts == ["server shutdown"] * 5
     assert not server.connections and not _readers()
+
+
+def test_a_parked_slow_consumer_is_cut_and_logged_out(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A client that never reads is parked (it never talks either); the writer's cut
+    shuts its socket down, which brings a reader back to log it out."""
+    server = chat_server_factory(
+        idle_park=0.05, max_sendq=64 * 1024, slow_timeout=0.3, disable=["flood"]
+    )
+    slow = ChatClient(server.address)
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.login("slow")  # and never reads again
+    alice = chat_client(server, "alice", timeout=10)
+    wait_for(lambda: server.parked == 2)
+    payload = "x" * 2000
+    i = 0
+    leave = None
+    while leave is None:  # bursts of 20 until the slow client's leave shows up
+        assert i < 20_000, "the slow client was never cut"
+        for _ in range(20):
+            alice.say(f"{i} {payload}")
+            i += 1
+        leave = next((f for f in alice.sync() if f["type"] == "leave"), None)
+    assert (leave["nick"], leave["reason"]) == ("slow", "send queue exceeded")
+    wait_for(lambda: len(server.connections) == 1)
+    slow.close()
