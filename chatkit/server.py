@@ -83,6 +83,7 @@ ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The
 # recv() flags as plain ints (or-ing the socket module's IntFlags builds an enum).
 _NOW = int(socket.MSG_DONTWAIT)
 _PEEK_NOW = int(socket.MSG_DONTWAIT | socket.MSG_PEEK)
+POLL_MAX = 2**31 - 1  # the longest poll() timeout, in milliseconds (about 24.8 days)
 TLS_PORT = 9443  # the line face's TLS port unless told: 9090's neighbour by convention
 IRC_TLS_PORT = 6697  # the IRC face's TLS port unless told (RFC 7194)
 WEB_TLS_PORT = 8443  # the web face's TLS port (https, wss) unless told
@@ -1639,8 +1640,9 @@ class Server:
                         if poller is None:
                             poller = select.poll()
                             poller.register(conn.sock.fileno(), select.POLLIN)
-                        wait = self.config.limits.idle_park
-                        if not poller.poll(max(1, int(wait * 1000))):
+                        # In ms, within poll()'s int: a huge idle_park means never.
+                        wait = min(max(1, int(self.config.limits.idle_park * 1000)), POLL_MAX)
+                        if not poller.poll(wait):
                             if self._park(conn):
                                 parked = True
                                 return

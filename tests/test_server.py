@@ -627,3 +627,14 @@ def test_a_parked_slow_consumer_is_cut_and_logged_out(
     assert (leave["nick"], leave["reason"]) == ("slow", "send queue exceeded")
     wait_for(lambda: len(server.connections) == 1)
     slow.close()
+
+
+def test_a_huge_idle_park_means_never(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """idle_park beyond what poll() takes (about 24.8 days) is no error: readers wait on."""
+    server = chat_server_factory(idle_park=1e12)
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.say("hello")
+    assert bob.expect("message", nick="alice")["text"] == "hello"
+    bob.say("hi")
+    assert alice.expect("message", nick="bob")["text"] == "hi"
+    assert server.parked == 0 and server.readers_resumed == 0
