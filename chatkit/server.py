@@ -42,10 +42,10 @@ import functools
 import ipaddress
 import logging
 import os
-import select
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -70,8 +70,8 @@ log = logging.getLogger(__name__)
 
 RECV_BYTES = 4096  # bytes asked of one recv(). A reader that blocked in recv() held a buffer
 # of this size: 64 KiB cost 47 KiB of memory per idle client at 10,000 clients, 4 KiB 25 KiB
-# (benchmarks/, idle scenario); a busy reader still takes ~50 lines a call. (Readers now wait
-# in poll() with no buffer, and idle ones park: see Server._park.)
+# (benchmarks/, idle scenario); a busy reader still takes ~50 lines a call. (Readers now block
+# at most idle_park seconds, SO_RCVTIMEO, then park: see Server._park.)
 RECV_BYTES_BUSY = 65536  # bytes asked of recv() right after one that filled its buffer: a
 # client sending fast gets its lines in bigger pieces, each piece stored in one pipeline.
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections per address
@@ -83,7 +83,7 @@ ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The
 # recv() flags as plain ints (or-ing the socket module's IntFlags builds an enum).
 _NOW = int(socket.MSG_DONTWAIT)
 _PEEK_NOW = int(socket.MSG_DONTWAIT | socket.MSG_PEEK)
-POLL_MAX = 2**31 - 1  # the longest poll() timeout, in milliseconds (about 24.8 days)
+IDLE_PARK_MAX = 2**31 - 1  # seconds: a longer idle_park waits this long (about 68 years)
 TLS_PORT = 9443  # the line face's TLS port unless told: 9090's neighbour by convention
 IRC_TLS_PORT = 6697  # the IRC face's TLS port unless told (RFC 7194)
 WEB_TLS_PORT = 8443  # the web face's TLS port (https, wss) unless told
@@ -806,6 +806,12 @@ def _encode_run(frames: Sequence[Frame], codec: Codec) -> bytes:
 
 
 @functools.lru_cache(maxsize=4096)
+def _timeval(seconds: float) -> bytes:
+    """``seconds`` as the ``struct timeval`` of ``SO_RCVTIMEO`` (at least 1 µs: 0 is never)."""
+    micros = max(1, round(min(seconds, IDLE_PARK_MAX) * 1_000_000))
+    return struct.pack("ll", micros // 1_000_000, micros % 1_000_000)
+
+
 def _is_loopback(host: str) -> bool:
     # Cached: parsing an address costs more than the rest of accepting a client.
     return ipaddress.ip_address(host).is_loopback
@@ -1605,7 +1611,8 @@ class Server:
         size = RECV_BYTES_BUSY if len(data) == RECV_BYTES else RECV_BYTES
         tls = conn.tls
         eof = parked = False
-        poller: select.poll | None = None  # made the first time the reader waits
+        limits = self.config.limits
+        park = 0.0  # the idle_park in SO_RCVTIMEO (none yet)
         try:
             if tls is not None and not resumed:
                 try:
@@ -1630,25 +1637,22 @@ class Server:
                     # before waiting for more (see Hub.settle).
                     self.hub.settle(session)
                 try:
+                    if park != limits.idle_park:  # at start, and after a reload
+                        park = limits.idle_park
+                        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(park))
                     try:
-                        # Whatever waits, at once: a busy reader makes no other syscall.
-                        raw = conn.sock.recv(size, _NOW)
-                    except (BlockingIOError, InterruptedError):
-                        # Nothing yet: wait up to idle_park, then park the connection and
-                        # end this thread. (Settled above; a TLS reader holds no plaintext:
-                        # decrypt() reads the SSLObject dry.)
-                        if poller is None:
-                            poller = select.poll()
-                            poller.register(conn.sock.fileno(), select.POLLIN)
-                        # In ms, within poll()'s int: a huge idle_park means never.
-                        wait = min(max(1, int(self.config.limits.idle_park * 1000)), POLL_MAX)
-                        if not poller.poll(wait):
-                            if self._park(conn):
-                                parked = True
-                                return
-                            data = b""  # the server is stopping: keep reading
-                            continue
-                        raw = conn.sock.recv(size)  # readable: never blocks
+                        # Blocks for at most idle_park seconds (SO_RCVTIMEO): one syscall a
+                        # read, as for any blocking reader.
+                        raw = conn.sock.recv(size)
+                    except BlockingIOError:
+                        # Nothing for idle_park seconds: park the connection and end this
+                        # thread. (Settled above; a TLS reader holds no plaintext: decrypt()
+                        # reads the SSLObject dry.)
+                        if self._park(conn):
+                            parked = True
+                            return
+                        data = b""  # the server is stopping: keep reading
+                        continue
                     # Idle readers wait with a small buffer; a full one means more waits.
                     size = RECV_BYTES_BUSY if len(raw) == size else RECV_BYTES
                     if tls is None or not raw:
