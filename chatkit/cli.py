@@ -271,6 +271,14 @@ def serve(
         float | None,
         typer.Option(help="Seconds a connection has to log in. \\[default: 30]", metavar="SECONDS"),
     ] = None,
+    idle_park: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds without input before a client's reader thread ends until it "
+            "talks again. \\[default: 1]",
+            metavar="SECONDS",
+        ),
+    ] = None,
     idle_timeout: Annotated[
         float | None,
         typer.Option(
@@ -408,6 +416,7 @@ def serve(
             "first_byte_timeout": first_byte_timeout,
             "connect_rate": connect_rate,
             "login_timeout": login_timeout,
+            "idle_park": idle_park,
             "idle_timeout": idle_timeout,
             "ping_timeout": ping_timeout,
         },

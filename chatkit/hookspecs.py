@@ -66,7 +66,9 @@ Rules that hold for every hook unless its docstring says otherwise:
 * Connection and message hooks run on the **reader thread of the client that caused
   the event**, so many run at once. A plugin that keeps state guards it with its own
   lock. No chatkit lock is held while a hook runs, so a hook may call back into the
-  server (send, join, rename...).
+  server (send, join, rename...). A client's reader ends while it is idle and another
+  starts when it talks again (``idle_park``): keep per-client state on the client,
+  not in thread-locals.
 * A hook must not block for long: the client whose thread it runs on waits.
 * No hook is ever called once per recipient of a message.
 * If a notify hook (``chatkit_on_*``, ``chatkit_server_*``) raises, the error is

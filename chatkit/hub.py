@@ -227,9 +227,9 @@ class Hub:
             publish=self._publish,
         )
         self.relay: Relay | None = None
-        self._any_relayed = False  # set once a message went through the relay (see settle)
         """Set by a plugin (the builtin ``cluster``) that sequences messages across
         several servers: see :class:`Relay`. ``None``: messages are delivered here."""
+        self._any_relayed = False  # set once a message went through the relay (see settle)
         self.deliveries = 0
         """Chat frames (messages, joins, leaves, nicks, notices) queued to recipients
         since start (a metric; under the lock)."""

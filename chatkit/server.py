@@ -9,7 +9,10 @@ Threads:
 * a **reader** per connection that has talked receives bytes and hands them to the
   connection's channel (:mod:`chatkit.faces`), whose protocol turns them into events
   and whose adapter acts on the :class:`~chatkit.hub.Hub`; hooks run here. A reader
-  never sends: it appends frames to send queues;
+  never sends: it appends frames to send queues. A reader that finds nothing to read
+  for ``idle_park`` seconds *parks* its connection in the acceptor's selector and
+  ends; the acceptor starts a reader again when it turns readable, so an idle client
+  costs no thread;
 * one **writer** sends everything queued for a connection in one ``send`` (so under
   load many frames leave in one syscall) and waits with a selector where a socket is
   full. A client whose queue passes ``max_sendq`` is cut off as a slow consumer;
@@ -42,6 +45,7 @@ import os
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -64,9 +68,10 @@ __all__ = ["Connection", "Server", "TlsFace", "TlsState", "Writer", "tls_context
 
 log = logging.getLogger(__name__)
 
-RECV_BYTES = 4096  # bytes asked of one recv(). Each idle reader blocks in recv() holding a
-# buffer of this size: 64 KiB cost 47 KiB of memory per idle client at 10,000 clients,
-# 4 KiB costs 25 KiB (benchmarks/, idle scenario); a busy reader still takes ~50 lines a call.
+RECV_BYTES = 4096  # bytes asked of one recv(). A reader that blocked in recv() held a buffer
+# of this size: 64 KiB cost 47 KiB of memory per idle client at 10,000 clients, 4 KiB 25 KiB
+# (benchmarks/, idle scenario); a busy reader still takes ~50 lines a call. (Readers now block
+# at most idle_park seconds, SO_RCVTIMEO, then park: see Server._park.)
 RECV_BYTES_BUSY = 65536  # bytes asked of recv() right after one that filled its buffer: a
 # client sending fast gets its lines in bigger pieces, each piece stored in one pipeline.
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections per address
@@ -78,6 +83,7 @@ ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The
 # recv() flags as plain ints (or-ing the socket module's IntFlags builds an enum).
 _NOW = int(socket.MSG_DONTWAIT)
 _PEEK_NOW = int(socket.MSG_DONTWAIT | socket.MSG_PEEK)
+IDLE_PARK_MAX = 2**31 - 1  # seconds: a longer idle_park waits this long (about 68 years)
 TLS_PORT = 9443  # the line face's TLS port unless told: 9090's neighbour by convention
 IRC_TLS_PORT = 6697  # the IRC face's TLS port unless told (RFC 7194)
 WEB_TLS_PORT = 8443  # the web face's TLS port (https, wss) unless told
@@ -907,6 +913,12 @@ def _encode_run(frames: Sequence[Frame], codec: Codec) -> bytes:
 
 
 @functools.lru_cache(maxsize=4096)
+def _timeval(seconds: float) -> bytes:
+    """``seconds`` as the ``struct timeval`` of ``SO_RCVTIMEO`` (at least 1 µs: 0 is never)."""
+    micros = max(1, round(min(seconds, IDLE_PARK_MAX) * 1_000_000))
+    return struct.pack("ll", micros // 1_000_000, micros % 1_000_000)
+
+
 def _is_loopback(host: str) -> bool:
     # Cached: parsing an address costs more than the rest of accepting a client.
     return ipaddress.ip_address(host).is_loopback
@@ -1037,11 +1049,18 @@ class Server:
         """The TLS context new handshakes use (``config.tls_cert``), replaced by
         :meth:`reload_tls`; ``None`` without TLS."""
         # Synchronize access to _conns and _per_address (acceptor, readers, watchdog,
-        # shutdown) and to the lifecycle flags _started and _stopped.
+        # shutdown), to the parked connections (_parked, _to_park, _accepting: readers
+        # park, the acceptor resumes, the watchdog reads) and to the lifecycle flags
+        # _started and _stopped.
         self._lock = threading.Lock()
         # Every open connection and its reader thread; None while it is pending (it
-        # has sent nothing yet and only the acceptor knows it).
+        # has sent nothing yet and only the acceptor knows it) or parked.
         self._conns: dict[Connection, threading.Thread | None] = {}
+        # Parked connections (idle: no reader, watched by the acceptor's selector, see
+        # _park), and those of them handed over but not yet in the selector. Under _lock.
+        self._parked: set[Connection] = set()
+        self._to_park: list[Connection] = []
+        self._accepting = True  # False once the acceptor has ended: nothing parks then
         self._per_address: collections.Counter[str] = collections.Counter()
         # The pending connections and when each times out, oldest first (acceptor
         # thread only, so no lock).
@@ -1066,6 +1085,9 @@ class Server:
         """Times a reader paused because the writer was behind (a metric)."""
         self.readers_started = 0
         """Reader threads started: one per connection that sent something (a metric)."""
+        self.readers_resumed = 0
+        """Reader threads started again for parked connections that turned readable (a
+        metric; acceptor thread only)."""
         self.failure: str | None = None
         """Why the server stopped itself (see :meth:`fail`), or ``None``."""
 
@@ -1384,6 +1406,12 @@ class Server:
         }
 
     @property
+    def parked(self) -> int:
+        """Connections parked: idle, with no reader thread (see ``idle_park``)."""
+        with self._lock:
+            return len(self._parked)
+
+    @property
     def connections(self) -> list[Connection]:
         """The open connections, logged in or not."""
         with self._lock:
@@ -1406,11 +1434,15 @@ class Server:
                 ready: list[socket.socket] = []
                 for key, _mask in selector.select(self._next_expiry()):
                     if key.fileobj is self._accept_wake_r:
-                        return
-                    if key.fileobj in self._listeners:
+                        if self._stop_event.is_set():
+                            return
+                        self._take_parked()
+                    elif key.fileobj in self._listeners:
                         ready.append(key.fileobj)
-                    else:
+                    elif key.data in self._pending:
                         self._first_data(key.data)
+                    else:
+                        self._resume(key.data)  # parked
                 for listener in ready:
                     self._accept_batch(listener, self._listeners[listener])
                 self._expire_pending()
@@ -1423,6 +1455,14 @@ class Server:
             notice = Frame("notice", text="server shutting down")
             for conn in list(self._pending):
                 self._close_pending(conn, conn.face.early(notice), "server shutdown")
+            # Every parked connection gets its reader back, for shutdown to close it
+            # like the others; from here on no reader parks (_accepting).
+            with self._lock:
+                self._accepting = False
+                parked = list(self._parked)
+                self._to_park = []
+            for conn in parked:
+                self._resume(conn)
 
     def _accept_batch(self, listener: socket.socket, face: Face) -> None:
         """Accept up to ``ACCEPT_BATCH`` connections (the listener is non-blocking)."""
@@ -1664,19 +1704,24 @@ class Server:
                 if not self._per_address[host]:
                     del self._per_address[host]
 
-    def _serve(self, conn: Connection, data: bytes) -> None:
+    def _serve(self, conn: Connection, data: bytes | None) -> None:
         """Thread entry point for one connection: nothing above catches errors.
 
         ``data`` is what the acceptor received first (never empty); on a TLS port,
-        the acceptor only peeked, and the handshake comes first.
+        the acceptor only peeked, and the handshake comes first. ``None``: a parked
+        connection turned readable (see :meth:`_park`); its reader reads on.
         """
         session = conn.session
         reason = "connection closed"
+        resumed = data is None
+        data = data or b""
         size = RECV_BYTES_BUSY if len(data) == RECV_BYTES else RECV_BYTES
         tls = conn.tls
-        eof = False
+        eof = parked = False
+        limits = self.config.limits
+        park = 0.0  # the idle_park in SO_RCVTIMEO (none yet)
         try:
-            if tls is not None:
+            if tls is not None and not resumed:
                 try:
                     data = tls.handshake(conn.sock, self.config.limits.tls_handshake_timeout)
                 except (OSError, ValueError) as exc:  # ssl.SSLError, TimeoutError: OSErrors
@@ -1699,8 +1744,23 @@ class Server:
                     # before waiting for more (see Hub.settle).
                     self.hub.settle(session)
                 try:
-                    raw = conn.sock.recv(size)
-                    # Idle readers block with a small buffer; a full one means more waits.
+                    if park != limits.idle_park:  # at start, and after a reload
+                        park = limits.idle_park
+                        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(park))
+                    try:
+                        # Blocks for at most idle_park seconds (SO_RCVTIMEO): one syscall a
+                        # read, as for any blocking reader.
+                        raw = conn.sock.recv(size)
+                    except BlockingIOError:
+                        # Nothing for idle_park seconds: park the connection and end this
+                        # thread. (Settled above; a TLS reader holds no plaintext: decrypt()
+                        # reads the SSLObject dry.)
+                        if self._park(conn):
+                            parked = True
+                            return
+                        data = b""  # the server is stopping: keep reading
+                        continue
+                    # Idle readers wait with a small buffer; a full one means more waits.
                     size = RECV_BYTES_BUSY if len(raw) == size else RECV_BYTES
                     if tls is None or not raw:
                         data, eof = raw, not raw
@@ -1716,13 +1776,68 @@ class Server:
             log.error("connection handler failed", exc_info=True)
             reason = "internal error"
         finally:
-            try:
-                self.hub.settle(session)  # an accepted message is delivered, even now
-                self.hub.logout(session, conn.close_reason or reason)
-            except Exception:
-                log.error("logout failed", exc_info=True)
-            self._forget(conn)
-            self.writer.retire(conn)
+            # Parked: the acceptor has it now, and this thread must not touch it again.
+            if not parked:
+                try:
+                    self.hub.settle(session)  # an accepted message is delivered, even now
+                    self.hub.logout(session, conn.close_reason or reason)
+                except Exception:
+                    log.error("logout failed", exc_info=True)
+                self._forget(conn)
+                self.writer.retire(conn)
+
+    def _park(self, conn: Connection) -> bool:
+        """Hand an idle connection to the acceptor, whose selector watches it with no
+        thread until it turns readable (reader thread, then ending); False, and the
+        reader keeps it, if the server is stopping.
+
+        Everything that ends a connection shuts its socket down (``finish``, ``abort``,
+        a slow-consumer cut, shutdown's notice), which makes it readable: so a parked
+        connection gets its reader back for its logout and retirement, as any other.
+        """
+        with self._lock:
+            # Under the lock that shutdown() sets _stopped with, and the acceptor clears
+            # _accepting with before it resumes every parked connection: none is left
+            # behind without a thread.
+            if self._stopped or not self._accepting:
+                return False
+            self._conns[conn] = None  # no reader; the watchdog still sees it (_parked)
+            self._parked.add(conn)
+            wake = not self._to_park  # one wake byte for any number of hand-overs
+            self._to_park.append(conn)
+        if wake:
+            assert self._accept_wake_w is not None
+            # A blocking send of one byte: the pipe holds at most two (this and stop).
+            self._accept_wake_w.send(b"\0")
+        return True
+
+    def _take_parked(self) -> None:
+        """Watch the connections readers have parked (acceptor thread)."""
+        assert self._accept_sel is not None and self._accept_wake_r is not None
+        with contextlib.suppress(BlockingIOError):
+            self._accept_wake_r.recv(64, _NOW)
+        with self._lock:
+            handed, self._to_park = self._to_park, []
+        for conn in handed:
+            self._accept_sel.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def _resume(self, conn: Connection) -> None:
+        """Start a reader again for a parked connection (acceptor thread): it turned
+        readable (bytes, the client's EOF, or our own shutdown of its socket), or the
+        server is stopping."""
+        assert self._accept_sel is not None
+        if conn.sock in self._accept_sel.get_map():
+            self._accept_sel.unregister(conn.sock)
+        host, port = conn.address
+        thread = threading.Thread(
+            target=self._serve, args=(conn, None), name=f"chatkit-reader-{host}:{port}"
+        )
+        thread.daemon = True
+        with self._lock:
+            self._parked.discard(conn)
+            self._conns[conn] = thread  # before it starts, or shutdown() could miss it
+        self.readers_resumed += 1
+        thread.start()
 
     def _pause(self, conn: Connection) -> None:
         """Wait, before handling the next line, until the writer has caught up.
@@ -1750,8 +1865,13 @@ class Server:
             while not self._stop_event.wait(tick):
                 now = time.monotonic()
                 with self._lock:
-                    # Pending connections are the acceptor's (it times them out).
-                    conns = [c for c, thread in self._conns.items() if thread is not None]
+                    # Pending connections are the acceptor's (it times them out); parked
+                    # ones are logged in or not, like those with a reader.
+                    conns = [
+                        c
+                        for c, thread in self._conns.items()
+                        if thread is not None or c in self._parked
+                    ]
                 for conn in conns:
                     if conn.finishing:
                         continue

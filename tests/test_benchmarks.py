@@ -22,7 +22,7 @@ def test_the_suite_runs_every_scenario_against_both_servers(tmp_path: Path) -> N
     out = tmp_path / "results.json"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--tiny", "--json", str(out)]
-        + [f"--only={name}" for name in SCENARIOS if name != "irc"],
+        + [f"--only={name}" for name in SCENARIOS if name not in ("irc", "peers")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -123,3 +123,35 @@ def test_the_cluster_scenario_spreads_members_over_nodes(tmp_path: Path) -> None
         assert setup["steps"][0]["complete"] >= 0.99, kind
         assert ("redis_cpu" in setup) == (kind != "alone")
     assert "cluster C=21, 3 nodes: capacity, deliveries/s" in result.stdout
+
+
+@pytest.mark.timeout(200)  # its subprocess's bound (five servers, taking turns)
+def test_the_peers_scenario_sets_ngircd_beside_both_faces_history_off_and_on(
+    tmp_path: Path,
+) -> None:
+    """benchmarks.run --only peers: ngIRCd over IRC, chatkit over JSON and IRC with history
+    off and on, the same generator; every kind delivers everything, and the table shows
+    each capacity beside ngIRCd's."""
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--tiny", "--only", "peers", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    peers = json.loads(out.read_text())["scenarios"]["peers C=20"]
+    assert list(peers) == [
+        "ngircd",
+        "chatkit json, history off",
+        "chatkit json, history on",
+        "chatkit irc, history off",
+        "chatkit irc, history on",
+    ]
+    for kind, value in peers.items():
+        step = value["steps"][0]
+        assert step["complete"] >= 0.99 and step["dropped"] == 0, kind
+        assert len(value["rounds"]) == 1
+    assert "| chatkit json, history on | " in result.stdout
+    assert "| server | capacity, deliveries/s | ÷ ngIRCd |" in result.stdout

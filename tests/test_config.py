@@ -99,6 +99,7 @@ def test_defaults() -> None:
     limits = config.limits
     assert (limits.max_line, limits.max_sendq) == (8192, 1024 * 1024)
     assert (limits.login_timeout, limits.idle_timeout, limits.ping_timeout) == (30, 300, 60)
+    assert limits.idle_park == 1
     assert (limits.max_pending, limits.first_byte_timeout) == (1000, 15)
     assert (limits.connect_rate, limits.connect_burst) == (10, 20)
 

@@ -271,6 +271,24 @@ def test_login_timeout_and_idle_ping(make_server: Callable[..., Server]) -> None
         idle.sync()  # still connected, and answered (another PING may come on a slow run)
 
 
+def test_a_parked_irc_client_wakes_when_it_talks(make_server: Callable[..., Server]) -> None:
+    """IRC clients idle past idle_park hold no reader; messages reach them and they talk on."""
+    server = make_server(idle_park=0.05)
+    address = server.addresses["irc"]
+    with IrcClient(address) as alice, IrcClient(address) as bob:
+        alice.register("alice")
+        bob.register("bob")
+        alice.expect(":bob!bob@chatkit JOIN #general")
+        deadline = time.monotonic() + 5
+        while server.parked < 2:
+            assert time.monotonic() < deadline, "not parked"
+            time.sleep(0.01)
+        bob.send("PRIVMSG #general :to a parked alice")
+        alice.expect(":bob!bob@chatkit PRIVMSG #general :to a parked alice")
+        alice.send("PRIVMSG #general :awake")
+        bob.expect(":alice!alice@chatkit PRIVMSG #general :awake")
+
+
 # -- commands ---------------------------------------------------------------------------
 
 

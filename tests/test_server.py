@@ -514,3 +514,127 @@ def test_a_server_listens_on_ipv6_too(chat_server_factory: Factory) -> None:
     with socket.create_connection(("::1", server.address[1]), timeout=5) as sock:
         sock.sendall(b'{"type":"hello","nick":"six"}\n')
         assert b'"welcome"' in sock.recv(4096)
+
+
+def _readers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("chatkit-reader-")]
+
+
+def test_idle_clients_park_with_no_thread_and_wake_when_they_talk(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A client silent for idle_park holds no reader thread; its next bytes start one,
+    a line cut in two by a park included, and the chat goes on as before."""
+    server = chat_server_factory(idle_park=0.1, disable=["flood"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    wait_for(lambda: server.parked == 2 and not _readers())
+    bob.say("to a parked alice")  # the writer sends to a parked connection as to any
+    assert alice.expect("message")["text"] == "to a parked alice"
+    wait_for(lambda: server.parked == 2)
+    alice.send_raw(b'{"type":"say","te')
+    wait_for(lambda: server.parked == 2 and server.readers_resumed >= 2)
+    alice.send_raw(b'xt":"half and half"}\n')
+    assert bob.expect("message", text="half and half")["nick"] == "alice"
+    for i in range(20):
+        alice.say(f"burst {i}")
+    assert [bob.expect("message", nick="alice")["text"] for _ in range(20)] == [
+        f"burst {i}" for i in range(20)
+    ]
+    assert server.readers_started == 2  # resumed readers are counted apart
+    wait_for(lambda: server.parked == 2 and not _readers())
+
+
+def test_a_parked_client_is_pinged_and_dropped_if_it_does_not_answer(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """The watchdog pings parked clients; an answer wakes the reader, silence past
+    ping_timeout aborts the parked connection, which is logged out like any other."""
+    server = chat_server_factory(idle_park=0.05, idle_timeout=0.3, ping_timeout=0.5)
+    alice = chat_client(server, "alice", timeout=10)
+    watcher = chat_client(server, "watcher", timeout=10)
+    wait_for(lambda: server.parked == 2)
+    alice.expect("ping")
+    leave = None
+    while leave is None:  # the watcher answers its own pings while it waits
+        frame = watcher.expect(lambda f: f["type"] in ("ping", "leave"))
+        if frame["type"] == "ping":
+            watcher.send(type="pong")
+        elif frame["nick"] == "alice":
+            leave = frame
+    assert leave["reason"] == "ping timeout"
+    alice.wait_closed()
+    wait_for(lambda: len(server.connections) == 1)
+
+
+def test_a_parked_connection_that_does_not_log_in_is_closed(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """finish() on a parked connection (the login timeout) sends its error, closes it and
+    frees its place."""
+    server = chat_server_factory(idle_park=0.05, login_timeout=0.6)
+    late = chat_client(server)
+    late.send_raw(b'{"type":"hel')
+    wait_for(lambda: server.parked == 1)
+    assert late.expect("error", timeout=5)["code"] == "login_timeout"
+    late.wait_closed()
+    wait_for(lambda: not server.connections and not server.parked)
+
+
+def test_shutdown_closes_parked_connections(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Parked clients get the shutdown notice and are logged out; shutdown returns."""
+    logouts: list[str] = []
+
+    class Record:
+        @hookimpl
+        def chatkit_on_logout(self, client: Session, reason: str) -> None:
+            logouts.append(reason)
+
+    server = chat_server_factory(plugins=[Record()], idle_park=0.05)
+    clients = [chat_client(server, f"user{i}") for i in range(5)]
+    wait_for(lambda: server.parked == 5 and not _readers())
+    server.shutdown()
+    for client in clients:
+        assert client.expect("notice")["text"] == "server shutting down"
+        client.wait_closed()
+    assert logouts == ["server shutdown"] * 5
+    assert not server.connections and not _readers()
+
+
+def test_a_parked_slow_consumer_is_cut_and_logged_out(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A client that never reads is parked (it never talks either); the writer's cut
+    shuts its socket down, which brings a reader back to log it out."""
+    server = chat_server_factory(
+        idle_park=0.05, max_sendq=64 * 1024, slow_timeout=0.3, disable=["flood"]
+    )
+    slow = ChatClient(server.address)
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.login("slow")  # and never reads again
+    alice = chat_client(server, "alice", timeout=10)
+    wait_for(lambda: server.parked == 2)
+    payload = "x" * 2000
+    i = 0
+    leave = None
+    while leave is None:  # bursts of 20 until the slow client's leave shows up
+        assert i < 20_000, "the slow client was never cut"
+        for _ in range(20):
+            alice.say(f"{i} {payload}")
+            i += 1
+        leave = next((f for f in alice.sync() if f["type"] == "leave"), None)
+    assert (leave["nick"], leave["reason"]) == ("slow", "send queue exceeded")
+    wait_for(lambda: len(server.connections) == 1)
+    slow.close()
+
+
+def test_a_huge_idle_park_means_never(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """idle_park beyond what poll() takes (about 24.8 days) is no error: readers wait on."""
+    server = chat_server_factory(idle_park=1e12)
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.say("hello")
+    assert bob.expect("message", nick="alice")["text"] == "hello"
+    bob.say("hi")
+    assert alice.expect("message", nick="bob")["text"] == "hi"
+    assert server.parked == 0 and server.readers_resumed == 0

@@ -307,3 +307,27 @@ def test_irssi_over_tls_logs_in_with_sasl(certs: Certs, tmp_path: Path) -> None:
                 raise AssertionError(f"{exc}\nirssi's screen:\n{client.screen()}") from None
         finally:
             client.kill()
+
+
+def test_a_parked_tls_connection_wakes_and_decrypts(certs: Certs) -> None:
+    """A TLS client idle past idle_park is parked like a plain one (its SSLObject keeps
+    its state, and holds no plaintext then); both ways work after it wakes."""
+    line = LineFace()
+    server = Server(config=tls_config(certs, idle_park=0.05), faces=[line, TlsFace(line, port=0)])
+    with (
+        server,
+        ChatClient(server.addresses["line-tls"], tls=certs.client()) as secure,
+        ChatClient(server.address) as plain,
+    ):
+        secure.login("ann")
+        plain.login("bob")
+        deadline = time.monotonic() + 5
+        while server.parked < 2:
+            assert time.monotonic() < deadline, "not parked"
+            time.sleep(0.01)
+        plain.say("to a parked tls client")
+        assert secure.expect("message")["text"] == "to a parked tls client"
+        for i in range(3):
+            secure.say(f"over tls {i}")
+            assert plain.expect("message", nick="ann")["text"] == f"over tls {i}"
+    assert server.readers_resumed >= 2

@@ -485,3 +485,25 @@ def test_fan_out_frames_once_for_all_web_clients(
     for client in clients:
         client.expect("message", text="to everyone")
     assert framed == ["message"]
+
+
+def test_a_parked_websocket_wakes_when_it_talks() -> None:
+    """A WebSocket client idle past idle_park holds no reader; it chats on after."""
+    with web_server(idle_park=0.05) as server:
+        ann = WebClient(server)
+        bob = ChatClient(server.address)
+        try:
+            ann.login("ann")
+            bob.login("bob")
+            deadline = time.monotonic() + TIMEOUT
+            while server.parked < 2:
+                assert time.monotonic() < deadline, "not parked"
+                time.sleep(0.01)
+            bob.say("to a parked websocket")
+            assert ann.expect("message")["text"] == "to a parked websocket"
+            ann.say("awake")
+            assert bob.expect("message", nick="ann")["text"] == "awake"
+            assert server.readers_resumed >= 2
+        finally:
+            ann.close()
+            bob.close()
