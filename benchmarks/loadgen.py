@@ -8,14 +8,24 @@ client answers the server's ``PING`` lines. A sender gets no copy of its own mes
 It runs in its own process (asyncio; uvloop if installed), apart from the server it
 measures. Receivers only count line ends, at C speed; a few probe clients parse their
 lines to measure latency from the send time carried in each message's text.
+
+During a fan-out, the receivers that are not probes are read by a :class:`Drain`
+instead of their event-loop transport: every ``DRAIN_TICK`` it reads each socket that
+has data in one ``recv``, whatever has arrived since. So the generator's cost per
+delivery does not depend on how a server cuts its output into TCP segments (ngIRCd
+sends a segment per line, which an event loop would hand over one ``data_received``
+call per line and per client): a server is never measured at the generator's limit.
+The probes still read as soon as bytes arrive, so latency is the server's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import resource
+import select
 import selectors
 import socket
 import statistics
@@ -31,6 +41,8 @@ STAMP = re.compile(rb"t=(\d+)")
 MAX_STEP_SECONDS = 120.0  # seconds a step may be stretched by its keep_going callback
 STORM_CONNECT_SECONDS = 60.0  # seconds the storm waits for its connections to be established
 IRC_ROOM = "#bench"  # the channel every IRC client joins
+DRAIN_TICK = 0.002  # seconds between a Drain's rounds of reads
+DRAIN_BYTES = 1 << 20  # the most one recv of a Drain takes
 
 
 @dataclass
@@ -79,9 +91,12 @@ class Client(asyncio.Protocol):
         self.partial = b""
         self.waiters: list[tuple[bytes, asyncio.Future[None]]] = []
         self._on_lost = on_lost
+        self.sock: Any = None  # a probe's socket (TCP_QUICKACK after each read)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        if self.probe:
+            self.sock = transport.get_extra_info("socket")
 
     def data_received(self, data: bytes) -> None:
         self.lines += data.count(b"\n")
@@ -100,6 +115,10 @@ class Client(asyncio.Protocol):
                 self.buffer = b""
         if self.probe:
             now = time.monotonic_ns()
+            if self.sock is not None:
+                # A client that acks quickly: no delayed ACK holds back a server that
+                # leaves Nagle's algorithm on (ngIRCd). Linux clears it after a while.
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             # Only whole lines: a stamp split across two reads must not be misread.
             *lines, self.partial = (self.partial + data).split(b"\n")
             for line in lines:
@@ -108,11 +127,20 @@ class Client(asyncio.Protocol):
                     self.latencies.append((now - int(match.group(1))) / 1e6)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return  # a Drain saw the end first; its transport now reports it too
         self.closed = True
         self._on_lost()
         for _, future in self.waiters:
             if not future.done():
                 future.set_exception(ConnectionError("closed"))
+
+    def pong(self, data: bytes) -> None:
+        """Answer the IRC ``PING`` lines in ``data`` (lines read by a :class:`Drain`)."""
+        for line in data.split(b"\n"):
+            if line.startswith(b"PING "):
+                self.lines -= 1  # not a delivery
+                self.write(b"PONG " + line[5:].rstrip(b"\r") + b"\r\n")
 
     def wait_for(self, marker: bytes) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -123,6 +151,72 @@ class Client(asyncio.Protocol):
         assert self.transport is not None
         if not self.closed:  # a sender the server cut off counts as dropped, not as a crash
             self.transport.write(data)
+
+
+class Drain:
+    """Reads the receivers that only count lines, in rounds, instead of their transports.
+
+    Each client's transport stops reading (``pause_reading``); the drain reads a
+    duplicate of its socket's descriptor (the same socket) with ``recv`` where epoll
+    says there is data, every ``DRAIN_TICK`` seconds, counting line ends at C speed.
+    A recv that returns nothing, or fails, is the server closing the connection.
+    """
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()  # Linux, where the benchmarks run
+        self._socks: dict[int, tuple[socket.socket, Client]] = {}
+        self._buffer = bytearray(DRAIN_BYTES)
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, client: Client) -> None:
+        assert client.transport is not None
+        client.transport.pause_reading()
+        fd = client.transport.get_extra_info("socket").fileno()
+        sock = socket.socket(fileno=os.dup(fd))
+        sock.setblocking(False)
+        self._socks[sock.fileno()] = (sock, client)
+        self._epoll.register(sock.fileno(), select.EPOLLIN)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.read()
+            await asyncio.sleep(DRAIN_TICK)
+
+    def read(self) -> None:
+        """One round: one recv for each socket that has something to read."""
+        buffer = self._buffer
+        view = memoryview(buffer)
+        for fd, _events in self._epoll.poll(0):
+            sock, client = self._socks[fd]
+            try:
+                n = sock.recv_into(view)
+            except BlockingIOError:
+                continue
+            except OSError:
+                n = 0
+            if not n:
+                self._forget(fd)
+                if not client.closed:
+                    client.connection_lost(None)
+                continue
+            client.lines += buffer.count(b"\n", 0, n)
+            if client.irc and buffer.find(b"PING ", 0, n) >= 0:
+                client.pong(bytes(view[:n]))
+
+    def _forget(self, fd: int) -> None:
+        sock, _client = self._socks.pop(fd)
+        self._epoll.unregister(fd)
+        sock.close()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for fd in list(self._socks):
+            self._forget(fd)
+        self._epoll.close()
 
 
 class Load:
@@ -151,6 +245,16 @@ class Load:
         self.clients: list[Client] = []
         self.lost = 0
         self.stats_calls = 0
+        self.drain: Drain | None = None
+
+    def drain_receivers(self) -> None:
+        """Have a :class:`Drain` read every client that is not a probe (see the module's
+        docstring); their transports go on sending."""
+        self.drain = Drain()
+        for client in self.clients:
+            if not client.probe:
+                self.drain.add(client)
+        self.drain.start()
 
     def _lost(self) -> None:
         self.lost += 1
@@ -234,6 +338,8 @@ class Load:
         return sum(c.lines for c in self.clients)
 
     def close(self) -> None:
+        if self.drain is not None:
+            self.drain.close()
         for c in self.clients:
             if c.transport is not None:
                 c.transport.close()
@@ -361,6 +467,7 @@ async def fan_out(
         if slow_consumer:
             slow = await load.connect("slowpoke", rcvbuf=4096)
             slow.transport.pause_reading()  # type: ignore[union-attr]  # it never reads again
+        load.drain_receivers()
         for rate in rates:
             if deadline and time.monotonic() > deadline:
                 break

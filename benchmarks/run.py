@@ -36,7 +36,9 @@ from benchmarks import loadgen
 
 ROOT = Path(__file__).parent.parent
 SERVERS = ("chatkit", "baseline")
-SCENARIOS = ("fanout", "slow", "idle", "churn", "history", "storm", "overload", "irc", "cluster")
+SCENARIOS = (
+    "fanout", "slow", "idle", "churn", "history", "storm", "overload", "irc", "cluster", "peers",
+)  # fmt: skip
 # The IRC scenarios' servers: chatkit over its IRC face, and ngIRCd (Debian's ngircd),
 # both spoken to in IRC by the same generator. ngIRCd is left out if not installed.
 IRC_SERVERS = ("chatkit-irc", "ngircd")
@@ -67,6 +69,8 @@ class Plan:
     irc_idle_clients: int = 1000  # each JOIN goes to every member: N² lines, so not 10,000
     cluster_clients: int = 100  # members of the cluster scenario's room, spread over its nodes
     cluster_rates: tuple[int, ...] = ()  # msg/s steps of the cluster scenario (default: rates)
+    peers_clients: tuple[int, ...] = (100, 1000)  # room sizes of the peers scenario
+    peers_rounds: int = 2  # rounds of the peers scenario; each kind reports its median
 
 
 RATES = (1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000)
@@ -86,8 +90,20 @@ TINY = Plan(
     (20,), (200, 400), 0.5, (20,), 4, 0.5, (200,), slow_seconds=0.5, slow_payload=64,
     history_rates=(200,), storm_sizes=(50,), storm_hold=0.3, storm_calm=0.3, storm_tail=0.3,
     overload_clients=20, overload_rate=2000, overload_seconds=0.5,
-    irc_fanout_clients=(20,), irc_idle_clients=20, cluster_clients=21,
+    irc_fanout_clients=(20,), irc_idle_clients=20, cluster_clients=21, peers_clients=(20,),
+    peers_rounds=1,
 )  # fmt: skip
+# The peers scenario: ngIRCd over IRC beside chatkit's JSON and IRC faces, history off
+# and on, taking turns in each round (issue #19's comparison).
+PEER_KINDS = (
+    "ngircd", "chatkit json, history off", "chatkit json, history on",
+    "chatkit irc, history off", "chatkit irc, history on",
+)  # fmt: skip
+# msg/s steps by room size: C=1,000 starts lower (each message is 1,000 deliveries).
+PEER_RATES = {
+    100: (1000, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000, 40000),
+    1000: (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000),
+}
 STORM_CHATTERS = 20  # clients in one room measured during a storm
 STORM_RATE = 200  # msg/s they send in all: 4,000 deliveries/s, light load
 # The history scenario's servers: chatkit without history (as in every other
@@ -200,8 +216,9 @@ def running_irc(kind: str) -> Iterator[tuple[str, int, int, int | None]]:
         workdir.chmod(0o755)  # ngIRCd started as root runs as nobody
         conf.chmod(0o644)
         command = [NGIRCD, "--nodaemon", "--passive", "--config", str(conf)]
-    else:
-        command = [*server_command("chatkit", workdir), "--irc-port", "0"]
+    else:  # "chatkit-irc", or "chatkit-irc, history on"
+        base = "history on" if kind.endswith("history on") else "chatkit"
+        command = [*server_command(base, workdir), "--irc-port", "0"]
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         command = ["taskset", "-c", "0", *command]
     # ngIRCd logs every connection to its stdout: a pipe nobody reads would fill and
@@ -249,7 +266,7 @@ def running_irc(kind: str) -> Iterator[tuple[str, int, int, int | None]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if output is not subprocess.PIPE:
+        if not isinstance(output, int):  # the log file (subprocess.PIPE is an int)
             output.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -486,6 +503,65 @@ def scenario_irc_fanout(plan: Plan, clients: int) -> dict[str, Any]:
     return out
 
 
+def scenario_peers(plan: Plan, clients: int) -> dict[str, Any]:
+    """Fan-out capacity and latency of ngIRCd and chatkit's faces, history off and on,
+    in ``plan.peers_rounds`` rounds of turns; each kind reports its median round."""
+    rates = PEER_RATES.get(clients, plan.rates) if plan is not TINY else plan.rates
+    kinds = [k for k in PEER_KINDS if k != "ngircd" or "ngircd" in irc_servers()]
+    rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    for _ in range(plan.peers_rounds):
+        for kind in kinds:
+            if kind.startswith("chatkit json"):
+                server = "history on" if kind.endswith("on") else "history off"
+                with running(server) as (host, port, _pid):
+                    result = run(
+                        loadgen.fan_out(
+                            host, port, "json", clients, rates=rates, seconds=plan.step_seconds
+                        )
+                    )
+            else:
+                irc = "ngircd" if kind == "ngircd" else f"chatkit-irc, {kind.split(', ')[1]}"
+                with running_irc(irc) as (host, port, _pid, _stats):
+                    result = run(
+                        loadgen.fan_out(
+                            host, port, "irc", clients, rates=rates, seconds=plan.step_seconds
+                        )
+                    )
+            rounds[kind].append(result.to_dict())
+    out: dict[str, Any] = {}
+    for kind, results in rounds.items():
+        ordered = sorted(results, key=lambda r: r["capacity"])
+        out[kind] = {**ordered[(len(ordered) - 1) // 2], "rounds": [r["capacity"] for r in results]}
+    return out
+
+
+def peers_report(name: str, result: dict[str, Any]) -> list[str]:
+    """One table of the peers scenario: capacity beside ngIRCd's, and p99 at ngIRCd's steps."""
+    peer = result.get("ngircd")
+    lines = [
+        f"{name}: capacity = best step with p99 <= 1 s, all delivered, nobody dropped "
+        "(median round); p99 = the worst ratio to ngIRCd's p99 over the steps up to "
+        "ngIRCd's capacity.",
+        "",
+        "| server | capacity, deliveries/s | ÷ ngIRCd | rounds | p99, worst ÷ ngIRCd's |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for kind, value in result.items():
+        share = ratio(value["capacity"], peer["capacity"], 2) if peer else "n/a"
+        worst = "n/a"
+        if peer and kind != "ngircd":
+            top = max((s["rate"] for s in peer["steps"] if s["ok"]), default=0)
+            shares = []
+            for step in peer["steps"]:
+                mine = best_step(value, step["rate"])
+                if step["rate"] <= top and step["ok"] and mine and step["p99_ms"] > 0:
+                    shares.append(mine["p99_ms"] / step["p99_ms"])
+            worst = f"{max(shares):.2f}×" if shares else "n/a"
+        rounds = ", ".join(f"{c / 1e6:.2f}M" for c in value["rounds"])
+        lines.append(f"| {kind} | {value['capacity']:,.0f} | {share} | {rounds} | {worst} |")
+    return lines
+
+
 def scenario_irc_idle(clients: int) -> dict[str, Any]:
     """Server memory per idle IRC client, registered and in one channel."""
     out: dict[str, Any] = {}
@@ -518,14 +594,14 @@ def best_step(result: dict[str, Any], rate: int) -> dict[str, Any] | None:
 
 def report(results: dict[str, Any]) -> str:
     lines = [f"chatkit benchmarks, {results['mode']} run, {results['date']}", ""]
-    if any(not key.startswith("irc ") for key in results["scenarios"]):
+    if any(not key.startswith(("irc ", "peers ")) for key in results["scenarios"]):
         lines += [
             "| scenario | chatkit | baseline | chatkit ÷ baseline |",
             "| --- | --- | --- | --- |",
         ]
     irc = {k: v for k, v in results["scenarios"].items() if k.startswith("irc ")}
     for key, value in results["scenarios"].items():
-        if key.startswith("irc "):
+        if key.startswith(("irc ", "peers ")):
             continue
         if key.startswith("fanout"):
             c, b = value["chatkit"], value["baseline"]
@@ -635,13 +711,16 @@ def report(results: dict[str, Any]) -> str:
             )
     if irc:
         lines += ["", *irc_report(irc)]
+    for key, value in results["scenarios"].items():
+        if key.startswith("peers "):
+            lines += ["", *peers_report(key, value)]
     lines += [
         "",
         "Fan-out steps (rate msg/s → deliveries/s, complete, p50/p99/max ms, generator CPU):",
         "",
     ]
     for key, value in results["scenarios"].items():
-        if not (key.startswith(("fanout", "slow", "history", "irc fanout", "cluster"))):
+        if not (key.startswith(("fanout", "slow", "history", "irc fanout", "cluster", "peers"))):
             continue
         for kind in value:
             for s in value[kind]["steps"]:
@@ -740,6 +819,9 @@ def main(argv: list[str] | None = None) -> int:
         scenarios[f"overload C={plan.overload_clients}"] = lambda: scenario_overload(plan)
     if "cluster" in only:
         scenarios[f"cluster C={plan.cluster_clients}"] = lambda: scenario_cluster(plan)
+    if "peers" in only:
+        for c in plan.peers_clients:
+            scenarios[f"peers C={c}"] = lambda c=c: scenario_peers(plan, c)  # type: ignore[misc]
     if "irc" in only:
         for c in plan.irc_fanout_clients:
             scenarios[f"irc fanout C={c}"] = lambda c=c: scenario_irc_fanout(plan, c)  # type: ignore[misc]
