@@ -41,7 +41,8 @@ STAMP = re.compile(rb"t=(\d+)")
 MAX_STEP_SECONDS = 120.0  # seconds a step may be stretched by its keep_going callback
 STORM_CONNECT_SECONDS = 60.0  # seconds the storm waits for its connections to be established
 IRC_ROOM = "#bench"  # the channel every IRC client joins
-DRAIN_TICK = 0.002  # seconds between a Drain's rounds of reads
+DRAIN_TICK = 0.005  # seconds between a Drain's rounds of reads
+DRAIN_SOCKETS = 250  # sockets a Drain reads every DRAIN_TICK; more stretch its rounds
 DRAIN_BYTES = 1 << 20  # the most one recv of a Drain takes
 
 
@@ -168,6 +169,12 @@ class Drain:
         self._buffer = bytearray(DRAIN_BYTES)
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def tick(self) -> float:
+        """Seconds between rounds: ``DRAIN_TICK`` per ``DRAIN_SOCKETS`` sockets, so a round
+        of a thousand recv calls does not come five times as often as one of a hundred."""
+        return DRAIN_TICK * max(1.0, len(self._socks) / DRAIN_SOCKETS)
+
     def add(self, client: Client) -> None:
         assert client.transport is not None
         client.transport.pause_reading()
@@ -183,7 +190,7 @@ class Drain:
     async def _run(self) -> None:
         while True:
             self.read()
-            await asyncio.sleep(DRAIN_TICK)
+            await asyncio.sleep(self.tick)
 
     def read(self) -> None:
         """One round: one recv for each socket that has something to read."""

@@ -414,6 +414,9 @@ class Lanes:
         reported to the sender on its turn in the lane). Returns once all are
         delivered, so whatever the client sent next is answered after them.
         """
+        if not self._store:
+            self._settle_unstored(session)
+            return
         while session.unsettled:
             records, session.unsettled = session.unsettled, []
             refusals: list[Drop | None] = []
@@ -445,6 +448,31 @@ class Lanes:
                     entry.event.wait()
                 if refusal is None:  # (a refusal was sent to the sender on delivery)
                     self._hooks.notify("chatkit_on_message", client=session, message=message)
+
+    def _settle_unstored(self, session: Session) -> None:
+        """:meth:`settle` when nothing stores messages: no future to wait for and no
+        refusal, so the run is made ready and delivered at once (the hot path)."""
+        while session.unsettled:  # (an on_message hook may have said more)
+            records, session.unsettled = session.unsettled, []
+            with self._lock:
+                for record in records:
+                    record[1].ready = True
+                wake = False
+                drained: Lane | None = None
+                for _message, entry, _futures, lane in records:
+                    if lane is not drained:  # mostly one lane: drained once for the run
+                        wake |= self._drain(lane)
+                        drained = lane
+                    if not entry.done:
+                        # An earlier entry is not ready yet: its owner delivers this one.
+                        entry.event = Latch()
+            if wake:
+                self._wake()
+            notify = self._hooks.notify
+            for message, entry, _futures, _lane in records:
+                if entry.event is not None:
+                    entry.event.wait()
+                notify("chatkit_on_message", client=session, message=message)
 
     # -- delivery, under the hub's lock -----------------------------------------
 
