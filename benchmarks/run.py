@@ -158,9 +158,10 @@ def running(kind: str, *extra: str) -> Iterator[tuple[str, int, int]]:
                 return
         raise RuntimeError(f"{kind} server did not start")
     except BaseException:
-        if kind == "ngircd":  # what ngIRCd said last: why it closed a client, say
-            tail = (workdir / "ngircd.log").read_text(errors="replace").splitlines()[-8:]
-            print("ngircd.log:", *tail, sep="\n  ", file=sys.stderr, flush=True)
+        if kind == "ngircd":  # why ngIRCd closed a client, if it did
+            log = (workdir / "ngircd.log").read_text(errors="replace").splitlines()
+            why = [line for line in log if "Shutting down" in line and "Client closed" not in line]
+            print("ngircd.log:", *why[:5], sep="\n  ", file=sys.stderr, flush=True)
         raise
     finally:
         proc.terminate()
@@ -265,9 +266,10 @@ def running_irc(kind: str) -> Iterator[tuple[str, int, int, int | None]]:
                 return
         raise RuntimeError(f"{kind} server did not start")
     except BaseException:
-        if kind == "ngircd":  # what ngIRCd said last: why it closed a client, say
-            tail = (workdir / "ngircd.log").read_text(errors="replace").splitlines()[-8:]
-            print("ngircd.log:", *tail, sep="\n  ", file=sys.stderr, flush=True)
+        if kind == "ngircd":  # why ngIRCd closed a client, if it did
+            log = (workdir / "ngircd.log").read_text(errors="replace").splitlines()
+            why = [line for line in log if "Shutting down" in line and "Client closed" not in line]
+            print("ngircd.log:", *why[:5], sep="\n  ", file=sys.stderr, flush=True)
         raise
     finally:
         proc.terminate()
