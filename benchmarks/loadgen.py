@@ -294,7 +294,9 @@ class Load:
         return client
 
     async def connect_many(self, count: int, prefix: str, probes: int = 0) -> list[Client]:
-        semaphore = asyncio.Semaphore(100)  # stay under the server's accept backlog
+        # Stay under the server's accept backlog: ngIRCd listens with a backlog of 10, and
+        # a connection beyond it may be reset (C=1,000 setups failed now and then).
+        semaphore = asyncio.Semaphore(10 if self.protocol == "irc" else 100)
 
         async def one(i: int) -> Client:
             async with semaphore:

@@ -93,10 +93,11 @@ TINY = Plan(
     irc_fanout_clients=(20,), irc_idle_clients=20, cluster_clients=21, peers_clients=(20,),
     peers_rounds=1,
 )  # fmt: skip
-# The peers scenario: ngIRCd over IRC beside chatkit's JSON and IRC faces, history off
-# and on, taking turns in each round (issue #19's comparison).
+# The peers scenario: ngIRCd over IRC and the classroom baseline (its text lines) beside
+# chatkit's JSON and IRC faces, history off and on, taking turns in each round (issue #19's
+# comparison).
 PEER_KINDS = (
-    "ngircd", "chatkit json, history off", "chatkit json, history on",
+    "ngircd", "baseline", "chatkit json, history off", "chatkit json, history on",
     "chatkit irc, history off", "chatkit irc, history on",
 )  # fmt: skip
 # msg/s steps by room size: C=1,000 starts lower (each message is 1,000 deliveries).
@@ -516,8 +517,8 @@ def scenario_irc_fanout(plan: Plan, clients: int) -> dict[str, Any]:
 
 
 def scenario_peers(plan: Plan, clients: int) -> dict[str, Any]:
-    """Fan-out capacity and latency of ngIRCd and chatkit's faces, history off and on,
-    in ``plan.peers_rounds`` rounds of turns; each kind reports its median round."""
+    """Fan-out capacity and latency of ngIRCd, the baseline and chatkit's faces, history
+    off and on, in ``plan.peers_rounds`` rounds of turns; each kind reports its median round."""
     rates = PEER_RATES.get(clients, plan.rates) if plan is not TINY else plan.rates
     kinds = [k for k in PEER_KINDS if k != "ngircd" or "ngircd" in irc_servers()]
     rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
@@ -540,10 +541,13 @@ def scenario_peers(plan: Plan, clients: int) -> dict[str, Any]:
 
 def peer_round(kind: str, clients: int, rates: tuple[int, ...], seconds: float) -> dict[str, Any]:
     """One fan-out ladder of one kind of the peers scenario (see PEER_KINDS)."""
-    if kind.startswith("chatkit json"):
-        server = "history on" if kind.endswith("on") else "history off"
+    if kind.startswith("chatkit json") or kind == "baseline":
+        server = kind if kind == "baseline" else kind.split(", ")[1]  # "history on"/"off"
+        protocol = "text" if kind == "baseline" else "json"
         with running(server) as (host, port, _pid):
-            result = run(loadgen.fan_out(host, port, "json", clients, rates=rates, seconds=seconds))
+            result = run(
+                loadgen.fan_out(host, port, protocol, clients, rates=rates, seconds=seconds)
+            )
     else:
         irc = "ngircd" if kind == "ngircd" else f"chatkit-irc, {kind.split(', ')[1]}"
         with running_irc(irc) as (host, port, _pid, _stats):
@@ -566,7 +570,7 @@ def peers_report(name: str, result: dict[str, Any]) -> list[str]:
     for kind, value in result.items():
         share = ratio(value["capacity"], peer["capacity"], 2) if peer else "n/a"
         worst = "n/a"
-        if peer and kind != "ngircd":
+        if peer and kind not in ("ngircd", "baseline"):
             top = max((s["rate"] for s in peer["steps"] if s["ok"]), default=0)
             shares = []
             for step in peer["steps"]:

@@ -129,8 +129,8 @@ def test_the_cluster_scenario_spreads_members_over_nodes(tmp_path: Path) -> None
 def test_the_peers_scenario_sets_ngircd_beside_both_faces_history_off_and_on(
     tmp_path: Path,
 ) -> None:
-    """benchmarks.run --only peers: ngIRCd over IRC, chatkit over JSON and IRC with history
-    off and on, the same generator; every kind delivers everything, and the table shows
+    """benchmarks.run --only peers: ngIRCd over IRC, the classroom baseline, chatkit over
+    JSON and IRC with history off and on, the same generator; every kind delivers everything, and the table shows
     each capacity beside ngIRCd's."""
     out = tmp_path / "results.json"
     result = subprocess.run(
@@ -144,6 +144,7 @@ def test_the_peers_scenario_sets_ngircd_beside_both_faces_history_off_and_on(
     peers = json.loads(out.read_text())["scenarios"]["peers C=20"]
     assert list(peers) == [
         "ngircd",
+        "baseline",
         "chatkit json, history off",
         "chatkit json, history on",
         "chatkit irc, history off",
