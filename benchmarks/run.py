@@ -158,12 +158,6 @@ def running(kind: str, *extra: str) -> Iterator[tuple[str, int, int]]:
                 yield match.group(1), int(match.group(2)), proc.pid
                 return
         raise RuntimeError(f"{kind} server did not start")
-    except BaseException:
-        if kind == "ngircd":  # why ngIRCd closed a client, if it did
-            log = (workdir / "ngircd.log").read_text(errors="replace").splitlines()
-            why = [line for line in log if "Shutting down" in line and "Client closed" not in line]
-            print("ngircd.log:", *why[:5], sep="\n  ", file=sys.stderr, flush=True)
-        raise
     finally:
         proc.terminate()
         try:
