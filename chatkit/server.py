@@ -421,7 +421,9 @@ class Writer:
         # updates, never across a syscall.
         self._lock = threading.Lock()
         self._ready: list[Connection] = []
-        self._published: list[Feed] = []  # feeds holding frames, for the next cycle
+        # Feeds given frames since the writer's last cycle: every feed holding frames is
+        # here (one handed over early stays, empty), so an empty list means none holds any.
+        self._published: list[Feed] = []
         self._retired: list[Connection] = []
         self._wake_pending = False
         self._stopping = False
@@ -565,7 +567,7 @@ class Writer:
     def push(self, conn: Connection, data: bytes) -> bool:
         """Queue ``data`` for ``conn``; True if the caller must :meth:`wake` the writer."""
         with self._lock:
-            if conn._feeds:
+            if self._published and conn._feeds:
                 self._catch_up(conn)  # what its rooms published before comes first
             return self._append(conn, data) and self._need_wake()
 
@@ -588,9 +590,10 @@ class Writer:
         with self._lock:
             # The hub hands back the transports of its sessions: this writer's connections.
             recipients = cast("list[Connection]", list(conns))
-            for conn in recipients:
-                if conn._feeds:
-                    self._catch_up(conn)  # what its rooms published before comes first
+            if self._published:  # some feed may hold frames (none does otherwise)
+                for conn in recipients:
+                    if conn._feeds:
+                        self._catch_up(conn)  # what its rooms published before comes first
             return self._deliver(frames, recipients) and self._need_wake()
 
     def _deliver(self, frames: Sequence[Frame], conns: Iterable[Connection]) -> bool:
@@ -687,7 +690,7 @@ class Writer:
         with self._lock:
             # Appended under the lock that marks it finishing: nothing a fan-out
             # queues can come after its last bytes (a WebSocket close frame).
-            if conn._feeds:
+            if self._published and conn._feeds:
                 self._catch_up(conn)
             scheduled = self._append(conn, last) if last else False
             if conn.close_reason is None:

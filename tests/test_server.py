@@ -151,13 +151,21 @@ def test_idle_clients_are_pinged_and_kept_if_they_answer(
     assert alice.expect("message")["text"] == "still alive"
 
 
+@pytest.mark.parametrize("parked", [False, True], ids=["reading", "parked"])
 def test_clients_that_do_not_answer_a_ping_are_dropped(
-    chat_server_factory: Factory, chat_client: Connect
+    chat_server_factory: Factory, chat_client: Connect, parked: bool
 ) -> None:
-    """A pinged client that stays silent past ping_timeout is disconnected."""
-    server = chat_server_factory(idle_timeout=0.1, ping_timeout=0.2)
+    """A pinged client that stays silent past ping_timeout is disconnected and logged out,
+    whether its reader is waiting or its connection is parked (no reader: the watchdog
+    pings parked clients too, and an answer wakes a reader)."""
+    if parked:  # parked before the first ping
+        server = chat_server_factory(idle_park=0.05, idle_timeout=0.3, ping_timeout=0.5)
+    else:
+        server = chat_server_factory(idle_timeout=0.1, ping_timeout=0.2)
     alice = chat_client(server, "alice", timeout=10)
     watcher = chat_client(server, "watcher", timeout=10)
+    if parked:
+        wait_for(lambda: server.parked == 2)
     alice.expect("ping")
     leave = None
     while leave is None:  # the watcher answers its own pings while it waits
@@ -168,6 +176,7 @@ def test_clients_that_do_not_answer_a_ping_are_dropped(
             leave = frame
     assert leave["reason"] == "ping timeout"
     alice.wait_closed()
+    wait_for(lambda: len(server.connections) == 1)
 
 
 def test_max_clients(chat_server_factory: Factory, chat_client: Connect) -> None:
@@ -542,28 +551,6 @@ def test_idle_clients_park_with_no_thread_and_wake_when_they_talk(
     ]
     assert server.readers_started == 2  # resumed readers are counted apart
     wait_for(lambda: server.parked == 2 and not _readers())
-
-
-def test_a_parked_client_is_pinged_and_dropped_if_it_does_not_answer(
-    chat_server_factory: Factory, chat_client: Connect
-) -> None:
-    """The watchdog pings parked clients; an answer wakes the reader, silence past
-    ping_timeout aborts the parked connection, which is logged out like any other."""
-    server = chat_server_factory(idle_park=0.05, idle_timeout=0.3, ping_timeout=0.5)
-    alice = chat_client(server, "alice", timeout=10)
-    watcher = chat_client(server, "watcher", timeout=10)
-    wait_for(lambda: server.parked == 2)
-    alice.expect("ping")
-    leave = None
-    while leave is None:  # the watcher answers its own pings while it waits
-        frame = watcher.expect(lambda f: f["type"] in ("ping", "leave"))
-        if frame["type"] == "ping":
-            watcher.send(type="pong")
-        elif frame["nick"] == "alice":
-            leave = frame
-    assert leave["reason"] == "ping timeout"
-    alice.wait_closed()
-    wait_for(lambda: len(server.connections) == 1)
 
 
 def test_a_parked_connection_that_does_not_log_in_is_closed(
