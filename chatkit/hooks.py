@@ -26,7 +26,7 @@ log = logging.getLogger("chatkit.plugins")
 
 Monitor = Callable[[str, dict[str, Any]], None]
 
-SAMPLE_EVERY = 64  # one hook call in this many is timed, plugin by plugin (metrics)
+SAMPLE_EVERY = 64  # one call in this many of each hook is timed, plugin by plugin (metrics)
 
 
 class PluginManager(pluggy.PluginManager):
@@ -66,7 +66,7 @@ class HookRunner:
     """
 
     sample_every = SAMPLE_EVERY
-    """One hook call in this many is timed (:attr:`timings`)."""
+    """One call in this many of each hook is timed (:attr:`timings`)."""
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
@@ -77,15 +77,18 @@ class HookRunner:
         # impls(). Written by any thread without a lock: a lost or doubled write only
         # recomputes an entry.
         self._impls: dict[str, tuple[object, int | None, tuple[pluggy.HookImpl, ...]]] = {}
-        # Hook calls, to pick the sampled ones. Counted without a lock: two threads
+        # Calls of each hook, to pick the sampled ones: one in sample_every of each
+        # hook's own calls. (One count for all hooks sampled the same hook forever
+        # when a message makes a number of calls that divides sample_every, four with
+        # history: the others were never timed.) Counted without a lock: two threads
         # may count one call, which only moves the sample. Counted inline in each
         # caller (no helper): a hook call is on every login and message.
-        self._calls = 0
+        self._calls: dict[str, int] = {}
         # Guards timings (written by whichever thread ran a sampled call).
         self._timings_lock = threading.Lock()
         self.timings: dict[tuple[str, str], list[float]] = {}
         """Sampled hook latency: (plugin, hook) -> [calls timed, seconds in total].
-        One call in :data:`SAMPLE_EVERY` is timed, plugin by plugin."""
+        One call in :data:`SAMPLE_EVERY` of each hook is timed, plugin by plugin."""
 
     def _timed(self, impl: pluggy.HookImpl, name: str, kwargs: dict[str, Any]) -> Any:
         started = time.perf_counter()
@@ -135,8 +138,8 @@ class HookRunner:
         """Call every implementation; log and skip the ones that raise."""
         for monitor in self._monitors:
             monitor(name, kwargs)
-        self._calls += 1
-        timed = not self._calls % self.sample_every
+        count = self._calls[name] = self._calls.get(name, 0) + 1
+        timed = not count % self.sample_every
         for impl in self.impls(name):
             try:
                 if timed:
@@ -154,8 +157,8 @@ class HookRunner:
         """
         for monitor in self._monitors:
             monitor(name, kwargs)
-        self._calls += 1
-        timed = not self._calls % self.sample_every
+        count = self._calls[name] = self._calls.get(name, 0) + 1
+        timed = not count % self.sample_every
         for impl in self.impls(name):
             try:
                 result = self._timed(impl, name, kwargs) if timed else self._call(impl, kwargs)
@@ -177,8 +180,8 @@ class HookRunner:
         for monitor in self._monitors:
             monitor(name, kwargs)
         results: list[Any] = []
-        self._calls += 1
-        timed = not self._calls % self.sample_every
+        count = self._calls[name] = self._calls.get(name, 0) + 1
+        timed = not count % self.sample_every
         for impl in self.impls(name):
             try:
                 result = self._timed(impl, name, kwargs) if timed else self._call(impl, kwargs)

@@ -96,7 +96,7 @@ class ServerCollector(Collector):
         hooks = SummaryMetricFamily(
             "chatkit_hook_seconds",
             f"Time in each plugin's hook, sampled: one call in {server.hooks.sample_every} "
-            "is timed.",
+            "of each hook is timed.",
             labels=["plugin", "hook"],
         )
         for (plugin, hook), (count, total) in sorted(server.hooks.timings_snapshot().items()):
