@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatkit.testing import ChatClient
@@ -286,6 +287,33 @@ def test_a_join_during_traffic_from_another_node_misses_nothing(
     finally:
         talker.join()
     assert got == texts
+
+
+def test_ids_stay_unique_past_a_thousand_entries_in_one_millisecond(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """A message id is MS * 1000 + SEQ of its log entry: the log never gives a SEQ of 1000
+    or more (XADD's own counter would), it moves on to the next millisecond."""
+    url = redis_server.url(6)
+    # The log's last entry: the 999th of a millisecond a minute ahead (a clock gone back,
+    # or a burst), so the next entries land in that millisecond and beyond.
+    future = (time.time_ns() // 1_000_000 + 60_000) * 1000 + 997
+    r = redis.Redis.from_url(url, decode_responses=True)
+    r.flushdb()
+    r.xadd("chatkit:log", {"n": "seed", "t": "noop", "d": "{}"}, id=f"{future // 1000}-997")
+    a = nodes(url)
+    alice = a.client("alice")
+    for i in range(4):
+        alice.say(f"m{i}")
+    got = messages(alice, 4)
+    assert [text for _, text in got] == ["m0", "m1", "m2", "m3"]
+    ids = [ident for ident, _ in got]
+    assert ids == sorted(ids) and len(set(ids)) == 4 and ids[0] > future
+    assert all(ident % 1000 <= 999 for ident in ids)
+    assert ids[-1] // 1000 == future // 1000 + 1  # 999 was the last of its millisecond
+    entries: list[tuple[str, dict[str, str]]] = r.xrange("chatkit:log")  # type: ignore[assignment]
+    assert all(int(entry_id.split("-")[1]) <= 999 for entry_id, _ in entries)
+    r.close()
 
 
 def test_a_lost_node_leaves_and_comes_back(
