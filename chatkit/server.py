@@ -62,6 +62,7 @@ from chatkit.frames import Frame
 from chatkit.hooks import HookRunner
 from chatkit.hub import Hub
 from chatkit.session import Session
+from chatkit.threads import Done, ThreadPool
 from chatkit.transport import Transport
 
 __all__ = ["Connection", "Server", "TlsFace", "TlsState", "Writer", "tls_context"]
@@ -1056,9 +1057,10 @@ class Server:
         # park, the acceptor resumes, the watchdog reads) and to the lifecycle flags
         # _started and _stopped.
         self._lock = threading.Lock()
-        # Every open connection and its reader thread; None while it is pending (it
-        # has sent nothing yet and only the acceptor knows it) or parked.
-        self._conns: dict[Connection, threading.Thread | None] = {}
+        # Every open connection and its reader's Done (set when the reader ends); None
+        # while it is pending (it has sent nothing yet, only the acceptor knows it) or
+        # parked.
+        self._conns: dict[Connection, Done | None] = {}
         # Parked connections (idle: no reader, watched by the acceptor's selector, see
         # _park), and those of them handed over but not yet in the selector. Under _lock.
         self._parked: set[Connection] = set()
@@ -1084,13 +1086,17 @@ class Server:
         self._accept_wake_r: socket.socket | None = None
         self._accept_wake_w: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self.readers = ThreadPool()
+        """The threads readers run on: a connection's reader ends when it closes or
+        parks, and its thread waits a while for the next one (see chatkit.threads)."""
         self.paused = 0
         """Times a reader paused because the writer was behind (a metric)."""
         self.readers_started = 0
-        """Reader threads started: one per connection that sent something (a metric)."""
+        """Readers started: one per connection that sent something (a metric; each runs
+        on a thread of :attr:`readers`, new or reused)."""
         self.readers_resumed = 0
-        """Reader threads started again for parked connections that turned readable (a
-        metric; acceptor thread only)."""
+        """Readers started again for parked connections that turned readable (a metric;
+        acceptor thread only)."""
         self.failure: str | None = None
         """Why the server stopped itself (see :meth:`fail`), or ``None``."""
 
@@ -1333,18 +1339,19 @@ class Server:
         notice = Frame("notice", text="server shutting down")
         with self._lock:
             # No pending connection is left: the acceptor, joined above, closed them.
-            conns = [(c, thread) for c, thread in self._conns.items() if thread is not None]
-        for conn, _thread in conns:
+            conns = [(c, reader) for c, reader in self._conns.items() if reader is not None]
+        for conn, _reader in conns:
             conn.push(notice)
             conn.finish("server shutdown")
         self.writer.wake()
         deadline = time.monotonic() + SHUTDOWN_GRACE
-        for conn, thread in conns:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
+        for conn, reader in conns:
+            reader.join(max(0.0, deadline - time.monotonic()))
+            if reader.is_alive():
                 conn.abort("server shutdown")
-        for _conn, thread in conns:
-            thread.join()
+        for _conn, reader in conns:
+            reader.join()
+        self.readers.close()
         self.writer.stop()
         for listener in self._listeners:
             listener.close()
@@ -1667,15 +1674,14 @@ class Server:
         del self._pending[conn]
         self._greet.pop(conn, None)
         host, port = conn.address
-        thread = threading.Thread(
-            target=self._serve, args=(conn, data), name=f"chatkit-reader-{host}:{port}"
-        )
-        thread.daemon = True
+        done = Done()
         with self._lock:
-            # Register before starting the thread, or shutdown() could miss it.
-            self._conns[conn] = thread
+            # Register before the reader starts, or shutdown() could miss it.
+            self._conns[conn] = done
         self.readers_started += 1
-        thread.start()
+        self.readers.run(
+            f"chatkit-reader-{host}:{port}", functools.partial(self._serve, conn, data), done
+        )
 
     def _close_pending(self, conn: Connection, frame: bytes | None, reason: str) -> None:
         """Send a pending connection ``frame`` (if any) and close it (acceptor thread).
@@ -1832,15 +1838,14 @@ class Server:
         if conn.sock in self._accept_sel.get_map():
             self._accept_sel.unregister(conn.sock)
         host, port = conn.address
-        thread = threading.Thread(
-            target=self._serve, args=(conn, None), name=f"chatkit-reader-{host}:{port}"
-        )
-        thread.daemon = True
+        done = Done()
         with self._lock:
             self._parked.discard(conn)
-            self._conns[conn] = thread  # before it starts, or shutdown() could miss it
+            self._conns[conn] = done  # before it starts, or shutdown() could miss it
         self.readers_resumed += 1
-        thread.start()
+        self.readers.run(
+            f"chatkit-reader-{host}:{port}", functools.partial(self._serve, conn, None), done
+        )
 
     def _pause(self, conn: Connection) -> None:
         """Wait, before handling the next line, until the writer has caught up.
@@ -1872,8 +1877,8 @@ class Server:
                     # ones are logged in or not, like those with a reader.
                     conns = [
                         c
-                        for c, thread in self._conns.items()
-                        if thread is not None or c in self._parked
+                        for c, reader in self._conns.items()
+                        if reader is not None or c in self._parked
                     ]
                 for conn in conns:
                     if conn.finishing:

@@ -529,6 +529,22 @@ def _readers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("chatkit-reader-")]
 
 
+def test_a_readers_thread_reads_the_next_connection(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Readers run on the server's thread pool: once a client has left, its reader's
+    thread, idle, reads the next one's (starting a thread costs more than a login)."""
+    server = chat_server_factory()
+    for i in range(5):
+        client = chat_client(server, f"c{i}")
+        client.send({"type": "say", "text": "/quit"})
+        client.wait_closed(5)
+        wait_for(lambda: not server.connections and server.readers.idle == 1)
+    assert server.readers_started == 5
+    assert server.readers.started == 1
+    assert not _readers()  # an idle thread reads no connection, and is not named as one
+
+
 def test_idle_clients_park_with_no_thread_and_wake_when_they_talk(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
