@@ -143,8 +143,11 @@ def test_invite_only_moderated_and_topic_modes(server: Server) -> None:
         bob.expect(f":{SERVER} 473 bob #den :")
         ann.send("INVITE bob #den")
         bob.expect(":ann!ann@chatkit INVITE bob #den")
+        ann.expect(f":{SERVER} 341 ann bob #den")  # RPL_INVITING
         bob.send("JOIN #den")
         bob.expect(":bob!bob@chatkit JOIN #den")
+        ann.send("INVITE bob #den")
+        ann.expect(f":{SERVER} 443 ann bob #den :")  # ERR_USERONCHANNEL
         ann.send("MODE #den +mt")
         bob.expect(":ann!ann@chatkit MODE #den +m")
         bob.expect(":ann!ann@chatkit MODE #den +t")
@@ -253,6 +256,37 @@ def test_kick_is_a_kick_line(server: Server) -> None:
         assert (frame["reason"], frame["by"]) == ("kicked by ann: spamming", "ann")
         ann.send("KICK #general jay")
         ann.expect(":ann!ann@chatkit KICK #general jay :ann")
+
+
+def test_kick_takes_several_nicks(server: Server) -> None:
+    """KICK #room a,b :reason kicks each (RFC 2812 3.2.8), each refusal on its own (441 for
+    a nick not in the room, 401 for nobody); as many rooms as nicks pair up; other counts
+    are 461. ISUPPORT's TARGMAX says how many a KICK may name."""
+    with (
+        IrcClient(server.addresses["irc"]) as ann,
+        IrcClient(server.addresses["irc"]) as bob,
+        IrcClient(server.addresses["irc"]) as cat,
+    ):
+        lines = first(ann)
+        assert any("TARGMAX=PRIVMSG:4,NOTICE:4,KICK:4" in line for line in lines)
+        bob.register("bob")
+        cat.register("cat")
+        ann.send("JOIN #den")
+        ann.expect(f":{SERVER} 366 ann #den ")
+        ann.send("KICK #general bob,nobody,cat :enough")
+        bob.expect(":ann!ann@chatkit KICK #general bob :enough")
+        ann.expect(f":{SERVER} 401 ann nobody :")
+        cat.expect(":ann!ann@chatkit KICK #general cat :enough")
+        for client, nick in ((bob, "bob"), (cat, "cat")):
+            client.send("JOIN #general,#den")
+            ann.expect(f":{nick}!{nick}@chatkit JOIN #den")
+        ann.send("KICK #general,#den bob,cat")
+        bob.expect(":ann!ann@chatkit KICK #general bob :ann")
+        cat.expect(":ann!ann@chatkit KICK #den cat :ann")
+        ann.send("KICK #general,#den bob")
+        ann.expect(f":{SERVER} 461 ann KICK :")
+        ann.send("KICK #den cat")
+        ann.expect(f":{SERVER} 441 ann cat #den :")
 
 
 def test_quiet_list_is_the_mute_list(server: Server) -> None:

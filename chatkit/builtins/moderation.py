@@ -499,10 +499,20 @@ class Moderation:
         if len(nicks) != 1 or len(rooms) > 1:
             raise ctx.usage_error()
         target = self._target(ctx, nicks[0])
+        if fold(room) in target.rooms:
+            # target and nick: the IRC face answers 443.
+            raise CommandError(
+                f"{target.nick} is already in {room}",
+                "already_in_room",
+                target=room,
+                nick=target.nick,
+            )
         self._store.add("invites", fold(room), fold(full_mask(target.nick or "")))
         text = f"{ctx.client.nick} invites you to {room}: /join {room}"
         # invite and by: the IRC face shows it as INVITE.
         target.send(Frame("notice", text=text, invite=room, by=ctx.client.nick or ""))
+        # The IRC face shows the reply as 341 (RPL_INVITING), before the room's notice.
+        ctx.reply(f"invited {target.nick} to {room}", nick=target.nick, room=room)
         self._act(ctx, room, f"invited {target.nick}")
 
     def inviteonly(self, ctx: CommandContext) -> None:

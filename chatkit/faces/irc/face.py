@@ -70,7 +70,7 @@ SERVER_NAME = "chatkit.local"  # the server's name in numerics, unless configure
 NETWORK_NAME = "chatkit"  # the network's name (001, NETWORK=), unless configured
 ACCOUNT_CAPS = ("account-notify", "account-tag", "extended-join")
 """Offered when a plugin keeps accounts (the builtin ``accounts``)."""
-MAX_TARGETS = 4  # targets of one PRIVMSG or NOTICE (ISUPPORT TARGMAX); more are ignored
+MAX_TARGETS = 4  # targets of one PRIVMSG, NOTICE or KICK (ISUPPORT TARGMAX); more are ignored
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
 MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
@@ -161,7 +161,7 @@ class IrcFace:
             f"NICKLEN={limits.max_nick}",
             "PREFIX=(ov)@+",
             f"TOPICLEN={MAX_TOPIC}",
-            f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS}",
+            f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},KICK:{MAX_TARGETS}",
             "UTF8ONLY",
         ]
         if history_on(hub):
@@ -376,6 +376,26 @@ class IrcChannel:
         line = f"/{name} {' '.join(params)}".rstrip()
         self.hub.allow_input(self.session, Say(line, command=True))
         self.hub.run_command(self.session, line, None)
+
+    def kick(self, params: tuple[str, ...]) -> None:
+        """``KICK #room nick[,nick...] [:reason]``, or as many rooms as nicks, paired
+        (RFC 2812 3.2.8): the ``kick`` command once per nick, each refusal on its own."""
+        if len(params) < 2 or not params[0] or not params[1]:
+            self.send(Message(n.ERR_NEEDMOREPARAMS, ("KICK", "Not enough parameters")))
+            return
+        rooms, nicks = params[0].split(","), params[1].split(",")
+        if len(rooms) != 1 and len(rooms) != len(nicks):
+            self.send(Message(n.ERR_NEEDMOREPARAMS, ("KICK", "One room, or one room per nick")))
+            return
+        reason = params[2:3]
+        pairs = zip(rooms * len(nicks) if len(rooms) == 1 else rooms, nicks, strict=True)
+        for room, nick in list(pairs)[:MAX_TARGETS]:
+            if not nick:
+                continue
+            try:
+                self.chat_command("KICK", (room, nick, *reason))
+            except CommandError as exc:
+                self.session.error(exc.code, exc.text, irc_command="KICK", **exc.details)
 
     def _input(self, line: str) -> None:
         """Count a line against the input limits (flood), as the line face does."""
@@ -1051,6 +1071,7 @@ _HANDLERS: dict[str, Callable[[IrcChannel, tuple[str, ...]], None]] = {
     "CHATHISTORY": IrcChannel.chathistory,
     "ISON": IrcChannel.ison,
     "JOIN": IrcChannel.join,
+    "KICK": IrcChannel.kick,
     "LIST": IrcChannel.list_rooms,
     "LUSERS": IrcChannel.lusers,
     "MODE": IrcChannel.mode,

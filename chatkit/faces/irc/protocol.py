@@ -445,6 +445,14 @@ class IrcProtocol:
             if kind == "reply":
                 if fields.get("command") == "motd":
                     return self._motd_lines(str(fields["text"]))
+                data = fields.get("data")
+                if (
+                    fields.get("command") == "invite"
+                    and isinstance(data, dict)
+                    and data.get("nick")
+                    and data.get("room")
+                ):
+                    return [Message(n.RPL_INVITING, (str(data["nick"]), str(data["room"])))]
                 return notices(self.server, self.nick, str(fields["text"]))
             if kind == "irc_close":
                 return [self._closing(str(fields["text"]))]
@@ -553,6 +561,8 @@ class IrcProtocol:
             # Someone else is not in the room (KICK): 441, not 442.
             nick = str(fields["nick"])
             return [Message(n.ERR_USERNOTINCHANNEL, (nick, target, text))]
+        if code == "already_in_room" and fields.get("nick") and isinstance(target, str):
+            return [Message(n.ERR_USERONCHANNEL, (str(fields["nick"]), target, text))]
         numeric = n.ERROR_CODES.get(code)
         if numeric in (n.RPL_TRYAGAIN, n.ERR_UNKNOWNCOMMAND) and command:
             return [Message(numeric, (str(command), text))]
