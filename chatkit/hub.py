@@ -566,6 +566,28 @@ class Hub:
         self._wake_if(wake)
         return True
 
+    def replace_topic(self, room: str, topic: dict[str, str]) -> bool:
+        """Make ``topic`` (``{"topic", "nick", "ts"}``; ``"topic": ""`` clears it) the
+        topic of ``room`` and send the ``topic`` frame to its members, running no hook:
+        for a topic set elsewhere (the ``cluster`` plugin: on another node). False
+        (nothing changes, nobody is told) if there is no such room here, the topic is
+        not one line of at most 390 characters, or it is the room's topic already."""
+        text = str(topic.get("topic", "")).strip()
+        if len(text) > MAX_TOPIC or "\n" in text:
+            return False
+        with self._lock:
+            found = self._rooms.get(_key(room))
+            if found is None:
+                return False
+            nick, ts = str(topic.get("nick") or ""), str(topic.get("ts") or utc_now())
+            fields = {"room": found.name, "topic": text, "nick": nick, "ts": ts}
+            if found.topic == fields or (found.topic is None and not text):
+                return False
+            found.topic = fields if text else None
+            wake = self._fanout(Frame("topic", **fields), found.members.values())
+        self._wake_if(wake)
+        return True
+
     def _admit(self, session: Session, room: str) -> bool | None:
         """Deliver a join: add ``session`` to ``room`` and queue the ``join`` to every
         member (its own, naming the members, to itself alone). True if the writer must

@@ -82,6 +82,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "rename",
             "set_topic",
             "restore_topic",
+            "replace_topic",
             "announce",
         ],
         # the faces' and the server's side: they call these for each connection and at startup

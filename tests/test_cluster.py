@@ -289,6 +289,42 @@ def test_a_join_during_traffic_from_another_node_misses_nothing(
     assert got == texts
 
 
+def test_topics_are_the_clusters(redis_server: RedisServer, nodes: Callable[..., Node]) -> None:
+    """A topic set on one node reaches the room's members on every node, a room that is
+    new on a node gets it, and so does a node that starts later; clearing it too."""
+    url = redis_server.url(7)
+    a, b = nodes(url), nodes(url)
+    alice, bob = a.client("alice"), b.client("bob")
+    wait_for("both in /who", lambda: sorted(who(alice)) == ["alice", "bob"])
+    alice.send({"type": "say", "text": "/topic plans for friday"})
+    got = bob.expect("topic", room="#general")
+    assert (got["topic"], got["nick"]) == ("plans for friday", "alice")
+    bob.send({"type": "say", "text": "/topic"})
+    assert bob.expect("reply", command="topic")["text"].startswith(
+        "topic of #general: plans for friday (set by alice"
+    )
+
+    # A room with no member on b yet: its topic comes with the first one there.
+    alice.send({"type": "say", "text": "/join #den"})
+    alice.expect("join", room="#den", nick="alice")
+    alice.send({"type": "say", "text": "/topic #den quiet please"})
+    alice.expect("topic", room="#den")
+    bob.send({"type": "say", "text": "/join #den"})
+    bob.expect("join", room="#den", nick="bob")
+    assert bob.expect("topic", room="#den")["topic"] == "quiet please"
+
+    # A node started now knows them (from Redis), and clearing one reaches everyone.
+    c = nodes(url)
+    carol = c.client("carol")
+    assert carol.expect("topic", room="#general")["topic"] == "plans for friday"
+    bob.send({"type": "say", "text": "/topic #general -"})
+    assert alice.expect("topic", room="#general")["topic"] == ""
+    assert carol.expect("topic", room="#general")["topic"] == ""
+    dan = c.client("dan")
+    dan.send({"type": "say", "text": "/topic"})
+    assert dan.expect("reply", command="topic")["text"] == "#general has no topic"
+
+
 def test_ids_stay_unique_past_a_thousand_entries_in_one_millisecond(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:

@@ -345,6 +345,18 @@ def test_hook_on_topic(chat_server_factory: Factory, chat_client: Connect) -> No
     assert (frame["nick"], frame["ts"]) == ("bob", "2026-01-02T03:04:05.000Z")
     assert not server.hub.restore_topic("#general", kept)  # it has one now
     assert not server.hub.restore_topic("#nowhere", kept)
+    # replace_topic: a topic set elsewhere (another node): no hook runs, and the same
+    # topic again tells nobody.
+    elsewhere = {"topic": "from node b", "nick": "carol", "ts": "2026-01-02T03:04:06.000Z"}
+    assert server.hub.replace_topic("#general", elsewhere)
+    assert alice.expect("topic", topic="from node b")["nick"] == "carol"
+    assert not server.hub.replace_topic("#general", elsewhere)
+    assert server.hub.replace_topic("#general", {**elsewhere, "topic": ""})
+    alice.expect("topic", topic="")
+    assert server.hub.topic("#general") is None
+    assert not server.hub.replace_topic("#nowhere", elsewhere)
+    alice.sync()
+    assert len(keeper.set) == 2
 
 
 def test_hook_allow_join_refusing_the_default_room(

@@ -19,6 +19,8 @@ with the same Redis (and ``prefix``) serves the same rooms, nicks and history.
   its last heartbeat, in ms). A node whose heartbeat is older than ``lease`` is
   declared lost by the first node to remove it (``ZREM``): its members leave with
   reason ``node lost``.
+* **Topics** go through the log too, kept in the hash ``PREFIX:topics`` for nodes
+  that start later.
 * **History**: each node's ``history`` store (SQLite) is fed from the log, so
   replays and ``/history`` read the same messages, with the same ids, everywhere; a
   node that starts catches up from the log (what Redis still keeps of it).
@@ -203,6 +205,7 @@ class Cluster:
         self._missing: dict[str, float] = {}  # node absent from PREFIX:nodes -> since
         self._pending: dict[int, Future[int]] = {}  # token of a message -> its id
         self._given_up: set[int] = set()  # tokens delivered here only (Redis failed)
+        self._topics: dict[str, dict[str, Any]] = {}  # folded room -> its topic's fields
         self._queue: list[_Item] = []
         self._cond = threading.Condition(self._lock)
         self._tokens = itertools.count(1)
@@ -323,6 +326,9 @@ class Cluster:
             self._last = last[0][0] if last else "0-0"
             self._catch_up_history()
             self._joined = True
+        topics = {room: json.loads(value) for room, value in r.hgetall(self._key("topics")).items()}
+        with self._lock:
+            self._topics = topics
         live = self._live_nodes()
         snapshot: dict[str, dict[str, Member]] = {}
         for node in live:
@@ -460,6 +466,22 @@ class Cluster:
     @hookimpl
     def chatkit_on_join(self, client: Session, room: str) -> None:
         self._send("join", {"nick": client.nick, "room": room}, self._member_op(client))
+        with self._lock:
+            topic = self._topics.get(fold(room))
+        if topic is not None:
+            # The room is new here (its topic was set on another node), or has it already.
+            self._hub.restore_topic(room, topic)
+
+    @hookimpl
+    def chatkit_on_topic(self, client: Session, room: str, topic: dict[str, str]) -> None:
+        key, value = self._key("topics"), json.dumps(topic)
+
+        def op(pipe: Pipeline) -> object:
+            if topic.get("topic"):
+                return pipe.hset(key, fold(room), value)
+            return pipe.hdel(key, fold(room))
+
+        self._send("topic", topic, op)
 
     @hookimpl
     def chatkit_on_leave(self, client: Session, room: str, reason: str) -> None:
@@ -828,6 +850,15 @@ class Cluster:
                     self._resync = True
             else:
                 self._lose(str(data.get("node")))
+        elif kind == "topic":
+            # Every node's, this one's too, in the log's order: where two nodes set one
+            # room's topic at once, the one later in the log is the topic everywhere.
+            with self._lock:
+                if data.get("topic"):
+                    self._topics[fold(data["room"])] = data
+                else:
+                    self._topics.pop(fold(data["room"]), None)
+            hub.replace_topic(data["room"], data)
         elif mine:
             return  # this node's own presence: shown here when it happened
         elif kind == "join":
