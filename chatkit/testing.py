@@ -47,9 +47,34 @@ __all__ = [
     "HookRecorder",
     "TextClient",
     "run_server",
+    "wait_until",
 ]
 
 DEFAULT_TIMEOUT = 5.0  # seconds a test waits for an expected frame before failing
+POLL = 0.005  # seconds between two looks of wait_until
+
+
+def wait_until(
+    condition: Callable[[], Any],
+    timeout: float = DEFAULT_TIMEOUT,
+    what: str = "",
+    interval: float = POLL,
+) -> Any:
+    """Look at ``condition()`` every ``interval`` seconds until it returns something
+    true, and return that; raise ``AssertionError`` (naming ``what``) after ``timeout``
+    seconds.
+
+    For state no frame tells of (``server.stats()``, a file, a thread): a deadline,
+    not a sleep that hopes. Frames have :meth:`ChatClient.expect` and ``sync``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or condition}")
+        time.sleep(interval)
 
 
 def make_config(config: Config | None = None, disable: Iterable[str] = (), **limits: Any) -> Config:

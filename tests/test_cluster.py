@@ -21,10 +21,12 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatkit.testing import ChatClient
+from chatkit.testing import ChatClient, wait_until
 
 CHATKIT = str(Path(sys.executable).parent / "chatkit")
 LEASE = 2.0  # seconds: short, so a lost node is noticed quickly
+WAIT = 10.0  # seconds a test waits for a condition across nodes
+POLL = 0.1  # seconds between two looks (each may be a /who)
 
 
 def free_port() -> int:
@@ -32,18 +34,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``check`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 class RedisServer:
@@ -86,7 +76,7 @@ class RedisServer:
             except OSError:
                 return False
 
-        wait_for("redis-server to answer", answers)
+        wait_until(answers, WAIT, "redis-server to answer", POLL)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -197,7 +187,12 @@ def test_three_nodes_chat_as_one(redis_server: RedisServer, nodes: Callable[...,
     a, b, c = nodes(url), nodes(url), nodes(url)
     alice, bob, carol = a.client("alice"), b.client("bob"), c.client("carol")
     for client in (alice, bob, carol):
-        wait_for("everyone in /who", lambda cl=client: sorted(who(cl)) == ["alice", "bob", "carol"])
+        wait_until(
+            lambda cl=client: sorted(who(cl)) == ["alice", "bob", "carol"],
+            WAIT,
+            "everyone in /who",
+            POLL,
+        )
 
     # Nicks are unique across the cluster, compared as locally (case, look-alike letters).
     late = ChatClient(b.address, timeout=10)
@@ -235,7 +230,9 @@ def test_three_nodes_chat_as_one(redis_server: RedisServer, nodes: Callable[...,
     bob.send({"type": "say", "text": "/nick bobby"})
     carol.expect("nick", old="bob", new="bobby")
     alice.expect("nick", old="bob", new="bobby")
-    wait_for("bobby in /who", lambda: sorted(who(alice)) == ["alice", "bobby", "carol"])
+    wait_until(
+        lambda: sorted(who(alice)) == ["alice", "bobby", "carol"], WAIT, "bobby in /who", POLL
+    )
     alice.send({"type": "say", "text": "/rooms"})
     assert alice.expect("reply", command="rooms")["data"]["rooms"] == {"#general": 3, "#side": 2}
     carol.send({"type": "say", "text": "/part #side"})
@@ -278,7 +275,7 @@ def test_a_join_during_traffic_from_another_node_misses_nothing(
     talker = threading.Thread(target=talk)
     talker.start()
     try:
-        wait_for("traffic", lambda: len(sent) >= 20)
+        wait_until(lambda: len(sent) >= 20, WAIT, "traffic", POLL)
         dan = ChatClient(b.address, timeout=10)
         dan.login("dan", replay=500)
         got = [dan.expect("message")["text"]]
@@ -295,7 +292,7 @@ def test_topics_are_the_clusters(redis_server: RedisServer, nodes: Callable[...,
     url = redis_server.url(7)
     a, b = nodes(url), nodes(url)
     alice, bob = a.client("alice"), b.client("bob")
-    wait_for("both in /who", lambda: sorted(who(alice)) == ["alice", "bob"])
+    wait_until(lambda: sorted(who(alice)) == ["alice", "bob"], WAIT, "both in /who", POLL)
     alice.send({"type": "say", "text": "/topic plans for friday"})
     got = bob.expect("topic", room="#general")
     assert (got["topic"], got["nick"]) == ("plans for friday", "alice")
@@ -359,7 +356,12 @@ def test_a_lost_node_leaves_and_comes_back(
     a, b, c = nodes(url), nodes(url), nodes(url)
     xavier, yara, zed = a.client("xavier"), b.client("yara"), c.client("zed")
     for client in (xavier, yara, zed):
-        wait_for("everyone in /who", lambda cl=client: sorted(who(cl)) == ["xavier", "yara", "zed"])
+        wait_until(
+            lambda cl=client: sorted(who(cl)) == ["xavier", "yara", "zed"],
+            WAIT,
+            "everyone in /who",
+            POLL,
+        )
 
     killed = time.monotonic()
     c.stop(signal.SIGKILL)
@@ -384,12 +386,14 @@ def test_a_lost_node_leaves_and_comes_back(
         client.expect("join", nick="zed")
         return client
 
-    zed = wait_for("zed's nick to be free", relogin, timeout=LEASE * 3)
+    zed = wait_until(relogin, LEASE * 3, "zed's nick to be free", POLL)
     xavier.expect("join", nick="zed")
     zed.say("back")
     xavier.expect("message", text="back")
     yara.expect("message", text="back")
-    wait_for("everyone in /who", lambda: sorted(who(zed)) == ["xavier", "yara", "zed"])
+    wait_until(
+        lambda: sorted(who(zed)) == ["xavier", "yara", "zed"], WAIT, "everyone in /who", POLL
+    )
 
     # A node stopped cleanly: its members leave at once, as from one server.
     b.stop()
@@ -403,7 +407,7 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
     try:
         a, b = nodes(redis.url(), "--metrics-port", "0"), nodes(redis.url())
         ann, ben = a.client("ann"), b.client("ben")
-        wait_for("both in /who", lambda: sorted(who(ann)) == ["ann", "ben"])
+        wait_until(lambda: sorted(who(ann)) == ["ann", "ben"], WAIT, "both in /who", POLL)
         assert a.metrics is not None
         cluster = metrics(a.metrics)
         assert cluster["chatkit_cluster_redis_up"] == 1 and cluster["chatkit_cluster_nodes"] == 2
@@ -429,7 +433,7 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         redis.start()
         ann.expect("notice", text_contains="again", timeout=10)
         ben.expect("notice", text_contains="again", timeout=10)
-        wait_for("both in /who again", lambda: sorted(who(ben)) == ["ann", "ben"])
+        wait_until(lambda: sorted(who(ben)) == ["ann", "ben"], WAIT, "both in /who again", POLL)
         ann.say("after")
         ben.expect("message", text="after")
         ann.expect("message", text="after")
@@ -456,7 +460,7 @@ def test_redis_killed_and_restarted_during_traffic(
     try:
         a, b = nodes(redis.url()), nodes(redis.url())
         ann, ben = a.client("ann"), b.client("ben")
-        wait_for("both in /who", lambda: sorted(who(ann)) == ["ann", "ben"])
+        wait_until(lambda: sorted(who(ann)) == ["ann", "ben"], WAIT, "both in /who", POLL)
         sent: list[str] = []
         stop = threading.Event()
 
@@ -472,12 +476,12 @@ def test_redis_killed_and_restarted_during_traffic(
         try:
             ben.expect("message", text="t19")
             redis.kill()
-            wait_for("traffic while Redis is down", lambda: len(sent) >= 60)
+            wait_until(lambda: len(sent) >= 60, WAIT, "traffic while Redis is down", POLL)
             redis.start()
             ben.expect("notice", text_contains="again", timeout=10)
             ann.expect("notice", text_contains="again", timeout=10)
             mark = len(sent)  # from here on, every message goes through Redis
-            wait_for("traffic after", lambda: len(sent) >= mark + 20)
+            wait_until(lambda: len(sent) >= mark + 20, WAIT, "traffic after", POLL)
         finally:
             stop.set()
             talker.join()
@@ -511,7 +515,7 @@ def test_irc_clients_see_every_node(redis_server: RedisServer, nodes: Callable[.
     assert irc_address is not None
     alice = a.client("alice")
     probe = b.client("probe")
-    wait_for("alice on node b", lambda: "alice" in who(probe))
+    wait_until(lambda: "alice" in who(probe), WAIT, "alice on node b", POLL)
     with socket.create_connection(irc_address, timeout=10) as irc:
         irc.sendall(b"NICK bob\r\nUSER bob 0 * :bob\r\nJOIN #general\r\n")
         seen = b""

@@ -20,7 +20,7 @@ import pytest
 from chatkit import Config, Reject, Server, Session, hookimpl
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.line import LineFace
-from chatkit.testing import ChatClient, TextClient, make_config
+from chatkit.testing import ChatClient, TextClient, make_config, wait_until
 
 SERVER = "irc.test"
 TIMEOUT = 5.0  # seconds a test waits for an expected line
@@ -279,10 +279,7 @@ def test_a_parked_irc_client_wakes_when_it_talks(make_server: Callable[..., Serv
         alice.register("alice")
         bob.register("bob")
         alice.expect(":bob!bob@chatkit JOIN #general")
-        deadline = time.monotonic() + 5
-        while server.parked < 2:
-            assert time.monotonic() < deadline, "not parked"
-            time.sleep(0.01)
+        wait_until(lambda: server.parked >= 2, what="both parked")
         bob.send("PRIVMSG #general :to a parked alice")
         alice.expect(":bob!bob@chatkit PRIVMSG #general :to a parked alice")
         alice.send("PRIVMSG #general :awake")

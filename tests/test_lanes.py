@@ -10,7 +10,6 @@ threads that must block are waited for with deadlines.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -26,15 +25,9 @@ from chatkit.hookspecs import hookimpl
 from chatkit.lanes import Entry, Lane, Lanes
 from chatkit.plugins import new_plugin_manager
 from chatkit.session import Session
+from chatkit.testing import wait_until
 
 DEADLINE = 10.0  # seconds: a generous bound for conditions that hold at once when all is well
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.001)
 
 
 class Inbox:
@@ -246,15 +239,15 @@ def test_members_see_ids_in_order_whatever_order_messages_are_stored_in(
     store.stored("m3", "m2")
     [(_message, m2, _futures, _lane)] = bob.unsettled
     threads(lambda: hub.lanes.settle(bob))
-    wait_until(lambda: m2.ready)  # stored, but m1 ahead of it is not: bob's reader waits
+    wait_until(lambda: m2.ready, DEADLINE)  # stored, but m1 ahead of it is not: bob's reader waits
     assert texts(carol) == [] and not m2.done
     store.stored("m1")
     hub.lanes.settle(alice)  # delivers m1, m2 and m3, in one piece per member
-    wait_until(lambda: not bob.unsettled and m2.done)
+    wait_until(lambda: not bob.unsettled and m2.done, DEADLINE)
     for member in (alice, bob, carol):
         assert texts(member) == ["m1", "m2", "m3"]
     assert hub.runs == [["m1", "m2", "m3"]]
-    wait_until(lambda: len(hub.notified.texts) == 3)
+    wait_until(lambda: len(hub.notified.texts) == 3, DEADLINE)
     assert sorted(hub.notified.texts) == ["m1", "m2", "m3"]
     assert not hub.lane
 
@@ -274,7 +267,7 @@ def test_a_refusal_is_reported_to_its_sender_in_lane_order(
     threads(lambda: hub.lanes.settle(bob))  # waits for m1, ahead of its refusal
     store.stored("m1", "m3")
     hub.lanes.settle(alice)
-    wait_until(lambda: not hub.lane and not bob.unsettled)
+    wait_until(lambda: not hub.lane and not bob.unsettled, DEADLINE)
     assert texts(alice) == ["m1", "m3"]
     assert codes(bob) == ["message", "not_stored", "message"]
     inbox = bob.transport
@@ -315,22 +308,22 @@ def test_a_join_waits_for_earlier_messages_and_its_replay_comes_before_later_one
     first = hub.say(alice, "m1", defer=True)
     joined: list[bool] = []
     threads(lambda: joined.append(hub.join(bob)))
-    wait_until(lambda: len(hub.pending()) == 2)  # m1, then the join
+    wait_until(lambda: len(hub.pending()) == 2, DEADLINE)  # m1, then the join
     assert not replay.called.is_set()  # m1 is not stored yet: not the join's turn
     store.stored("m1")
     hub.lanes.settle(alice)
     assert replay.called.wait(DEADLINE) and replay.last_id == first.id
     assert texts(alice) == ["m1"] and texts(bob) == []
     threads(lambda: hub.say(alice, "m2"))  # waits for its store, then behind the join
-    wait_until(lambda: "m2" in store.futures)
+    wait_until(lambda: "m2" in store.futures, DEADLINE)
     store.stored("m2")
-    wait_until(lambda: hub.pending()[1].ready)
+    wait_until(lambda: hub.pending()[1].ready, DEADLINE)
     assert texts(bob) == []
     replay.release.set()
-    wait_until(lambda: joined == [True] and not hub.lane)
+    wait_until(lambda: joined == [True] and not hub.lane, DEADLINE)
     assert texts(bob) == ["join", "stored earlier", "m2"]
     assert texts(alice) == ["m1", "m2"]
-    wait_until(lambda: hub.notified.texts == ["m1", "m2"])
+    wait_until(lambda: hub.notified.texts == ["m1", "m2"], DEADLINE)
 
 
 def test_a_message_born_ready_still_waits_behind_a_join(
@@ -346,10 +339,10 @@ def test_a_message_born_ready_still_waits_behind_a_join(
     threads(lambda: hub.join(bob))
     assert replay.called.wait(DEADLINE) and replay.last_id == 1
     sent = threads(lambda: hub.say(alice, "m2"))
-    wait_until(lambda: len(hub.pending()) == 2)
+    wait_until(lambda: len(hub.pending()) == 2, DEADLINE)
     assert texts(bob) == [] and sent.is_alive()  # send() returns once m2 is delivered
     replay.release.set()
-    wait_until(lambda: not hub.lane and not sent.is_alive())
+    wait_until(lambda: not hub.lane and not sent.is_alive(), DEADLINE)
     assert texts(bob) == ["join", "stored earlier", "m2"]
     assert texts(alice) == ["m1", "m2"]
 
@@ -367,9 +360,9 @@ def test_private_messages_go_to_their_parties_in_id_order(
     store.stored("to bob", "to alice")
     [(_message, second, _futures, _lane)] = carol.unsettled
     threads(lambda: hub.lanes.settle(carol))
-    wait_until(lambda: second.ready)  # behind alice's, not settled yet
+    wait_until(lambda: second.ready, DEADLINE)  # behind alice's, not settled yet
     hub.lanes.settle(alice)
-    wait_until(lambda: second.done)
+    wait_until(lambda: second.done, DEADLINE)
     assert texts(alice) == ["to bob", "to alice"]
     assert texts(bob) == ["to bob"] and texts(carol) == ["to alice"]
     assert hub.runs == [["to bob"], ["to alice"]]

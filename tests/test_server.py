@@ -14,19 +14,10 @@ import pytest
 
 from chatkit import Server, Session, hookimpl
 from chatkit.faces.line import LineChannel
-from chatkit.testing import ChatClient, TextClient, run_server
+from chatkit.testing import ChatClient, TextClient, run_server, wait_until
 
 Connect = Callable[..., ChatClient]
 Factory = Callable[..., Server]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
 
 
 def test_lines_split_into_single_bytes_are_reassembled(chat_client: Connect) -> None:
@@ -165,7 +156,7 @@ def test_clients_that_do_not_answer_a_ping_are_dropped(
     alice = chat_client(server, "alice", timeout=10)
     watcher = chat_client(server, "watcher", timeout=10)
     if parked:
-        wait_for(lambda: server.parked == 2)
+        wait_until(lambda: server.parked == 2)
     alice.expect("ping")
     leave = None
     while leave is None:  # the watcher answers its own pings while it waits
@@ -176,7 +167,7 @@ def test_clients_that_do_not_answer_a_ping_are_dropped(
             leave = frame
     assert leave["reason"] == "ping timeout"
     alice.wait_closed()
-    wait_for(lambda: len(server.connections) == 1)
+    wait_until(lambda: len(server.connections) == 1)
 
 
 def test_max_clients(chat_server_factory: Factory, chat_client: Connect) -> None:
@@ -188,7 +179,7 @@ def test_max_clients(chat_server_factory: Factory, chat_client: Connect) -> None
     third.wait_closed()
     b.close()
     a.expect("leave", nick="b")
-    wait_for(lambda: len(server.connections) == 1)
+    wait_until(lambda: len(server.connections) == 1)
     chat_client(server, "c")  # room again
 
 
@@ -228,13 +219,13 @@ def test_a_connection_storm_costs_no_thread_and_chat_goes_on(
     assert [bob.expect("message", timeout=10)["text"] for _ in range(50)] == [
         f"during {i}" for i in range(50)
     ]
-    wait_for(lambda: server.stats()["pending"] == storm, timeout=20)
+    wait_until(lambda: server.stats()["pending"] == storm, timeout=20)
     # The silent sockets cost no thread: only alice's and bob's readers were started.
     assert threading.active_count() < threads_before + 10
     assert server.readers_started == 2
     for sock in idle:
         sock.close()
-    wait_for(lambda: len(server.connections) == 2, timeout=20)
+    wait_until(lambda: len(server.connections) == 2, timeout=20)
     alice.sync()  # her own "during" lines
     bob.say("after")
     assert alice.expect("message")["text"] == "after"
@@ -247,11 +238,11 @@ def test_max_pending_closes_the_oldest_silent_connection(
     """Past max_pending, the connection that has been silent longest gets server_busy."""
     server = chat_server_factory(max_pending=3)
     silent = [chat_client(server) for _ in range(3)]
-    wait_for(lambda: server.stats()["pending"] == 3)
+    wait_until(lambda: server.stats()["pending"] == 3)
     newest = chat_client(server)
     assert silent[0].expect("error")["code"] == "server_busy"
     silent[0].wait_closed()
-    wait_for(lambda: server.stats()["pending"] == 3)
+    wait_until(lambda: server.stats()["pending"] == 3)
     newest.login("newest")  # the newest silent connection was kept, and may talk
     alice = chat_client(server, "alice")  # a client that talks at once is never evicted
     alice.say("hi")
@@ -362,7 +353,7 @@ def test_overload_slows_senders_and_cuts_no_reader(
         seen = b""
         while b'"welcome"' not in seen:
             seen += sock.recv(65536)
-    wait_for(lambda: len(server.hub.who("#general") or []) == clients)
+    wait_until(lambda: len(server.hub.who("#general") or []) == clients)
     burst = b"".join(b'{"type":"say","text":"m%d %s"}\n' % (j, b"x" * 80) for j in range(lines))
     for sock in socks:
         sock.sendall(burst)
@@ -405,7 +396,7 @@ def test_a_client_that_reads_slowly_is_not_cut_for_a_burst(chat_server_factory: 
     slowpoke.sendall(b'{"type":"hello","nick":"slowpoke"}\n')
     alice = ChatClient(server.address)
     alice.login("alice")
-    wait_for(lambda: "slowpoke" in (server.hub.who("#general") or []))
+    wait_until(lambda: "slowpoke" in (server.hub.who("#general") or []))
     count, payload = 400, "x" * 1000  # 400 KB: 25 times its max_sendq
     got: list[bytes] = []
 
@@ -471,7 +462,7 @@ def test_shutdown_cuts_clients_that_do_not_read(chat_server_factory: Factory) ->
         talker.say("z" * 1500)
         if i % 100 == 0:
             talker.sync()
-    wait_for(lambda: any(c.queued_bytes for c in server.connections))
+    wait_until(lambda: any(c.queued_bytes for c in server.connections))
     server.shutdown()
     assert not server.connections
 
@@ -481,7 +472,7 @@ def test_a_server_can_be_embedded_and_serve_forever(chat_client: Connect) -> Non
     server = Server(port=0)
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
-    wait_for(lambda: server.address[1] != 0)
+    wait_until(lambda: server.address[1] != 0)
     with ChatClient(server.address) as c:
         c.login("embedded")
     server.shutdown()
@@ -539,7 +530,7 @@ def test_a_readers_thread_reads_the_next_connection(
         client = chat_client(server, f"c{i}")
         client.send({"type": "say", "text": "/quit"})
         client.wait_closed(5)
-        wait_for(lambda: not server.connections and server.readers.idle == 1)
+        wait_until(lambda: not server.connections and server.readers.idle == 1)
     assert server.readers_started == 5
     assert server.readers.started == 1
     assert not _readers()  # an idle thread reads no connection, and is not named as one
@@ -552,12 +543,12 @@ def test_idle_clients_park_with_no_thread_and_wake_when_they_talk(
     a line cut in two by a park included, and the chat goes on as before."""
     server = chat_server_factory(idle_park=0.1, disable=["flood"])
     alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
-    wait_for(lambda: server.parked == 2 and not _readers())
+    wait_until(lambda: server.parked == 2 and not _readers())
     bob.say("to a parked alice")  # the writer sends to a parked connection as to any
     assert alice.expect("message")["text"] == "to a parked alice"
-    wait_for(lambda: server.parked == 2)
+    wait_until(lambda: server.parked == 2)
     alice.send_raw(b'{"type":"say","te')
-    wait_for(lambda: server.parked == 2 and server.readers_resumed >= 2)
+    wait_until(lambda: server.parked == 2 and server.readers_resumed >= 2)
     alice.send_raw(b'xt":"half and half"}\n')
     assert bob.expect("message", text="half and half")["nick"] == "alice"
     for i in range(20):
@@ -566,7 +557,7 @@ def test_idle_clients_park_with_no_thread_and_wake_when_they_talk(
         f"burst {i}" for i in range(20)
     ]
     assert server.readers_started == 2  # resumed readers are counted apart
-    wait_for(lambda: server.parked == 2 and not _readers())
+    wait_until(lambda: server.parked == 2 and not _readers())
 
 
 def test_a_parked_connection_that_does_not_log_in_is_closed(
@@ -577,10 +568,10 @@ def test_a_parked_connection_that_does_not_log_in_is_closed(
     server = chat_server_factory(idle_park=0.05, login_timeout=0.6)
     late = chat_client(server)
     late.send_raw(b'{"type":"hel')
-    wait_for(lambda: server.parked == 1)
+    wait_until(lambda: server.parked == 1)
     assert late.expect("error", timeout=5)["code"] == "login_timeout"
     late.wait_closed()
-    wait_for(lambda: not server.connections and not server.parked)
+    wait_until(lambda: not server.connections and not server.parked)
 
 
 def test_shutdown_closes_parked_connections(
@@ -596,7 +587,7 @@ def test_shutdown_closes_parked_connections(
 
     server = chat_server_factory(plugins=[Record()], idle_park=0.05)
     clients = [chat_client(server, f"user{i}") for i in range(5)]
-    wait_for(lambda: server.parked == 5 and not _readers())
+    wait_until(lambda: server.parked == 5 and not _readers())
     server.shutdown()
     for client in clients:
         assert client.expect("notice")["text"] == "server shutting down"
@@ -617,7 +608,7 @@ def test_a_parked_slow_consumer_is_cut_and_logged_out(
     slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.login("slow")  # and never reads again
     alice = chat_client(server, "alice", timeout=10)
-    wait_for(lambda: server.parked == 2)
+    wait_until(lambda: server.parked == 2)
     payload = "x" * 2000
     i = 0
     leave = None
@@ -628,7 +619,7 @@ def test_a_parked_slow_consumer_is_cut_and_logged_out(
             i += 1
         leave = next((f for f in alice.sync() if f["type"] == "leave"), None)
     assert (leave["nick"], leave["reason"]) == ("slow", "send queue exceeded")
-    wait_for(lambda: len(server.connections) == 1)
+    wait_until(lambda: len(server.connections) == 1)
     slow.close()
 
 

@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
+from chatkit.testing import wait_until
 from chatkit.threads import IDLE_NAME, ThreadPool
-
-
-def wait_for(check: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.005)
 
 
 def test_a_finished_thread_runs_the_next_task_under_its_name() -> None:
@@ -32,7 +23,7 @@ def test_a_finished_thread_runs_the_next_task_under_its_name() -> None:
     first = pool.run("reader-a", task)
     first.join(5)
     assert not first.is_alive()
-    wait_for(lambda: pool.idle == 1)
+    wait_until(lambda: pool.idle == 1)
     idle = [t for t in threading.enumerate() if t.ident == seen[0][0]]
     assert [t.name for t in idle] == [IDLE_NAME] and idle[0].daemon
     pool.run("reader-b", task).join(5)
@@ -75,12 +66,12 @@ def test_at_most_keep_threads_wait_and_each_for_linger_seconds() -> None:
         release.wait(5)
 
     done = [pool.run(f"t{i}", task) for i in range(4)]
-    wait_for(lambda: len(threads) == 4)
+    wait_until(lambda: len(threads) == 4)
     release.set()
     for d in done:
         d.join(5)
-    wait_for(lambda: pool.idle == 2 and _alive(threads) == 2)  # two more ended at once
-    wait_for(lambda: pool.idle == 0 and _alive(threads) == 0)  # lingered, then ended
+    wait_until(lambda: pool.idle == 2 and _alive(threads) == 2)  # two more ended at once
+    wait_until(lambda: pool.idle == 0 and _alive(threads) == 0)  # lingered, then ended
     pool.run("again", lambda: None).join(5)
     assert pool.started == 5
     pool.close()
@@ -96,14 +87,14 @@ def test_close_ends_idle_threads_and_those_that_finish_later() -> None:
         release.wait(5)
 
     busy = pool.run("busy", task)
-    wait_for(lambda: len(threads) == 1)
+    wait_until(lambda: len(threads) == 1)
     pool.run("idle", lambda: threads.append(threading.current_thread())).join(5)
-    wait_for(lambda: pool.idle == 1)
+    wait_until(lambda: pool.idle == 1)
     assert len(set(threads)) == 2
     pool.close()
     release.set()
     busy.join(5)
-    wait_for(lambda: _alive(threads) == 0)
+    wait_until(lambda: _alive(threads) == 0)
     assert pool.idle == 0
 
 
@@ -120,7 +111,7 @@ def test_a_task_that_raises_is_logged_and_its_thread_goes_on(
         done.join(5)
     assert not done.is_alive()
     assert "task failed" in caplog.text and "boom" in caplog.text
-    wait_for(lambda: pool.idle == 1)
+    wait_until(lambda: pool.idle == 1)
     pool.run("next", lambda: None).join(5)
     assert pool.started == 1
     pool.close()

@@ -21,7 +21,7 @@ from chatkit.client import ClientError, LineClient
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.line import LineFace
 from chatkit.server import TlsFace
-from chatkit.testing import ChatClient, TextClient, make_config
+from chatkit.testing import ChatClient, TextClient, make_config, wait_until
 
 TIMEOUT = 5.0  # seconds a test waits for an expected line
 
@@ -321,10 +321,7 @@ def test_a_parked_tls_connection_wakes_and_decrypts(certs: Certs) -> None:
     ):
         secure.login("ann")
         plain.login("bob")
-        deadline = time.monotonic() + 5
-        while server.parked < 2:
-            assert time.monotonic() < deadline, "not parked"
-            time.sleep(0.01)
+        wait_until(lambda: server.parked >= 2, what="both parked")
         plain.say("to a parked tls client")
         assert secure.expect("message")["text"] == "to a parked tls client"
         for i in range(3):

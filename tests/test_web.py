@@ -22,7 +22,7 @@ from websockets.frames import Close, CloseCode, Opcode
 
 from chatkit import Server
 from chatkit.faces.web import WEB_CODEC
-from chatkit.testing import ChatClient, TextClient
+from chatkit.testing import ChatClient, TextClient, wait_until
 
 
 @pytest.fixture
@@ -495,10 +495,7 @@ def test_a_parked_websocket_wakes_when_it_talks() -> None:
         try:
             ann.login("ann")
             bob.login("bob")
-            deadline = time.monotonic() + TIMEOUT
-            while server.parked < 2:
-                assert time.monotonic() < deadline, "not parked"
-                time.sleep(0.01)
+            wait_until(lambda: server.parked >= 2, what="both parked")
             bob.say("to a parked websocket")
             assert ann.expect("message")["text"] == "to a parked websocket"
             ann.say("awake")
