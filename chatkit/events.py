@@ -40,6 +40,9 @@ class Message:
     """Unique, time-ordered id; set once the message is accepted for delivery."""
     ts: str | None = None
     """UTC ISO 8601 time with milliseconds; set with :attr:`id`."""
+    account: str | None = None
+    """The sender's account if it was identified when it sent the message (the
+    ``accounts`` plugin), else ``None``; frames of the message carry it, replayed too."""
 
     @property
     def private(self) -> bool:

@@ -761,7 +761,9 @@ class Hub:
         then delivered by :meth:`settle`.
         """
         name = self._member_room(session, room)
-        message = Message(nick=session.nick or "", text=text, room=name, action=action)
+        message = Message(
+            nick=session.nick or "", text=text, room=name, action=action, account=session.account
+        )
         self._filter(session, message)
         if self.relay is not None:
             return self._relayed(self.relay, session, message, defer)
@@ -772,7 +774,7 @@ class Hub:
             message.id, message.ts = self._ids.next()
             self.messages += 1
             message.room = found.name
-            frame = message_frame(message, **_account(session))
+            frame = message_frame(message)
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
             entry = self._lanes.message(frame, defer=defer)
             wake = self._lanes.post(found.lane, entry)  # delivered now if born ready
@@ -792,7 +794,9 @@ class Hub:
         if target is None and remote is None:
             raise CommandError(f"no one is called {nick!r}", "no_such_nick")
         to = remote if target is None else target.nick
-        message = Message(nick=session.nick or "", text=text, to=to, action=action)
+        message = Message(
+            nick=session.nick or "", text=text, to=to, action=action, account=session.account
+        )
         self._filter(session, message)
         if relay is not None:
             return self._relayed(relay, session, message)
@@ -804,7 +808,7 @@ class Hub:
             message.id, message.ts = self._ids.next()
             self.messages += 1
             message.to = target.nick
-            frame = message_frame(message, **_account(session))
+            frame = message_frame(message)
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
             parties = list({session.id: session, target.id: target}.values())
             entry = self._lanes.message(frame, parties)
@@ -1022,5 +1026,7 @@ def message_frame(message: Message, **extra: Any) -> Frame:
         kind = "private"
     if message.action:
         fields["action"] = True
+    if message.account is not None:
+        fields["account"] = message.account
     fields.update(extra)
     return Frame(kind, **fields)

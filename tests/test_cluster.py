@@ -288,11 +288,18 @@ def test_a_join_during_traffic_from_another_node_misses_nothing(
 
 def test_topics_are_the_clusters(redis_server: RedisServer, nodes: Callable[..., Node]) -> None:
     """A topic set on one node reaches the room's members on every node, a room that is
-    new on a node gets it, and so does a node that starts later; clearing it too."""
+    new on a node gets it, and so does a node that starts later; clearing it too. (And
+    messages carry their sender's account to the other nodes.)"""
     url = redis_server.url(7)
     a, b = nodes(url), nodes(url)
     alice, bob = a.client("alice"), b.client("bob")
     wait_until(lambda: sorted(who(alice)) == ["alice", "bob"], WAIT, "both in /who", POLL)
+    # An identified sender's account travels with its messages, as on one server.
+    alice.send({"type": "say", "text": "/register correct-horse"})
+    alice.expect("reply", command="register")
+    alice.say("with my account")
+    assert bob.expect("message", text="with my account")["account"] == "alice"
+
     alice.send({"type": "say", "text": "/topic plans for friday"})
     got = bob.expect("topic", room="#general")
     assert (got["topic"], got["nick"]) == ("plans for friday", "alice")

@@ -113,3 +113,40 @@ def test_sasl_account_on_the_own_join(server: Server) -> None:
         bob.expect(" 903 ")
         bob.expect(":bob!bob@chatkit JOIN #general bob :Bob Builder")
         alice.expect(":bob!bob@chatkit JOIN #general bob :bob")
+
+
+def test_replayed_history_keeps_the_account() -> None:
+    """The account of an identified sender is stored with its message: a JSON replay
+    has the `account` field, and CHATHISTORY's lines the account tag, as live ones do."""
+    with (
+        Server(
+            config=make_config(disable=["flood"]),
+            faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="T")],
+        ) as server,
+        ChatClient(server.addresses["line"]) as jay,
+    ):
+        jay.login("jay")
+        jay.say(f"/register {PASSWORD}")
+        jay.expect("reply", command="register")
+        jay.say("said identified")
+        jay.expect("message", text="said identified")
+        jay.say("/logout")
+        jay.expect("reply", command="logout")
+        jay.say("said anonymous")
+        jay.expect("message", text="said anonymous")
+        with ChatClient(server.addresses["line"]) as kim:
+            kim.login("kim")
+            replayed = {f["text"]: f for f in kim.sync() if f["type"] == "message"}
+            assert replayed["said identified"]["account"] == "jay"
+            assert replayed["said identified"]["history"] is True
+            assert "account" not in replayed["said anonymous"]
+        with IrcClient(server.addresses["irc"]) as alice:
+            lines = alice.register("alice", caps="batch draft/chathistory account-tag")
+            alice.send("CHATHISTORY LATEST #general * 10")
+            while sum(" BATCH -" in line for line in lines) < 2:  # the join's replay, then this
+                lines += alice.until(" BATCH -")
+            lines = lines[max(i for i, line in enumerate(lines) if " BATCH +" in line) :]
+            [identified] = [line for line in lines if line.endswith(" said identified")]
+            [anonymous] = [line for line in lines if line.endswith(" said anonymous")]
+            assert "account=jay" in identified.split(" ", 1)[0]
+            assert "account=" not in anonymous

@@ -548,6 +548,8 @@ class Cluster:
             data["to"] = message.to
         if message.action:
             data["action"] = True
+        if message.account is not None:
+            data["account"] = message.account
         entry = {"n": self.node, "t": "msg", "d": json.dumps(data)}
         with self._cond:
             up = self._up
@@ -989,6 +991,7 @@ def _message(ident: int, data: dict[str, Any]) -> Message:
         action=bool(data.get("action", False)),
         id=ident,
         ts=iso(ident),
+        account=data.get("account"),
     )
 
 

@@ -97,7 +97,7 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_COLUMNS = "id, room, nick, target, text, action, ts"
+_COLUMNS = "id, room, nick, target, text, action, ts, sender_account"
 
 
 # What the people chatting are told; the log says what went wrong.
@@ -125,6 +125,7 @@ def private_conversation(a: str, b: str) -> str:
 
 
 def _row(message: Message, accounts: tuple[str | None, str | None]) -> tuple[object, ...]:
+    sender, target = accounts
     return (
         message.id,
         conversation(message),
@@ -134,7 +135,8 @@ def _row(message: Message, accounts: tuple[str | None, str | None]) -> tuple[obj
         message.text,
         int(message.action),
         message.ts,
-        *accounts,
+        message.account if sender is None else sender,
+        target,
     )
 
 
@@ -152,7 +154,7 @@ def _check_row(row: tuple[object, ...]) -> None:
 
 
 def _message(row: Sequence[object]) -> Message:
-    id_, room, nick, target, text, action, ts = row
+    id_, room, nick, target, text, action, ts, account = row
     return Message(
         nick=str(nick),
         text=str(text),
@@ -161,6 +163,7 @@ def _message(row: Sequence[object]) -> Message:
         action=bool(action),
         id=int(id_),  # type: ignore[call-overload]
         ts=str(ts),
+        account=None if account is None else str(account),
     )
 
 
@@ -290,8 +293,9 @@ class MessageStore:
     ) -> Future[None]:
         """Queue ``message`` (``id`` set) for the next commit; return at once.
 
-        ``accounts`` are those of its sender and, for a private message, its
-        recipient (see :meth:`private_page`).
+        ``accounts`` are those of its sender (``None``: the message's own
+        :attr:`~chatkit.Message.account`) and, for a private message, its recipient
+        (see :meth:`private_page`); a replay shows the sender's.
 
         The future (shared by every message of the same transaction) completes
         with ``None`` once the message is committed, or with :class:`StoreError`
