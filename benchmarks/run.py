@@ -62,7 +62,7 @@ class Plan:
     storm_calm: float = 1.0  # seconds the chatters are measured before the storm
     storm_tail: float = 2.0  # seconds they go on after it, while the server closes the storm
     overload_clients: int = 100
-    overload_rate: int = 40_000  # msg/s offered: well beyond capacity (~14,000 at C=100)
+    overload_rate: int = 40_000  # msg/s offered: beyond capacity (14,000-40,000 at C=100)
     overload_seconds: float = 3.0
     irc_fanout_clients: tuple[int, ...] = (100, 1000)
     irc_rates: tuple[int, ...] = ()  # msg/s steps of the IRC fan-outs (default: rates)
@@ -75,11 +75,12 @@ class Plan:
 
 RATES = (1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000)
 # 1,000 msg/s apart near the top, so that the two capacities compare finely.
-HISTORY_RATES = (1000, 2000, 4000, 6000, 8000, *range(10000, 40001, 1000))
+HISTORY_RATES = (1000, 2000, 4000, 6000, 8000, *range(10000, 50001, 1000))
 HISTORY_CLIENTS = 50  # the issue's setting: one room, 50 clients, 10 of them sending
 FULL = Plan(
     (100, 1000), RATES, 3.0, (1000, 10000), 10, 5.0, (1000,),
     history_rates=HISTORY_RATES, history_repeats=3, storm_sizes=(5000,), storm_hold=10.0,
+    overload_rate=80_000, overload_seconds=10.0,  # issue #19: twice the capacity, 10 s
 )  # fmt: skip
 QUICK = Plan(
     (100,), RATES, 1.0, (500,), 10, 2.0, (1000,), history_rates=HISTORY_RATES, history_repeats=2,
@@ -102,9 +103,10 @@ PEER_KINDS = (
 )  # fmt: skip
 # msg/s steps by room size: C=1,000 starts lower (each message is 1,000 deliveries).
 PEER_RATES = {
-    100: (1000, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000, 40000),
+    100: (1000, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000, 40000,
+          48000, 56000, 64000),
     1000: (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000),
-}
+}  # fmt: skip
 STORM_CHATTERS = 20  # clients in one room measured during a storm
 STORM_RATE = 200  # msg/s they send in all: 4,000 deliveries/s, light load
 # The history scenario's servers: chatkit without history (as in every other

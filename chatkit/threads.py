@@ -31,23 +31,32 @@ Task = tuple[str, Callable[[], None]]
 
 class Done:
     """Set once a task given to :meth:`ThreadPool.run` has returned: what
-    ``Thread.join`` and ``Thread.is_alive`` told of a thread that ran one task."""
+    ``Thread.join`` and ``Thread.is_alive`` told of a thread that ran one task.
 
-    __slots__ = ("_event",)
+    One lock, not a ``threading.Event`` (a lock and a ``Condition``): one is made
+    for every connection, and an ``Event`` costs about 17 times as much to make and
+    set (2.7 µs against 0.16).
+    """
+
+    __slots__ = ("_lock",)
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        # Held from birth until set(): join() waits to acquire it. Guards nothing else.
+        self._lock = threading.Lock()
+        self._lock.acquire()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the task has returned, or ``timeout`` seconds."""
-        self._event.wait(timeout)
+        if self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            self._lock.release()  # for the next joiner
 
     def is_alive(self) -> bool:
         """True while the task runs."""
-        return not self._event.is_set()
+        return self._lock.locked()
 
     def set(self) -> None:
-        self._event.set()
+        """Called once, by the thread that ran the task."""
+        self._lock.release()
 
 
 class ThreadPool:
