@@ -191,7 +191,7 @@ def attribute_docs(cls: type[Any]) -> dict[str, tuple[str, str]]:
         for node, after in itertools.pairwise(body):
             if not (isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)):
                 continue
-            target = node.target if isinstance(node, ast.AnnAssign) else None
+            target: ast.expr | None = node.target if isinstance(node, ast.AnnAssign) else None
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 target = node.targets[0]
             if isinstance(target, ast.Attribute):
@@ -236,7 +236,7 @@ def _signature(obj: Any, name: str, cls: type[Any] | None = None) -> str:
         if p.kind is p.KEYWORD_ONLY and not star:
             parts.append("*")
             star = True
-        prefix = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
+        prefix = {"VAR_POSITIONAL": "*", "VAR_KEYWORD": "**"}.get(p.kind.name, "")
         star |= p.kind is p.VAR_POSITIONAL
         text = prefix + p.name
         if p.annotation is not p.empty:

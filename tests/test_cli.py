@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -341,7 +341,9 @@ def test_only_the_main_thread_of_serve_takes_stop_signals(serve: type[ServeProce
             blocked = {}
             for task in Path(f"/proc/{pid}/task").iterdir():
                 status = (task / "status").read_text()
-                mask = int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+                found = re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M)
+                assert found is not None, status
+                mask = int(found.group(1), 16)
                 blocked[int(task.name)] = mask & stop == stop
             assert len(blocked) >= 4  # main, acceptor, writer, reader, ...
             assert blocked.pop(pid) is False
@@ -468,7 +470,7 @@ class ScriptedServer:
     would not send in one session (or at all): it welcomes the nick, then sends each item
     of ``script`` (a dict as a JSON line, bytes as they are), and answers pings."""
 
-    def __init__(self, script: list[dict[str, Any] | bytes]) -> None:
+    def __init__(self, script: Sequence[dict[str, Any] | bytes]) -> None:
         self.script = script
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]

@@ -174,6 +174,11 @@ def who(client: ChatClient, room: str = "#general") -> list[str]:
     return nicks
 
 
+def who_is(client: ChatClient, nicks: list[str]) -> Callable[[], bool]:
+    """Whether ``client``'s ``/who`` lists exactly ``nicks`` (sorted)."""
+    return lambda: sorted(who(client)) == nicks
+
+
 def messages(client: ChatClient, count: int, **fields: Any) -> list[tuple[int, str]]:
     got = []
     for _ in range(count):
@@ -188,7 +193,7 @@ def test_three_nodes_chat_as_one(redis_server: RedisServer, nodes: Callable[...,
     alice, bob, carol = a.client("alice"), b.client("bob"), c.client("carol")
     for client in (alice, bob, carol):
         wait_until(
-            lambda cl=client: sorted(who(cl)) == ["alice", "bob", "carol"],
+            who_is(client, ["alice", "bob", "carol"]),
             WAIT,
             "everyone in /who",
             POLL,
@@ -364,7 +369,7 @@ def test_a_lost_node_leaves_and_comes_back(
     xavier, yara, zed = a.client("xavier"), b.client("yara"), c.client("zed")
     for client in (xavier, yara, zed):
         wait_until(
-            lambda cl=client: sorted(who(cl)) == ["xavier", "yara", "zed"],
+            who_is(client, ["xavier", "yara", "zed"]),
             WAIT,
             "everyone in /who",
             POLL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -10,6 +11,12 @@ from chatkit import CommandContext, CommandError, Register, Server, UsageError, 
 from chatkit.testing import ChatClient, TextClient
 
 Connect = Callable[..., ChatClient]
+
+
+def _private_from(nick: str) -> Callable[[dict[str, Any]], bool]:
+    """Matches a ``private`` frame from ``nick`` (``from`` is a Python keyword: no
+    ``expect("private", from=nick)``)."""
+    return lambda frame: frame["type"] == "private" and frame.get("from") == nick
 
 
 def test_help_lists_every_command_with_its_plugin(chat_client: Connect) -> None:
@@ -159,13 +166,13 @@ def test_describe_sends_a_private_action(
     carol = text_client("carol")
     alice.say("/describe Bob waves")
     for side in (alice, bob):
-        frame = side.expect("private", **{"from": "alice"})
+        frame = side.expect(_private_from("alice"))
         assert (frame["to"], frame["text"], frame["action"]) == ("bob", "waves", True)
     alice.say("/describe carol bows")
     assert carol.expect("[pm]") == "[pm] * alice -> carol bows"
     carol.send_line("/describe alice smiles")
     assert carol.expect("[pm]") == "[pm] * carol -> alice smiles"
-    frame = alice.expect("private", **{"from": "carol"})
+    frame = alice.expect(_private_from("carol"))
     assert frame["action"] is True and frame["text"] == "smiles"
     alice.say("/describe ALICE waves")
     assert alice.expect("error", code="bad_usage")["text"].startswith("you are alice: /describe")

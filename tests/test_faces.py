@@ -183,5 +183,10 @@ def test_a_codec_without_echo_skips_its_clients_own_messages(history: bool) -> N
         alice.say("four")  # after bob's three: a marker for what bob was sent before
         assert alice.expect("message")["text"] == "four"  # alice's own copy, with its id
         seen: list[str] = []
-        bob.expect(lambda line: seen.append(line) is None and "FOUR" in line)
+
+        def four(line: str) -> bool:
+            seen.append(line)
+            return "FOUR" in line
+
+        bob.expect(four)
         assert not [line for line in seen if "ONE" in line or "TWO" in line or "THREE" in line]

@@ -232,7 +232,7 @@ def test_private_history_only_for_its_two_parties(
         client.sync()
     alice.say("/history bob")
     assert messages(alice.sync()) == [("private", "one", True), ("private", "two", True)]
-    bob.send(type="history", **{"with": "Alice"})
+    bob.send({"type": "history", "with": "Alice"})
     frames = bob.sync()
     assert [(f["from"], f["to"], f["text"]) for f in frames[:-1]] == [
         ("alice", "bob", "one"),
@@ -263,7 +263,7 @@ def test_private_messages_are_not_stored_by_default(
     assert messages(alice.sync()) == []
     assert plugin(server)._store.last_id() == 0
     # The empty page says why: nothing is kept (the web page shows it).
-    alice.send(type="history", **{"with": "bob"})
+    alice.send({"type": "history", "with": "bob"})
     end = alice.expect("history")
     assert (end["with"], end["count"], end["more"], end["stored"]) == ("bob", 0, False, False)
     carol = text_client(server, "carol")
@@ -750,8 +750,8 @@ def test_sigkill_mid_burst_loses_nothing_any_client_received(
         t.join(timeout=10)
     for client in [watcher, *senders]:  # everything that reached any client before the kill
         frames = []
-        while (frame := client.receive(timeout=5)) is not None:  # None at EOF
-            frames.append(frame)
+        while (last := client.receive(timeout=5)) is not None:  # None at EOF
+            frames.append(last)
         received.update({f["id"]: f["text"] for f in frames if f["type"] == "message"})
         client.close()
     restarted = serve(*args)

@@ -511,7 +511,7 @@ def test_long_and_formatted_text(connect: Callable[[], IrcClient], server: Serve
         json.login("jay")
         long = " ".join(f"word{i}" for i in range(300))
         json.say(long)
-        parts = []
+        parts: list[str] = []
         while sum(len(p) for p in parts) < len(long):
             line = alice.expect(":jay!jay@chatkit PRIVMSG #general :")
             assert len(line.encode()) + 2 <= 512
@@ -542,7 +542,7 @@ def test_history_replay_is_a_chathistory_batch(
 
 def test_the_irc_library_as_a_scripted_client(server: Server) -> None:
     """The `irc` package from PyPI registers, joins, talks to a JSON user and quits."""
-    import irc.client
+    import irc.client  # type: ignore[import-untyped]
 
     host, port = server.addresses["irc"]
     reactor = irc.client.Reactor()
@@ -603,7 +603,7 @@ def test_a_clients_messages_keep_their_order(
         json.login("jay")
         for i in range(5):
             alice.send(f"PRIVMSG #general :room {i}", f"PRIVMSG jay :private {i}")
-        texts = []
+        texts: list[str] = []
         while len(texts) < 10:
             frame = json.expect(lambda f: f["type"] in ("message", "private"))
             texts.append(frame["text"])

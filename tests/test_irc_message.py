@@ -112,9 +112,9 @@ def test_tag_values_survive_escaping(value: str) -> None:
 
 
 _middle = st.text(
-    st.characters(blacklist_characters=" \r\n\0:", blacklist_categories=("Cs",)), min_size=1
+    st.characters(exclude_characters=" \r\n\0:", exclude_categories=["Cs"]), min_size=1
 )
-_trailing = st.text(st.characters(blacklist_characters="\r\n\0", blacklist_categories=("Cs",)))
+_trailing = st.text(st.characters(exclude_characters="\r\n\0", exclude_categories=["Cs"]))
 
 
 @given(
@@ -136,7 +136,7 @@ def test_messages_survive_a_round_trip(
     assert parsed == message
 
 
-@given(st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",))))
+@given(st.text(st.characters(exclude_characters="\r\n", exclude_categories=["Cs"])))
 def test_any_line_parses_or_is_refused_with_a_numeric(line: str) -> None:
     try:
         parse(line)

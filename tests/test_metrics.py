@@ -110,6 +110,7 @@ def test_refusals_before_login_are_counted_by_code(
 ) -> None:
     server = chat_server_factory(["metrics"], max_clients_per_address=1, limit_loopback=True)
     metrics = server.pluginmanager.get_plugin("metrics")
+    assert metrics is not None
     url = "http://{}:{}/metrics".format(*metrics.address)
     first = ChatClient(server.address)
     first.login("first")

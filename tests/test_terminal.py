@@ -11,8 +11,9 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-import pexpect
+import pexpect  # type: ignore[import-untyped]
 import pyte
 import pytest
 
@@ -470,7 +471,7 @@ def test_a_paste_of_too_many_lines_is_not_sent(
 
 def test_multi_line_messages_are_indented_under_their_first_line() -> None:
     """Each line of a multi-line message starts where its first line's text starts."""
-    frame = {"type": "message", "room": "#r", "nick": "a", "text": "one\ntwo"}
+    frame: dict[str, Any] = {"type": "message", "room": "#r", "nick": "a", "text": "one\ntwo"}
     text = "".join(t for _, t in format_frame(frame))
     first, second = text.split("\n")
     assert first.endswith("<a> one") and second == " " * first.index("one") + "two"

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -52,7 +53,7 @@ def certs(tmp_path: Path) -> Certs:
     return Certs(tmp_path)
 
 
-def tls_config(certs: Certs, **limits: float) -> Config:
+def tls_config(certs: Certs, **limits: Any) -> Config:
     config = make_config(**limits)
     config.tls_cert, config.tls_key = str(certs.cert), str(certs.key)
     return config

@@ -252,7 +252,7 @@ def test_invalid_utf8_closes_with_1007() -> None:
     """A text message that is not UTF-8 gets bad_encoding, then close code 1007."""
     with web_server() as server:
         *_, error, close = frames_until_close(server, [b'{"type":"say","text":"\xff"}'])
-    assert json.loads(error.data)["code"] == "bad_encoding"
+    assert json.loads(bytes(error.data))["code"] == "bad_encoding"
     assert Close.parse(close.data).code == CloseCode.INVALID_DATA
 
 
@@ -269,8 +269,8 @@ def test_oversized_message_closes_with_1009() -> None:
     with web_server(max_line=200) as server:
         frames = frames_until_close(server, [say], [say.replace(b"x" * 150, b"x" * 300)])
     *_, echoed, error, close = frames
-    assert json.loads(echoed.data)["text"] == "x" * 150
-    assert json.loads(error.data)["code"] == "line_too_long"
+    assert json.loads(bytes(echoed.data))["text"] == "x" * 150
+    assert json.loads(bytes(error.data))["code"] == "line_too_long"
     assert Close.parse(close.data).code == CloseCode.MESSAGE_TOO_BIG
 
 
@@ -279,7 +279,7 @@ def test_oversized_fragments_close_too() -> None:
     with web_server(max_line=200) as server:
         frames = frames_until_close(server, [b"x" * 150, b"y" * 150])
     *_, error, close = frames
-    assert json.loads(error.data)["code"] == "line_too_long"  # why, before the close frame
+    assert json.loads(bytes(error.data))["code"] == "line_too_long"  # why, before the close frame
     assert close.opcode is Opcode.CLOSE
     assert Close.parse(close.data).code == CloseCode.MESSAGE_TOO_BIG
 

@@ -8,8 +8,9 @@ opens its own contexts (separate localStorage) and pages.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser import chromium_path, launch_args
@@ -22,6 +23,12 @@ from chatkit.faces.web import WebFace
 from chatkit.testing import ChatClient, make_config
 
 TIMEOUT = 10_000  # ms a browser test waits for what it expects
+
+
+def _from(nick: str) -> Callable[[dict[str, Any]], bool]:
+    """Matches a ``private`` frame from ``nick`` (``from`` is a Python keyword: no
+    ``expect("private", from=nick)``)."""
+    return lambda frame: frame["type"] == "private" and frame.get("from") == nick
 
 
 @pytest.fixture(scope="session")
@@ -218,7 +225,7 @@ def test_commands_private_and_errors(browser: Browser, contexts: list[BrowserCon
         expect(page.locator("#title")).to_have_text("private: carol")
         page.keyboard.type("hello back")
         page.keyboard.press("Enter")
-        reply = carol.expect("private", **{"from": "alice"})
+        reply = carol.expect(_from("alice"))
         assert reply["text"] == "hello back"
         carol.close()
 
@@ -322,7 +329,7 @@ def test_private_history_not_kept(
         say(page, "/query carol")
         expect(page.locator(f"{pane(page)} .older")).to_contain_text(says)
         say(page, "hi carol")
-        assert carol.expect("private", **{"from": "alice"})["text"] == "hi carol"
+        assert carol.expect(_from("alice"))["text"] == "hi carol"
         expect(page.locator(f"{pane(page)} .line.message")).to_have_count(1)
         expect(page.locator(f"{pane(page)} .line.error")).to_have_count(0)
         carol.close()

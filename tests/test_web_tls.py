@@ -9,6 +9,7 @@ from pathlib import Path
 
 from test_tls import Certs, tls_config
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from chatkit import Server
 from chatkit.faces.line import LineFace
@@ -30,8 +31,8 @@ def test_the_page_and_its_websocket_over_tls(tmp_path: Path) -> None:
             assert page.status == 200 and b"<html" in page.read().lower()
         with (
             connect(
-                f"wss://{host}:{port}/ws", origin=base, ssl=certs.client(), open_timeout=10
-            ) as ws,  # type: ignore[arg-type]
+                f"wss://{host}:{port}/ws", origin=Origin(base), ssl=certs.client(), open_timeout=10
+            ) as ws,
             ChatClient(server.address) as plain,
         ):
             ws.send(json.dumps({"type": "hello", "nick": "alice"}))

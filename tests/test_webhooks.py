@@ -83,6 +83,13 @@ def webhooks_server(
     return factory(["webhooks"], config=config, **limits)
 
 
+def webhooks_plugin(server: Server) -> Any:
+    """The server's ``webhooks`` plugin object."""
+    plugin = server.pluginmanager.get_plugin("webhooks")
+    assert plugin is not None
+    return plugin
+
+
 def test_room_events_are_posted_signed_and_in_order(
     chat_server_factory: Callable[..., Server], receiver: Receiver
 ) -> None:
@@ -157,7 +164,7 @@ def test_failures_are_retried_with_backoff_and_never_delay_the_chat(
     assert [json.loads(body)["text"] for _, body in requests] == ["one"] * 4
     deliveries = {h["X-Chatkit-Delivery"] for h, _ in requests}
     assert len(deliveries) == 1  # the same delivery, retried
-    hook = server.pluginmanager.get_plugin("webhooks").hooks[0]
+    hook = webhooks_plugin(server).hooks[0]
     assert settled(lambda: hook.delivered == 1) and hook.failed == 0
 
 
@@ -176,7 +183,7 @@ def test_a_client_error_is_not_retried_and_gives_up_after_retries(
     alice.say("arrives")
     texts = [json.loads(body)["text"] for _, body in receiver.wait(4)]
     assert texts == ["refused", "fails twice", "fails twice", "arrives"]
-    hook = server.pluginmanager.get_plugin("webhooks").hooks[0]
+    hook = webhooks_plugin(server).hooks[0]
     assert settled(lambda: hook.delivered == 1) and hook.failed == 2
 
 
@@ -188,7 +195,7 @@ def test_a_full_queue_drops_its_oldest_events(
         {"max_queue": 2, "outgoing": [{"url": "http://127.0.0.1:9/", "events": ["message"]}]},
         disable=["flood"],
     )
-    hook = server.pluginmanager.get_plugin("webhooks").hooks[0]
+    hook = webhooks_plugin(server).hooks[0]
     hook.stop()  # no worker: the queue only fills
     alice = ChatClient(server.address)
     alice.login("alice")
@@ -208,7 +215,7 @@ def post(
     token: str | None = "T0KEN",
     ctype: str = "application/json",
 ) -> tuple[int, dict[str, Any]]:
-    plugin = server.pluginmanager.get_plugin("webhooks")
+    plugin = webhooks_plugin(server)
     url = "http://{}:{}/rooms/{}/messages".format(*plugin.incoming, room)
     headers = {"Content-Type": ctype}
     if token is not None:
@@ -263,7 +270,7 @@ def test_bad_http_posts_get_clear_errors(chat_server_factory: Callable[..., Serv
     assert status == 400 and answer["error"] == "too_many_lines"
     status, answer = post(server, "general", b"x" * 70_000, ctype="text/plain")
     assert status == 413
-    plugin = server.pluginmanager.get_plugin("webhooks")
+    plugin = webhooks_plugin(server)
     url = "http://{}:{}/elsewhere".format(*plugin.incoming)
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(urllib.request.Request(url, b"", method="POST"), timeout=10)
@@ -285,11 +292,12 @@ def test_a_nick_in_use_is_refused(chat_server_factory: Callable[..., Server]) ->
 def test_bad_settings_stop_the_start(chat_server_factory: Callable[..., Server]) -> None:
     from chatkit import UsageError
 
-    for settings, error in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"outgoing": [{"url": "ftp://x"}]}, "url must be an http"),
         ({"outgoing": [{"url": "http://x", "events": ["nope"]}]}, "events must be"),
         ({"incoming": {"tokens": {"ci": 5}}}, "tokens must be"),
         ({"outgoing": {"url": "http://x"}}, "outgoing must be a list"),
-    ]:
+    ]
+    for settings, error in cases:
         with pytest.raises(UsageError, match=error):
             webhooks_server(chat_server_factory, settings)

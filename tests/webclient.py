@@ -77,7 +77,7 @@ class WebClient:
         self.ws.send(json.dumps(frame or fields))
 
     def say(self, text: str, room: str | None = None) -> None:
-        self.send(type="say", text=text, **({"room": room} if room else {}))
+        self.send({"type": "say", "text": text, **({"room": room} if room else {})})
 
     def _read(self, deadline: float) -> bool:
         if self.closed:
