@@ -441,6 +441,9 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         assert cluster["chatkit_cluster_redis_up"] == 0
         assert cluster["chatkit_cluster_outages_total"] == 1
         assert cluster["chatkit_cluster_local_only_messages_total"] == 1
+        # A topic set meanwhile reaches the other node once Redis is back.
+        ann.send({"type": "say", "text": "/topic set while apart"})
+        ann.expect("topic", topic="set while apart")
 
         redis.start()
         ann.expect("notice", text_contains="again", timeout=10)
@@ -454,6 +457,10 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         assert texts == ["before", "after"]
         texts = [f.get("text") for f in ann.received if f["type"] == "message"]
         assert texts == ["before", "alone", "after"]
+        # The topic was logged when ann's node came back, before "after"; ann saw it once.
+        for client in (ben, ann):
+            topics = [f["topic"] for f in client.received if f["type"] == "topic"]
+            assert topics == ["set while apart"]
         # The nick is still ann's across the cluster.
         late = ChatClient(b.address, timeout=10)
         late.send({"type": "hello", "nick": "ann"})

@@ -206,6 +206,9 @@ class Cluster:
         self._pending: dict[int, Future[int]] = {}  # token of a message -> its id
         self._given_up: set[int] = set()  # tokens delivered here only (Redis failed)
         self._topics: dict[str, dict[str, Any]] = {}  # folded room -> its topic's fields
+        # Topics set here while Redis was unreachable (folded room -> the last one):
+        # published once it is back.
+        self._topics_while_down: dict[str, tuple[str, dict[str, str]]] = {}
         self._queue: list[_Item] = []
         self._cond = threading.Condition(self._lock)
         self._tokens = itertools.count(1)
@@ -347,6 +350,14 @@ class Cluster:
             self._down_since = None
             lost = self.local_only
         self._announce()
+        # Topics set here meanwhile: later in the log than any set elsewhere during the
+        # outage, so they win there too (every node applies the log in its order).
+        with self._lock:
+            topics, self._topics_while_down = self._topics_while_down, {}
+        for folded, (room, topic) in topics.items():
+            if not self._send_topic(room, topic):
+                with self._lock:  # down again: the next reconnection sends it
+                    self._topics_while_down.setdefault(folded, (room, topic))
         if was_down and not start:
             log.warning(
                 "cluster: Redis is back after %.1fs (%d messages so far reached this "
@@ -437,14 +448,17 @@ class Cluster:
 
     # -- this node's presence, published ------------------------------------------------
 
-    def _send(self, kind: str, data: dict[str, Any], *ops: Callable[[Pipeline], object]) -> None:
+    def _send(self, kind: str, data: dict[str, Any], *ops: Callable[[Pipeline], object]) -> bool:
+        """Queue a log entry (and pipeline ops) for the publisher; False while Redis is
+        unreachable (the entry is dropped)."""
         entry = {"n": self.node, "t": kind, "d": json.dumps(data)}
         with self._cond:
             if not self._up:
                 self.dropped_events += 1
-                return
+                return False
             self._queue.append(_Item(entry, list(ops)))
             self._cond.notify()
+        return True
 
     def _member_op(self, session: Session) -> Callable[[Pipeline], object]:
         key, nick = self._key("members", self.node), session.nick or ""
@@ -474,6 +488,13 @@ class Cluster:
 
     @hookimpl
     def chatkit_on_topic(self, client: Session, room: str, topic: dict[str, str]) -> None:
+        if not self._send_topic(room, topic):
+            # Redis is unreachable: the other nodes get it once it is back (_connect).
+            with self._lock:
+                self._topics_while_down[fold(room)] = (room, topic)
+
+    def _send_topic(self, room: str, topic: dict[str, str]) -> bool:
+        """Log a topic set (or cleared) here, and keep it in ``PREFIX:topics``."""
         key, value = self._key("topics"), json.dumps(topic)
 
         def op(pipe: Pipeline) -> object:
@@ -481,7 +502,7 @@ class Cluster:
                 return pipe.hset(key, fold(room), value)
             return pipe.hdel(key, fold(room))
 
-        self._send("topic", topic, op)
+        return self._send("topic", topic, op)
 
     @hookimpl
     def chatkit_on_leave(self, client: Session, room: str, reason: str) -> None:
