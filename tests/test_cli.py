@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from chatkit import Frame, Server
 from chatkit.client import MAX_SERVER_LINE
 from chatkit.codecs import TEXT_CODEC
 from chatkit.terminal import format_frame
-from chatkit.testing import ChatClient, TextClient
+from chatkit.testing import ChatClient, TextClient, wait_until
 
 
 def run(
@@ -637,10 +636,7 @@ def test_text_mode_and_join_print_the_same_lines_on_a_real_server(
     alice.wait_closed()
     # The socket closes once /quit's reply is sent; the leave goes out when alice's
     # reader has logged her out: wait for that before nc's ping.
-    deadline = time.monotonic() + 10
-    while chat_server.hub.find("alicia") is not None:
-        assert time.monotonic() < deadline, "alicia was never logged out"
-        time.sleep(0.01)
+    wait_until(lambda: chat_server.hub.find("alicia") is None, 10, "alicia's logout")
     seen = nc.sync()  # everything up to alicia's leave
     assert seen[-1] == "* alicia left #general (quit: bye)"
     assert [join.stdout.readline().removesuffix("\n") for _ in seen] == seen
@@ -692,9 +688,7 @@ def test_serve_writes_and_removes_its_pid_file(serve: type[ServeProcess], tmp_pa
     pid_file = tmp_path / "run" / "chatkit.pid"
     pid_file.parent.mkdir()
     server = serve("--pid-file", str(pid_file))
-    deadline = time.monotonic() + 10  # written right after the banner
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(pid_file.exists, 10, "the pid file")  # written right after the banner
     assert pid_file.read_text() == f"{server.proc.pid}\n"
     code, _out, _err = server.stop(signal.SIGTERM)
     assert code == 0

@@ -28,7 +28,7 @@ import pytest
 from chatkit import Server
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.line import LineFace
-from chatkit.testing import ChatClient, make_config
+from chatkit.testing import ChatClient, make_config, wait_until
 
 TIMEOUT = 10.0  # seconds to wait for a client's screen or a frame
 POLL = 0.05  # seconds between two looks at the screen
@@ -98,21 +98,16 @@ class Tmux:
 
     def wait_for(self, pattern: str, timeout: float = TIMEOUT) -> re.Match[str]:
         """The first match of the regex ``pattern`` on the screen, once it shows."""
-        deadline = time.monotonic() + timeout
-        while True:
-            match = re.search(pattern, self.screen(), re.MULTILINE)
-            if match:
-                return match
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"{self.name}'s screen never showed {pattern!r}")
-            time.sleep(POLL)
+        found: re.Match[str] = wait_until(
+            lambda: re.search(pattern, self.screen(), re.MULTILINE),
+            timeout,
+            f"{self.name}'s screen to show {pattern!r}",
+            POLL,
+        )
+        return found
 
     def wait_exited(self, timeout: float = TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.exited():
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"{self.name} did not exit")
-            time.sleep(POLL)
+        wait_until(self.exited, timeout, f"{self.name} to exit", POLL)
 
     def kill(self) -> None:
         """Close the session (the client loses its terminal and exits); a client that

@@ -8,7 +8,6 @@ import hmac
 import http.server
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from chatkit import Config, Server
-from chatkit.testing import ChatClient
+from chatkit.testing import ChatClient, wait_until
 
 SECRET = "s3cret"
 
@@ -69,10 +68,7 @@ def receiver() -> Iterator[Receiver]:
 
 def settled(check: Callable[[], bool]) -> bool:
     """Wait (10 s at most) for ``check``: the worker counts a delivery after the answer."""
-    deadline = time.monotonic() + 10
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return check()
+    return bool(wait_until(check, 10, "the webhook worker's counters"))
 
 
 def webhooks_server(
@@ -202,9 +198,7 @@ def test_a_full_queue_drops_its_oldest_events(
     for n in range(5):
         alice.say(f"m{n}")
     alice.sync()
-    deadline = time.monotonic() + 10
-    while hook.dropped < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: hook.dropped >= 3, 10, "three dropped events")
     assert [e["text"] for e in hook.queue] == ["m3", "m4"] and hook.dropped == 3
 
 
