@@ -389,6 +389,23 @@ def test_grace_renames_a_client_that_does_not_identify(
     assert holder is not None and holder.account == "alice"
 
 
+def test_a_refused_login_leaves_the_next_one_its_grace(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A login refused after the plugin looked at its nick (taken by someone online)
+    does not answer for the client's next attempt: a registered nick then still gets
+    the grace notice, and its clock."""
+    server = chat_server_factory(config=accounts_config(grace=60), disable=["flood"])
+    owner = chat_client(server, "alice")
+    register(owner)
+    leave(owner)
+    chat_client(server, "bob")
+    with ChatClient(server.address) as eve:
+        refused(eve, "bob", "nick_taken")
+        eve.send(type="hello", nick="alice")
+        eve.expect("notice", text_contains="/identify PASSWORD within 60 s")
+
+
 def test_identify_reclaims_a_nick_held_in_grace(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

@@ -289,6 +289,8 @@ class Accounts:
     def chatkit_allow_login(
         self, client: Session, nick: str, fields: dict[str, Any]
     ) -> Reject | None:
+        # What an earlier, refused attempt (nick_taken...) told chatkit_on_login is void.
+        client.data.pop("accounts", None)
         account = self._registered(nick)
         if account is None or client.account == account.name:
             # chatkit_on_login has nothing to do for this nick: it need not look it
