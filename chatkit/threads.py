@@ -38,12 +38,13 @@ class Done:
     set (2.7 µs against 0.16).
     """
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_lock", "_set")
 
     def __init__(self) -> None:
         # Held from birth until set(): join() waits to acquire it. Guards nothing else.
         self._lock = threading.Lock()
         self._lock.acquire()
+        self._set = False  # not the lock's state: a joiner holds it for a moment
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the task has returned, or ``timeout`` seconds."""
@@ -52,10 +53,11 @@ class Done:
 
     def is_alive(self) -> bool:
         """True while the task runs."""
-        return self._lock.locked()
+        return not self._set
 
     def set(self) -> None:
         """Called once, by the thread that ran the task."""
+        self._set = True
         self._lock.release()
 
 
