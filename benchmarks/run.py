@@ -70,7 +70,7 @@ class Plan:
     cluster_clients: int = 100  # members of the cluster scenario's room, spread over its nodes
     cluster_rates: tuple[int, ...] = ()  # msg/s steps of the cluster scenario (default: rates)
     peers_clients: tuple[int, ...] = (100, 1000)  # room sizes of the peers scenario
-    peers_rounds: int = 3  # rounds of the peers scenario; each kind reports its median (of 3: not the worst)
+    peers_rounds: int = 3  # rounds of the peers scenario; each kind reports its median
 
 
 RATES = (1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000)
