@@ -283,7 +283,7 @@ class IrcChannel:
             if replies:
                 self.send(*replies)
             style = protocol.style
-            if style != self._style:
+            if style is not self._style and style != self._style:
                 # CAP REQ changed what fan-outs must send this client: its codec.
                 self._style = style
                 link.codec = self.face.codecs.get(style)

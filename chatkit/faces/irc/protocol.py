@@ -165,6 +165,7 @@ class IrcProtocol:
         """The capabilities offered (``CAP LS``)."""
         self.caps: set[str] = set()
         """The capabilities the client negotiated (``CAP REQ``)."""
+        self._style: Style | None = None  # style's answer, until CAP REQ changes caps
         self.account: str | None = None
         """The account SASL logged the client in to, if any."""
         self._sasl: bytes | None = None  # the PLAIN payload so far, while authenticating
@@ -239,11 +240,14 @@ class IrcProtocol:
 
     @property
     def style(self) -> Style:
-        """What this client's fan-out bytes depend on: the key of its codec."""
-        caps = self.caps & BYTE_CAPS
-        if "batch" not in self.caps:
-            caps.discard(MULTILINE)
-        return Style(self.server, frozenset(caps))
+        """What this client's fan-out bytes depend on: the key of its codec (the same
+        object until ``CAP REQ`` changes :attr:`caps`: the face asks after every line)."""
+        if self._style is None:
+            caps = self.caps & BYTE_CAPS
+            if "batch" not in self.caps:
+                caps.discard(MULTILINE)
+            self._style = Style(self.server, frozenset(caps))
+        return self._style
 
     def _handle(self, message: Message) -> Event | None:
         command, params = message.command, message.params
@@ -323,6 +327,7 @@ class IrcProtocol:
                         self.caps.discard(cap[1:])
                     else:
                         self.caps.add(cap)
+                self._style = None
                 self._replies.append(self._cap_line("ACK", " ".join(wanted)))
             else:
                 self._replies.append(self._cap_line("NAK", " ".join(wanted)))
