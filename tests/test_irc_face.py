@@ -332,8 +332,8 @@ def test_privmsg_and_notice_errors(connect: Callable[[], IrcClient]) -> None:
 
 
 def test_queries(connect: Callable[[], IrcClient]) -> None:
-    """WHO, WHOIS, WHOWAS, TOPIC, LIST, MODE, AWAY, ISON, USERHOST, VERSION, LUSERS answer
-    with their numerics."""
+    """WHO, WHOIS, WHOWAS, TOPIC, LIST, MODE, AWAY, ISON, USERHOST, VERSION, TIME, INFO,
+    LUSERS answer with their numerics."""
     alice, bob = connect(), connect()
     alice.register("alice")
     bob.register("bob")
@@ -352,6 +352,10 @@ def test_queries(connect: Callable[[], IrcClient]) -> None:
     alice.expect(f":{SERVER} 312 alice bob {SERVER} ")
     alice.expect(f":{SERVER} 301 alice bob :lunch")
     alice.expect(f":{SERVER} 318 alice bob :")
+    # Whoever messages an away user hears so (RFC 2812 AWAY); a NOTICE never does.
+    alice.send("PRIVMSG bob :there?", "NOTICE bob :fyi")
+    alice.expect(f":{SERVER} 301 alice bob :lunch")
+    assert alice.sync() == []
     alice.send("WHOIS nobody")
     alice.expect(f":{SERVER} 401 alice nobody :")
     alice.expect(f":{SERVER} 318 alice nobody :")
@@ -385,8 +389,15 @@ def test_queries(connect: Callable[[], IrcClient]) -> None:
     alice.expect(":alice!alice@chatkit MODE alice +i")
     alice.expect(f":{SERVER} 221 alice +i")
     alice.expect(f":{SERVER} 502 alice :")
-    alice.send("VERSION", "LUSERS", "MOTD")
+    alice.send("PRIVMSG bob :back?")  # back: no 301
+    assert alice.sync() == []
+    alice.send("VERSION", "TIME", "INFO", "LUSERS", "MOTD")
     alice.expect(f":{SERVER} 351 alice chatkit-")
+    now = int(time.time())
+    stamp = int(alice.expect(f":{SERVER} 391 alice {SERVER} ").split()[4])
+    assert now - 5 <= stamp <= now + 5
+    alice.expect(f":{SERVER} 371 alice :chatkit ")
+    alice.expect(f":{SERVER} 374 alice :End of /INFO list.")
     alice.expect(f":{SERVER} 251 alice :There are 2 users")
     alice.expect(f":{SERVER} 422 alice :")
 

@@ -331,7 +331,35 @@ def test_names_lists_show_operators(server: Server) -> None:
         bob.expect(f":{SERVER} 353 bob = #den :@ann @bob")
         bob.send("WHO #den")
         assert [line.split()[8] for line in bob.until(" 315 ") if " 352 " in line] == ["H@", "H@"]
+        ann.send("WHOIS bob")  # 319 prefixes the rooms where bob is an operator
+        ann.expect(f":{SERVER} 319 ann bob :#general @#den")
         ann.send("MODE #den -o bob")
         bob.expect(":ann!ann@chatkit MODE #den -o bob")
         bob.send("WHO #den")
         assert [line.split()[8] for line in bob.until(" 315 ") if " 352 " in line] == ["H@", "H"]
+
+
+def test_multi_prefix_and_userhost_in_names(server: Server) -> None:
+    """Both capabilities are acknowledged; with userhost-in-names, names lists (the
+    join's and NAMES's) give each member as nick!user@host, after its prefix."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        first(ann)
+        lines = bob.register("bob", caps="multi-prefix userhost-in-names")
+        assert [line for line in lines if " 353 " in line] == [
+            f":{SERVER} 353 bob = #general :@ann!ann@chatkit bob!bob@chatkit"
+        ]
+        bob.send("NAMES #general")
+        bob.expect(f":{SERVER} 353 bob = #general :@ann!ann@chatkit bob!bob@chatkit")
+        ann.send("NAMES #general")  # without the capability: nicks alone
+        ann.expect(f":{SERVER} 353 ann = #general :@ann bob")
+
+
+def test_kill_by_a_non_operator_is_481(server: Server) -> None:
+    """KILL (the moderation plugin's /kill) by someone who is not a server operator is
+    ERR_NOPRIVILEGES, and nobody is disconnected."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        first(ann)
+        bob.register("bob")
+        bob.send("KILL ann :bye")
+        bob.expect(f":{SERVER} 481 bob :only server operators may do that")
+        assert ann.sync() is not None and not ann.eof

@@ -55,7 +55,8 @@ def test_cap_negotiation_holds_registration_until_cap_end() -> None:
     protocol = make()
     events, lines = feed(protocol, b"CAP LS 302\r\nNICK a\r\nUSER a 0 * :a\r\n")
     assert events == []
-    assert lines == [f":{SERVER} CAP * LS :batch echo-message message-tags server-time"]
+    caps = "batch echo-message message-tags multi-prefix server-time userhost-in-names"
+    assert lines == [f":{SERVER} CAP * LS :{caps}"]
     _, lines = feed(protocol, b"CAP REQ :server-time bogus\r\n")
     assert lines == [f":{SERVER} CAP * NAK :server-time bogus"]
     _, lines = feed(protocol, b"CAP REQ :server-time echo-message\r\nCAP LIST\r\n")
@@ -73,6 +74,15 @@ def test_ping_and_quit_work_before_registration() -> None:
     events, lines = feed(make(), b"PING :probe\r\nJOIN #x\r\nQUIT :bye\r\n")
     assert lines == [f":{SERVER} PONG {SERVER} :probe", f":{SERVER} 451 * :You have not registered"]
     assert events == [Command(Message("QUIT", ("bye",)))]
+
+
+def test_a_ping_needs_a_token_and_an_empty_one_is_one() -> None:
+    """A bare PING is 461 (the token is required); ``PING :`` is answered with it."""
+    _, lines = feed(make(), b"PING\r\nPING :\r\n")
+    assert lines == [
+        f":{SERVER} 461 * PING :Not enough parameters",
+        f":{SERVER} PONG {SERVER} :",
+    ]
 
 
 def test_bad_lines_get_numerics_and_the_connection_goes_on() -> None:

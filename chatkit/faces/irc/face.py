@@ -446,7 +446,10 @@ class IrcChannel:
                     hub.allow_input(session, Say(clean))
                     if session.unsettled:
                         hub.settle(session)  # earlier room messages go first
-                    hub.private(session, target, clean, action=action)
+                    sent = hub.private(session, target, clean, action=action)
+                    away = self._info(sent.to or target).get("away")
+                    if away and not notice:  # RFC 2812: 301 to whoever messages them
+                        self.send(Message(n.RPL_AWAY, (sent.to or target, str(away))))
             except CommandError as exc:
                 self.fail(command, target, exc)
 
@@ -567,7 +570,10 @@ class IrcChannel:
             members = self.hub.who(room) or []
             ops = {names.fold(str(nick)) for nick in self._modes(room).get("operators", [])}
             members = [("@" if names.fold(m) in ops else "") + m for m in members]
-            lines += names_lines(self.face.server_name, self.protocol.nick, room, members)
+            hosts = "userhost-in-names" in self.protocol.caps
+            lines += names_lines(
+                self.face.server_name, self.protocol.nick, room, members, hosts=hosts
+            )
         self.send(*lines)
 
     def who(self, params: tuple[str, ...]) -> None:
@@ -593,6 +599,11 @@ class IrcChannel:
         realname = info.get("realname") or nick
         server = self.face.server_name
         return Message(n.RPL_WHOREPLY, (room, nick, USER_HOST, server, nick, here, f"0 {realname}"))
+
+    def _prefix(self, room: str, nick: str) -> str:
+        """``@`` if ``nick`` is an operator of ``room``, else nothing (names, WHOIS)."""
+        ops = self._modes(room).get("operators", [])
+        return "@" if names.fold(nick) in {names.fold(str(op)) for op in ops} else ""
 
     def _info(self, nick: str) -> dict[str, Any]:
         """The IRC details of the session called ``nick`` (empty for other faces')."""
@@ -627,7 +638,7 @@ class IrcChannel:
         lines = [
             Message(n.RPL_WHOISUSER, (nick, nick, USER_HOST, "*", info.get("realname") or nick))
         ]
-        rooms = list(found.rooms.values())
+        rooms = [self._prefix(room, nick) + room for room in found.rooms.values()]
         if rooms:
             lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(rooms))))
         lines.append(Message(n.RPL_WHOISSERVER, (nick, self.face.server_name, "chatkit")))
@@ -854,6 +865,20 @@ class IrcChannel:
         text = "chatkit: one chat, many faces"
         self.send(Message(n.RPL_VERSION, (f"chatkit-{__version__}.", self.face.server_name, text)))
 
+    def time_reply(self, params: tuple[str, ...]) -> None:
+        """``TIME``: ``391`` with the server's time (UTC: a Unix timestamp, and for people)."""
+        now = datetime.now(UTC)
+        when = now.strftime("%A %B %d %Y -- %H:%M:%S +00:00")
+        server = self.face.server_name
+        self.send(Message(n.RPL_TIME, (server, str(int(now.timestamp())), "0", when)))
+
+    def info_reply(self, params: tuple[str, ...]) -> None:
+        """``INFO``: ``371`` lines on the software, then ``374``."""
+        self.send(
+            Message(n.RPL_INFO, (f"chatkit {__version__}: one chat, many faces",)),
+            Message(n.RPL_ENDOFINFO, ("End of /INFO list.",)),
+        )
+
     def lusers(self, params: tuple[str, ...]) -> None:
         users = len(self.hub.sessions())
         rooms = len(self.hub.rooms())
@@ -1073,6 +1098,7 @@ _HANDLERS: dict[str, Callable[[IrcChannel, tuple[str, ...]], None]] = {
     "JOIN": IrcChannel.join,
     "KICK": IrcChannel.kick,
     "LIST": IrcChannel.list_rooms,
+    "INFO": IrcChannel.info_reply,
     "LUSERS": IrcChannel.lusers,
     "MODE": IrcChannel.mode,
     "MOTD": IrcChannel.motd,
@@ -1083,6 +1109,7 @@ _HANDLERS: dict[str, Callable[[IrcChannel, tuple[str, ...]], None]] = {
     "PART": IrcChannel.part,
     "PRIVMSG": IrcChannel.privmsg,
     "QUIT": IrcChannel.quit,
+    "TIME": IrcChannel.time_reply,
     "TOPIC": IrcChannel.topic,
     "USERHOST": IrcChannel.userhost,
     "VERSION": IrcChannel.version,

@@ -71,8 +71,16 @@ __all__ = [
     "names_lines",
 ]
 
-CAPABILITIES = ("batch", "echo-message", "message-tags", "server-time")
-"""The IRCv3 capabilities this server always offers (``CAP LS``)."""
+CAPABILITIES = (
+    "batch",
+    "echo-message",
+    "message-tags",
+    "multi-prefix",
+    "server-time",
+    "userhost-in-names",
+)
+"""The IRCv3 capabilities this server always offers (``CAP LS``). ``multi-prefix``
+changes nothing: a member has one prefix at most (``@``)."""
 CHATHISTORY_CAP = "draft/chathistory"
 """Offered besides :data:`CAPABILITIES` when the history plugin is on."""
 SASL_CHUNK = 400  # bytes of one AUTHENTICATE payload line (IRCv3 sasl-3.1)
@@ -255,8 +263,10 @@ class IrcProtocol:
             self._cap(params)
             return self._ready()
         if command == "PING":
-            token = params[0] if params else self.server
-            self._replies.append(Message("PONG", (self.server, token), self.server))
+            if not params:  # modern IRC: the token is required (an empty one is a token)
+                self._numeric(n.ERR_NEEDMOREPARAMS, "PING", "Not enough parameters")
+                return None
+            self._replies.append(Message("PONG", (self.server, params[0]), self.server))
             return None
         if command == "PONG":
             return None  # the server noted that the client is alive
@@ -531,7 +541,9 @@ class IrcProtocol:
             realname = self._user[1] if self._user else self.nick
             params += (str(fields.get("account") or "*"), realname)
         lines = [Message("JOIN", params, source(self.nick))]
-        lines += names_lines(self.server, self.nick, room, [str(m) for m in fields["members"]])
+        members = [str(m) for m in fields["members"]]
+        hosts = "userhost-in-names" in self.caps
+        lines += names_lines(self.server, self.nick, room, members, hosts=hosts)
         return lines
 
     def _error(self, fields: dict[str, Any]) -> list[Message]:
@@ -573,7 +585,7 @@ class IrcProtocol:
             return [Message(numeric, (str(command), text))]
         if numeric == n.ERR_NEEDMOREPARAMS:
             return [Message(numeric, (str(command or "*"), text))]
-        if numeric == n.ERR_NOTREGISTERED:
+        if numeric in (n.ERR_NOTREGISTERED, n.ERR_NOPRIVILEGES):
             return [Message(numeric, (text,))]
         if numeric is not None and isinstance(target, str) and target:
             return [Message(numeric, (target, text))]
@@ -618,13 +630,19 @@ class IrcProtocol:
         return notices(self.server, str(where), render_text(frame))
 
 
-def names_lines(server: str, nick: str, room: str, members: list[str]) -> list[Message]:
-    """``353`` lines listing ``members`` of ``room`` (as many as fit), then ``366``."""
+def names_lines(
+    server: str, nick: str, room: str, members: list[str], *, hosts: bool = False
+) -> list[Message]:
+    """``353`` lines listing ``members`` of ``room`` (as many as fit), then ``366``;
+    with ``hosts`` (``userhost-in-names``), each as ``nick!user@host``."""
     head = len(f":{server} {n.RPL_NAMREPLY} {nick} = {room} :".encode())
     lines: list[Message] = []
     batch: list[str] = []
     size = head
     for member in members:
+        if hosts:  # "@alice" -> "@alice!alice@chatkit" (a nick has no "@" or "+")
+            bare = member.lstrip("@+")
+            member = member[: len(member) - len(bare)] + source(bare)
         cost = len(member.encode()) + 1
         if batch and size + cost > MAX_NAMES_LINE:
             lines.append(Message(n.RPL_NAMREPLY, ("=", room, " ".join(batch))))
