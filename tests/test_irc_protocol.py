@@ -85,6 +85,18 @@ def test_a_ping_needs_a_token_and_an_empty_one_is_one() -> None:
     ]
 
 
+def test_invalid_utf8_is_mended_and_the_client_warned() -> None:
+    """UTF8ONLY: a line that is not UTF-8 is read with U+FFFD for the bad bytes (nothing
+    invalid is relayed) and the client gets WARN <command> INVALID_UTF8."""
+    _, lines = feed(make(), b"PING :hi\xaa\r\nPING :ok\r\n")
+    assert lines == [
+        f":{SERVER} WARN PING INVALID_UTF8 :Your message was not correctly encoded as UTF-8"
+        " and had to be modified",
+        f":{SERVER} PONG {SERVER} :hi\ufffd",
+        f":{SERVER} PONG {SERVER} :ok",
+    ]
+
+
 def test_bad_lines_get_numerics_and_the_connection_goes_on() -> None:
     """A line too long gets 417, a line without a command 421; the next line works."""
     protocol = make()

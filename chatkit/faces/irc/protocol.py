@@ -225,9 +225,12 @@ class IrcProtocol:
             if isinstance(line, LineTooLong):
                 self._numeric(n.ERR_INPUTTOOLONG, "Input line was too long")
                 continue
-            text = line.decode("utf-8", "replace").removesuffix("\r")
             try:
-                message = parse(text)
+                text, mended = line.decode("utf-8"), False
+            except UnicodeDecodeError:  # UTF8ONLY: relay no invalid UTF-8, say it was mended
+                text, mended = line.decode("utf-8", "replace"), True
+            try:
+                message = parse(text.removesuffix("\r"))
             except IrcError as exc:
                 if exc.numeric == n.ERR_UNKNOWNCOMMAND:
                     self._numeric(exc.numeric, exc.command, exc.text)
@@ -236,6 +239,10 @@ class IrcProtocol:
                 continue
             if message is None:
                 continue
+            if mended:
+                why = "Your message was not correctly encoded as UTF-8 and had to be modified"
+                warn = Message("WARN", (message.command, "INVALID_UTF8", why), self.server)
+                self._replies.append(warn)
             event = self._handle(message)
             if event is not None:
                 return event
