@@ -568,7 +568,7 @@ class IrcChannel:
         lines: list[Message] = []
         for room in params[0].split(","):
             members = self.hub.who(room) or []
-            ops = {names.fold(str(nick)) for nick in self._modes(room).get("operators", [])}
+            ops = self._operators(room)
             members = [("@" if names.fold(m) in ops else "") + m for m in members]
             hosts = "userhost-in-names" in self.protocol.caps
             lines += names_lines(
@@ -582,7 +582,7 @@ class IrcChannel:
         if mask.startswith("#"):
             members = self.hub.who(mask) or []
             room = self._room_name(mask)
-            ops = {names.fold(str(nick)) for nick in self._modes(room).get("operators", [])}
+            ops = self._operators(room)
             for nick in members:
                 lines.append(self._who_line(room, nick, names.fold(nick) in ops))
         else:
@@ -600,10 +600,9 @@ class IrcChannel:
         server = self.face.server_name
         return Message(n.RPL_WHOREPLY, (room, nick, USER_HOST, server, nick, here, f"0 {realname}"))
 
-    def _prefix(self, room: str, nick: str) -> str:
-        """``@`` if ``nick`` is an operator of ``room``, else nothing (names, WHOIS)."""
-        ops = self._modes(room).get("operators", [])
-        return "@" if names.fold(nick) in {names.fold(str(op)) for op in ops} else ""
+    def _operators(self, room: str) -> set[str]:
+        """The operators of ``room``, folded (names lists, WHO, WHOIS)."""
+        return {names.fold(str(nick)) for nick in self._modes(room).get("operators", [])}
 
     def _info(self, nick: str) -> dict[str, Any]:
         """The IRC details of the session called ``nick`` (empty for other faces')."""
@@ -638,7 +637,8 @@ class IrcChannel:
         lines = [
             Message(n.RPL_WHOISUSER, (nick, nick, USER_HOST, "*", info.get("realname") or nick))
         ]
-        rooms = [self._prefix(room, nick) + room for room in found.rooms.values()]
+        key = names.fold(nick)
+        rooms = [("@" if key in self._operators(r) else "") + r for r in found.rooms.values()]
         if rooms:
             lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(rooms))))
         lines.append(Message(n.RPL_WHOISSERVER, (nick, self.face.server_name, "chatkit")))
