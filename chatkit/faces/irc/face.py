@@ -159,7 +159,7 @@ class IrcFace:
             "CHANTYPES=#",
             f"NETWORK={self.network}",
             f"NICKLEN={limits.max_nick}",
-            "PREFIX=(ov)@+",
+            "PREFIX=(o)@",  # operators only: there is no voice (+v)
             f"TOPICLEN={MAX_TOPIC}",
             f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},KICK:{MAX_TARGETS}",
             "UTF8ONLY",
