@@ -325,7 +325,7 @@ class Connection:
 
         The reader stops reading at once. ``finish()`` is idempotent; the first
         reason wins. A channel with a ``farewell(reason)`` method (the web face's:
-        a WebSocket close frame) gives the last bytes sent.
+        a WebSocket close frame; the IRC face's: ``ERROR``) gives the last bytes sent.
         """
         last = b""
         farewell = getattr(self.channel, "farewell", None)

@@ -57,6 +57,12 @@ class Session:
         case-folded), or ``None``. Set and cleared by an accounts plugin (the builtin
         ``accounts``) on the client's reader thread; others only read it (the
         ``history`` plugin shows private history to the account that took part)."""
+        self.operator: bool = False
+        """True while the client is a server operator by its face's own means, for this
+        connection: IRC's ``OPER`` with a name and password of ``[faces.irc.operators]``
+        (``MODE nick -o`` gives it up). A plugin that gives server operators powers (the
+        builtin ``moderation``) honours it besides its own list of accounts. Set by the
+        face on the client's reader thread."""
         self.data: dict[str, Any] = {}
         """Free space for plugins, keyed by plugin name; guard it yourself."""
         self.transport = transport

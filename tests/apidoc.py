@@ -48,6 +48,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "address",
             "logged_in",
             "account",
+            "operator",
             "data",
             "id",
             "replay",

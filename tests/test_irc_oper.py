@@ -26,9 +26,10 @@ OPERATORS = {
 def make_server() -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def make(**kwargs: Any) -> Server:
+    def make(plugins: tuple[str, ...] = (), **kwargs: Any) -> Server:
         face = IrcFace(port=0, server_name=SERVER, network="TestNet", operators=OPERATORS)
-        server = Server(config=make_config(**kwargs), faces=[LineFace(), face])
+        config = make_config(**kwargs)
+        server = Server(plugins=list(plugins), config=config, faces=[LineFace(), face])
         server.start()
         servers.append(server)
         return server
@@ -181,3 +182,27 @@ def test_a_clients_multiline_batch_is_one_chat_message(make_server: Callable[...
         alice.expect(f":{SERVER} FAIL BATCH MULTILINE_INVALID_TARGET #general :")
         alice.send("@batch=zz PRIVMSG #general :after")  # no batch open: a plain message
         assert jay.expect("message", nick="alice")["text"] == "after"  # nothing of b2, b3
+
+
+def test_an_oper_is_a_server_operator_of_the_moderation_plugin(
+    make_server: Callable[..., Server],
+) -> None:
+    """With moderation, OPER makes a server operator for the connection: KILL works
+    (the plugin's /kill); after MODE -o it is 481 again, as for anyone else."""
+    server = make_server(plugins=("moderation",))
+    irc = server.addresses["irc"]
+    with IrcClient(irc) as alice, IrcClient(irc) as bob, IrcClient(irc) as carol:
+        alice.register("alice")
+        bob.register("bob")
+        carol.register("carol")
+        alice.send("KILL bob :spam")
+        alice.expect(f":{SERVER} 481 alice :only server operators may do that")
+        alice.send("OPER root hunter2")
+        alice.expect(f":{SERVER} 381 alice ")
+        alice.send("KILL bob :spam")
+        assert "killed by alice: spam" in bob.expect("ERROR :Closing Link")
+        bob.wait_closed()
+        alice.send("MODE alice -o", "KILL carol")
+        alice.expect(":alice!alice@chatkit MODE alice -o")
+        alice.expect(f":{SERVER} 481 alice :only server operators may do that")
+        assert carol.sync() is not None and not carol.eof

@@ -7,7 +7,8 @@ across restarts; one that did not, for as long as it is connected. Operators may
 ``/unban MASK``, ``/mute NICK`` and ``/unmute NICK``, each in the current room or in
 the room named first (``/kick #den bob``: so IRC's ``KICK #den bob :reason`` works as
 it is); every action is announced in the room and logged. Server operators (the
-accounts named in ``server_operators``) are operators of every room and may
+accounts named in ``server_operators``, and IRC users who gave ``OPER`` a name and password
+of ``[faces.irc.operators]``) are operators of every room and may
 ``/kill NICK [REASON]`` (disconnect), ``/gline MASK`` and ``/ungline MASK`` (a ban from
 the whole server: matching clients are disconnected and cannot log in) and ``/wall TEXT``
 (a notice to everyone), and ``/reload`` (what SIGHUP does: the config file read again
@@ -227,6 +228,10 @@ class Moderation:
     # -- who is what ---------------------------------------------------------------
 
     def is_server_operator(self, client: Session) -> bool:
+        """An account named in ``server_operators``, or a connection its face made a
+        server operator (``client.operator``: IRC's ``OPER``)."""
+        if client.operator:
+            return True
         return client.account is not None and client.account in self.server_operators
 
     def is_operator(self, client: Session, room: str) -> bool:

@@ -24,7 +24,8 @@ Who calls what, on which thread:
   recipient may change their bytes;
 * a channel may also have ``farewell(reason) -> bytes``: the server calls it when it
   ends the connection (``Connection.finish``) and queues the bytes last, after
-  everything else (the web face: a WebSocket close frame). Optional, so it is not
+  everything else (the web face: a WebSocket close frame; the IRC face: ``ERROR :Closing
+  Link``). Optional, so it is not
   part of :class:`Channel`.
 """
 

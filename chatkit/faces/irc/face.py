@@ -271,6 +271,15 @@ class IrcChannel:
                 data += self.protocol.send(Frame("irc_close", text="Server shutting down"))
             return data
 
+    def farewell(self, reason: str) -> bytes:
+        """``ERROR :Closing Link`` last when the server ends the connection (a KILL, a
+        ban, a timeout; ``Connection.finish`` calls it), unless one was sent already
+        (QUIT, a refusal, the shutdown's notice)."""
+        with self._send_lock:
+            if self.protocol.said_goodbye:
+                return b""
+            return self.protocol.send(Frame("irc_close", text=reason))
+
     def receive(self, data: bytes) -> bool:
         protocol, link = self.protocol, self.link
         if data:
@@ -736,6 +745,7 @@ class IrcChannel:
                 if sign == "-" and "o" in self.modes:  # +o only through OPER
                     self.modes.discard("o")
                     self.session.data["irc"]["oper"] = None
+                    self.session.operator = False
                     change += "-o"
             else:
                 unknown = True
@@ -1005,7 +1015,8 @@ class IrcChannel:
 
     def oper(self, params: tuple[str, ...]) -> None:
         """``OPER name password`` against ``[faces.irc.operators]``: ``381`` and user mode
-        ``+o`` (shown in ``WHOIS`` and ``WHO``; it grants nothing else yet)."""
+        ``+o`` (shown in ``WHOIS`` and ``WHO``), and a server operator to the plugins
+        (:attr:`Session.operator`: with ``moderation``, ``KILL`` and the like)."""
         if len(params) < 2:
             self.send(Message(n.ERR_NEEDMOREPARAMS, ("OPER", "Not enough parameters")))
             return
@@ -1021,6 +1032,7 @@ class IrcChannel:
             return
         log.info("%s is an IRC operator (OPER %s)", self.protocol.nick, name)
         self.session.data["irc"]["oper"] = name
+        self.session.operator = True  # a server operator, to plugins (moderation's /kill)
         self.modes.add("o")
         self.send(
             Message(n.RPL_YOUREOPER, ("You are now an IRC operator",)),

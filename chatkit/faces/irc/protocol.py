@@ -196,6 +196,8 @@ class IrcProtocol:
         self._batch: str | None = None  # the reference of the replay batch open, if any
         self._batch_ids = itertools.count(1)
         self._asked: str | None = None  # the target of a CHATHISTORY being answered
+        self.said_goodbye = False
+        """True once an ``ERROR :Closing Link`` was rendered (the server closes next)."""
 
     # -- receiving data ----------------------------------------------------------------
 
@@ -599,6 +601,7 @@ class IrcProtocol:
         return notices(self.server, self.nick, f"error [{code}]: {text}")
 
     def _closing(self, text: str) -> Message:
+        self.said_goodbye = True
         return Message("ERROR", (f"Closing Link: {self.client_host} ({text})",))
 
     def _replayed(self, frame: Frame) -> list[Message]:
