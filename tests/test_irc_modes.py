@@ -363,3 +363,21 @@ def test_kill_by_a_non_operator_is_481(server: Server) -> None:
         bob.send("KILL ann :bye")
         bob.expect(f":{SERVER} 481 bob :only server operators may do that")
         assert ann.sync() is not None and not ann.eof
+
+
+def test_invite_by_a_member_of_an_open_room(server: Server) -> None:
+    """INVITE from a member who is no operator: 341 and INVITE for an open room; 442
+    for a room the inviter is not in (test_moderation: +i rooms)."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        first(ann)
+        bob.register("bob")
+        ann.send("JOIN #den")
+        ann.expect(f":{SERVER} MODE #den +o ann")
+        bob.send("INVITE ann #elsewhere", "JOIN #den")
+        bob.expect(f":{SERVER} 442 bob #elsewhere :")
+        bob.expect(":bob!bob@chatkit JOIN #den")
+        ann.send("PART #den")
+        ann.expect(":ann!ann@chatkit PART #den")
+        bob.send("INVITE ann #den")
+        bob.expect(f":{SERVER} 341 bob ann #den")
+        ann.expect(":bob!bob@chatkit INVITE ann #den")

@@ -173,6 +173,33 @@ def test_irc_kick_ban_and_mute_numerics() -> None:
         bob.expect(" 474 ")
 
 
+def test_who_may_invite(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """Any member invites to an open room (a notice to the invitee, no announcement);
+    someone not in the room gets not_in_room; to an invite-only room, only operators
+    invite (not_room_operator), and the room hears of it."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    bob, carol = chat_client(server, "bob"), chat_client(server, "carol")
+    bob.say("/join #den")
+    bob.expect("join", nick="bob", room="#den")
+    bob.say("/invite carol")
+    carol.expect("notice", text="bob invites you to #den: /join #den")
+    bob.expect("reply", command="invite", text="invited carol to #den")
+    carol.say("/invite ann #den")
+    assert carol.expect("error", code="not_in_room")["text"] == "you are not in #den"
+    ann.say("/inviteonly on")
+    bob.expect("notice", text="ann made the room invite-only")
+    bob.say("/invite carol")
+    bob.expect("error", code="not_room_operator")
+    ann.say("/invite carol")
+    carol.expect("notice", text="ann invites you to #den: /join #den")
+    bob.expect("notice", text="ann invited carol")  # the room hears of this one only
+    carol.say("/join #den")
+    carol.expect("join", nick="carol", room="#den")
+
+
 def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: Connect) -> None:
     """/inviteonly on keeps out whoever was not /invite-d (invite_only); /lock lets only
     identified users speak (room_locked); both are undone."""

@@ -14,9 +14,10 @@ the whole server: matching clients are disconnected and cannot log in) and ``/wa
 (a notice to everyone), and ``/reload`` (what SIGHUP does: the config file read again
 and applied, with nobody disconnected; the reply says what changed).
 
-``/invite NICK`` lets NICK into a room made invite-only with ``/inviteonly on``
-(``invite_only``); ``/lock`` lets only identified clients speak (``room_locked``);
-``/moderated on`` only operators (``moderated``); ``/topicops on`` lets only operators
+``/invite NICK`` tells NICK of a room the inviter is in; it lets NICK into a room made
+invite-only with ``/inviteonly on`` (``invite_only``), where only operators invite;
+``/lock`` lets only identified clients speak (``room_locked``); ``/moderated on`` only
+operators (``moderated``); ``/topicops on`` lets only operators
 set the topic (``not_room_operator``). A ``modes`` request (``{"type": "modes",
 "room": "#den"}``) answers with the room's settings (a ``modes`` frame: ``flags``,
 ``bans``), which the IRC face shows as ``324`` and the ban list.
@@ -375,7 +376,12 @@ class Moderation:
         register(
             "kill", self.kill, help="disconnect NICK (server operators)", usage="NICK [REASON]"
         )
-        register("invite", self.invite, help="let NICK join the room", usage="NICK [#ROOM]")
+        register(
+            "invite",
+            self.invite,
+            help="invite NICK (into an invite-only room)",
+            usage="NICK [#ROOM]",
+        )
         register(
             "inviteonly", self.inviteonly, help="only invited users join", usage="[#ROOM] on|off"
         )
@@ -497,12 +503,26 @@ class Moderation:
         self._masks(ctx, "mutes", False, "unmuted")
 
     def invite(self, ctx: CommandContext) -> None:
+        """Any member may invite to an open room (the invitee gets a notice); to an
+        invite-only one, only its operators (the invitation lets the invitee in, and
+        the room is told)."""
         words = ctx.args.split()
         rooms = [w for w in words if w.startswith("#")]  # IRC sends INVITE nick #room
         nicks = [w for w in words if not w.startswith("#")]
-        room = self._room(ctx, rooms[:1])
         if len(nicks) != 1 or len(rooms) > 1:
             raise ctx.usage_error()
+        room = rooms[0] if rooms else ctx.room
+        if room is None:
+            raise CommandError("you are in no room; /join one first", "not_in_room")
+        if fold(room) not in ctx.client.rooms:
+            # target: the IRC face answers 442 for the room.
+            raise CommandError(f"you are not in {room}", "not_in_room", target=room)
+        room = ctx.client.rooms[fold(room)]
+        closed = "invite" in self._store.rows("flags", fold(room))
+        if closed and not self.is_operator(ctx.client, room):
+            raise CommandError(
+                f"you are not an operator of {room}", "not_room_operator", target=room
+            )
         target = self._target(ctx, nicks[0])
         if fold(room) in target.rooms:
             # target and nick: the IRC face answers 443.
@@ -512,13 +532,15 @@ class Moderation:
                 target=room,
                 nick=target.nick,
             )
-        self._store.add("invites", fold(room), fold(full_mask(target.nick or "")))
+        if closed:
+            self._store.add("invites", fold(room), fold(full_mask(target.nick or "")))
         text = f"{ctx.client.nick} invites you to {room}: /join {room}"
         # invite and by: the IRC face shows it as INVITE.
         target.send(Frame("notice", text=text, invite=room, by=ctx.client.nick or ""))
         # The IRC face shows the reply as 341 (RPL_INVITING), before the room's notice.
         ctx.reply(f"invited {target.nick} to {room}", nick=target.nick, room=room)
-        self._act(ctx, room, f"invited {target.nick}")
+        if closed:
+            self._act(ctx, room, f"invited {target.nick}")
 
     def inviteonly(self, ctx: CommandContext) -> None:
         words = ctx.args.split()
