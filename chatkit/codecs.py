@@ -111,6 +111,8 @@ def _message_parts(f: dict[str, Any]) -> list[Part]:
         parts: list[Part] = [("room", f"[{f['room']}]"), *when, ("", " ")]
         if f.get("action"):
             parts += [("action", "* "), ("nick", str(f["nick"])), ("action", " ")]
+        elif f.get("notice"):  # IRC's way: -alice- text
+            parts += [("nick", f"-{f['nick']}-"), ("", " ")]
         else:
             parts += [("nick", f"<{f['nick']}>"), ("", " ")]
     else:
@@ -119,8 +121,9 @@ def _message_parts(f: dict[str, Any]) -> list[Part]:
             parts += [("action", "* "), ("from", str(f["from"])), ("pm", " -> ")]
             parts += [("to", str(f["to"])), ("action", " ")]
         else:
-            parts += [("pm", "<"), ("from", str(f["from"])), ("pm", " -> ")]
-            parts += [("to", str(f["to"])), ("pm", ">"), ("", " ")]
+            bracket = ("-", "-") if f.get("notice") else ("<", ">")
+            parts += [("pm", bracket[0]), ("from", str(f["from"])), ("pm", " -> ")]
+            parts += [("to", str(f["to"])), ("pm", bracket[1]), ("", " ")]
     return [*parts, ("text", str(f["text"]))]
 
 

@@ -55,10 +55,11 @@ class ChatHub(Protocol):
         text: str,
         *,
         action: bool = False,
+        notice: bool = False,
         defer: bool = False,
     ) -> Message: ...
     def private(
-        self, session: Session, nick: str, text: str, *, action: bool = False
+        self, session: Session, nick: str, text: str, *, action: bool = False, notice: bool = False
     ) -> Message: ...
     def join(self, session: Session, room: str) -> bool: ...
     def part(

@@ -36,6 +36,9 @@ class Message:
     """The recipient's nick for a private message, else ``None``."""
     action: bool = False
     """True for ``/me`` actions."""
+    notice: bool = False
+    """True for a notice (IRC's ``NOTICE``): a message that automatic clients (bots)
+    never answer, which IRC clients get as ``NOTICE`` and others marked as one."""
     id: int | None = None
     """Unique, time-ordered id; set once the message is accepted for delivery."""
     ts: str | None = None

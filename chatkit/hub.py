@@ -751,9 +751,11 @@ class Hub:
         text: str,
         *,
         action: bool = False,
+        notice: bool = False,
         defer: bool = False,
     ) -> Message:
-        """Send ``text`` to ``room`` (default: the current room) through the filters.
+        """Send ``text`` to ``room`` (default: the current room) through the filters;
+        ``action`` for ``/me``, ``notice`` for a notice (:attr:`Message.notice`).
 
         Returns the delivered :class:`Message`, or raises :class:`CommandError`
         (``not_in_room``, ``dropped``, ``not_stored``). With ``defer`` (the
@@ -762,7 +764,12 @@ class Hub:
         """
         name = self._member_room(session, room)
         message = Message(
-            nick=session.nick or "", text=text, room=name, action=action, account=session.account
+            nick=session.nick or "",
+            text=text,
+            room=name,
+            action=action,
+            notice=notice,
+            account=session.account,
         )
         self._filter(session, message)
         if self.relay is not None:
@@ -783,8 +790,17 @@ class Hub:
         self._lanes.send(session, message, entry, found.lane, defer=defer)
         return message
 
-    def private(self, session: Session, nick: str, text: str, *, action: bool = False) -> Message:
-        """Send ``text`` privately to ``nick``; both sides receive the ``private`` frame.
+    def private(
+        self,
+        session: Session,
+        nick: str,
+        text: str,
+        *,
+        action: bool = False,
+        notice: bool = False,
+    ) -> Message:
+        """Send ``text`` privately to ``nick``; both sides receive the ``private`` frame
+        (``action``, ``notice``: as for :meth:`say`).
 
         Raises :class:`CommandError` (``no_such_nick``, ``dropped``).
         """
@@ -795,7 +811,12 @@ class Hub:
             raise CommandError(f"no one is called {nick!r}", "no_such_nick")
         to = remote if target is None else target.nick
         message = Message(
-            nick=session.nick or "", text=text, to=to, action=action, account=session.account
+            nick=session.nick or "",
+            text=text,
+            to=to,
+            action=action,
+            notice=notice,
+            account=session.account,
         )
         self._filter(session, message)
         if relay is not None:
@@ -1026,6 +1047,8 @@ def message_frame(message: Message, **extra: Any) -> Frame:
         kind = "private"
     if message.action:
         fields["action"] = True
+    if message.notice:
+        fields["notice"] = True
     if message.account is not None:
         fields["account"] = message.account
     fields.update(extra)

@@ -113,7 +113,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
     (
         Message,
         "what filter, store and notify hooks receive",
-        ["nick", "text", "room", "to", "action", "id", "ts", "account", "private"],
+        ["nick", "text", "room", "to", "action", "notice", "id", "ts", "account", "private"],
         set(),
     ),
     (Reject, "returned by a veto hook to refuse", ["__init__"], {"reason", "code", "details"}),

@@ -492,6 +492,31 @@ def test_echo_message_server_time_and_msgid(
         alice.expect(":alice!alice@chatkit PRIVMSG jay :direct")
 
 
+def test_a_notice_stays_a_notice(connect: Callable[[], IrcClient], server: Server) -> None:
+    """NOTICE to a room or a nick reaches IRC users as NOTICE (bots never answer one),
+    JSON clients as a message with notice: true, nc users as -nick-; with echo-message the
+    sender gets its NOTICE back; a room's replay keeps it a NOTICE."""
+    alice, bob = connect(), connect()
+    alice.register("alice", caps="echo-message")
+    bob.register("bob")
+    with ChatClient(server.addresses["line"]) as json, TextClient(server.addresses["line"]) as text:
+        json.login("jay")
+        text.send_line("tex")
+        text.expect("joined #general")
+        alice.send("NOTICE #general :build is green", "NOTICE tex :ping me")
+        bob.expect(":alice!alice@chatkit NOTICE #general :build is green")
+        alice.expect(":alice!alice@chatkit NOTICE #general :build is green")  # the echo
+        frame = json.expect("message", nick="alice")
+        assert (frame["text"], frame.get("notice")) == ("build is green", True)
+        text.expect("[#general] -alice- build is green")
+        text.expect("[pm] -alice -> tex- ping me")
+        alice.send("PRIVMSG #general :and a message")
+        assert "notice" not in json.expect("message", text="and a message")
+        late = connect()
+        lines = late.register("late") + late.until("and a message")
+        assert ":alice!alice@chatkit NOTICE #general :[" in "\n".join(lines)
+
+
 def test_profanity_filters_the_same_for_every_face(make_server: Callable[..., Server]) -> None:
     """With the profanity plugin, IRC, JSON and nc users get the same masked text."""
     server = make_server(plugins=["profanity"])

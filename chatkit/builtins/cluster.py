@@ -569,6 +569,8 @@ class Cluster:
             data["to"] = message.to
         if message.action:
             data["action"] = True
+        if message.notice:
+            data["notice"] = True
         if message.account is not None:
             data["account"] = message.account
         entry = {"n": self.node, "t": "msg", "d": json.dumps(data)}
@@ -1010,6 +1012,7 @@ def _message(ident: int, data: dict[str, Any]) -> Message:
         room=data.get("room"),
         to=data.get("to"),
         action=bool(data.get("action", False)),
+        notice=bool(data.get("notice", False)),
         id=ident,
         ts=iso(ident),
         account=data.get("account"),

@@ -308,6 +308,7 @@ class Webhooks:
                 "nick": message.nick,
                 "text": message.text,
                 "action": message.action,
+                "notice": message.notice,
                 "id": message.id,
                 "ts": message.ts,
             },

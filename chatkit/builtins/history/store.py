@@ -94,10 +94,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE messages ADD COLUMN sender_account TEXT;
     ALTER TABLE messages ADD COLUMN target_account TEXT;
     """,
+    # 2 -> 3: notices (IRC's NOTICE), replayed as notices.
+    """
+    ALTER TABLE messages ADD COLUMN notice INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_COLUMNS = "id, room, nick, target, text, action, ts, sender_account"
+_COLUMNS = "id, room, nick, target, text, action, ts, sender_account, notice"
 
 
 # What the people chatting are told; the log says what went wrong.
@@ -137,6 +141,7 @@ def _row(message: Message, accounts: tuple[str | None, str | None]) -> tuple[obj
         message.ts,
         message.account if sender is None else sender,
         target,
+        int(message.notice),
     )
 
 
@@ -154,13 +159,14 @@ def _check_row(row: tuple[object, ...]) -> None:
 
 
 def _message(row: Sequence[object]) -> Message:
-    id_, room, nick, target, text, action, ts, account = row
+    id_, room, nick, target, text, action, ts, account, notice = row
     return Message(
         nick=str(nick),
         text=str(text),
         room=None if room is None else str(room),
         to=None if target is None else str(target),
         action=bool(action),
+        notice=bool(notice),
         id=int(id_),  # type: ignore[call-overload]
         ts=str(ts),
         account=None if account is None else str(account),
@@ -567,7 +573,8 @@ class MessageStore:
                 try:
                     db.executemany(
                         "INSERT INTO messages (id, conv, room, nick, target, text, action, ts,"
-                        " sender_account, target_account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " sender_account, target_account, notice)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         batch.rows,
                     )
                     db.execute("COMMIT")

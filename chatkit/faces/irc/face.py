@@ -450,12 +450,12 @@ class IrcChannel:
                 if target.startswith("#"):
                     hub.allow_input(session, Say(clean, room=target))
                     # Consecutive messages are stored in a pipeline; settle() ends it.
-                    hub.say(session, target, clean, action=action, defer=True)
+                    hub.say(session, target, clean, action=action, notice=notice, defer=True)
                 else:
                     hub.allow_input(session, Say(clean))
                     if session.unsettled:
                         hub.settle(session)  # earlier room messages go first
-                    sent = hub.private(session, target, clean, action=action)
+                    sent = hub.private(session, target, clean, action=action, notice=notice)
                     away = self._info(sent.to or target).get("away")
                     if away and not notice:  # RFC 2812: 301 to whoever messages them
                         self.send(Message(n.RPL_AWAY, (sent.to or target, str(away))))

@@ -178,23 +178,30 @@ def _privmsgs(
         ts = str(fields.get("ts", ""))
         text = f"[{ts[:10]} {ts[11:16]}] {text}"
     action = bool(fields.get("action"))
-    prefix = f":{source(sender)} PRIVMSG {target} :"
+    command = "NOTICE" if fields.get("notice") else "PRIVMSG"
+    prefix = f":{source(sender)} {command} {target} :"
     budget = MAX_LINE_BYTES - 2 - len(prefix.encode()) - (len("\x01ACTION \x01") if action else 0)
     if MULTILINE in style.caps and not action and "batch" not in tags and "\n" in text.strip():
-        return _multiline(frame, sender, target, text, budget, tags)
+        return _multiline(frame, sender, target, text, budget, tags, command)
     out = []
     for piece in split_text(text, budget):
         body = f"\x01ACTION {piece}\x01" if action else piece
-        out.append(Message("PRIVMSG", (target, body), source(sender), tags))
+        out.append(Message(command, (target, body), source(sender), tags))
     return out
 
 
 def _multiline(
-    frame: Frame, sender: str, target: str, text: str, budget: int, tags: dict[str, str]
+    frame: Frame,
+    sender: str,
+    target: str,
+    text: str,
+    budget: int,
+    tags: dict[str, str],
+    command: str = "PRIVMSG",
 ) -> list[Message]:
     """A multi-line message as one ``draft/multiline`` batch: its tags (msgid, time) on
-    the ``BATCH`` line, a PRIVMSG per line, the pieces of a line too long for one
-    PRIVMSG marked ``draft/multiline-concat``. The reference is the message id's, so
+    the ``BATCH`` line, a PRIVMSG (or NOTICE) per line, the pieces of a line too long
+    for one marked ``draft/multiline-concat``. The reference is the message id's, so
     the bytes are the same for every client of the style."""
     ref = f"ml{frame.fields.get('id') or abs(hash(text)) % 10**12}"
     who = source(sender)
@@ -208,7 +215,7 @@ def _multiline(
         pieces = split_text(line, budget) or [" "]  # an empty line inside stays a line
         for i, piece in enumerate(pieces):
             inner = {"batch": ref, **({"draft/multiline-concat": ""} if i else {})}
-            out.append(Message("PRIVMSG", (target, piece), who, inner))
+            out.append(Message(command, (target, piece), who, inner))
     out.append(Message("BATCH", (f"-{ref}",), who))
     return out
 

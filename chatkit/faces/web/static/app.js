@@ -246,7 +246,7 @@ function eventLine(view, text, ts, kind = "event") {
 }
 
 function messageLine(view, frame, nick) {
-  const kind = frame.action ? "message action" : "message";
+  const kind = frame.action ? "message action" : frame.notice ? "message notice" : "message";
   const [line, body] = lineEl(kind + (frame.history ? " history" : ""), frame.ts);
   if (frame.action) {
     body.append("* ", nickEl(nick, false), " ", String(frame.text));
