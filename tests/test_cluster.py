@@ -556,6 +556,12 @@ def test_irc_clients_see_every_node(redis_server: RedisServer, nodes: Callable[.
         assert irc_saw(b"PRIVMSG #general :hello irc")
         irc.sendall(b"PRIVMSG alice :psst\r\n")
         assert alice.expect("private", text="psst")["from"] == "bob"
+        # What kind of message it is crosses nodes too: an action, a notice.
+        irc.sendall(b"PRIVMSG #general :\x01ACTION waves\x01\r\nNOTICE #general :fyi\r\n")
+        assert alice.expect("message", text="waves").get("action") is True
+        assert alice.expect("message", text="fyi").get("notice") is True
+        alice.say("/me bows")
+        assert irc_saw(b"PRIVMSG #general :\x01ACTION bows\x01")
 
 
 def test_the_banner_names_the_node_without_the_password(
