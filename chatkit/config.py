@@ -57,6 +57,9 @@ MAX_CLIENTS = 10_000  # connections in total; each costs a file descriptor (and 
 MAX_CLIENTS_PER_ADDRESS = 20  # connections from one IP address (not loopback, by default).
 MAX_NICK_CHARS = 32  # characters in a nick; IRC's NICKLEN is typically 9 to 30.
 MAX_ROOM_CHARS = 50  # characters in a room name, "#" included (IRC's CHANNELLEN is 50).
+MAX_ROOMS = 100  # rooms one client may be in at once (IRC's CHANLIMIT; Libera allows 250,
+# ngIRCd 10): ample for a team's or a class's rooms, and it bounds what one client's joins
+# cost (each room's members, its WHOIS and /rooms lines).
 LOGIN_TIMEOUT = 30.0  # seconds a connection may take to log in.
 MAX_PENDING = 1000  # connections that have sent nothing yet. Each holds a descriptor and about
 # 2 KiB, but no thread; a client sends its hello within a round trip, so only a storm of silent
@@ -106,6 +109,8 @@ class Limits:
     """Longest nick, in characters."""
     max_room: int = MAX_ROOM_CHARS
     """Longest room name, in characters, ``#`` included."""
+    max_rooms: int = MAX_ROOMS
+    """Rooms one client may be in at once."""
     max_pending: int = MAX_PENDING
     """Connections that have not sent their first byte; past it the oldest is closed
     (``--max-pending``)."""

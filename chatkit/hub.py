@@ -483,6 +483,13 @@ class Hub:
             if _key(room) in session.rooms:
                 session.current_room = session.rooms[_key(room)]
                 return False
+            limit = self.config.limits.max_rooms
+            if len(session.rooms) >= limit:
+                raise CommandError(
+                    f"you are in {len(session.rooms)} rooms, the most one client may be in "
+                    f"(max_rooms); /part one to join {room}",
+                    "too_many_rooms",
+                )
             self._check_room_name(room)
         self._check(self.hooks.first("chatkit_allow_join", _reject, client=session, room=room))
         name = self._join(session, room)

@@ -393,6 +393,9 @@ def _json_event(obj: dict[str, Any], rules: _TextRules) -> Event:
         )
     if kind == "say":
         text = _field(obj, "text") or ""
+        if not text.strip():
+            # Nothing to show (text mode skips blank lines, IRC answers 412).
+            raise RemoteProtocolError("bad_frame", "'say' needs some text, not only blanks")
         return _say(text, _field(obj, "room", required=False), rules)
     if kind == "ping":
         return Ping()

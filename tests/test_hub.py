@@ -269,3 +269,20 @@ def test_quitting_shows_once_to_who_shared_several_rooms(
     assert leave["rooms"] == ["#general", "#dev"] and leave["reason"] == "quit: lunch"
     assert [f for f in alice.sync() if f["type"] == "leave"] == []
     nc.expect("* bob left #general, #dev (quit: lunch)")
+
+
+def test_a_client_is_in_at_most_max_rooms_rooms(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A /join beyond max_rooms is too_many_rooms; after a /part one more fits."""
+    server = chat_server_factory(max_rooms=3)
+    ann = chat_client(server, "ann")
+    for room in ("#a", "#b"):
+        ann.say(f"/join {room}")
+        ann.expect("join", nick="ann", room=room)
+    ann.say("/join #c")
+    ann.expect("error", code="too_many_rooms", text_contains="/part one to join #c")
+    ann.say("/join #a")  # one it is in already: made current, no error
+    ann.say("/part #b")
+    ann.say("/join #c")
+    ann.expect("join", nick="ann", room="#c")

@@ -173,7 +173,7 @@ def test_registration_welcomes_with_isupport_and_joins_the_default_room(
     alice = connect()
     lines = alice.register("alice")
     codes = [line.split()[1] for line in lines]
-    assert codes[:5] == ["001", "002", "003", "004", "005"]
+    assert codes[:5] == ["001", "002", "003", "004", "005"]  # (then as many 005 as it takes)
     assert lines[0] == f":{SERVER} 001 alice :Welcome to the TestNet IRC network, alice"
     isupport = " ".join(line for line in lines if " 005 " in line)
     for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "NICKLEN=32", "CHANNELLEN=50"):
@@ -248,9 +248,9 @@ def test_motd_plugin_text_is_the_motd(make_server: Callable[..., Server]) -> Non
     )
     with IrcClient(server.addresses["irc"]) as alice:
         lines = alice.register("alice")
-        codes = [line.split()[1] for line in lines]
-        assert codes[5:8] == ["375", "372", "376"]
-        assert lines[6] == f":{SERVER} 372 alice :- Hi alice"
+        codes = [line.split()[1] for line in lines if " 005 " not in line]
+        assert codes[4:7] == ["375", "372", "376"]
+        assert f":{SERVER} 372 alice :- Hi alice" in lines
         alice.send("MOTD")
         alice.expect("375")
         alice.expect(":- Hi alice")
@@ -644,3 +644,103 @@ def test_a_clients_messages_keep_their_order(
             frame = json.expect(lambda f: f["type"] in ("message", "private"))
             texts.append(frame["text"])
         assert texts == [t for i in range(5) for t in (f"room {i}", f"private {i}")]
+
+
+# -- hostile input ---------------------------------------------------------------------
+
+
+def test_text_from_irc_commands_is_cleaned_like_messages(
+    connect: Callable[[], IrcClient], server: Server
+) -> None:
+    """What an IRC client makes others read (a chat command's arguments, PART and QUIT
+    reasons, AWAY) cannot carry a terminal escape or a carriage return that forges a
+    line: control characters become U+FFFD, as in a PRIVMSG."""
+    with TextClient(server.addresses["line"]) as text:
+        text.send_line("tex")
+        text.expect("joined #general")
+        alice = connect()
+        alice.register("alice")
+        text.expect("alice joined")
+        alice.send("ME :\x1b[2Jwiped\r[#general] <tex> forged")
+        line = text.expect("* alice")
+        assert "\x1b" not in line and "\r" not in line and "\ufffd[2Jwiped" in line
+        alice.send("MSG tex :\x1b]0;title\x07 hi")
+        line = text.expect("hi")
+        assert "\x1b" not in line and "\x07" not in line
+        alice.send("JOIN #b", "PART #general :\x1b[31mred\rforged")
+        line = text.expect("alice left #general")
+        assert "\x1b" not in line and "\r" not in line
+        alice.send("JOIN #general", "QUIT :\x1b[5mblink")
+        line = text.expect("alice left")
+        assert "\x1b" not in line and "blink" in line
+
+
+def test_a_refused_topic_is_an_error_not_a_lost_connection(
+    make_server: Callable[..., Server],
+) -> None:
+    """With ``bidi = "refuse"``, a TOPIC holding a bidi control is refused (the
+    connection goes on); so is an AWAY message."""
+    server = make_server(config=Config(bidi="refuse"))
+    with IrcClient(server.addresses["irc"]) as alice:
+        alice.register("alice")
+        alice.send("TOPIC #general :hello \u202eevil")
+        alice.expect("bidirectional control characters")
+        alice.send("AWAY :gone \u202ebye")
+        alice.expect("bidirectional control characters")
+        alice.send("TOPIC #general :fine")
+        alice.expect(":alice!alice@chatkit TOPIC #general :fine")
+
+
+def test_a_multiline_batch_keeps_the_line_limit(make_server: Callable[..., Server]) -> None:
+    """A carriage return inside a batch's line is not a line break: a batch of one
+    line holding 120 CRs is one line (CRs replaced), within max_message_lines."""
+    server = make_server()
+    with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
+        jay.login("jay")
+        alice.register("alice", caps="batch draft/multiline message-tags")
+        crs = "\r".join(str(i) for i in range(120))
+        alice.send(
+            "BATCH +b1 draft/multiline #general",
+            f"@batch=b1 PRIVMSG #general :{crs}",
+            "BATCH -b1",
+        )
+        message = jay.expect("message", nick="alice")
+        assert "\n" not in message["text"] and message["text"].count("\ufffd") == 119
+
+
+def test_numbers_that_int_refuses(connect: Callable[[], IrcClient], server: Server) -> None:
+    """``²`` is a digit to Python's ``isdigit`` but not to ``int``, and ``int`` refuses
+    more than 4,300 digits: a count written so is refused as bad usage, not an internal
+    error."""
+    with ChatClient(server.addresses["line"]) as jay:
+        jay.login("jay")
+        jay.say("/history ²")
+        jay.expect("error", code="bad_usage")
+        jay.say("/history " + "9" * 5000)
+        jay.expect("error", code="bad_usage")
+    alice = connect()
+    alice.register("alice")
+    alice.send("HISTORY ²")
+    alice.expect("bad_usage")
+    alice.send("CHATHISTORY LATEST #general * ²")
+    lines = alice.sync()
+    assert not any("internal" in line or "invalid literal" in line for line in lines), lines
+
+
+def test_rooms_per_client_are_limited(make_server: Callable[..., Server]) -> None:
+    """A client in max_rooms rooms gets 405 for one more (ISUPPORT CHANLIMIT); WHOIS
+    lists its rooms in as many 319 lines as fit in 512 bytes."""
+    server = make_server(max_rooms=30)
+    with IrcClient(server.addresses["irc"]) as alice:
+        welcome = alice.register("alice")
+        assert any("CHANLIMIT=#:30" in line for line in welcome)
+        rooms = [f"#{'r' * 40}{i:02d}" for i in range(40)]
+        alice.send(*("JOIN " + ",".join(rooms[i : i + 10]) for i in range(0, 40, 10)))
+        refused = alice.expect(" 405 ")
+        assert rooms[29] in refused  # #general and 29 of these: the 30th is refused
+        alice.sync()
+        assert len(server.hub.find("alice").rooms) == 30  # type: ignore[union-attr]
+        alice.send("WHOIS alice")
+        lines = [line for line in alice.until(" 318 ") if " 319 " in line]
+        assert len(lines) > 1 and all(len(line.encode()) + 2 <= 512 for line in lines)
+        assert sum(len(line.split(" :", 1)[1].split()) for line in lines) == 30

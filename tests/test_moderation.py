@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from chatkit import Server
-from chatkit.builtins.moderation import Moderation
+from chatkit.builtins.moderation import CACHE_ENTRIES, Moderation, ModerationStore
 from chatkit.config import config_from_dict
 from chatkit.testing import ChatClient, make_config
 
@@ -62,6 +62,40 @@ def test_ban_and_mute(chat_server_factory: Factory, chat_client: Connect) -> Non
     ann.expect("notice", text_contains="unmuted")
     bob.say("hello!")
     assert ann.expect("message", nick="bob")["text"] == "hello!"
+
+
+def test_a_room_keeps_at_most_max_masks_bans_and_mutes(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Past max_masks bans (and, apart, mutes) a room refuses one more
+    (too_many_masks); a mask longer than any client's is bad usage."""
+    server = chat_server_factory(config=moderated(max_masks=2), disable=["flood"])
+    ann = chat_client(server, "ann")
+    for mask in ("b1", "b2"):
+        ann.say(f"/ban {mask}")
+        ann.expect("notice", text=f"ann banned {mask}!*@*")
+    ann.say("/ban b3")
+    ann.expect("error", code="too_many_masks")
+    ann.say("/mute m1")
+    ann.expect("notice", text="ann muted m1!*@*")
+    ann.say("/unban b1")
+    ann.expect("notice", text="ann unbanned b1!*@*")
+    ann.say("/ban b3")
+    ann.expect("notice", text="ann banned b3!*@*")
+    ann.say("/ban " + "x" * 200)
+    ann.expect("error", code="bad_usage", text_contains="at most 111 characters")
+
+
+def test_the_cache_of_rooms_asked_about_is_bounded(tmp_path: Path) -> None:
+    """Any client may ask about any room's modes (before login too); the store's cache
+    of what it read stays within CACHE_ENTRIES, and still answers right."""
+    store = ModerationStore(tmp_path / "m.sqlite3")
+    store.add("bans", "#kept", "x!*@*")
+    for i in range(CACHE_ENTRIES * 2):
+        assert store.rows("mutes", f"#r{i}") == []
+        assert len(store._cache) <= CACHE_ENTRIES
+    assert store.rows("bans", "#kept") == ["x!*@*"]
+    store.close()
 
 
 def test_op_and_deop(chat_server_factory: Factory, chat_client: Connect) -> None:

@@ -138,6 +138,9 @@ def test_say_frames() -> None:
         b'{"type": "hello", "nick": 5}',
         b'{"type": "say", "text": ["x"]}',
         b'{"type": "say", "text": "x", "room": 3}',
+        b'{"type": "say", "text": ""}',
+        b'{"type": "say", "text": " \\r\\n\\t "}',
+        b'{"type": "say"}',
         b"[1, 2]",
         b"[" * 4000 + b"]" * 4000,
         b'{"type": "say", "text": ' + b"[" * 4000 + b"]" * 4000 + b"}",
@@ -145,7 +148,8 @@ def test_say_frames() -> None:
     ],
 )
 def test_bad_json_frames_are_bad_frame(line: bytes) -> None:
-    """Malformed JSON, wrong types, unknown types and deep nesting all give bad_frame."""
+    """Malformed JSON, wrong types, unknown types, deep nesting and a say with nothing
+    to show all give bad_frame."""
     p = ServerProtocol()
     p.receive_data(b'{"type":"ping"}\n' + line + b'\n{"type":"ping"}\n')
     assert events(p) == [Ping(), "bad_frame", Ping()]

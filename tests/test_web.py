@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -124,6 +125,39 @@ def test_other_methods_are_405(server: Server) -> None:
     assert response.getheader("Allow") == "GET, HEAD"
 
 
+def test_pipelined_requests_get_the_first_answered(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two requests in one write: the first is answered (Connection: close), the
+    second ignored, the connection closed; nothing fails on the server."""
+    sock = socket.create_connection(server.addresses["web"], timeout=TIMEOUT)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /app.js HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    assert data.startswith(b"HTTP/1.1 200 ") and data.count(b"HTTP/1.1 ") == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_bad_frame_right_behind_the_upgrade_is_a_400(server: Server) -> None:
+    """An upgrade request and a frame with a reserved opcode in one packet: no
+    upgrade, but a 400 that says why (not a WebSocket frame before any response)."""
+    host, port = server.addresses["web"]
+    sock = socket.create_connection((host, port), timeout=TIMEOUT)
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Origin: http://%s:%d\r\n\r\n\x83\x80abcd" % (host.encode(), port, host.encode(), port)
+    )
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert b"WebSocket protocol error" in data.split(b"\r\n\r\n", 1)[1]
+
+
 def test_not_http_is_closed(server: Server) -> None:
     """Bytes that are not an HTTP request get the connection closed."""
     sock = socket.create_connection(server.addresses["web"], timeout=TIMEOUT)
@@ -229,6 +263,17 @@ def test_not_json_is_bad_frame(web: Callable[..., WebClient]) -> None:
     assert alice.expect("error")["code"] == "bad_frame"
     alice.say("still here")
     alice.expect("message", text="still here")
+
+
+def test_empty_and_blank_messages_are_bad_frame(web: Callable[..., WebClient]) -> None:
+    """An empty text message, or a say of blanks, gets bad_frame; nothing is sent."""
+    alice = web("alice")
+    alice.ws.send("")
+    assert alice.expect("error")["code"] == "bad_frame"
+    alice.say("  \n ")
+    assert alice.expect("error")["code"] == "bad_frame"
+    alice.say("now")
+    assert alice.expect("message")["text"] == "now"
 
 
 def test_json_with_line_breaks_is_one_frame(web: Callable[..., WebClient]) -> None:

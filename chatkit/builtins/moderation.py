@@ -60,13 +60,16 @@ from chatkit import (
     check_settings,
     fold,
     hookimpl,
+    number_setting,
 )
 
 __all__ = ["Moderation", "ModerationStore", "matches"]
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("db", "operators", "server_operators")
+SETTINGS = ("db", "max_masks", "operators", "server_operators")
+MAX_MASKS = 100  # bans, and mutes, a room keeps at most (IRC's MAXLIST; Libera's is 100 too):
+# each is matched against every join (bans) or message (mutes) in the room.
 SERVER = "*"  # the "room" of server-wide bans (/gline) in the bans table
 
 SCHEMA = """
@@ -109,6 +112,11 @@ def full_mask(mask: str) -> str:
     return mask
 
 
+CACHE_ENTRIES = 4096
+"""(table, room) pairs :class:`ModerationStore` keeps in memory at most (rooms in use,
+more than any server holds at once; emptied when full)."""
+
+
 class ModerationStore:
     """Operators, bans and mutes per room (folded), in one SQLite file; any thread."""
 
@@ -137,6 +145,10 @@ class ModerationStore:
                 found = self._db.execute(
                     f"SELECT {column} FROM {table} WHERE room = ? ORDER BY 1", (room,)
                 ).fetchall()
+                if len(self._cache) >= CACHE_ENTRIES:
+                    # Any client may ask about any room name (a modes request, before
+                    # login too): start over rather than grow without a bound.
+                    self._cache.clear()
                 cached = self._cache[table, room] = [row[0] for row in found]
         return cached
 
@@ -197,6 +209,8 @@ class Moderation:
         """Room (folded) to the accounts named in ``operators``."""
         self.server_operators: set[str] = set()
         """Accounts named in ``server_operators``."""
+        self.max_masks = MAX_MASKS
+        """Bans a room keeps at most, and mutes (``max_masks``)."""
         self._server: Server | None = None  # set at chatkit_server_start
 
     @hookimpl(trylast=True)
@@ -213,6 +227,7 @@ class Moderation:
         if not isinstance(server_ops, list) or not all(isinstance(a, str) for a in server_ops):
             raise UsageError("moderation: server_operators must be a list of accounts")
         self.server_operators = {fold(a) for a in server_ops}
+        self.max_masks = int(number_setting("moderation", settings, "max_masks", MAX_MASKS, 1))
         self.store = ModerationStore(_db_path(config))
 
     @hookimpl
@@ -482,7 +497,18 @@ class Moderation:
         if len(words) != 1:
             raise ctx.usage_error()
         mask = full_mask(words[0])
+        limits = ctx.hub.config.limits
+        longest = 2 * limits.max_nick + 47  # NICK!ACCOUNT@ADDRESS, an IPv6 address at most
+        if add and len(mask) > longest:
+            raise CommandError(f"a mask is at most {longest} characters", "bad_usage")
         if add:
+            if len(self._store.rows(table, fold(room))) >= self.max_masks:
+                raise CommandError(
+                    f"{room} has {self.max_masks} {table} already, the most it keeps "
+                    f"(max_masks); remove one first",
+                    "too_many_masks",
+                    target=room,
+                )
             self._store.add(table, fold(room), fold(mask))
             self._act(ctx, room, f"{what} {mask}", mode, mask)
         elif self._store.remove(table, fold(room), fold(mask)):

@@ -272,8 +272,9 @@ class History:
     def history_command(self, ctx: CommandContext) -> None:
         words = ctx.args.split()
         limit = self.page
-        if words and words[-1].isdigit():
-            limit = int(words.pop())
+        if words and words[-1].isdecimal():
+            digits = words.pop()  # (isdecimal, not isdigit: "²" is a digit int() refuses)
+            limit = int(digits) if len(digits) <= 9 else self.max_page + 1
         if len(words) > 1 or not 1 <= limit <= self.max_page:
             raise CommandError(
                 f"usage: /history [#ROOM|NICK] [N], N from 1 to {self.max_page}", "bad_usage"

@@ -14,6 +14,7 @@ frames naming the IRC command and target, which the protocol turns into numerics
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -34,6 +35,7 @@ from chatkit.faces.irc.message import Message
 from chatkit.faces.irc.protocol import (
     CAPABILITIES,
     CHATHISTORY_CAP,
+    MAX_NAMES_LINE,
     Authenticate,
     Closed,
     Command,
@@ -74,6 +76,7 @@ MAX_TARGETS = 4  # targets of one PRIVMSG, NOTICE or KICK (ISUPPORT TARGMAX); mo
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
 MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
+MAX_MASKS = 100  # the moderation plugin's max_masks unless configured: ISUPPORT MAXLIST
 CHAN_MODES = "n"  # what every chat room is, in IRC's terms: no messages from outside (and,
 # without moderation, no +t: any member sets the topic)
 FLAG_MODES = {"invite_only": "i", "moderated": "m", "topic_ops": "t", "locked": "M"}
@@ -155,6 +158,7 @@ class IrcFace:
             # "ascii" ([ and { differ), and clients know no better name for the rest.
             "CASEMAPPING=ascii",
             "CHANMODES=bq,,,iMmnt" if moderation_on(hub) else "CHANMODES=,,,nt",
+            f"CHANLIMIT=#:{limits.max_rooms}",
             f"CHANNELLEN={limits.max_room}",
             "CHANTYPES=#",
             f"NETWORK={self.network}",
@@ -164,6 +168,8 @@ class IrcFace:
             f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},KICK:{MAX_TARGETS}",
             "UTF8ONLY",
         ]
+        if moderation_on(hub):
+            tokens.append(f"MAXLIST=bq:{masks_limit(hub)}")
         if history_on(hub):
             tokens.append(f"CHATHISTORY={history_limit(hub)}")
             tokens.append("MSGREFTYPES=msgid,timestamp")
@@ -189,6 +195,12 @@ def history_on(hub: Hub) -> bool:
 def moderation_on(hub: Hub) -> bool:
     """Whether the moderation plugin (or one with its commands) is on: ``MODE`` changes."""
     return hub.commands.get("op") is not None and hub.commands.get("topicops") is not None
+
+
+def masks_limit(hub: Hub) -> int:
+    """Bans (and mutes) a room keeps at most: the moderation plugin's ``max_masks``."""
+    value = hub.config.plugin_settings("moderation").get("max_masks", MAX_MASKS)
+    return value if isinstance(value, int) and value > 0 else MAX_MASKS
 
 
 def history_limit(hub: Hub) -> int:
@@ -361,7 +373,9 @@ class IrcChannel:
     def register(self, event: Register) -> None:
         hub, session = self.hub, self.session
         fields: dict[str, Any] = {} if event.password is None else {"password": event.password}
-        session.data["irc"]["realname"] = event.realname
+        # Refused text (bidi = "refuse"): WHO and WHOIS show the nick, as for an empty one.
+        with contextlib.suppress(CommandError):
+            session.data["irc"]["realname"] = self._text(event.realname)
         self._modes(hub.config.default_room)  # its operators, for the names list
         try:
             hub.allow_input(session, Hello(event.nick, fields=fields))
@@ -382,7 +396,8 @@ class IrcChannel:
         if self.hub.commands.get(name) is None or not self.session.logged_in:
             self.send(Message(n.ERR_UNKNOWNCOMMAND, (command, "Unknown command")))
             return
-        line = f"/{name} {' '.join(params)}".rstrip()
+        # Its arguments reach others (/me, /msg, a kick's reason): cleaned as messages are.
+        line = self._text(f"/{name} {' '.join(params)}".rstrip())
         self.hub.allow_input(self.session, Say(line, command=True))
         self.hub.run_command(self.session, line, None)
 
@@ -406,6 +421,18 @@ class IrcChannel:
             except CommandError as exc:
                 self.session.error(exc.code, exc.text, irc_command="KICK", **exc.details)
 
+    def _text(self, text: str) -> str:
+        """``text`` that others will read (a reason, a topic, a command's arguments, an
+        away message), as message text is: formatting codes removed, control characters
+        replaced (a terminal escape, a carriage return that would forge a line), bidi
+        controls as the ``bidi`` setting says. Raises :class:`CommandError` (``bad_text``)
+        if that setting refuses them."""
+        plain = text if text.isprintable() else _FORMATTING.sub("", text)
+        try:
+            return clean_text(plain, bidi=self.hub.config.bidi)
+        except RemoteProtocolError as exc:
+            raise CommandError(exc.text, exc.code) from None
+
     def _input(self, line: str) -> None:
         """Count a line against the input limits (flood), as the line face does."""
         self.hub.allow_input(self.session, Say(line, command=line.startswith("/")))
@@ -413,7 +440,10 @@ class IrcChannel:
     # -- commands ------------------------------------------------------------------------
 
     def quit(self, params: tuple[str, ...]) -> None:
-        reason = params[0] if params and params[0] else ""
+        try:
+            reason = self._text(params[0]) if params and params[0] else ""
+        except CommandError:
+            reason = ""  # refused text: the client leaves all the same, without it
         text = f"Quit: {reason}" if reason else "Client Quit"
         self.session.send(Frame("irc_close", text=text))
         self.session.disconnect(f"quit: {reason}" if reason else "quit")
@@ -510,7 +540,10 @@ class IrcChannel:
             )
             return
         open_.command = command
-        open_.lines.append((params[1], "draft/multiline-concat" in message.tags))
+        # A carriage return inside a line is a control character, as in any PRIVMSG;
+        # not a line break, which would let a batch pass max_message_lines.
+        line = params[1].replace("\r", "\ufffd")
+        open_.lines.append((line, "draft/multiline-concat" in message.tags))
         open_.size += len(params[1].encode()) + 1
         if open_.size > limits.max_line:
             self._multiline, self._dropping = None, open_.ref
@@ -549,7 +582,11 @@ class IrcChannel:
             self.send(Message(n.ERR_NEEDMOREPARAMS, ("PART", "Not enough parameters")))
             return
         self._input(f"/part {params[0]}")
-        reason = params[1] if len(params) > 1 and params[1] else "part"
+        try:
+            reason = self._text(params[1]) if len(params) > 1 and params[1] else "part"
+        except CommandError as exc:
+            self.fail("PART", params[0], exc)
+            return
         for room in params[0].split(","):
             if room:
                 self._part(room, reason)
@@ -648,8 +685,19 @@ class IrcChannel:
         ]
         key = names.fold(nick)
         rooms = [("@" if key in self._operators(r) else "") + r for r in found.rooms.values()]
-        if rooms:
-            lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(rooms))))
+        # As many rooms a line as fit in IRC's 512 bytes (someone in many long-named rooms).
+        head = len(f":{self.face.server_name} {n.RPL_WHOISCHANNELS} {nick} {nick} :".encode())
+        line: list[str] = []
+        size = head
+        for room in rooms:
+            cost = len(room.encode()) + 1
+            if line and size + cost > MAX_NAMES_LINE:
+                lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(line))))
+                line, size = [], head
+            line.append(room)
+            size += cost
+        if line:
+            lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(line))))
         lines.append(Message(n.RPL_WHOISSERVER, (nick, self.face.server_name, "chatkit")))
         if info.get("oper"):
             lines.append(Message(n.RPL_WHOISOPERATOR, (nick, "is an IRC operator")))
@@ -690,9 +738,8 @@ class IrcChannel:
                 self.send(*_topic_lines(topic))
             return
         self._input(f"/topic {room}")
-        text = clean_text(_FORMATTING.sub("", params[1]), bidi=self.hub.config.bidi)
         try:
-            self.hub.set_topic(self.session, room, text)
+            self.hub.set_topic(self.session, room, self._text(params[1]))
         except CommandError as exc:
             self.fail("TOPIC", room, exc)
 
@@ -827,7 +874,7 @@ class IrcChannel:
                 arg = args.pop(0)
             line = f"/{command.format(room=room)}" if not arg else f"/{command} {room} {arg}"
             try:
-                self.hub.run_command(self.session, line, room)
+                self.hub.run_command(self.session, self._text(line), room)
             except CommandError as exc:
                 target = arg if exc.code == "no_such_nick" else room
                 self.fail("MODE", target, exc)
@@ -839,7 +886,11 @@ class IrcChannel:
     def away(self, params: tuple[str, ...]) -> None:
         info = self.session.data["irc"]
         if params and params[0]:
-            info["away"] = params[0][:MAX_AWAY_CHARS]
+            try:
+                info["away"] = self._text(params[0][:MAX_AWAY_CHARS])
+            except CommandError as exc:
+                self.session.error(exc.code, exc.text, irc_command="AWAY")
+                return
             self.send(Message(n.RPL_NOWAWAY, ("You have been marked as being away",)))
         else:
             info["away"] = None
@@ -920,7 +971,7 @@ class IrcChannel:
             points = [
                 None if sub == "LATEST" and p == "*" else _point(p) for p in params[2 : wanted[sub]]
             ]
-            limit = int(limit_text) if limit_text.isdigit() else 0
+            limit = int(limit_text) if limit_text.isdecimal() else 0
             if limit < 1:
                 raise ValueError(limit_text)
         except ValueError as exc:
@@ -973,7 +1024,7 @@ class IrcChannel:
             if not all(p.startswith("timestamp=") for p in params[:2]):
                 raise ValueError(params[0] if not params[0].startswith("timestamp=") else params[1])
             first, second = _point(params[0]), _point(params[1])
-            limit = int(params[2]) if params[2].isdigit() else 0
+            limit = int(params[2]) if params[2].isdecimal() else 0
             if limit < 1:
                 raise ValueError(params[2])
         except ValueError as exc:
@@ -1075,7 +1126,7 @@ def _point(selector: str) -> tuple[int, int]:
     """
     kind, _, value = selector.partition("=")
     if kind == "msgid":
-        if not value.isdigit() or not 0 < int(value) <= MAX_ID:
+        if not value.isdecimal() or not 0 < int(value) <= MAX_ID:
             raise ValueError(selector)
         return int(value), int(value)
     if kind == "timestamp":

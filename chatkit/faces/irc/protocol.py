@@ -329,7 +329,7 @@ class IrcProtocol:
             if not self.registered:
                 self._negotiating = True
             offered = self.capabilities
-            if not (len(params) > 1 and params[1].isdigit() and int(params[1]) >= 302):
+            if not (len(params) > 1 and params[1].isdecimal() and int(params[1]) >= 302):
                 offered = tuple(cap.split("=", 1)[0] for cap in offered)  # values: 302 on
             self._replies.append(self._cap_line("LS", " ".join(offered)))
         elif sub == "LIST":

@@ -224,6 +224,10 @@ class WebChannel:
             replies = bool(protocol.writes)  # a pong, a close reply, an HTTP error
         for event in events:
             if isinstance(event, Request):
+                if self._answered:
+                    # A pipelined request after the first: that one's response said
+                    # Connection: close, and the server closes once it is sent.
+                    continue
                 self._request(event)
                 replies = True
             elif isinstance(event, WsFrame):
@@ -232,6 +236,13 @@ class WebChannel:
                 return False
         if not data:
             return False  # the client closed the connection
+        if failed is not None and not self.upgraded:
+            # Bytes after a plain request (a pipelined second one), read as frames: the
+            # first request was answered; the connection ends, with no WebSocket frame.
+            if replies:
+                self._flush()
+            self.session.disconnect("bad HTTP request")
+            return False
         if failed is not None:
             self._failed(failed)
             return False
@@ -272,9 +283,21 @@ class WebChannel:
                 response = static.respond(
                     self.face.files, request.method, request.path, etags[0] if etags else None
                 )
-            protocol.send_response(response)
-            self.upgraded = response.status_code == 101
+            raw: bytes | None = None
+            if protocol.eof_sent:
+                # The parser failed on bytes after this request (a pipelined request,
+                # or a bad frame right behind an upgrade) and closed: answer this one
+                # all the same, but never upgrade.
+                if response.status_code == 101:
+                    text = f"WebSocket protocol error: {protocol.parser_exc}"
+                    response = static.error_response(400, "Bad Request", text)
+                raw = response.serialize()
+            else:
+                protocol.send_response(response)
+                self.upgraded = response.status_code == 101
             self._answered = True
+        if raw is not None:
+            self.session.send(Frame(_RAW, data=raw))
         if not self.upgraded and protocol.handshake_exc is not None:
             address = self.link.address
             log.info("refused a WebSocket from %s:%s: %s", *address, protocol.handshake_exc)
@@ -318,6 +341,10 @@ class WebChannel:
                 self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
             self._flush()
             session.disconnect("bad encoding")
+            return
+        if not payload.strip():
+            # (A blank line is nothing to the line protocol: it would go unanswered.)
+            session.error("bad_frame", "an empty message is not a JSON frame")
             return
         # JSON's whitespace may hold line breaks; the line protocol must see one line.
         protocol = self.json.protocol
