@@ -284,6 +284,7 @@ class Connection:
         self._scheduled = False  # in the writer's ready queue, or waiting for POLLOUT
         self._finishing = False  # close once the queue is sent
         self._aborting = False  # shut down now, queue or not
+        self._lost = False  # a send failed: the client is gone, what it sent is still read
         self._blocked = False  # the socket was full at the last send: waiting for POLLOUT
         self._over_since: float | None = None  # since when _blocked with over max_sendq queued
         self._cipher = b""  # TLS: encrypted bytes the socket did not take yet (counted in
@@ -299,8 +300,11 @@ class Connection:
 
     @property
     def finishing(self) -> bool:
-        """True once the connection is being closed; the reader stops reading then."""
-        return self._finishing or self._aborting
+        """True once the connection is being closed; the reader stops reading then.
+
+        Not for a connection :meth:`lose` ended: its reader acts on what the client sent
+        before it went, up to the end of the stream."""
+        return self._finishing or (self._aborting and not self._lost)
 
     @property
     def queued_bytes(self) -> int:
@@ -338,6 +342,15 @@ class Connection:
         """Shut the socket down now, unsent data or not; the reader then retires it."""
         self.writer.abort(self, reason)
         self.shutdown()
+
+    def lose(self, reason: str) -> None:
+        """The client is gone (a send failed: it closed, or reset the connection):
+        nothing more is sent, but its reader still acts on every line the client sent
+        before, buffered or still in the socket (a script's ``printf 'bot\nhi\n' | nc
+        -q0`` closes as soon as it has written them), then sees the end of the stream.
+        Writer thread."""
+        self._lost = True  # before the abort: the reader must never see it finishing
+        self.abort(reason)
 
     def shutdown(self, *, read_only: bool = False) -> None:
         """Shut the socket down (both ways), unless already closed; never blocks.
@@ -840,7 +853,7 @@ class Writer:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            conn.abort(f"connection lost ({getattr(exc, 'strerror', None) or exc})")
+            conn.lose(f"connection lost ({getattr(exc, 'strerror', None) or exc})")
             self._unwait(conn)
             return
         self.sends += 1

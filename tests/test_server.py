@@ -633,3 +633,20 @@ def test_a_huge_idle_park_means_never(chat_server_factory: Factory, chat_client:
     bob.say("hi")
     assert alice.expect("message", nick="bob")["text"] == "hi"
     assert server.parked == 0 and server.readers_resumed == 0
+
+
+def test_lines_sent_before_a_client_closes_are_all_acted_on(
+    chat_server_factory: Callable[..., Server], chat_client: Callable[..., ChatClient]
+) -> None:
+    """A script that writes its lines and closes at once (``printf 'bot\\nhi\\n' | nc
+    -q0``): the server's sends to it fail (it reset the connection) while its lines
+    wait to be read, and every one of them is still acted on."""
+    server = chat_server_factory()
+    watch = chat_client(server, "watch")
+    for i in range(30):  # a replay at each login: more to send to a client that is gone
+        watch.say(f"earlier {i}")
+    watch.sync()
+    for i in range(40):
+        with socket.create_connection(server.address) as sock:
+            sock.sendall(f"bot{i}\nhello {i}\n".encode())
+        watch.expect("message", nick=f"bot{i}", text=f"hello {i}")
