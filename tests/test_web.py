@@ -158,6 +158,17 @@ def test_a_bad_frame_right_behind_the_upgrade_is_a_400(server: Server) -> None:
     assert b"WebSocket protocol error" in data.split(b"\r\n\r\n", 1)[1]
 
 
+def test_a_request_with_a_body_is_405(server: Server) -> None:
+    """POST with a body (which the HTTP parser does not read) is 405, as other methods."""
+    sock = socket.create_connection(server.addresses["web"], timeout=TIMEOUT)
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    assert data.startswith(b"HTTP/1.1 405 ") and b"Allow: GET, HEAD" in data
+
+
 def test_not_http_is_closed(server: Server) -> None:
     """Bytes that are not an HTTP request get the connection closed."""
     sock = socket.create_connection(server.addresses["web"], timeout=TIMEOUT)

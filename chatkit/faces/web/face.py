@@ -253,7 +253,14 @@ class WebChannel:
             return not protocol.close_expected()
         if protocol.handshake_exc is not None and not self._answered:
             # Not HTTP (or a request line or header too long, which the protocol
-            # answered itself): nothing more will come of it.
+            # answered itself): nothing more will come of it. A request with a body
+            # (which websockets' parser refuses) is a method this port never allows.
+            if _has_body(protocol.handshake_exc):
+                response = static.error_response(
+                    405, "Method Not Allowed", "a request with a body is not allowed here"
+                )
+                response.headers["Allow"] = "GET, HEAD"
+                self.session.send(Frame(_RAW, data=response.serialize()))
             self.session.disconnect("bad HTTP request")
             return False
         # A page's file was sent; the browser closes the connection once it has read
@@ -378,3 +385,10 @@ class WebChannel:
         # before the close frame the protocol has queued.
         self.session.send(Frame(_RAW, data=error.encode(WEB_CODEC)))
         self.session.disconnect("protocol error")
+
+
+def _has_body(exc: Exception) -> bool:
+    """Whether websockets refused a request for its body (``Content-Length`` other than
+    0, or ``Transfer-Encoding``: its parser reads no body)."""
+    cause = exc.__cause__
+    return isinstance(cause, NotImplementedError) or "request body" in str(cause)
