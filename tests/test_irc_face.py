@@ -744,3 +744,19 @@ def test_rooms_per_client_are_limited(make_server: Callable[..., Server]) -> Non
         lines = [line for line in alice.until(" 318 ") if " 319 " in line]
         assert len(lines) > 1 and all(len(line.encode()) + 2 <= 512 for line in lines)
         assert sum(len(line.split(" :", 1)[1].split()) for line in lines) == 30
+
+
+def test_replies_naming_what_a_client_sent_stay_well_formed(
+    connect: Callable[[], IrcClient],
+) -> None:
+    """Empty names and a leading ':' in WHOIS, WHOWAS and NAMES are echoed as '*': every
+    reply keeps its parameters (no empty middle one, none added)."""
+    alice = connect()
+    alice.register("alice")
+    alice.send("WHOIS ,", "WHOWAS ,", "NAMES ,,,", "WHOIS ::x")
+    lines = alice.sync()
+    assert lines
+    for line in lines:
+        head = line.split(" :", 1)[0] if not line.startswith(":") else line[1:].split(" :", 1)[0]
+        assert "  " not in head and not head.endswith(" "), line
+    assert f":{SERVER} 401 alice * :No such nick/channel" in lines

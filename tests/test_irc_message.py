@@ -96,6 +96,10 @@ def test_the_longest_line_passes() -> None:
         (Message("PRIVMSG", ("#a", ":)")), "PRIVMSG #a ::)"),
         (Message("001", ("ann", "Welcome")), "001 ann Welcome"),
         (Message("CAP", ("*", "LS", "a b")), "CAP * LS :a b"),
+        # A middle parameter that cannot be one (a name a client sent, echoed) is *.
+        (Message("401", ("ann", "", "No such nick")), "401 ann * :No such nick"),
+        (Message("401", ("ann", ":x", "No such nick")), "401 ann * :No such nick"),
+        (Message("401", ("ann", "a b", "No such nick")), "401 ann * :No such nick"),
         (
             Message("TAGMSG", ("#a",), "s", {"time": "t", "x": "a b;c\\", "flag": ""}),
             r"@time=t;x=a\sb\:c\\;flag :s TAGMSG #a",

@@ -80,8 +80,10 @@ class Message:
     def line(self, trailing: bool = False) -> str:
         """The message as one line, without CR-LF. The last parameter is sent as a
         trailing one (``:text``) when it must be (empty, a space, a leading ``:``),
-        or always with ``trailing`` (text, by convention); every other one must be a
-        middle one."""
+        or always with ``trailing`` (text, by convention). Every other one must be a
+        middle one; one that cannot be (empty, a space, a leading ``:``: a name a client
+        sent, echoed in a reply) is sent as ``*``, so that no client's input can make a
+        reply malformed or add parameters to it."""
         parts: list[str] = []
         if self.tags:
             parts.append(
@@ -96,7 +98,10 @@ class Message:
         parts.append(self.command)
         if self.params:
             *middle, last = self.params
-            parts.extend(middle)
+            parts.extend(
+                "*" if not param or " " in param or param.startswith(":") else param
+                for param in middle
+            )
             if trailing or not last or " " in last or last.startswith(":"):
                 parts.append(f":{last}")
             else:
