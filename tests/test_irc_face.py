@@ -760,3 +760,23 @@ def test_replies_naming_what_a_client_sent_stay_well_formed(
         head = line.split(" :", 1)[0] if not line.startswith(":") else line[1:].split(" :", 1)[0]
         assert "  " not in head and not head.endswith(" "), line
     assert f":{SERVER} 401 alice * :No such nick/channel" in lines
+
+
+def test_tagmsg_relays_client_only_tags_to_irc_users_who_take_them(
+    connect: Callable[[], IrcClient],
+) -> None:
+    """A typing notification (``@+typing=active TAGMSG #room``) reaches the room's IRC
+    users with message-tags, not those without, nor the sender without echo-message;
+    to a nick likewise; to a room one is not in, 404. Never 421."""
+    alice, bob, carol = connect(), connect(), connect()
+    alice.register("alice", caps="message-tags")
+    bob.register("bob", caps="message-tags")
+    carol.register("carol")
+    alice.send("@+typing=active;server-only=x TAGMSG #general")
+    assert bob.expect("TAGMSG") == "@+typing=active :alice!alice@chatkit TAGMSG #general"
+    alice.send("@+typing=paused TAGMSG bob")
+    assert bob.expect("TAGMSG") == "@+typing=paused :alice!alice@chatkit TAGMSG bob"
+    alice.send("@+typing=active TAGMSG #elsewhere")
+    alice.expect(" 404 ")
+    assert not [line for line in alice.sync() if "TAGMSG" in line or " 421 " in line]
+    assert not [line for line in carol.sync() if "TAGMSG" in line]

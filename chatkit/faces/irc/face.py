@@ -77,6 +77,8 @@ MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
 MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
 MAX_MASKS = 100  # the moderation plugin's max_masks unless configured: ISUPPORT MAXLIST
+MESSAGE_TAGS = "message-tags"  # the capability TAGMSG needs, sender's and recipients'
+ECHO_MESSAGE = "echo-message"
 CHAN_MODES = "n"  # what every chat room is, in IRC's terms: no messages from outside (and,
 # without moderation, no +t: any member sets the topic)
 FLAG_MODES = {"invite_only": "i", "moderated": "m", "topic_ops": "t", "locked": "M"}
@@ -258,7 +260,8 @@ class IrcChannel:
         self._ops: dict[str, set[str]] = {}  # room to its operators (folded), as last asked
         self.modes: set[str] = set()
         """The client's user modes (only ``i``, which changes nothing here)."""
-        session.data["irc"] = {"realname": "", "away": None}
+        # caps: the protocol's live set, for other IRC sessions to see who takes TAGMSG.
+        session.data["irc"] = {"realname": "", "away": None, "caps": self.protocol.caps}
 
     # -- the Channel interface -----------------------------------------------------------
 
@@ -340,6 +343,9 @@ class IrcChannel:
             "batch" in message.tags and (self._multiline is not None or self._dropping)
         ):
             self.batch(message)
+            return
+        if command == "TAGMSG":
+            self.tagmsg(message)
             return
         handler = _HANDLERS.get(command)
         try:
@@ -555,6 +561,46 @@ class IrcChannel:
 
     def _batch_fail(self, code: str, *context: str, text: str) -> None:
         self.send(Message("FAIL", ("BATCH", code, *context, text), self.face.server_name))
+
+    def tagmsg(self, message: Message) -> None:
+        """``@+typing=active TAGMSG #room`` (IRCv3 ``message-tags``): the client-only
+        tags (``+`` keys: a typing notification, a reaction) go at once to the target's
+        IRC users who negotiated ``message-tags`` (and back to the sender with
+        ``echo-message``); no other face has a way to show them. They are not stored,
+        nor ordered with the room's messages (a notification may pass a message in
+        flight), and a TAGMSG without client-only tags does nothing."""
+        params, session = message.params, self.session
+        if not session.logged_in:
+            self.send(Message(n.ERR_NOTREGISTERED, ("You have not registered",)))
+            return
+        if not params or not params[0]:
+            self.send(Message(n.ERR_NORECIPIENT, ("No recipient given (TAGMSG)",)))
+            return
+        tags = {k: v for k, v in message.tags.items() if k.startswith("+") and len(k) > 1}
+        if not tags or MESSAGE_TAGS not in self.protocol.caps:
+            return
+        target = params[0]
+        self._input(f"/tagmsg {target}")  # counts against the flood limit as a line
+        if target.startswith("#"):
+            if names.fold(target) not in session.rooms:
+                self.send(Message(n.ERR_CANNOTSENDTOCHAN, (target, "Cannot send to channel")))
+                return
+            target = self._room_name(target)
+            found = (self.hub.find(nick) for nick in self.hub.who(target) or [])
+            recipients = [s for s in found if s is not None]
+        else:
+            other = self.hub.find(target)
+            if other is None or other.nick is None:
+                self.send(Message(n.ERR_NOSUCHNICK, (target, "No such nick/channel")))
+                return
+            target = other.nick
+            recipients = [other, session]
+        echo = ECHO_MESSAGE in self.protocol.caps
+        line = Message("TAGMSG", (target,), self._source(), tags)
+        for recipient in {s.id: s for s in recipients}.values():
+            caps = recipient.data.get("irc", {}).get("caps", ())
+            if MESSAGE_TAGS in caps and (recipient is not session or echo):
+                recipient.send(Frame("irc", messages=[line]))
 
     def notice(self, params: tuple[str, ...]) -> None:
         self.privmsg(params, "NOTICE")
