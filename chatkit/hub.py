@@ -235,6 +235,8 @@ class Hub:
         since start (a metric; under the lock)."""
         self.logins = 0
         """Logins since start (a metric; under the lock)."""
+        self.peak = 0
+        """The most sessions logged in at once since start (IRC's ``LUSERS``; under the lock)."""
         self.messages = 0
         """Messages (room and private) accepted since start (a metric; under the lock)."""
 
@@ -409,6 +411,7 @@ class Hub:
             session.nick = nick
             session.welcomed = True
             self.logins += 1
+            self.peak = max(self.peak, len(self._sessions))
             wake = session.push(welcome)
         # What a plugin sends at login (a message of the day) comes before the
         # room's join and replay, as on IRC: welcome, MOTD, join, replay. The writer

@@ -104,6 +104,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "deliveries",
             "logins",
             "messages",
+            "peak",
             # a relay's side (docs/cluster.md): set and called by the cluster builtin
             "deliver",
             "relay",

@@ -399,6 +399,8 @@ def test_queries(connect: Callable[[], IrcClient]) -> None:
     alice.expect(f":{SERVER} 371 alice :chatkit ")
     alice.expect(f":{SERVER} 374 alice :End of /INFO list.")
     alice.expect(f":{SERVER} 251 alice :There are 2 users")
+    alice.expect(f":{SERVER} 265 alice 2 2 :Current local users 2, max 2")
+    alice.expect(f":{SERVER} 266 alice 2 2 :Current global users 2, max 2")
     alice.expect(f":{SERVER} 422 alice :")
 
 

@@ -988,11 +988,19 @@ class IrcChannel:
 
     def lusers(self, params: tuple[str, ...]) -> None:
         users = len(self.hub.sessions())
+        peak = str(max(self.hub.peak, users))
         rooms = len(self.hub.rooms())
         self.send(
             Message(n.RPL_LUSERCLIENT, (f"There are {users} users and 0 invisible on 1 servers",)),
             Message(n.RPL_LUSERCHANNELS, (str(rooms), "channels formed")),
             Message(n.RPL_LUSERME, (f"I have {users} clients and 0 servers",)),
+            # One server: its local users are the network's.
+            Message(
+                n.RPL_LOCALUSERS, (str(users), peak, f"Current local users {users}, max {peak}")
+            ),
+            Message(
+                n.RPL_GLOBALUSERS, (str(users), peak, f"Current global users {users}, max {peak}")
+            ),
         )
 
     def chathistory(self, params: tuple[str, ...]) -> None:
