@@ -284,7 +284,9 @@ def test_registration_closed_and_by_invitation(
     bob.expect("error", code="registration_closed")
 
     db = tmp_path / "accounts.sqlite3"
-    invite = chat_server_factory(config=accounts_config(registration="invite", db=str(db)))
+    invite = chat_server_factory(
+        config=accounts_config(registration="invite", db=str(db), max_invites=3)
+    )
     plugin(invite)._store.invite("alice", "root")  # the first account: by the operator
     alice, bob = chat_client(invite, "alice"), chat_client(invite, "bob")
     bob.say(f"/register {PASSWORD}")
@@ -293,6 +295,20 @@ def test_registration_closed_and_by_invitation(
     alice.say("/vouch bob")
     alice.expect("reply", command="vouch")
     register(bob)
+    alice.say("/vouch #room")
+    alice.expect("error", code="bad_nick")
+    for i in range(3):  # (bob's is used up: he registered)
+        alice.say(f"/vouch friend{i}")
+        alice.expect("reply", command="vouch")
+    alice.say("/vouch onemore")
+    alice.expect("error", code="too_many_invites")
+    bob.say("/vouch carol")  # bob's own invitations: a budget of their own
+    bob.expect("reply", command="vouch")
+    with_open = chat_server_factory(config=accounts_config())
+    dave = chat_client(with_open, "dave")
+    register(dave)
+    dave.say("/vouch erin")  # nothing to vouch for: anyone may register
+    dave.expect("error", code="bad_usage", text_contains="registration is open")
 
 
 @pytest.mark.parametrize(
@@ -362,6 +378,20 @@ def test_throttle_forgets_after_success_and_bounds_its_delay() -> None:
     assert throttle.wait("k", 100.0) == 4.0
     throttle.succeed("k")
     assert throttle.wait("k", 100.0) == 0.0
+
+
+def test_attempts_at_once_count_before_any_has_failed() -> None:
+    """Forty guesses at the same moment (forty connections): an attempt counts as a
+    failure from its start, so the free ones and one more pass, the rest wait; a right
+    password takes its own attempt back."""
+    throttle = Throttle(free=3, delay=1.0, max_delay=4.0)
+    assert sum(throttle.attempt("k", 100.0) == 0 for _ in range(40)) == 4
+    assert throttle.wait("k", 100.0) == 1.0
+    other = Throttle(free=1, delay=1.0, max_delay=4.0)
+    for _ in range(5):  # right passwords, one after another: never a wait
+        assert other.attempt("a", 100.0) == 0
+        other.undo("a")
+    assert other.wait("a", 100.0) == 0
 
 
 def test_grace_renames_a_client_that_does_not_identify(

@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import http.server
 import json
+import logging
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from chatkit import Config, Server
+from chatkit.builtins import webhooks
 from chatkit.testing import ChatClient, wait_until
 
 SECRET = "s3cret"
@@ -295,3 +298,107 @@ def test_bad_settings_stop_the_start(chat_server_factory: Callable[..., Server])
     for settings, error in cases:
         with pytest.raises(UsageError, match=error):
             webhooks_server(chat_server_factory, settings)
+
+
+def raw_exchange(server: Server, request: bytes, *, wait: float = 10.0) -> bytes:
+    """Send ``request`` on one connection to the incoming endpoint; all it answers, to
+    the end of the connection."""
+    sock = socket.create_connection(webhooks_plugin(server).incoming, timeout=wait)
+    sock.sendall(request)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    finally:
+        sock.close()
+    return data
+
+
+def test_hostile_http_gets_a_clear_answer_and_the_connection_closed(
+    chat_server_factory: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused request's body is never read as another request (no smuggling past a
+    proxy); a negative, doubled or chunked length, a token that is not ASCII, JSON too
+    deep to parse and other methods each get their JSON error, and nothing is logged as
+    an error."""
+    server = webhooks_server(
+        chat_server_factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
+    )
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    inner = (
+        b"POST /rooms/general/messages HTTP/1.1\r\nAuthorization: Bearer T0KEN\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 8\r\n\r\nsmuggled"
+    )
+    for head in (b"POST /rooms/general/messages", b"POST /nope"):
+        answer = raw_exchange(
+            server, head + b" HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(inner), inner)
+        )
+        assert answer.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in answer
+    auth = b"Authorization: Bearer T0KEN\r\n"
+    cases = [
+        (b"Content-Length: -1\r\n", b"411"),
+        (b"Content-Length: 3\r\nContent-Length: 3\r\n", b"400"),
+        (b"Transfer-Encoding: chunked\r\n", b"400"),
+    ]
+    for headers, status in cases:
+        answer = raw_exchange(
+            server, b"POST /rooms/general/messages HTTP/1.1\r\n" + auth + headers + b"\r\nabc"
+        )
+        assert answer.startswith(b"HTTP/1.1 " + status), answer
+    answer = raw_exchange(
+        server,
+        b"POST /rooms/general/messages HTTP/1.1\r\nAuthorization: Bearer \xc3\xa9\xff\r\n"
+        b"Content-Length: 0\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 401")
+    deep = b"[" * 60000
+    answer = raw_exchange(
+        server,
+        b"POST /rooms/general/messages HTTP/1.1\r\n" + auth + b"Content-Type: application/json"
+        b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(deep), deep),
+    )
+    assert answer.startswith(b"HTTP/1.1 400")
+    for method in (b"PUT", b"DELETE", b"HEAD"):
+        answer = raw_exchange(server, method + b" /rooms/general/messages HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 405"), answer
+    assert post(server, "general", b'{"text": "still here"}')[0] == 201
+    assert alice.expect("message", nick="ci")["text"] == "still here"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_incoming_connections_are_limited_and_time_out(
+    chat_server_factory: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past max_connections an incoming connection is closed at once; a silent one is
+    closed after REQUEST_TIMEOUT, freeing its place."""
+    monkeypatch.setattr(webhooks._Handler, "timeout", 0.5)
+    server = webhooks_server(
+        chat_server_factory,
+        {"incoming": {"port": 0, "max_connections": 2, "tokens": {"ci": "T0KEN"}}},
+    )
+    address = webhooks_plugin(server).incoming
+    idle = [socket.create_connection(address, timeout=10) for _ in range(2)]
+    for sock in idle:
+        sock.sendall(b"POST / HTTP/1.1\r\n")  # and then nothing
+    wait_until(lambda: raw_exchange(server, b"GET / HTTP/1.1\r\n\r\n") == b"", 10, "a refusal")
+    for sock in idle:
+        assert sock.recv(100) == b""  # timed out: closed by the server
+        sock.close()
+    assert post(server, "general", b'{"text": "room again"}')[0] == 201
+
+
+def test_a_start_that_fails_after_configure_stops_at_once() -> None:
+    """When another plugin fails the start after this one bound its port, stopping
+    closes the port and returns (it waited for a serve_forever that never began)."""
+    plugin = webhooks.Webhooks()
+    config = Config()
+    config.plugin_config["webhooks"] = {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
+    plugin.chatkit_configure(config)
+    assert plugin.incoming is not None
+    stopping = threading.Thread(target=plugin.chatkit_server_stop, daemon=True)
+    stopping.start()
+    stopping.join(10)
+    assert not stopping.is_alive()
+    with socket.socket() as probe:  # the port is free again
+        probe.bind(plugin.incoming)

@@ -28,6 +28,7 @@ import hmac
 import http.server
 import json
 import logging
+import sys
 import threading
 import time
 import urllib.error
@@ -62,6 +63,8 @@ BACKOFF = 1.0  # seconds before the first retry; doubles each time
 TIMEOUT = 10.0  # seconds a POST may take
 MAX_QUEUE = 1000  # events waiting per URL
 MAX_BODY = 64 * 1024  # bytes of an incoming request's body
+MAX_CONNECTIONS = 64  # incoming connections at once (each holds a thread): beyond, refused
+REQUEST_TIMEOUT = 10.0  # seconds an incoming connection may wait for a client's next bytes
 
 # HTTP status for the chat's refusals of an incoming post (others: 400).
 _STATUS = {
@@ -223,7 +226,8 @@ class Webhooks:
         self.tokens: dict[str, str] = {}  # token -> nick
         self.incoming: tuple[str, int] | None = None
         """Where the incoming endpoint listens (``host``, ``port``), once started."""
-        self._httpd: http.server.ThreadingHTTPServer | None = None
+        self._httpd: _HttpServer | None = None
+        self._serving = False  # serve_forever started: shutdown() waits for it to end
         self._server: Server | None = None
         self._bots: dict[str, _Bot] = {}
         self._bots_lock = threading.Lock()  # guards _bots (HTTP handler threads)
@@ -246,7 +250,7 @@ class Webhooks:
             return
         if not isinstance(incoming, dict):
             raise UsageError("webhooks: incoming must be a table")
-        check_settings("webhooks", incoming, ["host", "port", "tokens"])
+        check_settings("webhooks", incoming, ["host", "max_connections", "port", "tokens"])
         tokens = incoming.get("tokens", {})
         if not isinstance(tokens, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and v for k, v in tokens.items()
@@ -256,8 +260,9 @@ class Webhooks:
         host = incoming.get("host", "127.0.0.1")
         port = int(number_setting("webhooks", incoming, "port", 0, 0))
         handler = type("Handler", (_Handler,), {"plugin": self})
+        most = int(number_setting("webhooks", incoming, "max_connections", MAX_CONNECTIONS, 1))
         try:
-            self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
+            self._httpd = _HttpServer((host, port), handler, most)
         except OSError as exc:
             raise UsageError(f"webhooks: cannot listen on {host}:{port}: {exc.strerror}") from None
         self._httpd.daemon_threads = True
@@ -271,6 +276,7 @@ class Webhooks:
             hook.thread = threading.Thread(target=hook.run, name="chatkit-webhook", daemon=True)
             hook.thread.start()
         if self._httpd is not None and self.incoming is not None:
+            self._serving = True
             threading.Thread(
                 target=self._httpd.serve_forever, name="chatkit-webhooks-http", daemon=True
             ).start()
@@ -279,7 +285,8 @@ class Webhooks:
     @hookimpl
     def chatkit_server_stop(self) -> None:
         if self._httpd is not None:
-            self._httpd.shutdown()
+            if self._serving:  # (shutdown() waits for a serve_forever that never began)
+                self._httpd.shutdown()
             self._httpd.server_close()
         with self._bots_lock:
             bots, self._bots = list(self._bots.values()), {}
@@ -416,52 +423,120 @@ def _first_error(frames: list[dict[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
+class _HttpServer(http.server.ThreadingHTTPServer):
+    """The incoming endpoint's server: at most ``most`` connections at once (each holds a
+    thread; one more is closed at once), errors logged, not printed."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler], most: int) -> None:
+        super().__init__(address, handler)
+        self.most = most
+        self._warned = -60.0  # when the last refusal was logged (monotonic)
+        # Counts the connections being served; process_request never waits on it.
+        self._slots = threading.BoundedSemaphore(most)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            now = time.monotonic()
+            if now - self._warned < 60:  # one line a minute, whatever the storm
+                self.shutdown_request(request)
+                return
+            self._warned = now
+            log.warning(
+                "webhooks: %d connections at once (max_connections); refused one", self.most
+            )
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (a broken pipe, a reset, a timeout) is no error of ours.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("webhooks: connection from %s ended: %s", client_address, exc)
+        else:
+            log.error("webhooks: request from %s failed", client_address, exc_info=True)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     """``POST /rooms/NAME/messages``; every other request gets a JSON error."""
 
     plugin: Webhooks
     server_version = f"chatkit/{__version__}"
     protocol_version = "HTTP/1.1"
+    timeout = REQUEST_TIMEOUT  # (StreamRequestHandler: the socket's timeout)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("webhooks: %s " + format, self.address_string(), *args)
 
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
+    def _answer(self, status: int, body: dict[str, Any], *, close: bool = False) -> None:
+        """Send ``body`` as JSON; ``close``: end the connection after it (a refusal that
+        left the request's body unread, which must never be read as the next request)."""
         data = json.dumps(body, ensure_ascii=False).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
-    def do_GET(self) -> None:
-        self._answer(405, {"error": "method_not_allowed", "text": "POST a message"})
+    def _not_allowed(self) -> None:
+        self._answer(405, {"error": "method_not_allowed", "text": "POST a message"}, close=True)
+
+    do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
 
     def do_POST(self) -> None:
         parts = urllib.parse.urlsplit(self.path).path.split("/")
         if len(parts) != 4 or parts[1] != "rooms" or parts[3] != "messages" or not parts[2]:
-            self._answer(404, {"error": "not_found", "text": "POST /rooms/NAME/messages"})
+            text = "POST /rooms/NAME/messages"
+            self._answer(404, {"error": "not_found", "text": text}, close=True)
             return
         room = urllib.parse.unquote(parts[2])
         room = room if room.startswith("#") else "#" + room
         auth = self.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
         nick = next(
-            (n for t, n in self.plugin.tokens.items() if hmac.compare_digest(t, token)), None
+            (
+                n
+                for t, n in self.plugin.tokens.items()
+                # As bytes: compare_digest refuses str with non-ASCII characters.
+                if hmac.compare_digest(t.encode(), token.encode("utf-8", "surrogateescape"))
+            ),
+            None,
         )
         if not token or nick is None:
-            self._answer(401, {"error": "unauthorized", "text": "send Authorization: Bearer TOKEN"})
+            text = "send Authorization: Bearer TOKEN"
+            self._answer(401, {"error": "unauthorized", "text": text}, close=True)
             return
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self._answer(411, {"error": "length_required", "text": "send a Content-Length"})
+        lengths = self.headers.get_all("Content-Length") or []
+        if "Transfer-Encoding" in self.headers or len(lengths) > 1:
+            text = "send one Content-Length and no Transfer-Encoding"
+            self._answer(400, {"error": "bad_request", "text": text}, close=True)
             return
+        value = lengths[0].strip() if lengths else ""
+        if not (value.isascii() and value.isdigit()):
+            text = "send a Content-Length (a number of bytes)"
+            self._answer(411, {"error": "length_required", "text": text}, close=True)
+            return
+        length = int(value)
         if length > MAX_BODY:
-            self._answer(413, {"error": "too_large", "text": f"at most {MAX_BODY} bytes"})
-            self.close_connection = True
+            text = f"at most {MAX_BODY} bytes"
+            self._answer(413, {"error": "too_large", "text": text}, close=True)
             return
         body = self.rfile.read(length)
+        if len(body) < length:  # the client closed (or timed out) before the end
+            self.close_connection = True
+            return
         try:
             if self.headers.get_content_type() == "application/json":
                 text = json.loads(body)["text"]
@@ -469,7 +544,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 text = body.decode("utf-8")
             if not isinstance(text, str) or not text.strip():
                 raise ValueError("no text")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
             self._answer(
                 400, {"error": "bad_request", "text": 'send {"text": "..."} or UTF-8 text'}
             )

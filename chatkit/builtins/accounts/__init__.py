@@ -59,6 +59,7 @@ from chatkit import (
     hookimpl,
     number_setting,
     skeleton,
+    valid_nick,
 )
 from chatkit.builtins.accounts.store import Account, AccountStore
 
@@ -76,6 +77,8 @@ MAX_TRACKED = 100_000  # counters kept at most: a flood of addresses cannot fill
 MAX_HASHING = 4  # argon2 hashes computed at once (each takes 64 MiB and ~50 ms): a crowd of
 # logins waits its turn instead of exhausting memory
 GUEST_PREFIX = "Guest"
+MAX_INVITES = 20  # invitations (/vouch) one account has open at once: each is a row kept until
+# the nick registers
 _FREE = object()  # client.data["accounts"] from chatkit_allow_login: no account to check
 
 SETTINGS = (
@@ -87,6 +90,7 @@ SETTINGS = (
     "free_failures_per_address",
     "delay",
     "max_delay",
+    "max_invites",
 )
 
 
@@ -128,19 +132,47 @@ class Throttle:
             entry = self._failures.get(key)
         return 0.0 if entry is None else max(0.0, entry[1] - now)
 
+    def attempt(self, key: str, now: float) -> float:
+        """Begin an attempt of ``key``: the seconds it must still wait (0: none), or, if
+        it need not, count the attempt as a failure at once (:meth:`undo` it if it
+        succeeds). One step under the lock, so that attempts at the same moment (many
+        connections, each with a guess) cannot all pass before any has failed."""
+        with self._lock:
+            entry = self._failures.get(key)
+            wait = 0.0 if entry is None else max(0.0, entry[1] - now)
+            if wait == 0:
+                self._fail(key, now)
+            return wait
+
+    def undo(self, key: str) -> None:
+        """Take back the failure :meth:`attempt` counted (the attempt succeeded)."""
+        with self._lock:
+            entry = self._failures.get(key)
+            if entry is None:
+                return
+            count, until, last = entry
+            if count <= 1:
+                del self._failures[key]
+            else:
+                self._failures[key] = (count - 1, until if count - 1 > self.free else 0.0, last)
+
     def fail(self, key: str, now: float) -> None:
         """Count a failure of ``key``."""
         with self._lock:
-            count, _, last = self._failures.get(key, (0, 0.0, now))
-            if now - last > FORGET_AFTER:
-                count = 0
-            count += 1
-            until = now
-            if count > self.free:
-                until = now + min(self.max_delay, self.delay * 2 ** min(count - self.free - 1, 60))
-            if len(self._failures) >= MAX_TRACKED:
-                self._forget(now)
-            self._failures[key] = (count, until, now)
+            self._fail(key, now)
+
+    def _fail(self, key: str, now: float) -> None:
+        assert self._lock.locked()
+        count, _, last = self._failures.get(key, (0, 0.0, now))
+        if now - last > FORGET_AFTER:
+            count = 0
+        count += 1
+        until = now
+        if count > self.free:
+            until = now + min(self.max_delay, self.delay * 2 ** min(count - self.free - 1, 60))
+        if len(self._failures) >= MAX_TRACKED:
+            self._forget(now)
+        self._failures[key] = (count, until, now)
 
     def succeed(self, key: str) -> None:
         """Forget ``key``'s failures."""
@@ -200,6 +232,7 @@ class Accounts:
         per_address = number_setting(
             "accounts", settings, "free_failures_per_address", FREE_FAILURES_PER_ADDRESS, 0
         )
+        self.max_invites = int(number_setting("accounts", settings, "max_invites", MAX_INVITES, 1))
         self.by_account = Throttle(free, delay, max_delay)
         self.by_address = Throttle(int(per_address), delay, max_delay)
         self.store = AccountStore(accounts_db(config))
@@ -227,7 +260,13 @@ class Accounts:
         now = time.monotonic()
         address = f"address {client.address[0]}"
         name = f"account {account.name}"
-        wait = max(self.by_account.wait(name, now), self.by_address.wait(address, now))
+        # Each attempt counts as a failure from its start (the throttles' attempt()),
+        # undone if the password is right.
+        wait = self.by_account.attempt(name, now)
+        if wait == 0:
+            wait = self.by_address.attempt(address, now)
+            if wait > 0:
+                self.by_account.undo(name)
         if wait > 0:
             retry = math.ceil(wait * 1000) / 1000
             return Reject(
@@ -239,12 +278,10 @@ class Accounts:
             with self._hashing:
                 self.hasher.verify(account.hash, password)
         except (VerificationError, InvalidHashError):
-            now = time.monotonic()  # hashing took a while: the delay starts now
-            self.by_account.fail(name, now)
-            self.by_address.fail(address, now)
             log.info("failed login for account %s from %s", account.nick, client.address[0])
             return Reject(f"wrong password for {account.nick}", "bad_password")
         self.by_account.succeed(name)
+        self.by_address.undo(address)
         if self.hasher.check_needs_rehash(account.hash):
             self._store.set_hash(account.name, self._hash(password))
         return None
@@ -482,9 +519,23 @@ class Accounts:
         nick = ctx.args.strip()
         if not nick or " " in nick:
             raise ctx.usage_error()
+        if self.registration != "invite":
+            raise CommandError(
+                f"registration is {self.registration} here: /vouch is for registration = invite",
+                "bad_usage",
+            )
+        problem = valid_nick(nick, ctx.hub.config.limits.max_nick)
+        if problem:
+            raise CommandError(f"bad nick {nick!r}: {problem}", "bad_nick")
         account = self._own(ctx)
         existing = self._registered(nick)
         if existing is not None:
             raise CommandError(self._taken(nick, existing), "nick_registered")
+        if self._store.invites_by(account.name) >= self.max_invites:
+            raise CommandError(
+                f"you have {self.max_invites} invitations open, the most one account may "
+                "(max_invites); they are used up as the nicks register",
+                "too_many_invites",
+            )
         self._store.invite(fold(nick), account.name)
         ctx.reply(f"{nick} may register now")

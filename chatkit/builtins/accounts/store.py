@@ -176,6 +176,14 @@ class AccountStore:
                 (name, inviter, time.time()),
             )
 
+    def invites_by(self, inviter: str) -> int:
+        """How many invitations account ``inviter`` has open."""
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM invites WHERE inviter = ?", (inviter,)
+            ).fetchone()
+        return int(count)
+
     def invited(self, name: str) -> bool:
         """Whether nick ``name`` (folded) was invited to register."""
         with self._lock:
