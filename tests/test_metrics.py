@@ -15,8 +15,9 @@ import pytest
 from conftest import CHATKIT, ServeProcess
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatkit import Server
-from chatkit.testing import ChatClient
+from chatkit import Config, Server
+from chatkit.builtins import metrics
+from chatkit.testing import ChatClient, wait_until
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -135,3 +136,32 @@ def test_a_metrics_port_in_use_stops_serve_with_status_2() -> None:
         )
     assert result.returncode == 2
     assert f"metrics: cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_the_metrics_port_bounds_its_connections(
+    chat_server_factory: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past max_connections a connection to /metrics is closed at once; a silent one is
+    closed after its timeout, and scrapes work again."""
+    monkeypatch.setattr(metrics._Handler, "timeout", 0.5)
+    config = Config()
+    config.plugin_config["metrics"] = {"port": 0, "max_connections": 2}
+    server = chat_server_factory(["metrics"], config=config)
+    plugin = server.pluginmanager.get_plugin("metrics")
+    assert plugin is not None and plugin.address is not None
+    address = plugin.address
+    idle = [socket.create_connection(address, timeout=10) for _ in range(2)]
+    for sock in idle:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n")  # and then nothing
+
+    def refused() -> bool:
+        with socket.create_connection(address, timeout=10) as probe:
+            probe.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            return probe.recv(100) == b""
+
+    wait_until(refused, 10, "a refusal")
+    for sock in idle:
+        assert sock.recv(100) == b""  # timed out: closed by the server
+        sock.close()
+    scraped = scrape(f"http://{address[0]}:{address[1]}/metrics")
+    assert "chatkit_logged_in" in scraped

@@ -17,11 +17,13 @@ than the plain integer increments it did before this plugin existed.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeHistogramMetricFamily,
@@ -32,10 +34,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from chatkit import Config, UsageError, check_settings, hookimpl, number_setting
+from chatkit.builtins.http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, Bounded
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from chatkit import Server
 
 log = logging.getLogger(__name__)
@@ -189,14 +190,15 @@ class Metrics:
         self.port = 0
         self.address: tuple[str, int] | None = None
         """Where ``/metrics`` is served, once started."""
-        self._httpd: WSGIServer | None = None
+        self._httpd: _MetricsServer | None = None
         self._thread: threading.Thread | None = None
         self._collector = ServerCollector()
 
     @hookimpl
     def chatkit_configure(self, config: Config) -> None:
         settings = config.plugin_settings("metrics")
-        check_settings("metrics", settings, ["host", "port"])
+        check_settings("metrics", settings, ["host", "max_connections", "port"])
+        most = int(number_setting("metrics", settings, "max_connections", MAX_CONNECTIONS, 1))
         self.port = int(number_setting("metrics", settings, "port", 0, 0))
         host = settings.get("host", HOST)
         if not isinstance(host, str):
@@ -208,15 +210,23 @@ class Metrics:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self._collector)
         try:
-            self._httpd, self._thread = start_http_server(
-                self.port, addr=self.host, registry=registry
+            # The host's own family (an IPv6 address too), as prometheus_client does.
+            family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0][0]
+            server = type("MetricsServer", (_MetricsServer,), {"address_family": family})
+            self._httpd = make_server(
+                self.host, self.port, make_wsgi_app(registry), server, _Handler
             )
         except OSError as exc:
             raise UsageError(
                 f"metrics: cannot listen on {self.host}:{self.port}: {exc.strerror}"
             ) from None
-        host, port = self._httpd.server_address[:2]
-        self.address = (str(host), int(port))
+        self._httpd.bound(most, "metrics")
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="chatkit-metrics", daemon=True
+        )
+        self._thread.start()
+        bound: tuple[Any, ...] = tuple(self._httpd.server_address)
+        self.address = (str(bound[0]), int(bound[1]))
         log.info("metrics on http://%s:%d/metrics", *self.address)
 
     @hookimpl
@@ -230,3 +240,14 @@ class Metrics:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+
+class _MetricsServer(Bounded, WSGIServer):
+    """``/metrics``' server (see :class:`~chatkit.builtins.http_server.Bounded`)."""
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = REQUEST_TIMEOUT  # (StreamRequestHandler: the socket's timeout)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # a scrape every few seconds: nothing to log

@@ -28,7 +28,6 @@ import hmac
 import http.server
 import json
 import logging
-import sys
 import threading
 import time
 import urllib.error
@@ -51,6 +50,7 @@ from chatkit import (
     hookimpl,
     number_setting,
 )
+from chatkit.builtins.http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, Bounded
 
 if TYPE_CHECKING:
     from chatkit import Server
@@ -63,8 +63,6 @@ BACKOFF = 1.0  # seconds before the first retry; doubles each time
 TIMEOUT = 10.0  # seconds a POST may take
 MAX_QUEUE = 1000  # events waiting per URL
 MAX_BODY = 64 * 1024  # bytes of an incoming request's body
-MAX_CONNECTIONS = 64  # incoming connections at once (each holds a thread): beyond, refused
-REQUEST_TIMEOUT = 10.0  # seconds an incoming connection may wait for a client's next bytes
 
 # HTTP status for the chat's refusals of an incoming post (others: 400).
 _STATUS = {
@@ -262,7 +260,8 @@ class Webhooks:
         handler = type("Handler", (_Handler,), {"plugin": self})
         most = int(number_setting("webhooks", incoming, "max_connections", MAX_CONNECTIONS, 1))
         try:
-            self._httpd = _HttpServer((host, port), handler, most)
+            self._httpd = _HttpServer((host, port), handler)
+            self._httpd.bound(most, "webhooks")
         except OSError as exc:
             raise UsageError(f"webhooks: cannot listen on {host}:{port}: {exc.strerror}") from None
         self._httpd.daemon_threads = True
@@ -423,46 +422,8 @@ def _first_error(frames: list[dict[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
-class _HttpServer(http.server.ThreadingHTTPServer):
-    """The incoming endpoint's server: at most ``most`` connections at once (each holds a
-    thread; one more is closed at once), errors logged, not printed."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: type[_Handler], most: int) -> None:
-        super().__init__(address, handler)
-        self.most = most
-        self._warned = -60.0  # when the last refusal was logged (monotonic)
-        # Counts the connections being served; process_request never waits on it.
-        self._slots = threading.BoundedSemaphore(most)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            now = time.monotonic()
-            if now - self._warned < 60:  # one line a minute, whatever the storm
-                self.shutdown_request(request)
-                return
-            self._warned = now
-            log.warning(
-                "webhooks: %d connections at once (max_connections); refused one", self.most
-            )
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that went away (a broken pipe, a reset, a timeout) is no error of ours.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):
-            log.debug("webhooks: connection from %s ended: %s", client_address, exc)
-        else:
-            log.error("webhooks: request from %s failed", client_address, exc_info=True)
+class _HttpServer(Bounded, http.server.HTTPServer):
+    """The incoming endpoint's server (see :class:`~chatkit.builtins.http_server.Bounded`)."""
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -1,0 +1,69 @@
+"""The HTTP servers of the builtins' own ports (the webhooks' incoming endpoint,
+``/metrics``): the standard library's threading servers, with a bound on connections at
+once and errors logged rather than printed.
+
+These ports are not the chat's: the server's per-address limits do not reach them, so
+each connection holds a thread of its own. :class:`Bounded` closes one more at once past
+``most``, and a handler's ``timeout`` (:data:`REQUEST_TIMEOUT`) closes a silent one.
+"""
+
+from __future__ import annotations
+
+import logging
+import socketserver
+import sys
+import threading
+import time
+from typing import Any
+
+__all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT", "Bounded"]
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 64  # connections at once on one such port (each holds a thread)
+REQUEST_TIMEOUT = 10.0  # seconds a connection may wait for its client's next bytes
+
+
+class Bounded(socketserver.ThreadingMixIn):
+    """A thread per connection, at most :attr:`most` at once; put it first in the bases
+    of a ``TCPServer`` subclass and call :meth:`bound` before serving."""
+
+    daemon_threads = True
+    most = MAX_CONNECTIONS
+    """Connections served at once; one more is closed without an answer."""
+    label = "http"
+    """The port's name in the log."""
+
+    def bound(self, most: int, label: str) -> None:
+        self.most, self.label = most, label
+        # Counts the connections being served; process_request never waits on it.
+        self._slots = threading.BoundedSemaphore(most)
+        self._warned = -60.0  # when the last refusal was logged (monotonic)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            now = time.monotonic()
+            if now - self._warned >= 60:  # one line a minute, whatever the storm
+                self._warned = now
+                log.warning(
+                    "%s: %d connections at once (max_connections); refusing more",
+                    self.label,
+                    self.most,
+                )
+            self.shutdown_request(request)  # type: ignore[attr-defined]
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (a broken pipe, a reset, a timeout) is no error of ours.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("%s: connection from %s ended: %s", self.label, client_address, exc)
+        else:
+            log.error("%s: request from %s failed", self.label, client_address, exc_info=True)
