@@ -3,6 +3,7 @@ signatures and retries; messages posted over HTTP reach real chat clients."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.server
@@ -402,3 +403,37 @@ def test_a_start_that_fails_after_configure_stops_at_once() -> None:
     assert not stopping.is_alive()
     with socket.socket() as probe:  # the port is free again
         probe.bind(plugin.incoming)
+
+
+def test_a_receiver_that_answers_slowly_is_cut_at_the_timeout(
+    chat_server_factory: Callable[..., Server],
+) -> None:
+    """``timeout`` bounds the whole POST: a receiver that sends its answer a byte at a
+    time (each read within the socket's timeout) is cut when it is up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                if stop.wait(0.2):
+                    return
+                with contextlib.suppress(OSError):
+                    conn.send(bytes([byte]))
+
+    threading.Thread(target=trickle, daemon=True).start()
+    url = "http://{}:{}/hook".format(*listener.getsockname())
+    settings = {"outgoing": [{"url": url, "retries": 0, "timeout": 0.5}]}
+    server = webhooks_server(chat_server_factory, settings)
+    hook = webhooks_plugin(server).hooks[0]
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    alice.say("slowly")
+    try:
+        wait_until(lambda: hook.failed == 1, 5, "the POST cut at its timeout")
+        assert hook.delivered == 0
+    finally:
+        stop.set()
+        listener.close()

@@ -23,11 +23,15 @@ Off by default: ``plugins = ["webhooks"]`` and a ``[plugins.webhooks]`` table
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import hmac
+import http.client
 import http.server
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.error
@@ -160,8 +164,14 @@ class Hook:
             if attempt:
                 delay *= 2
             request = urllib.request.Request(self.url, body, headers, method="POST")
+            # The socket's timeout bounds each read; the deadline bounds the whole POST
+            # (a receiver answering a byte a second would pass every read's timeout).
+            sockets = _Sockets()
+            deadline = threading.Timer(self.timeout, sockets.shut)
+            deadline.daemon = True
+            deadline.start()
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with sockets.opener.open(request, timeout=self.timeout) as response:
                     response.read()
                 self.delivered += 1
                 return
@@ -171,8 +181,12 @@ class Hook:
                     self.failed += 1
                     return
                 problem = f"HTTP {exc.code}"
-            except (OSError, urllib.error.URLError) as exc:
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
                 problem = str(getattr(exc, "reason", exc))
+                if sockets.shut_down:
+                    problem = f"no answer within {self.timeout:g} s"
+            finally:
+                deadline.cancel()
             log.info(
                 "webhook %s: %s (attempt %d of %d)",
                 self.url,
@@ -420,6 +434,61 @@ def _first_error(frames: list[dict[str, Any]]) -> tuple[str, str] | None:
         if frame.get("type") == "error":
             return str(frame.get("code")), str(frame.get("text"))
     return None
+
+
+class _Sockets:
+    """An opener (urllib's, proxies and HTTPS included) whose connections' sockets can
+    be shut down from another thread: the deadline of one POST."""
+
+    def __init__(self) -> None:
+        self.sockets: list[socket.socket] = []
+        self.shut_down = False
+        # Synchronize shut() (the deadline's timer thread) with connect() (the worker).
+        self._lock = threading.Lock()
+        track = self
+
+        class Http(urllib.request.HTTPHandler):
+            def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+                return self.do_open(functools.partial(_Tracked, track), req)
+
+        class Https(urllib.request.HTTPSHandler):
+            def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+                return self.do_open(functools.partial(_TrackedTls, track), req)
+
+        self.opener = urllib.request.build_opener(Http, Https)
+
+    def connect(self, *args: Any, **kwargs: Any) -> socket.socket:
+        """``socket.create_connection``, the socket kept to be shut down."""
+        sock = socket.create_connection(*args, **kwargs)
+        with self._lock:
+            self.sockets.append(sock)
+            if self.shut_down:  # the deadline passed while it connected
+                sock.shutdown(socket.SHUT_RDWR)
+        return sock
+
+    def shut(self) -> None:
+        """Shut down every socket (the worker's blocked read ends with an error)."""
+        with self._lock:
+            self.shut_down = True
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Tracked(http.client.HTTPConnection):
+    """A connection whose TCP socket ``track`` knows (before any TLS handshake)."""
+
+    def __init__(self, track: _Sockets, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = track.connect  # (what connect() opens the socket with)
+
+
+class _TrackedTls(http.client.HTTPSConnection):
+    """:class:`_Tracked` over TLS."""
+
+    def __init__(self, track: _Sockets, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = track.connect
 
 
 class _HttpServer(Bounded, http.server.HTTPServer):
