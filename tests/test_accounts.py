@@ -17,7 +17,7 @@ from test_irc_face import SERVER, IrcClient
 from webclient import WebClient
 
 from chatkit import Config, Server, UsageError
-from chatkit.builtins.accounts import Accounts, Throttle
+from chatkit.builtins.accounts import Accounts, Budget, Throttle
 from chatkit.builtins.accounts.store import MIGRATIONS, AccountStore
 from chatkit.config import config_from_dict
 from chatkit.faces.irc import IrcFace
@@ -378,6 +378,27 @@ def test_throttle_forgets_after_success_and_bounds_its_delay() -> None:
     assert throttle.wait("k", 100.0) == 4.0
     throttle.succeed("k")
     assert throttle.wait("k", 100.0) == 0.0
+
+
+def test_password_checks_per_address_are_budgeted(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Each password check (an argon2 hash) takes one of the address's
+    max_checks_per_minute, right passwords too: one more is auth_throttled, with
+    retry_after, unhashed."""
+    server = chat_server_factory(config=accounts_config(max_checks_per_minute=2))
+    alice = chat_client(server, "alice")
+    register(alice)  # one
+    alice.say(f"/identify alice {PASSWORD}")  # two
+    alice.expect("reply", command="identify")
+    alice.say(f"/identify alice {PASSWORD}")
+    refused = alice.expect("error", code="auth_throttled")
+    assert "password checks" in refused["text"] and 0 < refused["retry_after"] <= 30
+    budget = Budget(per_minute=60)
+    assert all(budget.take("a", 100.0) == 0 for _ in range(60))
+    assert budget.take("a", 100.0) == pytest.approx(1.0)
+    assert budget.take("b", 100.0) == 0  # another address: its own budget
+    assert budget.take("a", 101.0) == 0  # a second later: one more
 
 
 def test_attempts_at_once_count_before_any_has_failed() -> None:

@@ -74,6 +74,9 @@ DELAY = 1.0  # seconds of the first delay, doubled by each further failure
 MAX_DELAY = 300.0  # seconds at most: 5 minutes, as a locked-out person can bear
 FORGET_AFTER = 3600.0  # seconds after its last failure a counter is forgotten
 MAX_TRACKED = 100_000  # counters kept at most: a flood of addresses cannot fill memory
+MAX_CHECKS_PER_MINUTE = 60  # password checks (each an argon2 hash: ~50 ms of a core) per
+# client address a minute, right passwords too, at once at most as many: a class logging in
+# behind one NAT fits, and one client repeating a right password costs a core 5 % at most
 MAX_HASHING = 4  # argon2 hashes computed at once (each takes 64 MiB and ~50 ms): a crowd of
 # logins waits its turn instead of exhausting memory
 GUEST_PREFIX = "Guest"
@@ -91,6 +94,7 @@ SETTINGS = (
     "delay",
     "max_delay",
     "max_invites",
+    "max_checks_per_minute",
 )
 
 
@@ -188,6 +192,37 @@ class Throttle:
             del self._failures[next(iter(self._failures))]
 
 
+class Budget:
+    """Events per key (a client address) and minute, as a token bucket: ``per_minute``
+    at once at most, refilled at ``per_minute`` a minute. Safe from any thread."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        # Synchronize access to the buckets: checks run on many reader threads.
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # key: (tokens, when)
+
+    def take(self, key: str, now: float) -> float:
+        """Take one event for ``key``: 0 if it may happen now, else the seconds until
+        it may (nothing is taken then)."""
+        rate = self.per_minute / 60
+        with self._lock:
+            tokens, when = self._buckets.get(key, (float(self.per_minute), now))
+            tokens = min(float(self.per_minute), tokens + (now - when) * rate)
+            if tokens < 1:
+                self._buckets[key] = (tokens, now)
+                return (1 - tokens) / rate
+            if len(self._buckets) >= MAX_TRACKED and key not in self._buckets:
+                # Forget the full ones (as good as new), then the oldest.
+                for old, (left, at) in list(self._buckets.items()):
+                    if left + (now - at) * rate >= self.per_minute:
+                        del self._buckets[old]
+                while len(self._buckets) >= MAX_TRACKED:
+                    del self._buckets[next(iter(self._buckets))]
+            self._buckets[key] = (tokens - 1, now)
+            return 0.0
+
+
 class Accounts:
     """The ``accounts`` plugin; one instance per server, registered only when enabled."""
 
@@ -233,6 +268,13 @@ class Accounts:
             "accounts", settings, "free_failures_per_address", FREE_FAILURES_PER_ADDRESS, 0
         )
         self.max_invites = int(number_setting("accounts", settings, "max_invites", MAX_INVITES, 1))
+        self.checks = Budget(
+            int(
+                number_setting(
+                    "accounts", settings, "max_checks_per_minute", MAX_CHECKS_PER_MINUTE, 1
+                )
+            )
+        )
         self.by_account = Throttle(free, delay, max_delay)
         self.by_address = Throttle(int(per_address), delay, max_delay)
         self.store = AccountStore(accounts_db(config))
@@ -274,6 +316,12 @@ class Accounts:
                 "auth_throttled",
                 {"retry_after": retry},
             )
+        # Only an attempt that will be hashed takes from the address's budget.
+        refused = self._budget(client, now)
+        if refused is not None:
+            self.by_account.undo(name)
+            self.by_address.undo(address)
+            return refused
         try:
             with self._hashing:
                 self.hasher.verify(account.hash, password)
@@ -285,6 +333,19 @@ class Accounts:
         if self.hasher.check_needs_rehash(account.hash):
             self._store.set_hash(account.name, self._hash(password))
         return None
+
+    def _budget(self, client: Session, now: float) -> Reject | None:
+        """``auth_throttled`` if ``client``'s address has used up its password checks
+        for now (``max_checks_per_minute``), right passwords included."""
+        wait = self.checks.take(client.address[0], now)
+        if wait == 0:
+            return None
+        retry = math.ceil(wait * 1000) / 1000
+        return Reject(
+            f"too many password checks from your address: wait {retry:.3g} s",
+            "auth_throttled",
+            {"retry_after": retry},
+        )
 
     @staticmethod
     def _is_registered(nick: str, account: Account) -> str:
@@ -435,6 +496,9 @@ class Accounts:
         existing = self._registered(nick)
         if existing is not None:
             raise CommandError(self._taken(nick, existing), "nick_registered")
+        refused = self._budget(ctx.client, time.monotonic())  # hashing it is a check's cost
+        if refused is not None:
+            raise CommandError(refused.reason, refused.code, **refused.details)
         if not self._store.create(Account(name, nick, self._hash(password), email)):
             raise CommandError(f"{nick} is already registered", "nick_registered")
         ctx.client.account = name
