@@ -63,6 +63,17 @@ def request(
     return response, body
 
 
+def exchange(server: Server, data: bytes) -> bytes:
+    """Send ``data`` on one raw connection to the web face; all it answers, to the end."""
+    sock = socket.create_connection(server.addresses["web"], timeout=TIMEOUT)
+    sock.sendall(data)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    sock.close()
+    return answer
+
+
 # -- the page over HTTP ------------------------------------------------------------------
 
 
@@ -130,12 +141,9 @@ def test_pipelined_requests_get_the_first_answered(
 ) -> None:
     """Two requests in one write: the first is answered (Connection: close), the
     second ignored, the connection closed; nothing fails on the server."""
-    sock = socket.create_connection(server.addresses["web"], timeout=TIMEOUT)
-    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /app.js HTTP/1.1\r\nHost: x\r\n\r\n")
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    sock.close()
+    data = exchange(
+        server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /app.js HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     assert data.startswith(b"HTTP/1.1 200 ") and data.count(b"HTTP/1.1 ") == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -144,28 +152,19 @@ def test_a_bad_frame_right_behind_the_upgrade_is_a_400(server: Server) -> None:
     """An upgrade request and a frame with a reserved opcode in one packet: no
     upgrade, but a 400 that says why (not a WebSocket frame before any response)."""
     host, port = server.addresses["web"]
-    sock = socket.create_connection((host, port), timeout=TIMEOUT)
-    sock.sendall(
+    data = exchange(
+        server,
         b"GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        b"Origin: http://%s:%d\r\n\r\n\x83\x80abcd" % (host.encode(), port, host.encode(), port)
+        b"Origin: http://%s:%d\r\n\r\n\x83\x80abcd" % (host.encode(), port, host.encode(), port),
     )
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    sock.close()
     assert data.startswith(b"HTTP/1.1 400 ")
     assert b"WebSocket protocol error" in data.split(b"\r\n\r\n", 1)[1]
 
 
 def test_a_request_with_a_body_is_405(server: Server) -> None:
     """POST with a body (which the HTTP parser does not read) is 405, as other methods."""
-    sock = socket.create_connection(server.addresses["web"], timeout=TIMEOUT)
-    sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    sock.close()
+    data = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
     assert data.startswith(b"HTTP/1.1 405 ") and b"Allow: GET, HEAD" in data
 
 
