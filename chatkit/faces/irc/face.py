@@ -427,15 +427,16 @@ class IrcChannel:
             except CommandError as exc:
                 self.session.error(exc.code, exc.text, irc_command="KICK", **exc.details)
 
-    def _text(self, text: str) -> str:
-        """``text`` that others will read (a reason, a topic, a command's arguments, an
-        away message), as message text is: formatting codes removed, control characters
-        replaced (a terminal escape, a carriage return that would forge a line), bidi
-        controls as the ``bidi`` setting says. Raises :class:`CommandError` (``bad_text``)
-        if that setting refuses them."""
+    def _text(self, text: str, *, newlines: bool = False) -> str:
+        """``text`` that others will read (a message, a reason, a topic, a command's
+        arguments, an away message): formatting codes removed, control characters
+        replaced (a terminal escape, a carriage return that would forge a line; line
+        breaks kept with ``newlines``), bidi controls as the ``bidi`` setting says.
+        Raises :class:`CommandError` (``bad_text``) if that setting refuses them."""
+        # Formatting codes are control characters: printable text has none.
         plain = text if text.isprintable() else _FORMATTING.sub("", text)
         try:
-            return clean_text(plain, bidi=self.hub.config.bidi)
+            return clean_text(plain, newlines=newlines, bidi=self.hub.config.bidi)
         except RemoteProtocolError as exc:
             raise CommandError(exc.text, exc.code) from None
 
@@ -475,12 +476,7 @@ class IrcChannel:
             if not target:
                 continue
             try:
-                try:
-                    # Formatting codes are control characters: printable text has none.
-                    plain = text if text.isprintable() else _FORMATTING.sub("", text)
-                    clean = clean_text(plain, newlines=newlines, bidi=hub.config.bidi)
-                except RemoteProtocolError as exc:
-                    raise CommandError(exc.text, exc.code) from None
+                clean = self._text(text, newlines=newlines)
                 if not clean.strip():
                     continue
                 if target.startswith("#"):
