@@ -619,9 +619,16 @@ class Hub:
         ts = utc_now()
         frame = Frame("join", room=found.name, nick=session.nick, ts=ts, **_account(session))
         if not session.codec.join_members:
-            # The joiner gets the frame everybody gets (one encoding per codec).
+            # The joiner gets the frame everybody gets (one encoding per codec), then
+            # the room's topic if it has one, read here under the lock with the join:
+            # a topic set a moment before is in it, one set a moment after reaches the
+            # joiner as a member.
             others.append(session)
-            return self._fanout(frame, others)
+            wake = self._fanout(frame, others)
+            if found.topic is not None:
+                self.deliveries += 1
+                wake |= session.push(Frame("topic", **found.topic))
+            return wake
         # A face that lists the members with the join (IRC: the names list) gets its
         # own join alone, through its channel, naming them as of this very join.
         members = [member.nick for member in found.members.values()]

@@ -10,7 +10,7 @@ from test_irc_face import SERVER, IrcClient
 from chatkit import Server
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.line import LineFace
-from chatkit.testing import ChatClient, make_config
+from chatkit.testing import ChatClient, TextClient, make_config
 
 
 @pytest.fixture
@@ -85,3 +85,35 @@ def test_joining_a_room_with_a_topic_sends_332_and_333(server: Server) -> None:
         long = "x" * 391
         alice.send(f"TOPIC #dev :{long}")
         alice.expect("NOTICE alice :error [bad_text]")
+
+
+def test_a_joiner_of_another_face_gets_the_rooms_topic_after_its_join(server: Server) -> None:
+    """A JSON client joining a room with a topic gets the ``topic`` frame right after its
+    ``join`` (as an IRC client gets 332); a text-mode client reads it as a line; a room
+    with no topic sends none."""
+    address = server.addresses["line"]
+    with ChatClient(address) as jay, ChatClient(address) as kim, TextClient(address) as tom:
+        jay.login("jay")
+        jay.say("/join #dev")
+        jay.expect("join", room="#dev")
+        jay.say("/topic #dev Builds are green")
+        jay.expect("topic", room="#dev")
+        kim.login("kim")
+        kim.sync()
+        kim.say("/join #dev")
+        kim.expect("join", room="#dev", nick="kim")
+        frames = kim.sync()
+        assert [f["type"] for f in frames] == ["topic"]
+        assert (frames[0]["room"], frames[0]["topic"], frames[0]["nick"]) == (
+            "#dev",
+            "Builds are green",
+            "jay",
+        )
+        kim.say("/join #quiet")
+        kim.expect("join", room="#quiet", nick="kim")
+        assert [f["type"] for f in kim.sync()] == []
+        tom.send_line("tom")
+        tom.expect("* tom joined #general")
+        tom.send_line("/join #dev")
+        tom.expect("* tom joined #dev")
+        tom.expect("* jay set the topic of #dev: Builds are green")

@@ -111,6 +111,32 @@ def test_two_pages_and_a_tcp_client_chat(browser: Browser, contexts: list[Browse
         expect(again.locator("#nick")).to_have_value("alice")
 
 
+def test_the_topic_shows_in_the_top_bar(browser: Browser, contexts: list[BrowserContext]) -> None:
+    """A room's topic shows beside its name: the one it had when the page joined, then
+    each change, with a line in the room for each; switching rooms switches the topic."""
+    with web_server() as server:
+        carol = ChatClient(server.address)
+        carol.login("carol")
+        carol.say("/topic Release on Friday")
+        carol.expect("topic")
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        expect(page.locator("#topic")).to_have_text("Release on Friday")
+        expect(page.locator(pane(page))).to_contain_text("topic: Release on Friday (set by carol)")
+        carol.say("/topic Release on Monday")
+        expect(page.locator("#topic")).to_have_text("Release on Monday")
+        expect(page.locator(pane(page))).to_contain_text("carol set the topic: Release on Monday")
+        say(page, "/join #quiet")
+        expect(page.locator("#title")).to_have_text("#quiet")
+        expect(page.locator("#topic")).to_have_text("")
+        page.locator("#rooms button", has_text="#general").click()
+        expect(page.locator("#topic")).to_have_text("Release on Monday")
+        carol.say("/topic -")
+        expect(page.locator(pane(page))).to_contain_text("carol cleared the topic")
+        expect(page.locator("#topic")).to_have_text("")
+        carol.close()
+
+
 def test_history_shows_on_join(browser: Browser, contexts: list[BrowserContext]) -> None:
     """A page that joins a room shows the messages said there before."""
     with web_server() as server:

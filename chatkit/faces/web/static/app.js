@@ -124,7 +124,7 @@ function getView(kind, name, create = true) {
     const older = el("div", "older", "");
     pane.append(older);
     view = { key, kind, name, pane, older, ids: new Set(), unread: 0, more: false,
-             loading: false, oldest: null, members: new Set() };
+             loading: false, oldest: null, members: new Set(), topic: "", joining: false };
     pane.addEventListener("scroll", () => {
       if (pane.scrollTop < 40) loadOlder(view);
     });
@@ -153,10 +153,18 @@ function show(view) {
   view.pane.hidden = false;
   view.unread = 0;
   $("title").textContent = view.kind === "room" ? view.name : `private: ${view.name}`;
+  renderTopic();
   renderMembers();
   renderSidebar();
   view.pane.scrollTop = view.pane.scrollHeight;
   if (view.pane.scrollHeight <= view.pane.clientHeight) loadOlder(view);
+}
+
+function renderTopic() {
+  const view = state.current;
+  const topic = view && view.kind === "room" ? view.topic || "" : "";
+  $("topic").textContent = topic;
+  $("topic").title = topic;
 }
 
 function renderMembers() {
@@ -337,6 +345,8 @@ const handlers = {
     const view = getView("room", f.room);
     if (f.nick === state.nick) {
       view.name = f.room;
+      view.topic = ""; // its topic frame follows this join if it has one
+      view.joining = true;
       if (f.members) view.members = new Set(f.members);
       else {
         // The own join does not list the members (docs/protocol.md): ask /who, quietly.
@@ -388,8 +398,21 @@ const handlers = {
     renderMembers();
     renderSidebar();
   },
+  topic(f) {
+    // Sent when someone sets (or clears) it, and right after the own join if it has one.
+    const view = getView("room", f.room, false);
+    if (!view) return;
+    view.topic = f.topic;
+    if (view === state.current) renderTopic();
+    if (view.joining) eventLine(view, `topic: ${f.topic} (set by ${f.nick})`, f.ts);
+    else if (f.topic) eventLine(view, `${f.nick} set the topic: ${f.topic}`, f.ts);
+    else eventLine(view, `${f.nick} cleared the topic`, f.ts);
+    view.joining = false;
+  },
   message(f) {
-    messageLine(getView("room", f.room), f, f.nick);
+    const view = getView("room", f.room);
+    view.joining = false;
+    messageLine(view, f, f.nick);
   },
   private(f) {
     const other = f.from === state.nick ? f.to : f.from;
