@@ -96,17 +96,19 @@ def test_room_events_are_posted_signed_and_in_order(
     server = webhooks_server(
         chat_server_factory, {"outgoing": [{"url": receiver.url, "secret": SECRET}]}
     )
+    # Hooks of different clients run on their own threads, after the event they follow
+    # was delivered: each step waits for the post before it, to keep one order.
     alice = ChatClient(server.address)
     alice.login("alice")
+    receiver.wait(1)
     bob = ChatClient(server.address)
     bob.login("bob")
+    receiver.wait(2)
     alice.say("hello")
     alice.say("/msg bob a private word")
     bob.expect("private")
     alice.say("/me waves")
     bob.expect("message", action=True)
-    # Hooks of different clients run on their own threads: alice's on_message for /me
-    # comes after its delivery, so bob leaves once it is posted, to keep one order.
     receiver.wait(4)
     bob.close()
     events = receiver.events(5)
