@@ -331,77 +331,78 @@ def test_privmsg_and_notice_errors(connect: Callable[[], IrcClient]) -> None:
     assert alice.sync() == []
 
 
-def test_queries(connect: Callable[[], IrcClient]) -> None:
+def test_queries(make_server: Callable[..., Server]) -> None:
     """WHO, WHOIS, WHOWAS, TOPIC, LIST, MODE, AWAY, ISON, USERHOST, VERSION, TIME, INFO,
     LUSERS answer with their numerics."""
-    alice, bob = connect(), connect()
-    alice.register("alice")
-    bob.register("bob")
-    alice.send("WHO #general")
-    assert (
-        alice.expect("352")
-        == f":{SERVER} 352 alice #general alice chatkit {SERVER} alice H :0 Alice Example"
-    )
-    alice.expect(f":{SERVER} 352 alice #general bob ")
-    alice.expect(f":{SERVER} 315 alice #general :")
-    bob.send("AWAY :lunch")
-    bob.expect(f":{SERVER} 306 bob :")
-    alice.send("WHOIS bob")
-    alice.expect(f":{SERVER} 311 alice bob bob chatkit * :Bob Example")
-    alice.expect(f":{SERVER} 319 alice bob :#general")
-    alice.expect(f":{SERVER} 312 alice bob {SERVER} ")
-    alice.expect(f":{SERVER} 301 alice bob :lunch")
-    alice.expect(f":{SERVER} 318 alice bob :")
-    # Whoever messages an away user hears so (RFC 2812 AWAY); a NOTICE never does.
-    alice.send("PRIVMSG bob :there?", "NOTICE bob :fyi")
-    alice.expect(f":{SERVER} 301 alice bob :lunch")
-    assert alice.sync() == []
-    alice.send("WHOIS nobody")
-    alice.expect(f":{SERVER} 401 alice nobody :")
-    alice.expect(f":{SERVER} 318 alice nobody :")
-    # No nick history: WHOWAS says so for every nick (irssi asks after a WHOIS of nobody).
-    alice.send("WHOWAS nobody 1", "WHOWAS bob,carol", "WHOWAS")
-    alice.expect(f":{SERVER} 406 alice nobody :There was no such nickname")
-    alice.expect(f":{SERVER} 369 alice nobody :End of WHOWAS")
-    alice.expect(f":{SERVER} 406 alice bob :")
-    alice.expect(f":{SERVER} 369 alice bob :")
-    alice.expect(f":{SERVER} 431 alice :No nickname given")
-    alice.send("USERHOST bob alice", "ISON bob nobody ALICE")
-    alice.expect(f":{SERVER} 302 alice :bob=-bob@chatkit alice=+alice@chatkit")
-    alice.expect(f":{SERVER} 303 alice :bob alice")
-    bob.send("AWAY")
-    bob.expect(f":{SERVER} 305 bob :")
-    alice.send("TOPIC #general", "TOPIC #general :new", "TOPIC #nope")
-    alice.expect(f":{SERVER} 331 alice #general :No topic is set")
-    alice.expect(":alice!alice@chatkit TOPIC #general :new")
-    alice.expect(f":{SERVER} 403 alice #nope :")
-    bob.expect(":alice!alice@chatkit TOPIC #general :new")
-    alice.send("LIST")
-    alice.expect("321")
-    alice.expect(f":{SERVER} 322 alice #general 2 :")
-    alice.expect("323")
-    alice.send("MODE #general", "MODE #general b", "MODE #general +o bob")
-    alice.expect(f":{SERVER} 324 alice #general +n")
-    alice.expect(f":{SERVER} 329 alice #general ")
-    alice.expect(f":{SERVER} 368 alice #general :")
-    alice.expect(f":{SERVER} 482 alice #general :")
-    alice.send("MODE alice +i", "MODE alice", "MODE bob")
-    alice.expect(":alice!alice@chatkit MODE alice +i")
-    alice.expect(f":{SERVER} 221 alice +i")
-    alice.expect(f":{SERVER} 502 alice :")
-    alice.send("PRIVMSG bob :back?")  # back: no 301
-    assert alice.sync() == []
-    alice.send("VERSION", "TIME", "INFO", "LUSERS", "MOTD")
-    alice.expect(f":{SERVER} 351 alice chatkit-")
-    now = int(time.time())
-    stamp = int(alice.expect(f":{SERVER} 391 alice {SERVER} ").split()[4])
-    assert now - 5 <= stamp <= now + 5
-    alice.expect(f":{SERVER} 371 alice :chatkit ")
-    alice.expect(f":{SERVER} 374 alice :End of /INFO list.")
-    alice.expect(f":{SERVER} 251 alice :There are 2 users")
-    alice.expect(f":{SERVER} 265 alice 2 2 :Current local users 2, max 2")
-    alice.expect(f":{SERVER} 266 alice 2 2 :Current global users 2, max 2")
-    alice.expect(f":{SERVER} 422 alice :")
+    server = make_server(config=Config(disable=["flood"]))  # more lines than its burst
+    with IrcClient(server.addresses["irc"]) as alice, IrcClient(server.addresses["irc"]) as bob:
+        alice.register("alice")
+        bob.register("bob")
+        alice.send("WHO #general")
+        assert (
+            alice.expect("352")
+            == f":{SERVER} 352 alice #general alice chatkit {SERVER} alice H :0 Alice Example"
+        )
+        alice.expect(f":{SERVER} 352 alice #general bob ")
+        alice.expect(f":{SERVER} 315 alice #general :")
+        bob.send("AWAY :lunch")
+        bob.expect(f":{SERVER} 306 bob :")
+        alice.send("WHOIS bob")
+        alice.expect(f":{SERVER} 311 alice bob bob chatkit * :Bob Example")
+        alice.expect(f":{SERVER} 319 alice bob :#general")
+        alice.expect(f":{SERVER} 312 alice bob {SERVER} ")
+        alice.expect(f":{SERVER} 301 alice bob :lunch")
+        alice.expect(f":{SERVER} 318 alice bob :")
+        # Whoever messages an away user hears so (RFC 2812 AWAY); a NOTICE never does.
+        alice.send("PRIVMSG bob :there?", "NOTICE bob :fyi")
+        alice.expect(f":{SERVER} 301 alice bob :lunch")
+        assert alice.sync() == []
+        alice.send("WHOIS nobody")
+        alice.expect(f":{SERVER} 401 alice nobody :")
+        alice.expect(f":{SERVER} 318 alice nobody :")
+        # No nick history: WHOWAS says so for every nick (irssi asks after a WHOIS of nobody).
+        alice.send("WHOWAS nobody 1", "WHOWAS bob,carol", "WHOWAS")
+        alice.expect(f":{SERVER} 406 alice nobody :There was no such nickname")
+        alice.expect(f":{SERVER} 369 alice nobody :End of WHOWAS")
+        alice.expect(f":{SERVER} 406 alice bob :")
+        alice.expect(f":{SERVER} 369 alice bob :")
+        alice.expect(f":{SERVER} 431 alice :No nickname given")
+        alice.send("USERHOST bob alice", "ISON bob nobody ALICE")
+        alice.expect(f":{SERVER} 302 alice :bob=-bob@chatkit alice=+alice@chatkit")
+        alice.expect(f":{SERVER} 303 alice :bob alice")
+        bob.send("AWAY")
+        bob.expect(f":{SERVER} 305 bob :")
+        alice.send("TOPIC #general", "TOPIC #general :new", "TOPIC #nope")
+        alice.expect(f":{SERVER} 331 alice #general :No topic is set")
+        alice.expect(":alice!alice@chatkit TOPIC #general :new")
+        alice.expect(f":{SERVER} 403 alice #nope :")
+        bob.expect(":alice!alice@chatkit TOPIC #general :new")
+        alice.send("LIST")
+        alice.expect("321")
+        alice.expect(f":{SERVER} 322 alice #general 2 :")
+        alice.expect("323")
+        alice.send("MODE #general", "MODE #general b", "MODE #general +o bob")
+        alice.expect(f":{SERVER} 324 alice #general +n")
+        alice.expect(f":{SERVER} 329 alice #general ")
+        alice.expect(f":{SERVER} 368 alice #general :")
+        alice.expect(f":{SERVER} 482 alice #general :")
+        alice.send("MODE alice +i", "MODE alice", "MODE bob")
+        alice.expect(":alice!alice@chatkit MODE alice +i")
+        alice.expect(f":{SERVER} 221 alice +i")
+        alice.expect(f":{SERVER} 502 alice :")
+        alice.send("PRIVMSG bob :back?")  # back: no 301
+        assert alice.sync() == []
+        alice.send("VERSION", "TIME", "INFO", "LUSERS", "MOTD")
+        alice.expect(f":{SERVER} 351 alice chatkit-")
+        now = int(time.time())
+        stamp = int(alice.expect(f":{SERVER} 391 alice {SERVER} ").split()[4])
+        assert now - 5 <= stamp <= now + 5
+        alice.expect(f":{SERVER} 371 alice :chatkit ")
+        alice.expect(f":{SERVER} 374 alice :End of /INFO list.")
+        alice.expect(f":{SERVER} 251 alice :There are 2 users")
+        alice.expect(f":{SERVER} 265 alice 2 2 :Current local users 2, max 2")
+        alice.expect(f":{SERVER} 266 alice 2 2 :Current global users 2, max 2")
+        alice.expect(f":{SERVER} 422 alice :")
 
 
 def test_unknown_commands_and_chat_commands(connect: Callable[[], IrcClient]) -> None:
@@ -732,7 +733,7 @@ def test_numbers_that_int_refuses(connect: Callable[[], IrcClient], server: Serv
 def test_rooms_per_client_are_limited(make_server: Callable[..., Server]) -> None:
     """A client in max_rooms rooms gets 405 for one more (ISUPPORT CHANLIMIT); WHOIS
     lists its rooms in as many 319 lines as fit in 512 bytes."""
-    server = make_server(max_rooms=30)
+    server = make_server(config=Config(disable=["flood"]), max_rooms=30)  # a room a line
     with IrcClient(server.addresses["irc"]) as alice:
         welcome = alice.register("alice")
         assert any("CHANLIMIT=#:30" in line for line in welcome)
@@ -746,6 +747,48 @@ def test_rooms_per_client_are_limited(make_server: Callable[..., Server]) -> Non
         lines = [line for line in alice.until(" 318 ") if " 319 " in line]
         assert len(lines) > 1 and all(len(line.encode()) + 2 <= 512 for line in lines)
         assert sum(len(line.split(" :", 1)[1].split()) for line in lines) == 30
+
+
+def test_every_line_but_ping_counts_against_the_flood_limit(
+    make_server: Callable[..., Server],
+) -> None:
+    """Queries (WHO, NAMES, LUSERS, ...) cost a line of the flood allowance, as /who does
+    on the line face, and each room of a JOIN or PART costs one, as /join does: a line
+    naming many rooms, or a client asking for a big room's names over and over, cannot
+    make the server do more than its allowance. PING costs nothing. NAMES answers at most
+    four rooms (ISUPPORT TARGMAX)."""
+    flood = {"flood": {"burst": 4, "rate": 0.001}}  # the login and three lines, then none
+    server = make_server(config=Config(plugin_config=flood))
+    address = server.addresses["irc"]
+    with IrcClient(address) as alice, IrcClient(address) as bob, IrcClient(address) as carol:
+        welcome = alice.register("alice")
+        assert any("NAMES:4" in line for line in welcome if " 005 " in line)
+        alice.send("WHO #general", "NAMES #general", "LUSERS", "WHOIS alice", "PING :free")
+        alice.expect(f":{SERVER} 315 alice #general :")
+        alice.expect(f":{SERVER} 366 alice #general :")
+        alice.expect(f":{SERVER} 266 alice ")
+        alice.expect(f":{SERVER} 263 alice WHOIS :too many lines")
+        alice.expect(f"PONG {SERVER} :free")
+        assert not [line for line in alice.sync() if " 311 " in line]
+
+        bob.register("bob")
+        bob.send("JOIN #a,#b,#c,#d")
+        bob.expect(":bob!bob@chatkit JOIN #c")
+        bob.expect(f":{SERVER} 263 bob JOIN :too many lines")
+        assert sorted(server.hub.find("bob").rooms) == ["#a", "#b", "#c", "#general"]  # type: ignore[union-attr]
+        bob.send("PART #a,#b")
+        bob.expect(f":{SERVER} 263 bob PART :too many lines")
+        assert len(server.hub.find("bob").rooms) == 4  # type: ignore[union-attr]
+
+        carol.register("carol")
+        carol.send("NAMES #general,#a,#b,#c,#d,#e")
+        lines = carol.sync()
+        assert [line.split()[3] for line in lines if " 366 " in line] == [
+            "#general",
+            "#a",
+            "#b",
+            "#c",
+        ]
 
 
 def test_replies_naming_what_a_client_sent_stay_well_formed(

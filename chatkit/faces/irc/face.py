@@ -72,7 +72,8 @@ SERVER_NAME = "chatkit.local"  # the server's name in numerics, unless configure
 NETWORK_NAME = "chatkit"  # the network's name (001, NETWORK=), unless configured
 ACCOUNT_CAPS = ("account-notify", "account-tag", "extended-join")
 """Offered when a plugin keeps accounts (the builtin ``accounts``)."""
-MAX_TARGETS = 4  # targets of one PRIVMSG, NOTICE or KICK (ISUPPORT TARGMAX); more are ignored
+# Targets of one PRIVMSG, NOTICE or KICK, rooms of one NAMES (ISUPPORT TARGMAX); more are ignored.
+MAX_TARGETS = 4
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
 MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
@@ -167,7 +168,8 @@ class IrcFace:
             f"NICKLEN={limits.max_nick}",
             "PREFIX=(o)@",  # operators only: there is no voice (+v)
             f"TOPICLEN={MAX_TOPIC}",
-            f"TARGMAX=PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},KICK:{MAX_TARGETS}",
+            "TARGMAX="
+            + ",".join(f"{c}:{MAX_TARGETS}" for c in ("PRIVMSG", "NOTICE", "KICK", "NAMES")),
             "UTF8ONLY",
         ]
         if moderation_on(hub):
@@ -349,6 +351,8 @@ class IrcChannel:
             return
         handler = _HANDLERS.get(command)
         try:
+            if command in _QUERIES:
+                self._input(f"/{command.lower()}")
             if handler is not None:
                 handler(self, message.params)
             else:
@@ -605,16 +609,19 @@ class IrcChannel:
         if not params or not params[0]:
             self.send(Message(n.ERR_NEEDMOREPARAMS, ("JOIN", "Not enough parameters")))
             return
-        self._input(f"/join {params[0]}")
         if params[0] == "0":
+            self._input("/join 0")
             for room in list(self.session.rooms.values()):
                 self._part(room, "left every room")
             return
         for room in params[0].split(","):
             if not room:
                 continue
-            self._modes(room)  # its operators, for the names list of the join
             try:
+                # Each room costs a line of the flood allowance, as a /join does: a
+                # line naming a hundred rooms is a hundred joins (and replays).
+                self._input(f"/join {room}")
+                self._modes(room)  # its operators, for the names list of the join
                 self.hub.join(self.session, room)
             except CommandError as exc:
                 self.fail("JOIN", room, exc)
@@ -623,7 +630,6 @@ class IrcChannel:
         if not params or not params[0]:
             self.send(Message(n.ERR_NEEDMOREPARAMS, ("PART", "Not enough parameters")))
             return
-        self._input(f"/part {params[0]}")
         try:
             reason = self._text(params[1]) if len(params) > 1 and params[1] else "part"
         except CommandError as exc:
@@ -631,10 +637,12 @@ class IrcChannel:
             return
         for room in params[0].split(","):
             if room:
-                self._part(room, reason)
+                self._part(room, reason, charge=True)
 
-    def _part(self, room: str, reason: str) -> None:
+    def _part(self, room: str, reason: str, *, charge: bool = False) -> None:
         try:
+            if charge:
+                self._input(f"/part {room}")  # each room a line, as /part
             self.hub.part(self.session, room, reason)
         except CommandError as exc:
             self.fail("PART", room, exc)
@@ -654,7 +662,7 @@ class IrcChannel:
             self.send(Message(n.RPL_ENDOFNAMES, ("*", "End of /NAMES list.")))
             return
         lines: list[Message] = []
-        for room in params[0].split(","):
+        for room in params[0].split(",")[:MAX_TARGETS]:
             members = self.hub.who(room) or []
             ops = self._operators(room)
             members = [("@" if names.fold(m) in ops else "") + m for m in members]
@@ -769,6 +777,7 @@ class IrcChannel:
             self.send(Message(n.ERR_NEEDMOREPARAMS, ("TOPIC", "Not enough parameters")))
             return
         room = params[0]
+        self._input(f"/topic {room}")
         if self.hub.who(room) is None:
             self.send(Message(n.ERR_NOSUCHCHANNEL, (room, "No such channel")))
             return
@@ -779,7 +788,6 @@ class IrcChannel:
             else:
                 self.send(*_topic_lines(topic))
             return
-        self._input(f"/topic {room}")
         try:
             self.hub.set_topic(self.session, room, self._text(params[1]))
         except CommandError as exc:
@@ -800,6 +808,8 @@ class IrcChannel:
             return
         target = params[0]
         if target.startswith("#"):
+            if len(params) == 1 or (len(params) == 2 and params[1].lstrip("+") in ("b", "q", "")):
+                self._input(f"/mode {target}")  # a query (a change is charged as /mode)
             if self.hub.who(target) is None:
                 self.send(Message(n.ERR_NOSUCHCHANNEL, (target, "No such channel")))
                 return
@@ -816,6 +826,7 @@ class IrcChannel:
             else:
                 self.channel_mode(room, params[1], list(params[2:]))
             return
+        self._input("/mode")
         if names.fold(target) != names.fold(self.protocol.nick):
             self.send(Message(n.ERR_USERSDONTMATCH, ("Cant change mode for other users",)))
             return
@@ -1203,6 +1214,15 @@ def _ctcp(text: str) -> tuple[str, bool] | None:
         return rest, True
     return None
 
+
+# Commands that answer from the server's state (or change only the client's own away
+# message): each line costs a line of the flood allowance, as a /who or /rooms does on the
+# line face. The others are charged where they act: each room of a JOIN or PART, each
+# target of a PRIVMSG, a TOPIC, a MODE, a command; PING, PONG and QUIT cost nothing.
+_QUERIES = frozenset(
+    {"AWAY", "INFO", "ISON", "LIST", "LUSERS", "MOTD", "NAMES", "TIME", "USERHOST", "VERSION"}
+    | {"WHO", "WHOIS", "WHOWAS"}
+)
 
 _HANDLERS: dict[str, Callable[[IrcChannel, tuple[str, ...]], None]] = {
     "AWAY": IrcChannel.away,
