@@ -43,7 +43,7 @@ from chatkit.codecs import render_text
 from chatkit.config import LOG_FORMATS, Config, load_config
 from chatkit.errors import UsageError
 from chatkit.faces import Face
-from chatkit.faces.irc.face import NETWORK_NAME, SERVER_NAME, IrcFace
+from chatkit.faces.irc.face import MAX_WHO, NETWORK_NAME, SERVER_NAME, IrcFace
 from chatkit.faces.line import LineFace
 from chatkit.faces.web import WebFace
 from chatkit.logs import HUMAN_FORMAT, JsonFormatter
@@ -589,6 +589,7 @@ def _faces(
             server_name=irc.get("server_name", SERVER_NAME),
             network=irc.get("network", NETWORK_NAME),
             operators=irc.get("operators", {}),
+            max_who=irc.get("max_who", MAX_WHO),
         )
         faces.append(face)
         if tls:

@@ -19,6 +19,7 @@ import pytest
 
 from chatkit import Config, Reject, Server, Session, hookimpl
 from chatkit.faces.irc import IrcFace
+from chatkit.faces.irc.face import _HANDLERS, IRC_HELP
 from chatkit.faces.line import LineFace
 from chatkit.testing import ChatClient, TextClient, make_config, wait_until
 
@@ -410,10 +411,10 @@ def test_unknown_commands_and_chat_commands(connect: Callable[[], IrcClient]) ->
     reply comes as NOTICEs."""
     alice = connect()
     alice.register("alice")
-    alice.send("FROBNICATE x", "ROOMS", "HELP")
+    alice.send("FROBNICATE x", "ROOMS", "HISTORY 1")
     alice.expect(f":{SERVER} 421 alice FROBNICATE :Unknown command")
     alice.expect(f":{SERVER} NOTICE alice :rooms: #general (1)")
-    alice.expect(lambda line: "NOTICE alice :" in line and "/join" in line)
+    alice.expect(f":{SERVER} NOTICE #general :*** no earlier messages in #general")
 
 
 def test_nick_change_is_seen_by_every_face(
@@ -789,6 +790,100 @@ def test_every_line_but_ping_counts_against_the_flood_limit(
             "#b",
             "#c",
         ]
+
+
+def test_who_takes_masks(make_server: Callable[..., Server]) -> None:
+    """WHO with a mask lists the users whose nick or realname matches (``*``, ``?``;
+    ``0``: everyone; ``[`` is a letter), operators only with ``o``, at most max_who of
+    them; a user with +i only to those sharing a room with it (and to itself)."""
+    server = make_server()
+    irc, line = server.addresses["irc"], server.addresses["line"]
+    with (
+        IrcClient(irc) as alice,
+        IrcClient(irc) as bob,
+        IrcClient(irc) as brackets,
+        ChatClient(line) as jay,
+    ):
+        alice.register("alice")
+        bob.register("bob")
+        brackets.register("b[1]")
+        jay.login("jay")
+
+        def who(client: IrcClient, *params: str) -> list[str]:
+            client.send(" ".join(("WHO", *params)))
+            return [line.split()[7] for line in client.until(" 315 ") if " 352 " in line]
+
+        assert who(alice, "a*") == ["alice"]
+        assert sorted(who(alice, "0")) == ["alice", "b[1]", "bob", "jay"]
+        assert sorted(who(alice, "*")) == ["alice", "b[1]", "bob", "jay"]
+        assert sorted(who(alice, "B*")) == ["b[1]", "bob"]
+        assert who(alice, "b[1]") == ["b[1]"]  # exact, not a set of letters
+        assert who(alice, "b[?]") == ["b[1]"]
+        assert sorted(who(alice, "*example")) == ["alice", "b[1]", "bob"]  # realnames
+        assert who(alice, "*", "o") == []
+        alice.send("WHO a*")
+        alice.expect(f":{SERVER} 352 alice * alice chatkit {SERVER} alice H :0 Alice Example")
+        alice.expect(f":{SERVER} 315 alice a* :End of /WHO list.")
+
+        bob.send("MODE bob +i", "PART #general")
+        bob.expect(":bob!bob@chatkit PART #general")
+        assert who(alice, "b*") == ["b[1]"]  # invisible, and no room in common
+        assert who(bob, "bob") == ["bob"]  # an exact nick is not a mask
+        assert sorted(who(bob, "b*")) == ["b[1]", "bob"]
+        bob.send("JOIN #general")
+        bob.expect(f":{SERVER} 366 bob #general")
+        assert sorted(who(alice, "b*")) == ["b[1]", "bob"]  # they share #general again
+
+    few = Server(
+        config=make_config(),
+        faces=[LineFace(), IrcFace(port=0, server_name=SERVER, max_who=2)],
+    )
+    few.start()
+    try:
+        with ChatClient(few.address) as ben, ChatClient(few.address) as cy:
+            ben.login("ben")
+            cy.login("cy")
+            with IrcClient(few.addresses["irc"]) as ann:
+                ann.register("ann")
+                ann.send("WHO *", "WHO 0 o")
+                assert len([line for line in ann.until(" 315 ") if " 352 " in line]) == 2
+                assert [line for line in ann.until(" 315 ") if " 352 " in line] == []
+    finally:
+        few.shutdown()
+    with pytest.raises(ValueError, match="max_who"):
+        IrcFace(max_who=0)
+
+
+def test_help_answers_with_704_to_706(make_server: Callable[..., Server]) -> None:
+    """HELP lists the IRC commands and then the chat commands IRC does not have (sent as
+    IRC commands); HELP command explains one (either kind); an unknown one is 524."""
+    server = make_server()
+    with IrcClient(server.addresses["irc"]) as alice:
+        alice.register("alice")
+        alice.send("HELP")
+        lines = alice.until(" 706 ")
+        assert lines[0].startswith(f":{SERVER} 704 alice * :chatkit ")
+        assert all(" 705 alice * :" in line for line in lines[1:-1])
+        assert lines[-1] == f":{SERVER} 706 alice * :End of /HELP"
+        text = "\n".join(line.split(" :", 1)[1] for line in lines)
+        assert "JOIN" in text and "WHOWAS" in text
+        assert "\nHISTORY [#ROOM|NICK] [N]: " in text  # a chat command (the history plugin)
+        assert "\nJOIN " not in text  # the chat command /join is IRC's JOIN: listed once
+
+        alice.send("HELP join")
+        alice.expect(f":{SERVER} 704 alice JOIN :JOIN #room")
+        alice.expect(f":{SERVER} 706 alice JOIN :End of /HELP")
+        alice.send("HELPOP /rooms")
+        alice.expect(f":{SERVER} 704 alice ROOMS :ROOMS")
+        assert "[rooms]" in alice.expect(f":{SERVER} 705 alice ROOMS :")
+        alice.expect(f":{SERVER} 706 alice ROOMS :")
+        alice.send("HELP nosuch")
+        alice.expect(f":{SERVER} 524 alice NOSUCH :No help available on this topic")
+
+
+def test_help_knows_every_irc_command() -> None:
+    """Each command the face handles has its line in HELP."""
+    assert set(_HANDLERS) <= set(IRC_HELP)
 
 
 def test_replies_naming_what_a_client_sent_stay_well_formed(

@@ -75,6 +75,7 @@ ACCOUNT_CAPS = ("account-notify", "account-tag", "extended-join")
 # Targets of one PRIVMSG, NOTICE or KICK, rooms of one NAMES (ISUPPORT TARGMAX); more are ignored.
 MAX_TARGETS = 4
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
+MAX_WHO = 100  # users one WHO of a mask lists ([faces.irc] max_who); a room's WHO lists them all
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
 MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
 MAX_MASKS = 100  # the moderation plugin's max_masks unless configured: ISUPPORT MAXLIST
@@ -123,7 +124,10 @@ class IrcFace:
         server_name: str = SERVER_NAME,
         network: str = NETWORK_NAME,
         operators: dict[str, str] | None = None,
+        max_who: int = MAX_WHO,
     ) -> None:
+        if max_who < 1:
+            raise ValueError(f"max_who must be at least 1, not {max_who}")
         self.host = host
         """Address to listen on; ``None``: the server's."""
         self.port = port
@@ -134,6 +138,8 @@ class IrcFace:
         """The network's name (``001``, ISUPPORT ``NETWORK``)."""
         self.operators = dict(operators or {})
         """``OPER`` names and their passwords (plain, or ``sha256:HEX``)."""
+        self.max_who = max_who
+        """The most users one ``WHO`` of a mask (``WHO a*``, ``WHO 0``) lists."""
         self.codecs = CodecCache()
         """One codec per set of byte-changing capabilities in use."""
         self.started = time.time()
@@ -673,6 +679,10 @@ class IrcChannel:
         self.send(*lines)
 
     def who(self, params: tuple[str, ...]) -> None:
+        """``WHO #room`` (its members), ``WHO nick``, or ``WHO mask [o]``: the users whose
+        nick or realname matches (``*`` any characters, ``?`` one; ``0`` or nothing:
+        everyone), at most :attr:`IrcFace.max_who`; ``o``: IRC operators only. A user
+        with mode ``+i`` is listed by a mask only to those who share a room with it."""
         mask = params[0] if params and params[0] else "*"
         lines: list[Message] = []
         if mask.startswith("#"):
@@ -681,12 +691,48 @@ class IrcChannel:
             ops = self._operators(room)
             for nick in members:
                 lines.append(self._who_line(room, nick, names.fold(nick) in ops))
-        else:
+        elif mask != "0" and not _WILDCARDS.intersection(mask):
             found = self.hub.find(mask)
             if found is not None and found.nick is not None:
                 lines.append(self._who_line("*", found.nick))
+        else:
+            opers = len(params) > 1 and params[1] == "o"
+            for nick in self._who_matching("*" if mask == "0" else mask, opers=opers):
+                lines.append(self._who_line("*", nick))
         lines.append(Message(n.RPL_ENDOFWHO, (mask, "End of /WHO list.")))
         self.send(*lines)
+
+    def _who_matching(self, mask: str, *, opers: bool) -> list[str]:
+        """The nicks ``WHO mask`` lists (see :meth:`who`), at most ``max_who``."""
+        pattern = _glob(mask)
+        shared: set[str] | None = None  # folded nicks sharing a room with this client
+        found: list[str] = []
+        for other in self.hub.sessions():
+            nick = other.nick
+            if nick is None:
+                continue
+            info = other.data.get("irc")
+            info = info if isinstance(info, dict) else {}
+            if opers and not info.get("oper"):
+                continue
+            if not (
+                pattern.fullmatch(names.fold(nick))
+                or pattern.fullmatch(names.fold(str(info.get("realname") or "")))
+            ):
+                continue
+            if info.get("invisible") and other is not self.session:
+                if shared is None:
+                    shared = {
+                        names.fold(member)
+                        for room in list(self.session.rooms.values())
+                        for member in self.hub.who(room) or []
+                    }
+                if names.fold(nick) not in shared:
+                    continue
+            found.append(nick)
+            if len(found) >= self.face.max_who:
+                break
+        return found
 
     def _who_line(self, room: str, nick: str, op: bool = False) -> Message:
         info = self._info(nick)
@@ -840,6 +886,7 @@ class IrcChannel:
             elif char == "i":
                 if (sign == "+") != ("i" in self.modes):
                     self.modes.symmetric_difference_update("i")
+                    self.session.data["irc"]["invisible"] = "i" in self.modes  # for WHO masks
                     change += sign + char
             elif char == "o":
                 if sign == "-" and "o" in self.modes:  # +o only through OPER
@@ -985,6 +1032,36 @@ class IrcChannel:
         when = now.strftime("%A %B %d %Y -- %H:%M:%S +00:00")
         server = self.face.server_name
         self.send(Message(n.RPL_TIME, (server, str(int(now.timestamp())), "0", when)))
+
+    def help_reply(self, params: tuple[str, ...]) -> None:
+        """``HELP``: the IRC commands, then the chat commands one may send as IRC commands,
+        as ``704``, ``705`` lines and ``706``; ``HELP subject``: that command's usage, or
+        ``524``. (``HELPOP`` is the same.)"""
+        subject = params[0].lstrip("/").upper() if params and params[0] else ""
+        if not subject:
+            self.send(*_help_lines("*", self._help_index()))
+            return
+        usage = IRC_HELP.get(subject)
+        command = self.hub.commands.get(subject.lower())
+        if usage is not None:
+            text = [usage]
+        elif command is not None:
+            text = [f"{subject} {command.usage}".rstrip(), f"{command.help} [{command.plugin}]"]
+        else:
+            self.send(Message(n.ERR_HELPNOTFOUND, (subject, "No help available on this topic")))
+            return
+        self.send(*_help_lines(subject, text))
+
+    def _help_index(self) -> list[str]:
+        """``HELP``'s text: every IRC command, then the chat commands IRC does not have."""
+        irc = sorted(IRC_HELP)
+        text = [f"chatkit {__version__}: IRC commands (HELP <command> for one):"]
+        text += [" ".join(irc[i : i + 10]) for i in range(0, len(irc), 10)]
+        chat = [c for c in self.hub.commands.all() if c.name.upper() not in IRC_HELP]
+        if chat:
+            text += ["", "Chat commands, sent as IRC commands (/quote HISTORY 20 in irssi):"]
+            text += [f"{f'{c.name.upper()} {c.usage}'.rstrip()}: {c.help}" for c in chat]
+        return text
 
     def info_reply(self, params: tuple[str, ...]) -> None:
         """``INFO``: ``371`` lines on the software, then ``374``."""
@@ -1204,6 +1281,18 @@ def _point(selector: str) -> tuple[int, int]:
     raise ValueError(selector)
 
 
+_WILDCARDS = frozenset("*?")
+
+
+def _glob(mask: str) -> re.Pattern[str]:
+    """An IRC mask as a pattern for folded names: ``*`` any characters, ``?`` one, and
+    everything else itself (``[`` and ``]`` are letters of nicks here, not a set)."""
+    return re.compile(
+        "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in names.fold(mask)),
+        re.DOTALL,
+    )
+
+
 def _ctcp(text: str) -> tuple[str, bool] | None:
     """``(text, action)`` of a PRIVMSG's text; ``None`` for a CTCP query other than ACTION."""
     if not text.startswith("\x01"):
@@ -1220,13 +1309,57 @@ def _ctcp(text: str) -> tuple[str, bool] | None:
 # line face. The others are charged where they act: each room of a JOIN or PART, each
 # target of a PRIVMSG, a TOPIC, a MODE, a command; PING, PONG and QUIT cost nothing.
 _QUERIES = frozenset(
-    {"AWAY", "INFO", "ISON", "LIST", "LUSERS", "MOTD", "NAMES", "TIME", "USERHOST", "VERSION"}
-    | {"WHO", "WHOIS", "WHOWAS"}
+    {"AWAY", "HELP", "HELPOP", "INFO", "ISON", "LIST", "LUSERS", "MOTD", "NAMES", "TIME"}
+    | {"USERHOST", "VERSION", "WHO", "WHOIS", "WHOWAS"}
 )
+
+IRC_HELP: dict[str, str] = {
+    "AWAY": "AWAY [:message]: mark yourself away with a message; AWAY alone: back",
+    "CAP": "CAP LS|LIST|REQ|END: negotiate IRCv3 capabilities",
+    "CHATHISTORY": "CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN|TARGETS ...: history",
+    "HELP": "HELP [command]: the commands, or one of them",
+    "HELPOP": "HELPOP [command]: the same as HELP",
+    "INFO": "INFO: about this server's software",
+    "ISON": "ISON nick [nick ...]: which of them are connected",
+    "JOIN": "JOIN #room[,#room ...]: join rooms (a new one is created); JOIN 0: leave all",
+    "KICK": "KICK #room nick[,nick ...] [:reason]: remove someone from a room (its operators)",
+    "LIST": "LIST [#room,...]: the rooms and how many are in each",
+    "LUSERS": "LUSERS: how many are connected",
+    "MODE": "MODE #room [+b|+q|changes ...]: a room's modes, bans, mutes; MODE yournick [+i]",
+    "MOTD": "MOTD: the message of the day",
+    "NAMES": "NAMES #room[,#room ...]: who is in a room (up to four rooms)",
+    "NICK": "NICK newnick: change your nick",
+    "NOTICE": "NOTICE #room|nick :text: a notice (never answered with an error)",
+    "OPER": "OPER name password: become an IRC operator",
+    "PART": "PART #room[,#room ...] [:reason]: leave rooms",
+    "PING": "PING token: the server answers PONG token",
+    "PRIVMSG": "PRIVMSG #room|nick[,...] :text: a message to a room or someone",
+    "QUIT": "QUIT [:reason]: leave the chat",
+    "TAGMSG": "TAGMSG #room|nick: client-only tags (typing), with message-tags",
+    "TIME": "TIME: the server's time",
+    "TOPIC": "TOPIC #room [:text]: show or set a room's topic (TOPIC #room : clears it)",
+    "USERHOST": "USERHOST nick [nick ...]: their user@host, and whether away",
+    "VERSION": "VERSION: the server's version",
+    "WHO": "WHO #room|nick|mask [o]: who they are (mask: * and ?; 0: everyone)",
+    "WHOIS": "WHOIS nick: about someone: rooms, account, away",
+    "WHOWAS": "WHOWAS nick: no nick history is kept here",
+}
+"""``HELP``'s line for each IRC command the face answers (a test keeps it complete)."""
+
+
+def _help_lines(subject: str, text: list[str]) -> list[Message]:
+    """``704`` with the first line, ``705`` with the others, ``706``."""
+    lines = [Message(n.RPL_HELPSTART, (subject, text[0]))]
+    lines += [Message(n.RPL_HELPTXT, (subject, line)) for line in text[1:]]
+    lines.append(Message(n.RPL_ENDOFHELP, (subject, "End of /HELP")))
+    return lines
+
 
 _HANDLERS: dict[str, Callable[[IrcChannel, tuple[str, ...]], None]] = {
     "AWAY": IrcChannel.away,
     "CHATHISTORY": IrcChannel.chathistory,
+    "HELP": IrcChannel.help_reply,
+    "HELPOP": IrcChannel.help_reply,
     "ISON": IrcChannel.ison,
     "JOIN": IrcChannel.join,
     "KICK": IrcChannel.kick,
