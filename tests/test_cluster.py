@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 import redis
+from argon2 import PasswordHasher
 from prometheus_client.parser import text_string_to_metric_families
 
+from chatkit.builtins.accounts.store import Account, AccountStore
 from chatkit.testing import ChatClient, wait_until
 
 CHATKIT = str(Path(sys.executable).parent / "chatkit")
@@ -97,10 +99,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 class Node:
     """A `chatkit serve --redis URL` process with a short lease."""
 
-    def __init__(self, url: str, directory: Path, *args: str) -> None:
+    def __init__(self, url: str, directory: Path, *args: str, config_text: str = "") -> None:
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "chatkit.toml"
-        config.write_text(f"[plugins.cluster]\nlease = {LEASE}\n")
+        config.write_text(f"[plugins.cluster]\nlease = {LEASE}\n{config_text}")
         self.log = directory / "stderr.log"
         command = [CHATKIT, "serve", "--port", "0", "--config", str(config), "--redis", url]
         # Flood's limit would refuse the tests' polling of /who.
@@ -146,8 +148,8 @@ class Node:
 def nodes(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     started: list[Node] = []
 
-    def start(url: str, *args: str) -> Node:
-        node = Node(url, tmp_path / f"node{len(started)}", *args)
+    def start(url: str, *args: str, config_text: str = "") -> Node:
+        node = Node(url, tmp_path / f"node{len(started)}", *args, config_text=config_text)
         started.append(node)
         return node
 
@@ -334,6 +336,67 @@ def test_topics_are_the_clusters(redis_server: RedisServer, nodes: Callable[...,
     assert dan.expect("reply", command="topic")["text"] == "#general has no topic"
 
 
+def login(node: Node, nick: str, password: str | None = None) -> ChatClient:
+    """A client of ``node`` that sent its hello (with ``password``); read its answer."""
+    client = ChatClient(node.address, timeout=10)
+    hello: dict[str, Any] = {"type": "hello", "nick": nick}
+    if password is not None:
+        hello["password"] = password
+    client.send(hello)
+    return client
+
+
+def test_accounts_are_the_clusters(
+    redis_server: RedisServer, nodes: Callable[..., Node], tmp_path: Path
+) -> None:
+    """An account registered on one node is one on every node: its owner identifies on
+    another, nobody takes the nick (or a look-alike) there without its password, a
+    password changed on one node is the one everywhere, and an account dropped on one is
+    gone everywhere. A node's own accounts from before it joined are copied to Redis."""
+    url = redis_server.url(8)
+    redis.Redis.from_url(url).flushdb()
+    own = tmp_path / "own.accounts.sqlite3"
+    store = AccountStore(own)
+    # argon2's hash of "old-password" (the plugin checks it with argon2-cffi).
+    old_hash = PasswordHasher().hash("old-password")
+    store.create(Account("oldtimer", "oldtimer", old_hash, None))
+    store.close()
+    a = nodes(url)
+    b = nodes(url, config_text=f'[plugins.accounts]\ndb = "{own}"\n')
+
+    alice = a.client("alice")
+    alice.say("/register correct-horse")
+    alice.expect("reply", command="register")
+    alice.close()
+    login(b, "alice").expect("error", code="nick_registered")
+    login(b, "ALICE").expect("error", code="nick_registered")
+    login(b, "alice", "wrong-horse").expect("error", code="bad_password")
+    alice = login(b, "alice", "correct-horse")
+    alice.expect("welcome")
+    alice.say("/passwd correct-horse battery-staple")
+    alice.expect("reply", command="passwd")
+    bob = b.client("bob")
+    bob.say("/register bobs-password")
+    bob.expect("reply", command="register")
+    alice.close()
+
+    login(a, "alice", "correct-horse").expect("error", code="bad_password")
+    alice = login(a, "alice", "battery-staple")
+    alice.expect("welcome")
+    login(a, "bob").expect("error", code="nick_registered")
+    carol = a.client("carol")
+    carol.say("/nick b\u043eb")  # bob with a Cyrillic o: bob's too
+    carol.expect("error", code="nick_registered")
+    alice.say("/drop battery-staple")
+    alice.expect("reply", command="drop")
+    alice.close()
+    login(b, "alice").expect("welcome")
+
+    # The account b had on its own, before the cluster, is everyone's now.
+    login(a, "oldtimer").expect("error", code="nick_registered")
+    login(a, "oldtimer", "old-password").expect("welcome")
+
+
 def test_ids_stay_unique_past_a_thousand_entries_in_one_millisecond(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:
@@ -426,6 +489,8 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         assert cluster["chatkit_cluster_remote_members"] == 1
         ann.say("before")
         ben.expect("message", text="before")
+        ann.say("/register correct-horse")
+        ann.expect("reply", command="register")
 
         redis.kill()
         ann.expect("notice", text_contains="lost the connection", timeout=LEASE * 3)
@@ -441,6 +506,13 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         assert cluster["chatkit_cluster_redis_up"] == 0
         assert cluster["chatkit_cluster_outages_total"] == 1
         assert cluster["chatkit_cluster_local_only_messages_total"] == 1
+        # Accounts answer from what the node read (ann's is known here); changes wait.
+        dan = a.client("dan")
+        dan.say("/register dans-password")
+        dan.expect("error", code="accounts_unavailable")
+        dan.say("/identify ann wrong-horse")
+        dan.expect("error", code="bad_password")
+        dan.close()
         # A topic set meanwhile reaches the other node once Redis is back.
         ann.send({"type": "say", "text": "/topic set while apart"})
         ann.expect("topic", topic="set while apart")

@@ -21,7 +21,8 @@ each one doubles the wait, and attempts meanwhile are refused with
 Settings (``[plugins.accounts]``):
 
 * ``db``: the accounts file; by default beside the history database
-  (``NAME.accounts.sqlite3`` for ``NAME.sqlite3``), in memory if history is.
+  (``NAME.accounts.sqlite3`` for ``NAME.sqlite3``), in memory if history is. With the
+  ``cluster`` plugin the accounts are the cluster's, in its Redis (``shared.py``).
 * ``registration`` ("open"): ``open``, ``closed`` (nobody registers) or ``invite``
   (only nicks an identified user vouched for).
 * ``grace`` (0): seconds a client may hold a registered nick before identifying;
@@ -61,7 +62,8 @@ from chatkit import (
     skeleton,
     valid_nick,
 )
-from chatkit.builtins.accounts.store import Account, AccountStore
+from chatkit.builtins.accounts.shared import SharedAccountStore
+from chatkit.builtins.accounts.store import Account, AccountStore, Store
 
 __all__ = ["Accounts", "Throttle", "accounts_db"]
 
@@ -227,7 +229,7 @@ class Accounts:
     """The ``accounts`` plugin; one instance per server, registered only when enabled."""
 
     def __init__(self) -> None:
-        self.store: AccountStore | None = None
+        self.store: Store | None = None
         """The open store (after ``chatkit_configure``)."""
         self.registration = "open"
         """``open``, ``closed`` or ``invite``."""
@@ -283,6 +285,12 @@ class Accounts:
     @hookimpl
     def chatkit_server_start(self, server: Server) -> None:
         self._server = server
+        # In a cluster the accounts are the cluster's, in its Redis (accounts/shared.py).
+        cluster = server.pluginmanager.get_plugin("cluster")
+        client = getattr(cluster, "redis", None)
+        if cluster is not None and client is not None and isinstance(self.store, AccountStore):
+            self.store = SharedAccountStore(client, str(cluster.prefix), self.store)
+            log.info("accounts in %s", self.store.path)
 
     @hookimpl
     def chatkit_server_stop(self, server: Server) -> None:
@@ -290,7 +298,7 @@ class Accounts:
             self.store.close()
 
     @property
-    def _store(self) -> AccountStore:
+    def _store(self) -> Store:
         if self.store is None:
             raise RuntimeError("the accounts plugin is not configured")
         return self.store
@@ -331,7 +339,10 @@ class Accounts:
         self.by_account.succeed(name)
         self.by_address.undo(address)
         if self.hasher.check_needs_rehash(account.hash):
-            self._store.set_hash(account.name, self._hash(password))
+            try:
+                self._store.set_hash(account.name, self._hash(password))
+            except CommandError:
+                pass  # the cluster's store is unreachable: rehashed at a later login
         return None
 
     def _budget(self, client: Session, now: float) -> Reject | None:

@@ -15,10 +15,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from chatkit import UsageError, fold, skeleton
 
-__all__ = ["APPLICATION_ID", "Account", "AccountStore"]
+__all__ = ["APPLICATION_ID", "Account", "AccountStore", "Store"]
 
 APPLICATION_ID = 0x63686B61  # "chka": marks a SQLite file as a chatkit accounts database
 
@@ -62,6 +63,23 @@ class Account:
     """The argon2 hash of its password."""
     email: str | None
     """The address given at registration, if any."""
+
+
+class Store(Protocol):
+    """What the ``accounts`` plugin needs of a store: :class:`AccountStore` (a node's
+    SQLite file), or the cluster's (``chatkit.builtins.accounts.shared``)."""
+
+    path: str
+
+    def close(self) -> None: ...
+    def get(self, name: str) -> Account | None: ...
+    def find(self, nick: str) -> Account | None: ...
+    def create(self, account: Account) -> bool: ...
+    def set_hash(self, name: str, hash: str) -> None: ...
+    def delete(self, name: str) -> None: ...
+    def invite(self, name: str, inviter: str) -> None: ...
+    def invites_by(self, inviter: str) -> int: ...
+    def invited(self, name: str) -> bool: ...
 
 
 class AccountStore:
@@ -189,3 +207,15 @@ class AccountStore:
         with self._lock:
             row = self._db.execute("SELECT 1 FROM invites WHERE name = ?", (name,)).fetchone()
         return row is not None
+
+    def everything(self) -> tuple[list[tuple[Account, float]], list[tuple[str, str]]]:
+        """Every account with its creation time (oldest first), and every invitation
+        (the nick, folded; the inviting account): for copying them elsewhere."""
+        with self._lock:
+            accounts = self._db.execute(
+                "SELECT name, nick, hash, email, created FROM accounts ORDER BY created"
+            ).fetchall()
+            invites = self._db.execute("SELECT name, inviter FROM invites").fetchall()
+        return [(Account(*row[:4]), float(row[4])) for row in accounts], [
+            (str(name), str(inviter)) for name, inviter in invites
+        ]

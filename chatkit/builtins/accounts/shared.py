@@ -1,0 +1,264 @@
+"""The accounts of a cluster, kept in its Redis: every node knows every account.
+
+With the ``cluster`` plugin on, the ``accounts`` plugin keeps its accounts here
+instead of in its SQLite file, so that a nick registered on one node is registered
+on all of them: its owner identifies on any node, nobody registers it again on
+another, and a password changed or an account dropped on one node holds on all.
+
+Keys (``PREFIX`` is the cluster's):
+
+* ``PREFIX:accounts``, a hash: an account's name (its nick, folded) -> JSON
+  ``{"nick", "hash", "email", "created"}``.
+* ``PREFIX:account_skeletons``, a hash: the :func:`chatkit.skeleton` of an account's nick
+  -> its name. A nick that looks like a registered one is that account's (as in the
+  SQLite store); Redis holds one account per skeleton.
+* ``PREFIX:invites``, a hash: a nick invited to register (folded) -> the inviting
+  account's name.
+
+Each change is one Lua script, so two nodes registering one nick at once cannot both
+succeed. Every read asks Redis (a password changed elsewhere counts at once). While
+Redis is unreachable, reads answer from what this node last read (every account at
+start, and each one looked up since), and changes are refused with
+``accounts_unavailable``. At start the node's own SQLite accounts (from before it
+joined the cluster) are copied to Redis, except those whose nick, or a look-alike,
+Redis has already.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+from chatkit import CommandError, fold, skeleton
+from chatkit.builtins.accounts.store import Account, AccountStore
+
+__all__ = ["SharedAccountStore"]
+
+log = logging.getLogger(__name__)
+
+_ERRORS = (redis.RedisError, OSError)
+
+# KEYS: accounts, skeletons; ARGV: name, skeleton. The account of that very name, else
+# the look-alike's (the account registered with that skeleton).
+_FIND = """
+local row = redis.call('HGET', KEYS[1], ARGV[1])
+if not row then
+  local name = redis.call('HGET', KEYS[2], ARGV[2])
+  if name then row = redis.call('HGET', KEYS[1], name) end
+end
+return row
+"""
+
+# KEYS: accounts, skeletons, invites; ARGV: name, skeleton, row. 1 if created (and its
+# invitation used up); 0 if the name or a look-alike is registered already.
+_CREATE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: accounts; ARGV: name, hash.
+_SET_HASH = """
+local row = redis.call('HGET', KEYS[1], ARGV[1])
+if not row then return 0 end
+local account = cjson.decode(row)
+account['hash'] = ARGV[2]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(account))
+return 1
+"""
+
+# KEYS: accounts, skeletons, invites; ARGV: name, skeleton. The invitations it gave go too.
+_DELETE = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
+local invites = redis.call('HGETALL', KEYS[3])
+for i = 1, #invites, 2 do
+  if invites[i + 1] == ARGV[1] then redis.call('HDEL', KEYS[3], invites[i]) end
+end
+return 1
+"""
+
+
+def _account(name: str, row: str) -> Account:
+    data = json.loads(row)
+    return Account(name, str(data["nick"]), str(data["hash"]), data.get("email"))
+
+
+def _row(account: Account, created: float) -> str:
+    fields: dict[str, Any] = {"nick": account.nick, "hash": account.hash, "email": account.email}
+    return json.dumps({**fields, "created": created})
+
+
+class SharedAccountStore:
+    """The accounts of a cluster in its Redis (see the module's docstring).
+
+    :param client: the cluster's Redis client (``decode_responses=True``).
+    :param prefix: the cluster's key prefix.
+    :param local: this node's SQLite store, whose accounts are copied to Redis.
+
+    Every method may be called from any thread (the Redis client is thread-safe).
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, local: AccountStore) -> None:
+        self.path = f"the cluster's Redis ({prefix}:accounts)"
+        """Where the accounts are, for the log."""
+        self._redis = client
+        self._keys = (f"{prefix}:accounts", f"{prefix}:account_skeletons", f"{prefix}:invites")
+        self._find = client.register_script(_FIND)
+        self._create = client.register_script(_CREATE)
+        self._set_hash = client.register_script(_SET_HASH)
+        self._delete = client.register_script(_DELETE)
+        # Synchronize access to the copy below: readers on many threads update it.
+        self._lock = threading.Lock()
+        # What this node last read of Redis, for reads while it is unreachable: name ->
+        # account, and skeleton -> name.
+        self._known: dict[str, Account] = {}
+        self._skeletons: dict[str, str] = {}
+        self._local = local
+        try:
+            self._import(local)
+            rows = client.hgetall(self._keys[0])
+        except _ERRORS as exc:
+            log.warning("accounts: cannot read the cluster's accounts yet (%s)", exc)
+            return
+        for name, row in rows.items():
+            self._remember(str(name), _account(str(name), str(row)))
+
+    def _import(self, local: AccountStore) -> None:
+        """Copy ``local``'s accounts and invitations to Redis where Redis has none."""
+        accounts, invites = local.everything()
+        for account, created in accounts:
+            like = skeleton(account.nick)
+            if self._create(keys=self._keys, args=[account.name, like, _row(account, created)]):
+                log.info("accounts: %s copied to the cluster", account.nick)
+            else:
+                found = self._find(keys=self._keys[:2], args=[account.name, like])
+                if found is None or json.loads(found)["hash"] != account.hash:
+                    log.warning(
+                        "accounts: %s (from %s) is not copied to the cluster: the cluster "
+                        "has that nick, or one like it, registered already",
+                        account.nick,
+                        local.path,
+                    )
+        for name, inviter in invites:
+            self._redis.hsetnx(self._keys[2], name, inviter)
+
+    def _remember(self, name: str, account: Account | None, like: str | None = None) -> None:
+        """Note what Redis said of ``name`` (and of the skeleton ``like``)."""
+        with self._lock:
+            if account is None:
+                self._known.pop(name, None)
+                if like is not None:
+                    self._skeletons.pop(like, None)
+                return
+            self._known[account.name] = account
+            self._skeletons[skeleton(account.nick)] = account.name
+
+    @staticmethod
+    def _unavailable() -> CommandError:
+        return CommandError(
+            "accounts are unavailable while this server has lost the other servers (Redis); "
+            "try again later",
+            "accounts_unavailable",
+        )
+
+    def close(self) -> None:
+        """Nothing to close: the client is the cluster's. Closes the node's own store."""
+        self._local.close()
+
+    def get(self, name: str) -> Account | None:
+        """The account called ``name`` (folded), or ``None``."""
+        try:
+            row = self._redis.hget(self._keys[0], name)
+        except _ERRORS:
+            with self._lock:
+                return self._known.get(name)
+        account = None if row is None else _account(name, str(row))
+        self._remember(name, account)
+        return account
+
+    def find(self, nick: str) -> Account | None:
+        """The account whose nick ``nick`` is, or looks like, or ``None``."""
+        name, like = fold(nick), skeleton(nick)
+        try:
+            row = self._find(keys=self._keys[:2], args=[name, like])
+        except _ERRORS:
+            with self._lock:
+                other = self._skeletons.get(like)
+                found = self._known.get(name)
+                return found or (None if other is None else self._known.get(other))
+        if row is None:
+            self._remember(name, None, like)
+            return None
+        data = json.loads(row)
+        account = Account(
+            fold(str(data["nick"])), str(data["nick"]), str(data["hash"]), data.get("email")
+        )
+        self._remember(account.name, account)
+        return account
+
+    def create(self, account: Account) -> bool:
+        """Add ``account`` and use up its invitation; False if it, or a look-alike, is
+        registered. Raises ``accounts_unavailable`` while Redis is unreachable."""
+        like = skeleton(account.nick)
+        try:
+            done = self._create(
+                keys=self._keys, args=[account.name, like, _row(account, time.time())]
+            )
+        except _ERRORS:
+            raise self._unavailable() from None
+        if done:
+            self._remember(account.name, account)
+        return bool(done)
+
+    def set_hash(self, name: str, hash: str) -> None:
+        """Replace the password hash of account ``name``."""
+        try:
+            self._set_hash(keys=self._keys[:1], args=[name, hash])
+        except _ERRORS:
+            raise self._unavailable() from None
+        with self._lock:
+            known = self._known.get(name)
+            if known is not None:
+                self._known[name] = Account(known.name, known.nick, hash, known.email)
+
+    def delete(self, name: str) -> None:
+        """Delete account ``name`` (and the invitations it gave)."""
+        account = self.get(name)
+        like = skeleton(account.nick if account is not None else name)
+        try:
+            self._delete(keys=self._keys, args=[name, like])
+        except _ERRORS:
+            raise self._unavailable() from None
+        self._remember(name, None, like)
+
+    def invite(self, name: str, inviter: str) -> None:
+        """Let nick ``name`` (folded) register; ``inviter`` is the account inviting."""
+        try:
+            self._redis.hset(self._keys[2], name, inviter)
+        except _ERRORS:
+            raise self._unavailable() from None
+
+    def invites_by(self, inviter: str) -> int:
+        """How many invitations account ``inviter`` has open."""
+        try:
+            invites = self._redis.hgetall(self._keys[2])
+        except _ERRORS:
+            raise self._unavailable() from None
+        return sum(1 for who in invites.values() if who == inviter)
+
+    def invited(self, name: str) -> bool:
+        """Whether nick ``name`` (folded) was invited to register."""
+        try:
+            return bool(self._redis.hexists(self._keys[2], name))
+        except _ERRORS:
+            raise self._unavailable() from None
