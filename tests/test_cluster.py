@@ -23,6 +23,7 @@ from argon2 import PasswordHasher
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatkit.builtins.accounts.store import Account, AccountStore
+from chatkit.builtins.moderation import ModerationStore
 from chatkit.testing import ChatClient, wait_until
 
 CHATKIT = str(Path(sys.executable).parent / "chatkit")
@@ -397,6 +398,72 @@ def test_accounts_are_the_clusters(
     login(a, "oldtimer", "old-password").expect("welcome")
 
 
+def test_moderation_is_the_clusters(
+    redis_server: RedisServer, nodes: Callable[..., Node], tmp_path: Path
+) -> None:
+    """Bans, mutes and flags set on one node hold on every node; announcements reach
+    every node's members; /kick, /kill and /gline reach members of other nodes; /wall
+    reaches everyone. A node's own bans from before it joined are the cluster's."""
+    url = redis_server.url(9)
+    redis.Redis.from_url(url).flushdb()
+    own = tmp_path / "own.moderation.sqlite3"
+    store = ModerationStore(own)
+    store.add("bans", "#den", "troll!*@*")
+    store.close()
+    settings = '[plugins.moderation]\nserver_operators = ["root"]\n'
+    a = nodes(url, "--plugin", "moderation", config_text=settings)
+    b = nodes(url, "--plugin", "moderation", config_text=f'{settings}db = "{own}"\n')
+    troll = a.client("troll")
+    troll.say("/join #den")
+    troll.expect("error", code="banned")
+    troll.close()
+    alice = a.client("alice")  # the first in #general: its operator
+    alice.expect("notice", text_contains="you are an operator of #general")
+    bob, mallory = b.client("bob"), b.client("mallory")
+    wait_until(lambda: sorted(who(alice)) == ["alice", "bob", "mallory"], WAIT, "all in", POLL)
+    bob.say("before the mute")  # b reads (and caches) #general's mutes and flags
+    alice.expect("message", text="before the mute")
+
+    alice.say("/ban mallory")
+    assert bob.expect("notice", mode="+b")["text"] == "alice banned mallory!*@*"
+    mallory.say("/part #general")
+    mallory.expect("leave", nick="mallory")
+    mallory.say("/join #general")
+    mallory.expect("error", code="banned")
+
+    alice.say("/mute bob")
+    bob.expect("notice", mode="+q")
+    bob.say("muted now")
+    bob.expect("error", code="muted")
+    alice.say("/moderated on")
+    bob.expect("notice", text_contains="moderated")
+    alice.say("/unmute bob")
+    bob.expect("notice", mode="-q")
+    bob.say("moderated still")
+    bob.expect("error", code="moderated")
+
+    alice.say("/kick bob enough")
+    got = bob.expect("leave", nick="bob")
+    assert got["by"] == "alice" and got["reason"] == "kicked by alice: enough"
+    alice.expect("leave", nick="bob")
+    alice.say("/kick nobody")
+    alice.expect("error", code="no_such_nick")
+
+    root = a.client("root")
+    root.say("/register root-password")
+    root.expect("reply", command="register")
+    root.say("/wall maintenance at noon")
+    bob.expect("notice", text="[root to everyone] maintenance at noon")
+    root.say("/kill mallory bye")
+    mallory.expect("notice", text="disconnected by root: bye")
+    mallory.wait_closed()
+    root.say("/gline bob")
+    assert "disconnected here: nobody" in root.expect("reply", command="gline")["text"]
+    bob.expect("notice", text_contains="banned from this server by root")
+    bob.wait_closed()
+    login(b, "bob").expect("error", code="banned")
+
+
 def test_ids_stay_unique_past_a_thousand_entries_in_one_millisecond(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:
@@ -509,7 +576,7 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         # Accounts answer from what the node read (ann's is known here); changes wait.
         dan = a.client("dan")
         dan.say("/register dans-password")
-        dan.expect("error", code="accounts_unavailable")
+        dan.expect("error", code="cluster_unavailable")
         dan.say("/identify ann wrong-horse")
         dan.expect("error", code="bad_password")
         dan.close()

@@ -36,6 +36,7 @@ Settings (``[plugins.accounts]``):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -339,10 +340,9 @@ class Accounts:
         self.by_account.succeed(name)
         self.by_address.undo(address)
         if self.hasher.check_needs_rehash(account.hash):
-            try:
+            # The cluster's store may be unreachable: then it is rehashed at a later login.
+            with contextlib.suppress(CommandError):
                 self._store.set_hash(account.name, self._hash(password))
-            except CommandError:
-                pass  # the cluster's store is unreachable: rehashed at a later login
         return None
 
     def _budget(self, client: Session, now: float) -> Reject | None:

@@ -19,7 +19,7 @@ Each change is one Lua script, so two nodes registering one nick at once cannot 
 succeed. Every read asks Redis (a password changed elsewhere counts at once). While
 Redis is unreachable, reads answer from what this node last read (every account at
 start, and each one looked up since), and changes are refused with
-``accounts_unavailable``. At start the node's own SQLite accounts (from before it
+``cluster_unavailable``. At start the node's own SQLite accounts (from before it
 joined the cluster) are copied to Redis, except those whose nick, or a look-alike,
 Redis has already.
 """
@@ -168,7 +168,7 @@ class SharedAccountStore:
         return CommandError(
             "accounts are unavailable while this server has lost the other servers (Redis); "
             "try again later",
-            "accounts_unavailable",
+            "cluster_unavailable",
         )
 
     def close(self) -> None:
@@ -208,7 +208,7 @@ class SharedAccountStore:
 
     def create(self, account: Account) -> bool:
         """Add ``account`` and use up its invitation; False if it, or a look-alike, is
-        registered. Raises ``accounts_unavailable`` while Redis is unreachable."""
+        registered. Raises ``cluster_unavailable`` while Redis is unreachable."""
         like = skeleton(account.nick)
         try:
             done = self._create(

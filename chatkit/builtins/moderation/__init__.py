@@ -28,8 +28,9 @@ Topics are kept too (``chatkit_on_topic``): a room's topic comes back
 A mask is ``NICK!ACCOUNT@ADDRESS`` with ``*`` and ``?`` wildcards, compared ignoring
 case; a bare nick is ``NICK!*@*`` (``/ban *!*@203.0.113.*``, ``/ban *!mallory@*``). A
 banned client cannot join (``banned``); a muted one cannot speak in the room
-(``muted``). Bans, mutes and identified operators are kept in SQLite and survive a
-restart.
+(``muted``). Bans, mutes and identified operators are kept in SQLite (``store.py``) and
+survive a restart; in a cluster they are the cluster's, in its Redis (``shared.py``), and
+what operators do reaches every node's members.
 
 Settings (``[plugins.moderation]``): ``db`` (default: beside the history database,
 ``NAME.moderation.sqlite3``; in memory if history is), ``operators`` (a table: room
@@ -40,9 +41,8 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import sqlite3
-import threading
 from pathlib import Path
+from typing import Any
 
 from chatkit import (
     CommandContext,
@@ -62,8 +62,10 @@ from chatkit import (
     hookimpl,
     number_setting,
 )
+from chatkit.builtins.moderation.shared import SharedModerationStore
+from chatkit.builtins.moderation.store import CACHE_ENTRIES, ModerationStore, Store
 
-__all__ = ["Moderation", "ModerationStore", "matches"]
+__all__ = ["CACHE_ENTRIES", "Moderation", "ModerationStore", "matches"]
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +74,6 @@ MAX_MASKS = 100  # bans, and mutes, a room keeps at most (IRC's MAXLIST; Libera'
 # each is matched against every join (bans) or message (mutes) in the room.
 SERVER = "*"  # the "room" of server-wide bans (/gline) in the bans table
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ops (room TEXT NOT NULL, account TEXT NOT NULL,
-                                PRIMARY KEY (room, account));
-CREATE TABLE IF NOT EXISTS bans (room TEXT NOT NULL, mask TEXT NOT NULL,
-                                 PRIMARY KEY (room, mask));
-CREATE TABLE IF NOT EXISTS mutes (room TEXT NOT NULL, mask TEXT NOT NULL,
-                                  PRIMARY KEY (room, mask));
-CREATE TABLE IF NOT EXISTS invites (room TEXT NOT NULL, mask TEXT NOT NULL,
-                                    PRIMARY KEY (room, mask));
-CREATE TABLE IF NOT EXISTS flags (room TEXT NOT NULL, flag TEXT NOT NULL,
-                                  PRIMARY KEY (room, flag));
-CREATE TABLE IF NOT EXISTS topics (room TEXT PRIMARY KEY, topic TEXT NOT NULL,
-                                   nick TEXT NOT NULL, ts TEXT NOT NULL);
-"""
-# Each table's second column: an account (ops), a room flag ("invite": invite-only,
-# "lock": only identified clients speak, "moderated": only operators speak, "topic":
-# only operators set the topic), or a mask.
-COLUMNS = {"ops": "account", "bans": "mask", "mutes": "mask", "invites": "mask", "flags": "flag"}
 FLAG_NAMES = {
     "invite": "invite_only",
     "moderated": "moderated",
@@ -112,79 +96,6 @@ def full_mask(mask: str) -> str:
     return mask
 
 
-CACHE_ENTRIES = 4096
-"""(table, room) pairs :class:`ModerationStore` keeps in memory at most (rooms in use,
-more than any server holds at once; emptied when full)."""
-
-
-class ModerationStore:
-    """Operators, bans and mutes per room (folded), in one SQLite file; any thread."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        # Synchronize access to the connection (a connection is not thread-safe) and
-        # to the cache of what it holds (every message checks the room's mutes).
-        self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str], list[str]] = {}
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise UsageError(f"moderation: cannot open {self.path}: {exc}") from None
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def rows(self, table: str, room: str) -> list[str]:
-        """The accounts (``ops``) or masks (``bans``, ``mutes``) of ``room``."""
-        column = COLUMNS[table]
-        with self._lock:
-            cached = self._cache.get((table, room))
-            if cached is None:
-                found = self._db.execute(
-                    f"SELECT {column} FROM {table} WHERE room = ? ORDER BY 1", (room,)
-                ).fetchall()
-                if len(self._cache) >= CACHE_ENTRIES:
-                    # Any client may ask about any room name (a modes request, before
-                    # login too): start over rather than grow without a bound.
-                    self._cache.clear()
-                cached = self._cache[table, room] = [row[0] for row in found]
-        return cached
-
-    def add(self, table: str, room: str, value: str) -> None:
-        with self._lock:
-            self._db.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", (room, value))
-            self._cache.pop((table, room), None)
-
-    def remove(self, table: str, room: str, value: str) -> bool:
-        column = COLUMNS[table]
-        with self._lock:
-            cursor = self._db.execute(
-                f"DELETE FROM {table} WHERE room = ? AND {column} = ?", (room, value)
-            )
-            self._cache.pop((table, room), None)
-        return cursor.rowcount > 0
-
-    def topic(self, room: str) -> dict[str, str] | None:
-        """The kept topic of ``room``: ``{"topic", "nick", "ts"}``, or ``None``."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT topic, nick, ts FROM topics WHERE room = ?", (room,)
-            ).fetchone()
-        return None if row is None else {"topic": row[0], "nick": row[1], "ts": row[2]}
-
-    def keep_topic(self, room: str, topic: str, nick: str, ts: str) -> None:
-        """Keep ``topic`` for ``room`` (``""``: forget it)."""
-        with self._lock:
-            if topic:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO topics VALUES (?, ?, ?, ?)", (room, topic, nick, ts)
-                )
-            else:
-                self._db.execute("DELETE FROM topics WHERE room = ?", (room,))
-
-
 def _db_path(config: Config) -> str | Path:
     db = config.plugin_settings("moderation").get("db")
     if db is None:
@@ -204,7 +115,7 @@ class Moderation:
     """The ``moderation`` plugin; one instance per server, registered only when enabled."""
 
     def __init__(self) -> None:
-        self.store: ModerationStore | None = None
+        self.store: Store | None = None
         self.operators: dict[str, set[str]] = {}
         """Room (folded) to the accounts named in ``operators``."""
         self.server_operators: set[str] = set()
@@ -236,7 +147,7 @@ class Moderation:
             self.store.close()
 
     @property
-    def _store(self) -> ModerationStore:
+    def _store(self) -> Store:
         if self.store is None:
             raise RuntimeError("the moderation plugin is not configured")
         return self.store
@@ -376,6 +287,72 @@ class Moderation:
     @hookimpl
     def chatkit_server_start(self, server: Server) -> None:
         self._server = server
+        # In a cluster the settings are the cluster's, in its Redis (moderation/shared.py).
+        cluster = server.pluginmanager.get_plugin("cluster")
+        client = getattr(cluster, "redis", None)
+        if cluster is not None and client is not None and isinstance(self.store, ModerationStore):
+            shared = SharedModerationStore(
+                client, str(cluster.prefix), str(cluster.node), self.store
+            )
+            shared.on_action = self._on_action
+            self.store = shared
+            log.info("moderation in %s", shared.path)
+
+    def _tell(self, action: dict[str, Any], *, required: bool = False) -> None:
+        """Tell the cluster's other nodes of ``action`` (nothing without a cluster).
+        Raises ``cluster_unavailable`` while Redis is away if the action is ``required``
+        (it is for another node's member); else only logs."""
+        store = self.store
+        if not isinstance(store, SharedModerationStore):
+            return
+        try:
+            store.announce(action)
+        except CommandError:
+            if required:
+                raise
+            log.warning("moderation: the other nodes were not told of %s", action.get("do"))
+
+    def _on_action(self, action: dict[str, Any]) -> None:
+        """Do, for this node's sessions, what another node's operator did (the
+        listening thread of the shared store)."""
+        if self._server is None:
+            return
+        hub, do = self._server.hub, action.get("do")
+        by, reason = str(action.get("by", "")), str(action.get("reason", ""))
+        if do == "announce":
+            fields = action.get("fields")
+            room = action.get("room")
+            hub.announce(
+                str(action.get("text", "")),
+                None if room is None else str(room),
+                **(fields if isinstance(fields, dict) else {}),
+            )
+        elif do == "kick":
+            room, nick = str(action.get("room")), str(action.get("nick"))
+            hub.announce(str(action.get("text", "")), room, kicked=nick, by=by)
+            target = hub.find(nick)
+            if target is not None and fold(room) in target.rooms:
+                hub.part(target, room, f"kicked by {by}" + (f": {reason}" if reason else ""), by=by)
+        elif do == "kill":
+            target = hub.find(str(action.get("nick")))
+            if target is not None:
+                log.info("%s (on another node) killed %s: %s", by, target.nick, reason)
+                target.notice(f"disconnected by {by}" + (f": {reason}" if reason else ""))
+                target.disconnect(f"killed by {by}" + (f": {reason}" if reason else ""))
+        elif do == "gline":
+            self._disconnect_banned(hub.sessions(), str(action.get("mask")), by, reason)
+
+    def _disconnect_banned(
+        self, sessions: list[Session], mask: str, by: str, reason: str
+    ) -> list[str]:
+        """Disconnect the sessions ``mask`` matches (server operators excepted)."""
+        gone = []
+        for session in sessions:
+            if matches(mask, session) and not self.is_server_operator(session):
+                session.notice(f"banned from this server by {by}: {reason}")
+                session.disconnect(f"banned by {by}")
+                gone.append(session.nick or "")
+        return gone
 
     # -- commands ------------------------------------------------------------------
 
@@ -436,13 +413,15 @@ class Moderation:
         """Log and announce an action; ``mode`` (``+o``...) and ``arg`` (``bob``) are IRC's
         terms for it, which the IRC face shows as ``MODE``."""
         log.info("%s in %s: %s", ctx.client.nick, room, text)
+        fields = {}
         if mode:
             fields = {"mode": mode, "by": ctx.client.nick or ""}
             if arg:
                 fields["arg"] = arg
-            ctx.hub.announce(f"{ctx.client.nick} {text}", room, **fields)
-        else:
-            ctx.hub.announce(f"{ctx.client.nick} {text}", room)
+        ctx.hub.announce(f"{ctx.client.nick} {text}", room, **fields)
+        self._tell(
+            {"do": "announce", "text": f"{ctx.client.nick} {text}", "room": room, "fields": fields}
+        )
 
     def op(self, ctx: CommandContext) -> None:
         words = ctx.args.split()
@@ -473,21 +452,32 @@ class Moderation:
         if not words:
             raise ctx.usage_error()
         nick, reason = words[0], " ".join(words[1:])
-        target = self._target(ctx, nick)
-        if fold(room) not in target.rooms:
-            raise CommandError(
-                f"{target.nick} is not in {room}", "not_in_room", target=room, nick=target.nick
-            )
+        by = ctx.client.nick or ""
+        target = ctx.hub.find(nick)
+        shown = target.nick or "" if target is not None else self._elsewhere(ctx, nick)
+        if (
+            (fold(room) not in target.rooms)
+            if target is not None
+            else (fold(shown) not in {fold(member) for member in ctx.hub.who(room) or []})
+        ):
+            raise CommandError(f"{shown} is not in {room}", "not_in_room", target=room, nick=shown)
         # IRC members see the KICK instead (the leave's "by"): the notice says "kicked".
-        text = f"{ctx.client.nick} kicked {target.nick}" + (f": {reason}" if reason else "")
-        log.info("%s in %s: %s", ctx.client.nick, room, text)
-        ctx.hub.announce(text, room, kicked=target.nick or "", by=ctx.client.nick or "")
-        ctx.hub.part(
-            target,
-            room,
-            f"kicked by {ctx.client.nick}" + (f": {reason}" if reason else ""),
-            by=ctx.client.nick,
-        )
+        text = f"{by} kicked {shown}" + (f": {reason}" if reason else "")
+        action = {"do": "kick", "room": room, "nick": shown, "by": by, "reason": reason}
+        self._tell({**action, "text": text}, required=target is None)
+        log.info("%s in %s: %s", by, room, text)
+        ctx.hub.announce(text, room, kicked=shown, by=by)
+        if target is not None:
+            ctx.hub.part(target, room, f"kicked by {by}" + (f": {reason}" if reason else ""), by=by)
+
+    def _elsewhere(self, ctx: CommandContext, nick: str) -> str:
+        """The nick, as shown, of another cluster node's member called ``nick``; else
+        ``no_such_nick``."""
+        relay = None if self._server is None else self._server.hub.relay
+        found = None if relay is None else relay.locate(nick)
+        if found is None:
+            raise CommandError(f"no such nick: {nick}", "no_such_nick", target=nick)
+        return found
 
     def _masks(self, ctx: CommandContext, table: str, add: bool, what: str) -> None:
         letter = {"bans": "b", "mutes": "q"}[table]
@@ -622,7 +612,16 @@ class Moderation:
         nick, _, reason = ctx.args.strip().partition(" ")
         if not nick:
             raise ctx.usage_error()
-        target = self._target(ctx, nick)
+        target = ctx.hub.find(nick)
+        if target is None:  # on another node of the cluster: that node disconnects it
+            shown = self._elsewhere(ctx, nick)
+            self._tell(
+                {"do": "kill", "nick": shown, "by": ctx.client.nick, "reason": reason},
+                required=True,
+            )
+            log.info("%s killed %s (on another node): %s", ctx.client.nick, shown, reason)
+            ctx.reply(f"{shown} disconnected")
+            return
         log.info("%s killed %s: %s", ctx.client.nick, target.nick, reason)
         target.notice(f"disconnected by {ctx.client.nick}" + (f": {reason}" if reason else ""))
         target.disconnect(f"killed by {ctx.client.nick}" + (f": {reason}" if reason else ""))
@@ -636,13 +635,13 @@ class Moderation:
         mask, reason = full_mask(words[0]), words[1] if len(words) > 1 else ""
         self._store.add("bans", SERVER, fold(mask))
         log.info("%s banned %s from the server: %s", ctx.client.nick, mask, reason)
-        gone = []
-        for session in ctx.hub.sessions():
-            if matches(mask, session) and not self.is_server_operator(session):
-                session.notice(f"banned from this server by {ctx.client.nick}: {reason}")
-                session.disconnect(f"banned by {ctx.client.nick}")
-                gone.append(session.nick or "")
-        ctx.reply(f"{mask} banned from the server; disconnected: {', '.join(gone) or 'nobody'}")
+        by = ctx.client.nick or ""
+        gone = self._disconnect_banned(ctx.hub.sessions(), mask, by, reason)
+        self._tell({"do": "gline", "mask": mask, "by": by, "reason": reason})
+        where = " here" if isinstance(self.store, SharedModerationStore) else ""
+        ctx.reply(
+            f"{mask} banned from the server; disconnected{where}: {', '.join(gone) or 'nobody'}"
+        )
 
     def ungline(self, ctx: CommandContext) -> None:
         self._server_operator(ctx)
@@ -658,7 +657,9 @@ class Moderation:
         if not ctx.args.strip():
             raise ctx.usage_error()
         log.info("%s to everyone: %s", ctx.client.nick, ctx.args.strip())
-        ctx.hub.announce(f"[{ctx.client.nick} to everyone] {ctx.args.strip()}")
+        text = f"[{ctx.client.nick} to everyone] {ctx.args.strip()}"
+        ctx.hub.announce(text)
+        self._tell({"do": "announce", "text": text, "room": None, "fields": {}})
 
     def reload(self, ctx: CommandContext) -> None:
         """``/reload``: what SIGHUP does, on this (the operator's reader) thread."""

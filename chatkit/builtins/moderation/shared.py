@@ -1,0 +1,248 @@
+"""A cluster's moderation, kept in its Redis: every node enforces every ban.
+
+With the ``cluster`` plugin on, the ``moderation`` plugin keeps its operators, bans,
+mutes, invitations, room flags and topics here instead of in its SQLite file, so that
+a ban set on one node holds on all of them (a banned client cannot come back through
+another node), and tells the other nodes what it did on
+``PREFIX:moderation`` (Redis pub/sub), so that announcements, ``/kick``, ``/kill`` and
+``/gline`` reach members of every node.
+
+Keys (``PREFIX`` is the cluster's):
+
+* ``PREFIX:moderation:TABLE:ROOM``, a set per table (``ops``, ``bans``, ``mutes``,
+  ``invites``, ``flags``) and room (folded; ``*`` holds the server's bans).
+* ``PREFIX:moderation:topics``, a hash: room (folded) -> JSON ``{"topic", "nick", "ts"}``.
+
+Each node caches what it read (every message reads its room's mutes and flags). A
+change is written and announced on the channel in one transaction; every node, this
+one too, drops its copy of that set when the announcement arrives. A read that
+started before a change's announcement arrived is not cached (a generation count), so
+no node keeps a stale copy. While the channel is not listened to (Redis unreachable,
+or reconnecting), nothing is cached: reads go to Redis, and if Redis does not answer,
+to the last copy (or nothing: no ban is known). Changes are then refused with
+``cluster_unavailable``. At start the node's own SQLite settings (from before it joined
+the cluster) are added to Redis's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from chatkit import CommandError
+from chatkit.builtins.moderation.store import CACHE_ENTRIES, ModerationStore
+
+__all__ = ["SharedModerationStore", "unavailable"]
+
+log = logging.getLogger(__name__)
+
+_ERRORS = (redis.RedisError, OSError)
+TABLES = ("ops", "bans", "mutes", "invites", "flags")
+
+
+def unavailable() -> CommandError:
+    """The refusal of a change while this node has lost the cluster's Redis."""
+    return CommandError(
+        "this server has lost the other servers (Redis) for now: try again later",
+        "cluster_unavailable",
+    )
+
+
+class SharedModerationStore:
+    """A cluster's moderation settings in its Redis (see the module's docstring), with
+    the interface of :class:`~chatkit.builtins.moderation.store.ModerationStore`.
+
+    :param client: the cluster's Redis client (``decode_responses=True``).
+    :param prefix: the cluster's key prefix.
+    :param node: this node's name, to tell its own announcements from the others'.
+    :param local: this node's SQLite store, whose settings are added to Redis's.
+    :param cache_entries: the most (table, room) pairs cached.
+
+    :attr:`on_action` is called, on the listening thread, with each action another node
+    announced (a dict with ``"do"``).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        node: str,
+        local: ModerationStore,
+        cache_entries: int = CACHE_ENTRIES,
+    ) -> None:
+        self.path = f"the cluster's Redis ({prefix}:moderation:*)"
+        """Where the settings are, for the log."""
+        self.on_action: Callable[[dict[str, Any]], None] | None = None
+        self._redis = client
+        self._prefix = prefix
+        self._channel = f"{prefix}:moderation"
+        self._node = node
+        self._local = local
+        self._cache_entries = cache_entries
+        # Synchronize the cache, its generation and the listening flag: reads on every
+        # reader thread, invalidations on the listening thread.
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], list[str]] = {}
+        self._generation = 0  # moves at every invalidation: a read older than it is not cached
+        self._listening = False  # the channel is subscribed: cached copies are kept fresh
+        self._subscribed = threading.Event()  # set once the channel is first subscribed
+        self._stopped = threading.Event()
+        try:
+            self._import(local)
+        except _ERRORS as exc:
+            log.warning("moderation: cannot copy this node's settings to the cluster (%s)", exc)
+        self._thread = threading.Thread(target=self._listen, name="chatkit-moderation", daemon=True)
+        self._thread.start()
+        self._subscribed.wait(5)
+
+    def _key(self, table: str, room: str) -> str:
+        return f"{self._prefix}:moderation:{table}:{room}"
+
+    def _import(self, local: ModerationStore) -> None:
+        """Add ``local``'s settings to Redis's (sets merge; a kept topic Redis has wins)."""
+        rows, topics = local.everything()
+        pipe = self._redis.pipeline()
+        for table, room, value in rows:
+            pipe.sadd(self._key(table, room), value)
+        for room, topic in topics.items():
+            pipe.hsetnx(self._topics, room, json.dumps(topic))
+        pipe.execute()
+        if rows or topics:
+            log.info("moderation: this node's settings were added to the cluster's")
+
+    # -- the channel -------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        """Follow the channel: drop cached sets as they change, pass on the others'
+        actions. Reconnects (0.1 s, doubling up to 2 s) until :meth:`close`."""
+        delay = 0.1
+        while not self._stopped.is_set():
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._channel)
+                with self._lock:
+                    # What changed while nobody listened is unknown: start afresh.
+                    self._cache.clear()
+                    self._generation += 1
+                    self._listening = True
+                self._subscribed.set()
+                delay = 0.1
+                while not self._stopped.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None and message.get("type") == "message":
+                        self._apply(str(message["data"]))
+            except _ERRORS as exc:
+                log.debug("moderation: not listening to %s (%s)", self._channel, exc)
+            finally:
+                with self._lock:
+                    self._listening = False
+                    self._generation += 1
+                with contextlib.suppress(*_ERRORS):
+                    pubsub.close()
+            self._subscribed.set()  # (a start without Redis does not wait any longer)
+            self._stopped.wait(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _apply(self, data: str) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            log.warning("moderation: not JSON on %s: %.80r", self._channel, data)
+            return
+        if not isinstance(event, dict):
+            return
+        if "table" in event:
+            with self._lock:
+                self._cache.pop((str(event["table"]), str(event.get("room"))), None)
+                self._generation += 1
+        elif event.get("node") != self._node and self.on_action is not None:
+            try:
+                self.on_action(event)
+            except Exception:
+                log.exception("moderation: acting on %.200r failed", event)
+
+    def announce(self, action: dict[str, Any]) -> None:
+        """Tell the other nodes of ``action`` (they call their :attr:`on_action`)."""
+        try:
+            self._redis.publish(self._channel, json.dumps({**action, "node": self._node}))
+        except _ERRORS:
+            raise unavailable() from None
+
+    # -- the store's interface ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop listening (within half a second) and close the node's own store."""
+        self._stopped.set()
+        self._thread.join(timeout=5)
+        self._local.close()
+
+    def rows(self, table: str, room: str) -> list[str]:
+        """The accounts (``ops``), masks (``bans``, ``mutes``, ``invites``) or flags of
+        ``room``, sorted."""
+        with self._lock:
+            cached = self._cache.get((table, room))
+            if cached is not None and self._listening:
+                return cached
+            generation = self._generation
+        try:
+            found = sorted(str(value) for value in self._redis.smembers(self._key(table, room)))
+        except _ERRORS:
+            return cached or []  # Redis is away: the last copy, if any
+        with self._lock:
+            if self._listening and generation == self._generation:
+                if len(self._cache) >= self._cache_entries:
+                    self._cache.clear()  # any client may ask about any room name
+                self._cache[table, room] = found
+        return found
+
+    def _change(self, table: str, room: str, value: str, add: bool) -> int:
+        note = json.dumps({"node": self._node, "table": table, "room": room})
+        try:
+            pipe = self._redis.pipeline()  # MULTI/EXEC: the change and its announcement
+            if add:
+                pipe.sadd(self._key(table, room), value)
+            else:
+                pipe.srem(self._key(table, room), value)
+            pipe.publish(self._channel, note)
+            changed, _ = pipe.execute()
+        except _ERRORS:
+            raise unavailable() from None
+        with self._lock:
+            self._cache.pop((table, room), None)
+            self._generation += 1
+        return int(changed)
+
+    def add(self, table: str, room: str, value: str) -> None:
+        self._change(table, room, value, add=True)
+
+    def remove(self, table: str, room: str, value: str) -> bool:
+        return self._change(table, room, value, add=False) > 0
+
+    def topic(self, room: str) -> dict[str, str] | None:
+        """The kept topic of ``room``: ``{"topic", "nick", "ts"}``, or ``None``."""
+        try:
+            row = self._redis.hget(self._topics, room)
+        except _ERRORS:
+            return None
+        return None if row is None else dict(json.loads(str(row)))
+
+    def keep_topic(self, room: str, topic: str, nick: str, ts: str) -> None:
+        """Keep ``topic`` for ``room`` (``""``: forget it); lost if Redis is away."""
+        try:
+            if topic:
+                value = json.dumps({"topic": topic, "nick": nick, "ts": ts})
+                self._redis.hset(self._topics, room, value)
+            else:
+                self._redis.hdel(self._topics, room)
+        except _ERRORS as exc:
+            log.warning("moderation: the topic of %s is not kept (%s)", room, exc)
+
+    @property
+    def _topics(self) -> str:
+        return f"{self._prefix}:moderation:topics"

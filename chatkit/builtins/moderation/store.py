@@ -1,0 +1,130 @@
+"""The moderation plugin's store: operators, bans, mutes, invitations, room flags and
+kept topics per room, in one SQLite file; and what a store must offer the plugin."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from chatkit import UsageError
+
+__all__ = ["CACHE_ENTRIES", "COLUMNS", "ModerationStore", "Store"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ops (room TEXT NOT NULL, account TEXT NOT NULL,
+                                PRIMARY KEY (room, account));
+CREATE TABLE IF NOT EXISTS bans (room TEXT NOT NULL, mask TEXT NOT NULL,
+                                 PRIMARY KEY (room, mask));
+CREATE TABLE IF NOT EXISTS mutes (room TEXT NOT NULL, mask TEXT NOT NULL,
+                                  PRIMARY KEY (room, mask));
+CREATE TABLE IF NOT EXISTS invites (room TEXT NOT NULL, mask TEXT NOT NULL,
+                                    PRIMARY KEY (room, mask));
+CREATE TABLE IF NOT EXISTS flags (room TEXT NOT NULL, flag TEXT NOT NULL,
+                                  PRIMARY KEY (room, flag));
+CREATE TABLE IF NOT EXISTS topics (room TEXT PRIMARY KEY, topic TEXT NOT NULL,
+                                   nick TEXT NOT NULL, ts TEXT NOT NULL);
+"""
+# Each table's second column: an account (ops), a room flag ("invite": invite-only,
+# "lock": only identified clients speak, "moderated": only operators speak, "topic":
+# only operators set the topic), or a mask.
+COLUMNS = {"ops": "account", "bans": "mask", "mutes": "mask", "invites": "mask", "flags": "flag"}
+CACHE_ENTRIES = 4096
+"""(table, room) pairs :class:`ModerationStore` keeps in memory at most (rooms in use,
+more than any server holds at once; emptied when full)."""
+
+
+class Store(Protocol):
+    """What the ``moderation`` plugin needs of a store: :class:`ModerationStore` (a
+    node's SQLite file), or a cluster's (``chatkit.builtins.moderation.shared``)."""
+
+    path: str
+
+    def close(self) -> None: ...
+    def rows(self, table: str, room: str) -> list[str]: ...
+    def add(self, table: str, room: str, value: str) -> None: ...
+    def remove(self, table: str, room: str, value: str) -> bool: ...
+    def topic(self, room: str) -> dict[str, str] | None: ...
+    def keep_topic(self, room: str, topic: str, nick: str, ts: str) -> None: ...
+
+
+class ModerationStore:
+    """Operators, bans and mutes per room (folded), in one SQLite file; any thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        # Synchronize access to the connection (a connection is not thread-safe) and
+        # to the cache of what it holds (every message checks the room's mutes).
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], list[str]] = {}
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise UsageError(f"moderation: cannot open {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def rows(self, table: str, room: str) -> list[str]:
+        """The accounts (``ops``) or masks (``bans``, ``mutes``) of ``room``."""
+        column = COLUMNS[table]
+        with self._lock:
+            cached = self._cache.get((table, room))
+            if cached is None:
+                found = self._db.execute(
+                    f"SELECT {column} FROM {table} WHERE room = ? ORDER BY 1", (room,)
+                ).fetchall()
+                if len(self._cache) >= CACHE_ENTRIES:
+                    # Any client may ask about any room name (a modes request, before
+                    # login too): start over rather than grow without a bound.
+                    self._cache.clear()
+                cached = self._cache[table, room] = [row[0] for row in found]
+        return cached
+
+    def add(self, table: str, room: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", (room, value))
+            self._cache.pop((table, room), None)
+
+    def remove(self, table: str, room: str, value: str) -> bool:
+        column = COLUMNS[table]
+        with self._lock:
+            cursor = self._db.execute(
+                f"DELETE FROM {table} WHERE room = ? AND {column} = ?", (room, value)
+            )
+            self._cache.pop((table, room), None)
+        return cursor.rowcount > 0
+
+    def topic(self, room: str) -> dict[str, str] | None:
+        """The kept topic of ``room``: ``{"topic", "nick", "ts"}``, or ``None``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT topic, nick, ts FROM topics WHERE room = ?", (room,)
+            ).fetchone()
+        return None if row is None else {"topic": row[0], "nick": row[1], "ts": row[2]}
+
+    def keep_topic(self, room: str, topic: str, nick: str, ts: str) -> None:
+        """Keep ``topic`` for ``room`` (``""``: forget it)."""
+        with self._lock:
+            if topic:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO topics VALUES (?, ?, ?, ?)", (room, topic, nick, ts)
+                )
+            else:
+                self._db.execute("DELETE FROM topics WHERE room = ?", (room,))
+
+    def everything(self) -> tuple[list[tuple[str, str, str]], dict[str, dict[str, str]]]:
+        """Every row, as ``(table, room, value)``, and every kept topic by room: for
+        copying them elsewhere."""
+        rows: list[tuple[str, str, str]] = []
+        with self._lock:
+            for table, column in COLUMNS.items():
+                found = self._db.execute(f"SELECT room, {column} FROM {table}").fetchall()
+                rows += [(table, str(room), str(value)) for room, value in found]
+            topics = self._db.execute("SELECT room, topic, nick, ts FROM topics").fetchall()
+        return rows, {
+            str(room): {"topic": topic, "nick": nick, "ts": ts} for room, topic, nick, ts in topics
+        }
