@@ -393,9 +393,17 @@ def test_accounts_are_the_clusters(
     alice.close()
     login(b, "alice").expect("welcome")
 
-    # The account b had on its own, before the cluster, is everyone's now.
+    # The account b had on its own, before the cluster, is everyone's now: b was the
+    # first to start with accounts. A node starting later does not bring its own.
     login(a, "oldtimer").expect("error", code="nick_registered")
     login(a, "oldtimer", "old-password").expect("welcome")
+    late = tmp_path / "late.accounts.sqlite3"
+    store = AccountStore(late)
+    store.create(Account("latecomer", "latecomer", old_hash, None))
+    store.close()
+    c = nodes(url, config_text=f'[plugins.accounts]\ndb = "{late}"\n')
+    login(c, "latecomer").expect("welcome")
+    assert "not copied to the cluster" in c.log.read_text()
 
 
 def test_moderation_is_the_clusters(

@@ -19,9 +19,10 @@ Each change is one Lua script, so two nodes registering one nick at once cannot 
 succeed. Every read asks Redis (a password changed elsewhere counts at once). While
 Redis is unreachable, reads answer from what this node last read (every account at
 start, and each one looked up since), and changes are refused with
-``cluster_unavailable``. At start the node's own SQLite accounts (from before it
-joined the cluster) are copied to Redis, except those whose nick, or a look-alike,
-Redis has already.
+``cluster_unavailable``. A node that starts while Redis holds no account copies its own
+SQLite accounts (from before it joined the cluster) there: the first to start seeds the
+cluster (or reseeds a Redis that lost its data); the files of nodes that start later are
+not read (an account dropped meanwhile would come back).
 """
 
 from __future__ import annotations
@@ -125,7 +126,14 @@ class SharedAccountStore:
         self._skeletons: dict[str, str] = {}
         self._local = local
         try:
-            self._import(local)
+            if client.hlen(self._keys[0]) == 0:
+                self._import(local)
+            elif local.everything()[0]:
+                log.warning(
+                    "accounts: the accounts of %s are not copied to the cluster, whose Redis "
+                    "has accounts already (the first node to start seeds it)",
+                    local.path,
+                )
             rows = client.hgetall(self._keys[0])
         except _ERRORS as exc:
             log.warning("accounts: cannot read the cluster's accounts yet (%s)", exc)
@@ -134,7 +142,8 @@ class SharedAccountStore:
             self._remember(str(name), _account(str(name), str(row)))
 
     def _import(self, local: AccountStore) -> None:
-        """Copy ``local``'s accounts and invitations to Redis where Redis has none."""
+        """Copy ``local``'s accounts and invitations to Redis (where another node starting
+        at the same time did not already)."""
         accounts, invites = local.everything()
         for account, created in accounts:
             like = skeleton(account.nick)

@@ -20,8 +20,10 @@ started before a change's announcement arrived is not cached (a generation count
 no node keeps a stale copy. While the channel is not listened to (Redis unreachable,
 or reconnecting), nothing is cached: reads go to Redis, and if Redis does not answer,
 to the last copy (or nothing: no ban is known). Changes are then refused with
-``cluster_unavailable``. At start the node's own SQLite settings (from before it joined
-the cluster) are added to Redis's.
+``cluster_unavailable``. The first node that starts with settings in its own SQLite
+file (from before it joined the cluster) adds them to Redis's, unless the cluster has
+had settings already (the key ``PREFIX:moderation:seeded``, set by every change: a
+later node's file would bring back a ban lifted meanwhile).
 """
 
 from __future__ import annotations
@@ -105,8 +107,18 @@ class SharedModerationStore:
         return f"{self._prefix}:moderation:{table}:{room}"
 
     def _import(self, local: ModerationStore) -> None:
-        """Add ``local``'s settings to Redis's (sets merge; a kept topic Redis has wins)."""
+        """Add ``local``'s settings to Redis's if the cluster never had any (sets merge; a
+        kept topic Redis has wins)."""
         rows, topics = local.everything()
+        if not (rows or topics):
+            return
+        if not self._redis.set(self._seeded, self._node, nx=True):
+            log.warning(
+                "moderation: the settings of %s are not added to the cluster's, which has "
+                "had settings already (the first node to start with some seeds it)",
+                local.path,
+            )
+            return
         pipe = self._redis.pipeline()
         for table, room, value in rows:
             pipe.sadd(self._key(table, room), value)
@@ -205,12 +217,13 @@ class SharedModerationStore:
         note = json.dumps({"node": self._node, "table": table, "room": room})
         try:
             pipe = self._redis.pipeline()  # MULTI/EXEC: the change and its announcement
+            pipe.set(self._seeded, self._node)
             if add:
                 pipe.sadd(self._key(table, room), value)
             else:
                 pipe.srem(self._key(table, room), value)
             pipe.publish(self._channel, note)
-            changed, _ = pipe.execute()
+            _, changed, _ = pipe.execute()
         except _ERRORS:
             raise unavailable() from None
         with self._lock:
@@ -246,3 +259,7 @@ class SharedModerationStore:
     @property
     def _topics(self) -> str:
         return f"{self._prefix}:moderation:topics"
+
+    @property
+    def _seeded(self) -> str:
+        return f"{self._prefix}:moderation:seeded"
