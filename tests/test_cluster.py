@@ -555,8 +555,9 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
     (tmp_path / "own-redis").mkdir()
     redis = RedisServer(tmp_path / "own-redis")
     try:
-        a, b = nodes(redis.url(), "--metrics-port", "0"), nodes(redis.url())
-        ann, ben = a.client("ann"), b.client("ben")
+        a = nodes(redis.url(), "--metrics-port", "0", "--plugin", "moderation")
+        b = nodes(redis.url())
+        ann, ben = a.client("ann"), b.client("ben")  # ann, first in #general, its operator
         wait_until(lambda: sorted(who(ann)) == ["ann", "ben"], WAIT, "both in /who", POLL)
         assert a.metrics is not None
         cluster = metrics(a.metrics)
@@ -588,6 +589,8 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         dan.say("/identify ann wrong-horse")
         dan.expect("error", code="bad_password")
         dan.close()
+        ann.say("/ban mallory")  # moderation: the same
+        ann.expect("error", code="cluster_unavailable")
         # A topic set meanwhile reaches the other node once Redis is back.
         ann.send({"type": "say", "text": "/topic set while apart"})
         ann.expect("topic", topic="set while apart")
