@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from chatkit.codecs import Codec
 from chatkit.faces.irc.message import MAX_LINE_BYTES, Message
 from chatkit.faces.irc.protocol import Closed, Command, IrcProtocol, Register
-from chatkit.faces.irc.render import CodecCache, Style, encode_lines, render, split_text
+from chatkit.faces.irc.render import (
+    BYTE_CAPS,
+    CodecCache,
+    Style,
+    encode_lines,
+    fast_message,
+    render,
+    split_text,
+)
 from chatkit.frames import Frame
 
 SERVER = "irc.test"
@@ -227,6 +238,55 @@ def test_replay_is_a_batch_when_negotiated() -> None:
 
 def wire(messages: list[Message]) -> list[str]:
     return encode_lines(messages).decode().split("\r\n")[:-1]
+
+
+_ANY_TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from(";\\ \r\n\0:@"), max_size=600)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=_ANY_TEXT,
+    nick=st.sampled_from(["bob", "b[1]", "x" * 32, "", "a b", ":c"]) | _ANY_TEXT,
+    room=st.sampled_from(["#g", "#" + "r" * 49, "", "# x", ":#y"]) | _ANY_TEXT,
+    account=st.none() | _ANY_TEXT,
+    ts=st.sampled_from(["2026-01-01T00:00:00.000Z", "", "a;b c\\"]) | st.integers(),
+    ident=st.none() | st.integers(min_value=0) | st.just(""),
+    flags=st.dictionaries(st.sampled_from(["action", "notice", "history"]), st.booleans()),
+    caps=st.frozensets(st.sampled_from(sorted(BYTE_CAPS))),
+)
+def test_the_fast_path_of_a_message_gives_the_same_bytes(
+    text: str,
+    nick: str,
+    room: str,
+    account: str | None,
+    ts: str | int,
+    ident: int | str | None,
+    flags: dict[str, bool],
+    caps: frozenset[str],
+) -> None:
+    """fast_message() writes an ordinary room message as the general path does, byte for
+    byte, and declines (None) what it does not handle."""
+    fields = {"ts": ts, "room": room, "nick": nick, "text": text, **flags}
+    if ident is not None:
+        fields["id"] = ident
+    if account is not None:
+        fields["account"] = account
+    frame = Frame("message", **fields)
+    style = Style(SERVER, caps)
+    fast = fast_message(style, frame)
+    if fast is not None:
+        assert fast == encode_lines(render(frame, style))
+
+
+def test_the_fast_path_takes_ordinary_messages() -> None:
+    """The writer's common case does take the fast path."""
+    for caps in (frozenset(), frozenset({"message-tags", "server-time", "account-tag"})):
+        frame = Frame(
+            "message", id=5, ts="2026-01-01T00:00:00.000Z", room="#g", nick="bob", text="hi"
+        )
+        assert fast_message(Style(SERVER, caps), frame) == encode_lines(
+            render(frame, Style(SERVER, caps))
+        )
 
 
 def test_fan_out_rendering() -> None:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from chatkit.codecs import Codec, render_text
-from chatkit.faces.irc.message import MAX_LINE_BYTES, Message
+from chatkit.faces.irc.message import MAX_LINE_BYTES, Message, escape_tag
 from chatkit.frames import Frame
 
 log = logging.getLogger(__name__)
@@ -288,6 +289,49 @@ def render(
     return notices(style.server, target, render_text(frame))
 
 
+def fast_message(style: Style, frame: Frame) -> bytes | None:
+    """The bytes of an ordinary room message (one line that fits, no action, notice or
+    replay), as ``encode_lines(render(frame, style))`` gives them, written directly; or
+    ``None`` for any other, which takes that path. The writer encodes every fanned-out
+    message once per style, and most are ordinary: this is a third of the general
+    path's cost (a test checks both give the same bytes)."""
+    fields = frame.fields
+    text, nick, room = fields.get("text"), fields.get("nick"), fields.get("room")
+    if not (isinstance(text, str) and isinstance(nick, str) and isinstance(room, str)):
+        return None
+    if fields.get("action") or fields.get("notice") or fields.get("history"):
+        return None
+    if "\n" in text or "\r" in text or "\0" in text or not text.strip():
+        return None
+    if not room or " " in room or room.startswith(":") or "\r" in room or "\n" in room:
+        return None
+    head = f":{nick}!{nick}@{USER_HOST} PRIVMSG {room} :"
+    if "\r" in head or "\n" in head or "\0" in head:
+        return None
+    line = head + text
+    if len(line.encode("utf-8", "replace")) > MAX_LINE_BYTES - 2:
+        return None  # split in pieces by the general path
+    caps, tags = style.caps, []  # what _tags() gives a message frame, in its order
+    ts, ident, account = fields.get("ts"), fields.get("id"), fields.get("account")
+    if "server-time" in caps and isinstance(ts, str):
+        tags.append(f"time={_tag(ts)}" if ts else "time")
+    if "message-tags" in caps and ident is not None:
+        tags.append(f"msgid={_tag(str(ident))}" if str(ident) else "msgid")
+    if "account-tag" in caps and isinstance(account, str):
+        tags.append(f"account={_tag(account)}" if account else "account")
+    if tags:
+        line = f"@{';'.join(tags)} {line}"
+    return f"{line}\r\n".encode("utf-8", "replace")
+
+
+def _tag(value: str) -> str:
+    """``value`` escaped as a tag value (most need nothing)."""
+    return escape_tag(value) if _TAG_SPECIALS.search(value) else value
+
+
+_TAG_SPECIALS = re.compile(r"[; \\\r\n]")
+
+
 def notices(server: str, target: str, text: str) -> list[Message]:
     """``text`` as NOTICEs from the server to ``target``, one a line, split to fit."""
     prefix = f":{server} NOTICE {target} :"
@@ -338,6 +382,10 @@ def _serializer(style: Style) -> Callable[[Frame], bytes]:
 
 def _serialize(style: Style, frame: Frame) -> bytes:
     try:
+        if frame.type == "message":
+            fast = fast_message(style, frame)
+            if fast is not None:
+                return fast
         return encode_lines(render(frame, style))
     except Exception:  # a plugin's frame with fields of the wrong types
         log.warning("cannot render %r for IRC; sent as text", frame, exc_info=True)
