@@ -30,6 +30,9 @@ between two hooks, with no hook of its own::
     /part:    chatkit_allow_input → (leave to the room's members) → chatkit_on_leave
     /topic:   chatkit_allow_input → chatkit_allow_topic → (topic to the room's members)
               → chatkit_on_topic
+    /identify, /logout (any command that changes the account): (the command)
+              → (account to the client and everyone who shares a room)
+              → chatkit_on_account
     request:  chatkit_allow_input → chatkit_handle_request (before login too)
     authenticate: chatkit_authenticate (IRC SASL, before login)
     logout:   (leave to the members of its rooms) → chatkit_on_leave (each room)
@@ -395,6 +398,22 @@ def chatkit_on_topic(client: Session, room: str, topic: dict[str, str]) -> None:
     :param topic: The ``topic`` frame's fields: ``room``, ``topic`` (``""`` if
         cleared), ``nick`` (who set it), ``ts``. A plugin that keeps topics across
         restarts stores it here and gives it back with ``hub.restore_topic``.
+
+    Return value is ignored. If it raises, the error is logged and the other
+    plugins still run.
+    """
+
+
+@hookspec
+def chatkit_on_account(client: Session) -> None:
+    """Called after a logged-in client's account changed: ``client.account`` is the
+    new one, or ``None`` (``/identify``, ``/register``, ``/logout``, ``/drop``: a
+    command that changed it).
+
+    Runs on the client's reader thread, after the ``account`` frame went to it and to
+    everyone sharing a room with it. An account proven at login (a ``hello`` with a
+    password, IRC SASL) is not a change: ``chatkit_on_login`` sees it. The ``cluster``
+    plugin tells the other nodes here.
 
     Return value is ignored. If it raises, the error is logged and the other
     plugins still run.

@@ -360,6 +360,7 @@ class Hub:
         finally:
             if session.account != before and session.welcomed:
                 self._account_changed(session)
+                self.hooks.notify("chatkit_on_account", client=session)
 
     def _account_changed(self, session: Session) -> None:
         """Tell ``session`` and everyone who shares a room with it its account now."""

@@ -364,11 +364,17 @@ def test_accounts_are_the_clusters(
     store.close()
     a = nodes(url)
     b = nodes(url, config_text=f'[plugins.accounts]\ndb = "{own}"\n')
+    watch = b.client("watch")  # its /who lists every node's members
+
+    def gone(nick: str) -> None:
+        """Wait until ``nick``'s logout reached the other node (its nick is free)."""
+        wait_until(lambda: nick not in who(watch), WAIT, f"{nick} gone", POLL)
 
     alice = a.client("alice")
     alice.say("/register correct-horse")
     alice.expect("reply", command="register")
     alice.close()
+    gone("alice")
     login(b, "alice").expect("error", code="nick_registered")
     login(b, "ALICE").expect("error", code="nick_registered")
     login(b, "alice", "wrong-horse").expect("error", code="bad_password")
@@ -380,6 +386,7 @@ def test_accounts_are_the_clusters(
     bob.say("/register bobs-password")
     bob.expect("reply", command="register")
     alice.close()
+    gone("alice")
 
     login(a, "alice", "correct-horse").expect("error", code="bad_password")
     alice = login(a, "alice", "battery-staple")
@@ -391,6 +398,7 @@ def test_accounts_are_the_clusters(
     alice.say("/drop battery-staple")
     alice.expect("reply", command="drop")
     alice.close()
+    gone("alice")
     login(b, "alice").expect("welcome")
 
     # The account b had on its own, before the cluster, is everyone's now: b was the
@@ -404,6 +412,45 @@ def test_accounts_are_the_clusters(
     c = nodes(url, config_text=f'[plugins.accounts]\ndb = "{late}"\n')
     login(c, "latecomer").expect("welcome")
     assert "not copied to the cluster" in c.log.read_text()
+
+
+def test_identities_and_private_history_cross_nodes(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """A member's account is known on every node (joins carry it, /identify and /logout
+    reach those who share a room), and private messages are in every node's history, by
+    the accounts of both sides: a client sees its conversation from any node."""
+    url = redis_server.url(10)
+    redis.Redis.from_url(url).flushdb()
+    a, b = nodes(url), nodes(url)
+    alice, bob = a.client("alice"), b.client("bob")
+    wait_until(lambda: sorted(who(alice)) == ["alice", "bob"], WAIT, "both in /who", POLL)
+    alice.say("/register correct-horse")
+    assert bob.expect("account", nick="alice")["account"] == "alice"
+    bob.say("/register battery-staple")
+    assert alice.expect("account", nick="bob")["account"] == "bob"
+    alice.say("/join #den")
+    alice.expect("join", room="#den", nick="alice")
+    bob.say("/join #den")
+    assert alice.expect("join", room="#den", nick="bob")["account"] == "bob"
+
+    alice.say("/msg bob hello from a")
+    bob.expect("private", text="hello from a")
+    bob.say("/msg alice hello from b")
+    alice.expect("private", text="hello from b")
+    alice.say("/logout")
+    assert bob.expect("account", nick="alice")["account"] is None
+    alice.close()
+    wait_until(lambda: "alice" not in who(bob), WAIT, "alice gone", POLL)
+    # alice, back through the other node: the conversation is there (b applied the
+    # log in order: both messages before the logout bob saw).
+    again = ChatClient(b.address, timeout=10)
+    again.login("alice", password="correct-horse")
+    again.say("/history bob")
+    texts = [f["text"] for f in again.sync() if f["type"] == "private"]
+    assert texts == ["hello from a", "hello from b"]
+    bob.send({"type": "history", "with": "alice"})
+    assert [f["text"] for f in bob.sync() if f["type"] == "private"] == texts
 
 
 def test_moderation_is_the_clusters(

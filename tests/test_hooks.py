@@ -327,6 +327,36 @@ def test_hook_allow_topic(chat_server_factory: Factory, chat_client: Connect) ->
     assert server.hub.topic("#general") is None
 
 
+def test_hook_on_account(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """chatkit_on_account runs after a command changed the client's account (register,
+    logout, identify), after the account frame; a login with a password is not one."""
+    seen: list[tuple[str | None, str | None]] = []
+
+    class Watcher:
+        @hookimpl
+        def chatkit_on_account(self, client: Session) -> None:
+            seen.append((client.nick, client.account))
+
+    server = chat_server_factory(plugins=[Watcher()])
+    alice = chat_client(server, "alice")
+    alice.say("/register correct-horse")
+    alice.expect("account", account="alice")
+    alice.say("/logout")
+    alice.expect("account", account=None)
+    alice.say("/identify correct-horse")
+    alice.expect("account", account="alice")
+    alice.say("/rooms")  # no change: no call
+    alice.expect("reply", command="rooms")
+    assert seen == [("alice", "alice"), ("alice", None), ("alice", "alice")]
+    alice.close()
+    again = ChatClient(server.address)
+    again.login("alice", password="correct-horse")  # proven at login: on_login's
+    again.say("/rooms")
+    again.expect("reply", command="rooms")
+    assert len(seen) == 3
+    again.close()
+
+
 def test_hook_on_topic(chat_server_factory: Factory, chat_client: Connect) -> None:
     """chatkit_on_topic sees each topic set (and cleared); hub.restore_topic gives a
     room without a topic a kept one, which its members see as a topic frame."""

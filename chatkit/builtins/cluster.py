@@ -46,7 +46,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import pluggy
@@ -175,6 +175,8 @@ class Member:
     nick: str
     rooms: dict[str, str] = field(default_factory=dict)
     """Folded room name -> display name."""
+    account: str | None = None
+    """The account it is identified to (the ``accounts`` plugin), if any."""
 
 
 @dataclass
@@ -200,6 +202,7 @@ class Cluster:
         self.redis: Any = None
         self._server: Server | None = None
         self._store: Any = None  # the history plugin's MessageStore, if it runs
+        self._private = False  # whether it stores private messages (its `private`)
         self._lock = threading.Lock()  # guards everything below
         self._remote: dict[str, dict[str, Member]] = {}  # node -> folded nick -> member
         self._missing: dict[str, float] = {}  # node absent from PREFIX:nodes -> since
@@ -268,6 +271,8 @@ class Cluster:
         self._server = server
         history = server.pluginmanager.get_plugin("history")
         self._store = getattr(history, "store", None)
+        # Private messages are stored too if the history plugin stores them (its setting).
+        self._private = bool(getattr(history, "private", False))
         try:
             self._connect(start=True)
         except _REDIS_ERRORS as exc:
@@ -462,7 +467,7 @@ class Cluster:
 
     def _member_op(self, session: Session) -> Callable[[Pipeline], object]:
         key, nick = self._key("members", self.node), session.nick or ""
-        value = json.dumps({"nick": nick, "rooms": list(session.rooms.values())})
+        value = json.dumps(_member_fields(session))
 
         def op(pipe: Pipeline) -> object:
             return pipe.hset(key, fold(nick), value)
@@ -479,7 +484,10 @@ class Cluster:
 
     @hookimpl
     def chatkit_on_join(self, client: Session, room: str) -> None:
-        self._send("join", {"nick": client.nick, "room": room}, self._member_op(client))
+        data = {"nick": client.nick, "room": room}
+        if client.account is not None:
+            data["account"] = client.account
+        self._send("join", data, self._member_op(client))
         with self._lock:
             topic = self._topics.get(fold(room))
         if topic is not None:
@@ -517,6 +525,11 @@ class Cluster:
         self._send("nick", {"old": old, "new": client.nick}, *ops)
 
     @hookimpl
+    def chatkit_on_account(self, client: Session) -> None:
+        data = {"nick": client.nick, "account": client.account}
+        self._send("account", data, self._member_op(client))
+
+    @hookimpl
     def chatkit_on_logout(self, client: Session, reason: str) -> None:
         nick = client.nick or ""
         self._send(
@@ -536,10 +549,7 @@ class Cluster:
                 with self._lock:
                     self.nick_conflicts += 1
                 log.warning("cluster: nick %s was taken on another node meanwhile", nick)
-        members = {
-            fold(s.nick or ""): json.dumps({"nick": s.nick, "rooms": list(s.rooms.values())})
-            for s in sessions
-        }
+        members = {fold(s.nick or ""): json.dumps(_member_fields(s)) for s in sessions}
         pipe = r.pipeline(transaction=True)
         pipe.zadd(self._key("nodes"), {self.node: _now_ms()})
         pipe.delete(self._key("members", self.node))
@@ -567,6 +577,10 @@ class Cluster:
             data["room"] = message.room
         else:
             data["to"] = message.to
+            # For the history of private messages, kept by the account of each side.
+            to_account = self._account_of(message.to or "")
+            if to_account is not None:
+                data["to_account"] = to_account
         if message.action:
             data["action"] = True
         if message.notice:
@@ -787,11 +801,11 @@ class Cluster:
             except (KeyError, ValueError):
                 log.warning("cluster: skipped a bad log entry %s", entry_id)
                 continue
-            if fields["t"] == "msg" and "room" in data and self._store is not None:
+            if fields["t"] == "msg" and self._stores(data):
                 if fields["n"] == self.node and data.get("k") in self._given_up:
                     continue
                 try:
-                    futures.append(self._store.submit(_message(message_id(entry_id), data)))
+                    futures.append(self._submit(message_id(entry_id), data))
                 except Exception as exc:
                     log.warning("cluster: message %s not stored: %s", entry_id, exc)
         for future in futures[-1:]:  # one commit takes them all, in order
@@ -836,6 +850,16 @@ class Cluster:
                 future = self._pending.pop(data.get("k", 0), None)
             frame.origin = data.get("sid")
         run.append((frame, future, ident))
+
+    def _stores(self, data: dict[str, Any]) -> bool:
+        """Whether the message ``data`` of the log goes in this node's history."""
+        return self._store is not None and ("room" in data or self._private)
+
+    def _submit(self, ident: int, data: dict[str, Any]) -> Future[None]:
+        """Queue a message of the log for this node's history (a private one with the
+        accounts of both sides, as the history plugin stores one)."""
+        accounts = (data.get("account"), data.get("to_account")) if "to" in data else (None, None)
+        return cast("Future[None]", self._store.submit(_message(ident, data), accounts))
 
     def _deliver_run(self, room: str, run: list[tuple[Frame, Future[int] | None, int]]) -> None:
         """Deliver ``run`` (messages to ``room``), then wake their senders here; empty it."""
@@ -887,7 +911,9 @@ class Cluster:
         elif mine:
             return  # this node's own presence: shown here when it happened
         elif kind == "join":
-            self._join(node, data["nick"], data["room"])
+            self._join(node, data["nick"], data["room"], data.get("account"))
+        elif kind == "account":
+            self._account(node, data["nick"], data.get("account"))
         elif kind == "part":
             self._part(node, data["nick"], data["room"], data.get("reason", "part"))
         elif kind == "nick":
@@ -901,13 +927,37 @@ class Cluster:
             members = {k: _member(json.dumps(v)) for k, v in data["members"].items()}
             self._apply_node(node, members)
 
-    def _join(self, node: str, nick: str, room: str) -> None:
+    def _join(self, node: str, nick: str, room: str, account: str | None = None) -> None:
         with self._lock:
             member = self._remote.setdefault(node, {}).setdefault(fold(nick), Member(nick))
+            member.account = account
             if fold(room) in member.rooms:
                 return
             member.rooms[fold(room)] = room
-        self._hub.deliver([Frame("join", room=room, nick=nick, ts=_now_ts())], room=room)
+        self._hub.deliver([_join_frame(room, nick, account)], room=room)
+
+    def _account(self, node: str, nick: str, account: str | None) -> None:
+        """Another node's member identified (or no longer): tell those who share a room."""
+        with self._lock:
+            member = self._remote.get(node, {}).get(fold(nick))
+            if member is None:
+                return
+            member.account = account
+            rooms = list(member.rooms.values())
+        if rooms:
+            self._hub.deliver([Frame("account", nick=member.nick, account=account)], rooms=rooms)
+
+    def _account_of(self, nick: str) -> str | None:
+        """The account of whoever is called ``nick``, here or on another node."""
+        found = self._hub.find(nick)
+        if found is not None:
+            return cast(str | None, found.account)
+        key = fold(nick)
+        with self._lock:
+            for members in self._remote.values():
+                if key in members:
+                    return members[key].account
+        return None
 
     def _part(self, node: str, nick: str, room: str, reason: str) -> None:
         with self._lock:
@@ -966,8 +1016,7 @@ class Cluster:
             old = before.get(key)
             for room_key, room in member.rooms.items():
                 if old is None or room_key not in old.rooms:
-                    frame = Frame("join", room=room, nick=member.nick, ts=_now_ts())
-                    self._hub.deliver([frame], room=room)
+                    self._hub.deliver([_join_frame(room, member.nick, member.account)], room=room)
 
     def _apply_snapshot(self, snapshot: dict[str, dict[str, Member]]) -> None:
         """Take the members of the live nodes as Redis has them. A node known here
@@ -996,8 +1045,8 @@ class Cluster:
                 if fields.get("t") != "msg":
                     continue
                 data = json.loads(fields.get("d", "{}"))
-                if "room" in data:
-                    futures.append(self._store.submit(_message(message_id(entry_id), data)))
+                if self._stores(data):
+                    futures.append(self._submit(message_id(entry_id), data))
             for future in futures[-1:]:
                 future.result()
             start = batch[-1][0]
@@ -1022,7 +1071,23 @@ def _message(ident: int, data: dict[str, Any]) -> Message:
 def _member(value: str) -> Member:
     data = json.loads(value)
     rooms = {fold(room): room for room in data.get("rooms", [])}
-    return Member(str(data.get("nick", "")), rooms)
+    account = data.get("account")
+    return Member(str(data.get("nick", "")), rooms, account if isinstance(account, str) else None)
+
+
+def _member_fields(session: Session) -> dict[str, Any]:
+    """A local member as ``PREFIX:members:NODE`` and ``hello`` entries hold it."""
+    fields: dict[str, Any] = {"nick": session.nick, "rooms": list(session.rooms.values())}
+    if session.account is not None:
+        fields["account"] = session.account
+    return fields
+
+
+def _join_frame(room: str, nick: str, account: str | None) -> Frame:
+    """The ``join`` frame of another node's member (with its account, as a local one's)."""
+    if account is None:
+        return Frame("join", room=room, nick=nick, ts=_now_ts())
+    return Frame("join", room=room, nick=nick, ts=_now_ts(), account=account)
 
 
 def _now_ms() -> int:
