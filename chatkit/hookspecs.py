@@ -30,9 +30,9 @@ between two hooks, with no hook of its own::
     /part:    chatkit_allow_input → (leave to the room's members) → chatkit_on_leave
     /topic:   chatkit_allow_input → chatkit_allow_topic → (topic to the room's members)
               → chatkit_on_topic
-    /identify, /logout (any command that changes the account): (the command)
-              → (account to the client and everyone who shares a room)
-              → chatkit_on_account
+    /register: chatkit_allow_input → (the command: it, or /identify, /logout, /drop,
+              changed the account) → (account to the client and everyone who
+              shares a room) → chatkit_on_account
     request:  chatkit_allow_input → chatkit_handle_request (before login too)
     authenticate: chatkit_authenticate (IRC SASL, before login)
     logout:   (leave to the members of its rooms) → chatkit_on_leave (each room)

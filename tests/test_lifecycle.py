@@ -165,6 +165,10 @@ class Recorder:
         self.note("chatkit_on_topic", (room, topic["topic"]))
 
     @hookimpl
+    def chatkit_on_account(self, client: Session) -> None:
+        self.note("chatkit_on_account", (client.nick, client.account))
+
+    @hookimpl
     def chatkit_on_logout(self, client: Session, reason: str) -> None:
         self.note("chatkit_on_logout", reason)
         self.logged_out.set()
@@ -257,6 +261,13 @@ DETAILS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "/register",
+        {
+            "chatkit_allow_input": ("Say", "/register correct-horse"),
+            "chatkit_on_account": ("alicia", "alicia"),
+        },
+    ),
+    (
         "/part",
         {
             "chatkit_allow_input": ("Say", "/part #side"),
@@ -301,6 +312,8 @@ def run_scenario(plugin: Recorder) -> None:
             client.expect("lifecycle", ok=True)
             client.say("/topic #side Friday")  # /topic
             client.expect("topic", room="#side", topic="Friday")
+            client.say("/register correct-horse")  # /register
+            client.expect("account", account="alicia")
             client.say("/part #side")  # /part
             client.expect("leave", room="#side")
         # logout: the connection is closed; its hooks run on the reader thread.
