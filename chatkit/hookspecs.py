@@ -360,13 +360,16 @@ def chatkit_on_nick(client: Session, old: str) -> None:
 
 
 @hookspec
-def chatkit_on_leave(client: Session, room: str, reason: str) -> None:
+def chatkit_on_leave(client: Session, room: str, reason: str, by: str | None) -> None:
     """Called after ``client`` left ``room`` and the remaining members were told.
 
     :param reason: ``part``, ``part: <text>`` for ``/part``, or the reason of the
         logout (``quit: <text>``, ``connection closed``, ``send queue exceeded``,
         ``ping timeout``, ``server shutdown``) when the client leaves every room
         because it disconnects.
+    :param by: The nick of the operator who removed it (a kick: ``hub.part(...,
+        by=...)``, which the ``leave`` frame carries too), else ``None``. (An
+        implementation may leave out the arguments it does not use.)
 
     Return value is ignored. If it raises, the error is logged and the other
     plugins still run.

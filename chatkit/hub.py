@@ -469,7 +469,7 @@ class Hub:
                     wake |= self._fanout(frame, members)
         self._wake_if(wake)
         for name in left:
-            self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason)
+            self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason, by=None)
         self.hooks.notify("chatkit_on_logout", client=session, reason=reason)
 
     # -- rooms -------------------------------------------------------------------
@@ -533,7 +533,7 @@ class Hub:
                 raise CommandError(f"you are not in {room}", "not_in_room")
             wake = self._leave(session, name, reason, announce=True, tell_self=True, by=by)
         self._wake_if(wake)
-        self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason)
+        self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason, by=by)
 
     def set_topic(self, session: Session, room: str, text: str) -> None:
         """Set the topic of ``room`` (a member only; ``""`` clears it) and send the

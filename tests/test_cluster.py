@@ -362,8 +362,8 @@ def test_accounts_are_the_clusters(
     old_hash = PasswordHasher().hash("old-password")
     store.create(Account("oldtimer", "oldtimer", old_hash, None))
     store.close()
+    b = nodes(url, config_text=f'[plugins.accounts]\ndb = "{own}"\n')  # the first: it seeds
     a = nodes(url)
-    b = nodes(url, config_text=f'[plugins.accounts]\ndb = "{own}"\n')
     watch = b.client("watch")  # its /who lists every node's members
 
     def gone(nick: str) -> None:
@@ -402,7 +402,7 @@ def test_accounts_are_the_clusters(
     login(b, "alice").expect("welcome")
 
     # The account b had on its own, before the cluster, is everyone's now: b was the
-    # first to start with accounts. A node starting later does not bring its own.
+    # first to start. A node starting later does not bring its own.
     login(a, "oldtimer").expect("error", code="nick_registered")
     login(a, "oldtimer", "old-password").expect("welcome")
     late = tmp_path / "late.accounts.sqlite3"
@@ -453,6 +453,27 @@ def test_identities_and_private_history_cross_nodes(
     assert [f["text"] for f in bob.sync() if f["type"] == "private"] == texts
 
 
+def test_a_redis_that_lost_its_accounts_refuses_registrations(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """Redis restarted without its data (here: emptied): nobody may register a nick that
+    was someone's until a node starts and seeds it again."""
+    url = redis_server.url(11)
+    redis.Redis.from_url(url).flushdb()
+    a = nodes(url)
+    alice = a.client("alice")
+    alice.say("/register correct-horse")
+    alice.expect("reply", command="register")
+    redis.Redis.from_url(url).flushdb()
+    mallory = a.client("mallory")
+    mallory.say("/register stolen-horse")
+    mallory.expect("error", code="cluster_unavailable")
+    assert "lost its accounts" in a.log.read_text()
+    nodes(url)  # a node that starts seeds it again (from its own file: none here)
+    mallory.say("/register stolen-horse")
+    mallory.expect("reply", command="register")
+
+
 def test_moderation_is_the_clusters(
     redis_server: RedisServer, nodes: Callable[..., Node], tmp_path: Path
 ) -> None:
@@ -467,6 +488,11 @@ def test_moderation_is_the_clusters(
     store.close()
     settings = '[plugins.moderation]\nserver_operators = ["root"]\n'
     a = nodes(url, "--plugin", "moderation", config_text=settings)
+    early = a.client("early")
+    early.say("/join #den")  # a reads (and caches) #den's bans: none yet
+    early.expect("join", room="#den", nick="early")
+    early.close()
+    # b brings its file's bans to the cluster, and every node's cache starts afresh.
     b = nodes(url, "--plugin", "moderation", config_text=f'{settings}db = "{own}"\n')
     troll = a.client("troll")
     troll.say("/join #den")
@@ -500,7 +526,7 @@ def test_moderation_is_the_clusters(
     alice.say("/kick bob enough")
     got = bob.expect("leave", nick="bob")
     assert got["by"] == "alice" and got["reason"] == "kicked by alice: enough"
-    alice.expect("leave", nick="bob")
+    assert alice.expect("leave", nick="bob")["by"] == "alice"  # on the other node too
     alice.say("/kick nobody")
     alice.expect("error", code="no_such_nick")
 

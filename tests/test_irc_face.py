@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatkit import Config, Reject, Server, Session, hookimpl
 from chatkit.faces.irc import IrcFace
-from chatkit.faces.irc.face import _HANDLERS, IRC_HELP
+from chatkit.faces.irc.face import _HANDLERS, IRC_HELP, wildcard_match
 from chatkit.faces.line import LineFace
 from chatkit.testing import ChatClient, TextClient, make_config, wait_until
 
@@ -852,6 +854,32 @@ def test_who_takes_masks(make_server: Callable[..., Server]) -> None:
         few.shutdown()
     with pytest.raises(ValueError, match="max_who"):
         IrcFace(max_who=0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    mask=st.text(alphabet="ab*?[]", max_size=8),
+    text=st.text(alphabet="ab*?[]", max_size=10),
+)
+def test_wildcard_match_is_a_glob(mask: str, text: str) -> None:
+    """wildcard_match agrees with a regular expression of the mask (``*``, ``?``, the
+    rest literal), on strings short enough for the regular expression to be quick."""
+    pattern = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in mask)
+    assert wildcard_match(mask, text) == bool(re.fullmatch(pattern, text, re.DOTALL))
+
+
+def test_a_mask_that_would_backtrack_is_answered_at_once(
+    make_server: Callable[..., Server],
+) -> None:
+    """WHO *a*a*a...*b against a long realname of a's: a regular expression backtracks
+    for minutes (holding the GIL: every client waits); the matcher is linear."""
+    server = make_server()
+    with IrcClient(server.addresses["irc"]) as alice:
+        alice.send("NICK alice", "USER alice 0 * :" + "a" * 400)
+        alice.until(" 366 ")
+        alice.send("WHO " + "*a" * 40 + "*b", "PING :after")
+        alice.expect(f":{SERVER} 315 alice ")
+        alice.expect(f"PONG {SERVER} :after")
 
 
 def test_help_answers_with_704_to_706(make_server: Callable[..., Server]) -> None:

@@ -278,6 +278,14 @@ def test_the_fast_path_of_a_message_gives_the_same_bytes(
         assert fast == encode_lines(render(frame, style))
 
 
+def test_the_fast_path_declines_a_nul_in_a_tag() -> None:
+    """A NUL in a tag value (a plugin's account) is a space on the general path."""
+    frame = Frame("message", id=5, ts="t", room="#g", nick="bob", text="hi", account="a\0b")
+    style = Style(SERVER, frozenset({"account-tag"}))
+    assert fast_message(style, frame) is None
+    assert encode_lines(render(frame, style)).startswith(b"@account=a b ")
+
+
 def test_the_fast_path_takes_ordinary_messages() -> None:
     """The writer's common case does take the fast path."""
     for caps in (frozenset(), frozenset({"message-tags", "server-time", "account-tag"})):

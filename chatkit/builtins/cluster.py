@@ -513,8 +513,10 @@ class Cluster:
         return self._send("topic", topic, op)
 
     @hookimpl
-    def chatkit_on_leave(self, client: Session, room: str, reason: str) -> None:
+    def chatkit_on_leave(self, client: Session, room: str, reason: str, by: str | None) -> None:
         data = {"nick": client.nick, "room": room, "reason": reason}
+        if by is not None:
+            data["by"] = by  # a kick: IRC clients on every node see KICK
         self._send("part", data, self._member_op(client))
 
     @hookimpl
@@ -915,7 +917,7 @@ class Cluster:
         elif kind == "account":
             self._account(node, data["nick"], data.get("account"))
         elif kind == "part":
-            self._part(node, data["nick"], data["room"], data.get("reason", "part"))
+            self._part(node, data["nick"], data["room"], data.get("reason", "part"), data.get("by"))
         elif kind == "nick":
             self._rename(node, data["old"], data["new"])
         elif kind == "quit":
@@ -959,12 +961,15 @@ class Cluster:
                     return members[key].account
         return None
 
-    def _part(self, node: str, nick: str, room: str, reason: str) -> None:
+    def _part(self, node: str, nick: str, room: str, reason: str, by: str | None = None) -> None:
         with self._lock:
             member = self._remote.get(node, {}).get(fold(nick))
             if member is None or member.rooms.pop(fold(room), None) is None:
                 return
-        frame = Frame("leave", room=room, nick=nick, ts=_now_ts(), reason=reason)
+        fields = {"room": room, "nick": nick, "ts": _now_ts(), "reason": reason}
+        if by is not None:
+            fields["by"] = by
+        frame = Frame("leave", **fields)
         self._hub.deliver([frame], room=room)
 
     def _rename(self, node: str, old: str, new: str) -> None:

@@ -19,10 +19,11 @@ Each change is one Lua script, so two nodes registering one nick at once cannot 
 succeed. Every read asks Redis (a password changed elsewhere counts at once). While
 Redis is unreachable, reads answer from what this node last read (every account at
 start, and each one looked up since), and changes are refused with
-``cluster_unavailable``. A node that starts while Redis holds no account copies its own
-SQLite accounts (from before it joined the cluster) there: the first to start seeds the
-cluster (or reseeds a Redis that lost its data); the files of nodes that start later are
-not read (an account dropped meanwhile would come back).
+``cluster_unavailable``. The first node to start copies its own SQLite accounts (from
+before it joined the cluster) there and sets ``PREFIX:accounts_seeded``; the files of
+nodes that start later are not read (an account dropped meanwhile would come back). A
+Redis without the marker has lost its data: registrations are refused until a node
+starts and seeds it again (nobody takes a nick that was someone's meanwhile).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = ["SharedAccountStore"]
 log = logging.getLogger(__name__)
 
 _ERRORS = (redis.RedisError, OSError)
+RETRY_EVERY = 1.0  # seconds between tries of an unreachable Redis on a login's path
 
 # KEYS: accounts, skeletons; ARGV: name, skeleton. The account of that very name, else
 # the look-alike's (the account registered with that skeleton).
@@ -55,9 +57,14 @@ end
 return row
 """
 
-# KEYS: accounts, skeletons, invites; ARGV: name, skeleton, row. 1 if created (and its
-# invitation used up); 0 if the name or a look-alike is registered already.
+# KEYS: accounts, skeletons, invites, seeded; ARGV: name, skeleton, row. 1 if created (and
+# its invitation used up); 0 if the name or a look-alike is registered already; -1 if the
+# marker is gone: Redis lost its data (every account), and registering now would let anyone
+# take a registered nick.
 _CREATE = """
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  return -1
+end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
   return 0
 end
@@ -114,6 +121,8 @@ class SharedAccountStore:
         """Where the accounts are, for the log."""
         self._redis = client
         self._keys = (f"{prefix}:accounts", f"{prefix}:account_skeletons", f"{prefix}:invites")
+        self._seeded = f"{prefix}:accounts_seeded"
+        self._retry_at = 0.0  # monotonic time before which reads do not try Redis
         self._find = client.register_script(_FIND)
         self._create = client.register_script(_CREATE)
         self._set_hash = client.register_script(_SET_HASH)
@@ -126,12 +135,14 @@ class SharedAccountStore:
         self._skeletons: dict[str, str] = {}
         self._local = local
         try:
-            if client.hlen(self._keys[0]) == 0:
+            # The first node to start seeds the cluster (and the first after Redis lost
+            # its data): the marker says the cluster has had accounts of its own since.
+            if client.set(self._seeded, prefix, nx=True):
                 self._import(local)
             elif local.everything()[0]:
                 log.warning(
-                    "accounts: the accounts of %s are not copied to the cluster, whose Redis "
-                    "has accounts already (the first node to start seeds it)",
+                    "accounts: the accounts of %s are not copied to the cluster, which has "
+                    "had accounts of its own already (the first node to start seeds it)",
                     local.path,
                 )
             rows = client.hgetall(self._keys[0])
@@ -147,7 +158,13 @@ class SharedAccountStore:
         accounts, invites = local.everything()
         for account, created in accounts:
             like = skeleton(account.nick)
-            if self._create(keys=self._keys, args=[account.name, like, _row(account, created)]):
+            if (
+                self._create(
+                    keys=[*self._keys, self._seeded],
+                    args=[account.name, like, _row(account, created)],
+                )
+                == 1
+            ):
                 log.info("accounts: %s copied to the cluster", account.nick)
             else:
                 found = self._find(keys=self._keys[:2], args=[account.name, like])
@@ -172,6 +189,13 @@ class SharedAccountStore:
             self._known[account.name] = account
             self._skeletons[skeleton(account.nick)] = account.name
 
+    def _retry_later(self) -> None:
+        """Readers do not wait for an unreachable Redis at every login (a partition can
+        make each try take seconds): the next tries wait ``RETRY_EVERY``."""
+        with self._lock:
+            if time.monotonic() >= self._retry_at:
+                self._retry_at = time.monotonic() + RETRY_EVERY
+
     @staticmethod
     def _unavailable() -> CommandError:
         return CommandError(
@@ -187,8 +211,11 @@ class SharedAccountStore:
     def get(self, name: str) -> Account | None:
         """The account called ``name`` (folded), or ``None``."""
         try:
+            if time.monotonic() < self._retry_at:
+                raise redis.ConnectionError("Redis was unreachable a moment ago")
             row = self._redis.hget(self._keys[0], name)
         except _ERRORS:
+            self._retry_later()
             with self._lock:
                 return self._known.get(name)
         account = None if row is None else _account(name, str(row))
@@ -199,8 +226,11 @@ class SharedAccountStore:
         """The account whose nick ``nick`` is, or looks like, or ``None``."""
         name, like = fold(nick), skeleton(nick)
         try:
+            if time.monotonic() < self._retry_at:
+                raise redis.ConnectionError("Redis was unreachable a moment ago")
             row = self._find(keys=self._keys[:2], args=[name, like])
         except _ERRORS:
+            self._retry_later()
             with self._lock:
                 other = self._skeletons.get(like)
                 found = self._known.get(name)
@@ -221,13 +251,20 @@ class SharedAccountStore:
         like = skeleton(account.nick)
         try:
             done = self._create(
-                keys=self._keys, args=[account.name, like, _row(account, time.time())]
+                keys=[*self._keys, self._seeded],
+                args=[account.name, like, _row(account, time.time())],
             )
         except _ERRORS:
             raise self._unavailable() from None
-        if done:
+        if done == -1:
+            log.error(
+                "accounts: the cluster's Redis has lost its accounts (restarted without its "
+                "data?): registering is refused until a node restarts and seeds it again"
+            )
+            raise self._unavailable()
+        if done == 1:
             self._remember(account.name, account)
-        return bool(done)
+        return bool(done == 1)
 
     def set_hash(self, name: str, hash: str) -> None:
         """Replace the password hash of account ``name``."""

@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,9 @@ __all__ = ["SharedModerationStore", "unavailable"]
 log = logging.getLogger(__name__)
 
 _ERRORS = (redis.RedisError, OSError)
+PING_EVERY = 5.0  # seconds between pings on the channel's connection
+SILENT = 3 * PING_EVERY  # seconds without a word from Redis that count as a lost connection
+RETRY_EVERY = 1.0  # seconds between tries of an unreachable Redis on a reader's path
 TABLES = ("ops", "bans", "mutes", "invites", "flags")
 
 
@@ -93,6 +97,7 @@ class SharedModerationStore:
         self._cache: dict[tuple[str, str], list[str]] = {}
         self._generation = 0  # moves at every invalidation: a read older than it is not cached
         self._listening = False  # the channel is subscribed: cached copies are kept fresh
+        self._retry_at = 0.0  # monotonic time before which reads do not try Redis
         self._subscribed = threading.Event()  # set once the channel is first subscribed
         self._stopped = threading.Event()
         try:
@@ -124,6 +129,8 @@ class SharedModerationStore:
             pipe.sadd(self._key(table, room), value)
         for room, topic in topics.items():
             pipe.hsetnx(self._topics, room, json.dumps(topic))
+        # Nodes that cached these sets (empty) before: every node starts its cache afresh.
+        pipe.publish(self._channel, json.dumps({"node": self._node, "flush": True}))
         pipe.execute()
         if rows or topics:
             log.info("moderation: this node's settings were added to the cluster's")
@@ -135,9 +142,18 @@ class SharedModerationStore:
         actions. Reconnects (0.1 s, doubling up to 2 s) until :meth:`close`."""
         delay = 0.1
         while not self._stopped.is_set():
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self._redis.pubsub()  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self._channel)
+                # Cache nothing until Redis confirms: a change published before that
+                # would go unseen.
+                deadline = time.monotonic() + 5
+                while True:
+                    first = pubsub.get_message(timeout=0.5)
+                    if first is not None and first.get("type") == "subscribe":
+                        break
+                    if time.monotonic() > deadline or self._stopped.is_set():
+                        raise redis.TimeoutError("no answer to SUBSCRIBE")
                 with self._lock:
                     # What changed while nobody listened is unknown: start afresh.
                     self._cache.clear()
@@ -145,10 +161,7 @@ class SharedModerationStore:
                     self._listening = True
                 self._subscribed.set()
                 delay = 0.1
-                while not self._stopped.is_set():
-                    message = pubsub.get_message(timeout=0.5)
-                    if message is not None and message.get("type") == "message":
-                        self._apply(str(message["data"]))
+                self._follow(pubsub)
             except _ERRORS as exc:
                 log.debug("moderation: not listening to %s (%s)", self._channel, exc)
             finally:
@@ -161,6 +174,24 @@ class SharedModerationStore:
             self._stopped.wait(delay)
             delay = min(delay * 2, 2.0)
 
+    def _follow(self, pubsub: Any) -> None:
+        """Apply what the channel brings until :meth:`close`; raise a Redis error if the
+        connection is lost, or silent (no answer to a ping) for ``SILENT`` seconds: a
+        NAT or a load balancer may drop an idle connection without a word."""
+        heard = pinged = time.monotonic()
+        while not self._stopped.is_set():
+            message = pubsub.get_message(timeout=0.5)
+            now = time.monotonic()
+            if message is not None:
+                heard = now
+                if message.get("type") == "message":
+                    self._apply(str(message["data"]))
+            if now - pinged >= PING_EVERY:
+                pubsub.ping()
+                pinged = now
+            if now - heard > SILENT:
+                raise redis.ConnectionError(f"nothing from Redis for {SILENT:g} s")
+
     def _apply(self, data: str) -> None:
         try:
             event = json.loads(data)
@@ -169,9 +200,12 @@ class SharedModerationStore:
             return
         if not isinstance(event, dict):
             return
-        if "table" in event:
+        if "table" in event or event.get("flush"):
             with self._lock:
-                self._cache.pop((str(event["table"]), str(event.get("room"))), None)
+                if event.get("flush"):
+                    self._cache.clear()
+                else:
+                    self._cache.pop((str(event["table"]), str(event.get("room"))), None)
                 self._generation += 1
         elif event.get("node") != self._node and self.on_action is not None:
             try:
@@ -201,11 +235,17 @@ class SharedModerationStore:
             cached = self._cache.get((table, room))
             if cached is not None and self._listening:
                 return cached
+            if time.monotonic() < self._retry_at:
+                return cached or []  # Redis was unreachable a moment ago: the last copy
             generation = self._generation
         try:
             found = sorted(str(value) for value in self._redis.smembers(self._key(table, room)))
         except _ERRORS:
-            return cached or []  # Redis is away: the last copy, if any
+            # Redis is away: the last copy, if any. Readers do not wait for Redis on
+            # every message meanwhile (a partition can make each try take seconds).
+            with self._lock:
+                self._retry_at = time.monotonic() + RETRY_EVERY
+            return cached or []
         with self._lock:
             if self._listening and generation == self._generation:
                 if len(self._cache) >= self._cache_entries:

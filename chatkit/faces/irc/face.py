@@ -704,7 +704,7 @@ class IrcChannel:
 
     def _who_matching(self, mask: str, *, opers: bool) -> list[str]:
         """The nicks ``WHO mask`` lists (see :meth:`who`), at most ``max_who``."""
-        pattern = _glob(mask)
+        pattern = names.fold(mask)
         shared: set[str] | None = None  # folded nicks sharing a room with this client
         found: list[str] = []
         for other in self.hub.sessions():
@@ -716,8 +716,8 @@ class IrcChannel:
             if opers and not info.get("oper"):
                 continue
             if not (
-                pattern.fullmatch(names.fold(nick))
-                or pattern.fullmatch(names.fold(str(info.get("realname") or "")))
+                wildcard_match(pattern, names.fold(nick))
+                or wildcard_match(pattern, names.fold(str(info.get("realname") or "")))
             ):
                 continue
             if info.get("invisible") and other is not self.session:
@@ -1284,13 +1284,28 @@ def _point(selector: str) -> tuple[int, int]:
 _WILDCARDS = frozenset("*?")
 
 
-def _glob(mask: str) -> re.Pattern[str]:
-    """An IRC mask as a pattern for folded names: ``*`` any characters, ``?`` one, and
-    everything else itself (``[`` and ``]`` are letters of nicks here, not a set)."""
-    return re.compile(
-        "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in names.fold(mask)),
-        re.DOTALL,
-    )
+def wildcard_match(mask: str, text: str) -> bool:
+    """Whether ``text`` matches ``mask``: ``*`` any characters, ``?`` one, everything
+    else itself (``[`` and ``]`` are letters of nicks here, not a set). Linear in
+    ``len(mask) * len(text)`` at worst, whatever the mask: a regular expression of a
+    client's ``*a*a*a...`` backtracks for seconds, holding the GIL."""
+    m = t = 0
+    star, resume = -1, 0  # the last * seen, and where in text it matches up to
+    while t < len(text):
+        if m < len(mask) and (mask[m] == "?" or mask[m] == text[t]) and mask[m] != "*":
+            m += 1
+            t += 1
+        elif m < len(mask) and mask[m] == "*":
+            star, resume = m, t
+            m += 1
+        elif star >= 0:
+            m, resume = star + 1, resume + 1
+            t = resume
+        else:
+            return False
+    while m < len(mask) and mask[m] == "*":
+        m += 1
+    return m == len(mask)
 
 
 def _ctcp(text: str) -> tuple[str, bool] | None:

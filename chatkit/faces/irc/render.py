@@ -313,6 +313,8 @@ def fast_message(style: Style, frame: Frame) -> bytes | None:
         return None  # split in pieces by the general path
     caps, tags = style.caps, []  # what _tags() gives a message frame, in its order
     ts, ident, account = fields.get("ts"), fields.get("id"), fields.get("account")
+    if "\0" in str(ts) or "\0" in str(ident) or "\0" in str(account):
+        return None  # (encode_lines makes it a space)
     if "server-time" in caps and isinstance(ts, str):
         tags.append(f"time={_tag(ts)}" if ts else "time")
     if "message-tags" in caps and ident is not None:
