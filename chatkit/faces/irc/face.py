@@ -75,6 +75,7 @@ ACCOUNT_CAPS = ("account-notify", "account-tag", "extended-join")
 # Targets of one PRIVMSG, NOTICE or KICK, rooms of one NAMES (ISUPPORT TARGMAX); more are ignored.
 MAX_TARGETS = 4
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
+JOINS_PER_LINE = 4  # rooms of a JOIN or PART that cost one line of the flood allowance
 MAX_WHO = 100  # users one WHO of a mask lists ([faces.irc] max_who); a room's WHO lists them all
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
 MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
@@ -620,13 +621,21 @@ class IrcChannel:
             for room in list(self.session.rooms.values()):
                 self._part(room, "left every room")
             return
-        for room in params[0].split(","):
-            if not room:
-                continue
+        rooms = [room for room in params[0].split(",") if room]
+        refused: CommandError | None = None
+        for i, room in enumerate(rooms):
             try:
-                # Each room costs a line of the flood allowance, as a /join does: a
-                # line naming a hundred rooms is a hundred joins (and replays).
-                self._input(f"/join {room}")
+                # Every four rooms cost a line of the flood allowance: a line naming a
+                # hundred rooms is a hundred joins (and replays), and a client's autojoin
+                # of two dozen rooms still fits in the burst.
+                if i % JOINS_PER_LINE == 0:
+                    refused = None
+                    try:
+                        self._input(f"/join {room}")
+                    except CommandError as exc:
+                        refused = exc
+                if refused is not None:
+                    raise refused
                 self._modes(room)  # its operators, for the names list of the join
                 self.hub.join(self.session, room)
             except CommandError as exc:
@@ -641,14 +650,22 @@ class IrcChannel:
         except CommandError as exc:
             self.fail("PART", params[0], exc)
             return
-        for room in params[0].split(","):
-            if room:
-                self._part(room, reason, charge=True)
+        rooms = [room for room in params[0].split(",") if room]
+        refused: CommandError | None = None
+        for i, room in enumerate(rooms):
+            if i % JOINS_PER_LINE == 0:  # every four rooms a line, as JOIN
+                refused = None
+                try:
+                    self._input(f"/part {room}")
+                except CommandError as exc:
+                    refused = exc
+            if refused is not None:
+                self.fail("PART", room, refused)
+            else:
+                self._part(room, reason)
 
-    def _part(self, room: str, reason: str, *, charge: bool = False) -> None:
+    def _part(self, room: str, reason: str) -> None:
         try:
-            if charge:
-                self._input(f"/part {room}")  # each room a line, as /part
             self.hub.part(self.session, room, reason)
         except CommandError as exc:
             self.fail("PART", room, exc)
@@ -854,8 +871,7 @@ class IrcChannel:
             return
         target = params[0]
         if target.startswith("#"):
-            if len(params) == 1 or (len(params) == 2 and params[1].lstrip("+") in ("b", "q", "")):
-                self._input(f"/mode {target}")  # a query (a change is charged as /mode)
+            self._input(f"/mode {target}")  # a query, or a change (others: channel_mode)
             if self.hub.who(target) is None:
                 self.send(Message(n.ERR_NOSUCHCHANNEL, (target, "No such channel")))
                 return
@@ -953,13 +969,21 @@ class IrcChannel:
     def channel_mode(self, room: str, changes: str, args: list[str]) -> None:
         """``MODE #room +o-b+imtM nick mask``: each change is the moderation plugin's
         chat command (``/op #room nick``...), whose announcement every member sees (IRC
-        clients as ``MODE``); a refusal is its numeric (``482``), an unknown mode ``472``."""
-        self._input(f"/mode {room} {changes}")
-        sign = "+"
+        clients as ``MODE``); a refusal is its numeric (``482``), an unknown mode ``472``.
+        The line's first change was charged with it (:meth:`mode`); each other costs a
+        line of the flood allowance, as its command would."""
+        sign, charged = "+", True
         for char in changes:
             if char in "+-":
                 sign = char
                 continue
+            if not charged:
+                try:
+                    self._input(f"/mode {room} {sign}{char}")
+                except CommandError as exc:
+                    self.fail("MODE", room, exc)
+                    continue
+            charged = False
             command = MODE_COMMANDS.get(sign + char)
             if command is None:
                 if char != "n":  # +n: every room is; -n cannot be
