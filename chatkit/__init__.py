@@ -10,6 +10,7 @@ a few helpers (:func:`message_frame`, :func:`valid_nick`, :func:`fold`,
 :class:`Client` library for plugins that speak to a server as a client would.
 """
 
+from chatkit.addresses import address_key
 from chatkit.client import Client
 from chatkit.commands import Command, CommandContext, Register
 from chatkit.config import Config, Limits, check_settings, load_config, number_setting
@@ -45,6 +46,7 @@ __all__ = [
     "Session",
     "UsageError",
     "__version__",
+    "address_key",
     "check_settings",
     "fold",
     "hookimpl",

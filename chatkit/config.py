@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatkit.addresses import IPV6_PREFIX
 from chatkit.errors import UsageError
 from chatkit.protocol import BIDI_POLICIES, MAX_LINE_BYTES, MAX_MESSAGE_LINES
 
@@ -105,6 +106,10 @@ class Limits:
     """Connections from one IP address (``--max-clients-per-address``)."""
     limit_loopback: bool = False
     """Apply ``max_clients_per_address`` and ``connect_rate`` to loopback addresses too."""
+    ipv6_prefix: int = IPV6_PREFIX
+    """Leading bits of an IPv6 address that count as one address for the per-address
+    limits (``max_clients_per_address``, ``connect_rate``, the ``accounts`` plugin's):
+    a host is handed a whole /64 (:mod:`chatkit.addresses`)."""
     max_nick: int = MAX_NICK_CHARS
     """Longest nick, in characters."""
     max_room: int = MAX_ROOM_CHARS
@@ -141,6 +146,8 @@ class Limits:
                 continue
             if value <= 0:
                 raise UsageError(f"limit {f.name} must be positive, not {value!r}")
+        if self.ipv6_prefix > 128:
+            raise UsageError(f"limit ipv6_prefix must be at most 128 bits, not {self.ipv6_prefix}")
 
 
 @dataclass

@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self, cast
 
 from chatkit import plugins as plugins_mod
+from chatkit.addresses import address_key
 from chatkit.codecs import JSON_CODEC, Codec
 from chatkit.commands import CommandRegistry
 from chatkit.config import MAX_BACKLOG_BYTES, SLOW_TIMEOUT, Config
@@ -252,6 +253,9 @@ class Connection:
         """Its TLS state on a :class:`TlsFace`'s port, else ``None``."""
         self.address = address
         """The peer's (host, port)."""
+        self.counted_as: str | None = None
+        """The key of the per-address limits it counts under (:func:`address_key`),
+        ``None`` if it is exempt (loopback)."""
         self.face = face
         """The face whose listener accepted it."""
         self.channel: Channel
@@ -1516,13 +1520,15 @@ class Server:
         limits = self.config.limits
         host = str(addr[0])
         counted = limits.limit_loopback or not _is_loopback(host)
+        # The per-address limits count an IPv6 client's network as one address.
+        key = address_key(host, limits.ipv6_prefix) if counted else host
         now = time.monotonic()
         refusal: tuple[str, str] | None = None
         conn: Connection | None = None
-        if counted and not self._take_token(host, now):
+        if counted and not self._take_token(key, now):
             refusal = (
                 "too_many_connections",
-                f"too many new connections from {host} "
+                f"too many new connections from {key} "
                 f"(at most {limits.connect_rate:g} a second); try later",
             )
         else:
@@ -1532,10 +1538,10 @@ class Server:
                         "server_full",
                         f"server full ({limits.max_clients} clients); try later",
                     )
-                elif counted and self._per_address[host] >= limits.max_clients_per_address:
+                elif counted and self._per_address[key] >= limits.max_clients_per_address:
                     refusal = (
                         "too_many_connections",
-                        f"too many connections from {host} "
+                        f"too many connections from {key} "
                         f"(at most {limits.max_clients_per_address})",
                     )
                 else:
@@ -1555,7 +1561,8 @@ class Server:
                     conn.channel = face.open(self.hub, conn.session, conn)
                     self._conns[conn] = None  # pending: no reader yet
                     if counted:
-                        self._per_address[host] += 1
+                        self._per_address[key] += 1
+                        conn.counted_as = key
         if conn is None:
             assert refusal is not None
             self._log_refusal(host, addr[1], refusal[1], now)
@@ -1720,11 +1727,11 @@ class Server:
         """Remove ``conn`` from the registry and its address's count."""
         with self._lock:
             self._conns.pop(conn, None)
-            host = conn.address[0]
-            if self._per_address.get(host):
-                self._per_address[host] -= 1
-                if not self._per_address[host]:
-                    del self._per_address[host]
+            key = conn.counted_as
+            if key is not None and self._per_address.get(key):
+                self._per_address[key] -= 1
+                if not self._per_address[key]:
+                    del self._per_address[key]
 
     def _serve(self, conn: Connection, data: bytes | None) -> None:
         """Thread entry point for one connection: nothing above catches errors.

@@ -165,6 +165,7 @@ HELPERS: list[tuple[str, str | None]] = [
     ("skeleton", None),
     ("check_settings", None),
     ("number_setting", None),
+    ("address_key", None),
     ("MAX_ID", "The largest message id (and count) in a frame or the store: SQLite's INTEGER."),
 ]
 

@@ -56,6 +56,7 @@ from chatkit import (
     Server,
     Session,
     UsageError,
+    address_key,
     check_settings,
     fold,
     hookimpl,
@@ -245,6 +246,8 @@ class Accounts:
         """Failed logins per client address."""
         # Bound the argon2 work in flight: each hash holds 64 MiB while it runs.
         self._hashing = threading.BoundedSemaphore(MAX_HASHING)
+        self.ipv6_prefix = 64
+        """Bits of an IPv6 address that count as one address (``[limits] ipv6_prefix``)."""
         self._server: Server | None = None
 
     # -- startup and shutdown ------------------------------------------------------
@@ -280,6 +283,7 @@ class Accounts:
         )
         self.by_account = Throttle(free, delay, max_delay)
         self.by_address = Throttle(int(per_address), delay, max_delay)
+        self.ipv6_prefix = config.limits.ipv6_prefix
         self.store = AccountStore(accounts_db(config))
         log.info("accounts in %s", self.store.path)
 
@@ -309,7 +313,7 @@ class Accounts:
     def check(self, client: Session, account: Account, password: str) -> Reject | None:
         """Check ``password`` for ``account``, throttled; ``None`` if it is right."""
         now = time.monotonic()
-        address = f"address {client.address[0]}"
+        address = f"address {self._address(client)}"
         name = f"account {account.name}"
         # Each attempt counts as a failure from its start (the throttles' attempt()),
         # undone if the password is right.
@@ -345,10 +349,14 @@ class Accounts:
                 self._store.set_hash(account.name, self._hash(password))
         return None
 
+    def _address(self, client: Session) -> str:
+        """What ``client``'s address counts as (an IPv6 client's network: ``ipv6_prefix``)."""
+        return address_key(client.address[0], self.ipv6_prefix)
+
     def _budget(self, client: Session, now: float) -> Reject | None:
         """``auth_throttled`` if ``client``'s address has used up its password checks
         for now (``max_checks_per_minute``), right passwords included."""
-        wait = self.checks.take(client.address[0], now)
+        wait = self.checks.take(self._address(client), now)
         if wait == 0:
             return None
         retry = math.ceil(wait * 1000) / 1000
