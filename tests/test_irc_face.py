@@ -787,14 +787,15 @@ def test_every_line_but_ping_counts_against_the_flood_limit(
         assert len(server.hub.find("bob").rooms) == 13  # type: ignore[union-attr]
 
         carol.register("carol")
-        carol.send("NAMES #general,#a,#b,#c,#d,#e")
+        carol.send("NAMES #general,#r0,#r1,#r2,#r3,#r4")
         lines = carol.sync()
-        assert [line.split()[3] for line in lines if " 366 " in line] == [
+        assert [line.split()[4] for line in lines if " 353 " in line] == [
             "#general",
-            "#a",
-            "#b",
-            "#c",
+            "#r0",
+            "#r1",
+            "#r2",
         ]
+        assert [line.split()[3] for line in lines if " 366 " in line] == ["#general,#r0,#r1,#r2"]
 
 
 def test_who_takes_masks(make_server: Callable[..., Server]) -> None:

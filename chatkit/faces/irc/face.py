@@ -685,7 +685,8 @@ class IrcChannel:
             self.send(Message(n.RPL_ENDOFNAMES, ("*", "End of /NAMES list.")))
             return
         lines: list[Message] = []
-        for room in params[0].split(",")[:MAX_TARGETS]:
+        rooms = params[0].split(",")[:MAX_TARGETS]
+        for room in rooms:
             members = self.hub.who(room) or []
             ops = self._operators(room)
             members = [("@" if names.fold(m) in ops else "") + m for m in members]
@@ -693,6 +694,10 @@ class IrcChannel:
             lines += names_lines(
                 self.face.server_name, self.protocol.nick, room, members, hosts=hosts
             )
+        if len(rooms) > 1:
+            # Several rooms: their 353s, then one 366 naming them all (RFC 1459 4.2.5).
+            lines = [line for line in lines if line.command != n.RPL_ENDOFNAMES]
+            lines.append(Message(n.RPL_ENDOFNAMES, (",".join(rooms), "End of /NAMES list.")))
         self.send(*lines)
 
     def who(self, params: tuple[str, ...]) -> None:
