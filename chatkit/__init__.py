@@ -18,7 +18,7 @@ from chatkit.errors import ChatkitError, CommandError, UsageError
 from chatkit.events import MAX_ID, Hello, Message, Request, Say
 from chatkit.frames import Frame
 from chatkit.hookspecs import hookimpl
-from chatkit.hub import message_frame, valid_nick
+from chatkit.hub import RemoteMember, message_frame, valid_nick
 from chatkit.names import fold, skeleton
 from chatkit.results import Drop, Reject
 from chatkit.server import Server
@@ -40,6 +40,7 @@ __all__ = [
     "Message",
     "Register",
     "Reject",
+    "RemoteMember",
     "Request",
     "Say",
     "Server",

@@ -161,6 +161,22 @@ class Relay(Protocol):
         case), or ``None`` (any thread, no hub lock)."""
         ...
 
+    def member(self, nick: str) -> RemoteMember | None:
+        """What this node knows of the session on another node called ``nick`` (any
+        case), or ``None``: for ``WHOIS`` and the like (any thread, no hub lock)."""
+        ...
+
+
+class RemoteMember(NamedTuple):
+    """A session on another node of a cluster, as :meth:`Relay.member` describes it."""
+
+    nick: str
+    """Its nick, as shown."""
+    rooms: list[str]
+    """The rooms it is in (display names)."""
+    account: str | None
+    """The account it is identified to, if any."""
+
 
 class Room:
     """A room and its members. Guarded by the hub's lock."""

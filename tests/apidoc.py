@@ -180,6 +180,7 @@ NOT_SHOWN: dict[str, str] = {
     "Limits": "docs/operations.md: every limit",
     "Client": "docs/client.md: the client library (the webhooks builtin speaks to its server with it)",
     "load_config": "docs/operations.md: the config file",
+    "RemoteMember": "docs/cluster.md: what a relay's member() says of another node's session",
 }
 
 

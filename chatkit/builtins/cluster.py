@@ -58,6 +58,7 @@ from chatkit import (
     Frame,
     Message,
     Reject,
+    RemoteMember,
     Server,
     Session,
     UsageError,
@@ -660,6 +661,15 @@ class Cluster:
                         shown, count = counts.get(key, (room, 0))
                         counts[key] = (shown, count + 1)
         return dict(counts.values())
+
+    def member(self, nick: str) -> RemoteMember | None:
+        key = fold(nick)
+        with self._lock:
+            for node in self._remote.values():
+                found = node.get(key)
+                if found is not None:
+                    return RemoteMember(found.nick, list(found.rooms.values()), found.account)
+        return None
 
     def locate(self, nick: str) -> str | None:
         key = fold(nick)

@@ -53,7 +53,7 @@ from chatkit.faces.irc.render import (
     source,
 )
 from chatkit.frames import Frame
-from chatkit.hub import MAX_TOPIC
+from chatkit.hub import MAX_TOPIC, RemoteMember
 from chatkit.protocol import RemoteProtocolError, clean_text
 from chatkit.version import __version__
 
@@ -75,6 +75,7 @@ ACCOUNT_CAPS = ("account-notify", "account-tag", "extended-join")
 # Targets of one PRIVMSG, NOTICE or KICK, rooms of one NAMES (ISUPPORT TARGMAX); more are ignored.
 MAX_TARGETS = 4
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
+MAX_ISON = 100  # nicks one ISON answers for (a line holds about 250 short ones)
 JOINS_PER_LINE = 4  # rooms of a JOIN or PART that cost one line of the flood allowance
 MAX_WHO = 100  # users one WHO of a mask lists ([faces.irc] max_who); a room's WHO lists them all
 MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
@@ -717,6 +718,8 @@ class IrcChannel:
             found = self.hub.find(mask)
             if found is not None and found.nick is not None:
                 lines.append(self._who_line("*", found.nick))
+            elif (remote := self._remote(mask)) is not None:
+                lines.append(self._who_line("*", remote.nick))
         else:
             opers = len(params) > 1 and params[1] == "o"
             for nick in self._who_matching("*" if mask == "0" else mask, opers=opers):
@@ -791,6 +794,10 @@ class IrcChannel:
         nick = params[-1].split(",")[0]
         found = self.hub.find(nick)
         if found is None or found.nick is None:
+            remote = self._remote(nick)
+            if remote is not None:
+                self.send(*self._whois_remote(remote))
+                return
             self.send(
                 Message(n.ERR_NOSUCHNICK, (nick, "No such nick/channel")),
                 Message(n.RPL_ENDOFWHOIS, (nick, "End of /WHOIS list.")),
@@ -803,19 +810,7 @@ class IrcChannel:
         ]
         key = names.fold(nick)
         rooms = [("@" if key in self._operators(r) else "") + r for r in found.rooms.values()]
-        # As many rooms a line as fit in IRC's 512 bytes (someone in many long-named rooms).
-        head = len(f":{self.face.server_name} {n.RPL_WHOISCHANNELS} {nick} {nick} :".encode())
-        line: list[str] = []
-        size = head
-        for room in rooms:
-            cost = len(room.encode()) + 1
-            if line and size + cost > MAX_NAMES_LINE:
-                lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(line))))
-                line, size = [], head
-            line.append(room)
-            size += cost
-        if line:
-            lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(line))))
+        lines += self._whois_rooms(nick, rooms)
         lines.append(Message(n.RPL_WHOISSERVER, (nick, self.face.server_name, "chatkit")))
         if info.get("oper"):
             lines.append(Message(n.RPL_WHOISOPERATOR, (nick, "is an IRC operator")))
@@ -1025,12 +1020,51 @@ class IrcChannel:
             info["away"] = None
             self.send(Message(n.RPL_UNAWAY, ("You are no longer marked as being away",)))
 
+    def _whois_rooms(self, nick: str, rooms: list[str]) -> list[Message]:
+        """``319`` lines: as many rooms a line as fit in IRC's 512 bytes (someone in
+        many long-named rooms)."""
+        head = len(f":{self.face.server_name} {n.RPL_WHOISCHANNELS} {nick} {nick} :".encode())
+        lines: list[Message] = []
+        line: list[str] = []
+        size = head
+        for room in rooms:
+            cost = len(room.encode()) + 1
+            if line and size + cost > MAX_NAMES_LINE:
+                lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(line))))
+                line, size = [], head
+            line.append(room)
+            size += cost
+        if line:
+            lines.append(Message(n.RPL_WHOISCHANNELS, (nick, " ".join(line))))
+        return lines
+
+    def _remote(self, nick: str) -> RemoteMember | None:
+        """The session on another node of a cluster called ``nick``, if any."""
+        relay = self.hub.relay
+        return None if relay is None else relay.member(nick)
+
+    def _whois_remote(self, member: RemoteMember) -> list[Message]:
+        """``WHOIS`` of another node's member: what the cluster knows (its rooms, its
+        account; not its realname or away message)."""
+        nick, server = member.nick, self.face.server_name
+        lines = [Message(n.RPL_WHOISUSER, (nick, nick, USER_HOST, "*", nick))]
+        lines += self._whois_rooms(nick, member.rooms)
+        lines.append(Message(n.RPL_WHOISSERVER, (nick, server, "chatkit (another node)")))
+        if member.account is not None:
+            lines.append(Message(n.RPL_WHOISACCOUNT, (nick, member.account, "is logged in as")))
+        lines.append(Message(n.RPL_ENDOFWHOIS, (nick, "End of /WHOIS list.")))
+        return lines
+
     def ison(self, params: tuple[str, ...]) -> None:
         online = []
-        for nick in " ".join(params).split():
+        for nick in " ".join(params).split()[:MAX_ISON]:
             found = self.hub.find(nick)
             if found is not None and found.nick is not None:
                 online.append(found.nick)
+            else:
+                remote = self._remote(nick)
+                if remote is not None:
+                    online.append(remote.nick)
         self.send(Message(n.RPL_ISON, (" ".join(online),)))
 
     def userhost(self, params: tuple[str, ...]) -> None:
@@ -1043,6 +1077,8 @@ class IrcChannel:
             if found is not None and found.nick is not None:
                 away = "-" if self._info(found.nick).get("away") else "+"
                 replies.append(f"{found.nick}={away}{found.nick}@{USER_HOST}")
+            elif (remote := self._remote(nick)) is not None:
+                replies.append(f"{remote.nick}=+{remote.nick}@{USER_HOST}")
         self.send(Message(n.RPL_USERHOST, (" ".join(replies),)))
 
     def motd(self, params: tuple[str, ...]) -> None:
