@@ -522,6 +522,19 @@ def test_moderation_is_the_clusters(
     bob.expect("notice", mode="-q")
     bob.say("moderated still")
     bob.expect("error", code="moderated")
+    # An operator of another node's member: by its account, so it must be identified.
+    alice.say("/op mallory")
+    alice.expect("error", code="not_identified")
+    bob.say("/register bobs-password")
+    alice.expect("account", nick="bob")
+    alice.say("/op bob")
+    bob.expect("notice", mode="+o")
+    bob.say("an operator speaks")  # in a moderated room, operators may
+    alice.expect("message", text="an operator speaks")
+    alice.say("/deop bob")
+    bob.expect("notice", mode="-o")
+    bob.say("not any more")
+    bob.expect("error", code="moderated")
 
     alice.say("/kick bob enough")
     got = bob.expect("leave", nick="bob")

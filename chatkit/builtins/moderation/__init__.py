@@ -428,7 +428,12 @@ class Moderation:
         room = self._room(ctx, words)
         if len(words) != 1:
             raise ctx.usage_error()
-        target = self._target(ctx, words[0])
+        target = ctx.hub.find(words[0])
+        if target is None:  # another node's member: by its account
+            nick, account = self._identified_elsewhere(words[0])
+            self._store.add("ops", fold(room), account)
+            self._act(ctx, room, f"made {nick} an operator", "+o", nick)
+            return
         if target.account is not None:
             self._store.add("ops", fold(room), target.account)
         else:
@@ -440,7 +445,12 @@ class Moderation:
         room = self._room(ctx, words)
         if len(words) != 1:
             raise ctx.usage_error()
-        target = self._target(ctx, words[0])
+        target = ctx.hub.find(words[0])
+        if target is None:  # another node's member: by its account
+            nick, account = self._identified_elsewhere(words[0])
+            self._store.remove("ops", fold(room), account)
+            self._act(ctx, room, f"removed {nick} as an operator", "-o", nick)
+            return
         target.data.get("moderation", set()).discard(fold(room))
         if target.account is not None:
             self._store.remove("ops", fold(room), target.account)
@@ -469,6 +479,23 @@ class Moderation:
         ctx.hub.announce(text, room, kicked=shown, by=by)
         if target is not None:
             ctx.hub.part(target, room, f"kicked by {by}" + (f": {reason}" if reason else ""), by=by)
+
+    def _identified_elsewhere(self, nick: str) -> tuple[str, str]:
+        """The nick and account of another cluster node's member called ``nick``, who
+        must be identified (an operator there is one by its account); else
+        ``no_such_nick`` or ``not_identified``."""
+        relay = None if self._server is None else self._server.hub.relay
+        member = None if relay is None else relay.member(nick)
+        if member is None:
+            raise CommandError(f"no such nick: {nick}", "no_such_nick", target=nick)
+        if member.account is None:
+            raise CommandError(
+                f"{member.nick} is on another server and not identified: an operator "
+                "there must be one by its account (/identify first)",
+                "not_identified",
+                target=nick,
+            )
+        return member.nick, member.account
 
     def _elsewhere(self, ctx: CommandContext, nick: str) -> str:
         """The nick, as shown, of another cluster node's member called ``nick``; else
