@@ -380,6 +380,32 @@ def test_throttle_forgets_after_success_and_bounds_its_delay() -> None:
     assert throttle.wait("k", 100.0) == 0.0
 
 
+def test_a_check_that_finds_no_hashing_slot_in_time_is_refused(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """With every hashing slot busy for longer than hash_wait, a password check is
+    auth_throttled with retry_after instead of queueing; once one frees, it goes on."""
+    server = chat_server_factory(config=accounts_config(hash_wait=0.05), disable=["flood"])
+    alice = chat_client(server, "alice")
+    register(alice)
+    accounts = server.pluginmanager.get_plugin("accounts")
+    assert accounts is not None
+    held = 0
+    while accounts._hashing.acquire(blocking=False):  # a crowd of hashes running
+        held += 1
+    try:
+        alice.say(f"/identify alice {PASSWORD}")
+        refused = alice.expect("error", code="auth_throttled")
+        assert "busy" in refused["text"] and refused["retry_after"] == 1.0
+        alice.say("/passwd whatever new-password-1")  # registering or changing one too
+        alice.expect("error", code="auth_throttled")
+    finally:
+        for _ in range(held):
+            accounts._hashing.release()
+    alice.say(f"/identify alice {PASSWORD}")
+    alice.expect("reply", command="identify")
+
+
 def test_password_checks_per_address_are_budgeted(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

@@ -32,6 +32,8 @@ Settings (``[plugins.accounts]``):
 * ``free_failures_per_address`` (10): the same, per client address.
 * ``delay`` (1.0): seconds of the first delay; each further failure doubles it.
 * ``max_delay`` (300): the longest delay, in seconds.
+* ``hash_wait`` (10): seconds a password check waits for one of the four hashing
+  slots before it is refused (``auth_throttled``): a crowd retries, not queues.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ MAX_TRACKED = 100_000  # counters kept at most: a flood of addresses cannot fill
 MAX_CHECKS_PER_MINUTE = 60  # password checks (each an argon2 hash: ~50 ms of a core) per
 # client address a minute, right passwords too, at once at most as many: a class logging in
 # behind one NAT fits, and one client repeating a right password costs a core 5 % at most
+HASH_WAIT = 10.0  # seconds a password check waits for a hashing slot before it is refused
+# (auth_throttled): a crowd past what the cores hash meanwhile retries instead of queueing
 MAX_HASHING = 4  # argon2 hashes computed at once (each takes 64 MiB and ~50 ms): a crowd of
 # logins waits its turn instead of exhausting memory
 GUEST_PREFIX = "Guest"
@@ -99,6 +103,7 @@ SETTINGS = (
     "max_delay",
     "max_invites",
     "max_checks_per_minute",
+    "hash_wait",
 )
 
 
@@ -248,6 +253,8 @@ class Accounts:
         self._hashing = threading.BoundedSemaphore(MAX_HASHING)
         self.ipv6_prefix = 64
         """Bits of an IPv6 address that count as one address (``[limits] ipv6_prefix``)."""
+        self.hash_wait = HASH_WAIT
+        """Seconds a password check waits for a hashing slot (``hash_wait``)."""
         self._server: Server | None = None
 
     # -- startup and shutdown ------------------------------------------------------
@@ -284,6 +291,7 @@ class Accounts:
         self.by_account = Throttle(free, delay, max_delay)
         self.by_address = Throttle(int(per_address), delay, max_delay)
         self.ipv6_prefix = config.limits.ipv6_prefix
+        self.hash_wait = number_setting("accounts", settings, "hash_wait", HASH_WAIT, 0.001)
         self.store = AccountStore(accounts_db(config))
         log.info("accounts in %s", self.store.path)
 
@@ -335,12 +343,17 @@ class Accounts:
             self.by_account.undo(name)
             self.by_address.undo(address)
             return refused
+        if not self._hashing.acquire(timeout=self.hash_wait):
+            self.by_account.undo(name)
+            self.by_address.undo(address)
+            return _busy()
         try:
-            with self._hashing:
-                self.hasher.verify(account.hash, password)
+            self.hasher.verify(account.hash, password)
         except (VerificationError, InvalidHashError):
             log.info("failed login for account %s from %s", account.nick, client.address[0])
             return Reject(f"wrong password for {account.nick}", "bad_password")
+        finally:
+            self._hashing.release()
         self.by_account.succeed(name)
         self.by_address.undo(address)
         if self.hasher.check_needs_rehash(account.hash):
@@ -381,8 +394,15 @@ class Accounts:
         return cls._is_registered(nick, account)
 
     def _hash(self, password: str) -> str:
-        with self._hashing:
+        """The argon2 hash of ``password``; ``auth_throttled`` if no hashing slot frees
+        within ``hash_wait``."""
+        if not self._hashing.acquire(timeout=self.hash_wait):
+            busy = _busy()
+            raise CommandError(busy.reason, busy.code, **busy.details)
+        try:
             return self.hasher.hash(password)
+        finally:
+            self._hashing.release()
 
     def _registered(self, nick: str) -> Account | None:
         """The account of ``nick``: registered as it is, or as a nick it looks like
@@ -622,3 +642,12 @@ class Accounts:
             )
         self._store.invite(fold(nick), account.name)
         ctx.reply(f"{nick} may register now")
+
+
+def _busy() -> Reject:
+    """The refusal of a password check that found no hashing slot in time."""
+    return Reject(
+        "the server is busy checking passwords: try again in a moment",
+        "auth_throttled",
+        {"retry_after": 1.0},
+    )

@@ -58,7 +58,7 @@ from chatkit.protocol import RemoteProtocolError, clean_text
 from chatkit.version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from chatkit.faces import Link
     from chatkit.hub import Hub
@@ -622,19 +622,8 @@ class IrcChannel:
             for room in list(self.session.rooms.values()):
                 self._part(room, "left every room")
             return
-        rooms = [room for room in params[0].split(",") if room]
-        refused: CommandError | None = None
-        for i, room in enumerate(rooms):
+        for room, refused in self._charged("/join", params[0]):
             try:
-                # Every four rooms cost a line of the flood allowance: a line naming a
-                # hundred rooms is a hundred joins (and replays), and a client's autojoin
-                # of two dozen rooms still fits in the burst.
-                if i % JOINS_PER_LINE == 0:
-                    refused = None
-                    try:
-                        self._input(f"/join {room}")
-                    except CommandError as exc:
-                        refused = exc
                 if refused is not None:
                     raise refused
                 self._modes(room)  # its operators, for the names list of the join
@@ -651,19 +640,26 @@ class IrcChannel:
         except CommandError as exc:
             self.fail("PART", params[0], exc)
             return
-        rooms = [room for room in params[0].split(",") if room]
-        refused: CommandError | None = None
-        for i, room in enumerate(rooms):
-            if i % JOINS_PER_LINE == 0:  # every four rooms a line, as JOIN
-                refused = None
-                try:
-                    self._input(f"/part {room}")
-                except CommandError as exc:
-                    refused = exc
+        for room, refused in self._charged("/part", params[0]):
             if refused is not None:
                 self.fail("PART", room, refused)
             else:
                 self._part(room, reason)
+
+    def _charged(self, command: str, rooms: str) -> Iterator[tuple[str, CommandError | None]]:
+        """Each room of a JOIN or PART list, with the flood refusal that stops it (or
+        ``None``). Every four rooms cost a line of the allowance: a line naming a hundred
+        rooms is a hundred joins (and replays), and a client's autojoin of two dozen
+        rooms still fits in the burst. Charged as the rooms are reached."""
+        refused: CommandError | None = None
+        for i, room in enumerate(room for room in rooms.split(",") if room):
+            if i % JOINS_PER_LINE == 0:
+                refused = None
+                try:
+                    self._input(f"{command} {room}")
+                except CommandError as exc:
+                    refused = exc
+            yield room, refused
 
     def _part(self, room: str, reason: str) -> None:
         try:
