@@ -166,6 +166,11 @@ class Relay(Protocol):
         case), or ``None``: for ``WHOIS`` and the like (any thread, no hub lock)."""
         ...
 
+    def everyone(self) -> list[RemoteMember]:
+        """Every session on the other nodes, as :meth:`member` describes them: for a
+        ``WHO`` of a mask (any thread, no hub lock)."""
+        ...
+
 
 class RemoteMember(NamedTuple):
     """A session on another node of a cluster, as :meth:`Relay.member` describes it."""

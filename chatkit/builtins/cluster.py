@@ -671,6 +671,14 @@ class Cluster:
                     return RemoteMember(found.nick, list(found.rooms.values()), found.account)
         return None
 
+    def everyone(self) -> list[RemoteMember]:
+        with self._lock:
+            return [
+                RemoteMember(m.nick, list(m.rooms.values()), m.account)
+                for node in self._remote.values()
+                for m in node.values()
+            ]
+
     def locate(self, nick: str) -> str | None:
         key = fold(nick)
         with self._lock:

@@ -752,7 +752,20 @@ class IrcChannel:
                     continue
             found.append(nick)
             if len(found) >= self.face.max_who:
-                break
+                return found
+        relay = self.hub.relay
+        if relay is None or opers:
+            return found
+        # Another node's members: those who share a room with this client (whether one
+        # is +i, or an operator, is its own node's to know).
+        mine = {names.fold(room) for room in self.session.rooms.values()}
+        for member in relay.everyone():
+            if not mine.intersection(names.fold(room) for room in member.rooms):
+                continue
+            if wildcard_match(pattern, names.fold(member.nick)):
+                found.append(member.nick)
+                if len(found) >= self.face.max_who:
+                    break
         return found
 
     def _who_line(self, room: str, nick: str, op: bool = False) -> Message:
