@@ -663,12 +663,21 @@ class Cluster:
         return dict(counts.values())
 
     def member(self, nick: str) -> RemoteMember | None:
+        with self._lock:  # the log reader changes a member's rooms meanwhile
+            found = self._remote_member(nick)
+            if found is None:
+                return None
+            return RemoteMember(found.nick, list(found.rooms.values()), found.account)
+
+    def _remote_member(self, nick: str) -> Member | None:
+        """The member of another node called ``nick`` (any case), or ``None``; the
+        caller holds ``_lock``."""
+        assert self._lock.locked()
         key = fold(nick)
-        with self._lock:
-            for node in self._remote.values():
-                found = node.get(key)
-                if found is not None:
-                    return RemoteMember(found.nick, list(found.rooms.values()), found.account)
+        for node in self._remote.values():
+            found = node.get(key)
+            if found is not None:
+                return found
         return None
 
     def everyone(self) -> list[RemoteMember]:
@@ -680,12 +689,9 @@ class Cluster:
             ]
 
     def locate(self, nick: str) -> str | None:
-        key = fold(nick)
         with self._lock:
-            for node in self._remote.values():
-                if key in node:
-                    return node[key].nick
-        return None
+            found = self._remote_member(nick)
+            return None if found is None else found.nick
 
     def _log(self, pipe: redis.client.Pipeline, *entries: dict[str, str]) -> None:
         """Queue in ``pipe`` the append of ``entries``, in order, to the log (``_APPEND``)."""
@@ -972,12 +978,9 @@ class Cluster:
         found = self._hub.find(nick)
         if found is not None:
             return cast(str | None, found.account)
-        key = fold(nick)
         with self._lock:
-            for members in self._remote.values():
-                if key in members:
-                    return members[key].account
-        return None
+            member = self._remote_member(nick)
+            return None if member is None else member.account
 
     def _part(self, node: str, nick: str, room: str, reason: str, by: str | None = None) -> None:
         with self._lock:
