@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from time import monotonic
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich import box
@@ -40,7 +41,7 @@ from chatkit.client import (
     tls_client_context,
 )
 from chatkit.codecs import render_text
-from chatkit.config import LOG_FORMATS, Config, load_config
+from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
 from chatkit.faces import Face
 from chatkit.faces.irc.face import MAX_WHO, NETWORK_NAME, SERVER_NAME, IrcFace
@@ -118,7 +119,11 @@ def _root(
     """A plugin-extensible chat server. Run one with 'chatkit serve'; talk to it with nc."""
 
 
-def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config:
+def _build_config(
+    config_path: Path | None, overrides: dict[str, Any], *, tls_files: bool = True
+) -> Config:
+    """The config of ``config_path`` (or ./chatkit.toml) with the flags' ``overrides``,
+    checked (:meth:`Config.check`; with ``tls_files``, the certificate's files too)."""
     path = config_path or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load_config(path) if path else Config()
     for key in (
@@ -159,6 +164,7 @@ def _build_config(config_path: Path | None, overrides: dict[str, Any]) -> Config
         if value is not None:
             setattr(limits, key, value)
     limits.__post_init__()  # re-check the flags' values
+    config.check(tls_files=tls_files)
     return config
 
 
@@ -171,7 +177,10 @@ def serve(
     port: Annotated[
         int | None,
         typer.Option(
-            help="Port to listen on; 0 picks a free one. \\[default: 9090]", metavar="PORT"
+            help="Port to listen on; 0 picks a free one. \\[default: 9090]",
+            metavar="PORT",
+            min=0,
+            max=65535,
         ),
     ] = None,
     plugin: Annotated[
@@ -297,6 +306,8 @@ def serve(
             help="Also speak IRC on this port (0: any free one), for irssi, WeeChat or "
             "HexChat (docs/irc.md). \\[default: [faces.irc] port in the config file, else off]",
             metavar="PORT",
+            min=0,
+            max=65535,
         ),
     ] = None,
     metrics_port: Annotated[
@@ -305,6 +316,8 @@ def serve(
             help="Serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0: any free "
             "port; docs/operations.md). \\[default: off]",
             metavar="PORT",
+            min=0,
+            max=65535,
         ),
     ] = None,
     redis: Annotated[
@@ -345,6 +358,8 @@ def serve(
             "one), for people with a browser (docs/web.md). "
             "\\[default: [faces.web] port in the config file, else off]",
             metavar="PORT",
+            min=0,
+            max=65535,
         ),
     ] = None,
     tls_cert: Annotated[
@@ -364,6 +379,8 @@ def serve(
         typer.Option(
             help="The TLS port of the line protocol. \\[default: 9443; 0 with --port 0]",
             metavar="PORT",
+            min=0,
+            max=65535,
         ),
     ] = None,
     irc_tls_port: Annotated[
@@ -372,6 +389,8 @@ def serve(
             help="The TLS port of IRC, with --irc-port and a certificate. "
             "\\[default: 6697; 0 with --irc-port 0]",
             metavar="PORT",
+            min=0,
+            max=65535,
         ),
     ] = None,
     db: Annotated[
@@ -423,15 +442,7 @@ def serve(
     }
     try:
         cfg = _build_config(config, overrides)
-        if cfg.log_format not in LOG_FORMATS:
-            raise UsageError(
-                f"unknown log format {cfg.log_format!r}; use {' or '.join(LOG_FORMATS)}"
-            )
-        level = logging.getLevelName(cfg.log_level.upper())
-        if not isinstance(level, int):
-            raise UsageError(
-                f"unknown log level {cfg.log_level!r}; use debug, info, warning or error"
-            )
+        level = logging.getLevelName(cfg.log_level.upper())  # an int: checked
         handler = logging.StreamHandler(sys.stderr)
         if cfg.log_format == "json":
             handler.setFormatter(JsonFormatter())
@@ -688,12 +699,9 @@ def _reload(
     """Read the config file again (the command line's flags still win) and apply it
     (SIGHUP, ``/reload``): returns what changed, one line each; raises
     :class:`UsageError` (and keeps the old config) if it cannot be applied."""
-    config = _build_config(path, overrides)
-    level = logging.getLevelName(config.log_level.upper())
-    if not isinstance(level, int) or config.log_format not in LOG_FORMATS:
-        raise UsageError(
-            f"bad log_level or log_format: {config.log_level!r}, {config.log_format!r}"
-        )
+    # A certificate file that is gone keeps the old certificate (below), not the old config.
+    config = _build_config(path, overrides, tls_files=False)
+    level = logging.getLevelName(config.log_level.upper())  # an int: checked
     notes = server.reload(config)
     try:
         server.reload_tls()  # new handshakes use the (new) certificate files
@@ -753,15 +761,16 @@ def check_command(
         _pm, infos = build_plugin_manager(cfg)
     except UsageError as exc:
         raise _fail(exc) from None
-    settings = effective_settings(cfg, [info.name for info in infos])
+    settings = masked(effective_settings(cfg, [info.name for info in infos]))
     if as_json:
         typer.echo(json.dumps(settings, indent=2))
         return
-    typer.echo(f"{path}: OK")
+    typer.echo(f"# {path}: OK")
     for section, values in settings.items():
         typer.echo(f"\n[{section}]")
         for key, value in values.items():
-            typer.echo(f"{key} = {json.dumps(value)}")
+            if value is not None:  # (TOML has no null: a setting left unset)
+                typer.echo(f"{_toml_key(key)} = {_toml(value)}")
 
 
 def effective_settings(config: Config, plugins: list[str]) -> dict[str, dict[str, Any]]:
@@ -778,12 +787,75 @@ def effective_settings(config: Config, plugins: list[str]) -> dict[str, dict[str
         },
         "limits": dataclasses.asdict(config.limits),
     }
+    if config.tls_cert:
+        settings["tls"] = {
+            "cert": config.tls_cert,
+            "key": config.tls_key,
+            "port": config.tls_port if config.tls_port is not None else _tls_port(config.port),
+        }
     for name, table in sorted(config.faces.items()):
         settings[f"faces.{name}"] = dict(table)
     for name, table in sorted(config.plugin_config.items()):
         if table:
             settings[f"plugins.{name}"] = dict(table)
     return settings
+
+
+SECRET_KEYS = ("password", "secret", "token", "operators")
+"""Settings whose values :func:`masked` hides: any key containing one of these."""
+
+
+def masked(value: Any, secret: bool = False) -> Any:
+    """``value`` (settings, nested) with secrets shown as ``"***"``: the values under a
+    key naming one (:data:`SECRET_KEYS`), and the password in a URL."""
+    if isinstance(value, dict):
+        return {
+            key: masked(item, secret or any(word in key.lower() for word in SECRET_KEYS))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [masked(item, secret) for item in value]
+    if isinstance(value, str):
+        return "***" if secret else _without_password(value)
+    return value
+
+
+def _without_password(text: str) -> str:
+    """``text`` with the password of a URL replaced (``redis://:***@host/0``)."""
+    if "://" not in text or "@" not in text:
+        return text
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:
+        return text
+    if password is None:
+        return text
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _toml(value: Any) -> str:
+    """``value`` as a TOML value (check prints settings a config file could hold)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # JSON's escapes are TOML's, but for DEL, which TOML wants escaped.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items() if v is not None)
+        return "{ " + ", ".join(items) + " }"
+    return _toml(str(value))
+
+
+def _toml_key(key: str) -> str:
+    bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
+    return key if bare else _toml(key)
 
 
 @app.command("plugins", cls=_Command)

@@ -33,6 +33,7 @@ Command-line flags win over the file.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from typing import Any
 
 from chatkit.addresses import IPV6_PREFIX
 from chatkit.errors import UsageError
+from chatkit.names import normalize, valid_room
 from chatkit.protocol import BIDI_POLICIES, MAX_LINE_BYTES, MAX_MESSAGE_LINES
 
 __all__ = ["Config", "Limits", "check_settings", "load_config", "number_setting"]
@@ -192,6 +194,52 @@ class Config:
     def plugin_settings(self, name: str) -> dict[str, Any]:
         """The settings table of plugin ``name`` (empty if the file has none)."""
         return dict(self.plugin_config.get(name, {}))
+
+    def check(self, *, tls_files: bool = True) -> None:
+        """Raise :class:`UsageError` for a value a server could not run with, whether
+        it came from the file or a flag: a log level or format, the default room, a
+        port, TLS's certificate without its key (or, with ``tls_files``, a file that
+        is not there).
+
+        A default room without its ``#`` gets one, as ``/join`` gives it.
+        """
+        where = f"{self.source}: " if self.source else ""
+        if not isinstance(logging.getLevelName(self.log_level.upper()), int):
+            raise UsageError(
+                f"{where}unknown log level {self.log_level!r}; use debug, info, warning or error"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise UsageError(
+                f"{where}unknown log format {self.log_format!r}; use {' or '.join(LOG_FORMATS)}"
+            )
+        room = normalize(self.default_room.strip())
+        if room and not room.startswith("#"):
+            room = "#" + room
+        problem = valid_room(room, self.limits.max_room)
+        if problem:
+            raise UsageError(f"{where}bad default_room {self.default_room!r}: {problem}")
+        self.default_room = room
+        _check_port(f"{where}port", self.port)
+        if self.tls_port is not None:
+            _check_port(f"{where}TLS port", self.tls_port)
+        for name, table in self.faces.items():
+            for key in ("port", "tls_port"):
+                if table.get(key) is not None:
+                    _check_port(f"{where}[faces.{name}] {key}", table[key])
+        if bool(self.tls_cert) != bool(self.tls_key):
+            missing = "key" if self.tls_cert else "certificate"
+            raise UsageError(
+                f"{where}TLS needs both a certificate and its key: the {missing} is missing"
+                " (--tls-cert and --tls-key, or [tls] cert and key)"
+            )
+        for path in (self.tls_cert, self.tls_key) if tls_files else ():
+            if path and not Path(path).is_file():
+                raise UsageError(f"{where}TLS: {path} does not exist")
+
+
+def _check_port(where: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise UsageError(f"{where} must be 0 to 65535 (0: any free one), not {port}")
 
 
 _SERVER_KEYS = {

@@ -28,6 +28,7 @@ from chatkit.errors import CommandError
 from chatkit.events import Hello, Message, Request, Say
 from chatkit.frames import Frame
 from chatkit.lanes import Lane, Lanes, MessageEntry
+from chatkit.names import valid_room
 from chatkit.results import Drop, Reject
 from chatkit.version import __version__
 
@@ -55,19 +56,6 @@ def valid_nick(nick: str, max_len: int) -> str | None:
         return rule
     if not all(c.isalnum() or c in _NICK_EXTRA for c in nick):
         return rule
-    return None
-
-
-def valid_room(room: str, max_len: int) -> str | None:
-    """Why ``room`` is not an acceptable room name, or ``None`` if it is."""
-    body = room[1:]
-    if (
-        not room.startswith("#")
-        or not body
-        or len(room) > max_len
-        or not all(c.isalnum() or c in "_-." for c in body)
-    ):
-        return f"room names are '#' and 1 to {max_len - 1} letters, digits, '_', '-' or '.'"
     return None
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 
-__all__ = ["fold", "normalize", "skeleton"]
+__all__ = ["fold", "normalize", "skeleton", "valid_room"]
 
 # Marks that confusables.txt's comments put around right-to-left glyphs; they are
 # not part of the characters the package's data maps.
@@ -29,6 +29,19 @@ _DIRECTION_MARKS = str.maketrans("", "", "\u200e\u200f")
 def normalize(name: str) -> str:
     """``name`` as it is shown and stored: its NFKC form."""
     return unicodedata.normalize("NFKC", name)
+
+
+def valid_room(room: str, max_len: int) -> str | None:
+    """Why ``room`` is not an acceptable room name, or ``None`` if it is."""
+    body = room[1:]
+    if (
+        not room.startswith("#")
+        or not body
+        or len(room) > max_len
+        or not all(c.isalnum() or c in "_-." for c in body)
+    ):
+        return f"room names are '#' and 1 to {max_len - 1} letters, digits, '_', '-' or '.'"
+    return None
 
 
 def fold(name: str) -> str:

@@ -1191,10 +1191,10 @@ class Server:
                 reuse_port=False,
                 dualstack_ipv6=host == "::" and socket.has_dualstack_ipv6(),
             )
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:  # OverflowError: a port over 65535
             where = "" if len(self.faces) == 1 else f" ({face.name} face)"
             raise UsageError(
-                f"cannot listen on {host}:{port}{where}: {exc.strerror or exc}"
+                f"cannot listen on {host}:{port}{where}: {getattr(exc, 'strerror', None) or exc}"
             ) from None
 
     def reload(self, config: Config) -> list[str]:

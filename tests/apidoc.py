@@ -143,8 +143,9 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "limits",
             "source",
         ],
-        # the listeners' settings ([faces.irc], [tls]): for the CLI and the server, not plugins
-        {"faces", "tls_cert", "tls_key", "tls_port"},
+        # the listeners' settings ([faces.irc], [tls]) and the CLI's check of them: for the
+        # CLI and the server, not plugins
+        {"faces", "tls_cert", "tls_key", "tls_port", "check"},
     ),
 ]
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -662,6 +663,39 @@ def test_check_prints_the_effective_settings_of_a_good_file(tmp_path: Path) -> N
     assert settings["server"]["port"] == 7000
     assert settings["server"]["plugins"][-1] == "stats"
     assert settings["limits"]["max_line"] == 4096
+    # What it prints is TOML a config file could hold (its first line a comment).
+    assert tomllib.loads(result.stdout)["limits"]["max_line"] == 4096
+
+
+def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
+    """check's output goes to deploy logs: passwords, tokens and a URL's password are masked."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("not read by check")
+    key.write_text("not read by check")
+    config = tmp_path / "chatkit.toml"
+    config.write_text(
+        '[server]\nplugins = ["cluster", "webhooks"]\n'
+        '[faces.irc]\nport = 6667\noperators = { alice = "op-pass" }\n'
+        '[plugins.cluster]\nurl = "redis://:redis-pass@127.0.0.1:6379/0"\n'
+        '[plugins.webhooks]\ntokens = { ci = "token-pass" }\n'
+        '[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
+    )
+    for args in ([], ["--json"]):
+        result = subprocess.run(
+            [CHATKIT, "check", str(config), *args], capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 0, result.stderr
+        assert "pass" not in result.stdout, result.stdout
+        if args:  # JSON: sections by their dotted names
+            settings = json.loads(result.stdout)
+        else:  # TOML: [faces.irc] is the table irc of the table faces
+            parsed = tomllib.loads(result.stdout)
+            settings = {f"{a}.{b}": t for a in ("faces", "plugins") for b, t in parsed[a].items()}
+            settings["tls"] = parsed["tls"]
+        assert settings["faces.irc"]["operators"] == {"alice": "***"}
+        assert settings["plugins.cluster"]["url"] == "redis://:***@127.0.0.1:6379/0"
+        assert settings["plugins.webhooks"]["tokens"] == {"ci": "***"}
+        assert settings["tls"] == {"cert": str(cert), "key": str(key), "port": 9443}
 
 
 def test_check_exits_2_naming_what_is_wrong(tmp_path: Path) -> None:
@@ -671,6 +705,13 @@ def test_check_exits_2_naming_what_is_wrong(tmp_path: Path) -> None:
         ("[limits]\nmax_line = -1\n", "max_line"),
         ('[server]\nplugins = ["nosuch"]\n', "nosuch"),
         ("[server\n", "not valid TOML"),
+        # What serve would refuse, check refuses: values, not only names and types.
+        ("[server]\nport = 99999\n", "port must be 0 to 65535"),
+        ("[faces.irc]\nport = -1\n", "[faces.irc] port must be 0 to 65535"),
+        ('[server]\nlog_level = "verbose"\n', "unknown log level 'verbose'"),
+        ('[server]\ndefault_room = "#bad room"\n', "bad default_room '#bad room'"),
+        ('[tls]\ncert = "cert.pem"\n', "the key is missing"),
+        ('[tls]\ncert = "nosuch.pem"\nkey = "nosuch.pem"\n', "nosuch.pem does not exist"),
     ]:
         config.write_text(text)
         result = subprocess.run(

@@ -150,3 +150,24 @@ def test_the_web_face_table(tmp_path: Path) -> None:
     assert config.faces == {
         "web": {"port": 8080, "origins": ["https://chat.example.org"], "allow_no_origin": True}
     }
+
+
+def test_check_gives_the_default_room_its_hash_and_refuses_a_bad_one() -> None:
+    config = Config(default_room="lobby")
+    config.check()
+    assert config.default_room == "#lobby"  # as /join lobby joins #lobby
+    for bad in ("#bad room", "#", "#" + "x" * 60):
+        with pytest.raises(UsageError, match="bad default_room"):
+            Config(default_room=bad).check()
+
+
+def test_check_refuses_ports_out_of_range_and_half_a_tls_pair() -> None:
+    with pytest.raises(UsageError, match="port must be 0 to 65535"):
+        Config(port=65536).check()
+    with pytest.raises(UsageError, match=r"\[faces.web\] tls_port must be 0 to 65535"):
+        Config(faces={"web": {"tls_port": -1}}).check()
+    with pytest.raises(UsageError, match="the certificate is missing"):
+        Config(tls_key="key.pem").check()
+    Config(tls_cert="gone.pem", tls_key="gone.pem").check(tls_files=False)  # reload's check
+    with pytest.raises(UsageError, match=r"gone\.pem does not exist"):
+        Config(tls_cert="gone.pem", tls_key="gone.pem").check()

@@ -17,6 +17,7 @@ import pytest
 
 import chatkit
 from chatkit import Config, Limits, Server, UsageError
+from chatkit.config import config_from_dict
 from chatkit.plugins import DISTRIBUTION
 from chatkit.testing import ChatClient, run_server
 
@@ -214,3 +215,20 @@ def test_every_limit_is_in_the_operations_table() -> None:
     }
     missing = {f.name for f in dataclasses.fields(Limits)} - rows
     assert not missing, f"limits missing from docs/operations.md: {sorted(missing)}"
+
+
+def test_every_config_sample_in_the_docs_is_a_valid_config() -> None:
+    """Each TOML sample of a chatkit.toml in docs/ parses and is a config chatkit reads
+    (the operations guide once opened [faces.irc] twice, which TOML refuses)."""
+    checked = 0
+    for page in sorted(DOCS.glob("*.md")):
+        for block in re.findall(r"```toml\n(.*?)```", page.read_text(), re.S):
+            if "[project]" in block or "[build-system]" in block:
+                continue  # a plugin package's pyproject.toml
+            try:
+                data = tomllib.loads(block)
+            except tomllib.TOMLDecodeError as exc:
+                raise AssertionError(f"a TOML sample in {page.name} is not valid: {exc}") from None
+            config_from_dict(data)
+            checked += 1
+    assert checked >= 8
