@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from chatkit.errors import UsageError
-from chatkit.plugins import DISTRIBUTION
+from chatkit.plugins import BUILTIN_PLUGINS, DISTRIBUTION
 
 __all__ = ["create_plugin", "installed_checkout", "plugin_name"]
 
@@ -113,6 +113,12 @@ def plugin_name(name: str) -> str:
             f"bad plugin name {name!r}: use 1 to 40 lower-case letters, digits and '_', "
             "starting with a letter (e.g. 'welcome_bot')"
             + ("; chatkit-server is chatkit itself" if bare == "server" else "")
+        )
+    if bare in BUILTIN_PLUGINS:
+        # `plugins=[name]` (and --plugin NAME) would load the builtin, not the new package.
+        raise UsageError(
+            f"{bare!r} is the name of a builtin plugin, which would be loaded instead of "
+            f"yours; pick another (e.g. '{bare}_extra')"
         )
     return bare
 

@@ -127,7 +127,7 @@ class TlsFace:
     def __repr__(self) -> str:
         return f"<TlsFace {self.face!r} port={self.port}>"
 
-    def early(self, frame: Frame) -> bytes:
+    def early(self, frame: Frame, greeted: bool = False) -> bytes:
         # Nothing in plain text on a TLS port: a refused or silent client is just closed.
         return b""
 
@@ -253,6 +253,8 @@ class Connection:
         """Its TLS state on a :class:`TlsFace`'s port, else ``None``."""
         self.address = address
         """The peer's (host, port)."""
+        self.greeted = False
+        """Whether it was shown its face's greeting while pending (the acceptor's)."""
         self.counted_as: str | None = None
         """The key of the per-address limits it counts under (:func:`address_key`),
         ``None`` if it is exempt (loopback)."""
@@ -1660,7 +1662,8 @@ class Server:
             if deadline > now:
                 break
             self.writer.count_error("login_timeout")
-            self._close_pending(conn, conn.face.early(frame), "login timeout")
+            early = conn.face.early(frame, greeted=conn.greeted)
+            self._close_pending(conn, early, "login timeout")
         # Silent for greeting_delay: most likely a person at nc or telnet, who sees
         # nothing until the server speaks. A program speaking JSON sends its hello
         # at once, so it never reads this line (and has left _greet by then).
@@ -1670,6 +1673,7 @@ class Server:
             del self._greet[conn]
             greeting = conn.face.greeting()
             if greeting:
+                conn.greeted = True
                 with contextlib.suppress(OSError):  # an empty new socket: never blocks
                     conn.sock.send(greeting, socket.MSG_DONTWAIT)
 

@@ -216,12 +216,20 @@ def test_join_again_switches_the_current_room(chat_client: Connect) -> None:
 
 
 def test_join_adds_a_missing_hash(chat_client: Connect) -> None:
-    """/join side joins #side; /join general is the room one is already in."""
+    """/join side joins #side; /join general is the room one is already in; /who side
+    and /part side mean #side too (/part of a word that is no room of one's: a reason)."""
     alice = chat_client("alice")
     alice.say("/join side")
     alice.expect("join", room="#side", nick="alice")
     alice.say("/join general")
     assert alice.expect("reply", command="join")["data"]["room"] == "#general"
+    alice.say("/who side")  # /who and /part take a room as /join does
+    assert alice.expect("reply", command="who")["data"] == {"room": "#side", "nicks": ["alice"]}
+    alice.say("/part side bye")
+    assert alice.expect("leave")["reason"] == "part: bye"
+    alice.say("/part lunch")  # not a room alice is in: the reason for leaving the current one
+    leave = alice.expect("leave")
+    assert leave["room"] == "#general" and leave["reason"] == "part: lunch"
 
 
 def test_bad_room_names(chat_client: Connect) -> None:

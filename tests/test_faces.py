@@ -78,7 +78,7 @@ class ShoutFace:
         self.host, self.port = host, port
         self.channels: list[ShoutChannel] = []
 
-    def early(self, frame: Frame) -> bytes:
+    def early(self, frame: Frame, greeted: bool = False) -> bytes:
         return SHOUT.encode(frame)
 
     def greeting(self) -> bytes | None:

@@ -320,6 +320,25 @@ def test_join_part_names_and_join_zero(connect: Callable[[], IrcClient]) -> None
     bob.expect(":alice!alice@chatkit PART #general")
 
 
+def test_a_part_reason_reads_the_same_on_every_face(
+    connect: Callable[[], IrcClient], server: Server
+) -> None:
+    """``PART #a :text`` is ``/part #a text``: other faces read ``part: text`` (the
+    reason /part gives), IRC clients the text alone, whichever face parted."""
+    with TextClient(server.addresses["line"]) as text:
+        text.send_line("tex")
+        text.expect("joined #general")
+        alice = connect()
+        alice.register("alice")
+        text.expect("alice joined")
+        alice.send("PART #general :see you")
+        text.expect("* alice left #general (part: see you)")
+        alice.send("JOIN #general")
+        text.expect("alice joined")
+        text.send_line("/part #general gotta go")
+        alice.expect(":tex!tex@chatkit PART #general :gotta go")
+
+
 def test_privmsg_and_notice_errors(connect: Callable[[], IrcClient]) -> None:
     """PRIVMSG errors: 411, 412, 401 for a nick, 404 for a channel not joined; NOTICE
     never gets an error."""

@@ -131,6 +131,9 @@ def test_bad_names_and_existing_directories_are_refused(tmp_path: Path) -> None:
         create_plugin("Bad-Name", tmp_path)
     with pytest.raises(UsageError, match="chatkit-server is chatkit itself"):
         create_plugin("server", tmp_path)
+    for builtin in ("history", "chatkit-rooms", "log"):  # its test would load the builtin
+        with pytest.raises(UsageError, match="name of a builtin plugin"):
+            create_plugin(builtin, tmp_path)
     create_plugin("ok", tmp_path)
     with pytest.raises(UsageError, match="already exists"):
         create_plugin("ok", tmp_path)

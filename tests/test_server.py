@@ -496,6 +496,17 @@ def test_a_silent_new_connection_is_greeted_with_a_prompt(chat_server_factory: F
         nc.expect("Welcome to chatkit")
 
 
+def test_a_greeted_person_who_types_nothing_is_timed_out_in_text(
+    chat_server_factory: Factory,
+) -> None:
+    """The prompt was text, so the timeout is too: no JSON for a person at nc."""
+    server = chat_server_factory(greeting_delay=0.1, first_byte_timeout=0.4)
+    with TextClient(server.address) as nc:
+        nc.expect("type a nick and press Enter to join")
+        line = nc.expect("login_timeout")
+        assert line == "error [login_timeout]: nothing received within 0.4 seconds", line
+
+
 def test_a_json_client_never_receives_the_text_prompt(chat_server_factory: Factory) -> None:
     """A program that sends its hello at once reads only JSON, even long after the delay."""
     server = chat_server_factory(greeting_delay=0.2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatkit import CommandContext, CommandError, Register, hookimpl
+from chatkit import CommandContext, CommandError, Register, fold, hookimpl
 
 
 def join_command(ctx: CommandContext) -> None:
@@ -15,6 +15,8 @@ def join_command(ctx: CommandContext) -> None:
 
 def part_command(ctx: CommandContext) -> None:
     room, _, text = ctx.args.partition(" ")
+    if room and not room.startswith("#") and fold(f"#{room}") in ctx.client.rooms:
+        room = f"#{room}"  # /part dev leaves #dev, as /join dev joined it
     if not room.startswith("#"):
         room, text = ctx.room or "", ctx.args
     if not room:
@@ -29,7 +31,9 @@ def rooms_command(ctx: CommandContext) -> None:
 
 
 def who_command(ctx: CommandContext) -> None:
-    room = ctx.args or ctx.room
+    room = ctx.args.strip() or ctx.room
+    if room and not room.startswith("#"):
+        room = f"#{room}"  # as /join takes it
     if not room:
         raise CommandError("you are in no room; name one: /who #room", "not_in_room")
     members = ctx.hub.who(room)

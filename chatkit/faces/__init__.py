@@ -98,9 +98,11 @@ class Face(Protocol):
     port: int | None
     """Port to listen on (0: any free one); ``None``: the server's (``config.port``)."""
 
-    def early(self, frame: Frame) -> bytes:
+    def early(self, frame: Frame, greeted: bool = False) -> bytes:
         """The bytes of ``frame`` for a connection that has sent nothing yet (the
-        acceptor refuses, times out or greets it). Any thread; cache if you like."""
+        acceptor refuses, times out or greets it). ``greeted``: it was shown
+        :meth:`greeting` (so likely a person: answer in the greeting's form). Any
+        thread; cache if you like."""
         ...
 
     def greeting(self) -> bytes | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from chatkit.codecs import JSON_CODEC
+from chatkit.codecs import JSON_CODEC, TEXT_CODEC
 from chatkit.errors import CommandError
 from chatkit.events import Hello, Ping, Request, Say
 from chatkit.frames import Frame
@@ -49,8 +49,11 @@ class LineFace:
     def __repr__(self) -> str:
         return f"LineFace(host={self.host!r}, port={self.port!r})"
 
-    def early(self, frame: Frame) -> bytes:
-        """``frame`` as JSON, which people can read too (the mode is not known yet)."""
+    def early(self, frame: Frame, greeted: bool = False) -> bytes:
+        """``frame`` as JSON, which people can read too (the mode is not known yet);
+        in text once the connection was shown the greeting, a prompt in text."""
+        if greeted:
+            return frame.encode(TEXT_CODEC)
         try:
             return _early(frame.type, tuple(frame.fields.items()))
         except TypeError:  # a field that cannot be a cache key (a list): not cached

@@ -150,7 +150,7 @@ class IrcFace:
     def __repr__(self) -> str:
         return f"IrcFace(host={self.host!r}, port={self.port!r}, server_name={self.server_name!r})"
 
-    def early(self, frame: Frame) -> bytes:
+    def early(self, frame: Frame, greeted: bool = False) -> bytes:
         """``frame`` for a connection not registered yet: ERROR for a refusal, else a NOTICE."""
         return _early(self.server_name, frame.type, str(frame.fields.get("text", "")))
 
@@ -636,7 +636,8 @@ class IrcChannel:
             self.send(Message(n.ERR_NEEDMOREPARAMS, ("PART", "Not enough parameters")))
             return
         try:
-            reason = self._text(params[1]) if len(params) > 1 and params[1] else "part"
+            text = self._text(params[1]) if len(params) > 1 else ""
+            reason = f"part: {text}" if text else "part"  # as /part gives it on every face
         except CommandError as exc:
             self.fail("PART", params[0], exc)
             return

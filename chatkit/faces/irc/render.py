@@ -253,6 +253,8 @@ def render(
             reason = _safe(str(fields.get("reason") or ""))
             if reason == "part":
                 reason = ""  # the chat's default reason: IRC shows none
+            elif reason.startswith("part: ") and fields.get("rooms") is None:
+                reason = reason[len("part: ") :]  # /part's own text, as IRC's PART carries it
             if fields.get("rooms") is not None:  # left the chat: once, for every room shared
                 return [Message("QUIT", (reason or "quit",), source(fields["nick"]), all_tags)]
             if fields.get("by"):  # kicked by an operator

@@ -120,7 +120,7 @@ class WebFace:
     def __repr__(self) -> str:
         return f"WebFace(host={self.host!r}, port={self.port!r}, origins={self.origins!r})"
 
-    def early(self, frame: Frame) -> bytes:
+    def early(self, frame: Frame, greeted: bool = False) -> bytes:
         """``frame`` for a connection that has not sent its request: an HTTP error."""
         fields = frame.fields
         return _early(frame.type, str(fields.get("code", "")), str(fields.get("text", "")))
