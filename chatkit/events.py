@@ -68,8 +68,8 @@ class Hello:
     """Replay only messages with a greater id: the last one the client has."""
     fields: dict[str, Any] = field(default_factory=dict)
     """The hello's other fields as sent (``password``, ``token``, ...): for the
-    plugins that decide logins (``chatkit_allow_login`` receives them). Empty in
-    text mode."""
+    plugins that decide logins (``chatkit_allow_login`` receives them). In text
+    mode only ``password``, from a login line ``NICK PASSWORD``."""
 
 
 @dataclass(frozen=True)

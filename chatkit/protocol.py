@@ -497,7 +497,20 @@ class ServerProtocol:
                     raise RemoteProtocolError("bad_frame", "not a JSON object")
                 return _json_event(obj, self._rules)
             if not self.logged_in:
-                return Hello(clean_text(text.strip()))
+                nick = text.strip()
+                if nick.startswith("/"):  # a command before the nick: no nick has a "/"
+                    if nick.split()[0].lower() == "/quit":
+                        self._closed_sent = True
+                        return Closed()
+                    raise RemoteProtocolError(
+                        "not_logged_in",
+                        "log in first: type a nick and press Enter "
+                        "(then /help lists the commands; /quit leaves)",
+                    )
+                nick, _, password = nick.partition(" ")
+                if password.strip():  # "NICK PASSWORD": a registered nick, from nc
+                    return Hello(clean_text(nick), fields={"password": password.strip()})
+                return Hello(clean_text(nick))
             return _say(text, None, self._rules)
 
     # -- sending events ------------------------------------------------------

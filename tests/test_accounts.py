@@ -77,6 +77,23 @@ def test_a_registered_nick_needs_its_password(
     assert other.login("alice", password=PASSWORD)["nick"] == "alice"
 
 
+def test_a_person_at_nc_logs_in_to_a_registered_nick_with_nick_space_password(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Text mode has no hello fields: the login line ``NICK PASSWORD`` carries one."""
+    server = chat_server_factory(disable=["flood"])
+    alice = chat_client(server, "alice")
+    register(alice)
+    leave(alice)
+    with TextClient(server.address) as nc:
+        nc.send_line("alice")
+        assert "a space, the password" in nc.expect("nick_registered")
+        nc.send_line("alice wrong password")
+        nc.expect("bad_password")
+        nc.send_line(f"alice {PASSWORD}")
+        nc.expect("alice! You are in #general")
+
+
 def test_a_password_for_an_unregistered_nick_is_ignored(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

@@ -108,6 +108,18 @@ def test_text_mode_reads_a_nick_then_messages() -> None:
     ]
 
 
+def test_a_command_before_the_nick_is_explained_and_quit_leaves() -> None:
+    """A person at nc who types /help first is told to type a nick; /quit leaves."""
+    p = ServerProtocol()
+    p.receive_data(b"/help\n")
+    with pytest.raises(RemoteProtocolError) as caught:
+        p.next_event()
+    assert caught.value.code == "not_logged_in" and "type a nick" in caught.value.text
+    assert p.mode is Mode.TEXT  # the error is in text, as the prompt was
+    p.receive_data(b"/QUIT bye\n")
+    assert isinstance(p.next_event(), Closed)
+
+
 def test_a_nick_and_a_message_in_one_read_are_read_in_turn() -> None:
     """Text-mode lines are interpreted one at a time, after the previous one is handled."""
     p = ServerProtocol()
