@@ -1015,17 +1015,31 @@ def ping_command(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the answer.", metavar="SECONDS")
     ] = 5.0,
+    tls: Annotated[
+        bool,
+        typer.Option("--tls", help="Speak TLS (the server's TLS port, e.g. 9443).", metavar=""),
+    ] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="With --tls, accept any certificate (a self-signed one).", metavar=""
+        ),
+    ] = False,
 ) -> None:
     """Check that a server answers, without logging in (for health checks).
 
     Sends a JSON ping and waits for the pong; nobody in the chat sees it. Exit 0 if
     the server answered, 3 if nothing listens there, 5 if it did not answer in time.
     """
+    if insecure and not tls:
+        typer.echo("Error: --insecure goes with --tls", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    context = tls_client_context(insecure) if tls else None
     started = monotonic()
     try:
-        client = Client.connect(host, port, timeout=timeout)
+        client = Client.connect(host, port, timeout=timeout, tls=context)
     except ClientError as exc:
-        typer.echo(str(exc), err=True)
+        typer.echo(_with_flag_hint(str(exc)), err=True)
         raise typer.Exit(EXIT_REFUSED) from None
     with client:
         try:
@@ -1034,6 +1048,13 @@ def ping_command(
             typer.echo(f"no answer from {host}:{port}: {exc or 'timed out'}", err=True)
             raise typer.Exit(EXIT_LOST) from None
     typer.echo(f"pong from {host}:{port} in {(monotonic() - started) * 1000:.0f} ms")
+
+
+def _with_flag_hint(error: str) -> str:
+    """A connection error, with the flag that may help (a self-signed certificate)."""
+    if "CERTIFICATE_VERIFY_FAILED" in error:
+        return f"{error}; --insecure accepts any certificate"
+    return error
 
 
 @app.command(cls=_Command, short_help="Join a chat: a terminal client, or lines from a script.")
@@ -1137,7 +1158,7 @@ def join(
         try:
             code = terminal.run(nick, room)
         except ClientError as exc:
-            typer.echo(str(exc), err=True)
+            typer.echo(_with_flag_hint(str(exc)), err=True)
             raise typer.Exit(EXIT_REFUSED) from None
         raise typer.Exit(code)
     if not nick:
@@ -1149,7 +1170,7 @@ def join(
     try:
         client = Client.connect(host, port, tls=context)
     except ClientError as exc:
-        typer.echo(str(exc), err=True)
+        typer.echo(_with_flag_hint(str(exc)), err=True)
         raise typer.Exit(EXIT_REFUSED) from None
     with client:
         try:

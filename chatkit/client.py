@@ -86,6 +86,14 @@ def room_name(name: str) -> str:
     return name if name.startswith("#") else f"#{name}"
 
 
+TLS_HINTS = {
+    "CERTIFICATE_VERIFY_FAILED": " (the server's certificate is not one this machine trusts: "
+    "a self-signed one, or its CA named by SSL_CERT_FILE)",
+    "WRONG_VERSION_NUMBER": " (the server did not answer in TLS: is this its TLS port?)",
+}
+"""What a failed handshake's reason most likely means, for the person who sees it."""
+
+
 def tls_client_context(insecure: bool = False) -> ssl.SSLContext:
     """A context to reach a server over TLS: the system's trusted certificates (or the
     ``SSL_CERT_FILE`` environment variable's), or, with ``insecure``, any certificate
@@ -208,7 +216,9 @@ class LineClient:
         except ConnectionRefusedError:
             raise ClientError(f"no chatkit server at {host}:{port}") from None
         except ssl.SSLError as exc:
-            raise ClientError(f"TLS with {host}:{port} failed: {exc.reason or exc}") from None
+            reason = exc.reason or str(exc)
+            hint = TLS_HINTS.get(reason, "")
+            raise ClientError(f"TLS with {host}:{port} failed: {reason}{hint}") from None
         except OSError as exc:
             raise ClientError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
         sock.settimeout(None)

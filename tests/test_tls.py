@@ -231,11 +231,24 @@ def test_chatkit_serve_tls_reloads_on_sighup_and_join_speaks_tls(
         input="", capture_output=True, text=True, env=env, timeout=30,
     )  # fmt: skip
     assert refused.returncode == 3 and "TLS with" in refused.stderr
+    assert "not one this machine trusts" in refused.stderr and "--insecure" in refused.stderr
     insecure = subprocess.run(
         [CHATKIT, "join", "--tls", "--insecure", "--host", host, "--port", port, "--nick", "hal"],
         input="hi\n", capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert insecure.returncode == 0, insecure.stderr
+    # A health check speaks TLS too; the plain port is not mistaken for it.
+    pinged = subprocess.run(
+        [CHATKIT, "ping", "--tls", "--insecure", "--host", host, "--port", port],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert pinged.returncode == 0 and "pong from" in pinged.stdout, pinged.stderr
+    plain_port = str(server.address[1])
+    wrong = subprocess.run(
+        [CHATKIT, "ping", "--tls", "--insecure", "--host", host, "--port", plain_port],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert wrong.returncode == 3 and "is this its TLS port?" in wrong.stderr, wrong.stderr
     code, _out, _err = server.stop()
     assert code == 0
 
