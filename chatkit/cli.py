@@ -304,7 +304,7 @@ def serve(
         int | None,
         typer.Option(
             help="Also speak IRC on this port (0: any free one), for irssi, WeeChat or "
-            "HexChat (docs/irc.md). \\[default: [faces.irc] port in the config file, else off]",
+            "HexChat (docs/irc.md). \\[default: \\[faces.irc] port in the config file, else off]",
             metavar="PORT",
             min=0,
             max=65535,
@@ -356,7 +356,7 @@ def serve(
         typer.Option(
             help="Also serve the chat page and its WebSocket on this port (0: any free "
             "one), for people with a browser (docs/web.md). "
-            "\\[default: [faces.web] port in the config file, else off]",
+            "\\[default: \\[faces.web] port in the config file, else off]",
             metavar="PORT",
             min=0,
             max=65535,
@@ -366,7 +366,7 @@ def serve(
         Path | None,
         typer.Option(
             help="Also listen with TLS, with this certificate chain (PEM); needs --tls-key. "
-            "Reloaded on SIGHUP. \\[default: [tls] cert in the config file, else no TLS]",
+            "Reloaded on SIGHUP. \\[default: \\[tls] cert in the config file, else no TLS]",
             metavar="FILE",
         ),
     ] = None,
@@ -905,7 +905,7 @@ def plugins_command(
 
     hook_lines = [h.removeprefix("chatkit_") for r in rows for h in r.hooks]
     table.add_column("name", overflow="fold", min_width=widest((r.name for r in rows), "name"))
-    table.add_column("what", overflow="fold", min_width=10, max_width=14)
+    table.add_column("what", overflow="fold", min_width=14, ratio=1)  # the rest of the width
     table.add_column("package", overflow="fold")
     table.add_column("on", overflow="fold", min_width=6)
     table.add_column("hooks", overflow="fold", min_width=widest(hook_lines, "hooks"))
@@ -1204,7 +1204,9 @@ plugin_app = typer.Typer(
 app.add_typer(plugin_app)
 
 
-@plugin_app.command("new", cls=_Command)
+@plugin_app.command(
+    "new", cls=_Command, short_help="Create a ready-to-install plugin package, with its test."
+)
 def plugin_new(
     name: Annotated[
         str,

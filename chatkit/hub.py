@@ -188,6 +188,8 @@ class Room:
         self.topic: dict[str, str] | None = None
         """The room's topic (the ``topic`` frame's fields), or ``None``. Kept in memory
         while the room exists."""
+        self.created = time.time()
+        """When it was created (on this server): IRC's ``329``."""
 
 
 class Hub:
@@ -315,6 +317,12 @@ class Hub:
         found = self._rooms.get(_key(room))
         topic = None if found is None else found.topic
         return None if topic is None else dict(topic)
+
+    def created(self, room: str) -> float | None:
+        """When ``room`` was created on this server (seconds since the epoch), or
+        ``None`` if there is no such room. Takes no lock: one reference read."""
+        found = self._rooms.get(_key(room))
+        return None if found is None else found.created
 
     # -- what a face calls for its clients' events ----------------------------------
 

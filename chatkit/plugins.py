@@ -174,10 +174,9 @@ def _description(plugin: Any) -> str | None:
 
 
 def _import_error(name: str, info: PluginInfo, exc: BaseException) -> UsageError:
-    return UsageError(
-        f'Error importing plugin "{name}" (package {info.package} {info.version}): '
-        f"{type(exc).__name__}: {exc}"
-    )
+    # A module path's "package" is its top module and its version unknown: nothing to add.
+    where = f" (package {info.package} {info.version})" if info.version != "?" else ""
+    return UsageError(f'cannot import plugin "{name}"{where}: {type(exc).__name__}: {exc}')
 
 
 def _unknown(name: str, available: Iterable[str]) -> UsageError:

@@ -76,6 +76,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "who",
             "rooms",
             "topic",
+            "created",
             "say",
             "private",
             "join",

@@ -576,7 +576,8 @@ def test_private_history_is_shown_to_the_accounts_that_took_part(
     alice.say("/msg bob to unregistered bob")
     bob.expect("private")
     bob.say("/history alice")
-    bob.expect("error", code="not_identified")
+    refused = bob.expect("error", code="not_identified")
+    assert "with alice" in refused["text"] and "/history #alice" in refused["text"]
     register(bob)
     alice.say("/msg bob to registered bob")
     bob.expect("private", text="to registered bob")

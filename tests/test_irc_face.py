@@ -320,6 +320,19 @@ def test_join_part_names_and_join_zero(connect: Callable[[], IrcClient]) -> None
     bob.expect(":alice!alice@chatkit PART #general")
 
 
+def test_a_room_s_creation_time_is_when_it_was_created(
+    connect: Callable[[], IrcClient], server: Server
+) -> None:
+    """``329`` gives the room's own creation time, not the server's start."""
+    alice = connect()
+    alice.register("alice")
+    before = int(time.time())
+    alice.send("JOIN #fresh", "MODE #fresh")
+    line = alice.expect(f":{SERVER} 329 alice #fresh ")
+    assert before <= int(line.split()[-1]) <= int(time.time())
+    assert server.hub.created("#nosuch") is None
+
+
 def test_a_part_reason_reads_the_same_on_every_face(
     connect: Callable[[], IrcClient], server: Server
 ) -> None:

@@ -1,4 +1,4 @@
-"""Prometheus metrics: ``/metrics`` on a port of its own, for dashboards.
+"""Prometheus metrics: /metrics on a port of its own, for dashboards.
 
 Off by default: ``chatkit serve --metrics-port 9100`` (or ``[plugins.metrics]`` with
 ``port`` and ``host``, default ``127.0.0.1``) turns it on. Settings:

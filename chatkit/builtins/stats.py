@@ -1,4 +1,4 @@
-"""/stats: the server's counters (connections, deliveries, sends), for operators and benchmarks.
+"""/stats: the server's counters (connections, deliveries, sends), for benchmarks and monitors.
 
 Off by default: enable with ``--plugin stats``. Every client may ask while chatkit
 has no server operators; once it has them, ``/stats`` will be theirs alone.

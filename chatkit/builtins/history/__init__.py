@@ -401,7 +401,8 @@ class History:
 
                 if self.accounts and client.account is None:
                     raise CommandError(
-                        "private history is shown to registered nicks: /identify first",
+                        f"your private history with {target} is shown to registered nicks: "
+                        f"/identify first (a room's history: /history #{target})",
                         "not_identified",
                     )
 

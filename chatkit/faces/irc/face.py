@@ -145,7 +145,7 @@ class IrcFace:
         self.codecs = CodecCache()
         """One codec per set of byte-changing capabilities in use."""
         self.started = time.time()
-        """When the face was made: the creation time of every room (``329``)."""
+        """When the face was made (``003``'s date)."""
 
     def __repr__(self) -> str:
         return f"IrcFace(host={self.host!r}, port={self.port!r}, server_name={self.server_name!r})"
@@ -888,7 +888,8 @@ class IrcChannel:
             room = self._room_name(target)
             if len(params) == 1:
                 self._ask_modes(room, "modes")
-                self.send(Message(n.RPL_CREATIONTIME, (room, str(int(self.face.started)))))
+                created = self.hub.created(room) or self.face.started
+                self.send(Message(n.RPL_CREATIONTIME, (room, str(int(created)))))
             elif params[1].lstrip("+") in ("b", "") and len(params) == 2:
                 self._ask_modes(room, "bans")
             elif params[1].lstrip("+") == "q" and len(params) == 2:
