@@ -359,6 +359,9 @@ class Client(LineClient):
         refuses the room; ``TimeoutError`` if the server does not answer in time.
         """
         room = room_name(room)
+        if not room[1:] or any(c.isspace() for c in room):
+            # /join would take a second word for a usage error: say what is wrong.
+            raise RoomRefused("bad_room", f"bad room name {room!r}: a room name is one word")
         self.say(f"/join {room}")
         frames = self.sync(timeout)
         for frame in frames:

@@ -167,6 +167,11 @@ def test_join_a_refused_room_exits_6(chat_server: Server) -> None:
     assert result.returncode == 6
     assert "cannot join #x!: bad room name" in result.stderr
     assert "never sent" not in result.stdout
+    spaced = join(chat_server, "--nick", "bot2", "--room", "bad room", stdin="never sent\n")
+    assert spaced.returncode == 6
+    assert "cannot join #bad room: bad room name '#bad room': a room name is one word" in (
+        spaced.stderr
+    )
 
 
 def test_join_exit_codes(chat_server: Server, chat_client: Connect) -> None:
