@@ -963,7 +963,14 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
             if isinstance(raw, LineTooLong):
                 typer.echo(f"a line of input longer than {raw.limit} bytes was not sent", err=True)
                 continue
-            line = raw.decode("utf-8", "replace").rstrip("\r")
+            try:
+                line = raw.decode("utf-8").rstrip("\r")
+            except UnicodeDecodeError as exc:  # refused, as the server refuses it from nc
+                typer.echo(
+                    f"a line of input that is not UTF-8 (byte {exc.start + 1}) was not sent",
+                    err=True,
+                )
+                continue
             if line.strip():
                 quitting |= line.split(" ", 1)[0].lower() == "/quit"
                 client.say(line)

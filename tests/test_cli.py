@@ -533,19 +533,22 @@ def test_join_splits_its_input_as_the_server_splits_lines(
     chat_client: Callable[..., ChatClient],
 ) -> None:
     """Standard input is split into lines with the server's splitter: a last line without
-    a newline is sent, and a line over the limit is told on standard error, not sent."""
+    a newline is sent, and a line over the limit, or not UTF-8 (which the server refuses
+    from nc), is told on standard error, not sent."""
     watcher = chat_client("watcher")
     server_port = watcher.address[1]
-    huge = "y" * (MAX_SERVER_LINE + 1)
+    huge = b"y" * (MAX_SERVER_LINE + 1)
     result = subprocess.run(
         [CHATKIT, "join", "--port", str(server_port), "--nick", "piper"],
-        input=f"first\n{huge}\nlast without a newline",
+        input=b"first\n" + huge + b"\ncaf\xe9 latin-1\nlast without a newline",
         capture_output=True,
-        text=True,
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stderr == f"a line of input longer than {MAX_SERVER_LINE} bytes was not sent\n"
+    assert result.stderr.decode() == (
+        f"a line of input longer than {MAX_SERVER_LINE} bytes was not sent\n"
+        "a line of input that is not UTF-8 (byte 4) was not sent\n"
+    )
     said = [watcher.expect("message", nick="piper")["text"] for _ in range(2)]
     assert said == ["first", "last without a newline"]
     assert [f for f in watcher.sync() if f["type"] == "message"] == []
