@@ -1181,7 +1181,7 @@ def join(
         raise typer.Exit(EXIT_REFUSED) from None
     with client:
         try:
-            welcome = client.login(nick, replay=replay, password=password)
+            welcome = client.login(nick, replay=replay, password=password, room=room)
             frames = client.enter(room) if room else []
         except LoginRefused as exc:
             typer.echo(f"nick {nick!r} refused: {exc}", err=True)

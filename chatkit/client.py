@@ -23,6 +23,7 @@ client's own (:data:`LOCAL_ERRORS`), never an exception.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import time
@@ -300,6 +301,7 @@ class Client(LineClient):
         """The nick once logged in."""
         self.welcome: dict[str, Any] | None = None
         """The server's ``welcome`` frame once logged in."""
+        self._login_room: str | None = None  # the room login() asked for, if any
         self.pending: list[dict[str, Any]] = []
         """Frames received and not yet returned by :meth:`receive`, oldest first (those
         that arrived during :meth:`login`, or after the ``pong`` of :meth:`sync`)."""
@@ -321,11 +323,15 @@ class Client(LineClient):
         replay: int | None = None,
         since: int | None = None,
         password: str | None = None,
+        room: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Log in as ``nick``; return the ``welcome`` frame or raise :class:`LoginRefused`.
 
-        ``password`` is the registered nick's (the ``accounts`` plugin).
+        ``password`` is the registered nick's (the ``accounts`` plugin). ``room`` is
+        joined instead of the default room (its ``#`` may be left out): the welcome's
+        ``rooms`` then name it, or none if the server refused it (its ``error``
+        follows; :meth:`enter` raises :class:`RoomRefused` for it).
 
         ``replay`` is how many earlier messages the server replays per room joined
         (0: none; default: the server's choice); ``since`` asks only for messages
@@ -340,6 +346,9 @@ class Client(LineClient):
             hello["since"] = since
         if password is not None:
             hello["password"] = password
+        if room is not None:
+            hello["room"] = room_name(room)
+        self._login_room = hello.get("room")
         self.send(hello)
         at = self._find(lambda f: f["type"] == "welcome" or _refusal(f), _deadline(timeout))
         if at is None:
@@ -362,12 +371,23 @@ class Client(LineClient):
         if not room[1:] or any(c.isspace() for c in room):
             # /join would take a second word for a usage error: say what is wrong.
             raise RoomRefused("bad_room", f"bad room name {room!r}: a room name is one word")
+        welcome_rooms: list[str] = (self.welcome or {}).get("rooms", [])
+        earlier: list[dict[str, Any]] = []
+        if self._login_room is not None and self._login_room.casefold() == room.casefold():
+            # login(room=...) asked for it: the server joined it, refused it, or (an
+            # older server) ignored the wish and joined the default room.
+            earlier = self.sync(timeout)
+            for frame in earlier:
+                if _refusal(frame):
+                    text = re.sub(r"^cannot join \S+: ", "", str(frame.get("text")))
+                    raise RoomRefused(str(frame.get("code")), text)
+            if [r.casefold() for r in welcome_rooms] == [room.casefold()]:
+                return earlier
         self.say(f"/join {room}")
-        frames = self.sync(timeout)
+        frames = earlier + self.sync(timeout)
         for frame in frames:
             if _refusal(frame):
                 raise RoomRefused(str(frame.get("code")), str(frame.get("text")))
-        welcome_rooms: list[str] = (self.welcome or {}).get("rooms", [])
         others = [r for r in welcome_rooms if r.casefold() != room.casefold()]
         for other in others:
             self.say(f"/part {other}")

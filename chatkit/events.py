@@ -66,6 +66,8 @@ class Hello:
     """How many earlier messages to replay per room joined (0: none)."""
     since: int | None = None
     """Replay only messages with a greater id: the last one the client has."""
+    room: str | None = None
+    """The room to join instead of the default one (``None``: the default)."""
     fields: dict[str, Any] = field(default_factory=dict)
     """The hello's other fields as sent (``password``, ``token``, ...): for the
     plugins that decide logins (``chatkit_allow_login`` receives them). In text

@@ -395,12 +395,22 @@ class Hub:
 
     # -- login and logout -------------------------------------------------------
 
-    def login(self, session: Session, nick: str, fields: dict[str, Any] | None = None) -> None:
-        """Log ``session`` in as ``nick`` and join the default room.
+    def login(
+        self,
+        session: Session,
+        nick: str,
+        fields: dict[str, Any] | None = None,
+        *,
+        room: str | None = None,
+    ) -> None:
+        """Log ``session`` in as ``nick`` and join the default room, or ``room`` (its
+        ``#`` may be left out).
 
         ``fields`` are the login's other fields (a ``hello`` frame's ``password``...),
         for ``chatkit_allow_login``. Raises :class:`CommandError` (``bad_nick``,
-        ``nick_taken``, or a plugin's refusal); the client may then try again.
+        ``nick_taken``, or a plugin's refusal); the client may then try again. A room
+        it cannot join (a bad name, a plugin's refusal) does not refuse the login: the
+        client is told, and is in no room.
         """
         limits = self.config.limits
         nick = names.normalize(nick)
@@ -412,8 +422,16 @@ class Hub:
                 "chatkit_allow_login", _reject, client=session, nick=nick, fields=fields or {}
             )
         )
-        room = self.config.default_room
-        allowed = self.hooks.first("chatkit_allow_join", _reject, client=session, room=room)
+        if room is None:
+            room = self.config.default_room
+        else:
+            room = names.normalize(room.strip())
+            room = room if room.startswith("#") else f"#{room}"  # as /join takes it
+        problem = valid_room(room, limits.max_room)
+        if problem:
+            allowed = Reject(f"bad room name {room!r}: {problem}", "bad_room")
+        else:
+            allowed = self.hooks.first("chatkit_allow_join", _reject, client=session, room=room)
         joined = allowed is None
         welcome = Frame(
             "welcome",

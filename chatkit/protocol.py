@@ -377,7 +377,7 @@ class _TextRules:
     bidi: str = "replace"
 
 
-_HELLO_OWN = frozenset(("type", "nick", "replay", "since"))  # hello members the core reads
+_HELLO_OWN = frozenset(("type", "nick", "replay", "since", "room"))  # hello members the core reads
 
 
 def _json_event(obj: dict[str, Any], rules: _TextRules) -> Event:
@@ -389,6 +389,7 @@ def _json_event(obj: dict[str, Any], rules: _TextRules) -> Event:
             clean_text(_field(obj, "nick") or ""),
             replay=_count(obj, "replay", MAX_ID),
             since=_count(obj, "since", MAX_ID),
+            room=_field(obj, "room", required=False),
             fields={k: v for k, v in obj.items() if k not in _HELLO_OWN},
         )
     if kind == "say":

@@ -225,7 +225,7 @@ class Terminal:
 
     # -- connecting --------------------------------------------------------------
 
-    def login(self, nick: str | None) -> bool:
+    def login(self, nick: str | None, room: str | None = None) -> bool:
         """Connect and log in, asking for a nick until one is accepted; False to give up."""
         self.client = Client.connect(self.host, self.port, tls=self.tls)
         session: PromptSession[str] = PromptSession()
@@ -238,7 +238,9 @@ class Terminal:
                 if not nick:
                     continue
             try:
-                welcome = self.client.login(nick, replay=self.replay, password=self.password)
+                welcome = self.client.login(
+                    nick, replay=self.replay, password=self.password, room=room
+                )
             except LoginRefused as exc:  # shown as the server's error frame is
                 self.show(format_frame({"type": "error", "code": exc.code, "text": str(exc)}))
                 nick = None
@@ -280,10 +282,16 @@ class Terminal:
             try:
                 client = Client.connect(self.host, self.port, tls=self.tls)
                 # Only what was said since the last message shown: nothing twice.
+                # Straight into the first room it was in (no join and leave of the default).
+                first = rooms[0] if rooms else None
                 if self.last_id is not None:
-                    welcome = client.login(self.nick, since=self.last_id, password=self.password)
+                    welcome = client.login(
+                        self.nick, since=self.last_id, password=self.password, room=first
+                    )
                 else:
-                    welcome = client.login(self.nick, replay=self.replay, password=self.password)
+                    welcome = client.login(
+                        self.nick, replay=self.replay, password=self.password, room=first
+                    )
             except LoginRefused as exc:
                 self.say(f"cannot log in again as {self.nick}: {exc}", "class:error")
                 return False
@@ -387,7 +395,7 @@ class Terminal:
             return self.exit_code
 
     def _run(self, nick: str | None, room: str | None) -> int:
-        if not self.login(nick):
+        if not self.login(nick, room):
             return 0
         if room and self.client is not None:
             try:

@@ -195,9 +195,11 @@ class ChatClient(Client, _TestLines):
         replay: int | None = None,
         since: int | None = None,
         password: str | None = None,
+        room: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Log in as ``nick``; return the ``welcome`` frame (fail on an error frame).
+        """Log in as ``nick`` (into ``room`` instead of the default room, if given);
+        return the ``welcome`` frame (fail on an error frame).
 
         It returns once the client is in the welcome's first room (its own ``join``
         arrived), so that others see it there; the frames stay pending for ``expect``.
@@ -209,6 +211,7 @@ class ChatClient(Client, _TestLines):
                 replay=replay,
                 since=since,
                 password=password,
+                room=room,
                 timeout=deadline - time.monotonic(),
             )
         except LoginRefused as exc:

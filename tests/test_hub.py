@@ -25,6 +25,24 @@ def test_login_sends_welcome_and_joins_the_default_room(chat_client: Connect) ->
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", join["ts"])
 
 
+def test_a_hello_may_name_the_room_to_join_instead(chat_client: Connect) -> None:
+    """``"room"`` in the hello joins that room instead of the default one (its '#' may
+    be left out); a bad one is told after the welcome and the login stands, in no room."""
+    watcher = chat_client("watcher")
+    bot = chat_client()
+    assert bot.login("bot", room="ops")["rooms"] == ["#ops"]
+    bot.expect("join", room="#ops", nick="bot")
+    lost = chat_client()
+    lost.send(type="hello", nick="lost", room="#bad room")
+    assert lost.expect("welcome")["rooms"] == []
+    error = lost.expect("error", code="bad_room")
+    assert error["text"].startswith("cannot join #bad room: bad room name")
+    lost.say("/join #fine")
+    lost.expect("join", room="#fine", nick="lost")
+    joins = [f["nick"] for f in watcher.sync() if f["type"] == "join"]
+    assert "bot" not in joins and "lost" not in joins  # #general saw neither
+
+
 def test_others_see_a_join(chat_client: Connect) -> None:
     """Members of the room are told when someone joins."""
     alice = chat_client("alice")

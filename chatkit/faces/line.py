@@ -147,7 +147,7 @@ class LineChannel:
                         f"already logged in as {session.nick}; use /nick to change", "bad_frame"
                     )
                 session.replay, session.replay_since = event.replay, event.since
-                hub.login(session, event.nick, event.fields)
+                hub.login(session, event.nick, event.fields, room=event.room)
             elif isinstance(event, Request):
                 hub.request(session, event)
             # Pong only proves the client is alive; the server noted that already.
