@@ -453,23 +453,29 @@ def test_identities_and_private_history_cross_nodes(
     assert [f["text"] for f in bob.sync() if f["type"] == "private"] == texts
 
 
-def test_a_redis_that_lost_its_accounts_refuses_registrations(
+def test_a_redis_that_lost_its_accounts_gets_them_back_from_the_nodes(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:
-    """Redis restarted without its data (here: emptied): nobody may register a nick that
-    was someone's until a node starts and seeds it again."""
+    """Redis restarted without its data (here: emptied): each node, at its first look-up,
+    copies back the accounts it knows, so nobody takes a registered nick; then
+    registering goes on."""
     url = redis_server.url(11)
     redis.Redis.from_url(url).flushdb()
-    a = nodes(url)
-    alice = a.client("alice")
+    a, b = nodes(url), nodes(url)
+    alice, bob = a.client("alice"), b.client("bob")
     alice.say("/register correct-horse")
     alice.expect("reply", command="register")
+    bob.say("/register battery-staple")  # registered on b: a never looked it up
+    bob.expect("reply", command="register")
     redis.Redis.from_url(url).flushdb()
-    mallory = a.client("mallory")
-    mallory.say("/register stolen-horse")
-    mallory.expect("error", code="cluster_unavailable")
-    assert "lost its accounts" in a.log.read_text()
-    nodes(url)  # a node that starts seeds it again (from its own file: none here)
+    mallory = a.client("mallory")  # a's look-up finds Redis empty: a copies alice back
+    assert "had lost its accounts" in a.log.read_text()
+    b.client("carol")  # and b copies bob back
+    for node, nick in ((b, "alice"), (a, "bob")):
+        refused = ChatClient(node.address, timeout=10)
+        refused.send({"type": "hello", "nick": nick})
+        refused.expect("error", code="nick_registered")
+        refused.login(nick, password={"alice": "correct-horse", "bob": "battery-staple"}[nick])
     mallory.say("/register stolen-horse")
     mallory.expect("reply", command="register")
 

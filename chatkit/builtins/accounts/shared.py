@@ -21,15 +21,20 @@ Redis is unreachable, reads answer from what this node last read (every account 
 start, and each one looked up since), and changes are refused with
 ``cluster_unavailable``. The first node to start copies its own SQLite accounts (from
 before it joined the cluster) there and sets ``PREFIX:accounts_seeded``; the files of
-nodes that start later are not read (an account dropped meanwhile would come back). A
-Redis without the marker has lost its data: registrations are refused until a node
-starts and seeds it again (nobody takes a nick that was someone's meanwhile).
+nodes that start later are not read (an account dropped meanwhile would come back).
+
+A Redis without the marker has lost its data (it restarted without persistence): the
+first read or registration on a node that finds it so copies back every account that
+node knows (every account at its start, each one registered or looked up on it since),
+sets the marker again, then goes on; every other node does the same on its first read.
+What no node knew, and the open invitations, are lost.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from typing import Any
@@ -46,9 +51,14 @@ log = logging.getLogger(__name__)
 _ERRORS = (redis.RedisError, OSError)
 RETRY_EVERY = 1.0  # seconds between tries of an unreachable Redis on a login's path
 
-# KEYS: accounts, skeletons; ARGV: name, skeleton. The account of that very name, else
-# the look-alike's (the account registered with that skeleton).
+LOST = "!lost"
+"""What the look-up script answers when the marker is not the one the node knows."""
+
+# KEYS: accounts, skeletons, seeded; ARGV: name, skeleton, the node's marker. The account of
+# that very name, else the look-alike's (the account registered with that skeleton); LOST
+# if the marker is not the node's: Redis lost its data (and maybe another node restored it).
 _FIND = """
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then return '!lost' end
 local row = redis.call('HGET', KEYS[1], ARGV[1])
 if not row then
   local name = redis.call('HGET', KEYS[2], ARGV[2])
@@ -57,12 +67,12 @@ end
 return row
 """
 
-# KEYS: accounts, skeletons, invites, seeded; ARGV: name, skeleton, row. 1 if created (and
-# its invitation used up); 0 if the name or a look-alike is registered already; -1 if the
-# marker is gone: Redis lost its data (every account), and registering now would let anyone
-# take a registered nick.
+# KEYS: accounts, skeletons, invites, seeded; ARGV: name, skeleton, row, the node's marker.
+# 1 if created (and its invitation used up); 0 if the name or a look-alike is registered
+# already; -1 if the marker is not the node's: Redis lost its data, and registering before
+# this node copied back what it knows could take a registered nick.
 _CREATE = """
-if redis.call('EXISTS', KEYS[4]) == 0 then
+if redis.call('GET', KEYS[4]) ~= ARGV[4] then
   return -1
 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
@@ -122,6 +132,11 @@ class SharedAccountStore:
         self._redis = client
         self._keys = (f"{prefix}:accounts", f"{prefix}:account_skeletons", f"{prefix}:invites")
         self._seeded = f"{prefix}:accounts_seeded"
+        # The marker's value this node last saw (one per seeding): another value, or
+        # none, means Redis lost its data since (below, _restore).
+        self._mark: str | None = None
+        # Held while copying accounts back to a Redis that lost them: once per node at a time.
+        self._restoring = threading.Lock()
         self._retry_at = 0.0  # monotonic time before which reads do not try Redis
         self._find = client.register_script(_FIND)
         self._create = client.register_script(_CREATE)
@@ -137,7 +152,8 @@ class SharedAccountStore:
         try:
             # The first node to start seeds the cluster (and the first after Redis lost
             # its data): the marker says the cluster has had accounts of its own since.
-            if client.set(self._seeded, prefix, nx=True):
+            if client.set(self._seeded, secrets.token_hex(8), nx=True):
+                self._mark = self._read_mark()
                 self._import(local)
             elif local.everything()[0]:
                 log.warning(
@@ -145,6 +161,7 @@ class SharedAccountStore:
                     "had accounts of its own already (the first node to start seeds it)",
                     local.path,
                 )
+            self._mark = self._read_mark()
             rows = client.hgetall(self._keys[0])
         except _ERRORS as exc:
             log.warning("accounts: cannot read the cluster's accounts yet (%s)", exc)
@@ -161,7 +178,7 @@ class SharedAccountStore:
             if (
                 self._create(
                     keys=[*self._keys, self._seeded],
-                    args=[account.name, like, _row(account, created)],
+                    args=[account.name, like, _row(account, created), self._mark or ""],
                 )
                 == 1
             ):
@@ -213,14 +230,62 @@ class SharedAccountStore:
         try:
             if time.monotonic() < self._retry_at:
                 raise redis.ConnectionError("Redis was unreachable a moment ago")
-            row = self._redis.hget(self._keys[0], name)
+            row = self._look_up(name, "")  # no skeleton: this very name only
         except _ERRORS:
             self._retry_later()
             with self._lock:
                 return self._known.get(name)
-        account = None if row is None else _account(name, str(row))
+        account = None if row is None else _account(name, row)
         self._remember(name, account)
         return account
+
+    def _look_up(self, name: str, like: str) -> str | None:
+        """The row of ``name`` (or of the account of skeleton ``like``), from Redis;
+        copies this node's accounts back first if Redis lost them."""
+        keys = [self._keys[0], self._keys[1], self._seeded]
+        row = self._find(keys=keys, args=[name, like, self._mark or ""])
+        if row == LOST:
+            self._restore()
+            row = self._find(keys=keys, args=[name, like, self._mark or ""])
+        return None if row is None or row == LOST else str(row)
+
+    def _read_mark(self) -> str | None:
+        value = self._redis.get(self._seeded)
+        return None if value is None else str(value)
+
+    def _restore(self) -> None:
+        """The marker is not the one this node saw: Redis lost its accounts since (a
+        node that seeded it again set a new one). Copy back those this node knows."""
+        with self._restoring:
+            seen = self._mark
+            # Only one node sets a new marker; every node copies its accounts back.
+            self._redis.set(self._seeded, secrets.token_hex(8), nx=True)
+            mark = self._read_mark()
+            if mark == seen:
+                return  # this node's other thread restored it meanwhile
+            self._mark = mark
+            if seen is None:
+                return  # this node never read Redis (it was down at its start): nothing lost
+            with self._lock:
+                known = list(self._known.values())
+            copied = 0
+            for account in known:
+                created = self._create(
+                    keys=[*self._keys, self._seeded],
+                    args=[
+                        account.name,
+                        skeleton(account.nick),
+                        _row(account, time.time()),
+                        mark or "",
+                    ],
+                )
+                copied += created == 1
+        log.error(
+            "accounts: the cluster's Redis had lost its accounts (restarted without its "
+            "data?): %d of the %d this node knew copied back; run Redis with persistence",
+            copied,
+            len(known),
+        )
 
     def find(self, nick: str) -> Account | None:
         """The account whose nick ``nick`` is, or looks like, or ``None``."""
@@ -228,7 +293,7 @@ class SharedAccountStore:
         try:
             if time.monotonic() < self._retry_at:
                 raise redis.ConnectionError("Redis was unreachable a moment ago")
-            row = self._find(keys=self._keys[:2], args=[name, like])
+            row = self._look_up(name, like)
         except _ERRORS:
             self._retry_later()
             with self._lock:
@@ -252,15 +317,17 @@ class SharedAccountStore:
         try:
             done = self._create(
                 keys=[*self._keys, self._seeded],
-                args=[account.name, like, _row(account, time.time())],
+                args=[account.name, like, _row(account, time.time()), self._mark or ""],
             )
+            if done == -1:  # Redis lost its accounts: those this node knows go back first
+                self._restore()
+                done = self._create(
+                    keys=[*self._keys, self._seeded],
+                    args=[account.name, like, _row(account, time.time()), self._mark or ""],
+                )
         except _ERRORS:
             raise self._unavailable() from None
         if done == -1:
-            log.error(
-                "accounts: the cluster's Redis has lost its accounts (restarted without its "
-                "data?): registering is refused until a node restarts and seeds it again"
-            )
             raise self._unavailable()
         if done == 1:
             self._remember(account.name, account)
