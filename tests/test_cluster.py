@@ -471,11 +471,12 @@ def test_a_redis_that_lost_its_accounts_gets_them_back_from_the_nodes(
     mallory = a.client("mallory")  # a's look-up finds Redis empty: a copies alice back
     assert "had lost its accounts" in a.log.read_text()
     b.client("carol")  # and b copies bob back
-    for node, nick in ((b, "alice"), (a, "bob")):
+    for node, nick in ((b, "alice"), (a, "bob")):  # each account is back, on every node
         refused = ChatClient(node.address, timeout=10)
         refused.send({"type": "hello", "nick": nick})
         refused.expect("error", code="nick_registered")
-        refused.login(nick, password={"alice": "correct-horse", "bob": "battery-staple"}[nick])
+        refused.send({"type": "hello", "nick": nick, "password": "not-the-password"})
+        refused.expect("error", code="bad_password")
     mallory.say("/register stolen-horse")
     mallory.expect("reply", command="register")
 
@@ -659,6 +660,14 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         ben.expect("message", text="before")
         ann.say("/register correct-horse")
         ann.expect("reply", command="register")
+        ben.say("/join #den")
+        ann.say("/join #den")
+        ben.expect("join", room="#den", nick="ann")
+        ben.say("/topic #den kept across")
+        assert ann.expect("topic", room="#den")["topic"] == "kept across"
+        for client in (ann, ben):  # back to #general, the room the rest is about
+            client.say("/join #general")
+            client.expect("reply", command="join")
 
         redis.kill()
         ann.expect("notice", text_contains="lost the connection", timeout=LEASE * 3)
@@ -684,7 +693,7 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         ann.say("/ban mallory")  # moderation: the same
         ann.expect("error", code="cluster_unavailable")
         # A topic set meanwhile reaches the other node once Redis is back.
-        ann.send({"type": "say", "text": "/topic set while apart"})
+        ann.send({"type": "say", "text": "/topic #general set while apart"})
         ann.expect("topic", topic="set while apart")
 
         redis.start()
@@ -701,12 +710,34 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         assert texts == ["before", "alone", "after"]
         # The topic was logged when ann's node came back, before "after"; ann saw it once.
         for client in (ben, ann):
-            topics = [f["topic"] for f in client.received if f["type"] == "topic"]
+            topics = [
+                f["topic"]
+                for f in client.received
+                if f["type"] == "topic" and f["room"] == "#general"
+            ]
             assert topics == ["set while apart"]
         # The nick is still ann's across the cluster.
         late = ChatClient(b.address, timeout=10)
         late.send({"type": "hello", "nick": "ann"})
         late.expect("error", code="nick_taken")
+        # This Redis restarted empty: the running nodes put back the topics and accounts
+        # they knew, so a node that starts now has them too.
+        assert "topics put back" in a.log.read_text()
+        probes = iter(range(1000))
+
+        def ann_copied_back() -> bool:
+            # a's first look-up since Redis answers again (after RETRY_EVERY) copies
+            # back the accounts it knows: ann's.
+            a.client(f"eve{next(probes)}").close()
+            return "1 of the 1 this node knew copied back" in a.log.read_text()
+
+        wait_until(ann_copied_back, WAIT, "a to copy ann's account back", POLL)
+        c = nodes(redis.url())
+        carl = c.client("carl")
+        carl.say("/join #den")
+        assert carl.expect("topic", room="#den")["topic"] == "kept across"
+        carl.say("/identify ann wrong-horse")
+        carl.expect("error", code="bad_password")
     finally:
         redis.kill()
 

@@ -20,7 +20,8 @@ with the same Redis (and ``prefix``) serves the same rooms, nicks and history.
   declared lost by the first node to remove it (``ZREM``): its members leave with
   reason ``node lost``.
 * **Topics** go through the log too, kept in the hash ``PREFIX:topics`` for nodes
-  that start later.
+  that start later (a node that reconnects to a Redis that lost its data puts back
+  those it knows).
 * **History**: each node's ``history`` store (SQLite) is fed from the log, so
   replays and ``/history`` read the same messages, with the same ids, everywhere; a
   node that starts catches up from the log (what Redis still keeps of it).
@@ -151,6 +152,12 @@ def redact(url: str) -> str:
 def stream_id(ident: int) -> str:
     """The stream entry id of message id ``ident`` (``MS-SEQ``)."""
     return f"{ident // 1000}-{ident % 1000}"
+
+
+def _entry_key(entry: str) -> tuple[int, int]:
+    """Stream entry id ``entry`` (``MS-SEQ``) as a key that sorts as Redis orders them."""
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def message_id(entry: str) -> int:
@@ -335,6 +342,8 @@ class Cluster:
             self._last = last[0][0] if last else "0-0"
             self._catch_up_history()
             self._joined = True
+        elif not start and self._log_lost(r):
+            self._restore_topics(r)
         topics = {room: json.loads(value) for room, value in r.hgetall(self._key("topics")).items()}
         with self._lock:
             self._topics = topics
@@ -501,6 +510,29 @@ class Cluster:
             # Redis is unreachable: the other nodes get it once it is back (_connect).
             with self._lock:
                 self._topics_while_down[fold(room)] = (room, topic)
+
+    def _log_lost(self, r: redis.Redis) -> bool:
+        """Whether Redis lost its data since this node last read the log (it restarted
+        without persistence): the log ends before the entry this node read last."""
+        if self._last == "0-0":
+            return False
+        newest = r.xrevrange(self._key("log"), count=1)
+        return not newest or _entry_key(str(newest[0][0])) < _entry_key(self._last)
+
+    def _restore_topics(self, r: redis.Redis) -> None:
+        """Put back the topics this node knew into a Redis that lost them (each node
+        does; the first to write a room's topic wins), for the nodes that start later."""
+        with self._lock:
+            known = dict(self._topics)
+        pipe = r.pipeline(transaction=False)
+        for room, topic in known.items():
+            pipe.hsetnx(self._key("topics"), room, json.dumps(topic))
+        pipe.execute()
+        log.error(
+            "cluster: Redis lost its data (restarted without persistence?): %d topics put "
+            "back from this node; run Redis with persistence",
+            len(known),
+        )
 
     def _send_topic(self, room: str, topic: dict[str, str]) -> bool:
         """Log a topic set (or cleared) here, and keep it in ``PREFIX:topics``."""
