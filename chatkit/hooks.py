@@ -149,11 +149,19 @@ class HookRunner:
             except Exception:
                 log.exception("plugin %r failed in %s", impl.plugin_name, name)
 
-    def first(self, name: str, on_error: Callable[[str], Any], **kwargs: Any) -> Any:
+    def first(
+        self,
+        name: str,
+        on_error: Callable[[str], Any],
+        accept: type | tuple[type, ...] = object,
+        **kwargs: Any,
+    ) -> Any:
         """Call implementations until one returns non-``None``; return that or ``None``.
 
-        If one raises, the error is logged and ``on_error(plugin_name)`` is
-        returned instead (the hook fails closed).
+        If one raises, or returns something not of the ``accept`` types (a veto's
+        ``True``, a filter's ``message``: taken for an answer, it would skip every
+        later plugin, a ban included), the error is logged and ``on_error(plugin_name)``
+        is returned instead (the hook fails closed).
         """
         for monitor in self._monitors:
             monitor(name, kwargs)
@@ -166,6 +174,15 @@ class HookRunner:
                 log.exception("plugin %r failed in %s", impl.plugin_name, name)
                 return on_error(impl.plugin_name)
             if result is not None:
+                if not isinstance(result, accept):
+                    log.error(
+                        "plugin %r returned %r from %s, which takes None or %s: refused",
+                        impl.plugin_name,
+                        result,
+                        name,
+                        _names(accept),
+                    )
+                    return on_error(impl.plugin_name)
                 return result
         return None
 
@@ -208,3 +225,8 @@ class HookRunner:
                 raise UsageError(
                     f"plugin {impl.plugin_name!r} failed in {name}: {type(exc).__name__}: {exc}"
                 ) from exc
+
+
+def _names(types: type | tuple[type, ...]) -> str:
+    """``Reject``, or ``bool or Reject``: the types a hook's answer may have, for the log."""
+    return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))

@@ -331,7 +331,9 @@ class Hub:
 
         A face calls it first for every hello, say and request it acts on.
         """
-        self._check(self.hooks.first("chatkit_allow_input", _reject, client=session, event=event))
+        self._check(
+            self.hooks.first("chatkit_allow_input", _reject, Reject, client=session, event=event)
+        )
 
     def request(self, session: Session, request: Request) -> None:
         """Hand a frame of a type the core does not know to the plugins (logged in or not).
@@ -341,7 +343,11 @@ class Hub:
         plugin's refusal.
         """
         result = self.hooks.first(
-            "chatkit_handle_request", _request_failed, client=session, request=request
+            "chatkit_handle_request",
+            _request_failed,
+            (bool, Reject),
+            client=session,
+            request=request,
         )
         if result is None and not session.logged_in:
             raise CommandError("log in first: send a hello frame", "not_logged_in")
@@ -358,7 +364,12 @@ class Hub:
         ``chatkit_authenticate``. Raises :class:`CommandError`: the plugin's refusal,
         or ``no_accounts`` if no plugin keeps accounts."""
         result = self.hooks.first(
-            "chatkit_authenticate", _reject, client=session, account=account, password=password
+            "chatkit_authenticate",
+            _reject,
+            (bool, Reject),
+            client=session,
+            account=account,
+            password=password,
         )
         if result is None or result is False:
             raise CommandError("this server keeps no accounts", "no_accounts")
@@ -419,7 +430,12 @@ class Hub:
             raise CommandError(f"bad nick {nick!r}: {problem}", "bad_nick")
         self._check(
             self.hooks.first(
-                "chatkit_allow_login", _reject, client=session, nick=nick, fields=fields or {}
+                "chatkit_allow_login",
+                _reject,
+                Reject,
+                client=session,
+                nick=nick,
+                fields=fields or {},
             )
         )
         if room is None:
@@ -431,7 +447,9 @@ class Hub:
         if problem:
             allowed = Reject(f"bad room name {room!r}: {problem}", "bad_room")
         else:
-            allowed = self.hooks.first("chatkit_allow_join", _reject, client=session, room=room)
+            allowed = self.hooks.first(
+                "chatkit_allow_join", _reject, Reject, client=session, room=room
+            )
         joined = allowed is None
         welcome = Frame(
             "welcome",
@@ -530,7 +548,9 @@ class Hub:
                     "too_many_rooms",
                 )
             self._check_room_name(room)
-        self._check(self.hooks.first("chatkit_allow_join", _reject, client=session, room=room))
+        self._check(
+            self.hooks.first("chatkit_allow_join", _reject, Reject, client=session, room=room)
+        )
         name = self._join(session, room)
         if name is None:
             return False
@@ -580,7 +600,9 @@ class Hub:
             raise CommandError(f"a topic is one line of at most {MAX_TOPIC} characters", "bad_text")
         self._member_room(session, room)
         self._check(
-            self.hooks.first("chatkit_allow_topic", _reject, client=session, room=room, topic=text)
+            self.hooks.first(
+                "chatkit_allow_topic", _reject, Reject, client=session, room=room, topic=text
+            )
         )
         with self._lock:
             name = session.rooms.get(_key(room))
@@ -755,7 +777,9 @@ class Hub:
         problem = valid_nick(new, self.config.limits.max_nick)
         if problem:
             raise CommandError(f"bad nick {new!r}: {problem}", "bad_nick")
-        self._check(self.hooks.first("chatkit_allow_nick", _reject, client=session, nick=new))
+        self._check(
+            self.hooks.first("chatkit_allow_nick", _reject, Reject, client=session, nick=new)
+        )
         with self._lock:
             old = session.nick
             assert old is not None
@@ -1023,7 +1047,9 @@ class Hub:
         return name
 
     def _filter(self, session: Session, message: Message) -> None:
-        result = self.hooks.first("chatkit_filter_message", _drop, client=session, message=message)
+        result = self.hooks.first(
+            "chatkit_filter_message", _drop, Drop, client=session, message=message
+        )
         if isinstance(result, Drop):
             raise CommandError(f"message not delivered: {result.reason}", "dropped")
 

@@ -328,6 +328,7 @@ class Lanes:
             replay = self._hooks.first(
                 "chatkit_room_replay",
                 _no_replay,
+                (list, tuple),
                 client=entry.session,
                 room=entry.room,
                 last_id=entry.last_id,

@@ -421,6 +421,40 @@ def test_hook_allow_login_that_raises_fails_closed(
     assert client.expect("error")["code"] == "internal_error"
 
 
+def test_a_veto_or_filter_answer_of_the_wrong_type_fails_closed(
+    chat_server_factory: Factory, chat_client: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A veto's ``True`` or a filter's ``message`` is no answer: taken for one, it would
+    skip every later plugin (a ban, a word filter). It refuses, and the log says why."""
+
+    class Sloppy:
+        @hookimpl
+        def chatkit_allow_join(self, client: Session, room: str) -> object:
+            return "fine by me" if room == "#open" else None
+
+        @hookimpl
+        def chatkit_filter_message(self, client: Session, message: Message) -> object:
+            return message if message.text == "as is" else None
+
+    class Banning:  # after Sloppy: what it would have skipped
+        @hookimpl
+        def chatkit_allow_join(self, client: Session, room: str) -> Reject | None:
+            return Reject("banned", "banned") if room == "#open" else None
+
+    server = chat_server_factory(plugins=[Sloppy(), Banning()])
+    alice = chat_client(server, "alice")
+    alice.say("/join #open")
+    assert alice.expect("error")["code"] == "internal_error"
+    alice.say("as is")
+    assert alice.expect("error")["code"] == "dropped"
+    alice.say("fine")
+    alice.expect("message", text="fine")
+    assert "returned 'fine by me' from chatkit_allow_join, which takes None or Reject" in (
+        caplog.text
+    )
+    assert "which takes None or Drop: refused" in caplog.text
+
+
 def test_hook_on_login(chat_client: Connect, hook_recorder: HookRecorder) -> None:
     """chatkit_on_login runs after the welcome, with the nick set, before on_join."""
     chat_client("alice").sync()  # its reader handled the login, hooks included
