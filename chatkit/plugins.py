@@ -236,6 +236,8 @@ def check_plugin_sections(config: Config, sections: Iterable[str]) -> list[str]:
     """
     where = f"{config.source}: " if config.source else ""
     enabled = {*ESSENTIAL_PLUGINS, *config.plugins}
+    # A module path's table is named after its module: [plugins.shout] for mine.shout:Shout.
+    enabled |= {p.partition(":")[0].rsplit(".", 1)[-1] for p in config.plugins}
     enabled |= {name for name in DEFAULT_PLUGINS if name not in config.disable}
     known = sorted({*BUILTIN_PLUGINS, *installed_entry_points()})
     warnings: list[str] = []
@@ -272,6 +274,11 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
         raise UsageError(
             _bad_arguments(pm, plugin, name) or f"plugin {name!r} is invalid: {exc}"
         ) from exc
+    if not pm.get_hookcallers(plugin):
+        pm.unregister(plugin)
+        raise UsageError(
+            f"plugin {name!r} implements no chatkit hook{_no_hook_hint(pm, plugin, name)}"
+        )
     for caller in pm.get_hookcallers(plugin) or []:
         for impl in caller.get_hookimpls():
             if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
@@ -280,6 +287,25 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
                     f"plugin {name!r} implements {caller.name} as a hook wrapper, "
                     "which chatkit does not support"
                 )
+
+
+def _no_hook_hint(pm: pluggy.PluginManager, plugin: Any, name: str) -> str:
+    """What a plugin without hooks most likely meant: a class of the module, or a
+    ``chatkit_`` function without ``@hookimpl``."""
+    if isinstance(plugin, types.ModuleType):
+        for attr, value in vars(plugin).items():
+            if (
+                isinstance(value, type)
+                and value.__module__ == plugin.__name__
+                and any(
+                    pm.parse_hookimpl_opts(value, a) for a in dir(value) if a.startswith("chatkit_")
+                )
+            ):
+                return f": its hooks are methods of {attr}; enable it as '{name}:{attr}'"
+    unmarked = [a for a in dir(plugin) if a.startswith("chatkit_") and callable(getattr(plugin, a))]
+    if unmarked:
+        return f": mark {unmarked[0]} with @hookimpl (from chatkit import hookimpl)"
+    return " (a function or method named chatkit_..., marked @hookimpl; docs/hooks.md)"
 
 
 def _bad_arguments(pm: pluggy.PluginManager, plugin: Any, name: str) -> str | None:

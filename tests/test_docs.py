@@ -18,7 +18,7 @@ import pytest
 import chatkit
 from chatkit import Config, Limits, Server, UsageError
 from chatkit.config import config_from_dict
-from chatkit.plugins import DISTRIBUTION
+from chatkit.plugins import DISTRIBUTION, check_plugin_sections
 from chatkit.testing import ChatClient, run_server
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -116,15 +116,21 @@ def test_guide_stateful_plugin_counts() -> None:
     assert counter.counts == {"alice": 2}
 
 
-def test_guide_settings_sample(tmp_path: Path) -> None:
-    """The Configurable sample reads the guide's chatkit.toml and refuses bad values."""
-    module = load(samples("plugins.md")["configurable.py"], "configurable")
+def test_guide_settings_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Configurable sample, loaded by the guide's chatkit.toml as a server loads it
+    (by its module path), reads its table and refuses bad values; by its module's name
+    alone it is refused, saying how to name its class."""
+    (tmp_path / "configurable.py").write_text(samples("plugins.md")["configurable.py"])
+    monkeypatch.syspath_prepend(str(tmp_path))
     toml = tomllib.loads(samples("plugins.md", "toml")["chatkit.toml"])
-    assert toml["server"]["plugins"] == ["configurable"]
-    plugin = module.Configurable()
-    config = Config(plugin_config=toml["plugins"])
-    with run_server(plugins=[plugin], config=config):
-        assert plugin.action == "drop"
+    config = config_from_dict(toml)
+    check_plugin_sections(config, config.plugin_config)  # [plugins.configurable] is its table
+    with run_server(config=config) as server:
+        plugin = server.pluginmanager.get_plugin("configurable:Configurable")
+        assert plugin is not None and plugin.action == "drop"
+    with pytest.raises(UsageError, match="enable it as 'configurable:Configurable'"):
+        Server(config=Config(port=0, plugins=["configurable"]))
+    module = load(samples("plugins.md")["configurable.py"], "configurable")
     for settings, message in [
         ({"action": "explode"}, "action must be one of"),
         ({"acton": "x"}, "unknown setting"),

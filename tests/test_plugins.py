@@ -271,6 +271,24 @@ def test_a_misspelt_hook_in_a_module_plugin_names_the_plugin_not_the_module(
     assert "<module" not in message
 
 
+def test_a_plugin_without_hooks_is_a_startup_error_saying_what_it_meant(site: Path) -> None:
+    """A plugin that implements no hook would do nothing, silently: refused, with what
+    was likely meant (a class in the module, a hook without @hookimpl)."""
+    (site / "classplug.py").write_text(
+        "from chatkit import hookimpl\n\nclass Greeter:\n    @hookimpl\n"
+        "    def chatkit_on_login(self, client):\n        pass\n"
+    )
+    (site / "unmarked.py").write_text("def chatkit_on_login(client):\n    pass\n")
+    for name, hint in [
+        ("classplug", "its hooks are methods of Greeter; enable it as 'classplug:Greeter'"),
+        ("unmarked", "mark chatkit_on_login with @hookimpl (from chatkit import hookimpl)"),
+    ]:
+        with pytest.raises(UsageError) as info:
+            build_plugin_manager(Config(plugins=[name]))
+        assert str(info.value) == f"plugin {name!r} implements no chatkit hook: {hint}"
+    build_plugin_manager(Config(plugins=["classplug:Greeter"]))
+
+
 class BadArgs:
     @hookimpl
     def chatkit_on_login(self, client: Session, nonsense: int) -> None:
