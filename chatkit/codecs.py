@@ -146,8 +146,9 @@ def _leave(f: dict[str, Any]) -> str:
 
 _LINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "welcome": lambda f: (
-        f"* Welcome to chatkit {f['version']}, {f['nick']}! You are in "
-        f"{', '.join(f['rooms'])}. Type /help for commands."
+        f"* Welcome to chatkit {f['version']}, {f['nick']}! "
+        + (f"You are in {', '.join(f['rooms'])}. " if f["rooms"] else "You are in no room yet. ")
+        + "Type /help for commands."
     ),
     "join": lambda f: f"* {f['nick']} joined {f['room']}",
     "leave": _leave,

@@ -9,7 +9,7 @@ Each line is one thing that happens; words in parentheses are what the server do
 between two hooks, with no hook of its own::
 
     startup:  (bind and listen) → chatkit_configure → chatkit_register_commands
-              → (clients are accepted) → chatkit_server_start
+              → chatkit_server_start → (clients are accepted)
     connect:  (a connection is accepted by a face's listener; on the line face its
               first line chooses JSON or text)
     hello:    chatkit_allow_input → (nick syntax) → chatkit_allow_login (the hello's fields)
@@ -186,7 +186,9 @@ def chatkit_register_commands(register: Register) -> None:
 
 @hookspec
 def chatkit_server_start(server: ChatServer) -> None:
-    """Called once the server listens, before the first client is accepted.
+    """Called once the server listens, before the first client is accepted
+    (connections wait in the listen backlog until every plugin's returns: do not wait
+    here for a client of this server, a bot's login, say; start a thread for it).
 
     :param server: The :class:`~chatkit.Server`; ``server.address`` is bound.
 

@@ -176,7 +176,7 @@ def _description(plugin: Any) -> str | None:
 def _import_error(name: str, info: PluginInfo, exc: BaseException) -> UsageError:
     # A module path's "package" is its top module and its version unknown: nothing to add.
     where = f" (package {info.package} {info.version})" if info.version != "?" else ""
-    return UsageError(f'cannot import plugin "{name}"{where}: {type(exc).__name__}: {exc}')
+    return UsageError(f"cannot import plugin {name!r}{where}: {type(exc).__name__}: {exc}")
 
 
 def _unknown(name: str, available: Iterable[str]) -> UsageError:

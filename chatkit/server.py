@@ -1125,8 +1125,8 @@ class Server:
         """Configure plugins, register commands, listen, and start serving.
 
         Steps: bind and listen → ``chatkit_configure`` →
-        ``chatkit_register_commands`` → start the writer, watchdog and acceptor
-        threads (clients are accepted from here on) → ``chatkit_server_start``.
+        ``chatkit_register_commands`` → start the writer → ``chatkit_server_start``
+        → start the watchdog and acceptor threads (clients are accepted from here on).
         Raises :class:`UsageError` if a plugin refuses its settings or the address
         cannot be bound. Returns the server.
         """
@@ -1168,6 +1168,10 @@ class Server:
             self._accept_sel.register(listener, selectors.EVENT_READ, face)
         self._accept_sel.register(self._accept_wake_r, selectors.EVENT_READ)
         self.writer.start()
+        # The plugins are told before the first client is accepted (connections wait
+        # in the listen backlog meanwhile): a hook never sees a client before the
+        # plugin's server_start has set it up.
+        self.hooks.notify("chatkit_server_start", server=self)
         for target, name in (
             (self._watchdog, "chatkit-watchdog"),
             (self._accept, "chatkit-acceptor"),
@@ -1177,7 +1181,6 @@ class Server:
             thread.start()
         for name, (host, port) in self.addresses.items():
             log.debug("%s face listening on %s:%d", name, host, port)
-        self.hooks.notify("chatkit_server_start", server=self)
         return self
 
     def _listen(self, face: Face) -> socket.socket:

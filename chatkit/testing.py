@@ -31,6 +31,7 @@ from typing import Any, Self
 
 import pytest
 
+from chatkit import hookspecs
 from chatkit.client import (
     MAX_SERVER_LINE,
     Client,
@@ -380,6 +381,15 @@ class TextClient(_TestLines):
                 raise AssertionError(f"no pong; lines so far: {before}")
 
 
+def _hook_name(name: str) -> str:
+    """``on_join`` or ``chatkit_on_join``: the hook's full name; ``AssertionError`` for
+    a name that is no hook (a typo would otherwise wait out the timeout, then say 0)."""
+    full = name if name.startswith("chatkit_") else f"chatkit_{name}"
+    if not callable(getattr(hookspecs, full, None)):
+        raise AssertionError(f"no hook is called {name!r}: see docs/hooks.md")
+    return full
+
+
 class HookRecorder:
     """Records every hook call of a server: ``getcalls("chatkit_on_join")``."""
 
@@ -417,6 +427,7 @@ class HookRecorder:
             return self._calls_of(name)
 
     def _calls_of(self, name: str) -> list[dict[str, Any]]:
+        name = _hook_name(name)
         return [kwargs for hook, kwargs in self.calls if hook == name]
 
     def getcalls(self, name: str) -> list[dict[str, Any]]:

@@ -83,7 +83,7 @@ def test_serve_with_a_broken_plugin_exits_2(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     result = run("serve", "--port", "0", "--plugin", "brokenplug.x", env=env)
     assert result.returncode == 2, result.stderr
-    assert 'Error: cannot import plugin "brokenplug.x": ImportError' in result.stderr
+    assert "Error: cannot import plugin 'brokenplug.x': ImportError" in result.stderr
     assert "needs libfoo" in result.stderr
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -31,7 +33,14 @@ from chatkit import (
 from chatkit.client import say_frame
 from chatkit.hub import message_frame
 from chatkit.protocol import Hello, Request, Say
-from chatkit.testing import ChatClient, HookRecorder, make_config, run_server
+from chatkit.testing import (
+    ChatClient,
+    HookRecorder,
+    TextClient,
+    make_config,
+    run_server,
+    wait_until,
+)
 
 Connect = Callable[..., ChatClient]
 Factory = Callable[..., Server]
@@ -153,6 +162,34 @@ def test_hook_server_start() -> None:
     with run_server(plugins=[Starter()]) as server:
         assert addresses == [server.address]
         assert server.address[1] != 0
+
+
+def test_hook_server_start_runs_before_any_client_is_accepted() -> None:
+    """A client that connects while the plugins start waits: no hook sees it before
+    every plugin's chatkit_server_start has returned."""
+    seen: list[bool] = []
+
+    class SlowStarter:
+        started = False
+        early: socket.socket | None = None
+
+        @hookimpl
+        def chatkit_server_start(self, server: Server) -> None:
+            self.early = socket.create_connection(server.address)
+            self.early.sendall(b'{"type":"hello","nick":"early"}\n')
+            time.sleep(0.3)  # the early client's hello waits, unread, meanwhile
+            self.started = True
+
+        @hookimpl
+        def chatkit_on_login(self, client: Session) -> None:
+            seen.append(self.started)
+
+    starter = SlowStarter()
+    with run_server(plugins=[starter]):
+        wait_until(lambda: seen, 10, "the early client's login")
+        assert seen == [True]
+        assert starter.early is not None
+        starter.early.close()
 
 
 def test_hook_server_stop() -> None:
@@ -403,6 +440,24 @@ def test_hook_allow_join_refusing_the_default_room(
     alice = chat_client(server)
     assert alice.login("alice")["rooms"] == []
     assert "closed today" in alice.expect("error")["text"]
+
+
+def test_a_text_welcome_with_no_room_says_so(
+    chat_server_factory: Factory,
+) -> None:
+    """A default room a plugin refuses: the welcome says there is no room yet."""
+
+    class NoGeneral:
+        @hookimpl
+        def chatkit_allow_join(self, client: Session, room: str) -> Reject | None:
+            return Reject("closed today") if room == "#general" else None
+
+    server = chat_server_factory(plugins=[NoGeneral()])
+    with TextClient(server.address) as nc:
+        nc.send_line("gina")
+        assert nc.expect("Welcome").endswith(
+            "gina! You are in no room yet. Type /help for commands."
+        )
 
 
 def test_hook_allow_login_that_raises_fails_closed(

@@ -93,7 +93,7 @@ def test_a_broken_installed_plugin_is_an_error_row_and_a_clear_startup_error(sit
     with pytest.raises(UsageError) as info:
         Server(port=0, plugins=["broken"])
     message = str(info.value)
-    assert message.startswith('cannot import plugin "broken" (package chatkit-broken 0.1): ')
+    assert message.startswith("cannot import plugin 'broken' (package chatkit-broken 0.1): ")
     assert "no_such_dependency_xyz" in message
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from chatkit import Server
 from chatkit.client import Client
-from chatkit.testing import ChatClient, TextClient
+from chatkit.testing import ChatClient, HookRecorder, TextClient
 
 Connect = Callable[..., ChatClient]
 
@@ -87,3 +87,14 @@ def test_wait_closed_and_eof(chat_server_factory: Callable[..., Server]) -> None
     assert json_client.eof and text_client.eof
     with pytest.raises(AssertionError, match="closed the connection"):
         json_client.expect("message", timeout=1)
+
+
+def test_hook_recorder_takes_short_names_and_refuses_unknown_ones(
+    chat_client: Connect, hook_recorder: HookRecorder
+) -> None:
+    """``on_join`` is ``chatkit_on_join`` (as ``chatkit plugins --hook`` takes it); a
+    name that is no hook fails at once, not after waiting out the timeout."""
+    chat_client("alice")
+    assert hook_recorder.wait("on_join")[0]["room"] == "#general"
+    with pytest.raises(AssertionError, match="no hook is called 'on_mesage'"):
+        hook_recorder.wait("on_mesage", timeout=30)
