@@ -431,9 +431,9 @@ class HookRecorder:
         return [kwargs for hook, kwargs in self.calls if hook == name]
 
     def getcalls(self, name: str) -> list[dict[str, Any]]:
-        """The arguments of every call of hook ``name`` so far."""
+        """The arguments of every call of hook ``name`` (or its short name) so far."""
         with self._lock:
-            return [kwargs for hook, kwargs in self.calls if hook == name]
+            return self._calls_of(name)
 
     def names(self) -> list[str]:
         """The hook names called so far, in order."""
