@@ -32,7 +32,7 @@ def test_stats_counts_connections_deliveries_and_sends(
     reply = alice.expect("reply", command="stats")
     data = reply["data"]
     assert re.fullmatch(
-        r"uptime \d+s, connections 2 \(2 logged in\), rooms 1, frames delivered \d+ in \d+ sends, "
+        r"uptime \d+s, connections 2 \(2 logged in\), rooms 1, frames delivered \d+, sends \d+, "
         r"sent \d+(\.\d)? (B|KiB), queued \d+(\.\d)? (B|KiB)",
         reply["text"],
     ), reply["text"]
@@ -80,6 +80,6 @@ def test_stats_text_has_units() -> None:
         "uptime": 192.5,
     }
     assert describe(stats) == (
-        "uptime 3m 12s, connections 3 (2 logged in), rooms 1, frames delivered 10 in 4 sends, "
+        "uptime 3m 12s, connections 3 (2 logged in), rooms 1, frames delivered 10, sends 4, "
         "sent 1.2 MiB, queued 0 B"
     )

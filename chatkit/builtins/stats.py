@@ -51,7 +51,7 @@ def describe(stats: dict[str, Any]) -> str:
         f"uptime {format_duration(stats['uptime'])}, "
         f"connections {stats['connections']} ({stats['logged_in']} logged in), "
         f"rooms {stats['rooms']}, "
-        f"frames delivered {stats['deliveries']} in {stats['sends']} sends, "
+        f"frames delivered {stats['deliveries']}, sends {stats['sends']}, "
         f"sent {format_bytes(stats['bytes_sent'])}, "
         f"queued {format_bytes(stats['queued_bytes'])}"
     )
