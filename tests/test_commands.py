@@ -227,6 +227,14 @@ def test_join_adds_a_missing_hash(chat_client: Connect) -> None:
     assert alice.expect("reply", command="who")["data"] == {"room": "#side", "nicks": ["alice"]}
     alice.say("/part side bye")
     assert alice.expect("leave")["reason"] == "part: bye"
+    alice.say("/join side")  # joined again (it had left): a join, no reply
+    alice.expect("join", room="#side", nick="alice")
+    alice.say("/join general")  # #general is current again
+    alice.expect("reply", command="join")
+    alice.say("/topic side")  # a room alice is in: its topic, not a topic "side" for #general
+    assert alice.expect("reply", command="topic")["text"] == "#side has no topic"
+    alice.say("/part side")
+    alice.expect("leave")
     alice.say("/part lunch")  # not a room alice is in: the reason for leaving the current one
     leave = alice.expect("leave")
     assert leave["room"] == "#general" and leave["reason"] == "part: lunch"

@@ -47,6 +47,11 @@ def topic_command(ctx: CommandContext) -> None:
     """``/topic`` shows the current room's topic; ``/topic TEXT`` sets it, ``/topic -``
     clears it (``/topic #room ...`` for another room you are in)."""
     room, args = ctx.room, ctx.args
+    word = args.strip()
+    if word and " " not in word and not word.startswith("#"):
+        other = f"#{word}"
+        if fold(other) in ctx.client.rooms and fold(other) != fold(room or ""):
+            args = other  # /topic dev shows #dev's topic, as /part dev leaves #dev
     if args.startswith("#"):
         room, _, args = args.partition(" ")
     if not room:
