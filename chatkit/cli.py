@@ -13,6 +13,7 @@ import os
 import selectors
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -1015,6 +1016,28 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
         return EXIT_LOST
 
 
+TlsFlag = Annotated[
+    bool, typer.Option("--tls", help="Speak TLS (the server's TLS port, e.g. 9443).", metavar="")
+]
+InsecureFlag = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="With --tls, accept any certificate (a self-signed one): anyone in "
+        "between can read along.",
+        metavar="",
+    ),
+]
+
+
+def _client_tls(tls: bool, insecure: bool) -> ssl.SSLContext | None:
+    """The TLS context of the client commands' --tls [--insecure]; exit 2 for --insecure alone."""
+    if insecure and not tls:
+        typer.echo("Error: --insecure goes with --tls", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    return tls_client_context(insecure) if tls else None
+
+
 @app.command("ping", cls=_Command)
 def ping_command(
     host: Annotated[str, typer.Option(help="The server's address.", metavar="HOST")] = "127.0.0.1",
@@ -1022,26 +1045,15 @@ def ping_command(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the answer.", metavar="SECONDS")
     ] = 5.0,
-    tls: Annotated[
-        bool,
-        typer.Option("--tls", help="Speak TLS (the server's TLS port, e.g. 9443).", metavar=""),
-    ] = False,
-    insecure: Annotated[
-        bool,
-        typer.Option(
-            "--insecure", help="With --tls, accept any certificate (a self-signed one).", metavar=""
-        ),
-    ] = False,
+    tls: TlsFlag = False,
+    insecure: InsecureFlag = False,
 ) -> None:
     """Check that a server answers, without logging in (for health checks).
 
     Sends a JSON ping and waits for the pong; nobody in the chat sees it. Exit 0 if
     the server answered, 3 if nothing listens there, 5 if it did not answer in time.
     """
-    if insecure and not tls:
-        typer.echo("Error: --insecure goes with --tls", err=True)
-        raise typer.Exit(EXIT_USAGE)
-    context = tls_client_context(insecure) if tls else None
+    context = _client_tls(tls, insecure)
     started = monotonic()
     try:
         client = Client.connect(host, port, timeout=timeout, tls=context)
@@ -1114,19 +1126,8 @@ def join(
             "--reconnect/--no-reconnect", help="Reconnect after a lost connection.", metavar=""
         ),
     ] = True,
-    tls: Annotated[
-        bool,
-        typer.Option("--tls", help="Speak TLS (the server's TLS port, e.g. 9443).", metavar=""),
-    ] = False,
-    insecure: Annotated[
-        bool,
-        typer.Option(
-            "--insecure",
-            help="With --tls, accept any certificate (a self-signed one): anyone in "
-            "between can read along.",
-            metavar="",
-        ),
-    ] = False,
+    tls: TlsFlag = False,
+    insecure: InsecureFlag = False,
     password: Annotated[
         str | None,
         typer.Option(
@@ -1147,10 +1148,7 @@ def join(
     Examples: echo "hello" | chatkit join --nick bot --wait 2;
     chatkit join --nick watcher --json --stay < /dev/null
     """
-    if insecure and not tls:
-        typer.echo("Error: --insecure goes with --tls", err=True)
-        raise typer.Exit(EXIT_USAGE)
-    context = tls_client_context(insecure) if tls else None
+    context = _client_tls(tls, insecure)
     if sys.stdin.isatty() and sys.stdout.isatty() and not as_json:
         colours = color and not os.environ.get("NO_COLOR")
         terminal = Terminal(
