@@ -19,7 +19,7 @@ from chatkit.events import MAX_ID, Hello, Message, Request, Say
 from chatkit.frames import Frame
 from chatkit.hookspecs import hookimpl
 from chatkit.hub import RemoteMember, message_frame, valid_nick
-from chatkit.names import fold, skeleton
+from chatkit.names import fold, room_name, skeleton
 from chatkit.results import Drop, Reject
 from chatkit.server import Server
 from chatkit.session import Session
@@ -54,6 +54,7 @@ __all__ = [
     "load_config",
     "message_frame",
     "number_setting",
+    "room_name",
     "skeleton",
     "valid_nick",
 ]

@@ -33,6 +33,7 @@ from contextlib import suppress
 from typing import Any, Self
 
 from chatkit.errors import ChatkitError
+from chatkit.names import room_name
 from chatkit.protocol import LineDecoder, LineTooLong
 
 __all__ = [
@@ -80,11 +81,6 @@ def encode_frame(frame: dict[str, Any]) -> bytes:
         # A lone surrogate is not text, so it has no UTF-8: sent as a JSON escape,
         # which the server refuses by name (bad_encoding) instead of the client failing.
         return json.dumps(frame, separators=(",", ":")).encode()
-
-
-def room_name(name: str) -> str:
-    """``name`` as a room name: ``general`` is ``#general`` (as ``/join general`` does)."""
-    return name if name.startswith("#") else f"#{name}"
 
 
 TLS_HINTS = {

@@ -42,7 +42,7 @@ from typing import Any
 
 from chatkit.addresses import IPV6_PREFIX
 from chatkit.errors import UsageError
-from chatkit.names import normalize, valid_room
+from chatkit.names import normalize, room_name, valid_room
 from chatkit.protocol import BIDI_POLICIES, MAX_LINE_BYTES, MAX_MESSAGE_LINES
 
 __all__ = ["Config", "Limits", "check_settings", "load_config", "number_setting"]
@@ -212,9 +212,7 @@ class Config:
             raise UsageError(
                 f"{where}unknown log format {self.log_format!r}; use {' or '.join(LOG_FORMATS)}"
             )
-        room = normalize(self.default_room.strip())
-        if room and not room.startswith("#"):
-            room = "#" + room
+        room = room_name(normalize(self.default_room.strip()))
         problem = valid_room(room, self.limits.max_room)
         if problem:
             raise UsageError(f"{where}bad default_room {self.default_room!r}: {problem}")

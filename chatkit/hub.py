@@ -441,8 +441,7 @@ class Hub:
         if room is None:
             room = self.config.default_room
         else:
-            room = names.normalize(room.strip())
-            room = room if room.startswith("#") else f"#{room}"  # as /join takes it
+            room = names.room_name(names.normalize(room.strip()))  # as /join takes it
         problem = valid_room(room, limits.max_room)
         if problem:
             allowed = Reject(f"bad room name {room!r}: {problem}", "bad_room")

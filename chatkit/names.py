@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 
-__all__ = ["fold", "normalize", "skeleton", "valid_room"]
+__all__ = ["fold", "normalize", "room_name", "skeleton", "valid_room"]
 
 # Marks that confusables.txt's comments put around right-to-left glyphs; they are
 # not part of the characters the package's data maps.
@@ -29,6 +29,12 @@ _DIRECTION_MARKS = str.maketrans("", "", "\u200e\u200f")
 def normalize(name: str) -> str:
     """``name`` as it is shown and stored: its NFKC form."""
     return unicodedata.normalize("NFKC", name)
+
+
+def room_name(name: str) -> str:
+    """``name`` as a room name: ``general`` is ``#general`` (``/join general``, a hello's
+    ``room``, ``default_room``: the ``#`` may be left out). Not checked: see :func:`valid_room`."""
+    return name if name.startswith("#") else f"#{name}"
 
 
 def valid_room(room: str, max_len: int) -> str | None:

@@ -164,6 +164,7 @@ HELPERS: list[tuple[str, str | None]] = [
     ("message_frame", None),
     ("valid_nick", None),
     ("fold", None),
+    ("room_name", None),
     ("skeleton", None),
     ("check_settings", None),
     ("number_setting", None),

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from chatkit import CommandContext, CommandError, Register, fold, hookimpl
+from chatkit import CommandContext, CommandError, Register, fold, hookimpl, room_name
 
 
 def join_command(ctx: CommandContext) -> None:
     if not ctx.args or " " in ctx.args:
         raise ctx.usage_error()
-    room = ctx.args if ctx.args.startswith("#") else f"#{ctx.args}"  # "/join general" too
+    room = room_name(ctx.args)  # "/join general" too
     if not ctx.hub.join(ctx.client, room):
         ctx.reply(f"you are in {ctx.client.current_room}; lines now go there", room=room)
 
 
 def part_command(ctx: CommandContext) -> None:
     room, _, text = ctx.args.partition(" ")
-    if room and not room.startswith("#") and fold(f"#{room}") in ctx.client.rooms:
-        room = f"#{room}"  # /part dev leaves #dev, as /join dev joined it
+    if room and fold(room_name(room)) in ctx.client.rooms:
+        room = room_name(room)  # /part dev leaves #dev, as /join dev joined it
     if not room.startswith("#"):
         room, text = ctx.room or "", ctx.args
     if not room:
@@ -32,8 +32,8 @@ def rooms_command(ctx: CommandContext) -> None:
 
 def who_command(ctx: CommandContext) -> None:
     room = ctx.args.strip() or ctx.room
-    if room and not room.startswith("#"):
-        room = f"#{room}"  # as /join takes it
+    if room:
+        room = room_name(room)  # as /join takes it
     if not room:
         raise CommandError("you are in no room; name one: /who #room", "not_in_room")
     members = ctx.hub.who(room)
@@ -49,7 +49,7 @@ def topic_command(ctx: CommandContext) -> None:
     room, args = ctx.room, ctx.args
     word = args.strip()
     if word and " " not in word and not word.startswith("#"):
-        other = f"#{word}"
+        other = room_name(word)
         if fold(other) in ctx.client.rooms and fold(other) != fold(room or ""):
             args = other  # /topic dev shows #dev's topic, as /part dev leaves #dev
     if args.startswith("#"):

@@ -53,6 +53,7 @@ from chatkit import (
     check_settings,
     hookimpl,
     number_setting,
+    room_name,
 )
 from chatkit.builtins.http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, Bounded
 
@@ -532,7 +533,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._answer(404, {"error": "not_found", "text": text}, close=True)
             return
         room = urllib.parse.unquote(parts[2])
-        room = room if room.startswith("#") else "#" + room
+        room = room_name(room)
         auth = self.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
         nick = next(
