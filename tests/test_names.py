@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatkit.names import fold, normalize, skeleton
+from chatkit.names import fold, normalize, room_name, skeleton, valid_room
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,12 @@ def test_fold_ignores_case_and_width_only() -> None:
     assert fold("Straße") == fold("STRASSE")
     assert fold("аlice") != fold("alice")
     assert normalize("ａｌｉｃｅ") == "alice"
+
+
+def test_room_names_get_their_hash_and_are_checked() -> None:
+    """``general`` is ``#general``; validation says what is allowed."""
+    assert room_name("general") == room_name("#general") == "#general"
+    assert valid_room("#général", 50) is None
+    assert valid_room("general", 50) is not None
+    assert valid_room("#", 50) is not None
+    assert valid_room("#" + "x" * 50, 50) is not None
