@@ -19,7 +19,7 @@ from chatkit.events import MAX_ID, Hello, Message, Request, Say
 from chatkit.frames import Frame
 from chatkit.hookspecs import hookimpl
 from chatkit.hub import RemoteMember, message_frame, valid_nick
-from chatkit.names import fold, room_name, skeleton
+from chatkit.names import SHOWN_HOST, fold, room_name, skeleton
 from chatkit.results import Drop, Reject
 from chatkit.server import Server
 from chatkit.session import Session
@@ -27,6 +27,7 @@ from chatkit.version import __version__
 
 __all__ = [
     "MAX_ID",
+    "SHOWN_HOST",
     "ChatkitError",
     "Client",
     "Command",

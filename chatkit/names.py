@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 
-__all__ = ["fold", "normalize", "room_name", "skeleton", "valid_room"]
+__all__ = ["SHOWN_HOST", "fold", "normalize", "room_name", "skeleton", "valid_room"]
 
 # Marks that confusables.txt's comments put around right-to-left glyphs; they are
 # not part of the characters the package's data maps.
@@ -29,6 +29,12 @@ _DIRECTION_MARKS = str.maketrans("", "", "\u200e\u200f")
 def normalize(name: str) -> str:
     """``name`` as it is shown and stored: its NFKC form."""
     return unicodedata.normalize("NFKC", name)
+
+
+SHOWN_HOST = "chatkit"
+"""The host of the ``nick!nick@host`` others see of every chat user (the IRC face's
+prefixes): no real address is shown. A ban an IRC client builds from it
+(``*!*nina@chatkit``) matches (the ``moderation`` plugin)."""
 
 
 def room_name(name: str) -> str:

@@ -170,6 +170,7 @@ HELPERS: list[tuple[str, str | None]] = [
     ("number_setting", None),
     ("address_key", None),
     ("MAX_ID", "The largest message id (and count) in a frame or the store: SQLite's INTEGER."),
+    ("SHOWN_HOST", None),
 ]
 
 # What chatkit exports and this reference does not show, and where it is told instead.

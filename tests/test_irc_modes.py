@@ -127,6 +127,11 @@ def test_bans_and_the_ban_list(server: Server) -> None:
         ann.expect(":ann!ann@chatkit MODE #den -b bob!*@*")
         bob.send("JOIN #den")
         bob.expect(":bob!bob@chatkit JOIN #den")
+        # The mask an IRC client's /ban builds from what it sees (*!*user@host) holds.
+        ann.send("KICK #den bob", "MODE #den +b *!*bob@chatkit")
+        ann.expect(":ann!ann@chatkit MODE #den +b *!*bob@chatkit")
+        bob.send("JOIN #den")
+        bob.expect(f":{SERVER} 474 bob #den :")
 
 
 def test_invite_only_moderated_and_topic_modes(server: Server) -> None:

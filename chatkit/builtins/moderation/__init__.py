@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from chatkit import (
+    SHOWN_HOST,
     CommandContext,
     CommandError,
     Config,
@@ -84,9 +85,12 @@ FLAG_NAMES = {
 
 
 def matches(mask: str, client: Session) -> bool:
-    """Whether ``client`` matches ``mask`` (``NICK!ACCOUNT@ADDRESS``, wildcards)."""
-    who = f"{fold(client.nick or '')}!{client.account or ''}@{client.address[0]}"
-    return fnmatch.fnmatchcase(who, fold(mask))
+    """Whether ``client`` matches ``mask`` (``NICK!ACCOUNT@ADDRESS``, wildcards), or the
+    ``NICK!NICK@chatkit`` everyone sees of it (the mask an IRC client's ``/ban`` builds)."""
+    nick, pattern = fold(client.nick or ""), fold(mask)
+    who = f"{nick}!{client.account or ''}@{client.address[0]}"
+    shown = f"{nick}!{nick}@{SHOWN_HOST}"
+    return fnmatch.fnmatchcase(who, pattern) or fnmatch.fnmatchcase(shown, pattern)
 
 
 def full_mask(mask: str) -> str:

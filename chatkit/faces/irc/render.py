@@ -26,6 +26,7 @@ from typing import Any
 from chatkit.codecs import Codec, render_text
 from chatkit.faces.irc.message import MAX_LINE_BYTES, Message, escape_tag
 from chatkit.frames import Frame
+from chatkit.names import SHOWN_HOST
 
 log = logging.getLogger(__name__)
 SERVER_FALLBACK = "chatkit"  # the source of a fan-out frame that could not be rendered
@@ -57,7 +58,7 @@ BYTE_CAPS = frozenset(
 """The capabilities that change what a fan-out sends a client (``echo-message``
 through :attr:`Codec.echo`): one codec per set of them in use. (``draft/multiline``
 counts only with ``batch``: the protocol leaves it out of a style without it.)"""
-USER_HOST = "chatkit"  # the host part of every nick!user@host: one network, no real hosts
+USER_HOST = SHOWN_HOST  # the host part of every nick!user@host: one network, no real hosts
 # shown (a fan-out's bytes may not depend on who sent, beyond the frame).
 MAX_CODECS = 512  # codecs a face keeps: 2**7 capability sets for each server name; a bound
 # only against a misuse that would make a new style per connection.
