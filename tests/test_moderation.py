@@ -277,6 +277,28 @@ def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: C
     assert ann.expect("message", nick="bob")["text"] == "me too"
 
 
+def test_an_invite_only_room_its_unidentified_operator_left_is_not_locked_for_good(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """An operator who never identified is one only while connected: once the room is
+    empty, nobody could /invite anyone, so the first to join enters and is its operator
+    (a room with an identified operator stays closed: see the restart test)."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    ann.say("/inviteonly on")
+    ann.expect("notice", text="ann made the room invite-only")
+    bob = chat_client(server, "bob")
+    bob.say("/join #den")
+    bob.expect("error", code="invite_only")  # while ann is there
+    ann.say("/part #den")
+    ann.expect("leave", room="#den")
+    bob.say("/join #den")
+    bob.expect("join", nick="bob", room="#den")
+    bob.expect("notice", text="you are an operator of #den")
+
+
 def test_gline_bans_from_the_whole_server(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

@@ -203,9 +203,19 @@ class Moderation:
             "invite" in self._store.rows("flags", key)
             and not invited
             and not self.is_operator(client, room)
+            and not self._abandoned(room, key)
         ):
             return Reject(f"{room} is invite-only: ask an operator to /invite you", "invite_only")
         return None
+
+    def _abandoned(self, room: str, key: str) -> bool:
+        """Whether ``room`` is empty and has no lasting operator (an account, or one of
+        ``operators``): nobody could /invite anyone in, so its first joiner may enter
+        and become its operator (an operator who never identified is one only while
+        connected: the room would be locked for good)."""
+        if self._store.rows("ops", key) or self.operators.get(key):
+            return False
+        return self._server is not None and not self._server.hub.who(room)
 
     @hookimpl
     def chatkit_allow_input(self, client: Session, event: Hello | Say | Request) -> Reject | None:
