@@ -165,7 +165,11 @@ _LINES: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "history": _history,
     "reply": lambda f: str(f["text"]),
-    "notice": lambda f: f"*** {f['text']}",
+    "notice": lambda f: (
+        f"*** [{f['room']}] {f['text']}"
+        if f.get("room") and f["room"] not in str(f["text"])  # which room, unless it says
+        else f"*** {f['text']}"
+    ),
     "error": lambda f: f"error [{f['code']}]: {f['text']}",
     "pong": lambda f: "pong",
     "ping": lambda f: "ping? (send any line, even an empty one, to stay connected)",

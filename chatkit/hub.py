@@ -1012,16 +1012,16 @@ class Hub:
     def announce(self, text: str, room: str | None = None, **fields: Any) -> None:
         """Send a ``notice`` to everyone in ``room``, or to everyone if ``room`` is None.
 
-        ``fields`` are added to the frame (with ``room``, if there are any): what a
-        face may render otherwise (the IRC face shows a notice with ``mode``, ``arg``
-        and ``by`` as ``MODE``)."""
+        The frame names the ``room`` (so a client in several rooms knows which one);
+        ``fields`` are added to it: what a face may render otherwise (the IRC face shows
+        a notice with ``mode``, ``arg`` and ``by`` as ``MODE``)."""
         with self._lock:
             if room is None:
                 members: Iterable[Session] = [s for s in self._sessions.values() if s.welcomed]
             else:
                 found = self._rooms.get(_key(room))
                 members = [] if found is None else list(found.members.values())
-            if fields and room is not None:
+            if room is not None:
                 fields["room"] = found.name if found is not None else room
             wake = self._fanout(Frame("notice", text=text, **fields), members)
         self._wake_if(wake)

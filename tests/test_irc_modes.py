@@ -19,7 +19,7 @@ from chatkit import Server
 from chatkit.config import config_from_dict
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.line import LineFace
-from chatkit.testing import ChatClient, make_config
+from chatkit.testing import ChatClient, TextClient, make_config
 
 
 def start(moderation: bool = True, history_db: str | None = None) -> Server:
@@ -387,3 +387,32 @@ def test_invite_by_a_member_of_an_open_room(server: Server) -> None:
         bob.send("INVITE ann #den")
         bob.expect(f":{SERVER} 341 bob ann #den")
         ann.expect(":bob!bob@chatkit INVITE ann #den")
+
+
+def test_a_room_s_announcement_names_the_room(server: Server) -> None:
+    """A member of several rooms learns which one an action was in: IRC clients get the
+    NOTICE in the channel, text clients ``*** [#room] ...``, JSON clients its ``room``."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        first(ann)
+        bob.register("bob")
+        with (
+            TextClient(server.addresses["line"]) as nina,
+            ChatClient(server.addresses["line"]) as web,
+        ):
+            nina.send_line("nina")
+            nina.expect("joined #general")
+            web.login("webby")
+            ann.send("JOIN #den")
+            ann.expect(f":{SERVER} 366 ann #den ")
+            bob.send("JOIN #den")
+            bob.expect(":bob!bob@chatkit JOIN #den")
+            nina.send_line("/join #den")
+            web.say("/join #den")
+            web.expect("join", room="#den", nick="webby")
+            ann.send("MODE #den +m")
+            bob.expect(":ann!ann@chatkit MODE #den +m")  # IRC has a mode for this one
+            nina.expect("*** [#den] ann moderated the room")
+            assert web.expect("notice", text_contains="moderated the room")["room"] == "#den"
+            server.hub.announce("maintenance at noon", "#den")  # one IRC has no mode for
+            bob.expect(f":{SERVER} NOTICE #den :*** maintenance at noon")
+            nina.expect("*** [#den] maintenance at noon")

@@ -287,6 +287,9 @@ def render(
             return []
         if kind == "history":
             return notices(style.server, fields.get("room") or target, render_text(frame))
+        if kind == "notice" and fields.get("room"):
+            # A room's announcement (hub.announce): to the channel, where it belongs.
+            return notices(style.server, str(fields["room"]), f"*** {fields['text']}")
     except (KeyError, TypeError, AttributeError):
         pass  # a plugin's frame without the usual fields: shown as text, below
     return notices(style.server, target, render_text(frame))
