@@ -414,7 +414,7 @@ def test_queries(make_server: Callable[..., Server]) -> None:
         bob.expect(":alice!alice@chatkit TOPIC #general :new")
         alice.send("LIST")
         alice.expect("321")
-        alice.expect(f":{SERVER} 322 alice #general 2 :")
+        alice.expect(f":{SERVER} 322 alice #general 2 :new")  # the topic, as IRC lists it
         alice.expect("323")
         alice.send("MODE #general", "MODE #general b", "MODE #general +o bob")
         alice.expect(f":{SERVER} 324 alice #general +n")
@@ -434,7 +434,7 @@ def test_queries(make_server: Callable[..., Server]) -> None:
         assert now - 5 <= stamp <= now + 5
         alice.expect(f":{SERVER} 371 alice :chatkit ")
         alice.expect(f":{SERVER} 374 alice :End of /INFO list.")
-        alice.expect(f":{SERVER} 251 alice :There are 2 users")
+        alice.expect(f":{SERVER} 251 alice :There are 1 users and 1 invisible")  # alice is +i
         alice.expect(f":{SERVER} 265 alice 2 2 :Current local users 2, max 2")
         alice.expect(f":{SERVER} 266 alice 2 2 :Current global users 2, max 2")
         alice.expect(f":{SERVER} 422 alice :")

@@ -230,6 +230,13 @@ def check_password(given: str, stored: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), stored.encode())
 
 
+def _irc_info(session: Session) -> dict[str, Any]:
+    """What the IRC face keeps of ``session`` (``session.data["irc"]``: realname, modes),
+    or nothing for a client of another face."""
+    info = session.data.get("irc")
+    return info if isinstance(info, dict) else {}
+
+
 @functools.lru_cache(maxsize=256)
 def _early(server: str, kind: str, text: str) -> bytes:
     # Cached: in a storm the same refusal goes to thousands of connections.
@@ -733,8 +740,7 @@ class IrcChannel:
             nick = other.nick
             if nick is None:
                 continue
-            info = other.data.get("irc")
-            info = info if isinstance(info, dict) else {}
+            info = _irc_info(other)
             if opers and not info.get("oper"):
                 continue
             if not (
@@ -784,10 +790,7 @@ class IrcChannel:
     def _info(self, nick: str) -> dict[str, Any]:
         """The IRC details of the session called ``nick`` (empty for other faces')."""
         found = self.hub.find(nick)
-        if found is None:
-            return {}
-        info = found.data.get("irc")
-        return info if isinstance(info, dict) else {}
+        return {} if found is None else _irc_info(found)
 
     def _room_name(self, room: str) -> str:
         """``room`` as the chat spells it (``#General`` → ``#general``), if it exists."""
@@ -871,7 +874,9 @@ class IrcChannel:
         lines = [Message(n.RPL_LISTSTART, ("Channel", "Users  Name"))]
         for room, count in self.hub.rooms().items():
             if wanted is None or names.fold(room) in wanted:
-                lines.append(Message(n.RPL_LIST, (room, str(count), "")))
+                topic = self.hub.topic(room)
+                text = topic["topic"] if topic else ""
+                lines.append(Message(n.RPL_LIST, (room, str(count), text)))
         lines.append(Message(n.RPL_LISTEND, ("End of /LIST",)))
         self.send(*lines)
 
@@ -1147,11 +1152,16 @@ class IrcChannel:
         )
 
     def lusers(self, params: tuple[str, ...]) -> None:
-        users = len(self.hub.sessions())
+        sessions = self.hub.sessions()
+        users = len(sessions)
+        hidden = sum(1 for other in sessions if _irc_info(other).get("invisible"))
         peak = str(max(self.hub.peak, users))
         rooms = len(self.hub.rooms())
         self.send(
-            Message(n.RPL_LUSERCLIENT, (f"There are {users} users and 0 invisible on 1 servers",)),
+            Message(
+                n.RPL_LUSERCLIENT,
+                (f"There are {users - hidden} users and {hidden} invisible on 1 servers",),
+            ),
             Message(n.RPL_LUSERCHANNELS, (str(rooms), "channels formed")),
             Message(n.RPL_LUSERME, (f"I have {users} clients and 0 servers",)),
             # One server: its local users are the network's.
