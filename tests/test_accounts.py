@@ -87,7 +87,7 @@ def test_a_person_at_nc_logs_in_to_a_registered_nick_with_nick_space_password(
     leave(alice)
     with TextClient(server.address) as nc:
         nc.send_line("alice")
-        assert "a space, the password" in nc.expect("nick_registered")
+        assert "(type the nick, a space, and the password)" in nc.expect("nick_registered")
         nc.send_line("alice wrong password")
         nc.expect("bad_password")
         nc.send_line(f"alice {PASSWORD}")
@@ -209,7 +209,7 @@ def test_a_look_alike_of_a_registered_nick_needs_its_password() -> None:
             assert "nick_registered" in text.expect("error")
         with IrcClient(server.addresses["irc"]) as irc:
             irc.send(f"NICK {CYRILLIC_ALICE}", "USER x 0 * :X")
-            assert "registered" in irc.expect(" 433 ")
+            assert "(PASS it before NICK, or SASL)" in irc.expect(" 433 ")  # IRC's way
         with IrcClient(server.addresses["irc"]) as irc:
             irc.register("ircguest")
             irc.send(f"NICK {MIXED_ALICE}")

@@ -17,7 +17,7 @@ from chatkit.codecs import JSON_CODEC, TEXT_CODEC
 from chatkit.errors import CommandError
 from chatkit.events import Hello, Ping, Request, Say
 from chatkit.frames import Frame
-from chatkit.protocol import Closed, RemoteProtocolError, ServerProtocol
+from chatkit.protocol import Closed, Mode, RemoteProtocolError, ServerProtocol
 from chatkit.version import __version__
 
 if TYPE_CHECKING:
@@ -154,4 +154,11 @@ class LineChannel:
         except CommandError as exc:
             if session.unsettled:
                 hub.settle(session)  # answers come in the order of the lines
-            session.error(exc.code, exc.text, **exc.details)
+            text = exc.text
+            if exc.code == "nick_registered" and isinstance(event, Hello):  # how, here
+                text += (
+                    " (type the nick, a space, and the password)"
+                    if self.protocol.mode is Mode.TEXT
+                    else " (the hello's password)"
+                )
+            session.error(exc.code, text, **exc.details)

@@ -439,8 +439,8 @@ class Accounts:
             if self.grace:
                 return None  # chatkit_on_login starts the clock
             return Reject(
-                f"{self._is_registered(nick, account)}: log in with its password (a hello's "
-                "password; typed at nc: the nick, a space, the password), or take another nick",
+                f"{self._is_registered(nick, account)}: log in with its password, "
+                "or take another nick",
                 "nick_registered",
             )
         if not isinstance(password, str):

@@ -407,6 +407,8 @@ class IrcChannel:
             hub.login(session, event.nick, fields)
         except CommandError as exc:
             if exc.code in ("nick_taken", "nick_registered", "bad_nick", "rate_limited"):
+                if exc.code == "nick_registered":  # how, on IRC
+                    exc = CommandError(f"{exc.text} (PASS it before NICK, or SASL)", exc.code)
                 self.fail("NICK", event.nick, exc)
                 return
             # Refused by a plugin (a wrong password...): IRC clients cannot ask again.
