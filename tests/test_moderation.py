@@ -99,7 +99,8 @@ def test_the_cache_of_rooms_asked_about_is_bounded(tmp_path: Path) -> None:
 
 
 def test_op_and_deop(chat_server_factory: Factory, chat_client: Connect) -> None:
-    """/op makes another member an operator; /deop takes it back."""
+    """/op makes another member an operator (not a client outside the room); /deop
+    takes it back."""
     server = chat_server_factory(config=moderated(), disable=["flood"])
     ann = chat_client(server, "ann")
     ann.expect("notice", text="you are an operator of #general")  # before bob joins
@@ -115,6 +116,10 @@ def test_op_and_deop(chat_server_factory: Factory, chat_client: Connect) -> None
     bob.expect("error", code="not_room_operator")
     carol.say("quiet")
     carol.expect("error", code="muted")
+    bob.say("/join #side")
+    bob.expect("join", room="#side", nick="bob")
+    bob.say("/op #side carol")  # not in #side: a typo would make someone an operator
+    assert bob.expect("error", code="not_in_room")["text"] == "carol is not in #side"
 
 
 def test_identified_operators_and_bans_survive_a_restart(tmp_path: Path) -> None:

@@ -448,6 +448,9 @@ class Moderation:
             self._store.add("ops", fold(room), account)
             self._act(ctx, room, f"made {nick} an operator", "+o", nick)
             return
+        if fold(room) not in target.rooms:  # a typo would make someone else one (IRC: 441)
+            shown = target.nick or ""
+            raise CommandError(f"{shown} is not in {room}", "not_in_room", target=room, nick=shown)
         if target.account is not None:
             self._store.add("ops", fold(room), target.account)
         else:
