@@ -353,8 +353,8 @@ def test_a_part_reason_reads_the_same_on_every_face(
 
 
 def test_privmsg_and_notice_errors(connect: Callable[[], IrcClient]) -> None:
-    """PRIVMSG errors: 411, 412, 401 for a nick, 404 for a channel not joined; NOTICE
-    never gets an error."""
+    """PRIVMSG errors: 411, 412 (no text, or only formatting), 401 for a nick, 404 for a
+    channel not joined; NOTICE never gets an error."""
     alice = connect()
     alice.register("alice")
     alice.send("PRIVMSG", "PRIVMSG #general", "PRIVMSG zed :hi", "PRIVMSG #elsewhere :hi")
@@ -362,7 +362,9 @@ def test_privmsg_and_notice_errors(connect: Callable[[], IrcClient]) -> None:
     alice.expect("412")
     alice.expect(f":{SERVER} 401 alice zed :")
     alice.expect(f":{SERVER} 404 alice #elsewhere :")
-    alice.send("NOTICE zed :hi", "NOTICE #elsewhere :hi", "NOTICE")
+    alice.send("PRIVMSG #general :\x02\x02")  # only formatting, stripped: nothing left
+    alice.expect(f":{SERVER} 412 alice :No text to send")
+    alice.send("NOTICE zed :hi", "NOTICE #elsewhere :hi", "NOTICE", "NOTICE #general :\x02")
     assert alice.sync() == []
 
 

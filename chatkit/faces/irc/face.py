@@ -498,8 +498,10 @@ class IrcChannel:
                 continue
             try:
                 clean = self._text(text, newlines=newlines)
-                if not clean.strip():
-                    continue
+                if not clean.strip():  # only formatting (bold, colours): nothing to show
+                    if not notice:
+                        self.send(Message(n.ERR_NOTEXTTOSEND, ("No text to send",)))
+                    break
                 if target.startswith("#"):
                     hub.allow_input(session, Say(clean, room=target))
                     # Consecutive messages are stored in a pipeline; settle() ends it.
