@@ -159,7 +159,9 @@ _LINES: dict[str, Callable[[dict[str, Any]], str]] = {
         else f"* {f['nick']} is no longer identified"
     ),
     "topic": lambda f: (
-        f"* {f['nick']} set the topic of {f['room']}: {f['topic']}"
+        f"* topic of {f['room']}: {f['topic']} (set by {f['nick']})"
+        if f.get("join")  # the topic a joiner finds, not one set now
+        else f"* {f['nick']} set the topic of {f['room']}: {f['topic']}"
         if f["topic"]
         else f"* {f['nick']} cleared the topic of {f['room']}"
     ),

@@ -684,7 +684,8 @@ class Hub:
             wake = self._fanout(frame, others)
             if found.topic is not None:
                 self.deliveries += 1
-                wake |= session.push(Frame("topic", **found.topic))
+                # "join": the room's topic as it is, not one being set now.
+                wake |= session.push(Frame("topic", **found.topic, join=True))
             return wake
         # A face that lists the members with the join (IRC: the names list) gets its
         # own join alone, through its channel, naming them as of this very join.

@@ -512,7 +512,7 @@ def test_irc_text_and_json_users_chat_together(
         alice.expect(":jay!jay@chatkit PRIVMSG #general :two")
         alice.expect(":jay!jay@chatkit PRIVMSG #general :lines")
         json.say("/quit")
-        alice.expect(":jay!jay@chatkit QUIT :quit")
+        alice.expect(":jay!jay@chatkit QUIT :Quit")
 
 
 def test_echo_message_server_time_and_msgid(

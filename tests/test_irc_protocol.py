@@ -313,7 +313,7 @@ def test_fan_out_rendering() -> None:
     two = Frame("message", id=8, ts="t", room="#g", nick="bob", text="one\ntwo")
     assert [m.params[1] for m in render(two, plain)] == ["one", "two"]
     leave = Frame("leave", room="#g", nick="bob", ts="t", reason="quit: bye", rooms=["#g"])
-    assert wire(render(leave, plain))[0] == ":bob!bob@chatkit QUIT :quit: bye"
+    assert wire(render(leave, plain))[0] == ":bob!bob@chatkit QUIT :Quit: bye"
     part = Frame("leave", room="#g", nick="bob", ts="t", reason="part")
     assert wire(render(part, plain))[0] == ":bob!bob@chatkit PART #g"
     assert wire(render(Frame("nick", old="a", new="b"), plain))[0] == ":a!a@chatkit NICK b"

@@ -257,7 +257,9 @@ def render(
             elif reason.startswith("part: ") and fields.get("rooms") is None:
                 reason = reason[len("part: ") :]  # /part's own text, as IRC's PART carries it
             if fields.get("rooms") is not None:  # left the chat: once, for every room shared
-                return [Message("QUIT", (reason or "quit",), source(fields["nick"]), all_tags)]
+                if reason == "quit" or reason.startswith("quit: "):  # as IRC servers word it,
+                    reason = "Q" + reason[1:]  # and as the quitter's ERROR says
+                return [Message("QUIT", (reason or "Quit",), source(fields["nick"]), all_tags)]
             if fields.get("by"):  # kicked by an operator
                 by = str(fields["by"])
                 for prefix in (f"kicked by {by}: ", f"kicked by {by}"):
