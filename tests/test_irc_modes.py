@@ -273,7 +273,7 @@ def test_kick_takes_several_nicks(server: Server) -> None:
         IrcClient(server.addresses["irc"]) as cat,
     ):
         lines = first(ann)
-        assert any("TARGMAX=PRIVMSG:4,NOTICE:4,KICK:4" in line for line in lines)
+        assert any("TARGMAX=PRIVMSG:4,NOTICE:4,KICK:4,NAMES:4,WHOIS:1" in line for line in lines)
         bob.register("bob")
         cat.register("cat")
         ann.send("JOIN #den")

@@ -177,7 +177,8 @@ class IrcFace:
             "PREFIX=(o)@",  # operators only: there is no voice (+v)
             f"TOPICLEN={MAX_TOPIC}",
             "TARGMAX="
-            + ",".join(f"{c}:{MAX_TARGETS}" for c in ("PRIVMSG", "NOTICE", "KICK", "NAMES")),
+            + ",".join(f"{c}:{MAX_TARGETS}" for c in ("PRIVMSG", "NOTICE", "KICK", "NAMES"))
+            + ",WHOIS:1",  # WHOIS a,b answers a only
             "UTF8ONLY",
         ]
         if moderation_on(hub):
