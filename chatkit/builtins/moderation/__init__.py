@@ -418,7 +418,7 @@ class Moderation:
     def _target(self, ctx: CommandContext, nick: str) -> Session:
         target = ctx.hub.find(nick)
         if target is None:
-            raise CommandError(f"no such nick: {nick}", "no_such_nick", target=nick)
+            raise CommandError(f"no one is called {nick!r}", "no_such_nick", target=nick)
         return target
 
     def _act(
@@ -504,7 +504,7 @@ class Moderation:
         relay = None if self._server is None else self._server.hub.relay
         member = None if relay is None else relay.member(nick)
         if member is None:
-            raise CommandError(f"no such nick: {nick}", "no_such_nick", target=nick)
+            raise CommandError(f"no one is called {nick!r}", "no_such_nick", target=nick)
         if member.account is None:
             raise CommandError(
                 f"{member.nick} is on another server and not identified: an operator "
@@ -520,7 +520,7 @@ class Moderation:
         relay = None if self._server is None else self._server.hub.relay
         found = None if relay is None else relay.locate(nick)
         if found is None:
-            raise CommandError(f"no such nick: {nick}", "no_such_nick", target=nick)
+            raise CommandError(f"no one is called {nick!r}", "no_such_nick", target=nick)
         return found
 
     def _masks(self, ctx: CommandContext, table: str, add: bool, what: str) -> None:

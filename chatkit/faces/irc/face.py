@@ -1231,7 +1231,8 @@ class IrcChannel:
             self.hub.request(self.session, request)
         except CommandError as exc:
             if exc.code in ("not_in_room", "bad_usage", "no_such_room", "no_such_nick"):
-                self._fail("INVALID_TARGET", sub, target, text="Messages could not be retrieved")
+                text = f"Messages could not be retrieved: {exc.text}"  # why: not in it...
+                self._fail("INVALID_TARGET", sub, target, text=text)
             elif exc.code == "bad_frame":
                 self._fail("INVALID_PARAMS", sub, text=exc.text)
             else:
