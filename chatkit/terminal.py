@@ -17,13 +17,15 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit import PromptSession
+from prompt_toolkit.application import Application, get_app_session, run_in_terminal
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.patch_stdout import patch_stdout
-from prompt_toolkit.styles import Style
+from prompt_toolkit.renderer import print_formatted_text as render_fragments
+from prompt_toolkit.styles import DummyStyle, Style
 from prompt_toolkit.utils import get_cwidth
 from prompt_toolkit.validation import ValidationError, Validator
 
@@ -210,14 +212,59 @@ class Terminal:
         self.exit_code = 0
         self.session: PromptSession[str] | None = None
         self._silent = {"help": 0, "who": 0}  # replies we asked for ourselves
+        # Lines are shown from two threads (the receiver's frames, the main thread's own
+        # notes) around a prompt that comes and goes. The lock makes "is a prompt up?"
+        # and printing one step, so a line never lands on a prompt being drawn: while
+        # none is up, a line is printed at once; while one is, it waits in _pending
+        # for the prompt's loop to print it above the prompt (run_in_terminal). The
+        # main thread takes the lock as a prompt starts (pre_run, before it is drawn)
+        # and once it has ended, and prints what is pending then: nothing is lost.
+        self._output_lock = threading.Lock()
+        self._pending: list[list[tuple[str, str]]] = []  # lines not printed yet
+        self._prompt_app: Application[str] | None = None  # the prompt that is up, if any
 
     # -- output ----------------------------------------------------------------
 
     def show(self, fragments: list[tuple[str, str]]) -> None:
-        if self.color:
-            print_formatted_text(FormattedText(fragments), style=STYLE)
-        else:
-            print_formatted_text("".join(text for _, text in fragments))
+        """Show a line: now, or above the prompt if one is up (any thread)."""
+        with self._output_lock:
+            self._pending.append(fragments)
+            app = self._prompt_app
+            if app is None or app.loop is None:
+                self._print_pending()
+                return
+            loop = app.loop
+        loop.call_soon_threadsafe(lambda: run_in_terminal(self._print_pending_locked))
+
+    def _print_pending_locked(self) -> None:
+        with self._output_lock:
+            self._print_pending()
+
+    def _print_pending(self) -> None:
+        """Print the pending lines (with the output lock held)."""
+        lines, self._pending = self._pending, []
+        if not lines:
+            return
+        output = get_app_session().output
+        for fragments in lines:
+            if not self.color:
+                fragments = [("", "".join(text for _, text in fragments))]
+            style = STYLE if self.color else DummyStyle()
+            render_fragments(output, FormattedText([*fragments, ("", "\n")]), style)
+        output.flush()
+
+    def _prompt_started(self) -> None:
+        """The prompt's pre_run, on its loop before it is drawn: lines wait from now on."""
+        with self._output_lock:
+            self._print_pending()
+            self._prompt_app = self.session.app if self.session is not None else None
+        self._exit_if_quitting()
+
+    def _prompt_ended(self) -> None:
+        """The prompt is gone (erased): lines are printed at once again, the waiting first."""
+        with self._output_lock:
+            self._prompt_app = None
+            self._print_pending()
 
     def say(self, text: str, style: str = "class:dim") -> None:
         """Show a line of the client's own (a connection notice, an error), with the time."""
@@ -432,10 +479,12 @@ class Terminal:
                     # pre_run: if the receiver gave up just before this prompt
                     # started, _stop_prompt() found no running app to stop.
                     line = session.prompt(
-                        lambda: f"{self.room or '>'} ", pre_run=self._exit_if_quitting
+                        lambda: f"{self.room or '>'} ", pre_run=self._prompt_started
                     )
                 except (EOFError, KeyboardInterrupt):
                     line = "/quit"
+                finally:
+                    self._prompt_ended()
                 line = line.rstrip()  # e.g. the space a completed nick ends with
                 if not line or self.quitting:
                     continue
