@@ -429,7 +429,8 @@ def test_hook_on_topic(chat_server_factory: Factory, chat_client: Connect) -> No
 def test_hook_allow_join_refusing_the_default_room(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
-    """A refused default room does not refuse the login."""
+    """A refused default room does not refuse the login; a text client's welcome says
+    there is no room yet."""
 
     class NoGeneral:
         @hookimpl
@@ -440,19 +441,6 @@ def test_hook_allow_join_refusing_the_default_room(
     alice = chat_client(server)
     assert alice.login("alice")["rooms"] == []
     assert "closed today" in alice.expect("error")["text"]
-
-
-def test_a_text_welcome_with_no_room_says_so(
-    chat_server_factory: Factory,
-) -> None:
-    """A default room a plugin refuses: the welcome says there is no room yet."""
-
-    class NoGeneral:
-        @hookimpl
-        def chatkit_allow_join(self, client: Session, room: str) -> Reject | None:
-            return Reject("closed today") if room == "#general" else None
-
-    server = chat_server_factory(plugins=[NoGeneral()])
     with TextClient(server.address) as nc:
         nc.send_line("gina")
         assert nc.expect("Welcome").endswith(
