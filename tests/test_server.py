@@ -347,7 +347,12 @@ def test_overload_slows_senders_and_cuts_no_reader(
     )
     socks = []
     for i in range(clients):
-        sock = socket.create_connection(server.address)
+        # Small receive windows, so that the server's send buffers cannot grow to hold
+        # the whole fan-out (the kernel tunes them to the window): the writer must fall
+        # behind, whatever this machine's TCP memory settings.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sock.connect(server.address)
         sock.sendall(b'{"type":"hello","nick":"u%d"}\n' % i)
         socks.append(sock)
     for sock in socks:  # every client is logged in before the burst
