@@ -138,9 +138,12 @@ class HookRunner:
         """Call every implementation; log and skip the ones that raise."""
         for monitor in self._monitors:
             monitor(name, kwargs)
+        impls = self.impls(name)
+        if not impls:
+            return  # (most hooks of a message have none: nothing to count or time)
         count = self._calls[name] = self._calls.get(name, 0) + 1
         timed = not count % self.sample_every
-        for impl in self.impls(name):
+        for impl in impls:
             try:
                 if timed:
                     self._timed(impl, name, kwargs)
@@ -165,9 +168,12 @@ class HookRunner:
         """
         for monitor in self._monitors:
             monitor(name, kwargs)
+        impls = self.impls(name)
+        if not impls:
+            return None
         count = self._calls[name] = self._calls.get(name, 0) + 1
         timed = not count % self.sample_every
-        for impl in self.impls(name):
+        for impl in impls:
             try:
                 result = self._timed(impl, name, kwargs) if timed else self._call(impl, kwargs)
             except Exception:
