@@ -42,6 +42,7 @@ __all__ = ["Hub", "Relay", "message_frame", "valid_nick", "valid_room"]
 
 _NICK_EXTRA = set("_-.[]{}|^`")
 MAX_TOPIC = 390  # characters of a room's topic (IRC's TOPICLEN on most networks)
+MAX_AWAY = 200  # characters of an away message (IRC's AWAYLEN)
 
 
 def valid_nick(nick: str, max_len: int) -> str | None:
@@ -613,6 +614,20 @@ class Hub:
             wake = self._fanout(Frame("topic", **fields), found.members.values())
         self._wake_if(wake)
         self.hooks.notify("chatkit_on_topic", client=session, room=name, topic=dict(fields))
+
+    def set_away(self, session: Session, text: str | None) -> str | None:
+        """Mark ``session`` away with ``text`` (``None`` or blank: back) and return
+        what is set. Anyone who messages it privately is told, and ``/who``, IRC's
+        ``WHO`` and ``WHOIS`` show it. Raises :class:`CommandError` ``bad_text`` for
+        a message over 200 characters or of several lines. This node's own: the
+        other nodes of a cluster do not see it."""
+        text = (text or "").strip()
+        if len(text) > MAX_AWAY or "\n" in text:
+            raise CommandError(
+                f"an away message is one line of at most {MAX_AWAY} characters", "bad_text"
+            )
+        session.away = text or None
+        return session.away
 
     def restore_topic(self, room: str, topic: dict[str, str]) -> bool:
         """Give ``room``, which has no topic, ``topic`` (``{"topic", "nick", "ts"}``: a

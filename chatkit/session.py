@@ -63,6 +63,9 @@ class Session:
         (``MODE nick -o`` gives it up). A plugin that gives server operators powers (the
         builtin ``moderation``) honours it besides its own list of accounts. Set by the
         face on the client's reader thread."""
+        self.away: str | None = None
+        """Why the client is away (``/away``, IRC's ``AWAY``), or ``None`` while it is
+        here. Set through ``hub.set_away``."""
         self.data: dict[str, Any] = {}
         """Free space for plugins, keyed by plugin name; guard it yourself."""
         self.transport = transport

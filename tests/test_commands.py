@@ -26,6 +26,7 @@ def test_help_lists_every_command_with_its_plugin(chat_client: Connect) -> None:
     reply = alice.expect("reply", command="help")
     names = {c["name"]: c["plugin"] for c in reply["data"]["commands"]}
     assert names == {
+        "away": "session",
         "describe": "messaging",
         "drop": "accounts",
         "help": "help",
@@ -84,10 +85,42 @@ def test_who_lists_members(chat_client: Connect) -> None:
         carol.expect("join", nick=nick)  # the welcome comes first, then the join
     carol.say("/who")
     reply = carol.expect("reply", command="who")
-    assert reply["data"] == {"room": "#general", "nicks": ["Alice", "bob", "carol", "dave"]}
+    assert reply["data"] == {
+        "room": "#general",
+        "nicks": ["Alice", "bob", "carol", "dave"],
+        "away": {},
+    }
     assert reply["text"] == "#general (4): Alice, bob, carol, dave"
     carol.say("/who #nowhere")
     assert carol.expect("error")["code"] == "no_such_room"
+
+
+def test_away_is_shown_to_who_and_told_to_whoever_messages(chat_client: Connect) -> None:
+    """/away TEXT marks you away: /who shows it and a private message gets it back
+    (the message is delivered all the same); /away alone, back."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    alice.say("/away at lunch")
+    reply = alice.expect("reply", command="away")
+    assert (reply["text"], reply["data"]) == ("you are marked away: at lunch", {"away": "at lunch"})
+    bob.say("/who")
+    reply = bob.expect("reply", command="who")
+    assert reply["text"] == "#general (2): alice (away), bob"
+    assert reply["data"]["away"] == {"alice": "at lunch"}
+    bob.say("/msg ALICE are you there?")
+    assert alice.expect("private")["text"] == "are you there?"
+    bob.expect("private")
+    reply = bob.expect("reply", command="msg")
+    assert reply["text"] == "alice is away: at lunch"
+    assert reply["data"] == {"nick": "alice", "away": "at lunch"}
+    alice.say("/away " + "x" * 201)
+    assert alice.expect("error")["code"] == "bad_text"
+    alice.say("/away")
+    assert alice.expect("reply", command="away")["text"] == "you are back"
+    alice.say("/away")
+    assert alice.expect("reply", command="away")["text"] == "you were not away"
+    bob.say("/msg alice back?")
+    bob.expect("private")
+    assert not [f for f in bob.sync() if f["type"] == "reply"]
 
 
 def test_nick_renames_and_tells_the_room(chat_client: Connect) -> None:
@@ -224,7 +257,11 @@ def test_join_adds_a_missing_hash(chat_client: Connect) -> None:
     alice.say("/join general")
     assert alice.expect("reply", command="join")["data"]["room"] == "#general"
     alice.say("/who side")  # /who and /part take a room as /join does
-    assert alice.expect("reply", command="who")["data"] == {"room": "#side", "nicks": ["alice"]}
+    assert alice.expect("reply", command="who")["data"] == {
+        "room": "#side",
+        "nicks": ["alice"],
+        "away": {},
+    }
     alice.say("/part side bye")
     assert alice.expect("leave")["reason"] == "part: bye"
     alice.say("/join side")  # joined again (it had left): a join, no reply

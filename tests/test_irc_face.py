@@ -736,6 +736,33 @@ def test_a_refused_topic_is_an_error_not_a_lost_connection(
         alice.expect(":alice!alice@chatkit TOPIC #general :fine")
 
 
+def test_away_is_one_state_on_every_face(make_server: Callable[..., Server]) -> None:
+    """An IRC user's AWAY shows in /who and answers a /msg on the line face; a line
+    user's /away shows in WHO, WHOIS and USERHOST and answers a PRIVMSG with 301."""
+    server = make_server()
+    with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
+        jay.login("jay")
+        alice.register("alice")
+        alice.send("AWAY :" + "z" * 300)  # cut to AWAYLEN, as servers do
+        alice.expect(f":{SERVER} 306 alice :")
+        jay.say("/who")
+        assert jay.expect("reply", command="who")["data"]["away"] == {"alice": "z" * 200}
+        jay.say("/msg alice hi")
+        assert jay.expect("reply", command="msg")["text"] == f"alice is away: {'z' * 200}"
+        jay.say("/away brb")
+        jay.expect("reply", command="away")
+        alice.send("PRIVMSG jay :hello", "WHO #general", "USERHOST jay")
+        alice.expect(f":{SERVER} 301 alice jay :brb")
+        alice.expect(f":{SERVER} 352 alice #general jay chatkit {SERVER} jay G :")  # joined first
+        alice.expect(f":{SERVER} 352 alice #general alice chatkit {SERVER} alice G :")
+        alice.expect(f":{SERVER} 315 alice #general :")
+        alice.expect(f":{SERVER} 302 alice :jay=-jay@chatkit")
+        alice.send("AWAY")
+        alice.expect(f":{SERVER} 305 alice :")
+        jay.say("/who")
+        assert jay.expect("reply", command="who")["data"]["away"] == {"jay": "brb"}
+
+
 def test_a_multiline_batch_keeps_the_line_limit(make_server: Callable[..., Server]) -> None:
     """A carriage return inside a batch's line is not a line break: a batch of one
     line holding 120 CRs is one line (CRs replaced), within max_message_lines."""

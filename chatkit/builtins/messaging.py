@@ -24,7 +24,10 @@ def _private(ctx: CommandContext, *, action: bool) -> None:
             f"you are {ctx.client.nick}: /{ctx.name} sends to someone else (see /who)",
             "bad_usage",
         )
-    ctx.hub.private(ctx.client, nick, text.strip(), action=action)
+    sent = ctx.hub.private(ctx.client, nick, text.strip(), action=action)
+    target = ctx.hub.find(sent.to or nick)
+    if target is not None and target.away:  # as IRC's 301 tells whoever messages them
+        ctx.reply(f"{target.nick} is away: {target.away}", nick=target.nick, away=target.away)
 
 
 def me_command(ctx: CommandContext) -> None:

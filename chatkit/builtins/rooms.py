@@ -40,7 +40,13 @@ def who_command(ctx: CommandContext) -> None:
     if members is None:
         raise CommandError(f"no room {room}", "no_such_room")
     nicks = sorted(members, key=lambda nick: (nick.casefold(), nick))  # as people look them up
-    ctx.reply(f"{room} ({len(nicks)}): {', '.join(nicks)}", room=room, nicks=nicks)
+    away = {}
+    for nick in nicks:
+        found = ctx.hub.find(nick)
+        if found is not None and found.away:
+            away[nick] = found.away
+    shown = ", ".join(f"{nick} (away)" if nick in away else nick for nick in nicks)
+    ctx.reply(f"{room} ({len(nicks)}): {shown}", room=room, nicks=nicks, away=away)
 
 
 def topic_command(ctx: CommandContext) -> None:

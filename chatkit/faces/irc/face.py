@@ -53,7 +53,7 @@ from chatkit.faces.irc.render import (
     source,
 )
 from chatkit.frames import Frame
-from chatkit.hub import MAX_TOPIC, RemoteMember
+from chatkit.hub import MAX_AWAY, MAX_TOPIC, RemoteMember
 from chatkit.protocol import RemoteProtocolError, clean_text
 from chatkit.version import __version__
 
@@ -78,7 +78,6 @@ MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
 MAX_ISON = 100  # nicks one ISON answers for (a line holds about 250 short ones)
 JOINS_PER_LINE = 4  # rooms of a JOIN or PART that cost one line of the flood allowance
 MAX_WHO = 100  # users one WHO of a mask lists ([faces.irc] max_who); a room's WHO lists them all
-MAX_AWAY_CHARS = 200  # characters of an AWAY message (ISUPPORT AWAYLEN)
 MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
 MAX_MASKS = 100  # the moderation plugin's max_masks unless configured: ISUPPORT MAXLIST
 MESSAGE_TAGS = "message-tags"  # the capability TAGMSG needs, sender's and recipients'
@@ -164,7 +163,7 @@ class IrcFace:
         """The ``005`` tokens for ``hub``'s settings."""
         limits = hub.config.limits
         tokens = [
-            "AWAYLEN=" + str(MAX_AWAY_CHARS),
+            "AWAYLEN=" + str(MAX_AWAY),
             # chatkit folds nicks with Unicode case folding: for ASCII nicks that is
             # "ascii" ([ and { differ), and clients know no better name for the rest.
             "CASEMAPPING=ascii",
@@ -279,7 +278,7 @@ class IrcChannel:
         self.modes: set[str] = set()
         """The client's user modes (only ``i``, which changes nothing here)."""
         # caps: the protocol's live set, for other IRC sessions to see who takes TAGMSG.
-        session.data["irc"] = {"realname": "", "away": None, "caps": self.protocol.caps}
+        session.data["irc"] = {"realname": "", "caps": self.protocol.caps}
 
     # -- the Channel interface -----------------------------------------------------------
 
@@ -512,7 +511,8 @@ class IrcChannel:
                     if session.unsettled:
                         hub.settle(session)  # earlier room messages go first
                     sent = hub.private(session, target, clean, action=action, notice=notice)
-                    away = self._info(sent.to or target).get("away")
+                    to = self.hub.find(sent.to or target)
+                    away = None if to is None else to.away
                     if away and not notice:  # RFC 2812: 301 to whoever messages them
                         self.send(Message(n.RPL_AWAY, (sent.to or target, str(away))))
             except CommandError as exc:
@@ -781,8 +781,10 @@ class IrcChannel:
         return found
 
     def _who_line(self, room: str, nick: str, op: bool = False) -> Message:
-        info = self._info(nick)
-        here = ("G" if info.get("away") else "H") + ("*" if info.get("oper") else "")
+        found = self.hub.find(nick)
+        info = {} if found is None else _irc_info(found)
+        away = found is not None and found.away
+        here = ("G" if away else "H") + ("*" if info.get("oper") else "")
         here += "@" if op else ""
         realname = info.get("realname") or nick
         server = self.face.server_name
@@ -834,8 +836,8 @@ class IrcChannel:
             lines.append(Message(n.RPL_WHOISOPERATOR, (nick, "is an IRC operator")))
         if found.account is not None:
             lines.append(Message(n.RPL_WHOISACCOUNT, (nick, found.account, "is logged in as")))
-        if info.get("away"):
-            lines.append(Message(n.RPL_AWAY, (nick, info["away"])))
+        if found.away:
+            lines.append(Message(n.RPL_AWAY, (nick, found.away)))
         lines.append(Message(n.RPL_ENDOFWHOIS, (nick, "End of /WHOIS list.")))
         self.send(*lines)
 
@@ -1029,16 +1031,16 @@ class IrcChannel:
         return f"{nick}!{nick}@{USER_HOST}"
 
     def away(self, params: tuple[str, ...]) -> None:
-        info = self.session.data["irc"]
-        if params and params[0]:
-            try:
-                info["away"] = self._text(params[0][:MAX_AWAY_CHARS])
-            except CommandError as exc:
-                self.session.error(exc.code, exc.text, irc_command="AWAY")
-                return
+        try:
+            # Cut to AWAYLEN, as servers do; the hub keeps it for every face (/away).
+            text = self._text(params[0][:MAX_AWAY]) if params and params[0] else None
+            away = self.hub.set_away(self.session, text)
+        except CommandError as exc:
+            self.session.error(exc.code, exc.text, irc_command="AWAY")
+            return
+        if away:
             self.send(Message(n.RPL_NOWAWAY, ("You have been marked as being away",)))
         else:
-            info["away"] = None
             self.send(Message(n.RPL_UNAWAY, ("You are no longer marked as being away",)))
 
     def _whois_rooms(self, nick: str, rooms: list[str]) -> list[Message]:
@@ -1096,7 +1098,7 @@ class IrcChannel:
         for nick in params[:MAX_USERHOST]:
             found = self.hub.find(nick)
             if found is not None and found.nick is not None:
-                away = "-" if self._info(found.nick).get("away") else "+"
+                away = "-" if found.away else "+"
                 replies.append(f"{found.nick}={away}{found.nick}@{USER_HOST}")
             elif (remote := self._remote(nick)) is not None:
                 replies.append(f"{remote.nick}=+{remote.nick}@{USER_HOST}")
