@@ -1003,9 +1003,7 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
                         return EXIT_OK
                     typer.echo("connection closed by the server", err=True)
                     return EXIT_LOST
-                if frame["type"] == "ping":
-                    client.send(type="pong")
-                elif frame["type"] == "pong" and input_done and not stay:
+                if frame["type"] == "pong" and input_done and not stay:
                     if not wait:
                         return EXIT_OK
                     handled = True
@@ -1191,10 +1189,7 @@ def join(
             typer.echo(str(exc) or "the server did not answer", err=True)
             raise typer.Exit(EXIT_LOST) from None
         for frame in [welcome, *frames]:
-            if frame["type"] == "ping":
-                client.send(type="pong")
-            else:
-                _show(frame, as_json)
+            _show(frame, as_json)
         code = _scripted(client, as_json, stay, wait)
     raise typer.Exit(code)
 

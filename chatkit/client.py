@@ -26,6 +26,7 @@ import json
 import re
 import socket
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -175,6 +176,10 @@ class LineClient:
         """True once the server closed the connection (or :meth:`close` was called)."""
         self._decoder = LineDecoder(max_line)
         self._lines: deque[bytes | LineTooLong] = deque()
+        # Serializes sends: whoever reads answers the server's pings (Client._read),
+        # maybe on another thread than one sending a long line (sendall may take
+        # several sends, and a pong in between would cut that line in two).
+        self._send_lock = threading.Lock()
 
     @staticmethod
     def _open(
@@ -229,7 +234,8 @@ class LineClient:
     def send_raw(self, data: bytes) -> None:
         """Send bytes as they are; raise :class:`ConnectionLost` if the connection broke."""
         try:
-            self.sock.sendall(data)
+            with self._send_lock:
+                self.sock.sendall(data)
         except OSError as exc:
             raise ConnectionLost(f"connection lost: {exc.strerror or exc}") from None
 
@@ -287,7 +293,13 @@ class LineClient:
 
 
 class Client(LineClient):
-    """One connection to a chatkit server, speaking JSON. Not thread-safe."""
+    """One connection to a chatkit server, speaking JSON. Not thread-safe (but for
+    sending, which any thread may do while another reads)."""
+
+    answers_pings = True
+    """Whether reading answers the server's ``ping`` frames itself and returns none of
+    them (a client that waits quietly stays connected); ``chatkit.testing``'s client
+    returns them instead, for tests of the keepalive."""
 
     def __init__(
         self, sock: socket.socket, address: tuple[str, int], *, max_line: int = MAX_SERVER_LINE
@@ -434,10 +446,14 @@ class Client(LineClient):
                 return None
 
     def _read(self, deadline: float | None) -> bool:
-        """Read the next frame into :attr:`pending`; False once the server closed."""
+        """Read the next frame into :attr:`pending`; False once the server closed.
+
+        The server's ``ping`` is answered here and not kept (see :attr:`answers_pings`)."""
         while (line := self._line(deadline)) is not None:
             frame = _decode(line)
-            if frame is not None:
+            if frame is not None and frame.get("type") == "ping" and self.answers_pings:
+                self.send(type="pong")
+            elif frame is not None:
                 self.pending.append(frame)
                 return True
         return False

@@ -390,10 +390,6 @@ class Terminal:
 
     def handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        client = self.client
-        if kind == "ping" and client is not None:
-            client.send({"type": "pong"})
-            return
         if kind == "reply" and self._silent.get(frame.get("command", ""), 0):
             self._silent[frame["command"]] -= 1
             data = frame.get("data", {})

@@ -159,8 +159,12 @@ class ChatClient(Client, _TestLines):
     """A JSON-mode client for tests: send frames, expect frames.
 
     It is a :class:`chatkit.client.Client` (``send``, ``say``, ``receive``, ...),
-    with deadlines that fail the test instead of raising.
+    with deadlines that fail the test instead of raising. It returns the server's
+    ``ping`` frames like any other, and answers them only when told
+    (``answers_pings = True``, or ``send(type="pong")``).
     """
+
+    answers_pings = False
 
     def __init__(
         self,

@@ -61,6 +61,22 @@ def test_library_connect_login_say_and_read(chat_server: Server, chat_client: Co
     watcher.expect("leave", nick="bot")
 
 
+def test_library_answers_the_servers_pings(chat_server_factory: Factory) -> None:
+    """A program that only waits (a bot between messages) stays connected: the library
+    answers the server's pings, and returns none of them."""
+    server = chat_server_factory(idle_timeout=0.2, ping_timeout=0.3)
+    with Client.connect(*server.address) as bot:
+        bot.login("bot")
+        frames = []
+        deadline = time.monotonic() + 1.5  # the server pings after 0.2 s of silence
+        with pytest.raises(TimeoutError):
+            while True:
+                frames.append(bot.receive(timeout=deadline - time.monotonic()))
+        assert [f for f in frames if f is None or f["type"] in ("ping", "notice")] == []
+        bot.sync(timeout=5)  # still connected, and logged in:
+        assert server.hub.find("bot") is not None
+
+
 def test_library_errors_are_words(chat_server: Server, chat_client: Connect) -> None:
     """Refused connections and nicks raise errors that say what happened."""
     with pytest.raises(ClientError, match=r"no chatkit server at 127\.0\.0\.1:\d+"):

@@ -9,8 +9,10 @@ import hmac
 import http.server
 import json
 import logging
+import math
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -254,6 +256,40 @@ def test_messages_posted_over_http_reach_the_room(
     assert alice.expect("reply")["data"]["nicks"] == ["alice", "ci"]
 
 
+def test_a_bot_that_posts_now_and_then_stays_in_its_rooms(
+    chat_server_factory: Callable[..., Server],
+) -> None:
+    """Between posts the bot's connection reads what its rooms say and answers the
+    server's pings: nobody sees it leave and join again around the next post."""
+    server = webhooks_server(
+        chat_server_factory,
+        {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}},
+        idle_timeout=0.2,
+        ping_timeout=0.3,
+        disable=["flood"],
+    )
+    alice = ChatClient(server.address)
+    alice.answers_pings = True
+    alice.login("alice")
+    assert post(server, "general", b'{"text": "deploy started"}')[0] == 201
+    alice.expect("message", nick="ci")
+    for i in range(300):  # more than a socket's buffers hold, while the bot is quiet
+        alice.say(f"{i} " + "x" * 400)
+    alice.expect("message", text="299 " + "x" * 400)
+    # Past a ping and its timeout (twice over), the bot is still there: the server
+    # would have cut a silent one.
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert server.hub.find("ci") is not None
+        with contextlib.suppress(TimeoutError):
+            alice.receive(timeout=0.05)  # (alice answers her own pings meanwhile)
+    status, answer = post(server, "general", b'{"text": "deploy done"}')
+    assert status == 201, answer
+    frames = alice.sync()
+    assert [f for f in frames if f["type"] in ("leave", "join")] == []
+    assert [f["text"] for f in frames if f["type"] == "message"] == ["deploy done"]
+
+
 def test_bad_http_posts_get_clear_errors(chat_server_factory: Callable[..., Server]) -> None:
     server = webhooks_server(
         chat_server_factory,
@@ -277,6 +313,25 @@ def test_bad_http_posts_get_clear_errors(chat_server_factory: Callable[..., Serv
     assert info.value.code == 404
     # The endpoint still works after all that.
     assert post(server, "general", b'{"text": "still here"}')[0] == 201
+
+
+def test_flood_control_says_when_to_retry(chat_server_factory: Callable[..., Server]) -> None:
+    """A post refused by flood control is 429 with ``retry_after`` and ``Retry-After``."""
+    config = Config()
+    config.plugin_config["webhooks"] = {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
+    config.plugin_config["flood"] = {"burst": 2, "rate": 0.01}
+    server = chat_server_factory(["webhooks"], config=config)
+    assert post(server, "general", b'{"text": "one"}')[0] == 201  # (its login is a line too)
+    plugin = webhooks_plugin(server)
+    url = "http://{}:{}/rooms/general/messages".format(*plugin.incoming)
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer T0KEN"}
+    request = urllib.request.Request(url, b'{"text": "three"}', headers, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    answer = json.loads(info.value.read())
+    assert (info.value.code, answer["error"]) == (429, "rate_limited")
+    assert 0 < answer["retry_after"] <= 100
+    assert info.value.headers["Retry-After"] == str(math.ceil(answer["retry_after"]))
 
 
 def test_a_nick_in_use_is_refused(chat_server_factory: Callable[..., Server]) -> None:

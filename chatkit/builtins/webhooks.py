@@ -31,6 +31,8 @@ import http.client
 import http.server
 import json
 import logging
+import math
+import queue
 import socket
 import threading
 import time
@@ -363,19 +365,39 @@ class Webhooks:
 
 
 class _Bot:
-    """One nick's connection to the server, used by one request at a time."""
+    """One nick's connection to the server, used by one request at a time.
+
+    A thread of its own reads what the server sends between requests (every message
+    of the bot's rooms, and the server's pings, which the client answers): a bot that
+    posts now and then is neither cut as a reader that fell behind nor as a silent
+    client, so its rooms see no leave and join around each post. A request collects
+    what arrives meanwhile, up to the ``pong`` of its ``ping``.
+    """
 
     def __init__(self, nick: str) -> None:
         self.nick = nick
         self.client: Client | None = None
         self.rooms: set[str] = set()
         self.lock = threading.Lock()  # one request at a time speaks on the connection
+        # What the reader hands to the request that waits for it; None: the
+        # connection closed. Frames that come while no request waits are dropped.
+        self._frames: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        # Set by a request (under self.lock) while it collects frames; read by the
+        # reader without a lock: a frame that races with the change is either dropped
+        # or left for the next request, which empties the queue before it speaks.
+        self._collecting = False
 
     def close(self) -> None:
         with self.lock:
-            if self.client is not None:
-                self.client.close()
-                self.client = None
+            self._drop()
+
+    def _drop(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(OSError):  # wakes the reader, blocked in recv
+                self.client.sock.shutdown(socket.SHUT_RDWR)
+            self.client.close()
+            self.client = None
+        self.rooms = set()
 
     def post(self, address: tuple[str, int], room: str, text: str) -> tuple[int, dict[str, Any]]:
         with self.lock:
@@ -383,14 +405,40 @@ class _Bot:
                 try:
                     return self._post(address, room, text)
                 except (ChatkitError, OSError, TimeoutError) as exc:
-                    if self.client is not None:
-                        self.client.close()
-                    self.client, self.rooms = None, set()
+                    self._drop()
                     if isinstance(exc, _Refused):
                         return exc.status, {"error": exc.code, "text": exc.text}
                     if attempt == 2:
                         return 503, {"error": "unavailable", "text": str(exc)}
+                finally:
+                    self._collecting = False
             raise AssertionError("unreachable")
+
+    def _read(self, client: Client, frames: queue.SimpleQueue[dict[str, Any] | None]) -> None:
+        """The reader thread: until the connection closes."""
+        try:
+            while (frame := client.receive()) is not None:
+                if self._collecting:
+                    frames.put(frame)
+        except (ChatkitError, OSError, ValueError):
+            pass  # lost or closed: the next request connects again
+        frames.put(None)
+
+    def _sync(self, client: Client) -> list[dict[str, Any]]:
+        """Send a ``ping``; the frames that arrive before its ``pong``."""
+        client.send(type="ping")
+        deadline = time.monotonic() + TIMEOUT
+        frames: list[dict[str, Any]] = []
+        while True:
+            try:
+                frame = self._frames.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError("the server did not answer in time") from None
+            if frame is None:
+                raise ConnectionError("the server closed the connection")
+            if frame.get("type") == "pong":
+                return frames
+            frames.append(frame)
 
     def _post(self, address: tuple[str, int], room: str, text: str) -> tuple[int, dict[str, Any]]:
         if self.client is None:
@@ -405,19 +453,31 @@ class _Bot:
                 ) from None
             self.client = client
             self.rooms = {r.casefold() for r in (client.welcome or {}).get("rooms", [])}
+            self._frames = queue.SimpleQueue()
+            threading.Thread(
+                target=self._read,
+                args=(client, self._frames),
+                name=f"chatkit-webhook-{self.nick}",
+                daemon=True,
+            ).start()
         client = self.client
+        # What came since the last request (a straggler of its own) is not this one's.
+        while not self._frames.empty():
+            if self._frames.get() is None:
+                raise ConnectionError("the server closed the connection")
+        self._collecting = True
         if room.casefold() not in self.rooms:
             client.say(f"/join {room}")
-            error = _first_error(client.sync(TIMEOUT))
+            error = _first_error(self._sync(client))
             if error is not None:
-                return _STATUS.get(error[0], 404), {"error": error[0], "text": error[1]}
+                return error if error[0] != 400 else (404, error[1])
             self.rooms.add(room.casefold())
         # Always a message: a leading "/" is doubled, as the protocol escapes it.
         client.say("/" + text if text.startswith("/") else text, room)
-        frames = client.sync(TIMEOUT)
+        frames = self._sync(client)
         error = _first_error(frames)
         if error is not None:
-            return _STATUS.get(error[0], 400), {"error": error[0], "text": error[1]}
+            return error
         own = [f for f in frames if f.get("type") == "message" and f.get("nick") == client.nick]
         if not own:
             return 400, {"error": "not_delivered", "text": "the message was not delivered"}
@@ -430,10 +490,17 @@ class _Refused(ChatkitError):
         self.status, self.code, self.text = status, code, text
 
 
-def _first_error(frames: list[dict[str, Any]]) -> tuple[str, str] | None:
+def _first_error(frames: list[dict[str, Any]]) -> tuple[int, dict[str, Any]] | None:
+    """The HTTP status and answer of the first ``error`` frame, if any: its code, its
+    text, and its ``retry_after`` (flood control), which the answer's ``Retry-After``
+    header gives in whole seconds too."""
     for frame in frames:
         if frame.get("type") == "error":
-            return str(frame.get("code")), str(frame.get("text"))
+            code = str(frame.get("code"))
+            answer: dict[str, Any] = {"error": code, "text": str(frame.get("text"))}
+            if isinstance(frame.get("retry_after"), int | float):
+                answer["retry_after"] = frame["retry_after"]
+            return _STATUS.get(code, 400), answer
     return None
 
 
@@ -513,6 +580,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         data = json.dumps(body, ensure_ascii=False).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if isinstance(body.get("retry_after"), int | float):
+            self.send_header("Retry-After", str(math.ceil(body["retry_after"])))
         self.send_header("Content-Length", str(len(data)))
         if close:
             self.send_header("Connection", "close")
