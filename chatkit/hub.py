@@ -457,6 +457,7 @@ class Hub:
             server="chatkit",
             version=__version__,
             rooms=[room] if joined else [],
+            max_line=limits.max_line,  # what a client may send (the web page checks it)
         )
         with self._lock:
             self._check_nick_free(session, nick)

@@ -20,7 +20,7 @@ from webclient import base_url, web_server
 from chatkit import Config, Server
 from chatkit.faces.line import LineFace
 from chatkit.faces.web import WebFace
-from chatkit.testing import ChatClient, make_config
+from chatkit.testing import ChatClient, make_config, wait_until
 
 TIMEOUT = 10_000  # ms a browser test waits for what it expects
 
@@ -358,4 +358,61 @@ def test_private_history_not_kept(
         assert carol.expect(_from("alice"))["text"] == "hi carol"
         expect(page.locator(f"{pane(page)} .line.message")).to_have_count(1)
         expect(page.locator(f"{pane(page)} .line.error")).to_have_count(0)
+        carol.close()
+
+
+def test_what_people_meet_in_a_day(browser: Browser, contexts: list[BrowserContext]) -> None:
+    """A message over the server's limit is not sent and stays in the box (the server
+    would close the connection); ``/join dev`` switches to #dev; a topic set after one
+    joined reads as set then; a room's notice shows in that room; a private
+    conversation follows the other's nick; after a reconnect, a room joined for the
+    first time shows its history."""
+    with web_server(config=Config(plugins=["moderation"])) as server:
+        carol = ChatClient(server.address)
+        carol.login("carol")
+        for room in ("#fresh", "#mod", "#dev"):
+            carol.say(f"/join {room}")
+            carol.expect("join", room=room, nick="carol")
+        carol.say("early 0", room="#fresh")
+        carol.say("early 1", room="#fresh")
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        # 3,000 characters, 9,000 bytes in UTF-8: more than the 8,192 a line may have.
+        page.fill("#input", "中" * 3000)
+        page.press("#input", "Enter")
+        expect(page.locator(f"{pane(page)} .line.error")).to_contain_text("Too long")
+        expect(page.locator("#input")).to_have_value("中" * 3000)
+        say(page, "still here")
+        carol.expect("message", nick="alice", text="still here")
+        # /join without its '#': the page goes there, and so do the next lines.
+        say(page, "/join dev")
+        expect(page.locator("#title")).to_have_text("#dev")
+        say(page, "where does this go?")
+        assert carol.expect("message", nick="alice", text="where does this go?")["room"] == "#dev"
+        carol.say("/topic #dev dev talk")
+        expect(page.locator(pane(page))).to_contain_text("carol set the topic: dev talk")
+        # A notice about #mod (an operator's action) shows in #mod, not where one looks.
+        say(page, "/join mod")
+        expect(page.locator("#title")).to_have_text("#mod")
+        page.locator("#rooms button", has_text="#general").click()
+        carol.say("/topicops on", room="#mod")
+        notice = "carol let only operators set the topic"
+        expect(page.locator('.pane[data-view="#mod"]')).to_contain_text(notice)
+        expect(page.locator(pane(page))).not_to_contain_text(notice)
+        # A private conversation goes on under the other's new nick.
+        carol.say("/msg alice psst")
+        expect(page.locator("#privates button", has_text="carol")).to_be_visible()
+        carol.say("/nick carla")
+        page.locator("#privates button", has_text="carla").click()
+        expect(page.locator(pane(page))).to_contain_text("carol is now known as carla")
+        say(page, "hello carla")
+        assert carol.expect(_from("alice"))["to"] == "carla"
+        # The connection drops and the page resumes (hello with since); a room it had
+        # never joined still shows its history.
+        page.evaluate("state.ws.close()")
+        wait_until(lambda: page.evaluate("state.resumed && state.loggedIn"), 10, "a resume")
+        say(page, "/join fresh")
+        expect(page.locator("#title")).to_have_text("#fresh")
+        expect(page.locator(pane(page))).to_contain_text("<carol> early 0")
+        expect(page.locator(pane(page))).to_contain_text("<carol> early 1")
         carol.close()

@@ -46,6 +46,8 @@ const state = {
   backoff: BACKOFF_FIRST,
   timer: null,
   lastId: 0, // the greatest message id seen: `since` when reconnecting
+  resumed: false, // whether this connection's hello had `since`: its joins replay only newer
+  maxLine: 8192, // bytes of a frame the server takes (the welcome's max_line)
   views: new Map(), // "#room" or "@nick" -> view
   current: null,
   joined: [], // rooms to be in again after a reconnect
@@ -90,6 +92,13 @@ function timeEl(ts) {
   node.dateTime = when.toISOString();
   node.title = when.toLocaleString();
   return node;
+}
+
+// The bytes of `frame` as sent, if more than the server takes (it would close the
+// connection): then nothing is sent, and the caller says so.
+function tooLong(frame) {
+  const size = new TextEncoder().encode(JSON.stringify(frame)).length;
+  return size > state.maxLine ? size : 0;
 }
 
 function send(frame) {
@@ -321,6 +330,7 @@ const handlers = {
   welcome(f) {
     state.nick = f.nick;
     state.loggedIn = true;
+    if (Number.isInteger(f.max_line)) state.maxLine = f.max_line;
     state.everWelcomed = true;
     state.backoff = BACKOFF_FIRST;
     localStorage.setItem(NICK_KEY, f.nick);
@@ -342,8 +352,15 @@ const handlers = {
     $("input").focus();
   },
   join(f) {
-    const view = getView("room", f.room);
+    const known = getView("room", f.room, false);
+    const view = known || getView("room", f.room);
     if (f.nick === state.nick) {
+      if (!known && state.resumed) {
+        // The hello's `since` holds for every join of this connection: a room new to
+        // the page would replay only what came after it. Ask for its last page.
+        view.loading = true;
+        send({ type: "history", room: f.room, limit: PAGE });
+      }
       view.name = f.room;
       view.topic = ""; // its topic frame follows this join if it has one
       view.joining = true;
@@ -388,11 +405,23 @@ const handlers = {
       state.nick = f.new;
       localStorage.setItem(NICK_KEY, f.new);
     }
-    for (const view of state.views.values()) {
+    for (const view of [...state.views.values()]) {
       if (view.kind === "room" && view.members.has(f.old)) {
         view.members.delete(f.old);
         view.members.add(f.new);
         eventLine(view, `${f.old} is now known as ${f.new}`);
+      } else if (view.kind === "private" && fold(view.name) === fold(f.old)) {
+        // The conversation goes on under the new nick (as IRC clients rename a query).
+        const key = viewKey("private", f.new);
+        if (key !== view.key && state.views.has(key)) continue; // one is open already
+        state.views.delete(view.key);
+        view.key = key;
+        view.name = f.new;
+        view.pane.dataset.view = key;
+        view.pane.setAttribute("aria-label", `Messages of ${f.new}`);
+        state.views.set(key, view);
+        eventLine(view, `${f.old} is now known as ${f.new}`);
+        if (view === state.current) $("title").textContent = `private: ${view.name}`;
       }
     }
     renderMembers();
@@ -404,7 +433,7 @@ const handlers = {
     if (!view) return;
     view.topic = f.topic;
     if (view === state.current) renderTopic();
-    if (view.joining) eventLine(view, `topic: ${f.topic} (set by ${f.nick})`, f.ts);
+    if (f.join) eventLine(view, `topic: ${f.topic} (set by ${f.nick})`, f.ts);
     else if (f.topic) eventLine(view, `${f.nick} set the topic: ${f.topic}`, f.ts);
     else eventLine(view, `${f.nick} cleared the topic`, f.ts);
     view.joining = false;
@@ -471,7 +500,11 @@ const handlers = {
     eventLine(currentOrFirst(), String(f.text), undefined, "notice");
   },
   notice(f) {
-    eventLine(currentOrFirst(), String(f.text), undefined, "notice");
+    // A room's announcement (a kick, a mode) goes to that room's view.
+    const view = (f.room && getView("room", f.room, false)) || currentOrFirst();
+    const where = f.room && view && view.kind === "room" && fold(view.name) === fold(f.room)
+      ? "" : f.room ? `[${f.room}] ` : "";
+    eventLine(view, where + String(f.text), undefined, "notice");
   },
   error(f) {
     const code = String(f.code);
@@ -525,7 +558,8 @@ function connect(nick) {
   ws.addEventListener("open", () => {
     const hello = { type: "hello", nick };
     if (state.password) hello.password = state.password; // a registered nick's
-    if (state.lastId) hello.since = state.lastId; // resume: only what was missed
+    state.resumed = Boolean(state.lastId);
+    if (state.resumed) hello.since = state.lastId; // resume: only what was missed
     ws.send(JSON.stringify(hello));
   });
   ws.addEventListener("message", receive);
@@ -574,36 +608,49 @@ function local(text) {
   return false;
 }
 
+// Send a frame the user typed. False, and nothing is sent (the text stays in the box),
+// if it is longer than the server takes: it would close the connection.
+function sendTyped(view, frame) {
+  const size = tooLong(frame);
+  if (size) {
+    eventLine(view, `Too long: ${size} bytes, at most ${state.maxLine}; not sent.`, undefined, "error");
+    return false;
+  }
+  if (!send(frame)) eventLine(view, "Not connected: not sent.", undefined, "error");
+  return true;
+}
+
+// What the user typed: a command or a message. False if the text should stay in the box.
 function submit(text) {
   const view = state.current;
-  if (!text.trim()) return;
+  if (!text.trim()) return true;
   state.sent.push(text);
   state.sentAt = state.sent.length;
   if (text.startsWith("/") && !text.startsWith("//")) {
-    if (local(text)) return;
+    if (local(text)) return true;
     const me = text.match(/^\/me(?:\s+(.*))?$/s);
     if (me && view && view.kind === "private") {
       // An action in private: /describe NICK ACTION (docs/protocol.md).
       const action = (me[1] || "").trim();
-      if (!action) eventLine(view, "Usage: /me ACTION", undefined, "error");
-      else if (!send({ type: "say", text: `/describe ${view.name} ${action}` })) {
-        eventLine(view, "Not connected: not sent.", undefined, "error");
+      if (!action) {
+        eventLine(view, "Usage: /me ACTION", undefined, "error");
+        return true;
       }
-      return;
+      return sendTyped(view, { type: "say", text: `/describe ${view.name} ${action}` });
     }
-    const join = text.match(/^\/join\s+(\S+)/);
-    if (join) state.switchTo = join[1];
-    if (text.startsWith("/quit")) state.quitting = true;
     const frame = { type: "say", text };
     if (view && view.kind === "room") frame.room = view.name;
-    if (!send(frame)) eventLine(view, "Not connected: not sent.", undefined, "error");
-    return;
+    if (!sendTyped(view, frame)) return false;
+    const join = text.match(/^\/join\s+(\S+)/);
+    if (join) state.switchTo = join[1].startsWith("#") ? join[1] : `#${join[1]}`; // as the server takes it
+    if (text.startsWith("/quit")) state.quitting = true;
+    return true;
   }
-  if (!view) return;
+  if (!view) return true;
   const frame = view.kind === "room"
     ? { type: "say", room: view.name, text }
     : { type: "say", text: `/msg ${view.name} ${text.startsWith("//") ? text.slice(1) : text}` };
-  if (!send(frame)) eventLine(view, "Not connected: not sent.", undefined, "error");
+  return sendTyped(view, frame);
 }
 
 function suggest() {
@@ -676,8 +723,7 @@ function start() {
   $("compose").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = $("input");
-    submit(input.value);
-    input.value = "";
+    if (submit(input.value)) input.value = "";
     suggest();
   });
   const input = $("input");
