@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from test_irc_face import IrcClient
 
 from chatkit import Server
 from chatkit.faces.irc import IrcFace
@@ -170,9 +171,10 @@ def chat_end_to_end(
     joined: str,
     *,
     irssi: bool,
+    irc: tuple[str, int],
 ) -> None:
-    """What both clients go through once started: the join, the replay, a message each
-    way, /quit. ``said(nick, text)`` is the regex of a chat line on the client's screen,
+    """What both clients go through once started: the join, the replay, a CTCP VERSION
+    from another IRC user (``irc``: the face's address), a message each way, /quit. ``said(nick, text)`` is the regex of a chat line on the client's screen,
     ``joined`` the one of its own join; a failure shows the client's screen."""
     try:
         jay.expect("join", nick=nick, room="#general")
@@ -189,6 +191,12 @@ def chat_end_to_end(
             + said("jay", "second, still before")
         )
         client.wait_for(r"\*\*\* 2 earlier messages of #general above")
+
+        # A CTCP query from another IRC user reaches the client, which answers it.
+        with IrcClient(irc) as ivy:
+            ivy.register("ivy")
+            ivy.send(f"PRIVMSG {nick} :\x01VERSION\x01")
+            ivy.expect(f":{nick}!{nick}@chatkit NOTICE ivy :\x01VERSION ")
 
         client.type(f"hello from {nick}")
         frame = jay.expect("message", nick=nick, room="#general")
@@ -238,7 +246,7 @@ def test_irssi(
         return rf"<.?{re.escape(nick)}> {re.escape(text)}"
 
     joined = r"bob \[bob@chatkit\] has joined #general"
-    chat_end_to_end(client, jay, "bob", said, joined, irssi=True)
+    chat_end_to_end(client, jay, "bob", said, joined, irssi=True, irc=(host, port))
 
 
 def test_weechat(
@@ -261,7 +269,7 @@ def test_weechat(
 
     # WeeChat negotiates extended-join (offered with accounts): the realname shows.
     joined = r"carol \(Carol\) \(carol@chatkit\) has joined #general"
-    chat_end_to_end(client, jay, "carol", said, joined, irssi=False)
+    chat_end_to_end(client, jay, "carol", said, joined, irssi=False, irc=(host, port))
 
 
 def test_weechat_logs_in_with_sasl(

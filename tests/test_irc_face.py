@@ -520,6 +520,24 @@ def test_irc_text_and_json_users_chat_together(
         alice.expect(":jay!jay@chatkit QUIT :Quit")
 
 
+def test_ctcp_goes_between_irc_clients(connect: Callable[[], IrcClient], server: Server) -> None:
+    """A CTCP query to an IRC user reaches it as it was sent, and its answer (a NOTICE)
+    comes back; one to a room, or to a user of another face, goes nowhere."""
+    alice, bob = connect(), connect()
+    alice.register("alice")
+    bob.register("bob")
+    with ChatClient(server.addresses["line"]) as json:
+        json.login("jay")
+        alice.expect(":jay!jay@chatkit JOIN #general")
+        alice.send("PRIVMSG BOB,jay,#general :\x01VERSION\x01")
+        bob.expect(":alice!alice@chatkit PRIVMSG bob :\x01VERSION\x01")
+        bob.send("NOTICE alice :\x01VERSION irssi 1.4\x01", "PRIVMSG alice :\x01PING 123\x01")
+        alice.expect(":bob!bob@chatkit NOTICE alice :\x01VERSION irssi 1.4\x01")
+        alice.expect(":bob!bob@chatkit PRIVMSG alice :\x01PING 123\x01")
+        assert [f for f in json.sync() if f["type"] in ("message", "private", "error")] == []
+        assert [line for line in bob.sync() if "PRIVMSG #general" in line] == []
+
+
 def test_echo_message_server_time_and_msgid(
     connect: Callable[[], IrcClient], server: Server
 ) -> None:

@@ -490,7 +490,8 @@ class IrcChannel:
             return
         parsed = _ctcp(params[1])
         if parsed is None:
-            return  # a CTCP query other than ACTION: nobody here answers it
+            self.ctcp(params[0], params[1], command)
+            return
         text, action = parsed
         hub, session = self.hub, self.session
         for target in params[0].split(",")[:MAX_TARGETS]:
@@ -517,6 +518,27 @@ class IrcChannel:
                         self.send(Message(n.RPL_AWAY, (sent.to or target, str(away))))
             except CommandError as exc:
                 self.fail(command, target, exc)
+
+    def ctcp(self, targets: str, text: str, command: str) -> None:
+        """A CTCP query (``PRIVMSG``) or reply (``NOTICE``) other than ACTION: VERSION,
+        PING, TIME, DCC... It goes as it is to an IRC client it is addressed to, which
+        answers it itself; not to a room, nor to a client of another face or of another
+        node (none of them could answer), and it is neither stored nor filtered: it is
+        not chat. Flood control counts it as a line to a nick."""
+        hub, session = self.hub, self.session
+        for target in targets.split(",")[:MAX_TARGETS]:
+            found = hub.find(target) if target and not target.startswith("#") else None
+            if found is None or found.nick is None or not _irc_info(found):
+                continue
+            try:
+                hub.allow_input(session, Say(text))
+            except CommandError as exc:
+                self.fail(command, target, exc)
+                continue
+            if session.unsettled:
+                hub.settle(session)  # after the room messages sent before it
+            line = Message(command, (found.nick, text), self._source())
+            found.send(Frame("irc", messages=[line]))
 
     def batch(self, message: Message) -> None:
         """A client's ``draft/multiline`` batch: ``BATCH +ref draft/multiline target``,
@@ -1403,7 +1425,8 @@ def wildcard_match(mask: str, text: str) -> bool:
 
 
 def _ctcp(text: str) -> tuple[str, bool] | None:
-    """``(text, action)`` of a PRIVMSG's text; ``None`` for a CTCP query other than ACTION."""
+    """``(text, action)`` of a PRIVMSG's text; ``None`` for a CTCP message other than
+    ACTION (see :meth:`IrcChannel.ctcp`)."""
     if not text.startswith("\x01"):
         return text, False
     body = text[1:].removesuffix("\x01")
