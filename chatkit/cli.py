@@ -5,17 +5,19 @@ All user-facing output of chatkit goes through here; the library only logs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import os
+import select
 import selectors
 import signal
 import socket
 import ssl
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from time import monotonic
 from typing import Annotated, Any
@@ -455,13 +457,9 @@ def serve(
         server = Server(config=cfg, faces=_faces(cfg, irc_port, irc_tls_port, web_port))
     except UsageError as exc:
         raise _fail(exc) from None
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl+C
-
     server.reloader = functools.partial(_reload, server, config, overrides, handler)
 
-    def reload(signum: int, frame: object) -> None:
-        # Runs on this (the main) thread, between two bytecodes of serve_forever's
-        # wait: it holds no lock of the server's, so reload() may take them.
+    def reload() -> None:
         reload_log.info("SIGHUP: reloading %s", config or DEFAULT_CONFIG)
         try:
             notes = _reload(server, config, overrides, handler)
@@ -470,9 +468,10 @@ def serve(
         else:
             reload_log.info("reloaded: %s", "; ".join(notes) if notes else "nothing changed")
 
-    signal.signal(signal.SIGHUP, reload)
-    # From here on a signal may arrive at any line, even during start(): every path
-    # ends in the finally below (shutdown() is idempotent and safe before start).
+    # From here on SIGINT, SIGTERM (stop) and SIGHUP (reload) are only noted; the
+    # main thread acts on them once the server is up (a stop during start() stops it
+    # as soon as it is).
+    signals = _Signals()
     try:
         try:
             # The kernel may hand SIGINT or SIGTERM to any thread that does not block
@@ -540,12 +539,9 @@ def serve(
         sys.stdout.flush()
         # The server runs in its threads; this waits for a signal, or for the server
         # to stop itself (Server.fail).
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        signals.serve(server, reload)
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl+C must not break shutdown
+        signals.close()  # a second Ctrl+C must not break shutdown: ignored from now on
         server.shutdown()
         if pid_file is not None:
             _remove_pid_file(pid_file)
@@ -717,8 +713,48 @@ def _reload(
     return notes
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _Signals:
+    """SIGINT, SIGTERM and SIGHUP for ``chatkit serve``'s main thread.
+
+    A Python signal handler runs on the main thread between any two bytecodes, even
+    inside ``threading``'s own code: raising ``KeyboardInterrupt`` there (as this
+    did) could leave an ``Event``'s lock held, and the shutdown that followed hung,
+    or died with a traceback, when a SIGTERM came twice (``uv run`` passes on the
+    one sent to its process group). So the handlers only note the signal, and the
+    wakeup fd wakes :meth:`serve`, which acts on it outside any lock.
+    """
+
+    def __init__(self) -> None:
+        self._noted: list[int] = []  # appended by the handlers (atomic), read by serve()
+        self._wake_r, self._wake_w = socket.socketpair()
+        for end in (self._wake_r, self._wake_w):
+            end.setblocking(False)
+        self._old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self._noted.append(signum)
+
+    def serve(self, server: Server, reload: Callable[[], None]) -> None:
+        """Until a stop signal, or the server stops itself; SIGHUP calls ``reload``."""
+        while not server.stopped:
+            while self._noted:
+                if self._noted.pop(0) != signal.SIGHUP:
+                    return
+                reload()
+            # Woken by a signal (the wakeup fd), else a look at the server twice a second.
+            select.select([self._wake_r], [], [], 0.5)
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+
+    def close(self) -> None:
+        """Ignore the signals from now on (a second Ctrl+C during shutdown)."""
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        signal.set_wakeup_fd(self._old_wakeup)
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 # Taken by the main thread only: stop (SIGINT, SIGTERM) and reload (SIGHUP).

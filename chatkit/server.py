@@ -1332,6 +1332,12 @@ class Server:
             self.tls_context = tls_context(self.config.tls_cert, self.config.tls_key)
             log.info("TLS certificate reloaded from %s", self.config.tls_cert)
 
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`shutdown` began (or the server stopped itself: :meth:`fail`).
+        Takes no lock: safe anywhere, a signal handler included."""
+        return self._stop_event.is_set()
+
     def serve_forever(self) -> None:
         """Start if needed, then block until :meth:`shutdown` is called (from another thread)."""
         if not self._started:

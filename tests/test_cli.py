@@ -69,6 +69,23 @@ def test_ctrl_c_stops_cleanly(serve: type[ServeProcess]) -> None:
     client.wait_closed()
 
 
+def test_a_stop_signal_sent_twice_still_stops_cleanly(serve: type[ServeProcess]) -> None:
+    """Two SIGTERMs at once (``uv run`` passes on the one sent to its process group, as
+    ``timeout``, systemd and ``docker stop`` send it) stop the server as one does: the
+    clients told, status 0, no traceback. (Raising from the handler inside a lock's
+    code could hang the shutdown or end it with a traceback.)"""
+    for _ in range(3):
+        server = serve()
+        client = ChatClient(server.address)
+        client.login("alice")
+        server.proc.send_signal(signal.SIGTERM)
+        code, out, err = server.stop(signal.SIGTERM)
+        assert (code, "Traceback" in err) == (0, False), err
+        assert "stopped" in out
+        assert client.expect("notice")["text"] == "server shutting down"
+        client.wait_closed()
+
+
 def test_serve_with_an_unknown_plugin_exits_2(tmp_path: Path) -> None:
     """An unknown --plugin exits 2 with a suggestion and the available names."""
     result = run("serve", "--port", "0", "--plugin", "room")
