@@ -520,6 +520,18 @@ def test_irc_text_and_json_users_chat_together(
         alice.expect(":jay!jay@chatkit QUIT :Quit")
 
 
+def test_a_warning_comes_after_the_echo_of_the_message_before_it(
+    connect: Callable[[], IrcClient],
+) -> None:
+    """Answers come in the order of the lines: the echo of a PRIVMSG, then the WARN
+    about the next line's bad UTF-8, in the same segment."""
+    alice = connect()
+    alice.register("alice", caps="echo-message")
+    alice.sock.sendall(b"PRIVMSG #general :first\r\nPRIVMSG #general :bad \xff\r\n")
+    lines = [line for line in alice.sync() if "PRIVMSG" in line or "WARN" in line]
+    assert [line.split()[1] for line in lines] == ["PRIVMSG", "WARN", "PRIVMSG"], lines
+
+
 def test_ctcp_goes_between_irc_clients(connect: Callable[[], IrcClient], server: Server) -> None:
     """A CTCP query to an IRC user reaches it as it was sent, and its answer (a NOTICE)
     comes back; one to a room, or to a user of another face, goes nowhere."""

@@ -38,6 +38,18 @@ def test_many_frames_in_one_segment_are_all_handled(
     assert [alice.expect("message")["text"] for _ in range(200)] == [f"m{i}" for i in range(200)]
 
 
+@pytest.mark.parametrize("bad", [b"not json", b"\xff", b'{"type":"say","text":""}'])
+def test_a_bad_line_is_answered_after_the_message_before_it(
+    chat_client: Connect, bad: bytes
+) -> None:
+    """Answers come in the order of the lines: a message's own copy (its confirmation)
+    before the error about a bad line sent after it, in the same segment."""
+    alice = chat_client("alice")
+    alice.send_raw(b'{"type":"say","text":"first"}\n' + bad + b"\n")
+    frames = [f for f in alice.sync() if f["type"] in ("message", "error")]
+    assert [f["type"] for f in frames] == ["message", "error"]
+
+
 def test_accepted_sockets_have_nodelay(chat_server: Server, chat_client: Connect) -> None:
     """TCP_NODELAY is set so a lone line is not held back for a delayed ACK."""
     chat_client("alice")

@@ -109,6 +109,8 @@ class LineChannel:
                 event = protocol.next_event()
             except RemoteProtocolError as exc:
                 link.codec = protocol.codec  # a first line may be refused: it chose the mode
+                if self.session.unsettled:
+                    self.hub.settle(self.session)  # answers come in the order of the lines
                 self.session.error(exc.code, exc.text)
                 continue
             if event is None:

@@ -322,6 +322,8 @@ class IrcChannel:
             event = protocol.next_event()
             replies = protocol.replies()
             if replies:
+                if self.session.unsettled:
+                    self.hub.settle(self.session)  # answers come in the order of the lines
                 self.send(*replies)
             style = protocol.style
             if style is not self._style and style != self._style:
