@@ -157,6 +157,12 @@ class LineDecoder:
         self._buf += data
         self._split()
 
+    def finish(self) -> None:
+        """The stream ended: a last line without its ``\\n`` is a line too (one being
+        dropped as too long stays dropped). Drain :meth:`next_line` after it."""
+        if self._buf and not self._discarding:
+            self.feed(b"\n")
+
     def next_line(self) -> bytes | LineTooLong | None:
         """Return the next complete line (without ``\\n``), a marker, or ``None``."""
         if self._pending:
@@ -459,11 +465,14 @@ class ServerProtocol:
         self._decoder.feed(data)
 
     def receive_eof(self) -> None:
-        """Note that the client closed its side; a partial last line is discarded.
+        """Note that the client closed its side; a last line without its ``\\n``
+        counts as a line (``printf 'hi' | nc``).
 
         After calling this you must drain :meth:`next_event`, whose last event is
         :class:`Closed`. ``receive_eof()`` is idempotent.
         """
+        if not self._eof:
+            self._decoder.finish()
         self._eof = True
 
     def next_event(self) -> Event | None:

@@ -191,13 +191,18 @@ def test_an_overlong_line_is_line_too_long() -> None:
     assert events(p) == ["line_too_long", Say("short")]
 
 
-def test_eof_discards_a_partial_line_and_reports_closed() -> None:
-    """A client that vanishes mid-line yields Closed and nothing of the partial line."""
+def test_eof_ends_a_last_line_and_reports_closed() -> None:
+    """A last line without its newline is a line (``printf 'hi' | nc``); one cut off
+    mid-frame is refused as any bad line is; then Closed."""
+    p = ServerProtocol()
+    p.receive_data(b'{"type":"ping"}\n{"type":"ping"}')
+    p.receive_eof()
+    assert events(p) == [Ping(), Ping(), Closed()]
     p = ServerProtocol()
     p.receive_data(b'{"type":"ping"}\n{"type":"pi')
     p.receive_eof()
     p.receive_eof()  # idempotent
-    assert events(p) == [Ping(), Closed()]
+    assert events(p) == [Ping(), "bad_frame", Closed()]
     assert p.next_event() is None
     with pytest.raises(LocalProtocolError):
         p.receive_data(b"more")

@@ -678,3 +678,8 @@ def test_lines_sent_before_a_client_closes_are_all_acted_on(
         with socket.create_connection(server.address) as sock:
             sock.sendall(f"bot{i}\nhello {i}\n".encode())
         watch.expect("message", nick=f"bot{i}", text=f"hello {i}")
+    # A last line without its newline (printf '%s', echo -n) is a line too.
+    with socket.create_connection(server.address) as sock:
+        sock.sendall(b"scripty\nline one\nlast, no newline")
+    watch.expect("message", nick="scripty", text="line one")
+    watch.expect("message", nick="scripty", text="last, no newline")
