@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chatkit import Server
+from chatkit import CommandContext, Register, Server, hookimpl
 from chatkit.builtins.moderation import CACHE_ENTRIES, Moderation, ModerationStore
 from chatkit.config import config_from_dict
 from chatkit.testing import ChatClient, make_config
@@ -58,6 +58,18 @@ def test_ban_and_mute(chat_server_factory: Factory, chat_client: Connect) -> Non
     ann.expect("notice", text="ann muted bob!*@*")
     bob.say("hello?")
     bob.expect("error", code="muted")
+    bob.say("/me shouts anyway")  # an action is speaking too
+    bob.expect("error", code="muted")
+    ann.say("/moderated on")
+    ann.expect("notice", text_contains="moderated")
+    ann.say("/unmute bob")
+    ann.expect("notice", text_contains="unmuted")
+    bob.say("/ME shouts")
+    bob.expect("error", code="moderated")
+    ann.say("/moderated off")
+    ann.expect("notice", text_contains="moderated")
+    ann.say("/mute bob")
+    ann.expect("notice", text="ann muted bob!*@*")
     ann.say("/unmute bob")
     ann.expect("notice", text_contains="unmuted")
     bob.say("hello!")
@@ -239,6 +251,35 @@ def test_who_may_invite(chat_server_factory: Factory, chat_client: Connect) -> N
     carol.expect("join", nick="carol", room="#den")
 
 
+def test_a_plugin_command_that_speaks_is_held_to_mutes(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A message a plugin's command sends for its user (hub.say) is refused in a room
+    where that user is muted, as a typed one is."""
+
+    class Shout:
+        @hookimpl
+        def chatkit_register_commands(self, register: Register) -> None:
+            def shout(ctx: CommandContext) -> None:
+                ctx.hub.say(ctx.client, ctx.room, ctx.args.upper())
+
+            register("shout", shout, help="say it louder", usage="TEXT")
+
+    server = chat_server_factory([Shout()], config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    bob = chat_client(server, "bob")
+    bob.say("/join #den")
+    bob.expect("join", nick="bob", room="#den")
+    ann.say("/mute bob")
+    ann.expect("notice", text="ann muted bob!*@*")
+    bob.say("/shout hello", room="#den")
+    assert "you are muted in #den" in bob.expect("error", code="dropped")["text"]
+    ann.say("/shout fine")
+    assert ann.expect("message", nick="ann")["text"] == "FINE"
+
+
 def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: Connect) -> None:
     """/inviteonly on keeps out whoever was not /invite-d (invite_only); /lock lets only
     identified users speak (room_locked); both are undone."""
@@ -271,6 +312,8 @@ def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: C
     ann.say("/lock")
     ann.expect("notice", text="ann locked the room")
     carol.say("anyone?")
+    carol.expect("error", code="room_locked")
+    carol.say("/me waves")
     carol.expect("error", code="room_locked")
     carol.say("/register sesame-seed")
     carol.expect("reply", command="register")

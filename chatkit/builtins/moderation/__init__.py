@@ -49,8 +49,10 @@ from chatkit import (
     CommandContext,
     CommandError,
     Config,
+    Drop,
     Frame,
     Hello,
+    Message,
     Register,
     Reject,
     Request,
@@ -219,10 +221,25 @@ class Moderation:
 
     @hookimpl
     def chatkit_allow_input(self, client: Session, event: Hello | Say | Request) -> Reject | None:
-        if not isinstance(event, Say) or event.command or not client.logged_in:
+        if not isinstance(event, Say) or not client.logged_in:
             return None
+        if event.command and event.text[1:].split(" ", 1)[0].lower() != "me":
+            return None  # (/me speaks in the room: held to the same rules)
         room = event.room or client.current_room
-        if room is None or self.is_operator(client, room):
+        return None if room is None else self._may_speak(client, room)
+
+    @hookimpl
+    def chatkit_filter_message(self, client: Session, message: Message) -> Drop | None:
+        # What reached the room another way than a typed line (a plugin's command
+        # calling hub.say): the same rules, as a filter.
+        if message.room is None:
+            return None
+        refused = self._may_speak(client, message.room)
+        return None if refused is None else Drop(refused.reason)
+
+    def _may_speak(self, client: Session, room: str) -> Reject | None:
+        """Why ``client`` may not speak in ``room`` (muted, moderated, locked), if so."""
+        if self.is_operator(client, room):
             return None
         key = fold(room)
         for mask in self._store.rows("mutes", key):
