@@ -30,9 +30,12 @@ between two hooks, with no hook of its own::
     /part:    chatkit_allow_input → (leave to the room's members) → chatkit_on_leave
     /topic:   chatkit_allow_input → chatkit_allow_topic → (topic to the room's members)
               → chatkit_on_topic
-    /register: chatkit_allow_input → (the command: it, or /identify, /logout, /drop,
+    /register: chatkit_allow_input → (the command: it, or /identify, /logout,
               changed the account) → (account to the client and everyone who
               shares a room) → chatkit_on_account
+    /drop:    chatkit_allow_input → (the account deleted) → chatkit_on_account_deleted
+              → (account to the client and everyone who shares a room)
+              → chatkit_on_account
     request:  chatkit_allow_input → chatkit_handle_request (before login too)
     authenticate: chatkit_authenticate (IRC SASL, before login)
     logout:   (leave to the members of its rooms) → chatkit_on_leave (each room)
@@ -419,6 +422,24 @@ def chatkit_on_account(client: Session) -> None:
     everyone sharing a room with it. An account proven at login (a ``hello`` with a
     password, IRC SASL) is not a change: ``chatkit_on_login`` sees it. The ``cluster``
     plugin tells the other nodes here.
+
+    Return value is ignored. If it raises, the error is logged and the other
+    plugins still run.
+    """
+
+
+@hookspec
+def chatkit_on_account_deleted(account: str) -> None:
+    """Called once an account was deleted (``/drop``): ``account`` is its name (the
+    registered nick, case-folded). Whatever a plugin keeps for the account must not
+    pass to whoever registers the name next: the builtin ``history`` detaches its
+    private messages from it (they stay their other party's), ``moderation`` takes
+    back its operator rights.
+
+    Runs on the reader thread of the client that deleted it, while its command runs
+    (before ``chatkit_on_account``), through ``hub.account_deleted``, which a plugin
+    that keeps accounts calls. In a cluster, the ``cluster`` plugin tells the other
+    nodes, whose ``history`` stores detach it too.
 
     Return value is ignored. If it raises, the error is logged and the other
     plugins still run.

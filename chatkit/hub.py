@@ -630,6 +630,13 @@ class Hub:
         session.away = text or None
         return session.away
 
+    def account_deleted(self, account: str) -> None:
+        """Tell the plugins that ``account`` (a name, case-folded) was deleted:
+        ``chatkit_on_account_deleted``, so that what they keep for it does not pass to
+        whoever registers the name next. For a plugin that keeps accounts (the
+        builtin ``accounts``' ``/drop``), once it deleted it."""
+        self.hooks.notify("chatkit_on_account_deleted", account=account)
+
     def restore_topic(self, room: str, topic: dict[str, str]) -> bool:
         """Give ``room``, which has no topic, ``topic`` (``{"topic", "nick", "ts"}``: a
         topic a plugin kept, who set it and when) and send the ``topic`` frame to its

@@ -85,6 +85,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "rename",
             "set_topic",
             "set_away",
+            "account_deleted",
             "restore_topic",
             "replace_topic",
             "announce",

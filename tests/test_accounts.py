@@ -154,6 +154,45 @@ def test_passwd_logout_and_drop(chat_server_factory: Factory, chat_client: Conne
     assert chat_client(server).login("alice")["nick"] == "alice"
 
 
+def test_whoever_registers_a_dropped_nick_gets_nothing_of_its_earlier_owner(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """After /drop, the next to register the nick sees none of the private messages of
+    its earlier owner, and is no operator where it was one; the other party still sees
+    the conversation."""
+    config = accounts_config()
+    config.plugins.append("moderation")
+    server = chat_server_factory(config=config, disable=["flood"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    register(alice)
+    register(bob, "bobs-password")
+    alice.say("/join #owned")
+    alice.expect("notice", text="you are an operator of #owned")
+    bob.say("/join #owned")
+    bob.expect("join", room="#owned", nick="bob")
+    alice.say("/msg bob a secret")
+    bob.expect("private", text="a secret")
+    bob.say("/msg alice a secret reply")
+    alice.expect("private", text="a secret reply")
+    alice.say(f"/drop {PASSWORD}")
+    alice.expect("reply", command="drop")
+    leave(alice)
+    mallory = chat_client(server, "alice")
+    register(mallory, "not-the-same-person")
+    mallory.send({"type": "history", "with": "bob"})
+    frames = mallory.sync()
+    assert [f for f in frames if f["type"] == "private"] == []
+    assert [f["count"] for f in frames if f["type"] == "history"] == [0]
+    mallory.say("/join #owned")
+    mallory.expect("join", room="#owned", nick="alice")
+    mallory.say("/kick bob")
+    mallory.expect("error", code="not_room_operator")
+    bob.sync()  # (his own copy of the reply, and the joins)
+    bob.say("/history alice")
+    texts = [f["text"] for f in bob.sync() if f["type"] == "private"]
+    assert texts == ["a secret", "a secret reply"]
+
+
 def test_register_refusals(chat_server_factory: Factory, chat_client: Connect) -> None:
     """A short password, a bad email, and a nick registered twice are refused."""
     server = chat_server_factory(disable=["flood"])

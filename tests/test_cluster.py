@@ -451,6 +451,22 @@ def test_identities_and_private_history_cross_nodes(
     assert texts == ["hello from a", "hello from b"]
     bob.send({"type": "history", "with": "alice"})
     assert [f["text"] for f in bob.sync() if f["type"] == "private"] == texts
+    # alice deletes her account on b; who registers "alice" next, on a, sees none of it.
+    again.say("/drop correct-horse")
+    again.expect("reply", command="drop")
+    again.close()
+    wait_until(lambda: "alice" not in who(bob), WAIT, "alice gone again", POLL)
+    mallory = a.client("alice")
+    mallory.say("/register not-the-same-person")
+    mallory.expect("reply", command="register")
+
+    def seen() -> list[str]:
+        mallory.send({"type": "history", "with": "bob"})
+        return [f["text"] for f in mallory.sync() if f["type"] == "private"]
+
+    wait_until(lambda: seen() == [], WAIT, "a's history forgot the deleted account", POLL)
+    bob.send({"type": "history", "with": "alice"})
+    assert [f["text"] for f in bob.sync() if f["type"] == "private"] == texts
 
 
 def test_a_redis_that_lost_its_accounts_gets_them_back_from_the_nodes(
@@ -542,6 +558,14 @@ def test_moderation_is_the_clusters(
     bob.expect("notice", mode="-o")
     bob.say("not any more")
     bob.expect("error", code="moderated")
+    # Operator rights go with a deleted account, in the cluster's sets.
+    alice.say("/op bob")
+    bob.expect("notice", mode="+o")
+    ops = redis.Redis.from_url(url, decode_responses=True)
+    assert "bob" in ops.smembers("chatkit:moderation:ops:#general")
+    bob.say("/drop bobs-password")
+    bob.expect("reply", command="drop")
+    assert "bob" not in ops.smembers("chatkit:moderation:ops:#general")
 
     alice.say("/kick bob enough")
     got = bob.expect("leave", nick="bob")

@@ -394,6 +394,36 @@ def test_hook_on_account(chat_server_factory: Factory, chat_client: Connect) -> 
     again.close()
 
 
+def test_hook_on_account_deleted(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """chatkit_on_account_deleted runs once /drop deleted an account, with its name
+    (folded), before chatkit_on_account sees the client without it; a plugin raising
+    there stops neither the others nor the command."""
+    seen: list[tuple[str, object]] = []
+
+    class Broken:
+        @hookimpl
+        def chatkit_on_account_deleted(self, account: str) -> None:
+            raise RuntimeError("boom")
+
+    class Watcher:
+        @hookimpl
+        def chatkit_on_account_deleted(self, account: str) -> None:
+            seen.append(("deleted", account))
+
+        @hookimpl
+        def chatkit_on_account(self, client: Session) -> None:
+            seen.append(("account", client.account))
+
+    server = chat_server_factory(plugins=[Broken(), Watcher()])
+    alice = chat_client(server, "Alice")
+    alice.say("/register correct-horse")
+    alice.expect("account", account="alice")
+    alice.say("/drop correct-horse")
+    alice.expect("reply", command="drop")
+    alice.expect("account", account=None)
+    assert seen == [("account", "alice"), ("deleted", "alice"), ("account", None)]
+
+
 def test_hook_on_topic(chat_server_factory: Factory, chat_client: Connect) -> None:
     """chatkit_on_topic sees each topic set (and cleared); hub.restore_topic gives a
     room without a topic a kept one, which its members see as a topic frame."""

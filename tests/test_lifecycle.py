@@ -169,6 +169,10 @@ class Recorder:
         self.note("chatkit_on_account", (client.nick, client.account))
 
     @hookimpl
+    def chatkit_on_account_deleted(self, account: str) -> None:
+        self.note("chatkit_on_account_deleted", account)
+
+    @hookimpl
     def chatkit_on_logout(self, client: Session, reason: str) -> None:
         self.note("chatkit_on_logout", reason)
         self.logged_out.set()
@@ -268,6 +272,14 @@ DETAILS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "/drop",
+        {
+            "chatkit_allow_input": ("Say", "/drop correct-horse"),
+            "chatkit_on_account_deleted": "alicia",
+            "chatkit_on_account": ("alicia", None),
+        },
+    ),
+    (
         "/part",
         {
             "chatkit_allow_input": ("Say", "/part #side"),
@@ -314,6 +326,8 @@ def run_scenario(plugin: Recorder) -> None:
             client.expect("topic", room="#side", topic="Friday")
             client.say("/register correct-horse")  # /register
             client.expect("account", account="alicia")
+            client.say("/drop correct-horse")  # /drop
+            client.expect("reply", command="drop")
             client.say("/part #side")  # /part
             client.expect("leave", room="#side")
         # logout: the connection is closed; its hooks run on the reader thread.

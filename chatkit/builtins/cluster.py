@@ -565,6 +565,11 @@ class Cluster:
         self._send("account", data, self._member_op(client))
 
     @hookimpl
+    def chatkit_on_account_deleted(self, account: str) -> None:
+        # Every node's history store holds the account's messages (fed from the log).
+        self._send("deleted", {"account": account})
+
+    @hookimpl
     def chatkit_on_logout(self, client: Session, reason: str) -> None:
         nick = client.nick or ""
         self._send(
@@ -966,6 +971,12 @@ class Cluster:
                 else:
                     self._topics.pop(fold(data["room"]), None)
             hub.replace_topic(data["room"], data)
+        elif kind == "deleted":
+            if not mine and self._store is not None:  # (here its own hook did it)
+                try:
+                    self._store.detach_account(str(data["account"]))
+                except Exception as exc:  # StoreError: the database refused
+                    log.error("cluster: cannot detach a deleted account: %s", exc)
         elif mine:
             return  # this node's own presence: shown here when it happened
         elif kind == "join":

@@ -616,6 +616,8 @@ class Accounts:
         self._store.delete(account.name)
         ctx.client.account = None
         log.info("account %s dropped", account.nick)
+        # Its private history and operator rights are not the next registrant's.
+        ctx.hub.account_deleted(account.name)
         ctx.reply(f"account {account.nick} deleted")
 
     def vouch(self, ctx: CommandContext) -> None:

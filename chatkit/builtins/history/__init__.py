@@ -240,6 +240,11 @@ class History:
             return Drop(str(exc))
 
     @hookimpl
+    def chatkit_on_account_deleted(self, account: str) -> None:
+        changed = self._store.detach_account(account)
+        log.info("history: %d message(s) no longer tied to deleted account %s", changed, account)
+
+    @hookimpl
     def chatkit_room_replay(self, client: Session, room: str, last_id: int) -> list[Frame] | None:
         # The client's choice (hello's replay and since) wins over the setting; one
         # that has every message up to `since` may be replayed a page of the rest.

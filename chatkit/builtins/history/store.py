@@ -332,6 +332,31 @@ class MessageStore:
             self._cond.notify()
         batch.future.result()
 
+    def detach_account(self, account: str) -> int:
+        """Forget that ``account`` (deleted) sent or received the stored messages: its
+        private messages stay their other party's, and whoever registers the name next
+        does not see them. Writes what is queued first; returns the rows changed.
+        Raises :class:`StoreError` if the database refuses."""
+        self.flush()
+        try:
+            with self._write_lock:
+                db = self._write_db
+                db.execute("BEGIN")
+                try:
+                    changed = 0
+                    for column in ("sender_account", "target_account"):
+                        changed += db.execute(
+                            f"UPDATE messages SET {column} = NULL WHERE {column} = ?", (account,)
+                        ).rowcount
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot detach account {account!r}: {exc}") from exc
+        return changed
+
     def close(self) -> None:
         """Write what is queued, stop the writer thread, close the database, release
         its lock file. Idempotent."""

@@ -220,6 +220,13 @@ class Moderation:
         return self._server is not None and not self._server.hub.who(room)
 
     @hookimpl
+    def chatkit_on_account_deleted(self, account: str) -> None:
+        # Operator rights were the deleted account's, not the next registrant's.
+        for room in self._store.rooms_with("ops", account):
+            self._store.remove("ops", room, account)
+            log.info("moderation: %s no longer an operator of %s (account deleted)", account, room)
+
+    @hookimpl
     def chatkit_allow_input(self, client: Session, event: Hello | Say | Request) -> Reject | None:
         if not isinstance(event, Say) or not client.logged_in:
             return None

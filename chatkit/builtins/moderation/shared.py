@@ -271,6 +271,19 @@ class SharedModerationStore:
             self._generation += 1
         return int(changed)
 
+    def rooms_with(self, table: str, value: str) -> list[str]:
+        """The rooms (folded) whose ``table`` holds ``value`` (an account's ``ops``):
+        a scan of the cluster's sets. Raises ``cluster_unavailable`` while Redis is away."""
+        prefix = self._key(table, "")
+        try:
+            return sorted(
+                str(key)[len(prefix) :]
+                for key in self._redis.scan_iter(match=prefix + "*", count=500)
+                if self._redis.sismember(key, value)
+            )
+        except _ERRORS:
+            raise unavailable() from None
+
     def add(self, table: str, room: str, value: str) -> None:
         self._change(table, room, value, add=True)
 

@@ -43,6 +43,7 @@ class Store(Protocol):
 
     def close(self) -> None: ...
     def rows(self, table: str, room: str) -> list[str]: ...
+    def rooms_with(self, table: str, value: str) -> list[str]: ...
     def add(self, table: str, room: str, value: str) -> None: ...
     def remove(self, table: str, room: str, value: str) -> bool: ...
     def topic(self, room: str) -> dict[str, str] | None: ...
@@ -83,6 +84,15 @@ class ModerationStore:
                     self._cache.clear()
                 cached = self._cache[table, room] = [row[0] for row in found]
         return cached
+
+    def rooms_with(self, table: str, value: str) -> list[str]:
+        """The rooms (folded) whose ``table`` holds ``value`` (an account's ``ops``)."""
+        column = COLUMNS[table]
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT room FROM {table} WHERE {column} = ? ORDER BY 1", (value,)
+            ).fetchall()
+        return [str(row[0]) for row in found]
 
     def add(self, table: str, room: str, value: str) -> None:
         with self._lock:
