@@ -573,6 +573,19 @@ def test_moderation_is_the_clusters(
     assert alice.expect("leave", nick="bob")["by"] == "alice"  # on the other node too
     alice.say("/kick nobody")
     alice.expect("error", code="no_such_nick")
+    # An invitation to another node's member: it hears of it, and it lets it in once.
+    alice.say("/join #vip")
+    alice.expect("notice", text="you are an operator of #vip")
+    alice.say("/inviteonly on", room="#vip")
+    alice.expect("notice", text_contains="invite-only")
+    alice.say("/invite mallory #vip")
+    mallory.expect("private", text="alice invites you to #vip: /join #vip")
+    mallory.say("/join #vip")
+    mallory.expect("join", room="#vip", nick="mallory")
+    mallory.say("/part #vip")
+    mallory.expect("leave", room="#vip", nick="mallory")
+    mallory.say("/join #vip")
+    mallory.expect("error", code="invite_only")
 
     root = a.client("root")
     root.say("/register root-password")

@@ -303,6 +303,14 @@ def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: C
     bob.expect("join", nick="bob", room="#den")
     ann.say("/invite bob")
     assert ann.expect("error", code="already_in_room")["text"] == "bob is already in #den"
+    bob.say("/part #den")  # an invitation lets its nick in once
+    bob.expect("leave", nick="bob", room="#den")
+    bob.say("/join #den")
+    bob.expect("error", code="invite_only")
+    ann.say("/invite bob")
+    bob.expect("notice", text="ann invites you to #den: /join #den")
+    bob.say("/join #den")
+    bob.expect("join", nick="bob", room="#den")
     carol.say("/join #den")
     carol.expect("error", code="invite_only")
     ann.say("/inviteonly #den off")

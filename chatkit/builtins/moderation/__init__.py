@@ -305,6 +305,9 @@ class Moderation:
     @hookimpl
     def chatkit_on_join(self, client: Session, room: str) -> None:
         key = fold(room)
+        for mask in self._store.rows("invites", key):
+            if matches(mask, client):  # an invitation lets its nick in once
+                self._store.remove("invites", key, mask)
         if self._server is not None and self._server.hub.topic(room) is None:
             kept = self._store.topic(key)
             if kept is not None:
@@ -438,12 +441,6 @@ class Moderation:
                 f"you are not an operator of {room}", "not_room_operator", target=room
             )
         return room
-
-    def _target(self, ctx: CommandContext, nick: str) -> Session:
-        target = ctx.hub.find(nick)
-        if target is None:
-            raise CommandError(f"no one is called {nick!r}", "no_such_nick", target=nick)
-        return target
 
     def _act(
         self, ctx: CommandContext, room: str, text: str, mode: str = "", arg: str = ""
@@ -607,24 +604,34 @@ class Moderation:
             raise CommandError(
                 f"you are not an operator of {room}", "not_room_operator", target=room
             )
-        target = self._target(ctx, nicks[0])
-        if fold(room) in target.rooms:
-            # target and nick: the IRC face answers 443.
-            raise CommandError(
-                f"{target.nick} is already in {room}",
-                "already_in_room",
-                target=room,
-                nick=target.nick,
-            )
-        if closed:
-            self._store.add("invites", fold(room), fold(full_mask(target.nick or "")))
         text = f"{ctx.client.nick} invites you to {room}: /join {room}"
-        # invite and by: the IRC face shows it as INVITE.
-        target.send(Frame("notice", text=text, invite=room, by=ctx.client.nick or ""))
+        target = ctx.hub.find(nicks[0])
+        if target is None:
+            # Another node's member, in a cluster: the invitation is the cluster's (the
+            # store), and it hears of it as a private notice (nothing else reaches it).
+            nick = self._elsewhere(ctx, nicks[0])
+            if fold(nick) in {fold(member) for member in ctx.hub.who(room) or []}:
+                raise CommandError(
+                    f"{nick} is already in {room}", "already_in_room", target=room, nick=nick
+                )
+            if closed:
+                self._store.add("invites", fold(room), fold(full_mask(nick)))
+            ctx.hub.private(ctx.client, nick, text, notice=True)
+        else:
+            nick = target.nick or ""
+            if fold(room) in target.rooms:
+                # target and nick: the IRC face answers 443.
+                raise CommandError(
+                    f"{nick} is already in {room}", "already_in_room", target=room, nick=nick
+                )
+            if closed:
+                self._store.add("invites", fold(room), fold(full_mask(nick)))
+            # invite and by: the IRC face shows it as INVITE.
+            target.send(Frame("notice", text=text, invite=room, by=ctx.client.nick or ""))
         # The IRC face shows the reply as 341 (RPL_INVITING), before the room's notice.
-        ctx.reply(f"invited {target.nick} to {room}", nick=target.nick, room=room)
+        ctx.reply(f"invited {nick} to {room}", nick=nick, room=room)
         if closed:
-            self._act(ctx, room, f"invited {target.nick}")
+            self._act(ctx, room, f"invited {nick}")
 
     def inviteonly(self, ctx: CommandContext) -> None:
         words = ctx.args.split()
