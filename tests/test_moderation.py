@@ -195,7 +195,7 @@ def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_clien
 
 def test_irc_kick_ban_and_mute_numerics() -> None:
     """On IRC, KICK #room nick :reason kicks (the kicked client sees KICK); a non-operator's gets 482; joining a room
-    that bans you is 474; speaking where you are muted is 404."""
+    that bans you is 474; speaking where you are muted is 404, and a NICK then 435."""
     from test_irc_face import SERVER, IrcClient
 
     from chatkit.faces.irc import IrcFace
@@ -216,6 +216,9 @@ def test_irc_kick_ban_and_mute_numerics() -> None:
         ann.expect("notice", text_contains="muted bob")
         bob.send("PRIVMSG #general :hello?")
         bob.expect(" 404 ")
+        bob.send("NICK bobby")  # a new nick is no way out of a mute
+        line = bob.expect(" 435 ")
+        assert line.endswith("435 bob bobby :you cannot change your nick while muted in #general")
         ann.say("/kick bob go away")
         bob.expect(":ann!ann@chatkit KICK #general bob :go away")
         ann.say("/ban bob")
@@ -249,6 +252,41 @@ def test_who_may_invite(chat_server_factory: Factory, chat_client: Connect) -> N
     bob.expect("notice", text="ann invited carol")  # the room hears of this one only
     carol.say("/join #den")
     carol.expect("join", nick="carol", room="#den")
+
+
+def test_a_new_nick_does_not_slip_out_of_a_ban_or_mute(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """While muted or banned in one of its rooms a client keeps its nick (as IRC's 435),
+    and a look-alike nick (a Greek omicron for o) is held to the same masks."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    bob = chat_client(server, "bob")
+    bob.say("/join #den")
+    bob.expect("join", nick="bob", room="#den")
+    ann.say("/mute bob")
+    ann.expect("notice", text="ann muted bob!*@*")
+    bob.say("/nick bobby")
+    error = bob.expect("error", code="muted")
+    assert error["text"] == "you cannot change your nick while muted in #den"
+    ann.say("/unmute bob")
+    ann.expect("notice", text_contains="unmuted")
+    bob.say("/nick bobby")
+    bob.expect("nick", new="bobby")
+    ann.say("/ban bobby")
+    ann.expect("notice", text="ann banned bobby!*@*")
+    ann.say("/mute b\u03bfbby")  # a look-alike mask holds for the Latin nick too
+    ann.expect("notice", text_contains="muted")
+    bob.say("still here", room="#den")
+    bob.expect("error", code="muted")
+    ann.say("/kick bobby")
+    bob.expect("leave", nick="bobby", room="#den")
+    bob.say("/nick b\u03bfbby")  # not in #den now: free to rename
+    bob.expect("nick", new="b\u03bfbby")
+    bob.say("/join #den")
+    bob.expect("error", code="banned")
 
 
 def test_a_plugin_command_that_speaks_is_held_to_mutes(

@@ -40,6 +40,7 @@ to a list of accounts), ``server_operators`` (a list of accounts).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ from chatkit import (
     fold,
     hookimpl,
     number_setting,
+    skeleton,
 )
 from chatkit.builtins.moderation.shared import SharedModerationStore
 from chatkit.builtins.moderation.store import CACHE_ENTRIES, ModerationStore, Store
@@ -88,11 +90,27 @@ FLAG_NAMES = {
 
 def matches(mask: str, client: Session) -> bool:
     """Whether ``client`` matches ``mask`` (``NICK!ACCOUNT@ADDRESS``, wildcards), or the
-    ``NICK!NICK@chatkit`` everyone sees of it (the mask an IRC client's ``/ban`` builds)."""
+    ``NICK!NICK@chatkit`` everyone sees of it (the mask an IRC client's ``/ban`` builds).
+
+    Nicks compare by their look (``chatkit.skeleton``), as the chat tells nicks apart:
+    a ban of ``bobby`` holds for ``bobby`` written with a Greek omicron too."""
     nick, pattern = fold(client.nick or ""), fold(mask)
-    who = f"{nick}!{client.account or ''}@{client.address[0]}"
-    shown = f"{nick}!{nick}@{SHOWN_HOST}"
-    return fnmatch.fnmatchcase(who, pattern) or fnmatch.fnmatchcase(shown, pattern)
+    address, account = client.address[0], client.account or ""
+    if fnmatch.fnmatchcase(f"{nick}!{account}@{address}", pattern):
+        return True
+    if fnmatch.fnmatchcase(f"{nick}!{nick}@{SHOWN_HOST}", pattern):
+        return True
+    looks = _skeleton(nick)
+    mask_nick, bang, rest = pattern.partition("!")
+    pattern = _skeleton(mask_nick) + bang + rest
+    return fnmatch.fnmatchcase(f"{looks}!{account}@{address}", pattern) or (
+        fnmatch.fnmatchcase(f"{looks}!{looks}@{SHOWN_HOST}", pattern)
+    )
+
+
+# Skeletons are dear (three Unicode normalizations): every message in a room with
+# mutes matches its sender against each mask.
+_skeleton = functools.lru_cache(maxsize=4096)(skeleton)
 
 
 def full_mask(mask: str) -> str:
@@ -244,11 +262,28 @@ class Moderation:
         refused = self._may_speak(client, message.room)
         return None if refused is None else Drop(refused.reason)
 
+    @hookimpl
+    def chatkit_allow_nick(self, client: Session, nick: str) -> Reject | None:
+        # A new nick would slip out of a nick's ban or mute: not while one holds (IRC
+        # servers refuse it the same way, 435).
+        for key, room in client.rooms.items():
+            if self.is_operator(client, room):
+                continue
+            for table, what in (("bans", "banned from"), ("mutes", "muted in")):
+                if any(matches(mask, client) for mask in self._store.rows(table, key)):
+                    return Reject(
+                        f"you cannot change your nick while {what} {room}",
+                        "banned" if table == "bans" else "muted",
+                        {"target": room},
+                    )
+        return None
+
     def _may_speak(self, client: Session, room: str) -> Reject | None:
         """Why ``client`` may not speak in ``room`` (muted, moderated, locked), if so."""
         if self.is_operator(client, room):
             return None
         key = fold(room)
+        room = client.rooms.get(key, room)  # as the room spells itself, not as typed
         for mask in self._store.rows("mutes", key):
             if matches(mask, client):
                 return Reject(f"you are muted in {room}", "muted")

@@ -583,6 +583,8 @@ class IrcProtocol:
             )
         ):
             return [Message(n.ERR_CANNOTSENDTOCHAN, (target, text))]
+        if command == "NICK" and code in ("banned", "muted") and isinstance(target, str):
+            return [Message(n.ERR_BANNICKCHANGE, (target, text))]  # the room is in the text
         if code == "not_in_room" and fields.get("nick") and isinstance(target, str) and target:
             # Someone else is not in the room (KICK): 441, not 442.
             nick = str(fields["nick"])
