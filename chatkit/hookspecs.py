@@ -279,7 +279,9 @@ def chatkit_allow_nick(client: Session, nick: str) -> Reject | None:
     """Decide whether a logged-in client may change its nick to ``nick`` (``/nick``).
 
     Where it runs: the ``/nick`` line of the lifecycle, after the nick's syntax is
-    checked and before it is checked to be free.
+    checked and before it is checked to be free. A rename a plugin forces
+    (``hub.rename(..., forced=True)``: a guest moved off a registered nick) does not
+    ask.
 
     :param client: The session; ``client.nick`` is the current nick.
     :param nick: The nick asked for.

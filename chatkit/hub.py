@@ -791,18 +791,21 @@ class Hub:
 
     # -- nicks -------------------------------------------------------------------
 
-    def rename(self, session: Session, new: str) -> None:
+    def rename(self, session: Session, new: str, *, forced: bool = False) -> None:
         """Change ``session``'s nick and tell everyone who shares a room with it.
 
-        Raises :class:`CommandError` (``bad_nick``, ``nick_taken``, a refusal).
+        ``forced``: a rename a plugin makes of its own accord (the ``accounts`` plugin
+        moving a guest off a registered nick), which no ``chatkit_allow_nick`` may
+        refuse. Raises :class:`CommandError` (``bad_nick``, ``nick_taken``, a refusal).
         """
         new = names.normalize(new)
         problem = valid_nick(new, self.config.limits.max_nick)
         if problem:
             raise CommandError(f"bad nick {new!r}: {problem}", "bad_nick")
-        self._check(
-            self.hooks.first("chatkit_allow_nick", _reject, Reject, client=session, nick=new)
-        )
+        if not forced:
+            self._check(
+                self.hooks.first("chatkit_allow_nick", _reject, Reject, client=session, nick=new)
+            )
         with self._lock:
             old = session.nick
             assert old is not None

@@ -306,6 +306,33 @@ def test_grace_renames_a_look_alike_and_identify_reclaims_it(
     again.expect("nick", old=MIXED_ALICE)
 
 
+def test_a_muted_squatter_is_still_moved_off_a_registered_nick(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """The renames the accounts plugin forces (the grace's end, /identify NICK) are not
+    the holder's to refuse: a squatter muted somewhere (who may not change its nick
+    itself) is moved off the registered nick all the same."""
+    config = accounts_config(grace=1)
+    config.plugins.append("moderation")
+    server = chat_server_factory(config=config, disable=["flood"])
+    alice = chat_client(server, "alice")
+    register(alice)
+    leave(alice)
+    trapper = chat_client(server, "trapper")
+    trapper.say("/join #trap")
+    trapper.expect("notice", text="you are an operator of #trap")
+    squatter = chat_client(server, "alice")
+    squatter.expect("notice", text_contains="/identify")
+    squatter.say("/join #trap")
+    squatter.expect("join", room="#trap", nick="alice")
+    trapper.say("/mute alice")
+    trapper.expect("notice", text="trapper muted alice!*@*")
+    assert squatter.expect("nick", old="alice", timeout=5)["new"].startswith("Guest")
+    owner = chat_client(server, "owner")
+    owner.say(f"/identify alice {PASSWORD}")
+    owner.expect("nick", old="owner", new="alice")
+
+
 def test_an_accounts_file_of_version_1_gains_look_alike_keys(tmp_path: Path) -> None:
     """A file made before look-alike keys is migrated at start: its accounts are
     found by look-alike nicks."""

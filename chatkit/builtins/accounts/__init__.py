@@ -479,7 +479,7 @@ class Accounts:
         if self._server is None or self._server.hub.find(client.nick) is not client:
             return
         try:
-            self._server.hub.rename(client, f"{GUEST_PREFIX}{client.id}")
+            self._server.hub.rename(client, f"{GUEST_PREFIX}{client.id}", forced=True)
         except CommandError:
             log.warning("could not rename %s after its grace", client.nick, exc_info=True)
 
@@ -562,8 +562,8 @@ class Accounts:
             if holder is not None and holder is not client and holder.account != account.name:
                 # Someone holds the nick unidentified (a grace period): it is yours.
                 holder.notice(f"{account.nick} identified: you are renamed")
-                ctx.hub.rename(holder, f"{GUEST_PREFIX}{holder.id}")
-            ctx.hub.rename(client, account.nick)
+                ctx.hub.rename(holder, f"{GUEST_PREFIX}{holder.id}", forced=True)
+            ctx.hub.rename(client, account.nick, forced=True)
         ctx.reply(f"you are identified as {account.nick}", account=account.nick)
 
     @staticmethod
