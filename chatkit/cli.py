@@ -1033,7 +1033,12 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
                     if not quitting:
                         client.send(type="ping")  # its pong: all our lines were handled
             if client.sock in ready or client.buffered():
-                frame = client.receive()
+                try:
+                    # Briefly: what woke us may have been a ping, which the client
+                    # answers and does not return (input must not wait on the server).
+                    frame = client.receive(timeout=0.05)
+                except TimeoutError:
+                    continue
                 if frame is None:
                     if quitting or (input_done and stay):
                         return EXIT_OK

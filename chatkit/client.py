@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import socket
 import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from typing import Any, Self
 
 from chatkit.errors import ChatkitError
@@ -156,6 +156,16 @@ def _decode(line: bytes | LineTooLong) -> dict[str, Any] | None:
     return {"type": "error", "code": "server_bad_frame", "text": text}
 
 
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether ``sock`` turns readable (or closed) within ``timeout`` seconds."""
+    try:
+        poller = select.poll()
+    except AttributeError:  # no poll (Windows)
+        return bool(select.select([sock], [], [], timeout)[0])
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
 class LineClient:
     """A connection to a server, read line by line with deadlines: what :class:`Client`
     (JSON) and ``chatkit.testing.TextClient`` (text mode) are built on.
@@ -249,22 +259,21 @@ class LineClient:
         return self._lines.popleft()
 
     def _recv(self, deadline: float | None) -> None:
-        timeout = None
         if deadline is not None:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 raise TimeoutError("the server sent nothing in time")
-        before = self.sock.gettimeout()
+            # Waits with poll, not the socket's timeout, which a send on another
+            # thread shares (it would fail a send as "timed out" midway).
+            buffered = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+            if not buffered and not _readable(self.sock, timeout):
+                raise TimeoutError("the server sent nothing in time")
         try:
-            self.sock.settimeout(timeout)
             data = self.sock.recv(RECV_BYTES)
         except TimeoutError:
-            raise
+            raise  # (a socket with a timeout of its own: a test's client)
         except OSError:
             data = b""  # reset, or closed by close(): the end either way
-        finally:
-            with suppress(OSError):
-                self.sock.settimeout(before)
         if not data:
             self.closed = True
             return

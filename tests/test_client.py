@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +26,7 @@ from chatkit.client import (
     say_frame,
 )
 from chatkit.protocol import MAX_LINE_BYTES
-from chatkit.testing import ChatClient
+from chatkit.testing import ChatClient, wait_until
 
 CHATKIT = str(Path(sys.executable).parent / "chatkit")
 Connect = Callable[..., ChatClient]
@@ -264,6 +267,69 @@ def test_join_reports_a_lost_connection(chat_server_factory: Factory) -> None:
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 5
     assert "closed by the server" in err
+
+
+def test_join_sends_what_is_typed_after_a_quiet_spell(chat_server_factory: Factory) -> None:
+    """A script that pauses past the server's ping still has its next line sent: the
+    ping is answered, and input is not held waiting for another frame."""
+    server = chat_server_factory(idle_timeout=0.2, ping_timeout=5)
+    with ChatClient(server.address) as alice:
+        alice.answers_pings = True
+        alice.login("alice")
+        host, port = server.address
+        proc = subprocess.Popen(
+            [CHATKIT, "join", "--host", host, "--port", str(port), "--nick", "bot"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write("first\n")
+            proc.stdin.flush()
+            alice.expect("message", nick="bot", text="first")
+            # Quiet for longer than idle_timeout: the server pings the bot meanwhile.
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    alice.receive(timeout=0.05)
+            proc.stdin.write("second\n")
+            proc.stdin.flush()
+            alice.expect("message", nick="bot", text="second")
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def test_a_send_while_another_thread_waits_has_no_deadline(chat_server: Server) -> None:
+    """receive(timeout) waits without setting a timeout on the socket, which a send on
+    another thread shares (a long send would fail midway as timed out)."""
+    with Client.connect(*chat_server.address) as client:
+        client.login("bot")
+        client.sync()
+        frames: list[dict[str, Any]] = []
+        waiting = threading.Thread(target=_read_until_quiet, args=(client, frames, 1.0))
+        waiting.start()
+        try:
+            wait_until(lambda: waiting.is_alive(), 5, "the reader")
+            for _ in range(20):  # the reader waits in receive(timeout) meanwhile
+                assert client.sock.gettimeout() is None
+                time.sleep(0.01)
+            client.say("x" * 4000)
+        finally:
+            waiting.join()
+        assert [f["text"] for f in frames if f["type"] == "message"] == ["x" * 4000]
+
+
+def _read_until_quiet(client: Client, frames: list[dict[str, Any]], quiet: float) -> None:
+    """Read frames into ``frames`` until none comes for ``quiet`` seconds."""
+    with contextlib.suppress(TimeoutError):
+        while (frame := client.receive(timeout=quiet)) is not None:
+            frames.append(frame)
 
 
 def test_encode_frame_measures_what_the_server_limits(chat_server: Server) -> None:
