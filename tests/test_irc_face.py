@@ -548,6 +548,12 @@ def test_ctcp_goes_between_irc_clients(connect: Callable[[], IrcClient], server:
         alice.expect(":bob!bob@chatkit PRIVMSG alice :\x01PING 123\x01")
         assert [f for f in json.sync() if f["type"] in ("message", "private", "error")] == []
         assert [line for line in bob.sync() if "PRIVMSG #general" in line] == []
+        alice.send("PRIVMSG nobody :\x01VERSION\x01")
+        alice.expect(f":{SERVER} 401 alice nobody :")
+        # The sender's prefix would make the line longer than IRC's 512 bytes: 417.
+        alice.send("PRIVMSG bob :\x01PING " + "x" * 480 + "\x01")
+        alice.expect(f":{SERVER} 417 alice :")
+        assert [line for line in bob.sync() if "PING" in line] == []
 
 
 def test_echo_message_server_time_and_msgid(

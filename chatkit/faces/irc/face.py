@@ -31,7 +31,7 @@ from chatkit import names
 from chatkit.errors import CommandError
 from chatkit.events import MAX_ID, Hello, Request, Say
 from chatkit.faces.irc import numerics as n
-from chatkit.faces.irc.message import Message
+from chatkit.faces.irc.message import MAX_LINE_BYTES, Message
 from chatkit.faces.irc.protocol import (
     CAPABILITIES,
     CHATHISTORY_CAP,
@@ -529,8 +529,19 @@ class IrcChannel:
         not chat. Flood control counts it as a line to a nick."""
         hub, session = self.hub, self.session
         for target in targets.split(",")[:MAX_TARGETS]:
-            found = hub.find(target) if target and not target.startswith("#") else None
-            if found is None or found.nick is None or not _irc_info(found):
+            if not target or target.startswith("#"):
+                continue
+            found = hub.find(target)
+            if found is None or found.nick is None:
+                if command == "PRIVMSG" and self._remote(target) is None:
+                    self.send(Message(n.ERR_NOSUCHNICK, (target, "No such nick/channel")))
+                continue
+            if not _irc_info(found):
+                continue
+            line = Message(command, (found.nick, text), self._source())
+            if len(encode_lines([line])) > MAX_LINE_BYTES:  # its prefix made it too long
+                if command == "PRIVMSG":
+                    self.send(Message(n.ERR_INPUTTOOLONG, ("Input line was too long",)))
                 continue
             try:
                 hub.allow_input(session, Say(text))
@@ -539,7 +550,6 @@ class IrcChannel:
                 continue
             if session.unsettled:
                 hub.settle(session)  # after the room messages sent before it
-            line = Message(command, (found.nick, text), self._source())
             found.send(Frame("irc", messages=[line]))
 
     def batch(self, message: Message) -> None:
