@@ -287,6 +287,11 @@ def test_a_new_nick_does_not_slip_out_of_a_ban_or_mute(
     bob.expect("nick", new="b\u03bfbby")
     bob.say("/join #den")
     bob.expect("error", code="banned")
+    ann.say("/ban [n-r]*")  # a range keeps its letters (rn looks like m, but m is no n-r)
+    ann.expect("notice", text_contains="banned")
+    mike = chat_client(server, "mike")
+    mike.say("/join #den")
+    mike.expect("join", nick="mike", room="#den")
 
 
 def test_a_plugin_command_that_speaks_is_held_to_mutes(

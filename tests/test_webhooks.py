@@ -315,6 +315,26 @@ def test_bad_http_posts_get_clear_errors(chat_server_factory: Callable[..., Serv
     assert post(server, "general", b'{"text": "still here"}')[0] == 201
 
 
+def test_a_kicked_bot_joins_again_at_its_next_post(
+    chat_server_factory: Callable[..., Server],
+) -> None:
+    """A bot kicked from a room (its connection stays) joins it again to post there."""
+    config = Config(plugins=["webhooks", "moderation"])
+    config.plugin_config["webhooks"] = {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
+    server = chat_server_factory(config=config, disable=["flood"])
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    alice.expect("notice", text="you are an operator of #general")
+    assert post(server, "general", b'{"text": "one"}')[0] == 201
+    alice.expect("message", nick="ci", text="one")
+    alice.say("/kick ci")
+    alice.expect("leave", nick="ci")
+    status, answer = post(server, "general", b'{"text": "two"}')
+    assert status == 201, answer
+    alice.expect("join", nick="ci")
+    alice.expect("message", nick="ci", text="two")
+
+
 def test_flood_control_says_when_to_retry(chat_server_factory: Callable[..., Server]) -> None:
     """A post refused by flood control is 429 with ``retry_after`` and ``Retry-After``."""
     config = Config()

@@ -972,7 +972,9 @@ class Cluster:
                     self._topics.pop(fold(data["room"]), None)
             hub.replace_topic(data["room"], data)
         elif kind == "deleted":
-            if not mine and self._store is not None:  # (here its own hook did it)
+            # Here too (its own hook did it already): log entries ahead of this one
+            # may have been stored since, with the account on them.
+            if self._store is not None:
                 try:
                     self._store.detach_account(str(data["account"]))
                 except Exception as exc:  # StoreError: the database refused

@@ -466,18 +466,23 @@ class _Bot:
             if self._frames.get() is None:
                 raise ConnectionError("the server closed the connection")
         self._collecting = True
-        if room.casefold() not in self.rooms:
-            client.say(f"/join {room}")
-            error = _first_error(self._sync(client))
+        for attempt in (1, 2):
+            if room.casefold() not in self.rooms:
+                client.say(f"/join {room}")
+                error = _first_error(self._sync(client))
+                if error is not None:
+                    return error if error[0] != 400 else (404, error[1])
+                self.rooms.add(room.casefold())
+            # Always a message: a leading "/" is doubled, as the protocol escapes it.
+            client.say("/" + text if text.startswith("/") else text, room)
+            frames = self._sync(client)
+            error = _first_error(frames)
+            if error is not None and error[1]["error"] == "not_in_room" and attempt == 1:
+                self.rooms.discard(room.casefold())  # kicked since: join again, once
+                continue
             if error is not None:
-                return error if error[0] != 400 else (404, error[1])
-            self.rooms.add(room.casefold())
-        # Always a message: a leading "/" is doubled, as the protocol escapes it.
-        client.say("/" + text if text.startswith("/") else text, room)
-        frames = self._sync(client)
-        error = _first_error(frames)
-        if error is not None:
-            return error
+                return error
+            break
         own = [f for f in frames if f.get("type") == "message" and f.get("nick") == client.nick]
         if not own:
             return 400, {"error": "not_delivered", "text": "the message was not delivered"}

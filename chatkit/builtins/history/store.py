@@ -338,24 +338,38 @@ class MessageStore:
         does not see them. Writes what is queued first; returns the rows changed.
         Raises :class:`StoreError` if the database refuses."""
         self.flush()
+        changed, last = 0, -1
         try:
-            with self._write_lock:
-                db = self._write_db
-                db.execute("BEGIN")
-                try:
-                    changed = 0
-                    for column in ("sender_account", "target_account"):
-                        changed += db.execute(
-                            f"UPDATE messages SET {column} = NULL WHERE {column} = ?", (account,)
-                        ).rowcount
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
+            while True:
+                # A chunk of ids per transaction (the accounts have no index): the
+                # writer commits the messages that arrive meanwhile between two.
+                with self._write_lock:
+                    db = self._write_db
+                    row = db.execute(
+                        "SELECT id FROM messages WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?",
+                        (last, PRUNE_CHUNK - 1),
+                    ).fetchone()
+                    end = None if row is None else int(row[0])
+                    where, args = (
+                        ("id > ?", (last,)) if end is None else ("id > ? AND id <= ?", (last, end))
+                    )
+                    db.execute("BEGIN")
+                    try:
+                        for column in ("sender_account", "target_account"):
+                            update = f"UPDATE messages SET {column} = NULL WHERE {where}"
+                            changed += db.execute(
+                                f"{update} AND {column} = ?", (*args, account)
+                            ).rowcount
+                        db.execute("COMMIT")
+                    except BaseException:
+                        if db.in_transaction:
+                            db.execute("ROLLBACK")
+                        raise
+                if end is None:
+                    return changed
+                last = end
         except sqlite3.Error as exc:
             raise StoreError(f"cannot detach account {account!r}: {exc}") from exc
-        return changed
 
     def close(self) -> None:
         """Write what is queued, stop the writer thread, close the database, release

@@ -100,8 +100,10 @@ def matches(mask: str, client: Session) -> bool:
         return True
     if fnmatch.fnmatchcase(f"{nick}!{nick}@{SHOWN_HOST}", pattern):
         return True
-    looks = _skeleton(nick)
     mask_nick, bang, rest = pattern.partition("!")
+    if "[" in mask_nick:
+        return False  # a range ([a-m]) would not survive the mapping
+    looks = _skeleton(nick)
     pattern = _skeleton(mask_nick) + bang + rest
     return fnmatch.fnmatchcase(f"{looks}!{account}@{address}", pattern) or (
         fnmatch.fnmatchcase(f"{looks}!{looks}@{SHOWN_HOST}", pattern)
@@ -239,7 +241,15 @@ class Moderation:
 
     @hookimpl
     def chatkit_on_account_deleted(self, account: str) -> None:
-        # Operator rights were the deleted account's, not the next registrant's.
+        # Operator rights were the deleted account's, not the next registrant's. Those
+        # of the config (operators, server_operators) stay the name's: say so.
+        named = [r for r, accounts in self.operators.items() if account in accounts]
+        if account in self.server_operators or named:
+            log.warning(
+                "moderation: the deleted account %s is named in the config's operators or "
+                "server_operators: whoever registers it next has those rights; remove it",
+                account,
+            )
         for room in self._store.rooms_with("ops", account):
             self._store.remove("ops", room, account)
             log.info("moderation: %s no longer an operator of %s (account deleted)", account, room)
@@ -266,7 +276,7 @@ class Moderation:
     def chatkit_allow_nick(self, client: Session, nick: str) -> Reject | None:
         # A new nick would slip out of a nick's ban or mute: not while one holds (IRC
         # servers refuse it the same way, 435).
-        for key, room in client.rooms.items():
+        for key, room in list(client.rooms.items()):  # (a kick may change it meanwhile)
             if self.is_operator(client, room):
                 continue
             for table, what in (("bans", "banned from"), ("mutes", "muted in")):
