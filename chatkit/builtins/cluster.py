@@ -154,12 +154,6 @@ def stream_id(ident: int) -> str:
     return f"{ident // 1000}-{ident % 1000}"
 
 
-def _entry_key(entry: str) -> tuple[int, int]:
-    """Stream entry id ``entry`` (``MS-SEQ``) as a key that sorts as Redis orders them."""
-    ms, _, seq = entry.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def message_id(entry: str) -> int:
     """The message id of stream entry id ``entry``: ``MS * 1000 + SEQ``."""
     ms, _, seq = entry.partition("-")
@@ -227,6 +221,7 @@ class Cluster:
         self._stopping = False
         self._resync = False  # the log said this node was lost: announce it again
         self._last = "0-0"  # the last log entry read
+        self._epoch = ""  # the token of Redis's data when this node joined (_data_mark)
         self._joined = False  # set once the reader knows where to start reading the log
         self._local_id = 0
         self._down_since: float | None = None
@@ -342,7 +337,9 @@ class Cluster:
             self._last = last[0][0] if last else "0-0"
             self._catch_up_history()
             self._joined = True
-        elif not start and self._log_lost(r):
+            self._epoch = self._data_mark(r)
+        elif not start and (mark := self._data_mark(r)) != self._epoch:
+            self._epoch = mark
             self._restore_topics(r)
         topics = {room: json.loads(value) for room, value in r.hgetall(self._key("topics")).items()}
         with self._lock:
@@ -511,13 +508,14 @@ class Cluster:
             with self._lock:
                 self._topics_while_down[fold(room)] = (room, topic)
 
-    def _log_lost(self, r: redis.Redis) -> bool:
-        """Whether Redis lost its data since this node last read the log (it restarted
-        without persistence): the log ends before the entry this node read last."""
-        if self._last == "0-0":
-            return False
-        newest = r.xrevrange(self._key("log"), count=1)
-        return not newest or _entry_key(str(newest[0][0])) < _entry_key(self._last)
+    def _data_mark(self, r: redis.Redis) -> str:
+        """The token of the data this Redis holds (``PREFIX:epoch``), made by the first
+        node to look: a Redis restarted without its data has none until a node makes
+        another, so a node whose token differs knows its Redis lost what it had. (The
+        log's end would not tell: another node may have written to it first.)"""
+        key = self._key("epoch")
+        r.set(key, secrets.token_hex(8), nx=True)
+        return str(r.get(key))
 
     def _restore_topics(self, r: redis.Redis) -> None:
         """Put back the topics this node knew into a Redis that lost them (each node
