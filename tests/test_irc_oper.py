@@ -168,6 +168,23 @@ def test_a_clients_multiline_batch_is_one_chat_message(make_server: Callable[...
             "BATCH -b1",
         )
         assert jay.expect("message", nick="alice")["text"] == "hello\nworld"
+        # /me over several lines: an ACTION a line, one chat action of several lines.
+        alice.send(
+            "BATCH +a1 draft/multiline #general",
+            "@batch=a1 PRIVMSG #general :\x01ACTION waves\x01",
+            "@batch=a1 PRIVMSG #general :\x01ACTION and wa",
+            "@batch=a1;draft/multiline-concat PRIVMSG #general :ves again\x01",
+            "BATCH -a1",
+        )
+        frame = jay.expect("message", nick="alice")
+        assert (frame["text"], frame.get("action")) == ("waves\nand waves again", True)
+        alice.send(
+            "BATCH +a2 draft/multiline #general",
+            "@batch=a2 PRIVMSG #general :\x01PING 1\x01",
+            "@batch=a2 PRIVMSG #general :hi",
+            "BATCH -a2",
+        )
+        alice.expect(f":{SERVER} FAIL BATCH MULTILINE_INVALID :")
         alice.send(
             "BATCH +b2 draft/multiline #general",
             *[f"@batch=b2 PRIVMSG #general :line {i}" for i in range(6)],

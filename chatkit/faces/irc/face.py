@@ -575,10 +575,20 @@ class IrcChannel:
                 self._batch_fail("MULTILINE_INVALID", text="No such batch")
                 return
             self._multiline = None
-            text = "".join(
-                ("" if concat or i == 0 else "\n") + line
-                for i, (line, concat) in enumerate(open_.lines)
-            )
+            lines: list[str] = []  # the batch's lines, each joined to its concat pieces
+            for line, concat in open_.lines:
+                if concat and lines:
+                    lines[-1] += line
+                else:
+                    lines.append(line)
+            # CTCP framing is each line's: /me over several lines is an ACTION a line.
+            parsed = [_ctcp(line) for line in lines]
+            if any(found is None for found in parsed):
+                self._batch_fail("MULTILINE_INVALID", text="No CTCP but ACTION in a batch")
+                return
+            text = "\n".join(found[0] for found in parsed if found is not None)
+            if all(found[1] for found in parsed if found is not None):
+                text = f"\x01ACTION {text}\x01"  # one action of several lines
             if open_.command is not None and text.strip():
                 self.privmsg((open_.target, text), open_.command, newlines=True)
             return
