@@ -195,7 +195,8 @@ def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_clien
 
 def test_irc_kick_ban_and_mute_numerics() -> None:
     """On IRC, KICK #room nick :reason kicks (the kicked client sees KICK); a non-operator's gets 482; joining a room
-    that bans you is 474; speaking where you are muted is 404, and a NICK then 435."""
+    that bans you is 474; speaking where you are muted or banned is 404, and a NICK
+    then 435."""
     from test_irc_face import SERVER, IrcClient
 
     from chatkit.faces.irc import IrcFace
@@ -225,6 +226,24 @@ def test_irc_kick_ban_and_mute_numerics() -> None:
         ann.expect("notice", text_contains="banned")
         bob.send("JOIN #general")
         bob.expect(" 474 ")
+        # A ban silences a member too (404), and IRC's NICK!USER and USER@HOST masks
+        # are completed as servers complete them.
+        ann.say("/unban bob")
+        ann.expect("notice", text_contains="unbanned")
+        bob.send("JOIN #general")
+        bob.expect(":bob!bob@chatkit JOIN #general")
+        ann.say("/unmute bob")
+        ann.expect("notice", text_contains="unmuted")
+        ann.say("/ban bob!bob")
+        assert ann.expect("notice", text_contains="banned")["text"] == "ann banned bob!bob@*"
+        bob.send("PRIVMSG #general :still here?")
+        bob.expect(f":{SERVER} 404 bob #general :you are banned from #general")
+        ann.say("/unban bob!bob@*")
+        ann.expect("notice", text_contains="unbanned")
+        ann.say("/ban bob@chatkit")
+        assert ann.expect("notice", text_contains="banned")["text"] == "ann banned *!bob@chatkit"
+        bob.send("PRIVMSG #general :and now?")
+        bob.expect(" 404 ")
 
 
 def test_who_may_invite(chat_server_factory: Factory, chat_client: Connect) -> None:

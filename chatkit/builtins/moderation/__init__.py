@@ -116,9 +116,14 @@ _skeleton = functools.lru_cache(maxsize=4096)(skeleton)
 
 
 def full_mask(mask: str) -> str:
-    """``mask`` completed: a bare nick is ``NICK!*@*``."""
+    """``mask`` completed as IRC servers complete it: a bare nick is ``NICK!*@*``,
+    ``NICK!USER`` is ``NICK!USER@*``, ``USER@HOST`` is ``*!USER@HOST``."""
     if "!" not in mask and "@" not in mask:
         return f"{mask}!*@*"
+    if "@" not in mask:
+        return f"{mask}@*"
+    if "!" not in mask:
+        return f"*!{mask}"
     return mask
 
 
@@ -300,6 +305,9 @@ class Moderation:
         flags = self._store.rows("flags", key)
         if "moderated" in flags:
             return Reject(f"{room} is moderated: only its operators speak", "moderated")
+        for mask in self._store.rows("bans", key):
+            if matches(mask, client):  # a ban silences a member too (RFC 2812 3.3.1)
+                return Reject(f"you are banned from {room}", "banned")
         if client.account is None and "lock" in flags:
             return Reject(
                 f"{room} is locked: only registered users speak (/identify first)", "room_locked"

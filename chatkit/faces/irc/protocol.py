@@ -578,6 +578,7 @@ class IrcProtocol:
                 "not_stored",
                 "bad_text",
                 "muted",
+                "banned",
                 "moderated",
                 "room_locked",
             )
