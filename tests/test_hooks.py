@@ -421,6 +421,8 @@ def test_hook_on_account_deleted(chat_server_factory: Factory, chat_client: Conn
     alice.say("/drop correct-horse")
     alice.expect("reply", command="drop")
     alice.expect("account", account=None)
+    alice.say("/rooms")  # answered once the /drop's hooks ran (they follow its frames)
+    alice.expect("reply", command="rooms")
     assert seen == [("account", "alice"), ("deleted", "alice"), ("account", None)]
 
 

@@ -536,13 +536,14 @@ def test_ctcp_goes_between_irc_clients(connect: Callable[[], IrcClient], server:
     """A CTCP query to an IRC user reaches it as it was sent, and its answer (a NOTICE)
     comes back; one to a room, or to a user of another face, goes nowhere."""
     alice, bob = connect(), connect()
-    alice.register("alice")
+    alice.register("alice", caps="echo-message")
     bob.register("bob")
     with ChatClient(server.addresses["line"]) as json:
         json.login("jay")
         alice.expect(":jay!jay@chatkit JOIN #general")
         alice.send("PRIVMSG BOB,jay,#general :\x01VERSION\x01")
         bob.expect(":alice!alice@chatkit PRIVMSG bob :\x01VERSION\x01")
+        alice.expect(":alice!alice@chatkit PRIVMSG bob :\x01VERSION\x01")  # echo-message
         bob.send("NOTICE alice :\x01VERSION irssi 1.4\x01", "PRIVMSG alice :\x01PING 123\x01")
         alice.expect(":bob!bob@chatkit NOTICE alice :\x01VERSION irssi 1.4\x01")
         alice.expect(":bob!bob@chatkit PRIVMSG alice :\x01PING 123\x01")

@@ -48,6 +48,8 @@ def test_ban_and_mute(chat_server_factory: Factory, chat_client: Connect) -> Non
     bob = chat_client(server, "bob")
     ann.say("/ban bob")
     ann.expect("notice", text="ann banned bob!*@*")
+    ann.say("/ban BOB")  # nothing changes: nobody is told again
+    assert ann.expect("reply", command="ban")["text"] == "bob!*@* is banned in #den already"
     bob.say("/join #den")
     bob.expect("error", code="banned")
     ann.say("/unban bob")

@@ -219,9 +219,16 @@ class Moderation:
 
     @hookimpl
     def chatkit_allow_join(self, client: Session, room: str) -> Reject | None:
+        key = fold(room)
+        # Whether it joins an empty room, and so is its first member: known now, before
+        # its join (chatkit_on_join runs after, when others may have joined already).
+        firsts: set[str] = client.data.setdefault("moderation_first", set())
+        if self._server is not None and not self._server.hub.who(room):
+            firsts.add(key)
+        else:
+            firsts.discard(key)
         if self.is_server_operator(client):
             return None
-        key = fold(room)
         for mask in self._store.rows("bans", key):
             if matches(mask, client):
                 return Reject(f"you are banned from {room}", "banned")
@@ -365,10 +372,13 @@ class Moderation:
             kept = self._store.topic(key)
             if kept is not None:
                 self._server.hub.restore_topic(room, kept)
+        firsts = client.data.get("moderation_first", set())
+        first = key in firsts
+        firsts.discard(key)
         if self._store.rows("ops", key) or self.operators.get(key):
             return  # the room has operators of its own
-        if self._server is None or self._server.hub.who(room) != [client.nick]:
-            return  # not the first in the room
+        if not first:
+            return  # the room had members when it joined
         if client.account is not None:
             self._store.add("ops", key, client.account)
         else:
@@ -525,6 +535,9 @@ class Moderation:
         if fold(room) not in target.rooms:  # a typo would make someone else one (IRC: 441)
             shown = target.nick or ""
             raise CommandError(f"{shown} is not in {room}", "not_in_room", target=room, nick=shown)
+        if self.is_operator(target, room):  # nothing changes: nobody is told again
+            ctx.reply(f"{target.nick} is an operator of {room} already", room=room)
+            return
         if target.account is not None:
             self._store.add("ops", fold(room), target.account)
         else:
@@ -609,6 +622,10 @@ class Moderation:
         longest = 2 * limits.max_nick + 47  # NICK!ACCOUNT@ADDRESS, an IPv6 address at most
         if add and len(mask) > longest:
             raise CommandError(f"a mask is at most {longest} characters", "bad_usage")
+        if add and fold(mask) in self._store.rows(table, fold(room)):
+            # Nothing changes: nobody is told again (IRC servers stay silent too).
+            ctx.reply(f"{fold(mask)} is {what} in {room} already", room=room, mask=fold(mask))
+            return
         if add:
             if len(self._store.rows(table, fold(room))) >= self.max_masks:
                 raise CommandError(

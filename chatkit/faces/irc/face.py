@@ -551,6 +551,8 @@ class IrcChannel:
             if session.unsettled:
                 hub.settle(session)  # after the room messages sent before it
             found.send(Frame("irc", messages=[line]))
+            if "echo-message" in self.protocol.caps:  # as for any PRIVMSG or NOTICE
+                session.send(Frame("irc", messages=[line]))
 
     def batch(self, message: Message) -> None:
         """A client's ``draft/multiline`` batch: ``BATCH +ref draft/multiline target``,
