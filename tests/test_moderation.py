@@ -215,6 +215,14 @@ def test_irc_kick_ban_and_mute_numerics() -> None:
         bob.register("bob")
         bob.send("KICK #general ann :no")
         assert "482" in bob.expect(" 482 ")
+        ann.say("/join #other")
+        ann.expect("join", room="#other", nick="ann")
+        bob.send("KICK #nosuch ann", "KICK #other ann", "INVITE")
+        bob.expect(f":{SERVER} 403 bob #nosuch :")  # no such room
+        bob.expect(f":{SERVER} 442 bob #other :")  # not in it
+        bob.expect(f":{SERVER} 461 bob INVITE :")
+        ann.say("/join #general")  # back to #general for the lines without a room
+        ann.expect("reply", command="join")
         ann.say("/mute #general bob")
         ann.expect("notice", text_contains="muted bob")
         bob.send("PRIVMSG #general :hello?")

@@ -499,7 +499,11 @@ class Moderation:
         if room is None:
             raise CommandError("you are in no room; /join one first", "not_in_room")
         if not self.is_operator(ctx.client, room):
-            # target: the IRC face answers 482 for the room.
+            # target: the IRC face answers 403, 442 or 482 for the room.
+            if ctx.hub.who(room) is None:
+                raise CommandError(f"no room {room}", "no_such_room", target=room)
+            if fold(room) not in ctx.client.rooms:
+                raise CommandError(f"you are not in {room}", "not_in_room", target=room)
             raise CommandError(
                 f"you are not an operator of {room}", "not_room_operator", target=room
             )

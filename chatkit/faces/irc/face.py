@@ -425,6 +425,9 @@ class IrcChannel:
         if self.hub.commands.get(name) is None or not self.session.logged_in:
             self.send(Message(n.ERR_UNKNOWNCOMMAND, (command, "Unknown command")))
             return
+        if command == "INVITE" and not params:  # IRC's own command: IRC's answer
+            self.send(Message(n.ERR_NEEDMOREPARAMS, (command, "Not enough parameters")))
+            return
         # Its arguments reach others (/me, /msg, a kick's reason): cleaned as messages are.
         line = self._text(f"/{name} {' '.join(params)}".rstrip())
         self.hub.allow_input(self.session, Say(line, command=True))
@@ -1125,6 +1128,9 @@ class IrcChannel:
         return lines
 
     def ison(self, params: tuple[str, ...]) -> None:
+        if not params:
+            self.send(Message(n.ERR_NEEDMOREPARAMS, ("ISON", "Not enough parameters")))
+            return
         online = []
         for nick in " ".join(params).split()[:MAX_ISON]:
             found = self.hub.find(nick)
