@@ -507,8 +507,14 @@ def test_irc_text_and_json_users_chat_together(
         alice.expect(":jay!jay@chatkit PRIVMSG #general :\x01ACTION bows\x01")
         text.send_line("hey")
         alice.expect(":tex!tex@chatkit PRIVMSG #general :hey")
+        # A target named twice gets the message once; past TARGMAX (4), 407 each.
+        alice.send("PRIVMSG #general,#GENERAL :once", "PRIVMSG a,b,c,d,e,f :many")
+        assert json.expect("message", nick="alice")["text"] == "once"
+        alice.expect(f":{SERVER} 407 alice e :")
+        alice.expect(f":{SERVER} 407 alice f :")
         alice.send("PRIVMSG jay :psst", "PRIVMSG tex :\x01ACTION nudges\x01")
         assert json.expect("private")["text"] == "psst"
+        assert [f for f in json.received if f.get("text") == "once"][1:] == []
         text.expect("[pm] * alice -> tex nudges")
         json.say("/msg alice back")
         alice.expect(":jay!jay@chatkit PRIVMSG alice :back")

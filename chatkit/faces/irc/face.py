@@ -499,7 +499,14 @@ class IrcChannel:
             return
         text, action = parsed
         hub, session = self.hub, self.session
-        for target in params[0].split(",")[:MAX_TARGETS]:
+        each: dict[str, str] = {}
+        for target in params[0].split(","):
+            each.setdefault(names.fold(target), target)  # each target once, in any case
+        targets = list(each.values())
+        if len(targets) > MAX_TARGETS and not notice:  # TARGMAX: the rest are refused
+            for extra in targets[MAX_TARGETS:]:
+                self.send(Message(n.ERR_TOOMANYTARGETS, (extra, "Too many targets")))
+        for target in targets[:MAX_TARGETS]:
             if not target:
                 continue
             try:
