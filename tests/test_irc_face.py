@@ -307,8 +307,9 @@ def test_join_part_names_and_join_zero(connect: Callable[[], IrcClient]) -> None
     bob.send("JOIN #a")
     alice.expect(":bob!bob@chatkit JOIN #a")
     bob.expect(f":{SERVER} 353 bob = #a :alice bob")
-    alice.send("NAMES #a")
+    alice.send("NAMES #A")  # answered with the room's own spelling
     alice.expect(f":{SERVER} 353 alice = #a :alice bob")
+    alice.expect(f":{SERVER} 366 alice #a :")
     bob.send("PART #a :see you")
     alice.expect(":bob!bob@chatkit PART #a :see you")
     bob.expect(":bob!bob@chatkit PART #a :see you")

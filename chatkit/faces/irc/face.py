@@ -477,7 +477,7 @@ class IrcChannel:
             reason = self._text(params[0]) if params and params[0] else ""
         except CommandError:
             reason = ""  # refused text: the client leaves all the same, without it
-        text = f"Quit: {reason}" if reason else "Client Quit"
+        text = f"Quit: {reason}" if reason else "Quit"  # as the others see it
         self.session.send(Frame("irc_close", text=text))
         self.session.disconnect(f"quit: {reason}" if reason else "quit")
 
@@ -751,8 +751,8 @@ class IrcChannel:
             self.send(Message(n.RPL_ENDOFNAMES, ("*", "End of /NAMES list.")))
             return
         lines: list[Message] = []
-        rooms = params[0].split(",")[:MAX_TARGETS]
-        for room in rooms:
+        rooms = [self._room_name(room) for room in params[0].split(",")[:MAX_TARGETS]]
+        for room in rooms:  # (as the room spells itself, not as asked: clients compare)
             members = self.hub.who(room) or []
             ops = self._operators(room)
             members = [("@" if names.fold(m) in ops else "") + m for m in members]
