@@ -115,12 +115,13 @@ def test_bans_and_the_ban_list(server: Server) -> None:
         ann.expect(":ann!ann@chatkit MODE #den +b bob!*@*")
         ann.send("MODE #den +b *!*@203.0.113.*")
         ann.expect(":ann!ann@chatkit MODE #den +b *!*@203.0.113.*")
-        ann.send("MODE #den +b")
+        ann.send("MODE #den +b-b")  # the list, once
         lines = ann.until(" 368 ")
         assert [line for line in lines if " 367 " in line] == [
             f":{SERVER} 367 ann #den *!*@203.0.113.*",
             f":{SERVER} 367 ann #den bob!*@*",
         ]
+        assert [line for line in ann.sync() if " 36" in line] == []
         bob.send("JOIN #den")
         bob.expect(f":{SERVER} 474 bob #den :")
         ann.send("MODE #den -b bob")

@@ -1052,6 +1052,7 @@ class IrcChannel:
         The line's first change was charged with it (:meth:`mode`); each other costs a
         line of the flood allowance, as its command would."""
         sign, charged = "+", True
+        listed: set[str] = set()  # the lists asked for (+b-b: the ban list once)
         for char in changes:
             if char in "+-":
                 sign = char
@@ -1071,7 +1072,8 @@ class IrcChannel:
             arg = ""
             if char in "obq":
                 if not args:
-                    if char in "bq":
+                    if char in "bq" and char not in listed:
+                        listed.add(char)
                         self._ask_modes(room, "bans" if char == "b" else "mutes")
                     continue  # +o without a nick: nothing to do (as IRC servers do)
                 arg = args.pop(0)
