@@ -186,6 +186,18 @@ def test_a_clients_multiline_batch_is_one_chat_message(make_server: Callable[...
         )
         alice.expect(f":{SERVER} FAIL BATCH MULTILINE_INVALID :")
         alice.send(
+            "BATCH +a3 draft/multiline #general",
+            "@batch=a3 PRIVMSG #general :one",
+            "@batch=a3 NOTICE #general :two",
+            "BATCH -a3",
+            "BATCH +a4 draft/multiline #general",
+            "@batch=a4 PRIVMSG #general :",
+            "@batch=a4 PRIVMSG #general : ",
+            "BATCH -a4",
+        )
+        alice.expect(f":{SERVER} FAIL BATCH MULTILINE_INVALID :PRIVMSG and NOTICE")
+        alice.expect(f":{SERVER} 412 alice :No text to send")
+        alice.send(
             "BATCH +b2 draft/multiline #general",
             *[f"@batch=b2 PRIVMSG #general :line {i}" for i in range(6)],
             "BATCH -b2",

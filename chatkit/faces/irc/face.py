@@ -603,6 +603,8 @@ class IrcChannel:
                 text = f"\x01ACTION {text}\x01"  # one action of several lines
             if open_.command is not None and text.strip():
                 self.privmsg((open_.target, text), open_.command, newlines=True)
+            elif open_.command != "NOTICE":  # nothing but blank lines (or no line)
+                self.send(Message(n.ERR_NOTEXTTOSEND, ("No text to send",)))
             return
         if self._dropping is not None and message.tags.get("batch") == self._dropping:
             return
@@ -610,11 +612,14 @@ class IrcChannel:
             self._batch_fail("MULTILINE_INVALID", text="Lines of another batch")
             return
         command = message.command
+        if command in ("PRIVMSG", "NOTICE") and open_.command not in (None, command):
+            self._multiline, self._dropping = None, open_.ref
+            self._batch_fail("MULTILINE_INVALID", text="PRIVMSG and NOTICE in one batch")
+            return
         if (
             command not in ("PRIVMSG", "NOTICE")
             or len(params) < 2
             or names.fold(params[0]) != names.fold(open_.target)
-            or open_.command not in (None, command)
         ):
             self._multiline, self._dropping = None, open_.ref
             self._batch_fail(
