@@ -402,9 +402,8 @@ class IrcProtocol:
             self._numeric(n.ERR_SASLFAIL, f"SASL authentication failed: {text}".rstrip(": "))
             return
         self.account = account
-        mask = (
-            f"{self._wanted_nick or '*'}!{self._user[0] if self._user else '*'}@{self.client_host}"
-        )
+        # As everyone is shown (nick!nick@chatkit): the real address is nobody's business.
+        mask = source(self._wanted_nick) if self._wanted_nick else "*"
         self._numeric(n.RPL_LOGGEDIN, mask, account, f"You are now logged in as {account}")
         self._numeric(n.RPL_SASLSUCCESS, "SASL authentication successful")
 
