@@ -689,7 +689,9 @@ def test_irc_pass_and_sasl_plain(tmp_path: Path) -> None:
             irc.expect("AUTHENTICATE +")
             good = base64.b64encode(f"alice\0alice\0{PASSWORD}".encode()).decode()
             irc.send(f"AUTHENTICATE {good}")
-            assert "You are now logged in as alice" in irc.expect(" 900 ")
+            logged_in = irc.expect(" 900 ")
+            assert "You are now logged in as alice" in logged_in
+            assert "@chatkit " in logged_in and "127.0.0.1" not in logged_in  # no real host
             irc.expect(" 903 ")
             irc.send("CAP END")
             irc.expect(" 001 ")
