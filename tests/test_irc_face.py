@@ -565,6 +565,19 @@ def test_ctcp_goes_between_irc_clients(connect: Callable[[], IrcClient], server:
         assert [line for line in bob.sync() if "PING" in line] == []
 
 
+def test_an_own_join_is_tagged_as_the_others_see_it(connect: Callable[[], IrcClient]) -> None:
+    """With server-time, the joiner's own JOIN carries its time, as the one the others
+    get (and its own PART) does."""
+    alice, bob = connect(), connect()
+    alice.register("alice", caps="server-time")
+    bob.register("bob", caps="server-time")
+    alice.send("JOIN #tagged")
+    own = alice.expect(":alice!alice@chatkit JOIN #tagged")
+    bob.send("JOIN #tagged")
+    seen = alice.expect(":bob!bob@chatkit JOIN #tagged")
+    assert own.startswith("@time=") and seen.startswith("@time=")
+
+
 def test_echo_message_server_time_and_msgid(
     connect: Callable[[], IrcClient], server: Server
 ) -> None:

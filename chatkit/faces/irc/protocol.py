@@ -548,7 +548,9 @@ class IrcProtocol:
         if "extended-join" in self.caps:
             realname = self._user[1] if self._user else self.nick
             params += (str(fields.get("account") or "*"), realname)
-        lines = [Message("JOIN", params, source(self.nick))]
+        # Tagged as the JOIN the others get (server-time, account-tag): one join.
+        tags = render(Frame("join", **fields), self.style)[0].tags
+        lines = [Message("JOIN", params, source(self.nick), tags)]
         members = [str(m) for m in fields["members"]]
         hosts = "userhost-in-names" in self.caps
         lines += names_lines(self.server, self.nick, room, members, hosts=hosts)
