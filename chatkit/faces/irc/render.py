@@ -185,10 +185,13 @@ def _privmsgs(
     budget = MAX_LINE_BYTES - 2 - len(prefix.encode()) - (len("\x01ACTION \x01") if action else 0)
     if MULTILINE in style.caps and not action and "batch" not in tags and "\n" in text.strip():
         return _multiline(frame, sender, target, text, budget, tags, command)
-    out = []
+    out: list[Message] = []
+    # A msgid names one message: the first line carries it, and the lines after it
+    # the rest of the tags (clients that drop a msgid seen before would drop them).
+    rest = {key: value for key, value in tags.items() if key != "msgid"}
     for piece in split_text(text, budget):
         body = f"\x01ACTION {piece}\x01" if action else piece
-        out.append(Message(command, (target, body), source(sender), tags))
+        out.append(Message(command, (target, body), source(sender), rest if out else tags))
     return out
 
 
