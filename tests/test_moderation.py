@@ -21,6 +21,19 @@ def moderated(**settings: Any) -> Any:
     )
 
 
+def muted_in_den(server: Server, chat_client: Connect) -> tuple[ChatClient, ChatClient]:
+    """ann, the operator of #den (its first member), and bob, a member she muted."""
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    bob = chat_client(server, "bob")
+    bob.say("/join #den")
+    bob.expect("join", nick="bob", room="#den")
+    ann.say("/mute bob")
+    ann.expect("notice", text="ann muted bob!*@*")
+    return ann, bob
+
+
 def test_the_first_to_join_is_an_operator_and_kicks(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
@@ -289,14 +302,7 @@ def test_a_new_nick_does_not_slip_out_of_a_ban_or_mute(
     """While muted or banned in one of its rooms a client keeps its nick (as IRC's 435),
     and a look-alike nick (a Greek omicron for o) is held to the same masks."""
     server = chat_server_factory(config=moderated(), disable=["flood"])
-    ann = chat_client(server, "ann")
-    ann.say("/join #den")
-    ann.expect("notice", text="you are an operator of #den")
-    bob = chat_client(server, "bob")
-    bob.say("/join #den")
-    bob.expect("join", nick="bob", room="#den")
-    ann.say("/mute bob")
-    ann.expect("notice", text="ann muted bob!*@*")
+    ann, bob = muted_in_den(server, chat_client)
     bob.say("/nick bobby")
     error = bob.expect("error", code="muted")
     assert error["text"] == "you cannot change your nick while muted in #den"
@@ -338,14 +344,7 @@ def test_a_plugin_command_that_speaks_is_held_to_mutes(
             register("shout", shout, help="say it louder", usage="TEXT")
 
     server = chat_server_factory([Shout()], config=moderated(), disable=["flood"])
-    ann = chat_client(server, "ann")
-    ann.say("/join #den")
-    ann.expect("notice", text="you are an operator of #den")
-    bob = chat_client(server, "bob")
-    bob.say("/join #den")
-    bob.expect("join", nick="bob", room="#den")
-    ann.say("/mute bob")
-    ann.expect("notice", text="ann muted bob!*@*")
+    ann, bob = muted_in_den(server, chat_client)
     bob.say("/shout hello", room="#den")
     assert "you are muted in #den" in bob.expect("error", code="dropped")["text"]
     ann.say("/shout fine")
