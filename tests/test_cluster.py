@@ -523,6 +523,12 @@ def test_moderation_is_the_clusters(
     troll.close()
     alice = a.client("alice")  # the first in #general: its operator
     alice.expect("notice", text_contains="you are an operator of #general")
+    # b must know of alice before its clients join #general, or the first of them is
+    # its first member there too (and an operator): one looks from another room.
+    probe = ChatClient(b.address, timeout=10)
+    probe.login("probe", room="#probe")
+    wait_until(lambda: who(probe) == ["alice"], WAIT, "b knows alice", POLL)
+    probe.close()
     bob, mallory = b.client("bob"), b.client("mallory")
     wait_until(lambda: sorted(who(alice)) == ["alice", "bob", "mallory"], WAIT, "all in", POLL)
     bob.say("before the mute")  # b reads (and caches) #general's mutes and flags
