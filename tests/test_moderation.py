@@ -240,6 +240,8 @@ def test_irc_kick_ban_and_mute_numerics() -> None:
         ann.expect("notice", text_contains="muted bob")
         bob.send("PRIVMSG #general :hello?")
         bob.expect(" 404 ")
+        bob.send("PRIVMSG ann :may I?")  # a room's mute is no bar to a private message
+        assert ann.expect("private", text="may I?")["from"] == "bob"
         bob.send("NICK bobby")  # a new nick is no way out of a mute
         line = bob.expect(" 435 ")
         assert line.endswith("435 bob bobby :you cannot change your nick while muted in #general")

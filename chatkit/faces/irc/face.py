@@ -520,7 +520,10 @@ class IrcChannel:
                     # Consecutive messages are stored in a pipeline; settle() ends it.
                     hub.say(session, target, clean, action=action, notice=notice, defer=True)
                 else:
-                    hub.allow_input(session, Say(clean))
+                    # What the line face's plugins see of it: /msg, a command (a room's
+                    # mute is no reason to refuse a private message).
+                    verb = "describe" if action else "msg"
+                    hub.allow_input(session, Say(f"/{verb} {target} {clean}", command=True))
                     if session.unsettled:
                         hub.settle(session)  # earlier room messages go first
                     sent = hub.private(session, target, clean, action=action, notice=notice)
@@ -554,7 +557,7 @@ class IrcChannel:
                     self.send(Message(n.ERR_INPUTTOOLONG, ("Input line was too long",)))
                 continue
             try:
-                hub.allow_input(session, Say(text))
+                hub.allow_input(session, Say(f"/msg {target} {text}", command=True))
             except CommandError as exc:
                 self.fail(command, target, exc)
                 continue
