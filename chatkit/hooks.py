@@ -131,6 +131,12 @@ class HookRunner:
         self._impls[name] = (pm, generation, found)
         return found
 
+    def wanted(self, name: str) -> bool:
+        """Whether calling hook ``name`` would do anything: it has an implementation,
+        or a monitor watches the calls. A caller about to call it for each of many
+        messages asks once, and skips the calls if not."""
+        return bool(self._monitors) or bool(self.impls(name))
+
     def _call(self, impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
         return impl.function(*[kwargs[arg] for arg in impl.argnames])
 

@@ -470,10 +470,12 @@ class Lanes:
             if wake:
                 self._wake()
             notify = self._hooks.notify
+            told = self._hooks.wanted("chatkit_on_message")  # (asked once for the run)
             for message, entry, _futures, _lane in records:
                 if entry.event is not None:
                     entry.event.wait()
-                notify("chatkit_on_message", client=session, message=message)
+                if told:
+                    notify("chatkit_on_message", client=session, message=message)
 
     # -- delivery, under the hub's lock -----------------------------------------
 

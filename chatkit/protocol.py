@@ -169,6 +169,13 @@ class LineDecoder:
             return self._pending.pop(0)
         return None
 
+    @property
+    def lines(self) -> list[bytes | LineTooLong]:
+        """The complete lines (and markers) not taken yet, oldest first: what
+        :meth:`next_line` returns next. A caller may take lines off its front
+        (``del decoder.lines[:n]``) instead of calling :meth:`next_line` for each."""
+        return self._pending
+
     def _split(self) -> None:
         buf = self._buf
         while True:
@@ -522,6 +529,52 @@ class ServerProtocol:
                     return Hello(clean_text(nick), fields={"password": password.strip()})
                 return Hello(clean_text(nick))
             return _say(text, None, self._rules)
+
+    def next_messages(self, limit: int = 64) -> list[tuple[str | None, str]]:
+        """Take the plain messages at the head of the received lines, at most ``limit``:
+        a fast path for the hot one, a burst of chat lines.
+
+        In JSON mode, each line that is a ``say`` frame whose text needs no cleaning
+        (printable, one line, no leading ``/``, not blank) and whose ``room`` is a
+        string or absent is taken as ``(room, text)``: what :meth:`next_event` would
+        have returned as ``Say(text, room)``. The first line that is anything else
+        (another frame type, a command, a bad line, text to clean) stops it, and
+        stays for :meth:`next_event`, which handles it as ever. Returns ``[]`` in
+        text mode and before the mode is known. Call it, then :meth:`next_event`.
+        """
+        if self.mode is not Mode.JSON:
+            return []
+        pending = self._decoder.lines
+        taken: list[tuple[str | None, str]] = []
+        raw_decode = _JSON.raw_decode
+        for line in pending:
+            # Each test sends the line the general way when anything may differ: a
+            # marker for a line too long, a "\\u" escape (a surrogate to check), a
+            # "\\r", a BOM or spaces around the object (raw_decode refuses a leading
+            # one and stops before a trailing one), text to clean.
+            if len(taken) == limit or type(line) is not bytes:
+                break
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                break
+            if "\\u" in text:
+                break
+            try:
+                obj, end = raw_decode(text)
+            except (ValueError, RecursionError):
+                break
+            if end != len(text) or type(obj) is not dict or obj.get("type") != "say":
+                break
+            said, room = obj.get("text"), obj.get("room")
+            if type(said) is not str or not said.isprintable() or said.startswith("/"):
+                break  # (not printable: control, bidi or line-break characters to clean)
+            if not said or said.isspace() or not (room is None or type(room) is str):
+                break
+            taken.append((room, said))
+        if taken:
+            del pending[: len(taken)]
+        return taken
 
     # -- sending events ------------------------------------------------------
 

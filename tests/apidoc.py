@@ -102,6 +102,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "prepare",
             "request",
             "run_command",
+            "say_run",
             "settle",
             "closing",
             "config",

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from chatkit import Message, Server
 from chatkit.builtins.history.store import MessageStore, StoreError
 from chatkit.codecs import JSON_CODEC, TEXT_CODEC
-from chatkit.protocol import Frame, RemoteProtocolError, ServerProtocol
+from chatkit.protocol import Frame, Ping, RemoteProtocolError, Say, ServerProtocol
 from chatkit.testing import ChatClient, run_server
 
 # Strings a hostile client would try: lone surrogates, NUL, bidi overrides,
@@ -146,7 +146,8 @@ def test_any_bytes_give_events_of_text_or_a_clear_error(chunks: list[bytes]) -> 
             try:
                 event = proto.next_event()
             except RemoteProtocolError as exc:
-                assert exc.code in ("bad_frame", "bad_encoding", "line_too_long")
+                # (not_logged_in: a text-mode line starting with "/" before the nick)
+                assert exc.code in ("bad_frame", "bad_encoding", "line_too_long", "not_logged_in")
                 continue
             if event is None:
                 break
@@ -170,6 +171,66 @@ def test_any_json_frame_gives_an_event_of_text_or_a_clear_error(frame: dict[str,
         assert event is not None and _encodable(vars(event))
         json.dumps(vars(event), allow_nan=False)  # what was accepted can be sent back
     assert type(proto.next_event()).__name__ == "Pong"
+
+
+# Mostly text the fast path takes (printable), some that it must leave.
+PLAIN = st.one_of(
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=20),
+    st.text(st.characters(categories=["L", "N", "P", "S", "Zs"]), max_size=20),
+    st.sampled_from(NASTY),
+    st.text(st.characters(categories=["L", "N", "P", "S", "Zs"]), max_size=8).map("/".__add__),
+)
+SAYS = st.fixed_dictionaries(
+    {"type": st.just("say"), "text": PLAIN}, optional={"room": PLAIN}
+) | st.fixed_dictionaries(
+    {"type": st.sampled_from(["say", "say", "say", "ping", "Say"])},
+    optional={
+        "text": PLAIN | PLAIN | STRINGS | JSON_VALUES,
+        "room": PLAIN | st.sampled_from(NASTY) | st.none() | JSON_VALUES,
+        "extra": st.sampled_from(NASTY) | JSON_VALUES,
+    },
+)
+
+
+def _next(proto: ServerProtocol) -> object:
+    """The protocol's next event, or the code of its error."""
+    try:
+        return proto.next_event()
+    except RemoteProtocolError as exc:
+        return exc.code
+
+
+@settings(FUZZ, max_examples=400)
+@given(
+    st.lists(
+        st.tuples(SAYS, st.booleans(), st.sampled_from(["", "", "", " ", "\r", "\ufeff"])),
+        max_size=8,
+    ),
+    st.integers(min_value=1, max_value=4),
+)
+def test_the_fast_path_reads_messages_as_next_event_does(
+    frames: list[tuple[dict[str, Any], bool, str]], limit: int
+) -> None:
+    """``next_messages`` (a burst's plain messages, parsed on a fast path) takes exactly
+    what ``next_event`` would have read as ``Say(text, room)``, and leaves every
+    other line to it: two protocols fed the same lines, one reading with it and one
+    without, read the same."""
+    data = b'{"type":"ping"}\n'  # JSON mode
+    for frame, ascii_only, extra in frames:
+        line = json.dumps(frame, ensure_ascii=ascii_only)
+        line = extra + line if extra == "\ufeff" else line + extra
+        data += line.encode("utf-8", "surrogatepass") + b"\n"
+    fast, slow = ServerProtocol(), ServerProtocol()
+    for proto in (fast, slow):
+        proto.receive_data(data)
+        assert isinstance(proto.next_event(), Ping)
+    while True:
+        for room, text in fast.next_messages(limit):
+            assert _next(slow) == Say(text, room)
+        event = _next(slow)
+        assert _next(fast) == event
+        if event is None:
+            break
 
 
 @FUZZ

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
-from chatkit import Server
+import pytest
+
+from chatkit import Drop, Message, Reject, Server, Session, hookimpl
+from chatkit.events import Say
 from chatkit.hub import IdClock, valid_nick
 from chatkit.testing import ChatClient, TextClient
 
@@ -300,3 +304,62 @@ def test_a_client_is_in_at_most_max_rooms_rooms(
     ann.say("/part #b")
     ann.say("/join #c")
     ann.expect("join", nick="ann", room="#c")
+
+
+class _Picky:
+    """Vetoes a line saying "veto", drops one saying "drop": two ways a message of a
+    run is refused."""
+
+    @hookimpl
+    def chatkit_allow_input(self, client: Session, event: object) -> Reject | None:
+        if isinstance(event, Say) and event.text == "veto":
+            return Reject("vetoed", "vetoed")
+        return None
+
+    @hookimpl
+    def chatkit_filter_message(self, client: Session, message: Message) -> Drop | None:
+        return Drop("dropped") if message.text == "drop" else None
+
+
+class _PickyStore(_Picky):
+    """:class:`_Picky`, and refuses to store a message saying "unstored"."""
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> Drop | None:
+        return Drop("unstored") if message.text == "unstored" else None
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["unstored", "stored"])
+def test_a_burst_answers_each_line_in_order_refusals_included(
+    chat_server_factory: Factory, chat_client: Connect, stored: bool
+) -> None:
+    """A burst read at once goes through the hub as a run (``Hub.say_run``); a line
+    refused in the middle of it (a veto, a filter, a room one is not in, a store's
+    refusal) is answered in its place, and every other line is delivered, in order."""
+    picky = _PickyStore() if stored else _Picky()
+    server = chat_server_factory(plugins=[picky], disable=["flood"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    lines = ["one", "veto", "two", "drop", "three", ("#nowhere", "four"), "five", "unstored"]
+    lines += ["six"]
+    alice.send_raw(
+        b"".join(
+            json.dumps(
+                {"type": "say", "text": line}
+                if isinstance(line, str)
+                else {"type": "say", "room": line[0], "text": line[1]}
+            ).encode()
+            + b"\n"
+            for line in lines
+        )
+    )
+    answers = [
+        f["text"] if f["type"] == "message" else f["code"]
+        for f in alice.sync()
+        if f["type"] in ("message", "error")
+    ]
+    store = ["not_stored"] if stored else ["unstored"]
+    expected = ["one", "vetoed", "two", "dropped", "three", "not_in_room", "five", *store, "six"]
+    assert answers == expected
+    heard = [f["text"] for f in bob.sync() if f["type"] == "message"]
+    refusals = ("vetoed", "dropped", "not_in_room", "not_stored")
+    assert heard == [answer for answer in expected if answer not in refusals]

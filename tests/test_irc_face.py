@@ -540,6 +540,25 @@ def test_a_warning_comes_after_the_echo_of_the_message_before_it(
     assert [line.split()[1] for line in lines] == ["PRIVMSG", "WARN", "PRIVMSG"], lines
 
 
+def test_a_burst_answers_each_privmsg_in_order_refusals_included(
+    connect: Callable[[], IrcClient],
+) -> None:
+    """A burst of PRIVMSGs read at once goes through the hub as a run
+    (``Hub.say_run``); one to a room the sender is not in is refused in its place."""
+    alice, bob = connect(), connect()
+    alice.register("alice", caps="echo-message")
+    bob.register("bob")
+    alice.expect(":bob!bob@chatkit JOIN #general")
+    lines = ["#general :one", "#nowhere :lost", "#general :two", "#general :three"]
+    alice.sock.sendall(b"".join(b"PRIVMSG %s\r\n" % line.encode() for line in lines))
+    answers = [
+        line.split(" ", 3)[1:] for line in alice.sync() if " PRIVMSG " in line or " 4" in line
+    ]
+    assert [answer[0] for answer in answers] == ["PRIVMSG", "404", "PRIVMSG", "PRIVMSG"], answers
+    heard = [line.rsplit(":", 1)[1] for line in bob.sync() if " PRIVMSG #general " in line]
+    assert heard == ["one", "two", "three"]
+
+
 def test_ctcp_goes_between_irc_clients(connect: Callable[[], IrcClient], server: Server) -> None:
     """A CTCP query to an IRC user reaches it as it was sent, and its answer (a NOTICE)
     comes back; one to a room, or to a user of another face, goes nowhere."""

@@ -20,9 +20,11 @@ from test_irc_face import IrcClient
 
 from chatkit import Server
 from chatkit.faces.irc import IrcFace
-from chatkit.faces.irc.protocol import IrcProtocol
+from chatkit.faces.irc.face import _ctcp
+from chatkit.faces.irc.protocol import Command, IrcProtocol
 from chatkit.faces.line import LineFace
 from chatkit.frames import Frame
+from chatkit.protocol import clean_text
 from chatkit.testing import make_config
 
 ANY_CHAR = st.characters(exclude_categories=())
@@ -93,6 +95,49 @@ def test_any_bytes_leave_the_protocol_usable(chunks: list[bytes]) -> None:
     while protocol.next_event() is not None:
         pass
     assert protocol.replies()[-1].params == ("irc.test", "alive")
+
+
+PLAIN = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30)
+PRIVMSGS = st.tuples(
+    st.sampled_from(["", "", "", "@t=1 ", ":src ", " "]),
+    st.sampled_from(["PRIVMSG", "PRIVMSG", "PRIVMSG", "privmsg", "NOTICE"]),
+    st.sampled_from(["#general", "#x", "#", "#a,#b", "#a b", "bob", "#dev:1"]) | WORDS,
+    st.sampled_from([" :", " :", " ", "  :"]),
+    PLAIN | PLAIN | WORDS | st.sampled_from(["\x01ACTION waves\x01", "\x02bold", " ", "x" * 600]),
+    st.sampled_from(["", "", "\r"]),
+).map(lambda p: f"{p[0]}{p[1]} {p[2]}{p[3]}{p[4]}{p[5]}".encode("utf-8", "surrogatepass"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PRIVMSGS | st.binary(max_size=40), max_size=8), st.integers(1, 4))
+def test_the_fast_path_reads_messages_as_the_face_would(lines: list[bytes], limit: int) -> None:
+    """``next_messages`` (a burst of ``PRIVMSG #room :text``, parsed on a fast path)
+    takes only lines that ``next_event`` would have given as that PRIVMSG, with text
+    the face sends as it is, and leaves every other line to it, unchanged: two
+    protocols fed the same lines, one reading with it and one without, read the same."""
+    fast, slow = IrcProtocol("irc.test", "net", []), IrcProtocol("irc.test", "net", [])
+    data = b"".join(line.replace(b"\n", b"") + b"\n" for line in lines)
+    for proto in (fast, slow):
+        proto.registered = True
+        proto.receive_data(data)
+    while True:
+        for target, text in fast.next_messages(limit):
+            event = slow.next_event()
+            assert slow.replies() == []
+            assert isinstance(event, Command)
+            message = event.message
+            assert (message.command, message.params, message.tags) == (
+                "PRIVMSG",
+                (target, text),
+                {},
+            )
+            assert message.source is None and target.startswith("#") and "," not in target
+            # What the face sends of it: the text as it is (no CTCP, nothing to clean).
+            assert _ctcp(text) == (text, False) and clean_text(text) == text and text.strip()
+        event = slow.next_event()
+        assert fast.next_event() == event and fast.replies() == slow.replies()
+        if event is None:
+            break
 
 
 FIELDS = st.dictionaries(

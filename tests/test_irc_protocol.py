@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -338,3 +339,63 @@ def test_one_codec_per_style() -> None:
     assert plain is cache.get(Style(SERVER, frozenset()))
     assert isinstance(plain, Codec) and not plain.echo
     assert cache.get(Style(SERVER, frozenset({"echo-message"}))).echo
+
+
+def test_next_messages_takes_a_bursts_plain_room_messages() -> None:
+    """Once registered, the ``PRIVMSG #room :text`` lines at the head of what was
+    received come as ``(#room, text)``; the first other line stops it."""
+    protocol = make()
+    protocol.receive_data(b"PRIVMSG #a :one\r\nPRIVMSG #a :two\r\nPING :x\r\nPRIVMSG #b :three\n")
+    assert protocol.next_messages() == []  # not registered yet
+    protocol.registered = True
+    assert protocol.next_messages(limit=1) == [("#a", "one")]
+    assert protocol.next_messages() == [("#a", "two")]
+    event = protocol.next_event()  # PING is answered on the way
+    assert isinstance(event, Command) and event.message.params == ("#b", "three")
+    assert [reply.command for reply in protocol.replies()] == ["PONG"]
+    assert protocol.next_messages() == [] and protocol.next_event() is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"PRIVMSG #a :" + b"x" * MAX_LINE_BYTES,  # 417
+        b"PRIVMSG #a :\x01ACTION waves\x01",  # an action
+        b"PRIVMSG #a :\x01VERSION\x01",  # CTCP
+        b"PRIVMSG #a :\x02bold\x02",  # formatting codes, removed
+        b"PRIVMSG #a :tab\there",
+        b"PRIVMSG #a,#b :two targets",
+        b"PRIVMSG #a :   ",  # 412
+        b"PRIVMSG #a :",
+        b"PRIVMSG #a",
+        b"PRIVMSG #a word",
+        b"PRIVMSG #a  :two spaces",
+        b"PRIVMSG  #a :x",
+        b"privmsg #a :lower case",
+        b"@label=1 PRIVMSG #a :tags",
+        b":alice PRIVMSG #a :a source",
+        b" PRIVMSG #a :a leading space",
+        b"PRIVMSG #a :caf\xe9",  # not UTF-8: mended, with a WARN
+        b"PRIVMSG #a :x\r",
+        b"PRIVMSG #a :\xe2\x80\xaegnp.exe",  # a bidi control
+        b"PRIVMSG #a :has :colons: in it",
+        b"PRIVMSG #a:b :odd target",
+    ],
+)
+def test_next_messages_leaves_what_it_does_not_read_as_next_event_would(line: bytes) -> None:
+    """A line the fast path takes reads as next_event would have read it, a PRIVMSG
+    whose text the face sends as it is; any other is left for next_event, whole."""
+    fast, slow = make(), make()
+    for protocol in (fast, slow):
+        protocol.registered = True
+        protocol.receive_data(line + b"\n")
+    expected, replies = slow.next_event(), slow.replies()
+    taken = fast.next_messages()
+    if taken:
+        assert replies == [] and isinstance(expected, Command)
+        ((target, text),) = taken
+        assert expected.message == Message("PRIVMSG", (target, text))
+        assert text.isprintable() and text.strip() and "," not in target
+        assert fast.next_event() is None
+        return
+    assert (fast.next_event(), fast.replies()) == (expected, replies)

@@ -375,3 +375,64 @@ def test_printable_text_is_returned_as_it_is() -> None:
     assert changed and not any(chr(cp).isprintable() for cp in changed)
     text = "héllo wörld, 你好 🙂"
     assert clean_text(text, bidi="refuse") is text
+
+
+def test_next_messages_takes_a_bursts_plain_messages() -> None:
+    """In JSON mode, the plain messages at the head of what was received come as
+    ``(room, text)``; the first other line stops it and is left to next_event."""
+    proto = ServerProtocol()
+    proto.receive_data(
+        b'{"type":"say","text":"one"}\n{"type":"say","room":"#dev","text":"two"}\n'
+        b'{"type":"say","text":"/who"}\n{"type":"say","text":"three"}\n'
+    )
+    assert proto.next_messages() == []  # the mode is not known before a line is read
+    assert proto.next_event() == Say("one")
+    assert proto.next_messages() == [("#dev", "two")]
+    assert proto.next_event() == Say("/who", command=True)
+    assert proto.next_messages(limit=1) == [(None, "three")]
+    assert proto.next_messages() == [] and proto.next_event() is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        rb'{"type":"say","text":"x","room":"\ud800"}',  # a lone surrogate: bad_encoding
+        rb'{"type":"say","text":"x","extra":["\udfff"]}',
+        rb'{"type":"say","text":"x","room":5}',  # bad_frame
+        rb'{"type":"say","text":"   "}',
+        rb'{"type":"say","text":""}',
+        rb'{"type":"say","text":"//not a command"}',
+        rb'{"type":"say","text":"/me waves"}',
+        rb'{"type":"say","text":"tab\there"}',  # cleaned
+        rb'{"type":"say","text":"two\nlines"}',
+        rb'{"type":"say","text":"\u202egnp.exe"}',  # a bidi control
+        rb'{"type":"say","text":"x"} {"type":"say","text":"y"}',
+        rb'{"type":"say","text":"x"}  ',
+        b'{"type":"say","text":"x"}\r',
+        b'\xef\xbb\xbf{"type":"say","text":"x"}',  # a BOM
+        b'{"type":"say","text":"\xff"}',  # not UTF-8
+        rb'{"type":"ping","text":"x"}',
+        rb'{"text":"x","type":"say"}',  # taken: the members' order does not matter
+        rb'{"type":"say","text":"caf\u00e9"}',  # an escape: the general path
+    ],
+)
+def test_next_messages_leaves_what_it_does_not_read_as_next_event_would(line: bytes) -> None:
+    """A line the fast path takes reads as next_event would have read it; any other is
+    left, whole, for next_event (each case here is one the fast path must check)."""
+    fast, slow = ServerProtocol(), ServerProtocol()
+    for proto in (fast, slow):
+        proto.receive_data(b'{"type":"ping"}\n' + line + b"\n")
+        assert proto.next_event() == Ping()
+    try:
+        expected: object = slow.next_event()
+    except RemoteProtocolError as exc:
+        expected = exc.code
+    taken = fast.next_messages()
+    if taken:
+        assert [Say(text, room) for room, text in taken] == [expected]
+        assert fast.next_event() is None
+        return
+    try:
+        assert fast.next_event() == expected
+    except RemoteProtocolError as exc:
+        assert exc.code == expected

@@ -105,6 +105,15 @@ class LineChannel:
         else:
             protocol.receive_eof()
         while True:
+            if self.session.logged_in:
+                # A burst of chat lines: parsed and sent as a run (hub.say_run).
+                run = protocol.next_messages()
+                if run:
+                    link.pace()
+                    self.hub.say_run(self.session, run, self._refused)
+                    if link.finishing:
+                        return False
+                    continue
             try:
                 event = protocol.next_event()
             except RemoteProtocolError as exc:
@@ -124,6 +133,9 @@ class LineChannel:
             self.act(event)
             if link.finishing:
                 return False
+
+    def _refused(self, index: int, exc: CommandError) -> None:
+        self.session.error(exc.code, exc.text, **exc.details)
 
     def act(self, event: Hello | Say | Request | Ping | object) -> None:
         """Act on one event from the client; refusals go back to it as errors."""

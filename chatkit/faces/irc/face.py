@@ -319,6 +319,14 @@ class IrcChannel:
         else:
             protocol.receive_eof()
         while True:
+            # A burst of chat lines (PRIVMSG #room): parsed and sent as a run (hub.say_run).
+            run = protocol.next_messages()
+            if run:
+                link.pace()
+                self.hub.say_run(self.session, run, functools.partial(self._refused, run))
+                if link.finishing:
+                    return False
+                continue
             event = protocol.next_event()
             replies = protocol.replies()
             if replies:
@@ -338,6 +346,10 @@ class IrcChannel:
             self.act(event)
             if link.finishing:
                 return False
+
+    def _refused(self, run: list[tuple[str, str]], index: int, exc: CommandError) -> None:
+        """A message of a run refused (``hub.say_run``): as :meth:`privmsg` tells it."""
+        self.fail("PRIVMSG", run[index][0], exc)
 
     # -- acting on events ----------------------------------------------------------------
 

@@ -249,6 +249,44 @@ class IrcProtocol:
             if event is not None:
                 return event
 
+    def next_messages(self, limit: int = 64) -> list[tuple[str, str]]:
+        """Take the plain room messages at the head of the received lines, at most
+        ``limit``: a fast path for the hot one, a burst of chat lines.
+
+        Once registered, each line ``PRIVMSG #room :text`` (no tags, no source, one
+        target, text that needs no cleaning: printable, so neither CTCP nor
+        formatting codes, and not blank) is taken as ``(#room, text)``: what
+        :meth:`next_event` would have returned as a :class:`Command` whose PRIVMSG
+        the face sends as ``Say(text, room)``. The first line that is anything else
+        stops it, and stays for :meth:`next_event`.
+        """
+        if not self.registered:
+            return []
+        pending = self._decoder.lines
+        taken: list[tuple[str, str]] = []
+        for line in pending:
+            # Anything that may differ goes the general way: a marker for a line too
+            # long, tags, a source, leading spaces, lower-case commands, several
+            # targets, a line over 512 bytes (417), bytes that are not UTF-8.
+            if len(taken) == limit or type(line) is not bytes or not line.startswith(b"PRIVMSG #"):
+                break
+            if len(line.removesuffix(b"\r")) + 2 > MAX_LINE_BYTES:
+                break
+            try:
+                text = line.decode("utf-8").removesuffix("\r")
+            except UnicodeDecodeError:
+                break
+            head, _, said = text.partition(" :")
+            target = head[8:]
+            if " " in target or "," in target or not said.isprintable():
+                break  # (not printable: CTCP, formatting codes, control characters)
+            if not said or said.isspace():
+                break
+            taken.append((target, said))
+        if taken:
+            del pending[: len(taken)]
+        return taken
+
     def replies(self) -> list[Message]:
         """What the protocol answered by itself since the last call, in order; send it
         (``Frame("irc", messages=...)``) before acting on the event just returned."""
