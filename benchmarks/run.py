@@ -104,7 +104,7 @@ PEER_KINDS = (
 # msg/s steps by room size: C=1,000 starts lower (each message is 1,000 deliveries).
 PEER_RATES = {
     100: (1000, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000, 20000, 24000, 32000, 40000,
-          48000, 56000, 64000),
+          48000, 56000, 64000, 72000, 80000, 96000),
     1000: (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000),
 }  # fmt: skip
 STORM_CHATTERS = 20  # clients in one room measured during a storm

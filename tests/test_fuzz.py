@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from chatkit import Message, Server
 from chatkit.builtins.history.store import MessageStore, StoreError
-from chatkit.codecs import JSON_CODEC, TEXT_CODEC
+from chatkit.codecs import JSON_CODEC, TEXT_CODEC, fast_json_message
 from chatkit.protocol import Frame, Ping, RemoteProtocolError, Say, ServerProtocol
 from chatkit.testing import ChatClient, run_server
 
@@ -231,6 +231,42 @@ def test_the_fast_path_reads_messages_as_next_event_does(
         assert _next(fast) == event
         if event is None:
             break
+
+
+@settings(FUZZ, max_examples=300)
+@given(
+    st.lists(
+        st.sampled_from(["id", "ts", "room", "nick", "text", "account", "action", "history"]),
+        unique=True,
+        max_size=7,
+    ).map(lambda keys: keys if len(keys) % 3 else ["id", "ts", "room", "nick", "text", *keys]),
+    st.lists(st.integers(-(2**70), 2**70) | STRINGS | JSON_VALUES, min_size=12, max_size=12),
+    st.sampled_from(["message", "private"]),
+)
+def test_the_fast_json_message_is_the_general_paths_bytes(
+    keys: list[str], values: list[Any], kind: str
+) -> None:
+    """``fast_json_message`` writes an ordinary message frame as the JSON codec's general
+    path does, byte for byte, or declines: any fields, in any order, of any type."""
+    fields = dict(zip(dict.fromkeys(keys), values, strict=False))
+    frame = Frame(kind, **fields)
+    general = (
+        json.dumps(frame.to_dict(), ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+    ).encode("utf-8", "replace")
+    fast = fast_json_message(frame)
+    assert fast is None or fast == general
+    assert JSON_CODEC.serialize(frame) == general
+    ordinary = {"id": 1, "ts": "t", "room": "#r", "nick": "n", "text": "x"}
+    for key, value in zip(("ts", "room", "nick", "text"), values, strict=False):
+        if isinstance(value, str):  # any text: the fast path takes it
+            ordinary[key] = value
+    for extra in ({}, {"account": ""}, {"account": values[-1]}):
+        frame = Frame("message", **ordinary, **extra)
+        general = JSON_CODEC.serialize(Frame("notice", **frame.fields))  # the general path
+        general = general.replace(b'"type":"notice"', b'"type":"message"', 1)
+        assert fast_json_message(frame) in (None, general)
+        taken = all(isinstance(value, str) for value in extra.values())
+        assert (fast_json_message(frame) is not None) == taken
 
 
 @FUZZ
