@@ -905,19 +905,32 @@ class Hub:
         session: Session,
         run: Sequence[tuple[str | None, str]],
         refused: Callable[[int, CommandError], None],
+        proceed: Callable[[], bool],
     ) -> None:
         """Send a reader's run of plain room messages, ``(room, text)`` each (``room``
         ``None``: the current one), as the reader's own lines: for each in turn, what
         ``allow_input(session, Say(text, room))`` then ``say(session, room, text,
-        defer=True)`` do, in fewer steps (one acquisition of the lock for the run).
+        defer=True)`` do, in fewer steps. The faces call it for a burst of chat lines
+        read at once (the hot path of docs/performance.md).
 
-        A message refused (by ``chatkit_allow_input``, a filter, or ``not_in_room``)
-        is reported, after the messages before it are delivered (:meth:`settle`), by
-        ``refused(index in run, error)``, and the run goes on. The faces call it for
-        a burst of chat lines read at once (the hot path of docs/performance.md).
+        ``proceed()`` is called before each message, as a face's loop does before each
+        event: it paces the reader, and returns False once the connection is closing,
+        which drops the rest of the run. A message refused (by ``chatkit_allow_input``,
+        a filter, a store, or ``not_in_room``) is reported, after the messages before it
+        are delivered (:meth:`settle`), by ``refused(index in run, error)``, and the run
+        goes on.
+
+        With a veto or filter hook implemented, each message is posted before the next
+        one's hooks run, as one by one (a hook may kick or disconnect the sender, and
+        later hooks see earlier messages posted). Without (the common case: flood
+        control off, no moderation, no filter), nothing runs between the messages: the
+        run is posted under one acquisition of the lock, so ``proceed()`` is called
+        once, then the store hooks run for each in order.
         """
         if self.relay is not None:  # each message goes to the relay on its own
             for index, (room, text) in enumerate(run):
+                if not proceed():
+                    return
                 try:
                     self.allow_input(session, Say(text, room))
                     self.say(session, room, text, defer=True)
@@ -926,17 +939,21 @@ class Hub:
                     refused(index, exc)
             return
         hooks = self.hooks
-        # Asked once for the run: most servers have no filter, and a veto hook only
-        # with flood control or moderation.
+        # Asked once for the run (a reload meanwhile applies from the next one).
         check = hooks.wanted("chatkit_allow_input")
         filters = hooks.wanted("chatkit_filter_message")
-        nick, account = session.nick or "", session.account
+        one_by_one = check or filters
+        if not one_by_one and not proceed():
+            return
         passed: list[tuple[int, Message]] = []
         for index, (room, text) in enumerate(run):
+            if one_by_one and not proceed():
+                return
             try:
                 if check:
                     self.allow_input(session, Say(text, room))
-                message = Message(nick, text, self._member_room(session, room), account=account)
+                name = self._member_room(session, room)
+                message = Message(session.nick or "", text, name, account=session.account)
                 if filters:
                     self._filter(session, message)
             except CommandError as exc:
@@ -946,6 +963,9 @@ class Hub:
                 refused(index, exc)
                 continue
             passed.append((index, message))
+            if one_by_one:
+                self._post_run(session, passed, refused)
+                passed = []
         self._post_run(session, passed, refused)
 
     def _post_run(

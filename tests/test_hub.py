@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from chatkit import Drop, Message, Reject, Server, Session, hookimpl
 from chatkit.events import Say
-from chatkit.hub import IdClock, valid_nick
-from chatkit.testing import ChatClient, TextClient
+from chatkit.hub import Hub, IdClock, valid_nick
+from chatkit.testing import ChatClient, TextClient, wait_until
 
 Connect = Callable[..., ChatClient]
 Factory = Callable[..., Server]
@@ -363,3 +364,95 @@ def test_a_burst_answers_each_line_in_order_refusals_included(
     heard = [f["text"] for f in bob.sync() if f["type"] == "message"]
     refusals = ("vetoed", "dropped", "not_in_room", "not_stored")
     assert heard == [answer for answer in expected if answer not in refusals]
+
+
+class _Bouncer:
+    """Takes its sender out of the room on "part me" (a filter), and disconnects it on
+    "bye" (a veto): what a hook may do in the middle of a burst."""
+
+    hub: Hub
+
+    @hookimpl
+    def chatkit_server_start(self, server: Server) -> None:
+        self.hub = server.hub
+
+    @hookimpl
+    def chatkit_allow_input(self, client: Session, event: object) -> Reject | None:
+        if isinstance(event, Say) and event.text == "bye":
+            client.disconnect("bounced")
+            return Reject("bounced", "bounced")
+        return None
+
+    @hookimpl
+    def chatkit_filter_message(self, client: Session, message: Message) -> Drop | None:
+        if message.text == "part me":
+            self.hub.part(client, message.room or "", by="bouncer")
+            return Drop("parted")
+        return None
+
+
+def test_a_hook_acting_on_the_sender_mid_burst_spares_the_lines_before(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """The messages of a burst before the one whose hook takes the sender out of the room
+    are delivered (each was posted before the next one's hooks ran); those after it are
+    refused. One whose veto disconnects the sender ends the burst: nothing after it is
+    read."""
+    server = chat_server_factory(plugins=[_Bouncer()], disable=["flood"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.send_raw(
+        b"".join(
+            b'{"type":"say","text":"%s"}\n' % t for t in (b"one", b"two", b"part me", b"three")
+        )
+    )
+    answers = [
+        f.get("code", f.get("text")) for f in alice.sync() if f["type"] in ("message", "error")
+    ]
+    assert answers == ["dropped", "not_in_room"]  # (out of the room: no copy of one, two)
+    assert [f["text"] for f in bob.sync() if f["type"] == "message"] == ["one", "two"]
+    carol = chat_client(server, "carol")
+    carol.send_raw(
+        b"".join(b'{"type":"say","text":"%s"}\n' % t for t in (b"one", b"bye", b"two", b"three"))
+    )
+    frames: list[dict[str, Any]] = []
+
+    def carol_left() -> bool:
+        frames.extend(bob.sync())
+        return any(f["type"] == "leave" and f["nick"] == "carol" for f in frames)
+
+    wait_until(carol_left, what="carol's leave")
+    assert [f["text"] for f in frames if f["type"] == "message"] == ["one"]
+
+
+class _Order:
+    """Records the veto, filter and store hooks' calls, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @hookimpl
+    def chatkit_allow_input(self, client: Session, event: object) -> None:
+        if isinstance(event, Say):
+            self.calls.append(f"allow {event.text}")
+
+    @hookimpl
+    def chatkit_filter_message(self, client: Session, message: Message) -> None:
+        self.calls.append(f"filter {message.text}")
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> None:
+        self.calls.append(f"store {message.text}")
+
+
+def test_a_burst_calls_each_messages_hooks_before_the_next_ones(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A burst's messages go through the veto, filter and store hooks one message after
+    another, as lines sent one by one do."""
+    order = _Order()
+    server = chat_server_factory(plugins=[order], disable=["flood"])
+    alice = chat_client(server, "alice")
+    alice.send_raw(b'{"type":"say","text":"a"}\n{"type":"say","text":"b"}\n')
+    assert [f["text"] for f in alice.sync() if f["type"] == "message"] == ["a", "b"]
+    mine = [call for call in order.calls if call.split()[1] in ("a", "b")]
+    assert mine == ["allow a", "filter a", "store a", "allow b", "filter b", "store b"]

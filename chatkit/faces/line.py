@@ -109,8 +109,7 @@ class LineChannel:
                 # A burst of chat lines: parsed and sent as a run (hub.say_run).
                 run = protocol.next_messages()
                 if run:
-                    link.pace()
-                    self.hub.say_run(self.session, run, self._refused)
+                    self.hub.say_run(self.session, run, self._refused, self._proceed)
                     if link.finishing:
                         return False
                     continue
@@ -136,6 +135,11 @@ class LineChannel:
 
     def _refused(self, index: int, exc: CommandError) -> None:
         self.session.error(exc.code, exc.text, **exc.details)
+
+    def _proceed(self) -> bool:
+        """Before each message of a run, as before each event: pace; go on unless closing."""
+        self.link.pace()
+        return not self.link.finishing
 
     def act(self, event: Hello | Say | Request | Ping | object) -> None:
         """Act on one event from the client; refusals go back to it as errors."""

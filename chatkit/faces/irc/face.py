@@ -322,8 +322,8 @@ class IrcChannel:
             # A burst of chat lines (PRIVMSG #room): parsed and sent as a run (hub.say_run).
             run = protocol.next_messages()
             if run:
-                link.pace()
-                self.hub.say_run(self.session, run, functools.partial(self._refused, run))
+                refused = functools.partial(self._refused, run)
+                self.hub.say_run(self.session, run, refused, self._proceed)
                 if link.finishing:
                     return False
                 continue
@@ -350,6 +350,11 @@ class IrcChannel:
     def _refused(self, run: list[tuple[str, str]], index: int, exc: CommandError) -> None:
         """A message of a run refused (``hub.say_run``): as :meth:`privmsg` tells it."""
         self.fail("PRIVMSG", run[index][0], exc)
+
+    def _proceed(self) -> bool:
+        """Before each message of a run, as before each event: pace; go on unless closing."""
+        self.link.pace()
+        return not self.link.finishing
 
     # -- acting on events ----------------------------------------------------------------
 
