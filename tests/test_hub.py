@@ -456,3 +456,41 @@ def test_a_burst_calls_each_messages_hooks_before_the_next_ones(
     assert [f["text"] for f in alice.sync() if f["type"] == "message"] == ["a", "b"]
     mine = [call for call in order.calls if call.split()[1] in ("a", "b")]
     assert mine == ["allow a", "filter a", "store a", "allow b", "filter b", "store b"]
+
+
+class _StoreOnly:
+    """Refuses to store a message saying "unstored"; no veto or filter hook, so a burst
+    is posted under one acquisition of the lock."""
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> Drop | None:
+        return Drop("unstored") if message.text == "unstored" else None
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["unstored", "stored"])
+def test_a_burst_posted_at_once_answers_each_refusal_in_its_place(
+    chat_server_factory: Factory, chat_client: Connect, stored: bool
+) -> None:
+    """With no veto or filter hook, a burst goes through under one acquisition of the
+    lock; a line for a room one is not in, and one a store refuses, are still answered
+    in their places, and the others are delivered in order."""
+    plugins = [_StoreOnly()] if stored else []
+    server = chat_server_factory(plugins=plugins, disable=["flood", "history"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    lines = [
+        {"type": "say", "text": "one"},
+        {"type": "say", "room": "#nowhere", "text": "lost"},
+        {"type": "say", "text": "two"},
+        {"type": "say", "text": "unstored"},
+        {"type": "say", "text": "three"},
+    ]
+    alice.send_raw(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+    answers = [
+        f["text"] if f["type"] == "message" else f["code"]
+        for f in alice.sync()
+        if f["type"] in ("message", "error")
+    ]
+    unstored = "not_stored" if stored else "unstored"
+    assert answers == ["one", "not_in_room", "two", unstored, "three"]
+    heard = [f["text"] for f in bob.sync() if f["type"] == "message"]
+    assert heard == (["one", "two", "three"] if stored else ["one", "two", "unstored", "three"])
