@@ -230,6 +230,11 @@ class Lanes:
         self._store = self._implemented("chatkit_store_message")
         self._replay = self._implemented("chatkit_room_replay")
 
+    @property
+    def stores(self) -> bool:
+        """Whether messages wait to be stored (a plugin implements ``chatkit_store_message``)."""
+        return self._store
+
     def _implemented(self, name: str) -> bool:
         return next(iter(self._hooks.impls(name)), None) is not None
 
@@ -277,6 +282,13 @@ class Lanes:
             return self._drain(lane)  # nothing ahead: born ready is delivered now
         entry.turn = True
         return False
+
+    def publish(self, lane: Lane, frames: Sequence[Frame]) -> bool:
+        """Deliver room messages now, bypassing the entries: only when ``lane`` is
+        empty (nothing ahead of them) and nothing stores messages (nothing to wait
+        for). Called under the hub's lock; True if the writer must be woken."""
+        assert self._lock.locked() and not lane and not self._store
+        return self._to_room(frames, lane)
 
     # -- on the owner's thread, without the lock -------------------------------
 

@@ -178,24 +178,26 @@ class LineDecoder:
 
     def _split(self) -> None:
         buf = self._buf
-        while True:
-            end = buf.find(b"\n", self._scanned)
-            if end < 0:
-                if len(buf) > self.max_line:
-                    # The line is already too long and has no end yet: drop what we
-                    # have and the rest of it as it comes (see feed()).
-                    buf.clear()
-                    self._discarding = True
-                    self._pending.append(LineTooLong(self.max_line))
-                self._scanned = len(buf)
-                return
-            line = bytes(buf[:end])
-            del buf[: end + 1]
-            self._scanned = 0
-            if len(line) > self.max_line:
-                self._pending.append(LineTooLong(self.max_line))
+        # Every complete line at once: one copy and one split for a whole read,
+        # however many lines it holds (the hot path of a burst).
+        last = buf.rfind(b"\n", self._scanned)
+        if last >= 0:
+            lines = bytes(buf[:last]).split(b"\n")
+            del buf[: last + 1]
+            limit = self.max_line
+            if last <= limit:  # (no line can be longer than all of them)
+                self._pending.extend(lines)
             else:
-                self._pending.append(line)
+                self._pending.extend(
+                    line if len(line) <= limit else LineTooLong(limit) for line in lines
+                )
+        if len(buf) > self.max_line:
+            # The line is already too long and has no end yet: drop what we have and
+            # the rest of it as it comes (see feed()).
+            buf.clear()
+            self._discarding = True
+            self._pending.append(LineTooLong(self.max_line))
+        self._scanned = len(buf)
 
 
 # Control characters would let one client redraw another's terminal or forge a

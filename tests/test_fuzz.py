@@ -22,7 +22,15 @@ from hypothesis import strategies as st
 from chatkit import Message, Server
 from chatkit.builtins.history.store import MessageStore, StoreError
 from chatkit.codecs import JSON_CODEC, TEXT_CODEC, fast_json_message
-from chatkit.protocol import Frame, Ping, RemoteProtocolError, Say, ServerProtocol
+from chatkit.protocol import (
+    Frame,
+    LineDecoder,
+    LineTooLong,
+    Ping,
+    RemoteProtocolError,
+    Say,
+    ServerProtocol,
+)
 from chatkit.testing import ChatClient, run_server
 
 # Strings a hostile client would try: lone surrogates, NUL, bidi overrides,
@@ -152,6 +160,36 @@ def test_any_bytes_give_events_of_text_or_a_clear_error(chunks: list[bytes]) -> 
             if event is None:
                 break
             assert _encodable(vars(event)), event
+
+
+@settings(FUZZ, max_examples=400)
+@given(
+    st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r\n", b"xyz\n", b"\n\n", b"0123456789"])),
+    st.lists(st.integers(min_value=0, max_value=40), max_size=12),
+    st.integers(min_value=1, max_value=12),
+)
+def test_the_line_decoder_splits_any_stream_read_in_any_pieces(
+    parts: list[bytes], cuts: list[int], limit: int
+) -> None:
+    """Whatever pieces a stream arrives in, the decoder gives its lines in order, each
+    line over ``limit`` bytes as one :class:`LineTooLong`, and an unfinished line over
+    the limit as one too (its rest dropped as it comes)."""
+    stream = b"".join(parts)
+    *complete, tail = stream.split(b"\n")
+    expected: list[bytes | LineTooLong] = [
+        line if len(line) <= limit else LineTooLong(limit) for line in complete
+    ]
+    if len(tail) > limit:
+        expected.append(LineTooLong(limit))
+    decoder = LineDecoder(max_line=limit)
+    got: list[bytes | LineTooLong] = []
+    at = 0
+    for cut in [*sorted(cuts), len(stream)]:
+        decoder.feed(stream[at : max(at, cut)])
+        at = max(at, cut)
+        while (line := decoder.next_line()) is not None:
+            got.append(line)
+    assert got == expected
 
 
 @FUZZ

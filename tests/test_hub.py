@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from chatkit import Drop, Message, Reject, Server, Session, hookimpl
+from chatkit import Drop, Frame, Message, Reject, Server, Session, hookimpl
 from chatkit.events import Say
 from chatkit.hub import Hub, IdClock, valid_nick
 from chatkit.testing import ChatClient, TextClient, wait_until
@@ -494,3 +495,92 @@ def test_a_burst_posted_at_once_answers_each_refusal_in_its_place(
     assert answers == ["one", "not_in_room", "two", unstored, "three"]
     heard = [f["text"] for f in bob.sync() if f["type"] == "message"]
     assert heard == (["one", "two", "three"] if stored else ["one", "two", "unstored", "three"])
+
+
+class _Heard:
+    """Records ``chatkit_on_message``'s calls: (room, text)."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[str | None, str]] = []
+
+    @hookimpl
+    def chatkit_on_message(self, client: Session, message: Message) -> None:
+        self.heard.append((message.room, message.text))
+
+
+def test_a_burst_to_two_rooms_keeps_each_rooms_order_and_its_hooks_order(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """With nothing to store, a burst's messages are published to their rooms at once
+    (nothing waits in their lanes): each room's members get them in order, and
+    ``chatkit_on_message`` runs for each, in the order they were sent."""
+    heard = _Heard()
+    server = chat_server_factory(plugins=[heard], disable=["flood", "history"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    for client, nick in ((alice, "alice"), (bob, "bob")):
+        client.say("/join #b")
+        client.expect("join", nick=nick, room="#b")
+    alice.sync()
+    lines = [("#general" if i % 3 else "#b", f"m{i}") for i in range(12)]
+    alice.send_raw(
+        b"".join(
+            json.dumps({"type": "say", "room": room, "text": text}).encode() + b"\n"
+            for room, text in lines
+        )
+    )
+    alice.sync()  # her burst is handled: bob's sync comes after it
+    frames = bob.sync()
+    for room in ("#general", "#b"):
+        got = [f["text"] for f in frames if f["type"] == "message" and f["room"] == room]
+        assert got == [text for where, text in lines if where == room]
+    wait_until(lambda: len(heard.heard) >= len(lines), what="every on_message")
+    assert heard.heard == lines
+
+
+class _SlowReplay:
+    """Holds carol's join while it reads her replay, until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    @hookimpl
+    def chatkit_room_replay(self, client: Session, room: str, last_id: int) -> list[Frame] | None:
+        if client.nick != "carol":
+            return None
+        self.entered.set()
+        assert self.release.wait(10)
+        return [Frame("notice", text="replayed")]
+
+
+def test_a_burst_waits_behind_a_join_reading_its_replay(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A burst sent while a join waits in the room's lane for its replay is not
+    published around it: everyone gets the join before the burst, and the joiner gets
+    its replay, then every message of the burst, none missing, none twice."""
+    slow = _SlowReplay()
+    server = chat_server_factory(plugins=[slow], disable=["flood", "history"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    bob.sync()
+    carol = chat_client(server)
+    carol.send(type="hello", nick="carol")
+    assert slow.entered.wait(10)
+    before = server.hub.messages
+    alice.send_raw(b"".join(b'{"type":"say","text":"m%d"}\n' % i for i in range(5)))
+    wait_until(lambda: server.hub.messages == before + 5, what="the burst posted")
+    slow.release.set()
+    alice.sync()  # her burst is delivered: the others' syncs come after it
+    burst = [f"m{i}" for i in range(5)]
+    carol_saw = [
+        f.get("text", f"join {f.get('nick')}")
+        for f in carol.sync()
+        if f["type"] in ("join", "notice", "message")
+    ]
+    assert carol_saw == ["join carol", "replayed", *burst]
+    bob_saw = [
+        f.get("text", f"join {f.get('nick')}")
+        for f in bob.sync()
+        if f["type"] in ("join", "message")
+    ]
+    assert bob_saw == ["join carol", *burst]
