@@ -372,7 +372,7 @@ class Lanes:
         """
         # Refused until the hooks answer: nothing is delivered unstored, even if a
         # BaseException (KeyboardInterrupt) escapes them.
-        refusal: Drop | None = Drop("it could not be stored (internal error)")
+        refusal: Drop | None = _UNANSWERED
         futures: list[Future[Any]] = []
         deferred = False
         try:
@@ -569,6 +569,9 @@ def _outcome(futures: list[Future[Any]]) -> Drop | None:
         except Exception as exc:
             return Drop(str(exc) or type(exc).__name__)
     return None
+
+
+_UNANSWERED = Drop("it could not be stored (internal error)")  # (immutable: one for all)
 
 
 def _is_drop(result: object) -> bool:

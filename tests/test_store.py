@@ -213,10 +213,15 @@ def test_a_message_that_is_not_unicode_is_refused_alone(tmp_path: Path) -> None:
     store = MessageStore(tmp_path / "h.db")
     with pytest.raises(StoreError, match="not valid Unicode"):
         store.submit(message(1, text="x\ud800y"))
+    with pytest.raises(StoreError, match="not valid Unicode"):
+        store.submit(Message("al\udfffice", "hi", room="#r", id=3, ts="t"))
     with pytest.raises(StoreError, match="number"):
         store.submit(Message("alice", "hi", room="#r", id=2**64, ts="t"))
+    with pytest.raises(StoreError, match="number"):
+        store.submit(Message("alice", "hi", room="#r", id=-(2**64), ts="t"))
     store.add(message(2))
-    assert [m.text for m in store.room_page("#r", limit=10)[0]] == ["m2"]
+    store.add(message(4, text="h\u00e9llo \U0001f600"))  # not ASCII, but Unicode: stored
+    assert [m.text for m in store.room_page("#r", limit=10)[0]] == ["m2", "h\u00e9llo \U0001f600"]
     store.close()
 
 

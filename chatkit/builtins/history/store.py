@@ -149,7 +149,18 @@ def _check_row(row: tuple[object, ...]) -> None:
     """Raise :class:`StoreError` if SQLite could not take ``row``, before it joins a batch:
     one bad message is refused alone, never the transaction (and the messages) around it."""
     for value in row:
-        if isinstance(value, str) and not value.isascii():
+        # The common cases first, a test or two each (this runs for every message stored).
+        kind = type(value)
+        if kind is str:
+            if value.isascii():
+                continue
+        elif kind is int:
+            if -MAX_ID - 1 <= value <= MAX_ID:
+                continue
+            raise StoreError("the message has a number too large to store")
+        elif value is None:
+            continue
+        if isinstance(value, str):
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
