@@ -11,7 +11,9 @@ an entry in its room's lane under the lock that gives it its id, and is delivere
 in lane order. Without a plugin that stores messages or replays rooms, an entry is
 born ready and delivered at once, under that same lock; with one, a message is
 stored before anyone receives it, and a joiner gets the room's replay, then live
-traffic, with nothing missing or doubled (the lanes module explains how).
+traffic, with nothing missing or doubled (the lanes module explains how). One
+shortcut: with nothing to store, a burst's messages (:meth:`Hub.say_run`) whose
+room's lane is empty are published under that lock with no entry at all.
 """
 
 from __future__ import annotations
@@ -974,13 +976,15 @@ class Hub:
         run: list[tuple[int, Message]],
         refused: Callable[[int, CommandError], None],
     ) -> None:
-        """Give :meth:`say_run`'s filtered messages their ids and lane entries, under
-        one acquisition of the lock, then hand each to the lanes (``Lanes.send``)."""
+        """Give :meth:`say_run`'s filtered messages their ids, under one acquisition of
+        the lock, and publish them to their rooms there (nothing to store, nothing in
+        their lanes, nothing of the sender's unsettled), or post them as lane entries
+        and then hand each to the lanes (``Lanes.send``)."""
         lanes, rooms, ids, sid = self._lanes, self._rooms, self._ids, session.id
         start = 0
         while start < len(run):
             posted: list[tuple[int, Message, MessageEntry, Lane]] = []
-            published: list[Message] = []
+            published: list[tuple[Message, Frame, Lane]] = []
             failed: tuple[int, str] | None = None
             # With nothing to store and nothing of the sender's waiting to be settled,
             # a message whose room's lane is empty is published at once: nothing is
@@ -1018,7 +1022,7 @@ class Hub:
                     frame.origin = sid  # its sender may not want it back (Codec.echo)
                     if direct and not lane:
                         frames.append(frame)
-                        published.append(message)
+                        published.append((message, frame, lane))
                         continue
                     if frames:
                         wake |= lanes.publish(lane, frames)
@@ -1031,8 +1035,14 @@ class Hub:
                     wake |= lanes.publish(lane, frames)
                 self.messages += len(posted) + len(published)
             self._wake_if(wake)
-            if published and self.hooks.wanted("chatkit_on_message"):
-                for message in published:
+            if published and posted:
+                # A hook may post behind one of this pass's entries, which only this
+                # reader's settle() makes ready: the published messages' hooks wait for
+                # it, and run there, in order with the others'.
+                for message, frame, lane in published:
+                    lanes.delivered(session, message, frame, lane)
+            elif published and self.hooks.wanted("chatkit_on_message"):
+                for message, _frame, _lane in published:
                     self.hooks.notify("chatkit_on_message", client=session, message=message)
             for index, message, entry, lane in posted:
                 try:  # (each one, or a later one would wait in its lane forever)

@@ -1,8 +1,10 @@
 """Sequenced delivery: lanes, their entries, and settling.
 
 Everything the chat delivers in a room's order goes through a *lane*: a FIFO of
-*entries* in id order. Each room has one (``hub.Room.lane``) and private messages
-share one (:attr:`Lanes.private`). An entry is a message (to the lane's room, or to
+*entries* in id order (but for one shortcut, :meth:`Lanes.publish`: with nothing to
+store, a message whose lane is empty may skip it, nothing being ahead of it). Each
+room has one (``hub.Room.lane``) and private messages share one
+(:attr:`Lanes.private`). An entry is a message (to the lane's room, or to
 the two parties of a private message) or a join (with its replay). It is appended
 (:meth:`Lanes.post`) under the hub's lock, the very acquisition that gives a
 message its id, so a lane's order is the id order.
@@ -291,6 +293,14 @@ class Lanes:
         return self._to_room(frames, lane)
 
     # -- on the owner's thread, without the lock -------------------------------
+
+    def delivered(self, session: Session, message: Message, frame: Frame, lane: Lane) -> None:
+        """Have ``session``'s :meth:`settle` run ``chatkit_on_message`` for a message
+        :meth:`publish` delivered, in order with the reader's messages posted after it
+        (their entries are ready only then: a hook run before could wait behind them)."""
+        entry = MessageEntry(frame, True)
+        entry.done = True
+        session.unsettled.append((message, entry, [], lane))
 
     def send(
         self,

@@ -173,7 +173,8 @@ def test_the_line_decoder_splits_any_stream_read_in_any_pieces(
 ) -> None:
     """Whatever pieces a stream arrives in, the decoder gives its lines in order, each
     line over ``limit`` bytes as one :class:`LineTooLong`, and an unfinished line over
-    the limit as one too (its rest dropped as it comes)."""
+    the limit as one too (its rest dropped as it comes); at the end of the stream
+    (``finish``), an unfinished line within the limit is a line."""
     stream = b"".join(parts)
     *complete, tail = stream.split(b"\n")
     expected: list[bytes | LineTooLong] = [
@@ -190,6 +191,10 @@ def test_the_line_decoder_splits_any_stream_read_in_any_pieces(
         while (line := decoder.next_line()) is not None:
             got.append(line)
     assert got == expected
+    decoder.finish()
+    while (line := decoder.next_line()) is not None:
+        got.append(line)
+    assert got == expected + ([tail] if 0 < len(tail) <= limit else [])
 
 
 @FUZZ

@@ -584,3 +584,89 @@ def test_a_burst_waits_behind_a_join_reading_its_replay(
         if f["type"] in ("join", "message")
     ]
     assert bob_saw == ["join carol", *burst]
+
+
+class _SlowJoin:
+    """Holds carol's join of #b while it reads her replay, until released: a lane that
+    is not empty, without a store."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    @hookimpl
+    def chatkit_room_replay(self, client: Session, room: str, last_id: int) -> list[Frame] | None:
+        if client.nick != "carol" or room != "#b":
+            return None
+        self.entered.set()
+        assert self.release.wait(10)
+        return None
+
+
+class _Answers:
+    """A bot's ``chatkit_on_message``: "!ping" is answered with "pong!" in its room, and
+    "!note" with "note" in #b, both said as the sender (``Hub.say``, not deferred)."""
+
+    def __init__(self) -> None:
+        self.hub: Hub | None = None
+        self.heard: list[str] = []
+
+    @hookimpl
+    def chatkit_server_start(self, server: Server) -> None:
+        self.hub = server.hub
+
+    @hookimpl
+    def chatkit_on_message(self, client: Session, message: Message) -> None:
+        assert self.hub is not None
+        self.heard.append(message.text)
+        if message.text == "!ping":
+            self.hub.say(client, message.room, "pong!")
+        elif message.text == "!note":
+            self.hub.say(client, "#b", "note")
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [("#general", "!ping"), ("#b", "x"), ("#general", "y")],
+        [("#general", "!note"), ("#b", "x")],
+    ],
+    ids=["reply-in-its-room", "say-in-the-waiting-room"],
+)
+def test_a_hook_saying_more_waits_for_the_rest_of_the_burst(
+    chat_server_factory: Factory, chat_client: Connect, lines: list[tuple[str, str]]
+) -> None:
+    """A burst whose first message is published at once and whose later ones take lane
+    entries (a join waits in #b): a ``chatkit_on_message`` hook that says more, behind
+    those entries, runs once the reader has delivered them, so nothing waits forever;
+    every message and answer arrives, each room's in order, and the hooks run in the
+    order of the lines (the answer's own from within the hook that said it)."""
+    slow, answers = _SlowJoin(), _Answers()
+    server = chat_server_factory(plugins=[slow, answers], disable=["flood", "history"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    for client, nick in ((alice, "alice"), (bob, "bob")):
+        client.say("/join #b")
+        client.expect("join", nick=nick, room="#b")
+    carol = chat_client(server, "carol")
+    carol.say("/join #b")
+    assert slow.entered.wait(10)
+    alice.sync()
+    bob.sync()
+    before = server.hub.messages
+    alice.send_raw(
+        b"".join(
+            json.dumps({"type": "say", "room": room, "text": text}).encode() + b"\n"
+            for room, text in lines
+        )
+    )
+    wait_until(lambda: server.hub.messages >= before + len(lines), what="the burst posted")
+    slow.release.set()
+    alice.sync()  # her reader is not stuck
+    frames = bob.sync()
+    said = [text for _room, text in lines]
+    answer = {"!ping": ("#general", "pong!"), "!note": ("#b", "note")}[said[0]]
+    for room in ("#general", "#b"):
+        got = [f["text"] for f in frames if f["type"] == "message" and f["room"] == room]
+        mine = [text for where, text in lines if where == room]
+        assert got == mine + ([answer[1]] if answer[0] == room else [])
+    assert answers.heard == [said[0], answer[1], *said[1:]]  # (the answer's, from within)
