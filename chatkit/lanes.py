@@ -40,7 +40,9 @@ per member (the hot path of docs/architecture.md). Otherwise:
 An owner that has to wait for others (its entry is ready but something ahead is
 not, or its join is not at the head) sleeps on an event created, under the lock,
 only in that case; whoever delivers the entry, or brings the join to the head,
-sets it.
+sets it. Before it sleeps, a thread settles what its own reader deferred (a hook
+saying into a room between two of its reader's messages): that may be ahead, and
+no other thread would ever make it ready.
 
 This module knows no room, nick or socket: the hub hands it its lock and three
 callbacks (see :class:`Lanes`), and each lane the members it delivers to.
@@ -224,6 +226,9 @@ class Lanes:
         self._wake = wake
         self._store = False  # set by prepare(): messages wait to be stored
         self._replay = False  # set by prepare(): joins wait to read their replay
+        # Per thread: the session whose deferred messages (session.unsettled) the thread
+        # left to settle, its reader's. Each thread reads and writes only its own.
+        self._owner = threading.local()
         self.private = Lane()
         """The lane of every private message; each entry carries its own audience."""
 
@@ -301,6 +306,7 @@ class Lanes:
         entry = MessageEntry(frame, True)
         entry.done = True
         session.unsettled.append((message, entry, [], lane))
+        self._owner.session = session
 
     def send(
         self,
@@ -325,11 +331,13 @@ class Lanes:
             assert defer
             entry.tell = session
             session.unsettled.append((message, entry, [], lane))
+            self._owner.session = session
             return
         if not entry.ready:
             if not self._store_and_deliver(session, message, entry, lane, defer):
                 return
         elif entry.event is not None:
+            self._settle_own()
             entry.event.wait()  # born ready behind an entry that is not: its owner delivers
         self._hooks.notify("chatkit_on_message", client=session, message=message)
 
@@ -341,11 +349,13 @@ class Lanes:
         """
         if entry.ready:
             if entry.event is not None:
+                self._settle_own()
                 entry.event.wait()  # born ready behind an entry that is not: its owner delivers
             return entry.joined
         replay: list[Frame] | None = None
         try:
             if entry.event is not None:
+                self._settle_own()
                 entry.event.wait()  # until every earlier message of the room is delivered
             replay = self._hooks.first(
                 "chatkit_room_replay",
@@ -399,6 +409,7 @@ class Lanes:
                 if defer:
                     entry.tell = session  # a refusal is then reported in lane order
                     session.unsettled.append((message, entry, futures, lane))
+                    self._owner.session = session
                     deferred = True
                     return False
                 refusal = _outcome(futures)
@@ -424,9 +435,19 @@ class Lanes:
         if wake:
             self._wake()
         if entry.event is not None:
+            self._settle_own()
             entry.event.wait()
         if refusal is not None:
             raise CommandError(f"message not delivered: {refusal.reason}", "not_stored")
+
+    def _settle_own(self) -> None:
+        """Before this thread waits for an entry to be delivered: settle what its reader
+        deferred, which may be ahead of that entry and which only this thread makes
+        ready. (A hook saying into a room, as anyone, between two of its reader's
+        messages, or a join from one: it would otherwise wait forever.)"""
+        session = getattr(self._owner, "session", None)
+        if session is not None and session.unsettled:
+            self.settle(session)
 
     def settle(self, session: Session) -> None:
         """Deliver the messages ``session`` sent while their storing went on.
@@ -439,7 +460,13 @@ class Lanes:
         """
         if not self._store:
             self._settle_unstored(session)
-            return
+        else:
+            self._settle_stored(session)
+        if getattr(self._owner, "session", None) is session:
+            self._owner.session = None  # (not to keep a logged-out session alive)
+
+    def _settle_stored(self, session: Session) -> None:
+        """:meth:`settle` when messages are stored: wait for their futures first."""
         while session.unsettled:
             records, session.unsettled = session.unsettled, []
             refusals: list[Drop | None] = []

@@ -670,3 +670,46 @@ def test_a_hook_saying_more_waits_for_the_rest_of_the_burst(
         mine = [text for where, text in lines if where == room]
         assert got == mine + ([answer[1]] if answer[0] == room else [])
     assert answers.heard == [said[0], answer[1], *said[1:]]  # (the answer's, from within)
+
+
+class _Warner:
+    """A filter that answers "warn" with "warning" in the room, said at once
+    (``Hub.say``) by the sender or by another client, before letting it through."""
+
+    def __init__(self, speaker: str) -> None:
+        self.speaker = speaker
+        self.hub: Hub | None = None
+
+    @hookimpl
+    def chatkit_server_start(self, server: Server) -> None:
+        self.hub = server.hub
+
+    @hookimpl
+    def chatkit_filter_message(self, client: Session, message: Message) -> None:
+        if message.text == "warn":
+            assert self.hub is not None
+            who = client if self.speaker == "sender" else self.hub.find(self.speaker)
+            assert who is not None
+            self.hub.say(who, message.room, "warning")
+
+
+@pytest.mark.parametrize("speaker", ["sender", "bob"])
+@pytest.mark.parametrize("history", [False, True], ids=["unstored", "stored"])
+def test_a_filter_saying_into_the_room_mid_burst_does_not_wait_for_itself(
+    chat_server_factory: Factory, chat_client: Connect, speaker: str, history: bool
+) -> None:
+    """A line that takes the general way (a ``\\u`` escape) leaves the reader a message
+    to settle; a filter of the next line that says into that room waits for it to be
+    delivered, which only this reader does: it settles it first, instead of waiting
+    for itself forever. Everyone gets the three messages in order."""
+    server = chat_server_factory(
+        plugins=[_Warner(speaker)], disable=["flood"] if history else ["flood", "history"]
+    )
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.sync()
+    bob.sync()
+    alice.send_raw(b'{"type":"say","text":"\\u0078"}\n{"type":"say","text":"warn"}\n')
+    alice.sync()
+    heard = [(f["nick"], f["text"]) for f in bob.sync() if f["type"] == "message"]
+    warner = "alice" if speaker == "sender" else "bob"
+    assert heard == [("alice", "x"), (warner, "warning"), ("alice", "warn")]
