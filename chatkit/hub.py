@@ -1035,15 +1035,15 @@ class Hub:
                     wake |= lanes.publish(lane, frames)
                 self.messages += len(posted) + len(published)
             self._wake_if(wake)
-            if published and posted:
-                # A hook may post behind one of this pass's entries, which only this
-                # reader's settle() makes ready: the published messages' hooks wait for
-                # it, and run there, in order with the others'.
+            if published and self.hooks.wanted("chatkit_on_message"):
                 for message, frame, lane in published:
-                    lanes.delivered(session, message, frame, lane)
-            elif published and self.hooks.wanted("chatkit_on_message"):
-                for message, _frame, _lane in published:
-                    self.hooks.notify("chatkit_on_message", client=session, message=message)
+                    if posted:
+                        # A hook may post behind one of this pass's entries, which only
+                        # this reader's settle() makes ready: the published messages'
+                        # hooks wait for it, and run there, in order with the others'.
+                        lanes.delivered(session, message, frame, lane)
+                    else:
+                        self.hooks.notify("chatkit_on_message", client=session, message=message)
             for index, message, entry, lane in posted:
                 try:  # (each one, or a later one would wait in its lane forever)
                     lanes.send(session, message, entry, lane, defer=True)
