@@ -323,12 +323,17 @@ class _Picky:
         return Drop("dropped") if message.text == "drop" else None
 
 
-class _PickyStore(_Picky):
-    """:class:`_Picky`, and refuses to store a message saying "unstored"."""
+class _StoreOnly:
+    """Refuses to store a message saying "unstored"; no veto or filter hook, so a burst
+    is posted under one acquisition of the lock."""
 
     @hookimpl
     def chatkit_store_message(self, client: Session, message: Message) -> Drop | None:
         return Drop("unstored") if message.text == "unstored" else None
+
+
+class _PickyStore(_Picky, _StoreOnly):
+    """:class:`_Picky`, and refuses to store a message saying "unstored"."""
 
 
 @pytest.mark.parametrize("stored", [False, True], ids=["unstored", "stored"])
@@ -459,15 +464,6 @@ def test_a_burst_calls_each_messages_hooks_before_the_next_ones(
     assert mine == ["allow a", "filter a", "store a", "allow b", "filter b", "store b"]
 
 
-class _StoreOnly:
-    """Refuses to store a message saying "unstored"; no veto or filter hook, so a burst
-    is posted under one acquisition of the lock."""
-
-    @hookimpl
-    def chatkit_store_message(self, client: Session, message: Message) -> Drop | None:
-        return Drop("unstored") if message.text == "unstored" else None
-
-
 @pytest.mark.parametrize("stored", [False, True], ids=["unstored", "stored"])
 def test_a_burst_posted_at_once_answers_each_refusal_in_its_place(
     chat_server_factory: Factory, chat_client: Connect, stored: bool
@@ -538,15 +534,17 @@ def test_a_burst_to_two_rooms_keeps_each_rooms_order_and_its_hooks_order(
 
 
 class _SlowReplay:
-    """Holds carol's join while it reads her replay, until released."""
+    """Holds carol's join (of ``room``, or of any) while it reads her replay, until
+    released; her replay is then a notice saying "replayed"."""
 
-    def __init__(self) -> None:
+    def __init__(self, room: str | None = None) -> None:
+        self.room = room
         self.entered = threading.Event()
         self.release = threading.Event()
 
     @hookimpl
     def chatkit_room_replay(self, client: Session, room: str, last_id: int) -> list[Frame] | None:
-        if client.nick != "carol":
+        if client.nick != "carol" or self.room not in (None, room):
             return None
         self.entered.set()
         assert self.release.wait(10)
@@ -584,23 +582,6 @@ def test_a_burst_waits_behind_a_join_reading_its_replay(
         if f["type"] in ("join", "message")
     ]
     assert bob_saw == ["join carol", *burst]
-
-
-class _SlowJoin:
-    """Holds carol's join of #b while it reads her replay, until released: a lane that
-    is not empty, without a store."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    @hookimpl
-    def chatkit_room_replay(self, client: Session, room: str, last_id: int) -> list[Frame] | None:
-        if client.nick != "carol" or room != "#b":
-            return None
-        self.entered.set()
-        assert self.release.wait(10)
-        return None
 
 
 class _Answers:
@@ -641,7 +622,7 @@ def test_a_hook_saying_more_waits_for_the_rest_of_the_burst(
     those entries, runs once the reader has delivered them, so nothing waits forever;
     every message and answer arrives, each room's in order, and the hooks run in the
     order of the lines (the answer's own from within the hook that said it)."""
-    slow, answers = _SlowJoin(), _Answers()
+    slow, answers = _SlowReplay("#b"), _Answers()
     server = chat_server_factory(plugins=[slow, answers], disable=["flood", "history"])
     alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
     for client, nick in ((alice, "alice"), (bob, "bob")):
