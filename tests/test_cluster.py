@@ -455,7 +455,9 @@ def test_identities_and_private_history_cross_nodes(
     again.say("/drop correct-horse")
     again.expect("reply", command="drop")
     again.close()
-    wait_until(lambda: "alice" not in who(bob), WAIT, "alice gone again", POLL)
+    # Gone from a, where the nick is taken next: bob, on b with her, sees it first.
+    carol = a.client("carol")
+    wait_until(lambda: "alice" not in who(carol), WAIT, "alice gone again, on a", POLL)
     mallory = a.client("alice")
     mallory.say("/register not-the-same-person")
     mallory.expect("reply", command="register")
