@@ -18,10 +18,11 @@ between two hooks, with no hook of its own::
               → chatkit_room_replay → (join to every member, then the replay)
               → chatkit_on_join
     say:      chatkit_allow_input → chatkit_filter_message → (id and ts)
-              → chatkit_store_message → (delivered to every recipient)
-              → chatkit_on_message
+              → chatkit_store_messages → chatkit_store_message
+              → (delivered to every recipient) → chatkit_on_message
     /msg:     chatkit_allow_input → chatkit_filter_message → (id and ts)
-              → chatkit_store_message → (delivered to both) → chatkit_on_message
+              → chatkit_store_messages → chatkit_store_message
+              → (delivered to both) → chatkit_on_message
     /join:    chatkit_allow_input → (room syntax) → chatkit_allow_join
               → (the room's earlier messages delivered) → chatkit_room_replay
               → (join to every member, then the replay) → chatkit_on_join
@@ -53,8 +54,8 @@ between two hooks, with no hook of its own::
   may try again); only a refused default room lets the login go on, without the
   room (no replay, no ``chatkit_on_join``). A client leaves (``logout``) when its
   connection closes, on ``/quit``, when it is cut off, and at shutdown.
-* A message waits for ``chatkit_store_message`` and a join for
-  ``chatkit_room_replay`` only when some plugin implements that hook (deliveries
+* A message waits for ``chatkit_store_messages`` and ``chatkit_store_message``, and a
+  join for ``chatkit_room_replay``, only when some plugin implements one of them (deliveries
   then keep their order through the room's lane: see ``chatkit_store_message``);
   otherwise a message is delivered as soon as it has its id, and a joiner gets no
   replay.
@@ -92,6 +93,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from concurrent.futures import Future
 
     from chatkit.commands import Register
@@ -482,6 +484,38 @@ def chatkit_filter_message(client: Session, message: Message) -> Drop | None:
     ``None`` to let the message go on, or a :class:`~chatkit.Drop` to stop it: the
     sender is told the drop's reason and later filters do not run. If a filter
     raises, the message is not delivered and the sender is told (fail closed).
+    """
+
+
+@hookspec
+def chatkit_store_messages(
+    client: Session, messages: Sequence[Message]
+) -> Future[None] | Drop | Sequence[Future[None] | Drop | None] | None:
+    """Store messages before anyone receives them: a reader's run at once.
+
+    What :func:`chatkit_store_message` does, for several messages in one call:
+    implement this one if storing a batch costs less than its messages one by
+    one (the builtin ``history`` does: its rows queue under one lock). A plugin
+    implements one of the two; each is called where the other is.
+
+    Where it runs: as ``chatkit_store_message``, before it, plugin by plugin.
+    ``messages`` are the messages a client sent in one read of its connection
+    (``Hub.say_run``: a burst of chat lines), once the filters passed them, or a
+    single message (a ``say`` on its own, a ``/msg``); all from ``client``, in
+    id order.
+
+    :param client: The sender's session.
+    :param messages: The :class:`~chatkit.Message` objects, ``id`` and ``ts``
+        set, text final. Do not change them, nor keep the sequence.
+
+    Return what ``chatkit_store_message`` returns (``None``, a
+    :class:`concurrent.futures.Future`, or a :class:`~chatkit.Drop`) for all of
+    them at once, or a sequence of those, one per message, in order. A
+    :class:`~chatkit.Drop` for all stops later plugins; a refusal of some (a
+    ``Drop`` in the sequence, a failed future) refuses those alone, each
+    reported to the sender in its turn. If it raises (the error is logged), or
+    returns anything else (a sequence of another length), every message of the
+    call is refused. Not called while a relay sequences messages.
     """
 
 

@@ -265,9 +265,10 @@ class Hub:
         """Decide, once the plugins are configured, what deliveries wait for.
 
         A message waits to be stored when a plugin implements
-        ``chatkit_store_message``, a join for its replay when one implements
-        ``chatkit_room_replay``; otherwise each is delivered at once, under the
-        lock that gave it its place (see :mod:`chatkit.lanes`).
+        ``chatkit_store_messages`` or ``chatkit_store_message``, a join for its
+        replay when one implements ``chatkit_room_replay``; otherwise each is
+        delivered at once, under the lock that gave it its place (see
+        :mod:`chatkit.lanes`).
         """
         self._lanes.prepare()
 
@@ -1044,12 +1045,10 @@ class Hub:
                         lanes.delivered(session, message, frame, lane)
                     else:
                         self.hooks.notify("chatkit_on_message", client=session, message=message)
-            for index, message, entry, lane in posted:
-                try:  # (each one, or a later one would wait in its lane forever)
-                    lanes.send(session, message, entry, lane, defer=True)
-                except CommandError as exc:  # not_stored: a store hook refused it
-                    self.settle(session)
-                    refused(index, exc)
+            if posted:
+                # Stored with one call of each store hook; a refusal (not_stored) is
+                # reported on its turn.
+                lanes.send_run(session, posted, refused)
             if failed is None:
                 return
             start += len(posted) + len(published) + 1

@@ -15,7 +15,8 @@ under the lock (``Lanes._drain``). So every member of a room sees its events in 
 order, whichever thread finished first.
 
 An entry is born ready when there is nothing to wait for: a message when no plugin
-stores messages (``chatkit_store_message``) and it is not a reader's own line, a join
+stores messages (``chatkit_store_messages``, ``chatkit_store_message``) and it is not
+a reader's own line, a join
 when none replays rooms (``chatkit_room_replay``). A ready entry posted to an empty
 lane is delivered at once, under the lock that gave it its id. A reader's own line
 (``defer``) with nothing to store waits only for the reader's :meth:`Lanes.settle`,
@@ -25,8 +26,9 @@ per member (the hot path of docs/architecture.md). Otherwise:
 - A message waits while its sender's thread calls the store hooks, without the
   lock (storing is I/O). Then it is marked ready, or refused: a refused message is
   delivered to nobody, and its sender is told on its turn in the lane. A store
-  hook may answer with a future; for the reader's own lines the reader then goes on
-  with its client's next line, and :meth:`Lanes.settle` waits for the futures and
+  hook may answer with a future; for the reader's own lines (a burst's messages
+  are stored with one call of each hook, :meth:`Lanes.send_run`) the reader then
+  goes on with its client's next line, and :meth:`Lanes.settle` waits for the futures and
   delivers, before the reader waits for input or handles anything but a message.
 - A join waits for its *turn*, the head of its lane. Every message of the room with
   an id up to the last one given out when the join was posted is then stored and
@@ -50,6 +52,7 @@ callbacks (see :class:`Lanes`), and each lane the members it delivers to.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -67,6 +70,8 @@ if TYPE_CHECKING:
     from chatkit.transport import Feed
 
 __all__ = ["Entry", "JoinEntry", "Lane", "Lanes", "MessageEntry"]
+
+log = logging.getLogger(__name__)
 
 Fanout = Callable[[Sequence[Frame], Iterable["Session"]], bool]
 """Queue frames, in order, to sessions as one piece each; True if the writer must be
@@ -225,6 +230,8 @@ class Lanes:
         self._emptied = emptied
         self._wake = wake
         self._store = False  # set by prepare(): messages wait to be stored
+        self._store_runs = False  # set by prepare(): chatkit_store_messages is implemented
+        self._store_each = False  # set by prepare(): chatkit_store_message is implemented
         self._replay = False  # set by prepare(): joins wait to read their replay
         # Per thread: the session whose deferred messages (session.unsettled) the thread
         # left to settle, its reader's. Each thread reads and writes only its own.
@@ -234,12 +241,15 @@ class Lanes:
 
     def prepare(self) -> None:
         """Once the plugins are configured, see which entries can be born ready."""
-        self._store = self._implemented("chatkit_store_message")
+        self._store_runs = self._implemented("chatkit_store_messages")
+        self._store_each = self._implemented("chatkit_store_message")
+        self._store = self._store_runs or self._store_each
         self._replay = self._implemented("chatkit_room_replay")
 
     @property
     def stores(self) -> bool:
-        """Whether messages wait to be stored (a plugin implements ``chatkit_store_message``)."""
+        """Whether messages wait to be stored (a plugin implements ``chatkit_store_messages``
+        or ``chatkit_store_message``)."""
         return self._store
 
     def _implemented(self, name: str) -> bool:
@@ -341,6 +351,129 @@ class Lanes:
             entry.event.wait()  # born ready behind an entry that is not: its owner delivers
         self._hooks.notify("chatkit_on_message", client=session, message=message)
 
+    def send_run(
+        self,
+        session: Session,
+        run: Sequence[tuple[int, Message, MessageEntry, Lane]],
+        refused: Callable[[int, CommandError], None],
+    ) -> None:
+        """Finish a reader's run of posted messages (``Hub.say_run``), each with the
+        caller's index: store them all with one call of each store hook, and leave
+        them to :meth:`settle`.
+
+        Runs on the reader's thread without the lock. A message refused at once
+        (a :class:`~chatkit.Drop`) is reported by ``refused(index, error)`` once the
+        reader's messages before it are delivered; the others are delivered, with
+        ``chatkit_on_message``, when the reader settles.
+        """
+        unsettled = session.unsettled
+        if not self._store:
+            # Nothing to store: ready when the reader settles (message()).
+            for _index, message, entry, lane in run:
+                entry.tell = session
+                unsettled.append((message, entry, [], lane))
+            self._owner.session = session
+            return
+        outcomes: list[tuple[list[Future[Any]], Drop | None]] = []
+        try:
+            outcomes = self._store_all(session, [message for _i, message, _e, _l in run])
+        finally:
+            if len(outcomes) < len(run):
+                # A BaseException escaped the hooks: nothing of the run is stored, and
+                # its entries must not hold up their lanes' later deliveries forever.
+                self._give_up([(entry, lane) for _i, _m, entry, lane in run])
+        deferred = False
+        for (index, message, entry, lane), (futures, refusal) in zip(run, outcomes, strict=True):
+            if refusal is None:
+                entry.tell = session  # a later refusal (a failed future) is told in order
+                session.unsettled.append((message, entry, futures, lane))
+                deferred = True
+                continue
+            if session.unsettled:
+                self.settle(session)  # the messages before it come first
+            try:
+                self._deliver_stored(entry, lane, refusal)
+            except CommandError as exc:
+                refused(index, exc)
+        if deferred:
+            self._owner.session = session
+
+    def _give_up(self, entries: Sequence[tuple[MessageEntry, Lane]]) -> None:
+        """Mark ``entries`` refused and deliver what they no longer hold up."""
+        with self._lock:
+            for entry, _lane in entries:
+                entry.refusal = _UNANSWERED
+                entry.ready = True
+            wake = False
+            for lane in {id(lane): lane for _entry, lane in entries}.values():
+                wake |= self._drain(lane)
+        if wake:
+            self._wake()
+
+    def _store_all(
+        self, session: Session, messages: Sequence[Message]
+    ) -> list[tuple[list[Future[Any]], Drop | None]]:
+        """Call the store hooks for ``messages`` (``chatkit_store_messages`` once for
+        all, then ``chatkit_store_message`` for each one not refused): for each, the
+        futures to wait for and its refusal, if refused at once."""
+        count = len(messages)
+        outcomes: list[tuple[list[Future[Any]], Drop | None]] = [_STORED] * count
+        if self._store_runs:
+            # Messages sharing a future share the list of it (settle() waits once).
+            alone: dict[int, list[Future[Any]]] = {}
+            for result in self._hooks.collect(
+                "chatkit_store_messages", _not_stored, _is_drop, client=session, messages=messages
+            ):
+                if isinstance(result, Future) and outcomes[0] is _STORED and _all_stored(outcomes):
+                    outcomes = [([result], None)] * count  # one future for all: the common case
+                    continue
+                each: Sequence[object] = (
+                    (result,) * count if isinstance(result, (Future, Drop)) else result
+                )
+                if not isinstance(each, (list, tuple)) or len(each) != count:
+                    log.error(
+                        "chatkit_store_messages returned %r for %d message(s), which takes None,"
+                        " a Future, a Drop or a sequence of one of those per message: refused",
+                        result,
+                        count,
+                    )
+                    each = (_UNANSWERED,) * count
+                for index, answer in enumerate(each):
+                    futures, refusal = outcomes[index]
+                    if refusal is not None or answer is None:
+                        continue
+                    if isinstance(answer, Future):
+                        if futures:
+                            outcomes[index] = ([*futures, answer], None)
+                        else:
+                            shared = alone.get(id(answer))
+                            if shared is None:
+                                shared = alone[id(answer)] = [answer]
+                            outcomes[index] = (shared, None)
+                    elif isinstance(answer, Drop):
+                        outcomes[index] = (futures, answer)
+                    else:
+                        log.error(
+                            "chatkit_store_messages answered %r for a message, which takes"
+                            " None, a Future or a Drop: refused",
+                            answer,
+                        )
+                        outcomes[index] = (futures, _UNANSWERED)
+        if self._store_each:
+            for index, message in enumerate(messages):
+                futures, refusal = outcomes[index]
+                if refusal is not None:
+                    continue
+                for result in self._hooks.collect(
+                    "chatkit_store_message", _not_stored, _is_drop, client=session, message=message
+                ):
+                    if isinstance(result, Future):
+                        futures = [*futures, result]
+                    elif isinstance(result, Drop):
+                        refusal = result
+                outcomes[index] = (futures, refusal)
+        return outcomes
+
     def enter(self, entry: JoinEntry, lane: Lane) -> bool:
         """Finish a posted join: wait for its turn, read the replay, deliver; True if joined.
 
@@ -393,18 +526,9 @@ class Lanes:
         # Refused until the hooks answer: nothing is delivered unstored, even if a
         # BaseException (KeyboardInterrupt) escapes them.
         refusal: Drop | None = _UNANSWERED
-        futures: list[Future[Any]] = []
         deferred = False
         try:
-            results = self._hooks.collect(
-                "chatkit_store_message", _not_stored, _is_drop, client=session, message=message
-            )
-            refusal = None  # the hooks answered
-            for result in results:
-                if isinstance(result, Future):
-                    futures.append(result)
-                elif isinstance(result, Drop):
-                    refusal = result
+            ((futures, refusal),) = self._store_all(session, (message,))
             if futures and refusal is None:
                 if defer:
                     entry.tell = session  # a refusal is then reported in lane order
@@ -609,6 +733,12 @@ def _outcome(futures: list[Future[Any]]) -> Drop | None:
 
 
 _UNANSWERED = Drop("it could not be stored (internal error)")  # (immutable: one for all)
+_STORED: tuple[list[Future[Any]], Drop | None] = ([], None)  # (never changed: one for all)
+
+
+def _all_stored(outcomes: list[tuple[list[Future[Any]], Drop | None]]) -> bool:
+    """Whether no hook has answered anything but ``None`` for any of ``outcomes`` yet."""
+    return outcomes.count(_STORED) == len(outcomes)
 
 
 def _is_drop(result: object) -> bool:

@@ -462,7 +462,7 @@ def list_plugins() -> list[PluginInfo]:
 
 # Hooks whose implementers decide how deliveries are sequenced (Hub.prepare): a
 # plugin implementing one cannot be started or stopped by a reload.
-_SEQUENCING_HOOKS = ("chatkit_store_message", "chatkit_room_replay")
+_SEQUENCING_HOOKS = ("chatkit_store_messages", "chatkit_store_message", "chatkit_room_replay")
 
 
 def source_file(plugin: Any) -> str | None:

@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -821,6 +821,52 @@ def test_hook_handle_request(chat_server_factory: Factory, chat_client: Connect)
     assert error["code"] == "bad_frame" and "unknown frame type 'nosuch'" in error["text"]
     client.send(type="Bad Type!")
     assert client.expect("error")["code"] == "bad_frame"
+
+
+class RunStore:
+    """Stores runs (``chatkit_store_messages``): notes each call's texts and answers
+    one future for all of it, completed at once; refuses "refuse ..." messages."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self._changed = threading.Condition()  # guards calls
+
+    @hookimpl
+    def chatkit_store_messages(
+        self, client: Session, messages: Sequence[Message]
+    ) -> list[Future[None] | Drop]:
+        done: Future[None] = Future()
+        done.set_result(None)
+        with self._changed:
+            self.calls.append([m.text for m in messages])
+            self._changed.notify_all()
+        return [Drop("no refusals here") if m.text.startswith("refuse") else done for m in messages]
+
+    def wait_for(self, count: int) -> list[list[str]]:
+        with self._changed:
+            assert self._changed.wait_for(lambda: len(self.calls) >= count, DEADLINE)
+            return list(self.calls)
+
+
+def test_hook_store_messages(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """A burst of chat lines read at once is stored with one call; a message refused
+    in it is reported on its turn; a lone message and a private one get a call each."""
+    store = RunStore()
+    server = chat_server_factory(plugins=[store], disable=["flood"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    burst = ("one", "refuse two", "three")
+    alice.send_raw(b"".join(json.dumps(say_frame(t)).encode() + b"\n" for t in burst))
+    assert store.wait_for(1) == [["one", "refuse two", "three"]]
+    frames = [f for f in alice.sync() if f["type"] in ("message", "error")]
+    assert [(f["type"], f.get("text")) for f in frames] == [
+        ("message", "one"),
+        ("error", "message not delivered: no refusals here"),
+        ("message", "three"),
+    ]
+    assert [f["text"] for f in bob.sync() if f["type"] == "message"] == ["one", "three"]
+    alice.say("/msg bob psst")
+    assert bob.expect("private")["text"] == "psst"
+    assert store.wait_for(2)[1:] == [["psst"]]
 
 
 class FutureStore:

@@ -24,6 +24,7 @@ from chatkit.hooks import HookRunner
 from chatkit.hookspecs import hookimpl
 from chatkit.lanes import Entry, Lane, Lanes
 from chatkit.plugins import new_plugin_manager
+from chatkit.results import Drop
 from chatkit.session import Session
 from chatkit.testing import wait_until
 
@@ -69,6 +70,46 @@ class Store:
     def stored(self, *texts: str) -> None:
         for text in texts:
             self.futures[text].set_result(None)
+
+
+class RunStore:
+    """A store plugin of runs (``chatkit_store_messages``): records each call's texts
+    and answers each message by its text: ``None`` (stored), a :class:`Drop` for
+    "refuse ...", a future the test completes for "later ...". :attr:`special` may
+    replace the whole answer (a Drop for all, a wrong length, an exception to raise)."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.futures: dict[str, Future[None]] = {}
+        self.special: object = None
+
+    @hookimpl
+    def chatkit_store_messages(self, client: Session, messages: Sequence[Message]) -> object:
+        self.calls.append([m.text for m in messages])
+        if isinstance(self.special, BaseException):
+            raise self.special
+        if self.special is not None:
+            return self.special
+        answers: list[object] = []
+        for message in messages:
+            if message.text.startswith("refuse"):
+                answers.append(Drop("the disk is full"))
+            elif message.text.startswith("later"):
+                answers.append(self.futures.setdefault(message.text, Future()))
+            else:
+                answers.append(None)
+        return answers
+
+
+class EachStore:
+    """A store plugin of single messages: records the texts it is called for."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> None:
+        self.texts.append(message.text)
 
 
 class Replay:
@@ -170,6 +211,27 @@ class Hub:
             self._wake()
         self.lanes.send(session, message, entry, lane, defer=defer)
         return message
+
+    def say_run(self, session: Session, *run: str) -> list[tuple[int, str]]:
+        """As ``Hub.say_run`` with a store: the run posted under one acquisition of the
+        lock, then stored at once; returns the refusals, (index, code), as reported."""
+        posted = []
+        with self.lock:
+            for index, text in enumerate(run):
+                self._ids += 1
+                message = Message(nick=session.nick or "", text=text, room=self.lane.name)
+                message.id = self._ids
+                entry = self.lanes.message(Frame("message", id=message.id, text=text), defer=True)
+                self.lanes.post(self.lane, entry)
+                posted.append((index, message, entry, self.lane))
+        refused: list[tuple[int, str]] = []
+
+        def report(index: int, error: CommandError) -> None:
+            refused.append((index, error.code))
+            session.push(Frame("error", code=error.code, text=error.text))
+
+        self.lanes.send_run(session, posted, report)
+        return refused
 
     def join(self, session: Session) -> bool:
         """As ``Hub.join``: the last id given out is read under the lock of the post."""
@@ -381,3 +443,92 @@ def test_a_join_that_delivers_nothing_reports_its_empty_room() -> None:
     assert hub.join(bob)
     assert hub.emptied == [hub.lane]  # not again: bob is in the room
     assert texts(bob) == ["join"]
+
+
+def test_a_run_is_stored_with_one_call_and_leaves_as_one_piece() -> None:
+    """A reader's run: one call of chatkit_store_messages for all of it (one of
+    chatkit_store_message per message, for a plugin of single messages); settle()
+    delivers it as one piece per member, then runs on_message for each."""
+    runs, each = RunStore(), EachStore()
+    hub = Hub(runs, each)
+    alice, bob = hub.session("alice"), hub.session("bob")
+    assert hub.say_run(alice, "m1", "later m2", "m3") == []
+    assert runs.calls == [["m1", "later m2", "m3"]]
+    assert each.texts == ["m1", "later m2", "m3"]
+    assert texts(bob) == [] and len(alice.unsettled) == 3
+    runs.futures["later m2"].set_result(None)
+    hub.lanes.settle(alice)
+    assert texts(bob) == texts(alice) == ["m1", "later m2", "m3"]
+    assert hub.runs == [["m1", "later m2", "m3"]]
+    assert hub.notified.texts == ["m1", "later m2", "m3"]
+    assert not hub.lane and not alice.unsettled
+
+
+def test_a_message_of_a_run_refused_at_once_is_reported_after_the_ones_before_it() -> None:
+    """A Drop for one message of a run: the messages before it are delivered first,
+    then its refusal is reported (by its index), then the rest goes on; a plugin of
+    single messages is not called for it."""
+    runs, each = RunStore(), EachStore()
+    hub = Hub(runs, each)
+    alice, bob = hub.session("alice"), hub.session("bob")
+    assert hub.say_run(alice, "m1", "refuse m2", "m3") == [(1, "not_stored")]
+    assert each.texts == ["m1", "m3"]
+    hub.lanes.settle(alice)
+    assert codes(alice) == ["message", "not_stored", "message"]
+    assert texts(bob) == ["m1", "m3"]
+    assert hub.notified.texts == ["m1", "m3"]
+    assert not hub.lane
+
+
+def test_a_failed_future_refuses_only_its_message_of_the_run() -> None:
+    """Per-message futures: the one that fails is reported on its turn in the lane."""
+    runs = RunStore()
+    hub = Hub(runs)
+    alice, bob = hub.session("alice"), hub.session("bob")
+    assert hub.say_run(alice, "later 1", "later 2", "later 3") == []
+    runs.futures["later 2"].set_exception(OSError("disk on fire"))
+    runs.futures["later 1"].set_result(None)
+    runs.futures["later 3"].set_result(None)
+    hub.lanes.settle(alice)
+    assert codes(alice) == ["message", "not_stored", "message"]
+    assert texts(bob) == ["later 1", "later 3"]
+    assert hub.notified.texts == ["later 1", "later 3"]
+
+
+@pytest.mark.parametrize(
+    "special",
+    [Drop("read-only"), [None], "nonsense", OSError("disk on fire")],
+    ids=["drop-for-all", "wrong-length", "wrong-type", "raises"],
+)
+def test_a_run_answered_for_all_at_once_or_wrongly_is_refused_whole(special: object) -> None:
+    """A Drop for all, an answer that is not one per message, or an exception: every
+    message of the run is refused, in order, and later messages go on."""
+    runs = RunStore()
+    runs.special = special
+    hub = Hub(runs)
+    alice, bob = hub.session("alice"), hub.session("bob")
+    assert hub.say_run(alice, "m1", "m2") == [(0, "not_stored"), (1, "not_stored")]
+    assert texts(bob) == [] and not hub.lane
+    runs.special = None
+    hub.say_run(alice, "m3")
+    hub.lanes.settle(alice)
+    assert texts(bob) == ["m3"]
+
+
+def test_a_base_exception_from_a_run_store_holds_up_nothing(
+    threads: Callable[[Callable[[], object]], threading.Thread],
+) -> None:
+    """A BaseException escaping chatkit_store_messages reaches the reader, but the
+    run's entries are given up: a message of another sender behind them is delivered."""
+    runs, store = RunStore(), Store()
+    hub = Hub(runs, store)
+    alice, bob, carol = hub.session("alice"), hub.session("bob"), hub.session("carol")
+    runs.special = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        hub.say_run(alice, "m1", "m2")
+    assert not hub.lane
+    runs.special = None
+    hub.say(bob, "m3", defer=True)
+    store.stored("m3")
+    hub.lanes.settle(bob)
+    assert texts(carol) == ["m3"]

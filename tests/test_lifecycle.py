@@ -3,7 +3,7 @@
 A recorder plugin implements every hook and notes each call; a real client on a real
 socket logs in, talks, joins, renames, asks, parts and leaves; the calls, in order, must
 be the ones the lifecycle's lines name, read from the docstring itself, so the text and
-the server cannot drift apart. Run twice: with ``chatkit_store_message`` and
+the server cannot drift apart. Run twice: with the store hooks and
 ``chatkit_room_replay`` (sequenced deliveries) and without them.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import re
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -186,6 +187,10 @@ class StoringRecorder(Recorder):
     """Also stores and replays: the server's deliveries are then sequenced."""
 
     @hookimpl
+    def chatkit_store_messages(self, client: Session, messages: Sequence[Message]) -> None:
+        self.note("chatkit_store_messages", [(m.text, m.id is not None) for m in messages])
+
+    @hookimpl
     def chatkit_store_message(self, client: Session, message: Message) -> None:
         self.note("chatkit_store_message", (message.text, message.id is not None))
 
@@ -202,6 +207,7 @@ def implemented(plugin: Recorder) -> set[str]:
 def test_the_storing_recorder_implements_every_hook() -> None:
     assert implemented(StoringRecorder()) == hook_names()
     assert hook_names() - implemented(Recorder()) == {
+        "chatkit_store_messages",
         "chatkit_store_message",
         "chatkit_room_replay",
     }
@@ -228,6 +234,7 @@ DETAILS: list[tuple[str, dict[str, Any]]] = [
         {
             "chatkit_allow_input": ("Say", "hello, world"),
             "chatkit_filter_message": ("hello, world", None),
+            "chatkit_store_messages": [("hello, world", True)],
             "chatkit_store_message": ("hello, world", True),
             "chatkit_on_message": ("hello, world", True),
         },

@@ -225,6 +225,27 @@ def test_a_message_that_is_not_unicode_is_refused_alone(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_run_queues_under_one_lock_and_refuses_a_bad_message_alone(tmp_path: Path) -> None:
+    """submit_run(): a future for each message (shared by those committed together,
+    split at max_batch), the StoreError of one SQLite could not take, every good row
+    stored; a closed store refuses the whole run."""
+    store = MessageStore(tmp_path / "h.db", max_batch=3)
+    run = [message(1), message(2, text="x\ud800y"), message(3), message(4), message(5)]
+    with store._write_lock:  # nothing is committed until every row is queued
+        answers = store.submit_run([(m, (None, None)) for m in run])
+    first, bad, *rest = answers
+    assert isinstance(bad, StoreError) and "not valid Unicode" in str(bad)
+    assert rest[0] is first and rest[1] is first  # m1, m3, m4: one transaction
+    assert rest[2] is not first  # m5: the next one (max_batch=3)
+    for answer in (first, rest[2]):
+        assert not isinstance(answer, StoreError)
+        answer.result(timeout=5)
+    assert [m.id for m in store.room_page("#r", limit=10)[0]] == [1, 3, 4, 5]
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.submit_run([(message(6), (None, None))])
+
+
 class _BrokenOnce(MessageStore):
     """A store whose commit raises an unexpected (non-SQLite) error a number of times."""
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,20 +225,37 @@ class History:
     # -- storing and replaying -------------------------------------------------------
 
     @hookimpl
-    def chatkit_store_message(
-        self, client: Session, message: Message
-    ) -> Future[None] | Drop | None:
-        if message.private and not self.private:
-            return None
-        accounts: tuple[str | None, str | None] = (client.account, None)
-        if message.private and self._server is not None:
-            recipient = self._server.hub.find(message.to or "")
-            accounts = (client.account, None if recipient is None else recipient.account)
+    def chatkit_store_messages(
+        self, client: Session, messages: Sequence[Message]
+    ) -> Future[None] | list[Future[None] | Drop | None] | Drop:
+        """Queue the messages for the store's writer thread, which commits them with
+        whatever else arrives meanwhile: a future for each (shared by the messages
+        committed together)."""
+        sender = client.account
+        queued: list[tuple[Message, tuple[str | None, str | None]]] = []
+        kept_out: list[int] = []  # private messages, when they are not kept
+        for index, message in enumerate(messages):
+            if not message.private:
+                queued.append((message, (sender, None)))
+            elif not self.private:
+                kept_out.append(index)
+            else:
+                found = None if self._server is None else self._server.hub.find(message.to or "")
+                queued.append((message, (sender, None if found is None else found.account)))
         try:
-            # The writer thread commits it with whatever else arrives meanwhile.
-            return self._store.submit(message, accounts)
+            results = self._store.submit_run(queued) if queued else []
         except StoreError as exc:
             return Drop(str(exc))
+        if not kept_out and results:
+            first = results[0]
+            if isinstance(first, Future) and results.count(first) == len(results):
+                return first  # all committed together: one future for all (the common case)
+        answers: list[Future[None] | Drop | None] = [
+            Drop(str(result)) if isinstance(result, StoreError) else result for result in results
+        ]
+        for index in kept_out:  # (ascending: each lands where it was)
+            answers.insert(index, None)
+        return answers
 
     @hookimpl
     def chatkit_on_account_deleted(self, account: str) -> None:

@@ -128,11 +128,14 @@ def private_conversation(a: str, b: str) -> str:
     return " ".join(sorted((fold(a), fold(b))))
 
 
-def _row(message: Message, accounts: tuple[str | None, str | None]) -> tuple[object, ...]:
+def _row(
+    message: Message, accounts: tuple[str | None, str | None], conv: str | None = None
+) -> tuple[object, ...]:
+    """The row of ``message``; ``conv``: its :func:`conversation`, if known."""
     sender, target = accounts
     return (
         message.id,
-        conversation(message),
+        conversation(message) if conv is None else conv,
         message.room,
         message.nick,
         message.to,
@@ -180,6 +183,9 @@ def _message(row: Sequence[object]) -> Message:
         ts=str(ts),
         account=None if account is None else str(account),
     )
+
+
+_PENDING = StoreError()  # submit_run()'s placeholder, replaced under its lock
 
 
 @dataclass
@@ -316,19 +322,52 @@ class MessageStore:
         with ``None`` once the message is committed, or with :class:`StoreError`
         if the commit failed. Raises :class:`StoreError` if the store is closed.
         """
-        row = _row(message, accounts)
-        _check_row(row)
+        (answer,) = self.submit_run(((message, accounts),))
+        if isinstance(answer, StoreError):
+            raise answer
+        return answer
+
+    def submit_run(
+        self, messages: Sequence[tuple[Message, tuple[str | None, str | None]]]
+    ) -> list[Future[None] | StoreError]:
+        """:meth:`submit` for several messages (``(message, accounts)`` each), under one
+        acquisition of the lock: a future for each, or the :class:`StoreError` that
+        refuses it alone (a message SQLite could not take). Raises
+        :class:`StoreError` if the store is closed."""
+        rows: list[tuple[object, ...] | None] = []
+        answers: list[Future[None] | StoreError] = []
+        room, conv = None, ""  # a run's messages are mostly of one room: folded once
+        for message, accounts in messages:
+            if message.room is None:
+                row = _row(message, accounts)
+            else:
+                if message.room != room:
+                    room, conv = message.room, fold(message.room)
+                row = _row(message, accounts, conv)
+            try:
+                _check_row(row)
+            except StoreError as exc:
+                rows.append(None)
+                answers.append(exc)
+                continue
+            rows.append(row)
+            answers.append(_PENDING)
         with self._lock:
             if self._closing:
                 raise StoreError("the history database is closed")
-            batch = self._batches[-1] if self._batches else None
-            if batch is None or batch.barrier or len(batch.rows) >= self.max_batch:
-                batch = _Batch()
-                self._batches.append(batch)
-                self._cond.notify()  # the writer waits only when it has no batch
-            batch.rows.append(row)
-            self.queued += 1
-        return batch.future
+            batches, limit = self._batches, self.max_batch
+            batch = batches[-1] if batches else None
+            for index, kept in enumerate(rows):
+                if kept is None:
+                    continue
+                if batch is None or batch.barrier or len(batch.rows) >= limit:
+                    batch = _Batch()
+                    batches.append(batch)
+                    self._cond.notify()  # the writer waits only when it has no batch
+                batch.rows.append(kept)
+                answers[index] = batch.future
+                self.queued += 1
+        return answers
 
     def flush(self) -> None:
         """Return once everything queued so far is written and a retention pass done."""
