@@ -374,29 +374,30 @@ class Lanes:
                 unsettled.append((message, entry, [], lane))
             self._owner.session = session
             return
-        outcomes: list[tuple[list[Future[Any]], Drop | None]] = []
+        handed = 0  # entries of the run handed on: deferred to settle(), or delivered
         try:
             outcomes = self._store_all(session, [message for _i, message, _e, _l in run])
+            for (index, message, entry, lane), (futures, refusal) in zip(
+                run, outcomes, strict=True
+            ):
+                if refusal is None:
+                    entry.tell = session  # a later refusal (a failed future) is told in order
+                    session.unsettled.append((message, entry, futures, lane))
+                    self._owner.session = session
+                    handed += 1
+                    continue
+                if session.unsettled:
+                    self.settle(session)  # the messages before it come first
+                try:
+                    self._deliver_stored(entry, lane, refusal)
+                except CommandError as exc:
+                    handed += 1
+                    refused(index, exc)
         finally:
-            if len(outcomes) < len(run):
-                # A BaseException escaped the hooks: nothing of the run is stored, and
-                # its entries must not hold up their lanes' later deliveries forever.
-                self._give_up([(entry, lane) for _i, _m, entry, lane in run])
-        deferred = False
-        for (index, message, entry, lane), (futures, refusal) in zip(run, outcomes, strict=True):
-            if refusal is None:
-                entry.tell = session  # a later refusal (a failed future) is told in order
-                session.unsettled.append((message, entry, futures, lane))
-                deferred = True
-                continue
-            if session.unsettled:
-                self.settle(session)  # the messages before it come first
-            try:
-                self._deliver_stored(entry, lane, refusal)
-            except CommandError as exc:
-                refused(index, exc)
-        if deferred:
-            self._owner.session = session
+            if handed < len(run):
+                # A BaseException (KeyboardInterrupt) escaped a hook: the entries not
+                # handed on must not hold up their lanes' later deliveries forever.
+                self._give_up([(e, lane) for _i, _m, e, lane in run[handed:] if not e.ready])
 
     def _give_up(self, entries: Sequence[tuple[MessageEntry, Lane]]) -> None:
         """Mark ``entries`` refused and deliver what they no longer hold up."""

@@ -212,7 +212,9 @@ class Hub:
         self.lanes.send(session, message, entry, lane, defer=defer)
         return message
 
-    def say_run(self, session: Session, *run: str) -> list[tuple[int, str]]:
+    def say_run(
+        self, session: Session, *run: str, interrupt: bool = False
+    ) -> list[tuple[int, str]]:
         """As ``Hub.say_run`` with a store: the run posted under one acquisition of the
         lock, then stored at once; returns the refusals, (index, code), as reported."""
         posted = []
@@ -227,6 +229,8 @@ class Hub:
         refused: list[tuple[int, str]] = []
 
         def report(index: int, error: CommandError) -> None:
+            if interrupt:
+                raise KeyboardInterrupt  # as a signal may, while a refusal is reported
             refused.append((index, error.code))
             session.push(Frame("error", code=error.code, text=error.text))
 
@@ -532,3 +536,11 @@ def test_a_base_exception_from_a_run_store_holds_up_nothing(
     store.stored("m3")
     hub.lanes.settle(bob)
     assert texts(carol) == ["m3"]
+    # Raised while the run is handed on, after the store hooks: the rest is given up.
+    with pytest.raises(KeyboardInterrupt):
+        hub.say_run(alice, "refuse m4", "m5", "m6", interrupt=True)
+    assert len(alice.unsettled) == 0
+    hub.say(bob, "m7", defer=True)
+    store.stored("m7")
+    hub.lanes.settle(bob)
+    assert texts(carol) == ["m3", "m7"] and not hub.lane
