@@ -77,6 +77,11 @@ class HookRunner:
         # impls(). Written by any thread without a lock: a lost or doubled write only
         # recomputes an entry.
         self._impls: dict[str, tuple[object, int | None, tuple[pluggy.HookImpl, ...]]] = {}
+        # The same for several hooks called as one (ordered()): names -> (manager,
+        # generation, (name, impl) pairs in one call order).
+        self._ordered: dict[
+            tuple[str, ...], tuple[object, int | None, tuple[tuple[str, pluggy.HookImpl], ...]]
+        ] = {}
         # Calls of each hook, to pick the sampled ones: one in sample_every of each
         # hook's own calls. (One count for all hooks sampled the same hook forever
         # when a message makes a number of calls that divides sample_every, four with
@@ -130,6 +135,49 @@ class HookRunner:
         found = tuple(reversed(caller.get_hookimpls()))
         self._impls[name] = (pm, generation, found)
         return found
+
+    def ordered(self, names: tuple[str, ...]) -> Sequence[tuple[str, pluggy.HookImpl]]:
+        """The implementations of several hooks that act as one (the two store hooks),
+        as ``(hook name, impl)`` pairs in one call order: pluggy's order for a single
+        hook (``tryfirst`` ones, then the others, then ``trylast`` ones; in each group
+        the plugin registered last first), a plugin implementing both in ``names``'
+        order. Call each with :meth:`call`."""
+        pm = self.pm
+        generation = getattr(pm, "generation", None)  # (read first: see impls())
+        entry = self._ordered.get(names)
+        if entry is not None and entry[0] is pm and entry[1] == generation is not None:
+            return entry[2]
+        place = {id(plugin): i for i, (_name, plugin) in enumerate(pm.list_name_plugin())}
+        pairs = [(name, impl) for name in names for impl in self.impls(name)]
+        pairs.sort(  # (stable: one plugin's two hooks stay in names' order)
+            key=lambda pair: (
+                0 if pair[1].tryfirst else 2 if pair[1].trylast else 1,
+                -place.get(id(pair[1].plugin), 0),
+            )
+        )
+        found = tuple(pairs)
+        self._ordered[names] = (pm, generation, found)
+        return found
+
+    def call(
+        self, name: str, impl: pluggy.HookImpl, on_error: Callable[[str], Any], **kwargs: Any
+    ) -> Any:
+        """Call one implementation of hook ``name`` (from :meth:`ordered`), timed now
+        and then as every hook is; if it raises, log it and return
+        ``on_error(plugin_name)``. Tell the monitors first with :meth:`watch`."""
+        count = self._calls[name] = self._calls.get(name, 0) + 1
+        try:
+            if not count % self.sample_every:
+                return self._timed(impl, name, kwargs)
+            return self._call(impl, kwargs)
+        except Exception:
+            log.exception("plugin %r failed in %s", impl.plugin_name, name)
+            return on_error(impl.plugin_name)
+
+    def watch(self, name: str, **kwargs: Any) -> None:
+        """Tell the monitors of a call of hook ``name`` made with :meth:`call`."""
+        for monitor in self._monitors:
+            monitor(name, kwargs)
 
     def wanted(self, name: str) -> bool:
         """Whether calling hook ``name`` would do anything: it has an implementation,

@@ -330,7 +330,7 @@ def chatkit_room_replay(client: Session, room: str, last_id: int) -> list[Frame]
     Called for every join (the default room at login, and ``/join``) after
     ``chatkit_allow_join``, on the joiner's reader thread, with no lock held, at
     a moment chosen so that nothing is lost or doubled: every message of the room
-    with an id up to ``last_id`` has been stored (``chatkit_store_message``) and
+    with an id up to ``last_id`` has been stored (the store hooks) and
     delivered, and every later one reaches the joiner live, after this hook
     returns. So return the room's stored messages with ids up to ``last_id``
     (later ones may be stored already: leave them out); the joiner receives its
@@ -498,9 +498,11 @@ def chatkit_store_messages(
     one (the builtin ``history`` does: its rows queue under one lock). A plugin
     implements one of the two; each is called where the other is.
 
-    Where it runs: as ``chatkit_store_message``, before it, plugin by plugin.
+    Where it runs: as ``chatkit_store_message``. The two hooks are called as one,
+    plugin by plugin in the plugins' order (a plugin named with ``--plugin``
+    first), each plugin with the messages no plugin before it refused.
     ``messages`` are the messages a client sent in one read of its connection
-    (``Hub.say_run``: a burst of chat lines), once the filters passed them, or a
+    (``Hub.say_run``: a burst of chat lines) that are not refused yet, or a
     single message (a ``say`` on its own, a ``/msg``); all from ``client``, in
     id order.
 
@@ -511,11 +513,13 @@ def chatkit_store_messages(
     Return what ``chatkit_store_message`` returns (``None``, a
     :class:`concurrent.futures.Future`, or a :class:`~chatkit.Drop`) for all of
     them at once, or a sequence of those, one per message, in order. A
-    :class:`~chatkit.Drop` for all stops later plugins; a refusal of some (a
-    ``Drop`` in the sequence, a failed future) refuses those alone, each
-    reported to the sender in its turn. If it raises (the error is logged), or
-    returns anything else (a sequence of another length), every message of the
-    call is refused. Not called while a relay sequences messages.
+    :class:`~chatkit.Drop` refuses its messages (all of them, or that one) and
+    later plugins are not called for them; a failed future refuses its
+    messages too. Each refused message is reported to the sender on its turn
+    (an ``error`` frame, code ``not_stored``, naming the room). If it raises (the
+    error is logged), or returns anything else (a sequence of another length),
+    every message of the call is refused; an answer of another type for one
+    message refuses that one. Not called while a relay sequences messages.
     """
 
 
@@ -538,10 +542,11 @@ def chatkit_store_message(client: Session, message: Message) -> Future[None] | D
     is (so the client's next lines are read meanwhile: its consecutive messages
     are stored in a pipeline, and delivered, with ``chatkit_on_message``, before
     the reader waits for more input or handles anything but a message); or a
-    :class:`~chatkit.Drop` if it cannot be stored, which stops later plugins.
-    If it raises (the error is logged), or the future fails, it is as for a
-    Drop: nobody receives the message and the sender gets an ``error`` frame
-    with code ``not_stored`` and the reason. An accepted message is never delivered
+    :class:`~chatkit.Drop` if it cannot be stored, which stops later plugins
+    (of both store hooks: they are called as one, in the plugins' order). If it
+    raises (the error is logged), or the future fails, it is as for a Drop:
+    nobody receives the message and the sender gets an ``error`` frame with code
+    ``not_stored`` and the reason. An accepted message is never delivered
     unstored; one plugin may have stored a message another refused.
 
     Not called while a relay sequences messages across servers (``Hub.relay``: the

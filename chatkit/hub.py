@@ -872,8 +872,9 @@ class Hub:
 
         Returns the delivered :class:`Message`, or raises :class:`CommandError`
         (``not_in_room``, ``dropped``, ``not_stored``). With ``defer`` (the
-        reader's own lines) it may return once the message is being stored; it is
-        then delivered by :meth:`settle`.
+        reader's own lines) it returns once the message is being stored (with a
+        store): :meth:`settle` then delivers it, or tells the sender on its turn
+        that a store refused it (``not_stored``).
         """
         name = self._member_room(session, room)
         message = Message(
@@ -919,16 +920,17 @@ class Hub:
         ``proceed()`` is called before each message, as a face's loop does before each
         event: it paces the reader, and returns False once the connection is closing,
         which drops the rest of the run. A message refused (by ``chatkit_allow_input``,
-        a filter, a store, or ``not_in_room``) is reported, after the messages before it
-        are delivered (:meth:`settle`), by ``refused(index in run, error)``, and the run
-        goes on.
+        a filter, or ``not_in_room``) is reported, after the messages before it are
+        delivered (:meth:`settle`), by ``refused(index in run, error)``, and the run
+        goes on; one a store refuses is reported on its turn in its room's lane, as an
+        ``error`` frame (``not_stored``, with the ``room``).
 
         With a veto or filter hook implemented, each message is posted before the next
         one's hooks run, as one by one (a hook may kick or disconnect the sender, and
         later hooks see earlier messages posted). Without (the common case: flood
         control off, no moderation, no filter), nothing runs between the messages: the
         run is posted under one acquisition of the lock, so ``proceed()`` is called
-        once, then the store hooks run for each in order.
+        once, then it is stored with one call of each store hook (``Lanes.send_run``).
         """
         if self.relay is not None:  # each message goes to the relay on its own
             for index, (room, text) in enumerate(run):
@@ -980,7 +982,7 @@ class Hub:
         """Give :meth:`say_run`'s filtered messages their ids, under one acquisition of
         the lock, and publish them to their rooms there (nothing to store, nothing in
         their lanes, nothing of the sender's unsettled), or post them as lane entries
-        and then hand each to the lanes (``Lanes.send``)."""
+        and then hand them to the lanes (``Lanes.send_run``)."""
         lanes, rooms, ids, sid = self._lanes, self._rooms, self._ids, session.id
         start = 0
         while start < len(run):
@@ -1047,8 +1049,8 @@ class Hub:
                         self.hooks.notify("chatkit_on_message", client=session, message=message)
             if posted:
                 # Stored with one call of each store hook; a refusal (not_stored) is
-                # reported on its turn.
-                lanes.send_run(session, posted, refused)
+                # reported on its turn in the lane.
+                lanes.send_run(session, posted)
             if failed is None:
                 return
             start += len(posted) + len(published) + 1

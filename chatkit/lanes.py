@@ -330,9 +330,9 @@ class Lanes:
         """Finish a posted message: store it, see it delivered, run ``chatkit_on_message``.
 
         Runs on the sender's thread without the lock. Raises :class:`CommandError`
-        ``not_stored`` if it was refused. If a store hook answered with a future
-        and ``defer`` is set, returns at once: :meth:`settle` then delivers it and
-        runs ``chatkit_on_message``.
+        ``not_stored`` if it was refused. With ``defer`` (a reader's own line),
+        returns once the store hooks answered: :meth:`settle` then delivers it (or
+        tells the sender of its refusal, on its turn) and runs ``chatkit_on_message``.
         """
         # Read without the lock: after post() only this thread changes ready and event
         # (a born-ready entry gets its event in post(), under the lock, or never).
@@ -352,52 +352,44 @@ class Lanes:
         self._hooks.notify("chatkit_on_message", client=session, message=message)
 
     def send_run(
-        self,
-        session: Session,
-        run: Sequence[tuple[int, Message, MessageEntry, Lane]],
-        refused: Callable[[int, CommandError], None],
+        self, session: Session, run: Sequence[tuple[int, Message, MessageEntry, Lane]]
     ) -> None:
-        """Finish a reader's run of posted messages (``Hub.say_run``), each with the
-        caller's index: store them all with one call of each store hook, and leave
-        them to :meth:`settle`.
+        """Finish a reader's run of posted messages (``Hub.say_run``; each with the
+        caller's index, unused here): store them all with one call of each store
+        hook, and leave them to :meth:`settle`, which delivers them with
+        ``chatkit_on_message``.
 
-        Runs on the reader's thread without the lock. A message refused at once
-        (a :class:`~chatkit.Drop`) is reported by ``refused(index, error)`` once the
-        reader's messages before it are delivered; the others are delivered, with
-        ``chatkit_on_message``, when the reader settles.
+        Runs on the reader's thread without the lock. A message refused (at once, or
+        by a failed future) is reported to the sender on its turn in the lane, as
+        ``not_stored``: every entry of the run is handed on before any hook runs
+        again, so none waits behind an entry that only this thread would make ready.
         """
-        unsettled = session.unsettled
         if not self._store:
+            unsettled = session.unsettled
             # Nothing to store: ready when the reader settles (message()).
             for _index, message, entry, lane in run:
                 entry.tell = session
                 unsettled.append((message, entry, [], lane))
             self._owner.session = session
             return
-        handed = 0  # entries of the run handed on: deferred to settle(), or delivered
+        handed = False
         try:
             outcomes = self._store_all(session, [message for _i, message, _e, _l in run])
-            for (index, message, entry, lane), (futures, refusal) in zip(
+            unsettled = session.unsettled
+            for (_index, message, entry, lane), (futures, refusal) in zip(
                 run, outcomes, strict=True
             ):
-                if refusal is None:
-                    entry.tell = session  # a later refusal (a failed future) is told in order
-                    session.unsettled.append((message, entry, futures, lane))
-                    self._owner.session = session
-                    handed += 1
-                    continue
-                if session.unsettled:
-                    self.settle(session)  # the messages before it come first
-                try:
-                    self._deliver_stored(entry, lane, refusal)
-                except CommandError as exc:
-                    handed += 1
-                    refused(index, exc)
+                entry.tell = session  # a refusal is told on its turn in the lane
+                if refusal is not None:
+                    futures = _refused(refusal)
+                unsettled.append((message, entry, futures, lane))
+            handed = True
         finally:
-            if handed < len(run):
-                # A BaseException (KeyboardInterrupt) escaped a hook: the entries not
-                # handed on must not hold up their lanes' later deliveries forever.
-                self._give_up([(e, lane) for _i, _m, e, lane in run[handed:] if not e.ready])
+            if not handed:
+                # A BaseException (KeyboardInterrupt) escaped the hooks: nothing of the
+                # run is stored, and its entries must not hold up their lanes forever.
+                self._give_up([(entry, lane) for _i, _m, entry, lane in run])
+        self._owner.session = session
 
     def _give_up(self, entries: Sequence[tuple[MessageEntry, Lane]]) -> None:
         """Mark ``entries`` refused and deliver what they no longer hold up."""
@@ -414,65 +406,59 @@ class Lanes:
     def _store_all(
         self, session: Session, messages: Sequence[Message]
     ) -> list[tuple[list[Future[Any]], Drop | None]]:
-        """Call the store hooks for ``messages`` (``chatkit_store_messages`` once for
-        all, then ``chatkit_store_message`` for each one not refused): for each, the
-        futures to wait for and its refusal, if refused at once."""
+        """Call the store hooks for ``messages``, plugin by plugin in the plugins'
+        order (``chatkit_store_messages`` once for the messages not refused yet,
+        ``chatkit_store_message`` for each of them): for each message, the futures to
+        wait for, and its refusal if refused at once (later plugins skip it)."""
+        hooks = self._hooks
         count = len(messages)
         outcomes: list[tuple[list[Future[Any]], Drop | None]] = [_STORED] * count
         if self._store_runs:
-            # Messages sharing a future share the list of it (settle() waits once).
-            alone: dict[int, list[Future[Any]]] = {}
-            for result in self._hooks.collect(
-                "chatkit_store_messages", _not_stored, _is_drop, client=session, messages=messages
-            ):
-                if isinstance(result, Future) and outcomes[0] is _STORED and _all_stored(outcomes):
+            hooks.watch("chatkit_store_messages", client=session, messages=messages)
+        if self._store_each:
+            for message in messages:
+                hooks.watch("chatkit_store_message", client=session, message=message)
+        alone: dict[int, list[Future[Any]]] = {}  # messages sharing a future share its list
+        for name, impl in hooks.ordered(_STORE_HOOKS):
+            open_ = [i for i, (_futures, refusal) in enumerate(outcomes) if refusal is None]
+            if not open_:
+                break
+            if name == "chatkit_store_message":
+                answers: Sequence[object] = [
+                    hooks.call(name, impl, _not_stored, client=session, message=messages[i])
+                    for i in open_
+                ]
+            else:
+                given = messages if len(open_) == count else [messages[i] for i in open_]
+                result = hooks.call(name, impl, _not_stored, client=session, messages=given)
+                if result is None:
+                    continue
+                if isinstance(result, Future) and len(open_) == count and _all_stored(outcomes):
                     outcomes = [([result], None)] * count  # one future for all: the common case
                     continue
-                each: Sequence[object] = (
-                    (result,) * count if isinstance(result, (Future, Drop)) else result
-                )
-                if not isinstance(each, (list, tuple)) or len(each) != count:
-                    log.error(
-                        "chatkit_store_messages returned %r for %d message(s), which takes None,"
-                        " a Future, a Drop or a sequence of one of those per message: refused",
-                        result,
-                        count,
-                    )
-                    each = (_UNANSWERED,) * count
-                for index, answer in enumerate(each):
-                    futures, refusal = outcomes[index]
-                    if refusal is not None or answer is None:
-                        continue
-                    if isinstance(answer, Future):
-                        if futures:
-                            outcomes[index] = ([*futures, answer], None)
-                        else:
-                            shared = alone.get(id(answer))
-                            if shared is None:
-                                shared = alone[id(answer)] = [answer]
-                            outcomes[index] = (shared, None)
-                    elif isinstance(answer, Drop):
-                        outcomes[index] = (futures, answer)
-                    else:
-                        log.error(
-                            "chatkit_store_messages answered %r for a message, which takes"
-                            " None, a Future or a Drop: refused",
-                            answer,
-                        )
-                        outcomes[index] = (futures, _UNANSWERED)
-        if self._store_each:
-            for index, message in enumerate(messages):
-                futures, refusal = outcomes[index]
-                if refusal is not None:
+                answers = _per_message(result, len(given), impl.plugin_name)
+            for i, answer in zip(open_, answers, strict=True):
+                if answer is None:
                     continue
-                for result in self._hooks.collect(
-                    "chatkit_store_message", _not_stored, _is_drop, client=session, message=message
-                ):
-                    if isinstance(result, Future):
-                        futures = [*futures, result]
-                    elif isinstance(result, Drop):
-                        refusal = result
-                outcomes[index] = (futures, refusal)
+                futures, _refusal = outcomes[i]
+                if isinstance(answer, Drop):
+                    outcomes[i] = (futures, answer)
+                elif not isinstance(answer, Future):
+                    log.error(
+                        "plugin %r answered %r for a message from %s, which takes None, a"
+                        " Future or a Drop: refused",
+                        impl.plugin_name,
+                        answer,
+                        name,
+                    )
+                    outcomes[i] = (futures, _UNANSWERED)
+                elif futures:
+                    outcomes[i] = ([*futures, answer], None)
+                else:
+                    shared = alone.get(id(answer))
+                    if shared is None:
+                        shared = alone[id(answer)] = [answer]
+                    outcomes[i] = (shared, None)
         return outcomes
 
     def enter(self, entry: JoinEntry, lane: Lane) -> bool:
@@ -519,33 +505,31 @@ class Lanes:
     ) -> bool:
         """Call the store hooks, then deliver in lane order; True once delivered.
 
-        If a store hook answered with a future and ``defer`` is set, returns False
-        at once: the message is then delivered by :meth:`settle`, which the
-        sender's reader calls before it waits for more input or handles anything
-        but a message.
+        With ``defer`` (a reader's own line), returns False once the hooks answered:
+        :meth:`settle`, which the sender's reader calls before it waits for more
+        input or handles anything but a message, delivers the message (or tells the
+        sender of its refusal, on its turn). Settling here instead would run the
+        hooks of the reader's earlier messages while this entry, which only this
+        thread makes ready, holds up their room: a hook saying more there would
+        wait for it forever.
         """
-        # Refused until the hooks answer: nothing is delivered unstored, even if a
-        # BaseException (KeyboardInterrupt) escapes them.
-        refusal: Drop | None = _UNANSWERED
-        deferred = False
         try:
             ((futures, refusal),) = self._store_all(session, (message,))
+            if defer:
+                entry.tell = session  # a refusal is then reported in lane order
+                if refusal is not None:
+                    futures = _refused(refusal)
+                session.unsettled.append((message, entry, futures, lane))
+                self._owner.session = session
+                return False
             if futures and refusal is None:
-                if defer:
-                    entry.tell = session  # a refusal is then reported in lane order
-                    session.unsettled.append((message, entry, futures, lane))
-                    self._owner.session = session
-                    deferred = True
-                    return False
                 refusal = _outcome(futures)
-        finally:
-            if not deferred:
-                if defer and session.unsettled:
-                    # This reader's earlier messages are ahead in the lane and only it
-                    # marks them ready: finish them first, or it would wait for itself.
-                    self.settle(session)
-                # Always, or the lane's later deliveries would wait behind it forever.
-                self._deliver_stored(entry, lane, refusal)
+        except BaseException:
+            # (KeyboardInterrupt): nothing is delivered unstored, and the lane's later
+            # deliveries must not wait behind this entry forever.
+            self._give_up([(entry, lane)])
+            raise
+        self._deliver_stored(entry, lane, refusal)
         return True
 
     def _deliver_stored(self, entry: MessageEntry, lane: Lane, refusal: Drop | None) -> None:
@@ -664,8 +648,7 @@ class Lanes:
                 wake |= self._deliver_join(entry)
             elif entry.refusal is not None:
                 if entry.tell is not None:
-                    text = f"message not delivered: {entry.refusal.reason}"
-                    wake |= entry.tell.push(Frame("error", code="not_stored", text=text))
+                    wake |= entry.tell.push(_not_stored_error(entry))
             elif entry.audience is not None:  # a private message, to its parties
                 wake |= self._fanout((entry.frame,), entry.audience)
             elif not (lane and _runs_on(lane[0])):  # a room message on its own
@@ -707,6 +690,20 @@ class Lanes:
         return wake
 
 
+def _not_stored_error(entry: MessageEntry) -> Frame:
+    """The ``error`` telling a sender its message was refused: it names the room of a
+    room message, and says whether the message was a notice (a face may answer a
+    notice with nothing, as IRC's rules have it)."""
+    assert entry.refusal is not None
+    error = Frame("error", code="not_stored", text=f"message not delivered: {entry.refusal.reason}")
+    fields = entry.frame.fields
+    if entry.audience is None and "room" in fields:
+        error.fields["room"] = fields["room"]
+    if fields.get("notice"):
+        error.fields["notice"] = True
+    return error
+
+
 def _delivered(entry: Entry) -> None:
     entry.done = True
     if entry.event is not None:
@@ -728,6 +725,8 @@ def _outcome(futures: list[Future[Any]]) -> Drop | None:
     for future in futures:
         try:
             future.result()
+        except _Refusal as refusal:
+            return refusal.drop
         except Exception as exc:
             return Drop(str(exc) or type(exc).__name__)
     return None
@@ -737,13 +736,43 @@ _UNANSWERED = Drop("it could not be stored (internal error)")  # (immutable: one
 _STORED: tuple[list[Future[Any]], Drop | None] = ([], None)  # (never changed: one for all)
 
 
+_STORE_HOOKS = ("chatkit_store_messages", "chatkit_store_message")
+
+
+def _per_message(result: object, count: int, plugin: str) -> Sequence[object]:
+    """A ``chatkit_store_messages`` answer for ``count`` messages, one per message."""
+    if isinstance(result, (Future, Drop)):
+        return (result,) * count
+    if isinstance(result, (list, tuple)) and len(result) == count:
+        return result
+    log.error(
+        "plugin %r returned %r from chatkit_store_messages for %d message(s), which takes"
+        " None, a Future, a Drop or a sequence of one of those per message: refused",
+        plugin,
+        result,
+        count,
+    )
+    return (_UNANSWERED,) * count
+
+
+class _Refusal(Exception):
+    """A store hook's refusal, carried by a failed future to :meth:`Lanes.settle`."""
+
+    def __init__(self, drop: Drop) -> None:
+        super().__init__(drop.reason)
+        self.drop = drop
+
+
+def _refused(refusal: Drop) -> list[Future[Any]]:
+    """A message refused at once, as a failed future: reported on its turn in the lane."""
+    future: Future[Any] = Future()
+    future.set_exception(_Refusal(refusal))
+    return [future]
+
+
 def _all_stored(outcomes: list[tuple[list[Future[Any]], Drop | None]]) -> bool:
     """Whether no hook has answered anything but ``None`` for any of ``outcomes`` yet."""
     return outcomes.count(_STORED) == len(outcomes)
-
-
-def _is_drop(result: object) -> bool:
-    return isinstance(result, Drop)
 
 
 def _not_stored(plugin: str) -> Drop:

@@ -355,6 +355,7 @@ def test_a_message_that_cannot_be_stored_is_not_delivered(
         "type": "error",
         "code": "not_stored",
         "text": "message not delivered: could not store the message; try again",
+        "room": "#general",
     }
     assert f"cannot write 1 message(s) to the history database {db}" in caplog.text
     assert "database or disk is full" in caplog.text

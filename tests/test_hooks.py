@@ -726,6 +726,7 @@ def test_hook_store_message_refusal_and_crash_deliver_nothing(
         "type": "error",
         "code": "not_stored",
         "text": "message not delivered: the disk is full",
+        "room": "#general",
     }
     alice.say("/msg bob crash me")
     error = alice.expect("error")

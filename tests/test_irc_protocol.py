@@ -193,6 +193,11 @@ def test_errors_become_numerics() -> None:
     ]
     assert error("not_in_room", irc_command="PRIVMSG", target="#x") == [f":{SERVER} 404 a #x :why"]
     assert error("dropped", irc_command="PRIVMSG", target="#x") == [f":{SERVER} 404 a #x :why"]
+    # A message a store refused, told on its turn in its room's lane (no command).
+    assert error("not_stored", room="#x") == [f":{SERVER} 404 a #x :why"]
+    assert (
+        out(protocol, Frame("error", code="not_stored", text="why", room="#x", notice=True)) == []
+    )
     assert error("not_in_room", irc_command="PART", target="#x") == [f":{SERVER} 442 a #x :why"]
     assert error("bad_room", irc_command="JOIN", target="x") == [f":{SERVER} 403 a x :why"]
     assert error("rate_limited", irc_command="PRIVMSG", target="#x") == [

@@ -212,30 +212,20 @@ class Hub:
         self.lanes.send(session, message, entry, lane, defer=defer)
         return message
 
-    def say_run(
-        self, session: Session, *run: str, interrupt: bool = False
-    ) -> list[tuple[int, str]]:
+    def say_run(self, session: Session, *run: str) -> None:
         """As ``Hub.say_run`` with a store: the run posted under one acquisition of the
-        lock, then stored at once; returns the refusals, (index, code), as reported."""
+        lock, then stored at once (refusals come on their turn, at settle())."""
         posted = []
         with self.lock:
             for index, text in enumerate(run):
                 self._ids += 1
                 message = Message(nick=session.nick or "", text=text, room=self.lane.name)
                 message.id = self._ids
-                entry = self.lanes.message(Frame("message", id=message.id, text=text), defer=True)
+                frame = Frame("message", id=message.id, room=self.lane.name, text=text)
+                entry = self.lanes.message(frame, defer=True)
                 self.lanes.post(self.lane, entry)
                 posted.append((index, message, entry, self.lane))
-        refused: list[tuple[int, str]] = []
-
-        def report(index: int, error: CommandError) -> None:
-            if interrupt:
-                raise KeyboardInterrupt  # as a signal may, while a refusal is reported
-            refused.append((index, error.code))
-            session.push(Frame("error", code=error.code, text=error.text))
-
-        self.lanes.send_run(session, posted, report)
-        return refused
+        self.lanes.send_run(session, posted)
 
     def join(self, session: Session) -> bool:
         """As ``Hub.join``: the last id given out is read under the lock of the post."""
@@ -456,7 +446,7 @@ def test_a_run_is_stored_with_one_call_and_leaves_as_one_piece() -> None:
     runs, each = RunStore(), EachStore()
     hub = Hub(runs, each)
     alice, bob = hub.session("alice"), hub.session("bob")
-    assert hub.say_run(alice, "m1", "later m2", "m3") == []
+    hub.say_run(alice, "m1", "later m2", "m3")
     assert runs.calls == [["m1", "later m2", "m3"]]
     assert each.texts == ["m1", "later m2", "m3"]
     assert texts(bob) == [] and len(alice.unsettled) == 3
@@ -468,20 +458,44 @@ def test_a_run_is_stored_with_one_call_and_leaves_as_one_piece() -> None:
     assert not hub.lane and not alice.unsettled
 
 
-def test_a_message_of_a_run_refused_at_once_is_reported_after_the_ones_before_it() -> None:
-    """A Drop for one message of a run: the messages before it are delivered first,
-    then its refusal is reported (by its index), then the rest goes on; a plugin of
-    single messages is not called for it."""
+def test_a_message_of_a_run_refused_at_once_is_reported_on_its_turn() -> None:
+    """A Drop for one message of a run: the sender is told on the message's turn in
+    the lane (after the messages before it, naming the room), nobody receives it, and
+    later store plugins are not called for it."""
     runs, each = RunStore(), EachStore()
-    hub = Hub(runs, each)
+    hub = Hub(each, runs)  # (registered last, the run plugin is called first)
     alice, bob = hub.session("alice"), hub.session("bob")
-    assert hub.say_run(alice, "m1", "refuse m2", "m3") == [(1, "not_stored")]
+    hub.say_run(alice, "m1", "refuse m2", "m3")
     assert each.texts == ["m1", "m3"]
     hub.lanes.settle(alice)
     assert codes(alice) == ["message", "not_stored", "message"]
+    inbox = alice.transport
+    assert isinstance(inbox, Inbox)
+    assert inbox.frames[1].fields["room"] == "#room"
     assert texts(bob) == ["m1", "m3"]
     assert hub.notified.texts == ["m1", "m3"]
     assert not hub.lane
+
+
+class Refuser:
+    """A store plugin of single messages that refuses texts starting with "no"."""
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> Drop | None:
+        return Drop("not this one") if message.text.startswith("no") else None
+
+
+def test_the_two_store_hooks_are_called_in_the_plugins_order() -> None:
+    """A plugin of single messages called before a plugin of runs keeps the messages
+    it refuses from it: the run plugin gets the rest only."""
+    runs = RunStore()
+    hub = Hub(runs, Refuser())  # (registered last, the refuser is called first)
+    alice, bob = hub.session("alice"), hub.session("bob")
+    hub.say_run(alice, "m1", "no m2", "m3")
+    assert runs.calls == [["m1", "m3"]]
+    hub.lanes.settle(alice)
+    assert codes(alice) == ["message", "not_stored", "message"]
+    assert texts(bob) == ["m1", "m3"]
 
 
 def test_a_failed_future_refuses_only_its_message_of_the_run() -> None:
@@ -489,7 +503,7 @@ def test_a_failed_future_refuses_only_its_message_of_the_run() -> None:
     runs = RunStore()
     hub = Hub(runs)
     alice, bob = hub.session("alice"), hub.session("bob")
-    assert hub.say_run(alice, "later 1", "later 2", "later 3") == []
+    hub.say_run(alice, "later 1", "later 2", "later 3")
     runs.futures["later 2"].set_exception(OSError("disk on fire"))
     runs.futures["later 1"].set_result(None)
     runs.futures["later 3"].set_result(None)
@@ -511,7 +525,9 @@ def test_a_run_answered_for_all_at_once_or_wrongly_is_refused_whole(special: obj
     runs.special = special
     hub = Hub(runs)
     alice, bob = hub.session("alice"), hub.session("bob")
-    assert hub.say_run(alice, "m1", "m2") == [(0, "not_stored"), (1, "not_stored")]
+    hub.say_run(alice, "m1", "m2")
+    hub.lanes.settle(alice)
+    assert codes(alice) == ["not_stored", "not_stored"]
     assert texts(bob) == [] and not hub.lane
     runs.special = None
     hub.say_run(alice, "m3")
@@ -519,9 +535,64 @@ def test_a_run_answered_for_all_at_once_or_wrongly_is_refused_whole(special: obj
     assert texts(bob) == ["m3"]
 
 
-def test_a_base_exception_from_a_run_store_holds_up_nothing(
+class PingBot:
+    """Answers "ping" in the room, as bob, from chatkit_on_message (a bot plugin)."""
+
+    def __init__(self) -> None:
+        self.hub: Hub | None = None
+        self.bob: Session | None = None
+
+    @hookimpl
+    def chatkit_on_message(self, client: Session, message: Message) -> None:
+        if message.text == "ping" and self.hub is not None and self.bob is not None:
+            self.hub.say(self.bob, "pong")
+
+
+def test_a_hook_saying_more_after_a_refusal_in_a_run_does_not_wait_for_the_run(
     threads: Callable[[Callable[[], object]], threading.Thread],
 ) -> None:
+    """A run with a refused message and a bot answering its first one: the bot's
+    answer goes behind the whole run, which is handed on before any hook runs (the
+    reader used to deliver the messages before the refusal, run their hooks, and wait
+    forever in the bot's answer for the rest of its own run)."""
+    runs, bot = RunStore(), PingBot()
+    hub = Hub(runs, bot)
+    alice, bob, carol = hub.session("alice"), hub.session("bob"), hub.session("carol")
+    bot.hub, bot.bob = hub, bob
+
+    def reader() -> None:
+        hub.say_run(alice, "ping", "refuse x", "m3")
+        hub.lanes.settle(alice)
+
+    threads(reader)
+    wait_until(lambda: texts(carol) == ["ping", "m3", "pong"], DEADLINE)
+    assert not hub.lane
+
+
+def test_a_hook_saying_more_between_two_lines_stored_at_once_does_not_wait_for_them(
+    threads: Callable[[Callable[[], object]], threading.Thread],
+) -> None:
+    """Two lines of one reader, each on its own (``say(defer=True)``), stored at once by
+    a plugin of single messages, and a bot answering the first: the second line waits
+    for the reader's settle() too, so the bot's answer goes behind both (the reader used
+    to settle the first line before delivering the second, and the bot's answer waited
+    forever behind it)."""
+    bot = PingBot()
+    hub = Hub(EachStore(), bot)
+    alice, bob, carol = hub.session("alice"), hub.session("bob"), hub.session("carol")
+    bot.hub, bot.bob = hub, bob
+
+    def reader() -> None:
+        hub.say(alice, "ping", defer=True)
+        hub.say(alice, "x", defer=True)
+        hub.lanes.settle(alice)
+
+    threads(reader)
+    wait_until(lambda: texts(carol) == ["ping", "x", "pong"], DEADLINE)
+    assert not hub.lane
+
+
+def test_a_base_exception_from_a_run_store_holds_up_nothing() -> None:
     """A BaseException escaping chatkit_store_messages reaches the reader, but the
     run's entries are given up: a message of another sender behind them is delivered."""
     runs, store = RunStore(), Store()
@@ -530,17 +601,9 @@ def test_a_base_exception_from_a_run_store_holds_up_nothing(
     runs.special = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
         hub.say_run(alice, "m1", "m2")
-    assert not hub.lane
+    assert not hub.lane and not alice.unsettled
     runs.special = None
     hub.say(bob, "m3", defer=True)
     store.stored("m3")
     hub.lanes.settle(bob)
     assert texts(carol) == ["m3"]
-    # Raised while the run is handed on, after the store hooks: the rest is given up.
-    with pytest.raises(KeyboardInterrupt):
-        hub.say_run(alice, "refuse m4", "m5", "m6", interrupt=True)
-    assert len(alice.unsettled) == 0
-    hub.say(bob, "m7", defer=True)
-    store.stored("m7")
-    hub.lanes.settle(bob)
-    assert texts(carol) == ["m3", "m7"] and not hub.lane

@@ -603,6 +603,13 @@ class IrcProtocol:
         if not self.registered:
             self._registering = False  # login refused: the client may send NICK again
             self._wanted_nick = None
+        if command is None and code == "not_stored":
+            # A message refused on its turn in its lane: the frame names its room, and
+            # whether it was a NOTICE (answered with nothing, as any NOTICE's failure).
+            if fields.get("notice"):
+                return []
+            if isinstance(fields.get("room"), str):
+                command, target = "PRIVMSG", fields["room"]
         if command == "NOTICE":
             return []  # never an automatic reply to a NOTICE
         if (
