@@ -408,6 +408,7 @@ def test_a_room_s_announcement_names_the_room(server: Server) -> None:
             bob.send("JOIN #den")
             bob.expect(":bob!bob@chatkit JOIN #den")
             nina.send_line("/join #den")
+            nina.expect("nina joined #den")  # a member before the mode, or not told of it
             web.say("/join #den")
             web.expect("join", room="#den", nick="webby")
             ann.send("MODE #den +m")
