@@ -1812,7 +1812,11 @@ class Server:
                         data, _closed = tls.decrypt(raw)
                 except OSError as exc:  # ssl.SSLError too: a corrupt record
                     reason = f"connection lost ({exc.strerror or exc})"
-                    break
+                    # The end of input, as at EOF: what was read is acted on, a last
+                    # line without its newline too. (A script that writes its lines and
+                    # closes, `printf ... | nc -q0`, is reset by the server's next send
+                    # to it, and its recv() may report that before the end of its data.)
+                    data, eof = b"", True
         except Exception:
             # This branch should never run. It's a safety net in case of bugs.
             log.error("connection handler failed", exc_info=True)
