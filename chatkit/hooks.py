@@ -139,9 +139,9 @@ class HookRunner:
     def ordered(self, names: tuple[str, ...]) -> Sequence[tuple[str, pluggy.HookImpl]]:
         """The implementations of several hooks that act as one (the two store hooks),
         as ``(hook name, impl)`` pairs in one call order: pluggy's order for a single
-        hook (``tryfirst`` ones, then the others, then ``trylast`` ones; in each group
-        the plugin registered last first), a plugin implementing both in ``names``'
-        order. Call each with :meth:`call`."""
+        hook (``tryfirst`` ones and then the others, the plugin registered last first;
+        then ``trylast`` ones, the plugin registered first first), a plugin
+        implementing both in ``names``' order. Call each with :meth:`call`."""
         pm = self.pm
         generation = getattr(pm, "generation", None)  # (read first: see impls())
         entry = self._ordered.get(names)
@@ -151,23 +151,35 @@ class HookRunner:
         pairs = [(name, impl) for name in names for impl in self.impls(name)]
         pairs.sort(  # (stable: one plugin's two hooks stay in names' order)
             key=lambda pair: (
-                0 if pair[1].tryfirst else 2 if pair[1].trylast else 1,
-                -place.get(id(pair[1].plugin), 0),
+                (2, place.get(id(pair[1].plugin), 0))
+                if pair[1].trylast  # (pluggy puts each new one first: called last)
+                else (0 if pair[1].tryfirst else 1, -place.get(id(pair[1].plugin), 0))
             )
         )
         found = tuple(pairs)
         self._ordered[names] = (pm, generation, found)
         return found
 
-    def call(
-        self, name: str, impl: pluggy.HookImpl, on_error: Callable[[str], Any], **kwargs: Any
-    ) -> Any:
-        """Call one implementation of hook ``name`` (from :meth:`ordered`), timed now
-        and then as every hook is; if it raises, log it and return
-        ``on_error(plugin_name)``. Tell the monitors first with :meth:`watch`."""
+    def sampled(self, name: str) -> bool:
+        """Count a call of hook ``name`` made with :meth:`call`: whether its
+        implementations are to be timed (one call in :attr:`sample_every`)."""
         count = self._calls[name] = self._calls.get(name, 0) + 1
+        return not count % self.sample_every
+
+    def call(
+        self,
+        name: str,
+        impl: pluggy.HookImpl,
+        on_error: Callable[[str], Any],
+        timed: bool,
+        **kwargs: Any,
+    ) -> Any:
+        """Call one implementation of hook ``name`` (from :meth:`ordered`), ``timed``
+        if :meth:`sampled` said so for this call of the hook (every plugin of a
+        sampled call is timed); if it raises, log it and return
+        ``on_error(plugin_name)``. Tell the monitors first with :meth:`watch`."""
         try:
-            if not count % self.sample_every:
+            if timed:
                 return self._timed(impl, name, kwargs)
             return self._call(impl, kwargs)
         except Exception:

@@ -413,11 +413,15 @@ class Lanes:
         hooks = self._hooks
         count = len(messages)
         outcomes: list[tuple[list[Future[Any]], Drop | None]] = [_STORED] * count
+        timed = False  # this call of chatkit_store_messages is sampled
+        each_timed: list[bool] = []  # each message's call of chatkit_store_message is
         if self._store_runs:
             hooks.watch("chatkit_store_messages", client=session, messages=messages)
+            timed = hooks.sampled("chatkit_store_messages")
         if self._store_each:
             for message in messages:
                 hooks.watch("chatkit_store_message", client=session, message=message)
+                each_timed.append(hooks.sampled("chatkit_store_message"))
         alone: dict[int, list[Future[Any]]] = {}  # messages sharing a future share its list
         for name, impl in hooks.ordered(_STORE_HOOKS):
             open_ = [i for i, (_futures, refusal) in enumerate(outcomes) if refusal is None]
@@ -425,12 +429,14 @@ class Lanes:
                 break
             if name == "chatkit_store_message":
                 answers: Sequence[object] = [
-                    hooks.call(name, impl, _not_stored, client=session, message=messages[i])
+                    hooks.call(
+                        name, impl, _not_stored, each_timed[i], client=session, message=messages[i]
+                    )
                     for i in open_
                 ]
             else:
                 given = messages if len(open_) == count else [messages[i] for i in open_]
-                result = hooks.call(name, impl, _not_stored, client=session, messages=given)
+                result = hooks.call(name, impl, _not_stored, timed, client=session, messages=given)
                 if result is None:
                     continue
                 if isinstance(result, Future) and len(open_) == count and _all_stored(outcomes):

@@ -1812,6 +1812,8 @@ class Server:
                         data, _closed = tls.decrypt(raw)
                 except OSError as exc:  # ssl.SSLError too: a corrupt record
                     reason = f"connection lost ({exc.strerror or exc})"
+                    if isinstance(exc, ssl.SSLError):
+                        break  # (what it decrypted of that read is lost: no last line)
                     # The end of input, as at EOF: what was read is acted on, a last
                     # line without its newline too. (A script that writes its lines and
                     # closes, `printf ... | nc -q0`, is reset by the server's next send

@@ -31,7 +31,9 @@ from chatkit import (
     hookspecs,
 )
 from chatkit.client import say_frame
+from chatkit.hooks import HookRunner
 from chatkit.hub import message_frame
+from chatkit.plugins import new_plugin_manager
 from chatkit.protocol import Hello, Request, Say
 from chatkit.testing import (
     ChatClient,
@@ -970,3 +972,51 @@ def test_a_plugin_registered_or_unregistered_while_serving_takes_effect(
     server.pluginmanager.unregister(shout)
     alice.say("after")
     assert alice.expect("message")["text"] == "after"
+
+
+class _Plain:
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> None:
+        return None
+
+
+class _First:
+    @hookimpl(tryfirst=True)
+    def chatkit_store_message(self, client: Session, message: Message) -> None:
+        return None
+
+
+class _Last:
+    @hookimpl(trylast=True)
+    def chatkit_store_message(self, client: Session, message: Message) -> None:
+        return None
+
+
+class _Runs:
+    @hookimpl
+    def chatkit_store_messages(self, client: Session, messages: list[Message]) -> None:
+        return None
+
+
+def test_store_hooks_as_one_keep_pluggys_order() -> None:
+    """HookRunner.ordered(): for one hook, the order pluggy calls it in (tryfirst, the
+    others, trylast; the last registered first, but for trylast); a plugin of the
+    other hook takes its place among them by the same rules."""
+    pm = new_plugin_manager()
+    plugins = {"a": _Last(), "b": _Last(), "c": _First(), "d": _Plain(), "e": _Plain()}
+    for name, plugin in plugins.items():
+        pm.register(plugin, name=name)
+    runner = HookRunner(pm)
+    single = [impl.plugin_name for impl in runner.impls("chatkit_store_message")]
+    assert single == ["c", "e", "d", "a", "b"]  # pluggy's own order
+    names = ("chatkit_store_messages", "chatkit_store_message")
+    assert [impl.plugin_name for _n, impl in runner.ordered(names)] == single
+    pm.register(_Runs(), name="r")  # registered last: first of the plain ones
+    assert [impl.plugin_name for _n, impl in runner.ordered(names)] == [
+        "c",
+        "r",
+        "e",
+        "d",
+        "a",
+        "b",
+    ]

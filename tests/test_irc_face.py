@@ -1095,3 +1095,26 @@ def test_tagmsg_relays_client_only_tags_to_irc_users_who_take_them(
     alice.expect(" 404 ")
     assert not [line for line in alice.sync() if "TAGMSG" in line or " 421 " in line]
     assert not [line for line in carol.sync() if "TAGMSG" in line]
+
+
+class _PickyStore:
+    """Stores every message but those starting with "bad", refused at once."""
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Any) -> Any:
+        from chatkit import Drop
+
+        return Drop("no") if message.text.startswith("bad") else None
+
+
+def test_a_store_refusal_is_answered_before_later_privmsgs_answers(
+    make_server: Callable[..., Server],
+) -> None:
+    """A PRIVMSG a store refuses (404, on its turn in the room's lane), then two the face
+    answers itself (412, 411): the answers come in the order of the lines."""
+    server = make_server(plugins=[_PickyStore()])
+    with IrcClient(server.addresses["irc"]) as alice:
+        alice.register("alice")
+        alice.send("PRIVMSG #general :bad one", "PRIVMSG #general :\x02\x02", "PRIVMSG")
+        codes = [line.split()[1] for line in alice.sync()]
+        assert codes == ["404", "412", "411"], codes

@@ -20,10 +20,12 @@ import pytest
 from webclient import TIMEOUT, WebClient, frames_until_close, web_server
 from websockets.exceptions import InvalidStatus
 from websockets.frames import Close, CloseCode, Opcode
+from websockets.frames import Frame as WsFrame
 
-from chatkit import Server
-from chatkit.faces.web import WEB_CODEC
-from chatkit.testing import ChatClient, TextClient, wait_until
+from chatkit import Drop, Message, Server, Session, hookimpl
+from chatkit.faces.line import LineFace
+from chatkit.faces.web import WEB_CODEC, WebFace
+from chatkit.testing import ChatClient, TextClient, make_config, wait_until
 
 
 @pytest.fixture
@@ -559,3 +561,35 @@ def test_a_parked_websocket_wakes_when_it_talks() -> None:
         finally:
             ann.close()
             bob.close()
+
+
+class _PickyStore:
+    """Stores every message but those starting with "bad", refused at once."""
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> Drop | None:
+        return Drop("no") if message.text.startswith("bad") else None
+
+
+def test_a_store_refusal_is_answered_before_a_later_message_s_error() -> None:
+    """Two WebSocket messages in one read: a say a store refuses (told on its turn in
+    the lane), then one that is not JSON: the answers come in the order of the
+    messages."""
+    server = Server(
+        plugins=[_PickyStore()],
+        config=make_config(None, ("flood",)),
+        faces=[LineFace(), WebFace(port=0)],
+    )
+    server.start()
+    try:
+        client = WebClient(server)
+        client.login("alice")
+        payloads = (json.dumps({"type": "say", "text": "bad one"}).encode(), b"{nope")
+        client.ws.socket.sendall(
+            b"".join(WsFrame(Opcode.TEXT, p).serialize(mask=True, extensions=[]) for p in payloads)
+        )
+        codes = [f.get("code") for f in client.sync() if f["type"] == "error"]
+        assert codes == ["not_stored", "bad_frame"], codes
+        client.close()
+    finally:
+        server.shutdown()

@@ -362,6 +362,14 @@ class IrcChannel:
         """Send IRC messages of the face's own (numerics: the nick is added) to the client."""
         self.session.send(Frame("irc", messages=list(messages)))
 
+    def answer(self, *messages: Message) -> None:
+        """:meth:`send` a PRIVMSG's or NOTICE's own answer (a numeric), after the
+        reader's earlier messages are settled: act() does not settle before those
+        commands, and a store's refusal of an earlier one comes at its settle()."""
+        if self.session.unsettled:
+            self.hub.settle(self.session)
+        self.send(*messages)
+
     def act(self, event: Register | Authenticate | Command) -> None:
         """Act on one event; refusals go back to the client as numerics."""
         hub, session = self.hub, self.session
@@ -504,11 +512,11 @@ class IrcChannel:
         notice = command == "NOTICE"
         if not params or not params[0]:
             if not notice:
-                self.send(Message(n.ERR_NORECIPIENT, (f"No recipient given ({command})",)))
+                self.answer(Message(n.ERR_NORECIPIENT, (f"No recipient given ({command})",)))
             return
         if len(params) < 2 or not params[1]:
             if not notice:
-                self.send(Message(n.ERR_NOTEXTTOSEND, ("No text to send",)))
+                self.answer(Message(n.ERR_NOTEXTTOSEND, ("No text to send",)))
             return
         parsed = _ctcp(params[1])
         if parsed is None:
@@ -522,7 +530,7 @@ class IrcChannel:
         targets = list(each.values())
         if len(targets) > MAX_TARGETS and not notice:  # TARGMAX: the rest are refused
             for extra in targets[MAX_TARGETS:]:
-                self.send(Message(n.ERR_TOOMANYTARGETS, (extra, "Too many targets")))
+                self.answer(Message(n.ERR_TOOMANYTARGETS, (extra, "Too many targets")))
         for target in targets[:MAX_TARGETS]:
             if not target:
                 continue
@@ -530,7 +538,7 @@ class IrcChannel:
                 clean = self._text(text, newlines=newlines)
                 if not clean.strip():  # only formatting (bold, colours): nothing to show
                     if not notice:
-                        self.send(Message(n.ERR_NOTEXTTOSEND, ("No text to send",)))
+                        self.answer(Message(n.ERR_NOTEXTTOSEND, ("No text to send",)))
                     break
                 if target.startswith("#"):
                     hub.allow_input(session, Say(clean, room=target))
@@ -547,7 +555,7 @@ class IrcChannel:
                     to = self.hub.find(sent.to or target)
                     away = None if to is None else to.away
                     if away and not notice:  # RFC 2812: 301 to whoever messages them
-                        self.send(Message(n.RPL_AWAY, (sent.to or target, str(away))))
+                        self.answer(Message(n.RPL_AWAY, (sent.to or target, str(away))))
             except CommandError as exc:
                 self.fail(command, target, exc)
 
@@ -564,14 +572,14 @@ class IrcChannel:
             found = hub.find(target)
             if found is None or found.nick is None:
                 if command == "PRIVMSG" and self._remote(target) is None:
-                    self.send(Message(n.ERR_NOSUCHNICK, (target, "No such nick/channel")))
+                    self.answer(Message(n.ERR_NOSUCHNICK, (target, "No such nick/channel")))
                 continue
             if not _irc_info(found):
                 continue
             line = Message(command, (found.nick, text), self._source())
             if len(encode_lines([line])) > MAX_LINE_BYTES:  # its prefix made it too long
                 if command == "PRIVMSG":
-                    self.send(Message(n.ERR_INPUTTOOLONG, ("Input line was too long",)))
+                    self.answer(Message(n.ERR_INPUTTOOLONG, ("Input line was too long",)))
                 continue
             try:
                 hub.allow_input(session, Say(f"/msg {target} {text}", command=True))

@@ -349,6 +349,10 @@ class WebChannel:
             self._flush()
             session.disconnect("bad encoding")
             return
+        if session.unsettled:
+            # A refusal of an earlier message comes at its settle(): answers come in
+            # the order of the messages.
+            self.hub.settle(session)
         if not payload.strip():
             # (A blank line is nothing to the line protocol: it would go unanswered.)
             session.error("bad_frame", "an empty message is not a JSON frame")
