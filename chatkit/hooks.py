@@ -86,8 +86,9 @@ class HookRunner:
         # hook's own calls. (One count for all hooks sampled the same hook forever
         # when a message makes a number of calls that divides sample_every, four with
         # history: the others were never timed.) Counted without a lock: two threads
-        # may count one call, which only moves the sample. Counted inline in each
-        # caller (no helper): a hook call is on every login and message.
+        # may count one call, which only moves the sample. Counted inline in
+        # notify() and first() (no helper): a hook call is on every login and message;
+        # the store hooks, called plugin by plugin, count through sampled().
         self._calls: dict[str, int] = {}
         # Guards timings (written by whichever thread ran a sampled call).
         self._timings_lock = threading.Lock()
@@ -257,32 +258,6 @@ class HookRunner:
                     return on_error(impl.plugin_name)
                 return result
         return None
-
-    def collect(
-        self, name: str, on_error: Callable[[str], Any], stop: Callable[[Any], bool], **kwargs: Any
-    ) -> list[Any]:
-        """Call implementations in order; return their non-``None`` results.
-
-        Stops after a result for which ``stop(result)`` is true. If one raises,
-        the error is logged and ``on_error(plugin_name)`` ends the list.
-        """
-        for monitor in self._monitors:
-            monitor(name, kwargs)
-        results: list[Any] = []
-        count = self._calls[name] = self._calls.get(name, 0) + 1
-        timed = not count % self.sample_every
-        for impl in self.impls(name):
-            try:
-                result = self._timed(impl, name, kwargs) if timed else self._call(impl, kwargs)
-            except Exception:
-                log.exception("plugin %r failed in %s", impl.plugin_name, name)
-                results.append(on_error(impl.plugin_name))
-                break
-            if result is not None:
-                results.append(result)
-                if stop(result):
-                    break
-        return results
 
     def startup(self, name: str, **kwargs: Any) -> None:
         """Call every implementation; an exception becomes a :class:`UsageError`."""
