@@ -179,6 +179,10 @@ def test_history_frame_after_around_and_oldest(
     assert page(after=ids[5], limit=2, oldest=True) == ["m6", "m7"]
     assert page(after=ids[1], before=ids[4], limit=9, oldest=True) == ["m2", "m3"]
     assert page(around=ids[5], limit=3) == ["m4", "m5", "m6"]
+    # Near either end the other side fills the page.
+    assert page(around=ids[9], limit=4) == ["m6", "m7", "m8", "m9"]
+    assert page(around=ids[0], limit=4) == ["m0", "m1", "m2", "m3"]
+    assert page(around=ids[8], limit=5) == ["m5", "m6", "m7", "m8", "m9"]
     alice.send({"type": "history", "around": ids[5], "before": ids[6]})
     assert "'around' goes alone" in alice.expect("error", code="bad_frame")["text"]
     alice.send({"type": "history", "oldest": 1})

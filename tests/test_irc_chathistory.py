@@ -111,6 +111,12 @@ def test_every_subcommand_with_msgid_selectors(chat: tuple[Server, list[dict[str
             "m6",
             "m7",
         ]
+        # Near the end, the messages before fill the page.
+        assert history(alice, f"CHATHISTORY AROUND #general msgid={ids[9]} 3")[1] == [
+            "m7",
+            "m8",
+            "m9",
+        ]
         forwards = f"CHATHISTORY BETWEEN #general msgid={ids[1]} msgid={ids[8]} 3"
         assert history(alice, forwards)[1] == ["m2", "m3", "m4"]
         backwards = f"CHATHISTORY BETWEEN #general msgid={ids[8]} msgid={ids[1]} 3"

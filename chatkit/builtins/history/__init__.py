@@ -433,10 +433,15 @@ class History:
                     return self._store.private_page(me, target, account=client.account, **bounds)
 
             if page.around is not None:
-                # The message (or the time) in the middle: as many before it as after.
-                older, more = read(upto=page.around, limit=page.limit - page.limit // 2)
-                newer, _ = read(after=page.around, limit=page.limit // 2, oldest=True)
-                messages, oldest = older + newer, False
+                # The message (or the time) in the middle: as many before it as after,
+                # and when one side runs short, the other fills the page.
+                older, more = read(upto=page.around, limit=page.limit)
+                newer, _ = read(after=page.around, limit=page.limit, oldest=True)
+                take_new = min(len(newer), page.limit // 2)
+                take_old = min(len(older), page.limit - take_new)
+                take_new = min(len(newer), page.limit - take_old)
+                more = more or take_old < len(older)
+                messages, oldest = older[len(older) - take_old :] + newer[:take_new], False
             else:
                 messages, more = read(
                     before=page.before, after=page.after, limit=page.limit, oldest=page.oldest
@@ -458,7 +463,7 @@ class Page:
     after: int | None = None
     around: int | None = None
     """The middle of the page: up to half the page up to it (itself included), the
-    rest after it."""
+    rest after it; when one side has fewer, the other fills the page."""
     oldest: bool = False
     """Take the first ``limit`` messages of the range, not the last."""
 
