@@ -6,7 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chatkit import CommandContext, Register, Server, hookimpl
+import pytest
+
+from chatkit import CommandContext, Register, Reject, Server, Session, hookimpl
 from chatkit.builtins.moderation import CACHE_ENTRIES, Moderation, ModerationStore
 from chatkit.config import config_from_dict
 from chatkit.testing import ChatClient, make_config
@@ -351,6 +353,46 @@ def test_a_plugin_command_that_speaks_is_held_to_mutes(
     assert "you are muted in #den" in bob.expect("error", code="dropped")["text"]
     ann.say("/shout fine")
     assert ann.expect("message", nick="ann")["text"] == "FINE"
+
+
+def test_a_typed_message_is_checked_once(
+    chat_server_factory: Factory, chat_client: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typed line's message is checked by chatkit_allow_input and not again by the
+    filter; the pass holds for that line only, so a plugin's command that says the same
+    text after a mute is still refused."""
+
+    class Echo:
+        @hookimpl
+        def chatkit_register_commands(self, register: Register) -> None:
+            def echo(ctx: CommandContext) -> None:
+                ctx.hub.say(ctx.client, ctx.room, ctx.args)
+
+            register("echo", echo, help="say it as typed", usage="TEXT")
+
+    checks: list[str] = []
+    may_speak = Moderation._may_speak
+
+    def counted(self: Moderation, client: Session, room: str) -> Reject | None:
+        checks.append(room)
+        return may_speak(self, client, room)
+
+    monkeypatch.setattr(Moderation, "_may_speak", counted)
+    server = chat_server_factory([Echo()], config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    bob = chat_client(server, "bob")
+    bob.say("/join #den")
+    bob.expect("join", nick="bob", room="#den")
+    checks.clear()
+    bob.say("hi", room="#den")
+    ann.expect("message", nick="bob", text="hi")
+    assert checks == ["#den"]
+    ann.say("/mute bob")
+    ann.expect("notice", text="ann muted bob!*@*")
+    bob.say("/echo hi", room="#den")
+    assert "you are muted in #den" in bob.expect("error", code="dropped")["text"]
 
 
 def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: Connect) -> None:

@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 SETTINGS = ("db", "max_masks", "operators", "server_operators")
 MAX_MASKS = 100  # bans, and mutes, a room keeps at most (IRC's MAXLIST; Libera's is 100 too):
 # each is matched against every join (bans) or message (mutes) in the room.
+_PASSED = "moderation.passed"  # client.data: (room key, text) of the line just let speak
 SERVER = "*"  # the "room" of server-wide bans (/gline) in the bans table
 
 FLAG_NAMES = {
@@ -268,18 +269,31 @@ class Moderation:
 
     @hookimpl
     def chatkit_allow_input(self, client: Session, event: Hello | Say | Request) -> Reject | None:
+        # Every line the hook sees forgets the last one's pass (below), so a pass is
+        # only ever the reader's line just checked.
+        client.data[_PASSED] = None
         if not isinstance(event, Say) or not client.logged_in:
             return None
         if event.command and event.text[1:].split(" ", 1)[0].lower() != "me":
             return None  # (/me speaks in the room: held to the same rules)
         room = event.room or client.current_room
-        return None if room is None else self._may_speak(client, room)
+        if room is None:
+            return None
+        refused = self._may_speak(client, room)
+        if refused is None:
+            # The filter below need not check this line's message again.
+            client.data[_PASSED] = (fold(room), event.text)
+        return refused
 
     @hookimpl
     def chatkit_filter_message(self, client: Session, message: Message) -> Drop | None:
         # What reached the room another way than a typed line (a plugin's command
-        # calling hub.say): the same rules, as a filter.
+        # calling hub.say): the same rules, as a filter. A typed line's message was
+        # checked by chatkit_allow_input a moment ago, on this thread: not twice.
         if message.room is None:
+            return None
+        passed = client.data.pop(_PASSED, None)
+        if passed is not None and passed == (fold(message.room), message.text):
             return None
         refused = self._may_speak(client, message.room)
         return None if refused is None else Drop(refused.reason)
