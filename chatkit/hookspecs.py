@@ -519,10 +519,11 @@ def chatkit_store_messages(
     (an ``error`` frame, code ``not_stored``, naming the room). If it raises (the
     error is logged), or returns anything else (a sequence of another length),
     every message of the call is refused; an answer of another type for one
-    message refuses that one. Do not send messages from it (``Hub.say``,
-    ``Hub.private``): one sent to a room of the run waits behind the messages
-    being stored, which wait for the hook. Not called while a relay sequences
-    messages.
+    message refuses that one. It must not send messages or join rooms
+    (``Hub.say``, ``Hub.private``, ``Hub.join``): one sent to a room of the run
+    would wait behind the messages being stored, which wait for the hook, so the
+    hub refuses them with a :class:`RuntimeError` (the hook raising it refuses
+    the call's messages, as above). Not called while a relay sequences messages.
     """
 
 
@@ -550,8 +551,9 @@ def chatkit_store_message(client: Session, message: Message) -> Future[None] | D
     raises (the error is logged), or the future fails, it is as for a Drop:
     nobody receives the message and the sender gets an ``error`` frame with code
     ``not_stored`` and the reason. An accepted message is never delivered
-    unstored; one plugin may have stored a message another refused. Do not send
-    messages from it (as for ``chatkit_store_messages``).
+    unstored; one plugin may have stored a message another refused. It must not
+    send messages or join rooms (as for ``chatkit_store_messages``: a
+    :class:`RuntimeError`).
 
     Not called while a relay sequences messages across servers (``Hub.relay``: the
     builtin ``cluster``, docs/cluster.md), which feeds the ``history`` store itself.

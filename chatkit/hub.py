@@ -572,6 +572,7 @@ class Hub:
         """Join ``room`` through its lane, replay first; its display name, or None if not
         joined. ``wake``: the writer must be woken for what the caller queued already
         (woken here, once for both, before any wait)."""
+        self._lanes.check_not_storing(f"a join of {room}")
         try:
             with self._lock:
                 if _key(room) in session.rooms:
@@ -876,6 +877,7 @@ class Hub:
         store): :meth:`settle` then delivers it, or tells the sender on its turn
         that a store refused it (``not_stored``).
         """
+        self._lanes.check_not_storing("a message")
         name = self._member_room(session, room)
         message = Message(
             nick=session.nick or "",
@@ -932,6 +934,7 @@ class Hub:
         run is posted under one acquisition of the lock, so ``proceed()`` is called
         once, then it is stored with one call of each store hook (``Lanes.send_run``).
         """
+        self._lanes.check_not_storing("a run of messages")
         if self.relay is not None:  # each message goes to the relay on its own
             for index, (room, text) in enumerate(run):
                 if not proceed():
@@ -1071,6 +1074,7 @@ class Hub:
 
         Raises :class:`CommandError` (``no_such_nick``, ``dropped``).
         """
+        self._lanes.check_not_storing("a private message")
         target = self.find(nick)
         relay = self.relay
         remote = None if relay is None or target is not None else relay.locate(nick)

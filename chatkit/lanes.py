@@ -234,7 +234,8 @@ class Lanes:
         self._store_each = False  # set by prepare(): chatkit_store_message is implemented
         self._replay = False  # set by prepare(): joins wait to read their replay
         # Per thread: the session whose deferred messages (session.unsettled) the thread
-        # left to settle, its reader's. Each thread reads and writes only its own.
+        # left to settle, its reader's, and whether it is in a store hook (storing).
+        # Each thread reads and writes only its own.
         self._owner = threading.local()
         self.private = Lane()
         """The lane of every private message; each entry carries its own audience."""
@@ -391,6 +392,18 @@ class Lanes:
                 self._give_up([(entry, lane) for _i, _m, entry, lane in run])
         self._owner.session = session
 
+    def check_not_storing(self, what: str) -> None:
+        """Raise :class:`RuntimeError` if this thread is in a store hook: what it would
+        send (or a join it would wait for) goes behind the messages being stored,
+        which wait for the hook, so it would wait forever. Called by the hub's
+        :meth:`~chatkit.hub.Hub.say`, ``say_run``, ``private`` and joins first."""
+        if getattr(self._owner, "storing", False):
+            raise RuntimeError(
+                f"{what} from a store hook (chatkit_store_message or chatkit_store_messages):"
+                " a store hook must not send messages or join rooms; the messages it is"
+                " storing hold up their rooms until it returns"
+            )
+
     def _give_up(self, entries: Sequence[tuple[MessageEntry, Lane]]) -> None:
         """Mark ``entries`` refused and deliver what they no longer hold up."""
         with self._lock:
@@ -423,48 +436,60 @@ class Lanes:
                 hooks.watch("chatkit_store_message", client=session, message=message)
                 each_timed.append(hooks.sampled("chatkit_store_message"))
         alone: dict[int, list[Future[Any]]] = {}  # messages sharing a future share its list
-        for name, impl in hooks.ordered(_STORE_HOOKS):
-            open_ = [i for i, (_futures, refusal) in enumerate(outcomes) if refusal is None]
-            if not open_:
-                break
-            if name == "chatkit_store_message":
-                answers: Sequence[object] = [
-                    hooks.call(
-                        name, impl, _not_stored, each_timed[i], client=session, message=messages[i]
-                    )
-                    for i in open_
-                ]
-            else:
-                given = messages if len(open_) == count else [messages[i] for i in open_]
-                result = hooks.call(name, impl, _not_stored, timed, client=session, messages=given)
-                if result is None:
-                    continue
-                if isinstance(result, Future) and len(open_) == count and _all_stored(outcomes):
-                    outcomes = [([result], None)] * count  # one future for all: the common case
-                    continue
-                answers = _per_message(result, len(given), impl.plugin_name)
-            for i, answer in zip(open_, answers, strict=True):
-                if answer is None:
-                    continue
-                futures, _refusal = outcomes[i]
-                if isinstance(answer, Drop):
-                    outcomes[i] = (futures, answer)
-                elif not isinstance(answer, Future):
-                    log.error(
-                        "plugin %r answered %r for a message from %s, which takes None, a"
-                        " Future or a Drop: refused",
-                        impl.plugin_name,
-                        answer,
-                        name,
-                    )
-                    outcomes[i] = (futures, _UNANSWERED)
-                elif futures:
-                    outcomes[i] = ([*futures, answer], None)
+        owner = self._owner
+        owner.storing = True  # check_not_storing refuses what would wait for this call
+        try:
+            for name, impl in hooks.ordered(_STORE_HOOKS):
+                open_ = [i for i, (_futures, refusal) in enumerate(outcomes) if refusal is None]
+                if not open_:
+                    break
+                if name == "chatkit_store_message":
+                    answers: Sequence[object] = [
+                        hooks.call(
+                            name,
+                            impl,
+                            _not_stored,
+                            each_timed[i],
+                            client=session,
+                            message=messages[i],
+                        )
+                        for i in open_
+                    ]
                 else:
-                    shared = alone.get(id(answer))
-                    if shared is None:
-                        shared = alone[id(answer)] = [answer]
-                    outcomes[i] = (shared, None)
+                    given = messages if len(open_) == count else [messages[i] for i in open_]
+                    result = hooks.call(
+                        name, impl, _not_stored, timed, client=session, messages=given
+                    )
+                    if result is None:
+                        continue
+                    if isinstance(result, Future) and len(open_) == count and _all_stored(outcomes):
+                        outcomes = [([result], None)] * count  # one future for all: the common case
+                        continue
+                    answers = _per_message(result, len(given), impl.plugin_name)
+                for i, answer in zip(open_, answers, strict=True):
+                    if answer is None:
+                        continue
+                    futures, _refusal = outcomes[i]
+                    if isinstance(answer, Drop):
+                        outcomes[i] = (futures, answer)
+                    elif not isinstance(answer, Future):
+                        log.error(
+                            "plugin %r answered %r for a message from %s, which takes None, a"
+                            " Future or a Drop: refused",
+                            impl.plugin_name,
+                            answer,
+                            name,
+                        )
+                        outcomes[i] = (futures, _UNANSWERED)
+                    elif futures:
+                        outcomes[i] = ([*futures, answer], None)
+                    else:
+                        shared = alone.get(id(answer))
+                        if shared is None:
+                            shared = alone[id(answer)] = [answer]
+                        outcomes[i] = (shared, None)
+        finally:
+            owner.storing = False
         return outcomes
 
     def enter(self, entry: JoinEntry, lane: Lane) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -694,3 +694,56 @@ def test_a_filter_saying_into_the_room_mid_burst_does_not_wait_for_itself(
     heard = [(f["nick"], f["text"]) for f in bob.sync() if f["type"] == "message"]
     warner = "alice" if speaker == "sender" else "bob"
     assert heard == [("alice", "x"), (warner, "warning"), ("alice", "warn")]
+
+
+class _ChattyStore:
+    """A store that, for a message saying "echo", says "echoed" into its room, sends
+    "psst" to bob, or joins #elsewhere (``act``), as the sender: what a store hook
+    must not do."""
+
+    def __init__(self, act: str) -> None:
+        self.act = act
+        self.hub: Hub | None = None
+        self.raised: list[str] = []
+
+    @hookimpl
+    def chatkit_server_start(self, server: Server) -> None:
+        self.hub = server.hub
+
+    @hookimpl
+    def chatkit_store_messages(self, client: Session, messages: Sequence[Message]) -> None:
+        assert self.hub is not None
+        if not any(message.text == "echo" for message in messages):
+            return
+        try:
+            if self.act == "say":
+                self.hub.say(client, messages[0].room, "echoed")
+            elif self.act == "private":
+                self.hub.private(client, "bob", "psst")
+            else:
+                self.hub.join(client, "#elsewhere")
+        except RuntimeError as exc:
+            self.raised.append(str(exc))
+            raise
+
+
+@pytest.mark.parametrize("act", ["say", "private", "join"])
+def test_a_store_hook_that_sends_is_refused_not_stuck(
+    chat_server_factory: Factory, chat_client: Connect, act: str
+) -> None:
+    """A store hook that says into the room it is storing for would wait behind the
+    messages it holds up, forever: the hub refuses it (and a private message or a
+    join, alike) with a RuntimeError naming the rule; the hook's error refuses the
+    messages it was called for (``not_stored``), and the room goes on."""
+    chatty = _ChattyStore(act)
+    server = chat_server_factory(plugins=[chatty], disable=["flood", "history"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.sync()
+    bob.sync()
+    alice.say("echo")
+    error = alice.expect("error", code="not_stored")
+    assert "internal error in plugin" in error["text"]
+    assert chatty.raised and "a store hook must not send messages" in chatty.raised[0]
+    alice.say("after")
+    alice.expect("message", text="after")  # delivered (to bob before his pong below)
+    assert [f["text"] for f in bob.sync() if f["type"] == "message"] == ["after"]
