@@ -942,6 +942,7 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("ll", micros // 1_000_000, micros % 1_000_000)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_loopback(host: str) -> bool:
     # Cached: parsing an address costs more than the rest of accepting a client.
     return ipaddress.ip_address(host).is_loopback
