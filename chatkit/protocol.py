@@ -25,6 +25,7 @@ import enum
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -272,6 +273,8 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_INT_DIGITS = sys.get_int_max_str_digits()  # the longest integer int() converts
+
 # JSON as RFC 8259 defines it: no NaN or Infinity (Python's json accepts them) and no
 # number that would only round-trip as one; a frame we parse can always be re-encoded.
 _JSON = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
@@ -280,23 +283,29 @@ _JSON = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 def _parse_json(text: str) -> dict[str, Any] | None:
     """The JSON object in ``text``, or ``None`` if it is not JSON at all.
 
-    Raises :class:`RemoteProtocolError` (``bad_encoding``) if a string in it, key
-    or value, is not Unicode text: JSON's ``\\ud800`` escapes can spell lone
-    surrogates, which no UTF-8 encoder, database or terminal accepts.
+    Raises :class:`RemoteProtocolError`: ``bad_encoding`` if a string in it, key or
+    value, is not Unicode text (JSON's ``\\ud800`` escapes can spell lone
+    surrogates, which no UTF-8 encoder, database or terminal accepts);
+    ``bad_frame``, saying why, if it is JSON but for a value that could not be sent
+    back (NaN, an infinity, a number too large, nesting too deep).
     """
     try:
-        # raw_decode: what decode() does without its two whitespace regexes; a line
-        # with space around the object takes decode() (raw_decode refuses a leading one).
-        obj, end = _JSON.raw_decode(text)
-        if end != len(text) and text[end:].strip(" \t\r\n"):
-            return None
-    except ValueError:
         try:
+            # raw_decode: what decode() does without its two whitespace regexes; a line
+            # with space around the object takes decode() (raw_decode refuses a leading
+            # one).
+            obj, end = _JSON.raw_decode(text)
+            if end != len(text) and text[end:].strip(" \t\r\n"):
+                return None
+        except json.JSONDecodeError:
             obj = _JSON.decode(text)
-        except (ValueError, RecursionError):
-            return None
-    except RecursionError:
+    except json.JSONDecodeError:
         return None
+    except ValueError as exc:  # (from _no_constant, _finite_float or int())
+        why = str(exc) if "digits" not in str(exc) else f"an integer of over {_INT_DIGITS} digits"
+        raise RemoteProtocolError("bad_frame", f"not a frame: {why}") from None
+    except RecursionError:
+        raise RemoteProtocolError("bad_frame", "not a frame: nested too deep") from None
     if not isinstance(obj, dict):
         return None
     if "\\u" in text:  # the only way a surrogate gets in: the line itself is UTF-8
@@ -506,7 +515,11 @@ class ServerProtocol:
             if not text.strip():
                 continue  # empty lines carry nothing (they still count as activity)
             if self.mode is Mode.UNKNOWN:
-                obj = _parse_json(text) if text.lstrip().startswith("{") else None
+                try:
+                    obj = _parse_json(text) if text.lstrip().startswith("{") else None
+                except RemoteProtocolError:
+                    self.mode = Mode.JSON  # JSON, but for a bad value: a JSON client
+                    raise
                 self.mode = Mode.JSON if obj is not None else Mode.TEXT
                 if obj is not None:
                     return _json_event(obj, self._rules)

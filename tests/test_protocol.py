@@ -355,6 +355,22 @@ def test_json_that_could_not_be_sent_back_is_not_a_frame(line: bytes) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         proto.next_event()
     assert info.value.code == "bad_frame"
+    assert info.value.text.startswith("not a frame: ")
+    assert "sys." not in info.value.text  # (int()'s advice is for programmers)
+
+
+@pytest.mark.parametrize("value", [b"1e400", b"NaN", b"9" * 5000, b"[" * 3000 + b"]" * 3000])
+def test_a_first_line_of_json_with_a_bad_value_is_still_json(value: bytes) -> None:
+    """A client whose first line is JSON but for a value (a hello's ``since`` out of
+    range) is a JSON client: it gets bad_frame saying why, in JSON, and its next line
+    is read as JSON, not taken for a nick."""
+    proto = ServerProtocol()
+    proto.receive_data(b'{"type":"hello","nick":"ann","since":' + value + b'}\n{"type":"ping"}\n')
+    with pytest.raises(RemoteProtocolError) as info:
+        proto.next_event()
+    assert info.value.code == "bad_frame"
+    assert proto.mode is Mode.JSON
+    assert proto.next_event() == Ping()
 
 
 def test_every_frame_is_encodable() -> None:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from webclient import TIMEOUT, WebClient, frames_until_close, web_server
+from webclient import TIMEOUT, WebClient, frames_after_login, frames_until_close, web_server
+from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
 from websockets.frames import Close, CloseCode, Opcode
 from websockets.frames import Frame as WsFrame
@@ -378,6 +379,108 @@ def test_foreign_origin_is_refused(server: Server) -> None:
     with pytest.raises(InvalidStatus) as info:
         WebClient(server, origin="http://evil.example")
     assert info.value.response.status_code == 403
+
+
+def _masked(frame: WsFrame) -> bytes:
+    return frame.serialize(mask=True)
+
+
+def _upgrade(server: Server, origin: str | None = "own") -> bytes:
+    """The bytes of an upgrade request to ``server``'s web face (``origin``: its own)."""
+    host, port = server.addresses["web"]
+    own = f"http://{host}:{port}"
+    header = "" if origin is None else f"Origin: {own if origin == 'own' else origin}\r\n"
+    return (
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{header}\r\n"
+    ).encode()
+
+
+def _answer(sock: socket.socket, until: Callable[[bytes], bool]) -> bytes:
+    """What ``sock`` reads until ``until(answer)`` holds, the connection ends or the
+    deadline passes."""
+    answer = b""
+    deadline = time.monotonic() + TIMEOUT
+    while not until(answer) and time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("request_", ["foreign origin", "no origin", "page"])
+def test_frames_sent_with_a_request_that_is_not_upgraded_are_not_chat(
+    server: Server, request_: str
+) -> None:
+    """A hello and a message sent in one packet with a request that gets no 101 (an
+    upgrade refused for its Origin, or a page's GET) are not acted on: nobody logs in
+    and nothing is said."""
+    watcher = ChatClient(server.address)
+    watcher.login("watcher")
+    head = {
+        "foreign origin": _upgrade(server, "http://evil.example"),
+        "no origin": _upgrade(server, None),
+        "page": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    }[request_]
+    hello = _masked(WsFrame(Opcode.TEXT, b'{"type":"hello","nick":"evil"}'))
+    say = _masked(WsFrame(Opcode.TEXT, b'{"type":"say","text":"let me in"}'))
+    with socket.create_connection(server.addresses["web"], timeout=TIMEOUT) as sock:
+        sock.sendall(head + hello + say)
+        answer = _answer(sock, lambda got: b"\r\n\r\n" in got)
+        status = answer.split(b"\r\n", 1)[0]
+        assert status.split()[1] == (b"200" if request_ == "page" else b"403")
+    assert server.hub.find("evil") is None
+    assert not [f for f in watcher.sync() if f.get("nick") == "evil"]
+    watcher.close()
+
+
+def test_a_ping_sent_with_the_upgrade_is_answered_after_the_101(server: Server) -> None:
+    """A client that pings without waiting for the 101 gets the 101 first, then its
+    pong: the pong before it would break the handshake."""
+    ping = _masked(WsFrame(Opcode.PING, b"early"))
+    with socket.create_connection(server.addresses["web"], timeout=TIMEOUT) as sock:
+        sock.sendall(_upgrade(server) + ping)
+        answer = _answer(sock, lambda got: b"early" in got)
+    assert answer.startswith(b"HTTP/1.1 101 ")
+    assert answer.endswith(b"\x8a\x05early")  # the pong, right after the response
+
+
+def test_answers_before_a_bad_frame_come_before_its_error_and_the_close() -> None:
+    """A ping and a command, then a frame that fails the connection, in one packet:
+    the pong and the command's reply come first, then the error saying why, then
+    the close frame (the close does not overtake what was read before it)."""
+
+    def send(protocol: ClientProtocol) -> bytes:
+        protocol.send_text(b'{"type":"ping"}')
+        protocol.send_text(b'{"type":"say","text":"/who"}')
+        return WsFrame(Opcode.TEXT, b'{"type":"ping"}').serialize(mask=False)  # unmasked
+
+    with web_server() as server:
+        frames = frames_after_login(server, send)
+    *answers, error, close = frames
+    kinds = [json.loads(bytes(f.data))["type"] for f in answers if f.opcode is Opcode.TEXT]
+    assert kinds[:1] == ["pong"] and "reply" in kinds
+    assert json.loads(bytes(error.data))["code"] == "bad_frame"
+    assert Close.parse(close.data).code == CloseCode.PROTOCOL_ERROR
+
+
+def test_a_message_sent_with_a_close_is_echoed_before_the_close_reply() -> None:
+    """A message and a close frame in one packet: the sender's own copy of the
+    message (which confirms it was accepted) comes before the server's close reply,
+    since nothing may follow a close frame (RFC 6455 5.5.1)."""
+
+    def send(protocol: ClientProtocol) -> bytes:
+        protocol.send_text(b'{"type":"say","text":"bye"}')
+        protocol.send_close(CloseCode.NORMAL_CLOSURE, "done")
+        return b""
+
+    with web_server() as server:
+        frames = frames_after_login(server, send)
+    assert frames[-1].opcode is Opcode.CLOSE
+    texts = [json.loads(bytes(f.data)).get("text") for f in frames[:-1]]
+    assert "bye" in texts
 
 
 def test_no_origin_is_refused_by_default(server: Server) -> None:

@@ -161,6 +161,28 @@ def frames_until_close(server: Server, *messages: list[bytes]) -> list[Frame]:
     server closes the TCP connection. Deterministic where the sync client is not: it
     may drop a message that arrives with the close frame (its receive queue ends).
     """
+
+    def send(protocol: ClientProtocol) -> bytes:
+        for fragments in messages:
+            for i, fragment in enumerate(fragments):
+                last = i == len(fragments) - 1
+                if i == 0:
+                    protocol.send_text(fragment, fin=last)
+                else:
+                    protocol.send_continuation(fragment, fin=last)
+        return b""
+
+    return frames_after_login(server, send, together=False)
+
+
+def frames_after_login(
+    server: Server, send: Callable[[ClientProtocol], bytes], *, together: bool = True
+) -> list[Frame]:
+    """Log in as ``raw`` (as :func:`frames_until_close`), then let ``send`` queue frames
+    on the client's protocol and return raw bytes to follow them (a frame the
+    library would not make); send all of it in one write (``together``; else each
+    piece the protocol made in its own), then read every frame until the server
+    closes the TCP connection. The frames read after the login are returned."""
     url = base_url(server)
     protocol = ClientProtocol(parse_uri(url.replace("http", "ws", 1) + "/ws"), origin=Origin(url))
     protocol.send_request(protocol.connect())
@@ -195,13 +217,12 @@ def frames_until_close(server: Server, *messages: list[bytes]) -> list[Frame]:
         protocol.send_text(json.dumps({"type": "hello", "nick": "raw"}).encode())
         flush()
         read_until(lambda: any(b'"join"' in bytes(f.data) for f in frames))
-        for fragments in messages:
-            for i, fragment in enumerate(fragments):
-                last = i == len(fragments) - 1
-                if i == 0:
-                    protocol.send_text(fragment, fin=last)
-                else:
-                    protocol.send_continuation(fragment, fin=last)
+        del frames[:]
+        extra = send(protocol)
+        if together:
+            sock.sendall(b"".join(protocol.data_to_send()) + extra)
+        else:
             flush()
+            sock.sendall(extra)
         read_until(lambda: False)
     return frames

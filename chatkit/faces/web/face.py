@@ -176,6 +176,10 @@ class WebChannel:
         self.upgraded = False
         """True once the WebSocket handshake succeeded."""
         self._answered = False  # an HTTP request was answered
+        self._closing: bytes | None = None
+        """The protocol's closing bytes (its reply to the client's close frame, or the
+        close frame of a failure) while the frames read before it are answered: the
+        protocol makes them as soon as it parses the read, and they must go last."""
         link.codec = WEB_CODEC
 
     # -- the Channel interface -----------------------------------------------------------
@@ -192,6 +196,10 @@ class WebChannel:
                     protocol.send_ping(PING_PAYLOAD)  # the watchdog's idle check
                 else:
                     protocol.send_text(_text_payload(frame))
+            elif self._closing is not None and frame.type != "ping":
+                # An answer to a frame read before the close (the protocol, closing,
+                # refuses to send it): framed as fan-outs are, ahead of the close.
+                return _web_frame(frame)
             elif protocol.state is CONNECTING and not protocol.eof_sent and frame.type == "error":
                 # Before a request (a slow one): the watchdog's login_timeout.
                 code = str(frame.fields.get("code", ""))
@@ -215,25 +223,36 @@ class WebChannel:
     def receive(self, data: bytes) -> bool:
         protocol = self.protocol
         with self._lock:
+            was_open = protocol.state is OPEN
             if data:
                 protocol.receive_data(data)
             else:
                 protocol.receive_eof()
             events = protocol.events_received()
             failed = protocol.parser_exc
+            if was_open and protocol.state is not OPEN:
+                # The read ends with the client's close frame, or a frame that fails
+                # the connection: held back until the frames before it are answered.
+                self._closing = b"".join(protocol.data_to_send())
             replies = bool(protocol.writes)  # a pong, a close reply, an HTTP error
-        for event in events:
-            if isinstance(event, Request):
-                if self._answered:
-                    # A pipelined request after the first: that one's response said
-                    # Connection: close, and the server closes once it is sent.
-                    continue
-                self._request(event)
-                replies = True
-            elif isinstance(event, WsFrame):
-                self._frame(event)
-            if self.link.finishing:
-                return False
+        try:
+            for event in events:
+                if isinstance(event, Request):
+                    if self._answered:
+                        # A pipelined request after the first: that one's response said
+                        # Connection: close, and the server closes once it is sent.
+                        continue
+                    self._request(event)
+                    replies = True
+                elif isinstance(event, WsFrame) and self.upgraded:
+                    # (Frames sent with a request that got no 101, a refused Origin or
+                    # a page's GET, are not the chat's: RFC 6455 4.1 has a client wait.)
+                    self._frame(event)
+                if self.link.finishing:
+                    return False
+        finally:
+            if self._closing is not None and failed is None:
+                self._close_last()
         if not data:
             return False  # the client closed the connection
         if failed is not None and not self.upgraded:
@@ -273,6 +292,15 @@ class WebChannel:
         """Queue what the protocol has to send (a response, a pong, a close reply)."""
         self.session.send(Frame(_FLUSH))
 
+    def _close_last(self, first: bytes = b"") -> None:
+        """Send ``first``, then the closing bytes held back (:attr:`_closing`), after
+        the client's messages read before them are delivered: its own copies come
+        before the close (RFC 6455 5.5.1: nothing after a close frame)."""
+        if self.session.unsettled:
+            self.hub.settle(self.session)
+        closing, self._closing = self._closing or b"", None
+        self.session.send(Frame(_RAW, data=first + closing))
+
     def _request(self, request: Request) -> None:
         """Answer an HTTP request: the WebSocket handshake, or a static file."""
         headers = request.headers
@@ -300,8 +328,13 @@ class WebChannel:
                     response = static.error_response(400, "Bad Request", text)
                 raw = response.serialize()
             else:
+                # Pongs the protocol made for pings sent with the request, before its
+                # response (a client that did not wait for the 101): after it, or never.
+                early = protocol.data_to_send()
                 protocol.send_response(response)
                 self.upgraded = response.status_code == 101
+                if self.upgraded:
+                    protocol.writes.extend(early)
             self._answered = True
         if raw is not None:
             self.session.send(Frame(_RAW, data=raw))
@@ -386,8 +419,8 @@ class WebChannel:
         else:
             error = Frame("error", code="bad_frame", text=f"WebSocket protocol error: {exc}")
         # The protocol is closing and would refuse a text frame: framed as fan-outs are,
-        # before the close frame the protocol has queued.
-        self.session.send(Frame(_RAW, data=error.encode(WEB_CODEC)))
+        # before the close frame the protocol has queued (held back since the read).
+        self._close_last(error.encode(WEB_CODEC))
         self.session.disconnect("protocol error")
 
 
