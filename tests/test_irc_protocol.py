@@ -179,6 +179,21 @@ def test_registered_commands_are_events() -> None:
     assert protocol.next_event() is None
 
 
+def test_a_last_line_without_its_crlf_is_acted_on_at_eof() -> None:
+    """A client that closes right after a last line it did not end (a script's
+    ``printf``) has that line acted on, as the line face does; then Closed."""
+    protocol = make()
+    feed(protocol, b"NICK a\r\nUSER a 0 * :a\r\n")
+    out(protocol, Frame("welcome", nick="a", server="chatkit", version="1", rooms=[]))
+    events, _lines = feed(protocol, b"PRIVMSG #x :bye")
+    assert events == []
+    protocol.receive_eof()
+    assert protocol.next_event() == Command(Message("PRIVMSG", ("#x", "bye")))
+    assert protocol.next_event() == Closed()
+    protocol.receive_eof()  # (idempotent: the line is not read twice)
+    assert protocol.next_event() is None
+
+
 def test_errors_become_numerics() -> None:
     """Error frames name the numeric of their code and the IRC command's target."""
     protocol = make()

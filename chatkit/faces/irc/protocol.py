@@ -207,7 +207,10 @@ class IrcProtocol:
 
     def receive_eof(self) -> None:
         """The client closed its side; after this :meth:`next_event` ends with
-        :class:`Closed`. Idempotent."""
+        :class:`Closed`, after a last line without its CR-LF (acted on, as the line
+        face does). Idempotent."""
+        if not self._eof:
+            self._decoder.finish()
         self._eof = True
 
     def next_event(self) -> Event | None:
