@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatkit import Config, Reject, Server, Session, hookimpl
+from chatkit.config import config_from_dict
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.irc.face import _HANDLERS, IRC_HELP, wildcard_match
 from chatkit.faces.line import LineFace
@@ -582,6 +583,32 @@ def test_ctcp_goes_between_irc_clients(connect: Callable[[], IrcClient], server:
         alice.send("PRIVMSG bob :\x01PING " + "x" * 480 + "\x01")
         alice.expect(f":{SERVER} 417 alice :")
         assert [line for line in bob.sync() if "PING" in line] == []
+
+
+def test_a_ctcp_flood_does_not_spend_the_victims_allowance(
+    make_server: Callable[..., Server],
+) -> None:
+    """Its client answers each CTCP query by itself: the answers (NOTICEs to the nick
+    that asked, at most CTCP_OWED owed at once) cost the victim no flood allowance,
+    so a query flood leaves it able to talk; a NOTICE nobody asked for still costs."""
+    config = config_from_dict({"plugins": {"flood": {"burst": 4, "rate": 0.001}}})
+    server = make_server(config=config)
+    with IrcClient(server.addresses["irc"]) as mallory, IrcClient(server.addresses["irc"]) as bob:
+        mallory.register("mallory")
+        bob.register("bob")
+        mallory.expect(":bob!bob@chatkit JOIN #general")
+        for _ in range(3):  # mallory's burst: her login and three queries
+            mallory.send("PRIVMSG bob :\x01VERSION\x01")
+            bob.expect(":mallory!mallory@chatkit PRIVMSG bob :\x01VERSION\x01")
+            bob.send("NOTICE mallory :\x01VERSION irssi\x01")  # what irssi answers
+            mallory.expect(":bob!bob@chatkit NOTICE mallory :\x01VERSION irssi\x01")
+        bob.send("PRIVMSG #general :still here")  # bob's burst: his login and three lines
+        mallory.expect(":bob!bob@chatkit PRIVMSG #general :still here")
+        bob.send("NOTICE mallory :\x01VERSION unasked\x01")  # owes nothing now: a line
+        bob.send("PRIVMSG #general :two", "PRIVMSG #general :three")
+        mallory.expect(":bob!bob@chatkit PRIVMSG #general :two")
+        assert "too many lines" in bob.expect(f":{SERVER} 263 bob ")  # "three"
+        assert not [line for line in mallory.sync() if ":three" in line]
 
 
 def test_an_own_join_is_tagged_as_the_others_see_it(connect: Callable[[], IrcClient]) -> None:

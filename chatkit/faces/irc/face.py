@@ -75,6 +75,9 @@ ACCOUNT_CAPS = ("account-notify", "account-tag", "extended-join")
 # Targets of one PRIVMSG, NOTICE or KICK, rooms of one NAMES (ISUPPORT TARGMAX); more are ignored.
 MAX_TARGETS = 4
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
+CTCP_OWED = 5  # CTCP replies a client may send a nick free of flood control, per query of it
+CTCP_OWED_NICKS = 32  # nicks a client may owe replies to at once (the rest pay as lines)
+_OWED = "irc.ctcp_owed"  # session.data: folded nick -> CTCP replies owed to it
 MAX_ISON = 100  # nicks one ISON answers for (a line holds about 250 short ones)
 JOINS_PER_LINE = 4  # rooms of a JOIN or PART that cost one line of the flood allowance
 MAX_WHO = 100  # users one WHO of a mask lists ([faces.irc] max_who); a room's WHO lists them all
@@ -564,7 +567,10 @@ class IrcChannel:
         PING, TIME, DCC... It goes as it is to an IRC client it is addressed to, which
         answers it itself; not to a room, nor to a client of another face or of another
         node (none of them could answer), and it is neither stored nor filtered: it is
-        not chat. Flood control counts it as a line to a nick."""
+        not chat. Flood control counts it as a line to a nick, but for a reply
+        (``NOTICE``) to a nick that queried this client: its client answers by
+        itself, and a query flood must not spend the victim's allowance (at most
+        :data:`CTCP_OWED` replies owed to one nick at a time)."""
         hub, session = self.hub, self.session
         for target in targets.split(",")[:MAX_TARGETS]:
             if not target or target.startswith("#"):
@@ -581,13 +587,29 @@ class IrcChannel:
                 if command == "PRIVMSG":
                     self.answer(Message(n.ERR_INPUTTOOLONG, ("Input line was too long",)))
                 continue
-            try:
-                hub.allow_input(session, Say(f"/msg {target} {text}", command=True))
-            except CommandError as exc:
-                self.fail(command, target, exc)
-                continue
+            # (Each session's owed counts are changed by other readers too: a lost
+            # update under a race costs one reply a flood line, or spares one.)
+            owed = session.data.get(_OWED)
+            key = names.fold(found.nick)
+            if command == "NOTICE" and owed and owed.get(key):
+                # The answer to a query: not this client's own line.
+                if owed[key] > 1:
+                    owed[key] -= 1
+                else:
+                    owed.pop(key, None)
+            else:
+                try:
+                    hub.allow_input(session, Say(f"/msg {target} {text}", command=True))
+                except CommandError as exc:
+                    self.fail(command, target, exc)
+                    continue
             if session.unsettled:
                 hub.settle(session)  # after the room messages sent before it
+            if command == "PRIVMSG":
+                theirs = found.data.setdefault(_OWED, {})
+                mine = names.fold(session.nick or "")
+                if mine in theirs or len(theirs) < CTCP_OWED_NICKS:
+                    theirs[mine] = min(theirs.get(mine, 0) + 1, CTCP_OWED)
             found.send(Frame("irc", messages=[line]))
             if "echo-message" in self.protocol.caps:  # as for any PRIVMSG or NOTICE
                 session.send(Frame("irc", messages=[line]))
