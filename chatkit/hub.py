@@ -59,6 +59,8 @@ def valid_nick(nick: str, max_len: int) -> str | None:
         return rule
     if not all(c.isalnum() or c in _NICK_EXTRA for c in nick):
         return rule
+    if not (nick.isascii() or names.BLANK_LETTERS.isdisjoint(nick)):
+        return rule  # a letter that shows as nothing
     return None
 
 

@@ -19,7 +19,20 @@ from __future__ import annotations
 import functools
 import unicodedata
 
-__all__ = ["SHOWN_HOST", "fold", "normalize", "room_name", "skeleton", "valid_room"]
+__all__ = [
+    "BLANK_LETTERS",
+    "SHOWN_HOST",
+    "fold",
+    "normalize",
+    "room_name",
+    "skeleton",
+    "valid_room",
+]
+
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+"""Letters that show as nothing (the Hangul fillers: Unicode's default-ignorable
+letters). ``str.isalnum`` takes them for letters, so a name would pass for another
+with them in it (``boss`` and ``boss`` with a filler after it): no name has them."""
 
 # Marks that confusables.txt's comments put around right-to-left glyphs; they are
 # not part of the characters the package's data maps.
@@ -51,6 +64,7 @@ def valid_room(room: str, max_len: int) -> str | None:
         or not body
         or len(room) > max_len
         or not all(c.isalnum() or c in "_-." for c in body)
+        or not (body.isascii() or BLANK_LETTERS.isdisjoint(body))
     ):
         return f"room names are '#' and 1 to {max_len - 1} letters, digits, '_', '-' or '.'"
     return None

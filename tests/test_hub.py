@@ -12,7 +12,7 @@ import pytest
 
 from chatkit import Drop, Frame, Message, Reject, Server, Session, hookimpl
 from chatkit.events import Say
-from chatkit.hub import Hub, IdClock, valid_nick
+from chatkit.hub import Hub, IdClock, valid_nick, valid_room
 from chatkit.testing import ChatClient, TextClient, wait_until
 
 Connect = Callable[..., ChatClient]
@@ -205,6 +205,16 @@ def test_name_rules() -> None:
     """Nick validation says what is allowed."""
     assert valid_nick("Zoë_1", 32) is None
     assert valid_nick("a b", 32) is not None
+    assert valid_nick("한글", 32) is None
+
+
+@pytest.mark.parametrize("blank", ["\u115f", "\u1160", "\u3164", "\uffa0"])
+def test_a_letter_that_shows_as_nothing_is_no_part_of_a_name(blank: str) -> None:
+    """The Hangul fillers are letters to str.isalnum but show as nothing: "boss" with
+    one would pass for "boss". No nick or room name has them."""
+    assert valid_nick(f"boss{blank}", 32) is not None
+    assert valid_nick(f"{blank}boss", 32) is not None
+    assert valid_room(f"#den{blank}", 50) is not None
 
 
 def test_look_alike_nicks_are_taken(chat_client: Connect) -> None:
