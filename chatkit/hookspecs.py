@@ -13,7 +13,7 @@ between two hooks, with no hook of its own::
     connect:  (a connection is accepted by a face's listener; on the line face its
               first line chooses JSON or text)
     hello:    chatkit_allow_input → (nick syntax) → chatkit_allow_login (the hello's fields)
-              → chatkit_allow_join (the default room) → (nick free?) → (welcome)
+              → (nick free?) → chatkit_allow_join (the default room) → (welcome)
               → chatkit_on_login → (the room's earlier messages delivered)
               → chatkit_room_replay → (join to every member, then the replay)
               → chatkit_on_join
@@ -246,8 +246,12 @@ def chatkit_allow_login(client: Session, nick: str, fields: dict[str, Any]) -> R
 
     Return ``None`` to allow, or a :class:`~chatkit.Reject` to refuse: the first
     plugin to reject wins, there is no "force allow", and the client may try
-    another nick. Must not change its arguments. If it raises, the login is
-    refused (fail closed) and the error logged.
+    another nick. Must not change its arguments, but for one thing: a plugin the
+    login proves an account to (a password) sets ``client.account``, so that the
+    hooks after it (a ban's, here and in ``chatkit_allow_join`` for the login's
+    room) see it; if the login is refused after all, the hub puts back the
+    account the session had. If it raises, the login is refused (fail closed)
+    and the error logged.
     """
 
 
@@ -314,7 +318,9 @@ def chatkit_allow_join(client: Session, room: str) -> Reject | None:
     Where it runs: the ``hello`` line (for the default room) and the ``/join``
     line of the lifecycle, after the room name's syntax is checked.
 
-    :param client: The session.
+    :param client: The session. At login, ``client.nick`` is the nick it logs in
+        with, and ``client.account`` an account the login proved, already; it is
+        not welcomed yet, and nothing should be sent to it.
     :param room: The room's name as the client typed it (``#`` included).
 
     Return ``None`` to allow or a :class:`~chatkit.Reject` to refuse (first wins).
@@ -423,9 +429,10 @@ def chatkit_on_account(client: Session) -> None:
     command that changed it).
 
     Runs on the client's reader thread, after the ``account`` frame went to it and to
-    everyone sharing a room with it. An account proven at login (a ``hello`` with a
-    password, IRC SASL) is not a change: ``chatkit_on_login`` sees it. The ``cluster``
-    plugin tells the other nodes here.
+    everyone sharing a room with it; for a client whose account someone else deleted
+    or gave a new password (``hub.forget_account``), on that one's thread. An
+    account proven at login (a ``hello`` with a password, IRC SASL) is not a change:
+    ``chatkit_on_login`` sees it. The ``cluster`` plugin tells the other nodes here.
 
     Return value is ignored. If it raises, the error is logged and the other
     plugins still run.

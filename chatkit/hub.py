@@ -441,16 +441,29 @@ class Hub:
         problem = valid_nick(nick, limits.max_nick)
         if problem:
             raise CommandError(f"bad nick {nick!r}: {problem}", "bad_nick")
-        self._check(
-            self.hooks.first(
-                "chatkit_allow_login",
-                _reject,
-                Reject,
-                client=session,
-                nick=nick,
-                fields=fields or {},
+        account = session.account  # (an account the login proves is only the login's)
+        try:
+            self._check(
+                self.hooks.first(
+                    "chatkit_allow_login",
+                    _reject,
+                    Reject,
+                    client=session,
+                    nick=nick,
+                    fields=fields or {},
+                )
             )
-        )
+            # The nick is the session's from here, but nobody sees the session (find,
+            # sessions) until it is welcomed, below: nothing reaches it before the
+            # welcome.
+            with self._lock:
+                self._check_nick_free(session, nick)
+                self._sessions[_key(nick)] = session
+                self._nick_skeletons[names.skeleton(nick)] = session
+                session.nick = nick
+        except CommandError:
+            session.account = account
+            raise
         if room is None:
             room = self.config.default_room
         else:
@@ -459,6 +472,7 @@ class Hub:
         if problem:
             allowed = Reject(f"bad room name {room!r}: {problem}", "bad_room")
         else:
+            # With the nick and the account the login proved: a ban holds here too.
             allowed = self.hooks.first(
                 "chatkit_allow_join", _reject, Reject, client=session, room=room
             )
@@ -472,10 +486,6 @@ class Hub:
             max_line=limits.max_line,  # what a client may send (the web page checks it)
         )
         with self._lock:
-            self._check_nick_free(session, nick)
-            self._sessions[_key(nick)] = session
-            self._nick_skeletons[names.skeleton(nick)] = session
-            session.nick = nick
             session.welcomed = True
             self.logins += 1
             self.peak = max(self.peak, len(self._sessions))
@@ -646,9 +656,32 @@ class Hub:
     def account_deleted(self, account: str) -> None:
         """Tell the plugins that ``account`` (a name, case-folded) was deleted:
         ``chatkit_on_account_deleted``, so that what they keep for it does not pass to
-        whoever registers the name next. For a plugin that keeps accounts (the
+        whoever registers the name next; first, every session still identified to it
+        is no longer (:meth:`forget_account`). For a plugin that keeps accounts (the
         builtin ``accounts``' ``/drop``), once it deleted it."""
+        self.forget_account(account, "deleted")
         self.hooks.notify("chatkit_on_account_deleted", account=account)
+
+    def forget_account(self, account: str, why: str, *, keep: Session | None = None) -> int:
+        """Make every session here identified to ``account`` (but ``keep``) no longer
+        identified, ``why`` being what happened to the account ("deleted", "given a
+        new password"): each is told (a notice, and the ``account`` frame to it and
+        to who shares a room with it), then ``chatkit_on_account`` runs for it.
+        Returns how many there were.
+
+        A session left identified to a deleted account would own whoever registers
+        the name next (its nick, its private history, its rooms' operator rights).
+        Runs on the caller's thread: the one place where a session's ``account``
+        changes off its own reader thread (an attribute: a reader sees the old
+        account or the new one)."""
+        with self._lock:
+            found = [s for s in self._sessions.values() if s.account == account and s is not keep]
+        for session in found:
+            session.account = None
+            session.notice(f"the account {account} was {why}: you are no longer identified")
+            self._account_changed(session)
+            self.hooks.notify("chatkit_on_account", client=session)
+        return len(found)
 
     def restore_topic(self, room: str, topic: dict[str, str]) -> bool:
         """Give ``room``, which has no topic, ``topic`` (``{"topic", "nick", "ts"}``: a
@@ -804,6 +837,15 @@ class Hub:
 
     # -- nicks -------------------------------------------------------------------
 
+    def allow_nick(self, session: Session, nick: str) -> None:
+        """Run ``chatkit_allow_nick`` for ``session`` taking ``nick``; raise
+        :class:`CommandError` if refused. What :meth:`rename` does first, for a
+        plugin that renames a client after something of its own (``/identify``
+        renames to the account's nick: a ban or a mute the client is under holds)."""
+        self._check(
+            self.hooks.first("chatkit_allow_nick", _reject, Reject, client=session, nick=nick)
+        )
+
     def rename(self, session: Session, new: str, *, forced: bool = False) -> None:
         """Change ``session``'s nick and tell everyone who shares a room with it.
 
@@ -816,9 +858,7 @@ class Hub:
         if problem:
             raise CommandError(f"bad nick {new!r}: {problem}", "bad_nick")
         if not forced:
-            self._check(
-                self.hooks.first("chatkit_allow_nick", _reject, Reject, client=session, nick=new)
-            )
+            self.allow_nick(session, new)
         with self._lock:
             old = session.nick
             assert old is not None

@@ -193,6 +193,37 @@ def test_whoever_registers_a_dropped_nick_gets_nothing_of_its_earlier_owner(
     assert texts == ["a secret", "a secret reply"]
 
 
+def test_drop_and_passwd_end_the_other_sessions_identification(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A second session identified to an account (a thief's, or a forgotten one) is no
+    longer identified once the owner drops the account, so it cannot own whoever
+    registers the name next; nor once the owner changes the password. Each is told
+    (a notice, an account frame), and the session that acted stays identified."""
+    server = chat_server_factory(disable=["flood"])
+    ceo = chat_client(server, "ceo")
+    register(ceo)
+    thief = chat_client(server, "thief")
+    thief.say(f"/identify ceo {PASSWORD}")
+    thief.expect("account", nick="thief", account="ceo")
+    ceo.say(f"/passwd {PASSWORD} a-new-password")
+    assert "1 other session" in ceo.expect("reply", command="passwd")["text"]
+    thief.expect(
+        "notice", text="the account ceo was given a new password: you are no longer identified"
+    )
+    thief.expect("account", nick="thief", account=None)
+    assert server.hub.find("ceo").account == "ceo"  # type: ignore[union-attr]
+    thief.say("/identify ceo a-new-password")  # (the thief learnt it again)
+    thief.expect("account", nick="thief", account="ceo")
+    ceo.say("/drop a-new-password")
+    ceo.expect("reply", command="drop")
+    thief.expect("notice", text="the account ceo was deleted: you are no longer identified")
+    thief.expect("account", nick="thief", account=None)
+    assert server.hub.find("thief").account is None  # type: ignore[union-attr]
+    thief.say("/nick ceo")
+    thief.expect("error", code="nick_taken")  # the real one still has it, unregistered
+
+
 def test_register_refusals(chat_server_factory: Factory, chat_client: Connect) -> None:
     """A short password, a bad email, and a nick registered twice are refused."""
     server = chat_server_factory(disable=["flood"])

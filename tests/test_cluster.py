@@ -353,7 +353,8 @@ def test_accounts_are_the_clusters(
     """An account registered on one node is one on every node: its owner identifies on
     another, nobody takes the nick (or a look-alike) there without its password, a
     password changed on one node is the one everywhere, and an account dropped on one is
-    gone everywhere. A node's own accounts from before it joined are copied to Redis."""
+    gone everywhere (a session identified to it on another node is no longer). A node's
+    own accounts from before it joined are copied to Redis."""
     url = redis_server.url(8)
     redis.Redis.from_url(url).flushdb()
     own = tmp_path / "own.accounts.sqlite3"
@@ -395,8 +396,13 @@ def test_accounts_are_the_clusters(
     carol = a.client("carol")
     carol.say("/nick b\u043eb")  # bob with a Cyrillic o: bob's too
     carol.expect("error", code="nick_registered")
+    spy = b.client("spy")  # identified to alice's account on the other node
+    spy.say("/identify alice battery-staple")
+    spy.expect("account", nick="spy", account="alice")
     alice.say("/drop battery-staple")
     alice.expect("reply", command="drop")
+    spy.expect("notice", text="the account alice was deleted: you are no longer identified")
+    spy.expect("account", nick="spy", account=None)
     alice.close()
     gone("alice")
     login(b, "alice").expect("welcome")

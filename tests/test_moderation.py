@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from chatkit import CommandContext, Register, Reject, Server, Session, hookimpl
-from chatkit.builtins.moderation import CACHE_ENTRIES, Moderation, ModerationStore
+from chatkit.builtins.moderation import CACHE_ENTRIES, Moderation, ModerationStore, matches_who
 from chatkit.config import config_from_dict
 from chatkit.testing import ChatClient, make_config
 
@@ -490,3 +490,103 @@ def test_gline_bans_from_the_whole_server(
     root.say("/ungline troll*")
     root.expect("reply", command="ungline")
     again.login("troll2")
+
+
+def test_a_ban_holds_for_the_room_a_login_joins(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A hello naming a room its nick (or its account, proven by the hello's
+    password) is banned from is logged in but kept out of the room: no join, no
+    replay; the same for the default room."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    ann.say("secret plans", room="#den")
+    ann.expect("message", text="secret plans")
+    mal = chat_client(server, "mal")
+    mal.say("/register mals-password")
+    mal.expect("reply", command="register")
+    mal.close()
+    ann.say("/ban troll", room="#den")
+    ann.expect("notice", text_contains="banned troll")
+    ann.say("/ban *!mal@*", room="#den")
+    ann.expect("notice", text_contains="banned *!mal@*")
+    for hello in (
+        {"nick": "troll", "room": "#den"},
+        {"nick": "mal", "password": "mals-password", "room": "#den"},
+    ):
+        client = chat_client(server)
+        client.send(type="hello", **hello)
+        assert client.expect("welcome")["rooms"] == []
+        assert "banned from #den" in client.expect("error", code="banned")["text"]
+        assert not [f for f in client.sync() if f["type"] in ("join", "message")]
+        client.close()
+
+
+def test_a_server_ban_of_an_account_holds_however_it_is_proven(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/gline of an account refuses a login that proves it with a password, and
+    disconnects a client that proves it later with /identify; a /gline of a nick holds
+    for its look-alikes too."""
+    server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
+    root, mallory = chat_client(server, "root"), chat_client(server, "mallory")
+    root.say("/register sesame-seed")
+    root.expect("reply", command="register")
+    mallory.say("/register mallorys-pw")
+    mallory.expect("reply", command="register")
+    mallory.close()
+    root.say("/gline *!mallory@* spam")
+    root.expect("reply", command="gline")
+    again = chat_client(server)
+    again.send(type="hello", nick="mallory", password="mallorys-pw")
+    again.expect("error", code="banned")
+    again.send(type="hello", nick="innocent")
+    again.expect("welcome")
+    again.say("/identify mallory mallorys-pw")
+    again.expect("notice", text="you are banned from this server")
+    again.wait_closed()
+    root.say("/gline bobby")
+    root.expect("reply", command="gline")
+    look_alike = chat_client(server)
+    look_alike.send(type="hello", nick="b\u03bfbby")  # a Greek omicron
+    look_alike.expect("error", code="banned")
+
+
+def test_brackets_in_a_mask_are_a_nicks_own_characters(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Only * and ? are wildcards: a ban of [troll] holds for the nick [troll] and for
+    no one-letter nick; an IPv4 client of a listener on :: matches its IPv4 address."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #br")
+    ann.expect("notice", text="you are an operator of #br")
+    ann.say("/ban [troll]", room="#br")
+    ann.expect("notice", text_contains="banned")
+    troll, t = chat_client(server, "[troll]"), chat_client(server, "t")
+    troll.say("/join #br")
+    troll.expect("error", code="banned")
+    t.say("/join #br")
+    t.expect("join", nick="t", room="#br")
+    assert matches_who("*!*@127.0.0.1", "x", None, "::ffff:127.0.0.1")
+    assert not matches_who("*!*@127.0.0.2", "x", None, "::ffff:127.0.0.1")
+
+
+def test_identify_does_not_rename_a_client_out_of_a_mute(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/identify of another account renames to its nick, but not a client held by a
+    mute under the nick it has: it is identified, keeps its nick, and stays muted."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    alt = chat_client(server, "altnick")
+    alt.say("/register altpass123")
+    alt.expect("reply", command="register")
+    alt.close()
+    _ann, bob = muted_in_den(server, chat_client)
+    bob.say("/identify altnick altpass123")
+    reply = bob.expect("reply", command="identify")
+    assert "you keep the nick bob" in reply["text"] and "muted" in reply["text"]
+    bob.say("still here", room="#den")
+    bob.expect("error", code="muted")

@@ -970,6 +970,10 @@ class Cluster:
                     self._topics.pop(fold(data["room"]), None)
             hub.replace_topic(data["room"], data)
         elif kind == "deleted":
+            if not mine and self._server is not None:
+                # This node's sessions identified to it are no longer (the deleting
+                # node did its own in hub.account_deleted).
+                self._server.hub.forget_account(str(data["account"]), "deleted")
             # Here too (its own hook did it already): log entries ahead of this one
             # may have been stored since, with the account on them.
             if self._store is not None:

@@ -422,7 +422,7 @@ class Accounts:
         client.account = found.name
         return True
 
-    @hookimpl
+    @hookimpl(tryfirst=True)  # so that the others (a ban's) see the account it proves
     def chatkit_allow_login(
         self, client: Session, nick: str, fields: dict[str, Any]
     ) -> Reject | None:
@@ -447,7 +447,11 @@ class Accounts:
             return Reject("hello: 'password' must be a string", "bad_frame")
         refused = self.check(client, account, password)
         if refused is None:
-            client.data["accounts"] = account.name  # proven; chatkit_on_login uses it
+            # Proven: the session's now, so that later hooks of the login (a ban's
+            # chatkit_allow_login and chatkit_allow_join) see it; the hub takes it
+            # back if the login is refused after all (nick_taken...).
+            client.account = account.name
+            client.data["accounts"] = account.name  # chatkit_on_login need not look
         return refused
 
     @hookimpl
@@ -557,14 +561,21 @@ class Accounts:
         if refused is not None:
             raise CommandError(refused.reason, refused.code, **refused.details)
         client.account = account.name
+        done = f"you are identified as {account.nick}"
         if client.nick is not None and fold(client.nick) != account.name:
-            holder = self._holder(ctx, account)
-            if holder is not None and holder is not client and holder.account != account.name:
-                # Someone holds the nick unidentified (a grace period): it is yours.
-                holder.notice(f"{account.nick} identified: you are renamed")
-                ctx.hub.rename(holder, f"{GUEST_PREFIX}{holder.id}", forced=True)
-            ctx.hub.rename(client, account.nick, forced=True)
-        ctx.reply(f"you are identified as {account.nick}", account=account.nick)
+            try:
+                # Not out of a ban or a mute under the nick it has (moderation).
+                ctx.hub.allow_nick(client, account.nick)
+                holder = self._holder(ctx, account)
+                if holder is not None and holder is not client and holder.account != account.name:
+                    # Someone holds the nick unidentified (a grace period): it is yours.
+                    holder.notice(f"{account.nick} identified: you are renamed")
+                    ctx.hub.rename(holder, f"{GUEST_PREFIX}{holder.id}", forced=True)
+                ctx.hub.rename(client, account.nick, forced=True)
+            except CommandError as exc:
+                # Identified all the same (another session of yours may hold the nick).
+                done += f"; you keep the nick {client.nick}: {exc.text}"
+        ctx.reply(done, account=account.nick)
 
     @staticmethod
     def _holder(ctx: CommandContext, account: Account) -> Session | None:
@@ -603,7 +614,12 @@ class Accounts:
             )
         self._store.set_hash(account.name, self._hash(words[1]))
         log.info("%s changed its password", account.nick)
-        ctx.reply("password changed")
+        # Whoever else is identified with the old password is not with the new one.
+        others = ctx.hub.forget_account(account.name, "given a new password", keep=ctx.client)
+        ctx.reply(
+            "password changed"
+            + (f"; {others} other session(s) no longer identified" if others else "")
+        )
 
     def drop(self, ctx: CommandContext) -> None:
         words = ctx.args.split()

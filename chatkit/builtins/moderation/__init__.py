@@ -39,9 +39,9 @@ to a list of accounts), ``server_operators`` (a list of accounts).
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -95,20 +95,41 @@ def matches(mask: str, client: Session) -> bool:
 
     Nicks compare by their look (``chatkit.skeleton``), as the chat tells nicks apart:
     a ban of ``bobby`` holds for ``bobby`` written with a Greek omicron too."""
-    nick, pattern = fold(client.nick or ""), fold(mask)
-    address, account = client.address[0], client.account or ""
-    if fnmatch.fnmatchcase(f"{nick}!{account}@{address}", pattern):
+    return matches_who(mask, client.nick or "", client.account, client.address[0])
+
+
+def matches_who(mask: str, nick: str, account: str | None, address: str) -> bool:
+    """:func:`matches` for a client about to have ``nick`` and ``account`` (a login).
+    ``*`` and ``?`` are the only wildcards (``[`` and ``]`` are a nick's characters,
+    as on IRC); an IPv4 client of a listener on ``::`` matches by its IPv4 address."""
+    nick, pattern, account = fold(nick), fold(mask), account or ""
+    address = _plain_address(address)
+    if _glob(pattern).fullmatch(f"{nick}!{account}@{address}"):
         return True
-    if fnmatch.fnmatchcase(f"{nick}!{nick}@{SHOWN_HOST}", pattern):
+    if _glob(pattern).fullmatch(f"{nick}!{nick}@{SHOWN_HOST}"):
         return True
     mask_nick, bang, rest = pattern.partition("!")
-    if "[" in mask_nick:
-        return False  # a range ([a-m]) would not survive the mapping
     looks = _skeleton(nick)
-    pattern = _skeleton(mask_nick) + bang + rest
-    return fnmatch.fnmatchcase(f"{looks}!{account}@{address}", pattern) or (
-        fnmatch.fnmatchcase(f"{looks}!{looks}@{SHOWN_HOST}", pattern)
+    like = _glob(_skeleton(mask_nick) + bang + rest)
+    return bool(
+        like.fullmatch(f"{looks}!{account}@{address}")
+        or like.fullmatch(f"{looks}!{looks}@{SHOWN_HOST}")
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """``pattern`` (a folded mask) as a regular expression: ``*`` any run, ``?`` any
+    one character, everything else itself."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _plain_address(address: str) -> str:
+    """``address`` as masks name it: an IPv4-mapped IPv6 address as its IPv4 one."""
+    if address.startswith("::ffff:") and "." in address:
+        return address[7:]
+    return address
 
 
 # Skeletons are dear (three Unicode normalizations): every message in a room with
@@ -207,14 +228,13 @@ class Moderation:
 
     # -- enforcing -----------------------------------------------------------------
 
-    @hookimpl
+    @hookimpl  # (after the accounts plugin's, which is tryfirst: the account proven)
     def chatkit_allow_login(self, client: Session, nick: str) -> Reject | None:
         # The nick is not the session's yet: match the mask against what it will be.
-        who = f"{fold(nick)}!{client.account or ''}@{client.address[0]}"
         if client.account is not None and client.account in self.server_operators:
             return None
         for mask in self._store.rows("bans", SERVER):
-            if fnmatch.fnmatchcase(who, mask):
+            if matches_who(mask, nick, client.account, client.address[0]):
                 return Reject("you are banned from this server", "banned")
         return None
 
@@ -375,6 +395,18 @@ class Moderation:
         hub = self._server.hub
         found = (hub.find(nick) for nick in hub.who(room) or [])
         return [s.nick for s in found if s is not None and s.nick and self.is_operator(s, room)]
+
+    @hookimpl
+    def chatkit_on_account(self, client: Session) -> None:
+        # A server ban of an account holds once a client proves it later than its
+        # login (/identify), as it does at login.
+        if client.account is None or self.is_server_operator(client):
+            return
+        for mask in self._store.rows("bans", SERVER):
+            if matches(mask, client):
+                client.notice("you are banned from this server")
+                client.disconnect("banned")
+                return
 
     @hookimpl
     def chatkit_on_join(self, client: Session, room: str) -> None:
