@@ -837,6 +837,14 @@ class Hub:
 
     # -- nicks -------------------------------------------------------------------
 
+    def filter_message(self, session: Session, message: Message) -> None:
+        """Run ``chatkit_filter_message`` on ``message``, which goes to its room or
+        nick some other way than :meth:`say` and :meth:`private` (an IRC ``TAGMSG``:
+        a typing notification, a reaction; its ``text`` is empty): raise
+        :class:`CommandError` ``dropped`` if a filter drops it (a mute, a ban, a
+        moderated room)."""
+        self._filter(session, message)
+
     def allow_nick(self, session: Session, nick: str) -> None:
         """Run ``chatkit_allow_nick`` for ``session`` taking ``nick``; raise
         :class:`CommandError` if refused. What :meth:`rename` does first, for a

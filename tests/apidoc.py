@@ -82,6 +82,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "private",
             "join",
             "part",
+            "filter_message",
             "allow_nick",
             "rename",
             "set_topic",

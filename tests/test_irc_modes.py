@@ -297,13 +297,20 @@ def test_kick_takes_several_nicks(server: Server) -> None:
 
 def test_quiet_list_is_the_mute_list(server: Server) -> None:
     """+q mask / -q mask mute and unmute (solanum's quiet list): a quieted member's
-    PRIVMSG is 404; MODE #room q lists them (728 each, 729)."""
+    PRIVMSG is 404, and its TAGMSG (a reaction) too; MODE #room q lists them (728
+    each, 729)."""
     with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
         first(ann)
         bob.register("bob")
         ann.send("MODE #general +q bob")
         bob.expect(":ann!ann@chatkit MODE #general +q bob!*@*")
         bob.send("PRIVMSG #general :hello?")
+        bob.expect(f":{SERVER} 404 bob #general :")
+        ann.send("CAP REQ :message-tags")
+        ann.expect("ACK")
+        bob.send("CAP REQ :message-tags")
+        bob.expect("ACK")
+        bob.send("@+draft/react=lol TAGMSG #general")  # not round the mute either
         bob.expect(f":{SERVER} 404 bob #general :")
         ann.send("MODE #general q")
         assert ann.until(" 729 ")[-2:] == [

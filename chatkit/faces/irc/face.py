@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from chatkit import names
 from chatkit.errors import CommandError
 from chatkit.events import MAX_ID, Hello, Request, Say
+from chatkit.events import Message as ChatMessage
 from chatkit.faces.irc import numerics as n
 from chatkit.faces.irc.message import MAX_LINE_BYTES, Message
 from chatkit.faces.irc.protocol import (
@@ -717,6 +718,14 @@ class IrcChannel:
                 self.send(Message(n.ERR_CANNOTSENDTOCHAN, (target, "Cannot send to channel")))
                 return
             target = self._room_name(target)
+            try:
+                # Held to the room's rules as a message is (a mute, a ban, +m).
+                self.hub.filter_message(
+                    session, ChatMessage(session.nick or "", "", target, account=session.account)
+                )
+            except CommandError:
+                self.send(Message(n.ERR_CANNOTSENDTOCHAN, (target, "Cannot send to channel")))
+                return
             found = (self.hub.find(nick) for nick in self.hub.who(target) or [])
             recipients = [s for s in found if s is not None]
         else:
