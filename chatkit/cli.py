@@ -47,7 +47,7 @@ from chatkit.codecs import render_text
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
 from chatkit.faces import Face
-from chatkit.faces.irc.face import MAX_WHO, NETWORK_NAME, SERVER_NAME, IrcFace
+from chatkit.faces.irc.face import MAX_WHO, NETWORK_NAME, OPER_DELAY, SERVER_NAME, IrcFace
 from chatkit.faces.line import LineFace
 from chatkit.faces.web import WebFace
 from chatkit.logs import HUMAN_FORMAT, JsonFormatter
@@ -598,6 +598,7 @@ def _faces(
             network=irc.get("network", NETWORK_NAME),
             operators=irc.get("operators", {}),
             max_who=irc.get("max_who", MAX_WHO),
+            oper_delay=irc.get("oper_delay", OPER_DELAY),
         )
         faces.append(face)
         if tls:

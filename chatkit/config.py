@@ -179,7 +179,8 @@ class Config:
     """Per-plugin settings: the ``[plugins.NAME]`` tables of the config file."""
     faces: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Listeners beside the line face: the ``[faces.NAME]`` tables of the config file
-    (``irc``: ``host``, ``port``, ``server_name``, ``network``, ``max_who``; ``web``: ``host``,
+    (``irc``: ``host``, ``port``, ``server_name``, ``network``, ``max_who``,
+    ``oper_delay``; ``web``: ``host``,
     ``port``, ``origins``, ``allow_no_origin``), checked here."""
     tls_cert: str | None = None
     """The TLS certificate chain (PEM file), ``--tls-cert`` or ``[tls] cert``: with
@@ -260,6 +261,7 @@ _FACE_KEYS: dict[str, dict[str, type]] = {
         "operators": dict,
         "tls_port": int,
         "max_who": int,
+        "oper_delay": (int, float),
     },
     "web": {"host": str, "port": int, "origins": list, "allow_no_origin": bool, "tls_port": int},
 }
@@ -380,6 +382,10 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
                     _check_type(f"{where}[faces.{name}] origins items", item, str)
             if key == "max_who" and value < 1:
                 raise UsageError(f"{where}[faces.{name}] max_who must be at least 1, not {value}")
+            if key == "oper_delay" and value < 0:
+                raise UsageError(
+                    f"{where}[faces.{name}] oper_delay must be at least 0, not {value}"
+                )
             if key in ("server_name", "network") and (not value or " " in value):
                 raise UsageError(f"{where}[faces.{name}] {key} must be one word, not {value!r}")
             if key == "operators":

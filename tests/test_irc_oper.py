@@ -47,8 +47,9 @@ def test_check_password_plain_and_sha256() -> None:
 
 
 def test_oper_with_the_configured_names_and_passwords(make_server: Callable[..., Server]) -> None:
-    """OPER needs two parameters, a configured name (491) and its password (464); then
-    381, user mode +o, WHOIS 313 and WHO's '*'; MODE -o gives it up."""
+    """OPER needs two parameters, a configured name and its password (464 for either
+    wrong: the names are not to be listed); then 381, user mode +o, WHOIS 313 and WHO's
+    '*'; MODE -o gives it up."""
     server = make_server()
     with IrcClient(server.addresses["irc"]) as alice, IrcClient(server.addresses["irc"]) as bob:
         alice.register("alice")
@@ -56,7 +57,7 @@ def test_oper_with_the_configured_names_and_passwords(make_server: Callable[...,
         alice.send("OPER root")
         alice.expect(f":{SERVER} 461 alice OPER :Not enough parameters")
         alice.send("OPER nobody hunter2")
-        alice.expect(f":{SERVER} 491 alice :No O-lines for your host")
+        alice.expect(f":{SERVER} 464 alice :Password incorrect")
         alice.send("OPER root wrong")
         alice.expect(f":{SERVER} 464 alice :Password incorrect")
         alice.send("MODE alice")
@@ -237,3 +238,20 @@ def test_an_oper_is_a_server_operator_of_the_moderation_plugin(
         alice.expect(f":{SERVER} 481 alice :only server operators may do that")
         carol.sync()  # answered: still connected (a killed client's sync raises)
         assert not carol.eof
+
+
+def test_oper_guessing_waits_longer_and_longer(make_server: Callable[..., Server]) -> None:
+    """After two failed OPERs from an address, each failure makes it wait, doubling:
+    an OPER meanwhile (the right password too, from a new connection too) is 263."""
+    server = make_server()
+    with IrcClient(server.addresses["irc"]) as mallory:
+        mallory.register("mallory")
+        for guess in ("hunter1", "hunter3", "hunter4"):
+            mallory.send(f"OPER root {guess}")
+            mallory.expect(f":{SERVER} 464 mallory :Password incorrect")
+        mallory.send("OPER root hunter5")
+        assert "Too many failed OPERs" in mallory.expect(f":{SERVER} 263 mallory OPER :")
+    with IrcClient(server.addresses["irc"]) as again:
+        again.register("again")
+        again.send("OPER root hunter2")
+        again.expect(f":{SERVER} 263 again OPER :")

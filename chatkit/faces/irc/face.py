@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chatkit import names
+from chatkit.addresses import address_key
 from chatkit.errors import CommandError
 from chatkit.events import MAX_ID, Hello, Request, Say
 from chatkit.events import Message as ChatMessage
@@ -76,6 +77,12 @@ ACCOUNT_CAPS = ("account-notify", "account-tag", "extended-join")
 # Targets of one PRIVMSG, NOTICE or KICK, rooms of one NAMES (ISUPPORT TARGMAX); more are ignored.
 MAX_TARGETS = 4
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
+OPER_FREE = 2  # failed OPERs in a row from an address before each one makes it wait (typos)
+OPER_DELAY = (
+    2.0  # seconds the first wait lasts ([faces.irc] oper_delay); it doubles with each failure after
+)
+OPER_MAX_DELAY = 600.0  # ...up to this
+OPER_ADDRESSES = 10_000  # addresses whose failed OPERs the face remembers at most
 CTCP_OWED = 5  # CTCP replies a client may send a nick free of flood control, per query of it
 CTCP_OWED_NICKS = 32  # nicks a client may owe replies to at once (the rest pay as lines)
 _OWED = "irc.ctcp_owed"  # session.data: folded nick -> CTCP replies owed to it
@@ -130,9 +137,12 @@ class IrcFace:
         network: str = NETWORK_NAME,
         operators: dict[str, str] | None = None,
         max_who: int = MAX_WHO,
+        oper_delay: float = OPER_DELAY,
     ) -> None:
         if max_who < 1:
             raise ValueError(f"max_who must be at least 1, not {max_who}")
+        if oper_delay < 0:
+            raise ValueError(f"oper_delay must be at least 0, not {oper_delay}")
         self.host = host
         """Address to listen on; ``None``: the server's."""
         self.port = port
@@ -145,10 +155,40 @@ class IrcFace:
         """``OPER`` names and their passwords (plain, or ``sha256:HEX``)."""
         self.max_who = max_who
         """The most users one ``WHO`` of a mask (``WHO a*``, ``WHO 0``) lists."""
+        self.oper_delay = oper_delay
+        """Seconds an address waits after its third failed ``OPER`` in a row; each
+        failure after doubles it, up to :data:`OPER_MAX_DELAY` (0: no wait)."""
         self.codecs = CodecCache()
         """One codec per set of byte-changing capabilities in use."""
         self.started = time.time()
         """When the face was made (``003``'s date)."""
+        # Guards _oper_failures: every IRC reader's OPER reads and writes it.
+        self._oper_lock = threading.Lock()
+        self._oper_failures: dict[str, tuple[int, float]] = {}
+        """Per address (an IPv6 one's network): failed OPERs in a row, and when the
+        next one may be tried (monotonic)."""
+
+    def oper_wait(self, address: str) -> float:
+        """Seconds before ``address`` may try ``OPER`` again (0: now)."""
+        with self._oper_lock:
+            failures = self._oper_failures.get(address_key(address))
+        return 0.0 if failures is None else max(0.0, failures[1] - time.monotonic())
+
+    def oper_failed(self, address: str, succeeded: bool = False) -> None:
+        """Count a failed ``OPER`` from ``address`` (the wait doubles each time), or
+        forget its failures once one succeeds."""
+        key = address_key(address)
+        with self._oper_lock:
+            if succeeded:
+                self._oper_failures.pop(key, None)
+                return
+            count = self._oper_failures.pop(key, (0, 0.0))[0] + 1
+            if len(self._oper_failures) >= OPER_ADDRESSES:
+                del self._oper_failures[next(iter(self._oper_failures))]  # the oldest
+            over = count - OPER_FREE
+            step = self.oper_delay * 2 ** min(over - 1, 30)
+            delay = 0.0 if over <= 0 else min(step, OPER_MAX_DELAY)
+            self._oper_failures[key] = (count, time.monotonic() + delay)
 
     def __repr__(self) -> str:
         return f"IrcFace(host={self.host!r}, port={self.port!r}, server_name={self.server_name!r})"
@@ -1430,14 +1470,23 @@ class IrcChannel:
             return
         self._input("/oper")  # attempts count against flood control, as commands do
         name, password = params[0], params[1]
-        stored = self.face.operators.get(name)
-        if stored is None:
-            self.send(Message(n.ERR_NOOPERHOST, ("No O-lines for your host",)))
+        address = self.link.address[0]
+        wait = self.face.oper_wait(address)
+        if wait:
+            # Guessing: each failure from an address doubles its wait, whatever the
+            # connection (a reconnect does not reset it).
+            self.send(
+                Message(n.RPL_TRYAGAIN, ("OPER", f"Too many failed OPERs: wait {wait:.0f} s"))
+            )
             return
-        if not check_password(password, stored):
-            log.warning("failed OPER as %r by %s", name, self.protocol.nick)
+        stored = self.face.operators.get(name)
+        # An unknown name is told as a wrong password is: no listing the names.
+        if stored is None or not check_password(password, stored):
+            self.face.oper_failed(address)
+            log.warning("failed OPER as %r by %s from %s", name, self.protocol.nick, address)
             self.send(Message(n.ERR_PASSWDMISMATCH, ("Password incorrect",)))
             return
+        self.face.oper_failed(address, succeeded=True)
         log.info("%s is an IRC operator (OPER %s)", self.protocol.nick, name)
         self.session.data["irc"]["oper"] = name
         self.session.operator = True  # a server operator, to plugins (moderation's /kill)
