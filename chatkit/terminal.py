@@ -273,25 +273,44 @@ class Terminal:
     # -- connecting --------------------------------------------------------------
 
     def login(self, nick: str | None, room: str | None = None) -> bool:
-        """Connect and log in, asking for a nick until one is accepted; False to give up."""
-        self.client = Client.connect(self.host, self.port, tls=self.tls)
+        """Ask for a nick (unless given), connect and log in, asking again until one is
+        accepted; False to give up.
+
+        The nick is asked for before connecting: a connection that says nothing is
+        greeted as a person's ``nc`` would be, then closed (``first_byte_timeout``,
+        ``login_timeout``), and a person may take their time. One closed while a
+        refused nick's replacement was typed is opened again."""
         session: PromptSession[str] = PromptSession()
         while True:
             if not nick:
                 try:
                     nick = session.prompt("nick: ").strip()
                 except (EOFError, KeyboardInterrupt):
+                    if self.client is not None:
+                        self.client.close()
                     return False
                 if not nick:
                     continue
+            client = self.client
+            if client is None or client.closed:
+                client = self.client = Client.connect(self.host, self.port, tls=self.tls)
+                fresh = True
+            else:
+                fresh = False
             try:
-                welcome = self.client.login(
-                    nick, replay=self.replay, password=self.password, room=room
-                )
+                welcome = client.login(nick, replay=self.replay, password=self.password, room=room)
             except LoginRefused as exc:  # shown as the server's error frame is
+                if exc.code == "login_timeout" and not fresh:
+                    client.close()  # it waited at the prompt too long: connect again
+                    continue
                 self.show(format_frame({"type": "error", "code": exc.code, "text": str(exc)}))
                 nick = None
                 continue
+            except ConnectionLost:
+                client.close()
+                if fresh:
+                    raise  # not the wait at the prompt: the server closed a new connection
+                continue  # closed while the nick was being typed: connect again
             self.nick = welcome["nick"]
             self.rooms = list(welcome.get("rooms", []))
             self.room = self.rooms[-1] if self.rooms else ""
@@ -400,6 +419,11 @@ class Terminal:
             return
         if kind in ("message", "private") and isinstance(frame.get("id"), int):
             self.last_id = max(self.last_id or 0, frame["id"])
+        if kind == "reply" and frame.get("command") == "join":
+            # /join of a room it is in already: lines go there now.
+            room = frame.get("data", {}).get("room")
+            if isinstance(room, str) and room:
+                self.room = room
         if kind == "join":
             self.completer.nicks.add(frame["nick"])
             if frame["nick"] == self.nick:

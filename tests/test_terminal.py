@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import pytest
 
 from chatkit import Server
 from chatkit.terminal import ChatCompleter, format_frame, nick_style
-from chatkit.testing import ChatClient
+from chatkit.testing import ChatClient, wait_until
 
 CHATKIT = str(Path(sys.executable).parent / "chatkit")
 WELCOME_BOB = r"\* Welcome to chatkit \S+, bob! You are in"
@@ -76,6 +77,29 @@ def test_nick_clash_prompts_again(
     child.expect("nick:")
     child.send("bob\r")
     child.expect(WELCOME_BOB)
+
+
+def test_the_nick_is_asked_for_before_connecting(
+    chat_server_factory: Factory, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """The nick prompt comes before the connection, so a person may take their time
+    (a silent connection is greeted as nc's after a second, and closed later); one
+    closed by the login timeout while a refused nick's replacement is typed is
+    opened again for it."""
+    server = chat_server_factory(login_timeout=1.0)
+    chat_client(server, "alice")
+    before = len(server.connections)
+    child = terminal(server.address[1])
+    child.expect("nick:")
+    assert len(server.connections) == before  # nothing opened yet
+    child.send("alice\r")
+    child.expect(r"error \[nick_taken\]")
+    child.expect("nick:")
+    wait_until(lambda: len(server.connections) == before, what="the idle connection closed")
+    child.send("bob\r")
+    child.expect(WELCOME_BOB)
+    shown = (child.before or "") + (child.after or "")
+    assert "server_bad_frame" not in shown and "login_timeout" not in shown
 
 
 def test_typing_survives_incoming_messages(
@@ -326,6 +350,33 @@ def test_a_sent_line_shows_once(
     shown = [line for line in screen.lines() if "hello there" in line]
     assert len(shown) == 1, screen.lines()
     assert re.fullmatch(r"\d\d:\d\d \[#general\] <bob> hello there", shown[0])
+
+
+def test_join_of_a_room_it_is_in_switches_the_prompts_room(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """/join of a room the client is in already (the server's reply, no join frame)
+    makes it the room the prompt (and the status bar) names, as lines now go there."""
+    alice = chat_client("alice")
+    child = terminal(chat_server.address[1], "--nick", "bob")
+    screen = Screen(child)
+    child.expect(WELCOME_BOB)
+    child.send("/join math\r")
+    child.expect("bob joined #math")
+    child.send("/join general\r")
+    child.expect("lines now go there")
+    child.send("hi\r")
+    assert alice.expect("message", nick="bob")["room"] == "#general"
+    child.expect(r"<bob> hi")
+
+    def prompt() -> str:
+        """The prompt's line (the room, then what is typed), once the child's output
+        so far is on the screen."""
+        with contextlib.suppress(pexpect.TIMEOUT):
+            child.read_nonblocking(65536, timeout=0.05)  # (feeds the screen)
+        return screen.lines()[-1]
+
+    wait_until(lambda: prompt() == "#general", what="the prompt names #general")
 
 
 def test_a_line_over_the_limit_is_not_sent(

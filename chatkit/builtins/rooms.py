@@ -10,7 +10,8 @@ def join_command(ctx: CommandContext) -> None:
         raise ctx.usage_error()
     room = room_name(ctx.args)  # "/join general" too
     if not ctx.hub.join(ctx.client, room):
-        ctx.reply(f"you are in {ctx.client.current_room}; lines now go there", room=room)
+        current = ctx.client.current_room  # the room as it spells itself
+        ctx.reply(f"you are in {current}; lines now go there", room=current)
 
 
 def part_command(ctx: CommandContext) -> None:
