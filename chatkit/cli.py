@@ -460,7 +460,10 @@ def serve(
     server.reloader = functools.partial(_reload, server, config, overrides, handler)
 
     def reload() -> None:
-        reload_log.info("SIGHUP: reloading %s", config or DEFAULT_CONFIG)
+        path = config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+        reload_log.info(
+            "SIGHUP: reloading %s", path or "(no config file: the flags, the TLS files)"
+        )
         try:
             notes = _reload(server, config, overrides, handler)
         except UsageError as exc:
@@ -727,6 +730,8 @@ class _Signals:
 
     def __init__(self) -> None:
         self._noted: list[int] = []  # appended by the handlers (atomic), read by serve()
+        # Started in a terminal: a SIGHUP may be the terminal closing (serve() looks).
+        self._terminal = sys.stdin.isatty()
         self._wake_r, self._wake_w = socket.socketpair()
         for end in (self._wake_r, self._wake_w):
             end.setblocking(False)
@@ -738,16 +743,29 @@ class _Signals:
         self._noted.append(signum)
 
     def serve(self, server: Server, reload: Callable[[], None]) -> None:
-        """Until a stop signal, or the server stops itself; SIGHUP calls ``reload``."""
+        """Until a stop signal, or the server stops itself; SIGHUP calls ``reload``,
+        unless it is the terminal the server was started in closing: a stop then, as
+        for any program in a closed terminal."""
         while not server.stopped:
             while self._noted:
-                if self._noted.pop(0) != signal.SIGHUP:
+                if self._noted.pop(0) != signal.SIGHUP or self._hung_up():
                     return
                 reload()
             # Woken by a signal (the wakeup fd), else a look at the server twice a second.
             select.select([self._wake_r], [], [], 0.5)
             with contextlib.suppress(OSError):
                 self._wake_r.recv(4096)
+
+    def _hung_up(self) -> bool:
+        """Whether the terminal the server was started in is gone (a hung-up terminal
+        answers nothing: asking it for its foreground process group fails)."""
+        if not self._terminal:
+            return False
+        try:
+            os.tcgetpgrp(sys.stdin.fileno())
+        except OSError:
+            return True
+        return False
 
     def close(self) -> None:
         """Ignore the signals from now on (a second Ctrl+C during shutdown)."""

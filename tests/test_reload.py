@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
+import pexpect  # type: ignore[import-untyped]
 import pytest
 from conftest import ServeProcess
 
@@ -180,3 +182,28 @@ def test_a_server_operator_reloads_from_the_chat(serve: type[ServeProcess], tmp_
     bob.say("/stats")  # the old config stays, and everyone is still connected
     assert bob.expect("reply", command="stats")
     server.stop()
+
+
+def test_a_closed_terminal_stops_the_server_and_a_kill_hup_reloads(tmp_path: Path) -> None:
+    """Started in a terminal, SIGHUP is a reload while the terminal is there (`kill
+    -HUP`), but the terminal closing (the kernel's SIGHUP) stops the server, as it
+    does any program: a teacher who closes the window can start it again."""
+    chatkit = str(Path(sys.executable).parent / "chatkit")
+    child = pexpect.spawn(
+        chatkit, ["serve", "--port", "0", "--db", ":memory:"],
+        cwd=str(tmp_path), encoding="utf-8", timeout=20,
+    )  # fmt: skip
+    try:
+        child.expect(r"listening on \S+:(\d+)")
+        child.expect("Ctrl\\+C here stops it")
+        os.kill(child.pid, signal.SIGHUP)
+        child.expect("reloaded: nothing changed")
+        assert child.isalive()
+        os.close(child.child_fd)  # the terminal window closes
+        deadline = time.monotonic() + 20
+        while child.isalive() and time.monotonic() < deadline:
+            time.sleep(0.05)  # (polling the process's end, with a deadline)
+        assert not child.isalive()
+    finally:
+        if child.isalive():
+            child.kill(signal.SIGKILL)
