@@ -60,7 +60,7 @@ from chatkit.plugins import (
     suggest_hook,
 )
 from chatkit.protocol import LineDecoder, LineTooLong
-from chatkit.scaffold import create_plugin, installed_checkout
+from chatkit.scaffold import create_plugin, installed_checkout, plugin_name
 from chatkit.server import IRC_TLS_PORT, TLS_PORT, WEB_TLS_PORT, Server, TlsFace
 from chatkit.terminal import Terminal
 
@@ -1306,6 +1306,8 @@ def plugin_new(
     else:
         typer.echo(f"chatkit: {DISTRIBUTION} from {source.absolute()}")
     typer.echo(f"next: cd {root} && uv run pytest")
+    plugin = plugin_name(name)
+    typer.echo(f"then: uv run chatkit serve --plugin {plugin}   (in {root}: it is installed there)")
 
 
 def main() -> None:

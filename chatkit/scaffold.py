@@ -60,12 +60,16 @@ build-backend = "hatchling.build"
 
 A [chatkit](https://pypi.org/project/chatkit-server/) plugin.
 
-    pip install chatkit-{dash}
+    pip install chatkit-{dash}        # once it is published; until then, from here:
     chatkit serve --plugin {name}
 
 ## Development
 
-    uv run pytest
+    uv run pytest                               # its tests
+    uv run chatkit serve --plugin {name}        # a server with it (installed editable here)
+
+Into another environment (a server's): `uv pip install -e path/to/chatkit-{dash}`
+(or `pip install -e ...`); then `chatkit serve --plugin {name}` there.
 
 See chatkit's plugin guide (docs/plugins.md) for the hooks you can implement.
 """,

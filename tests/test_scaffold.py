@@ -32,6 +32,7 @@ def test_a_new_plugin_passes_its_own_tests_outside_the_checkout(tmp_path: Path) 
     )
     assert result.returncode == 0, result.stderr
     assert "next: cd chatkit-welcome-bot && uv run pytest" in result.stdout
+    assert "then: uv run chatkit serve --plugin welcome_bot" in result.stdout
     package = tmp_path / "chatkit-welcome-bot"
     pyproject = tomllib.loads((package / "pyproject.toml").read_text())
     assert pyproject["project"]["entry-points"]["chatkit.plugins"] == {
