@@ -529,9 +529,11 @@ def serve(
         if "irc-tls" in server.addresses:
             irc_host, irc_port_ = server.addresses["irc-tls"]
             shown = f"[{irc_host}]" if ":" in irc_host else irc_host
+            # irssi checks a certificate by name only (an IP address never matches).
+            name = "localhost" if irc_host in ("127.0.0.1", "::1") else irc_host
             typer.echo(
                 f"IRC over TLS: ircs://{shown}:{irc_port_}   "
-                f"(irssi: /connect -tls {irc_host} {irc_port_})"
+                f"(irssi: /connect -tls {name} {irc_port_})"
             )
         if "web-tls" in server.addresses:
             web_host, web_port_ = server.addresses["web-tls"]
@@ -822,6 +824,9 @@ def check_command(
         typer.echo(json.dumps(settings, indent=2))
         return
     typer.echo(f"# {path}: OK")
+    if any(table for table in cfg.plugin_config.values()):
+        # (Checking them may open databases and ports: the plugins do it as they start.)
+        typer.echo("# [plugins.*] tables are checked by their plugins when the server starts")
     for section, values in settings.items():
         typer.echo(f"\n[{section}]")
         for key, value in values.items():
