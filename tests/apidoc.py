@@ -177,7 +177,11 @@ HELPERS: list[tuple[str, str | None]] = [
     ("number_setting", None),
     ("address_key", None),
     ("MAX_ID", "The largest message id (and count) in a frame or the store: SQLite's INTEGER."),
-    ("SHOWN_HOST", None),
+    (
+        "SHOWN_HOST",
+        "The host of the `nick!nick@host` everyone is shown as (the IRC face's prefixes): no "
+        "real address is shown; a mask an IRC client's `/ban` builds from it matches.",
+    ),
 ]
 
 # What chatkit exports and this reference does not show, and where it is told instead.

@@ -425,7 +425,7 @@ class History:
                 if self.accounts and client.account is None:
                     raise CommandError(
                         f"your private history with {target} is shown to registered nicks: "
-                        f"/identify first (a room's history: /history #{target})",
+                        f"/identify first, or /register (a room's history: /history #{target})",
                         "not_identified",
                     )
 
