@@ -252,7 +252,7 @@ _SERVER_KEYS = {
     "bidi",
 }
 LOG_FORMATS = ("text", "json")
-_FACE_KEYS: dict[str, dict[str, type]] = {
+_FACE_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "irc": {
         "host": str,
         "port": int,

@@ -43,6 +43,12 @@ if TYPE_CHECKING:
 __all__ = ["Hub", "Relay", "message_frame", "valid_nick", "valid_room"]
 
 _NICK_EXTRA = set("_-.[]{}|^`")
+SERVICE_NICKS = frozenset(
+    ("nickserv", "chanserv", "operserv", "memoserv", "hostserv", "botserv", "saslserv", "global")
+)
+"""Nicks nobody may take (folded): IRC networks' services, to which IRC clients send
+passwords (``PRIVMSG NickServ :IDENTIFY ...``): whoever held one would read them. The IRC
+face answers ``NickServ``'s ``IDENTIFY`` and ``REGISTER`` itself."""
 MAX_TOPIC = 390  # characters of a room's topic (IRC's TOPICLEN on most networks)
 MAX_AWAY = 200  # characters of an away message (IRC's AWAYLEN)
 
@@ -61,6 +67,8 @@ def valid_nick(nick: str, max_len: int) -> str | None:
         return rule
     if not (nick.isascii() or names.BLANK_LETTERS.isdisjoint(nick)):
         return rule  # a letter that shows as nothing
+    if names.fold(nick) in SERVICE_NICKS:
+        return f"{nick} is the name of an IRC service, which no one may take"
     return None
 
 

@@ -206,6 +206,7 @@ def test_name_rules() -> None:
     assert valid_nick("Zoë_1", 32) is None
     assert valid_nick("a b", 32) is not None
     assert valid_nick("한글", 32) is None
+    assert valid_nick("NickServ", 32) is not None  # IRC clients send it passwords
 
 
 @pytest.mark.parametrize("blank", ["\u115f", "\u1160", "\u3164", "\uffa0"])

@@ -517,7 +517,7 @@ def test_a_ban_holds_for_the_room_a_login_joins(
         {"nick": "mal", "password": "mals-password", "room": "#den"},
     ):
         client = chat_client(server)
-        client.send(type="hello", **hello)
+        client.send({"type": "hello", **hello})
         assert client.expect("welcome")["rooms"] == []
         assert "banned from #den" in client.expect("error", code="banned")["text"]
         assert not [f for f in client.sync() if f["type"] in ("join", "message")]

@@ -83,6 +83,7 @@ OPER_DELAY = (
 )
 OPER_MAX_DELAY = 600.0  # ...up to this
 OPER_ADDRESSES = 10_000  # addresses whose failed OPERs the face remembers at most
+NICKSERV_SOURCE = "NickServ!NickServ@services"  # who answers a PRIVMSG NickServ it does not know
 CTCP_OWED = 5  # CTCP replies a client may send a nick free of flood control, per query of it
 CTCP_OWED_NICKS = 32  # nicks a client may owe replies to at once (the rest pay as lines)
 _OWED = "irc.ctcp_owed"  # session.data: folded nick -> CTCP replies owed to it
@@ -562,6 +563,9 @@ class IrcChannel:
             if not notice:
                 self.answer(Message(n.ERR_NOTEXTTOSEND, ("No text to send",)))
             return
+        if names.fold(params[0]) == "nickserv" and not notice:
+            self.nickserv(params[1])
+            return
         parsed = _ctcp(params[1])
         if parsed is None:
             self.ctcp(params[0], params[1], command)
@@ -602,6 +606,27 @@ class IrcChannel:
                         self.answer(Message(n.RPL_AWAY, (sent.to or target, str(away))))
             except CommandError as exc:
                 self.fail(command, target, exc)
+
+    def nickserv(self, text: str) -> None:
+        """``PRIVMSG NickServ :IDENTIFY [account] password`` (what IRC clients send to
+        identify, by hand or on connecting) and ``REGISTER password [email]``: chatkit's
+        ``/identify`` and ``/register``, answered as NOTICEs. The text is a password:
+        it is neither stored nor sent to anyone (no one may hold the nick)."""
+        if not self.session.logged_in:
+            self.send(Message(n.ERR_NOTREGISTERED, ("You have not registered",)))
+            return
+        verb, _, rest = text.strip().partition(" ")
+        command = {"IDENTIFY": "identify", "REGISTER": "register"}.get(verb.upper())
+        if command is None or self.hub.commands.get(command) is None:
+            self.send(
+                Message(
+                    "NOTICE",
+                    (self.protocol.nick, "There are no services here: /quote HELP lists commands"),
+                    NICKSERV_SOURCE,
+                )
+            )
+            return
+        self.chat_command(command.upper(), tuple(rest.split()))
 
     def ctcp(self, targets: str, text: str, command: str) -> None:
         """A CTCP query (``PRIVMSG``) or reply (``NOTICE``) other than ACTION: VERSION,
