@@ -24,6 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatkit.builtins.accounts.store import Account, AccountStore
 from chatkit.builtins.moderation import ModerationStore
+from chatkit.builtins.moderation.shared import SharedModerationStore
+from chatkit.builtins.moderation.store import FIRST_CLAIM
 from chatkit.testing import ChatClient, wait_until
 
 CHATKIT = str(Path(sys.executable).parent / "chatkit")
@@ -934,3 +936,31 @@ def test_redis_unreachable_at_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "cluster: url must be a Redis URL" in result.stderr
+
+
+def test_one_node_at_a_time_claims_an_empty_rooms_first_member(redis_server: RedisServer) -> None:
+    """Two nodes whose joiners both find a room empty (neither has heard of the other's
+    join yet) ask Redis: one claim wins, for FIRST_CLAIM seconds (it outlives the join,
+    which reaches the other node a moment later) or until its joiner leaves the room,
+    so one joiner is its operator."""
+    url = redis_server.url(10)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    stores = [
+        SharedModerationStore(client, "chatkit", node, ModerationStore(":memory:"))
+        for node in ("a", "b")
+    ]
+    try:
+        assert stores[0].claim_first("#new", "a:1")
+        assert not stores[1].claim_first("#new", "b:7")
+        stores[0].release_first("#new", "a:1")  # joined: the claim still holds for b
+        assert not stores[1].claim_first("#new", "b:7")
+        ttl = client.pttl("chatkit:moderation:first:#new")
+        assert 0 < ttl <= FIRST_CLAIM * 1000
+        stores[1].release_first("#new", "b:7", left=True)  # not b's claim: nothing
+        assert not stores[1].claim_first("#new", "b:7")
+        stores[0].release_first("#new", "a:1", left=True)  # a's joiner left: it ends
+        assert stores[1].claim_first("#new", "b:7")
+    finally:
+        for store in stores:
+            store.close()

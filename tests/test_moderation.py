@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -590,3 +591,50 @@ def test_identify_does_not_rename_a_client_out_of_a_mute(
     assert "you keep the nick bob" in reply["text"] and "muted" in reply["text"]
     bob.say("still here", room="#den")
     bob.expect("error", code="muted")
+
+
+def test_two_joining_an_empty_room_at_once_make_one_operator(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Two clients joining the same empty rooms at the same moment (a barrier between
+    their threads): each room gets exactly one operator, never two (both had found it
+    empty before either's join)."""
+    server = chat_server_factory(config=moderated(), disable=["flood"], max_rooms=60)
+    ann, bob = chat_client(server, "ann"), chat_client(server, "bob")
+    rooms = [f"#race{i}" for i in range(40)]
+    barrier = threading.Barrier(2)
+
+    def join_all(client: ChatClient) -> None:
+        for room in rooms:
+            barrier.wait(10)
+            client.say(f"/join {room}")
+
+    threads = [threading.Thread(target=join_all, args=(c,)) for c in (ann, bob)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    ops: dict[str, list[str]] = {room: [] for room in rooms}
+    for nick, client in (("ann", ann), ("bob", bob)):
+        for frame in client.sync():
+            text = str(frame.get("text", ""))
+            room = text.removeprefix("you are an operator of ")
+            if frame["type"] == "notice" and room in ops:
+                ops[room].append(nick)
+    assert all(len(who) == 1 for who in ops.values()), ops
+
+
+def test_a_claim_to_be_first_is_one_joiners_until_it_joins(tmp_path: Path) -> None:
+    """A node's store: one claim to an empty room's first membership at a time; the
+    same joiner may claim again; released once it joined, another may claim."""
+    store = ModerationStore(tmp_path / "m.sqlite3")
+    try:
+        assert store.claim_first("#new", "1")
+        assert not store.claim_first("#new", "2")
+        assert store.claim_first("#new", "1")
+        store.release_first("#new", "2")  # not its claim: nothing
+        assert not store.claim_first("#new", "2")
+        store.release_first("#new", "1")
+        assert store.claim_first("#new", "2")
+    finally:
+        store.close()

@@ -244,7 +244,13 @@ class Moderation:
         # Whether it joins an empty room, and so is its first member: known now, before
         # its join (chatkit_on_join runs after, when others may have joined already).
         firsts: set[str] = client.data.setdefault("moderation_first", set())
-        if self._server is not None and not self._server.hub.who(room):
+        # Two joining an empty room at once both find it empty: the claim (the
+        # store's, every node's in a cluster) makes one of them its first member.
+        if (
+            self._server is not None
+            and not self._server.hub.who(room)
+            and self._store.claim_first(key, self._first_token(client))
+        ):
             firsts.add(key)
         else:
             firsts.discard(key)
@@ -396,6 +402,16 @@ class Moderation:
         found = (hub.find(nick) for nick in hub.who(room) or [])
         return [s.nick for s in found if s is not None and s.nick and self.is_operator(s, room)]
 
+    def _first_token(self, client: Session) -> str:
+        """Who claims to be a room's first member (:meth:`Store.claim_first`)."""
+        cluster = self._server.pluginmanager.get_plugin("cluster") if self._server else None
+        return f"{getattr(cluster, 'node', '') or ''}:{client.id}"
+
+    @hookimpl
+    def chatkit_on_leave(self, client: Session, room: str) -> None:
+        # A first member's claim ends when it leaves (in a cluster it outlives the join).
+        self._store.release_first(fold(room), self._first_token(client), left=True)
+
     @hookimpl
     def chatkit_on_account(self, client: Session) -> None:
         # A server ban of an account holds once a client proves it later than its
@@ -421,6 +437,8 @@ class Moderation:
         firsts = client.data.get("moderation_first", set())
         first = key in firsts
         firsts.discard(key)
+        if first:
+            self._store.release_first(key, self._first_token(client))  # a member now
         if self._store.rows("ops", key) or self.operators.get(key):
             return  # the room has operators of its own
         if not first:

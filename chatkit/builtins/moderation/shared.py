@@ -39,7 +39,7 @@ from typing import Any
 import redis
 
 from chatkit import CommandError
-from chatkit.builtins.moderation.store import CACHE_ENTRIES, ModerationStore
+from chatkit.builtins.moderation.store import CACHE_ENTRIES, FIRST_CLAIM, ModerationStore
 
 __all__ = ["SharedModerationStore", "unavailable"]
 
@@ -104,9 +104,15 @@ class SharedModerationStore:
             self._import(local)
         except _ERRORS as exc:
             log.warning("moderation: cannot copy this node's settings to the cluster (%s)", exc)
+        self._release = client.register_script(self._RELEASE)  # (a claim still its own)
         self._thread = threading.Thread(target=self._listen, name="chatkit-moderation", daemon=True)
         self._thread.start()
         self._subscribed.wait(5)
+
+    _RELEASE = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
+        "return 0"
+    )
 
     def _key(self, table: str, room: str) -> str:
         return f"{self._prefix}:moderation:{table}:{room}"
@@ -289,6 +295,30 @@ class SharedModerationStore:
 
     def remove(self, table: str, room: str, value: str) -> bool:
         return self._change(table, room, value, add=False) > 0
+
+    def claim_first(self, room: str, token: str) -> bool:
+        """As :meth:`ModerationStore.claim_first`, for every node: a key set only if
+        absent, for :data:`FIRST_CLAIM` seconds, which also covers the time the join
+        takes to reach the other nodes (the claim is not given back at the join: a
+        node learns of another's members through the log, a moment later). Redis
+        unreachable: this node's own claim."""
+        try:
+            return bool(
+                self._redis.set(
+                    self._key("first", room), token, nx=True, px=int(FIRST_CLAIM * 1000)
+                )
+            )
+        except _ERRORS:
+            return self._local.claim_first(room, token)
+
+    def release_first(self, room: str, token: str, *, left: bool = False) -> None:
+        """Once the claimant has joined, nothing: the claim expires (see
+        :meth:`claim_first`); once it ``left`` the room, the claim ends, if it is still
+        its own (a room emptied at once gets a first member again at once)."""
+        self._local.release_first(room, token, left=left)
+        if left:
+            with contextlib.suppress(*_ERRORS):
+                self._release(keys=[self._key("first", room)], args=[token])
 
     def topic(self, room: str) -> dict[str, str] | None:
         """The kept topic of ``room``: ``{"topic", "nick", "ts"}``, or ``None``."""

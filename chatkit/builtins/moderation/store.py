@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +49,13 @@ class Store(Protocol):
     def remove(self, table: str, room: str, value: str) -> bool: ...
     def topic(self, room: str) -> dict[str, str] | None: ...
     def keep_topic(self, room: str, topic: str, nick: str, ts: str) -> None: ...
+    def claim_first(self, room: str, token: str) -> bool: ...
+    def release_first(self, room: str, token: str, *, left: bool = False) -> None: ...
+
+
+FIRST_CLAIM = 2.0
+"""Seconds a claim to be an empty room's first member holds at most (:meth:`claim_first`):
+a join refused after its claim does not keep the room from having a first member longer."""
 
 
 class ModerationStore:
@@ -59,6 +67,9 @@ class ModerationStore:
         # to the cache of what it holds (every message checks the room's mutes).
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], list[str]] = {}
+        # Guards _claims: joiners on their reader threads claim and release.
+        self._claims_lock = threading.Lock()
+        self._claims: dict[str, tuple[str, float]] = {}  # room -> (token, until, monotonic)
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.executescript(SCHEMA)
@@ -68,6 +79,29 @@ class ModerationStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def claim_first(self, room: str, token: str) -> bool:
+        """Claim to be the first member of ``room`` (empty when asked), for a joiner
+        (``token``) until :meth:`release_first` or :data:`FIRST_CLAIM` seconds: False
+        if another joiner holds a claim, so two who join an empty room at once are
+        not both its first member. In memory: one node's."""
+        now = time.monotonic()
+        with self._claims_lock:
+            held = self._claims.get(room)
+            if held is not None and held[1] > now and held[0] != token:
+                return False
+            self._claims[room] = (token, now + FIRST_CLAIM)
+            if len(self._claims) > CACHE_ENTRIES:  # (claims of joins that never finished)
+                self._claims = {k: v for k, v in self._claims.items() if v[1] > now}
+            return True
+
+    def release_first(self, room: str, token: str, *, left: bool = False) -> None:
+        """The joiner ``token`` has joined ``room`` (members see it now), or ``left``
+        it: its claim ends."""
+        with self._claims_lock:
+            held = self._claims.get(room)
+            if held is not None and held[0] == token:
+                del self._claims[room]
 
     def rows(self, table: str, room: str) -> list[str]:
         """The accounts (``ops``) or masks (``bans``, ``mutes``) of ``room``."""
