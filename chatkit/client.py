@@ -184,6 +184,7 @@ class LineClient:
         """The server's (host, port)."""
         self.closed = False
         """True once the server closed the connection (or :meth:`close` was called)."""
+        self._heard = False  # a byte came from the server
         self._decoder = LineDecoder(max_line)
         self._lines: deque[bytes | LineTooLong] = deque()
         # Serializes sends: whoever reads answers the server's pings (Client._read),
@@ -277,6 +278,7 @@ class LineClient:
         if not data:
             self.closed = True
             return
+        self._heard = True
         self._decoder.feed(data)
         while (line := self._decoder.next_line()) is not None:
             self._lines.append(line)
@@ -369,7 +371,11 @@ class Client(LineClient):
         self.send(hello)
         at = self._find(lambda f: f["type"] == "welcome" or _refusal(f), _deadline(timeout))
         if at is None:
-            raise ConnectionLost("the server closed the connection during login")
+            why = "the server closed the connection during login"
+            if not self._heard and not isinstance(self.sock, ssl.SSLSocket):
+                # A TLS port closes a connection that does not speak TLS without a word.
+                why += " without a word (is this its TLS port? then use TLS: --tls)"
+            raise ConnectionLost(why)
         frame = self.pending.pop(at)
         if frame["type"] == "error":
             raise LoginRefused(str(frame.get("code")), str(frame.get("text")))

@@ -18,7 +18,7 @@ from conftest import CHATKIT, ServeProcess
 from test_irc_face import SERVER
 
 from chatkit import Config, Server, UsageError
-from chatkit.client import ClientError, LineClient
+from chatkit.client import Client, ClientError, ConnectionLost, LineClient
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.line import LineFace
 from chatkit.server import TlsFace
@@ -120,6 +120,12 @@ def test_a_plain_client_on_the_tls_port_is_closed(tls_server: Server, certs: Cer
         assert _read_to_end(sock) == b""  # no plaintext answer, then EOF
     with ChatClient(tls_server.addresses["line-tls"], tls=certs.client()) as secure:
         secure.login("after")
+    # chatkit's client, which says what may be wrong (the server closed without a word).
+    plain = Client.connect(*tls_server.addresses["line-tls"])
+    with pytest.raises(ConnectionLost) as info:
+        plain.login("plain", timeout=TIMEOUT)
+    plain.close()
+    assert "is this its TLS port? then use TLS: --tls" in str(info.value)
 
 
 def test_a_stalled_handshake_times_out_without_blocking_others(
