@@ -32,6 +32,7 @@ from typing import Any
 from chatkit.codecs import JSON_CODEC, TEXT_CODEC, Codec
 from chatkit.events import MAX_ID, Hello, Ping, Pong, Request, Say
 from chatkit.frames import Frame
+from chatkit.names import fold
 
 __all__ = [
     "BIDI_CONTROLS",
@@ -454,7 +455,7 @@ class ServerProtocol:
     """
 
     # One per connection: slots keep an idle connection small.
-    __slots__ = ("_closed_sent", "_decoder", "_eof", "_rules", "logged_in", "mode")
+    __slots__ = ("_closed_sent", "_decoder", "_eof", "_rules", "logged_in", "mode", "password_for")
 
     def __init__(
         self,
@@ -469,6 +470,11 @@ class ServerProtocol:
         """The connection's mode, fixed by its first non-empty line."""
         self.logged_in = False
         """True once a ``welcome`` was sent (text mode reads lines as nicks until then)."""
+        self.password_for: str | None = None
+        """Text mode: the registered nick a login was just refused for (its password
+        missing or wrong). The next line is its password, typed alone, unless it is
+        ``/nick NICK``: never taken for a nick, which everyone would be shown. Set by
+        the caller, which knows of the refusal."""
         self._decoder = LineDecoder(max_line)
         self._rules = _TextRules(max_message_lines, bidi)
         self._eof = False
@@ -530,10 +536,19 @@ class ServerProtocol:
                 return _json_event(obj, self._rules)
             if not self.logged_in:
                 nick = text.strip()
+                wanted, self.password_for = self.password_for, None
+                if wanted is not None and not nick.startswith("/"):
+                    first, _, rest = nick.partition(" ")
+                    if not (rest.strip() and fold(first) == fold(wanted)):
+                        return Hello(wanted, fields={"password": nick})  # the password alone
+                    # (else the nick again and its password: as a first try is read)
                 if nick.startswith("/"):  # a command before the nick: no nick has a "/"
-                    if nick.split()[0].lower() == "/quit":
+                    words = nick.split()
+                    if words[0].lower() == "/quit":
                         self._closed_sent = True
                         return Closed()
+                    if words[0].lower() == "/nick" and len(words) == 2:
+                        return Hello(clean_text(words[1]))  # (what a nick refused is told)
                     raise RemoteProtocolError(
                         "not_logged_in",
                         "log in first: type a nick and press Enter "

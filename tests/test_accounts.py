@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import sqlite3
 import time
@@ -80,18 +81,33 @@ def test_a_registered_nick_needs_its_password(
 def test_a_person_at_nc_logs_in_to_a_registered_nick_with_nick_space_password(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
-    """Text mode has no hello fields: the login line ``NICK PASSWORD`` carries one."""
+    """Text mode has no hello fields: the login line ``NICK PASSWORD`` carries one;
+    after a refusal the password may come alone on the next line, which is never taken
+    for a nick (everyone would be shown it); /nick ANOTHER takes another nick."""
     server = chat_server_factory(disable=["flood"])
     alice = chat_client(server, "alice")
     register(alice)
     leave(alice)
     with TextClient(server.address) as nc:
         nc.send_line("alice")
-        assert "(type the nick, a space, and the password)" in nc.expect("nick_registered")
+        assert "(type its password, or /nick ANOTHER" in nc.expect("nick_registered")
         nc.send_line("alice wrong password")
         nc.expect("bad_password")
         nc.send_line(f"alice {PASSWORD}")
         nc.expect("alice! You are in #general")
+    with TextClient(server.address) as nc, chat_client(server, "bob") as bob:
+        nc.send_line("alice")
+        nc.expect("nick_registered")
+        nc.send_line("hunter2")  # a password alone (a wrong one): not a nick
+        nc.expect("bad_password")
+        nc.send_line(PASSWORD)
+        nc.expect("alice! You are in #general")
+        assert not [f for f in bob.sync() if "hunter2" in json.dumps(f)]
+    with TextClient(server.address) as nc:
+        nc.send_line("alice")
+        nc.expect("nick_registered")
+        nc.send_line("/nick carol")
+        nc.expect("carol! You are in #general")
 
 
 def test_a_password_for_an_unregistered_nick_is_ignored(

@@ -173,10 +173,14 @@ class LineChannel:
             if session.unsettled:
                 hub.settle(session)  # answers come in the order of the lines
             text = exc.text
-            if exc.code == "nick_registered" and isinstance(event, Hello):  # how, here
-                text += (
-                    " (type the nick, a space, and the password)"
-                    if self.protocol.mode is Mode.TEXT
-                    else " (the hello's password)"
-                )
+            if exc.code in ("nick_registered", "bad_password", "auth_throttled") and isinstance(
+                event, Hello
+            ):
+                if self.protocol.mode is Mode.TEXT:
+                    # The next line is the password (a password typed alone is never
+                    # taken for a nick, shown to everyone), unless it is /nick ANOTHER.
+                    self.protocol.password_for = event.nick
+                    text += " (type its password, or /nick ANOTHER for another nick)"
+                elif exc.code == "nick_registered":
+                    text += " (the hello's password)"
             session.error(exc.code, text, **exc.details)
