@@ -732,8 +732,9 @@ class _Signals:
 
     def __init__(self) -> None:
         self._noted: list[int] = []  # appended by the handlers (atomic), read by serve()
-        # Started in a terminal: a SIGHUP may be the terminal closing (serve() looks).
-        self._terminal = sys.stdin.isatty()
+        # Started in its controlling terminal: a SIGHUP may be the terminal closing
+        # (serve() looks). A terminal that is not the controlling one never sends it.
+        self._terminal = sys.stdin.isatty() and not self._hung_up(looking=True)
         self._wake_r, self._wake_w = socket.socketpair()
         for end in (self._wake_r, self._wake_w):
             end.setblocking(False)
@@ -758,10 +759,12 @@ class _Signals:
             with contextlib.suppress(OSError):
                 self._wake_r.recv(4096)
 
-    def _hung_up(self) -> bool:
+    def _hung_up(self, *, looking: bool = False) -> bool:
         """Whether the terminal the server was started in is gone (a hung-up terminal
-        answers nothing: asking it for its foreground process group fails)."""
-        if not self._terminal:
+        answers nothing: asking it for its foreground process group fails; so does a
+        terminal that is not this process's controlling one, which ``looking`` at the
+        start tells apart)."""
+        if not (looking or self._terminal):
             return False
         try:
             os.tcgetpgrp(sys.stdin.fileno())

@@ -683,7 +683,12 @@ class Hub:
         changes off its own reader thread (an attribute: a reader sees the old
         account or the new one)."""
         with self._lock:
-            found = [s for s in self._sessions.values() if s.account == account and s is not keep]
+            # (A session not welcomed yet proves its account again at its login.)
+            found = [
+                s
+                for s in self._sessions.values()
+                if s.account == account and s is not keep and s.welcomed
+            ]
         for session in found:
             session.account = None
             session.notice(f"the account {account} was {why}: you are no longer identified")
@@ -1235,7 +1240,11 @@ class Hub:
                 elif found is not None:
                     for frame in frames:
                         wake |= self._lanes.post(found.lane, MessageEntry(frame, True))
-            parties = {s.id: s for n in nicks if (s := self._sessions.get(_key(n))) is not None}
+            parties = {
+                s.id: s
+                for n in nicks
+                if (s := self._sessions.get(_key(n))) is not None and s.welcomed
+            }
             if parties:
                 for frame in frames:
                     entry = MessageEntry(frame, True, list(parties.values()))

@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from conftest import ServeProcess
 from test_irc_face import SERVER, IrcClient
 from webclient import WebClient
 
-from chatkit import Config, Server, UsageError
+from chatkit import Config, Server, Session, UsageError
 from chatkit.builtins.accounts import Accounts, Budget, Throttle
 from chatkit.builtins.accounts.store import MIGRATIONS, AccountStore
 from chatkit.config import config_from_dict
@@ -772,3 +773,66 @@ def test_chatkit_serve_keeps_accounts_beside_its_database(
     with ChatClient(second.address) as again:
         refused(again, "alice", "nick_registered")
     assert second.stop()[0] == 0
+
+
+def test_a_password_checked_while_it_changes_proves_nothing(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/identify whose check of the old password is still running when the owner's
+    /passwd lets go of every session identified to the account: it is refused (try
+    again), not identified with the old password."""
+    server = chat_server_factory(disable=["flood"])
+    accounts = server.pluginmanager.get_plugin("accounts")
+    assert accounts is not None
+    bob = chat_client(server, "bob")
+    register(bob)
+    checked, go_on = threading.Event(), threading.Event()
+    check = accounts.check
+
+    def held_check(client: Session, account: Any, password: str) -> Any:
+        refused = check(client, account, password)
+        if client.nick == "mal":
+            checked.set()
+            assert go_on.wait(10)  # the owner's /passwd comes now
+        return refused
+
+    accounts.check = held_check
+    mal = chat_client(server, "mal")
+    mal.say(f"/identify bob {PASSWORD}")
+    assert checked.wait(10)
+    accounts.check = check
+    bob.say(f"/passwd {PASSWORD} a-new-password")
+    bob.expect("reply", command="passwd")
+    go_on.set()
+    assert (
+        "changed while its password was checked" in mal.expect("error", code="bad_password")["text"]
+    )
+    assert server.hub.find("mal").account is None  # type: ignore[union-attr]
+
+
+def test_an_irc_client_proven_by_sasl_then_dropped_logs_in_unidentified() -> None:
+    """SASL proves an account before the login; a /drop of it meanwhile (the client has
+    no nick yet, so nobody lets go of it) leaves it proving nothing at its login: it
+    is welcomed unidentified, and cannot own whoever registers the name next."""
+    server = Server(
+        config=make_config(disable=["flood"]),
+        faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="TestNet")],
+    )
+    with server, ChatClient(server.address) as alice:
+        alice.login("alice")
+        register(alice)
+        with IrcClient(server.addresses["irc"]) as irc:
+            irc.send("CAP LS 302", "CAP REQ :sasl", "NICK mal", "USER mal 0 * :M")
+            irc.expect("CAP * ACK")
+            irc.send("AUTHENTICATE PLAIN")
+            irc.expect("AUTHENTICATE +")
+            proof = base64.b64encode(f"alice\0alice\0{PASSWORD}".encode()).decode()
+            irc.send(f"AUTHENTICATE {proof}")
+            irc.expect(" 903 ")
+            alice.say(f"/drop {PASSWORD}")
+            alice.expect("reply", command="drop")
+            irc.send("CAP END")
+            irc.expect(" 001 mal ")
+            irc.send("WHOIS mal")
+            assert not [line for line in irc.until(" 318 ") if " 330 " in line]  # no account
+            assert server.hub.find("mal").account is None  # type: ignore[union-attr]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chatkit import CommandContext, Register, Reject, Server, Session, hookimpl
+from chatkit import CommandContext, Register, Reject, Say, Server, Session, hookimpl
 from chatkit.builtins.moderation import CACHE_ENTRIES, Moderation, ModerationStore, matches_who
 from chatkit.config import config_from_dict
 from chatkit.testing import ChatClient, make_config
@@ -360,8 +360,9 @@ def test_a_typed_message_is_checked_once(
     chat_server_factory: Factory, chat_client: Connect, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A typed line's message is checked by chatkit_allow_input and not again by the
-    filter; the pass holds for that line only, so a plugin's command that says the same
-    text after a mute is still refused."""
+    filter; the pass holds for that line only: one a later plugin refused leaves no
+    pass behind, so a plugin's command that says the same text after a mute is still
+    refused."""
 
     class Echo:
         @hookimpl
@@ -370,6 +371,13 @@ def test_a_typed_message_is_checked_once(
                 ctx.hub.say(ctx.client, ctx.room, ctx.args)
 
             register("echo", echo, help="say it as typed", usage="TEXT")
+
+        @hookimpl
+        def chatkit_allow_input(self, client: Session, event: object) -> Reject | None:
+            # Called after moderation's (registered before it: called after).
+            if isinstance(event, Say) and event.text == "blocked":
+                return Reject("not that word", "refused_word")
+            return None
 
     checks: list[str] = []
     may_speak = Moderation._may_speak
@@ -390,9 +398,11 @@ def test_a_typed_message_is_checked_once(
     bob.say("hi", room="#den")
     ann.expect("message", nick="bob", text="hi")
     assert checks == ["#den"]
+    bob.say("blocked", room="#den")  # moderation lets it pass, Echo refuses it
+    bob.expect("error", code="refused_word")
     ann.say("/mute bob")
     ann.expect("notice", text="ann muted bob!*@*")
-    bob.say("/echo hi", room="#den")
+    bob.say("/echo blocked", room="#den")
     assert "you are muted in #den" in bob.expect("error", code="dropped")["text"]
 
 
@@ -638,3 +648,62 @@ def test_a_claim_to_be_first_is_one_joiners_until_it_joins(tmp_path: Path) -> No
         assert store.claim_first("#new", "2")
     finally:
         store.close()
+
+
+def test_a_claim_after_the_first_member_joined_finds_it(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A joiner whose claim comes only once the first member has joined and given its
+    claim back (the room looked empty to it a moment ago) looks again: not first."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    moderation = server.pluginmanager.get_plugin("moderation")
+    assert moderation is not None
+    store = moderation.store
+    claim = store.claim_first
+    arrived, go_on = threading.Event(), threading.Event()
+    ann, bob = chat_client(server, "ann"), chat_client(server, "bob")
+    bob_token = f":{server.hub.find('bob').id}"  # type: ignore[union-attr]
+
+    def held_claim(room: str, token: str) -> bool:
+        if token.endswith(bob_token):
+            arrived.set()
+            assert go_on.wait(10)  # ann joins, and gives her claim back, meanwhile
+        return bool(claim(room, token))
+
+    store.claim_first = held_claim
+    bob.say("/join #race")
+    assert arrived.wait(10)
+    ann.say("/join #race")
+    ann.expect("notice", text="you are an operator of #race")
+    go_on.set()
+    bob.expect("join", nick="bob", room="#race")
+    assert not [f for f in bob.sync() if f.get("text") == "you are an operator of #race"]
+
+
+def test_a_refused_joiner_does_not_keep_a_room_from_its_first_member(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A banned client's /join of an empty room is refused before any claim to be its
+    first member: the next to join is its operator; a /gline of a nick holds for a
+    rename to it too."""
+    server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    ann.say("/ban troll", room="#den")
+    ann.expect("notice", text_contains="banned troll")
+    ann.say("/part #den")
+    ann.expect("leave", nick="ann", room="#den")
+    troll = chat_client(server, "troll")
+    troll.say("/join #den")
+    troll.expect("error", code="banned")
+    bob = chat_client(server, "bob")
+    bob.say("/join #den")
+    bob.expect("notice", text="you are an operator of #den")
+    root = chat_client(server, "root")
+    root.say("/register sesame-seed")
+    root.expect("reply", command="register")
+    root.say("/gline badguy")
+    root.expect("reply", command="gline")
+    bob.say("/nick badguy")
+    assert "banned from this server" in bob.expect("error", code="banned")["text"]

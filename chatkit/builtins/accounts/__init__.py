@@ -90,6 +90,9 @@ MAX_HASHING = 4  # argon2 hashes computed at once (each takes 64 MiB and ~50 ms)
 GUEST_PREFIX = "Guest"
 MAX_INVITES = 20  # invitations (/vouch) one account has open at once: each is a row kept until
 # the nick registers
+_CHANGED = (
+    "the account changed while its password was checked (a new password, or dropped): try again"
+)
 _FREE = object()  # client.data["accounts"] from chatkit_allow_login: no account to check
 
 SETTINGS = (
@@ -256,6 +259,31 @@ class Accounts:
         self.hash_wait = HASH_WAIT
         """Seconds a password check waits for a hashing slot (``hash_wait``)."""
         self._server: Server | None = None
+        # Guards _changes: /passwd and /drop count, every proof reads (one int).
+        self._changes_lock = threading.Lock()
+        self._changes = 0
+        """How many times an account was given a new password or dropped here: a
+        proof whose hash was read before a change (its password checked against
+        the old hash) proves nothing after it (:meth:`_prove`). One count for all
+        accounts, read once a login: a change elsewhere during a login's check
+        only makes it try again."""
+
+    def _changed(self) -> None:
+        """An account got a new password, or was dropped: proofs in flight are void."""
+        with self._changes_lock:
+            self._changes += 1
+
+    def _prove(self, client: Session, name: str, seen: int) -> bool:
+        """Make ``client`` identified to account ``name``, whose password it proved
+        (``seen``: :attr:`_changes` before its hash was read), unless an account
+        changed since: a /passwd or /drop meanwhile, which let go of whoever it
+        found identified (``hub.forget_account``), must not miss this one."""
+        client.account = name
+        client.data["accounts.proof"] = seen
+        if self._changes == seen:
+            return True
+        client.account = None
+        return False
 
     # -- startup and shutdown ------------------------------------------------------
 
@@ -413,13 +441,15 @@ class Accounts:
     def chatkit_authenticate(
         self, client: Session, account: str, password: str
     ) -> bool | Reject | None:
+        seen = self._changes
         found = self._registered(account)
         if found is None:
             return Reject(f"no account {account!r}", "bad_password")
         refused = self.check(client, found, password)
         if refused is not None:
             return refused
-        client.account = found.name
+        if not self._prove(client, found.name, seen):
+            return Reject(_CHANGED, "bad_password")
         return True
 
     @hookimpl(tryfirst=True)  # so that the others (a ban's) see the account it proves
@@ -428,6 +458,12 @@ class Accounts:
     ) -> Reject | None:
         # What an earlier, refused attempt (nick_taken...) told chatkit_on_login is void.
         client.data.pop("accounts", None)
+        proof = client.data.get("accounts.proof")
+        if client.account is not None and proof is not None and proof != self._changes:
+            # Proven here before the login (IRC SASL), and an account changed since: it
+            # may be this one (dropped, or given a new password). Proven again, or not.
+            client.account = None
+        seen = self._changes
         account = self._registered(nick)
         if account is None or client.account == account.name:
             # chatkit_on_login has nothing to do for this nick: it need not look it
@@ -450,7 +486,8 @@ class Accounts:
             # Proven: the session's now, so that later hooks of the login (a ban's
             # chatkit_allow_login and chatkit_allow_join) see it; the hub takes it
             # back if the login is refused after all (nick_taken...).
-            client.account = account.name
+            if not self._prove(client, account.name, seen):
+                return Reject(_CHANGED, "bad_password")
             client.data["accounts"] = account.name  # chatkit_on_login need not look
         return refused
 
@@ -554,13 +591,15 @@ class Accounts:
             raise ctx.usage_error()
         client = ctx.client
         nick = words[0] if len(words) == 2 else client.nick or ""
+        seen = self._changes
         account = self._registered(nick)
         if account is None:
             raise CommandError(f"{nick} is not registered", "no_account")
         refused = self.check(client, account, words[-1])
         if refused is not None:
             raise CommandError(refused.reason, refused.code, **refused.details)
-        client.account = account.name
+        if not self._prove(client, account.name, seen):
+            raise CommandError(_CHANGED, "bad_password")
         done = f"you are identified as {account.nick}"
         if client.nick is not None and fold(client.nick) != account.name:
             try:
@@ -613,6 +652,7 @@ class Accounts:
                 f"password too short: at least {self.min_password} characters", "bad_password"
             )
         self._store.set_hash(account.name, self._hash(words[1]))
+        self._changed()
         log.info("%s changed its password", account.nick)
         # Whoever else is identified with the old password is not with the new one.
         others = ctx.hub.forget_account(account.name, "given a new password", keep=ctx.client)
@@ -630,6 +670,7 @@ class Accounts:
         if refused is not None:
             raise CommandError(refused.reason, refused.code, **refused.details)
         self._store.delete(account.name)
+        self._changed()
         ctx.client.account = None
         log.info("account %s dropped", account.nick)
         # Its private history and operator rights are not the next registrant's.

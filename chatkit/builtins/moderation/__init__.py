@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ from chatkit import (
     skeleton,
 )
 from chatkit.builtins.moderation.shared import SharedModerationStore
-from chatkit.builtins.moderation.store import CACHE_ENTRIES, ModerationStore, Store
+from chatkit.builtins.moderation.store import CACHE_ENTRIES, FIRST_CLAIM, ModerationStore, Store
 
 __all__ = ["CACHE_ENTRIES", "Moderation", "ModerationStore", "matches"]
 
@@ -77,6 +78,7 @@ log = logging.getLogger(__name__)
 SETTINGS = ("db", "max_masks", "operators", "server_operators")
 MAX_MASKS = 100  # bans, and mutes, a room keeps at most (IRC's MAXLIST; Libera's is 100 too):
 # each is matched against every join (bans) or message (mutes) in the room.
+_CLAIMS = "moderation.claims"  # client.data: room key -> when it claimed to be its first member
 _PASSED = "moderation.passed"  # client.data: (room key, text) of the line just let speak
 SERVER = "*"  # the "room" of server-wide bans (/gline) in the bans table
 
@@ -238,22 +240,30 @@ class Moderation:
                 return Reject("you are banned from this server", "banned")
         return None
 
-    @hookimpl
+    @hookimpl(trylast=True)  # a join's claim to be first only once the others allowed it
     def chatkit_allow_join(self, client: Session, room: str) -> Reject | None:
         key = fold(room)
+        firsts: set[str] = client.data.setdefault("moderation_first", set())
+        firsts.discard(key)
+        refused = self._may_join(client, room, key)
+        if refused is not None or self._server is None:
+            return refused
         # Whether it joins an empty room, and so is its first member: known now, before
         # its join (chatkit_on_join runs after, when others may have joined already).
-        firsts: set[str] = client.data.setdefault("moderation_first", set())
-        # Two joining an empty room at once both find it empty: the claim (the
-        # store's, every node's in a cluster) makes one of them its first member.
-        if (
-            self._server is not None
-            and not self._server.hub.who(room)
-            and self._store.claim_first(key, self._first_token(client))
-        ):
-            firsts.add(key)
-        else:
-            firsts.discard(key)
+        # Two joining an empty room at once both find it empty: a claim (the store's,
+        # every node's in a cluster) makes one of them its first member. Claimed
+        # first, then looked at: a claim given back after a join finds its member.
+        token = self._first_token(client)
+        if self._store.claim_first(key, token):
+            if self._server.hub.who(room):
+                self._store.release_first(key, token, left=True)  # not empty after all
+            else:
+                firsts.add(key)
+                client.data.setdefault(_CLAIMS, {})[key] = time.monotonic()
+        return None
+
+    def _may_join(self, client: Session, room: str, key: str) -> Reject | None:
+        """Why ``client`` may not join ``room`` (banned, invite-only), if so."""
         if self.is_server_operator(client):
             return None
         for mask in self._store.rows("bans", key):
@@ -326,6 +336,11 @@ class Moderation:
 
     @hookimpl
     def chatkit_allow_nick(self, client: Session, nick: str) -> Reject | None:
+        # A server ban of the nick holds for a rename to it, as for a login.
+        if not self.is_server_operator(client):
+            for mask in self._store.rows("bans", SERVER):
+                if matches_who(mask, nick, client.account, client.address[0]):
+                    return Reject(f"{nick} is banned from this server", "banned")
         # A new nick would slip out of a nick's ban or mute: not while one holds (IRC
         # servers refuse it the same way, 435).
         for key, room in list(client.rooms.items()):  # (a kick may change it meanwhile)
@@ -410,7 +425,10 @@ class Moderation:
     @hookimpl
     def chatkit_on_leave(self, client: Session, room: str) -> None:
         # A first member's claim ends when it leaves (in a cluster it outlives the join).
-        self._store.release_first(fold(room), self._first_token(client), left=True)
+        claims = client.data.get(_CLAIMS)
+        claimed = None if not claims else claims.pop(fold(room), None)
+        if claimed is not None and time.monotonic() - claimed < FIRST_CLAIM:
+            self._store.release_first(fold(room), self._first_token(client), left=True)
 
     @hookimpl
     def chatkit_on_account(self, client: Session) -> None:

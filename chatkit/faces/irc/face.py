@@ -82,6 +82,7 @@ OPER_DELAY = (
     2.0  # seconds the first wait lasts ([faces.irc] oper_delay); it doubles with each failure after
 )
 OPER_MAX_DELAY = 600.0  # ...up to this
+OPER_FORGET = 3600.0  # seconds after its last wait ended that an address's failures are forgotten
 OPER_ADDRESSES = 10_000  # addresses whose failed OPERs the face remembers at most
 NICKSERV_SOURCE = "NickServ!NickServ@services"  # who answers a PRIVMSG NickServ it does not know
 CTCP_OWED = 5  # CTCP replies a client may send a nick free of flood control, per query of it
@@ -183,13 +184,17 @@ class IrcFace:
             if succeeded:
                 self._oper_failures.pop(key, None)
                 return
-            count = self._oper_failures.pop(key, (0, 0.0))[0] + 1
+            count, until = self._oper_failures.pop(key, (0, 0.0))
+            now = time.monotonic()
+            if now - until > OPER_FORGET:
+                count = 0  # an hour without a failure: old typos are forgotten
+            count += 1
             if len(self._oper_failures) >= OPER_ADDRESSES:
                 del self._oper_failures[next(iter(self._oper_failures))]  # the oldest
             over = count - OPER_FREE
             step = self.oper_delay * 2 ** min(over - 1, 30)
             delay = 0.0 if over <= 0 else min(step, OPER_MAX_DELAY)
-            self._oper_failures[key] = (count, time.monotonic() + delay)
+            self._oper_failures[key] = (count, now + delay)
 
     def __repr__(self) -> str:
         return f"IrcFace(host={self.host!r}, port={self.port!r}, server_name={self.server_name!r})"
