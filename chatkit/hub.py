@@ -174,6 +174,11 @@ class Relay(Protocol):
         case), or ``None``: for ``WHOIS`` and the like (any thread, no hub lock)."""
         ...
 
+    def forget(self, account: str, why: str) -> None:
+        """Have the other nodes make their sessions identified to ``account`` no
+        longer identified (:meth:`Hub.forget_account`: ``why`` says what happened to
+        it). Any thread; returns at once."""
+
     def everyone(self) -> list[RemoteMember]:
         """Every session on the other nodes, as :meth:`member` describes them: for a
         ``WHO`` of a mask (any thread, no hub lock)."""
@@ -667,15 +672,19 @@ class Hub:
         whoever registers the name next; first, every session still identified to it
         is no longer (:meth:`forget_account`). For a plugin that keeps accounts (the
         builtin ``accounts``' ``/drop``), once it deleted it."""
-        self.forget_account(account, "deleted")
+        # (The other nodes of a cluster learn of it with the deletion itself.)
+        self.forget_account(account, "deleted", everywhere=False)
         self.hooks.notify("chatkit_on_account_deleted", account=account)
 
-    def forget_account(self, account: str, why: str, *, keep: Session | None = None) -> int:
+    def forget_account(
+        self, account: str, why: str, *, keep: Session | None = None, everywhere: bool = True
+    ) -> int:
         """Make every session here identified to ``account`` (but ``keep``) no longer
         identified, ``why`` being what happened to the account ("deleted", "given a
         new password"): each is told (a notice, and the ``account`` frame to it and
-        to who shares a room with it), then ``chatkit_on_account`` runs for it.
-        Returns how many there were.
+        to who shares a room with it), then ``chatkit_on_account`` runs for it; with
+        ``everywhere``, the other nodes of a cluster too (:meth:`Relay.forget`).
+        Returns how many there were here.
 
         A session left identified to a deleted account would own whoever registers
         the name next (its nick, its private history, its rooms' operator rights).
@@ -689,6 +698,9 @@ class Hub:
                 for s in self._sessions.values()
                 if s.account == account and s is not keep and s.welcomed
             ]
+        relay = self.relay
+        if everywhere and relay is not None:
+            relay.forget(account, why)
         for session in found:
             session.account = None
             session.notice(f"the account {account} was {why}: you are no longer identified")

@@ -355,8 +355,8 @@ def test_accounts_are_the_clusters(
     """An account registered on one node is one on every node: its owner identifies on
     another, nobody takes the nick (or a look-alike) there without its password, a
     password changed on one node is the one everywhere, and an account dropped on one is
-    gone everywhere (a session identified to it on another node is no longer). A node's
-    own accounts from before it joined are copied to Redis."""
+    gone everywhere (a session identified to it on another node is no longer identified,
+    after either). A node's own accounts from before it joined are copied to Redis."""
     url = redis_server.url(8)
     redis.Redis.from_url(url).flushdb()
     own = tmp_path / "own.accounts.sqlite3"
@@ -383,8 +383,14 @@ def test_accounts_are_the_clusters(
     login(b, "alice", "wrong-horse").expect("error", code="bad_password")
     alice = login(b, "alice", "correct-horse")
     alice.expect("welcome")
+    thief = a.client("thief")  # identified to alice's account on the other node
+    thief.say("/identify alice correct-horse")
+    thief.expect("account", nick="thief", account="alice")
     alice.say("/passwd correct-horse battery-staple")
     alice.expect("reply", command="passwd")
+    text = "the account alice was given a new password: you are no longer identified"
+    thief.expect("notice", text=text)
+    thief.expect("account", nick="thief", account=None)
     bob = b.client("bob")
     bob.say("/register bobs-password")
     bob.expect("reply", command="register")

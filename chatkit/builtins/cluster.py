@@ -562,6 +562,10 @@ class Cluster:
         data = {"nick": client.nick, "account": client.account}
         self._send("account", data, self._member_op(client))
 
+    def forget(self, account: str, why: str) -> None:
+        """:meth:`Relay.forget`: a log entry the other nodes act on."""
+        self._send("forget", {"account": account, "why": why})
+
     @hookimpl
     def chatkit_on_account_deleted(self, account: str) -> None:
         # Every node's history store holds the account's messages (fed from the log).
@@ -969,11 +973,14 @@ class Cluster:
                 else:
                     self._topics.pop(fold(data["room"]), None)
             hub.replace_topic(data["room"], data)
+        elif kind == "forget":
+            if not mine:  # (this node's own went at once)
+                hub.forget_account(str(data["account"]), str(data["why"]), everywhere=False)
         elif kind == "deleted":
             if not mine and self._server is not None:
                 # This node's sessions identified to it are no longer (the deleting
                 # node did its own in hub.account_deleted).
-                self._server.hub.forget_account(str(data["account"]), "deleted")
+                hub.forget_account(str(data["account"]), "deleted", everywhere=False)
             # Here too (its own hook did it already): log entries ahead of this one
             # may have been stored since, with the account on them.
             if self._store is not None:
