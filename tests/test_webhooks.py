@@ -33,6 +33,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.gets: list[str] = []  # paths of GETs (what a followed redirect would be)
         self.statuses: list[int] = []
         self.cond = threading.Condition()
         receiver = self
@@ -45,6 +46,14 @@ class Receiver:
                     receiver.requests.append((dict(self.headers), body))
                     receiver.cond.notify_all()
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", f"{receiver.url}/moved")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                receiver.gets.append(self.path)
+                self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -191,6 +200,27 @@ def test_a_client_error_is_not_retried_and_gives_up_after_retries(
     assert settled(lambda: hook.delivered == 1) and hook.failed == 2
 
 
+def test_a_redirect_is_a_refusal_not_followed(
+    chat_server_factory: Callable[..., Server], receiver: Receiver
+) -> None:
+    """A 302 is not followed (urllib would send the signed headers on, as a GET without
+    the event): the event is refused, counted as failed, and the next one is posted."""
+    receiver.statuses = [302]
+    server = webhooks_server(
+        chat_server_factory,
+        {"outgoing": [{"url": receiver.url, "events": ["message"], "retries": 1, "backoff": 0}]},
+    )
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    alice.say("moved")
+    alice.say("next")
+    texts = [json.loads(body)["text"] for _, body in receiver.wait(2)]
+    assert texts == ["moved", "next"]
+    hook = webhooks_plugin(server).hooks[0]
+    assert settled(lambda: hook.delivered == 1) and hook.failed == 1
+    assert receiver.gets == []
+
+
 def test_a_full_queue_drops_its_oldest_events(
     chat_server_factory: Callable[..., Server],
 ) -> None:
@@ -247,6 +277,11 @@ def test_messages_posted_over_http_reach_the_room(
     status, answer = post(server, "%23general", b"/quit now", ctype="text/plain")
     assert status == 201
     assert alice.expect("message", nick="ci")["text"] == "/quit now"
+    # Nor after line breaks, which the server drops around a message.
+    for text in ("\n/nick evilbot", "\r/me waves", "\r\n\n/quit bye"):
+        status, _ = post(server, "general", json.dumps({"text": text}).encode())
+        assert status == 201
+        assert alice.expect("message", nick="ci")["text"] == text.lstrip("\r\n")
     # Another room: the bot joins it first.
     alice.say("/join #ops")
     status, _ = post(server, "ops", '{"text": "déployé"}'.encode())
@@ -464,6 +499,36 @@ def test_incoming_connections_are_limited_and_time_out(
         assert sock.recv(100) == b""  # timed out: closed by the server
         sock.close()
     assert post(server, "general", b'{"text": "room again"}')[0] == 201
+
+
+def test_a_request_sent_a_byte_at_a_time_is_cut_at_the_deadline(
+    chat_server_factory: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that sends a byte of its request now and then, each before the read
+    timeout (slowloris), is cut at the connection's deadline: a few of them cannot keep
+    the port shut."""
+    monkeypatch.setattr(webhooks._Handler, "timeout", 0.5)
+    monkeypatch.setattr(webhooks._HttpServer, "deadline", 1.0)
+    server = webhooks_server(
+        chat_server_factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
+    )
+    sock = socket.create_connection(webhooks_plugin(server).incoming, timeout=10)
+    sock.sendall(b"POST /rooms/general/messages HTTP/1.1\r\n")
+    started = time.monotonic()
+    cut = False
+    while not cut and time.monotonic() - started < 10:
+        try:
+            sock.sendall(b"X")  # a byte of a header, every 0.2 s (the client's pace)
+            time.sleep(0.2)
+            sock.settimeout(0.01)
+            cut = sock.recv(100) == b""
+        except TimeoutError:
+            continue
+        except OSError:
+            cut = True
+    sock.close()
+    assert cut and time.monotonic() - started < 5
+    assert post(server, "general", b'{"text": "still served"}')[0] == 201
 
 
 def test_a_start_that_fails_after_configure_stops_at_once() -> None:

@@ -4,24 +4,29 @@ once and errors logged rather than printed.
 
 These ports are not the chat's: the server's per-address limits do not reach them, so
 each connection holds a thread of its own. :class:`Bounded` closes one more at once past
-``most``, and a handler's ``timeout`` (:data:`REQUEST_TIMEOUT`) closes a silent one.
+``most``, a handler's ``timeout`` (:data:`REQUEST_TIMEOUT`) closes a silent one, and a
+connection is served for :data:`CONNECTION_DEADLINE` at most: one that sends a byte now
+and then (slowloris) would otherwise hold its thread, and with ``most`` of them the port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import socketserver
 import sys
 import threading
 import time
 from typing import Any
 
-__all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT", "Bounded"]
+__all__ = ["CONNECTION_DEADLINE", "MAX_CONNECTIONS", "REQUEST_TIMEOUT", "Bounded"]
 
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 64  # connections at once on one such port (each holds a thread)
 REQUEST_TIMEOUT = 10.0  # seconds a connection may wait for its client's next bytes
+CONNECTION_DEADLINE = 30.0  # seconds a connection is served at most, whatever it sends
 
 
 class Bounded(socketserver.ThreadingMixIn):
@@ -54,10 +59,17 @@ class Bounded(socketserver.ThreadingMixIn):
             return
         super().process_request(request, client_address)
 
+    deadline = CONNECTION_DEADLINE
+    """Seconds a connection is served at most; then its socket is shut down."""
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        cut = threading.Timer(self.deadline, _cut, (request,))
+        cut.daemon = True
+        cut.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
+            cut.cancel()
             self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -67,3 +79,9 @@ class Bounded(socketserver.ThreadingMixIn):
             log.debug("%s: connection from %s ended: %s", self.label, client_address, exc)
         else:
             log.error("%s: request from %s failed", self.label, client_address, exc_info=True)
+
+
+def _cut(sock: Any) -> None:
+    """Shut down a connection past its deadline: its handler's read or write fails."""
+    with contextlib.suppress(OSError):  # (closed meanwhile)
+        sock.shutdown(socket.SHUT_RDWR)

@@ -180,6 +180,7 @@ class Hook:
                 return
             except urllib.error.HTTPError as exc:
                 if exc.code != 429 and exc.code < 500:
+                    # (a redirect too: the URL is to be fixed in the config, not followed)
                     log.warning("webhook %s refused an event: HTTP %d", self.url, exc.code)
                     self.failed += 1
                     return
@@ -473,8 +474,11 @@ class _Bot:
                 if error is not None:
                     return error if error[0] != 400 else (404, error[1])
                 self.rooms.add(room.casefold())
-            # Always a message: a leading "/" is doubled, as the protocol escapes it.
-            client.say("/" + text if text.startswith("/") else text, room)
+            # Always a message: a leading "/" is doubled, as the protocol escapes it,
+            # once the line breaks the server drops around a message are gone ("\n/nick"
+            # must not be a command).
+            body = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
+            client.say("/" + body if body.startswith("/") else body, room)
             frames = self._sync(client)
             error = _first_error(frames)
             if error is not None and error[1]["error"] == "not_in_room" and attempt == 1:
@@ -528,7 +532,7 @@ class _Sockets:
             def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
                 return self.do_open(functools.partial(_TrackedTls, track), req)
 
-        self.opener = urllib.request.build_opener(Http, Https)
+        self.opener = urllib.request.build_opener(Http, Https, _NoRedirect)
 
     def connect(self, *args: Any, **kwargs: Any) -> socket.socket:
         """``socket.create_connection``, the socket kept to be shut down."""
@@ -546,6 +550,14 @@ class _Sockets:
             for sock in self.sockets:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not followed: urllib would send the event's signed
+    headers to the new place as a GET without its body (and count it delivered)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # (urllib then raises HTTPError with the 3xx: a final refusal)
 
 
 class _Tracked(http.client.HTTPConnection):
