@@ -970,3 +970,36 @@ def test_one_node_at_a_time_claims_an_empty_rooms_first_member(redis_server: Red
     finally:
         for store in stores:
             store.close()
+
+
+def test_bad_entries_in_the_log_are_skipped_and_the_cluster_goes_on(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """Entries another program wrote into the stream (not JSON, JSON of the wrong shape,
+    an unhashable message key) are skipped and logged: messages still cross. One with
+    an id from the future, after which nothing can be appended, is reported and not
+    read past: once removed, the cluster goes on."""
+    url = redis_server.url(11)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    r.flushdb()
+    a, b = nodes(url), nodes(url)
+    alice, bob = a.client("alice"), b.client("bob")
+    wait_until(who_is(bob, ["alice", "bob"]), WAIT, "both in /who", POLL)
+    log_key = "chatkit:log"
+    r.xadd(log_key, {"n": "rogue", "t": "msg", "d": "5"})
+    r.xadd(log_key, {"n": "rogue", "t": "msg", "d": "not json"})
+    r.xadd(log_key, {"n": "rogue", "t": "msg", "d": '{"room": "#general", "k": [1]}'})
+    r.xadd(log_key, {"n": "rogue"})
+    alice.say("after the junk")
+    bob.expect("message", text="after the junk")
+    future = r.xadd(log_key, {"n": "rogue", "t": "msg", "d": "{}"}, id="18446744073709551614-0")
+    wait_until(lambda: "from the future" in a.log.read_text(), WAIT, "the report", POLL)
+    # Removed as the log says: its id stays the stream's last (XADD refuses below it),
+    # so the stream goes with it, or gets XSETID to the last good entry.
+    newest: Any = r.xrevrange(log_key, count=2)
+    r.xdel(log_key, future)
+    r.execute_command("XSETID", log_key, newest[1][0])  # type: ignore[no-untyped-call]
+    alice.say("after the removal")
+    bob.expect("message", text="after the removal")
+    for node in (a, b):
+        assert "Traceback" not in node.log.read_text()

@@ -81,6 +81,7 @@ LEASE = 10.0
 LOG_MAX = 100_000
 TIMEOUT = 5.0
 BLOCK_MS = 1000  # how long one XREAD waits for entries (then the reader checks for stop)
+FUTURE_MS = 86_400_000  # a log entry's id this far (ms) past the clock is no node's: skipped
 BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between reconnection attempts
 
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -221,6 +222,8 @@ class Cluster:
         self._stopping = False
         self._resync = False  # the log said this node was lost: announce it again
         self._last = "0-0"  # the last log entry read
+        self._bad_top: str | None = None  # an entry with an id from the future, read last
+        self._reported_top: str | None = None  # the last such entry logged
         self._epoch = ""  # the token of Redis's data when this node joined (_data_mark)
         self._joined = False  # set once the reader knows where to start reading the log
         self._local_id = 0
@@ -331,6 +334,16 @@ class Cluster:
         node's nicks again and announce its members. Raises a Redis error."""
         r = self._redis
         if not self._joined:
+            beat = r.zscore(self._key("nodes"), self.node)
+            if beat is not None and _now_ms() - beat < self.lease * 1000:
+                # Two servers with one name would take each other's members and nicks
+                # for their own: say so (a quick restart of this one sees its own beat).
+                log.error(
+                    "cluster: node %s beat %.1f s ago: if another server runs under this "
+                    "name, stop one (each needs a name of its own: [plugins.cluster] node)",
+                    self.node,
+                    (_now_ms() - beat) / 1000,
+                )
             # The first time (at start, or when Redis came only later): live traffic
             # from the log's end on, the history store caught up to it.
             last = r.xrevrange(self._key("log"), count=1)
@@ -341,16 +354,23 @@ class Cluster:
         elif not start and (mark := self._data_mark(r)) != self._epoch:
             self._epoch = mark
             self._restore_topics(r)
-        topics = {room: json.loads(value) for room, value in r.hgetall(self._key("topics")).items()}
+        # (A bad value, not a node's, is skipped: it must not keep the node from Redis.)
+        kept = {
+            room: topic
+            for room, value in r.hgetall(self._key("topics")).items()
+            if (topic := _loads(value)) is not None
+        }
         with self._lock:
-            self._topics = topics
+            self._topics = kept
         live = self._live_nodes()
         snapshot: dict[str, dict[str, Member]] = {}
         for node in live:
             if node == self.node:
                 continue
             members = r.hgetall(self._key("members", node))
-            snapshot[node] = {k: _member(v) for k, v in members.items()}
+            snapshot[node] = {
+                k: member for k, v in members.items() if (member := _read_member(v)) is not None
+            }
         self._apply_snapshot(snapshot)
         # Up before the announcement, so that no join or part falls between its snapshot
         # and the publisher (if it fails, _set_down marks the node down again).
@@ -783,7 +803,10 @@ class Cluster:
                     {self._key("log"): self._last}, count=1000, block=BLOCK_MS
                 )
                 for _stream, batch in entries:
+                    self._bad_top = None
                     self._apply(batch)
+                    if self._bad_top is not None:
+                        self._stop.wait(1)  # (XREAD would return it at once, again)
             except _REDIS_ERRORS as exc:
                 self._set_down(exc)
                 self._stop.wait(BACKOFF[min(failures, len(BACKOFF) - 1)])
@@ -859,16 +882,41 @@ class Cluster:
         """Apply a batch of log entries: store its room messages, then deliver in order."""
         parsed: list[tuple[str, str, str, dict[str, Any]]] = []
         futures: list[Future[None]] = []
+        future_ms = _now_ms() + FUTURE_MS
+        read = self._last  # the last entry of the batch read (good or bad)
         for entry_id, fields in batch:
+            # Whatever is in the stream (another program's XADD, a node of another
+            # version) is checked: a bad entry is skipped and logged, never retried.
             try:
+                if int(entry_id.partition("-")[0]) > future_ms:
+                    # An id no clock gives (the stream's top would stop every append):
+                    # not read past, so the log goes on once it is removed (_read_loop).
+                    if self._reported_top != entry_id:  # (once, not at every read)
+                        self._reported_top = entry_id
+                        log.error(
+                            "cluster: the log has an entry %s from the future: nothing can "
+                            "be appended after it; remove it (XDEL %s %s, then XSETID to "
+                            "the last entry before it)",
+                            entry_id,
+                            self._key("log"),
+                            entry_id,
+                        )
+                    self._bad_top = entry_id
+                    break
                 data = json.loads(fields["d"])
-                parsed.append((entry_id, fields["n"], fields["t"], data))
-            except (KeyError, ValueError):
-                log.warning("cluster: skipped a bad log entry %s", entry_id)
+                node, kind = fields["n"], fields["t"]
+                if not (isinstance(data, dict) and isinstance(node, str) and isinstance(kind, str)):
+                    raise ValueError("not an entry")
+                stored = kind == "msg" and self._stores(data)
+                if stored and node == self.node and data.get("k") in self._given_up:
+                    stored = False
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                log.warning("cluster: skipped a bad log entry %s (%s)", entry_id, exc)
+                read = entry_id  # (read past it)
                 continue
-            if fields["t"] == "msg" and self._stores(data):
-                if fields["n"] == self.node and data.get("k") in self._given_up:
-                    continue
+            read = entry_id
+            parsed.append((entry_id, node, kind, data))
+            if stored:
                 try:
                     futures.append(self._submit(message_id(entry_id), data))
                 except Exception as exc:
@@ -895,6 +943,7 @@ class Cluster:
                 log.exception("cluster: could not apply log entry %s", entry_id)
             self._last = entry_id
         self._deliver_run(run_room, run)
+        self._last = read
 
     def _message(
         self,
@@ -1124,9 +1173,12 @@ class Cluster:
             for entry_id, fields in batch:
                 if fields.get("t") != "msg":
                     continue
-                data = json.loads(fields.get("d", "{}"))
-                if self._stores(data):
-                    futures.append(self._submit(message_id(entry_id), data))
+                data = _loads(fields.get("d", "{}"))
+                try:
+                    if data is not None and self._stores(data):
+                        futures.append(self._submit(message_id(entry_id), data))
+                except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                    log.warning("cluster: skipped a bad log entry %s (%s)", entry_id, exc)
             for future in futures[-1:]:
                 future.result()
             start = batch[-1][0]
@@ -1146,6 +1198,27 @@ def _message(ident: int, data: dict[str, Any]) -> Message:
         ts=iso(ident),
         account=data.get("account"),
     )
+
+
+def _loads(value: str) -> dict[str, Any] | None:
+    """The JSON object ``value`` holds, or ``None`` (logged) if it holds none."""
+    try:
+        data = json.loads(value)
+    except (ValueError, TypeError):
+        data = None
+    if not isinstance(data, dict):
+        log.warning("cluster: skipped a bad value in Redis: %.80r", value)
+        return None
+    return data
+
+
+def _read_member(value: str) -> Member | None:
+    """:func:`_member`, or ``None`` (logged) for a value that is not one."""
+    try:
+        return _member(value)
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.warning("cluster: skipped a bad member in Redis (%s): %.80r", exc, value)
+        return None
 
 
 def _member(value: str) -> Member:
