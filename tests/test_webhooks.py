@@ -579,3 +579,18 @@ def test_a_receiver_that_answers_slowly_is_cut_at_the_timeout(
     finally:
         stop.set()
         listener.close()
+
+
+def test_a_bot_in_as_many_rooms_as_it_may_leaves_the_one_it_posted_to_longest_ago(
+    chat_server_factory: Callable[..., Server],
+) -> None:
+    """The bot never leaves a room of itself; at max_rooms, a post to another room
+    makes it leave the room it posted to longest ago, not fail (too_many_rooms)."""
+    server = webhooks_server(
+        chat_server_factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}, max_rooms=2
+    )
+    for room in ("a", "b", "a", "c"):
+        status, answer = post(server, room, json.dumps({"text": f"to {room}"}).encode())
+        assert status == 201, answer
+    bot = server.hub.find("ci")
+    assert bot is not None and sorted(bot.rooms.values()) == ["#a", "#c"]

@@ -378,7 +378,8 @@ class _Bot:
     def __init__(self, nick: str) -> None:
         self.nick = nick
         self.client: Client | None = None
-        self.rooms: set[str] = set()
+        self.rooms: dict[str, str] = {}
+        """The rooms it is in (folded name -> name), the one posted to last at the end."""
         self.lock = threading.Lock()  # one request at a time speaks on the connection
         # What the reader hands to the request that waits for it; None: the
         # connection closed. Frames that come while no request waits are dropped.
@@ -398,7 +399,7 @@ class _Bot:
                 self.client.sock.shutdown(socket.SHUT_RDWR)
             self.client.close()
             self.client = None
-        self.rooms = set()
+        self.rooms = {}
 
     def post(self, address: tuple[str, int], room: str, text: str) -> tuple[int, dict[str, Any]]:
         with self.lock:
@@ -453,7 +454,7 @@ class _Bot:
                     _STATUS.get(code, 403), code, str(getattr(exc, "text", exc))
                 ) from None
             self.client = client
-            self.rooms = {r.casefold() for r in (client.welcome or {}).get("rooms", [])}
+            self.rooms = {r.casefold(): r for r in (client.welcome or {}).get("rooms", [])}
             self._frames = queue.SimpleQueue()
             threading.Thread(
                 target=self._read,
@@ -471,9 +472,16 @@ class _Bot:
             if room.casefold() not in self.rooms:
                 client.say(f"/join {room}")
                 error = _first_error(self._sync(client))
+                if error is not None and error[1]["error"] == "too_many_rooms" and self.rooms:
+                    # In as many rooms as a client may be: it leaves the one it posted
+                    # to longest ago, and joins this one.
+                    oldest = self.rooms.pop(next(iter(self.rooms)))
+                    client.say(f"/part {oldest}")
+                    client.say(f"/join {room}")
+                    error = _first_error(self._sync(client))
                 if error is not None:
                     return error if error[0] != 400 else (404, error[1])
-                self.rooms.add(room.casefold())
+            self.rooms[room.casefold()] = self.rooms.pop(room.casefold(), room)  # (last)
             # Always a message: a leading "/" is doubled, as the protocol escapes it,
             # once the line breaks the server drops around a message are gone ("\n/nick"
             # must not be a command).
@@ -482,7 +490,7 @@ class _Bot:
             frames = self._sync(client)
             error = _first_error(frames)
             if error is not None and error[1]["error"] == "not_in_room" and attempt == 1:
-                self.rooms.discard(room.casefold())  # kicked since: join again, once
+                self.rooms.pop(room.casefold(), None)  # kicked since: join again, once
                 continue
             if error is not None:
                 return error
