@@ -594,3 +594,18 @@ def test_a_bot_in_as_many_rooms_as_it_may_leaves_the_one_it_posted_to_longest_ag
         assert status == 201, answer
     bot = server.hub.find("ci")
     assert bot is not None and sorted(bot.rooms.values()) == ["#a", "#c"]
+
+
+def test_guessing_tokens_waits_longer_and_longer(
+    chat_server_factory: Callable[..., Server],
+) -> None:
+    """After five wrong tokens from an address, each makes it wait (429 with Retry-After,
+    the right token too, meanwhile): a weak token cannot be guessed at network speed."""
+    server = webhooks_server(
+        chat_server_factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
+    )
+    for guess in range(5):
+        assert post(server, "general", b'{"text": "x"}', token=f"guess{guess}")[0] == 401
+    assert post(server, "general", b'{"text": "x"}', token="guess5")[0] == 401
+    status, answer = post(server, "general", b'{"text": "x"}')
+    assert status == 429 and answer["error"] == "auth_throttled" and answer["retry_after"] > 0

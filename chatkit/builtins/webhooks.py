@@ -52,11 +52,13 @@ from chatkit import (
     Session,
     UsageError,
     __version__,
+    address_key,
     check_settings,
     hookimpl,
     number_setting,
     room_name,
 )
+from chatkit.builtins.accounts import Throttle
 from chatkit.builtins.http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, Bounded
 
 if TYPE_CHECKING:
@@ -70,6 +72,9 @@ BACKOFF = 1.0  # seconds before the first retry; doubles each time
 TIMEOUT = 10.0  # seconds a POST may take
 MAX_QUEUE = 1000  # events waiting per URL
 MAX_BODY = 64 * 1024  # bytes of an incoming request's body
+TOKEN_FREE_FAILURES = 5  # wrong tokens from an address before each makes it wait
+TOKEN_DELAY = 1.0  # seconds of the first wait; doubles with each wrong token after
+TOKEN_MAX_DELAY = 300.0  # ...up to this
 
 # HTTP status for the chat's refusals of an incoming post (others: 400).
 _STATUS = {
@@ -240,6 +245,8 @@ class Webhooks:
     def __init__(self) -> None:
         self.hooks: list[Hook] = []
         self.tokens: dict[str, str] = {}  # token -> nick
+        self.guesses = Throttle(TOKEN_FREE_FAILURES, TOKEN_DELAY, TOKEN_MAX_DELAY)
+        """Wrong tokens per client address: after a few, each makes it wait (429)."""
         self.incoming: tuple[str, int] | None = None
         """Where the incoming endpoint listens (``host``, ``port``), once started."""
         self._httpd: _HttpServer | None = None
@@ -628,6 +635,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         room = urllib.parse.unquote(parts[2])
         room = room_name(room)
+        # Guessing tokens: each request counts as a wrong one until its token is right.
+        guesser = address_key(self.client_address[0])
+        wait = self.plugin.guesses.attempt(guesser, time.monotonic())
+        if wait > 0:
+            retry = math.ceil(wait * 1000) / 1000
+            text = f"too many wrong tokens: wait {retry:.3g} s"
+            answer = {"error": "auth_throttled", "text": text, "retry_after": retry}
+            self._answer(429, answer, close=True)
+            return
         auth = self.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
         nick = next(
@@ -640,9 +656,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             None,
         )
         if not token or nick is None:
+            if token:
+                log.warning("webhooks: a wrong token from %s", guesser)
             text = "send Authorization: Bearer TOKEN"
             self._answer(401, {"error": "unauthorized", "text": text}, close=True)
             return
+        self.plugin.guesses.undo(guesser)
         lengths = self.headers.get_all("Content-Length") or []
         if "Transfer-Encoding" in self.headers or len(lengths) > 1:
             text = "send one Content-Length and no Transfer-Encoding"
