@@ -27,6 +27,7 @@ __all__ = [
     "room_name",
     "skeleton",
     "valid_room",
+    "wildcard_match",
 ]
 
 BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
@@ -144,3 +145,27 @@ def _prototypes() -> dict[str, str]:
 def _preferred(a: str, b: str) -> bool:
     """Whether ``a`` rather than ``b`` stands for a pair of confusable characters."""
     return (a.isascii(), -ord(a)) > (b.isascii(), -ord(b))
+
+
+def wildcard_match(mask: str, text: str) -> bool:
+    """Whether ``text`` matches ``mask``: ``*`` any characters, ``?`` one, everything
+    else itself (``[`` and ``]`` are letters of nicks here, not a set). Linear in
+    ``len(mask) * len(text)`` at worst, whatever the mask: a regular expression of a
+    client's ``*a*a*a...`` backtracks for seconds, holding the GIL."""
+    m = t = 0
+    star, resume = -1, 0  # the last * seen, and where in text it matches up to
+    while t < len(text):
+        if m < len(mask) and (mask[m] == "?" or mask[m] == text[t]) and mask[m] != "*":
+            m += 1
+            t += 1
+        elif m < len(mask) and mask[m] == "*":
+            star, resume = m, t
+            m += 1
+        elif star >= 0:
+            m, resume = star + 1, resume + 1
+            t = resume
+        else:
+            return False
+    while m < len(mask) and mask[m] == "*":
+        m += 1
+    return m == len(mask)

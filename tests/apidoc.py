@@ -173,6 +173,7 @@ HELPERS: list[tuple[str, str | None]] = [
     ("fold", None),
     ("room_name", None),
     ("skeleton", None),
+    ("wildcard_match", None),
     ("check_settings", None),
     ("number_setting", None),
     ("address_key", None),

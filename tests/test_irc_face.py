@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 from chatkit import Config, Reject, Server, Session, hookimpl
 from chatkit.config import config_from_dict
 from chatkit.faces.irc import IrcFace
-from chatkit.faces.irc.face import _HANDLERS, IRC_HELP, wildcard_match
+from chatkit.faces.irc.face import _HANDLERS, IRC_HELP
 from chatkit.faces.line import LineFace
+from chatkit.names import wildcard_match
 from chatkit.testing import ChatClient, TextClient, make_config, wait_until
 
 SERVER = "irc.test"

@@ -635,9 +635,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         room = urllib.parse.unquote(parts[2])
         room = room_name(room)
-        # Guessing tokens: each request counts as a wrong one until its token is right.
+        # Guessing tokens: an address that sent wrong ones waits. (A wrong one is
+        # counted once known, so that a bot's posts at once never count against it.)
         guesser = address_key(self.client_address[0])
-        wait = self.plugin.guesses.attempt(guesser, time.monotonic())
+        wait = self.plugin.guesses.wait(guesser, time.monotonic())
         if wait > 0:
             retry = math.ceil(wait * 1000) / 1000
             text = f"too many wrong tokens: wait {retry:.3g} s"
@@ -656,12 +657,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             None,
         )
         if not token or nick is None:
+            self.plugin.guesses.fail(guesser, time.monotonic())
             if token:
                 log.warning("webhooks: a wrong token from %s", guesser)
             text = "send Authorization: Bearer TOKEN"
             self._answer(401, {"error": "unauthorized", "text": text}, close=True)
             return
-        self.plugin.guesses.undo(guesser)
         lengths = self.headers.get_all("Content-Length") or []
         if "Transfer-Encoding" in self.headers or len(lengths) > 1:
             text = "send one Content-Length and no Transfer-Encoding"

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +66,7 @@ from chatkit import (
     hookimpl,
     number_setting,
     skeleton,
+    wildcard_match,
 )
 from chatkit.builtins.moderation.shared import SharedModerationStore
 from chatkit.builtins.moderation.store import CACHE_ENTRIES, FIRST_CLAIM, ModerationStore, Store
@@ -106,25 +106,18 @@ def matches_who(mask: str, nick: str, account: str | None, address: str) -> bool
     as on IRC); an IPv4 client of a listener on ``::`` matches by its IPv4 address."""
     nick, pattern, account = fold(nick), fold(mask), account or ""
     address = _plain_address(address)
-    if _glob(pattern).fullmatch(f"{nick}!{account}@{address}"):
+    # (wildcard_match, not a regular expression: a mask of *a*a*a... would backtrack
+    # for seconds on every join and message of the room, holding the GIL.)
+    if wildcard_match(pattern, f"{nick}!{account}@{address}"):
         return True
-    if _glob(pattern).fullmatch(f"{nick}!{nick}@{SHOWN_HOST}"):
+    if wildcard_match(pattern, f"{nick}!{nick}@{SHOWN_HOST}"):
         return True
     mask_nick, bang, rest = pattern.partition("!")
     looks = _skeleton(nick)
-    like = _glob(_skeleton(mask_nick) + bang + rest)
-    return bool(
-        like.fullmatch(f"{looks}!{account}@{address}")
-        or like.fullmatch(f"{looks}!{looks}@{SHOWN_HOST}")
+    like = _skeleton(mask_nick) + bang + rest
+    return wildcard_match(like, f"{looks}!{account}@{address}") or wildcard_match(
+        like, f"{looks}!{looks}@{SHOWN_HOST}"
     )
-
-
-@functools.lru_cache(maxsize=4096)
-def _glob(pattern: str) -> re.Pattern[str]:
-    """``pattern`` (a folded mask) as a regular expression: ``*`` any run, ``?`` any
-    one character, everything else itself."""
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.DOTALL)
 
 
 def _plain_address(address: str) -> str:

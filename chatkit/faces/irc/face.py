@@ -56,6 +56,7 @@ from chatkit.faces.irc.render import (
 )
 from chatkit.frames import Frame
 from chatkit.hub import MAX_AWAY, MAX_TOPIC, RemoteMember
+from chatkit.names import wildcard_match
 from chatkit.protocol import RemoteProtocolError, clean_text
 from chatkit.version import __version__
 
@@ -1580,30 +1581,6 @@ def _point(selector: str) -> tuple[int, int]:
 
 
 _WILDCARDS = frozenset("*?")
-
-
-def wildcard_match(mask: str, text: str) -> bool:
-    """Whether ``text`` matches ``mask``: ``*`` any characters, ``?`` one, everything
-    else itself (``[`` and ``]`` are letters of nicks here, not a set). Linear in
-    ``len(mask) * len(text)`` at worst, whatever the mask: a regular expression of a
-    client's ``*a*a*a...`` backtracks for seconds, holding the GIL."""
-    m = t = 0
-    star, resume = -1, 0  # the last * seen, and where in text it matches up to
-    while t < len(text):
-        if m < len(mask) and (mask[m] == "?" or mask[m] == text[t]) and mask[m] != "*":
-            m += 1
-            t += 1
-        elif m < len(mask) and mask[m] == "*":
-            star, resume = m, t
-            m += 1
-        elif star >= 0:
-            m, resume = star + 1, resume + 1
-            t = resume
-        else:
-            return False
-    while m < len(mask) and mask[m] == "*":
-        m += 1
-    return m == len(mask)
 
 
 def _ctcp(text: str) -> tuple[str, bool] | None:

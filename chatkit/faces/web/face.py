@@ -298,7 +298,8 @@ class WebChannel:
         before the close (RFC 6455 5.5.1: nothing after a close frame)."""
         if self.session.unsettled:
             self.hub.settle(self.session)
-        closing, self._closing = self._closing or b"", None
+        with self._lock:  # (encode() reads it on other threads)
+            closing, self._closing = self._closing or b"", None
         self.session.send(Frame(_RAW, data=first + closing))
 
     def _request(self, request: Request) -> None:
