@@ -179,6 +179,13 @@ def who(client: ChatClient, room: str = "#general") -> list[str]:
     return nicks
 
 
+def gone_room(client: ChatClient, room: str) -> bool:
+    """Whether ``room`` has no members (``/who`` of it is ``no_such_room``)."""
+    client.send({"type": "say", "text": f"/who {room}"})
+    got = client.expect(lambda f: f.get("type") == "error" or f.get("command") == "who")
+    return got.get("code") == "no_such_room"
+
+
 def who_is(client: ChatClient, nicks: list[str]) -> Callable[[], bool]:
     """Whether ``client``'s ``/who`` lists exactly ``nicks`` (sorted)."""
     return lambda: sorted(who(client)) == nicks
@@ -537,6 +544,11 @@ def test_moderation_is_the_clusters(
     troll.say("/join #den")
     troll.expect("error", code="banned")
     troll.close()
+    # troll's leave is a's to process: alice is the first in #general only after it.
+    empty = ChatClient(a.address, timeout=10)
+    empty.login("empty", room="#probe")
+    wait_until(lambda: gone_room(empty, "#general"), WAIT, "troll gone", POLL)
+    empty.close()
     alice = a.client("alice")  # the first in #general: its operator
     alice.expect("notice", text_contains="you are an operator of #general")
     # b must know of alice before its clients join #general, or the first of them is
