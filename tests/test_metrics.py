@@ -165,3 +165,19 @@ def test_the_metrics_port_bounds_its_connections(
         sock.close()
     scraped = scrape(f"http://{address[0]}:{address[1]}/metrics")
     assert "chatkit_logged_in" in scraped
+
+
+def test_only_the_metrics_path_answers(chat_server_factory: Callable[..., Server]) -> None:
+    """/metrics has the counters; any other path is 404 (not the counters again)."""
+    config = Config()
+    config.plugin_config["metrics"] = {"port": 0}
+    server = chat_server_factory(["metrics"], config=config)
+    plugin = server.pluginmanager.get_plugin("metrics")
+    assert plugin is not None and plugin.address is not None
+    base = f"http://{plugin.address[0]}:{plugin.address[1]}"
+    assert "chatkit_logged_in" in scrape(f"{base}/metrics")
+    for path in ("/", "/robots.txt", "/metrics/x", "/metricsx"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + path, timeout=10)
+        assert refused.value.code == 404
+        assert b"/metrics" in refused.value.read()

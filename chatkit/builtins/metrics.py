@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -37,6 +37,8 @@ from chatkit import Config, UsageError, check_settings, hookimpl, number_setting
 from chatkit.builtins.http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, Bounded
 
 if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
     from chatkit import Server
 
 log = logging.getLogger(__name__)
@@ -214,7 +216,7 @@ class Metrics:
             family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0][0]
             server = type("MetricsServer", (_MetricsServer,), {"address_family": family})
             self._httpd = make_server(
-                self.host, self.port, make_wsgi_app(registry), server, _Handler
+                self.host, self.port, _only_metrics(make_wsgi_app(registry)), server, _Handler
             )
         except OSError as exc:
             raise UsageError(
@@ -240,6 +242,24 @@ class Metrics:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+
+def _only_metrics(app: WSGIApplication) -> WSGIApplication:
+    """``app`` at ``/metrics``; every other path is 404 (prometheus_client's app answers
+    any path, so a typo or a crawler's ``/robots.txt`` would get the counters)."""
+
+    def only(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/metrics":
+            return app(environ, start_response)
+        body = b"not found: the metrics are at /metrics\n"
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+        ]
+        start_response("404 Not Found", headers)
+        return [body]
+
+    return only
 
 
 class _MetricsServer(Bounded, WSGIServer):
