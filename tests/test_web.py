@@ -151,18 +151,29 @@ def test_pipelined_requests_get_the_first_answered(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_a_bad_frame_right_behind_the_upgrade_is_a_400(server: Server) -> None:
-    """An upgrade request and a frame with a reserved opcode in one packet: no
-    upgrade, but a 400 that says why (not a WebSocket frame before any response)."""
-    host, port = server.addresses["web"]
-    data = exchange(
-        server,
-        b"GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        b"Origin: http://%s:%d\r\n\r\n\x83\x80abcd" % (host.encode(), port, host.encode(), port),
-    )
-    assert data.startswith(b"HTTP/1.1 400 ")
-    assert b"WebSocket protocol error" in data.split(b"\r\n\r\n", 1)[1]
+def test_a_bad_frame_right_behind_the_upgrade_fails_the_websocket(server: Server) -> None:
+    """An upgrade request and a frame with a reserved opcode in one packet: the 101,
+    then the error that says why and a close frame (1002), as if the frame had come in
+    a packet of its own."""
+    data = exchange(server, _upgrade(server) + b"\x83\x80abcd")
+    head, frames = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert b'"code":"bad_frame"' in frames and b"WebSocket protocol error" in frames
+    assert frames.endswith(b"\x88\x10\x03\xeainvalid opcode")  # the close: 1002
+
+
+def test_a_whole_session_in_one_packet(server: Server) -> None:
+    """The upgrade, a hello, a message and the close in one write: the 101, the
+    welcome, the message's copy, then the close reply, and the connection ends."""
+    hello = _masked(WsFrame(Opcode.TEXT, b'{"type":"hello","nick":"hasty"}'))
+    say = _masked(WsFrame(Opcode.TEXT, b'{"type":"say","text":"in one go"}'))
+    close = _masked(WsFrame(Opcode.CLOSE, b"\x03\xe8"))
+    data = exchange(server, _upgrade(server) + hello + say + close)
+    head, frames = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    welcome, copy = frames.index(b'"type":"welcome"'), frames.index(b'"text":"in one go"')
+    assert welcome < copy
+    assert frames.endswith(b"\x88\x02\x03\xe8")  # the close reply, last
 
 
 def test_a_request_with_a_body_is_405(server: Server) -> None:

@@ -176,6 +176,7 @@ class WebChannel:
         self.upgraded = False
         """True once the WebSocket handshake succeeded."""
         self._answered = False  # an HTTP request was answered
+        self._head_tail = b""  # the last bytes read before the request's end was seen
         self._closing: bytes | None = None
         """The protocol's closing bytes (its reply to the client's close frame, or the
         close frame of a failure) while the frames read before it are answered: the
@@ -221,6 +222,30 @@ class WebChannel:
             return b"".join(self.protocol.data_to_send())
 
     def receive(self, data: bytes) -> bool:
+        if not self._answered and data:
+            # Frames sent in the same read as the request are parsed only after it is
+            # answered: parsed before, the protocol (still CONNECTING) neither answers
+            # a close nor lets the 101 go out after one. The request's head ends at
+            # its first blank line (websockets' parser reads no body).
+            seen = self._head_tail + data
+            end = seen.find(b"\r\n\r\n")
+            if end < 0:
+                self._head_tail = seen[-3:]
+            else:
+                cut = end + 4 - len(self._head_tail)
+                if cut < len(data):
+                    if not self._receive(data[:cut]):
+                        return False
+                    data = data[cut:]
+        if data and self._answered and not self.upgraded:
+            # Bytes after a request answered without an upgrade (a pipelined second
+            # request, frames the client did not wait to send): its response said
+            # Connection: close, and was queued before this.
+            self.session.disconnect("bad HTTP request")
+            return False
+        return self._receive(data)
+
+    def _receive(self, data: bytes) -> bool:
         protocol = self.protocol
         with self._lock:
             was_open = protocol.state is OPEN
@@ -255,14 +280,7 @@ class WebChannel:
                 self._close_last()
         if not data:
             return False  # the client closed the connection
-        if failed is not None and not self.upgraded:
-            # Bytes after a plain request (a pipelined second one), read as frames: the
-            # first request was answered; the connection ends, with no WebSocket frame.
-            if replies:
-                self._flush()
-            self.session.disconnect("bad HTTP request")
-            return False
-        if failed is not None:
+        if failed is not None:  # (frames are parsed only after an upgrade: receive)
             self._failed(failed)
             return False
         if replies:
@@ -319,26 +337,11 @@ class WebChannel:
                 response = static.respond(
                     self.face.files, request.method, request.path, etags[0] if etags else None
                 )
-            raw: bytes | None = None
-            if protocol.eof_sent:
-                # The parser failed on bytes after this request (a pipelined request,
-                # or a bad frame right behind an upgrade) and closed: answer this one
-                # all the same, but never upgrade.
-                if response.status_code == 101:
-                    text = f"WebSocket protocol error: {protocol.parser_exc}"
-                    response = static.error_response(400, "Bad Request", text)
-                raw = response.serialize()
-            else:
-                # Pongs the protocol made for pings sent with the request, before its
-                # response (a client that did not wait for the 101): after it, or never.
-                early = protocol.data_to_send()
-                protocol.send_response(response)
-                self.upgraded = response.status_code == 101
-                if self.upgraded:
-                    protocol.writes.extend(early)
+            # (Frames that came with the request are parsed only after this: see
+            # receive.)
+            protocol.send_response(response)
+            self.upgraded = response.status_code == 101
             self._answered = True
-        if raw is not None:
-            self.session.send(Frame(_RAW, data=raw))
         if not self.upgraded and protocol.handshake_exc is not None:
             address = self.link.address
             log.info("refused a WebSocket from %s:%s: %s", *address, protocol.handshake_exc)
