@@ -389,14 +389,24 @@ def test_flood_control_says_when_to_retry(chat_server_factory: Callable[..., Ser
     assert info.value.headers["Retry-After"] == str(math.ceil(answer["retry_after"]))
 
 
-def test_a_nick_in_use_is_refused(chat_server_factory: Callable[..., Server]) -> None:
+def test_a_tokens_nick_is_its_bots_alone(chat_server_factory: Callable[..., Server]) -> None:
+    """Nobody else logs in as a token's nick, or one that looks like it, or renames to
+    it, before or after the bot's first post: they would post as the bot."""
     server = webhooks_server(
         chat_server_factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
     )
-    ci = ChatClient(server.address)
-    ci.login("ci")
+    for nick in ("ci", "CI", "\u0441i"):  # (a Cyrillic es)
+        squatter = ChatClient(server.address)
+        squatter.send({"type": "hello", "nick": nick})
+        assert "webhook bot ci" in squatter.expect("error", code="nick_taken")["text"]
+        squatter.close()
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    alice.say("/nick Ci")
+    alice.expect("error", code="nick_taken")
     status, answer = post(server, "general", b'{"text": "x"}')
-    assert status == 409 and answer["error"] == "nick_taken"
+    assert status == 201, answer
+    assert alice.expect("message", text="x")["nick"] == "ci"
 
 
 def test_bad_settings_stop_the_start(chat_server_factory: Callable[..., Server]) -> None:

@@ -49,6 +49,7 @@ from chatkit import (
     Client,
     Config,
     Message,
+    Reject,
     Session,
     UsageError,
     __version__,
@@ -57,6 +58,7 @@ from chatkit import (
     hookimpl,
     number_setting,
     room_name,
+    skeleton,
 )
 from chatkit.builtins.accounts import Throttle
 from chatkit.builtins.http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, Bounded
@@ -254,6 +256,12 @@ class Webhooks:
         self._server: Server | None = None
         self._bots: dict[str, _Bot] = {}
         self._bots_lock = threading.Lock()  # guards _bots (HTTP handler threads)
+        self._reserved: dict[str, str] = {}
+        """The tokens' nicks by skeleton: nobody else may take them, or one like them."""
+        self._own: set[tuple[str, int]] = set()
+        """The bots' connections' local addresses: the sessions that may take them
+        (added before a bot's ``hello``, removed when it closes; a set's add, discard
+        and membership are atomic under the GIL)."""
 
     @hookimpl
     def chatkit_configure(self, config: Config) -> None:
@@ -280,6 +288,7 @@ class Webhooks:
         ):
             raise UsageError('webhooks: incoming.tokens must be a table of nick = "token"')
         self.tokens = {token: nick for nick, token in tokens.items()}
+        self._reserved = {skeleton(nick): nick for nick in tokens}
         host = incoming.get("host", "127.0.0.1")
         port = int(number_setting("webhooks", incoming, "port", 0, 0))
         handler = type("Handler", (_Handler,), {"plugin": self})
@@ -357,12 +366,28 @@ class Webhooks:
 
     # -- incoming --------------------------------------------------------------
 
+    @hookimpl
+    def chatkit_allow_login(self, client: Session, nick: str) -> Reject | None:
+        return self._reserve(client, nick)
+
+    @hookimpl
+    def chatkit_allow_nick(self, client: Session, nick: str) -> Reject | None:
+        return self._reserve(client, nick)
+
+    def _reserve(self, client: Session, nick: str) -> Reject | None:
+        """A token's nick (or one that looks like it) is its bot's alone: whoever took
+        it first would post as the bot, and the bot's posts would fail."""
+        bot = self._reserved.get(skeleton(nick)) if self._reserved else None
+        if bot is None or tuple(client.address[:2]) in self._own:
+            return None
+        return Reject(f"{nick} is the nick of the webhook bot {bot}; try another", "nick_taken")
+
     def post(self, nick: str, room: str, text: str) -> tuple[int, dict[str, Any]]:
         """Post ``text`` to ``room`` as ``nick``: (HTTP status, JSON answer)."""
         with self._bots_lock:
             bot = self._bots.get(nick)
             if bot is None:
-                bot = self._bots[nick] = _Bot(nick)
+                bot = self._bots[nick] = _Bot(nick, self._own)
         assert self._server is not None
         host, port = self._server.address
         if host in ("0.0.0.0", ""):
@@ -382,11 +407,13 @@ class _Bot:
     what arrives meanwhile, up to the ``pong`` of its ``ping``.
     """
 
-    def __init__(self, nick: str) -> None:
+    def __init__(self, nick: str, own: set[tuple[str, int]]) -> None:
         self.nick = nick
+        self._own = own  # the plugin's: its bots' local addresses (Webhooks._own)
         self.client: Client | None = None
         self.rooms: dict[str, str] = {}
         """The rooms it is in (folded name -> name), the one posted to last at the end."""
+        self._local: tuple[str, int] = ("", 0)  # its connection's address, as the server sees it
         self.lock = threading.Lock()  # one request at a time speaks on the connection
         # What the reader hands to the request that waits for it; None: the
         # connection closed. Frames that come while no request waits are dropped.
@@ -402,6 +429,7 @@ class _Bot:
 
     def _drop(self) -> None:
         if self.client is not None:
+            self._own.discard(self._local)
             with contextlib.suppress(OSError):  # wakes the reader, blocked in recv
                 self.client.sock.shutdown(socket.SHUT_RDWR)
             self.client.close()
@@ -452,10 +480,15 @@ class _Bot:
     def _post(self, address: tuple[str, int], room: str, text: str) -> tuple[int, dict[str, Any]]:
         if self.client is None:
             client = Client.connect(*address)
+            self._local = tuple(client.sock.getsockname()[:2])
+            self._own.add(self._local)  # before the hello: its nick is reserved
             try:
                 client.login(self.nick, replay=0, timeout=TIMEOUT)
-            except ChatkitError as exc:
+            except BaseException as exc:
+                self._own.discard(self._local)
                 client.close()
+                if not isinstance(exc, ChatkitError):
+                    raise
                 code = str(getattr(exc, "code", "login_refused"))
                 raise _Refused(
                     _STATUS.get(code, 403), code, str(getattr(exc, "text", exc))
