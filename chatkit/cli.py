@@ -47,7 +47,15 @@ from chatkit.codecs import render_text
 from chatkit.config import Config, load_config
 from chatkit.errors import UsageError
 from chatkit.faces import Face
-from chatkit.faces.irc.face import MAX_WHO, NETWORK_NAME, OPER_DELAY, SERVER_NAME, IrcFace
+from chatkit.faces.irc.face import (
+    MAX_WHO,
+    NETWORK_NAME,
+    OPER_DELAY,
+    OPER_FREE,
+    OPER_MAX_DELAY,
+    SERVER_NAME,
+    IrcFace,
+)
 from chatkit.faces.line import LineFace
 from chatkit.faces.web import WebFace
 from chatkit.logs import HUMAN_FORMAT, JsonFormatter
@@ -604,6 +612,8 @@ def _faces(
             operators=irc.get("operators", {}),
             max_who=irc.get("max_who", MAX_WHO),
             oper_delay=irc.get("oper_delay", OPER_DELAY),
+            oper_free_failures=irc.get("oper_free_failures", OPER_FREE),
+            oper_max_delay=irc.get("oper_max_delay", OPER_MAX_DELAY),
         )
         faces.append(face)
         if tls:

@@ -180,7 +180,7 @@ class Config:
     faces: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Listeners beside the line face: the ``[faces.NAME]`` tables of the config file
     (``irc``: ``host``, ``port``, ``server_name``, ``network``, ``max_who``,
-    ``oper_delay``; ``web``: ``host``,
+    ``oper_delay``, ``oper_free_failures``, ``oper_max_delay``; ``web``: ``host``,
     ``port``, ``origins``, ``allow_no_origin``), checked here."""
     tls_cert: str | None = None
     """The TLS certificate chain (PEM file), ``--tls-cert`` or ``[tls] cert``: with
@@ -262,6 +262,8 @@ _FACE_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "tls_port": int,
         "max_who": int,
         "oper_delay": (int, float),
+        "oper_free_failures": int,
+        "oper_max_delay": (int, float),
     },
     "web": {"host": str, "port": int, "origins": list, "allow_no_origin": bool, "tls_port": int},
 }
@@ -382,10 +384,8 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
                     _check_type(f"{where}[faces.{name}] origins items", item, str)
             if key == "max_who" and value < 1:
                 raise UsageError(f"{where}[faces.{name}] max_who must be at least 1, not {value}")
-            if key == "oper_delay" and value < 0:
-                raise UsageError(
-                    f"{where}[faces.{name}] oper_delay must be at least 0, not {value}"
-                )
+            if key in ("oper_delay", "oper_free_failures", "oper_max_delay") and value < 0:
+                raise UsageError(f"{where}[faces.{name}] {key} must be at least 0, not {value}")
             if key in ("server_name", "network") and (not value or " " in value):
                 raise UsageError(f"{where}[faces.{name}] {key} must be one word, not {value!r}")
             if key == "operators":

@@ -82,6 +82,12 @@ def test_a_full_config_file(tmp_path: Path) -> None:
         ('[faces.irc]\nnetwork = "my net"\n', "[faces.irc] network must be one word"),
         ("[faces.irc]\nmax_who = 0\n", "[faces.irc] max_who must be at least 1, not 0"),
         ("[faces.irc]\noper_delay = -1\n", "[faces.irc] oper_delay must be at least 0, not -1"),
+        (
+            "[faces.irc]\noper_free_failures = -1\n",
+            "[faces.irc] oper_free_failures must be at least 0, not -1",
+        ),
+        ("[faces.irc]\noper_max_delay = -2\n", "[faces.irc] oper_max_delay must be at least 0"),
+        ("[faces.irc]\noper_free_failures = 1.5\n", "oper_free_failures must be an integer"),
         ("[faces.irc]\noperators = 1\n", "[faces.irc] operators must be a table"),
         ("[faces.irc.operators]\nroot = 1\n", "[faces.irc.operators] root must be a string"),
     ],

@@ -255,3 +255,16 @@ def test_oper_guessing_waits_longer_and_longer(make_server: Callable[..., Server
         again.register("again")
         again.send("OPER root hunter2")
         again.expect(f":{SERVER} 263 again OPER :")
+
+
+def test_the_oper_throttle_has_settings() -> None:
+    """oper_free_failures, oper_delay and oper_max_delay set the waits: with none
+    free, the first failure waits oper_delay; the doubling stops at oper_max_delay."""
+    face = IrcFace(port=0, oper_free_failures=0, oper_delay=5, oper_max_delay=7)
+    face.oper_failed("192.0.2.1")
+    assert 4 < face.oper_wait("192.0.2.1") <= 5
+    face.oper_failed("192.0.2.1")
+    assert 6 < face.oper_wait("192.0.2.1") <= 7  # 10, at most 7
+    assert face.oper_wait("192.0.2.2") == 0
+    with pytest.raises(ValueError, match="oper_free_failures must be at least 0"):
+        IrcFace(port=0, oper_free_failures=-1)

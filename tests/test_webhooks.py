@@ -417,6 +417,9 @@ def test_bad_settings_stop_the_start(chat_server_factory: Callable[..., Server])
         ({"outgoing": [{"url": "http://x", "events": ["nope"]}]}, "events must be"),
         ({"incoming": {"tokens": {"ci": 5}}}, "tokens must be"),
         ({"outgoing": {"url": "http://x"}}, "outgoing must be a list"),
+        ({"incoming": {"free_failures": -1}}, "free_failures must be a number of at least 0"),
+        ({"incoming": {"delay": 0}}, "delay must be a number of at least 0.001"),
+        ({"incoming": {"delay": 5, "max_delay": 1}}, "max_delay must be a number of at least 5"),
     ]
     for settings, error in cases:
         with pytest.raises(UsageError, match=error):
@@ -619,3 +622,13 @@ def test_guessing_tokens_waits_longer_and_longer(
     assert post(server, "general", b'{"text": "x"}', token="guess5")[0] == 401
     status, answer = post(server, "general", b'{"text": "x"}')
     assert status == 429 and answer["error"] == "auth_throttled" and answer["retry_after"] > 0
+
+
+def test_the_token_throttle_has_settings(chat_server_factory: Callable[..., Server]) -> None:
+    """free_failures, delay and max_delay set the throttle: with none free, the first
+    wrong token makes the next request wait, for delay seconds at most."""
+    settings = {"port": 0, "tokens": {"ci": "T0KEN"}, "free_failures": 0, "delay": 30}
+    server = webhooks_server(chat_server_factory, {"incoming": settings})
+    assert post(server, "general", b'{"text": "x"}', token="guess")[0] == 401
+    status, answer = post(server, "general", b'{"text": "x"}')
+    assert status == 429 and 25 < answer["retry_after"] <= 30

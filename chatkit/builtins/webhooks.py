@@ -74,9 +74,9 @@ BACKOFF = 1.0  # seconds before the first retry; doubles each time
 TIMEOUT = 10.0  # seconds a POST may take
 MAX_QUEUE = 1000  # events waiting per URL
 MAX_BODY = 64 * 1024  # bytes of an incoming request's body
-TOKEN_FREE_FAILURES = 5  # wrong tokens from an address before each makes it wait
-TOKEN_DELAY = 1.0  # seconds of the first wait; doubles with each wrong token after
-TOKEN_MAX_DELAY = 300.0  # ...up to this
+TOKEN_FREE_FAILURES = 5  # wrong tokens from an address before each makes it wait (free_failures)
+TOKEN_DELAY = 1.0  # seconds of the first wait; doubles with each wrong token after (delay)
+TOKEN_MAX_DELAY = 300.0  # ...up to this (max_delay)
 
 # HTTP status for the chat's refusals of an incoming post (others: 400).
 _STATUS = {
@@ -281,7 +281,15 @@ class Webhooks:
             return
         if not isinstance(incoming, dict):
             raise UsageError("webhooks: incoming must be a table")
-        check_settings("webhooks", incoming, ["host", "max_connections", "port", "tokens"])
+        check_settings(
+            "webhooks",
+            incoming,
+            ["delay", "free_failures", "host", "max_connections", "max_delay", "port", "tokens"],
+        )
+        free = int(number_setting("webhooks", incoming, "free_failures", TOKEN_FREE_FAILURES, 0))
+        delay = number_setting("webhooks", incoming, "delay", TOKEN_DELAY, 0.001)
+        max_delay = number_setting("webhooks", incoming, "max_delay", TOKEN_MAX_DELAY, delay)
+        self.guesses = Throttle(free, delay, max_delay)
         tokens = incoming.get("tokens", {})
         if not isinstance(tokens, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and v for k, v in tokens.items()

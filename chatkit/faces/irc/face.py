@@ -78,11 +78,11 @@ ACCOUNT_CAPS = ("account-notify", "account-tag", "extended-join")
 # Targets of one PRIVMSG, NOTICE or KICK, rooms of one NAMES (ISUPPORT TARGMAX); more are ignored.
 MAX_TARGETS = 4
 MAX_USERHOST = 5  # nicks one USERHOST answers for (RFC 2812 3.6.8)
-OPER_FREE = 2  # failed OPERs in a row from an address before each one makes it wait (typos)
+OPER_FREE = 2  # failed OPERs in a row from an address that cost no wait (oper_free_failures)
 OPER_DELAY = (
     2.0  # seconds the first wait lasts ([faces.irc] oper_delay); it doubles with each failure after
 )
-OPER_MAX_DELAY = 600.0  # ...up to this
+OPER_MAX_DELAY = 600.0  # ...up to this ([faces.irc] oper_max_delay)
 OPER_FORGET = 3600.0  # seconds after its last wait ended that an address's failures are forgotten
 OPER_ADDRESSES = 10_000  # addresses whose failed OPERs the face remembers at most
 NICKSERV_SOURCE = "NickServ!NickServ@services"  # who answers a PRIVMSG NickServ it does not know
@@ -141,11 +141,18 @@ class IrcFace:
         operators: dict[str, str] | None = None,
         max_who: int = MAX_WHO,
         oper_delay: float = OPER_DELAY,
+        oper_free_failures: int = OPER_FREE,
+        oper_max_delay: float = OPER_MAX_DELAY,
     ) -> None:
         if max_who < 1:
             raise ValueError(f"max_who must be at least 1, not {max_who}")
-        if oper_delay < 0:
-            raise ValueError(f"oper_delay must be at least 0, not {oper_delay}")
+        for name, value in (
+            ("oper_delay", oper_delay),
+            ("oper_free_failures", oper_free_failures),
+            ("oper_max_delay", oper_max_delay),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be at least 0, not {value}")
         self.host = host
         """Address to listen on; ``None``: the server's."""
         self.port = port
@@ -159,8 +166,13 @@ class IrcFace:
         self.max_who = max_who
         """The most users one ``WHO`` of a mask (``WHO a*``, ``WHO 0``) lists."""
         self.oper_delay = oper_delay
-        """Seconds an address waits after its third failed ``OPER`` in a row; each
-        failure after doubles it, up to :data:`OPER_MAX_DELAY` (0: no wait)."""
+        """Seconds an address waits after its failed ``OPER`` past
+        :attr:`oper_free_failures` in a row; each failure after doubles it, up to
+        :attr:`oper_max_delay` (0: no wait)."""
+        self.oper_free_failures = oper_free_failures
+        """Failed ``OPER`` commands in a row from an address that cost no wait (typos)."""
+        self.oper_max_delay = oper_max_delay
+        """The longest wait after a failed ``OPER``, in seconds."""
         self.codecs = CodecCache()
         """One codec per set of byte-changing capabilities in use."""
         self.started = time.time()
@@ -192,9 +204,9 @@ class IrcFace:
             count += 1
             if len(self._oper_failures) >= OPER_ADDRESSES:
                 del self._oper_failures[next(iter(self._oper_failures))]  # the oldest
-            over = count - OPER_FREE
+            over = count - self.oper_free_failures
             step = self.oper_delay * 2 ** min(over - 1, 30)
-            delay = 0.0 if over <= 0 else min(step, OPER_MAX_DELAY)
+            delay = 0.0 if over <= 0 else min(step, self.oper_max_delay)
             self._oper_failures[key] = (count, now + delay)
 
     def __repr__(self) -> str:
