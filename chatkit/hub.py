@@ -484,6 +484,8 @@ class Hub:
         problem = valid_room(room, limits.max_room)
         if problem:
             allowed = Reject(f"bad room name {room!r}: {problem}", "bad_room")
+        elif (looks := self._looks_like_a_room(room)) is not None:
+            allowed = looks  # (the welcome names no room it will not join)
         else:
             # With the nick and the account the login proved: a ban holds here too.
             allowed = self.hooks.first(
@@ -806,6 +808,17 @@ class Hub:
                 "bad_room",
             )
 
+    def _looks_like_a_room(self, room: str) -> Reject | None:
+        """:meth:`_check_room_name`'s refusal of ``room``, as a :class:`Reject`."""
+        if room == self.config.default_room:
+            return None  # (always there, and like itself)
+        with self._lock:
+            try:
+                self._check_room_name(room)
+            except CommandError as exc:
+                return Reject(exc.text, exc.code)
+        return None
+
     def _new_room(self, room: str) -> Room:
         """Create ``room`` (checked by :meth:`_check_room_name` before any change)."""
         assert self._lock.locked()
@@ -884,7 +897,11 @@ class Hub:
 
         ``forced``: a rename a plugin makes of its own accord (the ``accounts`` plugin
         moving a guest off a registered nick), which no ``chatkit_allow_nick`` may
-        refuse. Raises :class:`CommandError` (``bad_nick``, ``nick_taken``, a refusal).
+        refuse. Raises :class:`CommandError` (``bad_nick``, ``nick_taken``, a refusal;
+        ``not_logged_in`` if ``session`` logged out). Everyone sharing a room with it
+        gets the ``nick`` frame after the messages its rooms' lanes hold (its own,
+        still being stored, went out under the old nick), and it gets its own after
+        the private messages ahead (those to it name its old nick).
         """
         new = names.normalize(new)
         problem = valid_nick(new, self.config.limits.max_nick)
@@ -894,7 +911,10 @@ class Hub:
             self.allow_nick(session, new)
         with self._lock:
             old = session.nick
-            assert old is not None
+            if old is None or self._sessions.get(_key(old)) is not session:
+                # Logged out (or renamed by a plugin's thread that checked before
+                # the lock): its old nick may be someone else's by now.
+                raise CommandError("not logged in", "not_logged_in")
             self._check_nick_free(session, new)
             if old == new:
                 return
@@ -904,14 +924,21 @@ class Hub:
             self._nick_skeletons[names.skeleton(new)] = session
             session.nick = new
             audience: dict[int, Session] = {}
+            lanes = [self._lanes.private]
             for key in session.rooms:
-                audience.update(self._rooms[key].members)
+                room = self._rooms[key]
+                audience.update(room.members)
+                lanes.append(room.lane)
             audience.pop(session.id, None)
             # The client's own nick change goes to it alone, through its face's
             # protocol, which may need to know its nick (IRC numerics name it).
             frame = Frame("nick", old=old, new=new)
             self.deliveries += 1
-            wake = self._fanout(frame, audience.values()) | session.push(frame)
+            # After what the lanes hold: its messages being stored went out under the
+            # old nick, and must reach everyone before the nick is another's (a forced
+            # rename, on another thread, does not wait for its reader to settle them);
+            # so must private messages to it, addressed to the old nick.
+            wake = self._lanes.barrier(frame, list(audience.values()), session, lanes)
         self._wake_if(wake)
         self.hooks.notify("chatkit_on_nick", client=session, old=old)
 
@@ -972,6 +999,7 @@ class Hub:
             message.id, message.ts = self._ids.next()
             self.messages += 1
             message.room = found.name
+            message.nick = session.nick or ""  # (renamed since it was made: the nick now)
             frame = message_frame(message)
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
             entry = self._lanes.message(frame, defer=defer)
@@ -1074,6 +1102,10 @@ class Hub:
             direct = not lanes.stores and not session.unsettled
             wake = False
             with self._lock:
+                nick = session.nick or ""
+                if nick != run[start][1].nick:  # renamed since they were made: the nick now
+                    for _, message in run[start:]:
+                        message.nick = nick
                 named: str | None = None  # the room of the message before, found below
                 name, lane = "", lanes.private  # (set with named)
                 frames: list[Frame] = []  # published directly, not yet handed to lane
@@ -1175,6 +1207,7 @@ class Hub:
             message.id, message.ts = self._ids.next()
             self.messages += 1
             message.to = target.nick
+            message.nick = session.nick or ""  # (renamed since it was made: the nick now)
             frame = message_frame(message)
             frame.origin = session.id  # its sender may not want it back (Codec.echo)
             parties = list({session.id: session, target.id: target}.values())

@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from chatkit.session import Session
     from chatkit.transport import Feed
 
-__all__ = ["Entry", "JoinEntry", "Lane", "Lanes", "MessageEntry"]
+__all__ = ["BarrierEntry", "Entry", "JoinEntry", "Lane", "Lanes", "MessageEntry"]
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,28 @@ class JoinEntry(Entry):
         self.replay: list[Frame] = []
         self.joined = False
         """Whether delivering it made the session a member."""
+
+
+class BarrierEntry(Entry):
+    """A frame for several lanes at once (a rename's ``nick`` frame), delivered once it
+    is at the head of each: after everything posted to any of them before it (the
+    renamed client's messages still being stored, under its old nick), and before
+    anything posted after. Each lane waits behind it meanwhile."""
+
+    __slots__ = ("audience", "frame", "lanes", "own", "reached")
+
+    def __init__(
+        self, frame: Frame, audience: Collection[Session], own: Session | None, lanes: list[Lane]
+    ) -> None:
+        super().__init__(True)
+        self.frame = frame
+        self.audience = audience
+        """Who it goes to, as one fan-out (each once, whatever lanes it shares)."""
+        self.own = own
+        """A session it goes to alone, through its face (the renamed client)."""
+        self.lanes = lanes
+        self.reached: set[int] = set()
+        """The ids of the lanes it is at the head of (a lane compares by contents)."""
 
 
 class Lane(deque[Entry]):
@@ -300,6 +322,21 @@ class Lanes:
             return self._drain(lane)  # nothing ahead: born ready is delivered now
         entry.turn = True
         return False
+
+    def barrier(
+        self, frame: Frame, audience: Collection[Session], own: Session | None, lanes: list[Lane]
+    ) -> bool:
+        """Deliver ``frame`` to ``audience`` (and ``own``) once everything posted to
+        ``lanes`` so far is delivered (a :class:`BarrierEntry`); at once if they are
+        all empty. Called under the hub's lock; True if the writer must be woken."""
+        assert self._lock.locked()
+        entry = BarrierEntry(frame, audience, own, lanes)
+        wake = False
+        for lane in lanes:
+            lane.append(entry)
+            if lane[0] is entry:
+                wake |= self._drain(lane)
+        return wake
 
     def publish(self, lane: Lane, frames: Sequence[Frame]) -> bool:
         """Deliver room messages now, bypassing the entries: only when ``lane`` is
@@ -675,6 +712,13 @@ class Lanes:
         while lane and lane[0].ready:
             entry = lane.popleft()
             if not isinstance(entry, MessageEntry):
+                if isinstance(entry, BarrierEntry):
+                    entry.reached.add(id(lane))
+                    if len(entry.reached) < len(entry.lanes):
+                        lane.appendleft(entry)  # the lane waits for the others to reach it
+                        break
+                    wake |= self._pass(entry, lane)
+                    continue
                 assert isinstance(entry, JoinEntry)
                 wake |= self._deliver_join(entry)
             elif entry.refusal is not None:
@@ -702,6 +746,20 @@ class Lanes:
                     first.event.set()
         elif lane.name and not lane.audience:
             self._emptied(lane)
+        return wake
+
+    def _pass(self, entry: BarrierEntry, lane: Lane) -> bool:
+        """Deliver a barrier at the head of every lane of its (popped from ``lane``),
+        and drain its other lanes behind it."""
+        wake = self._fanout((entry.frame,), entry.audience)
+        if entry.own is not None:
+            wake |= entry.own.push(entry.frame)
+        _delivered(entry)
+        for other in entry.lanes:
+            if other is not lane:
+                assert other[0] is entry
+                other.popleft()
+                wake |= self._drain(other)
         return wake
 
     def _to_room(self, frames: Sequence[Frame], lane: Lane) -> bool:

@@ -275,6 +275,29 @@ def test_private_messages_are_not_stored_by_default(
     carol.expect("this server does not keep private messages: no history of your conversation")
 
 
+def test_private_false_hides_what_an_earlier_run_stored(
+    chat_server_factory: Factory, chat_client: Connect, db: Path
+) -> None:
+    """A server restarted with private = false on a file an earlier run kept private
+    messages in shows none of them: by nick alone, they would go to the nick's holder."""
+    first = chat_server_factory(
+        config=history_config(db=str(db), private=True), disable=["accounts"]
+    )
+    alice, bob = chat_client(first, "alice"), chat_client(first, "bob")
+    alice.say("/msg bob the launch code is 1234")
+    bob.expect("private")
+    alice.close()
+    bob.close()
+    first.shutdown()
+    second = chat_server_factory(config=history_config(db=str(db)), disable=["accounts"])
+    impostor = chat_client(second, "bob")
+    impostor.say("/history alice")
+    assert messages(impostor.sync()) == []
+    impostor.send({"type": "history", "with": "alice"})
+    end = impostor.expect("history")
+    assert (end["count"], end["stored"]) == (0, False)
+
+
 def test_history_survives_a_restart(chat_client: Connect, db: Path) -> None:
     """A restarted server replays what the last one stored; new ids come after the old ones."""
     config = history_config(db=str(db), private=True)

@@ -716,6 +716,42 @@ def test_hook_store_message(chat_server_factory: Factory, chat_client: Connect) 
     assert sorted(m.text for m in store.stored) == ["fast two", "slow one"]
 
 
+def test_a_rename_is_told_after_the_messages_being_stored(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A rename on another thread (the accounts plugin moving a guest off a registered
+    nick) while the client's message is being stored: the others get the message,
+    under the old nick, before the nick frame, never after it (once the nick is
+    someone else's, it would read as theirs). A private message to it being stored
+    reaches it, addressed to the old nick, before its own nick frame."""
+    store = GatedStore()
+    server = chat_server_factory(plugins=[store], disable=["flood"])
+    alice, bob, carol = (chat_client(server, n) for n in ("alice", "bob", "carol"))
+    session = server.hub.find("alice")
+    assert session is not None
+    alice.say("slow one")
+    assert store.entered.wait(DEADLINE)
+    server.hub.rename(session, "Guest9", forced=True)
+    assert server.hub.find("Guest9") is session  # renamed at once; told in turn
+    assert not [f for f in carol.sync() if f["type"] in ("message", "nick")]
+    store.gate.set()
+    message, nick = carol.expect("message"), carol.expect("nick")
+    assert (message["nick"], message["text"]) == ("alice", "slow one")
+    assert (nick["old"], nick["new"]) == ("alice", "Guest9")
+    alice.expect("nick", new="Guest9")
+
+    store.gate.clear()
+    store.entered.clear()
+    bob.say("/msg Guest9 slow pm")
+    assert store.entered.wait(DEADLINE)
+    server.hub.rename(session, "Guest10", forced=True)
+    store.gate.set()
+    private = alice.expect("private")
+    assert (private["to"], private["text"]) == ("Guest9", "slow pm")
+    alice.expect("nick", new="Guest10")
+    assert [f["type"] for f in alice.sync() if f["type"] in ("private", "nick")] == []
+
+
 def test_hook_store_message_refusal_and_crash_deliver_nothing(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

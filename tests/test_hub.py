@@ -257,6 +257,10 @@ def test_look_alike_rooms_are_refused(chat_client: Connect) -> None:
     alice.expect("leave", room="#ops")
     alice.say("/join #οps")  # #ops is gone: the name is free
     alice.expect("join", room="#οps")
+    # A login into a look-alike room: the welcome names no room, and says why.
+    zed = chat_client()
+    assert zed.login("zed", room="#gеneral")["rooms"] == []
+    assert "looks like '#general'" in zed.expect("error", code="bad_room")["text"]
 
 
 def test_a_pasted_message_reaches_text_and_json_members_whole(

@@ -155,6 +155,11 @@ def test_timestamp_selectors_and_empty_batches(chat: tuple[Server, list[dict[str
         # A message's own time: AFTER it leaves it out, BEFORE the next time keeps it.
         first_ts = said[0]["ts"]
         assert "m0" not in history(alice, f"CHATHISTORY AFTER #general timestamp={first_ts} 20")[1]
+        # The epoch itself (a client's "from the beginning"): nothing before it, all after.
+        epoch = "1970-01-01T00:00:00.000Z"
+        assert history(alice, f"CHATHISTORY BEFORE #general timestamp={epoch} 5")[1] == []
+        assert history(alice, f"CHATHISTORY AFTER #general timestamp={epoch} 1")[1] == ["m0"]
+        assert history(alice, f"CHATHISTORY AROUND #general timestamp={epoch} 2")[1] == ["m0", "m1"]
 
 
 def test_errors_are_fail_replies_and_the_connection_goes_on(
@@ -263,6 +268,8 @@ def test_targets_lists_conversations_with_their_latest_message(
         alice.expect("PRIVMSG alice :psst")
         start, end = "timestamp=2000-01-01T00:00:00Z", "timestamp=2100-01-01T00:00:00Z"
         found = targets(alice, f"CHATHISTORY TARGETS {start} {end} 10")
+        epoch = "timestamp=1970-01-01T00:00:00Z"
+        assert targets(alice, f"CHATHISTORY TARGETS {epoch} {end} 10") == found
         assert found == [
             ("#dev", dev_first["ts"]),
             ("#general", general["ts"]),

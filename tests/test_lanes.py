@@ -607,3 +607,37 @@ def test_a_base_exception_from_a_run_store_holds_up_nothing() -> None:
     store.stored("m3")
     hub.lanes.settle(bob)
     assert texts(carol) == ["m3"]
+
+
+def test_a_barrier_comes_after_what_its_lanes_held_and_before_what_follows(
+    threads: Callable[[Callable[[], object]], threading.Thread],
+) -> None:
+    """A rename's nick frame (a barrier, in the room's lane and the private one) waits
+    for what each lane held when it was posted, holds up what is posted behind it, and
+    goes to its audience once and to its own session alone."""
+    store = Store()
+    hub = Hub(store)
+    alice, carol = hub.session("alice"), hub.session("carol")
+    hub.say(alice, "m1", defer=True)  # being stored
+    hub.say(carol, "p1", defer=True, to=[carol, alice])  # a private message, being stored
+    nick = Frame("nick", text="nick")
+    with hub.lock:
+        assert not hub.lanes.barrier(nick, [carol], alice, [hub.lanes.private, hub.lane])
+    hub.say(alice, "m2", defer=True)
+    store.stored("m2", "m1")
+    threads(lambda: hub.lanes.settle(alice))
+    wait_until(lambda: texts(carol) == ["m1"], DEADLINE)  # the barrier waits for p1
+    assert texts(alice) == ["m1"]
+    store.stored("p1")
+    hub.lanes.settle(carol)
+    wait_until(lambda: texts(carol) == ["m1", "p1", "nick", "m2"], DEADLINE)
+    assert texts(alice) == ["m1", "p1", "nick", "m2"]
+    assert not hub.lane and not hub.lanes.private
+
+
+def test_a_barrier_in_empty_lanes_is_delivered_at_once() -> None:
+    hub = Hub()
+    alice, carol = hub.session("alice"), hub.session("carol")
+    with hub.lock:
+        assert hub.lanes.barrier(Frame("nick", text="nick"), [carol], None, [hub.lane])
+    assert texts(carol) == ["nick"] and texts(alice) == [] and not hub.lane

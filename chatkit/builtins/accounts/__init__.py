@@ -521,8 +521,9 @@ class Accounts:
             return
         try:
             self._server.hub.rename(client, f"{GUEST_PREFIX}{client.id}", forced=True)
-        except CommandError:
-            log.warning("could not rename %s after its grace", client.nick, exc_info=True)
+        except CommandError as exc:
+            if exc.code != "not_logged_in":  # (it left meanwhile: nothing to do)
+                log.warning("could not rename %s after its grace", client.nick, exc_info=True)
 
     @hookimpl
     def chatkit_allow_nick(self, client: Session, nick: str) -> Reject | None:
@@ -609,7 +610,11 @@ class Accounts:
                 if holder is not None and holder is not client and holder.account != account.name:
                     # Someone holds the nick unidentified (a grace period): it is yours.
                     holder.notice(f"{account.nick} identified: you are renamed")
-                    ctx.hub.rename(holder, f"{GUEST_PREFIX}{holder.id}", forced=True)
+                    try:
+                        ctx.hub.rename(holder, f"{GUEST_PREFIX}{holder.id}", forced=True)
+                    except CommandError as exc:
+                        if exc.code != "not_logged_in":
+                            raise  # (it left meanwhile: the nick is free)
                 ctx.hub.rename(client, account.nick, forced=True)
             except CommandError as exc:
                 # Identified all the same (another session of yours may hold the nick).

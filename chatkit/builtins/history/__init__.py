@@ -326,7 +326,9 @@ class History:
         page = Page(limit=0)
         for key in ("before", "after", "around"):
             value = fields.get(key)
-            if value is not None and (not _is_int(value) or not 0 < value <= MAX_ID):
+            # (0 too: after 0 is from the first message, before 0 none; a client
+            # turning the epoch into an id gets that, not an error.)
+            if value is not None and (not _is_int(value) or not 0 <= value <= MAX_ID):
                 return Reject(f"history: '{key}' must be a message id", "bad_frame")
             setattr(page, key, value)
         oldest = fields.get("oldest", False)
@@ -422,15 +424,24 @@ class History:
                 if not self.private:
                     where["stored"] = False  # an empty page, and why
 
-                if self.accounts and client.account is None:
+                    def read(**bounds: Any) -> tuple[list[Message], bool]:
+                        # Not what an earlier run with private = true stored either:
+                        # it would go to whoever holds the nick now.
+                        return [], False
+
+                elif self.accounts and client.account is None:
                     raise CommandError(
                         f"your private history with {target} is shown to registered nicks: "
                         f"/identify first, or /register (a room's history: /history #{target})",
                         "not_identified",
                     )
 
-                def read(**bounds: Any) -> tuple[list[Message], bool]:
-                    return self._store.private_page(me, target, account=client.account, **bounds)
+                else:
+
+                    def read(**bounds: Any) -> tuple[list[Message], bool]:
+                        return self._store.private_page(
+                            me, target, account=client.account, **bounds
+                        )
 
             if page.around is not None:
                 # The message (or the time) in the middle: as many before it as after,

@@ -1472,8 +1472,8 @@ class IrcChannel:
             return
         low, high = min(first[0], second[0]), max(first[1], second[1])
         fields = {
-            "after": low - 1,
-            "before": high + 1,
+            "after": max(low - 1, 0),
+            "before": min(high + 1, MAX_ID),
             "limit": min(limit, history_limit(self.hub)),
             "oldest": first[0] <= second[0],
         }
