@@ -1119,6 +1119,7 @@ class Server:
         acceptor thread only)."""
         self.failure: str | None = None
         """Why the server stopped itself (see :meth:`fail`), or ``None``."""
+        self._no_thread_logged = -60.0  # when "cannot start a reader thread" was logged
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -1707,15 +1708,16 @@ class Server:
         self._accept_sel.unregister(conn.sock)
         del self._pending[conn]
         self._greet.pop(conn, None)
-        host, port = conn.address
         done = Done()
         with self._lock:
             # Register before the reader starts, or shutdown() could miss it.
             self._conns[conn] = done
         self.readers_started += 1
-        self.readers.run(
-            f"chatkit-reader-{host}:{port}", functools.partial(self._serve, conn, data), done
-        )
+        if not self._start_reader(conn, functools.partial(self._serve, conn, data), done):
+            # No thread for it: it never had a session; closed, the others go on.
+            self._forget(conn)
+            conn.close()
+            done.set()
 
     def _close_pending(self, conn: Connection, frame: bytes | None, reason: str) -> None:
         """Send a pending connection ``frame`` (if any) and close it (acceptor thread).
@@ -1877,15 +1879,43 @@ class Server:
         assert self._accept_sel is not None
         if conn.sock in self._accept_sel.get_map():
             self._accept_sel.unregister(conn.sock)
-        host, port = conn.address
         done = Done()
         with self._lock:
             self._parked.discard(conn)
             self._conns[conn] = done  # before it starts, or shutdown() could miss it
         self.readers_resumed += 1
-        self.readers.run(
-            f"chatkit-reader-{host}:{port}", functools.partial(self._serve, conn, None), done
-        )
+        if not self._start_reader(conn, functools.partial(self._serve, conn, None), done):
+            # No thread for it: what its reader would have done at its end, here (its
+            # lines were settled before it parked).
+            try:
+                self.hub.logout(conn.session, "server out of threads")
+            except Exception:
+                log.error("logout failed", exc_info=True)
+            self._forget(conn)
+            self.writer.retire(conn)
+            done.set()
+
+    def _start_reader(self, conn: Connection, task: Callable[[], None], done: Done) -> bool:
+        """Run a connection's reader on a pool thread (acceptor thread); False if no
+        thread could be started (the process's limit on threads or memory: a storm of
+        slow TLS handshakes, each holding a reader). The acceptor must go on whatever
+        happens to one connection: the caller closes that one."""
+        host, port = conn.address
+        try:
+            self.readers.run(f"chatkit-reader-{host}:{port}", task, done)
+        except RuntimeError as exc:  # "can't start new thread"
+            now = time.monotonic()
+            if now - self._no_thread_logged >= 60:  # one line a minute, whatever the storm
+                self._no_thread_logged = now
+                log.warning(
+                    "cannot start a reader thread (%s; %d threads): closing connections "
+                    "until one can be; raise the process's limit on threads (systemd "
+                    "TasksMax, ulimit -u, a container's pids limit) or lower max_clients",
+                    exc,
+                    threading.active_count(),
+                )
+            return False
+        return True
 
     def _pause(self, conn: Connection) -> None:
         """Wait, before handling the next line, until the writer has caught up.

@@ -91,7 +91,8 @@ class ThreadPool:
 
         Returns at once, with ``done`` (a new :class:`Done` if none is given), which
         the thread sets when ``task`` returns. ``task`` must catch its own errors (one
-        that escapes is logged).
+        that escapes is logged). Raises ``RuntimeError`` if no thread is idle and no
+        new one can be started (the process's limit): ``task`` then never runs.
         """
         done = Done() if done is None else done
         with self._lock:
@@ -103,7 +104,12 @@ class ThreadPool:
             inbox.put(job)
             return done
         thread = threading.Thread(target=self._work, args=(job,), name=name, daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # RuntimeError: the process may start no more threads
+            with self._lock:
+                self.started -= 1
+            raise
         return done
 
     def close(self) -> None:

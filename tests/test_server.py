@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import selectors
 import socket
@@ -9,7 +10,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -593,6 +594,40 @@ def test_idle_clients_park_with_no_thread_and_wake_when_they_talk(
     ]
     assert server.readers_started == 2  # resumed readers are counted apart
     wait_until(lambda: server.parked == 2 and not _readers())
+
+
+def test_a_reader_thread_that_cannot_start_costs_one_connection(
+    chat_server_factory: Factory,
+    chat_client: Connect,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When no thread can be started (the process's limit on threads, reached by a
+    storm of slow TLS handshakes, each on a reader), the connection that needed one is
+    closed and the acceptor goes on: a parked client that talks is logged out, later
+    connections log in, and the server stops as usual."""
+    server = chat_server_factory(idle_park=0.1)
+    alice, parked = chat_client(server, "alice"), chat_client(server, "parked")
+    wait_until(lambda: server.parked == 2)
+    real = server.readers.run
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(server.readers, "run", refuse)
+    with socket.create_connection(server.address, timeout=10) as newcomer:
+        newcomer.sendall(b'{"type":"hello","nick":"newcomer"}\n')
+        with contextlib.suppress(ConnectionResetError):
+            assert newcomer.recv(100) == b""  # closed, with nothing said
+    parked.say("anyone?")
+    parked.wait_closed()
+    assert alice.expect("leave", nick="parked")["reason"] == "server out of threads"
+    assert "cannot start a reader thread" in caplog.text
+    monkeypatch.setattr(server.readers, "run", real)
+    bob = chat_client(server, "bob")
+    bob.say("the acceptor goes on")
+    assert alice.expect("message")["text"] == "the acceptor goes on"
+    wait_until(lambda: len(server.connections) == 2)
 
 
 def test_a_parked_connection_that_does_not_log_in_is_closed(
