@@ -23,7 +23,7 @@ from argon2 import PasswordHasher
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatkit.builtins.accounts.store import Account, AccountStore
-from chatkit.builtins.moderation import ModerationStore
+from chatkit.builtins.moderation import ModerationStore, shared
 from chatkit.builtins.moderation.shared import SharedModerationStore
 from chatkit.builtins.moderation.store import FIRST_CLAIM
 from chatkit.testing import ChatClient, wait_until
@@ -982,6 +982,26 @@ def test_one_node_at_a_time_claims_an_empty_rooms_first_member(redis_server: Red
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_node_forgets_its_cached_moderation_when_redis_loses_it(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush (or a restart without persistence) announces nothing on the channel: a
+    node that cached a ban sees the data's mark gone at its next ping and drops its
+    copies, so all nodes agree again (no ban), and the loss is logged."""
+    monkeypatch.setattr(shared, "PING_EVERY", 0.1)
+    url = redis_server.url(12)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    store = SharedModerationStore(client, "chatkit", "a", ModerationStore(":memory:"))
+    try:
+        store.add("bans", "#f", "evil!*@*")
+        assert store.rows("bans", "#f") == ["evil!*@*"]  # read, and cached
+        client.flushdb()
+        wait_until(lambda: store.rows("bans", "#f") == [], WAIT, "the cache dropped", POLL)
+    finally:
+        store.close()
 
 
 def test_bad_entries_in_the_log_are_skipped_and_the_cluster_goes_on(

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -160,6 +161,7 @@ class SharedModerationStore:
                         break
                     if time.monotonic() > deadline or self._stopped.is_set():
                         raise redis.TimeoutError("no answer to SUBSCRIBE")
+                mark = self._data_mark()
                 with self._lock:
                     # What changed while nobody listened is unknown: start afresh.
                     self._cache.clear()
@@ -167,7 +169,7 @@ class SharedModerationStore:
                     self._listening = True
                 self._subscribed.set()
                 delay = 0.1
-                self._follow(pubsub)
+                self._follow(pubsub, mark)
             except _ERRORS as exc:
                 log.debug("moderation: not listening to %s (%s)", self._channel, exc)
             finally:
@@ -180,10 +182,19 @@ class SharedModerationStore:
             self._stopped.wait(delay)
             delay = min(delay * 2, 2.0)
 
-    def _follow(self, pubsub: Any) -> None:
+    def _data_mark(self) -> str:
+        """The token of the moderation data Redis holds (``PREFIX:moderation:mark``),
+        made by the first node to look: a Redis that lost its data (``FLUSHALL``, a
+        restart without persistence) has none, or another node's new one."""
+        self._redis.set(self._mark, secrets.token_hex(8), nx=True)
+        return str(self._redis.get(self._mark))
+
+    def _follow(self, pubsub: Any, mark: str) -> None:
         """Apply what the channel brings until :meth:`close`; raise a Redis error if the
         connection is lost, or silent (no answer to a ping) for ``SILENT`` seconds: a
-        NAT or a load balancer may drop an idle connection without a word."""
+        NAT or a load balancer may drop an idle connection without a word. With each
+        ping, see that Redis still has the data the cache copied (:meth:`_data_mark`):
+        the loss of it announces nothing on the channel."""
         heard = pinged = time.monotonic()
         while not self._stopped.is_set():
             message = pubsub.get_message(timeout=0.5)
@@ -195,6 +206,16 @@ class SharedModerationStore:
             if now - pinged >= PING_EVERY:
                 pubsub.ping()
                 pinged = now
+                if (now_mark := self._data_mark()) != mark:
+                    mark = now_mark
+                    with self._lock:
+                        self._cache.clear()
+                        self._generation += 1
+                    log.error(
+                        "moderation: Redis lost the cluster's moderation settings (restarted "
+                        "without persistence, or flushed): bans, mutes, operators and flags "
+                        "set since the nodes started are gone"
+                    )
             if now - heard > SILENT:
                 raise redis.ConnectionError(f"nothing from Redis for {SILENT:g} s")
 
@@ -342,6 +363,10 @@ class SharedModerationStore:
     @property
     def _topics(self) -> str:
         return f"{self._prefix}:moderation:topics"
+
+    @property
+    def _mark(self) -> str:
+        return f"{self._prefix}:moderation:mark"
 
     @property
     def _seeded(self) -> str:
