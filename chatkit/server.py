@@ -215,6 +215,11 @@ class TlsState:
         except ssl.SSLZeroReturnError:
             return b"".join(pieces), True
 
+    def owes(self) -> bool:
+        """Whether TLS records of its own wait to be sent (made while decrypting)."""
+        with self._lock:
+            return self._outgoing.pending > 0
+
     def encrypt(self, data: bytes) -> bytes:
         """The bytes to send for ``data`` (and any TLS record of its own, e.g. a key
         update's answer). Raises ``ssl.SSLError``."""
@@ -1810,9 +1815,15 @@ class Server:
                     if tls is None or not raw:
                         data, eof = raw, not raw
                     else:
-                        # A partial record decrypts to nothing yet: read on. After a
-                        # close_notify the client closes the socket: recv() says so.
-                        data, _closed = tls.decrypt(raw)
+                        # A partial record decrypts to nothing yet: read on. A
+                        # close_notify is the end of input, as EOF is (a client may
+                        # send it and keep the socket open).
+                        data, eof = tls.decrypt(raw)
+                        if tls.owes() and self.writer.push(conn, b""):
+                            # TLS records of its own (a key update's answer, an
+                            # alert): the writer sends them (encrypt) with or without
+                            # data.
+                            self.writer.wake()
                 except OSError as exc:  # ssl.SSLError too: a corrupt record
                     reason = f"connection lost ({exc.strerror or exc})"
                     if isinstance(exc, ssl.SSLError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -348,3 +349,20 @@ def test_a_parked_tls_connection_wakes_and_decrypts(certs: Certs) -> None:
             secure.say(f"over tls {i}")
             assert plain.expect("message", nick="ann")["text"] == f"over tls {i}"
     assert server.readers_resumed >= 2
+
+
+def test_a_close_notify_ends_the_session_as_eof_does(tls_server: Server, certs: Certs) -> None:
+    """A client that ends its TLS session (close_notify) and keeps the socket open is
+    logged out at once, as if it had closed the connection."""
+    with (
+        ChatClient(tls_server.addresses["line-tls"], tls=certs.client()) as secure,
+        ChatClient(tls_server.address) as plain,
+    ):
+        secure.login("ann")
+        plain.login("bob")
+        plain.expect("join", nick="bob")
+        assert isinstance(secure.sock, ssl.SSLSocket)
+        secure.sock.settimeout(10)
+        with contextlib.suppress(OSError):  # the server closes without a close_notify
+            secure.sock.unwrap()  # sends close_notify; the TCP connection stays
+        assert plain.expect("leave", nick="ann")["reason"] == "connection closed"
