@@ -208,6 +208,13 @@ def test_private_conversations_are_a_nick_target(make_server: Callable[..., Serv
         alice.expect("PRIVMSG alice :psst")
         start, texts = history(alice, "CHATHISTORY LATEST jay * 10")
         assert start.endswith(" chathistory jay") and texts == ["psst"]
+        # Its own message, and a nick changed since only in case: still jay's batch.
+        alice.send("PRIVMSG jay :back")
+        jay.expect("private", text="back")
+        alice.send("NICK ALICE")
+        alice.expect(":alice!alice@chatkit NICK ALICE")
+        start, texts = history(alice, "CHATHISTORY LATEST jay * 1")
+        assert start.endswith(" chathistory jay") and texts == ["back"]
 
 
 def targets(client: IrcClient, command: str) -> list[tuple[str, str]]:

@@ -55,6 +55,7 @@ from chatkit.faces.irc.render import (
     split_text,
 )
 from chatkit.frames import Frame
+from chatkit.names import fold
 from chatkit.protocol import LineDecoder, LineTooLong
 
 log = logging.getLogger(__name__)
@@ -663,9 +664,11 @@ class IrcProtocol:
             self._batch = f"h{next(self._batch_ids)}"
             if "room" in fields:
                 target = str(fields["room"])
+            elif self._asked is not None:
+                target = self._asked  # the conversation asked for, as the client wrote it
             else:
-                other = fields["to"] if fields["from"] == self.nick else fields["from"]
-                target = str(other)
+                mine = fold(str(fields["from"])) == fold(self.nick or "")  # (any case)
+                target = str(fields["to"] if mine else fields["from"])
             lines.append(Message("BATCH", (f"+{self._batch}", "chathistory", target)))
         return lines + render(frame, self.style, self.nick, {"batch": self._batch})
 
