@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from chatkit import Config, Server
+from chatkit import Config, Message, Server, Session, hookimpl
 from chatkit.builtins import webhooks
 from chatkit.testing import ChatClient, wait_until
 
@@ -632,3 +632,32 @@ def test_the_token_throttle_has_settings(chat_server_factory: Callable[..., Serv
     assert post(server, "general", b'{"text": "x"}', token="guess")[0] == 401
     status, answer = post(server, "general", b'{"text": "x"}')
     assert status == 429 and 25 < answer["retry_after"] <= 30
+
+
+class CutsTheBot:
+    """Cuts the webhook bot's connection once its message is accepted (before the
+    bot hears back): the post cannot know whether it was delivered."""
+
+    @hookimpl
+    def chatkit_on_message(self, client: Session, message: Message) -> None:
+        if message.nick == "ci" and message.text == "once":
+            client.transport.abort("cut for the test")
+
+
+def test_a_post_lost_after_its_message_was_sent_is_not_repeated(
+    chat_server_factory: Callable[..., Server],
+) -> None:
+    """A connection lost after the message was sent gets 503 saying it may have been
+    delivered; the message is not sent again on a fresh connection (a POST is not
+    idempotent): the room has it once."""
+    config = Config()
+    config.plugin_config["webhooks"] = {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
+    server = chat_server_factory(["webhooks", CutsTheBot()], config=config)
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    status, answer = post(server, "general", b'{"text": "once"}')
+    assert status == 503 and "may have been delivered" in answer["text"]
+    assert alice.expect("message", nick="ci")["text"] == "once"
+    status, _ = post(server, "general", b'{"text": "after"}')  # a fresh connection
+    assert status == 201
+    assert alice.expect("message", nick="ci")["text"] == "after"  # not "once" again

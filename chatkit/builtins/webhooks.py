@@ -422,6 +422,7 @@ class _Bot:
         self.rooms: dict[str, str] = {}
         """The rooms it is in (folded name -> name), the one posted to last at the end."""
         self._local: tuple[str, int] = ("", 0)  # its connection's address, as the server sees it
+        self._said = False  # this request's message was sent (under self.lock)
         self.lock = threading.Lock()  # one request at a time speaks on the connection
         # What the reader hands to the request that waits for it; None: the
         # connection closed. Frames that come while no request waits are dropped.
@@ -447,12 +448,18 @@ class _Bot:
     def post(self, address: tuple[str, int], room: str, text: str) -> tuple[int, dict[str, Any]]:
         with self.lock:
             for attempt in (1, 2):  # once more on a fresh connection if the old one died
+                self._said = False
                 try:
                     return self._post(address, room, text)
                 except (ChatkitError, OSError, TimeoutError) as exc:
                     self._drop()
                     if isinstance(exc, _Refused):
                         return exc.status, {"error": exc.code, "text": exc.text}
+                    if self._said:
+                        # Lost once the message was sent: it may have been delivered,
+                        # and a POST is not repeated (the caller decides).
+                        text = f"{exc}; the message may have been delivered"
+                        return 503, {"error": "unavailable", "text": text}
                     if attempt == 2:
                         return 503, {"error": "unavailable", "text": str(exc)}
                 finally:
@@ -534,6 +541,7 @@ class _Bot:
             # once the line breaks the server drops around a message are gone ("\n/nick"
             # must not be a command).
             body = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
+            self._said = True
             client.say("/" + body if body.startswith("/") else body, room)
             frames = self._sync(client)
             error = _first_error(frames)
