@@ -533,6 +533,7 @@ class Hub:
             del self._sessions[_key(session.nick)]
             self._nick_skeletons.pop(names.skeleton(session.nick), None)
             left = list(session.rooms.values())
+            lanes = [self._rooms[_key(name)].lane for name in left]
             # Each member of any of those rooms gets one `leave` naming every room it
             # shared with the session, not one per room ("* bob left #a, #b (quit)").
             shared: dict[int, tuple[Session, list[str]]] = {}
@@ -548,16 +549,32 @@ class Hub:
                 for member, rooms in shared.values():
                     groups.setdefault(tuple(rooms), []).append(member)
                 ts = utc_now()
-                for names_, members in groups.items():
-                    frame = Frame(
-                        "leave",
-                        room=names_[0],
-                        nick=session.nick,
-                        ts=ts,
-                        reason=reason,
-                        rooms=list(names_),
+                frames = [
+                    (
+                        Frame(
+                            "leave",
+                            room=names_[0],
+                            nick=session.nick,
+                            ts=ts,
+                            reason=reason,
+                            rooms=list(names_),
+                        ),
+                        members,
                     )
-                    wake |= self._fanout(frame, members)
+                    for names_, members in groups.items()
+                ]
+
+                def deliver() -> bool:
+                    told = False
+                    for frame, members in frames:
+                        told |= self._fanout(frame, members)
+                    return told
+
+                if session.renaming:
+                    # Behind its nick frame, which waits in the lanes (see rename).
+                    wake = self._lanes.barrier(deliver, [*lanes, self._lanes.private])
+                else:
+                    wake = deliver()
         self._wake_if(wake)
         for name in left:
             self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason, by=None)
@@ -868,9 +885,17 @@ class Hub:
             frame = Frame(
                 "leave", room=name, nick=session.nick, ts=utc_now(), reason=reason, **kicked
             )
-            wake = self._fanout(frame, room.members.values())
-            if tell_self:
-                wake |= session.push(frame)
+            members = list(room.members.values())
+
+            def deliver() -> bool:
+                told = self._fanout(frame, members)
+                return told | session.push(frame) if tell_self else told
+
+            if session.renaming:
+                # Its nick frame waits in the lanes: the leave, which names the new
+                # nick, goes behind it.
+                return self._lanes.barrier(deliver, [room.lane, self._lanes.private])
+            wake = deliver()
         return wake
 
     # -- nicks -------------------------------------------------------------------
@@ -934,11 +959,19 @@ class Hub:
             # protocol, which may need to know its nick (IRC numerics name it).
             frame = Frame("nick", old=old, new=new)
             self.deliveries += 1
+            members = list(audience.values())
+
+            def deliver() -> bool:
+                session.renaming -= 1
+                return self._fanout(frame, members) | session.push(frame)
+
             # After what the lanes hold: its messages being stored went out under the
             # old nick, and must reach everyone before the nick is another's (a forced
             # rename, on another thread, does not wait for its reader to settle them);
-            # so must private messages to it, addressed to the old nick.
-            wake = self._lanes.barrier(frame, list(audience.values()), session, lanes)
+            # so must private messages to it, addressed to the old nick. Its leaves
+            # meanwhile wait too (_leave, logout): after the nick they name.
+            session.renaming += 1
+            wake = self._lanes.barrier(deliver, lanes)
         self._wake_if(wake)
         self.hooks.notify("chatkit_on_nick", client=session, old=old)
 

@@ -180,22 +180,17 @@ class JoinEntry(Entry):
 
 
 class BarrierEntry(Entry):
-    """A frame for several lanes at once (a rename's ``nick`` frame), delivered once it
+    """A delivery for several lanes at once (a rename's ``nick`` frame), made once it
     is at the head of each: after everything posted to any of them before it (the
     renamed client's messages still being stored, under its old nick), and before
     anything posted after. Each lane waits behind it meanwhile."""
 
-    __slots__ = ("audience", "frame", "lanes", "own", "reached")
+    __slots__ = ("deliver", "lanes", "reached")
 
-    def __init__(
-        self, frame: Frame, audience: Collection[Session], own: Session | None, lanes: list[Lane]
-    ) -> None:
+    def __init__(self, deliver: Callable[[], bool], lanes: list[Lane]) -> None:
         super().__init__(True)
-        self.frame = frame
-        self.audience = audience
-        """Who it goes to, as one fan-out (each once, whatever lanes it shares)."""
-        self.own = own
-        """A session it goes to alone, through its face (the renamed client)."""
+        self.deliver = deliver
+        """Queues its frames (under the hub's lock); True if the writer must be woken."""
         self.lanes = lanes
         self.reached: set[int] = set()
         """The ids of the lanes it is at the head of (a lane compares by contents)."""
@@ -323,14 +318,12 @@ class Lanes:
         entry.turn = True
         return False
 
-    def barrier(
-        self, frame: Frame, audience: Collection[Session], own: Session | None, lanes: list[Lane]
-    ) -> bool:
-        """Deliver ``frame`` to ``audience`` (and ``own``) once everything posted to
-        ``lanes`` so far is delivered (a :class:`BarrierEntry`); at once if they are
-        all empty. Called under the hub's lock; True if the writer must be woken."""
+    def barrier(self, deliver: Callable[[], bool], lanes: list[Lane]) -> bool:
+        """Call ``deliver`` once everything posted to ``lanes`` so far is delivered (a
+        :class:`BarrierEntry`); at once if they are all empty. Called under the hub's
+        lock, as ``deliver`` is; True if the writer must be woken."""
         assert self._lock.locked()
-        entry = BarrierEntry(frame, audience, own, lanes)
+        entry = BarrierEntry(deliver, lanes)
         wake = False
         for lane in lanes:
             lane.append(entry)
@@ -751,9 +744,7 @@ class Lanes:
     def _pass(self, entry: BarrierEntry, lane: Lane) -> bool:
         """Deliver a barrier at the head of every lane of its (popped from ``lane``),
         and drain its other lanes behind it."""
-        wake = self._fanout((entry.frame,), entry.audience)
-        if entry.own is not None:
-            wake |= entry.own.push(entry.frame)
+        wake = entry.deliver()
         _delivered(entry)
         for other in entry.lanes:
             if other is not lane:

@@ -49,6 +49,9 @@ class Session:
         self.replay_since: int | None = None
         """Replay only messages with a greater id (``hello``'s ``since``: the last one
         the client already has), or ``None``. Set at login."""
+        self.renaming = 0
+        """The hub's (under its lock): its renames whose ``nick`` frame waits in the
+        lanes behind messages still being stored; its leaves wait behind them."""
         self.welcomed = False
         """Set by the hub once the ``welcome`` is queued; before that, during a login,
         the nick is taken but ``hub.find()`` does not return the session."""

@@ -752,6 +752,30 @@ def test_a_rename_is_told_after_the_messages_being_stored(
     assert [f["type"] for f in alice.sync() if f["type"] in ("private", "nick")] == []
 
 
+def test_a_leave_comes_after_the_nick_frame_it_names(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A client renamed (on another thread) while its room's lane holds someone's
+    message being stored, which then quits: the others get the message, the nick
+    frame, then the leave naming the new nick, never the leave first (an IRC client
+    would keep a ghost of the new nick in its list)."""
+    store = GatedStore()
+    server = chat_server_factory(plugins=[store], disable=["flood"])
+    alice, bob, carol = (chat_client(server, n) for n in ("alice", "bob", "carol"))
+    session = server.hub.find("alice")
+    assert session is not None
+    bob.say("slow from bob")
+    assert store.entered.wait(DEADLINE)
+    server.hub.rename(session, "Guest9", forced=True)
+    alice.close()
+    wait_until(lambda: server.hub.find("Guest9") is None, DEADLINE)
+    assert not [f for f in carol.sync() if f["type"] in ("message", "nick", "leave")]
+    store.gate.set()
+    assert carol.expect("message")["text"] == "slow from bob"
+    assert carol.expect("nick")["new"] == "Guest9"
+    assert carol.expect("leave")["nick"] == "Guest9"
+
+
 def test_hook_store_message_refusal_and_crash_deliver_nothing(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

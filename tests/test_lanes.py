@@ -621,8 +621,13 @@ def test_a_barrier_comes_after_what_its_lanes_held_and_before_what_follows(
     hub.say(alice, "m1", defer=True)  # being stored
     hub.say(carol, "p1", defer=True, to=[carol, alice])  # a private message, being stored
     nick = Frame("nick", text="nick")
+
+    def deliver() -> bool:
+        hub._fanout([nick], [carol])
+        return alice.push(nick)
+
     with hub.lock:
-        assert not hub.lanes.barrier(nick, [carol], alice, [hub.lanes.private, hub.lane])
+        assert not hub.lanes.barrier(deliver, [hub.lanes.private, hub.lane])
     hub.say(alice, "m2", defer=True)
     store.stored("m2", "m1")
     threads(lambda: hub.lanes.settle(alice))
@@ -639,5 +644,7 @@ def test_a_barrier_in_empty_lanes_is_delivered_at_once() -> None:
     hub = Hub()
     alice, carol = hub.session("alice"), hub.session("carol")
     with hub.lock:
-        assert hub.lanes.barrier(Frame("nick", text="nick"), [carol], None, [hub.lane])
+        assert hub.lanes.barrier(
+            lambda: hub._fanout([Frame("nick", text="nick")], [carol]), [hub.lane]
+        )
     assert texts(carol) == ["nick"] and texts(alice) == [] and not hub.lane
