@@ -369,14 +369,16 @@ def test_join_of_a_room_it_is_in_switches_the_prompts_room(
     assert alice.expect("message", nick="bob")["room"] == "#general"
     child.expect(r"<bob> hi")
 
-    def prompt() -> str:
-        """The prompt's line (the room, then what is typed), once the child's output
-        so far is on the screen."""
-        with contextlib.suppress(pexpect.TIMEOUT):
-            child.read_nonblocking(65536, timeout=0.05)  # (feeds the screen)
-        return screen.lines()[-1]
+    wait_until(lambda: prompt(child, screen) == "#general", what="the prompt names #general")
 
-    wait_until(lambda: prompt() == "#general", what="the prompt names #general")
+
+def prompt(child: pexpect.spawn, screen: Screen) -> str:
+    """The prompt's line (the room, then what is typed), once the child's output so far
+    is on the screen."""
+    with contextlib.suppress(pexpect.TIMEOUT):
+        child.read_nonblocking(65536, timeout=0.05)  # (feeds the screen)
+    lines = screen.lines()
+    return lines[-1] if lines else ""
 
 
 def test_a_line_over_the_limit_is_not_sent(
@@ -469,6 +471,9 @@ def test_a_multi_line_paste_is_sent_as_one_message(
         child = terminal(server.port, "--nick", "bob")
         screen = Screen(child)
         child.expect(WELCOME_BOB)
+        # The prompt shown: the terminal is in raw mode (before, the tty's own line
+        # discipline would turn the paste's CR LF into two line ends).
+        wait_until(lambda: prompt(child, screen) == "#general", what="the prompt")
         child.send(paste("first line\n  second line\nthird"))
         child.expect("third")
         child.send("\r")
