@@ -533,7 +533,6 @@ class Hub:
             del self._sessions[_key(session.nick)]
             self._nick_skeletons.pop(names.skeleton(session.nick), None)
             left = list(session.rooms.values())
-            lanes = [self._rooms[_key(name)].lane for name in left]
             # Each member of any of those rooms gets one `leave` naming every room it
             # shared with the session, not one per room ("* bob left #a, #b (quit)").
             shared: dict[int, tuple[Session, list[str]]] = {}
@@ -572,6 +571,7 @@ class Hub:
 
                 if session.renaming:
                     # Behind its nick frame, which waits in the lanes (see rename).
+                    lanes = [self._rooms[k].lane for k in map(_key, left) if k in self._rooms]
                     wake = self._lanes.barrier(deliver, [*lanes, self._lanes.private])
                 else:
                     wake = deliver()
@@ -886,16 +886,17 @@ class Hub:
                 "leave", room=name, nick=session.nick, ts=utc_now(), reason=reason, **kicked
             )
             members = list(room.members.values())
-
-            def deliver() -> bool:
-                told = self._fanout(frame, members)
-                return told | session.push(frame) if tell_self else told
-
-            if session.renaming:
-                # Its nick frame waits in the lanes: the leave, which names the new
-                # nick, goes behind it.
-                return self._lanes.barrier(deliver, [room.lane, self._lanes.private])
-            wake = deliver()
+            if tell_self:
+                wake = session.push(frame)
+            if session.renaming and members:
+                # Its nick frame waits in the lanes for the others: the leave, which
+                # names the new nick, goes behind it. (Members left: the room and its
+                # lane are still there, and a rejoin's join goes behind it too.)
+                wake |= self._lanes.barrier(
+                    lambda: self._fanout(frame, members), [room.lane, self._lanes.private]
+                )
+            else:
+                wake |= self._fanout(frame, members)
         return wake
 
     # -- nicks -------------------------------------------------------------------
@@ -923,10 +924,9 @@ class Hub:
         ``forced``: a rename a plugin makes of its own accord (the ``accounts`` plugin
         moving a guest off a registered nick), which no ``chatkit_allow_nick`` may
         refuse. Raises :class:`CommandError` (``bad_nick``, ``nick_taken``, a refusal;
-        ``not_logged_in`` if ``session`` logged out). Everyone sharing a room with it
-        gets the ``nick`` frame after the messages its rooms' lanes hold (its own,
-        still being stored, went out under the old nick), and it gets its own after
-        the private messages ahead (those to it name its old nick).
+        ``not_logged_in`` if ``session`` logged out). It gets its ``nick`` frame at
+        once; everyone sharing a room with it gets theirs after the messages its rooms'
+        lanes hold (its own, still being stored, went out under the old nick).
         """
         new = names.normalize(new)
         problem = valid_nick(new, self.config.limits.max_nick)
@@ -959,19 +959,23 @@ class Hub:
             # protocol, which may need to know its nick (IRC numerics name it).
             frame = Frame("nick", old=old, new=new)
             self.deliveries += 1
+            # Its own at once: what it is sent from now on names the new nick (IRC
+            # numerics, its joins), and it knows what it said before.
+            wake = session.push(frame)
             members = list(audience.values())
+            if members:
 
-            def deliver() -> bool:
-                session.renaming -= 1
-                return self._fanout(frame, members) | session.push(frame)
+                def deliver() -> bool:
+                    session.renaming -= 1
+                    return self._fanout(frame, members)
 
-            # After what the lanes hold: its messages being stored went out under the
-            # old nick, and must reach everyone before the nick is another's (a forced
-            # rename, on another thread, does not wait for its reader to settle them);
-            # so must private messages to it, addressed to the old nick. Its leaves
-            # meanwhile wait too (_leave, logout): after the nick they name.
-            session.renaming += 1
-            wake = self._lanes.barrier(deliver, lanes)
+                # The others' after what the lanes hold: its messages being stored went
+                # out under the old nick, and must reach them before the nick is
+                # another's (a forced rename, on another thread, does not wait for its
+                # reader to settle them). Its leaves meanwhile wait too (_leave,
+                # logout): after the nick they name.
+                session.renaming += 1
+                wake |= self._lanes.barrier(deliver, lanes)
         self._wake_if(wake)
         self.hooks.notify("chatkit_on_nick", client=session, old=old)
 

@@ -156,10 +156,11 @@ class TlsState:
         self.ready = False
         """True once the handshake is done: the writer may encrypt."""
 
-    def handshake(self, sock: socket.socket, timeout: float) -> bytes:
+    def handshake(self, sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
         """Run the server's side of the handshake on ``sock`` (reader thread, before the
         writer sends anything: it waits for :attr:`ready`); return the application
-        data that came with the client's last flight (often empty).
+        data that came with the client's last flight (often empty), and True if a
+        ``close_notify`` came with it too.
 
         Raises ``ssl.SSLError`` (not TLS, bad certificate...), ``TimeoutError``
         after ``timeout`` seconds, ``ConnectionError`` if the client left, or
@@ -191,8 +192,7 @@ class TlsState:
             sock.settimeout(None)
         with self._lock:
             self.ready = True
-            plain, _ = self._read()
-        return plain
+            return self._read()
 
     def decrypt(self, data: bytes) -> tuple[bytes, bool]:
         """Feed bytes received; return the plaintext now available, and True if the
@@ -1768,12 +1768,13 @@ class Server:
         size = RECV_BYTES_BUSY if len(data) == RECV_BYTES else RECV_BYTES
         tls = conn.tls
         eof = parked = False
+        ended = False  # the client's close_notify came with the data in hand: EOF after it
         limits = self.config.limits
         park = 0.0  # the idle_park in SO_RCVTIMEO (none yet)
         try:
             if tls is not None and not resumed:
                 try:
-                    data = tls.handshake(conn.sock, self.config.limits.tls_handshake_timeout)
+                    data, ended = tls.handshake(conn.sock, self.config.limits.tls_handshake_timeout)
                 except (OSError, ValueError) as exc:  # ssl.SSLError, TimeoutError: OSErrors
                     # A plain client on the TLS port, a scanner, a bad certificate on
                     # the client's side: close it, quietly (nothing to log as an error).
@@ -1793,6 +1794,11 @@ class Server:
                     # Lines handled so far may still be being stored: deliver them
                     # before waiting for more (see Hub.settle).
                     self.hub.settle(session)
+                if ended:
+                    # The TLS session ended after the data just handled: the end of
+                    # input, as EOF (a last line without its newline is acted on).
+                    data, eof = b"", True
+                    continue
                 try:
                     if park != limits.idle_park:  # at start, and after a reload
                         park = limits.idle_park
@@ -1818,7 +1824,9 @@ class Server:
                         # A partial record decrypts to nothing yet: read on. A
                         # close_notify is the end of input, as EOF is (a client may
                         # send it and keep the socket open).
-                        data, eof = tls.decrypt(raw)
+                        data, ended = tls.decrypt(raw)
+                        if ended and not data:
+                            data, eof, ended = b"", True, False
                         if tls.owes() and self.writer.push(conn, b""):
                             # TLS records of its own (a key update's answer, an
                             # alert): the writer sends them (encrypt) with or without

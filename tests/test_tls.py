@@ -366,3 +366,68 @@ def test_a_close_notify_ends_the_session_as_eof_does(tls_server: Server, certs: 
         with contextlib.suppress(OSError):  # the server closes without a close_notify
             secure.sock.unwrap()  # sends close_notify; the TCP connection stays
         assert plain.expect("leave", nick="ann")["reason"] == "connection closed"
+
+
+def _tls_by_hand(
+    address: tuple[str, int], certs: Certs, *, hold_finished: bool = False
+) -> tuple[socket.socket, ssl.SSLObject, ssl.MemoryBIO, bytes]:
+    """A TLS client over memory buffers, so that a test chooses what goes in one send:
+    the socket, the TLS object, its outgoing buffer, and (``hold_finished``) the
+    client's last handshake flight, not sent yet."""
+    sock = socket.create_connection(address, timeout=10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = certs.client().wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            if sent := outgoing.read():
+                sock.sendall(sent)
+            incoming.write(sock.recv(65536))
+    finished = outgoing.read()
+    if not hold_finished:
+        sock.sendall(finished)
+        finished = b""
+    return sock, tls, outgoing, finished
+
+
+def _close_notify(tls: ssl.SSLObject) -> None:
+    with contextlib.suppress(ssl.SSLWantReadError):  # (the server's answer: not awaited)
+        tls.unwrap()
+
+
+def test_a_last_line_sent_with_the_close_notify_is_acted_on(
+    tls_server: Server, certs: Certs
+) -> None:
+    """A last line without its newline and the close_notify in one packet: the line is
+    acted on, as before a plain connection's EOF, then the client is logged out."""
+    with ChatClient(tls_server.address) as plain:
+        plain.login("bob")
+        sock, tls, outgoing, _ = _tls_by_hand(tls_server.addresses["line-tls"], certs)
+        with sock:
+            tls.write(b'{"type":"hello","nick":"ann"}\n')
+            sock.sendall(outgoing.read())
+            plain.expect("join", nick="ann")
+            tls.write(b'{"type":"say","text":"bye"}')
+            _close_notify(tls)
+            sock.sendall(outgoing.read())
+            assert plain.expect("message", nick="ann")["text"] == "bye"
+            plain.expect("leave", nick="ann")
+
+
+def test_a_close_notify_with_the_handshake_ends_the_session(
+    tls_server: Server, certs: Certs
+) -> None:
+    """The handshake's last flight, a hello and the close_notify in one packet, the
+    socket kept open: logged in, then out at once."""
+    with ChatClient(tls_server.address) as plain:
+        plain.login("bob")
+        address = tls_server.addresses["line-tls"]
+        sock, tls, outgoing, finished = _tls_by_hand(address, certs, hold_finished=True)
+        with sock:
+            tls.write(b'{"type":"hello","nick":"ann"}\n')
+            _close_notify(tls)
+            sock.sendall(finished + outgoing.read())
+            plain.expect("join", nick="ann")
+            plain.expect("leave", nick="ann")
