@@ -629,6 +629,7 @@ def _faces(
             port=port,
             origins=web.get("origins", ()),
             allow_no_origin=web.get("allow_no_origin", False),
+            hosts=web.get("hosts", ()),
         )
         faces.append(face)
         if tls:

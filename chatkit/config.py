@@ -26,6 +26,7 @@ A config file looks like this (every key optional)::
     port = 8080
     origins = ["https://chat.example.org"]  # besides the page's own; "*": any
     allow_no_origin = false       # WebSocket clients that send no Origin (programs)
+    hosts = ["chat.lan"]          # names it is reached by, besides addresses and localhost
 
 Command-line flags win over the file.
 """
@@ -181,7 +182,7 @@ class Config:
     """Listeners beside the line face: the ``[faces.NAME]`` tables of the config file
     (``irc``: ``host``, ``port``, ``server_name``, ``network``, ``max_who``,
     ``oper_delay``, ``oper_free_failures``, ``oper_max_delay``; ``web``: ``host``,
-    ``port``, ``origins``, ``allow_no_origin``), checked here."""
+    ``port``, ``origins``, ``allow_no_origin``, ``hosts``), checked here."""
     tls_cert: str | None = None
     """The TLS certificate chain (PEM file), ``--tls-cert`` or ``[tls] cert``: with
     :attr:`tls_key`, the server listens with TLS too (docs/operations.md, "TLS")."""
@@ -265,7 +266,14 @@ _FACE_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "oper_free_failures": int,
         "oper_max_delay": (int, float),
     },
-    "web": {"host": str, "port": int, "origins": list, "allow_no_origin": bool, "tls_port": int},
+    "web": {
+        "host": str,
+        "port": int,
+        "origins": list,
+        "allow_no_origin": bool,
+        "tls_port": int,
+        "hosts": list,
+    },
 }
 
 
@@ -379,9 +387,9 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
                     f"expected one of {', '.join(sorted(keys))}"
                 )
             _check_type(f"{where}[faces.{name}] {key}", value, keys[key])
-            if key == "origins":
+            if key in ("origins", "hosts"):
                 for item in value:
-                    _check_type(f"{where}[faces.{name}] origins items", item, str)
+                    _check_type(f"{where}[faces.{name}] {key} items", item, str)
             if key == "max_who" and value < 1:
                 raise UsageError(f"{where}[faces.{name}] max_who must be at least 1, not {value}")
             if key in ("oper_delay", "oper_free_failures", "oper_max_delay") and value < 0:

@@ -60,7 +60,14 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "send",
             "disconnect",
         ],
-        {"codec", "push", "transport", "unsettled", "welcomed"},  # the server's, not plugins'
+        {
+            "codec",
+            "push",
+            "renaming",
+            "transport",
+            "unsettled",
+            "welcomed",
+        },  # the server's, not plugins'
     ),
     (
         CommandContext,

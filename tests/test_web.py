@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -517,6 +518,48 @@ def test_configured_origins() -> None:
             WebClient(server, origin="https://other.example.org")
     with web_server(origins=("*",)) as server:
         WebClient(server, origin="https://any.example").close()
+
+
+def _handshake(server: Server, host: str, origin: str) -> bytes:
+    """The answer (head and body) to an upgrade request with these Host and Origin."""
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: {origin}\r\n\r\n"
+    ).encode()
+
+    def whole(got: bytes) -> bool:
+        head, _, body = got.partition(b"\r\n\r\n")
+        length = re.search(rb"Content-Length: (\d+)", head)
+        return bool(_) and (length is None or len(body) >= int(length.group(1)))
+
+    with socket.create_connection(server.addresses["web"], timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        return _answer(sock, whole)
+
+
+def test_a_page_under_a_name_the_server_does_not_know_is_refused() -> None:
+    """DNS rebinding: a page of evil.example whose name now points at this server sends
+    Host and Origin alike; only names the server knows (IP addresses, localhost, the
+    machine's name, hosts and the origins' hosts) count as the page's own origin."""
+    with web_server(hosts=("chat.lan",), origins=("https://chat.example.org",)) as server:
+        port = server.addresses["web"][1]
+        for host in (f"evil.example:{port}", "evil.example", f"a b:{port}"):
+            answer = _handshake(server, host, f"http://{host}")
+            assert answer.startswith(b"HTTP/1.1 403 "), answer
+        assert b"[faces.web] hosts" in _handshake(server, "evil.example", "http://evil.example")
+        for host in (
+            f"127.0.0.1:{port}",
+            f"[::1]:{port}",
+            f"localhost:{port}",
+            f"app.localhost:{port}",
+            f"chat.lan:{port}",
+            "CHAT.LAN",
+            "chat.example.org",
+            socket.gethostname(),
+        ):
+            answer = _handshake(server, host, f"http://{host}")
+            assert answer.startswith(b"HTTP/1.1 101 "), (host, answer)
 
 
 # -- limits --------------------------------------------------------------------------------

@@ -26,9 +26,12 @@ frame's bytes are the same for every connection: the fan-out's one encoding hold
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import re
+import socket
 import threading
+import urllib.parse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -102,6 +105,7 @@ class WebFace:
         *,
         origins: Sequence[str] = (),
         allow_no_origin: bool = False,
+        hosts: Sequence[str] = (),
     ) -> None:
         self.host = host
         """Address to listen on; ``None``: the server's."""
@@ -113,6 +117,18 @@ class WebFace:
         self.allow_no_origin = allow_no_origin
         """Allow WebSocket clients that send no ``Origin`` (programs; browsers always
         send one)."""
+        self.hosts = tuple(hosts)
+        """Names this server is reached by (the ``Host`` of a request), besides IP
+        addresses, ``localhost``, the machine's own name and the hosts of
+        :attr:`origins`: only a page served under one of them may open the WebSocket
+        as its own origin. (A name anyone may point at this server, DNS rebinding,
+        would let their page in.)"""
+        own = socket.gethostname().lower()
+        self._names = frozenset(
+            {h.lower() for h in self.hosts}
+            | {urllib.parse.urlsplit(o).hostname or "" for o in self.origins if o != "*"}
+            | {own, f"{own}.local", socket.getfqdn().lower()}
+        ) - {""}
         self.files = static.load()
         """The page's files by URL path."""
         self._logger = _Quiet(logging.getLogger("chatkit.faces.web.wire"), {})
@@ -137,11 +153,28 @@ class WebFace:
         if "*" in self.origins:
             return None
         allowed: list[str | re.Pattern[str] | None] = list(self.origins)
-        if host:
+        if host and self.known_host(host):
             allowed += [f"http://{host}", f"https://{host}"]
         if self.allow_no_origin:
             allowed.append(None)
         return allowed
+
+    def known_host(self, host: str) -> bool:
+        """Whether ``host`` (a ``Host`` header: a name or an address, and a port) is a
+        name of this server's: an IP address, ``localhost`` (or a name under it), the
+        machine's name, a name of :attr:`hosts` or of :attr:`origins`."""
+        try:
+            name = urllib.parse.urlsplit(f"//{host}").hostname
+        except ValueError:
+            return False
+        if not name:
+            return False
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            pass
+        return name in ("localhost",) or name.endswith(".localhost") or name in self._names
 
 
 @functools.lru_cache(maxsize=64)
@@ -331,6 +364,13 @@ class WebChannel:
                 allowed = self.face.allowed_origins(host[0] if len(host) == 1 else None)
                 protocol.origins = cast("list[Origin | re.Pattern[str] | None] | None", allowed)
                 response: Response = protocol.accept(request)
+                if response.status_code == 403 and host and not self.face.known_host(host[0]):
+                    text = (
+                        f"Failed to open a WebSocket connection: {host[0]!r} is not a name "
+                        "of this server's (DNS rebinding?); if it is, list it in [faces.web] "
+                        "hosts.\n"
+                    )
+                    response = static.error_response(403, "Forbidden", text)
                 response.headers["Server"] = "chatkit"
             else:
                 etags = headers.get_all("If-None-Match")
