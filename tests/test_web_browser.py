@@ -416,3 +416,101 @@ def test_what_people_meet_in_a_day(browser: Browser, contexts: list[BrowserConte
         expect(page.locator(pane(page))).to_contain_text("<carol> early 0")
         expect(page.locator(pane(page))).to_contain_text("<carol> early 1")
         carol.close()
+
+
+def drop_and_resume(page: Page, meanwhile: Callable[[], object] | None = None) -> None:
+    """Drop the page's connection, run ``meanwhile`` while it is down, and wait until
+    it has logged in again (its reconnect's first wait is about half a second)."""
+    page.evaluate("state.ws.close()")
+    wait_until(lambda: not page.evaluate("state.loggedIn"), 10, "the page's disconnect")
+    if meanwhile is not None:
+        meanwhile()
+    wait_until(lambda: page.evaluate("state.loggedIn"), 10, "the page's resume")
+
+
+def test_a_reconnect_keeps_what_the_page_had(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """After a dropped connection the page resumes as it was: scroll-back still reaches
+    the first message, more missed messages than a replay page are all fetched, a
+    password set with /register logs it in again, and the default room it had left
+    stays left."""
+    config = Config()
+    config.plugin_config["history"] = {"max_page": 60}
+    with web_server(config=config, disable=("flood",)) as server:
+        carol = ChatClient(server.address)
+        carol.login("carol")
+        carol.say("/join #side")
+        for i in range(120):
+            carol.say(f"old {i}", room="#general")
+        carol.sync()
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        messages = page.locator('.pane[data-view="#general"] .line.message')
+        expect(messages).to_have_count(50)
+        say(page, "/register alices-password")
+        expect(page.locator(pane(page))).to_contain_text("registered")
+
+        drop_and_resume(page)
+        drop_and_resume(page)  # (twice: the password is kept)
+        expect(page.locator(f"{pane(page)} .older")).to_contain_text("Scroll up")
+        for count in (100, 120):
+            page.locator(pane(page)).evaluate("pane => { pane.scrollTop = 0; }")
+            expect(messages).to_have_count(count)
+        expect(messages.first).to_contain_text("<carol> old 0")
+
+        # More missed than a replay page (60): the gap is fetched too.
+        say(page, "/join side")
+        expect(page.locator("#title")).to_have_text("#side")
+        say(page, "/part #general")
+        expect(page.locator("#rooms button", has_text="#general")).to_have_count(0)
+
+        def missed() -> None:
+            for i in range(90):
+                carol.say(f"missed {i}", room="#side")
+
+        drop_and_resume(page, meanwhile=missed)
+        side = page.locator('.pane[data-view="#side"] .line.message')
+        expect(side).to_have_count(90)
+        expect(side.first).to_contain_text("missed 0")
+        expect(page.locator("#rooms button", has_text="#general")).to_have_count(0)
+        carol.close()
+
+
+def test_operators_decisions_hold_on_the_page(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """A kick leaves the room's view open with why (what is typed there stays in the
+    box); a server operator's /kill is not undone by a reconnect; a message typed while
+    disconnected stays in the box."""
+    settings = Config(plugins=["moderation"])
+    settings.plugin_config["moderation"] = {"server_operators": ["root"]}
+    with web_server(config=settings) as server:
+        root = ChatClient(server.address)
+        root.login("root", room="#ops")
+        root.say("/register roots-password")
+        root.expect("reply", command="register")
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "vic")
+        say(page, "/join ops")
+        expect(page.locator("#title")).to_have_text("#ops")
+        root.expect("join", nick="vic")
+        root.say("/kick vic go away", room="#ops")
+        expect(page.locator(pane(page))).to_contain_text("removed from #ops by root")
+        say(page, "still here?")
+        expect(page.locator(f"{pane(page)} .line.error")).to_contain_text("not in #ops")
+        expect(page.locator("#input")).to_have_value("still here?")
+
+        def typed_while_down() -> None:
+            page.fill("#input", "typed while down")
+            page.press("#input", "Enter")
+            expect(page.locator("#input")).to_have_value("typed while down")
+
+        drop_and_resume(page, meanwhile=typed_while_down)
+
+        root.say("/kill vic enough")
+        expect(page.locator("#status")).to_contain_text("killed by root")
+        # Set with the close, in place of "reconnecting in N s": no reconnect is planned.
+        expect(page.locator("#status")).not_to_contain_text("reconnecting")
+        expect(page.locator(pane(page))).to_contain_text("Reload to join again")
+        root.close()

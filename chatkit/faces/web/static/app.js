@@ -56,6 +56,9 @@ const state = {
   helpPending: false,
   whoPending: new Set(), // rooms whose /who is the page's own (not shown)
   asked: [], // private conversations' history requests awaiting their page: {view, kind}
+  passwordTyped: null, // {command, password} of a /register, /identify or /passwd sent
+  auto: [], // the page's own commands after a (re)connect, paced under flood control
+  autoTimer: null,
   sent: [],
   sentAt: 0,
   tab: null,
@@ -70,8 +73,10 @@ function el(tag, className, text) {
   return node;
 }
 
+// As the server compares names (NFKC, case folded): upper then lower case folds "ß" to
+// "ss" and "ς" to "σ", as Unicode's case folding does.
 function fold(name) {
-  return String(name).toLowerCase();
+  return String(name).normalize("NFKC").toUpperCase().toLowerCase().normalize("NFKC");
 }
 
 function nickColour(nick) {
@@ -109,6 +114,21 @@ function send(frame) {
   return false;
 }
 
+// The page's own commands (rejoining rooms, their /who) go out paced: a burst, then a
+// few a second, under the server's flood control (20 at once, then 5 a second).
+const AUTO_BURST = 10;
+const AUTO_EVERY = 250; // ms
+function sendAuto(frame) {
+  state.auto.push(frame);
+  if (state.autoTimer === null) drainAuto(AUTO_BURST);
+}
+
+function drainAuto(count) {
+  state.autoTimer = null;
+  while (count-- > 0 && state.auto.length) send(state.auto.shift());
+  if (state.auto.length) state.autoTimer = setTimeout(() => drainAuto(1), AUTO_EVERY);
+}
+
 function setStatus(text, bad) {
   const status = $("status");
   status.textContent = text;
@@ -133,7 +153,8 @@ function getView(kind, name, create = true) {
     const older = el("div", "older", "");
     pane.append(older);
     view = { key, kind, name, pane, older, ids: new Set(), unread: 0, more: false,
-             loading: false, oldest: null, members: new Set(), topic: "", joining: false };
+             loading: false, oldest: null, members: new Set(), topic: "", joining: false,
+             requests: [] };
     pane.addEventListener("scroll", () => {
       if (pane.scrollTop < 40) loadOlder(view);
     });
@@ -292,6 +313,25 @@ function loadOlder(view) {
   else frame.with = view.name;
   if (!send(frame)) view.loading = false;
   else if (view.kind === "private") state.asked.push({ view, kind: "older" });
+  else view.requests.push("older");
+}
+
+// Ask for the messages a reconnect missed in a room beyond its replay page: those after
+// view.filling (the newest shown before) and before the first one shown after it.
+function fillGap(view) {
+  let first = null;
+  for (const id of view.ids) if (id > view.filling && (first === null || id < first)) first = id;
+  if (first === null) {
+    view.filling = undefined;
+    return;
+  }
+  view.loading = true;
+  if (send({ type: "history", room: view.name, after: view.filling, before: first, limit: PAGE })) {
+    view.requests.push("gap");
+  } else {
+    view.loading = false;
+    view.filling = undefined;
+  }
 }
 
 // A private conversation's last page (rooms get theirs on joining): when it opens,
@@ -338,14 +378,32 @@ const handlers = {
     $("chat-view").hidden = false;
     setStatus("connected");
     state.helpPending = true;
-    send({ type: "say", text: "/help" });
+    clearTimeout(state.autoTimer);
+    state.autoTimer = null;
+    state.auto = [];
+    sendAuto({ type: "say", text: "/help" });
     const rooms = (f.rooms || []).map(fold);
     for (const room of state.joined) {
-      if (!rooms.includes(fold(room))) send({ type: "say", text: `/join ${room}` });
+      if (!rooms.includes(fold(room))) sendAuto({ type: "say", text: `/join ${room}` });
+    }
+    if (state.everWelcomed && state.joined.length) {
+      // A room it had left (the default one, which a login joins): left again.
+      for (const room of f.rooms || []) {
+        if (!state.joined.some((r) => fold(r) === fold(room))) {
+          sendAuto({ type: "say", text: `/part ${room}` });
+        }
+      }
+    }
+    for (const view of state.views.values()) {
+      // Where this connection's replay of the room starts: anything between it and the
+      // replay's first message was missed (more than a replay page), and is fetched.
+      view.resumeFrom = state.resumed && view.kind === "room" ? view.newest ?? 0 : undefined;
     }
     state.asked = [];
     for (const view of state.views.values()) {
       view.loading = false; // requests of a lost connection are never answered
+      view.requests = [];
+      view.filling = undefined;
       if (view.kind === "private") loadLatest(view);
     }
     renderSidebar();
@@ -359,9 +417,11 @@ const handlers = {
         // The hello's `since` holds for every join of this connection: a room new to
         // the page would replay only what came after it. Ask for its last page.
         view.loading = true;
-        send({ type: "history", room: f.room, limit: PAGE });
+        view.askedLatest = true;
+        if (send({ type: "history", room: f.room, limit: PAGE })) view.requests.push("latest");
       }
       view.name = f.room;
+      view.left = false;
       view.topic = ""; // its topic frame follows this join if it has one
       view.joining = true;
       if (f.members) view.members = new Set(f.members);
@@ -369,7 +429,7 @@ const handlers = {
         // The own join does not list the members (docs/protocol.md): ask /who, quietly.
         view.members = new Set([state.nick]);
         state.whoPending.add(fold(f.room));
-        send({ type: "say", text: `/who ${f.room}` });
+        sendAuto({ type: "say", text: `/who ${f.room}` });
       }
       if (!state.joined.some((r) => fold(r) === fold(f.room))) state.joined.push(f.room);
       if (!state.current || (state.switchTo && fold(state.switchTo) === fold(f.room))) {
@@ -391,7 +451,15 @@ const handlers = {
       if (!view) continue;
       if (f.nick === state.nick) {
         state.joined = state.joined.filter((r) => fold(r) !== fold(room));
-        dropView(view);
+        if (f.by) {
+          // Kicked: the view stays, with why (its notice came before), until closed.
+          view.left = true;
+          view.members = new Set();
+          eventLine(view, `← you were removed from ${room} by ${f.by}${f.reason ? ` (${f.reason})` : ""}; /join ${room} to go back`, f.ts, "notice");
+          renderSidebar();
+        } else {
+          dropView(view);
+        }
         continue;
       }
       view.members.delete(f.nick);
@@ -457,6 +525,29 @@ const handlers = {
     }
     if (!view) return;
     view.loading = false;
+    if (view.kind === "room") {
+      // The page's own requests are answered in order; a frame for none ends a join's
+      // replay (none comes for an empty replay).
+      const request = view.requests.shift();
+      if (request === "gap") {
+        // A page of what a reconnect missed: more of it, until none is left.
+        if (f.more) fillGap(view);
+        else view.filling = undefined;
+        return;
+      }
+      if (request === undefined && view.resumeFrom !== undefined) {
+        // A room rejoined after a reconnect: its replay's `more` says whether it
+        // missed more than a page since, not whether scroll-back has more.
+        if (f.more && view.resumeFrom !== undefined) {
+          view.filling = view.resumeFrom;
+          fillGap(view);
+        }
+        view.resumeFrom = undefined;
+        return;
+      }
+      if (request === undefined && view.askedLatest) return; // its asked page decides
+      if (request === "latest") view.askedLatest = false;
+    }
     if (f.stored === false && !f.count) {
       view.more = false;
       view.unavailable = "none";
@@ -477,6 +568,12 @@ const handlers = {
     }
   },
   reply(f) {
+    const typed = state.passwordTyped;
+    if (typed && typed.command === f.command) {
+      // The password a reconnect logs in with: the one just set or proved.
+      state.password = typed.password;
+      state.passwordTyped = null;
+    }
     if (f.command === "identify" || f.command === "register") {
       // Identified now: private history is shown to the account (docs/protocol.md).
       for (const view of state.views.values()) {
@@ -560,6 +657,7 @@ function connect(nick) {
     if (state.password) hello.password = state.password; // a registered nick's
     state.resumed = Boolean(state.lastId);
     if (state.resumed) hello.since = state.lastId; // resume: only what was missed
+    if (state.everWelcomed && state.joined.length) hello.room = state.joined[0]; // not the default
     ws.send(JSON.stringify(hello));
   });
   ws.addEventListener("message", receive);
@@ -571,6 +669,12 @@ function connect(nick) {
     if (state.quitting || reason.startsWith("quit")) {
       setStatus("disconnected");
       if (state.everWelcomed) eventLine(currentOrFirst(), "You left the chat. Reload to join again.", undefined, "notice");
+      return;
+    }
+    if (/^(killed|banned)\b/.test(reason)) {
+      // An operator's decision: coming back at once would undo it.
+      setStatus(`disconnected (${reason})`, true);
+      eventLine(currentOrFirst(), `Disconnected: ${reason}. Reload to join again.`, undefined, "error");
       return;
     }
     if (!state.everWelcomed) {
@@ -616,8 +720,23 @@ function sendTyped(view, frame) {
     eventLine(view, `Too long: ${size} bytes, at most ${state.maxLine}; not sent.`, undefined, "error");
     return false;
   }
-  if (!send(frame)) eventLine(view, "Not connected: not sent.", undefined, "error");
+  if (!send(frame)) {
+    eventLine(view, "Not connected: not sent (it stays in the box).", undefined, "error");
+    return false;
+  }
   return true;
+}
+
+// The password a typed /register, /identify, /passwd or /drop sets (null: none), for
+// reconnects once the server says it worked.
+function passwordOf(text) {
+  const words = text.trim().split(/\s+/);
+  const command = words[0].slice(1).toLowerCase();
+  if (command === "register" && words.length >= 2) return { command, password: words[1] };
+  if (command === "identify" && words.length >= 2) return { command, password: words[words.length - 1] };
+  if (command === "passwd" && words.length === 3) return { command, password: words[2] };
+  if (command === "drop") return { command, password: null };
+  return null;
 }
 
 // What the user typed: a command or a message. False if the text should stay in the box.
@@ -641,12 +760,18 @@ function submit(text) {
     const frame = { type: "say", text };
     if (view && view.kind === "room") frame.room = view.name;
     if (!sendTyped(view, frame)) return false;
+    state.passwordTyped = passwordOf(text);
     const join = text.match(/^\/join\s+(\S+)/);
     if (join) state.switchTo = join[1].startsWith("#") ? join[1] : `#${join[1]}`; // as the server takes it
     if (text.startsWith("/quit")) state.quitting = true;
     return true;
   }
-  if (!view) return true;
+  if (!view || view.left) {
+    const why = view ? `You are not in ${view.name}: /join ${view.name}` : "You are in no room: /join #room";
+    if (view) eventLine(view, why, undefined, "error");
+    else setStatus(why, true);
+    return false;
+  }
   const frame = view.kind === "room"
     ? { type: "say", room: view.name, text }
     : { type: "say", text: `/msg ${view.name} ${text.startsWith("//") ? text.slice(1) : text}` };
