@@ -450,6 +450,8 @@ def test_a_reconnect_keeps_what_the_page_had(
         expect(messages).to_have_count(50)
         say(page, "/register alices-password")
         expect(page.locator(pane(page))).to_contain_text("registered")
+        page.press("#input", "ArrowUp")  # a command with a password is not recalled
+        expect(page.locator("#input")).to_have_value("")
 
         drop_and_resume(page)
         drop_and_resume(page)  # (twice: the password is kept)

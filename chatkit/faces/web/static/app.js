@@ -743,7 +743,7 @@ function passwordOf(text) {
 function submit(text) {
   const view = state.current;
   if (!text.trim()) return true;
-  state.sent.push(text);
+  if (!(text.startsWith("/") && passwordOf(text))) state.sent.push(text); // (no password kept)
   state.sentAt = state.sent.length;
   if (text.startsWith("/") && !text.startsWith("//")) {
     if (local(text)) return true;
