@@ -224,9 +224,12 @@ class HookRunner:
         name: str,
         on_error: Callable[[str], Any],
         accept: type | tuple[type, ...] = object,
+        *,
+        false_is_none: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Call implementations until one returns non-``None``; return that or ``None``.
+        (``false_is_none``: ``False`` too passes to the next, as "not mine".)
 
         If one raises, or returns something not of the ``accept`` types (a veto's
         ``True``, a filter's ``message``: taken for an answer, it would skip every
@@ -246,7 +249,7 @@ class HookRunner:
             except Exception:
                 log.exception("plugin %r failed in %s", impl.plugin_name, name)
                 return on_error(impl.plugin_name)
-            if result is not None:
+            if result is not None and not (false_is_none and result is False):
                 if not isinstance(result, accept):
                     log.error(
                         "plugin %r returned %r from %s, which takes None or %s: refused",

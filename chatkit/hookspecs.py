@@ -350,9 +350,12 @@ def chatkit_room_replay(client: Session, room: str, last_id: int) -> list[Frame]
 
     Return a list of :class:`~chatkit.Frame` (``message`` frames with
     ``history=True``, typically, and a closing ``history`` frame) or ``None``
-    to leave it to the next plugin. The first list wins. If it raises, the error
-    is logged and the client joins without a replay. Implementing this hook makes
-    joins wait in their room's lane for it (see ``chatkit_store_message``).
+    to leave it to the next plugin. The first list wins. If it raises, or the list
+    holds anything but frames, the error is logged and the client joins without a
+    replay. It must not say into ``room`` or join anyone to it (the hub raises
+    ``RuntimeError``): the join being replayed holds the room until the hook
+    returns; greet from ``chatkit_on_join``. Implementing this hook makes joins wait
+    in their room's lane for it (see ``chatkit_store_message``).
     """
 
 
@@ -595,7 +598,8 @@ def chatkit_handle_request(client: Session, request: Request) -> bool | Reject |
 
     Return ``True`` once handled (send replies with ``client.send(...)``), a
     :class:`~chatkit.Reject` to answer with an ``error`` frame (e.g. code
-    ``bad_frame`` for a bad field), or ``None`` if the type is not yours. If no
+    ``bad_frame`` for a bad field), or ``None`` (or ``False``) if the type is not
+    yours. If no
     plugin handles it, the client gets ``bad_frame`` (unknown frame type). If it
     raises, the client gets ``internal_error`` and the error is logged.
     """

@@ -372,6 +372,7 @@ class Hub:
             "chatkit_handle_request",
             _request_failed,
             (bool, Reject),
+            false_is_none=True,  # (``return request.type == "mine"``)
             client=session,
             request=request,
         )
@@ -622,6 +623,7 @@ class Hub:
                 if _key(room) in session.rooms:
                     return None
                 found = self._rooms.get(_key(room)) or self._new_room(room)
+                self._lanes.check_not_replaying(found.lane, f"a join of {found.name}")
                 # Ids are given out and entries posted under this lock, so every message
                 # of the room with an id up to the last one given out is ahead in the lane.
                 entry = self._lanes.join(session, found.name, self._ids.last)
@@ -1033,6 +1035,7 @@ class Hub:
             found = self._rooms.get(_key(name))
             if found is None or session.id not in found.members:
                 raise CommandError(f"you are not in {name}", "not_in_room")
+            self._lanes.check_not_replaying(found.lane, f"a message to {found.name}")
             message.id, message.ts = self._ids.next()
             self.messages += 1
             message.room = found.name

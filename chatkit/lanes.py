@@ -434,6 +434,18 @@ class Lanes:
                 " storing hold up their rooms until it returns"
             )
 
+    def check_not_replaying(self, lane: Lane, what: str) -> None:
+        """Raise :class:`RuntimeError` if this thread is reading a replay of ``lane``'s
+        room (``chatkit_room_replay``): the join being replayed holds the room, and what
+        the hook would send there (or a join it would wait for) goes behind it, so it
+        would wait forever. Called by the hub under its lock, once the room is found."""
+        if getattr(self._owner, "replaying", None) is lane:
+            raise RuntimeError(
+                f"{what} from chatkit_room_replay for the room it replays: the join being "
+                "replayed holds the room until the hook returns (send it from "
+                "chatkit_on_join instead)"
+            )
+
     def _give_up(self, entries: Sequence[tuple[MessageEntry, Lane]]) -> None:
         """Mark ``entries`` refused and deliver what they no longer hold up."""
         with self._lock:
@@ -538,14 +550,27 @@ class Lanes:
             if entry.event is not None:
                 self._settle_own()
                 entry.event.wait()  # until every earlier message of the room is delivered
-            replay = self._hooks.first(
-                "chatkit_room_replay",
-                _no_replay,
-                (list, tuple),
-                client=entry.session,
-                room=entry.room,
-                last_id=entry.last_id,
-            )
+            self._owner.replaying = lane
+            try:
+                replay = self._hooks.first(
+                    "chatkit_room_replay",
+                    _no_replay,
+                    (list, tuple),
+                    client=entry.session,
+                    room=entry.room,
+                    last_id=entry.last_id,
+                )
+            finally:
+                self._owner.replaying = None
+            if replay and not all(isinstance(frame, Frame) for frame in replay):
+                log.error(
+                    "chatkit_room_replay for %s returned items that are not Frames (%r...):"
+                    " %s joins without a replay",
+                    entry.room,
+                    next(f for f in replay if not isinstance(f, Frame)),
+                    entry.session.nick,
+                )
+                replay = None
         finally:
             # Always, or the room's later deliveries would wait behind this entry forever.
             with self._lock:

@@ -218,7 +218,9 @@ def resolve_plugin(name: str, eps: dict[str, EntryPoint] | None = None) -> tuple
             if attr:
                 obj = getattr(obj, attr)
         except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
+            if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+                # The plugin's own module (or a package of its path) is missing; a module
+                # it imports that is missing is an import error of the plugin's.
                 raise _unknown(name, [*BUILTIN_PLUGINS, *eps]) from None
             raise _import_error(name, info, exc) from exc
         except Exception as exc:

@@ -845,10 +845,19 @@ class Echoer:
         return True
 
 
+class NotMine:
+    """Answers False ("not mine") for every request it does not handle."""
+
+    @hookimpl(tryfirst=True)
+    def chatkit_handle_request(self, client: Session, request: Request) -> bool:
+        return False
+
+
 def test_hook_handle_request(chat_server_factory: Factory, chat_client: Connect) -> None:
     """Plugins answer frame types of their own, before login too (a registration may come
-    first); unknown types and failures get errors."""
-    server = chat_server_factory(plugins=[Echoer()])
+    first); unknown types and failures get errors. A plugin's False is "not mine", as
+    None is: it hides nothing from the others."""
+    server = chat_server_factory(plugins=[Echoer(), NotMine()])
     client = chat_client(server)
     client.send(type="echo", text="before login")
     assert client.expect("echoed") == {"type": "echoed", "text": "before login"}
@@ -1068,3 +1077,48 @@ def test_store_hooks_as_one_keep_pluggys_order() -> None:
         "a",
         "b",
     ]
+
+
+class GreetsInReplay:
+    """A replay hook that breaks its rules: it greets into the room it replays (the hub
+    refuses: the join holds the room), or answers with items that are not frames."""
+
+    def __init__(self) -> None:
+        self.hub: Any = None
+        self.errors: list[BaseException] = []
+
+    @hookimpl
+    def chatkit_server_start(self, server: Server) -> None:
+        self.hub = server.hub
+
+    @hookimpl
+    def chatkit_room_replay(self, client: Session, room: str, last_id: int) -> list[Any]:
+        if room == "#bad":
+            return [{"type": "notice", "text": "a dict, not a Frame"}]
+        bot = self.hub.find("bot")
+        if bot is not None and client is not bot:
+            try:
+                self.hub.say(bot, room, f"welcome {client.nick}")
+            except RuntimeError as exc:
+                self.errors.append(exc)
+        return []
+
+
+def test_a_replay_hook_that_breaks_its_rules_holds_up_nobody(
+    chat_server_factory: Factory, chat_client: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A say into the room being replayed is refused with RuntimeError (it would wait
+    behind the join, which waits for the hook: forever); a replay of things that are
+    not frames is logged and the client joins without it. The room goes on."""
+    plugin = GreetsInReplay()
+    server = chat_server_factory(plugins=[plugin], disable=["history"])
+    bot = chat_client(server, "bot")
+    alice = chat_client(server, "alice")  # the hook greets: refused, alice is in
+    assert "chatkit_room_replay for the room it replays" in str(plugin.errors[0])
+    bot.say("/join #bad")
+    bot.expect("join", room="#bad")
+    alice.say("/join #bad")
+    alice.expect("join", room="#bad", nick="alice")
+    assert "returned items that are not Frames" in caplog.text
+    alice.say("still going", room="#bad")
+    assert bot.expect("message", room="#bad")["text"] == "still going"

@@ -118,6 +118,10 @@ def test_a_dotted_module_path_is_a_plugin(
     assert alice.expect("notice")["text"] == "hello, alice"
     with pytest.raises(UsageError, match=r"Unknown plugin 'localplugins\.nope'"):
         resolve_plugin("localplugins.nope")
+    # A module it imports that is missing is the plugin's error, not an unknown plugin.
+    (site / "slack_notify.py").write_text("import slack\n")
+    with pytest.raises(UsageError, match=r"cannot import plugin 'slack_notify'.*No module named"):
+        resolve_plugin("slack_notify")
 
 
 def test_essential_plugins_cannot_be_disabled() -> None:
