@@ -174,7 +174,9 @@ def chatkit_configure(config: Config, pluginmanager: pluggy.PluginManager) -> No
 
 @hookspec
 def chatkit_register_commands(register: Register) -> None:
-    """Register chat commands, once at startup, after ``chatkit_configure``.
+    """Register chat commands: at startup, after ``chatkit_configure``, and again at
+    each reload (``/reload``, SIGHUP), which collects every plugin's commands afresh:
+    register the same ones each time.
 
     :param register: Call ``register(name, handler, help="...", usage="...")`` once
         per command. ``handler(ctx)`` receives a :class:`~chatkit.CommandContext`

@@ -239,7 +239,7 @@ def check_plugin_sections(config: Config, sections: Iterable[str]) -> list[str]:
     where = f"{config.source}: " if config.source else ""
     enabled = {*ESSENTIAL_PLUGINS, *config.plugins}
     # A module path's table is named after its module: [plugins.shout] for mine.shout:Shout.
-    enabled |= {p.partition(":")[0].rsplit(".", 1)[-1] for p in config.plugins}
+    enabled |= {_table(p) for p in config.plugins}
     enabled |= {name for name in DEFAULT_PLUGINS if name not in config.disable}
     known = sorted({*BUILTIN_PLUGINS, *installed_entry_points()})
     warnings: list[str] = []
@@ -530,7 +530,8 @@ def plan_reload(
         plugin = running.get(name)
         builtin = name in BUILTIN_PLUGINS
         if plugin is not None:
-            same_settings = old.plugin_settings(name) == new.plugin_settings(name)
+            table = _table(name)  # ([plugins.configurable] for mine.configurable:Plugin)
+            same_settings = old.plugin_settings(table) == new.plugin_settings(table)
             same_code = builtin or source_stamp(plugin) == stamps.get(name)
             if not (same_settings and same_code) and _sequences(plugin):
                 notes.append(f"plugin {name!r} changes at the next restart (it stores messages)")
@@ -557,7 +558,13 @@ def plan_reload(
         return fresh, info
 
     new_pm, infos = build_plugin_manager(new, extra, resolve)
-    stopped = [(name, plugin) for name, plugin in running.items() if name not in kept]
+    # A program's plugin objects are kept by every reload: never stopped.
+    extras = {id(plugin) for plugin in extra}
+    stopped = [
+        (name, plugin)
+        for name, plugin in running.items()
+        if name not in kept and id(plugin) not in extras
+    ]
     for name, plugin in [*stopped, *started]:
         if _sequences(plugin):
             raise UsageError(
@@ -565,6 +572,12 @@ def plan_reload(
                 "needs a restart"
             )
     return ReloadPlan(new_pm, infos, kept, stopped, started, notes)
+
+
+def _table(name: str) -> str:
+    """The ``[plugins.NAME]`` table of a plugin: its name, or a module path's last
+    module (``mine.shout:Shout`` reads ``[plugins.shout]``)."""
+    return name.partition(":")[0].rsplit(".", 1)[-1]
 
 
 def _kept_info(name: str, eps: dict[str, EntryPoint]) -> PluginInfo:

@@ -1018,7 +1018,8 @@ class Server:
         :param host: Address to listen on (default ``config.host``).
         :param port: Port to listen on, 0 for any free one (default ``config.port``).
         :param plugins: Plugins to enable besides the defaults: names (as for
-            ``--plugin``) or plugin objects (modules or instances), called in order.
+            ``--plugin``) or plugin objects (modules or instances); the names are
+            called first, then the objects, each in the order given.
         :param config: Settings; a default :class:`Config` if omitted.
         :param faces: The wire protocols to listen for, each on its own address
             (:mod:`chatkit.faces`); a face without one listens on ``host`` and ``port``.
@@ -1027,7 +1028,9 @@ class Server:
         Raises :class:`UsageError` for an unknown or broken plugin, or two faces with
         one name.
         """
-        config = config or Config()
+        # A copy: the caller's Config may start other servers too (its plugin list is
+        # extended here). Its limits and tables are shared (the server reads them live).
+        config = dataclasses.replace(config) if config is not None else Config()
         names = [p for p in plugins if isinstance(p, str)]
         objects = [p for p in plugins if not isinstance(p, str)]
         config.plugins = [*config.plugins, *names]

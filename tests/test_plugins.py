@@ -343,3 +343,12 @@ def test_a_plain_module_and_a_class_in_it_are_plugins(site: Path) -> None:
     assert type(instance).__name__ == "Stateful"
     with pytest.raises(UsageError, match="Unknown plugin 'loose_plugn'"):
         resolve_plugin("loose_plugn")
+
+
+def test_one_config_starts_several_servers(chat_server_factory: Factory) -> None:
+    """A Config given to Server() is not changed by it: the same one starts another."""
+    config = Config()
+    for _ in range(2):
+        server = chat_server_factory(plugins=["motd"], config=config)
+        assert "motd" in [info.name for info in server.plugin_infos]
+    assert config.plugins == []

@@ -14,8 +14,8 @@ import pexpect  # type: ignore[import-untyped]
 import pytest
 from conftest import ServeProcess
 
-from chatkit import Config, Server, UsageError
-from chatkit.testing import ChatClient
+from chatkit import Config, Server, UsageError, hookimpl
+from chatkit.testing import ChatClient, make_config
 
 BASE = """\
 [server]
@@ -207,3 +207,58 @@ def test_a_closed_terminal_stops_the_server_and_a_kill_hup_reloads(tmp_path: Pat
     finally:
         if child.isalive():
             child.kill(signal.SIGKILL)
+
+
+class Counting:
+    """A program's plugin object: counts its stops."""
+
+    def __init__(self) -> None:
+        self.stops = 0
+
+    @hookimpl
+    def chatkit_server_stop(self) -> None:
+        self.stops += 1
+
+
+def test_a_programs_plugin_objects_are_kept_by_a_reload() -> None:
+    """Plugin objects given to Server() are kept, not stopped, by a reload; they stop
+    once, at shutdown."""
+    counting = Counting()
+    server = Server(plugins=[counting], config=make_config())
+    server.start()
+    try:
+        notes = server.reload(make_config(Config(plugins=["stats"])))
+        assert not any("Counting" in note for note in notes), notes
+        assert counting.stops == 0
+        assert counting in [p for _, p in server.pluginmanager.list_name_plugin()]
+    finally:
+        server.shutdown()
+    assert counting.stops == 1
+
+
+def test_a_module_paths_settings_change_restarts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin named by module path reads [plugins.LAST_MODULE]: a change there restarts it."""
+    (tmp_path / "configurable.py").write_text(
+        "from chatkit import hookimpl\n\n"
+        "class Configurable:\n"
+        "    action = None\n\n"
+        "    @hookimpl\n"
+        "    def chatkit_configure(self, config):\n"
+        "        self.action = config.plugin_settings('configurable').get('action')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = make_config(Config(plugins=["configurable:Configurable"]))
+    config.plugin_config["configurable"] = {"action": "wave"}
+    server = Server(config=config)
+    server.start()
+    try:
+        changed = make_config(Config(plugins=["configurable:Configurable"]))
+        changed.plugin_config["configurable"] = {"action": "shout"}
+        notes = server.reload(changed)
+        assert "plugin 'configurable:Configurable' restarted" in notes
+        plugin = server.pluginmanager.get_plugin("configurable:Configurable")
+        assert plugin is not None and plugin.action == "shout"
+    finally:
+        server.shutdown()
