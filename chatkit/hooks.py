@@ -262,11 +262,15 @@ class HookRunner:
                 return result
         return None
 
-    def startup(self, name: str, **kwargs: Any) -> None:
-        """Call every implementation; an exception becomes a :class:`UsageError`."""
+    def startup(self, name: str, called: list[Any] | None = None, **kwargs: Any) -> None:
+        """Call every implementation; an exception becomes a :class:`UsageError`.
+        ``called`` gets each plugin called, before its call (so that what a failed
+        start leaves behind can be stopped)."""
         for monitor in self._monitors:
             monitor(name, kwargs)
         for impl in self.impls(name):
+            if called is not None:
+                called.append(impl.plugin)
             try:
                 self._call(impl, kwargs)
             except UsageError:

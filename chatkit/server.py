@@ -1138,7 +1138,9 @@ class Server:
         ``chatkit_register_commands`` → start the writer → ``chatkit_server_start``
         → start the watchdog and acceptor threads (clients are accepted from here on).
         Raises :class:`UsageError` if a plugin refuses its settings or the address
-        cannot be bound. Returns the server.
+        cannot be bound; the plugins configured by then are stopped
+        (``chatkit_server_stop``), so the process may start another server. Returns
+        the server.
         """
         with self._lock:
             if self._started:
@@ -1148,6 +1150,7 @@ class Server:
         limits = self.config.limits
         # Bind first: a port in use is the likeliest mistake, and plugins (the
         # history database) should not open files for a server that cannot run.
+        configured: list[Any] = []
         try:
             if self.config.tls_cert or self.config.tls_key:
                 if not (self.config.tls_cert and self.config.tls_key):
@@ -1161,12 +1164,24 @@ class Server:
                 self._socket_kinds[listener] = (int(listener.family), int(listener.type))
                 self.addresses[face.name] = listener.getsockname()[:2]
             self.hooks.startup(
-                "chatkit_configure", config=self.config, pluginmanager=self.pluginmanager
+                "chatkit_configure",
+                configured,
+                config=self.config,
+                pluginmanager=self.pluginmanager,
             )
             plugins_mod.collect_commands(self.pluginmanager, self.commands)
         except BaseException:
             for listener in self._listeners:
                 listener.close()
+            # What the configured plugins opened (a database and its thread, a port):
+            # closed, as at shutdown, so that the process can start another server.
+            for plugin in reversed(configured):
+                try:
+                    plugins_mod.call_plugin(plugin, "chatkit_server_stop", server=self)
+                except Exception:
+                    log.debug("stopping %r after a failed start", plugin, exc_info=True)
+            with self._lock:
+                self._stopped = True  # (shutdown() has nothing left to do)
             raise
         self.hub.prepare()
         _raise_fd_limit(limits.max_clients)

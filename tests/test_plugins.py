@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -352,3 +354,23 @@ def test_one_config_starts_several_servers(chat_server_factory: Factory) -> None
         server = chat_server_factory(plugins=["motd"], config=config)
         assert "motd" in [info.name for info in server.plugin_infos]
     assert config.plugins == []
+
+
+class ClashesWithWho:
+    """Registers /who, which the builtin rooms plugin has: the start fails."""
+
+    @hookimpl
+    def chatkit_register_commands(self, register: Any) -> None:
+        register("who", lambda ctx: None, help="mine")
+
+
+def test_a_failed_start_leaves_nothing_open(tmp_path: Path) -> None:
+    """A start that fails after the plugins were configured stops them: the history
+    store's thread ends and its file is free for the next server of the process."""
+    config = Config(port=0)
+    config.plugin_config["history"] = {"db": str(tmp_path / "history.sqlite3")}
+    with pytest.raises(UsageError, match="who"):
+        Server(plugins=[ClashesWithWho()], config=config).start()
+    assert not [t for t in threading.enumerate() if t.name == "chatkit-history"]
+    server = Server(config=config).start()
+    server.shutdown()
