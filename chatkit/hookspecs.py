@@ -273,8 +273,9 @@ def chatkit_authenticate(client: Session, account: str, password: str) -> bool |
 
     Return ``True`` if the password is right: the plugin then sets
     ``client.account``, which later hooks (``chatkit_allow_login`` for a
-    registered nick) trust; a :class:`~chatkit.Reject` if it is wrong or the
-    client must wait (``bad_password``, ``auth_throttled`` with ``retry_after``);
+    registered nick) trust; ``False`` if it is wrong (the client gets
+    ``bad_password``), or a :class:`~chatkit.Reject` to say so in words of your own
+    or make the client wait (``auth_throttled`` with ``retry_after``);
     ``None`` if the plugin keeps no accounts. Stops at the first non-``None``
     result; with none, the face answers that it cannot authenticate. May set
     ``client.account``, nothing else of its arguments. If it raises, the

@@ -73,6 +73,7 @@ def valid_nick(nick: str, max_len: int) -> str | None:
 
 
 _key = names.fold  # a room's or nick's key in the hub's maps
+_OWN_FIELDS = frozenset(("type", "code", "text"))  # an error frame's, not a Reject's details
 
 
 def _iso(ms: int) -> str:
@@ -398,8 +399,10 @@ class Hub:
             account=account,
             password=password,
         )
-        if result is None or result is False:
+        if result is None:
             raise CommandError("this server keeps no accounts", "no_accounts")
+        if result is False:
+            raise CommandError("wrong account name or password", "bad_password")
         self._check(result)
 
     def run_command(self, session: Session, text: str, room: str | None) -> None:
@@ -1401,7 +1404,10 @@ class Hub:
 
     def _check(self, result: object) -> None:
         if isinstance(result, Reject):
-            raise CommandError(result.reason, result.code, **result.details)
+            # (An error frame's own fields are the Reject's reason and code, whatever
+            # its details say.)
+            details = {k: v for k, v in result.details.items() if k not in _OWN_FIELDS}
+            raise CommandError(result.reason, result.code, **details)
 
     def _fanout(self, frame: Frame, sessions: Iterable[Session]) -> bool:
         """Queue ``frame`` to each session: one encoding per codec, one append each.

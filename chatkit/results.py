@@ -21,7 +21,8 @@ class Reject:
     code: str = "forbidden"
     """The error code sent to the client."""
     details: dict[str, Any] = field(default_factory=dict)
-    """Extra fields of the ``error`` frame, e.g. ``{"retry_after": 0.4}``."""
+    """Extra fields of the ``error`` frame, e.g. ``{"retry_after": 0.4}`` (``type``, ``code``
+    and ``text`` are the frame's own: ignored here)."""
 
 
 @dataclass(frozen=True)

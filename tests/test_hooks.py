@@ -214,7 +214,8 @@ class Gate:
     @hookimpl
     def chatkit_allow_input(self, client: Session, event: Hello | Say) -> Reject | None:
         if isinstance(event, Say) and "forbidden" in event.text:
-            return Reject("not that word", "gated", {"hint": "try another"})
+            # (A detail named like the frame's own fields does not replace them.)
+            return Reject("not that word", "gated", {"hint": "try another", "text": "x"})
         return None
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from test_irc_face import SERVER, IrcClient
 
-from chatkit import Server
+from chatkit import Server, Session, hookimpl
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.line import LineFace
 from chatkit.testing import ChatClient, make_config
@@ -171,3 +171,32 @@ def test_nickserv_is_nobodys_and_answers_identify_and_register(server: Server) -
         ann.expect(f":{SERVER} NOTICE ann :you are identified as ann")
         ann.send("PRIVMSG nickserv :HELP")
         ann.expect(":NickServ!NickServ@services NOTICE ann :There are no services here")
+
+
+class Wrong:
+    """An account plugin that says False to every password."""
+
+    @hookimpl
+    def chatkit_authenticate(self, client: Session, account: str, password: str) -> bool:
+        return False
+
+
+def test_an_authenticate_hooks_false_is_a_wrong_password() -> None:
+    """SASL with a plugin whose chatkit_authenticate says False: 904, as for a wrong
+    password (not "this server keeps no accounts")."""
+    import base64
+
+    with (
+        Server(
+            plugins=[Wrong()],
+            config=make_config(disable=["accounts", "history"]),
+            faces=[LineFace(), IrcFace(port=0, server_name=SERVER)],
+        ) as server,
+        IrcClient(server.addresses["irc"]) as bob,
+    ):
+        bob.send("CAP LS 302", "CAP REQ :sasl")
+        bob.expect("CAP * ACK")
+        bob.send("AUTHENTICATE PLAIN")
+        bob.expect("AUTHENTICATE +")
+        bob.send("AUTHENTICATE " + base64.b64encode(b"\0bob\0guess").decode())
+        assert "wrong account name or password" in bob.expect(" 904 ")
