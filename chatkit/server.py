@@ -1018,8 +1018,9 @@ class Server:
         :param host: Address to listen on (default ``config.host``).
         :param port: Port to listen on, 0 for any free one (default ``config.port``).
         :param plugins: Plugins to enable besides the defaults: names (as for
-            ``--plugin``) or plugin objects (modules or instances); the names are
-            called first, then the objects, each in the order given.
+            ``--plugin``) or plugin objects (modules, instances, or classes: one
+            instance is made); the names are called first, then the objects, each in
+            the order given.
         :param config: Settings; a default :class:`Config` if omitted.
         :param faces: The wire protocols to listen for, each on its own address
             (:mod:`chatkit.faces`); a face without one listens on ``host`` and ``port``.
@@ -1032,7 +1033,8 @@ class Server:
         # extended here). Its limits and tables are shared (the server reads them live).
         config = dataclasses.replace(config) if config is not None else Config()
         names = [p for p in plugins if isinstance(p, str)]
-        objects = [p for p in plugins if not isinstance(p, str)]
+        # A class given as a plugin: one instance of it (as for a name naming a class).
+        objects = [p() if isinstance(p, type) else p for p in plugins if not isinstance(p, str)]
         config.plugins = [*config.plugins, *names]
         if host is not None:
             config.host = host

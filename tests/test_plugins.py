@@ -374,3 +374,19 @@ def test_a_failed_start_leaves_nothing_open(tmp_path: Path) -> None:
     assert not [t for t in threading.enumerate() if t.name == "chatkit-history"]
     server = Server(config=config).start()
     server.shutdown()
+
+
+class Shout:
+    @hookimpl
+    def chatkit_filter_message(self, client: Session, message: Message) -> None:
+        message.text = message.text.upper()
+
+
+def test_a_class_given_as_a_plugin_is_instantiated(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Server(plugins=[Shout]) (the class, not an instance) works as [Shout()] would."""
+    server = chat_server_factory(plugins=[Shout])
+    alice = chat_client(server, "alice")
+    alice.say("hi")
+    assert alice.expect("message")["text"] == "HI"
