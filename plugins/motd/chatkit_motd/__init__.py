@@ -1,6 +1,14 @@
 """chatkit-motd: a message of the day on login, and a /motd command."""
 
-from chatkit import CommandContext, Config, Register, Session, UsageError, hookimpl
+from chatkit import (
+    CommandContext,
+    Config,
+    Register,
+    Session,
+    UsageError,
+    check_settings,
+    hookimpl,
+)
 
 __all__ = ["Motd"]
 
@@ -15,7 +23,9 @@ class Motd:
 
     @hookimpl
     def chatkit_configure(self, config: Config) -> None:
-        text = config.plugin_settings("motd").get("text", DEFAULT)
+        settings = config.plugin_settings("motd")
+        check_settings("motd", settings, ["text"])  # a typo ("txt") is an error, not ignored
+        text = settings.get("text", DEFAULT)
         if not isinstance(text, str) or not text.strip():
             raise UsageError(f"motd: text must be a non-empty string, not {text!r}")
         self.text = text

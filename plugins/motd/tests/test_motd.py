@@ -55,6 +55,9 @@ def test_an_empty_motd_is_refused() -> None:
     server = Server(port=0, plugins=["motd"], config=Config(plugin_config={"motd": {"text": " "}}))
     with pytest.raises(UsageError, match="motd: text must be a non-empty string"):
         server.start()
+    typo = Server(port=0, plugins=["motd"], config=Config(plugin_config={"motd": {"txt": "hi"}}))
+    with pytest.raises(UsageError, match="txt"):
+        typo.start()
 
 
 def test_a_reload_changes_the_motd(chat_server_factory: Factory, chat_client: Connect) -> None:
