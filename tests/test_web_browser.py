@@ -131,6 +131,10 @@ def test_the_topic_shows_in_the_top_bar(browser: Browser, contexts: list[Browser
         expect(page.locator("#topic")).to_have_text("")
         page.locator("#rooms button", has_text="#general").click()
         expect(page.locator("#topic")).to_have_text("Release on Monday")
+        drop_and_resume(page)  # the rejoin's topic is the one shown: no line again
+        carol.say("after the rejoin")  # (comes after the rejoin's topic frame)
+        expect(page.locator(pane(page))).to_contain_text("after the rejoin")
+        expect(page.locator(f"{pane(page)} .line", has_text="Release on Monday")).to_have_count(1)
         carol.say("/topic -")
         expect(page.locator(pane(page))).to_contain_text("carol cleared the topic")
         expect(page.locator("#topic")).to_have_text("")

@@ -422,6 +422,7 @@ const handlers = {
       }
       view.name = f.room;
       view.left = false;
+      view.shownTopic = known ? view.topic : null; // (a rejoin: not shown again if the same)
       view.topic = ""; // its topic frame follows this join if it has one
       view.joining = true;
       if (f.members) view.members = new Set(f.members);
@@ -501,8 +502,9 @@ const handlers = {
     if (!view) return;
     view.topic = f.topic;
     if (view === state.current) renderTopic();
-    if (f.join) eventLine(view, `topic: ${f.topic} (set by ${f.nick})`, f.ts);
-    else if (f.topic) eventLine(view, `${f.nick} set the topic: ${f.topic}`, f.ts);
+    if (f.join) {
+      if (f.topic !== view.shownTopic) eventLine(view, `topic: ${f.topic} (set by ${f.nick})`, f.ts);
+    } else if (f.topic) eventLine(view, `${f.nick} set the topic: ${f.topic}`, f.ts);
     else eventLine(view, `${f.nick} cleared the topic`, f.ts);
     view.joining = false;
   },
