@@ -550,7 +550,9 @@ class Lanes:
             if entry.event is not None:
                 self._settle_own()
                 entry.event.wait()  # until every earlier message of the room is delivered
-            self._owner.replaying = lane
+            # (Restored after: a replay hook may join someone to another room, whose
+            # own replay runs inside this one.)
+            replaying, self._owner.replaying = getattr(self._owner, "replaying", None), lane
             try:
                 replay = self._hooks.first(
                     "chatkit_room_replay",
@@ -561,7 +563,7 @@ class Lanes:
                     last_id=entry.last_id,
                 )
             finally:
-                self._owner.replaying = None
+                self._owner.replaying = replaying
             if replay and not all(isinstance(frame, Frame) for frame in replay):
                 log.error(
                     "chatkit_room_replay for %s returned items that are not Frames (%r...):"

@@ -23,6 +23,7 @@ from chatkit import Config, Reject, Server, Session, hookimpl
 from chatkit.config import config_from_dict
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.irc.face import _HANDLERS, IRC_HELP
+from chatkit.faces.irc.message import MAX_LINE_BYTES
 from chatkit.faces.line import LineFace
 from chatkit.names import wildcard_match
 from chatkit.testing import ChatClient, TextClient, make_config, wait_until
@@ -62,6 +63,8 @@ class IrcClient:
         for line in lines:
             assert line.endswith(b"\r"), line  # the server ends lines with CR-LF
             assert len(line.split(b" :", 1)[0].split(b" ", 1)[-1]) < 8192
+            body = line.partition(b" ")[2] if line.startswith(b"@") else line
+            assert len(body) + 1 <= MAX_LINE_BYTES, line  # (RFC 1459 2.3: CR-LF included)
             self.pending.append(line[:-1].decode())
         return True
 
@@ -317,6 +320,10 @@ def test_join_part_names_and_join_zero(connect: Callable[[], IrcClient]) -> None
     bob.expect(":bob!bob@chatkit PART #a :see you")
     bob.send("PART #a")
     bob.expect(f":{SERVER} 442 bob #a :")
+    bob.send("PART #nosuch")  # no such room: 403 (RFC 2812 3.2.2), not 442
+    bob.expect(f":{SERVER} 403 bob #nosuch :")
+    bob.send("MODE nobody")  # no such nick: 401 (502 is for another's nick)
+    bob.expect(f":{SERVER} 401 bob nobody :")
     alice.send("JOIN 0")
     for room in ("#general", "#a", "#b"):
         alice.expect(f":alice!alice@chatkit PART {room}")
@@ -1146,3 +1153,43 @@ def test_a_store_refusal_is_answered_before_later_privmsgs_answers(
         alice.send("PRIVMSG #general :bad one", "PRIVMSG #general :\x02\x02", "PRIVMSG")
         codes = [line.split()[1] for line in alice.sync()]
         assert codes == ["404", "412", "411"], codes
+
+
+def test_lines_with_long_text_are_cut_to_512_bytes(connect: Callable[[], IrcClient]) -> None:
+    """A topic, a part or quit reason, a realname or an away text that would make a
+    line longer than 512 bytes (with its source and the room's name) is cut, at a
+    character: every line read is checked by IrcClient (RFC 1459 2.3)."""
+    nick, other, room = "n" * 30, "o" * 30, "#" + "r" * 49
+    long = "é" * 195  # 390 characters (TOPICLEN), 780 bytes
+    a, b = connect(), connect()
+    a.send("NICK " + nick, f"USER {nick} 0 * :{'R' * 200}")
+    a.until(" 366 ")
+    b.register(other)
+    for client in (a, b):
+        client.send(f"JOIN {room}")
+        client.expect(" 366 ")
+    a.send(f"TOPIC {room} :{long}")
+    topic = b.expect(f" TOPIC {room} :")
+    assert topic.endswith("é") and long.startswith(topic.rpartition(" :")[2])
+    a.send(f"AWAY :{long}", f"WHOIS {nick}")
+    b.send(f"WHOIS {nick}", f"WHO {room}", f"TOPIC {room}", f"PRIVMSG {nick} :hi")
+    b.expect(" 332 ")
+    b.expect(" 301 ")
+    part = f"PART {room} :"
+    a.send(part + "p" * (510 - len(part)))  # as long as a client's line may be
+    b.expect(f" PART {room} :ppp")
+    a.send("QUIT :" + "q" * 504)
+    b.expect(" QUIT :Quit: qqq")
+
+
+def test_a_private_message_to_oneself_arrives(connect: Callable[[], IrcClient]) -> None:
+    """PRIVMSG to one's own nick reaches oneself (RFC 2812 3.3.1), once, with or without
+    echo-message."""
+    plain, echoing = connect(), connect()
+    plain.register("abe")
+    echoing.register("eve", caps="echo-message")
+    plain.send("PRIVMSG abe :note to self")
+    plain.expect(":abe!abe@chatkit PRIVMSG abe :note to self")
+    echoing.send("PRIVMSG eve :me too")
+    echoing.expect(":eve!eve@chatkit PRIVMSG eve :me too")
+    assert not [line for line in echoing.sync() if "PRIVMSG eve" in line]

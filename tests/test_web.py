@@ -542,7 +542,9 @@ def test_a_page_under_a_name_the_server_does_not_know_is_refused() -> None:
     """DNS rebinding: a page of evil.example whose name now points at this server sends
     Host and Origin alike; only names the server knows (IP addresses, localhost, the
     machine's name, hosts and the origins' hosts) count as the page's own origin."""
-    with web_server(hosts=("chat.lan",), origins=("https://chat.example.org",)) as server:
+    with web_server(
+        hosts=("chat.lan", "bücher.example"), origins=("https://chat.example.org",)
+    ) as server:
         port = server.addresses["web"][1]
         for host in (f"evil.example:{port}", "evil.example", f"a b:{port}"):
             answer = _handshake(server, host, f"http://{host}")
@@ -556,6 +558,9 @@ def test_a_page_under_a_name_the_server_does_not_know_is_refused() -> None:
             f"chat.lan:{port}",
             "CHAT.LAN",
             "chat.example.org",
+            "chat.lan.",  # (a fully qualified name's final dot)
+            f"localhost.:{port}",
+            "xn--bcher-kva.example",  # (what a browser sends for bücher.example)
             socket.gethostname(),
         ):
             answer = _handshake(server, host, f"http://{host}")

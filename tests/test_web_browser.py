@@ -520,3 +520,64 @@ def test_operators_decisions_hold_on_the_page(
         expect(page.locator("#status")).not_to_contain_text("reconnecting")
         expect(page.locator(pane(page))).to_contain_text("Reload to join again")
         root.close()
+
+
+def test_rejoins_after_a_reconnect_keep_under_flood_control(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """With flood control on, a page in 30 rooms that reconnects is back in all of them
+    (its rejoins and their /who are paced); one that had parted every room (the default
+    one included) is in none."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        rooms = [f"#r{i}" for i in range(30)]
+        page.evaluate(f"state.joined = {rooms!r}")  # (typed, 30 /joins would be refused)
+        drop_and_resume(page)
+
+        def rooms_of_alice() -> list[str]:
+            alice = server.hub.find("alice")
+            return sorted(alice.rooms.values()) if alice is not None else []
+
+        wait_until(lambda: rooms_of_alice() == sorted(rooms), 20, "every room again")
+        expect(page.locator(".line.error")).to_have_count(0)
+        bob = open_page(browser, contexts, base_url(server))
+        log_in(bob, "bob")
+        say(bob, "/part #general")
+        expect(bob.locator("#rooms button")).to_have_count(0)
+        drop_and_resume(bob)
+        found = server.hub.find("bob")
+        assert found is not None
+        wait_until(lambda: found.rooms == {}, 10, "bob in no room")
+        expect(bob.locator("#rooms button")).to_have_count(0)
+
+
+def test_a_kicked_view_that_joins_again_shows_what_it_missed(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Kicked, then back with /join: what was said while out (more than a replay page)
+    shows, below what was there; /close closes the view of a room one was removed from."""
+    settings = Config(plugins=["moderation"])
+    settings.plugin_config["history"] = {"max_page": 60}
+    with web_server(config=settings, disable=("flood",)) as server:
+        root = ChatClient(server.address)
+        root.login("root", room="#ops")
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "vic")
+        say(page, "/join ops")
+        expect(page.locator("#title")).to_have_text("#ops")
+        root.say("before", room="#ops")
+        root.say("/kick vic out", room="#ops")
+        expect(page.locator(pane(page))).to_contain_text("removed from #ops by root")
+        for i in range(80):
+            root.say(f"while out {i}", room="#ops")
+        root.sync()
+        say(page, "/join ops")
+        ops = page.locator('.pane[data-view="#ops"] .line.message')
+        expect(ops).to_have_count(81)
+        expect(ops.first).to_contain_text("before")
+        root.say("/kick vic again", room="#ops")
+        expect(page.locator(pane(page))).to_contain_text("kicked by root: again")
+        say(page, "/close")
+        expect(page.locator("#rooms button", has_text="#ops")).to_have_count(0)
+        root.close()

@@ -55,7 +55,7 @@ from chatkit.faces.irc.render import (
     source,
 )
 from chatkit.frames import Frame
-from chatkit.hub import MAX_AWAY, MAX_TOPIC, RemoteMember
+from chatkit.hub import MAX_AWAY, MAX_TOPIC, RemoteMember, message_frame
 from chatkit.names import wildcard_match
 from chatkit.protocol import RemoteProtocolError, clean_text
 from chatkit.version import __version__
@@ -619,6 +619,10 @@ class IrcChannel:
                         hub.settle(session)  # earlier room messages go first
                     sent = hub.private(session, target, clean, action=action, notice=notice)
                     to = self.hub.find(sent.to or target)
+                    if to is session and ECHO_MESSAGE not in self.protocol.caps:
+                        # To oneself (RFC 2812 3.3.1: the target gets it): the copy a
+                        # client without echo-message is not sent of its own lines.
+                        session.send(message_frame(sent))
                     away = None if to is None else to.away
                     if away and not notice:  # RFC 2812: 301 to whoever messages them
                         self.answer(Message(n.RPL_AWAY, (sent.to or target, str(away))))
@@ -667,7 +671,8 @@ class IrcChannel:
             if not _irc_info(found):
                 continue
             line = Message(command, (found.nick, text), self._source())
-            if len(encode_lines([line])) > MAX_LINE_BYTES:  # its prefix made it too long
+            # Its prefix made it too long (not cut, as encode_lines would: a CTCP's end).
+            if len(line.line(trailing=True).encode("utf-8", "replace")) + 2 > MAX_LINE_BYTES:
                 if command == "PRIVMSG":
                     self.answer(Message(n.ERR_INPUTTOOLONG, ("Input line was too long",)))
                 continue
@@ -881,6 +886,9 @@ class IrcChannel:
         try:
             self.hub.part(self.session, room, reason)
         except CommandError as exc:
+            if exc.code == "not_in_room" and self.hub.who(room) is None:
+                # A room that does not exist: 403, not 442 (RFC 2812 3.2.2).
+                exc = CommandError(f"no room {room}", "no_such_room")
             self.fail("PART", room, exc)
 
     def nick(self, params: tuple[str, ...]) -> None:
@@ -1116,7 +1124,10 @@ class IrcChannel:
             return
         self._input("/mode")
         if names.fold(target) != names.fold(self.protocol.nick):
-            self.send(Message(n.ERR_USERSDONTMATCH, ("Cant change mode for other users",)))
+            if self.hub.find(target) is None:  # nobody by that nick: 401 (modern docs)
+                self.send(Message(n.ERR_NOSUCHNICK, (target, "No such nick/channel")))
+            else:
+                self.send(Message(n.ERR_USERSDONTMATCH, ("Cant change mode for other users",)))
             return
         if len(params) == 1:
             self.send(Message(n.RPL_UMODEIS, ("+" + "".join(sorted(self.modes)),)))

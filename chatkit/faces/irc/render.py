@@ -115,13 +115,30 @@ def encode_lines(messages: list[Message]) -> bytes:
     numerics) is always written as a trailing parameter, as servers do: some clients
     count on the ``:``.
     """
-    text = "".join(f"{message.line(_text_last(message))}\r\n" for message in messages)
+    text = "".join(f"{_fit(message)}\r\n" for message in messages)
     if "\0" in text or text.count("\r") != len(messages) or text.count("\n") != len(messages):
         # A field with a line break or NUL in it (a plugin's frame): never a forged line.
-        text = "".join(
-            f"{message.line(_text_last(message)).translate(_BREAKS)}\r\n" for message in messages
-        )
+        text = "".join(f"{_fit(message).translate(_BREAKS)}\r\n" for message in messages)
     return text.encode("utf-8", "replace")
+
+
+def _fit(message: Message) -> str:
+    """``message``'s line, its text cut (at a character) so that the line after its
+    tags has at most MAX_LINE_BYTES with CR-LF (RFC 1459 2.3): a topic, a part or quit
+    reason, a realname, an away text, with a long source, can be longer than a client's
+    line (a PRIVMSG's text is split into lines before: see ``messages``)."""
+    trailing = _text_last(message)
+    line = message.line(trailing)
+    if len(line) * 4 + 2 <= MAX_LINE_BYTES:
+        return line  # (the common case: short enough whatever its letters)
+    head = line.partition(" ")[2] if message.tags else line
+    over = len(head.encode("utf-8", "replace")) + 2 - MAX_LINE_BYTES
+    if over <= 0 or not message.params:
+        return line
+    *middle, last = message.params
+    raw = last.encode("utf-8", "replace")
+    cut = raw[: max(0, len(raw) - over)].decode("utf-8", "ignore")
+    return Message(message.command, (*middle, cut), message.source, message.tags).line(trailing)
 
 
 _BREAKS = {0x00: " ", 0x0A: " ", 0x0D: " "}

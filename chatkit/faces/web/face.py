@@ -125,9 +125,14 @@ class WebFace:
         would let their page in.)"""
         own = socket.gethostname().lower()
         self._names = frozenset(
-            {h.lower() for h in self.hosts}
-            | {urllib.parse.urlsplit(o).hostname or "" for o in self.origins if o != "*"}
-            | {own, f"{own}.local", socket.getfqdn().lower()}
+            _host_name(name)
+            for name in (
+                *self.hosts,
+                *(urllib.parse.urlsplit(o).hostname or "" for o in self.origins if o != "*"),
+                own,
+                f"{own}.local",
+                socket.getfqdn(),
+            )
         ) - {""}
         self.files = static.load()
         """The page's files by URL path."""
@@ -174,7 +179,18 @@ class WebFace:
             return True
         except ValueError:
             pass
-        return name in ("localhost",) or name.endswith(".localhost") or name in self._names
+        name = _host_name(name)
+        return name == "localhost" or name.endswith(".localhost") or name in self._names
+
+
+def _host_name(name: str) -> str:
+    """A host name as browsers send it: lower case, without a final dot, and in its
+    ASCII (IDNA) form (``bücher.example`` is ``xn--bcher-kva.example``)."""
+    name = name.strip().rstrip(".").lower()
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return name
 
 
 @functools.lru_cache(maxsize=64)

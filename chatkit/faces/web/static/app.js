@@ -10,7 +10,7 @@ const BACKOFF_MAX = 30000;
 const PAGE = 50; // messages asked for per scroll-back page
 const LOCAL_COMMANDS = [
   { name: "query", usage: "/query NICK", help: "open a private conversation with NICK" },
-  { name: "close", usage: "/close", help: "close this private conversation" },
+  { name: "close", usage: "/close", help: "close this private conversation (or a room you were removed from)" },
 ];
 // A short heading per error code (docs/protocol.md, "Error codes"); the server's own
 // text follows it. Codes a plugin adds get "error".
@@ -59,6 +59,8 @@ const state = {
   passwordTyped: null, // {command, password} of a /register, /identify or /passwd sent
   auto: [], // the page's own commands after a (re)connect, paced under flood control
   autoTimer: null,
+  autoTokens: 0, // how many of them may go now (sendAuto)
+  autoAt: 0,
   sent: [],
   sentAt: 0,
   tab: null,
@@ -115,18 +117,25 @@ function send(frame) {
 }
 
 // The page's own commands (rejoining rooms, their /who) go out paced: a burst, then a
-// few a second, under the server's flood control (20 at once, then 5 a second).
+// few a second, under the server's flood control (20 at once, then 5 a second): a
+// bucket of AUTO_BURST frames, refilled with one every AUTO_EVERY ms.
 const AUTO_BURST = 10;
 const AUTO_EVERY = 250; // ms
 function sendAuto(frame) {
   state.auto.push(frame);
-  if (state.autoTimer === null) drainAuto(AUTO_BURST);
+  if (state.autoTimer === null) drainAuto();
 }
 
-function drainAuto(count) {
+function drainAuto() {
   state.autoTimer = null;
-  while (count-- > 0 && state.auto.length) send(state.auto.shift());
-  if (state.auto.length) state.autoTimer = setTimeout(() => drainAuto(1), AUTO_EVERY);
+  const now = Date.now();
+  state.autoTokens = Math.min(AUTO_BURST, state.autoTokens + (now - state.autoAt) / AUTO_EVERY);
+  state.autoAt = now;
+  while (state.autoTokens >= 1 && state.auto.length) {
+    state.autoTokens -= 1;
+    send(state.auto.shift());
+  }
+  if (state.auto.length) state.autoTimer = setTimeout(drainAuto, AUTO_EVERY);
 }
 
 function setStatus(text, bad) {
@@ -292,6 +301,7 @@ function messageLine(view, frame, nick) {
     body.append(nickEl(nick, true), " ", String(frame.text));
   }
   const added = addLine(view, line, frame.id);
+  if (frame.history && view.filling !== undefined && frame.id > view.gapTop) view.gapTop = frame.id;
   if (added && !frame.history && nick !== state.nick) {
     if (view !== state.current || document.hidden) {
       view.unread += 1;
@@ -305,7 +315,7 @@ function currentOrFirst() {
 }
 
 function loadOlder(view) {
-  if (!view.more || view.loading || view.oldest === null) return;
+  if (!view.more || view.loading || view.oldest === null || view.rejoining || view.left) return;
   view.loading = true;
   view.older.textContent = "Loading earlier messages…";
   const frame = { type: "history", before: view.oldest, limit: PAGE };
@@ -316,17 +326,15 @@ function loadOlder(view) {
   else view.requests.push("older");
 }
 
-// Ask for the messages a reconnect missed in a room beyond its replay page: those after
-// view.filling (the newest shown before) and before the first one shown after it.
+// Ask for what a room's view missed (a reconnect's, beyond its replay page; a kicked
+// view's): the messages after view.filling, oldest first, a page at a time (the
+// answer's highest id, view.gapTop, is where the next page starts). It walks up to
+// the newest, filling every hole on the way; the ids already shown are not shown twice.
 function fillGap(view) {
-  let first = null;
-  for (const id of view.ids) if (id > view.filling && (first === null || id < first)) first = id;
-  if (first === null) {
-    view.filling = undefined;
-    return;
-  }
+  view.gapTop = view.filling;
   view.loading = true;
-  if (send({ type: "history", room: view.name, after: view.filling, before: first, limit: PAGE })) {
+  const frame = { type: "history", room: view.name, after: view.filling, oldest: true, limit: PAGE };
+  if (send(frame)) {
     view.requests.push("gap");
   } else {
     view.loading = false;
@@ -368,6 +376,7 @@ function historyRefused(f) {
 
 const handlers = {
   welcome(f) {
+    const again = state.everWelcomed; // a reconnect, not the first login
     state.nick = f.nick;
     state.loggedIn = true;
     if (Number.isInteger(f.max_line)) state.maxLine = f.max_line;
@@ -381,12 +390,14 @@ const handlers = {
     clearTimeout(state.autoTimer);
     state.autoTimer = null;
     state.auto = [];
+    state.autoTokens = AUTO_BURST - 1; // (the hello went already)
+    state.autoAt = Date.now();
     sendAuto({ type: "say", text: "/help" });
     const rooms = (f.rooms || []).map(fold);
     for (const room of state.joined) {
       if (!rooms.includes(fold(room))) sendAuto({ type: "say", text: `/join ${room}` });
     }
-    if (state.everWelcomed && state.joined.length) {
+    if (again) {
       // A room it had left (the default one, which a login joins): left again.
       for (const room of f.rooms || []) {
         if (!state.joined.some((r) => fold(r) === fold(room))) {
@@ -395,9 +406,12 @@ const handlers = {
       }
     }
     for (const view of state.views.values()) {
-      // Where this connection's replay of the room starts: anything between it and the
-      // replay's first message was missed (more than a replay page), and is fetched.
-      view.resumeFrom = state.resumed && view.kind === "room" ? view.newest ?? 0 : undefined;
+      if (view.kind !== "room" || !state.resumed) continue;
+      // From where to fetch what it missed, if its replay says it missed more than a
+      // page (or a fill was under way: from where that one had got to).
+      view.unfilled = view.filling !== undefined;
+      view.resumeFrom = view.unfilled ? view.filling : view.newest ?? 0;
+      view.rejoining = true; // (no scroll-back until it is in the room again)
     }
     state.asked = [];
     for (const view of state.views.values()) {
@@ -421,6 +435,8 @@ const handlers = {
         if (send({ type: "history", room: f.room, limit: PAGE })) view.requests.push("latest");
       }
       view.name = f.room;
+      view.rejoining = false;
+      if (view.left) view.resumeFrom = view.newest ?? 0; // what was said while out: fetched
       view.left = false;
       view.shownTopic = known ? view.topic : null; // (a rejoin: not shown again if the same)
       view.topic = ""; // its topic frame follows this join if it has one
@@ -532,19 +548,24 @@ const handlers = {
       // replay (none comes for an empty replay).
       const request = view.requests.shift();
       if (request === "gap") {
-        // A page of what a reconnect missed: more of it, until none is left.
-        if (f.more) fillGap(view);
-        else view.filling = undefined;
+        // A page of what it missed, oldest first: on past it, until none is left.
+        if (f.more && view.gapTop > view.filling) {
+          view.filling = view.gapTop;
+          fillGap(view);
+        } else {
+          view.filling = undefined;
+        }
         return;
       }
       if (request === undefined && view.resumeFrom !== undefined) {
-        // A room rejoined after a reconnect: its replay's `more` says whether it
-        // missed more than a page since, not whether scroll-back has more.
-        if (f.more && view.resumeFrom !== undefined) {
+        // A room rejoined (after a reconnect, or a kick): its replay's `more` says
+        // whether it missed more than a page meanwhile, not whether scroll-back has.
+        if (f.more || view.unfilled) {
           view.filling = view.resumeFrom;
           fillGap(view);
         }
         view.resumeFrom = undefined;
+        view.unfilled = false;
         return;
       }
       if (request === undefined && view.askedLatest) return; // its asked page decides
@@ -707,7 +728,7 @@ function local(text) {
     }
     return true;
   }
-  if (word === "close" && state.current && state.current.kind === "private") {
+  if (word === "close" && state.current && (state.current.kind === "private" || state.current.left)) {
     dropView(state.current);
     return true;
   }
@@ -737,7 +758,7 @@ function passwordOf(text) {
   if (command === "register" && words.length >= 2) return { command, password: words[1] };
   if (command === "identify" && words.length >= 2) return { command, password: words[words.length - 1] };
   if (command === "passwd" && words.length === 3) return { command, password: words[2] };
-  if (command === "drop") return { command, password: null };
+  if (command === "drop" && words.length >= 2) return { command, password: null };
   return null;
 }
 
