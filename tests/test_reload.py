@@ -240,25 +240,25 @@ def test_a_module_paths_settings_change_restarts_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A plugin named by module path reads [plugins.LAST_MODULE]: a change there restarts it."""
-    (tmp_path / "configurable.py").write_text(
+    (tmp_path / "reloadable.py").write_text(
         "from chatkit import hookimpl\n\n"
         "class Configurable:\n"
         "    action = None\n\n"
         "    @hookimpl\n"
         "    def chatkit_configure(self, config):\n"
-        "        self.action = config.plugin_settings('configurable').get('action')\n"
+        "        self.action = config.plugin_settings('reloadable').get('action')\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    config = make_config(Config(plugins=["configurable:Configurable"]))
-    config.plugin_config["configurable"] = {"action": "wave"}
+    config = make_config(Config(plugins=["reloadable:Configurable"]))
+    config.plugin_config["reloadable"] = {"action": "wave"}
     server = Server(config=config)
     server.start()
     try:
-        changed = make_config(Config(plugins=["configurable:Configurable"]))
-        changed.plugin_config["configurable"] = {"action": "shout"}
+        changed = make_config(Config(plugins=["reloadable:Configurable"]))
+        changed.plugin_config["reloadable"] = {"action": "shout"}
         notes = server.reload(changed)
-        assert "plugin 'configurable:Configurable' restarted" in notes
-        plugin = server.pluginmanager.get_plugin("configurable:Configurable")
+        assert "plugin 'reloadable:Configurable' restarted" in notes
+        plugin = server.pluginmanager.get_plugin("reloadable:Configurable")
         assert plugin is not None and plugin.action == "shout"
     finally:
         server.shutdown()
