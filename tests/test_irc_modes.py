@@ -53,7 +53,7 @@ def test_mode_query_reflects_the_rooms_modes(server: Server) -> None:
         lines = first(ann)
         assert any("CHANMODES=bq,,,iMmnt" in line for line in lines)
         assert lines[3].startswith(f":{SERVER} 004 ann {SERVER} ")
-        assert lines[3].split()[-3:] == ["i", "Mbimnoqt", "boq"]  # user, channel, with a param
+        assert lines[3].split()[-3:] == ["io", "Mbimnoqt", "boq"]  # user, channel, with a param
         ann.send("MODE #general")
         ann.expect(f":{SERVER} 324 ann #general +n")
         ann.expect(f":{SERVER} 329 ann #general ")
@@ -178,7 +178,7 @@ def test_without_moderation_mode_changes_get_482() -> None:
     with start(moderation=False) as server, IrcClient(server.addresses["irc"]) as ann:
         lines = ann.register("ann")
         assert any("CHANMODES=,,,nt" in line for line in lines)
-        assert lines[3].split()[-2:] == ["i", "nt"]  # 004
+        assert lines[3].split()[-2:] == ["io", "nt"]  # 004
         ann.send("MODE #general", "MODE #general b", "MODE #general +o ann")
         ann.expect(f":{SERVER} 324 ann #general +n")
         ann.expect(f":{SERVER} 368 ann #general :")

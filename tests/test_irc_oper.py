@@ -230,6 +230,8 @@ def test_an_oper_is_a_server_operator_of_the_moderation_plugin(
         alice.expect(f":{SERVER} 481 alice :only server operators may do that")
         alice.send("OPER root hunter2")
         alice.expect(f":{SERVER} 381 alice ")
+        carol.send("USERHOST alice")  # an operator is marked with * (RFC 2812 6)
+        carol.expect(f":{SERVER} 302 carol :alice*=+alice@chatkit")
         alice.send("KILL bob :spam")
         assert "killed by alice: spam" in bob.expect("ERROR :Closing Link")
         bob.wait_closed()

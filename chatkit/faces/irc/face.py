@@ -1318,7 +1318,8 @@ class IrcChannel:
             found = self.hub.find(nick)
             if found is not None and found.nick is not None:
                 away = "-" if found.away else "+"
-                replies.append(f"{found.nick}={away}{found.nick}@{USER_HOST}")
+                oper = "*" if _irc_info(found).get("oper") else ""  # (RFC 2812 6: an operator)
+                replies.append(f"{found.nick}{oper}={away}{found.nick}@{USER_HOST}")
             elif (remote := self._remote(nick)) is not None:
                 replies.append(f"{remote.nick}=+{remote.nick}@{USER_HOST}")
         self.send(Message(n.RPL_USERHOST, (" ".join(replies),)))

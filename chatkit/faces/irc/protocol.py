@@ -540,7 +540,7 @@ class IrcProtocol:
                 n.RPL_YOURHOST, (f"Your host is {self.server}, running version {self.version}",)
             ),
             Message(n.RPL_CREATED, (f"This server was created {self.created}",)),
-            Message(n.RPL_MYINFO, (self.server, self.version, "i", *self._chanmodes())),
+            Message(n.RPL_MYINFO, (self.server, self.version, "io", *self._chanmodes())),
         ]
         for start in range(0, len(self.isupport), ISUPPORT_PER_LINE):
             tokens = self.isupport[start : start + ISUPPORT_PER_LINE]
