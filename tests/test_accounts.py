@@ -20,7 +20,7 @@ from webclient import WebClient
 
 from chatkit import Config, Server, Session, UsageError
 from chatkit.builtins.accounts import Accounts, Budget, Throttle
-from chatkit.builtins.accounts.store import MIGRATIONS, AccountStore
+from chatkit.builtins.accounts.store import MIGRATIONS, Account, AccountStore
 from chatkit.config import config_from_dict
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.line import LineFace
@@ -836,3 +836,20 @@ def test_an_irc_client_proven_by_sasl_then_dropped_logs_in_unidentified() -> Non
             irc.send("WHOIS mal")
             assert not [line for line in irc.until(" 318 ") if " 330 " in line]  # no account
             assert server.hub.find("mal").account is None  # type: ignore[union-attr]
+
+
+def test_a_rehash_does_not_undo_a_password_change() -> None:
+    """A login rehashes an old-style hash only over the hash it checked: a /passwd that
+    came meanwhile stays (set_hash(..., old=...))."""
+    store = AccountStore(":memory:")
+    try:
+        store.create(Account("alice", "alice", "checked-hash", None))
+        store.set_hash("alice", "changed-by-passwd")
+        store.set_hash("alice", "rehashed", old="checked-hash")  # too late: not written
+        found = store.get("alice")
+        assert found is not None and found.hash == "changed-by-passwd"
+        store.set_hash("alice", "rehashed", old="changed-by-passwd")
+        found = store.get("alice")
+        assert found is not None and found.hash == "rehashed"
+    finally:
+        store.close()

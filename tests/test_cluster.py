@@ -1035,3 +1035,24 @@ def test_bad_entries_in_the_log_are_skipped_and_the_cluster_goes_on(
     bob.expect("message", text="after the removal")
     for node in (a, b):
         assert "Traceback" not in node.log.read_text()
+
+
+def test_a_rehash_in_the_cluster_does_not_undo_a_password_change(
+    redis_server: RedisServer,
+) -> None:
+    """The cluster's accounts replace a hash with old= only if it is still that one."""
+    from chatkit.builtins.accounts.shared import SharedAccountStore
+
+    url = redis_server.url(13)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    local = AccountStore(":memory:")
+    store = SharedAccountStore(client, "chatkit", local)
+    try:
+        store.create(Account("alice", "alice", "checked-hash", None))
+        store.set_hash("alice", "changed-by-passwd")
+        store.set_hash("alice", "rehashed", old="checked-hash")
+        found = store.get("alice")
+        assert found is not None and found.hash == "changed-by-passwd"
+    finally:
+        local.close()

@@ -22,6 +22,7 @@ from chatkit.builtins.history.store import (
     MessageStore,
     StoreError,
 )
+from chatkit.testing import wait_until
 
 
 def message(i: int, room: str = "#r", text: str | None = None) -> Message:
@@ -167,7 +168,27 @@ def test_a_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
     assert lock.read_text() == ""
     second = MessageStore(path)
     assert second.last_id() == 1
+    # Another path to the same file (a symlink) takes the same lock.
+    (tmp_path / "link.db").symlink_to(path)
+    with pytest.raises(UsageError, match="in use by another server"):
+        MessageStore(tmp_path / "link.db")
     second.close()
+
+
+def test_flush_waits_for_a_retention_pass_after_many_rows(tmp_path: Path) -> None:
+    """flush() returns once what was queued is written and a retention pass ran, also
+    when it comes behind many batches (their commits used to swallow the pass)."""
+    store = MessageStore(tmp_path / "h.db", keep=2, prune_interval=3600)
+    try:
+        store.flush()
+        for trial in range(3):
+            for n in range(2000):
+                store.submit(message(trial * 10000 + n + 1))
+            store.flush()
+            rows = store._read_db.execute("SELECT count(*) FROM messages").fetchone()[0]
+            assert rows == 2, (trial, rows)
+    finally:
+        store.close()
 
 
 def test_a_store_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
@@ -284,3 +305,24 @@ def test_a_writer_that_keeps_failing_gives_up_loudly(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="closed"):
         store.submit(message(10))
     store.close()
+    MessageStore(tmp_path / "h.db").close()  # close() released its file and lock
+
+
+def test_a_database_deleted_while_running_stops_the_store(tmp_path: Path) -> None:
+    """The file deleted (or its directory) while the server runs: commits would go into
+    a file nobody opens again. Within a checkpoint interval the store fails everything
+    and calls on_fatal (the server stops) instead of losing messages in silence."""
+    reasons: list[str] = []
+    folder = tmp_path / "data"
+    store = MessageStore(folder / "h.db", create_parent=True, on_fatal=reasons.append)
+    try:
+        store.add(message(1))
+        for name in os.listdir(folder):
+            os.unlink(folder / name)
+        folder.rmdir()
+        wait_until(lambda: bool(reasons), 10, "on_fatal")
+        assert "deleted or replaced" in reasons[0]
+        with pytest.raises(StoreError):
+            store.add(message(2))
+    finally:
+        store.close()

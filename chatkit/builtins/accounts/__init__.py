@@ -38,9 +38,9 @@ Settings (``[plugins.accounts]``):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -385,9 +385,14 @@ class Accounts:
         self.by_account.succeed(name)
         self.by_address.undo(address)
         if self.hasher.check_needs_rehash(account.hash):
-            # The cluster's store may be unreachable: then it is rehashed at a later login.
-            with contextlib.suppress(CommandError):
-                self._store.set_hash(account.name, self._hash(password))
+            # Only over the hash just checked: a /passwd (or a /drop and a new account)
+            # meanwhile wins. The store may be unreachable or unwritable (the cluster's
+            # Redis, a full disk): then it is rehashed at a later login, and this one
+            # goes on.
+            try:
+                self._store.set_hash(account.name, self._hash(password), old=account.hash)
+            except (CommandError, sqlite3.Error) as exc:
+                log.warning("accounts: could not rehash %s's password: %s", account.nick, exc)
         return None
 
     def _address(self, client: Session) -> str:

@@ -89,6 +89,7 @@ _SET_HASH = """
 local row = redis.call('HGET', KEYS[1], ARGV[1])
 if not row then return 0 end
 local account = cjson.decode(row)
+if ARGV[3] ~= '' and account['hash'] ~= ARGV[3] then return 0 end
 account['hash'] = ARGV[2]
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(account))
 return 1
@@ -333,15 +334,16 @@ class SharedAccountStore:
             self._remember(account.name, account)
         return bool(done == 1)
 
-    def set_hash(self, name: str, hash: str) -> None:
-        """Replace the password hash of account ``name``."""
+    def set_hash(self, name: str, hash: str, *, old: str | None = None) -> None:
+        """Replace the password hash of account ``name`` (with ``old``: only if it is
+        still that one)."""
         try:
-            self._set_hash(keys=self._keys[:1], args=[name, hash])
+            changed = self._set_hash(keys=self._keys[:1], args=[name, hash, old or ""])
         except _ERRORS:
             raise self._unavailable() from None
         with self._lock:
             known = self._known.get(name)
-            if known is not None:
+            if known is not None and changed:
                 self._known[name] = Account(known.name, known.nick, hash, known.email)
 
     def delete(self, name: str) -> None:

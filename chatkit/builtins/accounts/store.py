@@ -75,7 +75,7 @@ class Store(Protocol):
     def get(self, name: str) -> Account | None: ...
     def find(self, nick: str) -> Account | None: ...
     def create(self, account: Account) -> bool: ...
-    def set_hash(self, name: str, hash: str) -> None: ...
+    def set_hash(self, name: str, hash: str, *, old: str | None = None) -> None: ...
     def delete(self, name: str) -> None: ...
     def invite(self, name: str, inviter: str) -> None: ...
     def invites_by(self, inviter: str) -> int: ...
@@ -173,10 +173,16 @@ class AccountStore:
                 return False
         return True
 
-    def set_hash(self, name: str, hash: str) -> None:
-        """Replace the password hash of account ``name``."""
+    def set_hash(self, name: str, hash: str, *, old: str | None = None) -> None:
+        """Replace the password hash of account ``name`` (with ``old``: only if it is
+        still that one, as a rehash at login must not undo a ``/passwd`` meanwhile)."""
         with self._lock:
-            self._db.execute("UPDATE accounts SET hash = ? WHERE name = ?", (hash, name))
+            if old is None:
+                self._db.execute("UPDATE accounts SET hash = ? WHERE name = ?", (hash, name))
+            else:
+                self._db.execute(
+                    "UPDATE accounts SET hash = ? WHERE name = ? AND hash = ?", (hash, name, old)
+                )
 
     def delete(self, name: str) -> None:
         """Delete account ``name`` (and the invitations it gave)."""

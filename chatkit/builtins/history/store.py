@@ -279,6 +279,7 @@ class MessageStore:
         self._failures = 0  # unexpected writer failures since the last commit (writer thread)
         self._on_fatal = on_fatal
         self._closing = False
+        self._closed = False  # close() ran (guarded by _cond)
         self.commits = 0
         """Transactions committed by the writer (a metric)."""
         self.commit_seconds = 0.0
@@ -423,9 +424,10 @@ class MessageStore:
         """Write what is queued, stop the writer thread, close the database, release
         its lock file. Idempotent."""
         with self._cond:
-            if self._closing:
+            if self._closed:
                 return
-            self._closing = True
+            # (Also after the store gave up, _closing set: what it holds is released.)
+            self._closed = self._closing = True
             self._cond.notify()
         self._thread.join()
         if self._checkpointer is not None:
@@ -444,11 +446,26 @@ class MessageStore:
         """Thread entry point: copy the WAL into the database now and then (never blocks
         the writer: a PASSIVE checkpoint does what it can without waiting)."""
         try:
+            start = os.stat(self.path)
             while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
+                if not _same_file(self.path, start):
+                    # Deleted (its directory too) or replaced: commits would go on into
+                    # a file nobody will open again, every message lost on restart.
+                    reason = (
+                        f"the history database {self.path} was deleted or replaced while "
+                        "the server ran; messages stored from now on would be lost"
+                    )
+                    log.error("%s: stopping", reason)
+                    self._fail_everything()
+                    if self._on_fatal is not None:
+                        self._on_fatal(reason)
+                    return
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:
                     log.warning("checkpoint of the history database %s failed: %s", self.path, exc)
+        except OSError as exc:
+            log.error("history database %s: %s", self.path, exc)
         finally:
             db.close()
 
@@ -639,7 +656,8 @@ class MessageStore:
                 if batch is None and self._closing:
                     return
                 prune = self._prune_due or time.monotonic() >= next_prune
-                self._prune_due = False
+                if batch is None or not batch.rows:
+                    self._prune_due = False  # pruned below (a batch of rows: later, idle)
             if batch is not None and batch.rows:
                 self._commit(batch)
                 continue  # keep committing while there is more; prune when idle
@@ -683,7 +701,7 @@ class MessageStore:
             failure.__cause__ = exc
         with self._cond:
             self.queued -= len(batch.rows)
-            if failure is None:
+            if failure is None and self.keep > 0:  # (only a count-based prune reads it)
                 self._touched.update({str(row[1]) for row in batch.rows})
         if failure is None:
             batch.future.set_result(None)
@@ -770,6 +788,16 @@ def _open(path: str, create_parent: bool, busy_timeout: float) -> sqlite3.Connec
         raise UsageError(f"cannot open history database {path}: {exc}") from None
 
 
+def _same_file(path: str, start: os.stat_result) -> bool:
+    """Whether ``path`` is still the file ``start`` was taken of (not deleted, nor
+    replaced by another)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (start.st_dev, start.st_ino)
+
+
 def _take_lock(path: str) -> int | None:
     """Lock ``PATH.lock`` (created if missing) and write our pid in it; return its
     descriptor, to hold until :func:`_release_lock`.
@@ -780,7 +808,8 @@ def _take_lock(path: str) -> int | None:
     """
     if sys.platform == "win32":
         return None
-    lock = f"{path}.lock"
+    # Beside the file itself: a symlink or another path to it takes the same lock.
+    lock = f"{os.path.realpath(path)}.lock"
     try:
         # O_CLOEXEC: a program the server starts must not inherit (and hold) the lock.
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
