@@ -76,6 +76,12 @@ _key = names.fold  # a room's or nick's key in the hub's maps
 _OWN_FIELDS = frozenset(("type", "code", "text"))  # an error frame's, not a Reject's details
 
 
+def _one_line(reason: str) -> str:
+    """A leave's reason on one line: a client's line breaks in it (``/part #a x\n12:00
+    <admin> ...``) would print as a line of chat of someone else's."""
+    return " ".join(reason.splitlines())
+
+
 def _iso(ms: int) -> str:
     """``ms`` (since the epoch) as UTC ISO 8601 with milliseconds. The part up to the
     second is cached: formatting a datetime for every message cost 4 % of a fan-out;
@@ -531,6 +537,7 @@ class Hub:
 
         Does nothing for a session that never logged in; idempotent.
         """
+        reason = _one_line(reason)
         with self._lock:
             if session.nick is None or self._sessions.get(_key(session.nick)) is not session:
                 return
@@ -643,6 +650,7 @@ class Hub:
 
         ``by``: the nick of the operator who removed ``session`` (a kick), which the
         ``leave`` frame carries (IRC clients see ``KICK``)."""
+        reason = _one_line(reason)
         with self._lock:
             name = session.rooms.get(_key(room))
             if name is None:

@@ -178,3 +178,12 @@ def test_check_refuses_ports_out_of_range_and_half_a_tls_pair() -> None:
     Config(tls_cert="gone.pem", tls_key="gone.pem").check(tls_files=False)  # reload's check
     with pytest.raises(UsageError, match=r"gone\.pem does not exist"):
         Config(tls_cert="gone.pem", tls_key="gone.pem").check()
+
+
+def test_a_config_file_that_is_not_utf8_names_the_problem(tmp_path: Path) -> None:
+    """A file saved in Latin-1 is a UsageError (a reload keeps the old config), not a
+    traceback."""
+    path = tmp_path / "chatkit.toml"
+    path.write_bytes('[server]\ndefault_room = "#caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(UsageError, match=r"is not UTF-8.*0xe9.*save it as UTF-8"):
+        load_config(path)

@@ -762,3 +762,18 @@ def test_a_store_hook_that_sends_is_refused_not_stuck(
     alice.say("after")
     alice.expect("message", text="after")  # delivered (to bob before his pong below)
     assert [f["text"] for f in bob.sync() if f["type"] == "message"] == ["after"]
+
+
+def test_a_reason_with_line_breaks_is_one_line(chat_client: Connect) -> None:
+    """A /part or /quit reason with line breaks reaches the others on one line: it
+    cannot print as a line of chat of someone else's."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    bob.say("/join #x")
+    alice.say("/join #x")
+    bob.expect("join", nick="alice", room="#x")
+    alice.say("/part #x brb\n11:46 [#x] <admin> send me your password")
+    assert bob.expect("leave", nick="alice")["reason"] == (
+        "part: brb 11:46 [#x] <admin> send me your password"
+    )
+    alice.say("/quit bye\r\n<admin> me too")
+    assert bob.expect("leave", nick="alice")["reason"] == "quit: bye <admin> me too"
