@@ -138,6 +138,11 @@ class ChatCompleter(Completer):
                 yield Completion(f"{nick} ", start_position=-len(word), display=nick)
 
 
+LOGIN_WAIT = 30.0  # seconds a reconnect's login may take before it is tried again
+_FOR_NOW = frozenset(("nick_taken", "server_full", "too_many_connections", "server_busy"))
+"""Refusals of a reconnect's login that may not last: try again after a wait."""
+
+
 class LineLimit(Validator):
     """Refuses, on Enter, a line whose ``say`` frame is over the server's line limit.
 
@@ -205,6 +210,8 @@ class Terminal:
         self.nick = ""
         self.room = ""
         self.rooms: list[str] = []
+        self.limit = LineLimit()
+        """The prompt's check of a line's size, at the server's ``max_line`` (welcome)."""
         self.last_id: int | None = None  # the newest message shown: a reconnect resumes there
         self.client: Client | None = None
         self.completer = ChatCompleter()
@@ -314,6 +321,7 @@ class Terminal:
             self.nick = welcome["nick"]
             self.rooms = list(welcome.get("rooms", []))
             self.room = self.rooms[-1] if self.rooms else ""
+            self._take_limit(welcome)
             self.show(format_frame(welcome))
             self._after_login()
             return True
@@ -338,8 +346,14 @@ class Terminal:
         except (ConnectionLost, TimeoutError):
             pass  # the receiver finds the connection closed and reconnects or ends
 
+    def _take_limit(self, welcome: dict[str, Any]) -> None:
+        """The server's line limit (the welcome's ``max_line``), for the prompt's check."""
+        limit = welcome.get("max_line")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            self.limit.max_bytes = limit
+
     def _reconnect(self) -> bool:
-        rooms = list(self.rooms)
+        rooms, current = list(self.rooms), self.room
         for delay in BACKOFF * 100:
             if self.quitting:
                 return False
@@ -352,26 +366,47 @@ class Terminal:
                 first = rooms[0] if rooms else None
                 if self.last_id is not None:
                     welcome = client.login(
-                        self.nick, since=self.last_id, password=self.password, room=first
+                        self.nick,
+                        since=self.last_id,
+                        password=self.password,
+                        room=first,
+                        timeout=LOGIN_WAIT,
                     )
                 else:
                     welcome = client.login(
-                        self.nick, replay=self.replay, password=self.password, room=first
+                        self.nick,
+                        replay=self.replay,
+                        password=self.password,
+                        room=first,
+                        timeout=LOGIN_WAIT,
                     )
             except LoginRefused as exc:
+                if exc.code in _FOR_NOW:
+                    # The old session may hold the nick until the server sees it is gone
+                    # (a network drop: up to its ping timeout); a full server may not
+                    # stay full. Try again after the next wait.
+                    self.say(f"cannot log in again yet: {exc}", "class:error")
+                    client.close()
+                    continue
                 self.say(f"cannot log in again as {self.nick}: {exc}", "class:error")
                 return False
-            except ClientError:
+            except (ClientError, TimeoutError, OSError):
                 continue
             self.client = client
             self.rooms = list(welcome.get("rooms", []))
+            self._take_limit(welcome)
             self.say(f"* reconnected to {self.host}:{self.port} as {self.nick}")
-            for room in rooms:
-                if room not in self.rooms:
-                    client.say(f"/join {room}")
-            for room in self.rooms:
-                if rooms and room not in rooms:  # e.g. the default room, left for --room
-                    client.say(f"/part {room}")
+            try:
+                for room in rooms:
+                    if room not in self.rooms:
+                        client.say(f"/join {room}")
+                for room in self.rooms:
+                    if rooms and room not in rooms:  # e.g. the default room, left for --room
+                        client.say(f"/part {room}")
+                if current and rooms and current != rooms[-1]:
+                    client.say(f"/join {current}")  # lines go where they went before
+            except ClientError:
+                pass  # lost again at once: the receiver finds it closed, and reconnects
             self._after_login()
             return True
         return False
@@ -432,7 +467,8 @@ class Terminal:
                     self.rooms.append(frame["room"])
         elif kind == "leave" and frame["nick"] == self.nick and frame["room"] in self.rooms:
             self.rooms.remove(frame["room"])
-            self.room = self.rooms[-1] if self.rooms else ""
+            if self.room == frame["room"]:  # (as the server moves it: the last one joined)
+                self.room = self.rooms[-1] if self.rooms else ""
         elif kind == "nick":
             self.completer.nicks.discard(frame["old"])
             self.completer.nicks.add(frame["new"])
@@ -480,7 +516,7 @@ class Terminal:
             complete_while_typing=False,
             bottom_toolbar=self.toolbar,
             key_bindings=_key_bindings(),
-            validator=LineLimit(),
+            validator=self.limit,
             validate_while_typing=False,
             # A multi-line paste shows as it is, each line under the first; Enter
             # sends it all as one message.

@@ -538,3 +538,26 @@ def test_multi_line_messages_are_indented_under_their_first_line() -> None:
     frame = {"type": "private", "from": "a", "to": "b", "text": "one\ntwo", "action": True}
     first, second = "".join(t for _, t in format_frame(frame)).split("\n")
     assert first.endswith("* a -> b one") and second == " " * first.index("one") + "two"
+
+
+def test_the_prompt_follows_the_servers_room_and_line_limit(
+    chat_server_factory: Factory, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """Leaving a room other than the current one keeps the current one (as the server
+    does: lines still go there); a line over the server's max_line (from the welcome,
+    not a fixed 8192) is refused in the prompt, not sent and discarded."""
+    server = chat_server_factory(max_line=300)
+    alice = chat_client(server, "alice")
+    child = terminal(server.address[1], "--nick", "bob")
+    screen = Screen(child)
+    child.expect(WELCOME_BOB)
+    for room in ("ra", "rb", "general"):
+        child.send(f"/join {room}\r")
+        child.expect("lines now go there" if room == "general" else f"bob joined #{room}")
+    child.send("/part #ra\r")
+    child.expect("bob left #ra")
+    wait_until(lambda: prompt(child, screen) == "#general", what="the prompt names #general")
+    child.send("where does this go\r")
+    assert alice.expect("message", nick="bob")["room"] == "#general"
+    child.send("x" * 400 + "\r")
+    child.expect(r"too long to send: \d+ bytes as a frame, the server takes 300")
