@@ -998,6 +998,9 @@ def plugins_command(
 
 
 EXIT_OK = 0  # input ended and the server handled every line (or --stay: the server closed)
+SCRIPT_BURST = 10  # lines of a script sent at once...
+SCRIPT_RATE = 4.0  # ...then this many a second (under the server's default flood control)
+SCRIPT_LOGIN_WAIT = 30.0  # seconds a script's login may take (a silent port: not forever)
 EXIT_USAGE = 2  # bad flags
 EXIT_REFUSED = 3  # no server at that address
 EXIT_LOGIN = 4  # the nick was refused (taken, invalid, or a plugin said no)
@@ -1029,12 +1032,26 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
     except (PermissionError, ValueError):  # a regular file or /dev/null: always readable
         selectable = False
     lines = LineDecoder(MAX_SERVER_LINE)  # input is split as the server splits lines
-    input_done = quitting = handled = False
+    input_done = quitting = handled = pinged = False
     last_sent = monotonic()
+    # Lines go out paced (SCRIPT_BURST at once, then SCRIPT_RATE a second), under the
+    # server's flood control (by default 20 at once, then 5 a second): a script's lines
+    # are all delivered, not refused as rate_limited.
+    tokens, tokens_at, backlog = float(SCRIPT_BURST), monotonic(), False
 
     def send_lines() -> None:
-        nonlocal quitting, last_sent
-        while (raw := lines.next_line()) is not None:
+        nonlocal quitting, last_sent, tokens, tokens_at, backlog
+        now = monotonic()
+        tokens = min(float(SCRIPT_BURST), tokens + (now - tokens_at) * SCRIPT_RATE)
+        tokens_at = now
+        backlog = False
+        while True:
+            if tokens < 1:
+                backlog = True  # (the rest when a token comes: the loop wakes for it)
+                return
+            raw = lines.next_line()
+            if raw is None:
+                return
             if isinstance(raw, LineTooLong):
                 typer.echo(f"a line of input longer than {raw.limit} bytes was not sent", err=True)
                 continue
@@ -1049,18 +1066,32 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
             if line.strip():
                 quitting |= line.split(" ", 1)[0].lower() == "/quit"
                 client.say(line)
+                tokens -= 1
                 last_sent = monotonic()
 
     try:
         while True:
-            busy = client.buffered() or (not selectable and not input_done)
-            timeout = None
+            busy = client.buffered() or (not selectable and not input_done and not backlog)
+            timeout: float | None = None
             if handled:  # --wait: every line was handled; show replies until the deadline
                 timeout = last_sent + wait - monotonic()
                 if timeout <= 0:
                     return EXIT_OK
+            if backlog:  # lines wait for a token
+                timeout = (1 - tokens) / SCRIPT_RATE
             ready = [key.fileobj for key, _ in selector.select(0 if busy else timeout)]
-            if stdin in ready or (not selectable and not input_done):
+            if backlog:
+                send_lines()
+            if selectable and not input_done:
+                # Not read while lines wait (unread input waits in its pipe); watched
+                # again once they are sent. (Watched while waiting, a readable stdin
+                # would wake the loop at once, again and again.)
+                watched = stdin in selector.get_map()
+                if backlog and watched:
+                    selector.unregister(stdin)
+                elif not backlog and not watched:
+                    selector.register(stdin, selectors.EVENT_READ)
+            if not backlog and (stdin in ready or (not selectable and not input_done)):
                 data = os.read(stdin.fileno(), 65536)
                 lines.feed(data or b"\n")  # at the end: the last line, if it has no newline
                 send_lines()
@@ -1068,8 +1099,9 @@ def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> i
                     if selectable:
                         selector.unregister(stdin)
                     input_done = True
-                    if not quitting:
-                        client.send(type="ping")  # its pong: all our lines were handled
+            if input_done and not backlog and not pinged and not quitting:
+                pinged = True
+                client.send(type="ping")  # its pong: all our lines were handled
             if client.sock in ready or client.buffered():
                 try:
                     # Briefly: what woke us may have been a ping, which the client
@@ -1256,7 +1288,9 @@ def join(
         raise typer.Exit(EXIT_REFUSED) from None
     with client:
         try:
-            welcome = client.login(nick, replay=replay, password=password, room=room)
+            welcome = client.login(
+                nick, replay=replay, password=password, room=room, timeout=SCRIPT_LOGIN_WAIT
+            )
             frames = client.enter(room) if room else []
         except LoginRefused as exc:
             typer.echo(f"nick {nick!r} refused: {exc}", err=True)

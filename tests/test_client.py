@@ -374,3 +374,16 @@ def test_join_stay_and_wait_are_exclusive(chat_server: Server) -> None:
     """--stay and --wait together are a usage error (exit 2)."""
     result = join(chat_server, "--nick", "bot", "--stay", "--wait", "1")
     assert result.returncode == 2 and "--stay and --wait" in result.stderr
+
+
+def test_a_script_of_more_lines_than_flood_control_allows_at_once(
+    chat_server: Server, chat_client: Connect
+) -> None:
+    """`seq 1 26 | chatkit join`: every line is delivered (they go out paced under the
+    server's flood control, 20 at once by default), and it exits 0."""
+    watcher = chat_client("watcher")
+    result = join(chat_server, "--nick", "counter", stdin="".join(f"{i}\n" for i in range(26)))
+    assert result.returncode == 0, result.stderr
+    assert "rate_limited" not in result.stdout
+    got = [watcher.expect("message", nick="counter")["text"] for _ in range(26)]
+    assert got == [str(i) for i in range(26)]
