@@ -835,7 +835,7 @@ def check_command(
         raise _fail(exc) from None
     settings = masked(effective_settings(cfg, [info.name for info in infos]))
     if as_json:
-        typer.echo(json.dumps(settings, indent=2))
+        typer.echo(json.dumps(settings, indent=2, default=str))  # (a TOML date: its text)
         return
     typer.echo(f"# {path}: OK")
     if any(table for table in cfg.plugin_config.values()):
@@ -1152,7 +1152,8 @@ def ping_command(
     host: Annotated[str, typer.Option(help="The server's address.", metavar="HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The server's port.", metavar="PORT")] = 9090,
     timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for the answer.", metavar="SECONDS")
+        float,
+        typer.Option(help="Seconds to wait for the answer.", metavar="SECONDS", min=0.001),
     ] = 5.0,
     tls: TlsFlag = False,
     insecure: InsecureFlag = False,

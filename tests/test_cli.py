@@ -754,3 +754,11 @@ def test_serve_writes_and_removes_its_pid_file(serve: type[ServeProcess], tmp_pa
     code, _out, _err = server.stop(signal.SIGTERM)
     assert code == 0
     assert not pid_file.exists()
+
+
+def test_ping_refuses_a_timeout_that_is_not_positive() -> None:
+    result = subprocess.run(
+        [CHATKIT, "ping", "--timeout", "-1"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2 and "--timeout" in result.stderr
+    assert "Traceback" not in result.stderr
