@@ -842,7 +842,8 @@ def check_command(
         # (Checking them may open databases and ports: the plugins do it as they start.)
         typer.echo("# [plugins.*] tables are checked by their plugins when the server starts")
     for section, values in settings.items():
-        typer.echo(f"\n[{section}]")
+        kind, _, name = section.partition(".")  # (a plugin's name may hold a dot)
+        typer.echo(f"\n[{kind}.{_toml_key(name)}]" if name else f"\n[{section}]")
         for key, value in values.items():
             if value is not None:  # (TOML has no null: a setting left unset)
                 typer.echo(f"{_toml_key(key)} = {_toml(value)}")
