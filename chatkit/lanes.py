@@ -5,7 +5,9 @@ Everything the chat delivers in a room's order goes through a *lane*: a FIFO of
 store, a message whose lane is empty may skip it, nothing being ahead of it). Each
 room has one (``hub.Room.lane``) and private messages share one
 (:attr:`Lanes.private`). An entry is a message (to the lane's room, or to
-the two parties of a private message) or a join (with its replay). It is appended
+the two parties of a private message), a join (with its replay), or a barrier (a
+rename's ``nick`` frame to the others: one entry in several lanes, delivered when at
+the head of all of them, :meth:`Lanes.barrier`). It is appended
 (:meth:`Lanes.post`) under the hub's lock, the very acquisition that gives a
 message its id, so a lane's order is the id order.
 
