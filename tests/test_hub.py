@@ -769,6 +769,7 @@ def test_a_reason_with_line_breaks_is_one_line(chat_client: Connect) -> None:
     cannot print as a line of chat of someone else's."""
     alice, bob = chat_client("alice"), chat_client("bob")
     bob.say("/join #x")
+    bob.expect("join", nick="bob", room="#x")
     alice.say("/join #x")
     bob.expect("join", nick="alice", room="#x")
     alice.say("/part #x brb\n11:46 [#x] <admin> send me your password")
