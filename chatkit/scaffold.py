@@ -194,8 +194,11 @@ def create_plugin(name: str, directory: Path, chatkit_path: Path | None = None) 
         "distribution": DISTRIBUTION,
         "sources": sources,
     }
-    for template, text in _FILES.items():
-        path = root / template.format(**values)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.format(**values))
+    try:
+        for template, text in _FILES.items():
+            path = root / template.format(**values)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text.format(**values))
+    except OSError as exc:  # a directory that cannot hold it (read-only, /proc...)
+        raise UsageError(f"cannot write {root}: {exc.strerror or exc}") from None
     return root

@@ -334,10 +334,13 @@ class Terminal:
         """
         client = self.client
         assert client is not None
-        self._silent = {"help": 1, "who": 1}
+        # (/who only in a room: in none, its not_in_room would show as an error of the
+        # user's, after the refusal of the room that was asked for.)
+        self._silent = {"help": 1, "who": 1} if self.rooms else {"help": 1}
         try:
             client.say("/help")
-            client.say("/who")
+            if self.rooms:
+                client.say("/who")
             frames = client.sync(timeout=10)
             # Completion first: once anything of the login shows, Tab works.
             mine = [f for f in frames if f["type"] == "reply" and f.get("command") in self._silent]

@@ -138,3 +138,11 @@ def test_bad_names_and_existing_directories_are_refused(tmp_path: Path) -> None:
     create_plugin("ok", tmp_path)
     with pytest.raises(UsageError, match="already exists"):
         create_plugin("ok", tmp_path)
+
+
+def test_a_directory_that_cannot_hold_the_package_is_a_clear_error(tmp_path: Path) -> None:
+    """A --dir that cannot be written in is a UsageError naming it, not a traceback."""
+    blocked = tmp_path / "file"
+    blocked.write_text("a file, not a directory")
+    with pytest.raises(UsageError, match="cannot write"):
+        create_plugin("greeter", blocked, None)

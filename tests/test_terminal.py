@@ -415,6 +415,7 @@ def test_a_refused_room_exits_6(
     """--room with a name the server refuses: the reason in words, exit status 6."""
     child = terminal(chat_server.address[1], "--nick", "bob", "--room", "x!")
     child.expect(r"\d\d:\d\d error: cannot join #x!: bad room name")
+    assert "not_in_room" not in child.before  # (the client's own /who is not sent)
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 6
