@@ -200,3 +200,11 @@ def test_an_authenticate_hooks_false_is_a_wrong_password() -> None:
         bob.expect("AUTHENTICATE +")
         bob.send("AUTHENTICATE " + base64.b64encode(b"\0bob\0guess").decode())
         assert "wrong account name or password" in bob.expect(" 904 ")
+
+
+def test_authenticate_once_registered_is_907(server: Server) -> None:
+    """SASL is for registration: AUTHENTICATE afterwards is 907 (IRCv3 SASL), not 421."""
+    with IrcClient(server.addresses["irc"]) as alice:
+        alice.register("alice")
+        alice.send("AUTHENTICATE PLAIN")
+        alice.expect(f":{SERVER} 907 alice :")

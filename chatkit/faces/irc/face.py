@@ -1246,6 +1246,11 @@ class IrcChannel:
         nick = self.protocol.nick
         return f"{nick}!{nick}@{USER_HOST}"
 
+    def authenticate_again(self, params: tuple[str, ...]) -> None:
+        """``AUTHENTICATE`` once registered: SASL is for registration here (no
+        re-authentication): ``907`` (IRCv3 SASL 3.1); ``/identify`` identifies later."""
+        self.send(Message(n.ERR_SASLALREADY, ("You have already registered; use /identify",)))
+
     def away(self, params: tuple[str, ...]) -> None:
         try:
             # Cut to AWAYLEN, as servers do; the hub keeps it for every face (/away).
@@ -1629,6 +1634,7 @@ _QUERIES = frozenset(
 )
 
 IRC_HELP: dict[str, str] = {
+    "AUTHENTICATE": "AUTHENTICATE PLAIN: SASL, before registration (CAP REQ sasl)",
     "AWAY": "AWAY [:message]: mark yourself away with a message; AWAY alone: back",
     "CAP": "CAP LS|LIST|REQ|END: negotiate IRCv3 capabilities",
     "CHATHISTORY": "CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN|TARGETS ...: history",
@@ -1671,6 +1677,7 @@ def _help_lines(subject: str, text: list[str]) -> list[Message]:
 
 
 _HANDLERS: dict[str, Callable[[IrcChannel, tuple[str, ...]], None]] = {
+    "AUTHENTICATE": IrcChannel.authenticate_again,
     "AWAY": IrcChannel.away,
     "CHATHISTORY": IrcChannel.chathistory,
     "HELP": IrcChannel.help_reply,
