@@ -634,10 +634,13 @@ def test_slow_consumer_is_cut() -> None:
         reader.login("slow")
         talker = ChatClient(server.address)
         talker.login("talker")
-        text = "x" * 1000
+        # Enough to fill the socket buffers between them (autotuned: megabytes) well
+        # within the deadline, on a busy machine too: 80 KB between two syncs.
+        text = "x" * 4000
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
-            talker.say(text)
+            for _ in range(20):
+                talker.say(text)
             talker.sync()
             if "slow" not in [c.session.nick for c in server.connections]:
                 break
