@@ -539,7 +539,9 @@ def test_rejoins_after_a_reconnect_keep_under_flood_control(
             alice = server.hub.find("alice")
             return sorted(alice.rooms.values()) if alice is not None else []
 
-        wait_until(lambda: rooms_of_alice() == sorted(rooms), 20, "every room again")
+        wait_until(
+            lambda: rooms_of_alice() == sorted(rooms), 60, "every room again"
+        )  # (about 13 s)
         expect(page.locator(".line.error")).to_have_count(0)
         bob = open_page(browser, contexts, base_url(server))
         log_in(bob, "bob")

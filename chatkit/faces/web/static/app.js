@@ -764,10 +764,17 @@ function passwordOf(text) {
 
 // What the user typed: a command or a message. False if the text should stay in the box.
 function submit(text) {
-  const view = state.current;
   if (!text.trim()) return true;
-  if (!(text.startsWith("/") && passwordOf(text))) state.sent.push(text); // (no password kept)
+  const done = submitted(text);
+  // Recalled with Up: what left the box (text kept to retry is there already), and never
+  // a command with a password.
+  if (done && !(text.startsWith("/") && passwordOf(text))) state.sent.push(text);
   state.sentAt = state.sent.length;
+  return done;
+}
+
+function submitted(text) {
+  const view = state.current;
   if (text.startsWith("/") && !text.startsWith("//")) {
     if (local(text)) return true;
     const me = text.match(/^\/me(?:\s+(.*))?$/s);
