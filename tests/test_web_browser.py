@@ -483,6 +483,20 @@ def test_a_reconnect_keeps_what_the_page_had(
         carol.close()
 
 
+def root_and_vic_in_ops(
+    browser: Browser, contexts: list[BrowserContext], server: Server
+) -> tuple[ChatClient, Page]:
+    """root, a TCP client, and vic, a page, both in #ops (root first: its operator)."""
+    root = ChatClient(server.address)
+    root.login("root", room="#ops")
+    page = open_page(browser, contexts, base_url(server))
+    log_in(page, "vic")
+    say(page, "/join ops")
+    expect(page.locator("#title")).to_have_text("#ops")
+    root.expect("join", nick="vic")
+    return root, page
+
+
 def test_operators_decisions_hold_on_the_page(
     browser: Browser, contexts: list[BrowserContext]
 ) -> None:
@@ -492,15 +506,9 @@ def test_operators_decisions_hold_on_the_page(
     settings = Config(plugins=["moderation"])
     settings.plugin_config["moderation"] = {"server_operators": ["root"]}
     with web_server(config=settings) as server:
-        root = ChatClient(server.address)
-        root.login("root", room="#ops")
+        root, page = root_and_vic_in_ops(browser, contexts, server)
         root.say("/register roots-password")
         root.expect("reply", command="register")
-        page = open_page(browser, contexts, base_url(server))
-        log_in(page, "vic")
-        say(page, "/join ops")
-        expect(page.locator("#title")).to_have_text("#ops")
-        root.expect("join", nick="vic")
         root.say("/kick vic go away", room="#ops")
         expect(page.locator(pane(page))).to_contain_text("removed from #ops by root")
         say(page, "still here?")
@@ -562,12 +570,7 @@ def test_a_kicked_view_that_joins_again_shows_what_it_missed(
     settings = Config(plugins=["moderation"])
     settings.plugin_config["history"] = {"max_page": 60}
     with web_server(config=settings, disable=("flood",)) as server:
-        root = ChatClient(server.address)
-        root.login("root", room="#ops")
-        page = open_page(browser, contexts, base_url(server))
-        log_in(page, "vic")
-        say(page, "/join ops")
-        expect(page.locator("#title")).to_have_text("#ops")
+        root, page = root_and_vic_in_ops(browser, contexts, server)
         root.say("before", room="#ops")
         root.say("/kick vic out", room="#ops")
         expect(page.locator(pane(page))).to_contain_text("removed from #ops by root")

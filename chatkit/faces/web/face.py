@@ -123,17 +123,6 @@ class WebFace:
         :attr:`origins`: only a page served under one of them may open the WebSocket
         as its own origin. (A name anyone may point at this server, DNS rebinding,
         would let their page in.)"""
-        own = socket.gethostname().lower()
-        self._names = frozenset(
-            _host_name(name)
-            for name in (
-                *self.hosts,
-                *(urllib.parse.urlsplit(o).hostname or "" for o in self.origins if o != "*"),
-                own,
-                f"{own}.local",
-                socket.getfqdn(),
-            )
-        ) - {""}
         self.files = static.load()
         """The page's files by URL path."""
         self._logger = _Quiet(logging.getLogger("chatkit.faces.web.wire"), {})
@@ -163,6 +152,22 @@ class WebFace:
         if self.allow_no_origin:
             allowed.append(None)
         return allowed
+
+    @functools.cached_property
+    def _names(self) -> frozenset[str]:
+        """The names of :meth:`known_host` besides addresses and localhost. Made at the
+        first request under another name: ``getfqdn`` asks DNS, which may be slow, and a
+        server reached by its address or as localhost never needs it. (Two threads
+        making it at once make the same set: no lock.)"""
+        own = socket.gethostname().lower()
+        names = (
+            *self.hosts,
+            *(urllib.parse.urlsplit(o).hostname or "" for o in self.origins if o != "*"),
+            own,
+            f"{own}.local",
+            socket.getfqdn(),
+        )
+        return frozenset(_host_name(name) for name in names) - {""}
 
     def known_host(self, host: str) -> bool:
         """Whether ``host`` (a ``Host`` header: a name or an address, and a port) is a
