@@ -1171,7 +1171,8 @@ def test_lines_with_long_text_are_cut_to_512_bytes(connect: Callable[[], IrcClie
     a.send(f"TOPIC {room} :{long}")
     topic = b.expect(f" TOPIC {room} :")
     assert topic.endswith("é") and long.startswith(topic.rpartition(" :")[2])
-    a.send(f"AWAY :{long}", f"WHOIS {nick}")
+    a.send(f"AWAY :{long}")
+    a.expect(" 306 ")  # away now: b's WHOIS shows it
     b.send(f"WHOIS {nick}", f"WHO {room}", f"TOPIC {room}", f"PRIVMSG {nick} :hi")
     b.expect(" 332 ")
     b.expect(" 301 ")
