@@ -215,7 +215,7 @@ class Terminal:
         self.last_id: int | None = None  # the newest message shown: a reconnect resumes there
         self.client: Client | None = None
         self.completer = ChatCompleter()
-        self.quitting = False
+        self._quit = threading.Event()  # set once: the user quit, or the end came
         self.exit_code = 0
         self.session: PromptSession[str] | None = None
         self._silent = {"help": 0, "who": 0}  # replies we asked for ourselves
@@ -229,6 +229,16 @@ class Terminal:
         self._output_lock = threading.Lock()
         self._pending: list[list[tuple[str, str]]] = []  # lines not printed yet
         self._prompt_app: Application[str] | None = None  # the prompt that is up, if any
+
+    @property
+    def quitting(self) -> bool:
+        """Whether the client is ending (``/quit``, Ctrl+D, a lost connection given up)."""
+        return self._quit.is_set()
+
+    @quitting.setter
+    def quitting(self, value: bool) -> None:
+        assert value, "quitting is never undone"
+        self._quit.set()  # (wakes a reconnect's wait: a quit meanwhile ends it at once)
 
     # -- output ----------------------------------------------------------------
 
@@ -361,7 +371,8 @@ class Terminal:
             if self.quitting:
                 return False
             self.say(f"* connection lost; reconnecting in {delay:g} s")
-            time.sleep(delay)
+            if self._quit.wait(delay):
+                return False
             try:
                 client = Client.connect(self.host, self.port, tls=self.tls)
                 # Only what was said since the last message shown: nothing twice.
@@ -395,6 +406,11 @@ class Terminal:
                 return False
             except (ClientError, TimeoutError, OSError):
                 continue
+            if self.quitting:  # the user quit while it logged in again
+                with contextlib.suppress(ClientError, OSError):
+                    client.say("/quit")
+                client.close()
+                return False
             self.client = client
             self.rooms = list(welcome.get("rooms", []))
             self._take_limit(welcome)
@@ -429,6 +445,8 @@ class Terminal:
             if self.quitting:
                 return
             if not self.reconnect or not self._reconnect():
+                if self.quitting:
+                    return  # the user quit while it reconnected: no failure of theirs
                 self.say("* disconnected from the server", "class:error")
                 self.exit_code = 5
                 self.quitting = True
@@ -555,7 +573,8 @@ class Terminal:
                         raise ConnectionLost("not connected")
                     client.say(line)
                 except ConnectionLost:
-                    self.say("not connected: the line was not sent", "class:error")
+                    if not self.quitting:  # (a /quit needs no connection to end)
+                        self.say("not connected: the line was not sent", "class:error")
             receiver.join(5)
         if self.client is not None:
             self.client.close()

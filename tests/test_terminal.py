@@ -246,6 +246,28 @@ def test_no_reconnect_exits_with_5(terminal: Callable[..., pexpect.spawn]) -> No
     assert child.exitstatus == 5
 
 
+def test_ctrl_d_while_reconnecting_quits_at_once_with_status_0(
+    terminal: Callable[..., pexpect.spawn],
+) -> None:
+    """Quitting while it waits to reconnect is the user's choice, not a failure: no
+    "disconnected" error, no "line not sent", exit status 0."""
+    port = free_port()
+    server = start_server(port)
+    child = terminal(port, "--nick", "bob")
+    child.expect(WELCOME_BOB)
+    server.terminate()
+    server.wait(10)
+    child.expect(r"\* connection lost; reconnecting in 0.5 s")
+    # (No server comes back: the waits grow, 1, 2, 4... s; the quit cuts one short.)
+    child.expect(r"\* connection lost; reconnecting in 2 s")
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    out = child.before or ""
+    assert "disconnected" not in out and "not sent" not in out
+
+
 def test_refused_connection_is_told_in_words(terminal: Callable[..., pexpect.spawn]) -> None:
     """No server: a sentence, exit status 3."""
     child = terminal(free_port(), "--nick", "bob")
