@@ -39,6 +39,7 @@ from chatkit.client import (
     ClientError,
     ConnectionLost,
     LoginRefused,
+    NoAnswer,
     RoomRefused,
     room_name,
     tls_client_context,
@@ -1168,6 +1169,9 @@ def ping_command(
     started = monotonic()
     try:
         client = Client.connect(host, port, timeout=timeout, tls=context)
+    except NoAnswer as exc:  # (something may listen there: a TLS port's silent listener)
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_LOST) from None
     except ClientError as exc:
         typer.echo(_with_flag_hint(str(exc)), err=True)
         raise typer.Exit(EXIT_REFUSED) from None

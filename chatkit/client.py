@@ -45,6 +45,7 @@ __all__ = [
     "ConnectionLost",
     "LineClient",
     "LoginRefused",
+    "NoAnswer",
     "RoomRefused",
     "encode_frame",
     "room_name",
@@ -109,6 +110,11 @@ class ClientError(ChatkitError):
 
 class ConnectionLost(ClientError, ConnectionError):
     """The server closed the connection, or it broke (also a ``ConnectionError``)."""
+
+
+class NoAnswer(ClientError, TimeoutError):
+    """Connecting took longer than the timeout: no answer to the connection, or a
+    listener that took it and never answered the TLS handshake (also a ``TimeoutError``)."""
 
 
 class LoginRefused(ClientError):
@@ -219,7 +225,8 @@ class LineClient:
         max_line: int = MAX_SERVER_LINE,
         tls: ssl.SSLContext | None = None,
     ) -> Self:
-        """Connect; raise :class:`ClientError` ("no chatkit server at HOST:PORT") if refused.
+        """Connect; raise :class:`ClientError` ("no chatkit server at HOST:PORT") if refused,
+        :class:`NoAnswer` if nothing answered within ``timeout``.
 
         ``timeout`` bounds the connecting; ``max_line`` is the longest line read;
         ``tls`` (e.g. :func:`tls_client_context`) speaks TLS.
@@ -228,6 +235,9 @@ class LineClient:
             sock = cls._open((host, port), timeout, tls)
         except ConnectionRefusedError:
             raise ClientError(f"no chatkit server at {host}:{port}") from None
+        except TimeoutError:
+            what = "the TLS handshake" if tls is not None else "the connection"
+            raise NoAnswer(f"no answer from {host}:{port} to {what} in {timeout:g} s") from None
         except ssl.SSLError as exc:
             reason = exc.reason or str(exc)
             hint = TLS_HINTS.get(reason, "")

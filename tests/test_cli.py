@@ -762,3 +762,17 @@ def test_ping_refuses_a_timeout_that_is_not_positive() -> None:
     )
     assert result.returncode == 2 and "--timeout" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ping_a_listener_that_never_answers_is_no_answer_not_nothing_there() -> None:
+    """Exit 5, not 3 ("nothing listens"): something took the connection and said nothing,
+    with TLS (the handshake) as without (the pong)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # (the kernel accepts for it)
+        port = str(silent.getsockname()[1])
+        for flags in ([], ["--tls", "--insecure"]):
+            result = subprocess.run(
+                [CHATKIT, "ping", *flags, "--port", port, "--timeout", "0.5"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert result.returncode == 5, (flags, result.stderr)
+            assert f"no answer from 127.0.0.1:{port}" in result.stderr, result.stderr
