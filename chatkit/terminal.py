@@ -138,6 +138,8 @@ class ChatCompleter(Completer):
                 yield Completion(f"{nick} ", start_position=-len(word), display=nick)
 
 
+_QUIET = frozenset(("help", "who"))  # the commands whose replies completion may take
+
 LOGIN_WAIT = 30.0  # seconds a reconnect's login may take before it is tried again
 _FOR_NOW = frozenset(("nick_taken", "server_full", "too_many_connections", "server_busy"))
 """Refusals of a reconnect's login that may not last: try again after a wait."""
@@ -218,7 +220,10 @@ class Terminal:
         self._quit = threading.Event()  # set once: the user quit, or the end came
         self.exit_code = 0
         self.session: PromptSession[str] | None = None
-        self._silent = {"help": 0, "who": 0}  # replies we asked for ourselves
+        # Replies we asked for ourselves (for completion), not shown: /help's, and /who's
+        # by room. Each is taken by the thread that reads the connection.
+        self._quiet_help = 0
+        self._quiet_who: dict[str, int] = {}
         # Lines are shown from two threads (the receiver's frames, the main thread's own
         # notes) around a prompt that comes and goes. The lock makes "is a prompt up?"
         # and printing one step, so a line never lands on a prompt being drawn: while
@@ -346,18 +351,39 @@ class Terminal:
         assert client is not None
         # (/who only in a room: in none, its not_in_room would show as an error of the
         # user's, after the refusal of the room that was asked for.)
-        self._silent = {"help": 1, "who": 1} if self.rooms else {"help": 1}
+        self._quiet_help, self._quiet_who = 1, {}
         try:
             client.say("/help")
             if self.rooms:
-                client.say("/who")
+                self._ask_who(client, self.room)
             frames = client.sync(timeout=10)
             # Completion first: once anything of the login shows, Tab works.
-            mine = [f for f in frames if f["type"] == "reply" and f.get("command") in self._silent]
+            mine = [f for f in frames if f["type"] == "reply" and f.get("command") in _QUIET]
             for frame in [*mine, *(f for f in frames if f not in mine)]:
                 self.handle(frame)
         except (ConnectionLost, TimeoutError):
             pass  # the receiver finds the connection closed and reconnects or ends
+
+    def _ask_who(self, client: Client, room: str) -> None:
+        """Ask for ``room``'s members, for nick completion; the reply is not shown."""
+        self._quiet_who[room] = self._quiet_who.get(room, 0) + 1
+        client.say(f"/who {room}")
+
+    def _quiet(self, frame: dict[str, Any]) -> bool:
+        """Whether ``frame`` is a reply we asked for ourselves (taken for completion)."""
+        if frame.get("type") != "reply":
+            return False
+        data = frame.get("data", {})
+        if frame.get("command") == "help" and self._quiet_help:
+            self._quiet_help -= 1
+            self.completer.commands = [c["name"] for c in data.get("commands", [])]
+            return True
+        room = data.get("room")
+        if frame.get("command") == "who" and self._quiet_who.get(room, 0):
+            self._quiet_who[room] -= 1
+            self.completer.nicks |= set(data.get("nicks", []))
+            return True
+        return False
 
     def _take_limit(self, welcome: dict[str, Any]) -> None:
         """The server's line limit (the welcome's ``max_line``), for the prompt's check."""
@@ -465,13 +491,7 @@ class Terminal:
 
     def handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if kind == "reply" and self._silent.get(frame.get("command", ""), 0):
-            self._silent[frame["command"]] -= 1
-            data = frame.get("data", {})
-            if frame["command"] == "help":
-                self.completer.commands = [c["name"] for c in data.get("commands", [])]
-            else:
-                self.completer.nicks = set(data.get("nicks", []))
+        if self._quiet(frame):
             return
         if kind in ("message", "private") and isinstance(frame.get("id"), int):
             self.last_id = max(self.last_id or 0, frame["id"])
@@ -486,6 +506,12 @@ class Terminal:
                 self.room = frame["room"]
                 if frame["room"] not in self.rooms:
                     self.rooms.append(frame["room"])
+                    # A room joined since the login (/join, a reconnect's rejoin): its
+                    # members for completion (the own join does not list them).
+                    client = self.client
+                    if client is not None and not client.closed:
+                        with contextlib.suppress(ClientError):
+                            self._ask_who(client, frame["room"])
         elif kind == "leave" and frame["nick"] == self.nick and frame["room"] in self.rooms:
             self.rooms.remove(frame["room"])
             if self.room == frame["room"]:  # (as the server moves it: the last one joined)
