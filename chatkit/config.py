@@ -197,6 +197,26 @@ class Config:
         """The settings table of plugin ``name`` (empty if the file has none)."""
         return dict(self.plugin_config.get(name, {}))
 
+    def plugin_path(self, name: str, key: str = "db", beside: str | None = None) -> str | Path:
+        """The file a plugin's setting names (``[plugins.NAME] KEY``), found from any
+        working directory: a relative path is relative to the config file's directory;
+        an absolute one, and ``:memory:``, are kept. Unset: with ``beside`` (a word),
+        a file beside the ``history`` plugin's database (``history.BESIDE.sqlite3``
+        for ``history.sqlite3``), else ``:memory:``. :class:`UsageError` if the
+        setting is not a file name."""
+        value = self.plugin_settings(name).get(key)
+        if value is None:
+            history = self.plugin_path("history") if beside is not None else ":memory:"
+            if history == ":memory:":
+                return history
+            path = Path(history)
+            return path.with_name(f"{path.stem}.{beside}{path.suffix or '.sqlite3'}")
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{name}: {key} must be a file name, not {value!r}")
+        if value == ":memory:" or Path(value).is_absolute() or self.source is None:
+            return value
+        return self.source.parent / value
+
     def check(self, *, tls_files: bool = True) -> None:
         """Raise :class:`UsageError` for a value a server could not run with, whether
         it came from the file or a flag: a log level or format, the default room, a

@@ -146,6 +146,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
         "what `chatkit_configure` receives",
         [
             "plugin_settings",
+            "plugin_path",
             "plugin_config",
             "plugins",
             "disable",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import ServeProcess
 
 from chatkit import Config, Limits, UsageError, load_config
 
@@ -187,3 +188,38 @@ def test_a_config_file_that_is_not_utf8_names_the_problem(tmp_path: Path) -> Non
     path.write_bytes('[server]\ndefault_room = "#caf\xe9"\n'.encode("latin-1"))
     with pytest.raises(UsageError, match=r"is not UTF-8.*0xe9.*save it as UTF-8"):
         load_config(path)
+
+
+def test_plugin_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    """A plugin's file setting is found from any working directory: relative to the
+    config file; files beside the history database follow it there."""
+    source = tmp_path / "etc" / "chatkit.toml"
+    config = Config(source=source, plugin_config={"history": {"db": "data/h.sqlite3"}})
+    assert config.plugin_path("history") == tmp_path / "etc" / "data" / "h.sqlite3"
+    assert config.plugin_path("moderation", beside="moderation") == (
+        tmp_path / "etc" / "data" / "h.moderation.sqlite3"
+    )
+    config.plugin_config["accounts"] = {"db": "/abs/a.db"}
+    assert config.plugin_path("accounts", beside="accounts") == "/abs/a.db"
+    assert Config().plugin_path("moderation", beside="moderation") == ":memory:"
+    assert Config(plugin_config={"x": {"db": ":memory:"}}).plugin_path("x") == ":memory:"
+    with pytest.raises(UsageError, match="x: db must be a file name, not 3"):
+        Config(plugin_config={"x": {"db": 3}}).plugin_path("x")
+
+
+def test_serve_from_another_directory_finds_every_database_beside_the_config(
+    serve: type[ServeProcess], tmp_path: Path
+) -> None:
+    """History, accounts and moderation with `db = "data/..."` in [plugins.history],
+    served from elsewhere: all three files in the config's data/, none in the cwd."""
+    etc, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
+    (etc / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    config = etc / "chatkit.toml"
+    config.write_text('[plugins.history]\ndb = "data/history.sqlite3"\n')
+    server = serve("--config", str(config), "--plugin", "moderation", cwd=elsewhere)
+    code, _out, err = server.stop()
+    assert code == 0, err
+    names = {"history.sqlite3", "history.accounts.sqlite3", "history.moderation.sqlite3"}
+    assert names <= {p.name for p in (etc / "data").iterdir()}
+    assert not any(elsewhere.iterdir())

@@ -112,19 +112,7 @@ SETTINGS = (
 
 def accounts_db(config: Config) -> str | Path:
     """The accounts file: the ``db`` setting, else beside the history database."""
-    settings = config.plugin_settings("accounts")
-    db = settings.get("db")
-    if db is None:
-        history = config.plugin_settings("history").get("db")
-        if not isinstance(history, str) or history == ":memory:":
-            return ":memory:"
-        path = Path(history)
-        db = str(path.with_name(f"{path.stem}.accounts{path.suffix or '.sqlite3'}"))
-    if not isinstance(db, str) or not db:
-        raise UsageError(f"accounts: db must be a file name, not {db!r}")
-    if db == ":memory:" or Path(db).is_absolute() or config.source is None:
-        return db
-    return config.source.parent / db
+    return config.plugin_path("accounts", beside="accounts")
 
 
 class Throttle:

@@ -178,13 +178,7 @@ class History:
             raise UsageError(
                 f"history: synchronous must be 'normal' or 'full', not {synchronous!r}"
             )
-        db = settings.get("db")
-        if db is not None and (not isinstance(db, str) or not db):
-            raise UsageError(f"history: db must be a file name, not {db!r}")
-        if db is None or db == ":memory:" or Path(db).is_absolute() or config.source is None:
-            path: str | Path = db or ":memory:"
-        else:
-            path = config.source.parent / db
+        path = config.plugin_path("history")
         self.store = MessageStore(
             path,
             synchronous=synchronous,

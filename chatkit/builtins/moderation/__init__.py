@@ -42,7 +42,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from chatkit import (
@@ -144,21 +143,6 @@ def full_mask(mask: str) -> str:
     return mask
 
 
-def _db_path(config: Config) -> str | Path:
-    db = config.plugin_settings("moderation").get("db")
-    if db is None:
-        history = config.plugin_settings("history").get("db")
-        if not isinstance(history, str) or history == ":memory:":
-            return ":memory:"
-        path = Path(history)
-        return path.with_name(f"{path.stem}.moderation{path.suffix or '.sqlite3'}")
-    if not isinstance(db, str) or not db:
-        raise UsageError(f"moderation: db must be a file name, not {db!r}")
-    if db == ":memory:" or Path(db).is_absolute() or config.source is None:
-        return db
-    return config.source.parent / db
-
-
 class Moderation:
     """The ``moderation`` plugin; one instance per server, registered only when enabled."""
 
@@ -187,7 +171,7 @@ class Moderation:
             raise UsageError("moderation: server_operators must be a list of accounts")
         self.server_operators = {fold(a) for a in server_ops}
         self.max_masks = int(number_setting("moderation", settings, "max_masks", MAX_MASKS, 1))
-        self.store = ModerationStore(_db_path(config))
+        self.store = ModerationStore(config.plugin_path("moderation", beside="moderation"))
 
     @hookimpl
     def chatkit_server_stop(self) -> None:
