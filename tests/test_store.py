@@ -308,6 +308,23 @@ def test_a_writer_that_keeps_failing_gives_up_loudly(tmp_path: Path) -> None:
     MessageStore(tmp_path / "h.db").close()  # close() released its file and lock
 
 
+def test_a_database_whose_directory_became_a_file_stops_the_store(tmp_path: Path) -> None:
+    """Its directory moved away and a file put in its place (stat says ENOTDIR, not
+    ENOENT): gone too, the store stops, rather than its checkpoints ending in silence
+    while the WAL grows."""
+    reasons: list[str] = []
+    folder = tmp_path / "dd"
+    store = MessageStore(folder / "h.db", create_parent=True, on_fatal=reasons.append)
+    try:
+        store.add(message(1))
+        folder.rename(tmp_path / "dd.old")
+        folder.touch()
+        wait_until(lambda: bool(reasons), 10, "on_fatal")
+        assert "deleted or replaced" in reasons[0]
+    finally:
+        store.close()
+
+
 def test_a_database_deleted_while_running_stops_the_store(tmp_path: Path) -> None:
     """The file deleted (or its directory) while the server runs: commits would go into
     a file nobody opens again. Within a checkpoint interval the store fails everything

@@ -447,8 +447,17 @@ class MessageStore:
         the writer: a PASSIVE checkpoint does what it can without waiting)."""
         try:
             start = os.stat(self.path)
+            trouble = ""  # the last error stat-ing the file, logged once until it ends
             while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
-                if not _same_file(self.path, start):
+                try:
+                    same = _same_file(self.path, start)
+                except OSError as exc:  # (EACCES, NFS's ESTALE or EIO: it may pass)
+                    if str(exc) != trouble:
+                        trouble = str(exc)
+                        log.warning("cannot check history database %s: %s", self.path, exc)
+                    continue
+                trouble = ""
+                if not same:
                     # Deleted (its directory too) or replaced: commits would go on into
                     # a file nobody will open again, every message lost on restart.
                     reason = (
@@ -790,10 +799,11 @@ def _open(path: str, create_parent: bool, busy_timeout: float) -> sqlite3.Connec
 
 def _same_file(path: str, start: os.stat_result) -> bool:
     """Whether ``path`` is still the file ``start`` was taken of (not deleted, nor
-    replaced by another)."""
+    replaced by another: a directory on its path replaced by a file is gone too);
+    ``OSError`` if that cannot be told."""
     try:
         now = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     return (now.st_dev, now.st_ino) == (start.st_dev, start.st_ino)
 
