@@ -152,8 +152,8 @@ def _build_config(
             setattr(config, key, overrides[key])
     config.plugins = [*config.plugins, *overrides["plugins"]]
     config.disable = [*config.disable, *overrides["disable"]]
-    for warning in check_plugin_sections(config, config.plugin_config):
-        typer.echo(f"Warning: {warning}", err=True)
+    # (Its tables are checked once the flags that enable plugins are in: below.)
+    tables = list(config.plugin_config)
     history = config.plugin_config.setdefault("history", {})
     if overrides.get("db"):
         db = overrides["db"]
@@ -171,6 +171,8 @@ def _build_config(
         config.plugins = [*config.plugins, "cluster"]
     if overrides.get("log_messages"):
         config.plugin_config.setdefault("log", {})["messages"] = True
+    for warning in check_plugin_sections(config, tables):
+        typer.echo(f"Warning: {warning}", err=True)
     limits = config.limits
     for key, value in overrides["limits"].items():
         if value is not None:
@@ -1155,7 +1157,9 @@ def ping_command(
     port: Annotated[int, typer.Option(help="The server's port.", metavar="PORT")] = 9090,
     timeout: Annotated[
         float,
-        typer.Option(help="Seconds to wait for the answer.", metavar="SECONDS", min=0.001),
+        typer.Option(
+            help="Seconds to wait for the answer.", metavar="SECONDS", min=0.001, max=3600
+        ),
     ] = 5.0,
     tls: TlsFlag = False,
     insecure: InsecureFlag = False,
@@ -1224,6 +1228,7 @@ def join(
         float,
         typer.Option(
             min=0,
+            max=86400,  # (a day: inf would overflow the wait; --stay waits for good)
             help="After input ends, keep printing until SECONDS after the last line sent "
             "(for replies).",
             metavar="SECONDS",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -147,7 +148,7 @@ class Limits:
             value = getattr(self, f.name)
             if isinstance(value, bool) or f.type == "bool":
                 continue
-            if value <= 0:
+            if not value > 0 or not math.isfinite(value):  # (not nan, nor inf: TOML has both)
                 raise UsageError(f"limit {f.name} must be positive, not {value!r}")
         if self.ipv6_prefix > 128:
             raise UsageError(f"limit ipv6_prefix must be at most 128 bits, not {self.ipv6_prefix}")
@@ -453,6 +454,11 @@ def number_setting(
 ) -> float:
     """The number ``settings[key]`` (or ``default``); :class:`UsageError` if below ``minimum``."""
     value = settings.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not value >= minimum  # (nan too)
+        or not math.isfinite(value)
+    ):
         raise UsageError(f"{plugin}: {key} must be a number of at least {minimum:g}, not {value!r}")
     return float(value)

@@ -399,6 +399,11 @@ def test_a_config_section_for_a_plugin_not_enabled_is_warned_about(
     server = serve("--config", str(config), "--plugin", "profanity")
     code, _out, err = server.stop()
     assert code == 0 and "Warning" not in err
+    # A flag that enables a plugin (--metrics-port for metrics, --redis for cluster) counts.
+    config.write_text('[plugins.metrics]\nhost = "127.0.0.1"\n')
+    server = serve("--config", str(config), "--metrics-port", "0")
+    code, _out, err = server.stop()
+    assert code == 0 and "Warning" not in err, err
 
 
 def test_a_wrong_type_in_the_config_file_says_what_it_got(tmp_path: Path) -> None:
@@ -756,11 +761,13 @@ def test_serve_writes_and_removes_its_pid_file(serve: type[ServeProcess], tmp_pa
     assert not pid_file.exists()
 
 
-def test_ping_refuses_a_timeout_that_is_not_positive() -> None:
-    result = subprocess.run(
-        [CHATKIT, "ping", "--timeout", "-1"], capture_output=True, text=True, timeout=30
-    )
-    assert result.returncode == 2 and "--timeout" in result.stderr
+@pytest.mark.parametrize(
+    "args", [["ping", "--timeout", "-1"], ["ping", "--timeout", "inf"], ["join", "--wait", "inf"]]
+)
+def test_ping_and_join_refuse_a_wait_out_of_range(args: list[str]) -> None:
+    """Not positive, or past what a wait can be (inf overflowed it: a traceback)."""
+    result = subprocess.run([CHATKIT, *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and args[1] in result.stderr
     assert "Traceback" not in result.stderr
 
 

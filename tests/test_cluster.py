@@ -909,7 +909,9 @@ def test_irc_clients_see_every_node(redis_server: RedisServer, nodes: Callable[.
         # WHOIS, ISON, USERHOST and WHO know the other node's members too.
         alice.say("/register correct-horse")
         probe.expect("account", nick="alice")  # node b knows alice's account now
-        irc.sendall(b"WHOIS alice\r\nISON alice nobody\r\nUSERHOST alice\r\nWHO alice\r\n")
+        irc.sendall(
+            b"WHOIS alice\r\nISON alice nobody\r\nUSERHOST alice\r\nMODE alice\r\nWHO alice\r\n"
+        )
         assert irc_saw(b"315 bob alice")
         irc.sendall(b"WHO al*\r\n")  # a mask: alice shares #general with bob
         assert irc_saw(b"315 bob al*")
@@ -919,6 +921,7 @@ def test_irc_clients_see_every_node(redis_server: RedisServer, nodes: Callable[.
         assert any(line.endswith(b" 303 bob :alice") for line in lines)
         assert any(line.endswith(b" 302 bob :alice=+alice@chatkit") for line in lines)
         assert any(b" 352 bob * alice chatkit " in line for line in lines)
+        assert any(b" 502 bob :Cant change mode for other users" in line for line in lines)
         masked = seen.split(b" 315 bob alice ")[-1].split(b"\r\n")
         assert any(b" 352 bob * alice chatkit " in line for line in masked)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import ServeProcess
 
-from chatkit import Config, Limits, UsageError, load_config
+from chatkit import Config, Limits, UsageError, load_config, number_setting
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -223,3 +223,12 @@ def test_serve_from_another_directory_finds_every_database_beside_the_config(
     names = {"history.sqlite3", "history.accounts.sqlite3", "history.moderation.sqlite3"}
     assert names <= {p.name for p in (etc / "data").iterdir()}
     assert not any(elsewhere.iterdir())
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_limit_or_plugin_number_that_is_not_finite_is_refused(tmp_path: Path, value: str) -> None:
+    """TOML has nan and inf: a timeout of nan never fires, one of inf overflows a wait."""
+    with pytest.raises(UsageError, match="limit login_timeout must be positive"):
+        load_config(write(tmp_path, f"[limits]\nlogin_timeout = {value}\n"))
+    with pytest.raises(UsageError, match="x: n must be a number of at least 0"):
+        number_setting("x", {"n": float(value)}, "n", 1, 0)

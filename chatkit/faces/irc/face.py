@@ -1124,7 +1124,8 @@ class IrcChannel:
             return
         self._input("/mode")
         if names.fold(target) != names.fold(self.protocol.nick):
-            if self.hub.find(target) is None:  # nobody by that nick: 401 (modern docs)
+            if self.hub.find(target) is None and self._remote(target) is None:
+                # Nobody by that nick, here or on another node: 401 (modern docs).
                 self.send(Message(n.ERR_NOSUCHNICK, (target, "No such nick/channel")))
             else:
                 self.send(Message(n.ERR_USERSDONTMATCH, ("Cant change mode for other users",)))
