@@ -211,7 +211,8 @@ def test_serve_from_another_directory_finds_every_database_beside_the_config(
     serve: type[ServeProcess], tmp_path: Path
 ) -> None:
     """History, accounts and moderation with `db = "data/..."` in [plugins.history],
-    served from elsewhere: all three files in the config's data/, none in the cwd."""
+    served from elsewhere: all three files in the config's data/, none in the cwd, and
+    created readable by their owner alone."""
     etc, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
     (etc / "data").mkdir(parents=True)
     elsewhere.mkdir()
@@ -223,6 +224,10 @@ def test_serve_from_another_directory_finds_every_database_beside_the_config(
     names = {"history.sqlite3", "history.accounts.sqlite3", "history.moderation.sqlite3"}
     assert names <= {p.name for p in (etc / "data").iterdir()}
     assert not any(elsewhere.iterdir())
+    # Private messages and password hashes: files its owner alone reads.
+    for path in (etc / "data").iterdir():
+        if path.suffix == ".sqlite3" or path.name.endswith(("-wal", "-shm")):
+            assert path.stat().st_mode & 0o777 == 0o600, path
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chatkit import UsageError, fold, skeleton
+from chatkit.builtins.sqlite import create_private
 
 __all__ = ["APPLICATION_ID", "Account", "AccountStore", "Store"]
 
@@ -97,6 +98,7 @@ class AccountStore:
         # Synchronize access to the connection (a connection is not thread-safe).
         self._lock = threading.Lock()
         try:
+            create_private(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._prepare()
         except sqlite3.Error as exc:

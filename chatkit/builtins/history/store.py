@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatkit import MAX_ID, Message, UsageError, fold
+from chatkit.builtins.sqlite import create_private
 
 if sys.platform != "win32":
     import fcntl
@@ -789,6 +790,7 @@ def _open(path: str, create_parent: bool, busy_timeout: float) -> sqlite3.Connec
                     f"cannot open history database {path}: directory {file.parent} does not exist"
                 )
     try:
+        create_private(path)
         # Autocommit mode (isolation_level=None): transactions are explicit.
         return sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False

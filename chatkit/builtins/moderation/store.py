@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chatkit import UsageError
+from chatkit.builtins.sqlite import create_private
 
 __all__ = ["CACHE_ENTRIES", "COLUMNS", "ModerationStore", "Store"]
 
@@ -71,6 +72,7 @@ class ModerationStore:
         self._claims_lock = threading.Lock()
         self._claims: dict[str, tuple[str, float]] = {}  # room -> (token, until, monotonic)
         try:
+            create_private(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
