@@ -111,6 +111,17 @@ def test_page_has_a_content_security_policy(server: Server) -> None:
     assert "script-src 'self'" in policy and "default-src 'self'" in policy
 
 
+def test_the_server_closes_a_page_connection_once_the_file_is_sent(server: Server) -> None:
+    """The response says Connection: close, and the server closes after it, whole (it
+    waited for the browser to close, holding a connection up to login_timeout)."""
+    host, port = server.addresses["web"]
+    answer = exchange(server, f"GET /app.js HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head
+    length = re.search(rb"\r\nContent-Length: (\d+)", head)
+    assert length is not None and int(length.group(1)) == len(body) > 0
+
+
 def test_unchanged_file_is_not_sent_again(server: Server) -> None:
     """A request with the file's ETag in If-None-Match gets 304 and no body."""
     etag = request(server, "/app.js")[0].getheader("ETag", "")

@@ -354,9 +354,14 @@ class WebChannel:
                 self.session.send(Frame(_RAW, data=response.serialize()))
             self.session.disconnect("bad HTTP request")
             return False
-        # A page's file was sent; the browser closes the connection once it has read
-        # it (Connection: close), and the writer sends it whole meanwhile.
-        return True
+        if self._answered:
+            # A page's file (or an HTTP error): its response says Connection: close,
+            # so the server closes once the writer has sent it whole. (Waiting for the
+            # browser to close held the connection, counted against max_clients, up to
+            # login_timeout.)
+            self.session.disconnect("page sent")
+            return False
+        return True  # (the request is not whole yet)
 
     # -- acting on events ----------------------------------------------------------------
 
