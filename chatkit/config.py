@@ -141,7 +141,8 @@ class Limits:
     ping_timeout: float = PING_TIMEOUT
     """Seconds a pinged client has to answer before it is dropped (``--ping-timeout``)."""
     tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT
-    """Seconds a client on a TLS port has to finish its handshake before it is closed."""
+    """Seconds a client on a TLS port has to finish its handshake, from its first byte,
+    before it is closed (one that sends nothing is closed at ``first_byte_timeout``)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -1697,8 +1697,9 @@ class Server:
         for conn, deadline in list(self._pending.items()):
             if deadline > now:
                 break
-            self.writer.count_error("login_timeout")
             early = conn.face.early(frame, greeted=conn.greeted)
+            if early:  # (a TLS port's connection is sent nothing: it speaks no TLS yet)
+                self.writer.count_error("login_timeout")
             self._close_pending(conn, early, "login timeout")
         # Silent for greeting_delay: most likely a person at nc or telnet, who sees
         # nothing until the server speaks. A program speaking JSON sends its hello

@@ -143,6 +143,20 @@ def test_a_stalled_handshake_times_out_without_blocking_others(
         assert time.monotonic() - started < 0.5 + TIMEOUT
 
 
+def test_a_silent_tls_connection_is_closed_without_a_word_or_a_count(certs: Certs) -> None:
+    """Nothing sent on the TLS port: closed at first_byte_timeout with nothing sent, and
+    no login_timeout error counted (no error frame went out); on the plain port both."""
+    line = LineFace()
+    config = tls_config(certs, first_byte_timeout=0.3, greeting_delay=5)
+    with Server(config=config, faces=[line, TlsFace(line, port=0)], plugins=[]) as server:
+        with socket.create_connection(server.addresses["line-tls"], timeout=TIMEOUT) as silent:
+            assert _read_to_end(silent) == b""
+        assert server.stats()["errors"].get("login_timeout", 0) == 0
+        with socket.create_connection(server.addresses["line"], timeout=TIMEOUT) as silent:
+            assert b"login_timeout" in _read_to_end(silent)
+        assert server.stats()["errors"]["login_timeout"] == 1
+
+
 def test_an_untrusted_certificate_is_refused_by_the_client(tls_server: Server) -> None:
     """The client checks the certificate: one from an unknown CA fails, --insecure passes."""
     from chatkit.client import tls_client_context
