@@ -35,7 +35,7 @@ def test_a_flood_is_refused_and_others_get_through(
     accepted = [f for f in frames if f["type"] == "message" and f["nick"] == "flooder"]
     refused = [f for f in frames if f["type"] == "error"]
     assert len(accepted) + len(refused) == 300
-    assert 9 <= len(accepted) < 300  # the burst less the hello, plus what refilled meanwhile
+    assert 10 <= len(accepted) < 300  # the burst (the hello is given back), plus refills
     assert {f["code"] for f in refused} == {"rate_limited"}
     assert all(0 < f["retry_after"] <= 0.2 for f in refused)
     assert [f["text"] for f in accepted] == [f"spam {i}" for i in range(len(accepted))]
@@ -44,7 +44,8 @@ def test_a_flood_is_refused_and_others_get_through(
 def test_ping_is_never_limited(chat_server_factory: Factory, chat_client: Connect) -> None:
     """After the bucket is empty, pings still get pongs."""
     server = chat_server_factory(config=flood_config(rate=0.001, burst=1))
-    alice = chat_client(server, "alice")  # the hello took the only token
+    alice = chat_client(server, "alice")  # the hello's token is given back at login
+    alice.say("accepted")
     alice.say("refused")
     assert alice.expect("error")["code"] == "rate_limited"
     alice.send_raw(b'{"type":"ping"}\n' * 50)
@@ -56,11 +57,23 @@ def test_settings_take_effect(chat_server_factory: Factory, chat_client: Connect
     """burst and rate come from [plugins.flood]."""
     server = chat_server_factory(config=flood_config(rate=0.001, burst=3))
     alice = chat_client(server, "alice")
-    for i in range(3):
+    for i in range(4):
         alice.say(f"m{i}")
     frames = [f for f in alice.sync() if f["type"] in ("message", "error")]
-    assert [f["type"] for f in frames] == ["message", "message", "error"]  # the hello took one
+    # The whole burst after the login: the hello's token is given back.
+    assert [f["type"] for f in frames] == ["message", "message", "message", "error"]
     assert frames[-1]["retry_after"] > 100
+
+
+def test_a_paste_of_burst_lines_right_after_the_login_arrives_whole(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """burst lines at once right after logging in (a failed hello stays paid)."""
+    server = chat_server_factory(config=flood_config(rate=0.001, burst=5))
+    alice = chat_client(server, "alice")
+    alice.send_raw(b"".join(b'{"type":"say","text":"line %d"}\n' % i for i in range(5)))
+    frames = [f for f in alice.sync() if f["type"] in ("message", "error")]
+    assert [f.get("text") for f in frames] == [f"line {i}" for i in range(5)]
 
 
 def test_repeat_offenders_are_disconnected_when_configured(

@@ -62,6 +62,15 @@ class Flood:
         self.kick_after = int(number_setting("flood", settings, "kick_after", KICK_AFTER, 0))
 
     @hookimpl
+    def chatkit_on_login(self, client: Session) -> None:
+        # The hello that logged in is given back (a failed one stays paid): right after
+        # a login, `burst` lines go at once, a paste of as many lines as a message
+        # may have. (The client's reader thread, as chatkit_allow_input's.)
+        bucket = client.data.get("flood")
+        if bucket is not None:
+            bucket.tokens = min(self.burst, bucket.tokens + 1.0)
+
+    @hookimpl
     def chatkit_allow_input(self, client: Session, event: Hello | Say | Request) -> Reject | None:
         now = time.monotonic()
         bucket = client.data.get("flood")

@@ -1,7 +1,8 @@
 """/stats: the server's counters (connections, deliveries, sends), for benchmarks and monitors.
 
-Off by default: enable with ``--plugin stats``. Every client may ask while chatkit
-has no server operators; once it has them, ``/stats`` will be theirs alone.
+Off by default: enable with ``--plugin stats``. Every client may ask: ``/stats`` does
+not check for server operators, which only the ``moderation`` plugin knows (the
+``metrics`` plugin serves the same counters on a port of their own).
 The reply's text is for people (``uptime 3m 12s``, ``sent 1.2 MiB``); its ``data``
 carries the raw numbers (seconds, bytes) for scripts.
 """
