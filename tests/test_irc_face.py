@@ -599,18 +599,18 @@ def test_a_ctcp_flood_does_not_spend_the_victims_allowance(
     """Its client answers each CTCP query by itself: the answers (NOTICEs to the nick
     that asked, at most CTCP_OWED owed at once) cost the victim no flood allowance,
     so a query flood leaves it able to talk; a NOTICE nobody asked for still costs."""
-    config = config_from_dict({"plugins": {"flood": {"burst": 4, "rate": 0.001}}})
+    config = config_from_dict({"plugins": {"flood": {"burst": 3, "rate": 0.001}}})
     server = make_server(config=config)
     with IrcClient(server.addresses["irc"]) as mallory, IrcClient(server.addresses["irc"]) as bob:
         mallory.register("mallory")
         bob.register("bob")
         mallory.expect(":bob!bob@chatkit JOIN #general")
-        for _ in range(3):  # mallory's burst: her login and three queries
+        for _ in range(3):  # mallory's burst: three queries (a login's line is given back)
             mallory.send("PRIVMSG bob :\x01VERSION\x01")
             bob.expect(":mallory!mallory@chatkit PRIVMSG bob :\x01VERSION\x01")
             bob.send("NOTICE mallory :\x01VERSION irssi\x01")  # what irssi answers
             mallory.expect(":bob!bob@chatkit NOTICE mallory :\x01VERSION irssi\x01")
-        bob.send("PRIVMSG #general :still here")  # bob's burst: his login and three lines
+        bob.send("PRIVMSG #general :still here")  # bob's burst: three lines
         mallory.expect(":bob!bob@chatkit PRIVMSG #general :still here")
         bob.send("NOTICE mallory :\x01VERSION unasked\x01")  # owes nothing now: a line
         bob.send("PRIVMSG #general :two", "PRIVMSG #general :three")
@@ -938,7 +938,7 @@ def test_every_line_but_ping_counts_against_the_flood_limit(
     naming many rooms, or a client asking for a big room's names over and over, cannot
     make the server do more than its allowance. PING costs nothing. NAMES answers at most
     four rooms (ISUPPORT TARGMAX)."""
-    flood = {"flood": {"burst": 4, "rate": 0.001}}  # the login and three lines, then none
+    flood = {"flood": {"burst": 3, "rate": 0.001}}  # three lines (the login's is given back)
     server = make_server(config=Config(plugin_config=flood))
     address = server.addresses["irc"]
     with IrcClient(address) as alice, IrcClient(address) as bob, IrcClient(address) as carol:
@@ -1181,6 +1181,37 @@ def test_lines_with_long_text_are_cut_to_512_bytes(connect: Callable[[], IrcClie
     b.expect(f" PART {room} :ppp")
     a.send("QUIT :" + "q" * 504)
     b.expect(" QUIT :Quit: qqq")
+
+
+def test_lists_cut_to_512_bytes_keep_whole_names_and_long_echoes_are_cut(
+    connect: Callable[[], IrcClient],
+) -> None:
+    """ISON's and WHOIS' lists that do not fit lose whole names, never half of one (a
+    nick cut short would be another's); 319 counts the asker's nick, not the target's;
+    a numeric echoing a long name a client sent is cut too (IrcClient checks every line)."""
+    asker, target = "a" * 30, "t"
+    online = [f"x{i:02d}" + "y" * 27 for i in range(15)]
+    others = [connect() for _ in online]
+    for client, nick in zip(others, online, strict=True):
+        client.register(nick)
+    me, them = connect(), connect()
+    me.register(asker)
+    them.register(target)
+    rooms = [f"#{i:02d}" + "w" * 47 for i in range(12)]
+    for room in rooms:
+        them.send(f"JOIN {room}")
+        them.expect(f" 366 {target} {room} ")
+    me.send("ISON " + " ".join(online))  # 471 bytes: the 303 would be longer than 512
+    ison = me.expect(f" 303 {asker} :").rpartition(" :")[2].split()
+    assert ison and set(ison) <= set(online)
+    me.send(f"WHOIS {target}")
+    whois = me.until(f" 318 {asker} {target} ")
+    listed = [r for line in whois if " 319 " in line for r in line.split(" :", 1)[1].split()]
+    assert sorted(listed) == sorted(["#general", *rooms])
+    bogus = "z" * 470
+    me.send(f"WHOIS {bogus}", f"MODE {bogus}", f"PART #{bogus}", f"FOO{bogus}")
+    me.expect(" 401 ")
+    me.expect(" 421 ")
 
 
 def test_a_private_message_to_oneself_arrives(connect: Callable[[], IrcClient]) -> None:

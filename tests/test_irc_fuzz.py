@@ -21,7 +21,9 @@ from test_irc_face import IrcClient
 from chatkit import Server
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.irc.face import _ctcp
+from chatkit.faces.irc.message import MAX_LINE_BYTES, Message
 from chatkit.faces.irc.protocol import Command, IrcProtocol
+from chatkit.faces.irc.render import encode_lines
 from chatkit.faces.line import LineFace
 from chatkit.frames import Frame
 from chatkit.protocol import clean_text
@@ -295,3 +297,22 @@ def test_a_live_server_survives_any_irc_command(arena: tuple[Arena, _Errors], li
     arena[0].send_raw(line.encode("utf-8", "surrogatepass") + b"\r\n")
     arena[0].check()
     _no_errors(arena)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["PRIVMSG", "TOPIC", "303", "319", "401", "403", "CAP", "JOIN", "PART"]),
+    st.lists(st.text(ANY_CHAR, min_size=0, max_size=300), min_size=1, max_size=4),
+    st.text(st.characters(codec="ascii", categories=("L", "N")), min_size=1, max_size=80),
+    st.booleans(),
+)
+def test_every_line_fits_512_bytes(
+    command: str, params: list[str], source: str, tagged: bool
+) -> None:
+    """Whatever its parameters, a line the face writes has at most 512 bytes with CR-LF
+    after its tags (RFC 1459 2.3), middle parameters (names a client sent) cut too."""
+    tags = {"time": "2026-12-02T00:00:00.000Z"} if tagged else {}
+    message = Message(command, tuple(params), source, tags)
+    for line in encode_lines([message]).split(b"\r\n")[:-1]:
+        body = line.partition(b" ")[2] if tagged else line
+        assert len(body) + 2 <= MAX_LINE_BYTES, line

@@ -1268,7 +1268,8 @@ class IrcChannel:
     def _whois_rooms(self, nick: str, rooms: list[str]) -> list[Message]:
         """``319`` lines: as many rooms a line as fit in IRC's 512 bytes (someone in
         many long-named rooms)."""
-        head = len(f":{self.face.server_name} {n.RPL_WHOISCHANNELS} {nick} {nick} :".encode())
+        asker = self.protocol.nick  # (the numeric's first parameter: whoever asked)
+        head = len(f":{self.face.server_name} {n.RPL_WHOISCHANNELS} {asker} {nick} :".encode())
         lines: list[Message] = []
         line: list[str] = []
         size = head

@@ -123,10 +123,13 @@ def encode_lines(messages: list[Message]) -> bytes:
 
 
 def _fit(message: Message) -> str:
-    """``message``'s line, its text cut (at a character) so that the line after its
-    tags has at most MAX_LINE_BYTES with CR-LF (RFC 1459 2.3): a topic, a part or quit
-    reason, a realname, an away text, with a long source, can be longer than a client's
-    line (a PRIVMSG's text is split into lines before: see ``messages``)."""
+    """``message``'s line, cut so that after its tags it has at most MAX_LINE_BYTES with
+    CR-LF (RFC 1459 2.3): a topic, a part or quit reason, a realname, an away text, with a
+    long source, can be longer than a client's line (a PRIVMSG's text is split into lines
+    before: see ``messages``). The last parameter is cut at a character, or, for a list
+    (nicks, rooms, capabilities), before the first name that does not fit whole: a name
+    cut short would be another's. Should that not do (a numeric echoing a long name the
+    client sent), the longest middle parameters are cut too."""
     trailing = _text_last(message)
     line = message.line(trailing)
     if len(line) * 4 + 2 <= MAX_LINE_BYTES:
@@ -135,10 +138,26 @@ def _fit(message: Message) -> str:
     over = len(head.encode("utf-8", "replace")) + 2 - MAX_LINE_BYTES
     if over <= 0 or not message.params:
         return line
-    *middle, last = message.params
-    raw = last.encode("utf-8", "replace")
-    cut = raw[: max(0, len(raw) - over)].decode("utf-8", "ignore")
-    return Message(message.command, (*middle, cut), message.source, message.tags).line(trailing)
+    params = [p.encode("utf-8", "replace") for p in message.params]
+    last = params[-1]
+    cut = last[: max(0, len(last) - over)]
+    if message.command in _LISTS and cut != last:
+        cut = cut[: max(0, cut.rfind(b" "))]  # (whole names only; none if one is too long)
+    over -= len(last) - len(cut)
+    params[-1] = cut
+    while over > 0:  # the middle: cut the longest, a character at a time's worth
+        longest = max(range(len(params) - 1), key=lambda i: len(params[i]), default=None)
+        if longest is None or len(params[longest]) <= 1:
+            break
+        keep = max(1, len(params[longest]) - over)
+        over -= len(params[longest]) - keep
+        params[longest] = params[longest][:keep]
+    texts = tuple(p.decode("utf-8", "ignore") for p in params)
+    return Message(message.command, texts, message.source, message.tags).line(trailing)
+
+
+_LISTS = frozenset(("303", "319", "353", "CAP"))
+"""Commands whose last parameter is a list of names (ISON's, WHOIS' rooms, NAMES', CAP's)."""
 
 
 _BREAKS = {0x00: " ", 0x0A: " ", 0x0D: " "}
