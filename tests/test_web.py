@@ -554,10 +554,12 @@ def test_a_page_under_a_name_the_server_does_not_know_is_refused() -> None:
     Host and Origin alike; only names the server knows (IP addresses, localhost, the
     machine's name, hosts and the origins' hosts) count as the page's own origin."""
     with web_server(
-        hosts=("chat.lan", "bücher.example"), origins=("https://chat.example.org",)
+        hosts=("chat.lan", "bücher.example", "straße.example"),
+        origins=("https://chat.example.org",),
     ) as server:
         port = server.addresses["web"][1]
-        for host in (f"evil.example:{port}", "evil.example", f"a b:{port}"):
+        # (strasse.example is another domain: IDNA 2003 mapped ß to ss, browsers do not.)
+        for host in (f"evil.example:{port}", "evil.example", f"a b:{port}", "strasse.example"):
             answer = _handshake(server, host, f"http://{host}")
             assert answer.startswith(b"HTTP/1.1 403 "), answer
         assert b"[faces.web] hosts" in _handshake(server, "evil.example", "http://evil.example")
@@ -572,6 +574,7 @@ def test_a_page_under_a_name_the_server_does_not_know_is_refused() -> None:
             "chat.lan.",  # (a fully qualified name's final dot)
             f"localhost.:{port}",
             "xn--bcher-kva.example",  # (what a browser sends for bücher.example)
+            "xn--strae-oqa.example",  # (and for straße.example: UTS 46, non-transitional)
             socket.gethostname(),
         ):
             answer = _handshake(server, host, f"http://{host}")

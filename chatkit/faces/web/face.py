@@ -35,6 +35,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+import idna
 from websockets.frames import CloseCode, Opcode
 from websockets.frames import Frame as WsFrame
 from websockets.http11 import Request, Response
@@ -190,11 +191,15 @@ class WebFace:
 
 def _host_name(name: str) -> str:
     """A host name as browsers send it: lower case, without a final dot, and in its
-    ASCII (IDNA) form (``bücher.example`` is ``xn--bcher-kva.example``)."""
+    ASCII form as the URL standard makes it (UTS 46, non-transitional, as browsers do:
+    ``bücher.example`` is ``xn--bcher-kva.example``, ``straße.example`` is
+    ``xn--strae-oqa.example``, not ``strasse.example`` as Python's IDNA 2003 codec)."""
     name = name.strip().rstrip(".").lower()
+    if name.isascii():
+        return name
     try:
-        return name.encode("idna").decode("ascii")
-    except UnicodeError:
+        return idna.encode(name, uts46=True, transitional=False).decode("ascii")
+    except UnicodeError:  # (idna.IDNAError is one)
         return name
 
 
