@@ -1007,6 +1007,38 @@ def test_a_node_forgets_its_cached_moderation_when_redis_loses_it(
         store.close()
 
 
+def test_a_node_started_after_redis_lost_its_data_sees_everyone(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """A flush while the nodes stay connected: each sees the data's mark change at its
+    next beat and puts back its members and topics, so a node started afterwards knows
+    who is where and the rooms' topics."""
+    url = redis_server.url(14)
+    redis.Redis.from_url(url).flushdb()
+    a, b = nodes(url), nodes(url)
+    alice, bob = a.client("alice"), b.client("bob")
+    wait_until(lambda: sorted(who(alice)) == ["alice", "bob"], WAIT, "both in /who", POLL)
+    alice.send({"type": "say", "text": "/topic before the flush"})
+    bob.expect("topic", room="#general")
+    flushed = redis.Redis.from_url(url, decode_responses=True)
+    mark = flushed.get("chatkit:epoch")
+    flushed.flushdb()
+    # Both nodes put their members back (a new mark, then each one's hash).
+    wait_until(
+        lambda: (
+            flushed.get("chatkit:epoch") not in (None, mark)
+            and len(flushed.keys("chatkit:members:*")) == 2
+        ),
+        WAIT,
+        "the members put back",
+        POLL,
+    )
+    c = nodes(url)
+    carol = c.client("carol")
+    assert carol.expect("topic", room="#general")["topic"] == "before the flush"
+    wait_until(lambda: sorted(who(carol)) == ["alice", "bob", "carol"], WAIT, "all in /who", POLL)
+
+
 def test_bad_entries_in_the_log_are_skipped_and_the_cluster_goes_on(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:

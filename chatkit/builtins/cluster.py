@@ -822,6 +822,17 @@ class Cluster:
             if not self._up or self._server is None:
                 continue
             try:
+                mark = self._data_mark(self._redis)
+                if mark != self._epoch:
+                    # Redis lost its data while this node stayed connected (FLUSHALL, or
+                    # a restart between two reads): put back what this node knows, its
+                    # members and the topics, for nodes that start later. (The reader
+                    # thread checks too, when it reconnects: at worst both put it back,
+                    # which changes nothing.)
+                    self._epoch = mark
+                    self._restore_topics(self._redis)
+                    with self._lock:
+                        self._resync = True
                 if self._resync:
                     self._announce()
                     with self._lock:
