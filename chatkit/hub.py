@@ -181,6 +181,14 @@ class Relay(Protocol):
         case), or ``None``: for ``WHOIS`` and the like (any thread, no hub lock)."""
         ...
 
+    def renamed(self, session: Session, old: str) -> None:
+        """``session``, of this node, is called ``old`` no more: called under the hub's
+        lock as its new nick takes effect, before anyone can find it by either, so
+        that the relay knows which nick its sequence has for it until the rename is
+        sequenced too (a private message sequenced before the rename is for it, under
+        ``old``). Must not call into the hub."""
+        ...
+
     def forget(self, account: str, why: str) -> None:
         """Have the other nodes make their sessions identified to ``account`` no
         longer identified (:meth:`Hub.forget_account`: ``why`` says what happened to
@@ -961,6 +969,8 @@ class Hub:
             self._sessions[_key(new)] = session
             self._nick_skeletons[names.skeleton(new)] = session
             session.nick = new
+            if self.relay is not None:
+                self.relay.renamed(session, old)
             audience: dict[int, Session] = {}
             lanes = [self._lanes.private]
             for key in session.rooms:

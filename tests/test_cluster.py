@@ -492,6 +492,50 @@ def test_identities_and_private_history_cross_nodes(
     assert [f["text"] for f in bob.sync() if f["type"] == "private"] == texts
 
 
+def test_a_private_message_racing_its_recipients_rename_is_delivered_or_refused(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """ben renames back and forth on b while ann, on a, writes to "ben": each message is
+    either delivered to him (under whichever nick he has) and echoed to ann, or refused
+    to ann (no_such_nick), as on one server; never echoed and lost."""
+    url = redis_server.url(15)
+    redis.Redis.from_url(url).flushdb()
+    a, b = nodes(url, "--no-plugin", "flood"), nodes(url, "--no-plugin", "flood")
+    ann, ben = a.client("ann"), b.client("ben")
+    wait_until(lambda: sorted(who(ann)) == ["ann", "ben"], WAIT, "both in /who", POLL)
+    done = threading.Event()
+
+    def rename() -> None:
+        nick = "ben"
+        while not done.is_set():
+            nick = "rob" if nick == "ben" else "ben"
+            ben.say(f"/nick {nick}")
+            ben.expect("nick", new=nick)
+
+    renamer = threading.Thread(target=rename)
+    renamer.start()
+    echoed: list[str] = []
+    refused: list[str] = []
+    try:
+        for i in range(120):
+            ann.say(f"/msg ben pm{i}")
+            got = ann.expect(lambda f: f.get("type") in ("private", "error"))
+            (echoed if got["type"] == "private" else refused).append(f"pm{i}")
+            if got["type"] == "error":
+                assert got["code"] == "no_such_nick", got
+    finally:
+        done.set()
+        renamer.join(WAIT)
+    assert echoed, "no message reached ben"
+
+    def delivered() -> set[str]:
+        ben.sync()
+        return {f["text"] for f in ben.received if f["type"] == "private"}
+
+    wait_until(lambda: set(echoed) <= delivered(), WAIT, "every echoed message delivered", POLL)
+    assert not delivered() & set(refused)
+
+
 def test_a_redis_that_lost_its_accounts_gets_them_back_from_the_nodes(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:

@@ -227,6 +227,12 @@ class Cluster:
         self._epoch = ""  # the token of Redis's data when this node joined (_data_mark)
         self._joined = False  # set once the reader knows where to start reading the log
         self._local_id = 0
+        # This node's renames not yet read back from the log: session id -> the session
+        # and its nicks before them, oldest first (the first is its nick in the log's
+        # order). A private message is delivered by nick as the log has it (see
+        # _as_logged). Emptied when Redis is lost (the entries not sent are dropped;
+        # the hello says everything again).
+        self._renames: dict[int, tuple[Session, list[str]]] = {}
         self._down_since: float | None = None
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -376,6 +382,7 @@ class Cluster:
         # and the publisher (if it fails, _set_down marks the node down again).
         with self._lock:
             was_down = self._down_since is not None
+            self._renames.clear()  # (the announcement below has every nick as it is)
             self._up = True
             self._resync = False
             down_for = 0.0 if self._down_since is None else time.monotonic() - self._down_since
@@ -405,6 +412,7 @@ class Cluster:
                 return
             self._up = False
             self._down_since = time.monotonic()
+            self._renames.clear()
             self.outages += 1
             pending, self._pending = self._pending, {}
             self._given_up.update(pending)
@@ -575,7 +583,7 @@ class Cluster:
         ops = [self._forget_op(old), self._member_op(client)]
         if skeleton(old) != skeleton(client.nick or ""):
             ops.append(self._give_back(old))
-        self._send("nick", {"old": old, "new": client.nick}, *ops)
+        self._send("nick", {"old": old, "new": client.nick, "sid": client.id}, *ops)
 
     @hookimpl
     def chatkit_on_account(self, client: Session) -> None:
@@ -727,6 +735,28 @@ class Cluster:
             if found is None:
                 return None
             return RemoteMember(found.nick, list(found.rooms.values()), found.account)
+
+    def renamed(self, session: Session, old: str) -> None:
+        """:meth:`Relay.renamed`: under the hub's lock, before the rename shows (the
+        ``nick`` entry is logged by ``chatkit_on_nick``, after it)."""
+        with self._lock:
+            if self._up:  # (down, nothing is logged: the hello at reconnection says it)
+                self._renames.setdefault(session.id, (session, []))[1].append(old)
+
+    def _as_logged(self, nick: str) -> Session | None:
+        """This node's session called ``nick`` at the point of the log being applied:
+        one renamed since keeps its old nick there until its ``nick`` entry is read
+        back, and one renamed to ``nick`` has it only then. (The hub's lock is never
+        taken under ours: the hub calls the relay with its lock held.)"""
+        assert self._server is not None
+        key = fold(nick)
+        with self._lock:
+            logged = {sid: (session, olds[0]) for sid, (session, olds) in self._renames.items()}
+        for session, first in logged.values():
+            if fold(first) == key:
+                return session
+        found = self._server.hub.find(nick)
+        return None if found is None or found.id in logged else found
 
     def _remote_member(self, nick: str) -> Member | None:
         """The member of another node called ``nick`` (any case), or ``None``; the
@@ -1014,7 +1044,19 @@ class Cluster:
                         return  # delivered here already, when Redis seemed lost
                     future = self._pending.pop(data.get("k", 0), None)
                 frame.origin = data.get("sid")
-            hub.deliver([frame], nicks=(message.nick, message.to or ""))
+            to = message.to or ""
+            recipient, sender = self._as_logged(to), self._as_logged(message.nick)
+            with self._lock:
+                gone = recipient is None and self._remote_member(to) is None
+            if gone:
+                # The recipient left, or was renamed, before this message in the log's
+                # order (this node applied that first, as every node does): nobody
+                # gets it; its sender here is told, as on one server ("has left").
+                if future is not None:
+                    future.set_exception(CommandError(f"{to} has left", "no_such_nick"))
+                return
+            parties = [s.nick for s in (sender, recipient) if s is not None and s.nick]
+            hub.deliver([frame], nicks=parties)
             if future is not None:
                 future.set_result(ident)
         elif kind == "lost":
@@ -1049,6 +1091,13 @@ class Cluster:
                 except Exception as exc:  # StoreError: the database refused
                     log.error("cluster: cannot detach a deleted account: %s", exc)
         elif mine:
+            if kind == "nick":  # read back: the log has it now
+                with self._lock:
+                    renamed = self._renames.get(data.get("sid", 0))
+                    if renamed is not None:
+                        del renamed[1][0]
+                        if not renamed[1]:
+                            del self._renames[data["sid"]]
             return  # this node's own presence: shown here when it happened
         elif kind == "join":
             self._join(node, data["nick"], data["room"], data.get("account"))
