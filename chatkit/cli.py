@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import json
 import logging
@@ -838,7 +839,7 @@ def check_command(
         raise _fail(exc) from None
     settings = masked(effective_settings(cfg, [info.name for info in infos]))
     if as_json:
-        typer.echo(json.dumps(settings, indent=2, default=str))  # (a TOML date: its text)
+        typer.echo(json.dumps(settings, indent=2, default=_json_default))
         return
     typer.echo(f"# {path}: OK")
     if any(table for table in cfg.plugin_config.values()):
@@ -900,19 +901,23 @@ def masked(value: Any, secret: bool = False) -> Any:
 
 
 def _without_password(text: str) -> str:
-    """``text`` with the password of a URL replaced (``redis://:***@host/0``)."""
-    if "://" not in text or "@" not in text:
+    """``text`` with the secrets of a URL replaced: its password (``redis://:***@host/0``),
+    and an HTTP URL's path and query, where webhooks keep theirs
+    (``https://hooks.example.com/***`` for ``.../services/T0/B0/XXXX`` or ``?key=...``)."""
+    if "://" not in text:
         return text
     try:
         parts = urlsplit(text)
         password = parts.password
     except ValueError:
         return text
-    if password is None:
-        return text
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    if parts.scheme.lower() in ("http", "https") and (parts.path not in ("", "/") or parts.query):
+        parts = parts._replace(path="/***", query="", fragment="")
+    return urlunsplit(parts)
 
 
 def _toml(value: Any) -> str:
@@ -929,7 +934,16 @@ def _toml(value: Any) -> str:
     if isinstance(value, dict):
         items = (f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items() if v is not None)
         return "{ " + ", ".join(items) + " }"
+    if isinstance(value, datetime.date | datetime.time):  # (TOML's own: read back as one)
+        return value.isoformat()
     return _toml(str(value))
+
+
+def _json_default(value: Any) -> str:
+    """What ``json`` cannot write of the settings: a TOML date or time, in RFC 3339."""
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return str(value)
 
 
 def _toml_key(key: str) -> str:
@@ -1167,7 +1181,9 @@ def ping_command(
     """Check that a server answers, without logging in (for health checks).
 
     Sends a JSON ping and waits for the pong; nobody in the chat sees it. Exit 0 if
-    the server answered, 3 if nothing listens there, 5 if it did not answer in time.
+    the server answered, 3 if it cannot connect (nothing listens there, or --tls
+    failed: a certificate this machine does not trust, say), 5 if it did not answer
+    in time.
     """
     context = _client_tls(tls, insecure)
     started = monotonic()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import tomllib
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -195,10 +196,15 @@ def create_plugin(name: str, directory: Path, chatkit_path: Path | None = None) 
         "sources": sources,
     }
     try:
+        root.mkdir(parents=True)
+    except OSError as exc:  # a directory that cannot hold it (read-only, /proc...)
+        raise UsageError(f"cannot write {root}: {exc.strerror or exc}") from None
+    try:
         for template, text in _FILES.items():
             path = root / template.format(**values)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text.format(**values))
-    except OSError as exc:  # a directory that cannot hold it (read-only, /proc...)
+    except OSError as exc:  # (a full disk, a quota): no half package left behind
+        shutil.rmtree(root, ignore_errors=True)
         raise UsageError(f"cannot write {root}: {exc.strerror or exc}") from None
     return root

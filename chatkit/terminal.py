@@ -399,6 +399,7 @@ class Terminal:
             self.say(f"* connection lost; reconnecting in {delay:g} s")
             if self._quit.wait(delay):
                 return False
+            client: Client | None = None
             try:
                 client = Client.connect(self.host, self.port, tls=self.tls)
                 # Only what was said since the last message shown: nothing twice.
@@ -421,16 +422,19 @@ class Terminal:
                         timeout=LOGIN_WAIT,
                     )
             except LoginRefused as exc:
+                assert client is not None
+                client.close()
                 if exc.code in _FOR_NOW:
                     # The old session may hold the nick until the server sees it is gone
                     # (a network drop: up to its ping timeout); a full server may not
                     # stay full. Try again after the next wait.
                     self.say(f"cannot log in again yet: {exc}", "class:error")
-                    client.close()
                     continue
                 self.say(f"cannot log in again as {self.nick}: {exc}", "class:error")
                 return False
             except (ClientError, TimeoutError, OSError):
+                if client is not None:
+                    client.close()  # (a login that timed out: not left to the collector)
                 continue
             if self.quitting:  # the user quit while it logged in again
                 with contextlib.suppress(ClientError, OSError):

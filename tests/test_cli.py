@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -703,6 +704,9 @@ def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
         '[faces.irc]\nport = 6667\noperators = { alice = "op-pass" }\n'
         '[plugins.cluster]\nurl = "redis://:redis-pass@127.0.0.1:6379/0"\n'
         '[plugins.webhooks]\ntokens = { ci = "token-pass" }\n'
+        '[[plugins.webhooks.outgoing]]\nurl = "https://hooks.example.com/services/pass"\n'
+        '[[plugins.webhooks.outgoing]]\nurl = "https://ci.example.com/hook?key=pass"\n'
+        "[plugins.history]\nstarts = 1979-05-27T07:32:00Z\n"
         '[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
     )
     for args in ([], ["--json"]):
@@ -720,7 +724,17 @@ def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
         assert settings["faces.irc"]["operators"] == {"alice": "***"}
         assert settings["plugins.cluster"]["url"] == "redis://:***@127.0.0.1:6379/0"
         assert settings["plugins.webhooks"]["tokens"] == {"ci": "***"}
+        assert [h["url"] for h in settings["plugins.webhooks"]["outgoing"]] == [
+            "https://hooks.example.com/***",
+            "https://ci.example.com/***",
+        ]
         assert settings["tls"] == {"cert": str(cert), "key": str(key), "port": 9443}
+        # A TOML date reads back as one (TOML) or as RFC 3339 text (JSON).
+        starts = settings["plugins.history"]["starts"]
+        if args:
+            assert starts == "1979-05-27T07:32:00+00:00"
+        else:
+            assert isinstance(starts, datetime.datetime) and starts.year == 1979
 
 
 def test_check_exits_2_naming_what_is_wrong(tmp_path: Path) -> None:

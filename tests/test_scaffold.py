@@ -146,3 +146,25 @@ def test_a_directory_that_cannot_hold_the_package_is_a_clear_error(tmp_path: Pat
     blocked.write_text("a file, not a directory")
     with pytest.raises(UsageError, match="cannot write"):
         create_plugin("greeter", blocked, None)
+
+
+def test_a_write_failing_halfway_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that fills up after the first file: no half package is left (a second try
+    would say it already exists)."""
+    written: list[Path] = []
+    real_write = Path.write_text
+
+    def write_text(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(self)
+        return real_write(self, text)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    with pytest.raises(UsageError, match="No space left on device"):
+        create_plugin("greeter", tmp_path, None)
+    assert written and not (tmp_path / "chatkit-greeter").exists()
+    monkeypatch.undo()
+    assert create_plugin("greeter", tmp_path, None).is_dir()
