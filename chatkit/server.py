@@ -1108,6 +1108,8 @@ class Server:
         # Refusals per address: host -> (when one was last logged, how many since).
         # Acceptor thread only.
         self._refusals: dict[str, tuple[float, int]] = {}
+        self._refusals_flushed = 0.0  # (monotonic) the last _flush_refusals
+        self._untold = 0  # refusals counted and not logged yet, all hosts
         self._started = False
         self._started_at = time.monotonic()
         self._stopped = False
@@ -1497,7 +1499,7 @@ class Server:
         try:
             while not self._stop_event.is_set():
                 ready: list[socket.socket] = []
-                for key, _mask in selector.select(self._next_expiry()):
+                for key, _mask in selector.select(self._next_wake()):
                     if key.fileobj is self._accept_wake_r:
                         if self._stop_event.is_set():
                             return
@@ -1511,6 +1513,7 @@ class Server:
                 for listener in ready:
                     self._accept_batch(listener, self._listeners[listener])
                 self._expire_pending()
+                self._flush_refusals(time.monotonic())
         except Exception:
             # This branch should never run. It's a safety net in case of bugs.
             log.error("acceptor thread failed", exc_info=True)
@@ -1637,13 +1640,31 @@ class Server:
         last, count = self._refusals.get(host, (0.0, 0))
         if now - last < REFUSAL_LOG_INTERVAL:
             self._refusals[host] = (last, count + 1)
+            self._untold += 1
             return
-        if count:
-            log.warning("refused %d more connection(s) from %s since the last line", count, host)
+        self._log_more(host, count)
         log.warning("refused %s:%s: %s", host, port, why)
         if len(self._refusals) >= CONNECT_BUCKETS:
-            self._refusals.clear()  # bounded, like the buckets; a repeat line is harmless
+            for other, (_, more) in self._refusals.items():  # bounded, like the buckets
+                self._log_more(other, more)
+            self._refusals.clear()
         self._refusals[host] = (now, 0)
+
+    def _flush_refusals(self, now: float) -> None:
+        """Log the refusals counted and not told yet, once their interval is over, even
+        if no other comes to tell them (acceptor thread); forget the hosts done with.
+        At most once a second: a storm's hosts are many."""
+        if not self._refusals or now - self._refusals_flushed < 1.0:
+            return
+        self._refusals_flushed = now
+        done = [h for h, (last, _) in self._refusals.items() if now - last >= REFUSAL_LOG_INTERVAL]
+        for host in done:
+            self._log_more(host, self._refusals.pop(host)[1])
+
+    def _log_more(self, host: str, count: int) -> None:
+        if count:
+            self._untold -= count
+            log.warning("refused %d more connection(s) from %s since the last line", count, host)
 
     def _take_token(self, host: str, now: float) -> bool:
         """Spend one of ``host``'s connection tokens (connect_rate); False if it has none."""
@@ -1670,6 +1691,14 @@ class Server:
             # storm, which a per-address rate cannot stop anyway (max_pending
             # does). Start afresh rather than grow without bound.
             self._buckets.clear()
+
+    def _next_wake(self) -> float | None:
+        """Seconds the acceptor may wait for its sockets: until a pending connection's
+        time is up, or (refusals counted and not told yet) the next flush of them."""
+        due = self._next_expiry()
+        if self._untold:
+            due = min(due if due is not None else REFUSAL_LOG_INTERVAL, REFUSAL_LOG_INTERVAL / 4)
+        return due
 
     def _next_expiry(self) -> float | None:
         """Seconds until the oldest pending connection times out or is greeted; None if

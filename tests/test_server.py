@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pytest
 
+import chatkit.server as server_module
 from chatkit import Server, Session, hookimpl
 from chatkit.faces.line import LineChannel
 from chatkit.testing import ChatClient, TextClient, run_server, wait_until
@@ -306,6 +307,27 @@ def test_refused_connections_do_not_flood_the_log(
         sock.close()
     refused = [r for r in caplog.records if r.getMessage().startswith("refused")]
     assert len(refused) == 1, [r.getMessage() for r in refused]
+
+
+def test_the_count_of_refusals_not_logged_is_logged_without_another_refusal(
+    chat_server_factory: Factory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The line saying how many more were refused comes once the interval is over, even
+    if that address tries no more (it waited for its next refusal, which may never come)."""
+    monkeypatch.setattr(server_module, "REFUSAL_LOG_INTERVAL", 0.5)
+    server = chat_server_factory(connect_rate=0.1, connect_burst=1, limit_loopback=True)
+    socks = [socket.create_connection(server.address) for _ in range(4)]
+    for sock in socks[1:]:
+        assert b"too_many_connections" in sock.recv(4096)
+    for sock in socks:
+        sock.close()
+    wait_until(
+        lambda: any(
+            "refused 2 more connection(s) from 127.0.0.1" in r.getMessage() for r in caplog.records
+        ),
+        10,
+        "the count logged",
+    )
 
 
 def test_loopback_is_exempt_from_the_connection_rate_by_default(
