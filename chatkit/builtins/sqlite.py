@@ -1,0 +1,25 @@
+"""What chatkit's SQLite stores (history, accounts, moderation) share."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+__all__ = ["create_private"]
+
+
+def create_private(path: str | Path) -> None:
+    """Create ``path`` empty, readable by its owner alone (mode 0600), if it is not there.
+
+    The stores hold private messages and password hashes; SQLite would create the file
+    0644 (less the umask), readable by every user of the machine, and gives its ``-wal``
+    and ``-shm`` files the database's mode. An empty file is a new database to SQLite.
+    A file that exists keeps its mode (the operator's choice); ``:memory:`` is left
+    alone, and so is any error (``sqlite3.connect`` reports it in its own words).
+    """
+    if str(path) == ":memory:":
+        return
+    # (FileExistsError: there already; another error: sqlite3 says why it cannot be.)
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
