@@ -1051,6 +1051,28 @@ def test_a_node_forgets_its_cached_moderation_when_redis_loses_it(
         store.close()
 
 
+def test_an_announcement_counts_the_other_nodes_that_heard_it(
+    redis_server: RedisServer,
+) -> None:
+    """A kick of another node's member must reach that node: the count of the others
+    listening lets the kicker refuse it (cluster_unavailable) when none is, as right
+    after Redis came back, before they subscribed again."""
+    url = redis_server.url(13)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    a = SharedModerationStore(client, "announce", "a", ModerationStore(":memory:"))
+    try:
+        wait_until(lambda: a._listening, WAIT, "a subscribed", POLL)
+        assert a.announce({"do": "announce", "text": "anyone?"}) == 0
+        b = SharedModerationStore(client, "announce", "b", ModerationStore(":memory:"))
+        try:
+            wait_until(lambda: b._listening, WAIT, "b subscribed", POLL)
+            assert a.announce({"do": "announce", "text": "anyone?"}) == 1
+        finally:
+            b.close()
+    finally:
+        a.close()
+
+
 def test_a_node_started_after_redis_lost_its_data_sees_everyone(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:

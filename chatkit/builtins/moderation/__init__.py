@@ -469,11 +469,19 @@ class Moderation:
         if not isinstance(store, SharedModerationStore):
             return
         try:
-            store.announce(action)
+            others = store.announce(action)
         except CommandError:
             if required:
                 raise
             log.warning("moderation: the other nodes were not told of %s", action.get("do"))
+            return
+        if required and not others:
+            # Nobody else listens (a node that just got Redis back subscribes within
+            # seconds): the member's node never heard it, so it did not happen.
+            raise CommandError(
+                "the other servers did not get it (reconnecting to Redis?): try again in a moment",
+                "cluster_unavailable",
+            )
 
     def _on_action(self, action: dict[str, Any]) -> None:
         """Do, for this node's sessions, what another node's operator did (the

@@ -240,12 +240,17 @@ class SharedModerationStore:
             except Exception:
                 log.exception("moderation: acting on %.200r failed", event)
 
-    def announce(self, action: dict[str, Any]) -> None:
-        """Tell the other nodes of ``action`` (they call their :attr:`on_action`)."""
+    def announce(self, action: dict[str, Any]) -> int:
+        """Tell the other nodes of ``action`` (they call their :attr:`on_action`); return
+        how many other nodes listened (Redis counts the channel's subscribers: this
+        node's own listener, once subscribed, is one of them)."""
+        with self._lock:
+            mine = 1 if self._listening else 0
         try:
-            self._redis.publish(self._channel, json.dumps({**action, "node": self._node}))
+            got = self._redis.publish(self._channel, json.dumps({**action, "node": self._node}))
         except _ERRORS:
             raise unavailable() from None
+        return max(0, int(got) - mine)
 
     # -- the store's interface ---------------------------------------------------------
 
