@@ -1073,6 +1073,33 @@ def test_an_announcement_counts_the_other_nodes_that_heard_it(
         a.close()
 
 
+def test_moderation_keeps_no_second_copy_of_the_clusters_topics(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """With moderation on, a room's topic after it emptied comes back from the cluster's
+    topics alone (moderation's own copy, written outside the log's order, could disagree
+    and won on the join)."""
+    url = redis_server.url(14)
+    data = redis.Redis.from_url(url, decode_responses=True)
+    data.flushdb()
+    a, b = nodes(url, "--plugin", "moderation"), nodes(url, "--plugin", "moderation")
+    alice, bob = a.client("alice"), b.client("bob")
+    for client, nick in ((alice, "alice"), (bob, "bob")):
+        client.say("/join #t")
+        client.expect("join", room="#t", nick=nick)
+    wait_until(lambda: sorted(who(alice, "#t")) == ["alice", "bob"], WAIT, "both in #t", POLL)
+    alice.say("/topic #t from a")
+    bob.expect("topic", room="#t", topic="from a")
+    bob.say("/topic #t from b")
+    alice.expect("topic", room="#t", topic="from b")
+    for client in (alice, bob):
+        client.say("/part #t")
+    wait_until(lambda: gone_room(alice, "#t"), WAIT, "#t empty", POLL)
+    alice.say("/join #t")
+    assert alice.expect("topic", room="#t")["topic"] == "from b"
+    assert not data.exists("chatkit:moderation:topics")
+
+
 def test_a_node_started_after_redis_lost_its_data_sees_everyone(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:

@@ -11,7 +11,9 @@ Keys (``PREFIX`` is the cluster's):
 
 * ``PREFIX:moderation:TABLE:ROOM``, a set per table (``ops``, ``bans``, ``mutes``,
   ``invites``, ``flags``) and room (folded; ``*`` holds the server's bans).
-* ``PREFIX:moderation:topics``, a hash: room (folded) -> JSON ``{"topic", "nick", "ts"}``.
+
+Kept topics are the cluster's own (``PREFIX:topics``, in the log's order): a node's
+file's kept topics go there when it seeds the cluster (see :meth:`topic`).
 
 Each node caches what it read (every message reads its room's mutes and flags). A
 change is written and announced on the channel in one transaction; every node, this
@@ -120,7 +122,7 @@ class SharedModerationStore:
 
     def _import(self, local: ModerationStore) -> None:
         """Add ``local``'s settings to Redis's if the cluster never had any (sets merge; a
-        kept topic Redis has wins)."""
+        kept topic goes to the cluster's topics, where one Redis has wins)."""
         rows, topics = local.everything()
         if not (rows or topics):
             return
@@ -134,8 +136,8 @@ class SharedModerationStore:
         pipe = self._redis.pipeline()
         for table, room, value in rows:
             pipe.sadd(self._key(table, room), value)
-        for room, topic in topics.items():
-            pipe.hsetnx(self._topics, room, json.dumps(topic))
+        for room, topic in topics.items():  # (into the cluster's topics: see topic())
+            pipe.hsetnx(f"{self._prefix}:topics", room, json.dumps({"room": room, **topic}))
         # Nodes that cached these sets (empty) before: every node starts its cache afresh.
         pipe.publish(self._channel, json.dumps({"node": self._node, "flush": True}))
         pipe.execute()
@@ -347,27 +349,14 @@ class SharedModerationStore:
                 self._release(keys=[self._key("first", room)], args=[token])
 
     def topic(self, room: str) -> dict[str, str] | None:
-        """The kept topic of ``room``: ``{"topic", "nick", "ts"}``, or ``None``."""
-        try:
-            row = self._redis.hget(self._topics, room)
-        except _ERRORS:
-            return None
-        return None if row is None else dict(json.loads(str(row)))
+        """``None``: in a cluster the topics are the cluster's (``PREFIX:topics``, set
+        in the log's order, given back to a room's first member on each node); a
+        second copy here, written by each node outside that order, could disagree and
+        bring back a topic the log had replaced."""
+        return None
 
     def keep_topic(self, room: str, topic: str, nick: str, ts: str) -> None:
-        """Keep ``topic`` for ``room`` (``""``: forget it); lost if Redis is away."""
-        try:
-            if topic:
-                value = json.dumps({"topic": topic, "nick": nick, "ts": ts})
-                self._redis.hset(self._topics, room, value)
-            else:
-                self._redis.hdel(self._topics, room)
-        except _ERRORS as exc:
-            log.warning("moderation: the topic of %s is not kept (%s)", room, exc)
-
-    @property
-    def _topics(self) -> str:
-        return f"{self._prefix}:moderation:topics"
+        """Nothing: see :meth:`topic`."""
 
     @property
     def _mark(self) -> str:
