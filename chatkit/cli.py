@@ -634,6 +634,7 @@ def _faces(
             origins=web.get("origins", ()),
             allow_no_origin=web.get("allow_no_origin", False),
             hosts=web.get("hosts", ()),
+            proxies=web.get("proxies", ()),
         )
         faces.append(face)
         if tls:

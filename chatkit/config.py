@@ -27,6 +27,7 @@ A config file looks like this (every key optional)::
     origins = ["https://chat.example.org"]  # besides the page's own; "*": any
     allow_no_origin = false       # WebSocket clients that send no Origin (programs)
     hosts = ["chat.lan"]          # names it is reached by, besides addresses and localhost
+    proxies = ["127.0.0.1"]       # reverse proxies trusted for X-Forwarded-For
 
 Command-line flags win over the file.
 """
@@ -34,6 +35,7 @@ Command-line flags win over the file.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import math
 import tomllib
@@ -184,7 +186,7 @@ class Config:
     """Listeners beside the line face: the ``[faces.NAME]`` tables of the config file
     (``irc``: ``host``, ``port``, ``server_name``, ``network``, ``max_who``,
     ``oper_delay``, ``oper_free_failures``, ``oper_max_delay``; ``web``: ``host``,
-    ``port``, ``origins``, ``allow_no_origin``, ``hosts``), checked here."""
+    ``port``, ``origins``, ``allow_no_origin``, ``hosts``, ``proxies``), checked here."""
     tls_cert: str | None = None
     """The TLS certificate chain (PEM file), ``--tls-cert`` or ``[tls] cert``: with
     :attr:`tls_key`, the server listens with TLS too (docs/operations.md, "TLS")."""
@@ -295,6 +297,7 @@ _FACE_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "allow_no_origin": bool,
         "tls_port": int,
         "hosts": list,
+        "proxies": list,
     },
 }
 
@@ -414,9 +417,18 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
                     f"expected one of {', '.join(sorted(keys))}"
                 )
             _check_type(f"{where}[faces.{name}] {key}", value, keys[key])
-            if key in ("origins", "hosts"):
+            if key in ("origins", "hosts", "proxies"):
                 for item in value:
                     _check_type(f"{where}[faces.{name}] {key} items", item, str)
+            if key == "proxies":
+                for item in value:
+                    try:
+                        ipaddress.ip_network(item, strict=False)
+                    except ValueError:
+                        raise UsageError(
+                            f"{where}[faces.{name}] proxies: {item!r} is not an address or "
+                            "a network (127.0.0.1, 10.0.0.0/8, ::1)"
+                        ) from None
             if key == "max_who" and value < 1:
                 raise UsageError(f"{where}[faces.{name}] max_who must be at least 1, not {value}")
             if key in ("oper_delay", "oper_free_failures", "oper_max_delay") and value < 0:

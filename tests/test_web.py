@@ -15,6 +15,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import Close, CloseCode, Opcode
 from websockets.frames import Frame as WsFrame
 
-from chatkit import Drop, Message, Server, Session, hookimpl
+from chatkit import Drop, Message, Server, Session, UsageError, hookimpl, load_config
 from chatkit.faces.line import LineFace
 from chatkit.faces.web import WEB_CODEC, WebFace
 from chatkit.testing import ChatClient, TextClient, make_config, wait_until
@@ -579,6 +580,39 @@ def test_a_page_under_a_name_the_server_does_not_know_is_refused() -> None:
         ):
             answer = _handshake(server, host, f"http://{host}")
             assert answer.startswith(b"HTTP/1.1 101 "), (host, answer)
+
+
+def test_behind_a_trusted_proxy_a_client_has_its_own_address() -> None:
+    """With [faces.web] proxies, a WebSocket from one of them is its client's, the last
+    X-Forwarded-For address that is not a proxy's: login throttles and bans apply to
+    each client, not to the proxy's one address. Untrusted peers, and headers that
+    are not addresses, change nothing."""
+
+    def address(server: Server, nick: str, forwarded: str | None) -> str:
+        headers = {"X-Forwarded-For": forwarded} if forwarded is not None else None
+        client = WebClient(server, additional_headers=headers)
+        client.send(type="hello", nick=nick)
+        client.expect("welcome")
+        session = server.hub.find(nick)
+        assert session is not None
+        client.close()
+        return session.address[0]
+
+    with web_server(proxies=("127.0.0.1", "10.0.0.0/8")) as server:
+        assert address(server, "a", "203.0.113.7") == "203.0.113.7"
+        assert address(server, "b", "198.51.100.1, 203.0.113.8, 10.1.2.3") == "203.0.113.8"
+        assert address(server, "c", "2001:db8::1") == "2001:db8::1"
+        assert address(server, "d", "not-an-address") == "127.0.0.1"
+        assert address(server, "e", None) == "127.0.0.1"
+    with web_server() as server:  # no proxy trusted: the header is anyone's to write
+        assert address(server, "f", "203.0.113.7") == "127.0.0.1"
+
+
+def test_a_proxies_setting_that_is_not_an_address_stops_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "chatkit.toml"
+    path.write_text('[faces.web]\nproxies = ["proxy.lan"]\n')
+    with pytest.raises(UsageError, match=r"proxies: 'proxy\.lan' is not an address"):
+        load_config(path)
 
 
 # -- limits --------------------------------------------------------------------------------

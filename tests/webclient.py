@@ -37,12 +37,15 @@ def web_server(
     origins: tuple[str, ...] = (),
     allow_no_origin: bool = False,
     hosts: tuple[str, ...] = (),
+    proxies: tuple[str, ...] = (),
     config: Config | None = None,
     disable: tuple[str, ...] = (),
     **limits: Any,
 ) -> Iterator[Server]:
     """A real server with the line face and the web face, both on free ports."""
-    face = WebFace(port=0, origins=origins, allow_no_origin=allow_no_origin, hosts=hosts)
+    face = WebFace(
+        port=0, origins=origins, allow_no_origin=allow_no_origin, hosts=hosts, proxies=proxies
+    )
     server = Server(config=make_config(config, disable, **limits), faces=[LineFace(), face])
     server.start()
     try:

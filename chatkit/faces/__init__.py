@@ -50,10 +50,9 @@ class Link(Protocol):
     whenever its protocol chooses (the line face: on the first line), before it acts
     on the hub; the server reads it once per recipient of a fan-out."""
 
-    @property
-    def address(self) -> tuple[str, int]:
-        """The client's (host, port)."""
-        ...
+    address: tuple[str, int]
+    """The client's (host, port): the peer's, or the client a trusted reverse proxy
+    forwarded (the web face sets it then, before the client logs in)."""
 
     @property
     def finishing(self) -> bool:

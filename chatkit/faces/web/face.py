@@ -107,6 +107,7 @@ class WebFace:
         origins: Sequence[str] = (),
         allow_no_origin: bool = False,
         hosts: Sequence[str] = (),
+        proxies: Sequence[str] = (),
     ) -> None:
         self.host = host
         """Address to listen on; ``None``: the server's."""
@@ -124,6 +125,11 @@ class WebFace:
         :attr:`origins`: only a page served under one of them may open the WebSocket
         as its own origin. (A name anyone may point at this server, DNS rebinding,
         would let their page in.)"""
+        self.proxies = tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+        """Reverse proxies trusted to say who their client is: a WebSocket from one of
+        these addresses (or networks) is its client's, the last address of its
+        ``X-Forwarded-For`` that is not one of them. (Behind a proxy every page comes
+        from its address: one address's login throttle, one ban for everyone.)"""
         self.files = static.load()
         """The page's files by URL path."""
         self._logger = _Quiet(logging.getLogger("chatkit.faces.web.wire"), {})
@@ -187,6 +193,39 @@ class WebFace:
             pass
         name = _host_name(name)
         return name == "localhost" or name.endswith(".localhost") or name in self._names
+
+
+def _forwarded_for(
+    peer: str,
+    values: Sequence[str],
+    proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> str | None:
+    """The client a trusted proxy (``peer``, one of ``proxies``) forwarded: the last
+    address of the ``X-Forwarded-For`` headers (``values``, in order) that is not
+    itself a proxy's, each proxy adding the one it was reached from; ``None`` if the
+    peer is not trusted or the header holds nothing usable (the peer is the client)."""
+    if not proxies or not values or not _is_in(peer, proxies):
+        return None
+    found = None
+    for item in reversed([part.strip() for value in values for part in value.split(",")]):
+        try:
+            address = ipaddress.ip_address(item.strip("[]"))
+        except ValueError:
+            return None  # (not an address: the chain cannot be trusted past it)
+        found = str(address.ipv4_mapped or address) if address.version == 6 else str(address)
+        if not _is_in(found, proxies):
+            break
+    return found
+
+
+def _is_in(host: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 def _host_name(name: str) -> str:
@@ -413,6 +452,13 @@ class WebChannel:
             protocol.send_response(response)
             self.upgraded = response.status_code == 101
             self._answered = True
+        if self.upgraded:
+            peer = self.link.address
+            client = _forwarded_for(peer[0], headers.get_all("X-Forwarded-For"), self.face.proxies)
+            if client is not None:
+                # Its client's address from now on: the login throttle, bans, WHOIS.
+                # (The per-address connection limits counted the proxy at accept.)
+                self.link.address = (client, peer[1])
         if not self.upgraded and protocol.handshake_exc is not None:
             address = self.link.address
             log.info("refused a WebSocket from %s:%s: %s", *address, protocol.handshake_exc)
