@@ -1522,7 +1522,8 @@ class Server:
             # pending connection is closed here, with the notice the others get.
             notice = Frame("notice", text="server shutting down")
             for conn in list(self._pending):
-                self._close_pending(conn, conn.face.early(notice), "server shutdown")
+                early = conn.face.early(notice, greeted=conn.greeted)  # (text after a prompt)
+                self._close_pending(conn, early, "server shutdown")
             # Every parked connection gets its reader back, for shutdown to close it
             # like the others; from here on no reader parks (_accepting).
             with self._lock:

@@ -553,6 +553,15 @@ def test_a_greeted_person_who_types_nothing_is_timed_out_in_text(
         assert line == "error [login_timeout]: nothing received within 0.4 seconds", line
 
 
+def test_a_greeted_person_is_told_of_a_shutdown_in_text(chat_server_factory: Factory) -> None:
+    """Shown the prompt, then the server stops before a nick came: its notice in text too."""
+    server = chat_server_factory(greeting_delay=0.1)
+    with TextClient(server.address) as nc:
+        nc.expect("type a nick and press Enter to join")
+        server.shutdown()
+        assert nc.expect("server shutting down") == "*** server shutting down"
+
+
 def test_a_json_client_never_receives_the_text_prompt(chat_server_factory: Factory) -> None:
     """A program that sends its hello at once reads only JSON, even long after the delay."""
     server = chat_server_factory(greeting_delay=0.2)
