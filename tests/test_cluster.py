@@ -759,6 +759,31 @@ def test_a_lost_node_leaves_and_comes_back(
     assert sorted(who(zed)) == ["xavier", "zed"]
 
 
+def test_a_message_redis_did_not_answer_for_is_told_local_before_its_echo(
+    tmp_path: Path, nodes: Callable[..., Node]
+) -> None:
+    """Redis stops answering (SIGSTOP) with a message in flight: after `timeout` it is
+    delivered on its own node only, and its sender is told so before the echo, not
+    left to guess from a later "lost the connection"."""
+    (tmp_path / "own-redis").mkdir()
+    stalled = RedisServer(tmp_path / "own-redis")
+    try:
+        a = nodes(stalled.url(), config_text="timeout = 0.5\n")
+        ann = a.client("ann")
+        assert stalled.proc is not None
+        stalled.proc.send_signal(signal.SIGSTOP)
+        try:
+            ann.say("in flight")
+            echo = ann.expect("message", text="in flight")
+            before = ann.received[: ann.received.index(echo)]
+            told = "this message reaches this server's members only"
+            assert any(told in f.get("text", "") for f in before if f["type"] == "notice")
+        finally:
+            stalled.proc.send_signal(signal.SIGCONT)
+    finally:
+        stalled.kill()
+
+
 def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None:
     (tmp_path / "own-redis").mkdir()
     redis = RedisServer(tmp_path / "own-redis")
