@@ -110,6 +110,7 @@ def test_page_has_a_content_security_policy(server: Server) -> None:
     response, _ = request(server, "/")
     policy = response.getheader("Content-Security-Policy", "")
     assert "script-src 'self'" in policy and "default-src 'self'" in policy
+    assert "connect-src 'self';" in policy  # its own server's WebSocket, no other
 
 
 def test_the_server_closes_a_page_connection_once_the_file_is_sent(server: Server) -> None:

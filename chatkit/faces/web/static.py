@@ -36,11 +36,13 @@ CONTENT_TYPES = {
 
 # Every file is revalidated (no-cache) against its ETag: a page served by a chat
 # server changes with the server's version, and a 304 costs one round trip. The page
-# itself says what it may load (its own origin only: no CDN, no inline script).
+# itself says what it may load (its own origin only: no CDN, no inline script), and
+# where it may connect: its own server alone ('self' covers ws: and wss: to the page's
+# host and port, CSP Level 3; "ws: wss:" let a page connect to any WebSocket server).
 CACHE_CONTROL = "no-cache"
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
 
