@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 from browser import chromium_path, launch_args
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+from test_tls import Certs, tls_config
 from webclient import base_url, web_server
 
 from chatkit import Config, Server
 from chatkit.faces.line import LineFace
 from chatkit.faces.web import WebFace
+from chatkit.server import TlsFace
 from chatkit.testing import ChatClient, make_config, wait_until
 
 TIMEOUT = 10_000  # ms a browser test waits for what it expects
@@ -109,6 +111,27 @@ def test_two_pages_and_a_tcp_client_chat(browser: Browser, contexts: list[Browse
         again = alice.context.new_page()
         again.goto(base_url(server))
         expect(again.locator("#nick")).to_have_value("alice")
+
+
+def test_the_page_over_https_chats_over_wss(
+    browser: Browser, contexts: list[BrowserContext], tmp_path: Path
+) -> None:
+    """Served over TLS, the page opens its WebSocket over wss to its own server, which its
+    Content-Security-Policy allows ('self'), and chats."""
+    certs = Certs(tmp_path)
+    web = WebFace(port=0)
+    with Server(config=tls_config(certs), faces=[LineFace(), web, TlsFace(web, port=0)]) as server:
+        host, port = server.addresses["web-tls"]
+        context = browser.new_context(ignore_https_errors=True)  # (trustme's own CA)
+        context.set_default_timeout(TIMEOUT)
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(f"https://{host}:{port}/")
+        log_in(page, "alice")
+        bob = ChatClient(server.address)
+        bob.login("bob")
+        bob.say("hi over wss")
+        expect(page.locator(pane(page))).to_contain_text("<bob> hi over wss")
 
 
 def test_the_topic_shows_in_the_top_bar(browser: Browser, contexts: list[BrowserContext]) -> None:
