@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -9,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from chatkit import CommandContext, Register, Reject, Say, Server, Session, hookimpl
+from chatkit import CommandContext, Register, Reject, Say, Server, Session, UsageError, hookimpl
 from chatkit.builtins.moderation import CACHE_ENTRIES, Moderation, ModerationStore, matches_who
+from chatkit.builtins.moderation.store import APPLICATION_ID, SCHEMA
 from chatkit.config import config_from_dict
 from chatkit.testing import ChatClient, make_config
 
@@ -711,3 +714,28 @@ def test_a_refused_joiner_does_not_keep_a_room_from_its_first_member(
     root.expect("reply", command="gline")
     bob.say("/nick badguy")
     assert "banned from this server" in bob.expect("error", code="banned")["text"]
+
+
+def test_the_moderation_file_is_marked_and_another_programs_is_refused(tmp_path: Path) -> None:
+    """Its file carries chatkit's mark and schema version: a file of before the marks
+    (only moderation's tables) is taken and marked; another database (history's,
+    another program's) or a newer one is refused rather than written into."""
+    old = tmp_path / "old.sqlite3"
+    with contextlib.closing(sqlite3.connect(old)) as db:
+        db.executescript(SCHEMA)
+        db.execute("INSERT INTO bans VALUES ('#a', 'evil!*@*')")
+        db.commit()
+    store = ModerationStore(old)
+    assert store.rows("bans", "#a") == ["evil!*@*"]
+    store.close()
+    with contextlib.closing(sqlite3.connect(old)) as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    other = tmp_path / "other.sqlite3"
+    with contextlib.closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE messages (id INTEGER)")
+    with pytest.raises(UsageError, match="is not a chatkit moderation database"):
+        ModerationStore(other)
+    with contextlib.closing(sqlite3.connect(old)) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(UsageError, match="is from a newer chatkit"):
+        ModerationStore(old)

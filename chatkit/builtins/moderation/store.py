@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS flags (room TEXT NOT NULL, flag TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS topics (room TEXT PRIMARY KEY, topic TEXT NOT NULL,
                                    nick TEXT NOT NULL, ts TEXT NOT NULL);
 """
+APPLICATION_ID = 0x63686B6D  # "chkm": marks a SQLite file as a chatkit moderation database
+VERSION = 1
+"""The schema's version (SQLite's ``user_version``): a newer file is refused."""
+TABLES = {"ops", "bans", "mutes", "invites", "flags", "topics"}
 # Each table's second column: an account (ops), a room flag ("invite": invite-only,
 # "lock": only identified clients speak, "moderated": only operators speak, "topic":
 # only operators set the topic), or a mask.
@@ -74,9 +78,32 @@ class ModerationStore:
         try:
             create_private(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.executescript(SCHEMA)
+            self._prepare()
         except sqlite3.Error as exc:
             raise UsageError(f"moderation: cannot open {self.path}: {exc}") from None
+
+    def _prepare(self) -> None:
+        """Check the file is a moderation database of this version or older (a file of
+        before the marks, with only moderation's tables, is one), then create what
+        is missing and mark it."""
+        db = self._db
+        (app,) = db.execute("PRAGMA application_id").fetchone()
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app != APPLICATION_ID and (app != 0 or not tables <= TABLES):
+            raise UsageError(
+                f"moderation: {self.path} is not a chatkit moderation database (another "
+                "program's, or chatkit's history or accounts: give moderation a file of its own)"
+            )
+        if version > VERSION:
+            raise UsageError(f"moderation: {self.path} is from a newer chatkit")
+        db.execute("BEGIN IMMEDIATE")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={VERSION}")
+        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
