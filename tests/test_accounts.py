@@ -853,3 +853,25 @@ def test_a_rehash_does_not_undo_a_password_change() -> None:
         assert found is not None and found.hash == "rehashed"
     finally:
         store.close()
+
+
+def test_a_failed_transaction_is_rolled_back_and_the_store_goes_on(tmp_path: Path) -> None:
+    """A statement failing inside a transaction (here a trigger's abort, as a full disk
+    would) leaves none open: the next create and delete work (before, every later BEGIN
+    failed, 'cannot start a transaction within a transaction')."""
+    store = AccountStore(tmp_path / "accounts.sqlite3")
+    try:
+        assert store.create(Account("alice", "alice", "h1", None))
+        store._db.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE DELETE ON accounts"
+            " BEGIN SELECT RAISE(ABORT, 'disk full, say'); END"
+        )
+        with pytest.raises(sqlite3.Error, match="disk full, say"):
+            store.delete("alice")
+        assert not store._db.in_transaction
+        store._db.execute("DROP TRIGGER refuse")
+        assert store.create(Account("bob", "bob", "h2", None))
+        store.delete("alice")
+        assert store.get("alice") is None and store.get("bob") is not None
+    finally:
+        store.close()

@@ -10,9 +10,11 @@ Passwords never reach this module: it stores the argon2 hash the plugin made.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -151,27 +153,44 @@ class AccountStore:
             ).fetchone()
         return None if row is None else Account(*row)
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error, a failed commit
+        too (a full disk, a busy timeout): a transaction left open would make every
+        later ``BEGIN`` fail. The caller holds ``_lock``."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
     def create(self, account: Account) -> bool:
         """Add ``account`` and use up its invitation; False if its name is taken, or
         a look-alike of it (the same skeleton)."""
+        like, now = skeleton(account.nick), time.time()
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                like = skeleton(account.nick)
-                if self._db.execute(
-                    "SELECT 1 FROM accounts WHERE skeleton = ?", (like,)
-                ).fetchone():
-                    self._db.execute("ROLLBACK")
-                    return False
-                self._db.execute(
-                    "INSERT INTO accounts (name, nick, hash, email, created, skeleton)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (account.name, account.nick, account.hash, account.email, time.time(), like),
-                )
-                self._db.execute("DELETE FROM invites WHERE name = ?", (account.name,))
-                self._db.execute("COMMIT")
+                with self._transaction() as db:
+                    if db.execute("SELECT 1 FROM accounts WHERE skeleton = ?", (like,)).fetchone():
+                        return False
+                    db.execute(
+                        "INSERT INTO accounts (name, nick, hash, email, created, skeleton)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            account.name,
+                            account.nick,
+                            account.hash,
+                            account.email,
+                            now,
+                            like,
+                        ),
+                    )
+                    db.execute("DELETE FROM invites WHERE name = ?", (account.name,))
             except sqlite3.IntegrityError:
-                self._db.execute("ROLLBACK")
                 return False
         return True
 
@@ -188,11 +207,9 @@ class AccountStore:
 
     def delete(self, name: str) -> None:
         """Delete account ``name`` (and the invitations it gave)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM accounts WHERE name = ?", (name,))
-            self._db.execute("DELETE FROM invites WHERE inviter = ?", (name,))
-            self._db.execute("COMMIT")
+        with self._lock, self._transaction() as db:
+            db.execute("DELETE FROM accounts WHERE name = ?", (name,))
+            db.execute("DELETE FROM invites WHERE inviter = ?", (name,))
 
     def invite(self, name: str, inviter: str) -> None:
         """Let nick ``name`` (folded) register; ``inviter`` is the account inviting."""
