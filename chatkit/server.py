@@ -1644,6 +1644,7 @@ class Server:
             self._untold += 1
             return
         self._log_more(host, count)
+        self._refusals.pop(host, None)  # (told: not again below)
         log.warning("refused %s:%s: %s", host, port, why)
         if len(self._refusals) >= CONNECT_BUCKETS:
             for other, (_, more) in self._refusals.items():  # bounded, like the buckets

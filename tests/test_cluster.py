@@ -102,12 +102,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 class Node:
     """A `chatkit serve --redis URL` process with a short lease."""
 
-    def __init__(self, url: str, directory: Path, *args: str, config_text: str = "") -> None:
+    def __init__(
+        self, url: str, directory: Path, *args: str, config_text: str = "", flag: bool = True
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "chatkit.toml"
-        config.write_text(f"[plugins.cluster]\nlease = {LEASE}\n{config_text}")
+        # (flag=False: the config's [server] plugins enable cluster, with the url here.)
+        where = "" if flag else f'url = "{url}"\n'
+        config.write_text(f"[plugins.cluster]\nlease = {LEASE}\n{where}{config_text}")
         self.log = directory / "stderr.log"
-        command = [CHATKIT, "serve", "--port", "0", "--config", str(config), "--redis", url]
+        command = [CHATKIT, "serve", "--port", "0", "--config", str(config)]
+        command += ["--redis", url] if flag else []
         # Flood's limit would refuse the tests' polling of /who.
         command += ["--db", ":memory:", "--plugin", "stats", "--no-plugin", "flood", *args]
         with self.log.open("a") as err:
@@ -151,8 +156,10 @@ class Node:
 def nodes(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     started: list[Node] = []
 
-    def start(url: str, *args: str, config_text: str = "") -> Node:
-        node = Node(url, tmp_path / f"node{len(started)}", *args, config_text=config_text)
+    def start(url: str, *args: str, config_text: str = "", flag: bool = True) -> Node:
+        node = Node(
+            url, tmp_path / f"node{len(started)}", *args, config_text=config_text, flag=flag
+        )
         started.append(node)
         return node
 
@@ -1123,6 +1130,25 @@ def test_moderation_keeps_no_second_copy_of_the_clusters_topics(
     alice.say("/join #t")
     assert alice.expect("topic", room="#t")["topic"] == "from b"
     assert not data.exists("chatkit:moderation:topics")
+
+
+def test_a_seeding_nodes_kept_topics_come_back_whatever_the_plugins_order(
+    redis_server: RedisServer, nodes: Callable[..., Node], tmp_path: Path
+) -> None:
+    """A node whose own moderation file kept a topic seeds an empty cluster with it, and
+    its own members get it, with cluster listed before moderation too."""
+    url = redis_server.url(14)
+    redis.Redis.from_url(url).flushdb()
+    own = tmp_path / "own.moderation.sqlite3"
+    store = ModerationStore(own)
+    store.keep_topic("#general", "kept from before", "alice", "2026-12-01T00:00:00.000Z")
+    store.close()
+    settings = (
+        f'[server]\nplugins = ["cluster", "moderation"]\n[plugins.moderation]\ndb = "{own}"\n'
+    )
+    a = nodes(url, config_text=settings, flag=False)
+    bob = a.client("bob")
+    assert bob.expect("topic", room="#general")["topic"] == "kept from before"
 
 
 def test_a_node_started_after_redis_lost_its_data_sees_everyone(

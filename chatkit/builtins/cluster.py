@@ -824,6 +824,10 @@ class Cluster:
                 self._set_down(exc)
             except Exception:
                 log.exception("cluster: publishing failed")
+                # (A command Redis refused: WRONGTYPE, OOM, READONLY.) Entries in this
+                # batch never come back: no rename of this node's waits to be read back.
+                with self._lock:
+                    self._renames.clear()
 
     def _read_loop(self) -> None:
         """Read the log in order and deliver it here; reconnect when Redis is lost."""

@@ -447,8 +447,10 @@ class Moderation:
         client.send(Frame("notice", text=text, room=room, mode="+o", arg=client.nick or ""))
         log.info("%s is an operator of %s (first to join)", client.nick, room)
 
-    @hookimpl
+    @hookimpl(tryfirst=True)
     def chatkit_server_start(self, server: Server) -> None:
+        # (First: a node seeding the cluster puts its kept topics into the cluster's
+        # before the cluster plugin reads them, as it starts, whatever their order.)
         self._server = server
         # In a cluster the settings are the cluster's, in its Redis (moderation/shared.py).
         cluster = server.pluginmanager.get_plugin("cluster")
