@@ -370,7 +370,13 @@ class Terminal:
         client.say(f"/who {room}")
 
     def _quiet(self, frame: dict[str, Any]) -> bool:
-        """Whether ``frame`` is a reply we asked for ourselves (taken for completion)."""
+        """Whether ``frame`` is a reply we asked for ourselves (taken for completion),
+        or the error that answered one (the room gone meanwhile: a quick /part)."""
+        if frame.get("type") == "error" and frame.get("code") == "no_such_room":
+            room = frame.get("room")
+            if isinstance(room, str) and self._quiet_who.get(room, 0):
+                self._quiet_who[room] -= 1
+                return True
         if frame.get("type") != "reply":
             return False
         data = frame.get("data", {})

@@ -771,3 +771,20 @@ def test_a_reset_connection_s_last_line_is_acted_on(
     sock.close()
     watch.expect("message", nick="resetty", text="line one")
     watch.expect("message", nick="resetty", text="last, no newline")
+
+
+def test_a_full_refusal_table_tells_each_count_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the table of refusing addresses is full it is emptied, each count logged
+    first, once: the host being logged is not told twice, and no count goes untold."""
+    monkeypatch.setattr(server_module, "CONNECT_BUCKETS", 2)
+    monkeypatch.setattr(server_module, "REFUSAL_LOG_INTERVAL", 10.0)
+    server = Server(plugins=[])
+    server._log_refusal("a", 1, "why", 100.0)
+    server._log_refusal("a", 2, "why", 101.0)  # counted
+    server._log_refusal("b", 1, "why", 102.0)
+    server._log_refusal("a", 3, "why", 111.0)  # a's count told; the table was full
+    more = [r.getMessage() for r in caplog.records if "more connection" in r.getMessage()]
+    assert more == ["refused 1 more connection(s) from a since the last line"]
+    assert server._untold == 0

@@ -39,7 +39,7 @@ def who_command(ctx: CommandContext) -> None:
         raise CommandError("you are in no room; name one: /who #room", "not_in_room")
     members = ctx.hub.who(room)
     if members is None:
-        raise CommandError(f"no room {room}", "no_such_room")
+        raise CommandError(f"no room {room}", "no_such_room", room=room)
     nicks = sorted(members, key=lambda nick: (nick.casefold(), nick))  # as people look them up
     away = {}
     for nick in nicks:
