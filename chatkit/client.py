@@ -22,6 +22,7 @@ client's own (:data:`LOCAL_ERRORS`), never an exception.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import select
@@ -327,7 +328,8 @@ class Client(LineClient):
     ) -> None:
         super().__init__(sock, address, max_line=max_line)
         self.nick: str | None = None
-        """The nick once logged in."""
+        """The nick once logged in; follows its renames (``nick`` frames naming it, read:
+        ``/nick``, or an accounts plugin moving a guest off a registered nick)."""
         self.welcome: dict[str, Any] | None = None
         """The server's ``welcome`` frame once logged in."""
         self._login_room: str | None = None  # the room login() asked for, if any
@@ -477,8 +479,11 @@ class Client(LineClient):
         while (line := self._line(deadline)) is not None:
             frame = _decode(line)
             if frame is not None and frame.get("type") == "ping" and self.answers_pings:
-                self.send(type="pong")
+                with contextlib.suppress(ConnectionLost):  # (gone: the read tells next)
+                    self.send(type="pong")
             elif frame is not None:
+                if frame.get("type") == "nick" and frame.get("old") == self.nick:
+                    self.nick = frame.get("new", self.nick)
                 self.pending.append(frame)
                 return True
         return False

@@ -80,6 +80,31 @@ def test_library_answers_the_servers_pings(chat_server_factory: Factory) -> None
         assert server.hub.find("bot") is not None
 
 
+def test_the_librarys_nick_follows_renames(chat_server: Server) -> None:
+    """client.nick is the nick now: a /nick (or a plugin's rename) read changes it, so a
+    bot that skips its own lines by it does not answer itself after a rename."""
+    with Client.connect(*chat_server.address) as bot:
+        bot.login("bot")
+        bot.say("/nick robot")
+        frames = bot.sync(timeout=5)
+        assert any(f["type"] == "nick" and f["new"] == "robot" for f in frames)
+        assert bot.nick == "robot"
+
+
+def test_a_library_that_could_not_answer_a_ping_reads_the_end(
+    chat_server_factory: Factory,
+) -> None:
+    """A program that stopped reading past the ping timeout: reading on returns the end
+    of the connection (None), not a ConnectionLost from the pong it could not send."""
+    server = chat_server_factory(idle_timeout=0.2, ping_timeout=0.3)
+    with Client.connect(*server.address) as bot:
+        bot.login("bot")
+        wait_until(lambda: server.hub.find("bot") is None, 10, "the server dropping bot")
+        while (frame := bot.receive(timeout=5)) is not None:
+            assert frame["type"] != "pong"
+        assert bot.receive(timeout=1) is None
+
+
 def test_library_errors_are_words(chat_server: Server, chat_client: Connect) -> None:
     """Refused connections and nicks raise errors that say what happened."""
     with pytest.raises(ClientError, match=r"no chatkit server at 127\.0\.0\.1:\d+"):
