@@ -178,6 +178,7 @@ HELPERS: list[tuple[str, str | None]] = [
     ),
     ("message_frame", None),
     ("valid_nick", None),
+    ("valid_room", None),
     ("fold", None),
     ("room_name", None),
     ("skeleton", None),

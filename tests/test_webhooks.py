@@ -133,6 +133,7 @@ def test_room_events_are_posted_signed_and_in_order(
     assert events[2]["text"] == "hello" and events[2]["room"] == "#general"
     assert isinstance(events[2]["id"], int) and events[2]["ts"]
     assert events[3]["action"] is True and events[3]["text"] == "waves"
+    assert events[0]["account"] is None and events[2]["account"] is None  # (no accounts here)
     assert all("private word" not in json.dumps(e) for e in events)
     for headers, body in receiver.requests:
         assert headers["Content-Type"] == "application/json"
@@ -335,8 +336,9 @@ def test_bad_http_posts_get_clear_errors(chat_server_factory: Callable[..., Serv
     assert post(server, "general", b'{"text": "x"}', token="wrong")[0] == 401
     assert post(server, "general", b'{"txt": "x"}')[1]["error"] == "bad_request"
     assert post(server, "general", b"\xff\xfe", ctype="text/plain")[0] == 400
-    status, answer = post(server, "bad!room", b'{"text": "x"}')
-    assert status == 404 and answer["error"] == "bad_room"
+    for bad in ("bad!room", "bad%20room"):  # (a space: one name, not a /join's words)
+        status, answer = post(server, bad, b'{"text": "x"}')
+        assert status == 404 and answer["error"] == "bad_room", answer
     status, answer = post(server, "general", b'{"text": "1\\n2\\n3"}')
     assert status == 400 and answer["error"] == "too_many_lines"
     status, answer = post(server, "general", b"x" * 70_000, ctype="text/plain")

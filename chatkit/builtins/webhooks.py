@@ -59,6 +59,7 @@ from chatkit import (
     number_setting,
     room_name,
     skeleton,
+    valid_room,
 )
 from chatkit.builtins.accounts import Throttle
 from chatkit.builtins.http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, Bounded
@@ -359,12 +360,14 @@ class Webhooks:
                 "notice": message.notice,
                 "id": message.id,
                 "ts": message.ts,
+                "account": message.account,  # (None: not identified; a guest's nick)
             },
         )
 
     @hookimpl
     def chatkit_on_join(self, client: Session, room: str) -> None:
-        self._emit("join", room, {"event": "join", "room": room, "nick": client.nick})
+        payload = {"event": "join", "room": room, "nick": client.nick, "account": client.account}
+        self._emit("join", room, payload)
 
     @hookimpl
     def chatkit_on_leave(self, client: Session, room: str, reason: str) -> None:
@@ -682,8 +685,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             text = "POST /rooms/NAME/messages"
             self._answer(404, {"error": "not_found", "text": text}, close=True)
             return
-        room = urllib.parse.unquote(parts[2])
-        room = room_name(room)
+        room = room_name(urllib.parse.unquote(parts[2]))
+        problem = valid_room(room, len(room) + 1)  # (its length: the server's to check)
+        if problem is not None:  # (not a /join line's words: "bad room" is one name)
+            text = f"bad room name {room!r}: letters, digits, '_', '-' or '.' after the '#'"
+            self._answer(404, {"error": "bad_room", "text": text}, close=True)  # (body unread)
+            return
         # Guessing tokens: an address that sent wrong ones waits. (A wrong one is
         # counted once known, so that a bot's posts at once never count against it.)
         guesser = address_key(self.client_address[0])
