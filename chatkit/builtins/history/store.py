@@ -735,6 +735,9 @@ class MessageStore:
                         ).fetchall()
                     touched = {str(row[0]) for row in rows}
                 for conv in sorted(touched):
+                    # (A first pass may look at every conversation, 300,000 of them:
+                    # messages that arrive meanwhile are committed between two.)
+                    self._commit_waiting()
                     with self._write_lock:
                         row = self._write_db.execute(
                             "SELECT id FROM messages WHERE conv = ? ORDER BY id DESC"
@@ -746,17 +749,22 @@ class MessageStore:
         except sqlite3.Error as exc:
             log.error("retention in the history database %s failed: %s", self.path, exc)
 
+    def _commit_waiting(self) -> None:
+        """Commit the batches of messages waiting, during a retention pass (the store's
+        thread); a flush() barrier waits for the pass."""
+        while True:
+            with self._cond:
+                waiting = bool(self._batches) and bool(self._batches[0].rows)
+                pending = self._batches.popleft() if waiting else None
+            if pending is None:
+                return
+            self._commit(pending)
+
     def _delete_chunks(self, where: str, args: tuple[object, ...]) -> None:
         """Delete the rows matching ``where`` a chunk per transaction, committing the
         batches that arrive meanwhile first, so retention never holds up chat."""
         while True:
-            with self._cond:
-                # Commit waiting messages first; a flush() barrier waits for the pass.
-                waiting = bool(self._batches) and bool(self._batches[0].rows)
-                pending = self._batches.popleft() if waiting else None
-            if pending is not None:
-                self._commit(pending)
-                continue
+            self._commit_waiting()
             with self._write_lock:
                 cursor = self._write_db.execute(
                     "DELETE FROM messages WHERE id IN"
