@@ -330,6 +330,11 @@ class Client(LineClient):
         self.nick: str | None = None
         """The nick once logged in; follows its renames (``nick`` frames naming it, read:
         ``/nick``, or an accounts plugin moving a guest off a registered nick)."""
+        self.nicks: set[str] = set()
+        """Its nick and those it had before, until someone else is seen with one of
+        them (a ``join`` or ``nick`` frame): its own messages still being stored when it
+        was renamed come back under the old nick after the ``nick`` frame, so a bot
+        skips its own lines with ``frame["nick"] in client.nicks``."""
         self.welcome: dict[str, Any] | None = None
         """The server's ``welcome`` frame once logged in."""
         self._login_room: str | None = None  # the room login() asked for, if any
@@ -472,6 +477,21 @@ class Client(LineClient):
             if not self._read(deadline):
                 return None
 
+    def _follow(self, frame: dict[str, Any]) -> None:
+        """Keep :attr:`nick` and :attr:`nicks` up to date with a frame just read."""
+        kind, nick = frame.get("type"), frame.get("nick")
+        if kind == "welcome" and isinstance(nick, str):
+            self.nicks = {nick}
+        elif kind == "nick":
+            old, new = frame.get("old"), frame.get("new")
+            if old == self.nick and isinstance(new, str):
+                self.nick = new
+                self.nicks.add(new)
+            elif new in self.nicks and new != self.nick:
+                self.nicks.discard(new)  # someone else's now
+        elif kind == "join" and nick in self.nicks and nick != self.nick:
+            self.nicks.discard(nick)  # someone else logged in with an old one
+
     def _read(self, deadline: float | None) -> bool:
         """Read the next frame into :attr:`pending`; False once the server closed.
 
@@ -482,8 +502,7 @@ class Client(LineClient):
                 with contextlib.suppress(ConnectionLost):  # (gone: the read tells next)
                     self.send(type="pong")
             elif frame is not None:
-                if frame.get("type") == "nick" and frame.get("old") == self.nick:
-                    self.nick = frame.get("new", self.nick)
+                self._follow(frame)
                 self.pending.append(frame)
                 return True
         return False

@@ -88,7 +88,11 @@ def test_the_librarys_nick_follows_renames(chat_server: Server) -> None:
         bot.say("/nick robot")
         frames = bot.sync(timeout=5)
         assert any(f["type"] == "nick" and f["new"] == "robot" for f in frames)
-        assert bot.nick == "robot"
+        assert bot.nick == "robot" and bot.nicks == {"bot", "robot"}  # (lines in flight)
+        with ChatClient(chat_server.address) as other:
+            other.login("bot")  # someone else has the old nick now
+            bot.sync(timeout=5)
+        assert bot.nicks == {"robot"}
 
 
 def test_a_library_that_could_not_answer_a_ping_reads_the_end(

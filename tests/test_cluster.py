@@ -783,7 +783,7 @@ def test_a_message_redis_did_not_answer_for_is_told_local_before_its_echo(
             ann.say("in flight")
             echo = ann.expect("message", text="in flight")
             before = ann.received[: ann.received.index(echo)]
-            told = "this message reaches this server's members only"
+            told = "this server's members get it, the others may not"
             assert any(told in f.get("text", "") for f in before if f["type"] == "notice")
         finally:
             stalled.proc.send_signal(signal.SIGCONT)

@@ -725,11 +725,13 @@ def test_the_moderation_file_is_marked_and_another_programs_is_refused(tmp_path:
         db.executescript(SCHEMA)
         db.execute("INSERT INTO bans VALUES ('#a', 'evil!*@*')")
         db.commit()
+        db.execute("ANALYZE")  # (SQLite's own sqlite_stat1 is no foreign table)
     store = ModerationStore(old)
     assert store.rows("bans", "#a") == ["evil!*@*"]
     store.close()
     with contextlib.closing(sqlite3.connect(old)) as db:
         assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
     other = tmp_path / "other.sqlite3"
     with contextlib.closing(sqlite3.connect(other)) as db:
         db.execute("CREATE TABLE messages (id INTEGER)")

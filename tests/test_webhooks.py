@@ -339,6 +339,8 @@ def test_bad_http_posts_get_clear_errors(chat_server_factory: Callable[..., Serv
     for bad in ("bad!room", "bad%20room"):  # (a space: one name, not a /join's words)
         status, answer = post(server, bad, b'{"text": "x"}')
         assert status == 404 and answer["error"] == "bad_room", answer
+    status, answer = post(server, "cafe%CC%81", b'{"text": "x"}')  # (e + a combining accent)
+    assert status == 201 and answer["room"] == "#caf\u00e9", answer  # NFKC, as /join takes it
     status, answer = post(server, "general", b'{"text": "1\\n2\\n3"}')
     assert status == 400 and answer["error"] == "too_many_lines"
     status, answer = post(server, "general", b"x" * 70_000, ctype="text/plain")

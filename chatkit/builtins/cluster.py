@@ -677,11 +677,14 @@ class Cluster:
                         self._given_up.add(token)  # if the log brings it later: not again here
                     given_up = token in self._given_up
                 if given_up:
-                    # Before its echo: this one went to this server's members alone.
-                    session.notice(
-                        f"the other servers did not answer within {self.timeout:g} s: this "
-                        "message reaches this server's members only"
-                    )
+                    if message.room is not None:
+                        # Before its echo: delivered here, the others may not get it
+                        # (or may: Redis may only be slow, and log it after all).
+                        session.notice(
+                            f"the other servers did not confirm this message within "
+                            f"{self.timeout:g} s: this server's members get it, the "
+                            "others may not"
+                        )
                     self._deliver_here(session, message)
                     return
                 ident = future.result()  # the reader has it: it is being delivered

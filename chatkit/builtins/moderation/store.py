@@ -78,7 +78,11 @@ class ModerationStore:
         try:
             create_private(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._prepare()
+            try:
+                self._prepare()
+            except BaseException:
+                self._db.close()  # (refused: not left open)
+                raise
         except sqlite3.Error as exc:
             raise UsageError(f"moderation: cannot open {self.path}: {exc}") from None
 
@@ -89,7 +93,11 @@ class ModerationStore:
         db = self._db
         (app,) = db.execute("PRAGMA application_id").fetchone()
         (version,) = db.execute("PRAGMA user_version").fetchone()
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            name
+            for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            if not name.startswith("sqlite_")  # (SQLite's own: ANALYZE's sqlite_stat1)
+        }
         if app != APPLICATION_ID and (app != 0 or not tables <= TABLES):
             raise UsageError(
                 f"moderation: {self.path} is not a chatkit moderation database (another "
@@ -97,6 +105,8 @@ class ModerationStore:
             )
         if version > VERSION:
             raise UsageError(f"moderation: {self.path} is from a newer chatkit")
+        if app == APPLICATION_ID and version == VERSION and tables == TABLES:
+            return  # (nothing to write: a read-only file still starts)
         db.execute("BEGIN IMMEDIATE")
         for statement in SCHEMA.split(";"):
             if statement.strip():
