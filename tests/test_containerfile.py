@@ -69,3 +69,13 @@ def test_the_healthcheck_fails_when_the_server_does_not_answer() -> None:
         )
     assert result.returncode == 5
     assert f"no answer from 127.0.0.1:{port}" in result.stderr
+
+
+def test_the_image_pins_uv_and_gives_its_user_a_fixed_uid() -> None:
+    """A build next year installs as one today does (uv pinned, uv.lock the rest), and the
+    uid docs/operations.md tells operators to chown a bind mount to is the image's."""
+    text = (ROOT / "Containerfile").read_text()
+    assert re.search(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+ ", text), "uv's image is not pinned"
+    uid = re.search(r"useradd --system --uid (\d+) ", text)
+    assert uid is not None
+    assert f"chown -R {uid.group(1)}" in (ROOT / "docs" / "operations.md").read_text()
