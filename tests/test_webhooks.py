@@ -292,6 +292,23 @@ def test_messages_posted_over_http_reach_the_room(
     assert alice.expect("reply")["data"]["nicks"] == ["alice", "ci"]
 
 
+def test_a_bot_is_only_in_the_rooms_it_posts_to(
+    chat_server_factory: Callable[..., Server],
+) -> None:
+    """Its first post logs it in straight into that room: not into the default one too."""
+    server = webhooks_server(
+        chat_server_factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
+    )
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    alice.say("/join #ops")
+    alice.expect("join", room="#ops", nick="alice")
+    assert post(server, "ops", b'{"text": "deployed"}')[0] == 201
+    alice.expect("message", room="#ops", nick="ci")
+    alice.say("/who #general")
+    assert alice.expect("reply")["data"]["nicks"] == ["alice"]
+
+
 def test_a_bot_that_posts_now_and_then_stays_in_its_rooms(
     chat_server_factory: Callable[..., Server],
 ) -> None:

@@ -502,7 +502,8 @@ class _Bot:
             self._local = tuple(client.sock.getsockname()[:2])
             self._own.add(self._local)  # before the hello: its nick is reserved
             try:
-                client.login(self.nick, replay=0, timeout=TIMEOUT)
+                # Straight into the room (not the default one too: only where it posts).
+                client.login(self.nick, replay=0, room=room, timeout=TIMEOUT)
             except BaseException as exc:
                 self._own.discard(self._local)
                 client.close()
