@@ -134,6 +134,38 @@ def test_the_page_over_https_chats_over_wss(
         expect(page.locator(pane(page))).to_contain_text("<bob> hi over wss")
 
 
+def test_keyboard_screen_readers_and_a_phone(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """No keyboard trap in the message box (Tab moves on when there is nothing to
+    complete, Shift+Tab moves back); a live message is announced alone, the panes are
+    not live (a replay would be read out whole); text has its own direction; on a
+    phone's width a long room name does not push the page sideways."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        page.fill("#input", "hello there ")
+        page.press("#input", "Tab")
+        expect(page.locator("#compose button")).to_be_focused()
+        page.keyboard.press("Shift+Tab")
+        expect(page.locator("#input")).to_be_focused()
+        expect(page.locator("#input")).to_have_value("hello there ")
+        assert page.locator("[aria-live]").evaluate_all("els => els.map(e => e.id)") == [
+            "status",
+            "announce",
+        ]
+        bob = ChatClient(server.address)
+        bob.login("bob")
+        bob.say("مرحبا")
+        expect(page.locator("#announce")).to_have_text("bob: مرحبا")
+        expect(page.locator(pane(page) + " .line .body").last).to_have_attribute("dir", "auto")
+        expect(page.get_by_role("main")).to_be_visible()
+        page.set_viewport_size({"width": 360, "height": 640})
+        say(page, "/join #" + "a" * 40)
+        expect(page.locator("#title")).to_have_text("#" + "a" * 40)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+
+
 def test_the_topic_shows_in_the_top_bar(browser: Browser, contexts: list[BrowserContext]) -> None:
     """A room's topic shows beside its name: the one it had when the page joined, then
     each change, with a line in the room for each; switching rooms switches the topic."""
@@ -272,7 +304,7 @@ def test_commands_private_and_errors(browser: Browser, contexts: list[BrowserCon
         expect(page.locator(f"{pane(page)} .line.error")).to_contain_text("Unknown command")
         carol.say("/msg alice psst")
         conversation = page.locator("#privates button", has_text="carol")
-        expect(conversation.locator(".unread")).to_have_text("1")
+        expect(conversation.locator(".unread")).to_have_text("unread: 1")  # (the words: hidden)
         conversation.focus()
         page.keyboard.press("Enter")
         expect(page.locator("#title")).to_have_text("private: carol")

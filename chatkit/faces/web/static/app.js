@@ -157,6 +157,7 @@ function getView(kind, name, create = true) {
     const pane = el("div", "pane");
     pane.hidden = true;
     pane.tabIndex = 0; // scrollable with the keyboard
+    pane.setAttribute("role", "region"); // (not "log": that is live, and a replay is long)
     pane.setAttribute("aria-label", `Messages of ${name}`);
     pane.dataset.view = key;
     const older = el("div", "older", "");
@@ -221,7 +222,12 @@ function renderSidebar() {
       button.type = "button";
       button.dataset.view = view.key;
       button.append(el("span", "name", view.name));
-      if (view.unread) button.append(el("span", "unread", String(view.unread)));
+      button.title = view.name; // (a long one is cut short)
+      if (view.unread) {
+        const badge = el("span", "unread", "");
+        badge.append(el("span", "visually-hidden", "unread: "), String(view.unread));
+        button.append(badge);
+      }
       button.setAttribute("aria-current", String(view === state.current));
       button.addEventListener("click", () => {
         show(view);
@@ -281,6 +287,7 @@ function lineEl(kind, ts) {
   const line = el("div", `line ${kind}`);
   line.append(timeEl(ts));
   const body = el("span", "body");
+  body.dir = "auto"; // right-to-left text reads from the right
   line.append(body);
   return [line, body];
 }
@@ -301,6 +308,10 @@ function messageLine(view, frame, nick) {
     body.append(nickEl(nick, true), " ", String(frame.text));
   }
   const added = addLine(view, line, frame.id);
+  if (added && !frame.history && view === state.current) {
+    // For screen readers: the live message alone (the panes are not live regions).
+    $("announce").textContent = `${nick}: ${frame.text}`;
+  }
   if (frame.history && view.filling !== undefined && frame.id > view.gapTop) view.gapTop = frame.id;
   if (added && !frame.history && nick !== state.nick) {
     if (view !== state.current || document.hidden) {
@@ -887,11 +898,15 @@ function start() {
     suggest();
   });
   input.addEventListener("keydown", (event) => {
-    if (event.key === "Tab" && input.value) {
-      event.preventDefault();
+    if (event.key === "Tab" && !event.shiftKey && input.value) {
+      // Completes when there is something to complete; else Tab moves on, as it
+      // does everywhere (no keyboard trap in the box).
+      const before = input.value;
       complete();
+      if (input.value !== before) event.preventDefault();
     } else if (event.key === "Escape") {
       $("suggest").hidden = true;
+      state.tab = null;
     } else if (event.key === "ArrowUp" && !event.altKey && (!input.value || state.sentAt < state.sent.length)) {
       if (state.sentAt > 0) {
         event.preventDefault();
