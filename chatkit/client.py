@@ -360,6 +360,7 @@ class Client(LineClient):
         since: int | None = None,
         password: str | None = None,
         room: str | None = None,
+        rooms: list[str] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Log in as ``nick``; return the ``welcome`` frame or raise :class:`LoginRefused`.
@@ -367,11 +368,13 @@ class Client(LineClient):
         ``password`` is the registered nick's (the ``accounts`` plugin). ``room`` is
         joined instead of the default room (its ``#`` may be left out): the welcome's
         ``rooms`` then name it, or none if the server refused it (its ``error``
-        follows; :meth:`enter` raises :class:`RoomRefused` for it).
+        follows; :meth:`enter` raises :class:`RoomRefused` for it). ``rooms``: these,
+        in order, instead (a reconnect's; the welcome names those joined).
 
         ``replay`` is how many earlier messages the server replays per room joined
-        (0: none; default: the server's choice); ``since`` asks only for messages
-        after that id (the last one this client has, e.g. after a reconnect).
+        (0: none; default: the server's choice); ``since`` asks the rooms the login
+        joins only for messages after that id (the last one this client has, e.g.
+        after a reconnect: rooms joined later replay as any join does).
         Frames that arrive before the answer (none, normally) stay readable.
         ``TimeoutError`` if the server does not answer within ``timeout`` seconds.
         """
@@ -384,6 +387,8 @@ class Client(LineClient):
             hello["password"] = password
         if room is not None:
             hello["room"] = room_name(room)
+        if rooms is not None:
+            hello["rooms"] = [room_name(r) for r in rooms]
         self._login_room = hello.get("room")
         self.send(hello)
         at = self._find(lambda f: f["type"] == "welcome" or _refusal(f), _deadline(timeout))

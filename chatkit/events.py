@@ -57,8 +57,9 @@ class Message:
 class Hello:
     """The client asks to log in as :attr:`nick` (may be repeated after an error).
 
-    :attr:`replay` and :attr:`since` are the client's choice of what it is replayed
-    on joining a room (``None``: the server's default), for the whole session.
+    :attr:`replay` is the client's choice of what it is replayed on joining a room
+    (``None``: the server's default), for the whole session; :attr:`since`, for the
+    rooms the login joins (a reconnecting client's, :attr:`rooms`).
     """
 
     nick: str
@@ -68,6 +69,8 @@ class Hello:
     """Replay only messages with a greater id: the last one the client has."""
     room: str | None = None
     """The room to join instead of the default one (``None``: the default)."""
+    rooms: tuple[str, ...] | None = None
+    """The rooms to join instead, in order (a reconnecting client's); not with :attr:`room`."""
     fields: dict[str, Any] = field(default_factory=dict)
     """The hello's other fields as sent (``password``, ``token``, ...): for the
     plugins that decide logins (``chatkit_allow_login`` receives them). In text

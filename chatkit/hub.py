@@ -457,15 +457,18 @@ class Hub:
         fields: dict[str, Any] | None = None,
         *,
         room: str | None = None,
+        rooms: Sequence[str] | None = None,
     ) -> None:
-        """Log ``session`` in as ``nick`` and join the default room, or ``room`` (its
-        ``#`` may be left out).
+        """Log ``session`` in as ``nick`` and join the default room, or ``room``, or
+        each of ``rooms`` in order (a reconnecting client's; the last is its current
+        room). A room's ``#`` may be left out.
 
         ``fields`` are the login's other fields (a ``hello`` frame's ``password``...),
         for ``chatkit_allow_login``. Raises :class:`CommandError` (``bad_nick``,
         ``nick_taken``, or a plugin's refusal); the client may then try again. A room
-        it cannot join (a bad name, a plugin's refusal) does not refuse the login: the
-        client is told, and is in no room.
+        it cannot join (a bad name, a plugin's refusal, more than ``max_rooms``) does
+        not refuse the login: the client is told (an ``error`` after the ``welcome``,
+        whose ``rooms`` leaves it out), and is in the others.
         """
         limits = self.config.limits
         nick = names.normalize(nick)
@@ -495,27 +498,37 @@ class Hub:
         except CommandError:
             session.account = account
             raise
-        if room is None:
-            room = self.config.default_room
-        else:
-            room = names.room_name(names.normalize(room.strip()))  # as /join takes it
-        problem = valid_room(room, limits.max_room)
-        if problem:
-            allowed = Reject(f"bad room name {room!r}: {problem}", "bad_room")
-        elif (looks := self._looks_like_a_room(room)) is not None:
-            allowed = looks  # (the welcome names no room it will not join)
-        else:
-            # With the nick and the account the login proved: a ban holds here too.
-            allowed = self.hooks.first(
-                "chatkit_allow_join", _reject, Reject, client=session, room=room
-            )
-        joined = allowed is None
+        wanted = list(rooms) if rooms is not None else [room or self.config.default_room]
+        accepted: list[str] = []
+        refused: list[tuple[str, Reject]] = []
+        for at, name in enumerate(wanted):
+            if len(accepted) >= limits.max_rooms:  # (one error for all the rest)
+                most = f"{limits.max_rooms} rooms at most (max_rooms)"
+                refused.append((", ".join(wanted[at:]), Reject(most, "too_many_rooms")))
+                break
+            name = names.room_name(names.normalize(name.strip()))  # as /join takes it
+            problem = valid_room(name, limits.max_room)
+            if any(_key(name) == _key(other) for other in accepted):
+                continue  # (named twice: joined once)
+            if problem:
+                allowed = Reject(f"bad room name {name!r}: {problem}", "bad_room")
+            elif (looks := self._looks_like_a_room(name)) is not None:
+                allowed = looks  # (the welcome names no room it will not join)
+            else:
+                # With the nick and the account the login proved: a ban holds here too.
+                allowed = self.hooks.first(
+                    "chatkit_allow_join", _reject, Reject, client=session, room=name
+                )
+            if allowed is None:
+                accepted.append(name)
+            else:
+                refused.append((name, allowed))
         welcome = Frame(
             "welcome",
             nick=nick,
             server="chatkit",
             version=__version__,
-            rooms=[room] if joined else [],
+            rooms=accepted,
             max_line=limits.max_line,  # what a client may send (the web page checks it)
         )
         with self._lock:
@@ -532,13 +545,14 @@ class Hub:
         except BaseException:
             self._wake_if(wake)
             raise
-        if not joined:
+        if not accepted:
             self._wake_if(wake)
-            session.error(allowed.code, f"cannot join {room}: {allowed.reason}")
-            return
-        name = self._join(session, room, wake=wake)
-        if name is not None:
-            self.hooks.notify("chatkit_on_join", client=session, room=name)
+        for name, refusal in refused:
+            session.error(refusal.code, f"cannot join {name}: {refusal.reason}")
+        for index, name in enumerate(accepted):
+            joined = self._join(session, name, wake=wake if index == 0 else False)
+            if joined is not None:
+                self.hooks.notify("chatkit_on_join", client=session, room=joined)
 
     def logout(self, session: Session, reason: str) -> None:
         """Remove a session that is gone: leave every room, free its nick, call hooks.

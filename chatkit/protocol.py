@@ -402,7 +402,7 @@ class _TextRules:
     bidi: str = "replace"
 
 
-_HELLO_OWN = frozenset(("type", "nick", "replay", "since", "room"))  # hello members the core reads
+_HELLO_OWN = frozenset(("type", "nick", "replay", "since", "room", "rooms"))  # the core's
 
 
 def _json_event(obj: dict[str, Any], rules: _TextRules) -> Event:
@@ -410,11 +410,18 @@ def _json_event(obj: dict[str, Any], rules: _TextRules) -> Event:
     if not isinstance(kind, str):
         raise RemoteProtocolError("bad_frame", "a frame needs a 'type' string")
     if kind == "hello":
+        rooms = obj.get("rooms")
+        if rooms is not None:
+            if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
+                raise RemoteProtocolError("bad_frame", "'hello' needs 'rooms' as a list of strings")
+            if obj.get("room") is not None:
+                raise RemoteProtocolError("bad_frame", "'hello' takes 'room' or 'rooms', not both")
         return Hello(
             clean_text(_field(obj, "nick") or ""),
             replay=_count(obj, "replay", MAX_ID),
             since=_count(obj, "since", MAX_ID),
             room=_field(obj, "room", required=False),
+            rooms=None if rooms is None else tuple(rooms),
             fields={k: v for k, v in obj.items() if k not in _HELLO_OWN},
         )
     if kind == "say":

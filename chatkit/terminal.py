@@ -408,25 +408,18 @@ class Terminal:
             client: Client | None = None
             try:
                 client = Client.connect(self.host, self.port, tls=self.tls)
-                # Only what was said since the last message shown: nothing twice.
-                # Straight into the first room it was in (no join and leave of the default).
-                first = rooms[0] if rooms else None
-                if self.last_id is not None:
-                    welcome = client.login(
-                        self.nick,
-                        since=self.last_id,
-                        password=self.password,
-                        room=first,
-                        timeout=LOGIN_WAIT,
-                    )
-                else:
-                    welcome = client.login(
-                        self.nick,
-                        replay=self.replay,
-                        password=self.password,
-                        room=first,
-                        timeout=LOGIN_WAIT,
-                    )
+                # Straight into the rooms it was in (no join and leave of the default),
+                # the current one last (lines go where they went before), each with
+                # only what was said since the last message shown: nothing twice.
+                again = [r for r in rooms if r != current] + ([current] if current in rooms else [])
+                welcome = client.login(
+                    self.nick,
+                    replay=None if self.last_id is not None else self.replay,
+                    since=self.last_id,
+                    password=self.password,
+                    rooms=again or None,
+                    timeout=LOGIN_WAIT,
+                )
             except LoginRefused as exc:
                 assert client is not None
                 client.close()
@@ -450,19 +443,15 @@ class Terminal:
             self.client = client
             self.rooms = list(welcome.get("rooms", []))
             self._take_limit(welcome)
+            self.room = self.rooms[-1] if self.rooms else ""
             self.say(f"* reconnected to {self.host}:{self.port} as {self.nick}")
+            self._after_login()
             try:
-                for room in rooms:
-                    if room not in self.rooms:
-                        client.say(f"/join {room}")
-                for room in self.rooms:
-                    if rooms and room not in rooms:  # e.g. the default room, left for --room
-                        client.say(f"/part {room}")
-                if current and rooms and current != rooms[-1]:
-                    client.say(f"/join {current}")  # lines go where they went before
+                for room in self.rooms:  # (the current one's: _after_login asked)
+                    if room != self.room:
+                        self._ask_who(client, room)
             except ClientError:
                 pass  # lost again at once: the receiver finds it closed, and reconnects
-            self._after_login()
             return True
         return False
 

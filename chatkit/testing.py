@@ -201,10 +201,11 @@ class ChatClient(Client, _TestLines):
         since: int | None = None,
         password: str | None = None,
         room: str | None = None,
+        rooms: list[str] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Log in as ``nick`` (into ``room`` instead of the default room, if given);
-        return the ``welcome`` frame (fail on an error frame).
+        """Log in as ``nick`` (into ``room``, or ``rooms``, instead of the default room,
+        if given); return the ``welcome`` frame (fail on an error frame).
 
         It returns once the client is in the welcome's first room (its own ``join``
         arrived), so that others see it there; the frames stay pending for ``expect``.
@@ -217,6 +218,7 @@ class ChatClient(Client, _TestLines):
                 since=since,
                 password=password,
                 room=room,
+                rooms=rooms,
                 timeout=deadline - time.monotonic(),
             )
         except LoginRefused as exc:
@@ -226,9 +228,9 @@ class ChatClient(Client, _TestLines):
         # The welcome comes before the default room's join (a plugin's greeting goes
         # in between): wait for the join, so that others see us there once this
         # returns.
-        rooms = frame.get("rooms") or []
-        if rooms:
-            mine = {"type": "join", "nick": self.nick, "room": rooms[0]}
+        entered = frame.get("rooms") or []
+        if entered:  # (joined in order: the last one's join comes after the others')
+            mine = {"type": "join", "nick": self.nick, "room": entered[-1]}
 
             def joined(f: dict[str, Any]) -> bool:
                 return all(f.get(k) == v for k, v in mine.items())
@@ -238,7 +240,7 @@ class ChatClient(Client, _TestLines):
             except TimeoutError:
                 at = None
             if at is None:
-                raise AssertionError(f"logged in as {nick!r} but never joined {rooms[0]}")
+                raise AssertionError(f"logged in as {nick!r} but never joined {entered[-1]}")
         return frame
 
     def _read(self, deadline: float | None) -> bool:

@@ -864,8 +864,8 @@ def test_runs_of_stored_messages_reach_text_and_json_members_in_order(
 
 
 def test_hello_chooses_the_replay(chat_client: Connect) -> None:
-    """hello's replay gives the last N (0: none) and since only newer messages, for every
-    room joined; a bad value is bad_frame naming the field."""
+    """hello's replay gives the last N (0: none) and since only newer messages, for the
+    room the login joins; a bad value is bad_frame naming the field."""
     alice = chat_client("alice")
     for i in range(5):
         alice.say(f"m{i}")
@@ -891,6 +891,44 @@ def test_hello_chooses_the_replay(chat_client: Connect) -> None:
         carol.send(type="hello", nick="carol", **bad)
         error = carol.expect("error")
         assert error["code"] == "bad_frame" and next(iter(bad)) in error["text"]
+
+
+def test_hello_rooms_rejoins_them_with_since_and_later_joins_replay_as_any(
+    chat_client: Connect,
+) -> None:
+    """A reconnect's hello names its rooms: the login joins them in order (the last is
+    the current one), each replaying only what came after `since`; a room joined later
+    replays its last page as any join does (since is the login's joins'). `room` and
+    `rooms` together are bad_frame; a bad name is an error after the welcome."""
+    alice = chat_client("alice")
+    for room in ("#a", "#b", "#c"):
+        alice.say(f"/join {room}")
+        alice.expect("join", room=room, nick="alice")
+        alice.say("old", room=room)
+    alice.sync()
+    seen = max(f["id"] for f in alice.received if f.get("text") == "old")
+    for room in ("#a", "#b", "#c"):
+        alice.say("new", room=room)
+    alice.sync()
+    bob = chat_client()
+    bob.send(type="hello", nick="bob", since=seen, rooms=["#a", "b", "#bad room"])
+    welcome = bob.expect("welcome")
+    assert welcome["rooms"] == ["#a", "#b"]
+    assert bob.expect("error")["code"] == "bad_room"
+    bob.expect("join", room="#b", nick="bob")
+    frames = bob.sync()
+    replays = [(f["room"], f["text"]) for f in bob.received if f.get("history") and "text" in f]
+    assert replays == [("#a", "new"), ("#b", "new")], frames
+    bob.say("here")  # no room named: the current one, the last joined
+    assert alice.expect("message", nick="bob")["room"] == "#b"
+    bob.say("/join #c")
+    bob.expect("join", room="#c", nick="bob")
+    bob.sync()
+    later = [f["text"] for f in bob.received if f.get("history") and f.get("room") == "#c"]
+    assert later == ["old", "new"]  # its last page, not only what came after since
+    carol = chat_client()
+    carol.send(type="hello", nick="carol", room="#a", rooms=["#b"])
+    assert carol.expect("error")["code"] == "bad_frame"
 
 
 def test_chatkit_join_replay_zero_shows_no_history(chat_client: Connect) -> None:

@@ -165,7 +165,12 @@ class LineChannel:
                         f"already logged in as {session.nick}; use /nick to change", "bad_frame"
                     )
                 session.replay, session.replay_since = event.replay, event.since
-                hub.login(session, event.nick, event.fields, room=event.room)
+                try:
+                    hub.login(session, event.nick, event.fields, room=event.room, rooms=event.rooms)
+                finally:
+                    # `since` is the login's joins' (a reconnect's): a room joined later
+                    # replays as any join does (what it had seen live is not all since).
+                    session.replay_since = None
             elif isinstance(event, Request):
                 hub.request(session, event)
             # Pong only proves the client is alive; the server noted that already.

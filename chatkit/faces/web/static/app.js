@@ -438,13 +438,6 @@ const handlers = {
     const known = getView("room", f.room, false);
     const view = known || getView("room", f.room);
     if (f.nick === state.nick) {
-      if (!known && state.resumed) {
-        // The hello's `since` holds for every join of this connection: a room new to
-        // the page would replay only what came after it. Ask for its last page.
-        view.loading = true;
-        view.askedLatest = true;
-        if (send({ type: "history", room: f.room, limit: PAGE })) view.requests.push("latest");
-      }
       view.name = f.room;
       view.rejoining = false;
       if (view.left) view.resumeFrom = view.newest ?? 0; // what was said while out: fetched
@@ -691,7 +684,8 @@ function connect(nick) {
     if (state.password) hello.password = state.password; // a registered nick's
     state.resumed = Boolean(state.lastId);
     if (state.resumed) hello.since = state.lastId; // resume: only what was missed
-    if (state.everWelcomed && state.joined.length) hello.room = state.joined[0]; // not the default
+    // Straight back into its rooms, not the default one (since holds for these only).
+    if (state.everWelcomed && state.joined.length) hello.rooms = [...state.joined];
     ws.send(JSON.stringify(hello));
   });
   ws.addEventListener("message", receive);
