@@ -53,6 +53,10 @@ MAX_TOPIC = 390  # characters of a room's topic (IRC's TOPICLEN on most networks
 MAX_AWAY = 200  # characters of an away message (IRC's AWAYLEN)
 
 
+MAX_LOGIN_REFUSALS = 10
+"""Rooms of one ``hello`` refused with an ``error`` each; the rest are one more."""
+
+
 def valid_nick(nick: str, max_len: int) -> str | None:
     """Why ``nick`` is not acceptable, or ``None`` if it is."""
     rule = (
@@ -501,19 +505,26 @@ class Hub:
         wanted = list(rooms) if rooms is not None else [room or self.config.default_room]
         accepted: list[str] = []
         refused: list[tuple[str, Reject]] = []
+        seen: set[str] = set()
+        looks: dict[str, str] = {}  # skeleton -> the accepted room new rooms must not look like
         for at, name in enumerate(wanted):
-            if len(accepted) >= limits.max_rooms:  # (one error for all the rest)
-                most = f"{limits.max_rooms} rooms at most (max_rooms)"
-                refused.append((", ".join(wanted[at:]), Reject(most, "too_many_rooms")))
-                break
             name = names.room_name(names.normalize(name.strip()))  # as /join takes it
+            if _key(name) in seen:
+                continue  # (named twice: joined, or refused, once)
+            seen.add(_key(name))
+            if len(accepted) >= limits.max_rooms:  # (one error for all the rest)
+                rest = list(dict.fromkeys(names.room_name(n.strip()) for n in wanted[at:]))
+                most = f"{limits.max_rooms} rooms at most (max_rooms)"
+                refused.append((", ".join(rest), Reject(most, "too_many_rooms")))
+                break
             problem = valid_room(name, limits.max_room)
-            if any(_key(name) == _key(other) for other in accepted):
-                continue  # (named twice: joined once)
+            like = looks.get(names.skeleton(name))
             if problem:
                 allowed = Reject(f"bad room name {name!r}: {problem}", "bad_room")
-            elif (looks := self._looks_like_a_room(name)) is not None:
-                allowed = looks  # (the welcome names no room it will not join)
+            elif like is not None:  # (two new rooms of one hello that look alike)
+                allowed = Reject(f"room {name!r} looks like {like!r}", "bad_room")
+            elif (clash := self._looks_like_a_room(name)) is not None:
+                allowed = clash  # (the welcome names no room it will not join)
             else:
                 # With the nick and the account the login proved: a ban holds here too.
                 allowed = self.hooks.first(
@@ -521,6 +532,7 @@ class Hub:
                 )
             if allowed is None:
                 accepted.append(name)
+                looks.setdefault(names.skeleton(name), name)
             else:
                 refused.append((name, allowed))
         welcome = Frame(
@@ -547,10 +559,18 @@ class Hub:
             raise
         if not accepted:
             self._wake_if(wake)
-        for name, refusal in refused:
+        for name, refusal in refused[:MAX_LOGIN_REFUSALS]:
             session.error(refusal.code, f"cannot join {name}: {refusal.reason}")
+        if len(refused) > MAX_LOGIN_REFUSALS:  # (a hostile list: one line for the rest)
+            more = len(refused) - MAX_LOGIN_REFUSALS
+            session.error("bad_room", f"and {more} more rooms not joined")
         for index, name in enumerate(accepted):
-            joined = self._join(session, name, wake=wake if index == 0 else False)
+            try:
+                joined = self._join(session, name, wake=wake if index == 0 else False)
+            except CommandError as exc:
+                # (A room that came to look like this one meanwhile: the others still.)
+                session.error(exc.code, f"cannot join {name}: {exc.text}")
+                continue
             if joined is not None:
                 self.hooks.notify("chatkit_on_join", client=session, room=joined)
 

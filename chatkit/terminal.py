@@ -138,6 +138,7 @@ class ChatCompleter(Completer):
                 yield Completion(f"{nick} ", start_position=-len(word), display=nick)
 
 
+QUIET_WHO_ROOMS = 8  # rooms asked /who for completion after a reconnect, the current one besides
 _QUIET = frozenset(("help", "who"))  # the commands whose replies completion may take
 
 LOGIN_WAIT = 30.0  # seconds a reconnect's login may take before it is tried again
@@ -397,6 +398,13 @@ class Terminal:
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
             self.limit.max_bytes = limit
 
+    def _hello(self, rooms: list[str]) -> bytes:
+        """The line of a reconnect's hello with ``rooms`` (its size, against the limit)."""
+        hello = {"type": "hello", "nick": self.nick, "since": self.last_id, "rooms": rooms}
+        if self.password is not None:
+            hello["password"] = self.password
+        return encode_frame(hello)
+
     def _reconnect(self) -> bool:
         rooms, current = list(self.rooms), self.room
         for delay in BACKOFF * 100:
@@ -412,6 +420,11 @@ class Terminal:
                 # the current one last (lines go where they went before), each with
                 # only what was said since the last message shown: nothing twice.
                 again = [r for r in rooms if r != current] + ([current] if current in rooms else [])
+                # As many as fit in a line the server takes (long names, many rooms): the
+                # rest are joined after, as any join (they replay their last page).
+                later: list[str] = []
+                while len(again) > 1 and len(self._hello(again)) > self.limit.max_bytes:
+                    later.append(again.pop(0))
                 welcome = client.login(
                     self.nick,
                     replay=None if self.last_id is not None else self.replay,
@@ -445,11 +458,19 @@ class Terminal:
             self._take_limit(welcome)
             self.room = self.rooms[-1] if self.rooms else ""
             self.say(f"* reconnected to {self.host}:{self.port} as {self.nick}")
+            try:
+                for room in later:
+                    client.say(f"/join {room}")
+                if later and self.room:
+                    client.say(f"/join {self.room}")  # (still the current one)
+            except ClientError:
+                pass  # lost again at once: the receiver finds it closed, and reconnects
             self._after_login()
             try:
-                for room in self.rooms:  # (the current one's: _after_login asked)
-                    if room != self.room:
-                        self._ask_who(client, room)
+                # (The current one's: _after_login asked. A few, under flood control: the
+                # others' nicks come as their members speak or join.)
+                for room in [r for r in self.rooms if r != self.room][-QUIET_WHO_ROOMS:]:
+                    self._ask_who(client, room)
             except ClientError:
                 pass  # lost again at once: the receiver finds it closed, and reconnects
             return True

@@ -931,6 +931,40 @@ def test_hello_rooms_rejoins_them_with_since_and_later_joins_replay_as_any(
     assert carol.expect("error")["code"] == "bad_frame"
 
 
+def test_a_hostile_hello_rooms_list_costs_what_it_asks(
+    chat_server_factory: Callable[..., Server], chat_client: Connect
+) -> None:
+    """Two new look-alike names: the second is refused before the welcome (which names
+    only rooms joined), and the rooms after it are still joined; a name twice is once,
+    past max_rooms too; bad names are ten errors and one for the rest; each room costs
+    a line of flood control, as a /join would."""
+    server = chat_server_factory(max_rooms=3)
+    mallory = chat_client(server)
+    rooms = ["#t\u0435st", "#test", "#other", "#a", "#A", "#other"]  # (a Cyrillic e)
+    mallory.send(type="hello", nick="mallory", rooms=rooms)
+    assert mallory.expect("welcome")["rooms"] == ["#t\u0435st", "#other", "#a"]
+    mallory.expect("join", room="#a", nick="mallory")
+    mallory.sync()
+    assert [f["code"] for f in mallory.received if f["type"] == "error"] == ["bad_room"]
+    eve = chat_client(server)
+    eve.send(type="hello", nick="eve", rooms=[f"#bad{i}!" for i in range(30)] + ["#ok"])
+    assert eve.expect("welcome")["rooms"] == ["#ok"]
+    eve.expect("join", room="#ok", nick="eve")
+    eve.sync()
+    errors = [f["text"] for f in eve.received if f["type"] == "error"]
+    assert len(errors) == 11 and errors[-1] == "and 20 more rooms not joined", errors
+    strict = chat_server_factory(
+        config=Config(plugin_config={"flood": {"rate": 0.001, "burst": 3}})
+    )
+    bob = chat_client(strict)
+    rooms = [f"#r{i}" for i in range(8)]  # three lines: the hello's, one a four rooms
+    bob.send(type="hello", nick="bob", rooms=rooms)
+    bob.expect("join", room="#r7", nick="bob")
+    bob.say("one")  # the hello's own line, given back at login
+    bob.say("two")
+    assert bob.expect("error")["code"] == "rate_limited"
+
+
 def test_chatkit_join_replay_zero_shows_no_history(chat_client: Connect) -> None:
     """`chatkit join --replay 0` in a script prints no replayed message."""
     alice = chat_client("alice")

@@ -12,6 +12,7 @@ Settings (``[plugins.flood]``): ``rate`` (5.0), ``burst`` (20), ``kick_after`` (
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -81,6 +82,10 @@ class Flood:
         cost = 1.0
         if isinstance(event, Say) and "\n" in event.text:
             cost = min(float(event.text.count("\n") + 1), self.burst)
+        elif isinstance(event, Hello) and event.rooms:
+            # Every four rooms a line, as on IRC's JOIN (a reconnect in 30 rooms leaves
+            # most of a burst for what follows it).
+            cost = min(1.0 + math.ceil(len(event.rooms) / 4), self.burst)
         if tokens >= cost:
             bucket.tokens = tokens - cost
             bucket.refused = 0

@@ -46,7 +46,8 @@ const state = {
   backoff: BACKOFF_FIRST,
   timer: null,
   lastId: 0, // the greatest message id seen: `since` when reconnecting
-  resumed: false, // whether this connection's hello had `since`: its joins replay only newer
+  resumed: false, // whether this connection's hello had `since`: its rooms replay only newer
+  helloRooms: [], // the rooms (folded) this connection's hello named: not joined again
   maxLine: 8192, // bytes of a frame the server takes (the welcome's max_line)
   views: new Map(), // "#room" or "@nick" -> view
   current: null,
@@ -401,12 +402,15 @@ const handlers = {
     clearTimeout(state.autoTimer);
     state.autoTimer = null;
     state.auto = [];
-    state.autoTokens = AUTO_BURST - 1; // (the hello went already)
+    // (The hello went already, at a line for itself and one for every four rooms it named.)
+    state.autoTokens = Math.max(0, AUTO_BURST - 1 - Math.ceil(state.helloRooms.length / 4));
     state.autoAt = Date.now();
     sendAuto({ type: "say", text: "/help" });
     const rooms = (f.rooms || []).map(fold);
     for (const room of state.joined) {
-      if (!rooms.includes(fold(room))) sendAuto({ type: "say", text: `/join ${room}` });
+      // (One the hello named and the server refused is refused: its error says why.)
+      if (rooms.includes(fold(room)) || (state.helloRooms || []).includes(fold(room))) continue;
+      sendAuto({ type: "say", text: `/join ${room}` });
     }
     if (again) {
       // A room it had left (the default one, which a login joins): left again.
@@ -684,8 +688,14 @@ function connect(nick) {
     if (state.password) hello.password = state.password; // a registered nick's
     state.resumed = Boolean(state.lastId);
     if (state.resumed) hello.since = state.lastId; // resume: only what was missed
-    // Straight back into its rooms, not the default one (since holds for these only).
-    if (state.everWelcomed && state.joined.length) hello.rooms = [...state.joined];
+    // Straight back into its rooms, not the default one (since holds for these only):
+    // as many as fit in a frame the server takes; the welcome's handler joins the rest.
+    state.helloRooms = []; // (none named: none refused at login to skip)
+    if (state.everWelcomed && state.joined.length) {
+      hello.rooms = [...state.joined];
+      while (hello.rooms.length > 1 && tooLong(hello)) hello.rooms.shift();
+      state.helloRooms = hello.rooms.map(fold);
+    }
     ws.send(JSON.stringify(hello));
   });
   ws.addEventListener("message", receive);
