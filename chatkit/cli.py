@@ -918,6 +918,9 @@ def _without_password(text: str) -> str:
         parts = parts._replace(netloc=f"{user}:***@{host}")
     if parts.scheme.lower() in ("http", "https") and (parts.path not in ("", "/") or parts.query):
         parts = parts._replace(path="/***", query="", fragment="")
+    if password is None and parts.username and parts.scheme.lower() in ("http", "https"):
+        # (https://TOKEN@host/: a token in the user part, as some webhook services take it)
+        parts = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2])
     return urlunsplit(parts)
 
 

@@ -560,7 +560,10 @@ class Hub:
         if not accepted:
             self._wake_if(wake)
         for name, refusal in refused[:MAX_LOGIN_REFUSALS]:
-            session.error(refusal.code, f"cannot join {name}: {refusal.reason}")
+            # (`room`: which one, for a client that rejoins several: a page marks it left.
+            # The rest past max_rooms are one error, naming no one room.)
+            one = {} if refusal.code == "too_many_rooms" else {"room": name}
+            session.error(refusal.code, f"cannot join {name}: {refusal.reason}", **one)
         if len(refused) > MAX_LOGIN_REFUSALS:  # (a hostile list: one line for the rest)
             more = len(refused) - MAX_LOGIN_REFUSALS
             session.error("bad_room", f"and {more} more rooms not joined")

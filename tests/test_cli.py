@@ -706,6 +706,7 @@ def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
         '[plugins.webhooks]\ntokens = { ci = "token-pass" }\n'
         '[[plugins.webhooks.outgoing]]\nurl = "https://hooks.example.com/services/pass"\n'
         '[[plugins.webhooks.outgoing]]\nurl = "https://ci.example.com/hook?key=pass"\n'
+        '[[plugins.webhooks.outgoing]]\nurl = "https://pass@bare.example.com/"\n'
         "[plugins.history]\nstarts = 1979-05-27T07:32:00Z\n"
         '[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
     )
@@ -727,6 +728,7 @@ def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
         assert [h["url"] for h in settings["plugins.webhooks"]["outgoing"]] == [
             "https://hooks.example.com/***",
             "https://ci.example.com/***",
+            "https://***@bare.example.com/",
         ]
         assert settings["tls"] == {"cert": str(cert), "key": str(key), "port": 9443}
         # A TOML date reads back as one (TOML) or as RFC 3339 text (JSON).

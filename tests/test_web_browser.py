@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expec
 from test_tls import Certs, tls_config
 from webclient import base_url, web_server
 
-from chatkit import Config, Server
+from chatkit import Config, Reject, Server, hookimpl
 from chatkit.faces.line import LineFace
 from chatkit.faces.web import WebFace
 from chatkit.server import TlsFace
@@ -485,6 +485,41 @@ def drop_and_resume(page: Page, meanwhile: Callable[[], object] | None = None) -
     if meanwhile is not None:
         meanwhile()
     wait_until(lambda: page.evaluate("state.loggedIn"), 10, "the page's resume")
+
+
+class ClosesRoomC:
+    """Refuses #c once ``closed`` is set (a ban meanwhile, say)."""
+
+    closed = False
+
+    @hookimpl
+    def chatkit_allow_join(self, client: Any, room: str) -> Reject | None:
+        return Reject("#c is closed", "banned") if ClosesRoomC.closed and room == "#c" else None
+
+
+def test_a_room_refused_at_the_reconnect_is_left_and_said_once(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """A room the reconnect's hello names and the server now refuses: its view says why,
+    once, and is left (not joined again, which said it twice); the others are back."""
+    ClosesRoomC.closed = False
+    config = Config(plugins=["test_web_browser:ClosesRoomC"])
+    with web_server(config=config, disable=("flood",)) as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        say(page, "/join #c")
+        expect(page.locator("#rooms button", has_text="#c")).to_be_visible()
+
+        def close() -> None:
+            ClosesRoomC.closed = True
+
+        drop_and_resume(page, close)
+        expect(page.locator(pane(page))).to_contain_text("#c is closed")
+        expect(page.locator(".line.error", has_text="#c is closed")).to_have_count(1)
+        assert page.evaluate("state.joined") == ["#general"]
+        alice = server.hub.find("alice")
+        assert alice is not None and list(alice.rooms.values()) == ["#general"]
+    ClosesRoomC.closed = False
 
 
 def test_a_reconnect_keeps_what_the_page_had(

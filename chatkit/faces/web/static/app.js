@@ -648,6 +648,17 @@ const handlers = {
       return;
     }
     if (state.loggedIn && historyRefused(f)) return;
+    const refused = f.room && state.helloRooms.includes(fold(f.room)) ? getView("room", f.room, false) : null;
+    if (refused && state.joined.some((r) => fold(r) === fold(f.room))) {
+      // A room the reconnect's hello named, refused now (a ban meanwhile): left, and
+      // said in its own view.
+      refused.rejoining = false;
+      refused.left = true;
+      state.joined = state.joined.filter((r) => fold(r) !== fold(f.room));
+      eventLine(refused, text, undefined, "error");
+      renderSidebar();
+      return;
+    }
     const view = currentOrFirst();
     if (view) eventLine(view, text, undefined, "error");
     else setStatus(text, true);
