@@ -195,6 +195,8 @@ def create_plugin(name: str, directory: Path, chatkit_path: Path | None = None) 
         "distribution": DISTRIBUTION,
         "sources": sources,
     }
+    # The first of its directories that is not there yet: what a failure removes.
+    made = next((p for p in reversed([root, *root.parents]) if not p.exists()), root)
     try:
         root.mkdir(parents=True)
     except OSError as exc:  # a directory that cannot hold it (read-only, /proc...)
@@ -205,6 +207,6 @@ def create_plugin(name: str, directory: Path, chatkit_path: Path | None = None) 
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text.format(**values))
     except OSError as exc:  # (a full disk, a quota): no half package left behind
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(made, ignore_errors=True)
         raise UsageError(f"cannot write {root}: {exc.strerror or exc}") from None
     return root

@@ -164,7 +164,7 @@ def test_a_write_failing_halfway_leaves_nothing_behind(
 
     monkeypatch.setattr(Path, "write_text", write_text)
     with pytest.raises(UsageError, match="No space left on device"):
-        create_plugin("greeter", tmp_path, None)
-    assert written and not (tmp_path / "chatkit-greeter").exists()
+        create_plugin("greeter", tmp_path / "new" / "dir", None)  # (its directories too)
+    assert written and not (tmp_path / "new").exists()
     monkeypatch.undo()
     assert create_plugin("greeter", tmp_path, None).is_dir()

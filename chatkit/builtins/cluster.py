@@ -871,10 +871,10 @@ class Cluster:
                     # members and the topics, for nodes that start later. (The reader
                     # thread checks too, when it reconnects: at worst both put it back,
                     # which changes nothing.)
-                    self._epoch = mark
                     self._restore_topics(self._redis)
                     with self._lock:
                         self._resync = True
+                    self._epoch = mark  # (once they are back: a failure tries again)
                 if self._resync:
                     self._announce()
                     with self._lock:
