@@ -513,7 +513,12 @@ class Hub:
                 continue  # (named twice: joined, or refused, once)
             seen.add(_key(name))
             if len(accepted) >= limits.max_rooms:  # (one error for all the rest)
-                rest = list(dict.fromkeys(names.room_name(n.strip()) for n in wanted[at:]))
+                rest = {name: None}  # (the rest as named, those joined or refused left out)
+                for other in wanted[at + 1 :]:
+                    other = names.room_name(names.normalize(other.strip()))
+                    if _key(other) not in seen:
+                        seen.add(_key(other))
+                        rest[other] = None
                 most = f"{limits.max_rooms} rooms at most (max_rooms)"
                 refused.append((", ".join(rest), Reject(most, "too_many_rooms")))
                 break
@@ -572,7 +577,7 @@ class Hub:
                 joined = self._join(session, name, wake=wake if index == 0 else False)
             except CommandError as exc:
                 # (A room that came to look like this one meanwhile: the others still.)
-                session.error(exc.code, f"cannot join {name}: {exc.text}")
+                session.error(exc.code, f"cannot join {name}: {exc.text}", room=name)
                 continue
             if joined is not None:
                 self.hooks.notify("chatkit_on_join", client=session, room=joined)

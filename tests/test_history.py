@@ -947,6 +947,12 @@ def test_a_hostile_hello_rooms_list_costs_what_it_asks(
     mallory.expect("join", room="#a", nick="mallory")
     mallory.sync()
     assert [f["code"] for f in mallory.received if f["type"] == "error"] == ["bad_room"]
+    trudy = chat_client(server)  # past max_rooms: one error, naming only rooms not joined
+    trudy.send(type="hello", nick="trudy", rooms=["#a", "#b", "#c", "#A", "#d", "#d", "#e"])
+    trudy.expect("join", room="#c", nick="trudy")
+    trudy.sync()
+    errors = [f["text"] for f in trudy.received if f["type"] == "error"]
+    assert errors == ["cannot join #d, #e: 3 rooms at most (max_rooms)"], errors
     eve = chat_client(server)
     eve.send(type="hello", nick="eve", rooms=[f"#bad{i}!" for i in range(30)] + ["#ok"])
     assert eve.expect("welcome")["rooms"] == ["#ok"]
