@@ -113,6 +113,35 @@ def test_two_pages_and_a_tcp_client_chat(browser: Browser, contexts: list[Browse
         expect(again.locator("#nick")).to_have_value("alice")
 
 
+def test_a_message_of_several_lines(browser: Browser, contexts: list[BrowserContext]) -> None:
+    """Shift+Enter starts a new line of the same message and a paste keeps its lines
+    (an <input> ran them together); Enter sends the whole; the box grows with its lines
+    and is one line again once sent; Up on its first line recalls what was sent."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        bob = ChatClient(server.address)
+        bob.login("bob")
+        page.locator("#input").press_sequentially("first")
+        page.press("#input", "Shift+Enter")
+        page.locator("#input").press_sequentially("second")
+        assert page.evaluate("$('input').rows") == 2
+        page.press("#input", "Enter")
+        bob.expect("message", nick="alice", text="first\nsecond")
+        expect(page.locator("#input")).to_have_value("")
+        assert page.evaluate("$('input').rows") == 1
+        page.focus("#input")
+        page.keyboard.insert_text("pasted one\npasted two\npasted three")  # (as a paste)
+        page.press("#input", "Enter")
+        bob.expect("message", nick="alice", text="pasted one\npasted two\npasted three")
+        body = page.locator(pane(page) + " .line.message .body").last
+        expect(body).to_contain_text("pasted one\npasted two\npasted three")
+        page.press("#input", "ArrowUp")
+        expect(page.locator("#input")).to_have_value("pasted one\npasted two\npasted three")
+        page.press("#input", "ArrowUp")  # (the caret at the end: a line up, no recall)
+        expect(page.locator("#input")).to_have_value("pasted one\npasted two\npasted three")
+
+
 def test_the_page_over_https_chats_over_wss(
     browser: Browser, contexts: list[BrowserContext], tmp_path: Path
 ) -> None:
@@ -599,6 +628,8 @@ def test_operators_decisions_hold_on_the_page(
         root, page = root_and_vic_in_ops(browser, contexts, server)
         root.say("/register roots-password")
         root.expect("reply", command="register")
+        root.say("hello vic", room="#ops")  # (a message seen: the reconnect resumes)
+        expect(page.locator(pane(page))).to_contain_text("hello vic")
         root.say("/kick vic go away", room="#ops")
         expect(page.locator(pane(page))).to_contain_text("removed from #ops by root")
         say(page, "still here?")
@@ -611,6 +642,9 @@ def test_operators_decisions_hold_on_the_page(
             expect(page.locator("#input")).to_have_value("typed while down")
 
         drop_and_resume(page, meanwhile=typed_while_down)
+        # The room it was removed from is not rejoined, so not waited for as rejoining.
+        ops = "[...state.views.values()].find((v) => v.name === '#ops')"
+        assert page.evaluate(f"[{ops}.left, {ops}.rejoining]") == [True, False]
 
         root.say("/kill vic enough")
         expect(page.locator("#status")).to_contain_text("killed by root")

@@ -421,7 +421,8 @@ const handlers = {
       }
     }
     for (const view of state.views.values()) {
-      if (view.kind !== "room" || !state.resumed) continue;
+      // (A room it was kicked from stays left: it is not rejoined, so not "rejoining".)
+      if (view.kind !== "room" || !state.resumed || view.left) continue;
       // From where to fetch what it missed, if its replay says it missed more than a
       // page (or a fill was under way: from where that one had got to).
       view.unfilled = view.filling !== undefined;
@@ -789,6 +790,12 @@ function passwordOf(text) {
 }
 
 // What the user typed: a command or a message. False if the text should stay in the box.
+// The message box grows with its lines, up to its CSS max-height (then it scrolls).
+function fitInput() {
+  const input = $("input");
+  input.rows = Math.max(1, input.value.split("\n").length);
+}
+
 function submit(text) {
   if (!text.trim()) return true;
   const done = submitted(text);
@@ -905,15 +912,26 @@ function start() {
     event.preventDefault();
     const input = $("input");
     if (submit(input.value)) input.value = "";
+    fitInput();
     suggest();
   });
   const input = $("input");
   input.addEventListener("input", () => {
     state.tab = null;
+    fitInput();
     suggest();
   });
   input.addEventListener("keydown", (event) => {
-    if (event.key === "Tab" && !event.shiftKey && input.value) {
+    // The caret on the box's first or last line: Up and Down recall what was sent
+    // there, and move the caret between a message's lines elsewhere.
+    const before = input.value.slice(0, input.selectionStart);
+    const after = input.value.slice(input.selectionEnd);
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      // Enter sends; Shift+Enter starts a new line of the same message (a paste keeps
+      // its lines too: the server takes up to max_message_lines, docs/protocol.md).
+      event.preventDefault();
+      $("compose").requestSubmit();
+    } else if (event.key === "Tab" && !event.shiftKey && input.value) {
       // Completes when there is something to complete; else Tab moves on, as it
       // does everywhere (no keyboard trap in the box).
       const before = input.value;
@@ -922,16 +940,20 @@ function start() {
     } else if (event.key === "Escape") {
       $("suggest").hidden = true;
       state.tab = null;
-    } else if (event.key === "ArrowUp" && !event.altKey && (!input.value || state.sentAt < state.sent.length)) {
+    } else if (event.key === "ArrowUp" && !event.altKey && !before.includes("\n")
+               && (!input.value || state.sentAt < state.sent.length)) {
       if (state.sentAt > 0) {
         event.preventDefault();
         state.sentAt -= 1;
         input.value = state.sent[state.sentAt];
+        fitInput();
       }
-    } else if (event.key === "ArrowDown" && !event.altKey && state.sentAt < state.sent.length) {
+    } else if (event.key === "ArrowDown" && !event.altKey && !after.includes("\n")
+               && state.sentAt < state.sent.length) {
       event.preventDefault();
       state.sentAt += 1;
       input.value = state.sent[state.sentAt] || "";
+      fitInput();
     } else if (event.key === "PageUp" || event.key === "PageDown") {
       const pane = state.current && state.current.pane;
       if (pane) {
