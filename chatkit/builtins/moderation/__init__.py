@@ -777,31 +777,23 @@ class Moderation:
             self._act(ctx, room, f"invited {nick}")
 
     def inviteonly(self, ctx: CommandContext) -> None:
-        words = ctx.args.split()
-        room = self._room(ctx, words)
-        if words not in (["on"], ["off"]):
-            raise ctx.usage_error()
-        on = words == ["on"]
-        what = "made the room invite-only" if on else "opened the room to everyone"
-        self._flag(ctx, room, "invite", on, what)
+        self._switch(ctx, "invite", "made the room invite-only", "opened the room to everyone")
 
     def moderated(self, ctx: CommandContext) -> None:
-        words = ctx.args.split()
-        room = self._room(ctx, words)
-        if words not in (["on"], ["off"]):
-            raise ctx.usage_error()
-        on = words == ["on"]
-        what = "moderated the room: only operators speak" if on else "unmoderated the room"
-        self._flag(ctx, room, "moderated", on, what)
+        on, off = "moderated the room: only operators speak", "unmoderated the room"
+        self._switch(ctx, "moderated", on, off)
 
     def topicops(self, ctx: CommandContext) -> None:
+        on, off = "let only operators set the topic", "let everyone set the topic"
+        self._switch(ctx, "topic", on, off)
+
+    def _switch(self, ctx: CommandContext, flag: str, on: str, off: str) -> None:
+        """A command ``[#room] on|off`` setting ``flag``, saying ``on`` or ``off``."""
         words = ctx.args.split()
         room = self._room(ctx, words)
         if words not in (["on"], ["off"]):
             raise ctx.usage_error()
-        on = words == ["on"]
-        what = "let only operators set the topic" if on else "let everyone set the topic"
-        self._flag(ctx, room, "topic", on, what)
+        self._flag(ctx, room, flag, words == ["on"], on if words == ["on"] else off)
 
     def lock(self, ctx: CommandContext) -> None:
         self._flag(ctx, self._room(ctx, ctx.args.split()), "lock", True, "locked the room")
