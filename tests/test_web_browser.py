@@ -21,6 +21,7 @@ from webclient import base_url, web_server
 from chatkit import Config, Reject, Server, hookimpl
 from chatkit.faces.line import LineFace
 from chatkit.faces.web import WebFace
+from chatkit.names import fold
 from chatkit.server import TlsFace
 from chatkit.testing import ChatClient, make_config, wait_until
 
@@ -140,6 +141,26 @@ def test_a_message_of_several_lines(browser: Browser, contexts: list[BrowserCont
         expect(page.locator("#input")).to_have_value("pasted one\npasted two\npasted three")
         page.press("#input", "ArrowUp")  # (the caret at the end: a line up, no recall)
         expect(page.locator("#input")).to_have_value("pasted one\npasted two\npasted three")
+
+
+FOLD_CASES = [
+    "ẞ", "ß", "ss", "SS", "ı", "i", "I", "İ", "i\u0307", "ΟΔΟΣ", "οδοσ", "οδος", "ς",
+    "σ", "ﬀ", "ff", "Ꭰ", "ꭰ", "ǅ", "ǆ", "Ǆ", "ﬆ", "st", "µ", "μ", "Ω", "ω", "Ω", "K", "k",
+    "#Straße", "#STRASSE", "#Κώστας", "#ΚΏΣΤΑΣ", "#Iı", "#ii",
+]  # fmt: skip
+
+
+def test_the_page_compares_names_as_the_server_does(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """The page's fold (to match a frame's room or nick to its view) makes the same
+    names equal as the server's (``chatkit.names.fold``), the hard cases included."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        folded = page.evaluate("(names) => names.map(fold)", FOLD_CASES)
+        for a, fa in zip(FOLD_CASES, folded, strict=True):
+            for b, fb in zip(FOLD_CASES, folded, strict=True):
+                assert (fa == fb) == (fold(a) == fold(b)), (a, b)
 
 
 def test_the_page_over_https_chats_over_wss(

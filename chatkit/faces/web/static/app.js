@@ -76,10 +76,15 @@ function el(tag, className, text) {
   return node;
 }
 
-// As the server compares names (NFKC, case folded): upper then lower case folds "ß" to
-// "ss" and "ς" to "σ", as Unicode's case folding does.
+// As the server compares names (NFKC, case folded), for each character: upper then lower
+// case folds "ß" and "ẞ" to "ss" and "ς" to "σ", as Unicode's case folding does; a
+// dotless "ı" stays itself (its upper case is "I"), as it does there.
 function fold(name) {
-  return String(name).normalize("NFKC").toUpperCase().toLowerCase().normalize("NFKC");
+  let folded = "";
+  for (const ch of String(name).normalize("NFKC")) {
+    folded += ch === "ı" ? ch : ch.toUpperCase().toLowerCase();
+  }
+  return folded.replaceAll("ß", "ss").normalize("NFKC");
 }
 
 function nickColour(nick) {
