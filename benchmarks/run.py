@@ -71,8 +71,8 @@ class Plan:
     overload_clients: int = 100
     # msg/s steps of the ladder that measures each server's capacity first (its best step
     # that counts); the overload then offers twice that rate
-    overload_ladder: tuple[int, ...] = PEER_RATES_100
-    overload_ladder_seconds: float = 1.0
+    overload_ladder: tuple[int, ...] = (*PEER_RATES_100, 120000, 150000, 190000, 240000, 300000)
+    overload_ladder_seconds: float = 2.0
     overload_seconds: float = 3.0
     irc_fanout_clients: tuple[int, ...] = (100, 1000)
     irc_rates: tuple[int, ...] = ()  # msg/s steps of the IRC fan-outs (default: rates)
@@ -513,6 +513,8 @@ def scenario_overload(plan: Plan) -> dict[str, Any]:
             "capacity_rate": top,
             "overload_seconds": plan.overload_seconds,
             "offered": step["sent"],
+            # what the generator could send of the rate asked (it saturates near 200,000)
+            "offered_per_s": round(step["sent"] / plan.overload_seconds),
             "delivered_per_reader": round(step["received"] / receivers, 1),
             "readers_short": step["short"],
             "readers_disconnected": step["dropped"],
@@ -752,9 +754,11 @@ def report(results: dict[str, Any]) -> str:
                 f"→ delivered per reader (twice the capacity's msg/s, for "
                 f"{c['overload_seconds']:g} s) "
                 f"| {c['readers_disconnected']}; {c['readers_short']}; {c['offered']:,} → "
-                f"{c['delivered_per_reader']:,} ({cs['complete']:.1%}; {cs['rate']:,} msg/s) "
+                f"{c['delivered_per_reader']:,} ({cs['complete']:.1%}; {cs['rate']:,} msg/s "
+                f"asked, {c['offered_per_s']:,} sent) "
                 f"| {b['readers_disconnected']}; {b['readers_short']}; {b['offered']:,} → "
-                f"{b['delivered_per_reader']:,} ({bs['complete']:.1%}; {bs['rate']:,} msg/s) | |"
+                f"{b['delivered_per_reader']:,} ({bs['complete']:.1%}; {bs['rate']:,} msg/s "
+                f"asked, {b['offered_per_s']:,} sent) | |"
             )
         elif key.startswith("cluster"):
             alone = value["alone"]
