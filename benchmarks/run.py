@@ -115,7 +115,7 @@ PEER_KINDS = (
 # msg/s steps by room size: C=1,000 starts lower (each message is 1,000 deliveries).
 PEER_RATES = {
     100: PEER_RATES_100,
-    1000: (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000),
+    1000: (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000, 16000),
 }  # fmt: skip
 STORM_CHATTERS = 20  # clients in one room measured during a storm
 STORM_RATE = 200  # msg/s they send in all: 4,000 deliveries/s, light load
@@ -566,8 +566,9 @@ def scenario_peers(plan: Plan, clients: int) -> dict[str, Any]:
     rates = PEER_RATES.get(clients, plan.rates) if plan is not TINY else plan.rates
     kinds = [k for k in PEER_KINDS if k != "ngircd" or "ngircd" in irc_servers()]
     rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-    for _ in range(plan.peers_rounds):
-        for kind in kinds:
+    for n in range(plan.peers_rounds):
+        # Each round starts with the next kind: none always goes first (or after another).
+        for kind in kinds[n % len(kinds) :] + kinds[: n % len(kinds)]:
             for attempt in (1, 2):  # a second try if a server cut a client at setup
                 try:
                     rounds[kind].append(peer_round(kind, clients, rates, plan.step_seconds))
