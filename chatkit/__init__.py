@@ -21,7 +21,7 @@ from chatkit.frames import Frame
 from chatkit.hookspecs import hookimpl
 from chatkit.hub import RemoteMember, message_frame, valid_nick
 from chatkit.names import SHOWN_HOST, fold, room_name, skeleton, valid_room, wildcard_match
-from chatkit.results import Drop, Reject
+from chatkit.results import Drop, Reject, Wait
 from chatkit.server import Server
 from chatkit.session import Session
 from chatkit.version import __version__
@@ -48,6 +48,7 @@ __all__ = [
     "Server",
     "Session",
     "UsageError",
+    "Wait",
     "__version__",
     "address_key",
     "check_settings",

@@ -101,7 +101,7 @@ if TYPE_CHECKING:
     from chatkit.events import Hello, Message, Request, Say
     from chatkit.frames import Frame
     from chatkit.hub import Hub
-    from chatkit.results import Drop, Reject
+    from chatkit.results import Drop, Reject, Wait
     from chatkit.session import Session
 
 __all__ = ["ChatServer", "hookimpl", "hookspec"]
@@ -211,7 +211,7 @@ def chatkit_server_start(server: ChatServer) -> None:
 
 
 @hookspec(firstresult=True)
-def chatkit_allow_input(client: Session, event: Hello | Say | Request) -> Reject | None:
+def chatkit_allow_input(client: Session, event: Hello | Say | Request) -> Reject | Wait | None:
     """Decide whether the server handles a ``hello``, ``say`` or plugin request at all.
 
     Runs first for every such event, logged in or not, before any other hook;
@@ -228,7 +228,11 @@ def chatkit_allow_input(client: Session, event: Hello | Say | Request) -> Reject
     Return ``None`` to go on, or a :class:`~chatkit.Reject` to drop the event: the
     client receives an ``error`` frame with the reject's code, reason and
     ``details`` (e.g. ``retry_after``), and nothing else happens. First
-    rejection wins. If it raises, the event is refused (fail closed) and logged.
+    rejection wins. Or a :class:`~chatkit.Wait` to hold it back: the client's reader
+    thread (it runs there, with no lock held) delivers the client's earlier messages,
+    sleeps that long reading nothing more from the client, then calls the hook again
+    (the ``flood`` plugin does so for a :attr:`~chatkit.Session.paced` session). If it
+    raises, the event is refused (fail closed) and logged.
     """
 
 

@@ -31,7 +31,7 @@ from chatkit.events import Hello, Message, Request, Say
 from chatkit.frames import Frame
 from chatkit.lanes import Lane, Lanes, MessageEntry
 from chatkit.names import valid_room
-from chatkit.results import Drop, Reject
+from chatkit.results import Drop, Reject, Wait
 from chatkit.version import __version__
 
 if TYPE_CHECKING:
@@ -374,11 +374,21 @@ class Hub:
     def allow_input(self, session: Session, event: Hello | Say | Request) -> None:
         """Run ``chatkit_allow_input`` on an event; raise :class:`CommandError` if refused.
 
-        A face calls it first for every hello, say and request it acts on.
+        A face calls it first for every hello, say and request it acts on, on the
+        client's reader thread with no lock held: a :class:`Wait` makes that thread
+        deliver the client's earlier messages (which no other reader may deliver, see
+        settle()), sleep, and ask again.
         """
-        self._check(
-            self.hooks.first("chatkit_allow_input", _reject, Reject, client=session, event=event)
-        )
+        while True:
+            result = self.hooks.first(
+                "chatkit_allow_input", _reject, (Reject, Wait), client=session, event=event
+            )
+            if not isinstance(result, Wait):
+                self._check(result)
+                return
+            if session.unsettled:
+                self.settle(session)  # (held back, they would hold up their rooms)
+            time.sleep(max(0.0, result.seconds))
 
     def request(self, session: Session, request: Request) -> None:
         """Hand a frame of a type the core does not know to the plugins (logged in or not).

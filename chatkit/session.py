@@ -66,6 +66,10 @@ class Session:
         (``MODE nick -o`` gives it up). A plugin that gives server operators powers (the
         builtin ``moderation``) honours it besides its own list of accounts. Set by the
         face on the client's reader thread."""
+        self.paced = False
+        """True if a line over a rate limit waits its turn rather than being refused
+        (:class:`chatkit.Wait`): set by a face whose clients expect that (IRC's) when
+        it opens the connection."""
         self.away: str | None = None
         """Why the client is away (``/away``, IRC's ``AWAY``), or ``None`` while it is
         here. Set through ``hub.set_away``."""

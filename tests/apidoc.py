@@ -29,6 +29,7 @@ from chatkit import (
     Reject,
     Session,
     UsageError,
+    Wait,
 )
 from chatkit.hub import Hub
 
@@ -50,6 +51,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "account",
             "operator",
             "away",
+            "paced",
             "data",
             "id",
             "replay",
@@ -134,6 +136,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
     ),
     (Reject, "returned by a veto hook to refuse", ["__init__"], {"reason", "code", "details"}),
     (Drop, "returned by `chatkit_filter_message` to stop a message", ["__init__"], {"reason"}),
+    (Wait, "returned by `chatkit_allow_input` to hold an event back", ["__init__"], {"seconds"}),
     (
         CommandError,
         "raised by a command handler to refuse",

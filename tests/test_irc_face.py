@@ -930,6 +930,33 @@ def test_rooms_per_client_are_limited(make_server: Callable[..., Server]) -> Non
         assert sum(len(line.split(" :", 1)[1].split()) for line in lines) == 30
 
 
+def test_a_flooding_irc_client_is_held_back_not_refused(
+    make_server: Callable[..., Server],
+) -> None:
+    """IRC clients show a line as sent once they have written it, so a line over the
+    flood limit waits its turn (chatkit.Wait: the reader reads nothing more meanwhile,
+    as IRC servers do) instead of being refused with 263: every line of a burst
+    arrives, in order. Others are not held up meanwhile. (A line that would wait past
+    the flood plugin's max_wait is refused, as in the test below: a line a
+    thousand seconds.)"""
+    flood = {"flood": {"burst": 3, "rate": 4.0, "max_wait": 1.0}}
+    server = make_server(config=Config(plugin_config=flood))
+    address = server.addresses["irc"]
+    watcher = ChatClient(server.address)
+    watcher.login("watcher")
+    with IrcClient(address) as alice, IrcClient(address) as bob:
+        alice.register("alice")
+        bob.register("bob")
+        alice.send(*(f"PRIVMSG #general :line {i}" for i in range(12)))  # about 2 s of waits
+        watcher.expect("message", nick="alice", text="line 4")  # (waiting its turn by now)
+        bob.send("PRIVMSG #general :not held up")
+        texts = [watcher.expect("message")["text"] for _ in range(8)]
+        assert "not held up" in texts[:-1]  # before alice's last line
+        assert [t for t in texts if t != "not held up"] == [f"line {i}" for i in range(5, 12)]
+        assert not [line for line in alice.sync() if " 263 " in line]
+    watcher.close()
+
+
 def test_every_line_but_ping_counts_against_the_flood_limit(
     make_server: Callable[..., Server],
 ) -> None:

@@ -4,10 +4,14 @@ Each client may send ``burst`` lines at once, then ``rate`` lines per second; a
 message of several lines costs one per line (at most ``burst``), so a paste is
 accepted whole, in one message or as lines from ``nc``. A line over the limit is
 refused (not delayed, not queued) with ``rate_limited`` and the number of seconds
-after which the next one will be accepted. ``ping`` is never limited. With
-``kick_after`` set, a client refused that many times in a row is disconnected.
+after which the next one will be accepted; a paced client's (IRC's: IRC servers
+hold a flooding client back, and clients show a line as sent once written) waits
+its turn instead (:class:`chatkit.Wait`), up to ``max_wait`` seconds, and is refused
+beyond. ``ping`` is never limited. With ``kick_after`` set, a client refused that
+many times in a row is disconnected.
 
-Settings (``[plugins.flood]``): ``rate`` (5.0), ``burst`` (20), ``kick_after`` (0: never).
+Settings (``[plugins.flood]``): ``rate`` (5.0), ``burst`` (20), ``kick_after`` (0: never),
+``max_wait`` (10.0).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from chatkit import (
     Request,
     Say,
     Session,
+    Wait,
     check_settings,
     hookimpl,
     number_setting,
@@ -32,6 +37,7 @@ RATE = 5.0  # lines per second, sustained: faster than anyone types
 BURST = 20  # lines at once: a paste (as many as a message may have, max_message_lines),
 # or a client's queued lines after a reconnect
 KICK_AFTER = 0  # refusals in a row before disconnecting; 0 never disconnects
+MAX_WAIT = 10.0  # seconds a paced client's line waits its turn at most (Session.paced)
 
 
 @dataclass
@@ -53,14 +59,17 @@ class Flood:
         """Bucket size: lines accepted at once."""
         self.kick_after = KICK_AFTER
         """Refusals in a row before a disconnect (0: never)."""
+        self.max_wait = MAX_WAIT
+        """Seconds a paced client's line may wait; beyond, it is refused."""
 
     @hookimpl
     def chatkit_configure(self, config: Config) -> None:
         settings = config.plugin_settings("flood")
-        check_settings("flood", settings, ["rate", "burst", "kick_after"])
+        check_settings("flood", settings, ["rate", "burst", "kick_after", "max_wait"])
         self.rate = number_setting("flood", settings, "rate", RATE, 0.001)
         self.burst = number_setting("flood", settings, "burst", BURST, 1)
         self.kick_after = int(number_setting("flood", settings, "kick_after", KICK_AFTER, 0))
+        self.max_wait = number_setting("flood", settings, "max_wait", MAX_WAIT, 0)
 
     @hookimpl
     def chatkit_on_login(self, client: Session) -> None:
@@ -72,7 +81,9 @@ class Flood:
             bucket.tokens = min(self.burst, bucket.tokens + 1.0)
 
     @hookimpl
-    def chatkit_allow_input(self, client: Session, event: Hello | Say | Request) -> Reject | None:
+    def chatkit_allow_input(
+        self, client: Session, event: Hello | Say | Request
+    ) -> Reject | Wait | None:
         now = time.monotonic()
         bucket = client.data.get("flood")
         if bucket is None:
@@ -91,10 +102,12 @@ class Flood:
             bucket.refused = 0
             return None
         bucket.tokens = tokens
+        retry = (cost - tokens) / self.rate
+        if client.paced and retry <= self.max_wait:
+            return Wait(retry)  # (not a refusal: kick_after does not count it)
         bucket.refused += 1
         if self.kick_after and bucket.refused >= self.kick_after:
             client.disconnect("flooding")
-        retry = (cost - tokens) / self.rate
         return Reject(
             f"too many lines: wait {retry:.2g} s (at most {self.rate:g} a second)",
             "rate_limited",

@@ -315,6 +315,7 @@ class IrcChannel:
         self.face = face
         self.hub = hub
         self.session = session
+        session.paced = True  # a line over the flood limit waits, as IRC servers do
         self.link = link
         self.protocol = IrcProtocol(
             face.server_name,
