@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from time import monotonic
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
 from rich import box
@@ -916,6 +916,10 @@ def _without_password(text: str) -> str:
         user = parts.username or ""
         host = parts.netloc.rpartition("@")[2]
         parts = parts._replace(netloc=f"{user}:***@{host}")
+    if parts.query:  # (redis://host/0?password=..., which redis-py takes too)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        hidden = [(k, "***" if any(w in k.lower() for w in SECRET_KEYS) else v) for k, v in pairs]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
     if parts.scheme.lower() in ("http", "https") and (parts.path not in ("", "/") or parts.query):
         parts = parts._replace(path="/***", query="", fragment="")
     if password is None and parts.username and parts.scheme.lower() in ("http", "https"):
@@ -983,9 +987,26 @@ def plugins_command(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
+    console = Console()
+    if console.width < NARROW:
+        # Too narrow for six columns (hook names were cut): a block per plugin.
+        for r in rows:
+            on = {"essential": "always", "default": "yes", "off": "no"}.get(r.default, r.default)
+            package = "builtin" if r.origin == "builtin" else f"{r.package} {r.version}"
+            console.print(f"[bold]{escape(r.name)}[/] ({escape(package)}; on: {on})")
+            console.print(escape(r.description), style="dim")
+            if r.error:
+                console.print(f"[red]error: {escape(r.error)}[/]")
+            elif r.hooks:
+                hooks = ", ".join(h.removeprefix("chatkit_") for h in r.hooks)
+                console.print(f"hooks: {hooks}")
+            if r.commands:
+                console.print("commands: " + ", ".join(f"/{c}" for c in r.commands))
+            console.print()
+        console.print("hooks without their chatkit_ prefix; on: enabled without --plugin")
+        return
     # Readable at 80 columns: light borders, one hook or command a line, and long
     # text folded rather than cut.
-    console = Console()
     table = Table(
         width=min(console.width, 120),
         title="chatkit plugins",
@@ -1019,6 +1040,7 @@ def plugins_command(
     console.print(table)
 
 
+NARROW = 80  # columns below which `chatkit plugins` lists plugins as blocks, not a table
 EXIT_OK = 0  # input ended and the server handled every line (or --stay: the server closed)
 SCRIPT_BURST = 10  # lines of a script sent at once...
 SCRIPT_RATE = 4.0  # ...then this many a second (under the server's default flood control)

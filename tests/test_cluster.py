@@ -15,7 +15,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -23,6 +23,7 @@ from argon2 import PasswordHasher
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatkit.builtins.accounts.store import Account, AccountStore
+from chatkit.builtins.cluster import redact
 from chatkit.builtins.moderation import ModerationStore, shared
 from chatkit.builtins.moderation.shared import SharedModerationStore
 from chatkit.builtins.moderation.store import FIRST_CLAIM
@@ -44,9 +45,12 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server on a free port, keeping nothing on disk."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, password: str | None = None
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -68,6 +72,7 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -77,7 +82,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                     sock.sendall(b"PING\r\n")
-                    return sock.recv(16).startswith(b"+PONG")
+                    return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
             except OSError:
                 return False
 
@@ -889,6 +894,58 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         redis.kill()
 
 
+def test_a_nick_taken_on_two_nodes_while_redis_was_away_is_one_conflict(
+    tmp_path: Path, nodes: Callable[..., Node]
+) -> None:
+    """Two nodes each let a ``cat`` log in while Redis is away (nicks are unique per
+    node then); once it is back, the conflict is counted and logged once, though the
+    heartbeat finds it again every beat while both stay."""
+    (tmp_path / "own-redis").mkdir()
+    redis_server = RedisServer(tmp_path / "own-redis")
+    try:
+        a, b = nodes(redis_server.url()), nodes(redis_server.url())
+        watch_a, cat_b = a.client("watcher"), b.client("cat")
+        redis_server.kill()
+        for client in (watch_a, cat_b):
+            client.expect("notice", text_contains="lost the connection", timeout=LEASE * 3)
+        cat_a = a.client("cat")
+        redis_server.start()
+        for client in (watch_a, cat_b):
+            client.expect("notice", text_contains="again", timeout=10)
+
+        def conflicts() -> int:
+            total = 0
+            for client in (watch_a, cat_b):
+                client.send({"type": "say", "text": "/stats"})
+                total += client.expect("reply", command="stats")["data"]["cluster"][
+                    "nick_conflicts"
+                ]
+            return total
+
+        wait_until(lambda: conflicts() == 1, WAIT, "the conflict counted", POLL)
+        # Three heartbeats of both nodes later (lease / 4 apart), still one.
+        r = redis.Redis(port=redis_server.port, decode_responses=True)
+        seen: dict[str, list[float]] = {}
+
+        def beaten_thrice() -> bool:
+            beats = cast(list[tuple[str, float]], r.zrange("chatkit:nodes", 0, -1, withscores=True))
+            for node, score in beats:
+                if score not in seen.setdefault(node, []):
+                    seen[node].append(score)
+            return len(seen) == 2 and all(len(scores) > 3 for scores in seen.values())
+
+        wait_until(beaten_thrice, WAIT, "three heartbeats", POLL)
+        assert conflicts() == 1
+        logs = a.log.read_text() + b.log.read_text()
+        said = logs.count("taken on another node") + logs.count("held by another node")
+        assert said == 1, logs
+        r.close()
+        for client in (watch_a, cat_a, cat_b):
+            client.close()
+    finally:
+        redis_server.kill()
+
+
 def test_redis_killed_and_restarted_during_traffic(
     tmp_path: Path, nodes: Callable[..., Node]
 ) -> None:
@@ -1033,6 +1090,42 @@ def test_redis_unreachable_at_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "cluster: url must be a Redis URL" in result.stderr
+
+
+def test_redis_refusing_at_start_says_why_and_shows_no_password(tmp_path: Path) -> None:
+    """A Redis that wants a password and gets none, or a wrong one, is told apart from
+    one that cannot be reached; a URL that is not Redis's says so; a password in the
+    URL's query (redis-py takes it there too) is never shown."""
+    locked = RedisServer(tmp_path, password="right-one")
+    try:
+        base = f"redis://127.0.0.1:{locked.port}/0"
+        for url, said in (
+            (base, "no password, and it wants one"),
+            (base + "?password=wrong-one", "a wrong password"),
+            (f"redis://:wrong-one@127.0.0.1:{locked.port}/0", "a wrong password"),
+            (f"http://127.0.0.1:{locked.port}/0", "is not a Redis URL"),
+        ):
+            result = subprocess.run(
+                [CHATKIT, "serve", "--port", "0", "--redis", url],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert result.returncode == 2, url
+            assert said in result.stderr and "wrong-one" not in result.stderr, result.stderr
+    finally:
+        locked.kill()
+
+
+def test_a_redis_url_is_shown_without_its_password() -> None:
+    for url, shown in (
+        ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+        ("redis://h/0?password=pw", "redis://h/0?password=***"),
+        ("redis://u:pw@h/1?db=1&password=pw&socket_timeout=5",
+         "redis://u:***@h/1?db=1&password=***&socket_timeout=5"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+    ):  # fmt: skip
+        assert redact(url) == shown
 
 
 def test_one_node_at_a_time_claims_an_empty_rooms_first_member(redis_server: RedisServer) -> None:

@@ -48,7 +48,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pluggy
 import redis
@@ -141,13 +141,35 @@ return 0
 
 
 def redact(url: str) -> str:
-    """``url`` without its password (``redis://:***@host:6379/0``), fit for a log."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` without its password (``redis://:***@host:6379/0``, and
+    ``?password=***``, the other place redis-py takes one), fit for a log."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
         return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        hidden = [(k, "***" if "password" in k.lower() else v) for k, v in pairs]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return urlunsplit(parts)
+
+
+def password_of(url: str) -> str | None:
+    """The password ``url`` gives Redis (in its user part or its query), or ``None``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return None
+    for key, value in parse_qsl(parts.query):
+        if key == "password":
+            password = value
+    return password
 
 
 def stream_id(ident: int) -> str:
@@ -244,6 +266,12 @@ class Cluster:
         """Presence changes not sent while Redis was unreachable (resent as a whole)."""
         self.lost_nodes = 0
         self.nick_conflicts = 0
+        """Nicks of this node found held by another node, each conflict counted once."""
+        # Skeletons of this node's nicks held by another node at the last look (the
+        # heartbeat's, or a reconnection's): a conflict lasts until one side leaves, and
+        # is counted and logged when it starts. The heartbeat thread's, and the reader's
+        # at a reconnection (_announce): under _lock.
+        self._conflicts: set[str] = set()
 
     # -- startup and shutdown ---------------------------------------------------------
 
@@ -270,7 +298,17 @@ class Cluster:
                 url, socket_timeout=5, socket_connect_timeout=2, decode_responses=True
             )
             client.ping()
-        except (ValueError, redis.RedisError, OSError) as exc:
+        except ValueError as exc:  # (the URL itself: its scheme, a port that is no number)
+            raise UsageError(f"cluster: url {self.url!r} is not a Redis URL: {exc}") from None
+        except redis.AuthenticationError as exc:
+            # (No password where Redis wants one: "HELLO must be called with the client
+            # already authenticated...", as redis-py sends HELLO first.)
+            wanted = "a wrong password" if password_of(url) else "no password, and it wants one"
+            raise UsageError(
+                f"cluster: Redis at {self.url} refused the connection: {wanted} "
+                f"(redis://:PASSWORD@HOST:6379/0; Redis said: {exc})"
+            ) from None
+        except (redis.RedisError, OSError) as exc:
             raise UsageError(f"cluster: cannot reach Redis at {self.url}: {exc}") from None
         self.redis = client
         self._claim = client.register_script(_CLAIM)
@@ -613,12 +651,16 @@ class Cluster:
         sessions = [s for s in self._server.hub.sessions() if s.nick]
         for session in sessions:
             nick = session.nick or ""
+            key = skeleton(nick)
             if not self._claim(
-                keys=[self._key("nick", skeleton(nick))], args=[self.node, int(self.lease * 1000)]
+                keys=[self._key("nick", key)], args=[self.node, int(self.lease * 1000)]
             ):
                 with self._lock:
-                    self.nick_conflicts += 1
-                log.warning("cluster: nick %s was taken on another node meanwhile", nick)
+                    new = key not in self._conflicts
+                    self._conflicts.add(key)
+                    self.nick_conflicts += new
+                if new:
+                    log.warning("cluster: nick %s was taken on another node meanwhile", nick)
         members = {fold(s.nick or ""): json.dumps(_member_fields(s)) for s in sessions}
         pipe = r.pipeline(transaction=True)
         pipe.zadd(self._key("nodes"), {self.node: _now_ms()})
@@ -897,11 +939,19 @@ class Cluster:
                 keys=[self._key("nick", skeleton(nick))], args=[self.node, lease_ms], client=pipe
             )
         results = pipe.execute()
-        conflicts = sum(1 for took in results[1:] if not took)
-        if conflicts:
-            with self._lock:
-                self.nick_conflicts += conflicts
-            log.warning("cluster: %d nicks of this node are held by another node", conflicts)
+        held = {
+            skeleton(nick): nick for nick, took in zip(nicks, results[1:], strict=True) if not took
+        }
+        with self._lock:
+            new = [nick for key, nick in held.items() if key not in self._conflicts]
+            self._conflicts = set(held)  # (one that ended is forgotten: again, it is new)
+            self.nick_conflicts += len(new)
+        if new:
+            log.warning(
+                "cluster: nicks of this node held by another node (both sessions keep them "
+                "until one leaves): %s",
+                ", ".join(new),
+            )
         dead = r.zrangebyscore(self._key("nodes"), "-inf", _now_ms() - lease_ms)
         for node in dead:
             if node != self.node and r.zrem(self._key("nodes"), node):

@@ -281,6 +281,9 @@ class SharedAccountStore:
                     ],
                 )
                 copied += created == 1
+        if not known:  # (nothing of this node's lost: the cluster logs Redis's loss itself)
+            log.info("accounts: the cluster's Redis had lost its data; no account to copy back")
+            return
         log.error(
             "accounts: the cluster's Redis had lost its accounts (restarted without its "
             "data?): %d of the %d this node knew copied back; run Redis with persistence",
