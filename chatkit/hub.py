@@ -803,8 +803,10 @@ class Hub:
     def restore_topic(self, room: str, topic: dict[str, str]) -> bool:
         """Give ``room``, which has no topic, ``topic`` (``{"topic", "nick", "ts"}``: a
         topic a plugin kept, who set it and when) and send the ``topic`` frame to its
-        members. For plugins that keep topics across restarts (``moderation``); False
-        (nothing changes) if there is no such room or it has a topic already."""
+        members with ``join`` (the room's topic as it is, not one set now, as a joiner
+        finds it: the IRC face shows ``332``/``333``, not a ``TOPIC`` from its setter).
+        For plugins that keep topics across restarts (``moderation``); False (nothing
+        changes) if there is no such room or it has a topic already."""
         text = str(topic.get("topic", "")).strip()
         if not text or len(text) > MAX_TOPIC or "\n" in text:
             return False
@@ -815,7 +817,12 @@ class Hub:
             nick, ts = str(topic.get("nick") or ""), str(topic.get("ts") or utc_now())
             fields = {"room": found.name, "topic": text, "nick": nick, "ts": ts}
             found.topic = fields
-            wake = self._fanout(Frame("topic", **fields), found.members.values())
+            # Each member's own frame, through its channel (rare: a room's first join
+            # after a restart, or after it emptied, and its few members then).
+            wake = False
+            for member in found.members.values():
+                self.deliveries += 1
+                wake |= member.push(Frame("topic", **fields, join=True))
         self._wake_if(wake)
         return True
 
@@ -1005,6 +1012,8 @@ class Hub:
         problem = valid_nick(new, self.config.limits.max_nick)
         if problem:
             raise CommandError(f"bad nick {new!r}: {problem}", "bad_nick")
+        if new == session.nick:
+            return  # no change: nothing to allow (a ban on changing nicks refuses none)
         if not forced:
             self.allow_nick(session, new)
         with self._lock:

@@ -208,7 +208,9 @@ def test_chat_commands_for_the_new_room_settings(server: Server) -> None:
 
 def test_topics_survive_a_restart_with_moderation(tmp_path: Path) -> None:
     """With moderation, a topic is kept in its SQLite file: after a restart the first
-    to join the room gets it (332 on IRC from the restored topic, who set it kept)."""
+    to join the room gets it as a joiner gets a room's topic (332 and 333 on IRC, who
+    set it kept; a topic frame with join for JSON), never as a TOPIC its setter would
+    have sent just now."""
     db = str(tmp_path / "h.sqlite3")
     with start(history_db=db) as first, ChatClient(first.addresses["line"]) as ann:
         ann.login("ann")
@@ -220,7 +222,22 @@ def test_topics_survive_a_restart_with_moderation(tmp_path: Path) -> None:
     with start(history_db=db) as second, IrcClient(second.addresses["irc"]) as bob:
         bob.register("bob")
         bob.send("JOIN #den")
-        bob.expect(":ann!ann@chatkit TOPIC #den :Release on Friday")
+        bob.expect(f":{SERVER} 332 bob #den :Release on Friday")
+        bob.expect(f":{SERVER} 333 bob #den ann!ann@chatkit ")
+        assert not [line for line in bob.sync() if " TOPIC " in line]
+        bob.send("PART #den")
+        bob.expect(":bob!bob@chatkit PART #den")
+        with ChatClient(second.addresses["line"]) as jay:  # the room emptied: again
+            jay.login("jay")
+            jay.say("/join #den")
+            jay.expect("join", room="#den")
+            topic = jay.expect("topic", room="#den")
+            assert (topic["topic"], topic["nick"], topic.get("join")) == (
+                "Release on Friday",
+                "ann",
+                True,
+            )
+        bob.send("JOIN #den")
         bob.send("TOPIC #den")
         bob.expect(f":{SERVER} 332 bob #den :Release on Friday")
         bob.expect(f":{SERVER} 333 bob #den ann!ann@chatkit ")
@@ -233,6 +250,26 @@ def test_topics_survive_a_restart_with_moderation(tmp_path: Path) -> None:
         cat.expect("join", room="#den")
         cat.say("/topic #den")
         assert cat.expect("reply", command="topic")["text"] == "#den has no topic"
+
+
+def test_an_operator_who_joins_again_is_one_in_every_names_list(server: Server) -> None:
+    """An operator of a room who leaves it and comes back is still one (the plugin
+    keeps it): the room, the operator included, sees MODE +o from the server after the
+    JOIN, so every client's names list shows the @ (a later NAMES too)."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        first(ann)
+        bob.register("bob")
+        ann.send("JOIN #rr")
+        ann.expect(":ann!ann@chatkit JOIN #rr")
+        ann.until("you are an operator of #rr")
+        bob.send("JOIN #rr")
+        bob.expect(f":{SERVER} 353 bob = #rr :@ann bob")
+        ann.send("PART #rr", "JOIN #rr")
+        bob.expect(":ann!ann@chatkit JOIN #rr")
+        bob.expect(f":{SERVER} MODE #rr +o ann")
+        ann.expect(f":{SERVER} MODE #rr +o ann")
+        bob.send("NAMES #rr")
+        bob.expect(f":{SERVER} 353 bob = #rr :bob @ann")
 
 
 def test_kick_is_a_kick_line(server: Server) -> None:

@@ -242,6 +242,31 @@ def test_an_oper_is_a_server_operator_of_the_moderation_plugin(
         assert not carol.eof
 
 
+def test_the_rooms_of_an_oper_see_it_become_their_operator(
+    make_server: Callable[..., Server],
+) -> None:
+    """With moderation an OPER is an operator of every room: the rooms it is in, and
+    where it was none, see MODE +o from the server (their names lists then agree with
+    a later joiner's); MODE nick -o, MODE -o. A room it was an operator of already
+    (its first member's) is told nothing."""
+    server = make_server(plugins=("moderation",))
+    irc = server.addresses["irc"]
+    with IrcClient(irc) as alice, IrcClient(irc) as bob:
+        alice.register("alice")  # the first in #general: its operator
+        alice.until("you are an operator of #general")
+        bob.register("bob")
+        bob.send("JOIN #own")  # bob's own room: he is its operator already
+        bob.expect(":bob!bob@chatkit JOIN #own")
+        bob.send("OPER root hunter2")
+        bob.expect(f":{SERVER} 381 bob ")
+        alice.expect(f":{SERVER} MODE #general +o bob")
+        bob.expect(f":{SERVER} MODE #general +o bob")
+        bob.send("MODE bob -o")
+        alice.expect(f":{SERVER} MODE #general -o bob")
+        lines = bob.sync()
+        assert not [line for line in lines if "MODE #own" in line]
+
+
 def test_oper_guessing_waits_longer_and_longer(make_server: Callable[..., Server]) -> None:
     """After two failed OPERs from an address, each failure makes it wait, doubling:
     an OPER meanwhile (the right password too, from a new connection too) is 263."""

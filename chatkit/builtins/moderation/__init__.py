@@ -434,6 +434,14 @@ class Moderation:
         firsts.discard(key)
         if first:
             self._store.release_first(key, self._first_token(client))  # a member now
+        elif self._server is not None and self.is_operator(client, room):
+            # An operator joining (back): the room is told, as IRC networks' services
+            # give ops back (MODE +o from the server), so that names lists agree.
+            nick = client.nick or ""
+            fields = {"mode": "+o", "arg": nick}
+            text = f"{nick} is an operator of {room}"
+            self._server.hub.announce(text, room, **fields)
+            self._tell({"do": "announce", "text": text, "room": room, "fields": fields})
         if self._store.rows("ops", key) or self.operators.get(key):
             return  # the room has operators of its own
         if not first:

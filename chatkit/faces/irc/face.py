@@ -356,6 +356,10 @@ class IrcChannel:
                 frame = self._prefixed(frame)
             elif frame.type == "history_targets":  # the history plugin's, to TARGETS
                 frame = Frame("irc", messages=self._target_lines(frame))
+            elif frame.type == "topic" and frame.fields.get("join"):
+                # A kept topic given back to the room (hub.restore_topic): what a join
+                # shows of a topic, not a TOPIC from whoever set it once.
+                frame = Frame("irc", messages=_topic_lines(dict(frame.fields)))
             data = self.protocol.send(frame)
             if frame.type == "join" and "members" in frame.fields:
                 # The client's own join: the topic follows its names list, if set.
@@ -472,7 +476,13 @@ class IrcChannel:
         """Tell the client that ``command`` failed for ``target``."""
         if self.session.unsettled:
             self.hub.settle(self.session)
-        self.session.error(exc.code, exc.text, irc_command=command, target=target)
+        room = exc.details.get("target") if command == "NICK" else None
+        more = {"room": room} if isinstance(room, str) else {}  # 435 names the room
+        self.session.error(exc.code, exc.text, irc_command=command, target=target, **more)
+        if exc.code == "nick_registered":
+            # 433 is "in use" to clients, which show their own words for it (or pick
+            # NICK_ at once): why, and how to take it, said where it will be read.
+            self.session.notice(exc.text)
 
     def authenticate(self, event: Authenticate) -> None:
         """SASL PLAIN: check the credentials with the plugins, answer 900/903 or 904."""
@@ -1135,6 +1145,7 @@ class IrcChannel:
             self.send(Message(n.RPL_UMODEIS, ("+" + "".join(sorted(self.modes)),)))
             return
         change, sign, unknown = "", "+", False
+        ops: dict[str, bool] = {}  # (-o: the rooms it was an operator of, to tell them)
         for char in params[1]:
             if char in "+-":
                 sign = char
@@ -1147,12 +1158,15 @@ class IrcChannel:
                 if sign == "-" and "o" in self.modes:  # +o only through OPER
                     self.modes.discard("o")
                     self.session.data["irc"]["oper"] = None
+                    ops = self._rooms_operated()
                     self.session.operator = False
                     change += "-o"
             else:
                 unknown = True
         if change:
             self.send(Message("MODE", (self.protocol.nick, change), self._source()))
+        if "-o" in change:
+            self._tell_operator_changes(ops)
         if unknown:
             self.send(Message(n.ERR_UMODEUNKNOWNFLAG, ("Unknown MODE flag",)))
 
@@ -1176,6 +1190,27 @@ class IrcChannel:
         with self._send_lock:
             self._ops[names.fold(room)] = {names.fold(str(nick)) for nick in operators}
         return fields
+
+    def _rooms_operated(self) -> dict[str, bool]:
+        """Before the client's server operator status changes: each of its rooms, and
+        whether it is an operator there (with moderation an OPER is one of every
+        room; without, an empty dict: there are no operators)."""
+        if not moderation_on(self.hub):
+            return {}
+        nick = names.fold(self.session.nick or "")
+        return {room: nick in self._operators(room) for room in self.session.rooms.values()}
+
+    def _tell_operator_changes(self, before: dict[str, bool]) -> None:
+        """After it changed (``before``: :meth:`_rooms_operated`): each room where the
+        client's being an operator changed is told, ``MODE #room +o nick`` (or ``-o``)
+        from the server, as names lists will have it."""
+        nick = names.fold(self.session.nick or "")
+        for room, was in before.items():
+            now = nick in self._operators(room)
+            if now != was:
+                shown = self.session.nick or ""
+                text = f"{shown} is {'an' if now else 'no longer an'} operator of {room}"
+                self.hub.announce(text, room, mode="+o" if now else "-o", arg=shown)
 
     def _prefixed(self, frame: Frame) -> Frame:
         """The client's own join, its members ``@``-prefixed if operators (as last
@@ -1552,12 +1587,14 @@ class IrcChannel:
         self.face.oper_failed(address, succeeded=True)
         log.info("%s is an IRC operator (OPER %s)", self.protocol.nick, name)
         self.session.data["irc"]["oper"] = name
+        ops = self._rooms_operated()
         self.session.operator = True  # a server operator, to plugins (moderation's /kill)
         self.modes.add("o")
         self.send(
             Message(n.RPL_YOUREOPER, ("You are now an IRC operator",)),
             Message("MODE", (self.protocol.nick, "+o"), self._source()),
         )
+        self._tell_operator_changes(ops)
 
 
 @dataclass

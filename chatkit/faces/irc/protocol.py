@@ -197,6 +197,9 @@ class IrcProtocol:
         self._batch: str | None = None  # the reference of the replay batch open, if any
         self._batch_ids = itertools.count(1)
         self._asked: str | None = None  # the target of a CHATHISTORY being answered
+        # A replay under way to a client without batch: its opening NOTICE is sent
+        # (with the first replayed message), until its history frame ends it.
+        self._replay_open = False
         self.said_goodbye = False
         """True once an ``ERROR :Closing Link`` was rendered (the server closes next)."""
 
@@ -521,9 +524,19 @@ class IrcProtocol:
                 return notices(self.server, self.nick, str(fields["text"]))
             if kind == "irc_close":
                 return [self._closing(str(fields["text"]))]
-            if kind in ("message", "private") and fields.get("history") and "batch" in self.caps:
-                return self._replayed(frame)
+            if kind in ("message", "private") and fields.get("history"):
+                if "batch" in self.caps:
+                    return self._replayed(frame)
+                if not self._replay_open:
+                    # Said before the replay as well as after it: a client that takes
+                    # server-time but does not show it (irssi's default) shows
+                    # replayed lines at the time they arrive, as if said now.
+                    self._replay_open = True
+                    where = str(fields.get("room") or self.nick)
+                    opening = notices(self.server, where, "*** earlier messages, replayed:")
+                    return [*opening, *render(frame, self.style, self.nick)]
             if kind == "history":
+                self._replay_open = False
                 return self._history_end(frame)
         except (KeyError, TypeError, ValueError):
             return notices(self.server, self.nick, render_text(frame))
@@ -635,7 +648,10 @@ class IrcProtocol:
         ):
             return [Message(n.ERR_CANNOTSENDTOCHAN, (target, text))]
         if command == "NICK" and code in ("banned", "muted") and isinstance(target, str):
-            return [Message(n.ERR_BANNICKCHANGE, (target, text))]  # the room is in the text
+            # <new nick> <room> :why (solanum, Hybrid)
+            room = fields.get("room")
+            params = (target, str(room), text) if room else (target, text)
+            return [Message(n.ERR_BANNICKCHANGE, params)]
         if code == "not_in_room" and fields.get("nick") and isinstance(target, str) and target:
             # Someone else is not in the room (KICK): 441, not 442.
             nick = str(fields["nick"])
