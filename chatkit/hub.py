@@ -51,6 +51,12 @@ passwords (``PRIVMSG NickServ :IDENTIFY ...``): whoever held one would read them
 face answers ``NickServ``'s ``IDENTIFY`` and ``REGISTER`` itself."""
 MAX_TOPIC = 390  # characters of a room's topic (IRC's TOPICLEN on most networks)
 MAX_AWAY = 200  # characters of an away message (IRC's AWAYLEN)
+# A Wait (chatkit_allow_input) holds a reader back for its seconds, within these bounds (a
+# plugin's Wait(0) returned over and over would spin a core), looking every WAIT_SLICE
+# whether its connection is closing.
+MIN_WAIT = 0.01
+MAX_WAIT = 60.0
+WAIT_SLICE = 0.05
 
 
 MAX_LOGIN_REFUSALS = 10
@@ -388,7 +394,13 @@ class Hub:
                 return
             if session.unsettled:
                 self.settle(session)  # (held back, they would hold up their rooms)
-            time.sleep(max(0.0, result.seconds))
+            # In slices, to give up as soon as the connection is closing (a KILL, a
+            # kick from the server, the shutdown): what waits is not acted on then.
+            until = time.monotonic() + min(max(result.seconds, MIN_WAIT), MAX_WAIT)
+            while (left := until - time.monotonic()) > 0:
+                time.sleep(min(left, WAIT_SLICE))
+                if session.transport.finishing or self.closing:
+                    raise CommandError("the connection is closing", "closing")
 
     def request(self, session: Session, request: Request) -> None:
         """Hand a frame of a type the core does not know to the plugins (logged in or not).

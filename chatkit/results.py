@@ -37,7 +37,8 @@ class Wait:
     """
 
     seconds: float
-    """How long to wait before asking again."""
+    """How long to wait before asking again (at least 0.01, at most 60). The wait ends
+    early, and the event is dropped, if the connection is closed meanwhile."""
 
 
 @dataclass(frozen=True)

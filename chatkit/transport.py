@@ -46,6 +46,12 @@ class Transport(Protocol):
         the first reason wins."""
         ...
 
+    @property
+    def finishing(self) -> bool:
+        """True once the server is closing the connection (its reader acts on nothing
+        more): a reader waiting its turn (:class:`chatkit.Wait`) gives up then."""
+        ...
+
     def abort(self, reason: str) -> None:
         """Close now, dropping what is queued; ``reason`` is the logout reason."""
         ...

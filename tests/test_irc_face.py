@@ -957,6 +957,41 @@ def test_a_flooding_irc_client_is_held_back_not_refused(
     watcher.close()
 
 
+def test_a_held_back_irc_client_killed_meanwhile_acts_no_more(
+    make_server: Callable[..., Server],
+) -> None:
+    """A line waiting its turn is dropped when the connection closes meanwhile (a KILL,
+    a ban): it was posted after the kill, and a JOIN of many rooms went on joining.
+    Lines held back in a row count toward kick_after, as refused ones do."""
+    flood = {"flood": {"burst": 2, "rate": 0.5}}  # two seconds a line past the burst
+    server = make_server(config=Config(plugin_config=flood))
+    address = server.addresses["irc"]
+    watcher = ChatClient(server.address)
+    watcher.login("watcher")
+    with IrcClient(address) as alice:
+        alice.register("alice")
+        alice.send(*(f"PRIVMSG #general :line {i}" for i in range(4)))
+        watcher.expect("message", nick="alice", text="line 1")  # (line 2 waits now)
+        alice.send("JOIN " + ",".join(f"#r{i}" for i in range(40)))
+        found = server.hub.find("alice")
+        assert found is not None
+        found.disconnect("killed")
+        watcher.expect("leave", nick="alice")
+        alice.wait_closed()
+        watcher.sync()
+        said = [f["text"] for f in watcher.received if f["type"] == "message"]
+        assert said == ["line 0", "line 1"]
+    assert server.hub.who("#r0") is None  # none of the JOIN's rooms was joined
+    watcher.close()
+
+    kicking = {"flood": {"burst": 2, "rate": 20.0, "kick_after": 3}}
+    server = make_server(config=Config(plugin_config=kicking))
+    with IrcClient(server.addresses["irc"]) as bob:
+        bob.register("bob")
+        bob.send(*(f"PRIVMSG #general :line {i}" for i in range(8)))
+        assert "flooding" in bob.expect("ERROR :Closing Link")
+
+
 def test_every_line_but_ping_counts_against_the_flood_limit(
     make_server: Callable[..., Server],
 ) -> None:

@@ -36,6 +36,7 @@ class Inbox:
 
     codec = JSON_CODEC
     address = ("127.0.0.1", 1)
+    finishing = False
 
     def __init__(self) -> None:
         self.frames: list[Frame] = []

@@ -152,10 +152,12 @@ def redact(url: str) -> str:
         user = parts.username or ""
         host = parts.netloc.rpartition("@")[2]
         parts = parts._replace(netloc=f"{user}:***@{host}")
-    if parts.query:
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if any("password" in k.lower() for k, _ in pairs):
         hidden = [(k, "***" if "password" in k.lower() else v) for k, v in pairs]
         parts = parts._replace(query=urlencode(hidden, safe="*"))
+    elif password is None:
+        return url  # nothing hidden: as written (urlunsplit would respell unix:///path)
     return urlunsplit(parts)
 
 
@@ -166,9 +168,8 @@ def password_of(url: str) -> str | None:
         password = parts.password
     except ValueError:
         return None
-    for key, value in parse_qsl(parts.query):
-        if key == "password":
-            password = value
+    if password is None:  # (redis-py takes the user part's first, then the query's first)
+        password = next((v for k, v in parse_qsl(parts.query) if k == "password"), None)
     return password
 
 

@@ -7,8 +7,9 @@ refused (not delayed, not queued) with ``rate_limited`` and the number of second
 after which the next one will be accepted; a paced client's (IRC's: IRC servers
 hold a flooding client back, and clients show a line as sent once written) waits
 its turn instead (:class:`chatkit.Wait`), up to ``max_wait`` seconds, and is refused
-beyond. ``ping`` is never limited. With ``kick_after`` set, a client refused that
-many times in a row is disconnected.
+beyond (a wait is at most ``burst / rate``: 4 s by default). ``ping`` is never
+limited. With ``kick_after`` set, a client refused (or, paced, held back) that many
+lines in a row is disconnected.
 
 Settings (``[plugins.flood]``): ``rate`` (5.0), ``burst`` (20), ``kick_after`` (0: never),
 ``max_wait`` (10.0).
@@ -47,6 +48,9 @@ class Bucket:
     tokens: float
     at: float
     refused: int = 0
+    """Lines refused, or held back (a paced client's), in a row."""
+    holding: bool = False
+    """A paced client's line is waiting its turn (it was given a Wait)."""
 
 
 class Flood:
@@ -99,12 +103,19 @@ class Flood:
             cost = min(1.0 + math.ceil(len(event.rooms) / 4), self.burst)
         if tokens >= cost:
             bucket.tokens = tokens - cost
-            bucket.refused = 0
+            # (A line that waited its turn counts, with the refused, toward kick_after:
+            # a paced client over its allowance line after line is flooding all the same.)
+            bucket.refused = bucket.refused + 1 if bucket.holding else 0
+            bucket.holding = False
+            if self.kick_after and bucket.refused >= self.kick_after:
+                client.disconnect("flooding")
             return None
         bucket.tokens = tokens
         retry = (cost - tokens) / self.rate
         if client.paced and retry <= self.max_wait:
-            return Wait(retry)  # (not a refusal: kick_after does not count it)
+            bucket.holding = True
+            return Wait(retry)
+        bucket.holding = False
         bucket.refused += 1
         if self.kick_after and bucket.refused >= self.kick_after:
             client.disconnect("flooding")

@@ -437,11 +437,12 @@ class Moderation:
         elif self._server is not None and self.is_operator(client, room):
             # An operator joining (back): the room is told, as IRC networks' services
             # give ops back (MODE +o from the server), so that names lists agree.
+            # (This node's members only: another node's would see it before the join,
+            # which reaches them through the cluster's log, and their names lists show
+            # no other node's operators.)
             nick = client.nick or ""
-            fields = {"mode": "+o", "arg": nick}
             text = f"{nick} is an operator of {room}"
-            self._server.hub.announce(text, room, **fields)
-            self._tell({"do": "announce", "text": text, "room": room, "fields": fields})
+            self._server.hub.announce(text, room, mode="+o", arg=nick)
         if self._store.rows("ops", key) or self.operators.get(key):
             return  # the room has operators of its own
         if not first:

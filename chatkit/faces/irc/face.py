@@ -609,7 +609,7 @@ class IrcChannel:
             for extra in targets[MAX_TARGETS:]:
                 self.answer(Message(n.ERR_TOOMANYTARGETS, (extra, "Too many targets")))
         for target in targets[:MAX_TARGETS]:
-            if not target:
+            if not target or self.link.finishing:  # (closed while a target waited its turn)
                 continue
             try:
                 clean = self._text(text, newlines=newlines)
@@ -885,6 +885,8 @@ class IrcChannel:
         rooms still fits in the burst. Charged as the rooms are reached."""
         refused: CommandError | None = None
         for i, room in enumerate(room for room in rooms.split(",") if room):
+            if self.link.finishing:
+                return  # closed meanwhile (while a charge waited its turn): no more rooms
             if i % JOINS_PER_LINE == 0:
                 refused = None
                 try:

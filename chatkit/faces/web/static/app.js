@@ -794,13 +794,16 @@ function passwordOf(text) {
   return null;
 }
 
-// What the user typed: a command or a message. False if the text should stay in the box.
-// The message box grows with its lines, up to its CSS max-height (then it scrolls).
+// The message box grows with its lines, wrapped ones too, up to its CSS max-height (then
+// it scrolls).
 function fitInput() {
   const input = $("input");
-  input.rows = Math.max(1, input.value.split("\n").length);
+  input.style.height = "auto"; // (its one row, to measure what the text needs)
+  if (input.value) input.style.height = `${input.scrollHeight}px`;
+  else input.style.height = "";
 }
 
+// What the user typed: a command or a message. False if the text should stay in the box.
 function submit(text) {
   if (!text.trim()) return true;
   const done = submitted(text);
@@ -931,7 +934,8 @@ function start() {
     // there, and move the caret between a message's lines elsewhere.
     const before = input.value.slice(0, input.selectionStart);
     const after = input.value.slice(input.selectionEnd);
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    // (keyCode 229: the Enter that ends an input method's composition, in Safari too.)
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
       // Enter sends; Shift+Enter starts a new line of the same message (a paste keeps
       // its lines too: the server takes up to max_message_lines, docs/protocol.md).
       event.preventDefault();
