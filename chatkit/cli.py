@@ -65,6 +65,7 @@ from chatkit.plugins import (
     DISTRIBUTION,
     build_plugin_manager,
     check_plugin_sections,
+    check_plugin_settings,
     hook_names,
     list_plugins,
     suggest_hook,
@@ -826,8 +827,9 @@ def check_command(
     """Check a config file and print the settings 'chatkit serve -c FILE' would use.
 
     Exit 2 with the error if anything in it is wrong: an unknown key, a bad value, a
-    plugin that is not installed. Plugins' own settings are checked by the plugins
-    when the server starts (their checks may open databases and ports).
+    plugin that is not installed, a plugin's setting it refuses. Opens no port and no
+    database: a plugin without chatkit_check_config has its settings checked only when
+    the server starts, and the output says so.
     """
     path = config if config is not None else DEFAULT_CONFIG
     if config is None and not DEFAULT_CONFIG.is_file():
@@ -835,17 +837,23 @@ def check_command(
     overrides: dict[str, Any] = {"plugins": [], "disable": [], "limits": {}}
     try:
         cfg = _build_config(path, overrides)
-        _pm, infos = build_plugin_manager(cfg)
+        pm, infos = build_plugin_manager(cfg)
+        unchecked = check_plugin_settings(cfg, pm, infos)
     except UsageError as exc:
         raise _fail(exc) from None
     settings = masked(effective_settings(cfg, [info.name for info in infos]))
+    notes = [
+        f"[plugins.{_toml_key(name)}]: checked by its plugin only when the server starts"
+        for name in unchecked
+    ]
     if as_json:
         typer.echo(json.dumps(settings, indent=2, default=_json_default))
+        for note in notes:  # (stdout is the JSON: scripts parse it)
+            typer.echo(f"Note: {note}", err=True)
         return
     typer.echo(f"# {path}: OK")
-    if any(table for table in cfg.plugin_config.values()):
-        # (Checking them may open databases and ports: the plugins do it as they start.)
-        typer.echo("# [plugins.*] tables are checked by their plugins when the server starts")
+    for note in notes:
+        typer.echo(f"# {note}")
     for section, values in settings.items():
         kind, _, name = section.partition(".")  # (a plugin's name may hold a dot)
         typer.echo(f"\n[{kind}.{_toml_key(name)}]" if name else f"\n[{section}]")

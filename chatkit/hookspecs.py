@@ -8,6 +8,7 @@ The order in which the server calls the hooks, written once here and nowhere els
 Each line is one thing that happens; words in parentheses are what the server does
 between two hooks, with no hook of its own::
 
+    check:    chatkit_check_config (``chatkit check``: no server is started)
     startup:  (bind and listen) → chatkit_configure → chatkit_register_commands
               → chatkit_server_start → (clients are accepted)
     connect:  (a connection is accepted by a face's listener; on the line face its
@@ -144,6 +145,25 @@ class ChatServer(Protocol):
 # ---------------------------------------------------------------------------
 # Startup
 # ---------------------------------------------------------------------------
+
+
+@hookspec
+def chatkit_check_config(config: Config, pluginmanager: pluggy.PluginManager) -> None:
+    """Check settings without acting on them: ``chatkit check FILE`` calls it, so that
+    a deploy can test a config before it restarts the server.
+
+    Called on the CLI's main thread, on a plugin instance that is never configured or
+    started, with the same arguments ``chatkit_configure`` would get; often beside a
+    running server that uses the same file. So open nothing: no database, port,
+    connection or thread (reading settings and checking their values is the point).
+
+    Return value is ignored. Raise :class:`~chatkit.UsageError` for a bad setting:
+    ``chatkit check`` prints it and exits with status 2; any other exception is
+    reported with the plugin's name, the same way. The server does not call this
+    hook: ``chatkit_configure`` checks its settings too (the builtins call one
+    function from both). A plugin without it has its settings checked only when the
+    server starts, and ``chatkit check`` says so.
+    """
 
 
 @hookspec

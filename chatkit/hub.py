@@ -802,11 +802,14 @@ class Hub:
                 for s in self._sessions.values()
                 if s.account == account and s is not keep and s.welcomed
             ]
+            # Taken here, under the lock: two calls at once for one account (this
+            # node's and the cluster's) tell each session once.
+            for session in found:
+                session.account = None
         relay = self.relay
         if everywhere and relay is not None:
             relay.forget(account, why)
         for session in found:
-            session.account = None
             session.notice(f"the account {account} was {why}: you are no longer identified")
             self._account_changed(session)
             self.hooks.notify("chatkit_on_account", client=session)
@@ -1388,6 +1391,7 @@ class Hub:
         room: str | None = None,
         nicks: Iterable[str] = (),
         rooms: Iterable[str] = (),
+        sessions: Iterable[Session] = (),
     ) -> None:
         """Deliver frames sequenced elsewhere (by a :class:`Relay`) to this node's sessions.
 
@@ -1396,7 +1400,10 @@ class Hub:
           of frames leaves as one piece per member. A room with no member here gets
           nothing.
         * ``nicks``: to the sessions here with these nicks (a private message), in
-          the lane of private messages.
+          the lane of private messages; ``sessions``: to these sessions the same way,
+          whatever their nicks are by then (those logged out meanwhile get nothing). A
+          relay that found its recipients passes them, not their nicks: a rename on
+          another thread between its look-up and this call would miss them.
         * ``rooms``: at once to every member here of any of these rooms, one frame
           each (another node's member renamed, or lost).
 
@@ -1424,6 +1431,9 @@ class Hub:
                 for n in nicks
                 if (s := self._sessions.get(_key(n))) is not None and s.welcomed
             }
+            for s in sessions:  # (still here: the one its nick names)
+                if s.nick and self._sessions.get(_key(s.nick)) is s and s.welcomed:
+                    parties[s.id] = s
             if parties:
                 for frame in frames:
                     entry = MessageEntry(frame, True, list(parties.values()))

@@ -42,6 +42,7 @@ __all__ = [
     "build_plugin_manager",
     "check_hook_names",
     "check_plugin_sections",
+    "check_plugin_settings",
     "hook_names",
     "list_plugins",
     "suggest_hook",
@@ -72,6 +73,8 @@ OPTIONAL_PLUGINS = (
     "cluster",  # several servers as one chat through Redis (--redis); off unless enabled
 )
 BUILTIN_PLUGINS = ESSENTIAL_PLUGINS + DEFAULT_PLUGINS + OPTIONAL_PLUGINS
+_WITHOUT_SETTINGS = frozenset({"help", "session", "rooms", "messaging", "stats"})
+"""Builtins that read no ``[plugins.NAME]`` table: one in a config file is unused."""
 
 # Where each builtin lives: a module of hook functions, or "module:Class" for a
 # stateful plugin, instantiated once per server.
@@ -229,12 +232,38 @@ def resolve_plugin(name: str, eps: dict[str, EntryPoint] | None = None) -> tuple
     raise _unknown(name, [*BUILTIN_PLUGINS, *eps])
 
 
+def check_plugin_settings(
+    config: Config, pm: pluggy.PluginManager, infos: Iterable[PluginInfo]
+) -> list[str]:
+    """Have each enabled plugin check its settings (``chatkit_check_config``); return
+    the NAMEs of the ``[plugins.NAME]`` tables that cannot be checked so (their plugin
+    has no such hook). Raises :class:`UsageError` for the first refusal, naming the plugin
+    when it did not."""
+    unchecked: list[str] = []
+    for info in infos:
+        plugin = pm.get_plugin(info.name)
+        if not hasattr(plugin, "chatkit_check_config"):
+            table = info.name if info.name in config.plugin_config else _table(info.name)
+            if config.plugin_config.get(table) and table not in _WITHOUT_SETTINGS:
+                unchecked.append(table)
+            continue
+        try:
+            call_plugin(plugin, "chatkit_check_config", config=config, pluginmanager=pm)
+        except UsageError:
+            raise
+        except Exception as exc:
+            raise UsageError(
+                f"plugin {info.name!r} failed in chatkit_check_config: {type(exc).__name__}: {exc}"
+            ) from exc
+    return unchecked
+
+
 def check_plugin_sections(config: Config, sections: Iterable[str]) -> list[str]:
     """Check the config file's ``[plugins.NAME]`` tables against the plugins ``config`` enables.
 
     Raise :class:`UsageError` for a table of a plugin that is neither a builtin nor
     installed; return a warning for each table of a plugin that is installed but
-    not enabled (its settings would be silently unused).
+    not enabled, or a builtin without settings (its settings would be silently unused).
     """
     where = f"{config.source}: " if config.source else ""
     enabled = {*ESSENTIAL_PLUGINS, *config.plugins}
@@ -244,6 +273,12 @@ def check_plugin_sections(config: Config, sections: Iterable[str]) -> list[str]:
     known = sorted({*BUILTIN_PLUGINS, *installed_entry_points()})
     warnings: list[str] = []
     for name in sections:
+        if name in _WITHOUT_SETTINGS:
+            warnings.append(
+                f"{where}[plugins.{name}] is unused: the {name} plugin has no settings; "
+                "remove the section"
+            )
+            continue
         if name in enabled:
             continue
         if name not in known:

@@ -36,6 +36,7 @@ specifications by `tests/hookdoc.py`; a test fails if it is out of date.
 | kind | hooks | what a return does | if it raises |
 | --- | --- | --- | --- |
 | startup | `chatkit_configure`, `chatkit_register_commands` | ignored | the server does not start (a `UsageError`'s text is shown as is) |
+| check | `chatkit_check_config` (`chatkit check` only) | ignored | `chatkit check` exits 2 (a `UsageError`'s text is shown as is) |
 | veto (first result) | `chatkit_allow_input`, `chatkit_allow_login`, `chatkit_allow_nick`, `chatkit_allow_join` | a `Reject` refuses; the first one wins | refused (fail closed), logged |
 | filter (first result) | `chatkit_filter_message` | a `Drop` stops the message; may change `message.text` | not delivered (fail closed), logged |
 | notify | `chatkit_server_start`, `chatkit_on_*`, `chatkit_server_stop` | ignored | logged with the plugin's name; other plugins still run |

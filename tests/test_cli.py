@@ -700,22 +700,31 @@ def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("not read by check")
     key.write_text("not read by check")
+    (tmp_path / "mine.py").write_text(  # (it checks nothing)
+        "from chatkit import hookimpl\n"
+        "class Mine:\n    @hookimpl\n    def chatkit_on_login(self):\n        pass\n"
+    )
     config = tmp_path / "chatkit.toml"
     config.write_text(
-        '[server]\nplugins = ["cluster", "webhooks"]\n'
+        '[server]\nplugins = ["cluster", "webhooks", "mine:Mine"]\n'
         '[faces.irc]\nport = 6667\noperators = { alice = "op-pass" }\n'
         '[plugins.cluster]\nurl = "redis://:redis-pass@127.0.0.1:6379/0"\n'
-        '[plugins.metrics]\nredis = "redis://h/0?db=1&password=pass"\n'
-        '[plugins.webhooks]\ntokens = { ci = "token-pass" }\n'
+        '[plugins.mine]\nredis = "redis://h/0?db=1&password=pass"\n'
+        "starts = 1979-05-27T07:32:00Z\n"
+        '[plugins.webhooks.incoming]\ntokens = { ci = "token-pass" }\n'
         '[[plugins.webhooks.outgoing]]\nurl = "https://hooks.example.com/services/pass"\n'
         '[[plugins.webhooks.outgoing]]\nurl = "https://ci.example.com/hook?key=pass"\n'
         '[[plugins.webhooks.outgoing]]\nurl = "https://pass@bare.example.com/"\n'
-        "[plugins.history]\nstarts = 1979-05-27T07:32:00Z\n"
         '[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
     )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     for args in ([], ["--json"]):
         result = subprocess.run(
-            [CHATKIT, "check", str(config), *args], capture_output=True, text=True, timeout=30
+            [CHATKIT, "check", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
         )
         assert result.returncode == 0, result.stderr
         assert "pass" not in result.stdout.replace("password=", ""), result.stdout
@@ -727,8 +736,8 @@ def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
             settings["tls"] = parsed["tls"]
         assert settings["faces.irc"]["operators"] == {"alice": "***"}
         assert settings["plugins.cluster"]["url"] == "redis://:***@127.0.0.1:6379/0"
-        assert settings["plugins.metrics"]["redis"] == "redis://h/0?db=1&password=***"
-        assert settings["plugins.webhooks"]["tokens"] == {"ci": "***"}
+        assert settings["plugins.mine"]["redis"] == "redis://h/0?db=1&password=***"
+        assert settings["plugins.webhooks"]["incoming"]["tokens"] == {"ci": "***"}
         assert [h["url"] for h in settings["plugins.webhooks"]["outgoing"]] == [
             "https://hooks.example.com/***",
             "https://ci.example.com/***",
@@ -736,7 +745,7 @@ def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
         ]
         assert settings["tls"] == {"cert": str(cert), "key": str(key), "port": 9443}
         # A TOML date reads back as one (TOML) or as RFC 3339 text (JSON).
-        starts = settings["plugins.history"]["starts"]
+        starts = settings["plugins.mine"]["starts"]
         if args:
             assert starts == "1979-05-27T07:32:00+00:00"
         else:
@@ -768,6 +777,116 @@ def test_check_exits_2_naming_what_is_wrong(tmp_path: Path) -> None:
         [CHATKIT, "check", str(tmp_path / "none.toml")], capture_output=True, text=True, timeout=30
     )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_check_has_the_plugins_check_their_settings_and_opens_nothing(tmp_path: Path) -> None:
+    """Each builtin with settings refuses a bad one as serve would (without opening its
+    database, port or Redis); a plugin without chatkit_check_config is named as not
+    checked, and one that fails is named."""
+    db = tmp_path / "history.sqlite3"
+    config = tmp_path / "chatkit.toml"
+    for text, error in [
+        ("[plugins.history]\npage = 0\n", "history: page must be a number of at least 1, not 0"),
+        ("[plugins.history]\nreplay = 5000\n", "replay (5000) is more than max_page"),
+        ("[plugins.history]\nkeep = 1.5\n", "history: keep must be a whole number"),
+        ("[plugins.history]\ndb = 5\n", "history: db must be a file name, not 5"),
+        ("[plugins.accounts]\ndb = false\n", "accounts: db must be a file name"),
+        ("[plugins.flood]\nrate = 0\n", "flood: rate must be a number of at least 0.001, not 0"),
+        ("[plugins.flood]\nburts = 5\n", "burts"),
+        ("[plugins.log]\nmessages = 1\n", "log: messages must be true or false"),
+        ('[plugins.accounts]\nregistration = "nope"\n', "accounts: registration must be"),
+        (
+            '[server]\nplugins = ["moderation"]\n[plugins.moderation]\noperators = ["alice"]\n',
+            "moderation: operators must be",
+        ),
+        (
+            '[server]\nplugins = ["metrics"]\n[plugins.metrics]\nport = 70000\n',
+            "metrics: port must be at most 65535",
+        ),
+        (
+            '[server]\nplugins = ["webhooks"]\n[[plugins.webhooks.outgoing]]\nurl = "ftp://x"\n',
+            "webhooks: outgoing[0] url must be an http:// or https:// URL",
+        ),
+        (
+            '[server]\nplugins = ["webhooks"]\n[plugins.webhooks.incoming]\nport = 70000\n',
+            "webhooks: incoming.port must be at most 65535",
+        ),
+        (
+            '[server]\nplugins = ["cluster"]\n[plugins.cluster]\nurl = "http://127.0.0.1/"\n',
+            "cluster: url 'http://127.0.0.1/' is not a Redis URL",
+        ),
+        (
+            '[server]\nplugins = ["cluster"]\n[plugins.cluster]\n'
+            'url = "redis://127.0.0.1/0?socket_timeout=soon"\n',
+            "Invalid value for 'socket_timeout'",
+        ),
+        (
+            '[server]\nplugins = ["cluster"]\n[plugins.cluster]\n'
+            'url = "redis://:pw@127.0.0.1/0?tiemout=5"\n',
+            "cluster: url 'redis://:***@127.0.0.1/0?tiemout=5' has an option Redis's client",
+        ),
+    ]:
+        config.write_text(text)
+        result = subprocess.run(
+            [CHATKIT, "check", str(config)], capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 2, (text, result.stdout)
+        assert error in result.stderr, (text, result.stderr)
+        assert "Traceback" not in result.stderr
+    # Good settings pass without a word about being unchecked; nothing is opened: no
+    # database file, and a cluster whose Redis does not run (port 1) is fine to check.
+    config.write_text(
+        '[server]\nplugins = ["cluster", "metrics", "webhooks"]\n'
+        f'[plugins.history]\ndb = "{db}"\npage = 10\n'
+        '[plugins.cluster]\nurl = "redis://127.0.0.1:1/0"\n'
+        "[plugins.metrics]\nport = 1\n"
+        "[plugins.webhooks.incoming]\nport = 1\n"
+        "[plugins.flood]\nrate = 2\n"
+    )
+    result = subprocess.run(
+        [CHATKIT, "check", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert "checked by its plugin only when the server starts" not in result.stdout
+    assert not db.exists()
+    # A plugin of one's own: without the hook it is said to be unchecked; with it, its
+    # refusal is the error, and anything else it raises is reported with its name.
+    (tmp_path / "mine.py").write_text(
+        "from chatkit import UsageError, hookimpl\n"
+        "class Quiet:\n"
+        "    @hookimpl\n"
+        "    def chatkit_on_login(self):\n"
+        "        pass\n"
+        "class Strict:\n"
+        "    @hookimpl\n"
+        "    def chatkit_check_config(self, config):\n"
+        '        if config.plugin_settings("mine").get("size", 1) < 1:\n'
+        '            raise UsageError("mine: size must be at least 1")\n'
+        "class Broken:\n"
+        "    @hookimpl\n"
+        "    def chatkit_check_config(self):\n"
+        '        raise KeyError("size")\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    for plugin, code, output in [
+        ("Quiet", 0, "# [plugins.mine]: checked by its plugin only when the server starts"),
+        ("Strict", 2, "mine: size must be at least 1"),
+        ("Broken", 2, "plugin 'mine:Broken' failed in chatkit_check_config: KeyError: 'size'"),
+    ]:
+        config.write_text(f'[server]\nplugins = ["mine:{plugin}"]\n[plugins.mine]\nsize = 0\n')
+        result = subprocess.run(
+            [CHATKIT, "check", str(config)], capture_output=True, text=True, timeout=30, env=env
+        )
+        assert result.returncode == code, (plugin, result.stderr)
+        assert output in (result.stdout if code == 0 else result.stderr), (plugin, result)
+    # A builtin that has no settings: its table is unused, as serve warns too.
+    config.write_text('[server]\nplugins = ["stats"]\n[plugins.stats]\nevery = 5\n')
+    result = subprocess.run(
+        [CHATKIT, "check", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[plugins.stats] is unused: the stats plugin has no settings" in result.stderr
+    assert "checked by its plugin only" not in result.stdout
 
 
 def test_serve_writes_and_removes_its_pid_file(serve: type[ServeProcess], tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from chatkit import (
 from chatkit.client import say_frame
 from chatkit.hooks import HookRunner
 from chatkit.hub import message_frame
-from chatkit.plugins import new_plugin_manager
+from chatkit.plugins import build_plugin_manager, check_plugin_settings, new_plugin_manager
 from chatkit.protocol import Hello, Request, Say
 from chatkit.testing import (
     ChatClient,
@@ -88,6 +88,31 @@ def test_every_hook_says_what_happens_if_it_raises() -> None:
         doc = inspect.getdoc(getattr(hookspecs, name)) or ""
         assert "raise" in doc.lower(), name
         assert "Return" in doc or "return" in doc, name
+
+
+def test_hook_check_config() -> None:
+    """chatkit_check_config is chatkit check's (check_plugin_settings): it gets the config
+    and the plugin manager, and its UsageError is the error; a server never calls it."""
+    seen: list[Any] = []
+
+    class Checked:
+        @hookimpl
+        def chatkit_check_config(self, config: Config, pluginmanager: pluggy.PluginManager) -> None:
+            seen.append((config.plugin_settings("checked"), pluginmanager.has_plugin("rooms")))
+            if config.plugin_settings("checked").get("size", 1) < 1:
+                raise UsageError("checked: size must be at least 1")
+
+    bad = Config(plugin_config={"checked": {"size": 0}})
+    pm, infos = build_plugin_manager(bad, extra=[Checked()])
+    with pytest.raises(UsageError, match="checked: size must be at least 1"):
+        check_plugin_settings(bad, pm, infos)
+    assert seen == [({"size": 0}, True)]
+    good = Config(plugin_config={"checked": {"size": 2}})
+    pm, infos = build_plugin_manager(good, extra=[Checked()])
+    assert check_plugin_settings(good, pm, infos) == []
+    with run_server(plugins=[Checked()], config=bad):
+        pass  # (started and stopped: size 0 is not its business)
+    assert seen == [({"size": 0}, True), ({"size": 2}, True)]
 
 
 def test_hook_configure() -> None:

@@ -201,6 +201,27 @@ def test_announce_reaches_a_room(chat_server: Server, chat_client: Connect) -> N
     assert alice.expect("notice")["text"] == "to everyone"
 
 
+def test_deliver_to_sessions_reaches_them_renamed_since_not_logged_out(
+    chat_server: Server, chat_client: Connect
+) -> None:
+    """A relay hands over the sessions it found (Hub.deliver(sessions=...)): one renamed
+    after the look-up still gets the frame, as the nick it has now would not; one logged
+    out gets nothing. (By nick, a rename in between lost a cluster's private message.)"""
+    hub = chat_server.hub
+    ben, carl = chat_client("ben"), chat_client("carl")
+    found, gone = hub.find("ben"), hub.find("carl")
+    assert found is not None and gone is not None
+    ben.say("/nick rob")
+    ben.expect("nick", new="rob")
+    carl.close()
+    wait_until(lambda: hub.find("carl") is None, 10, "carl's logout")
+    frame = Frame("private", nick="ann", to="ben", text="by nick")
+    hub.deliver([frame], nicks=["ben"])  # the nick found: nobody has it now
+    hub.deliver([Frame("private", nick="ann", to="ben", text="by session")], sessions=[found, gone])
+    got = [f["text"] for f in ben.sync() if f["type"] == "private"]
+    assert got == ["by session"]
+
+
 def test_name_rules() -> None:
     """Nick validation says what is allowed."""
     assert valid_nick("Zoë_1", 32) is None

@@ -93,6 +93,10 @@ class Recorder:
             self.calls.append((hook, detail))
 
     @hookimpl
+    def chatkit_check_config(self, config: Config) -> None:
+        self.note("chatkit_check_config")  # (never: only chatkit check calls it)
+
+    @hookimpl
     def chatkit_configure(self, config: Config) -> None:
         self.note("chatkit_configure")
 

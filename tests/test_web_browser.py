@@ -8,6 +8,7 @@ opens its own contexts (separate localStorage) and pages.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -337,8 +338,9 @@ def test_markup_in_a_message_is_text(browser: Browser, contexts: list[BrowserCon
 
 
 def test_commands_private_and_errors(browser: Browser, contexts: list[BrowserContext]) -> None:
-    """Tab completes a command, a private message opens a conversation with an unread
-    count, and an error shows as a line, all from the keyboard."""
+    """Tab completes a command (and says so to a screen reader, with how many fit), a
+    private message opens a conversation with an unread count, and an error shows as a
+    line, all from the keyboard."""
     with web_server() as server:
         page = open_page(browser, contexts, base_url(server))
         log_in(page, "alice")
@@ -349,6 +351,13 @@ def test_commands_private_and_errors(browser: Browser, contexts: list[BrowserCon
         expect(page.locator("#suggest")).to_contain_text("/who")
         page.press("#input", "Tab")
         expect(page.locator("#input")).to_have_value("/who ")
+        expect(page.locator("#announce")).to_have_text("Completed: /who")
+        page.fill("#input", "/m")  # /me, /msg: the first, then the next
+        page.press("#input", "Tab")
+        expect(page.locator("#announce")).to_have_text(
+            re.compile(r"^Completed: /m\w+ \(\d+ commands fit: Tab again for the next\)$")
+        )
+        page.fill("#input", "/who")
         page.press("#input", "Enter")
         expect(page.locator(pane(page))).to_contain_text("carol")
         say(page, "/nosuch")

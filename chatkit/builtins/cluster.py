@@ -277,7 +277,36 @@ class Cluster:
     # -- startup and shutdown ---------------------------------------------------------
 
     @hookimpl
+    def chatkit_check_config(self, config: Config) -> None:
+        self._read(config)
+
+    @hookimpl
     def chatkit_configure(self, config: Config, pluginmanager: pluggy.PluginManager) -> None:
+        url = self._read(config)
+        try:
+            client = redis.Redis.from_url(
+                url, socket_timeout=5, socket_connect_timeout=2, decode_responses=True
+            )
+            client.ping()
+        except redis.AuthenticationError as exc:
+            # (No password where Redis wants one: "HELLO must be called with the client
+            # already authenticated...", as redis-py sends HELLO first.)
+            wanted = "a wrong password" if password_of(url) else "no password, and it wants one"
+            raise UsageError(
+                f"cluster: Redis at {self.url} refused the connection: {wanted} "
+                f"(redis://:PASSWORD@HOST:6379/0; Redis said: {exc})"
+            ) from None
+        except (redis.RedisError, OSError) as exc:
+            raise UsageError(f"cluster: cannot reach Redis at {self.url}: {exc}") from None
+        self.redis = client
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+        self._append = client.register_script(_APPEND)
+        log.info("cluster: node %s on %s (lease %gs)", self.node, self.url, self.lease)
+
+    def _read(self, config: Config) -> str:
+        """Read and check the settings; return the Redis URL as written (with its
+        password). Opens nothing: ``chatkit check`` calls it too."""
         settings = config.plugin_settings("cluster")
         check_settings("cluster", settings, SETTINGS)
         url = settings.get("url")
@@ -295,27 +324,16 @@ class Cluster:
                 raise UsageError(f"cluster: {key} must be a word without ':', not {value!r}")
         self.prefix, self.node = prefix, node
         try:
-            client = redis.Redis.from_url(
-                url, socket_timeout=5, socket_connect_timeout=2, decode_responses=True
-            )
-            client.ping()
-        except ValueError as exc:  # (the URL itself: its scheme, a port that is no number)
+            # Builds a connection as serve would, without connecting: the URL's options
+            # are read (a bad value, or one Redis's client does not take, is refused).
+            redis.ConnectionPool.from_url(url).make_connection()
+        except ValueError as exc:  # (its scheme, a port or an option's value)
             raise UsageError(f"cluster: url {self.url!r} is not a Redis URL: {exc}") from None
-        except redis.AuthenticationError as exc:
-            # (No password where Redis wants one: "HELLO must be called with the client
-            # already authenticated...", as redis-py sends HELLO first.)
-            wanted = "a wrong password" if password_of(url) else "no password, and it wants one"
+        except TypeError as exc:  # (an option no connection takes: ?tiemout=5)
             raise UsageError(
-                f"cluster: Redis at {self.url} refused the connection: {wanted} "
-                f"(redis://:PASSWORD@HOST:6379/0; Redis said: {exc})"
+                f"cluster: url {self.url!r} has an option Redis's client does not take: {exc}"
             ) from None
-        except (redis.RedisError, OSError) as exc:
-            raise UsageError(f"cluster: cannot reach Redis at {self.url}: {exc}") from None
-        self.redis = client
-        self._claim = client.register_script(_CLAIM)
-        self._release = client.register_script(_RELEASE)
-        self._append = client.register_script(_APPEND)
-        log.info("cluster: node %s on %s (lease %gs)", self.node, self.url, self.lease)
+        return url
 
     @hookimpl
     def chatkit_server_start(self, server: Server) -> None:
@@ -753,12 +771,13 @@ class Cluster:
         if message.room is not None:
             hub.deliver([frame], room=message.room)
         else:
-            if hub.find(message.to or "") is None:
+            recipient = hub.find(message.to or "")
+            if recipient is None:
                 raise CommandError(
                     f"{message.to} is on another server, which cannot be reached now",
                     "no_such_nick",
                 )
-            hub.deliver([frame], nicks=(message.nick, message.to or ""))
+            hub.deliver([frame], sessions=(session, recipient))  # (renamed since: still them)
 
     def members(self, room: str) -> list[str]:
         key = fold(room)
@@ -1118,8 +1137,9 @@ class Cluster:
                 if future is not None:
                     future.set_exception(CommandError(f"{to} has left", "no_such_nick"))
                 return
-            parties = [s.nick for s in (sender, recipient) if s is not None and s.nick]
-            hub.deliver([frame], nicks=parties)
+            # By session: either may be renamed again by now (its nick would miss it).
+            parties = [s for s in (sender, recipient) if s is not None]
+            hub.deliver([frame], sessions=parties)
             if future is not None:
                 future.set_result(ident)
         elif kind == "lost":

@@ -67,7 +67,15 @@ class Flood:
         """Seconds a paced client's line may wait; beyond, it is refused."""
 
     @hookimpl
+    def chatkit_check_config(self, config: Config) -> None:
+        self._read(config)
+
+    @hookimpl
     def chatkit_configure(self, config: Config) -> None:
+        self._read(config)
+
+    def _read(self, config: Config) -> None:
+        """Read and check the settings (opens nothing: ``chatkit check`` calls it too)."""
         settings = config.plugin_settings("flood")
         check_settings("flood", settings, ["rate", "burst", "kick_after", "max_wait"])
         self.rate = number_setting("flood", settings, "rate", RATE, 0.001)

@@ -26,7 +26,15 @@ class Log:
         self.messages = False
 
     @hookimpl
+    def chatkit_check_config(self, config: Config) -> None:
+        self._read(config)
+
+    @hookimpl
     def chatkit_configure(self, config: Config) -> None:
+        self._read(config)
+
+    def _read(self, config: Config) -> None:
+        """Read and check the settings (opens nothing: ``chatkit check`` calls it too)."""
         settings = config.plugin_settings("log")
         check_settings("log", settings, ["messages"])
         messages = settings.get("messages", False)

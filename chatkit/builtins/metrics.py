@@ -197,15 +197,12 @@ class Metrics:
         self._collector = ServerCollector()
 
     @hookimpl
+    def chatkit_check_config(self, config: Config) -> None:
+        self._read(config)
+
+    @hookimpl
     def chatkit_configure(self, config: Config) -> None:
-        settings = config.plugin_settings("metrics")
-        check_settings("metrics", settings, ["host", "max_connections", "port"])
-        most = int(number_setting("metrics", settings, "max_connections", MAX_CONNECTIONS, 1))
-        self.port = int(number_setting("metrics", settings, "port", 0, 0))
-        host = settings.get("host", HOST)
-        if not isinstance(host, str):
-            raise UsageError(f"[plugins.metrics] host must be a string, not {host!r}")
-        self.host = host
+        most = self._read(config)
         # Bound here, not at server_start, so that a port in use stops the start with
         # a clear error (exit 2), like the server's own ports. Until server_start a
         # scrape gets no samples.
@@ -230,6 +227,21 @@ class Metrics:
         bound: tuple[Any, ...] = tuple(self._httpd.server_address)
         self.address = (str(bound[0]), int(bound[1]))
         log.info("metrics on http://%s:%d/metrics", *self.address)
+
+    def _read(self, config: Config) -> int:
+        """Read and check the settings; return ``max_connections``. Opens nothing:
+        ``chatkit check`` calls it too."""
+        settings = config.plugin_settings("metrics")
+        check_settings("metrics", settings, ["host", "max_connections", "port"])
+        most = int(number_setting("metrics", settings, "max_connections", MAX_CONNECTIONS, 1))
+        self.port = int(number_setting("metrics", settings, "port", 0, 0))
+        if self.port > 65535:
+            raise UsageError(f"metrics: port must be at most 65535, not {self.port}")
+        host = settings.get("host", HOST)
+        if not isinstance(host, str):
+            raise UsageError(f"metrics: host must be a string, not {host!r}")
+        self.host = host
+        return most
 
     @hookimpl
     def chatkit_server_start(self, server: Server) -> None:

@@ -266,7 +266,28 @@ class Webhooks:
         and membership are atomic under the GIL)."""
 
     @hookimpl
+    def chatkit_check_config(self, config: Config) -> None:
+        self._read(config)
+
+    @hookimpl
     def chatkit_configure(self, config: Config) -> None:
+        listen = self._read(config)
+        if listen is None:
+            return
+        host, port, most = listen
+        handler = type("Handler", (_Handler,), {"plugin": self})
+        try:
+            self._httpd = _HttpServer((host, port), handler)
+            self._httpd.bound(most, "webhooks")
+        except OSError as exc:
+            raise UsageError(f"webhooks: cannot listen on {host}:{port}: {exc.strerror}") from None
+        self._httpd.daemon_threads = True
+        bound = self._httpd.server_address
+        self.incoming = (str(bound[0]), int(bound[1]))
+
+    def _read(self, config: Config) -> tuple[str, int, int] | None:
+        """Read and check the settings; return where the incoming endpoint listens (host,
+        port, max_connections), if it does. Opens nothing: ``chatkit check`` calls it too."""
         settings = config.plugin_settings("webhooks")
         check_settings("webhooks", settings, ["outgoing", "incoming", "max_queue"])
         max_queue = int(number_setting("webhooks", settings, "max_queue", MAX_QUEUE, 1))
@@ -280,7 +301,7 @@ class Webhooks:
             hook.max_queue = max_queue
         incoming = settings.get("incoming")
         if incoming is None:
-            return
+            return None
         if not isinstance(incoming, dict):
             raise UsageError("webhooks: incoming must be a table")
         check_settings(
@@ -300,17 +321,13 @@ class Webhooks:
         self.tokens = {token: nick for nick, token in tokens.items()}
         self._reserved = {skeleton(nick): nick for nick in tokens}
         host = incoming.get("host", "127.0.0.1")
+        if not isinstance(host, str):
+            raise UsageError(f"webhooks: incoming.host must be a string, not {host!r}")
         port = int(number_setting("webhooks", incoming, "port", 0, 0))
-        handler = type("Handler", (_Handler,), {"plugin": self})
+        if port > 65535:
+            raise UsageError(f"webhooks: incoming.port must be at most 65535, not {port}")
         most = int(number_setting("webhooks", incoming, "max_connections", MAX_CONNECTIONS, 1))
-        try:
-            self._httpd = _HttpServer((host, port), handler)
-            self._httpd.bound(most, "webhooks")
-        except OSError as exc:
-            raise UsageError(f"webhooks: cannot listen on {host}:{port}: {exc.strerror}") from None
-        self._httpd.daemon_threads = True
-        bound = self._httpd.server_address
-        self.incoming = (str(bound[0]), int(bound[1]))
+        return host, port, most
 
     @hookimpl
     def chatkit_server_start(self, server: Server) -> None:

@@ -276,10 +276,21 @@ class Accounts:
     # -- startup and shutdown ------------------------------------------------------
 
     # After history's: a bad history database is reported as history's problem.
+    @hookimpl
+    def chatkit_check_config(self, config: Config) -> None:
+        self._read(config)
+
     @hookimpl(trylast=True)
     def chatkit_configure(self, config: Config) -> None:
+        self._read(config)
+        self.store = AccountStore(accounts_db(config))
+        log.info("accounts in %s", self.store.path)
+
+    def _read(self, config: Config) -> None:
+        """Read and check the settings (opens nothing: ``chatkit check`` calls it too)."""
         settings = config.plugin_settings("accounts")
         check_settings("accounts", settings, SETTINGS)
+        accounts_db(config)  # (a db that is no file name: UsageError)
         registration = settings.get("registration", "open")
         if registration not in ("open", "closed", "invite"):
             raise UsageError(
@@ -308,8 +319,6 @@ class Accounts:
         self.by_address = Throttle(int(per_address), delay, max_delay)
         self.ipv6_prefix = config.limits.ipv6_prefix
         self.hash_wait = number_setting("accounts", settings, "hash_wait", HASH_WAIT, 0.001)
-        self.store = AccountStore(accounts_db(config))
-        log.info("accounts in %s", self.store.path)
 
     @hookimpl
     def chatkit_server_start(self, server: Server) -> None:

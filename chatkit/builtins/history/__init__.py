@@ -143,13 +143,32 @@ class History:
         self.max_nick = 32
         """The server's nick limit: ``/history NICK`` checks names by it."""
         self._server: Server | None = None  # set at chatkit_server_start
+        self._options: dict[str, Any] = {}  # MessageStore's, read by _read
 
     # -- startup and shutdown ------------------------------------------------------
 
     @hookimpl
+    def chatkit_check_config(self, config: Config, pluginmanager: pluggy.PluginManager) -> None:
+        self._read(config, pluginmanager)
+
+    @hookimpl
     def chatkit_configure(self, config: Config, pluginmanager: pluggy.PluginManager) -> None:
+        self._read(config, pluginmanager)
+        path = config.plugin_path("history")
+        self.store = MessageStore(
+            path,
+            **self._options,
+            # Only chatkit's own directory is created; a missing one elsewhere is a typo.
+            create_parent=path != ":memory:" and Path(path).parent == data_dir(),
+            on_fatal=self._fatal,
+        )
+        log.info("history in %s", self.store.path)
+
+    def _read(self, config: Config, pluginmanager: pluggy.PluginManager) -> None:
+        """Read and check the settings (opens nothing: ``chatkit check`` calls it too)."""
         settings = config.plugin_settings("history")
         check_settings("history", settings, SETTINGS)
+        config.plugin_path("history")  # (a db that is no file name: UsageError)
 
         def count(key: str, default: int, minimum: int = 0) -> int:
             value = number_setting("history", settings, key, default, minimum)
@@ -178,20 +197,16 @@ class History:
             raise UsageError(
                 f"history: synchronous must be 'normal' or 'full', not {synchronous!r}"
             )
-        path = config.plugin_path("history")
-        self.store = MessageStore(
-            path,
-            synchronous=synchronous,
-            keep=count("keep", KEEP),
-            keep_days=number_setting("history", settings, "keep_days", KEEP_DAYS, 0),
-            max_batch=count("max_batch", MAX_BATCH, 1),
-            prune_interval=number_setting("history", settings, "prune_interval", PRUNE_INTERVAL, 0),
-            busy_timeout=number_setting("history", settings, "busy_timeout", BUSY_TIMEOUT, 0),
-            # Only chatkit's own directory is created; a missing one elsewhere is a typo.
-            create_parent=path != ":memory:" and Path(path).parent == data_dir(),
-            on_fatal=self._fatal,
-        )
-        log.info("history in %s", self.store.path)
+        self._options = {
+            "synchronous": synchronous,
+            "keep": count("keep", KEEP),
+            "keep_days": number_setting("history", settings, "keep_days", KEEP_DAYS, 0),
+            "max_batch": count("max_batch", MAX_BATCH, 1),
+            "prune_interval": number_setting(
+                "history", settings, "prune_interval", PRUNE_INTERVAL, 0
+            ),
+            "busy_timeout": number_setting("history", settings, "busy_timeout", BUSY_TIMEOUT, 0),
+        }
 
     @hookimpl
     def chatkit_server_start(self, server: Server) -> None:

@@ -156,10 +156,20 @@ class Moderation:
         """Bans a room keeps at most, and mutes (``max_masks``)."""
         self._server: Server | None = None  # set at chatkit_server_start
 
+    @hookimpl
+    def chatkit_check_config(self, config: Config) -> None:
+        self._read(config)
+
     @hookimpl(trylast=True)
     def chatkit_configure(self, config: Config) -> None:
+        self._read(config)
+        self.store = ModerationStore(config.plugin_path("moderation", beside="moderation"))
+
+    def _read(self, config: Config) -> None:
+        """Read and check the settings (opens nothing: ``chatkit check`` calls it too)."""
         settings = config.plugin_settings("moderation")
         check_settings("moderation", settings, SETTINGS)
+        config.plugin_path("moderation", beside="moderation")  # (a db that is no file name)
         operators = settings.get("operators", {})
         if not isinstance(operators, dict) or not all(
             isinstance(v, list) and all(isinstance(a, str) for a in v) for v in operators.values()
@@ -171,7 +181,6 @@ class Moderation:
             raise UsageError("moderation: server_operators must be a list of accounts")
         self.server_operators = {fold(a) for a in server_ops}
         self.max_masks = int(number_setting("moderation", settings, "max_masks", MAX_MASKS, 1))
-        self.store = ModerationStore(config.plugin_path("moderation", beside="moderation"))
 
     @hookimpl
     def chatkit_server_stop(self) -> None:

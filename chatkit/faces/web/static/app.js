@@ -873,6 +873,17 @@ function suggest() {
 function complete() {
   const input = $("input");
   const value = input.value;
+  const fits = completeIn(input, value);
+  // For screen readers, which do not read a value changed under them, nor the list
+  // that appears above the box: what Tab made of it, and whether more would fit.
+  if (input.value !== value) {
+    $("announce").textContent = `Completed: ${input.value.trim()}`
+      + (fits > 1 ? ` (${fits} commands fit: Tab again for the next)` : "");
+  }
+}
+
+// Completes the box's command or nick in place; returns how many commands fit.
+function completeIn(input, value) {
   if (value.startsWith("/") && !/\s/.test(value)) {
     const found = suggest();
     if (found.length === 1) input.value = `/${found[0].name} `;
@@ -887,15 +898,16 @@ function complete() {
       }
     }
     suggest();
-    return;
+    return found.length;
   }
   // a nick of the current room
   const match = value.match(/(\S+)$/);
   const view = state.current;
-  if (!match || !view) return;
+  if (!match || !view) return 0;
   const nicks = view.kind === "room" ? [...view.members] : [view.name];
   const hit = nicks.find((n) => fold(n).startsWith(fold(match[1])) && n !== state.nick);
   if (hit) input.value = value.slice(0, value.length - match[1].length) + hit + (match.index === 0 ? ": " : " ");
+  return 0;
 }
 
 function moveView(step) {
