@@ -483,7 +483,8 @@ def test_private_history_not_kept(
 def test_what_people_meet_in_a_day(browser: Browser, contexts: list[BrowserContext]) -> None:
     """A message over the server's limit is not sent and stays in the box (the server
     would close the connection); ``/join dev`` switches to #dev; a topic set after one
-    joined reads as set then; a room's notice shows in that room; a private
+    joined reads as set then; a room's notice shows in that room, and an operator's
+    joining again is one line; a private
     conversation follows the other's nick; after a reconnect, a room joined for the
     first time shows its history."""
     with web_server(config=Config(plugins=["moderation"])) as server:
@@ -518,6 +519,16 @@ def test_what_people_meet_in_a_day(browser: Browser, contexts: list[BrowserConte
         notice = "carol let only operators set the topic"
         expect(page.locator('.pane[data-view="#mod"]')).to_contain_text(notice)
         expect(page.locator(pane(page))).not_to_contain_text(notice)
+        # An operator joining again is one line, not a join and then the server's notice.
+        carol.say("/part #mod")
+        mod = page.locator('.pane[data-view="#mod"]')
+        expect(mod).to_contain_text("carol left #mod")
+        carol.say("/join #mod")
+        carol.expect("notice", text="carol is an operator of #mod")
+        expect(mod.locator(".line").last).to_have_text(
+            re.compile("→ carol joined #mod \\(operator\\)$")
+        )
+        expect(mod).not_to_contain_text("carol is an operator of #mod")
         # A private conversation goes on under the other's new nick.
         carol.say("/msg alice psst")
         expect(page.locator("#privates button", has_text="carol")).to_be_visible()

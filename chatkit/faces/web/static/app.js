@@ -299,10 +299,11 @@ function lineEl(kind, ts) {
 }
 
 function eventLine(view, text, ts, kind = "event") {
-  if (!view) return;
+  if (!view) return null;
   const [line, body] = lineEl(kind, ts);
   body.textContent = text;
   addLine(view, line);
+  return line;
 }
 
 function messageLine(view, frame, nick) {
@@ -473,7 +474,7 @@ const handlers = {
     }
     view.members.add(f.nick);
     renderMembers();
-    eventLine(view, `→ ${f.nick} joined ${f.room}`, f.ts);
+    view.lastJoin = { nick: f.nick, line: eventLine(view, `→ ${f.nick} joined ${f.room}`, f.ts) };
   },
   leave(f) {
     const rooms = f.rooms || [f.room];
@@ -636,6 +637,15 @@ const handlers = {
   notice(f) {
     // A room's announcement (a kick, a mode) goes to that room's view.
     const view = (f.room && getView("room", f.room, false)) || currentOrFirst();
+    // An operator joining (back) is announced by the server right after the join (no
+    // "by": nobody made them one now; IRC clients need it as a MODE): one line, not two.
+    const joined = view && view.lastJoin;
+    if (f.mode === "+o" && !f.by && joined && joined.line && fold(joined.nick) === fold(String(f.arg))
+        && joined.line === view.pane.lastElementChild) {
+      joined.line.querySelector(".body").textContent += " (operator)";
+      view.lastJoin = null;
+      return;
+    }
     const where = f.room && view && view.kind === "room" && fold(view.name) === fold(f.room)
       ? "" : f.room ? `[${f.room}] ` : "";
     eventLine(view, where + String(f.text), undefined, "notice");
