@@ -261,14 +261,19 @@ def post(
         return exc.code, json.loads(exc.read())
 
 
+def incoming_server(factory: Callable[..., Server]) -> tuple[Server, ChatClient]:
+    """A server whose incoming endpoint lets the bot ci post (token T0KEN), and alice,
+    logged in to watch."""
+    server = webhooks_server(factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}})
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    return server, alice
+
+
 def test_messages_posted_over_http_reach_the_room(
     chat_server_factory: Callable[..., Server],
 ) -> None:
-    server = webhooks_server(
-        chat_server_factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
-    )
-    alice = ChatClient(server.address)
-    alice.login("alice")
+    server, alice = incoming_server(chat_server_factory)
     status, answer = post(server, "general", b'{"text": "build 42 passed"}')
     assert status == 201, answer
     message = alice.expect("message", nick="ci")
@@ -296,11 +301,7 @@ def test_a_bot_is_only_in_the_rooms_it_posts_to(
     chat_server_factory: Callable[..., Server],
 ) -> None:
     """Its first post logs it in straight into that room: not into the default one too."""
-    server = webhooks_server(
-        chat_server_factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
-    )
-    alice = ChatClient(server.address)
-    alice.login("alice")
+    server, alice = incoming_server(chat_server_factory)
     alice.say("/join #ops")
     alice.expect("join", room="#ops", nick="alice")
     assert post(server, "ops", b'{"text": "deployed"}')[0] == 201
@@ -469,11 +470,7 @@ def test_hostile_http_gets_a_clear_answer_and_the_connection_closed(
     proxy); a negative, doubled or chunked length, a token that is not ASCII, JSON too
     deep to parse and other methods each get their JSON error, and nothing is logged as
     an error."""
-    server = webhooks_server(
-        chat_server_factory, {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
-    )
-    alice = ChatClient(server.address)
-    alice.login("alice")
+    server, alice = incoming_server(chat_server_factory)
     inner = (
         b"POST /rooms/general/messages HTTP/1.1\r\nAuthorization: Bearer T0KEN\r\n"
         b"Content-Type: text/plain\r\nContent-Length: 8\r\n\r\nsmuggled"
