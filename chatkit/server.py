@@ -15,9 +15,7 @@ Threads:
   costs no thread;
 * one **writer** sends everything queued for a connection in one ``send`` (so under
   load many frames leave in one syscall) and waits with a selector where a socket is
-  full. A client whose queue passes ``max_sendq`` while it reads pauses the senders
-  until it catches up; one that stays over it for ``slow_timeout`` is cut off as a
-  slow consumer;
+  full. A client whose queue passes ``max_sendq`` is cut off as a slow consumer;
 * a **watchdog** enforces the login and idle timeouts.
 
 The server opens one listener per face (``Server(faces=[...])``, by default the line
@@ -80,10 +78,6 @@ RECV_BYTES_BUSY = 65536  # bytes asked of recv() right after one that filled its
 # client sending fast gets its lines in bigger pieces, each piece stored in one pipeline.
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections per address
 SLOW_CHECK = 0.25  # seconds between the writer's checks of queues over max_sendq
-READING = 1.0  # seconds: a client over max_sendq whose socket took bytes this recently is
-# reading, only slower than its rooms: the senders pause for it (Writer.pacing) until it is
-# back under max_sendq. One whose socket took nothing for longer does not read, and is cut
-# at slow_timeout without holding anyone up.
 SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
 # releases the GIL to the readers and the writer, and lets the new connections that sent
@@ -304,7 +298,6 @@ class Connection:
         self._lost = False  # a send failed: the client is gone, what it sent is still read
         self._blocked = False  # the socket was full at the last send: waiting for POLLOUT
         self._over_since: float | None = None  # since when _blocked with over max_sendq queued
-        self._took_at = 0.0  # when its socket last took bytes (writer thread only)
         self._cipher = b""  # TLS: encrypted bytes the socket did not take yet (counted in
         # _out_bytes as their length)
         self._feeds: list[Feed] = []  # the rooms' feeds it is a member of
@@ -338,9 +331,8 @@ class Connection:
         return self.writer.push(self, data)
 
     def pace(self) -> None:
-        """Before the channel acts on an event: wait while the writer is too far behind,
-        or a client that reads is behind by more than its ``max_sendq``."""
-        if self.writer.backlog > self.writer.max_backlog or self.writer.pacing:
+        """Before the channel acts on an event: wait while the writer is too far behind."""
+        if self.writer.backlog > self.writer.max_backlog:
             self._pause(self)
 
     def finish(self, reason: str) -> None:
@@ -469,9 +461,6 @@ class Writer:
         """Seconds a client's socket may stay full with more than its ``max_sendq``
         waiting before it is cut as a slow consumer."""
         self._over: set[Connection] = set()  # those over max_sendq with a full socket
-        self.pacing = False
-        """Whether one of them is reading (see READING): readers pause, as for a backlog.
-        Set by the writer thread at the end of each cycle; read without the lock."""
         # Readers paused by wait_for_room() wait on it, built on _lock; the writer
         # notifies it when the backlog has drained to half of max_backlog.
         self._room = threading.Condition(self._lock)
@@ -569,24 +558,20 @@ class Writer:
     def wait_for_room(self, timeout: float = 1.0) -> bool:
         """Pause the calling reader while the writer is more than ``max_backlog`` behind.
 
-        Backpressure: when fan-out produces faster than the writer sends, or than a
-        client that reads takes it in (:attr:`pacing`), the senders wait (they stop
-        reading, so TCP slows their clients) instead of the queues growing until
-        readers are cut as slow consumers. Returns once the backlog is down to half of
-        ``max_backlog`` and no reading client is over its ``max_sendq``, or after
-        ``timeout`` seconds (the caller checks its connection and calls again). Never
-        call it holding a lock. True if there is room.
+        Backpressure: when fan-out produces faster than the writer sends, the
+        senders wait (they stop reading, so TCP slows their clients) instead of the
+        queues growing until readers are cut as slow consumers. Returns once the
+        backlog is down to half of ``max_backlog``, or after ``timeout`` seconds
+        (the caller checks its connection and calls again). Never call it holding
+        a lock. True if the backlog is below the limit.
         """
-        if self._queued - self._owned <= self.max_backlog and not self.pacing:
+        if self._queued - self._owned <= self.max_backlog:
             return True
         with self._room:
             self._paused += 1
             try:
                 return self._room.wait_for(
-                    lambda: (
-                        (self._queued - self._owned <= self.max_backlog // 2 and not self.pacing)
-                        or self._stopping
-                    ),
+                    lambda: self._queued - self._owned <= self.max_backlog // 2 or self._stopping,
                     timeout,
                 )
             finally:
@@ -810,11 +795,11 @@ class Writer:
                 for conn in retired:
                     self._flush(conn)
                     self._close(conn)
-                if self._over or self.pacing:  # (without the lock: a miss is caught
-                    self._cut_stalled()  # next round, SLOW_CHECK at most while over)
+                if self._over:  # read without the lock: a miss is caught next round
+                    self._cut_stalled()
                 if self._paused:  # read without the lock: a miss is caught next round
                     with self._lock:
-                        if self._queued - self._owned <= self.max_backlog // 2 and not self.pacing:
+                        if self._queued - self._owned <= self.max_backlog // 2:
                             self._room.notify_all()
                 if stopping:
                     break
@@ -828,8 +813,7 @@ class Writer:
 
     def _cut_stalled(self) -> None:
         """Cut the connections whose socket stayed full, with more than ``max_sendq``
-        waiting, for ``slow_timeout`` seconds; then set :attr:`pacing` for those left
-        (writer thread)."""
+        waiting, for ``slow_timeout`` seconds (writer thread)."""
         now = time.monotonic()
         with self._lock:
             stalled = [
@@ -838,10 +822,7 @@ class Writer:
                 if conn._over_since is not None and now - conn._over_since > self.slow_timeout
             ]
             for conn in stalled:
-                self._cut_slow(conn)  # (out of _over)
-            # One that still reads holds the senders back until it catches up; one that
-            # took nothing for READING seconds holds nobody up while it waits to be cut.
-            self.pacing = any(now - conn._took_at < READING for conn in self._over)
+                self._cut_slow(conn)
         for conn in stalled:
             self._flush(conn)  # shuts it down
 
@@ -888,8 +869,6 @@ class Writer:
             return
         self.sends += 1
         self.bytes_sent += sent
-        if sent:
-            conn._took_at = time.monotonic()  # (it reads: see READING)
         wait = shut = False
         with self._lock:
             aborting = conn._aborting
