@@ -48,9 +48,7 @@ class Bucket:
     tokens: float
     at: float
     refused: int = 0
-    """Lines refused, or held back (a paced client's), in a row."""
-    holding: bool = False
-    """A paced client's line is waiting its turn (it was given a Wait)."""
+    """Lines refused in a row (a paced client's lines held back are not refused)."""
 
 
 class Flood:
@@ -111,19 +109,16 @@ class Flood:
             cost = min(1.0 + math.ceil(len(event.rooms) / 4), self.burst)
         if tokens >= cost:
             bucket.tokens = tokens - cost
-            # (A line that waited its turn counts, with the refused, toward kick_after:
-            # a paced client over its allowance line after line is flooding all the same.)
-            bucket.refused = bucket.refused + 1 if bucket.holding else 0
-            bucket.holding = False
-            if self.kick_after and bucket.refused >= self.kick_after:
-                client.disconnect("flooding")
+            # (A line that waited its turn is not refused: a paced client's paste arrives
+            # whole, however long, at `rate` lines a second, and costs the server only the
+            # wait; what it has not read yet waits in TCP. So it does not count toward
+            # kick_after, which would cut a paste of burst + kick_after lines.)
+            bucket.refused = 0
             return None
         bucket.tokens = tokens
         retry = (cost - tokens) / self.rate
         if client.paced and retry <= self.max_wait:
-            bucket.holding = True
             return Wait(retry)
-        bucket.holding = False
         bucket.refused += 1
         if self.kick_after and bucket.refused >= self.kick_after:
             client.disconnect("flooding")
