@@ -220,6 +220,34 @@ def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_clien
     root.expect("leave", nick="bob")
 
 
+def test_deop_of_a_server_operator_is_refused_not_announced(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/deop cannot take a server operator's rights (or a room's operator from the
+    config): refused, saying why, with no -o announced (IRC clients showed them without
+    @ while they went on setting modes)."""
+    config = moderated(server_operators=["root"], operators={"#general": ["ops"]})
+    server = chat_server_factory(config=config, disable=["flood"])
+    root, ops = chat_client(server, "root"), chat_client(server, "ops")
+    for who in (root, ops):
+        who.say("/register sesame-seed")
+        who.expect("reply", command="register")
+    chat_client(server, "ann")  # (muted below)
+    ops.say("/deop root")
+    error = ops.expect("error", code="bad_usage")
+    assert error["text"] == "root is a server operator: /deop cannot change that"
+    root.say("/deop ops")
+    error = root.expect("error", code="bad_usage")
+    assert error["text"] == (
+        "ops is an operator of #general in the server's config: /deop cannot change that"
+    )
+    root.say("/mute ann")  # both still operators of #general
+    root.expect("notice", text="root muted ann!*@*")
+    ops.say("/unmute ann")
+    ops.expect("notice", text="ops unmuted ann!*@*")
+    assert not [f for f in root.sync() if f.get("mode") == "-o"]
+
+
 def test_irc_kick_ban_and_mute_numerics() -> None:
     """On IRC, KICK #room nick :reason kicks (the kicked client sees KICK); a non-operator's gets 482; joining a room
     that bans you is 474; speaking where you are muted or banned is 404, and a NICK

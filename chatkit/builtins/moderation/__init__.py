@@ -646,6 +646,16 @@ class Moderation:
             self._store.remove("ops", fold(room), account)
             self._act(ctx, room, f"removed {nick} as an operator", "-o", nick)
             return
+        # One whose rights come from elsewhere stays an operator whatever is removed here:
+        # said so, rather than announcing a -o that changes nothing (IRC clients would
+        # show them without @ while they go on acting as one).
+        why = ""
+        if self.is_server_operator(target):
+            why = "a server operator"
+        elif target.account is not None and target.account in self.operators.get(fold(room), ()):
+            why = f"an operator of {room} in the server's config"
+        if why:
+            raise CommandError(f"{target.nick} is {why}: /deop cannot change that", "bad_usage")
         target.data.get("moderation", set()).discard(fold(room))
         if target.account is not None:
             self._store.remove("ops", fold(room), target.account)
