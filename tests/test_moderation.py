@@ -248,6 +248,33 @@ def test_deop_of_a_server_operator_is_refused_not_announced(
     assert not [f for f in root.sync() if f.get("mode") == "-o"]
 
 
+def test_a_first_member_who_registers_afterwards_keeps_the_room(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """The first member of a room, not identified, is its operator for that connection;
+    once it registers (or identifies), the account is, so it is one again when it comes
+    back (it lost the room at its next reconnection or restart, to whoever was there)."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #ops")
+    ann.expect("notice", text="you are an operator of #ops")
+    bob = chat_client(server, "bob")
+    bob.say("/join #ops")
+    bob.expect("join", room="#ops", nick="bob")
+    ann.say("/register sesame-seed")
+    ann.expect("reply", command="register")
+    ann.close()
+    bob.expect("leave", nick="ann")
+    again = ChatClient(server.address)
+    again.login("ann", password="sesame-seed")
+    again.say("/join #ops")
+    again.expect("join", room="#ops", nick="ann")
+    bob.expect("notice", text="ann is an operator of #ops")
+    again.say("/mute #ops bob")
+    again.expect("notice", text="ann muted bob!*@*")
+    again.close()
+
+
 def test_irc_kick_ban_and_mute_numerics() -> None:
     """On IRC, KICK #room nick :reason kicks (the kicked client sees KICK); a non-operator's gets 482; joining a room
     that bans you is 474; speaking where you are muted or banned is 404, and a NICK

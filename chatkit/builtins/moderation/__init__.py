@@ -418,15 +418,24 @@ class Moderation:
 
     @hookimpl
     def chatkit_on_account(self, client: Session) -> None:
+        account = client.account
+        if account is None:
+            return
         # A server ban of an account holds once a client proves it later than its
         # login (/identify), as it does at login.
-        if client.account is None or self.is_server_operator(client):
-            return
-        for mask in self._store.rows("bans", SERVER):
-            if matches(mask, client):
-                client.notice("you are banned from this server")
-                client.disconnect("banned")
-                return
+        if not self.is_server_operator(client):
+            for mask in self._store.rows("bans", SERVER):
+                if matches(mask, client):
+                    client.notice("you are banned from this server")
+                    client.disconnect("banned")
+                    return
+        # Rooms this connection holds as their operator (it was their first member
+        # before it identified): the account holds them now, as the first member who
+        # was identified would, so they stay its across a reconnection or a restart.
+        for key in sorted(client.data.get("moderation", set())):
+            if account not in self._store.rows("ops", key):
+                self._store.add("ops", key, account)
+                log.info("%s is an operator of %s as account %s", client.nick, key, account)
 
     @hookimpl
     def chatkit_on_join(self, client: Session, room: str) -> None:
