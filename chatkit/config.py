@@ -463,15 +463,26 @@ def check_settings(plugin: str, settings: dict[str, Any], known: Iterable[str]) 
 
 
 def number_setting(
-    plugin: str, settings: dict[str, Any], key: str, default: float, minimum: float
+    plugin: str,
+    settings: dict[str, Any],
+    key: str,
+    default: float,
+    minimum: float,
+    maximum: float = math.inf,
 ) -> float:
-    """The number ``settings[key]`` (or ``default``); :class:`UsageError` if below ``minimum``."""
+    """The number ``settings[key]`` (or ``default``); :class:`UsageError` if below
+    ``minimum`` or above ``maximum`` (a port's 65535)."""
     value = settings.get(key, default)
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not value >= minimum  # (nan too)
+        or not minimum <= value <= maximum  # (nan too)
         or not math.isfinite(value)
     ):
-        raise UsageError(f"{plugin}: {key} must be a number of at least {minimum:g}, not {value!r}")
+        bounds = (
+            f"of at least {minimum:g}"
+            if maximum == math.inf
+            else f"from {minimum:g} to {maximum:g}"
+        )
+        raise UsageError(f"{plugin}: {key} must be a number {bounds}, not {value!r}")
     return float(value)

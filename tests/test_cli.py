@@ -804,7 +804,7 @@ def test_check_has_the_plugins_check_their_settings_and_opens_nothing(tmp_path: 
         ),
         (
             '[server]\nplugins = ["metrics"]\n[plugins.metrics]\nport = 70000\n',
-            "metrics: port must be at most 65535",
+            "metrics: port must be a number from 0 to 65535, not 70000",
         ),
         (
             '[server]\nplugins = ["webhooks"]\n[[plugins.webhooks.outgoing]]\nurl = "ftp://x"\n',
@@ -812,7 +812,7 @@ def test_check_has_the_plugins_check_their_settings_and_opens_nothing(tmp_path: 
         ),
         (
             '[server]\nplugins = ["webhooks"]\n[plugins.webhooks.incoming]\nport = 70000\n',
-            "webhooks: incoming.port must be at most 65535",
+            "webhooks: port must be a number from 0 to 65535, not 70000",
         ),
         (
             '[server]\nplugins = ["cluster"]\n[plugins.cluster]\nurl = "http://127.0.0.1/"\n',

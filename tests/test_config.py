@@ -237,3 +237,5 @@ def test_a_limit_or_plugin_number_that_is_not_finite_is_refused(tmp_path: Path, 
         load_config(write(tmp_path, f"[limits]\nlogin_timeout = {value}\n"))
     with pytest.raises(UsageError, match="x: n must be a number of at least 0"):
         number_setting("x", {"n": float(value)}, "n", 1, 0)
+    with pytest.raises(UsageError, match="x: n must be a number from 0 to 65535, not 65536"):
+        number_setting("x", {"n": 65536}, "n", 1, 0, 65535)

@@ -234,9 +234,7 @@ class Metrics:
         settings = config.plugin_settings("metrics")
         check_settings("metrics", settings, ["host", "max_connections", "port"])
         most = int(number_setting("metrics", settings, "max_connections", MAX_CONNECTIONS, 1))
-        self.port = int(number_setting("metrics", settings, "port", 0, 0))
-        if self.port > 65535:
-            raise UsageError(f"metrics: port must be at most 65535, not {self.port}")
+        self.port = int(number_setting("metrics", settings, "port", 0, 0, 65535))
         host = settings.get("host", HOST)
         if not isinstance(host, str):
             raise UsageError(f"metrics: host must be a string, not {host!r}")

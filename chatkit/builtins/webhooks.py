@@ -323,9 +323,7 @@ class Webhooks:
         host = incoming.get("host", "127.0.0.1")
         if not isinstance(host, str):
             raise UsageError(f"webhooks: incoming.host must be a string, not {host!r}")
-        port = int(number_setting("webhooks", incoming, "port", 0, 0))
-        if port > 65535:
-            raise UsageError(f"webhooks: incoming.port must be at most 65535, not {port}")
+        port = int(number_setting("webhooks", incoming, "port", 0, 0, 65535))
         most = int(number_setting("webhooks", incoming, "max_connections", MAX_CONNECTIONS, 1))
         return host, port, most
 
