@@ -15,7 +15,10 @@ Threads:
   costs no thread;
 * one **writer** sends everything queued for a connection in one ``send`` (so under
   load many frames leave in one syscall) and waits with a selector where a socket is
-  full. A client whose queue passes ``max_sendq`` is cut off as a slow consumer;
+  full. A client whose queue passes ``max_sendq`` while it still reads *holds* its
+  rooms: the readers of their members pause (TCP slows their clients) until it is
+  down to half of ``max_sendq``. One that stays over for ``slow_timeout`` is cut off
+  as a slow consumer, whether it reads or not;
 * a **watchdog** enforces the login and idle timeouts.
 
 The server opens one listener per face (``Server(faces=[...])``, by default the line
@@ -78,6 +81,13 @@ RECV_BYTES_BUSY = 65536  # bytes asked of recv() right after one that filled its
 # client sending fast gets its lines in bigger pieces, each piece stored in one pipeline.
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections per address
 SLOW_CHECK = 0.25  # seconds between the writer's checks of queues over max_sendq
+READING = 2.0  # seconds: a client over max_sendq whose socket took bytes this recently is
+# reading, only slower than its rooms, and holds them (Writer.holds): their senders pause
+# until it is back to half of max_sendq. One whose socket took nothing for longer does not
+# read: it holds nobody up, and is cut at slow_timeout.
+IN_STEP = 0.25  # seconds the senders of a room a client held go in step with the writer
+# once it has caught up (Writer._watched): long enough for the writer to see whether it is
+# over again, short enough not to slow a room that simply goes on.
 SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
 # releases the GIL to the readers and the writer, and lets the new connections that sent
@@ -298,6 +308,8 @@ class Connection:
         self._lost = False  # a send failed: the client is gone, what it sent is still read
         self._blocked = False  # the socket was full at the last send: waiting for POLLOUT
         self._over_since: float | None = None  # since when _blocked with over max_sendq queued
+        # (until it is back to half of max_sendq)
+        self._took_at = 0.0  # when its socket last took bytes (the writer's; see READING)
         self._cipher = b""  # TLS: encrypted bytes the socket did not take yet (counted in
         # _out_bytes as their length)
         self._feeds: list[Feed] = []  # the rooms' feeds it is a member of
@@ -331,8 +343,14 @@ class Connection:
         return self.writer.push(self, data)
 
     def pace(self) -> None:
-        """Before the channel acts on an event: wait while the writer is too far behind."""
-        if self.writer.backlog > self.writer.max_backlog:
+        """Before the channel acts on an event: wait while the writer is too far behind,
+        or one of this client's rooms is held by a member that reads slower than it."""
+        writer = self.writer
+        # (_held and _watched are read without the lock: the writer swaps them whole,
+        # and a stale set only makes this reader pause, or go on, one line later.)
+        if writer.backlog > writer.max_backlog or (
+            (writer._held or writer._watched) and writer.holds(self)
+        ):
             self._pause(self)
 
     def finish(self, reason: str) -> None:
@@ -461,6 +479,19 @@ class Writer:
         """Seconds a client's socket may stay full with more than its ``max_sendq``
         waiting before it is cut as a slow consumer."""
         self._over: set[Connection] = set()  # those over max_sendq with a full socket
+        # The feeds of the rooms held by one of _over that reads (see READING): their
+        # members' readers pause. A new set each writer cycle while _over is not empty,
+        # swapped in whole, so readers may test it without the lock.
+        self._held: frozenset[Feed] = frozenset()
+        # The feeds of the rooms of those that caught up (back to half of max_sendq)
+        # within the last IN_STEP seconds, and when each did (the writer's). Until a
+        # hold would be seen again, their senders go in step with the writer: one
+        # publishes again only once the writer has handed its last run over (and so
+        # found whether that put the member over again). Else, released at once, they
+        # can publish for the several milliseconds the writer waits for the GIL, and
+        # put a member that reads far over max_sendq before it holds them again.
+        self._watched: frozenset[Feed] = frozenset()
+        self._caught_up: dict[Connection, float] = {}
         # Readers paused by wait_for_room() wait on it, built on _lock; the writer
         # notifies it when the backlog has drained to half of max_backlog.
         self._room = threading.Condition(self._lock)
@@ -555,23 +586,45 @@ class Writer:
         """
         return self._queued - self._owned
 
-    def wait_for_room(self, timeout: float = 1.0) -> bool:
-        """Pause the calling reader while the writer is more than ``max_backlog`` behind.
+    def holds(self, conn: Connection) -> bool:
+        """Whether one of ``conn``'s rooms is held: a member that reads, only slower
+        than the room, is over its ``max_sendq`` (see READING), or it caught up just now
+        and the writer has not yet handed the room's last run over (see ``_watched``).
+        Any thread; takes the lock."""
+        with self._lock:
+            return self._holds(conn)
 
-        Backpressure: when fan-out produces faster than the writer sends, the
-        senders wait (they stop reading, so TCP slows their clients) instead of the
-        queues growing until readers are cut as slow consumers. Returns once the
-        backlog is down to half of ``max_backlog``, or after ``timeout`` seconds
-        (the caller checks its connection and calls again). Never call it holding
-        a lock. True if the backlog is below the limit.
+    def _holds(self, conn: Connection) -> bool:
+        held, watched = self._held, self._watched
+        return any(feed in held or (feed.frames and feed in watched) for feed in conn._feeds)
+
+    def wait_for_room(self, conn: Connection, timeout: float = 1.0) -> bool:
+        """Pause the calling reader, ``conn``'s, while the writer is more than
+        ``max_backlog`` behind, or one of ``conn``'s rooms is held (:meth:`holds`).
+
+        Backpressure: when fan-out produces faster than the writer sends, or than a
+        member of a room reads, the senders wait (they stop reading, so TCP slows their
+        clients) instead of the queues growing until readers are cut as slow
+        consumers. A hold pauses only the members of the held rooms: a room beside
+        them goes on. Returns once the backlog is down to half of ``max_backlog`` and
+        no room of ``conn``'s is held, or after ``timeout`` seconds (the caller checks
+        its connection and calls again). Never call it holding a lock. True if it may
+        go on.
         """
-        if self._queued - self._owned <= self.max_backlog:
+        behind = self._queued - self._owned > self.max_backlog
+        if not behind and not ((self._held or self._watched) and self.holds(conn)):
             return True
+        # Behind: go on once the backlog is down to half (not at once below the limit,
+        # which would pause again a line later). Held: once the hold ends.
+        limit = self.max_backlog // 2 if behind else self.max_backlog
         with self._room:
             self._paused += 1
             try:
                 return self._room.wait_for(
-                    lambda: self._queued - self._owned <= self.max_backlog // 2 or self._stopping,
+                    lambda: (
+                        (self._queued - self._owned <= limit and not self._holds(conn))
+                        or self._stopping
+                    ),
                     timeout,
                 )
             finally:
@@ -773,7 +826,9 @@ class Writer:
             while True:
                 # While a queue is over its limit, wake to check it even if nothing
                 # is queued to it (a client that never reads, senders paused).
-                events = self._selector.select(SLOW_CHECK if self._over else None)
+                events = self._selector.select(
+                    SLOW_CHECK if self._over or self._caught_up else None
+                )
                 # Drain the wake pipe before taking the lists: a wake sent after the
                 # swap below then stays in the pipe for the next select().
                 self._drain_wake()
@@ -795,12 +850,15 @@ class Writer:
                 for conn in retired:
                     self._flush(conn)
                     self._close(conn)
-                if self._over:  # read without the lock: a miss is caught next round
+                # (Read without the lock: a miss is caught next round, SLOW_CHECK at most
+                # while one is over or caught up lately.)
+                if self._over or self._held or self._caught_up:
                     self._cut_stalled()
                 if self._paused:  # read without the lock: a miss is caught next round
                     with self._lock:
-                        if self._queued - self._owned <= self.max_backlog // 2:
-                            self._room.notify_all()
+                        # Each paused reader tests its own condition (the backlog, and
+                        # whether a room of its own is held).
+                        self._room.notify_all()
                 if stopping:
                     break
         except Exception:
@@ -813,7 +871,8 @@ class Writer:
 
     def _cut_stalled(self) -> None:
         """Cut the connections whose socket stayed full, with more than ``max_sendq``
-        waiting, for ``slow_timeout`` seconds (writer thread)."""
+        waiting (until back to half of it), for ``slow_timeout`` seconds; then hold the
+        rooms of those left that read (writer thread)."""
         now = time.monotonic()
         with self._lock:
             stalled = [
@@ -822,7 +881,18 @@ class Writer:
                 if conn._over_since is not None and now - conn._over_since > self.slow_timeout
             ]
             for conn in stalled:
-                self._cut_slow(conn)
+                self._cut_slow(conn)  # (out of _over)
+            # One that still reads holds its rooms' senders back until it is down to half
+            # of max_sendq; one that took nothing for READING seconds holds nobody up
+            # while it waits to be cut. So a hold lasts slow_timeout at most: a client
+            # too slow to drain half its max_sendq in that time is cut, and its rooms go on.
+            self._held = frozenset(
+                feed for conn in self._over if now - conn._took_at < READING for feed in conn._feeds
+            )
+            for conn, at in list(self._caught_up.items()):
+                if now - at >= IN_STEP or conn in self._over or conn._aborting:
+                    del self._caught_up[conn]
+            self._watched = frozenset(feed for conn in self._caught_up for feed in conn._feeds)
         for conn in stalled:
             self._flush(conn)  # shuts it down
 
@@ -869,6 +939,8 @@ class Writer:
             return
         self.sends += 1
         self.bytes_sent += sent
+        if sent:
+            conn._took_at = time.monotonic()  # (it reads: see READING)
         wait = shut = False
         with self._lock:
             aborting = conn._aborting
@@ -893,9 +965,10 @@ class Writer:
                 conn._blocked = not sent_all
                 self._owned += self._owned_of(conn) - owned
                 if conn._over_since is not None and (
-                    not conn._blocked or conn._out_bytes <= conn.max_sendq
+                    not conn._blocked or conn._out_bytes <= conn.max_sendq // 2
                 ):
-                    conn._over_since = None  # it caught up
+                    conn._over_since = None  # it caught up (and releases its rooms)
+                    self._caught_up[conn] = time.monotonic()
                     self._over.discard(conn)
                 if conn._blocked:
                     # Unsent bytes go back in front: anything pushed meanwhile is
@@ -1989,10 +2062,12 @@ class Server:
         return True
 
     def _pause(self, conn: Connection) -> None:
-        """Wait, before handling the next line, until the writer has caught up.
+        """Wait, before handling the next line, until the writer has caught up and no
+        room of the client's is held (see :meth:`Writer.wait_for_room`).
 
-        The server is behind, not the client: its lines wait (unread lines slow
-        its client through TCP) rather than anyone being cut as a slow consumer.
+        The server, or a member of one of its rooms, is behind, not this client: its
+        lines wait (unread lines slow its client through TCP) rather than anyone being
+        cut as a slow consumer.
         Lines already accepted are delivered first (settle), so a pause never
         holds up a room's lane.
         """
@@ -2001,7 +2076,7 @@ class Server:
             self.hub.settle(session)
         self.paused += 1  # a metric; a racy increment only miscounts
         while not conn.finishing and not self._stop_event.is_set():
-            if self.writer.wait_for_room():
+            if self.writer.wait_for_room(conn):
                 return
 
     def _watchdog(self) -> None:

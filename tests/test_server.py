@@ -472,6 +472,136 @@ def test_a_client_that_reads_slowly_is_not_cut_for_a_burst(chat_server_factory: 
     alice.close()
 
 
+def _slow_reader(address: tuple[str, int], nick: str, window: int) -> socket.socket:
+    """A raw client with a receive window of ``window`` bytes, logging in as ``nick``."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)
+    sock.connect(address)
+    sock.sendall(b'{"type":"hello","nick":"%s"}\n' % nick.encode())
+    return sock
+
+
+def _small_send_buffer(server: Server, nick: str) -> Session:
+    """``nick``'s session, its server-side socket given small kernel buffers: they would
+    grow to megabytes and hold a whole burst, and the queue, not the kernel, must hold
+    what the client is behind."""
+    wait_until(lambda: server.hub.find(nick) is not None)
+    session = server.hub.find(nick)
+    assert session is not None
+    session.transport.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)  # type: ignore[attr-defined]
+    return session
+
+
+def test_a_reader_behind_for_longer_than_slow_timeout_holds_its_room_and_stays(
+    chat_server_factory: Factory,
+) -> None:
+    """A client reading steadily, but slower than its room for several times
+    slow_timeout, with max_backlog far away (the server's writer is not behind): while
+    it is over max_sendq and its socket still takes bytes, it holds its room (the
+    senders pause) until it is down to half of max_sendq, so it is not cut and gets
+    every message, in order. (It was cut once slow_timeout passed: the benchmark's
+    overload cut 2 of 100 readers that read as fast as the others.)"""
+    server = chat_server_factory(
+        max_sendq=16 * 1024, max_backlog=64 * 1024 * 1024, slow_timeout=0.25, disable=["flood"]
+    )
+    # (A window not much smaller than what it reads at once: a tiny one stalls TCP
+    # itself for 200 ms at a time, waiting for a window update, however fast it reads.)
+    slowpoke = _slow_reader(server.address, "slowpoke", 256 * 1024)
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    wait_until(lambda: "slowpoke" in (server.hub.who("#general") or []))
+    session = _small_send_buffer(server, "slowpoke")
+    count, payload = 3000, "x" * 1000  # 3 MB: about a second at its pace, 4 slow_timeouts
+    got: list[bytes] = []
+
+    def read_slowly() -> None:
+        buf = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if buf[: buf.rfind(b"\n") + 1].count(b'"type":"message"') >= count:
+                break  # every message, each one whole
+            data = slowpoke.recv(8192)
+            if not data:
+                break
+            buf += data
+            time.sleep(0.002)  # about 4 MB/s at most: slower than the server can send
+        got.append(buf)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    for i in range(count):
+        alice.say(f"{i} {payload}")
+        if i % 100 == 0:
+            alice.sync()  # alice reads her copies: she is no slow consumer herself
+    reader.join(40)
+    texts = re.findall(rb'"text":"(\d+) ', got[0])
+    assert [int(t) for t in texts] == list(range(count))
+    assert server.hub.find("slowpoke") is session
+    assert server.paused > 0  # alice did wait
+    slowpoke.close()
+    alice.close()
+
+
+def test_a_reader_behind_holds_only_its_own_rooms(chat_server_factory: Factory) -> None:
+    """While a client that reads slowly holds #general (its senders paused), a room it
+    is not in goes on; once it leaves, #general's paused lines are all delivered."""
+    server = chat_server_factory(
+        max_sendq=16 * 1024, max_backlog=64 * 1024 * 1024, slow_timeout=30, disable=["flood"]
+    )
+    slowpoke = _slow_reader(server.address, "slowpoke", 16384)
+    _small_send_buffer(server, "slowpoke")
+    carol, dave = ChatClient(server.address), ChatClient(server.address)
+    carol.login("carol", room="#other")
+    dave.login("dave", room="#other")
+    alice = socket.create_connection(server.address)
+    alice.sendall(b'{"type":"hello","nick":"alice"}\n')
+    wait_until(lambda: "alice" in (server.hub.who("#general") or []))
+    stop = threading.Event()
+
+    def read_slowly() -> None:  # about 40 KB/s: far slower than alice's burst
+        while not stop.is_set():
+            if not slowpoke.recv(4096):
+                break
+            time.sleep(0.1)
+
+    count, payload = 1000, b"x" * 1000  # 1 MB: 25 seconds at slowpoke's pace
+    burst = b"".join(b'{"type":"say","text":"%d %s"}\n' % (i, payload) for i in range(count))
+    echoes: list[int] = []
+
+    def read_alice() -> None:  # alice reads her copies at once
+        buf = b""
+        while len(echoes) < count:
+            data = alice.recv(65536)
+            if not data:
+                break
+            buf += data
+            lines = buf.split(b"\n")
+            buf = lines.pop()
+            echoes.extend(
+                int(m.group(1)) for line in lines if (m := re.search(rb'"text":"(\d+) ', line))
+            )
+
+    threads = [
+        threading.Thread(target=read_slowly),
+        threading.Thread(target=read_alice),
+        threading.Thread(target=alice.sendall, args=(burst,)),
+    ]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: server.writer._paused > 0, timeout=10)  # alice waits for slowpoke
+    carol.say("next door", room="#other")
+    dave.expect("message", text="next door", room="#other")
+    assert len(echoes) < count  # #general was still held meanwhile
+    stop.set()
+    slowpoke.close()  # it goes: nothing holds #general now
+    threads[1].join(20)
+    assert echoes == list(range(count))
+    for thread in threads:
+        thread.join(5)
+    for client in (alice, carol, dave):
+        client.close()
+
+
 def test_shutdown_tells_clients_and_closes_them(chat_client: Connect) -> None:
     """shutdown() sends every client a notice, closes it, and runs logout hooks."""
     reasons: list[str] = []
