@@ -155,20 +155,23 @@ def test_replayed_history_keeps_the_account() -> None:
 def test_nickserv_is_nobodys_and_answers_identify_and_register(server: Server) -> None:
     """No one may take a service's nick (IRC clients send it passwords): NICK NickServ
     is 432; PRIVMSG NickServ :REGISTER and :IDENTIFY (what clients send on connecting)
-    are chatkit's /register and /identify, and anything else gets a NOTICE from it."""
+    are chatkit's /register and /identify, answered (and refused) by NOTICEs from
+    NickServ, where IRC clients show them; anything else gets a NOTICE from it too."""
     with IrcClient(server.addresses["irc"]) as mal, IrcClient(server.addresses["irc"]) as ann:
         mal.register("mal")
         mal.send("NICK NickServ")
         mal.expect(f":{SERVER} 432 mal NickServ :")
         ann.register("ann")
         ann.send("PRIVMSG NickServ :REGISTER anns-password")
-        assert "registered" in ann.expect(" NOTICE ann :")
+        ann.expect(":NickServ!NickServ@services NOTICE ann :ann is registered to you")
         ann.send("QUIT")
     with IrcClient(server.addresses["irc"]) as ann:
         ann.register("guest")
+        ann.send("PRIVMSG NickServ :IDENTIFY ann wrong-password")
+        ann.expect(":NickServ!NickServ@services NOTICE guest :")
         ann.send("PRIVMSG NickServ :IDENTIFY ann anns-password")
         ann.expect(":guest!guest@chatkit NICK ann")  # identified, and renamed to it
-        ann.expect(f":{SERVER} NOTICE ann :you are identified as ann")
+        ann.expect(":NickServ!NickServ@services NOTICE ann :you are identified as ann")
         ann.send("PRIVMSG nickserv :HELP")
         ann.expect(":NickServ!NickServ@services NOTICE ann :There are no services here")
 

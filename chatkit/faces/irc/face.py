@@ -338,6 +338,10 @@ class IrcChannel:
         self._dropping: str | None = None  # a refused batch's reference: its lines are dropped
         self._target_batches = itertools.count(1)  # CHATHISTORY TARGETS batch references
         self._captured: list[dict[str, Any]] | None = None  # a modes request being answered
+        # The reader's thread while it runs a command sent to NickServ: the command's
+        # replies and refusals, which come on that thread, are NOTICEs from NickServ
+        # (other threads' frames for this client are not). Written by the reader only.
+        self._services: int | None = None
         self._ops: dict[str, set[str]] = {}  # room to its operators (folded), as last asked
         self.modes: set[str] = set()
         """The client's user modes (only ``i``, which changes nothing here)."""
@@ -348,7 +352,9 @@ class IrcChannel:
 
     def encode(self, frame: Frame) -> bytes:
         with self._send_lock:
-            if frame.type == "modes" and self._captured is not None:
+            if frame.type in ("reply", "error") and self._services == threading.get_ident():
+                frame = Frame("irc", messages=self._from_nickserv(str(frame.fields["text"])))
+            elif frame.type == "modes" and self._captured is not None:
                 # The moderation plugin's answer to the face's own request (_modes).
                 self._captured.append(dict(frame.fields))
                 return b""
@@ -652,14 +658,27 @@ class IrcChannel:
         command = {"IDENTIFY": "identify", "REGISTER": "register"}.get(verb.upper())
         if command is None or self.hub.commands.get(command) is None:
             self.send(
-                Message(
-                    "NOTICE",
-                    (self.protocol.nick, "There are no services here: /quote HELP lists commands"),
-                    NICKSERV_SOURCE,
-                )
+                *self._from_nickserv("There are no services here: /quote HELP lists commands")
             )
             return
-        self.chat_command(command.upper(), tuple(rest.split()))
+        # Its answers, and its refusals, from NickServ: where the client shows them (the
+        # NickServ window, beside what it sent), not as the server's notices.
+        self._services = threading.get_ident()
+        try:
+            self.chat_command(command.upper(), tuple(rest.split()))
+        except CommandError as exc:
+            if self.session.unsettled:
+                self.hub.settle(self.session)
+            self.send(*self._from_nickserv(exc.text))
+        finally:
+            self._services = None
+
+    def _from_nickserv(self, text: str) -> list[Message]:
+        """``text`` as NOTICEs from NickServ to this client, a line each."""
+        nick = self.protocol.nick
+        return [
+            Message("NOTICE", (nick, line), NICKSERV_SOURCE) for line in text.splitlines() or [""]
+        ]
 
     def ctcp(self, targets: str, text: str, command: str) -> None:
         """A CTCP query (``PRIVMSG``) or reply (``NOTICE``) other than ACTION: VERSION,
