@@ -935,7 +935,7 @@ class Hub:
         """Create ``room`` (checked by :meth:`_check_room_name` before any change)."""
         assert self._lock.locked()
         self._check_room_name(room)
-        found = self._rooms[_key(room)] = Room(room, self._outbox.feed())
+        found = self._rooms[_key(room)] = Room(room, self._outbox.feed(_key(room)))
         self._room_skeletons.setdefault(names.skeleton(room), _key(room))
         return found
 

@@ -15,10 +15,10 @@ Threads:
   costs no thread;
 * one **writer** sends everything queued for a connection in one ``send`` (so under
   load many frames leave in one syscall) and waits with a selector where a socket is
-  full. A client whose queue passes ``max_sendq`` while it still reads *holds* its
-  rooms: the readers of their members pause (TCP slows their clients) until it is
-  down to half of ``max_sendq``. One that stays over for ``slow_timeout`` is cut off
-  as a slow consumer, whether it reads or not;
+  full. A client over ``max_sendq`` with its rooms' messages, that still reads,
+  *holds* those rooms: a reader pauses before a message to one of them (TCP slows its
+  client) until the client is down to half of ``max_sendq``. One that stays over for
+  ``slow_timeout`` is cut off as a slow consumer, whether it reads or not;
 * a **watchdog** enforces the login and idle timeouts.
 
 The server opens one listener per face (``Server(faces=[...])``, by default the line
@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self, cast
 
+from chatkit import names
 from chatkit import plugins as plugins_mod
 from chatkit.addresses import address_key
 from chatkit.codecs import JSON_CODEC, Codec
@@ -85,9 +86,10 @@ READING = 2.0  # seconds: a client over max_sendq whose socket took bytes this r
 # reading, only slower than its rooms, and holds them (Writer.holds): their senders pause
 # until it is back to half of max_sendq. One whose socket took nothing for longer does not
 # read: it holds nobody up, and is cut at slow_timeout.
-IN_STEP = 0.25  # seconds the senders of a room a client held go in step with the writer
-# once it has caught up (Writer._watched): long enough for the writer to see whether it is
-# over again, short enough not to slow a room that simply goes on.
+IN_STEP = 1.0  # seconds the senders of a room go in step with the writer (one run per
+# cycle: Writer._watched) after a member that held it caught up, and as long after as its
+# queue is not empty: long enough for what TCP kept for many paused senders to be read in
+# steps the writer can see, so that none of it puts the member far over max_sendq at once.
 SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
 # releases the GIL to the readers and the writer, and lets the new connections that sent
@@ -259,7 +261,7 @@ class Connection:
         max_sendq: int,
         writer: Writer,
         face: Face,
-        pause: Callable[[Connection], None],
+        pause: Callable[[Connection, Iterable[str | None]], None],
         tls: TlsState | None = None,
     ) -> None:
         self.sock = sock
@@ -310,6 +312,9 @@ class Connection:
         self._over_since: float | None = None  # since when _blocked with over max_sendq queued
         # (until it is back to half of max_sendq)
         self._took_at = 0.0  # when its socket last took bytes (the writer's; see READING)
+        self._pushed = 0  # of _out_bytes, about how many are its own (pushed: replies, pages
+        # of history; and private messages), not its rooms': those never make it hold a room
+        # (see Writer._cut_stalled). Counted as the first sent: an estimate.
         self._cipher = b""  # TLS: encrypted bytes the socket did not take yet (counted in
         # _out_bytes as their length)
         self._feeds: list[Feed] = []  # the rooms' feeds it is a member of
@@ -342,16 +347,17 @@ class Connection:
             self.writer.count_error(str(frame.fields.get("code")))
         return self.writer.push(self, data)
 
-    def pace(self) -> None:
+    def pace(self, rooms: Iterable[str | None] = ()) -> None:
         """Before the channel acts on an event: wait while the writer is too far behind,
-        or one of this client's rooms is held by a member that reads slower than it."""
+        or, for a message to ``rooms`` (``None``: the current room), while one of them is
+        held by a member that reads slower than it (:meth:`Writer.holds`)."""
         writer = self.writer
         # (_held and _watched are read without the lock: the writer swaps them whole,
-        # and a stale set only makes this reader pause, or go on, one line later.)
+        # and a stale one only makes this reader pause, or go on, one line later.)
         if writer.backlog > writer.max_backlog or (
-            (writer._held or writer._watched) and writer.holds(self)
+            rooms and (writer._held or writer._watched) and writer.holds(self, rooms)
         ):
-            self._pause(self)
+            self._pause(self, rooms)
 
     def finish(self, reason: str) -> None:
         """Send what is queued, then close; the logout reason will be ``reason``.
@@ -417,10 +423,15 @@ class Feed:
     when a member joins or leaves. Guarded by its writer's lock.
     """
 
-    __slots__ = ("_writer", "frames", "members")
+    __slots__ = ("_writer", "claimed", "frames", "key", "members")
 
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, key: str) -> None:
         self._writer = writer
+        self.key = key
+        """The room's key (its folded name)."""
+        self.claimed = False
+        """In step (see ``Writer._watched``): a reader may publish to it before the
+        writer's next cycle."""
         self.members: dict[Connection, None] = {}
         """The members' connections (a dict as an ordered set)."""
         self.frames: list[Frame] = []
@@ -479,19 +490,19 @@ class Writer:
         """Seconds a client's socket may stay full with more than its ``max_sendq``
         waiting before it is cut as a slow consumer."""
         self._over: set[Connection] = set()  # those over max_sendq with a full socket
-        # The feeds of the rooms held by one of _over that reads (see READING): their
-        # members' readers pause. A new set each writer cycle while _over is not empty,
-        # swapped in whole, so readers may test it without the lock.
-        self._held: frozenset[Feed] = frozenset()
-        # The feeds of the rooms of those that caught up (back to half of max_sendq)
-        # within the last IN_STEP seconds, and when each did (the writer's). Until a
-        # hold would be seen again, their senders go in step with the writer: one
-        # publishes again only once the writer has handed its last run over (and so
-        # found whether that put the member over again). Else, released at once, they
-        # can publish for the several milliseconds the writer waits for the GIL, and
-        # put a member that reads far over max_sendq before it holds them again.
-        self._watched: frozenset[Feed] = frozenset()
-        self._caught_up: dict[Connection, float] = {}
+        # The keys of the rooms held by one of _over that reads (see READING): a message
+        # to one of them waits. A new set each writer cycle while one is over, swapped
+        # in whole, so readers may test it without the lock.
+        self._held: frozenset[str] = frozenset()
+        # The feeds, by key, of the rooms of those that caught up (back to half of
+        # max_sendq, not yet to an empty queue). Their senders go in step with the
+        # writer: one reader publishes to such a room per writer cycle, and only once
+        # the writer has handed the last run over (and so found whether it put the
+        # member over again). Let go at once, every paused sender would publish what
+        # TCP kept for it during the hold, for the milliseconds the writer waits for
+        # the GIL, and put a member that reads far over max_sendq before it is held again.
+        self._watched: dict[str, Feed] = {}
+        self._caught_up: dict[Connection, float] = {}  # when each caught up
         # Readers paused by wait_for_room() wait on it, built on _lock; the writer
         # notifies it when the backlog has drained to half of max_backlog.
         self._room = threading.Condition(self._lock)
@@ -567,6 +578,7 @@ class Writer:
         self._owned -= self._owned_of(conn)
         conn._blocked = False
         conn._out_bytes = 0
+        conn._pushed = 0
         conn._over_since = None
         self._over.discard(conn)
 
@@ -586,33 +598,49 @@ class Writer:
         """
         return self._queued - self._owned
 
-    def holds(self, conn: Connection) -> bool:
-        """Whether one of ``conn``'s rooms is held: a member that reads, only slower
-        than the room, is over its ``max_sendq`` (see READING), or it caught up just now
-        and the writer has not yet handed the room's last run over (see ``_watched``).
-        Any thread; takes the lock."""
+    def holds(self, conn: Connection, rooms: Iterable[str | None]) -> bool:
+        """Whether ``conn``'s message to ``rooms`` (``None``: its current room) must wait:
+        one of them is held (a member that reads, only slower than the room, is over
+        its ``max_sendq`` with the room's messages: see READING), or is in step with the
+        writer (``_watched``) and another reader published to it this cycle. False
+        claims the rooms in step for this reader. Any thread; takes the lock."""
+        keys = _keys(conn, rooms)
         with self._lock:
-            return self._holds(conn)
+            return self._holds(keys)
 
-    def _holds(self, conn: Connection) -> bool:
+    def _holds(self, keys: set[str]) -> bool:
         held, watched = self._held, self._watched
-        return any(feed in held or (feed.frames and feed in watched) for feed in conn._feeds)
+        in_step = []
+        for key in keys:
+            if key in held:
+                return True
+            feed = watched.get(key)
+            if feed is not None:
+                if feed.claimed or feed.frames:
+                    return True
+                in_step.append(feed)
+        for feed in in_step:
+            feed.claimed = True
+        return False
 
-    def wait_for_room(self, conn: Connection, timeout: float = 1.0) -> bool:
+    def wait_for_room(
+        self, conn: Connection, rooms: Iterable[str | None] = (), timeout: float = 1.0
+    ) -> bool:
         """Pause the calling reader, ``conn``'s, while the writer is more than
-        ``max_backlog`` behind, or one of ``conn``'s rooms is held (:meth:`holds`).
+        ``max_backlog`` behind, or its message to ``rooms`` must wait (:meth:`holds`).
 
         Backpressure: when fan-out produces faster than the writer sends, or than a
         member of a room reads, the senders wait (they stop reading, so TCP slows their
         clients) instead of the queues growing until readers are cut as slow
-        consumers. A hold pauses only the members of the held rooms: a room beside
-        them goes on. Returns once the backlog is down to half of ``max_backlog`` and
-        no room of ``conn``'s is held, or after ``timeout`` seconds (the caller checks
-        its connection and calls again). Never call it holding a lock. True if it may
-        go on.
+        consumers. A hold pauses only messages to the held rooms: other rooms, private
+        messages and commands go on. Returns once the backlog is down to half of
+        ``max_backlog`` and none of ``rooms`` is held, or ``conn`` is closing, or after
+        ``timeout`` seconds (the caller checks its connection and calls again). Never
+        call it holding a lock. True if it may go on.
         """
+        keys = _keys(conn, rooms)
         behind = self._queued - self._owned > self.max_backlog
-        if not behind and not ((self._held or self._watched) and self.holds(conn)):
+        if not behind and not (keys and (self._held or self._watched) and self.holds(conn, keys)):
             return True
         # Behind: go on once the backlog is down to half (not at once below the limit,
         # which would pause again a line later). Held: once the hold ends.
@@ -622,8 +650,9 @@ class Writer:
             try:
                 return self._room.wait_for(
                     lambda: (
-                        (self._queued - self._owned <= limit and not self._holds(conn))
+                        (self._queued - self._owned <= limit and not self._holds(keys))
                         or self._stopping
+                        or conn.finishing
                     ),
                     timeout,
                 )
@@ -647,7 +676,10 @@ class Writer:
         with self._lock:
             if self._published and conn._feeds:
                 self._catch_up(conn)  # what its rooms published before comes first
-            return self._append(conn, data) and self._need_wake()
+            wake = self._append(conn, data) and self._need_wake()
+            if not (conn._finishing or conn._aborting):
+                conn._pushed += len(data)
+            return wake
 
     def fanout(self, frame: Frame, conns: Iterable[Transport]) -> bool:
         """Queue ``frame`` to every connection: one encoding per codec, one append each.
@@ -684,6 +716,9 @@ class Writer:
         origins: set[int | None] = set()
         scheduled = False
         append = self._append
+        # A private message's bytes are its recipients' own, as pushed frames are: they
+        # never make one hold its rooms (see _pushed). (A run is one lane's: all alike.)
+        private = frames[0].type == "private" if frames else False
         for conn in conns:
             # Recipients mostly share one codec: an identity test per recipient,
             # a look-up only when it changes. Encoding happens at most once per
@@ -703,16 +738,21 @@ class Writer:
                 own = conn.session.id
                 rest = [frame for frame in frames if frame.origin != own]
                 if rest:
-                    scheduled |= append(conn, _encode_run(rest, codec))
+                    mine = _encode_run(rest, codec)
+                    scheduled |= append(conn, mine)
+                    if private:
+                        conn._pushed += len(mine)
                 continue
             scheduled |= append(conn, data)
+            if private:
+                conn._pushed += len(data)
         return scheduled
 
     # -- rooms' feeds (under the hub's lock; see chatkit.transport.Feed) -------------
 
-    def feed(self) -> Feed:
-        """A new room's :class:`Feed`."""
-        return Feed(self)
+    def feed(self, room: str) -> Feed:
+        """A new room's :class:`Feed`; ``room`` is its key."""
+        return Feed(self, room)
 
     def publish(self, feed: Feed, frames: Sequence[Frame]) -> bool:
         """Queue a room's ``frames`` to its members in one step; the writer thread hands
@@ -746,6 +786,7 @@ class Writer:
         """Queue what ``feed`` holds to its members; True if one was newly scheduled."""
         assert self._lock.locked()
         frames = feed.frames
+        feed.claimed = False
         if not frames:
             return False
         feed.frames = []
@@ -885,14 +926,32 @@ class Writer:
             # One that still reads holds its rooms' senders back until it is down to half
             # of max_sendq; one that took nothing for READING seconds holds nobody up
             # while it waits to be cut. So a hold lasts slow_timeout at most: a client
-            # too slow to drain half its max_sendq in that time is cut, and its rooms go on.
+            # too slow to drain half its max_sendq in that time is cut, and its rooms go
+            # on. Only the rooms' bytes count: a client that fills its own queue (pages
+            # of history, private messages sent to it) holds no room up.
             self._held = frozenset(
-                feed for conn in self._over if now - conn._took_at < READING for feed in conn._feeds
+                feed.key
+                for conn in self._over
+                if now - conn._took_at < READING
+                and conn._out_bytes - conn._pushed > conn.max_sendq // 2
+                for feed in conn._feeds
             )
-            for conn, at in list(self._caught_up.items()):
-                if now - at >= IN_STEP or conn in self._over or conn._aborting:
-                    del self._caught_up[conn]
-            self._watched = frozenset(feed for conn in self._caught_up for feed in conn._feeds)
+            # In step for IN_STEP, and then until the queue is empty (or it is over again,
+            # or gone).
+            self._caught_up = {
+                conn: at
+                for conn, at in self._caught_up.items()
+                if (now - at < IN_STEP or conn._out or conn._blocked)
+                and conn not in self._over
+                and not conn._aborting
+            }
+            watched: dict[str, Feed] = {}
+            for conn in self._caught_up:
+                for feed in conn._feeds:
+                    watched[feed.key] = feed
+                    if not feed.frames:
+                        feed.claimed = False  # (a claim that published nothing)
+            self._watched = watched
         for conn in stalled:
             self._flush(conn)  # shuts it down
 
@@ -960,6 +1019,8 @@ class Writer:
                     consumed = sent
                 conn._out_bytes -= consumed
                 self._queued -= consumed
+                if conn._pushed:
+                    conn._pushed = max(0, conn._pushed - consumed)
                 # The socket is full if it did not take everything: what waits now is
                 # the client's own delay (up to max_sendq), not the writer's.
                 conn._blocked = not sent_all
@@ -1004,6 +1065,16 @@ class Writer:
             self._drop_queue(conn)
             conn._aborting = True  # nothing more is queued for it
         conn.close()
+
+
+def _keys(conn: Connection, rooms: Iterable[str | None]) -> set[str]:
+    """The keys of the rooms a message of ``conn``'s goes to (``None``: its current room)."""
+    keys = set()
+    for room in rooms:
+        name = conn.session.current_room if room is None else room
+        if name:
+            keys.add(names.fold(name))
+    return keys
 
 
 def _encode_run(frames: Sequence[Frame], codec: Codec) -> bytes:
@@ -2061,7 +2132,7 @@ class Server:
             return False
         return True
 
-    def _pause(self, conn: Connection) -> None:
+    def _pause(self, conn: Connection, rooms: Iterable[str | None] = ()) -> None:
         """Wait, before handling the next line, until the writer has caught up and no
         room of the client's is held (see :meth:`Writer.wait_for_room`).
 
@@ -2076,7 +2147,7 @@ class Server:
             self.hub.settle(session)
         self.paused += 1  # a metric; a racy increment only miscounts
         while not conn.finishing and not self._stop_event.is_set():
-            if self.writer.wait_for_room(conn):
+            if self.writer.wait_for_room(conn, rooms):
                 return
 
     def _watchdog(self) -> None:

@@ -90,8 +90,9 @@ class Feed(Protocol):
 class Outbox(Protocol):
     """Where the hub's frames go: every transport's queue, and who sends them."""
 
-    def feed(self) -> Feed:
-        """A new, empty :class:`Feed` (for a new room)."""
+    def feed(self, room: str) -> Feed:
+        """A new, empty :class:`Feed` for a new room, ``room`` its key (its folded name:
+        what a transport's ``pace(rooms)`` names it by, folded)."""
         ...
 
     def fanout(self, frame: Frame, transports: Iterable[Transport]) -> bool:

@@ -39,7 +39,7 @@ class MemoryTransport:
     def finishing(self) -> bool:  # the face's Link
         return self.closed is not None
 
-    def pace(self) -> None:  # the face's Link: never behind
+    def pace(self, rooms: Iterable[str | None] = ()) -> None:  # the face's Link: never behind
         pass
 
     def push(self, frame: Frame) -> bool:
@@ -92,7 +92,7 @@ class MemoryFeed:
 class MemoryOutbox:
     """Fan-out as the server's writer does it: one encoding per codec, one append each."""
 
-    def feed(self) -> MemoryFeed:
+    def feed(self, room: str) -> MemoryFeed:
         return MemoryFeed(self)
 
     def __init__(self) -> None:

@@ -544,15 +544,19 @@ def test_a_reader_behind_for_longer_than_slow_timeout_holds_its_room_and_stays(
 
 def test_a_reader_behind_holds_only_its_own_rooms(chat_server_factory: Factory) -> None:
     """While a client that reads slowly holds #general (its senders paused), a room it
-    is not in goes on; once it leaves, #general's paused lines are all delivered."""
+    is not in goes on, and so do messages there from a member of #general; once it
+    leaves, #general's paused lines are all delivered."""
+    # (Half of max_sendq at slowpoke's pace is 12 s: the hold lasts the whole test.)
     server = chat_server_factory(
-        max_sendq=16 * 1024, max_backlog=64 * 1024 * 1024, slow_timeout=30, disable=["flood"]
+        max_sendq=1024 * 1024, max_backlog=64 * 1024 * 1024, slow_timeout=30, disable=["flood"]
     )
     slowpoke = _slow_reader(server.address, "slowpoke", 16384)
     _small_send_buffer(server, "slowpoke")
     carol, dave = ChatClient(server.address), ChatClient(server.address)
     carol.login("carol", room="#other")
     dave.login("dave", room="#other")
+    mike = ChatClient(server.address)
+    mike.login("mike", rooms=["#general", "#other"])
     alice = socket.create_connection(server.address)
     alice.sendall(b'{"type":"hello","nick":"alice"}\n')
     wait_until(lambda: "alice" in (server.hub.who("#general") or []))
@@ -564,7 +568,7 @@ def test_a_reader_behind_holds_only_its_own_rooms(chat_server_factory: Factory) 
                 break
             time.sleep(0.1)
 
-    count, payload = 1000, b"x" * 1000  # 1 MB: 25 seconds at slowpoke's pace
+    count, payload = 2000, b"x" * 1000  # 2 MB: twice max_sendq
     burst = b"".join(b'{"type":"say","text":"%d %s"}\n' % (i, payload) for i in range(count))
     echoes: list[int] = []
 
@@ -591,6 +595,8 @@ def test_a_reader_behind_holds_only_its_own_rooms(chat_server_factory: Factory) 
     wait_until(lambda: server.writer._paused > 0, timeout=10)  # alice waits for slowpoke
     carol.say("next door", room="#other")
     dave.expect("message", text="next door", room="#other")
+    mike.say("from #general too", room="#other")  # a message to #other is not held
+    dave.expect("message", text="from #general too", room="#other")
     assert len(echoes) < count  # #general was still held meanwhile
     stop.set()
     slowpoke.close()  # it goes: nothing holds #general now
@@ -598,8 +604,58 @@ def test_a_reader_behind_holds_only_its_own_rooms(chat_server_factory: Factory) 
     assert echoes == list(range(count))
     for thread in threads:
         thread.join(5)
-    for client in (alice, carol, dave):
+    for client in (alice, carol, dave, mike):
         client.close()
+
+
+def test_a_reader_behind_with_its_own_frames_holds_no_room(chat_server_factory: Factory) -> None:
+    """Only its rooms' messages make a reader behind hold them: one whose queue is full
+    of private messages (or of the pages of history it asked for) holds up nobody."""
+    server = chat_server_factory(
+        max_sendq=16 * 1024, max_backlog=64 * 1024 * 1024, slow_timeout=30, disable=["flood"]
+    )
+    slowpoke = _slow_reader(server.address, "slowpoke", 16384)
+    session = _small_send_buffer(server, "slowpoke")
+    alice, bob = ChatClient(server.address), ChatClient(server.address)
+    alice.login("alice")
+    bob.login("bob")
+    mallory = socket.create_connection(server.address)
+    mallory.sendall(b'{"type":"hello","nick":"mallory","room":"#elsewhere"}\n')
+    wait_until(lambda: "slowpoke" in (server.hub.who("#general") or []))
+    stop = threading.Event()
+
+    def read_slowly() -> None:  # about 40 KB/s
+        with contextlib.suppress(OSError):
+            while not stop.is_set() and slowpoke.recv(4096):
+                time.sleep(0.1)
+
+    pms = b"".join(
+        b'{"type":"say","text":"/msg slowpoke %s"}\n' % (b"x" * 1000) for _ in range(300)
+    )
+    threads = [
+        threading.Thread(target=read_slowly),
+        threading.Thread(target=_read_until_closed, args=(mallory,)),
+        threading.Thread(target=mallory.sendall, args=(pms,)),
+    ]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: session.transport in server.writer._over, timeout=10)
+    alice.say("still going")
+    bob.expect("message", text="still going", timeout=5)
+    assert server.hub.find("slowpoke") is session
+    stop.set()
+    slowpoke.close()
+    mallory.close()
+    for thread in threads:
+        thread.join(5)
+    for client in (alice, bob):
+        client.close()
+
+
+def _read_until_closed(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while sock.recv(65536):
+            pass
 
 
 def test_shutdown_tells_clients_and_closes_them(chat_client: Connect) -> None:

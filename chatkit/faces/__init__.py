@@ -34,6 +34,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from chatkit.codecs import Codec
     from chatkit.frames import Frame
     from chatkit.hub import Hub
@@ -59,10 +61,12 @@ class Link(Protocol):
         """True once the connection is closing: act on no more events."""
         ...
 
-    def pace(self) -> None:
+    def pace(self, rooms: Iterable[str | None] = ()) -> None:
         """Call before acting on each event: waits while the server's writer is too far
         behind (``max_backlog``), so a busy server slows its readers instead of cutting
-        its clients. Returns at once in the common case."""
+        its clients; and, for an event that says something in ``rooms`` (``None``: the
+        session's current room), while one of them is held by a member that reads
+        slower than it. Returns at once in the common case."""
         ...
 
 

@@ -21,12 +21,14 @@ from chatkit.protocol import Closed, Mode, RemoteProtocolError, ServerProtocol
 from chatkit.version import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from chatkit.codecs import Codec
     from chatkit.faces import Link
     from chatkit.hub import Hub
     from chatkit.session import Session
 
-__all__ = ["LineChannel", "LineFace"]
+__all__ = ["LineChannel", "LineFace", "said_in"]
 
 # The line a silent new connection is shown: a prompt for people at nc.
 GREETING = (
@@ -64,6 +66,14 @@ class LineFace:
 
     def open(self, hub: Hub, session: Session, link: Link) -> LineChannel:
         return LineChannel(hub, session, link)
+
+
+def said_in(event: object) -> tuple[str | None, ...]:
+    """The room a message event goes to (``None``: the current room), for ``Link.pace``;
+    nothing for any other event (a command, a request, a ping)."""
+    if isinstance(event, Say) and not event.command:
+        return (event.room,)
+    return ()
 
 
 @functools.lru_cache(maxsize=256)
@@ -109,7 +119,8 @@ class LineChannel:
                 # A burst of chat lines: parsed and sent as a run (hub.say_run).
                 run = protocol.next_messages()
                 if run:
-                    self.hub.say_run(self.session, run, self._refused, self._proceed)
+                    proceed = functools.partial(self._proceed, {room for room, _ in run})
+                    self.hub.say_run(self.session, run, self._refused, proceed)
                     if link.finishing:
                         return False
                     continue
@@ -128,7 +139,9 @@ class LineChannel:
             # The first line fixes the codec; fan-out reads the link's (a plain
             # attribute: it is read once per recipient), so set it before acting.
             link.codec = protocol.codec
-            link.pace()
+            link.pace(said_in(event))
+            if link.finishing:
+                return False
             self.act(event)
             if link.finishing:
                 return False
@@ -136,9 +149,10 @@ class LineChannel:
     def _refused(self, index: int, exc: CommandError) -> None:
         self.session.error(exc.code, exc.text, **exc.details)
 
-    def _proceed(self) -> bool:
-        """Before each message of a run, as before each event: pace; go on unless closing."""
-        self.link.pace()
+    def _proceed(self, rooms: Iterable[str | None]) -> bool:
+        """Before each message of a run to ``rooms``, as before each event: pace; go on
+        unless closing."""
+        self.link.pace(rooms)
         return not self.link.finishing
 
     def act(self, event: Hello | Say | Request | Ping | object) -> None:

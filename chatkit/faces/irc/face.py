@@ -61,7 +61,7 @@ from chatkit.protocol import RemoteProtocolError, clean_text
 from chatkit.version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from chatkit.faces import Link
     from chatkit.hub import Hub
@@ -397,7 +397,8 @@ class IrcChannel:
             run = protocol.next_messages()
             if run:
                 refused = functools.partial(self._refused, run)
-                self.hub.say_run(self.session, run, refused, self._proceed)
+                proceed = functools.partial(self._proceed, {room for room, _ in run})
+                self.hub.say_run(self.session, run, refused, proceed)
                 if link.finishing:
                     return False
                 continue
@@ -416,7 +417,9 @@ class IrcChannel:
                 return True
             if isinstance(event, Closed):
                 return False
-            link.pace()
+            link.pace(_said_in(event))
+            if link.finishing:
+                return False
             self.act(event)
             if link.finishing:
                 return False
@@ -425,9 +428,10 @@ class IrcChannel:
         """A message of a run refused (``hub.say_run``): as :meth:`privmsg` tells it."""
         self.fail("PRIVMSG", run[index][0], exc)
 
-    def _proceed(self) -> bool:
-        """Before each message of a run, as before each event: pace; go on unless closing."""
-        self.link.pace()
+    def _proceed(self, rooms: Iterable[str]) -> bool:
+        """Before each message of a run to ``rooms``, as before each event: pace; go on
+        unless closing."""
+        self.link.pace(rooms)
         return not self.link.finishing
 
     # -- acting on events ----------------------------------------------------------------
@@ -1671,6 +1675,15 @@ def _point(selector: str) -> tuple[int, int]:
 
 
 _WILDCARDS = frozenset("*?")
+
+
+def _said_in(event: object) -> list[str]:
+    """The rooms a PRIVMSG or NOTICE goes to, for ``Link.pace``; none for anything else."""
+    if isinstance(event, Command) and event.message.command in ("PRIVMSG", "NOTICE"):
+        params = event.message.params
+        if params:
+            return [target for target in params[0].split(",") if target.startswith("#")]
+    return []
 
 
 def _ctcp(text: str) -> tuple[str, bool] | None:

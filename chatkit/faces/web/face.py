@@ -43,7 +43,7 @@ from websockets.protocol import CONNECTING, OPEN
 from websockets.server import ServerProtocol
 
 from chatkit.codecs import JSON_CODEC, Codec
-from chatkit.faces.line import LineChannel
+from chatkit.faces.line import LineChannel, said_in
 from chatkit.faces.web import static
 from chatkit.frames import Frame
 from chatkit.protocol import Mode, RemoteProtocolError
@@ -522,7 +522,9 @@ class WebChannel:
                 continue
             if event is None:
                 return
-            link.pace()
+            link.pace(said_in(event))
+            if link.finishing:
+                return
             self.json.act(event)
             if link.finishing:
                 return
