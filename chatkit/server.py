@@ -429,9 +429,9 @@ class Feed:
         self._writer = writer
         self.key = key
         """The room's key (its folded name)."""
-        self.claimed = False
-        """In step (see ``Writer._watched``): a reader may publish to it before the
-        writer's next cycle."""
+        self.claimed = 0.0
+        """In step (see ``Writer._watched``): when a reader claimed the run it may
+        publish before the writer's next hand-over, or 0."""
         self.members: dict[Connection, None] = {}
         """The members' connections (a dict as an ordered set)."""
         self.frames: list[Frame] = []
@@ -619,8 +619,10 @@ class Writer:
                 if feed.claimed or feed.frames:
                     return True
                 in_step.append(feed)
-        for feed in in_step:
-            feed.claimed = True
+        if in_step:
+            now = time.monotonic()
+            for feed in in_step:
+                feed.claimed = now
         return False
 
     def wait_for_room(
@@ -786,7 +788,6 @@ class Writer:
         """Queue what ``feed`` holds to its members; True if one was newly scheduled."""
         assert self._lock.locked()
         frames = feed.frames
-        feed.claimed = False
         if not frames:
             return False
         feed.frames = []
@@ -878,6 +879,7 @@ class Writer:
                     # member once for all of them, then sent with the rest.
                     published, self._published = self._published, []
                     for feed in published:
+                        feed.claimed = 0.0  # the next run in step may go
                         self._hand_over(feed)
                     ready, self._ready = self._ready, []
                     retired, self._retired = self._retired, []
@@ -949,8 +951,8 @@ class Writer:
             for conn in self._caught_up:
                 for feed in conn._feeds:
                     watched[feed.key] = feed
-                    if not feed.frames:
-                        feed.claimed = False  # (a claim that published nothing)
+                    if feed.claimed and not feed.frames and now - feed.claimed > SLOW_CHECK:
+                        feed.claimed = 0.0  # a claim that published nothing (refused)
             self._watched = watched
         for conn in stalled:
             self._flush(conn)  # shuts it down
@@ -1068,13 +1070,16 @@ class Writer:
 
 
 def _keys(conn: Connection, rooms: Iterable[str | None]) -> set[str]:
-    """The keys of the rooms a message of ``conn``'s goes to (``None``: its current room)."""
+    """The keys of the rooms a message of ``conn``'s goes to (``None``: its current room),
+    of those it is a member of (to another, the message is refused: nothing to pace)."""
     keys = set()
     for room in rooms:
         name = conn.session.current_room if room is None else room
         if name:
             keys.add(names.fold(name))
-    return keys
+    # (_feeds is the writer's, read without its lock: a join or part meanwhile only
+    # paces this one message as before it.)
+    return keys & {feed.key for feed in list(conn._feeds)}
 
 
 def _encode_run(frames: Sequence[Frame], codec: Codec) -> bytes:

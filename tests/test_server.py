@@ -492,8 +492,9 @@ def _small_send_buffer(server: Server, nick: str) -> Session:
     return session
 
 
+@pytest.mark.parametrize("verb", ["", "/me "], ids=["messages", "actions"])
 def test_a_reader_behind_for_longer_than_slow_timeout_holds_its_room_and_stays(
-    chat_server_factory: Factory,
+    chat_server_factory: Factory, verb: str
 ) -> None:
     """A client reading steadily, but slower than its room for several times
     slow_timeout, with max_backlog far away (the server's writer is not behind): while
@@ -530,7 +531,7 @@ def test_a_reader_behind_for_longer_than_slow_timeout_holds_its_room_and_stays(
     reader = threading.Thread(target=read_slowly)
     reader.start()
     for i in range(count):
-        alice.say(f"{i} {payload}")
+        alice.say(f"{verb}{i} {payload}")  # (/me: a command that says something too)
         if i % 100 == 0:
             alice.sync()  # alice reads her copies: she is no slow consumer herself
     reader.join(40)

@@ -69,9 +69,10 @@ class LineFace:
 
 
 def said_in(event: object) -> tuple[str | None, ...]:
-    """The room a message event goes to (``None``: the current room), for ``Link.pace``;
-    nothing for any other event (a command, a request, a ping)."""
-    if isinstance(event, Say) and not event.command:
+    """The room a message event goes to (``None``: the current room), for ``Link.pace``:
+    a message, or ``/me`` (an action in the room); nothing for any other event (another
+    command, a request, a ping)."""
+    if isinstance(event, Say) and (not event.command or event.text[:4].lower() == "/me "):
         return (event.room,)
     return ()
 

@@ -417,12 +417,27 @@ class IrcChannel:
                 return True
             if isinstance(event, Closed):
                 return False
-            link.pace(_said_in(event))
+            link.pace(self._said_in(event))
             if link.finishing:
                 return False
             self.act(event)
             if link.finishing:
                 return False
+
+    def _said_in(self, event: object) -> list[str]:
+        """The rooms a PRIVMSG or NOTICE goes to, or a multiline batch at its end
+        (``BATCH -ref``: its lines publish nothing before it), for ``Link.pace``; none
+        for anything else."""
+        if not isinstance(event, Command):
+            return []
+        message = event.message
+        params = message.params
+        if message.command in ("PRIVMSG", "NOTICE") and params and "batch" not in message.tags:
+            return [target for target in params[0].split(",") if target.startswith("#")]
+        batch = self._multiline
+        if message.command == "BATCH" and params and params[0].startswith("-") and batch:
+            return [batch.target] if batch.target.startswith("#") else []
+        return []
 
     def _refused(self, run: list[tuple[str, str]], index: int, exc: CommandError) -> None:
         """A message of a run refused (``hub.say_run``): as :meth:`privmsg` tells it."""
@@ -1675,15 +1690,6 @@ def _point(selector: str) -> tuple[int, int]:
 
 
 _WILDCARDS = frozenset("*?")
-
-
-def _said_in(event: object) -> list[str]:
-    """The rooms a PRIVMSG or NOTICE goes to, for ``Link.pace``; none for anything else."""
-    if isinstance(event, Command) and event.message.command in ("PRIVMSG", "NOTICE"):
-        params = event.message.params
-        if params:
-            return [target for target in params[0].split(",") if target.startswith("#")]
-    return []
 
 
 def _ctcp(text: str) -> tuple[str, bool] | None:
