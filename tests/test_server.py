@@ -512,7 +512,7 @@ def test_a_reader_behind_for_longer_than_slow_timeout_holds_its_room_and_stays(
     alice.login("alice")
     wait_until(lambda: "slowpoke" in (server.hub.who("#general") or []))
     session = _small_send_buffer(server, "slowpoke")
-    count, payload = 3000, "x" * 1000  # 3 MB: about a second at its pace, 4 slow_timeouts
+    count, payload = 3000, "x" * 1000  # 3 MB: over a second at its pace, 6 slow_timeouts
     got: list[bytes] = []
 
     def read_slowly() -> None:
@@ -525,7 +525,7 @@ def test_a_reader_behind_for_longer_than_slow_timeout_holds_its_room_and_stays(
             if not data:
                 break
             buf += data
-            time.sleep(0.002)  # about 4 MB/s at most: slower than the server can send
+            time.sleep(0.004)  # about 2 MB/s at most: slower than alice sends
         got.append(buf)
 
     reader = threading.Thread(target=read_slowly)
