@@ -446,21 +446,8 @@ def test_a_client_that_reads_slowly_is_not_cut_for_a_burst(chat_server_factory: 
     wait_until(lambda: "slowpoke" in (server.hub.who("#general") or []))
     count, payload = 400, "x" * 1000  # 400 KB: 25 times its max_sendq
     got: list[bytes] = []
-
-    def read_slowly() -> None:
-        buf = b""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if buf[: buf.rfind(b"\n") + 1].count(b'"type":"message"') >= count:
-                break  # every message, each one whole
-            data = slowpoke.recv(4096)
-            if not data:
-                break
-            buf += data
-            time.sleep(0.002)  # about 2 MB/s at most: slower than the server can send
-        got.append(buf)
-
-    reader = threading.Thread(target=read_slowly)
+    # About 2 MB/s at most: slower than the server can send.
+    reader = threading.Thread(target=_read_slowly, args=(slowpoke, count, 4096, 0.002, got))
     reader.start()
     for i in range(count):
         alice.say(f"{i} {payload}")
@@ -470,6 +457,25 @@ def test_a_client_that_reads_slowly_is_not_cut_for_a_burst(chat_server_factory: 
     assert server.hub.find("slowpoke") is not None
     slowpoke.close()
     alice.close()
+
+
+def _read_slowly(
+    sock: socket.socket, count: int, size: int, pause: float, got: list[bytes]
+) -> None:
+    """Read ``size`` bytes at a time from ``sock``, ``pause`` seconds apart, until
+    ``count`` messages have come whole (or the connection closes, or 30 s pass); append
+    what came to ``got``."""
+    buf = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if buf[: buf.rfind(b"\n") + 1].count(b'"type":"message"') >= count:
+            break  # every message, each one whole
+        data = sock.recv(size)
+        if not data:
+            break
+        buf += data
+        time.sleep(pause)
+    got.append(buf)
 
 
 def _slow_reader(address: tuple[str, int], nick: str, window: int) -> socket.socket:
@@ -514,21 +520,8 @@ def test_a_reader_behind_for_longer_than_slow_timeout_holds_its_room_and_stays(
     session = _small_send_buffer(server, "slowpoke")
     count, payload = 3000, "x" * 1000  # 3 MB: over a second at its pace, 6 slow_timeouts
     got: list[bytes] = []
-
-    def read_slowly() -> None:
-        buf = b""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if buf[: buf.rfind(b"\n") + 1].count(b'"type":"message"') >= count:
-                break  # every message, each one whole
-            data = slowpoke.recv(8192)
-            if not data:
-                break
-            buf += data
-            time.sleep(0.004)  # about 2 MB/s at most: slower than alice sends
-        got.append(buf)
-
-    reader = threading.Thread(target=read_slowly)
+    # About 2 MB/s at most: slower than alice sends.
+    reader = threading.Thread(target=_read_slowly, args=(slowpoke, count, 8192, 0.004, got))
     reader.start()
     for i in range(count):
         alice.say(f"{verb}{i} {payload}")  # (/me: a command that says something too)
