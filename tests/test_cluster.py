@@ -683,7 +683,7 @@ def test_moderation_is_the_clusters(
     root.say("/wall maintenance at noon")
     bob.expect("notice", text="[root to everyone] maintenance at noon")
     root.say("/kill mallory bye")
-    mallory.expect("notice", text="disconnected by root: bye")
+    mallory.expect("notice", text="killed by root: bye")
     mallory.wait_closed()
     root.say("/gline bob")
     assert "disconnected here: nobody" in root.expect("reply", command="gline")["text"]

@@ -215,7 +215,7 @@ def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_clien
     root.say("/wall maintenance at noon")
     bob.expect("notice", text="[root to everyone] maintenance at noon")
     root.say("/kill bob enough")
-    bob.expect("notice", text="disconnected by root: enough")
+    bob.expect("notice", text="killed by root: enough")
     bob.wait_closed()
     root.expect("leave", nick="bob")
 

@@ -537,8 +537,7 @@ class Moderation:
             target = hub.find(str(action.get("nick")))
             if target is not None:
                 log.info("%s (on another node) killed %s: %s", by, target.nick, reason)
-                target.notice(f"disconnected by {by}" + (f": {reason}" if reason else ""))
-                target.disconnect(f"killed by {by}" + (f": {reason}" if reason else ""))
+                _kill(target, by, reason)
         elif do == "gline":
             self._disconnect_banned(hub.sessions(), str(action.get("mask")), by, reason)
 
@@ -870,8 +869,7 @@ class Moderation:
             ctx.reply(f"{shown} disconnected")
             return
         log.info("%s killed %s: %s", ctx.client.nick, target.nick, reason)
-        target.notice(f"disconnected by {ctx.client.nick}" + (f": {reason}" if reason else ""))
-        target.disconnect(f"killed by {ctx.client.nick}" + (f": {reason}" if reason else ""))
+        _kill(target, str(ctx.client.nick), reason)
         ctx.reply(f"{target.nick} disconnected")
 
     def gline(self, ctx: CommandContext) -> None:
@@ -927,3 +925,11 @@ class Moderation:
             ) from None
         log.info("reloaded: %s", "; ".join(notes) if notes else "nothing changed")
         ctx.reply("reloaded: " + ("; ".join(notes) if notes else "nothing changed"))
+
+
+def _kill(target: Session, by: str, reason: str) -> None:
+    """Disconnect ``target``, killed by ``by``: it reads why in a notice first, in the
+    words its rooms read in its leave (``killed by OP: TEXT``)."""
+    why = f"killed by {by}" + (f": {reason}" if reason else "")
+    target.notice(why)
+    target.disconnect(why)
