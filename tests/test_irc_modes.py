@@ -35,10 +35,10 @@ def start(moderation: bool = True, history_db: str | None = None) -> Server:
 
 def first(client: IrcClient, nick: str = "ann") -> list[str]:
     """Register the first client, which is an operator of #general: its lines up to
-    the notice saying so (sent after the join: before it, a second client could join
+    the MODE saying so (sent after the join: before it, a second client could join
     first and the room would have no operator)."""
     lines = client.register(nick)
-    return lines + client.until("you are an operator of #general")
+    return lines + client.until(f"MODE #general +o {nick}")
 
 
 @pytest.fixture
@@ -261,7 +261,7 @@ def test_an_operator_who_joins_again_is_one_in_every_names_list(server: Server) 
         bob.register("bob")
         ann.send("JOIN #rr")
         ann.expect(":ann!ann@chatkit JOIN #rr")
-        ann.until("you are an operator of #rr")
+        ann.until(f":{SERVER} MODE #rr +o ann")
         bob.send("JOIN #rr")
         bob.expect(f":{SERVER} 353 bob = #rr :@ann bob")
         ann.send("PART #rr", "JOIN #rr")
@@ -361,11 +361,13 @@ def test_quiet_list_is_the_mute_list(server: Server) -> None:
 
 
 def test_names_lists_show_operators(server: Server) -> None:
-    """The first to join a room gets MODE +o from the server (and the notice); names
-    lists, the join's and NAMES's, prefix operators with @ (PREFIX=(o)@: there is no voice)."""
+    """The first to join a room gets MODE +o from the server (and no notice besides, as
+    other IRC servers do); names lists, the join's and NAMES's, prefix operators with @
+    (PREFIX=(o)@: there is no voice)."""
     with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
         lines = first(ann)
         assert f":{SERVER} MODE #general +o ann" in lines
+        assert not [line for line in lines if "you are an operator" in line]
         assert any("PREFIX=(o)@" in line for line in lines)
         names = [line for line in bob.register("bob") if " 353 " in line]
         assert names == [f":{SERVER} 353 bob = #general :@ann bob"]

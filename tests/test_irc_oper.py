@@ -253,7 +253,7 @@ def test_the_rooms_of_an_oper_see_it_become_their_operator(
     irc = server.addresses["irc"]
     with IrcClient(irc) as alice, IrcClient(irc) as bob:
         alice.register("alice")  # the first in #general: its operator
-        alice.until("you are an operator of #general")
+        alice.until(f":{SERVER} MODE #general +o alice")
         bob.register("bob")
         bob.send("JOIN #own")  # bob's own room: he is its operator already
         bob.expect(":bob!bob@chatkit JOIN #own")

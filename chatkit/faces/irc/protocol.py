@@ -504,8 +504,10 @@ class IrcProtocol:
                 invite = (self.nick, str(fields["invite"]))
                 return [Message("INVITE", invite, source(str(fields["by"])))]
             if kind == "notice" and fields.get("mode") and fields.get("room"):
-                # A mode for this client alone (made an operator): MODE, then the notice.
-                return [*render(frame, self.style, self.nick), *self._notice(str(fields["text"]))]
+                # A mode for this client alone (made an operator, as the room's first
+                # member): the MODE from the server says it, as on other IRC servers,
+                # without the notice the other faces show.
+                return render(frame, self.style, self.nick)
             if kind == "notice":
                 return self._notice(str(fields["text"]))
             if kind == "error":
