@@ -22,13 +22,12 @@ class Motd:
         self.text = DEFAULT
 
     @hookimpl
+    def chatkit_check_config(self, config: Config) -> None:
+        _text(config)  # `chatkit check FILE` refuses a bad text before a deploy
+
+    @hookimpl
     def chatkit_configure(self, config: Config) -> None:
-        settings = config.plugin_settings("motd")
-        check_settings("motd", settings, ["text"])  # a typo ("txt") is an error, not ignored
-        text = settings.get("text", DEFAULT)
-        if not isinstance(text, str) or not text.strip():
-            raise UsageError(f"motd: text must be a non-empty string, not {text!r}")
-        self.text = text
+        self.text = _text(config)
 
     def message_for(self, client: Session) -> str:
         return self.text.replace("{nick}", client.nick or "")
@@ -43,3 +42,13 @@ class Motd:
 
     def motd_command(self, ctx: CommandContext) -> None:
         ctx.reply(self.message_for(ctx.client), motd=self.message_for(ctx.client))
+
+
+def _text(config: Config) -> str:
+    """The configured text, checked (the one place both hooks read it)."""
+    settings = config.plugin_settings("motd")
+    check_settings("motd", settings, ["text"])  # a typo ("txt") is an error, not ignored
+    text = settings.get("text", DEFAULT)
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError(f"motd: text must be a non-empty string, not {text!r}")
+    return text

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from collections.abc import Callable
 
 import pytest
 
 from chatkit import Config, Server, UsageError
+from chatkit.config import config_from_dict
+from chatkit.plugins import build_plugin_manager, check_plugin_settings
 from chatkit.testing import ChatClient
 
 Connect = Callable[..., ChatClient]
@@ -73,3 +76,18 @@ def test_a_reload_changes_the_motd(chat_server_factory: Factory, chat_client: Co
     bob.say("/motd")
     assert bob.expect("reply", command="motd")["text"] == "new news"
     assert chat_client(server, "carol").expect("notice")["text"] == "new news"
+
+
+def test_chatkit_check_reads_the_text_as_the_server_does() -> None:
+    """`chatkit check` (chatkit_check_config) refuses what the server would refuse, and
+    a good text passes as checked, without a server."""
+    head = '[server]\nplugins = ["motd"]\n[plugins.motd]\n'
+    for toml, error in [
+        (head + 'text = " "\n', "motd: text must be a non-empty string"),
+        (head + 'txt = "hi"\n', "txt"),
+    ]:
+        config = config_from_dict(tomllib.loads(toml))
+        with pytest.raises(UsageError, match=error):
+            check_plugin_settings(config, *build_plugin_manager(config))
+    config = config_from_dict(tomllib.loads(head + 'text = "Hi {nick}"\n'))
+    assert check_plugin_settings(config, *build_plugin_manager(config)) == []  # none unchecked

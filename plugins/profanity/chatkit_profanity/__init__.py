@@ -33,6 +33,23 @@ def _words(settings: dict[str, Any], key: str) -> list[str]:
     return [w.strip().lower() for w in value]
 
 
+def _settings(config: Config) -> tuple[str, bool, list[str], list[str]]:
+    """The settings, checked: action, private, the allowed words and the extra ones
+    (the one place both hooks read them)."""
+    settings = config.plugin_settings("profanity")
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        expected = ", ".join(SETTINGS)
+        raise UsageError(f"profanity: unknown setting(s) {', '.join(unknown)}; expected {expected}")
+    action = settings.get("action", "mask")
+    if action not in ACTIONS:
+        raise UsageError(f"profanity: action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    private = settings.get("private", True)
+    if not isinstance(private, bool):
+        raise UsageError(f"profanity: private must be true or false, not {private!r}")
+    return action, private, _words(settings, "allowed"), _words(settings, "words")
+
+
 class Profanity:
     """The plugin: one instance per server (the entry point names this class)."""
 
@@ -47,26 +64,14 @@ class Profanity:
         """The better-profanity word filter."""
 
     @hookimpl
+    def chatkit_check_config(self, config: Config) -> None:
+        _settings(config)  # `chatkit check FILE` refuses a bad setting before a deploy
+
+    @hookimpl
     def chatkit_configure(self, config: Config) -> None:
-        settings = config.plugin_settings("profanity")
-        unknown = sorted(set(settings) - set(SETTINGS))
-        if unknown:
-            expected = ", ".join(SETTINGS)
-            raise UsageError(
-                f"profanity: unknown setting(s) {', '.join(unknown)}; expected {expected}"
-            )
-        action = settings.get("action", "mask")
-        if action not in ACTIONS:
-            raise UsageError(
-                f"profanity: action must be one of {', '.join(ACTIONS)}, not {action!r}"
-            )
-        private = settings.get("private", True)
-        if not isinstance(private, bool):
-            raise UsageError(f"profanity: private must be true or false, not {private!r}")
-        self.action, self.private = action, private
+        self.action, self.private, allowed, extra = _settings(config)
         self.filter = WordFilter()
-        self.filter.load_censor_words(whitelist_words=_words(settings, "allowed"))
-        extra = _words(settings, "words")
+        self.filter.load_censor_words(whitelist_words=allowed)
         if extra:
             self.filter.add_censor_words(extra)
 

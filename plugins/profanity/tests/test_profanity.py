@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from chatkit import Config, Server, UsageError
+from chatkit.config import config_from_dict
+from chatkit.plugins import build_plugin_manager, check_plugin_settings
 from chatkit.testing import ChatClient
 
 Connect = Callable[..., ChatClient]
@@ -111,3 +114,19 @@ def test_bad_settings_stop_the_start(settings: dict[str, Any], message: str) -> 
     with pytest.raises(UsageError) as info:
         server.start()
     assert message in str(info.value)
+
+
+def test_chatkit_check_reads_the_settings_as_the_server_does() -> None:
+    """`chatkit check` (chatkit_check_config) refuses what the server would refuse, and
+    good settings pass as checked, without a server."""
+    head = '[server]\nplugins = ["profanity"]\n[plugins.profanity]\n'
+    for toml, error in [
+        (head + 'action = "shout"\n', "profanity: action must be one of mask, drop, warn"),
+        (head + "words = [1]\n", "profanity: words must be a list of words"),
+        (head + "privat = false\n", "unknown setting.*privat"),
+    ]:
+        config = config_from_dict(tomllib.loads(toml))
+        with pytest.raises(UsageError, match=error):
+            check_plugin_settings(config, *build_plugin_manager(config))
+    config = config_from_dict(tomllib.loads(head + 'action = "drop"\nwords = ["darn"]\n'))
+    assert check_plugin_settings(config, *build_plugin_manager(config)) == []  # none unchecked
