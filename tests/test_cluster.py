@@ -624,6 +624,8 @@ def test_moderation_is_the_clusters(
     mallory.expect("leave", nick="mallory")
     mallory.say("/join #general")
     mallory.expect("error", code="banned")
+    bob.send(type="modes", room="#general")  # who set it: the cluster's, on every node
+    assert bob.expect("modes")["set_by"]["bans"]["mallory!*@*"]["nick"] == "alice"
 
     alice.say("/mute bob")
     bob.expect("notice", mode="+q")

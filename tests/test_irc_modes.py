@@ -9,6 +9,7 @@ clients as ``MODE`` from the operator, other faces as its notice.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,10 +118,13 @@ def test_bans_and_the_ban_list(server: Server) -> None:
         ann.expect(":ann!ann@chatkit MODE #den +b *!*@203.0.113.*")
         ann.send("MODE #den +b-b")  # the list, once
         lines = ann.until(" 368 ")
-        assert [line for line in lines if " 367 " in line] == [
-            f":{SERVER} 367 ann #den *!*@203.0.113.*",
-            f":{SERVER} 367 ann #den bob!*@*",
+        # Each with who set it and when (Unix seconds), as the modern IRC docs have 367.
+        listed = [line.rsplit(" ", 1) for line in lines if " 367 " in line]
+        assert [line for line, _ts in listed] == [
+            f":{SERVER} 367 ann #den *!*@203.0.113.* ann!ann@chatkit",
+            f":{SERVER} 367 ann #den bob!*@* ann!ann@chatkit",
         ]
+        assert all(abs(int(ts) - time.time()) < 60 for _line, ts in listed), listed
         assert [line for line in ann.sync() if " 36" in line] == []
         bob.send("JOIN #den")
         bob.expect(f":{SERVER} 474 bob #den :")
@@ -350,10 +354,11 @@ def test_quiet_list_is_the_mute_list(server: Server) -> None:
         bob.send("@+draft/react=lol TAGMSG #general")  # not round the mute either
         bob.expect(f":{SERVER} 404 bob #general :")
         ann.send("MODE #general q")
-        assert ann.until(" 729 ")[-2:] == [
-            f":{SERVER} 728 ann #general q bob!*@*",
-            f":{SERVER} 729 ann #general q :End of channel quiet list",
-        ]
+        quiet, end = ann.until(" 729 ")[-2:]
+        line, ts = quiet.rsplit(" ", 1)  # who set it, when (Unix seconds)
+        assert line == f":{SERVER} 728 ann #general q bob!*@* ann!ann@chatkit"
+        assert abs(int(ts) - time.time()) < 60
+        assert end == f":{SERVER} 729 ann #general q :End of channel quiet list"
         ann.send("MODE #general -q bob")
         bob.expect(":ann!ann@chatkit MODE #general -q bob!*@*")
         bob.send("PRIVMSG #general :thanks")

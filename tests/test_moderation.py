@@ -15,6 +15,7 @@ from chatkit import CommandContext, Register, Reject, Say, Server, Session, Usag
 from chatkit.builtins.moderation import CACHE_ENTRIES, Moderation, ModerationStore, matches_who
 from chatkit.builtins.moderation.store import APPLICATION_ID, SCHEMA
 from chatkit.config import config_from_dict
+from chatkit.hub import utc_now
 from chatkit.testing import ChatClient, make_config
 
 Connect = Callable[..., ChatClient]
@@ -71,14 +72,23 @@ def test_ban_and_mute(chat_server_factory: Factory, chat_client: Connect) -> Non
     ann.say("/join #den")
     ann.expect("notice", text="you are an operator of #den")
     bob = chat_client(server, "bob")
+    before = utc_now()
     ann.say("/ban bob")
     ann.expect("notice", text="ann banned bob!*@*")
     ann.say("/ban BOB")  # nothing changes: nobody is told again
     assert ann.expect("reply", command="ban")["text"] == "bob!*@* is banned in #den already"
     bob.say("/join #den")
     bob.expect("error", code="banned")
+    # A modes request names who set each mask, and when (IRC's 367 shows the same).
+    bob.send(type="modes", room="#den")
+    modes = bob.expect("modes")
+    assert modes["bans"] == ["bob!*@*"] and set(modes["set_by"]) == {"bans"}
+    setter = modes["set_by"]["bans"]["bob!*@*"]
+    assert setter["nick"] == "ann" and before <= setter["ts"] <= utc_now()
     ann.say("/unban bob")
     ann.expect("notice", text="ann unbanned bob!*@*")
+    bob.send(type="modes", room="#den")
+    assert bob.expect("modes")["set_by"] == {}
     bob.say("/join #den")
     bob.expect("join", nick="bob", room="#den")
     ann.say("/mute bob")
@@ -796,3 +806,28 @@ def test_the_moderation_file_is_marked_and_another_programs_is_refused(tmp_path:
         db.execute("PRAGMA user_version=99")
     with pytest.raises(UsageError, match="is from a newer chatkit"):
         ModerationStore(old)
+
+
+def test_a_version_1_file_keeps_its_bans_and_learns_who_sets_the_next(tmp_path: Path) -> None:
+    """A file of schema version 1 (no setters) opens as version 2: its bans stay, with no
+    setter known; a ban added now is kept with who set it and when, and goes with it."""
+    path = tmp_path / "v1.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA.split("CREATE TABLE IF NOT EXISTS setters")[0])
+        db.execute("INSERT INTO bans VALUES ('#a', 'old!*@*')")
+        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        db.execute("PRAGMA user_version=1")
+        db.commit()
+    store = ModerationStore(path)
+    try:
+        assert store.rows("bans", "#a") == ["old!*@*"] and store.setters("bans", "#a") == {}
+        store.add("bans", "#a", "new!*@*", by="ann", ts="2026-12-03T05:00:00.000Z")
+        store.add("bans", "#a", "new!*@*", by="bob", ts="2026-12-03T06:00:00.000Z")  # kept
+        assert store.setters("bans", "#a") == {"new!*@*": ("ann", "2026-12-03T05:00:00.000Z")}
+        assert store.setters("mutes", "#a") == {}
+        assert store.remove("bans", "#a", "new!*@*")
+        assert store.setters("bans", "#a") == {}
+    finally:
+        store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from chatkit import (
@@ -383,13 +384,26 @@ class Moderation:
             return Reject('a modes request names a room: {"room": "#den"}', "bad_frame")
         key = fold(room)
         flags = self._store.rows("flags", key)
+        masks = {table: list(self._store.rows(table, key)) for table in ("bans", "mutes")}
         client.send(
             Frame(
                 "modes",
                 room=room,
                 flags=[name for flag, name in FLAG_NAMES.items() if flag in flags],
-                bans=list(self._store.rows("bans", key)),
-                mutes=list(self._store.rows("mutes", key)),
+                bans=masks["bans"],
+                mutes=masks["mutes"],
+                # Who set each mask, and when (those kept since: see Store.setters). Read
+                # only for a list that has masks: an IRC client's every JOIN asks (for the
+                # operators), and most rooms have none.
+                set_by={
+                    table: {
+                        mask: {"nick": nick, "ts": ts}
+                        for mask, (nick, ts) in self._store.setters(table, key).items()
+                        if mask in listed
+                    }
+                    for table, listed in masks.items()
+                    if listed
+                },
                 operators=self._operators(room),
             )
         )
@@ -743,7 +757,7 @@ class Moderation:
                     "too_many_masks",
                     target=room,
                 )
-            self._store.add(table, fold(room), fold(mask))
+            self._store.add(table, fold(room), fold(mask), by=ctx.client.nick or "", ts=_now())
             self._act(ctx, room, f"{what} {mask}", mode, mask)
         elif self._store.remove(table, fold(room), fold(mask)):
             self._act(ctx, room, f"{what} {mask}", mode, mask)
@@ -878,9 +892,9 @@ class Moderation:
         if not words:
             raise ctx.usage_error()
         mask, reason = full_mask(words[0]), words[1] if len(words) > 1 else ""
-        self._store.add("bans", SERVER, fold(mask))
-        log.info("%s banned %s from the server: %s", ctx.client.nick, mask, reason)
         by = ctx.client.nick or ""
+        self._store.add("bans", SERVER, fold(mask), by=by, ts=_now())
+        log.info("%s banned %s from the server: %s", ctx.client.nick, mask, reason)
         gone = self._disconnect_banned(ctx.hub.sessions(), mask, by, reason)
         self._tell({"do": "gline", "mask": mask, "by": by, "reason": reason})
         where = " here" if isinstance(self.store, SharedModerationStore) else ""
@@ -933,3 +947,9 @@ def _kill(target: Session, by: str, reason: str) -> None:
     why = f"killed by {by}" + (f": {reason}" if reason else "")
     target.notice(why)
     target.disconnect(why)
+
+
+def _now() -> str:
+    """The time, as frames give it (UTC ISO 8601 with milliseconds): when a mask was set."""
+    when = datetime.now(UTC).isoformat(timespec="milliseconds")
+    return when.replace("+00:00", "Z")

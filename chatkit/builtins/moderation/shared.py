@@ -11,6 +11,8 @@ Keys (``PREFIX`` is the cluster's):
 
 * ``PREFIX:moderation:TABLE:ROOM``, a set per table (``ops``, ``bans``, ``mutes``,
   ``invites``, ``flags``) and room (folded; ``*`` holds the server's bans).
+* ``PREFIX:moderation:setters:TABLE:ROOM``, a hash: who set each ban or mute, and when
+  (``["nick", "ts"]`` in JSON).
 
 Kept topics are the cluster's own (``PREFIX:topics``, in the log's order): a node's
 file's kept topics go there when it seeds the cluster (see :meth:`topic`).
@@ -287,17 +289,23 @@ class SharedModerationStore:
                 self._cache[table, room] = found
         return found
 
-    def _change(self, table: str, room: str, value: str, add: bool) -> int:
+    def _change(
+        self, table: str, room: str, value: str, add: bool, setter: tuple[str, str] | None = None
+    ) -> int:
         note = json.dumps({"node": self._node, "table": table, "room": room})
+        setters = self._key("setters", f"{table}:{room}")
         try:
             pipe = self._redis.pipeline()  # MULTI/EXEC: the change and its announcement
             pipe.set(self._seeded, self._node)
             if add:
                 pipe.sadd(self._key(table, room), value)
+                if setter is not None:  # (a value added again keeps its first setter)
+                    pipe.hsetnx(setters, value, json.dumps(setter))
             else:
                 pipe.srem(self._key(table, room), value)
+                pipe.hdel(setters, value)
             pipe.publish(self._channel, note)
-            _, changed, _ = pipe.execute()
+            changed = pipe.execute()[1]
         except _ERRORS:
             raise unavailable() from None
         with self._lock:
@@ -318,11 +326,25 @@ class SharedModerationStore:
         except _ERRORS:
             raise unavailable() from None
 
-    def add(self, table: str, room: str, value: str) -> None:
-        self._change(table, room, value, add=True)
+    def add(self, table: str, room: str, value: str, by: str = "", ts: str = "") -> None:
+        self._change(table, room, value, add=True, setter=(by, ts) if by and ts else None)
 
     def remove(self, table: str, room: str, value: str) -> bool:
         return self._change(table, room, value, add=False) > 0
+
+    def setters(self, table: str, room: str) -> dict[str, tuple[str, str]]:
+        """As :meth:`ModerationStore.setters`, from the cluster's hash of them (read
+        each time: only ban and quiet lists ask); empty while Redis is away."""
+        try:
+            found = self._redis.hgetall(self._key("setters", f"{table}:{room}"))
+        except _ERRORS:
+            return {}
+        out: dict[str, tuple[str, str]] = {}
+        for value, setter in found.items():
+            with contextlib.suppress(ValueError, TypeError):
+                nick, ts = json.loads(setter)
+                out[str(value)] = (str(nick), str(ts))
+        return out
 
     def claim_first(self, room: str, token: str) -> bool:
         """As :meth:`ModerationStore.claim_first`, for every node: a key set only if

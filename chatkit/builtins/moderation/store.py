@@ -1,11 +1,14 @@
 """The moderation plugin's store: operators, bans, mutes, invitations, room flags and
-kept topics per room, in one SQLite file; and what a store must offer the plugin."""
+kept topics per room, and who set each ban and mute (and when), in one SQLite file; and
+what a store must offer the plugin."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -27,11 +30,15 @@ CREATE TABLE IF NOT EXISTS flags (room TEXT NOT NULL, flag TEXT NOT NULL,
                                   PRIMARY KEY (room, flag));
 CREATE TABLE IF NOT EXISTS topics (room TEXT PRIMARY KEY, topic TEXT NOT NULL,
                                    nick TEXT NOT NULL, ts TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS setters (kind TEXT NOT NULL, room TEXT NOT NULL,
+                                    value TEXT NOT NULL, nick TEXT NOT NULL, ts TEXT NOT NULL,
+                                    PRIMARY KEY (kind, room, value));
 """
 APPLICATION_ID = 0x63686B6D  # "chkm": marks a SQLite file as a chatkit moderation database
-VERSION = 1
-"""The schema's version (SQLite's ``user_version``): a newer file is refused."""
-TABLES = {"ops", "bans", "mutes", "invites", "flags", "topics"}
+VERSION = 2
+"""The schema's version (SQLite's ``user_version``): a newer file is refused. 2 added
+``setters``: who set each ban and mute, and when."""
+TABLES = {"ops", "bans", "mutes", "invites", "flags", "topics", "setters"}
 # Each table's second column: an account (ops), a room flag ("invite": invite-only,
 # "lock": only identified clients speak, "moderated": only operators speak, "topic":
 # only operators set the topic), or a mask.
@@ -50,8 +57,9 @@ class Store(Protocol):
     def close(self) -> None: ...
     def rows(self, table: str, room: str) -> list[str]: ...
     def rooms_with(self, table: str, value: str) -> list[str]: ...
-    def add(self, table: str, room: str, value: str) -> None: ...
+    def add(self, table: str, room: str, value: str, by: str = "", ts: str = "") -> None: ...
     def remove(self, table: str, room: str, value: str) -> bool: ...
+    def setters(self, table: str, room: str) -> dict[str, tuple[str, str]]: ...
     def topic(self, room: str) -> dict[str, str] | None: ...
     def keep_topic(self, room: str, topic: str, nick: str, ts: str) -> None: ...
     def claim_first(self, room: str, token: str) -> bool: ...
@@ -167,19 +175,54 @@ class ModerationStore:
             ).fetchall()
         return [str(row[0]) for row in found]
 
-    def add(self, table: str, room: str, value: str) -> None:
-        with self._lock:
-            self._db.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", (room, value))
+    def add(self, table: str, room: str, value: str, by: str = "", ts: str = "") -> None:
+        """Add ``value`` to ``room``'s ``table``; ``by`` (a nick) set it at ``ts`` (ISO
+        8601), if given: see :meth:`setters`."""
+        with self._lock, self._transaction() as db:
             self._cache.pop((table, room), None)
+            cursor = db.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", (room, value))
+            if cursor.rowcount and by and ts:
+                db.execute(
+                    "INSERT OR REPLACE INTO setters VALUES (?, ?, ?, ?, ?)",
+                    (table, room, value, by, ts),
+                )
 
     def remove(self, table: str, room: str, value: str) -> bool:
         column = COLUMNS[table]
-        with self._lock:
-            cursor = self._db.execute(
+        with self._lock, self._transaction() as db:
+            self._cache.pop((table, room), None)
+            cursor = db.execute(
                 f"DELETE FROM {table} WHERE room = ? AND {column} = ?", (room, value)
             )
-            self._cache.pop((table, room), None)
+            db.execute(
+                "DELETE FROM setters WHERE kind = ? AND room = ? AND value = ?",
+                (table, room, value),
+            )
         return cursor.rowcount > 0
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error (a table and its
+        setters change together). The caller holds ``_lock``."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def setters(self, table: str, room: str) -> dict[str, tuple[str, str]]:
+        """Who set each value of ``room``'s ``table`` (a ban's, a mute's mask), and when:
+        ``{value: (nick, ts)}``, for those added with ``by`` (not those of before
+        version 2, nor a node's settings copied into a cluster)."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT value, nick, ts FROM setters WHERE kind = ? AND room = ?", (table, room)
+            ).fetchall()
+        return {str(value): (str(nick), str(ts)) for value, nick, ts in found}
 
     def topic(self, room: str) -> dict[str, str] | None:
         """The kept topic of ``room``: ``{"topic", "nick", "ts"}``, or ``None``."""

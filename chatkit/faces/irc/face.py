@@ -1268,11 +1268,16 @@ class IrcChannel:
         every room is."""
         fields = self._modes(room)
         if what == "bans":
-            lines = [Message(n.RPL_BANLIST, (room, str(mask))) for mask in fields.get("bans", [])]
+            lines = [
+                Message(n.RPL_BANLIST, (room, mask, *setter))
+                for mask, setter in _masks(fields, "bans")
+            ]
             lines.append(Message(n.RPL_ENDOFBANLIST, (room, "End of channel ban list")))
         elif what == "mutes":  # the quiet list, as solanum (charybdis) has it
-            mutes = fields.get("mutes", [])
-            lines = [Message(n.RPL_QUIETLIST, (room, "q", str(mask))) for mask in mutes]
+            lines = [
+                Message(n.RPL_QUIETLIST, (room, "q", mask, *setter))
+                for mask, setter in _masks(fields, "mutes")
+            ]
             lines.append(Message(n.RPL_ENDOFQUIETLIST, (room, "q", "End of channel quiet list")))
         else:
             flags = fields.get("flags", [])
@@ -1648,6 +1653,26 @@ class _Multiline:
     lines: list[tuple[str, bool]] = field(default_factory=list)
     """Each line's text, and whether it continues the one before (concat)."""
     size: int = 0
+
+
+def _masks(fields: dict[str, Any], table: str) -> list[tuple[str, tuple[str, ...]]]:
+    """Each mask of a ``modes`` frame's ``bans`` or ``mutes``, with who set it and when
+    (Unix seconds) where the plugin kept them: ``367 #room mask [who set-ts]``, as the
+    modern IRC client protocol has it, and the same for ``728``."""
+    set_by = fields.get("set_by")
+    known = set_by.get(table) if isinstance(set_by, dict) else None
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for mask in fields.get(table, []):
+        setter: tuple[str, ...] = ()
+        about = known.get(mask) if isinstance(known, dict) else None
+        if isinstance(about, dict) and about.get("nick"):
+            try:
+                when = int(datetime.fromisoformat(str(about.get("ts"))).timestamp())
+            except ValueError:
+                when = 0
+            setter = (source(str(about["nick"])), str(when))
+        out.append((str(mask), setter))
+    return out
 
 
 def _topic_lines(topic: dict[str, str]) -> list[Message]:
