@@ -1058,6 +1058,7 @@ EXIT_REFUSED = 3  # no server at that address
 EXIT_LOGIN = 4  # the nick was refused (taken, invalid, or a plugin said no)
 EXIT_LOST = 5  # the server closed the connection, or it broke
 EXIT_ROOM = 6  # the server refused the --room (a bad name, or a plugin said no)
+EXIT_NOT_READY = 7  # ping --ready: the server answered that it is not ready
 
 
 def _show(frame: dict[str, Any], as_json: bool) -> None:
@@ -1211,13 +1212,22 @@ def ping_command(
     ] = 5.0,
     tls: TlsFlag = False,
     insecure: InsecureFlag = False,
+    ready: Annotated[
+        bool,
+        typer.Option(
+            "--ready",
+            help="Also ask whether the server is ready for new clients (exit 7 if not).",
+        ),
+    ] = False,
 ) -> None:
     """Check that a server answers, without logging in (for health checks).
 
     Sends a JSON ping and waits for the pong; nobody in the chat sees it. Exit 0 if
     the server answered, 3 if it cannot connect (nothing listens there, or --tls
     failed: a certificate this machine does not trust, say), 5 if it did not answer
-    in time.
+    in time. With --ready, exit 7 if it answered that it should take no new clients
+    now (a cluster node cut off from Redis), saying why: a readiness check for a
+    load balancer, where the plain ping is a liveness check.
     """
     context = _client_tls(tls, insecure)
     started = monotonic()
@@ -1229,13 +1239,23 @@ def ping_command(
     except ClientError as exc:
         typer.echo(_with_flag_hint(str(exc)), err=True)
         raise typer.Exit(EXIT_REFUSED) from None
+    problems: list[str] = []
     with client:
         try:
-            client.sync(timeout)
+            if ready:
+                problems = client.ready(timeout)
+            else:
+                client.sync(timeout)
         except (ConnectionLost, TimeoutError) as exc:
             typer.echo(f"no answer from {host}:{port}: {exc or 'timed out'}", err=True)
             raise typer.Exit(EXIT_LOST) from None
-    typer.echo(f"pong from {host}:{port} in {(monotonic() - started) * 1000:.0f} ms")
+    took = f"in {(monotonic() - started) * 1000:.0f} ms"
+    if problems:
+        typer.echo(f"{host}:{port} is not ready ({took}):", err=True)
+        for problem in problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(EXIT_NOT_READY)
+    typer.echo(f"pong from {host}:{port} {took}" + (", ready" if ready else ""))
 
 
 def _with_flag_hint(error: str) -> str:

@@ -466,6 +466,24 @@ class Client(LineClient):
         del self.pending[: at + 1]
         return frames
 
+    def ready(self, timeout: float | None = None) -> list[str]:
+        """Ask the server whether it is ready to take clients (a ``ping`` with
+        ``"ready": true``): the problems its plugins name, empty if none (see the
+        ``chatkit_check_ready`` hook). Frames that arrive first stay pending; raises
+        as :meth:`sync` does."""
+        self.send(type="ping", ready=True)
+        at = self._find(lambda f: f["type"] == "pong", _deadline(timeout))
+        if at is None:
+            raise ConnectionLost("the server closed the connection")
+        pong = self.pending.pop(at)
+        problems = pong.get("problems")
+        if pong.get("ready") is True:
+            return []
+        if isinstance(problems, list) and problems:
+            return [str(problem) for problem in problems]
+        # A server from before readiness answers a plain pong: it cannot say.
+        return ["the server does not say whether it is ready (a chatkit from before ping --ready)"]
+
     def buffered(self) -> bool:
         """True if frames are already received and waiting (no need to select)."""
         return bool(self.pending) or super().buffered()

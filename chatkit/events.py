@@ -107,6 +107,9 @@ class Request:
 class Ping:
     """The client asks for a ``pong``."""
 
+    ready: bool = False
+    """Whether it asks if the server is ready, too (``chatkit_check_ready``)."""
+
 
 @dataclass(frozen=True)
 class Pong:

@@ -39,6 +39,7 @@ between two hooks, with no hook of its own::
               → (account to the client and everyone who shares a room)
               → chatkit_on_account
     request:  chatkit_allow_input → chatkit_handle_request (before login too)
+    ready:    (a JSON ping asking ``{"ready": true}``, before login too) → chatkit_check_ready
     authenticate: chatkit_authenticate (IRC SASL, before login)
     logout:   (leave to the members of its rooms) → chatkit_on_leave (each room)
               → chatkit_on_logout
@@ -49,7 +50,8 @@ between two hooks, with no hook of its own::
   with ``/``: its handler runs instead of the message hooks; ``/me`` goes on as a
   ``say``, and ``/msg``, ``/join``, ``/nick``, ``/part`` as shown), a JSON frame of
   a type the core does not know (a ``request``), and ``ping``/``pong``, which no
-  hook sees. ``say`` needs a logged-in client; a request reaches the plugins
+  hook sees but ``chatkit_check_ready``, for a ping that asks whether the server is
+  ready (``chatkit ping --ready``). ``say`` needs a logged-in client; a request reaches the plugins
   before login too (a registration may come first).
 * A refusal ends the line where it happens (the client gets an ``error`` frame and
   may try again); only a refused default room lets the login go on, without the
@@ -629,6 +631,24 @@ def chatkit_handle_request(client: Session, request: Request) -> bool | Reject |
     yours. If no
     plugin handles it, the client gets ``bad_frame`` (unknown frame type). If it
     raises, the client gets ``internal_error`` and the error is logged.
+    """
+
+
+@hookspec
+def chatkit_check_ready() -> str | None:
+    """Say why this server should take no new clients now, if it should not.
+
+    Called for a JSON ``ping`` that asks ``{"ready": true}`` (``chatkit ping --ready``,
+    a load balancer's readiness check), on the asking client's reader thread, before
+    login too. The server is ready when no plugin names a problem; the ``pong`` then
+    says ``"ready": true``, else ``false`` with the ``problems``. A plain ``ping`` (a
+    liveness check) calls no hook.
+
+    Return ``None`` if all is well, or a short sentence for people (the ``cluster``
+    plugin's: ``cluster: no connection to Redis for 12 s: ...``). Answer from what the
+    plugin knows already: do no I/O, and wait for nothing. Anyone who can connect may
+    ask, so name no secret (a password, a URL with one). If it raises, the error is
+    logged and the server counts as not ready, with that plugin named.
     """
 
 

@@ -18,6 +18,7 @@ room's lane is empty are published under that lock with no entry at all.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from chatkit.transport import Feed, Outbox
 
 __all__ = ["Hub", "Relay", "message_frame", "valid_nick", "valid_room"]
+
+log = logging.getLogger(__name__)
 
 _NICK_EXTRA = set("_-.[]{}|^`")
 SERVICE_NICKS = frozenset(
@@ -444,6 +447,25 @@ class Hub:
         if result is False:
             raise CommandError("wrong account name or password", "bad_password")
         self._check(result)
+
+    def readiness(self) -> list[str]:
+        """Why this server should take no new clients now: what each plugin's
+        ``chatkit_check_ready`` names (one that raises, or answers with something other
+        than text, is a problem too); empty when it is ready."""
+        hooks, name = self.hooks, "chatkit_check_ready"
+        hooks.watch(name)
+        problems: list[str] = []
+        for impl in hooks.impls(name):
+            answer = hooks.call(
+                name, impl, lambda plugin: f"{plugin}: its readiness check failed", timed=False
+            )
+            if answer is None:
+                continue
+            if not isinstance(answer, str) or not answer:
+                log.error("plugin %r answered %s with %r, not text", impl.plugin_name, name, answer)
+                answer = f"{impl.plugin_name}: its readiness check failed"
+            problems.append(answer)
+        return problems
 
     def run_command(self, session: Session, text: str, room: str | None) -> None:
         """Run the command line ``text`` (``/name args``) typed by ``session``.

@@ -431,7 +431,7 @@ def _json_event(obj: dict[str, Any], rules: _TextRules) -> Event:
             raise RemoteProtocolError("bad_frame", "'say' needs some text, not only blanks")
         return _say(text, _field(obj, "room", required=False), rules)
     if kind == "ping":
-        return Ping()
+        return Ping(ready=obj.get("ready") is True)
     if kind == "pong":
         return Pong()
     if not _REQUEST_TYPE.fullmatch(kind):

@@ -113,6 +113,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "logout",
             "prepare",
             "request",
+            "readiness",
             "run_command",
             "say_run",
             "settle",

@@ -255,6 +255,7 @@ def test_our_plugin_packages_are_listed_and_load(serve: type[ServeProcess]) -> N
     assert "chatkit_filter_message" in rows["profanity"]["hooks"]
     assert rows["motd"]["commands"] == ["motd"]
     assert rows["motd"]["hooks"] == [
+        "chatkit_check_config",
         "chatkit_configure",
         "chatkit_on_login",
         "chatkit_register_commands",

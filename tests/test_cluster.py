@@ -157,6 +157,16 @@ class Node:
             self.proc.stdout.close()
 
 
+def ready(node: Node) -> tuple[int, str]:
+    """`chatkit ping --ready` against ``node``: its exit status and what it said on
+    standard error."""
+    result = subprocess.run(
+        [CHATKIT, "ping", "--ready", "--port", str(node.address[1])],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return result.returncode, result.stderr
+
+
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     started: list[Node] = []
@@ -810,6 +820,7 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         cluster = metrics(a.metrics)
         assert cluster["chatkit_cluster_redis_up"] == 1 and cluster["chatkit_cluster_nodes"] == 2
         assert cluster["chatkit_cluster_remote_members"] == 1
+        assert ready(a) == (0, "")  # connected: ready for new clients
         ann.say("before")
         ben.expect("message", text="before")
         ann.say("/register correct-horse")
@@ -837,6 +848,16 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         assert cluster["chatkit_cluster_redis_up"] == 0
         assert cluster["chatkit_cluster_outages_total"] == 1
         assert cluster["chatkit_cluster_local_only_messages_total"] == 1
+        # Alive (a plain ping), but not ready: a load balancer sends new clients elsewhere.
+        code, said = ready(a)
+        assert code == 7 and "cluster: no connection to Redis for" in said, said
+        assert ann.ready() == [said.splitlines()[1].strip()]
+        assert (
+            subprocess.run(
+                [CHATKIT, "ping", "--port", str(a.address[1])], capture_output=True, timeout=30
+            ).returncode
+            == 0
+        )
         # Accounts answer from what the node read (ann's is known here); changes wait.
         dan = a.client("dan")
         dan.say("/register dans-password")
@@ -853,6 +874,7 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         redis.start()
         ann.expect("notice", text_contains="again", timeout=10)
         ben.expect("notice", text_contains="again", timeout=10)
+        assert ready(a) == (0, "")
         wait_until(lambda: sorted(who(ben)) == ["ann", "ben"], WAIT, "both in /who again", POLL)
         ann.say("after")
         ben.expect("message", text="after")

@@ -158,6 +158,10 @@ class Recorder:
         return True
 
     @hookimpl
+    def chatkit_check_ready(self) -> None:
+        self.note("chatkit_check_ready")
+
+    @hookimpl
     def chatkit_on_leave(self, client: Session, room: str, reason: str) -> None:
         self.note("chatkit_on_leave", (room, reason))
 
@@ -267,6 +271,7 @@ DETAILS: list[tuple[str, dict[str, Any]]] = [
             "chatkit_handle_request": "lifecycle",
         },
     ),
+    ("ready", {}),
     (
         "/topic",
         {
@@ -333,6 +338,7 @@ def run_scenario(plugin: Recorder) -> None:
             client.expect("nick", new="alicia")
             client.send(type="lifecycle")  # request
             client.expect("lifecycle", ok=True)
+            assert client.ready() == []  # ready
             client.say("/topic #side Friday")  # /topic
             client.expect("topic", room="#side", topic="Friday")
             client.say("/register correct-horse")  # /register

@@ -488,6 +488,19 @@ class Cluster:
             "server's members only until it is back"
         )
 
+    @hookimpl
+    def chatkit_check_ready(self) -> str | None:
+        # Down, this node serves its own members only, and their nicks are unique on it
+        # alone: a load balancer should send new clients to a node that is connected.
+        with self._lock:
+            if self._server is None or self._up or self._down_since is None:
+                return None
+            down = time.monotonic() - self._down_since
+        return (
+            f"cluster: no connection to Redis for {down:.0f} s: this server reaches its "
+            "own members only"
+        )
+
     def _notice(self, text: str) -> None:
         if self._server is not None and not self._stop.is_set():
             self._server.hub.announce(text)

@@ -173,7 +173,11 @@ class LineChannel:
                     # Consecutive messages are stored in a pipeline; settle() ends it.
                     hub.say(session, event.room, event.text, defer=True)
             elif isinstance(event, Ping):
-                session.send(Frame("pong"))
+                if event.ready:
+                    problems = hub.readiness()
+                    session.send(Frame("pong", ready=not problems, problems=problems))
+                else:
+                    session.send(Frame("pong"))
             elif isinstance(event, Hello):
                 if session.logged_in:
                     raise CommandError(
