@@ -879,6 +879,42 @@ class NotMine:
         return False
 
 
+def test_hook_check_ready(chat_server_factory: Factory) -> None:
+    """A ping with "ready": true is answered with what each plugin's chatkit_check_ready
+    names (one that raises or answers something else than text counts as a problem,
+    named), before login too; a plain ping gets a plain pong and asks no plugin."""
+
+    class Checks:
+        asked = 0
+
+        def __init__(self, name: str, answer: Any) -> None:
+            self.name, self.answer = name, answer
+
+        @hookimpl
+        def chatkit_check_ready(self) -> str | None:
+            Checks.asked += 1
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer  # type: ignore[no-any-return]
+
+    checks = [Checks("fine", None), Checks("disk", "disk: full"), Checks("broken", OSError())]
+    server = chat_server_factory(plugins=[*checks, Checks("odd", 42)])
+    with ChatClient(server.address) as client:  # not logged in
+        client.send(type="ping")
+        assert client.expect("pong") == {"type": "pong"} and Checks.asked == 0
+        client.send(type="ping", ready=True)
+        pong = client.expect("pong")
+        assert pong["ready"] is False and Checks.asked == 4
+        assert sorted(pong["problems"]) == [
+            "broken: its readiness check failed",
+            "disk: full",
+            "odd: its readiness check failed",
+        ]
+    ready = chat_server_factory(plugins=[Checks("fine", None)])
+    with ChatClient(ready.address) as client:
+        assert client.ready() == []
+
+
 def test_hook_handle_request(chat_server_factory: Factory, chat_client: Connect) -> None:
     """Plugins answer frame types of their own, before login too (a registration may come
     first); unknown types and failures get errors. A plugin's False is "not mine", as
