@@ -268,11 +268,11 @@ class Cluster:
         self.lost_nodes = 0
         self.nick_conflicts = 0
         """Nicks of this node found held by another node, each conflict counted once."""
-        # Skeletons of this node's nicks held by another node at the last look (the
-        # heartbeat's, or a reconnection's): a conflict lasts until one side leaves, and
-        # is counted and logged when it starts. The heartbeat thread's, and the reader's
-        # at a reconnection (_announce): under _lock.
-        self._conflicts: set[str] = set()
+        # Skeletons of this node's nicks held by another node, each with when a look
+        # (the heartbeat's, or a reconnection's) last found it so: a conflict lasts until
+        # one side leaves, and is counted and logged when it starts. The heartbeat
+        # thread's, and the reader's at a reconnection (_announce): under _lock.
+        self._conflicts: dict[str, float] = {}
 
     # -- startup and shutdown ---------------------------------------------------------
 
@@ -689,7 +689,7 @@ class Cluster:
             ):
                 with self._lock:
                     new = key not in self._conflicts
-                    self._conflicts.add(key)
+                    self._conflicts[key] = time.monotonic()
                     self.nick_conflicts += new
                 if new:
                     log.warning("cluster: nick %s was taken on another node meanwhile", nick)
@@ -971,13 +971,18 @@ class Cluster:
             self._claim(
                 keys=[self._key("nick", skeleton(nick))], args=[self.node, lease_ms], client=pipe
             )
+        looked = time.monotonic()
         results = pipe.execute()
         held = {
             skeleton(nick): nick for nick, took in zip(nicks, results[1:], strict=True) if not took
         }
         with self._lock:
             new = [nick for key, nick in held.items() if key not in self._conflicts]
-            self._conflicts = set(held)  # (one that ended is forgotten: again, it is new)
+            # This look's conflicts (one that ended is forgotten: again, it is new), and
+            # those a reconnection found after this look began, which it could not see:
+            # forgotten, they would be counted again at the next beat.
+            kept = {key: at for key, at in self._conflicts.items() if at > looked}
+            self._conflicts = {**kept, **dict.fromkeys(held, looked)}
             self.nick_conflicts += len(new)
         if new:
             log.warning(
