@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from time import monotonic
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich import box
@@ -32,6 +32,7 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from chatkit import __version__
+from chatkit.builtins.cluster import redact
 from chatkit.builtins.history import serve_db
 from chatkit.client import (
     LOCAL_ERRORS,
@@ -915,22 +916,17 @@ def _without_password(text: str) -> str:
     (``https://hooks.example.com/***`` for ``.../services/T0/B0/XXXX`` or ``?key=...``)."""
     if "://" not in text:
         return text
+    hidden = redact(text, SECRET_KEYS)  # (the cluster's log line's: a Redis URL's too)
     try:
-        parts = urlsplit(text)
+        parts = urlsplit(hidden)
         password = parts.password
     except ValueError:
-        return text
-    if password is not None:
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{user}:***@{host}")
-    if parts.query:  # (redis://host/0?password=..., which redis-py takes too)
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        hidden = [(k, "***" if any(w in k.lower() for w in SECRET_KEYS) else v) for k, v in pairs]
-        parts = parts._replace(query=urlencode(hidden, safe="*"))
-    if parts.scheme.lower() in ("http", "https") and (parts.path not in ("", "/") or parts.query):
+        return hidden
+    if parts.scheme.lower() not in ("http", "https"):
+        return hidden
+    if parts.path not in ("", "/") or parts.query:
         parts = parts._replace(path="/***", query="", fragment="")
-    if password is None and parts.username and parts.scheme.lower() in ("http", "https"):
+    if password is None and parts.username:
         # (https://TOKEN@host/: a token in the user part, as some webhook services take it)
         parts = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2])
     return urlunsplit(parts)

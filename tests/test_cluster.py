@@ -1150,6 +1150,8 @@ def test_a_redis_url_is_shown_without_its_password() -> None:
         ("redis://h:6379/0", "redis://h:6379/0"),
     ):  # fmt: skip
         assert redact(url) == shown
+    # Other words make a secret too where asked (chatkit check's: a token).
+    assert redact("redis://h/0?token=t&db=1", ("password", "token")) == "redis://h/0?token=***&db=1"
 
 
 def test_one_node_at_a_time_claims_an_empty_rooms_first_member(redis_server: RedisServer) -> None:

@@ -42,7 +42,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -140,9 +140,10 @@ return 0
 """
 
 
-def redact(url: str) -> str:
+def redact(url: str, keys: Sequence[str] = ("password",)) -> str:
     """``url`` without its password (``redis://:***@host:6379/0``, and
-    ``?password=***``, the other place redis-py takes one), fit for a log."""
+    ``?password=***``, the other place redis-py takes one), fit for a log; ``keys``: the
+    words that make a query's key a secret (``chatkit check`` hides ``token`` too)."""
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -153,8 +154,8 @@ def redact(url: str) -> str:
         host = parts.netloc.rpartition("@")[2]
         parts = parts._replace(netloc=f"{user}:***@{host}")
     pairs = parse_qsl(parts.query, keep_blank_values=True)
-    if any("password" in k.lower() for k, _ in pairs):
-        hidden = [(k, "***" if "password" in k.lower() else v) for k, v in pairs]
+    if any(word in k.lower() for k, _ in pairs for word in keys):
+        hidden = [(k, "***" if any(w in k.lower() for w in keys) else v) for k, v in pairs]
         parts = parts._replace(query=urlencode(hidden, safe="*"))
     elif password is None:
         return url  # nothing hidden: as written (urlunsplit would respell unix:///path)
