@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["create_private"]
+__all__ = ["create_private", "immediate"]
 
 
 def create_private(path: str | Path) -> None:
@@ -23,3 +25,19 @@ def create_private(path: str | Path) -> None:
     # (FileExistsError: there already; another error: sqlite3 says why it cannot be.)
     with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+@contextlib.contextmanager
+def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` on ``db`` (opened with ``isolation_level=None``),
+    rolled back on any error, a failed commit too (a full disk, a busy timeout): a
+    transaction left open would make every later ``BEGIN`` fail. The caller holds what
+    guards ``db``."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

@@ -10,17 +10,15 @@ Passwords never reach this module: it stores the argon2 hash the plugin made.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from chatkit import UsageError, fold, skeleton
-from chatkit.builtins.sqlite import create_private
+from chatkit.builtins.sqlite import create_private, immediate
 
 __all__ = ["APPLICATION_ID", "Account", "AccountStore", "Store"]
 
@@ -153,28 +151,13 @@ class AccountStore:
             ).fetchone()
         return None if row is None else Account(*row)
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error, a failed commit
-        too (a full disk, a busy timeout): a transaction left open would make every
-        later ``BEGIN`` fail. The caller holds ``_lock``."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-
     def create(self, account: Account) -> bool:
         """Add ``account`` and use up its invitation; False if its name is taken, or
         a look-alike of it (the same skeleton)."""
         like, now = skeleton(account.nick), time.time()
         with self._lock:
             try:
-                with self._transaction() as db:
+                with immediate(self._db) as db:
                     if db.execute("SELECT 1 FROM accounts WHERE skeleton = ?", (like,)).fetchone():
                         return False
                     db.execute(
@@ -207,7 +190,7 @@ class AccountStore:
 
     def delete(self, name: str) -> None:
         """Delete account ``name`` (and the invitations it gave)."""
-        with self._lock, self._transaction() as db:
+        with self._lock, immediate(self._db) as db:
             db.execute("DELETE FROM accounts WHERE name = ?", (name,))
             db.execute("DELETE FROM invites WHERE inviter = ?", (name,))
 

@@ -4,16 +4,14 @@ what a store must offer the plugin."""
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from chatkit import UsageError
-from chatkit.builtins.sqlite import create_private
+from chatkit.builtins.sqlite import create_private, immediate
 
 __all__ = ["CACHE_ENTRIES", "COLUMNS", "ModerationStore", "Store"]
 
@@ -178,7 +176,7 @@ class ModerationStore:
     def add(self, table: str, room: str, value: str, by: str = "", ts: str = "") -> None:
         """Add ``value`` to ``room``'s ``table``; ``by`` (a nick) set it at ``ts`` (ISO
         8601), if given: see :meth:`setters`."""
-        with self._lock, self._transaction() as db:
+        with self._lock, immediate(self._db) as db:
             self._cache.pop((table, room), None)
             cursor = db.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", (room, value))
             if cursor.rowcount and by and ts:
@@ -189,7 +187,7 @@ class ModerationStore:
 
     def remove(self, table: str, room: str, value: str) -> bool:
         column = COLUMNS[table]
-        with self._lock, self._transaction() as db:
+        with self._lock, immediate(self._db) as db:
             self._cache.pop((table, room), None)
             cursor = db.execute(
                 f"DELETE FROM {table} WHERE room = ? AND {column} = ?", (room, value)
@@ -199,20 +197,6 @@ class ModerationStore:
                 (table, room, value),
             )
         return cursor.rowcount > 0
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error (a table and its
-        setters change together). The caller holds ``_lock``."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     def setters(self, table: str, room: str) -> dict[str, tuple[str, str]]:
         """Who set each value of ``room``'s ``table`` (a ban's, a mute's mask), and when:
