@@ -214,6 +214,18 @@ class _Item:
     ops: list[Callable[[Pipeline], object]]
 
 
+def _renamed_sid(entry: dict[str, str] | None) -> int | None:
+    """The session id of a ``nick`` log entry of this node's (see ``Cluster._renames``),
+    else ``None``."""
+    if entry is None or entry.get("t") != "nick":
+        return None
+    try:
+        sid = json.loads(entry["d"]).get("sid")
+    except (KeyError, ValueError, AttributeError):
+        return None
+    return sid if isinstance(sid, int) else None
+
+
 class Cluster:
     """The ``cluster`` plugin: a :class:`chatkit.hub.Relay` over Redis."""
 
@@ -904,9 +916,13 @@ class Cluster:
             except Exception:
                 log.exception("cluster: publishing failed")
                 # (A command Redis refused: WRONGTYPE, OOM, READONLY.) Entries in this
-                # batch never come back: no rename of this node's waits to be read back.
+                # batch never come back: a session with a rename among them waits for no
+                # read-back (its nick in the log is behind from here: the others' sessions
+                # keep theirs, logged by earlier batches and still to be read back).
+                lost = {sid for item in items if (sid := _renamed_sid(item.entry)) is not None}
                 with self._lock:
-                    self._renames.clear()
+                    for sid in lost:
+                        self._renames.pop(sid, None)
 
     def _read_loop(self) -> None:
         """Read the log in order and deliver it here; reconnect when Redis is lost."""
