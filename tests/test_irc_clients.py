@@ -2,7 +2,7 @@
 server, each driven under tmux as a person would drive it.
 
 Each test starts a ``chatkit.Server`` with the line face and the IRC face on port 0 (history
-on, in memory), has a JSON client say two things, then runs the IRC client in a detached tmux
+on, in memory), has a JSON client say things (or ban someone), then runs the IRC client in a detached tmux
 session with its own home directory: it types with ``tmux send-keys`` and reads the screen
 with ``tmux capture-pane``. Every wait polls the screen or the JSON client's frames until a
 condition holds or a deadline passes.
@@ -224,6 +224,18 @@ def test_irssi(
     server: Server, jay: ChatClient, tmux: Callable[[str], Tmux], tmp_path: Path
 ) -> None:
     """irssi connects, is in #general, shows the replay, chats both ways and quits."""
+    host, port = server.addresses["irc"]
+    client = start_irssi(tmux, tmp_path, (host, port))
+
+    def said(nick: str, text: str) -> str:
+        return rf"<.?{re.escape(nick)}> {re.escape(text)}"
+
+    joined = r"bob \[bob@chatkit\] has joined #general"
+    chat_end_to_end(client, jay, "bob", said, joined, irssi=True, irc=(host, port))
+
+
+def start_irssi(tmux: Callable[[str], Tmux], tmp_path: Path, irc: tuple[str, int]) -> Tmux:
+    """irssi as bob, connecting to ``irc``, in a home of its own."""
     require("irssi", "tmux")
     home = tmp_path / "irssi"
     home.mkdir()
@@ -238,15 +250,36 @@ def test_irssi(
         '  "fe-common/core" = { autolog = "no"; };\n'
         "};\n"
     )
-    host, port = server.addresses["irc"]
     client = tmux("irssi")
-    client.start(["irssi", f"--home={home}", "-n", "bob", "-c", host, "-p", str(port)])
+    client.start(["irssi", f"--home={home}", "-n", "bob", "-c", irc[0], "-p", str(irc[1])])
+    return client
 
-    def said(nick: str, text: str) -> str:
-        return rf"<.?{re.escape(nick)}> {re.escape(text)}"
 
-    joined = r"bob \[bob@chatkit\] has joined #general"
-    chat_end_to_end(client, jay, "bob", said, joined, irssi=True, irc=(host, port))
+def test_irssi_shows_who_set_a_ban_and_when(tmux: Callable[[str], Tmux], tmp_path: Path) -> None:
+    """With moderation, irssi's ban list (/ban, which asks MODE #room b) names who set
+    each ban and how long ago, from the 367 line's who and set-ts."""
+    server = Server(
+        plugins=["moderation"], config=make_config(), faces=[LineFace(), IrcFace(port=0)]
+    )
+    server.start()
+    try:
+        with ChatClient(server.addresses["line"], timeout=TIMEOUT) as jay:
+            jay.login("jay")  # the first in #general: its operator
+            jay.say("/ban mallory")
+            jay.expect("notice", text="jay banned mallory!*@*")
+            client = start_irssi(tmux, tmp_path, server.addresses["irc"])
+            try:
+                jay.expect("join", nick="bob", room="#general")
+                client.wait_for(r"\[Act: [^\]]*\b2\b")  # #general's window is there
+                client.type("/window goto #general")
+                client.type("/ban")
+                client.wait_for(
+                    r"#general: ban mallory!\*@\* \[by jay!jay@chatkit, \d+ secs? ago\]"
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nirssi's screen:\n{client.screen()}") from None
+    finally:
+        server.shutdown()
 
 
 def test_weechat(
