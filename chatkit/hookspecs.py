@@ -649,6 +649,8 @@ def chatkit_check_ready() -> str | None:
     plugin knows already: do no I/O, and wait for nothing. Anyone who can connect may
     ask, so name no secret (a password, a URL with one). If it raises, the error is
     logged and the server counts as not ready, with that plugin named.
+
+    Asked once a second at most: pings within the second get the last answer.
     """
 
 

@@ -46,6 +46,7 @@ __all__ = ["Hub", "Relay", "message_frame", "valid_nick", "valid_room"]
 log = logging.getLogger(__name__)
 
 _NICK_EXTRA = set("_-.[]{}|^`")
+READY_EVERY = 1.0  # seconds during which readiness() answers what the plugins last said
 SERVICE_NICKS = frozenset(
     ("nickserv", "chanserv", "operserv", "memoserv", "hostserv", "botserv", "saslserv", "global")
 )
@@ -294,6 +295,10 @@ class Hub:
         """Set by a plugin (the builtin ``cluster``) that sequences messages across
         several servers: see :class:`Relay`. ``None``: messages are delivered here."""
         self._any_relayed = False  # set once a message went through the relay (see settle)
+        # When the plugins were last asked whether the server is ready, and what they said
+        # (see readiness): replaced whole, without a lock (two readers asking at once
+        # each ask the plugins, which is harmless).
+        self._readiness: tuple[float, list[str]] = (float("-inf"), [])
         self.deliveries = 0
         """Chat frames (messages, joins, leaves, nicks, notices) queued to recipients
         since start (a metric; under the lock)."""
@@ -451,7 +456,20 @@ class Hub:
     def readiness(self) -> list[str]:
         """Why this server should take no new clients now: what each plugin's
         ``chatkit_check_ready`` names (one that raises, or answers with something other
-        than text, is a problem too); empty when it is ready."""
+        than text, is a problem too); empty when it is ready.
+
+        Asked of the plugins once in ``READY_EVERY`` seconds at most: a client may send
+        pings as fast as it likes (they are never refused), and a plugin that fails
+        would log a traceback for each."""
+        now = time.monotonic()
+        at, problems = self._readiness  # (one read: another reader may replace it)
+        if now - at < READY_EVERY:
+            return list(problems)
+        problems = self._ask_ready()
+        self._readiness = (now, problems)
+        return list(problems)
+
+    def _ask_ready(self) -> list[str]:
         hooks, name = self.hooks, "chatkit_check_ready"
         hooks.watch(name)
         problems: list[str] = []

@@ -19,6 +19,9 @@ from test_irc_face import SERVER, IrcClient
 from chatkit import Server
 from chatkit.config import config_from_dict
 from chatkit.faces.irc import IrcFace
+from chatkit.faces.irc.face import _masks
+from chatkit.faces.irc.message import Message
+from chatkit.faces.irc.numerics import RPL_BANLIST
 from chatkit.faces.line import LineFace
 from chatkit.testing import ChatClient, TextClient, make_config
 
@@ -469,3 +472,41 @@ def test_a_room_s_announcement_names_the_room(server: Server) -> None:
             server.hub.announce("maintenance at noon", "#den")  # one IRC has no mode for
             bob.expect(f":{SERVER} NOTICE #den :*** maintenance at noon")
             nina.expect("*** [#den] maintenance at noon")
+
+
+def test_a_ban_lists_who_set_it_only_where_the_line_holds_it_whole() -> None:
+    """367's who and set-ts are left out, the mask alone listed, for a mask from before
+    they were kept, one only a trailing parameter can carry (a leading ':'), one too long
+    for the pair to fit in 512 bytes (a line is cut from its end: a time cut short is
+    another time), and a time that is none (unreadable, before 1970)."""
+    long = "\N{GRINNING FACE}" * 95 + "!*@*"  # 384 bytes, and a setter of 30 letters
+    setter, nick = "a" * 30, "b" * 30
+    fields = {
+        "bans": ["old!*@*", ":evil!*@*", long, "bad!*@*", "early!*@*", "good!*@*"],
+        "set_by": {
+            "bans": {
+                mask: {"nick": setter if mask == long else "ann", "ts": ts}
+                for mask, ts in [
+                    (":evil!*@*", "2026-12-03T05:00:00.000Z"),
+                    (long, "2026-12-03T05:00:00.000Z"),
+                    ("bad!*@*", "soon"),
+                    ("early!*@*", "1960-01-01T00:00:00.000Z"),
+                    ("good!*@*", "2026-12-03T05:00:00.000Z"),
+                ]
+            }
+        },
+    }
+    around = len(f":{SERVER} 000 {nick} #den q ".encode())
+    listed = dict(_masks(fields, "bans", around))
+    assert listed == {
+        "old!*@*": (),
+        ":evil!*@*": (),
+        long: (),
+        "bad!*@*": (),
+        "early!*@*": (),
+        "good!*@*": ("ann!ann@chatkit", "1796274000"),
+    }
+    line = Message(RPL_BANLIST, ("#den", ":evil!*@*")).line()
+    assert line == "367 #den ::evil!*@*"  # (the mask as it is, as the trailing parameter)
+    whole = f":{SERVER} 367 {nick} #den {long} {setter}!{setter}@chatkit 1796274000"
+    assert len(whole.encode()) + 2 > 512

@@ -831,3 +831,16 @@ def test_a_version_1_file_keeps_its_bans_and_learns_who_sets_the_next(tmp_path: 
         store.close()
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    again = ModerationStore(path)  # a version-2 file opens as it is, setters kept
+    try:
+        again.add("mutes", "#a", "loud!*@*", by="ann", ts="2026-12-03T07:00:00.000Z")
+    finally:
+        again.close()
+    again = ModerationStore(path)
+    try:
+        assert again.setters("mutes", "#a") == {"loud!*@*": ("ann", "2026-12-03T07:00:00.000Z")}
+        assert again.all_setters() == [
+            ("mutes", "#a", "loud!*@*", "ann", "2026-12-03T07:00:00.000Z")
+        ]
+    finally:
+        again.close()

@@ -99,7 +99,8 @@ class SharedModerationStore:
         # Synchronize the cache, its generation and the listening flag: reads on every
         # reader thread, invalidations on the listening thread.
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str], list[str]] = {}
+        # (table, room): its rows; ("setters", "TABLE:ROOM"): who set them, and when.
+        self._cache: dict[tuple[str, str], Any] = {}
         self._generation = 0  # moves at every invalidation: a read older than it is not cached
         self._listening = False  # the channel is subscribed: cached copies are kept fresh
         self._retry_at = 0.0  # monotonic time before which reads do not try Redis
@@ -122,6 +123,10 @@ class SharedModerationStore:
     def _key(self, table: str, room: str) -> str:
         return f"{self._prefix}:moderation:{table}:{room}"
 
+    def _setters(self, table: str, room: str) -> str:
+        """The key of the hash of who set each value of ``room``'s ``table``, and when."""
+        return self._key("setters", f"{table}:{room}")
+
     def _import(self, local: ModerationStore) -> None:
         """Add ``local``'s settings to Redis's if the cluster never had any (sets merge; a
         kept topic goes to the cluster's topics, where one Redis has wins)."""
@@ -138,6 +143,8 @@ class SharedModerationStore:
         pipe = self._redis.pipeline()
         for table, room, value in rows:
             pipe.sadd(self._key(table, room), value)
+        for table, room, value, nick, ts in local.all_setters():
+            pipe.hsetnx(self._setters(table, room), value, json.dumps((nick, ts)))
         for room, topic in topics.items():  # (into the cluster's topics: see topic())
             pipe.hsetnx(f"{self._prefix}:topics", room, json.dumps({"room": room, **topic}))
         # Nodes that cached these sets (empty) before: every node starts its cache afresh.
@@ -236,7 +243,9 @@ class SharedModerationStore:
                 if event.get("flush"):
                     self._cache.clear()
                 else:
-                    self._cache.pop((str(event["table"]), str(event.get("room"))), None)
+                    table, room = str(event["table"]), str(event.get("room"))
+                    self._cache.pop((table, room), None)
+                    self._cache.pop(("setters", f"{table}:{room}"), None)
                 self._generation += 1
         elif event.get("node") != self._node and self.on_action is not None:
             try:
@@ -267,33 +276,64 @@ class SharedModerationStore:
     def rows(self, table: str, room: str) -> list[str]:
         """The accounts (``ops``), masks (``bans``, ``mutes``, ``invites``) or flags of
         ``room``, sorted."""
+        found: list[str] = self._read(
+            (table, room),
+            lambda: sorted(str(value) for value in self._redis.smembers(self._key(table, room))),
+            [],
+        )
+        return found
+
+    def setters(self, table: str, room: str) -> dict[str, tuple[str, str]]:
+        """As :meth:`ModerationStore.setters`, from the cluster's hash of them (cached
+        as :meth:`rows` is; while Redis is away, the last copy, or none)."""
+
+        def fetch() -> dict[str, tuple[str, str]]:
+            out: dict[str, tuple[str, str]] = {}
+            for value, setter in self._redis.hgetall(self._setters(table, room)).items():
+                try:
+                    nick, ts = json.loads(setter)
+                except Exception:  # junk in Redis: not JSON, too deep, not a pair
+                    continue
+                if isinstance(nick, str) and isinstance(ts, str):
+                    out[str(value)] = (nick, ts)
+            return out
+
+        found: dict[str, tuple[str, str]] = self._read(("setters", f"{table}:{room}"), fetch, {})
+        return found
+
+    def _read(self, key: tuple[str, str], fetch: Callable[[], Any], empty: Any) -> Any:
+        """What ``fetch`` reads from Redis, cached under ``key`` while the channel is
+        listened to (its notes drop a copy that changed). Redis away: the last copy, or
+        ``empty``, and readers do not wait for Redis on every message meanwhile (a
+        partition can make each try take seconds): one try a ``RETRY_EVERY``."""
         with self._lock:
-            cached = self._cache.get((table, room))
+            cached = self._cache.get(key)
             if cached is not None and self._listening:
                 return cached
             if time.monotonic() < self._retry_at:
-                return cached or []  # Redis was unreachable a moment ago: the last copy
+                return empty if cached is None else cached  # Redis was away a moment ago
             generation = self._generation
         try:
-            found = sorted(str(value) for value in self._redis.smembers(self._key(table, room)))
+            found = fetch()
         except _ERRORS:
-            # Redis is away: the last copy, if any. Readers do not wait for Redis on
-            # every message meanwhile (a partition can make each try take seconds).
             with self._lock:
                 self._retry_at = time.monotonic() + RETRY_EVERY
-            return cached or []
+            return empty if cached is None else cached
+        except UnicodeDecodeError:  # (junk in Redis: not UTF-8)
+            log.warning("moderation: %s holds what is not UTF-8", self._key(*key))
+            return empty if cached is None else cached
         with self._lock:
             if self._listening and generation == self._generation:
                 if len(self._cache) >= self._cache_entries:
                     self._cache.clear()  # any client may ask about any room name
-                self._cache[table, room] = found
+                self._cache[key] = found
         return found
 
     def _change(
         self, table: str, room: str, value: str, add: bool, setter: tuple[str, str] | None = None
     ) -> int:
         note = json.dumps({"node": self._node, "table": table, "room": room})
-        setters = self._key("setters", f"{table}:{room}")
+        setters = self._setters(table, room)
         try:
             pipe = self._redis.pipeline()  # MULTI/EXEC: the change and its announcement
             pipe.set(self._seeded, self._node)
@@ -310,6 +350,7 @@ class SharedModerationStore:
             raise unavailable() from None
         with self._lock:
             self._cache.pop((table, room), None)
+            self._cache.pop(("setters", f"{table}:{room}"), None)
             self._generation += 1
         return int(changed)
 
@@ -331,20 +372,6 @@ class SharedModerationStore:
 
     def remove(self, table: str, room: str, value: str) -> bool:
         return self._change(table, room, value, add=False) > 0
-
-    def setters(self, table: str, room: str) -> dict[str, tuple[str, str]]:
-        """As :meth:`ModerationStore.setters`, from the cluster's hash of them (read
-        each time: only ban and quiet lists ask); empty while Redis is away."""
-        try:
-            found = self._redis.hgetall(self._key("setters", f"{table}:{room}"))
-        except _ERRORS:
-            return {}
-        out: dict[str, tuple[str, str]] = {}
-        for value, setter in found.items():
-            with contextlib.suppress(ValueError, TypeError):
-                nick, ts = json.loads(setter)
-                out[str(value)] = (str(nick), str(ts))
-        return out
 
     def claim_first(self, room: str, token: str) -> bool:
         """As :meth:`ModerationStore.claim_first`, for every node: a key set only if

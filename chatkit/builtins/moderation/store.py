@@ -201,7 +201,7 @@ class ModerationStore:
     def setters(self, table: str, room: str) -> dict[str, tuple[str, str]]:
         """Who set each value of ``room``'s ``table`` (a ban's, a mute's mask), and when:
         ``{value: (nick, ts)}``, for those added with ``by`` (not those of before
-        version 2, nor a node's settings copied into a cluster)."""
+        version 2)."""
         with self._lock:
             found = self._db.execute(
                 "SELECT value, nick, ts FROM setters WHERE kind = ? AND room = ?", (table, room)
@@ -228,7 +228,7 @@ class ModerationStore:
 
     def everything(self) -> tuple[list[tuple[str, str, str]], dict[str, dict[str, str]]]:
         """Every row, as ``(table, room, value)``, and every kept topic by room: for
-        copying them elsewhere."""
+        copying them elsewhere (:meth:`all_setters` has who set the rows)."""
         rows: list[tuple[str, str, str]] = []
         with self._lock:
             for table, column in COLUMNS.items():
@@ -238,3 +238,9 @@ class ModerationStore:
         return rows, {
             str(room): {"topic": topic, "nick": nick, "ts": ts} for room, topic, nick, ts in topics
         }
+
+    def all_setters(self) -> list[tuple[str, str, str, str, str]]:
+        """Who set every row that says so, and when: ``(table, room, value, nick, ts)``."""
+        with self._lock:
+            found = self._db.execute("SELECT kind, room, value, nick, ts FROM setters").fetchall()
+        return [(str(t), str(r), str(v), str(n), str(ts)) for t, r, v, n, ts in found]

@@ -1267,16 +1267,19 @@ class IrcChannel:
         (``728``, ``729``) from the moderation plugin's modes; without it, from what
         every room is."""
         fields = self._modes(room)
+        # (The room, the nick and the server's name: what a list's line holds besides
+        # the mask and who set it, to see whether the pair fits: see _masks.)
+        around = len(f":{self.face.server_name} 000 {self.session.nick} {room} q ".encode())
         if what == "bans":
             lines = [
                 Message(n.RPL_BANLIST, (room, mask, *setter))
-                for mask, setter in _masks(fields, "bans")
+                for mask, setter in _masks(fields, "bans", around)
             ]
             lines.append(Message(n.RPL_ENDOFBANLIST, (room, "End of channel ban list")))
         elif what == "mutes":  # the quiet list, as solanum (charybdis) has it
             lines = [
                 Message(n.RPL_QUIETLIST, (room, "q", mask, *setter))
-                for mask, setter in _masks(fields, "mutes")
+                for mask, setter in _masks(fields, "mutes", around)
             ]
             lines.append(Message(n.RPL_ENDOFQUIETLIST, (room, "q", "End of channel quiet list")))
         else:
@@ -1655,23 +1658,33 @@ class _Multiline:
     size: int = 0
 
 
-def _masks(fields: dict[str, Any], table: str) -> list[tuple[str, tuple[str, ...]]]:
+def _masks(fields: dict[str, Any], table: str, around: int) -> list[tuple[str, tuple[str, ...]]]:
     """Each mask of a ``modes`` frame's ``bans`` or ``mutes``, with who set it and when
     (Unix seconds) where the plugin kept them: ``367 #room mask [who set-ts]``, as the
-    modern IRC client protocol has it, and the same for ``728``."""
+    modern IRC client protocol has it, and the same for ``728``.
+
+    The pair is left out where the line would not hold it whole (``around``: the bytes of
+    the rest of the line; a line is cut from its end, and a time cut short is another
+    time), where the mask could only be the line's trailing parameter (a leading ``:``),
+    and where the time is not one (unreadable, or before 1970): a mask alone is a line
+    every client reads."""
     set_by = fields.get("set_by")
     known = set_by.get(table) if isinstance(set_by, dict) else None
     out: list[tuple[str, tuple[str, ...]]] = []
     for mask in fields.get(table, []):
+        mask = str(mask)
         setter: tuple[str, ...] = ()
         about = known.get(mask) if isinstance(known, dict) else None
-        if isinstance(about, dict) and about.get("nick"):
+        if isinstance(about, dict) and about.get("nick") and not mask.startswith(":"):
             try:
                 when = int(datetime.fromisoformat(str(about.get("ts"))).timestamp())
-            except ValueError:
-                when = 0
-            setter = (source(str(about["nick"])), str(when))
-        out.append((str(mask), setter))
+            except (ValueError, OverflowError, OSError):
+                when = -1
+            who = source(str(about["nick"]))
+            size = around + len(f"{mask} {who} {when}".encode("utf-8", "replace")) + 2
+            if when >= 0 and size <= MAX_LINE_BYTES:
+                setter = (who, str(when))
+        out.append((mask, setter))
     return out
 
 
