@@ -917,13 +917,14 @@ def _without_password(text: str) -> str:
     if "://" not in text:
         return text
     hidden = redact(text, SECRET_KEYS)  # (the cluster's log line's: a Redis URL's too)
+    scheme = text.partition("://")[0]
+    if scheme.lower() not in ("http", "https"):
+        return hidden
     try:
         parts = urlsplit(hidden)
         password = parts.password
-    except ValueError:
-        return hidden
-    if parts.scheme.lower() not in ("http", "https"):
-        return hidden
+    except ValueError:  # (what redact() made of a malformed one: show nothing of it)
+        return f"{scheme}://***"
     if parts.path not in ("", "/") or parts.query:
         parts = parts._replace(path="/***", query="", fragment="")
     if password is None and parts.username:

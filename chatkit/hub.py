@@ -296,9 +296,10 @@ class Hub:
         several servers: see :class:`Relay`. ``None``: messages are delivered here."""
         self._any_relayed = False  # set once a message went through the relay (see settle)
         # When the plugins were last asked whether the server is ready, and what they said
-        # (see readiness): replaced whole, without a lock (two readers asking at once
-        # each ask the plugins, which is harmless).
+        # (see readiness): replaced whole, read without a lock.
         self._readiness: tuple[float, list[str]] = (float("-inf"), [])
+        # Held by the one reader asking the plugins (see readiness); guards nothing else.
+        self._ready_lock = threading.Lock()
         self.deliveries = 0
         """Chat frames (messages, joins, leaves, nicks, notices) queued to recipients
         since start (a metric; under the lock)."""
@@ -461,12 +462,20 @@ class Hub:
         Asked of the plugins once in ``READY_EVERY`` seconds at most: a client may send
         pings as fast as it likes (they are never refused), and a plugin that fails
         would log a traceback for each."""
-        now = time.monotonic()
-        at, problems = self._readiness  # (one read: another reader may replace it)
-        if now - at < READY_EVERY:
+        at, problems = self._readiness  # (one read: the asker replaces it whole)
+        if time.monotonic() - at < READY_EVERY:
             return list(problems)
-        problems = self._ask_ready()
-        self._readiness = (now, problems)
+        # One reader asks; the others meanwhile give the last answer (or, before the
+        # first, wait for it).
+        if not self._ready_lock.acquire(blocking=at == float("-inf")):
+            return list(problems)
+        try:
+            at, problems = self._readiness
+            if time.monotonic() - at >= READY_EVERY:  # (not asked while this one waited)
+                problems = self._ask_ready()
+                self._readiness = (time.monotonic(), problems)
+        finally:
+            self._ready_lock.release()
         return list(problems)
 
     def _ask_ready(self) -> list[str]:

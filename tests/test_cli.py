@@ -20,6 +20,7 @@ import pytest
 from conftest import CHATKIT, ServeProcess
 
 from chatkit import Frame, Server, UsageError
+from chatkit.cli import _without_password
 from chatkit.client import MAX_SERVER_LINE
 from chatkit.codecs import TEXT_CODEC
 from chatkit.config import config_from_dict
@@ -753,6 +754,14 @@ def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
             assert starts == "1979-05-27T07:32:00+00:00"
         else:
             assert isinstance(starts, datetime.datetime) and starts.year == 1979
+
+
+def test_check_shows_nothing_after_the_host_of_an_http_url_it_cannot_read_back() -> None:
+    """A password with a ']' and a host with an unclosed '[' make a URL that parses once
+    and not after its password is hidden: nothing of it past the scheme is shown."""
+    shown = _without_password("https://u:SEKRET]@[::1/services/SEKRET2")
+    assert "SEKRET" not in shown, shown
+    assert _without_password("redis://:pw@h/0?token=t") == "redis://:***@h/0?token=***"
 
 
 def test_check_exits_2_naming_what_is_wrong(tmp_path: Path) -> None:

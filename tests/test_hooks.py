@@ -17,6 +17,7 @@ from typing import Any
 import pluggy
 import pytest
 
+import chatkit.hub
 from chatkit import (
     Config,
     Drop,
@@ -915,6 +916,41 @@ def test_hook_check_ready(chat_server_factory: Factory) -> None:
     ready = chat_server_factory(plugins=[Checks("fine", None)])
     with ChatClient(ready.address) as client:
         assert client.ready() == []
+
+
+def test_one_reader_at_a_time_asks_whether_the_server_is_ready(
+    chat_server_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one ready ping's reader asks the plugins (a slow check), the others answer
+    with the last answer at once instead of asking too."""
+    release, asked = threading.Event(), []
+
+    class Slow:
+        @hookimpl
+        def chatkit_check_ready(self) -> str | None:
+            asked.append(threading.current_thread().name)
+            if len(asked) > 1:
+                release.wait(DEADLINE)  # the second ask: slow until the test lets it go
+            return f"ask {len(asked)}"
+
+    server = chat_server_factory(plugins=[Slow()])
+    with ChatClient(server.address) as first:
+        assert first.ready() == ["ask 1"]
+    monkeypatch.setattr(chatkit.hub, "READY_EVERY", 0.0)  # every ping would ask
+    slow = ChatClient(server.address)
+    others = [ChatClient(server.address) for _ in range(4)]
+    try:
+        slow.send(type="ping", ready=True)
+        wait_until(lambda: len(asked) == 2, DEADLINE, "the second ask under way")
+        for client in others:
+            assert client.ready() == ["ask 1"]  # the last answer, while the ask goes on
+        assert len(asked) == 2
+        release.set()
+        assert slow.expect("pong")["problems"] == ["ask 2"]
+    finally:
+        release.set()
+        for client in (slow, *others):
+            client.close()
 
 
 def test_hook_handle_request(chat_server_factory: Factory, chat_client: Connect) -> None:

@@ -915,10 +915,13 @@ class Cluster:
                 self._set_down(exc)
             except Exception:
                 log.exception("cluster: publishing failed")
-                # (A command Redis refused: WRONGTYPE, OOM, READONLY.) Entries in this
-                # batch never come back: a session with a rename among them waits for no
-                # read-back (its nick in the log is behind from here: the others' sessions
-                # keep theirs, logged by earlier batches and still to be read back).
+                # (A command Redis refused: WRONGTYPE, OOM, READONLY.) Which of this
+                # batch's entries were logged is unknown (a pipeline is not a
+                # transaction): a session with a rename among them waits for no read-back
+                # from here; the others' sessions keep theirs, logged by earlier batches.
+                # (A read-back of one of this batch's renames that was logged after all
+                # then finds no record, or, if the session renamed again meanwhile, ends
+                # that newer record's wait early: its messages go by its new nick.)
                 lost = {sid for item in items if (sid := _renamed_sid(item.entry)) is not None}
                 with self._lock:
                     for sid in lost:

@@ -33,12 +33,13 @@ later node's file would bring back a ban lifted meanwhile).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -54,6 +55,7 @@ _ERRORS = (redis.RedisError, OSError)
 PING_EVERY = 5.0  # seconds between pings on the channel's connection
 SILENT = 3 * PING_EVERY  # seconds without a word from Redis that count as a lost connection
 RETRY_EVERY = 1.0  # seconds between tries of an unreachable Redis on a reader's path
+SLOW_READ = 0.25  # seconds after which a read from Redis makes it suspect (see _read)
 TABLES = ("ops", "bans", "mutes", "invites", "flags")
 
 
@@ -104,6 +106,19 @@ class SharedModerationStore:
         self._generation = 0  # moves at every invalidation: a read older than it is not cached
         self._listening = False  # the channel is subscribed: cached copies are kept fresh
         self._retry_at = 0.0  # monotonic time before which reads do not try Redis
+        self._failed = False  # the last read from Redis failed (see _read)
+        self._reading: dict[int, float] = {}  # reads from Redis under way: when each began
+        self._tokens = itertools.count()
+        # Keys found holding what is not UTF-8 (logged once each). Not under the lock:
+        # a set's add and membership test are atomic.
+        self._junk: set[str] = set()
+        # The same Redis, without decoding: a set member or hash value that is not UTF-8
+        # (junk) is then left out alone, not the whole answer (see _texts).
+        pool = client.connection_pool
+        kwargs = {**pool.connection_kwargs, "decode_responses": False}
+        self._raw = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        )
         self._subscribed = threading.Event()  # set once the channel is first subscribed
         self._stopped = threading.Event()
         try:
@@ -271,58 +286,92 @@ class SharedModerationStore:
         """Stop listening (within half a second) and close the node's own store."""
         self._stopped.set()
         self._thread.join(timeout=5)
+        self._raw.connection_pool.disconnect()
         self._local.close()
 
     def rows(self, table: str, room: str) -> list[str]:
         """The accounts (``ops``), masks (``bans``, ``mutes``, ``invites``) or flags of
         ``room``, sorted."""
-        found: list[str] = self._read(
-            (table, room),
-            lambda: sorted(str(value) for value in self._redis.smembers(self._key(table, room))),
-            [],
-        )
+        key = self._key(table, room)
+
+        def fetch() -> list[str]:
+            return sorted(self._texts(key, self._raw.smembers(key)))
+
+        found: list[str] = self._read((table, room), fetch, [])
         return found
 
     def setters(self, table: str, room: str) -> dict[str, tuple[str, str]]:
         """As :meth:`ModerationStore.setters`, from the cluster's hash of them (cached
         as :meth:`rows` is; while Redis is away, the last copy, or none)."""
+        key = self._setters(table, room)
 
         def fetch() -> dict[str, tuple[str, str]]:
             out: dict[str, tuple[str, str]] = {}
-            for value, setter in self._redis.hgetall(self._setters(table, room)).items():
+            for pair in self._raw.hgetall(key).items():
+                texts = self._texts(key, pair)
+                if len(texts) != 2:
+                    continue  # (one of them is not UTF-8)
+                value, setter = texts
                 try:
                     nick, ts = json.loads(setter)
                 except Exception:  # junk in Redis: not JSON, too deep, not a pair
                     continue
                 if isinstance(nick, str) and isinstance(ts, str):
-                    out[str(value)] = (nick, ts)
+                    out[value] = (nick, ts)
             return out
 
         found: dict[str, tuple[str, str]] = self._read(("setters", f"{table}:{room}"), fetch, {})
         return found
 
+    def _texts(self, key: str, items: Iterable[bytes | str]) -> list[str]:
+        """``items`` of ``key`` as text; one that is not UTF-8 (junk in Redis) is left out,
+        and logged once per key."""
+        out: list[str] = []
+        for item in items:
+            try:
+                out.append(item if isinstance(item, str) else item.decode())
+            except UnicodeDecodeError:
+                if key not in self._junk:
+                    self._junk.add(key)  # (a set's add is atomic: at worst, logged twice)
+                    log.warning("moderation: %s holds what is not UTF-8: left out", key)
+        return out
+
     def _read(self, key: tuple[str, str], fetch: Callable[[], Any], empty: Any) -> Any:
         """What ``fetch`` reads from Redis, cached under ``key`` while the channel is
         listened to (its notes drop a copy that changed). Redis away: the last copy, or
-        ``empty``, and readers do not wait for Redis on every message meanwhile (a
-        partition can make each try take seconds): one try a ``RETRY_EVERY``."""
+        ``empty``. Readers do not wait for Redis on every message meanwhile (a partition
+        can make each try take seconds): while Redis is suspect (not listened to, its last
+        read failed, or a read has taken ``SLOW_READ`` already), one reader tries it, at
+        most once a ``RETRY_EVERY``, and the others take the last copy."""
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None and self._listening:
                 return cached
-            if time.monotonic() < self._retry_at:
+            now = time.monotonic()
+            if now < self._retry_at:
                 return empty if cached is None else cached  # Redis was away a moment ago
+            suspect = (
+                not self._listening
+                or self._failed
+                or any(now - at > SLOW_READ for at in self._reading.values())
+            )
+            if suspect and self._reading:
+                return empty if cached is None else cached  # another reader is trying
+            token = next(self._tokens)
+            self._reading[token] = now
             generation = self._generation
         try:
             found = fetch()
         except _ERRORS:
             with self._lock:
+                self._failed = True
                 self._retry_at = time.monotonic() + RETRY_EVERY
             return empty if cached is None else cached
-        except UnicodeDecodeError:  # (junk in Redis: not UTF-8)
-            log.warning("moderation: %s holds what is not UTF-8", self._key(*key))
-            return empty if cached is None else cached
+        finally:
+            with self._lock:
+                del self._reading[token]
         with self._lock:
+            self._failed = False
             if self._listening and generation == self._generation:
                 if len(self._cache) >= self._cache_entries:
                     self._cache.clear()  # any client may ask about any room name
