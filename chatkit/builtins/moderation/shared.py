@@ -22,8 +22,9 @@ change is written and announced on the channel in one transaction; every node, t
 one too, drops its copy of that set when the announcement arrives. A read that
 started before a change's announcement arrived is not cached (a generation count), so
 no node keeps a stale copy. While the channel is not listened to (Redis unreachable,
-or reconnecting), nothing is cached: reads go to Redis, and if Redis does not answer,
-to the last copy (or nothing: no ban is known). Changes are then refused with
+or reconnecting), nothing is cached: reads go to Redis (one reader at a time while it
+seems away: see ``_read``), and if Redis does not answer, to the last copy (or
+nothing: no ban is known). Changes are then refused with
 ``cluster_unavailable``. The first node that starts with settings in its own SQLite
 file (from before it joined the cluster) adds them to Redis's, unless the cluster has
 had settings already (the key ``PREFIX:moderation:seeded``, set by every change: a
