@@ -844,3 +844,44 @@ def test_a_version_1_file_keeps_its_bans_and_learns_who_sets_the_next(tmp_path: 
         ]
     finally:
         again.close()
+
+
+def test_a_server_ban_set_during_a_login_or_a_rename_holds(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A /gline that lands between a login's ban check and the login taking effect (its
+    sweep of the sessions does not see the client yet), or a rename's, still disconnects
+    the client: it is checked again once the nick is its."""
+
+    class Racer:
+        """Plays an operator's /gline at the worst moment: right after moderation's check."""
+
+        mask = ""
+
+        @hookimpl
+        def chatkit_allow_login(self, client: Session, nick: str) -> None:
+            self._gline(nick)
+
+        @hookimpl
+        def chatkit_allow_nick(self, client: Session, nick: str) -> None:
+            self._gline(nick)
+
+        def _gline(self, nick: str) -> None:
+            if self.mask and nick.startswith("evil"):
+                mod = server.pluginmanager.get_plugin("moderation")
+                assert isinstance(mod, Moderation) and mod.store is not None
+                mod.store.add("bans", "*", self.mask, by="root", ts="2026-12-03T05:00:00.000Z")
+                mod._disconnect_banned(server.hub.sessions(), self.mask, "root", "")
+
+    racer = Racer()
+    server = chat_server_factory(plugins=[racer], config=moderated(), disable=["flood"])
+    racer.mask = "evil!*@*"
+    evil = chat_client(server)
+    evil.send({"type": "hello", "nick": "evil"})
+    evil.expect("notice", text="banned from this server by root")
+    evil.wait_closed()
+    racer.mask = "evil2!*@*"
+    sly = chat_client(server, "sly")
+    sly.say("/nick evil2")
+    sly.expect("notice", text="banned from this server by root")
+    sly.wait_closed()

@@ -342,6 +342,27 @@ class Moderation:
                     )
         return None
 
+    @hookimpl
+    def chatkit_on_login(self, client: Session) -> None:
+        self._banned_meanwhile(client)
+
+    @hookimpl
+    def chatkit_on_nick(self, client: Session, old: str) -> None:
+        self._banned_meanwhile(client)
+
+    def _banned_meanwhile(self, client: Session) -> None:
+        """Disconnect ``client`` if a server ban matches it now: one set between its
+        login's (or rename's) check and the nick taking effect, whose sweep of the
+        sessions (``/gline``) did not see it (not a session yet, or under its old nick)."""
+        if self.is_server_operator(client):
+            return
+        for mask in self._store.rows("bans", SERVER):
+            if matches(mask, client):
+                by = self._store.setters("bans", SERVER).get(mask, ("", ""))[0]
+                client.notice("banned from this server" + (f" by {by}" if by else ""))
+                client.disconnect(f"banned by {by}" if by else "banned")
+                return
+
     def _may_speak(self, client: Session, room: str) -> Reject | None:
         """Why ``client`` may not speak in ``room`` (muted, moderated, locked), if so."""
         if self.is_operator(client, room):
