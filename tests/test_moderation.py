@@ -553,17 +553,27 @@ def test_an_invite_only_room_its_unidentified_operator_left_is_not_locked_for_go
 def test_gline_bans_from_the_whole_server(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
-    """/gline disconnects matching clients and refuses their logins (banned) until /ungline."""
+    """/gline disconnects matching clients and refuses their logins (banned) until /ungline;
+    /gline alone lists the server's bans, with who set each and when."""
     server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
     root, troll = chat_client(server, "root"), chat_client(server, "troll")
     root.say("/register sesame-seed")
     root.expect("reply", command="register")
     troll.say("/gline root")
     troll.expect("error", code="not_server_operator")
+    troll.say("/gline")  # the list too
+    troll.expect("error", code="not_server_operator")
+    root.say("/gline")
+    assert root.expect("reply", command="gline")["text"] == "server bans: none"
     root.say("/gline troll* spam")
     assert "troll" in root.expect("reply", command="gline")["text"]
     troll.expect("notice", text_contains="banned from this server")
     troll.wait_closed()
+    root.say("/gline")
+    listed = root.expect("reply", command="gline")
+    (ban,) = listed["data"]["bans"]
+    assert ban["mask"] == "troll*!*@*" and ban["nick"] == "root" and ban["ts"].endswith("Z")
+    assert listed["text"] == f"server bans: troll*!*@* (by root, {ban['ts']})"
     again = chat_client(server)
     again.send(type="hello", nick="troll2")
     again.expect("error", code="banned")

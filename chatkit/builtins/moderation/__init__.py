@@ -617,7 +617,12 @@ class Moderation:
         )
         register("lock", self.lock, help="only registered users speak", usage="[#ROOM]")
         register("unlock", self.unlock, help="everyone speaks again", usage="[#ROOM]")
-        register("gline", self.gline, help="ban MASK from the server", usage="MASK [REASON]")
+        register(
+            "gline",
+            self.gline,
+            help="ban MASK from the server (alone: list the server's bans)",
+            usage="[MASK [REASON]]",
+        )
         register("ungline", self.ungline, help="lift a server ban", usage="MASK")
         register("wall", self.wall, help="a notice to everyone (server operators)", usage="TEXT")
         register("reload", self.reload, help="read the config file again (server operators)")
@@ -911,7 +916,8 @@ class Moderation:
         self._server_operator(ctx)
         words = ctx.args.split(maxsplit=1)
         if not words:
-            raise ctx.usage_error()
+            self._glines(ctx)
+            return
         mask, reason = full_mask(words[0]), words[1] if len(words) > 1 else ""
         by = ctx.client.nick or ""
         self._store.add("bans", SERVER, fold(mask), by=by, ts=_now())
@@ -922,6 +928,24 @@ class Moderation:
         ctx.reply(
             f"{mask} banned from the server; disconnected{where}: {', '.join(gone) or 'nobody'}"
         )
+
+    def _glines(self, ctx: CommandContext) -> None:
+        """``/gline`` alone: the server's bans, each with who set it and when."""
+        masks = self._store.rows("bans", SERVER)
+        setters = self._store.setters("bans", SERVER) if masks else {}
+        bans = [
+            {
+                "mask": mask,
+                **({"nick": setters[mask][0], "ts": setters[mask][1]} if mask in setters else {}),
+            }
+            for mask in masks
+        ]
+        lines = [
+            ban["mask"] + (f" (by {ban['nick']}, {ban['ts']})" if "nick" in ban else "")
+            for ban in bans
+        ]
+        text = "server bans: " + (", ".join(lines) if lines else "none")
+        ctx.reply(text, bans=bans)
 
     def ungline(self, ctx: CommandContext) -> None:
         self._server_operator(ctx)
