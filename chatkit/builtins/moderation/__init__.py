@@ -10,7 +10,8 @@ it is); every action is announced in the room and logged. Server operators (the
 accounts named in ``server_operators``, and IRC users who gave ``OPER`` a name and password
 of ``[faces.irc.operators]``) are operators of every room and may
 ``/kill NICK [REASON]`` (disconnect), ``/gline MASK`` and ``/ungline MASK`` (a ban from
-the whole server: matching clients are disconnected and cannot log in) and ``/wall TEXT``
+the whole server: matching clients are disconnected and cannot log in; ``/gline`` alone
+lists them) and ``/wall TEXT``
 (a notice to everyone), and ``/reload`` (what SIGHUP does: the config file read again
 and applied, with nobody disconnected; the reply says what changed).
 
