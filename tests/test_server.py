@@ -404,6 +404,10 @@ def test_overload_slows_senders_and_cuts_no_reader(
     burst = b"".join(b'{"type":"say","text":"m%d %s"}\n' % (j, b"x" * 80) for j in range(lines))
     for sock in socks:
         sock.sendall(burst)
+    # Nobody reads until the writer has fallen behind and the senders wait: 21.6 MB of
+    # fan-out against 60 full windows. (Read at once, this process could keep up with the
+    # writer, on a quick machine, and no sender would ever wait.)
+    wait_until(lambda: server.paused > 0, 10, "the senders to wait")
     counts, rests, closed = [0] * clients, [b""] * clients, 0
     selector = selectors.DefaultSelector()
     for i, sock in enumerate(socks):
@@ -428,7 +432,6 @@ def test_overload_slows_senders_and_cuts_no_reader(
         sock.close()
     assert closed == 0
     assert counts == [clients * lines] * clients
-    assert server.paused > 0  # the senders did wait
 
 
 def test_a_client_that_reads_slowly_is_not_cut_for_a_burst(chat_server_factory: Factory) -> None:
