@@ -339,8 +339,10 @@ def test_weechat_logs_in_with_sasl(
             jay.expect("join", nick="dora", room="#general")
             dora = server.hub.find("dora")
             assert dora is not None and dora.account == "dora"
-            # The server's buffer (WeeChat showed #general on joining) tells of SASL, then
-            # of the private history, which opens a buffer for jay: show that.
+            # The server's buffer tells of SASL, then of the private history, which opens a
+            # buffer for jay: show that. WeeChat switches to #general when its JOIN arrives,
+            # which can be after jay saw the join: wait for that switch, or it undoes ours.
+            client.wait_for(r"Channel #general: 2 nicks")
             client.type("/buffer 1")
             client.wait_for(r"SASL authentication successful")
             client.type("/quote HISTORY jay")
