@@ -67,11 +67,13 @@ def test_library_connect_login_say_and_read(chat_server: Server, chat_client: Co
 def test_library_answers_the_servers_pings(chat_server_factory: Factory) -> None:
     """A program that only waits (a bot between messages) stays connected: the library
     answers the server's pings, and returns none of them."""
-    server = chat_server_factory(idle_timeout=0.2, ping_timeout=0.3)
+    server = chat_server_factory(idle_timeout=0.2, ping_timeout=1.0)
     with Client.connect(*server.address) as bot:
         bot.login("bot")
         frames = []
-        deadline = time.monotonic() + 1.5  # the server pings after 0.2 s of silence
+        # The server pings after 0.2 s of silence, and would cut a bot silent for 1 s
+        # more (a margin a busy machine cannot take from an answering one).
+        deadline = time.monotonic() + 2.5
         with pytest.raises(TimeoutError):
             while True:
                 frames.append(bot.receive(timeout=deadline - time.monotonic()))

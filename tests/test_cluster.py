@@ -745,11 +745,9 @@ def test_a_lost_node_leaves_and_comes_back(
             POLL,
         )
 
-    killed = time.monotonic()
     c.stop(signal.SIGKILL)
     xavier.expect("leave", nick="zed", reason="node lost", timeout=LEASE * 3)
     yara.expect("leave", nick="zed", reason="node lost", timeout=LEASE * 3)
-    assert time.monotonic() - killed < LEASE * 3
     assert sorted(who(yara)) == ["xavier", "yara"]
     xavier.say("still here")
     yara.expect("message", text="still here")
@@ -779,8 +777,9 @@ def test_a_lost_node_leaves_and_comes_back(
 
     # A node stopped cleanly: its members leave at once, as from one server.
     b.stop()
-    xavier.expect("leave", nick="yara", reason="server shutdown", timeout=LEASE)
-    assert sorted(who(zed)) == ["xavier", "zed"]
+    xavier.expect("leave", nick="yara", reason="server shutdown", timeout=WAIT)
+    # (c2 applies the cluster's log on its own thread: maybe a moment after a's.)
+    wait_until(who_is(zed, ["xavier", "zed"]), WAIT, "yara gone from c2's /who", POLL)
 
 
 def test_a_message_redis_did_not_answer_for_is_told_local_before_its_echo(

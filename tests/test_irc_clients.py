@@ -196,7 +196,7 @@ def chat_end_to_end(
         with IrcClient(irc) as ivy:
             ivy.register("ivy")
             ivy.send(f"PRIVMSG {nick} :\x01VERSION\x01")
-            ivy.expect(f":{nick}!{nick}@chatkit NOTICE ivy :\x01VERSION ")
+            ivy.expect(f":{nick}!{nick}@chatkit NOTICE ivy :\x01VERSION ", timeout=TIMEOUT)
 
         client.type(f"hello from {nick}")
         frame = jay.expect("message", nick=nick, room="#general")
@@ -272,6 +272,9 @@ def test_irssi_shows_who_set_a_ban_and_when(tmux: Callable[[str], Tmux], tmp_pat
                 jay.expect("join", nick="bob", room="#general")
                 client.wait_for(r"\[Act: [^\]]*\b2\b")  # #general's window is there
                 client.type("/window goto #general")
+                # /ban alone says "not fully synchronized yet" until irssi has its answers
+                # to the MODE, WHO and MODE b it sends after the names.
+                client.wait_for(r"Join to #general was synced")
                 client.type("/ban")
                 client.wait_for(
                     r"#general: ban mallory!\*@\* \[by jay!jay@chatkit, \d+ secs? ago\]"

@@ -268,7 +268,7 @@ def test_motd_plugin_text_is_the_motd(make_server: Callable[..., Server]) -> Non
 def test_login_timeout_and_idle_ping(make_server: Callable[..., Server]) -> None:
     """A connection that does not register is closed with ERROR; an idle client gets
     PING :server, and a PONG keeps it."""
-    server = make_server(login_timeout=0.3, idle_timeout=0.3, first_byte_timeout=5.0)
+    server = make_server(login_timeout=1.0, idle_timeout=0.3, first_byte_timeout=5.0)
     with IrcClient(server.addresses["irc"]) as slow, IrcClient(server.addresses["irc"]) as idle:
         idle.register("idle")
         slow.send("NICK slow")

@@ -142,7 +142,8 @@ def test_a_reset_connection_is_logged_out(chat_client: Connect) -> None:
 
 def test_login_timeout(chat_server_factory: Factory, chat_client: Connect) -> None:
     """A connection that does not log in within login_timeout is told and closed."""
-    server = chat_server_factory(login_timeout=0.2)
+    # (A limit alice, who logs in at once, meets even on a busy machine.)
+    server = chat_server_factory(login_timeout=1.0)
     idle = chat_client(server)
     assert idle.expect("error", timeout=5)["code"] == "login_timeout"
     idle.wait_closed()
@@ -173,7 +174,8 @@ def test_clients_that_do_not_answer_a_ping_are_dropped(
     if parked:  # parked before the first ping
         server = chat_server_factory(idle_park=0.05, idle_timeout=0.3, ping_timeout=0.5)
     else:
-        server = chat_server_factory(idle_timeout=0.1, ping_timeout=0.2)
+        # (Long enough for the watcher to log in and answer its pings on a busy machine.)
+        server = chat_server_factory(idle_timeout=0.1, ping_timeout=1.0)
     alice = chat_client(server, "alice", timeout=10)
     watcher = chat_client(server, "watcher", timeout=10)
     if parked:
@@ -523,8 +525,15 @@ def test_a_reader_behind_for_longer_than_slow_timeout_holds_its_room_and_stays(
     session = _small_send_buffer(server, "slowpoke")
     count, payload = 3000, "x" * 1000  # 3 MB: over a second at its pace, 6 slow_timeouts
     got: list[bytes] = []
-    # About 2 MB/s at most: slower than alice sends.
-    reader = threading.Thread(target=_read_slowly, args=(slowpoke, count, 8192, 0.004, got))
+
+    def read_slowly() -> None:
+        # Only once alice waits: read at once, on a quick machine, this process could
+        # keep up with her and nothing would ever hold the room. Then about 2 MB/s at
+        # most: slower than alice sends.
+        wait_until(lambda: server.paused > 0, 10, "alice to wait for slowpoke")
+        _read_slowly(slowpoke, count, 8192, 0.004, got)
+
+    reader = threading.Thread(target=read_slowly)
     reader.start()
     for i in range(count):
         alice.say(f"{verb}{i} {payload}")  # (/me: a command that says something too)

@@ -8,6 +8,7 @@ opens its own contexts (separate localStorage) and pages.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,15 @@ from typing import Any
 
 import pytest
 from browser import chromium_path, launch_args
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    WebSocketRoute,
+    expect,
+    sync_playwright,
+)
 from test_tls import Certs, tls_config
 from webclient import base_url, web_server
 
@@ -283,6 +292,58 @@ def test_scroll_back_loads_older(browser: Browser, contexts: list[BrowserContext
             expect(messages).to_have_count(count)
         expect(messages.first).to_contain_text("<carol> old 0")
         expect(page.locator(f"{pane(page)} .older")).to_contain_text("beginning")
+        carol.close()
+
+
+def test_a_scroll_to_the_top_while_a_page_loads_asks_for_the_next_once_it_ends(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Scrolled to the top while a page of older messages is still arriving (a scroll
+    then asks for nothing): the page's end asks for the next one at once, rather than
+    leaving the reader at the top until they scroll again."""
+    with web_server(disable=("flood",)) as server:
+        carol = ChatClient(server.address)
+        carol.login("carol")
+        for i in range(130):
+            carol.say(f"old {i}")
+        carol.sync()
+        page = open_page(browser, contexts, base_url(server))
+        holding, held = [False], []  # the ends of pages (history frames) held back
+
+        def route(ws: WebSocketRoute) -> None:
+            to_server = ws.connect_to_server()
+
+            def to_page(message: str | bytes) -> None:
+                if holding[0] and json.loads(message).get("type") == "history":
+                    held.append(message)
+                else:
+                    ws.send(message)
+
+            to_server.on_message(to_page)
+            routes.append(ws)
+
+        routes: list[WebSocketRoute] = []
+        page.route_web_socket(re.compile(r"/ws$"), route)
+        log_in(page, "alice")
+        messages = page.locator(f"{pane(page)} .line.message")
+        expect(messages).to_have_count(50)  # the replay on join
+        expect(page.locator(f"{pane(page)} .older")).to_contain_text("Scroll up")
+        holding[0] = True
+        page.locator(pane(page)).evaluate("pane => { pane.scrollTop = 0; }")
+        expect(messages).to_have_count(100)  # the page's messages, not yet its end
+        wait_until(lambda: held, 10, "the page's end")
+        # Too soon: the scroll (its event handled, the page's own listener first)
+        # comes while the page is still loading.
+        page.locator(pane(page)).evaluate(
+            """pane => new Promise(done => {
+                pane.addEventListener("scroll", () => done(), { once: true });
+                pane.scrollTop = 0;
+            })"""
+        )
+        holding[0] = False
+        routes[0].send(held.pop())
+        expect(messages).to_have_count(130)
+        expect(messages.first).to_contain_text("<carol> old 0")
         carol.close()
 
 
@@ -587,9 +648,16 @@ def test_a_room_refused_at_the_reconnect_is_left_and_said_once(
         drop_and_resume(page, close)
         expect(page.locator(pane(page))).to_contain_text("#c is closed")
         expect(page.locator(".line.error", has_text="#c is closed")).to_have_count(1)
-        assert page.evaluate("state.joined") == ["#general"]
-        alice = server.hub.find("alice")
-        assert alice is not None and list(alice.rooms.values()) == ["#general"]
+        # The refusal is sent before the login joins the rooms it allows: wait for those.
+        wait_until(lambda: page.evaluate("state.joined") == ["#general"], 10, "#general only")
+        wait_until(
+            lambda: (
+                (alice := server.hub.find("alice")) is not None
+                and list(alice.rooms.values()) == ["#general"]
+            ),
+            10,
+            "alice back in #general only",
+        )
     ClosesRoomC.closed = False
 
 

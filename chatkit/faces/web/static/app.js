@@ -601,8 +601,9 @@ const handlers = {
       ? "Scroll up for earlier messages"
       : "This is the beginning of the conversation.";
     if (view === state.current && view.more && view.pane.scrollTop < 40) {
-      // The page did not fill the pane: ask for more at once.
-      if (view.pane.scrollHeight <= view.pane.clientHeight) loadOlder(view);
+      // At the top still: the page did not fill the pane, or the reader scrolled up
+      // while it was loading (that scroll asked for nothing). Ask for more at once.
+      loadOlder(view);
     }
   },
   reply(f) {
