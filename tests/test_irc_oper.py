@@ -12,7 +12,7 @@ from test_irc_face import SERVER, IrcClient
 
 from chatkit import Server
 from chatkit.faces.irc import IrcFace
-from chatkit.faces.irc.face import check_password
+from chatkit.faces.irc.face import OPER_DELAY, check_password
 from chatkit.faces.line import LineFace
 from chatkit.testing import ChatClient, make_config
 
@@ -26,8 +26,16 @@ OPERATORS = {
 def make_server() -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def make(plugins: tuple[str, ...] = (), **kwargs: Any) -> Server:
-        face = IrcFace(port=0, server_name=SERVER, network="TestNet", operators=OPERATORS)
+    def make(
+        plugins: tuple[str, ...] = (), oper_delay: float = OPER_DELAY, **kwargs: Any
+    ) -> Server:
+        face = IrcFace(
+            port=0,
+            server_name=SERVER,
+            network="TestNet",
+            operators=OPERATORS,
+            oper_delay=oper_delay,
+        )
         config = make_config(**kwargs)
         server = Server(plugins=list(plugins), config=config, faces=[LineFace(), face])
         server.start()
@@ -270,7 +278,7 @@ def test_the_rooms_of_an_oper_see_it_become_their_operator(
 def test_oper_guessing_waits_longer_and_longer(make_server: Callable[..., Server]) -> None:
     """After two failed OPERs from an address, each failure makes it wait, doubling:
     an OPER meanwhile (the right password too, from a new connection too) is 263."""
-    server = make_server()
+    server = make_server(oper_delay=30)  # (meanwhile: however slow the machine is)
     with IrcClient(server.addresses["irc"]) as mallory:
         mallory.register("mallory")
         for guess in ("hunter1", "hunter3", "hunter4"):

@@ -597,6 +597,8 @@ def test_a_ban_holds_for_the_room_a_login_joins(
     mal = chat_client(server, "mal")
     mal.say("/register mals-password")
     mal.expect("reply", command="register")
+    mal.say("/quit")
+    mal.wait_closed()  # logged out: the nick is free for the login below
     mal.close()
     ann.say("/ban troll", room="#den")
     ann.expect("notice", text_contains="banned troll")
@@ -676,6 +678,8 @@ def test_identify_does_not_rename_a_client_out_of_a_mute(
     alt = chat_client(server, "altnick")
     alt.say("/register altpass123")
     alt.expect("reply", command="register")
+    alt.say("/quit")
+    alt.wait_closed()  # logged out: /identify below finds the nick free
     alt.close()
     _ann, bob = muted_in_den(server, chat_client)
     bob.say("/identify altnick altpass123")

@@ -66,7 +66,7 @@ def tls_server(certs: Certs) -> Iterator[Server]:
     line = LineFace()
     irc = IrcFace(port=0, server_name=SERVER, network="TestNet")
     server = Server(
-        config=tls_config(certs, tls_handshake_timeout=0.5),
+        config=tls_config(certs, tls_handshake_timeout=2.0),
         faces=[line, TlsFace(line, port=0), irc, TlsFace(irc, port=0)],
         plugins=[],
     )
@@ -140,7 +140,7 @@ def test_a_stalled_handshake_times_out_without_blocking_others(
         with ChatClient(tls_server.addresses["line-tls"], tls=certs.client()) as other:
             other.login("quick")
         assert _read_to_end(stalled) == b""
-        assert time.monotonic() - started < 0.5 + TIMEOUT
+        assert time.monotonic() - started < 2.0 + TIMEOUT
 
 
 def test_a_silent_tls_connection_is_closed_without_a_word_or_a_count(certs: Certs) -> None:
