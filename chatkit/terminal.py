@@ -576,6 +576,10 @@ class Terminal:
                 return 6  # chatkit join's exit status for a refused room
             except TimeoutError:
                 frames = []  # the receiver shows what comes
+            except ConnectionLost:
+                # Lost right after the login (a server restarting): the receiver shows
+                # what came and reconnects, as for a connection lost later.
+                frames = []
             for frame in frames:
                 self.handle(frame)
         session: PromptSession[str] = PromptSession(

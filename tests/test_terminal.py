@@ -19,7 +19,7 @@ import pexpect  # type: ignore[import-untyped]
 import pyte
 import pytest
 
-from chatkit import Server
+from chatkit import Hello, Request, Say, Server, Session, hookimpl
 from chatkit.terminal import ChatCompleter, format_frame, nick_style
 from chatkit.testing import ChatClient, wait_until
 
@@ -217,6 +217,38 @@ def start_server(port: int, *args: str) -> subprocess.Popen[str]:
     assert proc.stdout is not None
     assert "listening on" in proc.stdout.readline()
     return proc
+
+
+class CutsTheFirstWho:
+    """Cuts the first client to ask /who: the client's own, right after its login."""
+
+    def __init__(self) -> None:
+        self.cut = False
+
+    @hookimpl
+    def chatkit_allow_input(self, client: Session, event: Hello | Say | Request) -> None:
+        if isinstance(event, Say) and event.text.startswith("/who") and not self.cut:
+            self.cut = True
+            client.disconnect("cut for the test")
+
+
+def test_a_connection_lost_right_after_the_login_reconnects(
+    chat_server_factory: Callable[..., Server], terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """A connection lost while the client still reads its login's answers (a server
+    restarting then) is lost as any other: the client reconnects. It ended with exit
+    status 3, "the server closed the connection", when it happened before --room's
+    join was confirmed."""
+    server = chat_server_factory(plugins=[CutsTheFirstWho()], disable=["flood"])
+    child = terminal(server.address[1], "--nick", "bob", "--room", "#ops")
+    child.expect(WELCOME_BOB)
+    child.expect(r"\d\d:\d\d \* connection lost; reconnecting")
+    child.expect(r"\d\d:\d\d \* reconnected", timeout=20)
+    wait_until(lambda: (bob := server.hub.find("bob")) is not None and "#ops" in bob.rooms)
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.wait()
+    assert child.exitstatus == 0
 
 
 def test_reconnects_after_the_server_restarts(terminal: Callable[..., pexpect.spawn]) -> None:
