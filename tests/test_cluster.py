@@ -22,6 +22,7 @@ import redis
 from argon2 import PasswordHasher
 from prometheus_client.parser import text_string_to_metric_families
 
+from chatkit import Config, Server
 from chatkit.builtins.accounts.store import Account, AccountStore
 from chatkit.builtins.cluster import redact
 from chatkit.builtins.moderation import ModerationStore, shared
@@ -1454,3 +1455,43 @@ def test_readers_do_not_all_wait_for_a_redis_that_does_not_answer(tmp_path: Path
         server.proc.send_signal(signal.SIGCONT)
         store.close()
         server.kill()
+
+
+def test_a_renames_read_back_ends_only_its_own_wait(
+    redis_server: RedisServer, chat_server_factory: Callable[..., Server]
+) -> None:
+    """A node's ``nick`` entry read back ends the wait of the rename it logged, and no
+    other: one from a batch Redis refused (its wait given up, yet logged after all, a
+    pipeline not being a transaction) leaves the session's newer rename waiting for its
+    own entry (it ended that one's wait, and its private messages went by the newer
+    nick too early). Played on one node, its entries written by hand."""
+    config = Config()
+    config.plugin_config["cluster"] = {
+        "url": redis_server.url(5),
+        "prefix": "readback",
+        "lease": LEASE,
+    }
+    server = chat_server_factory(["cluster"], config=config, disable=["flood"])
+    cluster = server.pluginmanager.get_plugin("cluster")
+    assert cluster is not None
+    with ChatClient(server.address) as bob:
+        bob.login("bob")
+        session = server.hub.find("bob")
+        assert session is not None
+        cluster.renamed(session, "bobby")  # a rename from bobby, its entry still to come
+        data = {"old": "robert", "new": "bobby", "sid": session.id}  # the refused one's
+        cluster._send("nick", data)
+        reader = redis.Redis.from_url(redis_server.url(5), decode_responses=True)
+        log = cast(list[tuple[str, dict[str, str]]], reader.xrevrange("readback:log", count=1))
+        last = log[0][0]
+        reader.close()
+        wait_until(lambda: _stream_id(cluster._last) >= _stream_id(last), 10, "the read-back")
+        assert cluster._renames[session.id][1] == ["bobby"]  # still waiting for its own
+        cluster._send("nick", {**data, "old": "bobby", "new": "bob"})
+        wait_until(lambda: session.id not in cluster._renames, 10, "its own read-back")
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    """A Redis stream id (``"ms-seq"``) as a pair that orders as Redis does."""
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)

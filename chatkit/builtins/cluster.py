@@ -920,8 +920,8 @@ class Cluster:
                 # transaction): a session with a rename among them waits for no read-back
                 # from here; the others' sessions keep theirs, logged by earlier batches.
                 # (A read-back of one of this batch's renames that was logged after all
-                # then finds no record, or, if the session renamed again meanwhile, ends
-                # that newer record's wait early: its messages go by its new nick.)
+                # then finds no record, or, if the session renamed again meanwhile, a
+                # record of a rename from another nick: it is left waiting, see _apply.)
                 lost = {sid for item in items if (sid := _renamed_sid(item.entry)) is not None}
                 with self._lock:
                     for sid in lost:
@@ -1215,7 +1215,11 @@ class Cluster:
             if kind == "nick":  # read back: the log has it now
                 with self._lock:
                     renamed = self._renames.get(data.get("sid", 0))
-                    if renamed is not None:
+                    # Only the rename this entry logged: one of a batch Redis refused
+                    # (its record given up, yet maybe logged: a pipeline is not a
+                    # transaction) is older than the session's waiting renames, whose
+                    # first left from the nick that rename gave (another old nick).
+                    if renamed is not None and renamed[1][0] == data.get("old"):
                         del renamed[1][0]
                         if not renamed[1]:
                             del self._renames[data["sid"]]
