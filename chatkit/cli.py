@@ -32,7 +32,6 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from chatkit import __version__
-from chatkit.builtins.cluster import redact
 from chatkit.builtins.history import serve_db
 from chatkit.client import (
     LOCAL_ERRORS,
@@ -60,7 +59,6 @@ from chatkit.faces.irc.face import (
     IrcFace,
 )
 from chatkit.faces.line import LineFace
-from chatkit.faces.web import WebFace
 from chatkit.logs import HUMAN_FORMAT, JsonFormatter
 from chatkit.plugins import (
     DISTRIBUTION,
@@ -74,7 +72,6 @@ from chatkit.plugins import (
 from chatkit.protocol import LineDecoder, LineTooLong
 from chatkit.scaffold import create_plugin, installed_checkout, plugin_name
 from chatkit.server import IRC_TLS_PORT, TLS_PORT, WEB_TLS_PORT, Server, TlsFace
-from chatkit.terminal import Terminal
 
 __all__ = ["app", "main"]
 
@@ -630,6 +627,8 @@ def _faces(
     web = config.faces.get("web", {})
     port = web_port if web_port is not None else web.get("port")
     if port is not None:
+        from chatkit.faces.web import WebFace  # (websockets: imported when a page is served)
+
         face = WebFace(
             host=web.get("host"),
             port=port,
@@ -916,6 +915,9 @@ def _without_password(text: str) -> str:
     (``https://hooks.example.com/***`` for ``.../services/T0/B0/XXXX`` or ``?key=...``)."""
     if "://" not in text:
         return text
+    # (redis, under the cluster plugin: imported only when a URL is shown)
+    from chatkit.builtins.cluster import redact
+
     hidden = redact(text, SECRET_KEYS)  # (the cluster's log line's: a Redis URL's too)
     scheme = text.partition("://")[0]
     if scheme.lower() not in ("http", "https"):
@@ -1337,6 +1339,8 @@ def join(
     """
     context = _client_tls(tls, insecure)
     if sys.stdin.isatty() and sys.stdout.isatty() and not as_json:
+        from chatkit.terminal import Terminal  # (prompt_toolkit: only for a person)
+
         colours = color and not os.environ.get("NO_COLOR")
         terminal = Terminal(
             host,
