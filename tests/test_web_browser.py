@@ -274,14 +274,20 @@ def test_history_shows_on_join(browser: Browser, contexts: list[BrowserContext])
         carol.close()
 
 
+def said_before(server: Server, count: int) -> ChatClient:
+    """carol, having said ``old 0`` to ``old COUNT-1`` in #general (stored by now)."""
+    carol = ChatClient(server.address)
+    carol.login("carol")
+    for i in range(count):
+        carol.say(f"old {i}")
+    carol.sync()
+    return carol
+
+
 def test_scroll_back_loads_older(browser: Browser, contexts: list[BrowserContext]) -> None:
     """Scrolling to the top asks for older messages until the first one shows."""
     with web_server(disable=("flood",)) as server:
-        carol = ChatClient(server.address)
-        carol.login("carol")
-        for i in range(130):
-            carol.say(f"old {i}")
-        carol.sync()
+        carol = said_before(server, 130)
         page = open_page(browser, contexts, base_url(server))
         log_in(page, "alice")
         messages = page.locator(f"{pane(page)} .line.message")
@@ -302,11 +308,7 @@ def test_a_scroll_to_the_top_while_a_page_loads_asks_for_the_next_once_it_ends(
     then asks for nothing): the page's end asks for the next one at once, rather than
     leaving the reader at the top until they scroll again."""
     with web_server(disable=("flood",)) as server:
-        carol = ChatClient(server.address)
-        carol.login("carol")
-        for i in range(130):
-            carol.say(f"old {i}")
-        carol.sync()
+        carol = said_before(server, 130)
         page = open_page(browser, contexts, base_url(server))
         holding, held = [False], []  # the ends of pages (history frames) held back
 
