@@ -90,8 +90,15 @@ def skeleton(name: str) -> str:
     a non-Latin capital whose prototype is a Latin capital: it is mapped first, as
     its small letter may look like nothing Latin (Greek ``Ε``, but ``ε``).
     """
-    capitals = unicodedata.normalize("NFD", normalize(name)).translate(_capitals())
-    mapped = unicodedata.normalize("NFD", fold(capitals)).translate(_translation())
+    if name.isascii():
+        # ASCII is its own NFKC and NFD form, has no non-Latin capitals and folds to
+        # lower case: only the mapping is left (the common case, a few times a login).
+        mapped = name.lower().translate(_translation())
+        if mapped.isascii():
+            return mapped.lower()
+    else:
+        capitals = unicodedata.normalize("NFD", normalize(name)).translate(_capitals())
+        mapped = unicodedata.normalize("NFD", fold(capitals)).translate(_translation())
     return unicodedata.normalize("NFD", mapped).casefold()
 
 

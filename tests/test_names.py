@@ -3,9 +3,13 @@ makes them look alike."""
 
 from __future__ import annotations
 
-import pytest
+import unicodedata
 
-from chatkit.names import fold, normalize, room_name, skeleton, valid_room
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatkit.names import _capitals, _translation, fold, normalize, room_name, skeleton, valid_room
 
 
 @pytest.mark.parametrize(
@@ -33,6 +37,22 @@ def test_look_alikes_share_a_skeleton(a: str, b: str) -> None:
 def test_different_names_keep_different_skeletons(a: str, b: str) -> None:
     """Names that differ to the eye are not confused (accents count)."""
     assert skeleton(a) != skeleton(b)
+
+
+def general_skeleton(name: str) -> str:
+    """skeleton() as it is for any name, without its shortcut for ASCII."""
+    capitals = unicodedata.normalize("NFD", normalize(name)).translate(_capitals())
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", capitals).casefold())
+    mapped = unicodedata.normalize("NFD", folded).translate(_translation())
+    return unicodedata.normalize("NFD", mapped).casefold()
+
+
+@given(st.text(st.characters(max_codepoint=127)) | st.text())
+def test_the_skeleton_of_ascii_takes_a_shortcut_to_the_same_key(name: str) -> None:
+    """An ASCII name (every login's, nearly) skips the Unicode steps, which leave it as
+    it is, and gets the key the general path gives (``%`` maps to more than ASCII)."""
+    assert skeleton(name) == general_skeleton(name)
+    assert skeleton(name + "%") == general_skeleton(name + "%")
 
 
 def test_fold_ignores_case_and_width_only() -> None:

@@ -218,20 +218,25 @@ def press_ctrl_d_until_it_ends(child: pexpect.spawn) -> None:
 
 
 def free_port() -> int:
+    """A port nothing listens on (for a refused connection)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def start_server(port: int, *args: str) -> subprocess.Popen[str]:
+def start_server(port: int, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """`chatkit serve` on ``port`` (0: one the system picks), and the port it took: a
+    restart asks for the same one again."""
     proc = subprocess.Popen(
         [CHATKIT, "serve", "--port", str(port), "--no-plugin", "log", *args],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert proc.stdout is not None
-    assert "listening on" in proc.stdout.readline()
-    return proc
+    line = proc.stdout.readline()
+    listening = re.search(r"listening on \S+:(\d+)", line)
+    assert listening is not None, line
+    return proc, int(listening.group(1))
 
 
 class CutsTheFirstWho:
@@ -267,8 +272,7 @@ def test_a_connection_lost_right_after_the_login_reconnects(
 
 def test_reconnects_after_the_server_restarts(terminal: Callable[..., pexpect.spawn]) -> None:
     """After a lost connection it retries with backoff, logs in again and rejoins its rooms."""
-    port = free_port()
-    server = start_server(port)
+    server, port = start_server(0)
     try:
         child = terminal(port, "--nick", "bob", "--room", "#ops")
         child.expect(WELCOME_BOB)
@@ -276,7 +280,7 @@ def test_reconnects_after_the_server_restarts(terminal: Callable[..., pexpect.sp
         server.terminate()
         server.wait(10)
         child.expect(r"\d\d:\d\d \* connection lost; reconnecting")
-        server = start_server(port)
+        server, _port = start_server(port)
         child.expect(r"\d\d:\d\d \* reconnected", timeout=20)
         child.expect("bob joined #ops")
         with ChatClient(("127.0.0.1", port)) as alice:
@@ -293,9 +297,8 @@ def test_a_reconnect_shows_what_was_missed_and_nothing_twice(
 ) -> None:
     """After a restart the client logs in with `since` its last message: the messages
     it already showed are not replayed again, the rest are."""
-    port = free_port()
     db = str(tmp_path / "history.sqlite3")
-    server = start_server(port, "--db", db)
+    server, port = start_server(0, "--db", db)
     try:
         with ChatClient(("127.0.0.1", port)) as alice:
             alice.login("alice")
@@ -308,7 +311,7 @@ def test_a_reconnect_shows_what_was_missed_and_nothing_twice(
         server.terminate()
         server.wait(10)
         child.expect(r"connection lost; reconnecting")
-        server = start_server(port, "--db", db)
+        server, _port = start_server(port, "--db", db)
         with ChatClient(("127.0.0.1", port)) as carol:
             carol.login("carol")
             carol.say("two")  # before or after bob is back: he sees it once either way
@@ -327,8 +330,7 @@ def test_a_reconnect_shows_what_was_missed_and_nothing_twice(
 
 def test_no_reconnect_exits_with_5(terminal: Callable[..., pexpect.spawn]) -> None:
     """--no-reconnect: a lost connection is told in words and exits with status 5."""
-    port = free_port()
-    server = start_server(port)
+    server, port = start_server(0)
     child = terminal(port, "--nick", "bob", "--no-reconnect")
     child.expect(WELCOME_BOB)
     server.terminate()
@@ -344,8 +346,7 @@ def test_ctrl_d_while_reconnecting_quits_at_once_with_status_0(
 ) -> None:
     """Quitting while it waits to reconnect is the user's choice, not a failure: no
     "disconnected" error, no "line not sent", exit status 0."""
-    port = free_port()
-    server = start_server(port)
+    server, port = start_server(0)
     child = terminal(port, "--nick", "bob")
     child.expect(WELCOME_BOB)
     server.terminate()
