@@ -211,3 +211,18 @@ def test_authenticate_once_registered_is_907(server: Server) -> None:
         alice.register("alice")
         alice.send("AUTHENTICATE PLAIN")
         alice.expect(f":{SERVER} 907 alice :")
+
+
+def test_registration_aborts_an_unfinished_authenticate_with_906(server: Server) -> None:
+    """A client that ends CAP with its AUTHENTICATE exchange unfinished is registered
+    unidentified, told 906 first (IRCv3 SASL 3.1: the server SHOULD abort it)."""
+    with IrcClient(server.addresses["irc"]) as alice:
+        alice.send("CAP LS 302", "CAP REQ :sasl")
+        alice.expect("ACK :sasl")
+        alice.send("AUTHENTICATE PLAIN")
+        alice.expect("AUTHENTICATE +")
+        alice.send("NICK alice", "USER alice 0 * :Alice", "CAP END")
+        lines = alice.until(f":{SERVER} 001 alice :")
+        assert any(line.startswith(f":{SERVER} 906 ") for line in lines)
+        alice.send("WHOIS alice")
+        assert not [line for line in alice.until(" 318 ") if " 330 " in line]  # no account

@@ -73,10 +73,12 @@ def test_joining_a_room_with_a_topic_sends_332_and_333(server: Server) -> None:
         alice.send("TOPIC #nowhere :x")
         alice.expect(f":{SERVER} 403 alice #nowhere :")
         alice.send("JOIN #dev")
-        alice.expect(":alice!alice@chatkit JOIN #dev")
-        alice.expect(f":{SERVER} 366 alice #dev :")
-        alice.expect(f":{SERVER} 332 alice #dev :Builds are green")
-        alice.expect(f":{SERVER} 333 alice #dev jay!jay@chatkit ")
+        joined = alice.until(f":{SERVER} 366 alice #dev :")
+        # In the order RFC 2812 (3.2.1) and the modern docs give: JOIN, the topic, names.
+        assert [line.split()[1] for line in joined] == ["JOIN", "332", "333", "353", "366"]
+        assert joined[0] == ":alice!alice@chatkit JOIN #dev"
+        assert joined[1] == f":{SERVER} 332 alice #dev :Builds are green"
+        assert joined[2].startswith(f":{SERVER} 333 alice #dev jay!jay@chatkit ")
         assert not [line for line in lines if " 332 " in line]  # #general has none
         jay.say("/topic #dev -")
         alice.expect(":jay!jay@chatkit TOPIC #dev :")

@@ -360,6 +360,12 @@ class IrcChannel:
                 return b""
             if frame.type == "join" and "members" in frame.fields:
                 frame = self._prefixed(frame)
+                # The client's own join: the room's topic, if set, goes between the
+                # JOIN and the names list (JOIN, 332, 333, 353, 366: RFC 2812 3.2.1,
+                # and the modern docs' JOIN, which clients may rely on).
+                topic = self.hub.topic(str(frame.fields.get("room")))
+                if topic is not None:
+                    frame = Frame("join", **{**frame.fields, "irc_topic": _topic_lines(topic)})
             elif frame.type == "history_targets":  # the history plugin's, to TARGETS
                 frame = Frame("irc", messages=self._target_lines(frame))
             elif frame.type == "topic" and frame.fields.get("join"):
@@ -367,11 +373,6 @@ class IrcChannel:
                 # shows of a topic, not a TOPIC from whoever set it once.
                 frame = Frame("irc", messages=_topic_lines(dict(frame.fields)))
             data = self.protocol.send(frame)
-            if frame.type == "join" and "members" in frame.fields:
-                # The client's own join: the topic follows its names list, if set.
-                topic = self.hub.topic(str(frame.fields.get("room")))
-                if topic is not None:
-                    data += self.protocol.send(Frame("irc", messages=_topic_lines(topic)))
             if frame.type == "notice" and self.hub.closing:
                 # The server's shutdown notice: IRC clients also expect ERROR.
                 data += self.protocol.send(Frame("irc_close", text="Server shutting down"))
@@ -546,11 +547,22 @@ class IrcChannel:
     def chat_command(self, command: str, params: tuple[str, ...]) -> None:
         """A command IRC does not have: a chat command of that name, or ``421``."""
         name = command.lower()
-        if self.hub.commands.get(name) is None or not self.session.logged_in:
+        if not self.session.logged_in:
             self.send(Message(n.ERR_UNKNOWNCOMMAND, (command, "Unknown command")))
             return
-        if command == "INVITE" and not params:  # IRC's own command: IRC's answer
+        if command == "INVITE" and (len(params) < 2 or not params[0] or not params[1]):
+            # IRC's own command: IRC's answer (`INVITE nick` names no room).
             self.send(Message(n.ERR_NEEDMOREPARAMS, (command, "Not enough parameters")))
+            return
+        if self.hub.commands.get(name) is None:
+            if command in ("KICK", "INVITE"):
+                # IRC's own commands, which clients know: without the moderation plugin
+                # nobody is a room's operator (482), not an unknown command (421).
+                room = params[0] if command == "KICK" else params[1]
+                text = "You're not channel operator (no room has operators here)"
+                self.send(Message(n.ERR_CHANOPRIVSNEEDED, (room, text)))
+                return
+            self.send(Message(n.ERR_UNKNOWNCOMMAND, (command, "Unknown command")))
             return
         # Its arguments reach others (/me, /msg, a kick's reason): cleaned as messages are.
         line = self._text(f"/{name} {' '.join(params)}".rstrip())
@@ -1422,8 +1434,10 @@ class IrcChannel:
             self.send(Message(n.ERR_NOMOTD, ("MOTD File is missing",)))
 
     def version(self, params: tuple[str, ...]) -> None:
+        """``VERSION``: ``351``, then the ``005`` lines (what the server supports)."""
         text = "chatkit: one chat, many faces"
-        self.send(Message(n.RPL_VERSION, (f"chatkit-{__version__}.", self.face.server_name, text)))
+        version = Message(n.RPL_VERSION, (f"chatkit-{__version__}.", self.face.server_name, text))
+        self.send(version, *self.protocol.isupport_lines())
 
     def time_reply(self, params: tuple[str, ...]) -> None:
         """``TIME``: ``391`` with the server's time (UTC: a Unix timestamp, and for people)."""

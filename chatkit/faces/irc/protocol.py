@@ -365,6 +365,11 @@ class IrcProtocol:
         ):
             return None
         self._registering = True
+        if self._sasl is not None:
+            # An AUTHENTICATE exchange left unfinished: registration does not wait for
+            # it (IRCv3 SASL 3.1: abort, 906); the client is registered unidentified.
+            self._sasl = None
+            self._numeric(n.ERR_SASLABORTED, "SASL authentication aborted")
         user, realname = self._user
         return Register(self._wanted_nick, user, realname, self._password)
 
@@ -557,10 +562,17 @@ class IrcProtocol:
             Message(n.RPL_CREATED, (f"This server was created {self.created}",)),
             Message(n.RPL_MYINFO, (self.server, self.version, "io", *self._chanmodes())),
         ]
-        for start in range(0, len(self.isupport), ISUPPORT_PER_LINE):
-            tokens = self.isupport[start : start + ISUPPORT_PER_LINE]
-            lines.append(Message(n.RPL_ISUPPORT, (*tokens, "are supported by this server")))
-        return lines
+        return lines + self.isupport_lines()
+
+    def isupport_lines(self) -> list[Message]:
+        """The ``005`` lines (after ``004`` at registration, and after ``351``)."""
+        return [
+            Message(
+                n.RPL_ISUPPORT,
+                (*self.isupport[start : start + ISUPPORT_PER_LINE], "are supported by this server"),
+            )
+            for start in range(0, len(self.isupport), ISUPPORT_PER_LINE)
+        ]
 
     def _chanmodes(self) -> tuple[str, ...]:
         """``004``'s channel modes (and those with a parameter), from ISUPPORT CHANMODES."""
@@ -608,6 +620,7 @@ class IrcProtocol:
         # Tagged as the JOIN the others get (server-time, account-tag): one join.
         tags = render(Frame("join", **fields), self.style)[0].tags
         lines = [Message("JOIN", params, source(self.nick), tags)]
+        lines += fields.get("irc_topic", ())  # 332 and 333, if the room has a topic (the face's)
         members = [str(m) for m in fields["members"]]
         hosts = "userhost-in-names" in self.caps
         lines += names_lines(self.server, self.nick, room, members, hosts=hosts)
