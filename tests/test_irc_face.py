@@ -1052,6 +1052,39 @@ def test_every_line_but_ping_counts_against_the_flood_limit(
         assert [line.split()[3] for line in lines if " 366 " in line] == ["#general,#r0,#r1,#r2"]
 
 
+def test_an_invisible_member_is_listed_only_to_the_room_s_members(
+    make_server: Callable[..., Server],
+) -> None:
+    """NAMES #room and WHO #room from someone not in the room leave out its members with
+    mode +i (RFC 2812 3.2.5, the modern docs' NAMES); its members see everyone."""
+    server = make_server()
+    irc = server.addresses["irc"]
+    with IrcClient(irc) as alice, IrcClient(irc) as bob, IrcClient(irc) as carol:
+        alice.register("alice")
+        bob.register("bob")
+        carol.register("carol")
+        bob.send("MODE bob +i", "JOIN #hidden")
+        bob.expect(f":{SERVER} 366 bob #hidden ")
+        carol.send("JOIN #hidden")
+        carol.expect(f":{SERVER} 366 carol #hidden ")
+
+        def listed(client: IrcClient) -> tuple[list[str], list[str]]:
+            client.send("NAMES #hidden")
+            lines = client.until(" 366 ")
+            names = [
+                nick for line in lines if " 353 " in line for nick in line.split(":")[2].split()
+            ]
+            client.send("WHO #hidden")
+            who = [line.split()[7] for line in client.until(" 315 ") if " 352 " in line]
+            return sorted(names), sorted(who)
+
+        assert listed(alice) == (["carol"], ["carol"])  # bob is +i, alice is not in #hidden
+        assert listed(carol) == (["bob", "carol"], ["bob", "carol"])
+        alice.send("JOIN #hidden")
+        alice.expect(f":{SERVER} 366 alice #hidden ")
+        assert listed(alice) == (["alice", "bob", "carol"], ["alice", "bob", "carol"])
+
+
 def test_who_takes_masks(make_server: Callable[..., Server]) -> None:
     """WHO with a mask lists the users whose nick or realname matches (``*``, ``?``;
     ``0``: everyone; ``[`` is a letter), operators only with ``o``, at most max_who of

@@ -971,7 +971,7 @@ class IrcChannel:
         lines: list[Message] = []
         rooms = [self._room_name(room) for room in params[0].split(",")[:MAX_TARGETS]]
         for room in rooms:  # (as the room spells itself, not as asked: clients compare)
-            members = self.hub.who(room) or []
+            members = self._listed_members(room)
             ops = self._operators(room)
             members = [("@" if names.fold(m) in ops else "") + m for m in members]
             hosts = "userhost-in-names" in self.protocol.caps
@@ -992,7 +992,7 @@ class IrcChannel:
         mask = params[0] if params and params[0] else "*"
         lines: list[Message] = []
         if mask.startswith("#"):
-            members = self.hub.who(mask) or []
+            members = self._listed_members(mask)
             room = self._room_name(mask)
             ops = self._operators(room)
             for nick in members:
@@ -1009,6 +1009,19 @@ class IrcChannel:
                 lines.append(self._who_line("*", nick))
         lines.append(Message(n.RPL_ENDOFWHO, (mask, "End of /WHO list.")))
         self.send(*lines)
+
+    def _listed_members(self, room: str) -> list[str]:
+        """``room``'s members as ``NAMES`` and ``WHO #room`` list them: every one to a
+        member; to anyone else, those without mode ``+i`` (RFC 2812 3.2.5, the modern
+        docs' NAMES: an invisible user is seen only by those sharing a room)."""
+        members = self.hub.who(room) or []
+        if names.fold(room) in self.session.rooms:
+            return members
+        return [
+            nick
+            for nick in members
+            if (found := self.hub.find(nick)) is None or not _irc_info(found).get("invisible")
+        ]
 
     def _who_matching(self, mask: str, *, opers: bool) -> list[str]:
         """The nicks ``WHO mask`` lists (see :meth:`who`), at most ``max_who``."""
