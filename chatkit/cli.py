@@ -517,14 +517,18 @@ def serve(
         typer.echo(f"try: {tries}   (type a nick, then chat; Ctrl+C here stops it)")
         if "line-tls" in server.addresses:
             tls_host, tls_port_ = server.addresses["line-tls"]
+            name = _CERTIFICATE_NAME if tls_host in _ANY_ADDRESS else tls_host
             typer.echo(
-                f"TLS: {tls_host}:{tls_port_}   (chatkit join --tls --host {tls_host} "
-                f"--port {tls_port_})"
+                f"TLS: {tls_host}:{tls_port_}{_everywhere(tls_host)}   (chatkit join --tls "
+                f"--host {name} --port {tls_port_})"
             )
         if "irc" in server.addresses:
             irc_host, irc_port_ = server.addresses["irc"]
-            shown = f"[{irc_host}]" if ":" in irc_host else irc_host
-            typer.echo(f"IRC: irc://{shown}:{irc_port_}   (irssi: /connect {irc_host} {irc_port_})")
+            irc_hosts = (
+                local_addresses(_family(irc_host)) if irc_host in _ANY_ADDRESS else [irc_host]
+            )
+            urls = " or ".join(f"irc://{_bracketed(h)}:{irc_port_}" for h in irc_hosts)
+            typer.echo(f"IRC: {urls}   (irssi: /connect {irc_hosts[0]} {irc_port_})")
         if "web" in server.addresses:
             web_host, web_port_ = server.addresses["web"]
             pages = hosts if web_host in _ANY_ADDRESS else [web_host]
@@ -539,17 +543,17 @@ def serve(
             typer.echo(f"cluster: node {cluster.node} on {cluster.url} (lease {cluster.lease:g}s)")
         if "irc-tls" in server.addresses:
             irc_host, irc_port_ = server.addresses["irc-tls"]
-            shown = f"[{irc_host}]" if ":" in irc_host else irc_host
             # irssi checks a certificate by name only (an IP address never matches).
-            name = "localhost" if irc_host in ("127.0.0.1", "::1") else irc_host
+            name = _tls_name(irc_host)
+            shown = _CERTIFICATE_NAME if irc_host in _ANY_ADDRESS else _bracketed(irc_host)
             typer.echo(
-                f"IRC over TLS: ircs://{shown}:{irc_port_}   "
+                f"IRC over TLS: ircs://{shown}:{irc_port_}{_everywhere(irc_host)}   "
                 f"(irssi: /connect -tls {name} {irc_port_})"
             )
         if "web-tls" in server.addresses:
             web_host, web_port_ = server.addresses["web-tls"]
-            shown = f"[{web_host}]" if ":" in web_host else web_host
-            typer.echo(f"web over TLS: https://{shown}:{web_port_}/")
+            shown = _CERTIFICATE_NAME if web_host in _ANY_ADDRESS else _bracketed(web_host)
+            typer.echo(f"web over TLS: https://{shown}:{web_port_}/{_everywhere(web_host)}")
         if pid_file is not None:
             _write_pid_file(pid_file)
         sys.stdout.flush()
@@ -568,6 +572,34 @@ def serve(
 
 
 _ANY_ADDRESS = ("0.0.0.0", "::", "")  # listening on every interface
+_CERTIFICATE_NAME = "NAME"  # what the banner shows for a TLS address to give out
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _bracketed(host: str) -> str:
+    """``host`` as a URL has it (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
+def _everywhere(host: str) -> str:
+    """What the banner says of a TLS port on every interface: its clients connect by
+    the name the certificate holds, which the banner cannot know (no address matches)."""
+    if host not in _ANY_ADDRESS:
+        return ""
+    return f" (all interfaces; {_CERTIFICATE_NAME}: the name your certificate holds)"
+
+
+def _tls_name(host: str) -> str:
+    """The name irssi connects to over TLS for a server listening on ``host``: it
+    checks the certificate by name (an IP address never matches)."""
+    if host in ("127.0.0.1", "::1"):
+        return "localhost"
+    if host in _ANY_ADDRESS:
+        return _CERTIFICATE_NAME
+    return host
 
 
 def _write_pid_file(path: Path) -> None:
@@ -1216,6 +1248,7 @@ def ping_command(
         typer.Option(
             "--ready",
             help="Also ask whether the server is ready for new clients (exit 7 if not).",
+            metavar="",
         ),
     ] = False,
 ) -> None:

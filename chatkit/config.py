@@ -62,6 +62,8 @@ GREETING_DELAY = 1.0  # seconds a new connection may stay silent before it is gr
 MAX_CLIENTS = 10_000  # connections in total; each costs a file descriptor (and a thread while
 # it talks: see IDLE_PARK).
 MAX_CLIENTS_PER_ADDRESS = 20  # connections from one IP address (not loopback, by default).
+MAX_TOPIC_CHARS = 390  # characters of a room's topic (IRC's TOPICLEN on most networks)
+MAX_AWAY_CHARS = 200  # characters of an away message (IRC's AWAYLEN)
 MAX_NICK_CHARS = 32  # characters in a nick; IRC's NICKLEN is typically 9 to 30.
 MAX_ROOM_CHARS = 50  # characters in a room name, "#" included (IRC's CHANNELLEN is 50).
 MAX_ROOMS = 100  # rooms one client may be in at once (IRC's CHANLIMIT; Libera allows 250,
@@ -89,7 +91,8 @@ TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a TLS client has to finish its handshake
 
 @dataclass
 class Limits:
-    """Every limit the server enforces; each has a default, a config key and a flag."""
+    """Every limit the server enforces; each has a default and a config key (``[limits]``),
+    and most a flag of ``chatkit serve`` (named in its text)."""
 
     max_line: int = MAX_LINE_BYTES
     """Longest line a client may send, in bytes (``--max-line``)."""
@@ -122,6 +125,10 @@ class Limits:
     """Longest room name, in characters, ``#`` included."""
     max_rooms: int = MAX_ROOMS
     """Rooms one client may be in at once."""
+    max_topic: int = MAX_TOPIC_CHARS
+    """Longest room topic, in characters (IRC's ``TOPICLEN``)."""
+    max_away: int = MAX_AWAY_CHARS
+    """Longest away message, in characters (IRC's ``AWAYLEN``)."""
     max_pending: int = MAX_PENDING
     """Connections that have not sent their first byte; past it the oldest is closed
     (``--max-pending``)."""

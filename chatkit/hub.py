@@ -53,8 +53,6 @@ SERVICE_NICKS = frozenset(
 """Nicks nobody may take (folded): IRC networks' services, to which IRC clients send
 passwords (``PRIVMSG NickServ :IDENTIFY ...``): whoever held one would read them. The IRC
 face answers ``NickServ``'s ``IDENTIFY`` and ``REGISTER`` itself."""
-MAX_TOPIC = 390  # characters of a room's topic (IRC's TOPICLEN on most networks)
-MAX_AWAY = 200  # characters of an away message (IRC's AWAYLEN)
 # A Wait (chatkit_allow_input) holds a reader back for its seconds, within these bounds (a
 # plugin's Wait(0) returned over and over would spin a core), looking every WAIT_SLICE
 # whether its connection is closing.
@@ -783,11 +781,11 @@ class Hub:
     def set_topic(self, session: Session, room: str, text: str) -> None:
         """Set the topic of ``room`` (a member only; ``""`` clears it) and send the
         ``topic`` frame to every member. Raises :class:`CommandError` ``not_in_room``,
-        ``bad_text`` for a topic over 390 characters or of several lines, or a
-        plugin's refusal (``chatkit_allow_topic``); then runs ``chatkit_on_topic``."""
-        text = text.strip()
-        if len(text) > MAX_TOPIC or "\n" in text:
-            raise CommandError(f"a topic is one line of at most {MAX_TOPIC} characters", "bad_text")
+        ``bad_text`` for a topic over ``max_topic`` characters (390) or of several lines,
+        or a plugin's refusal (``chatkit_allow_topic``); then runs ``chatkit_on_topic``."""
+        text, most = text.strip(), self.config.limits.max_topic
+        if len(text) > most or "\n" in text:
+            raise CommandError(f"a topic is one line of at most {most} characters", "bad_text")
         self._member_room(session, room)
         self._check(
             self.hooks.first(
@@ -809,12 +807,12 @@ class Hub:
         """Mark ``session`` away with ``text`` (``None`` or blank: back) and return
         what is set. Anyone who messages it privately is told, and ``/who``, IRC's
         ``WHO`` and ``WHOIS`` show it. Raises :class:`CommandError` ``bad_text`` for
-        a message over 200 characters or of several lines. This node's own: the
+        a message over ``max_away`` characters (200) or of several lines. This node's own: the
         other nodes of a cluster do not see it."""
-        text = (text or "").strip()
-        if len(text) > MAX_AWAY or "\n" in text:
+        text, most = (text or "").strip(), self.config.limits.max_away
+        if len(text) > most or "\n" in text:
             raise CommandError(
-                f"an away message is one line of at most {MAX_AWAY} characters", "bad_text"
+                f"an away message is one line of at most {most} characters", "bad_text"
             )
         session.away = text or None
         return session.away
@@ -872,7 +870,7 @@ class Hub:
         For plugins that keep topics across restarts (``moderation``); False (nothing
         changes) if there is no such room or it has a topic already."""
         text = str(topic.get("topic", "")).strip()
-        if not text or len(text) > MAX_TOPIC or "\n" in text:
+        if not text or len(text) > self.config.limits.max_topic or "\n" in text:
             return False
         with self._lock:
             found = self._rooms.get(_key(room))
@@ -895,9 +893,9 @@ class Hub:
         topic of ``room`` and send the ``topic`` frame to its members, running no hook:
         for a topic set elsewhere (the ``cluster`` plugin: on another node). False
         (nothing changes, nobody is told) if there is no such room here, the topic is
-        not one line of at most 390 characters, or it is the room's topic already."""
+        not one line of at most ``max_topic`` characters, or it is the room's topic already."""
         text = str(topic.get("topic", "")).strip()
-        if len(text) > MAX_TOPIC or "\n" in text:
+        if len(text) > self.config.limits.max_topic or "\n" in text:
             return False
         with self._lock:
             found = self._rooms.get(_key(room))

@@ -120,3 +120,31 @@ def test_a_joiner_of_another_face_gets_the_rooms_topic_after_its_join(server: Se
         tom.send_line("/join #dev")
         tom.expect("* tom joined #dev")
         tom.expect("* topic of #dev: Builds are green (set by jay)")  # found, not set now
+
+
+def test_topic_and_away_lengths_are_limits() -> None:
+    """max_topic and max_away are limits like the others: a longer topic or away text
+    is bad_text on every face, and IRC's ISUPPORT says TOPICLEN and AWAYLEN."""
+    server = Server(
+        config=make_config(disable=["history"], max_topic=10, max_away=5),
+        faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="TestNet")],
+    )
+    with (
+        server,
+        IrcClient(server.addresses["irc"]) as alice,
+        ChatClient(server.addresses["line"]) as jay,
+    ):
+        lines = alice.register("alice")
+        supported = " ".join(line for line in lines if " 005 " in line).split()
+        assert "TOPICLEN=10" in supported and "AWAYLEN=5" in supported
+        jay.login("jay")
+        jay.say("/topic " + "x" * 11)
+        assert "at most 10 characters" in jay.expect("error", code="bad_text")["text"]
+        jay.say("/topic " + "x" * 10)
+        jay.expect("topic", topic="x" * 10)
+        jay.say("/away gone!!")
+        assert "at most 5 characters" in jay.expect("error", code="bad_text")["text"]
+        alice.send("AWAY :gone for lunch")  # IRC cuts it, as IRC servers do
+        alice.expect(f":{SERVER} 306 alice :")
+        jay.say("/who")
+        assert jay.expect("reply", command="who")["data"]["away"] == {"alice": "gone"}  # "gone "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import ssl
@@ -445,3 +446,33 @@ def test_a_close_notify_with_the_handshake_ends_the_session(
             sock.sendall(finished + outgoing.read())
             plain.expect("join", nick="ann")
             plain.expect("leave", nick="ann")
+
+
+def test_serve_on_all_interfaces_gives_addresses_to_connect_to_for_every_face(
+    certs: Certs, serve: type[ServeProcess]
+) -> None:
+    """On every interface, the banner gives this machine's addresses for IRC as for nc
+    and the web, and for TLS the name the certificate holds (no address matches a
+    certificate for irssi): never 0.0.0.0 as a place to connect to."""
+    server = serve(
+        "--host", "0.0.0.0", "--db", ":memory:", "--irc-port", "0",
+        "--tls-cert", str(certs.cert), "--tls-key", str(certs.key),
+        "--tls-port", "0", "--irc-tls-port", "0",
+    )  # fmt: skip
+    assert server.proc.stdout is not None
+    while not server.lines[-1].startswith("IRC over TLS:"):
+        server.lines.append(server.proc.stdout.readline())
+        assert server.lines[-1], "no IRC over TLS line"
+    banner = {line.split(":", 1)[0]: line for line in server.lines}
+    irc = re.findall(r"irc://([^:\s]+):(\d+)", banner["IRC"])
+    assert "127.0.0.1" in [host for host, _port in irc]
+    assert "0.0.0.0" not in banner["IRC"]
+    for host, port in irc:
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as sock:
+            sock.sendall(b"NICK ann\r\nUSER ann 0 * :Ann\r\nQUIT\r\n")
+            assert b" 001 ann " in sock.makefile("rb").read()
+    assert "(chatkit join --tls --host NAME --port " in banner["TLS"]
+    assert "(irssi: /connect -tls NAME " in banner["IRC over TLS"]
+    assert "NAME: the name your certificate holds" in banner["IRC over TLS"]
+    code, _out, _err = server.stop()
+    assert code == 0

@@ -55,7 +55,7 @@ from chatkit.faces.irc.render import (
     source,
 )
 from chatkit.frames import Frame
-from chatkit.hub import MAX_AWAY, MAX_TOPIC, RemoteMember, message_frame
+from chatkit.hub import RemoteMember, message_frame
 from chatkit.names import wildcard_match
 from chatkit.protocol import RemoteProtocolError, clean_text
 from chatkit.version import __version__
@@ -226,7 +226,7 @@ class IrcFace:
         """The ``005`` tokens for ``hub``'s settings."""
         limits = hub.config.limits
         tokens = [
-            "AWAYLEN=" + str(MAX_AWAY),
+            f"AWAYLEN={limits.max_away}",
             # chatkit folds nicks with Unicode case folding: for ASCII nicks that is
             # "ascii" ([ and { differ), and clients know no better name for the rest.
             "CASEMAPPING=ascii",
@@ -237,7 +237,7 @@ class IrcFace:
             f"NETWORK={self.network}",
             f"NICKLEN={limits.max_nick}",
             "PREFIX=(o)@",  # operators only: there is no voice (+v)
-            f"TOPICLEN={MAX_TOPIC}",
+            f"TOPICLEN={limits.max_topic}",
             "TARGMAX="
             + ",".join(f"{c}:{MAX_TARGETS}" for c in ("PRIVMSG", "NOTICE", "KICK", "NAMES"))
             + ",WHOIS:1",  # WHOIS a,b answers a only
@@ -1364,7 +1364,11 @@ class IrcChannel:
     def away(self, params: tuple[str, ...]) -> None:
         try:
             # Cut to AWAYLEN, as servers do; the hub keeps it for every face (/away).
-            text = self._text(params[0][:MAX_AWAY]) if params and params[0] else None
+            text = (
+                self._text(params[0][: self.hub.config.limits.max_away])
+                if params and params[0]
+                else None
+            )
             away = self.hub.set_away(self.session, text)
         except CommandError as exc:
             self.session.error(exc.code, exc.text, irc_command="AWAY")
