@@ -368,15 +368,21 @@ def test_a_part_reason_reads_the_same_on_every_face(
 
 
 def test_privmsg_and_notice_errors(connect: Callable[[], IrcClient]) -> None:
-    """PRIVMSG errors: 411, 412 (no text, or only formatting), 401 for a nick, 404 for a
-    channel not joined; NOTICE never gets an error."""
-    alice = connect()
+    """PRIVMSG errors: 411, 412 (no text, or only formatting), 401 for a nick or a
+    channel nobody is in (no such channel), 404 for a channel not joined; NOTICE never
+    gets an error."""
+    alice, bob = connect(), connect()
     alice.register("alice")
+    bob.register("bob")
+    bob.send("JOIN #den")
+    bob.expect(f":{SERVER} 366 bob #den ")
     alice.send("PRIVMSG", "PRIVMSG #general", "PRIVMSG zed :hi", "PRIVMSG #elsewhere :hi")
     alice.expect("411")
     alice.expect("412")
     alice.expect(f":{SERVER} 401 alice zed :")
-    alice.expect(f":{SERVER} 404 alice #elsewhere :")
+    alice.expect(f":{SERVER} 401 alice #elsewhere :no room #elsewhere")
+    alice.send("PRIVMSG #den :hi")
+    alice.expect(f":{SERVER} 404 alice #den :you are not in #den")
     alice.send("PRIVMSG #general :\x02\x02")  # only formatting, stripped: nothing left
     alice.expect(f":{SERVER} 412 alice :No text to send")
     alice.send("NOTICE zed :hi", "NOTICE #elsewhere :hi", "NOTICE", "NOTICE #general :\x02")
@@ -571,7 +577,7 @@ def test_a_burst_answers_each_privmsg_in_order_refusals_included(
     answers = [
         line.split(" ", 3)[1:] for line in alice.sync() if " PRIVMSG " in line or " 4" in line
     ]
-    assert [answer[0] for answer in answers] == ["PRIVMSG", "404", "PRIVMSG", "PRIVMSG"], answers
+    assert [answer[0] for answer in answers] == ["PRIVMSG", "401", "PRIVMSG", "PRIVMSG"], answers
     heard = [line.rsplit(":", 1)[1] for line in bob.sync() if " PRIVMSG #general " in line]
     assert heard == ["one", "two", "three"]
 

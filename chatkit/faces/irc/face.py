@@ -504,7 +504,17 @@ class IrcChannel:
             self.hub.settle(self.session)
         room = exc.details.get("target") if command == "NICK" else None
         more = {"room": room} if isinstance(room, str) else {}  # 435 names the room
-        self.session.error(exc.code, exc.text, irc_command=command, target=target, **more)
+        code, text = exc.code, exc.text
+        if (
+            command in ("PRIVMSG", "NOTICE")
+            and code == "not_in_room"
+            and target.startswith("#")
+            and self.hub.who(target) is None
+        ):
+            # A room nobody is in does not exist: 401, "No such nick/channel" (RFC 2812
+            # 3.3.1, ngIRCd, InspIRCd), not 404, which says the room is there.
+            code, text = "no_such_nick", f"no room {target}; /join {target} to make it"
+        self.session.error(code, text, irc_command=command, target=target, **more)
         if exc.code == "nick_registered":
             # 433 is "in use" to clients, which show their own words for it (or pick
             # NICK_ at once): why, and how to take it, said where it will be read.
