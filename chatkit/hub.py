@@ -365,6 +365,21 @@ class Hub:
             merged[_key(name)] = (shown, here + count)
         return dict(merged[key] for key in sorted(merged))
 
+    def room_named(self, room: str) -> str | None:
+        """``room`` as the chat spells it (``#General`` is ``#general``'s), or ``None`` if
+        there is no such room (with a :attr:`relay`, on any node).
+
+        Takes no lock for this node's rooms (one dict look-up and one attribute read):
+        a face asks once per room a command names, and :meth:`rooms` sorts them all."""
+        found = self._rooms.get(_key(room))
+        if found is not None:
+            return found.name
+        relay = self.relay
+        if relay is not None:
+            key = _key(room)
+            return next((name for name in relay.rooms() if _key(name) == key), None)
+        return None
+
     def topic(self, room: str) -> dict[str, str] | None:
         """The topic of ``room``: ``{"room", "topic", "nick", "ts"}`` (who set it, when),
         or ``None`` if it has none or there is no such room.

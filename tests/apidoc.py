@@ -85,6 +85,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "sessions",
             "who",
             "rooms",
+            "room_named",
             "topic",
             "created",
             "say",

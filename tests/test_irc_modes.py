@@ -510,3 +510,23 @@ def test_a_ban_lists_who_set_it_only_where_the_line_holds_it_whole() -> None:
     assert line == "367 #den ::evil!*@*"  # (the mask as it is, as the trailing parameter)
     whole = f":{SERVER} 367 {nick} #den {long} {setter}!{setter}@chatkit 1796274000"
     assert len(whole.encode()) + 2 > 512
+
+
+def test_rooms_a_client_asks_about_leave_nothing_behind(server: Server) -> None:
+    """The face remembers a room's operators for the client's own join only: NAMES, WHO
+    and MODE of rooms that do not exist (a client naming new ones for ever) keep nothing
+    per room, so a connection's memory does not grow with the rooms it names."""
+    with IrcClient(server.addresses["irc"]) as ann:
+        first(ann)
+        channel = server.hub.find("ann").transport.channel  # type: ignore[union-attr]
+        for batch in range(10):
+            rooms = ",".join(f"#nothing{batch}x{i}" for i in range(4))
+            ann.send(f"NAMES {rooms}", f"WHO #who{batch}", f"MODE #mode{batch}")
+            ann.until(f" 403 ann #mode{batch} ")
+        assert set(channel._ops) == {"#general"}
+        ann.send("JOIN #den")
+        ann.expect(f":{SERVER} 366 ann #den ")
+        assert set(channel._ops) == {"#general", "#den"}
+        ann.send("PART #den", "JOIN #ops")
+        ann.expect(f":{SERVER} 366 ann #ops ")
+        assert set(channel._ops) == {"#general", "#ops"}

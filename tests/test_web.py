@@ -190,6 +190,19 @@ def test_a_whole_session_in_one_packet(server: Server) -> None:
     assert frames.endswith(b"\x88\x02\x03\xe8")  # the close reply, last
 
 
+def test_a_request_head_over_four_max_lines_is_431(server: Server) -> None:
+    """A request's head (its line and headers) may be 4 x max_line long, 32 KiB at the
+    defaults, what a browser sends with its cookies; a longer one is 431 and closed,
+    as it arrives (websockets alone would hold up to 1 MiB of headers per connection)."""
+    cookie = b"Cookie: " + b"c" * 990 + b"\r\n"
+    fits = b"GET / HTTP/1.1\r\nHost: localhost\r\n" + cookie * 30 + b"\r\n"
+    assert exchange(server, fits).startswith(b"HTTP/1.1 200 ")
+    over = b"GET /ws HTTP/1.1\r\nHost: localhost\r\n" + cookie * 33  # and no end yet
+    answer = exchange(server, over)
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert answer.endswith(b"the request's head is over 32768 bytes (max_line x 4)\n")
+
+
 def test_a_request_with_a_body_is_405(server: Server) -> None:
     """POST with a body (which the HTTP parser does not read) is 405, as other methods."""
     data = exchange(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
@@ -287,6 +300,31 @@ def test_fragmented_message_is_one_frame(web: Callable[..., WebClient]) -> None:
     text = json.dumps({"type": "say", "text": "in pieces"})
     alice.ws.send([text[:5], text[5:12], text[12:]])
     assert alice.expect("message")["text"] == "in pieces"
+
+
+def test_empty_fragments_hold_no_memory(server: Server, web: Callable[..., WebClient]) -> None:
+    """Empty fragments count for nothing against max_line (a message's size is its
+    bytes), so they must cost nothing to hold either: a client sending endless empty
+    continuation frames kept an entry for each, without bound, until the message ended."""
+    alice = web("alice")
+    text = json.dumps({"type": "say", "text": "after many empty pieces"})
+    session = server.hub.find("alice")
+    assert session is not None
+    channel = session.transport.channel  # type: ignore[attr-defined]
+    held: list[int] = []
+
+    def fragments() -> Iterator[str]:
+        yield text[:5]
+        yield from [""] * 5000
+        # A ping between fragments (RFC 6455 5.4): answered once the server has read
+        # every fragment before it.
+        assert alice.ws.ping().wait(5)
+        held.append(len(channel._message))
+        yield text[5:]
+
+    alice.ws.send(fragments())
+    assert alice.expect("message")["text"] == "after many empty pieces"
+    assert held == [5]  # the first fragment's bytes, nothing for the 5,000 empty ones
 
 
 # -- bad frames ---------------------------------------------------------------------------

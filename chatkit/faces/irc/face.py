@@ -342,7 +342,8 @@ class IrcChannel:
         # replies and refusals, which come on that thread, are NOTICEs from NickServ
         # (other threads' frames for this client are not). Written by the reader only.
         self._services: int | None = None
-        self._ops: dict[str, set[str]] = {}  # room to its operators (folded), as last asked
+        # Room to its operators (folded), asked before each join: the rooms it is in.
+        self._ops: dict[str, set[str]] = {}
         self.modes: set[str] = set()
         """The client's user modes (only ``i``, which changes nothing here)."""
         # caps: the protocol's live set, for other IRC sessions to see who takes TAGMSG.
@@ -538,7 +539,7 @@ class IrcChannel:
         # Refused text (bidi = "refuse"): WHO and WHOIS show the nick, as for an empty one.
         with contextlib.suppress(CommandError):
             session.data["irc"]["realname"] = self._text(event.realname)
-        self._modes(hub.config.default_room)  # its operators, for the names list
+        self._modes(hub.config.default_room, joining=True)  # its operators, for the names list
         try:
             hub.allow_input(session, Hello(event.nick, fields=fields))
             hub.login(session, event.nick, fields)
@@ -917,7 +918,7 @@ class IrcChannel:
             try:
                 if refused is not None:
                     raise refused
-                self._modes(room)  # its operators, for the names list of the join
+                self._modes(room, joining=True)  # its operators, for the join's names list
                 self.hub.join(self.session, room)
             except CommandError as exc:
                 self.fail("JOIN", room, exc)
@@ -1098,11 +1099,7 @@ class IrcChannel:
 
     def _room_name(self, room: str) -> str:
         """``room`` as the chat spells it (``#General`` → ``#general``), if it exists."""
-        key = names.fold(room)
-        for name in self.hub.rooms():
-            if names.fold(name) == key:
-                return name
-        return room
+        return self.hub.room_named(room) or room
 
     def whois(self, params: tuple[str, ...]) -> None:
         if not params or not params[-1]:
@@ -1245,10 +1242,11 @@ class IrcChannel:
         if unknown:
             self.send(Message(n.ERR_UMODEUNKNOWNFLAG, ("Unknown MODE flag",)))
 
-    def _modes(self, room: str) -> dict[str, Any]:
+    def _modes(self, room: str, *, joining: bool = False) -> dict[str, Any]:
         """The moderation plugin's ``modes`` of ``room`` (``flags``, ``bans``, ``mutes``,
         ``operators``: the members who are), asked with a ``modes`` request; empty
-        without the plugin. Remembers the operators for names lists (:meth:`_prefixed`)."""
+        without the plugin. ``joining``: the client is about to join ``room``, whose
+        operators are remembered for its join's names list (:meth:`_prefixed`)."""
         if not moderation_on(self.hub):
             return {}
         with self._send_lock:
@@ -1261,8 +1259,14 @@ class IrcChannel:
             with self._send_lock:
                 captured, self._captured = self._captured, None
         fields = captured[0] if captured else {}
+        if not joining:
+            return fields
         operators = fields.get("operators") or []
         with self._send_lock:
+            # Only the rooms the client is in, and this one: not every room a client
+            # names (NAMES, WHO, MODE of rooms that do not exist would grow it forever).
+            mine = {names.fold(name) for name in self.session.rooms.values()}
+            self._ops = {key: ops for key, ops in self._ops.items() if key in mine}
             self._ops[names.fold(room)] = {names.fold(str(nick)) for nick in operators}
         return fields
 

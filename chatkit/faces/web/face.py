@@ -63,6 +63,8 @@ WEB_PORT = 8080  # the port ``chatkit serve --web-port`` examples use; any free 
 WS_PATH = "/ws"  # where the page opens its WebSocket
 CLOSE_REASON_BYTES = 120  # a close frame's reason: at most 123 bytes (RFC 6455 5.5)
 PING_PAYLOAD = b"chatkit"  # what the server's idle ping carries (any pong will do)
+HEAD_LINES = 4  # a request's head may be this many max_line long (32 KiB at the defaults,
+# nginx's large_client_header_buffers): a browser's, cookies and all, fits
 _FLUSH = "web_flush"  # a face-private frame: send what the protocol has queued
 _RAW = "web_raw"  # a face-private frame: these bytes, then what the protocol has queued
 # HTTP statuses for the errors a connection may get before it has a WebSocket.
@@ -269,12 +271,18 @@ class WebChannel:
         """The line face's adapter: its protocol (JSON mode) parses a text message, its
         ``act`` acts on the event."""
         self.json.protocol.mode = Mode.JSON
-        self._message: list[bytes] | None = None  # the fragments of a text message
+        # The fragments of a text message so far, joined as they come: a list of them
+        # would grow by an entry for every empty fragment, which websockets' max_size
+        # (payload bytes) never counts.
+        self._message: bytearray | None = None
         self._binary = False  # inside a fragmented binary message (being refused)
         self.upgraded = False
         """True once the WebSocket handshake succeeded."""
         self._answered = False  # an HTTP request was answered
         self._head_tail = b""  # the last bytes read before the request's end was seen
+        self._head_read = 0  # bytes of the request's head read so far (before its end)
+        self.max_head = HEAD_LINES * limits.max_line
+        """The longest request head taken (its request line and headers): ``431`` past it."""
         self._closing: bytes | None = None
         """The protocol's closing bytes (its reply to the client's close frame, or the
         close frame of a failure) while the frames read before it are answered: the
@@ -327,7 +335,11 @@ class WebChannel:
             # its first blank line (websockets' parser reads no body).
             seen = self._head_tail + data
             end = seen.find(b"\r\n\r\n")
+            head = self._head_read + (len(data) if end < 0 else end + 4 - len(self._head_tail))
+            if head > self.max_head:
+                return self._head_too_large()
             if end < 0:
+                self._head_read = head
                 self._head_tail = seen[-3:]
             else:
                 cut = end + 4 - len(self._head_tail)
@@ -409,6 +421,16 @@ class WebChannel:
 
     # -- acting on events ----------------------------------------------------------------
 
+    def _head_too_large(self) -> bool:
+        """A request whose head is over :attr:`max_head`: ``431``, and the connection
+        closes (websockets' own bounds, 128 headers of 8 KiB, would hold 1 MiB of it
+        for up to ``login_timeout``)."""
+        text = f"the request's head is over {self.max_head} bytes (max_line x {HEAD_LINES})"
+        response = static.error_response(431, "Request Header Fields Too Large", text)
+        self.session.send(Frame(_RAW, data=response.serialize()))
+        self.session.disconnect("request head too large")
+        return False
+
     def _flush(self) -> None:
         """Queue what the protocol has to send (a response, a pong, a close reply)."""
         self.session.send(Frame(_FLUSH))
@@ -471,14 +493,14 @@ class WebChannel:
             if frame.fin:
                 self._text(bytes(frame.data))
             else:
-                self._message = [bytes(frame.data)]
+                self._message = bytearray(frame.data)
         elif opcode is Opcode.CONT:
             if self._binary:
                 self._binary = not frame.fin
             elif self._message is not None:
-                self._message.append(bytes(frame.data))
+                self._message += frame.data
                 if frame.fin:
-                    message, self._message = b"".join(self._message), None
+                    message, self._message = bytes(self._message), None
                     self._text(message)
         elif opcode is Opcode.BINARY:
             self._binary = not frame.fin
