@@ -899,3 +899,52 @@ def test_a_server_ban_set_during_a_login_or_a_rename_holds(
     sly.say("/nick evil2")
     sly.expect("notice", text="banned from this server by root")
     sly.wait_closed()
+
+
+def test_an_operator_of_a_room_that_emptied_is_none_of_the_next_one(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A connection's operator status (not identified) lasts while its room does: a
+    guest who was first in #support, left and came back after it emptied and someone
+    else made it again, is no operator of the new one (it was: a name claimed ahead of
+    whoever set up the room later). A room that lived on meanwhile keeps it its."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    mallory = chat_client(server, "mallory")
+    mallory.say("/join #support")
+    mallory.expect("notice", text="you are an operator of #support")
+    mallory.say("/part #support")
+    mallory.expect("leave", room="#support")
+    carol = chat_client(server, "carol")
+    carol.say("/join #support")
+    carol.expect("notice", text="you are an operator of #support")
+    mallory.say("/join #support")
+    carol.expect("join", nick="mallory", room="#support")
+    mallory.say("/kick #support carol")
+    mallory.expect("error", code="not_room_operator")
+    carol.say("/part #support")
+    carol.say("/join #support")  # the room lived on (mallory in it): still carol's
+    mallory.expect("join", nick="carol", room="#support")
+    carol.say("/kick #support mallory")
+    mallory.expect("leave", nick="mallory", room="#support")
+
+
+def test_operators_act_in_their_room_and_the_muted_set_no_topic(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A room's operator acts on it from inside it, as on IRC (442): one who left does
+    not kick, mute or unban from outside; and a member who may not speak in a room
+    (muted) may not set its topic, which every member sees and the plugin keeps."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann, bob = muted_in_den(server, chat_client)
+    bob.say("/topic #den BUY CHEAP STUFF")
+    bob.expect("error", code="muted")
+    assert server.hub.topic("#den") is None
+    carol = chat_client(server, "carol")
+    carol.say("/join #den")
+    ann.expect("join", nick="carol", room="#den")
+    ann.say("/part #den")
+    carol.expect("leave", nick="ann", room="#den")
+    ann.say("/unmute #den bob")
+    ann.expect("error", code="not_in_room")
+    ann.say("/kick #den carol")
+    ann.expect("error", code="not_in_room")

@@ -79,6 +79,7 @@ log = logging.getLogger(__name__)
 SETTINGS = ("db", "max_masks", "operators", "server_operators")
 MAX_MASKS = 100  # bans, and mutes, a room keeps at most (IRC's MAXLIST; Libera's is 100 too):
 # each is matched against every join (bans) or message (mutes) in the room.
+_CONNECTION_OPS = "moderation"  # client.data: room key -> when the room it operates was created
 _CLAIMS = "moderation.claims"  # client.data: room key -> when it claimed to be its first member
 _PASSED = "moderation.passed"  # client.data: (room key, text) of the line just let speak
 SERVER = "*"  # the "room" of server-wide bans (/gline) in the bans table
@@ -204,12 +205,25 @@ class Moderation:
             return True
         return client.account is not None and client.account in self.server_operators
 
+    def _make_connection_operator(self, client: Session, room: str) -> None:
+        """Make ``client`` (not identified) an operator of ``room`` for as long as this
+        room lives: the room of that name someone creates after it emptied is not its."""
+        created = None if self._server is None else self._server.hub.created(room)
+        client.data.setdefault(_CONNECTION_OPS, {})[fold(room)] = created
+
+    def _connection_rooms(self, client: Session) -> set[str]:
+        """The rooms (folded) ``client`` is an operator of as a connection, not an
+        account: those it was made one of that still live (not emptied since)."""
+        ops: dict[str, float | None] = client.data.get(_CONNECTION_OPS, {})
+        hub = None if self._server is None else self._server.hub
+        return {key for key, created in ops.items() if hub is None or hub.created(key) == created}
+
     def is_operator(self, client: Session, room: str) -> bool:
         """Whether ``client`` is an operator of ``room``."""
         key = fold(room)
         if self.is_server_operator(client):
             return True
-        if key in client.data.get("moderation", set()):
+        if key in self._connection_rooms(client):
             return True  # for this connection (not identified when it got it)
         account = client.account
         if account is None:
@@ -391,7 +405,9 @@ class Moderation:
             return Reject(
                 f"only operators of {room} set its topic", "not_room_operator", {"target": room}
             )
-        return None
+        # Who may not speak in the room (muted, banned, +m, +M) may not write in its
+        # topic either: every member sees it, and it is kept.
+        return self._may_speak(client, room)
 
     @hookimpl
     def chatkit_on_topic(self, room: str, topic: dict[str, str]) -> None:
@@ -468,7 +484,7 @@ class Moderation:
         # Rooms this connection holds as their operator (it was their first member
         # before it identified): the account holds them now, as the first member who
         # was identified would, so they stay its across a reconnection or a restart.
-        for key in sorted(client.data.get("moderation", set())):
+        for key in sorted(self._connection_rooms(client)):
             if account not in self._store.rows("ops", key):
                 self._store.add("ops", key, account)
                 log.info("%s is an operator of %s as account %s", client.nick, key, account)
@@ -504,7 +520,7 @@ class Moderation:
         if client.account is not None:
             self._store.add("ops", key, client.account)
         else:
-            client.data.setdefault("moderation", set()).add(key)
+            self._make_connection_operator(client, room)
         # mode, room, arg: the IRC face shows it as MODE #room +o nick (from the server).
         text = f"you are an operator of {room}"
         client.send(Frame("notice", text=text, room=room, mode="+o", arg=client.nick or ""))
@@ -634,12 +650,16 @@ class Moderation:
         room = words.pop(0) if words and words[0].startswith("#") else ctx.room
         if room is None:
             raise CommandError("you are in no room; /join one first", "not_in_room")
-        if not self.is_operator(ctx.client, room):
-            # target: the IRC face answers 403, 442 or 482 for the room.
+        if self.is_server_operator(ctx.client):
+            return room  # (of every room, in it or not)
+        # A room's operators act in it, as on IRC (442): one kicked and banned by
+        # another operator does not go on acting from outside.
+        # target: the IRC face answers 403, 442 or 482 for the room.
+        if fold(room) not in ctx.client.rooms:
             if ctx.hub.who(room) is None:
                 raise CommandError(f"no room {room}", "no_such_room", target=room)
-            if fold(room) not in ctx.client.rooms:
-                raise CommandError(f"you are not in {room}", "not_in_room", target=room)
+            raise CommandError(f"you are not in {room}", "not_in_room", target=room)
+        if not self.is_operator(ctx.client, room):
             raise CommandError(
                 f"you are not an operator of {room}", "not_room_operator", target=room
             )
@@ -681,7 +701,7 @@ class Moderation:
         if target.account is not None:
             self._store.add("ops", fold(room), target.account)
         else:
-            target.data.setdefault("moderation", set()).add(fold(room))
+            self._make_connection_operator(target, room)
         self._act(ctx, room, f"made {target.nick} an operator", "+o", target.nick or "")
 
     def deop(self, ctx: CommandContext) -> None:
@@ -705,7 +725,7 @@ class Moderation:
             why = f"an operator of {room} in the server's config"
         if why:
             raise CommandError(f"{target.nick} is {why}: /deop cannot change that", "bad_usage")
-        target.data.get("moderation", set()).discard(fold(room))
+        target.data.get(_CONNECTION_OPS, {}).pop(fold(room), None)
         if target.account is not None:
             self._store.remove("ops", fold(room), target.account)
         self._act(ctx, room, f"removed {target.nick} as an operator", "-o", target.nick or "")
