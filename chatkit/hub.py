@@ -53,6 +53,8 @@ SERVICE_NICKS = frozenset(
 """Nicks nobody may take (folded): IRC networks' services, to which IRC clients send
 passwords (``PRIVMSG NickServ :IDENTIFY ...``): whoever held one would read them. The IRC
 face answers ``NickServ``'s ``IDENTIFY`` and ``REGISTER`` itself."""
+_SERVICE_SKELETONS = frozenset(names.skeleton(nick) for nick in SERVICE_NICKS)
+
 # A Wait (chatkit_allow_input) holds a reader back for its seconds, within these bounds (a
 # plugin's Wait(0) returned over and over would spin a core), looking every WAIT_SLICE
 # whether its connection is closing.
@@ -79,7 +81,7 @@ def valid_nick(nick: str, max_len: int) -> str | None:
         return rule
     if not (nick.isascii() or names.BLANK_LETTERS.isdisjoint(nick)):
         return rule  # a letter that shows as nothing
-    if names.fold(nick) in SERVICE_NICKS:
+    if names.skeleton(nick) in _SERVICE_SKELETONS:  # (NickServ, or one that looks like it)
         return f"{nick} is the name of an IRC service, which no one may take"
     return None
 

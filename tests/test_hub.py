@@ -228,6 +228,11 @@ def test_name_rules() -> None:
     assert valid_nick("a b", 32) is not None
     assert valid_nick("한글", 32) is None
     assert valid_nick("NickServ", 32) is not None  # IRC clients send it passwords
+    # ... nor one that looks like it (Cyrillic і, a digit 1 for an l): its NOTICEs
+    # asking for passwords would pass for the service's.
+    assert valid_nick("N\u0456ckServ", 32) is not None
+    assert valid_nick("G1obal", 32) is not None
+    assert valid_nick("NickServe", 32) is None
 
 
 @pytest.mark.parametrize("blank", ["\u115f", "\u1160", "\u3164", "\uffa0"])
