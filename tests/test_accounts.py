@@ -576,6 +576,22 @@ def test_attempts_at_once_count_before_any_has_failed() -> None:
     assert other.wait("a", 100.0) == 0
 
 
+def test_an_attempt_taken_back_leaves_the_wait_as_it_was() -> None:
+    """An attempt that succeeds, or is refused before any password is checked, is taken
+    back whole: the wait it set is undone too. (It stayed: one wrong guess now and then,
+    and attempts that cost the guesser no argon2 check, kept the owner waiting.)"""
+    throttle = Throttle(free=2, delay=1.0, max_delay=300.0)
+    for _ in range(3):
+        throttle.fail("bob", 100.0)
+    assert throttle.wait("bob", 100.0) == 1.0  # the third failure: 1 s
+    assert throttle.attempt("bob", 101.0) == 0  # counted at once, a wait of 2 s set
+    assert throttle.wait("bob", 101.0) == 2.0
+    throttle.undo("bob")  # the right password (or no check at all)
+    assert throttle.wait("bob", 101.0) == 0.0  # as before the attempt: 1 s from 100
+    throttle.fail("bob", 101.0)  # the next failure is the fourth, as it would have been
+    assert throttle.wait("bob", 101.0) == 2.0
+
+
 def test_grace_renames_a_client_that_does_not_identify(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

@@ -128,7 +128,8 @@ class Throttle:
         self.max_delay = max_delay
         # Synchronize access to the counters: logins run on many reader threads.
         self._lock = threading.Lock()
-        self._failures: dict[str, tuple[int, float, float]] = {}  # key: (count, until, last)
+        # key: (count, until, last, until before the last failure: what undo() restores)
+        self._failures: dict[str, tuple[int, float, float, float]] = {}
 
     def wait(self, key: str, now: float) -> float:
         """Seconds ``key`` must still wait before its next attempt (0: none)."""
@@ -154,11 +155,14 @@ class Throttle:
             entry = self._failures.get(key)
             if entry is None:
                 return
-            count, until, last = entry
+            count, _until, last, before = entry
             if count <= 1:
                 del self._failures[key]
             else:
-                self._failures[key] = (count - 1, until if count - 1 > self.free else 0.0, last)
+                # The wait as it was: an attempt that succeeded, or was refused before
+                # any password was checked, must not lengthen it (else one wrong guess
+                # now and then would keep the owner waiting at max_delay for free).
+                self._failures[key] = (count - 1, before, last, before)
 
     def fail(self, key: str, now: float) -> None:
         """Count a failure of ``key``."""
@@ -167,16 +171,16 @@ class Throttle:
 
     def _fail(self, key: str, now: float) -> None:
         assert self._lock.locked()
-        count, _, last = self._failures.get(key, (0, 0.0, now))
+        count, before, last, _ = self._failures.get(key, (0, 0.0, now, 0.0))
         if now - last > FORGET_AFTER:
-            count = 0
+            count, before = 0, 0.0
         count += 1
         until = now
         if count > self.free:
             until = now + min(self.max_delay, self.delay * 2 ** min(count - self.free - 1, 60))
         if len(self._failures) >= MAX_TRACKED:
             self._forget(now)
-        self._failures[key] = (count, until, now)
+        self._failures[key] = (count, until, now, before)
 
     def succeed(self, key: str) -> None:
         """Forget ``key``'s failures."""
@@ -185,7 +189,7 @@ class Throttle:
 
     def _forget(self, now: float) -> None:
         assert self._lock.locked()
-        for key, (_, until, last) in list(self._failures.items()):
+        for key, (_, until, last, _before) in list(self._failures.items()):
             if now - last > FORGET_AFTER or until <= now:
                 del self._failures[key]
         while len(self._failures) >= MAX_TRACKED:  # all recent: forget the oldest
