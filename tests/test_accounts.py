@@ -592,6 +592,28 @@ def test_an_attempt_taken_back_leaves_the_wait_as_it_was() -> None:
     assert throttle.wait("bob", 101.0) == 2.0
 
 
+def test_the_owner_s_password_takes_the_nick_from_whoever_holds_it_unidentified(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A login with the account's password is the nick's owner: one holding the nick
+    unidentified (a grace period) is renamed to a guest nick, as for an /identify, and
+    the owner gets the nick (it was nick_taken: a squatter read the owner's messages
+    until the grace ran out, and could come back for more)."""
+    server = chat_server_factory(config=accounts_config(grace=30), disable=["flood"])
+    carol = chat_client(server, "carol")
+    register(carol)
+    leave(carol)
+    squatter = chat_client(server, "carol")
+    squatter.expect("notice", text_contains="/identify PASSWORD")
+    owner = chat_client(server)
+    assert owner.login("carol", password=PASSWORD)["nick"] == "carol"
+    squatter.expect("notice", text="carol logged in with its password: you are renamed")
+    renamed = squatter.expect("nick", old="carol")
+    assert renamed["new"].startswith("Guest")
+    session = server.hub.find("carol")
+    assert session is not None and session.account == "carol"
+
+
 def test_grace_renames_a_client_that_does_not_identify(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

@@ -495,6 +495,14 @@ class Accounts:
             if not self._prove(client, account.name, seen):
                 return Reject(_CHANGED, "bad_password")
             client.data["accounts"] = account.name  # chatkit_on_login need not look
+            if self._server is not None:
+                # The nick is the account's: one holding it unidentified (a grace
+                # period, or its account's password changed since) gives it up, as
+                # for an /identify, rather than refuse the owner (nick_taken).
+                try:
+                    self._evict(self._server.hub, account, client, "logged in with its password")
+                except CommandError as exc:  # (the login goes on: nick_taken, if still held)
+                    log.info("could not rename the holder of %s: %s", account.nick, exc.text)
         return refused
 
     @hookimpl
@@ -612,15 +620,7 @@ class Accounts:
             try:
                 # Not out of a ban or a mute under the nick it has (moderation).
                 ctx.hub.allow_nick(client, account.nick)
-                holder = self._holder(ctx, account)
-                if holder is not None and holder is not client and holder.account != account.name:
-                    # Someone holds the nick unidentified (a grace period): it is yours.
-                    holder.notice(f"{account.nick} identified: you are renamed")
-                    try:
-                        ctx.hub.rename(holder, f"{GUEST_PREFIX}{holder.id}", forced=True)
-                    except CommandError as exc:
-                        if exc.code != "not_logged_in":
-                            raise  # (it left meanwhile: the nick is free)
+                self._evict(ctx.hub, account, client, "identified")
                 ctx.hub.rename(client, account.nick, forced=True)
             except CommandError as exc:
                 # Identified all the same (another session of yours may hold the nick).
@@ -628,14 +628,23 @@ class Accounts:
         ctx.reply(done, account=account.nick)
 
     @staticmethod
-    def _holder(ctx: CommandContext, account: Account) -> Session | None:
-        """Who holds ``account``'s nick, or one that looks like it (the hub lets one
-        session at most hold a nick of a skeleton)."""
-        found = ctx.hub.find(account.nick)
-        if found is not None:
-            return found
-        like = skeleton(account.nick)
-        return next((s for s in ctx.hub.sessions() if skeleton(s.nick or "") == like), None)
+    def _evict(hub: Any, account: Account, client: Session, how: str) -> None:
+        """Rename to a guest nick whoever holds ``account``'s nick, or one that looks like
+        it, without being identified as it (a grace period; a session whose account's
+        password changed): ``client`` proved the account (``how``). Raises the rename's
+        :class:`CommandError`, but for a holder that left meanwhile."""
+        holder = hub.find(account.nick)
+        if holder is None:
+            like = skeleton(account.nick)
+            holder = next((s for s in hub.sessions() if skeleton(s.nick or "") == like), None)
+        if holder is None or holder is client or holder.account == account.name:
+            return
+        holder.notice(f"{account.nick} {how}: you are renamed")
+        try:
+            hub.rename(holder, f"{GUEST_PREFIX}{holder.id}", forced=True)
+        except CommandError as exc:
+            if exc.code != "not_logged_in":
+                raise  # (it left meanwhile: the nick is free)
 
     def logout(self, ctx: CommandContext) -> None:
         if ctx.client.account is None:
