@@ -241,6 +241,30 @@ def test_drop_and_passwd_end_the_other_sessions_identification(
     thief.expect("error", code="nick_taken")  # the real one still has it, unregistered
 
 
+def test_passwd_takes_the_nick_back_from_a_session_that_held_it_identified(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A thief who logged in as dave with the old password, once the owner changes it
+    (from another nick), is no longer identified, and no longer dave: renamed GuestNNN
+    (it kept the nick, unidentified, for as long as it stayed, and got dave's
+    messages), so the owner's login with the new password is dave again."""
+    server = chat_server_factory(disable=["flood"])
+    dave = chat_client(server, "dave")
+    register(dave)
+    leave(dave)
+    thief = chat_client(server)
+    thief.login("dave", password=PASSWORD)
+    owner = chat_client(server, "dave_")
+    owner.say(f"/identify dave {PASSWORD}")
+    owner.expect("account", nick="dave_", account="dave")
+    owner.say(f"/passwd {PASSWORD} a-new-password")
+    owner.expect("reply", command="passwd")
+    thief.expect("notice", text="dave was given a new password: you are renamed")
+    assert thief.expect("nick", old="dave")["new"].startswith("Guest")
+    owner.say("/nick dave")
+    owner.expect("nick", old="dave_", new="dave")
+
+
 def test_register_refusals(chat_server_factory: Factory, chat_client: Connect) -> None:
     """A short password, a bad email, and a nick registered twice are refused."""
     server = chat_server_factory(disable=["flood"])

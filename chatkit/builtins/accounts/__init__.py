@@ -676,6 +676,9 @@ class Accounts:
         log.info("%s changed its password", account.nick)
         # Whoever else is identified with the old password is not with the new one.
         others = ctx.hub.forget_account(account.name, "given a new password", keep=ctx.client)
+        # And one of them holding the account's nick gives it up (it would keep it
+        # unidentified for as long as it stays, reading what is sent to the nick).
+        self._evict(ctx.hub, account, ctx.client, "was given a new password")
         ctx.reply(
             "password changed"
             + (f"; {others} other session(s) no longer identified" if others else "")
