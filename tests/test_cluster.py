@@ -4,6 +4,7 @@ directory; the Redis-failure test starts one of its own)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -1425,6 +1426,30 @@ def test_junk_in_the_clusters_setters_is_left_out(redis_server: RedisServer) -> 
         assert other.rows("bans", "#j") == ["good!*@*"]
     finally:
         other.close()
+
+
+def test_a_node_s_own_change_announced_back_keeps_the_copy_read_since(
+    redis_server: RedisServer,
+) -> None:
+    """A node drops its copies of a room's list as it changes it; its own note of the
+    change, heard on the channel a moment later, must not drop the fresh copy read
+    meanwhile (the next reader waited on Redis for it: for a socket timeout, with Redis
+    stalled; test_a_ban_list_is_answered_while_redis_does_not_answer failed so)."""
+    client = redis.Redis.from_url(redis_server.url(14), decode_responses=True)
+    store = SharedModerationStore(client, "own", "a", ModerationStore(":memory:"))
+    try:
+        assert store._subscribed.wait(5)
+        store.add("bans", "#o", "x!*@*", by="ann", ts="2026-12-03T05:00:00.000Z")
+        assert store.rows("bans", "#o") == ["x!*@*"]  # read, and kept
+        assert store.rows("mutes", "#o") == []
+        # The notes as the listening thread applies them, this node's own heard late
+        # (after the read above), then another node's.
+        store._apply(json.dumps({"node": "a", "table": "bans", "room": "#o"}))
+        store._apply(json.dumps({"node": "b", "table": "mutes", "room": "#o"}))
+        assert ("bans", "#o") in store._cache  # this node's copy, read after its change
+        assert ("mutes", "#o") not in store._cache  # another node changed it: read again
+    finally:
+        store.close()
 
 
 def test_readers_do_not_all_wait_for_a_redis_that_does_not_answer(tmp_path: Path) -> None:

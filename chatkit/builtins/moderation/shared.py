@@ -254,6 +254,12 @@ class SharedModerationStore:
             return
         if not isinstance(event, dict):
             return
+        if "table" in event and event.get("node") == self._node and not event.get("flush"):
+            # This node's own change: _change dropped its copies as it wrote, under a
+            # new generation. Dropped again now, a copy read since (fresh) would be
+            # lost, and the next reader would wait on Redis for it: for as long as a
+            # socket timeout if Redis has stopped answering meanwhile.
+            return
         if "table" in event or event.get("flush"):
             with self._lock:
                 if event.get("flush"):
