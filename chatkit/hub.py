@@ -338,6 +338,14 @@ class Hub:
             found = self._sessions.get(_key(nick))
             return found if found is not None and found.welcomed else None
 
+    def find_like(self, nick: str) -> Session | None:
+        """The logged-in session whose nick is ``nick`` or looks like it (the same
+        :func:`~chatkit.skeleton`: one session at most holds a nick of a skeleton), or
+        ``None``. One look-up, not a walk through every session."""
+        with self._lock:
+            found = self._nick_skeletons.get(names.skeleton(nick))
+            return found if found is not None and found.welcomed else None
+
     def sessions(self) -> list[Session]:
         """Every logged-in session."""
         with self._lock:

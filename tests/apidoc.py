@@ -82,6 +82,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
         "`ctx.hub`: the chat, to read and to act on",
         [
             "find",
+            "find_like",
             "sessions",
             "who",
             "rooms",

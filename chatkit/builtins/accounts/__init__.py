@@ -633,10 +633,7 @@ class Accounts:
         it, without being identified as it (a grace period; a session whose account's
         password changed): ``client`` proved the account (``how``). Raises the rename's
         :class:`CommandError`, but for a holder that left meanwhile."""
-        holder = hub.find(account.nick)
-        if holder is None:
-            like = skeleton(account.nick)
-            holder = next((s for s in hub.sessions() if skeleton(s.nick or "") == like), None)
+        holder = hub.find_like(account.nick)  # (every password login asks: one look-up)
         if holder is None or holder is client or holder.account == account.name:
             return
         holder.notice(f"{account.nick} {how}: you are renamed")
