@@ -8,10 +8,10 @@ through it, so one nick namespace holds however a client spelled a name:
 * :func:`fold` is the key two names are *equal* by: NFKC, then a Unicode case fold
   (``Alice`` and ``ALICE`` are one nick).
 * :func:`skeleton` is the key two names are *confusable* by (Unicode TS #39 section
-  4): Cyrillic ``аlice`` and Greek ``bοb`` have the skeletons of ``alice`` and
-  ``bob``. The prototypes come from Unicode's confusables.txt as packaged by
-  ``confusable-homoglyphs``; the server refuses a name whose skeleton another name
-  in use already has.
+  4, in any case): Cyrillic ``аlice``, Greek ``bοb`` and ``aIice`` with a capital I
+  have the skeletons of ``alice``, ``bob`` and ``alice``. The prototypes come from
+  Unicode's confusables.txt as packaged by ``confusable-homoglyphs``; the server
+  refuses a name whose skeleton another name in use already has.
 """
 
 from __future__ import annotations
@@ -83,24 +83,29 @@ def fold(name: str) -> str:
 
 
 def skeleton(name: str) -> str:
-    """The key of ``name`` for confusability: TS #39's skeleton of its fold, folded.
+    """The key of ``name`` for confusability: TS #39's skeleton of its fold, folded,
+    with ``i`` as ``l``.
 
-    Two names with one skeleton look alike (``alice``, ``аlice``, ``ALICE``,
-    ``ALICΕ`` with a Greek capital epsilon). Case is folded before the mapping (so
-    ``ALICE`` is ``alice``, though TS #39 maps a capital ``I`` to ``l``), except for
-    a non-Latin capital whose prototype is a Latin capital: it is mapped first, as
-    its small letter may look like nothing Latin (Greek ``Ε``, but ``ε``).
+    Two names with one skeleton look alike in some case (``alice``, ``аlice``,
+    ``ALICE``, ``ALICΕ`` with a Greek capital epsilon, ``aIice`` with a capital I).
+    Case is folded before the mapping (``ALICE`` is ``alice``), except for a non-Latin
+    capital whose prototype is a Latin capital: it is mapped first, as its small
+    letter may look like nothing Latin (Greek ``Ε``, but ``ε``). Folding makes a
+    capital ``I`` an ``i``, yet it looks like ``l`` (TS #39 maps it so): ``aIice``
+    passes for ``alice``. A key that holds names equal in any case alike and ``I``
+    like ``l`` holds ``i`` like ``l``: ``ali`` and ``all`` share one too (the price
+    of one key per name; a capital I is the oldest look-alike there is).
     """
     if name.isascii():
         # ASCII is its own NFKC and NFD form, has no non-Latin capitals and folds to
         # lower case: only the mapping is left (the common case, a few times a login).
         mapped = name.lower().translate(_translation())
         if mapped.isascii():
-            return mapped.lower()
+            return mapped.lower().replace("i", "l")
     else:
         capitals = unicodedata.normalize("NFD", normalize(name)).translate(_capitals())
         mapped = unicodedata.normalize("NFD", fold(capitals)).translate(_translation())
-    return unicodedata.normalize("NFD", mapped).casefold()
+    return unicodedata.normalize("NFD", mapped).casefold().replace("i", "l")
 
 
 @functools.cache

@@ -1369,6 +1369,32 @@ def test_a_rehash_in_the_cluster_does_not_undo_a_password_change(
         local.close()
 
 
+def test_a_clusters_accounts_get_the_look_alike_keys_of_this_version(
+    redis_server: RedisServer,
+) -> None:
+    """Accounts registered by a chatkit whose look-alike keys were others (a capital I
+    was an i) get this version's key as a node starts: ``aIice`` is ``alice``'s, and
+    cannot be registered beside it."""
+    from chatkit.builtins.accounts.shared import SharedAccountStore
+
+    url = redis_server.url(12)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    row = json.dumps({"nick": "alice", "hash": "h", "email": None, "created": 0.0})
+    client.hset("chatkit:accounts", mapping={"alice": row, "bob": row.replace("alice", "bob")})
+    client.hset("chatkit:account_skeletons", mapping={"alice": "alice", "bob": "bob"})
+    client.set("chatkit:accounts_seeded", "marker")
+    local = AccountStore(":memory:")
+    store = SharedAccountStore(client, "chatkit", local)
+    try:
+        found = store.find("aIice")
+        assert found is not None and found.name == "alice"
+        assert not store.create(Account("aiice", "aIice", "other", None))
+        assert client.hget("chatkit:account_skeletons", "allce") == "alice"
+    finally:
+        local.close()
+
+
 def test_a_ban_list_is_answered_while_redis_does_not_answer(
     tmp_path: Path, nodes: Callable[..., Node]
 ) -> None:

@@ -246,9 +246,10 @@ def test_a_letter_that_shows_as_nothing_is_no_part_of_a_name(blank: str) -> None
 
 def test_look_alike_nicks_are_taken(chat_client: Connect) -> None:
     """Beside alice_k and bob, names spelled with Cyrillic, Greek, fullwidth or
-    mathematical letters that look the same are refused with nick_taken, saying why."""
+    mathematical letters, or a capital I for the l, that look the same are refused with
+    nick_taken, saying why."""
     alice, bob = chat_client("alice_k"), chat_client("bob")
-    for nick in ("аlice_k", "ａｌｉｃｅ_ｋ", "𝐚𝐥𝐢𝐜𝐞_𝐤", "bοb", "BOB"):
+    for nick in ("аlice_k", "ａｌｉｃｅ_ｋ", "𝐚𝐥𝐢𝐜𝐞_𝐤", "aIice_k", "bοb", "BOB"):
         other = chat_client()
         other.send(type="hello", nick=nick)
         error = other.expect("error")
@@ -272,7 +273,7 @@ def test_look_alike_rooms_are_refused(chat_client: Connect) -> None:
     """A new room that looks like one in use (or like the default room) is bad_room;
     a fullwidth name is the same room."""
     alice = chat_client("alice")
-    for room in ("#gеneral", "#ｇｅｎｅｒａｌ"):
+    for room in ("#gеneral", "#ｇｅｎｅｒａｌ", "#generaI"):
         alice.say(f"/join {room}")
     assert "looks like '#general'" in alice.expect("error", code="bad_room")["text"]
     alice.say("/join #ops")

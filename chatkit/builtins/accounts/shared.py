@@ -11,7 +11,8 @@ Keys (``PREFIX`` is the cluster's):
   ``{"nick", "hash", "email", "created"}``.
 * ``PREFIX:account_skeletons``, a hash: the :func:`chatkit.skeleton` of an account's nick
   -> its name. A nick that looks like a registered one is that account's (as in the
-  SQLite store); Redis holds one account per skeleton.
+  SQLite store); Redis holds one account per skeleton. Each node, as it starts, adds
+  the key of every account that lacks one (a cluster's keys from an older chatkit).
 * ``PREFIX:invites``, a hash: a nick invited to register (folded) -> the inviting
   account's name.
 
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 _ERRORS = (redis.RedisError, OSError)
 RETRY_EVERY = 1.0  # seconds between tries of an unreachable Redis on a login's path
 
+LINK_BATCH = 500
+"""Accounts whose look-alike keys one script call checks, at a node's start (Redis
+does nothing else meanwhile)."""
+
 LOST = "!lost"
 """What the look-up script answers when the marker is not the one the node knows."""
 
@@ -81,6 +86,18 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: accounts, skeletons; ARGV: name, skeleton, name, skeleton, ... Each account still
+# registered gets its look-alike key where no account has it: the keys of a cluster
+# written by a chatkit whose skeletons were others (before a capital I was an l).
+_LINK = """
+for i = 1, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HSETNX', KEYS[2], ARGV[i + 1], ARGV[i])
+  end
+end
 return 1
 """
 
@@ -143,6 +160,7 @@ class SharedAccountStore:
         self._create = client.register_script(_CREATE)
         self._set_hash = client.register_script(_SET_HASH)
         self._delete = client.register_script(_DELETE)
+        self._link = client.register_script(_LINK)
         # Synchronize access to the copy below: readers on many threads update it.
         self._lock = threading.Lock()
         # What this node last read of Redis, for reads while it is unreachable: name ->
@@ -164,11 +182,15 @@ class SharedAccountStore:
                 )
             self._mark = self._read_mark()
             rows = client.hgetall(self._keys[0])
+            accounts = [_account(str(name), str(row)) for name, row in rows.items()]
+            pairs = [arg for a in accounts for arg in (a.name, skeleton(a.nick))]
+            for at in range(0, len(pairs), 2 * LINK_BATCH):
+                self._link(keys=self._keys[:2], args=pairs[at : at + 2 * LINK_BATCH])
         except _ERRORS as exc:
             log.warning("accounts: cannot read the cluster's accounts yet (%s)", exc)
             return
-        for name, row in rows.items():
-            self._remember(str(name), _account(str(name), str(row)))
+        for account in accounts:
+            self._remember(account.name, account)
 
     def _import(self, local: AccountStore) -> None:
         """Copy ``local``'s accounts and invitations to Redis (where another node starting
