@@ -213,6 +213,27 @@ def test_identified_operators_and_bans_survive_a_restart(tmp_path: Path) -> None
         assert plugin._store.rows("mutes", "#den") == ["mallory!*@*"]
 
 
+def test_operators_nobody_registered_are_named_at_start(
+    chat_server_factory: Factory, chat_client: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The accounts of operators and server_operators that are not registered are
+    logged as the server starts: whoever registered one first would get its rights."""
+    config = moderated(server_operators=["root"], operators={"#ops": ["ann", "bob"]})
+    with caplog.at_level("WARNING", logger="chatkit.builtins.moderation"):
+        server = chat_server_factory(config=config)
+    warned = [r.getMessage() for r in caplog.records if "not registered" in r.getMessage()]
+    assert warned and warned[0].startswith("moderation: ann, bob, root, named in")
+    ann = chat_client(server, "ann")
+    ann.say("/register long-enough-password")
+    ann.expect("reply", command="register")
+    caplog.clear()
+    plugin = server.pluginmanager.get_plugin("moderation")
+    assert isinstance(plugin, Moderation)
+    with caplog.at_level("WARNING", logger="chatkit.builtins.moderation"):
+        plugin._warn_unregistered(server)
+    assert "moderation: bob, root, named in" in caplog.text
+
+
 def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_client: Connect) -> None:
     """A server operator (an account in server_operators) may /wall and /kill; others
     get not_server_operator."""

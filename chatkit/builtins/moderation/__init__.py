@@ -541,6 +541,28 @@ class Moderation:
             shared.on_action = self._on_action
             self.store = shared
             log.info("moderation in %s", shared.path)
+        else:  # (a cluster's accounts are in its Redis, which the accounts plugin opens later)
+            self._warn_unregistered(server)
+
+    def _warn_unregistered(self, server: Server) -> None:
+        """Log the accounts named in the config that nobody registered: whoever registers
+        one first gets its rights (a server operator's: /kill, /gline, /reload)."""
+        store = getattr(server.pluginmanager.get_plugin("accounts"), "store", None)
+        if store is None:
+            return
+        named = self.server_operators.union(*self.operators.values())
+        missing = sorted(name for name in named if store.get(name) is None)
+        if missing:
+            log.warning(
+                "moderation: %s, named in operators or server_operators, %s not registered: "
+                "whoever registers %s first has %s rights; register %s now",
+                ", ".join(missing),
+                *(
+                    ("is", "it", "its", "it")
+                    if len(missing) == 1
+                    else ("are", "one", "its", "them")
+                ),
+            )
 
     def _tell(self, action: dict[str, Any], *, required: bool = False) -> None:
         """Tell the cluster's other nodes of ``action`` (nothing without a cluster).
