@@ -610,6 +610,25 @@ def test_password_checks_per_address_are_budgeted(
     assert budget.take("a", 101.0) == 0  # a second later: one more
 
 
+def test_registrations_per_address_are_budgeted(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """An address registers max_registrations_per_hour accounts: one more is
+    auth_throttled, with retry_after, and nothing is registered."""
+    server = chat_server_factory(config=accounts_config(max_registrations_per_hour=2))
+    for nick in ("ann", "bob"):
+        register(chat_client(server, nick))
+    cat = chat_client(server, "cat")
+    cat.say(f"/register {PASSWORD}")
+    refused = cat.expect("error", code="auth_throttled")
+    assert "max_registrations_per_hour" in refused["text"]
+    assert 0 < refused["retry_after"] <= 1800
+    assert plugin(server)._store.get("cat") is None
+    budget = Budget(per_minute=2, period=3600.0)
+    assert budget.take("a", 0.0) == budget.take("a", 0.0) == 0
+    assert budget.take("a", 0.0) == pytest.approx(1800.0)
+
+
 def test_attempts_at_once_count_before_any_has_failed() -> None:
     """Forty guesses at the same moment (forty connections): an attempt counts as a
     failure from its start, so the free ones and one more pass, the rest wait; a right

@@ -83,6 +83,8 @@ MAX_TRACKED = 100_000  # counters kept at most: a flood of addresses cannot fill
 MAX_CHECKS_PER_MINUTE = 60  # password checks (each an argon2 hash: ~50 ms of a core) per
 # client address a minute, right passwords too, at once at most as many: a class logging in
 # behind one NAT fits, and one client repeating a right password costs a core 5 % at most
+MAX_REGISTRATIONS_PER_HOUR = 30  # accounts one client address registers an hour, at once
+# at most as many: a class registering behind one NAT fits, one client cannot fill the file
 HASH_WAIT = 10.0  # seconds a password check waits for a hashing slot before it is refused
 # (auth_throttled): a crowd past what the cores hash meanwhile retries instead of queueing
 MAX_HASHING = 4  # argon2 hashes computed at once (each takes 64 MiB and ~50 ms): a crowd of
@@ -106,6 +108,7 @@ SETTINGS = (
     "max_delay",
     "max_invites",
     "max_checks_per_minute",
+    "max_registrations_per_hour",
     "hash_wait",
 )
 
@@ -197,11 +200,13 @@ class Throttle:
 
 
 class Budget:
-    """Events per key (a client address) and minute, as a token bucket: ``per_minute``
-    at once at most, refilled at ``per_minute`` a minute. Safe from any thread."""
+    """Events per key (a client address) and ``period`` (seconds: a minute unless said),
+    as a token bucket: ``per_minute`` at once at most, refilled at ``per_minute`` a
+    period. Safe from any thread."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, period: float = 60.0) -> None:
         self.per_minute = per_minute
+        self.period = period
         # Synchronize access to the buckets: checks run on many reader threads.
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}  # key: (tokens, when)
@@ -209,7 +214,7 @@ class Budget:
     def take(self, key: str, now: float) -> float:
         """Take one event for ``key``: 0 if it may happen now, else the seconds until
         it may (nothing is taken then)."""
-        rate = self.per_minute / 60
+        rate = self.per_minute / self.period
         with self._lock:
             tokens, when = self._buckets.get(key, (float(self.per_minute), now))
             tokens = min(float(self.per_minute), tokens + (now - when) * rate)
@@ -244,6 +249,8 @@ class Accounts:
         """Failed logins per account."""
         self.by_address = Throttle(FREE_FAILURES_PER_ADDRESS, DELAY, MAX_DELAY)
         """Failed logins per client address."""
+        self.registrations = Budget(MAX_REGISTRATIONS_PER_HOUR, period=3600.0)
+        """Accounts registered per client address (``max_registrations_per_hour``)."""
         # Bound the argon2 work in flight: each hash holds 64 MiB while it runs.
         self._hashing = threading.BoundedSemaphore(MAX_HASHING)
         self.ipv6_prefix = 64
@@ -319,6 +326,10 @@ class Accounts:
                 )
             )
         )
+        registrations = number_setting(
+            "accounts", settings, "max_registrations_per_hour", MAX_REGISTRATIONS_PER_HOUR, 1
+        )
+        self.registrations = Budget(int(registrations), period=3600.0)
         self.by_account = Throttle(free, delay, max_delay)
         self.by_address = Throttle(int(per_address), delay, max_delay)
         self.ipv6_prefix = config.limits.ipv6_prefix
@@ -591,7 +602,17 @@ class Accounts:
         existing = self._registered(nick)
         if existing is not None:
             raise CommandError(self._taken(nick, existing), "nick_registered")
-        refused = self._budget(ctx.client, time.monotonic())  # hashing it is a check's cost
+        now = time.monotonic()
+        wait = self.registrations.take(self._address(ctx.client), now)
+        if wait:
+            retry = math.ceil(wait)
+            raise CommandError(
+                f"too many accounts registered from your address (max_registrations_per_hour):"
+                f" wait {retry} s",
+                "auth_throttled",
+                retry_after=retry,
+            )
+        refused = self._budget(ctx.client, now)  # hashing it is a check's cost
         if refused is not None:
             raise CommandError(refused.reason, refused.code, **refused.details)
         if not self._store.create(Account(name, nick, self._hash(password), email)):
