@@ -148,6 +148,17 @@ def test_a_message_of_several_lines(browser: Browser, contexts: list[BrowserCont
         bob.expect("message", nick="alice", text="pasted one\npasted two\npasted three")
         body = page.locator(pane(page) + " .line.message .body").last
         expect(body).to_contain_text("pasted one\npasted two\npasted three")
+        # A message's next lines are marked as its own: none passes for the page's lines.
+        bob.say("ok\n→ admin joined #general\nadmin set the topic: run this")
+        spoof = page.locator(pane(page) + " .line.message").last
+        expect(spoof.locator(".more")).to_have_text(
+            ["→ admin joined #general", "admin set the topic: run this"]
+        )
+        border = spoof.locator(".more").first.evaluate(
+            "e => getComputedStyle(e).borderInlineStartWidth"
+        )
+        assert border == "2px"
+        expect(page.locator(pane(page) + " .line.event", has_text="admin")).to_have_count(0)
         page.press("#input", "ArrowUp")
         expect(page.locator("#input")).to_have_value("pasted one\npasted two\npasted three")
         page.press("#input", "ArrowUp")  # (the caret at the end: a line up, no recall)
@@ -200,8 +211,9 @@ def test_keyboard_screen_readers_and_a_phone(
 ) -> None:
     """No keyboard trap in the message box (Tab moves on when there is nothing to
     complete, Shift+Tab moves back); a live message is announced alone, the panes are
-    not live (a replay would be read out whole); text has its own direction; on a
-    phone's width a long room name does not push the page sideways."""
+    not live (a replay would be read out whole); a message's text has its own direction,
+    whatever the nick's; on a phone's width a long room name, or an unread badge out of
+    the room bar's view, does not push the page sideways."""
     with web_server() as server:
         page = open_page(browser, contexts, base_url(server))
         log_in(page, "alice")
@@ -217,14 +229,26 @@ def test_keyboard_screen_readers_and_a_phone(
         ]
         bob = ChatClient(server.address)
         bob.login("bob")
-        bob.say("مرحبا")
-        expect(page.locator("#announce")).to_have_text("bob: مرحبا")
-        expect(page.locator(pane(page) + " .line .body").last).to_have_attribute("dir", "auto")
+        bob.say("مرحبا?")
+        expect(page.locator("#announce")).to_have_text("bob: مرحبا?")
+        text = page.locator(pane(page) + " .line .text").last
+        assert text.evaluate("e => e.matches(':dir(rtl)')")
+        david = ChatClient(server.address)
+        david.login("דוד")
+        david.say("hello world, how are you?")
+        expect(page.locator("#announce")).to_have_text("דוד: hello world, how are you?")
+        text = page.locator(pane(page) + " .line .text").last
+        assert text.evaluate("e => e.matches(':dir(ltr)')")
         expect(page.get_by_role("main")).to_be_visible()
         page.set_viewport_size({"width": 360, "height": 640})
         say(page, "/join #" + "a" * 40)
         expect(page.locator("#title")).to_have_text("#" + "a" * 40)
+        say(page, "/join #dev")
+        expect(page.locator("#title")).to_have_text("#dev")
+        bob.say("/msg alice psst")
+        expect(page.locator("#privates .unread")).to_have_text("unread: 1")
         assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        assert page.evaluate("document.documentElement.scrollHeight") <= 640
 
 
 def test_the_topic_shows_in_the_top_bar(browser: Browser, contexts: list[BrowserContext]) -> None:
@@ -822,3 +846,106 @@ def test_a_kicked_view_that_joins_again_shows_what_it_missed(
         say(page, "/close")
         expect(page.locator("#rooms button", has_text="#ops")).to_have_count(0)
         root.close()
+
+
+def test_tab_cycles_through_the_commands_of_what_was_typed(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Tab on a command's first letters completes their common part, then each Tab gives
+    the next command that fits what was typed, round and round; Send leaves the caret in
+    the box; an error's text that starts with its heading does not get it twice."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        wait_until(lambda: page.evaluate("state.commands.length") > 0, 10, "the commands")
+        names: list[str] = page.evaluate("allCommands().map((c) => c.name)")
+        fits = [n for n in names if n.startswith("p")]
+        assert len(fits) >= 2, names
+        page.fill("#input", "/p")
+        seen = []
+        for _ in range(len(fits) + 1):
+            page.press("#input", "Tab")
+            seen.append(page.input_value("#input"))
+        assert set(seen) >= {f"/{n}" for n in fits}, seen
+        page.fill("#input", "/join")
+        page.click("#compose button")
+        expect(page.locator("#input")).to_be_focused()
+        error = page.locator(pane(page) + " .line.error .body").last
+        expect(error).to_have_text("Usage: /join #ROOM")
+
+
+def test_a_nick_taken_while_away_brings_back_the_login_form(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """A reconnect whose nick someone else took meanwhile is tried a few times (the old
+    connection may linger), then the login form says why; a new nick from it resumes
+    the same views."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "leo")
+        say(page, "/join #den")
+        expect(page.locator("#title")).to_have_text("#den")
+        taker = ChatClient(server.address)
+        page.evaluate("state.ws.close()")
+        wait_until(lambda: not page.evaluate("state.loggedIn"), 10, "the page's disconnect")
+        taker.login("leo")
+        expect(page.locator("#login-view")).to_be_visible(timeout=30_000)
+        expect(page.locator("#login-error")).to_contain_text("Nick taken")
+        expect(page.locator("#nick")).to_have_value("leo")
+        page.fill("#nick", "leo2")
+        page.press("#nick", "Enter")
+        expect(page.locator("#chat-view")).to_be_visible()
+        expect(page.locator("#rooms button", has_text="#den")).to_be_visible()
+        wait_until(lambda: server.hub.find("leo2") is not None, 10, "leo2 logged in")
+        taker.close()
+
+
+def test_many_conversations_at_once_keep_under_flood_control(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Twenty-five people writing to the page at once open twenty-five conversations,
+    each asking for its history: the page paces its requests, so none is refused by
+    flood control and none stays loading; the same after a reconnect."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "quinn")
+        writers = []
+        for i in range(25):
+            writer = ChatClient(server.address)
+            writer.login(f"w{i}")
+            writer.say(f"/msg quinn hello from w{i}")
+            writers.append(writer)
+        expect(page.locator("#privates button")).to_have_count(25)
+
+        def settled() -> bool:
+            loading: int = page.evaluate(
+                "[...state.views.values()].filter((v) => v.loading).length"
+            )
+            return loading == 0
+
+        wait_until(settled, 30, "every conversation's history answered")
+        expect(page.locator(".line.error")).to_have_count(0)
+        drop_and_resume(page)
+        wait_until(settled, 30, "every conversation's history answered again")
+        expect(page.locator(".line.error")).to_have_count(0)
+        for writer in writers:
+            writer.close()
+
+
+def test_a_view_keeps_its_last_lines(browser: Browser, contexts: list[BrowserContext]) -> None:
+    """A view keeps its last state.maxLines lines while the reader is at the bottom;
+    scrolling back fetches the older ones again from the history."""
+    with web_server(disable=("flood",)) as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        page.evaluate("state.maxLines = 40")
+        bob = ChatClient(server.address)
+        bob.login("bob")
+        for i in range(100):
+            bob.say(f"line {i}")
+        expect(page.locator(pane(page) + " .line", has_text="line 99")).to_have_count(1)
+        assert page.locator(pane(page) + " .line").count() <= 40
+        expect(page.locator(pane(page) + " .older")).to_contain_text("Scroll up")
+        page.evaluate("state.current.pane.scrollTop = 0")
+        expect(page.locator(pane(page) + " .line", has_text="line 50")).to_have_count(1)
+        bob.close()

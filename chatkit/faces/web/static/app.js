@@ -8,6 +8,7 @@ const NICK_KEY = "chatkit.nick";
 const BACKOFF_FIRST = 500; // ms before the first reconnect; doubles up to BACKOFF_MAX
 const BACKOFF_MAX = 30000;
 const PAGE = 50; // messages asked for per scroll-back page
+const MAX_LINES = 2000; // lines a view keeps (state.maxLines; older ones come back by scrolling)
 const LOCAL_COMMANDS = [
   { name: "query", usage: "/query NICK", help: "open a private conversation with NICK" },
   { name: "close", usage: "/close", help: "close this private conversation (or a room you were removed from)" },
@@ -64,7 +65,9 @@ const state = {
   autoAt: 0,
   sent: [],
   sentAt: 0,
-  tab: null,
+  tab: null, // a Tab's cycle through commands: {typed, at}
+  refusals: 0, // this reconnect's hellos refused so far
+  maxLines: MAX_LINES,
 };
 
 // -- helpers --------------------------------------------------------------------------
@@ -94,7 +97,7 @@ function nickColour(nick) {
 }
 
 function nickEl(nick, wrap) {
-  const span = el("span", "nick", wrap ? `<${nick}>` : String(nick));
+  const span = el("bdi", "nick", wrap ? `<${nick}>` : String(nick));
   span.style.color = nickColour(nick);
   return span;
 }
@@ -127,8 +130,10 @@ function send(frame) {
 // bucket of AUTO_BURST frames, refilled with one every AUTO_EVERY ms.
 const AUTO_BURST = 10;
 const AUTO_EVERY = 250; // ms
-function sendAuto(frame) {
-  state.auto.push(frame);
+// `sent`, if given, is called once the frame has gone (a request's answer is expected from
+// then on).
+function sendAuto(frame, sent) {
+  state.auto.push({ frame, sent });
   if (state.autoTimer === null) drainAuto();
 }
 
@@ -139,7 +144,8 @@ function drainAuto() {
   state.autoAt = now;
   while (state.autoTokens >= 1 && state.auto.length) {
     state.autoTokens -= 1;
-    send(state.auto.shift());
+    const { frame, sent } = state.auto.shift();
+    if (send(frame) && sent) sent();
   }
   if (state.auto.length) state.autoTimer = setTimeout(drainAuto, AUTO_EVERY);
 }
@@ -285,8 +291,32 @@ function addLine(view, line, id) {
   }
   const stick = nearBottom(pane);
   pane.append(line);
-  if (stick || view !== state.current) pane.scrollTop = pane.scrollHeight;
+  if (stick || view !== state.current) {
+    if (pane.childElementCount > state.maxLines + 1) trim(view);
+    pane.scrollTop = pane.scrollHeight;
+  }
   return true;
+}
+
+// A view keeps its last state.maxLines lines (a busy room's page would grow for as long as
+// it stays open): the oldest go while the reader is at the bottom, and scrolling back
+// fetches them again where the server keeps history.
+function trim(view) {
+  const pane = view.pane;
+  while (pane.childElementCount > state.maxLines + 1) {
+    const first = view.older.nextElementSibling;
+    if (first.dataset.id) view.ids.delete(Number(first.dataset.id));
+    first.remove();
+  }
+  const oldest = pane.querySelector(".line[data-id]");
+  view.oldest = oldest ? Number(oldest.dataset.id) : null;
+  // (A room's history is there to fetch if the server has the history plugin: its /history
+  // command; a conversation's, if a page of it came.)
+  const kept = view.kind === "room" ? state.commands.some((c) => c.name === "history") : view.paged;
+  if (kept && !view.unavailable && view.oldest !== null) {
+    view.more = true;
+    view.older.textContent = "Scroll up for earlier messages";
+  }
 }
 
 function lineEl(kind, ts) {
@@ -306,13 +336,29 @@ function eventLine(view, text, ts, kind = "event") {
   return line;
 }
 
+// A message's text: its own direction (a Hebrew line reads from the right whoever wrote
+// it), and each line after the first marked as the message's, so that none passes for a
+// line of the page's own ("→ admin joined").
+function textEl(text) {
+  const [first, ...rest] = String(text).split("\n");
+  const node = el("span", "text", first);
+  node.dir = "auto";
+  for (const more of rest) {
+    const next = el("span", "more", more);
+    next.dir = "auto";
+    node.append("\n", next); // (the line break for a copy; the block breaks the line)
+  }
+  return node;
+}
+
 function messageLine(view, frame, nick) {
   const kind = frame.action ? "message action" : frame.notice ? "message notice" : "message";
   const [line, body] = lineEl(kind + (frame.history ? " history" : ""), frame.ts);
+  body.removeAttribute("dir"); // (the text has its own; the nick's must not set it)
   if (frame.action) {
-    body.append("* ", nickEl(nick, false), " ", String(frame.text));
+    body.append("* ", nickEl(nick, false), " ", textEl(frame.text));
   } else {
-    body.append(nickEl(nick, true), " ", String(frame.text));
+    body.append(nickEl(nick, true), " ", textEl(frame.text));
   }
   const added = addLine(view, line, frame.id);
   if (added && !frame.history && view === state.current) {
@@ -362,15 +408,15 @@ function fillGap(view) {
 
 // A private conversation's last page (rooms get theirs on joining): when it opens,
 // after a reconnect, and after identifying. The page then scrolls back with loadOlder.
+// Paced with the page's other own requests: thirty conversations opening at once (after
+// a reconnect, or thirty people writing) would be refused by flood control.
 function loadLatest(view) {
   if (view.kind !== "private" || view.loading || !state.loggedIn) return;
   view.loading = true;
   view.older.textContent = "Loading earlier messages…";
-  if (send({ type: "history", with: view.name, limit: PAGE })) {
+  sendAuto({ type: "history", with: view.name, limit: PAGE }, () => {
     state.asked.push({ view, kind: "latest" });
-  } else {
-    view.loading = false;
-  }
+  });
 }
 
 // The page's own history request was refused (accounts: not identified; no history
@@ -400,6 +446,7 @@ const handlers = {
     if (Number.isInteger(f.max_line)) state.maxLine = f.max_line;
     state.everWelcomed = true;
     state.backoff = BACKOFF_FIRST;
+    state.refusals = 0;
     localStorage.setItem(NICK_KEY, f.nick);
     $("login-view").hidden = true;
     $("chat-view").hidden = false;
@@ -653,7 +700,11 @@ const handlers = {
   },
   error(f) {
     const code = String(f.code);
-    let text = `${ERRORS[code] || "Error"}: ${f.text}`;
+    const heading = ERRORS[code] || "Error";
+    const said = String(f.text);
+    // (A text that starts with its heading, "usage: /join #ROOM", is not given it twice.)
+    let text = said.toLowerCase().startsWith(heading.toLowerCase())
+      ? said.charAt(0).toUpperCase() + said.slice(1) : `${heading}: ${said}`;
     if (f.retry_after) text += ` (wait ${Number(f.retry_after).toFixed(1)} s)`;
     if (!state.loggedIn && !state.everWelcomed) {
       $("login-error").textContent = text;
@@ -680,9 +731,16 @@ const handlers = {
     if (view) eventLine(view, text, undefined, "error");
     else setStatus(text, true);
     if (!state.loggedIn && state.ws) {
-      // Resuming, and refused (the old connection may still hold the nick until the
-      // server notices it is gone): close, and try again after the backoff.
-      state.ws.close(1000, "retry");
+      // Resuming, and refused. The old connection may still hold the nick until the
+      // server notices it is gone, and a busy server may have room later: close, and
+      // try again after the backoff. Anything else (the nick is someone else's now,
+      // its password changed, a ban) no retry mends: back to the login form.
+      state.refusals += 1;
+      if (!PASSING.has(code) || (code === "nick_taken" && state.refusals >= RESUME_TRIES)) {
+        backToLogin(`${text} (while you were away). Pick another nick, or try again.`);
+      } else {
+        state.ws.close(1000, "retry");
+      }
     }
   },
   ping() {
@@ -690,6 +748,27 @@ const handlers = {
   },
   pong() {},
 };
+
+// Refusals of a reconnect's hello that waiting may mend; a nick still taken after
+// RESUME_TRIES of them is someone else's.
+const PASSING = new Set(["nick_taken", "server_busy", "server_full", "too_many_connections",
+  "auth_throttled", "rate_limited", "login_timeout"]);
+const RESUME_TRIES = 4;
+
+// The login form again, with why, the nick and password filled in; the views stay, and
+// a login from it resumes them.
+function backToLogin(why) {
+  const ws = state.ws;
+  state.ws = null; // (its close is this, not a loss to reconnect from or report)
+  if (ws) ws.close(1000, "login refused");
+  setStatus("disconnected", true);
+  $("login-error").textContent = why;
+  $("nick").value = state.nick || "";
+  $("password").value = state.password || "";
+  $("chat-view").hidden = true;
+  $("login-view").hidden = false;
+  $("nick").focus();
+}
 
 function receive(event) {
   let frame;
@@ -896,16 +975,22 @@ function complete() {
 // Completes the box's command or nick in place; returns how many commands fit.
 function completeIn(input, value) {
   if (value.startsWith("/") && !/\s/.test(value)) {
-    const found = suggest();
+    // Cycling: the commands of what was typed before the first Tab, not of the one it
+    // gave (state.tab, forgotten as soon as the box is typed in).
+    const typed = state.tab ? state.tab.typed : value.slice(1).toLowerCase();
+    const found = allCommands().filter((c) => c.name.startsWith(typed));
     if (found.length === 1) input.value = `/${found[0].name} `;
     else if (found.length > 1) {
       // the longest common prefix, then cycle through them
       let common = found[0].name;
       for (const c of found) while (!c.name.startsWith(common)) common = common.slice(0, -1);
-      if (common.length > value.length - 1) input.value = `/${common}`;
+      if (!state.tab && common.length > typed.length) input.value = `/${common}`;
       else {
-        state.tab = ((state.tab ?? -1) + 1) % found.length;
-        input.value = `/${found[state.tab].name}`;
+        // (The first of them may be in the box already: the common prefix was one.)
+        const first = value === `/${found[0].name}` ? 1 : 0;
+        const at = state.tab ? (state.tab.at + 1) % found.length : first;
+        state.tab = { typed, at };
+        input.value = `/${found[at].name}`;
       }
     }
     suggest();
@@ -945,6 +1030,7 @@ function start() {
     if (submit(input.value)) input.value = "";
     fitInput();
     suggest();
+    input.focus(); // (a click on Send leaves it on the button)
   });
   const input = $("input");
   input.addEventListener("input", () => {
