@@ -42,6 +42,8 @@ from chatkit.client import (
     LoginRefused,
     NoAnswer,
     RoomRefused,
+    printable,
+    printable_json,
     room_name,
     tls_client_context,
 )
@@ -1096,9 +1098,9 @@ def _show(frame: dict[str, Any], as_json: bool) -> None:
     """Print a frame from the server; one the client made of a line it could not read
     (chatkit.client.LOCAL_ERRORS) is a problem, said on standard error."""
     if frame["type"] == "error" and frame.get("code") in LOCAL_ERRORS:
-        typer.echo(render_text(frame), err=True)
+        typer.echo(render_text(printable(frame)), err=True)
     else:
-        typer.echo(json.dumps(frame, ensure_ascii=False) if as_json else render_text(frame))
+        typer.echo(printable_json(frame) if as_json else render_text(printable(frame)))
 
 
 def _scripted(client: Client, as_json: bool, stay: bool, wait: float = 0.0) -> int:
@@ -1386,6 +1388,9 @@ def join(
         )
         try:
             code = terminal.run(nick, room)
+        except (ConnectionLost, TimeoutError) as exc:  # (as a script's: the login's end)
+            typer.echo(printable(str(exc)) or "the server did not answer", err=True)
+            raise typer.Exit(EXIT_LOST) from None
         except ClientError as exc:
             typer.echo(_with_flag_hint(str(exc)), err=True)
             raise typer.Exit(EXIT_REFUSED) from None
@@ -1408,13 +1413,13 @@ def join(
             )
             frames = client.enter(room) if room else []
         except LoginRefused as exc:
-            typer.echo(f"nick {nick!r} refused: {exc}", err=True)
+            typer.echo(f"nick {nick!r} refused: {printable(str(exc))}", err=True)
             raise typer.Exit(EXIT_LOGIN) from None
         except RoomRefused as exc:
-            typer.echo(f"cannot join {room_name(room or '')}: {exc}", err=True)
+            typer.echo(f"cannot join {room_name(room or '')}: {printable(str(exc))}", err=True)
             raise typer.Exit(EXIT_ROOM) from None
         except (ConnectionLost, TimeoutError) as exc:
-            typer.echo(str(exc) or "the server did not answer", err=True)
+            typer.echo(printable(str(exc)) or "the server did not answer", err=True)
             raise typer.Exit(EXIT_LOST) from None
         for frame in [welcome, *frames]:
             _show(frame, as_json)

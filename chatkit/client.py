@@ -36,7 +36,7 @@ from typing import Any, Self
 
 from chatkit.errors import ChatkitError
 from chatkit.names import room_name
-from chatkit.protocol import LineDecoder, LineTooLong
+from chatkit.protocol import BIDI_CONTROLS, LineDecoder, LineTooLong, clean_text
 
 __all__ = [
     "LOCAL_ERRORS",
@@ -134,6 +134,35 @@ class RoomRefused(ClientError):
         super().__init__(text)
         self.code = code
         """The error code, e.g. ``bad_room``."""
+
+
+def printable(value: Any) -> Any:
+    """``value`` (a frame from the server, or a part of one) with every string in it fit
+    for a terminal: control characters (escape sequences, backspace, bell, C1) become
+    U+FFFD, as do bidi overrides; tabs are spaces, line breaks are kept. A chatkit
+    server cleans what its clients send, but a hostile server, or anyone in the middle
+    of a plain connection, could otherwise clear the screen, write the clipboard (OSC
+    52) or forge a line."""
+    if isinstance(value, str):
+        return clean_text(value, newlines=True)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(item) for item in value]
+    return value
+
+
+# JSON's own escapes for what a terminal would act on (C1 controls, bidi controls, the
+# Unicode line breaks): json.dumps escapes C0 itself; these keep their code points.
+_JSON_ESCAPES = {
+    c: f"\\u{c:04x}" for c in [*range(0x7F, 0xA0), 0x2028, 0x2029, *sorted(BIDI_CONTROLS)]
+}
+
+
+def printable_json(frame: dict[str, Any]) -> str:
+    """``frame`` as one line of JSON whose every character a terminal shows as it is
+    (non-ASCII text kept; what a terminal would act on escaped, its data unchanged)."""
+    return json.dumps(frame, ensure_ascii=False).translate(_JSON_ESCAPES)
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -391,7 +420,10 @@ class Client(LineClient):
             hello["rooms"] = [room_name(r) for r in rooms]
         self._login_room = hello.get("room")
         self.send(hello)
-        at = self._find(lambda f: f["type"] == "welcome" or _refusal(f), _deadline(timeout))
+        at = self._find(
+            lambda f: f["type"] == "welcome" or _refusal(f) or f.get("code") == "server_bad_frame",
+            _deadline(timeout),
+        )
         if at is None:
             why = "the server closed the connection during login"
             if not self._heard and not isinstance(self.sock, ssl.SSLSocket):
@@ -399,8 +431,18 @@ class Client(LineClient):
                 why += " without a word (is this its TLS port? then use TLS: --tls)"
             raise ConnectionLost(why)
         frame = self.pending.pop(at)
+        if frame["type"] == "error" and frame.get("code") == "server_bad_frame":
+            # An IRC port answers a hello with its own lines; a web port, with HTTP.
+            self.close()
+            raise ConnectionLost(
+                "the server does not speak chatkit's line protocol (is this another "
+                f"face's port, IRC's or the web's?): {frame.get('text')}"
+            )
         if frame["type"] == "error":
             raise LoginRefused(str(frame.get("code")), str(frame.get("text")))
+        if not isinstance(frame.get("nick"), str):
+            self.close()
+            raise ConnectionLost(f"the server's welcome names no nick: {frame}")
         self.nick, self.welcome = frame["nick"], frame
         return frame
 

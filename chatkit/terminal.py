@@ -9,11 +9,13 @@ thread reads frames and prints them above the prompt (prompt_toolkit's
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import ssl
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -34,12 +36,13 @@ from chatkit.client import (
     ClientError,
     ConnectionLost,
     LoginRefused,
-    RoomRefused,
     encode_frame,
+    printable,
     room_name,
     say_frame,
 )
 from chatkit.codecs import render_parts
+from chatkit.names import fold
 from chatkit.protocol import MAX_LINE_BYTES
 
 __all__ = ["Terminal"]
@@ -104,6 +107,7 @@ def format_frame(frame: dict[str, Any]) -> list[tuple[str, str]]:
     line, in local time, instead of following its room in UTC; and a message of several
     lines shows each line below the first, indented to it (text mode repeats the prefix).
     """
+    frame = printable(frame)  # (a hostile server's escape sequences, backspaces, bells)
     out: list[tuple[str, str]] = [("class:time", _clock(frame) + " ")]
     line_style = _LINE_STYLES.get(str(frame.get("type")), "class:dim")
     for role, text in render_parts(frame):
@@ -142,6 +146,15 @@ QUIET_WHO_ROOMS = 8  # rooms asked /who for completion after a reconnect, the cu
 _QUIET = frozenset(("help", "who"))  # the commands whose replies completion may take
 
 LOGIN_WAIT = 30.0  # seconds a reconnect's login may take before it is tried again
+
+
+def reconnect_waits() -> Iterator[float]:
+    """Seconds between reconnection attempts: :data:`BACKOFF`, then its last for good."""
+    return itertools.chain(BACKOFF, itertools.repeat(BACKOFF[-1]))
+
+
+_NAMES = {"join": ("nick", "room"), "leave": ("nick", "room"), "nick": ("old", "new")}
+"""The names a frame of each type must have, as strings, to be followed."""
 _FOR_NOW = frozenset(("nick_taken", "server_full", "too_many_connections", "server_busy"))
 """Refusals of a reconnect's login that may not last: try again after a wait."""
 
@@ -321,12 +334,34 @@ class Terminal:
             else:
                 fresh = False
             try:
-                welcome = client.login(nick, replay=self.replay, password=self.password, room=room)
+                welcome = client.login(
+                    nick,
+                    replay=self.replay,
+                    password=self.password,
+                    room=room,
+                    timeout=LOGIN_WAIT,
+                )
+            except TimeoutError:
+                client.close()
+                raise ConnectionLost(
+                    f"the server did not answer the login in {LOGIN_WAIT:g} s"
+                ) from None
             except LoginRefused as exc:  # shown as the server's error frame is
                 if exc.code == "login_timeout" and not fresh:
                     client.close()  # it waited at the prompt too long: connect again
                     continue
                 self.show(format_frame({"type": "error", "code": exc.code, "text": str(exc)}))
+                if exc.code in ("nick_registered", "bad_password"):
+                    # A registered nick: its password, asked for as a password is.
+                    try:
+                        password = session.prompt(
+                            f"password for {nick} (empty: another nick): ", is_password=True
+                        )
+                    except (EOFError, KeyboardInterrupt):
+                        password = ""
+                    if password:
+                        self.password = password
+                        continue
                 nick = None
                 continue
             except ConnectionLost:
@@ -334,8 +369,9 @@ class Terminal:
                 if fresh:
                     raise  # not the wait at the prompt: the server closed a new connection
                 continue  # closed while the nick was being typed: connect again
+            welcome = printable(welcome)
             self.nick = welcome["nick"]
-            self.rooms = list(welcome.get("rooms", []))
+            self.rooms = [r for r in welcome.get("rooms", []) if isinstance(r, str)]
             self.room = self.rooms[-1] if self.rooms else ""
             self._take_limit(welcome)
             self.show(format_frame(welcome))
@@ -407,7 +443,7 @@ class Terminal:
 
     def _reconnect(self) -> bool:
         rooms, current = list(self.rooms), self.room
-        for delay in BACKOFF * 100:
+        for delay in reconnect_waits():
             if self.quitting:
                 return False
             self.say(f"* connection lost; reconnecting in {delay:g} s")
@@ -440,9 +476,10 @@ class Terminal:
                     # The old session may hold the nick until the server sees it is gone
                     # (a network drop: up to its ping timeout); a full server may not
                     # stay full. Try again after the next wait.
-                    self.say(f"cannot log in again yet: {exc}", "class:error")
+                    self.say(f"cannot log in again yet: {printable(str(exc))}", "class:error")
                     continue
-                self.say(f"cannot log in again as {self.nick}: {exc}", "class:error")
+                why = printable(str(exc))
+                self.say(f"cannot log in again as {self.nick}: {why}", "class:error")
                 return False
             except (ClientError, TimeoutError, OSError):
                 if client is not None:
@@ -510,9 +547,28 @@ class Terminal:
             app.loop.call_soon_threadsafe(lambda: app.exit(exception=EOFError()))
 
     def handle(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if self._quiet(frame):
+        """Show a frame from the server, keeping the rooms, nick and completions up to
+        date. A frame without the fields its type has (a server not quite chatkit's)
+        is shown as it came, and the rest go on."""
+        frame = printable(frame)
+        try:
+            shown = self._follow(frame)
+        except (KeyError, TypeError, AttributeError, ValueError):
+            text = json.dumps(frame, ensure_ascii=False)[:200]
+            self.say(f"* a frame the client could not read: {text}", "class:error")
             return
+        if shown:
+            self.show(format_frame(frame))
+
+    def _follow(self, frame: dict[str, Any]) -> bool:
+        """Take what ``frame`` says of the session; False if it is not to be shown (a
+        reply to the client's own question)."""
+        kind = frame.get("type")
+        for field in _NAMES.get(str(kind), ()):
+            if not isinstance(frame[field], str):
+                raise TypeError(f"{kind}'s {field} is not a string")
+        if self._quiet(frame):
+            return False
         if kind in ("message", "private") and isinstance(frame.get("id"), int):
             self.last_id = max(self.last_id or 0, frame["id"])
         if kind == "reply" and frame.get("command") == "join":
@@ -541,7 +597,7 @@ class Terminal:
             self.completer.nicks.add(frame["new"])
             if frame["old"] == self.nick:
                 self.nick = frame["new"]
-        self.show(format_frame(frame))
+        return True
 
     # -- the main loop -------------------------------------------------------------
 
@@ -567,21 +623,12 @@ class Terminal:
     def _run(self, nick: str | None, room: str | None) -> int:
         if not self.login(nick, room):
             return 0
-        if room and self.client is not None:
-            try:
-                frames = self.client.enter(room)
-            except RoomRefused as exc:
-                self.say(f"error: cannot join {room_name(room)}: {exc}", "class:error")
-                self.client.close()
-                return 6  # chatkit join's exit status for a refused room
-            except TimeoutError:
-                frames = []  # the receiver shows what comes
-            except ConnectionLost:
-                # Lost right after the login (a server restarting): the receiver shows
-                # what came and reconnects, as for a connection lost later.
-                frames = []
-            for frame in frames:
-                self.handle(frame)
+        refused = room and fold(room_name(room)) not in [fold(r) for r in self.rooms]
+        if refused and self.client is not None:
+            # The login's hello asked for it, and the welcome leaves it out: the server
+            # refused it, and its error is shown (it is not asked for again).
+            self.client.close()
+            return 6  # chatkit join's exit status for a refused room
         session: PromptSession[str] = PromptSession(
             completer=self.completer,
             complete_while_typing=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import re
@@ -527,13 +528,16 @@ def test_room_option_replaces_the_default_room(
 def test_a_refused_room_exits_6(
     chat_server: Server, terminal: Callable[..., pexpect.spawn]
 ) -> None:
-    """--room with a name the server refuses: the reason in words, exit status 6."""
+    """--room with a name the server refuses: the server's reason, once (the room is
+    not asked for a second time), exit status 6."""
     child = terminal(chat_server.address[1], "--nick", "bob", "--room", "x!")
-    child.expect(r"\d\d:\d\d error: cannot join #x!: bad room name")
-    assert "not_in_room" not in child.before  # (the client's own /who is not sent)
+    child.expect(r"\d\d:\d\d error \[bad_room\]: cannot join #x!: bad room name '#x!'")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 6
+    out = child.before or ""
+    assert "not_in_room" not in out  # (the client's own /who is not sent)
+    assert "bad room name" not in out  # (said once)
 
 
 class EchoServer:
@@ -677,3 +681,170 @@ def test_the_prompt_follows_the_servers_room_and_line_limit(
     assert alice.expect("message", nick="bob")["room"] == "#general"
     child.send("x" * 400 + "\r")
     child.expect(r"too long to send: \d+ bytes as a frame, the server takes 300")
+
+
+class ScriptedServer:
+    """A server that is not quite chatkit's: it welcomes any hello (with ``welcome``'s
+    fields), sends ``frames`` (JSON-encoded as they are, or raw lines when bytes), and
+    answers pings. For what a client does with a hostile or broken server."""
+
+    def __init__(self, frames: list[Any], welcome: dict[str, Any] | None = None) -> None:
+        self.frames = frames
+        self.welcome = (
+            welcome
+            if welcome is not None
+            else {"type": "welcome", "nick": "me", "server": "chatkit", "version": "0",
+                  "rooms": ["#general"]}
+        )  # fmt: skip
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                threading.Thread(target=self.talk, args=(conn,), daemon=True).start()
+
+    def talk(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn, conn.makefile("rb") as lines:
+            for line in lines:
+                frame = json.loads(line)
+                if frame["type"] == "hello":
+                    out = [self.welcome, *self.frames]
+                elif frame["type"] == "ping":
+                    out = [{"type": "pong"}]
+                elif frame["type"] == "say" and frame["text"].startswith("/quit"):
+                    return
+                else:
+                    continue
+                conn.sendall(
+                    b"".join(f if isinstance(f, bytes) else json.dumps(f).encode() + b"\n"
+                             for f in out)
+                )  # fmt: skip
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+HOSTILE = "\x1b]52;c;cHduZWQ=\x07 \x1b[2J\x9b2J \u202egnp.exe" + "\b" * 5 + "<admin> hi"
+"""Escape sequences (an OSC 52 clipboard write, a screen clear, the C1 CSI), a bidi
+override and backspaces, as a hostile server might send them."""
+ACTED_ON = re.compile("\x1b]52|\x1b\\[2J|[\x07\x08\x9b\u202e]")
+
+
+def test_what_a_hostile_server_sends_cannot_drive_the_terminal(
+    terminal: Callable[..., pexpect.spawn],
+) -> None:
+    """Control characters, escape sequences and bidi overrides in a server's message,
+    nick, topic and room show as U+FFFD: nothing reaches the terminal to act on."""
+    server = ScriptedServer(
+        [
+            {"type": "message", "room": "#general", "nick": "evil\x07", "text": HOSTILE},
+            {"type": "topic", "room": "#general", "nick": "evil", "topic": HOSTILE},
+            {"type": "notice", "text": "done"},
+        ]
+    )
+    try:
+        child = terminal(server.port, "--nick", "me")
+        child.expect("done")
+        assert not ACTED_ON.search(child.before or ""), repr(child.before)
+        assert "\ufffd]52;c;cHduZWQ=\ufffd" in (child.before or "")
+        child.sendcontrol("d")
+    finally:
+        server.close()
+
+
+def test_a_script_prints_nothing_a_terminal_acts_on(tmp_path: Path) -> None:
+    """`chatkit join` in a script: the text shows control characters as U+FFFD, and
+    --json escapes them (C1 and bidi controls too) with the data unchanged."""
+    frame = {"type": "message", "room": "#general", "nick": "evil", "text": HOSTILE}
+    server = ScriptedServer([frame])
+    try:
+        for flags in ([], ["--json"]):
+            result = subprocess.run(
+                [CHATKIT, "join", "--port", str(server.port), "--nick", "me", "--wait", "0.5",
+                 *flags],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert not ACTED_ON.search(result.stdout), repr(result.stdout)
+            if flags:
+                frames = [json.loads(line) for line in result.stdout.splitlines()]
+                assert frame in frames
+            else:
+                assert "\ufffd]52;c;cHduZWQ=\ufffd" in result.stdout
+    finally:
+        server.close()
+
+
+def test_a_frame_the_client_cannot_read_does_not_stop_it(
+    terminal: Callable[..., pexpect.spawn],
+) -> None:
+    """A join without its nick, a reply whose data is not an object: said, and what
+    comes next still shows (the receiving thread died on them)."""
+    server = ScriptedServer(
+        [
+            {"type": "join", "room": "#x"},
+            {"type": "reply", "command": "x", "text": "hi", "data": "s"},
+            {"type": "message", "room": "#general", "nick": "ann", "text": "still here"},
+        ]
+    )
+    try:
+        child = terminal(server.port, "--nick", "me")
+        child.expect("a frame the client could not read")
+        child.expect("<ann> still here")
+        assert "Traceback" not in (child.before or "")
+        press_ctrl_d_until_it_ends(child)
+    finally:
+        server.close()
+
+
+def test_a_welcome_without_a_nick_and_a_port_of_another_face(
+    terminal: Callable[..., pexpect.spawn],
+) -> None:
+    """A welcome with no nick, or an answer that is no chatkit frame (an IRC port's):
+    a sentence, exit status 5 as for a script, no traceback."""
+    no_nick = ScriptedServer([], welcome={"type": "welcome", "server": "chatkit"})
+    irc = ScriptedServer([], welcome=b":chatkit 451 * :You have not registered\r\n")  # type: ignore[arg-type]
+    try:
+        for server, said in ((no_nick, "welcome names no nick"), (irc, "another face's port")):
+            child = terminal(server.port, "--nick", "me")
+            child.expect(said)
+            child.expect(pexpect.EOF)
+            child.close()
+            assert child.exitstatus == 5
+            assert "Traceback" not in (child.before or "")
+    finally:
+        no_nick.close()
+        irc.close()
+
+
+def test_a_registered_nick_asks_for_its_password(
+    chat_server: Server, chat_client: Connect, terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """A registered nick typed at the prompt: the client asks for its password (not
+    shown as it is typed) and logs in with it."""
+    owner = chat_client("regd")
+    owner.say("/register s3cret-pass")
+    owner.expect("reply", command="register")
+    owner.close()
+    wait_until(lambda: chat_server.hub.find("regd") is None, 10, "regd gone")
+    child = terminal(chat_server.address[1])
+    child.expect("nick:")
+    child.send("regd\r")
+    child.expect("password for regd")
+    child.send("s3cret-pass\r")
+    child.expect(r"Welcome to chatkit \S+, regd!")
+    assert "s3cret-pass" not in (child.before or "")
+    press_ctrl_d_until_it_ends(child)
+
+
+def test_reconnect_waits_grow_to_30_s_and_stay() -> None:
+    """The waits between reconnection attempts double up to 30 s, then stay there (they
+    started again at 0.5 s after seven)."""
+    from chatkit.terminal import reconnect_waits
+
+    waits = list(itertools.islice(reconnect_waits(), 12))
+    assert waits[:7] == [0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0]
+    assert waits[7:] == [30.0] * 5
