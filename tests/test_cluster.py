@@ -926,28 +926,69 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         redis.kill()
 
 
+def test_a_node_with_moderation_stops_without_a_traceback(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """SIGTERM: moderation stops listening to the cluster's Redis before the cluster
+    plugin closes its client (the listener's thread died on the closed connection)."""
+    node = nodes(redis_server.url(10), "--plugin", "moderation")
+    clients = [node.client(nick) for nick in ("ann", "bob", "cat")]
+    clients[0].say("/ban mallory")
+    clients[0].expect("notice", mode="+b")
+    node.stop()
+    assert node.proc.returncode == 0
+    assert "Traceback" not in node.log.read_text()
+
+
+def test_a_nick_taken_again_at_once_on_its_node_keeps_its_key(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """A nick that quits and logs in again at once on the same node keeps its key: the
+    quit's give-back, run after the new login's claim, freed the key, and another node
+    then gave the nick to someone else (5 rounds in 20)."""
+    url = redis_server.url(11)
+    redis.Redis.from_url(url).flushdb()
+    a, b = nodes(url), nodes(url)
+    watcher = b.client("watcher")
+    for _ in range(8):
+        first = a.client("xq")
+        watcher.expect("join", nick="xq")
+        first.say("/quit")
+        first.wait_closed()
+        again = a.client("xq")
+        watcher.expect("leave", nick="xq")  # (the quit's entry, and its give-back, went)
+        watcher.expect("join", nick="xq")
+        other = ChatClient(b.address, timeout=10)
+        other.send(type="hello", nick="xq")
+        other.expect("error", code="nick_taken")
+        other.close()
+        again.close()
+        watcher.expect("leave", nick="xq")
+
+
 def test_a_nick_taken_on_two_nodes_while_redis_was_away_is_one_conflict(
     tmp_path: Path, nodes: Callable[..., Node]
 ) -> None:
     """Two nodes each let a ``cat`` log in while Redis is away (nicks are unique per
-    node then); once it is back, the conflict is counted and logged once, though the
-    heartbeat finds it again every beat while both stay."""
+    node then); once it is back, the conflict is counted and logged once, and the
+    ``cat`` whose node did not get the nick's key is renamed a guest, told why: a
+    private message to ``cat`` reaches one of them (it reached both)."""
     (tmp_path / "own-redis").mkdir()
     redis_server = RedisServer(tmp_path / "own-redis")
     try:
         a, b = nodes(redis_server.url()), nodes(redis_server.url())
-        watch_a, cat_b = a.client("watcher"), b.client("cat")
+        watch_a, watch_b, cat_b = a.client("watcher"), b.client("watcher_b"), b.client("cat")
         redis_server.kill()
-        for client in (watch_a, cat_b):
+        for client in (watch_a, watch_b):
             client.expect("notice", text_contains="lost the connection", timeout=LEASE * 3)
         cat_a = a.client("cat")
         redis_server.start()
-        for client in (watch_a, cat_b):
+        for client in (watch_a, watch_b):
             client.expect("notice", text_contains="again", timeout=10)
 
         def conflicts() -> int:
             total = 0
-            for client in (watch_a, cat_b):
+            for client in (watch_a, watch_b):
                 client.send({"type": "say", "text": "/stats"})
                 total += client.expect("reply", command="stats")["data"]["cluster"][
                     "nick_conflicts"
@@ -955,6 +996,26 @@ def test_a_nick_taken_on_two_nodes_while_redis_was_away_is_one_conflict(
             return total
 
         wait_until(lambda: conflicts() == 1, WAIT, "the conflict counted", POLL)
+
+        def cats() -> list[str]:
+            return sorted(n for n in who(watch_a) if n == "cat" or n.startswith("Guest"))
+
+        wait_until(
+            lambda: len(found := cats()) == 2 and found[0].startswith("Guest"),
+            WAIT,
+            "one cat renamed",
+            POLL,
+        )
+        told = [
+            c
+            for c in (cat_a, cat_b)
+            if any("you are renamed" in str(f.get("text")) for f in c.sync())
+        ]
+        assert len(told) == 1
+        (kept,) = [c for c in (cat_a, cat_b) if c not in told]
+        watch_a.say("/msg cat psst")
+        assert kept.expect("private", text="psst")["to"] == "cat"
+        assert not [f for f in told[0].sync() if f["type"] == "private"]
         # Three heartbeats of both nodes later (lease / 4 apart), still one.
         r = redis.Redis(port=redis_server.port, decode_responses=True)
         seen: dict[str, list[float]] = {}
@@ -972,7 +1033,7 @@ def test_a_nick_taken_on_two_nodes_while_redis_was_away_is_one_conflict(
         said = logs.count("taken on another node") + logs.count("held by another node")
         assert said == 1, logs
         r.close()
-        for client in (watch_a, cat_a, cat_b):
+        for client in (watch_a, watch_b, cat_a, cat_b):
             client.close()
     finally:
         redis_server.kill()

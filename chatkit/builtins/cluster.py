@@ -86,15 +86,29 @@ BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between reconnection attempts
 
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
+HELD_AGE = 300.0
+"""Seconds after which a claim of a session not logged in (a login refused after it
+claimed its nick) is forgotten."""
+
+GUEST_PREFIX = "Guest"
+GUEST_TRIES = 5
+"""Guest nicks tried (``Guest12``, ``Guest12_1``, ...) for a session whose nick another
+node holds."""
+
 # Take a nick: free, or ours already (a login that failed after taking it) -> 1; another
-# node's -> 0.
+# node's -> 0. ARGV: the node, the lease (ms), the claim's value ("NODE:N", the claiming
+# session's), and "1" for a login's or rename's claim, which makes an own key that
+# claim's (a quick reconnect: the quit's give-back, run later, must not free it), or ""
+# for a renewal, which keeps the value. A key of the node's name alone is an older
+# chatkit's, of this node.
 _CLAIM = """
 local owner = redis.call('GET', KEYS[1])
-if not owner then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local ours = owner == ARGV[1] or (owner and string.sub(owner, 1, #ARGV[1] + 1) == ARGV[1] .. ':')
+if not owner or (ours and ARGV[4] == '1') then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
   return 1
 end
-if owner == ARGV[1] then
+if ours then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
@@ -131,7 +145,7 @@ while i <= #ARGV do
 end
 return seq
 """
-# Let go of a nick if it is still ours.
+# Let go of a nick if it is still the claim's (ARGV[1]: the claim's value).
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -286,6 +300,12 @@ class Cluster:
         # one side leaves, and is counted and logged when it starts. The heartbeat
         # thread's, and the reader's at a reconnection (_announce): under _lock.
         self._conflicts: dict[str, float] = {}
+        # The value of each session's claim of a nick key, by (session id, skeleton):
+        # a quit's or rename's give-back frees the key only if it still holds that
+        # session's claim (a quick reconnect's login, claiming the nick anew before the
+        # quit's give-back ran, keeps it). Under _lock.
+        self._held: dict[tuple[int, str], tuple[str, float]] = {}  # (value, when made)
+        self._claim_ids = itertools.count(1)
 
     # -- startup and shutdown ---------------------------------------------------------
 
@@ -537,37 +557,60 @@ class Cluster:
 
     # -- nicks ---------------------------------------------------------------------
 
-    def _take(self, nick: str) -> Reject | None:
+    def _value(self, session: Session, like: str, *, fresh: bool = False) -> str:
+        """The value of ``session``'s claim of the nick key ``like`` ("NODE:N"): a new
+        one if ``fresh`` (a login's, a rename's) or if it has none yet."""
+        with self._lock:
+            held = None if fresh else self._held.get((session.id, like))
+            if held is None:
+                held = self._held[session.id, like] = (
+                    f"{self.node}:{next(self._claim_ids)}",
+                    time.monotonic(),
+                )
+            return held[0]
+
+    def _take(self, client: Session, nick: str) -> Reject | None:
         if not self._up:
             return None  # unique on this node only until Redis is back
+        like = skeleton(nick)
+        value = self._value(client, like, fresh=True)
         try:
             took = self._claim(
-                keys=[self._key("nick", skeleton(nick))], args=[self.node, int(self.lease * 1000)]
+                keys=[self._key("nick", like)],
+                args=[self.node, int(self.lease * 1000), value, "1"],
             )
         except _REDIS_ERRORS as exc:
             self._set_down(exc)
             return None
         if took:
             return None
+        with self._lock:
+            self._held.pop((client.id, like), None)
         return Reject(f"nick {nick!r} is taken (on another server); try another", "nick_taken")
 
-    def _give_back(self, nick: str) -> Callable[[Pipeline], object]:
-        key = self._key("nick", skeleton(nick))
+    def _give_back(self, session: Session, nick: str) -> Callable[[Pipeline], object]:
+        """The pipeline op that frees the nick key of ``session``'s ``nick`` (after its
+        quit or rename entry), if its claim is still the key's value: a login of the
+        same nick here since (a quick reconnect) claimed it anew, and keeps it."""
+        like = skeleton(nick)
+        key = self._key("nick", like)
+        with self._lock:
+            held = self._held.pop((session.id, like), None)
 
         def op(pipe: Pipeline) -> object:
-            if self._server is not None and self._server.hub.find(nick) is not None:
-                return None  # taken again here meanwhile (a quick reconnect): keep it
-            return self._release(keys=[key], args=[self.node], client=pipe)
+            if held is None:
+                return None  # (never claimed: Redis was away)
+            return self._release(keys=[key], args=[held[0]], client=pipe)
 
         return op
 
     @hookimpl(trylast=True)
     def chatkit_allow_login(self, client: Session, nick: str, fields: dict[str, Any]) -> Any:
-        return self._take(nick)
+        return self._take(client, nick)
 
     @hookimpl(trylast=True)
     def chatkit_allow_nick(self, client: Session, nick: str) -> Any:
-        return self._take(nick)
+        return self._take(client, nick)
 
     # -- this node's presence, published ------------------------------------------------
 
@@ -665,7 +708,7 @@ class Cluster:
     def chatkit_on_nick(self, client: Session, old: str) -> None:
         ops = [self._forget_op(old), self._member_op(client)]
         if skeleton(old) != skeleton(client.nick or ""):
-            ops.append(self._give_back(old))
+            ops.append(self._give_back(client, old))
         self._send("nick", {"old": old, "new": client.nick, "sid": client.id}, *ops)
 
     @hookimpl
@@ -686,19 +729,53 @@ class Cluster:
     def chatkit_on_logout(self, client: Session, reason: str) -> None:
         nick = client.nick or ""
         self._send(
-            "quit", {"nick": nick, "reason": reason}, self._forget_op(nick), self._give_back(nick)
+            "quit",
+            {"nick": nick, "reason": reason},
+            self._forget_op(nick),
+            self._give_back(client, nick),
         )
+
+    def _give_way(self, sessions: list[Session]) -> None:
+        """Rename to a guest nick each of ``sessions``, whose nick another node holds
+        (it took it while this one was cut off from Redis, and Redis gave it to that
+        one): two sessions with one nick would both get its private messages. The one
+        whose node holds the key keeps it, as an IRC network ends a nick collision."""
+        assert self._server is not None
+        for session in sessions:
+            nick = session.nick or ""
+            guest = next(
+                (
+                    f"{GUEST_PREFIX}{session.id}{tail}"
+                    for tail in ("", *(f"_{n}" for n in range(1, GUEST_TRIES)))
+                    if self._take(session, f"{GUEST_PREFIX}{session.id}{tail}") is None
+                ),
+                None,
+            )
+            if guest is None:
+                continue  # (the next look tries again)
+            session.notice(
+                f"{nick} was taken on another server while this one was cut off from the "
+                "others: you are renamed"
+            )
+            try:
+                self._server.hub.rename(session, guest, forced=True)
+            except CommandError:
+                pass  # it left, or took another nick, meanwhile
+            else:
+                log.warning("cluster: %s renamed %s (its nick is another node's)", nick, guest)
 
     def _announce(self) -> None:
         """Write this node's members and nicks anew and tell the others (``hello``)."""
         assert self._server is not None
         r = self._redis
         sessions = [s for s in self._server.hub.sessions() if s.nick]
+        lost = []
         for session in sessions:
             nick = session.nick or ""
             key = skeleton(nick)
+            value = self._value(session, key)
             if not self._claim(
-                keys=[self._key("nick", key)], args=[self.node, int(self.lease * 1000)]
+                keys=[self._key("nick", key)], args=[self.node, int(self.lease * 1000), value, ""]
             ):
                 with self._lock:
                     new = key not in self._conflicts
@@ -706,6 +783,9 @@ class Cluster:
                     self.nick_conflicts += new
                 if new:
                     log.warning("cluster: nick %s was taken on another node meanwhile", nick)
+                lost.append(session)
+        self._give_way(lost)
+        sessions = [s for s in self._server.hub.sessions() if s.nick]
         members = {fold(s.nick or ""): json.dumps(_member_fields(s)) for s in sessions}
         pipe = r.pipeline(transaction=True)
         pipe.zadd(self._key("nodes"), {self.node: _now_ms()})
@@ -986,11 +1066,22 @@ class Cluster:
         lease_ms = int(self.lease * 1000)
         pipe = r.pipeline(transaction=False)
         pipe.zadd(self._key("nodes"), {self.node: _now_ms()})
-        nicks = [s.nick for s in self._server.hub.sessions() if s.nick]
-        for nick in nicks:
+        sessions = [s for s in self._server.hub.sessions() if s.nick]
+        nicks = [s.nick or "" for s in sessions]
+        for session, nick in zip(sessions, nicks, strict=True):
+            like = skeleton(nick)
             self._claim(
-                keys=[self._key("nick", skeleton(nick))], args=[self.node, lease_ms], client=pipe
+                keys=[self._key("nick", like)],
+                args=[self.node, lease_ms, self._value(session, like), ""],
+                client=pipe,
             )
+        # Claims of logins that never got in (refused after the claim) are forgotten,
+        # long after any login could still be under way.
+        with self._lock:
+            holding = {(s.id, skeleton(n)) for s, n in zip(sessions, nicks, strict=True)}
+            old = time.monotonic() - HELD_AGE
+            for key in [k for k, (_, at) in self._held.items() if at < old and k not in holding]:
+                del self._held[key]
         looked = time.monotonic()
         results = pipe.execute()
         held = {
@@ -1005,11 +1096,9 @@ class Cluster:
             self._conflicts = {**kept, **dict.fromkeys(held, looked)}
             self.nick_conflicts += len(new)
         if new:
-            log.warning(
-                "cluster: nicks of this node held by another node (both sessions keep them "
-                "until one leaves): %s",
-                ", ".join(new),
-            )
+            log.warning("cluster: nicks of this node held by another node: %s", ", ".join(new))
+        hub = self._server.hub
+        self._give_way([s for s in map(hub.find, held.values()) if s is not None])
         dead = r.zrangebyscore(self._key("nodes"), "-inf", _now_ms() - lease_ms)
         for node in dead:
             if node != self.node and r.zrem(self._key("nodes"), node):

@@ -185,8 +185,10 @@ class Moderation:
         self.server_operators = {fold(a) for a in server_ops}
         self.max_masks = int(number_setting("moderation", settings, "max_masks", MAX_MASKS, 1))
 
-    @hookimpl
+    @hookimpl(tryfirst=True)
     def chatkit_server_stop(self) -> None:
+        # (First: in a cluster its listener reads the cluster plugin's Redis client,
+        # which that plugin closes as it stops.)
         if self.store is not None:
             self.store.close()
 
