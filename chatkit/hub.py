@@ -1552,20 +1552,24 @@ class Hub:
     # -- helpers -------------------------------------------------------------------
 
     def _member_room(self, session: Session, room: str | None) -> str:
-        """The room ``session`` means (its current one for ``None``), or ``not_in_room``.
+        """The room ``session`` means (its current one for ``None`` or ``""``; its ``#``
+        may be left out, as a hello's and /join's), or ``not_in_room``.
 
         Read without the lock (one attribute read, one dict look-up: each atomic), so
         it may be stale by the time the caller acts: every caller checks membership
         again under the lock before it changes anything.
         """
-        if room is None:
+        if not room:
             current = session.current_room
             if current is None:
                 raise CommandError("you are in no room; /join #room first", "not_in_room")
             return current
         name = session.rooms.get(_key(room))
         if name is None:
-            raise CommandError(f"you are not in {room}; /join {room} first", "not_in_room")
+            room = names.room_name(room)
+            name = session.rooms.get(_key(room))
+            if name is None:
+                raise CommandError(f"you are not in {room}; /join {room} first", "not_in_room")
         return name
 
     def _filter(self, session: Session, message: Message) -> None:

@@ -142,7 +142,7 @@ class LineDecoder:
 
     def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
         self.max_line = max_line
-        """Longest accepted line in bytes, not counting the ``\\n``."""
+        """Longest accepted line in bytes, not counting its end (``\\n`` or ``\\r\\n``)."""
         self._buf = bytearray()
         self._scanned = 0  # bytes of _buf already known to hold no b"\n"
         self._discarding = False  # inside an overlong line whose end is not seen yet
@@ -191,9 +191,12 @@ class LineDecoder:
                 self._pending.extend(lines)
             else:
                 self._pending.extend(
-                    line if len(line) <= limit else LineTooLong(limit) for line in lines
+                    line
+                    if len(line) <= limit or (len(line) == limit + 1 and line.endswith(b"\r"))
+                    else LineTooLong(limit)
+                    for line in lines
                 )
-        if len(buf) > self.max_line:
+        if len(buf) > self.max_line + buf.endswith(b"\r"):  # (a "\r" may end it: not counted)
             # The line is already too long and has no end yet: drop what we have and
             # the rest of it as it comes (see feed()).
             buf.clear()
@@ -312,6 +315,22 @@ def _parse_json(text: str) -> dict[str, Any] | None:
     if "\\u" in text:  # the only way a surrogate gets in: the line itself is UTF-8
         _check_strings(obj)
     return obj
+
+
+_JSON_START = re.compile(r'\s*\{\s*"')
+"""The start of a line meant as a JSON object (a nick may start with ``{``, but no
+nick has a ``"``)."""
+
+
+def _not_json(text: str) -> str:
+    """Why ``text``, which :func:`_parse_json` found no JSON object, is not one."""
+    try:
+        obj, end = _JSON.raw_decode(text.strip(" \t\r\n\ufeff"))
+    except json.JSONDecodeError as exc:
+        return f"not a JSON object: {exc.msg.removesuffix(' at')} at character {exc.pos + 1}"
+    if not isinstance(obj, dict):
+        return f"not a JSON object: a JSON {type(obj).__name__} (frames are objects)"
+    return f"not a JSON object: text after the object at character {end + 1}"
 
 
 def _check_strings(obj: dict[str, Any]) -> None:
@@ -533,13 +552,17 @@ class ServerProtocol:
                 except RemoteProtocolError:
                     self.mode = Mode.JSON  # JSON, but for a bad value: a JSON client
                     raise
+                if obj is None and _JSON_START.match(text):
+                    # Meant as JSON ({" starts no nick), but broken: said in JSON, and
+                    # the mode is still open (a corrected line decides it).
+                    raise RemoteProtocolError("bad_frame", _not_json(text))
                 self.mode = Mode.JSON if obj is not None else Mode.TEXT
                 if obj is not None:
                     return _json_event(obj, self._rules)
             if self.mode is Mode.JSON:
                 obj = _parse_json(text)
                 if obj is None:
-                    raise RemoteProtocolError("bad_frame", "not a JSON object")
+                    raise RemoteProtocolError("bad_frame", _not_json(text))
                 return _json_event(obj, self._rules)
             if not self.logged_in:
                 nick = text.strip()

@@ -263,6 +263,18 @@ def test_look_alike_nicks_are_taken(chat_client: Connect) -> None:
     assert alice.expect("nick")["new"] == "bοb"
 
 
+def test_a_says_room_may_leave_out_its_hash(chat_client: Connect) -> None:
+    """A say's room is taken as a hello's and /join's: its # may be left out, and an
+    empty one is the current room; one it is not in is named with its #."""
+    alice, bob = chat_client("alice"), chat_client("bob")
+    alice.send(type="say", room="general", text="no hash")
+    assert bob.expect("message", text="no hash")["room"] == "#general"
+    alice.send(type="say", room="", text="empty")
+    assert bob.expect("message", text="empty")["room"] == "#general"
+    alice.send(type="say", room="dev", text="x")
+    assert alice.expect("error", code="not_in_room")["text"].startswith("you are not in #dev;")
+
+
 def test_fullwidth_nicks_are_shown_in_their_plain_form(chat_client: Connect) -> None:
     """A nick is kept in NFKC: fullwidth letters log in as plain ones."""
     carol = chat_client()

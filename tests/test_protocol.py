@@ -83,6 +83,46 @@ def test_decoder_accepts_a_line_of_exactly_the_limit() -> None:
     assert lines(d) == [b"12345", LineTooLong(5), b"end"]
 
 
+def test_decoder_does_not_count_a_lines_cr() -> None:
+    """A line ending in CR LF may hold max_line bytes before them, whole or in pieces,
+    as the welcome's max_line says."""
+    d = LineDecoder(max_line=5)
+    d.feed(b"12345\r\n123456\r\n")
+    assert lines(d) == [b"12345\r", LineTooLong(5)]
+    d.feed(b"12345\r")  # (its LF not here yet)
+    assert lines(d) == []
+    d.feed(b"\n")
+    assert lines(d) == [b"12345\r"]
+    d.feed(b"12345\rx")
+    assert lines(d) == [LineTooLong(5)]
+
+
+def test_a_broken_json_first_line_is_said_in_json_and_leaves_the_mode_open() -> None:
+    """A first line meant as JSON ({" starts it) that is not (a raw tab in a string, a
+    trailing comma) is a bad_frame saying why, and the next line decides the mode: it
+    became a nick, and the connection took JSON for text for good. A nick may start
+    with {."""
+    p = ServerProtocol()
+    p.receive_data(b'{"type":"hello","nick":"a\tb"}\n')
+    with pytest.raises(RemoteProtocolError) as refused:
+        p.next_event()
+    assert refused.value.code == "bad_frame"
+    assert "control character at character 26" in refused.value.text
+    modes = [p.mode]
+    p.receive_data(b'{"type":"hello","nick":"ab"}\n')
+    assert events(p) == [Hello("ab")]
+    modes.append(p.mode)
+    assert modes == [Mode.UNKNOWN, Mode.JSON]
+    p.receive_data(b'{"type":"ping"} x\n')
+    with pytest.raises(RemoteProtocolError) as refused:
+        p.next_event()
+    assert refused.value.text == "not a JSON object: text after the object at character 16"
+    braces = ServerProtocol()
+    braces.receive_data(b"{bob}\n")
+    assert events(braces) == [Hello("{bob}")]
+    assert braces.mode is Mode.TEXT
+
+
 def test_json_mode_is_chosen_by_a_json_first_line() -> None:
     """A JSON object as first line selects JSON mode and is parsed."""
     p = ServerProtocol()
