@@ -926,6 +926,28 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         redis.kill()
 
 
+def test_a_quit_on_another_node_is_one_leave_naming_every_room(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """A member of two rooms quitting on another node is one leave naming both (an IRC
+    client's QUIT), as on its own node, not a leave per room (IRC clients saw PARTs)."""
+    url = redis_server.url(9)
+    redis.Redis.from_url(url).flushdb()
+    a, b = nodes(url), nodes(url)
+    ann, bob = a.client("ann"), b.client("bob")
+    for client in (ann, bob):
+        client.say("/join #ra")
+        client.expect("join", room="#ra", nick=client.nick)
+        client.say("/join #rb")
+        client.expect("join", room="#rb", nick=client.nick)
+    wait_until(lambda: sorted(who(ann, "#rb")) == ["ann", "bob"], WAIT, "bob in #rb", POLL)
+    bob.say("/quit bye")
+    leave = ann.expect("leave", nick="bob")
+    assert sorted(leave["rooms"]) == ["#general", "#ra", "#rb"]
+    assert leave["reason"] == "quit: bye"
+    assert not [f for f in ann.sync() if f["type"] == "leave"]
+
+
 def test_a_node_with_moderation_stops_without_a_traceback(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:

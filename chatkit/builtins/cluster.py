@@ -699,6 +699,15 @@ class Cluster:
 
     @hookimpl
     def chatkit_on_leave(self, client: Session, room: str, reason: str, by: str | None) -> None:
+        if (
+            by is None
+            and self._server is not None
+            and self._server.hub.find(client.nick or "") is not client
+        ):
+            # Its logout's leaves (the hub has let it go already): the quit's entry says
+            # them all at once, so the other nodes' members see one leave naming every
+            # room (an IRC client: QUIT), as this node's do, not a part per room.
+            return
         data = {"nick": client.nick, "room": room, "reason": reason}
         if by is not None:
             data["by"] = by  # a kick: IRC clients on every node see KICK
