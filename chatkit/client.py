@@ -192,14 +192,15 @@ def _decode(line: bytes | LineTooLong) -> dict[str, Any] | None:
     return {"type": "error", "code": "server_bad_frame", "text": text}
 
 
-def _readable(sock: socket.socket, timeout: float) -> bool:
-    """Whether ``sock`` turns readable (or closed) within ``timeout`` seconds."""
+def _readable(sock: socket.socket, timeout: float | None) -> bool:
+    """Whether ``sock`` turns readable (or closed) within ``timeout`` seconds (``None``:
+    however long it takes)."""
     try:
         poller = select.poll()
     except AttributeError:  # no poll (Windows)
         return bool(select.select([sock], [], [], timeout)[0])
     poller.register(sock, select.POLLIN)
-    return bool(poller.poll(timeout * 1000))
+    return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
 class LineClient:
@@ -227,6 +228,10 @@ class LineClient:
         # maybe on another thread than one sending a long line (sendall may take
         # several sends, and a pong in between would cut that line in two).
         self._send_lock = threading.Lock()
+        # A TLS connection's one SSL object may not be used by two threads at once
+        # (OpenSSL's rule): a send and a receive take turns under this lock. A receive
+        # waits for data without it (poll), so a send waits only while bytes are read.
+        self._tls_lock = threading.Lock() if isinstance(sock, ssl.SSLSocket) else None
 
     @staticmethod
     def _open(
@@ -285,7 +290,7 @@ class LineClient:
     def send_raw(self, data: bytes) -> None:
         """Send bytes as they are; raise :class:`ConnectionLost` if the connection broke."""
         try:
-            with self._send_lock:
+            with self._send_lock, self._tls_lock or contextlib.nullcontext():
                 self.sock.sendall(data)
         except OSError as exc:
             raise ConnectionLost(f"connection lost: {exc.strerror or exc}") from None
@@ -309,8 +314,11 @@ class LineClient:
             buffered = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
             if not buffered and not _readable(self.sock, timeout):
                 raise TimeoutError("the server sent nothing in time")
+        elif self._tls_lock is not None and not self.sock.pending():  # type: ignore[attr-defined]
+            _readable(self.sock, None)  # (not under the lock: a send may go meanwhile)
         try:
-            data = self.sock.recv(RECV_BYTES)
+            with self._tls_lock or contextlib.nullcontext():
+                data = self.sock.recv(RECV_BYTES)
         except TimeoutError:
             raise  # (a socket with a timeout of its own: a test's client)
         except OSError:

@@ -9,6 +9,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +88,37 @@ def test_a_tls_client_chats_with_a_plain_one(tls_server: Server, certs: Certs) -
         assert plain.expect("message")["text"] == "over tls"
         plain.say("in the clear")
         assert secure.expect("message", text="in the clear")["nick"] == "bob"
+
+
+def test_a_tls_client_sends_on_one_thread_while_another_reads(certs: Certs) -> None:
+    """Over TLS, a thread blocked reading and another sending take turns on the one
+    SSL object (the terminal client does this): every line goes, every echo comes back,
+    in order."""
+    from chatkit.client import Client
+
+    line = LineFace()
+    config = tls_config(certs)
+    config.disable = ["flood"]
+    with (
+        Server(config=config, faces=[line, TlsFace(line, port=0)]) as server,
+        Client.connect(*server.addresses["line-tls"], tls=certs.client()) as client,
+    ):
+        client.login("ann", room="#solo")
+        got: list[str] = []
+
+        def read() -> None:
+            for frame in client:
+                if frame["type"] == "message":
+                    got.append(frame["text"])
+                    if len(got) == 200:
+                        return
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        for i in range(200):
+            client.say(f"line {i}")
+        reader.join(30)
+        assert got == [f"line {i}" for i in range(200)]
 
 
 def test_text_mode_over_tls(tls_server: Server, certs: Certs) -> None:
