@@ -4,6 +4,7 @@ directory; the Redis-failure test starts one of its own)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -946,6 +947,48 @@ def test_a_quit_on_another_node_is_one_leave_naming_every_room(
     assert sorted(leave["rooms"]) == ["#general", "#ra", "#rb"]
     assert leave["reason"] == "quit: bye"
     assert not [f for f in ann.sync() if f["type"] == "leave"]
+
+
+def test_a_message_confirmed_late_is_in_every_nodes_history_under_one_id(
+    tmp_path: Path, nodes: Callable[..., Node]
+) -> None:
+    """A message whose sender's node stopped waiting for Redis (``timeout``) is delivered
+    there at once; when Redis logs it after all, every node's history holds it under
+    the log's id, its sender's node's too (it was left out there)."""
+    (tmp_path / "own-redis").mkdir()
+    server = RedisServer(tmp_path / "own-redis")
+    try:
+        a = nodes(server.url(), config_text="timeout = 0.3\n")
+        b = nodes(server.url())
+        ann, ben = a.client("ann"), b.client("ben")
+        wait_until(lambda: sorted(who(ann)) == ["ann", "ben"], WAIT, "both in /who", POLL)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            ann.say("said while Redis stalled")
+            ann.expect("notice", text_contains="did not confirm")
+            ann.expect("message", text="said while Redis stalled")
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        logged = ben.expect("message", text="said while Redis stalled")
+
+        looks = itertools.count()
+
+        def replayed() -> list[tuple[int, str]]:
+            late = a.client(f"late{next(looks)}")
+            late.say("/history 5")
+            frames = late.sync()
+            late.close()
+            return [(f["id"], f["text"]) for f in frames if f["type"] == "message"]
+
+        wait_until(
+            lambda: (logged["id"], "said while Redis stalled") in replayed(),
+            WAIT,
+            "the message in a's history under the log's id",
+            POLL,
+        )
+    finally:
+        server.kill()
 
 
 def test_a_node_with_moderation_stops_without_a_traceback(

@@ -1166,9 +1166,11 @@ class Cluster:
                 node, kind = fields["n"], fields["t"]
                 if not (isinstance(data, dict) and isinstance(node, str) and isinstance(kind, str)):
                     raise ValueError("not an entry")
+                # (A message of this node's that it gave up waiting for, and delivered
+                # here alone, is stored all the same once the log has it: every node's
+                # history then holds it, under the log's id. Only its delivery here is
+                # skipped, below.)
                 stored = kind == "msg" and self._stores(data)
-                if stored and node == self.node and data.get("k") in self._given_up:
-                    stored = False
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 log.warning("cluster: skipped a bad log entry %s (%s)", entry_id, exc)
                 read = entry_id  # (read past it)
