@@ -202,8 +202,9 @@ def test_history_frame_after_around_and_oldest(
         ({"around": "x"}, "bad_frame", "'around' must be a message id"),
         ({"room": "#general", "with": "bob"}, "bad_frame", "not both"),
         ({"room": 5}, "bad_frame", "strings"),
-        ({"room": "general"}, "bad_frame", "must start with '#'"),
+        ({"room": ""}, "bad_frame", "'room' is a room name"),
         ({"room": "#nowhere"}, "not_in_room", "you are not in #nowhere"),
+        ({"room": "nowhere"}, "not_in_room", "you are not in #nowhere"),
         ({"with": "no body"}, "bad_usage", "no such room or nick"),
     ],
 )
@@ -217,6 +218,8 @@ def test_bad_history_frames_get_clear_errors(
     assert error["code"] == code and text in error["text"]
     alice.send(type="history")
     assert alice.expect("history")["count"] == 0
+    alice.send(type="history", room="general")  # (its "#" may be left out)
+    assert alice.expect("history")["room"] == "#general"
 
 
 def test_private_history_only_for_its_two_parties(

@@ -62,6 +62,7 @@ from chatkit import (
     hookimpl,
     message_frame,
     number_setting,
+    room_name,
     valid_nick,
 )
 from chatkit.builtins.history.store import BUSY_TIMEOUT, MAX_BATCH, MessageStore, StoreError
@@ -329,6 +330,8 @@ class History:
         limit = fields.get("limit", self.page)
         if room is not None and other is not None:
             return Reject("history: give 'room' or 'with', not both", "bad_frame")
+        if isinstance(room, str) and room:
+            room = room_name(room)  # (its "#" may be left out, as a hello's and a say's)
         target = room if room is not None else other if other is not None else client.current_room
         if not isinstance(target, str):
             return Reject("history: 'room' and 'with' are strings", "bad_frame")
@@ -349,8 +352,8 @@ class History:
         if not _is_int(limit) or not 1 <= limit <= self.max_page:
             return Reject(f"history: 'limit' must be 1 to {self.max_page}", "bad_frame")
         page.limit = limit
-        if room is not None and not room.startswith("#"):
-            return Reject("history: 'room' must start with '#'", "bad_frame")
+        if room == "":
+            return Reject("history: 'room' is a room name", "bad_frame")
         try:
             self._send_page(client, target, page)
         except CommandError as exc:
