@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 import sys
+import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from time import monotonic
@@ -111,8 +112,17 @@ app = typer.Typer(
 
 
 def _fail(exc: UsageError) -> typer.Exit:
-    typer.echo(f"Error: {exc}", err=True)
+    typer.echo(f"Error: {exc}{_where(exc.__cause__)}", err=True)
     return typer.Exit(2)
+
+
+def _where(cause: BaseException | None) -> str:
+    """Where a plugin's exception behind a startup error was raised (its innermost
+    frame: `` (at mine/shout.py:12, in chatkit_configure)``), or nothing."""
+    if cause is None or isinstance(cause, UsageError) or cause.__traceback__ is None:
+        return ""
+    frame = traceback.extract_tb(cause.__traceback__)[-1]
+    return f" (at {frame.filename}:{frame.lineno}, in {frame.name})"
 
 
 def _version_callback(value: bool) -> None:

@@ -217,10 +217,11 @@ _LINES: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "history": _history,
     "reply": lambda f: str(f["text"]),
-    "notice": lambda f: (
-        f"*** [{f['room']}] {f['text']}"
+    "notice": lambda f: "\n".join(  # (each line marked: none passes for a line of chat)
+        f"*** [{f['room']}] {line}"
         if f.get("room") and f["room"] not in str(f["text"])  # which room, unless it says
-        else f"*** {f['text']}"
+        else f"*** {line}"
+        for line in str(f["text"]).split("\n")
     ),
     "error": lambda f: f"error [{f['code']}]: {f['text']}",
     "pong": lambda f: "pong",

@@ -105,7 +105,11 @@ class CommandContext:
     args: str
     """Everything after the name, stripped."""
     room: str | None
-    """The room the command was typed in (the session's current room by default)."""
+    """The room the command was typed in (a frame's ``room``, with its ``#``, spelled
+    as the room is if the client is in it), else the session's current room; ``None``
+    if it is in none. The client may not be in a room a frame named: ``hub.say`` and
+    the other calls acting for it check, ``hub.announce`` does not (check
+    ``ctx.room in ctx.client.rooms.values()`` first)."""
     hub: ChatHub
     """The chat state, to act on (``hub.join``, ``hub.private``, ...): the ``Hub``."""
     command: Command = field(repr=False, default=None)  # type: ignore[assignment]

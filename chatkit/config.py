@@ -70,6 +70,10 @@ MAX_ROOMS = 100  # rooms one client may be in at once (IRC's CHANLIMIT; Libera a
 # ngIRCd 10): ample for a team's or a class's rooms, and it bounds what one client's joins
 # cost (each room's members, its WHOIS and /rooms lines).
 LOGIN_TIMEOUT = 30.0  # seconds a connection may take to log in.
+FREE_LINES = 100  # lines a client may send at once that no flood control counts: pings,
+# pongs, lines refused unread (bad JSON, bad UTF-8, too long), IRC's CAP and bad commands.
+FREE_LINE_RATE = 10.0  # of those a second, sustained; a client sending more is paused (its
+# reader sleeps): pings and junk in a loop cannot take the server's core from the others.
 MAX_PENDING = 1000  # connections that have sent nothing yet. Each holds a descriptor and about
 # 2 KiB, but no thread; a client sends its hello within a round trip, so only a storm of silent
 # sockets reaches this. Past it the oldest silent one is closed, so such a storm cannot lock
@@ -142,6 +146,11 @@ class Limits:
     """New connections from one address at once, before ``connect_rate`` applies."""
     login_timeout: float = LOGIN_TIMEOUT
     """Seconds a new connection has to log in (``--login-timeout``)."""
+    free_lines: int = FREE_LINES
+    """Lines a client may send at once that no flood control counts (pings, pongs, lines
+    refused unread); then ``free_line_rate`` a second, the client paused meanwhile."""
+    free_line_rate: float = FREE_LINE_RATE
+    """Such lines a second, sustained."""
     idle_park: float = IDLE_PARK
     """Seconds a reader waits for input before it parks its connection: it ends, and the
     connection waits with no thread until it is readable again (``--idle-park``)."""

@@ -219,7 +219,9 @@ def chatkit_server_start(server: ChatServer) -> None:
     (connections wait in the listen backlog until every plugin's returns: do not wait
     here for a client of this server, a bot's login, say; start a thread for it).
 
-    :param server: The :class:`~chatkit.Server`; ``server.address`` is bound.
+    :param server: The :class:`~chatkit.Server`; ``server.address`` is bound, and
+        ``server.hub`` is the chat a plugin keeps, to act on later from its own threads
+        (``hub.announce`` a timer's notice; the calls of docs/plugins.md, section 11).
 
     Return value is ignored. Runs on the thread that called ``Server.start()``
     (or ``Server.reload()``, for a plugin a reload started: clients are connected
@@ -269,8 +271,11 @@ def chatkit_allow_login(client: Session, nick: str, fields: dict[str, Any]) -> R
     :param nick: The nick asked for.
     :param fields: The ``hello`` frame's other fields, as the client sent them
         (``{"type": "hello", "nick": "ann", "password": "..."}`` gives
-        ``{"password": "..."}``): check their types. Empty in text mode. Plugins
-        that take no ``fields`` parameter are called as before.
+        ``{"password": "..."}``): check their types. In text mode, ``{"password":
+        ...}`` when the nick line had more after a space (``ann sesame``), or when the
+        line after a refusal coded ``nick_registered`` or ``bad_password`` is taken
+        for the password alone; else empty. Plugins that take no ``fields`` parameter
+        are called as before.
 
     Return ``None`` to allow, or a :class:`~chatkit.Reject` to refuse: the first
     plugin to reject wins, there is no "force allow", and the client may try

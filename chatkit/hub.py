@@ -32,6 +32,7 @@ from chatkit.events import Hello, Message, Request, Say
 from chatkit.frames import Frame
 from chatkit.lanes import Lane, Lanes, MessageEntry
 from chatkit.names import valid_room
+from chatkit.protocol import clean_text
 from chatkit.results import Drop, Reject, Wait
 from chatkit.version import __version__
 
@@ -434,6 +435,33 @@ class Hub:
                 if session.transport.finishing or self.closing:
                     raise CommandError("the connection is closing", "closing")
 
+    def free_line(self, session: Session, count: int = 1) -> None:
+        """Count ``count`` lines of ``session`` that no plugin sees (pings, pongs, lines
+        refused unread: bad JSON, bad UTF-8, too long; IRC's CAP and bad commands)
+        against ``free_lines`` at once and ``free_line_rate`` a second. Past them the
+        client is paused: this sleeps, on its reader thread (a face calls it there,
+        with no lock held), until it is within them again, in slices, returning as soon
+        as the connection is closing. Its earlier messages are delivered first (no
+        other reader may, see settle()).
+
+        So a client sending pings or junk in a loop, which flood control never sees,
+        cannot take the server's core from the others: TCP holds its lines meanwhile.
+        """
+        limits = self.config.limits
+        rate = limits.free_line_rate
+        now = time.monotonic()
+        free = min(float(limits.free_lines), session.free + (now - session.free_at) * rate)
+        session.free, session.free_at = free - count, now
+        if session.free >= 0:
+            return
+        if session.unsettled:
+            self.settle(session)
+        until = now + min(-session.free / rate, MAX_WAIT)
+        while (left := until - time.monotonic()) > 0:
+            time.sleep(min(left, WAIT_SLICE))
+            if session.transport.finishing or self.closing:
+                return
+
     def request(self, session: Session, request: Request) -> None:
         """Hand a frame of a type the core does not know to the plugins (logged in or not).
 
@@ -523,6 +551,11 @@ class Hub:
         If the command changed the session's account (``/identify``, ``/logout``...),
         everyone who shares a room with it, and itself, gets an ``account`` frame."""
         name, args = split_command(text)
+        if room:
+            # As the hello and /join take it ("#" may be left out), and as the room is
+            # spelled if the client is in it: a command compares it as it likes.
+            typed = names.room_name(names.normalize(room.strip()))
+            room = session.rooms.get(_key(typed), typed)
         ctx = CommandContext(session, name, args, room or session.current_room, self)
         before = session.account
         try:
@@ -1189,6 +1222,7 @@ class Hub:
         """
         self._lanes.check_not_storing("a message")
         name = self._member_room(session, room)
+        text = self._said(text)
         message = Message(
             nick=session.nick or "",
             text=text,
@@ -1397,6 +1431,7 @@ class Hub:
         if target is None and remote is None:
             raise CommandError(f"no one is called {nick!r}", "no_such_nick")
         to = remote if target is None else target.nick
+        text = self._said(text)
         message = Message(
             nick=session.nick or "",
             text=text,
@@ -1537,7 +1572,10 @@ class Hub:
 
         The frame names the ``room`` (so a client in several rooms knows which one);
         ``fields`` are added to it: what a face may render otherwise (the IRC face shows
-        a notice with ``mode``, ``arg`` and ``by`` as ``MODE``)."""
+        a notice with ``mode``, ``arg`` and ``by`` as ``MODE``). Control characters in
+        ``text`` become U+FFFD, line breaks kept (text mode marks each line as the
+        notice's: none passes for a line of chat)."""
+        text = clean_text(str(text), newlines=True)
         with self._lock:
             if room is None:
                 members: Iterable[Session] = [s for s in self._sessions.values() if s.welcomed]
@@ -1572,12 +1610,38 @@ class Hub:
                 raise CommandError(f"you are not in {room}; /join {room} first", "not_in_room")
         return name
 
+    def _said(self, text: str) -> str:
+        """A message's ``text`` as a plugin may give it to :meth:`say` or :meth:`private`:
+        text, control characters cleaned (line breaks kept; bidi controls as ``bidi``
+        says, replaced if it refuses them), as a client's is when it is read; ``dropped``
+        if nothing is left. A client's own text is clean already: one check in C."""
+        if isinstance(text, str) and text.isprintable() and text.strip():
+            return text
+        bidi = "allow" if self.config.bidi == "allow" else "replace"
+        text = clean_text(str(text), newlines=True, bidi=bidi).strip("\n")
+        if not text.strip():
+            raise CommandError("message not delivered: it is empty", "dropped")
+        return text
+
     def _filter(self, session: Session, message: Message) -> None:
+        text = message.text
         result = self.hooks.first(
             "chatkit_filter_message", _drop, Drop, client=session, message=message
         )
         if isinstance(result, Drop):
             raise CommandError(f"message not delivered: {result.reason}", "dropped")
+        if message.text is not text:
+            # A filter's text is checked as a client's is: text, control characters
+            # cleaned (line breaks kept), not empty, max_message_lines at most.
+            try:
+                changed = self._said(message.text)
+            except CommandError:
+                why = "message not delivered: a filter left it empty"
+                raise CommandError(why, "dropped") from None
+            most = self.config.limits.max_message_lines
+            if changed.count("\n") >= most:
+                changed = "\n".join(changed.split("\n")[:most])
+            message.text = changed
 
     def _check(self, result: object) -> None:
         if isinstance(result, Reject):

@@ -135,11 +135,27 @@ def _version() -> str:
 
 
 def installed_entry_points() -> dict[str, EntryPoint]:
-    """Entry points of the ``chatkit.plugins`` group by name (first one wins)."""
+    """Entry points of the ``chatkit.plugins`` group by name (first one wins, and the
+    others are logged: two packages giving one name, one of them is never loaded)."""
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep)
+        first = found.setdefault(ep.name, ep)
+        if first is not ep and first.value != ep.value:
+            log.warning(
+                "two installed packages give a plugin called %r: %s (%s), used, and %s (%s), "
+                "never loaded; uninstall one",
+                ep.name,
+                _dist_name(first),
+                first.value,
+                _dist_name(ep),
+                ep.value,
+            )
     return found
+
+
+def _dist_name(ep: EntryPoint) -> str:
+    dist = ep.dist
+    return dist.name if dist is not None else "?"
 
 
 def _instantiate(obj: Any) -> Any:

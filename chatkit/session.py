@@ -8,10 +8,12 @@ its codec and queues them without blocking.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from chatkit.frames import Frame
+from chatkit.protocol import clean_text
 
 if TYPE_CHECKING:
     from chatkit.codecs import Codec
@@ -70,6 +72,10 @@ class Session:
         """True if a line over a rate limit waits its turn rather than being refused
         (:class:`chatkit.Wait`): set by a face whose clients expect that (IRC's) when
         it opens the connection."""
+        self.free = math.inf
+        """The hub's (this client's reader thread's): how many lines no flood control
+        counts it may still send at once (``free_lines``), as of :attr:`free_at`."""
+        self.free_at = 0.0
         self.away: str | None = None
         """Why the client is away (``/away``, IRC's ``AWAY``), or ``None`` while it is
         here. Set through ``hub.set_away``."""
@@ -114,15 +120,18 @@ class Session:
         return self.transport.push(frame)
 
     def notice(self, text: str) -> None:
-        """Send a ``notice`` frame."""
-        self.send(Frame("notice", text=text))
+        """Send a ``notice`` frame. Control characters in ``text`` (a plugin's, maybe
+        with a user's words in it) become U+FFFD, line breaks kept, as in a message."""
+        self.send(Frame("notice", text=clean_text(str(text), newlines=True)))
 
     def error(self, code: str, text: str, **details: Any) -> None:
-        """Send an ``error`` frame with a stable ``code``, a human ``text`` and extra fields."""
-        self.send(Frame("error", code=code, text=text, **details))
+        """Send an ``error`` frame with a stable ``code``, a human ``text`` and extra fields
+        (its control characters cleaned, as :meth:`notice`'s)."""
+        self.send(Frame("error", code=code, text=clean_text(str(text), newlines=True), **details))
 
     def reply(self, command: str, text: str, data: dict[str, Any] | None = None) -> None:
-        """Send the ``reply`` frame of a command."""
+        """Send the ``reply`` frame of a command (its text cleaned, as :meth:`notice`'s)."""
+        text = clean_text(str(text), newlines=True)
         self.send(Frame("reply", command=command, text=text, data=data or {}))
 
     def disconnect(self, reason: str) -> None:

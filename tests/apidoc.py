@@ -110,6 +110,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "authenticate",
             "commands",
             "ensure_ids_after",
+            "free_line",
             "hooks",
             "login",
             "logout",
@@ -332,9 +333,10 @@ def render() -> str:
     out = [
         BEGIN,
         "",
-        "Every name below is imported from `chatkit` (the hub only through `ctx.hub`). Methods",
-        "that send never block and are safe from any thread; no lock of chatkit is held while",
-        "your code runs.",
+        "Every name below is imported from `chatkit` (the hub through `ctx.hub` in a command,",
+        "or `server.hub` kept from `chatkit_server_start`). Methods that send never block and",
+        "are safe from any thread; no lock of chatkit is held while your code runs. A frame",
+        'to send is `Frame(type, **fields)`: `client.send(Frame("pong", token=t))`.',
         "",
     ]
     for cls, role, members, _internal in SURFACE:

@@ -106,6 +106,15 @@ def test_serve_with_a_broken_plugin_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "Error: cannot import plugin 'brokenplug.x': ImportError" in result.stderr
     assert "needs libfoo" in result.stderr
+    assert f"(at {tmp_path / 'brokenplug.py'}:1, in <module>)" in result.stderr
+    (tmp_path / "cfgerr.py").write_text(
+        "from chatkit import hookimpl\n\n@hookimpl\ndef chatkit_configure(config):\n"
+        "    raise KeyError('token')\n"
+    )
+    result = run("serve", "--port", "0", "--plugin", "cfgerr", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "failed in chatkit_configure: KeyError: 'token' (at " in result.stderr
+    assert "cfgerr.py:5, in chatkit_configure)" in result.stderr
 
 
 def test_serve_cannot_bind_exits_2(serve: type[ServeProcess]) -> None:

@@ -996,7 +996,9 @@ def test_a_node_with_moderation_stops_without_a_traceback(
 ) -> None:
     """SIGTERM: moderation stops listening to the cluster's Redis before the cluster
     plugin closes its client (the listener's thread died on the closed connection)."""
-    node = nodes(redis_server.url(10), "--plugin", "moderation")
+    url = redis_server.url(10)
+    redis.Redis.from_url(url).flushdb()
+    node = nodes(url, "--plugin", "moderation")
     clients = [node.client(nick) for nick in ("ann", "bob", "cat")]
     clients[0].say("/ban mallory")
     clients[0].expect("notice", mode="+b")

@@ -1340,3 +1340,24 @@ def test_a_private_message_to_oneself_arrives(connect: Callable[[], IrcClient]) 
     echoing.send("PRIVMSG eve :me too")
     echoing.expect(":eve!eve@chatkit PRIVMSG eve :me too")
     assert not [line for line in echoing.sync() if "PRIVMSG eve" in line]
+
+
+def test_pings_and_bad_lines_past_free_lines_pause_the_client(
+    make_server: Callable[..., Server],
+) -> None:
+    """PING, CAP and lines the face cannot parse are not flood control's: past
+    free_lines (and free_line_rate a second) the client is paused, its next lines
+    waiting, while the others go on."""
+    server = make_server(free_lines=3, free_line_rate=0.1)
+    irc = IrcClient(server.addresses["irc"])
+    irc.register("pinger")
+    session = server.hub.find("pinger")
+    assert session is not None
+    irc.send(*["PING :x"] * 5, ":bad", "CAP LIST")
+    wait_until(lambda: session.free < 0, 10, "pinger paused")
+    other = ChatClient(server.address)
+    other.login("other")
+    other.say("the others go on")
+    other.expect("message", text="the others go on")
+    other.close()
+    irc.sock.close()

@@ -18,7 +18,7 @@ from chatkit.plugins import (
     list_plugins,
     resolve_plugin,
 )
-from chatkit.testing import ChatClient
+from chatkit.testing import ChatClient, TextClient
 
 Connect = Callable[..., ChatClient]
 Factory = Callable[..., Server]
@@ -79,6 +79,23 @@ def test_an_installed_plugin_is_found_but_not_enabled(
     assert alice.expect("notice")["text"] == "hello, alice"
     alice.say("/greet")
     assert alice.expect("reply")["text"] == "hi!"
+
+
+def test_two_packages_giving_one_plugin_name_are_logged(
+    site: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two installed packages with a plugin of one name: the first is used, and the
+    log names both (the other is never loaded)."""
+    install_distribution(
+        site, "chatkit-greeter", "1.2.3", {"greeter": "greeter_mod"}, {"greeter_mod": GREETER}
+    )
+    install_distribution(
+        site, "chatkit-other", "0.1", {"greeter": "other_mod"}, {"other_mod": GREETER}
+    )
+    with caplog.at_level("WARNING", logger="chatkit.plugins"):
+        list_plugins()
+    assert "two installed packages give a plugin called 'greeter'" in caplog.text
+    assert "chatkit-greeter" in caplog.text and "chatkit-other" in caplog.text
 
 
 def test_a_broken_installed_plugin_is_an_error_row_and_a_clear_startup_error(site: Path) -> None:
@@ -232,6 +249,54 @@ def test_a_failing_filter_fails_closed(
     assert error["code"] == "dropped" and "brokenfilter" in error["text"]
     assert not [f for f in bob.sync() if f["type"] == "message"]
     assert "plugin 'brokenfilter' failed in chatkit_filter_message" in caplog.text
+
+
+class Rewrites:
+    """Rewrites every message as told (``by``: the text, or anything), and announces
+    ``!echo``'s words to the room."""
+
+    by: Any = None
+
+    @hookimpl
+    def chatkit_filter_message(self, client: Session, message: Message) -> None:
+        if message.text.startswith("!echo "):
+            assert self.hub is not None and message.room is not None
+            self.hub.announce("echo: " + message.text[6:], message.room)
+        elif self.by is not None:
+            message.text = self.by
+
+    hub: Any = None
+
+
+def test_text_a_plugin_makes_is_checked_as_a_clients(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A filter's text is made text, cleaned of control characters and cut to
+    max_message_lines, and an empty one is not delivered; an announcement of several
+    lines shows each marked as the notice's in text mode (none passes for chat)."""
+    plugin = Rewrites()
+    server = chat_server_factory(plugins=[plugin], disable=["flood"])
+    plugin.hub = server.hub
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    for by, seen in [
+        ("\x1b[2J\x07red\u202e", "\ufffd[2J\ufffdred\ufffd"),
+        ("\n".join(map(str, range(100))), "\n".join(map(str, range(20)))),
+        (42, "42"),
+    ]:
+        plugin.by = by
+        alice.say("anything")
+        assert bob.expect("message")["text"] == seen
+    plugin.by = ""
+    alice.say("anything")
+    assert alice.expect("error", code="dropped")["text"].endswith("a filter left it empty")
+    plugin.by = None
+    carol = TextClient(server.address)
+    carol.send_line("carol")
+    carol.expect(lambda line: "earlier messages of #general" in line)  # (in the room now)
+    alice.say("!echo hi\n[#general] <bob> forged")
+    carol.expect("*** echo: hi")  # (no [#general] before it: the notice names the room)
+    assert carol.expect(lambda line: "forged" in line) == "*** [#general] <bob> forged"
+    carol.close()
 
 
 class Wrapper:

@@ -152,6 +152,30 @@ def test_login_timeout(chat_server_factory: Factory, chat_client: Connect) -> No
     alice.expect("message")
 
 
+@pytest.mark.parametrize(
+    "line", [b'{"type":"ping"}', b'{"type":"pong"}', b"{not json", b"\xff"], ids=str
+)
+def test_lines_no_flood_control_sees_are_paced(
+    chat_server_factory: Factory, chat_client: Connect, line: bytes
+) -> None:
+    """Pings, pongs and lines refused unread are not flood control's, but past
+    free_lines at once (and free_line_rate a second) the client is paused: its later
+    lines wait, while everyone else goes on."""
+    server = chat_server_factory(free_lines=3, free_line_rate=0.1)
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    session = server.hub.find("alice")
+    assert session is not None
+    alice.send_raw((line + b"\n") * 10)
+    if b"pong" not in line:  # (a pong is answered by nothing)
+        for _ in range(3):
+            alice.expect(lambda f: f["type"] in ("pong", "error"))
+    # The fourth line put it 1 over: its reader sleeps 10 s before going on.
+    wait_until(lambda: session.free < 0, 10, "alice paused")
+    bob.say("the others go on")
+    bob.expect("message", text="the others go on")
+    assert session.free < 0
+
+
 def test_idle_clients_are_pinged_and_kept_if_they_answer(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from chatkit.codecs import JSON_CODEC, TEXT_CODEC
 from chatkit.errors import CommandError
-from chatkit.events import Hello, Ping, Request, Say
+from chatkit.events import Hello, Ping, Pong, Request, Say
 from chatkit.frames import Frame
 from chatkit.protocol import Closed, Mode, RemoteProtocolError, ServerProtocol
 from chatkit.version import __version__
@@ -132,6 +132,9 @@ class LineChannel:
                 if self.session.unsettled:
                     self.hub.settle(self.session)  # answers come in the order of the lines
                 self.session.error(exc.code, exc.text)
+                self.hub.free_line(self.session)  # (no plugin sees it: no flood control)
+                if link.finishing:
+                    return False
                 continue
             if event is None:
                 return True
@@ -161,6 +164,8 @@ class LineChannel:
         hub, session = self.hub, self.session
         if session.unsettled and not (isinstance(event, Say) and not event.command):
             hub.settle(session)  # a ping, command or request answers after earlier messages
+        if isinstance(event, Ping | Pong):
+            hub.free_line(session)  # (no plugin sees them: no flood control)
         try:
             if isinstance(event, Hello | Say | Request):
                 hub.allow_input(session, event)

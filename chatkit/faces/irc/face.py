@@ -410,6 +410,12 @@ class IrcChannel:
                 if self.session.unsettled:
                     self.hub.settle(self.session)  # answers come in the order of the lines
                 self.send(*replies)
+            if protocol.free_lines:
+                # (PING, CAP, bad lines: no plugin sees them, so no flood control does)
+                count, protocol.free_lines = protocol.free_lines, 0
+                self.hub.free_line(self.session, count)
+                if link.finishing:
+                    return False
             style = protocol.style
             if style is not self._style and style != self._style:
                 # CAP REQ changed what fan-outs must send this client: its codec.

@@ -186,6 +186,10 @@ class IrcProtocol:
         self._eof = False
         self._closed = False
         self._replies: list[Message] = []
+        self.free_lines = 0
+        """Lines :meth:`next_event` handled by itself (PING, PONG, CAP, registration
+        steps, bad lines) since the face last took the count: no plugin sees them, so
+        the face counts them (``Hub.free_line``) and sets this back to 0."""
         # Registration, receiving side.
         self._negotiating = False  # CAP LS or REQ seen, no CAP END yet: registration waits
         self._wanted_nick: str | None = None
@@ -231,6 +235,7 @@ class IrcProtocol:
                     self._closed = True
                     return Closed()
                 return None
+            self.free_lines += 1  # (until it turns out to be an event for the chat)
             if isinstance(line, LineTooLong):
                 self._numeric(n.ERR_INPUTTOOLONG, "Input line was too long")
                 continue
@@ -254,6 +259,7 @@ class IrcProtocol:
                 self._replies.append(warn)
             event = self._handle(message)
             if event is not None:
+                self.free_lines -= 1
                 return event
 
     def next_messages(self, limit: int = 64) -> list[tuple[str, str]]:

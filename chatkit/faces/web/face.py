@@ -532,6 +532,7 @@ class WebChannel:
         if not payload.strip():
             # (A blank line is nothing to the line protocol: it would go unanswered.)
             session.error("bad_frame", "an empty message is not a JSON frame")
+            self.hub.free_line(session)  # (no plugin sees it: no flood control)
             return
         # JSON's whitespace may hold line breaks; the line protocol must see one line.
         protocol = self.json.protocol
@@ -541,6 +542,9 @@ class WebChannel:
                 event = protocol.next_event()
             except RemoteProtocolError as exc:
                 session.error(exc.code, exc.text)
+                self.hub.free_line(session)  # (no plugin sees it: no flood control)
+                if link.finishing:
+                    return
                 continue
             if event is None:
                 return

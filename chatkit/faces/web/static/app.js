@@ -919,7 +919,8 @@ function submitted(text) {
       return sendTyped(view, { type: "say", text: `/describe ${view.name} ${action}` });
     }
     const frame = { type: "say", text };
-    if (view && view.kind === "room") frame.room = view.name;
+    // (A room it was removed from is no room to type a command in: the current one is.)
+    if (view && view.kind === "room" && !view.left) frame.room = view.name;
     if (!sendTyped(view, frame)) return false;
     state.passwordTyped = passwordOf(text);
     const join = text.match(/^\/join\s+(\S+)/);
