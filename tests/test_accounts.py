@@ -320,14 +320,15 @@ def test_a_look_alike_of_a_registered_nick_needs_its_password() -> None:
             assert "nick_registered" in text.expect("error")
         with IrcClient(server.addresses["irc"]) as irc:
             irc.send(f"NICK {CYRILLIC_ALICE}", "USER x 0 * :X")
-            assert "(PASS it before NICK, or SASL)" in irc.expect(" 433 ")  # IRC's way
-            # Clients show their own words for 433: a NOTICE says why, where it is read.
+            assert "is registered (see the notice)" in irc.expect(" 433 ")
+            # Clients show their own words for 433: a NOTICE says why, where it is read,
+            # and how, on IRC.
             assert "(PASS it before NICK, or SASL)" in irc.expect(" NOTICE * :")
         with IrcClient(server.addresses["irc"]) as irc:
             irc.register("ircguest")
             irc.send(f"NICK {MIXED_ALICE}")
             assert "registered" in irc.expect(" 433 ")
-            assert "registered" in irc.expect(" NOTICE ircguest :")
+            assert "/msg NickServ IDENTIFY alice" in irc.expect(" NOTICE ircguest :")
         with IrcClient(server.addresses["irc"]) as irc:
             irc.register(CYRILLIC_ALICE, password=PASSWORD)
             irc.send("QUIT")

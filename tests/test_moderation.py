@@ -206,6 +206,23 @@ def test_identified_operators_and_bans_survive_a_restart(tmp_path: Path) -> None
             mallory.expect("join", nick="mallory", room="#den")
             mallory.say("hello?")  # still muted
             mallory.expect("error", code="muted")
+        # ann back, the first into #vault: told it is its operator (IRC: MODE +o), as
+        # one joining a room with members is (its names list, sent first, had no @).
+        with ChatClient(second.address) as ann:
+            ann.login("ann", password="sesame-seed")
+            ann.say("/join #vault")
+            ann.expect("join", nick="ann", room="#vault")
+            assert ann.expect("notice", mode="+o")["arg"] == "ann"
+        # ann identifying in #den, where it is a member already: the room is told.
+        with ChatClient(second.address) as guest, ChatClient(second.address) as bob:
+            bob.login("bob")
+            bob.say("/join #den")
+            bob.expect("join", nick="bob", room="#den")
+            guest.login("guest")
+            guest.say("/join #den")
+            guest.expect("join", nick="guest", room="#den")
+            guest.say("/identify ann sesame-seed")
+            assert bob.expect("notice", mode="+o", room="#den")["arg"] == "ann"
         plugin = second.pluginmanager.get_plugin("moderation")
         assert isinstance(plugin, Moderation)
         assert plugin._store.rows("ops", "#den") == ["ann"]

@@ -486,10 +486,20 @@ class Moderation:
         # Rooms this connection holds as their operator (it was their first member
         # before it identified): the account holds them now, as the first member who
         # was identified would, so they stay its across a reconnection or a restart.
-        for key in sorted(self._connection_rooms(client)):
+        held = self._connection_rooms(client)
+        for key in sorted(held):
             if account not in self._store.rows("ops", key):
                 self._store.add("ops", key, account)
                 log.info("%s is an operator of %s as account %s", client.nick, key, account)
+        # Rooms it is an operator of now by its account, and was not a moment ago: the
+        # room is told (IRC: MODE +o), as when an operator joins, so names lists agree.
+        if self._server is not None and not client.operator:
+            nick = client.nick or ""
+            for room in list(client.rooms.values()):
+                if fold(room) not in held and self.is_operator(client, room):
+                    self._server.hub.announce(
+                        f"{nick} is an operator of {room}", room, mode="+o", arg=nick
+                    )
 
     @hookimpl
     def chatkit_on_join(self, client: Session, room: str) -> None:
@@ -506,16 +516,18 @@ class Moderation:
         firsts.discard(key)
         if first:
             self._store.release_first(key, self._first_token(client))  # a member now
-        elif self._server is not None and self.is_operator(client, room):
-            # An operator joining (back): the room is told, as IRC networks' services
-            # give ops back (MODE +o from the server), so that names lists agree.
-            # (This node's members only: another node's would see it before the join,
-            # which reaches them through the cluster's log, and their names lists show
-            # no other node's operators.)
+        has_operators = bool(self._store.rows("ops", key) or self.operators.get(key))
+        server = self._server
+        if (not first or has_operators) and server is not None and self.is_operator(client, room):
+            # An operator joining (back), the first member or not: the room is told, as
+            # IRC networks' services give ops back (MODE +o from the server), so that
+            # names lists agree (its own, sent with its join, said no @). (This node's
+            # members only: another node's would see it before the join, which reaches
+            # them through the cluster's log, and their names lists show no other
+            # node's operators.)
             nick = client.nick or ""
-            text = f"{nick} is an operator of {room}"
-            self._server.hub.announce(text, room, mode="+o", arg=nick)
-        if self._store.rows("ops", key) or self.operators.get(key):
+            server.hub.announce(f"{nick} is an operator of {room}", room, mode="+o", arg=nick)
+        if has_operators:
             return  # the room has operators of its own
         if not first:
             return  # the room had members when it joined

@@ -521,11 +521,16 @@ class IrcChannel:
             # A room nobody is in does not exist: 401, "No such nick/channel" (RFC 2812
             # 3.3.1, ngIRCd, InspIRCd), not 404, which says the room is there.
             code, text = "no_such_nick", f"no room {target}; /join {target} to make it"
-        self.session.error(code, text, irc_command=command, target=target, **more)
+        how = None
         if exc.code == "nick_registered":
             # 433 is "in use" to clients, which show their own words for it (or pick
-            # NICK_ at once): why, and how to take it, said where it will be read.
-            self.session.notice(exc.text)
+            # NICK_ at once), or its text beside a notice: that says why, and how to
+            # take it, as an IRC client does (a /command of chatkit's is none of its).
+            how = exc.text.replace("/identify ", "/msg NickServ IDENTIFY ")
+            text = f"{target} is registered (see the notice)"
+        self.session.error(code, text, irc_command=command, target=target, **more)
+        if how is not None:
+            self.session.notice(how)
 
     def authenticate(self, event: Authenticate) -> None:
         """SASL PLAIN: check the credentials with the plugins, answer 900/903 or 904."""
