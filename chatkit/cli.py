@@ -144,10 +144,16 @@ def _root(
 
 
 def _build_config(
-    config_path: Path | None, overrides: dict[str, Any], *, tls_files: bool = True
+    config_path: Path | None,
+    overrides: dict[str, Any],
+    *,
+    tls_files: bool = True,
+    warnings: list[str] | None = None,
 ) -> Config:
     """The config of ``config_path`` (or ./chatkit.toml) with the flags' ``overrides``,
-    checked (:meth:`Config.check`; with ``tls_files``, the certificate's files too)."""
+    checked (:meth:`Config.check`; with ``tls_files``, the certificate's files too).
+    What it warns of goes to ``warnings`` if given (a server logs it, in its log's
+    format), else to standard error."""
     path = config_path or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     config = load_config(path) if path else Config()
     for key in (
@@ -184,7 +190,10 @@ def _build_config(
     if overrides.get("log_messages"):
         config.plugin_config.setdefault("log", {})["messages"] = True
     for warning in check_plugin_sections(config, tables):
-        typer.echo(f"Warning: {warning}", err=True)
+        if warnings is not None:
+            warnings.append(warning)
+        else:
+            typer.echo(f"Warning: {warning}", err=True)
     limits = config.limits
     for key, value in overrides["limits"].items():
         if value is not None:
@@ -467,7 +476,8 @@ def serve(
         },
     }
     try:
-        cfg = _build_config(config, overrides)
+        warnings: list[str] = []
+        cfg = _build_config(config, overrides, warnings=warnings)
         level = logging.getLevelName(cfg.log_level.upper())  # an int: checked
         handler = logging.StreamHandler(sys.stderr)
         if cfg.log_format == "json":
@@ -477,6 +487,8 @@ def serve(
             # In the text format, facts the banner prints are not logged twice.
             handler.addFilter(_said_by_banner)
         logging.basicConfig(level=level, handlers=[handler], force=True)
+        for warning in warnings:
+            logging.getLogger("chatkit.config").warning("%s", warning)
         server = Server(config=cfg, faces=_faces(cfg, irc_port, irc_tls_port, web_port))
     except UsageError as exc:
         raise _fail(exc) from None
@@ -764,7 +776,10 @@ def _reload(
     (SIGHUP, ``/reload``): returns what changed, one line each; raises
     :class:`UsageError` (and keeps the old config) if it cannot be applied."""
     # A certificate file that is gone keeps the old certificate (below), not the old config.
-    config = _build_config(path, overrides, tls_files=False)
+    warnings: list[str] = []
+    config = _build_config(path, overrides, tls_files=False, warnings=warnings)
+    for warning in warnings:
+        reload_log.warning("%s", warning)
     level = logging.getLevelName(config.log_level.upper())  # an int: checked
     notes = server.reload(config)
     try:

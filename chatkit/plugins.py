@@ -420,7 +420,7 @@ def build_plugin_manager(
             _register(pm, plugin, name)
             infos.append(info)
     chosen: list[tuple[str, Any, PluginInfo]] = []
-    for name in config.plugins:
+    for name in dict.fromkeys(config.plugins):  # (named twice, by the file and a flag: once)
         if name in ESSENTIAL_PLUGINS + DEFAULT_PLUGINS and name not in config.disable:
             continue  # already on
         plugin, info = resolve(name, eps)

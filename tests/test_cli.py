@@ -408,18 +408,25 @@ def test_a_config_section_for_a_plugin_not_enabled_is_warned_about(
     server = serve("--config", str(config))
     code, _out, err = server.stop()
     assert code == 0
-    assert (
-        f"Warning: {config}: [plugins.profanity] is unused: plugin 'profanity' is installed but "
+    said = (
+        f"{config}: [plugins.profanity] is unused: plugin 'profanity' is installed but "
         "not enabled; enable it with --plugin profanity or [server] plugins, or remove the section"
-    ) in err
+    )
+    assert f"WARNING chatkit.config: {said}" in " ".join(err.split())
+    # In the log's format: one JSON object a line with --log-format json.
+    server = serve("--config", str(config), "--log-format", "json")
+    code, _out, err = server.stop()
+    warned = [json.loads(line) for line in err.splitlines() if "is unused" in line]
+    assert [w["message"] for w in warned] == [said] and warned[0]["level"] == "warning"
     server = serve("--config", str(config), "--plugin", "profanity")
     code, _out, err = server.stop()
-    assert code == 0 and "Warning" not in err
-    # A flag that enables a plugin (--metrics-port for metrics, --redis for cluster) counts.
-    config.write_text('[plugins.metrics]\nhost = "127.0.0.1"\n')
-    server = serve("--config", str(config), "--metrics-port", "0")
+    assert code == 0 and "is unused" not in err
+    # A flag that enables a plugin (--metrics-port for metrics, --redis for cluster) counts,
+    # and one the file enables already is enabled once.
+    config.write_text('[server]\nplugins = ["metrics"]\n[plugins.metrics]\nhost = "127.0.0.1"\n')
+    server = serve("--config", str(config), "--metrics-port", "0", "--plugin", "metrics")
     code, _out, err = server.stop()
-    assert code == 0 and "Warning" not in err, err
+    assert code == 0 and "is unused" not in err and "twice" not in err, err
 
 
 def test_a_wrong_type_in_the_config_file_says_what_it_got(tmp_path: Path) -> None:

@@ -251,6 +251,28 @@ def test_operators_nobody_registered_are_named_at_start(
     assert "moderation: bob, root, named in" in caplog.text
 
 
+def test_operators_rooms_and_accounts_are_checked(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A room of operators may leave out its # (as default_room); a bad room or an
+    account no nick could be is a startup error naming it."""
+    server = chat_server_factory(config=moderated(operators={"ops": ["cat"]}))
+    cat = chat_client(server, "cat")
+    cat.say("/register sesame-seed")
+    cat.expect("reply", command="register")
+    cat.say("/join #ops")
+    cat.expect("join", nick="cat", room="#ops")
+    cat.say("/topicops on")
+    cat.expect("notice", text_contains="topic")
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"operators": {"no such": ["cat"]}}, "operators names a bad room 'no such'"),
+        ({"server_operators": ["bad nick!"]}, "'bad nick!' is no account's name"),
+    ]
+    for settings, said in cases:
+        with pytest.raises(UsageError, match=said):
+            chat_server_factory(config=moderated(**settings))
+
+
 def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_client: Connect) -> None:
     """A server operator (an account in server_operators) may /wall and /kill; others
     get not_server_operator."""

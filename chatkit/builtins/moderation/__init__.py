@@ -66,7 +66,10 @@ from chatkit import (
     fold,
     hookimpl,
     number_setting,
+    room_name,
     skeleton,
+    valid_nick,
+    valid_room,
     wildcard_match,
 )
 from chatkit.builtins.moderation.shared import SharedModerationStore
@@ -178,10 +181,21 @@ class Moderation:
             isinstance(v, list) and all(isinstance(a, str) for a in v) for v in operators.values()
         ):
             raise UsageError("moderation: operators must be a table of room = [accounts]")
-        self.operators = {fold(r): {fold(a) for a in v} for r, v in operators.items()}
+        limits = config.limits
+        for room in operators:
+            # (As default_room and /join take it: "ops" is "#ops".)
+            problem = valid_room(room_name(room), limits.max_room)
+            if problem:
+                raise UsageError(f"moderation: operators names a bad room {room!r}: {problem}")
+        self.operators = {fold(room_name(r)): {fold(a) for a in v} for r, v in operators.items()}
         server_ops = settings.get("server_operators", [])
         if not isinstance(server_ops, list) or not all(isinstance(a, str) for a in server_ops):
             raise UsageError("moderation: server_operators must be a list of accounts")
+        named = [*server_ops, *(a for v in operators.values() for a in v)]
+        for account in named:
+            problem = valid_nick(account, limits.max_nick)
+            if problem:
+                raise UsageError(f"moderation: {account!r} is no account's name: {problem}")
         self.server_operators = {fold(a) for a in server_ops}
         self.max_masks = int(number_setting("moderation", settings, "max_masks", MAX_MASKS, 1))
 
