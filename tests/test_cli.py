@@ -966,3 +966,31 @@ def test_the_cli_imports_redis_prompt_toolkit_and_websockets_only_when_used() ->
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("store", ["h.sqlite3", "h.accounts.sqlite3", "h.moderation.sqlite3"])
+def test_a_store_file_the_server_may_not_write_stops_the_start(tmp_path: Path, store: str) -> None:
+    """A history, accounts or moderation file the server's user may only read (SQLite
+    opens it read-only without a word) stops the start, exit 2, naming it; it started,
+    and failed at every message, ban or registration. (As root, which writes any file,
+    without the capabilities that let it.)"""
+    first = subprocess.Popen(
+        [CHATKIT, "serve", "--port", "0", "--db", "h.sqlite3", "--plugin", "moderation"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert first.stdout is not None
+    assert "listening on" in first.stdout.readline()
+    first.terminate()
+    assert first.wait(30) == 0
+    (tmp_path / store).chmod(0o444)
+    unprivileged = (
+        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    )
+    result = subprocess.run(
+        [*unprivileged, CHATKIT, "serve", "--port", "0", "--db", "h.sqlite3", "--plugin",
+         "moderation"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert str(tmp_path / store) in result.stderr and "written" in result.stderr
+    assert "Traceback" not in result.stderr

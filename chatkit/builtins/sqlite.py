@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["create_private", "immediate"]
+__all__ = ["check_writable", "create_private", "immediate"]
 
 
 def create_private(path: str | Path) -> None:
@@ -25,6 +25,20 @@ def create_private(path: str | Path) -> None:
     # (FileExistsError: there already; another error: sqlite3 says why it cannot be.)
     with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def check_writable(db: sqlite3.Connection) -> str | None:
+    """Why ``db`` (opened with ``isolation_level=None``, no transaction open) cannot be
+    written, or ``None`` if it can. SQLite opens a file it may not write read-only
+    without a word, and a ``BEGIN IMMEDIATE`` writes nothing: a store would start, and
+    fail at its first write. Setting ``user_version`` to what it is writes the file's
+    header (and changes nothing)."""
+    try:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        db.execute(f"PRAGMA user_version = {int(version)}")
+    except sqlite3.Error as exc:
+        return str(exc)
+    return None
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chatkit import UsageError, fold, skeleton
-from chatkit.builtins.sqlite import create_private, immediate
+from chatkit.builtins.sqlite import check_writable, create_private, immediate
 
 __all__ = ["APPLICATION_ID", "Account", "AccountStore", "Store"]
 
@@ -121,6 +121,12 @@ class AccountStore:
         if self.path != ":memory:":
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA busy_timeout=5000")
+        why = check_writable(db)
+        if why is not None:  # (opened read-only: every /register and /passwd would fail)
+            raise UsageError(
+                f"accounts: {self.path} cannot be written ({why}): let the server's user "
+                "write it and its directory, or give another file (db)"
+            )
         db.create_function("chatkit_skeleton", 1, skeleton, deterministic=True)
         for step in range(version, len(MIGRATIONS)):
             db.execute("BEGIN IMMEDIATE")

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatkit import MAX_ID, Message, UsageError, fold
-from chatkit.builtins.sqlite import create_private
+from chatkit.builtins.sqlite import check_writable, create_private
 
 if sys.platform != "win32":
     import fcntl
@@ -911,6 +911,12 @@ def _prepare(
         # at the first message.
         db.execute("BEGIN IMMEDIATE")
         db.execute("COMMIT")
+        why = check_writable(db)
+        if why is not None:  # (opened read-only: every message would be not_stored)
+            raise UsageError(
+                f"history database {path} cannot be written ({why}): let the server's user "
+                "write it and its directory, or give another file with --db"
+            )
         if version < len(migrations):
             migrate(db, migrations)
             if version:

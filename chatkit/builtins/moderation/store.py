@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chatkit import UsageError
-from chatkit.builtins.sqlite import create_private, immediate
+from chatkit.builtins.sqlite import check_writable, create_private, immediate
 
 __all__ = ["CACHE_ENTRIES", "COLUMNS", "ModerationStore", "Store"]
 
@@ -111,8 +111,14 @@ class ModerationStore:
             )
         if version > VERSION:
             raise UsageError(f"moderation: {self.path} is from a newer chatkit")
+        why = check_writable(db)
+        if why is not None:  # (opened read-only: every ban and topic would fail)
+            raise UsageError(
+                f"moderation: {self.path} cannot be written ({why}): let the server's user "
+                "write it and its directory, or give another file (db)"
+            )
         if app == APPLICATION_ID and version == VERSION and tables == TABLES:
-            return  # (nothing to write: a read-only file still starts)
+            return  # (nothing to create)
         db.execute("BEGIN IMMEDIATE")
         for statement in SCHEMA.split(";"):
             if statement.strip():
