@@ -453,7 +453,20 @@ def check_hook_names(pm: pluggy.PluginManager) -> None:
     enabled, and suggests the closest hook (a misspelt hook would never be called).
     """
     for name, plugin in pm.list_name_plugin():
-        for caller in pm.get_hookcallers(plugin) or []:
+        callers = pm.get_hookcallers(plugin) or []
+        marked = {caller.name for caller in callers}
+        for attr in dir(plugin):
+            if (
+                attr.startswith("chatkit_")
+                and attr not in marked
+                and callable(getattr(plugin, attr, None))
+            ):
+                # (Beside hooks that are marked: one left unmarked would never be called.)
+                raise UsageError(
+                    f"plugin {name!r} has {attr} without @hookimpl, beside hooks with it: "
+                    "it would never be called; mark it (from chatkit import hookimpl)"
+                )
+        for caller in callers:
             if caller.spec is not None:
                 continue
             for impl in caller.get_hookimpls():

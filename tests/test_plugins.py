@@ -305,6 +305,21 @@ class Wrapper:
         return (yield)
 
 
+class HalfMarked:
+    @hookimpl
+    def chatkit_on_login(self, client: Session) -> None:
+        pass
+
+    def chatkit_on_message(self, client: Session, message: Message) -> None:
+        pass  # (no @hookimpl: never called)
+
+
+def test_a_hook_without_hookimpl_beside_marked_ones_is_a_startup_error() -> None:
+    """A plugin with hooks marked and one not (forgotten): the start says which."""
+    with pytest.raises(UsageError, match="has chatkit_on_message without @hookimpl"):
+        Server(port=0, plugins=[HalfMarked()])
+
+
 def test_hook_wrappers_are_refused() -> None:
     """chatkit does not support hook wrappers; a plugin using one is a startup error."""
     with pytest.raises(UsageError, match="hook wrapper"):
