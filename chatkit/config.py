@@ -38,6 +38,7 @@ import dataclasses
 import ipaddress
 import logging
 import math
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -329,6 +330,9 @@ _TYPE_NAMES = {
 }
 
 
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
 def _check_type(where: str, value: Any, expected: type | tuple[type, ...]) -> None:
     ok = False if isinstance(value, bool) and expected is not bool else isinstance(value, expected)
     if not ok:
@@ -454,6 +458,14 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
             if key == "operators":
                 for who, password in value.items():
                     _check_type(f"{where}[faces.{name}.operators] {who}", password, str)
+                    # (sha256sum's "HEX  -" is taken too: its first word is the digest.)
+                    digest = (password[7:].split() or [""])[0]
+                    if password.startswith("sha256:") and not _SHA256.fullmatch(digest):
+                        raise UsageError(
+                            f"{where}[faces.{name}.operators] {who}: sha256: is followed by "
+                            "the 64 hex digits of the password's SHA-256 (printf %s PASSWORD "
+                            f"| sha256sum), not {digest!r}"
+                        )
         config.faces[name] = dict(table)
     tls = data.get("tls", {})
     _check_type(f"{where}[tls]", tls, dict)

@@ -91,6 +91,10 @@ def test_a_full_config_file(tmp_path: Path) -> None:
         ("[faces.irc]\noper_free_failures = 1.5\n", "oper_free_failures must be an integer"),
         ("[faces.irc]\noperators = 1\n", "[faces.irc] operators must be a table"),
         ("[faces.irc.operators]\nroot = 1\n", "[faces.irc.operators] root must be a string"),
+        (
+            '[faces.irc.operators]\nroot = "sha256:nothex"\n',
+            "root: sha256: is followed by the 64 hex digits of the password's SHA-256",
+        ),
     ],
 )
 def test_bad_config_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:

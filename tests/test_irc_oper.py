@@ -52,6 +52,8 @@ def test_check_password_plain_and_sha256() -> None:
     assert not check_password("hunter", "hunter2")
     assert check_password("s3cret pass", OPERATORS["ops"])
     assert not check_password("sha256:" + OPERATORS["ops"][7:], OPERATORS["ops"])
+    # sha256sum's own output, its "  -" after the digest, is taken as it is pasted.
+    assert check_password("s3cret pass", OPERATORS["ops"] + "  -")
 
 
 def test_oper_with_the_configured_names_and_passwords(make_server: Callable[..., Server]) -> None:

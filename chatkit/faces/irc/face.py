@@ -289,7 +289,7 @@ def check_password(given: str, stored: str) -> bool:
     ``sha256:`` and the hex SHA-256 of it. Compared in constant time."""
     if stored.startswith("sha256:"):
         digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).hexdigest()
-        return hmac.compare_digest(digest, stored[7:].strip().lower())
+        return hmac.compare_digest(digest, (stored[7:].split() or [""])[0].lower())
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), stored.encode())
 
 
