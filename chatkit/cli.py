@@ -712,6 +712,7 @@ _BANNER_FACTS = {
     ("chatkit.log", "chatkit listening on %s:%d"),
     ("chatkit.builtins.history", "history in %s"),
     ("chatkit.builtins.cluster", "cluster: node %s on %s (lease %gs)"),
+    ("chatkit.builtins.metrics", "metrics on http://%s:%d/metrics"),
     ("chatkit.server", "server stopped"),
 }
 

@@ -425,8 +425,9 @@ def test_a_config_section_for_a_plugin_not_enabled_is_warned_about(
     # and one the file enables already is enabled once.
     config.write_text('[server]\nplugins = ["metrics"]\n[plugins.metrics]\nhost = "127.0.0.1"\n')
     server = serve("--config", str(config), "--metrics-port", "0", "--plugin", "metrics")
-    code, _out, err = server.stop()
+    code, out, err = server.stop()
     assert code == 0 and "is unused" not in err and "twice" not in err, err
+    assert "metrics: http://" in out and "metrics on" not in err  # (the banner says it once)
 
 
 def test_a_wrong_type_in_the_config_file_says_what_it_got(tmp_path: Path) -> None:
