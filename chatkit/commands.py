@@ -8,6 +8,7 @@ that ``chatkit.hub.Hub`` satisfies, so this file never imports the hub.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,6 +126,18 @@ class CommandContext:
         return CommandError(f"usage: {usage}", code="bad_usage")
 
 
+def _takes_one(handler: Callable[..., Any]) -> bool:
+    """Whether ``handler`` can be called with one positional argument (a handler
+    whose signature cannot be read, a builtin's, is given the benefit of the doubt)."""
+    try:
+        inspect.signature(handler).bind(None)
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
+
+
 class CommandRegistry:
     """Commands by name. Filled once at startup and replaced whole by a reload
     (:meth:`replace`), never changed in place, so no lock."""
@@ -138,7 +151,16 @@ class CommandRegistry:
         def register(name: str, handler: Handler, *, help: str, usage: str = "") -> None:
             key = name.lower().lstrip("/")
             if not key or not key.isidentifier():
-                raise UsageError(f"plugin {plugin!r} registered a bad command name {name!r}")
+                raise UsageError(
+                    f"plugin {plugin!r} registered a bad command name {name!r}: a name is "
+                    "letters, digits and '_', not starting with a digit (a '/' before it is "
+                    "left out)"
+                )
+            if not callable(handler) or not _takes_one(handler):
+                raise UsageError(
+                    f"plugin {plugin!r} registered /{key} with a handler that does not take "
+                    f"one argument (the CommandContext): {handler!r}"
+                )
             if key in self._commands:
                 other = self._commands[key].plugin
                 raise UsageError(

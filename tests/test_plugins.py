@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chatkit import Config, Drop, Message, Server, Session, UsageError, hookimpl
+from chatkit import Config, Drop, Message, Register, Server, Session, UsageError, hookimpl
 from chatkit.plugins import (
     DEFAULT_PLUGINS,
     ESSENTIAL_PLUGINS,
@@ -303,6 +303,26 @@ class Wrapper:
     @hookimpl(wrapper=True)
     def chatkit_on_message(self, client: Session, message: Message):  # type: ignore[no-untyped-def]
         return (yield)
+
+
+class Registers:
+    """Registers one command as told: ``(name, handler)``."""
+
+    def __init__(self, name: str, handler: Any) -> None:
+        self.name, self.handler = name, handler
+
+    @hookimpl
+    def chatkit_register_commands(self, register: Register) -> None:
+        register(self.name, self.handler, help="x")
+
+
+def test_a_bad_command_name_or_handler_is_a_startup_error() -> None:
+    """A command's name breaking the rule is refused saying the rule; a handler that
+    takes no context (it would fail only when typed) is refused at once."""
+    with pytest.raises(UsageError, match="bad command name 'Bad Name': a name is letters"):
+        Server(port=0, plugins=[Registers("Bad Name", lambda ctx: None)]).start()
+    with pytest.raises(UsageError, match="/roll with a handler that does not take one"):
+        Server(port=0, plugins=[Registers("roll", lambda: None)]).start()
 
 
 class HalfMarked:
