@@ -995,3 +995,22 @@ def test_a_store_file_the_server_may_not_write_stops_the_start(tmp_path: Path, s
     assert result.returncode == 2, result.stderr
     assert str(tmp_path / store) in result.stderr and "written" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_history_directory_the_server_may_not_enter_is_said_so(tmp_path: Path) -> None:
+    """A database in a directory the server's user may not enter: exit 2 saying so (it
+    read as a plugin's crash: "failed in chatkit_configure: PermissionError")."""
+    (tmp_path / "priv").mkdir(mode=0o000)
+    unprivileged = (
+        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    )
+    try:
+        result = subprocess.run(
+            [*unprivileged, CHATKIT, "serve", "--port", "0", "--db", "priv/h.sqlite3"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        (tmp_path / "priv").chmod(0o755)
+    assert result.returncode == 2, result.stderr
+    assert "Permission denied; let the server's user reach it" in result.stderr
+    assert "failed in chatkit_configure" not in result.stderr

@@ -782,6 +782,15 @@ def _open(path: str, create_parent: bool, busy_timeout: float) -> sqlite3.Connec
     """Connect to ``path``, turning every way that can fail into a clear :class:`UsageError`."""
     if path != ":memory:":
         file = Path(path)
+        try:
+            file.stat()
+        except FileNotFoundError:
+            pass  # (made below, or the directory is missing: said below)
+        except OSError as exc:  # a directory on the way the server's user may not enter
+            raise UsageError(
+                f"cannot open history database {path}: {exc.strerror or exc}; let the "
+                "server's user reach it"
+            ) from None
         if file.is_dir():
             raise UsageError(f"history database {path} is a directory; give a file name")
         if not file.parent.is_dir():
