@@ -4,6 +4,7 @@ directory; the Redis-failure test starts one of its own)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -989,6 +990,100 @@ def test_a_message_confirmed_late_is_in_every_nodes_history_under_one_id(
         )
     finally:
         server.kill()
+
+
+class Proxy:
+    """A TCP proxy to a port, for one node's way to Redis: :meth:`cut` closes every
+    connection and refuses new ones (a partition of that node alone); :meth:`mend`
+    takes them again."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.open = True
+        self.socks: list[socket.socket] = []
+        self.lock = threading.Lock()  # guards socks and open (accept and pump threads)
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                with self.lock:
+                    if not self.open:
+                        client.close()
+                        continue
+                    upstream = socket.create_connection(("127.0.0.1", self.target))
+                    self.socks += [client, upstream]
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self.pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self.lock:
+            self.open = False
+            for sock in self.socks:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self.socks = []
+
+    def mend(self) -> None:
+        with self.lock:
+            self.open = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_a_node_back_from_a_partition_announces_each_member_once(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """A node cut off from Redis while another's member joined a room and renamed:
+    back, its members see that member join once, under its nick now; the log's join
+    and rename from before, which the members it read already hold, are not applied
+    again (they saw it join twice, once under the old nick, then the rename)."""
+    url = redis_server.url(8)
+    redis.Redis.from_url(url).flushdb()
+    proxy = Proxy(redis_server.port)
+    try:
+        a = nodes(f"redis://127.0.0.1:{proxy.port}/8")
+        b = nodes(url)
+        watcher = a.client("watcher")
+        watcher.say("/join #x")
+        watcher.expect("join", nick="watcher", room="#x")
+        proxy.cut()
+        watcher.expect("notice", text_contains="lost the connection", timeout=LEASE * 3)
+        mover = b.client("prp")
+        mover.say("/join #x")
+        mover.expect("join", nick="prp", room="#x")
+        mover.say("/nick prq")
+        mover.expect("nick", new="prq")
+        mover.say("said while a was away")
+        mover.expect("message", text="said while a was away")
+        proxy.mend()
+        frames: list[dict[str, Any]] = []
+
+        def caught_up() -> bool:
+            frames.extend(watcher.sync())
+            return any(f.get("text") == "said while a was away" for f in frames)
+
+        wait_until(caught_up, WAIT, "a back, with what was said meanwhile", POLL)
+        joins = [f["nick"] for f in frames if f["type"] == "join" and f.get("room") == "#x"]
+        assert joins == ["prq"], frames
+        assert not [f for f in frames if f["type"] == "nick"], frames
+        assert sorted(who(watcher, "#x")) == ["prq", "watcher"]
+    finally:
+        proxy.close()
 
 
 def test_a_node_with_moderation_stops_without_a_traceback(

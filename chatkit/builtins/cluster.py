@@ -90,6 +90,16 @@ HELD_AGE = 300.0
 """Seconds after which a claim of a session not logged in (a login refused after it
 claimed its nick) is forgotten."""
 
+_PRESENCE = frozenset(("join", "part", "nick", "quit", "account", "hello"))
+"""Log entries of who is where: what a node's snapshot of the members holds."""
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``MS-SEQ``) as a number pair, to compare."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 GUEST_PREFIX = "Guest"
 GUEST_TRIES = 5
 """Guest nicks tried (``Guest12``, ``Guest12_1``, ...) for a session whose nick another
@@ -272,6 +282,7 @@ class Cluster:
         self._stopping = False
         self._resync = False  # the log said this node was lost: announce it again
         self._last = "0-0"  # the last log entry read
+        self._snapshot_at = "0-0"  # the log's last entry when the members were read
         self._bad_top: str | None = None  # an entry with an id from the future, read last
         self._reported_top: str | None = None  # the last such entry logged
         self._epoch = ""  # the token of Redis's data when this node joined (_data_mark)
@@ -458,6 +469,11 @@ class Cluster:
         }
         with self._lock:
             self._topics = kept
+        # Where the log was before the members below were read: presence entries up to
+        # there are in them (each was written with its entry), and the reader, going
+        # on from where it was, skips them (messages, topics: delivered late, in order).
+        top = r.xrevrange(self._key("log"), count=1)
+        self._snapshot_at = top[0][0] if top else "0-0"
         live = self._live_nodes()
         snapshot: dict[str, dict[str, Member]] = {}
         for node in live:
@@ -1197,6 +1213,11 @@ class Cluster:
                         self._deliver_run(run_room, run)
                     run_room = data["room"]
                     self._message(entry_id, node, data, run)
+                elif kind in _PRESENCE and _entry_key(entry_id) <= _entry_key(self._snapshot_at):
+                    # Said already by the snapshot of the others' members this node
+                    # read as it joined again (who is where now): applied again, a
+                    # member renamed meanwhile would join twice.
+                    pass
                 else:
                     self._deliver_run(run_room, run)
                     self._apply_one(entry_id, node, kind, data)
