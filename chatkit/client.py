@@ -189,7 +189,16 @@ def _decode(line: bytes | LineTooLong) -> dict[str, Any] | None:
         return frame
     shown = line[:60].decode("utf-8", "replace")
     text = f"a line from the server is not a chatkit frame; it was skipped: {shown!r}"
-    return {"type": "error", "code": "server_bad_frame", "text": text}
+    return {"type": "error", "code": "server_bad_frame", "text": text, "line": shown}
+
+
+def _other_face(frame: dict[str, Any]) -> bool:
+    """Whether ``frame`` is a line no chatkit line port sends: the sign of another
+    face's port (IRC's lines, the web's HTTP). The text greeting a line port shows a
+    connection silent for a second (``chatkit 0.1.0: type a nick...``) is none."""
+    return frame.get("code") == "server_bad_frame" and not str(frame.get("line", "")).startswith(
+        "chatkit "
+    )
 
 
 def _readable(sock: socket.socket, timeout: float | None) -> bool:
@@ -429,7 +438,7 @@ class Client(LineClient):
         self._login_room = hello.get("room")
         self.send(hello)
         at = self._find(
-            lambda f: f["type"] == "welcome" or _refusal(f) or f.get("code") == "server_bad_frame",
+            lambda f: f["type"] == "welcome" or _refusal(f) or _other_face(f),
             _deadline(timeout),
         )
         if at is None:

@@ -277,6 +277,9 @@ class Hub:
         # so a name that looks like one in use is refused. The default room's is kept
         # for good, so no room can pass for it even while it is empty.
         self._nick_skeletons: dict[str, Session] = {}
+        # ... and each nick's skeleton as shown (names.shown_skeleton: case kept), for
+        # what folding hides: a capital I passing for an l.
+        self._nick_looks: dict[str, Session] = {}
         self._room_skeletons: dict[str, str] = {
             names.skeleton(config.default_room): _key(config.default_room)
         }
@@ -341,10 +344,13 @@ class Hub:
 
     def find_like(self, nick: str) -> Session | None:
         """The logged-in session whose nick is ``nick`` or looks like it (the same
-        :func:`~chatkit.skeleton`: one session at most holds a nick of a skeleton), or
-        ``None``. One look-up, not a walk through every session."""
+        :func:`~chatkit.skeleton`, or the same skeleton as shown: one session at most
+        holds a nick of each), or ``None``. Two look-ups, not a walk through every
+        session."""
         with self._lock:
             found = self._nick_skeletons.get(names.skeleton(nick))
+            if found is None:
+                found = self._nick_looks.get(names.shown_skeleton(nick))
             return found if found is not None and found.welcomed else None
 
     def sessions(self) -> list[Session]:
@@ -625,6 +631,7 @@ class Hub:
                 self._check_nick_free(session, nick)
                 self._sessions[_key(nick)] = session
                 self._nick_skeletons[names.skeleton(nick)] = session
+                self._nick_looks[names.shown_skeleton(nick)] = session
                 session.nick = nick
         except CommandError:
             session.account = account
@@ -719,7 +726,9 @@ class Hub:
             if session.nick is None or self._sessions.get(_key(session.nick)) is not session:
                 return
             del self._sessions[_key(session.nick)]
+            session.leaving = True
             self._nick_skeletons.pop(names.skeleton(session.nick), None)
+            self._nick_looks.pop(names.shown_skeleton(session.nick), None)
             left = list(session.rooms.values())
             # Each member of any of those rooms gets one `leave` naming every room it
             # shared with the session, not one per room ("* bob left #a, #b (quit)").
@@ -1147,8 +1156,10 @@ class Hub:
                 return
             del self._sessions[_key(old)]
             self._nick_skeletons.pop(names.skeleton(old), None)
+            self._nick_looks.pop(names.shown_skeleton(old), None)
             self._sessions[_key(new)] = session
             self._nick_skeletons[names.skeleton(new)] = session
+            self._nick_looks[names.shown_skeleton(new)] = session
             session.nick = new
             if self.relay is not None:
                 self.relay.renamed(session, old)
@@ -1191,6 +1202,8 @@ class Hub:
         if other is not None and other is not session:
             raise CommandError(f"nick {nick!r} is taken; try another", "nick_taken")
         other = self._nick_skeletons.get(names.skeleton(nick))
+        if other is None or other is session:
+            other = self._nick_looks.get(names.shown_skeleton(nick))
         if other is not None and other is not session:
             raise CommandError(
                 f"nick {nick!r} looks like {other.nick!r}, which is taken "

@@ -8,10 +8,13 @@ through it, so one nick namespace holds however a client spelled a name:
 * :func:`fold` is the key two names are *equal* by: NFKC, then a Unicode case fold
   (``Alice`` and ``ALICE`` are one nick).
 * :func:`skeleton` is the key two names are *confusable* by (Unicode TS #39 section
-  4, in any case): Cyrillic ``аlice``, Greek ``bοb`` and ``aIice`` with a capital I
-  have the skeletons of ``alice``, ``bob`` and ``alice``. The prototypes come from
-  Unicode's confusables.txt as packaged by ``confusable-homoglyphs``; the server
-  refuses a name whose skeleton another name in use already has.
+  4): Cyrillic ``аlice`` and Greek ``bοb`` have the skeletons of ``alice`` and
+  ``bob``. The prototypes come from Unicode's confusables.txt as packaged by
+  ``confusable-homoglyphs``; the server refuses a name whose skeleton another name
+  in use already has.
+* :func:`shown_skeleton` is TS #39's skeleton of a name as it is shown, case kept: what
+  folding hides, a capital ``I`` passing for an ``l`` (``aIice`` beside ``alice``), it
+  shows. The hub refuses a nick that has the shown skeleton of one in use, too.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "fold",
     "normalize",
     "room_name",
+    "shown_skeleton",
     "skeleton",
     "valid_room",
     "wildcard_match",
@@ -83,29 +87,41 @@ def fold(name: str) -> str:
 
 
 def skeleton(name: str) -> str:
-    """The key of ``name`` for confusability: TS #39's skeleton of its fold, folded,
-    with ``i`` as ``l``.
+    """The key of ``name`` for confusability: TS #39's skeleton of its fold, folded.
 
-    Two names with one skeleton look alike in some case (``alice``, ``аlice``,
-    ``ALICE``, ``ALICΕ`` with a Greek capital epsilon, ``aIice`` with a capital I).
-    Case is folded before the mapping (``ALICE`` is ``alice``), except for a non-Latin
-    capital whose prototype is a Latin capital: it is mapped first, as its small
-    letter may look like nothing Latin (Greek ``Ε``, but ``ε``). Folding makes a
-    capital ``I`` an ``i``, yet it looks like ``l`` (TS #39 maps it so): ``aIice``
-    passes for ``alice``. A key that holds names equal in any case alike and ``I``
-    like ``l`` holds ``i`` like ``l``: ``ali`` and ``all`` share one too (the price
-    of one key per name; a capital I is the oldest look-alike there is).
+    Two names with one skeleton look alike (``alice``, ``аlice``, ``ALICE``,
+    ``ALICΕ`` with a Greek capital epsilon). Case is folded before the mapping (so
+    ``ALICE`` is ``alice``, though TS #39 maps a capital ``I`` to ``l``), except for
+    a non-Latin capital whose prototype is a Latin capital: it is mapped first, as
+    its small letter may look like nothing Latin (Greek ``Ε``, but ``ε``).
     """
     if name.isascii():
         # ASCII is its own NFKC and NFD form, has no non-Latin capitals and folds to
         # lower case: only the mapping is left (the common case, a few times a login).
         mapped = name.lower().translate(_translation())
         if mapped.isascii():
-            return mapped.lower().replace("i", "l")
+            return mapped.lower()
     else:
         capitals = unicodedata.normalize("NFD", normalize(name)).translate(_capitals())
         mapped = unicodedata.normalize("NFD", fold(capitals)).translate(_translation())
-    return unicodedata.normalize("NFD", mapped).casefold().replace("i", "l")
+    return unicodedata.normalize("NFD", mapped).casefold()
+
+
+def shown_skeleton(name: str) -> str:
+    """TS #39's skeleton of ``name`` as it is shown (its NFKC form), case kept.
+
+    :func:`skeleton` folds case first, so that names equal in some case look alike; a
+    capital ``I`` is then an ``i``, though it looks like an ``l`` (TS #39 maps it so):
+    ``aIice`` and ``alice`` have two skeletons but this one. Merging ``i`` and ``l``
+    into one key instead would make ``Neil`` and ``Nell``, or a ban of ``bi*`` and
+    ``blake``, one. Two names look alike if either key is the same."""
+    if name.isascii():
+        mapped = name.translate(_translation())
+        if mapped.isascii():
+            return mapped
+    else:
+        mapped = unicodedata.normalize("NFD", normalize(name)).translate(_translation())
+    return unicodedata.normalize("NFD", mapped)
 
 
 @functools.cache

@@ -72,6 +72,9 @@ class Session:
         """True if a line over a rate limit waits its turn rather than being refused
         (:class:`chatkit.Wait`): set by a face whose clients expect that (IRC's) when
         it opens the connection."""
+        self.leaving = False
+        """Set by the hub as it logs the session out, before the hooks of its leaves and
+        its logout run (``chatkit_on_leave`` of a quit's rooms: not a ``/part``)."""
         self.free = math.inf
         """The hub's (this client's reader thread's): how many lines no flood control
         counts it may still send at once (``free_lines``), as of :attr:`free_at`."""

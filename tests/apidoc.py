@@ -51,6 +51,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "account",
             "operator",
             "away",
+            "leaving",
             "paced",
             "data",
             "id",

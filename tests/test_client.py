@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import socket
 import subprocess
 import sys
@@ -62,6 +63,15 @@ def test_library_connect_login_say_and_read(chat_server: Server, chat_client: Co
         frames = bot.sync()
         assert [f["text"] for f in frames if f["type"] == "message"] == ["beep", "hi bot"]
     watcher.expect("leave", nick="bot")
+
+
+def test_a_login_after_the_greeting_is_a_login(chat_server_factory: Factory) -> None:
+    """A program that logs in after the text greeting came (a slow link, a connection
+    made early) logs in: the greeting is no sign of another face's port."""
+    server = chat_server_factory(greeting_delay=0.05)
+    with Client.connect(*server.address) as bot:
+        wait_until(lambda: bool(select.select([bot.sock], [], [], 0)[0]), 10, "the greeting")
+        assert bot.login("bot")["nick"] == "bot"
 
 
 def test_library_answers_the_servers_pings(chat_server_factory: Factory) -> None:

@@ -1128,6 +1128,25 @@ def test_a_nick_taken_again_at_once_on_its_node_keeps_its_key(
         watcher.expect("leave", nick="xq")
 
 
+def test_a_refused_rename_to_a_nick_held_here_leaves_its_key_the_holders(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """A /nick to a nick held on the same node is refused there, and takes nothing of
+    its key: when the holder quits, another node gives the nick at once (the refused
+    claim had made the key its own, and the holder's quit freed nothing)."""
+    url = redis_server.url(7)
+    redis.Redis.from_url(url).flushdb()
+    a, b = nodes(url), nodes(url)
+    bob, carl = a.client("bob"), a.client("carl")
+    watcher = b.client("watcher")
+    carl.say("/nick bob")
+    carl.expect("error", code="nick_taken")
+    bob.say("/quit")
+    bob.wait_closed()
+    watcher.expect("leave", nick="bob")  # (the quit's entry, and its give-back, went)
+    b.client("bob").close()
+
+
 def test_a_nick_taken_on_two_nodes_while_redis_was_away_is_one_conflict(
     tmp_path: Path, nodes: Callable[..., Node]
 ) -> None:
@@ -1592,12 +1611,12 @@ def test_a_rehash_in_the_cluster_does_not_undo_a_password_change(
         local.close()
 
 
-def test_a_clusters_accounts_get_the_look_alike_keys_of_this_version(
+def test_a_clusters_accounts_lacking_look_alike_keys_get_them(
     redis_server: RedisServer,
 ) -> None:
-    """Accounts registered by a chatkit whose look-alike keys were others (a capital I
-    was an i) get this version's key as a node starts: ``aIice`` is ``alice``'s, and
-    cannot be registered beside it."""
+    """Accounts whose look-alike key Redis lacks (lost, or an older chatkit's keys) get
+    it as a node starts: a Cyrillic ``аlice`` is ``alice``'s, and cannot be registered
+    beside it."""
     from chatkit.builtins.accounts.shared import SharedAccountStore
 
     url = redis_server.url(12)
@@ -1605,15 +1624,15 @@ def test_a_clusters_accounts_get_the_look_alike_keys_of_this_version(
     client.flushdb()
     row = json.dumps({"nick": "alice", "hash": "h", "email": None, "created": 0.0})
     client.hset("chatkit:accounts", mapping={"alice": row, "bob": row.replace("alice", "bob")})
-    client.hset("chatkit:account_skeletons", mapping={"alice": "alice", "bob": "bob"})
+    client.hset("chatkit:account_skeletons", mapping={"bob": "bob"})
     client.set("chatkit:accounts_seeded", "marker")
     local = AccountStore(":memory:")
     store = SharedAccountStore(client, "chatkit", local)
     try:
-        found = store.find("aIice")
+        found = store.find("\u0430lice")
         assert found is not None and found.name == "alice"
-        assert not store.create(Account("aiice", "aIice", "other", None))
-        assert client.hget("chatkit:account_skeletons", "allce") == "alice"
+        assert not store.create(Account("\u0430lice", "\u0430lice", "other", None))
+        assert client.hget("chatkit:account_skeletons", "alice") == "alice"
     finally:
         local.close()
 

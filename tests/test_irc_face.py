@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_server import pausing
 
 from chatkit import Config, Reject, Server, Session, hookimpl
 from chatkit.config import config_from_dict
@@ -1354,7 +1355,7 @@ def test_pings_and_bad_lines_past_free_lines_pause_the_client(
     session = server.hub.find("pinger")
     assert session is not None
     irc.send(*["PING :x"] * 5, ":bad", "CAP LIST")
-    wait_until(lambda: session.free < 0, 10, "pinger paused")
+    wait_until(pausing, 10, "pinger's reader paused")
     other = ChatClient(server.address)
     other.login("other")
     other.say("the others go on")

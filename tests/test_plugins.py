@@ -334,10 +334,18 @@ class HalfMarked:
         pass  # (no @hookimpl: never called)
 
 
+class SpecNamed:
+    @hookimpl(specname="chatkit_on_login")
+    def chatkit_on_login_audit(self, client: Session) -> None:
+        pass
+
+
 def test_a_hook_without_hookimpl_beside_marked_ones_is_a_startup_error() -> None:
-    """A plugin with hooks marked and one not (forgotten): the start says which."""
+    """A plugin with hooks marked and one not (forgotten): the start says which. One
+    marked under another name (``specname``) is marked."""
     with pytest.raises(UsageError, match="has chatkit_on_message without @hookimpl"):
         Server(port=0, plugins=[HalfMarked()])
+    Server(port=0, plugins=[SpecNamed()])
 
 
 def test_hook_wrappers_are_refused() -> None:

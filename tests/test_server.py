@@ -7,8 +7,10 @@ import re
 import selectors
 import socket
 import struct
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -170,10 +172,19 @@ def test_lines_no_flood_control_sees_are_paced(
         for _ in range(3):
             alice.expect(lambda f: f["type"] in ("pong", "error"))
     # The fourth line put it 1 over: its reader sleeps 10 s before going on.
-    wait_until(lambda: session.free < 0, 10, "alice paused")
+    wait_until(pausing, 10, "alice's reader paused")
+    assert session.free < 0
     bob.say("the others go on")
     bob.expect("message", text="the others go on")
-    assert session.free < 0
+    assert pausing()
+
+
+def pausing() -> bool:
+    """Whether a thread of this process sleeps in Hub.free_line (a client paused)."""
+    return any(
+        any(frame.name == "free_line" for frame in traceback.extract_stack(top))
+        for top in sys._current_frames().values()
+    )
 
 
 def test_idle_clients_are_pinged_and_kept_if_they_answer(

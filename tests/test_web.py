@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_server import pausing
 from webclient import TIMEOUT, WebClient, frames_after_login, frames_until_close, web_server
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
@@ -367,6 +368,22 @@ def test_binary_is_refused(web: Callable[..., WebClient]) -> None:
     assert "binary" in error["text"] and "text message" in error["text"]
     alice.say("text works")
     alice.expect("message", text="text works")
+
+
+@pytest.mark.parametrize("kind", ["binary", "ping"])
+def test_binary_messages_and_pings_past_free_lines_pause_the_client(kind: str) -> None:
+    """Binary messages and WebSocket pings, which no plugin sees, count against
+    free_lines as a line's pings do: past them the client is paused."""
+    with web_server(free_lines=3, free_line_rate=1.0) as server:
+        alice = WebClient(server)
+        alice.login("alice")
+        for _ in range(5):
+            if kind == "binary":
+                alice.ws.send(b"{}")
+            else:
+                alice.ws.ping()
+        wait_until(pausing, 10, "alice's reader paused")
+        alice.close()
 
 
 def test_invalid_utf8_closes_with_1007() -> None:

@@ -588,6 +588,11 @@ class Cluster:
     def _take(self, client: Session, nick: str) -> Reject | None:
         if not self._up:
             return None  # unique on this node only until Redis is back
+        holder = self._server.hub.find_like(nick) if self._server is not None else None
+        if holder is not None and holder is not client:
+            # Held here: the hub refuses it. Claimed, the key would take this session's
+            # value, and the holder's give-back, later, would not free it.
+            return None
         like = skeleton(nick)
         value = self._value(client, like, fresh=True)
         try:
@@ -715,11 +720,7 @@ class Cluster:
 
     @hookimpl
     def chatkit_on_leave(self, client: Session, room: str, reason: str, by: str | None) -> None:
-        if (
-            by is None
-            and self._server is not None
-            and self._server.hub.find(client.nick or "") is not client
-        ):
+        if by is None and client.leaving:
             # Its logout's leaves (the hub has let it go already): the quit's entry says
             # them all at once, so the other nodes' members see one leave naming every
             # room (an IRC client: QUIT), as this node's do, not a part per room.

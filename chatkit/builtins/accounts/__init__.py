@@ -231,6 +231,14 @@ class Budget:
             self._buckets[key] = (tokens - 1, now)
             return 0.0
 
+    def give_back(self, key: str) -> None:
+        """Undo a :meth:`take` of ``key`` (the event did not happen after all)."""
+        with self._lock:
+            found = self._buckets.get(key)
+            if found is not None:
+                tokens, when = found
+                self._buckets[key] = (min(float(self.per_minute), tokens + 1), when)
+
 
 class Accounts:
     """The ``accounts`` plugin; one instance per server, registered only when enabled."""
@@ -603,7 +611,8 @@ class Accounts:
         if existing is not None:
             raise CommandError(self._taken(nick, existing), "nick_registered")
         now = time.monotonic()
-        wait = self.registrations.take(self._address(ctx.client), now)
+        address = self._address(ctx.client)
+        wait = self.registrations.take(address, now)
         if wait:
             retry = math.ceil(wait)
             raise CommandError(
@@ -612,11 +621,15 @@ class Accounts:
                 "auth_throttled",
                 retry_after=retry,
             )
-        refused = self._budget(ctx.client, now)  # hashing it is a check's cost
-        if refused is not None:
-            raise CommandError(refused.reason, refused.code, **refused.details)
-        if not self._store.create(Account(name, nick, self._hash(password), email)):
-            raise CommandError(f"{nick} is already registered", "nick_registered")
+        try:
+            refused = self._budget(ctx.client, now)  # hashing it is a check's cost
+            if refused is not None:
+                raise CommandError(refused.reason, refused.code, **refused.details)
+            if not self._store.create(Account(name, nick, self._hash(password), email)):
+                raise CommandError(f"{nick} is already registered", "nick_registered")
+        except BaseException:
+            self.registrations.give_back(address)  # (only a registration counts)
+            raise
         ctx.client.account = name
         log.info("%s registered", nick)
         ctx.reply(f"{nick} is registered to you; identified", account=nick)

@@ -12,7 +12,7 @@ Keys (``PREFIX`` is the cluster's):
 * ``PREFIX:account_skeletons``, a hash: the :func:`chatkit.skeleton` of an account's nick
   -> its name. A nick that looks like a registered one is that account's (as in the
   SQLite store); Redis holds one account per skeleton. Each node, as it starts, adds
-  the key of every account that lacks one (a cluster's keys from an older chatkit).
+  the key of every account that lacks one (a key lost, or written by an older chatkit).
 * ``PREFIX:invites``, a hash: a nick invited to register (folded) -> the inviting
   account's name.
 
@@ -90,8 +90,8 @@ return 1
 """
 
 # KEYS: accounts, skeletons; ARGV: name, skeleton, name, skeleton, ... Each account still
-# registered gets its look-alike key where no account has it: the keys of a cluster
-# written by a chatkit whose skeletons were others (before a capital I was an l).
+# registered gets its look-alike key where no account has it (a key lost, or a cluster
+# written by a chatkit whose skeletons were others).
 _LINK = """
 for i = 1, #ARGV, 2 do
   if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then

@@ -49,11 +49,6 @@ MIGRATIONS: list[str] = [
     UPDATE accounts SET skeleton = chatkit_skeleton(nick);
     CREATE INDEX accounts_skeleton ON accounts (skeleton);
     """,
-    # 2 -> 3: the look-alike keys anew, now that a capital I is an l (and so is an i):
-    # ``aIice`` needs the password of ``alice``.
-    """
-    UPDATE accounts SET skeleton = chatkit_skeleton(nick);
-    """,
 ]
 
 

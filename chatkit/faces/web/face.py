@@ -508,6 +508,10 @@ class WebChannel:
                 "bad_frame",
                 "binary messages are not accepted: send each JSON frame as a text message",
             )
+            self.hub.free_line(self.session)  # (no plugin sees it: no flood control)
+        elif opcode in (Opcode.PING, Opcode.PONG):
+            # Answered by the protocol, seen by no plugin: counted as a line's ping is.
+            self.hub.free_line(self.session)
 
     def _text(self, payload: bytes) -> None:
         """One text message: one JSON frame (docs/protocol.md)."""
