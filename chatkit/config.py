@@ -276,6 +276,17 @@ class Config:
         for path in (self.tls_cert, self.tls_key) if tls_files else ():
             if path and not Path(path).is_file():
                 raise UsageError(f"{where}TLS: {path} does not exist")
+        tls_ports = [("[tls] port (--tls-port)", self.tls_port)] + [
+            (f"[faces.{name}] tls_port", table.get("tls_port"))
+            for name, table in self.faces.items()
+        ]
+        for what, tls_port in tls_ports:
+            if tls_port is not None and not self.tls_cert:
+                # (It would be ignored: TLS listens only with a certificate.)
+                raise UsageError(
+                    f"{where}{what} needs a certificate: [tls] cert and key (or --tls-cert "
+                    "and --tls-key)"
+                )
 
 
 def _check_port(where: str, port: int) -> None:

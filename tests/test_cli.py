@@ -795,6 +795,8 @@ def test_check_exits_2_naming_what_is_wrong(tmp_path: Path) -> None:
         ('[server]\ndefault_room = "#bad room"\n', "bad default_room '#bad room'"),
         ('[tls]\ncert = "cert.pem"\n', "the key is missing"),
         ('[tls]\ncert = "nosuch.pem"\nkey = "nosuch.pem"\n', "nosuch.pem does not exist"),
+        ("[faces.web]\ntls_port = 8443\n", "[faces.web] tls_port needs a certificate"),
+        ("[tls]\nport = 9443\n", "[tls] port (--tls-port) needs a certificate"),
     ]:
         config.write_text(text)
         result = subprocess.run(
