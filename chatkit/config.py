@@ -451,6 +451,14 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
             if key in ("origins", "hosts", "proxies"):
                 for item in value:
                     _check_type(f"{where}[faces.{name}] {key} items", item, str)
+            if key == "origins":
+                for item in value:
+                    if item != "*" and not re.fullmatch(r"https?://[^/\s]+", item):
+                        # (A browser's Origin is scheme://host[:port]: nothing else matches.)
+                        raise UsageError(
+                            f"{where}[faces.{name}] origins: {item!r} is not an origin "
+                            '(https://chat.example.org, http://host:8080, or "*")'
+                        )
             if key == "proxies":
                 for item in value:
                     try:

@@ -75,6 +75,10 @@ def test_a_full_config_file(tmp_path: Path) -> None:
         ),
         ("[faces.web]\norigins = [1]\n", "[faces.web] origins items must be a string"),
         (
+            '[faces.web]\norigins = ["chat.example.org"]\n',
+            "[faces.web] origins: 'chat.example.org' is not an origin",
+        ),
+        (
             '[faces.web]\nallow_no_origin = "yes"\n',
             "[faces.web] allow_no_origin must be true or false",
         ),
