@@ -280,6 +280,14 @@ class Config:
             (f"[faces.{name}] tls_port", table.get("tls_port"))
             for name, table in self.faces.items()
         ]
+        ports = [("[server] port (--port)", self.port), *tls_ports]
+        ports += [(f"[faces.{name}] port", table.get("port")) for name, table in self.faces.items()]
+        taken: dict[int, str] = {}
+        for what, port in ports:
+            if port:  # (0: a free one each)
+                if port in taken:
+                    raise UsageError(f"{where}{what} and {taken[port]} are both {port}")
+                taken[port] = what
         for what, tls_port in tls_ports:
             if tls_port is not None and not self.tls_cert:
                 # (It would be ignored: TLS listens only with a certificate.)

@@ -796,6 +796,7 @@ def test_check_exits_2_naming_what_is_wrong(tmp_path: Path) -> None:
         ('[tls]\ncert = "cert.pem"\n', "the key is missing"),
         ('[tls]\ncert = "nosuch.pem"\nkey = "nosuch.pem"\n', "nosuch.pem does not exist"),
         ("[faces.web]\ntls_port = 8443\n", "[faces.web] tls_port needs a certificate"),
+        ("[faces.irc]\nport = 9090\n", "[faces.irc] port and [server] port (--port) are both 9090"),
         ("[tls]\nport = 9443\n", "[tls] port (--tls-port) needs a certificate"),
     ]:
         config.write_text(text)
