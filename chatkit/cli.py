@@ -946,7 +946,12 @@ def effective_settings(config: Config, plugins: list[str]) -> dict[str, dict[str
         settings[f"faces.{name}"] = dict(table)
     for name, table in sorted(config.plugin_config.items()):
         if table:
-            settings[f"plugins.{name}"] = dict(table)
+            shown = dict(table)
+            if isinstance(shown.get("db"), str) and shown["db"]:
+                # The file a server opens (relative to the config file's directory).
+                db = config.plugin_path(name)
+                shown["db"] = db if db == ":memory:" else str(Path(db).absolute())
+            settings[f"plugins.{name}"] = shown
     return settings
 
 

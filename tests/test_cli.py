@@ -714,6 +714,14 @@ def test_check_prints_the_effective_settings_of_a_good_file(tmp_path: Path) -> N
     assert settings["limits"]["max_line"] == 4096
     # What it prints is TOML a config file could hold (its first line a comment).
     assert tomllib.loads(result.stdout)["limits"]["max_line"] == 4096
+    # A database's path as the server opens it: relative to the config file, from anywhere.
+    config.write_text('[plugins.history]\ndb = "data/h.sqlite3"\n')
+    result = subprocess.run(
+        [CHATKIT, "check", config.name], capture_output=True, text=True, timeout=30, cwd=tmp_path
+    )
+    assert tomllib.loads(result.stdout)["plugins"]["history"]["db"] == str(
+        tmp_path / "data/h.sqlite3"
+    )
 
 
 def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
