@@ -189,7 +189,7 @@ def _build_config(
         config.plugins = [*config.plugins, "cluster"]
     if overrides.get("log_messages"):
         config.plugin_config.setdefault("log", {})["messages"] = True
-    for warning in check_plugin_sections(config, tables):
+    for warning in [*check_plugin_sections(config, tables), *config.unused_tls_ports()]:
         if warnings is not None:
             warnings.append(warning)
         else:

@@ -460,6 +460,10 @@ class Client(LineClient):
         if not isinstance(frame.get("nick"), str):
             self.close()
             raise ConnectionLost(f"the server's welcome names no nick: {frame}")
+        # (The text greeting of a slow login is no news to a program: dropped.)
+        self.pending = [
+            f for f in self.pending if f.get("code") != "server_bad_frame" or _other_face(f)
+        ]
         self.nick, self.welcome = frame["nick"], frame
         return frame
 

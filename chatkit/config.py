@@ -40,6 +40,7 @@ import logging
 import math
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,25 +277,20 @@ class Config:
         for path in (self.tls_cert, self.tls_key) if tls_files else ():
             if path and not Path(path).is_file():
                 raise UsageError(f"{where}TLS: {path} does not exist")
-        tls_ports = [("[tls] port (--tls-port)", self.tls_port)] + [
-            (f"[faces.{name}] tls_port", table.get("tls_port"))
-            for name, table in self.faces.items()
+
+    def unused_tls_ports(self) -> list[str]:
+        """The TLS ports set without a certificate, which nothing listens on (warned of:
+        the certificate may come from flags the file does not show)."""
+        if self.tls_cert:
+            return []
+        ports = [("[tls] port", self.tls_port)]
+        ports += [(f"[faces.{n}] tls_port", t.get("tls_port")) for n, t in self.faces.items()]
+        return [
+            f"{what} = {port} is unused: TLS needs a certificate ([tls] cert and key, or "
+            "--tls-cert and --tls-key)"
+            for what, port in ports
+            if port is not None
         ]
-        ports = [("[server] port (--port)", self.port), *tls_ports]
-        ports += [(f"[faces.{name}] port", table.get("port")) for name, table in self.faces.items()]
-        taken: dict[int, str] = {}
-        for what, port in ports:
-            if port:  # (0: a free one each)
-                if port in taken:
-                    raise UsageError(f"{where}{what} and {taken[port]} are both {port}")
-                taken[port] = what
-        for what, tls_port in tls_ports:
-            if tls_port is not None and not self.tls_cert:
-                # (It would be ignored: TLS listens only with a certificate.)
-                raise UsageError(
-                    f"{where}{what} needs a certificate: [tls] cert and key (or --tls-cert "
-                    "and --tls-key)"
-                )
 
 
 def _check_port(where: str, port: int) -> None:
@@ -350,6 +346,19 @@ _TYPE_NAMES = {
 
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _is_origin(text: str) -> bool:
+    """Whether ``text`` is a browser's Origin: a scheme and a host (and a port), with
+    no user, path, query or fragment (``chrome-extension://ID`` is one too)."""
+    if "?" in text or "#" in text:
+        return False
+    try:
+        parts = urllib.parse.urlsplit(text)
+        _ = parts.port  # (a bad port raises ValueError)
+    except ValueError:
+        return False
+    return bool(parts.scheme and parts.hostname) and not (parts.username or parts.path)
 
 
 def _check_type(where: str, value: Any, expected: type | tuple[type, ...]) -> None:
@@ -461,7 +470,7 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
                     _check_type(f"{where}[faces.{name}] {key} items", item, str)
             if key == "origins":
                 for item in value:
-                    if item != "*" and not re.fullmatch(r"https?://[^/\s]+", item):
+                    if item not in ("*", "null") and not _is_origin(item):
                         # (A browser's Origin is scheme://host[:port]: nothing else matches.)
                         raise UsageError(
                             f"{where}[faces.{name}] origins: {item!r} is not an origin "

@@ -361,6 +361,27 @@ def test_a_look_alike_cannot_register_beside_an_account(
     assert plugin(server)._store.find(CYRILLIC_ALICE) == plugin(server)._store.get("alice")
 
 
+def test_a_login_renames_no_other_account_whose_nick_only_looks_like_it(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Two accounts whose nicks look alike only as shown (alice, and aIice with a capital
+    I: registered apart, their folded keys differ): the owner of one logging in with its
+    password renames no one identified to the other; the nick is taken meanwhile."""
+    server = chat_server_factory(config=accounts_config())
+    for nick in ("alice", "aIice"):
+        first = chat_client(server, nick)
+        register(first)
+        first.say("/quit")
+        first.wait_closed()
+    capital = chat_client(server)
+    capital.login("aIice", password=PASSWORD)
+    owner = ChatClient(server.address)
+    owner.send(type="hello", nick="alice", password=PASSWORD)
+    owner.expect("error", code="nick_taken")
+    assert not [f for f in capital.sync() if f["type"] == "nick"]
+    owner.close()
+
+
 def test_grace_renames_a_look_alike_and_identify_reclaims_it(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

@@ -72,6 +72,7 @@ def test_a_login_after_the_greeting_is_a_login(chat_server_factory: Factory) -> 
     with Client.connect(*server.address) as bot:
         wait_until(lambda: bool(select.select([bot.sock], [], [], 0)[0]), 10, "the greeting")
         assert bot.login("bot")["nick"] == "bot"
+        assert not [f for f in bot.sync() if f["type"] == "error"]  # (the greeting: dropped)
 
 
 def test_library_answers_the_servers_pings(chat_server_factory: Factory) -> None:

@@ -1128,23 +1128,30 @@ def test_a_nick_taken_again_at_once_on_its_node_keeps_its_key(
         watcher.expect("leave", nick="xq")
 
 
-def test_a_refused_rename_to_a_nick_held_here_leaves_its_key_the_holders(
+def test_an_identify_that_takes_a_nick_back_keeps_its_key(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:
-    """A /nick to a nick held on the same node is refused there, and takes nothing of
-    its key: when the holder quits, another node gives the nick at once (the refused
-    claim had made the key its own, and the holder's quit freed nothing)."""
+    """/identify NICK PASSWORD taking the nick from an unidentified holder on its node
+    (grace) leaves the nick's key claimed: another node refuses the nick, password or
+    not (it was welcomed there too, for a heartbeat)."""
     url = redis_server.url(7)
     redis.Redis.from_url(url).flushdb()
-    a, b = nodes(url), nodes(url)
-    bob, carl = a.client("bob"), a.client("carl")
-    watcher = b.client("watcher")
-    carl.say("/nick bob")
-    carl.expect("error", code="nick_taken")
-    bob.say("/quit")
-    bob.wait_closed()
-    watcher.expect("leave", nick="bob")  # (the quit's entry, and its give-back, went)
-    b.client("bob").close()
+    grace = "\n[plugins.accounts]\ngrace = 30\n"
+    a, b = nodes(url, config_text=grace), nodes(url, config_text=grace)
+    owner = a.client("alice")
+    owner.say("/register sesame-seed")
+    owner.expect("reply", command="register")
+    owner.say("/quit")
+    owner.wait_closed()
+    squatter = a.client("alice")  # (unidentified: grace)
+    guest = a.client("guest")
+    guest.say("/identify alice sesame-seed")
+    guest.expect("nick", old="guest", new="alice")
+    squatter.expect("nick", old="alice")
+    other = ChatClient(b.address, timeout=10)
+    other.send(type="hello", nick="alice", password="sesame-seed")
+    other.expect("error", code="nick_taken")
+    other.close()
 
 
 def test_a_nick_taken_on_two_nodes_while_redis_was_away_is_one_conflict(

@@ -588,11 +588,10 @@ class Cluster:
     def _take(self, client: Session, nick: str) -> Reject | None:
         if not self._up:
             return None  # unique on this node only until Redis is back
-        holder = self._server.hub.find_like(nick) if self._server is not None else None
-        if holder is not None and holder is not client:
-            # Held here: the hub refuses it. Claimed, the key would take this session's
-            # value, and the holder's give-back, later, would not free it.
-            return None
+        # (Claimed anew even when a session here holds it: an /identify takes it from
+        # that one, which the hub may refuse otherwise. A refused claim leaves the key
+        # this session's value: the holder's give-back then frees nothing, and the key
+        # lapses with its lease.)
         like = skeleton(nick)
         value = self._value(client, like, fresh=True)
         try:

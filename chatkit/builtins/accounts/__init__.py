@@ -670,6 +670,8 @@ class Accounts:
         holder = hub.find_like(account.nick)  # (every password login asks: one look-up)
         if holder is None or holder is client or holder.account == account.name:
             return
+        if skeleton(holder.nick or "") != skeleton(account.nick):
+            return  # like it as shown only (aIice): another account's nick, maybe; the hub refuses
         holder.notice(f"{account.nick} {how}: you are renamed")
         try:
             hub.rename(holder, f"{GUEST_PREFIX}{holder.id}", forced=True)
