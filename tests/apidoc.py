@@ -170,7 +170,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
         ],
         # the listeners' settings ([faces.irc], [tls]) and the CLI's check of them: for the
         # CLI and the server, not plugins
-        {"faces", "tls_cert", "tls_key", "tls_port", "check"},
+        {"faces", "tls_cert", "tls_key", "tls_port", "check", "unused_tls_ports"},
     ),
 ]
 
