@@ -91,6 +91,12 @@ _key = names.fold  # a room's or nick's key in the hub's maps
 _OWN_FIELDS = frozenset(("type", "code", "text"))  # an error frame's, not a Reject's details
 
 
+def _room_looks(room: str) -> tuple[str, str]:
+    """The two keys a room name looks like another by: its skeleton (in any case), and
+    its skeleton as shown (a capital I for an l: ``#generaI``), marked apart."""
+    return names.skeleton(room), "\x00" + names.shown_skeleton(room)
+
+
 def _one_line(reason: str) -> str:
     """A leave's reason on one line: a client's line breaks in it (``/part #a x\n12:00
     <admin> ...``) would print as a line of chat of someone else's."""
@@ -280,9 +286,11 @@ class Hub:
         # ... and each nick's skeleton as shown (names.shown_skeleton: case kept), for
         # what folding hides: a capital I passing for an l.
         self._nick_looks: dict[str, Session] = {}
-        self._room_skeletons: dict[str, str] = {
-            names.skeleton(config.default_room): _key(config.default_room)
-        }
+        # A room's two keys (_room_looks: its skeleton, and its skeleton as shown) ->
+        # the room (folded) that holds them.
+        self._room_skeletons: dict[str, str] = dict.fromkeys(
+            _room_looks(config.default_room), _key(config.default_room)
+        )
         self._ids = IdClock()
         # Sequenced delivery (chatkit.lanes): it shares this lock and calls back, under
         # it, to queue frames, to make a joiner a member, and to forget an empty room.
@@ -640,7 +648,7 @@ class Hub:
         accepted: list[str] = []
         refused: list[tuple[str, Reject]] = []
         seen: set[str] = set()
-        looks: dict[str, str] = {}  # skeleton -> the accepted room new rooms must not look like
+        looks: dict[str, str] = {}  # a look -> the accepted room new rooms must not look like
         for at, name in enumerate(wanted):
             name = names.room_name(names.normalize(name.strip()))  # as /join takes it
             if _key(name) in seen:
@@ -657,7 +665,7 @@ class Hub:
                 refused.append((", ".join(rest), Reject(most, "too_many_rooms")))
                 break
             problem = valid_room(name, limits.max_room)
-            like = looks.get(names.skeleton(name))
+            like = next((looks[k] for k in _room_looks(name) if k in looks), None)
             if problem:
                 allowed = Reject(f"bad room name {name!r}: {problem}", "bad_room")
             elif like is not None:  # (two new rooms of one hello that look alike)
@@ -671,7 +679,8 @@ class Hub:
                 )
             if allowed is None:
                 accepted.append(name)
-                looks.setdefault(names.skeleton(name), name)
+                for look in _room_looks(name):
+                    looks.setdefault(look, name)
             else:
                 refused.append((name, allowed))
         welcome = Frame(
@@ -1025,12 +1034,14 @@ class Hub:
         assert self._lock.locked()
         if _key(room) in self._rooms:
             return
-        other = self._room_skeletons.get(names.skeleton(room))
+        other = next(
+            (o for k in _room_looks(room) if (o := self._room_skeletons.get(k)) is not None), None
+        )
         if other is not None and other != _key(room):
             like = self._rooms[other].name if other in self._rooms else self.config.default_room
             raise CommandError(
-                f"room {room!r} looks like {like!r} (letters from other scripts that look "
-                f"the same count as the same); /join {like} or pick another name",
+                f"room {room!r} looks like {like!r} (letters that look the same, of any "
+                f"script or case, count as the same); /join {like} or pick another name",
                 "bad_room",
             )
 
@@ -1050,7 +1061,8 @@ class Hub:
         assert self._lock.locked()
         self._check_room_name(room)
         found = self._rooms[_key(room)] = Room(room, self._outbox.feed(_key(room)))
-        self._room_skeletons.setdefault(names.skeleton(room), _key(room))
+        for look in _room_looks(room):
+            self._room_skeletons.setdefault(look, _key(room))
         return found
 
     def _lane_emptied(self, lane: Lane) -> None:
@@ -1064,9 +1076,9 @@ class Hub:
         """Drop ``room``, empty and with nothing in its lane."""
         assert self._lock.locked()
         del self._rooms[_key(room.name)]
-        skeleton = names.skeleton(room.name)
-        if self._room_skeletons.get(skeleton) == _key(room.name) != _key(self.config.default_room):
-            del self._room_skeletons[skeleton]
+        for look in _room_looks(room.name):
+            if self._room_skeletons.get(look) == _key(room.name) != _key(self.config.default_room):
+                del self._room_skeletons[look]
 
     def _leave(
         self,
@@ -1207,7 +1219,7 @@ class Hub:
         if other is not None and other is not session:
             raise CommandError(
                 f"nick {nick!r} looks like {other.nick!r}, which is taken "
-                "(letters from other scripts that look the same count as the same); "
+                "(letters that look the same, of any script or case, count as the same); "
                 "try another",
                 "nick_taken",
             )
