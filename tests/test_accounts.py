@@ -847,6 +847,7 @@ def test_irc_pass_and_sasl_plain(tmp_path: Path) -> None:
             good = base64.b64encode(f"alice\0alice\0{PASSWORD}".encode()).decode()
             irc.send(f"AUTHENTICATE {good}")
             logged_in = irc.expect(" 900 ")
+            assert " 900 alice alice!" in logged_in  # (to the nick given, not *)
             assert "You are now logged in as alice" in logged_in
             assert "@chatkit " in logged_in and "127.0.0.1" not in logged_in  # no real host
             irc.expect(" 903 ")

@@ -88,6 +88,7 @@ SASL_CHUNK = 400  # bytes of one AUTHENTICATE payload line (IRCv3 sasl-3.1)
 MAX_SASL_BYTES = 1200  # bytes of a whole PLAIN payload: names and a password fit thrice
 CLOSING_CODES = frozenset({"login_timeout", "server_full", "too_many_connections", "server_busy"})
 """Error codes the server sends just before it closes a connection: ``ERROR`` lines."""
+_SASL_NUMERICS = frozenset(("900", "901", "902", "903", "904", "905", "906", "907", "908"))
 MAX_INPUT_BYTES = MAX_TAG_BYTES + MAX_LINE_BYTES  # bytes of one line from a client, tags
 # included (IRCv3 message-tags: 8191 for tags, 512 for the rest); longer ones get 417.
 ISUPPORT_PER_LINE = 13  # tokens in one 005 line (the modern IRC docs' advice)
@@ -495,7 +496,13 @@ class IrcProtocol:
             return message
         params = message.params
         if len(message.command) == 3 and message.command.isdigit():
-            params = (self.nick, *params)
+            target = self.nick
+            if target == "*" and self._wanted_nick and message.command in _SASL_NUMERICS:
+                # (SASL's answers to the nick the client gave, as networks address them:
+                # irssi showed "* irene You are now logged in"; other numerics say * until
+                # the nick is the client's, as a 433 must.)
+                target = self._wanted_nick
+            params = (target, *params)
         return Message(message.command, params, self.server, message.tags)
 
     def _lines(self, frame: Frame) -> list[Message]:
