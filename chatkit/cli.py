@@ -478,6 +478,10 @@ def serve(
     try:
         warnings: list[str] = []
         cfg = _build_config(config, overrides, warnings=warnings)
+        if tls_port is not None and cfg.tls_cert is None:
+            raise UsageError(
+                "--tls-port needs a certificate (--tls-cert and --tls-key, or [tls] cert and key)"
+            )
         level = logging.getLevelName(cfg.log_level.upper())  # an int: checked
         handler = logging.StreamHandler(sys.stderr)
         if cfg.log_format == "json":
@@ -655,12 +659,22 @@ def _faces(
     the web face if ``--web-port`` or ``[faces.web] port`` does; with a certificate,
     each also on a TLS port of its own."""
     tls = config.tls_cert is not None
+    irc = config.faces.get("irc", {})
+    if irc_tls_port is not None:
+        # A port asked for on the command line that nothing would listen on is a mistake
+        # to say, not to ignore (the config file's are warned of: Config.unused_tls_ports).
+        if not tls:
+            raise UsageError(
+                "--irc-tls-port needs a certificate (--tls-cert and --tls-key, or [tls] "
+                "cert and key)"
+            )
+        if irc_port is None and irc.get("port") is None:
+            raise UsageError("--irc-tls-port needs the IRC face: --irc-port (or [faces.irc] port)")
     line = LineFace()
     faces: list[Face] = [line]
     if tls:
         port = config.tls_port
         faces.append(TlsFace(line, port=port if port is not None else _tls_port(config.port)))
-    irc = config.faces.get("irc", {})
     port = irc_port if irc_port is not None else irc.get("port")
     if port is not None:
         face: Face = IrcFace(

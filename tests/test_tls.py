@@ -508,3 +508,22 @@ def test_serve_on_all_interfaces_gives_addresses_to_connect_to_for_every_face(
     assert "NAME: the name your certificate holds" in banner["IRC over TLS"]
     code, _out, _err = server.stop()
     assert code == 0
+
+
+def test_serve_refuses_a_tls_port_flag_nothing_would_listen_on(certs: Certs) -> None:
+    """--tls-port or --irc-tls-port without a certificate, or --irc-tls-port without the
+    IRC face, exits 2 saying what it needs: a port asked for is never silently unused."""
+    cert = ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)]
+    cases = [
+        (["--tls-port", "0"], "--tls-port needs a certificate (--tls-cert and --tls-key"),
+        (["--irc-port", "0", "--irc-tls-port", "0"], "--irc-tls-port needs a certificate"),
+        ([*cert, "--irc-tls-port", "0"], "--irc-tls-port needs the IRC face: --irc-port"),
+    ]
+    for flags, error in cases:
+        result = subprocess.run(
+            [CHATKIT, "serve", "--port", "0", "--db", ":memory:", *flags],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode == 2, (flags, result.stderr)
+        assert f"Error: {error}" in result.stderr
+        assert "Traceback" not in result.stderr
