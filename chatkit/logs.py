@@ -26,6 +26,8 @@ FIELDS = (
     "old",
     "room",
     "address",
+    "port",
+    "listening",
     "reason",
     "plugin",
     "hook",

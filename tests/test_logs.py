@@ -33,12 +33,18 @@ def chat(server: ServeProcess) -> None:
 def test_json_logs_have_one_object_per_line_with_event_fields(
     serve: type[ServeProcess],
 ) -> None:
-    server = serve("--log-format", "json", "--log-level", "debug")
+    server = serve("--log-format", "json", "--log-level", "debug", "--irc-port", "0")
     chat(server)
     code, _out, err = server.stop(signal.SIGTERM)
     assert code == 0
     records = json_records(err)
     events = {(r.get("event"), r.get("nick")): r for r in records if "event" in r}
+    # The start event says where every face listens, for a log tool.
+    start = events[("start", None)]
+    assert (start["address"], start["port"]) == server.address
+    listening = start["listening"]
+    assert isinstance(listening, dict) and set(listening) == {"line", "irc"}
+    assert listening["line"] == "{}:{}".format(*server.address)
     login = events[("login", "alice")]
     assert login["address"] == "127.0.0.1" and login["level"] == "info"
     assert events[("join", "bob")]["room"] == "#general"

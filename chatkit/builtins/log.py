@@ -45,8 +45,13 @@ class Log:
     @hookimpl
     def chatkit_server_start(self, server: Server) -> None:
         host, port = server.address
+        # Every face's address, for a log tool (the text banner prints them for people).
+        listening = {face: f"{h}:{p}" for face, (h, p) in server.addresses.items()}
         log.info(
-            "chatkit listening on %s:%d", host, port, extra={"event": "start", "address": host}
+            "chatkit listening on %s:%d",
+            host,
+            port,
+            extra={"event": "start", "address": host, "port": port, "listening": listening},
         )
 
     @hookimpl
