@@ -37,8 +37,13 @@ specifications by `tests/hookdoc.py`; a test fails if it is out of date.
 | --- | --- | --- | --- |
 | startup | `chatkit_configure`, `chatkit_register_commands` | ignored | the server does not start (a `UsageError`'s text is shown as is) |
 | check | `chatkit_check_config` (`chatkit check` only) | ignored | `chatkit check` exits 2 (a `UsageError`'s text is shown as is) |
-| veto (first result) | `chatkit_allow_input`, `chatkit_allow_login`, `chatkit_allow_nick`, `chatkit_allow_join` | a `Reject` refuses; the first one wins | refused (fail closed), logged |
+| veto (first result) | `chatkit_allow_input`, `chatkit_allow_login`, `chatkit_allow_nick`, `chatkit_allow_join`, `chatkit_allow_topic` | a `Reject` refuses; the first one wins | refused (fail closed), logged |
 | filter (first result) | `chatkit_filter_message` | a `Drop` stops the message; may change `message.text` | not delivered (fail closed), logged |
+| authenticate (first result) | `chatkit_authenticate` | `True` if the password is right, a `Reject` if not, `None` if the plugin keeps no accounts | the authentication fails (fail closed), logged |
+| store | `chatkit_store_messages`, `chatkit_store_message` | `None` once stored, a `Future`, or a `Drop` | the message is delivered to nobody, the sender gets `not_stored` |
+| replay (first result) | `chatkit_room_replay` | the frames a joiner sees first, or `None` | logged; the client joins without a replay |
+| protocol (first result) | `chatkit_handle_request` | `True` for a frame type of the plugin's, a `Reject`, or `None` | the client gets `internal_error`, logged |
+| readiness | `chatkit_check_ready` | a sentence naming a problem, or `None` | logged; the server counts as not ready |
 | notify | `chatkit_server_start`, `chatkit_on_*`, `chatkit_server_stop` | ignored | logged with the plugin's name; other plugins still run |
 """
 

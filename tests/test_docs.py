@@ -238,3 +238,22 @@ def test_every_config_sample_in_the_docs_is_a_valid_config() -> None:
             config_from_dict(data)
             checked += 1
     assert checked >= 8
+
+
+@pytest.mark.parametrize("doc", ["hooks.md", "plugins.md"])
+def test_every_hook_is_in_the_table_of_hooks_by_kind(doc: str) -> None:
+    """docs/hooks.md's and docs/plugins.md's tables of hooks by kind name every hook."""
+    from chatkit import hookspecs
+
+    lines = (DOCS / doc).read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| kind | hooks |"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    table = " ".join(lines[start:end])
+    specs = [name for name in vars(hookspecs) if name.startswith("chatkit_")]
+    missing = [
+        name
+        for name in specs
+        if f"`{name}`" not in table
+        and not (name.startswith("chatkit_on_") and "chatkit_on_*" in table)
+    ]
+    assert specs and not missing
