@@ -119,6 +119,10 @@ def test_bans_and_the_ban_list(server: Server) -> None:
         ann.expect(":ann!ann@chatkit MODE #den +b bob!*@*")
         ann.send("MODE #den +b *!*@203.0.113.*")
         ann.expect(":ann!ann@chatkit MODE #den +b *!*@203.0.113.*")
+        # A host ban (irssi's ban_type host) would match everyone: every user shows
+        # at host chatkit. Refused, saying why; nobody is banned.
+        ann.send("MODE #den +b *!*@chatkit")
+        ann.expect(f":{SERVER} NOTICE ann :error [bad_usage]: *!*@chatkit matches everyone (")
         ann.send("MODE #den +b-b")  # the list, once
         lines = ann.until(" 368 ")
         # Each with who set it and when (Unix seconds), as the modern IRC docs have 367.

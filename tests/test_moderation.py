@@ -135,6 +135,35 @@ def test_a_room_keeps_at_most_max_masks_bans_and_mutes(
     ann.expect("error", code="bad_usage", text_contains="at most 111 characters")
 
 
+def test_a_mask_that_matches_everyone_is_refused(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A ban, a mute or a server ban of a mask matching everyone is bad usage, saying what
+    to name instead: *!*@* and the host ban an IRC client builds (*!*@chatkit: every
+    user shows at that host); a server ban matching its setter is refused too."""
+    server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
+    root = chat_client(server, "root")
+    root.say("/register sesame-seed")
+    root.expect("reply", command="register")
+    bob = chat_client(server, "bob")
+    for command in ("/ban", "/mute", "/gline"):
+        for mask in ("*", "*!*@*", "*!*@chatkit", "*@*", "?*!*"):
+            root.say(f"{command} {mask}")
+            error = root.expect("error", code="bad_usage")
+            assert "matches everyone" in error["text"] and "*!bob@*" in error["text"]
+    root.say("/gline ro*")
+    assert (
+        root.expect("error", code="bad_usage")["text"]
+        == "ro*!*@* matches you: you could not log in again"
+    )
+    root.say("/ban *!*@203.0.113.*")  # an address range: not everyone
+    root.expect("notice", text="root banned *!*@203.0.113.*")
+    bob.say("hello")  # bob is still there
+    assert root.expect("message", nick="bob")["text"] == "hello"
+    root.say("/gline")
+    assert root.expect("reply", command="gline")["text"] == "server bans: none"
+
+
 def test_the_cache_of_rooms_asked_about_is_bounded(tmp_path: Path) -> None:
     """Any client may ask about any room's modes (before login too); the store's cache
     of what it read stays within CACHE_ENTRIES, and still answers right."""
@@ -161,6 +190,8 @@ def test_op_and_deop(chat_server_factory: Factory, chat_client: Connect) -> None
     bob.expect("notice", text="bob muted carol!*@*")
     ann.say("/deop bob")
     ann.expect("notice", text_contains="removed bob")
+    ann.say("/deop bob")  # nothing changes: nobody is told again
+    assert ann.expect("reply", command="deop")["text"] == "bob is not an operator of #general"
     bob.say("/unmute carol")
     bob.expect("error", code="not_room_operator")
     carol.say("quiet")

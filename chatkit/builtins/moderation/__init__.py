@@ -125,6 +125,25 @@ def matches_who(mask: str, nick: str, account: str | None, address: str) -> bool
     )
 
 
+# Two people with nothing in common: a mask that matches both matches everyone.
+_STRANGERS = (("qzxjv", None, "198.51.100.7"), ("wkpyb", "wkpyb", "2001:db8::2a"))
+
+
+def matches_everyone(mask: str) -> bool:
+    """Whether ``mask`` would match anyone at all: ``*!*@*``, or ``*!*@chatkit`` (the
+    mask an IRC client's host ban builds, every user being shown at that host)."""
+    return all(matches_who(mask, *stranger) for stranger in _STRANGERS)
+
+
+def _refuse_everyone(mask: str) -> None:
+    if matches_everyone(mask):
+        raise CommandError(
+            f"{mask} matches everyone (each user shows as NICK!NICK@{SHOWN_HOST}): name a "
+            "nick (bob), an account (*!bob@*) or an address (*!*@203.0.113.*)",
+            "bad_usage",
+        )
+
+
 def _plain_address(address: str) -> str:
     """``address`` as masks name it: an IPv4-mapped IPv6 address as its IPv4 one."""
     if address.startswith("::ffff:") and "." in address:
@@ -775,6 +794,9 @@ class Moderation:
             why = f"an operator of {room} in the server's config"
         if why:
             raise CommandError(f"{target.nick} is {why}: /deop cannot change that", "bad_usage")
+        if not self.is_operator(target, room):  # nothing changes: nobody is told (as /op)
+            ctx.reply(f"{target.nick} is not an operator of {room}", room=room)
+            return
         target.data.get(_CONNECTION_OPS, {}).pop(fold(room), None)
         if target.account is not None:
             self._store.remove("ops", fold(room), target.account)
@@ -842,6 +864,8 @@ class Moderation:
         longest = 2 * limits.max_nick + 47  # NICK!ACCOUNT@ADDRESS, an IPv6 address at most
         if add and len(mask) > longest:
             raise CommandError(f"a mask is at most {longest} characters", "bad_usage")
+        if add:
+            _refuse_everyone(mask)
         if add and fold(mask) in self._store.rows(table, fold(room)):
             # Nothing changes: nobody is told again (IRC servers stay silent too).
             ctx.reply(f"{fold(mask)} is {what} in {room} already", room=room, mask=fold(mask))
@@ -990,6 +1014,10 @@ class Moderation:
             self._glines(ctx)
             return
         mask, reason = full_mask(words[0]), words[1] if len(words) > 1 else ""
+        _refuse_everyone(mask)
+        if matches(mask, ctx.client):
+            # A server operator by OPER logs in before it is one: it could not come back.
+            raise CommandError(f"{mask} matches you: you could not log in again", "bad_usage")
         by = ctx.client.nick or ""
         self._store.add("bans", SERVER, fold(mask), by=by, ts=_now())
         log.info("%s banned %s from the server: %s", ctx.client.nick, mask, reason)
