@@ -6,8 +6,8 @@ objects hooks receive (:class:`Session`, :class:`Message`, :class:`CommandContex
 the input events :class:`Hello`, :class:`Say` and :class:`Request`), what they
 return (:class:`Reject`, :class:`Drop`, :class:`Frame`), the errors they raise, and
 a few helpers (:func:`message_frame`, :func:`valid_nick`, :func:`valid_room`, :func:`fold`,
-:func:`skeleton`, :func:`wildcard_match`, :func:`check_settings`, :func:`number_setting`,
-:data:`MAX_ID`), and the
+:func:`skeleton`, :func:`shown_skeleton`, :func:`wildcard_match`, :func:`check_settings`,
+:func:`number_setting`, :data:`MAX_ID`), and the
 :class:`Client` library for plugins that speak to a server as a client would.
 """
 
@@ -20,7 +20,15 @@ from chatkit.events import MAX_ID, Hello, Message, Request, Say
 from chatkit.frames import Frame
 from chatkit.hookspecs import hookimpl
 from chatkit.hub import RemoteMember, message_frame, valid_nick
-from chatkit.names import SHOWN_HOST, fold, room_name, skeleton, valid_room, wildcard_match
+from chatkit.names import (
+    SHOWN_HOST,
+    fold,
+    room_name,
+    shown_skeleton,
+    skeleton,
+    valid_room,
+    wildcard_match,
+)
 from chatkit.results import Drop, Reject, Wait
 from chatkit.server import Server
 from chatkit.session import Session
@@ -58,6 +66,7 @@ __all__ = [
     "message_frame",
     "number_setting",
     "room_name",
+    "shown_skeleton",
     "skeleton",
     "valid_nick",
     "valid_room",

@@ -191,6 +191,7 @@ HELPERS: list[tuple[str, str | None]] = [
     ("fold", None),
     ("room_name", None),
     ("skeleton", None),
+    ("shown_skeleton", None),
     ("wildcard_match", None),
     ("check_settings", None),
     ("number_setting", None),

@@ -283,6 +283,7 @@ def test_register_refusals(chat_server_factory: Factory, chat_client: Connect) -
 
 CYRILLIC_ALICE = "\u0430lice"  # Cyrillic a: looks like alice
 MIXED_ALICE = "\u0410L\u0406CE"  # Cyrillic A and I among Latin letters: looks like ALICE
+CAPITAL_I_ALICE = "aIice"  # a capital I for the l: looks like alice as shown
 
 
 def test_a_look_alike_of_a_registered_nick_needs_its_password() -> None:
@@ -302,7 +303,7 @@ def test_a_look_alike_of_a_registered_nick_needs_its_password() -> None:
         register(alice)
         leave(alice)
         with ChatClient(server.address) as other:
-            for nick in (CYRILLIC_ALICE, MIXED_ALICE):
+            for nick in (CYRILLIC_ALICE, MIXED_ALICE, CAPITAL_I_ALICE):
                 frame = refused(other, nick, "nick_registered")
                 assert "looks like alice, which is registered" in frame["text"]
                 assert "password" in frame["text"]
@@ -368,7 +369,8 @@ def test_a_login_renames_no_other_account_whose_nick_only_looks_like_it(
     I: registered apart, their folded keys differ): the owner of one logging in with its
     password renames no one identified to the other; the nick is taken meanwhile."""
     server = chat_server_factory(config=accounts_config())
-    for nick in ("alice", "aIice"):
+    # (In this order: aIice's look is not found from an alice, but alice's from aIice.)
+    for nick in ("aIice", "alice"):
         first = chat_client(server, nick)
         register(first)
         first.say("/quit")
@@ -401,6 +403,17 @@ def test_grace_renames_a_look_alike_and_identify_reclaims_it(
     owner.say(f"/identify alice {PASSWORD}")
     owner.expect("nick", old="owner", new="alice")
     again.expect("nick", old=MIXED_ALICE)
+    # A capital I for the l: the same, told, renamed, and moved off by a password login.
+    owner.say("/quit")
+    owner.wait_closed()
+    capital = chat_client(server, CAPITAL_I_ALICE)
+    capital.expect("notice", text_contains="/identify PASSWORD within 1 s")
+    assert capital.expect("nick", old=CAPITAL_I_ALICE, timeout=5)["new"].startswith("Guest")
+    capital = chat_client(server, CAPITAL_I_ALICE)
+    capital.expect("notice", text_contains="/identify")
+    back = chat_client(server)
+    assert back.login("alice", password=PASSWORD)["nick"] == "alice"
+    capital.expect("nick", old=CAPITAL_I_ALICE)
 
 
 def test_a_muted_squatter_is_still_moved_off_a_registered_nick(

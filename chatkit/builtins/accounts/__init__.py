@@ -63,6 +63,7 @@ from chatkit import (
     fold,
     hookimpl,
     number_setting,
+    shown_skeleton,
     skeleton,
     valid_nick,
 )
@@ -459,8 +460,18 @@ class Accounts:
 
     def _registered(self, nick: str) -> Account | None:
         """The account of ``nick``: registered as it is, or as a nick it looks like
-        (``ALICE``, or ``alice`` spelled with a Cyrillic a, are ``alice``'s)."""
-        return self._store.find(nick)
+        (``ALICE``, or ``alice`` spelled with a Cyrillic a, are ``alice``'s; and so is
+        ``aIice``, a capital I for the l, which looks like it only as shown)."""
+        found = self._store.find(nick)
+        if found is None:
+            # The store keeps one key of a look (skeleton: case folded, so aIice's is
+            # aiice's); the nick as shown (aIice reads alice) is looked up as a nick of
+            # its own. (A registered aIice is not found from an alice: see
+            # docs/operations.md.)
+            shown = shown_skeleton(nick)
+            if skeleton(shown) != skeleton(nick):
+                found = self._store.find(shown)
+        return found
 
     @hookimpl
     def chatkit_authenticate(
@@ -548,7 +559,7 @@ class Accounts:
         ``account``'s nick (or a look-alike of it) unidentified."""
         if client.nick is None or client.account == account.name:
             return
-        if skeleton(client.nick) != skeleton(account.nick):
+        if not _looks_like(client.nick, account.nick):
             return
         if self._server is None or self._server.hub.find(client.nick) is not client:
             return
@@ -670,8 +681,8 @@ class Accounts:
         holder = hub.find_like(account.nick)  # (every password login asks: one look-up)
         if holder is None or holder is client or holder.account == account.name:
             return
-        if skeleton(holder.nick or "") != skeleton(account.nick):
-            return  # like it as shown only (aIice): another account's nick, maybe; the hub refuses
+        if holder.account is not None and skeleton(holder.nick or "") != skeleton(account.nick):
+            return  # like it as shown only (aIice), another account's nick: the hub refuses
         holder.notice(f"{account.nick} {how}: you are renamed")
         try:
             hub.rename(holder, f"{GUEST_PREFIX}{holder.id}", forced=True)
@@ -757,6 +768,12 @@ class Accounts:
             )
         self._store.invite(fold(nick), account.name)
         ctx.reply(f"{nick} may register now")
+
+
+def _looks_like(nick: str, other: str) -> bool:
+    """Whether ``nick`` looks like ``other``: one skeleton, or one as shown (``aIice``
+    and ``alice``)."""
+    return skeleton(nick) == skeleton(other) or shown_skeleton(nick) == shown_skeleton(other)
 
 
 def _busy() -> Reject:
