@@ -694,6 +694,40 @@ def test_the_owner_s_password_takes_the_nick_from_whoever_holds_it_unidentified(
     assert session is not None and session.account == "carol"
 
 
+def test_a_password_takes_the_nick_back_from_a_session_of_the_same_account() -> None:
+    """A connection of the account's own that still holds the nick (dropped, not timed
+    out yet) gives it up to a login with the password, to /regain NICK PASSWORD and to
+    IRC's NickServ REGAIN (GHOST, RECOVER): told, renamed GuestNNN, as services' REGAIN
+    does; /identify NICK PASSWORD identifies and leaves the account's sessions' nicks."""
+    server = Server(
+        config=make_config(disable=["flood"]),
+        faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="TestNet")],
+    )
+    with server, ChatClient(server.address) as stale:
+        stale.login("nina")
+        register(stale)
+        with ChatClient(server.address) as again:
+            assert again.login("nina", password=PASSWORD)["nick"] == "nina"
+            stale.expect("notice", text="nina logged in with its password: you are renamed")
+            assert stale.expect("nick", old="nina")["new"].startswith("Guest")
+            stale.say(f"/identify nina {PASSWORD}")  # identified, the nick left as it is
+            assert "you keep the nick Guest" in stale.expect("reply", command="identify")["text"]
+            stale.say(f"/regain nina {PASSWORD}")  # (services' REGAIN)
+            stale.expect("nick", new="nina")
+            again.expect("notice", text="nina identified: you are renamed")
+            assert again.expect("nick", old="nina")["new"].startswith("Guest")
+            with IrcClient(server.addresses["irc"]) as irc:
+                irc.register("nina_")
+                irc.send("PRIVMSG NickServ :REGAIN nina")  # (one word: not a password)
+                irc.expect(":NickServ!NickServ@services NOTICE nina_ :Usage: REGAIN NICK PASSWORD")
+                irc.send(f"PRIVMSG NickServ :REGAIN nina {PASSWORD}")
+                irc.expect(":nina_!nina_@chatkit NICK nina")
+                irc.expect(":NickServ!NickServ@services NOTICE nina :you are identified as nina")
+                stale.expect("nick", old="nina")
+                session = server.hub.find("nina")
+                assert session is not None and session.account == "nina"
+
+
 def test_grace_renames_a_client_that_does_not_identify(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

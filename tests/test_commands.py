@@ -32,6 +32,7 @@ def test_help_lists_every_command_with_its_plugin(chat_client: Connect) -> None:
         "help": "help",
         "history": "history",
         "identify": "accounts",
+        "regain": "accounts",
         "join": "rooms",
         "logout": "accounts",
         "me": "messaging",

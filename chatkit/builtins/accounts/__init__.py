@@ -590,6 +590,12 @@ class Accounts:
             help="prove you own a registered nick (and take it)",
             usage="[NICK] PASSWORD",
         )
+        register(
+            "regain",
+            self.regain,
+            help="take your registered nick back, from another session of yours too",
+            usage="NICK PASSWORD",
+        )
         register("logout", self.logout, help="forget that you identified")
         register("passwd", self.passwd, help="change your password", usage="OLD NEW")
         register("drop", self.drop, help="delete your account", usage="PASSWORD")
@@ -645,7 +651,15 @@ class Accounts:
         log.info("%s registered", nick)
         ctx.reply(f"{nick} is registered to you; identified", account=nick)
 
-    def identify(self, ctx: CommandContext) -> None:
+    def regain(self, ctx: CommandContext) -> None:
+        """``/regain NICK PASSWORD``: ``/identify NICK PASSWORD`` that takes the nick from
+        another session of the account's own too (a connection that dropped and has not
+        timed out yet), as services' REGAIN does."""
+        if len(ctx.args.split()) != 2:
+            raise ctx.usage_error()
+        self.identify(ctx, regain=True)
+
+    def identify(self, ctx: CommandContext, *, regain: bool = False) -> None:
         words = ctx.args.split()
         if not 1 <= len(words) <= 2:
             raise ctx.usage_error()
@@ -665,23 +679,29 @@ class Accounts:
             try:
                 # Not out of a ban or a mute under the nick it has (moderation).
                 ctx.hub.allow_nick(client, account.nick)
-                self._evict(ctx.hub, account, client, "identified")
+                self._evict(ctx.hub, account, client, "identified", regain=regain)
                 ctx.hub.rename(client, account.nick, forced=True)
             except CommandError as exc:
-                # Identified all the same (another session of yours may hold the nick).
+                # Identified all the same (the nick may be refused: a ban of it, a mute).
                 done += f"; you keep the nick {client.nick}: {exc.text}"
         ctx.reply(done, account=account.nick)
 
     @staticmethod
-    def _evict(hub: Any, account: Account, client: Session, how: str) -> None:
+    def _evict(
+        hub: Any, account: Account, client: Session, how: str, *, regain: bool = True
+    ) -> None:
         """Rename to a guest nick whoever holds ``account``'s nick, or one that looks like
         it, without being identified as it (a grace period; a session whose account's
-        password changed): ``client`` proved the account (``how``). Raises the rename's
-        :class:`CommandError`, but for a holder that left meanwhile."""
+        password changed); with ``regain``, another session of the account's own too (a
+        connection that dropped and has not timed out yet: services' REGAIN). ``client``
+        proved the account (``how``) and asks for the nick: a login with the password,
+        ``/regain``; an ``/identify`` leaves the account's other sessions their nicks.
+        Raises the rename's :class:`CommandError`, but for a holder that left meanwhile."""
         holder = hub.find_like(account.nick)  # (every password login asks: one look-up)
-        if holder is None or holder is client or holder.account == account.name:
+        if holder is None or holder is client or (holder.account == account.name and not regain):
             return
-        if holder.account is not None and skeleton(holder.nick or "") != skeleton(account.nick):
+        mine = holder.account in (None, account.name)
+        if not mine and skeleton(holder.nick or "") != skeleton(account.nick):
             return  # like it as shown only (aIice), another account's nick: the hub refuses
         holder.notice(f"{account.nick} {how}: you are renamed")
         try:

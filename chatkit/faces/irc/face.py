@@ -701,18 +701,32 @@ class IrcChannel:
 
     def nickserv(self, text: str) -> None:
         """``PRIVMSG NickServ :IDENTIFY [account] password`` (what IRC clients send to
-        identify, by hand or on connecting) and ``REGISTER password [email]``: chatkit's
-        ``/identify`` and ``/register``, answered as NOTICEs. The text is a password:
+        identify, by hand or on connecting), ``GHOST``, ``REGAIN`` or ``RECOVER nick
+        password`` and ``REGISTER password [email]``: chatkit's ``/identify``, ``/regain``
+        and ``/register``, answered as NOTICEs. The text is a password:
         it is neither stored nor sent to anyone (no one may hold the nick)."""
         if not self.session.logged_in:
             self.send(Message(n.ERR_NOTREGISTERED, ("You have not registered",)))
             return
         verb, _, rest = text.strip().partition(" ")
-        command = {"IDENTIFY": "identify", "REGISTER": "register"}.get(verb.upper())
+        # GHOST, REGAIN and RECOVER NICK PASSWORD (services' ways to take a nick back
+        # from a connection of yours that dropped) are /regain NICK PASSWORD here: it
+        # takes the nick from whoever holds it, another session of the account's too.
+        command = {
+            "IDENTIFY": "identify",
+            "REGISTER": "register",
+            "GHOST": "regain",
+            "REGAIN": "regain",
+            "RECOVER": "regain",
+        }.get(verb.upper())
         if command is None or self.hub.commands.get(command) is None:
             self.send(
                 *self._from_nickserv("There are no services here: /quote HELP lists commands")
             )
+            return
+        if command == "regain" and len(rest.split()) != 2:
+            # (One word would be taken for a password: a failed attempt, throttled.)
+            self.send(*self._from_nickserv(f"Usage: {verb.upper()} NICK PASSWORD"))
             return
         # Its answers, and its refusals, from NickServ: where the client shows them (the
         # NickServ window, beside what it sent), not as the server's notices.
