@@ -697,8 +697,9 @@ def test_the_owner_s_password_takes_the_nick_from_whoever_holds_it_unidentified(
 def test_a_password_takes_the_nick_back_from_a_session_of_the_same_account() -> None:
     """A connection of the account's own that still holds the nick (dropped, not timed
     out yet) gives it up to a login with the password, to /regain NICK PASSWORD and to
-    IRC's NickServ REGAIN (GHOST, RECOVER): told, renamed GuestNNN, as services' REGAIN
-    does; /identify NICK PASSWORD identifies and leaves the account's sessions' nicks."""
+    IRC's NickServ REGAIN (GHOST, RECOVER), and to an IRC login by SASL: told, renamed
+    GuestNNN, as services' REGAIN does; /identify NICK PASSWORD identifies and leaves
+    the account's sessions' nicks."""
     server = Server(
         config=make_config(disable=["flood"]),
         faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="TestNet")],
@@ -726,6 +727,15 @@ def test_a_password_takes_the_nick_back_from_a_session_of_the_same_account() -> 
                 stale.expect("nick", old="nina")
                 session = server.hub.find("nina")
                 assert session is not None and session.account == "nina"
+                with IrcClient(server.addresses["irc"]) as sasl:  # proven before its login
+                    sasl.send("CAP LS 302", "CAP REQ :sasl")
+                    sasl.expect("CAP * ACK")
+                    sasl.send("AUTHENTICATE PLAIN")
+                    sasl.expect("AUTHENTICATE +")
+                    token = base64.b64encode(f"\0nina\0{PASSWORD}".encode()).decode()
+                    sasl.send(f"AUTHENTICATE {token}", "NICK nina", "USER n 0 * :N", "CAP END")
+                    sasl.expect(f":{SERVER} 001 nina ")
+                    irc.expect(":nina!nina@chatkit NICK Guest")
 
 
 def test_grace_renames_a_client_that_does_not_identify(

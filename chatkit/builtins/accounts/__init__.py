@@ -505,6 +505,8 @@ class Accounts:
             # chatkit_on_login has nothing to do for this nick: it need not look it
             # up again (a look-up is about a twentieth of a whole login's CPU).
             client.data["accounts"] = _FREE
+            if account is not None:  # proven before the login (SASL): the nick is its
+                self._regain(account, client, "logged in with its password")
             return None
         password = fields.get("password")
         if password is None:
@@ -525,15 +527,20 @@ class Accounts:
             if not self._prove(client, account.name, seen):
                 return Reject(_CHANGED, "bad_password")
             client.data["accounts"] = account.name  # chatkit_on_login need not look
-            if self._server is not None:
-                # The nick is the account's: one holding it unidentified (a grace
-                # period, or its account's password changed since) gives it up, as
-                # for an /identify, rather than refuse the owner (nick_taken).
-                try:
-                    self._evict(self._server.hub, account, client, "logged in with its password")
-                except CommandError as exc:  # (the login goes on: nick_taken, if still held)
-                    log.info("could not rename the holder of %s: %s", account.nick, exc.text)
+            self._regain(account, client, "logged in with its password")
         return refused
+
+    def _regain(self, account: Account, client: Session, how: str) -> None:
+        """The nick is the account's, proven by a login: one holding it unidentified (a
+        grace period, or its account's password changed since), or a session of the
+        account's own that dropped, gives it up, rather than refuse the owner
+        (nick_taken)."""
+        if self._server is None:
+            return
+        try:
+            self._evict(self._server.hub, account, client, how)
+        except CommandError as exc:  # (the login goes on: nick_taken, if still held)
+            log.info("could not rename the holder of %s: %s", account.nick, exc.text)
 
     @hookimpl
     def chatkit_on_login(self, client: Session) -> None:
