@@ -191,6 +191,36 @@ def test_flush_waits_for_a_retention_pass_after_many_rows(tmp_path: Path) -> Non
         store.close()
 
 
+def test_retention_runs_while_messages_keep_coming(tmp_path: Path) -> None:
+    """A retention pass that is due runs between commits: a server never idle keeps to
+    `keep` too (the pass waited for an empty queue, and the rows grew without end)."""
+    store = MessageStore(tmp_path / "h.db", keep=5, prune_interval=0.05)
+    stop = threading.Event()
+    sent = 0
+
+    def flood() -> None:
+        # Always a batch waiting when the writer looks, as under senders that do not
+        # let up; bounded, as readers waiting for their commits bound it in a server.
+        nonlocal sent
+        while not stop.is_set():
+            if store.queued < 2000:
+                store.submit(message(sent + 1))
+                sent += 1
+
+    def rows() -> int:
+        return int(store._read_db.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+    thread = threading.Thread(target=flood)
+    thread.start()
+    try:
+        # Well past a pass's due time, with most of what was written pruned meanwhile.
+        wait_until(lambda: sent > 30_000 and rows() < (sent - store.queued) // 3, timeout=10)
+    finally:
+        stop.set()
+        thread.join()
+        store.close()
+
+
 def test_a_store_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
     """The lock is held across processes: the error names the other process's pid."""
     path = tmp_path / "h.db"

@@ -652,7 +652,8 @@ class MessageStore:
                 batch.future.set_exception(StoreError(NOT_STORED))
 
     def _write_loop(self) -> None:
-        """Commit batches in order; prune between them."""
+        """Commit batches in order; prune between them, every ``prune_interval`` seconds
+        (and when a flush() asks)."""
         next_prune = time.monotonic()
         while True:
             with self._cond:
@@ -670,7 +671,13 @@ class MessageStore:
                     self._prune_due = False  # pruned below (a batch of rows: later, idle)
             if batch is not None and batch.rows:
                 self._commit(batch)
-                continue  # keep committing while there is more; prune when idle
+                if time.monotonic() >= next_prune:
+                    # Due while messages keep coming: a pass now, or a busy server's
+                    # keep and keep_days would wait for a quiet moment that may not
+                    # come (the pass commits what arrives meanwhile, between chunks).
+                    self._prune()
+                    next_prune = time.monotonic() + self.prune_interval
+                continue
             if prune:
                 self._prune()
                 next_prune = time.monotonic() + self.prune_interval
@@ -749,32 +756,42 @@ class MessageStore:
         except sqlite3.Error as exc:
             log.error("retention in the history database %s failed: %s", self.path, exc)
 
-    def _commit_waiting(self) -> None:
+    def _commit_waiting(self) -> int:
         """Commit the batches of messages waiting, during a retention pass (the store's
-        thread); a flush() barrier waits for the pass."""
-        while True:
+        thread), and return how many rows they held; a flush() barrier waits for the
+        pass. Those waiting as it starts only: batches that keep coming faster than they
+        commit would hold the pass forever."""
+        with self._cond:
+            count = len(self._batches)
+        rows = 0
+        for _ in range(count):
             with self._cond:
                 waiting = bool(self._batches) and bool(self._batches[0].rows)
                 pending = self._batches.popleft() if waiting else None
             if pending is None:
-                return
+                break
+            rows += len(pending.rows)
             self._commit(pending)
+        return rows
 
     def _delete_chunks(self, where: str, args: tuple[object, ...]) -> None:
         """Delete the rows matching ``where`` a chunk per transaction, committing the
-        batches that arrive meanwhile first, so retention never holds up chat."""
+        batches that arrive meanwhile first, so retention never holds up chat. A chunk
+        is PRUNE_CHUNK rows more than were committed just before it, so that a pass
+        gains on messages that keep coming (at 500 a chunk it fell ever further behind
+        a busy room's thousands)."""
         while True:
-            self._commit_waiting()
+            chunk = PRUNE_CHUNK + self._commit_waiting()
             with self._write_lock:
                 cursor = self._write_db.execute(
                     "DELETE FROM messages WHERE id IN"
                     f" (SELECT id FROM messages WHERE {where} ORDER BY id LIMIT ?)",
-                    (*args, PRUNE_CHUNK),
+                    (*args, chunk),
                 )
                 deleted = cursor.rowcount
             if deleted:
                 log.debug("retention: deleted %d message(s) from %s", deleted, self.path)
-            if deleted < PRUNE_CHUNK:
+            if deleted < chunk:
                 return
 
 
