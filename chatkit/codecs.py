@@ -185,7 +185,10 @@ def _history(f: dict[str, Any]) -> str:
     if not count:
         return f"*** no earlier messages in {where}"
     text = f"*** {count} earlier message{'s' if count != 1 else ''} of {where} above"
-    return text + ("; /history with a larger N shows more" if f.get("more") else "")
+    if f.get("more") and f.get("first") is not None:
+        target = f.get("room") or f.get("with")
+        text += f"; earlier ones: /history {target} {count} before {f['first']}"
+    return text
 
 
 def _leave(f: dict[str, Any]) -> str:

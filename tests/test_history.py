@@ -75,7 +75,10 @@ def test_joining_replays_the_room_before_live_messages(
         (s["id"], s["ts"], s["text"]) for s in sent[2:]
     ]
     assert all(f["history"] is True and f["room"] == "#general" for f in replayed)
-    assert frames[4] == {"type": "history", "room": "#general", "count": 3, "more": True}
+    # first: the id the page before goes on from.
+    assert frames[4] == {
+        "type": "history", "room": "#general", "count": 3, "more": True, "first": sent[2]["id"]
+    }  # fmt: skip
     assert frames[5]["text"] == "live" and "history" not in frames[5]
 
 
@@ -125,12 +128,36 @@ def test_history_command_pages(chat_server_factory: Factory, chat_client: Connec
     alice.say("/history #general")  # page defaults to 50, capped at max_page
     frames = alice.sync()
     assert [t for _, t, _ in messages(frames)] == ["m2", "m3", "m4", "m5", "m6"]
-    assert frames[-1] == {"type": "history", "room": "#general", "count": 5, "more": True}
+    assert frames[-1] == {
+        "type": "history", "room": "#general", "count": 5, "more": True, "first": frames[0]["id"]
+    }  # fmt: skip
     for bad in ("/history 6", "/history 0", "/history #a #b", "/history #general x y"):
         alice.say(bad)
         assert alice.expect("error")["code"] == "bad_usage", bad
     alice.say("/history #elsewhere")
     assert alice.expect("error")["code"] == "not_in_room"
+
+
+def test_text_mode_pages_back_with_before(
+    chat_server_factory: Factory, chat_client: Connect, text_client: Any
+) -> None:
+    """A page with more before it says, in text mode, the command for the page before
+    (its oldest id): /history #room N before ID, which goes on from there to the first."""
+    server = chat_server_factory(config=history_config(max_page=3, replay=0), disable=["flood"])
+    alice = chat_client(server, "alice")
+    for i in range(5):
+        alice.say(f"m{i}")
+    ids = [alice.expect("message", text=f"m{i}")["id"] for i in range(5)]
+    bob: TextClient = text_client(server, "bob")
+    bob.send_line("/history 3")
+    hint = f"*** 3 earlier messages of #general above; earlier ones: /history #general 3 before {ids[2]}"
+    bob.expect(hint)
+    bob.send_line(f"/history #general 3 before {ids[2]}")
+    bob.expect("<alice> m1")
+    bob.expect("*** 2 earlier messages of #general above")  # the first: no more
+    for bad in ("/history before x", "/history 3 before 1e3", "/history before " + "9" * 30):
+        bob.send_line(bad)
+        assert "bad_usage" in bob.expect("error"), bad
 
 
 def test_history_frame_scrolls_back_with_before(
@@ -245,7 +272,9 @@ def test_private_history_only_for_its_two_parties(
         ("alice", "bob", "one"),
         ("bob", "alice", "two"),  # the recipient as its nick is spelled
     ]
-    assert frames[-1] == {"type": "history", "with": "Alice", "count": 2, "more": False}
+    assert frames[-1] == {
+        "type": "history", "with": "Alice", "count": 2, "more": False, "first": frames[0]["id"]
+    }  # fmt: skip
     carol.say("/history bob")  # carol was never part of it
     assert messages(carol.sync()) == []
     carol.say("/history alice")
@@ -454,7 +483,9 @@ def test_pages_fit_in_the_send_queue(chat_server_factory: Factory, chat_client: 
     frames = alice.sync()
     texts = [t.split()[0] for _, t, _ in messages(frames)]
     assert texts == ["m9", "m10", "m11"]  # 4 KB each: three fit in 16 KiB
-    assert frames[-1] == {"type": "history", "room": "#general", "count": 3, "more": True}
+    assert frames[-1] == {
+        "type": "history", "room": "#general", "count": 3, "more": True, "first": frames[0]["id"]
+    }  # fmt: skip
 
 
 def test_a_replay_that_cannot_be_read_is_a_notice(

@@ -299,23 +299,31 @@ class History:
             "history",
             self.history_command,
             help="show earlier messages of a room, or of your conversation with NICK",
-            usage="[#ROOM|NICK] [N]",
+            usage="[#ROOM|NICK] [N] [before ID]",
         )
 
     def history_command(self, ctx: CommandContext) -> None:
         words = ctx.args.split()
-        limit = self.page
+        limit, before = self.page, None
+        usage = CommandError(
+            f"usage: /history [#ROOM|NICK] [N] [before ID], N from 1 to {self.max_page}",
+            "bad_usage",
+        )
+        if len(words) >= 2 and words[-2].lower() == "before":
+            # The page before it (a page's closing line names the id to go on from).
+            if not words[-1].isdecimal() or len(words[-1]) > 19 or int(words[-1]) > MAX_ID:
+                raise usage
+            before = int(words.pop())
+            words.pop()
         if words and words[-1].isdecimal():
             digits = words.pop()  # (isdecimal, not isdigit: "²" is a digit int() refuses)
             limit = int(digits) if len(digits) <= 9 else self.max_page + 1
         if len(words) > 1 or not 1 <= limit <= self.max_page:
-            raise CommandError(
-                f"usage: /history [#ROOM|NICK] [N], N from 1 to {self.max_page}", "bad_usage"
-            )
+            raise usage
         target = words[0] if words else ctx.room
         if target is None:
             raise CommandError("you are in no room; /history #room or /history NICK", "not_in_room")
-        self._send_page(ctx.client, target, Page(limit))
+        self._send_page(ctx.client, target, Page(limit, before=before))
 
     @hookimpl
     def chatkit_handle_request(self, client: Session, request: Request) -> bool | Reject | None:
@@ -413,7 +421,9 @@ class History:
             frames.append(frame)
         if not oldest:
             frames.reverse()
-        frames.append(Frame("history", **where, count=len(frames), more=more))
+        # first: the oldest message's id, from which the page before goes on.
+        first = {"first": frames[0].fields["id"]} if frames else {}
+        frames.append(Frame("history", **where, count=len(frames), more=more, **first))
         return frames
 
     def _send_page(self, client: Session, target: str, page: Page) -> None:
