@@ -160,6 +160,33 @@ def test_text_mode_pages_back_with_before(
         assert "bad_usage" in bob.expect("error"), bad
 
 
+def test_a_room_made_again_in_another_case_replays_under_its_name_now(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A room emptied and made again spelled in another case is the same room: its
+    replay, pages and history_targets name it as it is spelled now."""
+    server = chat_server_factory(disable=["flood"])
+    gina = chat_client(server, "gina")
+    gina.say("/join #CaseRoom")
+    gina.expect("join", room="#CaseRoom")
+    gina.say("in CaseRoom", room="#CaseRoom")
+    gina.expect("message", text="in CaseRoom")
+    gina.say("/part #CaseRoom")
+    gina.expect("leave", room="#CaseRoom")
+    hank = chat_client(server, "hank")
+    hank.say("/join #caseroom")
+    hank.expect("join", room="#caseroom")
+    replayed = hank.expect("message", text="in CaseRoom")
+    assert replayed["room"] == "#caseroom" and replayed["history"] is True
+    assert hank.expect("history")["room"] == "#caseroom"
+    hank.send({"type": "history", "room": "#caseroom"})
+    assert hank.expect("message", text="in CaseRoom")["room"] == "#caseroom"
+    hank.send({"type": "history_targets"})
+    targets = hank.expect("history_targets")["targets"]
+    assert "#caseroom" in [t["target"] for t in targets]
+    assert "#CaseRoom" not in [t["target"] for t in targets]
+
+
 def test_history_frame_scrolls_back_with_before(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

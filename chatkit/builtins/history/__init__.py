@@ -412,8 +412,14 @@ class History:
         fit in ``page_bytes``, oldest first, and the closing ``history`` frame."""
         frames: list[Frame] = []
         size = 0
+        room = where.get("room")
         for message in messages if oldest else reversed(messages):
             frame = message_frame(message, history=True)
+            if room is not None:
+                # As the room is spelled now: one emptied and made again in another case
+                # (#CaseRoom, now #caseroom) is the same room, and its joiners' frames
+                # name it so.
+                frame.fields["room"] = room
             size += len(frame.encode(client.codec))
             if size > self.page_bytes and frames:
                 more = True  # the rest is for the next page

@@ -586,7 +586,10 @@ class MessageStore:
                         " AND id > ? AND id < ? GROUP BY conv",
                         (*convs, after, before),
                     ).fetchall()
-                    found += [(str(room), int(id_), str(ts)) for room, id_, ts in rows]
+                    # Each room as it is spelled now (a room emptied and made again
+                    # in another case is the same room: #CaseRoom's are #caseroom's).
+                    named = {fold(room): room for room in rooms}
+                    found += [(named[fold(room)], int(id_), str(ts)) for room, id_, ts in rows]
                 if nick is not None:
                     me = fold(nick)
                     mine = (
