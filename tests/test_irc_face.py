@@ -1193,7 +1193,9 @@ def test_help_answers_with_704_to_706(make_server: Callable[..., Server]) -> Non
         assert lines[-1] == f":{SERVER} 706 alice * :End of /HELP"
         text = "\n".join(line.split(" :", 1)[1] for line in lines)
         assert "JOIN" in text and "WHOWAS" in text
-        assert "\nHISTORY [#ROOM|NICK] [N]: " in text  # a chat command (the history plugin)
+        assert (
+            "\nHISTORY [#ROOM|NICK] [N] [before ID]: " in text
+        )  # a chat command (the history plugin)
         assert "\nJOIN " not in text  # the chat command /join is IRC's JOIN: listed once
 
         alice.send("HELP join")

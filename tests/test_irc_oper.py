@@ -164,6 +164,33 @@ def test_a_multi_line_message_is_one_batch_when_negotiated(
         assert "".join(texts[3:]) == long
 
 
+def test_a_replayed_multi_line_message_is_a_batch_inside_the_replay(
+    make_server: Callable[..., Server],
+) -> None:
+    """A multi-line message replayed (a join's chathistory batch) comes as it came live:
+    a draft/multiline batch, nested in the replay's (its BATCH lines carry the outer
+    reference, its lines its own), its empty line kept, the msgid on its BATCH line."""
+    server = make_server()
+    with ChatClient(server.addresses["line"]) as jay:
+        jay.login("jay")
+        jay.say("first\n\nthird", room="#general")
+        frame = jay.expect("message", nick="jay")
+        with IrcClient(server.addresses["irc"]) as late:
+            late.register("late", caps=MULTI)
+            outer_start = late.expect(" BATCH +h")
+            outer = outer_start.split(" BATCH +", 1)[1].split()[0]
+            start = late.expect(" BATCH +ml")
+            ref = start.split(" BATCH +", 1)[1].split()[0]
+            assert start.startswith("@") and f"batch={outer}" in start.split(" ", 1)[0]
+            assert f"msgid={frame['id']}" in start
+            lines = late.until(f"BATCH -{ref}")
+            assert lines[-1].startswith(f"@batch={outer} ")
+            texts = [line.split(" PRIVMSG #general :", 1)[1] for line in lines[:-1]]
+            assert texts == ["first", " ", "third"]
+            assert all(line.startswith(f"@batch={ref}") for line in lines[:-1])
+            late.expect(f"BATCH -{outer}")
+
+
 def test_a_clients_multiline_batch_is_one_chat_message(make_server: Callable[..., Server]) -> None:
     """An IRC client's draft/multiline batch reaches the others as one message of
     several lines; concat lines join the line before; limits and wrong targets FAIL."""

@@ -219,7 +219,7 @@ def _privmsgs(
     command = "NOTICE" if fields.get("notice") else "PRIVMSG"
     prefix = f":{source(sender)} {command} {target} :"
     budget = MAX_LINE_BYTES - 2 - len(prefix.encode()) - (len("\x01ACTION \x01") if action else 0)
-    if MULTILINE in style.caps and not action and "batch" not in tags and "\n" in text.strip():
+    if MULTILINE in style.caps and not action and "\n" in text.strip():
         return _multiline(frame, sender, target, text, budget, tags, command)
     out: list[Message] = []
     # A msgid names one message: the first line carries it, and the lines after it
@@ -243,9 +243,12 @@ def _multiline(
     """A multi-line message as one ``draft/multiline`` batch: its tags (msgid, time) on
     the ``BATCH`` line, a PRIVMSG (or NOTICE) per line, the pieces of a line too long
     for one marked ``draft/multiline-concat``. The reference is the message id's, so
-    the bytes are the same for every client of the style."""
+    the bytes are the same for every client of the style. Inside another batch (a
+    history replay's ``chathistory``: ``tags`` name it) it is nested, as the batch spec
+    has it: its ``BATCH`` lines carry the outer reference, its lines its own."""
     ref = f"ml{frame.fields.get('id') or abs(hash(text)) % 10**12}"
     who = source(sender)
+    outer = {"batch": tags["batch"]} if "batch" in tags else {}
     out = [Message("BATCH", (f"+{ref}", MULTILINE, target), who, tags)]
     lines = text.translate({0x0D: " ", 0x00: " "}).split("\n")
     while lines and not lines[0].strip():
@@ -257,7 +260,7 @@ def _multiline(
         for i, piece in enumerate(pieces):
             inner = {"batch": ref, **({"draft/multiline-concat": ""} if i else {})}
             out.append(Message(command, (target, piece), who, inner))
-    out.append(Message("BATCH", (f"-{ref}",), who))
+    out.append(Message("BATCH", (f"-{ref}",), who, outer))
     return out
 
 
