@@ -97,6 +97,13 @@ def _room_looks(room: str) -> tuple[str, str]:
     return names.skeleton(room), "\x00" + names.shown_skeleton(room)
 
 
+def _stopping() -> CommandError:
+    """The refusal of a message said as the server stops: not stored, not sent (what
+    was accepted before is delivered before the shutdown notice). A new one each time:
+    an exception raised again keeps the tracebacks of every raise."""
+    return CommandError("the server is shutting down: not sent", "closing")
+
+
 def _one_line(reason: str) -> str:
     """A leave's reason on one line: a client's line breaks in it (``/part #a x\n12:00
     <admin> ...``) would print as a line of chat of someone else's."""
@@ -271,6 +278,9 @@ class Hub:
         """The registered commands."""
         self.closing = False
         """Set at shutdown: leaving clients are no longer announced to the others."""
+        self.stopping = False
+        """Set at shutdown, before :attr:`closing`: new messages are refused (``closing``)
+        while those accepted are delivered (:meth:`undelivered` counts them)."""
         self._outbox = outbox
         # Synchronize access to the chat state: _sessions, _rooms, _ids, each
         # session's nick, rooms and current_room, and the lanes with their entries
@@ -1246,6 +1256,7 @@ class Hub:
         that a store refused it (``not_stored``).
         """
         self._lanes.check_not_storing("a message")
+        self._check_stopping()
         name = self._member_room(session, room)
         text = self._said(text)
         message = Message(
@@ -1306,6 +1317,10 @@ class Hub:
         once, then it is stored with one call of each store hook (``Lanes.send_run``).
         """
         self._lanes.check_not_storing("a run of messages")
+        if self.stopping:
+            for index, _said in enumerate(run):
+                refused(index, _stopping())
+            return
         if self.relay is not None:  # each message goes to the relay on its own
             for index, (room, text) in enumerate(run):
                 if not proceed():
@@ -1450,6 +1465,7 @@ class Hub:
         Raises :class:`CommandError` (``no_such_nick``, ``dropped``).
         """
         self._lanes.check_not_storing("a private message")
+        self._check_stopping()
         target = self.find(nick)
         relay = self.relay
         remote = None if relay is None or target is not None else relay.locate(nick)
@@ -1578,6 +1594,16 @@ class Hub:
             if audience:
                 wake |= self._fanout_many(frames, audience.values())
         self._wake_if(wake)
+
+    def _check_stopping(self) -> None:
+        if self.stopping:
+            raise _stopping()
+
+    def undelivered(self) -> int:
+        """How many messages (and joins) wait in the lanes for their turn: accepted (and
+        stored, with a store), not delivered yet. The shutdown waits for none."""
+        with self._lock:
+            return len(self._lanes.private) + sum(len(r.lane) for r in self._rooms.values())
 
     def settle(self, session: Session) -> None:
         """Deliver the messages ``session`` sent while their storing went on.

@@ -91,6 +91,7 @@ IN_STEP = 1.0  # seconds the senders of a room go in step with the writer (one r
 # queue is not empty: long enough for what TCP kept for many paused senders to be read in
 # steps the writer can see, so that none of it puts the member far over max_sendq at once.
 SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
+SHUTDOWN_POLL = 0.005  # seconds between looks at the messages still to deliver, at shutdown
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
 # releases the GIL to the readers and the writer, and lets the new connections that sent
 # data meanwhile leave the pending set, so a storm of thousands arrives in slices.
@@ -1525,8 +1526,9 @@ class Server:
     def shutdown(self) -> None:
         """Stop the server; returns when every thread is done. Idempotent.
 
-        Steps: stop accepting; send every client a notice and close its connection
-        once its queue is sent (``SHUTDOWN_GRACE`` seconds at most, then cut);
+        Steps: stop accepting; refuse new messages and deliver those accepted
+        (``SHUTDOWN_GRACE`` seconds at most); send every client a notice and close its
+        connection once its queue is sent (``SHUTDOWN_GRACE`` seconds at most, then cut);
         join the reader threads (logout hooks run there with reason ``server
         shutdown``); stop the writer and watchdog; ``chatkit_server_stop``.
         """
@@ -1541,6 +1543,14 @@ class Server:
             self._accept_wake_w.send(b"\0")
         for thread in self._threads:
             thread.join()
+        # What was accepted is delivered before the notice: new messages are refused
+        # now, and those in the lanes (stored, with history) are delivered by their
+        # readers, which settle them before they read on. (A connection finishing
+        # takes nothing more: one finished first would miss them.)
+        self.hub.stopping = True
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self.hub.undelivered() and time.monotonic() < deadline:
+            time.sleep(SHUTDOWN_POLL)
         self.hub.closing = True
         notice = Frame("notice", text="server shutting down")
         with self._lock:

@@ -123,6 +123,8 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "say_run",
             "settle",
             "closing",
+            "stopping",
+            "undelivered",
             "config",
             "deliveries",
             "logins",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -21,7 +23,7 @@ from chatkit import Config, Message, Server, UsageError
 from chatkit.builtins.history import History, serve_db
 from chatkit.builtins.history.store import MessageStore
 from chatkit.config import config_from_dict
-from chatkit.testing import ChatClient, TextClient
+from chatkit.testing import ChatClient, TextClient, wait_until
 
 Connect = Callable[..., ChatClient]
 Factory = Callable[..., Server]
@@ -1056,3 +1058,74 @@ def test_chatkit_join_replay_zero_shows_no_history(chat_client: Connect) -> None
         timeout=20,
     )
     assert "earlier" in out.stdout
+
+
+def test_a_shutdown_delivers_every_message_it_stored(
+    chat_server_factory: Factory, tmp_path: Path
+) -> None:
+    """Stopping a server whose senders do not let up: each message it stored reaches
+    the reader that stays (none is stored and never sent, to be resent after the
+    restart as a duplicate)."""
+    db = tmp_path / "h.db"
+    server = chat_server_factory(config=history_config(db=str(db)), disable=["flood"])
+    address = server.address
+    got: set[int] = set()
+
+    def connect(nick: str) -> socket.socket:
+        sock = socket.create_connection(address, timeout=10)
+        sock.sendall(b'{"type":"hello","nick":"%s"}\n' % nick.encode())
+        return sock
+
+    def read(sock: socket.socket, ids: set[int] | None) -> None:
+        buffer = b""
+        with contextlib.suppress(OSError):
+            while data := sock.recv(1 << 20):
+                *lines, buffer = (buffer + data).split(b"\n")
+                for line in lines:
+                    if ids is not None and line.startswith(b'{"type":"message"'):
+                        ids.add(json.loads(line)["id"])
+
+    receiver = connect("rx")
+    reading = threading.Thread(target=read, args=(receiver, got))
+    reading.start()
+    senders = [connect(f"tx{i}") for i in range(3)]
+    threads = [threading.Thread(target=read, args=(sock, None)) for sock in senders]
+    burst = b'{"type":"say","text":"flood"}\n' * 200
+
+    def send(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                sock.sendall(burst)
+
+    threads += [threading.Thread(target=send, args=(sock,), daemon=True) for sock in senders]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(got) > 3000, timeout=30)
+    server.shutdown()
+    reading.join(10)
+    assert not reading.is_alive()
+    for sock in [receiver, *senders]:
+        sock.close()
+    with sqlite3.connect(db) as con:
+        stored = {row[0] for row in con.execute("SELECT id FROM messages")}
+    assert stored and not stored - got, f"{len(stored - got)} stored, never sent"
+
+
+def test_a_message_said_as_the_server_stops_is_refused(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Once the server is stopping (hub.stopping, the shutdown's first step), a message
+    is refused with closing, neither stored nor sent: what was accepted before is
+    delivered before the shutdown notice."""
+    server = chat_server_factory(disable=["flood"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    server.hub.stopping = True
+    alice.say("too late")
+    assert alice.expect("error", code="closing")["text"] == "the server is shutting down: not sent"
+    alice.say("/msg bob too late")
+    alice.expect("error", code="closing")
+    server.hub.stopping = False
+    alice.say("in time")
+    assert bob.expect("message", nick="alice")["text"] == "in time"
+    assert plugin(server)._store.room_page("#general", limit=5)[0][-1].text == "in time"
+    assert len(plugin(server)._store.room_page("#general", limit=5)[0]) == 1
