@@ -1256,7 +1256,8 @@ class Hub:
         that a store refused it (``not_stored``).
         """
         self._lanes.check_not_storing("a message")
-        self._check_stopping()
+        if self.stopping:
+            raise _stopping()
         name = self._member_room(session, room)
         text = self._said(text)
         message = Message(
@@ -1465,7 +1466,8 @@ class Hub:
         Raises :class:`CommandError` (``no_such_nick``, ``dropped``).
         """
         self._lanes.check_not_storing("a private message")
-        self._check_stopping()
+        if self.stopping:
+            raise _stopping()
         target = self.find(nick)
         relay = self.relay
         remote = None if relay is None or target is not None else relay.locate(nick)
@@ -1594,10 +1596,6 @@ class Hub:
             if audience:
                 wake |= self._fanout_many(frames, audience.values())
         self._wake_if(wake)
-
-    def _check_stopping(self) -> None:
-        if self.stopping:
-            raise _stopping()
 
     def undelivered(self) -> int:
         """How many messages (and joins) wait in the lanes for their turn: accepted (and
