@@ -1458,7 +1458,12 @@ def join(
             )
             frames = client.enter(room) if room else []
         except LoginRefused as exc:
-            typer.echo(f"nick {nick!r} refused: {printable(str(exc))}", err=True)
+            text = printable(str(exc))
+            if exc.code == "nick_registered" and password is None:
+                # (The server's words are for a JSON client: "the hello's password".)
+                text = text.removesuffix(" (the hello's password)")
+                text += "; give its password in CHATKIT_PASSWORD (or --password)"
+            typer.echo(f"nick {nick!r} refused: {text}", err=True)
             raise typer.Exit(EXIT_LOGIN) from None
         except RoomRefused as exc:
             typer.echo(f"cannot join {room_name(room or '')}: {printable(str(exc))}", err=True)

@@ -303,6 +303,30 @@ def test_join_script_against_a_serve_process(serve: type[ServeProcess]) -> None:
     assert "[#general] <piper> second" in result.stdout
 
 
+def test_join_script_with_a_registered_nick_says_where_its_password_goes(
+    serve: type[ServeProcess],
+) -> None:
+    """A script joining as a registered nick without its password exits 4 saying how to
+    give it (CHATKIT_PASSWORD, --password), and joins with it."""
+    server = serve()
+    with ChatClient(server.address) as owner:
+        owner.login("piper")
+        owner.say("/register piper-password")
+        owner.expect("reply", command="register")
+    host, port = server.address
+    join = [CHATKIT, "join", "--host", host, "--port", str(port), "--nick", "piper"]
+    env = {k: v for k, v in os.environ.items() if k != "CHATKIT_PASSWORD"}
+    result = subprocess.run(join, input="", capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip() == (
+        "nick 'piper' refused: piper is registered: log in with its password, or take another "
+        "nick; give its password in CHATKIT_PASSWORD (or --password)"
+    )
+    env["CHATKIT_PASSWORD"] = "piper-password"
+    result = subprocess.run(join, input="hi\n", capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 0, result.stderr
+
+
 def test_serve_raises_the_open_files_limit_and_warns_when_it_is_too_low() -> None:
     """At start the soft limit goes up to the hard one; a max-clients above it is warned about."""
     import resource
