@@ -371,6 +371,39 @@ def test_a_first_member_who_registers_afterwards_keeps_the_room(
     again.close()
 
 
+def test_an_operator_no_longer_identified_is_announced_as_no_longer_one(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """An operator by its account that stops being the account (/logout, /drop) is
+    announced as no longer one (IRC: MODE -o), so names lists stop showing it; one that
+    was not an operator is not announced."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    first, bob = in_den(server, chat_client)
+    first.say("/register sesame-seed")
+    first.expect("reply", command="register")
+    first.close()
+    bob.expect("leave", nick="ann")
+    ann = chat_client(server)
+    ann.login("ann", password="sesame-seed")  # an operator of #den by its account only
+    ann.say("/join #den")
+    bob.expect("notice", text="ann is an operator of #den")
+    ann.say("/logout")
+    ann.expect("reply", command="logout")
+    frame = bob.expect("notice", text="ann is no longer an operator of #den")
+    assert (frame["mode"], frame["arg"], frame["room"]) == ("-o", "ann", "#den")
+    ann.say("/identify sesame-seed")
+    ann.expect("reply", command="identify")
+    bob.expect("notice", text="ann is an operator of #den")
+    ann.say("/drop sesame-seed")
+    ann.expect("reply", command="drop")
+    bob.expect("notice", text="ann is no longer an operator of #den")
+    bob.say("/register bobs-password")  # not an operator: nothing to announce
+    bob.expect("reply", command="register")
+    bob.say("/logout")
+    bob.expect("reply", command="logout")
+    assert not [f for f in ann.sync() if f.get("mode") == "-o"]
+
+
 def test_irc_kick_ban_and_mute_numerics() -> None:
     """On IRC, KICK #room nick :reason kicks (the kicked client sees KICK); a non-operator's gets 482; joining a room
     that bans you is 474; speaking where you are muted or banned is 404, and a NICK

@@ -85,6 +85,7 @@ MAX_MASKS = 100  # bans, and mutes, a room keeps at most (IRC's MAXLIST; Libera'
 _CONNECTION_OPS = "moderation"  # client.data: room key -> when the room it operates was created
 _CLAIMS = "moderation.claims"  # client.data: room key -> when it claimed to be its first member
 _PASSED = "moderation.passed"  # client.data: (room key, text) of the line just let speak
+_ACCOUNT = "moderation.account"  # client.data: the account its rooms last saw it with
 SERVER = "*"  # the "room" of server-wide bans (/gline) in the bans table
 
 FLAG_NAMES = {
@@ -336,8 +337,26 @@ class Moderation:
                 "server_operators: whoever registers it next has those rights; remove it",
                 account,
             )
+        held: set[str] = set()
         for room in self._store.rooms_with("ops", account):
+            held.add(room)
             self._store.remove("ops", room, account)
+        # Its sessions here that were operators as it (no longer identified: /drop sets
+        # that first) are announced as no longer ones now, while what they held is
+        # known (chatkit_on_account, after the command, would find nothing to say).
+        held.update(key for key, accounts in self.operators.items() if account in accounts)
+        if self._server is None or not held:
+            return
+        for session in self._server.hub.sessions():
+            if session.data.get(_ACCOUNT) != account or session.account == account:
+                continue
+            session.data[_ACCOUNT] = session.account
+            nick = session.nick or ""
+            for room in list(session.rooms.values()):
+                if fold(room) in held and not self.is_operator(session, room):
+                    self._server.hub.announce(
+                        f"{nick} is no longer an operator of {room}", room, mode="-o", arg=nick
+                    )
             log.info("moderation: %s no longer an operator of %s (account deleted)", account, room)
 
     @hookimpl
@@ -503,9 +522,29 @@ class Moderation:
         if claimed is not None and time.monotonic() - claimed < FIRST_CLAIM:
             self._store.release_first(fold(room), self._first_token(client), left=True)
 
+    def _operator_as(self, account: str, key: str) -> bool:
+        """Whether ``account`` makes its sessions operators of the room of ``key``."""
+        return (
+            account in self.server_operators
+            or account in self.operators.get(key, ())
+            or account in self._store.rows("ops", key)
+        )
+
     @hookimpl
     def chatkit_on_account(self, client: Session) -> None:
         account = client.account
+        old = client.data.get(_ACCOUNT)
+        client.data[_ACCOUNT] = account
+        if old is not None and old != account and self._server is not None:
+            # Rights it had as the account it no longer is (/logout, /drop, another's
+            # /passwd, /identify as another): the room is told (IRC: MODE -o), or
+            # names lists would go on showing it as an operator.
+            nick = client.nick or ""
+            for room in list(client.rooms.values()):
+                if self._operator_as(old, fold(room)) and not self.is_operator(client, room):
+                    self._server.hub.announce(
+                        f"{nick} is no longer an operator of {room}", room, mode="-o", arg=nick
+                    )
         if account is None:
             return
         # A server ban of an account holds once a client proves it later than its
@@ -537,6 +576,7 @@ class Moderation:
     @hookimpl
     def chatkit_on_join(self, client: Session, room: str) -> None:
         key = fold(room)
+        client.data[_ACCOUNT] = client.account
         for mask in self._store.rows("invites", key):
             if matches(mask, client):  # an invitation lets its nick in once
                 self._store.remove("invites", key, mask)
