@@ -271,6 +271,12 @@ def test_operators_nobody_registered_are_named_at_start(
         server = chat_server_factory(config=config)
     warned = [r.getMessage() for r in caplog.records if "not registered" in r.getMessage()]
     assert warned and warned[0].startswith("moderation: ann, bob, root, named in")
+    # The default room, which everyone joins, has none: its first member would be one.
+    assert "moderation: #general, where everyone lands, has no operators" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="chatkit.builtins.moderation"):
+        chat_server_factory(config=moderated(operators={"#general": ["ann"]}))
+    assert "where everyone lands" not in caplog.text
     ann = chat_client(server, "ann")
     ann.say("/register long-enough-password")
     ann.expect("reply", command="register")

@@ -630,6 +630,15 @@ class Moderation:
             log.info("moderation in %s", shared.path)
         else:  # (a cluster's accounts are in its Redis, which the accounts plugin opens later)
             self._warn_unregistered(server)
+        default = server.config.default_room
+        if not self.operators.get(fold(default)) and not self._store.rows("ops", fold(default)):
+            # Everyone lands there: its first member, whoever connects first, would
+            # operate it (make it invite-only, ban...), for good once it registers.
+            log.warning(
+                "moderation: %s, where everyone lands, has no operators: its first member "
+                "becomes one; name its operators ([plugins.moderation] operators)",
+                default,
+            )
 
     def _warn_unregistered(self, server: Server) -> None:
         """Log the accounts named in the config that nobody registered: whoever registers
