@@ -341,6 +341,7 @@ class Moderation:
         for room in self._store.rooms_with("ops", account):
             held.add(room)
             self._store.remove("ops", room, account)
+            log.info("moderation: %s no longer an operator of %s (account deleted)", account, room)
         # Its sessions here that were operators as it (no longer identified: /drop sets
         # that first) are announced as no longer ones now, while what they held is
         # known (chatkit_on_account, after the command, would find nothing to say).
@@ -357,7 +358,6 @@ class Moderation:
                     self._server.hub.announce(
                         f"{nick} is no longer an operator of {room}", room, mode="-o", arg=nick
                     )
-            log.info("moderation: %s no longer an operator of %s (account deleted)", account, room)
 
     @hookimpl
     def chatkit_allow_input(self, client: Session, event: Hello | Say | Request) -> Reject | None:
