@@ -183,8 +183,9 @@ class CommandRegistry:
         """Every command, sorted by name."""
         return sorted(self._commands.values(), key=lambda c: c.name)
 
-    def dispatch(self, ctx: CommandContext) -> None:
-        """Run the command named in ``ctx``; errors go to the user, never up.
+    def dispatch(self, ctx: CommandContext) -> bool:
+        """Run the command named in ``ctx``; errors go to the user, never up. Returns
+        False if it was refused (the user got an ``error``).
 
         Sends ``unknown_command`` for a name nobody registered, the text of a
         :class:`CommandError`, or ``internal error in /NAME`` (and logs the
@@ -195,15 +196,18 @@ class CommandRegistry:
             ctx.client.error(
                 "unknown_command", f"unknown command /{ctx.name}; type /help for the list"
             )
-            return
+            return False
         ctx.command = command
         try:
             command.handler(ctx)
         except CommandError as exc:
             ctx.client.error(exc.code, exc.text, **exc.details)
+            return False
         except Exception:
             log.exception("command /%s of plugin %r failed", command.name, command.plugin)
             ctx.client.error("internal_error", f"internal error in /{command.name}")
+            return False
+        return True
 
 
 def split_command(text: str) -> tuple[str, str]:

@@ -76,6 +76,10 @@ FREE_LINES = 100  # lines a client may send at once that no flood control counts
 # pongs, lines refused unread (bad JSON, bad UTF-8, too long), IRC's CAP and bad commands.
 FREE_LINE_RATE = 10.0  # of those a second, sustained; a client sending more is paused (its
 # reader sleeps): pings and junk in a loop cannot take the server's core from the others.
+MAX_RECVQ = 64 * 1024  # bytes a paused client (over flood control's rate or free_lines) may
+# have sent that wait unread in its socket; past them it is disconnected ("excess flood", as
+# IRC servers' receive queue): else lines a client sent and left would be acted on, at the
+# paced rate, for minutes after it went. A paste of a chat message's 20 lines is a few KiB.
 MAX_PENDING = 1000  # connections that have sent nothing yet. Each holds a descriptor and about
 # 2 KiB, but no thread; a client sends its hello within a round trip, so only a storm of silent
 # sockets reaches this. Past it the oldest silent one is closed, so such a storm cannot lock
@@ -153,6 +157,9 @@ class Limits:
     refused unread); then ``free_line_rate`` a second, the client paused meanwhile."""
     free_line_rate: float = FREE_LINE_RATE
     """Such lines a second, sustained."""
+    max_recvq: int = MAX_RECVQ
+    """Bytes a client may have sent that wait unread while it is paused (over flood
+    control's rate, or past ``free_lines``); past them it is disconnected (excess flood)."""
     idle_park: float = IDLE_PARK
     """Seconds a reader waits for input before it parks its connection: it ends, and the
     connection waits with no thread until it is readable again (``--idle-park``)."""

@@ -442,6 +442,7 @@ class Hub:
         deliver the client's earlier messages (which no other reader may deliver, see
         settle()), sleep, and ask again.
         """
+        session.charged = True
         while True:
             result = self.hooks.first(
                 "chatkit_allow_input", _reject, (Reject, Wait), client=session, event=event
@@ -449,6 +450,8 @@ class Hub:
             if not isinstance(result, Wait):
                 self._check(result)
                 return
+            if self._excess(session):
+                raise CommandError("the connection is closing", "closing")
             if session.unsettled:
                 self.settle(session)  # (held back, they would hold up their rooms)
             # In slices, to give up as soon as the connection is closing (a KILL, a
@@ -476,7 +479,7 @@ class Hub:
         now = time.monotonic()
         free = min(float(limits.free_lines), session.free + (now - session.free_at) * rate)
         session.free, session.free_at = free - count, now
-        if session.free >= 0:
+        if session.free >= 0 or self._excess(session):
             return
         if session.unsettled:
             self.settle(session)
@@ -485,6 +488,22 @@ class Hub:
             time.sleep(min(left, WAIT_SLICE))
             if session.transport.finishing or self.closing:
                 return
+
+    def _excess(self, session: Session) -> bool:
+        """Before a client is paused: one that has sent more than ``max_recvq`` bytes the
+        server has not read yet is disconnected (excess flood: True); else what it sent,
+        and left, would be acted on at the paced rate for minutes after it went."""
+        unread = session.transport.unread()
+        limit = self.config.limits.max_recvq
+        if unread <= limit:
+            return False
+        session.error(
+            "excess_flood",
+            f"you sent {unread} bytes the server has not read while you are paused, over "
+            f"max_recvq ({limit}): disconnected",
+        )
+        session.disconnect("excess flood")
+        return True
 
     def request(self, session: Session, request: Request) -> None:
         """Hand a frame of a type the core does not know to the plugins (logged in or not).
@@ -582,12 +601,16 @@ class Hub:
             room = session.rooms.get(_key(typed), typed)
         ctx = CommandContext(session, name, args, room or session.current_room, self)
         before = session.account
+        done = False
         try:
-            self.commands.dispatch(ctx)
+            done = self.commands.dispatch(ctx)
         finally:
             if session.account != before and session.welcomed:
                 self._account_changed(session)
                 self.hooks.notify("chatkit_on_account", client=session)
+        if not done:
+            # Refused (unknown, bad usage...): paced past free_lines, as refusals are.
+            self.free_line(session)
 
     def _account_changed(self, session: Session) -> None:
         """Tell ``session`` and everyone who shares a room with it its account now."""

@@ -481,7 +481,16 @@ class ServerProtocol:
     """
 
     # One per connection: slots keep an idle connection small.
-    __slots__ = ("_closed_sent", "_decoder", "_eof", "_rules", "logged_in", "mode", "password_for")
+    __slots__ = (
+        "_closed_sent",
+        "_decoder",
+        "_eof",
+        "_rules",
+        "blank_lines",
+        "logged_in",
+        "mode",
+        "password_for",
+    )
 
     def __init__(
         self,
@@ -501,6 +510,9 @@ class ServerProtocol:
         missing or wrong). The next line is its password, typed alone, unless it is
         ``/nick NICK``: never taken for a nick, which everyone would be shown. Set by
         the caller, which knows of the refusal."""
+        self.blank_lines = 0
+        """Blank lines skipped since the caller last set this back to 0: they carry
+        nothing, but a caller may count them (the server's ``free_lines``)."""
         self._decoder = LineDecoder(max_line)
         self._rules = _TextRules(max_message_lines, bidi)
         self._eof = False
@@ -545,6 +557,7 @@ class ServerProtocol:
                 )
             text = _decode(item)
             if not text.strip():
+                self.blank_lines += 1  # (the face counts them against free_lines)
                 continue  # empty lines carry nothing (they still count as activity)
             if self.mode is Mode.UNKNOWN:
                 try:

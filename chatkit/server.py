@@ -41,6 +41,7 @@ import collections
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import functools
 import ipaddress
 import logging
@@ -49,6 +50,7 @@ import selectors
 import socket
 import ssl
 import struct
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -373,6 +375,14 @@ class Connection:
             last = farewell(reason)
         if self.writer.finish(self, reason, last):
             self.writer.wake()
+
+    def unread(self) -> int:
+        """Bytes the client sent that wait in the socket (``FIONREAD``); 0 once closed."""
+        try:
+            raw = fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except (OSError, ValueError):  # closed meanwhile (its descriptor is -1)
+            return 0
+        return int(struct.unpack("i", raw)[0])
 
     def abort(self, reason: str) -> None:
         """Shut the socket down now, unsent data or not; the reader then retires it."""

@@ -79,6 +79,10 @@ class Session:
         """The hub's (this client's reader thread's): how many lines no flood control
         counts it may still send at once (``free_lines``), as of :attr:`free_at`."""
         self.free_at = 0.0
+        self.charged = False
+        """The hub's (this client's reader thread's): set when an event reaches
+        ``chatkit_allow_input`` (flood control counts it); a face that clears it before
+        an event counts the event as a free line if it is still clear after."""
         self.away: str | None = None
         """Why the client is away (``/away``, IRC's ``AWAY``), or ``None`` while it is
         here. Set through ``hub.set_away``."""

@@ -56,6 +56,11 @@ class Transport(Protocol):
         """Close now, dropping what is queued; ``reason`` is the logout reason."""
         ...
 
+    def unread(self) -> int:
+        """Bytes the client sent that wait unread (in the socket): what a paused
+        client has still to say."""
+        ...
+
 
 class Feed(Protocol):
     """One room's members as the outbox sees them, and the room's messages waiting for them.

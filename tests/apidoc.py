@@ -64,6 +64,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "disconnect",
         ],
         {
+            "charged",
             "codec",
             "free",
             "push",

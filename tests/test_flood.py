@@ -21,21 +21,22 @@ def flood_config(**settings: object) -> Config:
 def test_a_flood_is_refused_and_others_get_through(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
-    """Hundreds of lines at once: a burst is accepted, the rest refused; others still talk."""
+    """A hundred lines at once: a burst is accepted, the rest refused; others still talk.
+    (Past free_lines refusals the flooder is paused too: test_server.py.)"""
     server = chat_server_factory()
     flooder, bob, carol = (
         chat_client(server, "flooder"),
         chat_client(server, "bob"),
         chat_client(server, "carol"),
     )
-    flooder.send_raw(b"".join(b'{"type":"say","text":"spam %d"}\n' % i for i in range(300)))
+    flooder.send_raw(b"".join(b'{"type":"say","text":"spam %d"}\n' % i for i in range(110)))
     bob.say("can anyone hear me?")
     assert carol.expect("message", nick="bob")["text"] == "can anyone hear me?"
     frames = flooder.sync()
     accepted = [f for f in frames if f["type"] == "message" and f["nick"] == "flooder"]
     refused = [f for f in frames if f["type"] == "error"]
-    assert len(accepted) + len(refused) == 300
-    assert 10 <= len(accepted) < 300  # the burst (the hello is given back), plus refills
+    assert len(accepted) + len(refused) == 110
+    assert 10 <= len(accepted) < 110  # the burst (the hello is given back), plus refills
     assert {f["code"] for f in refused} == {"rate_limited"}
     assert all(0 < f["retry_after"] <= 0.2 for f in refused)
     assert [f["text"] for f in accepted] == [f"spam {i}" for i in range(len(accepted))]

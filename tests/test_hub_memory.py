@@ -56,6 +56,9 @@ class MemoryTransport:
     def abort(self, reason: str) -> None:
         self.closed = self.closed or reason
 
+    def unread(self) -> int:  # (nothing waits: a test hands each line in itself)
+        return 0
+
     def frames(self) -> list[dict[str, Any]]:
         """Every frame received (JSON clients), in order."""
         data = b"".join(self.chunks)

@@ -1345,6 +1345,19 @@ def test_a_private_message_to_oneself_arrives(connect: Callable[[], IrcClient]) 
     assert not [line for line in echoing.sync() if "PRIVMSG eve" in line]
 
 
+def test_a_flood_past_max_recvq_is_an_excess_flood(make_server: Callable[..., Server]) -> None:
+    """A client's lines over flood control's rate wait their turn; one that has sent
+    more than max_recvq bytes meanwhile is disconnected (ERROR ... excess flood, as IRC
+    servers' receive queue), not left posting what it sent for minutes after it left."""
+    server = make_server(max_recvq=8192)  # (flood control is on by default)
+    with IrcClient(server.addresses["irc"]) as irc:
+        irc.register("ghost")
+        irc.send(*["PRIVMSG #general :spam"] * 5000)  # 120 KB
+        assert "excess flood" in irc.expect("ERROR :Closing Link")
+        irc.wait_closed()
+    wait_until(lambda: server.hub.find("ghost") is None, 5, "ghost logged out")
+
+
 def test_pings_and_bad_lines_past_free_lines_pause_the_client(
     make_server: Callable[..., Server],
 ) -> None:
@@ -1356,7 +1369,7 @@ def test_pings_and_bad_lines_past_free_lines_pause_the_client(
     irc.register("pinger")
     session = server.hub.find("pinger")
     assert session is not None
-    irc.send(*["PING :x"] * 5, ":bad", "CAP LIST")
+    irc.send(*["PING :x"] * 2, ":bad", "FOOBAR", "JOIN", "CAP LIST")  # 421 and 461 count
     wait_until(pausing, 10, "pinger's reader paused")
     other = ChatClient(server.address)
     other.login("other")

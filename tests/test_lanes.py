@@ -51,6 +51,9 @@ class Inbox:
     def abort(self, reason: str) -> None:
         pass
 
+    def unread(self) -> int:
+        return 0
+
 
 class Store:
     """A store plugin: each message gets a future the test completes, or fails

@@ -155,20 +155,30 @@ def test_login_timeout(chat_server_factory: Factory, chat_client: Connect) -> No
 
 
 @pytest.mark.parametrize(
-    "line", [b'{"type":"ping"}', b'{"type":"pong"}', b"{not json", b"\xff"], ids=str
+    "line",
+    [
+        b'{"type":"ping"}',
+        b'{"type":"pong"}',
+        b"{not json",
+        b"\xff",
+        b"",  # blank
+        b'{"type":"say","text":"/nosuchcommand"}',  # refused: every refusal costs a line
+        b'{"type":"history","limit":0}',
+    ],
+    ids=str,
 )
 def test_lines_no_flood_control_sees_are_paced(
     chat_server_factory: Factory, chat_client: Connect, line: bytes
 ) -> None:
-    """Pings, pongs and lines refused unread are not flood control's, but past
-    free_lines at once (and free_line_rate a second) the client is paused: its later
-    lines wait, while everyone else goes on."""
+    """Pings, pongs, blank lines, lines refused unread and refused lines are not flood
+    control's, but past free_lines at once (and free_line_rate a second) the client is
+    paused: its later lines wait, while everyone else goes on."""
     server = chat_server_factory(free_lines=3, free_line_rate=0.1)
     alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
     session = server.hub.find("alice")
     assert session is not None
     alice.send_raw((line + b"\n") * 10)
-    if b"pong" not in line:  # (a pong is answered by nothing)
+    if line and b"pong" not in line:  # (a pong or a blank line is answered by nothing)
         for _ in range(3):
             alice.expect(lambda f: f["type"] in ("pong", "error"))
     # The fourth line put it 1 over: its reader sleeps 10 s before going on.
@@ -177,6 +187,24 @@ def test_lines_no_flood_control_sees_are_paced(
     bob.say("the others go on")
     bob.expect("message", text="the others go on")
     assert pausing()
+
+
+def test_a_paused_client_that_sent_past_max_recvq_is_disconnected(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A client paused (past free_lines) with more than max_recvq bytes sent and unread
+    is disconnected (excess_flood): what it sent and left is not acted on for minutes
+    at the paced rate, and the others go on."""
+    server = chat_server_factory(free_lines=3, free_line_rate=0.1, max_recvq=4096)
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.send_raw(b'{"type":"ping"}\n' * 5000)  # 80 KB
+    error = alice.expect("error", code="excess_flood")
+    assert "max_recvq (4096): disconnected" in error["text"]
+    alice.wait_closed()
+    bob.expect("leave", nick="alice")
+    assert server.hub.find("alice") is None
+    bob.say("the others go on")
+    bob.expect("message", text="the others go on")
 
 
 def pausing() -> bool:

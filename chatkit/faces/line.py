@@ -136,6 +136,12 @@ class LineChannel:
                 if link.finishing:
                     return False
                 continue
+            if protocol.blank_lines:
+                # (Blank lines carry nothing, but each costs a look: in a loop, paced.)
+                count, protocol.blank_lines = protocol.blank_lines, 0
+                self.hub.free_line(self.session, count)
+                if link.finishing:
+                    return False
             if event is None:
                 return True
             if isinstance(event, Closed):
@@ -152,6 +158,7 @@ class LineChannel:
 
     def _refused(self, index: int, exc: CommandError) -> None:
         self.session.error(exc.code, exc.text, **exc.details)
+        self.hub.free_line(self.session)  # (refused lines in a loop are paced too)
 
     def _proceed(self, rooms: Iterable[str | None]) -> bool:
         """Before each message of a run to ``rooms``, as before each event: pace; go on
@@ -213,3 +220,6 @@ class LineChannel:
                 elif exc.code == "nick_registered":
                     text += " (the hello's password)"
             session.error(exc.code, text, **exc.details)
+            # A refusal (flood control's rate_limited too) costs the server as much as
+            # a line: refused lines in a loop are paced, as lines no plugin sees are.
+            hub.free_line(session)

@@ -493,6 +493,7 @@ class IrcChannel:
             self.tagmsg(message)
             return
         handler = _HANDLERS.get(command)
+        session.charged = False
         try:
             if command in _QUERIES:
                 self._input(f"/{command.lower()}")
@@ -504,6 +505,11 @@ class IrcChannel:
             if session.unsettled:
                 hub.settle(session)
             session.error(exc.code, exc.text, irc_command=command, **exc.details)
+            hub.free_line(session)  # (a refusal costs the server as much as a line)
+        if not session.charged:
+            # Answered without flood control seeing it (421, 461...): a free line, so
+            # that such lines in a loop cannot take the server's core from the others.
+            hub.free_line(session)
 
     def fail(self, command: str, target: str, exc: CommandError) -> None:
         """Tell the client that ``command`` failed for ``target``."""
@@ -531,6 +537,7 @@ class IrcChannel:
         self.session.error(code, text, irc_command=command, target=target, **more)
         if how is not None:
             self.session.notice(how)
+        self.hub.free_line(self.session)  # (refused lines in a loop are paced too)
 
     def authenticate(self, event: Authenticate) -> None:
         """SASL PLAIN: check the credentials with the plugins, answer 900/903 or 904."""
