@@ -450,16 +450,16 @@ class Hub:
             if not isinstance(result, Wait):
                 self._check(result)
                 return
-            if self._excess(session):
-                raise CommandError("the connection is closing", "closing")
             if session.unsettled:
                 self.settle(session)  # (held back, they would hold up their rooms)
+            if self._excess(session):
+                raise CommandError("the connection is closing", "closing")
             # In slices, to give up as soon as the connection is closing (a KILL, a
             # kick from the server, the shutdown): what waits is not acted on then.
             until = time.monotonic() + min(max(result.seconds, MIN_WAIT), MAX_WAIT)
             while (left := until - time.monotonic()) > 0:
                 time.sleep(min(left, WAIT_SLICE))
-                if session.transport.finishing or self.closing:
+                if session.transport.finishing or self.closing or self.stopping:
                     raise CommandError("the connection is closing", "closing")
 
     def free_line(self, session: Session, count: int = 1) -> None:
@@ -479,10 +479,12 @@ class Hub:
         now = time.monotonic()
         free = min(float(limits.free_lines), session.free + (now - session.free_at) * rate)
         session.free, session.free_at = free - count, now
-        if session.free >= 0 or self._excess(session):
+        if session.free >= 0:
             return
         if session.unsettled:
-            self.settle(session)
+            self.settle(session)  # (what it sent before is delivered, excess or not)
+        if self._excess(session):
+            return
         until = now + min(-session.free / rate, MAX_WAIT)
         while (left := until - time.monotonic()) > 0:
             time.sleep(min(left, WAIT_SLICE))
@@ -1279,8 +1281,6 @@ class Hub:
         that a store refused it (``not_stored``).
         """
         self._lanes.check_not_storing("a message")
-        if self.stopping:
-            raise _stopping()
         name = self._member_room(session, room)
         text = self._said(text)
         message = Message(
@@ -1295,6 +1295,8 @@ class Hub:
         if self.relay is not None:
             return self._relayed(self.relay, session, message, defer)
         with self._lock:
+            if self.stopping:  # (under the lock: Server.shutdown sets it under it too)
+                raise _stopping()
             found = self._rooms.get(_key(name))
             if found is None or session.id not in found.members:
                 raise CommandError(f"you are not in {name}", "not_in_room")
@@ -1397,7 +1399,7 @@ class Hub:
         their lanes, nothing of the sender's unsettled), or post them as lane entries
         and then hand them to the lanes (``Lanes.send_run``)."""
         lanes, rooms, ids, sid = self._lanes, self._rooms, self._ids, session.id
-        start = 0
+        start, halted = 0, False
         while start < len(run):
             posted: list[tuple[int, Message, MessageEntry, Lane]] = []
             published: list[tuple[Message, Frame, Lane]] = []
@@ -1409,6 +1411,9 @@ class Hub:
             direct = not lanes.stores and not session.unsettled
             wake = False
             with self._lock:
+                if self.stopping:  # (under the lock, as in say)
+                    halted = True
+                    break
                 nick = session.nick or ""
                 if nick != run[start][1].nick:  # renamed since they were made: the nick now
                     for _, message in run[start:]:
@@ -1473,6 +1478,10 @@ class Hub:
             start += len(posted) + len(published) + 1
             self.settle(session)  # answers come in the order of the lines
             refused(failed[0], CommandError(f"you are not in {failed[1]}", "not_in_room"))
+        if halted:  # the server is stopping: the rest is refused, neither stored nor sent
+            self.settle(session)
+            for index, _message in run[start:]:
+                refused(index, _stopping())
 
     def private(
         self,
@@ -1489,8 +1498,6 @@ class Hub:
         Raises :class:`CommandError` (``no_such_nick``, ``dropped``).
         """
         self._lanes.check_not_storing("a private message")
-        if self.stopping:
-            raise _stopping()
         target = self.find(nick)
         relay = self.relay
         remote = None if relay is None or target is not None else relay.locate(nick)
@@ -1512,6 +1519,8 @@ class Hub:
         assert target is not None
         lane = self._lanes.private
         with self._lock:
+            if self.stopping:
+                raise _stopping()
             if target.nick is None or self._sessions.get(_key(target.nick)) is not target:
                 raise CommandError(f"{nick} has left", "no_such_nick")
             message.id, message.ts = self._ids.next()
@@ -1532,6 +1541,8 @@ class Hub:
     ) -> Message:
         """Hand a filtered message to the relay, which delivers it (see :class:`Relay`);
         with ``defer``, :meth:`settle` waits for it."""
+        if self.stopping:
+            raise _stopping()
         wait = relay.publish(session, message)
         with self._lock:
             self.messages += 1
@@ -1619,6 +1630,13 @@ class Hub:
             if audience:
                 wake |= self._fanout_many(frames, audience.values())
         self._wake_if(wake)
+
+    def stop_messages(self) -> None:
+        """Refuse every message from now on (``closing``): sets :attr:`stopping` under
+        the lock that a message's id is given under, so that none is given one after
+        this returns (``undelivered`` then only falls)."""
+        with self._lock:
+            self.stopping = True
 
     def undelivered(self) -> int:
         """How many messages (and joins) wait in the lanes for their turn: accepted (and

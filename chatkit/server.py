@@ -1557,7 +1557,7 @@ class Server:
         # now, and those in the lanes (stored, with history) are delivered by their
         # readers, which settle them before they read on. (A connection finishing
         # takes nothing more: one finished first would miss them.)
-        self.hub.stopping = True
+        self.hub.stop_messages()
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while self.hub.undelivered() and time.monotonic() < deadline:
             time.sleep(SHUTDOWN_POLL)

@@ -46,7 +46,10 @@ class Log:
     def chatkit_server_start(self, server: Server) -> None:
         host, port = server.address
         # Every face's address, for a log tool (the text banner prints them for people).
-        listening = {face: f"{h}:{p}" for face, (h, p) in server.addresses.items()}
+        listening = {
+            face: f"[{h}]:{p}" if ":" in h else f"{h}:{p}"  # (IPv6 bracketed, as in a URL)
+            for face, (h, p) in server.addresses.items()
+        }
         log.info(
             "chatkit listening on %s:%d",
             host,
