@@ -125,6 +125,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "settle",
             "closing",
             "stopping",
+            "stop_messages",
             "undelivered",
             "config",
             "deliveries",
