@@ -104,6 +104,13 @@ def _stopping() -> CommandError:
     return CommandError("the server is shutting down: not sent", "closing")
 
 
+def _shared_reason(reasons: list[str]) -> str:
+    """One leave frame's reason for several rooms: theirs if they see the same, else the
+    bare ``quit`` (one of them did not let the client's words through)."""
+    first = reasons[0]
+    return first if all(r == first for r in reasons) else first.partition(": ")[0]
+
+
 def _one_line(reason: str) -> str:
     """A leave's reason on one line: a client's line breaks in it (``/part #a x\n12:00
     <admin> ...``) would print as a line of chat of someone else's."""
@@ -766,6 +773,8 @@ class Hub:
         Does nothing for a session that never logged in; idempotent.
         """
         reason = _one_line(reason)
+        # Each room's members see the client's own words only if it may say them there.
+        reasons = self._reasons(session, list(session.rooms.values()), reason)
         with self._lock:
             if session.nick is None or self._sessions.get(_key(session.nick)) is not session:
                 return
@@ -781,7 +790,7 @@ class Hub:
                 for member in self._rooms[_key(name)].members.values():
                     if member is not session:
                         shared.setdefault(member.id, (member, []))[1].append(name)
-                self._leave(session, name, reason, announce=False)
+                self._leave(session, name, reasons.get(name, reason), announce=False)
             wake = False
             if not self.closing:
                 # Members sharing the same rooms get the same frame: one encoding each.
@@ -796,7 +805,7 @@ class Hub:
                             room=names_[0],
                             nick=session.nick,
                             ts=ts,
-                            reason=reason,
+                            reason=_shared_reason([reasons.get(n, reason) for n in names_]),
                             rooms=list(names_),
                         ),
                         members,
@@ -818,7 +827,8 @@ class Hub:
                     wake = deliver()
         self._wake_if(wake)
         for name in left:
-            self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason, by=None)
+            said = reasons.get(name, reason)
+            self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=said, by=None)
         self.hooks.notify("chatkit_on_logout", client=session, reason=reason)
 
     # -- rooms -------------------------------------------------------------------
@@ -881,6 +891,10 @@ class Hub:
         ``by``: the nick of the operator who removed ``session`` (a kick), which the
         ``leave`` frame carries (IRC clients see ``KICK``)."""
         reason = _one_line(reason)
+        if by is None:  # (a kick's reason is its operator's words)
+            known = session.rooms.get(_key(room))
+            if known is not None:
+                reason = self._reasons(session, [known], reason).get(known, reason)
         with self._lock:
             name = session.rooms.get(_key(room))
             if name is None:
@@ -888,6 +902,29 @@ class Hub:
             wake = self._leave(session, name, reason, announce=True, tell_self=True, by=by)
         self._wake_if(wake)
         self.hooks.notify("chatkit_on_leave", client=session, room=name, reason=reason, by=by)
+
+    def _reasons(self, session: Session, rooms: list[str], reason: str) -> dict[str, str]:
+        """A leave's reason as each of ``rooms`` sees it: the client's own words in it
+        (``part: WORDS``, ``quit: WORDS``) pass the message filters as words said in the
+        room would (a muted member's, a banned one's, the profanity plugin's masks); a
+        room whose filter drops them sees ``part`` or ``quit`` alone. No lock held (the
+        hooks run)."""
+        kind, colon, words = reason.partition(": ")
+        if not colon or kind not in ("part", "quit") or not rooms:
+            return {}
+        if not self.hooks.wanted("chatkit_filter_message"):
+            return {}
+        out = {}
+        for room in rooms:
+            message = Message(nick=session.nick or "", text=words, room=room)
+            message.account = session.account
+            try:
+                self._filter(session, message)
+            except CommandError:
+                out[room] = kind
+                continue
+            out[room] = f"{kind}: {' '.join(message.text.splitlines())}"
+        return out
 
     def set_topic(self, session: Session, room: str, text: str) -> None:
         """Set the topic of ``room`` (a member only; ``""`` clears it) and send the

@@ -411,6 +411,26 @@ def test_an_operator_no_longer_identified_is_announced_as_no_longer_one(
     assert not [f for f in ann.sync() if f.get("mode") == "-o"]
 
 
+def test_a_muted_member_leaves_without_its_words(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A muted member's part or quit reason is words said in the room: the room sees
+    the leave without them (part, quit), while one where it may speak sees them."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann, bob = muted_in_den(server, chat_client)
+    bob.say("/part #den BUY CHEAP STUFF")
+    frame = ann.expect("leave", nick="bob", room="#den")
+    assert frame["reason"] == "part"
+    bob.say("/join #den")
+    ann.expect("join", nick="bob")
+    carol = chat_client(server, "carol")  # in #general, where bob may speak
+    bob.say("/quit BUY CHEAP STUFF")
+    # ann shares #den with bob: one leave for both rooms, without the words; carol,
+    # who shares only #general, sees them.
+    assert ann.expect("leave", nick="bob")["reason"] == "quit"
+    assert carol.expect("leave", nick="bob")["reason"] == "quit: BUY CHEAP STUFF"
+
+
 def test_irc_kick_ban_and_mute_numerics() -> None:
     """On IRC, KICK #room nick :reason kicks (the kicked client sees KICK); a non-operator's gets 482; joining a room
     that bans you is 474; speaking where you are muted or banned is 404, and a NICK
