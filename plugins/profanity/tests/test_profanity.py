@@ -54,6 +54,21 @@ def test_private_messages_can_be_left_alone(
     assert bob.expect("private")["text"] == "shit happens"
 
 
+def test_a_leaves_own_words_are_filtered(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A part's or quit's reason, words said to the room, is masked as a message is."""
+    server = server_with(chat_server_factory)
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.say("/join #den")
+    bob.say("/join #den")
+    alice.expect("join", nick="bob", room="#den")
+    bob.say("/part #den this sh1t again")
+    assert alice.expect("leave", nick="bob")["reason"] == "part: this **** again"
+    bob.say("/quit sh1t")
+    assert alice.expect("leave", nick="bob")["reason"] == "quit: ****"
+
+
 def test_drop(chat_server_factory: Factory, chat_client: Connect) -> None:
     """action = drop: nobody receives it and the sender is told why."""
     server = server_with(chat_server_factory, action="drop")
