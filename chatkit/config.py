@@ -97,6 +97,9 @@ IDLE_TIMEOUT = 300.0  # seconds of silence before the server pings a client.
 PING_TIMEOUT = 60.0  # seconds a pinged client has to send anything back.
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a TLS client has to finish its handshake: a few round
 # trips, even over a slow link; nginx's ssl_handshake_timeout defaults to 60.
+MAX_HANDSHAKES = 100  # TLS handshakes under way at once, each on a reader thread: past them
+# a new TLS connection is closed (its client retries), so half-done handshakes cannot take
+# the threads logged-in clients need (a parked one's next line needs one).
 
 
 @dataclass
@@ -170,6 +173,9 @@ class Limits:
     tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT
     """Seconds a client on a TLS port has to finish its handshake, from its first byte,
     before it is closed (one that sends nothing is closed at ``first_byte_timeout``)."""
+    max_handshakes: int = MAX_HANDSHAKES
+    """TLS handshakes under way at once (each holds a reader thread); past them a new
+    TLS connection is closed."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -93,6 +93,7 @@ IN_STEP = 1.0  # seconds the senders of a room go in step with the writer (one r
 # queue is not empty: long enough for what TCP kept for many paused senders to be read in
 # steps the writer can see, so that none of it puts the member far over max_sendq at once.
 SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
+ALERT_TIMEOUT = 1.0  # seconds a refused TLS handshake's alert may take to send
 SHUTDOWN_POLL = 0.005  # seconds between looks at the messages still to deliver, at shutdown
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
 # releases the GIL to the readers and the writer, and lets the new connections that sent
@@ -184,13 +185,24 @@ class TlsState:
         deadline = time.monotonic() + timeout
         try:
             while True:
+                refused: ssl.SSLError | None = None
                 with self._lock:
                     try:
                         self._tls.do_handshake()
                         done = True
                     except ssl.SSLWantReadError:
                         done = False
+                    except ssl.SSLError as exc:
+                        refused, done = exc, False
                     out = self._outgoing.read()
+                if refused is not None:
+                    # The alert OpenSSL wrote (protocol_version to a TLS 1.0 client...)
+                    # goes out first: the client can say why, not "unexpected EOF".
+                    if out:
+                        with contextlib.suppress(OSError):
+                            sock.settimeout(ALERT_TIMEOUT)
+                            sock.sendall(out)
+                    raise refused
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("TLS handshake timed out")
@@ -1284,6 +1296,8 @@ class Server:
         self.paused = 0
         """Times a reader paused because the writer was behind (a metric)."""
         self.readers_started = 0
+        self._handshaking = 0  # TLS handshakes under way (guarded by _lock: max_handshakes)
+        self._handshakes_logged = -60.0  # when max_handshakes was last logged
         """Readers started: one per connection that sent something (a metric; each runs
         on a thread of :attr:`readers`, new or reused)."""
         self.readers_resumed = 0
@@ -1936,11 +1950,39 @@ class Server:
         self._greet.pop(conn, None)
         done = Done()
         with self._lock:
-            # Register before the reader starts, or shutdown() could miss it.
-            self._conns[conn] = done
+            if conn.tls is not None:
+                if self._handshaking >= self.config.limits.max_handshakes:
+                    handshaking = True  # (closed below, out of the lock)
+                else:
+                    handshaking = False
+                    self._handshaking += 1  # (the reader takes one off: _serve)
+            else:
+                handshaking = False
+            if not handshaking:
+                # Register before the reader starts, or shutdown() could miss it.
+                self._conns[conn] = done
+        if handshaking:
+            # max_handshakes under way: a storm of half-done handshakes, each holding a
+            # thread, would take those that logged-in clients need. Closed (TLS has not
+            # begun: nothing to say); a real client retries.
+            now = time.monotonic()
+            if now - self._handshakes_logged >= 60:
+                self._handshakes_logged = now
+                log.warning(
+                    "%d TLS handshakes under way (max_handshakes): closing new TLS "
+                    "connections until fewer are",
+                    self.config.limits.max_handshakes,
+                )
+            self._forget(conn)
+            conn.close()
+            done.set()
+            return
         self.readers_started += 1
         if not self._start_reader(conn, functools.partial(self._serve, conn, data), done):
             # No thread for it: it never had a session; closed, the others go on.
+            if conn.tls is not None:
+                with self._lock:
+                    self._handshaking -= 1  # (no reader to take it off)
             self._forget(conn)
             conn.close()
             done.set()
@@ -2002,6 +2044,9 @@ class Server:
                     log.debug("TLS handshake with %s:%s failed: %s", *conn.address, exc)
                     reason = "TLS handshake failed"
                     return
+                finally:
+                    with self._lock:
+                        self._handshaking -= 1  # (counted by the acceptor: _first_data)
                 # The writer waited for the handshake (a watchdog's frame may be queued).
                 if self.writer.push(conn, b""):
                     self.writer.wake()
@@ -2039,6 +2084,12 @@ class Server:
                         continue
                     # Idle readers wait with a small buffer; a full one means more waits.
                     size = RECV_BYTES_BUSY if len(raw) == size else RECV_BYTES
+                    if tls is not None and not raw:
+                        # The TCP stream ended without the client's close_notify: what
+                        # it sent may have been cut by someone on the way, at a record's
+                        # edge. Lines already whole were acted on; a last one without its
+                        # newline is not ("transfer $100 to bo..." cut short).
+                        break
                     if tls is None or not raw:
                         data, eof = raw, not raw
                     else:

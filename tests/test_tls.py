@@ -176,6 +176,74 @@ def test_a_stalled_handshake_times_out_without_blocking_others(
         assert time.monotonic() - started < 2.0 + TIMEOUT
 
 
+def test_past_max_handshakes_a_new_tls_connection_is_closed(certs: Certs) -> None:
+    """Handshakes under way hold a reader thread each: past max_handshakes a new TLS
+    connection is closed at once (not left to hold one more), while a logged-in client
+    goes on; once the stalled ones time out, TLS clients log in again."""
+    line = LineFace()
+    config = tls_config(certs, max_handshakes=2, tls_handshake_timeout=1.0)
+    server = Server(config=config, faces=[line, TlsFace(line, port=0)], plugins=[])
+    with server, ChatClient(server.address) as plain:
+        plain.login("plain")
+        stalled = []
+        for _ in range(2):
+            sock = socket.create_connection(server.addresses["line-tls"], timeout=TIMEOUT)
+            sock.sendall(b"\x16\x03\x01")  # the start of a ClientHello, and nothing more
+            stalled.append(sock)
+        wait_until(lambda: server._handshaking == 2, 5, "two handshakes under way")
+        with socket.create_connection(server.addresses["line-tls"], timeout=TIMEOUT) as third:
+            third.sendall(b"\x16\x03\x01")
+            assert _read_to_end(third) == b""  # closed at once, not at the timeout:
+        stalled[0].setblocking(False)
+        with pytest.raises(BlockingIOError):  # the stalled ones are still open
+            stalled[0].recv(1, socket.MSG_PEEK)
+        plain.say("still here")
+        plain.expect("message", text="still here")
+        for sock in stalled:
+            assert _read_to_end(sock) == b""  # closed at tls_handshake_timeout
+            sock.close()
+        wait_until(lambda: server._handshaking == 0, 5, "the handshakes ended")
+        with ChatClient(server.addresses["line-tls"], tls=certs.client()) as later:
+            later.login("later")
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+def test_a_refused_handshake_gets_its_alert(tls_server: Server, certs: Certs) -> None:
+    """A client the server will not speak TLS with (TLS 1.1 at most) is told why with
+    TLS's alert (protocol_version), not a bare end of stream."""
+    context = certs.client()
+    context.minimum_version = ssl.TLSVersion.TLSv1
+    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    address = tls_server.addresses["line-tls"]
+    with (
+        socket.create_connection(address, timeout=TIMEOUT) as sock,
+        pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"),
+    ):
+        context.wrap_socket(sock, server_hostname="localhost")
+
+
+def test_a_last_line_cut_off_without_close_notify_is_not_acted_on(
+    tls_server: Server, certs: Certs
+) -> None:
+    """On TLS, a stream that ends without the client's close_notify may have been cut by
+    someone on the way: whole lines were acted on, a last one without its newline is not
+    (on a plain port it is: nc -q0)."""
+    with ChatClient(tls_server.address) as watcher:
+        watcher.login("watcher")
+        raw = socket.create_connection(tls_server.addresses["line-tls"], timeout=TIMEOUT)
+        sock = certs.client().wrap_socket(raw, server_hostname="localhost")
+        sock.sendall(b'{"type":"hello","nick":"payer"}\n{"type":"say","text":"whole"}\n')
+        watcher.expect("message", nick="payer", text="whole")
+        sock.sendall(b'{"type":"say","text":"transfer $100 to bob"}')  # its newline cut
+        sock.shutdown(socket.SHUT_RDWR)  # the TCP stream ends: no close_notify (no unwrap)
+        sock.close()
+        watcher.expect("leave", nick="payer")
+        watcher.sync()
+        said = [f["text"] for f in watcher.received if f["type"] == "message"]
+        assert said == ["whole"]
+
+
 def test_a_silent_tls_connection_is_closed_without_a_word_or_a_count(certs: Certs) -> None:
     """Nothing sent on the TLS port: closed at first_byte_timeout with nothing sent, and
     no login_timeout error counted (no error frame went out); on the plain port both."""
