@@ -93,6 +93,8 @@ IN_STEP = 1.0  # seconds the senders of a room go in step with the writer (one r
 # queue is not empty: long enough for what TCP kept for many paused senders to be read in
 # steps the writer can see, so that none of it puts the member far over max_sendq at once.
 SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
+TLS_RECORDS_PER_LINE = 64  # TLS records a client's free_lines count as one line (a line
+# of chat comes in a record or two: only a client cutting its bytes into tiny records pays)
 ALERT_TIMEOUT = 1.0  # seconds a refused TLS handshake's alert may take to send
 SHUTDOWN_POLL = 0.005  # seconds between looks at the messages still to deliver, at shutdown
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
@@ -171,6 +173,9 @@ class TlsState:
         self._lock = threading.Lock()
         self.ready = False
         """True once the handshake is done: the writer may encrypt."""
+        self.records = 0
+        """Records decrypted since the reader last took this back to 0 (each costs a
+        turn of Python: a client sending 1-byte records pays for them, see _serve)."""
 
     def handshake(self, sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
         """Run the server's side of the handshake on ``sock`` (reader thread, before the
@@ -237,6 +242,7 @@ class TlsState:
                 if not piece:
                     return b"".join(pieces), True
                 pieces.append(piece)
+                self.records += 1
         except ssl.SSLWantReadError:
             return b"".join(pieces), False
         except ssl.SSLZeroReturnError:
@@ -2097,6 +2103,14 @@ class Server:
                         # close_notify is the end of input, as EOF is (a client may
                         # send it and keep the socket open).
                         data, ended = tls.decrypt(raw)
+                        if tls.records >= TLS_RECORDS_PER_LINE:
+                            # Records cost a turn each, whatever they hold: a client
+                            # sending its bytes one record apiece pays a free line per
+                            # TLS_RECORDS_PER_LINE of them (a line is one or two).
+                            lines, tls.records = divmod(tls.records, TLS_RECORDS_PER_LINE)
+                            self.hub.free_line(session, lines)
+                            if conn.finishing:
+                                break
                         if ended and not data:
                             data, eof, ended = b"", True, False
                         if tls.owes() and self.writer.push(conn, b""):

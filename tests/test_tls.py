@@ -244,6 +244,28 @@ def test_a_last_line_cut_off_without_close_notify_is_not_acted_on(
         assert said == ["whole"]
 
 
+def test_tiny_tls_records_count_against_free_lines(certs: Certs) -> None:
+    """Each TLS record costs the server a turn, whatever it holds: a client cutting its
+    bytes into 1-byte records pays a free line per 64 of them, so it is paused past
+    free_lines, while the others go on."""
+    from test_server import pausing
+
+    line = LineFace()
+    config = tls_config(certs, free_lines=3, free_line_rate=0.1)
+    server = Server(config=config, faces=[line, TlsFace(line, port=0)], plugins=[])
+    with server, ChatClient(server.address) as plain:
+        plain.login("plain")
+        raw = socket.create_connection(server.addresses["line-tls"], timeout=TIMEOUT)
+        with certs.client().wrap_socket(raw, server_hostname="localhost") as tiny:
+            tiny.sendall(b'{"type":"hello","nick":"tiny"}\n')
+            wait_until(lambda: server.hub.find("tiny") is not None, 5, "tiny logged in")
+            for byte in b"x" * 400:  # one record each
+                tiny.send(bytes([byte]))
+            wait_until(pausing, 10, "tiny's reader paused")
+            plain.say("the others go on")
+            plain.expect("message", text="the others go on")
+
+
 def test_a_silent_tls_connection_is_closed_without_a_word_or_a_count(certs: Certs) -> None:
     """Nothing sent on the TLS port: closed at first_byte_timeout with nothing sent, and
     no login_timeout error counted (no error frame went out); on the plain port both."""
