@@ -173,6 +173,7 @@ class TlsState:
         self._lock = threading.Lock()
         self.ready = False
         """True once the handshake is done: the writer may encrypt."""
+        self._notified = False  # close_notify sent
         self.records = 0
         """Records decrypted since the reader last took this back to 0 (each costs a
         turn of Python: a client sending 1-byte records pays for them, see _serve)."""
@@ -247,6 +248,19 @@ class TlsState:
             return b"".join(pieces), False
         except ssl.SSLZeroReturnError:
             return b"".join(pieces), True
+
+    def close_notify(self) -> bytes:
+        """The ``close_notify`` that ends the TLS session from the server's side, once
+        (then ``b""``): sent last, so that the client knows the end of the stream is
+        the end, not a cut (writer thread)."""
+        with self._lock:
+            if self._notified or not self.ready:
+                return b""
+            self._notified = True
+            # (SSLWantReadError: the client's own close_notify is not waited for.)
+            with contextlib.suppress(ssl.SSLError):
+                self._tls.unwrap()
+            return self._outgoing.read()
 
     def owes(self) -> bool:
         """Whether TLS records of its own wait to be sent (made while decrypting)."""
@@ -1010,7 +1024,7 @@ class Writer:
         if idle:
             self._unwait(conn)
             if shut:
-                conn.shutdown(read_only=not aborting)
+                self._shut(conn, aborting)
             return
         data = b"" if not out else out[0] if len(out) == 1 else b"".join(out)
         plain = len(data)
@@ -1076,7 +1090,18 @@ class Writer:
             return
         self._unwait(conn)
         if shut:
-            conn.shutdown(read_only=not aborting)
+            self._shut(conn, aborting)
+
+    def _shut(self, conn: Connection, aborting: bool) -> None:
+        """Shut a closing connection down once its queue is sent (``aborting``: now);
+        a TLS one that finished says so first (``close_notify``), best effort."""
+        tls = conn.tls
+        if tls is not None and not aborting:
+            last = tls.close_notify()
+            if last:
+                with contextlib.suppress(OSError):  # (gone, or full: it was ending anyway)
+                    conn.sock.send(last, socket.MSG_DONTWAIT)
+        conn.shutdown(read_only=not aborting)
 
     def _wait(self, conn: Connection) -> None:
         assert self._selector is not None

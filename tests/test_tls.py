@@ -266,6 +266,19 @@ def test_tiny_tls_records_count_against_free_lines(certs: Certs) -> None:
             plain.expect("message", text="the others go on")
 
 
+def test_the_server_ends_a_tls_session_with_close_notify(tls_server: Server, certs: Certs) -> None:
+    """A connection the server closes (here after /quit) ends with TLS's close_notify: the
+    client can tell the end of the stream from a cut (no SSLEOFError when it asks)."""
+    raw = socket.create_connection(tls_server.addresses["line-tls"], timeout=TIMEOUT)
+    sock = certs.client().wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+    with sock:
+        sock.sendall(b'{"type":"hello","nick":"leaver"}\n{"type":"say","text":"/quit"}\n')
+        received = b""
+        while chunk := sock.recv(65536):  # SSLEOFError without close_notify
+            received += chunk
+        assert b'"welcome"' in received
+
+
 def test_a_silent_tls_connection_is_closed_without_a_word_or_a_count(certs: Certs) -> None:
     """Nothing sent on the TLS port: closed at first_byte_timeout with nothing sent, and
     no login_timeout error counted (no error frame went out); on the plain port both."""
