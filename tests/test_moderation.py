@@ -16,7 +16,7 @@ from chatkit.builtins.moderation import CACHE_ENTRIES, Moderation, ModerationSto
 from chatkit.builtins.moderation.store import APPLICATION_ID, SCHEMA
 from chatkit.config import config_from_dict
 from chatkit.hub import utc_now
-from chatkit.testing import ChatClient, make_config
+from chatkit.testing import ChatClient, make_config, wait_until
 
 Connect = Callable[..., ChatClient]
 Factory = Callable[..., Server]
@@ -624,6 +624,27 @@ def test_a_typed_message_is_checked_once(
     ann.expect("notice", text="ann muted bob!*@*")
     bob.say("/echo blocked", room="#den")
     assert "you are muted in #den" in bob.expect("error", code="dropped")["text"]
+
+
+def test_an_invitation_left_unused_lapses(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """An invitation into an invite-only room lets its nick in for invite_hours; unused
+    by then, it lapses (it is a nick's: whoever took the nick later was not invited)."""
+    server = chat_server_factory(config=moderated(invite_hours=0.0002), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    ann.say("/inviteonly on")
+    ann.expect("notice", text="ann made the room invite-only")
+    bob = chat_client(server, "bob")
+    ann.say("/invite bob")
+    bob.expect("notice", text="ann invites you to #den: /join #den")
+    plugin = server.pluginmanager.get_plugin("moderation")
+    assert isinstance(plugin, Moderation) and plugin._invites("#den") == ["bob!*@*"]
+    wait_until(lambda: not plugin._invites("#den"), 10, "the invitation lapsed")
+    bob.say("/join #den")
+    bob.expect("error", code="invite_only")
 
 
 def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: Connect) -> None:

@@ -35,7 +35,8 @@ what operators do reaches every node's members.
 
 Settings (``[plugins.moderation]``): ``db`` (default: beside the history database,
 ``NAME.moderation.sqlite3``; in memory if history is), ``operators`` (a table: room
-to a list of accounts), ``server_operators`` (a list of accounts).
+to a list of accounts), ``server_operators`` (a list of accounts), ``max_masks``,
+``invite_hours`` (how long an unused invitation holds: 24).
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ __all__ = ["CACHE_ENTRIES", "Moderation", "ModerationStore", "matches"]
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("db", "max_masks", "operators", "server_operators")
+SETTINGS = ("db", "invite_hours", "max_masks", "operators", "server_operators")
+INVITE_HOURS = 24.0  # hours an /invite into an invite-only room lets its nick in, unused: the
+# invitation is a nick's, and whoever takes an unregistered nick later is not the one invited.
 MAX_MASKS = 100  # bans, and mutes, a room keeps at most (IRC's MAXLIST; Libera's is 100 too):
 # each is matched against every join (bans) or message (mutes) in the room.
 _CONNECTION_OPS = "moderation"  # client.data: room key -> when the room it operates was created
@@ -180,6 +183,8 @@ class Moderation:
         """Accounts named in ``server_operators``."""
         self.max_masks = MAX_MASKS
         """Bans a room keeps at most, and mutes (``max_masks``)."""
+        self.invite_hours = INVITE_HOURS
+        """Hours an invitation lets its nick in, unused (``invite_hours``)."""
         self._server: Server | None = None  # set at chatkit_server_start
 
     @hookimpl
@@ -218,6 +223,9 @@ class Moderation:
                 raise UsageError(f"moderation: {account!r} is no account's name: {problem}")
         self.server_operators = {fold(a) for a in server_ops}
         self.max_masks = int(number_setting("moderation", settings, "max_masks", MAX_MASKS, 1))
+        self.invite_hours = number_setting(
+            "moderation", settings, "invite_hours", INVITE_HOURS, 0.0001
+        )
 
     @hookimpl(tryfirst=True)
     def chatkit_server_stop(self) -> None:
@@ -307,7 +315,7 @@ class Moderation:
         for mask in self._store.rows("bans", key):
             if matches(mask, client):
                 return Reject(f"you are banned from {room}", "banned")
-        invited = any(matches(mask, client) for mask in self._store.rows("invites", key))
+        invited = any(matches(mask, client) for mask in self._invites(key))
         if (
             "invite" in self._store.rows("flags", key)
             and not invited
@@ -316,6 +324,27 @@ class Moderation:
         ):
             return Reject(f"{room} is invite-only: ask an operator to /invite you", "invite_only")
         return None
+
+    def _invites(self, key: str) -> list[str]:
+        """The room's invitations still good: one older than ``invite_hours`` (or of
+        before invitations had a time) is dropped as it is found."""
+        masks = self._store.rows("invites", key)
+        if not masks:
+            return masks
+        setters = self._store.setters("invites", key)
+        oldest = datetime.now(UTC).timestamp() - self.invite_hours * 3600
+        good = []
+        for mask in masks:
+            ts = setters.get(mask, ("", ""))[1]
+            try:
+                fresh = datetime.fromisoformat(ts).timestamp() >= oldest
+            except ValueError:
+                fresh = False
+            if fresh:
+                good.append(mask)
+            else:
+                self._store.remove("invites", key, mask)
+        return good
 
     def _abandoned(self, room: str, key: str) -> bool:
         """Whether ``room`` is empty and has no lasting operator (an account, or one of
@@ -978,7 +1007,13 @@ class Moderation:
                     f"{nick} is already in {room}", "already_in_room", target=room, nick=nick
                 )
             if closed:
-                self._store.add("invites", fold(room), fold(full_mask(nick)))
+                self._store.add(
+                    "invites",
+                    fold(room),
+                    fold(full_mask(nick)),
+                    by=ctx.client.nick or "",
+                    ts=_now(),
+                )
             ctx.hub.private(ctx.client, nick, text, notice=True)
         else:
             nick = target.nick or ""
@@ -988,7 +1023,13 @@ class Moderation:
                     f"{nick} is already in {room}", "already_in_room", target=room, nick=nick
                 )
             if closed:
-                self._store.add("invites", fold(room), fold(full_mask(nick)))
+                self._store.add(
+                    "invites",
+                    fold(room),
+                    fold(full_mask(nick)),
+                    by=ctx.client.nick or "",
+                    ts=_now(),
+                )
             # invite and by: the IRC face shows it as INVITE.
             target.send(Frame("notice", text=text, invite=room, by=ctx.client.nick or ""))
         # The IRC face shows the reply as 341 (RPL_INVITING), before the room's notice.
