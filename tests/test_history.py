@@ -160,6 +160,11 @@ def test_text_mode_pages_back_with_before(
     for bad in ("/history before x", "/history 3 before 1e3", "/history before " + "9" * 30):
         bob.send_line(bad)
         assert "bad_usage" in bob.expect("error"), bad
+    # A nick called before: /history before 3 is its conversation (an id is never 3).
+    bob.send_line("/history before 3")
+    assert "your private history with before" in bob.expect("error")
+    bob.send_line("/history before " + "9" * 5000)  # (no int() of 5,000 digits)
+    assert "bad_usage" in bob.expect("error")
 
 
 def test_a_room_made_again_in_another_case_replays_under_its_name_now(

@@ -309,8 +309,19 @@ class History:
             f"usage: /history [#ROOM|NICK] [N] [before ID], N from 1 to {self.max_page}",
             "bad_usage",
         )
-        if len(words) >= 2 and words[-2].lower() == "before":
+        if (
+            len(words) >= 2
+            and words[-2].lower() == "before"
+            and not (
+                len(words) == 2
+                and words[-1].isdecimal()
+                and len(words[-1]) <= 9
+                and int(words[-1]) <= self.max_page
+            )
+        ):
             # The page before it (a page's closing line names the id to go on from).
+            # (Not `/history before 20`: a conversation with a nick called before, 20
+            # of it; an id is never that small.)
             if not words[-1].isdecimal() or len(words[-1]) > 19 or int(words[-1]) > MAX_ID:
                 raise usage
             before = int(words.pop())
