@@ -61,6 +61,7 @@ def test_a_leaves_own_words_are_filtered(
     server = server_with(chat_server_factory)
     alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
     alice.say("/join #den")
+    alice.expect("join", nick="alice", room="#den")  # (before bob's, which she then sees)
     bob.say("/join #den")
     alice.expect("join", nick="bob", room="#den")
     bob.say("/part #den this sh1t again")
