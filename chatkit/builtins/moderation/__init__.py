@@ -1007,13 +1007,7 @@ class Moderation:
                     f"{nick} is already in {room}", "already_in_room", target=room, nick=nick
                 )
             if closed:
-                self._store.add(
-                    "invites",
-                    fold(room),
-                    fold(full_mask(nick)),
-                    by=ctx.client.nick or "",
-                    ts=_now(),
-                )
+                self._hold_invitation(ctx, room, nick)
             ctx.hub.private(ctx.client, nick, text, notice=True)
         else:
             nick = target.nick or ""
@@ -1023,19 +1017,19 @@ class Moderation:
                     f"{nick} is already in {room}", "already_in_room", target=room, nick=nick
                 )
             if closed:
-                self._store.add(
-                    "invites",
-                    fold(room),
-                    fold(full_mask(nick)),
-                    by=ctx.client.nick or "",
-                    ts=_now(),
-                )
+                self._hold_invitation(ctx, room, nick)
             # invite and by: the IRC face shows it as INVITE.
             target.send(Frame("notice", text=text, invite=room, by=ctx.client.nick or ""))
         # The IRC face shows the reply as 341 (RPL_INVITING), before the room's notice.
         ctx.reply(f"invited {nick} to {room}", nick=nick, room=room)
         if closed:
             self._act(ctx, room, f"invited {nick}")
+
+    def _hold_invitation(self, ctx: CommandContext, room: str, nick: str) -> None:
+        """Keep ``nick``'s invitation into invite-only ``room``, with who gave it and when
+        (it lapses after ``invite_hours``: :meth:`_invites`)."""
+        mask = fold(full_mask(nick))
+        self._store.add("invites", fold(room), mask, by=ctx.client.nick or "", ts=_now())
 
     def inviteonly(self, ctx: CommandContext) -> None:
         self._switch(ctx, "invite", "made the room invite-only", "opened the room to everyone")
