@@ -713,7 +713,40 @@ def _faces(
             if secure is None:
                 secure = 0 if port == 0 else WEB_TLS_PORT
             faces.append(TlsFace(face, port=secure))
+    _check_clashes(config, faces)
     return faces
+
+
+def _check_clashes(config: Config, faces: list[Face]) -> None:
+    """:class:`UsageError` naming two faces set to listen on one port of one address
+    (the second bind would fail, and its error would not say the first was ours)."""
+    seen: list[tuple[str, int, str]] = []
+    for face in faces:
+        host = face.host if face.host is not None else config.host
+        port = face.port if face.port is not None else config.port
+        if port == 0:
+            continue  # any free one: never the same
+        for other_host, other_port, other in seen:
+            if port == other_port and _overlap(host, other_host):
+                where = (
+                    f"{host or '*'}:{port}"
+                    if host == other_host
+                    else f"port {port} ({other_host or '*'} and {host or '*'})"
+                )
+                raise UsageError(
+                    f"the {other} and {face.name} faces are both set to {where}: give each"
+                    " a port of its own"
+                )
+        seen.append((host, port, face.name))
+
+
+def _overlap(one: str, two: str) -> bool:
+    """Whether listening on both hosts at one port clashes: the same address, or a
+    wildcard (``::`` takes IPv4 as well) covering the other's."""
+    if one == two or "::" in (one, two):
+        return True
+    wild4 = {"", "0.0.0.0"}
+    return (one in wild4 and ":" not in two) or (two in wild4 and ":" not in one)
 
 
 def _tls_port(port: int) -> int:
@@ -900,10 +933,10 @@ def check_command(
 ) -> None:
     """Check a config file and print the settings 'chatkit serve -c FILE' would use.
 
-    Exit 2 with the error if anything in it is wrong: an unknown key, a bad value, a
-    plugin that is not installed, a plugin's setting it refuses. Opens no port and no
-    database: a plugin without chatkit_check_config has its settings checked only when
-    the server starts, and the output says so.
+    Exit 2 with the error if anything in it is wrong: an unknown key, a bad value, two
+    faces on one port, a plugin that is not installed, a plugin's setting it refuses.
+    Opens no port and no database: a plugin without chatkit_check_config has its
+    settings checked only when the server starts, and the output says so.
     """
     path = config if config is not None else DEFAULT_CONFIG
     if config is None and not DEFAULT_CONFIG.is_file():
@@ -913,6 +946,7 @@ def check_command(
         cfg = _build_config(path, overrides)
         pm, infos = build_plugin_manager(cfg)
         unchecked = check_plugin_settings(cfg, pm, infos)
+        _faces(cfg, None)  # (their ports: two on one)
     except UsageError as exc:
         raise _fail(exc) from None
     settings = masked(effective_settings(cfg, [info.name for info in infos]))

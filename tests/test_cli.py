@@ -20,7 +20,7 @@ import pytest
 from conftest import CHATKIT, ServeProcess
 
 from chatkit import Frame, Server, UsageError
-from chatkit.cli import _without_password
+from chatkit.cli import _overlap, _without_password
 from chatkit.client import MAX_SERVER_LINE
 from chatkit.codecs import TEXT_CODEC
 from chatkit.config import config_from_dict
@@ -123,6 +123,10 @@ def test_serve_cannot_bind_exits_2(serve: type[ServeProcess]) -> None:
     result = run("serve", "--port", str(first.address[1]))
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{first.address[1]}" in result.stderr
+    # Two of its own faces on one port: said before binding either, naming both.
+    result = run("serve", "--port", "20717", "--irc-port", "20717")
+    assert result.returncode == 2
+    assert "the line and irc faces are both set to 127.0.0.1:20717" in result.stderr
 
 
 def test_config_file_and_flags(serve: type[ServeProcess], tmp_path: Path) -> None:
@@ -835,6 +839,12 @@ def test_check_exits_2_naming_what_is_wrong(tmp_path: Path) -> None:
         ('[server]\ndefault_room = "#bad room"\n', "bad default_room '#bad room'"),
         ('[tls]\ncert = "cert.pem"\n', "the key is missing"),
         ('[tls]\ncert = "nosuch.pem"\nkey = "nosuch.pem"\n', "nosuch.pem does not exist"),
+        ("[server]\nport = 7000\n[faces.irc]\nport = 7000\n", "line and irc faces are both"),
+        # "::" takes IPv4 too: it clashes with any address on that port.
+        (
+            '[faces.irc]\nport = 7001\nhost = "::"\n[faces.web]\nport = 7001\n',
+            "irc and web faces are both set to port 7001 (:: and 127.0.0.1)",
+        ),
     ]:
         config.write_text(text)
         result = subprocess.run(
@@ -1054,3 +1064,12 @@ def test_a_history_directory_the_server_may_not_enter_is_said_so(tmp_path: Path)
     assert result.returncode == 2, result.stderr
     assert "Permission denied; let the server's user reach it" in result.stderr
     assert "failed in chatkit_configure" not in result.stderr
+
+
+def test_faces_on_one_port_clash_only_where_their_addresses_meet() -> None:
+    """Two hosts on one port clash when they are the same, or a wildcard covers the other."""
+    assert _overlap("127.0.0.1", "127.0.0.1")
+    assert _overlap("0.0.0.0", "127.0.0.1") and _overlap("127.0.0.1", "")
+    assert _overlap("::", "10.0.0.1") and _overlap("::1", "::")
+    assert not _overlap("127.0.0.1", "10.0.0.1")
+    assert not _overlap("0.0.0.0", "::1")  # IPv4's wildcard leaves IPv6 alone
