@@ -295,6 +295,13 @@ def check_plugin_sections(config: Config, sections: Iterable[str]) -> list[str]:
                 "remove the section"
             )
             continue
+        if name != _table(name) and name not in known:
+            # A module path's plugin reads the table of its last module, never this one.
+            warnings.append(
+                f'{where}[plugins."{name}"] is unused: the plugin {name} reads '
+                f"[plugins.{_table(name)}]; rename the section"
+            )
+            continue
         if name in enabled:
             continue
         if name not in known:

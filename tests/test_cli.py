@@ -969,6 +969,15 @@ def test_check_has_the_plugins_check_their_settings_and_opens_nothing(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert "[plugins.stats] is unused: the stats plugin has no settings" in result.stderr
     assert "checked by its plugin only" not in result.stdout
+    # A table named for a module path: its plugin reads its last module's table.
+    config.write_text('[server]\nplugins = ["mine:Quiet"]\n[plugins."mine:Quiet"]\nsize = 1\n')
+    result = subprocess.run(
+        [CHATKIT, "check", str(config)], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert '[plugins."mine:Quiet"] is unused: the plugin mine:Quiet reads [plugins.mine]' in (
+        result.stderr
+    )
 
 
 def test_serve_writes_and_removes_its_pid_file(serve: type[ServeProcess], tmp_path: Path) -> None:
