@@ -836,10 +836,13 @@ def _reload(
         reload_log.error("%s; keeping the old certificate", exc)
         notes.append(f"certificate not reloaded: {exc}")
     logging.getLogger().setLevel(level)
+    # (The text format leaves out what the banner says; JSON, read by programs, has it all.)
     if config.log_format == "json" and not isinstance(handler.formatter, JsonFormatter):
         handler.setFormatter(JsonFormatter())
+        handler.removeFilter(_said_by_banner)
     elif config.log_format == "text" and isinstance(handler.formatter, JsonFormatter):
         handler.setFormatter(logging.Formatter(HUMAN_FORMAT))
+        handler.addFilter(_said_by_banner)
     return notes
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -262,3 +263,19 @@ def test_a_module_paths_settings_change_restarts_it(
         assert plugin is not None and plugin.action == "shout"
     finally:
         server.shutdown()
+
+
+def test_a_reload_to_the_json_log_logs_what_the_text_log_left_to_the_banner(
+    serve: type[ServeProcess], tmp_path: Path
+) -> None:
+    """The text log leaves out what serve's own output says (``server stopped``); once
+    a reload switches it to JSON, for programs, those lines are logged again."""
+    config = tmp_path / "chatkit.toml"
+    config.write_text(BASE)
+    server = serve("-c", str(config))
+    config.write_text(BASE.replace("plugins = []", 'plugins = []\nlog_format = "json"'))
+    assert "log_format: text -> json" in reload_and_wait(server)
+    code, _out, err = server.stop()
+    assert code == 0
+    stopped = [json.loads(line) for line in err.splitlines() if "server stopped" in line]
+    assert stopped and stopped[-1]["message"] == "server stopped", err
