@@ -411,6 +411,34 @@ def test_an_operator_no_longer_identified_is_announced_as_no_longer_one(
     assert not [f for f in ann.sync() if f.get("mode") == "-o"]
 
 
+def test_a_reload_that_names_or_unnames_operators_is_announced(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A reload whose ``operators`` or ``server_operators`` make an identified member
+    an operator of a room it is in, or no longer one, tells the room (IRC: MODE +o,
+    -o), so names lists agree; members whose rights did not change are not announced."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann, bob = in_den(server, chat_client)  # ann: #den's first member, its operator
+    carl = chat_client(server, "carl")
+    carl.say("/register carls-password")
+    carl.expect("reply", command="register")
+    carl.say("/join #den")
+    bob.expect("join", nick="carl", room="#den")
+    server.reload(moderated(operators={"#den": ["carl"]}))
+    frame = bob.expect("notice", text="carl is an operator of #den")
+    assert (frame["mode"], frame["arg"], frame["room"]) == ("+o", "carl", "#den")
+    server.reload(moderated(operators={"#den": ["carl"]}, server_operators=["carl"]))
+    server.reload(moderated(server_operators=["carl"]))  # still one: as a server operator
+    server.reload(moderated())
+    bob.expect("notice", text="carl is no longer an operator of #den")
+    modes = [(f["room"], f["mode"]) for f in carl.sync() if f.get("mode")]
+    # In #den: named, then not (a server operator meanwhile: no change); in #general,
+    # a server operator for two reloads. Nobody else's rights changed: not announced.
+    assert [m for room, m in modes if room == "#den"] == ["+o", "-o"], modes
+    assert [m for room, m in modes if room == "#general"] == ["+o", "-o"], modes
+    assert not [f for f in ann.sync() if f.get("mode") and f.get("arg") != "carl"]
+
+
 def test_a_muted_member_leaves_without_its_words(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,6 +91,14 @@ _CLAIMS = "moderation.claims"  # client.data: room key -> when it claimed to be 
 _PASSED = "moderation.passed"  # client.data: (room key, text) of the line just let speak
 _ACCOUNT = "moderation.account"  # client.data: the account its rooms last saw it with
 SERVER = "*"  # the "room" of server-wide bans (/gline) in the bans table
+
+# A server to the config's operators of its moderation plugin that started last
+# ((operators, server_operators)): the instance a reload starts tells rooms whom the new
+# config made, or unmade, operators. (Written and read by chatkit_server_start, on the
+# thread that starts or reloads the server: reloads take turns, Server._reload_lock.)
+_CONFIGURED: weakref.WeakKeyDictionary[Server, tuple[dict[str, set[str]], set[str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 FLAG_NAMES = {
     "invite": "invite_only",
@@ -659,6 +668,10 @@ class Moderation:
             log.info("moderation in %s", shared.path)
         else:  # (a cluster's accounts are in its Redis, which the accounts plugin opens later)
             self._warn_unregistered(server)
+        before = _CONFIGURED.get(server)
+        _CONFIGURED[server] = (self.operators, self.server_operators)
+        if before is not None:
+            self._announce_reconfigured(server, *before)
         default = server.config.default_room
         if not self.operators.get(fold(default)) and not self._store.rows("ops", fold(default)):
             # Everyone lands there: its first member, whoever connects first, would
@@ -668,6 +681,36 @@ class Moderation:
                 "becomes one; name its operators ([plugins.moderation] operators)",
                 default,
             )
+
+    def _announce_reconfigured(
+        self, server: Server, operators: dict[str, set[str]], server_operators: set[str]
+    ) -> None:
+        """Tell each room whom a reload's ``operators`` and ``server_operators`` made,
+        or unmade, its operators (against the config before: ``operators`` and
+        ``server_operators``), as an /op would (IRC: MODE +o, -o), so names lists agree."""
+        for client in server.hub.sessions():
+            account = client.account
+            if account is None or client.operator:
+                continue  # (not identified, or an operator its face made: as before)
+            nick = client.nick or ""
+            held = self._connection_rooms(client)
+            for room in list(client.rooms.values()):
+                key = fold(room)
+                was = (
+                    key in held
+                    or account in server_operators
+                    or account in operators.get(key, ())
+                    or account in self._store.rows("ops", key)
+                )
+                if was != self.is_operator(client, room):
+                    server.hub.announce(
+                        f"{nick} is an operator of {room}"
+                        if not was
+                        else f"{nick} is no longer an operator of {room}",
+                        room,
+                        mode="-o" if was else "+o",
+                        arg=nick,
+                    )
 
     def _warn_unregistered(self, server: Server) -> None:
         """Log the accounts named in the config that nobody registered: whoever registers
