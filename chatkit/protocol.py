@@ -242,7 +242,7 @@ def clean_text(text: str, *, newlines: bool = False, bidi: str = "replace") -> s
         raise RemoteProtocolError(
             "bad_text",
             "bidirectional control characters (U+202A-U+202E, U+2066-U+2069) are not "
-            "allowed in messages; right-to-left text needs none",
+            "allowed on this server; right-to-left text needs none",
         )
     if newlines and "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
