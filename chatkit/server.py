@@ -96,6 +96,8 @@ SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice befor
 TLS_RECORDS_PER_LINE = 64  # TLS records a client's free_lines count as one line (a line
 # of chat comes in a record or two: only a client cutting its bytes into tiny records pays)
 ALERT_TIMEOUT = 1.0  # seconds a refused TLS handshake's alert may take to send
+FAREWELL_TIMEOUT = 2.0  # seconds a client closed for not answering a ping has to take
+# the error saying so, before its connection is cut without it (it may not be reading).
 SHUTDOWN_POLL = 0.005  # seconds between looks at the messages still to deliver, at shutdown
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
 # releases the GIL to the readers and the writer, and lets the new connections that sent
@@ -2284,6 +2286,11 @@ class Server:
                     ]
                 for conn in conns:
                     if conn.finishing:
+                        pinged = conn.pinged_at
+                        if pinged is not None and (
+                            now - pinged > limits.ping_timeout + FAREWELL_TIMEOUT
+                        ):
+                            conn.abort("ping timeout")  # its farewell never left
                         continue
                     if not conn.session.logged_in:
                         if now - conn.connected_at > limits.login_timeout:
@@ -2294,7 +2301,17 @@ class Server:
                             conn.finish("login timeout")
                     elif conn.pinged_at is not None:
                         if now - conn.pinged_at > limits.ping_timeout:
-                            conn.abort("ping timeout")
+                            # Told why, if it is only not answering (a person at nc); cut
+                            # below if that does not leave within FAREWELL_TIMEOUT. (A
+                            # queue already waiting means it is not reading: cut now.)
+                            if conn.queued_bytes:
+                                conn.abort("ping timeout")
+                            else:
+                                conn.session.error(
+                                    "ping_timeout",
+                                    f"no answer to the ping within {limits.ping_timeout:g} seconds",
+                                )
+                                conn.finish("ping timeout")
                     elif now - conn.last_seen > limits.idle_timeout:
                         conn.pinged_at = now
                         conn.session.send(Frame("ping"))

@@ -231,8 +231,8 @@ def test_idle_clients_are_pinged_and_kept_if_they_answer(
 def test_clients_that_do_not_answer_a_ping_are_dropped(
     chat_server_factory: Factory, chat_client: Connect, parked: bool
 ) -> None:
-    """A pinged client that stays silent past ping_timeout is disconnected and logged out,
-    whether its reader is waiting or its connection is parked (no reader: the watchdog
+    """A pinged client that stays silent past ping_timeout is told so (``error
+    ping_timeout``), disconnected and logged out, whether its reader is waiting or its connection is parked (no reader: the watchdog
     pings parked clients too, and an answer wakes a reader)."""
     if parked:  # parked before the first ping
         server = chat_server_factory(idle_park=0.05, idle_timeout=0.3, ping_timeout=0.5)
@@ -252,6 +252,8 @@ def test_clients_that_do_not_answer_a_ping_are_dropped(
         elif frame["nick"] == "alice":
             leave = frame
     assert leave["reason"] == "ping timeout"
+    # Told why before the end (a person at nc who did not see the ping's prompt).
+    assert alice.expect("error")["code"] == "ping_timeout"
     alice.wait_closed()
     wait_until(lambda: len(server.connections) == 1)
 
