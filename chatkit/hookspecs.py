@@ -74,11 +74,14 @@ Rules that hold for every hook unless its docstring says otherwise:
 * Hooks are called plugin by plugin: plugins named with ``--plugin`` first, in the
   order given, then the builtins; ``tryfirst``/``trylast`` override that.
 * Connection and message hooks run on the **reader thread of the client that caused
-  the event**, so many run at once. A plugin that keeps state guards it with its own
-  lock. No chatkit lock is held while a hook runs, so a hook may call back into the
-  server (send, join, rename...). A client's reader ends while it is idle and another
-  starts when it talks again (``idle_park``): keep per-client state on the client,
-  not in thread-locals.
+  the event**, so many run at once: a kick runs the kicked client's
+  ``chatkit_on_leave`` on the kicker's thread, a plugin's timer its hooks on the
+  timer's. A plugin that keeps state guards it with its own lock. No chatkit lock is
+  held while a connection or message hook runs, so a hook may call back into the
+  server (send, join, rename...); the exceptions are said where they hold
+  (``chatkit_check_ready``, a reload's ``chatkit_configure``). A client's reader
+  ends while it is idle and another starts when it talks again (``idle_park``): keep
+  per-client state on the client, not in thread-locals.
 * A hook must not block for long: the client whose thread it runs on waits.
 * No hook is ever called once per recipient of a message.
 * If a notify hook (``chatkit_on_*``, ``chatkit_server_*``) raises, the error is
@@ -187,8 +190,10 @@ def chatkit_configure(config: Config, pluginmanager: pluggy.PluginManager) -> No
     **Reload** (``Server.reload``, SIGHUP): a plugin whose settings or source file
     changed, or that a reload enables, is a new instance (a class is instantiated
     again; a module is re-imported if its file changed) configured here with the new
-    config, on the reloading thread (the CLI's main thread), while clients are
-    served; then it gets ``chatkit_register_commands`` and ``chatkit_server_start``.
+    config, on the reloading thread (the CLI's main thread for SIGHUP, the operator's
+    reader thread for ``/reload``), while clients are served, under the server's
+    reload lock (reloads take turns: do not start another from here); then it gets
+    ``chatkit_register_commands`` and ``chatkit_server_start``.
     Raising :class:`~chatkit.UsageError` then refuses the reload: the server goes on
     with the old config. A plugin whose settings did not change is not called.
     """
@@ -659,7 +664,9 @@ def chatkit_check_ready() -> str | None:
     ask, so name no secret (a password, a URL with one). If it raises, the error is
     logged and the server counts as not ready, with that plugin named.
 
-    Asked once a second at most: pings within the second get the last answer.
+    Asked once a second at most: pings within the second get the last answer. The
+    hub's readiness lock is held meanwhile (one asker at a time): do not call
+    ``hub.readiness()`` from here.
     """
 
 
