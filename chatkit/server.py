@@ -46,6 +46,7 @@ import functools
 import ipaddress
 import logging
 import os
+import select
 import selectors
 import socket
 import ssl
@@ -2083,6 +2084,8 @@ class Server:
                 # The writer waited for the handshake (a watchdog's frame may be queued).
                 if self.writer.push(conn, b""):
                     self.writer.wake()
+                if not data and not ended:
+                    self._greet_silent(conn)
             while True:
                 if data or eof:
                     conn.last_seen = time.monotonic()
@@ -2168,6 +2171,24 @@ class Server:
                     log.error("logout failed", exc_info=True)
                 self._forget(conn)
                 self.writer.retire(conn)
+
+    def _greet_silent(self, conn: Connection) -> None:
+        """After a TLS handshake, show the face's greeting if the client stays silent
+        until ``greeting_delay`` from its connection, as the acceptor does on a plain port
+        (a person at ``openssl s_client`` sees the prompt). Reader thread; waits at most
+        that long, as its ``recv`` would."""
+        face = conn.face.face if isinstance(conn.face, TlsFace) else conn.face
+        greeting = face.greeting()
+        limits = self.config.limits
+        if not greeting or limits.greeting_delay >= limits.login_timeout:
+            return
+        wait = conn.connected_at + limits.greeting_delay - time.monotonic()
+        poll = select.poll()  # (not select(): a descriptor may be past FD_SETSIZE)
+        poll.register(conn.sock, select.POLLIN)
+        if not poll.poll(max(0, int(wait * 1000))):
+            conn.greeted = True
+            if self.writer.push(conn, greeting):
+                self.writer.wake()
 
     def _park(self, conn: Connection) -> bool:
         """Hand an idle connection to the acceptor, whose selector watches it with no

@@ -23,7 +23,7 @@ from test_irc_face import SERVER
 from chatkit import Config, Server, UsageError
 from chatkit.client import Client, ClientError, ConnectionLost, LineClient
 from chatkit.faces.irc import IrcFace
-from chatkit.faces.line import LineFace
+from chatkit.faces.line import GREETING, LineFace
 from chatkit.server import TlsFace
 from chatkit.testing import ChatClient, TextClient, make_config, wait_until
 
@@ -126,6 +126,24 @@ def test_text_mode_over_tls(tls_server: Server, certs: Certs) -> None:
     with TextClient(tls_server.addresses["line-tls"], tls=certs.client()) as client:
         client.send_line("carol")
         client.expect(lambda line: "welcome" in line.lower() or "carol" in line)
+
+
+def test_a_silent_person_over_tls_is_greeted_as_over_nc(certs: Certs) -> None:
+    """Silent for greeting_delay after the handshake (a person at openssl s_client): the
+    line face's prompt, in TLS, as the plain port shows it; the nick typed then logs in."""
+    line = LineFace()
+    config = tls_config(certs, greeting_delay=0.2)
+    with Server(config=config, faces=[line, TlsFace(line, port=0)], plugins=[]) as server:
+        raw = socket.create_connection(server.addresses["line-tls"], timeout=TIMEOUT)
+        with certs.client().wrap_socket(raw, server_hostname="localhost") as sock:
+            received = b""
+            while GREETING not in received:
+                chunk = sock.recv(4096)
+                assert chunk, received
+                received += chunk
+            sock.sendall(b"dora\n")
+            while b"Welcome" not in received:
+                received += sock.recv(4096)
 
 
 def test_a_large_burst_arrives_whole_over_tls(certs: Certs) -> None:
