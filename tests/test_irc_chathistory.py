@@ -91,6 +91,27 @@ def test_offered_with_history_and_absent_without(make_server: Callable[..., Serv
         bob.expect(f":{SERVER} 421 bob CHATHISTORY :Unknown command")
 
 
+def test_a_client_that_asks_for_history_is_not_replayed_it_on_join(
+    chat: tuple[Server, list[dict[str, Any]]],
+) -> None:
+    """With draft/chathistory a client fetches what it lacks, so a join (the login's,
+    a JOIN) replays nothing (the spec's SHOULD NOT: it would see the lines twice); a
+    client without it gets the replay, as before, and so does one that drops it."""
+    server, _said = chat
+    with IrcClient(server.addresses["irc"]) as fetcher, IrcClient(server.addresses["irc"]) as old:
+        fetcher.register("fetcher", caps=CAPS)
+        fetcher.send("PART #general", "JOIN #general,#other")
+        lines = fetcher.until("366 fetcher #other") + fetcher.sync()
+        assert not [line for line in lines if "BATCH" in line or "PRIVMSG" in line], lines
+        old.register("old", caps="batch server-time message-tags")
+        assert "PRIVMSG #general :m9" in " ".join(old.sync())
+        fetcher.send("CAP REQ :-draft/chathistory")
+        fetcher.expect("CAP fetcher ACK")
+        fetcher.send("PART #general")
+        fetcher.send("JOIN #general")
+        fetcher.expect("PRIVMSG #general :m9")
+
+
 def test_every_subcommand_with_msgid_selectors(chat: tuple[Server, list[dict[str, Any]]]) -> None:
     """LATEST, BEFORE, AFTER, AROUND and BETWEEN (both ways) select what the spec says,
     oldest first, each message tagged with its msgid and time."""
@@ -98,7 +119,7 @@ def test_every_subcommand_with_msgid_selectors(chat: tuple[Server, list[dict[str
     ids = [str(frame["id"]) for frame in said]
     with IrcClient(server.addresses["irc"]) as alice:
         alice.register("alice", caps=CAPS)
-        alice.sync()  # the join's replay batch
+        alice.sync()  # (no replay batch: a draft/chathistory client asks)
         start, texts = history(alice, "CHATHISTORY LATEST #general * 3")
         assert start.endswith(" chathistory #general")
         assert texts == ["m7", "m8", "m9"]

@@ -558,6 +558,7 @@ class IrcChannel:
         with contextlib.suppress(CommandError):
             session.data["irc"]["realname"] = self._text(event.realname)
         self._modes(hub.config.default_room, joining=True)  # its operators, for the names list
+        self._choose_replay()
         try:
             hub.allow_input(session, Hello(event.nick, fields=fields))
             hub.login(session, event.nick, fields)
@@ -572,6 +573,12 @@ class IrcChannel:
             session.disconnect(f"login refused: {exc.code}")
             return
         self.send()  # ends the MOTD if nothing after the welcome did
+
+    def _choose_replay(self) -> None:
+        """No replay on join for a client that negotiated ``draft/chathistory`` (it asks
+        for what it lacks: the spec's SHOULD NOT, so that it sees no line twice); the
+        server's default otherwise. Before each login and JOIN: CAP REQ may change it."""
+        self.session.replay = 0 if CHATHISTORY_CAP in self.protocol.caps else None
 
     def chat_command(self, command: str, params: tuple[str, ...]) -> None:
         """A command IRC does not have: a chat command of that name, or ``421``."""
@@ -951,6 +958,7 @@ class IrcChannel:
                 if refused is not None:
                     raise refused
                 self._modes(room, joining=True)  # its operators, for the join's names list
+                self._choose_replay()
                 self.hub.join(self.session, room)
             except CommandError as exc:
                 self.fail("JOIN", room, exc)
