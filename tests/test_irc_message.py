@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatkit.faces.irc.message import (
+    MAX_CLIENT_TAG_BYTES,
     MAX_LINE_BYTES,
     MAX_TAG_BYTES,
     IrcError,
@@ -72,6 +73,7 @@ def test_blank_lines_are_nothing(line: str) -> None:
         ("PRIVMSG #a :" + "x" * (MAX_LINE_BYTES - len("PRIVMSG #a :") - 1), "417"),
         ("PRIVMSG #a :" + "é" * 250, "417"),  # bytes, not characters
         ("@a=" + "x" * MAX_TAG_BYTES + " PING", "417"),
+        ("@+a=" + "x" * (MAX_CLIENT_TAG_BYTES - 2) + " PING", "417"),  # 4095 bytes of tags
     ],
 )
 def test_bad_lines_get_their_numeric(line: str, numeric: str) -> None:
@@ -146,3 +148,10 @@ def test_any_line_parses_or_is_refused_with_a_numeric(line: str) -> None:
         parse(line)
     except IrcError as exc:
         assert exc.numeric in ("417", "421")
+
+
+def test_a_client_may_send_4094_bytes_of_tags() -> None:
+    """IRCv3 message-tags: up to 4094 bytes of tag data from a client ("@" and the space
+    after it not counted); past that, 417 (above)."""
+    message = parse("@+a=" + "x" * (MAX_CLIENT_TAG_BYTES - 3) + " PING x")
+    assert message is not None and len(message.tags["+a"]) == MAX_CLIENT_TAG_BYTES - 3

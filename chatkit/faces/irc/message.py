@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 __all__ = [
+    "MAX_CLIENT_TAG_BYTES",
     "MAX_LINE_BYTES",
     "MAX_PARAMS",
     "MAX_TAG_BYTES",
@@ -35,7 +36,10 @@ __all__ = [
 ]
 
 MAX_LINE_BYTES = 512  # bytes of a message after its tags, CR-LF included (RFC 1459 2.3)
-MAX_TAG_BYTES = 8191  # bytes of the tag section, "@" and the space after it included (IRCv3)
+MAX_TAG_BYTES = 8191  # bytes of the tag section, "@" and the space after it included (IRCv3):
+# a client's tags and the server's together
+MAX_CLIENT_TAG_BYTES = 4094  # bytes of the tag data a client may send, "@" and the space after
+# it not counted (IRCv3 message-tags, "Size limit"; the server may add as many again)
 MAX_PARAMS = 15  # parameters of one message (RFC 1459 2.3: 14 middle and a trailing)
 
 _ESCAPES = {";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"}
@@ -132,7 +136,7 @@ def parse(line: str) -> Message | None:
     tags: dict[str, str] = {}
     if rest.startswith("@"):
         section, _, rest = rest.partition(" ")
-        if len(section.encode()) + 1 > MAX_TAG_BYTES:
+        if len(section.encode()) - 1 > MAX_CLIENT_TAG_BYTES:
             raise IrcError("417", "Input line was too long (tags)")
         for item in section[1:].split(";"):
             if not item:
