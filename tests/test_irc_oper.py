@@ -247,9 +247,35 @@ def test_a_clients_multiline_batch_is_one_chat_message(make_server: Callable[...
             "@batch=b3 PRIVMSG #elsewhere :nope",
             "BATCH -b3",
         )
-        alice.expect(f":{SERVER} FAIL BATCH MULTILINE_INVALID_TARGET #general :")
+        alice.expect(f":{SERVER} FAIL BATCH MULTILINE_INVALID_TARGET #general #elsewhere :")
         alice.send("@batch=zz PRIVMSG #general :after")  # no batch open: a plain message
         assert jay.expect("message", nick="alice")["text"] == "after"  # nothing of b2, b3
+
+
+def test_a_multiline_batch_of_exactly_max_bytes_is_taken(
+    make_server: Callable[..., Server],
+) -> None:
+    """max-bytes counts the lines and the line feeds between them (none before a concat
+    line): a batch of exactly that many is one message; a byte more FAILs."""
+    server = make_server(max_line=40)
+    with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
+        alice.register("alice", caps=MULTI)
+        jay.login("jay")
+        alice.sync()
+        for extra, concat in (("", False), ("", True), ("!", False)):
+            tag = ";draft/multiline-concat" if concat else ""
+            alice.send(
+                "BATCH +m draft/multiline #general",
+                f"@batch=m PRIVMSG #general :{'a' * 12}",  # 12 + 1 + 12 + 1 + 14 = 40
+                f"@batch=m PRIVMSG #general :{'b' * 12}",
+                f"@batch=m{tag} PRIVMSG #general :{'c' * (15 if concat else 14)}{extra}",
+                "BATCH -m",
+            )
+            if extra:
+                alice.expect(f":{SERVER} FAIL BATCH MULTILINE_MAX_BYTES 40 :")
+            else:
+                text = jay.expect("message", nick="alice")["text"]
+                assert len(text.encode()) == 40 and text.count("\n") == (1 if concat else 2)
 
 
 def test_an_oper_is_a_server_operator_of_the_moderation_plugin(

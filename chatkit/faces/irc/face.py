@@ -866,22 +866,25 @@ class IrcChannel:
             self._multiline, self._dropping = None, open_.ref
             self._batch_fail("MULTILINE_INVALID", text="PRIVMSG and NOTICE in one batch")
             return
-        if (
-            command not in ("PRIVMSG", "NOTICE")
-            or len(params) < 2
-            or names.fold(params[0]) != names.fold(open_.target)
-        ):
+        if command not in ("PRIVMSG", "NOTICE") or len(params) < 2:
+            self._multiline, self._dropping = None, open_.ref
+            self._batch_fail("MULTILINE_INVALID", text="Only PRIVMSG or NOTICE in a batch")
+            return
+        if names.fold(params[0]) != names.fold(open_.target):
             self._multiline, self._dropping = None, open_.ref
             self._batch_fail(
-                "MULTILINE_INVALID_TARGET", open_.target, text="Not a PRIVMSG to the target"
+                "MULTILINE_INVALID_TARGET", open_.target, params[0], text="Not the batch's target"
             )
             return
         open_.command = command
         # A carriage return inside a line is a control character, as in any PRIVMSG;
         # not a line break, which would let a batch pass max_message_lines.
         line = params[1].replace("\r", "\ufffd")
-        open_.lines.append((line, "draft/multiline-concat" in message.tags))
-        open_.size += len(params[1].encode()) + 1
+        concat = "draft/multiline-concat" in message.tags
+        # max-bytes counts the lines and the line feeds between them: none before the
+        # first line, nor before a line that continues the one before (concat).
+        open_.size += len(params[1].encode()) + (1 if open_.lines and not concat else 0)
+        open_.lines.append((line, concat))
         if open_.size > limits.max_line:
             self._multiline, self._dropping = None, open_.ref
             self._batch_fail("MULTILINE_MAX_BYTES", str(limits.max_line), text="Too many bytes")
