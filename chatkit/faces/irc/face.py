@@ -258,7 +258,8 @@ class IrcFace:
         # SASL is offered when a plugin keeps accounts (the builtin `accounts`).
         accounts = any(True for _ in hub.hooks.impls("chatkit_authenticate"))
         # With accounts: sasl, and who is identified as what (account-notify ...).
-        sasl = ("sasl", *ACCOUNT_CAPS) if accounts else ()
+        # (sasl's value, shown from CAP LS 302 on, lists its mechanisms: PLAIN alone.)
+        sasl = ("sasl=PLAIN", *ACCOUNT_CAPS) if accounts else ()
         return (*CAPABILITIES, *history, multiline, *sasl)
 
 
