@@ -177,8 +177,8 @@ def connect(server: Server) -> Iterator[Callable[[], IrcClient]]:
 def test_registration_welcomes_with_isupport_and_joins_the_default_room(
     connect: Callable[[], IrcClient],
 ) -> None:
-    """NICK and USER give 001-005 (ISUPPORT as the chat's rules), 422, then the JOIN of
-    #general with its names list."""
+    """NICK and USER give 001-005 (ISUPPORT as the chat's rules), the LUSERS numerics
+    (counting the client itself), 422, then the JOIN of #general with its names list."""
     alice = connect()
     lines = alice.register("alice")
     codes = [line.split()[1] for line in lines]
@@ -188,7 +188,8 @@ def test_registration_welcomes_with_isupport_and_joins_the_default_room(
     for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "NICKLEN=32", "CHANNELLEN=50"):
         assert token in isupport
     assert "NETWORK=TestNet" in isupport
-    assert codes[-4:] == ["422", "JOIN", "353", "366"]
+    assert codes[-9:] == ["251", "254", "255", "265", "266", "422", "JOIN", "353", "366"]
+    assert f":{SERVER} 255 alice :I have 1 clients and 0 servers" in lines
     assert lines[-3] == ":alice!alice@chatkit JOIN #general"
     assert lines[-2] == f":{SERVER} 353 alice = #general :alice"
 
@@ -258,7 +259,7 @@ def test_motd_plugin_text_is_the_motd(make_server: Callable[..., Server]) -> Non
     with IrcClient(server.addresses["irc"]) as alice:
         lines = alice.register("alice")
         codes = [line.split()[1] for line in lines if " 005 " not in line]
-        assert codes[4:7] == ["375", "372", "376"]
+        assert codes[4:12] == ["251", "254", "255", "265", "266", "375", "372", "376"]
         assert f":{SERVER} 372 alice :- Hi alice" in lines
         alice.send("MOTD")
         alice.expect("375")

@@ -338,6 +338,7 @@ class IrcChannel:
         self._multiline: _Multiline | None = None  # a draft/multiline batch coming in
         self._dropping: str | None = None  # a refused batch's reference: its lines are dropped
         self._target_batches = itertools.count(1)  # CHATHISTORY TARGETS batch references
+        self._lusers: list[Message] = []  # LUSERS lines counted for the welcome (register)
         self._captured: list[dict[str, Any]] | None = None  # a modes request being answered
         # The reader's thread while it runs a command sent to NickServ: the command's
         # replies and refusals, which come on that thread, are NOTICEs from NickServ
@@ -368,6 +369,12 @@ class IrcChannel:
                 topic = self.hub.topic(str(frame.fields.get("room")))
                 if topic is not None:
                     frame = Frame("join", **{**frame.fields, "irc_topic": _topic_lines(topic)})
+            elif frame.type == "welcome" and self._lusers:
+                # Registration answers as though the client sent LUSERS (the modern
+                # docs' registration, step 7), between ISUPPORT and the MOTD. (Counted
+                # before the login: the welcome is encoded under the hub's lock.)
+                lusers, self._lusers = self._lusers, []
+                frame = Frame("welcome", **{**frame.fields, "irc_lusers": lusers})
             elif frame.type == "history_targets":  # the history plugin's, to TARGETS
                 frame = Frame("irc", messages=self._target_lines(frame))
             elif frame.type == "topic" and frame.fields.get("join"):
@@ -560,6 +567,7 @@ class IrcChannel:
             session.data["irc"]["realname"] = self._text(event.realname)
         self._modes(hub.config.default_room, joining=True)  # its operators, for the names list
         self._choose_replay()
+        self._lusers = self._luser_lines(joining=True)
         try:
             hub.allow_input(session, Hello(event.nick, fields=fields))
             hub.login(session, event.nick, fields)
@@ -1559,12 +1567,17 @@ class IrcChannel:
         )
 
     def lusers(self, params: tuple[str, ...]) -> None:
+        self.send(*self._luser_lines())
+
+    def _luser_lines(self, *, joining: bool = False) -> list[Message]:
+        """``LUSERS``' answer: ``251``, ``254``, ``255``, ``265``, ``266`` (``joining``:
+        counting this client, about to log in)."""
         sessions = self.hub.sessions()
-        users = len(sessions)
+        users = len(sessions) + joining
         hidden = sum(1 for other in sessions if _irc_info(other).get("invisible"))
         peak = str(max(self.hub.peak, users))
         rooms = len(self.hub.rooms())
-        self.send(
+        return [
             Message(
                 n.RPL_LUSERCLIENT,
                 (f"There are {users - hidden} users and {hidden} invisible on 1 servers",),
@@ -1578,7 +1591,7 @@ class IrcChannel:
             Message(
                 n.RPL_GLOBALUSERS, (str(users), peak, f"Current global users {users}, max {peak}")
             ),
-        )
+        ]
 
     def chathistory(self, params: tuple[str, ...]) -> None:
         """``CHATHISTORY sub target selector... limit`` (IRCv3 draft/chathistory): a

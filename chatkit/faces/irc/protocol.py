@@ -512,7 +512,8 @@ class IrcProtocol:
             if kind == "irc":
                 return list(fields["messages"])
             if kind == "welcome":
-                return self._welcome(str(fields["nick"]))
+                # 251-266 (LUSERS), if the face gave them: after 005, before the MOTD.
+                return self._welcome(str(fields["nick"])) + list(fields.get("irc_lusers", ()))
             if kind == "join" and "members" in fields:
                 return self._own_join(fields)
             if kind == "nick":
