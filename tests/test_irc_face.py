@@ -586,7 +586,8 @@ def test_a_burst_answers_each_privmsg_in_order_refusals_included(
 
 def test_ctcp_goes_between_irc_clients(connect: Callable[[], IrcClient], server: Server) -> None:
     """A CTCP query to an IRC user reaches it as it was sent, and its answer (a NOTICE)
-    comes back; one to a room, or to a user of another face, goes nowhere."""
+    comes back; one to a room, or to a user of another face, goes nowhere (echoed to a
+    sender with echo-message all the same)."""
     alice, bob = connect(), connect()
     alice.register("alice", caps="echo-message")
     bob.register("bob")
@@ -596,6 +597,9 @@ def test_ctcp_goes_between_irc_clients(connect: Callable[[], IrcClient], server:
         alice.send("PRIVMSG BOB,jay,#general :\x01VERSION\x01")
         bob.expect(":alice!alice@chatkit PRIVMSG bob :\x01VERSION\x01")
         alice.expect(":alice!alice@chatkit PRIVMSG bob :\x01VERSION\x01")  # echo-message
+        # Dropped, but echoed all the same: the client does not wait for them forever.
+        alice.expect(":alice!alice@chatkit PRIVMSG jay :\x01VERSION\x01")
+        alice.expect(":alice!alice@chatkit PRIVMSG #general :\x01VERSION\x01")
         bob.send("NOTICE alice :\x01VERSION irssi 1.4\x01", "PRIVMSG alice :\x01PING 123\x01")
         alice.expect(":bob!bob@chatkit NOTICE alice :\x01VERSION irssi 1.4\x01")
         alice.expect(":bob!bob@chatkit PRIVMSG alice :\x01PING 123\x01")

@@ -780,15 +780,24 @@ class IrcChannel:
         itself, and a query flood must not spend the victim's allowance (at most
         :data:`CTCP_OWED` replies owed to one nick at a time)."""
         hub, session = self.hub, self.session
+        echo = "echo-message" in self.protocol.caps
         for target in targets.split(",")[:MAX_TARGETS]:
-            if not target or target.startswith("#"):
+            if not target:
                 continue
-            found = hub.find(target)
-            if found is None or found.nick is None:
-                if command == "PRIVMSG" and self._remote(target) is None:
-                    self.answer(Message(n.ERR_NOSUCHNICK, (target, "No such nick/channel")))
+            room = target.startswith("#")
+            found = None if room else hub.find(target)
+            missing = not room and (found is None or found.nick is None)
+            if missing and command == "PRIVMSG" and self._remote(target) is None:
+                self.answer(Message(n.ERR_NOSUCHNICK, (target, "No such nick/channel")))
                 continue
-            if not _irc_info(found):
+            if found is None or found.nick is None or not _irc_info(found):
+                # Dropped (a room; a client of another face or node): with echo-message
+                # it is echoed all the same, as the spec allows for a message dropped
+                # silently, so that the client does not wait for it forever.
+                if echo:
+                    session.send(
+                        Frame("irc", messages=[Message(command, (target, text), self._source())])
+                    )
                 continue
             line = Message(command, (found.nick, text), self._source())
             # Its prefix made it too long (not cut, as encode_lines would: a CTCP's end).
@@ -820,7 +829,7 @@ class IrcChannel:
                 if mine in theirs or len(theirs) < CTCP_OWED_NICKS:
                     theirs[mine] = min(theirs.get(mine, 0) + 1, CTCP_OWED)
             found.send(Frame("irc", messages=[line]))
-            if "echo-message" in self.protocol.caps:  # as for any PRIVMSG or NOTICE
+            if echo:  # as for any PRIVMSG or NOTICE
                 session.send(Frame("irc", messages=[line]))
 
     def batch(self, message: Message) -> None:
