@@ -869,6 +869,39 @@ def test_private_history_is_shown_to_the_accounts_that_took_part(
     assert shown == ["to unregistered bob", "to registered bob"]
 
 
+def test_private_history_follows_the_accounts_across_renames(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """An identified client's private history with NICK is its account's: what it said
+    and heard under an earlier nick of its own is there after a /nick, and so is what
+    was said with NICK's account under another nick of NICK's; history_targets lists
+    the conversation once."""
+    server = chat_server_factory(disable=["flood"])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    register(alice)
+    register(bob)
+    alice.say("/msg bob one")
+    bob.expect("private", text="one")
+    alice.say("/nick alice2")
+    alice.expect("nick")
+    alice.say("/msg bob two")
+    bob.expect("private", text="two")
+    bob.say("/nick bobby")
+    bob.expect("nick")
+    bob.say("/msg alice2 three")
+    alice.expect("private", text="three")
+    for client, other in ((alice, "bobby"), (alice, "bob"), (bob, "alice2"), (bob, "alice")):
+        client.say(f"/history {other}")
+        shown = [f["text"] for f in client.sync() if f["type"] == "private" and f.get("history")]
+        assert shown == ["one", "two", "three"], (client.nick, other, shown)
+    alice.send(type="history_targets")
+    assert [t["target"] for t in alice.expect("history_targets")["targets"]] == ["bobby"]
+    carol = chat_client(server, "carol")  # no party to it, under any nick
+    register(carol)
+    carol.say("/history bob")
+    assert [f for f in carol.sync() if f["type"] == "private"] == []
+
+
 def test_irc_pass_and_sasl_plain(tmp_path: Path) -> None:
     """On IRC a registered nick logs in with PASS or SASL PLAIN (900, 903); a wrong
     SASL password is 904; a registered nick without a password is 433."""

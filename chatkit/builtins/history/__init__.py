@@ -19,7 +19,8 @@ Settings (``[plugins.history]``; ``chatkit serve --db PATH`` sets ``db``):
 * ``private``: store private messages too. On by default when accounts exist (a
   plugin implements ``chatkit_authenticate``, as the builtin ``accounts`` does):
   each private message is stored with the accounts of its sender and recipient,
-  and shown only to a client identified to one of them. Off by default
+  and shown only to a client identified to one of them (under any of its nicks:
+  a conversation is its two accounts'). Off by default
   otherwise: without accounts private history is shown to whoever holds a nick,
   who may not be who wrote it.
 * ``synchronous`` ("normal"): "normal" survives the server being killed; "full" also
@@ -476,10 +477,15 @@ class History:
                     )
 
                 else:
+                    # Its account's conversation with target's: target's holder now, if
+                    # identified, else the account of that name, if any (both follow
+                    # their accounts across renames: private_page).
+                    found = None if self._server is None else self._server.hub.find(target)
+                    other = found.account if found is not None and found.account else fold(target)
 
                     def read(**bounds: Any) -> tuple[list[Message], bool]:
                         return self._store.private_page(
-                            me, target, account=client.account, **bounds
+                            me, target, account=client.account, other=other, **bounds
                         )
 
             if page.around is not None:

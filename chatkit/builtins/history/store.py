@@ -99,6 +99,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN notice INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3 -> 4: an account's private messages, whatever its nick was, for its private
+    # history to follow it across renames (partial: room messages cost them nothing).
+    """
+    CREATE INDEX messages_sent_by_account ON messages (sender_account, id)
+        WHERE room IS NULL AND sender_account IS NOT NULL;
+    CREATE INDEX messages_to_account ON messages (target_account, id)
+        WHERE target_account IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -514,16 +522,34 @@ class MessageStore:
         limit: int,
         oldest: bool = False,
         account: str | None = None,
+        other: str | None = None,
     ) -> tuple[list[Message], bool]:
-        """Like :meth:`room_page`, for the private messages between nicks ``a`` and ``b``;
-        with ``account``, only those it sent or received."""
-        return self._page(
-            private_conversation(a, b), before, upto, limit, after, oldest, account=account
-        )
+        """Like :meth:`room_page`, for the private messages between nicks ``a`` and ``b``.
+
+        With ``account`` (``a``'s), those it sent to ``b`` or received from ``b`` under
+        any nick of its own (its history follows it across renames), and with ``other``
+        (``b``'s account) those between the two accounts under any nicks at all.
+        """
+        if account is None:
+            return self._page(private_conversation(a, b), before, upto, limit, after, oldest)
+        # Each way, through its index (messages_sent_by_account, messages_to_account),
+        # merged by id. The other party: its account, or its nick as one side of the
+        # conversation's key (which also finds what the account said as that nick itself,
+        # if it ever held it: its own messages all the same).
+        party = f" {fold(b)} "
+        pages = [
+            self._page(None, before, upto, limit, after, oldest, account=account, party=party,
+                       other=other, sent=sent)
+            for sent in (True, False)
+        ]  # fmt: skip
+        found = {message.id or 0: message for page, _ in pages for message in page}
+        ids = sorted(found, reverse=not oldest)
+        more = any(more for _, more in pages) or len(ids) > limit
+        return [found[id_] for id_ in sorted(ids[:limit])], more
 
     def _page(
         self,
-        conv: str,
+        conv: str | None,
         before: int | None,
         upto: int | None,
         limit: int,
@@ -531,7 +557,13 @@ class MessageStore:
         oldest: bool = False,
         *,
         account: str | None = None,
+        party: str = "",
+        other: str | None = None,
+        sent: bool = True,
     ) -> tuple[list[Message], bool]:
+        """A page of ``conv``; or, with ``account``, of the private messages it ``sent``
+        to (else received from) the account ``other`` or the nick in ``party``
+        (`` nick ``, folded: one side of their ``conv``)."""
         high = min(
             before - 1 if before is not None else MAX_ID, upto if upto is not None else MAX_ID
         )
@@ -539,14 +571,23 @@ class MessageStore:
         order = "ASC" if oldest else "DESC"
         try:
             with self._read_lock:
-                mine = "" if account is None else " AND (sender_account = ? OR target_account = ?)"
-                args: tuple[object, ...] = (conv, high, low)
                 if account is not None:
-                    args += (account, account)
+                    mine, theirs = (
+                        ("sender_account", "target_account")
+                        if sent
+                        else ("target_account", "sender_account")
+                    )
+                    where = (
+                        f"room IS NULL AND {mine} = ? AND"
+                        f" ({theirs} = ? OR instr(' ' || conv || ' ', ?) > 0)"
+                    )
+                    args: tuple[object, ...] = (account, other, party)
+                else:
+                    where, args = "conv = ?", (conv,)
                 rows = self._read_db.execute(
-                    f"SELECT {_COLUMNS} FROM messages WHERE conv = ? AND id <= ? AND id > ?"
-                    f"{mine} ORDER BY id {order} LIMIT ?",
-                    (*args, limit + 1),
+                    f"SELECT {_COLUMNS} FROM messages WHERE {where} AND id <= ? AND id > ?"
+                    f" ORDER BY id {order} LIMIT ?",
+                    (*args, high, low, limit + 1),
                 ).fetchall()
         except sqlite3.Error as exc:
             log.error("cannot read the history database %s: %s", self.path, exc)
@@ -592,21 +633,32 @@ class MessageStore:
                     found += [(named[fold(room)], int(id_), str(ts)) for room, id_, ts in rows]
                 if nick is not None:
                     me = fold(nick)
-                    mine = (
-                        "" if account is None else " AND (sender_account = ? OR target_account = ?)"
-                    )
-                    args: tuple[object, ...] = (after, before, f" {me} ")
-                    if account is not None:
-                        args += (account, account)
+                    args: tuple[str, ...]
+                    if account is None:
+                        mine, args = "instr(' ' || conv || ' ', ?) > 0", (f" {me} ",)
+                    else:  # its conversations under any nick (its two indexes)
+                        mine, args = "(sender_account = ? OR target_account = ?)", (account,) * 2
                     rows = self._read_db.execute(
-                        "SELECT nick, target, max(id), ts FROM messages WHERE room IS NULL"
-                        " AND id > ? AND id < ? AND instr(' ' || conv || ' ', ?) > 0"
-                        f"{mine} GROUP BY conv",
-                        args,
+                        "SELECT nick, target, sender_account, target_account, max(id), ts"
+                        f" FROM messages WHERE room IS NULL AND {mine} AND id > ? AND id < ?"
+                        " GROUP BY conv",
+                        (*args, after, before),
                     ).fetchall()
-                    for sender, target, id_, ts in rows:
-                        other = target if fold(str(sender)) == me else sender
-                        found.append((str(other), int(id_), str(ts)))
+                    # By the other party: its account, else its nick (the conversations
+                    # under earlier nicks of either are one), named as in the latest.
+                    latest: dict[str, tuple[str, int, str]] = {}
+                    for sender, target, sent_by, sent_to, id_, ts in rows:
+                        if account is not None and sent_by == account:
+                            other, key = str(target), sent_to
+                        elif account is not None:
+                            other, key = str(sender), sent_by
+                        else:
+                            other = str(target if fold(str(sender)) == me else sender)
+                            key = None
+                        key = f"account {key}" if key else f"nick {fold(other)}"
+                        if key not in latest or latest[key][1] < int(id_):
+                            latest[key] = (other, int(id_), str(ts))
+                    found += latest.values()
         except sqlite3.Error as exc:
             log.error("cannot read the history database %s: %s", self.path, exc)
             raise StoreError(NOT_READ) from exc
