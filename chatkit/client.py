@@ -11,7 +11,8 @@
             if frame["type"] != "message" or frame.get("history") or frame["nick"] == me:
                 continue                # skip replayed messages and its own lines
             if frame["text"].startswith("!echo "):
-                client.say(frame["text"].removeprefix("!echo "), room=frame["room"])
+                echo = frame["text"].removeprefix("!echo ")
+                client.say(echo, room=frame["room"], literal=True)  # never a /command
 
 It speaks the JSON protocol over a blocking socket; ``chatkit join`` and the test
 clients of :mod:`chatkit.testing` are built on it. Lines are split by the server's own
@@ -169,6 +170,12 @@ def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
 
+def _left(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (``None``: no limit), at least a little: the
+    call given it raises ``TimeoutError`` itself once there is nothing left."""
+    return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+
 def _refusal(frame: dict[str, Any]) -> bool:
     """An ``error`` frame from the server (not one of the client's own)."""
     return frame["type"] == "error" and frame.get("code") not in LOCAL_ERRORS
@@ -231,6 +238,7 @@ class LineClient:
         self.closed = False
         """True once the server closed the connection (or :meth:`close` was called)."""
         self._heard = False  # a byte came from the server
+        self._closed_here = False  # close() was called (not the server's end)
         self._decoder = LineDecoder(max_line)
         self._lines: deque[bytes | LineTooLong] = deque()
         # Serializes sends: whoever reads answers the server's pings (Client._read),
@@ -297,12 +305,26 @@ class LineClient:
         return self._decoder.max_line
 
     def send_raw(self, data: bytes) -> None:
-        """Send bytes as they are; raise :class:`ConnectionLost` if the connection broke."""
+        """Send bytes as they are; raise :class:`ConnectionLost` if the connection broke,
+        or is closed (by the server, as a read found, or by :meth:`close`)."""
+        if self.closed:
+            raise ConnectionLost(
+                "this client was closed (close())"
+                if self._closed_here
+                else "the server closed the connection"
+            )
         try:
             with self._send_lock, self._tls_lock or contextlib.nullcontext():
                 self.sock.sendall(data)
         except OSError as exc:
             raise ConnectionLost(f"connection lost: {exc.strerror or exc}") from None
+
+    def read_line(self, timeout: float | None = None) -> bytes | LineTooLong | None:
+        """The next line from the server (without its newline), a
+        :class:`~chatkit.protocol.LineTooLong` for one over :attr:`max_line`, or ``None``
+        once the server closed; ``TimeoutError`` after ``timeout`` seconds. (For text
+        mode; :class:`Client` reads frames.)"""
+        return self._line(_deadline(timeout))
 
     def _line(self, deadline: float | None) -> bytes | LineTooLong | None:
         """The next line (without its newline), a :class:`LineTooLong`, or ``None`` once
@@ -314,24 +336,31 @@ class LineClient:
         return self._lines.popleft()
 
     def _recv(self, deadline: float | None) -> None:
-        if deadline is not None:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
-                raise TimeoutError("the server sent nothing in time")
-            # Waits with poll, not the socket's timeout, which a send on another
-            # thread shares (it would fail a send as "timed out" midway).
-            buffered = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
-            if not buffered and not _readable(self.sock, timeout):
-                raise TimeoutError("the server sent nothing in time")
-        elif self._tls_lock is not None and not self.sock.pending():  # type: ignore[attr-defined]
-            _readable(self.sock, None)  # (not under the lock: a send may go meanwhile)
-        try:
-            with self._tls_lock or contextlib.nullcontext():
-                data = self.sock.recv(RECV_BYTES)
-        except TimeoutError:
-            raise  # (a socket with a timeout of its own: a test's client)
-        except OSError:
-            data = b""  # reset, or closed by close(): the end either way
+        while True:
+            if deadline is not None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise TimeoutError("the server sent nothing in time")
+                # Waits with poll, not the socket's timeout, which a send on another
+                # thread shares (it would fail a send as "timed out" midway).
+                buffered = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+                if not buffered and not _readable(self.sock, timeout):
+                    raise TimeoutError("the server sent nothing in time")
+            elif self._tls_lock is not None and not self.sock.pending():  # type: ignore[attr-defined]
+                _readable(self.sock, None)  # (not under the lock: a send may go meanwhile)
+            try:
+                if self._tls_lock is None:
+                    data = self.sock.recv(RECV_BYTES)
+                else:
+                    got = self._tls_recv()
+                    if got is None:
+                        continue  # half a record: wait for the rest without the lock
+                    data = got
+            except TimeoutError:
+                raise  # (a socket with a timeout of its own: a test's client)
+            except OSError:
+                data = b""  # reset, or closed by close(): the end either way
+            break
         if not data:
             self.closed = True
             return
@@ -339,6 +368,22 @@ class LineClient:
         self._decoder.feed(data)
         while (line := self._decoder.next_line()) is not None:
             self._lines.append(line)
+
+    def _tls_recv(self) -> bytes | None:
+        """Read what a TLS socket has, under the lock, without blocking: ``None`` if
+        the bytes there are only part of a record (a stalled server must not keep
+        the lock, and with it every sender, past the caller's deadline)."""
+        assert self._tls_lock is not None
+        with self._tls_lock:
+            # (A send holds the lock too: none runs while the socket is non-blocking.)
+            timeout = self.sock.gettimeout()
+            self.sock.setblocking(False)
+            try:
+                return self.sock.recv(RECV_BYTES)
+            except ssl.SSLWantReadError:
+                return None
+            finally:
+                self.sock.settimeout(timeout)
 
     def buffered(self) -> bool:
         """True if lines are already received and waiting (no need to select)."""
@@ -350,6 +395,7 @@ class LineClient:
 
     def close(self) -> None:
         """Close the connection."""
+        self._closed_here = not self.closed
         self.closed = True
         self.sock.close()
 
@@ -384,6 +430,9 @@ class Client(LineClient):
         self.welcome: dict[str, Any] | None = None
         """The server's ``welcome`` frame once logged in."""
         self._login_room: str | None = None  # the room login() asked for, if any
+        # Pongs still to come for pings whose sync() or ready() gave up waiting: each
+        # is dropped as it arrives, so that a later sync() does not take it for its own.
+        self._abandoned = 0
         self.pending: list[dict[str, Any]] = []
         """Frames received and not yet returned by :meth:`receive`, oldest first (those
         that arrived during :meth:`login`, or after the ``pong`` of :meth:`sync`)."""
@@ -394,8 +443,13 @@ class Client(LineClient):
         """Send one frame: a dict with a ``type``, or its fields (``send(type="ping")``)."""
         self.send_raw(encode_frame({**(frame or {}), **fields}) + b"\n")
 
-    def say(self, text: str, room: str | None = None) -> None:
-        """Send a line: a message, or a command if it starts with ``/``."""
+    def say(self, text: str, room: str | None = None, *, literal: bool = False) -> None:
+        """Send a line: a message, or a command if it starts with ``/``. With
+        ``literal``, always a message (a leading ``/`` is doubled, as the protocol
+        escapes it): for text that came from someone else, which must never run as
+        this client's command (``/register``, ``/quit``)."""
+        if literal and text.startswith("/"):
+            text = "/" + text
         self.send(say_frame(text, room))
 
     def login(
@@ -472,8 +526,12 @@ class Client(LineClient):
 
         ``room`` may leave out its ``#``. Returns the frames that arrived meanwhile
         (joins, replays, leaves, maybe a server ``ping`` to answer), for the caller
-        to show. Raises :class:`RoomRefused`, and stays where it was, if the server
-        refuses the room; ``TimeoutError`` if the server does not answer in time.
+        to show (and the answers to lines sent before it, first: an error among them
+        is not the join's). Raises :class:`RoomRefused`, and stays where it was, if the
+        server refuses the room; a ``/part`` refused by flood control is sent again
+        once it may go. :class:`RoomRefused` too if leaving another room is refused
+        otherwise (then in both); ``TimeoutError`` if it does not all happen within
+        ``timeout`` seconds.
         """
         room = room_name(room)
         if not room[1:] or any(c.isspace() for c in room):
@@ -491,15 +549,34 @@ class Client(LineClient):
                     raise RoomRefused(str(frame.get("code")), text)
             if [r.casefold() for r in welcome_rooms] == [room.casefold()]:
                 return earlier
+        deadline = _deadline(timeout)
+        if not earlier:
+            # Answers to lines sent before (an error among them) are not the join's.
+            earlier = self.sync(_left(deadline))
         self.say(f"/join {room}")
-        frames = earlier + self.sync(timeout)
-        for frame in frames:
+        joined = self.sync(_left(deadline))
+        for frame in joined:
             if _refusal(frame):
                 raise RoomRefused(str(frame.get("code")), str(frame.get("text")))
-        others = [r for r in welcome_rooms if r.casefold() != room.casefold()]
-        for other in others:
-            self.say(f"/part {other}")
-        return frames + self.sync(timeout) if others else frames
+        frames = earlier + joined
+        for other in [r for r in welcome_rooms if r.casefold() != room.casefold()]:
+            while True:
+                self.say(f"/part {other}")
+                parted = self.sync(_left(deadline))
+                frames += parted
+                refused = next((f for f in parted if _refusal(f)), None)
+                if refused is None:
+                    break
+                wait = refused.get("retry_after")
+                if refused.get("code") != "rate_limited" or not isinstance(wait, int | float):
+                    raise RoomRefused(
+                        str(refused.get("code")), f"joined {room}, but: {refused.get('text')}"
+                    )
+                # Flood control: the /part again once it may go (or TimeoutError).
+                if deadline is not None and time.monotonic() + wait > deadline:
+                    raise TimeoutError(f"joined {room}, but could not leave {other} in time")
+                time.sleep(wait)
+        return frames
 
     # -- receiving -----------------------------------------------------------
 
@@ -522,9 +599,7 @@ class Client(LineClient):
         :class:`ConnectionLost` if the server closes first; the frames stay pending.
         """
         self.send(type="ping")
-        at = self._find(lambda f: f["type"] == "pong", _deadline(timeout))
-        if at is None:
-            raise ConnectionLost("the server closed the connection")
+        at = self._pong(timeout)
         frames = self.pending[:at]
         del self.pending[: at + 1]
         return frames
@@ -535,10 +610,7 @@ class Client(LineClient):
         ``chatkit_check_ready`` hook). Frames that arrive first stay pending; raises
         as :meth:`sync` does."""
         self.send(type="ping", ready=True)
-        at = self._find(lambda f: f["type"] == "pong", _deadline(timeout))
-        if at is None:
-            raise ConnectionLost("the server closed the connection")
-        pong = self.pending.pop(at)
+        pong = self.pending.pop(self._pong(timeout))
         problems = pong.get("problems")
         if pong.get("ready") is True:
             return []
@@ -550,6 +622,19 @@ class Client(LineClient):
     def buffered(self) -> bool:
         """True if frames are already received and waiting (no need to select)."""
         return bool(self.pending) or super().buffered()
+
+    def _pong(self, timeout: float | None) -> int:
+        """The index in :attr:`pending` of the ``pong`` to the ping just sent; raises
+        ``TimeoutError`` (that pong is then dropped when it comes) or
+        :class:`ConnectionLost`."""
+        try:
+            at = self._find(lambda f: f["type"] == "pong", _deadline(timeout))
+        except TimeoutError:
+            self._abandoned += 1
+            raise
+        if at is None:
+            raise ConnectionLost("the server closed the connection")
+        return at
 
     def _find(self, match: Callable[[dict[str, Any]], bool], deadline: float | None) -> int | None:
         """The index in :attr:`pending` of the first frame that matches, reading until
@@ -587,6 +672,8 @@ class Client(LineClient):
             if frame is not None and frame.get("type") == "ping" and self.answers_pings:
                 with contextlib.suppress(ConnectionLost):  # (gone: the read tells next)
                     self.send(type="pong")
+            elif frame is not None and frame.get("type") == "pong" and self._abandoned:
+                self._abandoned -= 1  # a sync() that timed out: not anyone's now
             elif frame is not None:
                 self._follow(frame)
                 self.pending.append(frame)

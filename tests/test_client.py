@@ -191,6 +191,77 @@ def test_a_lost_connection_is_a_connection_error(chat_server_factory: Factory) -
     assert client.receive(timeout=1) is None
 
 
+def test_a_send_after_the_end_says_whose_end_it_was(chat_server: Server) -> None:
+    """Once a read found the server's end, or after close(), a send raises at once
+    (it would be lost, or fail as a bad descriptor), saying which end it was."""
+    client = Client.connect(*chat_server.address)
+    client.login("leaver")
+    client.say("/quit")
+    while client.receive(timeout=10) is not None:
+        pass
+    with pytest.raises(ConnectionLost, match="the server closed the connection"):
+        client.say("more")
+    closed = Client.connect(*chat_server.address)
+    closed.close()
+    with pytest.raises(ConnectionLost, match=r"this client was closed \(close\(\)\)"):
+        closed.say("more")
+
+
+def test_literal_text_is_a_message_never_a_command(
+    chat_server: Server, chat_client: Connect
+) -> None:
+    """say(..., literal=True), for text that came from someone else (an echo bot's),
+    sends it as a message even if it starts with "/": nobody can make the bot quit,
+    register or rename itself."""
+    watcher = chat_client("watcher")
+    with Client.connect(*chat_server.address) as bot:
+        bot.login("bot")
+        for text in ("/quit owned", "/nick pwned", "//x"):
+            bot.say(text, literal=True)
+            assert watcher.expect("message", nick="bot")["text"] == text
+        assert [f for f in bot.sync() if f["type"] in ("error", "nick")] == []
+
+
+def test_a_sync_that_timed_out_leaves_no_pong_for_the_next(chat_server: Server) -> None:
+    """The pong of a sync() that gave up is not taken by the next sync() or ready(),
+    nor returned by receive(): each answers for its own ping."""
+    with Client.connect(*chat_server.address) as bot:
+        bot.login("bot")
+        with pytest.raises(TimeoutError):
+            bot.sync(timeout=0)
+        bot.say("/who")
+        frames = bot.sync(timeout=10)
+        assert [f["command"] for f in frames if f["type"] == "reply"] == ["who"]
+        assert bot.ready(timeout=10) == []  # its own pong, which says ready
+        with pytest.raises(TimeoutError):
+            bot.ready(timeout=0)
+        bot.say("hi")
+        assert [f["type"] for f in bot.sync(timeout=10)] == ["message"]
+        bot.say("/quit")
+        assert "pong" not in [f["type"] for f in bot]
+
+
+def test_enter_is_not_blamed_for_earlier_errors_and_leaves_despite_flood_control(
+    chat_server_factory: Factory,
+) -> None:
+    """An error answering a line sent before enter() is not the join's: it returns (the
+    error among its frames); a /part that flood control refuses is sent again once it
+    may go, so the client ends up in the one room."""
+    from chatkit.config import config_from_dict
+
+    server = chat_server_factory(
+        config=config_from_dict({"plugins": {"flood": {"burst": 2, "rate": 5}}})
+    )
+    with Client.connect(*server.address) as bot:
+        bot.login("bot")
+        bot.say("hi", room="#nowhere")  # not_in_room; the 1st line of the burst of 2
+        frames = bot.enter("#ok")  # /join: the 2nd; /part #general: refused, then again
+        codes = [f.get("code") for f in frames if f["type"] == "error"]
+        assert codes == ["not_in_room", "rate_limited"]  # the part's, then sent again
+        left = [f["room"] for f in frames if f["type"] == "leave" and f["nick"] == "bot"]
+        assert left == ["#general"]
+
+
 def test_join_sends_lines_and_prints_what_comes_back(
     chat_server: Server, chat_client: Connect
 ) -> None:

@@ -9,6 +9,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -119,6 +120,78 @@ def test_a_tls_client_sends_on_one_thread_while_another_reads(certs: Certs) -> N
             client.say(f"line {i}")
         reader.join(30)
         assert got == [f"line {i}" for i in range(200)]
+
+
+class StallingProxy:
+    """A TCP proxy between a client and a server that, once told to stall, passes on
+    only the first bytes of the server's next chunk (part of a TLS record) and holds
+    the rest until released."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()[:2]
+        self.target = target
+        self.stall = threading.Event()
+        self.stalled = threading.Event()  # set once the first bytes went on
+        self.release = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        client, _ = self.listener.accept()
+        server = socket.create_connection(self.target)
+        threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+        self._pipe(server, client, True)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, stalls: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if stalls and self.stall.is_set() and not self.release.is_set():
+                    sink.sendall(data[:10])
+                    self.stalled.set()
+                    self.release.wait(30)
+                    data = data[10:]
+                sink.sendall(data)
+
+
+def test_a_tls_read_stalled_mid_record_holds_up_no_send(certs: Certs) -> None:
+    """A server that stops in the middle of a TLS record: a receive waiting for the
+    rest (within its timeout) holds the SSL object only while bytes are there to read,
+    so another thread's send goes meanwhile; and the receive gets the frame once the
+    rest comes."""
+    from chatkit.client import Client
+
+    line = LineFace()
+    with Server(config=tls_config(certs), faces=[line, TlsFace(line, port=0)]) as server:
+        proxy = StallingProxy(server.addresses["line-tls"])
+        with (
+            Client.connect(*proxy.address, tls=certs.client()) as bot,
+            ChatClient(server.addresses["line"]) as ann,
+        ):
+            bot.login("bot")
+            bot.sync()
+            proxy.stall.set()
+            ann.login("ann")  # its join: a frame to bot, stalled after 10 bytes
+            assert proxy.stalled.wait(10)
+            received: list[Any] = []
+            reader = threading.Thread(target=lambda: received.append(bot.receive(timeout=30)))
+            reader.start()
+
+            def waiting() -> bool:
+                # The reader waits: in the SSL read (holding the SSL object, as it did
+                # once) or polling for the rest of the record (the bytes there are
+                # there from its start: it has tried them).
+                frame = sys._current_frames().get(reader.ident or 0)
+                return frame is not None and frame.f_code.co_name in ("read", "_readable")
+
+            wait_until(waiting, 10, "the reader waiting for the rest of the record")
+            sender = threading.Thread(target=bot.say, args=("meanwhile",))
+            sender.start()
+            ann.expect("message", text="meanwhile")  # sent while the read waits
+            sender.join(10)
+            assert reader.is_alive() and not received
+            proxy.release.set()
+            reader.join(10)
+            assert received and received[0]["type"] == "join"
 
 
 def test_text_mode_over_tls(tls_server: Server, certs: Certs) -> None:
