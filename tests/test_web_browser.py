@@ -520,6 +520,38 @@ def test_private_scroll_back_and_actions(browser: Browser, contexts: list[Browse
         carol.close()
 
 
+def test_own_earlier_private_messages_stay_in_their_conversation(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Logged in as another spelling of its nick (ALICE for alice), the page files the
+    conversation's history, its own earlier lines included, under the other party, not
+    under a conversation with itself."""
+    with web_server(disable=("flood",)) as server:
+        alice, bob = ChatClient(server.address), ChatClient(server.address)
+        alice.login("alice")
+        alice.say("/register alice-password")
+        alice.expect("reply", command="register")
+        bob.login("bob")
+        alice.say("/msg bob from alice")
+        bob.expect("private", text="from alice")
+        bob.say("/msg alice from bob")
+        alice.expect("private", text="from bob")
+        alice.say("/quit")
+        alice.wait_closed()
+        alice.close()
+        page = open_page(browser, contexts, base_url(server))
+        page.fill("#nick", "ALICE")
+        page.fill("#password", "alice-password")
+        page.press("#password", "Enter")
+        expect(page.locator("#chat-view")).to_be_visible()
+        say(page, "/query bob")
+        lines = page.locator(f"{pane(page)} .line.message")
+        expect(lines).to_have_count(2)
+        expect(lines.nth(0)).to_contain_text("<alice> from alice")
+        expect(page.locator("#privates button")).to_have_count(1)  # bob's alone
+        bob.close()
+
+
 def test_private_history_needs_identifying(
     browser: Browser, contexts: list[BrowserContext]
 ) -> None:

@@ -592,8 +592,12 @@ const handlers = {
     messageLine(view, f, f.nick);
   },
   private(f) {
-    const other = f.from === state.nick ? f.to : f.from;
-    const view = getView("private", other);
+    // A page of history the page asked for is that conversation's, whatever the nicks
+    // (with accounts it holds what was said under one's earlier nicks too: either side
+    // may be neither nick of now). Requests are answered in order: the first asked.
+    const asked = f.history && state.asked.length ? state.asked[0].view : null;
+    const other = fold(f.from) === fold(state.nick) ? f.to : f.from;
+    const view = asked || getView("private", other);
     messageLine(view, f, f.from);
   },
   history(f) {
