@@ -115,6 +115,31 @@ def test_sasl_account_on_the_own_join(server: Server) -> None:
         alice.expect(":bob!bob@chatkit JOIN #general bob :bob")
 
 
+def test_history_of_a_nick_after_a_rename_is_a_batch_for_that_nick() -> None:
+    """/history NICK (HISTORY NICK) after a rename: the account's conversation with NICK,
+    between the earlier nick and NICK, comes as a batch whose target is NICK."""
+    with (
+        Server(
+            config=make_config(disable=["flood"]),
+            faces=[LineFace(), IrcFace(port=0, server_name=SERVER, network="T")],
+        ) as server,
+        ChatClient(server.addresses["line"]) as bob,
+        IrcClient(server.addresses["irc"]) as alice,
+    ):
+        bob.login("bob")
+        bob.say(f"/register {PASSWORD}")
+        bob.expect("reply", command="register")
+        alice.register("alice", caps="batch")
+        alice.send(f"PRIVMSG NickServ :REGISTER {PASSWORD}")
+        alice.expect("NOTICE alice :alice is registered to you")
+        alice.send("PRIVMSG bob :before the rename")
+        bob.expect("private", text="before the rename")
+        alice.send("NICK alice_away", "HISTORY bob")
+        start = alice.expect(" BATCH +")
+        assert start.endswith(" chathistory bob"), start
+        assert alice.expect("PRIVMSG bob :").endswith("] before the rename")
+
+
 def test_replayed_history_keeps_the_account() -> None:
     """The account of an identified sender is stored with its message: a JSON replay
     has the `account` field, and CHATHISTORY's lines the account tag, as live ones do."""
