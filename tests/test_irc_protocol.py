@@ -438,3 +438,26 @@ def test_next_messages_leaves_what_it_does_not_read_as_next_event_would(line: by
         assert fast.next_event() is None
         return
     assert (fast.next_event(), fast.replies()) == (expected, replies)
+
+
+def test_every_line_of_a_replayed_message_is_dated_without_server_time() -> None:
+    """Without server-time each line of a replayed message of several lines, an action's
+    too, starts with its date (the later ones would pass for live lines)."""
+    protocol = make()
+    feed(protocol, b"CAP END\r\n")
+    for action, form in ((False, "{}"), (True, "\x01ACTION {}\x01")):
+        frame = Frame(
+            "message",
+            id=7,
+            ts="2026-01-02T03:04:05.000Z",
+            room="#g",
+            nick="b",
+            text="one\ntwo",
+            history=True,
+            action=action,
+        )
+        lines = [line for line in out(protocol, frame) if "PRIVMSG" in line]
+        assert [line.split(" :", 1)[1] for line in lines] == [
+            form.format("[2026-01-02 03:04] one"),
+            form.format("[2026-01-02 03:04] two"),
+        ]

@@ -211,21 +211,24 @@ def _privmsgs(
 ) -> list[Message]:
     fields = frame.fields
     text = str(fields.get("text", ""))
+    stamp = ""
     if fields.get("history") and not style.time:
-        # A replayed message without server-time would pass for a live one.
+        # A replayed message without server-time would pass for a live one: each of
+        # its lines is dated (one batch of several lines: its first).
         ts = str(fields.get("ts", ""))
-        text = f"[{ts[:10]} {ts[11:16]}] {text}"
+        stamp = f"[{ts[:10]} {ts[11:16]}] "
     action = bool(fields.get("action"))
     command = "NOTICE" if fields.get("notice") else "PRIVMSG"
     prefix = f":{source(sender)} {command} {target} :"
     budget = MAX_LINE_BYTES - 2 - len(prefix.encode()) - (len("\x01ACTION \x01") if action else 0)
     if MULTILINE in style.caps and not action and "\n" in text.strip():
-        return _multiline(frame, sender, target, text, budget, tags, command)
+        return _multiline(frame, sender, target, stamp + text, budget, tags, command)
     out: list[Message] = []
     # A msgid names one message: the first line carries it, and the lines after it
     # the rest of the tags (clients that drop a msgid seen before would drop them).
     rest = {key: value for key, value in tags.items() if key != "msgid"}
-    for piece in split_text(text, budget):
+    for piece in split_text(text, budget - len(stamp.encode())):
+        piece = stamp + piece
         body = f"\x01ACTION {piece}\x01" if action else piece
         out.append(Message(command, (target, body), source(sender), rest if out else tags))
     return out
