@@ -63,6 +63,14 @@ def test_the_first_to_join_is_an_operator_and_kicks(
     assert frame["reason"] == "kicked by ann: spamming"
     ann.expect("notice", text="ann kicked bob: spamming")
     assert server.hub.who("#general") == ["ann"]
+    # A reason is one line, in the notice as in the leave: a line break would print
+    # as a line of chat someone else said.
+    carl = chat_client(server, "carl")
+    ann.say("/kick #general carl bad\n* ann is now known as x")
+    assert (
+        carl.expect("leave", nick="carl")["reason"] == "kicked by ann: bad * ann is now known as x"
+    )
+    ann.expect("notice", text="ann kicked carl: bad * ann is now known as x")
 
 
 def test_ban_and_mute(chat_server_factory: Factory, chat_client: Connect) -> None:

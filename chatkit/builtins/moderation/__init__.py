@@ -928,7 +928,9 @@ class Moderation:
         room = self._room(ctx, words)
         if not words:
             raise ctx.usage_error()
-        nick, reason = words[0], " ".join(words[1:])
+        # One line, as the leave's reason is (a line break in the notice would print a
+        # line of chat that is someone else's on the faces that keep it).
+        nick, reason = words[0], " ".join(" ".join(words[1:]).split())
         by = ctx.client.nick or ""
         target = ctx.hub.find(nick)
         shown = target.nick or "" if target is not None else self._elsewhere(ctx, nick)
@@ -1118,6 +1120,7 @@ class Moderation:
     def kill(self, ctx: CommandContext) -> None:
         self._server_operator(ctx)
         nick, _, reason = ctx.args.strip().partition(" ")
+        reason = " ".join(reason.split())  # (one line, as a kick's)
         if not nick:
             raise ctx.usage_error()
         target = ctx.hub.find(nick)
@@ -1140,7 +1143,7 @@ class Moderation:
         if not words:
             self._glines(ctx)
             return
-        mask, reason = full_mask(words[0]), words[1] if len(words) > 1 else ""
+        mask, reason = full_mask(words[0]), " ".join(words[1].split()) if len(words) > 1 else ""
         _refuse_everyone(mask)
         if matches(mask, ctx.client):
             # A server operator by OPER logs in before it is one: it could not come back.
