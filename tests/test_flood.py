@@ -54,6 +54,19 @@ def test_ping_is_never_limited(chat_server_factory: Factory, chat_client: Connec
         alice.expect("pong")
 
 
+def test_quit_is_never_limited(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """After the bucket is empty, /quit still leaves, with its reason (IRC's QUIT is
+    free too): a flooder who stops is not kept connected."""
+    server = chat_server_factory(config=flood_config(rate=0.001, burst=1))
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    alice.say("accepted")
+    alice.say("refused")
+    assert alice.expect("error")["code"] == "rate_limited"
+    alice.say("/QUIT bye")
+    assert bob.expect("leave", nick="alice")["reason"] == "quit: bye"
+    alice.wait_closed()
+
+
 def test_settings_take_effect(chat_server_factory: Factory, chat_client: Connect) -> None:
     """burst and rate come from [plugins.flood]."""
     server = chat_server_factory(config=flood_config(rate=0.001, burst=3))

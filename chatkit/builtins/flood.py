@@ -7,9 +7,9 @@ refused (not delayed, not queued) with ``rate_limited`` and the number of second
 after which the next one will be accepted; a paced client's (IRC's: IRC servers
 hold a flooding client back, and clients show a line as sent once written) waits
 its turn instead (:class:`chatkit.Wait`), up to ``max_wait`` seconds, and is refused
-beyond (a wait is at most ``burst / rate``: 4 s by default). ``ping`` is never
-limited. With ``kick_after`` set, a client refused (or, paced, held back) that many
-lines in a row is disconnected.
+beyond (a wait is at most ``burst / rate``: 4 s by default). ``ping`` and
+``/quit`` are never limited. With ``kick_after`` set, a client refused (or, paced,
+held back) that many lines in a row is disconnected.
 
 Settings (``[plugins.flood]``): ``rate`` (5.0), ``burst`` (20), ``kick_after`` (0: never),
 ``max_wait`` (10.0).
@@ -18,6 +18,7 @@ Settings (``[plugins.flood]``): ``rate`` (5.0), ``burst`` (20), ``kick_after`` (
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ BURST = 20  # lines at once: a paste (as many as a message may have, max_message
 # or a client's queued lines after a reconnect
 KICK_AFTER = 0  # refusals in a row before disconnecting; 0 never disconnects
 MAX_WAIT = 10.0  # seconds a paced client's line waits its turn at most (Session.paced)
+_QUIT = re.compile(r"/quit(\s|$)", re.IGNORECASE)  # /quit, with a reason or not
 
 
 @dataclass
@@ -94,6 +96,8 @@ class Flood:
     def chatkit_allow_input(
         self, client: Session, event: Hello | Say | Request
     ) -> Reject | Wait | None:
+        if isinstance(event, Say) and event.command and _QUIT.match(event.text):
+            return None  # leaving is never refused (IRC's QUIT neither): it ends the flood
         now = time.monotonic()
         bucket = client.data.get("flood")
         if bucket is None:
