@@ -225,6 +225,13 @@ def test_a_clients_multiline_batch_is_one_chat_message(make_server: Callable[...
         )
         alice.expect(f":{SERVER} FAIL BATCH MULTILINE_INVALID :")
         alice.send(
+            "BATCH +a5 draft/multiline #general",
+            "@batch=a5 PRIVMSG #general :\x01ACTION waves\x01",
+            "@batch=a5 PRIVMSG #general :and says hi",
+            "BATCH -a5",
+        )
+        alice.expect(f":{SERVER} FAIL BATCH MULTILINE_INVALID :ACTION and plain lines")
+        alice.send(
             "BATCH +a3 draft/multiline #general",
             "@batch=a3 PRIVMSG #general :one",
             "@batch=a3 NOTICE #general :two",

@@ -872,8 +872,13 @@ class IrcChannel:
             if any(found is None for found in parsed):
                 self._batch_fail("MULTILINE_INVALID", text="No CTCP but ACTION in a batch")
                 return
+            actions = {found[1] for found in parsed if found is not None}
+            if len(actions) > 1:
+                # One chat message is an action or not: a mix would lose the action.
+                self._batch_fail("MULTILINE_INVALID", text="ACTION and plain lines in one batch")
+                return
             text = "\n".join(found[0] for found in parsed if found is not None)
-            if all(found[1] for found in parsed if found is not None):
+            if actions == {True}:
                 text = f"\x01ACTION {text}\x01"  # one action of several lines
             if open_.command is not None and text.strip():
                 self.privmsg((open_.target, text), open_.command, newlines=True)
