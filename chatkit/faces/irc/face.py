@@ -93,6 +93,7 @@ MAX_ISON = 100  # nicks one ISON answers for (a line holds about 250 short ones)
 JOINS_PER_LINE = 4  # rooms of a JOIN or PART that cost one line of the flood allowance
 MAX_WHO = 100  # users one WHO of a mask lists ([faces.irc] max_who); a room's WHO lists them all
 MAX_PAGE = 500  # the history plugin's max_page unless configured: CHATHISTORY's limit
+LUSERS_EVERY = 1.0  # seconds a registration's LUSERS counts are kept for the next ones
 MAX_MASKS = 100  # the moderation plugin's max_masks unless configured: ISUPPORT MAXLIST
 MESSAGE_TAGS = "message-tags"  # the capability TAGMSG needs, sender's and recipients'
 ECHO_MESSAGE = "echo-message"
@@ -177,6 +178,12 @@ class IrcFace:
         """One codec per set of byte-changing capabilities in use."""
         self.started = time.time()
         """When the face was made (``003``'s date)."""
+        self.lusers: tuple[float, tuple[int, int, int]] = (float("-inf"), (0, 0, 0))
+        """When the counts of ``LUSERS`` that registrations show were taken, and
+        the counts (users, invisible, rooms): at most once in ``LUSERS_EVERY`` seconds,
+        since counting walks every session, and a reconnect storm of thousands would
+        walk them thousands of times. Replaced whole by the readers, without a lock:
+        a race only counts twice."""
         # Guards _oper_failures: every IRC reader's OPER reads and writes it.
         self._oper_lock = threading.Lock()
         self._oper_failures: dict[str, tuple[int, float]] = {}
@@ -567,7 +574,11 @@ class IrcChannel:
             session.data["irc"]["realname"] = self._text(event.realname)
         self._modes(hub.config.default_room, joining=True)  # its operators, for the names list
         self._choose_replay()
-        self._lusers = self._luser_lines(joining=True)
+        counted, (users, hidden, rooms) = self.face.lusers
+        if time.monotonic() - counted >= LUSERS_EVERY:
+            users, hidden, rooms = self._luser_counts()
+            self.face.lusers = (time.monotonic(), (users, hidden, rooms))
+        self._lusers = self._luser_lines((users + 1, hidden, rooms))  # (this one, about to log in)
         try:
             hub.allow_input(session, Hello(event.nick, fields=fields))
             hub.login(session, event.nick, fields)
@@ -1589,14 +1600,17 @@ class IrcChannel:
     def lusers(self, params: tuple[str, ...]) -> None:
         self.send(*self._luser_lines())
 
-    def _luser_lines(self, *, joining: bool = False) -> list[Message]:
-        """``LUSERS``' answer: ``251``, ``254``, ``255``, ``265``, ``266`` (``joining``:
-        counting this client, about to log in)."""
+    def _luser_counts(self) -> tuple[int, int, int]:
+        """Users logged in, the invisible among them, and rooms (a walk of every session)."""
         sessions = self.hub.sessions()
-        users = len(sessions) + joining
         hidden = sum(1 for other in sessions if _irc_info(other).get("invisible"))
+        return len(sessions), hidden, len(self.hub.rooms())
+
+    def _luser_lines(self, counts: tuple[int, int, int] | None = None) -> list[Message]:
+        """``LUSERS``' answer: ``251``, ``254``, ``255``, ``265``, ``266``, from ``counts``
+        (:meth:`_luser_counts`: counted now if not given)."""
+        users, hidden, rooms = counts or self._luser_counts()
         peak = str(max(self.hub.peak, users))
-        rooms = len(self.hub.rooms())
         return [
             Message(
                 n.RPL_LUSERCLIENT,
