@@ -18,7 +18,7 @@ from conftest import ServeProcess
 from test_irc_face import SERVER, IrcClient
 from webclient import WebClient
 
-from chatkit import Config, Server, Session, UsageError
+from chatkit import Config, Server, Session, UsageError, shown_skeleton, skeleton
 from chatkit.builtins.accounts import Accounts, Budget, Throttle
 from chatkit.builtins.accounts.store import MIGRATIONS, Account, AccountStore
 from chatkit.config import config_from_dict
@@ -366,15 +366,27 @@ def test_a_login_renames_no_other_account_whose_nick_only_looks_like_it(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
     """Two accounts whose nicks look alike only as shown (alice, and aIice with a capital
-    I: registered apart, their folded keys differ): the owner of one logging in with its
-    password renames no one identified to the other; the nick is taken meanwhile."""
+    I: registered before either kept the other out): the owner of one logging in with
+    its password renames no one identified to the other; the nick is taken meanwhile."""
     server = chat_server_factory(config=accounts_config())
-    # (In this order: aIice's look is not found from an alice, but alice's from aIice.)
-    for nick in ("aIice", "alice"):
-        first = chat_client(server, nick)
-        register(first)
-        first.say("/quit")
-        first.wait_closed()
+    first = chat_client(server, "aIice")
+    register(first)
+    first.say("/quit")
+    first.wait_closed()
+    # A registered aIice keeps out alice, both a login and a registration ...
+    squatter = ChatClient(server.address)
+    squatter.send(type="hello", nick="alice")
+    assert "looks like aIice" in squatter.expect("error", code="nick_registered")["text"]
+    squatter.close()
+    # ... but two such accounts may be there from before (a file of an older chatkit).
+    store = plugin(server)._store
+    assert isinstance(store, AccountStore)
+    with store._lock:
+        store._db.execute(
+            "INSERT INTO accounts (name, nick, hash, email, created, skeleton, shown)"
+            " SELECT 'alice', 'alice', hash, NULL, created + 1, ?, ? FROM accounts",
+            (skeleton("alice"), shown_skeleton("alice")),
+        )
     capital = chat_client(server)
     capital.login("aIice", password=PASSWORD)
     owner = ChatClient(server.address)
@@ -444,14 +456,18 @@ def test_a_muted_squatter_is_still_moved_off_a_registered_nick(
 
 
 def test_an_accounts_file_of_version_1_gains_look_alike_keys(tmp_path: Path) -> None:
-    """A file made before look-alike keys is migrated at start: its accounts are
-    found by look-alike nicks."""
+    """A file made before look-alike keys is migrated at start (both keys): its accounts
+    are found by look-alike nicks."""
     path = tmp_path / "accounts.sqlite3"
     conn = sqlite3.connect(path)
     conn.executescript(MIGRATIONS[0])
     conn.execute(
         "INSERT INTO accounts (name, nick, hash, email, created) VALUES (?, ?, ?, ?, ?)",
         ("alice", "Alice", "hash", None, 0.0),
+    )
+    conn.execute(  # (its second key as shown, from version 3: a capital I for an l)
+        "INSERT INTO accounts (name, nick, hash, email, created) VALUES (?, ?, ?, ?, ?)",
+        ("boi", "boI", "hash", None, 1.0),
     )
     conn.execute("PRAGMA user_version=1")
     conn.execute("PRAGMA application_id=1667787617")
@@ -462,6 +478,8 @@ def test_an_accounts_file_of_version_1_gains_look_alike_keys(tmp_path: Path) -> 
         found = store.find(CYRILLIC_ALICE)
         assert found is not None and found.nick == "Alice"
         assert store.find("bob") is None
+        found = store.find("bol")  # boI as shown: found by its second key alone
+        assert found is not None and found.nick == "boI"
     finally:
         store.close()
 

@@ -462,16 +462,7 @@ class Accounts:
         """The account of ``nick``: registered as it is, or as a nick it looks like
         (``ALICE``, or ``alice`` spelled with a Cyrillic a, are ``alice``'s; and so is
         ``aIice``, a capital I for the l, which looks like it only as shown)."""
-        found = self._store.find(nick)
-        if found is None:
-            # The store keeps one key of a look (skeleton: case folded, so aIice's is
-            # aiice's); the nick as shown (aIice reads alice) is looked up as a nick of
-            # its own. (A registered aIice is not found from an alice: see
-            # docs/operations.md.)
-            shown = shown_skeleton(nick)
-            if skeleton(shown) != skeleton(nick):
-                found = self._store.find(shown)
-        return found
+        return self._store.find(nick)  # (both keys of its look: Store.find)
 
     @hookimpl
     def chatkit_authenticate(

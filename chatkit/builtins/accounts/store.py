@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from chatkit import UsageError, fold, skeleton
+from chatkit import UsageError, fold, shown_skeleton, skeleton
 from chatkit.builtins.sqlite import check_writable, create_private, immediate
 
 __all__ = ["APPLICATION_ID", "Account", "AccountStore", "Store"]
@@ -48,6 +48,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE accounts ADD COLUMN skeleton TEXT;
     UPDATE accounts SET skeleton = chatkit_skeleton(nick);
     CREATE INDEX accounts_skeleton ON accounts (skeleton);
+    """,
+    # 2 -> 3: each account's second look-alike key (chatkit.shown_skeleton: case kept, so
+    # that aIice, a capital I for the l, is kept from alice both ways).
+    """
+    ALTER TABLE accounts ADD COLUMN shown TEXT;
+    UPDATE accounts SET shown = chatkit_shown_skeleton(nick);
+    CREATE INDEX accounts_shown ON accounts (shown);
     """,
 ]
 
@@ -123,6 +130,7 @@ class AccountStore:
                 "write it and its directory, or give another file (db)"
             )
         db.create_function("chatkit_skeleton", 1, skeleton, deterministic=True)
+        db.create_function("chatkit_shown_skeleton", 1, shown_skeleton, deterministic=True)
         for step in range(version, len(MIGRATIONS)):
             db.execute("BEGIN IMMEDIATE")
             for statement in MIGRATIONS[step].split(";"):
@@ -147,36 +155,32 @@ class AccountStore:
 
     def find(self, nick: str) -> Account | None:
         """The account whose nick ``nick`` is, or looks like (the same
-        :func:`chatkit.skeleton`), or ``None``: the account of that very name first,
-        else the oldest look-alike."""
+        :func:`chatkit.skeleton`, or :func:`chatkit.shown_skeleton`), or ``None``: the
+        account of that very name first, else the oldest look-alike."""
         with self._lock:
             row = self._db.execute(
-                "SELECT name, nick, hash, email FROM accounts WHERE name = ? OR skeleton = ?"
+                "SELECT name, nick, hash, email FROM accounts"
+                " WHERE name = ? OR skeleton = ? OR shown = ?"
                 " ORDER BY name = ? DESC, created LIMIT 1",
-                (fold(nick), skeleton(nick), fold(nick)),
+                (fold(nick), skeleton(nick), shown_skeleton(nick), fold(nick)),
             ).fetchone()
         return None if row is None else Account(*row)
 
     def create(self, account: Account) -> bool:
         """Add ``account`` and use up its invitation; False if its name is taken, or
-        a look-alike of it (the same skeleton)."""
-        like, now = skeleton(account.nick), time.time()
+        a look-alike of it (the same skeleton, or the same skeleton as shown)."""
+        like, shown, now = skeleton(account.nick), shown_skeleton(account.nick), time.time()
         with self._lock:
             try:
                 with immediate(self._db) as db:
-                    if db.execute("SELECT 1 FROM accounts WHERE skeleton = ?", (like,)).fetchone():
+                    if db.execute(
+                        "SELECT 1 FROM accounts WHERE skeleton = ? OR shown = ?", (like, shown)
+                    ).fetchone():
                         return False
                     db.execute(
-                        "INSERT INTO accounts (name, nick, hash, email, created, skeleton)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            account.name,
-                            account.nick,
-                            account.hash,
-                            account.email,
-                            now,
-                            like,
-                        ),
+                        "INSERT INTO accounts (name, nick, hash, email, created, skeleton, shown)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (account.name, account.nick, account.hash, account.email, now, like, shown),
                     )
                     db.execute("DELETE FROM invites WHERE name = ?", (account.name,))
             except sqlite3.IntegrityError:
