@@ -462,7 +462,16 @@ class Accounts:
         """The account of ``nick``: registered as it is, or as a nick it looks like
         (``ALICE``, or ``alice`` spelled with a Cyrillic a, are ``alice``'s; and so is
         ``aIice``, a capital I for the l, which looks like it only as shown)."""
-        return self._store.find(nick)  # (both keys of its look: Store.find)
+        found = self._store.find(nick)  # (the SQLite store: by both keys of its look)
+        if found is None:
+            # A cluster's store (Redis) keeps one key of a look (skeleton: case folded,
+            # so aIice's is aiice's): the nick as shown (aIice reads alice) is looked up
+            # as a nick of its own. (There, a registered aIice is not found from an
+            # alice: see docs/cluster.md.)
+            shown = shown_skeleton(nick)
+            if skeleton(shown) != skeleton(nick):
+                found = self._store.find(shown)
+        return found
 
     @hookimpl
     def chatkit_authenticate(
