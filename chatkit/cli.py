@@ -933,6 +933,14 @@ def check_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the settings as JSON, for scripts.", metavar="")
     ] = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="The history database 'serve' is given (its --db), as it would use it.",
+            metavar="PATH",
+        ),
+    ] = None,
 ) -> None:
     """Check a config file and print the settings 'chatkit serve -c FILE' would use.
 
@@ -944,7 +952,7 @@ def check_command(
     path = config if config is not None else DEFAULT_CONFIG
     if config is None and not DEFAULT_CONFIG.is_file():
         raise _fail(UsageError(f"no config file given and no {DEFAULT_CONFIG} here"))
-    overrides: dict[str, Any] = {"plugins": [], "disable": [], "limits": {}}
+    overrides: dict[str, Any] = {"plugins": [], "disable": [], "limits": {}, "db": db}
     try:
         cfg = _build_config(path, overrides)
         pm, infos = build_plugin_manager(cfg)

@@ -758,6 +758,17 @@ def test_check_prints_the_effective_settings_of_a_good_file(tmp_path: Path) -> N
     assert tomllib.loads(result.stdout)["plugins"]["history"]["db"] == str(
         tmp_path / "data/h.sqlite3"
     )
+    # serve's --db wins over the file's, as a unit's ExecStart gives it: check takes it too.
+    result = subprocess.run(
+        [CHATKIT, "check", config.name, "--db", "other.sqlite3"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert tomllib.loads(result.stdout)["plugins"]["history"]["db"] == str(
+        tmp_path / "other.sqlite3"
+    )
 
 
 def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
