@@ -142,7 +142,8 @@ def test_a_multi_line_message_is_one_batch_when_negotiated(
 ) -> None:
     """With batch and draft/multiline, a chat message of several lines is one
     draft/multiline batch: msgid and time on the BATCH line, a PRIVMSG per line, a line
-    too long for one PRIVMSG continued with draft/multiline-concat."""
+    too long for one PRIVMSG continued with draft/multiline-concat; so is a message of
+    one line too long for one PRIVMSG."""
     server = make_server()
     with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
         alice.register("alice", caps=MULTI)
@@ -162,6 +163,14 @@ def test_a_multi_line_message_is_one_batch_when_negotiated(
         assert "draft/multiline-concat" not in lines[3]
         assert all("draft/multiline-concat" in line for line in lines[4:]) and len(lines) > 4
         assert "".join(texts[3:]) == long
+        # One line too long for one PRIVMSG: a batch too, its pieces joined by concat
+        # (the client makes it one message again; without the cap, PRIVMSGs in a row).
+        jay.say(long)
+        start = alice.expect(" BATCH +")
+        ref = start.split(" BATCH +", 1)[1].split()[0]
+        lines = alice.until(f"BATCH -{ref}")[:-1]
+        assert len(lines) > 1 and all("draft/multiline-concat" in line for line in lines[1:])
+        assert "".join(line.split(" PRIVMSG #general :", 1)[1] for line in lines) == long
 
 
 def test_a_replayed_multi_line_message_is_a_batch_inside_the_replay(

@@ -221,7 +221,13 @@ def _privmsgs(
     command = "NOTICE" if fields.get("notice") else "PRIVMSG"
     prefix = f":{source(sender)} {command} {target} :"
     budget = MAX_LINE_BYTES - 2 - len(prefix.encode()) - (len("\x01ACTION \x01") if action else 0)
-    if MULTILINE in style.caps and not action and "\n" in text.strip():
+    if (
+        MULTILINE in style.caps
+        and not action
+        and ("\n" in text.strip() or len(stamp.encode()) + len(text.encode()) > budget)
+    ):
+        # Several lines, or one too long for a PRIVMSG: one batch, which the client
+        # joins back into one message (a long line's pieces: draft/multiline-concat).
         return _multiline(frame, sender, target, stamp + text, budget, tags, command)
     out: list[Message] = []
     # A msgid names one message: the first line carries it, and the lines after it
