@@ -230,13 +230,19 @@ def test_keyboard_screen_readers_and_a_phone(
         bob = ChatClient(server.address)
         bob.login("bob")
         bob.say("مرحبا?")
-        expect(page.locator("#announce")).to_have_text("bob: مرحبا?")
+        expect(page.locator("#announce p").last).to_have_text("bob: مرحبا?")
         text = page.locator(pane(page) + " .line .text").last
         assert text.evaluate("e => e.matches(':dir(rtl)')")
         david = ChatClient(server.address)
         david.login("דוד")
         david.say("hello world, how are you?")
-        expect(page.locator("#announce")).to_have_text("דוד: hello world, how are you?")
+        expect(page.locator("#announce p").last).to_have_text("דוד: hello world, how are you?")
+        # Lines that come together are each read (one node each), an action as shown.
+        david.say("one")
+        david.say("/me waves")
+        expect(page.locator("#announce p")).to_contain_text(
+            ["דוד: one", "* דוד waves"]
+        )  # (the last ones, in order)
         text = page.locator(pane(page) + " .line .text").last
         assert text.evaluate("e => e.matches(':dir(ltr)')")
         expect(page.get_by_role("main")).to_be_visible()
@@ -245,9 +251,16 @@ def test_keyboard_screen_readers_and_a_phone(
         expect(page.locator("#title")).to_have_text("#" + "a" * 40)
         say(page, "/join #dev")
         expect(page.locator("#title")).to_have_text("#dev")
+        # A sidebar button keeps the keyboard's focus while the sidebar is redrawn
+        # (an unread message), and a private message elsewhere is read out, named.
+        page.locator("#rooms button", has_text="#general").focus()
         bob.say("/msg alice psst")
         expect(page.locator("#privates .unread")).to_have_text("unread: 1")
+        expect(page.locator("#rooms button", has_text="#general")).to_be_focused()
+        expect(page.locator("#announce p").last).to_have_text("(private, bob) bob: psst")
         assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        # On a phone's width the sidebar's headings are hidden from sight only.
+        assert page.get_by_role("heading", name="Private").count() == 1
         assert page.evaluate("document.documentElement.scrollHeight") <= 640
 
 
@@ -438,10 +451,10 @@ def test_commands_private_and_errors(browser: Browser, contexts: list[BrowserCon
         expect(page.locator("#suggest")).to_contain_text("/who")
         page.press("#input", "Tab")
         expect(page.locator("#input")).to_have_value("/who ")
-        expect(page.locator("#announce")).to_have_text("Completed: /who")
+        expect(page.locator("#announce p").last).to_have_text("Completed: /who")
         page.fill("#input", "/m")  # /me, /msg: the first, then the next
         page.press("#input", "Tab")
-        expect(page.locator("#announce")).to_have_text(
+        expect(page.locator("#announce p").last).to_have_text(
             re.compile(r"^Completed: /m\w+ \(\d+ commands fit: Tab again for the next\)$")
         )
         page.fill("#input", "/who")
@@ -480,10 +493,18 @@ def test_private_scroll_back_and_actions(browser: Browser, contexts: list[Browse
         alice.wait_closed()
         alice.close()
         page = open_page(browser, contexts, base_url(server))
+        page.fill("#nick", "   ")  # (passes `required`: said, not silently ignored)
+        page.press("#nick", "Enter")
+        expect(page.locator("#login-error")).to_have_text("Type a nick: spaces alone are none.")
         page.fill("#nick", "alice")
         page.fill("#password", "wrong-password")
         page.press("#nick", "Enter")
         expect(page.locator("#login-error")).to_contain_text("Wrong password")
+        # The error is the field's, for screen readers: invalid, and described by it.
+        expect(page.locator("#nick")).to_have_attribute("aria-invalid", "true")
+        expect(page.get_by_role("textbox", name="Your nick")).to_have_accessible_description(
+            re.compile("Wrong password")
+        )
         page.fill("#password", "alice-password")
         page.press("#password", "Enter")
         expect(page.locator("#chat-view")).to_be_visible()

@@ -205,6 +205,8 @@ function show(view) {
   view.pane.hidden = false;
   view.unread = 0;
   $("title").textContent = view.kind === "room" ? view.name : `private: ${view.name}`;
+  // Focus stays in the box: say where what is typed now goes.
+  if (state.loggedIn) announce(`Now in ${$("title").textContent}`);
   renderTopic();
   renderMembers();
   renderSidebar();
@@ -226,6 +228,10 @@ function renderMembers() {
 }
 
 function renderSidebar() {
+  // A button with the keyboard's focus is made anew: the new one takes the focus (it
+  // fell back to the page's top, at every unread message).
+  const focused = document.activeElement && document.activeElement.dataset
+    ? document.activeElement.dataset.view : undefined;
   for (const [kind, list] of [["room", $("rooms")], ["private", $("privates")]]) {
     list.replaceChildren();
     for (const view of state.views.values()) {
@@ -249,6 +255,10 @@ function renderSidebar() {
       item.append(button);
       list.append(item);
     }
+  }
+  if (focused !== undefined) {
+    const again = document.querySelector(`#sidebar button[data-view="${CSS.escape(focused)}"]`);
+    if (again) again.focus();
   }
   let unread = 0;
   for (const view of state.views.values()) unread += view.unread;
@@ -328,11 +338,26 @@ function lineEl(kind, ts) {
   return [line, body];
 }
 
+// For screen readers (the panes are not live regions: a joined room's replay would be
+// read out whole): each announcement is a node of its own, added to the live region, so
+// that lines arriving together are all read (a text replaced within one frame was read
+// once, the last), and the same text twice is read twice. The last few are kept.
+const ANNOUNCED = 5;
+
+function announce(text) {
+  const region = $("announce");
+  region.append(el("p", "", text));
+  while (region.childElementCount > ANNOUNCED) region.firstElementChild.remove();
+}
+
 function eventLine(view, text, ts, kind = "event") {
   if (!view) return null;
   const [line, body] = lineEl(kind, ts);
   body.textContent = text;
   addLine(view, line);
+  // The open conversation's events, and errors wherever they are shown, are read out
+  // as its messages are (a role=log would read them all).
+  if (view === state.current || kind === "error") announce(text);
   return line;
 }
 
@@ -361,9 +386,13 @@ function messageLine(view, frame, nick) {
     body.append(nickEl(nick, true), " ", textEl(frame.text));
   }
   const added = addLine(view, line, frame.id);
-  if (added && !frame.history && view === state.current) {
-    // For screen readers: the live message alone (the panes are not live regions).
-    $("announce").textContent = `${nick}: ${frame.text}`;
+  if (added && !frame.history && (view === state.current || view.kind === "private")) {
+    // For screen readers: the live message alone, said as it is shown (an action, a
+    // notice); a private one in another view too, named so (it is addressed to you).
+    const where = view === state.current ? "" : `(private, ${view.name}) `;
+    const said = frame.action ? `* ${nick} ${frame.text}`
+      : frame.notice ? `notice from ${nick}: ${frame.text}` : `${nick}: ${frame.text}`;
+    announce(where + said);
   }
   if (frame.history && view.filling !== undefined && frame.id > view.gapTop) view.gapTop = frame.id;
   if (added && !frame.history && nick !== state.nick) {
@@ -711,7 +740,7 @@ const handlers = {
       ? said.charAt(0).toUpperCase() + said.slice(1) : `${heading}: ${said}`;
     if (f.retry_after) text += ` (wait ${Number(f.retry_after).toFixed(1)} s)`;
     if (!state.loggedIn && !state.everWelcomed) {
-      $("login-error").textContent = text;
+      loginError(text);
       $("login-view").hidden = false;
       $("chat-view").hidden = true;
       state.quitting = true;
@@ -766,7 +795,7 @@ function backToLogin(why) {
   state.ws = null; // (its close is this, not a loss to reconnect from or report)
   if (ws) ws.close(1000, "login refused");
   setStatus("disconnected", true);
-  $("login-error").textContent = why;
+  loginError(why);
   $("nick").value = state.nick || "";
   $("password").value = state.password || "";
   $("chat-view").hidden = true;
@@ -827,7 +856,7 @@ function connect(nick) {
       return;
     }
     if (!state.everWelcomed) {
-      $("login-error").textContent = "Cannot reach the chat server; try again.";
+      loginError("Cannot reach the chat server; try again.");
       return;
     }
     const delay = Math.min(state.backoff, BACKOFF_MAX) * (0.75 + Math.random() * 0.5);
@@ -972,8 +1001,8 @@ function complete() {
   // For screen readers, which do not read a value changed under them, nor the list
   // that appears above the box: what Tab made of it, and whether more would fit.
   if (input.value !== value) {
-    $("announce").textContent = `Completed: ${input.value.trim()}`
-      + (fits > 1 ? ` (${fits} commands fit: Tab again for the next)` : "");
+    announce(`Completed: ${input.value.trim()}`
+      + (fits > 1 ? ` (${fits} commands fit: Tab again for the next)` : ""));
   }
 }
 
@@ -1018,15 +1047,26 @@ function moveView(step) {
   show(views[(at + step + views.length) % views.length]);
 }
 
+// The login form's error, tied to the nick field (aria-invalid, described by it), or
+// none ("").
+function loginError(text) {
+  $("login-error").textContent = text;
+  if (text) $("nick").setAttribute("aria-invalid", "true");
+  else $("nick").removeAttribute("aria-invalid");
+}
+
 function start() {
   const saved = localStorage.getItem(NICK_KEY);
   if (saved) $("nick").value = saved;
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
     const nick = $("nick").value.trim();
-    if (!nick) return;
+    if (!nick) {
+      loginError("Type a nick: spaces alone are none.");
+      return;
+    }
     state.password = $("password").value || null;
-    $("login-error").textContent = "";
+    loginError("");
     connect(nick);
   });
   $("compose").addEventListener("submit", (event) => {
