@@ -97,6 +97,11 @@ SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice befor
 TLS_RECORDS_PER_LINE = 64  # TLS records a client's free_lines count as one line (a line
 # of chat comes in a record or two: only a client cutting its bytes into tiny records pays)
 ALERT_TIMEOUT = 1.0  # seconds a refused TLS handshake's alert may take to send
+LINGER = 2.0  # seconds a connection the server ended stays open at most until the bytes its
+# client's full window held back are sent: a socket closed with unread input, or given
+# input after its close, sends a reset, and the kernel drops what it had not sent yet (the
+# end of the chat, the shutdown's notice).
+LINGER_BYTES = 1 << 20  # bytes of a client's unread input dropped before a close, at most
 FAREWELL_TIMEOUT = 2.0  # seconds a client closed for not answering a ping has to take
 # the error saying so, before its connection is cut without it (it may not be reading).
 SHUTDOWN_POLL = 0.005  # seconds between looks at the messages still to deliver, at shutdown
@@ -528,6 +533,9 @@ class Writer:
         self._wake_pending = False
         self._stopping = False
         self._waiting: set[Connection] = set()  # registered for EVENT_WRITE; writer thread only
+        # Ended connections still open until their clients took what was sent, and when
+        # they are closed anyway (LINGER); writer thread only.
+        self._lingering: dict[Connection, float] = {}
         self.max_backlog = max_backlog
         """Bytes the writer may be behind before readers pause (see :meth:`wait_for_room`)."""
         self._queued = 0  # bytes in every send queue
@@ -895,6 +903,13 @@ class Writer:
         if wake:
             self.wake()
 
+    def closing(self) -> bool:
+        """Whether connections handed over to close (:meth:`retire`) are not closed yet:
+        waiting for their turn, or for their clients to take what was sent (``LINGER``)."""
+        with self._lock:
+            # (_lingering is the writer thread's: its size, read here, is one word.)
+            return bool(self._retired or self._lingering)
+
     def stop(self) -> None:
         """Stop the thread after it has processed what was handed to it; idempotent."""
         with self._lock:
@@ -915,7 +930,7 @@ class Writer:
                 # While a queue is over its limit, wake to check it even if nothing
                 # is queued to it (a client that never reads, senders paused).
                 events = self._selector.select(
-                    SLOW_CHECK if self._over or self._caught_up else None
+                    SLOW_CHECK if self._over or self._caught_up or self._lingering else None
                 )
                 # Drain the wake pipe before taking the lists: a wake sent after the
                 # swap below then stays in the pipe for the next select().
@@ -943,6 +958,8 @@ class Writer:
                 # while one is over or caught up lately.)
                 if self._over or self._held or self._caught_up:
                     self._cut_stalled()
+                if self._lingering:
+                    self._linger_check()
                 if self._paused:  # read without the lock: a miss is caught next round
                     with self._lock:
                         # Each paused reader tests its own condition (the backlog, and
@@ -954,6 +971,9 @@ class Writer:
             # This branch should never run. It's a safety net in case of bugs.
             log.error("writer thread failed", exc_info=True)
         finally:
+            for conn in self._lingering:
+                _close_quietly(conn)
+            self._lingering.clear()
             self._selector.close()
             self._wake_r.close()
             self._wake_w.close()
@@ -1121,9 +1141,63 @@ class Writer:
     def _close(self, conn: Connection) -> None:
         self._unwait(conn)
         with self._lock:
+            ended = conn._finishing and not conn._aborting  # (the server's own end)
             self._drop_queue(conn)
             conn._aborting = True  # nothing more is queued for it
-        conn.close()
+        if ended and not conn._lost:
+            self._linger(conn)
+        else:
+            conn.close()
+
+    def _linger(self, conn: Connection) -> None:
+        """Close a connection the server ended without a reset, which would drop what its
+        client had not taken yet (the end of the chat, the shutdown's notice): one whose
+        client is not taking what is sent (bytes wait unsent: its window is full) stays
+        open until they are sent (``LINGER`` seconds at most), what it sends meanwhile
+        waiting unread, and is closed then, its input dropped just before (a socket
+        closed with unread input resets the connection). Not shut down for writing
+        meanwhile: input arriving at a socket shut both ways resets it at once. Most
+        connections are closed at once: nothing of theirs waits."""
+        if _unsent(conn.sock):
+            self._lingering[conn] = time.monotonic() + LINGER
+        else:
+            _close_quietly(conn)
+
+    def _linger_check(self) -> None:
+        """Close the lingering connections whose bytes are all sent, or whose ``LINGER``
+        ran out (each ``SLOW_CHECK`` while any lingers)."""
+        now = time.monotonic()
+        for conn, deadline in list(self._lingering.items()):
+            if now >= deadline or not _unsent(conn.sock):
+                del self._lingering[conn]
+                _close_quietly(conn)
+
+
+def _close_quietly(conn: Connection) -> None:
+    """Close ``conn``'s socket after dropping the input its client sent (``LINGER_BYTES``
+    at most): closed with unread input, it would reset the connection."""
+    with contextlib.suppress(OSError):
+        dropped = 0
+        while dropped < LINGER_BYTES and (waiting := conn.unread()):
+            data = conn.sock.recv(min(waiting, RECV_BYTES_BUSY), socket.MSG_DONTWAIT)
+            if not data:
+                break
+            dropped += len(data)
+    conn.close()
+
+
+SIOCOUTQNSD = 0x894B  # Linux: bytes queued to a TCP socket and not sent yet
+
+
+def _unsent(sock: socket.socket) -> int:
+    """Bytes queued to ``sock`` that the kernel has not sent yet (``SIOCOUTQNSD``: its
+    client's window is full, it is not reading); 0 once closed. (Bytes sent and not yet
+    acknowledged do not count: a client's delayed ACK would hold up every close.)"""
+    try:
+        raw = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", raw)[0])
 
 
 def _keys(conn: Connection, rooms: Iterable[str | None]) -> set[str]:
@@ -1586,7 +1660,8 @@ class Server:
 
         Steps: stop accepting; refuse new messages and deliver those accepted
         (``SHUTDOWN_GRACE`` seconds at most); send every client a notice and close its
-        connection once its queue is sent (``SHUTDOWN_GRACE`` seconds at most, then cut);
+        connection once its queue is sent and taken (``SHUTDOWN_GRACE`` seconds at most,
+        then cut);
         join the reader threads (logout hooks run there with reason ``server
         shutdown``); stop the writer and watchdog; ``chatkit_server_stop``.
         """
@@ -1625,6 +1700,10 @@ class Server:
                 conn.abort("server shutdown")
         for _conn, reader in conns:
             reader.join()
+        # Sockets closed once their clients took the notice (Writer._linger), within
+        # the same grace: a reset would drop what a client still sending had not taken.
+        while self.writer.closing() and time.monotonic() < deadline:
+            time.sleep(SHUTDOWN_POLL)
         self.readers.close()
         self.writer.stop()
         for listener in self._listeners:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import selectors
 import socket
@@ -769,6 +770,57 @@ def test_shutdown_cuts_clients_that_do_not_read(chat_server_factory: Factory) ->
     wait_until(lambda: any(c.queued_bytes for c in server.connections))
     server.shutdown()
     assert not server.connections
+
+
+def test_a_client_still_sending_at_the_shutdown_gets_the_end_and_the_notice(
+    chat_server_factory: Factory,
+) -> None:
+    """A client that is still sending (pings) and not yet reading when the server stops:
+    its connection is closed without a reset (which would drop what it had not taken:
+    the room's last messages, the notice), so once it reads it gets them all."""
+    server = chat_server_factory(disable=["flood"])
+    busy = socket.socket()
+    busy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the rest waits in the server
+    busy.connect(server.address)
+    busy.sendall(b'{"type":"hello","nick":"busy"}\n')
+    talker = ChatClient(server.address)
+    talker.login("talker")
+    for i in range(300):
+        talker.say(f"{i:04} " + "z" * 200)
+    talker.sync()
+    pinging = threading.Event()
+    pinging.set()
+
+    pings = [0]
+
+    def ping() -> None:
+        with contextlib.suppress(OSError):
+            while pinging.is_set():
+                busy.sendall(b'{"type":"ping"}\n')
+                pings[0] += 1
+                time.sleep(0.01)  # (a client's pace, not a wait for a condition)
+
+    pinger = threading.Thread(target=ping)
+    pinger.start()
+    stopper = threading.Thread(target=server.shutdown)
+    stopper.start()
+    wait_until(lambda: server.hub.closing, 10, "the shutdown to begin")
+    wait_until(lambda: not server.connections, 10, "the readers' ends")
+    pings[0] = 0
+    # Still pinging after the server ended the session, not reading yet (its pings
+    # reached a socket closed under bytes not sent yet: a reset, which dropped them).
+    wait_until(lambda: pings[0] >= 20, 10, "pings after the end")
+    pinging.clear()
+    pinger.join(10)
+    received = b""
+    busy.settimeout(10)
+    while chunk := busy.recv(65536):  # ConnectionResetError if reset
+        received += chunk
+    stopper.join(10)
+    lines = [json.loads(line) for line in received.splitlines()]
+    said = [f["text"][:4] for f in lines if f["type"] == "message"]
+    assert said == [f"{i:04}" for i in range(300)]
+    assert lines[-1]["type"] == "notice" and lines[-1]["text"] == "server shutting down"
 
 
 def test_a_server_can_be_embedded_and_serve_forever(chat_client: Connect) -> None:
