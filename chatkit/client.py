@@ -448,8 +448,14 @@ class Client(LineClient):
         ``literal``, always a message (a leading ``/`` is doubled, as the protocol
         escapes it): for text that came from someone else, which must never run as
         this client's command (``/register``, ``/quit``)."""
-        if literal and text.startswith("/"):
-            text = "/" + text
+        if literal:
+            # As the server reads it: a message of several lines loses its line breaks
+            # at either end before it is looked at ("\n/quit" is /quit).
+            bare = text.replace("\r\n", "\n").replace("\r", "\n")
+            if "\n" in bare:
+                bare = bare.strip("\n")
+            if bare.startswith("/"):
+                text = "/" + bare
         self.send(say_frame(text, room))
 
     def login(

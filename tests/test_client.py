@@ -219,6 +219,9 @@ def test_literal_text_is_a_message_never_a_command(
         for text in ("/quit owned", "/nick pwned", "//x"):
             bot.say(text, literal=True)
             assert watcher.expect("message", nick="bot")["text"] == text
+        for text in ("\n/nick pwned", "\r\n\n/quit owned\n"):  # (line breaks at the ends go)
+            bot.say(text, literal=True)
+            assert watcher.expect("message", nick="bot")["text"] == text.strip()
         assert [f for f in bot.sync() if f["type"] in ("error", "nick")] == []
 
 
