@@ -373,11 +373,14 @@ def test_a_login_renames_no_other_account_whose_nick_only_looks_like_it(
     register(first)
     first.say("/quit")
     first.wait_closed()
-    # A registered aIice keeps out alice, both a login and a registration ...
-    squatter = ChatClient(server.address)
-    squatter.send(type="hello", nick="alice")
-    assert "looks like aIice" in squatter.expect("error", code="nick_registered")["text"]
-    squatter.close()
+    # A registered aIice keeps out alice, both a login and a registration, and Alice,
+    # whose account would be shown as alice too ...
+    for spelling in ("alice", "Alice"):
+        squatter = ChatClient(server.address)
+        squatter.send(type="hello", nick=spelling)
+        assert "looks like aIice" in squatter.expect("error", code="nick_registered")["text"]
+        squatter.close()
+    assert plugin(server)._store.find("ALICE") is not None
     # ... but two such accounts may be there from before (a file of an older chatkit).
     store = plugin(server)._store
     assert isinstance(store, AccountStore)

@@ -68,7 +68,7 @@ from chatkit import (
     valid_nick,
 )
 from chatkit.builtins.accounts.shared import SharedAccountStore
-from chatkit.builtins.accounts.store import Account, AccountStore, Store
+from chatkit.builtins.accounts.store import Account, AccountStore, Store, looks
 
 __all__ = ["Accounts", "Throttle", "accounts_db"]
 
@@ -463,7 +463,7 @@ class Accounts:
         (``ALICE``, or ``alice`` spelled with a Cyrillic a, are ``alice``'s; and so is
         ``aIice``, a capital I for the l, which looks like it only as shown)."""
         found = self._store.find(nick)  # (the SQLite store: by both keys of its look)
-        if found is None:
+        if found is None and not isinstance(self._store, AccountStore):
             # A cluster's store (Redis) keeps one key of a look (skeleton: case folded,
             # so aIice's is aiice's): the nick as shown (aIice reads alice) is looked up
             # as a nick of its own. (There, a registered aIice is not found from an
@@ -798,9 +798,10 @@ class Accounts:
 
 
 def _looks_like(nick: str, other: str) -> bool:
-    """Whether ``nick`` looks like ``other``: one skeleton, or one as shown (``aIice``
+    """Whether ``nick`` looks like ``other`` as the store compares them (a key of one
+    is a key of the other: :func:`~chatkit.builtins.accounts.store.looks`; ``aIice``
     and ``alice``)."""
-    return skeleton(nick) == skeleton(other) or shown_skeleton(nick) == shown_skeleton(other)
+    return not set(looks(nick)).isdisjoint(looks(other))
 
 
 def _busy() -> Reject:

@@ -56,7 +56,27 @@ MIGRATIONS: list[str] = [
     UPDATE accounts SET shown = chatkit_shown_skeleton(nick);
     CREATE INDEX accounts_shown ON accounts (shown);
     """,
+    # 3 -> 4: that key with case folded after the capital I is an l (chatkit_look): an
+    # account's owner may show its nick in any case, so Alice's account (shown as alice)
+    # must be kept out by aIice's as alice's is.
+    """
+    UPDATE accounts SET shown = chatkit_look(nick);
+    """,
 ]
+
+
+def look(nick: str) -> str:
+    """``nick``'s second look-alike key: its :func:`chatkit.skeleton` once a capital
+    ``I`` is an ``l`` (:func:`chatkit.shown_skeleton`), so ``aIice``'s is ``alice``."""
+    return skeleton(shown_skeleton(nick))
+
+
+def looks(nick: str) -> tuple[str, str]:
+    """``nick``'s two look-alike keys, its :func:`chatkit.skeleton` and :func:`look`: two
+    nicks look alike if a key of one is a key of the other. (An account's owner may show
+    its nick in any case, so both are folded: ``Alice``'s account, shown as ``alice``,
+    looks like ``aIice``. All capitals, ``NEIL`` looks like ``nell`` too.)"""
+    return skeleton(nick), look(nick)
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,7 @@ class AccountStore:
             )
         db.create_function("chatkit_skeleton", 1, skeleton, deterministic=True)
         db.create_function("chatkit_shown_skeleton", 1, shown_skeleton, deterministic=True)
+        db.create_function("chatkit_look", 1, look, deterministic=True)
         for step in range(version, len(MIGRATIONS)):
             db.execute("BEGIN IMMEDIATE")
             for statement in MIGRATIONS[step].split(";"):
@@ -154,27 +175,28 @@ class AccountStore:
         return None if row is None else Account(*row)
 
     def find(self, nick: str) -> Account | None:
-        """The account whose nick ``nick`` is, or looks like (the same
-        :func:`chatkit.skeleton`, or :func:`chatkit.shown_skeleton`), or ``None``: the
-        account of that very name first, else the oldest look-alike."""
+        """The account whose nick ``nick`` is, or looks like (:func:`looks`), or
+        ``None``: the account of that very name first, else the oldest look-alike."""
+        keys = looks(nick)
         with self._lock:
             row = self._db.execute(
                 "SELECT name, nick, hash, email FROM accounts"
-                " WHERE name = ? OR skeleton = ? OR shown = ?"
+                " WHERE name = ? OR skeleton IN (?, ?) OR shown IN (?, ?)"
                 " ORDER BY name = ? DESC, created LIMIT 1",
-                (fold(nick), skeleton(nick), shown_skeleton(nick), fold(nick)),
+                (fold(nick), *keys, *keys, fold(nick)),
             ).fetchone()
         return None if row is None else Account(*row)
 
     def create(self, account: Account) -> bool:
         """Add ``account`` and use up its invitation; False if its name is taken, or
-        a look-alike of it (the same skeleton, or the same skeleton as shown)."""
-        like, shown, now = skeleton(account.nick), shown_skeleton(account.nick), time.time()
+        a look-alike of it (:func:`looks`)."""
+        (like, shown), now = looks(account.nick), time.time()
         with self._lock:
             try:
                 with immediate(self._db) as db:
                     if db.execute(
-                        "SELECT 1 FROM accounts WHERE skeleton = ? OR shown = ?", (like, shown)
+                        "SELECT 1 FROM accounts WHERE skeleton IN (?, ?) OR shown IN (?, ?)",
+                        (like, shown, like, shown),
                     ).fetchone():
                         return False
                     db.execute(
