@@ -633,16 +633,26 @@ class MessageStore:
                     found += [(named[fold(room)], int(id_), str(ts)) for room, id_, ts in rows]
                 if nick is not None:
                     me = fold(nick)
-                    args: tuple[str, ...]
+                    columns = "conv, nick, target, sender_account, target_account, id, ts"
                     if account is None:
-                        mine, args = "instr(' ' || conv || ' ', ?) > 0", (f" {me} ",)
-                    else:  # its conversations under any nick (its two indexes)
-                        mine, args = "(sender_account = ? OR target_account = ?)", (account,) * 2
+                        mine = (
+                            f"SELECT {columns} FROM messages WHERE room IS NULL"
+                            " AND instr(' ' || conv || ' ', ?) > 0 AND id > ? AND id < ?"
+                        )
+                        args: tuple[object, ...] = (f" {me} ", after, before)
+                    else:
+                        # Its conversations under any nick: each way through its own
+                        # index (an OR of the two was planned as a scan of every row).
+                        mine = " UNION ALL ".join(
+                            f"SELECT {columns} FROM messages WHERE room IS NULL"
+                            f" AND {side} = ? AND id > ? AND id < ?"
+                            for side in ("sender_account", "target_account")
+                        )
+                        args = (account, after, before) * 2
                     rows = self._read_db.execute(
                         "SELECT nick, target, sender_account, target_account, max(id), ts"
-                        f" FROM messages WHERE room IS NULL AND {mine} AND id > ? AND id < ?"
-                        " GROUP BY conv",
-                        (*args, after, before),
+                        f" FROM ({mine}) GROUP BY conv",
+                        args,
                     ).fetchall()
                     # By the other party: its account, else its nick (the conversations
                     # under earlier nicks of either are one), named as in the latest.
