@@ -917,6 +917,11 @@ def test_private_history_follows_the_accounts_across_renames(
         assert shown == ["one", "two", "three"], (client.nick, other, shown)
     alice.send(type="history_targets")
     assert [t["target"] for t in alice.expect("history_targets")["targets"]] == ["bobby"]
+    bob.say("/quit")  # offline: bobby's account is the one on the other side of "three"
+    alice.expect("leave", nick="bobby")
+    alice.say("/history bobby")
+    shown = [f["text"] for f in alice.sync() if f["type"] == "private" and f.get("history")]
+    assert shown == ["one", "two", "three"]
     carol = chat_client(server, "carol")  # no party to it, under any nick
     register(carol)
     carol.say("/history bob")

@@ -478,10 +478,14 @@ class History:
 
                 else:
                     # Its account's conversation with target's: target's holder now, if
-                    # identified, else the account of that name, if any (both follow
-                    # their accounts across renames: private_page).
+                    # identified, else the account last on the other side of their
+                    # messages, else the account of that name, if any (both follow their
+                    # accounts across renames: private_page).
                     found = None if self._server is None else self._server.hub.find(target)
-                    other = found.account if found is not None and found.account else fold(target)
+                    other = found.account if found is not None else None
+                    if other is None and client.account is not None:
+                        other = self._store.party_account(client.account, target)
+                    other = other or fold(target)
 
                     def read(**bounds: Any) -> tuple[list[Message], bool]:
                         return self._store.private_page(

@@ -547,6 +547,31 @@ class MessageStore:
         more = any(more for _, more in pages) or len(ids) > limit
         return [found[id_] for id_ in sorted(ids[:limit])], more
 
+    def party_account(self, account: str, nick: str) -> str | None:
+        """The account on the other side of ``account``'s latest private message with
+        ``nick`` (sent or received under any nick of its own), if it was identified then:
+        whose conversation ``nick`` names while nobody identified holds it."""
+        party = f" {fold(nick)} "
+        found: list[tuple[int, str]] = []
+        try:
+            with self._read_lock:
+                for mine, theirs in (
+                    ("sender_account", "target_account"),
+                    ("target_account", "sender_account"),
+                ):
+                    row = self._read_db.execute(
+                        f"SELECT id, {theirs} FROM messages WHERE room IS NULL AND {mine} = ?"
+                        f" AND {theirs} IS NOT NULL AND instr(' ' || conv || ' ', ?) > 0"
+                        " ORDER BY id DESC LIMIT 1",
+                        (account, party),
+                    ).fetchone()
+                    if row is not None:
+                        found.append((int(row[0]), str(row[1])))
+        except sqlite3.Error as exc:
+            log.error("cannot read the history database %s: %s", self.path, exc)
+            raise StoreError(NOT_READ) from exc
+        return max(found)[1] if found else None
+
     def _page(
         self,
         conv: str | None,
