@@ -412,11 +412,16 @@ function loadOlder(view) {
   view.loading = true;
   view.older.textContent = "Loading earlier messages…";
   const frame = { type: "history", before: view.oldest, limit: PAGE };
-  if (view.kind === "room") frame.room = view.name;
-  else frame.with = view.name;
-  if (!send(frame)) view.loading = false;
-  else if (view.kind === "private") state.asked.push({ view, kind: "older" });
-  else view.requests.push("older");
+  if (view.kind === "room") {
+    frame.room = view.name;
+    if (!send(frame)) view.loading = false;
+    else view.requests.push("older");
+  } else {
+    // Paced with the page's other requests, as its latest page is: one refused by
+    // flood control would leave its answer expected, and the next taken for it.
+    frame.with = view.name;
+    sendAuto(frame, () => state.asked.push({ view, kind: "older" }));
+  }
 }
 
 // Ask for what a room's view missed (a reconnect's, beyond its replay page; a kicked
@@ -456,7 +461,8 @@ function historyRefused(f) {
   const identify = f.code === "not_identified" && /history/.test(text);
   const none = f.code === "bad_frame" && text.includes("'history'");
   const nobody = f.code === "bad_usage" && text.startsWith("no such room or nick");
-  if (!identify && !none && !nobody) return false;
+  const failed = f.code === "internal_error" && /history/.test(text); // (the store's)
+  if (!identify && !none && !nobody && !failed) return false;
   const { view } = state.asked.shift();
   view.loading = false;
   view.more = false;
@@ -624,9 +630,16 @@ const handlers = {
     // A page of history the page asked for is that conversation's, whatever the nicks
     // (with accounts it holds what was said under one's earlier nicks too: either side
     // may be neither nick of now). Requests are answered in order: the first asked.
-    const asked = f.history && state.asked.length ? state.asked[0].view : null;
     const other = fold(f.from) === fold(state.nick) ? f.to : f.from;
-    const view = asked || getView("private", other);
+    let view = null;
+    if (f.history && state.asked.length) {
+      // Its page's, if the other side is the one asked about, or neither side is this
+      // nick (an earlier one's): not a page the user asked for with /history.
+      const asked = state.asked[0].view;
+      const mine = fold(f.from) === fold(state.nick) || fold(f.to) === fold(state.nick);
+      if (fold(other) === fold(asked.name) || !mine) view = asked;
+    }
+    view = view || getView("private", other);
     messageLine(view, f, f.from);
   },
   history(f) {
