@@ -487,6 +487,7 @@ class ServerProtocol:
         "_eof",
         "_rules",
         "blank_lines",
+        "greeted",
         "logged_in",
         "mode",
         "password_for",
@@ -513,6 +514,9 @@ class ServerProtocol:
         self.blank_lines = 0
         """Blank lines skipped since the caller last set this back to 0: they carry
         nothing, but a caller may count them (the server's ``free_lines``)."""
+        self.greeted = False
+        """Set by the caller once it showed the connection a text prompt: until the
+        first line, frames are sent in text (a person at it reads them), not JSON."""
         self._decoder = LineDecoder(max_line)
         self._rules = _TextRules(max_message_lines, bidi)
         self._eof = False
@@ -656,9 +660,11 @@ class ServerProtocol:
         """The codec frames are sent in: the mode's (JSON, text).
 
         Before the mode is known (the server refuses a connection before its first
-        line) it is JSON, which people can still read.
+        line) it is JSON, which people can still read; text once :attr:`greeted`.
         """
-        return TEXT_CODEC if self.mode is Mode.TEXT else JSON_CODEC
+        if self.mode is Mode.TEXT or (self.mode is Mode.UNKNOWN and self.greeted):
+            return TEXT_CODEC
+        return JSON_CODEC
 
     def send(self, frame: Frame) -> bytes:
         """Return the bytes of ``frame`` for this connection; you must then write them.

@@ -2266,6 +2266,11 @@ class Server:
         poll.register(conn.sock, select.POLLIN)
         if not poll.poll(max(0, int(wait * 1000))):
             conn.greeted = True
+            # Until its first line, what it is sent is text (a login_timeout), as on the
+            # plain port: a person reads it.
+            greeted = getattr(conn.channel, "greeted", None)  # (optional: faces/__init__)
+            if greeted is not None:
+                greeted()
             if self.writer.push(conn, greeting):
                 self.writer.wake()
 

@@ -217,6 +217,16 @@ def test_a_silent_person_over_tls_is_greeted_as_over_nc(certs: Certs) -> None:
             sock.sendall(b"dora\n")
             while b"Welcome" not in received:
                 received += sock.recv(4096)
+    # Greeted, then silent until login_timeout: told so in text, as on the plain port.
+    config = tls_config(certs, greeting_delay=0.2, login_timeout=1.0)
+    with Server(config=config, faces=[line, TlsFace(line, port=0)], plugins=[]) as server:
+        raw = socket.create_connection(server.addresses["line-tls"], timeout=TIMEOUT)
+        with certs.client().wrap_socket(raw, server_hostname="localhost") as sock:
+            received = b""
+            while chunk := sock.recv(4096):
+                received += chunk
+            assert received.startswith(GREETING), received
+            assert received[len(GREETING) :].startswith(b"error [login_timeout]: "), received
 
 
 def test_a_large_burst_arrives_whole_over_tls(certs: Certs) -> None:

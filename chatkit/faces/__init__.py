@@ -26,7 +26,11 @@ Who calls what, on which thread:
   ends the connection (``Connection.finish``) and queues the bytes last, after
   everything else (the web face: a WebSocket close frame; the IRC face: ``ERROR :Closing
   Link``). Optional, so it is not
-  part of :class:`Channel`.
+  part of :class:`Channel`;
+* and ``greeted() -> None``: the server calls it when it showed a connection whose
+  channel is open already (a TLS port's, after its handshake) the face's
+  :meth:`Face.greeting`, so that what it is sent before its first line is in the
+  greeting's form. Optional too.
 """
 
 from __future__ import annotations

@@ -109,6 +109,11 @@ class LineChannel:
     def encode(self, frame: Frame) -> bytes:
         return self.protocol.send(frame)
 
+    def greeted(self) -> None:
+        """Shown the text prompt (a TLS port's, after its handshake): until its first
+        line the connection is sent text, as a greeted one on the plain port is."""
+        self.protocol.greeted = True
+
     def receive(self, data: bytes) -> bool:
         protocol, link = self.protocol, self.link
         if data:
