@@ -481,6 +481,10 @@ class Hub:
         So a client sending pings or junk in a loop, which flood control never sees,
         cannot take the server's core from the others: TCP holds its lines meanwhile.
         """
+        if self.stopping:
+            # The shutdown refuses every message (closing) and ends soon: nothing to pace,
+            # and an excess flood's cut would lose the client what it is still owed.
+            return
         limits = self.config.limits
         rate = limits.free_line_rate
         now = time.monotonic()

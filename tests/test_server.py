@@ -208,6 +208,23 @@ def test_a_paused_client_that_sent_past_max_recvq_is_disconnected(
     bob.expect("message", text="the others go on")
 
 
+def test_lines_refused_by_the_shutdown_pause_nobody(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Once the shutdown refuses messages (closing), a client still sending is answered
+    each line, never paused or cut as an excess flood: it is owed what was accepted
+    before, and the notice."""
+    server = chat_server_factory(
+        free_lines=3, free_line_rate=0.1, max_recvq=4096, disable=["flood"]
+    )
+    alice = chat_client(server, "alice")
+    server.hub.stop_messages()  # (the shutdown's first step)
+    alice.send_raw(b'{"type":"say","text":"late"}\n' * 2000)  # 60 KB
+    for _ in range(2000):
+        assert alice.expect("error")["code"] == "closing"
+    assert alice.sync() == []  # still there
+
+
 def pausing() -> bool:
     """Whether a thread of this process sleeps in Hub.free_line (a client paused)."""
     return any(
