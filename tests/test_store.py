@@ -172,7 +172,15 @@ def test_a_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "link.db").symlink_to(path)
     with pytest.raises(UsageError, match="in use by another server"):
         MessageStore(tmp_path / "link.db")
+    # So does a hard link: another name, another lock file, but the same file.
+    os.link(path, tmp_path / "hard.db")
+    with pytest.raises(UsageError, match=r"another name for the same file: a hard link"):
+        MessageStore(tmp_path / "hard.db")
+    second.add(message(2))  # the refused one changed nothing
     second.close()
+    third = MessageStore(tmp_path / "hard.db")  # free once the first is closed
+    assert third.last_id() == 2
+    third.close()
 
 
 def test_flush_waits_for_a_retention_pass_after_many_rows(tmp_path: Path) -> None:

@@ -251,7 +251,8 @@ class MessageStore:
         self.prune_interval = prune_interval
         self._memory = self.path == ":memory:"
         self._write_db = _open(self.path, create_parent, busy_timeout)
-        self._lock_fd: int | None = None  # PATH.lock, held until close()
+        # PATH.lock's descriptor and the database file's (both locked), held until close()
+        self._lock_fd: tuple[int, int | None] | None = None
         try:
             if not self._memory:
                 self._lock_fd = _take_lock(self.path)
@@ -934,9 +935,9 @@ def _same_file(path: str, start: os.stat_result) -> bool:
     return (now.st_dev, now.st_ino) == (start.st_dev, start.st_ino)
 
 
-def _take_lock(path: str) -> int | None:
-    """Lock ``PATH.lock`` (created if missing) and write our pid in it; return its
-    descriptor, to hold until :func:`_release_lock`.
+def _take_lock(path: str) -> tuple[int, int | None] | None:
+    """Lock ``PATH.lock`` (created if missing) and write our pid in it, and lock the
+    database file itself; return their descriptors, to hold until :func:`_release_lock`.
 
     Raises :class:`UsageError` naming the database and the holder's pid if another
     store holds it. ``flock`` locks belong to the open file, so a second store in
@@ -969,10 +970,30 @@ def _take_lock(path: str) -> int | None:
             f"history database {path} is in use by {who}; stop it, or give this "
             "server another file with --db (or [plugins.history] db)"
         ) from None
+    # The database file itself too: a hard link to it is another path, and another lock
+    # file, but the same file (two servers' WALs, one per path, would each overwrite
+    # what the other committed). (flock: SQLite's own locks are fcntl's, apart. This
+    # descriptor is closed only after SQLite's: closing it drops the process's fcntl
+    # locks on the file.)
+    try:
+        db_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        db_fd = None  # (not there: SQLite makes it, and the lock file holds it)
+    if db_fd is not None:
+        try:
+            fcntl.flock(db_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(db_fd)
+            os.close(fd)
+            raise UsageError(
+                f"history database {path} is in use by another chatkit server (under "
+                "another name for the same file: a hard link); stop it, or give this "
+                "server another file with --db (or [plugins.history] db)"
+            ) from None
     # Truncate only once locked: the file may hold the pid of a holder until then.
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+    return fd, db_fd
 
 
 def _read_pid(fd: int) -> int | None:
@@ -983,13 +1004,17 @@ def _read_pid(fd: int) -> int | None:
         return None
 
 
-def _release_lock(fd: int | None) -> None:
-    """Clear our pid from the lock file and unlock it (by closing it); ``None`` is a no-op.
+def _release_lock(fds: tuple[int, int | None] | None) -> None:
+    """Clear our pid from the lock file and unlock both (by closing them); ``None`` is
+    a no-op.
 
     The file stays: deleting it could let two stores lock two different files.
     """
-    if fd is None:
+    if fds is None:
         return
+    fd, db_fd = fds
+    if db_fd is not None:
+        os.close(db_fd)
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)  # while still holding it: never a newer holder's pid
     os.close(fd)
