@@ -172,11 +172,15 @@ def test_a_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "link.db").symlink_to(path)
     with pytest.raises(UsageError, match="in use by another server"):
         MessageStore(tmp_path / "link.db")
-    # So does a hard link: another name, another lock file, but the same file.
+    # So does a hard link: another name, another lock file, but the same file; and the
+    # refusal leaves the first store's own SQLite locks (fcntl's) where they were.
     os.link(path, tmp_path / "hard.db")
     with pytest.raises(UsageError, match=r"another name for the same file: a hard link"):
         MessageStore(tmp_path / "hard.db")
     second.add(message(2))  # the refused one changed nothing
+    locks = Path("/proc/locks").read_text()
+    inode = f":{os.stat(path).st_ino} "
+    assert any("POSIX" in line and inode in line for line in locks.splitlines()), locks
     second.close()
     third = MessageStore(tmp_path / "hard.db")  # free once the first is closed
     assert third.last_id() == 2

@@ -975,21 +975,34 @@ def _take_lock(path: str) -> tuple[int, int | None] | None:
     # what the other committed). (flock: SQLite's own locks are fcntl's, apart. This
     # descriptor is closed only after SQLite's: closing it drops the process's fcntl
     # locks on the file.)
+    # A descriptor of it is opened only if no store of this process holds the file (by
+    # its inode): closing one would drop that store's SQLite locks.
     try:
-        db_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.stat(path)
     except OSError:
-        db_fd = None  # (not there: SQLite makes it, and the lock file holds it)
-    if db_fd is not None:
-        try:
-            fcntl.flock(db_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(db_fd)
+        st = None  # (not there: SQLite makes it, and the lock file holds it)
+    db_fd = None
+    if st is not None:
+        inode = (st.st_dev, st.st_ino)
+        owner = f"another server in this process (pid {os.getpid()})"
+        with _HELD_LOCK:
+            if inode not in _HELD:
+                db_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    fcntl.flock(db_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(db_fd)  # (no SQLite lock of this process on it: see above)
+                    db_fd = None
+                    owner = "another chatkit server"
+                else:
+                    _HELD[inode] = db_fd
+        if db_fd is None:
             os.close(fd)
             raise UsageError(
-                f"history database {path} is in use by another chatkit server (under "
-                "another name for the same file: a hard link); stop it, or give this "
-                "server another file with --db (or [plugins.history] db)"
-            ) from None
+                f"history database {path} is in use by {owner} (under another name for "
+                "the same file: a hard link); stop it, or give this server another file "
+                "with --db (or [plugins.history] db)"
+            )
     # Truncate only once locked: the file may hold the pid of a holder until then.
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -1004,6 +1017,12 @@ def _read_pid(fd: int) -> int | None:
         return None
 
 
+# The database files this process's stores hold, by inode (device, inode number), to the
+# descriptor holding each one's flock: guarded by _HELD_LOCK (stores open on any thread).
+_HELD: dict[tuple[int, int], int] = {}
+_HELD_LOCK = threading.Lock()
+
+
 def _release_lock(fds: tuple[int, int | None] | None) -> None:
     """Clear our pid from the lock file and unlock both (by closing them); ``None`` is
     a no-op.
@@ -1014,7 +1033,11 @@ def _release_lock(fds: tuple[int, int | None] | None) -> None:
         return
     fd, db_fd = fds
     if db_fd is not None:
-        os.close(db_fd)
+        with _HELD_LOCK:
+            for inode, held in list(_HELD.items()):
+                if held == db_fd:
+                    del _HELD[inode]
+            os.close(db_fd)
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)  # while still holding it: never a newer holder's pid
     os.close(fd)
