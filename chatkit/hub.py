@@ -481,10 +481,6 @@ class Hub:
         So a client sending pings or junk in a loop, which flood control never sees,
         cannot take the server's core from the others: TCP holds its lines meanwhile.
         """
-        if self.stopping:
-            # The shutdown refuses every message (closing) and ends soon: nothing to pace,
-            # and an excess flood's cut would lose the client what it is still owed.
-            return
         limits = self.config.limits
         rate = limits.free_line_rate
         now = time.monotonic()
@@ -494,7 +490,10 @@ class Hub:
             return
         if session.unsettled:
             self.settle(session)  # (what it sent before is delivered, excess or not)
-        if self._excess(session):
+        # (Not while the shutdown refuses every message, closing: a client still sending
+        # then would be cut, losing what it is owed, and the notice. It is paced, and
+        # goes on when the notice goes out: closing.)
+        if not self.stopping and self._excess(session):
             return
         until = now + min(-session.free / rate, MAX_WAIT)
         while (left := until - time.monotonic()) > 0:
