@@ -928,6 +928,28 @@ def test_private_history_follows_the_accounts_across_renames(
     assert [f for f in carol.sync() if f["type"] == "private"] == []
 
 
+def test_history_of_a_nick_once_ones_own_is_not_anothers_conversation(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/history NICK, where NICK was once this account's own nick (and nobody holds it
+    now), is not taken for the conversation with whoever this account talked to then."""
+    server = chat_server_factory(disable=["flood"])
+    alice, carol = chat_client(server, "alice"), chat_client(server, "carol")
+    register(alice)
+    register(carol)
+    alice.say("/msg carol as alice")
+    carol.expect("private", text="as alice")
+    alice.say("/nick dave")
+    alice.expect("nick")
+    alice.say("/msg carol as dave")
+    carol.expect("private", text="as dave")
+    alice.say("/nick alice")
+    alice.expect("nick")
+    alice.say("/history dave")
+    shown = [f["text"] for f in alice.sync() if f["type"] == "private" and f.get("history")]
+    assert "as alice" not in shown, shown
+
+
 def test_irc_pass_and_sasl_plain(tmp_path: Path) -> None:
     """On IRC a registered nick logs in with PASS or SASL PLAIN (900, 903); a wrong
     SASL password is 904; a registered nick without a password is 433."""

@@ -552,22 +552,25 @@ class MessageStore:
         """The account on the other side of ``account``'s latest private message with
         ``nick`` (sent or received under any nick of its own), if it was identified then:
         whose conversation ``nick`` names while nobody identified holds it."""
-        party = f" {fold(nick)} "
+        folded = fold(nick)
         found: list[tuple[int, str]] = []
         try:
             with self._read_lock:
-                for mine, theirs in (
-                    ("sender_account", "target_account"),
-                    ("target_account", "sender_account"),
+                for mine, theirs, their_nick in (
+                    ("sender_account", "target_account", "target"),
+                    ("target_account", "sender_account", "nick"),
                 ):
-                    row = self._read_db.execute(
-                        f"SELECT id, {theirs} FROM messages WHERE room IS NULL AND {mine} = ?"
-                        f" AND {theirs} IS NOT NULL AND instr(' ' || conv || ' ', ?) > 0"
-                        " ORDER BY id DESC LIMIT 1",
-                        (account, party),
-                    ).fetchone()
-                    if row is not None:
-                        found.append((int(row[0]), str(row[1])))
+                    # (instr only narrows: the conversation's key may name nick as this
+                    # account's own earlier nick; the other side's column must be it.)
+                    rows = self._read_db.execute(
+                        f"SELECT id, {theirs}, {their_nick} FROM messages"
+                        f" WHERE room IS NULL AND {mine} = ? AND {theirs} IS NOT NULL"
+                        " AND instr(' ' || conv || ' ', ?) > 0 ORDER BY id DESC LIMIT 50",
+                        (account, f" {folded} "),
+                    ).fetchall()
+                    match = next((row for row in rows if fold(str(row[2])) == folded), None)
+                    if match is not None:
+                        found.append((int(match[0]), str(match[1])))
         except sqlite3.Error as exc:
             log.error("cannot read the history database %s: %s", self.path, exc)
             raise StoreError(NOT_READ) from exc
