@@ -102,6 +102,8 @@ LINGER = 2.0  # seconds a connection the server ended stays open at most until t
 # input after its close, sends a reset, and the kernel drops what it had not sent yet (the
 # end of the chat, the shutdown's notice).
 LINGER_BYTES = 1 << 20  # bytes of a client's unread input dropped before a close, at most
+MAX_LINGERING = 256  # connections lingering at once at most (each holds a descriptor outside
+# max_clients for LINGER seconds): past it, one is closed at once
 FAREWELL_TIMEOUT = 2.0  # seconds a client closed for not answering a ping has to take
 # the error saying so, before its connection is cut without it (it may not be reading).
 SHUTDOWN_POLL = 0.005  # seconds between looks at the messages still to deliver, at shutdown
@@ -351,6 +353,10 @@ class Connection:
         self._finishing = False  # close once the queue is sent
         self._aborting = False  # shut down now, queue or not
         self._lost = False  # a send failed: the client is gone, what it sent is still read
+        # Handed to the writer to close (Writer._close): a finish or an abort from a
+        # thread that took it from a list earlier (the shutdown's, the watchdog's) does
+        # nothing to it then, nor to its lingering socket. (Under the writer's lock.)
+        self._retired = False
         self._blocked = False  # the socket was full at the last send: waiting for POLLOUT
         self._over_since: float | None = None  # since when _blocked with over max_sendq queued
         # (until it is back to half of max_sendq)
@@ -426,8 +432,8 @@ class Connection:
 
     def abort(self, reason: str) -> None:
         """Shut the socket down now, unsent data or not; the reader then retires it."""
-        self.writer.abort(self, reason)
-        self.shutdown()
+        if self.writer.abort(self, reason):
+            self.shutdown()
 
     def lose(self, reason: str) -> None:
         """The client is gone (a send failed: it closed, or reset the connection):
@@ -862,6 +868,8 @@ class Writer:
         """Mark ``conn`` to close once its queue is sent, ``last`` queued after the rest
         (unless it is closing already); True if the writer must be woken."""
         with self._lock:
+            if conn._retired:
+                return False  # (closing already: Writer._close)
             # Appended under the lock that marks it finishing: nothing a fan-out
             # queues can come after its last bytes (a WebSocket close frame).
             if self._published and conn._feeds:
@@ -876,13 +884,17 @@ class Writer:
             self._ready.append(conn)
             return self._need_wake()
 
-    def abort(self, conn: Connection, reason: str) -> None:
-        """Mark ``conn`` as closing now; its queue is dropped (the caller shuts it down)."""
+    def abort(self, conn: Connection, reason: str) -> bool:
+        """Mark ``conn`` as closing now; its queue is dropped. True if the caller must
+        shut it down: False once the writer is closing it (:meth:`_close`)."""
         with self._lock:
+            if conn._retired:
+                return False
             if conn.close_reason is None:
                 conn.close_reason = reason
             conn._aborting = True
             self._drop_queue(conn)
+            return True
 
     def wake(self) -> None:
         """Wake the writer thread (cheap; call after releasing any lock)."""
@@ -971,8 +983,8 @@ class Writer:
             # This branch should never run. It's a safety net in case of bugs.
             log.error("writer thread failed", exc_info=True)
         finally:
-            for conn in self._lingering:
-                _close_quietly(conn)
+            for conn in list(self._lingering):
+                self._end(conn)
             self._lingering.clear()
             self._selector.close()
             self._wake_r.close()
@@ -1139,38 +1151,51 @@ class Writer:
             self._selector.unregister(conn.sock)
 
     def _close(self, conn: Connection) -> None:
+        """Close a connection whose reader is done (:meth:`retire`): at once, or, one the
+        server ended whose client still has bytes coming (queued, or held back by its
+        full window), once they are sent: :meth:`_linger`."""
+        with self._lock:
+            conn._retired = True
+            ended = conn._finishing and not conn._aborting and not conn._lost
+            owed = ended and bool(conn._out or conn._cipher)
+        if ended and (owed or _unsent(conn.sock)) and len(self._lingering) < MAX_LINGERING:
+            self._linger(conn)
+            return
+        self._end(conn)
+
+    def _end(self, conn: Connection) -> None:
+        """Drop what is still queued for ``conn`` and close its socket (writer thread)."""
         self._unwait(conn)
         with self._lock:
-            ended = conn._finishing and not conn._aborting  # (the server's own end)
             self._drop_queue(conn)
             conn._aborting = True  # nothing more is queued for it
-        if ended and not conn._lost:
-            self._linger(conn)
-        else:
-            conn.close()
+        _close_quietly(conn)
 
     def _linger(self, conn: Connection) -> None:
-        """Close a connection the server ended without a reset, which would drop what its
-        client had not taken yet (the end of the chat, the shutdown's notice): one whose
-        client is not taking what is sent (bytes wait unsent: its window is full) stays
-        open until they are sent (``LINGER`` seconds at most), what it sends meanwhile
-        waiting unread, and is closed then, its input dropped just before (a socket
-        closed with unread input resets the connection). Not shut down for writing
-        meanwhile: input arriving at a socket shut both ways resets it at once. Most
-        connections are closed at once: nothing of theirs waits."""
-        if _unsent(conn.sock):
-            self._lingering[conn] = time.monotonic() + LINGER
-        else:
-            _close_quietly(conn)
+        """Keep a connection the server ended open until its client has been sent what
+        it is owed (``LINGER`` seconds at most): what is still queued (its socket was
+        full), and what its full window holds back in the kernel. Closed under them, or
+        given input once closed, the socket would reset the connection and the kernel
+        drop them (the end of the chat, the shutdown's notice); what the client sends
+        meanwhile waits unread, and is dropped just before the close. Not shut down for
+        writing meanwhile: input arriving at a socket shut both ways resets it at once.
+        Its queue goes on being sent as any other's (POLLOUT)."""
+        self._lingering[conn] = time.monotonic() + LINGER
+        if conn._out and conn not in self._waiting:
+            self._wait(conn)
 
     def _linger_check(self) -> None:
-        """Close the lingering connections whose bytes are all sent, or whose ``LINGER``
-        ran out (each ``SLOW_CHECK`` while any lingers)."""
+        """Close the lingering connections sent everything (queued and in the kernel),
+        lost, or whose ``LINGER`` ran out (each ``SLOW_CHECK`` while any lingers)."""
         now = time.monotonic()
         for conn, deadline in list(self._lingering.items()):
-            if now >= deadline or not _unsent(conn.sock):
-                del self._lingering[conn]
-                _close_quietly(conn)
+            if now < deadline and not conn._lost:
+                with self._lock:
+                    owed = bool(conn._out or conn._cipher)
+                if owed or _unsent(conn.sock):
+                    continue
+            del self._lingering[conn]
+            self._end(conn)
 
 
 def _close_quietly(conn: Connection) -> None:

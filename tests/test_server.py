@@ -801,17 +801,21 @@ def test_a_client_still_sending_at_the_shutdown_gets_the_end_and_the_notice(
 ) -> None:
     """A client that is still sending (pings) and not yet reading when the server stops:
     its connection is closed without a reset (which would drop what it had not taken:
-    the room's last messages, the notice), so once it reads it gets them all."""
-    server = chat_server_factory(disable=["flood"])
+    the room's last messages, the notice), and not before what is still queued for it
+    is sent, so once it reads it gets them all."""
+    server = chat_server_factory(disable=["flood"], max_sendq=10_000_000)
     busy = socket.socket()
     busy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the rest waits in the server
     busy.connect(server.address)
     busy.sendall(b'{"type":"hello","nick":"busy"}\n')
     talker = ChatClient(server.address)
     talker.login("talker")
-    for i in range(300):
-        talker.say(f"{i:04} " + "z" * 200)
+    for i in range(1500):  # 3 MB: more than the kernel's buffers hold, the rest queued
+        talker.say(f"{i:04} " + "z" * 2000)
+        if i % 100 == 0:
+            talker.sync()
     talker.sync()
+    wait_until(lambda: any(c.queued_bytes for c in server.connections), 10, "a queue")
     pinging = threading.Event()
     pinging.set()
 
@@ -843,7 +847,7 @@ def test_a_client_still_sending_at_the_shutdown_gets_the_end_and_the_notice(
     stopper.join(10)
     lines = [json.loads(line) for line in received.splitlines()]
     said = [f["text"][:4] for f in lines if f["type"] == "message"]
-    assert said == [f"{i:04}" for i in range(300)]
+    assert said == [f"{i:04}" for i in range(1500)]
     assert lines[-1]["type"] == "notice" and lines[-1]["text"] == "server shutting down"
 
 
