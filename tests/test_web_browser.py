@@ -573,6 +573,42 @@ def test_own_earlier_private_messages_stay_in_their_conversation(
         bob.close()
 
 
+def test_a_conversation_across_a_rename_is_one_view(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """With accounts a private conversation follows its accounts across renames: its
+    page (bob's lines from before he was bobby among them) fills the one view asked
+    for, named by the page's frames (with), not a view per earlier nick."""
+    with web_server(disable=("flood",)) as server:
+        alice, bob = ChatClient(server.address), ChatClient(server.address)
+        alice.login("alice")
+        alice.say("/register alice-password")
+        alice.expect("reply", command="register")
+        bob.login("bob")
+        bob.say("/register bobs-password")
+        bob.expect("reply", command="register")
+        bob.say("/msg alice one")
+        alice.expect("private", text="one")
+        bob.say("/nick bobby")
+        bob.expect("nick")
+        bob.say("/msg alice three")
+        alice.expect("private", text="three")
+        alice.say("/quit")
+        alice.wait_closed()
+        bob.close()
+        page = open_page(browser, contexts, base_url(server))
+        page.fill("#nick", "alice")
+        page.fill("#password", "alice-password")
+        page.press("#password", "Enter")
+        expect(page.locator("#chat-view")).to_be_visible()
+        say(page, "/query bobby")
+        lines = page.locator(f"{pane(page)} .line.message")
+        expect(lines).to_have_count(2)
+        expect(lines.nth(0)).to_contain_text("<bob> one")
+        expect(page.locator("#privates button")).to_have_count(1)  # bobby's alone
+        alice.close()
+
+
 def test_private_history_needs_identifying(
     browser: Browser, contexts: list[BrowserContext]
 ) -> None:

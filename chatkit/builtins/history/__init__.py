@@ -432,6 +432,10 @@ class History:
                 # (#CaseRoom, now #caseroom) is the same room, and its joiners' frames
                 # name it so.
                 frame.fields["room"] = room
+            elif "with" in where:
+                # The conversation asked for: with accounts its messages may be between
+                # earlier nicks of either side, so a client cannot tell it from theirs.
+                frame.fields["with"] = where["with"]
             size += len(frame.encode(client.codec))
             if size > self.page_bytes and frames:
                 more = True  # the rest is for the next page

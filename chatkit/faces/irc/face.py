@@ -623,13 +623,7 @@ class IrcChannel:
         # Its arguments reach others (/me, /msg, a kick's reason): cleaned as messages are.
         line = self._text(f"/{name} {' '.join(params)}".rstrip())
         self.hub.allow_input(self.session, Say(line, command=True))
-        words = line.split()[1:]
-        if name == "history" and words and not words[0].startswith("#") and not words[0].isdigit():
-            self.protocol.history_nick = words[0]  # (answered while it runs: then forgotten)
-        try:
-            self.hub.run_command(self.session, line, None)
-        finally:
-            self.protocol.history_nick = None
+        self.hub.run_command(self.session, line, None)
 
     def kick(self, params: tuple[str, ...]) -> None:
         """``KICK #room nick[,nick...] [:reason]``, or as many rooms as nicks, paired

@@ -202,9 +202,6 @@ class IrcProtocol:
         self._batch: str | None = None  # the reference of the replay batch open, if any
         self._batch_ids = itertools.count(1)
         self._asked: str | None = None  # the target of a CHATHISTORY being answered
-        self.history_nick: str | None = None
-        """The nick of a ``/history NICK`` being run (the face's): its replay's batch
-        names it, though the messages may be between earlier nicks of either side."""
         # A replay under way to a client without batch: its opening NOTICE is sent
         # (with the first replayed message), until its history frame ends it.
         self._replay_open = False
@@ -714,8 +711,8 @@ class IrcProtocol:
                 target = str(fields["room"])
             elif self._asked is not None:
                 target = self._asked  # the conversation asked for, as the client wrote it
-            elif self.history_nick is not None:
-                target = self.history_nick  # (/history NICK: either side may be an old nick)
+            elif "with" in fields:
+                target = str(fields["with"])  # (a page's: either side may be an old nick)
             else:
                 mine = fold(str(fields["from"])) == fold(self.nick or "")  # (any case)
                 target = str(fields["to"] if mine else fields["from"])

@@ -630,16 +630,10 @@ const handlers = {
     // A page of history the page asked for is that conversation's, whatever the nicks
     // (with accounts it holds what was said under one's earlier nicks too: either side
     // may be neither nick of now). Requests are answered in order: the first asked.
-    const other = fold(f.from) === fold(state.nick) ? f.to : f.from;
-    let view = null;
-    if (f.history && state.asked.length) {
-      // Its page's, if the other side is the one asked about, or neither side is this
-      // nick (an earlier one's): not a page the user asked for with /history.
-      const asked = state.asked[0].view;
-      const mine = fold(f.from) === fold(state.nick) || fold(f.to) === fold(state.nick);
-      if (fold(other) === fold(asked.name) || !mine) view = asked;
-    }
-    view = view || getView("private", other);
+    // A page of history names its conversation (with): with accounts its messages may
+    // be between earlier nicks of either side. A live one is the other side's.
+    const other = f.with || (fold(f.from) === fold(state.nick) ? f.to : f.from);
+    const view = getView("private", other);
     messageLine(view, f, f.from);
   },
   history(f) {
