@@ -377,7 +377,7 @@ class History:
         try:
             self._send_page(client, target, page)
         except CommandError as exc:
-            return Reject(exc.text, exc.code)
+            return Reject(exc.text, exc.code, dict(exc.details))
         return True
 
     def _targets(self, client: Session, fields: dict[str, Any]) -> bool | Reject:
@@ -450,12 +450,13 @@ class History:
 
     def _send_page(self, client: Session, target: str, page: Page) -> None:
         """Send a page of a room's (``#name``) or a private conversation's history."""
+        where: dict[str, Any] = {}
         try:
             if target.startswith("#"):
                 room = client.rooms.get(fold(target))
                 if room is None:
                     raise CommandError(f"you are not in {target}; /join it first", "not_in_room")
-                where: dict[str, Any] = {"room": room}
+                where = {"room": room}
 
                 def read(**bounds: Any) -> tuple[list[Message], bool]:
                     return self._store.room_page(room, **bounds)
@@ -513,7 +514,9 @@ class History:
                 oldest = page.oldest
             frames = self._frames(client, messages, more, oldest, **where)
         except StoreError as exc:
-            raise CommandError(str(exc), "internal_error") from None
+            # Which page failed (room or with), for a client with several asked for.
+            asked = {key: value for key, value in where.items() if key in ("room", "with")}
+            raise CommandError(str(exc), "internal_error", **asked) from None
         for frame in frames:
             client.send(frame)
 

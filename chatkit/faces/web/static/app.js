@@ -456,13 +456,26 @@ function loadLatest(view) {
 // The page's own history request was refused (accounts: not identified; no history
 // plugin): say so at the top of the conversation instead of as an error line.
 function historyRefused(f) {
+  if (f.code === "internal_error" && (f.room || f.with)) {
+    // The store failed to read a page (it names which): that request is answered, and
+    // scrolling up asks again.
+    const view = f.room ? getView("room", f.room, false) : getView("private", f.with, false);
+    if (!view) return false;
+    if (f.room) view.requests.shift();
+    else {
+      const at = state.asked.findIndex((a) => a.view === view);
+      if (at >= 0) state.asked.splice(at, 1);
+    }
+    view.loading = false;
+    view.older.textContent = String(f.text);
+    return true;
+  }
   if (!state.asked.length) return false;
   const text = String(f.text);
   const identify = f.code === "not_identified" && /history/.test(text);
   const none = f.code === "bad_frame" && text.includes("'history'");
   const nobody = f.code === "bad_usage" && text.startsWith("no such room or nick");
-  const failed = f.code === "internal_error" && /history/.test(text); // (the store's)
-  if (!identify && !none && !nobody && !failed) return false;
+  if (!identify && !none && !nobody) return false;
   const { view } = state.asked.shift();
   view.loading = false;
   view.more = false;
