@@ -487,6 +487,32 @@ def test_an_accounts_file_of_version_1_gains_look_alike_keys(tmp_path: Path) -> 
         store.close()
 
 
+def test_an_accounts_file_of_version_3_gains_the_folded_second_key(tmp_path: Path) -> None:
+    """A file whose second look-alike key kept case (version 3) is migrated at start: a
+    registered BoI is then found from bol too (its owner may show it as bol)."""
+    path = tmp_path / "accounts.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.create_function("chatkit_skeleton", 1, skeleton)
+    for step in MIGRATIONS[:2]:
+        conn.executescript(step)
+    conn.executescript("ALTER TABLE accounts ADD COLUMN shown TEXT;")
+    conn.execute(
+        "INSERT INTO accounts (name, nick, hash, email, created, skeleton, shown)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ("boi", "BoI", "hash", None, 0.0, skeleton("BoI"), shown_skeleton("BoI")),
+    )
+    conn.execute("PRAGMA user_version=3")
+    conn.execute("PRAGMA application_id=1667787617")
+    conn.commit()
+    conn.close()
+    store = AccountStore(path)
+    try:
+        found = store.find("bol")  # BoI, a capital I for an l, in any case
+        assert found is not None and found.nick == "BoI"
+    finally:
+        store.close()
+
+
 def test_registration_closed_and_by_invitation(
     chat_server_factory: Factory, chat_client: Connect, tmp_path: Path
 ) -> None:
