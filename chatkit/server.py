@@ -910,6 +910,7 @@ class Writer:
     def retire(self, conn: Connection) -> None:
         """Hand over a connection whose reader is done: flush once, then close it."""
         with self._lock:
+            conn._retired = True  # (from now on a finish or an abort does nothing)
             self._retired.append(conn)
             wake = self._need_wake()
         if wake:
@@ -1157,7 +1158,10 @@ class Writer:
         with self._lock:
             conn._retired = True
             ended = conn._finishing and not conn._aborting and not conn._lost
-            owed = ended and bool(conn._out or conn._cipher)
+            # (A TLS connection still shaking hands has nothing it can be sent: _flush
+            # would return at once, its socket writable, and the writer spin.)
+            ready = conn.tls is None or conn.tls.ready
+            owed = ended and ready and bool(conn._out or conn._cipher)
         if ended and (owed or _unsent(conn.sock)) and len(self._lingering) < MAX_LINGERING:
             self._linger(conn)
             return

@@ -542,7 +542,7 @@ def test_a_replay_that_cannot_be_read_is_a_notice(
     bob.say("/history")
     error = bob.expect("error")
     assert error["code"] == "internal_error" and "SQL" not in error["text"]
-    assert error["room"] == "#general"  # which page failed (a client may ask several)
+    assert (error["request"], error["room"]) == ("history", "#general")  # which page failed
     bob.say("/register bobs-password")  # (private history is shown to accounts)
     bob.expect("reply", command="register")
     bob.send({"type": "history", "with": "alice"})

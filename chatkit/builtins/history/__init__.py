@@ -516,7 +516,7 @@ class History:
         except StoreError as exc:
             # Which page failed (room or with), for a client with several asked for.
             asked = {key: value for key, value in where.items() if key in ("room", "with")}
-            raise CommandError(str(exc), "internal_error", **asked) from None
+            raise CommandError(str(exc), "internal_error", request="history", **asked) from None
         for frame in frames:
             client.send(frame)
 

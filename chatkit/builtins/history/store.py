@@ -561,16 +561,17 @@ class MessageStore:
                     ("target_account", "sender_account", "nick"),
                 ):
                     # (instr only narrows: the conversation's key may name nick as this
-                    # account's own earlier nick; the other side's column must be it.)
-                    rows = self._read_db.execute(
-                        f"SELECT id, {theirs}, {their_nick} FROM messages"
+                    # account's own earlier nick; the other side's column must be it,
+                    # folded as chatkit folds: chatkit_fold, _open.)
+                    row = self._read_db.execute(
+                        f"SELECT id, {theirs} FROM messages"
                         f" WHERE room IS NULL AND {mine} = ? AND {theirs} IS NOT NULL"
-                        " AND instr(' ' || conv || ' ', ?) > 0 ORDER BY id DESC LIMIT 50",
-                        (account, f" {folded} "),
-                    ).fetchall()
-                    match = next((row for row in rows if fold(str(row[2])) == folded), None)
-                    if match is not None:
-                        found.append((int(match[0]), str(match[1])))
+                        " AND instr(' ' || conv || ' ', ?) > 0"
+                        f" AND chatkit_fold({their_nick}) = ? ORDER BY id DESC LIMIT 1",
+                        (account, f" {folded} ", folded),
+                    ).fetchone()
+                    if row is not None:
+                        found.append((int(row[0]), str(row[1])))
         except sqlite3.Error as exc:
             log.error("cannot read the history database %s: %s", self.path, exc)
             raise StoreError(NOT_READ) from exc
@@ -920,9 +921,11 @@ def _open(path: str, create_parent: bool, busy_timeout: float) -> sqlite3.Connec
     try:
         create_private(path)
         # Autocommit mode (isolation_level=None): transactions are explicit.
-        return sqlite3.connect(
+        db = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
+        db.create_function("chatkit_fold", 1, fold, deterministic=True)  # (party_account)
+        return db
     except sqlite3.Error as exc:
         raise UsageError(f"cannot open history database {path}: {exc}") from None
 
@@ -990,7 +993,13 @@ def _take_lock(path: str) -> tuple[int, int | None] | None:
         owner = f"another server in this process (pid {os.getpid()})"
         with _HELD_LOCK:
             if inode not in _HELD:
-                db_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    db_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    os.close(fd)
+                    raise UsageError(
+                        f"cannot open history database {path}: {exc.strerror or exc}"
+                    ) from None
                 try:
                     fcntl.flock(db_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:

@@ -408,6 +408,10 @@ function currentOrFirst() {
 }
 
 function loadOlder(view) {
+  if (view.kind === "private" && view.oldest === null && view.more && !view.loading) {
+    loadLatest(view); // (its latest page failed: scrolling up asks for it again)
+    return;
+  }
   if (!view.more || view.loading || view.oldest === null || view.rejoining || view.left) return;
   view.loading = true;
   view.older.textContent = "Loading earlier messages…";
@@ -456,7 +460,7 @@ function loadLatest(view) {
 // The page's own history request was refused (accounts: not identified; no history
 // plugin): say so at the top of the conversation instead of as an error line.
 function historyRefused(f) {
-  if (f.code === "internal_error" && (f.room || f.with)) {
+  if (f.code === "internal_error" && f.request === "history" && (f.room || f.with)) {
     // The store failed to read a page (it names which): that request is answered, and
     // scrolling up asks again.
     const view = f.room ? getView("room", f.room, false) : getView("private", f.with, false);
@@ -468,6 +472,7 @@ function historyRefused(f) {
     }
     view.loading = false;
     view.older.textContent = String(f.text);
+    if (view.kind === "private" && view.oldest === null) view.more = true; // (asked again)
     return true;
   }
   if (!state.asked.length) return false;
