@@ -79,8 +79,10 @@ def open_page(browser: Browser, contexts: list[BrowserContext], url: str) -> Pag
     return page
 
 
-def log_in(page: Page, nick: str) -> None:
+def log_in(page: Page, nick: str, password: str | None = None) -> None:
     page.fill("#nick", nick)
+    if password is not None:
+        page.fill("#password", password)
     page.press("#nick", "Enter")
     expect(page.locator("#chat-view")).to_be_visible()
     expect(page.locator("#rooms button", has_text="#general")).to_be_visible()
@@ -561,10 +563,7 @@ def test_own_earlier_private_messages_stay_in_their_conversation(
         alice.wait_closed()
         alice.close()
         page = open_page(browser, contexts, base_url(server))
-        page.fill("#nick", "ALICE")
-        page.fill("#password", "alice-password")
-        page.press("#password", "Enter")
-        expect(page.locator("#chat-view")).to_be_visible()
+        log_in(page, "ALICE", password="alice-password")
         say(page, "/query bob")
         lines = page.locator(f"{pane(page)} .line.message")
         expect(lines).to_have_count(2)
@@ -597,10 +596,7 @@ def test_a_conversation_across_a_rename_is_one_view(
         alice.wait_closed()
         bob.close()
         page = open_page(browser, contexts, base_url(server))
-        page.fill("#nick", "alice")
-        page.fill("#password", "alice-password")
-        page.press("#password", "Enter")
-        expect(page.locator("#chat-view")).to_be_visible()
+        log_in(page, "alice", password="alice-password")
         say(page, "/query bobby")
         lines = page.locator(f"{pane(page)} .line.message")
         expect(lines).to_have_count(2)
