@@ -97,10 +97,10 @@ SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice befor
 TLS_RECORDS_PER_LINE = 64  # TLS records a client's free_lines count as one line (a line
 # of chat comes in a record or two: only a client cutting its bytes into tiny records pays)
 ALERT_TIMEOUT = 1.0  # seconds a refused TLS handshake's alert may take to send
-LINGER = 2.0  # seconds a connection the server ended stays open at most until the bytes its
-# client's full window held back are sent: a socket closed with unread input, or given
-# input after its close, sends a reset, and the kernel drops what it had not sent yet (the
-# end of the chat, the shutdown's notice).
+LINGER = 2.0  # seconds a connection the server ended stays open at most until what it is
+# owed is sent (queued, or held back in the kernel by its client's full window): a socket
+# closed with unread input, or given input after its close, sends a reset, and the kernel
+# drops what it had not sent yet (the end of the chat, the shutdown's notice).
 LINGER_BYTES = 1 << 20  # bytes of a client's unread input dropped before a close, at most
 MAX_LINGERING = 256  # connections lingering at once at most (each holds a descriptor outside
 # max_clients for LINGER seconds): past it, one is closed at once
