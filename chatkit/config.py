@@ -97,6 +97,13 @@ IDLE_TIMEOUT = 300.0  # seconds of silence before the server pings a client.
 PING_TIMEOUT = 60.0  # seconds a pinged client has to send anything back.
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a TLS client has to finish its handshake: a few round
 # trips, even over a slow link; nginx's ssl_handshake_timeout defaults to 60.
+LINGER = 2.0  # seconds a connection the server ended (a kick, /quit, a timeout, the
+# shutdown) stays open at most until its client has taken what it is owed: closed under
+# bytes not sent yet, with input arriving, the kernel would reset it and drop them.
+MAX_LINGERING = 256  # connections lingering at once at most: each holds a descriptor outside
+# max_clients for up to LINGER seconds; past it, one is closed at once.
+SHUTDOWN_GRACE = 1.5  # seconds the shutdown waits for accepted messages to be delivered,
+# and then again for clients to take them and its notice, before it cuts them.
 MAX_HANDSHAKES = 100  # TLS handshakes under way at once, each on a reader thread: past them
 # a new TLS connection is closed (its client retries), so half-done handshakes cannot take
 # the threads logged-in clients need (a parked one's next line needs one).
@@ -176,6 +183,15 @@ class Limits:
     max_handshakes: int = MAX_HANDSHAKES
     """TLS handshakes under way at once (each holds a reader thread); past them a new
     TLS connection is closed."""
+    linger: float = LINGER
+    """Seconds a connection the server ended stays open at most until its client has
+    taken what is still queued or unsent for it; also what a client cut for not
+    answering a ping has to take the error saying so."""
+    max_lingering: int = MAX_LINGERING
+    """Connections lingering (``linger``) at once; past them, one is closed at once."""
+    shutdown_grace: float = SHUTDOWN_GRACE
+    """Seconds the shutdown waits for accepted messages to be delivered, and then again
+    for the clients to take them and the notice, before it cuts them."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -62,7 +62,13 @@ from chatkit import plugins as plugins_mod
 from chatkit.addresses import address_key
 from chatkit.codecs import JSON_CODEC, Codec
 from chatkit.commands import CommandRegistry
-from chatkit.config import MAX_BACKLOG_BYTES, SLOW_TIMEOUT, Config
+from chatkit.config import (
+    LINGER,
+    MAX_BACKLOG_BYTES,
+    MAX_LINGERING,
+    SLOW_TIMEOUT,
+    Config,
+)
 from chatkit.errors import UsageError
 from chatkit.faces import Channel, Face, Link
 from chatkit.faces.line import LineFace
@@ -93,19 +99,10 @@ IN_STEP = 1.0  # seconds the senders of a room go in step with the writer (one r
 # cycle: Writer._watched) after a member that held it caught up, and as long after as its
 # queue is not empty: long enough for what TCP kept for many paused senders to be read in
 # steps the writer can see, so that none of it puts the member far over max_sendq at once.
-SHUTDOWN_GRACE = 1.5  # seconds clients get to receive the shutdown notice before they are cut.
 TLS_RECORDS_PER_LINE = 64  # TLS records a client's free_lines count as one line (a line
 # of chat comes in a record or two: only a client cutting its bytes into tiny records pays)
 ALERT_TIMEOUT = 1.0  # seconds a refused TLS handshake's alert may take to send
-LINGER = 2.0  # seconds a connection the server ended stays open at most until what it is
-# owed is sent (queued, or held back in the kernel by its client's full window): a socket
-# closed with unread input, or given input after its close, sends a reset, and the kernel
-# drops what it had not sent yet (the end of the chat, the shutdown's notice).
 LINGER_BYTES = 1 << 20  # bytes of a client's unread input dropped before a close, at most
-MAX_LINGERING = 256  # connections lingering at once at most (each holds a descriptor outside
-# max_clients for LINGER seconds): past it, one is closed at once
-FAREWELL_TIMEOUT = 2.0  # seconds a client closed for not answering a ping has to take
-# the error saying so, before its connection is cut without it (it may not be reading).
 SHUTDOWN_POLL = 0.005  # seconds between looks at the messages still to deliver, at shutdown
 ACCEPT_BATCH = 64  # connections accepted before the acceptor selects again. The select
 # releases the GIL to the readers and the writer, and lets the new connections that sent
@@ -421,6 +418,12 @@ class Connection:
             last = farewell(reason)
         if self.writer.finish(self, reason, last):
             self.writer.wake()
+        if not self._retired:
+            # Its reader stops now, whether its queue can be sent or not: blocked in
+            # recv(), or parked (readable now: the acceptor gives it a reader back).
+            # Else a client that reads nothing and sends nothing stayed logged in (its
+            # queue never sent, its connection never shut down, its reader parked).
+            self.shutdown(read_only=True)
 
     def unread(self) -> int:
         """Bytes the client sent that wait in the socket (``FIONREAD``); 0 once closed."""
@@ -520,28 +523,41 @@ class Writer:
     """
 
     def __init__(
-        self, max_backlog: int = MAX_BACKLOG_BYTES, slow_timeout: float = SLOW_TIMEOUT
+        self,
+        max_backlog: int = MAX_BACKLOG_BYTES,
+        slow_timeout: float = SLOW_TIMEOUT,
+        linger: float = LINGER,
+        max_lingering: int = MAX_LINGERING,
     ) -> None:
         self._selector: selectors.BaseSelector | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         # Synchronize access to every connection's send queue (_out, _out_bytes,
         # _scheduled, _finishing, _aborting, close_reason, _feeds), to every Feed's
-        # members and frames, and to _ready, _published, _retired, _wake_pending
-        # and _stopping. Held only for list and counter
-        # updates, never across a syscall.
+        # members and frames, and to _ready, _published, _retired, _closing_now,
+        # _wake_pending and _stopping. Held only for list and counter updates, never
+        # across a syscall.
         self._lock = threading.Lock()
         self._ready: list[Connection] = []
         # Feeds given frames since the writer's last cycle: every feed holding frames is
         # here (one handed over early stays, empty), so an empty list means none holds any.
         self._published: list[Feed] = []
         self._retired: list[Connection] = []
+        # Retired connections the writer has taken and not yet closed or put to linger:
+        # counted in closing() (else the shutdown, between the two, saw none left).
+        self._closing_now = 0
         self._wake_pending = False
         self._stopping = False
         self._waiting: set[Connection] = set()  # registered for EVENT_WRITE; writer thread only
         # Ended connections still open until their clients took what was sent, and when
-        # they are closed anyway (LINGER); writer thread only.
+        # they are closed anyway (linger); writer thread only.
         self._lingering: dict[Connection, float] = {}
+        self.linger = linger
+        """Seconds a connection the server ended stays open at most for its client to
+        take what it is owed (:meth:`_linger`): a socket closed under unsent bytes, with
+        input arriving, is reset, and the kernel drops them."""
+        self.max_lingering = max_lingering
+        """Connections lingering at once at most; past them, one is closed at once."""
         self.max_backlog = max_backlog
         """Bytes the writer may be behind before readers pause (see :meth:`wait_for_room`)."""
         self._queued = 0  # bytes in every send queue
@@ -647,6 +663,18 @@ class Writer:
         """The bytes queued for ``conn`` that are its own delay, not the writer's: those
         up to ``max_sendq`` while its socket is full. Beyond that, they are backlog."""
         return min(conn._out_bytes, conn.max_sendq) if conn._blocked else 0
+
+    def set_max_sendq(self, conns: Iterable[Connection], max_sendq: int) -> None:
+        """Give ``conns`` a new ``max_sendq`` (a reload), under the lock: their own
+        delay (:meth:`_owned_of`) is counted again with it. (Set without recounting,
+        a queue counted in under the old limit was taken off under the new one, and
+        the difference stayed in the backlog for good: raised while clients were over
+        it, readers paused forever.)"""
+        with self._lock:
+            for conn in conns:
+                owned = self._owned_of(conn)
+                conn.max_sendq = max_sendq
+                self._owned += self._owned_of(conn) - owned
 
     @property
     def backlog(self) -> int:
@@ -918,10 +946,16 @@ class Writer:
 
     def closing(self) -> bool:
         """Whether connections handed over to close (:meth:`retire`) are not closed yet:
-        waiting for their turn, or for their clients to take what was sent (``LINGER``)."""
+        waiting for their turn, or for their clients to take what was sent (``linger``)."""
         with self._lock:
             # (_lingering is the writer thread's: its size, read here, is one word.)
-            return bool(self._retired or self._lingering)
+            return bool(self._retired or self._closing_now or self._lingering)
+
+    @property
+    def lingering(self) -> int:
+        """Connections the server ended kept open for their clients to take what they
+        are owed (``linger``)."""
+        return len(self._lingering)  # (the writer thread's dict: its size is one word)
 
     def stop(self) -> None:
         """Stop the thread after it has processed what was handed to it; idempotent."""
@@ -957,6 +991,7 @@ class Writer:
                         self._hand_over(feed)
                     ready, self._ready = self._ready, []
                     retired, self._retired = self._retired, []
+                    self._closing_now = len(retired)
                     self._wake_pending = False
                     stopping = self._stopping
                 for key, _mask in events:
@@ -967,6 +1002,9 @@ class Writer:
                 for conn in retired:
                     self._flush(conn)
                     self._close(conn)
+                if retired:
+                    with self._lock:
+                        self._closing_now = 0  # (closed, or lingering: counted there)
                 # (Read without the lock: a miss is caught next round, SLOW_CHECK at most
                 # while one is over or caught up lately.)
                 if self._over or self._held or self._caught_up:
@@ -1162,7 +1200,7 @@ class Writer:
             # would return at once, its socket writable, and the writer spin.)
             ready = conn.tls is None or conn.tls.ready
             owed = ended and ready and bool(conn._out or conn._cipher)
-        if ended and (owed or _unsent(conn.sock)) and len(self._lingering) < MAX_LINGERING:
+        if ended and (owed or _unsent(conn.sock)) and len(self._lingering) < self.max_lingering:
             self._linger(conn)
             return
         self._end(conn)
@@ -1177,20 +1215,20 @@ class Writer:
 
     def _linger(self, conn: Connection) -> None:
         """Keep a connection the server ended open until its client has been sent what
-        it is owed (``LINGER`` seconds at most): what is still queued (its socket was
+        it is owed (``linger`` seconds at most): what is still queued (its socket was
         full), and what its full window holds back in the kernel. Closed under them, or
         given input once closed, the socket would reset the connection and the kernel
         drop them (the end of the chat, the shutdown's notice); what the client sends
         meanwhile waits unread, and is dropped just before the close. Not shut down for
         writing meanwhile: input arriving at a socket shut both ways resets it at once.
         Its queue goes on being sent as any other's (POLLOUT)."""
-        self._lingering[conn] = time.monotonic() + LINGER
+        self._lingering[conn] = time.monotonic() + self.linger
         if conn._out and conn not in self._waiting:
             self._wait(conn)
 
     def _linger_check(self) -> None:
         """Close the lingering connections sent everything (queued and in the kernel),
-        lost, or whose ``LINGER`` ran out (each ``SLOW_CHECK`` while any lingers)."""
+        lost, or whose ``linger`` ran out (each ``SLOW_CHECK`` while any lingers)."""
         now = time.monotonic()
         for conn, deadline in list(self._lingering.items()):
             if now < deadline and not conn._lost:
@@ -1371,7 +1409,10 @@ class Server:
         """Calls hooks plugin by plugin (see :class:`chatkit.hooks.HookRunner`)."""
         self.commands = CommandRegistry()
         """The registered commands (filled by ``start()``)."""
-        self.writer = Writer(config.limits.max_backlog, config.limits.slow_timeout)
+        limits = config.limits
+        self.writer = Writer(
+            limits.max_backlog, limits.slow_timeout, limits.linger, limits.max_lingering
+        )
         """The writer thread's state."""
         self.hub = Hub(config, self.hooks, self.commands, self.writer)
         """The chat state."""
@@ -1660,8 +1701,9 @@ class Server:
         limits = old.limits
         self.writer.max_backlog = limits.max_backlog
         self.writer.slow_timeout = limits.slow_timeout
-        for conn in self.connections:
-            conn.max_sendq = limits.max_sendq  # read by the writer under its lock; atomic
+        self.writer.linger = limits.linger
+        self.writer.max_lingering = limits.max_lingering
+        self.writer.set_max_sendq(self.connections, limits.max_sendq)
         return notes
 
     def reload_tls(self) -> None:
@@ -1688,8 +1730,8 @@ class Server:
         """Stop the server; returns when every thread is done. Idempotent.
 
         Steps: stop accepting; refuse new messages and deliver those accepted
-        (``SHUTDOWN_GRACE`` seconds at most); send every client a notice and close its
-        connection once its queue is sent and taken (``SHUTDOWN_GRACE`` seconds at most,
+        (``shutdown_grace`` seconds at most); send every client a notice and close its
+        connection once its queue is sent and taken (``shutdown_grace`` seconds at most,
         then cut);
         join the reader threads (logout hooks run there with reason ``server
         shutdown``); stop the writer and watchdog; ``chatkit_server_stop``.
@@ -1710,7 +1752,7 @@ class Server:
         # readers, which settle them before they read on. (A connection finishing
         # takes nothing more: one finished first would miss them.)
         self.hub.stop_messages()
-        deadline = time.monotonic() + SHUTDOWN_GRACE
+        deadline = time.monotonic() + self.config.limits.shutdown_grace
         while self.hub.undelivered() and time.monotonic() < deadline:
             time.sleep(SHUTDOWN_POLL)
         self.hub.closing = True
@@ -1722,7 +1764,7 @@ class Server:
             conn.push(notice)
             conn.finish("server shutdown")
         self.writer.wake()
-        deadline = time.monotonic() + SHUTDOWN_GRACE
+        deadline = time.monotonic() + self.config.limits.shutdown_grace
         for conn, reader in conns:
             reader.join(max(0.0, deadline - time.monotonic()))
             if reader.is_alive():
@@ -2195,6 +2237,8 @@ class Server:
                 if not data and not ended:
                     self._greet_silent(conn)
             while True:
+                if conn.finishing:
+                    break  # (what came after the server ended it is not acted on)
                 if data or eof:
                     conn.last_seen = time.monotonic()
                     conn.pinged_at = None
@@ -2422,7 +2466,7 @@ class Server:
                     if conn.finishing:
                         pinged = conn.pinged_at
                         if pinged is not None and (
-                            now - pinged > limits.ping_timeout + FAREWELL_TIMEOUT
+                            now - pinged > limits.ping_timeout + limits.linger
                         ):
                             conn.abort("ping timeout")  # its farewell never left
                         continue
@@ -2436,7 +2480,7 @@ class Server:
                     elif conn.pinged_at is not None:
                         if now - conn.pinged_at > limits.ping_timeout:
                             # Told why, if it is only not answering (a person at nc); cut
-                            # below if that does not leave within FAREWELL_TIMEOUT. (A
+                            # below if that does not leave within linger. (A
                             # queue already waiting means it is not reading: cut now.)
                             if conn.queued_bytes:
                                 conn.abort("ping timeout")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -1156,3 +1157,43 @@ def test_operators_act_in_their_room_and_the_muted_set_no_topic(
     ann.expect("error", code="not_in_room")
     ann.say("/kick #den carol")
     ann.expect("error", code="not_in_room")
+
+
+@pytest.mark.parametrize("parked", [False, True], ids=["reading-thread", "parked"])
+def test_a_killed_client_that_reads_nothing_leaves_at_once(
+    chat_server_factory: Factory, chat_client: Connect, parked: bool
+) -> None:
+    """A client killed while it neither reads nor sends, with lines queued for it that
+    its full socket cannot take, leaves the room at once, whether its reader was waiting
+    for input or its connection was parked (it stayed logged in, and in the room, until
+    it read or sent again: forever for a client that never did)."""
+    server = chat_server_factory(
+        config=moderated(server_operators=["ann"]),
+        disable=["flood"],
+        max_sendq=10_000_000,
+        idle_park=0.05 if parked else 60.0,  # (else its reader waits in recv())
+    )
+    ann = chat_client(server, "ann")
+    ann.say("/register sesame-seed")
+    ann.expect("reply", command="register")
+    mute = socket.socket()
+    mute.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    mute.connect(server.address)
+    mute.sendall(b'{"type":"hello","nick":"mute"}\n')
+    ann.expect("join", nick="mute")
+    with ChatClient(server.address) as talker:
+        talker.login("talker")
+        for i in range(1500):  # 3 MB: more than the kernel's buffers hold
+            talker.say(f"{i:04} " + "z" * 2000)
+            if i % 100 == 0:
+                talker.sync()
+                ann.sync()
+        talker.sync()
+    ann.sync()
+    (conn,) = [c for c in server.connections if c.session.nick == "mute"]
+    wait_until(lambda: conn.queued_bytes > 0, 10, "a queue for mute")
+    if parked:
+        wait_until(lambda: server.parked >= 1, 10, "mute's connection parked")
+    ann.say("/kill mute enough")
+    ann.expect("leave", nick="mute", timeout=5)
+    mute.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -16,7 +17,7 @@ import pytest
 from conftest import ServeProcess
 
 from chatkit import Config, Server, UsageError, hookimpl
-from chatkit.testing import ChatClient, make_config
+from chatkit.testing import ChatClient, make_config, wait_until
 
 BASE = """\
 [server]
@@ -279,3 +280,42 @@ def test_a_reload_to_the_json_log_logs_what_the_text_log_left_to_the_banner(
     assert code == 0
     stopped = [json.loads(line) for line in err.splitlines() if "server stopped" in line]
     assert stopped and stopped[-1]["message"] == "server stopped", err
+
+
+@pytest.mark.parametrize("factor", [40, 0.5], ids=["raised", "lowered"])
+def test_a_reload_changing_max_sendq_keeps_the_backlog_count(factor: float) -> None:
+    """A reload that changes max_sendq while a client that reads nothing is over it:
+    once everyone has left, the writer is behind with nothing. (It counted the client's
+    queue in under one limit and out under the other: raised, the difference stayed as
+    backlog for good and, over max_backlog, paused every reader forever.)"""
+    limits = {"max_sendq": 100_000, "slow_timeout": 60.0}
+    config = Config(port=0, disable=["flood"])
+    config.limits.max_sendq = int(limits["max_sendq"])
+    config.limits.slow_timeout = limits["slow_timeout"]
+    server = Server(config=config)
+    server.start()
+    try:
+        mute = socket.socket()
+        mute.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        mute.connect(server.address)
+        mute.sendall(b'{"type":"hello","nick":"mute"}\n')
+        with ChatClient(server.address) as talker:
+            talker.login("talker")
+            for i in range(1500):  # 3 MB: more than the kernel's buffers hold
+                talker.say(f"{i:04} " + "z" * 2000)
+                if i % 100 == 0:
+                    talker.sync()
+            talker.sync()
+            (conn,) = [c for c in server.connections if c.session.nick == "mute"]
+            wait_until(lambda: conn.queued_bytes > limits["max_sendq"], 10, "mute over it")
+            changed = Config(port=0, disable=["flood"])
+            changed.limits.max_sendq = int(limits["max_sendq"] * factor)
+            changed.limits.slow_timeout = limits["slow_timeout"]
+            assert any("max_sendq" in note for note in server.reload(changed))
+        mute.close()
+        wait_until(lambda: not server.connections, 10, "everyone gone")
+        wait_until(lambda: server.writer.backlog == 0, 10, "no backlog")
+        with ChatClient(server.address) as newcomer:  # (paused forever, before)
+            newcomer.login("newcomer")
+    finally:
+        server.shutdown()

@@ -1125,3 +1125,74 @@ def test_a_full_refusal_table_tells_each_count_once(
     more = [r.getMessage() for r in caplog.records if "more connection" in r.getMessage()]
     assert more == ["refused 1 more connection(s) from a since the last line"]
     assert server._untold == 0
+
+
+def _not_reading(server: Server, nick: str) -> socket.socket:
+    """A client logged in as ``nick`` that reads nothing (its receive buffer small)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(server.address)
+    sock.sendall(b'{"type":"hello","nick":"%s"}\n' % nick.encode())
+    return sock
+
+
+def _fill(server: Server, count: int) -> None:
+    """Say enough in the default room that its members not reading have a queue."""
+    with ChatClient(server.address) as talker:
+        talker.login("talker")
+        for i in range(1500):  # 3 MB: more than the kernel's buffers hold
+            talker.say(f"{i:04} " + "z" * 2000)
+            if i % 100 == 0:
+                talker.sync()
+        talker.sync()
+        wait_until(
+            lambda: sum(bool(c.queued_bytes) for c in server.connections) >= count, 10, "queues"
+        )
+
+
+def test_at_most_max_lingering_ended_connections_linger(chat_server_factory: Factory) -> None:
+    """Connections the server ended whose clients are still owed bytes stay open for
+    them (``linger``), ``max_lingering`` at once: past it, one is closed at once."""
+    server = chat_server_factory(
+        disable=["flood"], max_sendq=10_000_000, linger=60.0, max_lingering=1
+    )
+    socks = [_not_reading(server, nick) for nick in ("ann", "ben")]
+    wait_until(lambda: sum(c.session.logged_in for c in server.connections) == 2)
+    conns = server.connections
+    _fill(server, 2)
+    for conn in conns:
+        conn.finish("test")
+    wait_until(lambda: sum(c.sock.fileno() == -1 for c in conns) == 1, 10, "one closed")
+    assert server.writer.lingering == 1  # the other, until its client reads (60 s)
+    for sock in socks:
+        sock.close()
+
+
+def test_an_ended_connection_lingers_at_most_linger(chat_server_factory: Factory) -> None:
+    """A client that never takes what it is owed has its ended connection closed
+    after ``linger`` seconds (here 0.2: well before the default 2 s)."""
+    server = chat_server_factory(disable=["flood"], max_sendq=10_000_000, linger=0.2)
+    sock = _not_reading(server, "ann")
+    wait_until(lambda: any(c.session.logged_in for c in server.connections))
+    (conn,) = server.connections
+    _fill(server, 1)
+    conn.finish("test")
+    wait_until(lambda: server.writer.lingering == 1 or conn.sock.fileno() == -1, 1, "a linger")
+    wait_until(lambda: conn.sock.fileno() == -1, 1.5, "the close at linger")
+    sock.close()
+
+
+def test_the_shutdown_waits_shutdown_grace_for_clients_not_reading(
+    chat_server_factory: Factory,
+) -> None:
+    """The shutdown gives a client that does not read ``shutdown_grace`` seconds to take
+    what it is owed, then closes its connection (here 0.2: well before the default)."""
+    server = chat_server_factory(disable=["flood"], max_sendq=10_000_000, shutdown_grace=0.2)
+    sock = _not_reading(server, "ann")
+    wait_until(lambda: any(c.session.logged_in for c in server.connections))
+    _fill(server, 1)
+    stopper = threading.Thread(target=server.shutdown)
+    stopper.start()
+    stopper.join(1.2)  # (a deadline: the default grace would take 1.5 s, twice)
+    assert not stopper.is_alive()
+    sock.close()
