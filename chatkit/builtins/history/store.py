@@ -302,9 +302,11 @@ class MessageStore:
         self._stop_checkpoints = threading.Event()
         self._checkpointer: threading.Thread | None = None
         if not self._memory:
+            # The file as opened, taken here: the thread taking it when it starts missed
+            # a deletion before that (its stat failed, and it ended in silence).
             self._checkpointer = threading.Thread(
                 target=self._checkpoints,
-                args=(_open(self.path, False, busy_timeout),),
+                args=(_open(self.path, False, busy_timeout), os.stat(self.path)),
                 name="chatkit-history-checkpoint",
                 daemon=True,
             )
@@ -452,11 +454,11 @@ class MessageStore:
             _release_lock(self._lock_fd)  # last: the database is closed for good
             self._lock_fd = None
 
-    def _checkpoints(self, db: sqlite3.Connection) -> None:
+    def _checkpoints(self, db: sqlite3.Connection, start: os.stat_result) -> None:
         """Thread entry point: copy the WAL into the database now and then (never blocks
-        the writer: a PASSIVE checkpoint does what it can without waiting)."""
+        the writer: a PASSIVE checkpoint does what it can without waiting), and stop the
+        store if the file ``start`` was taken of is deleted or replaced."""
         try:
-            start = os.stat(self.path)
             trouble = ""  # the last error stat-ing the file, logged once until it ends
             while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
                 try:
