@@ -203,7 +203,12 @@ _LINES: dict[str, Callable[[dict[str, Any]], str]] = {
         + (f"You are in {', '.join(f['rooms'])}. " if f["rooms"] else "You are in no room yet. ")
         + "Type /help for commands."
     ),
-    "join": lambda f: f"* {f['nick']} joined {f['room']}",
+    "join": lambda f: (
+        f"* {f['nick']} joined {f['room']}" + (f" (away: {f['away']})" if f.get("away") else "")
+    ),
+    "away": lambda f: (
+        f"* {f['nick']} is away: {f['text']}" if f.get("text") else f"* {f['nick']} is back"
+    ),
     "leave": _leave,
     "nick": lambda f: f"* {f['old']} is now known as {f['new']}",
     "account": lambda f: (

@@ -626,6 +626,12 @@ class Hub:
 
     def _account_changed(self, session: Session) -> None:
         """Tell ``session`` and everyone who shares a room with it its account now."""
+        frame = Frame("account", nick=session.nick, account=session.account)
+        self._tell_company(session, frame, itself=True)
+
+    def _tell_company(self, session: Session, frame: Frame, *, itself: bool = False) -> None:
+        """Queue ``frame`` to everyone who shares a room with ``session`` (each once),
+        and to ``session`` itself if ``itself``."""
         with self._lock:
             if session.nick is None:
                 return
@@ -634,7 +640,8 @@ class Hub:
                 found = self._rooms.get(key)
                 if found is not None:
                     seen.update(found.members)
-            frame = Frame("account", nick=session.nick, account=session.account)
+            if not itself:
+                del seen[session.id]
             wake = self._fanout(frame, seen.values())
         self._wake_if(wake)
 
@@ -956,8 +963,9 @@ class Hub:
 
     def set_away(self, session: Session, text: str | None) -> str | None:
         """Mark ``session`` away with ``text`` (``None`` or blank: back) and return
-        what is set. Anyone who messages it privately is told, and ``/who``, IRC's
-        ``WHO`` and ``WHOIS`` show it. Raises :class:`CommandError` ``bad_text`` for
+        what is set. Anyone who messages it privately is told, ``/who``, IRC's ``WHO``
+        and ``WHOIS`` show it, and a change is an ``away`` frame to everyone who shares a
+        room with it (not to itself). Raises :class:`CommandError` ``bad_text`` for
         a message over ``max_away`` characters (200) or of several lines. This node's own: the
         other nodes of a cluster do not see it."""
         text, most = (text or "").strip(), self.config.limits.max_away
@@ -965,7 +973,9 @@ class Hub:
             raise CommandError(
                 f"an away message is one line of at most {most} characters", "bad_text"
             )
-        session.away = text or None
+        before, session.away = session.away, text or None
+        if session.away != before and session.welcomed:
+            self._tell_company(session, Frame("away", nick=session.nick, text=session.away))
         return session.away
 
     def account_deleted(self, account: str) -> None:
@@ -1080,7 +1090,9 @@ class Hub:
         session.rooms[_key(room)] = found.name
         session.current_room = found.name
         ts = utc_now()
-        frame = Frame("join", room=found.name, nick=session.nick, ts=ts, **_account(session))
+        frame = Frame(
+            "join", room=found.name, nick=session.nick, ts=ts, **_account(session), **_away(session)
+        )
         if not session.codec.join_members:
             # The joiner gets the frame everybody gets (one encoding per codec), then
             # the room's topic if it has one, read here under the lock with the join:
@@ -1815,6 +1827,12 @@ class _Relayed(NamedTuple):
 
     message: Message
     wait: Callable[[], None]
+
+
+def _away(session: Session) -> dict[str, str]:
+    """The ``away`` field of a join: the joiner's away message, if it is away."""
+    away = session.away
+    return {} if away is None else {"away": away}
 
 
 def _account(session: Session) -> dict[str, str]:

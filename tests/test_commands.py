@@ -103,6 +103,7 @@ def test_away_is_shown_to_who_and_told_to_whoever_messages(chat_client: Connect)
     alice.say("/away at lunch")
     reply = alice.expect("reply", command="away")
     assert (reply["text"], reply["data"]) == ("you are marked away: at lunch", {"away": "at lunch"})
+    assert bob.expect("away") == {"type": "away", "nick": "alice", "text": "at lunch"}
     bob.say("/who")
     reply = bob.expect("reply", command="who")
     assert reply["text"] == "#general (2): alice (away), bob"
@@ -117,11 +118,45 @@ def test_away_is_shown_to_who_and_told_to_whoever_messages(chat_client: Connect)
     assert alice.expect("error")["code"] == "bad_text"
     alice.say("/away")
     assert alice.expect("reply", command="away")["text"] == "you are back"
+    assert bob.expect("away") == {"type": "away", "nick": "alice", "text": None}
     alice.say("/away")
     assert alice.expect("reply", command="away")["text"] == "you were not away"
     bob.say("/msg alice back?")
     bob.expect("private")
     assert not [f for f in bob.sync() if f["type"] == "reply"]
+    assert not [f for f in alice.sync() if f["type"] == "away"]  # (never one's own)
+
+
+def test_a_member_away_is_announced_to_its_rooms_and_in_its_joins(
+    chat_client: Connect, text_client: Callable[..., TextClient]
+) -> None:
+    """Going away, changing the message and coming back are each an ``away`` frame to
+    those who share a room (once each, however many rooms), not to those who do not;
+    a join while away says so (text mode: ``(away: ...)``)."""
+    alice, bob, carol = chat_client("alice"), chat_client("bob"), chat_client("carol")
+    dan = text_client("dan")
+    for who, nick in ((alice, "alice"), (bob, "bob")):
+        who.say("/join #dev")
+        who.expect("join", nick=nick, room="#dev")
+    carol.say("/part #general")
+    carol.expect("leave", nick="carol")
+    alice.say("/away lunch")
+    assert bob.expect("away") == {"type": "away", "nick": "alice", "text": "lunch"}
+    dan.expect("* alice is away: lunch")
+    alice.say("/away lunch, then a walk")
+    assert bob.expect("away")["text"] == "lunch, then a walk"
+    carol.say("/join #ops")
+    dan.send_line("/join #ops")
+    carol.expect("join", nick="carol", room="#ops")
+    dan.expect("* dan joined #ops")
+    alice.say("/join #ops")
+    assert carol.expect("join", nick="alice")["away"] == "lunch, then a walk"
+    dan.expect("* alice joined #ops (away: lunch, then a walk)")
+    alice.say("/away")
+    assert bob.expect("away") == {"type": "away", "nick": "alice", "text": None}
+    dan.expect("* alice is back")
+    assert carol.expect("away")["nick"] == "alice"
+    assert not [f for f in bob.sync() if f["type"] == "away"]  # once, not once a room
 
 
 def test_nick_renames_and_tells_the_room(chat_client: Connect) -> None:

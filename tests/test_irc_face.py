@@ -895,6 +895,43 @@ def test_away_is_one_state_on_every_face(make_server: Callable[..., Server]) -> 
         assert jay.expect("reply", command="who")["data"]["away"] == {"jay": "brb"}
 
 
+def test_away_notify(make_server: Callable[..., Server]) -> None:
+    """away-notify (IRCv3): a client that negotiated it gets AWAY when someone it shares
+    a room with goes away, changes the message or comes back, whatever their face, and
+    after the JOIN of one who is away; a client that did not gets none."""
+    server = make_server()
+    line = server.addresses["irc"]
+    with (
+        IrcClient(line) as alice,
+        IrcClient(line) as bob,
+        ChatClient(server.addresses["line"]) as jay,
+    ):
+        alice.register("alice", caps="away-notify")
+        bob.register("bob")
+        jay.login("jay")
+        jay.say("/away brb")
+        jay.expect("reply", command="away")
+        alice.expect(":jay!jay@chatkit AWAY :brb")
+        jay.say("/away")
+        jay.expect("reply", command="away")
+        alice.expect(":jay!jay@chatkit AWAY")
+        bob.send("AWAY :gone fishing")
+        bob.expect(" 306 ")
+        alice.expect(":bob!bob@chatkit AWAY :gone fishing")
+        assert jay.expect("away") == {"type": "away", "nick": "bob", "text": "gone fishing"}
+        alice.send("JOIN #pond")
+        alice.expect(" 366 ")
+        bob.send("JOIN #pond")
+        assert alice.until(" AWAY ")[-2:] == [
+            ":bob!bob@chatkit JOIN #pond",
+            ":bob!bob@chatkit AWAY :gone fishing",
+        ]
+        assert not [line for line in bob.sync() if " AWAY " in line]
+        alice.send("AWAY :x")
+        alice.expect(" 306 ")
+        assert not [line for line in alice.sync() if " AWAY " in line]  # (not one's own)
+
+
 def test_a_multiline_batch_keeps_the_line_limit(make_server: Callable[..., Server]) -> None:
     """A carriage return inside a batch's line is not a line break: a batch of one
     line holding 120 CRs is one line (CRs replaced), within max_message_lines."""

@@ -67,7 +67,7 @@ def test_cap_negotiation_holds_registration_until_cap_end() -> None:
     protocol = make()
     events, lines = feed(protocol, b"CAP LS 302\r\nNICK a\r\nUSER a 0 * :a\r\n")
     assert events == []
-    caps = "batch echo-message message-tags multi-prefix server-time userhost-in-names"
+    caps = "away-notify batch echo-message message-tags multi-prefix server-time userhost-in-names"
     assert lines == [f":{SERVER} CAP * LS :{caps}"]
     _, lines = feed(protocol, b"CAP REQ :server-time bogus\r\n")
     assert lines == [f":{SERVER} CAP * NAK :server-time bogus"]

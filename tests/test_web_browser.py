@@ -296,6 +296,36 @@ def test_the_topic_shows_in_the_top_bar(browser: Browser, contexts: list[Browser
         carol.close()
 
 
+def test_members_away_are_marked(browser: Browser, contexts: list[BrowserContext]) -> None:
+    """The members list marks those away: known from /who when the page joins, then as
+    they go away, come back, join while away or rename; the page's own /away too."""
+    with web_server() as server:
+        carol = ChatClient(server.address)
+        carol.login("carol")
+        carol.say("/away lunch")
+        carol.expect("reply", command="away")
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        members = page.locator("#members")
+        expect(members).to_have_text("alice, carol (away)")
+        carol.say("/away")
+        expect(members).to_have_text("alice, carol")
+        carol.say("/nick carl")
+        carol.say("/away brb")
+        expect(members).to_have_text("alice, carl (away)")
+        dave = ChatClient(server.address)
+        dave.login("dave", room="#side")
+        dave.say("/away gone")
+        dave.expect("reply", command="away")
+        dave.say("/join #general")
+        expect(members).to_have_text("alice, carl (away), dave (away)")
+        say(page, "/away reading")
+        expect(members).to_have_text("alice (away), carl (away), dave (away)")
+        dave.close()
+        expect(members).to_have_text("alice (away), carl (away)")
+        carol.close()
+
+
 def test_history_shows_on_join(browser: Browser, contexts: list[BrowserContext]) -> None:
     """A page that joins a room shows the messages said there before."""
     with web_server() as server:

@@ -73,6 +73,7 @@ __all__ = [
 ]
 
 CAPABILITIES = (
+    "away-notify",
     "batch",
     "echo-message",
     "message-tags",

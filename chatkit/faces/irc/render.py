@@ -53,6 +53,7 @@ BYTE_CAPS = frozenset(
         "account-tag",
         "account-notify",
         "extended-join",
+        "away-notify",
     }
 )
 """The capabilities that change what a fan-out sends a client (``echo-message``
@@ -60,7 +61,7 @@ through :attr:`Codec.echo`): one codec per set of them in use. (``draft/multilin
 counts only with ``batch``: the protocol leaves it out of a style without it.)"""
 USER_HOST = SHOWN_HOST  # the host part of every nick!user@host: one network, no real hosts
 # shown (a fan-out's bytes may not depend on who sent, beyond the frame).
-MAX_CODECS = 512  # codecs a face keeps: 2**7 capability sets for each server name; a bound
+MAX_CODECS = 512  # codecs a face keeps: 2**8 capability sets for two server names; a bound
 # only against a misuse that would make a new style per connection.
 # Commands whose last parameter is a token, not text: written without a ":" if it can be.
 _TOKEN_LAST = frozenset(
@@ -169,7 +170,7 @@ def _text_last(message: Message) -> bool:
         return True  # extended-join: the realname is text
     if message.command in _TOKEN_LAST:
         return False
-    return len(message.params) > 1 or message.command in ("QUIT", "ERROR", "PING")
+    return len(message.params) > 1 or message.command in ("QUIT", "ERROR", "PING", "AWAY")
 
 
 def split_text(text: str, budget: int) -> list[str]:
@@ -295,7 +296,19 @@ def render(
             if "extended-join" in style.caps:
                 # The account (or *) and the realname: the chat keeps none, the nick.
                 params += (str(fields.get("account") or "*"), str(fields["nick"]))
-            return [Message("JOIN", params, source(fields["nick"]), all_tags)]
+            join = Message("JOIN", params, source(fields["nick"]), all_tags)
+            if "away-notify" in style.caps and fields.get("away"):
+                # (away-notify: a joiner who is away is followed by its AWAY)
+                away = Message(
+                    "AWAY", (_safe(str(fields["away"])),), source(fields["nick"]), all_tags
+                )
+                return [join, away]
+            return [join]
+        if kind == "away":
+            if "away-notify" not in style.caps:
+                return []
+            text = _safe(str(fields.get("text") or ""))
+            return [Message("AWAY", (text,) if text else (), source(fields["nick"]), all_tags)]
         if kind == "account":
             if "account-notify" not in style.caps:
                 return []

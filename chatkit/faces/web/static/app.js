@@ -57,6 +57,7 @@ const state = {
   commands: [],
   helpPending: false,
   whoPending: new Set(), // rooms whose /who is the page's own (not shown)
+  away: new Map(), // fold(nick) -> away message, of members seen away (marked in the list)
   asked: [], // private conversations' history requests awaiting their page: {view, kind}
   passwordTyped: null, // {command, password} of a /register, /identify or /passwd sent
   auto: [], // the page's own commands after a (re)connect, paced under flood control
@@ -221,9 +222,16 @@ function renderTopic() {
   $("topic").title = topic;
 }
 
+function setAway(nick, text) {
+  if (text) state.away.set(fold(nick), String(text));
+  else state.away.delete(fold(nick));
+}
+
 function renderMembers() {
   const view = state.current;
-  const text = view && view.kind === "room" ? [...view.members].join(", ") : "";
+  const text = view && view.kind === "room"
+    ? [...view.members].map((n) => (state.away.has(fold(n)) ? `${n} (away)` : n)).join(", ")
+    : "";
   $("members").textContent = text;
 }
 
@@ -496,6 +504,7 @@ const handlers = {
     const again = state.everWelcomed; // a reconnect, not the first login
     state.nick = f.nick;
     state.loggedIn = true;
+    state.away = new Map(); // (a new session is here; each room's /who says who is away)
     if (Number.isInteger(f.max_line)) state.maxLine = f.max_line;
     state.everWelcomed = true;
     state.backoff = BACKOFF_FIRST;
@@ -546,6 +555,7 @@ const handlers = {
     $("input").focus();
   },
   join(f) {
+    setAway(f.nick, f.away); // (a join says whether the joiner is away)
     const known = getView("room", f.room, false);
     const view = known || getView("room", f.room);
     if (f.nick === state.nick) {
@@ -578,6 +588,7 @@ const handlers = {
   },
   leave(f) {
     const rooms = f.rooms || [f.room];
+    if (f.rooms) state.away.delete(fold(f.nick)); // (left the chat)
     for (const room of rooms) {
       const view = getView("room", room, false);
       if (!view) continue;
@@ -601,6 +612,9 @@ const handlers = {
     renderMembers();
   },
   nick(f) {
+    const away = state.away.get(fold(f.old));
+    state.away.delete(fold(f.old));
+    setAway(f.new, away);
     if (f.old === state.nick) {
       state.nick = f.new;
       localStorage.setItem(NICK_KEY, f.new);
@@ -626,6 +640,10 @@ const handlers = {
     }
     renderMembers();
     renderSidebar();
+  },
+  away(f) {
+    setAway(f.nick, f.text);
+    renderMembers();
   },
   topic(f) {
     // Sent when someone sets (or clears) it, and right after the own join if it has one.
@@ -734,9 +752,14 @@ const handlers = {
       const view = getView("room", f.data.room, false);
       if (view) {
         view.members = new Set(f.data.nicks || []);
+        for (const nick of view.members) setAway(nick, (f.data.away || {})[nick]);
         renderMembers();
       }
       return;
+    }
+    if (f.command === "away" && f.data) {
+      setAway(state.nick, f.data.away);
+      renderMembers();
     }
     eventLine(currentOrFirst(), String(f.text), undefined, "notice");
   },
