@@ -38,6 +38,8 @@ between two hooks, with no hook of its own::
     /drop:    chatkit_allow_input → (the account deleted) → chatkit_on_account_deleted
               → (account to the client and everyone who shares a room)
               → chatkit_on_account
+    /away:    chatkit_allow_input → (away to everyone who shares a room, if it
+              changed) → chatkit_on_away
     request:  chatkit_allow_input → chatkit_handle_request (before login too)
     ready:    (a JSON ping asking ``{"ready": true}``, before login too) → chatkit_check_ready
     authenticate: chatkit_authenticate (IRC SASL, before login)
@@ -475,6 +477,20 @@ def chatkit_on_account(client: Session) -> None:
     or gave a new password (``hub.forget_account``), on that one's thread. An
     account proven at login (a ``hello`` with a password, IRC SASL) is not a change:
     ``chatkit_on_login`` sees it. The ``cluster`` plugin tells the other nodes here.
+
+    Return value is ignored. If it raises, the error is logged and the other
+    plugins still run.
+    """
+
+
+@hookspec
+def chatkit_on_away(client: Session) -> None:
+    """Called after a logged-in client went away, changed its away message or came
+    back (``/away``, IRC's ``AWAY``): ``client.away`` is the message now, or ``None``.
+    Not called when it did not change (``/away`` while here).
+
+    Runs on the client's reader thread, after the ``away`` frame went to everyone
+    sharing a room with it. The ``cluster`` plugin tells the other nodes here.
 
     Return value is ignored. If it raises, the error is logged and the other
     plugins still run.

@@ -244,6 +244,8 @@ class RemoteMember(NamedTuple):
     """The rooms it is in (display names)."""
     account: str | None
     """The account it is identified to, if any."""
+    away: str | None = None
+    """Its away message, if it is away."""
 
 
 class Room:
@@ -377,6 +379,16 @@ class Hub:
             if found is None:
                 found = self._nick_looks.get(names.shown_skeleton(nick))
             return found if found is not None and found.welcomed else None
+
+    def away(self, nick: str) -> str | None:
+        """The away message of whoever is called ``nick``, on this node or (with a
+        :attr:`relay`) another; ``None`` if they are here, or nobody is (any thread)."""
+        found = self.find(nick)
+        if found is not None:
+            return found.away
+        relay = self.relay
+        member = None if relay is None else relay.member(nick)
+        return None if member is None else member.away
 
     def sessions(self) -> list[Session]:
         """Every logged-in session."""
@@ -965,9 +977,9 @@ class Hub:
         """Mark ``session`` away with ``text`` (``None`` or blank: back) and return
         what is set. Anyone who messages it privately is told, ``/who``, IRC's ``WHO``
         and ``WHOIS`` show it, and a change is an ``away`` frame to everyone who shares a
-        room with it (not to itself). Raises :class:`CommandError` ``bad_text`` for
-        a message over ``max_away`` characters (200) or of several lines. This node's own: the
-        other nodes of a cluster do not see it."""
+        room with it (not to itself), then ``chatkit_on_away`` (the ``cluster`` plugin
+        tells the other nodes). Raises :class:`CommandError` ``bad_text`` for a message
+        over ``max_away`` characters (200) or of several lines."""
         text, most = (text or "").strip(), self.config.limits.max_away
         if len(text) > most or "\n" in text:
             raise CommandError(
@@ -976,6 +988,7 @@ class Hub:
         before, session.away = session.away, text or None
         if session.away != before and session.welcomed:
             self._tell_company(session, Frame("away", nick=session.nick, text=session.away))
+            self.hooks.notify("chatkit_on_away", client=session)
         return session.away
 
     def account_deleted(self, account: str) -> None:

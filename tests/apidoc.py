@@ -85,6 +85,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
         "`ctx.hub`: the chat, to read and to act on",
         [
             "find",
+            "away",
             "find_like",
             "sessions",
             "who",

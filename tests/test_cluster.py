@@ -928,6 +928,36 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         redis.kill()
 
 
+def test_away_crosses_nodes(redis_server: RedisServer, nodes: Callable[..., Node]) -> None:
+    """Going away and coming back on one node is an away frame on the others, /who and
+    /msg there show it, and a join while away says so, as on one node."""
+    url = redis_server.url(6)
+    redis.Redis.from_url(url).flushdb()
+    a, b = nodes(url), nodes(url)
+    ann, bob = a.client("ann"), b.client("bob")
+    wait_until(lambda: sorted(who(bob)) == ["ann", "bob"], WAIT, "ann on node b", POLL)
+    ann.say("/away lunch")
+    assert bob.expect("away") == {"type": "away", "nick": "ann", "text": "lunch"}
+    bob.say("/who")
+    assert bob.expect("reply", command="who")["data"]["away"] == {"ann": "lunch"}
+    bob.say("/msg ann are you there?")
+    assert bob.expect("reply", command="msg")["data"] == {"nick": "ann", "away": "lunch"}
+    bob.say("/join #side")
+    bob.expect("join", nick="bob", room="#side")
+    ann.say("/join #side")
+    assert bob.expect("join", nick="ann", room="#side")["away"] == "lunch"
+    ann.say("/away")
+    assert bob.expect("away") == {"type": "away", "nick": "ann", "text": None}
+    assert not [f for f in bob.sync() if f["type"] == "away"]  # once, not once a room
+    ann.say("/away gone")
+    bob.expect("away", text="gone")
+    c = nodes(url)  # a node started now reads it from the members' hash
+    carol = c.client("carol")
+    wait_until(lambda: "ann" in who(carol), WAIT, "ann on node c", POLL)
+    carol.say("/who")
+    assert carol.expect("reply", command="who")["data"]["away"] == {"ann": "gone"}
+
+
 def test_a_quit_on_another_node_is_one_leave_naming_every_room(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:
@@ -1338,6 +1368,16 @@ def test_irc_clients_see_every_node(redis_server: RedisServer, nodes: Callable[.
         assert any(b" 502 bob :Cant change mode for other users" in line for line in lines)
         masked = seen.split(b" 315 bob alice ")[-1].split(b"\r\n")
         assert any(b" 352 bob * alice chatkit " in line for line in masked)
+        # Away on node a: WHOIS, USERHOST and WHO on node b say so.
+        alice.say("/away lunch")
+        probe.expect("away", nick="alice")
+        seen = b""
+        irc.sendall(b"WHOIS alice\r\nUSERHOST alice\r\nWHO alice\r\n")
+        assert irc_saw(b"315 bob alice")
+        lines = seen.split(b"\r\n")
+        assert any(line.endswith(b" 301 bob alice :lunch") for line in lines)
+        assert any(line.endswith(b" 302 bob :alice=-alice@chatkit") for line in lines)
+        assert any(b" 352 bob * alice chatkit " in line and b" G :" in line for line in lines)
 
 
 def test_the_banner_names_the_node_without_the_password(

@@ -423,6 +423,26 @@ def test_hook_on_account(chat_server_factory: Factory, chat_client: Connect) -> 
     again.close()
 
 
+def test_hook_on_away(chat_server_factory: Factory, chat_client: Connect) -> None:
+    """chatkit_on_away runs after the client's away state changed (gone, a new message,
+    back), after the away frame; /away while here changes nothing: no call."""
+    seen: list[tuple[str | None, str | None]] = []
+
+    class Watcher:
+        @hookimpl
+        def chatkit_on_away(self, client: Session) -> None:
+            seen.append((client.nick, client.away))
+
+    server = chat_server_factory(plugins=[Watcher()])
+    alice, bob = chat_client(server, "alice"), chat_client(server, "bob")
+    for command, text in (("/away lunch", "lunch"), ("/away walk", "walk"), ("/away", None)):
+        alice.say(command)
+        bob.expect("away", text=text)
+    alice.say("/away")  # (here already)
+    alice.expect("reply", text="you were not away")
+    assert seen == [("alice", "lunch"), ("alice", "walk"), ("alice", None)]
+
+
 def test_hook_on_account_deleted(chat_server_factory: Factory, chat_client: Connect) -> None:
     """chatkit_on_account_deleted runs once /drop deleted an account, with its name
     (folded), before chatkit_on_account sees the client without it; a plugin raising

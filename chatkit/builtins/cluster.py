@@ -90,7 +90,7 @@ HELD_AGE = 300.0
 """Seconds after which a claim of a session not logged in (a login refused after it
 claimed its nick) is forgotten."""
 
-_PRESENCE = frozenset(("join", "part", "nick", "quit", "account", "hello"))
+_PRESENCE = frozenset(("join", "part", "nick", "quit", "account", "away", "hello"))
 """Log entries of who is where: what a node's snapshot of the members holds."""
 
 
@@ -228,6 +228,8 @@ class Member:
     """Folded room name -> display name."""
     account: str | None = None
     """The account it is identified to (the ``accounts`` plugin), if any."""
+    away: str | None = None
+    """Its away message, if it is away."""
 
 
 @dataclass
@@ -668,6 +670,8 @@ class Cluster:
         data = {"nick": client.nick, "room": room}
         if client.account is not None:
             data["account"] = client.account
+        if client.away is not None:
+            data["away"] = client.away
         self._send("join", data, self._member_op(client))
         with self._lock:
             topic = self._topics.get(fold(room))
@@ -735,6 +739,11 @@ class Cluster:
         if skeleton(old) != skeleton(client.nick or ""):
             ops.append(self._give_back(client, old))
         self._send("nick", {"old": old, "new": client.nick, "sid": client.id}, *ops)
+
+    @hookimpl
+    def chatkit_on_away(self, client: Session) -> None:
+        data = {"nick": client.nick, "text": client.away}
+        self._send("away", data, self._member_op(client))
 
     @hookimpl
     def chatkit_on_account(self, client: Session) -> None:
@@ -935,7 +944,7 @@ class Cluster:
             found = self._remote_member(nick)
             if found is None:
                 return None
-            return RemoteMember(found.nick, list(found.rooms.values()), found.account)
+            return RemoteMember(found.nick, list(found.rooms.values()), found.account, found.away)
 
     def renamed(self, session: Session, old: str) -> None:
         """:meth:`Relay.renamed`: under the hub's lock, before the rename shows (the
@@ -973,7 +982,7 @@ class Cluster:
     def everyone(self) -> list[RemoteMember]:
         with self._lock:
             return [
-                RemoteMember(m.nick, list(m.rooms.values()), m.account)
+                RemoteMember(m.nick, list(m.rooms.values()), m.account, m.away)
                 for node in self._remote.values()
                 for m in node.values()
             ]
@@ -1346,9 +1355,19 @@ class Cluster:
                             del self._renames[data["sid"]]
             return  # this node's own presence: shown here when it happened
         elif kind == "join":
-            self._join(node, data["nick"], data["room"], data.get("account"))
+            away = data.get("away")
+            self._join(
+                node,
+                data["nick"],
+                data["room"],
+                data.get("account"),
+                away if isinstance(away, str) else None,
+            )
         elif kind == "account":
             self._account(node, data["nick"], data.get("account"))
+        elif kind == "away":
+            text = data.get("text")
+            self._away(node, data["nick"], text if isinstance(text, str) else None)
         elif kind == "part":
             self._part(node, data["nick"], data["room"], data.get("reason", "part"), data.get("by"))
         elif kind == "nick":
@@ -1362,14 +1381,27 @@ class Cluster:
             members = {k: _member(json.dumps(v)) for k, v in data["members"].items()}
             self._apply_node(node, members)
 
-    def _join(self, node: str, nick: str, room: str, account: str | None = None) -> None:
+    def _join(
+        self, node: str, nick: str, room: str, account: str | None = None, away: str | None = None
+    ) -> None:
         with self._lock:
             member = self._remote.setdefault(node, {}).setdefault(fold(nick), Member(nick))
-            member.account = account
+            member.account, member.away = account, away
             if fold(room) in member.rooms:
                 return
             member.rooms[fold(room)] = room
-        self._hub.deliver([_join_frame(room, nick, account)], room=room)
+        self._hub.deliver([_join_frame(room, nick, account, away)], room=room)
+
+    def _away(self, node: str, nick: str, text: str | None) -> None:
+        """Another node's member went away (or came back): tell those who share a room."""
+        with self._lock:
+            member = self._remote.get(node, {}).get(fold(nick))
+            if member is None or member.away == text:
+                return
+            member.away = text
+            rooms = list(member.rooms.values())
+        if rooms:
+            self._hub.deliver([Frame("away", nick=member.nick, text=text)], rooms=rooms)
 
     def _account(self, node: str, nick: str, account: str | None) -> None:
         """Another node's member identified (or no longer): tell those who share a room."""
@@ -1451,7 +1483,13 @@ class Cluster:
             old = before.get(key)
             for room_key, room in member.rooms.items():
                 if old is None or room_key not in old.rooms:
-                    self._hub.deliver([_join_frame(room, member.nick, member.account)], room=room)
+                    frame = _join_frame(room, member.nick, member.account, member.away)
+                    self._hub.deliver([frame], room=room)
+            shared = [room for key, room in member.rooms.items() if old and key in old.rooms]
+            if old is not None and old.away != member.away and shared:
+                # (went away, or came back, while this node did not hear it)
+                away = Frame("away", nick=member.nick, text=member.away)
+                self._hub.deliver([away], rooms=shared)
 
     def _apply_snapshot(self, snapshot: dict[str, dict[str, Member]]) -> None:
         """Take the members of the live nodes as Redis has them. A node known here
@@ -1530,8 +1568,13 @@ def _read_member(value: str) -> Member | None:
 def _member(value: str) -> Member:
     data = json.loads(value)
     rooms = {fold(room): room for room in data.get("rooms", [])}
-    account = data.get("account")
-    return Member(str(data.get("nick", "")), rooms, account if isinstance(account, str) else None)
+    account, away = data.get("account"), data.get("away")
+    return Member(
+        str(data.get("nick", "")),
+        rooms,
+        account if isinstance(account, str) else None,
+        away if isinstance(away, str) else None,
+    )
 
 
 def _member_fields(session: Session) -> dict[str, Any]:
@@ -1539,14 +1582,20 @@ def _member_fields(session: Session) -> dict[str, Any]:
     fields: dict[str, Any] = {"nick": session.nick, "rooms": list(session.rooms.values())}
     if session.account is not None:
         fields["account"] = session.account
+    if session.away is not None:
+        fields["away"] = session.away
     return fields
 
 
-def _join_frame(room: str, nick: str, account: str | None) -> Frame:
-    """The ``join`` frame of another node's member (with its account, as a local one's)."""
-    if account is None:
-        return Frame("join", room=room, nick=nick, ts=_now_ts())
-    return Frame("join", room=room, nick=nick, ts=_now_ts(), account=account)
+def _join_frame(room: str, nick: str, account: str | None, away: str | None = None) -> Frame:
+    """The ``join`` frame of another node's member (with its account and away message,
+    as a local one's)."""
+    fields: dict[str, Any] = {"room": room, "nick": nick, "ts": _now_ts()}
+    if account is not None:
+        fields["account"] = account
+    if away is not None:
+        fields["away"] = away
+    return Frame("join", **fields)
 
 
 def _now_ms() -> int:

@@ -25,9 +25,10 @@ def _private(ctx: CommandContext, *, action: bool) -> None:
             "bad_usage",
         )
     sent = ctx.hub.private(ctx.client, nick, text.strip(), action=action)
-    target = ctx.hub.find(sent.to or nick)
-    if target is not None and target.away:  # as IRC's 301 tells whoever messages them
-        ctx.reply(f"{target.nick} is away: {target.away}", nick=target.nick, away=target.away)
+    to = sent.to or nick
+    away = ctx.hub.away(to)  # (another node's member's too)
+    if away:  # as IRC's 301 tells whoever messages them
+        ctx.reply(f"{to} is away: {away}", nick=to, away=away)
 
 
 def me_command(ctx: CommandContext) -> None:

@@ -43,9 +43,9 @@ def who_command(ctx: CommandContext) -> None:
     nicks = sorted(members, key=lambda nick: (nick.casefold(), nick))  # as people look them up
     away = {}
     for nick in nicks:
-        found = ctx.hub.find(nick)
-        if found is not None and found.away:
-            away[nick] = found.away
+        text = ctx.hub.away(nick)  # (another node's member's too)
+        if text:
+            away[nick] = text
     shown = ", ".join(f"{nick} (away)" if nick in away else nick for nick in nicks)
     ctx.reply(f"{room} ({len(nicks)}): {shown}", room=room, nicks=nicks, away=away)
 

@@ -727,7 +727,7 @@ class IrcChannel:
                         # To oneself (RFC 2812 3.3.1: the target gets it): the copy a
                         # client without echo-message is not sent of its own lines.
                         session.send(message_frame(sent))
-                    away = None if to is None else to.away
+                    away = self.hub.away(sent.to or target)  # (another node's too)
                     if away and not notice:  # RFC 2812: 301 to whoever messages them
                         self.answer(Message(n.RPL_AWAY, (sent.to or target, str(away))))
             except CommandError as exc:
@@ -1158,7 +1158,7 @@ class IrcChannel:
     def _who_line(self, room: str, nick: str, op: bool = False) -> Message:
         found = self.hub.find(nick)
         info = {} if found is None else _irc_info(found)
-        away = found is not None and found.away
+        away = found.away if found is not None else self.hub.away(nick)  # (another node's)
         here = ("G" if away else "H") + ("*" if info.get("oper") else "")
         here += "@" if op else ""
         realname = info.get("realname") or nick
@@ -1495,13 +1495,15 @@ class IrcChannel:
 
     def _whois_remote(self, member: RemoteMember) -> list[Message]:
         """``WHOIS`` of another node's member: what the cluster knows (its rooms, its
-        account; not its realname or away message)."""
+        account, its away message; not its realname)."""
         nick, server = member.nick, self.face.server_name
         lines = [Message(n.RPL_WHOISUSER, (nick, nick, USER_HOST, "*", nick))]
         lines += self._whois_rooms(nick, member.rooms)
         lines.append(Message(n.RPL_WHOISSERVER, (nick, server, "chatkit (another node)")))
         if member.account is not None:
             lines.append(Message(n.RPL_WHOISACCOUNT, (nick, member.account, "is logged in as")))
+        if member.away:
+            lines.append(Message(n.RPL_AWAY, (nick, member.away)))
         lines.append(Message(n.RPL_ENDOFWHOIS, (nick, "End of /WHOIS list.")))
         return lines
 
@@ -1532,7 +1534,8 @@ class IrcChannel:
                 oper = "*" if _irc_info(found).get("oper") else ""  # (RFC 2812 6: an operator)
                 replies.append(f"{found.nick}{oper}={away}{found.nick}@{USER_HOST}")
             elif (remote := self._remote(nick)) is not None:
-                replies.append(f"{remote.nick}=+{remote.nick}@{USER_HOST}")
+                away = "-" if remote.away else "+"
+                replies.append(f"{remote.nick}={away}{remote.nick}@{USER_HOST}")
         self.send(Message(n.RPL_USERHOST, (" ".join(replies),)))
 
     def motd(self, params: tuple[str, ...]) -> None:
