@@ -1826,6 +1826,7 @@ class Server:
             "connections": len(conns),
             "faces": faces,
             "pending": len(self._pending),  # read without the lock: a stale count is fine
+            "lingering": writer.lingering,
             "logged_in": len(hub.sessions()),
             "rooms": len(hub.rooms()),
             "queued_bytes": sum(c.queued_bytes for c in conns),

@@ -75,6 +75,7 @@ def test_metrics_count_what_clients_did(serve: type[ServeProcess]) -> None:
     samples = wait_for(url, lambda s: s["chatkit_history_commits_total"] >= 1)
     assert samples["chatkit_connections{face=line}"] == 2
     assert samples["chatkit_logged_in"] == 2
+    assert samples["chatkit_lingering_connections"] == 0
     assert samples["chatkit_logins_total"] == 2
     assert samples["chatkit_messages_total"] == 5
     # Each message to both members, and the joins: alice's to herself, bob's to both.

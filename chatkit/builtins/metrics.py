@@ -71,6 +71,11 @@ class ServerCollector(Collector):
         yield _gauge(
             "chatkit_pending_connections", "Connections that sent nothing yet.", stats["pending"]
         )
+        yield _gauge(
+            "chatkit_lingering_connections",
+            "Connections ended, kept open for their clients to take what they are owed.",
+            stats["lingering"],
+        )
         yield _gauge("chatkit_logged_in", "Clients logged in.", stats["logged_in"])
         yield _gauge("chatkit_rooms", "Rooms.", stats["rooms"])
         yield _gauge("chatkit_queued_bytes", "Bytes waiting in send queues.", stats["queued_bytes"])
