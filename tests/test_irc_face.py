@@ -932,6 +932,30 @@ def test_away_notify(make_server: Callable[..., Server]) -> None:
         assert not [line for line in alice.sync() if " AWAY " in line]  # (not one's own)
 
 
+def test_whox(make_server: Callable[..., Server]) -> None:
+    """WHOX (ISUPPORT WHOX): WHO with %FIELDS[,TOKEN] answers 354s with exactly the
+    fields asked for, in the spec's order whatever the order asked, the account (0 if
+    none) among them; without % it is the plain 352."""
+    server = make_server()
+    with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
+        assert any("WHOX" in line for line in alice.register("alice"))
+        jay.login("jay")
+        jay.say("/register sesame-seed")
+        jay.expect("reply", command="register")
+        jay.say("/away brb")
+        jay.expect("reply", command="away")
+        alice.send("WHO #general %afnrct,42")
+        lines = alice.until(" 315 ")
+        assert f":{SERVER} 354 alice 42 #general jay G jay jay" in lines
+        assert f":{SERVER} 354 alice 42 #general alice H 0 :Alice Example" in lines
+        alice.send("WHO jay %n", "WHO j* %cuihsndl")
+        assert alice.expect(" 354 ") == f":{SERVER} 354 alice jay"
+        line = alice.expect(" 354 ")
+        assert line == f":{SERVER} 354 alice * jay 255.255.255.255 chatkit {SERVER} jay 0 0"
+        alice.send("WHO jay")
+        assert alice.expect(" 352 ").startswith(f":{SERVER} 352 alice * jay chatkit ")
+
+
 def test_a_multiline_batch_keeps_the_line_limit(make_server: Callable[..., Server]) -> None:
     """A carriage return inside a batch's line is not a line break: a batch of one
     line holding 120 CRs is one line (CRs replaced), within max_message_lines."""

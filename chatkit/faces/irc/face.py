@@ -249,6 +249,7 @@ class IrcFace:
             + ",".join(f"{c}:{MAX_TARGETS}" for c in ("PRIVMSG", "NOTICE", "KICK", "NAMES"))
             + ",WHOIS:1",  # WHOIS a,b answers a only
             "UTF8ONLY",
+            "WHOX",
         ]
         if moderation_on(hub):
             tokens.append(f"MAXLIST=bq:{masks_limit(hub)}")
@@ -1076,25 +1077,31 @@ class IrcChannel:
         """``WHO #room`` (its members), ``WHO nick``, or ``WHO mask [o]``: the users whose
         nick or realname matches (``*`` any characters, ``?`` one; ``0`` or nothing:
         everyone), at most :attr:`IrcFace.max_who`; ``o``: IRC operators only. A user
-        with mode ``+i`` is listed by a mask only to those who share a room with it."""
+        with mode ``+i`` is listed by a mask only to those who share a room with it.
+
+        WHOX (IRCv3): ``WHO mask [o]%FIELDS[,TOKEN]`` answers each with ``354`` and the
+        fields asked for (``tcuihsnfdlaor``), in that order, instead of ``352``."""
         mask = params[0] if params and params[0] else "*"
+        flags, percent, spec = (params[1] if len(params) > 1 else "").partition("%")
+        fields, _, token = spec.partition(",")
+        whox = (fields, token[:3]) if percent else None
         lines: list[Message] = []
         if mask.startswith("#"):
             members = self._listed_members(mask)
             room = self._room_name(mask)
             ops = self._operators(room)
             for nick in members:
-                lines.append(self._who_line(room, nick, names.fold(nick) in ops))
+                lines.append(self._who_line(room, nick, names.fold(nick) in ops, whox))
         elif mask != "0" and not _WILDCARDS.intersection(mask):
             found = self.hub.find(mask)
             if found is not None and found.nick is not None:
-                lines.append(self._who_line("*", found.nick))
+                lines.append(self._who_line("*", found.nick, whox=whox))
             elif (remote := self._remote(mask)) is not None:
-                lines.append(self._who_line("*", remote.nick))
+                lines.append(self._who_line("*", remote.nick, whox=whox))
         else:
-            opers = len(params) > 1 and params[1] == "o"
+            opers = flags == "o"
             for nick in self._who_matching("*" if mask == "0" else mask, opers=opers):
-                lines.append(self._who_line("*", nick))
+                lines.append(self._who_line("*", nick, whox=whox))
         lines.append(Message(n.RPL_ENDOFWHO, (mask, "End of /WHO list.")))
         self.send(*lines)
 
@@ -1155,15 +1162,39 @@ class IrcChannel:
                     break
         return found
 
-    def _who_line(self, room: str, nick: str, op: bool = False) -> Message:
+    def _who_line(
+        self, room: str, nick: str, op: bool = False, whox: tuple[str, str] | None = None
+    ) -> Message:
+        """One user's ``352`` (or, with ``whox``: its fields and token, ``354``)."""
         found = self.hub.find(nick)
+        remote = None if found is not None else self._remote(nick)  # (another node's)
         info = {} if found is None else _irc_info(found)
-        away = found.away if found is not None else self.hub.away(nick)  # (another node's)
+        away = found.away if found is not None else remote is not None and remote.away
         here = ("G" if away else "H") + ("*" if info.get("oper") else "")
         here += "@" if op else ""
         realname = info.get("realname") or nick
         server = self.face.server_name
-        return Message(n.RPL_WHOREPLY, (room, nick, USER_HOST, server, nick, here, f"0 {realname}"))
+        if whox is None:
+            params = (room, nick, USER_HOST, server, nick, here, f"0 {realname}")
+            return Message(n.RPL_WHOREPLY, params)
+        fields, token = whox
+        account = found.account if found is not None else remote and remote.account
+        values = {
+            "t": token or "0",
+            "c": room,
+            "u": nick,
+            "i": "255.255.255.255",  # (no client's address is shown)
+            "h": USER_HOST,
+            "s": server,
+            "n": nick,
+            "f": here,
+            "d": "0",
+            "l": "0",
+            "a": account or "0",
+            "o": "n/a",
+            "r": realname,
+        }
+        return Message(n.RPL_WHOSPCRPL, tuple(values[f] for f in values if f in fields))
 
     def _operators(self, room: str) -> set[str]:
         """The operators of ``room``, folded (names lists, WHO, WHOIS)."""

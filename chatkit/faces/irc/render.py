@@ -168,8 +168,8 @@ def _text_last(message: Message) -> bool:
     """Whether the last parameter of ``message`` is text (a lone PART's is a channel)."""
     if message.command == "JOIN" and len(message.params) == 3:
         return True  # extended-join: the realname is text
-    if message.command in _TOKEN_LAST:
-        return False
+    if message.command in _TOKEN_LAST or message.command == "354":
+        return False  # (WHOX: a realname is last only if asked for; ":" if it needs one)
     return len(message.params) > 1 or message.command in ("QUIT", "ERROR", "PING", "AWAY")
 
 
