@@ -1196,3 +1196,28 @@ def test_the_shutdown_waits_shutdown_grace_for_clients_not_reading(
     stopper.join(1.2)  # (a deadline: the default grace would take 1.5 s, twice)
     assert not stopper.is_alive()
     sock.close()
+
+
+def test_a_lingering_connection_is_not_cut_by_a_late_abort(chat_server_factory: Factory) -> None:
+    """Once retired (its reader done, lingering for its client), a connection is the
+    writer's alone: a finish or an abort from another thread (a kill, a slow-consumer
+    cut, the watchdog) does nothing to it, and its client, reading at last, gets all it
+    was owed (an abort shut it down both ways: a reset, the rest lost)."""
+    server = chat_server_factory(disable=["flood"], max_sendq=10_000_000, linger=60.0)
+    sock = _not_reading(server, "ann")
+    wait_until(lambda: any(c.session.logged_in for c in server.connections))
+    (conn,) = server.connections
+    _fill(server, 1)
+    conn.finish("test")
+    wait_until(lambda: server.writer.lingering == 1, 10, "a linger")
+    conn.abort("late")
+    conn.finish("later")
+    received = b""
+    sock.settimeout(10)
+    while chunk := sock.recv(65536):  # ConnectionResetError if reset
+        received += chunk
+    sock.close()
+    said = [json.loads(line) for line in received.splitlines()]
+    assert [f["text"][:4] for f in said if f["type"] == "message"] == [
+        f"{i:04}" for i in range(1500)
+    ]

@@ -731,3 +731,26 @@ def test_serve_refuses_a_tls_port_flag_nothing_would_listen_on(certs: Certs) -> 
         assert result.returncode == 2, (flags, result.stderr)
         assert f"Error: {error}" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_connection_ended_while_shaking_hands_does_not_linger(certs: Certs) -> None:
+    """A TLS connection the server ends before its handshake is done, with a frame
+    queued for it (the shutdown's notice), is closed at once: nothing can be sent to it
+    (no session keys yet), so waiting for its queue to drain (linger) would only spin
+    the writer until linger ran out."""
+    from chatkit.frames import Frame
+
+    line = LineFace()
+    config = tls_config(certs, tls_handshake_timeout=30.0, linger=60.0)
+    with (
+        Server(config=config, faces=[line, TlsFace(line, port=0)], plugins=[]) as server,
+        socket.create_connection(server.addresses["line-tls"], timeout=TIMEOUT) as stalled,
+    ):
+        stalled.sendall(b"\x16\x03\x01")  # the start of a ClientHello, and nothing more
+        wait_until(lambda: server._handshaking == 1, 5, "the handshake under way")
+        (conn,) = server.connections
+        conn.push(Frame("notice", text="server shutting down"))  # (as the shutdown does)
+        conn.finish("test")
+        server.writer.wake()
+        wait_until(lambda: conn.sock.fileno() == -1, 5, "the close, at once")
+        assert server.writer.lingering == 0
