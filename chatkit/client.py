@@ -37,7 +37,7 @@ from typing import Any, Self
 
 from chatkit.errors import ChatkitError
 from chatkit.names import room_name
-from chatkit.protocol import BIDI_CONTROLS, LineDecoder, LineTooLong, clean_text
+from chatkit.protocol import BIDI_CONTROLS, LineDecoder, LineTooLong, clean_text, message_body
 
 __all__ = [
     "LOCAL_ERRORS",
@@ -50,6 +50,7 @@ __all__ = [
     "NoAnswer",
     "RoomRefused",
     "encode_frame",
+    "literal_text",
     "room_name",
     "say_frame",
     "tls_client_context",
@@ -64,6 +65,15 @@ of a full room is the largest). A longer line is skipped as it arrives, never bu
 LOCAL_ERRORS = frozenset({"server_line_too_long", "server_bad_frame"})
 """The codes of ``error`` frames the client makes itself, for a line from the server it could
 not read (longer than its limit; not a JSON frame). The line was skipped; nothing was refused."""
+
+
+def literal_text(text: str) -> str:
+    """``text`` escaped so that the server reads it as a message, never a command: a
+    leading ``/`` (after the line breaks a message of several lines loses at either
+    end, as :func:`chatkit.protocol.message_body` says: ``"\\n/quit"`` is ``/quit``)
+    doubled, as the protocol escapes it."""
+    bare = message_body(text)
+    return "/" + bare if bare.startswith("/") else text
 
 
 def say_frame(text: str, room: str | None = None) -> dict[str, Any]:
@@ -448,15 +458,7 @@ class Client(LineClient):
         ``literal``, always a message (a leading ``/`` is doubled, as the protocol
         escapes it): for text that came from someone else, which must never run as
         this client's command (``/register``, ``/quit``)."""
-        if literal:
-            # As the server reads it: a message of several lines loses its line breaks
-            # at either end before it is looked at ("\n/quit" is /quit).
-            bare = text.replace("\r\n", "\n").replace("\r", "\n")
-            if "\n" in bare:
-                bare = bare.strip("\n")
-            if bare.startswith("/"):
-                text = "/" + bare
-        self.send(say_frame(text, room))
+        self.send(say_frame(literal_text(text) if literal else text, room))
 
     def login(
         self,

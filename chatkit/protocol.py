@@ -55,6 +55,7 @@ __all__ = [
     "Say",
     "ServerProtocol",
     "clean_text",
+    "message_body",
 ]
 
 MAX_MESSAGE_LINES = 20  # lines in one message (a paste): a screenful; IRC has one a message.
@@ -397,10 +398,20 @@ def _count(obj: dict[str, Any], name: str, high: int) -> int | None:
     return value
 
 
+def message_body(text: str) -> str:
+    """``text`` as the server looks at a message for a leading ``/`` (a command): one
+    of several lines without the line breaks at either end (``\\r\\n`` and ``\\r``
+    are line breaks), so ``"\\n/quit"`` is ``/quit``. What a client escaping someone
+    else's text must go by too (``Client.say(literal=True)``)."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.strip("\n") if "\n" in text else text
+
+
 def _say(text: str, room: str | None, rules: _TextRules) -> Say:
     text = clean_text(text, newlines=rules.max_lines > 1, bidi=rules.bidi)
     if "\n" in text:
-        text = text.strip("\n")
+        text = message_body(text)
         lines = text.count("\n") + 1
         if lines > rules.max_lines:
             raise RemoteProtocolError(

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from chatkit import Message, Server
 from chatkit.builtins.history.store import MessageStore, StoreError
+from chatkit.client import literal_text
 from chatkit.codecs import JSON_CODEC, TEXT_CODEC, fast_json_message
 from chatkit.protocol import (
     Frame,
@@ -31,6 +32,8 @@ from chatkit.protocol import (
     RemoteProtocolError,
     Say,
     ServerProtocol,
+    _say,
+    _TextRules,
 )
 from chatkit.testing import ChatClient, run_server
 
@@ -494,3 +497,17 @@ def test_a_text_mode_client_sending_any_bytes_harms_nobody(
         sock.sendall(b"fuzzer\n" + data + b"\n")
     arena[0].check()
     _no_errors(arena)
+
+
+@given(st.text(alphabet=st.sampled_from("/ab\r\n \t\u2028"), max_size=12))
+def test_literal_text_is_never_a_command(text: str) -> None:
+    """What Client.say(literal=True) sends is read by the server as a message, never a
+    command, whatever the text (line breaks before a "/", CR-LF, lone CRs...), with the
+    text the server would keep of it."""
+    rules = _TextRules()
+    try:
+        said = _say(literal_text(text), None, rules)
+    except RemoteProtocolError:
+        return  # (too many lines: refused either way)
+    assert not said.command
+    assert said.text.lstrip("/") == _say(text, None, rules).text.lstrip("/")
