@@ -570,6 +570,9 @@ class ReloadPlan:
     """Plugins to configure and start: enabled, or restarted."""
     notes: list[str] = field(default_factory=list)
     """What the reload leaves for the next restart, for people."""
+    deferred: list[str] = field(default_factory=list)
+    """The ``[plugins.NAME]`` tables of running plugins whose changes wait for the next
+    restart (they go on with their old settings, which the running config keeps)."""
 
 
 def plan_reload(
@@ -595,6 +598,7 @@ def plan_reload(
     kept: list[str] = []
     started: list[tuple[str, Any]] = []
     notes: list[str] = []
+    deferred: list[str] = []
 
     def resolve(name: str, eps: dict[str, EntryPoint]) -> tuple[Any, PluginInfo]:
         plugin = running.get(name)
@@ -603,8 +607,11 @@ def plan_reload(
             table = _table(name)  # ([plugins.configurable] for mine.configurable:Plugin)
             same_settings = old.plugin_settings(table) == new.plugin_settings(table)
             same_code = builtin or source_stamp(plugin) == stamps.get(name)
-            if not (same_settings and same_code) and _sequences(plugin):
-                notes.append(f"plugin {name!r} changes at the next restart (it stores messages)")
+            why = _restart_only(plugin)
+            if not (same_settings and same_code) and why:
+                notes.append(f"plugin {name!r} changes at the next restart ({why})")
+                if not same_settings:
+                    deferred.append(table)
                 same_settings = same_code = True
             if same_settings and same_code:
                 kept.append(name)
@@ -636,12 +643,9 @@ def plan_reload(
         if name not in kept and id(plugin) not in extras
     ]
     for name, plugin in [*stopped, *started]:
-        if _sequences(plugin):
-            raise UsageError(
-                f"plugin {name!r} stores or replays messages: enabling or disabling it "
-                "needs a restart"
-            )
-    return ReloadPlan(new_pm, infos, kept, stopped, started, notes)
+        if why := _restart_only(plugin):
+            raise UsageError(f"plugin {name!r}: {why}, so enabling or disabling it needs a restart")
+    return ReloadPlan(new_pm, infos, kept, stopped, started, notes, deferred)
 
 
 def _table(name: str) -> str:
@@ -657,12 +661,19 @@ def _kept_info(name: str, eps: dict[str, EntryPoint]) -> PluginInfo:
     return PluginInfo(name, "module", module_name.split(".")[0], "?", "off")
 
 
-def _sequences(plugin: Any) -> bool:
-    return any(
+def _restart_only(plugin: Any) -> str:
+    """Why ``plugin`` may not be stopped or started by a reload ("" if it may): one that
+    stores or replays messages (the delivery order depends on it), or one that says so
+    itself with a ``chatkit_restart_only`` attribute giving why (the ``cluster`` plugin:
+    this node in the cluster)."""
+    if any(
         callable(getattr(plugin, hook, None))
         and getattr(getattr(plugin, hook), "chatkit_impl", None) is not None
         for hook in _SEQUENCING_HOOKS
-    )
+    ):
+        return "it stores messages"
+    why = getattr(plugin, "chatkit_restart_only", "")
+    return why if isinstance(why, str) else ""
 
 
 def call_plugin(plugin: Any, name: str, **kwargs: Any) -> None:

@@ -669,12 +669,18 @@ class Writer:
         delay (:meth:`_owned_of`) is counted again with it. (Set without recounting,
         a queue counted in under the old limit was taken off under the new one, and
         the difference stayed in the backlog for good: raised while clients were over
-        it, readers paused forever.)"""
+        it, readers paused forever.) One over its old limit but not the new one is no
+        longer on its way to be cut (it was, at ``slow_timeout``, whatever the new limit)."""
+        now = time.monotonic()
         with self._lock:
             for conn in conns:
                 owned = self._owned_of(conn)
                 conn.max_sendq = max_sendq
                 self._owned += self._owned_of(conn) - owned
+                if conn._over_since is not None and conn._out_bytes <= max_sendq:
+                    conn._over_since = None  # (as when it catches up: see _flush)
+                    self._caught_up[conn] = now
+                    self._over.discard(conn)
 
     @property
     def backlog(self) -> int:
@@ -1608,6 +1614,16 @@ class Server:
             self.pluginmanager, old, config, self._plugin_stamps, self._extra_plugins
         )
         notes = list(plan.notes)
+        # The plugins whose changes wait for a restart go on with their old tables, and
+        # so does everything derived from them (the accounts' file is the history's
+        # with another name: it must not move to a file the history does not use yet).
+        tables = dict(config.plugin_config)
+        for name in plan.deferred:
+            if name in old.plugin_config:
+                tables[name] = old.plugin_config[name]
+            else:
+                tables.pop(name, None)
+        config = dataclasses.replace(config, plugin_config=tables)
         for key in ("host", "port"):
             if getattr(config, key) != getattr(old, key):
                 notes.append(f"{key} changes at the next restart")

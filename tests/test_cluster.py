@@ -25,7 +25,7 @@ import redis
 from argon2 import PasswordHasher
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatkit import Config, Server
+from chatkit import Config, Server, UsageError
 from chatkit.builtins.accounts.store import Account, AccountStore
 from chatkit.builtins.cluster import redact
 from chatkit.builtins.moderation import ModerationStore, shared
@@ -1839,3 +1839,37 @@ def _stream_id(text: str) -> tuple[int, int]:
     """A Redis stream id (``"ms-seq"``) as a pair that orders as Redis does."""
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
+
+
+def test_a_reload_never_restarts_the_cluster(redis_server: RedisServer) -> None:
+    """The cluster plugin is this node: a reload that changes its settings leaves it
+    running as it is until the next restart (a new instance was a new node: its members
+    left the old one, were renamed, and messages in between were lost), and one that
+    would disable it is refused."""
+    url = redis_server.url(12)
+    redis.Redis.from_url(url).flushdb()
+
+    def config(lease: float) -> Config:
+        return Config(
+            port=0, plugins=["cluster"], plugin_config={"cluster": {"url": url, "lease": lease}}
+        )
+
+    server = Server(config=config(10))
+    server.start()
+    try:
+        running = server.pluginmanager.get_plugin("cluster")
+        with ChatClient(server.address) as alice:
+            alice.login("alice")
+            notes = server.reload(config(12))
+            assert notes == [
+                "plugin 'cluster' changes at the next restart (it is this node in the cluster)"
+            ]
+            assert server.pluginmanager.get_plugin("cluster") is running
+            assert server.hub.relay is running
+            with pytest.raises(UsageError, match="'cluster': it is this node in the cluster"):
+                server.reload(Config(port=0))
+            alice.say("still here")
+            alice.expect("message", text="still here")
+            assert not [f for f in alice.sync() if f["type"] in ("nick", "leave")]
+    finally:
+        server.shutdown()

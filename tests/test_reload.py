@@ -144,7 +144,10 @@ def test_enabling_or_disabling_history_needs_a_restart() -> None:
     server.start()
     try:
         config = Config(port=0, disable=["history"])
-        with pytest.raises(UsageError, match="'history' stores or replays messages"):
+        with pytest.raises(
+            UsageError,
+            match="'history': it stores messages, so enabling or disabling it needs a restart",
+        ):
             server.reload(config)
         assert server.pluginmanager.get_plugin("history") is not None
         changed = Config(port=0)
@@ -317,5 +320,72 @@ def test_a_reload_changing_max_sendq_keeps_the_backlog_count(factor: float) -> N
         wait_until(lambda: server.writer.backlog == 0, 10, "no backlog")
         with ChatClient(server.address) as newcomer:  # (paused forever, before)
             newcomer.login("newcomer")
+    finally:
+        server.shutdown()
+
+
+def test_deferred_history_settings_move_no_file(tmp_path: Path) -> None:
+    """A reload that changes the history's db (which waits for a restart) keeps the
+    running config's history table: the accounts file beside it does not move when
+    accounts restarts in the same reload (a registered nick was free to take in an
+    empty new file), and the next reload still says the change waits."""
+
+    def config(db: str, min_password: int) -> Config:
+        made = Config(port=0)
+        made.plugin_config["history"] = {"db": str(tmp_path / db)}
+        made.plugin_config["accounts"] = {"min_password": min_password}
+        return made
+
+    server = Server(config=config("a.db", 8))
+    server.start()
+    try:
+        with ChatClient(server.address) as carol:
+            carol.login("carol")
+            carol.say("/register sesame-seed")
+            carol.expect("reply", command="register")
+        notes = server.reload(config("b.db", 10))
+        assert "plugin 'history' changes at the next restart (it stores messages)" in notes
+        assert "plugin 'accounts' restarted" in notes
+        with ChatClient(server.address) as mallory:
+            mallory.send({"type": "hello", "nick": "carol"})
+            assert mallory.expect("error")["code"] == "nick_registered"
+        notes = server.reload(config("b.db", 10))
+        assert notes == ["plugin 'history' changes at the next restart (it stores messages)"]
+        assert not (tmp_path / "b.accounts.db").exists()
+    finally:
+        server.shutdown()
+
+
+def test_a_client_over_max_sendq_is_not_cut_once_a_reload_raises_it() -> None:
+    """A client that does not read, over max_sendq and so on its way to be cut at
+    slow_timeout: a reload raising max_sendq above its queue takes it off that way (it
+    was cut all the same at slow_timeout, far below the new limit)."""
+    config = Config(port=0, disable=["flood"])
+    config.limits.max_sendq, config.limits.slow_timeout = 100_000, 30.0
+    server = Server(config=config)
+    server.start()
+    try:
+        mute = socket.socket()
+        mute.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        mute.connect(server.address)
+        mute.sendall(b'{"type":"hello","nick":"mute"}\n')
+        with ChatClient(server.address) as talker:
+            talker.login("talker")
+            (conn,) = [c for c in server.connections if c.session.nick == "mute"]
+            for i in range(4000):  # 8 MB: more than the kernel's buffers (4 MB) hold
+                talker.say(f"{i:04} " + "z" * 2000)
+                if i % 100 == 0:
+                    talker.sync()
+                    if conn._over_since is not None:
+                        break
+            assert conn in server.writer._over  # (cut at slow_timeout from now)
+            changed = Config(port=0, disable=["flood"])
+            changed.limits.max_sendq, changed.limits.slow_timeout = 50_000_000, 30.0
+            server.reload(changed)
+            assert conn._over_since is None and conn not in server.writer._over
+            talker.say("more")
+            talker.sync()
+        assert server.stats()["slow_cuts"] == 0 and not conn.finishing
+        mute.close()
     finally:
         server.shutdown()

@@ -255,6 +255,10 @@ def _renamed_sid(entry: dict[str, str] | None) -> int | None:
 class Cluster:
     """The ``cluster`` plugin: a :class:`chatkit.hub.Relay` over Redis."""
 
+    chatkit_restart_only = "it is this node in the cluster"
+    """Never restarted by a reload (:func:`chatkit.plugins.plan_reload`): a new instance
+    would be a new node, its members seen to leave the old one and be renamed."""
+
     def __init__(self) -> None:
         self.url = ""
         self.lease = LEASE
