@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pexpect  # type: ignore[import-untyped]
 import pytest
@@ -387,5 +388,37 @@ def test_a_client_over_max_sendq_is_not_cut_once_a_reload_raises_it() -> None:
             talker.sync()
         assert server.stats()["slow_cuts"] == 0 and not conn.finishing
         mute.close()
+    finally:
+        server.shutdown()
+
+
+def test_plugins_read_the_limits_a_reload_changed() -> None:
+    """The history plugin's nick check and page size, and the accounts plugin's IPv6
+    network, follow a reload's limits (they kept the values of the start: a nick longer
+    than the old max_nick was no such nick to /history)."""
+    from types import SimpleNamespace
+
+    config = Config(port=0)
+    config.limits.max_nick = 10
+    server = Server(config=config)
+    server.start()
+    try:
+        changed = Config(port=0)
+        changed.limits.max_nick, changed.limits.max_sendq = 40, 40_000
+        changed.limits.ipv6_prefix = 48
+        server.reload(changed)
+        history: Any = server.pluginmanager.get_plugin("history")
+        assert (history.max_nick, history.page_bytes) == (40, 10_000)
+        long = "averyveryverylongnick"
+        with ChatClient(server.address) as bob, ChatClient(server.address) as other:
+            bob.login("bob")
+            other.login(long)
+            other.say("/msg bob hi")
+            bob.expect("private", text="hi")
+            bob.say(f"/history {long}")  # (a nick now: bad_usage, no such nick, before)
+            assert bob.expect("error")["code"] == "not_identified"
+        accounts: Any = server.pluginmanager.get_plugin("accounts")
+        client = SimpleNamespace(address=("2001:db8:1:2:3::1", 1))
+        assert accounts._address(client) == "2001:db8:1::/48"
     finally:
         server.shutdown()

@@ -711,7 +711,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         # Guessing tokens: an address that sent wrong ones waits. (A wrong one is
         # counted once known, so that a bot's posts at once never count against it.)
-        guesser = address_key(self.client_address[0])
+        # (an IPv6 address's network, of the server's ipv6_prefix as it is now)
+        server, host = self.plugin._server, self.client_address[0]
+        guesser = (
+            address_key(host)
+            if server is None
+            else address_key(host, server.config.limits.ipv6_prefix)
+        )
         wait = self.plugin.guesses.wait(guesser, time.monotonic())
         if wait > 0:
             retry = math.ceil(wait * 1000) / 1000

@@ -418,7 +418,10 @@ class Accounts:
 
     def _address(self, client: Session) -> str:
         """What ``client``'s address counts as (an IPv6 client's network: ``ipv6_prefix``)."""
-        return address_key(client.address[0], self.ipv6_prefix)
+        # (The server's, as it is now: a reload changes it without restarting accounts.)
+        server = self._server
+        prefix = self.ipv6_prefix if server is None else server.config.limits.ipv6_prefix
+        return address_key(client.address[0], prefix)
 
     def _budget(self, client: Session, now: float) -> Reject | None:
         """``auth_throttled`` if ``client``'s address has used up its password checks

@@ -51,6 +51,7 @@ from chatkit import (
     Config,
     Drop,
     Frame,
+    Limits,
     Message,
     Register,
     Reject,
@@ -140,12 +141,21 @@ class History:
         """Whether private messages are stored (the ``private`` setting)."""
         self.accounts = False
         """Whether accounts exist: private history is then shown by account."""
-        self.page_bytes = 1 << 18
-        """Most bytes of frames in one page (a quarter of ``max_sendq``)."""
-        self.max_nick = 32
-        """The server's nick limit: ``/history NICK`` checks names by it."""
+        self._limits = Limits()  # the running server's, read live (a reload changes them)
         self._server: Server | None = None  # set at chatkit_server_start
         self._options: dict[str, Any] = {}  # MessageStore's, read by _read
+
+    @property
+    def page_bytes(self) -> int:
+        """Most bytes of frames in one page: a quarter of ``max_sendq``, as it is now. A
+        page must fit well within the client's send queue, or sending it would cut the
+        client off as a slow consumer: long messages make shorter pages."""
+        return self._limits.max_sendq // 4
+
+    @property
+    def max_nick(self) -> int:
+        """The server's nick limit, as it is now: ``/history NICK`` checks names by it."""
+        return self._limits.max_nick
 
     # -- startup and shutdown ------------------------------------------------------
 
@@ -190,10 +200,7 @@ class History:
         if not isinstance(private, bool):
             raise UsageError(f"history: private must be true or false, not {private!r}")
         self.private = private
-        # A page must fit well within the client's send queue, or sending it would
-        # cut the client off as a slow consumer: long messages make shorter pages.
-        self.page_bytes = config.limits.max_sendq // 4
-        self.max_nick = config.limits.max_nick
+        self._limits = config.limits
         synchronous = settings.get("synchronous", "normal")
         if synchronous not in ("normal", "full"):
             raise UsageError(
@@ -213,6 +220,7 @@ class History:
     @hookimpl
     def chatkit_server_start(self, server: Server) -> None:
         self._server = server
+        self._limits = server.config.limits  # (what a reload changes in place)
         # Ids must stay above the stored ones even if the clock went back since.
         server.hub.ensure_ids_after(self._store.last_id())
 

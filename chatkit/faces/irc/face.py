@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chatkit import names
-from chatkit.addresses import address_key
+from chatkit.addresses import IPV6_PREFIX, address_key
 from chatkit.errors import CommandError
 from chatkit.events import MAX_ID, Hello, Request, Say
 from chatkit.events import Message as ChatMessage
@@ -190,16 +190,19 @@ class IrcFace:
         """Per address (an IPv6 one's network): failed OPERs in a row, and when the
         next one may be tried (monotonic)."""
 
-    def oper_wait(self, address: str) -> float:
-        """Seconds before ``address`` may try ``OPER`` again (0: now)."""
+    def oper_wait(self, address: str, ipv6_prefix: int = IPV6_PREFIX) -> float:
+        """Seconds before ``address`` (an IPv6 one's network of ``ipv6_prefix`` bits)
+        may try ``OPER`` again (0: now)."""
         with self._oper_lock:
-            failures = self._oper_failures.get(address_key(address))
+            failures = self._oper_failures.get(address_key(address, ipv6_prefix))
         return 0.0 if failures is None else max(0.0, failures[1] - time.monotonic())
 
-    def oper_failed(self, address: str, succeeded: bool = False) -> None:
+    def oper_failed(
+        self, address: str, succeeded: bool = False, ipv6_prefix: int = IPV6_PREFIX
+    ) -> None:
         """Count a failed ``OPER`` from ``address`` (the wait doubles each time), or
         forget its failures once one succeeds."""
-        key = address_key(address)
+        key = address_key(address, ipv6_prefix)
         with self._oper_lock:
             if succeeded:
                 self._oper_failures.pop(key, None)
@@ -1781,7 +1784,8 @@ class IrcChannel:
         self._input("/oper")  # attempts count against flood control, as commands do
         name, password = params[0], params[1]
         address = self.link.address[0]
-        wait = self.face.oper_wait(address)
+        prefix = self.hub.config.limits.ipv6_prefix
+        wait = self.face.oper_wait(address, prefix)
         if wait:
             # Guessing: each failure from an address doubles its wait, whatever the
             # connection (a reconnect does not reset it).
@@ -1792,11 +1796,11 @@ class IrcChannel:
         stored = self.face.operators.get(name)
         # An unknown name is told as a wrong password is: no listing the names.
         if stored is None or not check_password(password, stored):
-            self.face.oper_failed(address)
+            self.face.oper_failed(address, ipv6_prefix=prefix)
             log.warning("failed OPER as %r by %s from %s", name, self.protocol.nick, address)
             self.send(Message(n.ERR_PASSWDMISMATCH, ("Password incorrect",)))
             return
-        self.face.oper_failed(address, succeeded=True)
+        self.face.oper_failed(address, succeeded=True, ipv6_prefix=prefix)
         log.info("%s is an IRC operator (OPER %s)", self.protocol.nick, name)
         self.session.data["irc"]["oper"] = name
         ops = self._rooms_operated()
