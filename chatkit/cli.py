@@ -829,12 +829,14 @@ def _reload(
     for warning in warnings:
         reload_log.warning("%s", warning)
     level = logging.getLevelName(config.log_level.upper())  # an int: checked
+    files = server.config.tls_cert, server.config.tls_key
     notes = server.reload(config)
     try:
         server.reload_tls()  # new handshakes use the (new) certificate files
     except UsageError as exc:
         reload_log.error("%s; keeping the old certificate", exc)
         notes.append(f"certificate not reloaded: {exc}")
+        server.config.tls_cert, server.config.tls_key = files  # (what is in use)
     logging.getLogger().setLevel(level)
     # (The text format leaves out what the banner says; JSON, read by programs, has it all.)
     if config.log_format == "json" and not isinstance(handler.formatter, JsonFormatter):

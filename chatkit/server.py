@@ -1624,9 +1624,14 @@ class Server:
             else:
                 tables.pop(name, None)
         config = dataclasses.replace(config, plugin_config=tables)
-        for key in ("host", "port"):
+        for key in ("host", "port", "tls_port"):
             if getattr(config, key) != getattr(old, key):
                 notes.append(f"{key} changes at the next restart")
+        if bool(config.tls_cert) != bool(old.tls_cert):
+            # TLS's listeners are made at start: turned on or off, it waits for a
+            # restart, and the running server keeps its files (renewals still load).
+            notes.append(f"TLS {'on' if config.tls_cert else 'off'} at the next restart")
+            config = dataclasses.replace(config, tls_cert=old.tls_cert, tls_key=old.tls_key)
         if config.faces != old.faces:
             notes.append("faces change at the next restart")
         # Stop first: a restarted plugin may need what the old one holds (a port).

@@ -754,3 +754,25 @@ def test_a_connection_ended_while_shaking_hands_does_not_linger(certs: Certs) ->
         server.writer.wake()
         wait_until(lambda: conn.sock.fileno() == -1, 5, "the close, at once")
         assert server.writer.lingering == 0
+
+
+def test_tls_turned_on_or_off_by_a_reload_waits_for_a_restart(certs: Certs) -> None:
+    """A reload cannot add or remove TLS listeners: it says so, and the running server
+    keeps its certificate files (TLS off in the file: renewals were no longer loaded,
+    while the TLS port went on with the old certificate), and a changed TLS port is
+    said to wait too."""
+    line = LineFace()
+    with Server(
+        config=tls_config(certs), faces=[line, TlsFace(line, port=0)], plugins=[]
+    ) as server:
+        notes = server.reload(make_config())
+        assert "TLS off at the next restart" in notes
+        assert (server.config.tls_cert, server.config.tls_key) == (str(certs.cert), str(certs.key))
+        server.reload_tls()  # (still reads the files)
+        moved = tls_config(certs)
+        moved.tls_port = 9999
+        assert "tls_port changes at the next restart" in server.reload(moved)
+    with Server(config=make_config(), plugins=[]) as plain:
+        notes = plain.reload(tls_config(certs))
+        assert "TLS on at the next restart" in notes
+        assert plain.config.tls_cert is None
