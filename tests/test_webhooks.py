@@ -17,13 +17,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from chatkit import Config, Message, Server, Session, hookimpl
 from chatkit.builtins import webhooks
-from chatkit.testing import ChatClient, wait_until
+from chatkit.testing import ChatClient, make_config, wait_until
 
 SECRET = "s3cret"
 
@@ -36,12 +37,14 @@ class Receiver:
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.gets: list[str] = []  # paths of GETs (what a followed redirect would be)
         self.statuses: list[int] = []
+        self.delay = 0.0  # seconds each POST takes to answer (a slow receiver)
         self.cond = threading.Condition()
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(receiver.delay)  # (the receiver's own pace)
                 with receiver.cond:
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                     receiver.requests.append((dict(self.headers), body))
@@ -581,7 +584,8 @@ def test_a_start_that_fails_after_configure_stops_at_once() -> None:
     config.plugin_config["webhooks"] = {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
     plugin.chatkit_configure(config)
     assert plugin.incoming is not None
-    stopping = threading.Thread(target=plugin.chatkit_server_stop, daemon=True)
+    stopped = cast(Server, SimpleNamespace(stopped=True))  # (a server shutting down)
+    stopping = threading.Thread(target=plugin.chatkit_server_stop, args=(stopped,), daemon=True)
     stopping.start()
     stopping.join(10)
     assert not stopping.is_alive()
@@ -690,3 +694,29 @@ def test_a_post_lost_after_its_message_was_sent_is_not_repeated(
     status, _ = post(server, "general", b'{"text": "after"}')  # a fresh connection
     assert status == 201
     assert alice.expect("message", nick="ci")["text"] == "after"  # not "once" again
+
+
+def test_a_reload_delivers_the_events_queued_before_it(
+    chat_server_factory: Callable[..., Server], receiver: Receiver
+) -> None:
+    """A reload that restarts the plugin (its settings changed) while events wait for
+    a slow receiver: the old worker still delivers them, and the new one what follows
+    (they were dropped, and the reload waited for the POST under way)."""
+    settings = {"outgoing": [{"url": receiver.url, "events": ["message"]}]}
+    server = webhooks_server(chat_server_factory, settings, disable=["flood"])
+    receiver.delay = 0.1
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    for i in range(8):
+        alice.say(f"before {i}")
+    alice.sync()
+    config = Config()
+    config.plugin_config["webhooks"] = {
+        "outgoing": [{"url": receiver.url, "events": ["message"], "retries": 2}]
+    }
+    config.plugins, config.disable = ["webhooks"], ["flood"]
+    assert "plugin 'webhooks' restarted" in server.reload(make_config(config))
+    for i in range(3):
+        alice.say(f"after {i}")
+    texts = sorted(e["text"] for e in receiver.events(11))
+    assert texts == sorted([f"before {i}" for i in range(8)] + [f"after {i}" for i in range(3)])

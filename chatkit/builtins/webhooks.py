@@ -109,11 +109,12 @@ class Hook:
     backoff: float = BACKOFF
     timeout: float = TIMEOUT
     max_queue: int = MAX_QUEUE
-    # The queue and the stopping flag, guarded by `ready`'s lock: hooks append on
-    # readers' threads, the worker takes from the front.
+    # The queue and the stopping and draining flags, guarded by `ready`'s lock: hooks
+    # append on readers' threads, the worker takes from the front.
     queue: deque[dict[str, Any]] = field(default_factory=deque)
     ready: threading.Condition = field(default_factory=threading.Condition)
     stopping: bool = False
+    draining: bool = False
     dropped: int = 0
     delivered: int = 0
     failed: int = 0
@@ -136,15 +137,23 @@ class Hook:
             self.ready.notify()
 
     def run(self) -> None:
-        """The worker thread: deliver the queue in order until stopped."""
+        """The worker thread: deliver the queue in order until stopped, or, once told
+        to drain, until it is empty."""
         while True:
             with self.ready:
-                while not self.queue and not self.stopping:
+                while not self.queue and not self.stopping and not self.draining:
                     self.ready.wait()
-                if self.stopping:
+                if self.stopping or not self.queue:
                     return
                 payload = self.queue.popleft()
             self._deliver(payload)
+
+    def drain(self) -> None:
+        """End once what is queued is delivered (or given up), without waiting for it:
+        a reload's, whose new hooks take the events from now on."""
+        with self.ready:
+            self.draining = True
+            self.ready.notify_all()
 
     def stop(self) -> None:
         with self.ready:
@@ -341,7 +350,7 @@ class Webhooks:
             log.info("webhooks: incoming on http://%s:%d/rooms/NAME/messages", *self.incoming)
 
     @hookimpl
-    def chatkit_server_stop(self) -> None:
+    def chatkit_server_stop(self, server: Server) -> None:
         if self._httpd is not None:
             if self._serving:  # (shutdown() waits for a serve_forever that never began)
                 self._httpd.shutdown()
@@ -351,7 +360,12 @@ class Webhooks:
         for bot in bots:
             bot.close()
         for hook in self.hooks:
-            hook.stop()
+            if server.stopped:
+                hook.stop()
+            else:
+                # A reload: the events queued are still delivered, by this worker, in
+                # the background (the reload does not wait for a slow receiver).
+                hook.drain()
 
     # -- outgoing --------------------------------------------------------------
 
