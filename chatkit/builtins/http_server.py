@@ -20,13 +20,16 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["CONNECTION_DEADLINE", "MAX_CONNECTIONS", "REQUEST_TIMEOUT", "Bounded"]
+__all__ = ["CONNECTION_DEADLINE", "MAX_CONNECTIONS", "REQUEST_TIMEOUT", "SHUTDOWN_POLL", "Bounded"]
 
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 64  # connections at once on one such port (each holds a thread)
 REQUEST_TIMEOUT = 10.0  # seconds a connection may wait for its client's next bytes
 CONNECTION_DEADLINE = 30.0  # seconds a connection is served at most, whatever it sends
+SHUTDOWN_POLL = 0.05  # seconds between serve_forever's looks for shutdown(): its default,
+# 0.5, made every reload that restarts such a plugin half a second long (the plugins it
+# stopped before the swap are still called meanwhile)
 
 
 class Bounded(socketserver.ThreadingMixIn):

@@ -34,7 +34,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from chatkit import Config, UsageError, check_settings, hookimpl, number_setting
-from chatkit.builtins.http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, Bounded
+from chatkit.builtins.http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, SHUTDOWN_POLL, Bounded
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -226,7 +226,10 @@ class Metrics:
             ) from None
         self._httpd.bound(most, "metrics")
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="chatkit-metrics", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL},
+            name="chatkit-metrics",
+            daemon=True,
         )
         self._thread.start()
         bound: tuple[Any, ...] = tuple(self._httpd.server_address)

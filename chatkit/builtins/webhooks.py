@@ -63,7 +63,7 @@ from chatkit import (
     valid_room,
 )
 from chatkit.builtins.accounts import Throttle
-from chatkit.builtins.http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, Bounded
+from chatkit.builtins.http_server import MAX_CONNECTIONS, REQUEST_TIMEOUT, SHUTDOWN_POLL, Bounded
 
 if TYPE_CHECKING:
     from chatkit import Server
@@ -345,7 +345,10 @@ class Webhooks:
         if self._httpd is not None and self.incoming is not None:
             self._serving = True
             threading.Thread(
-                target=self._httpd.serve_forever, name="chatkit-webhooks-http", daemon=True
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": SHUTDOWN_POLL},
+                name="chatkit-webhooks-http",
+                daemon=True,
             ).start()
             log.info("webhooks: incoming on http://%s:%d/rooms/NAME/messages", *self.incoming)
 
