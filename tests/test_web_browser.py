@@ -296,6 +296,30 @@ def test_the_topic_shows_in_the_top_bar(browser: Browser, contexts: list[Browser
         carol.close()
 
 
+def test_a_long_topic_shows_whole_when_focused(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """A topic too long for the top bar is cut short there; focused (Tab reaches it, as
+    a click does) it shows whole, for sighted keyboard users too (its title was the
+    only way to read it: a mouse's)."""
+    with web_server() as server:
+        carol = ChatClient(server.address)
+        carol.login("carol")
+        long = "Release notes: " + " ".join(f"item{i}" for i in range(40))
+        carol.say(f"/topic {long}")
+        carol.expect("topic")
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        topic = page.locator("#topic")
+        expect(topic).to_have_text(long)
+        cut = topic.evaluate("t => t.scrollWidth > t.clientWidth")
+        assert cut
+        topic.focus()
+        expect(topic).to_be_focused()
+        assert topic.evaluate("t => t.scrollWidth <= t.clientWidth")
+        carol.close()
+
+
 def test_members_away_are_marked(browser: Browser, contexts: list[BrowserContext]) -> None:
     """The members list marks those away: known from /who when the page joins, then as
     they go away, come back, join while away or rename; the page's own /away too."""
