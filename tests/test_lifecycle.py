@@ -182,6 +182,10 @@ class Recorder:
         self.note("chatkit_on_account_deleted", account)
 
     @hookimpl
+    def chatkit_on_away(self, client: Session) -> None:
+        self.note("chatkit_on_away", (client.nick, client.away))
+
+    @hookimpl
     def chatkit_on_logout(self, client: Session, reason: str) -> None:
         self.note("chatkit_on_logout", reason)
         self.logged_out.set()
@@ -296,6 +300,13 @@ DETAILS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "/away",
+        {
+            "chatkit_allow_input": ("Say", "/away lunch"),
+            "chatkit_on_away": ("alicia", "lunch"),
+        },
+    ),
+    (
         "/part",
         {
             "chatkit_allow_input": ("Say", "/part #side"),
@@ -345,6 +356,8 @@ def run_scenario(plugin: Recorder) -> None:
             client.expect("account", account="alicia")
             client.say("/drop correct-horse")  # /drop
             client.expect("reply", command="drop")
+            client.say("/away lunch")  # /away
+            client.expect("reply", command="away")
             client.say("/part #side")  # /part
             client.expect("leave", room="#side")
         # logout: the connection is closed; its hooks run on the reader thread.
