@@ -648,13 +648,24 @@ class Hub:
             if session.nick is None:
                 return
             seen: dict[int, Session] = {session.id: session}
+            lanes = [self._lanes.private]
             for key in session.rooms:
                 found = self._rooms.get(key)
                 if found is not None:
                     seen.update(found.members)
-            if not itself:
-                del seen[session.id]
-            wake = self._fanout(frame, seen.values())
+                    lanes.append(found.lane)
+            wake = False
+            if itself:
+                self.deliveries += 1
+                wake = session.push(frame)
+            del seen[session.id]
+            members = list(seen.values())
+            if session.renaming and members:
+                # Its nick frame waits in the lanes for the others (see rename): this
+                # one names the new nick, so it goes behind it, as a leave does.
+                wake |= self._lanes.barrier(lambda: self._fanout(frame, members), lanes)
+            else:
+                wake |= self._fanout(frame, members)
         self._wake_if(wake)
 
     # -- login and logout -------------------------------------------------------
@@ -980,7 +991,11 @@ class Hub:
         room with it (not to itself), then ``chatkit_on_away`` (the ``cluster`` plugin
         tells the other nodes). Raises :class:`CommandError` ``bad_text`` for a message
         over ``max_away`` characters (200) or of several lines."""
-        text, most = (text or "").strip(), self.config.limits.max_away
+        # (Control characters as U+FFFD, as in a message: a plugin's text too reaches
+        # terminals and IRC clients as it is.)
+        bidi = "allow" if self.config.bidi == "allow" else "replace"
+        text = clean_text((text or "").strip(), newlines=True, bidi=bidi)
+        most = self.config.limits.max_away
         if len(text) > most or "\n" in text:
             raise CommandError(
                 f"an away message is one line of at most {most} characters", "bad_text"
@@ -1653,8 +1668,9 @@ class Hub:
           whatever their nicks are by then (those logged out meanwhile get nothing). A
           relay that found its recipients passes them, not their nicks: a rename on
           another thread between its look-up and this call would miss them.
-        * ``rooms``: at once to every member here of any of these rooms, one frame
-          each (another node's member renamed, or lost).
+        * ``rooms``: to every member here of any of these rooms, one frame each,
+          behind what those rooms' lanes hold (another node's member renamed, lost,
+          identified or away: after its earlier joins and messages there).
 
         Frames with an ``id`` make every later id greater, under the lock that posts
         them: a join posted afterwards replays up to them (``chatkit_room_replay``'s
@@ -1688,12 +1704,15 @@ class Hub:
                     entry = MessageEntry(frame, True, list(parties.values()))
                     wake |= self._lanes.post(self._lanes.private, entry)
             audience: dict[int, Session] = {}
+            lanes = []
             for name in rooms:
                 found = self._rooms.get(_key(name))
                 if found is not None:
                     audience.update(found.members)
+                    lanes.append(found.lane)
             if audience:
-                wake |= self._fanout_many(frames, audience.values())
+                members = list(audience.values())
+                wake |= self._lanes.barrier(lambda: self._fanout_many(frames, members), lanes)
         self._wake_if(wake)
 
     def stop_messages(self) -> None:

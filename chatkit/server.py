@@ -1597,8 +1597,9 @@ class Server:
         default room and the plugins: a plugin enabled, disabled, or whose settings or
         source file changed is stopped (``chatkit_server_stop``) and a new one
         configured and started (``chatkit_configure``, commands,
-        ``chatkit_server_start``); the others go on untouched. Host, port, faces and
-        a plugin that stores messages (``history``) change only at a restart.
+        ``chatkit_server_start``); the others go on untouched. Host, port, faces, the
+        TLS port, TLS turned on or off, and a plugin that stores messages (``history``)
+        or says ``chatkit_restart_only`` (``cluster``) change only at a restart.
 
         Returns what changed and what waits for a restart, one line each, for people.
         Raises :class:`UsageError` if the new config cannot be applied; the server

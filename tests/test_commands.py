@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
 
 from chatkit import CommandContext, CommandError, Register, Server, UsageError, hookimpl
-from chatkit.testing import ChatClient, TextClient
+from chatkit.testing import ChatClient, TextClient, wait_until
 
 Connect = Callable[..., ChatClient]
 
@@ -402,3 +403,33 @@ def test_a_duplicate_command_name_stops_the_start() -> None:
     with pytest.raises(UsageError, match=r"/who is registered by both plugin") as info:
         server.start()
     assert "'rooms'" in str(info.value) and "'Clash'" in str(info.value)
+
+
+def test_an_away_after_a_rename_comes_after_the_rename(
+    chat_server_factory: Callable[..., Server], chat_client: Connect
+) -> None:
+    """A rename's nick frame waits behind the messages being stored in its rooms; an
+    away frame that follows it (it names the new nick) waits behind it too, so the
+    others never hear of an away rob before they know bob is rob."""
+    held: list[Future[None]] = []
+
+    class Slow:
+        @hookimpl
+        def chatkit_store_message(self, client: Any, message: Any) -> Future[None]:
+            future: Future[None] = Future()
+            held.append(future)
+            return future
+
+    server = chat_server_factory(plugins=[Slow()], disable=["history"])
+    alice, bob, carol = (chat_client(server, nick) for nick in ("alice", "bob", "carol"))
+    carol.say("storing...")  # (held in #general's lane until its future is done)
+    wait_until(lambda: held, 5, "the message in its lane")
+    bob.say("/nick rob")
+    bob.expect("nick", new="rob")
+    bob.say("/away lunch")
+    bob.expect("reply", command="away")
+    for future in held:
+        future.set_result(None)
+    alice.expect("away", nick="rob")
+    seen = [f["type"] for f in alice.received if f["type"] in ("message", "nick", "away")]
+    assert seen == ["message", "nick", "away"]

@@ -6,6 +6,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -220,6 +221,36 @@ def test_deliver_to_sessions_reaches_them_renamed_since_not_logged_out(
     hub.deliver([Frame("private", nick="ann", to="ben", text="by session")], sessions=[found, gone])
     got = [f["text"] for f in ben.sync() if f["type"] == "private"]
     assert got == ["by session"]
+
+
+def test_deliver_to_rooms_goes_behind_their_lanes(
+    chat_server_factory: Callable[..., Server], chat_client: Connect
+) -> None:
+    """A relay's frames for a room's members (rooms=: another node's member away,
+    identified, renamed) go behind what the rooms' lanes hold: after that member's join
+    posted before them, which waits there behind a message being stored (they came
+    first, and a page then had an away from someone not yet in the room)."""
+    held: list[Future[None]] = []
+
+    class Slow:
+        @hookimpl
+        def chatkit_store_message(self, client: Any, message: Any) -> Future[None]:
+            future: Future[None] = Future()
+            held.append(future)
+            return future
+
+    server = chat_server_factory(plugins=[Slow()], disable=["history"])
+    alice, carol = chat_client(server, "alice"), chat_client(server, "carol")
+    carol.say("storing...")
+    wait_until(lambda: held, 5, "the message in its lane")
+    hub = server.hub
+    hub.deliver([Frame("join", room="#general", nick="zed", ts="t")], room="#general")
+    hub.deliver([Frame("away", nick="zed", text="lunch")], rooms=["#general"])
+    for future in held:
+        future.set_result(None)
+    alice.expect("away", nick="zed")
+    seen = [f["type"] for f in alice.received if f["type"] in ("message", "join", "away")]
+    assert seen[-3:] == ["message", "join", "away"]
 
 
 def test_name_rules() -> None:

@@ -17,7 +17,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -584,13 +583,19 @@ def test_a_start_that_fails_after_configure_stops_at_once() -> None:
     config.plugin_config["webhooks"] = {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
     plugin.chatkit_configure(config)
     assert plugin.incoming is not None
-    stopped = cast(Server, SimpleNamespace(stopped=True))  # (a server shutting down)
+    stopped = cast(Server, _Stopping())
     stopping = threading.Thread(target=plugin.chatkit_server_stop, args=(stopped,), daemon=True)
     stopping.start()
     stopping.join(10)
     assert not stopping.is_alive()
     with socket.socket() as probe:  # the port is free again
         probe.bind(plugin.incoming)
+
+
+class _Stopping:
+    """What the plugin sees of a server shutting down."""
+
+    stopped = True
 
 
 def test_a_receiver_that_answers_slowly_is_cut_at_the_timeout(
@@ -720,3 +725,31 @@ def test_a_reload_delivers_the_events_queued_before_it(
         alice.say(f"after {i}")
     texts = sorted(e["text"] for e in receiver.events(11))
     assert texts == sorted([f"before {i}" for i in range(8)] + [f"after {i}" for i in range(3)])
+
+
+def test_the_shutdown_stops_the_workers_a_reload_left_draining(
+    chat_server_factory: Callable[..., Server],
+) -> None:
+    """Workers a reload left delivering their queues to a receiver that is down (each
+    event retried for minutes) are stopped by the shutdown too: none outlives the
+    server (nobody held them, and they posted on for hours)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"  # (nothing listens)
+    settings = {"outgoing": [{"url": url, "events": ["message"], "backoff": 30.0}]}
+    server = webhooks_server(chat_server_factory, settings)
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    alice.say("to nobody")
+    alice.sync()
+    config = Config()
+    config.plugins = ["webhooks"]
+    config.plugin_config["webhooks"] = {"outgoing": [{"url": url, "retries": 1}]}
+    assert "plugin 'webhooks' restarted" in server.reload(make_config(config))
+    alice.close()
+    server.shutdown()
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name == "chatkit-webhook"],
+        10,
+        "no webhook worker left",
+    )

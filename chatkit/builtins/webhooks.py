@@ -41,6 +41,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,11 @@ if TYPE_CHECKING:
     from chatkit import Server
 
 log = logging.getLogger(__name__)
+
+# The hooks a reload left delivering their queues (Hook.drain), by server: its shutdown
+# stops them too (nobody else holds them). Any thread; guarded by _DRAINING_LOCK.
+_DRAINING: weakref.WeakKeyDictionary[Any, list[Hook]] = weakref.WeakKeyDictionary()
+_DRAINING_LOCK = threading.Lock()
 
 EVENTS = ("message", "join", "leave")
 RETRIES = 5  # attempts after the first
@@ -362,13 +368,24 @@ class Webhooks:
             bots, self._bots = list(self._bots.values()), {}
         for bot in bots:
             bot.close()
+        with _DRAINING_LOCK:
+            draining = _DRAINING.setdefault(server, [])
+            if server.stopped:
+                left, draining[:] = list(draining), []
+            else:
+                # A reload: the events queued are still delivered, by these workers, in
+                # the background (the reload does not wait for a slow receiver); the
+                # shutdown stops them.
+                draining[:] = [h for h in draining if h.thread and h.thread.is_alive()]
+                draining += self.hooks
+                left = []
         for hook in self.hooks:
             if server.stopped:
                 hook.stop()
             else:
-                # A reload: the events queued are still delivered, by this worker, in
-                # the background (the reload does not wait for a slow receiver).
                 hook.drain()
+        for hook in left:
+            hook.stop()
 
     # -- outgoing --------------------------------------------------------------
 
