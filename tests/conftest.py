@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+
+from chatkit import Message, Session, hookimpl
 
 pytest_plugins = ["chatkit.testing"]
 
@@ -71,3 +75,60 @@ def serve() -> Iterator[type[ServeProcess]]:
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait()
+
+
+def not_reading(address: tuple[str, int], nick: str) -> socket.socket:
+    """A client logged in as ``nick`` (its hello sent) that reads nothing, its receive
+    buffer small: what the server sends it waits in the server's queue, once the
+    kernel's buffers are full (see :func:`fill_queues`)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(address)
+    sock.sendall(b'{"type":"hello","nick":"%s"}\n' % nick.encode())
+    return sock
+
+
+def fill_queues(
+    address: tuple[str, int],
+    lines: int = 1500,
+    *,
+    every: Callable[[], object] | None = None,
+    until: Callable[[], bool] | None = None,
+) -> None:
+    """Say ``lines`` lines of 2 KB in the default room from a client of its own (3 MB
+    at the default: more than the kernel's buffers hold for a client not reading), or
+    fewer, once ``until()`` holds; every 100 lines it syncs, and calls ``every()`` (a
+    reader keeping up)."""
+    # (Imported here: at the top, before pytest_plugins has it, its asserts would not
+    # be rewritten.)
+    from chatkit.testing import ChatClient
+
+    with ChatClient(address) as talker:
+        talker.login("talker")
+        for i in range(lines):
+            talker.say(f"{i:04} " + "z" * 2000)
+            if i % 100 == 0:
+                talker.sync()
+                if every is not None:
+                    every()
+                if until is not None and until():
+                    break
+        talker.sync()
+
+
+class HeldStore:
+    """A store plugin whose every message waits in its room's lane until the test
+    sets the future of its commit (``held``): a message held while it is stored."""
+
+    def __init__(self) -> None:
+        self.held: list[Future[None]] = []
+
+    @hookimpl
+    def chatkit_store_message(self, client: Session, message: Message) -> Future[None]:
+        future: Future[None] = Future()
+        self.held.append(future)
+        return future
+
+    def release(self) -> None:
+        for future in self.held:
+            future.set_result(None)

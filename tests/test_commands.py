@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from conftest import HeldStore
 
 from chatkit import CommandContext, CommandError, Register, Server, UsageError, hookimpl
 from chatkit.testing import ChatClient, TextClient, wait_until
@@ -411,25 +411,16 @@ def test_an_away_after_a_rename_comes_after_the_rename(
     """A rename's nick frame waits behind the messages being stored in its rooms; an
     away frame that follows it (it names the new nick) waits behind it too, so the
     others never hear of an away rob before they know bob is rob."""
-    held: list[Future[None]] = []
-
-    class Slow:
-        @hookimpl
-        def chatkit_store_message(self, client: Any, message: Any) -> Future[None]:
-            future: Future[None] = Future()
-            held.append(future)
-            return future
-
-    server = chat_server_factory(plugins=[Slow()], disable=["history"])
+    store = HeldStore()
+    server = chat_server_factory(plugins=[store], disable=["history"])
     alice, bob, carol = (chat_client(server, nick) for nick in ("alice", "bob", "carol"))
     carol.say("storing...")  # (held in #general's lane until its future is done)
-    wait_until(lambda: held, 5, "the message in its lane")
+    wait_until(lambda: store.held, 5, "the message in its lane")
     bob.say("/nick rob")
     bob.expect("nick", new="rob")
     bob.say("/away lunch")
     bob.expect("reply", command="away")
-    for future in held:
-        future.set_result(None)
+    store.release()
     alice.expect("away", nick="rob")
     seen = [f["type"] for f in alice.received if f["type"] in ("message", "nick", "away")]
     assert seen == ["message", "nick", "away"]

@@ -6,10 +6,10 @@ import json
 import re
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from conftest import HeldStore
 
 from chatkit import Drop, Frame, Message, Reject, Server, Session, hookimpl
 from chatkit.events import Say
@@ -230,24 +230,15 @@ def test_deliver_to_rooms_goes_behind_their_lanes(
     identified, renamed) go behind what the rooms' lanes hold: after that member's join
     posted before them, which waits there behind a message being stored (they came
     first, and a page then had an away from someone not yet in the room)."""
-    held: list[Future[None]] = []
-
-    class Slow:
-        @hookimpl
-        def chatkit_store_message(self, client: Any, message: Any) -> Future[None]:
-            future: Future[None] = Future()
-            held.append(future)
-            return future
-
-    server = chat_server_factory(plugins=[Slow()], disable=["history"])
+    store = HeldStore()
+    server = chat_server_factory(plugins=[store], disable=["history"])
     alice, carol = chat_client(server, "alice"), chat_client(server, "carol")
     carol.say("storing...")
-    wait_until(lambda: held, 5, "the message in its lane")
+    wait_until(lambda: store.held, 5, "the message in its lane")
     hub = server.hub
     hub.deliver([Frame("join", room="#general", nick="zed", ts="t")], room="#general")
     hub.deliver([Frame("away", nick="zed", text="lunch")], rooms=["#general"])
-    for future in held:
-        future.set_result(None)
+    store.release()
     alice.expect("away", nick="zed")
     seen = [f["type"] for f in alice.received if f["type"] in ("message", "join", "away")]
     assert seen[-3:] == ["message", "join", "away"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import fill_queues, not_reading
 
 from chatkit import CommandContext, Register, Reject, Say, Server, Session, UsageError, hookimpl
 from chatkit.builtins.moderation import CACHE_ENTRIES, Moderation, ModerationStore, matches_who
@@ -1176,19 +1176,9 @@ def test_a_killed_client_that_reads_nothing_leaves_at_once(
     ann = chat_client(server, "ann")
     ann.say("/register sesame-seed")
     ann.expect("reply", command="register")
-    mute = socket.socket()
-    mute.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    mute.connect(server.address)
-    mute.sendall(b'{"type":"hello","nick":"mute"}\n')
+    mute = not_reading(server.address, "mute")
     ann.expect("join", nick="mute")
-    with ChatClient(server.address) as talker:
-        talker.login("talker")
-        for i in range(1500):  # 3 MB: more than the kernel's buffers hold
-            talker.say(f"{i:04} " + "z" * 2000)
-            if i % 100 == 0:
-                talker.sync()
-                ann.sync()
-        talker.sync()
+    fill_queues(server.address, every=ann.sync)
     ann.sync()
     (conn,) = [c for c in server.connections if c.session.nick == "mute"]
     wait_until(lambda: conn.queued_bytes > 0, 10, "a queue for mute")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -15,7 +14,7 @@ from typing import Any
 
 import pexpect  # type: ignore[import-untyped]
 import pytest
-from conftest import ServeProcess
+from conftest import ServeProcess, fill_queues, not_reading
 
 from chatkit import Config, Server, UsageError, hookimpl
 from chatkit.testing import ChatClient, make_config, wait_until
@@ -299,23 +298,14 @@ def test_a_reload_changing_max_sendq_keeps_the_backlog_count(factor: float) -> N
     server = Server(config=config)
     server.start()
     try:
-        mute = socket.socket()
-        mute.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        mute.connect(server.address)
-        mute.sendall(b'{"type":"hello","nick":"mute"}\n')
-        with ChatClient(server.address) as talker:
-            talker.login("talker")
-            for i in range(1500):  # 3 MB: more than the kernel's buffers hold
-                talker.say(f"{i:04} " + "z" * 2000)
-                if i % 100 == 0:
-                    talker.sync()
-            talker.sync()
-            (conn,) = [c for c in server.connections if c.session.nick == "mute"]
-            wait_until(lambda: conn.queued_bytes > limits["max_sendq"], 10, "mute over it")
-            changed = Config(port=0, disable=["flood"])
-            changed.limits.max_sendq = int(limits["max_sendq"] * factor)
-            changed.limits.slow_timeout = limits["slow_timeout"]
-            assert any("max_sendq" in note for note in server.reload(changed))
+        mute = not_reading(server.address, "mute")
+        fill_queues(server.address)
+        (conn,) = [c for c in server.connections if c.session.nick == "mute"]
+        wait_until(lambda: conn.queued_bytes > limits["max_sendq"], 10, "mute over it")
+        changed = Config(port=0, disable=["flood"])
+        changed.limits.max_sendq = int(limits["max_sendq"] * factor)
+        changed.limits.slow_timeout = limits["slow_timeout"]
+        assert any("max_sendq" in note for note in server.reload(changed))
         mute.close()
         wait_until(lambda: not server.connections, 10, "everyone gone")
         wait_until(lambda: server.writer.backlog == 0, 10, "no backlog")
@@ -366,26 +356,17 @@ def test_a_client_over_max_sendq_is_not_cut_once_a_reload_raises_it() -> None:
     server = Server(config=config)
     server.start()
     try:
-        mute = socket.socket()
-        mute.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        mute.connect(server.address)
-        mute.sendall(b'{"type":"hello","nick":"mute"}\n')
-        with ChatClient(server.address) as talker:
-            talker.login("talker")
-            (conn,) = [c for c in server.connections if c.session.nick == "mute"]
-            for i in range(4000):  # 8 MB: more than the kernel's buffers (4 MB) hold
-                talker.say(f"{i:04} " + "z" * 2000)
-                if i % 100 == 0:
-                    talker.sync()
-                    if conn._over_since is not None:
-                        break
-            assert conn in server.writer._over  # (cut at slow_timeout from now)
-            changed = Config(port=0, disable=["flood"])
-            changed.limits.max_sendq, changed.limits.slow_timeout = 50_000_000, 30.0
-            server.reload(changed)
-            assert conn._over_since is None and conn not in server.writer._over
-            talker.say("more")
-            talker.sync()
+        mute = not_reading(server.address, "mute")
+        wait_until(lambda: any(c.session.nick == "mute" for c in server.connections))
+        (conn,) = [c for c in server.connections if c.session.nick == "mute"]
+        # 8 MB at most: more than the kernel's buffers (4 MB) hold
+        fill_queues(server.address, 4000, until=lambda: conn._over_since is not None)
+        assert conn in server.writer._over  # (cut at slow_timeout from now)
+        changed = Config(port=0, disable=["flood"])
+        changed.limits.max_sendq, changed.limits.slow_timeout = 50_000_000, 30.0
+        server.reload(changed)
+        assert conn._over_since is None and conn not in server.writer._over
+        fill_queues(server.address, 1)  # (more for it)
         assert server.stats()["slow_cuts"] == 0 and not conn.finishing
         mute.close()
     finally:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
+from conftest import fill_queues, not_reading
 
 import chatkit.server as server_module
 from chatkit import Server, Session, hookimpl
@@ -1127,27 +1128,10 @@ def test_a_full_refusal_table_tells_each_count_once(
     assert server._untold == 0
 
 
-def _not_reading(server: Server, nick: str) -> socket.socket:
-    """A client logged in as ``nick`` that reads nothing (its receive buffer small)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(server.address)
-    sock.sendall(b'{"type":"hello","nick":"%s"}\n' % nick.encode())
-    return sock
-
-
 def _fill(server: Server, count: int) -> None:
-    """Say enough in the default room that its members not reading have a queue."""
-    with ChatClient(server.address) as talker:
-        talker.login("talker")
-        for i in range(1500):  # 3 MB: more than the kernel's buffers hold
-            talker.say(f"{i:04} " + "z" * 2000)
-            if i % 100 == 0:
-                talker.sync()
-        talker.sync()
-        wait_until(
-            lambda: sum(bool(c.queued_bytes) for c in server.connections) >= count, 10, "queues"
-        )
+    """Say enough in the default room that ``count`` members not reading have a queue."""
+    fill_queues(server.address)
+    wait_until(lambda: sum(bool(c.queued_bytes) for c in server.connections) >= count, 10, "queues")
 
 
 def test_at_most_max_lingering_ended_connections_linger(chat_server_factory: Factory) -> None:
@@ -1156,7 +1140,7 @@ def test_at_most_max_lingering_ended_connections_linger(chat_server_factory: Fac
     server = chat_server_factory(
         disable=["flood"], max_sendq=10_000_000, linger=60.0, max_lingering=1
     )
-    socks = [_not_reading(server, nick) for nick in ("ann", "ben")]
+    socks = [not_reading(server.address, nick) for nick in ("ann", "ben")]
     wait_until(lambda: sum(c.session.logged_in for c in server.connections) == 2)
     conns = server.connections
     _fill(server, 2)
@@ -1172,7 +1156,7 @@ def test_an_ended_connection_lingers_at_most_linger(chat_server_factory: Factory
     """A client that never takes what it is owed has its ended connection closed
     after ``linger`` seconds (here 0.2: well before the default 2 s)."""
     server = chat_server_factory(disable=["flood"], max_sendq=10_000_000, linger=0.2)
-    sock = _not_reading(server, "ann")
+    sock = not_reading(server.address, "ann")
     wait_until(lambda: any(c.session.logged_in for c in server.connections))
     (conn,) = server.connections
     _fill(server, 1)
@@ -1188,7 +1172,7 @@ def test_the_shutdown_waits_shutdown_grace_for_clients_not_reading(
     """The shutdown gives a client that does not read ``shutdown_grace`` seconds to take
     what it is owed, then closes its connection (here 0.2: well before the default)."""
     server = chat_server_factory(disable=["flood"], max_sendq=10_000_000, shutdown_grace=0.2)
-    sock = _not_reading(server, "ann")
+    sock = not_reading(server.address, "ann")
     wait_until(lambda: any(c.session.logged_in for c in server.connections))
     _fill(server, 1)
     stopper = threading.Thread(target=server.shutdown)
@@ -1204,7 +1188,7 @@ def test_a_lingering_connection_is_not_cut_by_a_late_abort(chat_server_factory: 
     cut, the watchdog) does nothing to it, and its client, reading at last, gets all it
     was owed (an abort shut it down both ways: a reset, the rest lost)."""
     server = chat_server_factory(disable=["flood"], max_sendq=10_000_000, linger=60.0)
-    sock = _not_reading(server, "ann")
+    sock = not_reading(server.address, "ann")
     wait_until(lambda: any(c.session.logged_in for c in server.connections))
     (conn,) = server.connections
     _fill(server, 1)
