@@ -791,6 +791,64 @@ def test_gline_bans_from_the_whole_server(
     again.login("troll2")
 
 
+def test_bans_and_mutes_hold_for_a_capital_i_for_an_l(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A ban, a mute and a /gline of a nick hold for its look-alikes as the hub and
+    the accounts take them, a capital I for an l among them (aIice is alice: the
+    skeleton alone, lowercasing first, made it aiice, and the ban let it in)."""
+    server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
+    root = chat_client(server, "root")
+    root.say("/register sesame-seed")
+    root.expect("reply", command="register")
+    root.say("/join #den")
+    root.expect("join", nick="root", room="#den")
+    root.say("/ban #den alice")
+    root.expect("notice", text="root banned alice!*@*")
+    root.say("/mute #den carol")
+    root.expect("notice", text_contains="muted carol")
+    root.say("/gline mallory")
+    root.expect("reply", command="gline")
+    alice = chat_client(server, "aIice")
+    alice.say("/join #den")
+    alice.expect("error", code="banned")
+    carol = chat_client(server, "caroI")
+    carol.say("/join #den")
+    carol.expect("join", nick="caroI", room="#den")
+    carol.say("hi")
+    carol.expect("error", code="muted")
+    mallory = chat_client(server)
+    mallory.send(type="hello", nick="maIlory")
+    mallory.expect("error", code="banned")
+
+
+def test_a_delegated_operator_cannot_ban_the_rooms_owner_out(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """The operator the config names for a room joins it whatever the bans: one it
+    made an operator could ban and kick it, and it could neither rejoin nor lift the
+    ban nor deop the other (only a server operator could)."""
+    server = chat_server_factory(config=moderated(operators={"#den": ["owner"]}), disable=["flood"])
+    owner = chat_client(server, "owner")
+    owner.say("/register sesame-seed")
+    owner.expect("reply", command="register")
+    owner.say("/join #den")
+    owner.expect("join", nick="owner", room="#den")
+    eve = chat_client(server, "eve")
+    eve.say("/join #den")
+    eve.expect("join", nick="eve", room="#den")
+    owner.say("/op #den eve")
+    eve.expect("notice", text_contains="eve")
+    eve.say("/ban #den owner")
+    eve.expect("notice", text_contains="banned owner")
+    eve.say("/kick #den owner bye")
+    owner.expect("leave", nick="owner", room="#den")
+    owner.say("/join #den")
+    owner.expect("join", nick="owner", room="#den")
+    owner.say("/unban #den owner")
+    owner.expect("notice", text_contains="unbanned owner")
+
+
 def test_a_ban_holds_for_the_room_a_login_joins(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

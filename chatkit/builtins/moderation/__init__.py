@@ -69,6 +69,7 @@ from chatkit import (
     hookimpl,
     number_setting,
     room_name,
+    shown_skeleton,
     skeleton,
     valid_nick,
     valid_room,
@@ -122,6 +123,7 @@ def matches_who(mask: str, nick: str, account: str | None, address: str) -> bool
     """:func:`matches` for a client about to have ``nick`` and ``account`` (a login).
     ``*`` and ``?`` are the only wildcards (``[`` and ``]`` are a nick's characters,
     as on IRC); an IPv4 client of a listener on ``::`` matches by its IPv4 address."""
+    shown_nick, shown_mask = nick, mask.partition("!")[0]
     nick, pattern, account = fold(nick), fold(mask), account or ""
     address = _plain_address(address)
     # (wildcard_match, not a regular expression: a mask of *a*a*a... would backtrack
@@ -130,12 +132,18 @@ def matches_who(mask: str, nick: str, account: str | None, address: str) -> bool
         return True
     if wildcard_match(pattern, f"{nick}!{nick}@{SHOWN_HOST}"):
         return True
-    mask_nick, bang, rest = pattern.partition("!")
-    looks = _skeleton(nick)
-    like = _skeleton(mask_nick) + bang + rest
-    return wildcard_match(like, f"{looks}!{account}@{address}") or wildcard_match(
-        like, f"{looks}!{looks}@{SHOWN_HOST}"
-    )
+    # Nicks that look alike, as the hub and the accounts take them: a key of one is a
+    # key of the other, the skeleton or the look (a capital I read as an l: aIice is
+    # alice, which the skeleton, lowercasing first, makes aiice).
+    _mask_nick, bang, rest = pattern.partition("!")
+    for looks in {_skeleton(nick), _look(shown_nick)}:
+        for like_nick in {_skeleton(_mask_nick), _look(shown_mask)}:
+            like = like_nick + bang + rest
+            if wildcard_match(like, f"{looks}!{account}@{address}") or wildcard_match(
+                like, f"{looks}!{looks}@{SHOWN_HOST}"
+            ):
+                return True
+    return False
 
 
 # Two people with nothing in common: a mask that matches both matches everyone.
@@ -167,6 +175,13 @@ def _plain_address(address: str) -> str:
 # Skeletons are dear (three Unicode normalizations): every message in a room with
 # mutes matches its sender against each mask.
 _skeleton = functools.lru_cache(maxsize=4096)(skeleton)
+
+
+@functools.lru_cache(maxsize=4096)
+def _look(nick: str) -> str:
+    """``nick``'s second look-alike key (the accounts' ``look``): its skeleton once a
+    capital ``I`` is an ``l``."""
+    return skeleton(shown_skeleton(nick))
 
 
 def full_mask(mask: str) -> str:
@@ -318,8 +333,15 @@ class Moderation:
         return None
 
     def _may_join(self, client: Session, room: str, key: str) -> Reject | None:
-        """Why ``client`` may not join ``room`` (banned, invite-only), if so."""
-        if self.is_server_operator(client):
+        """Why ``client`` may not join ``room`` (banned, invite-only), if so. A lasting
+        operator of the room (a server operator, one of ``operators``, an account made
+        one) is never kept out: a ban it matches (a delegated operator's /ban of the
+        room's owner) would lock out the one who could lift it. (An operator as a
+        connection only is banned as anyone: /deop it first, or not.)"""
+        account = client.account
+        if self.is_server_operator(client) or (
+            account is not None and self._operator_as(account, key)
+        ):
             return None
         for mask in self._store.rows("bans", key):
             if matches(mask, client):
