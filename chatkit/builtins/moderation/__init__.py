@@ -135,9 +135,9 @@ def matches_who(mask: str, nick: str, account: str | None, address: str) -> bool
     # Nicks that look alike, as the hub and the accounts take them: a key of one is a
     # key of the other, the skeleton or the look (a capital I read as an l: aIice is
     # alice, which the skeleton, lowercasing first, makes aiice).
-    _mask_nick, bang, rest = pattern.partition("!")
+    mask_nick, bang, rest = pattern.partition("!")
     for looks in {_skeleton(nick), _look(shown_nick)}:
-        for like_nick in {_skeleton(_mask_nick), _look(shown_mask)}:
+        for like_nick in {_skeleton(mask_nick), _look(shown_mask)}:
             like = like_nick + bang + rest
             if wildcard_match(like, f"{looks}!{account}@{address}") or wildcard_match(
                 like, f"{looks}!{looks}@{SHOWN_HOST}"
