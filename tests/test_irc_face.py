@@ -952,7 +952,8 @@ def test_whox(make_server: Callable[..., Server]) -> None:
         assert alice.expect(" 354 ") == f":{SERVER} 354 alice jay"
         line = alice.expect(" 354 ")
         assert line == f":{SERVER} 354 alice * jay 255.255.255.255 chatkit {SERVER} jay 0 0"
-        alice.send("WHO jay")
+        alice.send("WHO jay", "WHO jay %,1")
+        assert alice.expect(" 352 ").startswith(f":{SERVER} 352 alice * jay chatkit ")
         assert alice.expect(" 352 ").startswith(f":{SERVER} 352 alice * jay chatkit ")
 
 

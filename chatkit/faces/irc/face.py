@@ -1087,7 +1087,8 @@ class IrcChannel:
         mask = params[0] if params and params[0] else "*"
         flags, percent, spec = (params[1] if len(params) > 1 else "").partition("%")
         fields, _, token = spec.partition(",")
-        whox = (fields, token[:3]) if percent else None
+        # (No field asked for, "%" alone: the plain 352, not a 354 with nothing.)
+        whox = (fields, token[:3]) if percent and fields else None
         lines: list[Message] = []
         if mask.startswith("#"):
             members = self._listed_members(mask)
