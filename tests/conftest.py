@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import socket
@@ -104,7 +105,7 @@ def fill_queues(
     from chatkit.testing import ChatClient
 
     with ChatClient(address) as talker:
-        talker.login("talker")
+        talker.login(f"talker{next(_TALKERS)}")  # (a new nick: the last may not be free yet)
         for i in range(lines):
             talker.say(f"{i:04} " + "z" * 2000)
             if i % 100 == 0:
@@ -114,6 +115,9 @@ def fill_queues(
                 if until is not None and until():
                     break
         talker.sync()
+
+
+_TALKERS = itertools.count(1)
 
 
 class HeldStore:

@@ -835,9 +835,11 @@ def test_a_delegated_operator_cannot_ban_the_rooms_owner_out(
     owner.say("/join #den")
     owner.expect("join", nick="owner", room="#den")
     eve = chat_client(server, "eve")
+    eve.say("/register eve-sesame")
+    eve.expect("reply", command="register")
     eve.say("/join #den")
     eve.expect("join", nick="eve", room="#den")
-    owner.say("/op #den eve")
+    owner.say("/op #den eve")  # (by account: it outlives the connection)
     eve.expect("notice", text_contains="eve")
     eve.say("/ban #den owner")
     eve.expect("notice", text_contains="banned owner")
@@ -847,6 +849,17 @@ def test_a_delegated_operator_cannot_ban_the_rooms_owner_out(
     owner.expect("join", nick="owner", room="#den")
     owner.say("/unban #den owner")
     owner.expect("notice", text_contains="unbanned owner")
+    # A delegate made so by /op, banned while away (no /deop of someone offline),
+    # stays out: only the owners the config names pass every ban.
+    eve.close()
+    owner.expect("leave", nick="eve")
+    owner.say("/ban #den eve")
+    owner.expect("notice", text_contains="banned eve")
+    back = ChatClient(server.address)
+    back.login("eve", password="eve-sesame")
+    back.say("/join #den")
+    back.expect("error", code="banned")
+    back.close()
 
 
 def test_a_ban_holds_for_the_room_a_login_joins(
@@ -1245,3 +1258,14 @@ def test_a_killed_client_that_reads_nothing_leaves_at_once(
     ann.say("/kill mute enough")
     ann.expect("leave", nick="mute", timeout=5)
     mute.close()
+
+
+def test_a_capital_i_in_a_mask_with_wildcards_is_an_i() -> None:
+    """A mask with wildcards matches by the skeleton alone: /ban Ia* bans no lambda nor
+    Larry (read with its I as an l, it was /ban la*), while an exact nick's mask holds
+    for its look-alike with a capital I for the l."""
+    assert not matches_who("Ia*!*@*", "lambda", None, "192.0.2.1")
+    assert not matches_who("BI*!*@*", "blake", None, "192.0.2.1")
+    assert matches_who("Ia*!*@*", "iago", None, "192.0.2.1")
+    assert matches_who("alice!*@*", "aIice", None, "192.0.2.1")
+    assert matches_who("aIice!*@*", "alice", None, "192.0.2.1")

@@ -135,9 +135,14 @@ def matches_who(mask: str, nick: str, account: str | None, address: str) -> bool
     # Nicks that look alike, as the hub and the accounts take them: a key of one is a
     # key of the other, the skeleton or the look (a capital I read as an l: aIice is
     # alice, which the skeleton, lowercasing first, makes aiice).
+    # (A mask with wildcards goes by the skeleton alone: its capital I read as an l,
+    # /ban Ia* would be /ban la*, every lambda and Larry.)
     mask_nick, bang, rest = pattern.partition("!")
-    for looks in {_skeleton(nick), _look(shown_nick)}:
-        for like_nick in {_skeleton(mask_nick), _look(shown_mask)}:
+    exact = not _WILDCARD_CHARS.intersection(shown_mask)
+    for looks in {_skeleton(nick), _look(shown_nick)} if exact else {_skeleton(nick)}:
+        for like_nick in (
+            {_skeleton(mask_nick), _look(shown_mask)} if exact else {_skeleton(mask_nick)}
+        ):
             like = like_nick + bang + rest
             if wildcard_match(like, f"{looks}!{account}@{address}") or wildcard_match(
                 like, f"{looks}!{looks}@{SHOWN_HOST}"
@@ -175,6 +180,7 @@ def _plain_address(address: str) -> str:
 # Skeletons are dear (three Unicode normalizations): every message in a room with
 # mutes matches its sender against each mask.
 _skeleton = functools.lru_cache(maxsize=4096)(skeleton)
+_WILDCARD_CHARS = frozenset("*?")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -333,14 +339,14 @@ class Moderation:
         return None
 
     def _may_join(self, client: Session, room: str, key: str) -> Reject | None:
-        """Why ``client`` may not join ``room`` (banned, invite-only), if so. A lasting
-        operator of the room (a server operator, one of ``operators``, an account made
-        one) is never kept out: a ban it matches (a delegated operator's /ban of the
-        room's owner) would lock out the one who could lift it. (An operator as a
-        connection only is banned as anyone: /deop it first, or not.)"""
+        """Why ``client`` may not join ``room`` (banned, invite-only), if so. An owner
+        of the room (one of ``operators``, which nobody can /deop) or a server operator
+        is never kept out: a ban it matches (a delegated operator's /ban of the owner)
+        would lock out the one who could lift it. An operator made so by /op is banned
+        as anyone (a rogue delegate gone offline must stay out)."""
         account = client.account
         if self.is_server_operator(client) or (
-            account is not None and self._operator_as(account, key)
+            account is not None and account in self.operators.get(key, ())
         ):
             return None
         for mask in self._store.rows("bans", key):
