@@ -860,6 +860,10 @@ def test_a_delegated_operator_cannot_ban_the_rooms_owner_out(
     back.say("/join #den")
     back.expect("error", code="banned")
     back.close()
+    owner.say("/deop #den eve")  # (offline: by its account)
+    owner.expect("notice", text_contains="removed eve as an operator")
+    owner.say("/deop #den nobody")
+    owner.expect("error", code="no_such_nick")
 
 
 def test_a_ban_holds_for_the_room_a_login_joins(

@@ -928,8 +928,15 @@ class Moderation:
         if len(words) != 1:
             raise ctx.usage_error()
         target = ctx.hub.find(words[0])
-        if target is None:  # another node's member: by its account
-            nick, account = self._identified_elsewhere(words[0])
+        if target is None:  # another node's member, or someone gone: by its account
+            try:
+                nick, account = self._identified_elsewhere(words[0])
+            except CommandError:
+                # An account made an operator of the room, offline now (it would be one
+                # again at its next login; a ban alone keeps it out meanwhile).
+                nick, account = words[0], fold(words[0])
+                if account not in self._store.rows("ops", fold(room)):
+                    raise
             self._store.remove("ops", fold(room), account)
             self._act(ctx, room, f"removed {nick} as an operator", "-o", nick)
             return
