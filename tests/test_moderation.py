@@ -973,6 +973,51 @@ def test_identify_does_not_rename_a_client_out_of_a_mute(
     bob.expect("error", code="muted")
 
 
+def test_logout_does_not_lift_a_ban_or_mute_of_the_account(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A mute or ban set on an account (``*!bob@*``) holds for the connection that
+    proved it after /logout, and after /identify as another account: a client cannot
+    step out of it without reconnecting."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    alt = chat_client(server, "altnick")
+    alt.say("/register altpass123")
+    alt.expect("reply", command="register")
+    alt.say("/quit")
+    alt.wait_closed()
+    alt.close()
+    ann, bob = in_den(server, chat_client)
+    bob.say("/register bobs-password")
+    bob.expect("reply", command="register")
+    bob.say("/nick robert")  # (as bob, the nick alone would match: bob!bob@chatkit)
+    ann.expect("nick", new="robert")
+    ann.say("/mute *!bob@*")
+    ann.expect("notice", text="ann muted *!bob@*")
+    bob.say("identified", room="#den")
+    bob.expect("error", code="muted")
+    bob.say("/logout")
+    bob.expect("reply", command="logout")
+    bob.say("after logout", room="#den")
+    bob.expect("error", code="muted")
+    bob.say("/identify altnick altpass123")
+    bob.expect("reply", command="identify")
+    bob.say("as another", room="#den")
+    bob.expect("error", code="muted")
+    ann.say("/unmute *!bob@*")
+    ann.expect("notice", text="ann unmuted *!bob@*")
+    ann.say("/ban *!bob@*")
+    ann.expect("notice", text="ann banned *!bob@*")
+    bob.say("/logout")
+    bob.expect("reply", command="logout")
+    bob.say("/part #den")
+    bob.expect("leave", nick="robert", room="#den")
+    bob.say("/join #den")
+    bob.expect("error", code="banned")
+    carol = chat_client(server, "carol")  # another connection, never bob: not banned
+    carol.say("/join #den")
+    carol.expect("join", nick="carol", room="#den")
+
+
 def test_two_joining_an_empty_room_at_once_make_one_operator(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

@@ -91,6 +91,7 @@ _CONNECTION_OPS = "moderation"  # client.data: room key -> when the room it oper
 _CLAIMS = "moderation.claims"  # client.data: room key -> when it claimed to be its first member
 _PASSED = "moderation.passed"  # client.data: (room key, text) of the line just let speak
 _ACCOUNT = "moderation.account"  # client.data: the account its rooms last saw it with
+_PROVEN = "moderation.proven"  # client.data: a tuple of the accounts the connection proved
 SERVER = "*"  # the "room" of server-wide bans (/gline) in the bans table
 
 # A server to the config's operators of its moderation plugin that started last
@@ -115,8 +116,25 @@ def matches(mask: str, client: Session) -> bool:
     ``NICK!NICK@chatkit`` everyone sees of it (the mask an IRC client's ``/ban`` builds).
 
     Nicks compare by their look (``chatkit.skeleton``), as the chat tells nicks apart:
-    a ban of ``bobby`` holds for ``bobby`` written with a Greek omicron too."""
-    return matches_who(mask, client.nick or "", client.account, client.address[0])
+    a ban of ``bobby`` holds for ``bobby`` written with a Greek omicron too.
+
+    A mask naming an account holds for a connection that proved the account as long as
+    it stays connected, identified or not: ``/logout`` (or ``/identify`` as another
+    account) does not lift a ban or a mute set on it."""
+    nick, address = client.nick or "", client.address[0]
+    if matches_who(mask, nick, client.account, address):
+        return True
+    proven: tuple[str, ...] = client.data.get(_PROVEN, ())
+    return any(matches_who(mask, nick, account, address) for account in proven)
+
+
+def _proven(client: Session) -> None:
+    """Remember that ``client`` proved its account (see :func:`matches`)."""
+    account = client.account
+    proven: tuple[str, ...] = client.data.get(_PROVEN, ())
+    if account is not None and account not in proven:
+        # (A new tuple, assigned at once: another thread's matches() may be reading it.)
+        client.data[_PROVEN] = (*proven, account)
 
 
 def matches_who(mask: str, nick: str, account: str | None, address: str) -> bool:
@@ -479,6 +497,7 @@ class Moderation:
 
     @hookimpl
     def chatkit_on_login(self, client: Session) -> None:
+        _proven(client)
         self._banned_meanwhile(client)
 
     @hookimpl
@@ -601,6 +620,7 @@ class Moderation:
         account = client.account
         old = client.data.get(_ACCOUNT)
         client.data[_ACCOUNT] = account
+        _proven(client)
         if old is not None and old != account and self._server is not None:
             # Rights it had as the account it no longer is (/logout, /drop, another's
             # /passwd, /identify as another): the room is told (IRC: MODE -o), or
