@@ -504,6 +504,19 @@ def test_commands_private_and_errors(browser: Browser, contexts: list[BrowserCon
         carol.login("carol")
         expect(page.locator(pane(page))).to_contain_text("carol joined")
         page.fill("#input", "/wh")
+        # The list a screen reader knows as the box's: the first option, the one Tab
+        # takes, its choice.
+        options = page.get_by_role("listbox", name="Commands that fit").get_by_role("option")
+        expect(options.first).to_contain_text("/who")
+        expect(options.first).to_have_attribute("aria-selected", "true")
+        first = options.first.get_attribute("id")
+        expect(page.locator("#input")).to_have_attribute("aria-activedescendant", first or "-")
+        page.press("#input", "Escape")
+        expect(page.locator("#suggest")).to_be_hidden()
+        expect(page.locator("#input")).not_to_have_attribute(
+            "aria-activedescendant", re.compile(".")
+        )
+        page.fill("#input", "/wh")
         expect(page.locator("#suggest")).to_contain_text("/who")
         page.press("#input", "Tab")
         expect(page.locator("#input")).to_have_value("/who ")

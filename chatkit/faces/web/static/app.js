@@ -1026,7 +1026,7 @@ function suggest() {
   const box = $("suggest");
   const value = input.value;
   if (!value.startsWith("/") || /\s/.test(value) || value.startsWith("//")) {
-    box.hidden = true;
+    hideSuggestions();
     return [];
   }
   const prefix = value.slice(1).toLowerCase();
@@ -1036,10 +1036,24 @@ function suggest() {
     const usage = command.usage && command.usage.startsWith("/") ? command.usage
       : `/${command.name}${command.usage ? " " + command.usage : ""}`;
     const row = el("div", i === 0 ? "pick" : "", `${usage} — ${command.help || ""}`);
+    // A listbox's options, the first the one Tab takes (aria-activedescendant: a screen
+    // reader says it as the box's choice while the caret stays in the box).
+    row.id = `suggest-${i}`;
+    row.setAttribute("role", "option");
+    row.setAttribute("aria-selected", String(i === 0));
     box.append(row);
   }
-  box.hidden = found.length === 0;
+  if (!found.length) hideSuggestions();
+  else {
+    box.hidden = false;
+    input.setAttribute("aria-activedescendant", "suggest-0");
+  }
   return found;
+}
+
+function hideSuggestions() {
+  $("suggest").hidden = true;
+  $("input").removeAttribute("aria-activedescendant");
 }
 
 function complete() {
@@ -1149,7 +1163,7 @@ function start() {
       complete();
       if (input.value !== before) event.preventDefault();
     } else if (event.key === "Escape") {
-      $("suggest").hidden = true;
+      hideSuggestions();
       state.tab = null;
     } else if (event.key === "ArrowUp" && !event.altKey && !before.includes("\n")
                && (!input.value || state.sentAt < state.sent.length)) {
