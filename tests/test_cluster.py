@@ -1179,9 +1179,56 @@ def test_an_identify_that_takes_a_nick_back_keeps_its_key(
     guest.expect("nick", old="guest", new="alice")
     squatter.expect("nick", old="alice")
     other = ChatClient(b.address, timeout=10)
-    other.send(type="hello", nick="alice", password="sesame-seed")
+    other.send(type="hello", nick="alice")  # (with the password it takes the nick over)
     other.expect("error", code="nick_taken")
     other.close()
+
+
+def test_a_password_takes_a_nick_over_from_another_node(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """A login with the account's password (and /regain) takes the nick from a session
+    on another node as on its own: an unidentified holder (grace), or a session of the
+    account's own (a connection that dropped); /identify leaves the account's own
+    session its nick; a new password renames an unidentified holder everywhere."""
+    url = redis_server.url(6)
+    redis.Redis.from_url(url).flushdb()
+    grace = "\n[plugins.accounts]\ngrace = 30\n"
+    a, b = nodes(url, config_text=grace), nodes(url, config_text=grace)
+    watch = b.client("watch")
+
+    def on_a(nick: str) -> None:
+        wait_until(lambda: nick in who(watch), WAIT, f"{nick} on a", POLL)
+
+    owner = a.client("alice")
+    owner.say("/register sesame-seed")
+    owner.expect("reply", command="register")
+    # Its connection dropped (it reads nothing more): its login on b takes the nick.
+    again = login(b, "alice", "sesame-seed")
+    assert again.expect("welcome")["nick"] == "alice"
+    owner.expect("notice", text="alice logged in with its password: you are renamed")
+    owner.expect("nick", old="alice")
+    again.close()
+    wait_until(lambda: "alice" not in who(watch), WAIT, "alice gone", POLL)
+    squatter = a.client("alice")  # unidentified: grace
+    on_a("alice")
+    guest = b.client("guest")
+    guest.say("/regain alice sesame-seed")
+    guest.expect("nick", old="guest", new="alice")
+    squatter.expect("nick", old="alice")
+    mine = a.client("other")
+    mine.say("/identify alice sesame-seed")  # the account's own session keeps it
+    reply = mine.expect("reply", command="identify")
+    assert "you keep the nick other" in reply["text"]
+    guest.say("/quit")
+    guest.wait_closed()
+    wait_until(lambda: "alice" not in who(watch), WAIT, "alice gone", POLL)
+    holder = b.client("alice")  # unidentified again (grace), on the other node
+    mine.say("/passwd sesame-seed new-sesame")
+    mine.expect("reply", command="passwd")
+    holder.expect("nick", old="alice")
+    third = login(b, "alice", "new-sesame")
+    assert third.expect("welcome")["nick"] == "alice"
 
 
 def test_a_nick_taken_on_two_nodes_while_redis_was_away_is_one_conflict(

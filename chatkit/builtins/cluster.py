@@ -86,6 +86,14 @@ BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between reconnection attempts
 
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
+TAKE_OVER_WAIT = 2.0
+"""Seconds a claim of a nick proven by its account's password (a login, ``/regain``,
+``/identify``) waits, when another node holds it, for that node's session to give way
+(:meth:`Cluster.take_over`): a log entry read there and a rename's give-back, a few
+milliseconds on a healthy cluster. Then the claim is refused (``nick_taken``)."""
+TAKE_OVER_POLL = 0.02  # seconds between the waiting claim's tries
+_TAKE_OVER = "cluster.take_over"  # client.data: (skeleton, the evict entry) of take_over
+
 HELD_AGE = 300.0
 """Seconds after which a claim of a session not logged in (a login refused after it
 claimed its nick) is forgotten."""
@@ -591,7 +599,29 @@ class Cluster:
                 )
             return held[0]
 
+    def take_over(
+        self, nick: str, account: str, how: str, *, regain: bool, claim: Session | None = None
+    ) -> None:
+        """Have the other nodes rename a session of theirs holding ``nick`` (or a
+        look-alike), ``account``'s, as the ``accounts`` plugin renames one of this node's
+        (its ``evict_here``: an unidentified holder; with ``regain``, a session of the
+        account's own too). ``how`` says why (``logged in with its password``). At once;
+        or, with ``claim``, only if ``claim``'s coming claim of the nick (its login's, its
+        rename's) finds another node holding it, and that claim then waits for it, up to
+        :data:`TAKE_OVER_WAIT`: services' REGAIN across the cluster. Any thread."""
+        data = {"nick": nick, "account": account, "how": how, "regain": regain}
+        if not regain and claim is not None:
+            with self._lock:
+                holder = self._remote_member(nick)
+            if holder is not None and holder.account == account:
+                return  # (a session of the account's own keeps it: no use waiting)
+        if claim is None:
+            self._send("evict", data)
+        else:
+            claim.data[_TAKE_OVER] = (skeleton(nick), data)  # (its own thread's)
+
     def _take(self, client: Session, nick: str) -> Reject | None:
+        ticket = client.data.pop(_TAKE_OVER, None)  # (this claim's, or a stale one's)
         if not self._up:
             return None  # unique on this node only until Redis is back
         # (Claimed anew even when a session here holds it: an /identify takes it from
@@ -608,11 +638,30 @@ class Cluster:
         except _REDIS_ERRORS as exc:
             self._set_down(exc)
             return None
+        if not took and ticket is not None and ticket[0] == like and self._send("evict", ticket[1]):
+            took = self._wait_for(like, value)
         if took:
             return None
         with self._lock:
             self._held.pop((client.id, like), None)
         return Reject(f"nick {nick!r} is taken (on another server); try another", "nick_taken")
+
+    def _wait_for(self, like: str, value: str) -> bool:
+        """Claim the nick key ``like`` with ``value`` until it is free or ours, up to
+        :data:`TAKE_OVER_WAIT` (another node's session giving the nick way): whether
+        it was (or Redis was lost meanwhile: the nick is unique on this node alone)."""
+        deadline = time.monotonic() + TAKE_OVER_WAIT
+        while time.monotonic() < deadline and not self._stop.wait(TAKE_OVER_POLL):
+            try:
+                if self._claim(
+                    keys=[self._key("nick", like)],
+                    args=[self.node, int(self.lease * 1000), value, "1"],
+                ):
+                    return True
+            except _REDIS_ERRORS as exc:
+                self._set_down(exc)
+                return True
+        return False
 
     def _give_back(self, session: Session, nick: str) -> Callable[[Pipeline], object]:
         """The pipeline op that frees the nick key of ``session``'s ``nick`` (after its
@@ -1330,6 +1379,17 @@ class Cluster:
                 else:
                     self._topics.pop(fold(data["room"]), None)
             hub.replace_topic(data["room"], data)
+        elif kind == "evict":
+            # (A node's own: its accounts plugin renamed whoever held it here first.)
+            accounts = self._server.pluginmanager.get_plugin("accounts")
+            evict_here = getattr(accounts, "evict_here", None)
+            if not mine and evict_here is not None:
+                evict_here(
+                    str(data["nick"]),
+                    str(data["account"]),
+                    str(data["how"]),
+                    regain=bool(data.get("regain")),
+                )
         elif kind == "forget":
             if not mine:  # (this node's own went at once)
                 hub.forget_account(str(data["account"]), str(data["why"]), everywhere=False)

@@ -541,9 +541,32 @@ class Accounts:
         if self._server is None:
             return
         try:
-            self._evict(self._server.hub, account, client, how)
+            self._evict(self._server.hub, account.nick, account.name, client, how)
         except CommandError as exc:  # (the login goes on: nick_taken, if still held)
             log.info("could not rename the holder of %s: %s", account.nick, exc.text)
+        self._evict_elsewhere(account, how, regain=True, claim=client)
+
+    def _evict_elsewhere(
+        self, account: Account, how: str, *, regain: bool, claim: Session | None = None
+    ) -> None:
+        """In a cluster, have the other nodes do :meth:`_evict` for ``account``'s nick
+        (the ``cluster`` plugin's ``take_over``): at once, or, with ``claim``, if its
+        coming claim of the nick finds it held on another node (docs/cluster.md)."""
+        cluster = None if self._server is None else self._server.pluginmanager.get_plugin("cluster")
+        take_over = getattr(cluster, "take_over", None)
+        if take_over is not None:
+            take_over(account.nick, account.name, how, regain=regain, claim=claim)
+
+    def evict_here(self, nick: str, account: str, how: str, *, regain: bool) -> None:
+        """:meth:`_evict` asked for by another node of a cluster (the ``cluster``
+        plugin, on its reader's thread): a login or ``/regain`` there proved
+        ``account``, whose nick is ``nick``, and a session here may hold it."""
+        if self._server is None:
+            return
+        try:
+            self._evict(self._server.hub, nick, account, None, how, regain=regain)
+        except CommandError as exc:
+            log.info("could not rename the holder of %s: %s", nick, exc.text)
 
     @hookimpl
     def chatkit_on_login(self, client: Session) -> None:
@@ -687,9 +710,14 @@ class Accounts:
         done = f"you are identified as {account.nick}"
         if client.nick is not None and fold(client.nick) != account.name:
             try:
+                # A holder on another node gives way if the claim of the nick (the
+                # cluster's part of allow_nick, after the others allowed it) finds it there.
+                self._evict_elsewhere(account, "identified", regain=regain, claim=client)
                 # Not out of a ban or a mute under the nick it has (moderation).
                 ctx.hub.allow_nick(client, account.nick)
-                self._evict(ctx.hub, account, client, "identified", regain=regain)
+                self._evict(
+                    ctx.hub, account.nick, account.name, client, "identified", regain=regain
+                )
                 ctx.hub.rename(client, account.nick, forced=True)
             except CommandError as exc:
                 # Identified all the same (the nick may be refused: a ban of it, a mute).
@@ -698,22 +726,23 @@ class Accounts:
 
     @staticmethod
     def _evict(
-        hub: Any, account: Account, client: Session, how: str, *, regain: bool = True
+        hub: Any, nick: str, account: str, client: Session | None, how: str, *, regain: bool = True
     ) -> None:
-        """Rename to a guest nick whoever holds ``account``'s nick, or one that looks like
-        it, without being identified as it (a grace period; a session whose account's
-        password changed); with ``regain``, another session of the account's own too (a
-        connection that dropped and has not timed out yet: services' REGAIN). ``client``
-        proved the account (``how``) and asks for the nick: a login with the password,
-        ``/regain``; an ``/identify`` leaves the account's other sessions their nicks.
-        Raises the rename's :class:`CommandError`, but for a holder that left meanwhile."""
-        holder = hub.find_like(account.nick)  # (every password login asks: one look-up)
-        if holder is None or holder is client or (holder.account == account.name and not regain):
+        """Rename to a guest nick whoever here holds ``nick``, ``account``'s, or one that
+        looks like it, without being identified as it (a grace period; a session whose
+        account's password changed); with ``regain``, another session of the account's
+        own too (a connection that dropped and has not timed out yet: services' REGAIN).
+        ``client`` proved the account (``how``) and asks for the nick: a login with the
+        password, ``/regain``; an ``/identify`` leaves the account's other sessions their
+        nicks (``None``: another node's client, :meth:`evict_here`). Raises the rename's
+        :class:`CommandError`, but for a holder that left meanwhile."""
+        holder = hub.find_like(nick)  # (every password login asks: one look-up)
+        if holder is None or holder is client or (holder.account == account and not regain):
             return
-        mine = holder.account in (None, account.name)
-        if not mine and skeleton(holder.nick or "") != skeleton(account.nick):
+        mine = holder.account in (None, account)
+        if not mine and skeleton(holder.nick or "") != skeleton(nick):
             return  # like it as shown only (aIice), another account's nick: the hub refuses
-        holder.notice(f"{account.nick} {how}: you are renamed")
+        holder.notice(f"{nick} {how}: you are renamed")
         try:
             hub.rename(holder, f"{GUEST_PREFIX}{holder.id}", forced=True)
         except CommandError as exc:
@@ -752,7 +781,8 @@ class Accounts:
         others = ctx.hub.forget_account(account.name, "given a new password", keep=ctx.client)
         # And one of them holding the account's nick gives it up (it would keep it
         # unidentified for as long as it stays, reading what is sent to the nick).
-        self._evict(ctx.hub, account, ctx.client, "was given a new password")
+        self._evict(ctx.hub, account.nick, account.name, ctx.client, "was given a new password")
+        self._evict_elsewhere(account, "was given a new password", regain=True)
         ctx.reply(
             "password changed"
             + (f"; {others} other session(s) no longer identified" if others else "")
