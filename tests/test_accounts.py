@@ -1149,3 +1149,43 @@ def test_a_failed_transaction_is_rolled_back_and_the_store_goes_on(tmp_path: Pat
         assert store.get("alice") is None and store.get("bob") is not None
     finally:
         store.close()
+
+
+def test_a_server_operator_resets_a_forgotten_password(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/resetpass NICK: a server operator gives an account a new password, made up and
+    shown to the operator alone; the old one no longer logs in, the account's sessions
+    are no longer identified (one holding the nick is renamed); others get
+    not_server_operator, an unknown nick no_account."""
+    config = config_from_dict(
+        {
+            "server": {"plugins": ["moderation"]},
+            "plugins": {"moderation": {"server_operators": ["root"]}},
+        }
+    )
+    server = chat_server_factory(config=config, disable=["flood"])
+    root = chat_client(server, "root")
+    root.say("/register sesame-seed")
+    root.expect("reply", command="register")
+    alice = chat_client(server, "alice")
+    alice.say(f"/register {PASSWORD}")
+    alice.expect("reply", command="register")
+    bob = chat_client(server, "bob")
+    bob.say("/resetpass alice")
+    bob.expect("error", code="not_server_operator")
+    root.say("/resetpass nobody")
+    root.expect("error", code="no_account")
+    root.say("/resetpass ALICE")
+    reply = root.expect("reply", command="resetpass")
+    password = reply["data"]["password"]
+    assert reply["data"]["nick"] == "alice" and len(password) >= 16
+    assert password in reply["text"] and "1 session(s) no longer identified" in reply["text"]
+    text = "the account alice was given a new password by a server operator: you are no longer identified"
+    alice.expect("notice", text=text)
+    alice.expect("nick", old="alice")  # (holding the nick unidentified: renamed)
+    assert password not in str(bob.sync()) + str(alice.sync())
+    again = chat_client(server)
+    again.send(type="hello", nick="alice", password=PASSWORD)
+    again.expect("error", code="bad_password")
+    chat_client(server).login("alice", password=password)

@@ -46,6 +46,7 @@ def test_help_lists_every_command_with_its_plugin(chat_client: Connect) -> None:
         "register": "accounts",
         "rooms": "rooms",
         "vouch": "accounts",
+        "resetpass": "accounts",
         "who": "rooms",
         "topic": "rooms",
     }

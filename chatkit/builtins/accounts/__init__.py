@@ -9,7 +9,9 @@ registered nick and no password is refused with ``nick_registered`` (or, with
 the client identifies). A nick that looks like a registered one (the same
 ``chatkit.skeleton``: another case, letters of another script) counts as it, for
 logins, ``/nick`` and ``/register``. ``/logout`` forgets the identification, ``/passwd OLD NEW``
-changes the password, ``/drop PASSWORD`` deletes the account. In ``invite`` mode,
+changes the password, ``/drop PASSWORD`` deletes the account; a server operator's
+``/resetpass NICK`` gives the account a new password it makes up (a forgotten one). In
+``invite`` mode,
 ``/vouch NICK`` (an identified user) lets NICK register.
 
 Passwords are hashed with argon2 (argon2-cffi's default parameters; a hash made
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import sqlite3
 import threading
 import time
@@ -91,6 +94,7 @@ HASH_WAIT = 10.0  # seconds a password check waits for a hashing slot before it 
 MAX_HASHING = 4  # argon2 hashes computed at once (each takes 64 MiB and ~50 ms): a crowd of
 # logins waits its turn instead of exhausting memory
 GUEST_PREFIX = "Guest"
+RESET_BYTES = 12  # random bytes of a password /resetpass makes (16 characters, 96 bits)
 MAX_INVITES = 20  # invitations (/vouch) one account has open at once: each is a row kept until
 # the nick registers
 _CHANGED = (
@@ -633,6 +637,12 @@ class Accounts:
         register("passwd", self.passwd, help="change your password", usage="OLD NEW")
         register("drop", self.drop, help="delete your account", usage="PASSWORD")
         register(
+            "resetpass",
+            self.resetpass,
+            help="give NICK's account a new password, shown to you (server operators)",
+            usage="NICK",
+        )
+        register(
             "vouch", self.vouch, help="let NICK register (invite-only registration)", usage="NICK"
         )
 
@@ -786,6 +796,44 @@ class Accounts:
         ctx.reply(
             "password changed"
             + (f"; {others} other session(s) no longer identified" if others else "")
+        )
+
+    def _server_operator(self, client: Session) -> bool:
+        """Whether ``client`` is a server operator: by its face (IRC's ``OPER``), or to
+        the ``moderation`` plugin, which names them (``server_operators``)."""
+        if client.operator:
+            return True
+        moderation = (
+            None if self._server is None else self._server.pluginmanager.get_plugin("moderation")
+        )
+        is_server_operator = getattr(moderation, "is_server_operator", None)
+        return bool(is_server_operator is not None and is_server_operator(client))
+
+    def resetpass(self, ctx: CommandContext) -> None:
+        # A forgotten password: a server operator gives the account a new one, made up
+        # here and shown to the operator only, to pass on (the owner /passwd-s it).
+        words = ctx.args.split()
+        if len(words) != 1:
+            raise ctx.usage_error()
+        if not self._server_operator(ctx.client):
+            raise CommandError("only server operators may do that", "not_server_operator")
+        account = self._store.get(fold(words[0]))
+        if account is None:
+            raise CommandError(f"{words[0]} is not registered", "no_account")
+        password = secrets.token_urlsafe(max(RESET_BYTES, self.min_password))
+        self._store.set_hash(account.name, self._hash(password))
+        self._changed()
+        by = ctx.client.nick or ""
+        log.info("%s's password was reset by %s", account.nick, by)
+        why = "given a new password by a server operator"
+        others = ctx.hub.forget_account(account.name, why, keep=ctx.client)
+        self._evict(ctx.hub, account.nick, account.name, ctx.client, "was given a new password")
+        self._evict_elsewhere(account, "was given a new password", regain=True)
+        ctx.reply(
+            f"{account.nick}'s new password is {password} (tell them; /passwd changes it)"
+            + (f"; {others} session(s) no longer identified" if others else ""),
+            nick=account.nick,
+            password=password,
         )
 
     def drop(self, ctx: CommandContext) -> None:
