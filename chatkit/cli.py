@@ -203,6 +203,24 @@ def _build_config(
     return config
 
 
+PluginOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--plugin",
+        "-p",
+        help="Enable a plugin: a builtin, an installed one, or a module path (pkg.mod[:obj]). "
+        "Repeat for more; they run in the order given.",
+        metavar="NAME",
+    ),
+]
+NoPluginOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--no-plugin", help="Disable a default plugin (e.g. log). Repeatable.", metavar="NAME"
+    ),
+]
+
+
 @app.command(cls=_Command)
 def serve(
     host: Annotated[
@@ -218,22 +236,8 @@ def serve(
             max=65535,
         ),
     ] = None,
-    plugin: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--plugin",
-            "-p",
-            help="Enable a plugin: a builtin, an installed one, or a module path (pkg.mod[:obj]). "
-            "Repeat for more; they run in the order given.",
-            metavar="NAME",
-        ),
-    ] = None,
-    no_plugin: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--no-plugin", help="Disable a default plugin (e.g. log). Repeatable.", metavar="NAME"
-        ),
-    ] = None,
+    plugin: PluginOption = None,
+    no_plugin: NoPluginOption = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -943,8 +947,11 @@ def check_command(
             metavar="PATH",
         ),
     ] = None,
+    plugin: PluginOption = None,
+    no_plugin: NoPluginOption = None,
 ) -> None:
-    """Check a config file and print the settings 'chatkit serve -c FILE' would use.
+    """Check a config file and print the settings 'chatkit serve -c FILE' would use
+    (given the same --plugin, --no-plugin and --db).
 
     Exit 2 with the error if anything in it is wrong: an unknown key, a bad value, two
     faces on one port, a plugin that is not installed, a plugin's setting it refuses.
@@ -954,7 +961,14 @@ def check_command(
     path = config if config is not None else DEFAULT_CONFIG
     if config is None and not DEFAULT_CONFIG.is_file():
         raise _fail(UsageError(f"no config file given and no {DEFAULT_CONFIG} here"))
-    overrides: dict[str, Any] = {"plugins": [], "disable": [], "limits": {}, "db": db}
+    # (--plugin and --no-plugin as 'serve' is given them: the plugins they enable
+    # check their settings too.)
+    overrides: dict[str, Any] = {
+        "plugins": plugin or [],
+        "disable": no_plugin or [],
+        "limits": {},
+        "db": db,
+    }
     try:
         cfg = _build_config(path, overrides)
         pm, infos = build_plugin_manager(cfg)

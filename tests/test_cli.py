@@ -926,6 +926,19 @@ def test_check_has_the_plugins_check_their_settings_and_opens_nothing(tmp_path: 
     result = subprocess.run([CHATKIT, "check", str(config)], capture_output=True, text=True)
     assert result.returncode == 2 and "flood: rate must be" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+    # A plugin serve enables by its flag: check takes the flag too, and checks it.
+    config.write_text("[plugins.metrics]\nport = 70000\n")
+    unused = subprocess.run([CHATKIT, "check", str(config)], capture_output=True, text=True)
+    assert unused.returncode == 0 and "enable it with --plugin metrics" in unused.stderr
+    result = subprocess.run(
+        [CHATKIT, "check", "--plugin", "metrics", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "metrics: port must be" in result.stderr, result.stderr
+    config.write_text("[plugins.flood]\nrate = 0\n")
+    result = subprocess.run(
+        [CHATKIT, "check", "--no-plugin", "flood", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "[plugins.flood] is unused" in result.stderr, result.stderr
     # Good settings pass without a word about being unchecked; nothing is opened: no
     # database file, and a cluster whose Redis does not run (port 1) is fine to check.
     config.write_text(
