@@ -197,7 +197,11 @@ def chatkit_configure(config: Config, pluginmanager: pluggy.PluginManager) -> No
     reload lock (reloads take turns: do not start another from here); then it gets
     ``chatkit_register_commands`` and ``chatkit_server_start``.
     Raising :class:`~chatkit.UsageError` then refuses the reload: the server goes on
-    with the old config. A plugin whose settings did not change is not called.
+    with the old config, and the plugins the reload stopped are started again as new
+    instances configured as before (what they held in memory is gone). A plugin with
+    ``chatkit_check_config`` has its new settings checked by it before anything stops:
+    refused there, the reload leaves every plugin untouched. A plugin whose settings
+    did not change is not called.
     """
 
 

@@ -1373,7 +1373,8 @@ class Server:
         :param plugins: Plugins to enable besides the defaults: names (as for
             ``--plugin``) or plugin objects (modules, instances, or classes: one
             instance is made); the names are called first, then the objects, each in
-            the order given.
+            the order given. A :meth:`reload` keeps them all, as ``chatkit serve``'s
+            reload keeps its ``--plugin`` flags.
         :param config: Settings; a default :class:`Config` if omitted.
         :param faces: The wire protocols to listen for, each on its own address
             (:mod:`chatkit.faces`); a face without one listens on ``host`` and ``port``.
@@ -1399,6 +1400,7 @@ class Server:
         """The server's own pluggy ``PluginManager`` and what was loaded (both replaced,
         not changed, by :meth:`reload`)."""
         self._extra_plugins = objects  # a program's plugin objects: kept by every reload
+        self._extra_names = names  # and the plugins it named: enabled by every reload too
         self._plugin_stamps = _stamps(self.pluginmanager)  # each plugin's source file mtime
         # One reload at a time (SIGHUP twice in a row, or SIGHUP during /reload). Held
         # by the main thread (SIGHUP) or by the reader thread of the operator who typed
@@ -1603,14 +1605,20 @@ class Server:
 
         Returns what changed and what waits for a restart, one line each, for people.
         Raises :class:`UsageError` if the new config cannot be applied; the server
-        then goes on with the old one (a plugin that failed to start is replaced by a
-        new instance of the old one).
+        then goes on with the old one. A setting refused by its plugin's
+        ``chatkit_check_config`` is refused before any plugin stops: every plugin goes
+        on untouched. One refused by ``chatkit_configure`` (a plugin without the check,
+        or a port in use) is found once the plugins it replaces have stopped: each of
+        those is replaced by a new instance configured as before.
         """
         with self._reload_lock:
             return self._reload(config)
 
     def _reload(self, config: Config) -> list[str]:
         old = self.config
+        named = [name for name in self._extra_names if name not in config.plugins]
+        if named:  # (a copy: the caller's config is its own)
+            config = dataclasses.replace(config, plugins=[*config.plugins, *named])
         plan = plugins_mod.plan_reload(
             self.pluginmanager, old, config, self._plugin_stamps, self._extra_plugins
         )
@@ -1635,6 +1643,13 @@ class Server:
             config = dataclasses.replace(config, tls_cert=old.tls_cert, tls_key=old.tls_key)
         if config.faces != old.faces:
             notes.append("faces change at the next restart")
+        # The new settings are checked before anything stops (chatkit_check_config
+        # opens nothing): one refused leaves every plugin running as it was, untouched.
+        # (A plugin without that hook is checked by its chatkit_configure below.)
+        starting = {name for name, _ in plan.started}
+        plugins_mod.check_plugin_settings(
+            config, plan.pm, [info for info in plan.infos if info.name in starting]
+        )
         # Stop first: a restarted plugin may need what the old one holds (a port).
         # Until the swap below, hooks may still call a stopped plugin for a moment;
         # that is the price of never running without it (a filter, flood control).

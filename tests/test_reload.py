@@ -269,6 +269,53 @@ def test_a_module_paths_settings_change_restarts_it(
         server.shutdown()
 
 
+def test_a_setting_its_plugin_refuses_leaves_the_running_plugin_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload whose new setting the plugin's chatkit_check_config refuses is refused
+    before anything stops: the running instance goes on, never stopped, its state kept."""
+    (tmp_path / "checked.py").write_text(
+        "from chatkit import UsageError, hookimpl\n\n"
+        "class Checked:\n"
+        "    stops = 0\n"
+        "    seen = 0\n\n"
+        "    @hookimpl\n"
+        "    def chatkit_check_config(self, config):\n"
+        "        if config.plugin_settings('checked').get('greet') not in (None, True, False):\n"
+        "            raise UsageError('checked: greet must be true or false')\n\n"
+        "    @hookimpl\n"
+        "    def chatkit_server_stop(self):\n"
+        "        self.stops += 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    server = Server(config=make_config(Config(plugins=["checked:Checked"])))
+    server.start()
+    try:
+        plugin: Any = server.pluginmanager.get_plugin("checked:Checked")
+        plugin.seen = 7  # state a restart would lose
+        bad = make_config(Config(plugins=["checked:Checked"]))
+        bad.plugin_config["checked"] = {"greet": "yes"}
+        with pytest.raises(UsageError, match="greet must be true or false"):
+            server.reload(bad)
+        assert (plugin.stops, plugin.seen) == (0, 7)
+        assert server.pluginmanager.get_plugin("checked:Checked") is plugin
+    finally:
+        server.shutdown()
+
+
+def test_plugins_a_program_named_are_kept_by_a_reload() -> None:
+    """Plugins named to Server() are enabled by every reload, as a program's plugin
+    objects are and as chatkit serve's --plugin flags are: a new config need not name them."""
+    server = Server(plugins=["stats"], config=make_config())
+    server.start()
+    try:
+        notes = server.reload(make_config(Config(default_room="#lobby")))
+        assert not any("stats" in note for note in notes), notes
+        assert server.pluginmanager.get_plugin("stats") is not None
+    finally:
+        server.shutdown()
+
+
 def test_a_reload_to_the_json_log_logs_what_the_text_log_left_to_the_banner(
     serve: type[ServeProcess], tmp_path: Path
 ) -> None:
