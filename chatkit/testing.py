@@ -486,18 +486,32 @@ def chat_server(chat_server_factory: Callable[..., Server]) -> Server:
     return chat_server_factory()
 
 
+def _default_server(request: pytest.FixtureRequest) -> Callable[[], Server]:
+    """``chat_server``, started only when a client is connected without a server: a
+    test that connects to servers of its own starts no other one."""
+
+    def get() -> Server:
+        server: Server = request.getfixturevalue("chat_server")
+        return server
+
+    return get
+
+
 @pytest.fixture
-def chat_client(chat_server: Server) -> Iterator[Callable[..., ChatClient]]:
+def chat_client(
+    chat_server_factory: Callable[..., Server], request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ChatClient]]:
     """Connect JSON clients: ``chat_client(nick)`` or ``chat_client(server, nick)``.
 
     With a nick the client is logged in (its ``welcome`` consumed); with
-    ``nick=None`` it is only connected. Defaults to ``chat_server``. All are
-    closed at the end of the test.
+    ``nick=None`` it is only connected. Defaults to ``chat_server`` (started only if a
+    client goes to it). All are closed at the end of the test, before the servers stop.
     """
     clients: list[ChatClient] = []
+    default = _default_server(request)
 
     def connect(*args: Any, timeout: float = DEFAULT_TIMEOUT) -> ChatClient:
-        server = args[0] if args and isinstance(args[0], Server) else chat_server
+        server = args[0] if args and isinstance(args[0], Server) else default()
         rest = args[1:] if args and isinstance(args[0], Server) else args
         nick = rest[0] if rest else None
         client = ChatClient(server.address, timeout=timeout)
@@ -512,16 +526,20 @@ def chat_client(chat_server: Server) -> Iterator[Callable[..., ChatClient]]:
 
 
 @pytest.fixture
-def text_client(chat_server: Server) -> Iterator[Callable[..., TextClient]]:
+def text_client(
+    chat_server_factory: Callable[..., Server], request: pytest.FixtureRequest
+) -> Iterator[Callable[..., TextClient]]:
     """Connect text-mode clients, as ``nc`` would: ``text_client(nick)`` or ``(server, nick)``.
 
     With a nick, sends it as the first line and waits for the welcome line and its own
-    join (the lines after the welcome stay pending for ``expect``).
+    join (the lines after the welcome stay pending for ``expect``). Defaults to
+    ``chat_server``, as :func:`chat_client`.
     """
     clients: list[TextClient] = []
+    default = _default_server(request)
 
     def connect(*args: Any, timeout: float = DEFAULT_TIMEOUT) -> TextClient:
-        server = args[0] if args and isinstance(args[0], Server) else chat_server
+        server = args[0] if args and isinstance(args[0], Server) else default()
         rest = args[1:] if args and isinstance(args[0], Server) else args
         nick = rest[0] if rest else None
         client = TextClient(server.address, timeout=timeout)
@@ -546,7 +564,8 @@ def text_client(chat_server: Server) -> Iterator[Callable[..., TextClient]]:
 
 @pytest.fixture
 def hook_recorder(chat_server: Server) -> HookRecorder:
-    """Records the hook calls of ``chat_server`` from now on (not its startup hooks)."""
+    """Records the hook calls of ``chat_server`` from now on (not its startup hooks).
+    For a server of ``chat_server_factory``: ``HookRecorder().attach(server)``."""
     recorder = HookRecorder()
     recorder.attach(chat_server)
     return recorder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,19 @@ def test_hook_recorder_takes_short_names_and_refuses_unknown_ones(
     assert hook_recorder.wait("on_join")[0]["room"] == "#general"
     with pytest.raises(AssertionError, match="no hook is called 'on_mesage'"):
         hook_recorder.wait("on_mesage", timeout=30)
+
+
+def test_clients_of_a_factorys_server_start_no_other_server(
+    chat_server_factory: Callable[..., Server],
+    chat_client: Connect,
+    text_client: Callable[..., Any],
+    request: pytest.FixtureRequest,
+) -> None:
+    """chat_client and text_client start the default server only for a client sent to
+    it: a test with servers of its own starts no other one."""
+    server = chat_server_factory()
+    chat_client(server, "alice")
+    text_client(server, "bob")
+    assert "chat_server" not in request.fixturenames
+    chat_client("carol")  # the default server, started now
+    assert "chat_server" in request.fixturenames
