@@ -221,6 +221,11 @@ def chatkit_register_commands(register: Register) -> None:
     Return value is ignored. Registering a name that another plugin already
     registered stops the server from starting with an error naming both plugins.
     An exception stops the start too.
+
+    ``chatkit plugins``, which lists every plugin's commands, calls it too, on an
+    instance it made for that and never configured: register the same names whatever
+    the settings (a plugin whose command names came from its settings would list its
+    defaults there).
     """
 
 
@@ -706,5 +711,12 @@ def chatkit_server_stop(server: ChatServer) -> None:
     A reload that disables or restarts a plugin calls it too, while the server
     runs, on the reloading thread; other hooks of the plugin may still be called
     for a moment afterwards (until the new plugins are in place), so a stopped
-    plugin must not fail in them (do nothing, or what it did before).
+    plugin must not fail in them (do nothing, or what it did before). What those
+    calls bring (a message, a join) reaches the stopped instance only, not its
+    successor: a plugin that counts or stores must count it there, or lose it.
+
+    A start that fails (a later plugin's ``chatkit_configure`` raising, a port in use)
+    calls it for every plugin configured by then, the one that raised included,
+    without ``chatkit_server_start`` before it: release only what ``chatkit_configure``
+    made, and what exists (a thread ``chatkit_server_start`` would have started may not).
     """

@@ -221,6 +221,8 @@ NOT_SHOWN: dict[str, str] = {
     "Client": "docs/client.md: the client library (the webhooks builtin speaks to its server with it)",
     "load_config": "docs/operations.md: the config file",
     "RemoteMember": "docs/cluster.md: what a relay's member() says of another node's session",
+    "ChatHub": "section 11 of the plugin guide: the hub's methods (a type for a hub a plugin keeps)",
+    "ChatServer": "docs/hooks.md: what chatkit_server_start receives (a type for a plugin to keep)",
 }
 
 

@@ -19,7 +19,7 @@ import chatkit
 from chatkit import Config, Limits, Server, UsageError
 from chatkit.config import config_from_dict
 from chatkit.plugins import DISTRIBUTION, check_plugin_sections
-from chatkit.testing import ChatClient, run_server
+from chatkit.testing import ChatClient, make_config, run_server, wait_until
 
 DOCS = Path(__file__).parent.parent / "docs"
 ROOT = DOCS.parent
@@ -155,7 +155,7 @@ def test_guide_packaging_sample_declares_an_entry_point() -> None:
 
 def test_client_bot_sample_answers_live_messages_of_others_only() -> None:
     """The bot of docs/client.md answers live messages, not replayed ones, nor its own."""
-    assert set(samples("client.md")) == {"bot.py"}
+    assert set(samples("client.md")) == {"bot.py", "bot_forever.py"}
     source = samples("client.md")["bot.py"]
     assert '"127.0.0.1", 9090' in source
     with run_server() as server:
@@ -173,6 +173,43 @@ def test_client_bot_sample_answers_live_messages_of_others_only() -> None:
         assert alice.expect("message", nick="echo")["text"] == "done"
         alice.close()
     bot.join(10)  # the server closed: the bot's loop ends
+    assert not bot.is_alive()
+
+
+def test_client_reconnecting_bot_sample_outlives_a_restart() -> None:
+    """The reconnecting bot of docs/client.md answers, is back once the server is (a new
+    one on the same port), and answers there too."""
+    source = samples("client.md")["bot_forever.py"]
+    assert '"127.0.0.1", 9090' in source and "while True:" in source
+    stop = threading.Event()
+    with run_server() as server:
+        port = server.address[1]
+        code = source.replace("9090", str(port)).replace("while True:", "while not STOP.is_set():")
+        module = types.ModuleType("bot_forever")
+        module.STOP = stop  # type: ignore[attr-defined]
+        bot = threading.Thread(
+            target=exec, args=(compile(code, "bot_forever", "exec"), module.__dict__), daemon=True
+        )
+        bot.start()
+        alice = ChatClient(server.address)
+        alice.login("alice")
+        wait_until(lambda: "echo" in (server.hub.who("#general") or []), what="the bot in")
+        alice.say("!ping")
+        assert alice.expect("message", nick="echo")["text"] == "pong"
+        alice.close()
+    again = Server(port=port, config=make_config())  # a restart: the same port
+    again.start()
+    try:
+        alice = ChatClient(again.address)
+        alice.login("alice")
+        wait_until(lambda: "echo" in (again.hub.who("#general") or []), 10, "the bot back")
+        alice.say("!ping")
+        assert alice.expect("message", nick="echo")["text"] == "pong"
+        stop.set()
+        alice.close()
+    finally:
+        again.shutdown()
+    bot.join(10)  # the server closed, and it was told to stop: its loop ends
     assert not bot.is_alive()
 
 
