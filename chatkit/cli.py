@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 import sys
+import sysconfig
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,6 +26,7 @@ from time import monotonic
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
+import pluggy
 import typer
 from rich import box
 from rich.console import Console
@@ -117,12 +119,32 @@ def _fail(exc: UsageError) -> typer.Exit:
 
 
 def _where(cause: BaseException | None) -> str:
-    """Where a plugin's exception behind a startup error was raised (its innermost
-    frame: `` (at mine/shout.py:12, in chatkit_configure)``), or nothing."""
+    """Where a plugin's exception behind a startup error was raised (the innermost
+    frame of the plugin's code, not chatkit's, pluggy's or Python's own:
+    `` (at mine/shout.py:12, in chatkit_configure)``), or nothing."""
     if cause is None or isinstance(cause, UsageError) or cause.__traceback__ is None:
         return ""
-    frame = traceback.extract_tb(cause.__traceback__)[-1]
-    return f" (at {frame.filename}:{frame.lineno}, in {frame.name})"
+    for frame in reversed(traceback.extract_tb(cause.__traceback__)):
+        if _plugin_code(frame.filename):
+            return f" (at {frame.filename}:{frame.lineno}, in {frame.name})"
+    return ""
+
+
+_CHATKIT = str(Path(__file__).parent) + os.sep
+_BUILTINS = str(Path(__file__).parent / "builtins") + os.sep
+_PLUGGY = str(Path(pluggy.__file__).parent) + os.sep
+_STDLIB = str(Path(sysconfig.get_paths()["stdlib"])) + os.sep
+
+
+def _plugin_code(filename: str) -> bool:
+    """Whether ``filename`` holds a plugin's code: not chatkit's (but its builtins,
+    which are plugins), pluggy's, or Python's own (the standard library, importlib's
+    frozen modules; a package installed beside them is a plugin's)."""
+    if filename.startswith(_BUILTINS):
+        return True
+    if filename.startswith(_STDLIB):
+        return "site-packages" in filename or "dist-packages" in filename
+    return not filename.startswith((_CHATKIT, _PLUGGY, "<frozen "))
 
 
 def _version_callback(value: bool) -> None:

@@ -198,12 +198,21 @@ def _import_error(name: str, info: PluginInfo, exc: BaseException) -> UsageError
     return UsageError(f"cannot import plugin {name!r}{where}: {type(exc).__name__}: {exc}")
 
 
-def _unknown(name: str, available: Iterable[str]) -> UsageError:
+def _unknown(name: str, available: Iterable[str], missing: str | None = None) -> UsageError:
+    """The error for a plugin nobody has: ``missing`` is the module a module path named
+    that Python did not find (``mine`` of ``mine.shout``)."""
     names = sorted(set(available))
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
+    why = "."
+    if missing is not None and ("." in name or ":" in name):
+        # A module path of the user's own, most likely: where Python looked is the news.
+        why = (
+            f": no module {missing!r} on the Python path (a module of your own: run from "
+            "the directory that holds it with PYTHONPATH=., or install its package)."
+        )
     return UsageError(
-        f"Unknown plugin {name!r}.{hint} Available plugins: {', '.join(names) or 'none'}"
+        f"Unknown plugin {name!r}{why}{hint} Available plugins: {', '.join(names) or 'none'}"
     )
 
 
@@ -240,7 +249,7 @@ def resolve_plugin(name: str, eps: dict[str, EntryPoint] | None = None) -> tuple
             if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 # The plugin's own module (or a package of its path) is missing; a module
                 # it imports that is missing is an import error of the plugin's.
-                raise _unknown(name, [*BUILTIN_PLUGINS, *eps]) from None
+                raise _unknown(name, [*BUILTIN_PLUGINS, *eps], exc.name) from None
             raise _import_error(name, info, exc) from exc
         except Exception as exc:
             raise _import_error(name, info, exc) from exc
@@ -385,9 +394,19 @@ def _bad_arguments(pm: pluggy.PluginManager, plugin: Any, name: str) -> str | No
             offered = ", ".join(caller.spec.argnames)
             return (
                 f"plugin {name!r}: {attr} takes no argument {unknown[0]!r}; "
-                f"it offers {offered} (take any of them, by name)"
+                f"it offers {offered} (take any of them, by name){_defined(getattr(plugin, attr))}"
             )
     return None
+
+
+def _defined(function: Any) -> str:
+    """Where ``function`` is defined: `` (at mine/shout.py:12)``, or nothing."""
+    try:
+        path = inspect.getsourcefile(function)
+        line = inspect.getsourcelines(function)[1]
+    except (TypeError, OSError):
+        return ""
+    return f" (at {path}:{line})" if path else ""
 
 
 def object_name(plugin: Any) -> str:

@@ -115,6 +115,19 @@ def test_serve_with_a_broken_plugin_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "failed in chatkit_configure: KeyError: 'token' (at " in result.stderr
     assert "cfgerr.py:5, in chatkit_configure)" in result.stderr
+    # Where the plugin is wrong, never a place in chatkit's or pluggy's code: a hook
+    # taking an argument it is not given, an object the module does not have.
+    (tmp_path / "badarg.py").write_text(
+        "from chatkit import hookimpl\n\n@hookimpl\ndef chatkit_on_message(msg):\n    pass\n"
+    )
+    result = run("serve", "--port", "0", "--plugin", "badarg", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "chatkit_on_message takes no argument 'msg'" in result.stderr
+    assert f"(at {tmp_path / 'badarg.py'}:3)" in result.stderr
+    assert "pluggy" not in result.stderr, result.stderr
+    result = run("serve", "--port", "0", "--plugin", "badarg:Nope", env=env)
+    assert result.returncode == 2 and "has no attribute 'Nope'" in result.stderr
+    assert "plugins.py" not in result.stderr, result.stderr
 
 
 def test_serve_cannot_bind_exits_2(serve: type[ServeProcess]) -> None:

@@ -135,8 +135,12 @@ def test_a_dotted_module_path_is_a_plugin(
     server = chat_server_factory(plugins=["localplugins.greet"])
     alice = chat_client(server, "alice")
     assert alice.expect("notice")["text"] == "hello, alice"
-    with pytest.raises(UsageError, match=r"Unknown plugin 'localplugins\.nope'"):
+    with pytest.raises(UsageError, match=r"Unknown plugin 'localplugins\.nope'") as nope:
         resolve_plugin("localplugins.nope")
+    assert "no module 'localplugins.nope' on the Python path" in str(nope.value)
+    # A module path Python does not find at all: where it looked, and how to fix it.
+    with pytest.raises(UsageError, match=r"no module 'mine' on the Python path.*PYTHONPATH=\."):
+        resolve_plugin("mine.shout:Shout")
     # A module it imports that is missing is the plugin's error, not an unknown plugin.
     (site / "slack_notify.py").write_text("import slack\n")
     with pytest.raises(UsageError, match=r"cannot import plugin 'slack_notify'.*No module named"):
