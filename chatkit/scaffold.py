@@ -61,7 +61,7 @@ build-backend = "hatchling.build"
 
 A [chatkit](https://pypi.org/project/chatkit-server/) plugin.
 
-    pip install chatkit-{dash}        # once it is published; until then, from here:
+    pip install chatkit-{dash}        # once it is published (until then: Development)
     chatkit serve --plugin {name}
 
 ## Development
@@ -75,7 +75,13 @@ Into another environment (a server's): `uv pip install -e path/to/chatkit-{dash}
 See chatkit's plugin guide (docs/plugins.md) for the hooks you can implement.
 """,
     "chatkit_{name}/__init__.py": '''\
-"""chatkit-{dash}: say here what the plugin does."""
+"""chatkit-{dash}: say here what the plugin does.
+
+Its hooks are this module's functions: enough for a plugin that keeps nothing. One
+that keeps state (settings, a database, counters) is a class, one instance a server:
+name the class in pyproject.toml's entry point (`{name} = "chatkit_{name}:Name"`;
+docs/plugins.md, sections 5 and 7).
+"""
 
 from chatkit import Session, hookimpl
 
