@@ -46,6 +46,11 @@ class Message:
     account: str | None = None
     """The sender's account if it was identified when it sent the message (the
     ``accounts`` plugin), else ``None``; frames of the message carry it, replayed too."""
+    leave: str | None = None
+    """``"part"`` or ``"quit"`` when :attr:`text` is the client's own words in a leave's
+    reason (``/part #room WORDS``, ``/quit WORDS``), which ``chatkit_filter_message``
+    sees as a message to the room but which is never stored or delivered as one; else
+    ``None``."""
 
     @property
     def private(self) -> bool:

@@ -552,8 +552,8 @@ def chatkit_filter_message(client: Session, message: Message) -> Drop | None:
     ``/me``), before the message has an id. Also for the client's own words in a
     leave's reason (``/part #room WORDS``, ``/quit WORDS``, IRC's ``PART`` and
     ``QUIT``), once per room it leaves, as a message to that room that is never
-    stored or delivered: a drop leaves the room's ``leave`` without them, a change
-    is what the room sees.
+    stored or delivered (``message.leave`` says ``part`` or ``quit``): a drop leaves
+    the room's ``leave`` without them, a change is what the room sees.
 
     :param client: The sender's session.
     :param message: The :class:`~chatkit.Message`; ``message.id`` is still ``None``.

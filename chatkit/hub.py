@@ -949,7 +949,7 @@ class Hub:
             return {}
         out = {}
         for room in rooms:
-            message = Message(nick=session.nick or "", text=words, room=room)
+            message = Message(nick=session.nick or "", text=words, room=room, leave=kind)
             message.account = session.account
             try:
                 self._filter(session, message)

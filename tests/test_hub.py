@@ -14,7 +14,7 @@ from conftest import HeldStore
 from chatkit import Drop, Frame, Message, Reject, Server, Session, hookimpl
 from chatkit.events import Say
 from chatkit.hub import Hub, IdClock, valid_nick, valid_room
-from chatkit.testing import ChatClient, TextClient, wait_until
+from chatkit.testing import ChatClient, TextClient, run_server, wait_until
 
 Connect = Callable[..., ChatClient]
 Factory = Callable[..., Server]
@@ -840,3 +840,32 @@ def test_a_reason_with_line_breaks_is_one_line(chat_client: Connect) -> None:
     )
     alice.say("/quit bye\r\n<admin> me too")
     assert bob.expect("leave", nick="alice")["reason"] == "quit: bye <admin> me too"
+
+
+class _LeaveWords:
+    """A filter that records what it saw: each message's text and ``leave``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+
+    @hookimpl
+    def chatkit_filter_message(self, message: Message) -> None:
+        self.seen.append((message.text, message.leave))
+
+
+def test_a_filter_tells_a_leaves_words_from_a_message() -> None:
+    """chatkit_filter_message sees a leave's own words with ``message.leave`` set (part,
+    quit), and a message said in the room with ``None``."""
+    words = _LeaveWords()
+    with run_server(plugins=[words]) as server:
+        alice = ChatClient(server.address)
+        alice.login("alice")
+        alice.say("hi")
+        alice.expect("message", text="hi")
+        alice.say("/part #general lunch")
+        alice.expect("leave", nick="alice")
+        alice.say("/join #general")
+        alice.expect("join", nick="alice")
+        alice.say("/quit bye")
+        alice.wait_closed()
+    assert words.seen == [("hi", None), ("lunch", "part"), ("bye", "quit")]
