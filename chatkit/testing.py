@@ -285,6 +285,25 @@ class ChatClient(Client, _TestLines):
         del self.pending[: at + 1]
         return frame
 
+    def command(
+        self, line: str, room: str | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send the command ``line`` (``"/register sesame-seed"``) and return its
+        ``reply`` frame (the frames before it are dropped, as by :meth:`expect`); an
+        ``error`` frame first fails the test, with its code and text (never the line:
+        it may hold a password)."""
+        name = line.removeprefix("/").split(" ", 1)[0].lower()
+        self.say(line, room=room)
+        frame = self.expect(
+            lambda f: (
+                f.get("type") == "error" or (f.get("type") == "reply" and f.get("command") == name)
+            ),
+            timeout,
+        )
+        if frame["type"] == "error":
+            raise AssertionError(f"/{name} failed: [{frame.get('code')}] {frame.get('text')}")
+        return frame
+
     def sync(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """Ping, wait for the pong, and return (consuming) every pending frame before it.
 

@@ -58,8 +58,7 @@ def leave(client: ChatClient) -> None:
 
 
 def register(client: ChatClient, password: str = PASSWORD) -> None:
-    client.say(f"/register {password}")
-    client.expect("reply", command="register")
+    client.command(f"/register {password}")
 
 
 def test_a_registered_nick_needs_its_password(
@@ -275,8 +274,7 @@ def test_register_refusals(chat_server_factory: Factory, chat_client: Connect) -
     alice.expect("error", code="bad_usage")
     alice.say("/register")
     alice.expect("error", code="bad_usage")
-    alice.say(f"/register {PASSWORD} alice@example.org")
-    alice.expect("reply", command="register")
+    alice.command(f"/register {PASSWORD} alice@example.org")
     alice.say(f"/register {PASSWORD}")
     alice.expect("error", code="nick_registered")
 
@@ -1166,11 +1164,9 @@ def test_a_server_operator_resets_a_forgotten_password(
     )
     server = chat_server_factory(config=config, disable=["flood"])
     root = chat_client(server, "root")
-    root.say("/register sesame-seed")
-    root.expect("reply", command="register")
+    root.command("/register sesame-seed")
     alice = chat_client(server, "alice")
-    alice.say(f"/register {PASSWORD}")
-    alice.expect("reply", command="register")
+    alice.command(f"/register {PASSWORD}")
     bob = chat_client(server, "bob")
     bob.say("/resetpass alice")
     bob.expect("error", code="not_server_operator")

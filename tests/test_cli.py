@@ -328,8 +328,7 @@ def test_join_script_with_a_registered_nick_says_where_its_password_goes(
     server = serve()
     with ChatClient(server.address) as owner:
         owner.login("piper")
-        owner.say("/register piper-password")
-        owner.expect("reply", command="register")
+        owner.command("/register piper-password")
     host, port = server.address
     join = [CHATKIT, "join", "--host", host, "--port", str(port), "--nick", "piper"]
     env = {k: v for k, v in os.environ.items() if k != "CHATKIT_PASSWORD"}

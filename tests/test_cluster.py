@@ -407,8 +407,7 @@ def test_accounts_are_the_clusters(
         wait_until(lambda: nick not in who(watch), WAIT, f"{nick} gone", POLL)
 
     alice = a.client("alice")
-    alice.say("/register correct-horse")
-    alice.expect("reply", command="register")
+    alice.command("/register correct-horse")
     alice.close()
     gone("alice")
     login(b, "alice").expect("error", code="nick_registered")
@@ -425,8 +424,7 @@ def test_accounts_are_the_clusters(
     thief.expect("notice", text=text)
     thief.expect("account", nick="thief", account=None)
     bob = b.client("bob")
-    bob.say("/register bobs-password")
-    bob.expect("reply", command="register")
+    bob.command("/register bobs-password")
     alice.close()
     gone("alice")
 
@@ -506,8 +504,7 @@ def test_identities_and_private_history_cross_nodes(
     carol = a.client("carol")
     wait_until(lambda: "alice" not in who(carol), WAIT, "alice gone again, on a", POLL)
     mallory = a.client("alice")
-    mallory.say("/register not-the-same-person")
-    mallory.expect("reply", command="register")
+    mallory.command("/register not-the-same-person")
 
     def seen() -> list[str]:
         mallory.send({"type": "history", "with": "bob"})
@@ -572,10 +569,8 @@ def test_a_redis_that_lost_its_accounts_gets_them_back_from_the_nodes(
     redis.Redis.from_url(url).flushdb()
     a, b = nodes(url), nodes(url)
     alice, bob = a.client("alice"), b.client("bob")
-    alice.say("/register correct-horse")
-    alice.expect("reply", command="register")
-    bob.say("/register battery-staple")  # registered on b: a never looked it up
-    bob.expect("reply", command="register")
+    alice.command("/register correct-horse")
+    bob.command("/register battery-staple")  # registered on b: a never looked it up
     redis.Redis.from_url(url).flushdb()
     mallory = a.client("mallory")  # a's look-up finds Redis empty: a copies alice back
     assert "had lost its accounts" in a.log.read_text()
@@ -586,8 +581,7 @@ def test_a_redis_that_lost_its_accounts_gets_them_back_from_the_nodes(
         refused.expect("error", code="nick_registered")
         refused.send({"type": "hello", "nick": nick, "password": "not-the-password"})
         refused.expect("error", code="bad_password")
-    mallory.say("/register stolen-horse")
-    mallory.expect("reply", command="register")
+    mallory.command("/register stolen-horse")
 
 
 def test_moderation_is_the_clusters(
@@ -694,8 +688,7 @@ def test_moderation_is_the_clusters(
     mallory.expect("error", code="invite_only")
 
     root = a.client("root")
-    root.say("/register root-password")
-    root.expect("reply", command="register")
+    root.command("/register root-password")
     root.say("/wall maintenance at noon")
     bob.expect("notice", text="[root to everyone] maintenance at noon")
     root.say("/kill mallory bye")
@@ -826,8 +819,7 @@ def test_redis_lost_and_back(tmp_path: Path, nodes: Callable[..., Node]) -> None
         assert ready(a) == (0, "")  # connected: ready for new clients
         ann.say("before")
         ben.expect("message", text="before")
-        ann.say("/register correct-horse")
-        ann.expect("reply", command="register")
+        ann.command("/register correct-horse")
         ben.say("/join #den")
         # ben in first: two nodes' joins meet in the log in either order, and a member
         # who comes later learns of those before it from the member list, not a join.
@@ -1169,8 +1161,7 @@ def test_an_identify_that_takes_a_nick_back_keeps_its_key(
     grace = "\n[plugins.accounts]\ngrace = 30\n"
     a, b = nodes(url, config_text=grace), nodes(url, config_text=grace)
     owner = a.client("alice")
-    owner.say("/register sesame-seed")
-    owner.expect("reply", command="register")
+    owner.command("/register sesame-seed")
     owner.say("/quit")
     owner.wait_closed()
     squatter = a.client("alice")  # (unidentified: grace)
@@ -1201,8 +1192,7 @@ def test_a_password_takes_a_nick_over_from_another_node(
         wait_until(lambda: nick in who(watch), WAIT, f"{nick} on a", POLL)
 
     owner = a.client("alice")
-    owner.say("/register sesame-seed")
-    owner.expect("reply", command="register")
+    owner.command("/register sesame-seed")
     # Its connection dropped (it reads nothing more): its login on b takes the nick.
     again = login(b, "alice", "sesame-seed")
     assert again.expect("welcome")["nick"] == "alice"

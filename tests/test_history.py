@@ -543,8 +543,7 @@ def test_a_replay_that_cannot_be_read_is_a_notice(
     error = bob.expect("error")
     assert error["code"] == "internal_error" and "SQL" not in error["text"]
     assert (error["request"], error["room"]) == ("history", "#general")  # which page failed
-    bob.say("/register bobs-password")  # (private history is shown to accounts)
-    bob.expect("reply", command="register")
+    bob.command("/register bobs-password")  # (private history is shown to accounts)
     bob.send({"type": "history", "with": "alice"})
     assert bob.expect("error", code="internal_error")["with"] == "alice"
     assert "cannot read the history database" in caplog.text

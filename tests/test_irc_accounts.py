@@ -68,8 +68,7 @@ def test_account_notify_tag_and_extended_join(server: Server) -> None:
         plain.register("plain")
         jay.login("jay")
         alice.expect(":jay!jay@chatkit JOIN #general * :jay")
-        jay.say(f"/register {PASSWORD}")
-        jay.expect("reply", command="register")
+        jay.command(f"/register {PASSWORD}")
         alice.expect(":jay!jay@chatkit ACCOUNT jay")
         frame = jay.expect("account", nick="jay")
         assert frame["account"] == "jay"
@@ -97,8 +96,7 @@ def test_sasl_account_on_the_own_join(server: Server) -> None:
 
     with ChatClient(server.addresses["line"]) as jay:
         jay.login("bob")
-        jay.say(f"/register {PASSWORD}")
-        jay.expect("reply", command="register")
+        jay.command(f"/register {PASSWORD}")
     with (
         IrcClient(server.addresses["irc"]) as alice,
         IrcClient(server.addresses["irc"]) as bob,
@@ -127,8 +125,7 @@ def test_history_of_a_nick_after_a_rename_is_a_batch_for_that_nick() -> None:
         IrcClient(server.addresses["irc"]) as alice,
     ):
         bob.login("bob")
-        bob.say(f"/register {PASSWORD}")
-        bob.expect("reply", command="register")
+        bob.command(f"/register {PASSWORD}")
         alice.register("alice", caps="batch")
         alice.send(f"PRIVMSG NickServ :REGISTER {PASSWORD}")
         alice.expect("NOTICE alice :alice is registered to you")
@@ -151,8 +148,7 @@ def test_replayed_history_keeps_the_account() -> None:
         ChatClient(server.addresses["line"]) as jay,
     ):
         jay.login("jay")
-        jay.say(f"/register {PASSWORD}")
-        jay.expect("reply", command="register")
+        jay.command(f"/register {PASSWORD}")
         jay.say("said identified")
         jay.expect("message", text="said identified")
         jay.say("/logout")

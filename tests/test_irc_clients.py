@@ -323,8 +323,7 @@ def test_weechat_logs_in_with_sasl(
         ChatClient(server.addresses["line"], timeout=TIMEOUT) as owner,
     ):
         owner.login("dora")
-        owner.say("/register sesame-seed")
-        owner.expect("reply", command="register")
+        owner.command("/register sesame-seed")
         jay.login("jay")
         jay.say("/msg dora said before weechat")
         owner.expect("private", text="said before weechat")  # stored for dora's account

@@ -940,8 +940,7 @@ def test_whox(make_server: Callable[..., Server]) -> None:
     with IrcClient(server.addresses["irc"]) as alice, ChatClient(server.addresses["line"]) as jay:
         assert any("WHOX" in line for line in alice.register("alice"))
         jay.login("jay")
-        jay.say("/register sesame-seed")
-        jay.expect("reply", command="register")
+        jay.command("/register sesame-seed")
         jay.say("/away brb")
         jay.expect("reply", command="away")
         alice.send("WHO #general %afnrct,42")

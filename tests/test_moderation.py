@@ -152,8 +152,7 @@ def test_a_mask_that_matches_everyone_is_refused(
     user shows at that host); a server ban matching its setter is refused too."""
     server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
     root = chat_client(server, "root")
-    root.say("/register sesame-seed")
-    root.expect("reply", command="register")
+    root.command("/register sesame-seed")
     bob = chat_client(server, "bob")
     for command in ("/ban", "/mute", "/gline"):
         for mask in ("*", "*!*@*", "*!*@chatkit", "*@*", "?*!*"):
@@ -218,8 +217,7 @@ def test_identified_operators_and_bans_survive_a_restart(tmp_path: Path) -> None
     config.plugin_config["history"] = {"db": str(tmp_path / "h.sqlite3")}
     with Server(config=make_config(config)) as first, ChatClient(first.address) as ann:
         ann.login("ann")
-        ann.say("/register sesame-seed")
-        ann.expect("reply", command="register")
+        ann.command("/register sesame-seed")
         ann.say("/join #den")
         ann.expect("notice", text="you are an operator of #den")
         ann.say("/ban *!*@127.0.0.2")
@@ -287,8 +285,7 @@ def test_operators_nobody_registered_are_named_at_start(
         chat_server_factory(config=moderated(operators={"#general": ["ann"]}))
     assert "where everyone lands" not in caplog.text
     ann = chat_client(server, "ann")
-    ann.say("/register long-enough-password")
-    ann.expect("reply", command="register")
+    ann.command("/register long-enough-password")
     caplog.clear()
     plugin = server.pluginmanager.get_plugin("moderation")
     assert isinstance(plugin, Moderation)
@@ -304,8 +301,7 @@ def test_operators_rooms_and_accounts_are_checked(
     account no nick could be is a startup error naming it."""
     server = chat_server_factory(config=moderated(operators={"ops": ["cat"]}))
     cat = chat_client(server, "cat")
-    cat.say("/register sesame-seed")
-    cat.expect("reply", command="register")
+    cat.command("/register sesame-seed")
     cat.say("/join #ops")
     cat.expect("join", nick="cat", room="#ops")
     cat.say("/topicops on")
@@ -324,8 +320,7 @@ def test_server_operators_kill_and_wall(chat_server_factory: Factory, chat_clien
     get not_server_operator."""
     server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
     root, bob = chat_client(server, "root"), chat_client(server, "bob")
-    root.say("/register sesame-seed")
-    root.expect("reply", command="register")
+    root.command("/register sesame-seed")
     bob.say("/wall hi")
     bob.expect("error", code="not_server_operator")
     root.say("/wall maintenance at noon")
@@ -346,8 +341,7 @@ def test_deop_of_a_server_operator_is_refused_not_announced(
     server = chat_server_factory(config=config, disable=["flood"])
     root, ops = chat_client(server, "root"), chat_client(server, "ops")
     for who in (root, ops):
-        who.say("/register sesame-seed")
-        who.expect("reply", command="register")
+        who.command("/register sesame-seed")
     chat_client(server, "ann")  # (muted below)
     ops.say("/deop root")
     error = ops.expect("error", code="bad_usage")
@@ -372,8 +366,7 @@ def test_a_first_member_who_registers_afterwards_keeps_the_room(
     back (it lost the room at its next reconnection or restart, to whoever was there)."""
     server = chat_server_factory(config=moderated(), disable=["flood"])
     ann, bob = in_den(server, chat_client)
-    ann.say("/register sesame-seed")
-    ann.expect("reply", command="register")
+    ann.command("/register sesame-seed")
     ann.close()
     bob.expect("leave", nick="ann")
     again = ChatClient(server.address)
@@ -394,8 +387,7 @@ def test_an_operator_no_longer_identified_is_announced_as_no_longer_one(
     was not an operator is not announced."""
     server = chat_server_factory(config=moderated(), disable=["flood"])
     first, bob = in_den(server, chat_client)
-    first.say("/register sesame-seed")
-    first.expect("reply", command="register")
+    first.command("/register sesame-seed")
     first.close()
     bob.expect("leave", nick="ann")
     ann = chat_client(server)
@@ -412,8 +404,7 @@ def test_an_operator_no_longer_identified_is_announced_as_no_longer_one(
     ann.say("/drop sesame-seed")
     ann.expect("reply", command="drop")
     bob.expect("notice", text="ann is no longer an operator of #den")
-    bob.say("/register bobs-password")  # not an operator: nothing to announce
-    bob.expect("reply", command="register")
+    bob.command("/register bobs-password")  # not an operator: nothing to announce
     bob.say("/logout")
     bob.expect("reply", command="logout")
     bob.sync()  # (its command's hooks, a -o among them, ran before this answer)
@@ -429,8 +420,7 @@ def test_a_reload_that_names_or_unnames_operators_is_announced(
     server = chat_server_factory(config=moderated(), disable=["flood"])
     ann, bob = in_den(server, chat_client)  # ann: #den's first member, its operator
     carl = chat_client(server, "carl")
-    carl.say("/register carls-password")
-    carl.expect("reply", command="register")
+    carl.command("/register carls-password")
     carl.say("/join #den")
     bob.expect("join", nick="carl", room="#den")
     server.reload(moderated(operators={"#den": ["carl"]}))
@@ -727,8 +717,7 @@ def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: C
     carol.expect("error", code="room_locked")
     carol.say("/me waves")
     carol.expect("error", code="room_locked")
-    carol.say("/register sesame-seed")
-    carol.expect("reply", command="register")
+    carol.command("/register sesame-seed")
     carol.say("identified now")
     assert ann.expect("message", nick="carol")["text"] == "identified now"
     ann.say("/unlock")
@@ -766,8 +755,7 @@ def test_gline_bans_from_the_whole_server(
     /gline alone lists the server's bans, with who set each and when."""
     server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
     root, troll = chat_client(server, "root"), chat_client(server, "troll")
-    root.say("/register sesame-seed")
-    root.expect("reply", command="register")
+    root.command("/register sesame-seed")
     troll.say("/gline root")
     troll.expect("error", code="not_server_operator")
     troll.say("/gline")  # the list too
@@ -799,8 +787,7 @@ def test_bans_and_mutes_hold_for_a_capital_i_for_an_l(
     skeleton alone, lowercasing first, made it aiice, and the ban let it in)."""
     server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
     root = chat_client(server, "root")
-    root.say("/register sesame-seed")
-    root.expect("reply", command="register")
+    root.command("/register sesame-seed")
     root.say("/join #den")
     root.expect("join", nick="root", room="#den")
     root.say("/ban #den alice")
@@ -830,13 +817,11 @@ def test_a_delegated_operator_cannot_ban_the_rooms_owner_out(
     ban nor deop the other (only a server operator could)."""
     server = chat_server_factory(config=moderated(operators={"#den": ["owner"]}), disable=["flood"])
     owner = chat_client(server, "owner")
-    owner.say("/register sesame-seed")
-    owner.expect("reply", command="register")
+    owner.command("/register sesame-seed")
     owner.say("/join #den")
     owner.expect("join", nick="owner", room="#den")
     eve = chat_client(server, "eve")
-    eve.say("/register eve-sesame")
-    eve.expect("reply", command="register")
+    eve.command("/register eve-sesame")
     eve.say("/join #den")
     eve.expect("join", nick="eve", room="#den")
     owner.say("/op #den eve")  # (by account: it outlives the connection)
@@ -879,8 +864,7 @@ def test_a_ban_holds_for_the_room_a_login_joins(
     ann.say("secret plans", room="#den")
     ann.expect("message", text="secret plans")
     mal = chat_client(server, "mal")
-    mal.say("/register mals-password")
-    mal.expect("reply", command="register")
+    mal.command("/register mals-password")
     mal.say("/quit")
     mal.wait_closed()  # logged out: the nick is free for the login below
     mal.close()
@@ -908,10 +892,8 @@ def test_a_server_ban_of_an_account_holds_however_it_is_proven(
     for its look-alikes too."""
     server = chat_server_factory(config=moderated(server_operators=["root"]), disable=["flood"])
     root, mallory = chat_client(server, "root"), chat_client(server, "mallory")
-    root.say("/register sesame-seed")
-    root.expect("reply", command="register")
-    mallory.say("/register mallorys-pw")
-    mallory.expect("reply", command="register")
+    root.command("/register sesame-seed")
+    mallory.command("/register mallorys-pw")
     mallory.close()
     root.say("/gline *!mallory@* spam")
     root.expect("reply", command="gline")
@@ -960,8 +942,7 @@ def test_identify_does_not_rename_a_client_out_of_a_mute(
     mute under the nick it has: it is identified, keeps its nick, and stays muted."""
     server = chat_server_factory(config=moderated(), disable=["flood"])
     alt = chat_client(server, "altnick")
-    alt.say("/register altpass123")
-    alt.expect("reply", command="register")
+    alt.command("/register altpass123")
     alt.say("/quit")
     alt.wait_closed()  # logged out: /identify below finds the nick free
     alt.close()
@@ -981,14 +962,12 @@ def test_logout_does_not_lift_a_ban_or_mute_of_the_account(
     step out of it without reconnecting."""
     server = chat_server_factory(config=moderated(), disable=["flood"])
     alt = chat_client(server, "altnick")
-    alt.say("/register altpass123")
-    alt.expect("reply", command="register")
+    alt.command("/register altpass123")
     alt.say("/quit")
     alt.wait_closed()
     alt.close()
     ann, bob = in_den(server, chat_client)
-    bob.say("/register bobs-password")
-    bob.expect("reply", command="register")
+    bob.command("/register bobs-password")
     bob.say("/nick robert")  # (as bob, the nick alone would match: bob!bob@chatkit)
     ann.expect("nick", new="robert")
     ann.say("/mute *!bob@*")
@@ -1116,8 +1095,7 @@ def test_a_refused_joiner_does_not_keep_a_room_from_its_first_member(
     bob.say("/join #den")
     bob.expect("notice", text="you are an operator of #den")
     root = chat_client(server, "root")
-    root.say("/register sesame-seed")
-    root.expect("reply", command="register")
+    root.command("/register sesame-seed")
     root.say("/gline badguy")
     root.expect("reply", command="gline")
     bob.say("/nick badguy")
@@ -1294,8 +1272,7 @@ def test_a_killed_client_that_reads_nothing_leaves_at_once(
         idle_park=0.05 if parked else 60.0,  # (else its reader waits in recv())
     )
     ann = chat_client(server, "ann")
-    ann.say("/register sesame-seed")
-    ann.expect("reply", command="register")
+    ann.command("/register sesame-seed")
     mute = not_reading(server.address, "mute")
     ann.expect("join", nick="mute")
     fill_queues(server.address, every=ann.sync)

@@ -168,8 +168,7 @@ def test_a_server_operator_reloads_from_the_chat(serve: type[ServeProcess], tmp_
     server = serve("-c", str(config), "--db", str(tmp_path / "history.sqlite3"))
     root, bob = ChatClient(server.address), ChatClient(server.address)
     root.login("root")
-    root.say("/register sesame-seed")
-    root.expect("reply", command="register")
+    root.command("/register sesame-seed")
     bob.login("bob")
     config.write_text(base.replace('["moderation"]', '["moderation", "stats"]'))
     bob.say("/reload")
@@ -379,8 +378,7 @@ def test_deferred_history_settings_move_no_file(tmp_path: Path) -> None:
     try:
         with ChatClient(server.address) as carol:
             carol.login("carol")
-            carol.say("/register sesame-seed")
-            carol.expect("reply", command="register")
+            carol.command("/register sesame-seed")
         notes = server.reload(config("b.db", 10))
         assert "plugin 'history' changes at the next restart (it stores messages)" in notes
         assert "plugin 'accounts' restarted" in notes

@@ -829,8 +829,7 @@ def test_a_registered_nick_asks_for_its_password(
     """A registered nick typed at the prompt: the client asks for its password (not
     shown as it is typed) and logs in with it."""
     owner = chat_client("regd")
-    owner.say("/register s3cret-pass")
-    owner.expect("reply", command="register")
+    owner.command("/register s3cret-pass")
     owner.close()
     wait_until(lambda: chat_server.hub.find("regd") is None, 10, "regd gone")
     child = terminal(chat_server.address[1])

@@ -115,3 +115,15 @@ def test_clients_of_a_factorys_server_start_no_other_server(
     assert "chat_server" not in request.fixturenames
     chat_client("carol")  # the default server, started now
     assert "chat_server" in request.fixturenames
+
+
+def test_command_returns_its_reply_or_fails_with_the_error(chat_client: Connect) -> None:
+    """ChatClient.command sends a /command and returns its reply; an error fails the
+    test with the error's code and text, without the line (a password in it)."""
+    alice = chat_client("alice")
+    reply = alice.command("/register sesame-seed")
+    assert reply["command"] == "register"
+    with pytest.raises(AssertionError) as failed:
+        alice.command("/passwd wrong-one sesame-two")
+    assert "/passwd failed: [bad_password]" in str(failed.value)
+    assert "wrong-one" not in str(failed.value)

@@ -540,8 +540,7 @@ def test_irssi_over_tls_logs_in_with_sasl(certs: Certs, tmp_path: Path) -> None:
     ):
         with ChatClient(server.address) as owner:
             owner.login("bob")
-            owner.say("/register sesame-seed")
-            owner.expect("reply", command="register")
+            owner.command("/register sesame-seed")
             owner.say("/quit")
             owner.wait_closed()  # logged out: bob is free for irssi
         jay.login("jay")

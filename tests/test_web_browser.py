@@ -551,8 +551,7 @@ def test_private_scroll_back_and_actions(browser: Browser, contexts: list[Browse
     with web_server(disable=("flood",)) as server:
         alice, carol = ChatClient(server.address), ChatClient(server.address)
         alice.login("alice")
-        alice.say("/register alice-password")
-        alice.expect("reply", command="register")
+        alice.command("/register alice-password")
         carol.login("carol")
         for i in range(70):
             sender, other = (alice, "carol") if i % 2 else (carol, "alice")
@@ -619,8 +618,7 @@ def test_own_earlier_private_messages_stay_in_their_conversation(
     with web_server(disable=("flood",)) as server:
         alice, bob = ChatClient(server.address), ChatClient(server.address)
         alice.login("alice")
-        alice.say("/register alice-password")
-        alice.expect("reply", command="register")
+        alice.command("/register alice-password")
         bob.login("bob")
         alice.say("/msg bob from alice")
         bob.expect("private", text="from alice")
@@ -648,11 +646,9 @@ def test_a_conversation_across_a_rename_is_one_view(
     with web_server(disable=("flood",)) as server:
         alice, bob = ChatClient(server.address), ChatClient(server.address)
         alice.login("alice")
-        alice.say("/register alice-password")
-        alice.expect("reply", command="register")
+        alice.command("/register alice-password")
         bob.login("bob")
-        bob.say("/register bobs-password")
-        bob.expect("reply", command="register")
+        bob.command("/register bobs-password")
         bob.say("/msg alice one")
         alice.expect("private", text="one")
         bob.say("/nick bobby")
@@ -914,8 +910,7 @@ def test_operators_decisions_hold_on_the_page(
     settings.plugin_config["moderation"] = {"server_operators": ["root"]}
     with web_server(config=settings) as server:
         root, page = root_and_vic_in_ops(browser, contexts, server)
-        root.say("/register roots-password")
-        root.expect("reply", command="register")
+        root.command("/register roots-password")
         root.say("hello vic", room="#ops")  # (a message seen: the reconnect resumes)
         expect(page.locator(pane(page))).to_contain_text("hello vic")
         root.say("/kick vic go away", room="#ops")
