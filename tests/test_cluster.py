@@ -584,6 +584,28 @@ def test_a_redis_that_lost_its_accounts_gets_them_back_from_the_nodes(
     mallory.command("/register stolen-horse")
 
 
+def test_a_node_no_one_logs_in_to_copies_its_accounts_back(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """Redis emptied, then a node started anew (it seeds Redis with its own, empty,
+    accounts): a node that knew the accounts copies them back within about a second
+    though nobody logs in to it, so nobody registers them on the new node."""
+    url = redis_server.url(12)
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    a = nodes(url)
+    alice = a.client("alice")
+    alice.command("/register correct-horse")
+    alice.close()
+    r.flushdb()
+    b = nodes(url)  # the first node to start after the loss: it seeds Redis
+    wait_until(lambda: r.hexists("chatkit:accounts", "alice"), WAIT, "alice copied back", POLL)
+    thief = ChatClient(b.address, timeout=10)
+    thief.send({"type": "hello", "nick": "alice"})
+    thief.expect("error", code="nick_registered")
+    assert "1 of the 1 this node knew copied back" in a.log.read_text()
+
+
 def test_moderation_is_the_clusters(
     redis_server: RedisServer, nodes: Callable[..., Node], tmp_path: Path
 ) -> None:

@@ -27,8 +27,11 @@ nodes that start later are not read (an account dropped meanwhile would come bac
 A Redis without the marker has lost its data (it restarted without persistence): the
 first read or registration on a node that finds it so copies back every account that
 node knows (every account at its start, each one registered or looked up on it since),
-sets the marker again, then goes on; every other node does the same on its first read.
-What no node knew, and the open invitations, are lost.
+sets the marker again, then goes on; every other node does the same on its first read,
+or within :data:`MARK_EVERY` (each node looks at the marker that often: one that sees
+no login would otherwise leave its accounts out, for anyone to register on another
+node, a restarted one that seeded Redis again). What no node knew, and the open
+invitations, are lost.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 
 _ERRORS = (redis.RedisError, OSError)
 RETRY_EVERY = 1.0  # seconds between tries of an unreachable Redis on a login's path
+MARK_EVERY = 1.0
+"""Seconds between a node's looks at the marker (``PREFIX:accounts_seeded``) for a Redis
+that lost its accounts, which it then copies back: one ``GET`` a second."""
 
 LINK_BATCH = 500
 """Accounts whose look-alike keys one script call checks, at a node's start (Redis
@@ -186,11 +192,28 @@ class SharedAccountStore:
             pairs = [arg for a in accounts for arg in (a.name, skeleton(a.nick))]
             for at in range(0, len(pairs), 2 * LINK_BATCH):
                 self._link(keys=self._keys[:2], args=pairs[at : at + 2 * LINK_BATCH])
+            for account in accounts:
+                self._remember(account.name, account)
         except _ERRORS as exc:
             log.warning("accounts: cannot read the cluster's accounts yet (%s)", exc)
-            return
-        for account in accounts:
-            self._remember(account.name, account)
+        self._closed = threading.Event()
+        self._watch = threading.Thread(
+            target=self._watch_mark, name="chatkit-accounts-mark", daemon=True
+        )
+        self._watch.start()
+
+    def _watch_mark(self) -> None:
+        """Every :data:`MARK_EVERY`, look whether Redis lost its accounts (the marker
+        is not the one this node saw) and copy back those this node knows, as a
+        look-up would; an unreachable Redis is tried again at the next look."""
+        while not self._closed.wait(MARK_EVERY):
+            try:
+                if self._mark is not None and self._read_mark() != self._mark:
+                    self._restore()
+            except _ERRORS:
+                continue
+            except Exception:  # (never let the watch die: the next look tries again)
+                log.exception("accounts: could not look at the cluster's accounts")
 
     def _import(self, local: AccountStore) -> None:
         """Copy ``local``'s accounts and invitations to Redis (where another node starting
@@ -245,7 +268,10 @@ class SharedAccountStore:
         )
 
     def close(self) -> None:
-        """Nothing to close: the client is the cluster's. Closes the node's own store."""
+        """Stop watching the marker; close the node's own store (the Redis client is
+        the cluster's)."""
+        self._closed.set()
+        self._watch.join()
         self._local.close()
 
     def get(self, name: str) -> Account | None:
@@ -291,7 +317,7 @@ class SharedAccountStore:
                 return  # this node never read Redis (it was down at its start): nothing lost
             with self._lock:
                 known = list(self._known.values())
-            copied = 0
+            copied, taken = 0, []
             for account in known:
                 created = self._create(
                     keys=[*self._keys, self._seeded],
@@ -303,6 +329,12 @@ class SharedAccountStore:
                     ],
                 )
                 copied += created == 1
+                if created != 1:
+                    found = self._find(
+                        keys=self._keys[:2], args=[account.name, skeleton(account.nick)]
+                    )
+                    if found is None or json.loads(found)["hash"] != account.hash:
+                        taken.append(account.nick)
         if not known:  # (nothing of this node's lost: the cluster logs Redis's loss itself)
             log.info("accounts: the cluster's Redis had lost its data; no account to copy back")
             return
@@ -312,6 +344,12 @@ class SharedAccountStore:
             copied,
             len(known),
         )
+        if taken:
+            log.error(
+                "accounts: registered again by someone else while Redis had lost them (their "
+                "owners' passwords no longer work; /drop them, or ask their owners): %s",
+                ", ".join(sorted(taken)),
+            )
 
     def find(self, nick: str) -> Account | None:
         """The account whose nick ``nick`` is, or looks like, or ``None``."""
