@@ -76,7 +76,7 @@ from chatkit.plugins import (
 )
 from chatkit.protocol import LineDecoder, LineTooLong
 from chatkit.scaffold import create_plugin, installed_checkout, plugin_name
-from chatkit.server import IRC_TLS_PORT, TLS_PORT, WEB_TLS_PORT, Server, TlsFace
+from chatkit.server import IRC_TLS_PORT, TLS_PORT, WEB_TLS_PORT, Server, TlsFace, tls_context
 
 __all__ = ["app", "main"]
 
@@ -976,7 +976,8 @@ def check_command(
     (given the same --plugin, --no-plugin and --db).
 
     Exit 2 with the error if anything in it is wrong: an unknown key, a bad value, two
-    faces on one port, a plugin that is not installed, a plugin's setting it refuses.
+    faces on one port, a plugin that is not installed, a plugin's setting it refuses,
+    a TLS certificate and key that do not load.
     Opens no port and no database: a plugin without chatkit_check_config has its
     settings checked only when the server starts, and the output says so.
     """
@@ -996,6 +997,8 @@ def check_command(
         pm, infos = build_plugin_manager(cfg)
         unchecked = check_plugin_settings(cfg, pm, infos)
         _faces(cfg, None)  # (their ports: two on one)
+        if cfg.tls_cert and cfg.tls_key:
+            tls_context(cfg.tls_cert, cfg.tls_key)  # as serve loads them (a bad renewal)
     except UsageError as exc:
         raise _fail(exc) from None
     settings = masked(effective_settings(cfg, [info.name for info in infos]))
@@ -1052,18 +1055,28 @@ def effective_settings(config: Config, plugins: list[str]) -> dict[str, dict[str
     return settings
 
 
-SECRET_KEYS = ("password", "secret", "token", "operators")
-"""Settings whose values :func:`masked` hides: any key containing one of these."""
+SECRET_KEYS = ("password", "secret", "token")
+"""Settings whose values :func:`masked` hides: any key containing one of these, and an
+``operators`` table of names and passwords (IRC's ``OPER``: ``[faces.irc] operators``;
+``moderation``'s ``operators``, rooms and account names, are shown)."""
+
+
+def _secret(key: str, value: Any) -> bool:
+    """Whether the setting ``key`` holds a secret (:data:`SECRET_KEYS`)."""
+    if any(word in key.lower() for word in SECRET_KEYS):
+        return True
+    return (
+        key.lower() == "operators"
+        and isinstance(value, dict)
+        and all(isinstance(item, str) for item in value.values())
+    )
 
 
 def masked(value: Any, secret: bool = False) -> Any:
     """``value`` (settings, nested) with secrets shown as ``"***"``: the values under a
     key naming one (:data:`SECRET_KEYS`), and the password in a URL."""
     if isinstance(value, dict):
-        return {
-            key: masked(item, secret or any(word in key.lower() for word in SECRET_KEYS))
-            for key, item in value.items()
-        }
+        return {key: masked(item, secret or _secret(key, item)) for key, item in value.items()}
     if isinstance(value, list):
         return [masked(item, secret) for item in value]
     if isinstance(value, str):

@@ -132,7 +132,15 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"TLS: cannot load {cert} and {key}: {exc}") from None
+        why = {
+            # OpenSSL's words for the two mistakes people make.
+            "PEM lib": "not a PEM certificate chain and key (-----BEGIN ...-----)",
+            "KEY_VALUES_MISMATCH": "the key is not the certificate's",
+        }
+        said = next((words for code, words in why.items() if code in str(exc)), "")
+        raise UsageError(
+            f"TLS: cannot load {cert} and {key}: {said + ' ' if said else ''}({exc})"
+        ) from None
     return context
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from conftest import CHATKIT, ServeProcess
 
 from chatkit import Frame, Server, UsageError
@@ -786,16 +787,18 @@ def test_check_prints_the_effective_settings_of_a_good_file(tmp_path: Path) -> N
 def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
     """check's output goes to deploy logs: passwords, tokens and a URL's password are masked."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.write_text("not read by check")
-    key.write_text("not read by check")
+    issued = trustme.CA().issue_cert("chat.example.com")
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
     (tmp_path / "mine.py").write_text(  # (it checks nothing)
         "from chatkit import hookimpl\n"
         "class Mine:\n    @hookimpl\n    def chatkit_on_login(self):\n        pass\n"
     )
     config = tmp_path / "chatkit.toml"
     config.write_text(
-        '[server]\nplugins = ["cluster", "webhooks", "mine:Mine"]\n'
+        '[server]\nplugins = ["cluster", "webhooks", "mine:Mine", "moderation"]\n'
         '[faces.irc]\nport = 6667\noperators = { alice = "op-pass" }\n'
+        '[plugins.moderation]\nserver_operators = ["root"]\noperators = { "#ops" = ["ann"] }\n'
         '[plugins.cluster]\nurl = "redis://:redis-pass@127.0.0.1:6379/0"\n'
         '[plugins.mine]\nredis = "redis://h/0?db=1&password=pass"\n'
         "starts = 1979-05-27T07:32:00Z\n"
@@ -823,6 +826,12 @@ def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
             settings = {f"{a}.{b}": t for a in ("faces", "plugins") for b, t in parsed[a].items()}
             settings["tls"] = parsed["tls"]
         assert settings["faces.irc"]["operators"] == {"alice": "***"}
+        # Who the operators are is no secret: an operator checks it before a deploy.
+        moderation = settings["plugins.moderation"]
+        assert (moderation["server_operators"], moderation["operators"]) == (
+            ["root"],
+            {"#ops": ["ann"]},
+        )
         assert settings["plugins.cluster"]["url"] == "redis://:***@127.0.0.1:6379/0"
         assert settings["plugins.mine"]["redis"] == "redis://h/0?db=1&password=***"
         assert settings["plugins.webhooks"]["incoming"]["tokens"] == {"ci": "***"}
@@ -879,6 +888,21 @@ def test_check_exits_2_naming_what_is_wrong(tmp_path: Path) -> None:
         [CHATKIT, "check", str(tmp_path / "none.toml")], capture_output=True, text=True, timeout=30
     )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    # Certificates as serve loads them: a bad renewal is caught before the restart.
+    ca = trustme.CA()
+    issued, other = ca.issue_cert("chat.example.com"), ca.issue_cert("other.example.com")
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    other.private_key_pem.write_to_path(str(tmp_path / "other.pem"))
+    (tmp_path / "garbage.pem").write_text("<html>502 Bad Gateway</html>\n")
+    for cert, key, error in [
+        ("garbage.pem", "other.pem", "not a PEM certificate chain and key"),
+        ("cert.pem", "other.pem", "the key is not the certificate's"),
+    ]:
+        config.write_text(f'[tls]\ncert = "{cert}"\nkey = "{key}"\n')
+        result = subprocess.run(
+            [CHATKIT, "check", str(config)], capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 2 and error in result.stderr, result.stderr
 
 
 def test_check_has_the_plugins_check_their_settings_and_opens_nothing(tmp_path: Path) -> None:
