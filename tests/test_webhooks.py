@@ -632,6 +632,41 @@ def test_a_receiver_that_answers_slowly_is_cut_at_the_timeout(
         listener.close()
 
 
+def test_a_receiver_answering_a_huge_body_is_read_no_further_than_max_answer(
+    chat_server_factory: Callable[..., Server],
+) -> None:
+    """A receiver's answer is read up to MAX_ANSWER, then the connection is closed: one
+    answering 64 MiB as fast as it can gets no further than the sockets' buffers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent: list[int] = []
+
+    def flood() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n")
+            total, chunk = 0, b"x" * 65536
+            with contextlib.suppress(OSError):
+                while total < 64 * 1024 * 1024:
+                    total += conn.send(chunk)
+            sent.append(total)
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    url = "http://{}:{}/hook".format(*listener.getsockname())
+    server = webhooks_server(chat_server_factory, {"outgoing": [{"url": url, "retries": 0}]})
+    hook = webhooks_plugin(server).hooks[0]
+    alice = ChatClient(server.address)
+    alice.login("alice")
+    alice.say("answer me")
+    try:
+        wait_until(lambda: hook.delivered == 1, 10, "the POST delivered")
+        thread.join(10)
+        assert sent and sent[0] < 16 * 1024 * 1024, sent  # (closed unread: the rest refused)
+    finally:
+        listener.close()
+
+
 def test_a_bot_in_as_many_rooms_as_it_may_leaves_the_one_it_posted_to_longest_ago(
     chat_server_factory: Callable[..., Server],
 ) -> None:

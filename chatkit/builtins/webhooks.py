@@ -82,6 +82,8 @@ BACKOFF = 1.0  # seconds before the first retry; doubles each time
 TIMEOUT = 10.0  # seconds a POST may take
 MAX_QUEUE = 1000  # events waiting per URL
 MAX_BODY = 64 * 1024  # bytes of an incoming request's body
+MAX_ANSWER = 64 * 1024  # bytes of a receiver's answer read (and dropped): one answering a
+# body of gigabytes, fast enough for the timeout, would have them all read into memory
 TOKEN_FREE_FAILURES = 5  # wrong tokens from an address before each makes it wait (free_failures)
 TOKEN_DELAY = 1.0  # seconds of the first wait; doubles with each wrong token after (delay)
 TOKEN_MAX_DELAY = 300.0  # ...up to this (max_delay)
@@ -199,7 +201,7 @@ class Hook:
             deadline.start()
             try:
                 with sockets.opener.open(request, timeout=self.timeout) as response:
-                    response.read()
+                    response.read(MAX_ANSWER)  # (the rest is never read: closed unread)
                 self.delivered += 1
                 return
             except urllib.error.HTTPError as exc:

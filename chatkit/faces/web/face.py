@@ -63,6 +63,9 @@ WEB_PORT = 8080  # the port ``chatkit serve --web-port`` examples use; any free 
 WS_PATH = "/ws"  # where the page opens its WebSocket
 CLOSE_REASON_BYTES = 120  # a close frame's reason: at most 123 bytes (RFC 6455 5.5)
 PING_PAYLOAD = b"chatkit"  # what the server's idle ping carries (any pong will do)
+FRAGMENTS_PER_LINE = 16  # fragments of a message (frames but its last) that count as one
+# of free_lines: a browser sends a message in one frame, and a client looping over empty
+# continuation frames (no bytes toward max_line, no plugin sees them) pays for them
 HEAD_LINES = 4  # a request's head may be this many max_line long (32 KiB at the defaults,
 # nginx's large_client_header_buffers): a browser's, cookies and all, fits
 _FLUSH = "web_flush"  # a face-private frame: send what the protocol has queued
@@ -276,6 +279,7 @@ class WebChannel:
         # (payload bytes) never counts.
         self._message: bytearray | None = None
         self._binary = False  # inside a fragmented binary message (being refused)
+        self._fragments = 0  # fragments received (frames that end no message), counted
         self.upgraded = False
         """True once the WebSocket handshake succeeded."""
         self._answered = False  # an HTTP request was answered
@@ -489,6 +493,12 @@ class WebChannel:
         """One WebSocket frame from the client (pings and closes are answered by the
         protocol; their answers are flushed by :meth:`receive`)."""
         opcode = frame.opcode
+        if not frame.fin and opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            self._fragments += 1
+            if self._fragments % FRAGMENTS_PER_LINE == 0:
+                self.hub.free_line(self.session)  # (paced past free_lines: TCP holds the rest)
+                if self.link.finishing:
+                    return
         if opcode is Opcode.TEXT:
             if frame.fin:
                 self._text(bytes(frame.data))
