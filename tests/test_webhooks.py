@@ -23,6 +23,7 @@ import pytest
 
 from chatkit import Config, Message, Server, Session, hookimpl
 from chatkit.builtins import webhooks
+from chatkit.builtins.http_server import BACKLOG
 from chatkit.testing import ChatClient, make_config, wait_until
 
 SECRET = "s3cret"
@@ -530,6 +531,9 @@ def test_incoming_connections_are_limited_and_time_out(
     for sock in idle:
         sock.sendall(b"POST / HTTP/1.1\r\n")  # and then nothing
     wait_until(lambda: raw_exchange(server, b"GET / HTTP/1.1\r\n\r\n") == b"", 10, "a refusal")
+    # A thread each, no timer beside it (one watcher a port keeps the deadlines).
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+    assert webhooks_plugin(server)._httpd.request_queue_size == BACKLOG
     for sock in idle:
         assert sock.recv(100) == b""  # timed out: closed by the server
         sock.close()
