@@ -1490,7 +1490,8 @@ class Server:
         self.paused = 0
         """Times a reader paused because the writer was behind (a metric)."""
         self.readers_started = 0
-        self._handshaking = 0  # TLS handshakes under way (guarded by _lock: max_handshakes)
+        # TLS handshakes under way, oldest first (guarded by _lock: max_handshakes).
+        self._handshakes: dict[Connection, None] = {}
         self._handshakes_logged = -60.0  # when max_handshakes was last logged
         """Readers started: one per connection that sent something (a metric; each runs
         on a thread of :attr:`readers`, new or reused)."""
@@ -2179,40 +2180,40 @@ class Server:
         del self._pending[conn]
         self._greet.pop(conn, None)
         done = Done()
+        oldest: Connection | None = None
         with self._lock:
             if conn.tls is not None:
-                if self._handshaking >= self.config.limits.max_handshakes:
-                    handshaking = True  # (closed below, out of the lock)
-                else:
-                    handshaking = False
-                    self._handshaking += 1  # (the reader takes one off: _serve)
-            else:
-                handshaking = False
-            if not handshaking:
-                # Register before the reader starts, or shutdown() could miss it.
-                self._conns[conn] = done
-        if handshaking:
-            # max_handshakes under way: a storm of half-done handshakes, each holding a
-            # thread, would take those that logged-in clients need. Closed (TLS has not
-            # begun: nothing to say); a real client retries.
+                if len(self._handshakes) >= self.config.limits.max_handshakes:
+                    # A storm of half-done handshakes, each holding a thread, would take
+                    # those that logged-in clients need: the oldest under way makes room
+                    # (closed below, out of the lock). Not the new one: a real client's
+                    # handshake takes a round trip or two, so whoever has held its place
+                    # longest is the likeliest to be stalling (refusing the newest let a
+                    # few stalling connections shut every TLS port).
+                    oldest = next(iter(self._handshakes))
+                    # Its reader's handshake fails at once (nothing to say: TLS has not
+                    # begun). Under the lock: its reader, done, takes it off under it,
+                    # and a client past its handshake is not this one to cut.
+                    with contextlib.suppress(OSError):
+                        oldest.sock.shutdown(socket.SHUT_RDWR)
+                self._handshakes[conn] = None  # (the reader takes it off: _serve)
+            # Register before the reader starts, or shutdown() could miss it.
+            self._conns[conn] = done
+        if oldest is not None:
             now = time.monotonic()
             if now - self._handshakes_logged >= 60:
                 self._handshakes_logged = now
                 log.warning(
-                    "%d TLS handshakes under way (max_handshakes): closing new TLS "
-                    "connections until fewer are",
+                    "%d TLS handshakes under way (max_handshakes): closing the oldest to "
+                    "make room for each new one",
                     self.config.limits.max_handshakes,
                 )
-            self._forget(conn)
-            conn.close()
-            done.set()
-            return
         self.readers_started += 1
         if not self._start_reader(conn, functools.partial(self._serve, conn, data), done):
             # No thread for it: it never had a session; closed, the others go on.
             if conn.tls is not None:
                 with self._lock:
-                    self._handshaking -= 1  # (no reader to take it off)
+                    self._handshakes.pop(conn, None)  # (no reader to take it off)
             self._forget(conn)
             conn.close()
             done.set()
@@ -2276,7 +2277,7 @@ class Server:
                     return
                 finally:
                     with self._lock:
-                        self._handshaking -= 1  # (counted by the acceptor: _first_data)
+                        self._handshakes.pop(conn, None)  # (added by the acceptor: _first_data)
                 # The writer waited for the handshake (a watchdog's frame may be queued).
                 if self.writer.push(conn, b""):
                     self.writer.wake()

@@ -277,10 +277,11 @@ def test_a_stalled_handshake_times_out_without_blocking_others(
         assert time.monotonic() - started < 2.0 + TIMEOUT
 
 
-def test_past_max_handshakes_a_new_tls_connection_is_closed(certs: Certs) -> None:
-    """Handshakes under way hold a reader thread each: past max_handshakes a new TLS
-    connection is closed at once (not left to hold one more), while a logged-in client
-    goes on; once the stalled ones time out, TLS clients log in again."""
+def test_past_max_handshakes_the_oldest_handshake_makes_room(certs: Certs) -> None:
+    """Handshakes under way hold a reader thread each: past max_handshakes the oldest
+    one under way is closed at once to make room for the new one (refusing the new ones
+    let a few stalling connections shut the TLS ports), while a logged-in client goes
+    on; a real TLS client logs in meanwhile, and the rest time out."""
     line = LineFace()
     config = tls_config(certs, max_handshakes=2, tls_handshake_timeout=1.0)
     server = Server(config=config, faces=[line, TlsFace(line, port=0)], plugins=[])
@@ -291,21 +292,24 @@ def test_past_max_handshakes_a_new_tls_connection_is_closed(certs: Certs) -> Non
             sock = socket.create_connection(server.addresses["line-tls"], timeout=TIMEOUT)
             sock.sendall(b"\x16\x03\x01")  # the start of a ClientHello, and nothing more
             stalled.append(sock)
-        wait_until(lambda: server._handshaking == 2, 5, "two handshakes under way")
-        with socket.create_connection(server.addresses["line-tls"], timeout=TIMEOUT) as third:
-            third.sendall(b"\x16\x03\x01")
-            assert _read_to_end(third) == b""  # closed at once, not at the timeout:
-        stalled[0].setblocking(False)
-        with pytest.raises(BlockingIOError):  # the stalled ones are still open
-            stalled[0].recv(1, socket.MSG_PEEK)
+        wait_until(lambda: len(server._handshakes) == 2, 5, "two handshakes under way")
+        third = socket.create_connection(server.addresses["line-tls"], timeout=TIMEOUT)
+        third.sendall(b"\x16\x03\x01")
+        started = time.monotonic()
+        assert _read_to_end(stalled[0]) == b""  # the oldest, closed at once:
+        assert time.monotonic() - started < 0.9  # (not at tls_handshake_timeout)
+        third.setblocking(False)
+        with pytest.raises(BlockingIOError):  # the new one is still open
+            third.recv(1, socket.MSG_PEEK)
         plain.say("still here")
         plain.expect("message", text="still here")
-        for sock in stalled:
-            assert _read_to_end(sock) == b""  # closed at tls_handshake_timeout
+        with ChatClient(server.addresses["line-tls"], tls=certs.client()) as real:
+            real.login("real")  # (it made room too: the next oldest closed)
+        for sock in (*stalled, third):
+            sock.setblocking(True)
+            assert _read_to_end(sock) == b""  # each closed, at the latest at the timeout
             sock.close()
-        wait_until(lambda: server._handshaking == 0, 5, "the handshakes ended")
-        with ChatClient(server.addresses["line-tls"], tls=certs.client()) as later:
-            later.login("later")
+        wait_until(lambda: not server._handshakes, 5, "the handshakes ended")
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
@@ -746,7 +750,7 @@ def test_a_connection_ended_while_shaking_hands_does_not_linger(certs: Certs) ->
         socket.create_connection(server.addresses["line-tls"], timeout=TIMEOUT) as stalled,
     ):
         stalled.sendall(b"\x16\x03\x01")  # the start of a ClientHello, and nothing more
-        wait_until(lambda: server._handshaking == 1, 5, "the handshake under way")
+        wait_until(lambda: len(server._handshakes) == 1, 5, "the handshake under way")
         (conn,) = server.connections
         conn.push(Frame("notice", text="server shutting down"))  # (as the shutdown does)
         conn.finish("test")
