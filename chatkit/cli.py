@@ -683,29 +683,27 @@ def _faces(
 ) -> list[Face]:
     """The line face, the IRC face if ``--irc-port`` or ``[faces.irc] port`` asks, and
     the web face if ``--web-port`` or ``[faces.web] port`` does; with a certificate,
-    each also on a TLS port of its own."""
+    each also on a TLS port of its own. An IRC or web face given a ``tls_port`` and no
+    ``port`` listens on TLS alone (no port where passwords would travel in clear)."""
     tls = config.tls_cert is not None
     irc = config.faces.get("irc", {})
-    if irc_tls_port is not None:
-        # A port asked for on the command line that nothing would listen on is a mistake
-        # to say, not to ignore (the config file's are warned of: Config.unused_tls_ports).
-        if not tls:
-            raise UsageError(
-                "--irc-tls-port needs a certificate (--tls-cert and --tls-key, or [tls] "
-                "cert and key)"
-            )
-        if irc_port is None and irc.get("port") is None:
-            raise UsageError("--irc-tls-port needs the IRC face: --irc-port (or [faces.irc] port)")
+    # A port asked for on the command line that nothing would listen on is a mistake to
+    # say, not to ignore (the config file's are warned of: Config.unused_tls_ports).
+    if irc_tls_port is not None and not tls:
+        raise UsageError(
+            "--irc-tls-port needs a certificate (--tls-cert and --tls-key, or [tls] cert and key)"
+        )
     line = LineFace()
     faces: list[Face] = [line]
     if tls:
         port = config.tls_port
         faces.append(TlsFace(line, port=port if port is not None else _tls_port(config.port)))
     port = irc_port if irc_port is not None else irc.get("port")
-    if port is not None:
+    secure = irc_tls_port if irc_tls_port is not None else irc.get("tls_port")
+    if port is not None or (tls and secure is not None):
         face: Face = IrcFace(
             host=irc.get("host"),
-            port=port,
+            port=port if port is not None else secure,
             server_name=irc.get("server_name", SERVER_NAME),
             network=irc.get("network", NETWORK_NAME),
             operators=irc.get("operators", {}),
@@ -714,28 +712,29 @@ def _faces(
             oper_free_failures=irc.get("oper_free_failures", OPER_FREE),
             oper_max_delay=irc.get("oper_max_delay", OPER_MAX_DELAY),
         )
-        faces.append(face)
+        if port is not None:
+            faces.append(face)
         if tls:
-            secure = irc_tls_port if irc_tls_port is not None else irc.get("tls_port")
             if secure is None:
                 secure = 0 if port == 0 else IRC_TLS_PORT
             faces.append(TlsFace(face, port=secure))
     web = config.faces.get("web", {})
     port = web_port if web_port is not None else web.get("port")
-    if port is not None:
+    secure = web.get("tls_port")
+    if port is not None or (tls and secure is not None):
         from chatkit.faces.web import WebFace  # (websockets: imported when a page is served)
 
         face = WebFace(
             host=web.get("host"),
-            port=port,
+            port=port if port is not None else secure,
             origins=web.get("origins", ()),
             allow_no_origin=web.get("allow_no_origin", False),
             hosts=web.get("hosts", ()),
             proxies=web.get("proxies", ()),
         )
-        faces.append(face)
+        if port is not None:
+            faces.append(face)
         if tls:
-            secure = web.get("tls_port")
             if secure is None:
                 secure = 0 if port == 0 else WEB_TLS_PORT
             faces.append(TlsFace(face, port=secure))

@@ -22,6 +22,7 @@ from conftest import CHATKIT, ServeProcess
 from test_irc_face import SERVER
 
 from chatkit import Config, Server, UsageError
+from chatkit.cli import _faces
 from chatkit.client import Client, ClientError, ConnectionLost, LineClient
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.line import GREETING, LineFace
@@ -718,13 +719,12 @@ def test_serve_on_all_interfaces_gives_addresses_to_connect_to_for_every_face(
 
 
 def test_serve_refuses_a_tls_port_flag_nothing_would_listen_on(certs: Certs) -> None:
-    """--tls-port or --irc-tls-port without a certificate, or --irc-tls-port without the
-    IRC face, exits 2 saying what it needs: a port asked for is never silently unused."""
-    cert = ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)]
+    """--tls-port or --irc-tls-port without a certificate exits 2 saying what it needs:
+    a port asked for is never silently unused."""
     cases = [
         (["--tls-port", "0"], "--tls-port needs a certificate (--tls-cert and --tls-key"),
         (["--irc-port", "0", "--irc-tls-port", "0"], "--irc-tls-port needs a certificate"),
-        ([*cert, "--irc-tls-port", "0"], "--irc-tls-port needs the IRC face: --irc-port"),
+        (["--irc-tls-port", "0"], "--irc-tls-port needs a certificate"),
     ]
     for flags, error in cases:
         result = subprocess.run(
@@ -734,6 +734,23 @@ def test_serve_refuses_a_tls_port_flag_nothing_would_listen_on(certs: Certs) -> 
         assert result.returncode == 2, (flags, result.stderr)
         assert f"Error: {error}" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_face_with_a_tls_port_alone_listens_on_tls_alone(certs: Certs) -> None:
+    """[faces.irc] and [faces.web] with a tls_port and no port: each face listens on its
+    TLS port only (no port where passwords would travel in clear; such a config started
+    neither face, silently)."""
+    config = tls_config(certs)
+    config.faces = {"irc": {"tls_port": 0}, "web": {"tls_port": 0}}
+    server = Server(config=config, faces=_faces(config, None), plugins=[])
+    with server:
+        assert set(server.addresses) == {"line", "line-tls", "irc-tls", "web-tls"}
+        with (
+            socket.create_connection(server.addresses["irc-tls"], timeout=TIMEOUT) as raw,
+            certs.client().wrap_socket(raw, server_hostname="localhost") as sock,
+        ):
+            sock.sendall(b"NICK ann\r\nUSER ann 0 * :Ann\r\nQUIT\r\n")
+            assert b" 001 ann " in sock.makefile("rb").read()
 
 
 def test_a_connection_ended_while_shaking_hands_does_not_linger(certs: Certs) -> None:
