@@ -225,6 +225,20 @@ def _build_config(
     return config
 
 
+ClientPort = Annotated[
+    int | None,
+    typer.Option(help="The server's port. \\[default: 9090, or 9443 with --tls]", metavar="PORT"),
+]
+
+
+def _client_port(port: int | None, tls: bool) -> int:
+    """The port a client goes to: the one given, or the server's default for it (the
+    line face's, or its TLS port's with ``--tls``)."""
+    if port is not None:
+        return port
+    return TLS_PORT if tls else Config.port  # (the dataclass field's default)
+
+
 PluginOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -1376,7 +1390,7 @@ def _client_tls(tls: bool, insecure: bool) -> ssl.SSLContext | None:
 @app.command("ping", cls=_Command)
 def ping_command(
     host: Annotated[str, typer.Option(help="The server's address.", metavar="HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="The server's port.", metavar="PORT")] = 9090,
+    port: ClientPort = None,
     timeout: Annotated[
         float,
         typer.Option(
@@ -1404,6 +1418,7 @@ def ping_command(
     load balancer, where the plain ping is a liveness check.
     """
     context = _client_tls(tls, insecure)
+    port = _client_port(port, tls)
     started = monotonic()
     try:
         client = Client.connect(host, port, timeout=timeout, tls=context)
@@ -1442,7 +1457,7 @@ def _with_flag_hint(error: str) -> str:
 @app.command(cls=_Command, short_help="Join a chat: a terminal client, or lines from a script.")
 def join(
     host: Annotated[str, typer.Option(help="The server's address.", metavar="HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="The server's port.", metavar="PORT")] = 9090,
+    port: ClientPort = None,
     nick: Annotated[str | None, typer.Option(help="Your nick.", metavar="NICK")] = None,
     room: Annotated[
         str | None,
@@ -1513,6 +1528,7 @@ def join(
     chatkit join --nick watcher --json --stay < /dev/null
     """
     context = _client_tls(tls, insecure)
+    port = _client_port(port, tls)
     if sys.stdin.isatty() and sys.stdout.isatty() and not as_json:
         from chatkit.terminal import Terminal  # (prompt_toolkit: only for a person)
 

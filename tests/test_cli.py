@@ -21,7 +21,7 @@ import trustme
 from conftest import CHATKIT, ServeProcess
 
 from chatkit import Frame, Server, UsageError
-from chatkit.cli import _overlap, _without_password
+from chatkit.cli import _client_port, _overlap, _without_password
 from chatkit.client import MAX_SERVER_LINE
 from chatkit.codecs import TEXT_CODEC
 from chatkit.config import config_from_dict
@@ -1142,3 +1142,10 @@ def test_faces_on_one_port_clash_only_where_their_addresses_meet() -> None:
     assert _overlap("::", "10.0.0.1") and _overlap("::1", "::")
     assert not _overlap("127.0.0.1", "10.0.0.1")
     assert not _overlap("0.0.0.0", "::1")  # IPv4's wildcard leaves IPv6 alone
+
+
+def test_a_tls_client_goes_to_the_tls_port_unless_told() -> None:
+    """chatkit join and ping with --tls go to 9443 (the server's TLS port by default),
+    without it to 9090; a --port given wins."""
+    assert (_client_port(None, False), _client_port(None, True)) == (9090, 9443)
+    assert _client_port(1234, True) == 1234
