@@ -604,6 +604,8 @@ def test_a_node_no_one_logs_in_to_copies_its_accounts_back(
     thief.send({"type": "hello", "nick": "alice"})
     thief.expect("error", code="nick_registered")
     assert "1 of the 1 this node knew copied back" in a.log.read_text()
+    # (The tests' Redis keeps nothing on disk: each node said so as it started.)
+    assert "keeps nothing on disk (appendonly no" in a.log.read_text()
 
 
 def test_moderation_is_the_clusters(

@@ -102,6 +102,24 @@ _PRESENCE = frozenset(("join", "part", "nick", "quit", "account", "away", "hello
 """Log entries of who is where: what a node's snapshot of the members holds."""
 
 
+def _warn_if_forgetful(client: Any, url: str) -> None:
+    """Log a warning if Redis keeps nothing on disk (no ``appendonly``, no ``save``): a
+    restart of it loses the cluster's accounts and moderation (docs/cluster.md). A
+    Redis that does not answer ``CONFIG GET`` (a managed one) is taken at its word."""
+    try:
+        appendonly = client.config_get("appendonly").get("appendonly")
+        save = client.config_get("save").get("save")
+    except (redis.RedisError, OSError, AttributeError):
+        return
+    if appendonly == "no" and not save:
+        log.warning(
+            'cluster: Redis at %s keeps nothing on disk (appendonly no, save ""): if it '
+            "restarts, the cluster's accounts come back only from the nodes running then, "
+            "and its bans, mutes and operators are lost; run it with appendonly yes",
+            url,
+        )
+
+
 def _entry_key(entry_id: str) -> tuple[int, int]:
     """A stream entry id (``MS-SEQ``) as a number pair, to compare."""
     ms, _, seq = entry_id.partition("-")
@@ -357,6 +375,7 @@ class Cluster:
         except (redis.RedisError, OSError) as exc:
             raise UsageError(f"cluster: cannot reach Redis at {self.url}: {exc}") from None
         self.redis = client
+        _warn_if_forgetful(client, self.url)
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._append = client.register_script(_APPEND)
