@@ -35,6 +35,7 @@ Command-line flags win over the file.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import logging
 import math
@@ -431,8 +432,7 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
     _check_type(f"{where}[server]", server, dict)
     for key, value in server.items():
         if key not in _SERVER_KEYS:
-            expected = ", ".join(sorted(_SERVER_KEYS))
-            raise UsageError(f"{where}unknown key server.{key}; expected one of {expected}")
+            raise UsageError(f"{where}{_unknown(f'key server.{key}', key, _SERVER_KEYS)}")
         if key == "port":
             _check_type(f"{where}[server] port", value, int)
         elif key in ("plugins", "disable"):
@@ -458,9 +458,7 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
     values: dict[str, Any] = {}
     for key, value in limits.items():
         if key not in known:
-            raise UsageError(
-                f"{where}unknown key limits.{key}; expected one of {', '.join(sorted(known))}"
-            )
+            raise UsageError(f"{where}{_unknown(f'key limits.{key}', key, known)}")
         default = getattr(Limits(), key)
         if isinstance(default, bool):
             _check_type(f"{where}[limits] {key}", value, bool)
@@ -489,10 +487,7 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
         keys = _FACE_KEYS[name]
         for key, value in table.items():
             if key not in keys:
-                raise UsageError(
-                    f"{where}unknown key faces.{name}.{key}; "
-                    f"expected one of {', '.join(sorted(keys))}"
-                )
+                raise UsageError(f"{where}{_unknown(f'key faces.{name}.{key}', key, keys)}")
             _check_type(f"{where}[faces.{name}] {key}", value, keys[key])
             if key in ("origins", "hosts", "proxies"):
                 for item in value:
@@ -536,7 +531,7 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
     _check_type(f"{where}[tls]", tls, dict)
     for key, value in tls.items():
         if key not in _TLS_KEYS:
-            raise UsageError(f"{where}unknown key tls.{key}; expected one of cert, key, port")
+            raise UsageError(f"{where}{_unknown(f'key tls.{key}', key, ('cert', 'key', 'port'))}")
         _check_type(f"{where}[tls] {key}", value, _TLS_KEYS[key])
         if key in ("cert", "key") and source is not None:
             value = str(source.parent / value)  # relative to the config file
@@ -544,14 +539,24 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
     return config
 
 
+def _unknown(what: str, key: str, known: Iterable[str]) -> str:
+    """The words for an unknown ``key``: ``unknown key limits.max_client (did you mean
+    max_clients?); expected one of ...``."""
+    names = sorted(known)
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown {what}{hint}; expected one of {', '.join(names)}"
+
+
 def check_settings(plugin: str, settings: dict[str, Any], known: Iterable[str]) -> None:
     """Raise :class:`UsageError` naming any key of ``[plugins.PLUGIN]`` not in ``known``."""
     known = sorted(known)
-    unknown = set(settings) - set(known)
+    unknown = sorted(set(settings) - set(known))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
         raise UsageError(
-            f"{plugin}: unknown setting(s) {', '.join(sorted(unknown))}; "
-            f"expected {', '.join(known)}"
+            f"{plugin}: unknown setting(s) {', '.join(unknown)}{hint}; expected {', '.join(known)}"
         )
 
 

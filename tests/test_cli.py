@@ -860,7 +860,7 @@ def test_check_shows_nothing_after_the_host_of_an_http_url_it_cannot_read_back()
 def test_check_exits_2_naming_what_is_wrong(tmp_path: Path) -> None:
     config = tmp_path / "chatkit.toml"
     for text, error in [
-        ("[server]\nprot = 1\n", "unknown key server.prot"),
+        ("[server]\nprot = 1\n", "unknown key server.prot (did you mean port?)"),
         ("[limits]\nmax_line = -1\n", "max_line"),
         ('[server]\nplugins = ["nosuch"]\n', "nosuch"),
         ("[server\n", "not valid TOML"),
@@ -919,7 +919,7 @@ def test_check_has_the_plugins_check_their_settings_and_opens_nothing(tmp_path: 
         ("[plugins.history]\ndb = 5\n", "history: db must be a file name, not 5"),
         ("[plugins.accounts]\ndb = false\n", "accounts: db must be a file name"),
         ("[plugins.flood]\nrate = 0\n", "flood: rate must be a number of at least 0.001, not 0"),
-        ("[plugins.flood]\nburts = 5\n", "burts"),
+        ("[plugins.flood]\nburts = 5\n", "burts (did you mean burst?)"),
         ("[plugins.log]\nmessages = 1\n", "log: messages must be true or false"),
         ('[plugins.accounts]\nregistration = "nope"\n', "accounts: registration must be"),
         (
