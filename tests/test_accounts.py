@@ -1177,7 +1177,10 @@ def test_a_server_operator_resets_a_forgotten_password(
     password = reply["data"]["password"]
     assert reply["data"]["nick"] == "alice" and len(password) >= 16
     assert password in reply["text"] and "1 session(s) no longer identified" in reply["text"]
-    text = "the account alice was given a new password by a server operator: you are no longer identified"
+    text = (
+        "the account alice was given a new password by a server operator (ask them for it): "
+        "you are no longer identified"
+    )
     alice.expect("notice", text=text)
     alice.expect("nick", old="alice")  # (holding the nick unidentified: renamed)
     assert password not in str(bob.sync()) + str(alice.sync())

@@ -332,6 +332,7 @@ class Cluster:
         # Counters for /stats.
         self.outages = 0
         self.local_only = 0
+        self._local_only_at_loss = 0  # local_only when Redis was last lost (under _lock)
         """Messages delivered to this node's members only: Redis was unreachable."""
         self.dropped_events = 0
         """Presence changes not sent while Redis was unreachable (resent as a whole)."""
@@ -526,7 +527,7 @@ class Cluster:
             self._resync = False
             down_for = 0.0 if self._down_since is None else time.monotonic() - self._down_since
             self._down_since = None
-            lost = self.local_only
+            lost = self.local_only - self._local_only_at_loss
         self._announce()
         # Topics set here meanwhile: later in the log than any set elsewhere during the
         # outage, so they win there too (every node applies the log in its order).
@@ -538,7 +539,7 @@ class Cluster:
                     self._topics_while_down.setdefault(folded, (room, topic))
         if was_down and not start:
             log.warning(
-                "cluster: Redis is back after %.1fs (%d messages so far reached this "
+                "cluster: Redis is back after %.1fs (%d message(s) meanwhile reached this "
                 "node's members only)",
                 down_for,
                 lost,
@@ -551,6 +552,7 @@ class Cluster:
                 return
             self._up = False
             self._down_since = time.monotonic()
+            self._local_only_at_loss = self.local_only  # (the next "back" counts from here)
             self._renames.clear()
             self.outages += 1
             pending, self._pending = self._pending, {}

@@ -825,7 +825,7 @@ class Accounts:
         self._changed()
         by = ctx.client.nick or ""
         log.info("%s's password was reset by %s", account.nick, by)
-        why = "given a new password by a server operator"
+        why = "given a new password by a server operator (ask them for it)"
         others = ctx.hub.forget_account(account.name, why, keep=ctx.client)
         self._evict(ctx.hub, account.nick, account.name, ctx.client, "was given a new password")
         self._evict_elsewhere(account, "was given a new password", regain=True)
