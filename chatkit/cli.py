@@ -1436,7 +1436,14 @@ def ping_command(
             else:
                 client.sync(timeout)
         except (ConnectionLost, TimeoutError) as exc:
-            typer.echo(f"no answer from {host}:{port}: {exc or 'timed out'}", err=True)
+            why = f"{exc or 'timed out'}"
+            if any(f.get("code") == "server_bad_frame" for f in client.pending):
+                # (An IRC port answers a JSON line with a 421; a web port with HTTP.)
+                why = (
+                    "it answered in lines that are not chatkit's JSON frames (an IRC or web "
+                    "port? ping speaks to the line protocol's port)"
+                )
+            typer.echo(f"no answer from {host}:{port}: {why}", err=True)
             raise typer.Exit(EXIT_LOST) from None
     took = f"in {(monotonic() - started) * 1000:.0f} ms"
     if problems:

@@ -1075,6 +1075,25 @@ def test_ping_a_listener_that_never_answers_is_no_answer_not_nothing_there() -> 
             assert f"no answer from 127.0.0.1:{port}" in result.stderr, result.stderr
 
 
+def test_ping_an_irc_port_says_it_is_not_the_line_protocols(serve: type[ServeProcess]) -> None:
+    """A ping sent to the IRC face's port (its answer: a 421 line) says that the port
+    speaks something else, not only that no pong came."""
+    server = serve("--irc-port", "0")
+    line, out = "", server.proc.stdout
+    assert out is not None
+    while "IRC:" not in line:
+        line = out.readline()
+        assert line, "serve printed no IRC address"
+    irc = re.search(r"irc://[^:]+:(\d+)", line)
+    assert irc is not None, line
+    result = subprocess.run(
+        [CHATKIT, "ping", "--port", irc.group(1), "--timeout", "0.5"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 5, result.stderr
+    assert "not chatkit's JSON frames (an IRC or web port?" in result.stderr, result.stderr
+
+
 def test_the_cli_imports_redis_prompt_toolkit_and_websockets_only_when_used() -> None:
     """`chatkit ping` (a monitor's, every few seconds), `--version` and a script's
     `join` start without importing what only the cluster, the terminal client and the
