@@ -44,6 +44,7 @@ import errno
 import fcntl
 import functools
 import ipaddress
+import itertools
 import logging
 import os
 import select
@@ -2026,11 +2027,11 @@ class Server:
                 sock.send(_error(face, self.writer, *refusal), socket.MSG_DONTWAIT)
             sock.close()
             return
-        if len(self._pending) >= limits.max_pending:
+        oldest = self._oldest_silent() if len(self._pending) >= limits.max_pending else None
+        if oldest is not None:
             # Close the oldest silent connection, not this one: a client that talks
             # leaves the pending set within a round trip, so whoever has waited
             # longest is the likeliest never to talk.
-            oldest = next(iter(self._pending))
             self._close_pending(
                 oldest,
                 _error(
@@ -2047,6 +2048,23 @@ class Server:
             self._greet[conn] = now + limits.greeting_delay
         assert self._accept_sel is not None
         self._accept_sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _oldest_silent(self) -> Connection | None:
+        """The pending connection silent longest (acceptor thread), looking at the
+        oldest ``ACCEPT_BATCH`` only; ``None`` if each of them has bytes waiting. The
+        acceptor accepts a batch before it reads any: one whose client sent its hello
+        at once, not read yet, is about to leave the pending set, and is no silent one
+        to close (``max_pending`` is then passed by at most a batch, for a moment)."""
+        for conn in itertools.islice(self._pending, ACCEPT_BATCH):
+            try:
+                if conn.sock.recv(1, _PEEK_NOW):
+                    continue  # it talked: served at the acceptor's next look
+            except (BlockingIOError, InterruptedError):
+                pass  # silent
+            except OSError:
+                pass  # broken: nothing to lose
+            return conn
+        return None
 
     def _log_refusal(self, host: str, port: int, why: str, now: float) -> None:
         """Log a refused connection: the first from ``host`` in ``REFUSAL_LOG_INTERVAL``

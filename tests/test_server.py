@@ -363,6 +363,22 @@ def test_max_pending_closes_the_oldest_silent_connection(
     assert newest.expect("message")["text"] == "hi"
 
 
+def test_max_pending_never_closes_a_client_whose_hello_waits_unread(
+    chat_server_factory: Factory,
+) -> None:
+    """The acceptor accepts a batch of connections before it reads any: past max_pending
+    in such a batch, one whose hello is waiting unread has talked, and is not closed as
+    silent (a burst of clients sending their hello at once lost some to server_busy)."""
+    server = chat_server_factory(max_pending=3)
+    with server._lock:  # the acceptor waits here: the burst queues, hellos sent
+        clients = [ChatClient(server.address) for _ in range(8)]
+        for n, client in enumerate(clients):
+            client.send(type="hello", nick=f"burst{n}")
+    for client in clients:
+        assert client.expect(lambda f: f["type"] in ("welcome", "error"))["type"] == "welcome"
+        client.close()
+
+
 def test_first_byte_timeout(chat_server_factory: Factory, chat_client: Connect) -> None:
     """A connection silent for first_byte_timeout is told and closed; one that has sent a
     byte has the rest of login_timeout to log in."""
