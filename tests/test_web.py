@@ -26,7 +26,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import Close, CloseCode, Opcode
 from websockets.frames import Frame as WsFrame
 
-from chatkit import Drop, Message, Server, Session, UsageError, hookimpl, load_config
+from chatkit import Drop, Frame, Message, Server, Session, UsageError, hookimpl, load_config
 from chatkit.faces.line import LineFace
 from chatkit.faces.web import WEB_CODEC, WebFace
 from chatkit.faces.web.face import FRAGMENTS_PER_LINE
@@ -868,3 +868,17 @@ def test_a_store_refusal_is_answered_before_a_later_message_s_error() -> None:
         client.close()
     finally:
         server.shutdown()
+
+
+def test_a_refusal_sent_before_the_request_says_the_time_it_is_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The answer to a connection refused before its request (server_full...) is made
+    once for a storm, but its Date is the time it goes out, not the storm's first."""
+    face, refusal = WebFace(port=0), Frame("error", code="server_full", text="full")
+    monkeypatch.setattr(time, "time", lambda: 1_000_000_000.0)
+    first = face.early(refusal)
+    monkeypatch.setattr(time, "time", lambda: 1_000_000_060.0)
+    later = face.early(refusal)
+    assert b"Date: Sun, 09 Sep 2001 01:46:40 GMT" in first
+    assert b"Date: Sun, 09 Sep 2001 01:47:40 GMT" in later

@@ -31,6 +31,7 @@ import logging
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -145,7 +146,8 @@ class WebFace:
     def early(self, frame: Frame, greeted: bool = False) -> bytes:
         """``frame`` for a connection that has not sent its request: an HTTP error."""
         fields = frame.fields
-        return _early(frame.type, str(fields.get("code", "")), str(fields.get("text", "")))
+        code, text = str(fields.get("code", "")), str(fields.get("text", ""))
+        return _early(frame.type, code, text, int(time.time()))
 
     def greeting(self) -> bytes | None:
         return None  # browsers speak first
@@ -248,8 +250,9 @@ def _host_name(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _early(kind: str, code: str, text: str) -> bytes:
-    # Cached: in a storm the same refusal goes to thousands of connections.
+def _early(kind: str, code: str, text: str, second: int) -> bytes:
+    # Cached: in a storm the same refusal goes to thousands of connections. By the
+    # second too (its Date header: a cached one would say when the storm began).
     status, reason = _EARLY_STATUS.get(code, (503, "Service Unavailable"))
     return static.error_response(status, reason, text).serialize()
 
