@@ -2214,6 +2214,9 @@ class Server:
                     # and a client past its handshake is not this one to cut.
                     with contextlib.suppress(OSError):
                         oldest.sock.shutdown(socket.SHUT_RDWR)
+                    # Off the count at once (its reader's pop finds it gone): else each
+                    # newcomer of a burst picked this one, closed already, and stayed.
+                    del self._handshakes[oldest]
                 self._handshakes[conn] = None  # (the reader takes it off: _serve)
             # Register before the reader starts, or shutdown() could miss it.
             self._conns[conn] = done

@@ -608,6 +608,29 @@ def test_a_node_no_one_logs_in_to_copies_its_accounts_back(
     assert "keeps nothing on disk (appendonly no" in a.log.read_text()
 
 
+def test_accounts_two_nodes_know_are_all_copied_back(
+    redis_server: RedisServer, nodes: Callable[..., Node]
+) -> None:
+    """Two nodes know one account, one of them another too: after Redis lost them, the
+    node copying back second finds the first one's copy there and goes on to the rest
+    (it stopped at the first, and the other account was anyone's)."""
+    url = redis_server.url(12)
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    a, b = nodes(url), nodes(url)
+    a.client("alice").command("/register correct-horse")
+    login(b, "alice").expect("error", code="nick_registered")  # b knows alice now
+    b.client("bob").command("/register battery-staple")
+    r.flushdb()
+    a.client("probe")  # a's look-up copies alice back first; b's look comes after
+    wait_until(
+        lambda: r.hexists("chatkit:accounts", "alice") and r.hexists("chatkit:accounts", "bob"),
+        WAIT,
+        "alice and bob copied back",
+        POLL,
+    )
+
+
 def test_moderation_is_the_clusters(
     redis_server: RedisServer, nodes: Callable[..., Node], tmp_path: Path
 ) -> None:

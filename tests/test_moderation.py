@@ -997,6 +997,26 @@ def test_logout_does_not_lift_a_ban_or_mute_of_the_account(
     carol.expect("join", nick="carol", room="#den")
 
 
+def test_gline_of_an_account_the_operator_proved_before_is_not_refused(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """/gline refuses a mask that matches its operator as it is (it could not log in
+    again), not one naming an account it proved before and left."""
+    server = chat_server_factory(
+        config=moderated(server_operators=["root", "boss"]), disable=["flood"]
+    )
+    boss = chat_client(server, "boss")
+    boss.command("/register boss-password")
+    root = chat_client(server, "root")
+    root.command("/register root-password")
+    root.say("/nick rooty")  # (as root, the nick alone would match: root!root@chatkit)
+    root.expect("nick", new="rooty")
+    root.command("/identify boss boss-password")  # (keeps the nick rooty: boss is taken)
+    root.command("/gline *!root@* the old account")
+    root.say("/gline *!boss@*")
+    root.expect("error", code="bad_usage")
+
+
 def test_two_joining_an_empty_room_at_once_make_one_operator(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:

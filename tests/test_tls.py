@@ -306,6 +306,16 @@ def test_past_max_handshakes_the_oldest_handshake_makes_room(certs: Certs) -> No
         plain.expect("message", text="still here")
         with ChatClient(server.addresses["line-tls"], tls=certs.client()) as real:
             real.login("real")  # (it made room too: the next oldest closed)
+        # A burst: each newcomer closes a live handshake, never one closed already, so
+        # no more than max_handshakes are ever held.
+        before = server.readers_started
+        burst = [socket.create_connection(server.addresses["line-tls"]) for _ in range(10)]
+        for sock in burst:
+            sock.sendall(b"\x16\x03\x01")
+        wait_until(lambda: server.readers_started - before >= 10, 5, "the burst read")
+        assert len(server._handshakes) <= 2
+        for sock in burst:
+            sock.close()
         for sock in (*stalled, third):
             sock.setblocking(True)
             assert _read_to_end(sock) == b""  # each closed, at the latest at the timeout

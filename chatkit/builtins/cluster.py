@@ -92,6 +92,8 @@ TAKE_OVER_WAIT = 2.0
 (:meth:`Cluster.take_over`): a log entry read there and a rename's give-back, a few
 milliseconds on a healthy cluster. Then the claim is refused (``nick_taken``)."""
 TAKE_OVER_POLL = 0.02  # seconds between the waiting claim's tries
+EVICT_SLACK = 10.0  # seconds past TAKE_OVER_WAIT after which an evict entry read (late, after
+# an outage) is ignored: the login that asked is over, its session may be someone's now
 _TAKE_OVER = "cluster.take_over"  # client.data: (skeleton, the evict entry) of take_over
 
 HELD_AGE = 300.0
@@ -332,8 +334,8 @@ class Cluster:
         # Counters for /stats.
         self.outages = 0
         self.local_only = 0
-        self._local_only_at_loss = 0  # local_only when Redis was last lost (under _lock)
         """Messages delivered to this node's members only: Redis was unreachable."""
+        self._local_only_at_loss = 0  # local_only when Redis was last lost (under _lock)
         self.dropped_events = 0
         """Presence changes not sent while Redis was unreachable (resent as a whole)."""
         self.lost_nodes = 0
@@ -638,18 +640,25 @@ class Cluster:
                 return  # (a session of the account's own keeps it: no use waiting)
         if claim is None:
             self._send("evict", data)
-        else:
-            claim.data[_TAKE_OVER] = (skeleton(nick), data)  # (its own thread's)
+        else:  # (its own thread's; its claim uses it if made soon, as this account)
+            claim.data[_TAKE_OVER] = (skeleton(nick), data, time.monotonic())
 
     def _take(self, client: Session, nick: str) -> Reject | None:
-        ticket = client.data.pop(_TAKE_OVER, None)  # (this claim's, or a stale one's)
+        like = skeleton(nick)
+        ticket = client.data.get(_TAKE_OVER)
+        if ticket is not None and ticket[0] == like:
+            del client.data[_TAKE_OVER]  # (used once, by this claim; another's is left)
+            fresh = time.monotonic() - ticket[2] < TAKE_OVER_WAIT
+            if not fresh or client.account != ticket[1]["account"]:
+                ticket = None  # (a refused claim's left over, or proven no longer)
+        else:
+            ticket = None
         if not self._up:
             return None  # unique on this node only until Redis is back
         # (Claimed anew even when a session here holds it: an /identify takes it from
         # that one, which the hub may refuse otherwise. A refused claim leaves the key
         # this session's value: the holder's give-back then frees nothing, and the key
         # lapses with its lease.)
-        like = skeleton(nick)
         value = self._value(client, like, fresh=True)
         try:
             took = self._claim(
@@ -659,7 +668,7 @@ class Cluster:
         except _REDIS_ERRORS as exc:
             self._set_down(exc)
             return None
-        if not took and ticket is not None and ticket[0] == like and self._send("evict", ticket[1]):
+        if not took and ticket is not None and self._send("evict", ticket[1]):
             took = self._wait_for(like, value)
         if took:
             return None
@@ -1401,10 +1410,12 @@ class Cluster:
                     self._topics.pop(fold(data["room"]), None)
             hub.replace_topic(data["room"], data)
         elif kind == "evict":
-            # (A node's own: its accounts plugin renamed whoever held it here first.)
+            # (A node's own: its accounts plugin renamed whoever held it here first.
+            # One read late, after an outage, asked for a login long over: not acted on.)
             accounts = self._server.pluginmanager.get_plugin("accounts")
             evict_here = getattr(accounts, "evict_here", None)
-            if not mine and evict_here is not None:
+            late = _now_ms() - _entry_key(entry_id)[0] > (TAKE_OVER_WAIT + EVICT_SLACK) * 1000
+            if not mine and not late and evict_here is not None:
                 evict_here(
                     str(data["nick"]),
                     str(data["account"]),
@@ -1413,9 +1424,11 @@ class Cluster:
                 )
         elif kind == "forget":
             if not mine:  # (this node's own went at once)
+                self._changed_elsewhere(str(data["account"]))
                 hub.forget_account(str(data["account"]), str(data["why"]), everywhere=False)
         elif kind == "deleted":
             if not mine and self._server is not None:
+                self._changed_elsewhere(str(data["account"]))
                 # This node's sessions identified to it are no longer (the deleting
                 # node did its own in hub.account_deleted).
                 hub.forget_account(str(data["account"]), "deleted", everywhere=False)
@@ -1465,6 +1478,16 @@ class Cluster:
         elif kind == "hello":
             members = {k: _member(json.dumps(v)) for k, v in data["members"].items()}
             self._apply_node(node, members)
+
+    def _changed_elsewhere(self, account: str) -> None:
+        """Another node changed ``account``'s password or dropped it: this node's
+        ``accounts`` plugin reads it again (what it knows of it is what it would copy
+        back to a Redis that lost its data: not an old password)."""
+        assert self._server is not None
+        accounts = self._server.pluginmanager.get_plugin("accounts")
+        changed = getattr(accounts, "changed_elsewhere", None)
+        if changed is not None:
+            changed(account)
 
     def _join(
         self, node: str, nick: str, room: str, account: str | None = None, away: str | None = None

@@ -561,6 +561,14 @@ class Accounts:
         if take_over is not None:
             take_over(account.nick, account.name, how, regain=regain, claim=claim)
 
+    def changed_elsewhere(self, account: str) -> None:
+        """Another node of a cluster gave ``account`` a new password or dropped it (the
+        ``cluster`` plugin, on its reader's thread): read it again, so that what this
+        node would copy back to a Redis that lost its data is the account as it is now,
+        not the password it had (a leaked one, replaced with ``/resetpass``)."""
+        if self.store is not None:
+            self.store.get(account)  # (the cluster's store remembers what it read)
+
     def evict_here(self, nick: str, account: str, how: str, *, regain: bool) -> None:
         """:meth:`_evict` asked for by another node of a cluster (the ``cluster``
         plugin, on its reader's thread): a login or ``/regain`` there proved

@@ -230,7 +230,7 @@ class SharedAccountStore:
             ):
                 log.info("accounts: %s copied to the cluster", account.nick)
             else:
-                found = self._find(keys=self._keys[:2], args=[account.name, like])
+                found = self._row_now(account.name, like, self._mark)
                 if found is None or json.loads(found)["hash"] != account.hash:
                     log.warning(
                         "accounts: %s (from %s) is not copied to the cluster: the cluster "
@@ -298,6 +298,12 @@ class SharedAccountStore:
             row = self._find(keys=keys, args=[name, like, self._mark or ""])
         return None if row is None or row == LOST else str(row)
 
+    def _row_now(self, name: str, like: str, mark: str | None) -> str | None:
+        """The row Redis has for ``name`` (or the look-alike ``like``) under the marker
+        ``mark``; ``None`` if none, or if the marker is another already (lost again)."""
+        row = self._find(keys=[*self._keys[:2], self._seeded], args=[name, like, mark or ""])
+        return None if row is None or row == LOST else str(row)
+
     def _read_mark(self) -> str | None:
         value = self._redis.get(self._seeded)
         return None if value is None else str(value)
@@ -317,7 +323,7 @@ class SharedAccountStore:
                 return  # this node never read Redis (it was down at its start): nothing lost
             with self._lock:
                 known = list(self._known.values())
-            copied, taken = 0, []
+            copied, differ = 0, []
             for account in known:
                 created = self._create(
                     keys=[*self._keys, self._seeded],
@@ -330,11 +336,11 @@ class SharedAccountStore:
                 )
                 copied += created == 1
                 if created != 1:
-                    found = self._find(
-                        keys=self._keys[:2], args=[account.name, skeleton(account.nick)]
-                    )
-                    if found is None or json.loads(found)["hash"] != account.hash:
-                        taken.append(account.nick)
+                    found = self._row_now(account.name, skeleton(account.nick), mark)
+                    if found is None:
+                        continue  # (lost again meanwhile: the next look copies it back)
+                    if json.loads(found)["hash"] != account.hash:
+                        differ.append(account.nick)
         if not known:  # (nothing of this node's lost: the cluster logs Redis's loss itself)
             log.info("accounts: the cluster's Redis had lost its data; no account to copy back")
             return
@@ -344,11 +350,14 @@ class SharedAccountStore:
             copied,
             len(known),
         )
-        if taken:
+        if differ:
+            # Registered again by someone else while Redis had lost them, or (rarely) given
+            # a new password on a node whose copy was put back first: the operator looks.
             log.error(
-                "accounts: registered again by someone else while Redis had lost them (their "
-                "owners' passwords no longer work; /drop them, or ask their owners): %s",
-                ", ".join(sorted(taken)),
+                "accounts: in the cluster with another password than this node knew (not "
+                "copied back): %s; if their owners' passwords no longer work, someone "
+                "registered them while Redis had lost them: /resetpass them",
+                ", ".join(sorted(differ)),
             )
 
     def find(self, nick: str) -> Account | None:

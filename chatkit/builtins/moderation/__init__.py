@@ -1200,8 +1200,10 @@ class Moderation:
             return
         mask, reason = full_mask(words[0]), " ".join(words[1].split()) if len(words) > 1 else ""
         _refuse_everyone(mask)
-        if matches(mask, ctx.client):
+        client = ctx.client
+        if matches_who(mask, client.nick or "", client.account, client.address[0]):
             # A server operator by OPER logs in before it is one: it could not come back.
+            # (As it is now: not an account it proved before, which it logs in as no more.)
             raise CommandError(f"{mask} matches you: you could not log in again", "bad_usage")
         by = ctx.client.nick or ""
         self._store.add("bans", SERVER, fold(mask), by=by, ts=_now())
