@@ -124,10 +124,19 @@ def _where(cause: BaseException | None) -> str:
     `` (at mine/shout.py:12, in chatkit_configure)``), or nothing."""
     if cause is None or isinstance(cause, UsageError) or cause.__traceback__ is None:
         return ""
-    for frame in reversed(traceback.extract_tb(cause.__traceback__)):
-        if _plugin_code(frame.filename):
-            return f" (at {frame.filename}:{frame.lineno}, in {frame.name})"
-    return ""
+    frames = [f for f in traceback.extract_tb(cause.__traceback__) if _plugin_code(f.filename)]
+    if not frames:
+        return ""
+    # The first frame past chatkit's is the plugin's (chatkit called it); the innermost
+    # in its package (or its module, if it is one alone) is where it went wrong, not a
+    # line of a library it called (redis-py's, say).
+    entry = Path(frames[0].filename)
+    home = entry.parent
+    if home.name in ("site-packages", "dist-packages") or not (home / "__init__.py").exists():
+        home = entry
+    mine = [f for f in frames if Path(f.filename) == home or home in Path(f.filename).parents]
+    frame = mine[-1]
+    return f" (at {frame.filename}:{frame.lineno}, in {frame.name})"
 
 
 _CHATKIT = str(Path(__file__).parent) + os.sep

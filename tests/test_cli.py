@@ -116,6 +116,14 @@ def test_serve_with_a_broken_plugin_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "failed in chatkit_configure: KeyError: 'token' (at " in result.stderr
     assert "cfgerr.py:5, in chatkit_configure)" in result.stderr
+    # An error raised in a library the plugin calls: the plugin's line, not the library's.
+    (tmp_path / "libcall.py").write_text(
+        "import redis\nfrom chatkit import hookimpl\n\n@hookimpl\ndef chatkit_configure(config):\n"
+        "    redis.Redis.from_url('nope://x')\n"
+    )
+    result = run("serve", "--port", "0", "--plugin", "libcall", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "libcall.py:6, in chatkit_configure)" in result.stderr, result.stderr
     # Where the plugin is wrong, never a place in chatkit's or pluggy's code: a hook
     # taking an argument it is not given, an object the module does not have.
     (tmp_path / "badarg.py").write_text(
