@@ -417,9 +417,10 @@ def test_a_hook_with_unknown_arguments_is_a_startup_error() -> None:
     """pluggy's validation reaches the user as a UsageError naming the plugin."""
     with pytest.raises(UsageError) as info:
         Server(port=0, plugins=[BadArgs()])
+    line = BadArgs.chatkit_on_login.__code__.co_firstlineno
     assert str(info.value) == (
         "plugin 'BadArgs': chatkit_on_login takes no argument 'nonsense'; "
-        "it offers client (take any of them, by name)"
+        f"it offers client (take any of them, by name) (at {__file__}:{line})"
     )
 
 
