@@ -94,7 +94,7 @@ milliseconds on a healthy cluster. Then the claim is refused (``nick_taken``).""
 TAKE_OVER_POLL = 0.02  # seconds between the waiting claim's tries
 EVICT_SLACK = 10.0  # seconds past TAKE_OVER_WAIT after which an evict entry read (late, after
 # an outage) is ignored: the login that asked is over, its session may be someone's now
-_TAKE_OVER = "cluster.take_over"  # client.data: (skeleton, the evict entry) of take_over
+_TAKE_OVER = "cluster.take_over"  # client.data: take_over's (skeleton, evict entry, when)
 
 HELD_AGE = 300.0
 """Seconds after which a claim of a session not logged in (a login refused after it
