@@ -25,13 +25,14 @@ import redis
 from argon2 import PasswordHasher
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatkit import Config, Server, UsageError
+from chatkit import Config, Server, UsageError, skeleton
 from chatkit.builtins.accounts.store import Account, AccountStore
+from chatkit.builtins.cluster import _TAKE_OVER as TAKE_OVER_KEY
 from chatkit.builtins.cluster import redact
 from chatkit.builtins.moderation import ModerationStore, shared
 from chatkit.builtins.moderation.shared import SharedModerationStore
 from chatkit.builtins.moderation.store import FIRST_CLAIM
-from chatkit.testing import ChatClient, wait_until
+from chatkit.testing import ChatClient, run_server, wait_until
 
 CHATKIT = str(Path(sys.executable).parent / "chatkit")
 LEASE = 2.0  # seconds: short, so a lost node is noticed quickly
@@ -606,6 +607,42 @@ def test_a_node_no_one_logs_in_to_copies_its_accounts_back(
     assert "1 of the 1 this node knew copied back" in a.log.read_text()
     # (The tests' Redis keeps nothing on disk: each node said so as it started.)
     assert "keeps nothing on disk (appendonly no" in a.log.read_text()
+
+
+def test_a_take_over_ticket_serves_its_own_claim_only(redis_server: RedisServer) -> None:
+    """A claim that finds the nick another node's asks that node to give way (an evict
+    entry) only with a ticket of its own: for that nick, made a moment ago, as the
+    account the session proves now; a ticket left by a refused claim, or by an account
+    since logged out of, asks nothing."""
+    url = redis_server.url(13)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    r.flushdb()
+    config = Config(plugins=["cluster"])
+    config.plugin_config["cluster"] = {"url": url, "node": "here"}
+    with run_server(config=config) as server:
+        plugin: Any = server.pluginmanager.get_plugin("cluster")
+        bob = ChatClient(server.address)
+        bob.login("bob")
+        session = server.hub.find("bob")
+        assert session is not None
+        r.set(f"chatkit:nick:{skeleton('alice')}", "there:1", px=60_000)  # another node's
+        entry = {"nick": "alice", "account": "alice", "how": "test", "regain": True}
+
+        def evicts() -> int:
+            entries: Any = r.xrange("chatkit:log")
+            return len([f for _, f in entries if f.get("t") == "evict"])
+
+        session.account = "alice"
+        for ticket in (
+            (skeleton("alice"), entry, time.monotonic() - 60),  # a refused claim's, old
+            (skeleton("alice"), {**entry, "account": "carol"}, time.monotonic()),  # not it
+        ):
+            session.data[TAKE_OVER_KEY] = ticket
+            assert plugin._take(session, "alice").code == "nick_taken"
+        session.data[TAKE_OVER_KEY] = (skeleton("alice"), entry, time.monotonic())
+        assert plugin._take(session, "alice").code == "nick_taken"  # (no node gave way)
+        wait_until(lambda: evicts() == 1, WAIT, "the one evict entry", POLL)
+        session.account = None
 
 
 def test_accounts_two_nodes_know_are_all_copied_back(
