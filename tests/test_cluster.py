@@ -645,6 +645,30 @@ def test_a_take_over_ticket_serves_its_own_claim_only(redis_server: RedisServer)
         session.account = None
 
 
+def test_an_evict_entry_read_long_after_it_was_written_is_ignored(
+    redis_server: RedisServer,
+) -> None:
+    """An evict entry is acted on as it is read (the holder here is renamed), unless it
+    was written long before (a node catching up after an outage): the login that asked
+    is over, and the session holding the nick now may have every right to it."""
+    url = redis_server.url(13)
+    redis.Redis.from_url(url).flushdb()
+    config = Config(plugins=["cluster"])
+    config.plugin_config["cluster"] = {"url": url, "node": "here"}
+    with run_server(config=config) as server:
+        plugin: Any = server.pluginmanager.get_plugin("cluster")
+        holder = ChatClient(server.address)
+        holder.login("alice")  # unidentified: an evict would rename it
+        data = {"nick": "alice", "account": "alice", "how": "logged in", "regain": True}
+        old = f"{int(time.time() * 1000) - 60_000}-0"
+        plugin._apply_one(old, "there", "evict", data)
+        holder.sync()
+        assert server.hub.find("alice") is not None  # a minute late: ignored
+        now = f"{int(time.time() * 1000)}-0"
+        plugin._apply_one(now, "there", "evict", data)
+        holder.expect("nick", old="alice")
+
+
 def test_accounts_two_nodes_know_are_all_copied_back(
     redis_server: RedisServer, nodes: Callable[..., Node]
 ) -> None:
