@@ -134,6 +134,9 @@ def _where(cause: BaseException | None) -> str:
     home = entry.parent
     if home.name in ("site-packages", "dist-packages") or not (home / "__init__.py").exists():
         home = entry
+    else:
+        while (home.parent / "__init__.py").exists():  # (its top package: pkg of pkg.hooks)
+            home = home.parent
     mine = [f for f in frames if Path(f.filename) == home or home in Path(f.filename).parents]
     frame = mine[-1]
     return f" (at {frame.filename}:{frame.lineno}, in {frame.name})"

@@ -1804,6 +1804,60 @@ def test_a_rehash_in_the_cluster_does_not_undo_a_password_change(
         local.close()
 
 
+def test_a_copy_back_cut_by_a_redis_error_is_done_again(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis error in the middle of copying accounts back leaves the node's marker
+    the old one, so its next look copies again: no account is left out for good."""
+    from chatkit.builtins.accounts import shared as shared_accounts
+
+    monkeypatch.setattr(shared_accounts, "MARK_EVERY", 3600.0)  # (this test's looks only)
+    url = redis_server.url(13)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    store = shared_accounts.SharedAccountStore(client, "chatkit", AccountStore(":memory:"))
+    try:
+        for nick in ("alice", "bob", "carol"):
+            assert store.create(Account(nick, nick, f"{nick}-hash", None))
+        client.flushdb()
+        create, calls = store._create, itertools.count()
+
+        def flaky(**kwargs: Any) -> Any:
+            if next(calls) == 1:
+                raise redis.ConnectionError("cut")
+            return create(**kwargs)
+
+        monkeypatch.setattr(store, "_create", flaky)
+        with pytest.raises(redis.ConnectionError):
+            store._restore()
+        store._restore()  # (the watcher's, or a look-up's, next try)
+        assert sorted(client.hkeys("chatkit:accounts")) == ["alice", "bob", "carol"]
+    finally:
+        store.close()
+
+
+def test_an_account_changed_elsewhere_is_read_again(redis_server: RedisServer) -> None:
+    """refresh() reads an account again (another node gave it a new password): the node
+    would copy back what it knows; if Redis cannot say, it forgets the old copy."""
+    from chatkit.builtins.accounts.shared import SharedAccountStore
+
+    url = redis_server.url(13)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    store = SharedAccountStore(client, "chatkit", AccountStore(":memory:"))
+    try:
+        store.create(Account("alice", "alice", "leaked-hash", None))
+        row = json.loads(client.hget("chatkit:accounts", "alice") or "{}")
+        client.hset("chatkit:accounts", "alice", json.dumps({**row, "hash": "new-hash"}))
+        store.refresh("alice")
+        assert store._known["alice"].hash == "new-hash"
+        client.set("chatkit:accounts_seeded", "another-marker")  # Redis cannot say: lost
+        store.refresh("alice")
+        assert "alice" not in store._known
+    finally:
+        store.close()
+
+
 def test_a_clusters_accounts_lacking_look_alike_keys_get_them(
     redis_server: RedisServer,
 ) -> None:

@@ -336,6 +336,9 @@ class Cluster:
         self.local_only = 0
         """Messages delivered to this node's members only: Redis was unreachable."""
         self._local_only_at_loss = 0  # local_only when Redis was last lost (under _lock)
+        # Redis's clock less this node's, in ms, as of the last connection: log entries'
+        # ids are Redis's time (a late evict entry is late by that clock).
+        self._clock_offset_ms = 0
         self.dropped_events = 0
         """Presence changes not sent while Redis was unreachable (resent as a whole)."""
         self.lost_nodes = 0
@@ -379,6 +382,11 @@ class Cluster:
             raise UsageError(f"cluster: cannot reach Redis at {self.url}: {exc}") from None
         self.redis = client
         _warn_if_forgetful(client, self.url)
+        try:
+            seconds, micros = client.time()
+            self._clock_offset_ms = int(seconds) * 1000 + int(micros) // 1000 - _now_ms()
+        except (redis.RedisError, OSError, ValueError, TypeError):
+            self._clock_offset_ms = 0
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._append = client.register_script(_APPEND)
@@ -633,6 +641,7 @@ class Cluster:
         rename's) finds another node holding it, and that claim then waits for it, up to
         :data:`TAKE_OVER_WAIT`: services' REGAIN across the cluster. Any thread."""
         data = {"nick": nick, "account": account, "how": how, "regain": regain}
+        data["claim"] = claim is not None  # (a login's, over soon; or a new password's)
         if not regain and claim is not None:
             with self._lock:
                 holder = self._remote_member(nick)
@@ -1414,24 +1423,29 @@ class Cluster:
             # One read late, after an outage, asked for a login long over: not acted on.)
             accounts = self._server.pluginmanager.get_plugin("accounts")
             evict_here = getattr(accounts, "evict_here", None)
-            late = _now_ms() - _entry_key(entry_id)[0] > (TAKE_OVER_WAIT + EVICT_SLACK) * 1000
-            if not mine and not late and evict_here is not None:
+            # (By Redis's clock, which gave the entry its id: the node's may differ.)
+            age = _now_ms() + self._clock_offset_ms - _entry_key(entry_id)[0]
+            late = age > (TAKE_OVER_WAIT + EVICT_SLACK) * 1000
+            claim = bool(data.get("claim", True))
+            if not mine and evict_here is not None and not (late and claim):
                 evict_here(
                     str(data["nick"]),
                     str(data["account"]),
                     str(data["how"]),
-                    regain=bool(data.get("regain")),
+                    # A new password's, read late: its unidentified holders still go,
+                    # not a session of the account's own (it may have proven it since).
+                    regain=bool(data.get("regain")) and not late,
                 )
         elif kind == "forget":
             if not mine:  # (this node's own went at once)
-                self._changed_elsewhere(str(data["account"]))
                 hub.forget_account(str(data["account"]), str(data["why"]), everywhere=False)
+                self._changed_elsewhere(str(data["account"]))
         elif kind == "deleted":
             if not mine and self._server is not None:
-                self._changed_elsewhere(str(data["account"]))
                 # This node's sessions identified to it are no longer (the deleting
                 # node did its own in hub.account_deleted).
                 hub.forget_account(str(data["account"]), "deleted", everywhere=False)
+                self._changed_elsewhere(str(data["account"]))
             # Here too (its own hook did it already): log entries ahead of this one
             # may have been stored since, with the account on them.
             if self._store is not None:
@@ -1487,7 +1501,10 @@ class Cluster:
         accounts = self._server.pluginmanager.get_plugin("accounts")
         changed = getattr(accounts, "changed_elsewhere", None)
         if changed is not None:
-            changed(account)
+            try:
+                changed(account)
+            except Exception:  # (the log's reader goes on whatever a plugin does)
+                log.exception("cluster: the accounts plugin failed to read %s again", account)
 
     def _join(
         self, node: str, nick: str, room: str, account: str | None = None, away: str | None = None

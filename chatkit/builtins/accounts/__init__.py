@@ -566,8 +566,9 @@ class Accounts:
         ``cluster`` plugin, on its reader's thread): read it again, so that what this
         node would copy back to a Redis that lost its data is the account as it is now,
         not the password it had (a leaked one, replaced with ``/resetpass``)."""
-        if self.store is not None:
-            self.store.get(account)  # (the cluster's store remembers what it read)
+        refresh = getattr(self.store, "refresh", None)  # (the cluster's store: it caches)
+        if refresh is not None:
+            refresh(account)
 
     def evict_here(self, nick: str, account: str, how: str, *, regain: bool) -> None:
         """:meth:`_evict` asked for by another node of a cluster (the ``cluster``

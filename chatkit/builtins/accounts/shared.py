@@ -210,7 +210,8 @@ class SharedAccountStore:
             try:
                 if self._mark is not None and self._read_mark() != self._mark:
                     self._restore()
-            except _ERRORS:
+            except _ERRORS as exc:
+                log.debug("accounts: cannot look at the cluster's accounts now: %s", exc)
                 continue
             except Exception:  # (never let the watch die: the next look tries again)
                 log.exception("accounts: could not look at the cluster's accounts")
@@ -298,6 +299,22 @@ class SharedAccountStore:
             row = self._find(keys=keys, args=[name, like, self._mark or ""])
         return None if row is None or row == LOST else str(row)
 
+    def refresh(self, name: str) -> None:
+        """Read ``name`` again from Redis: another node changed its password or dropped
+        it. A plain read (no retry gate, no copying back); if Redis cannot say, this
+        node forgets what it had of it rather than keep a password that is no longer
+        the account's (it would copy it back to a Redis that lost its data)."""
+        try:
+            row = self._find(
+                keys=[*self._keys[:2], self._seeded], args=[name, "", self._mark or ""]
+            )
+        except _ERRORS:
+            row = LOST
+        if row == LOST:
+            self._remember(name, None)
+            return
+        self._remember(name, None if row is None else _account(name, str(row)))
+
     def _row_now(self, name: str, like: str, mark: str | None) -> str | None:
         """The row Redis has for ``name`` (or the look-alike ``like``) under the marker
         ``mark``; ``None`` if none, or if the marker is another already (lost again)."""
@@ -316,10 +333,10 @@ class SharedAccountStore:
             # Only one node sets a new marker; every node copies its accounts back.
             self._redis.set(self._seeded, secrets.token_hex(8), nx=True)
             mark = self._read_mark()
-            if mark == seen:
-                return  # this node's other thread restored it meanwhile
-            self._mark = mark
+            if mark == seen or mark is None:
+                return  # restored meanwhile by this node's other thread; or lost again
             if seen is None:
+                self._mark = mark
                 return  # this node never read Redis (it was down at its start): nothing lost
             with self._lock:
                 known = list(self._known.values())
@@ -341,6 +358,11 @@ class SharedAccountStore:
                         continue  # (lost again meanwhile: the next look copies it back)
                     if json.loads(found)["hash"] != account.hash:
                         differ.append(account.nick)
+            # The new marker is this node's only now, every account copied: until then its
+            # own look-ups found Redis lost and waited for this copy (registering a nick
+            # it was about to put back is not possible meanwhile), and a Redis error
+            # in the middle (raised) leaves the old one: the next look copies again.
+            self._mark = mark
         if not known:  # (nothing of this node's lost: the cluster logs Redis's loss itself)
             log.info("accounts: the cluster's Redis had lost its data; no account to copy back")
             return
