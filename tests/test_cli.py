@@ -124,6 +124,17 @@ def test_serve_with_a_broken_plugin_exits_2(tmp_path: Path) -> None:
     result = run("serve", "--port", "0", "--plugin", "libcall", env=env)
     assert result.returncode == 2, result.stderr
     assert "libcall.py:6, in chatkit_configure)" in result.stderr, result.stderr
+    # A package's hooks calling another module of the package: that module's line.
+    (tmp_path / "pkgplug" / "hooks").mkdir(parents=True)
+    (tmp_path / "pkgplug" / "__init__.py").write_text("")
+    (tmp_path / "pkgplug" / "db.py").write_text("def open_db():\n    raise OSError('no db')\n")
+    (tmp_path / "pkgplug" / "hooks" / "__init__.py").write_text(
+        "from chatkit import hookimpl\nfrom pkgplug.db import open_db\n\n"
+        "@hookimpl\ndef chatkit_configure(config):\n    open_db()\n"
+    )
+    result = run("serve", "--port", "0", "--plugin", "pkgplug.hooks", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "db.py:2, in open_db)" in result.stderr, result.stderr
     # Where the plugin is wrong, never a place in chatkit's or pluggy's code: a hook
     # taking an argument it is not given, an object the module does not have.
     (tmp_path / "badarg.py").write_text(
