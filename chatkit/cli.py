@@ -473,8 +473,8 @@ def serve(
     irc_tls_port: Annotated[
         int | None,
         typer.Option(
-            help="The TLS port of IRC, with --irc-port and a certificate. "
-            "\\[default: 6697; 0 with --irc-port 0]",
+            help="The TLS port of IRC, with a certificate (without --irc-port: IRC over "
+            "TLS only). \\[default: 6697; 0 with --irc-port 0]",
             metavar="PORT",
             min=0,
             max=65535,

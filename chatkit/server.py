@@ -1491,11 +1491,11 @@ class Server:
         self.paused = 0
         """Times a reader paused because the writer was behind (a metric)."""
         self.readers_started = 0
+        """Readers started: one per connection that sent something (a metric; each runs
+        on a thread of :attr:`readers`, new or reused)."""
         # TLS handshakes under way, oldest first (guarded by _lock: max_handshakes).
         self._handshakes: dict[Connection, None] = {}
         self._handshakes_logged = -60.0  # when max_handshakes was last logged
-        """Readers started: one per connection that sent something (a metric; each runs
-        on a thread of :attr:`readers`, new or reused)."""
         self.readers_resumed = 0
         """Readers started again for parked connections that turned readable (a metric;
         acceptor thread only)."""
