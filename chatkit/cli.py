@@ -199,6 +199,7 @@ def _build_config(
         "tls_cert",
         "tls_key",
         "tls_port",
+        "tls_only",
     ):
         if overrides.get(key) is not None:
             setattr(config, key, overrides[key])
@@ -480,6 +481,16 @@ def serve(
             max=65535,
         ),
     ] = None,
+    tls_only: Annotated[
+        bool,
+        typer.Option(
+            "--tls-only",
+            help="Listen on TLS ports alone: the line protocol on --tls-port, IRC on "
+            "--irc-tls-port, the page on \\[faces.web] tls_port; no port in clear. "
+            "\\[default: \\[tls] only in the config file, else off]",
+            metavar="",
+        ),
+    ] = False,
     db: Annotated[
         str | None,
         typer.Option(
@@ -511,6 +522,7 @@ def serve(
         "tls_cert": None if tls_cert is None else str(tls_cert.absolute()),
         "tls_key": None if tls_key is None else str(tls_key.absolute()),
         "tls_port": tls_port,
+        "tls_only": True if tls_only else None,
         "limits": {
             "max_line": max_line,
             "max_sendq": max_sendq,
@@ -582,6 +594,8 @@ def serve(
         host_, port_ = server.address
         everywhere = host_ in _ANY_ADDRESS
         where = " (all interfaces)" if everywhere else ""
+        if "line" not in server.addresses:
+            where += ", TLS only"
         typer.echo(f"chatkit {__version__} listening on {host_}:{port_}{where}")
         typer.echo(f"plugins: {', '.join(info.name for info in server.plugin_infos)}")
         history = server.pluginmanager.get_plugin("history")
@@ -593,8 +607,9 @@ def serve(
         if cfg.source:
             typer.echo(f"config: {cfg.source}")
         hosts = local_addresses(socket.AF_INET6 if ":" in host_ else socket.AF_INET)
-        tries = " or ".join(f"nc {h} {port_}" for h in (hosts if everywhere else [host_]))
-        typer.echo(f"try: {tries}   (type a nick, then chat; Ctrl+C here stops it)")
+        if "line" in server.addresses:
+            tries = " or ".join(f"nc {h} {port_}" for h in (hosts if everywhere else [host_]))
+            typer.echo(f"try: {tries}   (type a nick, then chat; Ctrl+C here stops it)")
         if "line-tls" in server.addresses:
             tls_host, tls_port_ = server.addresses["line-tls"]
             name = _CERTIFICATE_NAME if tls_host in _ANY_ADDRESS else tls_host
@@ -710,9 +725,25 @@ def _faces(
     """The line face, the IRC face if ``--irc-port`` or ``[faces.irc] port`` asks, and
     the web face if ``--web-port`` or ``[faces.web] port`` does; with a certificate,
     each also on a TLS port of its own. An IRC or web face given a ``tls_port`` and no
-    ``port`` listens on TLS alone (no port where passwords would travel in clear)."""
+    ``port`` listens on TLS alone (no port where passwords would travel in clear), and
+    with ``tls_only`` every face does (a plain port asked for is then a mistake)."""
     tls = config.tls_cert is not None
     irc = config.faces.get("irc", {})
+    web = config.faces.get("web", {})
+    if config.tls_only:
+        asked = [
+            ("--irc-port", irc_port),
+            ("[faces.irc] port", irc.get("port")),
+            ("--web-port", web_port),
+            ("[faces.web] port", web.get("port")),
+        ]
+        for what, plain in asked:
+            if plain is not None:
+                instead = "--irc-tls-port" if "irc" in what else "[faces.web] tls_port"
+                raise UsageError(
+                    f"{what} would listen in clear, and TLS only (--tls-only, [tls] only) says"
+                    f" no port does: use {instead}"
+                )
     # A port asked for on the command line that nothing would listen on is a mistake to
     # say, not to ignore (the config file's are warned of: Config.unused_tls_ports).
     if irc_tls_port is not None and not tls:
@@ -720,7 +751,7 @@ def _faces(
             "--irc-tls-port needs a certificate (--tls-cert and --tls-key, or [tls] cert and key)"
         )
     line = LineFace()
-    faces: list[Face] = [line]
+    faces: list[Face] = [] if config.tls_only else [line]
     if tls:
         port = config.tls_port
         faces.append(TlsFace(line, port=port if port is not None else _tls_port(config.port)))
@@ -744,7 +775,6 @@ def _faces(
             if secure is None:
                 secure = 0 if port == 0 else IRC_TLS_PORT
             faces.append(TlsFace(face, port=secure))
-    web = config.faces.get("web", {})
     port = web_port if web_port is not None else web.get("port")
     secure = web.get("tls_port")
     if port is not None or (tls and secure is not None):
@@ -1066,6 +1096,7 @@ def effective_settings(config: Config, plugins: list[str]) -> dict[str, dict[str
             "cert": config.tls_cert,
             "key": config.tls_key,
             "port": config.tls_port if config.tls_port is not None else _tls_port(config.port),
+            "only": config.tls_only,
         }
     for name, table in sorted(config.faces.items()):
         settings[f"faces.{name}"] = dict(table)

@@ -242,6 +242,10 @@ class Config:
     """The private key of :attr:`tls_cert` (PEM file), ``--tls-key`` or ``[tls] key``."""
     tls_port: int | None = None
     """The line face's TLS port (``--tls-port``, ``[tls] port``); ``None``: 9443."""
+    tls_only: bool = False
+    """``--tls-only``, ``[tls] only``: every face ``chatkit serve`` makes listens on its
+    TLS port alone (no port where passwords would travel in clear); needs
+    :attr:`tls_cert`. (A :class:`~chatkit.Server` given its faces listens where they say.)"""
     source: Path | None = None
     """The file this config was read from, if any."""
 
@@ -304,6 +308,11 @@ class Config:
                 f"{where}TLS needs both a certificate and its key: the {missing} is missing"
                 " (--tls-cert and --tls-key, or [tls] cert and key)"
             )
+        if self.tls_only and not self.tls_cert:
+            raise UsageError(
+                f"{where}TLS only needs a certificate (--tls-cert and --tls-key, or [tls] cert"
+                " and key)"
+            )
         for path in (self.tls_cert, self.tls_key) if tls_files else ():
             if path and not Path(path).is_file():
                 raise UsageError(f"{where}TLS: {path} does not exist")
@@ -364,7 +373,7 @@ _FACE_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
-_TLS_KEYS: dict[str, type] = {"cert": str, "key": str, "port": int}
+_TLS_KEYS: dict[str, type] = {"cert": str, "key": str, "port": int, "only": bool}
 
 _TYPE_NAMES = {
     bool: "true or false",
@@ -531,7 +540,7 @@ def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config
     _check_type(f"{where}[tls]", tls, dict)
     for key, value in tls.items():
         if key not in _TLS_KEYS:
-            raise UsageError(f"{where}{_unknown(f'key tls.{key}', key, ('cert', 'key', 'port'))}")
+            raise UsageError(f"{where}{_unknown(f'key tls.{key}', key, tuple(_TLS_KEYS))}")
         _check_type(f"{where}[tls] {key}", value, _TLS_KEYS[key])
         if key in ("cert", "key") and source is not None:
             value = str(source.parent / value)  # relative to the config file

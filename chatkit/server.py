@@ -1643,7 +1643,7 @@ class Server:
             else:
                 tables.pop(name, None)
         config = dataclasses.replace(config, plugin_config=tables)
-        for key in ("host", "port", "tls_port"):
+        for key in ("host", "port", "tls_port", "tls_only"):
             if getattr(config, key) != getattr(old, key):
                 notes.append(f"{key} changes at the next restart")
         if bool(config.tls_cert) != bool(old.tls_cert):

@@ -187,7 +187,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
         ],
         # the listeners' settings ([faces.irc], [tls]) and the CLI's check of them: for the
         # CLI and the server, not plugins
-        {"faces", "tls_cert", "tls_key", "tls_port", "check", "unused_tls_ports"},
+        {"faces", "tls_cert", "tls_key", "tls_port", "tls_only", "check", "unused_tls_ports"},
     ),
 ]
 

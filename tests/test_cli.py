@@ -859,7 +859,7 @@ def test_check_hides_secrets_and_shows_tls(tmp_path: Path) -> None:
             "https://ci.example.com/***",
             "https://***@bare.example.com/",
         ]
-        assert settings["tls"] == {"cert": str(cert), "key": str(key), "port": 9443}
+        assert settings["tls"] == {"cert": str(cert), "key": str(key), "port": 9443, "only": False}
         # A TOML date reads back as one (TOML) or as RFC 3339 text (JSON).
         starts = settings["plugins.mine"]["starts"]
         if args:

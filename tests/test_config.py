@@ -122,13 +122,14 @@ def test_defaults() -> None:
 
 
 def test_the_tls_table(tmp_path: Path) -> None:
-    """[tls] gives the certificate and key (relative to the file) and the TLS port;
-    [faces.irc] tls_port the IRC one; an unknown key is refused."""
-    path = write(tmp_path, '[tls]\ncert = "c.pem"\nkey = "/k.pem"\nport = 9999\n'
+    """[tls] gives the certificate and key (relative to the file), the TLS port and
+    TLS only; [faces.irc] tls_port the IRC one; an unknown key is refused."""
+    path = write(tmp_path, '[tls]\ncert = "c.pem"\nkey = "/k.pem"\nport = 9999\nonly = true\n'
                  "[faces.irc]\nport = 6667\ntls_port = 6697\n")  # fmt: skip
     config = load_config(path)
     assert (config.tls_cert, config.tls_key) == (str(tmp_path / "c.pem"), "/k.pem")
-    assert config.tls_port == 9999
+    assert config.tls_port == 9999 and config.tls_only is True
+    assert load_config(write(tmp_path, '[tls]\ncert = "c.pem"\n')).tls_only is False
     assert config.faces["irc"]["tls_port"] == 6697
     with pytest.raises(UsageError, match=r"unknown key tls\.ca"):
         load_config(write(tmp_path, '[tls]\nca = "x"\n'))

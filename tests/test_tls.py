@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -729,12 +730,13 @@ def test_serve_on_all_interfaces_gives_addresses_to_connect_to_for_every_face(
 
 
 def test_serve_refuses_a_tls_port_flag_nothing_would_listen_on(certs: Certs) -> None:
-    """--tls-port or --irc-tls-port without a certificate exits 2 saying what it needs:
-    a port asked for is never silently unused."""
+    """--tls-port, --irc-tls-port or --tls-only without a certificate exits 2 saying
+    what it needs: a port asked for is never silently unused."""
     cases = [
         (["--tls-port", "0"], "--tls-port needs a certificate (--tls-cert and --tls-key"),
         (["--irc-port", "0", "--irc-tls-port", "0"], "--irc-tls-port needs a certificate"),
         (["--irc-tls-port", "0"], "--irc-tls-port needs a certificate"),
+        (["--tls-only"], "TLS only needs a certificate"),
     ]
     for flags, error in cases:
         result = subprocess.run(
@@ -761,6 +763,78 @@ def test_a_face_with_a_tls_port_alone_listens_on_tls_alone(certs: Certs) -> None
         ):
             sock.sendall(b"NICK ann\r\nUSER ann 0 * :Ann\r\nQUIT\r\n")
             assert b" 001 ann " in sock.makefile("rb").read()
+
+
+def test_tls_only_listens_on_tls_ports_alone(certs: Certs) -> None:
+    """[tls] only (--tls-only): every face listens on its TLS port alone, the line
+    protocol's plain port included, and the server's address is its TLS port; a webhook
+    bot posts over it (its connection is the line protocol's)."""
+    config = tls_config(certs)
+    config.tls_only = True
+    config.faces = {"irc": {"tls_port": 0}, "web": {"tls_port": 0}}
+    config.plugin_config["webhooks"] = {"incoming": {"port": 0, "tokens": {"ci": "T0KEN"}}}
+    server = Server(config=config, faces=_faces(config, None), plugins=["webhooks"])
+    with server:
+        assert set(server.addresses) == {"line-tls", "irc-tls", "web-tls"}
+        assert server.address == server.addresses["line-tls"]
+        with ChatClient(server.address, tls=certs.client()) as alice:
+            alice.login("alice")
+            plugin = server.pluginmanager.get_plugin("webhooks")
+            assert plugin is not None
+            url = "http://{}:{}/rooms/general/messages".format(*plugin.incoming)
+            request = urllib.request.Request(
+                url, b"build passed", {"Authorization": "Bearer T0KEN"}, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+                assert response.status == 201
+            assert alice.expect("message", nick="ci")["text"] == "build passed"
+
+
+def test_chatkit_serve_tls_only_says_so_and_offers_no_nc(
+    certs: Certs, serve: type[ServeProcess]
+) -> None:
+    """`chatkit serve --tls-only`: the banner's address is the TLS port, said to be the
+    only one, with no `nc` line (nc speaks no TLS); `chatkit ping --tls` answers there."""
+    server = serve(
+        "--db", ":memory:", "--tls-cert", str(certs.cert), "--tls-key", str(certs.key),
+        "--tls-port", "0", "--tls-only",
+    )  # fmt: skip
+    assert server.lines[0].rstrip().endswith(", TLS only"), server.lines
+    host, port = server.address
+    pinged = subprocess.run(
+        [CHATKIT, "ping", "--tls", "--insecure", "--host", host, "--port", str(port)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert pinged.returncode == 0 and "pong from" in pinged.stdout, pinged.stderr
+    code, out, _err = server.stop()
+    assert code == 0
+    assert "TLS: " in out and "try: nc" not in out
+
+
+def test_tls_only_refuses_a_plain_port_and_needs_a_certificate(certs: Certs) -> None:
+    """With TLS only, a face's plain port asked for (a flag or the file) is an error
+    naming the TLS setting to use instead; TLS only without a certificate is one too,
+    and a reload cannot turn it on or off."""
+    config = tls_config(certs)
+    config.tls_only = True
+    with pytest.raises(UsageError, match=r"--irc-port would listen in clear.*--irc-tls-port"):
+        _faces(config, 6667)
+    with pytest.raises(UsageError, match=r"--web-port would listen in clear.*tls_port"):
+        _faces(config, None, web_port=8080)
+    for face in ("irc", "web"):
+        config.faces = {face: {"port": 0}}
+        with pytest.raises(UsageError, match=rf"\[faces.{face}\] port would listen in clear"):
+            _faces(config, None)
+    bare = make_config()
+    bare.tls_only = True
+    with pytest.raises(UsageError, match="TLS only needs a certificate"):
+        bare.check()
+    line = LineFace()
+    with Server(config=tls_config(certs), faces=[line, TlsFace(line, port=0)], plugins=[]) as srv:
+        only = tls_config(certs)
+        only.tls_only = True
+        assert "tls_only changes at the next restart" in srv.reload(only)
+        assert set(srv.addresses) == {"line", "line-tls"}
 
 
 def test_a_connection_ended_while_shaking_hands_does_not_linger(certs: Certs) -> None:

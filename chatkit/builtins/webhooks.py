@@ -34,6 +34,7 @@ import logging
 import math
 import queue
 import socket
+import ssl
 import threading
 import time
 import unicodedata
@@ -452,12 +453,27 @@ class Webhooks:
             if bot is None:
                 bot = self._bots[nick] = _Bot(nick, self._own)
         assert self._server is not None
-        host, port = self._server.address
+        addresses = self._server.addresses
+        # The line protocol's plain port, or its TLS port on a server with TLS only.
+        tls = "line" not in addresses and "line-tls" in addresses
+        host, port = addresses["line-tls"] if tls else self._server.address
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1"
         elif host == "::":
             host = "::1"
-        return bot.post((host, port), room, text)
+        return bot.post((host, port), room, text, _own_tls() if tls else None)
+
+
+@functools.cache
+def _own_tls() -> ssl.SSLContext:
+    """The TLS context of the bots' connections to their own server's TLS port (a
+    server with TLS only). What answers on that loopback port is this process's own
+    listener, which holds the port, so its certificate (issued for the names people
+    connect to, never the loopback address) is not checked."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class _Bot:
@@ -500,12 +516,14 @@ class _Bot:
             self.client = None
         self.rooms = {}
 
-    def post(self, address: tuple[str, int], room: str, text: str) -> tuple[int, dict[str, Any]]:
+    def post(
+        self, address: tuple[str, int], room: str, text: str, tls: ssl.SSLContext | None = None
+    ) -> tuple[int, dict[str, Any]]:
         with self.lock:
             for attempt in (1, 2):  # once more on a fresh connection if the old one died
                 self._said = False
                 try:
-                    return self._post(address, room, text)
+                    return self._post(address, room, text, tls)
                 except (ChatkitError, OSError, TimeoutError) as exc:
                     self._drop()
                     if isinstance(exc, _Refused):
@@ -547,9 +565,11 @@ class _Bot:
                 return frames
             frames.append(frame)
 
-    def _post(self, address: tuple[str, int], room: str, text: str) -> tuple[int, dict[str, Any]]:
+    def _post(
+        self, address: tuple[str, int], room: str, text: str, tls: ssl.SSLContext | None
+    ) -> tuple[int, dict[str, Any]]:
         if self.client is None:
-            client = Client.connect(*address)
+            client = Client.connect(*address, tls=tls)
             self._local = tuple(client.sock.getsockname()[:2])
             self._own.add(self._local)  # before the hello: its nick is reserved
             try:
