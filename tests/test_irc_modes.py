@@ -146,6 +146,32 @@ def test_bans_and_the_ban_list(server: Server) -> None:
         bob.expect(f":{SERVER} 474 bob #den :")
 
 
+def test_an_unknown_mode_uses_up_its_argument(server: Server) -> None:
+    """A mode chatkit does not have (voice, a key, a limit, ban exceptions) is 472, and
+    takes the argument it takes on other servers: the next change gets its own (a
+    typed +vb bob mask bans the mask, not bob)."""
+    with IrcClient(server.addresses["irc"]) as ann, IrcClient(server.addresses["irc"]) as bob:
+        first(ann)
+        bob.register("bob")
+        ann.send("MODE #general +vb bob evil!*@*")
+        ann.expect(f":{SERVER} 472 ann v :")
+        ann.expect(":ann!ann@chatkit MODE #general +b evil!*@*")
+        ann.send("MODE #general +ko secret bob")
+        ann.expect(f":{SERVER} 472 ann k :")
+        ann.expect(":ann!ann@chatkit MODE #general +o bob")
+        ann.send("MODE #general +lb 10 worse!*@*")
+        ann.expect(f":{SERVER} 472 ann l :")
+        ann.expect(":ann!ann@chatkit MODE #general +b worse!*@*")
+        ann.send("MODE #general -l+b worst!*@*")  # -l takes none
+        ann.expect(f":{SERVER} 472 ann l :")
+        ann.expect(":ann!ann@chatkit MODE #general +b worst!*@*")
+        ann.send("MODE #general b")
+        bans = [line for line in ann.until(" 368 ") if " 367 " in line]
+        assert sorted(line.split()[4] for line in bans) == [
+            "evil!*@*", "worse!*@*", "worst!*@*",
+        ]  # fmt: skip
+
+
 def test_invite_only_moderated_and_topic_modes(server: Server) -> None:
     """+i: a JOIN is 473 until INVITE; +m: only operators speak (404 for the others);
     +t: only operators set the topic (482); -t: anyone again."""

@@ -119,6 +119,11 @@ MODE_COMMANDS = {
 }
 """A channel mode change and the moderation plugin's chat command for it (``o`` and
 ``b`` take an argument: ``/op #room NICK``)."""
+UNKNOWN_WITH_ARG = "vhaeIk"
+"""Channel modes chatkit does not have that take an argument on other servers whether
+set or unset (voice, half-op, admin, ban exceptions, invite exceptions, a key)."""
+UNKNOWN_SET_ARG = "lfjL"
+"""Those that take one when set only (a limit, a forward, join throttles, a link)."""
 # mIRC formatting (bold, colours, italics, reverse, reset ...): stripped from what IRC
 # users say, since the other faces' clients would show them as U+FFFD.
 _FORMATTING = re.compile(
@@ -1462,6 +1467,10 @@ class IrcChannel:
             if command is None:
                 if char != "n":  # +n: every room is; -n cannot be
                     self.send(Message(n.ERR_UNKNOWNMODE, (char, "is unknown mode char to me")))
+                # Its argument is used up all the same, as other servers' modes take
+                # theirs: the next change must not take it (+vb bob mask: ban mask).
+                if args and (char in UNKNOWN_WITH_ARG or (sign == "+" and char in UNKNOWN_SET_ARG)):
+                    args.pop(0)
                 continue
             arg = ""
             if char in "obq":
