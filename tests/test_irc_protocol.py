@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatkit.codecs import Codec
 from chatkit.faces.irc.message import MAX_LINE_BYTES, Message
-from chatkit.faces.irc.protocol import Closed, Command, IrcProtocol, Register
+from chatkit.faces.irc.protocol import Authenticate, Closed, Command, IrcProtocol, Register
 from chatkit.faces.irc.render import (
     BYTE_CAPS,
     CodecCache,
@@ -161,6 +163,23 @@ def test_welcome_registers_and_the_motd_follows() -> None:
     feed(other, b"NICK b\r\nUSER b 0 * :b\r\n")
     out(other, Frame("welcome", nick="b", server="chatkit", version="1", rooms=[]))
     assert out(other, Frame("irc", messages=[]))[0] == f":{SERVER} 422 b :MOTD File is missing"
+
+
+def test_a_sasl_exchange_with_a_line_too_long_ends_there() -> None:
+    """An AUTHENTICATE line past 512 bytes (417), or a chunk past 400 bytes, ends the
+    exchange (905): the client's next AUTHENTICATE PLAIN starts a new one instead of
+    being read as payload (IRCv3 SASL 3.1, ERR_SASLTOOLONG)."""
+    protocol = IrcProtocol(SERVER, "testnet", [], capabilities=("sasl=PLAIN",))
+    payload = base64.b64encode(b"\0alice\0secret").decode()
+    _, lines = feed(protocol, b"CAP REQ :sasl\r\nAUTHENTICATE PLAIN\r\n")
+    assert lines[-1] == f":{SERVER} AUTHENTICATE +"
+    for line in (b"AUTHENTICATE " + b"A" * 600, b"AUTHENTICATE " + b"A" * 401):
+        _, lines = feed(protocol, line + b"\r\n")
+        assert lines[-1] == f":{SERVER} 905 * :SASL message too long", lines
+        _, lines = feed(protocol, b"AUTHENTICATE PLAIN\r\n")
+        assert lines == [f":{SERVER} AUTHENTICATE +"]
+    events, _ = feed(protocol, f"AUTHENTICATE {payload}\r\n".encode())
+    assert events == [Authenticate("alice", "secret")]
 
 
 def test_registered_commands_are_events() -> None:

@@ -240,6 +240,7 @@ class IrcProtocol:
             self.free_lines += 1  # (until it turns out to be an event for the chat)
             if isinstance(line, LineTooLong):
                 self._numeric(n.ERR_INPUTTOOLONG, "Input line was too long")
+                self._end_sasl_too_long()
                 continue
             try:
                 text, mended = line.decode("utf-8"), False
@@ -252,6 +253,8 @@ class IrcProtocol:
                     self._numeric(exc.numeric, exc.command, exc.text)
                 else:
                     self._numeric(exc.numeric, exc.text)
+                if exc.numeric == n.ERR_INPUTTOOLONG:
+                    self._end_sasl_too_long()
                 continue
             if message is None:
                 continue
@@ -413,6 +416,13 @@ class IrcProtocol:
         else:
             self._numeric(n.ERR_INVALIDCAPCMD, sub or "*", "Invalid CAP command")
 
+    def _end_sasl_too_long(self) -> None:
+        """After a ``417``: an ``AUTHENTICATE`` exchange under way ends (``905``), else
+        the client's next try (``AUTHENTICATE PLAIN``) would be read as its payload."""
+        if self._sasl is not None:
+            self._sasl = None
+            self._numeric(n.ERR_SASLTOOLONG, "SASL message too long")
+
     def _authenticate(self, params: tuple[str, ...]) -> Authenticate | None:
         """One ``AUTHENTICATE`` line (before registration): an event once the payload
         is complete."""
@@ -437,7 +447,7 @@ class IrcProtocol:
             return None
         if arg != "+":
             self._sasl += arg.encode("ascii", "replace")
-        if len(self._sasl) > MAX_SASL_BYTES:
+        if len(self._sasl) > MAX_SASL_BYTES or len(arg) > SASL_CHUNK:
             self._sasl = None
             self._numeric(n.ERR_SASLTOOLONG, "SASL message too long")
             return None
