@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_server import pausing
 
-from chatkit import Config, Reject, Server, Session, hookimpl
+from chatkit import Config, Reject, Say, Server, Session, hookimpl
 from chatkit.config import config_from_dict
 from chatkit.faces.irc import IrcFace
 from chatkit.faces.irc.face import _HANDLERS, IRC_HELP
@@ -1123,6 +1123,47 @@ def test_every_line_but_ping_counts_against_the_flood_limit(
             "#r2",
         ]
         assert [line.split()[3] for line in lines if " 366 " in line] == ["#general,#r0,#r1,#r2"]
+
+
+def test_list_takes_masks_and_a_long_one_costs_lines_of_input(
+    make_server: Callable[..., Server],
+) -> None:
+    """LIST #r1* lists the rooms the mask matches; every LIST_PER_LINE rooms past the
+    first cost one more line of input (what flood control counts: a LIST of thousands
+    of rooms, asked again and again, took a core); NAMES of one room named twice lists
+    it once."""
+    seen: list[str] = []
+
+    class Counting:
+        @hookimpl
+        def chatkit_allow_input(self, client: Session, event: object) -> None:
+            if client.nick == "lister" and isinstance(event, Say):
+                seen.append(event.text)
+
+    config = Config()
+    config.disable = ["flood"]  # (the lines are counted here, where flood control counts)
+    server = make_server(plugins=[Counting()], config=config, max_rooms=200)
+    with ChatClient(server.address) as maker, IrcClient(server.addresses["irc"]) as lister:
+        maker.login("maker")
+        for i in range(120):
+            maker.say(f"/join #r{i:03}")
+        maker.expect("join", room="#r119")
+        lister.register("lister")
+        lister.sync()
+        seen.clear()
+        lister.send("LIST")
+        listed = [line.split()[3] for line in lister.until(" 323 ") if " 322 " in line]
+        assert len(listed) == 121  # and #general
+        assert seen == ["/list"] * 3  # 121 rooms: the LIST's own line, and two more
+        seen.clear()
+        lister.send("LIST #R01*,#r11?")
+        listed = [line.split()[3] for line in lister.until(" 323 ") if " 322 " in line]
+        assert sorted(listed) == [f"#r{i:03}" for i in [*range(10, 20), *range(110, 120)]]
+        assert seen == ["/list"]
+        lister.send("NAMES #general,#GENERAL")
+        lines = lister.until(" 366 ")
+        (names,) = [line for line in lines if " 353 " in line]
+        assert names.endswith(":maker lister")
 
 
 def test_an_invisible_member_is_listed_only_to_the_room_s_members(

@@ -74,6 +74,36 @@ def test_the_first_to_join_is_an_operator_and_kicks(
     ann.expect("notice", text="ann kicked carl: bad * ann is now known as x")
 
 
+def test_rooms_a_guest_operated_are_forgotten_once_emptied(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A guest (no account) first in a room is its operator for as long as the room
+    lives; the rooms it created and left, emptied since, are not kept for it (a client
+    creating and leaving rooms again and again made its list, walked by every operator
+    check of every room it was in, grow without end)."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann = chat_client(server, "ann")
+    bob = chat_client(server, "bob")
+    bob.say("/join #kept")
+    bob.expect("notice", text="you are an operator of #kept")
+    ann.say("/join #kept")
+    ann.expect("join", nick="ann", room="#kept")
+    bob.say("/part #kept")
+    ann.expect("leave", nick="bob", room="#kept")
+    for i in range(30):
+        bob.say(f"/join #gone{i}")
+        bob.expect("notice", text=f"you are an operator of #gone{i}")
+        bob.say(f"/part #gone{i}")
+        bob.expect("leave", nick="bob", room=f"#gone{i}")
+    session = server.hub.find("bob")
+    assert session is not None
+    assert set(session.data["moderation"]) == {"#kept", "#gone29"}
+    bob.say("/join #kept")  # still its operator: the room lived on
+    bob.expect("join", nick="bob", room="#kept")
+    bob.say("/kick #kept ann")
+    ann.expect("leave", nick="ann", room="#kept")
+
+
 def test_ban_and_mute(chat_server_factory: Factory, chat_client: Connect) -> None:
     """A banned nick cannot join (banned); a muted one cannot speak (muted); both lift."""
     server = chat_server_factory(config=moderated(), disable=["flood"])

@@ -301,21 +301,30 @@ class Moderation:
         """Make ``client`` (not identified) an operator of ``room`` for as long as this
         room lives: the room of that name someone creates after it emptied is not its."""
         created = None if self._server is None else self._server.hub.created(room)
-        client.data.setdefault(_CONNECTION_OPS, {})[fold(room)] = created
+        ops: dict[str, float | None] = client.data.setdefault(_CONNECTION_OPS, {})
+        # The rooms emptied since are forgotten here: a connection that creates rooms
+        # and leaves them again and again keeps only those that live.
+        for key in [key for key in ops if not self._lives(key, ops[key])]:
+            del ops[key]
+        ops[fold(room)] = created
+
+    def _lives(self, key: str, created: float | None) -> bool:
+        """Whether the room of ``key`` is still the one created at ``created``."""
+        return self._server is None or self._server.hub.created(key) == created
 
     def _connection_rooms(self, client: Session) -> set[str]:
         """The rooms (folded) ``client`` is an operator of as a connection, not an
         account: those it was made one of that still live (not emptied since)."""
         ops: dict[str, float | None] = client.data.get(_CONNECTION_OPS, {})
-        hub = None if self._server is None else self._server.hub
-        return {key for key, created in ops.items() if hub is None or hub.created(key) == created}
+        return {key for key, created in ops.items() if self._lives(key, created)}
 
     def is_operator(self, client: Session, room: str) -> bool:
         """Whether ``client`` is an operator of ``room``."""
         key = fold(room)
         if self.is_server_operator(client):
             return True
-        if key in self._connection_rooms(client):
+        ops: dict[str, float | None] = client.data.get(_CONNECTION_OPS, {})
+        if key in ops and self._lives(key, ops[key]):
             return True  # for this connection (not identified when it got it)
         account = client.account
         if account is None:

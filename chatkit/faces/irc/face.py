@@ -119,6 +119,8 @@ MODE_COMMANDS = {
 }
 """A channel mode change and the moderation plugin's chat command for it (``o`` and
 ``b`` take an argument: ``/op #room NICK``)."""
+LIST_PER_LINE = 50
+"""Rooms a ``LIST`` lists for each line of the flood allowance it costs."""
 UNKNOWN_WITH_ARG = "vhaeIk"
 """Channel modes chatkit does not have that take an argument on other servers whether
 set or unset (voice, half-op, admin, ban exceptions, invite exceptions, a key)."""
@@ -308,6 +310,15 @@ def check_password(given: str, stored: str) -> bool:
         digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).hexdigest()
         return hmac.compare_digest(digest, (stored[7:].split() or [""])[0].lower())
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), stored.encode())
+
+
+def _listed(key: str, wanted: list[str]) -> bool:
+    """Whether the room of (folded) ``key`` is one a ``LIST`` of ``wanted`` (folded
+    names, or masks with ``*`` and ``?``) asks for."""
+    return any(
+        wildcard_match(mask, key) if _WILDCARDS.intersection(mask) else mask == key
+        for mask in wanted
+    )
 
 
 def _irc_info(session: Session) -> dict[str, Any]:
@@ -1066,7 +1077,8 @@ class IrcChannel:
             self.send(Message(n.RPL_ENDOFNAMES, ("*", "End of /NAMES list.")))
             return
         lines: list[Message] = []
-        rooms = [self._room_name(room) for room in params[0].split(",")[:MAX_TARGETS]]
+        asked = [self._room_name(room) for room in params[0].split(",")[:MAX_TARGETS]]
+        rooms = list({names.fold(room): room for room in asked}.values())  # each once
         for room in rooms:  # (as the room spells itself, not as asked: clients compare)
             members = self._listed_members(room)
             ops = self._operators(room)
@@ -1288,13 +1300,24 @@ class IrcChannel:
             self.fail("TOPIC", room, exc)
 
     def list_rooms(self, params: tuple[str, ...]) -> None:
-        wanted = {names.fold(r) for r in params[0].split(",")} if params and params[0] else None
+        """``LIST``, ``LIST #a,#b`` or ``LIST #n*`` (``*`` any characters, ``?`` one):
+        ``322`` for each room, ``323``. Each :data:`LIST_PER_LINE` rooms listed past the
+        first cost a line of the flood allowance more (a LIST of thousands of rooms is
+        that much work: flood control slows whoever asks for it again and again)."""
+        wanted = [names.fold(r) for r in params[0].split(",")[:MAX_TARGETS]] if params else []
+        wanted = [mask for mask in wanted if mask]
+        rooms = [
+            (room, count)
+            for room, count in self.hub.rooms().items()
+            if not wanted or _listed(names.fold(room), wanted)
+        ]
+        for _ in range(1, -(-len(rooms) // LIST_PER_LINE)):
+            self._input("/list")  # (may wait, or refuse: the client's flood allowance)
         lines = [Message(n.RPL_LISTSTART, ("Channel", "Users  Name"))]
-        for room, count in self.hub.rooms().items():
-            if wanted is None or names.fold(room) in wanted:
-                topic = self.hub.topic(room)
-                text = topic["topic"] if topic else ""
-                lines.append(Message(n.RPL_LIST, (room, str(count), text)))
+        for room, count in rooms:
+            topic = self.hub.topic(room)
+            text = topic["topic"] if topic else ""
+            lines.append(Message(n.RPL_LIST, (room, str(count), text)))
         lines.append(Message(n.RPL_LISTEND, ("End of /LIST",)))
         self.send(*lines)
 
