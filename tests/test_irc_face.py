@@ -1355,6 +1355,11 @@ def test_tagmsg_relays_client_only_tags_to_irc_users_who_take_them(
     alice.expect(" 404 ")
     assert not [line for line in alice.sync() if "TAGMSG" in line or " 421 " in line]
     assert not [line for line in carol.sync() if "TAGMSG" in line]
+    # A tag's value is cleaned as text is: no terminal escape, bell or bidi control
+    # reaches another's client (escaped on the wire as IRCv3 has it: \s a space).
+    alice.send("@+draft/react=\\s\x1b[2J\x07\u202eevil TAGMSG #general")
+    line = bob.expect("TAGMSG")
+    assert line == "@+draft/react=\\s\ufffd[2J\ufffd\ufffdevil :alice!alice@chatkit TAGMSG #general"
 
 
 class _PickyStore:

@@ -967,6 +967,13 @@ class IrcChannel:
         tags = {k: v for k, v in message.tags.items() if k.startswith("+") and len(k) > 1}
         if not tags or MESSAGE_TAGS not in self.protocol.caps:
             return
+        try:
+            # Others' clients show some (a reaction): cleaned as text is (a terminal
+            # escape, a bell, bidi controls as the bidi setting says).
+            tags = {key: self._text(value) for key, value in tags.items()}
+        except CommandError:
+            self.send(Message(n.ERR_CANNOTSENDTOCHAN, (params[0], "Cannot send: bad text")))
+            return
         target = params[0]
         self._input(f"/tagmsg {target}")  # counts against the flood limit as a line
         if target.startswith("#"):

@@ -43,6 +43,7 @@ MAX_CLIENT_TAG_BYTES = 4094  # bytes of the tag data a client may send, "@" and 
 MAX_PARAMS = 15  # parameters of one message (RFC 1459 2.3: 14 middle and a trailing)
 
 _ESCAPES = {";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"}
+_ESCAPE_TABLE = str.maketrans(_ESCAPES)
 _UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
 _UNESCAPE_RE = re.compile(r"\\(.?)", re.S)
 _KEY = re.compile(r"\+?(?:[A-Za-z0-9.\-]+/)?[A-Za-z0-9\-]+")
@@ -115,7 +116,7 @@ class Message:
 
 def escape_tag(value: str) -> str:
     """A tag value as it is written on the wire (``;``, space, ``\\``, CR, LF escaped)."""
-    return "".join(_ESCAPES.get(c, c) for c in value)
+    return value.translate(_ESCAPE_TABLE)  # (in C: a client's tags may hold 4 KB)
 
 
 def unescape_tag(value: str) -> str:
