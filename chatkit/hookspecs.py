@@ -553,7 +553,10 @@ def chatkit_filter_message(client: Session, message: Message) -> Drop | None:
     leave's reason (``/part #room WORDS``, ``/quit WORDS``, IRC's ``PART`` and
     ``QUIT``), once per room it leaves, as a message to that room that is never
     stored or delivered (``message.leave`` says ``part`` or ``quit``): a drop leaves
-    the room's ``leave`` without them, a change is what the room sees.
+    the room's ``leave`` without them, a change is what the room sees. And, as an
+    empty message to each room concerned, for what reaches a room other than as a
+    message: an IRC ``TAGMSG`` (a drop: ``404``) and an away change (``/away``, IRC's
+    ``AWAY``; a drop: that room's members are not told, a mute holds there too).
 
     :param client: The sender's session.
     :param message: The :class:`~chatkit.Message`; ``message.id`` is still ``None``.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -641,15 +641,22 @@ class Hub:
         frame = Frame("account", nick=session.nick, account=session.account)
         self._tell_company(session, frame, itself=True)
 
-    def _tell_company(self, session: Session, frame: Frame, *, itself: bool = False) -> None:
+    def _tell_company(
+        self,
+        session: Session,
+        frame: Frame,
+        *,
+        itself: bool = False,
+        rooms: Collection[str] | None = None,
+    ) -> None:
         """Queue ``frame`` to everyone who shares a room with ``session`` (each once),
-        and to ``session`` itself if ``itself``."""
+        and to ``session`` itself if ``itself``; only those of ``rooms`` (folded) if given."""
         with self._lock:
             if session.nick is None:
                 return
             seen: dict[int, Session] = {session.id: session}
             lanes = [self._lanes.private]
-            for key in session.rooms:
+            for key in session.rooms if rooms is None else rooms:
                 found = self._rooms.get(key)
                 if found is not None:
                     seen.update(found.members)
@@ -1002,7 +1009,13 @@ class Hub:
             )
         before, session.away = session.away, text or None
         if session.away != before and session.welcomed:
-            self._tell_company(session, Frame("away", nick=session.nick, text=session.away))
+            # Told only where it may speak: away text is something it says to the
+            # room (a mute, a ban, +m would hold back its words, not this).
+            rooms = [
+                key for key, room in list(session.rooms.items()) if self._may_speak(session, room)
+            ]
+            frame = Frame("away", nick=session.nick, text=session.away)
+            self._tell_company(session, frame, rooms=rooms)
             self.hooks.notify("chatkit_on_away", client=session)
         return session.away
 
@@ -1236,6 +1249,14 @@ class Hub:
         return wake
 
     # -- nicks -------------------------------------------------------------------
+
+    def _may_speak(self, session: Session, room: str) -> bool:
+        """Whether the filters let ``session`` speak in ``room`` (an empty message)."""
+        try:
+            self._filter(session, Message(session.nick or "", "", room, account=session.account))
+        except CommandError:
+            return False
+        return True
 
     def filter_message(self, session: Session, message: Message) -> None:
         """Run ``chatkit_filter_message`` on ``message``, which goes to its room or

@@ -104,6 +104,29 @@ def test_rooms_a_guest_operated_are_forgotten_once_emptied(
     ann.expect("leave", nick="ann", room="#kept")
 
 
+def test_an_away_message_is_not_told_where_its_sender_is_muted(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """Away text is words said to the rooms one is in: a room where its sender is
+    muted is not told of it (a muted spammer's /away reached everyone there); a room
+    it may speak in is."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    ann, bob = muted_in_den(server, chat_client)
+    carl = chat_client(server, "carl")
+    carl.say("/join #den")
+    carl.expect("join", nick="carl", room="#den")
+    carl.say("/part #general")
+    bob.expect("leave", nick="carl", room="#general")
+    bob.say("/away BUY CHEAP STUFF")
+    bob.expect("reply", command="away")
+    assert ann.expect("away", nick="bob")["text"] == "BUY CHEAP STUFF"  # (#general)
+    assert not [f for f in carl.sync() if f["type"] == "away"]
+    ann.say("/unmute bob")
+    ann.expect("notice", text="ann unmuted bob!*@*")
+    bob.say("/away")
+    assert carl.expect("away", nick="bob").get("text") is None
+
+
 def test_ban_and_mute(chat_server_factory: Factory, chat_client: Connect) -> None:
     """A banned nick cannot join (banned); a muted one cannot speak (muted); both lift."""
     server = chat_server_factory(config=moderated(), disable=["flood"])
