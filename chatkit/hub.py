@@ -1012,7 +1012,7 @@ class Hub:
             # Told only where it may speak: away text is something it says to the
             # room (a mute, a ban, +m would hold back its words, not this).
             rooms = [
-                key for key, room in list(session.rooms.items()) if self._may_speak(session, room)
+                key for key, room in list(session.rooms.items()) if self.may_speak(session, room)
             ]
             frame = Frame("away", nick=session.nick, text=session.away)
             self._tell_company(session, frame, rooms=rooms)
@@ -1250,8 +1250,10 @@ class Hub:
 
     # -- nicks -------------------------------------------------------------------
 
-    def _may_speak(self, session: Session, room: str) -> bool:
-        """Whether the filters let ``session`` speak in ``room`` (an empty message)."""
+    def may_speak(self, session: Session, room: str) -> bool:
+        """Whether the filters (``chatkit_filter_message``) let ``session`` speak in
+        ``room``, asked with an empty message: where its away message is told (the
+        ``cluster`` plugin tells the other nodes which rooms those are)."""
         try:
             self._filter(session, Message(session.nick or "", "", room, account=session.account))
         except CommandError:

@@ -98,6 +98,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "join",
             "part",
             "filter_message",
+            "may_speak",
             "allow_nick",
             "rename",
             "set_topic",

@@ -747,6 +747,16 @@ def test_moderation_is_the_clusters(
     bob.expect("notice", mode="+q")
     bob.say("muted now")
     bob.expect("error", code="muted")
+    # Muted, its away message is not told in #general, on any node.
+    bob.say("/away BUY CHEAP STUFF")
+    bob.expect("reply", command="away")
+    alice.say("/unmute bob")
+    bob.expect("notice", mode="-q")
+    bob.say("/away back soon")
+    bob.expect("reply", command="away")
+    assert alice.expect("away", nick="bob")["text"] == "back soon"  # the first told
+    alice.say("/mute bob")
+    bob.expect("notice", mode="+q")
     alice.say("/moderated on")
     bob.expect("notice", text_contains="moderated")
     alice.say("/unmute bob")

@@ -834,7 +834,11 @@ class Cluster:
 
     @hookimpl
     def chatkit_on_away(self, client: Session) -> None:
-        data = {"nick": client.nick, "text": client.away}
+        data: dict[str, Any] = {"nick": client.nick, "text": client.away}
+        if self._server is not None:
+            # The rooms told, as here: not those where a mute holds it (Hub.set_away).
+            hub = self._server.hub
+            data["rooms"] = [r for r in list(client.rooms.values()) if hub.may_speak(client, r)]
         self._send("away", data, self._member_op(client))
 
     @hookimpl
@@ -1478,8 +1482,9 @@ class Cluster:
         elif kind == "account":
             self._account(node, data["nick"], data.get("account"))
         elif kind == "away":
-            text = data.get("text")
-            self._away(node, data["nick"], text if isinstance(text, str) else None)
+            text, told = data.get("text"), data.get("rooms")
+            told = {fold(r) for r in told if isinstance(r, str)} if isinstance(told, list) else None
+            self._away(node, data["nick"], text if isinstance(text, str) else None, told)
         elif kind == "part":
             self._part(node, data["nick"], data["room"], data.get("reason", "part"), data.get("by"))
         elif kind == "nick":
@@ -1517,14 +1522,15 @@ class Cluster:
             member.rooms[fold(room)] = room
         self._hub.deliver([_join_frame(room, nick, account, away)], room=room)
 
-    def _away(self, node: str, nick: str, text: str | None) -> None:
-        """Another node's member went away (or came back): tell those who share a room."""
+    def _away(self, node: str, nick: str, text: str | None, told: set[str] | None) -> None:
+        """Another node's member went away (or came back): tell those who share a
+        room with it (of ``told``, folded, if given: the rooms its node told)."""
         with self._lock:
             member = self._remote.get(node, {}).get(fold(nick))
             if member is None or member.away == text:
                 return
             member.away = text
-            rooms = list(member.rooms.values())
+            rooms = [r for k, r in member.rooms.items() if told is None or k in told]
         if rooms:
             self._hub.deliver([Frame("away", nick=member.nick, text=text)], rooms=rooms)
 
