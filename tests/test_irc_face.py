@@ -613,6 +613,23 @@ def test_ctcp_goes_between_irc_clients(connect: Callable[[], IrcClient], server:
         assert [line for line in bob.sync() if "PING" in line] == []
 
 
+def test_max_line_holds_on_the_irc_face(make_server: Callable[..., Server]) -> None:
+    """A server's max_line below IRC's 512 bytes holds for IRC lines too (tags left
+    out, as IRC counts them): a longer one is 417 and goes nowhere, one that fits goes
+    through, a room message (the fast path) as any other."""
+    server = make_server(max_line=100)
+    with IrcClient(server.addresses["irc"]) as alice, IrcClient(server.addresses["irc"]) as bob:
+        alice.register("alice")
+        bob.register("bob")
+        for target in ("#general", "bob"):
+            alice.send(f"PRIVMSG {target} :" + "x" * 120)
+            alice.expect(f":{SERVER} 417 alice :")
+        fits = "PRIVMSG #general :" + "y" * (98 - len("PRIVMSG #general :"))  # 100 with CR-LF
+        alice.send("@+typing=active " + fits)
+        bob.expect(":alice!alice@chatkit PRIVMSG #general :yyy")
+        assert not [line for line in bob.sync() if "xxx" in line]
+
+
 def test_a_ctcp_flood_does_not_spend_the_victims_allowance(
     make_server: Callable[..., Server],
 ) -> None:

@@ -355,6 +355,7 @@ class IrcChannel:
             capabilities=face.capabilities(hub),
         )
         """The connection's sans-I/O protocol state."""
+        self.protocol.max_line = min(self.protocol.max_line, hub.config.limits.max_line)
         # Synchronize send(): frames for this client alone come from its reader and
         # from other threads (the watchdog's ping, a plugin's notice), and the
         # protocol's sending state (nick, MOTD, open batch) changes as it renders.

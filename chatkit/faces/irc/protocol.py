@@ -174,6 +174,9 @@ class IrcProtocol:
         """When the server started, for ``003``."""
         self.capabilities = capabilities
         """The capabilities offered (``CAP LS``)."""
+        self.max_line = MAX_LINE_BYTES
+        """The longest line taken, in bytes, its tags left out (with CR-LF: IRC's 512;
+        the server's ``max_line`` if smaller); a longer one is ``417``."""
         self.caps: set[str] = set()
         """The capabilities the client negotiated (``CAP REQ``)."""
         self._style: Style | None = None  # style's answer, until CAP REQ changes caps
@@ -238,7 +241,9 @@ class IrcProtocol:
                     return Closed()
                 return None
             self.free_lines += 1  # (until it turns out to be an event for the chat)
-            if isinstance(line, LineTooLong):
+            if isinstance(line, LineTooLong) or (
+                self.max_line < MAX_LINE_BYTES and _untagged(line) > self.max_line
+            ):
                 self._numeric(n.ERR_INPUTTOOLONG, "Input line was too long")
                 self._end_sasl_too_long()
                 continue
@@ -288,7 +293,7 @@ class IrcProtocol:
             # targets, a line over 512 bytes (417), bytes that are not UTF-8.
             if len(taken) == limit or type(line) is not bytes or not line.startswith(b"PRIVMSG #"):
                 break
-            if len(line.removesuffix(b"\r")) + 2 > MAX_LINE_BYTES:
+            if len(line.removesuffix(b"\r")) + 2 > self.max_line:
                 break
             try:
                 text = line.decode("utf-8").removesuffix("\r")
@@ -780,3 +785,9 @@ def names_lines(
 
 def _pieces(text: str, budget: int) -> list[str]:
     return split_text(text, budget) or [""]
+
+
+def _untagged(line: bytes) -> int:
+    """The length of ``line`` (a line as read, without its LF) past its tags, with CR-LF."""
+    start = line.find(b" ") + 1 if line.startswith(b"@") else 0
+    return len(line) - start + (1 if line.endswith(b"\r") else 2)
