@@ -221,6 +221,12 @@ def test_taken_and_bad_nicks_then_retry(connect: Callable[[], IrcClient], server
         irc.expect(f":{SERVER} 432 * 9lives :")
         irc.send("NICK alice2")
         irc.expect(f":{SERVER} 001 alice2 ")
+        # A bad nick is 432 at once, before USER (as other servers answer it).
+        early = connect()
+        early.send("NICK al!ce")
+        early.expect(f":{SERVER} 432 * al!ce :nicks are 1 to ")
+        early.send("NICK alice3", "USER x 0 * :x")
+        early.expect(f":{SERVER} 001 alice3 ")
 
 
 def test_pass_reaches_the_login_hook(make_server: Callable[..., Server]) -> None:
@@ -438,6 +444,14 @@ def test_queries(make_server: Callable[..., Server]) -> None:
         alice.expect(":alice!alice@chatkit TOPIC #general :new")
         alice.expect(f":{SERVER} 403 alice #nope :")
         bob.expect(":alice!alice@chatkit TOPIC #general :new")
+        alice.send("NAMES")  # the rooms one is in, then 366 *
+        alice.expect(f":{SERVER} 353 alice = #general :")
+        alice.expect(f":{SERVER} 366 alice * :End of /NAMES list.")
+        alice.send("ADMIN")  # RFC 2812 3.4.9: 256 to 259
+        alice.expect(f":{SERVER} 256 alice {SERVER} :Administrative info")
+        alice.expect(f":{SERVER} 257 alice :TestNet ({SERVER})")
+        alice.expect(f":{SERVER} 258 alice :chatkit ")
+        alice.expect(f":{SERVER} 259 alice :")
         alice.send("LIST")
         alice.expect("321")
         alice.expect(f":{SERVER} 322 alice #general 2 :new")  # the topic, as IRC lists it

@@ -81,6 +81,10 @@ def test_oper_with_the_configured_names_and_passwords(make_server: Callable[...,
         bob.expect(f":{SERVER} 313 bob alice :is an IRC operator")
         bob.send("WHO alice")
         assert " H* " in bob.expect(" 352 ")
+        bob.until(" 315 ")
+        bob.send("WHO #general o")  # a room's IRC operators only
+        listed = [line.split()[7] for line in bob.until(" 315 ") if " 352 " in line]
+        assert listed == ["alice"]
         alice.send("MODE alice -o")
         alice.expect(":alice!alice@chatkit MODE alice -o")
         bob.send("WHOIS alice")

@@ -55,7 +55,7 @@ from chatkit.faces.irc.render import (
     source,
 )
 from chatkit.frames import Frame
-from chatkit.hub import RemoteMember, message_frame
+from chatkit.hub import RemoteMember, message_frame, valid_nick
 from chatkit.names import wildcard_match
 from chatkit.protocol import RemoteProtocolError, clean_text
 from chatkit.version import __version__
@@ -356,6 +356,9 @@ class IrcChannel:
         )
         """The connection's sans-I/O protocol state."""
         self.protocol.max_line = min(self.protocol.max_line, hub.config.limits.max_line)
+        self.protocol.nick_problem = functools.partial(
+            valid_nick, max_len=hub.config.limits.max_nick
+        )
         # Synchronize send(): frames for this client alone come from its reader and
         # from other threads (the watchdog's ping, a plugin's notice), and the
         # protocol's sending state (nick, MOTD, open batch) changes as it renders.
@@ -1081,12 +1084,15 @@ class IrcChannel:
             self.fail("NICK", params[0], exc)
 
     def names_reply(self, params: tuple[str, ...]) -> None:
-        if not params or not params[0]:
-            self.send(Message(n.RPL_ENDOFNAMES, ("*", "End of /NAMES list.")))
-            return
+        """``NAMES #a,#b``: each room's ``353`` lines, then ``366``. ``NAMES`` alone:
+        those of the rooms the client is in (RFC 2812 lists every channel: ``LIST``
+        does that here), then ``366 *``."""
         lines: list[Message] = []
-        asked = [self._room_name(room) for room in params[0].split(",")[:MAX_TARGETS]]
-        rooms = list({names.fold(room): room for room in asked}.values())  # each once
+        if not params or not params[0]:
+            rooms = list(self.session.rooms.values())
+        else:
+            asked = [self._room_name(room) for room in params[0].split(",")[:MAX_TARGETS]]
+            rooms = list({names.fold(room): room for room in asked}.values())  # each once
         for room in rooms:  # (as the room spells itself, not as asked: clients compare)
             members = self._listed_members(room)
             ops = self._operators(room)
@@ -1095,10 +1101,11 @@ class IrcChannel:
             lines += names_lines(
                 self.face.server_name, self.protocol.nick, room, members, hosts=hosts
             )
-        if len(rooms) > 1:
+        if not params or not params[0] or len(rooms) > 1:
             # Several rooms: their 353s, then one 366 naming them all (RFC 1459 4.2.5).
             lines = [line for line in lines if line.command != n.RPL_ENDOFNAMES]
-            lines.append(Message(n.RPL_ENDOFNAMES, (",".join(rooms), "End of /NAMES list.")))
+            named = ",".join(rooms) if params and params[0] else "*"
+            lines.append(Message(n.RPL_ENDOFNAMES, (named, "End of /NAMES list.")))
         self.send(*lines)
 
     def who(self, params: tuple[str, ...]) -> None:
@@ -1120,6 +1127,8 @@ class IrcChannel:
             room = self._room_name(mask)
             ops = self._operators(room)
             for nick in members:
+                if flags == "o" and not self._info(nick).get("oper"):
+                    continue  # WHO #room o: its IRC operators only
                 lines.append(self._who_line(room, nick, names.fold(nick) in ops, whox))
         elif mask != "0" and not _WILDCARDS.intersection(mask):
             found = self.hub.find(mask)
@@ -1662,6 +1671,18 @@ class IrcChannel:
             text += [f"{f'{c.name.upper()} {c.usage}'.rstrip()}: {c.help}" for c in chat]
         return text
 
+    def admin_reply(self, params: tuple[str, ...]) -> None:
+        """``ADMIN``: ``256`` to ``259`` (RFC 2812 3.4.9). chatkit keeps no
+        administrator's details: the network, the software, and where to ask (the
+        server operators, over ``/msg``)."""
+        server = self.face.server_name
+        self.send(
+            Message(n.RPL_ADMINME, (server, "Administrative info")),
+            Message(n.RPL_ADMINLOC1, (f"{self.face.network} ({server})",)),
+            Message(n.RPL_ADMINLOC2, (f"chatkit {__version__}",)),
+            Message(n.RPL_ADMINEMAIL, ("no address: ask a server operator",)),
+        )
+
     def info_reply(self, params: tuple[str, ...]) -> None:
         """``INFO``: ``371`` lines on the software, then ``374``."""
         self.send(
@@ -1956,7 +1977,7 @@ def _ctcp(text: str) -> tuple[str, bool] | None:
 # line face. The others are charged where they act: each room of a JOIN or PART, each
 # target of a PRIVMSG, a TOPIC, a MODE, a command; PING, PONG and QUIT cost nothing.
 _QUERIES = frozenset(
-    {"AWAY", "HELP", "HELPOP", "INFO", "ISON", "LIST", "LUSERS", "MOTD", "NAMES", "TIME"}
+    {"ADMIN", "AWAY", "HELP", "HELPOP", "INFO", "ISON", "LIST", "LUSERS", "MOTD", "NAMES", "TIME"}
     | {"USERHOST", "VERSION", "WHO", "WHOIS", "WHOWAS"}
 )
 
@@ -1967,6 +1988,7 @@ IRC_HELP: dict[str, str] = {
     "CHATHISTORY": "CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN|TARGETS ...: history",
     "HELP": "HELP [command]: the commands, or one of them",
     "HELPOP": "HELPOP [command]: the same as HELP",
+    "ADMIN": "ADMIN: who runs this server",
     "INFO": "INFO: about this server's software",
     "ISON": "ISON nick [nick ...]: which of them are connected",
     "JOIN": "JOIN #room[,#room ...]: join rooms (a new one is created); JOIN 0: leave all",
@@ -2004,6 +2026,7 @@ def _help_lines(subject: str, text: list[str]) -> list[Message]:
 
 
 _HANDLERS: dict[str, Callable[[IrcChannel, tuple[str, ...]], None]] = {
+    "ADMIN": IrcChannel.admin_reply,
     "AUTHENTICATE": IrcChannel.authenticate_again,
     "AWAY": IrcChannel.away,
     "CHATHISTORY": IrcChannel.chathistory,

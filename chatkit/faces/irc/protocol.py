@@ -32,6 +32,7 @@ import base64
 import binascii
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,9 +175,12 @@ class IrcProtocol:
         """When the server started, for ``003``."""
         self.capabilities = capabilities
         """The capabilities offered (``CAP LS``)."""
+        self.nick_problem: Callable[[str], str | None] | None = None
+        """What is wrong with a nick, if anything (the server's rules): a bad ``NICK``
+        before registration is ``432`` at once, not once ``USER`` came too."""
         self.max_line = MAX_LINE_BYTES
-        """The longest line taken, in bytes, its tags left out (with CR-LF: IRC's 512;
-        the server's ``max_line`` if smaller); a longer one is ``417``."""
+        """The longest line taken once registered, in bytes, its tags left out (with
+        CR-LF: IRC's 512; the server's ``max_line`` if smaller); a longer one is ``417``."""
         self.caps: set[str] = set()
         """The capabilities the client negotiated (``CAP REQ``)."""
         self._style: Style | None = None  # style's answer, until CAP REQ changes caps
@@ -242,7 +246,10 @@ class IrcProtocol:
                 return None
             self.free_lines += 1  # (until it turns out to be an event for the chat)
             if isinstance(line, LineTooLong) or (
-                self.max_line < MAX_LINE_BYTES and _untagged(line) > self.max_line
+                # (Registration's lines are IRC's own: a small max_line holds for chat.)
+                self.max_line < MAX_LINE_BYTES
+                and self.registered
+                and _untagged(line) > self.max_line
             ):
                 self._numeric(n.ERR_INPUTTOOLONG, "Input line was too long")
                 self._end_sasl_too_long()
@@ -350,6 +357,10 @@ class IrcProtocol:
         if command == "NICK":
             if not params or not params[0]:
                 self._numeric(n.ERR_NONICKNAMEGIVEN, "No nickname given")
+                return None
+            problem = self.nick_problem(params[0]) if self.nick_problem else None
+            if problem is not None:
+                self._numeric(n.ERR_ERRONEUSNICKNAME, params[0], problem)
                 return None
             self._wanted_nick = params[0]
             return self._ready()
