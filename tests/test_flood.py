@@ -79,6 +79,21 @@ def test_settings_take_effect(chat_server_factory: Factory, chat_client: Connect
     assert frames[-1]["retry_after"] > 100
 
 
+def test_a_page_of_history_costs_a_line_per_fifty_messages(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A history request asking for many messages costs as many lines of the allowance
+    as it is work (a line per HISTORY_PER_LINE): a 200-message page takes four."""
+    server = chat_server_factory(config=flood_config(rate=0.001, burst=5))
+    alice = chat_client(server, "alice")  # (the hello's token is given back at login)
+    alice.send(type="history", room="#general", limit=50)  # one line
+    alice.expect("history")
+    alice.send(type="history", room="#general", limit=200)  # four more: the bucket is empty
+    alice.expect("history")
+    alice.say("refused")
+    assert alice.expect("error")["code"] == "rate_limited"
+
+
 def test_a_paste_of_burst_lines_right_after_the_login_arrives_whole(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
