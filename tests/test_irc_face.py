@@ -1161,8 +1161,8 @@ def test_list_takes_masks_and_a_long_one_costs_lines_of_input(
 ) -> None:
     """LIST #r1* lists the rooms the mask matches; every LIST_PER_LINE rooms past the
     first cost one more line of input (what flood control counts: a LIST of thousands
-    of rooms, asked again and again, took a core); NAMES of one room named twice lists
-    it once."""
+    of rooms, asked again and again, took a core), as every WHOIS_ROOMS_PER_LINE rooms
+    of a WHOIS's user do; NAMES of one room named twice lists it once."""
     seen: list[str] = []
 
     class Counting:
@@ -1191,6 +1191,10 @@ def test_list_takes_masks_and_a_long_one_costs_lines_of_input(
         listed = [line.split()[3] for line in lister.until(" 323 ") if " 322 " in line]
         assert sorted(listed) == [f"#r{i:03}" for i in [*range(10, 20), *range(110, 120)]]
         assert seen == ["/list"]
+        seen.clear()
+        lister.send("WHOIS maker")  # in 121 rooms: a line for each 10 past the first 10
+        lister.until(" 318 ")
+        assert seen == ["/whois"] + ["/whois"] * 12
         lister.send("NAMES #general,#GENERAL")
         lines = lister.until(" 366 ")
         (names,) = [line for line in lines if " 353 " in line]

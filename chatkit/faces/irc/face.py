@@ -121,6 +121,8 @@ MODE_COMMANDS = {
 ``b`` take an argument: ``/op #room NICK``)."""
 LIST_PER_LINE = 50
 """Rooms a ``LIST`` lists for each line of the flood allowance it costs."""
+WHOIS_ROOMS_PER_LINE = 10
+"""Rooms of a ``WHOIS``'s user (each one's operators looked up) a line of it pays for."""
 UNKNOWN_WITH_ARG = "vhaeIk"
 """Channel modes chatkit does not have that take an argument on other servers whether
 set or unset (voice, half-op, admin, ban exceptions, invite exceptions, a key)."""
@@ -1264,12 +1266,15 @@ class IrcChannel:
             )
             return
         nick = found.nick
+        rooms_of = list(found.rooms.values())
+        for _ in range(1, -(-len(rooms_of) // WHOIS_ROOMS_PER_LINE)):
+            self._input("/whois")  # (the operators of each room are looked up: work)
         info = self._info(nick)
         lines = [
             Message(n.RPL_WHOISUSER, (nick, nick, USER_HOST, "*", info.get("realname") or nick))
         ]
         key = names.fold(nick)
-        rooms = [("@" if key in self._operators(r) else "") + r for r in found.rooms.values()]
+        rooms = [("@" if key in self._operators(r) else "") + r for r in rooms_of]
         lines += self._whois_rooms(nick, rooms)
         lines.append(Message(n.RPL_WHOISSERVER, (nick, self.face.server_name, "chatkit")))
         if info.get("oper"):
