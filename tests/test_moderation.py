@@ -727,6 +727,27 @@ def test_an_invitation_left_unused_lapses(
     bob.expect("error", code="invite_only")
 
 
+def test_invitations_waiting_are_at_most_max_masks(
+    chat_server_factory: Factory, chat_client: Connect
+) -> None:
+    """A room keeps at most max_masks invitations waiting (each a row in the database):
+    one more is refused, saying when they go; one of a nick invited already is not."""
+    server = chat_server_factory(config=moderated(max_masks=2), disable=["flood"])
+    ann = chat_client(server, "ann")
+    ann.say("/join #den")
+    ann.expect("notice", text="you are an operator of #den")
+    ann.say("/inviteonly on")
+    ann.expect("notice", text="ann made the room invite-only")
+    for nick in ("bob", "carl", "dora"):
+        chat_client(server, nick)
+    ann.command("/invite bob")
+    ann.command("/invite carl")
+    ann.command("/invite bob")  # again: still two
+    ann.say("/invite dora")
+    error = ann.expect("error", code="too_many_masks")
+    assert "2 invitations waiting" in error["text"] and "lapse after" in error["text"]
+
+
 def test_invite_only_rooms_and_lock(chat_server_factory: Factory, chat_client: Connect) -> None:
     """/inviteonly on keeps out whoever was not /invite-d (invite_only); /lock lets only
     identified users speak (room_locked); both are undone."""

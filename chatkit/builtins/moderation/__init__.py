@@ -1138,6 +1138,14 @@ class Moderation:
         """Keep ``nick``'s invitation into invite-only ``room``, with who gave it and when
         (it lapses after ``invite_hours``: :meth:`_invites`)."""
         mask = fold(full_mask(nick))
+        held = self._invites(fold(room))  # (the lapsed dropped)
+        if mask not in held and len(held) >= self.max_masks:
+            raise CommandError(
+                f"{room} has {self.max_masks} invitations waiting already, the most it keeps "
+                f"(max_masks); they lapse after {self.invite_hours:g} hours, or once used",
+                "too_many_masks",
+                target=room,
+            )
         self._store.add("invites", fold(room), mask, by=ctx.client.nick or "", ts=_now())
 
     def inviteonly(self, ctx: CommandContext) -> None:
