@@ -395,6 +395,11 @@ def test_privmsg_and_notice_errors(connect: Callable[[], IrcClient]) -> None:
     alice.expect(f":{SERVER} 412 alice :No text to send")
     alice.send("NOTICE zed :hi", "NOTICE #elsewhere :hi", "NOTICE", "NOTICE #general :\x02")
     assert alice.sync() == []
+    # Targets that are only commas name nobody: 411, and 461 for KICK and INVITE.
+    alice.send("PRIVMSG ,, :x", "KICK , ,", "INVITE , ,")
+    alice.expect(f":{SERVER} 411 alice :No recipient given (PRIVMSG)")
+    alice.expect(f":{SERVER} 461 alice KICK :")
+    alice.expect(f":{SERVER} 461 alice INVITE :")
 
 
 def test_queries(make_server: Callable[..., Server]) -> None:

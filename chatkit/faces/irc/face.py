@@ -632,7 +632,9 @@ class IrcChannel:
         if not self.session.logged_in:
             self.send(Message(n.ERR_UNKNOWNCOMMAND, (command, "Unknown command")))
             return
-        if command == "INVITE" and (len(params) < 2 or not params[0] or not params[1]):
+        if command == "INVITE" and (
+            len(params) < 2 or not params[0].strip(",") or not params[1].strip(",")
+        ):
             # IRC's own command: IRC's answer (`INVITE nick` names no room).
             self.send(Message(n.ERR_NEEDMOREPARAMS, (command, "Not enough parameters")))
             return
@@ -654,7 +656,7 @@ class IrcChannel:
     def kick(self, params: tuple[str, ...]) -> None:
         """``KICK #room nick[,nick...] [:reason]``, or as many rooms as nicks, paired
         (RFC 2812 3.2.8): the ``kick`` command once per nick, each refusal on its own."""
-        if len(params) < 2 or not params[0] or not params[1]:
+        if len(params) < 2 or not params[0].strip(",") or not params[1].strip(","):
             self.send(Message(n.ERR_NEEDMOREPARAMS, ("KICK", "Not enough parameters")))
             return
         rooms, nicks = params[0].split(","), params[1].split(",")
@@ -703,7 +705,7 @@ class IrcChannel:
         self, params: tuple[str, ...], command: str = "PRIVMSG", newlines: bool = False
     ) -> None:
         notice = command == "NOTICE"
-        if not params or not params[0]:
+        if not params or not params[0].strip(","):  # (",": no target either)
             if not notice:
                 self.answer(Message(n.ERR_NORECIPIENT, (f"No recipient given ({command})",)))
             return
