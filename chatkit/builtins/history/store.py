@@ -651,14 +651,19 @@ class MessageStore:
         try:
             with self._read_lock:
                 convs = sorted({fold(room) for room in rooms})
-                if convs:
-                    marks = ", ".join("?" * len(convs))
-                    # SQLite gives the bare columns of the row with the max(id).
-                    rows = self._read_db.execute(
-                        f"SELECT room, max(id), ts FROM messages WHERE conv IN ({marks})"
-                        " AND id > ? AND id < ? GROUP BY conv",
-                        (*convs, after, before),
-                    ).fetchall()
+                rows = []
+                for conv in convs:
+                    # One seek down the (conv, id) index each: a GROUP BY over them all
+                    # read every row in the range (0.6 s for 100 rooms of 10,000, under
+                    # the read lock every join's replay waits for).
+                    row = self._read_db.execute(
+                        "SELECT room, id, ts FROM messages WHERE conv = ? AND id > ?"
+                        " AND id < ? ORDER BY id DESC LIMIT 1",
+                        (conv, after, before),
+                    ).fetchone()
+                    if row is not None:
+                        rows.append(row)
+                if rows:
                     # Each room as it is spelled now (a room emptied and made again
                     # in another case is the same room: #CaseRoom's are #caseroom's).
                     named = {fold(room): room for room in rooms}
