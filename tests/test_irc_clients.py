@@ -288,6 +288,36 @@ def test_irssi_shows_who_set_a_ban_and_when(tmux: Callable[[str], Tmux], tmp_pat
         server.shutdown()
 
 
+def test_irssi_joins_a_room_spelled_in_another_case_in_one_window(
+    tmux: Callable[[str], Tmux], tmp_path: Path
+) -> None:
+    """/join #TÉST where #Tést is: irssi (CASEMAPPING=ascii) takes them for two channels;
+    the server's 470 (forwarded to #Tést) makes it put the JOIN #Tést in the window it
+    opened, leaving no window of a channel that never joins."""
+    server = Server(config=make_config(), faces=[LineFace(), IrcFace(port=0)])
+    server.start()
+    try:
+        with ChatClient(server.addresses["line"], timeout=TIMEOUT) as jay:
+            jay.login("jay")
+            jay.say("/join #Tést")
+            jay.expect("join", nick="jay", room="#Tést")
+            client = start_irssi(tmux, tmp_path, server.addresses["irc"])
+            try:
+                jay.expect("join", nick="bob", room="#general")
+                client.wait_for(r"\[Act: [^\]]*\b2\b")  # #general's window is there
+                client.type("/join #TÉST")
+                jay.expect("join", nick="bob", room="#Tést")
+                client.wait_for(r"Join to #Tést was synced")
+                client.type("/window list")
+                client.type("/window goto 1")  # (the list is printed there)
+                client.wait_for(r"\n\S+ 3\s+#Tést\s")
+                assert not re.search(r"\n\S+ \d+\s+#TÉST\s", client.screen())
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nirssi's screen:\n{client.screen()}") from None
+    finally:
+        server.shutdown()
+
+
 def test_weechat(
     server: Server, jay: ChatClient, tmux: Callable[[str], Tmux], tmp_path: Path
 ) -> None:

@@ -1161,6 +1161,27 @@ def test_every_line_but_ping_counts_against_the_flood_limit(
         assert [line.split()[3] for line in lines if " 366 " in line] == ["#general,#r0,#r1,#r2"]
 
 
+def test_a_join_spelled_as_another_channel_under_ascii_casemapping_is_forwarded(
+    connect: Callable[[], IrcClient],
+) -> None:
+    """#TÉST is #Tést to chatkit (Unicode case folding) but another channel to a client
+    comparing as CASEMAPPING=ascii says: its JOIN #TÉST is answered 470 (forwarded to
+    #Tést), then the JOIN #Tést, so it waits for no JOIN #TÉST (irssi left a window that
+    never joined); a spelling the same under ascii (#tést) needs none."""
+    alice, bob = connect(), connect()
+    alice.register("alice")
+    bob.register("bob")
+    alice.send("JOIN #Tést")
+    alice.expect(":alice!alice@chatkit JOIN #Tést")
+    bob.send("JOIN #TÉST")
+    bob.expect(f":{SERVER} 470 bob #TÉST #Tést :Forwarding to #Tést")
+    bob.expect(":bob!bob@chatkit JOIN #Tést")
+    alice.send("JOIN #TÉST")  # in it already: told all the same, and nothing more
+    alice.expect(f":{SERVER} 470 alice #TÉST #Tést :")
+    alice.send("JOIN #tést")
+    assert not [line for line in alice.sync() if " 470 " in line or " JOIN " in line]
+
+
 def test_list_takes_masks_and_a_long_one_costs_lines_of_input(
     make_server: Callable[..., Server],
 ) -> None:

@@ -314,6 +314,14 @@ def check_password(given: str, stored: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), stored.encode())
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _ascii_lower(name: str) -> str:
+    """``name`` as IRC clients compare it under ``CASEMAPPING=ascii``."""
+    return name.translate(_ASCII_LOWER)
+
+
 def _listed(key: str, wanted: list[str]) -> bool:
     """Whether the room of (folded) ``key`` is one a ``LIST`` of ``wanted`` (folded
     names, or masks with ``*`` and ``?``) asks for."""
@@ -1031,6 +1039,13 @@ class IrcChannel:
                     raise refused
                 self._modes(room, joining=True)  # its operators, for the join's names list
                 self._choose_replay()
+                named = self.hub.room_named(room)
+                if named is not None and _ascii_lower(named) != _ascii_lower(room):
+                    # The same room to chatkit (#TÉST is #Tést), another to the client
+                    # (CASEMAPPING=ascii): told it is forwarded (470, which irssi follows
+                    # into the window it opened), it does not wait for a JOIN #TÉST.
+                    text = f"Forwarding to {named}: the same room, as it is spelled"
+                    self.send(Message(n.ERR_LINKCHANNEL, (room, named, text)))
                 self.hub.join(self.session, room)
             except CommandError as exc:
                 self.fail("JOIN", room, exc)
