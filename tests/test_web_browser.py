@@ -1096,3 +1096,35 @@ def test_a_view_keeps_its_last_lines(browser: Browser, contexts: list[BrowserCon
         page.evaluate("state.current.pane.scrollTop = 0")
         expect(page.locator(pane(page) + " .line", has_text="line 50")).to_have_count(1)
         bob.close()
+
+
+def test_a_double_click_on_join_opens_one_connection(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """A second submit of the login form while the first login is under way (a double
+    click, Enter twice) is ignored: one WebSocket, no "Nick taken"; and a connect() that
+    finds an earlier socket closes it, so none stays logged in unseen, holding the nick."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        opened: list[Any] = []
+        page.on("websocket", lambda ws: opened.append(ws))
+        page.fill("#nick", "alice")
+        page.dblclick("#login button")
+        expect(page.locator("#chat-view")).to_be_visible()
+        expect(page.locator("#rooms button", has_text="#general")).to_be_visible()
+        assert len(opened) == 1
+        # Straight to connect(), twice: the first socket is closed, the second logs in.
+        bob = open_page(browser, contexts, base_url(server))
+        sockets: list[Any] = []
+        bob.on("websocket", lambda ws: sockets.append(ws))
+        bob.evaluate("connect('bob'); connect('bob')")
+        expect(bob.locator("#chat-view")).to_be_visible()
+        expect(bob.locator("#rooms button", has_text="#general")).to_be_visible()
+        assert len(sockets) == 2
+        wait_until(lambda: sockets[0].is_closed(), 10, "the first socket closed")
+        # Nobody else holds the nick: a reconnect gets it back at once.
+        drop_and_resume(bob)
+        drop_and_resume(page)
+        expect(page.locator(".line.error")).to_have_count(0)
+        expect(bob.locator(".line.error")).to_have_count(0)
+        assert {s.nick for s in server.hub.sessions()} == {"alice", "bob"}

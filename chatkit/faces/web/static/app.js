@@ -39,6 +39,7 @@ const IDENTIFY_FOR_HISTORY = "Earlier messages show once you identify: /identify
 const $ = (id) => document.getElementById(id);
 const state = {
   ws: null,
+  listening: null, // the AbortController of state.ws's listeners (hangUp removes them)
   nick: null, // as the server keeps it, once welcomed
   password: null, // the login form's, for reconnects; never stored
   loggedIn: false,
@@ -839,9 +840,7 @@ const RESUME_TRIES = 4;
 // The login form again, with why, the nick and password filled in; the views stay, and
 // a login from it resumes them.
 function backToLogin(why) {
-  const ws = state.ws;
-  state.ws = null; // (its close is this, not a loss to reconnect from or report)
-  if (ws) ws.close(1000, "login refused");
+  hangUp("login refused"); // (its close is this, not a loss to reconnect from or report)
   setStatus("disconnected", true);
   loginError(why);
   $("nick").value = state.nick || "";
@@ -864,12 +863,34 @@ function receive(event) {
 
 // -- the connection: connect, resume, reconnect with backoff ----------------------------
 
+// Close the page's socket, if any, its listeners first: nothing it still receives is
+// acted on, and its close is no loss to reconnect from.
+function hangUp(reason) {
+  const ws = state.ws;
+  state.ws = null;
+  state.loggedIn = false;
+  if (state.listening) state.listening.abort();
+  state.listening = null;
+  if (ws) ws.close(1000, reason);
+}
+
+// Whether a login is under way: a socket opening, or open and not yet welcomed.
+function connecting() {
+  return Boolean(state.ws) && !state.loggedIn && state.ws.readyState <= WebSocket.OPEN;
+}
+
 function connect(nick) {
   clearTimeout(state.timer);
+  // One connection at a time: an earlier one left open would stay logged in, unseen,
+  // holding the nick.
+  hangUp("replaced");
   state.quitting = false;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+  const listening = new AbortController();
+  const { signal } = listening;
   state.ws = ws;
+  state.listening = listening;
   setStatus("connecting…");
   ws.addEventListener("open", () => {
     const hello = { type: "hello", nick };
@@ -885,11 +906,12 @@ function connect(nick) {
       state.helloRooms = hello.rooms.map(fold);
     }
     ws.send(JSON.stringify(hello));
-  });
-  ws.addEventListener("message", receive);
+  }, { signal });
+  ws.addEventListener("message", receive, { signal });
   ws.addEventListener("close", (event) => {
     if (state.ws !== ws) return;
     state.ws = null;
+    state.listening = null;
     state.loggedIn = false;
     const reason = event.reason || "";
     if (state.quitting || reason.startsWith("quit")) {
@@ -911,7 +933,7 @@ function connect(nick) {
     state.backoff = Math.min(state.backoff * 2, BACKOFF_MAX);
     setStatus(`disconnected${reason ? ` (${reason})` : ""}; reconnecting in ${Math.ceil(delay / 1000)} s`, true);
     state.timer = setTimeout(() => connect(state.nick || nick), delay);
-  });
+  }, { signal });
 }
 
 // -- typing: sending, commands, completion, keys ------------------------------------------
@@ -1122,6 +1144,7 @@ function start() {
   if (saved) $("nick").value = saved;
   $("login").addEventListener("submit", (event) => {
     event.preventDefault();
+    if (connecting()) return; // (a double click, Enter twice: the first login goes on)
     const nick = $("nick").value.trim();
     if (!nick) {
       loginError("Type a nick: spaces alone are none.");
