@@ -1128,3 +1128,26 @@ def test_a_double_click_on_join_opens_one_connection(
         expect(page.locator(".line.error")).to_have_count(0)
         expect(bob.locator(".line.error")).to_have_count(0)
         assert {s.nick for s in server.hub.sessions()} == {"alice", "bob"}
+
+
+def test_join_of_a_room_already_joined_goes_there(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """/join of a room the page is in already, while viewing another: the server's reply
+    names the room lines now go to, and the page shows it, and sends there."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        carol = ChatClient(server.address)
+        carol.login("carol", room="#dev")
+        say(page, "/join #dev")
+        expect(page.locator("#title")).to_have_text("#dev")
+        page.click("#rooms button >> text=#general")
+        expect(page.locator("#title")).to_have_text("#general")
+        say(page, "/join dev")
+        expect(page.locator("#title")).to_have_text("#dev")
+        expect(page.locator(pane(page))).to_contain_text("lines now go there")
+        assert page.evaluate("state.switchTo") is None
+        say(page, "in dev")
+        carol.expect("message", room="#dev", nick="alice", text="in dev")
+        carol.close()

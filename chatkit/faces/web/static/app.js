@@ -762,6 +762,13 @@ const handlers = {
       setAway(state.nick, f.data.away);
       renderMembers();
     }
+    if (f.command === "join" && f.data && f.data.room && state.switchTo) {
+      // A /join of a room it is in already: no join frame comes, this reply names the
+      // room its lines now go to. The page goes there too.
+      state.switchTo = null;
+      const view = getView("room", f.data.room, false);
+      if (view && view !== state.current) show(view);
+    }
     eventLine(currentOrFirst(), String(f.text), undefined, "notice");
   },
   notice(f) {
