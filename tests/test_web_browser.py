@@ -1151,3 +1151,59 @@ def test_join_of_a_room_already_joined_goes_there(
         say(page, "in dev")
         carol.expect("message", room="#dev", nick="alice", text="in dev")
         carol.close()
+
+
+def test_a_dead_connection_is_found_and_what_it_lost_is_not_sent(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """A connection that goes silent (the network drops everything, no close) is found by
+    the page's heartbeat (a ping, no pong in time) and replaced; a message typed into it
+    shows "sending…", then "not sent", its text back in the box; sent again, it arrives.
+    The browser going offline drops the connection at once; back online, it reconnects."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        deaf: set[int] = set()  # the routes (by id) that pass nothing on, either way
+
+        def route(ws: WebSocketRoute) -> None:
+            to_server = ws.connect_to_server()
+            ws.on_message(lambda m: None if id(ws) in deaf else to_server.send(m))
+            to_server.on_message(lambda m: None if id(ws) in deaf else ws.send(m))
+            routes.append(ws)
+
+        routes: list[WebSocketRoute] = []
+        page.route_web_socket(re.compile(r"/ws$"), route)
+        # (The page's own timings, shortened as tests do: state.heartbeat, state.pongWait.)
+        page.evaluate("state.heartbeat = 300; state.pongWait = 700")
+        log_in(page, "alice")
+        bob = ChatClient(server.address)
+        bob.login("bob")
+        say(page, "first")
+        bob.expect("message", nick="alice", text="first")
+        mine = page.locator(f"{pane(page)} .line.message", has_text="first")
+        expect(mine).to_have_count(1)
+        expect(mine).not_to_have_class(re.compile("pending"))
+        expect(page.locator("#status")).to_have_text("connected")
+        deaf.add(id(routes[0]))  # the network goes silent
+        say(page, "into the void")
+        lost = page.locator(f"{pane(page)} .line.pending", has_text="into the void")
+        expect(lost).to_contain_text("sending…")
+        expect(lost).to_contain_text("not sent (connection lost)")
+        expect(page.locator("#input")).to_have_value("into the void")
+        expect(page.locator("#announce")).to_contain_text("Connection lost: a message not sent")
+        expect(page.locator("#status")).to_have_text("connected")  # on a new connection
+        assert len(routes) >= 2
+        page.press("#input", "Enter")
+        bob.expect("message", nick="alice", text="into the void")
+        arrived = page.locator(
+            f"{pane(page)} .line.message:not(.pending)", has_text="into the void"
+        )
+        expect(arrived).to_have_count(1)
+        expect(page.locator(f"{pane(page)} .line.pending:not(.unsent)")).to_have_count(0)
+        # Offline: the connection goes at once; online again: back at once.
+        page.context.set_offline(True)
+        expect(page.locator("#status")).to_contain_text("offline")
+        page.context.set_offline(False)
+        expect(page.locator("#status")).to_have_text("connected")
+        say(page, "back online")
+        bob.expect("message", nick="alice", text="back online")
+        bob.close()

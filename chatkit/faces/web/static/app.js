@@ -8,6 +8,8 @@ const NICK_KEY = "chatkit.nick";
 const BACKOFF_FIRST = 500; // ms before the first reconnect; doubles up to BACKOFF_MAX
 const BACKOFF_MAX = 30000;
 const PAGE = 50; // messages asked for per scroll-back page
+const HEARTBEAT = 20000; // ms between the page's pings (state.heartbeat; tests shorten it)
+const PONG_WAIT = 10000; // ms a pong may take before the connection counts as lost (state.pongWait)
 const MAX_LINES = 2000; // lines a view keeps (state.maxLines; older ones come back by scrolling)
 const LOCAL_COMMANDS = [
   { name: "query", usage: "/query NICK", help: "open a private conversation with NICK" },
@@ -70,6 +72,14 @@ const state = {
   tab: null, // a Tab's cycle through commands: {typed, at}
   refusals: 0, // this reconnect's hellos refused so far
   maxLines: MAX_LINES,
+  heartbeat: HEARTBEAT,
+  pongWait: PONG_WAIT,
+  beatTimer: null,
+  // The user's messages the server has not sent back yet (it sends each to its room, the
+  // sender included, and a private one to both sides: docs/protocol.md), oldest first:
+  // {view, text, action, line, mark, lost}. Lost: refused, or its connection went first.
+  unconfirmed: [],
+  refilled: null, // the one of them whose text notSent put back into the box
 };
 
 // -- helpers --------------------------------------------------------------------------
@@ -412,6 +422,58 @@ function messageLine(view, frame, nick) {
   }
 }
 
+// A message the user sent (typed: as typed, a command's too), shown at once as
+// "sending…" until the server's copy comes.
+function pendingLine(view, text, action, typed) {
+  const [line, body] = lineEl(action ? "message action pending" : "message pending");
+  body.removeAttribute("dir"); // (as a message's)
+  if (action) body.append("* ", nickEl(state.nick, false), " ", textEl(text));
+  else body.append(nickEl(state.nick, true), " ", textEl(text));
+  const mark = el("span", "sending", "sending…");
+  body.append(" ", mark);
+  addLine(view, line);
+  state.unconfirmed.push({ view, text, action: Boolean(action), typed, line, mark, lost: false });
+}
+
+// The server's copy (frame) of one of the user's messages: its "sending…" line goes (the
+// copy is shown instead). Matched by its text, else (a filter changed it) the oldest
+// waiting; a replayed one (history) by its text only. One marked not sent that arrived
+// after all (a resume's replay brings it) goes too, and its text from the box.
+function confirmed(view, frame) {
+  const mine = state.unconfirmed.filter((u) => u.view === view && u.action === Boolean(frame.action));
+  const same = mine.filter((u) => u.text === frame.text);
+  const entry = frame.history ? same.find((u) => u.lost)
+    : same.find((u) => !u.lost) || same[0] || mine.find((u) => !u.lost);
+  if (entry) forget(entry);
+  if (entry && entry.lost && $("input").value === entry.typed) {
+    $("input").value = "";
+    fitInput();
+  }
+}
+
+function forget(entry) {
+  state.unconfirmed.splice(state.unconfirmed.indexOf(entry), 1);
+  entry.line.remove();
+  if (state.refilled === entry) state.refilled = null;
+}
+
+// A message that did not reach its room (why: a few words): its line says so, and its
+// text goes back into the box (refill) if the box is empty and the message was the open
+// view's. True if it went back.
+function notSent(entry, why, refill = true) {
+  entry.lost = true;
+  entry.line.classList.add("unsent");
+  entry.mark.textContent = `not sent (${why})`;
+  const input = $("input");
+  if (refill && !input.value && entry.view === state.current) {
+    state.refilled = entry; // (sent again from the box: its new line replaces this one)
+    input.value = entry.typed;
+    fitInput();
+    return true;
+  }
+  return false;
+}
+
 function currentOrFirst() {
   return state.current || state.views.values().next().value || null;
 }
@@ -554,6 +616,7 @@ const handlers = {
     }
     renderSidebar();
     $("input").focus();
+    heartbeat();
   },
   join(f) {
     setAway(f.nick, f.away); // (a join says whether the joiner is away)
@@ -661,6 +724,7 @@ const handlers = {
   message(f) {
     const view = getView("room", f.room);
     view.joining = false;
+    if (fold(f.nick) === fold(state.nick)) confirmed(view, f);
     messageLine(view, f, f.nick);
   },
   private(f) {
@@ -671,6 +735,7 @@ const handlers = {
     // be between earlier nicks of either side. A live one is the other side's.
     const other = f.with || (fold(f.from) === fold(state.nick) ? f.to : f.from);
     const view = getView("private", other);
+    if (fold(f.from) === fold(state.nick)) confirmed(view, f);
     messageLine(view, f, f.from);
   },
   history(f) {
@@ -816,6 +881,13 @@ const handlers = {
       renderSidebar();
       return;
     }
+    if (state.loggedIn && REFUSALS.has(code)) {
+      // The answer to one of the user's messages (the oldest waiting, of the room the
+      // error names if it names one): it is not coming back.
+      const entry = state.unconfirmed.find((u) => !u.lost
+        && (!f.room || (u.view.kind === "room" && fold(u.view.name) === fold(f.room))));
+      if (entry) notSent(entry, heading.toLowerCase(), false);
+    }
     const view = currentOrFirst();
     if (view) eventLine(view, text, undefined, "error");
     else setStatus(text, true);
@@ -835,8 +907,16 @@ const handlers = {
   ping() {
     send({ type: "pong" });
   },
-  pong() {},
+  pong() {
+    heartbeat(); // (answered: the next ping in state.heartbeat ms)
+  },
 };
+
+// Errors that refuse a message (its copy never comes); a command's too, some of them: a
+// refused command with a message waiting marks the message not sent, until its copy
+// comes after all.
+const REFUSALS = new Set(["too_many_lines", "bad_text", "line_too_long", "rate_limited", "dropped",
+  "not_stored", "not_in_room", "no_such_nick", "muted", "moderated", "room_locked", "closing"]);
 
 // Refusals of a reconnect's hello that waiting may mend; a nick still taken after
 // RESUME_TRIES of them is someone else's.
@@ -876,6 +956,7 @@ function hangUp(reason) {
   const ws = state.ws;
   state.ws = null;
   state.loggedIn = false;
+  clearTimeout(state.beatTimer);
   if (state.listening) state.listening.abort();
   state.listening = null;
   if (ws) ws.close(1000, reason);
@@ -886,8 +967,26 @@ function connecting() {
   return Boolean(state.ws) && !state.loggedIn && state.ws.readyState <= WebSocket.OPEN;
 }
 
+// A connection can die unseen (a network that drops everything, no close): the page
+// pings every state.heartbeat ms, and one not answered in state.pongWait ms counts as
+// lost, as a close would. Called at the welcome and at each pong.
+function heartbeat() {
+  const ws = state.ws;
+  clearTimeout(state.beatTimer);
+  state.beatTimer = setTimeout(() => {
+    if (state.ws !== ws || !state.loggedIn) return;
+    send({ type: "ping" });
+    state.beatTimer = setTimeout(() => {
+      if (state.ws !== ws) return;
+      hangUp("no answer");
+      closed("no answer from the server", state.nick);
+    }, state.pongWait);
+  }, state.heartbeat);
+}
+
 function connect(nick) {
   clearTimeout(state.timer);
+  state.timer = null; // (set while a reconnect waits)
   // One connection at a time: an earlier one left open would stay logged in, unseen,
   // holding the nick.
   hangUp("replaced");
@@ -920,27 +1019,41 @@ function connect(nick) {
     state.ws = null;
     state.listening = null;
     state.loggedIn = false;
-    const reason = event.reason || "";
-    if (state.quitting || reason.startsWith("quit")) {
-      setStatus("disconnected");
-      if (state.everWelcomed) eventLine(currentOrFirst(), "You left the chat. Reload to join again.", undefined, "notice");
-      return;
-    }
-    if (/^(killed|banned)\b/.test(reason)) {
-      // An operator's decision: coming back at once would undo it.
-      setStatus(`disconnected (${reason})`, true);
-      eventLine(currentOrFirst(), `Disconnected: ${reason}. Reload to join again.`, undefined, "error");
-      return;
-    }
-    if (!state.everWelcomed) {
-      loginError("Cannot reach the chat server; try again.");
-      return;
-    }
-    const delay = Math.min(state.backoff, BACKOFF_MAX) * (0.75 + Math.random() * 0.5);
-    state.backoff = Math.min(state.backoff * 2, BACKOFF_MAX);
-    setStatus(`disconnected${reason ? ` (${reason})` : ""}; reconnecting in ${Math.ceil(delay / 1000)} s`, true);
-    state.timer = setTimeout(() => connect(state.nick || nick), delay);
+    closed(event.reason || "", nick);
   }, { signal });
+}
+
+// The connection is gone (closed, or found dead): say so, and reconnect unless that
+// would undo a decision. The user's messages not confirmed yet are marked not sent.
+function closed(reason, nick) {
+  clearTimeout(state.beatTimer);
+  const unsent = state.unconfirmed.filter((u) => !u.lost);
+  let back = false;
+  for (const entry of unsent) back = notSent(entry, "connection lost") || back;
+  if (unsent.length) {
+    const what = unsent.length === 1 ? "a message" : `${unsent.length} messages`;
+    const where = !back ? "" : unsent.length === 1 ? ", back in the box" : ", the first back in the box";
+    announce(`Connection lost: ${what} not sent${where}.`);
+  }
+  if (state.quitting || reason.startsWith("quit")) {
+    setStatus("disconnected");
+    if (state.everWelcomed) eventLine(currentOrFirst(), "You left the chat. Reload to join again.", undefined, "notice");
+    return;
+  }
+  if (/^(killed|banned)\b/.test(reason)) {
+    // An operator's decision: coming back at once would undo it.
+    setStatus(`disconnected (${reason})`, true);
+    eventLine(currentOrFirst(), `Disconnected: ${reason}. Reload to join again.`, undefined, "error");
+    return;
+  }
+  if (!state.everWelcomed) {
+    loginError("Cannot reach the chat server; try again.");
+    return;
+  }
+  const delay = Math.min(state.backoff, BACKOFF_MAX) * (0.75 + Math.random() * 0.5);
+  state.backoff = Math.min(state.backoff * 2, BACKOFF_MAX);
+  setStatus(`disconnected${reason ? ` (${reason})` : ""}; reconnecting in ${Math.ceil(delay / 1000)} s`, true);
+  state.timer = setTimeout(() => connect(state.nick || nick), delay);
 }
 
 // -- typing: sending, commands, completion, keys ------------------------------------------
@@ -1026,12 +1139,19 @@ function submitted(text) {
         eventLine(view, "Usage: /me ACTION", undefined, "error");
         return true;
       }
-      return sendTyped(view, { type: "say", text: `/describe ${view.name} ${action}` });
+      if (!sendTyped(view, { type: "say", text: `/describe ${view.name} ${action}` })) return false;
+      sentAgain(view, text);
+      pendingLine(view, action, true, text);
+      return true;
     }
     const frame = { type: "say", text };
     // (A room it was removed from is no room to type a command in: the current one is.)
     if (view && view.kind === "room" && !view.left) frame.room = view.name;
     if (!sendTyped(view, frame)) return false;
+    if (me && me[1] && me[1].trim() && view && view.kind === "room" && !view.left) {
+      sentAgain(view, text);
+      pendingLine(view, me[1].trim(), true, text);
+    }
     state.passwordTyped = passwordOf(text);
     const join = text.match(/^\/join\s+(\S+)/);
     if (join) state.switchTo = join[1].startsWith("#") ? join[1] : `#${join[1]}`; // as the server takes it
@@ -1044,10 +1164,21 @@ function submitted(text) {
     else setStatus(why, true);
     return false;
   }
+  const said = text.startsWith("//") ? text.slice(1) : text;
   const frame = view.kind === "room"
     ? { type: "say", room: view.name, text }
-    : { type: "say", text: `/msg ${view.name} ${text.startsWith("//") ? text.slice(1) : text}` };
-  return sendTyped(view, frame);
+    : { type: "say", text: `/msg ${view.name} ${said}` };
+  if (!sendTyped(view, frame)) return false;
+  sentAgain(view, text);
+  pendingLine(view, said, false, text);
+  return true;
+}
+
+// What notSent put back into the box, sent again: its new line replaces the old one.
+function sentAgain(view, typed) {
+  const again = state.refilled;
+  if (again && again.view === view && again.typed === typed && again.lost) forget(again);
+  state.refilled = null;
 }
 
 function suggest() {
@@ -1223,6 +1354,18 @@ function start() {
       moveView(event.key === "ArrowUp" ? -1 : 1);
       input.focus();
     }
+  });
+  // The browser knows the network is gone: the connection with it, whatever the socket
+  // says. Back online: reconnect now, not at the end of the backoff's wait.
+  window.addEventListener("offline", () => {
+    if (!state.ws || !state.loggedIn) return;
+    hangUp("offline");
+    closed("offline", state.nick);
+  });
+  window.addEventListener("online", () => {
+    if (state.timer === null || state.ws) return;
+    state.backoff = BACKOFF_FIRST;
+    connect(state.nick);
   });
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && state.current) {
