@@ -1207,3 +1207,49 @@ def test_a_dead_connection_is_found_and_what_it_lost_is_not_sent(
         say(page, "back online")
         bob.expect("message", nick="alice", text="back online")
         bob.close()
+
+
+def test_new_messages_below_the_view_are_shown_and_own_ones_scroll_down(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Scrolled up a little, a message arriving below shows a "New messages ↓" control,
+    which jumps to the bottom; one's own message always scrolls to the bottom; a reader
+    at the bottom stays there when the window (or the message box) changes size."""
+    with web_server(disable=("flood",)) as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        bob = ChatClient(server.address)
+        bob.login("bob")
+        for i in range(60):
+            bob.say(f"filler {i}")
+        expect(page.locator(pane(page) + " .line", has_text="filler 59")).to_have_count(1)
+
+        def at_bottom() -> bool:
+            return bool(page.evaluate("nearBottom(state.current.pane)"))
+
+        wait_until(at_bottom, 10, "the log at the bottom")
+        jump = page.locator("#jump")
+        expect(jump).to_be_hidden()
+        page.evaluate("state.current.pane.scrollTop -= 100")
+        bob.say("below the view")
+        expect(page.locator(pane(page) + " .line", has_text="below the view")).to_have_count(1)
+        expect(jump).to_be_visible()
+        assert not at_bottom()
+        jump.click()
+        wait_until(at_bottom, 10, "the jump to the bottom")
+        expect(jump).to_be_hidden()
+        expect(page.locator("#input")).to_be_focused()
+        page.evaluate("state.current.pane.scrollTop -= 100")
+        say(page, "my own")
+        bob.expect("message", nick="alice", text="my own")
+        expect(page.locator(pane(page) + " .line.message", has_text="my own")).to_have_count(1)
+        wait_until(at_bottom, 10, "the own message at the bottom")
+        expect(jump).to_be_hidden()
+        # At the bottom, a smaller window and a taller message box keep it there.
+        page.set_viewport_size({"width": 1000, "height": 400})
+        wait_until(at_bottom, 10, "still at the bottom after a resize")
+        page.fill("#input", "one\ntwo\nthree\nfour\nfive")
+        page.dispatch_event("#input", "input")
+        wait_until(at_bottom, 10, "still at the bottom with a taller box")
+        assert page.evaluate("state.current.pane.scrollTop") > 0
+        bob.close()

@@ -188,8 +188,11 @@ function getView(kind, name, create = true) {
     pane.append(older);
     view = { key, kind, name, pane, older, ids: new Set(), unread: 0, more: false,
              loading: false, oldest: null, members: new Set(), topic: "", joining: false,
-             requests: [] };
+             requests: [], atBottom: true };
     pane.addEventListener("scroll", () => {
+      // (Where the reader is: at the bottom, a resize keeps it there.)
+      view.atBottom = nearBottom(pane);
+      if (view.atBottom && view === state.current) $("jump").hidden = true;
       if (pane.scrollTop < 40) loadOlder(view);
     });
     $("log").append(pane);
@@ -222,8 +225,15 @@ function show(view) {
   renderTopic();
   renderMembers();
   renderSidebar();
-  view.pane.scrollTop = view.pane.scrollHeight;
+  toBottom(view);
   if (view.pane.scrollHeight <= view.pane.clientHeight) loadOlder(view);
+}
+
+// The view scrolled to its newest line (and no "new messages" control: nothing is below).
+function toBottom(view) {
+  view.pane.scrollTop = view.pane.scrollHeight;
+  view.atBottom = true;
+  if (view === state.current) $("jump").hidden = true;
 }
 
 function renderTopic() {
@@ -323,6 +333,8 @@ function addLine(view, line, id) {
   if (stick || view !== state.current) {
     if (pane.childElementCount > state.maxLines + 1) trim(view);
     pane.scrollTop = pane.scrollHeight;
+  } else {
+    $("jump").hidden = false; // (scrolled up: a line arrived below, unseen)
   }
   return true;
 }
@@ -432,6 +444,7 @@ function pendingLine(view, text, action, typed) {
   const mark = el("span", "sending", "sending…");
   body.append(" ", mark);
   addLine(view, line);
+  toBottom(view); // (one's own message is seen sent, wherever the reader was)
   state.unconfirmed.push({ view, text, action: Boolean(action), typed, line, mark, lost: false });
 }
 
@@ -1367,6 +1380,16 @@ function start() {
     state.backoff = BACKOFF_FIRST;
     connect(state.nick);
   });
+  $("jump").addEventListener("click", () => {
+    if (state.current) toBottom(state.current);
+    input.focus();
+  });
+  // The log resized (the window, a phone's keyboard, the message box growing): a reader at
+  // the bottom stays there.
+  new ResizeObserver(() => {
+    const view = state.current;
+    if (view && view.atBottom) view.pane.scrollTop = view.pane.scrollHeight;
+  }).observe($("log"));
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && state.current) {
       state.current.unread = 0;
