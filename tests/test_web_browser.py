@@ -1253,3 +1253,49 @@ def test_new_messages_below_the_view_are_shown_and_own_ones_scroll_down(
         wait_until(at_bottom, 10, "still at the bottom with a taller box")
         assert page.evaluate("state.current.pane.scrollTop") > 0
         bob.close()
+
+
+def test_a_reload_goes_back_to_the_rooms_and_conversations(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """The rooms the page is in and its private conversations are remembered beside the
+    nick: after a reload, logging in as that nick goes back to them (a room parted stays
+    parted); another nick starts afresh."""
+    with web_server() as server:
+        bob = ChatClient(server.address)
+        bob.login("bob")
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        say(page, "/join #dev")
+        expect(page.locator("#title")).to_have_text("#dev")
+        say(page, "/join #ops")
+        expect(page.locator("#title")).to_have_text("#ops")
+        say(page, "/part #general")
+        expect(page.locator("#rooms button", has_text="#general")).to_have_count(0)
+        say(page, "/query bob")
+        say(page, "hi bob")
+        bob.expect("private", text="hi bob")
+        page.reload()
+        expect(page.locator("#nick")).to_have_value("alice")
+        page.press("#nick", "Enter")
+        expect(page.locator("#chat-view")).to_be_visible()
+        expect(page.locator("#rooms button")).to_have_text(["#dev", "#ops"])
+        expect(page.locator("#privates button")).to_have_text(["bob"])
+        wait_until(
+            lambda: (
+                (alice := server.hub.find("alice")) is not None
+                and sorted(alice.rooms.values()) == ["#dev", "#ops"]
+            ),
+            10,
+            "alice back in #dev and #ops only",
+        )
+        bob.say("/msg alice welcome back")
+        page.click("#privates button")
+        expect(page.locator(pane(page))).to_contain_text("<bob> welcome back")
+        # Another nick in the same browser: its own places, the default room.
+        other = page.context.new_page()
+        other.goto(base_url(server))
+        log_in(other, "carol")
+        expect(other.locator("#rooms button")).to_have_text(["#general"])
+        expect(other.locator("#privates button")).to_have_count(0)
+        bob.close()

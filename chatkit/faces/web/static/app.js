@@ -5,6 +5,7 @@
 "use strict";
 
 const NICK_KEY = "chatkit.nick";
+const VIEWS_KEY = "chatkit.views"; // {nick, rooms, privates}: where that nick was, for the next login
 const BACKOFF_FIRST = 500; // ms before the first reconnect; doubles up to BACKOFF_MAX
 const BACKOFF_MAX = 30000;
 const PAGE = 50; // messages asked for per scroll-back page
@@ -80,6 +81,7 @@ const state = {
   // {view, text, action, line, mark, lost}. Lost: refused, or its connection went first.
   unconfirmed: [],
   refilled: null, // the one of them whose text notSent put back into the box
+  restored: false, // whether the first login looked for the rooms remembered
 };
 
 // -- helpers --------------------------------------------------------------------------
@@ -289,10 +291,36 @@ function renderSidebar() {
     const again = document.querySelector(`#sidebar button[data-view="${CSS.escape(focused)}"]`);
     if (again) again.focus();
   }
+  remember();
   let unread = 0;
   for (const view of state.views.values()) unread += view.unread;
   document.title = unread ? `(${unread}) chatkit` : "chatkit";
   $("me").textContent = state.nick ? `You are ${state.nick}` : "";
+}
+
+// The rooms the page is in and its private conversations, kept in the browser beside the
+// nick: a login as that nick after a reload goes back to them (restore).
+function remember() {
+  if (!state.loggedIn || !state.nick) return;
+  const privates = [...state.views.values()].filter((v) => v.kind === "private").map((v) => v.name);
+  localStorage.setItem(VIEWS_KEY, JSON.stringify({ nick: state.nick, rooms: state.joined, privates }));
+}
+
+// At the first login, as `nick`: what remember() kept for it, as if the page had been
+// there all along (its hello names the rooms, as a reconnect's does; the conversations
+// ask for their last page once welcomed).
+function restore(nick) {
+  let saved = null;
+  try {
+    saved = JSON.parse(localStorage.getItem(VIEWS_KEY) || "null");
+  } catch {
+    return;
+  }
+  if (!saved || typeof saved.nick !== "string" || fold(saved.nick) !== fold(nick)) return;
+  if (Array.isArray(saved.rooms)) state.joined = saved.rooms.filter((r) => typeof r === "string");
+  for (const name of Array.isArray(saved.privates) ? saved.privates : []) {
+    if (typeof name === "string") getView("private", name);
+  }
 }
 
 function nearBottom(pane) {
@@ -627,6 +655,8 @@ const handlers = {
       view.filling = undefined;
       if (view.kind === "private") loadLatest(view);
     }
+    // In no room (a login that restored private conversations only): the first of them.
+    if (!state.current && !(f.rooms || []).length && state.views.size) show(state.views.values().next().value);
     renderSidebar();
     $("input").focus();
     heartbeat();
@@ -1019,7 +1049,7 @@ function connect(nick) {
     // Straight back into its rooms, not the default one (since holds for these only):
     // as many as fit in a frame the server takes; the welcome's handler joins the rest.
     state.helloRooms = []; // (none named: none refused at login to skip)
-    if (state.everWelcomed && state.joined.length) {
+    if (state.joined.length) { // (a reconnect's, or those restore() found)
       hello.rooms = [...state.joined];
       while (hello.rooms.length > 1 && tooLong(hello)) hello.rooms.shift();
       state.helloRooms = hello.rooms.map(fold);
@@ -1303,6 +1333,10 @@ function start() {
     }
     state.password = $("password").value || null;
     loginError("");
+    if (!state.everWelcomed && !state.restored) {
+      state.restored = true;
+      restore(nick);
+    }
     connect(nick);
   });
   $("compose").addEventListener("submit", (event) => {
