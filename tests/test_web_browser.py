@@ -1299,3 +1299,36 @@ def test_a_reload_goes_back_to_the_rooms_and_conversations(
         expect(other.locator("#rooms button")).to_have_text(["#general"])
         expect(other.locator("#privates button")).to_have_count(0)
         bob.close()
+
+
+def test_a_rename_not_asked_for_is_not_the_nick_remembered(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Renamed by the server (another tab logged in to the account, and this one became
+    GuestNN), the page still offers the nick chosen at the next visit, and keeps its
+    rooms under it; a /nick typed is remembered."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        say(page, "/register alices-password")
+        expect(page.locator(pane(page))).to_contain_text("registered")
+        say(page, "/join #dev")
+        expect(page.locator("#title")).to_have_text("#dev")
+        other = ChatClient(server.address)  # the other tab
+        other.login("alice", password="alices-password")
+        expect(page.locator("#me")).to_contain_text("You are Guest")
+        assert page.evaluate("localStorage.getItem('chatkit.nick')") == "alice"
+        say(page, "/join #ops")
+        expect(page.locator("#title")).to_have_text("#ops")
+        saved = json.loads(page.evaluate("localStorage.getItem('chatkit.views')"))
+        assert saved["nick"] == "alice" and "#ops" in saved["rooms"]
+        page.reload()
+        expect(page.locator("#nick")).to_have_value("alice")
+        other.close()
+        # Asked for: remembered.
+        bob = open_page(browser, contexts, base_url(server))
+        log_in(bob, "bob")
+        say(bob, "/nick robert")
+        expect(bob.locator("#me")).to_have_text("You are robert")
+        bob.reload()
+        expect(bob.locator("#nick")).to_have_value("robert")

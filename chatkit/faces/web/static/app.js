@@ -82,6 +82,7 @@ const state = {
   unconfirmed: [],
   refilled: null, // the one of them whose text notSent put back into the box
   restored: false, // whether the first login looked for the rooms remembered
+  chosen: null, // the nick the user last asked for (keepNick)
 };
 
 // -- helpers --------------------------------------------------------------------------
@@ -303,7 +304,8 @@ function renderSidebar() {
 function remember() {
   if (!state.loggedIn || !state.nick) return;
   const privates = [...state.views.values()].filter((v) => v.kind === "private").map((v) => v.name);
-  localStorage.setItem(VIEWS_KEY, JSON.stringify({ nick: state.nick, rooms: state.joined, privates }));
+  const nick = state.chosen || state.nick; // (the nick offered next time, restore's key)
+  localStorage.setItem(VIEWS_KEY, JSON.stringify({ nick, rooms: state.joined, privates }));
 }
 
 // At the first login, as `nick`: what remember() kept for it, as if the page had been
@@ -321,6 +323,13 @@ function restore(nick) {
   for (const name of Array.isArray(saved.privates) ? saved.privates : []) {
     if (typeof name === "string") getView("private", name);
   }
+}
+
+// The nick to offer at the next visit: the one the user chose (the login form's, a /nick
+// or /identify NICK typed), when the server gives it; never one it renamed the page to
+// unasked (GuestNN, another tab having logged in to the account).
+function keepNick(nick) {
+  if (state.chosen && fold(nick) === fold(state.chosen)) localStorage.setItem(NICK_KEY, nick);
 }
 
 function nearBottom(pane) {
@@ -613,7 +622,7 @@ const handlers = {
     state.everWelcomed = true;
     state.backoff = BACKOFF_FIRST;
     state.refusals = 0;
-    localStorage.setItem(NICK_KEY, f.nick);
+    keepNick(f.nick);
     $("login-view").hidden = true;
     $("chat-view").hidden = false;
     setStatus("connected");
@@ -724,7 +733,7 @@ const handlers = {
     setAway(f.new, away);
     if (f.old === state.nick) {
       state.nick = f.new;
-      localStorage.setItem(NICK_KEY, f.new);
+      keepNick(f.new); // (a rename the server made, GuestNN, is not the nick to offer)
     }
     for (const view of [...state.views.values()]) {
       if (view.kind === "room" && view.members.has(f.old)) {
@@ -1196,6 +1205,9 @@ function submitted(text) {
       pendingLine(view, me[1].trim(), true, text);
     }
     state.passwordTyped = passwordOf(text);
+    // (/nick NEW, /identify NICK PASSWORD: a nick asked for; /identify PASSWORD is not.)
+    const renamed = text.match(/^\/(nick|identify)\s+(\S+)(?:\s+(\S+))?\s*$/i);
+    if (renamed && (renamed[1].toLowerCase() === "nick") !== Boolean(renamed[3])) state.chosen = renamed[2];
     const join = text.match(/^\/join\s+(\S+)/);
     if (join) state.switchTo = join[1].startsWith("#") ? join[1] : `#${join[1]}`; // as the server takes it
     if (text.startsWith("/quit")) state.quitting = true;
@@ -1332,6 +1344,7 @@ function start() {
       return;
     }
     state.password = $("password").value || null;
+    state.chosen = nick;
     loginError("");
     if (!state.everWelcomed && !state.restored) {
       state.restored = true;
