@@ -1332,3 +1332,49 @@ def test_a_rename_not_asked_for_is_not_the_nick_remembered(
         expect(bob.locator("#me")).to_have_text("You are robert")
         bob.reload()
         expect(bob.locator("#nick")).to_have_value("robert")
+
+
+def test_web_addresses_in_messages_and_topics_are_links(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """http, https and www. addresses in a message or a topic are links (opened in a new
+    tab, no referrer, nofollow), made as nodes: punctuation after one is not part of it,
+    unless it closes a bracket it opened; anything else stays text."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        bob = ChatClient(server.address)
+        bob.login("bob")
+        bob.say(
+            "see https://en.wikipedia.org/wiki/A_(b). and www.example.com/x, "
+            '(http://example.net/y) javascript:alert(1) "https://q.example/?a=1&b=<i>2</i>"'
+        )
+        links = page.locator(pane(page) + " .line.message a")
+        expect(links).to_have_count(4)
+        expect(links).to_have_text(
+            [
+                "https://en.wikipedia.org/wiki/A_(b)",
+                "www.example.com/x",
+                "http://example.net/y",
+                "https://q.example/?a=1&b=",
+            ]
+        )
+        hrefs = links.evaluate_all("as => as.map((a) => a.getAttribute('href'))")
+        assert hrefs == [
+            "https://en.wikipedia.org/wiki/A_(b)",
+            "https://www.example.com/x",
+            "http://example.net/y",
+            "https://q.example/?a=1&b=",
+        ]
+        for i in range(4):
+            expect(links.nth(i)).to_have_attribute("rel", "noopener noreferrer nofollow")
+            expect(links.nth(i)).to_have_attribute("target", "_blank")
+        body = page.locator(pane(page) + " .line.message .body").last
+        expect(body).to_contain_text("javascript:alert(1)")
+        assert page.locator("#log i").count() == 0
+        bob.say("/topic docs at https://docs.example.org/start.")
+        topic = page.locator("#topic a")
+        expect(topic).to_have_attribute("href", "https://docs.example.org/start")
+        event = page.locator(pane(page) + " .line.event a")
+        expect(event).to_have_attribute("href", "https://docs.example.org/start")
+        bob.close()

@@ -242,7 +242,8 @@ function toBottom(view) {
 function renderTopic() {
   const view = state.current;
   const topic = view && view.kind === "room" ? view.topic || "" : "";
-  $("topic").textContent = topic;
+  $("topic").replaceChildren();
+  linked($("topic"), topic);
   $("topic").title = topic;
 }
 
@@ -434,13 +435,61 @@ function eventLine(view, text, ts, kind = "event") {
 // line of the page's own ("→ admin joined").
 function textEl(text) {
   const [first, ...rest] = String(text).split("\n");
-  const node = el("span", "text", first);
+  const node = linked(el("span", "text"), first);
   node.dir = "auto";
   for (const more of rest) {
-    const next = el("span", "more", more);
+    const next = linked(el("span", "more"), more);
     next.dir = "auto";
     node.append("\n", next); // (the line break for a copy; the block breaks the line)
   }
+  return node;
+}
+
+// Web addresses in a text: http and https ones, and www. ones (as https). Punctuation
+// at the end (a sentence's full stop, a closing bracket) is not the address's, unless it
+// closes a bracket the address opened: "(see wikipedia.org/wiki/A_(b))".
+const URL_START = /\b(?:https?:\/\/|www\.)[^\s<>"]+/gi;
+const CLOSING = { ")": "(", "]": "[", "}": "{" };
+const WWW_SCHEME = "https:"; // (a www. address's)
+
+function urlEnd(url) {
+  while (url) {
+    const last = url.charAt(url.length - 1);
+    if (CLOSING[last]) {
+      const opened = url.split(CLOSING[last]).length - 1;
+      const closed = url.split(last).length - 1;
+      if (closed <= opened) break; // (balanced: the address's own)
+    } else if (!".,;:!?'*".includes(last)) {
+      break;
+    }
+    url = url.slice(0, -1);
+  }
+  return url;
+}
+
+// Appends `text` to `node` as text, its web addresses as links (made as nodes, the
+// address as text: never HTML); returns `node`.
+function linked(node, text) {
+  let at = 0;
+  for (const match of String(text).matchAll(URL_START)) {
+    const shown = urlEnd(match[0]);
+    const href = /^www\./i.test(shown) ? `${WWW_SCHEME}//${shown}` : shown;
+    let url = null;
+    try {
+      url = new URL(href);
+    } catch {
+      url = null;
+    }
+    if (!url || !/^https?:$/.test(url.protocol) || !url.hostname || /^www\.$/i.test(shown)) continue;
+    if (match.index > at) node.append(text.slice(at, match.index));
+    const link = el("a", "", shown);
+    link.href = url.href;
+    link.rel = "noopener noreferrer nofollow";
+    link.target = "_blank";
+    node.append(link);
+    at = match.index + shown.length;
+  }
+  if (at < text.length) node.append(text.slice(at));
   return node;
 }
 
@@ -767,10 +816,18 @@ const handlers = {
     if (!view) return;
     view.topic = f.topic;
     if (view === state.current) renderTopic();
+    let line = null;
     if (f.join) {
-      if (f.topic !== view.shownTopic) eventLine(view, `topic: ${f.topic} (set by ${f.nick})`, f.ts);
-    } else if (f.topic) eventLine(view, `${f.nick} set the topic: ${f.topic}`, f.ts);
+      if (f.topic !== view.shownTopic) line = eventLine(view, `topic: ${f.topic} (set by ${f.nick})`, f.ts);
+    } else if (f.topic) line = eventLine(view, `${f.nick} set the topic: ${f.topic}`, f.ts);
     else eventLine(view, `${f.nick} cleared the topic`, f.ts);
+    if (line) {
+      // (Its web addresses as links, as a message's.)
+      const body = line.querySelector(".body");
+      const text = body.textContent;
+      body.replaceChildren();
+      linked(body, text);
+    }
     view.joining = false;
   },
   message(f) {
