@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1378,3 +1379,38 @@ def test_web_addresses_in_messages_and_topics_are_links(
         event = page.locator(pane(page) + " .line.event a")
         expect(event).to_have_attribute("href", "https://docs.example.org/start")
         bob.close()
+
+
+HOUR_ONLY = re.compile(r"^\d\d:\d\d(\s?[AP]M)?$")  # a time of today, as the page shows it
+
+
+def test_lines_not_from_today_show_their_date(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """A line from another day (a replay, a page left open overnight) shows its date
+    beside the time, the full date and time in its title and its datetime; today's
+    show the time alone."""
+    with web_server() as server:
+        carol = ChatClient(server.address)
+        carol.login("carol")
+        carol.say("said today")
+        carol.sync()
+        today = open_page(browser, contexts, base_url(server))
+        log_in(today, "alice")
+        line = today.locator(pane(today) + " .line.message", has_text="said today")
+        expect(line.locator("time")).to_have_text(HOUR_ONLY)
+        # The page's clock three days on: what the server says now is from another day.
+        later = open_page(browser, contexts, base_url(server))
+        later.clock.set_system_time(datetime.now(UTC) + timedelta(days=3))
+        log_in(later, "bob")
+        replayed = later.locator(pane(later) + " .line.message", has_text="said today")
+        time = replayed.locator("time")
+        expect(time).not_to_have_text(HOUR_ONLY)
+        day = datetime.fromisoformat(time.get_attribute("datetime") or "").astimezone()
+        expect(time).to_contain_text(str(day.day))
+        expect(time).to_have_attribute("title", re.compile(str(day.year)))
+        # Left open past midnight: today's lines get their date.
+        today.clock.set_system_time(datetime.now(UTC) + timedelta(days=1))
+        today.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        expect(line.locator("time")).not_to_have_text(HOUR_ONLY)
+        carol.close()

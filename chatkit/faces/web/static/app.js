@@ -119,10 +119,32 @@ function nickEl(nick, wrap) {
 
 function timeEl(ts) {
   const when = ts ? new Date(ts) : new Date();
-  const node = el("time", "", when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+  const node = el("time", "", shortTime(when));
   node.dateTime = when.toISOString();
-  node.title = when.toLocaleString();
+  node.title = when.toLocaleString([], { dateStyle: "full", timeStyle: "medium" });
   return node;
+}
+
+// A line's time as shown: the hour and minute if it is from today, the date too if not
+// (a replay holds other days'), the year too if not from this year.
+function shortTime(when) {
+  const now = new Date();
+  const hm = { hour: "2-digit", minute: "2-digit" };
+  if (when.toDateString() === now.toDateString()) return when.toLocaleTimeString([], hm);
+  const day = { day: "numeric", month: "short", ...hm };
+  if (when.getFullYear() !== now.getFullYear()) day.year = "numeric";
+  return when.toLocaleString([], day);
+}
+
+// Once the day changes (the page left open overnight), yesterday's lines say so.
+let shownDay = new Date().toDateString();
+function refreshTimes() {
+  const today = new Date().toDateString();
+  if (today === shownDay) return;
+  shownDay = today;
+  for (const node of document.querySelectorAll("#log time")) {
+    node.textContent = shortTime(new Date(node.dateTime));
+  }
 }
 
 // The bytes of `frame` as sent, if more than the server takes (it would close the
@@ -1494,7 +1516,9 @@ function start() {
     const view = state.current;
     if (view && view.atBottom) view.pane.scrollTop = view.pane.scrollHeight;
   }).observe($("log"));
+  setInterval(refreshTimes, 60000);
   document.addEventListener("visibilitychange", () => {
+    refreshTimes();
     if (!document.hidden && state.current) {
       state.current.unread = 0;
       renderSidebar();
