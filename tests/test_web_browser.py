@@ -1414,3 +1414,23 @@ def test_lines_not_from_today_show_their_date(
         today.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
         expect(line.locator("time")).not_to_have_text(HOUR_ONLY)
         carol.close()
+
+
+def test_a_right_to_left_nick_does_not_turn_event_lines_around(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Nicks and room names in the page's own lines are isolated (bdi): a Hebrew nick's
+    join, rename and leave read left to right, as the page wrote them."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        david = ChatClient(server.address)
+        david.login("דוד")
+        david.say("/nick דודי")
+        david.close()
+        for said in ("joined #general", "is now known as", "left #general"):
+            body = page.locator(pane(page) + " .line.event .body", has_text=said)
+            expect(body).to_have_count(1)
+            expect(body.locator("bdi").first).to_have_text(re.compile("^דוד"))
+            assert body.evaluate("b => b.matches(':dir(ltr)')"), said
+        expect(page.locator("#announce")).to_contain_text("← דודי left #general")

@@ -441,15 +441,24 @@ function announce(text) {
   while (region.childElementCount > ANNOUNCED) region.firstElementChild.remove();
 }
 
+// `text`: a string, or a list of strings and nodes (names in their own bdi: see named).
 function eventLine(view, text, ts, kind = "event") {
   if (!view) return null;
   const [line, body] = lineEl(kind, ts);
-  body.textContent = text;
+  if (Array.isArray(text)) body.append(...text);
+  else body.textContent = text;
   addLine(view, line);
   // The open conversation's events, and errors wherever they are shown, are read out
   // as its messages are (a role=log would read them all).
-  if (view === state.current || kind === "error") announce(text);
+  if (view === state.current || kind === "error") announce(body.textContent);
   return line;
+}
+
+// A nick, a room name or someone's text within a line of the page's: isolated (bdi), so
+// that a right-to-left one neither turns the line around ("→ דוד joined #general") nor
+// moves the words beside it.
+function named(name) {
+  return el("bdi", "", String(name));
 }
 
 // A message's text: its own direction (a Hebrew line reads from the right whoever wrote
@@ -771,7 +780,7 @@ const handlers = {
     }
     view.members.add(f.nick);
     renderMembers();
-    view.lastJoin = { nick: f.nick, line: eventLine(view, `→ ${f.nick} joined ${f.room}`, f.ts) };
+    view.lastJoin = { nick: f.nick, line: eventLine(view, ["→ ", named(f.nick), " joined ", named(f.room)], f.ts) };
   },
   leave(f) {
     const rooms = f.rooms || [f.room];
@@ -785,7 +794,9 @@ const handlers = {
           // Kicked: the view stays, with why (its notice came before), until closed.
           view.left = true;
           view.members = new Set();
-          eventLine(view, `← you were removed from ${room} by ${f.by}${f.reason ? ` (${f.reason})` : ""}; /join ${room} to go back`, f.ts, "notice");
+          const why = f.reason ? [" (", named(f.reason), ")"] : [];
+          eventLine(view, ["← you were removed from ", named(room), " by ", named(f.by), ...why,
+            "; /join ", named(room), " to go back"], f.ts, "notice");
           renderSidebar();
         } else {
           dropView(view);
@@ -793,8 +804,8 @@ const handlers = {
         continue;
       }
       view.members.delete(f.nick);
-      const why = f.reason ? ` (${f.reason})` : "";
-      eventLine(view, `← ${f.nick} left ${room}${why}`, f.ts);
+      const why = f.reason ? [" (", named(f.reason), ")"] : [];
+      eventLine(view, ["← ", named(f.nick), " left ", named(room), ...why], f.ts);
     }
     renderMembers();
   },
@@ -810,7 +821,7 @@ const handlers = {
       if (view.kind === "room" && view.members.has(f.old)) {
         view.members.delete(f.old);
         view.members.add(f.new);
-        eventLine(view, `${f.old} is now known as ${f.new}`);
+        eventLine(view, [named(f.old), " is now known as ", named(f.new)]);
       } else if (view.kind === "private" && fold(view.name) === fold(f.old)) {
         // The conversation goes on under the new nick (as IRC clients rename a query).
         const key = viewKey("private", f.new);
@@ -821,7 +832,7 @@ const handlers = {
         view.pane.dataset.view = key;
         view.pane.setAttribute("aria-label", `Messages of ${f.new}`);
         state.views.set(key, view);
-        eventLine(view, `${f.old} is now known as ${f.new}`);
+        eventLine(view, [named(f.old), " is now known as ", named(f.new)]);
         if (view === state.current) $("title").textContent = `private: ${view.name}`;
       }
     }
@@ -838,18 +849,12 @@ const handlers = {
     if (!view) return;
     view.topic = f.topic;
     if (view === state.current) renderTopic();
-    let line = null;
+    // (Its web addresses as links, as a message's.)
+    const topic = () => linked(el("bdi"), f.topic);
     if (f.join) {
-      if (f.topic !== view.shownTopic) line = eventLine(view, `topic: ${f.topic} (set by ${f.nick})`, f.ts);
-    } else if (f.topic) line = eventLine(view, `${f.nick} set the topic: ${f.topic}`, f.ts);
-    else eventLine(view, `${f.nick} cleared the topic`, f.ts);
-    if (line) {
-      // (Its web addresses as links, as a message's.)
-      const body = line.querySelector(".body");
-      const text = body.textContent;
-      body.replaceChildren();
-      linked(body, text);
-    }
+      if (f.topic !== view.shownTopic) eventLine(view, ["topic: ", topic(), " (set by ", named(f.nick), ")"], f.ts);
+    } else if (f.topic) eventLine(view, [named(f.nick), " set the topic: ", topic()], f.ts);
+    else eventLine(view, [named(f.nick), " cleared the topic"], f.ts);
     view.joining = false;
   },
   message(f) {
@@ -975,7 +980,7 @@ const handlers = {
     const joined = view && view.lastJoin;
     if (f.mode === "+o" && !f.by && joined && joined.line && fold(joined.nick) === fold(String(f.arg))
         && joined.line === view.pane.lastElementChild) {
-      joined.line.querySelector(".body").textContent += " (operator)";
+      joined.line.querySelector(".body").append(" (operator)");
       view.lastJoin = null;
       return;
     }
