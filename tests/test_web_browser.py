@@ -990,7 +990,7 @@ def test_a_kicked_view_that_joins_again_shows_what_it_missed(
         expect(ops).to_have_count(81)
         expect(ops.first).to_contain_text("before")
         root.say("/kick vic again", room="#ops")
-        expect(page.locator(pane(page))).to_contain_text("kicked by root: again")
+        expect(page.locator(pane(page))).to_contain_text("removed from #ops by root (again)")
         say(page, "/close")
         expect(page.locator("#rooms button", has_text="#ops")).to_have_count(0)
         root.close()
@@ -1434,3 +1434,28 @@ def test_a_right_to_left_nick_does_not_turn_event_lines_around(
             expect(body.locator("bdi").first).to_have_text(re.compile("^דוד"))
             assert body.evaluate("b => b.matches(':dir(ltr)')"), said
         expect(page.locator("#announce")).to_contain_text("← דודי left #general")
+
+
+def test_a_kick_from_a_room_not_viewed_is_noticed_and_said_once(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Kicked from a room while viewing another: its sidebar button says so and a screen
+    reader is told; the room's line names the kicker once, with the reason."""
+    settings = Config(plugins=["moderation"])
+    with web_server(config=settings) as server:
+        root, page = root_and_vic_in_ops(browser, contexts, server)
+        page.click("#rooms button >> text=#general")
+        expect(page.locator("#title")).to_have_text("#general")
+        root.say("/kick vic go away", room="#ops")
+        ops = page.locator("#rooms button", has_text="#ops")
+        expect(ops).to_contain_text("removed")
+        expect(page.locator("#announce")).to_contain_text("you were removed from #ops by root")
+        ops.click()
+        line = page.locator(pane(page) + " .line.notice", has_text="you were removed")
+        expect(line).to_contain_text(
+            "← you were removed from #ops by root (go away); /join #ops to go back"
+        )
+        expect(line).not_to_contain_text("kicked by")
+        say(page, "/join #ops")
+        expect(ops).not_to_contain_text("removed")
+        root.close()

@@ -296,6 +296,12 @@ function renderSidebar() {
       button.dataset.view = view.key;
       button.append(el("span", "name", view.name));
       button.title = view.name; // (a long one is cut short)
+      if (view.left) {
+        // Removed from it (a kick, a refusal at a reconnect): the view stays until closed.
+        button.classList.add("left");
+        button.append(el("span", "left-mark", "removed"));
+        button.title = `${view.name}: you are no longer in it`;
+      }
       if (view.unread) {
         const badge = el("span", "unread", "");
         badge.append(el("span", "visually-hidden", "unread: "), String(view.unread));
@@ -794,9 +800,16 @@ const handlers = {
           // Kicked: the view stays, with why (its notice came before), until closed.
           view.left = true;
           view.members = new Set();
-          const why = f.reason ? [" (", named(f.reason), ")"] : [];
-          eventLine(view, ["← you were removed from ", named(room), " by ", named(f.by), ...why,
+          // (The reason says who again, "kicked by OP: why": said once.)
+          let reason = String(f.reason || "");
+          const by = `kicked by ${f.by}`;
+          if (reason === by) reason = "";
+          else if (reason.startsWith(`${by}: `)) reason = reason.slice(by.length + 2);
+          const why = reason ? [" (", named(reason), ")"] : [];
+          const line = eventLine(view, ["← you were removed from ", named(room), " by ", named(f.by), ...why,
             "; /join ", named(room), " to go back"], f.ts, "notice");
+          // Viewing another conversation: its button says so, and a screen reader is told.
+          if (view !== state.current && line) announce(line.querySelector(".body").textContent);
           renderSidebar();
         } else {
           dropView(view);
