@@ -1459,3 +1459,25 @@ def test_a_kick_from_a_room_not_viewed_is_noticed_and_said_once(
         say(page, "/join #ops")
         expect(ops).not_to_contain_text("removed")
         root.close()
+
+
+def test_away_stays_set_across_a_reconnect(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Marked away, the page sets it again after a reconnect (away is the connection's
+    on the server), and says so; back, it stays back."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        say(page, "/away lunch")
+        expect(page.locator(pane(page))).to_contain_text("you are marked away: lunch")
+        drop_and_resume(page)
+        wait_until(lambda: server.hub.away("alice") == "lunch", 10, "alice away again")
+        expect(page.locator(pane(page) + " .line", has_text="marked away: lunch")).to_have_count(2)
+        say(page, "/away")
+        wait_until(lambda: server.hub.away("alice") is None, 10, "alice back")
+        drop_and_resume(page)
+        say(page, "/ping")  # (answered after anything the page sent at its welcome)
+        expect(page.locator(pane(page) + " .line.notice", has_text="pong")).to_have_count(1)
+        expect(page.locator(pane(page) + " .line", has_text="marked away")).to_have_count(2)
+        assert server.hub.away("alice") is None

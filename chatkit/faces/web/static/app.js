@@ -83,6 +83,7 @@ const state = {
   refilled: null, // the one of them whose text notSent put back into the box
   restored: false, // whether the first login looked for the rooms remembered
   chosen: null, // the nick the user last asked for (keepNick)
+  myAway: null, // the user's away message (/away), set again after a reconnect
 };
 
 // -- helpers --------------------------------------------------------------------------
@@ -720,6 +721,8 @@ const handlers = {
     state.autoTokens = Math.max(0, AUTO_BURST - 1 - Math.ceil(state.helloRooms.length / 4));
     state.autoAt = Date.now();
     sendAuto({ type: "say", text: "/help" });
+    // Away is the connection's: a new one is back until told again (its reply says so).
+    if (again && state.myAway) sendAuto({ type: "say", text: `/away ${state.myAway}` });
     const rooms = (f.rooms || []).map(fold);
     for (const room of state.joined) {
       // (One the hello named and the server refused is refused: its error says why.)
@@ -973,6 +976,7 @@ const handlers = {
       return;
     }
     if (f.command === "away" && f.data) {
+      state.myAway = f.data.away || null;
       setAway(state.nick, f.data.away);
       renderMembers();
     }
