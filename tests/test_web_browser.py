@@ -1481,3 +1481,31 @@ def test_away_stays_set_across_a_reconnect(
         expect(page.locator(pane(page) + " .line.notice", has_text="pong")).to_have_count(1)
         expect(page.locator(pane(page) + " .line", has_text="marked away")).to_have_count(2)
         assert server.hub.away("alice") is None
+
+
+def test_a_refused_message_goes_back_into_the_box(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """A message the server refuses (too many lines, muted) is marked not sent and its
+    text put back into the box (it was empty), which the error line says."""
+    settings = Config(plugins=["moderation"])
+    with web_server(config=settings) as server:
+        root, page = root_and_vic_in_ops(browser, contexts, server)
+        page.focus("#input")
+        many = "\n".join(f"line {i}" for i in range(25))
+        page.keyboard.insert_text(many)
+        page.press("#input", "Enter")
+        expect(page.locator(pane(page) + " .line.error")).to_contain_text(
+            "your message is back in the box"
+        )
+        expect(page.locator("#input")).to_have_value(many)
+        expect(page.locator(pane(page) + " .line.unsent")).to_contain_text(
+            "not sent (too many lines)"
+        )
+        root.say("/mute vic", room="#ops")
+        expect(page.locator(pane(page))).to_contain_text("mute")
+        say(page, "can you hear me")
+        expect(page.locator("#input")).to_have_value("can you hear me")
+        unsent = page.locator(pane(page) + " .line.unsent", has_text="can you hear me")
+        expect(unsent).to_contain_text("not sent (muted)")
+        root.close()

@@ -1039,7 +1039,8 @@ const handlers = {
       // error names if it names one): it is not coming back.
       const entry = state.unconfirmed.find((u) => !u.lost
         && (!f.room || (u.view.kind === "room" && fold(u.view.name) === fold(f.room))));
-      if (entry) notSent(entry, heading.toLowerCase(), false);
+      // Its text back into the box (if empty) to edit or send again, and said so.
+      if (entry && notSent(entry, heading.toLowerCase())) text += "; your message is back in the box";
     }
     const view = currentOrFirst();
     if (view) eventLine(view, text, undefined, "error");
