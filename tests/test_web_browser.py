@@ -569,9 +569,12 @@ def test_private_scroll_back_and_actions(browser: Browser, contexts: list[Browse
         page.fill("#password", "wrong-password")
         page.press("#nick", "Enter")
         expect(page.locator("#login-error")).to_contain_text("Wrong password")
-        # The error is the field's, for screen readers: invalid, and described by it.
-        expect(page.locator("#nick")).to_have_attribute("aria-invalid", "true")
-        expect(page.get_by_role("textbox", name="Your nick")).to_have_accessible_description(
+        # The error is the field's, for screen readers: invalid, and described by it (a
+        # wrong password's is the password field's, focused).
+        expect(page.locator("#password")).to_have_attribute("aria-invalid", "true")
+        expect(page.locator("#password")).to_be_focused()
+        expect(page.locator("#nick")).not_to_have_attribute("aria-invalid", "true")
+        expect(page.get_by_label("Password")).to_have_accessible_description(
             re.compile("Wrong password")
         )
         page.fill("#password", "alice-password")
@@ -1509,3 +1512,30 @@ def test_a_refused_message_goes_back_into_the_box(
         unsent = page.locator(pane(page) + " .line.unsent", has_text="can you hear me")
         expect(unsent).to_contain_text("not sent (muted)")
         root.close()
+
+
+def test_a_registered_nick_asks_for_its_password_in_the_pages_words(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Logging in as a registered nick without its password: the login form says so in
+    the page's words (not the protocol's "the hello's password") and puts the caret in
+    the password field; with the password, the login goes on."""
+    with web_server() as server:
+        owner = ChatClient(server.address)
+        owner.login("alice")
+        owner.command("/register alices-password")
+        owner.close()
+        wait_until(lambda: server.hub.find("alice") is None, 10, "alice gone")
+        page = open_page(browser, contexts, base_url(server))
+        page.fill("#nick", "alice")
+        page.press("#nick", "Enter")
+        error = page.locator("#login-error")
+        expect(error).to_contain_text("alice is registered")
+        expect(error).to_contain_text("type its password in the Password field")
+        expect(error).not_to_contain_text("hello")
+        expect(page.locator("#password")).to_be_focused()
+        expect(page.locator("#password")).to_have_attribute("aria-invalid", "true")
+        page.keyboard.type("alices-password")
+        page.keyboard.press("Enter")
+        expect(page.locator("#chat-view")).to_be_visible()
+        expect(page.locator("#me")).to_have_text("You are alice")

@@ -1008,18 +1008,22 @@ const handlers = {
   error(f) {
     const code = String(f.code);
     const heading = ERRORS[code] || "Error";
-    const said = String(f.text);
+    let said = String(f.text);
+    if (code === "nick_registered" && !state.loggedIn) {
+      // The server's words are for a JSON client ("the hello's password"): the page's own.
+      said = `${said.replace(/ \(the hello's password\)$/, "")}; type its password in the Password field`;
+    }
     // (A text that starts with its heading, "usage: /join #ROOM", is not given it twice.)
     let text = said.toLowerCase().startsWith(heading.toLowerCase())
       ? said.charAt(0).toUpperCase() + said.slice(1) : `${heading}: ${said}`;
     if (f.retry_after) text += ` (wait ${Number(f.retry_after).toFixed(1)} s)`;
     if (!state.loggedIn && !state.everWelcomed) {
-      loginError(text);
+      loginError(text, code);
       $("login-view").hidden = false;
       $("chat-view").hidden = true;
       state.quitting = true;
       if (state.ws) state.ws.close(1000, "login refused");
-      $("nick").focus();
+      focusLogin(code);
       return;
     }
     if (state.loggedIn && historyRefused(f)) return;
@@ -1052,7 +1056,7 @@ const handlers = {
       // its password changed, a ban) no retry mends: back to the login form.
       state.refusals += 1;
       if (!PASSING.has(code) || (code === "nick_taken" && state.refusals >= RESUME_TRIES)) {
-        backToLogin(`${text} (while you were away). Pick another nick, or try again.`);
+        backToLogin(`${text} (while you were away). Pick another nick, or try again.`, code);
       } else {
         state.ws.close(1000, "retry");
       }
@@ -1080,15 +1084,29 @@ const RESUME_TRIES = 4;
 
 // The login form again, with why, the nick and password filled in; the views stay, and
 // a login from it resumes them.
-function backToLogin(why) {
+function backToLogin(why, code) {
   hangUp("login refused"); // (its close is this, not a loss to reconnect from or report)
   setStatus("disconnected", true);
-  loginError(why);
+  loginError(why, code);
   $("nick").value = state.nick || "";
   $("password").value = state.password || "";
   $("chat-view").hidden = true;
   $("login-view").hidden = false;
-  $("nick").focus();
+  focusLogin(code);
+}
+
+// Login refusals that are the password's: its field is the one to fix.
+const PASSWORD_CODES = new Set(["nick_registered", "bad_password"]);
+
+// The login form's field that the refusal (its code) is about gets the focus: the
+// password's for a registered nick or a wrong password (selected, to retype), else the nick's.
+function focusLogin(code) {
+  if (PASSWORD_CODES.has(code)) {
+    $("password").focus();
+    $("password").select();
+  } else {
+    $("nick").focus();
+  }
 }
 
 function receive(event) {
@@ -1428,10 +1446,13 @@ function moveView(step) {
 
 // The login form's error, tied to the nick field (aria-invalid, described by it), or
 // none ("").
-function loginError(text) {
+function loginError(text, code) {
   $("login-error").textContent = text;
-  if (text) $("nick").setAttribute("aria-invalid", "true");
-  else $("nick").removeAttribute("aria-invalid");
+  const field = PASSWORD_CODES.has(code) ? $("password") : $("nick");
+  for (const each of [$("nick"), $("password")]) {
+    if (text && each === field) each.setAttribute("aria-invalid", "true");
+    else each.removeAttribute("aria-invalid");
+  }
 }
 
 function start() {
