@@ -1539,3 +1539,39 @@ def test_a_registered_nick_asks_for_its_password_in_the_pages_words(
         page.keyboard.press("Enter")
         expect(page.locator("#chat-view")).to_be_visible()
         expect(page.locator("#me")).to_have_text("You are alice")
+
+
+def test_a_message_that_arrived_after_all_loses_its_not_sent_mark(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """A message that reached the server while its copy was lost with the connection is
+    marked not sent, then the resume's replay brings it: the mark goes, and its text
+    leaves the box (sending it again would say it twice)."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        deaf: set[int] = set()  # the routes (by id) that pass nothing on to the page
+
+        def route(ws: WebSocketRoute) -> None:
+            to_server = ws.connect_to_server()
+            ws.on_message(to_server.send)
+            to_server.on_message(lambda m: None if id(ws) in deaf else ws.send(m))
+            routes.append(ws)
+
+        routes: list[WebSocketRoute] = []
+        page.route_web_socket(re.compile(r"/ws$"), route)
+        page.evaluate("state.heartbeat = 300; state.pongWait = 700")
+        log_in(page, "alice")
+        bob = ChatClient(server.address)
+        bob.login("bob")
+        bob.say("hello alice")
+        expect(page.locator(pane(page))).to_contain_text("<bob> hello alice")
+        deaf.add(id(routes[0]))  # what the server sends is lost on the way
+        say(page, "half way")
+        bob.expect("message", nick="alice", text="half way")  # (it did arrive)
+        expect(page.locator("#status")).to_contain_text("reconnecting")
+        expect(page.locator("#status")).to_have_text("connected")
+        mine = page.locator(pane(page) + " .line.message", has_text="half way")
+        expect(mine).to_have_count(1)
+        expect(mine).not_to_have_class(re.compile("pending"))
+        expect(page.locator("#input")).to_have_value("")
+        bob.close()
