@@ -216,8 +216,9 @@ function getView(kind, name, create = true) {
              loading: false, oldest: null, members: new Set(), topic: "", joining: false,
              requests: [], atBottom: true };
     pane.addEventListener("scroll", () => {
-      // (Where the reader is: at the bottom, a resize keeps it there.)
-      view.atBottom = nearBottom(pane);
+      // (Where the reader is: at the bottom, a resize keeps it there. A scroll that a
+      // resize made, before the resize is handled, says nothing of it.)
+      if (view.seenHeight === undefined || pane.clientHeight === view.seenHeight) view.atBottom = nearBottom(pane);
       if (view.atBottom && view === state.current) $("jump").hidden = true;
       if (pane.scrollTop < 40) loadOlder(view);
     });
@@ -259,6 +260,7 @@ function show(view) {
 function toBottom(view) {
   view.pane.scrollTop = view.pane.scrollHeight;
   view.atBottom = true;
+  view.seenHeight = view.pane.clientHeight;
   if (view === state.current) $("jump").hidden = true;
 }
 
@@ -1283,9 +1285,14 @@ function passwordOf(text) {
 // it scrolls).
 function fitInput() {
   const input = $("input");
+  // (Measuring gives the log the box's room for a moment, which scrolls a log read at
+  // the bottom up by as much: it is put back at the bottom.)
+  const view = state.current;
+  const stay = view && view.atBottom;
   input.style.height = "auto"; // (its one row, to measure what the text needs)
   if (input.value) input.style.height = `${input.scrollHeight}px`;
   else input.style.height = "";
+  if (stay) toBottom(view);
 }
 
 // What the user typed: a command or a message. False if the text should stay in the box.
@@ -1558,7 +1565,9 @@ function start() {
   // the bottom stays there.
   new ResizeObserver(() => {
     const view = state.current;
-    if (view && view.atBottom) view.pane.scrollTop = view.pane.scrollHeight;
+    if (!view) return;
+    if (view.atBottom) view.pane.scrollTop = view.pane.scrollHeight;
+    view.seenHeight = view.pane.clientHeight;
   }).observe($("log"));
   setInterval(refreshTimes, 60000);
   document.addEventListener("visibilitychange", () => {
