@@ -1487,6 +1487,16 @@ def test_away_stays_set_across_a_reconnect(
         expect(page.locator(pane(page) + " .line.notice", has_text="pong")).to_have_count(1)
         expect(page.locator(pane(page) + " .line", has_text="marked away")).to_have_count(2)
         assert server.hub.away("alice") is None
+        # Back with the connection dropped before its reply came: back all the same.
+        say(page, "/away tea")
+        wait_until(lambda: server.hub.away("alice") == "tea", 10, "alice away for tea")
+        expect(page.locator(pane(page) + " .line", has_text="marked away: tea")).to_have_count(1)
+        page.evaluate("submit('/away'); state.ws.close()")
+        wait_until(lambda: not page.evaluate("state.loggedIn"), 10, "the page's disconnect")
+        wait_until(lambda: page.evaluate("state.loggedIn"), 10, "the page's resume")
+        say(page, "/ping")
+        expect(page.locator(pane(page) + " .line.notice", has_text="pong")).to_have_count(2)
+        assert server.hub.away("alice") is None
 
 
 def test_a_refused_message_goes_back_into_the_box(

@@ -1332,6 +1332,8 @@ function submitted(text) {
       pendingLine(view, me[1].trim(), true, text);
     }
     state.passwordTyped = passwordOf(text);
+    // Back: at once (its reply may be lost with the connection, and away set again).
+    if (/^\/away\s*$/i.test(text)) state.myAway = null;
     // (/nick NEW, /identify NICK PASSWORD: a nick asked for; /identify PASSWORD is not.)
     const renamed = text.match(/^\/(nick|identify)\s+(\S+)(?:\s+(\S+))?\s*$/i);
     if (renamed && (renamed[1].toLowerCase() === "nick") !== Boolean(renamed[3])) state.chosen = renamed[2];
