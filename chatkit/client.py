@@ -469,9 +469,14 @@ class Client(LineClient):
         password: str | None = None,
         room: str | None = None,
         rooms: list[str] | None = None,
+        resume: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Log in as ``nick``; return the ``welcome`` frame or raise :class:`LoginRefused`.
+
+        ``resume`` is the ``resume`` of an earlier login's welcome: if that connection
+        still holds ``nick`` (it died without the server noticing yet), it is closed and
+        the nick is this login's.
 
         ``password`` is the registered nick's (the ``accounts`` plugin). ``room`` is
         joined instead of the default room (its ``#`` may be left out): the welcome's
@@ -497,6 +502,8 @@ class Client(LineClient):
             hello["room"] = room_name(room)
         if rooms is not None:
             hello["rooms"] = [room_name(r) for r in rooms]
+        if resume is not None:
+            hello["resume"] = resume
         self._login_room = hello.get("room")
         self.send(hello)
         at = self._find(

@@ -18,7 +18,9 @@ room's lane is empty are published under that lock with no entry at all.
 
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -64,6 +66,8 @@ MAX_WAIT = 60.0
 WAIT_SLICE = 0.05
 
 
+RESUME_BYTES = 18  # random bytes of a welcome's resume secret (24 characters)
+RESUMED_PREFIX = "Gone"  # a session a reconnect took its nick from is renamed Gone<id>
 MAX_LOGIN_REFUSALS = 10
 """Rooms of one ``hello`` refused with an ``error`` each; the rest are one more."""
 
@@ -703,6 +707,9 @@ class Hub:
         if problem:
             raise CommandError(f"bad nick {nick!r}: {problem}", "bad_nick")
         account = session.account  # (an account the login proves is only the login's)
+        resume = (fields or {}).get("resume")
+        if isinstance(resume, str) and resume:
+            self._resume(session, nick, resume)
         try:
             self._check(
                 self.hooks.first(
@@ -765,6 +772,7 @@ class Hub:
                     looks.setdefault(look, name)
             else:
                 refused.append((name, allowed))
+        session.resume = secrets.token_urlsafe(RESUME_BYTES)
         welcome = Frame(
             "welcome",
             nick=nick,
@@ -772,6 +780,7 @@ class Hub:
             version=__version__,
             rooms=accepted,
             max_line=limits.max_line,  # what a client may send (the web page checks it)
+            resume=session.resume,  # (its own: a reconnect takes the nick back with it)
         )
         with self._lock:
             session.welcomed = True
@@ -1249,6 +1258,30 @@ class Hub:
         return wake
 
     # -- nicks -------------------------------------------------------------------
+
+    def _resume(self, session: Session, nick: str, secret: str) -> None:
+        """A ``hello`` with the ``resume`` secret of the session holding ``nick`` here
+        (its ``welcome``'s): that session is a connection of the same client that died
+        unseen (a phone that lost its network: the server learns it only at its idle
+        timeout), so it is renamed to a guest nick and closed, and the nick is free for
+        this login. A wrong secret, or none held, changes nothing (the login then finds
+        the nick taken, as without one)."""
+        holder = self.find(nick)
+        if (
+            holder is None
+            or holder is session
+            or holder.resume is None
+            or not hmac.compare_digest(holder.resume.encode(), secret.encode())
+        ):
+            return
+        holder.resume = None  # (once)
+        log.info("%s reconnected: its earlier connection is closed", nick)
+        try:
+            self.rename(holder, f"{RESUMED_PREFIX}{holder.id}", forced=True)
+        except CommandError as exc:
+            if exc.code != "not_logged_in":
+                raise  # (it left meanwhile: the nick is free)
+        holder.disconnect("replaced by a new connection")
 
     def may_speak(self, session: Session, room: str) -> bool:
         """Whether the filters (``chatkit_filter_message``) let ``session`` speak in

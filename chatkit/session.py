@@ -86,6 +86,10 @@ class Session:
         self.away: str | None = None
         """Why the client is away (``/away``, IRC's ``AWAY``), or ``None`` while it is
         here. Set through ``hub.set_away``."""
+        self.resume: str | None = None
+        """The secret its ``welcome`` gave it (``resume``): a later ``hello`` for its
+        nick with it takes the nick from this session (a connection that died unseen).
+        Set by the hub at login."""
         self.data: dict[str, Any] = {}
         """Free space for plugins, keyed by plugin name; guard it yourself."""
         self.transport = transport

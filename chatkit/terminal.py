@@ -148,6 +148,12 @@ _QUIET = frozenset(("help", "who"))  # the commands whose replies completion may
 LOGIN_WAIT = 30.0  # seconds a reconnect's login may take before it is tried again
 
 
+def _secret(welcome: dict[str, Any]) -> str | None:
+    """The ``resume`` secret of a ``welcome`` (a server without one: ``None``)."""
+    resume = welcome.get("resume")
+    return resume if isinstance(resume, str) else None
+
+
 def reconnect_waits() -> Iterator[float]:
     """Seconds between reconnection attempts: :data:`BACKOFF`, then its last for good."""
     return itertools.chain(BACKOFF, itertools.repeat(BACKOFF[-1]))
@@ -229,6 +235,9 @@ class Terminal:
         self.limit = LineLimit()
         """The prompt's check of a line's size, at the server's ``max_line`` (welcome)."""
         self.last_id: int | None = None  # the newest message shown: a reconnect resumes there
+        # The welcome's resume secret: a reconnect takes the nick back with it from the
+        # old connection, which the server may not know is dead yet.
+        self.resume: str | None = None
         self.client: Client | None = None
         self.completer = ChatCompleter()
         self._quit = threading.Event()  # set once: the user quit, or the end came
@@ -369,6 +378,7 @@ class Terminal:
                 if fresh:
                     raise  # not the wait at the prompt: the server closed a new connection
                 continue  # closed while the nick was being typed: connect again
+            self.resume = _secret(welcome)
             welcome = printable(welcome)
             self.nick = welcome["nick"]
             self.rooms = [r for r in welcome.get("rooms", []) if isinstance(r, str)]
@@ -467,6 +477,7 @@ class Terminal:
                     since=self.last_id,
                     password=self.password,
                     rooms=again or None,
+                    resume=self.resume,
                     timeout=LOGIN_WAIT,
                 )
             except LoginRefused as exc:
@@ -491,6 +502,7 @@ class Terminal:
                 client.close()
                 return False
             self.client = client
+            self.resume = _secret(welcome)
             self.rooms = list(welcome.get("rooms", []))
             self._take_limit(welcome)
             self.room = self.rooms[-1] if self.rooms else ""

@@ -202,10 +202,12 @@ class ChatClient(Client, _TestLines):
         password: str | None = None,
         room: str | None = None,
         rooms: list[str] | None = None,
+        resume: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Log in as ``nick`` (into ``room``, or ``rooms``, instead of the default room,
-        if given); return the ``welcome`` frame (fail on an error frame).
+        if given; ``resume``: see :meth:`chatkit.client.Client.login`); return the
+        ``welcome`` frame (fail on an error frame).
 
         It returns once the client is in the welcome's first room (its own ``join``
         arrived), so that others see it there; the frames stay pending for ``expect``.
@@ -219,6 +221,7 @@ class ChatClient(Client, _TestLines):
                 password=password,
                 room=room,
                 rooms=rooms,
+                resume=resume,
                 timeout=deadline - time.monotonic(),
             )
         except LoginRefused as exc:

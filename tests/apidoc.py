@@ -69,6 +69,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "free",
             "push",
             "renaming",
+            "resume",
             "transport",
             "unsettled",
             "welcomed",

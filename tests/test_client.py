@@ -65,6 +65,42 @@ def test_library_connect_login_say_and_read(chat_server: Server, chat_client: Co
     watcher.expect("leave", nick="bot")
 
 
+def test_a_reconnect_with_its_resume_secret_takes_the_nick_from_a_dead_connection(
+    chat_server: Server, chat_client: Connect
+) -> None:
+    """A connection that died unseen (it neither reads nor closes: a phone that lost its
+    network) holds its nick until the server's idle timeout; a login naming the resume
+    secret its welcome gave takes the nick at once: the dead one is renamed and closed.
+    A wrong secret changes nothing."""
+    watcher = chat_client("watcher")
+    dead = socket.create_connection(chat_server.address)
+    dead.sendall(b'{"type":"hello","nick":"bob"}\n')
+    lines = dead.makefile("rb")
+    welcome = next(f for f in map(json.loads, lines) if f["type"] == "welcome")
+    secret = welcome["resume"]
+    assert isinstance(secret, str) and len(secret) >= 24
+    watcher.expect("join", nick="bob")
+    with Client.connect(*chat_server.address) as other, pytest.raises(LoginRefused):
+        other.login("bob", resume=secret[::-1])
+    with Client.connect(*chat_server.address) as again:
+        fresh = again.login("bob", resume=secret)
+        assert fresh["nick"] == "bob" and fresh["resume"] != secret
+        renamed = watcher.expect("nick", old="bob")["new"]
+        assert renamed.startswith("Gone")
+        seen: list[dict[str, Any]] = []
+
+        def joined_and_left() -> bool:  # (in either order: two connections' readers)
+            seen.extend(watcher.sync())
+            kinds = {(f["type"], f.get("nick"), f.get("reason")) for f in seen}
+            left = ("leave", renamed, "replaced by a new connection")
+            return ("join", "bob", None) in kinds and left in kinds
+
+        wait_until(joined_and_left, 10, "bob's join, and the dead connection's leave")
+        with Client.connect(*chat_server.address) as third, pytest.raises(LoginRefused):
+            third.login("bob", resume=secret)  # used once: the nick is taken now
+    dead.close()
+
+
 def test_a_login_after_the_greeting_is_a_login(chat_server_factory: Factory) -> None:
     """A program that logs in after the text greeting came (a slow link, a connection
     made early) logs in: the greeting is no sign of another face's port."""

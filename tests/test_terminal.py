@@ -274,6 +274,66 @@ def test_a_connection_lost_right_after_the_login_reconnects(
     assert child.exitstatus == 0
 
 
+class DeafProxy:
+    """A TCP proxy to a server whose :meth:`drop` ends the client's side of every
+    connection so far and leaves the server's open, silent: the server does not see
+    that client go (a network that died), and later connections pass as before."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.target = target
+        self.clients: list[socket.socket] = []
+        self.lock = threading.Lock()  # guards clients (accept thread, test thread)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target)
+                with self.lock:
+                    self.clients.append(client)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def drop(self) -> None:
+        with self.lock:
+            dropped, self.clients = self.clients, []
+        for sock in dropped:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_reconnect_takes_the_nick_back_from_a_connection_that_died_unseen(
+    chat_server_factory: Callable[..., Server], terminal: Callable[..., pexpect.spawn]
+) -> None:
+    """The client's connection dies where the server cannot see it (it holds the nick
+    until its keep-alive gives up): the reconnect's login names the welcome's resume
+    secret and is back at once as bob, the old connection renamed and closed."""
+    server = chat_server_factory(disable=["flood"])
+    proxy = DeafProxy(server.address)
+    with ChatClient(server.address) as alice:
+        alice.login("alice")
+        child = terminal(proxy.port, "--nick", "bob")
+        child.expect(WELCOME_BOB)
+        alice.expect("join", nick="bob")
+        proxy.drop()
+        child.expect(r"\d\d:\d\d \* connection lost; reconnecting")
+        child.expect(r"\d\d:\d\d \* reconnected to \S+ as bob", timeout=20)
+        assert alice.expect("nick", old="bob")["new"].startswith("Gone")
+        child.sendline("still me")
+        assert alice.expect("message", text="still me")["nick"] == "bob"
+        press_ctrl_d_until_it_ends(child)
+        child.wait()
+
+
 def test_reconnects_after_the_server_restarts(terminal: Callable[..., pexpect.spawn]) -> None:
     """After a lost connection it retries with backoff, logs in again and rejoins its rooms."""
     server, port = start_server(0)

@@ -1213,6 +1213,42 @@ def test_a_dead_connection_is_found_and_what_it_lost_is_not_sent(
         bob.close()
 
 
+def test_a_reconnect_takes_the_nick_back_from_a_connection_that_died_unseen(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """The network goes silent and the server never sees the old connection close (it
+    holds the nick until its keep-alive gives up): the page's reconnect names the
+    welcome's resume secret and is back at once under its nick, the old connection
+    renamed and closed; it was nick_taken until the server's idle timeout."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        deaf: set[int] = set()  # routes that pass nothing on, a close neither
+
+        def route(ws: WebSocketRoute) -> None:
+            to_server = ws.connect_to_server()
+            ws.on_message(lambda m: None if id(ws) in deaf else to_server.send(m))
+            to_server.on_message(lambda m: None if id(ws) in deaf else ws.send(m))
+            ws.on_close(lambda code, reason: None if id(ws) in deaf else to_server.close())
+            routes.append(ws)
+
+        routes: list[WebSocketRoute] = []
+        page.route_web_socket(re.compile(r"/ws$"), route)
+        page.evaluate("state.heartbeat = 300; state.pongWait = 700")
+        log_in(page, "alice")
+        bob = ChatClient(server.address)
+        bob.login("bob")
+        deaf.add(id(routes[0]))  # the network goes silent; the server sees nothing
+        # (Playwright's waits, which forward the routes' traffic, before bob's.)
+        expect(page.locator("#status")).to_contain_text("reconnecting")
+        expect(page.locator("#status")).to_have_text("connected")
+        say(page, "still me")
+        gone = bob.expect("nick", old="alice")["new"]
+        assert gone.startswith("Gone")
+        assert bob.expect("message", text="still me")["nick"] == "alice"
+        assert len(routes) == 2  # back at the first try: not nick_taken
+        bob.close()
+
+
 def test_new_messages_below_the_view_are_shown_and_own_ones_scroll_down(
     browser: Browser, contexts: list[BrowserContext]
 ) -> None:

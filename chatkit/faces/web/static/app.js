@@ -45,6 +45,7 @@ const state = {
   listening: null, // the AbortController of state.ws's listeners (hangUp removes them)
   nick: null, // as the server keeps it, once welcomed
   password: null, // the login form's, for reconnects; never stored
+  resume: null, // the welcome's resume secret: a reconnect takes the nick back from a dead connection
   loggedIn: false,
   everWelcomed: false,
   quitting: false,
@@ -708,6 +709,7 @@ const handlers = {
     state.loggedIn = true;
     state.away = new Map(); // (a new session is here; each room's /who says who is away)
     if (Number.isInteger(f.max_line)) state.maxLine = f.max_line;
+    state.resume = typeof f.resume === "string" ? f.resume : null;
     state.everWelcomed = true;
     state.backoff = BACKOFF_FIRST;
     state.refusals = 0;
@@ -1175,6 +1177,7 @@ function connect(nick) {
   ws.addEventListener("open", () => {
     const hello = { type: "hello", nick };
     if (state.password) hello.password = state.password; // a registered nick's
+    if (state.resume) hello.resume = state.resume; // the last connection's, if it died unseen
     state.resumed = Boolean(state.lastId);
     if (state.resumed) hello.since = state.lastId; // resume: only what was missed
     // Straight back into its rooms, not the default one (since holds for these only):
