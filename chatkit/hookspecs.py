@@ -38,8 +38,9 @@ between two hooks, with no hook of its own::
     /drop:    chatkit_allow_input → (the account deleted) → chatkit_on_account_deleted
               → (account to the client and everyone who shares a room)
               → chatkit_on_account
-    /away:    chatkit_allow_input → (away to everyone who shares a room, if it
-              changed) → chatkit_on_away
+    /away:    chatkit_allow_input → (if it changed:) chatkit_filter_message (each
+              room, an empty message: may it speak there?) → (away to everyone who
+              shares such a room) → chatkit_on_away
     request:  chatkit_allow_input → chatkit_handle_request (before login too)
     ready:    (a JSON ping asking ``{"ready": true}``, before login too) → chatkit_check_ready
     authenticate: chatkit_authenticate (IRC SASL, before login)

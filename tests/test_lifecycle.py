@@ -300,17 +300,18 @@ DETAILS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
-        "/away",
-        {
-            "chatkit_allow_input": ("Say", "/away lunch"),
-            "chatkit_on_away": ("alicia", "lunch"),
-        },
-    ),
-    (
         "/part",
         {
             "chatkit_allow_input": ("Say", "/part #side"),
             "chatkit_on_leave": ("#side", "part"),
+        },
+    ),
+    (
+        "/away",
+        {
+            "chatkit_allow_input": ("Say", "/away lunch"),
+            "chatkit_filter_message": ("", None),  # (#general, its one room now)
+            "chatkit_on_away": ("alicia", "lunch"),
         },
     ),
     (
@@ -356,10 +357,10 @@ def run_scenario(plugin: Recorder) -> None:
             client.expect("account", account="alicia")
             client.say("/drop correct-horse")  # /drop
             client.expect("reply", command="drop")
-            client.say("/away lunch")  # /away
-            client.expect("reply", command="away")
             client.say("/part #side")  # /part
             client.expect("leave", room="#side")
+            client.say("/away lunch")  # /away
+            client.expect("reply", command="away")
         # logout: the connection is closed; its hooks run on the reader thread.
         assert plugin.logged_out.wait(TIMEOUT), "no chatkit_on_logout"
     finally:
