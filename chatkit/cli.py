@@ -486,7 +486,8 @@ def serve(
         typer.Option(
             "--tls-only",
             help="Listen on TLS ports alone: the line protocol on --tls-port, IRC on "
-            "--irc-tls-port, the page on \\[faces.web] tls_port; no port in clear. "
+            "--irc-tls-port, the page on \\[faces.web] tls_port; no chat port in clear "
+            "(the metrics and webhooks plugins' HTTP ports stay plain). "
             "\\[default: \\[tls] only in the config file, else off]",
             metavar="",
         ),

@@ -906,6 +906,12 @@ class Hub:
         self._check(
             self.hooks.first("chatkit_allow_join", _reject, Reject, client=session, room=room)
         )
+        if session.away is not None:
+            # Its join's away field is words said to the room: not where it is muted.
+            if self.may_speak(session, room):
+                session.quiet = session.quiet.difference([_key(room)])
+            else:
+                session.quiet = session.quiet.union([_key(room)])
         name = self._join(session, room)
         if name is None:
             return False
@@ -1023,6 +1029,7 @@ class Hub:
             rooms = [
                 key for key, room in list(session.rooms.items()) if self.may_speak(session, room)
             ]
+            session.quiet = frozenset(session.rooms).difference(rooms)
             frame = Frame("away", nick=session.nick, text=session.away)
             self._tell_company(session, frame, rooms=rooms)
             self.hooks.notify("chatkit_on_away", client=session)
@@ -1141,7 +1148,12 @@ class Hub:
         session.current_room = found.name
         ts = utc_now()
         frame = Frame(
-            "join", room=found.name, nick=session.nick, ts=ts, **_account(session), **_away(session)
+            "join",
+            room=found.name,
+            nick=session.nick,
+            ts=ts,
+            **_account(session),
+            **_away(session, _key(room)),
         )
         if not session.codec.join_members:
             # The joiner gets the frame everybody gets (one encoding per codec), then
@@ -1917,10 +1929,11 @@ class _Relayed(NamedTuple):
     wait: Callable[[], None]
 
 
-def _away(session: Session) -> dict[str, str]:
-    """The ``away`` field of a join: the joiner's away message, if it is away."""
+def _away(session: Session, key: str) -> dict[str, str]:
+    """The ``away`` field of a join to the room of ``key``: the joiner's away message,
+    if it is away (and may speak there: :attr:`Session.quiet`)."""
     away = session.away
-    return {} if away is None else {"away": away}
+    return {} if away is None or key in session.quiet else {"away": away}
 
 
 def _account(session: Session) -> dict[str, str]:

@@ -86,6 +86,9 @@ class Session:
         self.away: str | None = None
         """Why the client is away (``/away``, IRC's ``AWAY``), or ``None`` while it is
         here. Set through ``hub.set_away``."""
+        self.quiet: frozenset[str] = frozenset()
+        """The hub's: the rooms (folded) its away message is not told in, since it may
+        not speak there (a mute): its joins there carry no ``away`` either."""
         self.resume: str | None = None
         """The secret its ``welcome`` gave it (``resume``): a later ``hello`` for its
         nick with it takes the nick from this session (a connection that died unseen).

@@ -68,6 +68,7 @@ SURFACE: list[tuple[type[Any], str, list[str], set[str]]] = [
             "codec",
             "free",
             "push",
+            "quiet",
             "renaming",
             "resume",
             "transport",

@@ -82,8 +82,10 @@ def test_settings_take_effect(chat_server_factory: Factory, chat_client: Connect
 def test_a_page_of_history_costs_a_line_per_fifty_messages(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
-    """A history request asking for many messages costs as many lines of the allowance
-    as it is work (a line per HISTORY_PER_LINE): a 200-message page takes four."""
+    """A page of history costs as many lines of the allowance as it is work (the
+    history plugin charges a line more per 50 messages, whichever way it is asked):
+    a 200-message page takes four, as a request or as /history; a limit past any
+    page is refused as a bad frame, not a failure."""
     server = chat_server_factory(config=flood_config(rate=0.001, burst=5))
     alice = chat_client(server, "alice")  # (the hello's token is given back at login)
     alice.send(type="history", room="#general", limit=50)  # one line
@@ -92,6 +94,16 @@ def test_a_page_of_history_costs_a_line_per_fifty_messages(
     alice.expect("history")
     alice.say("refused")
     assert alice.expect("error")["code"] == "rate_limited"
+    bob = chat_client(server, "bob")
+    bob.say("/history #general 200")  # the same page, typed: the same four lines
+    bob.expect("history")
+    bob.say("one more")
+    bob.expect("message", text="one more")
+    bob.say("refused")
+    assert bob.expect("error")["code"] == "rate_limited"
+    carl = chat_client(server, "carl")
+    carl.send_raw(b'{"type":"history","room":"#general","limit":1' + b"0" * 400 + b"}\n")
+    assert carl.expect("error")["code"] == "bad_frame"
 
 
 def test_a_paste_of_burst_lines_right_after_the_login_arrives_whole(

@@ -221,12 +221,16 @@ def test_taken_and_bad_nicks_then_retry(connect: Callable[[], IrcClient], server
         irc.expect(f":{SERVER} 432 * 9lives :")
         irc.send("NICK alice2")
         irc.expect(f":{SERVER} 001 alice2 ")
-        # A bad nick is 432 at once, before USER (as other servers answer it).
+        # A bad nick is 432 at once, before USER (as other servers answer it); one
+        # that is good once in NFKC (José typed as e and a combining accent) is good.
         early = connect()
         early.send("NICK al!ce")
         early.expect(f":{SERVER} 432 * al!ce :nicks are 1 to ")
         early.send("NICK alice3", "USER x 0 * :x")
         early.expect(f":{SERVER} 001 alice3 ")
+        decomposed = connect()
+        decomposed.send("NICK Jose\u0301", "USER x 0 * :x")
+        decomposed.expect(f":{SERVER} 001 José ")
 
 
 def test_pass_reaches_the_login_hook(make_server: Callable[..., Server]) -> None:
@@ -1225,6 +1229,19 @@ def test_list_takes_masks_and_a_long_one_costs_lines_of_input(
         lines = lister.until(" 366 ")
         (names,) = [line for line in lines if " 353 " in line]
         assert names.endswith(":maker lister")
+        # NAMES alone: the rooms one is in, each four a line (as NAMES of four costs).
+        for i in range(0, 12, 4):
+            lister.send("JOIN " + ",".join(f"#r{j:03}" for j in range(i, i + 4)))
+        lister.expect(" 366 lister #r011 ")
+        lister.sync()
+        seen.clear()
+        lister.send("NAMES")
+        lister.until(" 366 lister * ")
+        assert seen == ["/names"] * 4  # 13 rooms: the line's own, and three more
+        # More than four names to LIST: all of them (LIST's targets are not TARGMAX's).
+        lister.send("LIST #r000,#r001,#r002,#r003,#r004,#general")
+        listed = [line.split()[3] for line in lister.until(" 323 ") if " 322 " in line]
+        assert len(listed) == 6
 
 
 def test_an_invisible_member_is_listed_only_to_the_room_s_members(
@@ -1418,6 +1435,8 @@ def test_tagmsg_relays_client_only_tags_to_irc_users_who_take_them(
     assert not [line for line in carol.sync() if "TAGMSG" in line]
     # A tag's value is cleaned as text is: no terminal escape, bell or bidi control
     # reaches another's client (escaped on the wire as IRCv3 has it: \s a space).
+    alice.send("@+x=" + "\x07" * 1500 + " TAGMSG #general")  # 4 KB cleaned: too long
+    alice.expect(f":{SERVER} 417 alice :Input line was too long (tags)")
     alice.send("@+draft/react=\\s\x1b[2J\x07\u202eevil TAGMSG #general")
     line = bob.expect("TAGMSG")
     assert line == "@+draft/react=\\s\ufffd[2J\ufffd\ufffdevil :alice!alice@chatkit TAGMSG #general"

@@ -104,6 +104,51 @@ def test_rooms_a_guest_operated_are_forgotten_once_emptied(
     ann.expect("leave", nick="ann", room="#kept")
 
 
+def test_two_threads_making_one_guest_an_operator_both_hold(
+    chat_server_factory: Factory, chat_client: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own join as a room's first member and another operator's /op elsewhere, at
+    once, each prune the guest's emptied rooms: both grants hold, and neither fails
+    (a dict changed under another thread's loop lost one, or raised)."""
+    server = chat_server_factory(config=moderated(), disable=["flood"])
+    chat_client(server, "ann")
+    chat_client(server, "bob")
+    session = server.hub.find("bob")
+    plugin = server.pluginmanager.get_plugin("moderation")
+    assert session is not None and isinstance(plugin, Moderation)
+    session.data["moderation"] = {"#gone": 123.0}  # a room it operated, emptied since
+    real = server.hub.created
+    # (Fixed, the lock keeps the second out until the first is done: its wait breaks
+    # after half a second, and it goes on.)
+    both = threading.Barrier(2, timeout=0.5)
+
+    def created(room: str) -> float | None:  # both have read #gone before either writes
+        if room == "#gone" and threading.current_thread().name.startswith("race"):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both.wait()
+        return real(room)
+
+    monkeypatch.setattr(server.hub, "created", created)
+    errors: list[str] = []
+
+    def run(room: str) -> None:
+        try:
+            plugin._make_connection_operator(session, room)
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    threads = [
+        threading.Thread(target=run, args=(room,), name=f"race{room}")
+        for room in ("#general", "#other")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert set(session.data["moderation"]) == {"#general", "#other"}
+
+
 def test_an_away_message_is_not_told_where_its_sender_is_muted(
     chat_server_factory: Factory, chat_client: Connect
 ) -> None:
@@ -121,6 +166,11 @@ def test_an_away_message_is_not_told_where_its_sender_is_muted(
     bob.expect("reply", command="away")
     assert ann.expect("away", nick="bob")["text"] == "BUY CHEAP STUFF"  # (#general)
     assert not [f for f in carl.sync() if f["type"] == "away"]
+    # Nor by a part and a join again: the join, which carries it, leaves it out.
+    bob.say("/part #den")
+    carl.expect("leave", nick="bob", room="#den")
+    bob.say("/join #den")
+    assert "away" not in carl.expect("join", nick="bob", room="#den")
     ann.say("/unmute bob")
     ann.expect("notice", text="ann unmuted bob!*@*")
     bob.say("/away")

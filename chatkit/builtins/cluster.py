@@ -762,7 +762,7 @@ class Cluster:
         data = {"nick": client.nick, "room": room}
         if client.account is not None:
             data["account"] = client.account
-        if client.away is not None:
+        if client.away is not None and fold(room) not in client.quiet:
             data["away"] = client.away
         self._send("join", data, self._member_op(client))
         with self._lock:

@@ -8,9 +8,8 @@ after which the next one will be accepted; a paced client's (IRC's: IRC servers
 hold a flooding client back, and clients show a line as sent once written) waits
 its turn instead (:class:`chatkit.Wait`), up to ``max_wait`` seconds, and is refused
 beyond (a wait is at most ``burst / rate``: 4 s by default). ``ping`` and
-``/quit`` are never limited; a ``history`` request (IRC's ``CHATHISTORY``) costs a
-line per 50 messages it asks for (:data:`HISTORY_PER_LINE`). With ``kick_after`` set,
-a client refused (or, paced, held back) that many lines in a row is disconnected.
+``/quit`` are never limited. With ``kick_after`` set, a client refused (or, paced,
+held back) that many lines in a row is disconnected.
 
 Settings (``[plugins.flood]``): ``rate`` (5.0), ``burst`` (20), ``kick_after`` (0: never),
 ``max_wait`` (10.0).
@@ -41,7 +40,6 @@ BURST = 20  # lines at once: a paste (as many as a message may have, max_message
 # or a client's queued lines after a reconnect
 KICK_AFTER = 0  # refusals in a row before disconnecting; 0 never disconnects
 MAX_WAIT = 10.0  # seconds a paced client's line waits its turn at most (Session.paced)
-HISTORY_PER_LINE = 50  # messages of a history page a line of the allowance pays for
 _QUIT = re.compile(r"/quit(\s|$)", re.IGNORECASE)  # /quit, with a reason or not
 
 
@@ -113,13 +111,6 @@ class Flood:
             # Every four rooms a line, as on IRC's JOIN (a reconnect in 30 rooms leaves
             # most of a burst for what follows it).
             cost = min(1.0 + math.ceil(len(event.rooms) / 4), self.burst)
-        elif isinstance(event, Request) and event.type == "history":
-            # A page of history is as much work as its messages: a line per
-            # HISTORY_PER_LINE asked for (a 500-message page, asked again and again,
-            # took a core).
-            limit = event.fields.get("limit")
-            if isinstance(limit, int) and limit > HISTORY_PER_LINE:
-                cost = min(float(math.ceil(limit / HISTORY_PER_LINE)), self.burst)
         if tokens >= cost:
             bucket.tokens = tokens - cost
             # (A line that waited its turn is not refused: a paced client's paste arrives

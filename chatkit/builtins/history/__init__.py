@@ -56,6 +56,7 @@ from chatkit import (
     Register,
     Reject,
     Request,
+    Say,
     Server,
     Session,
     UsageError,
@@ -70,6 +71,9 @@ from chatkit import (
 from chatkit.builtins.history.store import BUSY_TIMEOUT, MAX_BATCH, MessageStore, StoreError
 
 log = logging.getLogger(__name__)
+
+MESSAGES_PER_LINE = 50
+"""Messages of a page a line of the reader's input pays for (see History._charge)."""
 
 REPLAY = 50  # messages replayed on join: a screenful or two of context
 PAGE = 50  # messages per /history page by default
@@ -456,6 +460,16 @@ class History:
         frames.append(Frame("history", **where, count=len(frames), more=more, **first))
         return frames
 
+    def _charge(self, client: Session, messages: int) -> None:
+        """A page of ``messages`` is as much work as they are: past the request's own
+        line, a line of input more for each :data:`MESSAGES_PER_LINE` (flood control
+        counts them; a 500-message page asked for again and again took a core). Raises
+        :class:`CommandError` if refused."""
+        if self._server is None:
+            return
+        for _ in range(1, -(-messages // MESSAGES_PER_LINE)):
+            self._server.hub.allow_input(client, Say("/history", command=True))
+
     def _send_page(self, client: Session, target: str, page: Page) -> None:
         """Send a page of a room's (``#name``) or a private conversation's history."""
         where: dict[str, Any] = {}
@@ -505,6 +519,7 @@ class History:
                             me, target, account=client.account, other=other, **bounds
                         )
 
+            self._charge(client, page.limit * (2 if page.around is not None else 1))
             if page.around is not None:
                 # The message (or the time) in the middle: as many before it as after,
                 # and when one side runs short, the other fills the page.

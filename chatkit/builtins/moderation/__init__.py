@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 import weakref
 from datetime import UTC, datetime
@@ -231,6 +232,10 @@ class Moderation:
         """Accounts named in ``server_operators``."""
         self.max_masks = MAX_MASKS
         """Bans a room keeps at most, and mutes (``max_masks``)."""
+        # Serializes the writers of a connection's operator rooms (_CONNECTION_OPS in
+        # client.data, replaced whole): its reader and another's /op or /deop. Held for
+        # a dict copy only; readers take no lock (they read one reference).
+        self._ops_lock = threading.Lock()
         self.invite_hours = INVITE_HOURS
         """Hours an invitation lets its nick in, unused (``invite_hours``)."""
         self._server: Server | None = None  # set at chatkit_server_start
@@ -301,12 +306,15 @@ class Moderation:
         """Make ``client`` (not identified) an operator of ``room`` for as long as this
         room lives: the room of that name someone creates after it emptied is not its."""
         created = None if self._server is None else self._server.hub.created(room)
-        ops: dict[str, float | None] = client.data.setdefault(_CONNECTION_OPS, {})
         # The rooms emptied since are forgotten here: a connection that creates rooms
-        # and leaves them again and again keeps only those that live.
-        for key in [key for key in ops if not self._lives(key, ops[key])]:
-            del ops[key]
-        ops[fold(room)] = created
+        # and leaves them again and again keeps only those that live. A new dict
+        # replaces the old (one reference write): other threads read it (its checks)
+        # and never see it change under them.
+        with self._ops_lock:  # (two writers, its own join and another's /op: both kept)
+            ops: dict[str, float | None] = client.data.get(_CONNECTION_OPS, {})
+            kept = {key: at for key, at in list(ops.items()) if self._lives(key, at)}
+            kept[fold(room)] = created
+            client.data[_CONNECTION_OPS] = kept
 
     def _lives(self, key: str, created: float | None) -> bool:
         """Whether the room of ``key`` is still the one created at ``created``."""
@@ -316,7 +324,7 @@ class Moderation:
         """The rooms (folded) ``client`` is an operator of as a connection, not an
         account: those it was made one of that still live (not emptied since)."""
         ops: dict[str, float | None] = client.data.get(_CONNECTION_OPS, {})
-        return {key for key, created in ops.items() if self._lives(key, created)}
+        return {key for key, created in list(ops.items()) if self._lives(key, created)}
 
     def is_operator(self, client: Session, room: str) -> bool:
         """Whether ``client`` is an operator of ``room``."""
@@ -982,7 +990,10 @@ class Moderation:
         if not self.is_operator(target, room):  # nothing changes: nobody is told (as /op)
             ctx.reply(f"{target.nick} is not an operator of {room}", room=room)
             return
-        target.data.get(_CONNECTION_OPS, {}).pop(fold(room), None)
+        with self._ops_lock:  # (a new dict, as _make_connection_operator makes)
+            ops = target.data.get(_CONNECTION_OPS, {})
+            if fold(room) in ops:
+                target.data[_CONNECTION_OPS] = {k: v for k, v in ops.items() if k != fold(room)}
         if target.account is not None:
             self._store.remove("ops", fold(room), target.account)
         self._act(ctx, room, f"removed {target.nick} as an operator", "-o", target.nick or "")

@@ -33,7 +33,7 @@ from chatkit.errors import CommandError
 from chatkit.events import MAX_ID, Hello, Request, Say
 from chatkit.events import Message as ChatMessage
 from chatkit.faces.irc import numerics as n
-from chatkit.faces.irc.message import MAX_LINE_BYTES, Message
+from chatkit.faces.irc.message import MAX_CLIENT_TAG_BYTES, MAX_LINE_BYTES, Message
 from chatkit.faces.irc.protocol import (
     CAPABILITIES,
     CHATHISTORY_CAP,
@@ -366,8 +366,10 @@ class IrcChannel:
         )
         """The connection's sans-I/O protocol state."""
         self.protocol.max_line = min(self.protocol.max_line, hub.config.limits.max_line)
-        self.protocol.nick_problem = functools.partial(
-            valid_nick, max_len=hub.config.limits.max_nick
+        # As the hub judges it at login: in NFKC (a decomposed é is one letter), and
+        # with the max_nick of now (a reload may change it).
+        self.protocol.nick_problem = lambda nick: valid_nick(
+            names.normalize(nick), hub.config.limits.max_nick
         )
         # Synchronize send(): frames for this client alone come from its reader and
         # from other threads (the watchdog's ping, a plugin's notice), and the
@@ -990,6 +992,12 @@ class IrcChannel:
         except CommandError:
             self.send(Message(n.ERR_CANNOTSENDTOCHAN, (params[0], "Cannot send: bad text")))
             return
+        section = Message("TAGMSG", (), None, tags).line().partition(" ")[0]  # "@..."
+        if len(section.encode()) - 1 > MAX_CLIENT_TAG_BYTES:
+            # Cleaned (a control character is 3 bytes as U+FFFD), past what IRCv3 lets
+            # client tags be: not relayed.
+            self.send(Message(n.ERR_INPUTTOOLONG, ("Input line was too long (tags)",)))
+            return
         target = params[0]
         self._input(f"/tagmsg {target}")  # counts against the flood limit as a line
         if target.startswith("#"):
@@ -1109,6 +1117,8 @@ class IrcChannel:
         lines: list[Message] = []
         if not params or not params[0]:
             rooms = list(self.session.rooms.values())
+            for _ in range(1, -(-len(rooms) // MAX_TARGETS)):
+                self._input("/names")  # each four rooms a line, as NAMES of four costs
         else:
             asked = [self._room_name(room) for room in params[0].split(",")[:MAX_TARGETS]]
             rooms = list({names.fold(room): room for room in asked}.values())  # each once
@@ -1343,7 +1353,7 @@ class IrcChannel:
         ``322`` for each room, ``323``. Each :data:`LIST_PER_LINE` rooms listed past the
         first cost a line of the flood allowance more (a LIST of thousands of rooms is
         that much work: flood control slows whoever asks for it again and again)."""
-        wanted = [names.fold(r) for r in params[0].split(",")[:MAX_TARGETS]] if params else []
+        wanted = [names.fold(r) for r in params[0].split(",")] if params else []
         wanted = [mask for mask in wanted if mask]
         rooms = [
             (room, count)
