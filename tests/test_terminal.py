@@ -284,6 +284,9 @@ class DeafProxy:
         self.port: int = self.listener.getsockname()[1]
         self.target = target
         self.clients: list[socket.socket] = []
+        # The server's sides, held here: one collected once its pumps end would close
+        # (a reset the server sees), and the point is that it sees nothing.
+        self.upstreams: list[socket.socket] = []
         self.lock = threading.Lock()  # guards clients (accept thread, test thread)
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -294,6 +297,7 @@ class DeafProxy:
                 upstream = socket.create_connection(self.target)
                 with self.lock:
                     self.clients.append(client)
+                    self.upstreams.append(upstream)
                 for a, b in ((client, upstream), (upstream, client)):
                     threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -309,6 +313,12 @@ class DeafProxy:
         for sock in dropped:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+        with self.lock:
+            for sock in self.clients + self.upstreams:
+                sock.close()
 
 
 def test_a_reconnect_takes_the_nick_back_from_a_connection_that_died_unseen(
@@ -332,6 +342,7 @@ def test_a_reconnect_takes_the_nick_back_from_a_connection_that_died_unseen(
         assert alice.expect("message", text="still me")["nick"] == "bob"
         press_ctrl_d_until_it_ends(child)
         child.wait()
+    proxy.close()
 
 
 def test_reconnects_after_the_server_restarts(terminal: Callable[..., pexpect.spawn]) -> None:
