@@ -1157,6 +1157,31 @@ def test_join_of_a_room_already_joined_goes_there(
         carol.close()
 
 
+class Network:
+    """The page's WebSocket connections, through Playwright's routes: :meth:`silence`
+    makes one pass nothing on from the server (with ``both``, nothing to it either;
+    with ``hide_close`` too, the page's close never reaches the server, which holds
+    the connection open: a network that died unseen)."""
+
+    def __init__(self, page: Page, *, both: bool = True, hide_close: bool = False) -> None:
+        self.routes: list[WebSocketRoute] = []
+        self._deaf: set[int] = set()  # the routes (by id) silenced
+        self._both, self._hide_close = both, hide_close
+        page.route_web_socket(re.compile(r"/ws$"), self._route)
+
+    def _route(self, ws: WebSocketRoute) -> None:
+        to_server = ws.connect_to_server()
+        deaf, both = self._deaf, self._both
+        ws.on_message(lambda m: None if both and id(ws) in deaf else to_server.send(m))
+        to_server.on_message(lambda m: None if id(ws) in deaf else ws.send(m))
+        if self._hide_close:
+            ws.on_close(lambda code, reason: None if id(ws) in deaf else to_server.close())
+        self.routes.append(ws)
+
+    def silence(self, index: int = 0) -> None:
+        self._deaf.add(id(self.routes[index]))
+
+
 def test_a_dead_connection_is_found_and_what_it_lost_is_not_sent(
     browser: Browser, contexts: list[BrowserContext]
 ) -> None:
@@ -1166,16 +1191,7 @@ def test_a_dead_connection_is_found_and_what_it_lost_is_not_sent(
     The browser going offline drops the connection at once; back online, it reconnects."""
     with web_server() as server:
         page = open_page(browser, contexts, base_url(server))
-        deaf: set[int] = set()  # the routes (by id) that pass nothing on, either way
-
-        def route(ws: WebSocketRoute) -> None:
-            to_server = ws.connect_to_server()
-            ws.on_message(lambda m: None if id(ws) in deaf else to_server.send(m))
-            to_server.on_message(lambda m: None if id(ws) in deaf else ws.send(m))
-            routes.append(ws)
-
-        routes: list[WebSocketRoute] = []
-        page.route_web_socket(re.compile(r"/ws$"), route)
+        network = Network(page)
         # (The page's own timings, shortened as tests do: state.heartbeat, state.pongWait.)
         page.evaluate("state.heartbeat = 300; state.pongWait = 700")
         log_in(page, "alice")
@@ -1187,7 +1203,7 @@ def test_a_dead_connection_is_found_and_what_it_lost_is_not_sent(
         expect(mine).to_have_count(1)
         expect(mine).not_to_have_class(re.compile("pending"))
         expect(page.locator("#status")).to_have_text("connected")
-        deaf.add(id(routes[0]))  # the network goes silent
+        network.silence()  # the network goes silent
         say(page, "into the void")
         lost = page.locator(f"{pane(page)} .line.pending", has_text="into the void")
         expect(lost).to_contain_text("sending…")
@@ -1195,7 +1211,7 @@ def test_a_dead_connection_is_found_and_what_it_lost_is_not_sent(
         expect(page.locator("#input")).to_have_value("into the void")
         expect(page.locator("#announce")).to_contain_text("Connection lost: a message not sent")
         expect(page.locator("#status")).to_have_text("connected")  # on a new connection
-        assert len(routes) >= 2
+        assert len(network.routes) >= 2
         page.press("#input", "Enter")
         bob.expect("message", nick="alice", text="into the void")
         arrived = page.locator(
@@ -1222,22 +1238,12 @@ def test_a_reconnect_takes_the_nick_back_from_a_connection_that_died_unseen(
     renamed and closed; it was nick_taken until the server's idle timeout."""
     with web_server() as server:
         page = open_page(browser, contexts, base_url(server))
-        deaf: set[int] = set()  # routes that pass nothing on, a close neither
-
-        def route(ws: WebSocketRoute) -> None:
-            to_server = ws.connect_to_server()
-            ws.on_message(lambda m: None if id(ws) in deaf else to_server.send(m))
-            to_server.on_message(lambda m: None if id(ws) in deaf else ws.send(m))
-            ws.on_close(lambda code, reason: None if id(ws) in deaf else to_server.close())
-            routes.append(ws)
-
-        routes: list[WebSocketRoute] = []
-        page.route_web_socket(re.compile(r"/ws$"), route)
+        network = Network(page, hide_close=True)
         page.evaluate("state.heartbeat = 300; state.pongWait = 700")
         log_in(page, "alice")
         bob = ChatClient(server.address)
         bob.login("bob")
-        deaf.add(id(routes[0]))  # the network goes silent; the server sees nothing
+        network.silence()  # the network goes silent; the server sees nothing
         # (Playwright's waits, which forward the routes' traffic, before bob's.)
         expect(page.locator("#status")).to_contain_text("reconnecting")
         expect(page.locator("#status")).to_have_text("connected")
@@ -1245,7 +1251,7 @@ def test_a_reconnect_takes_the_nick_back_from_a_connection_that_died_unseen(
         gone = bob.expect("nick", old="alice")["new"]
         assert gone.startswith("Gone")
         assert bob.expect("message", text="still me")["nick"] == "alice"
-        assert len(routes) == 2  # back at the first try: not nick_taken
+        assert len(network.routes) == 2  # back at the first try: not nick_taken
         bob.close()
 
 
@@ -1598,23 +1604,14 @@ def test_a_message_that_arrived_after_all_loses_its_not_sent_mark(
     leaves the box (sending it again would say it twice)."""
     with web_server() as server:
         page = open_page(browser, contexts, base_url(server))
-        deaf: set[int] = set()  # the routes (by id) that pass nothing on to the page
-
-        def route(ws: WebSocketRoute) -> None:
-            to_server = ws.connect_to_server()
-            ws.on_message(to_server.send)
-            to_server.on_message(lambda m: None if id(ws) in deaf else ws.send(m))
-            routes.append(ws)
-
-        routes: list[WebSocketRoute] = []
-        page.route_web_socket(re.compile(r"/ws$"), route)
+        network = Network(page, both=False)  # what the page sends still arrives
         page.evaluate("state.heartbeat = 300; state.pongWait = 700")
         log_in(page, "alice")
         bob = ChatClient(server.address)
         bob.login("bob")
         bob.say("hello alice")
         expect(page.locator(pane(page))).to_contain_text("<bob> hello alice")
-        deaf.add(id(routes[0]))  # what the server sends is lost on the way
+        network.silence()  # what the server sends is lost on the way
         say(page, "half way")
         bob.expect("message", nick="alice", text="half way")  # (it did arrive)
         expect(page.locator("#status")).to_contain_text("reconnecting")
