@@ -1,6 +1,7 @@
 """The chat page in a real browser (Debian's Chromium through Playwright): people on
 pages chat with each other and with a TCP client, see history, scroll back, survive a
-server restart, and never get HTML from a message.
+server restart, and never get HTML from a message. (A message line's text holds a colon
+after its nick, "<carol>: hi", for screen readers alone: unseen.)
 
 One browser for the whole session (launching one costs about a second); each test
 opens its own contexts (separate localStorage) and pages.
@@ -108,11 +109,11 @@ def test_two_pages_and_a_tcp_client_chat(browser: Browser, contexts: list[Browse
         carol = ChatClient(server.address)
         carol.login("carol")
         say(alice, "hello from alice")
-        expect(bob.locator(pane(bob))).to_contain_text("<alice> hello from alice")
+        expect(bob.locator(pane(bob))).to_contain_text("<alice>: hello from alice")
         carol.expect("message", nick="alice", text="hello from alice")
         carol.say("hi pages")
-        expect(alice.locator(pane(alice))).to_contain_text("<carol> hi pages")
-        expect(bob.locator(pane(bob))).to_contain_text("<carol> hi pages")
+        expect(alice.locator(pane(alice))).to_contain_text("<carol>: hi pages")
+        expect(bob.locator(pane(bob))).to_contain_text("<carol>: hi pages")
         expect(alice.locator(pane(alice))).to_contain_text("carol joined #general")
         say(bob, "/me waves")
         carol.expect("message", nick="bob", text="waves", action=True)
@@ -206,7 +207,7 @@ def test_the_page_over_https_chats_over_wss(
         bob = ChatClient(server.address)
         bob.login("bob")
         bob.say("hi over wss")
-        expect(page.locator(pane(page))).to_contain_text("<bob> hi over wss")
+        expect(page.locator(pane(page))).to_contain_text("<bob>: hi over wss")
 
 
 def test_keyboard_screen_readers_and_a_phone(
@@ -363,8 +364,8 @@ def test_history_shows_on_join(browser: Browser, contexts: list[BrowserContext])
         log_in(page, "alice")
         lines = page.locator(f"{pane(page)} .line.history")
         expect(lines).to_have_count(3)
-        expect(lines.nth(0)).to_contain_text("<carol> earlier 0")
-        expect(lines.nth(2)).to_contain_text("<carol> earlier 2")
+        expect(lines.nth(0)).to_contain_text("<carol>: earlier 0")
+        expect(lines.nth(2)).to_contain_text("<carol>: earlier 2")
         carol.close()
 
 
@@ -390,7 +391,7 @@ def test_scroll_back_loads_older(browser: Browser, contexts: list[BrowserContext
         for count in (100, 130):
             page.locator(pane(page)).evaluate("pane => { pane.scrollTop = 0; }")
             expect(messages).to_have_count(count)
-        expect(messages.first).to_contain_text("<carol> old 0")
+        expect(messages.first).to_contain_text("<carol>: old 0")
         expect(page.locator(f"{pane(page)} .older")).to_contain_text("beginning")
         carol.close()
 
@@ -439,7 +440,7 @@ def test_a_scroll_to_the_top_while_a_page_loads_asks_for_the_next_once_it_ends(
         holding[0] = False
         routes[0].send(held.pop())
         expect(messages).to_have_count(130)
-        expect(messages.first).to_contain_text("<carol> old 0")
+        expect(messages.first).to_contain_text("<carol>: old 0")
         carol.close()
 
 
@@ -469,7 +470,7 @@ def test_reconnects_after_a_server_restart(
         carol = ChatClient(second.address)
         carol.login("carol")
         carol.say("after the restart")
-        expect(page.locator(pane(page))).to_contain_text("<carol> after the restart")
+        expect(page.locator(pane(page))).to_contain_text("<carol>: after the restart")
         say(page, "still here")
         carol.expect("message", nick="alice", text="still here")
         # Resumed with since: the message before the restart shows once, not twice.
@@ -584,11 +585,11 @@ def test_private_scroll_back_and_actions(browser: Browser, contexts: list[Browse
         expect(page.locator("#title")).to_have_text("private: carol")
         messages = page.locator(f"{pane(page)} .line.message")
         expect(messages).to_have_count(50)
-        expect(messages.first).to_contain_text("<carol> <b>p 20</b>")
+        expect(messages.first).to_contain_text("<carol>: <b>p 20</b>")
         page.locator(pane(page)).evaluate("pane => { pane.scrollTop = 0; }")
         expect(messages).to_have_count(70)
-        expect(messages.first).to_contain_text("<carol> <b>p 0</b>")
-        expect(messages.nth(1)).to_contain_text("<alice> <b>p 1</b>")
+        expect(messages.first).to_contain_text("<carol>: <b>p 0</b>")
+        expect(messages.nth(1)).to_contain_text("<alice>: <b>p 1</b>")
         expect(page.locator(f"{pane(page)} .older")).to_contain_text("beginning")
         assert page.locator("#log b").count() == 0
         # /me in private: an action to carol (a TCP client), and one from her.
@@ -636,7 +637,7 @@ def test_own_earlier_private_messages_stay_in_their_conversation(
         say(page, "/query bob")
         lines = page.locator(f"{pane(page)} .line.message")
         expect(lines).to_have_count(2)
-        expect(lines.nth(0)).to_contain_text("<alice> from alice")
+        expect(lines.nth(0)).to_contain_text("<alice>: from alice")
         expect(page.locator("#privates button")).to_have_count(1)  # bob's alone
         bob.close()
 
@@ -667,7 +668,7 @@ def test_a_conversation_across_a_rename_is_one_view(
         say(page, "/query bobby")
         lines = page.locator(f"{pane(page)} .line.message")
         expect(lines).to_have_count(2)
-        expect(lines.nth(0)).to_contain_text("<bob> one")
+        expect(lines.nth(0)).to_contain_text("<bob>: one")
         expect(page.locator("#privates button")).to_have_count(1)  # bobby's alone
         alice.close()
 
@@ -782,8 +783,8 @@ def test_what_people_meet_in_a_day(browser: Browser, contexts: list[BrowserConte
         wait_until(lambda: page.evaluate("state.resumed && state.loggedIn"), 10, "a resume")
         say(page, "/join fresh")
         expect(page.locator("#title")).to_have_text("#fresh")
-        expect(page.locator(pane(page))).to_contain_text("<carol> early 0")
-        expect(page.locator(pane(page))).to_contain_text("<carol> early 1")
+        expect(page.locator(pane(page))).to_contain_text("<carol>: early 0")
+        expect(page.locator(pane(page))).to_contain_text("<carol>: early 1")
         carol.close()
 
 
@@ -870,7 +871,7 @@ def test_a_reconnect_keeps_what_the_page_had(
         for count in (100, 120):
             page.locator(pane(page)).evaluate("pane => { pane.scrollTop = 0; }")
             expect(messages).to_have_count(count)
-        expect(messages.first).to_contain_text("<carol> old 0")
+        expect(messages.first).to_contain_text("<carol>: old 0")
 
         # More missed than a replay page (60): the gap is fetched too.
         say(page, "/join side")
@@ -1339,7 +1340,7 @@ def test_a_reload_goes_back_to_the_rooms_and_conversations(
         )
         bob.say("/msg alice welcome back")
         page.click("#privates button")
-        expect(page.locator(pane(page))).to_contain_text("<bob> welcome back")
+        expect(page.locator(pane(page))).to_contain_text("<bob>: welcome back")
         # Another nick in the same browser: its own places, the default room.
         other = page.context.new_page()
         other.goto(base_url(server))
@@ -1610,7 +1611,7 @@ def test_a_message_that_arrived_after_all_loses_its_not_sent_mark(
         bob = ChatClient(server.address)
         bob.login("bob")
         bob.say("hello alice")
-        expect(page.locator(pane(page))).to_contain_text("<bob> hello alice")
+        expect(page.locator(pane(page))).to_contain_text("<bob>: hello alice")
         network.silence()  # what the server sends is lost on the way
         say(page, "half way")
         bob.expect("message", nick="alice", text="half way")  # (it did arrive)
@@ -1621,3 +1622,45 @@ def test_a_message_that_arrived_after_all_loses_its_not_sent_mark(
         expect(mine).not_to_have_class(re.compile("pending"))
         expect(page.locator("#input")).to_have_value("")
         bob.close()
+
+
+def test_screen_readers_hear_the_topic_members_and_nicks_named(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """The top bar's topic and members, which Tab reaches, say what they are (a bare nick
+    or topic was read with no context): a note named Topic, a list named Members with an
+    item per member; a message reads "carol: hi" (its nick's brackets are not spoken)
+    while "<carol> hi" is what is seen."""
+    with web_server() as server:
+        carol = ChatClient(server.address)
+        carol.login("carol")
+        carol.say("/topic Release on Friday")
+        carol.expect("topic")
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        topic = page.locator("#topic")
+        expect(topic).to_have_role("note")
+        expect(topic).to_have_accessible_name("Topic")
+        expect(topic).to_have_text("Release on Friday")
+        members = page.locator("#members")
+        expect(members).to_have_role("list")
+        expect(members).to_have_accessible_name("Members")
+        expect(members.get_by_role("listitem")).to_have_text(["alice", "carol"])
+        expect(members).to_have_text("alice, carol")  # (as seen: the commas too)
+        carol.say("hi there")
+        line = page.locator(pane(page) + " .line.message").last
+        expect(line).to_contain_text("hi there")
+        # What a screen reader gets (Playwright puts a space before the hidden colon's box).
+        heard = line.aria_snapshot()
+        assert re.search(r'- text: "carol ?: hi there"', heard), heard
+        assert "<" not in heard and ">" not in heard, heard
+        # What is seen: the brackets, no colon (the colon's box is clipped to nothing).
+        seen = line.locator(".nick").evaluate(
+            """n => [...n.childNodes].filter(c => !(c.classList
+                 && c.classList.contains('visually-hidden'))).map(c => c.textContent).join('')"""
+        )
+        assert seen == "<carol>"
+        colon = line.locator(".nick .visually-hidden")
+        expect(colon).to_have_text(":")
+        assert colon.evaluate("c => getComputedStyle(c).clipPath") == "inset(50%)"
+        carol.close()

@@ -113,8 +113,18 @@ function nickColour(nick) {
   return `hsl(${hash % 360} 65% var(--nick-l))`;
 }
 
+// A nick as shown: a message's wrapped, "<alice>", its brackets hidden from screen readers
+// and a colon for them alone (read "alice: hello", not "less than alice greater than").
 function nickEl(nick, wrap) {
-  const span = el("bdi", "nick", wrap ? `<${nick}>` : String(nick));
+  const span = el("bdi", "nick", wrap ? "" : String(nick));
+  if (wrap) {
+    const bracket = (text) => {
+      const node = el("span", "", text);
+      node.setAttribute("aria-hidden", "true");
+      return node;
+    };
+    span.append(bracket("<"), String(nick), bracket(">"), el("span", "visually-hidden", ":"));
+  }
   span.style.color = nickColour(nick);
   return span;
 }
@@ -278,12 +288,23 @@ function setAway(nick, text) {
   else state.away.delete(fold(nick));
 }
 
+// The members list: each a list item (a screen reader says how many), the commas between
+// them for sight alone.
 function renderMembers() {
   const view = state.current;
-  const text = view && view.kind === "room"
-    ? [...view.members].map((n) => (state.away.has(fold(n)) ? `${n} (away)` : n)).join(", ")
-    : "";
-  $("members").textContent = text;
+  const members = $("members");
+  members.replaceChildren();
+  if (!view || view.kind !== "room") return;
+  for (const [i, n] of [...view.members].entries()) {
+    if (i) {
+      const comma = el("span", "", ", ");
+      comma.setAttribute("aria-hidden", "true");
+      members.append(comma);
+    }
+    const item = el("span", "", state.away.has(fold(n)) ? `${n} (away)` : String(n));
+    item.setAttribute("role", "listitem");
+    members.append(item);
+  }
 }
 
 function renderSidebar() {
