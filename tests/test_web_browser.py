@@ -1664,3 +1664,32 @@ def test_screen_readers_hear_the_topic_members_and_nicks_named(
         expect(colon).to_have_text(":")
         assert colon.evaluate("c => getComputedStyle(c).clipPath") == "inset(50%)"
         carol.close()
+
+
+def test_help_lists_the_commands_in_a_table(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """/help's answer is a table built from its data, a command and what it does on each
+    row, the descriptions in one column (its text, padded with spaces for a monospace
+    font, zig-zagged in the page's); the page's own /query and /close are listed too."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        say(page, "/help")
+        table = page.locator(pane(page) + " .line.help table")
+        expect(table).to_be_visible()
+        rows = table.locator("tbody tr")
+        expect(rows).to_have_count(len(server.hub.commands.all()) + 2)
+        query = rows.filter(has=page.get_by_role("rowheader", name="/query NICK", exact=True))
+        expect(query.locator("td")).to_have_text("open a private conversation with NICK")
+        expect(table.get_by_role("rowheader", name="/help [COMMAND]", exact=True)).to_be_visible()
+        lefts = table.locator("tbody td").evaluate_all(
+            "tds => tds.map(td => td.getBoundingClientRect().left)"
+        )
+        assert len(lefts) == len(server.hub.commands.all()) + 2
+        assert len(set(lefts)) == 1  # one column
+        expect(page.locator(pane(page) + " .line", has_text="Commands:")).to_have_count(0)
+        expect(page.locator("#announce p").last).to_contain_text("Commands:")
+        # /help NAME is a line of its own, as the server says it.
+        say(page, "/help who")
+        expect(page.locator(pane(page) + " .line.notice").last).to_contain_text("/who")

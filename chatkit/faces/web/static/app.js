@@ -492,6 +492,36 @@ function named(name) {
   return el("bdi", "", String(name));
 }
 
+// /help's answer as a table, a command and what it does on each row: its text is padded
+// with spaces for a monospace font, whose columns zig-zag in the page's. The page's own
+// commands (/query, /close) are there too.
+function helpLine(view, commands) {
+  if (!view) return;
+  const [line, body] = lineEl("notice help");
+  const table = el("table", "commands");
+  table.append(el("caption", "", "Commands"));
+  const head = table.createTHead().insertRow();
+  for (const title of ["Command", "What it does"]) {
+    const th = el("th", "", title);
+    th.scope = "col";
+    head.append(th);
+  }
+  const rows = table.createTBody();
+  const sorted = [...commands].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const command of sorted) {
+    const row = rows.insertRow();
+    const name = el("th", "");
+    name.scope = "row";
+    name.append(el("code", "", usageOf(command)));
+    const what = el("td", "", String(command.help || ""));
+    what.dir = "auto";
+    row.append(name, what);
+  }
+  body.append(table);
+  addLine(view, line);
+  announce(`Commands: ${sorted.length}, in a table in the conversation`);
+}
+
 // A message's text: its own direction (a Hebrew line reads from the right whoever wrote
 // it), and each line after the first marked as the message's, so that none passes for a
 // line of the page's own ("→ admin joined").
@@ -985,9 +1015,13 @@ const handlers = {
         if (view.unavailable === "identify") loadLatest(view);
       }
     }
-    if (f.command === "help" && state.helpPending && f.data && f.data.commands) {
-      state.helpPending = false;
+    if (f.command === "help" && f.data && Array.isArray(f.data.commands)) {
       state.commands = f.data.commands;
+      if (state.helpPending) {
+        state.helpPending = false; // (the page's own, for completion: not shown)
+        return;
+      }
+      helpLine(currentOrFirst(), allCommands());
       return;
     }
     if (f.command === "who" && f.data && state.whoPending.has(fold(f.data.room))) {
@@ -1401,9 +1435,7 @@ function suggest() {
   const found = allCommands().filter((c) => c.name.startsWith(prefix));
   box.replaceChildren();
   for (const [i, command] of found.slice(0, 12).entries()) {
-    const usage = command.usage && command.usage.startsWith("/") ? command.usage
-      : `/${command.name}${command.usage ? " " + command.usage : ""}`;
-    const row = el("div", i === 0 ? "pick" : "", `${usage} — ${command.help || ""}`);
+    const row = el("div", i === 0 ? "pick" : "", `${usageOf(command)} — ${command.help || ""}`);
     // A listbox's options, the first the one Tab takes (aria-activedescendant: a screen
     // reader says it as the box's choice while the caret stays in the box).
     row.id = `suggest-${i}`;
@@ -1417,6 +1449,12 @@ function suggest() {
     input.setAttribute("aria-activedescendant", "suggest-0");
   }
   return found;
+}
+
+// A command as typed: "/who [#room]" (a local command's usage is that already).
+function usageOf(command) {
+  return command.usage && command.usage.startsWith("/") ? command.usage
+    : `/${command.name}${command.usage ? " " + command.usage : ""}`;
 }
 
 function hideSuggestions() {
