@@ -9,6 +9,8 @@ opens its own contexts (separate localStorage) and pages.
 
 from __future__ import annotations
 
+import colorsys
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -1693,3 +1695,51 @@ def test_help_lists_the_commands_in_a_table(
         # /help NAME is a line of its own, as the server says it.
         say(page, "/help who")
         expect(page.locator(pane(page) + " .line.notice").last).to_contain_text("/who")
+
+
+def _rgb(css: str) -> tuple[float, float, float]:
+    """A computed ``rgb(R, G, B)`` colour's channels, 0 to 1."""
+    r, g, b = (int(v) for v in re.findall(r"\d+", css)[:3])
+    return r / 255, g / 255, b / 255
+
+
+def _contrast(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """WCAG's contrast ratio of two colours."""
+
+    def luminance(rgb: tuple[float, float, float]) -> float:
+        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_similar_nicks_get_colours_far_apart(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Nicks a character apart (filler0 ... filler9) get hues far apart (a hash modulo
+    360 gave them neighbouring hues: one colour), each readable on the page's background
+    in the light theme and the dark one (4.5:1)."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        nicks = [f"filler{i}" for i in range(10)]
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            background = _rgb(page.evaluate("getComputedStyle(document.body).backgroundColor"))
+            colours = page.evaluate(
+                """nicks => nicks.map(n => {
+                     const node = nickEl(n, true);
+                     document.body.append(node);
+                     const colour = getComputedStyle(node).color;
+                     node.remove();
+                     return colour;
+                   })""",
+                nicks,
+            )
+            hues = [colorsys.rgb_to_hls(*_rgb(c))[0] * 360 for c in colours]
+            for a, b in itertools.pairwise(hues):
+                apart = abs(a - b) % 360
+                assert min(apart, 360 - apart) >= 60, (scheme, colours)
+            assert len(set(colours)) >= 8, colours
+            for colour in colours:
+                assert _contrast(_rgb(colour), background) >= 4.5, (scheme, colour)

@@ -107,10 +107,19 @@ function fold(name) {
   return folded.replaceAll("ß", "ss").normalize("NFKC");
 }
 
+// A nick's colour: one of twelve hues 30° apart, at the theme's lightness (--nick-l: 4.5:1
+// on either background, whatever the hue), picked by the nick's FNV-1a hash. The hues go
+// round the wheel in steps of 150°, so that nicks a character apart ("filler0",
+// "filler1"), whose hashes differ by little, get hues far apart (a hash modulo 360 gave
+// them neighbours, all but the same colour).
+const NICK_HUES = [0, 150, 300, 90, 240, 30, 180, 330, 120, 270, 60, 210];
+
 function nickColour(nick) {
-  let hash = 0;
-  for (const ch of fold(nick)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  return `hsl(${hash % 360} 65% var(--nick-l))`;
+  let hash = 0x811c9dc5; // FNV-1a, 32 bits, over the folded nick's UTF-8
+  for (const byte of new TextEncoder().encode(fold(nick))) {
+    hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  }
+  return `hsl(${NICK_HUES[hash % NICK_HUES.length]} 65% var(--nick-l))`;
 }
 
 // A nick as shown: a message's wrapped, "<alice>", its brackets hidden from screen readers
