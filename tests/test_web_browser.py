@@ -1331,7 +1331,7 @@ def test_a_reload_goes_back_to_the_rooms_and_conversations(
         page.press("#nick", "Enter")
         expect(page.locator("#chat-view")).to_be_visible()
         expect(page.locator("#rooms button")).to_have_text(["#dev", "#ops"])
-        expect(page.locator("#privates button")).to_have_text(["bob"])
+        expect(page.locator("#privates button")).to_have_text(["@bob"])  # (marked private)
         wait_until(
             lambda: (
                 (alice := server.hub.find("alice")) is not None
@@ -1743,3 +1743,47 @@ def test_similar_nicks_get_colours_far_apart(
             assert len(set(colours)) >= 8, colours
             for colour in colours:
                 assert _contrast(_rgb(colour), background) >= 4.5, (scheme, colour)
+
+
+def test_a_phone_shows_unread_messages_scrolled_out_and_marks_private_ones(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """On a phone's width (375 px) the rooms are a strip that scrolls sideways: unread
+    badges scrolled out of it are counted at its edge (a button that goes to the first of
+    them), and a private conversation is marked "@" where the "Private" heading is hidden."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        page.set_viewport_size({"width": 375, "height": 700})
+        log_in(page, "alice")
+        rooms = [f"#project-{i}" for i in range(1, 7)]
+        for room in rooms:
+            say(page, f"/join {room}")
+            expect(page.locator("#title")).to_have_text(room)
+        page.locator("#rooms button", has_text="#general").click()
+        expect(page.locator("#title")).to_have_text("#general")
+        page.evaluate("$('sidebar').scrollLeft = 0")
+        total = page.locator("#unread-total")
+        expect(total).to_be_hidden()
+        bob = ChatClient(server.address)
+        bob.login("bob", room=rooms[-1])
+        bob.say("over here")
+        badge = page.locator("#rooms button", has_text=rooms[-1]).locator(".unread")
+        expect(badge).to_have_text("unread: 1")
+        expect(badge).not_to_be_in_viewport()
+        expect(total).to_have_text("1 unread")
+        expect(total).to_be_in_viewport(ratio=1)
+        bob.say("/msg alice psst")
+        expect(total).to_have_text("2 unread")
+        at = page.locator("#privates button", has_text="bob").locator(".at")
+        expect(at).to_have_text("@")
+        expect(at).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        total.click()
+        expect(page.locator("#title")).to_have_text(rooms[-1])
+        expect(total).to_have_text("1 unread")
+        expect(page.locator("#input")).to_be_focused()
+        # Wide enough for the sidebar, the badges show where they are: no total.
+        page.set_viewport_size({"width": 1000, "height": 700})
+        expect(total).to_be_hidden()
+        expect(page.locator("#privates .unread")).to_be_visible()
+        bob.close()

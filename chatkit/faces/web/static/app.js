@@ -328,7 +328,15 @@ function renderSidebar() {
       const button = el("button", "", "");
       button.type = "button";
       button.dataset.view = view.key;
-      button.append(el("span", "name", view.name));
+      const name = el("span", "name", view.name);
+      if (kind === "private") {
+        // Seen as private where the "Private" heading is not (a phone's strip); a
+        // screen reader has the heading.
+        const at = el("span", "at", "@");
+        at.setAttribute("aria-hidden", "true");
+        name.prepend(at);
+      }
+      button.append(name);
       button.title = view.name; // (a long one is cut short)
       if (view.left) {
         // Removed from it (a kick, a refusal at a reconnect): the view stays until closed.
@@ -359,6 +367,11 @@ function renderSidebar() {
   let unread = 0;
   for (const view of state.views.values()) unread += view.unread;
   document.title = unread ? `(${unread}) chatkit` : "chatkit";
+  // On a phone's strip (CSS shows it there alone), at its edge: the badges scrolled out
+  // of sight, counted; a click goes to the first conversation with unread messages.
+  const total = $("unread-total");
+  total.textContent = `${unread} unread`;
+  total.hidden = !unread;
   $("me").textContent = state.nick ? `You are ${state.nick}` : "";
 }
 
@@ -1629,6 +1642,11 @@ function start() {
     if (state.timer === null || state.ws) return;
     state.backoff = BACKOFF_FIRST;
     connect(state.nick);
+  });
+  $("unread-total").addEventListener("click", () => {
+    const next = [...state.views.values()].find((v) => v.unread);
+    if (next) show(next);
+    input.focus();
   });
   $("jump").addEventListener("click", () => {
     if (state.current) toBottom(state.current);
