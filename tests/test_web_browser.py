@@ -1787,3 +1787,23 @@ def test_a_phone_shows_unread_messages_scrolled_out_and_marks_private_ones(
         expect(total).to_be_hidden()
         expect(page.locator("#privates .unread")).to_be_visible()
         bob.close()
+
+
+def test_the_members_list_stays_sorted(browser: Browser, contexts: list[BrowserContext]) -> None:
+    """The members list is sorted ignoring case, as /who's is, after joins and renames
+    too (they went at its end)."""
+    with web_server() as server:
+        page = open_page(browser, contexts, base_url(server))
+        log_in(page, "alice")
+        members = page.locator("#members")
+        expect(members).to_have_text("alice")
+        clients = []
+        for nick in ("carol", "Bob", "zed"):
+            client = ChatClient(server.address)
+            client.login(nick)
+            clients.append(client)
+        expect(members).to_have_text("alice, Bob, carol, zed")
+        clients[2].say("/nick Aaron")
+        expect(members).to_have_text("Aaron, alice, Bob, carol")
+        for client in clients:
+            client.close()

@@ -298,13 +298,16 @@ function setAway(nick, text) {
 }
 
 // The members list: each a list item (a screen reader says how many), the commas between
-// them for sight alone.
+// them for sight alone; sorted as the server compares names (ignoring case), as /who's
+// are, joins and renames too.
 function renderMembers() {
   const view = state.current;
   const members = $("members");
   members.replaceChildren();
   if (!view || view.kind !== "room") return;
-  for (const [i, n] of [...view.members].entries()) {
+  const sorted = [...view.members].map((n) => [fold(n), n])
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  for (const [i, [, n]] of sorted.entries()) {
     if (i) {
       const comma = el("span", "", ", ");
       comma.setAttribute("aria-hidden", "true");
