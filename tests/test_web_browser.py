@@ -1807,3 +1807,43 @@ def test_the_members_list_stays_sorted(browser: Browser, contexts: list[BrowserC
         expect(members).to_have_text("Aaron, alice, Bob, carol")
         for client in clients:
             client.close()
+
+
+def test_a_reconnect_counts_down_and_can_be_tried_now(
+    browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Disconnected, the page counts the seconds to its next try down (it said "in 2 s"
+    for as long as it waited), and "Retry now" reconnects at once."""
+    first = Server(config=make_config(), faces=[LineFace(), WebFace(port=0)])
+    first.start()
+    port = first.addresses["web"][1]
+    try:
+        page = open_page(browser, contexts, base_url(first))
+        log_in(page, "alice")
+        page.evaluate("state.backoff = 30000")  # (the next wait: 22 to 38 s)
+    finally:
+        first.shutdown()
+    expect(page.locator("#status")).to_contain_text("reconnecting")
+    countdown = page.locator("#countdown")
+    expect(countdown).to_have_text(re.compile(r"^in \d+ s$"))
+    before = int(countdown.inner_text().split()[1])
+    assert before >= 20
+    expect(countdown).not_to_have_text(f"in {before} s")  # a second later
+    after = int(countdown.inner_text().split()[1])
+    assert after < before
+    second = Server(config=make_config(), faces=[LineFace(), WebFace(port=port)])
+    second.start()
+    try:
+        page.get_by_role("button", name="Retry now").click()
+        # (Well before the wait, still more than 10 s, is over.)
+        expect(page.locator("#status")).to_have_text("connected")
+        expect(countdown).to_have_text("")
+        expect(page.locator("#retry")).to_be_hidden()
+        expect(page.locator("#input")).to_be_focused()
+        carol = ChatClient(second.address)
+        carol.login("carol")
+        carol.say("back so soon")
+        expect(page.locator(pane(page))).to_contain_text("<carol>: back so soon")
+        carol.close()
+    finally:
+        second.shutdown()

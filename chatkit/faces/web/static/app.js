@@ -77,6 +77,7 @@ const state = {
   heartbeat: HEARTBEAT,
   pongWait: PONG_WAIT,
   beatTimer: null,
+  countdown: null, // the interval that counts a reconnect's wait down, each second
   // The user's messages the server has not sent back yet (it sends each to its room, the
   // sender included, and a private one to both sides: docs/protocol.md), oldest first:
   // {view, text, action, line, mark, lost}. Lost: refused, or its connection went first.
@@ -1243,6 +1244,7 @@ function heartbeat() {
 function connect(nick) {
   clearTimeout(state.timer);
   state.timer = null; // (set while a reconnect waits)
+  stopCountdown();
   // One connection at a time: an earlier one left open would stay logged in, unseen,
   // holding the nick.
   hangUp("replaced");
@@ -1309,8 +1311,24 @@ function closed(reason, nick) {
   }
   const delay = Math.min(state.backoff, BACKOFF_MAX) * (0.75 + Math.random() * 0.5);
   state.backoff = Math.min(state.backoff * 2, BACKOFF_MAX);
-  setStatus(`disconnected${reason ? ` (${reason})` : ""}; reconnecting in ${Math.ceil(delay / 1000)} s`, true);
+  // (The live status says it once; the seconds count down beside it, not read out each.)
+  setStatus(`disconnected${reason ? ` (${reason})` : ""}; reconnecting`, true);
+  const at = Date.now() + delay;
+  const tick = () => {
+    $("countdown").textContent = `in ${Math.max(1, Math.ceil((at - Date.now()) / 1000))} s`;
+  };
+  tick();
+  state.countdown = setInterval(tick, 1000);
+  $("retry").hidden = false;
   state.timer = setTimeout(() => connect(state.nick || nick), delay);
+}
+
+// A reconnect no longer waited for: its countdown and "Retry now" go.
+function stopCountdown() {
+  clearInterval(state.countdown);
+  state.countdown = null;
+  $("countdown").textContent = "";
+  $("retry").hidden = true;
 }
 
 // -- typing: sending, commands, completion, keys ------------------------------------------
@@ -1650,6 +1668,11 @@ function start() {
     const next = [...state.views.values()].find((v) => v.unread);
     if (next) show(next);
     input.focus();
+  });
+  $("retry").addEventListener("click", () => {
+    if (state.timer === null || state.ws) return;
+    connect(state.nick);
+    input.focus(); // (the button goes)
   });
   $("jump").addEventListener("click", () => {
     if (state.current) toBottom(state.current);
