@@ -13,6 +13,7 @@ import colorsys
 import itertools
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1184,6 +1185,15 @@ class Network:
     def silence(self, index: int = 0) -> None:
         self._deaf.add(id(self.routes[index]))
 
+    def wait_for(self, page: Page, count: int) -> None:
+        """Wait (10 s at most) until the page has opened ``count`` connections, through
+        Playwright (which passes the routes' traffic on meanwhile): a "reconnecting"
+        status can come and go between two looks at it."""
+        deadline = time.monotonic() + 10
+        while len(self.routes) < count:
+            assert time.monotonic() < deadline, f"{len(self.routes)} connections, not {count}"
+            page.wait_for_timeout(50)
+
 
 def test_a_dead_connection_is_found_and_what_it_lost_is_not_sent(
     browser: Browser, contexts: list[BrowserContext]
@@ -1248,7 +1258,7 @@ def test_a_reconnect_takes_the_nick_back_from_a_connection_that_died_unseen(
         bob.login("bob")
         network.silence()  # the network goes silent; the server sees nothing
         # (Playwright's waits, which forward the routes' traffic, before bob's.)
-        expect(page.locator("#status")).to_contain_text("reconnecting")
+        network.wait_for(page, 2)
         expect(page.locator("#status")).to_have_text("connected")
         say(page, "still me")
         gone = bob.expect("nick", old="alice")["new"]
@@ -1617,7 +1627,7 @@ def test_a_message_that_arrived_after_all_loses_its_not_sent_mark(
         network.silence()  # what the server sends is lost on the way
         say(page, "half way")
         bob.expect("message", nick="alice", text="half way")  # (it did arrive)
-        expect(page.locator("#status")).to_contain_text("reconnecting")
+        network.wait_for(page, 2)
         expect(page.locator("#status")).to_have_text("connected")
         mine = page.locator(pane(page) + " .line.message", has_text="half way")
         expect(mine).to_have_count(1)
